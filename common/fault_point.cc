@@ -1,0 +1,50 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "common/fault_point.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/base/const_init.h"
+#include "absl/synchronization/mutex.h"
+
+namespace sessiond {
+namespace {
+
+absl::Mutex armed_name_mutex(absl::kConstInit);
+std::string* armed_name ABSL_GUARDED_BY(armed_name_mutex) = nullptr;
+
+struct ArmFromEnvironment {
+  ArmFromEnvironment() {
+    if (const char* name = std::getenv("SESSIOND_FAULT_POINT")) {
+      ArmFaultPoint(name);
+    }
+  }
+} arm_from_environment;
+
+}  // namespace
+
+namespace internal {
+std::atomic<bool> fault_point_armed{false};
+
+void MaybeCrashAtFaultPoint(std::string_view name) {
+  absl::MutexLock lock(&armed_name_mutex);
+  if (armed_name != nullptr && *armed_name == name) {
+    std::fprintf(stderr, "fault point %s reached: exiting with %d\n",
+                 armed_name->c_str(), kFaultPointExitCode);
+    std::fflush(stderr);
+    _exit(kFaultPointExitCode);
+  }
+}
+}  // namespace internal
+
+void ArmFaultPoint(std::string_view name) {
+  absl::MutexLock lock(&armed_name_mutex);
+  delete armed_name;
+  armed_name = name.empty() ? nullptr : new std::string(name);
+  internal::fault_point_armed.store(!name.empty(), std::memory_order_relaxed);
+}
+
+}  // namespace sessiond

@@ -1,0 +1,213 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// RaftCore: the Raft algorithm as a pure state machine, in the manner of
+// etcd-io/raft's RawNode and tikv/raft-rs. It has no threads, no clock, no
+// I/O and no global state: time arrives as Tick(), randomness from a seeded
+// Rng, durable state is read through a LogReader, and everything the core
+// wants done (persist, send, apply) comes out of TakeReady().
+//
+// Driver ordering rules (the driver is replication::NodeDriver in production
+// and the simulator in tests/sim):
+//
+//   1. Call TakeReady() whenever HasReady(); process its parts in this order
+//      of dependency:
+//   2. If `snapshot` is set, install it in the LogStore (durably) and hand it
+//      to the state machine before applying any committed entry of this or a
+//      later Ready.
+//   3. `to_persist` entries and `hard_state` go to the LogStore in one synced
+//      write. `send_now` messages may be sent at once, before or during that
+//      write (this is what lets the leader write its log in parallel with
+//      replication, Raft thesis section 10.2.1).
+//   4. After the write is durable, call OnPersisted(last index, its term) and
+//      only then send `send_after_persist` (votes and append
+//      acknowledgements: they promise that state is on disk).
+//   5. `committed` entries may be applied as soon as they are received (they
+//      are already durable on a quorum); apply them in order and call
+//      OnApplied(last index) afterwards.
+//   6. `read_states` may be answered once the state machine has applied
+//      through each one's index.
+//
+// Not thread-safe: owned by one thread (the driver thread).
+#ifndef SESSIOND_REPLICATION_CORE_RAFT_CORE_H_
+#define SESSIOND_REPLICATION_CORE_RAFT_CORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "replication/core/log_reader.h"
+#include "replication/core/types.h"
+
+namespace sessiond::replication {
+
+enum class ReadOnlyMode : uint8_t {
+  // ReadIndex (Raft thesis 6.4): the leader confirms it is still leader with
+  // a heartbeat round before answering. Safe under any clock behaviour.
+  kReadIndex,
+  // Leader lease (thesis 6.4.1): the leader answers without a round trip while
+  // it has heard from a quorum within the last election timeout. Safe only
+  // while clock drift between nodes stays below
+  // (election_ticks - lease margin) / election_ticks of a tick; see
+  // docs/ARCHITECTURE.md.
+  kLeaseBased,
+};
+
+struct RaftConfig {
+  NodeId id;
+  // A follower that hears nothing from a leader for a random number of ticks
+  // in [election_ticks, 2 * election_ticks) starts an election.
+  int election_ticks = 10;
+  // A leader sends heartbeats every heartbeat_ticks.
+  int heartbeat_ticks = 1;
+  bool pre_vote = true;
+  bool check_quorum = true;
+  ReadOnlyMode read_only_mode = ReadOnlyMode::kReadIndex;
+  // Flow control per follower: AppendEntries messages in flight, and bytes of
+  // entry data in flight. Past either cap the leader waits for responses.
+  uint32_t max_inflight_messages = 256;
+  uint64_t max_inflight_bytes = 32ull << 20;
+  // Upper bound on entry data in one AppendEntries message.
+  uint64_t max_message_bytes = 1ull << 20;
+  // Upper bound on entry data held in memory not yet persisted (proposals
+  // are refused with ResourceExhausted above it). 0: no limit.
+  uint64_t max_uncommitted_bytes = 0;
+
+  // Breaks the commitment rule on purpose (commits by counting replicas of
+  // an entry from an earlier term, the Raft paper's figure 8 mistake) so a
+  // test can prove the simulation finds it. Never set outside that test.
+  bool unsafe_commit_previous_term_for_test = false;
+};
+
+// A snapshot of the core's state for status pages and tests.
+struct RaftStatus {
+  NodeId id;
+  Role role = Role::kFollower;
+  Term term;
+  NodeId vote;
+  NodeId leader;  // 0 when unknown
+  LogIndex commit;
+  LogIndex applied;
+  LogIndex last_index;
+  LogIndex first_index;
+  ConfState conf_state;
+  // Leader only: each member's matched index.
+  std::map<NodeId, LogIndex> match;
+  NodeId lead_transferee;  // leadership transfer in progress to this node
+};
+
+struct Ready {
+  // Set when term, vote or commit changed. Persist with to_persist.
+  std::optional<HardState> hard_state;
+  // Entries to write to the LogStore, synced. May start at or below the
+  // store's LastIndex(): the store truncates the conflicting suffix.
+  std::vector<Entry> to_persist;
+  // A snapshot received from the leader, to install before applying.
+  std::optional<Snapshot> snapshot;
+  // Messages that may leave before the persist completes.
+  std::vector<Message> send_now;
+  // Messages that must wait until this Ready's persist is durable.
+  std::vector<Message> send_after_persist;
+  // Committed entries to apply, in order.
+  std::vector<Entry> committed;
+  // ReadIndex requests now safe to serve (see ReadIndex).
+  std::vector<ReadState> read_states;
+  // Set when role or leader changed.
+  std::optional<Role> role;
+  std::optional<NodeId> leader;
+
+  bool empty() const {
+    return !hard_state && to_persist.empty() && !snapshot &&
+           send_now.empty() && send_after_persist.empty() &&
+           committed.empty() && read_states.empty() && !role && !leader;
+  }
+};
+
+class RaftCore {
+ public:
+  // Builds a core from the durable state in `log` (hard state, membership,
+  // entries, snapshot). `log` must outlive the core. `seed` drives every
+  // random choice (election timeouts), so the same seed and inputs give the
+  // same outputs.
+  // Errors: InvalidArgument for a bad config (id 0, ticks < 1), DataLoss when
+  // the log's state is inconsistent.
+  static absl::StatusOr<std::unique_ptr<RaftCore>> Create(
+      const RaftConfig& config, const LogReader* log, uint64_t seed);
+
+  ~RaftCore();
+  RaftCore(const RaftCore&) = delete;
+  RaftCore& operator=(const RaftCore&) = delete;
+
+  // Advances logical time by one tick.
+  void Tick();
+
+  // Handles a message from a peer. Messages from older terms and duplicates
+  // are ignored safely. Errors: InvalidArgument for a malformed message
+  // (wrong `to`, unknown type); the core's state is unchanged.
+  absl::Status Step(const Message& message);
+
+  // Appends `commands` as consecutive kNormal entries of the current term.
+  // Returns the index of the last one. Errors: Unavailable when this node is
+  // not the leader (the message names the leader when known) or a leadership
+  // transfer is in progress; ResourceExhausted above max_uncommitted_bytes.
+  absl::StatusOr<LogIndex> Propose(std::vector<std::string> commands);
+
+  // Proposes one membership change. Errors: Unavailable (not leader),
+  // FailedPrecondition when another change is not yet applied, or the change
+  // makes no sense (promote a non-learner, remove an unknown node, remove the
+  // last voter).
+  absl::StatusOr<LogIndex> ProposeConfChange(const ConfChange& change);
+
+  // Starts an election now, skipping PreVote. Used by a single voter at
+  // start-up and by tests.
+  void Campaign();
+
+  // Leadership transfer (thesis 3.10): the leader stops accepting proposals,
+  // brings `target` up to date, then tells it to campaign at once.
+  // Errors: Unavailable (not leader), InvalidArgument (target not a voter).
+  absl::Status TransferLeadership(NodeId target);
+
+  // Requests a linearizable read point. When safe, a ReadState with
+  // `context` appears in a later Ready. On a follower the request is
+  // forwarded to the leader. Errors: Unavailable when no leader is known.
+  absl::Status ReadIndex(std::string context);
+
+  // The persist of everything up to `index` (entries of term `term`) is
+  // durable. Out-of-date notifications (a conflicting suffix has since
+  // replaced those entries) are ignored.
+  void OnPersisted(LogIndex index, Term term);
+
+  // The snapshot handed out in a Ready is installed and durable.
+  void OnSnapshotInstalled(LogIndex index);
+
+  // The state machine has applied everything through `index`.
+  void OnApplied(LogIndex index);
+
+  // The log below `index` was compacted in the LogStore (entries before it
+  // are now read from the snapshot).
+  void OnCompacted(LogIndex index);
+
+  bool HasReady() const;
+  Ready TakeReady();
+
+  RaftStatus status() const;
+  Role role() const;
+  NodeId leader() const;
+  Term term() const;
+  LogIndex commit_index() const;
+  bool is_leader() const { return role() == Role::kLeader; }
+
+ private:
+  class Impl;
+  explicit RaftCore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sessiond::replication
+
+#endif  // SESSIOND_REPLICATION_CORE_RAFT_CORE_H_

@@ -1,0 +1,49 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_REPLICATION_LOG_STORE_H_
+#define SESSIOND_REPLICATION_LOG_STORE_H_
+
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "replication/core/log_reader.h"
+
+namespace sessiond::replication {
+
+// The durable Raft log: entries with term and index, the hard state, and the
+// latest snapshot's metadata. Declared here, implemented by
+// replication::MemoryLogStore (simulation, tests) and storage::RaftLogStore
+// (RocksDB, production). tests/replication/log_store_contract_test.cc runs
+// one suite against both.
+//
+// Thread safety: writes come from one thread (the log writer); reads
+// (LogReader) may come concurrently from another (the driver).
+//
+// A failed Append or SetHardState must never be acknowledged: callers treat it
+// as fatal (SESSIOND_CHECK_OK), because retrying could reorder durable state.
+class LogStore : public LogReader {
+ public:
+  // Appends `entries` (consecutive indices) and stores `hard_state` when
+  // given, atomically and, when `sync`, durably before returning. An entry
+  // whose index is at or below LastIndex() replaces the stored suffix from
+  // that index on (a conflicting suffix is truncated).
+  // REQUIRES: entries.empty() or
+  //           FirstIndex() <= entries.front().index <= LastIndex() + 1.
+  virtual absl::Status Append(const std::vector<Entry>& entries,
+                              const std::optional<HardState>& hard_state,
+                              bool sync) = 0;
+
+  // Replaces the whole log with `snapshot`'s metadata: every entry is
+  // dropped, FirstIndex() becomes snapshot.meta.index + 1. Durable on return.
+  virtual absl::Status InstallSnapshot(const Snapshot& snapshot) = 0;
+
+  // Records that the state machine holds a snapshot through `meta.index` and
+  // drops entries at or below it (log compaction). `data` may be empty when
+  // the snapshot is taken lazily by GetSnapshot.
+  // REQUIRES: meta.index <= LastIndex().
+  virtual absl::Status Compact(const Snapshot& snapshot) = 0;
+};
+
+}  // namespace sessiond::replication
+
+#endif  // SESSIOND_REPLICATION_LOG_STORE_H_

@@ -1,0 +1,51 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_REPLICATION_STATE_MACHINE_H_
+#define SESSIOND_REPLICATION_STATE_MACHINE_H_
+
+#include <any>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "replication/core/types.h"
+
+namespace sessiond::replication {
+
+// What applying one entry produced, handed to the proposer's callback.
+// A non-OK status is a deterministic rejection (e.g. ABORTED for a version
+// mismatch): every replica computes the same one.
+using ApplyResult = absl::StatusOr<std::any>;
+
+// The replicated state machine: applies committed entries in log order.
+// Implemented by storage::SessionStateMachine.
+//
+// Thread safety: Apply, ApplySnapshot and TakeSnapshot are called from one
+// thread (the apply thread). applied_index() may be read from any thread.
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+
+  // Applies `entries` (consecutive, starting at applied_index() + 1) and
+  // records the last index as applied, in the same (unsynced) write: a crash
+  // may lose the write but never splits it. Returns one result per entry.
+  // kConfChange entries and empty kNormal entries are recorded as applied
+  // and yield OK with an empty value.
+  // An error return (not a per-entry result) means the state could not be
+  // written: the caller stops the node.
+  virtual absl::StatusOr<std::vector<ApplyResult>> Apply(
+      const std::vector<Entry>& entries) = 0;
+
+  // The last applied index (0 on a new store).
+  virtual LogIndex applied_index() const = 0;
+
+  // An image of the whole state through applied_index(), for a snapshot.
+  virtual absl::StatusOr<std::string> TakeSnapshot() = 0;
+
+  // Replaces the whole state with a snapshot's image; applied_index()
+  // becomes meta.index.
+  virtual absl::Status ApplySnapshot(const Snapshot& snapshot) = 0;
+};
+
+}  // namespace sessiond::replication
+
+#endif  // SESSIOND_REPLICATION_STATE_MACHINE_H_

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The two commands of the README's quick start, and a few helpers.
+#
+#   tools/dev.sh run     install missing Debian packages, build Release, start
+#                        one sessiond on 127.0.0.1 with its data under .data/
+#   tools/dev.sh test    install missing packages, build, run the whole suite
+#   tools/dev.sh deps    only install missing packages
+#   tools/dev.sh build   only build (BUILD_TYPE=Release|RelWithDebInfo|Debug)
+#   tools/dev.sh cluster start a local 3-node cluster (when replication lands)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+JOBS="${JOBS:-2}"
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev librocksdb-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libcli11-dev nlohmann-json3-dev
+  python3 python3-grpcio python3-protobuf
+  redis-server redis-tools
+)
+
+log() { printf '\033[1m[dev]\033[0m %s\n' "$*" >&2; }
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$p")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    log "all Debian packages present"
+    return 0
+  fi
+  log "installing: ${missing[*]}"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  local type="${1:-${BUILD_TYPE:-RelWithDebInfo}}"
+  local dir="$ROOT/build"
+  if [ "$type" = "Release" ]; then dir="$ROOT/build-release"; fi
+  log "building $type in $dir"
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+  echo "$dir"
+}
+
+cmd_run() {
+  deps
+  local dir
+  dir="$(build Release | tail -n 1)"
+  local addr="${SESSIOND_ADDR:-127.0.0.1:50051}"
+  local data="${SESSIOND_DATA_DIR:-$ROOT/.data/node1}"
+  mkdir -p "$data"
+  log "sessiond listening on $addr, data in $data"
+  log "try:  grpcurl -plaintext -d '{\"user_id\":\"alice\"}' $addr sessiond.v1.SessionService/CreateSession"
+  log "  or: $dir/tools/sessiond-bench --target $addr --ops create:1 --count 1000"
+  exec "$dir/server/sessiond" --listen "$addr" --data_dir "$data" "$@"
+}
+
+cmd_test() {
+  deps
+  local dir
+  dir="$(build RelWithDebInfo | tail -n 1)"
+  cd "$dir"
+  ctest --output-on-failure -j "$JOBS" --timeout 900 "$@"
+}
+
+case "${1:-}" in
+  run) shift; cmd_run "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  deps) deps ;;
+  build) shift; build "$@" ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
+esac
