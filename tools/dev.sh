@@ -47,8 +47,8 @@ build() {
   local dir="$ROOT/build"
   if [ "$type" = "Release" ]; then dir="$ROOT/build-release"; fi
   log "building $type in $dir"
-  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" >/dev/null
-  cmake --build "$dir" -j "$JOBS"
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" >&2
+  cmake --build "$dir" -j "$JOBS" >&2
   echo "$dir"
 }
 

@@ -20,7 +20,11 @@
 //      replication, Raft thesis section 10.2.1).
 //   4. After the write is durable, call OnPersisted(last index, its term) and
 //      only then send `send_after_persist` (votes and append
-//      acknowledgements: they promise that state is on disk).
+//      acknowledgements: they promise that state is on disk). Writes must
+//      become durable in Ready order, and a Ready's `send_after_persist`
+//      must wait for the writes of every earlier Ready too, even when this
+//      Ready has nothing to persist itself (an acknowledgement may cover
+//      entries handed out in an earlier Ready).
 //   5. `committed` entries may be applied as soon as they are received (they
 //      are already durable on a quorum); apply them in order and call
 //      OnApplied(last index) afterwards.
@@ -50,11 +54,15 @@ enum class ReadOnlyMode : uint8_t {
   // ReadIndex (Raft thesis 6.4): the leader confirms it is still leader with
   // a heartbeat round before answering. Safe under any clock behaviour.
   kReadIndex,
-  // Leader lease (thesis 6.4.1): the leader answers without a round trip while
-  // it has heard from a quorum within the last election timeout. Safe only
-  // while clock drift between nodes stays below
-  // (election_ticks - lease margin) / election_ticks of a tick; see
-  // docs/ARCHITECTURE.md.
+  // Leader lease (thesis 6.4.1): the leader answers without a round trip
+  // while a quorum has acknowledged a heartbeat it sent less than
+  // election_ticks - 2 of its ticks ago (followers refuse votes for
+  // election_ticks of their ticks after hearing from it). Clock-drift bound:
+  // safe only while no node's tick runs more than
+  // (election_ticks - 1) / (election_ticks - 2) times faster than the
+  // leader's (12.5% for election_ticks = 10). Requires check_quorum (else
+  // ReadIndex is used); off during a leadership transfer. Details in
+  // raft_core.cc.
   kLeaseBased,
 };
 
@@ -82,6 +90,11 @@ struct RaftConfig {
   // an entry from an earlier term, the Raft paper's figure 8 mistake) so a
   // test can prove the simulation finds it. Never set outside that test.
   bool unsafe_commit_previous_term_for_test = false;
+
+  // The index the state machine has already applied (from its own durable
+  // state) when the core is created: committed entries after it are handed
+  // out again in Ready::committed. 0: everything after the log's snapshot.
+  LogIndex applied;
 };
 
 // A snapshot of the core's state for status pages and tests.
@@ -98,6 +111,10 @@ struct RaftStatus {
   ConfState conf_state;
   // Leader only: each member's matched index.
   std::map<NodeId, LogIndex> match;
+  // Leader only: each member's next index and replication state ("probe",
+  // "replicate", "snapshot").
+  std::map<NodeId, LogIndex> next;
+  std::map<NodeId, std::string> progress_state;
   NodeId lead_transferee;  // leadership transfer in progress to this node
 };
 
@@ -122,9 +139,9 @@ struct Ready {
   std::optional<NodeId> leader;
 
   bool empty() const {
-    return !hard_state && to_persist.empty() && !snapshot &&
-           send_now.empty() && send_after_persist.empty() &&
-           committed.empty() && read_states.empty() && !role && !leader;
+    return !hard_state && to_persist.empty() && !snapshot && send_now.empty() &&
+           send_after_persist.empty() && committed.empty() &&
+           read_states.empty() && !role && !leader;
   }
 };
 
@@ -150,6 +167,8 @@ class RaftCore {
   // are ignored safely. Errors: InvalidArgument for a malformed message
   // (wrong `to`, unknown type); the core's state is unchanged.
   absl::Status Step(const Message& message);
+  // As above; takes the entries and snapshot by move (no copy of the data).
+  absl::Status Step(Message&& message);
 
   // Appends `commands` as consecutive kNormal entries of the current term.
   // Returns the index of the last one. Errors: Unavailable when this node is
@@ -189,7 +208,9 @@ class RaftCore {
   void OnApplied(LogIndex index);
 
   // The log below `index` was compacted in the LogStore (entries before it
-  // are now read from the snapshot).
+  // are now read from the snapshot). REQUIRES: index <= the applied index
+  // reported through OnApplied (the core reads committed entries it has not
+  // handed out yet from the LogReader).
   void OnCompacted(LogIndex index);
 
   bool HasReady() const;

@@ -1,0 +1,99 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/expiry_sweeper.h"
+
+#include <any>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "sessiond/v1/command.pb.h"
+
+namespace sessiond::server {
+
+ExpirySweeper::ExpirySweeper(const ExpirySweeperOptions& options,
+                             const storage::SessionTable* table,
+                             replication::NodeDriver* driver)
+    : options_(options), table_(table), driver_(driver) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+ExpirySweeper::~ExpirySweeper() { Stop(); }
+
+void ExpirySweeper::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return;
+    stop_ = true;
+    cv_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+uint64_t ExpirySweeper::SweepOnce() {
+  // Only the leader decides expiry: its clock is the cluster's clock, carried
+  // in the command (replicas never expire on their own clock).
+  if (driver_->status().role != replication::Role::kLeader) return 0;
+  uint64_t removed = 0;
+  for (size_t n = 0; n < options_.max_commands_per_sweep; ++n) {
+    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+    std::vector<storage::TokenHash> expired =
+        table_->CollectExpired(now_ms, options_.leeway_ms, options_.batch);
+    if (expired.empty()) break;
+    sessiond::v1::internal::Command command;
+    command.set_timestamp_ms(now_ms);
+    auto* expire = command.mutable_expire();
+    for (const storage::TokenHash& hash : expired) {
+      expire->add_token_hashes(std::string(storage::TokenHashBytes(hash)));
+    }
+    // Wait for this command to apply before collecting again, or the next
+    // collection would find the same sessions.
+    struct Outcome {
+      absl::Notification done;
+      replication::ApplyResult result;
+    };
+    auto outcome = std::make_shared<Outcome>();
+    driver_->Propose(command.SerializeAsString(),
+                     [outcome](replication::ApplyResult result) {
+                       outcome->result = std::move(result);
+                       outcome->done.Notify();
+                     });
+    if (!outcome->done.WaitForNotificationWithTimeout(options_.apply_timeout)) {
+      std::fprintf(stderr, "sessiond: expiry command not applied within %s\n",
+                   absl::FormatDuration(options_.apply_timeout).c_str());
+      break;
+    }
+    if (!outcome->result.ok()) {
+      std::fprintf(stderr, "sessiond: expiry command failed: %s\n",
+                   outcome->result.status().ToString().c_str());
+      break;
+    }
+    uint64_t count = 0;
+    if (const uint64_t* c = std::any_cast<uint64_t>(&*outcome->result)) {
+      count = *c;
+    }
+    removed += count;
+    // Nothing removed although the table said expired: the sessions were
+    // touched or changed meanwhile; collecting again would spin.
+    if (count == 0 || expired.size() < options_.batch) break;
+  }
+  removed_total_.fetch_add(removed, std::memory_order_relaxed);
+  return removed;
+}
+
+void ExpirySweeper::Loop() {
+  absl::MutexLock lock(&mu_);
+  while (!stop_) {
+    const absl::Time deadline = absl::Now() + options_.interval;
+    while (!stop_ && absl::Now() < deadline)
+      cv_.WaitWithDeadline(&mu_, deadline);
+    if (stop_) break;
+    mu_.Unlock();
+    SweepOnce();
+    mu_.Lock();
+  }
+}
+
+}  // namespace sessiond::server

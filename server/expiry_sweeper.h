@@ -1,0 +1,76 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_EXPIRY_SWEEPER_H_
+#define SESSIOND_SERVER_EXPIRY_SWEEPER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "replication/node_driver.h"
+#include "storage/session_table.h"
+
+namespace sessiond::server {
+
+struct ExpirySweeperOptions {
+  absl::Duration interval = absl::Seconds(1);
+  // Most sessions per ExpireCommand.
+  size_t batch = 1000;
+  // Most commands per sweep, so one sweep of a huge backlog does not hold
+  // the log; the rest waits for the next sweep.
+  size_t max_commands_per_sweep = 64;
+  int64_t leeway_ms = 0;
+  // How long a sweep waits for its command to apply before giving up (the
+  // next sweep finds the same sessions again if it did not apply).
+  absl::Duration apply_timeout = absl::Seconds(10);
+};
+
+// Removes expired sessions through the log, so every replica removes the
+// same ones: every interval, on the leader only, it collects expired token
+// hashes from the table (SessionTable::CollectExpired) and proposes
+// ExpireCommands stamped with the time the sweep used. Application re-checks
+// each against that time, so a session touched meanwhile survives.
+//
+// Reads already treat an expired session as EXPIRED the moment it expires;
+// the sweep only reclaims memory and disk (after which a read says UNKNOWN).
+//
+// Owns one thread. `table` and `driver` must outlive this (Stop() first).
+class ExpirySweeper {
+ public:
+  ExpirySweeper(const ExpirySweeperOptions& options,
+                const storage::SessionTable* table,
+                replication::NodeDriver* driver);
+  ~ExpirySweeper();  // Stop()s.
+
+  ExpirySweeper(const ExpirySweeper&) = delete;
+  ExpirySweeper& operator=(const ExpirySweeper&) = delete;
+
+  // Runs one sweep now on the calling thread; returns the number of
+  // sessions the applied commands removed.
+  uint64_t SweepOnce();
+
+  void Stop();
+
+  uint64_t removed_total() const {
+    return removed_total_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  void Loop();
+
+  const ExpirySweeperOptions options_;
+  const storage::SessionTable* const table_;  // outlives this
+  replication::NodeDriver* const driver_;     // outlives this
+  std::atomic<uint64_t> removed_total_{0};
+
+  absl::Mutex mu_;
+  absl::CondVar cv_;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_EXPIRY_SWEEPER_H_

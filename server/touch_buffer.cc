@@ -1,0 +1,90 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/touch_buffer.h"
+
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "sessiond/v1/command.pb.h"
+
+namespace sessiond::server {
+
+TouchBuffer::TouchBuffer(replication::NodeDriver* driver,
+                         absl::Duration flush_interval)
+    : driver_(driver), flush_interval_(flush_interval) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+TouchBuffer::~TouchBuffer() { Stop(); }
+
+void TouchBuffer::Record(const storage::TokenHash& hash, int64_t seen_at_ms) {
+  Shard& shard = shards_[hash[0] % kShards];
+  absl::MutexLock lock(&shard.mu);
+  auto [it, inserted] = shard.touches.try_emplace(hash, seen_at_ms);
+  if (!inserted && it->second < seen_at_ms) it->second = seen_at_ms;
+}
+
+size_t TouchBuffer::Flush() {
+  std::vector<std::pair<storage::TokenHash, int64_t>> touches;
+  for (Shard& shard : shards_) {
+    absl::flat_hash_map<storage::TokenHash, int64_t, storage::TokenHashHasher>
+        taken;
+    {
+      absl::MutexLock lock(&shard.mu);
+      taken.swap(shard.touches);
+    }
+    for (auto& [hash, seen] : taken) touches.emplace_back(hash, seen);
+  }
+  for (size_t start = 0; start < touches.size();
+       start += kMaxTouchesPerCommand) {
+    const size_t end = std::min(touches.size(), start + kMaxTouchesPerCommand);
+    sessiond::v1::internal::Command command;
+    command.set_timestamp_ms(absl::ToUnixMillis(absl::Now()));
+    auto* touch = command.mutable_touch();
+    for (size_t i = start; i < end; ++i) {
+      auto* t = touch->add_touches();
+      t->set_token_hash(std::string(storage::TokenHashBytes(touches[i].first)));
+      t->set_seen_at_ms(touches[i].second);
+    }
+    flushed_commands_.fetch_add(1, std::memory_order_relaxed);
+    // A lost touch batch (not leader, shutting down) only makes idle expiry
+    // come a little earlier for those sessions; it is not retried.
+    driver_->Propose(
+        command.SerializeAsString(), [](replication::ApplyResult result) {
+          if (!result.ok() &&
+              result.status().code() != absl::StatusCode::kUnavailable) {
+            std::fprintf(stderr, "sessiond: touch batch failed: %s\n",
+                         result.status().ToString().c_str());
+          }
+        });
+  }
+  return touches.size();
+}
+
+void TouchBuffer::Stop() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    if (stop_) return;
+    stop_ = true;
+    stop_cv_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+  Flush();
+}
+
+void TouchBuffer::Loop() {
+  absl::MutexLock lock(&stop_mu_);
+  while (!stop_) {
+    const absl::Time deadline = absl::Now() + flush_interval_;
+    while (!stop_ && absl::Now() < deadline) {
+      stop_cv_.WaitWithDeadline(&stop_mu_, deadline);
+    }
+    if (stop_) break;
+    stop_mu_.Unlock();
+    Flush();
+    stop_mu_.Lock();
+  }
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,77 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_TOUCH_BUFFER_H_
+#define SESSIOND_SERVER_TOUCH_BUFFER_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "replication/node_driver.h"
+#include "storage/token.h"
+
+namespace sessiond::server {
+
+// Folds "this session was just used" (ValidateSession with touch=true) into
+// one TouchCommand per flush interval instead of one log entry per
+// validation: a busy session validated a thousand times a second costs one
+// entry per interval. The price is resolution: an idle timeout is enforced
+// to within one flush interval (the last_seen a replica knows can lag the
+// real last use by up to that long). docs/ARCHITECTURE.md records this.
+//
+// Thread-safe: Record from any gRPC thread (sharded locks); a flusher
+// thread proposes the batch. `driver` must outlive this (Stop() first).
+class TouchBuffer {
+ public:
+  // Most touches per TouchCommand; a larger backlog goes in several.
+  static constexpr size_t kMaxTouchesPerCommand = 10000;
+
+  TouchBuffer(replication::NodeDriver* driver, absl::Duration flush_interval);
+  ~TouchBuffer();  // Stop()s.
+
+  TouchBuffer(const TouchBuffer&) = delete;
+  TouchBuffer& operator=(const TouchBuffer&) = delete;
+
+  // Notes that `hash` was used at `seen_at_ms`; the latest use wins.
+  void Record(const storage::TokenHash& hash, int64_t seen_at_ms);
+
+  // Proposes everything recorded so far now (also used at shutdown and by
+  // tests). Returns the number of touches proposed. Does not wait for them
+  // to apply.
+  size_t Flush();
+
+  // Flushes one last time and stops the flusher thread. Idempotent.
+  void Stop();
+
+  uint64_t flushed_commands() const {
+    return flushed_commands_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr size_t kShards = 16;
+  struct Shard {
+    absl::Mutex mu;
+    absl::flat_hash_map<storage::TokenHash, int64_t, storage::TokenHashHasher>
+        touches ABSL_GUARDED_BY(mu);
+  };
+
+  void Loop();
+
+  replication::NodeDriver* const driver_;  // outlives this
+  const absl::Duration flush_interval_;
+  std::array<Shard, kShards> shards_;
+  std::atomic<uint64_t> flushed_commands_{0};
+
+  absl::Mutex stop_mu_;
+  absl::CondVar stop_cv_;
+  bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_TOUCH_BUFFER_H_

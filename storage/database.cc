@@ -1,0 +1,204 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "storage/database.h"
+
+#include <filesystem>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_buffer_manager.h"
+#include "storage/keys.h"
+
+namespace sessiond::storage {
+
+absl::Status FromRocksStatus(const rocksdb::Status& status,
+                             std::string_view context) {
+  if (status.ok()) return absl::OkStatus();
+  const std::string message =
+      absl::StrCat(absl::string_view(context.data(), context.size()), ": ",
+                   status.ToString());
+  if (status.IsCorruption()) return absl::DataLossError(message);
+  if (status.IsNotFound()) return absl::NotFoundError(message);
+  if (status.IsBusy() || status.IsTryAgain()) {
+    return absl::UnavailableError(message);
+  }
+  return absl::InternalError(message);
+}
+
+namespace {
+
+bool IsLockError(const rocksdb::Status& status) {
+  // RocksDB reports a held LOCK as an IOError: "While lock file: <dir>/LOCK:
+  // Resource temporarily unavailable" from another process, "lock hold by
+  // current process" from this one.
+  const std::string text = status.ToString();
+  return status.IsIOError() &&
+         (absl::StrContains(text, "/LOCK") ||
+          absl::StrContains(text, "lock hold by current process"));
+}
+
+rocksdb::ColumnFamilyOptions CfOptions(
+    const DatabaseOptions& options, uint64_t write_buffer_bytes,
+    const std::shared_ptr<rocksdb::Cache>& cache, bool point_lookups) {
+  rocksdb::ColumnFamilyOptions cf;
+  cf.write_buffer_size = write_buffer_bytes;
+  cf.max_write_buffer_number = 2;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  table.block_size = 16 << 10;
+  if (point_lookups) {
+    table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  }
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Session attributes are often random bytes and Raft entries are read
+  // back soon after being written: compression buys little, costs CPU on the
+  // start-up scan.
+  cf.compression = rocksdb::kNoCompression;
+  return cf;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Database>> Database::Open(
+    const std::string& dir, const DatabaseOptions& options) {
+  std::error_code ec;
+  if (options.create_if_missing) {
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("cannot create data dir ", dir, ": ", ec.message()));
+    }
+  } else if (!std::filesystem::exists(dir + "/CURRENT", ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("no sessiond database in data dir ", dir));
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.create_missing_column_families = options.create_if_missing;
+  db_options.max_background_jobs = options.background_jobs;
+  db_options.paranoid_checks = true;
+  db_options.write_buffer_manager =
+      std::make_shared<rocksdb::WriteBufferManager>(
+          options.memtable_budget_bytes);
+  // Keep the info LOG small; it is for post-mortems, not for operation.
+  db_options.max_log_file_size = 8 << 20;
+  db_options.keep_log_file_num = 3;
+  // A crash may leave a torn record at the WAL's tail (never synced, so never
+  // acknowledged); anything else is corruption.
+  db_options.wal_recovery_mode =
+      rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+
+  std::shared_ptr<rocksdb::Cache> cache =
+      rocksdb::NewLRUCache(options.block_cache_bytes);
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
+      {kDefaultCf, CfOptions(options, 1 << 20, cache, true)},
+      {kRaftLogCf,
+       CfOptions(options, options.raft_log_write_buffer_bytes, cache, false)},
+      {kRaftStateCf, CfOptions(options, 1 << 20, cache, true)},
+      {kSessionsCf,
+       CfOptions(options, options.sessions_write_buffer_bytes, cache, true)},
+  };
+
+  rocksdb::DB* raw_db = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s =
+      rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw_db);
+  if (!s.ok()) {
+    if (IsLockError(s)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data dir ", dir,
+          " is in use by another sessiond (RocksDB LOCK held); stop it or "
+          "choose another --data_dir (",
+          s.ToString(), ")"));
+    }
+    if (s.IsCorruption()) {
+      return absl::DataLossError(
+          absl::StrCat("data dir ", dir, " is corrupt: ", s.ToString(),
+                       "; refusing to start (restore from a backup)"));
+    }
+    if (s.IsInvalidArgument() &&
+        absl::StrContains(s.ToString(), "does not exist")) {
+      return absl::NotFoundError(absl::StrCat(
+          "no sessiond database in data dir ", dir, ": ", s.ToString()));
+    }
+    return absl::InternalError(
+        absl::StrCat("cannot open data dir ", dir, ": ", s.ToString()));
+  }
+  std::unique_ptr<Database> db(
+      new Database(dir, std::unique_ptr<rocksdb::DB>(raw_db), handles));
+
+  // The format version: written on creation, checked on every open.
+  std::string version;
+  s = raw_db->Get(rocksdb::ReadOptions(), db->default_cf_, kFormatVersionKey,
+                  &version);
+  if (s.IsNotFound()) {
+    rocksdb::WriteOptions write_options;
+    write_options.sync = true;
+    s = raw_db->Put(write_options, db->default_cf_, kFormatVersionKey,
+                    std::to_string(kFormatVersion));
+    if (!s.ok()) return FromRocksStatus(s, "writing the format version");
+  } else if (!s.ok()) {
+    if (s.IsCorruption()) {
+      return absl::DataLossError(
+          absl::StrCat("data dir ", dir, " is corrupt: ", s.ToString(),
+                       "; refusing to start (restore from a backup)"));
+    }
+    return FromRocksStatus(s, "reading the format version");
+  } else {
+    int parsed = 0;
+    if (!absl::SimpleAtoi(version, &parsed) || parsed != kFormatVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("data dir ", dir, " has format version '", version,
+                       "'; this sessiond reads version ", kFormatVersion));
+    }
+  }
+  return db;
+}
+
+Database::Database(std::string dir, std::unique_ptr<rocksdb::DB> db,
+                   std::vector<rocksdb::ColumnFamilyHandle*> handles)
+    : dir_(std::move(dir)), db_(std::move(db)), handles_(std::move(handles)) {
+  for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+    const std::string& name = handle->GetName();
+    if (name == kDefaultCf) default_cf_ = handle;
+    if (name == kRaftLogCf) raft_log_cf_ = handle;
+    if (name == kRaftStateCf) raft_state_cf_ = handle;
+    if (name == kSessionsCf) sessions_cf_ = handle;
+  }
+}
+
+Database::~Database() {
+  if (db_ == nullptr) return;
+  // Flushing makes the next start read SST files instead of replaying the
+  // WAL: faster, and the WAL can be dropped. Errors are not fatal here: the
+  // WAL still has everything.
+  (void)Flush();
+  for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+    (void)db_->DestroyColumnFamilyHandle(handle);
+  }
+  handles_.clear();
+  (void)db_->Close();
+  db_.reset();
+}
+
+absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
+  rocksdb::WriteOptions write_options;
+  write_options.sync = sync;
+  return FromRocksStatus(db_->Write(write_options, batch), "RocksDB write");
+}
+
+absl::Status Database::Flush() {
+  rocksdb::FlushOptions flush_options;
+  flush_options.wait = true;
+  return FromRocksStatus(db_->Flush(flush_options, handles_), "RocksDB flush");
+}
+
+}  // namespace sessiond::storage

@@ -1,0 +1,96 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_STORAGE_DATABASE_H_
+#define SESSIOND_STORAGE_DATABASE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "rocksdb/db.h"
+#include "rocksdb/write_batch.h"
+
+namespace sessiond::storage {
+
+struct DatabaseOptions {
+  // Create the data dir and the column families when missing. When false, a
+  // dir without a sessiond database is NotFound.
+  bool create_if_missing = true;
+  // Shared LRU block cache for all column families. Small on purpose: the
+  // session table in memory is the read cache; RocksDB is read only at
+  // start and by Raft for entries not yet applied.
+  uint64_t block_cache_bytes = 8ull << 20;
+  // Memtable size of the sessions CF (its memory counts in the daemon's RSS).
+  uint64_t sessions_write_buffer_bytes = 8ull << 20;
+  // Memtable size of the raft_log CF. Entries are applied (and read back)
+  // soon after they are written, so a small memtable still serves them.
+  uint64_t raft_log_write_buffer_bytes = 8ull << 20;
+  // Cap on all memtables together (RocksDB WriteBufferManager): memory the
+  // daemon uses for RocksDB stays bounded however many sessions it holds.
+  uint64_t memtable_budget_bytes = 32ull << 20;
+  // Background flush and compaction threads.
+  int background_jobs = 2;
+};
+
+// The RocksDB database of one data dir, with sessiond's column families
+// (storage/keys.h). Owned by the daemon; RaftLogStore and SessionStateMachine
+// keep a Database* that must outlive them.
+//
+// Thread-safe: rocksdb::DB is, and the handles are immutable after Open().
+class Database {
+ public:
+  // Opens (or, with create_if_missing, creates) the database in `dir`.
+  // Errors:
+  //   FailedPrecondition  the dir is in use by another sessiond (RocksDB's
+  //                       LOCK is held), or has an unknown format version
+  //   DataLoss            the dir is corrupt (RocksDB reported Corruption)
+  //   NotFound            no database and !create_if_missing
+  //   Internal            any other RocksDB or file system error
+  static absl::StatusOr<std::unique_ptr<Database>> Open(
+      const std::string& dir, const DatabaseOptions& options);
+
+  // Flushes the memtables and closes RocksDB (releasing the LOCK).
+  ~Database();
+
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  rocksdb::DB* db() const { return db_.get(); }
+  rocksdb::ColumnFamilyHandle* default_cf() const { return default_cf_; }
+  rocksdb::ColumnFamilyHandle* raft_log_cf() const { return raft_log_cf_; }
+  rocksdb::ColumnFamilyHandle* raft_state_cf() const { return raft_state_cf_; }
+  rocksdb::ColumnFamilyHandle* sessions_cf() const { return sessions_cf_; }
+
+  // Writes `batch`; `sync` makes it durable (fsync of the WAL) on return.
+  absl::Status Write(rocksdb::WriteBatch* batch, bool sync);
+
+  // Flushes all memtables to SST files and waits for it. Used at shutdown
+  // and by tests; not needed for durability (the WAL already has the data).
+  absl::Status Flush();
+
+ private:
+  Database(std::string dir, std::unique_ptr<rocksdb::DB> db,
+           std::vector<rocksdb::ColumnFamilyHandle*> handles);
+
+  const std::string dir_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; closed in ~
+  rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* raft_log_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* raft_state_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* sessions_cf_ = nullptr;
+};
+
+// Converts a RocksDB status to an absl::Status; `context` prefixes the
+// message. Corruption -> DataLoss, NotFound -> NotFound, Busy/TryAgain ->
+// Unavailable, everything else -> Internal.
+absl::Status FromRocksStatus(const rocksdb::Status& status,
+                             std::string_view context);
+
+}  // namespace sessiond::storage
+
+#endif  // SESSIOND_STORAGE_DATABASE_H_

@@ -1,0 +1,307 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "storage/raft_log_store.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "rocksdb/iterator.h"
+#include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
+#include "storage/keys.h"
+
+namespace sessiond::storage {
+
+using replication::ConfState;
+using replication::Entry;
+using replication::HardState;
+using replication::Snapshot;
+using replication::SnapshotMeta;
+
+namespace {
+
+// Reads `key` from `cf`; nullopt when absent.
+absl::StatusOr<std::optional<std::string>> GetKey(
+    Database* db, rocksdb::ColumnFamilyHandle* cf, const char* key) {
+  std::string value;
+  rocksdb::Status s = db->db()->Get(rocksdb::ReadOptions(), cf, key, &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
+  return std::optional<std::string>(std::move(value));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
+  HardState hard_state;
+  SnapshotMeta meta;
+  ConfState conf_state;
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> hs,
+                            GetKey(db, db->raft_state_cf(), kHardStateKey));
+  if (hs) {
+    SESSIOND_ASSIGN_OR_RETURN(hard_state, DecodeHardState(*hs));
+  }
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> sm,
+                            GetKey(db, db->raft_state_cf(), kSnapshotMetaKey));
+  if (sm) {
+    SESSIOND_ASSIGN_OR_RETURN(meta, DecodeSnapshotMeta(*sm));
+  }
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cs,
+                            GetKey(db, db->raft_state_cf(), kConfStateKey));
+  if (cs) {
+    SESSIOND_ASSIGN_OR_RETURN(conf_state, DecodeConfState(*cs));
+  }
+
+  // The last index: the last key of raft_log, or the snapshot's index when
+  // the log holds no entries.
+  LogIndex last = meta.index;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->db()->NewIterator(rocksdb::ReadOptions(), db->raft_log_cf()));
+    it->SeekToLast();
+    if (it->Valid()) {
+      SESSIOND_ASSIGN_OR_RETURN(
+          LogIndex key,
+          DecodeLogKey(std::string_view(it->key().data(), it->key().size())));
+      if (key > last) last = key;
+    }
+    SESSIOND_RETURN_IF_ERROR(FromRocksStatus(it->status(), "raft_log scan"));
+    // The first entry must follow the snapshot; a gap means lost entries.
+    if (last > meta.index) {
+      it->Seek(LogKey(meta.index + 1));
+      if (!it->Valid() ||
+          std::string_view(it->key().data(), it->key().size()) !=
+              LogKey(meta.index + 1)) {
+        return absl::DataLossError(absl::StrCat(
+            "raft_log: entry ", meta.index.value() + 1,
+            " (first after the snapshot) is missing; last is ", last.value()));
+      }
+    }
+  }
+  return std::unique_ptr<RaftLogStore>(new RaftLogStore(
+      db, hard_state, std::move(meta), std::move(conf_state), last));
+}
+
+RaftLogStore::RaftLogStore(Database* db, HardState hard_state,
+                           SnapshotMeta snapshot_meta, ConfState conf_state,
+                           LogIndex last_index)
+    : db_(db),
+      hard_state_(hard_state),
+      snapshot_meta_(std::move(snapshot_meta)),
+      conf_state_(std::move(conf_state)),
+      last_index_(last_index) {}
+
+absl::Status RaftLogStore::Bootstrap(const ConfState& conf_state) {
+  absl::MutexLock lock(&mutex_);
+  if (last_index_ != LogIndex(0) || snapshot_meta_.index != LogIndex(0) ||
+      hard_state_.term != Term(0)) {
+    return absl::FailedPreconditionError(
+        "cannot bootstrap a Raft log that already has state");
+  }
+  rocksdb::WriteBatch batch;
+  batch.Put(db_->raft_state_cf(), kConfStateKey, EncodeConfState(conf_state));
+  SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
+  conf_state_ = conf_state;
+  return absl::OkStatus();
+}
+
+HardState RaftLogStore::InitialHardState() const {
+  absl::ReaderMutexLock lock(&mutex_);
+  return hard_state_;
+}
+
+ConfState RaftLogStore::InitialConfState() const {
+  absl::ReaderMutexLock lock(&mutex_);
+  if (snapshot_meta_.index != LogIndex(0)) return snapshot_meta_.conf_state;
+  return conf_state_;
+}
+
+LogIndex RaftLogStore::FirstIndex() const {
+  absl::ReaderMutexLock lock(&mutex_);
+  return snapshot_meta_.index + 1;
+}
+
+LogIndex RaftLogStore::LastIndex() const {
+  absl::ReaderMutexLock lock(&mutex_);
+  return last_index_;
+}
+
+absl::StatusOr<std::vector<Entry>> RaftLogStore::Entries(
+    LogIndex lo, LogIndex hi, uint64_t max_bytes) const {
+  absl::ReaderMutexLock lock(&mutex_);
+  const LogIndex first = snapshot_meta_.index + 1;
+  if (lo < first) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "entry ", lo.value(), " is compacted; first index is ", first.value()));
+  }
+  if (hi > last_index_ + 1 || lo > hi) {
+    return absl::OutOfRangeError(
+        absl::StrCat("entries [", lo.value(), ", ", hi.value(),
+                     ") beyond last index ", last_index_.value()));
+  }
+  std::vector<Entry> out;
+  if (lo == hi) return out;
+  const std::string upper_key = LogKey(hi);
+  rocksdb::Slice upper(upper_key);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->db()->NewIterator(read_options, db_->raft_log_cf()));
+  uint64_t bytes = 0;
+  LogIndex expected = lo;
+  bool full = false;
+  for (it->Seek(LogKey(lo)); it->Valid(); it->Next()) {
+    SESSIOND_ASSIGN_OR_RETURN(
+        LogIndex index,
+        DecodeLogKey(std::string_view(it->key().data(), it->key().size())));
+    if (index != expected) break;  // a gap: reported below
+    const rocksdb::Slice value = it->value();
+    const uint64_t size = value.size() >= 9 ? value.size() - 9 : 0;
+    if (!out.empty() && bytes + size > max_bytes) {
+      full = true;
+      break;
+    }
+    SESSIOND_ASSIGN_OR_RETURN(
+        Entry entry,
+        DecodeEntry(index, std::string_view(value.data(), value.size())));
+    bytes += size;
+    out.push_back(std::move(entry));
+    ++expected;
+  }
+  SESSIOND_RETURN_IF_ERROR(FromRocksStatus(it->status(), "raft_log read"));
+  if (!full && expected != hi) {
+    return absl::DataLossError(
+        absl::StrCat("raft_log: entry ", expected.value(), " is missing"));
+  }
+  return out;
+}
+
+absl::StatusOr<Term> RaftLogStore::TermAt(LogIndex index) const {
+  absl::ReaderMutexLock lock(&mutex_);
+  if (index == snapshot_meta_.index) return snapshot_meta_.term;
+  if (index < snapshot_meta_.index + 1) {
+    return absl::OutOfRangeError(
+        absl::StrCat("entry ", index.value(), " is compacted"));
+  }
+  if (index > last_index_) {
+    return absl::OutOfRangeError(absl::StrCat("entry ", index.value(),
+                                              " is beyond last index ",
+                                              last_index_.value()));
+  }
+  std::string value;
+  rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->raft_log_cf(),
+                                     LogKey(index), &value);
+  if (s.IsNotFound()) {
+    return absl::DataLossError(
+        absl::StrCat("raft_log: entry ", index.value(), " is missing"));
+  }
+  SESSIOND_RETURN_IF_ERROR(FromRocksStatus(s, "raft_log read"));
+  if (value.size() < 9) {
+    return absl::DataLossError(
+        absl::StrCat("raft_log: entry ", index.value(), " is truncated"));
+  }
+  return Term(DecodeFixed64BE(value));
+}
+
+absl::StatusOr<Snapshot> RaftLogStore::GetSnapshot() const {
+  absl::ReaderMutexLock lock(&mutex_);
+  Snapshot snapshot;
+  snapshot.meta = snapshot_meta_;
+  return snapshot;
+}
+
+absl::Status RaftLogStore::Append(const std::vector<Entry>& entries,
+                                  const std::optional<HardState>& hard_state,
+                                  bool sync) {
+  if (entries.empty() && !hard_state) return absl::OkStatus();
+  LogIndex first_index, last_index;
+  {
+    absl::ReaderMutexLock lock(&mutex_);
+    first_index = snapshot_meta_.index + 1;
+    last_index = last_index_;
+  }
+  rocksdb::WriteBatch batch;
+  bool truncates = false;
+  if (!entries.empty()) {
+    const LogIndex first = entries.front().index;
+    if (first < first_index || first > last_index + 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("append at ", first.value(), " outside [",
+                       first_index.value(), ", ", last_index.value() + 1, "]"));
+    }
+    for (size_t i = 1; i < entries.size(); ++i) {
+      if (entries[i].index != first + i) {
+        return absl::InvalidArgumentError("append of non-consecutive entries");
+      }
+    }
+    if (first <= last_index) {
+      // A conflicting suffix: [first, old last] goes; entries beyond the new
+      // last would otherwise survive.
+      truncates = true;
+      batch.DeleteRange(db_->raft_log_cf(), LogKey(first),
+                        LogKey(last_index + 1));
+    }
+    for (const Entry& entry : entries) {
+      batch.Put(db_->raft_log_cf(), LogKey(entry.index), EncodeEntry(entry));
+    }
+  }
+  if (hard_state) {
+    batch.Put(db_->raft_state_cf(), kHardStateKey,
+              EncodeHardState(*hard_state));
+  }
+  if (truncates) {
+    // Readers must not see the range half-replaced.
+    absl::MutexLock lock(&mutex_);
+    SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, sync));
+    last_index_ = entries.back().index;
+    if (hard_state) hard_state_ = *hard_state;
+    return absl::OkStatus();
+  }
+  SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, sync));
+  absl::MutexLock lock(&mutex_);
+  if (!entries.empty()) last_index_ = entries.back().index;
+  if (hard_state) hard_state_ = *hard_state;
+  return absl::OkStatus();
+}
+
+absl::Status RaftLogStore::InstallSnapshot(const Snapshot& snapshot) {
+  absl::MutexLock lock(&mutex_);
+  rocksdb::WriteBatch batch;
+  // Every entry goes: the snapshot replaces the whole log.
+  batch.DeleteRange(db_->raft_log_cf(), LogKey(LogIndex(0)),
+                    LogKey(LogIndex(~uint64_t{0})));
+  batch.Delete(db_->raft_log_cf(), LogKey(LogIndex(~uint64_t{0})));
+  batch.Put(db_->raft_state_cf(), kSnapshotMetaKey,
+            EncodeSnapshotMeta(snapshot.meta));
+  HardState hard_state = hard_state_;
+  if (hard_state.commit < snapshot.meta.index) {
+    hard_state.commit = snapshot.meta.index;
+    batch.Put(db_->raft_state_cf(), kHardStateKey, EncodeHardState(hard_state));
+  }
+  SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
+  snapshot_meta_ = snapshot.meta;
+  hard_state_ = hard_state;
+  last_index_ = snapshot.meta.index;
+  return absl::OkStatus();
+}
+
+absl::Status RaftLogStore::Compact(const Snapshot& snapshot) {
+  absl::MutexLock lock(&mutex_);
+  const LogIndex index = snapshot.meta.index;
+  if (index <= snapshot_meta_.index) return absl::OkStatus();
+  if (index > last_index_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("compact through ", index.value(), " beyond last index ",
+                     last_index_.value()));
+  }
+  rocksdb::WriteBatch batch;
+  batch.DeleteRange(db_->raft_log_cf(), LogKey(snapshot_meta_.index),
+                    LogKey(index + 1));
+  batch.Put(db_->raft_state_cf(), kSnapshotMetaKey,
+            EncodeSnapshotMeta(snapshot.meta));
+  SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
+  snapshot_meta_ = snapshot.meta;
+  return absl::OkStatus();
+}
+
+}  // namespace sessiond::storage

@@ -1,0 +1,229 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_STORAGE_SESSION_TABLE_H_
+#define SESSIOND_STORAGE_SESSION_TABLE_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "sessiond/v1/session.pb.h"
+#include "storage/token.h"
+
+namespace sessiond::storage {
+
+class SlabArena;
+
+enum class ValidateOutcome : uint8_t { kValid, kExpired, kRevoked, kUnknown };
+
+const char* ValidateOutcomeName(ValidateOutcome outcome);
+
+struct ValidateResult {
+  ValidateOutcome outcome = ValidateOutcome::kUnknown;
+  sessiond::v1::Session session;  // Set only when outcome == kValid.
+};
+
+// The instant a session stops being valid, before leeway: the earlier of its
+// absolute expiry and, with an idle timeout, last_seen + idle_timeout.
+int64_t SessionDeadlineMs(int64_t expires_at_ms, int64_t idle_timeout_ms,
+                          int64_t last_seen_at_ms);
+
+// The expiry rule, shared by reads, the sweeper and the state machine:
+// expired when now >= expires_at + leeway, or (idle_timeout > 0 and)
+// now >= last_seen_at + idle_timeout + leeway.
+bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
+               int64_t last_seen_at_ms, int64_t now_ms, int64_t leeway_ms);
+bool IsExpired(const sessiond::v1::Session& session, int64_t now_ms,
+               int64_t leeway_ms);
+
+struct SessionTableOptions {
+  // Number of shards (each with its own lock). More shards, less contention
+  // between readers and the apply thread; 64 is plenty for 2-16 cores.
+  size_t num_shards = 64;
+};
+
+struct ListUserPage {
+  std::vector<sessiond::v1::Session> sessions;  // Ordered by session_id.
+  // The session_id to pass as `after_session_id` for the next page; empty on
+  // the last page. (The server may wrap it into an opaque page token.)
+  std::string next_after_session_id;
+};
+
+// The in-memory session table: every live session (active, or revoked and
+// not yet past its expiry), keyed by token hash, sharded by token hash.
+//
+// Threading: reads (Validate, Get*, ListUser, CollectExpired, size) are
+// thread-safe and take a shard's lock in shared mode. Writes (the "apply
+// thread only" section) come from one thread at a time, in practice the
+// SessionStateMachine's apply thread; they take shard locks exclusively.
+// InsertStored may also be called from several loader threads at once
+// during recovery, when no other writer runs.
+//
+// Memory, by design (x86-64, glibc malloc), per session:
+//   record      one allocation: token hash (32), expires/last_seen/idle/
+//               created (32), version+state (8), extra pointer (8), user
+//               list links (16), session_id and user_id inline (2 + their
+//               lengths): ~120 + 22 + |user_id| bytes, ~150 B with malloc
+//               rounding for a 10-byte user_id.
+//   extra       one allocation holding attributes, client metadata, revoke
+//               reason and time as protobuf wire bytes (fields 7, 10-12 of
+//               sessiond.v1.Session): 8 + wire size, rounded to 16.
+//   indexes     three flat_hash_sets of pointers (by token hash, by
+//               session_id, heads of per-user lists: 9 B per slot at load
+//               0.44-0.875 each) and a btree of (deadline, record*) for
+//               expiry (~18 B): ~50-80 B.
+// So ~200 B + the attributes' wire size. No protobuf object is kept per
+// session; one is built only to answer a read.
+//
+// The per-user index is an intrusive doubly linked list through the
+// records, with its head in the shard of hash(user_id); the session_id index
+// lives in the shard of hash(session_id). Lock rule: a writer holds at most
+// one shard lock at a time, except while changing a record's `extra`, when
+// it holds the record's shard only (session_id and user_id, read under other
+// shards' locks, are immutable for the record's life).
+class SessionTable {
+ public:
+  explicit SessionTable(const SessionTableOptions& options = {});
+  ~SessionTable();
+
+  SessionTable(const SessionTable&) = delete;
+  SessionTable& operator=(const SessionTable&) = delete;
+
+  // ---- Reads: any thread. -------------------------------------------------
+
+  // The outcome of presenting a token whose hash is `hash` at `now_ms`, and
+  // the record when kValid. Revoked wins over expired.
+  ValidateResult Validate(const TokenHash& hash, int64_t now_ms,
+                          int64_t leeway_ms) const;
+  // Same, filling `*session` (when kValid) in place, e.g. a response's
+  // mutable_session(), to avoid a copy on the hot path.
+  ValidateOutcome Validate(const TokenHash& hash, int64_t now_ms,
+                           int64_t leeway_ms,
+                           sessiond::v1::Session* session) const;
+
+  // The record, whatever its state or expiry; nullopt when absent.
+  std::optional<sessiond::v1::Session> Get(const TokenHash& hash) const;
+  std::optional<sessiond::v1::Session> GetBySessionId(
+      std::string_view session_id) const;
+  // The token hash of a session_id (for revoking by session_id).
+  std::optional<TokenHash> TokenHashOf(std::string_view session_id) const;
+  bool Contains(const TokenHash& hash) const;
+
+  // A page of `user_id`'s sessions with session_id > after_session_id,
+  // ordered by session_id, at most page_size (0 is treated as 1). Sessions
+  // expired at now_ms (with leeway) are left out; revoked ones only with
+  // include_revoked.
+  ListUserPage ListUser(std::string_view user_id, size_t page_size,
+                        std::string_view after_session_id, bool include_revoked,
+                        int64_t now_ms, int64_t leeway_ms) const;
+
+  // The token hashes of all sessions of `user_id` (any state).
+  std::vector<TokenHash> UserTokenHashes(std::string_view user_id) const;
+
+  // Up to `max` sessions expired at now_ms (with leeway), earliest deadline
+  // first within a shard: the sweeper proposes an ExpireCommand with them.
+  std::vector<TokenHash> CollectExpired(int64_t now_ms, int64_t leeway_ms,
+                                        size_t max) const;
+
+  size_t size() const { return size_.load(std::memory_order_relaxed); }
+
+  // Where the table's memory goes (for metrics and the benchmark).
+  struct MemoryUsage {
+    size_t arena_bytes = 0;       // records and attribute bytes
+    size_t hash_index_bytes = 0;  // the three hash sets' slot arrays
+    size_t expiry_entries = 0;    // entries in the expiry btrees
+  };
+  MemoryUsage memory_usage() const;
+  size_t num_shards() const { return num_shards_; }
+
+  // The StoredSession wire bytes for `hash` (the `sessions` CF value), built
+  // from the compact record; nullopt when absent.
+  std::optional<std::string> SerializeStored(const TokenHash& hash) const;
+
+  // Calls `fn(hash, stored_session_bytes)` for every session, shard by
+  // shard under each shard's shared lock (for snapshots). `fn` must not call
+  // back into the table.
+  void ForEachStored(
+      const std::function<void(const TokenHash&, std::string_view)>& fn) const;
+
+  // ---- Writes: one writer thread (the apply thread). -----------------------
+
+  // Adds a session. AlreadyExists when the token hash or the session_id is
+  // already present; InvalidArgument when session_id is empty or longer
+  // than 255 bytes, or user_id is empty or longer than 65535 bytes.
+  // The version is kept in 32 bits (a larger one is stored as 2^32 - 1).
+  absl::Status Insert(const TokenHash& hash,
+                      const sessiond::v1::Session& session);
+  // Adds a session from StoredSession wire bytes (recovery), without
+  // building a protobuf object. DataLoss when the bytes do not parse;
+  // AlreadyExists as Insert.
+  absl::Status InsertStored(std::string_view stored_session_bytes);
+  // Replaces a session's record. NotFound when absent; InvalidArgument when
+  // session_id or user_id differ from the stored ones (they are immutable).
+  absl::Status Replace(const TokenHash& hash,
+                       const sessiond::v1::Session& session);
+  // Moves last_seen_at forward to `seen_at_ms` (never back). Returns false
+  // when absent.
+  bool SetLastSeen(const TokenHash& hash, int64_t seen_at_ms);
+  // Removes a session. Returns false when absent.
+  bool Erase(const TokenHash& hash);
+  // Removes every session.
+  void Clear();
+  // Sizes the indexes for about `sessions` sessions (recovery calls it with
+  // RocksDB's key-count estimate, so loading does not rehash).
+  void Reserve(size_t sessions);
+
+  // Recovery: loads many StoredSessions fast. StartLoad(n) prepares n
+  // loader slots; LoadStored(slot, bytes) may then be called concurrently
+  // from n threads, one per slot (it parses and allocates only);
+  // FinishLoad() builds all indexes, on two threads, the expiry btrees in
+  // one sorted pass (faster, and full nodes: smaller).
+  // REQUIRES: the table is empty and nothing else uses it until FinishLoad
+  // returns. LoadStored: DataLoss on bytes that do not parse. FinishLoad:
+  // AlreadyExists on a duplicate token hash or session_id, and the table is
+  // left empty.
+  void StartLoad(int slots);
+  absl::Status LoadStored(int slot, std::string_view stored_session_bytes);
+  absl::Status FinishLoad();
+
+ private:
+  using Ref = uint32_t;  // SlabArena::Ref: a record or attribute block
+  struct Record;
+  struct Shard;
+
+  Record* Rec(Ref ref) const;
+  SlabArena& ArenaOfRef(Ref ref) const;
+  // The arena new blocks of the session with this token hash come from.
+  SlabArena& ArenaOf(const TokenHash& hash) const;
+  Shard& ShardOf(const TokenHash& hash) const;
+  Shard& ShardOfKey(std::string_view key) const;
+  Ref NewRecord(SlabArena& arena, const TokenHash& hash,
+                std::string_view session_id, std::string_view user_id);
+  void DeleteRecord(Ref ref);
+  absl::StatusOr<Ref> ParseStored(std::string_view bytes, SlabArena& arena);
+  absl::Status InsertRecord(Ref ref);
+  // Links a record into its user's list (under the user shard's lock).
+  void LinkUser(Ref ref);
+  // REQUIRES: shard.mu held, or FinishLoad running.
+  void LinkUserLocked(Shard& shard, Ref ref);
+
+  const size_t num_shards_;
+  // Records and their attribute bytes (storage/arena.h); a reference's bit
+  // 31 says which arena. Two, so two loader threads rarely contend.
+  std::unique_ptr<SlabArena> arenas_[2];
+  std::unique_ptr<Shard[]> shards_;
+  std::atomic<size_t> size_{0};
+  // StartLoad .. FinishLoad: the loaded records, per loader slot.
+  std::vector<std::vector<Ref>> bulk_refs_;
+};
+
+}  // namespace sessiond::storage
+
+#endif  // SESSIOND_STORAGE_SESSION_TABLE_H_

@@ -1,0 +1,345 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// NodeDriver on a real RaftCore, a real MemoryLogStore (wrapped to count and
+// slow down its synced appends, as a disk would) and a small real state
+// machine that records what it applies.
+#include "replication/node_driver.h"
+
+#include <algorithm>
+#include <any>
+#include <atomic>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "replication/memory_log_store.h"
+#include "replication/transport.h"
+
+namespace sessiond::replication {
+namespace {
+
+// A MemoryLogStore whose synced Append takes `sync_delay` (a disk's fsync)
+// and is counted, so group commit can be observed.
+class CountingLogStore : public LogStore {
+ public:
+  explicit CountingLogStore(ConfState conf, absl::Duration sync_delay = {})
+      : inner_(std::move(conf)), sync_delay_(sync_delay) {}
+
+  HardState InitialHardState() const override {
+    return inner_.InitialHardState();
+  }
+  ConfState InitialConfState() const override {
+    return inner_.InitialConfState();
+  }
+  absl::StatusOr<std::vector<Entry>> Entries(
+      LogIndex lo, LogIndex hi, uint64_t max_bytes) const override {
+    return inner_.Entries(lo, hi, max_bytes);
+  }
+  absl::StatusOr<Term> TermAt(LogIndex index) const override {
+    return inner_.TermAt(index);
+  }
+  LogIndex FirstIndex() const override { return inner_.FirstIndex(); }
+  LogIndex LastIndex() const override { return inner_.LastIndex(); }
+  absl::StatusOr<Snapshot> GetSnapshot() const override {
+    return inner_.GetSnapshot();
+  }
+  absl::Status Append(const std::vector<Entry>& entries,
+                      const std::optional<HardState>& hard_state,
+                      bool sync) override {
+    if (sync && sync_delay_ > absl::ZeroDuration()) absl::SleepFor(sync_delay_);
+    appends_.fetch_add(1);
+    if (!entries.empty()) appended_entries_.fetch_add(entries.size());
+    return inner_.Append(entries, hard_state, sync);
+  }
+  absl::Status InstallSnapshot(const Snapshot& snapshot) override {
+    return inner_.InstallSnapshot(snapshot);
+  }
+  absl::Status Compact(const Snapshot& snapshot) override {
+    return inner_.Compact(snapshot);
+  }
+
+  int appends() const { return appends_.load(); }
+  int appended_entries() const { return appended_entries_.load(); }
+
+ private:
+  MemoryLogStore inner_;
+  absl::Duration sync_delay_;
+  std::atomic<int> appends_{0};
+  std::atomic<int> appended_entries_{0};
+};
+
+// Records every applied entry. Commands starting with "reject" yield
+// Aborted (a deterministic rejection); others yield their own text.
+class RecordingStateMachine : public StateMachine {
+ public:
+  explicit RecordingStateMachine(LogIndex applied = LogIndex(0))
+      : applied_(applied.value()) {}
+
+  absl::StatusOr<std::vector<ApplyResult>> Apply(
+      const std::vector<Entry>& entries) override {
+    std::vector<ApplyResult> results;
+    absl::MutexLock lock(&mu_);
+    for (const Entry& e : entries) {
+      EXPECT_EQ(e.index.value(), applied_.load() + 1) << "applied out of order";
+      applied_.store(e.index.value());
+      applied_entries_.push_back(e);
+      if (e.data.rfind("reject", 0) == 0) {
+        results.push_back(absl::AbortedError("rejected"));
+      } else {
+        results.push_back(std::any(e.data));
+      }
+    }
+    ++apply_calls_;
+    return results;
+  }
+  LogIndex applied_index() const override { return LogIndex(applied_.load()); }
+  absl::StatusOr<std::string> TakeSnapshot() override {
+    return absl::UnimplementedError("not needed by these tests");
+  }
+  absl::Status ApplySnapshot(const Snapshot&) override {
+    return absl::UnimplementedError("not needed by these tests");
+  }
+
+  std::vector<Entry> applied_entries() const {
+    absl::MutexLock lock(&mu_);
+    return applied_entries_;
+  }
+  // The non-empty commands applied, in order.
+  std::vector<std::string> commands() const {
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> out;
+    for (const Entry& e : applied_entries_) {
+      if (!e.data.empty()) out.push_back(e.data);
+    }
+    return out;
+  }
+
+ private:
+  std::atomic<uint64_t> applied_;
+  mutable absl::Mutex mu_;
+  std::vector<Entry> applied_entries_ ABSL_GUARDED_BY(mu_);
+  int apply_calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+ConfState OneVoter() {
+  ConfState conf;
+  conf.voters.push_back(NodeId(1));
+  return conf;
+}
+
+NodeDriverOptions TestOptions() {
+  NodeDriverOptions options;
+  options.raft.id = NodeId(1);
+  options.tick_interval = std::chrono::milliseconds(10);
+  options.seed = 42;
+  return options;
+}
+
+// Proposes and waits (bounded) for the callback.
+ApplyResult ProposeAndWait(NodeDriver* driver, std::string command) {
+  auto done = std::make_shared<absl::Notification>();
+  auto result =
+      std::make_shared<ApplyResult>(absl::UnknownError("no callback"));
+  driver->Propose(std::move(command), [done, result](ApplyResult r) {
+    *result = std::move(r);
+    done->Notify();
+  });
+  EXPECT_TRUE(done->WaitForNotificationWithTimeout(absl::Seconds(30)));
+  return *result;
+}
+
+TEST(NodeDriverTest, SingleVoterBecomesLeaderAtOnce) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  const NodeStatus status = (*driver)->status();
+  EXPECT_EQ(status.role, Role::kLeader);
+  EXPECT_EQ(status.leader, NodeId(1));
+  EXPECT_GE(status.term, Term(1));
+  EXPECT_GE(status.applied, LogIndex(1));  // the new term's empty entry
+  EXPECT_EQ(transport.dropped(), 0u);      // nobody to talk to
+}
+
+TEST(NodeDriverTest, ProposalsFromManyThreadsCommitAndCallBack) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 50;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string command =
+            "c" + std::to_string(t) + "-" + std::to_string(i);
+        ApplyResult r = ProposeAndWait(driver->get(), command);
+        if (r.ok() && std::any_cast<std::string>(*r) == command) ++ok;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), kThreads * kPerThread);
+
+  std::vector<std::string> applied = sm.commands();
+  EXPECT_EQ(applied.size(), static_cast<size_t>(kThreads * kPerThread));
+  std::sort(applied.begin(), applied.end());
+  EXPECT_EQ(std::unique(applied.begin(), applied.end()), applied.end())
+      << "a command was applied twice";
+  EXPECT_GE((*driver)->status().commit.value(), applied.size());
+}
+
+TEST(NodeDriverTest, ConcurrentProposersShareSyncedAppends) {
+  // Each synced append takes 5 ms, as an fsync would: proposals arriving
+  // meanwhile must ride the next append together.
+  CountingLogStore log(OneVoter(), absl::Milliseconds(5));
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  const int appends_before = log.appends();
+
+  constexpr int kThreads = 16;
+  constexpr int kPerThread = 20;
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        if (ProposeAndWait(driver->get(), "p" + std::to_string(t * 1000 + i))
+                .ok()) {
+          ++ok;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(ok.load(), kThreads * kPerThread);
+  const int appends = log.appends() - appends_before;
+  EXPECT_LT(appends, kThreads * kPerThread)
+      << "every proposal paid its own fsync: no group commit";
+  std::printf("group commit: %d proposals in %d synced appends\n",
+              kThreads * kPerThread, appends);
+}
+
+TEST(NodeDriverTest, DeterministicRejectionReachesTheProposer) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  ApplyResult r = ProposeAndWait(driver->get(), "reject me");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
+  r = ProposeAndWait(driver->get(), "accept me");
+  ASSERT_TRUE(r.ok()) << r.status();
+}
+
+TEST(NodeDriverTest, RestartReappliesOnlyEntriesPastApplied) {
+  CountingLogStore log(OneVoter());
+  LogIndex last_before;
+  {
+    RecordingStateMachine sm;
+    NoPeersTransport transport;
+    auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+    ASSERT_TRUE(driver.ok()) << driver.status();
+    ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_TRUE(
+          ProposeAndWait(driver->get(), "first-" + std::to_string(i)).ok());
+    }
+    (*driver)->Stop();
+    last_before = log.LastIndex();
+  }
+  ASSERT_GE(last_before.value(), 11u);  // empty entry + 10 commands
+
+  // The state machine's unsynced state kept only the first 5 entries (a
+  // crash lost the rest): a restart must apply 6.. again, and only those.
+  const LogIndex kept(5);
+  RecordingStateMachine sm(kept);
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::vector<Entry> applied = sm.applied_entries();
+  ASSERT_FALSE(applied.empty());
+  EXPECT_EQ(applied.front().index, kept + 1);
+  for (const Entry& e : applied) EXPECT_GT(e.index, kept);
+  // Every entry of the first run past `kept` came back, in order.
+  std::vector<std::string> commands = sm.commands();
+  ASSERT_GE(commands.size(), 1u);
+  EXPECT_EQ(commands.back(), "first-9");
+  EXPECT_GE(sm.applied_index(), last_before + 1);  // + the new term's entry
+  ASSERT_TRUE(ProposeAndWait(driver->get(), "second").ok());
+}
+
+TEST(NodeDriverTest, StopDrainsAndRefusesNewProposals) {
+  CountingLogStore log(OneVoter(), absl::Milliseconds(2));
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+
+  constexpr int kProposals = 500;
+  std::atomic<int> calls{0}, ok{0}, shutting_down{0};
+  for (int i = 0; i < kProposals; ++i) {
+    (*driver)->Propose("d" + std::to_string(i), [&](ApplyResult r) {
+      ++calls;
+      if (r.ok()) {
+        ++ok;
+      } else if (r.status().code() == absl::StatusCode::kUnavailable) {
+        ++shutting_down;
+      }
+    });
+  }
+  (*driver)->Stop();
+  // Every proposal accepted before Stop was finished, not dropped.
+  EXPECT_EQ(calls.load(), kProposals);
+  EXPECT_EQ(ok.load(), kProposals);
+  EXPECT_EQ(static_cast<int>(sm.commands().size()), kProposals);
+
+  absl::Status after;
+  (*driver)->Propose("late", [&](ApplyResult r) { after = r.status(); });
+  EXPECT_EQ(after.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(after.message().find("shutting down"), absl::string_view::npos);
+  (*driver)->Stop();  // idempotent
+}
+
+TEST(NodeDriverTest, NotLeaderProposalIsUnavailable) {
+  // Three voters, but the other two never answer: this node cannot win.
+  ConfState three;
+  three.voters = {NodeId(1), NodeId(2), NodeId(3)};
+  CountingLogStore log(three);
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ApplyResult r = ProposeAndWait(driver->get(), "nobody will commit this");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_NE((*driver)->status().role, Role::kLeader);
+  EXPECT_FALSE((*driver)->WaitUntilLeaderCaughtUp(absl::Milliseconds(300)));
+  // It campaigned (after an election timeout of 10-20 ticks): its votes
+  // went to the transport, which has no peers.
+  for (int i = 0; i < 300 && transport.dropped() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_GT(transport.dropped(), 0u);
+}
+
+}  // namespace
+}  // namespace sessiond::replication

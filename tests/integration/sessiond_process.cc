@@ -1,0 +1,148 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "tests/integration/sessiond_process.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+
+namespace sessiond::testing {
+
+int PickFreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+TempDir::TempDir() {
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / "sessiond-test-XXXXXX")
+          .string();
+  path_ = mkdtemp(pattern.data());
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+SessiondProcess::SessiondProcess(std::string binary, std::string data_dir,
+                                 std::vector<std::string> extra_flags)
+    : binary_(std::move(binary)),
+      data_dir_(std::move(data_dir)),
+      extra_flags_(std::move(extra_flags)) {}
+
+SessiondProcess::~SessiondProcess() {
+  if (running()) Kill();
+}
+
+absl::Status SessiondProcess::Start(absl::Duration timeout) {
+  if (running()) return absl::FailedPreconditionError("already running");
+  const int port = PickFreePort();
+  if (port <= 0) return absl::InternalError("no free port");
+  address_ = absl::StrCat("127.0.0.1:", port);
+  // One log per start, so a restarted or second process never shares a file.
+  static std::atomic<int> starts{0};
+  log_path_ = absl::StrCat(data_dir_, ".", starts++, ".log");
+
+  std::vector<std::string> args = {binary_, "--listen", address_, "--data_dir",
+                                   data_dir_};
+  args.insert(args.end(), extra_flags_.begin(), extra_flags_.end());
+
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    const int log =
+        open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (log >= 0) {
+      dup2(log, STDOUT_FILENO);
+      dup2(log, STDERR_FILENO);
+    }
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(binary_.c_str(), argv.data());
+    _exit(127);
+  }
+  pid_ = pid;
+
+  // Ready when a ValidateSession of a garbage token gets an answer.
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError(
+          absl::StrCat("sessiond exited during start (status ", status,
+                       "); see ", log_path_));
+    }
+    auto stub = NewStub();
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(500));
+    sessiond::v1::ValidateSessionRequest request;
+    request.set_token("readiness-probe");
+    sessiond::v1::ValidateSessionResponse response;
+    if (stub->ValidateSession(&context, request, &response).ok()) {
+      return absl::OkStatus();
+    }
+    usleep(50 * 1000);
+  }
+  Kill();
+  return absl::DeadlineExceededError(
+      absl::StrCat("sessiond did not become ready; see ", log_path_));
+}
+
+void SessiondProcess::Kill() {
+  if (!running()) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+int SessiondProcess::Terminate(absl::Duration timeout) {
+  if (!running()) return -1;
+  kill(pid_, SIGTERM);
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    usleep(20 * 1000);
+  }
+  Kill();
+  return -1;
+}
+
+std::unique_ptr<sessiond::v1::SessionService::Stub> SessiondProcess::NewStub()
+    const {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return sessiond::v1::SessionService::NewStub(grpc::CreateCustomChannel(
+      address_, grpc::InsecureChannelCredentials(), args));
+}
+
+}  // namespace sessiond::testing

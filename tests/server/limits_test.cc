@@ -1,0 +1,144 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/limits.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace sessiond::server {
+namespace {
+
+using sessiond::v1::CreateSessionRequest;
+
+void ExpectInvalid(const absl::Status& s, const std::string& needle) {
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find(needle), absl::string_view::npos)
+      << "\"" << s.message() << "\" lacks \"" << needle << "\"";
+}
+
+TEST(LimitsTest, CreateFillsDefaults) {
+  CreateSessionRequest r;
+  r.set_user_id("u");
+  auto lifetimes = ValidateCreate(r, Limits{});
+  ASSERT_TRUE(lifetimes.ok()) << lifetimes.status();
+  EXPECT_EQ(lifetimes->ttl_ms, Limits{}.default_ttl_ms);
+  EXPECT_EQ(lifetimes->idle_timeout_ms, 0);
+}
+
+TEST(LimitsTest, EveryCreateLimitNamesFieldAndFlag) {
+  const Limits limits;
+  CreateSessionRequest r;
+  ExpectInvalid(ValidateCreate(r, limits).status(),
+                "user_id: must not be empty");
+  r.set_user_id(std::string(257, 'u'));
+  ExpectInvalid(ValidateCreate(r, limits).status(),
+                "user_id: is 257 bytes, limit is 256 (--max_user_id_bytes)");
+  r.set_user_id("u");
+  (*r.mutable_attributes())["k"] = std::string(5000, 'v');
+  ExpectInvalid(ValidateCreate(r, limits).status(),
+                "attributes[\"k\"]: value is 5000 bytes, limit is 4096 "
+                "(--max_attribute_value_bytes)");
+  r.mutable_attributes()->clear();
+  (*r.mutable_attributes())[std::string(129, 'k')] = "v";
+  ExpectInvalid(ValidateCreate(r, limits).status(),
+                "--max_attribute_key_bytes");
+  r.mutable_attributes()->clear();
+  (*r.mutable_attributes())[""] = "v";
+  ExpectInvalid(ValidateCreate(r, limits).status(), "must not be empty");
+  r.mutable_attributes()->clear();
+  for (int i = 0; i < 65; ++i) (*r.mutable_attributes())[absl::StrCat(i)] = "v";
+  ExpectInvalid(ValidateCreate(r, limits).status(),
+                "attributes: 65 entries, limit is 64 (--max_attributes)");
+  r.mutable_attributes()->clear();
+  for (int i = 0; i < 5; ++i) {
+    (*r.mutable_attributes())[absl::StrCat(i)] = std::string(4000, 'v');
+  }
+  ExpectInvalid(ValidateCreate(r, limits).status(), "--max_record_bytes");
+  r.mutable_attributes()->clear();
+  r.set_ttl_ms(-1);
+  ExpectInvalid(ValidateCreate(r, limits).status(),
+                "ttl_ms: must not be negative");
+  r.set_ttl_ms(999);
+  ExpectInvalid(ValidateCreate(r, limits).status(), "(--min_ttl_ms)");
+  r.set_ttl_ms(limits.max_ttl_ms + 1);
+  ExpectInvalid(ValidateCreate(r, limits).status(), "(--max_ttl_ms)");
+  r.set_ttl_ms(0);
+  r.set_idle_timeout_ms(-1);
+  ExpectInvalid(ValidateCreate(r, limits).status(), "idle_timeout_ms");
+  r.set_idle_timeout_ms(limits.max_idle_timeout_ms + 1);
+  ExpectInvalid(ValidateCreate(r, limits).status(), "(--max_idle_timeout_ms)");
+  r.set_idle_timeout_ms(0);
+  r.mutable_client()->set_ip(std::string(513, '1'));
+  ExpectInvalid(
+      ValidateCreate(r, limits).status(),
+      "client.ip: is 513 bytes, limit is 512 (--max_client_field_bytes)");
+}
+
+TEST(LimitsTest, Tokens) {
+  EXPECT_TRUE(ValidateToken(std::string(43, 'a'), "token").ok());
+  EXPECT_TRUE(
+      ValidateToken("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ-_01234", "token")
+          .ok());
+  ExpectInvalid(ValidateToken("", "token"), "token: must not be empty");
+  ExpectInvalid(ValidateToken(std::string(42, 'a'), "token"), "malformed");
+  ExpectInvalid(ValidateToken(std::string(42, 'a') + "=", "token"),
+                "malformed");
+  ExpectInvalid(ValidateSessionId(std::string(21, 'a'), "session_id"),
+                "session_id: malformed");
+}
+
+TEST(LimitsTest, UpdateAgainstTheStoredRecord) {
+  Limits limits;
+  limits.max_attributes = 2;
+  sessiond::v1::UpdateSessionRequest u;
+  u.set_token(std::string(43, 'a'));
+  (*u.mutable_set_attributes())["a"] = "1";
+  u.add_remove_attributes("a");
+  ExpectInvalid(ValidateUpdate(u, limits), "also in set_attributes");
+  u.clear_remove_attributes();
+  ASSERT_TRUE(ValidateUpdate(u, limits).ok());
+
+  sessiond::v1::Session current;
+  current.set_user_id("u");
+  (*current.mutable_attributes())["x"] = "1";
+  (*current.mutable_attributes())["y"] = "1";
+  ExpectInvalid(CheckUpdatedRecord(current, u, limits), "--max_attributes");
+  u.add_remove_attributes("x");
+  EXPECT_TRUE(CheckUpdatedRecord(current, u, limits).ok());
+}
+
+TEST(LimitsTest, RevokeAndList) {
+  const Limits limits;
+  sessiond::v1::RevokeSessionRequest r;
+  ExpectInvalid(ValidateRevoke(r, limits), "target");
+  r.set_session_id(std::string(22, 'a'));
+  r.set_reason(std::string(257, 'r'));
+  ExpectInvalid(ValidateRevoke(r, limits), "(--max_reason_bytes)");
+
+  sessiond::v1::RevokeUserSessionsRequest ru;
+  ru.set_user_id("u");
+  ru.set_keep_session_id("short");
+  ExpectInvalid(ValidateRevokeUser(ru, limits), "keep_session_id");
+
+  sessiond::v1::ListUserSessionsRequest l;
+  l.set_user_id("u");
+  uint32_t size = 0;
+  ASSERT_TRUE(ValidateList(l, limits, &size).ok());
+  EXPECT_EQ(size, kDefaultPageSize);
+  l.set_page_size(5000);
+  ASSERT_TRUE(ValidateList(l, limits, &size).ok());
+  EXPECT_EQ(size, kMaxPageSize);
+}
+
+TEST(LimitsTest, InconsistentLimitsAreRejected) {
+  Limits limits;
+  limits.min_ttl_ms = 10;
+  limits.max_ttl_ms = 5;
+  EXPECT_EQ(CheckLimitsConsistent(limits).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CheckLimitsConsistent(Limits{}).ok());
+}
+
+}  // namespace
+}  // namespace sessiond::server

@@ -1,0 +1,821 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The daemon end to end: a real Daemon (in process) or the real sessiond
+// binary, a real RocksDB in a temp dir, real gRPC on 127.0.0.1 with a port
+// the kernel picked. Timing is never asserted: every wait is a bounded poll.
+#include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/security/credentials.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "gtest/gtest.h"
+#include "server/config.h"
+#include "server/daemon.h"
+#include "server/expiry_sweeper.h"
+#include "sessiond/v1/session.grpc.pb.h"
+#include "storage/session_table.h"
+#include "tests/server/test_util.h"
+
+namespace sessiond::server {
+namespace {
+
+using sessiond::v1::CreateSessionRequest;
+using sessiond::v1::CreateSessionResponse;
+using sessiond::v1::ListUserSessionsRequest;
+using sessiond::v1::ListUserSessionsResponse;
+using sessiond::v1::RevokeSessionRequest;
+using sessiond::v1::RevokeSessionResponse;
+using sessiond::v1::RevokeUserSessionsRequest;
+using sessiond::v1::RevokeUserSessionsResponse;
+using sessiond::v1::Session;
+using sessiond::v1::SessionService;
+using sessiond::v1::TouchSessionRequest;
+using sessiond::v1::TouchSessionResponse;
+using sessiond::v1::UpdateSessionRequest;
+using sessiond::v1::UpdateSessionResponse;
+using sessiond::v1::ValidateSessionRequest;
+using sessiond::v1::ValidateSessionResponse;
+using testing::ScopedTempDir;
+using testing::Subprocess;
+
+// Options small enough that expiry, sweeps and touch flushes happen within
+// a test's bounded polls.
+Config TestConfig(const std::string& data_dir) {
+  Config config;
+  config.listen = "127.0.0.1:0";
+  config.data_dir = data_dir;
+  config.shards = 8;
+  config.limits.min_ttl_ms = 50;
+  config.sweep_interval_ms = 50;
+  config.touch_flush_interval_ms = 50;
+  config.tick_ms = 10;
+  config.shutdown_grace_ms = 2000;
+  return config;
+}
+
+std::unique_ptr<SessionService::Stub> StubFor(const std::string& address) {
+  return SessionService::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
+// Byte-for-byte comparable: map entries in a fixed order.
+std::string Canonical(const Session& session) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream stream(&out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    session.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::seconds(30));
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartDaemon(); }
+  void TearDown() override { daemon_.reset(); }
+
+  void StartDaemon() {
+    auto daemon = Daemon::Start(TestConfig(dir_.Child("data")));
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    stub_ = StubFor(daemon_->address());
+  }
+  void RestartDaemon() {
+    daemon_->Shutdown();
+    daemon_.reset();
+    StartDaemon();
+  }
+
+  grpc::Status Create(const CreateSessionRequest& request,
+                      CreateSessionResponse* response) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->CreateSession(&context, request, response);
+  }
+  CreateSessionResponse MustCreate(const std::string& user_id,
+                                   int64_t ttl_ms = 0,
+                                   int64_t idle_timeout_ms = 0) {
+    CreateSessionRequest request;
+    request.set_user_id(user_id);
+    request.set_ttl_ms(ttl_ms);
+    request.set_idle_timeout_ms(idle_timeout_ms);
+    (*request.mutable_attributes())["role"] = "reader";
+    request.mutable_client()->set_device("laptop");
+    CreateSessionResponse response;
+    const grpc::Status s = Create(request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response;
+  }
+  ValidateSessionResponse Validate(const std::string& token,
+                                   bool touch = false) {
+    ValidateSessionRequest request;
+    request.set_token(token);
+    request.set_touch(touch);
+    request.set_request_id(7);
+    ValidateSessionResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    const grpc::Status s = stub_->ValidateSession(&context, request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(response.request_id(), 7u);
+    return response;
+  }
+  grpc::Status Touch(const std::string& token, TouchSessionResponse* response) {
+    TouchSessionRequest request;
+    request.set_token(token);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->TouchSession(&context, request, response);
+  }
+  grpc::Status Update(const UpdateSessionRequest& request,
+                      UpdateSessionResponse* response) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->UpdateSession(&context, request, response);
+  }
+  grpc::Status Revoke(const RevokeSessionRequest& request,
+                      RevokeSessionResponse* response) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->RevokeSession(&context, request, response);
+  }
+  grpc::Status List(const ListUserSessionsRequest& request,
+                    ListUserSessionsResponse* response) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->ListUserSessions(&context, request, response);
+  }
+  // Every session of `user_id` (revoked included), by paging, serialized so
+  // two listings compare byte for byte.
+  std::vector<std::string> ListAll(const std::string& user_id,
+                                   uint32_t page_size = 1000) {
+    std::vector<std::string> out;
+    std::string page_token;
+    for (int pages = 0; pages < 1000; ++pages) {
+      ListUserSessionsRequest request;
+      request.set_user_id(user_id);
+      request.set_page_size(page_size);
+      request.set_page_token(page_token);
+      request.set_include_revoked(true);
+      ListUserSessionsResponse response;
+      const grpc::Status s = List(request, &response);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok()) break;
+      for (const Session& session : response.sessions()) {
+        out.push_back(Canonical(session));
+      }
+      page_token = response.next_page_token();
+      if (page_token.empty()) break;
+    }
+    return out;
+  }
+
+  ScopedTempDir dir_;
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<SessionService::Stub> stub_;
+};
+
+TEST_F(DaemonTest, CreateValidateRevokeByToken) {
+  const CreateSessionResponse created = MustCreate("alice");
+  EXPECT_EQ(created.token().size(), 43u);
+  EXPECT_EQ(created.session().user_id(), "alice");
+  EXPECT_EQ(created.session().version(), 1u);
+  EXPECT_EQ(created.session().state(), sessiond::v1::SESSION_STATE_ACTIVE);
+  EXPECT_EQ(created.session().attributes().at("role"), "reader");
+  EXPECT_EQ(created.session().client().device(), "laptop");
+  EXPECT_GT(created.session().expires_at_ms(),
+            created.session().created_at_ms());
+
+  ValidateSessionResponse v = Validate(created.token());
+  EXPECT_EQ(v.outcome(), ValidateSessionResponse::VALID);
+  EXPECT_EQ(v.session().session_id(), created.session().session_id());
+
+  RevokeSessionRequest revoke;
+  revoke.set_token(created.token());
+  revoke.set_reason("user clicked log out");
+  RevokeSessionResponse revoked;
+  ASSERT_TRUE(Revoke(revoke, &revoked).ok());
+  EXPECT_EQ(revoked.session().state(), sessiond::v1::SESSION_STATE_REVOKED);
+  EXPECT_EQ(revoked.session().revoke_reason(), "user clicked log out");
+  EXPECT_EQ(Validate(created.token()).outcome(),
+            ValidateSessionResponse::REVOKED);
+}
+
+TEST_F(DaemonTest, RevokeBySessionId) {
+  const CreateSessionResponse created = MustCreate("bob");
+  RevokeSessionRequest revoke;
+  revoke.set_session_id(created.session().session_id());
+  RevokeSessionResponse revoked;
+  const grpc::Status s = Revoke(revoke, &revoked);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(Validate(created.token()).outcome(),
+            ValidateSessionResponse::REVOKED);
+}
+
+TEST_F(DaemonTest, TouchAndUpdateWithVersionCompareAndSet) {
+  const CreateSessionResponse created = MustCreate("carol");
+  TouchSessionResponse touched;
+  ASSERT_TRUE(Touch(created.token(), &touched).ok());
+  EXPECT_GE(touched.session().last_seen_at_ms(),
+            created.session().last_seen_at_ms());
+
+  UpdateSessionRequest update;
+  update.set_token(created.token());
+  update.set_expected_version(1);
+  (*update.mutable_set_attributes())["theme"] = "dark";
+  update.add_remove_attributes("role");
+  UpdateSessionResponse updated;
+  grpc::Status s = Update(update, &updated);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(updated.session().version(), 2u);
+  EXPECT_EQ(updated.session().attributes().at("theme"), "dark");
+  EXPECT_FALSE(updated.session().attributes().contains("role"));
+
+  // The same expected_version again: someone else already moved it on.
+  const std::vector<std::string> before = ListAll("carol");
+  (*update.mutable_set_attributes())["theme"] = "light";
+  s = Update(update, &updated);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::ABORTED) << s.error_message();
+  EXPECT_EQ(ListAll("carol"), before);
+
+  // Unconditional (expected_version 0) goes through.
+  update.set_expected_version(0);
+  update.clear_remove_attributes();
+  s = Update(update, &updated);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(updated.session().version(), 3u);
+}
+
+TEST_F(DaemonTest, ListUserSessionsPagesWithoutTokens) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 7; ++i)
+    ids.insert(MustCreate("dave").session().session_id());
+  MustCreate("someone-else");
+
+  std::set<std::string> listed;
+  std::string page_token;
+  int pages = 0;
+  for (; pages < 10; ++pages) {
+    ListUserSessionsRequest request;
+    request.set_user_id("dave");
+    request.set_page_size(3);
+    request.set_page_token(page_token);
+    ListUserSessionsResponse response;
+    ASSERT_TRUE(List(request, &response).ok());
+    EXPECT_LE(response.sessions_size(), 3);
+    for (const Session& s : response.sessions()) {
+      EXPECT_EQ(s.user_id(), "dave");
+      EXPECT_TRUE(listed.insert(s.session_id()).second) << "listed twice";
+    }
+    page_token = response.next_page_token();
+    if (page_token.empty()) break;
+  }
+  EXPECT_EQ(pages, 2);  // 3 + 3 + 1
+  EXPECT_EQ(listed, ids);
+
+  ListUserSessionsRequest bad;
+  bad.set_user_id("dave");
+  bad.set_page_token("!!!not-a-token!!!");
+  ListUserSessionsResponse response;
+  EXPECT_EQ(List(bad, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(DaemonTest, RevokeUserSessionsKeepsOne) {
+  std::vector<CreateSessionResponse> sessions;
+  for (int i = 0; i < 4; ++i) sessions.push_back(MustCreate("erin"));
+  RevokeUserSessionsRequest request;
+  request.set_user_id("erin");
+  request.set_keep_session_id(sessions[2].session().session_id());
+  request.set_reason("log out everywhere else");
+  RevokeUserSessionsResponse response;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const grpc::Status s =
+      stub_->RevokeUserSessions(&context, request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(response.revoked_count(), 3u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(Validate(sessions[i].token()).outcome(),
+              i == 2 ? ValidateSessionResponse::VALID
+                     : ValidateSessionResponse::REVOKED);
+  }
+}
+
+TEST_F(DaemonTest, BadRequestsGetTheDocumentedStatusAndChangeNothing) {
+  const CreateSessionResponse existing = MustCreate("frank");
+  const std::vector<std::string> before = ListAll("frank");
+  const size_t size_before = daemon_->table()->size();
+
+  auto expect_create = [&](CreateSessionRequest request, grpc::StatusCode code,
+                           const std::string& needle) {
+    CreateSessionResponse response;
+    const grpc::Status s = Create(request, &response);
+    EXPECT_EQ(s.error_code(), code) << s.error_message();
+    EXPECT_NE(s.error_message().find(needle), std::string::npos)
+        << "message \"" << s.error_message() << "\" lacks \"" << needle << "\"";
+    EXPECT_TRUE(response.token().empty());
+  };
+  CreateSessionRequest request;
+  request.set_user_id("");
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT, "user_id");
+
+  request.set_user_id(std::string(300, 'u'));
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT,
+                "--max_user_id_bytes");
+
+  request.set_user_id("frank");
+  (*request.mutable_attributes())["big"] = std::string(5000, 'v');
+  expect_create(
+      request, grpc::StatusCode::INVALID_ARGUMENT,
+      "value is 5000 bytes, limit is 4096 (--max_attribute_value_bytes)");
+
+  request.mutable_attributes()->clear();
+  for (int i = 0; i < 65; ++i) {
+    (*request.mutable_attributes())[absl::StrCat("k", i)] = "v";
+  }
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT,
+                "--max_attributes");
+
+  request.mutable_attributes()->clear();
+  request.set_ttl_ms(-1);
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT, "ttl_ms");
+  request.set_ttl_ms(10);  // below --min_ttl_ms (50 in these tests)
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT, "--min_ttl_ms");
+  request.set_ttl_ms(1000ll * 3600 * 24 * 365);
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT, "--max_ttl_ms");
+  request.set_ttl_ms(0);
+  request.set_idle_timeout_ms(-5);
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT, "idle_timeout_ms");
+  request.set_idle_timeout_ms(0);
+  request.mutable_client()->set_user_agent(std::string(600, 'a'));
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT,
+                "--max_client_field_bytes");
+
+  // Garbage tokens: an error for Touch/Update/Revoke, an outcome for
+  // Validate.
+  const std::string garbage = "not a token";
+  TouchSessionResponse touched;
+  EXPECT_EQ(Touch(garbage, &touched).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  UpdateSessionRequest update;
+  update.set_token(garbage);
+  UpdateSessionResponse updated;
+  EXPECT_EQ(Update(update, &updated).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  RevokeSessionRequest revoke;
+  revoke.set_token(garbage);
+  RevokeSessionResponse revoked;
+  EXPECT_EQ(Revoke(revoke, &revoked).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  revoke.Clear();  // neither token nor session_id
+  EXPECT_EQ(Revoke(revoke, &revoked).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  revoke.set_token(existing.token());
+  revoke.set_reason(std::string(300, 'r'));
+  EXPECT_EQ(Revoke(revoke, &revoked).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Validate(garbage).outcome(), ValidateSessionResponse::UNKNOWN);
+  EXPECT_EQ(Validate("").outcome(), ValidateSessionResponse::UNKNOWN);
+
+  // Well-formed but unknown tokens and ids: NOT_FOUND.
+  const std::string unknown(43, 'A');
+  EXPECT_EQ(Validate(unknown).outcome(), ValidateSessionResponse::UNKNOWN);
+  EXPECT_EQ(Touch(unknown, &touched).error_code(), grpc::StatusCode::NOT_FOUND);
+  update.set_token(unknown);
+  EXPECT_EQ(Update(update, &updated).error_code(), grpc::StatusCode::NOT_FOUND);
+  revoke.set_token(unknown);
+  revoke.set_reason("");
+  EXPECT_EQ(Revoke(revoke, &revoked).error_code(), grpc::StatusCode::NOT_FOUND);
+  revoke.set_session_id(std::string(22, 'B'));
+  EXPECT_EQ(Revoke(revoke, &revoked).error_code(), grpc::StatusCode::NOT_FOUND);
+
+  // Update limits against the stored record; wrong version.
+  update.set_token(existing.token());
+  (*update.mutable_set_attributes())["big"] = std::string(5000, 'v');
+  EXPECT_EQ(Update(update, &updated).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  update.mutable_set_attributes()->clear();
+  update.set_expected_version(99);
+  EXPECT_EQ(Update(update, &updated).error_code(), grpc::StatusCode::ABORTED);
+
+  // Nothing changed.
+  EXPECT_EQ(ListAll("frank"), before);
+  EXPECT_EQ(daemon_->table()->size(), size_before);
+  EXPECT_EQ(Validate(existing.token()).outcome(),
+            ValidateSessionResponse::VALID);
+}
+
+TEST_F(DaemonTest, ShortTtlExpiresThenTheSweeperRemovesIt) {
+  const CreateSessionResponse created = MustCreate("gina", /*ttl_ms=*/200);
+  ValidateSessionResponse::Outcome outcome = ValidateSessionResponse::VALID;
+  // EXPECTED first (checked on read), then UNKNOWN once swept. The sweep
+  // may already have run by the time of a poll, so UNKNOWN ends both loops.
+  bool saw_expired_or_gone = false;
+  for (int i = 0; i < 3000; ++i) {
+    outcome = Validate(created.token()).outcome();
+    if (outcome != ValidateSessionResponse::VALID) {
+      saw_expired_or_gone = true;
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(saw_expired_or_gone);
+  EXPECT_TRUE(outcome == ValidateSessionResponse::EXPIRED ||
+              outcome == ValidateSessionResponse::UNKNOWN);
+  for (int i = 0; i < 3000 && outcome != ValidateSessionResponse::UNKNOWN;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    outcome = Validate(created.token()).outcome();
+    EXPECT_NE(outcome, ValidateSessionResponse::VALID);
+  }
+  EXPECT_EQ(outcome, ValidateSessionResponse::UNKNOWN);
+  EXPECT_GE(daemon_->sweeper()->removed_total(), 1u);
+  EXPECT_TRUE(ListAll("gina").empty());
+}
+
+TEST_F(DaemonTest, ExpiredNotSweptReadsAsExpired) {
+  // With a sweep interval far beyond the test, the session stays in the
+  // table and reads say EXPIRED.
+  daemon_->Shutdown();
+  daemon_.reset();
+  Config config = TestConfig(dir_.Child("data"));
+  config.sweep_interval_ms = 3600 * 1000;
+  auto daemon = Daemon::Start(config);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  daemon_ = *std::move(daemon);
+  stub_ = StubFor(daemon_->address());
+  const CreateSessionResponse created = MustCreate("hank", /*ttl_ms=*/100);
+  ValidateSessionResponse::Outcome outcome = ValidateSessionResponse::VALID;
+  for (int i = 0; i < 3000 && outcome == ValidateSessionResponse::VALID; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    outcome = Validate(created.token()).outcome();
+  }
+  EXPECT_EQ(outcome, ValidateSessionResponse::EXPIRED);
+}
+
+TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
+  const CreateSessionResponse created =
+      MustCreate("ivy", /*ttl_ms=*/60000, /*idle_timeout_ms=*/1500);
+  const int64_t created_seen = created.session().last_seen_at_ms();
+  // Validations with touch are folded into a TouchCommand per flush
+  // interval; poll until last_seen moved.
+  int64_t seen = created_seen;
+  for (int i = 0; i < 3000 && seen <= created_seen; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    ValidateSessionResponse v = Validate(created.token(), /*touch=*/true);
+    ASSERT_EQ(v.outcome(), ValidateSessionResponse::VALID);
+    ValidateSessionResponse plain = Validate(created.token());
+    if (plain.outcome() == ValidateSessionResponse::VALID) {
+      seen = plain.session().last_seen_at_ms();
+    }
+  }
+  EXPECT_GT(seen, created_seen);
+  // Left alone, it expires on idleness long before its absolute expiry.
+  ValidateSessionResponse::Outcome outcome = ValidateSessionResponse::VALID;
+  for (int i = 0; i < 3000 && outcome == ValidateSessionResponse::VALID; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    outcome = Validate(created.token()).outcome();
+  }
+  EXPECT_NE(outcome, ValidateSessionResponse::VALID);
+}
+
+TEST_F(DaemonTest, BatchAndStreamValidate) {
+  const CreateSessionResponse a = MustCreate("jack");
+  sessiond::v1::BatchValidateSessionsRequest batch;
+  batch.add_requests()->set_token(a.token());
+  batch.add_requests()->set_token("garbage");
+  sessiond::v1::BatchValidateSessionsResponse batch_response;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    ASSERT_TRUE(
+        stub_->BatchValidateSessions(&context, batch, &batch_response).ok());
+  }
+  ASSERT_EQ(batch_response.responses_size(), 2);
+  EXPECT_EQ(batch_response.responses(0).outcome(),
+            ValidateSessionResponse::VALID);
+  EXPECT_EQ(batch_response.responses(1).outcome(),
+            ValidateSessionResponse::UNKNOWN);
+
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto stream = stub_->StreamValidateSessions(&context);
+  for (uint64_t id = 1; id <= 5; ++id) {
+    ValidateSessionRequest r;
+    r.set_token(id % 2 ? a.token() : "garbage");
+    r.set_request_id(id);
+    ASSERT_TRUE(stream->Write(r));
+    ValidateSessionResponse response;
+    ASSERT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.request_id(), id);
+    EXPECT_EQ(response.outcome(), id % 2 ? ValidateSessionResponse::VALID
+                                         : ValidateSessionResponse::UNKNOWN);
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(DaemonTest, RestartOnTheSameDataDirKeepsSessions) {
+  std::vector<CreateSessionResponse> sessions;
+  for (int i = 0; i < 20; ++i) sessions.push_back(MustCreate("kate"));
+  RevokeSessionRequest revoke;
+  revoke.set_token(sessions[3].token());
+  RevokeSessionResponse revoked;
+  ASSERT_TRUE(Revoke(revoke, &revoked).ok());
+  UpdateSessionRequest update;
+  update.set_token(sessions[5].token());
+  (*update.mutable_set_attributes())["x"] = "y";
+  UpdateSessionResponse updated;
+  ASSERT_TRUE(Update(update, &updated).ok());
+  const std::vector<std::string> before = ListAll("kate");
+
+  RestartDaemon();
+  EXPECT_GE(daemon_->sessions_loaded(), 20u);
+  EXPECT_EQ(ListAll("kate"), before);
+  for (int i = 0; i < 20; ++i) {
+    ValidateSessionResponse v = Validate(sessions[i].token());
+    if (i == 3) {
+      EXPECT_EQ(v.outcome(), ValidateSessionResponse::REVOKED);
+    } else {
+      EXPECT_EQ(v.outcome(), ValidateSessionResponse::VALID) << i;
+      EXPECT_EQ(v.session().version(), i == 5 ? 2u : 1u);
+    }
+  }
+  // And writes still work after the restart.
+  MustCreate("kate");
+}
+
+TEST_F(DaemonTest, ShutdownUnderLoadKeepsEveryAcknowledgedWrite) {
+  constexpr int kThreads = 8;
+  std::atomic<bool> stop{false};
+  std::atomic<int> acked_before_shutdown{0};
+  std::mutex mu;
+  std::vector<std::string> acked;  // tokens of acknowledged creates
+  std::set<int> other_codes;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      // Each thread its own channel: the daemon's stub_ is reset below.
+      auto stub = StubFor(daemon_->address());
+      for (int i = 0; i < 100000 && !stop.load(); ++i) {
+        CreateSessionRequest request;
+        request.set_user_id("load");
+        CreateSessionResponse response;
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(10));
+        const grpc::Status s =
+            stub->CreateSession(&context, request, &response);
+        std::lock_guard<std::mutex> lock(mu);
+        if (s.ok()) {
+          acked.push_back(response.token());
+          ++acked_before_shutdown;
+        } else {
+          other_codes.insert(s.error_code());
+          // UNAVAILABLE (draining, or the port is gone): the daemon is down.
+          if (s.error_code() == grpc::StatusCode::UNAVAILABLE) break;
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 2000 && acked_before_shutdown.load() < 50; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  daemon_->Shutdown();
+  stop = true;
+  for (auto& th : threads) th.join();
+  daemon_.reset();
+  for (int code : other_codes) {
+    EXPECT_TRUE(code == grpc::StatusCode::UNAVAILABLE ||
+                code == grpc::StatusCode::CANCELLED)
+        << "unexpected status code " << code;
+  }
+  ASSERT_GT(acked.size(), 0u);
+
+  StartDaemon();
+  for (const std::string& token : acked) {
+    ASSERT_EQ(Validate(token).outcome(), ValidateSessionResponse::VALID)
+        << "an acknowledged create was lost across a clean shutdown";
+  }
+}
+
+// Server reflection is on, so grpcurl and friends can call the daemon with
+// no .proto files: list_services names the SessionService. Spoken through a
+// generic stub (raw bytes) so the test needs no reflection stubs.
+TEST_F(DaemonTest, ServerReflectionListsTheSessionService) {
+  grpc::CompletionQueue cq;
+  grpc::GenericStub generic(grpc::CreateChannel(
+      daemon_->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto call = generic.PrepareCall(
+      &context,
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  auto step = [&](void* tag) {
+    void* got = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&got, &ok));
+    EXPECT_EQ(got, tag);
+    return ok;
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(1)));
+  // ServerReflectionRequest{list_services: ""}: field 7, length 0.
+  grpc::Slice request_slice(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer request(&request_slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(2)));
+  grpc::ByteBuffer reply;
+  call->Read(&reply, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(step(reinterpret_cast<void*>(3)));
+  call->WritesDone(reinterpret_cast<void*>(4));
+  step(reinterpret_cast<void*>(4));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  step(reinterpret_cast<void*>(5));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(reply.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  EXPECT_NE(bytes.find("sessiond.v1.SessionService"), std::string::npos);
+  EXPECT_NE(bytes.find("grpc.health.v1.Health"), std::string::npos);
+  cq.Shutdown();
+  void* ignored;
+  bool ok;
+  while (cq.Next(&ignored, &ok)) {
+  }
+}
+
+TEST_F(DaemonTest, SecondDaemonOnTheSameDataDirIsRefused) {
+  auto second = Daemon::Start(TestConfig(dir_.Child("data")));
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition)
+      << second.status();
+  // The first one is unharmed.
+  EXPECT_EQ(Validate(MustCreate("liam").token()).outcome(),
+            ValidateSessionResponse::VALID);
+}
+
+// ---- The real binary. ------------------------------------------------------
+
+class BinaryTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Subprocess> Launch(std::vector<std::string> args,
+                                     const std::string& name) {
+    return std::make_unique<Subprocess>(SESSIOND_BINARY, std::move(args),
+                                        dir_.Child(name + ".stderr"));
+  }
+  std::vector<std::string> BaseArgs() {
+    return {"--listen",
+            "127.0.0.1:0",
+            "--data_dir",
+            dir_.Child("data"),
+            "--tick_ms",
+            "10",
+            "--min_ttl_ms",
+            "50",
+            "--sweep_interval_ms",
+            "50"};
+  }
+  ScopedTempDir dir_;
+};
+
+TEST_F(BinaryTest, ServesCreateValidateAndStopsCleanlyOnSigterm) {
+  auto process = Launch(BaseArgs(), "a");
+  ASSERT_TRUE(process->Start());
+  const std::string address =
+      process->WaitForLine("LISTENING ", absl::Seconds(60));
+  ASSERT_FALSE(address.empty()) << process->Stderr();
+  EXPECT_NE(address, "127.0.0.1:0");
+  EXPECT_NE(process->stdout_text().find("sessiond listening on " + address),
+            std::string::npos);
+
+  auto stub = StubFor(address);
+  CreateSessionRequest create;
+  create.set_user_id("mia");
+  CreateSessionResponse created;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    ASSERT_TRUE(stub->CreateSession(&context, create, &created).ok());
+  }
+  ValidateSessionRequest validate;
+  validate.set_token(created.token());
+  ValidateSessionResponse validated;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    ASSERT_TRUE(stub->ValidateSession(&context, validate, &validated).ok());
+  }
+  EXPECT_EQ(validated.outcome(), ValidateSessionResponse::VALID);
+
+  // Standard health checking: grpc.health.v1.Health/Check with an empty
+  // request answers SERVING (status field 1 = 1), through a generic stub so
+  // the test needs no health stubs.
+  {
+    grpc::GenericStub generic(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    grpc::ByteBuffer request;  // empty HealthCheckRequest
+    grpc::Slice empty("");
+    request = grpc::ByteBuffer(&empty, 1);
+    grpc::ByteBuffer reply;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    grpc::Status status;
+    generic.UnaryCall(&context, "/grpc.health.v1.Health/Check",
+                      grpc::StubOptions(), &request, &reply,
+                      [&](grpc::Status s) {
+                        std::lock_guard<std::mutex> lock(mu);
+                        status = s;
+                        done = true;
+                        cv.notify_all();
+                      });
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(
+        cv.wait_for(lock, std::chrono::seconds(30), [&] { return done; }));
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    std::vector<grpc::Slice> slices;
+    ASSERT_TRUE(reply.Dump(&slices).ok());
+    std::string bytes;
+    for (const grpc::Slice& s : slices) {
+      bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
+  }
+
+  process->Signal(SIGTERM);
+  EXPECT_EQ(process->Wait(absl::Seconds(60)), 0) << process->Stderr();
+
+  // Restarted on the same dir, the session is still there.
+  auto again = Launch(BaseArgs(), "b");
+  ASSERT_TRUE(again->Start());
+  const std::string address2 =
+      again->WaitForLine("LISTENING ", absl::Seconds(60));
+  ASSERT_FALSE(address2.empty()) << again->Stderr();
+  auto stub2 = StubFor(address2);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  ASSERT_TRUE(stub2->ValidateSession(&context, validate, &validated).ok());
+  EXPECT_EQ(validated.outcome(), ValidateSessionResponse::VALID);
+  again->Signal(SIGTERM);
+  EXPECT_EQ(again->Wait(absl::Seconds(60)), 0) << again->Stderr();
+}
+
+TEST_F(BinaryTest, SecondProcessOnALockedDataDirExitsOneWithTheReason) {
+  auto first = Launch(BaseArgs(), "first");
+  ASSERT_TRUE(first->Start());
+  ASSERT_FALSE(first->WaitForLine("LISTENING ", absl::Seconds(60)).empty())
+      << first->Stderr();
+  auto second = Launch(BaseArgs(), "second");
+  ASSERT_TRUE(second->Start());
+  EXPECT_EQ(second->Wait(absl::Seconds(60)), 1);
+  EXPECT_NE(second->Stderr().find("in use by another sessiond"),
+            std::string::npos)
+      << second->Stderr();
+  first->Signal(SIGTERM);
+  EXPECT_EQ(first->Wait(absl::Seconds(60)), 0) << first->Stderr();
+}
+
+TEST_F(BinaryTest, BadFlagsExitTwo) {
+  auto unknown = Launch({"--no_such_flag", "1"}, "unknown");
+  ASSERT_TRUE(unknown->Start());
+  EXPECT_EQ(unknown->Wait(absl::Seconds(30)), 2);
+  EXPECT_NE(unknown->Stderr().find("no_such_flag"), std::string::npos)
+      << unknown->Stderr();
+
+  auto bad_value = Launch({"--shards", "zero"}, "bad_value");
+  ASSERT_TRUE(bad_value->Start());
+  EXPECT_EQ(bad_value->Wait(absl::Seconds(30)), 2);
+  EXPECT_NE(bad_value->Stderr().find("shards"), std::string::npos)
+      << bad_value->Stderr();
+}
+
+}  // namespace
+}  // namespace sessiond::server

@@ -1,0 +1,515 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "storage/session_state_machine.h"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "sessiond/v1/command.pb.h"
+#include "storage/database.h"
+#include "storage/keys.h"
+#include "storage/session_table.h"
+#include "storage/token.h"
+#include "tests/storage/temp_dir.h"
+
+namespace sessiond::storage {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+using replication::ApplyResult;
+using replication::Entry;
+using replication::EntryType;
+using sessiond::testing::TempDir;
+using sessiond::v1::Session;
+using sessiond::v1::internal::Command;
+using ::testing::HasSubstr;
+
+std::string Hash(int i) {
+  return std::string(TokenHashBytes(HashToken(absl::StrCat("tok-", i))));
+}
+TokenHash H(int i) { return HashToken(absl::StrCat("tok-", i)); }
+std::string Sid(int i) { return absl::StrCat("sid-", 1000 + i); }
+
+Command Create(int i, int64_t ts, const std::string& user = "alice",
+               int64_t expires_at = 100'000, int64_t idle = 0) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  auto* create = c.mutable_create();
+  create->set_token_hash(Hash(i));
+  create->set_session_id(Sid(i));
+  create->set_user_id(user);
+  create->set_expires_at_ms(expires_at);
+  create->set_idle_timeout_ms(idle);
+  (*create->mutable_attributes())["role"] = "user";
+  (*create->mutable_attributes())["n"] = std::to_string(i);
+  create->mutable_client()->set_device("laptop");
+  return c;
+}
+
+Command Touch(int64_t ts, std::vector<std::pair<int, int64_t>> touches) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_touch();
+  for (auto [i, seen] : touches) {
+    auto* t = c.mutable_touch()->add_touches();
+    t->set_token_hash(Hash(i));
+    t->set_seen_at_ms(seen);
+  }
+  return c;
+}
+
+Command Update(int i, int64_t ts, uint64_t expected,
+               std::map<std::string, std::string> set,
+               std::vector<std::string> remove = {}) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  auto* u = c.mutable_update();
+  u->set_token_hash(Hash(i));
+  u->set_expected_version(expected);
+  for (auto& [k, v] : set) (*u->mutable_set_attributes())[k] = v;
+  for (auto& k : remove) u->add_remove_attributes(k);
+  return c;
+}
+
+Command RevokeByHash(int i, int64_t ts, std::string reason = "logout") {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_revoke()->mutable_session()->set_token_hash(Hash(i));
+  c.mutable_revoke()->set_reason(reason);
+  return c;
+}
+
+Command RevokeBySid(int i, int64_t ts) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_revoke()->mutable_session()->set_session_id(Sid(i));
+  c.mutable_revoke()->set_reason("by id");
+  return c;
+}
+
+Command RevokeUser(const std::string& user, int64_t ts, int keep = -1) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_revoke_user()->set_user_id(user);
+  if (keep >= 0) c.mutable_revoke_user()->set_keep_session_id(Sid(keep));
+  c.mutable_revoke_user()->set_reason("everywhere");
+  return c;
+}
+
+Command Expire(int64_t ts, std::vector<int> which) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  for (int i : which) c.mutable_expire()->add_token_hashes(Hash(i));
+  return c;
+}
+
+class SessionStateMachineTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    sm_.reset();
+    table_.reset();
+    db_.reset();
+    auto db = Database::Open(dir_.Sub("data"), DatabaseOptions());
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    table_ = std::make_unique<SessionTable>(SessionTableOptions{8});
+    auto sm = SessionStateMachine::Open(db_.get(), table_.get());
+    ASSERT_TRUE(sm.ok()) << sm.status();
+    sm_ = *std::move(sm);
+  }
+
+  // Applies one command as the next entry; returns its result.
+  ApplyResult ApplyOne(const Command& command) {
+    Entry e;
+    e.index = sm_->applied_index() + 1;
+    e.term = Term(1);
+    e.data = command.SerializeAsString();
+    auto results = sm_->Apply({e});
+    EXPECT_TRUE(results.ok()) << results.status();
+    if (!results.ok()) return results.status();
+    EXPECT_EQ(results->size(), 1u);
+    return (*results)[0];
+  }
+
+  Session ApplySession(const Command& command) {
+    ApplyResult r = ApplyOne(command);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return Session();
+    return std::any_cast<Session>(*r);
+  }
+
+  uint64_t ApplyCount(const Command& command) {
+    ApplyResult r = ApplyOne(command);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return ~uint64_t{0};
+    return std::any_cast<uint64_t>(*r);
+  }
+
+  // Every (key, value) of the sessions CF.
+  std::map<std::string, std::string> DumpCf() {
+    std::map<std::string, std::string> out;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->db()->NewIterator(rocksdb::ReadOptions(), db_->sessions_cf()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      out[it->key().ToString()] = it->value().ToString();
+    }
+    return out;
+  }
+
+  std::map<std::string, std::string> DumpTable() {
+    std::map<std::string, std::string> out;
+    table_->ForEachStored([&](const TokenHash& hash, std::string_view bytes) {
+      out[std::string(TokenHashBytes(hash))] = std::string(bytes);
+    });
+    return out;
+  }
+
+  uint64_t StoredAppliedIndex() {
+    std::string value;
+    EXPECT_TRUE(db_->db()
+                    ->Get(rocksdb::ReadOptions(), db_->default_cf(),
+                          kAppliedIndexKey, &value)
+                    .ok());
+    return value.size() == 8 ? DecodeFixed64BE(value) : 0;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Database> db_;
+  std::unique_ptr<SessionTable> table_;
+  std::unique_ptr<SessionStateMachine> sm_;
+};
+
+TEST_F(SessionStateMachineTest, CreateStampsAppliedTimeAndPersists) {
+  Session s = ApplySession(Create(1, 5000));
+  EXPECT_EQ(s.session_id(), Sid(1));
+  EXPECT_EQ(s.user_id(), "alice");
+  EXPECT_EQ(s.created_at_ms(), 5000);
+  EXPECT_EQ(s.last_seen_at_ms(), 5000);
+  EXPECT_EQ(s.expires_at_ms(), 100'000);
+  EXPECT_EQ(s.version(), 1u);
+  EXPECT_EQ(s.state(), v1::SESSION_STATE_ACTIVE);
+  EXPECT_EQ(s.attributes().at("role"), "user");
+  EXPECT_EQ(s.client().device(), "laptop");
+  EXPECT_TRUE(MessageDifferencer::Equals(*table_->Get(H(1)), s));
+  EXPECT_EQ(sm_->applied_index(), LogIndex(1));
+  EXPECT_EQ(sm_->applied_time_ms(), 5000);
+  EXPECT_EQ(StoredAppliedIndex(), 1u);
+  auto cf = DumpCf();
+  ASSERT_EQ(cf.size(), 1u);
+  v1::internal::StoredSession stored;
+  ASSERT_TRUE(stored.ParseFromString(cf.begin()->second));
+  EXPECT_EQ(stored.token_hash(), Hash(1));
+  EXPECT_TRUE(MessageDifferencer::Equals(stored.session(), s));
+}
+
+TEST_F(SessionStateMachineTest, RejectionsAreDeterministicAndChangeNothing) {
+  ApplySession(Create(1, 1000));
+  ApplySession(Create(2, 1000, "alice", 100'000, 500));
+  ApplySession(RevokeByHash(2, 1000));
+  const auto cf_before = DumpCf();
+  const auto table_before = DumpTable();
+
+  struct Case {
+    Command command;
+    absl::StatusCode code;
+    std::string message;
+  };
+  Command dup_sid = Create(3, 1100);
+  dup_sid.mutable_create()->set_session_id(Sid(1));
+  Command bad_hash = Create(4, 1100);
+  bad_hash.mutable_create()->set_token_hash("short");
+  Command no_user = Create(5, 1100);
+  no_user.mutable_create()->clear_user_id();
+  Command no_op;
+  no_op.set_timestamp_ms(1100);
+  const std::vector<Case> cases = {
+      {Create(1, 1100), absl::StatusCode::kAlreadyExists, "token"},
+      {dup_sid, absl::StatusCode::kAlreadyExists, "session_id"},
+      {bad_hash, absl::StatusCode::kInvalidArgument, "32 bytes"},
+      {no_user, absl::StatusCode::kInvalidArgument, "user_id"},
+      {Touch(1100, {{9, 1100}}), absl::StatusCode::kNotFound, ""},
+      {Touch(1100, {{2, 1100}}), absl::StatusCode::kFailedPrecondition,
+       "revoked"},
+      {Update(9, 1100, 0, {{"a", "b"}}), absl::StatusCode::kNotFound, ""},
+      {Update(1, 1100, 5, {{"a", "b"}}), absl::StatusCode::kAborted,
+       "version mismatch: expected 5, session is at 1"},
+      {Update(2, 1100, 0, {{"a", "b"}}), absl::StatusCode::kFailedPrecondition,
+       "revoked"},
+      {RevokeByHash(9, 1100), absl::StatusCode::kNotFound, ""},
+      {RevokeBySid(9, 1100), absl::StatusCode::kNotFound, ""},
+      {no_op, absl::StatusCode::kInvalidArgument, "no operation"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.command.ShortDebugString());
+    ApplyResult r = ApplyOne(c.command);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), c.code) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(c.message));
+    EXPECT_EQ(DumpCf(), cf_before);
+    EXPECT_EQ(DumpTable(), table_before);
+  }
+  // The rejected entries were still applied (as no-ops).
+  EXPECT_EQ(sm_->applied_index(), LogIndex(3 + cases.size()));
+  EXPECT_EQ(StoredAppliedIndex(), 3 + cases.size());
+}
+
+TEST_F(SessionStateMachineTest, TouchMovesLastSeenForwardOnly) {
+  // Idle timeout 500: the deadline is last_seen + 500.
+  ApplySession(Create(1, 1000, "alice", 100'000, 500));
+  Session s = ApplySession(Touch(1400, {{1, 1400}}));
+  EXPECT_EQ(s.last_seen_at_ms(), 1400);
+  s = ApplySession(Touch(1500, {{1, 1200}}));
+  EXPECT_EQ(s.last_seen_at_ms(), 1400);
+  // A seen time ahead of the applied time is capped to it.
+  s = ApplySession(Touch(1600, {{1, 9000}}));
+  EXPECT_EQ(s.last_seen_at_ms(), 1600);
+  // Idle-expired at the applied time (1600 + 500 = 2100): rejected.
+  ApplyResult r = ApplyOne(Touch(2100, {{1, 2100}}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(table_->Get(H(1))->last_seen_at_ms(), 1600);
+}
+
+TEST_F(SessionStateMachineTest, MultiTouchCountsAndSkips) {
+  ApplySession(Create(1, 1000));
+  ApplySession(Create(2, 1000));
+  ApplySession(Create(3, 1000));
+  ApplySession(RevokeByHash(3, 1000));
+  EXPECT_EQ(ApplyCount(Touch(1500, {{1, 1500}, {2, 1400}, {3, 1500}, {9, 1}})),
+            2u);
+  EXPECT_EQ(table_->Get(H(1))->last_seen_at_ms(), 1500);
+  EXPECT_EQ(table_->Get(H(2))->last_seen_at_ms(), 1400);
+  EXPECT_EQ(table_->Get(H(3))->last_seen_at_ms(), 1000);
+  EXPECT_EQ(ApplyCount(Touch(1600, {})), 0u);
+}
+
+TEST_F(SessionStateMachineTest, UpdateSetsRemovesAndBumpsVersion) {
+  ApplySession(Create(1, 1000));
+  Session s = ApplySession(Update(1, 1100, 1, {{"theme", "dark"}}, {"n"}));
+  EXPECT_EQ(s.version(), 2u);
+  EXPECT_EQ(s.attributes().at("theme"), "dark");
+  EXPECT_FALSE(s.attributes().contains("n"));
+  EXPECT_EQ(s.attributes().at("role"), "user");
+  s = ApplySession(Update(1, 1200, 0, {{"role", "admin"}}));
+  EXPECT_EQ(s.version(), 3u);
+  EXPECT_EQ(s.attributes().at("role"), "admin");
+  EXPECT_TRUE(MessageDifferencer::Equals(*table_->Get(H(1)), s));
+  // Expired at the applied time -> FailedPrecondition.
+  ApplyResult r = ApplyOne(Update(1, 100'000, 0, {{"x", "y"}}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("expired"));
+}
+
+TEST_F(SessionStateMachineTest, RevokeIsIdempotentAndKeepsTheRecord) {
+  ApplySession(Create(1, 1000));
+  ApplySession(Create(2, 1000));
+  Session s = ApplySession(RevokeByHash(1, 1500, "stolen"));
+  EXPECT_EQ(s.state(), v1::SESSION_STATE_REVOKED);
+  EXPECT_EQ(s.revoke_reason(), "stolen");
+  EXPECT_EQ(s.revoked_at_ms(), 1500);
+  Session again = ApplySession(RevokeByHash(1, 1700, "other"));
+  EXPECT_TRUE(MessageDifferencer::Equals(again, s));
+  s = ApplySession(RevokeBySid(2, 1800));
+  EXPECT_EQ(s.state(), v1::SESSION_STATE_REVOKED);
+  EXPECT_EQ(s.session_id(), Sid(2));
+  EXPECT_EQ(table_->Validate(H(1), 1900, 0).outcome, ValidateOutcome::kRevoked);
+  EXPECT_EQ(table_->size(), 2u);
+}
+
+TEST_F(SessionStateMachineTest, RevokeUserKeepsOneAndCounts) {
+  for (int i = 1; i <= 4; ++i) ApplySession(Create(i, 1000, "alice"));
+  ApplySession(Create(5, 1000, "bob"));
+  ApplySession(RevokeByHash(4, 1000));
+  EXPECT_EQ(ApplyCount(RevokeUser("alice", 1200, /*keep=*/2)), 2u);
+  EXPECT_EQ(table_->Get(H(1))->state(), v1::SESSION_STATE_REVOKED);
+  EXPECT_EQ(table_->Get(H(1))->revoke_reason(), "everywhere");
+  EXPECT_EQ(table_->Get(H(2))->state(), v1::SESSION_STATE_ACTIVE);
+  EXPECT_EQ(table_->Get(H(3))->state(), v1::SESSION_STATE_REVOKED);
+  EXPECT_EQ(table_->Get(H(4))->revoke_reason(), "logout");  // unchanged
+  EXPECT_EQ(table_->Get(H(5))->state(), v1::SESSION_STATE_ACTIVE);
+  EXPECT_EQ(ApplyCount(RevokeUser("alice", 1300)), 1u);
+  EXPECT_EQ(ApplyCount(RevokeUser("nobody", 1300)), 0u);
+}
+
+TEST_F(SessionStateMachineTest, ExpireRechecksAtTheAppliedTime) {
+  ApplySession(Create(1, 1000, "alice", 2000));
+  ApplySession(Create(2, 1000, "alice", 100'000, 500));
+  ApplySession(Create(3, 1000, "alice", 100'000));
+  // At 1600: 2 is idle-expired (1000 + 500), 1 is not yet, 3 is not.
+  ApplySession(Touch(1400, {{2, 1400}}));  // ... but 2 was touched: 1900
+  EXPECT_EQ(ApplyCount(Expire(1600, {1, 2, 3, 9})), 0u);
+  EXPECT_EQ(ApplyCount(Expire(2000, {1, 2, 3})), 2u);
+  EXPECT_FALSE(table_->Contains(H(1)));
+  EXPECT_FALSE(table_->Contains(H(2)));
+  EXPECT_TRUE(table_->Contains(H(3)));
+  EXPECT_EQ(DumpCf().size(), 1u);
+  EXPECT_FALSE(table_->GetBySessionId(Sid(1)).has_value());
+}
+
+TEST_F(SessionStateMachineTest, AppliedTimeNeverGoesBack) {
+  ApplySession(Create(1, 5000));
+  // A leader with a slow clock: the command's time is behind.
+  Session s = ApplySession(Create(2, 3000));
+  EXPECT_EQ(s.created_at_ms(), 5000);
+  EXPECT_EQ(sm_->applied_time_ms(), 5000);
+  Reopen();
+  EXPECT_EQ(sm_->applied_time_ms(), 5000);
+  s = ApplySession(Create(3, 4000));
+  EXPECT_EQ(s.created_at_ms(), 5000);
+  s = ApplySession(Create(4, 6000));
+  EXPECT_EQ(s.created_at_ms(), 6000);
+}
+
+TEST_F(SessionStateMachineTest, SpecialEntriesAndBatches) {
+  Entry conf;
+  conf.index = LogIndex(1);
+  conf.term = Term(1);
+  conf.type = EntryType::kConfChange;
+  conf.data = "whatever";
+  Entry empty;
+  empty.index = LogIndex(2);
+  empty.term = Term(1);
+  Entry garbage;
+  garbage.index = LogIndex(3);
+  garbage.term = Term(1);
+  garbage.data = "\xff\xff\xff";
+  Entry create;
+  create.index = LogIndex(4);
+  create.term = Term(1);
+  create.data = Create(1, 10).SerializeAsString();
+  Entry update;
+  update.index = LogIndex(5);
+  update.term = Term(1);
+  update.data = Update(1, 20, 1, {{"k", "v"}}).SerializeAsString();
+  auto results = sm_->Apply({conf, empty, garbage, create, update});
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 5u);
+  EXPECT_TRUE((*results)[0].ok());
+  EXPECT_FALSE((*results)[0]->has_value());
+  EXPECT_TRUE((*results)[1].ok());
+  EXPECT_FALSE((*results)[1]->has_value());
+  EXPECT_EQ((*results)[2].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::any_cast<Session>(*(*results)[4]).version(), 2u);
+  EXPECT_EQ(sm_->applied_index(), LogIndex(5));
+  EXPECT_EQ(StoredAppliedIndex(), 5u);
+  // The CF holds the state after the whole batch.
+  Reopen();
+  EXPECT_EQ(table_->Get(H(1))->version(), 2u);
+  EXPECT_EQ(table_->Get(H(1))->attributes().at("k"), "v");
+
+  // Already-applied entries are skipped; a gap is an error.
+  auto replay = sm_->Apply({update});
+  ASSERT_TRUE(replay.ok());
+  EXPECT_EQ(table_->Get(H(1))->version(), 2u);
+  Entry gap = update;
+  gap.index = LogIndex(9);
+  EXPECT_FALSE(sm_->Apply({gap}).ok());
+  EXPECT_EQ(sm_->applied_index(), LogIndex(5));
+}
+
+TEST_F(SessionStateMachineTest, ReopenRecoversAnIdenticalTable) {
+  for (int i = 0; i < 300; ++i) {
+    ApplySession(Create(i, 1000 + i, absl::StrCat("user", i % 17), 50'000,
+                        i % 3 == 0 ? 2000 : 0));
+  }
+  for (int i = 0; i < 300; i += 5) ApplySession(RevokeByHash(i, 2000));
+  for (int i = 1; i < 300; i += 7) {
+    (void)ApplyOne(Update(i, 2100, 0, {{"u", std::to_string(i)}}));
+  }
+  ApplyCount(Touch(2200, {{2, 2200}, {4, 2150}}));
+  const auto table_before = DumpTable();
+  const auto cf_before = DumpCf();
+  const LogIndex applied = sm_->applied_index();
+  EXPECT_EQ(table_before, cf_before);
+  Reopen();
+  EXPECT_EQ(sm_->applied_index(), applied);
+  EXPECT_EQ(table_->size(), 300u);
+  EXPECT_EQ(DumpTable(), table_before);
+  // Indexes are rebuilt too.
+  EXPECT_EQ(table_->UserTokenHashes("user3").size(), 18u);
+  EXPECT_EQ(table_->TokenHashOf(Sid(42)), H(42));
+  EXPECT_EQ(table_->CollectExpired(1 << 30, 0, 1000).size(), 300u);
+}
+
+TEST_F(SessionStateMachineTest, ParallelLoadMatchesSerialLoad) {
+  for (int i = 0; i < 500; ++i) ApplySession(Create(i, 1000, "u"));
+  SessionTable serial(SessionTableOptions{4});
+  ASSERT_TRUE(LoadSessions(db_.get(), &serial, 1).ok());
+  SessionTable parallel(SessionTableOptions{4});
+  ASSERT_TRUE(LoadSessions(db_.get(), &parallel, 3).ok());
+  EXPECT_EQ(serial.size(), 500u);
+  EXPECT_EQ(parallel.size(), 500u);
+  EXPECT_EQ(parallel.UserTokenHashes("u").size(), 500u);
+}
+
+TEST_F(SessionStateMachineTest, CorruptRecordFailsOpenWithDataLoss) {
+  ApplySession(Create(1, 1000));
+  ASSERT_TRUE(db_->db()
+                  ->Put(rocksdb::WriteOptions(), db_->sessions_cf(), Hash(2),
+                        "\xff\xff\xff")
+                  .ok());
+  sm_.reset();
+  table_ = std::make_unique<SessionTable>();
+  auto sm = SessionStateMachine::Open(db_.get(), table_.get());
+  ASSERT_FALSE(sm.ok());
+  EXPECT_EQ(sm.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(table_->size(), 0u);
+}
+
+TEST_F(SessionStateMachineTest, SnapshotRoundTrip) {
+  for (int i = 0; i < 50; ++i) ApplySession(Create(i, 1000 + i, "u"));
+  ApplySession(RevokeByHash(7, 3000));
+  auto image = sm_->TakeSnapshot();
+  ASSERT_TRUE(image.ok()) << image.status();
+  const auto table_before = DumpTable();
+
+  TempDir other_dir;
+  auto db = Database::Open(other_dir.Sub("data"), DatabaseOptions());
+  ASSERT_TRUE(db.ok());
+  SessionTable table;
+  auto sm = SessionStateMachine::Open(db->get(), &table);
+  ASSERT_TRUE(sm.ok());
+  // Something already there is replaced.
+  {
+    Entry e;
+    e.index = LogIndex(1);
+    e.term = Term(1);
+    e.data = Create(999, 10).SerializeAsString();
+    ASSERT_TRUE((*sm)->Apply({e}).ok());
+  }
+  replication::Snapshot snapshot;
+  snapshot.meta.index = sm_->applied_index();
+  snapshot.meta.term = Term(1);
+  snapshot.data = *image;
+  ASSERT_TRUE((*sm)->ApplySnapshot(snapshot).ok());
+  EXPECT_EQ((*sm)->applied_index(), sm_->applied_index());
+  EXPECT_EQ((*sm)->applied_time_ms(), 3000);
+  std::map<std::string, std::string> got;
+  table.ForEachStored([&](const TokenHash& hash, std::string_view bytes) {
+    got[std::string(TokenHashBytes(hash))] = std::string(bytes);
+  });
+  EXPECT_EQ(got, table_before);
+  EXPECT_FALSE(table.Contains(H(999)));
+
+  // And it is durable.
+  sm->reset();
+  table.Clear();
+  auto reopened = SessionStateMachine::Open(db->get(), &table);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ((*reopened)->applied_index(), sm_->applied_index());
+  EXPECT_EQ(table.size(), 50u);
+
+  snapshot.data = "\x05garbage";
+  EXPECT_EQ((*reopened)->ApplySnapshot(snapshot).code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(table.size(), 50u);  // a bad image changes nothing
+}
+
+}  // namespace
+}  // namespace sessiond::storage
