@@ -55,10 +55,12 @@ class ValidateStream;
 //
 // Retries. Validate, BatchValidate, List, Revoke and RevokeUser are idempotent
 // and are retried on kUnavailable and kDeadlineExceeded, with exponential
-// backoff and jitter, at most `max_attempts` times. Create, Update and Touch
-// are not: a kUnavailable or kDeadlineExceeded from them means the outcome is
-// not known (the session may or may not have been created or changed). Every
-// other code is returned at once; codes are those documented in session.proto.
+// backoff and jitter, at most `max_attempts` times; while the channel is
+// disconnected, a backoff ends early when it reconnects. Create, Update and
+// Touch are not: a kUnavailable or kDeadlineExceeded from them means the
+// outcome is not known (the session may or may not have been created or
+// changed). Every other code is returned at once; codes are those documented in
+// session.proto.
 //
 // Thread-safe: one SessionClient (and its channel) is meant to be shared by
 // all threads of an application server. Calls block the calling thread.

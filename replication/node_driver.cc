@@ -1,6 +1,8 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "replication/node_driver.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <utility>
@@ -32,7 +34,14 @@ absl::StatusOr<std::unique_ptr<NodeDriver>> NodeDriver::Start(
   if (options.tick_interval <= std::chrono::milliseconds(0)) {
     return absl::InvalidArgumentError("tick_interval must be positive");
   }
-  auto core = RaftCore::Create(options.raft, log, options.seed);
+  // Entries the state machine already holds (its applied index is durable
+  // with its state) are not handed out again; the apply thread also skips
+  // any at or below it, for a core that clamps this to its known commit.
+  RaftConfig raft = options.raft;
+  if (raft.applied < state_machine->applied_index()) {
+    raft.applied = state_machine->applied_index();
+  }
+  auto core = RaftCore::Create(raft, log, options.seed);
   if (!core.ok()) return core.status();
   std::unique_ptr<NodeDriver> driver(new NodeDriver(
       options, log, state_machine, transport, std::move(core).value()));
@@ -46,11 +55,27 @@ absl::StatusOr<std::unique_ptr<NodeDriver>> NodeDriver::Start(
   }
   driver->RefreshStatus();
 
-  driver->log_writer_thread_ =
-      std::thread([d = driver.get()] { d->LogWriterLoop(); });
-  driver->apply_thread_ = std::thread([d = driver.get()] { d->ApplyLoop(); });
-  driver->driver_thread_ = std::thread([d = driver.get()] { d->DriverLoop(); });
-  driver->ticker_thread_ = std::thread([d = driver.get()] { d->TickerLoop(); });
+  // Named threads make profiles and debugger sessions readable.
+  driver->log_writer_thread_ = std::thread([d = driver.get()] {
+    pthread_setname_np(pthread_self(), "sd-logwriter");
+    d->LogWriterLoop();
+  });
+  driver->apply_thread_ = std::thread([d = driver.get()] {
+    pthread_setname_np(pthread_self(), "sd-apply");
+    d->ApplyLoop();
+  });
+  driver->driver_thread_ = std::thread([d = driver.get()] {
+    pthread_setname_np(pthread_self(), "sd-driver");
+    d->DriverLoop();
+  });
+  driver->ticker_thread_ = std::thread([d = driver.get()] {
+    pthread_setname_np(pthread_self(), "sd-ticker");
+    d->TickerLoop();
+  });
+  driver->completion_thread_ = std::thread([d = driver.get()] {
+    pthread_setname_np(pthread_self(), "sd-complete");
+    d->CompletionLoop();
+  });
   return driver;
 }
 
@@ -80,6 +105,13 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
     }
   }
   done(ShuttingDown());
+}
+
+void NodeDriver::CompactLog(LogIndex through) {
+  absl::MutexLock lock(&inbox_mu_);
+  if (driver_stop_) return;
+  if (!inbox_compact_ || *inbox_compact_ < through) inbox_compact_ = through;
+  inbox_cv_.Signal();
 }
 
 void NodeDriver::Deliver(std::vector<Message> messages) {
@@ -169,6 +201,12 @@ void NodeDriver::Stop() {
     apply_cv_.SignalAll();
   }
   if (apply_thread_.joinable()) apply_thread_.join();
+  {
+    absl::MutexLock lock(&completion_mu_);
+    completion_stop_ = true;
+    completion_cv_.SignalAll();
+  }
+  if (completion_thread_.joinable()) completion_thread_.join();
   FailAllPending(ShuttingDown());
 }
 
@@ -200,13 +238,14 @@ void NodeDriver::DriverLoop() {
     std::vector<Message> messages;
     std::vector<Persisted> persisted;
     std::optional<LogIndex> applied;
+    std::optional<LogIndex> compact;
     uint64_t ticks = 0;
     bool stop = false;
     {
       absl::MutexLock lock(&inbox_mu_);
       while (!driver_stop_ && inbox_proposals_.empty() &&
              inbox_messages_.empty() && inbox_ticks_ == 0 &&
-             inbox_persisted_.empty() && !inbox_applied_) {
+             inbox_persisted_.empty() && !inbox_applied_ && !inbox_compact_) {
         inbox_cv_.Wait(&inbox_mu_);
       }
       stop = driver_stop_;
@@ -215,6 +254,7 @@ void NodeDriver::DriverLoop() {
       messages.swap(inbox_messages_);
       persisted.swap(inbox_persisted_);
       applied.swap(inbox_applied_);
+      compact.swap(inbox_compact_);
       ticks = inbox_ticks_;
       inbox_ticks_ = 0;
     }
@@ -236,13 +276,18 @@ void NodeDriver::DriverLoop() {
     for (Persisted& p : persisted) {
       if (p.snapshot_index) core_->OnSnapshotInstalled(*p.snapshot_index);
       if (p.through) core_->OnPersisted(p.through->first, p.through->second);
+      if (p.compacted_index) core_->OnCompacted(*p.compacted_index);
       // Votes and append acknowledgements promise durable state: they leave
       // only now, after OnPersisted (raft_core.h rule 4).
       if (!p.send_after_persist.empty()) {
         transport_->Send(std::move(p.send_after_persist));
       }
     }
-    if (applied) core_->OnApplied(*applied);
+    if (applied) {
+      core_->OnApplied(*applied);
+      if (applied_reported_ < *applied) applied_reported_ = *applied;
+    }
+    if (compact) RequestCompaction(*compact);
     const bool proposed = !proposals.empty();
     if (proposed) ProposeBatch(std::move(proposals));
 
@@ -254,6 +299,30 @@ void NodeDriver::DriverLoop() {
       proposals_at_driver_ = 0;
     }
   }
+}
+
+void NodeDriver::RequestCompaction(LogIndex through) {
+  // Never past what the core was told is applied (OnCompacted's contract),
+  // and never below what is already compacted.
+  if (through > applied_reported_) through = applied_reported_;
+  if (through <= compact_requested_ || through < log_->FirstIndex()) return;
+  const absl::StatusOr<Term> term = log_->TermAt(through);
+  if (!term.ok()) {
+    std::fprintf(stderr, "node_driver: not compacting through %llu: %s\n",
+                 static_cast<unsigned long long>(through.value()),
+                 term.status().ToString().c_str());
+    return;
+  }
+  Snapshot snapshot;
+  snapshot.meta.index = through;
+  snapshot.meta.term = *term;
+  snapshot.meta.conf_state = core_->status().conf_state;
+  compact_requested_ = through;
+  PersistWork work;
+  work.compact = std::move(snapshot);
+  absl::MutexLock lock(&persist_mu_);
+  persist_queue_.push_back(std::move(work));
+  persist_cv_.Signal();
 }
 
 void NodeDriver::ProposeBatch(std::vector<Proposal> proposals) {
@@ -384,6 +453,15 @@ void NodeDriver::LogWriterLoop() {
             std::max(snapshot_installed_, w.snapshot->meta.index);
         persist_cv_.SignalAll();
       }
+      if (w.compact) {
+        // After the appends queued before it: compaction only drops
+        // entries the state machine holds, which are all older.
+        flush();
+        SESSIOND_CHECK_OK(log_->Compact(*w.compact));
+        Persisted p;
+        p.compacted_index = w.compact->meta.index;
+        done.push_back(std::move(p));
+      }
       if (!w.entries.empty()) {
         // A later Ready may rewrite a suffix of an earlier one (a new
         // leader's entries replace conflicting ones): drop the replaced
@@ -418,8 +496,10 @@ void NodeDriver::ApplyLoop() {
     std::vector<Entry> batch;
     auto flush = [&] {
       if (batch.empty()) return;
+      SESSIOND_FAULT_POINT("apply.before_apply");
       absl::StatusOr<std::vector<ApplyResult>> results =
           state_machine_->Apply(batch);
+      SESSIOND_FAULT_POINT("apply.after_apply");
       // The state could not be written: going on would answer proposals from
       // a state that is not what the log says.
       SESSIOND_CHECK_OK(results.status());
@@ -429,14 +509,16 @@ void NodeDriver::ApplyLoop() {
       metric_apply_batches_.fetch_add(1, std::memory_order_relaxed);
       metric_entries_applied_.fetch_add(batch.size(),
                                         std::memory_order_relaxed);
-      CompleteProposals(batch, &*results);
-      batch.clear();
+      // The core hears "applied" before any proposer does, so whatever a
+      // proposer does next (e.g. CompactLog) sees it.
       {
         absl::MutexLock lock(&inbox_mu_);
         if (!inbox_applied_ || *inbox_applied_ < through)
           inbox_applied_ = through;
         inbox_cv_.Signal();
       }
+      CompleteProposals(batch, &*results);
+      batch.clear();
       absl::MutexLock lock(&status_mu_);
       status_.applied = through;
       status_.leader_caught_up =
@@ -465,7 +547,11 @@ void NodeDriver::ApplyLoop() {
             pending_.erase(pending_.begin());
           }
         }
-        for (ProposeCallback& done : lost) done(LeadershipChanged());
+        std::vector<Completion> calls;
+        for (ProposeCallback& done : lost) {
+          calls.push_back(Completion{std::move(done), LeadershipChanged()});
+        }
+        PostCompletions(std::move(calls));
         {
           absl::MutexLock lock(&inbox_mu_);
           if (!inbox_applied_ || *inbox_applied_ < index)
@@ -490,7 +576,7 @@ void NodeDriver::ApplyLoop() {
 
 void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
                                    std::vector<ApplyResult>* results) {
-  std::vector<std::pair<ProposeCallback, ApplyResult>> calls;
+  std::vector<Completion> calls;
   {
     absl::MutexLock lock(&pending_mu_);
     if (pending_.empty()) return;
@@ -498,16 +584,39 @@ void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
       auto it = pending_.find(entries[i].index);
       if (it == pending_.end()) continue;
       if (it->second.term == entries[i].term) {
-        calls.emplace_back(std::move(it->second.done),
-                           std::move((*results)[i]));
+        calls.push_back(
+            Completion{std::move(it->second.done), std::move((*results)[i])});
       } else {
         // Another leader's entry took this index: ours was never committed.
-        calls.emplace_back(std::move(it->second.done), LeadershipChanged());
+        calls.push_back(
+            Completion{std::move(it->second.done), LeadershipChanged()});
       }
       pending_.erase(it);
     }
   }
-  for (auto& [done, result] : calls) done(std::move(result));
+  PostCompletions(std::move(calls));
+}
+
+void NodeDriver::PostCompletions(std::vector<Completion> calls) {
+  if (calls.empty()) return;
+  absl::MutexLock lock(&completion_mu_);
+  for (Completion& c : calls) completion_queue_.push_back(std::move(c));
+  completion_cv_.Signal();
+}
+
+void NodeDriver::CompletionLoop() {
+  for (;;) {
+    std::deque<Completion> calls;
+    {
+      absl::MutexLock lock(&completion_mu_);
+      while (!completion_stop_ && completion_queue_.empty()) {
+        completion_cv_.Wait(&completion_mu_);
+      }
+      if (completion_queue_.empty()) return;  // stopping, nothing left
+      calls.swap(completion_queue_);
+    }
+    for (Completion& c : calls) c.done(std::move(c.result));
+  }
 }
 
 void NodeDriver::FailAllPending(const absl::Status& status) {

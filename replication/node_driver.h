@@ -12,9 +12,10 @@
 //                           back to the inbox
 //     send_after_persist -> held by the log writer's batch, sent by the driver
 //                           after OnPersisted for that batch
-//     committed          -> apply thread: StateMachine::Apply in batches, then
-//                           the proposers' callbacks, then "applied through"
-//                           back to the inbox
+//     committed          -> apply thread: StateMachine::Apply in batches,
+//                           then "applied through" back to the inbox; the
+//                           proposers' callbacks (matched by index AND term)
+//                           go to the completion thread
 //   ticker thread        -> a tick into the inbox every tick_interval
 //
 // Thread map (STYLE.md 2.4):
@@ -22,9 +23,14 @@
 //   log-writer thread  sole writer of the LogStore (reads come from the core
 //                      on the driver thread, which the LogStore contract
 //                      allows concurrently).
-//   apply thread       sole caller of StateMachine::Apply/ApplySnapshot;
-//                      runs the proposers' callbacks.
+//   apply thread       sole caller of StateMachine::Apply/ApplySnapshot.
+//   completion thread  runs the proposers' callbacks, in log order (a
+//                      callback that finishes a gRPC call sends the response
+//                      on this thread, not on the apply thread).
 //   ticker thread      only posts ticks.
+// Fault points (common/fault_point.h), for crash tests on the real binary:
+//   log.before_append, log.after_append    around the synced log write
+//   apply.before_apply, apply.after_apply  around StateMachine::Apply
 // Lock order: no lock of this class is held while taking another, and none
 // is held while calling a callback, the LogStore, the StateMachine or the
 // Transport.
@@ -120,14 +126,25 @@ class NodeDriver : public MessageSink {
 
   // Queues `command` for the log; never blocks on the core or the disk.
   // Proposals queued together are appended with one RaftCore::Propose and
-  // persisted with one synced write. `done` is called exactly once, from the
-  // driver or apply thread (it must not block):
+  // persisted with one synced write. `done` is called exactly once and must
+  // not block: from the completion thread (applied), the driver thread
+  // (refused by the core), or the calling thread of Propose or Stop
+  // (shutting down):
   //   the state machine's ApplyResult once the entry is committed and applied;
   //   Unavailable when this node is not the leader (the message names the
   //     leader when known), when leadership changed before the entry
   //     committed ("leadership changed; retry"), or "shutting down";
   //   ResourceExhausted when the core refuses more uncommitted data.
   void Propose(std::string command, ProposeCallback done);
+
+  // Drops log entries through `through` (or through the applied index
+  // reported to the core, if lower), asynchronously, on the log-writer
+  // thread. REQUIRES: the state machine holds those entries durably; its
+  // Apply writes need not be synced, so the caller must make them durable
+  // first (the daemon syncs the RocksDB WAL that the state and the log
+  // share after reading applied_index()). A later, higher request
+  // supersedes an earlier one.
+  void CompactLog(LogIndex through);
 
   // Raft messages from peers (called by the Transport).
   void Deliver(std::vector<Message> messages) override;
@@ -149,6 +166,8 @@ class NodeDriver : public MessageSink {
     std::vector<Entry> entries;
     std::optional<HardState> hard_state;
     std::optional<Snapshot> snapshot;
+    // Log compaction (LogStore::Compact) through compact->meta.index.
+    std::optional<Snapshot> compact;
     std::vector<Message> send_after_persist;
   };
   // Work for the apply thread, in log order.
@@ -164,10 +183,15 @@ class NodeDriver : public MessageSink {
     Term term;
     ProposeCallback done;
   };
+  struct Completion {
+    ProposeCallback done;
+    ApplyResult result;
+  };
   // One persisted batch, reported back to the driver thread.
   struct Persisted {
     std::optional<std::pair<LogIndex, Term>> through;
     std::optional<LogIndex> snapshot_index;
+    std::optional<LogIndex> compacted_index;
     std::vector<Message> send_after_persist;
   };
 
@@ -183,11 +207,15 @@ class NodeDriver : public MessageSink {
   // Driver thread: hands one Ready's parts to the transport and threads.
   void Dispatch(Ready ready);
   void ProposeBatch(std::vector<Proposal> proposals);
+  void RequestCompaction(LogIndex through);
   void RefreshStatus();
 
   // Apply thread: completes callbacks for applied entries.
   void CompleteProposals(const std::vector<Entry>& entries,
                          std::vector<ApplyResult>* results);
+  // Hands callbacks to the completion thread, in order.
+  void PostCompletions(std::vector<Completion> calls);
+  void CompletionLoop();
   void FailAllPending(const absl::Status& status);
 
   const NodeDriverOptions options_;
@@ -197,6 +225,8 @@ class NodeDriver : public MessageSink {
 
   // Owned by the driver thread once Start() returns.
   std::unique_ptr<RaftCore> core_;
+  LogIndex applied_reported_;   // last OnApplied (driver thread)
+  LogIndex compact_requested_;  // last compaction handed to the log writer
 
   // The driver's inbox. inbox_cv_ wakes the driver thread, ticker_cv_ the
   // ticker (which sleeps on inbox_mu_ so Stop can wake it).
@@ -208,6 +238,7 @@ class NodeDriver : public MessageSink {
   uint64_t inbox_ticks_ ABSL_GUARDED_BY(inbox_mu_) = 0;
   std::vector<Persisted> inbox_persisted_ ABSL_GUARDED_BY(inbox_mu_);
   std::optional<LogIndex> inbox_applied_ ABSL_GUARDED_BY(inbox_mu_);
+  std::optional<LogIndex> inbox_compact_ ABSL_GUARDED_BY(inbox_mu_);
   // Proposals taken from the inbox by the driver and not yet registered in
   // pending_ (so Stop's drain does not miss them in between).
   size_t proposals_at_driver_ ABSL_GUARDED_BY(inbox_mu_) = 0;
@@ -248,6 +279,14 @@ class NodeDriver : public MessageSink {
   std::atomic<uint64_t> metric_apply_batches_{0};
   std::atomic<uint64_t> metric_entries_applied_{0};
 
+  // Callbacks to run, in order, on the completion thread: a callback
+  // typically finishes a gRPC call, and gRPC then writes the response to the
+  // socket on the calling thread; the apply thread does not wait for that.
+  absl::Mutex completion_mu_;
+  absl::CondVar completion_cv_;
+  std::deque<Completion> completion_queue_ ABSL_GUARDED_BY(completion_mu_);
+  bool completion_stop_ ABSL_GUARDED_BY(completion_mu_) = false;
+
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
 
@@ -255,6 +294,7 @@ class NodeDriver : public MessageSink {
   std::thread log_writer_thread_;
   std::thread apply_thread_;
   std::thread ticker_thread_;
+  std::thread completion_thread_;
 };
 
 }  // namespace sessiond::replication

@@ -156,6 +156,15 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(tick_ms),
        .min = 1,
        .max = 60 * 1000},
+      {.name = "log_compact_interval_ms",
+       .help = "how often applied entries are dropped from the Raft log",
+       .int_field = SESSIOND_INT_FIELD(log_compact_interval_ms),
+       .min = 1,
+       .max = kDayMs},
+      {.name = "log_compact_min_entries",
+       .help = "newly applied entries that make a log compaction worthwhile",
+       .int_field = SESSIOND_INT_FIELD(log_compact_min_entries),
+       .min = 1},
       {.name = "shutdown_grace_ms",
        .help = "on SIGTERM, how long in-flight calls may take to finish",
        .int_field = SESSIOND_INT_FIELD(shutdown_grace_ms),
@@ -284,6 +293,7 @@ absl::StatusOr<ParsedConfig> ParseConfig(int argc, const char* const* argv) {
     CLI::Option* opt = app.add_option(
         absl::StrCat("--", o.name), values[i],
         absl::StrCat(o.help, " (default: ", CurrentValue(o, defaults), ")"));
+    opt->type_name(o.int_field != nullptr ? "INT" : "TEXT");
     if (o.hidden) opt->group("");
     cli_options.push_back(opt);
   }

@@ -29,6 +29,10 @@ struct Config {
   // the resolution of idle timeouts.
   int64_t touch_flush_interval_ms = 1000;
   int64_t tick_ms = 100;
+  // Log compaction: how often to look, and how many newly applied entries
+  // make it worth a compaction.
+  int64_t log_compact_interval_ms = 60000;
+  int64_t log_compact_min_entries = 10000;
   // How long SIGTERM waits for in-flight calls before cancelling them.
   int64_t shutdown_grace_ms = 5000;
   // Hidden: a SESSIOND_FAULT_POINT name to crash at (fault tests).

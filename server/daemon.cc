@@ -17,6 +17,7 @@
 #include "replication/node_driver.h"
 #include "replication/transport.h"
 #include "server/expiry_sweeper.h"
+#include "server/log_compactor.h"
 #include "server/session_service.h"
 #include "server/touch_buffer.h"
 #include "storage/database.h"
@@ -84,8 +85,11 @@ absl::Status Daemon::Init() {
   phase("open");
   table_options.num_shards = static_cast<size_t>(config_.shards);
   table_ = std::make_unique<storage::SessionTable>(table_options);
+  storage::SessionStateMachineOptions sm_options;
+  // Replicated behaviour: the same on every node, and the sweeper's too.
+  sm_options.expiry_leeway_ms = config_.expiry_leeway_ms;
   absl::StatusOr<std::unique_ptr<storage::SessionStateMachine>> sm =
-      storage::SessionStateMachine::Open(db_.get(), table_.get());
+      storage::SessionStateMachine::Open(db_.get(), table_.get(), sm_options);
   if (!sm.ok()) return sm.status();
   state_machine_ = *std::move(sm);
   phase("load");
@@ -127,9 +131,20 @@ absl::Status Daemon::Init() {
   sweeper_ = std::make_unique<ExpirySweeper>(sweeper_options, table_.get(),
                                              driver_.get());
 
+  LogCompactorOptions compactor_options;
+  compactor_options.interval =
+      absl::Milliseconds(config_.log_compact_interval_ms);
+  compactor_options.min_entries =
+      static_cast<uint64_t>(config_.log_compact_min_entries);
+  compactor_ = std::make_unique<LogCompactor>(
+      compactor_options, db_.get(), state_machine_.get(), driver_.get());
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, which would let a second sessiond
+  // bind the same port and silently take half the traffic; refuse instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(),
                            &port_);
   builder.RegisterService(service_.get());
@@ -181,6 +196,7 @@ void Daemon::Shutdown() {
                       std::chrono::milliseconds(200));
   }
   if (sweeper_ != nullptr) sweeper_->Stop();
+  if (compactor_ != nullptr) compactor_->Stop();
   if (touches_ != nullptr) touches_->Stop();  // proposes the last touches
   if (driver_ != nullptr) {
     driver_->Stop();  // applies what is in flight
@@ -197,6 +213,7 @@ void Daemon::Shutdown() {
   }
 
   server_.reset();
+  compactor_.reset();
   sweeper_.reset();
   service_.reset();
   touches_.reset();

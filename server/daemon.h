@@ -29,6 +29,7 @@ class NoPeersTransport;
 namespace sessiond::server {
 
 class ExpirySweeper;
+class LogCompactor;
 class SessionServiceImpl;
 class TouchBuffer;
 
@@ -39,7 +40,8 @@ class TouchBuffer;
 //
 //   Database -> RaftLogStore -> SessionTable -> SessionStateMachine (loads
 //   the table) -> NodeDriver (replays the log, becomes leader) ->
-//   TouchBuffer, SessionServiceImpl, ExpirySweeper -> gRPC server
+//   TouchBuffer, SessionServiceImpl, ExpirySweeper, LogCompactor -> gRPC
+//   server
 //
 // Thread-safe: Shutdown may be called from any thread, once or many times.
 class Daemon {
@@ -74,6 +76,8 @@ class Daemon {
   replication::NodeDriver* driver() const { return driver_.get(); }
   TouchBuffer* touch_buffer() const { return touches_.get(); }
   ExpirySweeper* sweeper() const { return sweeper_.get(); }
+  LogCompactor* compactor() const { return compactor_.get(); }
+  storage::RaftLogStore* log_store() const { return log_.get(); }
 
  private:
   explicit Daemon(const Config& config);
@@ -96,6 +100,7 @@ class Daemon {
   std::unique_ptr<TouchBuffer> touches_;
   std::unique_ptr<SessionServiceImpl> service_;
   std::unique_ptr<ExpirySweeper> sweeper_;
+  std::unique_ptr<LogCompactor> compactor_;
   std::unique_ptr<grpc::Server> server_;
 
   absl::Mutex shutdown_mu_;

@@ -1,6 +1,8 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/expiry_sweeper.h"
 
+#include <pthread.h>
+
 #include <any>
 #include <cstdio>
 #include <memory>
@@ -17,7 +19,10 @@ ExpirySweeper::ExpirySweeper(const ExpirySweeperOptions& options,
                              const storage::SessionTable* table,
                              replication::NodeDriver* driver)
     : options_(options), table_(table), driver_(driver) {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "sd-sweeper");
+    Loop();
+  });
 }
 
 ExpirySweeper::~ExpirySweeper() { Stop(); }

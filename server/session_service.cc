@@ -2,11 +2,14 @@
 #include "server/session_service.h"
 
 #include <any>
+#include <deque>
 #include <string>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
 #include "sessiond/v1/command.pb.h"
@@ -73,7 +76,14 @@ grpc::ServerUnaryReactor* ProposeAndFinish(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// StreamValidateSessions: one request in, one response out, in order.
+// StreamValidateSessions: responses in request order. Reading and writing
+// overlap (the next request is read while earlier answers are written), with
+// at most kMaxQueued answers waiting, so a client that pipelines requests is
+// not held to one round trip per validation.
+//
+// gRPC allows one read and one write outstanding at a time; the flags under
+// mu_ decide which Start* call is due, and the calls are made after mu_ is
+// released.
 class StreamValidateReactor
     : public grpc::ServerBidiReactor<ValidateSessionRequest,
                                      ValidateSessionResponse> {
@@ -84,33 +94,115 @@ class StreamValidateReactor
   }
 
   void OnReadDone(bool ok) override {
+    Actions actions;
     if (!ok) {  // the client half-closed (or the call is gone)
-      Finish(grpc::Status::OK);
-      return;
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      reads_done_ = true;
+      actions = NextActionsLocked();
+    } else {
+      ValidateSessionResponse response;
+      const absl::Status s =
+          service_->ValidateOne(request_, NowMs(), &response);
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (!s.ok()) {
+        status_ = ToGrpcStatus(s);
+        reads_done_ = true;
+      } else if (!broken_ && !finished_) {
+        queue_.push_back(std::move(response));
+        if (queue_.size() < kMaxQueued) {
+          actions.read = true;
+          reading_ = true;
+        } else {
+          read_paused_ = true;
+        }
+      }
+      Actions more = NextActionsLocked();
+      actions.write = more.write;
+      actions.finish = more.finish;
     }
-    response_.Clear();
-    const absl::Status s = service_->ValidateOne(request_, NowMs(), &response_);
-    if (!s.ok()) {
-      Finish(ToGrpcStatus(s));
-      return;
-    }
-    StartWrite(&response_);
+    Run(actions);
   }
 
   void OnWriteDone(bool ok) override {
-    if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
-      return;
+    Actions actions;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      writing_ = false;
+      if (!ok) {
+        status_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream broken");
+        broken_ = true;
+      }
+      if (!broken_ && read_paused_ && queue_.size() < kMaxQueued) {
+        read_paused_ = false;
+        actions.read = true;
+        reading_ = true;
+      }
+      Actions more = NextActionsLocked();
+      actions.write = more.write;
+      actions.finish = more.finish;
     }
-    StartRead(&request_);
+    Run(actions);
   }
 
   void OnDone() override { delete this; }
 
  private:
+  static constexpr size_t kMaxQueued = 64;
+
+  struct Actions {
+    bool read = false;
+    const ValidateSessionResponse* write = nullptr;
+    bool finish = false;
+  };
+
+  Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Actions a;
+    if (finished_) return a;
+    if (broken_ || (reads_done_ && queue_.empty())) {
+      // Finish only with no read or write outstanding.
+      if (!writing_ && !reading_) {
+        finished_ = true;
+        a.finish = true;
+      }
+      return a;
+    }
+    if (!writing_ && !queue_.empty()) {
+      writing_ = true;
+      a.write = &queue_.front();  // deque: stays put while others come and go
+    }
+    return a;
+  }
+
+  void Run(const Actions& actions) {
+    if (actions.finish) {
+      grpc::Status status;
+      {
+        absl::MutexLock lock(&mu_);
+        status = status_;
+      }
+      Finish(status);
+      return;
+    }
+    if (actions.write != nullptr) StartWrite(actions.write);
+    if (actions.read) StartRead(&request_);
+  }
+
   SessionServiceImpl* const service_;
+  // Only touched between a StartRead and its OnReadDone.
   ValidateSessionRequest request_;
-  ValidateSessionResponse response_;
+
+  absl::Mutex mu_;
+  std::deque<ValidateSessionResponse> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // queue_.front() in flight
+  bool reading_ ABSL_GUARDED_BY(mu_) = true;   // the constructor's StartRead
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
 ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {

@@ -1,6 +1,8 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/touch_buffer.h"
 
+#include <pthread.h>
+
 #include <cstdio>
 #include <utility>
 #include <vector>
@@ -13,7 +15,10 @@ namespace sessiond::server {
 TouchBuffer::TouchBuffer(replication::NodeDriver* driver,
                          absl::Duration flush_interval)
     : driver_(driver), flush_interval_(flush_interval) {
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "sd-touches");
+    Loop();
+  });
 }
 
 TouchBuffer::~TouchBuffer() { Stop(); }

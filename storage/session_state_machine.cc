@@ -6,6 +6,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -448,17 +449,48 @@ absl::Status SessionStateMachine::ApplySnapshot(
     return absl::DataLossError("trailing bytes after the snapshot image");
   }
 
+  // Check every record before touching anything, so that a bad image
+  // leaves the state as it was.
+  {
+    absl::flat_hash_set<std::string> hashes, session_ids;
+    v1::internal::StoredSession stored;
+    for (std::string_view bytes : records) {
+      if (!stored.ParseFromArray(bytes.data(),
+                                 static_cast<int>(bytes.size()))) {
+        return absl::DataLossError(
+            "snapshot image has a record that does not parse");
+      }
+      const std::string& sid = stored.session().session_id();
+      const std::string& uid = stored.session().user_id();
+      if (stored.token_hash().size() != 32 || sid.empty() || sid.size() > 255 ||
+          uid.empty() || uid.size() > 65535) {
+        return absl::DataLossError("snapshot image has a malformed record");
+      }
+      if (!hashes.insert(stored.token_hash()).second ||
+          !session_ids.insert(sid).second) {
+        return absl::DataLossError("snapshot image has a duplicate session");
+      }
+    }
+  }
+
   table_->Clear();
   rocksdb::WriteBatch batch;
   batch.DeleteRange(db_->sessions_cf(), rocksdb::Slice(""),
                     rocksdb::Slice(std::string(33, '\xff')));
+  table_->StartLoad(1);
+  absl::Status status;
   for (std::string_view bytes : records) {
-    absl::Status status = table_->InsertStored(bytes);
-    if (!status.ok()) {
-      table_->Clear();
-      return absl::DataLossError(
-          absl::StrCat("snapshot image has a bad record: ", status.message()));
-    }
+    status = table_->LoadStored(0, bytes);
+    if (!status.ok()) break;
+  }
+  absl::Status finish = table_->FinishLoad();
+  if (status.ok()) status = finish;
+  if (!status.ok()) {
+    // Not expected after the checks above; the table no longer matches the
+    // sessions CF, so the caller must stop (a restart reloads from RocksDB).
+    table_->Clear();
+    return absl::InternalError(absl::StrCat(
+        "snapshot image failed to load after validation: ", status.message()));
   }
   // Store the records as the table re-encodes them (the canonical form).
   table_->ForEachStored([&](const TokenHash& hash, std::string_view bytes) {

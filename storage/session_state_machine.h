@@ -51,8 +51,13 @@ namespace sessiond::storage {
 //                       malformed field (e.g. a token hash not 32 bytes)
 // Revoke of a revoked session is OK and returns the record unchanged.
 // Expire removes only the listed sessions still expired at the applied time
-// (leeway 0: the sweeper already applied the leeway when it chose them).
-// A multi-touch skips unknown, revoked and expired sessions.
+// (with options.expiry_leeway_ms). Touch moves last_seen_at to
+// min(seen_at_ms or, when 0, the applied time; the applied time), never
+// back. A multi-touch skips unknown, revoked and expired sessions and counts
+// the rest. RevokeUser revokes the user's active, unexpired sessions except
+// keep_session_id and counts them. Update keeps last_seen_at and bumps the
+// version by one (the table keeps 32 bits of it: at 2^32 - 1,
+// FailedPrecondition).
 //
 // Threading: Apply, TakeSnapshot and ApplySnapshot are called from one
 // thread (the apply thread), which is also the only writer of the table.
@@ -91,8 +96,11 @@ class SessionStateMachine : public replication::StateMachine {
 
   // The image: a varint-framed sequence, see session_state_machine.cc.
   absl::StatusOr<std::string> TakeSnapshot() override;
-  // Replaces the table and the `sessions` CF with the image; the applied
-  // index becomes snapshot.meta.index. DataLoss on a malformed image.
+  // Replaces the table and the `sessions` CF with the image (one synced
+  // write); the applied index becomes snapshot.meta.index. DataLoss on a
+  // malformed image, which is checked whole first and changes nothing.
+  // Internal (after the checks, not expected): the table was left empty and
+  // no longer matches RocksDB; the caller must stop the node.
   absl::Status ApplySnapshot(const replication::Snapshot& snapshot) override;
 
  private:

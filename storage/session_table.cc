@@ -54,7 +54,9 @@ int64_t SaturatingAdd(int64_t a, int64_t b) {
 }
 
 size_t StringHash(std::string_view s) {
-  return absl::Hash<std::string_view>()(s);
+  // absl's own string hash (absl::string_view is not std::string_view in
+  // Debian's build; hashing std::string_view would go through std::hash).
+  return absl::Hash<absl::string_view>()(absl::string_view(s.data(), s.size()));
 }
 
 // The wire bytes of the Session fields kept in a record's `extra`:
@@ -729,54 +731,52 @@ absl::Status SessionTable::LoadStored(int slot, std::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::Status SessionTable::FinishLoad() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+absl::Status SessionTable::FinishLoad() {
   size_t total = 0;
   for (const std::vector<Ref>& refs : bulk_refs_) total += refs.size();
   Reserve(total);
-  // Two threads, each building different indexes: the token index and the
-  // expiry btrees; the session_id index and the user lists. No shard locks:
-  // nothing else uses the table (REQUIRES), and the two threads write
-  // different members of each shard, so they never touch the same memory.
+  // Two threads, each building different indexes: the token and session_id
+  // hash sets; the user lists and the expiry btrees. No shard locks: nothing
+  // else uses the table (REQUIRES), and the two threads write different
+  // members of each shard (and of each record), so they never touch the
+  // same memory.
   absl::Status token_status, id_status;
-  std::thread token_thread([&] {
-    std::vector<std::vector<uint64_t>> expiry(num_shards_);
+  std::thread token_thread([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     for (const std::vector<Ref>& refs : bulk_refs_) {
       for (Ref ref : refs) {
         const Record* r = Rec(ref);
-        uint64_t h;
-        std::memcpy(&h, r->hash.data(), sizeof(h));
-        const size_t index = h % num_shards_;
-        if (!shards_[index].by_token.insert(ref).second) {
+        if (!ShardOf(r->hash).by_token.insert(ref).second) {
           if (token_status.ok()) {
             token_status = absl::AlreadyExistsError(absl::StrCat(
                 "token hash ", TokenHashHex(r->hash), " is stored twice"));
           }
-          continue;
         }
-        expiry[index].push_back(ExpiryKey(r->deadline(), ref));
+        if (!ShardOfKey(r->session_id()).by_session_id.insert(ref).second) {
+          if (id_status.ok()) {
+            id_status = absl::AlreadyExistsError(
+                absl::StrCat("session_id ", std::string(r->session_id()),
+                             " is stored twice"));
+          }
+        }
       }
-    }
-    for (size_t i = 0; i < num_shards_; ++i) {
-      // Built in order, the btree's nodes end up full (random-order inserts
-      // leave them ~70% full).
-      std::sort(expiry[i].begin(), expiry[i].end());
-      absl::btree_set<uint64_t> tree(expiry[i].begin(), expiry[i].end());
-      std::vector<uint64_t>().swap(expiry[i]);
-      shards_[i].expiry.swap(tree);
     }
   });
+  std::vector<std::vector<uint64_t>> expiry(num_shards_);
   for (const std::vector<Ref>& refs : bulk_refs_) {
     for (Ref ref : refs) {
-      Record* r = Rec(ref);
-      if (!ShardOfKey(r->session_id()).by_session_id.insert(ref).second) {
-        if (id_status.ok()) {
-          id_status = absl::AlreadyExistsError(absl::StrCat(
-              "session_id ", std::string(r->session_id()), " is stored twice"));
-        }
-        continue;
-      }
+      const Record* r = Rec(ref);
       LinkUserLocked(ShardOfKey(r->user_id()), ref);
+      expiry[&ShardOf(r->hash) - shards_.get()].push_back(
+          ExpiryKey(r->deadline(), ref));
     }
+  }
+  for (size_t i = 0; i < num_shards_; ++i) {
+    // Built in order, the btree's nodes end up full (random-order inserts
+    // leave them ~70% full).
+    std::sort(expiry[i].begin(), expiry[i].end());
+    absl::btree_set<uint64_t> tree(expiry[i].begin(), expiry[i].end());
+    std::vector<uint64_t>().swap(expiry[i]);
+    shards_[i].expiry.swap(tree);
   }
   token_thread.join();
   size_t loaded = 0;

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "sessiond/v1/session.pb.h"
@@ -66,28 +67,33 @@ struct ListUserPage {
 // InsertStored may also be called from several loader threads at once
 // during recovery, when no other writer runs.
 //
-// Memory, by design (x86-64, glibc malloc), per session:
-//   record      one allocation: token hash (32), expires/last_seen/idle/
-//               created (32), version+state (8), extra pointer (8), user
-//               list links (16), session_id and user_id inline (2 + their
-//               lengths): ~120 + 22 + |user_id| bytes, ~150 B with malloc
-//               rounding for a 10-byte user_id.
-//   extra       one allocation holding attributes, client metadata, revoke
-//               reason and time as protobuf wire bytes (fields 7, 10-12 of
-//               sessiond.v1.Session): 8 + wire size, rounded to 16.
-//   indexes     three flat_hash_sets of pointers (by token hash, by
-//               session_id, heads of per-user lists: 9 B per slot at load
-//               0.44-0.875 each) and a btree of (deadline, record*) for
-//               expiry (~18 B): ~50-80 B.
-// So ~200 B + the attributes' wire size. No protobuf object is kept per
-// session; one is built only to answer a read.
+// Memory, by design, per session (x86-64). Records live in two SlabArenas
+// (storage/arena.h) and are named by 4-byte references, not pointers:
+//   record   one arena block: token hash (32), created/expires/idle/
+//            last_seen (32), attribute-block reference and size (8), user
+//            list links (8), version, state and id lengths (8), then the
+//            session_id and user_id bytes: 88 + 22 + |user_id|, rounded up to
+//            8 bytes (128 B for a 15-byte user_id).
+//   extra    one arena block with the attributes, client metadata, revoke
+//            reason and time as protobuf wire bytes (fields 7, 10-12 of
+//            sessiond.v1.Session), rounded up to 8 bytes: ~224 B for 200 B of
+//            attribute keys and values in four entries.
+//   indexes  three flat_hash_sets of references (by token hash, by
+//            session_id, heads of per-user lists): 5 B per slot at load
+//            0.44-0.875, ~26 B; a btree of (deadline second << 32 | ref)
+//            for expiry: ~9 B (built full at recovery, ~12 B when grown).
+// Measured (storage_bench, 1M sessions, 200 B attributes): 352 B in the
+// arenas + 26 B of hash indexes; RSS growth ~395-410 B per session. No
+// protobuf object is kept per session; one is built only to answer a read.
 //
 // The per-user index is an intrusive doubly linked list through the
 // records, with its head in the shard of hash(user_id); the session_id index
 // lives in the shard of hash(session_id). Lock rule: a writer holds at most
-// one shard lock at a time, except while changing a record's `extra`, when
-// it holds the record's shard only (session_id and user_id, read under other
-// shards' locks, are immutable for the record's life).
+// one shard lock at a time (plus an arena's lock, a leaf). Readers under a
+// session_id or user shard's lock read only a record's immutable fields
+// (hash, session_id, user_id) and, under the user shard's lock, the user
+// links; everything else is read under the record's own (token) shard lock.
+// A record is unlinked from every index before it is freed.
 class SessionTable {
  public:
   explicit SessionTable(const SessionTableOptions& options = {});
@@ -191,7 +197,8 @@ class SessionTable {
   // left empty.
   void StartLoad(int slots);
   absl::Status LoadStored(int slot, std::string_view stored_session_bytes);
-  absl::Status FinishLoad();
+  // (No lock analysis: it builds the indexes without shard locks, see .cc.)
+  absl::Status FinishLoad() ABSL_NO_THREAD_SAFETY_ANALYSIS;
 
  private:
   using Ref = uint32_t;  // SlabArena::Ref: a record or attribute block
@@ -212,7 +219,7 @@ class SessionTable {
   // Links a record into its user's list (under the user shard's lock).
   void LinkUser(Ref ref);
   // REQUIRES: shard.mu held, or FinishLoad running.
-  void LinkUserLocked(Shard& shard, Ref ref);
+  void LinkUserLocked(Shard& shard, Ref ref) ABSL_NO_THREAD_SAFETY_ANALYSIS;
 
   const size_t num_shards_;
   // Records and their attribute bytes (storage/arena.h); a reference's bit

@@ -574,9 +574,18 @@ absl::Status RaftCore::Impl::Step(Message&& m) {
       msgs_now_.push_back(std::move(resp));
       msgs_now_.back().from = id_;
       msgs_now_.back().term = term_;
-    } else if (m.type == MessageType::kPreVote) {
+    } else if (m.type == MessageType::kPreVote ||
+               m.type == MessageType::kVote) {
+      // Thesis 3.4 / figure 3.1: a stale RequestVote is answered with our
+      // term so the candidate catches up. Dropping it silently livelocked a
+      // 2-voter cluster in the simulation: the voter whose membership was
+      // stale only asked a removed node, and the other candidate never
+      // learned the higher term it needed to win (regression test:
+      // RaftSimScripted.VoterWithStaleMembershipDoesNotLivelock).
       Message resp;
-      resp.type = MessageType::kPreVoteResponse;
+      resp.type = m.type == MessageType::kPreVote
+                      ? MessageType::kPreVoteResponse
+                      : MessageType::kVoteResponse;
       resp.to = m.from;
       resp.term = term_;
       resp.reject = true;

@@ -77,6 +77,8 @@ struct Snapshot {
   std::string data;  // the state machine's image, opaque to the core
 
   bool empty() const { return meta.index == LogIndex(0); }
+
+  bool operator==(const Snapshot&) const = default;
 };
 
 enum class MessageType : uint8_t {

@@ -27,6 +27,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "client/grpc_status.h"
 #include "client/session_client.h"
@@ -450,12 +451,18 @@ TEST(ClientRetryTest, ValidateRetriesUntilTheServerStarts) {
 TEST_F(ClientTest, BenchSmoke) {
   struct Case {
     std::vector<std::string> args;
+    std::vector<std::string> expect;  // substrings of stdout
   };
+  const std::vector<std::string> text = {"throughput:", "errors: none"};
   const std::vector<Case> cases = {
-      {{"--mode", "unary", "--ops", "create:1,validate:8,touch:1"}},
-      {{"--mode", "echo"}},
-      {{"--mode", "batch", "--batch", "4"}},
-      {{"--mode", "stream"}},
+      {{"--mode", "unary", "--ops", "create:1,validate:8,touch:1"}, text},
+      {{"--mode", "echo"}, text},
+      {{"--mode", "batch", "--batch", "4"}, text},
+      {{"--mode", "stream"}, text},
+      {{"--mode", "unary", "--rate", "2000"}, text},
+      {{"--mode", "unary", "--ops", "create:1", "--sweep", "1,4"},
+       {"concurrency=1 ", "concurrency=4 ", "throughput:"}},
+      {{"--mode", "unary", "--json"}, {"\"ops_per_s\"", "\"errors\": {}"}},
   };
   for (const Case& c : cases) {
     std::vector<std::string> argv = {SESSIOND_BENCH_BINARY,
@@ -470,16 +477,17 @@ TEST_F(ClientTest, BenchSmoke) {
                                      "--timeout_s",
                                      "60"};
     argv.insert(argv.end(), c.args.begin(), c.args.end());
+    const std::string what = absl::StrJoin(c.args, " ");
     TempDir out;
     std::unique_ptr<Child> bench =
         Child::Start(argv, out.path() + "/bench.out");
     ASSERT_NE(bench, nullptr);
     const int code = bench->Wait(120000);
-    EXPECT_EQ(code, 0) << c.args[1] << ":\n" << bench->output();
-    EXPECT_THAT(bench->output(), HasSubstr("throughput:")) << c.args[1];
-    EXPECT_THAT(bench->output(), HasSubstr("errors: none"))
-        << c.args[1] << ":\n"
-        << bench->output();
+    const std::string output = bench->output();
+    EXPECT_EQ(code, 0) << what << ":\n" << output;
+    for (const std::string& expected : c.expect) {
+      EXPECT_THAT(output, HasSubstr(expected)) << what << ":\n" << output;
+    }
   }
 }
 

@@ -287,6 +287,39 @@ TEST(NodeDriverTest, RestartReappliesOnlyEntriesPastApplied) {
   ASSERT_TRUE(ProposeAndWait(driver->get(), "second").ok());
 }
 
+TEST(NodeDriverTest, CompactLogDropsAppliedEntriesAndRestartStillWorks) {
+  CountingLogStore log(OneVoter());
+  LogIndex applied;
+  {
+    RecordingStateMachine sm;
+    NoPeersTransport transport;
+    auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+    ASSERT_TRUE(driver.ok()) << driver.status();
+    ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_TRUE(ProposeAndWait(driver->get(), "c" + std::to_string(i)).ok());
+    }
+    applied = sm.applied_index();
+    // Beyond what is applied is clamped to it.
+    (*driver)->CompactLog(applied + 1000);
+    for (int i = 0; i < 3000 && log.FirstIndex() <= applied; ++i) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    EXPECT_EQ(log.FirstIndex(), applied + 1);
+    // The core keeps working on the compacted log.
+    ASSERT_TRUE(ProposeAndWait(driver->get(), "after").ok());
+    (*driver)->Stop();
+  }
+  // A restart whose state machine holds everything through `applied`.
+  RecordingStateMachine sm(applied + 1);  // + "after"
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  ASSERT_TRUE(ProposeAndWait(driver->get(), "after restart").ok());
+  for (const Entry& e : sm.applied_entries()) EXPECT_GT(e.index, applied + 1);
+}
+
 TEST(NodeDriverTest, StopDrainsAndRefusesNewProposals) {
   CountingLogStore log(OneVoter(), absl::Milliseconds(2));
   RecordingStateMachine sm;
@@ -318,6 +351,52 @@ TEST(NodeDriverTest, StopDrainsAndRefusesNewProposals) {
   EXPECT_EQ(after.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(after.message().find("shutting down"), absl::string_view::npos);
   (*driver)->Stop();  // idempotent
+}
+
+TEST(NodeDriverTest, StopRacingWithProposersAnswersEveryProposalOnce) {
+  CountingLogStore log(OneVoter(), absl::Microseconds(500));
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 2000;
+  std::vector<std::atomic<int>> calls(kThreads * kPerThread);
+  std::atomic<int> ok{0}, unavailable{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const int id = t * kPerThread + i;
+        (*driver)->Propose("s" + std::to_string(id), [&, id](ApplyResult r) {
+          calls[id].fetch_add(1);
+          if (r.ok()) {
+            ++ok;
+          } else if (r.status().code() == absl::StatusCode::kUnavailable) {
+            ++unavailable;
+          } else {
+            ++other;
+          }
+        });
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(20));
+  (*driver)->Stop();
+  for (auto& th : threads) th.join();
+
+  for (int id = 0; id < kThreads * kPerThread; ++id) {
+    ASSERT_EQ(calls[id].load(), 1) << "proposal " << id;
+  }
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(ok.load() + unavailable.load(), kThreads * kPerThread);
+  // Every proposal answered OK was applied, exactly once.
+  std::vector<std::string> applied = sm.commands();
+  EXPECT_EQ(static_cast<int>(applied.size()), ok.load());
+  std::sort(applied.begin(), applied.end());
+  EXPECT_EQ(std::unique(applied.begin(), applied.end()), applied.end());
 }
 
 TEST(NodeDriverTest, NotLeaderProposalIsUnavailable) {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -26,7 +27,10 @@
 #include "server/config.h"
 #include "server/daemon.h"
 #include "server/expiry_sweeper.h"
+#include "server/log_compactor.h"
+#include "server/touch_buffer.h"
 #include "sessiond/v1/session.grpc.pb.h"
+#include "storage/raft_log_store.h"
 #include "storage/session_table.h"
 #include "tests/server/test_util.h"
 
@@ -476,7 +480,7 @@ TEST_F(DaemonTest, ExpiredNotSweptReadsAsExpired) {
 
 TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
   const CreateSessionResponse created =
-      MustCreate("ivy", /*ttl_ms=*/60000, /*idle_timeout_ms=*/1500);
+      MustCreate("ivy", /*ttl_ms=*/60000, /*idle_timeout_ms=*/4000);
   const int64_t created_seen = created.session().last_seen_at_ms();
   // Validations with touch are folded into a TouchCommand per flush
   // interval; poll until last_seen moved.
@@ -498,6 +502,41 @@ TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
     outcome = Validate(created.token()).outcome();
   }
   EXPECT_NE(outcome, ValidateSessionResponse::VALID);
+}
+
+TEST_F(DaemonTest, TouchesAreFoldedIntoOneCommandPerFlush) {
+  // A flush interval beyond the test: only the explicit Flush writes.
+  daemon_->Shutdown();
+  daemon_.reset();
+  Config config = TestConfig(dir_.Child("data"));
+  config.touch_flush_interval_ms = 3600 * 1000;
+  auto daemon = Daemon::Start(config);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  daemon_ = *std::move(daemon);
+  stub_ = StubFor(daemon_->address());
+
+  const CreateSessionResponse a = MustCreate("olga");
+  const CreateSessionResponse b = MustCreate("olga");
+  absl::SleepFor(absl::Milliseconds(5));  // so a touch is later than create
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(Validate(a.token(), /*touch=*/true).outcome(),
+              ValidateSessionResponse::VALID);
+    ASSERT_EQ(Validate(b.token(), /*touch=*/true).outcome(),
+              ValidateSessionResponse::VALID);
+  }
+  const uint64_t commands_before = daemon_->touch_buffer()->flushed_commands();
+  // 100 validations of 2 sessions: 2 touches, in one command.
+  EXPECT_EQ(daemon_->touch_buffer()->Flush(), 2u);
+  EXPECT_EQ(daemon_->touch_buffer()->flushed_commands(), commands_before + 1);
+  EXPECT_EQ(daemon_->touch_buffer()->Flush(), 0u);
+  // The batch goes through the log: last_seen moves (bounded poll).
+  int64_t seen = a.session().last_seen_at_ms();
+  for (int i = 0; i < 1000 && seen <= a.session().last_seen_at_ms(); ++i) {
+    seen = Validate(a.token()).session().last_seen_at_ms();
+    if (seen <= a.session().last_seen_at_ms())
+      absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_GT(seen, a.session().last_seen_at_ms());
 }
 
 TEST_F(DaemonTest, BatchAndStreamValidate) {
@@ -534,6 +573,33 @@ TEST_F(DaemonTest, BatchAndStreamValidate) {
   }
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
+
+  // Pipelined: all requests first, then all answers, in request order
+  // (more than the server's queue of 64, so its read pausing is used).
+  grpc::ClientContext pipelined_context;
+  SetDeadline(&pipelined_context);
+  auto pipelined = stub_->StreamValidateSessions(&pipelined_context);
+  constexpr uint64_t kRequests = 300;
+  std::thread writer([&] {
+    for (uint64_t id = 1; id <= kRequests; ++id) {
+      ValidateSessionRequest r;
+      r.set_token(id % 3 ? a.token() : "garbage");
+      r.set_request_id(id);
+      if (!pipelined->Write(r)) break;
+    }
+    pipelined->WritesDone();
+  });
+  uint64_t next = 1;
+  ValidateSessionResponse response;
+  while (pipelined->Read(&response)) {
+    EXPECT_EQ(response.request_id(), next);
+    EXPECT_EQ(response.outcome(), next % 3 ? ValidateSessionResponse::VALID
+                                           : ValidateSessionResponse::UNKNOWN);
+    ++next;
+  }
+  writer.join();
+  EXPECT_EQ(next, kRequests + 1);
+  EXPECT_TRUE(pipelined->Finish().ok());
 }
 
 TEST_F(DaemonTest, RestartOnTheSameDataDirKeepsSessions) {
@@ -670,6 +736,55 @@ TEST_F(DaemonTest, ServerReflectionListsTheSessionService) {
   }
 }
 
+TEST_F(DaemonTest, CorruptDataDirIsRefusedWithDataLoss) {
+  MustCreate("pat");
+  daemon_->Shutdown();
+  daemon_.reset();
+  {
+    std::ofstream current(dir_.Child("data") + "/CURRENT", std::ios::trunc);
+    current << "garbage\n";
+  }
+  auto daemon = Daemon::Start(TestConfig(dir_.Child("data")));
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_EQ(daemon.status().code(), absl::StatusCode::kDataLoss)
+      << daemon.status();
+  EXPECT_NE(daemon.status().message().find("corrupt"), absl::string_view::npos);
+}
+
+TEST_F(DaemonTest, SecondDaemonOnTheSamePortIsRefused) {
+  ScopedTempDir other;
+  Config config = TestConfig(other.Child("data"));
+  config.listen = daemon_->address();
+  auto second = Daemon::Start(config);
+  ASSERT_FALSE(second.ok()) << "two daemons share " << daemon_->address();
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable)
+      << second.status();
+  EXPECT_EQ(Validate(MustCreate("noah").token()).outcome(),
+            ValidateSessionResponse::VALID);
+}
+
+TEST_F(DaemonTest, LogCompactionKeepsSessionsAcrossRestart) {
+  std::vector<CreateSessionResponse> sessions;
+  for (int i = 0; i < 30; ++i) sessions.push_back(MustCreate("quinn"));
+  absl::StatusOr<LogIndex> through =
+      daemon_->compactor()->CompactOnce(/*force=*/true);
+  ASSERT_TRUE(through.ok()) << through.status();
+  ASSERT_GT(through->value(), 30u);
+  for (int i = 0; i < 3000 && daemon_->log_store()->FirstIndex() <= *through;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(daemon_->log_store()->FirstIndex(), *through + 1);
+  MustCreate("quinn");  // writes go on after compaction
+
+  RestartDaemon();
+  EXPECT_GT(daemon_->log_store()->FirstIndex(), *through);
+  for (const CreateSessionResponse& s : sessions) {
+    EXPECT_EQ(Validate(s.token()).outcome(), ValidateSessionResponse::VALID);
+  }
+  EXPECT_EQ(ListAll("quinn").size(), 31u);
+}
+
 TEST_F(DaemonTest, SecondDaemonOnTheSameDataDirIsRefused) {
   auto second = Daemon::Start(TestConfig(dir_.Child("data")));
   ASSERT_FALSE(second.ok());
@@ -801,6 +916,74 @@ TEST_F(BinaryTest, SecondProcessOnALockedDataDirExitsOneWithTheReason) {
       << second->Stderr();
   first->Signal(SIGTERM);
   EXPECT_EQ(first->Wait(absl::Seconds(60)), 0) << first->Stderr();
+}
+
+TEST_F(BinaryTest, FaultPointCrashesWithItsExitCodeAndTheDirRecovers) {
+  // The first synced log write happens at start (the new term's entry).
+  std::vector<std::string> args = BaseArgs();
+  args.push_back("--fault_point");
+  args.push_back("log.after_append");
+  auto crashing = Launch(args, "crash");
+  ASSERT_TRUE(crashing->Start());
+  EXPECT_EQ(crashing->Wait(absl::Seconds(60)), 86) << crashing->Stderr();
+
+  auto again = Launch(BaseArgs(), "again");
+  ASSERT_TRUE(again->Start());
+  const std::string address =
+      again->WaitForLine("LISTENING ", absl::Seconds(60));
+  ASSERT_FALSE(address.empty()) << again->Stderr();
+  again->Signal(SIGTERM);
+  EXPECT_EQ(again->Wait(absl::Seconds(60)), 0) << again->Stderr();
+}
+
+TEST_F(BinaryTest, SigkillAfterLogCompactionLosesNothing) {
+  std::vector<std::string> args = BaseArgs();
+  for (const char* a :
+       {"--log_compact_interval_ms", "20", "--log_compact_min_entries", "1"}) {
+    args.push_back(a);
+  }
+  auto process = Launch(args, "compacting");
+  ASSERT_TRUE(process->Start());
+  const std::string address =
+      process->WaitForLine("LISTENING ", absl::Seconds(60));
+  ASSERT_FALSE(address.empty()) << process->Stderr();
+  auto stub = StubFor(address);
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 200; ++i) {
+    CreateSessionRequest create;
+    create.set_user_id("rita");
+    CreateSessionResponse created;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    ASSERT_TRUE(stub->CreateSession(&context, create, &created).ok());
+    tokens.push_back(created.token());
+    if (i % 50 == 0) absl::SleepFor(absl::Milliseconds(30));  // let it compact
+  }
+  process->Signal(SIGKILL);
+  EXPECT_EQ(process->Wait(absl::Seconds(60)), 128 + SIGKILL);
+
+  auto again = Launch(BaseArgs(), "after_kill");
+  ASSERT_TRUE(again->Start());
+  const std::string address2 =
+      again->WaitForLine("LISTENING ", absl::Seconds(60));
+  ASSERT_FALSE(address2.empty()) << again->Stderr();
+  // The log was compacted before the kill (the restart starts past 1).
+  const std::string out = again->stdout_text();
+  const size_t at = out.find("raft log: first index ");
+  ASSERT_NE(at, std::string::npos) << out;
+  EXPECT_GT(std::stoull(out.substr(at + 22)), 1u) << out;
+  auto stub2 = StubFor(address2);
+  for (const std::string& token : tokens) {
+    ValidateSessionRequest validate;
+    validate.set_token(token);
+    ValidateSessionResponse validated;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    ASSERT_TRUE(stub2->ValidateSession(&context, validate, &validated).ok());
+    ASSERT_EQ(validated.outcome(), ValidateSessionResponse::VALID);
+  }
+  again->Signal(SIGTERM);
+  EXPECT_EQ(again->Wait(absl::Seconds(60)), 0) << again->Stderr();
 }
 
 TEST_F(BinaryTest, BadFlagsExitTwo) {

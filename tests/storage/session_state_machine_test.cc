@@ -462,6 +462,26 @@ TEST_F(SessionStateMachineTest, CorruptRecordFailsOpenWithDataLoss) {
   EXPECT_EQ(table_->size(), 0u);
 }
 
+TEST_F(SessionStateMachineTest, DuplicateSessionIdOnDiskFailsOpenWithDataLoss) {
+  ApplySession(Create(1, 1000));
+  // A second key holding a record with the same session_id.
+  v1::internal::StoredSession twin;
+  ASSERT_TRUE(twin.ParseFromString(DumpCf().begin()->second));
+  twin.set_token_hash(Hash(2));
+  ASSERT_TRUE(db_->db()
+                  ->Put(rocksdb::WriteOptions(), db_->sessions_cf(), Hash(2),
+                        twin.SerializeAsString())
+                  .ok());
+  sm_.reset();
+  table_ = std::make_unique<SessionTable>();
+  auto sm = SessionStateMachine::Open(db_.get(), table_.get());
+  ASSERT_FALSE(sm.ok());
+  EXPECT_EQ(sm.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(sm.status().message()), HasSubstr("stored twice"));
+  EXPECT_EQ(table_->size(), 0u);
+  EXPECT_FALSE(table_->Contains(H(1)));
+}
+
 TEST_F(SessionStateMachineTest, SnapshotRoundTrip) {
   for (int i = 0; i < 50; ++i) ApplySession(Create(i, 1000 + i, "u"));
   ApplySession(RevokeByHash(7, 3000));
@@ -509,6 +529,28 @@ TEST_F(SessionStateMachineTest, SnapshotRoundTrip) {
   EXPECT_EQ((*reopened)->ApplySnapshot(snapshot).code(),
             absl::StatusCode::kDataLoss);
   EXPECT_EQ(table.size(), 50u);  // a bad image changes nothing
+  // A well-framed image with one good and one bad record: also nothing.
+  {
+    v1::internal::StoredSession good;
+    good.set_token_hash(Hash(500));
+    good.mutable_session()->set_session_id("s500");
+    good.mutable_session()->set_user_id("u");
+    v1::internal::StoredSession bad = good;
+    bad.set_token_hash("short");
+    bad.mutable_session()->set_session_id("s501");
+    std::string image = "\x07\x01\x02";  // index 7, time 1, 2 records
+    for (const auto& r : {good, bad}) {
+      const std::string bytes = r.SerializeAsString();
+      image.push_back(static_cast<char>(bytes.size()));
+      image += bytes;
+    }
+    snapshot.data = image;
+    EXPECT_EQ((*reopened)->ApplySnapshot(snapshot).code(),
+              absl::StatusCode::kDataLoss);
+    EXPECT_EQ(table.size(), 50u);
+    EXPECT_FALSE(table.Contains(H(500)));
+    EXPECT_EQ((*reopened)->applied_index(), sm_->applied_index());
+  }
 }
 
 }  // namespace
