@@ -1,0 +1,453 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The deterministic cluster simulation (tests/sim/README.md). Environment:
+//   SESSIOND_SIM_SEEDS      number of scenarios (default 2000)
+//   SESSIOND_SIM_SEED_BASE  first seed (default 1)
+//   SESSIOND_SIM_STEPS      fault steps per scenario (default: from the seed)
+//   SESSIOND_SIM_TRACE=1    print every trace line as it happens (replays);
+//                           =2 also every message delivered
+//   SESSIOND_SIM_HUNT_SEEDS bound on seeds for the "can fail" searches
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "tests/sim/cluster.h"
+
+namespace sessiond::sim {
+namespace {
+
+uint64_t EnvU64(const char* name, uint64_t fallback) {
+  const char* text = std::getenv(name);
+  uint64_t value = 0;
+  if (text == nullptr || !absl::SimpleAtoi(text, &value)) return fallback;
+  return value;
+}
+
+int EchoTrace() { return static_cast<int>(EnvU64("SESSIOND_SIM_TRACE", 0)); }
+
+// The one line that replays a failed soak scenario.
+std::string SoakReplay(uint64_t seed, uint64_t steps) {
+  return absl::StrCat(
+      "SESSIOND_SIM_SEEDS=1 SESSIOND_SIM_SEED_BASE=", seed,
+      steps == 0 ? "" : absl::StrCat(" SESSIOND_SIM_STEPS=", steps),
+      " ./tests/sim/raft_sim_test "
+      "--gtest_filter='RaftSim.Seeds*'");
+}
+
+std::string FailureReport(const std::string& replay,
+                          const ScenarioParams& params,
+                          const ScenarioResult& r) {
+  return absl::StrCat("replay: ", replay, "\n", "violated: ", r.violation, "\n",
+                      "scenario: ", params.Describe(), "\n", "trace tail:\n",
+                      r.trace_tail, "cluster at step ", r.steps, ":\n",
+                      r.cluster_state);
+}
+
+// The soak: seeds [base, base + count), this shard taking every
+// `shards`-th one so that ctest -j runs the shards in parallel.
+void RunShard(uint64_t shard, uint64_t shards) {
+  const uint64_t count = EnvU64("SESSIOND_SIM_SEEDS", 2000);
+  const uint64_t base = EnvU64("SESSIOND_SIM_SEED_BASE", 1);
+  const uint64_t steps = EnvU64("SESSIOND_SIM_STEPS", 0);
+  ScenarioResult total;
+  uint64_t ran = 0;
+  for (uint64_t i = shard; i < count; i += shards) {
+    const uint64_t seed = base + i;
+    ScenarioParams params = ScenarioParams::FromSeed(seed);
+    if (steps != 0) params.fault_steps = steps;
+    Cluster cluster(params, EchoTrace());
+    const ScenarioResult r = cluster.Run();
+    if (!r.ok) {
+      ADD_FAILURE() << FailureReport(SoakReplay(seed, steps), params, r);
+      return;  // one report per shard keeps the output readable
+    }
+    ++ran;
+    total.steps += r.steps;
+    total.committed += r.committed;
+    total.acked += r.acked;
+    total.leaders += r.leaders;
+    total.crashes += r.crashes;
+    total.reads += r.reads;
+    total.snapshots += r.snapshots;
+    total.conf_changes += r.conf_changes;
+    total.transfers += r.transfers;
+  }
+  std::printf(
+      "%s\n",
+      absl::StrCat(
+          "shard ", shard, "/", shards, ": ", ran, " scenarios, ", total.steps,
+          " steps, ", total.committed, " entries committed, ", total.acked,
+          " commands acknowledged, ", total.leaders, " leader terms, ",
+          total.crashes, " crashes, ", total.snapshots,
+          " snapshots installed, ", total.conf_changes, " membership changes, ",
+          total.transfers, " transfers, ", total.reads, " reads checked")
+          .c_str());
+}
+
+TEST(RaftSim, Seeds0of4) { RunShard(0, 4); }
+TEST(RaftSim, Seeds1of4) { RunShard(1, 4); }
+TEST(RaftSim, Seeds2of4) { RunShard(2, 4); }
+TEST(RaftSim, Seeds3of4) { RunShard(3, 4); }
+
+// Sanity: three nodes, no faults at all. Everything proposed to the leader
+// is acknowledged, quickly.
+TEST(RaftSimSanity, NoFaultsThreeNodes) {
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    const ScenarioParams params = ScenarioParams::NoFaults(seed, 3);
+    Cluster cluster(params, EchoTrace());
+    const ScenarioResult r = cluster.Run();
+    ASSERT_TRUE(r.ok) << FailureReport(
+        absl::StrCat("SESSIOND_SIM_TRACE=1 ./tests/sim/raft_sim_test "
+                     "--gtest_filter=RaftSimSanity.* (seed ",
+                     seed, ")"),
+        params, r);
+    EXPECT_GT(r.acked, 100u) << "seed " << seed;
+    EXPECT_GE(r.committed, r.acked);
+    EXPECT_GT(r.reads, 0u) << "seed " << seed;
+  }
+}
+
+// The figure 8 situation of the Raft paper, played step by step on three
+// nodes. With the safe commitment rule nothing is violated; with
+// unsafe_commit_previous_term_for_test the simulation must notice.
+// Returns the violation found ("" when none); `reached` tells whether the
+// schedule got as far as the old-term entry being reported committed.
+std::string ScriptedFigure8(bool unsafe, bool* reached, std::string* trace) {
+  ScenarioParams p = ScenarioParams::NoFaults(8, 3);
+  p.raft.unsafe_commit_previous_term_for_test = unsafe;
+  p.raft.pre_vote = false;
+  p.raft.check_quorum = false;
+  // One entry per AppendEntries and one in flight, so the old entry reaches
+  // a follower before the new leader's own entry does.
+  p.raft.max_message_bytes = 1;
+  p.raft.max_inflight_messages = 1;
+  p.compact_permille = 0;
+  Cluster c(p, EchoTrace());
+  c.set_faults_enabled(false);
+  c.set_client_enabled(false);
+  Invariants& inv = c.invariants();
+  Network& net = c.network();
+  const std::vector<NodeId> all = c.node_ids();
+  *reached = false;
+  auto finish = [&]() {
+    *trace = absl::StrCat(c.trace().Tail(40), c.DescribeState());
+    return inv.violation();
+  };
+
+  // 1. A leader S1 commits a first command everywhere.
+  if (!c.RunUntil([&] { return c.Leader() != nullptr; }, 2000)) return finish();
+  SimNode* s1 = c.Leader();
+  const NodeId id1 = s1->id();
+  auto first = s1->Propose({c.NewCommand()}, c.now());
+  if (!first.ok()) return finish();
+  if (!c.RunUntil(
+          [&] {
+            for (NodeId id : all) {
+              if (c.node(id)->applied().index < *first) return false;
+            }
+            return true;
+          },
+          2000)) {
+    return finish();
+  }
+
+  // 2. S1, cut off, appends x that nobody receives, then crashes.
+  net.Isolate(id1, all);
+  const std::string x = "figure8-old-term-entry";
+  auto x_index = s1->Propose({x}, c.now());
+  if (!x_index.ok()) return finish();
+  const LogIndex kx = *x_index;
+  c.RunUntil([] { return false; }, 20);
+  c.Crash(id1);
+
+  // 3. Another node S2 wins a later term and appends its own entry at kx;
+  //    it is cut off before anyone receives it, then crashes.
+  SimNode* s2 = nullptr;
+  if (!c.RunUntil(
+          [&] {
+            s2 = c.Leader();
+            return s2 != nullptr && s2->id() != id1;
+          },
+          4000)) {
+    return finish();
+  }
+  const NodeId id2 = s2->id();
+  net.Isolate(id2, all);
+  NodeId id3;
+  for (NodeId id : all) {
+    if (id != id1 && id != id2) id3 = id;
+  }
+  c.RunUntil([] { return false; }, 20);
+  if (s2->last_index() < kx) return finish();
+  c.Crash(id2);
+
+  // 4. S1 restarts and wins with S3's vote; it re-replicates x to S3. The
+  //    moment x is reported committed, S1 crashes before S3 can receive
+  //    anything else.
+  net.HealAll();
+  net.Isolate(id2, all);
+  c.Restart(id1);
+
+  if (!c.RunUntil(
+          [&] {
+            return inv.max_committed() >= kx &&
+                   inv.committed(kx).hash == EntryHash([&] {
+                     replication::Entry e;
+                     e.data = x;
+                     return e;
+                   }());
+          },
+          6000)) {
+    return finish();
+  }
+  *reached = true;
+  net.Block(id1, id3);
+  c.Crash(id1);
+
+  // 5. S2 restarts. Its last entry has a newer term than S3's, unless S3
+  //    holds an entry of S1's latest term (the safe rule guarantees it).
+  net.HealAll();
+  net.Isolate(id1, all);
+  c.Restart(id2);
+  c.RunUntil(
+      [&] {
+        SimNode* n2 = c.node(id2);
+        SimNode* n3 = c.node(id3);
+        return n2->applied().index > kx && n3->applied().index > kx;
+      },
+      8000);
+  return finish();
+}
+
+TEST(RaftSimCanFail, ScriptedFigure8IsSafeWithTheRealRule) {
+  bool reached = false;
+  std::string trace;
+  const std::string violation = ScriptedFigure8(false, &reached, &trace);
+  EXPECT_EQ(violation, "") << trace;
+  // The old entry still commits, together with the new leader's own entry.
+  EXPECT_TRUE(reached) << trace;
+}
+
+TEST(RaftSimCanFail, ScriptedFigure8DetectsUnsafeCommit) {
+  bool reached = false;
+  std::string trace;
+  const std::string violation = ScriptedFigure8(true, &reached, &trace);
+  ASSERT_TRUE(reached) << "the schedule did not reach figure 8\n" << trace;
+  EXPECT_NE(violation, "") << "figure 8 played out and nothing was noticed\n"
+                           << trace;
+  std::printf("scripted figure 8 detected: %s\n", violation.c_str());
+}
+
+// Random scenarios tuned for figure 8 must find the unsafe rule's violation
+// within a bounded number of seeds.
+TEST(RaftSimCanFail, RandomScenariosDetectUnsafeCommit) {
+  const uint64_t kMaxSeeds = EnvU64("SESSIOND_SIM_HUNT_SEEDS", 1000);
+  const bool count_all = EnvU64("SESSIOND_SIM_HUNT_COUNT", 0) != 0;
+  uint64_t found = 0;
+  for (uint64_t seed = 1; seed <= kMaxSeeds; ++seed) {
+    ScenarioParams params = ScenarioParams::Figure8Hunt(seed);
+    params.raft.unsafe_commit_previous_term_for_test = true;
+    Cluster cluster(params);
+    const ScenarioResult r = cluster.Run();
+    if (!r.ok && r.violation.rfind("liveness", 0) != 0) {
+      std::printf("unsafe commit rule caught at seed %llu of %llu: %s\n",
+                  static_cast<unsigned long long>(seed),
+                  static_cast<unsigned long long>(kMaxSeeds),
+                  r.violation.c_str());
+      ++found;
+      if (!count_all) return;
+    }
+  }
+  if (found > 0) return;
+  ADD_FAILURE() << "no safety violation found in " << kMaxSeeds
+                << " seeds with unsafe_commit_previous_term_for_test";
+}
+
+// A disk that forgets the vote in a crash lets a node vote twice in a term;
+// the simulation must notice (two leaders in a term, or what follows).
+TEST(RaftSimCanFail, RandomScenariosDetectForgottenVote) {
+  const uint64_t kMaxSeeds = EnvU64("SESSIOND_SIM_HUNT_SEEDS", 1000);
+  for (uint64_t seed = 1; seed <= kMaxSeeds; ++seed) {
+    ScenarioParams params = ScenarioParams::Figure8Hunt(seed);
+    params.disk_forgets_vote_for_test = true;
+    Cluster cluster(params);
+    const ScenarioResult r = cluster.Run();
+    if (!r.ok && r.violation.rfind("liveness", 0) != 0) {
+      std::printf("forgotten vote caught at seed %llu of %llu: %s\n",
+                  static_cast<unsigned long long>(seed),
+                  static_cast<unsigned long long>(kMaxSeeds),
+                  r.violation.c_str());
+      return;
+    }
+  }
+  ADD_FAILURE() << "no safety violation found in " << kMaxSeeds
+                << " seeds with a disk that forgets the vote";
+}
+
+// Leader leases assume the nodes' clocks run at nearly the same rate. With
+// one node's clock 3 times slower, it keeps serving lease reads after the
+// others have moved on; the linearizability check must notice.
+TEST(RaftSimCanFail, RandomScenariosDetectLeaseReadsUnderClockDrift) {
+  const uint64_t kMaxSeeds = EnvU64("SESSIOND_SIM_HUNT_SEEDS", 1000);
+  const bool count_all = EnvU64("SESSIOND_SIM_HUNT_COUNT", 0) != 0;
+  uint64_t found = 0;
+  for (uint64_t seed = 1; seed <= kMaxSeeds; ++seed) {
+    ScenarioParams params = ScenarioParams::FromSeed(seed);
+    params.nodes = 3;
+    params.raft.check_quorum = true;
+    params.raft.read_only_mode = replication::ReadOnlyMode::kLeaseBased;
+    params.node1_slow_tick_factor_for_test = 3;
+    params.read_permille = 200;
+    params.partition_permille = 10;
+    Cluster cluster(params);
+    const ScenarioResult r = cluster.Run();
+    if (!r.ok && r.violation.rfind("liveness", 0) != 0) {
+      std::printf("clock drift caught at seed %llu of %llu: %s\n",
+                  static_cast<unsigned long long>(seed),
+                  static_cast<unsigned long long>(kMaxSeeds),
+                  r.violation.c_str());
+      ++found;
+      if (!count_all) return;
+    }
+  }
+  if (found > 0) return;
+  ADD_FAILURE() << "no stale read found in " << kMaxSeeds
+                << " seeds with lease reads and a slow clock";
+}
+
+// Regression (found by seed 500860 with SESSIOND_SIM_STEPS=40000): voter A
+// holds the entry that promoted N but never learned it committed, so A still
+// counts only itself and the old leader L as voters. L removes itself and is
+// shut down. A, cut off for a while, has run its term far ahead; N must
+// still win an election: A has to answer N's stale vote requests with its
+// term (thesis figure 3.1), or N never catches up.
+TEST(RaftSimScripted, VoterWithStaleMembershipDoesNotLivelock) {
+  ScenarioParams p = ScenarioParams::NoFaults(11, 3);
+  p.raft.pre_vote = false;
+  p.raft.check_quorum = false;
+  p.compact_permille = 0;
+  Cluster c(p, EchoTrace());
+  c.set_faults_enabled(false);
+  c.set_client_enabled(false);
+  Invariants& inv = c.invariants();
+  Network& net = c.network();
+  auto committed_conf_is = [&](std::vector<NodeId> voters,
+                               std::vector<NodeId> learners) {
+    return inv.committed_conf().voters == voters &&
+           inv.committed_conf().learners == learners;
+  };
+  auto sorted = [](std::vector<NodeId> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+
+  ASSERT_TRUE(c.RunUntil([&] { return c.Leader() != nullptr; }, 2000));
+  const NodeId l = c.Leader()->id();
+  std::vector<NodeId> others;
+  for (NodeId id : c.node_ids()) {
+    if (id != l) others.push_back(id);
+  }
+  const NodeId a = others[0];
+  const NodeId b = others[1];
+  auto propose = [&](replication::ConfChangeType type, NodeId node) {
+    SimNode* leader = c.node(l);
+    ASSERT_TRUE(leader != nullptr && leader->up());
+    auto index =
+        leader->ProposeConfChange(replication::ConfChange{type, node}, c.now());
+    ASSERT_TRUE(index.ok()) << index.status();
+  };
+
+  // Replace B by a new node N, as a learner.
+  propose(replication::ConfChangeType::kRemoveNode, b);
+  ASSERT_TRUE(c.RunUntil(
+      [&] {
+        return committed_conf_is(sorted({l, a}), {});
+      },
+      2000));
+  c.Destroy(b);
+  const NodeId n = c.AddFreshNode();
+  c.RunUntil([] { return false; }, 20);
+  propose(replication::ConfChangeType::kAddLearner, n);
+  ASSERT_TRUE(c.RunUntil(
+      [&] {
+        return committed_conf_is(sorted({l, a}), {n});
+      },
+      2000));
+  ASSERT_TRUE(c.RunUntil(
+      [&] {
+        return c.node(n)->applied().index >= inv.max_committed() &&
+               c.node(a)->applied().index >= inv.max_committed();
+      },
+      2000));
+
+  // Promote N; A acknowledges the entry but never hears that it committed.
+  const LogIndex promote_index = c.node(l)->last_index() + 1;
+  net.SetDropFilter([&](const replication::Message& m) {
+    return m.from == l && m.to == a && m.commit >= promote_index;
+  });
+  propose(replication::ConfChangeType::kPromoteVoter, n);
+  ASSERT_TRUE(c.RunUntil(
+      [&] {
+        return committed_conf_is(sorted({l, a, n}), {});
+      },
+      2000));
+  ASSERT_GE(c.node(a)->last_index(), promote_index);
+  net.SetDropFilter(nullptr);
+  net.Isolate(a, c.node_ids());
+
+  // L removes itself (committed by L and N) and is shut down.
+  c.RunUntil([] { return false; }, 20);
+  propose(replication::ConfChangeType::kRemoveNode, l);
+  ASSERT_TRUE(c.RunUntil(
+      [&] {
+        return committed_conf_is(sorted({a, n}), {});
+      },
+      2000));
+  c.Destroy(l);
+
+  // While N is down, A (cut off) runs its term well ahead of N's.
+  c.Crash(n);
+  c.RunUntil([] { return false; }, 40 * 4 * p.raft.election_ticks);
+  c.Restart(n);
+  net.HealAll();
+  ASSERT_TRUE(c.node(a)->up() && c.node(n)->up());
+  ASSERT_GT(c.node(a)->core().term(), c.node(n)->core().term() + 5);
+
+  const bool elected = c.RunUntil(
+      [&] {
+        SimNode* leader = c.Leader();
+        return leader != nullptr &&
+               leader->core().commit_index() >= leader->last_index();
+      },
+      50 * 4 * p.raft.election_ticks);
+  EXPECT_TRUE(elected) << "no leader within 50 election timeouts\n"
+                       << c.trace().Tail(30) << c.DescribeState();
+  EXPECT_TRUE(inv.ok()) << inv.violation();
+}
+
+// The same tuned scenarios with the real rule stay clean.
+TEST(RaftSimCanFail, Figure8HuntIsCleanWithTheRealRule) {
+  const uint64_t base = EnvU64("SESSIOND_SIM_HUNT_BASE", 1);
+  const uint64_t count = EnvU64("SESSIOND_SIM_HUNT_CLEAN_SEEDS", 200);
+  for (uint64_t seed = base; seed < base + count; ++seed) {
+    const ScenarioParams params = ScenarioParams::Figure8Hunt(seed);
+    Cluster cluster(params, EchoTrace());
+    const ScenarioResult r = cluster.Run();
+    ASSERT_TRUE(r.ok) << FailureReport(
+        absl::StrCat(
+            "SESSIOND_SIM_HUNT_CLEAN_SEEDS=1 SESSIOND_SIM_HUNT_BASE=", seed,
+            " ./tests/sim/raft_sim_test "
+            "--gtest_filter=RaftSimCanFail."
+            "Figure8HuntIsCleanWithTheRealRule"),
+        params, r);
+  }
+}
+
+}  // namespace
+}  // namespace sessiond::sim
