@@ -130,7 +130,7 @@ absl::StatusOr<v1::ListUserSessionsResponse> SessionClient::ListUserSessions(
 absl::StatusOr<v1::RevokeUserSessionsResponse>
 SessionClient::RevokeUserSessions(
     const v1::RevokeUserSessionsRequest& request) {
-  SESSIOND_CLIENT_CALL(RevokeUserSessions, /*idempotent=*/true);
+  SESSIOND_CLIENT_CALL(RevokeUserSessions, /*idempotent=*/false);
 }
 
 #undef SESSIOND_CLIENT_CALL

@@ -53,14 +53,15 @@ class ValidateStream;
 // the request (or fall back) instead of logging the user out. (The outcome
 // UNKNOWN is also unrelated to the status code kUnknown, which is an error.)
 //
-// Retries. Validate, BatchValidate, List, Revoke and RevokeUser are idempotent
-// and are retried on kUnavailable and kDeadlineExceeded, with exponential
+// Retries. Validate, BatchValidate, List and Revoke are idempotent and are
+// retried on kUnavailable and kDeadlineExceeded, with exponential
 // backoff and jitter, at most `max_attempts` times; while the channel is
-// disconnected, a backoff ends early when it reconnects. Create, Update and
-// Touch are not: a kUnavailable or kDeadlineExceeded from them means the
-// outcome is not known (the session may or may not have been created or
-// changed). Every other code is returned at once; codes are those documented in
-// session.proto.
+// disconnected, a backoff ends early when it reconnects. Create, Update, Touch
+// and RevokeUser are not (a RevokeUser retried after a lost reply would also
+// revoke sessions created in between): a kUnavailable or kDeadlineExceeded from
+// them means the outcome is not known (the session may or may not have been
+// created or changed). Every other code is returned at once; codes are those
+// documented in session.proto.
 //
 // Thread-safe: one SessionClient (and its channel) is meant to be shared by
 // all threads of an application server. Calls block the calling thread.

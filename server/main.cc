@@ -52,8 +52,10 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon =
       sessiond::server::Daemon::Start(config);
   if (!daemon.ok()) {
-    std::fprintf(stderr, "sessiond: cannot start with data dir %s: %s\n",
-                 config.data_dir.c_str(), daemon.status().ToString().c_str());
+    std::fprintf(stderr,
+                 "sessiond: cannot start (listen %s, data dir %s): %s\n",
+                 config.listen.c_str(), config.data_dir.c_str(),
+                 daemon.status().ToString().c_str());
     return 1;
   }
   std::printf(

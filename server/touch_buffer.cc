@@ -57,8 +57,12 @@ size_t TouchBuffer::Flush() {
     // come a little earlier for those sessions; it is not retried.
     driver_->Propose(
         command.SerializeAsString(), [](replication::ApplyResult result) {
-          if (!result.ok() &&
-              result.status().code() != absl::StatusCode::kUnavailable) {
+          // NotFound / FailedPrecondition: the session was revoked or
+          // expired after the validation that touched it; nothing to do.
+          const absl::StatusCode code = result.status().code();
+          if (!result.ok() && code != absl::StatusCode::kUnavailable &&
+              code != absl::StatusCode::kNotFound &&
+              code != absl::StatusCode::kFailedPrecondition) {
             std::fprintf(stderr, "sessiond: touch batch failed: %s\n",
                          result.status().ToString().c_str());
           }

@@ -42,26 +42,30 @@ deps() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# build [type] [target...]: configures and builds; prints the build dir last.
 build() {
   local type="${1:-${BUILD_TYPE:-RelWithDebInfo}}"
+  shift || true
+  local targets=()
+  for t in "$@"; do targets+=(--target "$t"); done
   local dir="$ROOT/build"
   if [ "$type" = "Release" ]; then dir="$ROOT/build-release"; fi
   log "building $type in $dir"
   cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" >&2
-  cmake --build "$dir" -j "$JOBS" >&2
+  cmake --build "$dir" -j "$JOBS" "${targets[@]}" >&2
   echo "$dir"
 }
 
 cmd_run() {
   deps
   local dir
-  dir="$(build Release | tail -n 1)"
+  dir="$(build Release sessiond sessiond-bench sessiond_python_stubs | tail -n 1)"
   local addr="${SESSIOND_ADDR:-127.0.0.1:50051}"
   local data="${SESSIOND_DATA_DIR:-$ROOT/.data/node1}"
   mkdir -p "$data"
   log "sessiond listening on $addr, data in $data"
-  log "try:  grpcurl -plaintext -d '{\"user_id\":\"alice\"}' $addr sessiond.v1.SessionService/CreateSession"
-  log "  or: $dir/tools/sessiond-bench --target $addr --ops create:1 --count 1000"
+  log "try:  $dir/tools/sessiond-bench --target $addr --mode unary --ops create:1,validate:4 --count 1000"
+  log "  or: PYTHONPATH=$dir/python /usr/bin/python3  (stubs: sessiond.v1.session_pb2[_grpc]; see README)"
   exec "$dir/server/sessiond" --listen "$addr" --data_dir "$data" "$@"
 }
 
