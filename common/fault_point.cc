@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/base/const_init.h"
+#include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 
 namespace sessiond {
@@ -15,6 +16,8 @@ namespace {
 
 absl::Mutex armed_name_mutex(absl::kConstInit);
 std::string* armed_name ABSL_GUARDED_BY(armed_name_mutex) = nullptr;
+// Hits of the armed point still to pass before the crash.
+uint64_t hits_before_crash ABSL_GUARDED_BY(armed_name_mutex) = 0;
 
 struct ArmFromEnvironment {
   ArmFromEnvironment() {
@@ -32,6 +35,10 @@ std::atomic<bool> fault_point_armed{false};
 void MaybeCrashAtFaultPoint(std::string_view name) {
   absl::MutexLock lock(&armed_name_mutex);
   if (armed_name != nullptr && *armed_name == name) {
+    if (hits_before_crash > 0) {
+      --hits_before_crash;
+      return;
+    }
     std::fprintf(stderr, "fault point %s reached: exiting with %d\n",
                  armed_name->c_str(), kFaultPointExitCode);
     std::fflush(stderr);
@@ -40,11 +47,20 @@ void MaybeCrashAtFaultPoint(std::string_view name) {
 }
 }  // namespace internal
 
-void ArmFaultPoint(std::string_view name) {
+bool ArmFaultPoint(std::string_view spec) {
+  std::string_view name = spec;
+  uint64_t nth = 1;
+  if (const size_t at = spec.find('@'); at != std::string_view::npos) {
+    name = spec.substr(0, at);
+    const std::string count(spec.substr(at + 1));
+    if (!absl::SimpleAtoi(count, &nth) || nth == 0) return false;
+  }
   absl::MutexLock lock(&armed_name_mutex);
   delete armed_name;
   armed_name = name.empty() ? nullptr : new std::string(name);
+  hits_before_crash = nth - 1;
   internal::fault_point_armed.store(!name.empty(), std::memory_order_relaxed);
+  return true;
 }
 
 }  // namespace sessiond

@@ -9,15 +9,19 @@ namespace sessiond {
 
 // Named crash points for fault tests on real binaries (Kudu's MAYBE_FAULT).
 //
-// A test starts sessiond with --fault_point=<name> (or the environment
-// variable SESSIOND_FAULT_POINT=<name>); when execution reaches
-// SESSIOND_FAULT_POINT("<name>") the process exits at once with
-// kFaultPointExitCode, skipping every destructor, as a power cut would.
+// A test starts sessiond with --fault_point=<name>[@<n>] (or the environment
+// variable SESSIOND_FAULT_POINT=<name>[@<n>]); when execution reaches
+// SESSIOND_FAULT_POINT("<name>") for the n-th time (default: the first), the
+// process exits at once with kFaultPointExitCode, skipping every destructor,
+// as a power cut would. The count lets a test crash in the middle of a load
+// rather than at start-up, which passes every point once.
 // When no fault point is armed the check is one relaxed atomic load.
 inline constexpr int kFaultPointExitCode = 86;
 
-// Arms `name` for this process. An empty name disarms. Thread-safe.
-void ArmFaultPoint(std::string_view name);
+// Arms `spec` ("name" or "name@n", n >= 1) for this process. An empty spec
+// disarms. Returns false (and arms nothing) when the count is malformed.
+// Thread-safe.
+bool ArmFaultPoint(std::string_view spec);
 
 namespace internal {
 extern std::atomic<bool> fault_point_armed;
@@ -26,11 +30,11 @@ void MaybeCrashAtFaultPoint(std::string_view name);
 
 }  // namespace sessiond
 
-#define SESSIOND_FAULT_POINT(name)                                      \
-  do {                                                                  \
-    if (::sessiond::internal::fault_point_armed.load(                   \
-            std::memory_order_relaxed))                                 \
-      ::sessiond::internal::MaybeCrashAtFaultPoint(name);               \
+#define SESSIOND_FAULT_POINT(name)                        \
+  do {                                                    \
+    if (::sessiond::internal::fault_point_armed.load(     \
+            std::memory_order_relaxed))                   \
+      ::sessiond::internal::MaybeCrashAtFaultPoint(name); \
   } while (0)
 
 #endif  // SESSIOND_COMMON_FAULT_POINT_H_

@@ -171,7 +171,8 @@ const std::vector<Option>& Options() {
        .min = 0,
        .max = 3600 * 1000},
       {.name = "fault_point",
-       .help = "crash at this named fault point (fault tests only)",
+       .help = "NAME[@N]: exit with code 86 at the N-th pass of this fault "
+               "point (fault tests only)",
        .string_field = SESSIOND_STRING_FIELD(fault_point),
        .hidden = true},
   };

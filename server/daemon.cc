@@ -61,7 +61,11 @@ absl::Status Daemon::Init() {
                     " ms");
     phase_start = now;
   };
-  if (!config_.fault_point.empty()) ArmFaultPoint(config_.fault_point);
+  if (!config_.fault_point.empty() && !ArmFaultPoint(config_.fault_point)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fault_point=", config_.fault_point,
+                     ": expected NAME or NAME@N with N >= 1"));
+  }
 
   absl::StatusOr<std::unique_ptr<storage::Database>> db =
       storage::Database::Open(config_.data_dir, storage::DatabaseOptions{});

@@ -137,6 +137,20 @@ int SessiondProcess::Terminate(absl::Duration timeout) {
   return -1;
 }
 
+int SessiondProcess::WaitForExit(absl::Duration timeout) {
+  if (!running()) return -1;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    usleep(10 * 1000);
+  }
+  return -1;
+}
+
 std::unique_ptr<sessiond::v1::SessionService::Stub> SessiondProcess::NewStub()
     const {
   grpc::ChannelArguments args;

@@ -37,6 +37,10 @@ class SessiondProcess {
   // or -1 when it had to be killed after `timeout`.
   int Terminate(absl::Duration timeout = absl::Seconds(30));
 
+  // Waits up to `timeout` for the process to exit by itself (e.g. at a fault
+  // point); returns its waitpid status, or -1 if it is still running.
+  int WaitForExit(absl::Duration timeout);
+
   bool running() const { return pid_ > 0; }
   const std::string& address() const { return address_; }
   const std::string& data_dir() const { return data_dir_; }

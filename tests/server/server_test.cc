@@ -454,6 +454,12 @@ TEST_F(DaemonTest, ShortTtlExpiresThenTheSweeperRemovesIt) {
     EXPECT_NE(outcome, ValidateSessionResponse::VALID);
   }
   EXPECT_EQ(outcome, ValidateSessionResponse::UNKNOWN);
+  // The sweeper counts a removal in its proposal's callback, which runs on the
+  // completion thread after the table changed: poll, bounded, instead of
+  // reading it the instant the session is gone.
+  for (int i = 0; i < 3000 && daemon_->sweeper()->removed_total() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   EXPECT_GE(daemon_->sweeper()->removed_total(), 1u);
   EXPECT_TRUE(ListAll("gina").empty());
 }
