@@ -6,7 +6,6 @@
 #   tools/dev.sh test    install missing packages, build, run the whole suite
 #   tools/dev.sh deps    only install missing packages
 #   tools/dev.sh build   only build (BUILD_TYPE=Release|RelWithDebInfo|Debug)
-#   tools/dev.sh cluster start a local 3-node cluster (when replication lands)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -82,5 +81,5 @@ case "${1:-}" in
   test) shift; cmd_test "$@" ;;
   deps) deps ;;
   build) shift; build "$@" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -124,17 +124,9 @@ void SessiondProcess::Kill() {
 int SessiondProcess::Terminate(absl::Duration timeout) {
   if (!running()) return -1;
   kill(pid_, SIGTERM);
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    int status = 0;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return status;
-    }
-    usleep(20 * 1000);
-  }
-  Kill();
-  return -1;
+  const int status = WaitForExit(timeout);
+  if (status == -1) Kill();
+  return status;
 }
 
 int SessiondProcess::WaitForExit(absl::Duration timeout) {
