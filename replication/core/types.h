@@ -47,9 +47,9 @@ struct ConfState {
 };
 
 enum class ConfChangeType : uint8_t {
-  kAddLearner = 0,     // add a non-voting member (it catches up first)
-  kPromoteVoter = 1,   // make a caught-up learner a voter
-  kRemoveNode = 2,     // remove a voter or learner
+  kAddLearner = 0,    // add a non-voting member (it catches up first)
+  kPromoteVoter = 1,  // make a caught-up learner a voter
+  kRemoveNode = 2,    // remove a voter or learner
 };
 
 // One-at-a-time membership change (Raft thesis section 4.1).
@@ -86,13 +86,13 @@ enum class MessageType : uint8_t {
   kPreVoteResponse,
   kVote,
   kVoteResponse,
-  kAppend,          // AppendEntries; also the heartbeat when entries is empty
+  kAppend,  // AppendEntries; also the heartbeat when entries is empty
   kAppendResponse,
   kHeartbeat,
   kHeartbeatResponse,
-  kSnapshot,        // InstallSnapshot
-  kTimeoutNow,      // leadership transfer: campaign now, skip PreVote
-  kReadIndex,       // follower -> leader: forward a ReadIndex request
+  kSnapshot,    // InstallSnapshot
+  kTimeoutNow,  // leadership transfer: campaign now, skip PreVote
+  kReadIndex,   // follower -> leader: forward a ReadIndex request
   kReadIndexResponse,
 };
 
