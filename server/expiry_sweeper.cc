@@ -1,8 +1,6 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/expiry_sweeper.h"
 
-#include <pthread.h>
-
 #include <any>
 #include <cstdio>
 #include <memory>
@@ -18,24 +16,14 @@ namespace sessiond::server {
 ExpirySweeper::ExpirySweeper(const ExpirySweeperOptions& options,
                              const storage::SessionTable* table,
                              replication::NodeDriver* driver)
-    : options_(options), table_(table), driver_(driver) {
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "sd-sweeper");
-    Loop();
-  });
-}
+    : options_(options),
+      table_(table),
+      driver_(driver),
+      task_("sd-sweeper", options.interval, [this] { SweepOnce(); }) {}
 
 ExpirySweeper::~ExpirySweeper() { Stop(); }
 
-void ExpirySweeper::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stop_) return;
-    stop_ = true;
-    cv_.SignalAll();
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void ExpirySweeper::Stop() { task_.Stop(); }
 
 uint64_t ExpirySweeper::SweepOnce() {
   // Only the leader decides expiry: its clock is the cluster's clock, carried
@@ -86,19 +74,6 @@ uint64_t ExpirySweeper::SweepOnce() {
   }
   removed_total_.fetch_add(removed, std::memory_order_relaxed);
   return removed;
-}
-
-void ExpirySweeper::Loop() {
-  absl::MutexLock lock(&mu_);
-  while (!stop_) {
-    const absl::Time deadline = absl::Now() + options_.interval;
-    while (!stop_ && absl::Now() < deadline)
-      cv_.WaitWithDeadline(&mu_, deadline);
-    if (stop_) break;
-    mu_.Unlock();
-    SweepOnce();
-    mu_.Lock();
-  }
 }
 
 }  // namespace sessiond::server

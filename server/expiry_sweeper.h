@@ -4,12 +4,12 @@
 
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
+#include "server/periodic_task.h"
 #include "storage/session_table.h"
 
 namespace sessiond::server {
@@ -58,17 +58,12 @@ class ExpirySweeper {
   }
 
  private:
-  void Loop();
-
   const ExpirySweeperOptions options_;
   const storage::SessionTable* const table_;  // outlives this
   replication::NodeDriver* const driver_;     // outlives this
   std::atomic<uint64_t> removed_total_{0};
 
-  absl::Mutex mu_;
-  absl::CondVar cv_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  PeriodicTask task_;  // last: its thread uses the members above
 };
 
 }  // namespace sessiond::server

@@ -1,8 +1,6 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/log_compactor.h"
 
-#include <pthread.h>
-
 #include <cstdio>
 
 #include "absl/time/clock.h"
@@ -16,24 +14,18 @@ LogCompactor::LogCompactor(const LogCompactorOptions& options,
     : options_(options),
       db_(db),
       state_machine_(state_machine),
-      driver_(driver) {
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "sd-compactor");
-    Loop();
-  });
-}
+      driver_(driver),
+      task_("sd-compactor", options.interval, [this] {
+        const absl::StatusOr<LogIndex> compacted = CompactOnce();
+        if (!compacted.ok()) {
+          std::fprintf(stderr, "sessiond: log compaction skipped: %s\n",
+                       compacted.status().ToString().c_str());
+        }
+      }) {}
 
 LogCompactor::~LogCompactor() { Stop(); }
 
-void LogCompactor::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stop_) return;
-    stop_ = true;
-    cv_.SignalAll();
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void LogCompactor::Stop() { task_.Stop(); }
 
 absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
   // Read first, sync second: the sync then covers every state write
@@ -54,23 +46,6 @@ absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
   absl::MutexLock lock(&mu_);
   if (last_requested_ < applied) last_requested_ = applied;
   return applied;
-}
-
-void LogCompactor::Loop() {
-  absl::MutexLock lock(&mu_);
-  while (!stop_) {
-    const absl::Time deadline = absl::Now() + options_.interval;
-    while (!stop_ && absl::Now() < deadline)
-      cv_.WaitWithDeadline(&mu_, deadline);
-    if (stop_) break;
-    mu_.Unlock();
-    const absl::StatusOr<LogIndex> r = CompactOnce();
-    if (!r.ok()) {
-      std::fprintf(stderr, "sessiond: log compaction skipped: %s\n",
-                   r.status().ToString().c_str());
-    }
-    mu_.Lock();
-  }
 }
 
 }  // namespace sessiond::server

@@ -4,7 +4,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -12,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
+#include "server/periodic_task.h"
 #include "storage/database.h"
 #include "storage/session_state_machine.h"
 
@@ -55,18 +55,14 @@ class LogCompactor {
   void Stop();
 
  private:
-  void Loop();
-
   const LogCompactorOptions options_;
   storage::Database* const db_;                              // outlives this
   const storage::SessionStateMachine* const state_machine_;  // outlives this
   replication::NodeDriver* const driver_;                    // outlives this
 
   absl::Mutex mu_;
-  absl::CondVar cv_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
   LogIndex last_requested_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
+  PeriodicTask task_;  // last: its thread uses the members above
 };
 
 }  // namespace sessiond::server

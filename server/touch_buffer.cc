@@ -1,8 +1,6 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/touch_buffer.h"
 
-#include <pthread.h>
-
 #include <cstdio>
 #include <utility>
 #include <vector>
@@ -14,12 +12,8 @@ namespace sessiond::server {
 
 TouchBuffer::TouchBuffer(replication::NodeDriver* driver,
                          absl::Duration flush_interval)
-    : driver_(driver), flush_interval_(flush_interval) {
-  thread_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "sd-touches");
-    Loop();
-  });
-}
+    : driver_(driver),
+      flusher_("sd-touches", flush_interval, [this] { Flush(); }) {}
 
 TouchBuffer::~TouchBuffer() { Stop(); }
 
@@ -72,28 +66,7 @@ size_t TouchBuffer::Flush() {
 }
 
 void TouchBuffer::Stop() {
-  {
-    absl::MutexLock lock(&stop_mu_);
-    if (stop_) return;
-    stop_ = true;
-    stop_cv_.SignalAll();
-  }
-  if (thread_.joinable()) thread_.join();
-  Flush();
-}
-
-void TouchBuffer::Loop() {
-  absl::MutexLock lock(&stop_mu_);
-  while (!stop_) {
-    const absl::Time deadline = absl::Now() + flush_interval_;
-    while (!stop_ && absl::Now() < deadline) {
-      stop_cv_.WaitWithDeadline(&stop_mu_, deadline);
-    }
-    if (stop_) break;
-    stop_mu_.Unlock();
-    Flush();
-    stop_mu_.Lock();
-  }
+  if (flusher_.Stop()) Flush();
 }
 
 }  // namespace sessiond::server

@@ -5,13 +5,13 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
+#include "server/periodic_task.h"
 #include "storage/token.h"
 
 namespace sessiond::server {
@@ -59,17 +59,11 @@ class TouchBuffer {
         touches ABSL_GUARDED_BY(mu);
   };
 
-  void Loop();
-
   replication::NodeDriver* const driver_;  // outlives this
-  const absl::Duration flush_interval_;
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> flushed_commands_{0};
 
-  absl::Mutex stop_mu_;
-  absl::CondVar stop_cv_;
-  bool stop_ ABSL_GUARDED_BY(stop_mu_) = false;
-  std::thread thread_;
+  PeriodicTask flusher_;  // last: its thread uses the members above
 };
 
 }  // namespace sessiond::server

@@ -1,0 +1,48 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/periodic_task.h"
+
+#include <pthread.h>
+
+#include <utility>
+
+#include "absl/time/clock.h"
+
+namespace sessiond::server {
+
+PeriodicTask::PeriodicTask(std::string name, absl::Duration interval,
+                           std::function<void()> run)
+    : interval_(interval), run_(std::move(run)) {
+  thread_ = std::thread([this, name = std::move(name)] {
+    pthread_setname_np(pthread_self(), name.c_str());
+    Loop();
+  });
+}
+
+PeriodicTask::~PeriodicTask() { Stop(); }
+
+bool PeriodicTask::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return false;
+    stop_ = true;
+    cv_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+  return true;
+}
+
+void PeriodicTask::Loop() {
+  absl::MutexLock lock(&mu_);
+  while (!stop_) {
+    const absl::Time deadline = absl::Now() + interval_;
+    while (!stop_ && absl::Now() < deadline) {
+      cv_.WaitWithDeadline(&mu_, deadline);
+    }
+    if (stop_) break;
+    mu_.Unlock();
+    run_();
+    mu_.Lock();
+  }
+}
+
+}  // namespace sessiond::server
