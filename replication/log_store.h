@@ -37,11 +37,19 @@ class LogStore : public LogReader {
   // dropped, FirstIndex() becomes snapshot.meta.index + 1. Durable on return.
   virtual absl::Status InstallSnapshot(const Snapshot& snapshot) = 0;
 
-  // Records that the state machine holds a snapshot through `meta.index` and
-  // drops entries at or below it (log compaction). `data` may be empty when
-  // the snapshot is taken lazily by GetSnapshot.
-  // REQUIRES: meta.index <= LastIndex().
-  virtual absl::Status Compact(const Snapshot& snapshot) = 0;
+  // Log compaction, one durable write: records `snapshot` (an image the
+  // state machine made durable, through meta.index) as the latest snapshot
+  // that GetSnapshot returns, and drops the entries at or below
+  // `truncate_through`. A snapshot not newer than the current one is
+  // ignored (only the truncation applies, up to the current snapshot).
+  // REQUIRES: truncate_through <= snapshot.meta.index <= LastIndex().
+  virtual absl::Status Compact(const Snapshot& snapshot,
+                               LogIndex truncate_through) = 0;
+
+  // Compact(snapshot, snapshot.meta.index): keeps no tail.
+  absl::Status Compact(const Snapshot& snapshot) {
+    return Compact(snapshot, snapshot.meta.index);
+  }
 };
 
 }  // namespace sessiond::replication

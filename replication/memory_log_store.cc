@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "replication/memory_log_store.h"
 
+#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -22,11 +23,11 @@ ConfState MemoryLogStore::InitialConfState() const {
 }
 
 LogIndex MemoryLogStore::FirstIndexLocked() const {
-  return snapshot_.meta.index + 1;
+  return truncated_index_ + 1;
 }
 
 LogIndex MemoryLogStore::LastIndexLocked() const {
-  return snapshot_.meta.index + entries_.size();
+  return truncated_index_ + entries_.size();
 }
 
 LogIndex MemoryLogStore::FirstIndex() const {
@@ -43,14 +44,14 @@ absl::StatusOr<std::vector<Entry>> MemoryLogStore::Entries(
     LogIndex lo, LogIndex hi, uint64_t max_bytes) const {
   absl::MutexLock lock(&mutex_);
   if (lo < FirstIndexLocked()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("entry ", lo.value(), " is compacted; first index is ",
-                     FirstIndexLocked().value()));
+    return absl::OutOfRangeError(absl::StrCat("entry ", lo.value(),
+                                              " is compacted; first index is ",
+                                              FirstIndexLocked().value()));
   }
   if (hi > LastIndexLocked() + 1 || lo > hi) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "entries [", lo.value(), ", ", hi.value(), ") beyond last index ",
-        LastIndexLocked().value()));
+    return absl::OutOfRangeError(
+        absl::StrCat("entries [", lo.value(), ", ", hi.value(),
+                     ") beyond last index ", LastIndexLocked().value()));
   }
   std::vector<Entry> out;
   uint64_t bytes = 0;
@@ -65,15 +66,15 @@ absl::StatusOr<std::vector<Entry>> MemoryLogStore::Entries(
 
 absl::StatusOr<Term> MemoryLogStore::TermAt(LogIndex index) const {
   absl::MutexLock lock(&mutex_);
-  if (index == snapshot_.meta.index) return snapshot_.meta.term;
+  if (index == truncated_index_) return truncated_term_;
   if (index < FirstIndexLocked()) {
     return absl::OutOfRangeError(
         absl::StrCat("entry ", index.value(), " is compacted"));
   }
   if (index > LastIndexLocked()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("entry ", index.value(), " is beyond last index ",
-                     LastIndexLocked().value()));
+    return absl::OutOfRangeError(absl::StrCat("entry ", index.value(),
+                                              " is beyond last index ",
+                                              LastIndexLocked().value()));
   }
   return entries_[index - FirstIndexLocked()].term;
 }
@@ -109,6 +110,8 @@ absl::Status MemoryLogStore::Append(const std::vector<Entry>& entries,
 absl::Status MemoryLogStore::InstallSnapshot(const Snapshot& snapshot) {
   absl::MutexLock lock(&mutex_);
   snapshot_ = snapshot;
+  truncated_index_ = snapshot.meta.index;
+  truncated_term_ = snapshot.meta.term;
   entries_.clear();
   if (hard_state_.commit < snapshot.meta.index) {
     hard_state_.commit = snapshot.meta.index;
@@ -116,18 +119,29 @@ absl::Status MemoryLogStore::InstallSnapshot(const Snapshot& snapshot) {
   return absl::OkStatus();
 }
 
-absl::Status MemoryLogStore::Compact(const Snapshot& snapshot) {
+absl::Status MemoryLogStore::Compact(const Snapshot& snapshot,
+                                     LogIndex truncate_through) {
   absl::MutexLock lock(&mutex_);
   const LogIndex index = snapshot.meta.index;
-  if (index <= snapshot_.meta.index) return absl::OkStatus();
-  if (index > LastIndexLocked()) {
+  if (truncate_through > index) {
     return absl::InvalidArgumentError(
-        absl::StrCat("compact through ", index.value(), " beyond last index ",
-                     LastIndexLocked().value()));
+        absl::StrCat("truncation through ", truncate_through.value(),
+                     " past the snapshot at ", index.value()));
   }
-  const uint64_t drop = index - snapshot_.meta.index;
+  if (index > snapshot_.meta.index) {
+    if (index > LastIndexLocked()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("snapshot at ", index.value(), " beyond last index ",
+                       LastIndexLocked().value()));
+    }
+    snapshot_ = snapshot;
+  }
+  truncate_through = std::min(truncate_through, snapshot_.meta.index);
+  if (truncate_through <= truncated_index_) return absl::OkStatus();
+  const uint64_t drop = truncate_through - truncated_index_;
+  truncated_term_ = entries_[drop - 1].term;
+  truncated_index_ = truncate_through;
   entries_.erase(entries_.begin(), entries_.begin() + drop);
-  snapshot_ = snapshot;
   return absl::OkStatus();
 }
 

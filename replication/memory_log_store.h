@@ -36,7 +36,9 @@ class MemoryLogStore : public LogStore {
                       const std::optional<HardState>& hard_state,
                       bool sync) override;
   absl::Status InstallSnapshot(const Snapshot& snapshot) override;
-  absl::Status Compact(const Snapshot& snapshot) override;
+  using LogStore::Compact;
+  absl::Status Compact(const Snapshot& snapshot,
+                       LogIndex truncate_through) override;
 
   // The membership recorded by the latest snapshot or bootstrap; the core
   // itself tracks later kConfChange entries from the log.
@@ -49,7 +51,10 @@ class MemoryLogStore : public LogStore {
   mutable absl::Mutex mutex_;
   HardState hard_state_ ABSL_GUARDED_BY(mutex_);
   Snapshot snapshot_ ABSL_GUARDED_BY(mutex_);  // meta.index 0: none
-  // entries_[i] has index snapshot_.meta.index + 1 + i.
+  // The last dropped entry (truncated_index_ <= snapshot_.meta.index).
+  LogIndex truncated_index_ ABSL_GUARDED_BY(mutex_);
+  Term truncated_term_ ABSL_GUARDED_BY(mutex_);
+  // entries_[i] has index truncated_index_ + 1 + i.
   std::vector<Entry> entries_ ABSL_GUARDED_BY(mutex_);
 };
 

@@ -1,16 +1,16 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "replication/node_driver.h"
 
-#include <pthread.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/fault_point.h"
+#include "replication/thread_runtime.h"
 
 namespace sessiond::replication {
 namespace {
@@ -26,16 +26,33 @@ absl::Status LeadershipChanged() {
   return absl::UnavailableError("leadership changed; retry");
 }
 
+bool FromLeader(MessageType type) {
+  return type == MessageType::kAppend || type == MessageType::kHeartbeat ||
+         type == MessageType::kSnapshot;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NodeDriver>> NodeDriver::Start(
     const NodeDriverOptions& options, LogStore* log,
     StateMachine* state_machine, Transport* transport) {
+  auto runtime =
+      std::make_unique<ThreadRuntime>(absl::FromChrono(options.tick_interval));
+  Runtime* raw = runtime.get();
+  absl::StatusOr<std::unique_ptr<NodeDriver>> driver =
+      StartOn(options, log, state_machine, transport, raw);
+  if (driver.ok()) (*driver)->owned_runtime_ = std::move(runtime);
+  return driver;
+}
+
+absl::StatusOr<std::unique_ptr<NodeDriver>> NodeDriver::StartOn(
+    const NodeDriverOptions& options, LogStore* log,
+    StateMachine* state_machine, Transport* transport, Runtime* runtime) {
   if (options.tick_interval <= std::chrono::milliseconds(0)) {
     return absl::InvalidArgumentError("tick_interval must be positive");
   }
   // Entries the state machine already holds (its applied index is durable
-  // with its state) are not handed out again; the apply thread also skips
+  // with its state) are not handed out again; the apply stage also skips
   // any at or below it, for a core that clamps this to its known commit.
   RaftConfig raft = options.raft;
   if (raft.applied < state_machine->applied_index()) {
@@ -43,50 +60,44 @@ absl::StatusOr<std::unique_ptr<NodeDriver>> NodeDriver::Start(
   }
   auto core = RaftCore::Create(raft, log, options.seed);
   if (!core.ok()) return core.status();
-  std::unique_ptr<NodeDriver> driver(new NodeDriver(
-      options, log, state_machine, transport, std::move(core).value()));
+  std::unique_ptr<NodeDriver> driver(
+      new NodeDriver(options, log, state_machine, transport,
+                     std::move(core).value(), runtime, nullptr));
 
   // A group whose only voter is this node has nobody to wait for: campaign
-  // now instead of after an election timeout. Done before the driver thread
-  // exists, so the core is still ours to touch.
+  // now instead of after an election timeout. Done before the runtime
+  // starts, so the core is still ours to touch.
   const ConfState conf = driver->core_->status().conf_state;
   if (conf.voters.size() == 1 && conf.voters[0] == options.raft.id) {
     driver->core_->Campaign();
   }
+  driver->ticks_done_ =
+      runtime->Elapsed() / absl::FromChrono(options.tick_interval);
   driver->RefreshStatus();
-
-  // Named threads make profiles and debugger sessions readable.
-  driver->log_writer_thread_ = std::thread([d = driver.get()] {
-    pthread_setname_np(pthread_self(), "sd-logwriter");
-    d->LogWriterLoop();
-  });
-  driver->apply_thread_ = std::thread([d = driver.get()] {
-    pthread_setname_np(pthread_self(), "sd-apply");
-    d->ApplyLoop();
-  });
-  driver->driver_thread_ = std::thread([d = driver.get()] {
-    pthread_setname_np(pthread_self(), "sd-driver");
-    d->DriverLoop();
-  });
-  driver->ticker_thread_ = std::thread([d = driver.get()] {
-    pthread_setname_np(pthread_self(), "sd-ticker");
-    d->TickerLoop();
-  });
-  driver->completion_thread_ = std::thread([d = driver.get()] {
-    pthread_setname_np(pthread_self(), "sd-complete");
-    d->CompletionLoop();
-  });
+  runtime->Start(driver.get());
+  // Start() may have left work in the core (a one-voter Campaign).
+  runtime->Wake(Stage::kDriver);
   return driver;
 }
 
 NodeDriver::NodeDriver(const NodeDriverOptions& options, LogStore* log,
                        StateMachine* state_machine, Transport* transport,
-                       std::unique_ptr<RaftCore> core)
+                       std::unique_ptr<RaftCore> core, Runtime* runtime,
+                       std::unique_ptr<Runtime> owned_runtime)
     : options_(options),
       log_(log),
       state_machine_(state_machine),
       transport_(transport),
+      owned_runtime_(std::move(owned_runtime)),
+      runtime_(runtime),
       core_(std::move(core)) {
+  const HardState hs = log_->InitialHardState();
+  synced_hard_state_ = hs;
+  last_term_ = core_->term();
+  {
+    absl::MutexLock lock(&reads_mu_);
+    applied_for_reads_ = state_machine_->applied_index();
+  }
   absl::MutexLock lock(&status_mu_);
   status_.id = options.raft.id;
   status_.applied = state_machine_->applied_index();
@@ -94,43 +105,162 @@ NodeDriver::NodeDriver(const NodeDriverOptions& options, LogStore* log,
 
 NodeDriver::~NodeDriver() { Stop(); }
 
+NodeDriver::ProposeCallback NodeDriver::Counted(ProposeCallback done,
+                                                uint64_t bytes) {
+  outstanding_proposals_.fetch_add(1, std::memory_order_relaxed);
+  outstanding_bytes_.fetch_add(static_cast<int64_t>(bytes),
+                               std::memory_order_relaxed);
+  return [this, bytes, done = std::move(done)](ApplyResult result) {
+    outstanding_proposals_.fetch_sub(1, std::memory_order_relaxed);
+    outstanding_bytes_.fetch_sub(static_cast<int64_t>(bytes),
+                                 std::memory_order_relaxed);
+    done(std::move(result));
+  };
+}
+
 void NodeDriver::Propose(std::string command, ProposeCallback done) {
+  const uint64_t bytes = command.size();
+  if (static_cast<uint64_t>(outstanding_proposals_.load(
+          std::memory_order_relaxed)) >= options_.max_pending_proposals ||
+      static_cast<uint64_t>(
+          outstanding_bytes_.load(std::memory_order_relaxed)) +
+              bytes >
+          options_.max_pending_bytes) {
+    metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
+    done(absl::ResourceExhaustedError(
+        absl::StrCat("too many writes in flight (",
+                     outstanding_proposals_.load(std::memory_order_relaxed),
+                     " waiting for the log); retry shortly")));
+    return;
+  }
+  bool accepted = false;
   {
     absl::MutexLock lock(&inbox_mu_);
     if (accepting_) {
-      inbox_proposals_.push_back(Proposal{std::move(command), std::move(done)});
+      inbox_proposals_.push_back(
+          Proposal{std::move(command), Counted(std::move(done), bytes)});
       metric_proposals_.fetch_add(1, std::memory_order_relaxed);
-      inbox_cv_.Signal();
+      accepted = true;
+    }
+  }
+  if (!accepted) {
+    done(ShuttingDown());
+    return;
+  }
+  runtime_->Wake(Stage::kDriver);
+}
+
+void NodeDriver::ProposeConfChange(const ConfChange& change,
+                                   ProposeCallback done) {
+  bool accepted = false;
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    if (accepting_) {
+      inbox_conf_changes_.push_back(
+          ConfChangeRequest{change, Counted(std::move(done), 0)});
+      accepted = true;
+    }
+  }
+  if (!accepted) {
+    done(ShuttingDown());
+    return;
+  }
+  runtime_->Wake(Stage::kDriver);
+}
+
+void NodeDriver::TransferLeadership(NodeId target, StatusCallback done) {
+  bool accepted = false;
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    if (accepting_) {
+      inbox_transfers_.push_back(TransferRequest{target, std::move(done)});
+      accepted = true;
+    }
+  }
+  if (!accepted) {
+    done(ShuttingDown());
+    return;
+  }
+  runtime_->Wake(Stage::kDriver);
+}
+
+void NodeDriver::ReadIndex(StatusCallback done) {
+  metric_reads_.fetch_add(1, std::memory_order_relaxed);
+  bool accepted = false;
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    if (accepting_) {
+      inbox_reads_.push_back(std::move(done));
+      accepted = true;
+    }
+  }
+  if (!accepted) {
+    done(ShuttingDown());
+    return;
+  }
+  runtime_->Wake(Stage::kDriver);
+}
+
+void NodeDriver::WhenApplied(LogIndex index, StatusCallback done) {
+  absl::Status status;
+  {
+    absl::MutexLock lock(&reads_mu_);
+    if (reads_closed_) {
+      status = ShuttingDown();
+    } else if (applied_for_reads_ < index) {
+      reads_waiting_.emplace(index, std::move(done));
       return;
     }
   }
-  done(ShuttingDown());
+  done(status);
 }
 
-void NodeDriver::CompactLog(LogIndex through) {
-  absl::MutexLock lock(&inbox_mu_);
-  if (driver_stop_) return;
-  if (!inbox_compact_ || *inbox_compact_ < through) inbox_compact_ = through;
-  inbox_cv_.Signal();
+void NodeDriver::CompactLog(Snapshot snapshot) {
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    if (driver_stop_) return;
+    if (inbox_compact_ && inbox_compact_->meta.index >= snapshot.meta.index) {
+      return;
+    }
+    inbox_compact_ = std::move(snapshot);
+  }
+  runtime_->Wake(Stage::kDriver);
 }
 
 void NodeDriver::Deliver(std::vector<Message> messages) {
   if (messages.empty()) return;
-  absl::MutexLock lock(&inbox_mu_);
-  if (driver_stop_) return;
-  for (Message& m : messages) inbox_messages_.push_back(std::move(m));
-  inbox_cv_.Signal();
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    if (driver_stop_) return;
+    for (Message& m : messages) {
+      if (inbox_messages_.size() >= options_.max_inbox_messages) {
+        metric_messages_dropped_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      inbox_messages_.push_back(std::move(m));
+    }
+  }
+  runtime_->Wake(Stage::kDriver);
 }
 
 NodeDriverMetrics NodeDriver::metrics() const {
   NodeDriverMetrics m;
   m.proposals = metric_proposals_.load(std::memory_order_relaxed);
+  m.proposals_refused =
+      metric_proposals_refused_.load(std::memory_order_relaxed);
   m.propose_batches = metric_propose_batches_.load(std::memory_order_relaxed);
   m.log_writes = metric_log_writes_.load(std::memory_order_relaxed);
+  m.log_writes_unsynced =
+      metric_log_writes_unsynced_.load(std::memory_order_relaxed);
   m.entries_persisted =
       metric_entries_persisted_.load(std::memory_order_relaxed);
   m.apply_batches = metric_apply_batches_.load(std::memory_order_relaxed);
   m.entries_applied = metric_entries_applied_.load(std::memory_order_relaxed);
+  m.reads = metric_reads_.load(std::memory_order_relaxed);
+  m.read_index_rounds = metric_read_rounds_.load(std::memory_order_relaxed);
+  m.messages_dropped = metric_messages_dropped_.load(std::memory_order_relaxed);
+  m.snapshots_installed =
+      metric_snapshots_installed_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -139,15 +269,21 @@ NodeStatus NodeDriver::status() const {
   return status_;
 }
 
-bool NodeDriver::WaitUntilLeaderCaughtUp(absl::Duration timeout) const {
+bool NodeDriver::WaitFor(const std::function<bool(const NodeStatus&)>& ready,
+                         absl::Duration timeout) const {
   const absl::Time deadline = absl::Now() + timeout;
   absl::MutexLock lock(&status_mu_);
-  while (!status_.leader_caught_up) {
+  while (!ready(status_)) {
     if (status_cv_.WaitWithDeadline(&status_mu_, deadline)) {
-      return status_.leader_caught_up;
+      return ready(status_);
     }
   }
   return true;
+}
+
+bool NodeDriver::WaitUntilLeaderCaughtUp(absl::Duration timeout) const {
+  return WaitFor([](const NodeStatus& s) { return s.leader_caught_up; },
+                 timeout);
 }
 
 void NodeDriver::Stop() {
@@ -168,7 +304,8 @@ void NodeDriver::Stop() {
     bool idle;
     {
       absl::MutexLock lock(&inbox_mu_);
-      idle = inbox_proposals_.empty() && proposals_at_driver_ == 0;
+      idle = inbox_proposals_.empty() && inbox_conf_changes_.empty() &&
+             proposals_at_driver_ == 0;
     }
     if (idle) {
       absl::MutexLock lock(&pending_mu_);
@@ -177,152 +314,237 @@ void NodeDriver::Stop() {
     if (idle) break;
     absl::SleepFor(absl::Milliseconds(1));
   }
-
   {
     absl::MutexLock lock(&inbox_mu_);
-    ticker_stop_ = true;
     driver_stop_ = true;
-    inbox_cv_.SignalAll();
-    ticker_cv_.SignalAll();
   }
-  if (ticker_thread_.joinable()) ticker_thread_.join();
-  if (driver_thread_.joinable()) driver_thread_.join();
-  // The log writer and the apply thread finish what the driver handed them:
+  runtime_->Wake(Stage::kDriver);
+  // The log writer and the apply stage finish what the driver handed them:
   // nothing acknowledged depends on it, but there is no reason to drop it.
-  {
-    absl::MutexLock lock(&persist_mu_);
-    persist_stop_ = true;
-    persist_cv_.SignalAll();
-  }
-  if (log_writer_thread_.joinable()) log_writer_thread_.join();
-  {
-    absl::MutexLock lock(&apply_mu_);
-    apply_stop_ = true;
-    apply_cv_.SignalAll();
-  }
-  if (apply_thread_.joinable()) apply_thread_.join();
-  {
-    absl::MutexLock lock(&completion_mu_);
-    completion_stop_ = true;
-    completion_cv_.SignalAll();
-  }
-  if (completion_thread_.joinable()) completion_thread_.join();
+  runtime_->Stop();
   FailAllPending(ShuttingDown());
 }
 
-void NodeDriver::TickerLoop() {
-  absl::MutexLock lock(&inbox_mu_);
-  absl::Time next = absl::Now() + absl::FromChrono(options_.tick_interval);
-  while (!ticker_stop_) {
-    // WaitWithDeadline may also wake for driver signals; only count a tick
-    // when its time has come.
-    ticker_cv_.WaitWithDeadline(&inbox_mu_, next);
-    if (ticker_stop_) break;
-    const absl::Time now = absl::Now();
-    if (now < next) continue;
-    ++inbox_ticks_;
-    inbox_cv_.Signal();
-    next += absl::FromChrono(options_.tick_interval);
-    // After a long stall, do not fire a burst of catch-up ticks.
-    if (next < now) next = now + absl::FromChrono(options_.tick_interval);
+void NodeDriver::RunStage(Stage stage) {
+  switch (stage) {
+    case Stage::kDriver:
+      RunDriver();
+      return;
+    case Stage::kLogWriter:
+      RunLogWriter();
+      return;
+    case Stage::kApply:
+      RunApply();
+      return;
+    case Stage::kCompletion:
+      RunCompletion();
+      return;
   }
 }
 
-void NodeDriver::DriverLoop() {
-  // Start() may have left work in the core (a one-voter Campaign): hand it
-  // out before the first wait, not at the first tick.
-  while (core_->HasReady()) Dispatch(core_->TakeReady());
-  RefreshStatus();
-  for (;;) {
-    std::vector<Proposal> proposals;
-    std::vector<Message> messages;
-    std::vector<Persisted> persisted;
-    std::optional<LogIndex> applied;
-    std::optional<LogIndex> compact;
-    uint64_t ticks = 0;
-    bool stop = false;
-    {
-      absl::MutexLock lock(&inbox_mu_);
-      while (!driver_stop_ && inbox_proposals_.empty() &&
-             inbox_messages_.empty() && inbox_ticks_ == 0 &&
-             inbox_persisted_.empty() && !inbox_applied_ && !inbox_compact_) {
-        inbox_cv_.Wait(&inbox_mu_);
-      }
-      stop = driver_stop_;
+// ---------------------------------------------------------------------------
+// Driver stage
+
+void NodeDriver::RefuseInbox(const absl::Status& status) {
+  std::vector<Proposal> proposals;
+  std::vector<ConfChangeRequest> changes;
+  std::vector<TransferRequest> transfers;
+  std::vector<StatusCallback> reads;
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    proposals.swap(inbox_proposals_);
+    changes.swap(inbox_conf_changes_);
+    transfers.swap(inbox_transfers_);
+    reads.swap(inbox_reads_);
+    inbox_messages_.clear();
+  }
+  for (Proposal& p : proposals) p.done(status);
+  for (ConfChangeRequest& c : changes) c.done(status);
+  for (TransferRequest& t : transfers) t.done(status);
+  for (StatusCallback& r : reads) r(status);
+  for (auto& [id, round] : read_rounds_) {
+    for (StatusCallback& r : round.readers) r(status);
+  }
+  read_rounds_.clear();
+}
+
+void NodeDriver::CatchUpTicks() {
+  const int64_t due =
+      runtime_->Elapsed() / absl::FromChrono(options_.tick_interval);
+  if (due - ticks_done_ > options_.max_catch_up_ticks) {
+    ticks_done_ = due - options_.max_catch_up_ticks;
+  }
+  // Every tick a paused process missed is handed over before any message or
+  // read is looked at, so a leader that was stopped past its lease learns
+  // that first (and steps down at its next CheckQuorum round).
+  for (; ticks_done_ < due; ++ticks_done_) core_->Tick();
+}
+
+void NodeDriver::StepMessages(std::vector<Message> messages) {
+  for (Message& m : messages) {
+    const bool from_leader = FromLeader(m.type);
+    const NodeId from = m.from;
+    const LogIndex commit = m.commit;
+    const Term term = m.term;
+    const MessageType type = m.type;
+    const absl::Status s = core_->Step(std::move(m));
+    if (!s.ok()) {
+      std::fprintf(stderr, "node_driver: dropped %s from %llu: %s\n",
+                   MessageTypeName(type),
+                   static_cast<unsigned long long>(from.value()),
+                   s.ToString().c_str());
+      continue;
+    }
+    if (from_leader && from == core_->leader() && term == core_->term()) {
+      absl::MutexLock lock(&status_mu_);
+      status_.last_leader_contact = runtime_->Elapsed();
+      if (commit > status_.leader_commit) status_.leader_commit = commit;
+    }
+  }
+}
+
+void NodeDriver::RunDriver() {
+  std::vector<Proposal> proposals;
+  std::vector<ConfChangeRequest> changes;
+  std::vector<TransferRequest> transfers;
+  std::vector<StatusCallback> reads;
+  std::vector<Message> messages;
+  std::vector<Persisted> persisted;
+  std::optional<LogIndex> applied;
+  std::optional<Snapshot> compact;
+  bool stopping;
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    stopping = driver_stop_;
+    if (!stopping) {
       proposals.swap(inbox_proposals_);
       proposals_at_driver_ = proposals.size();
+      changes.swap(inbox_conf_changes_);
+      transfers.swap(inbox_transfers_);
+      reads.swap(inbox_reads_);
       messages.swap(inbox_messages_);
       persisted.swap(inbox_persisted_);
       applied.swap(inbox_applied_);
       compact.swap(inbox_compact_);
-      ticks = inbox_ticks_;
-      inbox_ticks_ = 0;
     }
-    if (stop) {
-      for (Proposal& p : proposals) p.done(ShuttingDown());
-      return;
-    }
+  }
+  if (stopping) {
+    RefuseInbox(ShuttingDown());
+    return;
+  }
 
-    for (uint64_t i = 0; i < ticks; ++i) core_->Tick();
-    for (const Message& m : messages) {
-      const absl::Status s = core_->Step(m);
-      if (!s.ok()) {
-        std::fprintf(stderr, "node_driver: dropped %s from %llu: %s\n",
-                     MessageTypeName(m.type),
-                     static_cast<unsigned long long>(m.from.value()),
-                     s.ToString().c_str());
-      }
+  CatchUpTicks();
+  StepMessages(std::move(messages));
+  for (Persisted& p : persisted) {
+    if (p.snapshot_index) core_->OnSnapshotInstalled(*p.snapshot_index);
+    if (p.through) core_->OnPersisted(p.through->first, p.through->second);
+    if (p.compacted_index) core_->OnCompacted(*p.compacted_index);
+    // Votes and append acknowledgements promise durable state: they leave
+    // only now, after OnPersisted (raft_core.h rule 4).
+    if (!p.send_after_persist.empty()) {
+      transport_->Send(std::move(p.send_after_persist));
     }
-    for (Persisted& p : persisted) {
-      if (p.snapshot_index) core_->OnSnapshotInstalled(*p.snapshot_index);
-      if (p.through) core_->OnPersisted(p.through->first, p.through->second);
-      if (p.compacted_index) core_->OnCompacted(*p.compacted_index);
-      // Votes and append acknowledgements promise durable state: they leave
-      // only now, after OnPersisted (raft_core.h rule 4).
-      if (!p.send_after_persist.empty()) {
-        transport_->Send(std::move(p.send_after_persist));
-      }
+  }
+  if (applied) {
+    core_->OnApplied(*applied);
+    if (applied_reported_ < *applied) applied_reported_ = *applied;
+  }
+  if (compact) RequestCompaction(std::move(*compact));
+  for (ConfChangeRequest& c : changes) {
+    const absl::StatusOr<LogIndex> index = core_->ProposeConfChange(c.change);
+    if (!index.ok()) {
+      c.done(index.status());
+      continue;
     }
-    if (applied) {
-      core_->OnApplied(*applied);
-      if (applied_reported_ < *applied) applied_reported_ = *applied;
-    }
-    if (compact) RequestCompaction(*compact);
-    const bool proposed = !proposals.empty();
-    if (proposed) ProposeBatch(std::move(proposals));
+    absl::MutexLock lock(&pending_mu_);
+    pending_[*index] = PendingProposal{core_->term(), std::move(c.done)};
+  }
+  for (TransferRequest& t : transfers) {
+    t.done(core_->TransferLeadership(t.target));
+  }
+  const bool proposed = !proposals.empty();
+  if (proposed) ProposeBatch(std::move(proposals));
+  if (!reads.empty()) StartReadRound(std::move(reads));
 
-    while (core_->HasReady()) Dispatch(core_->TakeReady());
-    RefreshStatus();
-    if (proposed) {
-      // Now registered as pending (or answered): Stop's drain sees them.
-      absl::MutexLock lock(&inbox_mu_);
-      proposals_at_driver_ = 0;
-    }
+  while (core_->HasReady()) Dispatch(core_->TakeReady());
+  RefreshStatus();
+  if (proposed) {
+    // Now registered as pending (or answered): Stop's drain sees them.
+    absl::MutexLock lock(&inbox_mu_);
+    proposals_at_driver_ = 0;
   }
 }
 
-void NodeDriver::RequestCompaction(LogIndex through) {
-  // Never past what the core was told is applied (OnCompacted's contract),
-  // and never below what is already compacted.
-  if (through > applied_reported_) through = applied_reported_;
-  if (through <= compact_requested_ || through < log_->FirstIndex()) return;
-  const absl::StatusOr<Term> term = log_->TermAt(through);
-  if (!term.ok()) {
-    std::fprintf(stderr, "node_driver: not compacting through %llu: %s\n",
-                 static_cast<unsigned long long>(through.value()),
-                 term.status().ToString().c_str());
+void NodeDriver::StartReadRound(std::vector<StatusCallback> readers) {
+  const uint64_t id = next_read_round_++;
+  const absl::Status s = core_->ReadIndex(absl::StrCat(id));
+  metric_read_rounds_.fetch_add(1, std::memory_order_relaxed);
+  if (!s.ok()) {
+    for (StatusCallback& r : readers) r(s);
     return;
   }
-  Snapshot snapshot;
-  snapshot.meta.index = through;
-  snapshot.meta.term = *term;
-  snapshot.meta.conf_state = core_->status().conf_state;
-  compact_requested_ = through;
+  ReadRound& round = read_rounds_[id];
+  round.asked_tick = ticks_done_;
+  round.term = core_->term();
+  round.readers = std::move(readers);
+}
+
+void NodeDriver::FinishReadStates(std::vector<ReadState> read_states) {
+  for (ReadState& rs : read_states) {
+    uint64_t id = 0;
+    if (!absl::SimpleAtoi(rs.context, &id)) continue;
+    auto it = read_rounds_.find(id);
+    if (it == read_rounds_.end()) continue;  // timed out already
+    std::vector<StatusCallback> readers = std::move(it->second.readers);
+    read_rounds_.erase(it);
+    std::vector<Completion> ready;
+    {
+      absl::MutexLock lock(&reads_mu_);
+      for (StatusCallback& r : readers) {
+        if (applied_for_reads_ >= rs.index) {
+          ready.push_back([r = std::move(r)] { r(absl::OkStatus()); });
+        } else {
+          reads_waiting_.emplace(rs.index, std::move(r));
+        }
+      }
+    }
+    PostCompletions(std::move(ready));
+  }
+}
+
+void NodeDriver::ExpireReadRounds(bool leadership_changed) {
+  for (auto it = read_rounds_.begin(); it != read_rounds_.end();) {
+    const bool expired =
+        ticks_done_ - it->second.asked_tick > options_.read_timeout_ticks;
+    if (!expired && !leadership_changed) {
+      ++it;
+      continue;
+    }
+    const absl::Status s =
+        leadership_changed
+            ? LeadershipChanged()
+            : absl::UnavailableError("no answer from the leader in time");
+    for (StatusCallback& r : it->second.readers) r(s);
+    it = read_rounds_.erase(it);
+  }
+}
+
+void NodeDriver::RequestCompaction(Snapshot snapshot) {
+  if (snapshot.meta.index <= compact_requested_) return;
+  // Never past what the core was told is applied (OnCompacted's contract);
+  // keep a tail for followers that lag a little.
+  LogIndex through = std::min(snapshot.meta.index, applied_reported_);
+  const uint64_t keep = options_.compaction_catch_up_entries;
+  through = through.value() > keep ? through - keep : LogIndex(0);
+  compact_requested_ = snapshot.meta.index;
   PersistWork work;
+  work.truncate_through = through;
   work.compact = std::move(snapshot);
-  absl::MutexLock lock(&persist_mu_);
-  persist_queue_.push_back(std::move(work));
-  persist_cv_.Signal();
+  {
+    absl::MutexLock lock(&persist_mu_);
+    persist_queue_.push_back(std::move(work));
+  }
+  runtime_->Wake(Stage::kLogWriter);
 }
 
 void NodeDriver::ProposeBatch(std::vector<Proposal> proposals) {
@@ -364,26 +586,37 @@ void NodeDriver::Dispatch(Ready ready) {
     work.hard_state = ready.hard_state;
     work.snapshot = ready.snapshot;
     work.send_after_persist = std::move(ready.send_after_persist);
-    absl::MutexLock lock(&persist_mu_);
-    persist_queue_.push_back(std::move(work));
-    persist_cv_.Signal();
+    {
+      absl::MutexLock lock(&persist_mu_);
+      persist_queue_.push_back(std::move(work));
+    }
+    runtime_->Wake(Stage::kLogWriter);
   }
 
   if (ready.snapshot || !ready.committed.empty()) {
     ApplyWork work;
     work.snapshot = std::move(ready.snapshot);
     work.entries = std::move(ready.committed);
-    absl::MutexLock lock(&apply_mu_);
-    apply_queue_.push_back(std::move(work));
-    apply_cv_.Signal();
+    {
+      absl::MutexLock lock(&apply_mu_);
+      apply_queue_.push_back(std::move(work));
+    }
+    runtime_->Wake(Stage::kApply);
   }
-  // ready.read_states: no caller issues ReadIndex requests yet (reads are
-  // served from the leader's state machine once it is caught up); they are
-  // dropped until linearizable follower reads are built.
+  if (!ready.read_states.empty()) {
+    FinishReadStates(std::move(ready.read_states));
+  }
 }
 
 void NodeDriver::RefreshStatus() {
   const RaftStatus raft = core_->status();
+  const bool leadership_changed = raft.term != last_term_ ||
+                                  raft.role != last_role_ ||
+                                  raft.leader != last_leader_;
+  last_term_ = raft.term;
+  last_role_ = raft.role;
+  last_leader_ = raft.leader;
+  ExpireReadRounds(leadership_changed);
   absl::MutexLock lock(&status_mu_);
   if (raft.role == Role::kLeader &&
       (status_.role != Role::kLeader || status_.term != raft.term)) {
@@ -396,182 +629,217 @@ void NodeDriver::RefreshStatus() {
   status_.term = raft.term;
   status_.leader = raft.leader;
   status_.commit = raft.commit;
+  status_.first_index = raft.first_index;
+  status_.last_index = raft.last_index;
+  status_.conf_state = raft.conf_state;
+  status_.lead_transferee = raft.lead_transferee;
+  status_.match = raft.match;
+  if (raft.role == Role::kLeader) {
+    status_.last_leader_contact = runtime_->Elapsed();
+    status_.leader_commit = raft.commit;
+  }
   status_.leader_caught_up =
       raft.role == Role::kLeader && status_.applied >= leader_first_index_;
   status_cv_.SignalAll();
 }
 
-void NodeDriver::LogWriterLoop() {
-  for (;;) {
-    std::deque<PersistWork> work;
-    {
-      absl::MutexLock lock(&persist_mu_);
-      while (!persist_stop_ && persist_queue_.empty()) {
-        persist_cv_.Wait(&persist_mu_);
-      }
-      if (persist_queue_.empty()) return;  // stopping, nothing left
-      work.swap(persist_queue_);
-    }
+// ---------------------------------------------------------------------------
+// Log-writer stage
 
-    // Group commit: everything queued since the last write goes into one
-    // synced Append. A snapshot splits the group, since it replaces the log.
-    std::vector<Persisted> done;
-    std::vector<Entry> batch;
-    std::optional<HardState> hard_state;
-    std::vector<Message> messages;
-    auto flush = [&] {
-      Persisted p;
-      if (!batch.empty() || hard_state) {
-        SESSIOND_FAULT_POINT("log.before_append");
-        // Never acknowledged when it fails: retrying could reorder durable
-        // state, so the node stops (etcd's "inoperable" storage).
-        SESSIOND_CHECK_OK(log_->Append(batch, hard_state, /*sync=*/true));
+void NodeDriver::RunLogWriter() {
+  std::deque<PersistWork> work;
+  {
+    absl::MutexLock lock(&persist_mu_);
+    work.swap(persist_queue_);
+  }
+  if (work.empty()) return;
+
+  // Group commit: everything queued since the last write goes into one
+  // Append. A snapshot or a compaction splits the group.
+  std::vector<Persisted> done;
+  std::vector<Entry> batch;
+  std::optional<HardState> hard_state;
+  std::vector<Message> messages;
+  bool wake_apply = false;
+  auto flush = [&] {
+    Persisted p;
+    if (!batch.empty() || hard_state) {
+      // etcd's MustSync: new entries, a new term or a new vote must be on
+      // disk before anything that depends on them leaves; a commit index
+      // alone need not (it is recovered from a quorum), so a write that
+      // only moves it skips the fsync.
+      const bool sync = !batch.empty() ||
+                        hard_state->term != synced_hard_state_.term ||
+                        hard_state->vote != synced_hard_state_.vote;
+      if (sync) SESSIOND_FAULT_POINT("log.before_append");
+      // Never acknowledged when it fails: retrying could reorder durable
+      // state, so the node stops (etcd's "inoperable" storage).
+      SESSIOND_CHECK_OK(log_->Append(batch, hard_state, sync));
+      if (sync) {
         SESSIOND_FAULT_POINT("log.after_append");
         metric_log_writes_.fetch_add(1, std::memory_order_relaxed);
-        metric_entries_persisted_.fetch_add(batch.size(),
-                                            std::memory_order_relaxed);
-        if (!batch.empty()) {
-          p.through = std::make_pair(batch.back().index, batch.back().term);
-        }
+        if (hard_state) synced_hard_state_ = *hard_state;
+      } else {
+        metric_log_writes_unsynced_.fetch_add(1, std::memory_order_relaxed);
       }
-      p.send_after_persist = std::move(messages);
-      if (p.through || !p.send_after_persist.empty())
-        done.push_back(std::move(p));
-      batch.clear();
-      hard_state.reset();
-      messages.clear();
-    };
-    for (PersistWork& w : work) {
-      if (w.snapshot) {
-        flush();
-        SESSIOND_CHECK_OK(log_->InstallSnapshot(*w.snapshot));
-        Persisted p;
-        p.snapshot_index = w.snapshot->meta.index;
-        done.push_back(std::move(p));
-        absl::MutexLock lock(&persist_mu_);
-        snapshot_installed_ =
-            std::max(snapshot_installed_, w.snapshot->meta.index);
-        persist_cv_.SignalAll();
+      metric_entries_persisted_.fetch_add(batch.size(),
+                                          std::memory_order_relaxed);
+      if (!batch.empty()) {
+        p.through = std::make_pair(batch.back().index, batch.back().term);
       }
-      if (w.compact) {
-        // After the appends queued before it: compaction only drops
-        // entries the state machine holds, which are all older.
-        flush();
-        SESSIOND_CHECK_OK(log_->Compact(*w.compact));
-        Persisted p;
-        p.compacted_index = w.compact->meta.index;
-        done.push_back(std::move(p));
-      }
-      if (!w.entries.empty()) {
-        // A later Ready may rewrite a suffix of an earlier one (a new
-        // leader's entries replace conflicting ones): drop the replaced
-        // tail from the batch; the store truncates what it already holds.
-        const LogIndex first = w.entries.front().index;
-        while (!batch.empty() && batch.back().index >= first) batch.pop_back();
-        for (Entry& e : w.entries) batch.push_back(std::move(e));
-      }
-      if (w.hard_state) hard_state = w.hard_state;
-      for (Message& m : w.send_after_persist) messages.push_back(std::move(m));
     }
-    flush();
+    p.send_after_persist = std::move(messages);
+    if (p.through || !p.send_after_persist.empty()) {
+      done.push_back(std::move(p));
+    }
+    batch.clear();
+    hard_state.reset();
+    messages.clear();
+  };
+  for (PersistWork& w : work) {
+    if (w.snapshot) {
+      flush();
+      SESSIOND_CHECK_OK(log_->InstallSnapshot(*w.snapshot));
+      Persisted p;
+      p.snapshot_index = w.snapshot->meta.index;
+      done.push_back(std::move(p));
+      absl::MutexLock lock(&persist_mu_);
+      snapshot_installed_ =
+          std::max(snapshot_installed_, w.snapshot->meta.index);
+      wake_apply = true;
+    }
+    if (w.compact) {
+      // After the appends queued before it: compaction only drops entries
+      // the state machine holds, which are all older.
+      flush();
+      SESSIOND_CHECK_OK(log_->Compact(*w.compact, w.truncate_through));
+      Persisted p;
+      p.compacted_index = w.truncate_through;
+      done.push_back(std::move(p));
+    }
+    if (!w.entries.empty()) {
+      // A later Ready may rewrite a suffix of an earlier one (a new
+      // leader's entries replace conflicting ones): drop the replaced
+      // tail from the batch; the store truncates what it already holds.
+      const LogIndex first = w.entries.front().index;
+      while (!batch.empty() && batch.back().index >= first) batch.pop_back();
+      for (Entry& e : w.entries) batch.push_back(std::move(e));
+    }
+    if (w.hard_state) hard_state = w.hard_state;
+    for (Message& m : w.send_after_persist) messages.push_back(std::move(m));
+  }
+  flush();
 
-    if (!done.empty()) {
+  if (!done.empty()) {
+    {
       absl::MutexLock lock(&inbox_mu_);
       for (Persisted& p : done) inbox_persisted_.push_back(std::move(p));
-      inbox_cv_.Signal();
     }
+    runtime_->Wake(Stage::kDriver);
   }
+  if (wake_apply) runtime_->Wake(Stage::kApply);
 }
 
-void NodeDriver::ApplyLoop() {
-  for (;;) {
-    std::deque<ApplyWork> work;
-    {
-      absl::MutexLock lock(&apply_mu_);
-      while (!apply_stop_ && apply_queue_.empty()) apply_cv_.Wait(&apply_mu_);
-      if (apply_queue_.empty()) return;  // stopping, nothing left
-      work.swap(apply_queue_);
-    }
+// ---------------------------------------------------------------------------
+// Apply stage
 
-    std::vector<Entry> batch;
-    auto flush = [&] {
-      if (batch.empty()) return;
-      SESSIOND_FAULT_POINT("apply.before_apply");
-      absl::StatusOr<std::vector<ApplyResult>> results =
-          state_machine_->Apply(batch);
-      SESSIOND_FAULT_POINT("apply.after_apply");
-      // The state could not be written: going on would answer proposals from
-      // a state that is not what the log says.
-      SESSIOND_CHECK_OK(results.status());
-      SESSIOND_CHECK_MSG(results->size() == batch.size(),
-                         "StateMachine::Apply returned the wrong result count");
-      const LogIndex through = batch.back().index;
-      metric_apply_batches_.fetch_add(1, std::memory_order_relaxed);
-      metric_entries_applied_.fetch_add(batch.size(),
-                                        std::memory_order_relaxed);
-      // The core hears "applied" before any proposer does, so whatever a
-      // proposer does next (e.g. CompactLog) sees it.
-      {
-        absl::MutexLock lock(&inbox_mu_);
-        if (!inbox_applied_ || *inbox_applied_ < through)
-          inbox_applied_ = through;
-        inbox_cv_.Signal();
+void NodeDriver::RunApply() {
+  std::deque<ApplyWork> work;
+  {
+    absl::MutexLock lock(&apply_mu_);
+    work.swap(apply_queue_);
+  }
+  if (work.empty()) return;
+
+  std::vector<Entry> batch;
+  auto report_applied = [&](LogIndex through) {
+    {
+      absl::MutexLock lock(&inbox_mu_);
+      if (!inbox_applied_ || *inbox_applied_ < through) {
+        inbox_applied_ = through;
       }
-      CompleteProposals(batch, &*results);
-      batch.clear();
+    }
+    runtime_->Wake(Stage::kDriver);
+    {
       absl::MutexLock lock(&status_mu_);
       status_.applied = through;
       status_.leader_caught_up =
           status_.role == Role::kLeader && through >= leader_first_index_;
       status_cv_.SignalAll();
-    };
-
-    for (ApplyWork& w : work) {
-      if (w.snapshot) {
-        flush();
-        const LogIndex index = w.snapshot->meta.index;
-        {
-          // The snapshot is handed to the state machine only once the log
-          // store holds it durably (raft_core.h rule 2).
-          absl::MutexLock lock(&persist_mu_);
-          while (snapshot_installed_ < index) persist_cv_.Wait(&persist_mu_);
-        }
-        SESSIOND_CHECK_OK(state_machine_->ApplySnapshot(*w.snapshot));
-        // Proposals at or below the snapshot were decided elsewhere; this
-        // node cannot tell their results, so the callers retry.
-        std::vector<ProposeCallback> lost;
-        {
-          absl::MutexLock lock(&pending_mu_);
-          while (!pending_.empty() && pending_.begin()->first <= index) {
-            lost.push_back(std::move(pending_.begin()->second.done));
-            pending_.erase(pending_.begin());
-          }
-        }
-        std::vector<Completion> calls;
-        for (ProposeCallback& done : lost) {
-          calls.push_back(Completion{std::move(done), LeadershipChanged()});
-        }
-        PostCompletions(std::move(calls));
-        {
-          absl::MutexLock lock(&inbox_mu_);
-          if (!inbox_applied_ || *inbox_applied_ < index)
-            inbox_applied_ = index;
-          inbox_cv_.Signal();
-        }
-        absl::MutexLock lock(&status_mu_);
-        status_.applied = index;
-      }
-      for (Entry& e : w.entries) {
-        // Applied before a restart (the state machine's applied index is
-        // durable with its state); the core hands them out again because it
-        // only knows the log.
-        if (e.index <= state_machine_->applied_index()) continue;
-        batch.push_back(std::move(e));
-        if (batch.size() >= kMaxApplyBatch) flush();
-      }
     }
-    flush();
+    CompleteReadsThrough(through);
+  };
+  auto flush = [&] {
+    if (batch.empty()) return;
+    SESSIOND_FAULT_POINT("apply.before_apply");
+    absl::StatusOr<std::vector<ApplyResult>> results =
+        state_machine_->Apply(batch);
+    SESSIOND_FAULT_POINT("apply.after_apply");
+    // The state could not be written: going on would answer proposals from
+    // a state that is not what the log says.
+    SESSIOND_CHECK_OK(results.status());
+    SESSIOND_CHECK_MSG(results->size() == batch.size(),
+                       "StateMachine::Apply returned the wrong result count");
+    const LogIndex through = batch.back().index;
+    metric_apply_batches_.fetch_add(1, std::memory_order_relaxed);
+    metric_entries_applied_.fetch_add(batch.size(), std::memory_order_relaxed);
+    // The core hears "applied" before any proposer does, so whatever a
+    // proposer does next (e.g. CompactLog) sees it.
+    report_applied(through);
+    CompleteProposals(batch, &*results);
+    batch.clear();
+  };
+
+  while (!work.empty()) {
+    ApplyWork& w = work.front();
+    if (w.snapshot) {
+      flush();
+      const LogIndex index = w.snapshot->meta.index;
+      bool installed;
+      {
+        absl::MutexLock lock(&persist_mu_);
+        installed = snapshot_installed_ >= index;
+      }
+      if (!installed) {
+        // The snapshot goes to the state machine only once the log store
+        // holds it durably (raft_core.h rule 2): wait for the log writer,
+        // which wakes this stage, with this and later work put back.
+        absl::MutexLock lock(&apply_mu_);
+        while (!work.empty()) {
+          apply_queue_.push_front(std::move(work.back()));
+          work.pop_back();
+        }
+        return;
+      }
+      SESSIOND_CHECK_OK(state_machine_->ApplySnapshot(*w.snapshot));
+      metric_snapshots_installed_.fetch_add(1, std::memory_order_relaxed);
+      // Proposals at or below the snapshot were decided elsewhere; this
+      // node cannot tell their results, so the callers retry.
+      std::vector<Completion> calls;
+      {
+        absl::MutexLock lock(&pending_mu_);
+        while (!pending_.empty() && pending_.begin()->first <= index) {
+          calls.push_back([done = std::move(pending_.begin()->second.done)] {
+            done(LeadershipChanged());
+          });
+          pending_.erase(pending_.begin());
+        }
+      }
+      PostCompletions(std::move(calls));
+      report_applied(index);
+      w.snapshot.reset();
+    }
+    for (Entry& e : w.entries) {
+      // Applied before a restart (the state machine's applied index is
+      // durable with its state); the core hands them out again because it
+      // only knows the log.
+      if (e.index <= state_machine_->applied_index()) continue;
+      batch.push_back(std::move(e));
+      if (batch.size() >= kMaxApplyBatch) flush();
+    }
+    work.pop_front();
   }
+  flush();
 }
 
 void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
@@ -583,13 +851,16 @@ void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
     for (size_t i = 0; i < entries.size(); ++i) {
       auto it = pending_.find(entries[i].index);
       if (it == pending_.end()) continue;
+      ProposeCallback done = std::move(it->second.done);
       if (it->second.term == entries[i].term) {
-        calls.push_back(
-            Completion{std::move(it->second.done), std::move((*results)[i])});
+        calls.push_back([done = std::move(done),
+                         result = std::move((*results)[i])]() mutable {
+          done(std::move(result));
+        });
       } else {
         // Another leader's entry took this index: ours was never committed.
         calls.push_back(
-            Completion{std::move(it->second.done), LeadershipChanged()});
+            [done = std::move(done)] { done(LeadershipChanged()); });
       }
       pending_.erase(it);
     }
@@ -597,26 +868,41 @@ void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
   PostCompletions(std::move(calls));
 }
 
-void NodeDriver::PostCompletions(std::vector<Completion> calls) {
-  if (calls.empty()) return;
-  absl::MutexLock lock(&completion_mu_);
-  for (Completion& c : calls) completion_queue_.push_back(std::move(c));
-  completion_cv_.Signal();
+void NodeDriver::CompleteReadsThrough(LogIndex applied) {
+  std::vector<Completion> calls;
+  {
+    absl::MutexLock lock(&reads_mu_);
+    if (applied > applied_for_reads_) applied_for_reads_ = applied;
+    while (!reads_waiting_.empty() &&
+           reads_waiting_.begin()->first <= applied_for_reads_) {
+      calls.push_back([r = std::move(reads_waiting_.begin()->second)] {
+        r(absl::OkStatus());
+      });
+      reads_waiting_.erase(reads_waiting_.begin());
+    }
+  }
+  PostCompletions(std::move(calls));
 }
 
-void NodeDriver::CompletionLoop() {
-  for (;;) {
-    std::deque<Completion> calls;
-    {
-      absl::MutexLock lock(&completion_mu_);
-      while (!completion_stop_ && completion_queue_.empty()) {
-        completion_cv_.Wait(&completion_mu_);
-      }
-      if (completion_queue_.empty()) return;  // stopping, nothing left
-      calls.swap(completion_queue_);
-    }
-    for (Completion& c : calls) c.done(std::move(c.result));
+void NodeDriver::PostCompletions(std::vector<Completion> calls) {
+  if (calls.empty()) return;
+  {
+    absl::MutexLock lock(&completion_mu_);
+    for (Completion& c : calls) completion_queue_.push_back(std::move(c));
   }
+  runtime_->Wake(Stage::kCompletion);
+}
+
+// ---------------------------------------------------------------------------
+// Completion stage
+
+void NodeDriver::RunCompletion() {
+  std::deque<Completion> calls;
+  {
+    absl::MutexLock lock(&completion_mu_);
+    calls.swap(completion_queue_);
+  }
+  for (Completion& c : calls) c();
 }
 
 void NodeDriver::FailAllPending(const absl::Status& status) {
@@ -626,6 +912,19 @@ void NodeDriver::FailAllPending(const absl::Status& status) {
     pending.swap(pending_);
   }
   for (auto& [index, p] : pending) p.done(status);
+  std::multimap<LogIndex, StatusCallback> reads;
+  {
+    absl::MutexLock lock(&reads_mu_);
+    reads.swap(reads_waiting_);
+    reads_closed_ = true;
+  }
+  for (auto& [index, r] : reads) r(status);
+  std::deque<Completion> calls;
+  {
+    absl::MutexLock lock(&completion_mu_);
+    calls.swap(completion_queue_);
+  }
+  for (Completion& c : calls) c();
 }
 
 }  // namespace sessiond::replication

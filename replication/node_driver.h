@@ -1,39 +1,42 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 //
-// NodeDriver: the threads around the pure RaftCore (the role of etcd-io/raft's
-// node.go and of tikv's raftstore apply/propose loop). The write path:
+// NodeDriver: the one driver around the pure RaftCore (the role of
+// etcd-io/raft's node.go and of tikv's raftstore propose/apply loops). The
+// write path:
 //
-//   caller --Propose--> inbox --driver thread--> RaftCore::Propose (one call
-//   for every proposal queued since the last loop) --TakeReady-->
-//     send_now           -> Transport, at once
-//     to_persist/hard    -> log-writer thread: ONE synced LogStore::Append for
-//                           all work queued since its last write (group
-//                           commit), then "persisted through (index, term)"
-//                           back to the inbox
-//     send_after_persist -> held by the log writer's batch, sent by the driver
-//                           after OnPersisted for that batch
-//     committed          -> apply thread: StateMachine::Apply in batches,
-//                           then "applied through" back to the inbox; the
-//                           proposers' callbacks (matched by index AND term)
-//                           go to the completion thread
-//   ticker thread        -> a tick into the inbox every tick_interval
+//   caller --Propose--> inbox --driver stage--> RaftCore::Propose (one call
+//   for every proposal queued since the last run) --TakeReady-->
+//     send_now           -> Transport, at once (the leader's disk write runs
+//                           in parallel with replication)
+//     to_persist/hard    -> log-writer stage: ONE LogStore::Append for all
+//                           work queued since its last write (group commit),
+//                           synced unless only the commit index changed
+//                           (etcd's MustSync), then "persisted through
+//                           (index, term)" back to the inbox
+//     send_after_persist -> sent by the driver stage after OnPersisted for
+//                           the write that holds what they promise
+//     committed          -> apply stage: StateMachine::Apply in batches, then
+//                           "applied through" back to the inbox; proposers'
+//                           callbacks (matched by index AND term) and reads
+//                           waiting for that index go to the completion stage
+//     read_states        -> reads complete once applied through their index
 //
-// Thread map (STYLE.md 2.4):
-//   driver thread      sole owner of the RaftCore; never blocks on disk.
-//   log-writer thread  sole writer of the LogStore (reads come from the core
-//                      on the driver thread, which the LogStore contract
-//                      allows concurrently).
-//   apply thread       sole caller of StateMachine::Apply/ApplySnapshot.
-//   completion thread  runs the proposers' callbacks, in log order (a
-//                      callback that finishes a gRPC call sends the response
-//                      on this thread, not on the apply thread).
-//   ticker thread      only posts ticks.
+// Stages and who owns what (STYLE.md 2.4); a Runtime decides which thread
+// runs each stage (ThreadRuntime: one thread each; the simulation: one
+// thread for everything, after seeded delays):
+//   driver stage      sole owner of the RaftCore; derives ticks from the
+//                     Runtime's clock; never waits for disk or network.
+//   log-writer stage  sole writer of the LogStore (the core reads it from
+//                     the driver stage, which the LogStore contract allows).
+//   apply stage       sole caller of StateMachine::Apply/ApplySnapshot.
+//   completion stage  runs callbacks, in order (a callback that finishes a
+//                     gRPC call writes to the socket on this stage).
 // Fault points (common/fault_point.h), for crash tests on the real binary:
-//   log.before_append, log.after_append    around the synced log write
+//   log.before_append, log.after_append    around a synced log write
 //   apply.before_apply, apply.after_apply  around StateMachine::Apply
 // Lock order: no lock of this class is held while taking another, and none
-// is held while calling a callback, the LogStore, the StateMachine or the
-// Transport.
+// is held while calling a callback, the LogStore, the StateMachine, the
+// Transport or the Runtime.
 #ifndef SESSIOND_REPLICATION_NODE_DRIVER_H_
 #define SESSIOND_REPLICATION_NODE_DRIVER_H_
 
@@ -46,7 +49,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -55,6 +57,7 @@
 #include "absl/time/time.h"
 #include "replication/core/raft_core.h"
 #include "replication/log_store.h"
+#include "replication/runtime.h"
 #include "replication/state_machine.h"
 #include "replication/transport.h"
 
@@ -62,18 +65,37 @@ namespace sessiond::replication {
 
 struct NodeDriverOptions {
   RaftConfig raft;
-  // Logical time: one RaftCore::Tick per interval. With the default
-  // election_ticks of 10 an election starts after 1-2 s without a leader.
+  // Logical time: one RaftCore::Tick per interval of the Runtime's clock.
+  // With the default election_ticks of 10 an election starts after 1-2 s
+  // without a leader.
   std::chrono::milliseconds tick_interval{100};
   // Seeds the core's random choices (election timeouts).
   uint64_t seed = 1;
   // Stop() waits at most this long for proposals in flight to complete; the
   // rest are answered Unavailable "shutting down".
   std::chrono::milliseconds drain_timeout{5000};
+  // Back-pressure: proposals accepted and not yet answered, and their bytes.
+  // Past either bound Propose answers ResourceExhausted at once instead of
+  // queueing without limit (a leader that lost its quorum, a slow disk).
+  size_t max_pending_proposals = 100000;
+  uint64_t max_pending_bytes = 256ull << 20;
+  // Peer messages waiting for the driver stage; more are dropped (Raft
+  // tolerates loss; the sender retransmits).
+  size_t max_inbox_messages = 100000;
+  // Compaction keeps this many entries below the snapshot's index, so a
+  // follower that lags a little catches up from the log rather than with a
+  // whole snapshot (etcd's SnapshotCatchUpEntries).
+  uint64_t compaction_catch_up_entries = 5000;
+  // A ReadIndex request still unanswered after this many ticks fails with
+  // Unavailable (its message to the leader may have been lost).
+  int read_timeout_ticks = 20;
+  // Ticks handed to the core at most per driver run after a stall (a paused
+  // process): enough to expire any lease and election timeout.
+  int max_catch_up_ticks = 1000;
 };
 
-// What the driver knows about its node, for status pages, health checks and
-// tests. A copy: it may be stale by the time it is read.
+// What the driver knows about its node, for status pages, health checks,
+// reads and tests. A copy: it may be stale by the time it is read.
 struct NodeStatus {
   NodeId id;
   Role role = Role::kFollower;
@@ -81,6 +103,17 @@ struct NodeStatus {
   NodeId leader;  // 0 when unknown
   LogIndex commit;
   LogIndex applied;  // the state machine's applied index
+  LogIndex first_index;
+  LogIndex last_index;
+  ConfState conf_state;
+  NodeId lead_transferee;  // 0: no leadership transfer in progress
+  // Leader only: each member's matched index.
+  std::map<NodeId, LogIndex> match;
+  // The highest commit index heard from a leader (or this node's own commit
+  // while leader), and when a leader was last heard from (Runtime clock;
+  // while leader: the last driver run). Infinite past when never.
+  LogIndex leader_commit;
+  absl::Duration last_leader_contact = -absl::InfiniteDuration();
   // True when this node is leader and has applied every entry up to the
   // first entry of its term: reads of the local state machine see every
   // write acknowledged by any earlier leader.
@@ -91,33 +124,46 @@ struct NodeStatus {
 // RaftCore::Propose call and per synced log write show how well group
 // commit batches.
 struct NodeDriverMetrics {
-  uint64_t proposals = 0;        // Propose() calls accepted
-  uint64_t propose_batches = 0;  // RaftCore::Propose calls
-  uint64_t log_writes = 0;       // synced LogStore::Append calls
+  uint64_t proposals = 0;            // Propose() calls accepted
+  uint64_t proposals_refused = 0;    // ResourceExhausted by back-pressure
+  uint64_t propose_batches = 0;      // RaftCore::Propose calls
+  uint64_t log_writes = 0;           // synced LogStore::Append calls (fsyncs)
+  uint64_t log_writes_unsynced = 0;  // commit-only hard state writes
   uint64_t entries_persisted = 0;
   uint64_t apply_batches = 0;  // StateMachine::Apply calls
   uint64_t entries_applied = 0;
+  uint64_t reads = 0;              // ReadIndex() calls
+  uint64_t read_index_rounds = 0;  // RaftCore::ReadIndex calls
+  uint64_t messages_dropped = 0;   // inbox full
+  uint64_t snapshots_installed = 0;
 };
 
 // Thread-safe. Owned by the composition root (server/daemon.cc). The
-// LogStore, StateMachine and Transport must outlive the driver (until Stop()
-// returns or the driver is destroyed).
-class NodeDriver : public MessageSink {
+// LogStore, StateMachine, Transport and Runtime must outlive the driver
+// (until Stop() returns or the driver is destroyed).
+class NodeDriver : public MessageSink, public StageRunner {
  public:
   using ProposeCallback = std::function<void(ApplyResult)>;
+  using StatusCallback = std::function<void(absl::Status)>;
 
-  // Builds the core from `log`'s durable state and starts the threads. A
-  // group whose only voter is this node campaigns at once and becomes
-  // leader without waiting for an election timeout.
+  // Builds the core from `log`'s durable state and starts running on a
+  // ThreadRuntime it owns. A group whose only voter is this node campaigns
+  // at once and becomes leader without waiting for an election timeout.
   //
   // Entries at or below state_machine->applied_index() were applied before
   // a restart; they are not applied again. Entries past it are applied as
   // soon as the core hands them out as committed (after the new term's
-  // first entry commits).
+  // first entry commits). REQUIRES: the state machine holds at least the
+  // log's snapshot (the daemon re-applies it after a crash in between).
   // Errors: those of RaftCore::Create (InvalidArgument, DataLoss).
   static absl::StatusOr<std::unique_ptr<NodeDriver>> Start(
       const NodeDriverOptions& options, LogStore* log,
       StateMachine* state_machine, Transport* transport);
+
+  // As Start, on a Runtime the caller owns (the simulation's).
+  static absl::StatusOr<std::unique_ptr<NodeDriver>> StartOn(
+      const NodeDriverOptions& options, LogStore* log,
+      StateMachine* state_machine, Transport* transport, Runtime* runtime);
 
   // Stops if still running.
   ~NodeDriver() override;
@@ -127,50 +173,83 @@ class NodeDriver : public MessageSink {
   // Queues `command` for the log; never blocks on the core or the disk.
   // Proposals queued together are appended with one RaftCore::Propose and
   // persisted with one synced write. `done` is called exactly once and must
-  // not block: from the completion thread (applied), the driver thread
-  // (refused by the core), or the calling thread of Propose or Stop
-  // (shutting down):
+  // not block: from the completion stage (applied), the driver stage
+  // (refused by the core), or the calling thread of Propose or Stop:
   //   the state machine's ApplyResult once the entry is committed and applied;
   //   Unavailable when this node is not the leader (the message names the
   //     leader when known), when leadership changed before the entry
   //     committed ("leadership changed; retry"), or "shutting down";
-  //   ResourceExhausted when the core refuses more uncommitted data.
+  //   ResourceExhausted when too many proposals wait already (back-pressure,
+  //     NodeDriverOptions) or the core refuses more uncommitted data.
   void Propose(std::string command, ProposeCallback done);
 
-  // Drops log entries through `through` (or through the applied index
-  // reported to the core, if lower), asynchronously, on the log-writer
-  // thread. REQUIRES: the state machine holds those entries durably; its
-  // Apply writes need not be synced, so the caller must make them durable
-  // first (the daemon syncs the RocksDB WAL that the state and the log
-  // share after reading applied_index()). A later, higher request
-  // supersedes an earlier one.
-  void CompactLog(LogIndex through);
+  // Proposes a membership change; `done` as for Propose (OK with an empty
+  // value once the change is applied). FailedPrecondition when another
+  // change is pending or the change makes no sense (RaftCore).
+  void ProposeConfChange(const ConfChange& change, ProposeCallback done);
+
+  // Starts a leadership transfer to `target`. `done` says whether it
+  // started (Unavailable: not leader; InvalidArgument: not a voter); the
+  // caller watches status() for the new leader.
+  void TransferLeadership(NodeId target, StatusCallback done);
+
+  // A linearizable read point (Raft thesis 6.4): `done(OK)` once this node's
+  // state machine has applied every write committed before the call;
+  // Unavailable when no leader is known, leadership changed, the request
+  // timed out, or the node is shutting down. Concurrent calls share one
+  // ReadIndex round. Works on followers (forwarded to the leader). `done`
+  // runs on the completion stage or the calling thread and must not block.
+  void ReadIndex(StatusCallback done);
+
+  // `done(OK)` once this node's state machine has applied through `index`
+  // (at once when it has); Unavailable when the driver stops first. Runs on
+  // the completion stage or the calling thread; must not block.
+  void WhenApplied(LogIndex index, StatusCallback done);
+
+  // The Runtime's clock (NodeStatus::last_leader_contact is on it).
+  absl::Duration Now() const { return runtime_->Elapsed(); }
+
+  // Log compaction: records `snapshot` (made durable by the state machine,
+  // StateMachine::CreateSnapshot) as the snapshot lagging followers receive,
+  // and drops the log through its index minus compaction_catch_up_entries
+  // (never past what the state machine reported applied). Asynchronous, on
+  // the log-writer stage. An older snapshot than the last one is ignored.
+  void CompactLog(Snapshot snapshot);
 
   // Raft messages from peers (called by the Transport).
   void Deliver(std::vector<Message> messages) override;
 
   // Stops accepting proposals (Unavailable "shutting down"), waits up to
-  // drain_timeout for those in flight, then joins every thread. Idempotent.
+  // drain_timeout for those in flight, then stops the Runtime. Idempotent.
   void Stop();
 
   NodeStatus status() const;
   NodeDriverMetrics metrics() const;
 
+  // Blocks until `ready(status)` holds or `timeout` passes (real time).
+  // Returns whether it holds.
+  bool WaitFor(const std::function<bool(const NodeStatus&)>& ready,
+               absl::Duration timeout) const;
   // Blocks until this node is leader and caught up (see NodeStatus), or
   // `timeout` passes. Returns whether it is.
   bool WaitUntilLeaderCaughtUp(absl::Duration timeout) const;
 
+  // StageRunner: called by the Runtime.
+  void RunStage(Stage stage) override;
+
  private:
-  // Work for the log writer: one Ready's durable part.
+  // Work for the log writer: one Ready's durable part, or a compaction.
   struct PersistWork {
     std::vector<Entry> entries;
     std::optional<HardState> hard_state;
-    std::optional<Snapshot> snapshot;
-    // Log compaction (LogStore::Compact) through compact->meta.index.
+    std::optional<Snapshot> snapshot;  // install (received from a leader)
+    // Log compaction: record `compact` as the snapshot and drop entries
+    // through `truncate_through`.
     std::optional<Snapshot> compact;
+    LogIndex truncate_through;
     std::vector<Message> send_after_persist;
   };
-  // Work for the apply thread, in log order.
+  // Work for the apply stage, in log order.
   struct ApplyWork {
     std::optional<Snapshot> snapshot;
     std::vector<Entry> entries;
@@ -179,15 +258,27 @@ class NodeDriver : public MessageSink {
     std::string command;
     ProposeCallback done;
   };
+  struct ConfChangeRequest {
+    ConfChange change;
+    ProposeCallback done;
+  };
+  struct TransferRequest {
+    NodeId target;
+    StatusCallback done;
+  };
   struct PendingProposal {
     Term term;
     ProposeCallback done;
   };
-  struct Completion {
-    ProposeCallback done;
-    ApplyResult result;
+  // A ReadIndex round: every read that joined it, and when it was asked.
+  struct ReadRound {
+    int64_t asked_tick = 0;
+    Term term;
+    std::vector<StatusCallback> readers;
   };
-  // One persisted batch, reported back to the driver thread.
+  // A callback to run on the completion stage.
+  using Completion = std::function<void()>;
+  // One persisted batch, reported back to the driver stage.
   struct Persisted {
     std::optional<std::pair<LogIndex, Term>> through;
     std::optional<LogIndex> snapshot_index;
@@ -197,74 +288,96 @@ class NodeDriver : public MessageSink {
 
   NodeDriver(const NodeDriverOptions& options, LogStore* log,
              StateMachine* state_machine, Transport* transport,
-             std::unique_ptr<RaftCore> core);
+             std::unique_ptr<RaftCore> core, Runtime* runtime,
+             std::unique_ptr<Runtime> owned_runtime);
 
-  void DriverLoop();
-  void LogWriterLoop();
-  void ApplyLoop();
-  void TickerLoop();
+  void RunDriver();
+  void RunLogWriter();
+  void RunApply();
+  void RunCompletion();
 
-  // Driver thread: hands one Ready's parts to the transport and threads.
+  // Driver stage.
+  void CatchUpTicks();
+  void StepMessages(std::vector<Message> messages);
   void Dispatch(Ready ready);
   void ProposeBatch(std::vector<Proposal> proposals);
-  void RequestCompaction(LogIndex through);
+  void StartReadRound(std::vector<StatusCallback> readers);
+  void FinishReadStates(std::vector<ReadState> read_states);
+  void ExpireReadRounds(bool leadership_changed);
+  void RequestCompaction(Snapshot snapshot);
   void RefreshStatus();
+  void RefuseInbox(const absl::Status& status);
 
-  // Apply thread: completes callbacks for applied entries.
+  // Apply stage: hands proposers' results and ripe reads to completion.
   void CompleteProposals(const std::vector<Entry>& entries,
                          std::vector<ApplyResult>* results);
-  // Hands callbacks to the completion thread, in order.
+  void CompleteReadsThrough(LogIndex applied);
   void PostCompletions(std::vector<Completion> calls);
-  void CompletionLoop();
   void FailAllPending(const absl::Status& status);
 
+  // Wraps `done` so the back-pressure counters drop when it runs.
+  ProposeCallback Counted(ProposeCallback done, uint64_t bytes);
+
   const NodeDriverOptions options_;
-  LogStore* const log_;                // outlives this
-  StateMachine* const state_machine_;  // outlives this
-  Transport* const transport_;         // outlives this
+  LogStore* const log_;                     // outlives this
+  StateMachine* const state_machine_;       // outlives this
+  Transport* const transport_;              // outlives this
+  std::unique_ptr<Runtime> owned_runtime_;  // Start(): ours; StartOn: null
+  Runtime* const runtime_;                  // owned_runtime_ or the caller's
 
-  // Owned by the driver thread once Start() returns.
+  // Owned by the driver stage once started.
   std::unique_ptr<RaftCore> core_;
-  LogIndex applied_reported_;   // last OnApplied (driver thread)
-  LogIndex compact_requested_;  // last compaction handed to the log writer
+  int64_t ticks_done_ = 0;
+  LogIndex applied_reported_;   // last OnApplied
+  LogIndex compact_requested_;  // index of the last snapshot handed over
+  uint64_t next_read_round_ = 1;
+  std::map<uint64_t, ReadRound> read_rounds_;  // by ReadIndex context
+  Term last_term_;
+  Role last_role_ = Role::kFollower;
+  NodeId last_leader_;
 
-  // The driver's inbox. inbox_cv_ wakes the driver thread, ticker_cv_ the
-  // ticker (which sleeps on inbox_mu_ so Stop can wake it).
+  // The driver stage's inbox.
   mutable absl::Mutex inbox_mu_;
-  absl::CondVar inbox_cv_;
-  absl::CondVar ticker_cv_;
   std::vector<Proposal> inbox_proposals_ ABSL_GUARDED_BY(inbox_mu_);
+  std::vector<ConfChangeRequest> inbox_conf_changes_ ABSL_GUARDED_BY(inbox_mu_);
+  std::vector<TransferRequest> inbox_transfers_ ABSL_GUARDED_BY(inbox_mu_);
+  std::vector<StatusCallback> inbox_reads_ ABSL_GUARDED_BY(inbox_mu_);
   std::vector<Message> inbox_messages_ ABSL_GUARDED_BY(inbox_mu_);
-  uint64_t inbox_ticks_ ABSL_GUARDED_BY(inbox_mu_) = 0;
   std::vector<Persisted> inbox_persisted_ ABSL_GUARDED_BY(inbox_mu_);
   std::optional<LogIndex> inbox_applied_ ABSL_GUARDED_BY(inbox_mu_);
-  std::optional<LogIndex> inbox_compact_ ABSL_GUARDED_BY(inbox_mu_);
+  std::optional<Snapshot> inbox_compact_ ABSL_GUARDED_BY(inbox_mu_);
   // Proposals taken from the inbox by the driver and not yet registered in
   // pending_ (so Stop's drain does not miss them in between).
   size_t proposals_at_driver_ ABSL_GUARDED_BY(inbox_mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(inbox_mu_) = true;
   bool driver_stop_ ABSL_GUARDED_BY(inbox_mu_) = false;
-  bool ticker_stop_ ABSL_GUARDED_BY(inbox_mu_) = false;
 
   // The log writer's queue.
   absl::Mutex persist_mu_;
-  absl::CondVar persist_cv_;
   std::deque<PersistWork> persist_queue_ ABSL_GUARDED_BY(persist_mu_);
-  bool persist_stop_ ABSL_GUARDED_BY(persist_mu_) = false;
-  // Highest snapshot index made durable by the log writer; the apply thread
-  // waits for it before handing a snapshot to the state machine.
+  // Highest snapshot index made durable by the log writer; the apply stage
+  // hands a snapshot to the state machine only once it is.
   LogIndex snapshot_installed_ ABSL_GUARDED_BY(persist_mu_);
+  // Log-writer stage only: the term and vote of the last synced hard state.
+  HardState synced_hard_state_;
 
-  // The apply thread's queue.
+  // The apply stage's queue.
   absl::Mutex apply_mu_;
-  absl::CondVar apply_cv_;
   std::deque<ApplyWork> apply_queue_ ABSL_GUARDED_BY(apply_mu_);
-  bool apply_stop_ ABSL_GUARDED_BY(apply_mu_) = false;
 
   // Proposals appended to the log and waiting to be applied, by index.
-  // Inserted by the driver thread, completed by the apply thread.
+  // Inserted by the driver stage, completed by the apply stage.
   mutable absl::Mutex pending_mu_;
   std::map<LogIndex, PendingProposal> pending_ ABSL_GUARDED_BY(pending_mu_);
+
+  // Reads whose read index is known, waiting for the apply stage to reach
+  // it. `applied_for_reads_` is the apply stage's progress, kept under the
+  // same lock so a read is never registered just after its index passed.
+  absl::Mutex reads_mu_;
+  std::multimap<LogIndex, StatusCallback> reads_waiting_
+      ABSL_GUARDED_BY(reads_mu_);
+  LogIndex applied_for_reads_ ABSL_GUARDED_BY(reads_mu_);
+  bool reads_closed_ ABSL_GUARDED_BY(reads_mu_) = false;  // stopped
 
   mutable absl::Mutex status_mu_;
   mutable absl::CondVar status_cv_;
@@ -272,29 +385,31 @@ class NodeDriver : public MessageSink {
   // Index of the first entry of the current leader term (driver-written).
   LogIndex leader_first_index_ ABSL_GUARDED_BY(status_mu_);
 
+  // Back-pressure: proposals accepted and not yet answered.
+  std::atomic<int64_t> outstanding_proposals_{0};
+  std::atomic<int64_t> outstanding_bytes_{0};
+
   std::atomic<uint64_t> metric_proposals_{0};
+  std::atomic<uint64_t> metric_proposals_refused_{0};
   std::atomic<uint64_t> metric_propose_batches_{0};
   std::atomic<uint64_t> metric_log_writes_{0};
+  std::atomic<uint64_t> metric_log_writes_unsynced_{0};
   std::atomic<uint64_t> metric_entries_persisted_{0};
   std::atomic<uint64_t> metric_apply_batches_{0};
   std::atomic<uint64_t> metric_entries_applied_{0};
+  std::atomic<uint64_t> metric_reads_{0};
+  std::atomic<uint64_t> metric_read_rounds_{0};
+  std::atomic<uint64_t> metric_messages_dropped_{0};
+  std::atomic<uint64_t> metric_snapshots_installed_{0};
 
-  // Callbacks to run, in order, on the completion thread: a callback
+  // Callbacks to run, in order, on the completion stage: a callback
   // typically finishes a gRPC call, and gRPC then writes the response to the
-  // socket on the calling thread; the apply thread does not wait for that.
+  // socket on the calling thread; the apply stage does not wait for that.
   absl::Mutex completion_mu_;
-  absl::CondVar completion_cv_;
   std::deque<Completion> completion_queue_ ABSL_GUARDED_BY(completion_mu_);
-  bool completion_stop_ ABSL_GUARDED_BY(completion_mu_) = false;
 
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
-
-  std::thread driver_thread_;
-  std::thread log_writer_thread_;
-  std::thread apply_thread_;
-  std::thread ticker_thread_;
-  std::thread completion_thread_;
 };
 
 }  // namespace sessiond::replication

@@ -19,8 +19,9 @@ using ApplyResult = absl::StatusOr<std::any>;
 // The replicated state machine: applies committed entries in log order.
 // Implemented by storage::SessionStateMachine.
 //
-// Thread safety: Apply, ApplySnapshot and TakeSnapshot are called from one
-// thread (the apply thread). applied_index() may be read from any thread.
+// Thread safety: Apply and ApplySnapshot are called from one stage (the
+// driver's apply stage). applied_index() and CreateSnapshot() may be called
+// from any thread, concurrently with them.
 class StateMachine {
  public:
   virtual ~StateMachine() = default;
@@ -38,11 +39,16 @@ class StateMachine {
   // The last applied index (0 on a new store).
   virtual LogIndex applied_index() const = 0;
 
-  // An image of the whole state through applied_index(), for a snapshot.
-  virtual absl::StatusOr<std::string> TakeSnapshot() = 0;
+  // Makes a durable image of the whole state as of some applied index (at
+  // least every entry applied when the call began), for log compaction and
+  // for followers that lag too far: meta is that index, its term and the
+  // membership then; `data` is the image or a reference to it that this
+  // state machine's ApplySnapshot (and the transport) understand.
+  virtual absl::StatusOr<Snapshot> CreateSnapshot() = 0;
 
   // Replaces the whole state with a snapshot's image; applied_index()
-  // becomes meta.index.
+  // becomes meta.index. An error leaves the state as it was, or is
+  // Internal (the caller stops the node).
   virtual absl::Status ApplySnapshot(const Snapshot& snapshot) = 0;
 };
 

@@ -38,6 +38,43 @@ absl::Status ValidateNonEmpty(const std::string& value) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateOptionalListen(const std::string& value) {
+  if (value.empty()) return absl::OkStatus();
+  return ValidateListen(value);
+}
+
+absl::Status ValidateInitialCluster(const std::string& value) {
+  return ParseInitialCluster(value).status();
+}
+
+absl::Status ValidateClusterState(const std::string& value) {
+  if (value == "new" || value == "existing") return absl::OkStatus();
+  return absl::InvalidArgumentError("must be new or existing");
+}
+
+absl::Status ValidateReadMode(const std::string& value) {
+  if (value == "lease" || value == "readindex") return absl::OkStatus();
+  return absl::InvalidArgumentError("must be lease or readindex");
+}
+
+absl::StatusOr<uint64_t> ParseClusterId(const std::string& value) {
+  uint64_t id = 0;
+  absl::string_view digits = value;
+  const bool hex = absl::ConsumePrefix(&digits, "0x");
+  const bool ok =
+      hex ? absl::SimpleHexAtoi(digits, &id) : absl::SimpleAtoi(digits, &id);
+  if (!ok || id == 0) {
+    return absl::InvalidArgumentError(
+        "must be a non-zero number, decimal or 0x-hex");
+  }
+  return id;
+}
+
+absl::Status ValidateClusterId(const std::string& value) {
+  if (value.empty()) return absl::OkStatus();
+  return ParseClusterId(value).status();
+}
+
 // One row per option. Defaults live in Config's member initializers (one
 // place); the table gives each its name, help, range or validator.
 struct Option {
@@ -170,6 +207,91 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(shutdown_grace_ms),
        .min = 0,
        .max = 3600 * 1000},
+      {.name = "node_id",
+       .help = "this node's id in the cluster",
+       .int_field = SESSIOND_INT_FIELD(node_id),
+       .min = 1},
+      {.name = "initial_cluster",
+       .help = "every initial member's peer address, "
+               "1=host:port,2=host:port,... (empty: a single node); read "
+               "only when the data dir is new",
+       .string_field = SESSIOND_STRING_FIELD(initial_cluster),
+       .validate = ValidateInitialCluster},
+      {.name = "initial_cluster_state",
+       .help = "new: bootstrap a new cluster from --initial_cluster; "
+               "existing: join a running cluster this node was added to",
+       .string_field = SESSIOND_STRING_FIELD(initial_cluster_state),
+       .validate = ValidateClusterState},
+      {.name = "peer_listen",
+       .help = "address the peer (Raft) listener binds (default: this "
+               "node's --initial_cluster entry)",
+       .string_field = SESSIOND_STRING_FIELD(peer_listen),
+       .validate = ValidateOptionalListen},
+      {.name = "advertise_client",
+       .help = "client address announced to the cluster and to clients "
+               "(default: the address --listen bound)",
+       .string_field = SESSIOND_STRING_FIELD(advertise_client),
+       .validate = ValidateOptionalListen},
+      {.name = "cluster_id",
+       .help = "the cluster's id, decimal or 0x-hex (default: derived from "
+               "--cluster_token and --initial_cluster)",
+       .string_field = SESSIOND_STRING_FIELD(cluster_id),
+       .validate = ValidateClusterId},
+      {.name = "cluster_token",
+       .help = "name that keeps clusters built from the same "
+               "--initial_cluster apart (part of the derived cluster id)",
+       .string_field = SESSIOND_STRING_FIELD(cluster_token),
+       .validate = ValidateNonEmpty},
+      {.name = "election_ticks",
+       .help = "ticks without a leader before a follower campaigns "
+               "(randomized up to twice this)",
+       .int_field = SESSIOND_INT_FIELD(election_ticks),
+       .min = 3,
+       .max = 1000},
+      {.name = "heartbeat_ticks",
+       .help = "ticks between a leader's heartbeats",
+       .int_field = SESSIOND_INT_FIELD(heartbeat_ticks),
+       .min = 1,
+       .max = 1000},
+      {.name = "read_mode",
+       .help = "linearizable reads on the leader: lease (no round trip while "
+               "its lease holds) or readindex (a heartbeat round per batch)",
+       .string_field = SESSIOND_STRING_FIELD(read_mode),
+       .validate = ValidateReadMode},
+      {.name = "linearizable_timeout_ms",
+       .help = "default-consistency validations wait this long for the "
+               "leader before answering locally, marked stale",
+       .int_field = SESSIOND_INT_FIELD(linearizable_timeout_ms),
+       .min = 1,
+       .max = 60 * 1000},
+      {.name = "request_timeout_ms",
+       .help = "longest a write or linearizable read waits when the client "
+               "set no deadline",
+       .int_field = SESSIOND_INT_FIELD(request_timeout_ms),
+       .min = 10,
+       .max = 3600 * 1000},
+      {.name = "snapshot_catch_up_entries",
+       .help = "log entries kept before a snapshot for followers that lag "
+               "a little",
+       .int_field = SESSIOND_INT_FIELD(snapshot_catch_up_entries),
+       .min = 0,
+       .max = 100000000},
+      {.name = "max_pending_writes",
+       .help = "writes waiting for the log; more get RESOURCE_EXHAUSTED",
+       .int_field = SESSIOND_INT_FIELD(max_pending_writes),
+       .min = 1,
+       .max = 100000000},
+      {.name = "clock_slew_ppm",
+       .help = "how fast cluster time may move toward the wall clock, in "
+               "parts per million",
+       .int_field = SESSIOND_INT_FIELD(clock_slew_ppm),
+       .min = 0,
+       .max = 100000},
+      {.name = "unsafe_peer_drop_file",
+       .help = "tests only: drop peer traffic to and from the node ids "
+               "listed in this file (re-read while running)",
+       .string_field = SESSIOND_STRING_FIELD(unsafe_peer_drop_file),
+       .hidden = true},
       {.name = "fault_point",
        .help = "NAME[@N]: exit with code 86 at the N-th pass of this fault "
                "point (fault tests only)",
@@ -220,7 +342,26 @@ absl::Status SetOption(const Option& o, const std::string& value,
 }
 
 absl::Status CheckConsistent(const Config& config) {
-  return CheckLimitsConsistent(config.limits);
+  if (absl::Status s = CheckLimitsConsistent(config.limits); !s.ok()) return s;
+  if (config.heartbeat_ticks >= config.election_ticks) {
+    return absl::InvalidArgumentError(
+        "--heartbeat_ticks must be below --election_ticks");
+  }
+  absl::StatusOr<std::map<uint64_t, std::string>> members =
+      ParseInitialCluster(config.initial_cluster);
+  if (!members.ok()) return members.status();
+  if (!members->empty() &&
+      members->count(static_cast<uint64_t>(config.node_id)) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--node_id ", config.node_id, " is not in --initial_cluster \"",
+        config.initial_cluster, "\""));
+  }
+  if (members->empty() && config.initial_cluster_state == "existing") {
+    return absl::InvalidArgumentError(
+        "--initial_cluster_state=existing needs --initial_cluster with the "
+        "addresses of running members to join");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -338,6 +479,54 @@ absl::StatusOr<ParsedConfig> ParseConfig(int argc, const char* const* argv) {
   }
   if (absl::Status s = CheckConsistent(config); !s.ok()) return s;
   return out;
+}
+
+absl::StatusOr<std::map<uint64_t, std::string>> ParseInitialCluster(
+    const std::string& value) {
+  std::map<uint64_t, std::string> members;
+  if (value.empty()) return members;
+  for (absl::string_view item : absl::StrSplit(value, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    const size_t eq = item.find('=');
+    uint64_t id = 0;
+    if (eq == absl::string_view::npos ||
+        !absl::SimpleAtoi(item.substr(0, eq), &id) || id == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "\"", item, "\" is not ID=host:port with a non-zero ID"));
+    }
+    const std::string address(absl::StripAsciiWhitespace(item.substr(eq + 1)));
+    if (absl::Status s = ValidateListen(address); !s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", item, "\": ", s.message()));
+    }
+    if (!members.emplace(id, address).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("node ", id, " is listed twice"));
+    }
+  }
+  return members;
+}
+
+absl::StatusOr<uint64_t> ConfiguredClusterId(const Config& config) {
+  if (!config.cluster_id.empty()) return ParseClusterId(config.cluster_id);
+  absl::StatusOr<std::map<uint64_t, std::string>> members =
+      ParseInitialCluster(config.initial_cluster);
+  if (!members.ok()) return members.status();
+  if (members->empty()) return 0;
+  // FNV-1a over the token and the sorted members: the same flags on every
+  // node give the same id; another token or member list gives another.
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](absl::string_view bytes) {
+    for (unsigned char c : bytes) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(config.cluster_token);
+  for (const auto& [id, address] : *members) {
+    mix(absl::StrCat("|", id, "=", address));
+  }
+  return h == 0 ? 1 : h;
 }
 
 std::string ConfigSummary(const Config& config) {

@@ -3,6 +3,7 @@
 #define SESSIOND_SERVER_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,49 @@ struct Config {
   int64_t log_compact_min_entries = 10000;
   // How long SIGTERM waits for in-flight calls before cancelling them.
   int64_t shutdown_grace_ms = 5000;
+
+  // Cluster (docs/OPERATIONS.md). Without initial_cluster: a single node.
+  int64_t node_id = 1;
+  // "1=host:port,2=host:port,3=host:port": every initial member's peer
+  // address. Read only when the data dir is new.
+  std::string initial_cluster;
+  // "new": bootstrap a new cluster from initial_cluster; "existing": join a
+  // running cluster this node was added to (AdminService.AddMember).
+  std::string initial_cluster_state = "new";
+  // Address the peer listener binds (default: this node's initial_cluster
+  // entry).
+  std::string peer_listen;
+  // The client address other nodes and clients are told (default: the
+  // address the client listener bound).
+  std::string advertise_client;
+  // The cluster's id, decimal or 0x-hex (default: derived from
+  // cluster_token and initial_cluster, as etcd does).
+  std::string cluster_id;
+  std::string cluster_token = "sessiond";
+  int64_t election_ticks = 10;
+  int64_t heartbeat_ticks = 1;
+  // Linearizable reads on the leader: "lease" (no round trip while a quorum
+  // acknowledged a recent heartbeat; assumes bounded clock drift) or
+  // "readindex" (a heartbeat round per batch of reads).
+  std::string read_mode = "lease";
+  // Default-consistency validations wait this long for the leader before
+  // answering from this node's table, marked stale.
+  int64_t linearizable_timeout_ms = 300;
+  // A write or linearizable read without a client deadline waits at most
+  // this long.
+  int64_t request_timeout_ms = 10000;
+  // Log compaction keeps this many entries before the snapshot, so a
+  // follower that lags a little catches up from the log.
+  int64_t snapshot_catch_up_entries = 5000;
+  // Writes waiting for the log; more are refused with RESOURCE_EXHAUSTED.
+  int64_t max_pending_writes = 100000;
+  // How fast cluster time may move toward the wall clock, in parts per
+  // million of elapsed time (1000: 3.6 s per hour).
+  int64_t clock_slew_ppm = 1000;
+  // Hidden, tests only: a file listing node ids (comma or space separated)
+  // to which this node's peer traffic is dropped, both ways; re-read while
+  // running (a network partition on one machine).
+  std::string unsafe_peer_drop_file;
   // Hidden: a SESSIOND_FAULT_POINT name to crash at (fault tests).
   std::string fault_point;
   // Where the options came from (for the startup summary); empty: no file.
@@ -63,6 +107,16 @@ absl::Status ApplyConfigText(const std::string& text, const std::string& source,
 
 // One line: where it listens, data dir, shards and the non-default options.
 std::string ConfigSummary(const Config& config);
+
+// --initial_cluster parsed: node id -> peer address. InvalidArgument names
+// the bad entry.
+absl::StatusOr<std::map<uint64_t, std::string>> ParseInitialCluster(
+    const std::string& value);
+
+// The cluster id the config asks for: --cluster_id when given, else derived
+// from --cluster_token and --initial_cluster (0 for a single node without
+// either: the daemon picks a random one at bootstrap).
+absl::StatusOr<uint64_t> ConfiguredClusterId(const Config& config);
 
 // The names of all options, in table order (for tests and docs).
 std::vector<std::string> OptionNames();

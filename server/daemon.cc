@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/daemon.h"
 
+#include <grpcpp/client_context.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
@@ -8,28 +9,40 @@
 #include <grpcpp/server_builder.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
 #include "replication/node_driver.h"
-#include "replication/transport.h"
+#include "server/admin_service.h"
+#include "server/bootstrap.h"
+#include "server/cluster_agent.h"
+#include "server/cluster_clock.h"
+#include "server/delay_queue.h"
 #include "server/expiry_sweeper.h"
 #include "server/log_compactor.h"
+#include "server/peer_service.h"
+#include "server/peer_transport.h"
+#include "server/read_barrier.h"
 #include "server/session_service.h"
 #include "server/touch_buffer.h"
+#include "server/write_path.h"
 #include "storage/database.h"
 #include "storage/raft_log_store.h"
 #include "storage/session_state_machine.h"
 #include "storage/session_table.h"
+#include "storage/snapshot_files.h"
 
 namespace sessiond::server {
 namespace {
 
-// A single node is a Raft group whose only voter is node 1.
-constexpr uint64_t kSingleNodeId = 1;
 // Replaying a long log at start can take a while; past this the daemon
 // gives up instead of hanging with its port closed.
 constexpr absl::Duration kStartupTimeout = absl::Minutes(10);
@@ -37,6 +50,38 @@ constexpr absl::Duration kStartupTimeout = absl::Minutes(10);
 std::string HostOf(const std::string& listen) {
   const size_t colon = listen.rfind(':');
   return colon == std::string::npos ? listen : listen.substr(0, colon);
+}
+
+const char* RoleText(replication::Role role) {
+  switch (role) {
+    case replication::Role::kLeader:
+      return "leader";
+    case replication::Role::kCandidate:
+      return "candidate";
+    case replication::Role::kPreCandidate:
+      return "precandidate";
+    case replication::Role::kFollower:
+      return "follower";
+  }
+  return "follower";
+}
+
+uint64_t DirectoryBytes(const std::string& dir) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(dir, ec)) {
+    if (entry.is_regular_file(ec)) total += entry.file_size(ec);
+  }
+  return total;
+}
+
+// The server side of the peer channel's keepalive (peer_transport.cc).
+void AllowPeerKeepalive(grpc::ServerBuilder* builder) {
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
 }
 
 }  // namespace
@@ -49,6 +94,53 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   std::unique_ptr<Daemon> daemon(new Daemon(config));
   if (absl::Status s = daemon->Init(); !s.ok()) return s;
   return daemon;
+}
+
+sessiond::v1::internal::HelloResponse Daemon::Hello() const {
+  sessiond::v1::internal::HelloResponse hello;
+  hello.set_node_id(static_cast<uint64_t>(config_.node_id));
+  hello.set_cluster_id(hello_cluster_id_.load());
+  hello.set_bootstrapped(hello.cluster_id() != 0);
+  if (!running_.load()) return hello;
+  const replication::NodeStatus status = driver_->status();
+  hello.set_term(status.term.value());
+  hello.set_applied_index(status.applied.value());
+  hello.set_leader(status.leader.value());
+  *hello.mutable_cluster() = state_machine_->cluster_state();
+  for (NodeId v : status.conf_state.voters) hello.add_voters(v.value());
+  for (NodeId l : status.conf_state.learners) hello.add_learners(l.value());
+  return hello;
+}
+
+absl::Status Daemon::StartPeerListener() {
+  absl::StatusOr<std::map<uint64_t, std::string>> members =
+      ParseInitialCluster(config_.initial_cluster);
+  if (!members.ok()) return members.status();
+  const auto self = members->find(static_cast<uint64_t>(config_.node_id));
+  advertised_peer_ =
+      self == members->end() ? config_.peer_listen : self->second;
+  const std::string listen =
+      config_.peer_listen.empty() ? advertised_peer_ : config_.peer_listen;
+  if (listen.empty()) return absl::OkStatus();  // a single node
+  peer_service_ = std::make_unique<PeerService>(
+      NodeId(static_cast<uint64_t>(config_.node_id)),
+      [this] { return Hello(); });
+  grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  AllowPeerKeepalive(&builder);
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(peer_service_.get());
+  peer_server_ = builder.BuildAndStart();
+  if (peer_server_ == nullptr || port == 0) {
+    peer_server_.reset();
+    return absl::UnavailableError(absl::StrCat("cannot listen for peers on ",
+                                               listen, " (address in use?)"));
+  }
+  peer_address_ = absl::StrCat(HostOf(listen), ":", port);
+  if (advertised_peer_.empty()) advertised_peer_ = peer_address_;
+  return absl::OkStatus();
 }
 
 absl::Status Daemon::Init() {
@@ -66,82 +158,245 @@ absl::Status Daemon::Init() {
         absl::StrCat("--fault_point=", config_.fault_point,
                      ": expected NAME or NAME@N with N >= 1"));
   }
+  const NodeId self(static_cast<uint64_t>(config_.node_id));
 
   absl::StatusOr<std::unique_ptr<storage::Database>> db =
       storage::Database::Open(config_.data_dir, storage::DatabaseOptions{});
   if (!db.ok()) return db.status();
   db_ = *std::move(db);
-
   absl::StatusOr<std::unique_ptr<storage::RaftLogStore>> log =
       storage::RaftLogStore::Open(db_.get());
   if (!log.ok()) return log.status();
   log_ = *std::move(log);
-  if (log_->InitialConfState().voters.empty() &&
-      log_->InitialHardState().term == Term(0) &&
-      log_->LastIndex() == LogIndex(0)) {
-    // A fresh data dir: this node is the group's only voter.
-    replication::ConfState conf;
-    conf.voters.push_back(NodeId(kSingleNodeId));
-    if (absl::Status s = log_->Bootstrap(conf); !s.ok()) return s;
+  snapshots_ = std::make_unique<storage::SnapshotFiles>(
+      (std::filesystem::path(config_.data_dir) / "snap").string());
+  if (absl::Status s = snapshots_->Init(); !s.ok()) return s;
+  if (absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> id =
+          ReadIdentity(db_.get());
+      id.ok() && *id) {
+    hello_cluster_id_.store((*id)->cluster_id());
+  }
+  phase("open");
+
+  // The peer listener runs before the bootstrap decision: other new
+  // members ask this one Hello while it asks them.
+  if (absl::Status s = StartPeerListener(); !s.ok()) return s;
+  absl::StatusOr<std::map<uint64_t, std::string>> initial =
+      ParseInitialCluster(config_.initial_cluster);
+  if (!initial.ok()) return initial.status();
+  std::map<uint64_t, std::shared_ptr<sessiond::v1::internal::RaftPeer::Stub>>
+      hello_stubs;
+  for (const auto& [id, address] : *initial) {
+    if (id == self.value()) continue;
+    hello_stubs[id] =
+        sessiond::v1::internal::RaftPeer::NewStub(NewPeerChannel(address));
+  }
+  HelloAll hello_all = [&hello_stubs, self] {
+    std::map<uint64_t, absl::StatusOr<sessiond::v1::internal::HelloResponse>>
+        answers;
+    for (const auto& [id, stub] : hello_stubs) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(1));
+      sessiond::v1::internal::HelloRequest request;
+      request.set_from(self.value());
+      sessiond::v1::internal::HelloResponse response;
+      const grpc::Status s = stub->Hello(&context, request, &response);
+      if (s.ok()) {
+        answers.emplace(id, std::move(response));
+      } else {
+        answers.emplace(id, absl::UnavailableError(s.error_message()));
+      }
+    }
+    return answers;
+  };
+  absl::StatusOr<BootstrapDecision> decision =
+      DecideIdentity(config_, db_.get(), *log_, hello_all);
+  if (!decision.ok()) return decision.status();
+  cluster_id_ = decision->cluster_id;
+  hello_cluster_id_.store(cluster_id_);
+  if (decision->bootstrap_conf) {
+    if (absl::Status s = log_->Bootstrap(*decision->bootstrap_conf); !s.ok()) {
+      return s;
+    }
+  }
+  phase("identity");
+
+  PeerTransportOptions transport_options;
+  transport_options.cluster_id = cluster_id_;
+  transport_options.self = self;
+  transport_options.snapshots = snapshots_.get();
+  transport_options.drop_file = config_.unsafe_peer_drop_file;
+  transport_ = std::make_unique<PeerTransport>(transport_options);
+  for (const auto& [id, address] : *initial) {
+    transport_->SetAddress(NodeId(id), address);
   }
 
   storage::SessionTableOptions table_options;
-  phase("open");
   table_options.num_shards = static_cast<size_t>(config_.shards);
   table_ = std::make_unique<storage::SessionTable>(table_options);
   storage::SessionStateMachineOptions sm_options;
-  // Replicated behaviour: the same on every node, and the sweeper's too.
-  sm_options.expiry_leeway_ms = config_.expiry_leeway_ms;
+  sm_options.snapshots = snapshots_.get();
+  sm_options.bootstrap_conf = log_->InitialConfState();
+  PeerTransport* transport = transport_.get();
+  sm_options.on_cluster_state =
+      [transport](const sessiond::v1::internal::ClusterState& cluster) {
+        for (const auto& m : cluster.members()) {
+          transport->SetAddress(NodeId(m.node_id()), m.peer_address());
+        }
+      };
   absl::StatusOr<std::unique_ptr<storage::SessionStateMachine>> sm =
       storage::SessionStateMachine::Open(db_.get(), table_.get(), sm_options);
   if (!sm.ok()) return sm.status();
   state_machine_ = *std::move(sm);
+  const sessiond::v1::internal::ClusterState cluster =
+      state_machine_->cluster_state();
+  for (const auto& m : cluster.members()) {
+    transport_->SetAddress(NodeId(m.node_id()), m.peer_address());
+  }
+  // A crash between installing a snapshot in the log and in the state
+  // (NodeDriver does them in that order) leaves the state behind the log's
+  // first entry: the image is durable, so apply it again.
+  absl::StatusOr<replication::Snapshot> log_snapshot = log_->GetSnapshot();
+  if (!log_snapshot.ok()) return log_snapshot.status();
+  const bool legacy_snapshot =
+      !log_snapshot->empty() &&
+      !storage::DecodeSnapshotRef(log_snapshot->data).ok();
+  if (log_snapshot->meta.index > state_machine_->applied_index()) {
+    if (legacy_snapshot) {
+      return absl::DataLossError(absl::StrCat(
+          "the state (applied through ",
+          state_machine_->applied_index().value(),
+          ") lags the Raft log's snapshot at ",
+          log_snapshot->meta.index.value(),
+          ", which has no image to recover it from; restore this node from "
+          "a backup or re-add it to its cluster with an empty data dir"));
+    }
+    if (absl::Status s = state_machine_->ApplySnapshot(*log_snapshot);
+        !s.ok()) {
+      return s;
+    }
+  }
   phase("load");
 
-  transport_ = std::make_unique<replication::NoPeersTransport>();
   replication::NodeDriverOptions driver_options;
-  driver_options.raft.id = NodeId(kSingleNodeId);
+  driver_options.raft.id = self;
+  driver_options.raft.election_ticks = static_cast<int>(config_.election_ticks);
+  driver_options.raft.heartbeat_ticks =
+      static_cast<int>(config_.heartbeat_ticks);
+  driver_options.raft.pre_vote = true;
+  driver_options.raft.check_quorum = true;
+  driver_options.raft.read_only_mode =
+      config_.read_mode == "lease" ? replication::ReadOnlyMode::kLeaseBased
+                                   : replication::ReadOnlyMode::kReadIndex;
   driver_options.tick_interval = std::chrono::milliseconds(config_.tick_ms);
   driver_options.seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^
                         static_cast<uint64_t>(getpid());
+  driver_options.max_pending_proposals =
+      static_cast<size_t>(config_.max_pending_writes);
+  driver_options.compaction_catch_up_entries =
+      static_cast<uint64_t>(config_.snapshot_catch_up_entries);
+  driver_options.read_timeout_ticks =
+      2 * static_cast<int>(config_.election_ticks);
+  const LogIndex commit_at_start = log_->InitialHardState().commit;
   absl::StatusOr<std::unique_ptr<replication::NodeDriver>> driver =
       replication::NodeDriver::Start(driver_options, log_.get(),
                                      state_machine_.get(), transport_.get());
   if (!driver.ok()) return driver.status();
   driver_ = *std::move(driver);
-  // The log past the applied index is replayed before anything is served:
-  // until then the table may lack acknowledged writes.
-  if (!driver_->WaitUntilLeaderCaughtUp(kStartupTimeout)) {
-    return absl::UnavailableError(absl::StrCat(
-        "the node did not become leader with its log applied within ",
-        absl::FormatDuration(kStartupTimeout)));
+
+  timers_ = std::make_unique<DelayQueue>();
+  ClusterClockOptions clock_options;
+  clock_options.slew_ppm = config_.clock_slew_ppm;
+  storage::SessionStateMachine* machine = state_machine_.get();
+  clock_options.applied = [machine] { return machine->applied_time_sample(); };
+  clock_ = std::make_unique<ClusterClock>(clock_options);
+  WritePathOptions write_options;
+  write_options.cluster_id = cluster_id_;
+  write_options.self = self;
+  writes_ = std::make_unique<WritePath>(write_options, driver_.get(),
+                                        clock_.get(), transport_.get(),
+                                        state_machine_.get(), timers_.get());
+  ReadBarrierOptions read_options;
+  read_options.linearizable_timeout =
+      absl::Milliseconds(config_.linearizable_timeout_ms);
+  read_options.fresh_contact =
+      absl::Milliseconds(config_.tick_ms * config_.election_ticks);
+  reads_ =
+      std::make_unique<ReadBarrier>(read_options, driver_.get(), timers_.get());
+  touches_ = std::make_unique<TouchBuffer>(
+      writes_.get(), absl::Milliseconds(config_.touch_flush_interval_ms));
+  if (peer_service_ != nullptr) {
+    PeerServiceParts parts;
+    parts.cluster_id = cluster_id_;
+    parts.driver = driver_.get();
+    parts.transport = transport_.get();
+    parts.write_path = writes_.get();
+    parts.snapshots = snapshots_.get();
+    parts.status = [this](bool with_digest) { return SelfStatus(with_digest); };
+    peer_service_->Attach(std::move(parts));
+  }
+
+  // The log up to the commit index known at start is replayed before
+  // anything is served: until then the table may lack acknowledged writes.
+  // A single node is also its own leader by then.
+  const bool single = driver_->status().conf_state.voters.size() == 1 &&
+                      driver_->status().conf_state.voters[0] == self;
+  const bool replayed =
+      single ? driver_->WaitUntilLeaderCaughtUp(kStartupTimeout)
+             : driver_->WaitFor(
+                   [commit_at_start](const replication::NodeStatus& s) {
+                     return s.applied >= commit_at_start;
+                   },
+                   kStartupTimeout);
+  if (!replayed) {
+    return absl::UnavailableError(
+        absl::StrCat("the log was not replayed within ",
+                     absl::FormatDuration(kStartupTimeout)));
   }
   sessions_loaded_ = table_->size();
   phase("replay");
 
-  touches_ = std::make_unique<TouchBuffer>(
-      driver_.get(), absl::Milliseconds(config_.touch_flush_interval_ms));
   SessionServiceOptions service_options;
   service_options.limits = config_.limits;
-  service_options.expiry_leeway_ms = config_.expiry_leeway_ms;
+  service_options.request_timeout =
+      absl::Milliseconds(config_.request_timeout_ms);
   service_ = std::make_unique<SessionServiceImpl>(
-      service_options, table_.get(), driver_.get(), touches_.get());
-  service_->set_ready(true);
+      service_options, table_.get(), state_machine_.get(), clock_.get(),
+      reads_.get(), writes_.get(), touches_.get());
+  AdminServiceOptions admin_options;
+  admin_options.cluster_id = cluster_id_;
+  admin_options.self = self;
+  admin_options.request_timeout =
+      absl::Milliseconds(config_.request_timeout_ms);
+  admin_ = std::make_unique<AdminServiceImpl>(
+      admin_options, driver_.get(), state_machine_.get(), transport_.get(),
+      writes_.get(), timers_.get(),
+      [this](bool with_digest) { return SelfStatus(with_digest); });
 
   ExpirySweeperOptions sweeper_options;
   sweeper_options.interval = absl::Milliseconds(config_.sweep_interval_ms);
   sweeper_options.batch = static_cast<size_t>(config_.sweep_batch);
-  sweeper_options.leeway_ms = config_.expiry_leeway_ms;
   sweeper_ = std::make_unique<ExpirySweeper>(sweeper_options, table_.get(),
-                                             driver_.get());
-
+                                             state_machine_.get(), clock_.get(),
+                                             driver_.get(), writes_.get());
   LogCompactorOptions compactor_options;
   compactor_options.interval =
       absl::Milliseconds(config_.log_compact_interval_ms);
   compactor_options.min_entries =
       static_cast<uint64_t>(config_.log_compact_min_entries);
-  compactor_ = std::make_unique<LogCompactor>(
-      compactor_options, db_.get(), state_machine_.get(), driver_.get());
+  compactor_ = std::make_unique<LogCompactor>(compactor_options,
+                                              state_machine_.get(), log_.get(),
+                                              snapshots_.get(), driver_.get());
+  if (legacy_snapshot) {
+    // A data dir compacted before snapshots had images: make one now, so a
+    // member added later can be sent the state.
+    if (absl::StatusOr<LogIndex> s = compactor_->CompactOnce(/*force=*/true);
+        !s.ok()) {
+      std::fprintf(stderr, "sessiond: could not snapshot the state: %s\n",
+                   s.status().ToString().c_str());
+    }
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -152,6 +407,7 @@ absl::Status Daemon::Init() {
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(),
                            &port_);
   builder.RegisterService(service_.get());
+  builder.RegisterService(admin_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();
@@ -160,7 +416,19 @@ absl::Status Daemon::Init() {
                      " (address in use or not local?)"));
   }
   address_ = absl::StrCat(HostOf(config_.listen), ":", port_);
-  // SERVING only now: this node is leader and has applied its whole log.
+  advertised_client_ =
+      config_.advertise_client.empty() ? address_ : config_.advertise_client;
+
+  ClusterAgentOptions agent_options;
+  agent_options.self = self;
+  agent_options.peer_address = advertised_peer_;
+  agent_options.client_address = advertised_client_;
+  agent_options.initial_expiry_leeway_ms = config_.expiry_leeway_ms;
+  agent_ = std::make_unique<ClusterAgent>(agent_options, driver_.get(),
+                                          state_machine_.get(), clock_.get(),
+                                          writes_.get());
+  running_.store(true);
+  service_->set_ready(true);
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   if (health != nullptr) {
     health->SetServingStatus(true);
@@ -172,59 +440,158 @@ absl::Status Daemon::Init() {
   return absl::OkStatus();
 }
 
+sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
+  sessiond::v1::MemberStatus m;
+  m.set_node_id(static_cast<uint64_t>(config_.node_id));
+  m.set_client_address(advertised_client_);
+  m.set_peer_address(advertised_peer_);
+  if (driver_ == nullptr) return m;
+  const replication::NodeStatus status = driver_->status();
+  const bool voter = std::find(status.conf_state.voters.begin(),
+                               status.conf_state.voters.end(),
+                               status.id) != status.conf_state.voters.end();
+  m.set_role(voter ? RoleText(status.role) : "learner");
+  m.set_voter(voter);
+  m.set_reachable(true);
+  m.set_term(status.term.value());
+  m.set_leader(status.leader.value());
+  m.set_commit_index(status.commit.value());
+  m.set_applied_index(status.applied.value());
+  m.set_first_index(status.first_index.value());
+  m.set_last_index(status.last_index.value());
+  if (absl::StatusOr<replication::Snapshot> s = log_->GetSnapshot(); s.ok()) {
+    m.set_snapshot_index(s->meta.index.value());
+  }
+  m.set_live_sessions(table_->size());
+  if (clock_ != nullptr) {
+    m.set_clock_skew_ms(clock_->SkewMs());
+    m.set_cluster_time_ms(clock_->NowMs());
+  }
+  const sessiond::v1::internal::ClusterState cluster =
+      state_machine_->cluster_state();
+  for (const auto& member : cluster.members()) {
+    if (member.node_id() == m.node_id()) m.set_started(member.started());
+  }
+  if (with_digest) {
+    absl::StatusOr<storage::SessionStateMachine::Digest> digest =
+        state_machine_->ComputeDigest();
+    if (digest.ok()) {
+      m.set_state_digest(digest->sha256_hex);
+      m.set_digest_applied_index(digest->applied_index.value());
+    } else {
+      m.set_error(std::string(digest.status().message()));
+    }
+  }
+  const replication::NodeDriverMetrics dm = driver_->metrics();
+  sessiond::v1::NodeMetrics* metrics = m.mutable_metrics();
+  metrics->set_proposals(dm.proposals);
+  metrics->set_proposals_refused(dm.proposals_refused);
+  metrics->set_propose_batches(dm.propose_batches);
+  metrics->set_synced_log_writes(dm.log_writes);
+  metrics->set_unsynced_log_writes(dm.log_writes_unsynced);
+  metrics->set_entries_persisted(dm.entries_persisted);
+  metrics->set_entries_applied(dm.entries_applied);
+  metrics->set_apply_batches(dm.apply_batches);
+  metrics->set_reads(dm.reads);
+  metrics->set_read_index_rounds(dm.read_index_rounds);
+  metrics->set_messages_dropped(dm.messages_dropped);
+  metrics->set_snapshots_installed(dm.snapshots_installed);
+  if (writes_ != nullptr) metrics->set_forwarded_writes(writes_->forwarded());
+  m.set_data_dir_bytes(DirectoryBytes(config_.data_dir));
+  return m;
+}
+
 void Daemon::Shutdown() {
   {
     absl::MutexLock lock(&shutdown_mu_);
     if (shut_down_) return;
     shut_down_ = true;
   }
+  running_.store(false);
+  const absl::Duration grace = absl::Milliseconds(config_.shutdown_grace_ms);
   if (server_ != nullptr) {
     if (grpc::HealthCheckServiceInterface* health =
             server_->GetHealthCheckService()) {
       health->SetServingStatus(false);
     }
     // New calls are refused (UNAVAILABLE) at once; writes in flight get up
-    // to shutdown_grace_ms to reach their applied result (the apply thread
-    // still runs). Then the server goes, with a short deadline: nothing is
-    // in flight any more that a cancellation could cut off, and a long one
-    // would only wait for idle client connections to notice the GOAWAY.
+    // to shutdown_grace_ms to reach their applied result.
     service_->BeginDrain();
-    if (!service_->WaitForWritesDrained(
-            absl::Milliseconds(config_.shutdown_grace_ms))) {
+    if (!service_->WaitForWritesDrained(grace)) {
       std::fprintf(stderr,
                    "sessiond: writes still in flight after %lld ms; "
                    "cancelling them\n",
                    static_cast<long long>(config_.shutdown_grace_ms));
     }
+  }
+  // A leader hands over before it goes, so a rolling restart costs no
+  // election timeout.
+  if (driver_ != nullptr && writes_ != nullptr &&
+      driver_->status().role == replication::Role::kLeader &&
+      driver_->status().conf_state.voters.size() > 1) {
+    auto moved = std::make_shared<absl::Notification>();
+    writes_->SubmitTransfer(
+        NodeId(0), absl::Now() + absl::Seconds(2),
+        [moved](replication::ApplyResult) { moved->Notify(); });
+    moved->WaitForNotificationWithTimeout(absl::Seconds(3));
+    driver_->WaitFor(
+        [](const replication::NodeStatus& s) {
+          return s.role != replication::Role::kLeader;
+        },
+        absl::Seconds(2));
+  }
+  if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(200));
   }
+  if (agent_ != nullptr) agent_->Stop();
   if (sweeper_ != nullptr) sweeper_->Stop();
   if (compactor_ != nullptr) compactor_->Stop();
-  if (touches_ != nullptr) touches_->Stop();  // proposes the last touches
+  if (touches_ != nullptr) touches_->Stop();  // submits the last touches
+  if (writes_ != nullptr && !writes_->Drain(grace)) {
+    std::fprintf(stderr, "sessiond: internal writes still in flight\n");
+  }
   if (driver_ != nullptr) {
     driver_->Stop();  // applies what is in flight
     const replication::NodeDriverMetrics m = driver_->metrics();
     std::fprintf(stderr,
                  "sessiond: %llu proposals in %llu batches, %llu entries in "
-                 "%llu synced log writes, %llu applied in %llu batches\n",
+                 "%llu synced log writes (%llu unsynced), %llu applied in "
+                 "%llu batches\n",
                  static_cast<unsigned long long>(m.proposals),
                  static_cast<unsigned long long>(m.propose_batches),
                  static_cast<unsigned long long>(m.entries_persisted),
                  static_cast<unsigned long long>(m.log_writes),
+                 static_cast<unsigned long long>(m.log_writes_unsynced),
                  static_cast<unsigned long long>(m.entries_applied),
                  static_cast<unsigned long long>(m.apply_batches));
   }
+  if (peer_service_ != nullptr) peer_service_->Detach();
+  if (peer_server_ != nullptr) {
+    peer_server_->Shutdown(std::chrono::system_clock::now() +
+                           std::chrono::milliseconds(200));
+  }
+  if (transport_ != nullptr) transport_->Stop();
+  if (timers_ != nullptr) timers_->Stop();
 
   server_.reset();
+  agent_.reset();
   compactor_.reset();
   sweeper_.reset();
+  admin_.reset();
   service_.reset();
   touches_.reset();
+  reads_.reset();
+  writes_.reset();
+  clock_.reset();
+  timers_.reset();
   driver_.reset();
-  transport_.reset();
   state_machine_.reset();
   table_.reset();
+  transport_.reset();
+  peer_server_.reset();
+  peer_service_.reset();
+  snapshots_.reset();
   log_.reset();
   db_.reset();  // flushes memtables and releases the data dir's LOCK
 }

@@ -2,13 +2,17 @@
 #ifndef SESSIOND_SERVER_DAEMON_H_
 #define SESSIOND_SERVER_DAEMON_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "server/config.h"
+#include "sessiond/v1/admin.pb.h"
+#include "sessiond/v1/peer.pb.h"
 
 namespace grpc {
 class Server;
@@ -19,38 +23,54 @@ class Database;
 class RaftLogStore;
 class SessionStateMachine;
 class SessionTable;
+class SnapshotFiles;
 }  // namespace sessiond::storage
 
 namespace sessiond::replication {
 class NodeDriver;
-class NoPeersTransport;
 }  // namespace sessiond::replication
 
 namespace sessiond::server {
 
+class AdminServiceImpl;
+class ClusterAgent;
+class ClusterClock;
+class DelayQueue;
 class ExpirySweeper;
 class LogCompactor;
+class PeerService;
+class PeerTransport;
+class ReadBarrier;
 class SessionServiceImpl;
 class TouchBuffer;
+class WritePath;
 
 // The composition root (LogCabin's Globals, without globals): builds every
 // part of a sessiond node in dependency order and owns them, destroying them
 // in reverse. One Daemon per process in production; tests may run several
-// (on different data dirs).
+// (on different data dirs and ports).
 //
-//   Database -> RaftLogStore -> SessionTable -> SessionStateMachine (loads
-//   the table) -> NodeDriver (replays the log, becomes leader) ->
-//   TouchBuffer, SessionServiceImpl, ExpirySweeper, LogCompactor -> gRPC
-//   server
+//   Database, RaftLogStore, SnapshotFiles -> peer listener (answers Hello
+//   from the start) -> identity and bootstrap (server/bootstrap.h) ->
+//   PeerTransport -> SessionTable, SessionStateMachine (loads the table;
+//   re-applies the log's snapshot if the state lags it) -> NodeDriver
+//   (replays the log) -> DelayQueue, ClusterClock, WritePath, ReadBarrier,
+//   TouchBuffer -> peer service attached -> wait for the replay ->
+//   SessionService, AdminService, ExpirySweeper, LogCompactor, ClusterAgent
+//   -> client listener
+//
+// A single node (no --initial_cluster) is a one-voter group with no peer
+// listener; it takes exactly the same write and read paths.
 //
 // Thread-safe: Shutdown may be called from any thread, once or many times.
 class Daemon {
  public:
-  // Opens the data dir and starts serving once this node is leader and has
-  // applied its whole log. Errors: those of storage::Database::Open
-  // (FailedPrecondition when another process holds the dir, DataLoss when
-  // it is corrupt), Unavailable when the listen address cannot be bound or
-  // the node does not become leader within the startup timeout.
+  // Opens the data dir and starts serving once this node has replayed its
+  // log. Errors: those of storage::Database::Open (FailedPrecondition when
+  // another process holds the dir, DataLoss when it is corrupt), of
+  // DecideIdentity (FailedPrecondition: another cluster's data dir, a wiped
+  // member that must rejoin), Unavailable when an address cannot be bound
+  // or the replay does not finish within the startup timeout.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(const Config& config);
 
   ~Daemon();  // Shutdown()s.
@@ -58,13 +78,17 @@ class Daemon {
   Daemon& operator=(const Daemon&) = delete;
 
   // Stops accepting calls, lets in-flight calls finish (cancelling those
-  // still running after shutdown_grace_ms), stops the sweeper, the touch
-  // flusher and the driver, and closes RocksDB cleanly. Idempotent.
+  // still running after shutdown_grace_ms), hands leadership to another
+  // voter when this node leads, stops the background tasks and the driver,
+  // and closes RocksDB cleanly. Idempotent.
   void Shutdown();
 
   // host:port actually bound (with the real port when listen had port 0).
   const std::string& address() const { return address_; }
   int port() const { return port_; }
+  // The peer listener's bound address (empty for a single node).
+  const std::string& peer_address() const { return peer_address_; }
+  uint64_t cluster_id() const { return cluster_id_; }
   // Sessions in the table right after recovery, and how long recovery took.
   uint64_t sessions_loaded() const { return sessions_loaded_; }
   int64_t startup_ms() const { return startup_ms_; }
@@ -73,34 +97,60 @@ class Daemon {
   const std::string& startup_breakdown() const { return startup_breakdown_; }
 
   storage::SessionTable* table() const { return table_.get(); }
+  storage::SessionStateMachine* state_machine() const {
+    return state_machine_.get();
+  }
   replication::NodeDriver* driver() const { return driver_.get(); }
   TouchBuffer* touch_buffer() const { return touches_.get(); }
   ExpirySweeper* sweeper() const { return sweeper_.get(); }
   LogCompactor* compactor() const { return compactor_.get(); }
   storage::RaftLogStore* log_store() const { return log_.get(); }
+  ClusterClock* clock() const { return clock_.get(); }
+  WritePath* write_path() const { return writes_.get(); }
+
+  // This node's row of ClusterStatus.
+  sessiond::v1::MemberStatus SelfStatus(bool with_digest) const;
 
  private:
   explicit Daemon(const Config& config);
   absl::Status Init();
+  absl::Status StartPeerListener();
+  sessiond::v1::internal::HelloResponse Hello() const;
 
   const Config config_;
   std::string address_;
   int port_ = 0;
+  std::string peer_address_;
+  std::string advertised_peer_;
+  std::string advertised_client_;
+  uint64_t cluster_id_ = 0;
   uint64_t sessions_loaded_ = 0;
   int64_t startup_ms_ = 0;
   std::string startup_breakdown_;
+  // Set once every part exists (Hello and SelfStatus read them only then).
+  std::atomic<bool> running_{false};
+  std::atomic<uint64_t> hello_cluster_id_{0};
 
   // In dependency order; destroyed in reverse.
   std::unique_ptr<storage::Database> db_;
   std::unique_ptr<storage::RaftLogStore> log_;
+  std::unique_ptr<storage::SnapshotFiles> snapshots_;
+  std::unique_ptr<PeerService> peer_service_;
+  std::unique_ptr<grpc::Server> peer_server_;
+  std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<storage::SessionTable> table_;
   std::unique_ptr<storage::SessionStateMachine> state_machine_;
-  std::unique_ptr<replication::NoPeersTransport> transport_;
   std::unique_ptr<replication::NodeDriver> driver_;
+  std::unique_ptr<DelayQueue> timers_;
+  std::unique_ptr<ClusterClock> clock_;
+  std::unique_ptr<WritePath> writes_;
+  std::unique_ptr<ReadBarrier> reads_;
   std::unique_ptr<TouchBuffer> touches_;
   std::unique_ptr<SessionServiceImpl> service_;
+  std::unique_ptr<AdminServiceImpl> admin_;
   std::unique_ptr<ExpirySweeper> sweeper_;
   std::unique_ptr<LogCompactor> compactor_;
+  std::unique_ptr<ClusterAgent> agent_;
   std::unique_ptr<grpc::Server> server_;
 
   absl::Mutex shutdown_mu_;

@@ -15,10 +15,15 @@ namespace sessiond::server {
 
 ExpirySweeper::ExpirySweeper(const ExpirySweeperOptions& options,
                              const storage::SessionTable* table,
-                             replication::NodeDriver* driver)
+                             const storage::SessionStateMachine* state_machine,
+                             ClusterClock* clock,
+                             replication::NodeDriver* driver, WritePath* writes)
     : options_(options),
       table_(table),
+      state_machine_(state_machine),
+      clock_(clock),
       driver_(driver),
+      writes_(writes),
       task_("sd-sweeper", options.interval, [this] { SweepOnce(); }) {}
 
 ExpirySweeper::~ExpirySweeper() { Stop(); }
@@ -26,17 +31,16 @@ ExpirySweeper::~ExpirySweeper() { Stop(); }
 void ExpirySweeper::Stop() { task_.Stop(); }
 
 uint64_t ExpirySweeper::SweepOnce() {
-  // Only the leader decides expiry: its clock is the cluster's clock, carried
-  // in the command (replicas never expire on their own clock).
+  // Only the leader sweeps: one sweep per cluster, stamped with cluster
+  // time (replicas never expire on their own clock).
   if (driver_->status().role != replication::Role::kLeader) return 0;
   uint64_t removed = 0;
   for (size_t n = 0; n < options_.max_commands_per_sweep; ++n) {
-    const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-    std::vector<storage::TokenHash> expired =
-        table_->CollectExpired(now_ms, options_.leeway_ms, options_.batch);
+    const int64_t now_ms = clock_->NowMs();
+    std::vector<storage::TokenHash> expired = table_->CollectExpired(
+        now_ms, state_machine_->expiry_leeway_ms(), options_.batch);
     if (expired.empty()) break;
     sessiond::v1::internal::Command command;
-    command.set_timestamp_ms(now_ms);
     auto* expire = command.mutable_expire();
     for (const storage::TokenHash& hash : expired) {
       expire->add_token_hashes(std::string(storage::TokenHashBytes(hash)));
@@ -48,11 +52,11 @@ uint64_t ExpirySweeper::SweepOnce() {
       replication::ApplyResult result;
     };
     auto outcome = std::make_shared<Outcome>();
-    driver_->Propose(command.SerializeAsString(),
-                     [outcome](replication::ApplyResult result) {
-                       outcome->result = std::move(result);
-                       outcome->done.Notify();
-                     });
+    writes_->Submit(std::move(command), absl::Now() + options_.apply_timeout,
+                    [outcome](replication::ApplyResult result) {
+                      outcome->result = std::move(result);
+                      outcome->done.Notify();
+                    });
     if (!outcome->done.WaitForNotificationWithTimeout(options_.apply_timeout)) {
       std::fprintf(stderr, "sessiond: expiry command not applied within %s\n",
                    absl::FormatDuration(options_.apply_timeout).c_str());

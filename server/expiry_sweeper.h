@@ -9,7 +9,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
+#include "server/cluster_clock.h"
 #include "server/periodic_task.h"
+#include "server/write_path.h"
 #include "storage/session_table.h"
 
 namespace sessiond::server {
@@ -21,27 +23,29 @@ struct ExpirySweeperOptions {
   // Most commands per sweep, so one sweep of a huge backlog does not hold
   // the log; the rest waits for the next sweep.
   size_t max_commands_per_sweep = 64;
-  int64_t leeway_ms = 0;
   // How long a sweep waits for its command to apply before giving up (the
   // next sweep finds the same sessions again if it did not apply).
   absl::Duration apply_timeout = absl::Seconds(10);
 };
 
 // Removes expired sessions through the log, so every replica removes the
-// same ones: every interval, on the leader only, it collects expired token
-// hashes from the table (SessionTable::CollectExpired) and proposes
-// ExpireCommands stamped with the time the sweep used. Application re-checks
-// each against that time, so a session touched meanwhile survives.
+// same ones: every interval, on the leader only, it collects the token
+// hashes expired at cluster time (ClusterClock::NowMs, with the replicated
+// leeway) and proposes ExpireCommands; the leader stamps them with cluster
+// time, and application re-checks each at the applied time, so a session
+// touched meanwhile survives. No node's wall clock decides an expiry.
 //
 // Reads already treat an expired session as EXPIRED the moment it expires;
 // the sweep only reclaims memory and disk (after which a read says UNKNOWN).
 //
-// Owns one thread. `table` and `driver` must outlive this (Stop() first).
+// Owns one thread. Every pointer must outlive this (Stop() first).
 class ExpirySweeper {
  public:
   ExpirySweeper(const ExpirySweeperOptions& options,
                 const storage::SessionTable* table,
-                replication::NodeDriver* driver);
+                const storage::SessionStateMachine* state_machine,
+                ClusterClock* clock, replication::NodeDriver* driver,
+                WritePath* writes);
   ~ExpirySweeper();  // Stop()s.
 
   ExpirySweeper(const ExpirySweeper&) = delete;
@@ -59,8 +63,11 @@ class ExpirySweeper {
 
  private:
   const ExpirySweeperOptions options_;
-  const storage::SessionTable* const table_;  // outlives this
-  replication::NodeDriver* const driver_;     // outlives this
+  const storage::SessionTable* const table_;                 // outlives this
+  const storage::SessionStateMachine* const state_machine_;  // outlives this
+  ClusterClock* const clock_;                                // outlives this
+  replication::NodeDriver* const driver_;                    // outlives this
+  WritePath* const writes_;                                  // outlives this
   std::atomic<uint64_t> removed_total_{0};
 
   PeriodicTask task_;  // last: its thread uses the members above

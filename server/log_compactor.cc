@@ -2,18 +2,20 @@
 #include "server/log_compactor.h"
 
 #include <cstdio>
-
-#include "absl/time/clock.h"
+#include <set>
+#include <string>
 
 namespace sessiond::server {
 
 LogCompactor::LogCompactor(const LogCompactorOptions& options,
-                           storage::Database* db,
-                           const storage::SessionStateMachine* state_machine,
+                           storage::SessionStateMachine* state_machine,
+                           const storage::RaftLogStore* log,
+                           const storage::SnapshotFiles* snapshots,
                            replication::NodeDriver* driver)
     : options_(options),
-      db_(db),
       state_machine_(state_machine),
+      log_(log),
+      snapshots_(snapshots),
       driver_(driver),
       task_("sd-compactor", options.interval, [this] {
         const absl::StatusOr<LogIndex> compacted = CompactOnce();
@@ -21,31 +23,45 @@ LogCompactor::LogCompactor(const LogCompactorOptions& options,
           std::fprintf(stderr, "sessiond: log compaction skipped: %s\n",
                        compacted.status().ToString().c_str());
         }
-      }) {}
+      }) {
+  absl::StatusOr<replication::Snapshot> current = log_->GetSnapshot();
+  absl::MutexLock lock(&mu_);
+  if (current.ok()) last_snapshot_ = current->meta.index;
+}
 
 LogCompactor::~LogCompactor() { Stop(); }
 
 void LogCompactor::Stop() { task_.Stop(); }
 
 absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
-  // Read first, sync second: the sync then covers every state write
-  // through `applied`.
-  const LogIndex applied = state_machine_->applied_index();
-  {
-    absl::MutexLock lock(&mu_);
-    if (applied <= last_requested_) return LogIndex(0);
-    if (!force && applied - last_requested_ < options_.min_entries) {
-      return LogIndex(0);
-    }
-  }
-  const rocksdb::Status synced = db_->db()->SyncWAL();
-  if (!synced.ok()) {
-    return storage::FromRocksStatus(synced, "WAL sync before log compaction");
-  }
-  driver_->CompactLog(applied);
   absl::MutexLock lock(&mu_);
-  if (last_requested_ < applied) last_requested_ = applied;
-  return applied;
+  const LogIndex applied = state_machine_->applied_index();
+  if (applied <= last_snapshot_) return LogIndex(0);
+  if (!force && applied - last_snapshot_ < options_.min_entries) {
+    return LogIndex(0);
+  }
+  absl::StatusOr<replication::Snapshot> snapshot =
+      state_machine_->CreateSnapshot();
+  if (!snapshot.ok()) return snapshot.status();
+  const LogIndex index = snapshot->meta.index;
+  std::set<std::string> keep;
+  if (auto ref = storage::DecodeSnapshotRef(snapshot->data); ref.ok()) {
+    keep.insert(ref->file());
+  }
+  driver_->CompactLog(*std::move(snapshot));
+  last_snapshot_ = index;
+
+  // Images older than the log's snapshot are no longer needed (the log may
+  // still name the previous one until the driver's write lands, so it is
+  // kept; images received from a leader and not installed yet are newer).
+  absl::StatusOr<replication::Snapshot> current = log_->GetSnapshot();
+  if (current.ok()) {
+    if (auto ref = storage::DecodeSnapshotRef(current->data); ref.ok()) {
+      keep.insert(ref->file());
+    }
+    snapshots_->RemoveOlderThan(current->meta.index, keep);
+  }
+  return index;
 }
 
 }  // namespace sessiond::server

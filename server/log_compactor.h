@@ -12,35 +12,38 @@
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
 #include "server/periodic_task.h"
-#include "storage/database.h"
+#include "storage/raft_log_store.h"
 #include "storage/session_state_machine.h"
+#include "storage/snapshot_files.h"
 
 namespace sessiond::server {
 
 struct LogCompactorOptions {
   absl::Duration interval = absl::Seconds(60);
-  // Compact only when at least this many entries were applied since the
-  // last compaction (each compaction is a RocksDB DeleteRange and a WAL
-  // sync, so not for every handful of entries).
+  // Snapshot and compact only when at least this many entries were applied
+  // since the last snapshot (each writes the whole state to a file).
   uint64_t min_entries = 10000;
 };
 
-// Keeps the Raft log from growing forever: every interval it drops the log
-// entries the session state already holds. The state machine writes its
-// state unsynced (the log replays it), so an entry may only go once that
-// state is durable: the compactor reads the applied index, then syncs the
-// RocksDB WAL (the state and the log share one database and one WAL, so the
-// sync covers every state write through that index), and only then asks the
-// driver to compact through it.
+// Keeps the Raft log from growing forever, on every node: when enough
+// entries were applied since the last snapshot, it writes a snapshot image
+// of the state (SessionStateMachine::CreateSnapshot, durable before
+// anything else happens), hands it to the driver, which records it as the
+// snapshot lagging followers receive and drops the log below it (keeping
+// NodeDriverOptions::compaction_catch_up_entries), and removes images older
+// than the log's snapshot.
 //
-// A single node only: a lagging follower would need the dropped entries as a
-// snapshot, which is not built yet.
+// The image is durable before the log is touched, so a crash at any point
+// leaves either the old log or an image that covers what was dropped (the
+// daemon re-applies it at start when the state lags it).
 //
-// Owns one thread. `db`, `state_machine` and `driver` must outlive it.
+// Owns one thread. Every pointer must outlive it.
 class LogCompactor {
  public:
-  LogCompactor(const LogCompactorOptions& options, storage::Database* db,
-               const storage::SessionStateMachine* state_machine,
+  LogCompactor(const LogCompactorOptions& options,
+               storage::SessionStateMachine* state_machine,
+               const storage::RaftLogStore* log,
+               const storage::SnapshotFiles* snapshots,
                replication::NodeDriver* driver);
   ~LogCompactor();  // Stop()s.
 
@@ -48,7 +51,7 @@ class LogCompactor {
   LogCompactor& operator=(const LogCompactor&) = delete;
 
   // One round now, on the calling thread, ignoring min_entries when
-  // `force`. Returns the index it asked the driver to compact through (0:
+  // `force`. Returns the index of the snapshot it handed to the driver (0:
   // none); the driver compacts asynchronously.
   absl::StatusOr<LogIndex> CompactOnce(bool force = false);
 
@@ -56,12 +59,13 @@ class LogCompactor {
 
  private:
   const LogCompactorOptions options_;
-  storage::Database* const db_;                              // outlives this
-  const storage::SessionStateMachine* const state_machine_;  // outlives this
-  replication::NodeDriver* const driver_;                    // outlives this
+  storage::SessionStateMachine* const state_machine_;  // outlives this
+  const storage::RaftLogStore* const log_;             // outlives this
+  const storage::SnapshotFiles* const snapshots_;      // outlives this
+  replication::NodeDriver* const driver_;              // outlives this
 
-  absl::Mutex mu_;
-  LogIndex last_requested_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex mu_;  // one round at a time
+  LogIndex last_snapshot_ ABSL_GUARDED_BY(mu_);
   PeriodicTask task_;  // last: its thread uses the members above
 };
 

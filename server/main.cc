@@ -70,6 +70,13 @@ int main(int argc, char** argv) {
                   (*daemon)->log_store()->FirstIndex().value()),
               static_cast<unsigned long long>(
                   (*daemon)->log_store()->LastIndex().value()));
+  if (!(*daemon)->peer_address().empty()) {
+    std::printf("sessiond cluster %llx, node %lld, peers on %s\n",
+                static_cast<unsigned long long>((*daemon)->cluster_id()),
+                static_cast<long long>(config.node_id),
+                (*daemon)->peer_address().c_str());
+    std::printf("PEER_LISTENING %s\n", (*daemon)->peer_address().c_str());
+  }
   // Machine-readable, for tests and scripts that started us with port 0.
   std::printf("LISTENING %s\n", (*daemon)->address().c_str());
   std::fflush(stdout);

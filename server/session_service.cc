@@ -2,7 +2,9 @@
 #include "server/session_service.h"
 
 #include <any>
+#include <chrono>
 #include <deque>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -22,8 +24,6 @@ using sessiond::v1::Session;
 using sessiond::v1::ValidateSessionRequest;
 using sessiond::v1::ValidateSessionResponse;
 using sessiond::v1::internal::Command;
-
-int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 absl::Status ShuttingDown() {
   return absl::UnavailableError("shutting down; retry (another node)");
@@ -54,63 +54,53 @@ absl::Status TakeCount(const std::any& value, uint64_t* out) {
   return absl::InternalError("apply result is not a count");
 }
 
-// Proposes `command` and returns the reactor; the apply thread finishes it
-// with `fill(applied value)`'s status, or the rejection. `inflight` was
-// incremented by the caller (SessionServiceImpl::EnterWrite) and is
-// decremented once the call is finished.
-template <typename Fill>
-grpc::ServerUnaryReactor* ProposeAndFinish(grpc::CallbackServerContext* context,
-                                           replication::NodeDriver* driver,
-                                           std::atomic<int64_t>* inflight,
-                                           const Command& command, Fill fill) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  driver->Propose(command.SerializeAsString(),
-                  [reactor, inflight, fill](replication::ApplyResult result) {
-                    if (!result.ok()) {
-                      reactor->Finish(ToGrpcStatus(result.status()));
-                    } else {
-                      reactor->Finish(ToGrpcStatus(fill(*result)));
-                    }
-                    inflight->fetch_sub(1);
-                  });
-  return reactor;
+ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {
+  switch (outcome) {
+    case storage::ValidateOutcome::kValid:
+      return ValidateSessionResponse::VALID;
+    case storage::ValidateOutcome::kExpired:
+      return ValidateSessionResponse::EXPIRED;
+    case storage::ValidateOutcome::kRevoked:
+      return ValidateSessionResponse::REVOKED;
+    case storage::ValidateOutcome::kUnknown:
+      return ValidateSessionResponse::UNKNOWN;
+  }
+  return ValidateSessionResponse::UNKNOWN;
 }
 
-// StreamValidateSessions: responses in request order. Reading and writing
-// overlap (the next request is read while earlier answers are written), with
-// at most kMaxQueued answers waiting, so a client that pipelines requests is
-// not held to one round trip per validation.
+// StreamValidateSessions: answers in request order. Each request waits for
+// its own read barrier; reading and writing overlap (the next request is
+// read while earlier answers wait or are written), with at most kMaxQueued
+// answers outstanding, so a client that pipelines is not held to one round
+// trip per validation. A request whose barrier fails ends the stream with
+// that status, after the answers before it are written.
 //
-// gRPC allows one read and one write outstanding at a time; the flags under
-// mu_ decide which Start* call is due, and the calls are made after mu_ is
-// released.
+// gRPC allows one read and one write outstanding at a time; the state under
+// mu_ decides which Start* call is due, and the calls are made after mu_ is
+// released. The reactor finishes only once no barrier callback is pending,
+// so none can arrive after OnDone.
 class StreamValidateReactor
     : public grpc::ServerBidiReactor<ValidateSessionRequest,
                                      ValidateSessionResponse> {
  public:
-  explicit StreamValidateReactor(SessionServiceImpl* service)
-      : service_(service) {
+  StreamValidateReactor(SessionServiceImpl* service,
+                        grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
+    Slot* slot = nullptr;
     Actions actions;
-    if (!ok) {  // the client half-closed (or the call is gone)
+    {
       absl::MutexLock lock(&mu_);
       reading_ = false;
-      reads_done_ = true;
-      actions = NextActionsLocked();
-    } else {
-      ValidateSessionResponse response;
-      const absl::Status s =
-          service_->ValidateOne(request_, NowMs(), &response);
-      absl::MutexLock lock(&mu_);
-      reading_ = false;
-      if (!s.ok()) {
-        status_ = ToGrpcStatus(s);
+      if (!ok || broken_) {
         reads_done_ = true;
-      } else if (!broken_ && !finished_) {
-        queue_.push_back(std::move(response));
+      } else {
+        queue_.emplace_back();
+        slot = &queue_.back();
+        ++barriers_pending_;
         if (queue_.size() < kMaxQueued) {
           actions.read = true;
           reading_ = true;
@@ -121,6 +111,22 @@ class StreamValidateReactor
       Actions more = NextActionsLocked();
       actions.write = more.write;
       actions.finish = more.finish;
+    }
+    if (slot != nullptr) {
+      // request_ is read again only after this copy (StartRead below).
+      const ValidateSessionRequest request = request_;
+      service_->Validate(request, service_->DeadlineOf(context_),
+                         &slot->response, [this, slot](absl::Status status) {
+                           Actions a;
+                           {
+                             absl::MutexLock lock(&mu_);
+                             slot->status = std::move(status);
+                             slot->ready = true;
+                             --barriers_pending_;
+                             a = NextActionsLocked();
+                           }
+                           Run(a);
+                         });
     }
     Run(actions);
   }
@@ -152,6 +158,11 @@ class StreamValidateReactor
  private:
   static constexpr size_t kMaxQueued = 64;
 
+  struct Slot {
+    ValidateSessionResponse response;
+    absl::Status status;
+    bool ready = false;
+  };
   struct Actions {
     bool read = false;
     const ValidateSessionResponse* write = nullptr;
@@ -161,17 +172,20 @@ class StreamValidateReactor
   Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Actions a;
     if (finished_) return a;
-    if (broken_ || (reads_done_ && queue_.empty())) {
-      // Finish only with no read or write outstanding.
-      if (!writing_ && !reading_) {
-        finished_ = true;
-        a.finish = true;
+    if (!broken_ && !writing_ && !queue_.empty() && queue_.front().ready) {
+      if (queue_.front().status.ok()) {
+        writing_ = true;
+        a.write = &queue_.front().response;  // deque: stays put
+        return a;
       }
-      return a;
+      // This request could not be answered: end the stream with why.
+      status_ = ToGrpcStatus(queue_.front().status);
+      broken_ = true;
     }
-    if (!writing_ && !queue_.empty()) {
-      writing_ = true;
-      a.write = &queue_.front();  // deque: stays put while others come and go
+    const bool done = broken_ || (reads_done_ && queue_.empty());
+    if (done && !writing_ && !reading_ && barriers_pending_ == 0) {
+      finished_ = true;
+      a.finish = true;
     }
     return a;
   }
@@ -191,11 +205,13 @@ class StreamValidateReactor
   }
 
   SessionServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
   // Only touched between a StartRead and its OnReadDone.
   ValidateSessionRequest request_;
 
   absl::Mutex mu_;
-  std::deque<ValidateSessionResponse> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<Slot> queue_ ABSL_GUARDED_BY(mu_);
+  int barriers_pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;  // queue_.front() in flight
   bool reading_ ABSL_GUARDED_BY(mu_) = true;   // the constructor's StartRead
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
@@ -205,21 +221,20 @@ class StreamValidateReactor
   grpc::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
-ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {
-  switch (outcome) {
-    case storage::ValidateOutcome::kValid:
-      return ValidateSessionResponse::VALID;
-    case storage::ValidateOutcome::kExpired:
-      return ValidateSessionResponse::EXPIRED;
-    case storage::ValidateOutcome::kRevoked:
-      return ValidateSessionResponse::REVOKED;
-    case storage::ValidateOutcome::kUnknown:
-      return ValidateSessionResponse::UNKNOWN;
-  }
-  return ValidateSessionResponse::UNKNOWN;
-}
-
 }  // namespace
+
+void FinishWithHint(grpc::CallbackServerContext* context,
+                    grpc::ServerUnaryReactor* reactor,
+                    const absl::Status& status, const LeaderHint& hint) {
+  if (absl::IsUnavailable(status) && hint.id != NodeId(0)) {
+    context->AddTrailingMetadata("sessiond-leader-id",
+                                 absl::StrCat(hint.id.value()));
+    if (!hint.client_address.empty()) {
+      context->AddTrailingMetadata("sessiond-leader", hint.client_address);
+    }
+  }
+  reactor->Finish(ToGrpcStatus(status));
+}
 
 std::string EncodePageToken(absl::string_view after_session_id) {
   return absl::WebSafeBase64Escape(after_session_id);
@@ -234,6 +249,18 @@ absl::StatusOr<std::string> DecodePageToken(absl::string_view page_token) {
   }
   return out;
 }
+
+SessionServiceImpl::SessionServiceImpl(
+    const SessionServiceOptions& options, const storage::SessionTable* table,
+    const storage::SessionStateMachine* state_machine, ClusterClock* clock,
+    ReadBarrier* reads, WritePath* writes, TouchBuffer* touches)
+    : options_(options),
+      table_(table),
+      state_machine_(state_machine),
+      clock_(clock),
+      reads_(reads),
+      writes_(writes),
+      touches_(touches) {}
 
 absl::Status SessionServiceImpl::EnterWrite() {
   // Counted before draining_ is read (both seq_cst), so BeginDrain's waiter
@@ -257,47 +284,94 @@ bool SessionServiceImpl::WaitForWritesDrained(absl::Duration timeout) const {
   return true;
 }
 
-SessionServiceImpl::SessionServiceImpl(const SessionServiceOptions& options,
-                                       const storage::SessionTable* table,
-                                       replication::NodeDriver* driver,
-                                       TouchBuffer* touches)
-    : options_(options), table_(table), driver_(driver), touches_(touches) {}
-
 absl::Status SessionServiceImpl::CheckReady() const {
   if (draining_.load()) return ShuttingDown();
   if (!ready_.load(std::memory_order_acquire)) {
-    return absl::UnavailableError(
-        "not ready: the node is starting (log replay) or is not the leader");
+    return absl::UnavailableError("not ready: the node is starting");
   }
   return absl::OkStatus();
 }
 
-absl::Status SessionServiceImpl::ValidateOne(
-    const ValidateSessionRequest& request, int64_t now_ms,
-    ValidateSessionResponse* response) {
-  if (absl::Status s = CheckReady(); !s.ok()) return s;
+absl::Time SessionServiceImpl::DeadlineOf(
+    const grpc::CallbackServerContext* context) const {
+  const auto client = context->deadline();
+  const absl::Time client_deadline =
+      client >= std::chrono::system_clock::time_point::max() -
+                    std::chrono::hours(24 * 365)
+          ? absl::InfiniteFuture()
+          : absl::FromChrono(client);
+  return WritePath::ServerDeadline(client_deadline, options_.request_timeout);
+}
+
+// ---------------------------------------------------------------------------
+// Read path
+
+void SessionServiceImpl::ValidateNow(const ValidateSessionRequest& request,
+                                     int64_t now_ms, const ReadAnswer& answer,
+                                     ValidateSessionResponse* response) {
   response->set_request_id(request.request_id());
+  response->set_consistency(answer.consistency);
+  response->set_stale(answer.stale);
+  response->set_staleness_ms(answer.staleness_ms);
+  response->set_applied_index(state_machine_->applied_index().value());
   // A garbage token is not an error: nobody holds a session under it.
   if (!storage::LooksLikeToken(request.token())) {
     response->set_outcome(ValidateSessionResponse::UNKNOWN);
-    return absl::OkStatus();
+    return;
   }
   const storage::TokenHash hash = storage::HashToken(request.token());
-  const storage::ValidateOutcome outcome = table_->Validate(
-      hash, now_ms, options_.expiry_leeway_ms, response->mutable_session());
+  const storage::ValidateOutcome outcome =
+      table_->Validate(hash, now_ms, state_machine_->expiry_leeway_ms(),
+                       response->mutable_session());
   response->set_outcome(ToProto(outcome));
   if (outcome != storage::ValidateOutcome::kValid) {
     response->clear_session();
   } else if (request.touch()) {
     touches_->Record(hash, now_ms);
   }
-  return absl::OkStatus();
+}
+
+void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
+                                  absl::Time deadline,
+                                  ValidateSessionResponse* response,
+                                  std::function<void(absl::Status)> done) {
+  if (absl::Status s = CheckReady(); !s.ok()) {
+    done(s);
+    return;
+  }
+  // The request is copied: a stream reads the next one into the same
+  // buffer while this one waits.
+  reads_->Wait(
+      request.consistency(), deadline,
+      [this, request, response, done = std::move(done)](ReadAnswer answer) {
+        if (!answer.status.ok()) {
+          done(answer.status);
+          return;
+        }
+        ValidateNow(request, clock_->NowMs(), answer, response);
+        done(absl::OkStatus());
+      });
 }
 
 grpc::ServerUnaryReactor* SessionServiceImpl::ValidateSession(
     grpc::CallbackServerContext* context, const ValidateSessionRequest* request,
     ValidateSessionResponse* response) {
-  return FinishNow(context, ValidateOne(*request, NowMs(), response));
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = CheckReady(); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
+  }
+  reads_->Wait(request->consistency(), DeadlineOf(context),
+               [this, context, reactor, request, response](ReadAnswer answer) {
+                 if (!answer.status.ok()) {
+                   FinishWithHint(context, reactor, answer.status,
+                                  writes_->leader_hint());
+                   return;
+                 }
+                 ValidateNow(*request, clock_->NowMs(), answer, response);
+                 reactor->Finish(grpc::Status::OK);
+               });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* SessionServiceImpl::BatchValidateSessions(
@@ -311,160 +385,34 @@ grpc::ServerUnaryReactor* SessionServiceImpl::BatchValidateSessions(
                          "requests: ", request->requests_size(),
                          " entries, limit is ", options_.max_batch_validate)));
   }
-  const int64_t now_ms = NowMs();
-  response->mutable_responses()->Reserve(request->requests_size());
-  for (const ValidateSessionRequest& r : request->requests()) {
-    if (absl::Status s = ValidateOne(r, now_ms, response->add_responses());
-        !s.ok()) {
-      response->Clear();
-      return FinishNow(context, s);
-    }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = CheckReady(); !s.ok()) {
+    reactor->Finish(ToGrpcStatus(s));
+    return reactor;
   }
-  return FinishNow(context, absl::OkStatus());
+  // One barrier for the whole batch.
+  reads_->Wait(
+      request->consistency(), DeadlineOf(context),
+      [this, context, reactor, request, response](ReadAnswer answer) {
+        if (!answer.status.ok()) {
+          FinishWithHint(context, reactor, answer.status,
+                         writes_->leader_hint());
+          return;
+        }
+        const int64_t now_ms = clock_->NowMs();
+        response->mutable_responses()->Reserve(request->requests_size());
+        for (const ValidateSessionRequest& r : request->requests()) {
+          ValidateNow(r, now_ms, answer, response->add_responses());
+        }
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
 }
 
 grpc::ServerBidiReactor<ValidateSessionRequest, ValidateSessionResponse>*
-SessionServiceImpl::StreamValidateSessions(grpc::CallbackServerContext*) {
-  return new StreamValidateReactor(this);
-}
-
-grpc::ServerUnaryReactor* SessionServiceImpl::CreateSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::CreateSessionRequest* request,
-    sessiond::v1::CreateSessionResponse* response) {
-  absl::StatusOr<CreateLifetimes> lifetimes =
-      ValidateCreate(*request, options_.limits);
-  if (!lifetimes.ok()) return FinishNow(context, lifetimes.status());
-
-  // Everything random or time-dependent is chosen here, by the proposer,
-  // and carried in the command: replicas never consult their own RNG or
-  // clock. Only the token's hash enters the log.
-  std::string token = storage::GenerateToken();
-  const int64_t now_ms = NowMs();
-  Command command;
-  command.set_timestamp_ms(now_ms);
-  auto* create = command.mutable_create();
-  create->set_token_hash(
-      std::string(storage::TokenHashBytes(storage::HashToken(token))));
-  create->set_session_id(storage::GenerateSessionId());
-  create->set_user_id(request->user_id());
-  create->set_expires_at_ms(now_ms + lifetimes->ttl_ms);
-  create->set_idle_timeout_ms(lifetimes->idle_timeout_ms);
-  *create->mutable_attributes() = request->attributes();
-  if (request->has_client()) *create->mutable_client() = request->client();
-
-  if (absl::Status s = EnterWrite(); !s.ok()) return FinishNow(context, s);
-  return ProposeAndFinish(
-      context, driver_, &writes_inflight_, command,
-      [response, token = std::move(token)](const std::any& value) {
-        absl::Status s = TakeSession(value, response->mutable_session());
-        if (s.ok()) response->set_token(token);
-        return s;
-      });
-}
-
-grpc::ServerUnaryReactor* SessionServiceImpl::TouchSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::TouchSessionRequest* request,
-    sessiond::v1::TouchSessionResponse* response) {
-  if (absl::Status s = ValidateToken(request->token(), "token"); !s.ok()) {
-    return FinishNow(context, s);
-  }
-  Command command;
-  const int64_t now_ms = NowMs();
-  command.set_timestamp_ms(now_ms);
-  auto* touch = command.mutable_touch()->add_touches();
-  touch->set_token_hash(std::string(
-      storage::TokenHashBytes(storage::HashToken(request->token()))));
-  touch->set_seen_at_ms(now_ms);
-  if (absl::Status s = EnterWrite(); !s.ok()) return FinishNow(context, s);
-  return ProposeAndFinish(context, driver_, &writes_inflight_, command,
-                          [response](const std::any& value) {
-                            return TakeSession(value,
-                                               response->mutable_session());
-                          });
-}
-
-grpc::ServerUnaryReactor* SessionServiceImpl::UpdateSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::UpdateSessionRequest* request,
-    sessiond::v1::UpdateSessionResponse* response) {
-  if (absl::Status s = ValidateUpdate(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
-  }
-  const storage::TokenHash hash = storage::HashToken(request->token());
-  // The record-size and attribute-count limits depend on the stored
-  // session. Checked against the table as it is now: a concurrent update
-  // of the same session could slip past, which costs at most one record
-  // over the limit, never a wrong answer.
-  if (std::optional<Session> current = table_->Get(hash)) {
-    if (absl::Status s =
-            CheckUpdatedRecord(*current, *request, options_.limits);
-        !s.ok()) {
-      return FinishNow(context, s);
-    }
-  }
-  Command command;
-  command.set_timestamp_ms(NowMs());
-  auto* update = command.mutable_update();
-  update->set_token_hash(std::string(storage::TokenHashBytes(hash)));
-  update->set_expected_version(request->expected_version());
-  *update->mutable_set_attributes() = request->set_attributes();
-  *update->mutable_remove_attributes() = request->remove_attributes();
-  if (absl::Status s = EnterWrite(); !s.ok()) return FinishNow(context, s);
-  return ProposeAndFinish(context, driver_, &writes_inflight_, command,
-                          [response](const std::any& value) {
-                            return TakeSession(value,
-                                               response->mutable_session());
-                          });
-}
-
-grpc::ServerUnaryReactor* SessionServiceImpl::RevokeSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::RevokeSessionRequest* request,
-    sessiond::v1::RevokeSessionResponse* response) {
-  if (absl::Status s = ValidateRevoke(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
-  }
-  Command command;
-  command.set_timestamp_ms(NowMs());
-  auto* revoke = command.mutable_revoke();
-  if (request->target_case() == sessiond::v1::RevokeSessionRequest::kToken) {
-    revoke->mutable_session()->set_token_hash(std::string(
-        storage::TokenHashBytes(storage::HashToken(request->token()))));
-  } else {
-    revoke->mutable_session()->set_session_id(request->session_id());
-  }
-  revoke->set_reason(request->reason());
-  if (absl::Status s = EnterWrite(); !s.ok()) return FinishNow(context, s);
-  return ProposeAndFinish(context, driver_, &writes_inflight_, command,
-                          [response](const std::any& value) {
-                            return TakeSession(value,
-                                               response->mutable_session());
-                          });
-}
-
-grpc::ServerUnaryReactor* SessionServiceImpl::RevokeUserSessions(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::RevokeUserSessionsRequest* request,
-    sessiond::v1::RevokeUserSessionsResponse* response) {
-  if (absl::Status s = ValidateRevokeUser(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
-  }
-  Command command;
-  command.set_timestamp_ms(NowMs());
-  auto* revoke = command.mutable_revoke_user();
-  revoke->set_user_id(request->user_id());
-  revoke->set_keep_session_id(request->keep_session_id());
-  revoke->set_reason(request->reason());
-  if (absl::Status s = EnterWrite(); !s.ok()) return FinishNow(context, s);
-  return ProposeAndFinish(context, driver_, &writes_inflight_, command,
-                          [response](const std::any& value) {
-                            uint64_t count = 0;
-                            absl::Status s = TakeCount(value, &count);
-                            response->set_revoked_count(count);
-                            return s;
-                          });
+SessionServiceImpl::StreamValidateSessions(
+    grpc::CallbackServerContext* context) {
+  return new StreamValidateReactor(this, context);
 }
 
 grpc::ServerUnaryReactor* SessionServiceImpl::ListUserSessions(
@@ -484,15 +432,173 @@ grpc::ServerUnaryReactor* SessionServiceImpl::ListUserSessions(
     if (!decoded.ok()) return FinishNow(context, decoded.status());
     after = *std::move(decoded);
   }
-  storage::ListUserPage page = table_->ListUser(
-      request->user_id(), page_size, after, request->include_revoked(), NowMs(),
-      options_.expiry_leeway_ms);
-  response->mutable_sessions()->Reserve(page.sessions.size());
-  for (Session& s : page.sessions) *response->add_sessions() = std::move(s);
-  if (!page.next_after_session_id.empty()) {
-    response->set_next_page_token(EncodePageToken(page.next_after_session_id));
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reads_->Wait(sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(context),
+               [this, context, reactor, request, response, page_size,
+                after = std::move(after)](ReadAnswer answer) {
+                 if (!answer.status.ok()) {
+                   FinishWithHint(context, reactor, answer.status,
+                                  writes_->leader_hint());
+                   return;
+                 }
+                 storage::ListUserPage page = table_->ListUser(
+                     request->user_id(), page_size, after,
+                     request->include_revoked(), clock_->NowMs(),
+                     state_machine_->expiry_leeway_ms());
+                 response->mutable_sessions()->Reserve(page.sessions.size());
+                 for (Session& s : page.sessions) {
+                   *response->add_sessions() = std::move(s);
+                 }
+                 if (!page.next_after_session_id.empty()) {
+                   response->set_next_page_token(
+                       EncodePageToken(page.next_after_session_id));
+                 }
+                 reactor->Finish(grpc::Status::OK);
+               });
+  return reactor;
+}
+
+// ---------------------------------------------------------------------------
+// Write path
+
+grpc::ServerUnaryReactor* SessionServiceImpl::Write(
+    grpc::CallbackServerContext* context, Command command,
+    std::function<absl::Status(const std::any&)> fill) {
+  if (absl::Status s = CheckReady(); !s.ok()) return FinishNow(context, s);
+  if (absl::Status s = EnterWrite(); !s.ok()) return FinishNow(context, s);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  writes_->Submit(std::move(command), DeadlineOf(context),
+                  [this, context, reactor,
+                   fill = std::move(fill)](replication::ApplyResult result) {
+                    if (!result.ok()) {
+                      FinishWithHint(context, reactor, result.status(),
+                                     writes_->leader_hint());
+                    } else {
+                      reactor->Finish(ToGrpcStatus(fill(*result)));
+                    }
+                    writes_inflight_.fetch_sub(1);
+                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SessionServiceImpl::CreateSession(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::CreateSessionRequest* request,
+    sessiond::v1::CreateSessionResponse* response) {
+  absl::StatusOr<CreateLifetimes> lifetimes =
+      ValidateCreate(*request, options_.limits);
+  if (!lifetimes.ok()) return FinishNow(context, lifetimes.status());
+
+  // Everything random is chosen here and carried in the command: replicas
+  // never consult their own RNG. Only the token's hash enters the log; the
+  // lifetime is relative, so the leader's cluster time sets the deadline.
+  std::string token = storage::GenerateToken();
+  Command command;
+  auto* create = command.mutable_create();
+  create->set_token_hash(
+      std::string(storage::TokenHashBytes(storage::HashToken(token))));
+  create->set_session_id(storage::GenerateSessionId());
+  create->set_user_id(request->user_id());
+  create->set_ttl_ms(lifetimes->ttl_ms);
+  create->set_idle_timeout_ms(lifetimes->idle_timeout_ms);
+  *create->mutable_attributes() = request->attributes();
+  if (request->has_client()) *create->mutable_client() = request->client();
+  return Write(context, std::move(command),
+               [response, token = std::move(token)](const std::any& value) {
+                 absl::Status s =
+                     TakeSession(value, response->mutable_session());
+                 if (s.ok()) response->set_token(token);
+                 return s;
+               });
+}
+
+grpc::ServerUnaryReactor* SessionServiceImpl::TouchSession(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::TouchSessionRequest* request,
+    sessiond::v1::TouchSessionResponse* response) {
+  if (absl::Status s = ValidateToken(request->token(), "token"); !s.ok()) {
+    return FinishNow(context, s);
   }
-  return FinishNow(context, absl::OkStatus());
+  Command command;
+  auto* touch = command.mutable_touch()->add_touches();
+  touch->set_token_hash(std::string(
+      storage::TokenHashBytes(storage::HashToken(request->token()))));
+  // 0: the applied (cluster) time of the touch itself.
+  touch->set_seen_at_ms(0);
+  return Write(context, std::move(command), [response](const std::any& value) {
+    return TakeSession(value, response->mutable_session());
+  });
+}
+
+grpc::ServerUnaryReactor* SessionServiceImpl::UpdateSession(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::UpdateSessionRequest* request,
+    sessiond::v1::UpdateSessionResponse* response) {
+  if (absl::Status s = ValidateUpdate(*request, options_.limits); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  const storage::TokenHash hash = storage::HashToken(request->token());
+  // The record-size and attribute-count limits depend on the stored
+  // session. Checked against this node's table as it is now: a concurrent
+  // update of the same session (or a lagging follower) could slip past,
+  // which costs at most one record over the limit, never a wrong answer.
+  if (std::optional<Session> current = table_->Get(hash)) {
+    if (absl::Status s =
+            CheckUpdatedRecord(*current, *request, options_.limits);
+        !s.ok()) {
+      return FinishNow(context, s);
+    }
+  }
+  Command command;
+  auto* update = command.mutable_update();
+  update->set_token_hash(std::string(storage::TokenHashBytes(hash)));
+  update->set_expected_version(request->expected_version());
+  *update->mutable_set_attributes() = request->set_attributes();
+  *update->mutable_remove_attributes() = request->remove_attributes();
+  return Write(context, std::move(command), [response](const std::any& value) {
+    return TakeSession(value, response->mutable_session());
+  });
+}
+
+grpc::ServerUnaryReactor* SessionServiceImpl::RevokeSession(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::RevokeSessionRequest* request,
+    sessiond::v1::RevokeSessionResponse* response) {
+  if (absl::Status s = ValidateRevoke(*request, options_.limits); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  Command command;
+  auto* revoke = command.mutable_revoke();
+  if (request->target_case() == sessiond::v1::RevokeSessionRequest::kToken) {
+    revoke->mutable_session()->set_token_hash(std::string(
+        storage::TokenHashBytes(storage::HashToken(request->token()))));
+  } else {
+    revoke->mutable_session()->set_session_id(request->session_id());
+  }
+  revoke->set_reason(request->reason());
+  return Write(context, std::move(command), [response](const std::any& value) {
+    return TakeSession(value, response->mutable_session());
+  });
+}
+
+grpc::ServerUnaryReactor* SessionServiceImpl::RevokeUserSessions(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::RevokeUserSessionsRequest* request,
+    sessiond::v1::RevokeUserSessionsResponse* response) {
+  if (absl::Status s = ValidateRevokeUser(*request, options_.limits); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  Command command;
+  auto* revoke = command.mutable_revoke_user();
+  revoke->set_user_id(request->user_id());
+  revoke->set_keep_session_id(request->keep_session_id());
+  revoke->set_reason(request->reason());
+  return Write(context, std::move(command), [response](const std::any& value) {
+    uint64_t count = 0;
+    absl::Status s = TakeCount(value, &count);
+    response->set_revoked_count(count);
+    return s;
+  });
 }
 
 }  // namespace sessiond::server

@@ -4,60 +4,70 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "replication/node_driver.h"
+#include "server/cluster_clock.h"
 #include "server/limits.h"
+#include "server/read_barrier.h"
 #include "server/touch_buffer.h"
+#include "server/write_path.h"
 #include "sessiond/v1/session.grpc.pb.h"
+#include "storage/session_state_machine.h"
 #include "storage/session_table.h"
 
 namespace sessiond::server {
 
 struct SessionServiceOptions {
   Limits limits;
-  int64_t expiry_leeway_ms = 0;
   // Most requests in one BatchValidateSessions call.
   size_t max_batch_validate = 10000;
+  // How long a call without a client deadline may wait (writes,
+  // linearizable reads).
+  absl::Duration request_timeout = absl::Seconds(10);
 };
 
-// sessiond.v1.SessionService on gRPC's callback API.
+// sessiond.v1.SessionService on gRPC's callback API. Two paths, the same on
+// every node of a cluster:
 //
-// Reads (Validate, BatchValidate, StreamValidate, ListUserSessions) run on
-// the gRPC thread against the SessionTable under its shard locks, answered
-// at once. Writes are validated, turned into a
-// sessiond.v1.internal.Command stamped with this (the leader's) clock, and
-// proposed to the NodeDriver; the handler returns its reactor and the apply
-// thread Finishes it with the applied result.
+//   read path   Validate, BatchValidate, StreamValidate, ListUserSessions:
+//               ReadBarrier::Wait for the requested consistency, then the
+//               SessionTable under its shard locks, at this node's cluster
+//               time (ClusterClock::NowMs) with the replicated leeway.
+//   write path  the request is checked against the limits, turned into a
+//               sessiond.v1.internal.Command, and handed to WritePath (which
+//               proposes it here or forwards it to the leader); the reactor
+//               finishes with the applied result. An UNAVAILABLE answer
+//               carries the leader in trailing metadata ("sessiond-leader",
+//               "sessiond-leader-id") when it is known.
 //
-// Until set_ready(true) (the node is leader and has applied its log) reads
-// answer UNAVAILABLE: an answer from a table still being replayed could say
-// UNKNOWN for a session that exists, and UNAVAILABLE must never look like
+// Until set_ready(true) (the node has replayed its log) every call answers
+// UNAVAILABLE: an answer from a table still being replayed could say
+// UNKNOWN for a session that exists, and UNAVAILABLE never looks like
 // "logged out".
 //
-// Thread-safe. `table`, `driver` and `touches` must outlive the service and
-// every call it serves (the daemon shuts the gRPC server down first).
+// Thread-safe. Every pointer must outlive the service and every call it
+// serves (the daemon shuts the gRPC server down first).
 class SessionServiceImpl final
     : public sessiond::v1::SessionService::CallbackService {
  public:
   SessionServiceImpl(const SessionServiceOptions& options,
                      const storage::SessionTable* table,
-                     replication::NodeDriver* driver, TouchBuffer* touches);
+                     const storage::SessionStateMachine* state_machine,
+                     ClusterClock* clock, ReadBarrier* reads, WritePath* writes,
+                     TouchBuffer* touches);
 
   void set_ready(bool ready) { ready_.store(ready, std::memory_order_release); }
 
   // Shutdown, first half: every new call is refused with UNAVAILABLE
   // "shutting down" (the client retries, elsewhere in a cluster), while
-  // writes already proposed run to their applied result.
+  // writes already submitted run to their result.
   void BeginDrain();
   // Waits until no write is in flight, at most `timeout`. Returns whether
-  // none is. (gRPC's own Server::Shutdown(deadline) also waits for idle
-  // client connections to go away, which a client may take seconds to
-  // notice; draining here first lets the daemon shut the server down with a
-  // short deadline without cutting off a write.)
+  // none is.
   bool WaitForWritesDrained(absl::Duration timeout) const;
 
   grpc::ServerUnaryReactor* CreateSession(
@@ -96,25 +106,50 @@ class SessionServiceImpl final
       const sessiond::v1::RevokeUserSessionsRequest* request,
       sessiond::v1::RevokeUserSessionsResponse* response) override;
 
-  // Answers one validation into `response` (shared by the unary, batch and
-  // stream paths). UNAVAILABLE before ready; otherwise OK with an outcome.
-  absl::Status ValidateOne(const sessiond::v1::ValidateSessionRequest& request,
-                           int64_t now_ms,
-                           sessiond::v1::ValidateSessionResponse* response);
+  // The read path for one validation: waits for `level` (from the request,
+  // or `level_override` when set), then answers into `response`; `done`
+  // gets OK with an outcome, or the error to end the call with.
+  void Validate(const sessiond::v1::ValidateSessionRequest& request,
+                absl::Time deadline,
+                sessiond::v1::ValidateSessionResponse* response,
+                std::function<void(absl::Status)> done);
+
+  // The server deadline of a call (WritePath::ServerDeadline).
+  absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const;
 
  private:
+  // The table lookup of the read path, after the barrier.
+  void ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
+                   int64_t now_ms, const ReadAnswer& answer,
+                   sessiond::v1::ValidateSessionResponse* response);
   absl::Status CheckReady() const;
   // Counts a write in flight, or refuses it when draining.
   absl::Status EnterWrite();
+  // The write path: submits `command`, then finishes the call with
+  // `fill(applied value)` or the error (with the leader hint).
+  grpc::ServerUnaryReactor* Write(
+      grpc::CallbackServerContext* context,
+      sessiond::v1::internal::Command command,
+      std::function<absl::Status(const std::any&)> fill);
 
   const SessionServiceOptions options_;
-  const storage::SessionTable* const table_;  // outlives this
-  replication::NodeDriver* const driver_;     // outlives this
-  TouchBuffer* const touches_;                // outlives this
+  const storage::SessionTable* const table_;                 // outlives this
+  const storage::SessionStateMachine* const state_machine_;  // outlives this
+  ClusterClock* const clock_;                                // outlives this
+  ReadBarrier* const reads_;                                 // outlives this
+  WritePath* const writes_;                                  // outlives this
+  TouchBuffer* const touches_;                               // outlives this
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> writes_inflight_{0};
 };
+
+// Finishes `reactor` with `status`; an UNAVAILABLE status carries the
+// leader hint in trailing metadata ("sessiond-leader",
+// "sessiond-leader-id").
+void FinishWithHint(grpc::CallbackServerContext* context,
+                    grpc::ServerUnaryReactor* reactor,
+                    const absl::Status& status, const LeaderHint& hint);
 
 // ListUserSessions page tokens: the last session_id of a page, base64url
 // encoded so clients treat it as opaque.

@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/touch_buffer.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 #include <vector>
@@ -10,9 +11,9 @@
 
 namespace sessiond::server {
 
-TouchBuffer::TouchBuffer(replication::NodeDriver* driver,
-                         absl::Duration flush_interval)
-    : driver_(driver),
+TouchBuffer::TouchBuffer(WritePath* writes, absl::Duration flush_interval)
+    : writes_(writes),
+      flush_interval_(flush_interval),
       flusher_("sd-touches", flush_interval, [this] { Flush(); }) {}
 
 TouchBuffer::~TouchBuffer() { Stop(); }
@@ -39,7 +40,6 @@ size_t TouchBuffer::Flush() {
        start += kMaxTouchesPerCommand) {
     const size_t end = std::min(touches.size(), start + kMaxTouchesPerCommand);
     sessiond::v1::internal::Command command;
-    command.set_timestamp_ms(absl::ToUnixMillis(absl::Now()));
     auto* touch = command.mutable_touch();
     for (size_t i = start; i < end; ++i) {
       auto* t = touch->add_touches();
@@ -47,16 +47,21 @@ size_t TouchBuffer::Flush() {
       t->set_seen_at_ms(touches[i].second);
     }
     flushed_commands_.fetch_add(1, std::memory_order_relaxed);
-    // A lost touch batch (not leader, shutting down) only makes idle expiry
-    // come a little earlier for those sessions; it is not retried.
-    driver_->Propose(
-        command.SerializeAsString(), [](replication::ApplyResult result) {
+    // A lost touch batch (no leader in time, shutting down) only makes idle
+    // expiry come a little earlier for those sessions; it is not retried.
+    // It may take until the next flush to reach the log.
+    writes_->Submit(
+        std::move(command),
+        absl::Now() + std::max(flush_interval_, absl::Seconds(1)),
+        [this](replication::ApplyResult result) {
           // NotFound / FailedPrecondition: the session was revoked or
           // expired after the validation that touched it; nothing to do.
           const absl::StatusCode code = result.status().code();
-          if (!result.ok() && code != absl::StatusCode::kUnavailable &&
-              code != absl::StatusCode::kNotFound &&
-              code != absl::StatusCode::kFailedPrecondition) {
+          if (code == absl::StatusCode::kUnavailable ||
+              code == absl::StatusCode::kResourceExhausted) {
+            lost_commands_.fetch_add(1, std::memory_order_relaxed);
+          } else if (!result.ok() && code != absl::StatusCode::kNotFound &&
+                     code != absl::StatusCode::kFailedPrecondition) {
             std::fprintf(stderr, "sessiond: touch batch failed: %s\n",
                          result.status().ToString().c_str());
           }

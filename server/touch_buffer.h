@@ -10,8 +10,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "replication/node_driver.h"
 #include "server/periodic_task.h"
+#include "server/write_path.h"
 #include "storage/token.h"
 
 namespace sessiond::server {
@@ -23,14 +23,17 @@ namespace sessiond::server {
 // to within one flush interval (the last_seen a replica knows can lag the
 // real last use by up to that long). docs/ARCHITECTURE.md records this.
 //
+// Every node folds its own validations; a follower's batch goes to the
+// leader through the WritePath like any other write.
+//
 // Thread-safe: Record from any gRPC thread (sharded locks); a flusher
-// thread proposes the batch. `driver` must outlive this (Stop() first).
+// thread submits the batch. `writes` must outlive this (Stop() first).
 class TouchBuffer {
  public:
   // Most touches per TouchCommand; a larger backlog goes in several.
   static constexpr size_t kMaxTouchesPerCommand = 10000;
 
-  TouchBuffer(replication::NodeDriver* driver, absl::Duration flush_interval);
+  TouchBuffer(WritePath* writes, absl::Duration flush_interval);
   ~TouchBuffer();  // Stop()s.
 
   TouchBuffer(const TouchBuffer&) = delete;
@@ -39,8 +42,8 @@ class TouchBuffer {
   // Notes that `hash` was used at `seen_at_ms`; the latest use wins.
   void Record(const storage::TokenHash& hash, int64_t seen_at_ms);
 
-  // Proposes everything recorded so far now (also used at shutdown and by
-  // tests). Returns the number of touches proposed. Does not wait for them
+  // Submits everything recorded so far now (also used at shutdown and by
+  // tests). Returns the number of touches submitted. Does not wait for them
   // to apply.
   size_t Flush();
 
@@ -49,6 +52,11 @@ class TouchBuffer {
 
   uint64_t flushed_commands() const {
     return flushed_commands_.load(std::memory_order_relaxed);
+  }
+  // Touch batches that did not reach the log (no leader in time, shutting
+  // down): those sessions' idle expiry may come up to one interval early.
+  uint64_t lost_commands() const {
+    return lost_commands_.load(std::memory_order_relaxed);
   }
 
  private:
@@ -59,9 +67,11 @@ class TouchBuffer {
         touches ABSL_GUARDED_BY(mu);
   };
 
-  replication::NodeDriver* const driver_;  // outlives this
+  WritePath* const writes_;  // outlives this
+  const absl::Duration flush_interval_;
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> flushed_commands_{0};
+  std::atomic<uint64_t> lost_commands_{0};
 
   PeriodicTask flusher_;  // last: its thread uses the members above
 };

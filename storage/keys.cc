@@ -140,6 +140,21 @@ absl::StatusOr<ConfState> DecodeConfState(std::string_view value) {
   return conf_state;
 }
 
+std::string EncodeIndexTerm(LogIndex index, Term term) {
+  return absl::StrCat(EncodeFixed64BE(index.value()),
+                      EncodeFixed64BE(term.value()));
+}
+
+absl::StatusOr<std::pair<LogIndex, Term>> DecodeIndexTerm(
+    std::string_view value) {
+  if (value.size() != 16) {
+    return absl::DataLossError(
+        absl::StrCat("index and term: ", value.size(), " bytes, want 16"));
+  }
+  return std::make_pair(LogIndex(DecodeFixed64BE(value)),
+                        Term(DecodeFixed64BE(value.substr(8))));
+}
+
 std::string EncodeSnapshotMeta(const SnapshotMeta& meta) {
   return absl::StrCat(EncodeFixed64BE(meta.index.value()),
                       EncodeFixed64BE(meta.term.value()),

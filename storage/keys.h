@@ -11,7 +11,16 @@
 //                                        entry applied to the `sessions` CF
 //                  "applied_time_ms"  -> 8-byte big-endian int64: the
 //                                        state machine's applied time
-//                "applied_index" and "applied_time_ms" are written in the
+//                  "applied_term"     -> 8-byte big-endian Term of that
+//                                        entry
+//                  "applied_conf"     -> EncodeConfState(): the membership
+//                                        as of the applied index
+//                  "cluster_state"    -> a sessiond.v1.internal.ClusterState
+//                                        (member addresses, settings)
+//                  "identity"         -> a sessiond.v1.internal.Identity:
+//                                        the cluster and member this data
+//                                        dir belongs to (written once)
+//                The applied_* keys and "cluster_state" are written in the
 //                same WriteBatch as the `sessions` changes they cover.
 //
 //   raft_log     key:   8-byte big-endian LogIndex (so iteration is in log
@@ -22,7 +31,15 @@
 //   raft_state   "hard_state"     -> 24 bytes: term, vote, commit, each
 //                                    8-byte big-endian
 //                "snapshot_meta"  -> 16 bytes index, term (big-endian), then
-//                                    EncodeConfState()
+//                                    EncodeConfState(): the latest snapshot
+//                "snapshot_data"  -> its Snapshot::data (a SnapshotRef to an
+//                                    image file in snap/, see
+//                                    storage/snapshot_files.h)
+//                "truncated"      -> 16 bytes index, term (big-endian): the
+//                                    last entry dropped from raft_log (at or
+//                                    below the snapshot's index). Absent in
+//                                    data dirs of format 1 before it existed:
+//                                    then the snapshot's index and term.
 //                "conf_state"     -> EncodeConfState(): the membership a new
 //                                    store was bootstrapped with (used while
 //                                    there is no snapshot)
@@ -40,6 +57,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "common/strong_types.h"
@@ -58,11 +76,17 @@ inline constexpr char kSessionsCf[] = "sessions";
 inline constexpr char kFormatVersionKey[] = "format_version";
 inline constexpr char kAppliedIndexKey[] = "applied_index";
 inline constexpr char kAppliedTimeKey[] = "applied_time_ms";
+inline constexpr char kAppliedTermKey[] = "applied_term";
+inline constexpr char kAppliedConfKey[] = "applied_conf";
+inline constexpr char kClusterStateKey[] = "cluster_state";
+inline constexpr char kIdentityKey[] = "identity";
 
 // Keys in the raft_state CF.
 inline constexpr char kHardStateKey[] = "hard_state";
 inline constexpr char kSnapshotMetaKey[] = "snapshot_meta";
 inline constexpr char kConfStateKey[] = "conf_state";
+inline constexpr char kSnapshotDataKey[] = "snapshot_data";
+inline constexpr char kTruncatedKey[] = "truncated";
 
 // 8-byte big-endian encoding of unsigned integers (keys sort numerically).
 std::string EncodeFixed64BE(uint64_t value);
@@ -85,6 +109,11 @@ absl::StatusOr<replication::HardState> DecodeHardState(std::string_view value);
 
 std::string EncodeConfState(const replication::ConfState& conf_state);
 absl::StatusOr<replication::ConfState> DecodeConfState(std::string_view value);
+
+// (index, term) as 16 bytes, big-endian.
+std::string EncodeIndexTerm(LogIndex index, Term term);
+absl::StatusOr<std::pair<LogIndex, Term>> DecodeIndexTerm(
+    std::string_view value);
 
 std::string EncodeSnapshotMeta(const replication::SnapshotMeta& meta);
 absl::StatusOr<replication::SnapshotMeta> DecodeSnapshotMeta(

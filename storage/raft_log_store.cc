@@ -1,6 +1,8 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "storage/raft_log_store.h"
 
+#include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -34,7 +36,7 @@ absl::StatusOr<std::optional<std::string>> GetKey(
 
 absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
   HardState hard_state;
-  SnapshotMeta meta;
+  Snapshot snapshot;
   ConfState conf_state;
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> hs,
                             GetKey(db, db->raft_state_cf(), kHardStateKey));
@@ -44,17 +46,35 @@ absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> sm,
                             GetKey(db, db->raft_state_cf(), kSnapshotMetaKey));
   if (sm) {
-    SESSIOND_ASSIGN_OR_RETURN(meta, DecodeSnapshotMeta(*sm));
+    SESSIOND_ASSIGN_OR_RETURN(snapshot.meta, DecodeSnapshotMeta(*sm));
   }
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> sd,
+                            GetKey(db, db->raft_state_cf(), kSnapshotDataKey));
+  if (sd) snapshot.data = *std::move(sd);
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cs,
                             GetKey(db, db->raft_state_cf(), kConfStateKey));
   if (cs) {
     SESSIOND_ASSIGN_OR_RETURN(conf_state, DecodeConfState(*cs));
   }
+  // Data dirs written before the truncation point had its own key were
+  // truncated exactly at the snapshot.
+  LogIndex truncated_index = snapshot.meta.index;
+  Term truncated_term = snapshot.meta.term;
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> tr,
+                            GetKey(db, db->raft_state_cf(), kTruncatedKey));
+  if (tr) {
+    SESSIOND_ASSIGN_OR_RETURN(auto index_term, DecodeIndexTerm(*tr));
+    std::tie(truncated_index, truncated_term) = index_term;
+    if (truncated_index > snapshot.meta.index) {
+      return absl::DataLossError(absl::StrCat(
+          "raft_state: truncated through ", truncated_index.value(),
+          " past the snapshot at ", snapshot.meta.index.value()));
+    }
+  }
 
-  // The last index: the last key of raft_log, or the snapshot's index when
+  // The last index: the last key of raft_log, or the truncation point when
   // the log holds no entries.
-  LogIndex last = meta.index;
+  LogIndex last = truncated_index;
   {
     std::unique_ptr<rocksdb::Iterator> it(
         db->db()->NewIterator(rocksdb::ReadOptions(), db->raft_log_cf()));
@@ -66,42 +86,71 @@ absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
       if (key > last) last = key;
     }
     SESSIOND_RETURN_IF_ERROR(FromRocksStatus(it->status(), "raft_log scan"));
-    // The first entry must follow the snapshot; a gap means lost entries.
-    if (last > meta.index) {
-      it->Seek(LogKey(meta.index + 1));
+    // The first entry must follow the truncation point; a gap means lost
+    // entries.
+    if (last > truncated_index) {
+      it->Seek(LogKey(truncated_index + 1));
       if (!it->Valid() ||
           std::string_view(it->key().data(), it->key().size()) !=
-              LogKey(meta.index + 1)) {
+              LogKey(truncated_index + 1)) {
         return absl::DataLossError(absl::StrCat(
-            "raft_log: entry ", meta.index.value() + 1,
-            " (first after the snapshot) is missing; last is ", last.value()));
+            "raft_log: entry ", truncated_index.value() + 1,
+            " (first after the truncation point) is missing; last is ",
+            last.value()));
       }
     }
   }
-  return std::unique_ptr<RaftLogStore>(new RaftLogStore(
-      db, hard_state, std::move(meta), std::move(conf_state), last));
+  if (snapshot.meta.index > last) {
+    return absl::DataLossError(
+        absl::StrCat("raft_log: snapshot at ", snapshot.meta.index.value(),
+                     " is past the last index ", last.value()));
+  }
+  return std::unique_ptr<RaftLogStore>(
+      new RaftLogStore(db, hard_state, std::move(snapshot), truncated_index,
+                       truncated_term, std::move(conf_state), last));
 }
 
 RaftLogStore::RaftLogStore(Database* db, HardState hard_state,
-                           SnapshotMeta snapshot_meta, ConfState conf_state,
+                           Snapshot snapshot, LogIndex truncated_index,
+                           Term truncated_term, ConfState conf_state,
                            LogIndex last_index)
     : db_(db),
       hard_state_(hard_state),
-      snapshot_meta_(std::move(snapshot_meta)),
+      snapshot_(std::move(snapshot)),
+      truncated_index_(truncated_index),
+      truncated_term_(truncated_term),
       conf_state_(std::move(conf_state)),
       last_index_(last_index) {}
 
 absl::Status RaftLogStore::Bootstrap(const ConfState& conf_state) {
+  if (conf_state.voters.empty() || !conf_state.learners.empty()) {
+    return absl::InvalidArgumentError(
+        "a new group starts with voters and no learners");
+  }
   absl::MutexLock lock(&mutex_);
-  if (last_index_ != LogIndex(0) || snapshot_meta_.index != LogIndex(0) ||
+  if (last_index_ != LogIndex(0) || snapshot_.meta.index != LogIndex(0) ||
       hard_state_.term != Term(0)) {
     return absl::FailedPreconditionError(
         "cannot bootstrap a Raft log that already has state");
   }
   rocksdb::WriteBatch batch;
-  batch.Put(db_->raft_state_cf(), kConfStateKey, EncodeConfState(conf_state));
+  LogIndex index;
+  for (NodeId voter : conf_state.voters) {
+    Entry entry;
+    entry.term = Term(1);
+    entry.index = ++index;
+    entry.type = replication::EntryType::kConfChange;
+    entry.data = replication::EncodeConfChange(replication::ConfChange{
+        replication::ConfChangeType::kPromoteVoter, voter});
+    batch.Put(db_->raft_log_cf(), LogKey(entry.index), EncodeEntry(entry));
+  }
+  HardState hard_state;
+  hard_state.term = Term(1);
+  hard_state.commit = index;
+  batch.Put(db_->raft_state_cf(), kHardStateKey, EncodeHardState(hard_state));
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
-  conf_state_ = conf_state;
+  last_index_ = index;
+  hard_state_ = hard_state;
   return absl::OkStatus();
 }
 
@@ -112,13 +161,13 @@ HardState RaftLogStore::InitialHardState() const {
 
 ConfState RaftLogStore::InitialConfState() const {
   absl::ReaderMutexLock lock(&mutex_);
-  if (snapshot_meta_.index != LogIndex(0)) return snapshot_meta_.conf_state;
+  if (snapshot_.meta.index != LogIndex(0)) return snapshot_.meta.conf_state;
   return conf_state_;
 }
 
 LogIndex RaftLogStore::FirstIndex() const {
   absl::ReaderMutexLock lock(&mutex_);
-  return snapshot_meta_.index + 1;
+  return truncated_index_ + 1;
 }
 
 LogIndex RaftLogStore::LastIndex() const {
@@ -129,7 +178,7 @@ LogIndex RaftLogStore::LastIndex() const {
 absl::StatusOr<std::vector<Entry>> RaftLogStore::Entries(
     LogIndex lo, LogIndex hi, uint64_t max_bytes) const {
   absl::ReaderMutexLock lock(&mutex_);
-  const LogIndex first = snapshot_meta_.index + 1;
+  const LogIndex first = truncated_index_ + 1;
   if (lo < first) {
     return absl::OutOfRangeError(absl::StrCat(
         "entry ", lo.value(), " is compacted; first index is ", first.value()));
@@ -178,8 +227,8 @@ absl::StatusOr<std::vector<Entry>> RaftLogStore::Entries(
 
 absl::StatusOr<Term> RaftLogStore::TermAt(LogIndex index) const {
   absl::ReaderMutexLock lock(&mutex_);
-  if (index == snapshot_meta_.index) return snapshot_meta_.term;
-  if (index < snapshot_meta_.index + 1) {
+  if (index == truncated_index_) return truncated_term_;
+  if (index < truncated_index_ + 1) {
     return absl::OutOfRangeError(
         absl::StrCat("entry ", index.value(), " is compacted"));
   }
@@ -205,9 +254,7 @@ absl::StatusOr<Term> RaftLogStore::TermAt(LogIndex index) const {
 
 absl::StatusOr<Snapshot> RaftLogStore::GetSnapshot() const {
   absl::ReaderMutexLock lock(&mutex_);
-  Snapshot snapshot;
-  snapshot.meta = snapshot_meta_;
-  return snapshot;
+  return snapshot_;
 }
 
 absl::Status RaftLogStore::Append(const std::vector<Entry>& entries,
@@ -217,7 +264,7 @@ absl::Status RaftLogStore::Append(const std::vector<Entry>& entries,
   LogIndex first_index, last_index;
   {
     absl::ReaderMutexLock lock(&mutex_);
-    first_index = snapshot_meta_.index + 1;
+    first_index = truncated_index_ + 1;
     last_index = last_index_;
   }
   rocksdb::WriteBatch batch;
@@ -273,34 +320,71 @@ absl::Status RaftLogStore::InstallSnapshot(const Snapshot& snapshot) {
   batch.Delete(db_->raft_log_cf(), LogKey(LogIndex(~uint64_t{0})));
   batch.Put(db_->raft_state_cf(), kSnapshotMetaKey,
             EncodeSnapshotMeta(snapshot.meta));
+  batch.Put(db_->raft_state_cf(), kSnapshotDataKey, snapshot.data);
+  batch.Put(db_->raft_state_cf(), kTruncatedKey,
+            EncodeIndexTerm(snapshot.meta.index, snapshot.meta.term));
   HardState hard_state = hard_state_;
   if (hard_state.commit < snapshot.meta.index) {
     hard_state.commit = snapshot.meta.index;
     batch.Put(db_->raft_state_cf(), kHardStateKey, EncodeHardState(hard_state));
   }
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
-  snapshot_meta_ = snapshot.meta;
+  snapshot_ = snapshot;
+  truncated_index_ = snapshot.meta.index;
+  truncated_term_ = snapshot.meta.term;
   hard_state_ = hard_state;
   last_index_ = snapshot.meta.index;
   return absl::OkStatus();
 }
 
-absl::Status RaftLogStore::Compact(const Snapshot& snapshot) {
+absl::Status RaftLogStore::Compact(const Snapshot& snapshot,
+                                   LogIndex truncate_through) {
   absl::MutexLock lock(&mutex_);
   const LogIndex index = snapshot.meta.index;
-  if (index <= snapshot_meta_.index) return absl::OkStatus();
-  if (index > last_index_) {
+  if (truncate_through > index) {
     return absl::InvalidArgumentError(
-        absl::StrCat("compact through ", index.value(), " beyond last index ",
-                     last_index_.value()));
+        absl::StrCat("truncation through ", truncate_through.value(),
+                     " past the snapshot at ", index.value()));
   }
   rocksdb::WriteBatch batch;
-  batch.DeleteRange(db_->raft_log_cf(), LogKey(snapshot_meta_.index),
-                    LogKey(index + 1));
-  batch.Put(db_->raft_state_cf(), kSnapshotMetaKey,
-            EncodeSnapshotMeta(snapshot.meta));
+  const bool newer = index > snapshot_.meta.index;
+  if (newer) {
+    if (index > last_index_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("snapshot at ", index.value(), " beyond last index ",
+                       last_index_.value()));
+    }
+    batch.Put(db_->raft_state_cf(), kSnapshotMetaKey,
+              EncodeSnapshotMeta(snapshot.meta));
+    batch.Put(db_->raft_state_cf(), kSnapshotDataKey, snapshot.data);
+  }
+  const LogIndex snapshot_index = newer ? index : snapshot_.meta.index;
+  truncate_through = std::min(truncate_through, snapshot_index);
+  Term truncated_term = truncated_term_;
+  const bool truncates = truncate_through > truncated_index_;
+  if (truncates) {
+    std::string value;
+    rocksdb::Status s =
+        db_->db()->Get(rocksdb::ReadOptions(), db_->raft_log_cf(),
+                       LogKey(truncate_through), &value);
+    if (!s.ok() || value.size() < 9) {
+      return absl::DataLossError(
+          absl::StrCat("raft_log: entry ", truncate_through.value(),
+                       " is missing or truncated: ", s.ToString()));
+    }
+    truncated_term = Term(DecodeFixed64BE(value));
+    batch.DeleteRange(db_->raft_log_cf(), LogKey(truncated_index_),
+                      LogKey(truncate_through + 1));
+    batch.Put(db_->raft_state_cf(), kTruncatedKey,
+              EncodeIndexTerm(truncate_through, truncated_term));
+  }
+  if (!newer && !truncates) return absl::OkStatus();
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
-  snapshot_meta_ = snapshot.meta;
+  if (newer) snapshot_ = snapshot;
+  if (truncates) {
+    truncated_index_ = truncate_through;
+    truncated_term_ = truncated_term;
+  }
   return absl::OkStatus();
 }
 

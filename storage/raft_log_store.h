@@ -25,9 +25,10 @@ namespace sessiond::storage {
 // suffix, the hard state) with WriteOptions::sync = `sync`: concurrent
 // proposals batched by the driver share one fsync (group commit).
 //
-// GetSnapshot returns the stored metadata with empty data: the snapshot's
-// image belongs to the state machine, and the driver fills it in
-// (StateMachine::TakeSnapshot) before sending it.
+// The latest snapshot (metadata and its `data`, a reference to an image
+// file the state machine wrote) and the truncation point are kept apart: the
+// log keeps a tail of entries below the snapshot's index for followers that
+// lag a little (LogStore::Compact).
 //
 // Threading: writes (Append, InstallSnapshot, Compact, Bootstrap) from one
 // thread; reads (LogReader) from any thread concurrently. FirstIndex and
@@ -39,10 +40,13 @@ class RaftLogStore : public replication::LogStore {
   // metadata.
   static absl::StatusOr<std::unique_ptr<RaftLogStore>> Open(Database* db);
 
-  // Records the membership of a brand-new group (e.g. a fresh single node
-  // as its only voter); InitialConfState() returns it until a snapshot
-  // supersedes it. Durable on return. FailedPrecondition when the log is
-  // not new (it has entries, a snapshot, or a hard state with a term).
+  // Starts the log of a brand-new group with its membership as its first
+  // entries, as etcd does: one kConfChange entry (kPromoteVoter) per voter
+  // of `conf_state`, term 1, committed. Every initial member writes the same
+  // entries, so a member added later learns the initial membership from the
+  // log (or a snapshot) like any other change. Durable on return.
+  // FailedPrecondition when the log is not new (it has entries, a snapshot,
+  // or a hard state with a term); InvalidArgument without voters.
   absl::Status Bootstrap(const replication::ConfState& conf_state);
 
   replication::HardState InitialHardState() const override;
@@ -58,12 +62,15 @@ class RaftLogStore : public replication::LogStore {
                       const std::optional<replication::HardState>& hard_state,
                       bool sync) override;
   absl::Status InstallSnapshot(const replication::Snapshot& snapshot) override;
-  absl::Status Compact(const replication::Snapshot& snapshot) override;
+  using replication::LogStore::Compact;
+  absl::Status Compact(const replication::Snapshot& snapshot,
+                       LogIndex truncate_through) override;
 
  private:
   RaftLogStore(Database* db, replication::HardState hard_state,
-               replication::SnapshotMeta snapshot_meta,
-               replication::ConfState conf_state, LogIndex last_index);
+               replication::Snapshot snapshot, LogIndex truncated_index,
+               Term truncated_term, replication::ConfState conf_state,
+               LogIndex last_index);
 
   Database* const db_;  // Not owned; outlives this.
 
@@ -74,8 +81,11 @@ class RaftLogStore : public replication::LogStore {
   // past last_index_), so reads are not stalled by its fsync.
   mutable absl::Mutex mutex_;
   replication::HardState hard_state_ ABSL_GUARDED_BY(mutex_);
-  replication::SnapshotMeta snapshot_meta_ ABSL_GUARDED_BY(mutex_);
-  // The bootstrap membership, used while snapshot_meta_.index == 0.
+  replication::Snapshot snapshot_ ABSL_GUARDED_BY(mutex_);
+  // The last entry dropped from raft_log (<= snapshot_.meta.index).
+  LogIndex truncated_index_ ABSL_GUARDED_BY(mutex_);
+  Term truncated_term_ ABSL_GUARDED_BY(mutex_);
+  // The bootstrap membership, used while snapshot_.meta.index == 0.
   replication::ConfState conf_state_ ABSL_GUARDED_BY(mutex_);
   LogIndex last_index_ ABSL_GUARDED_BY(mutex_);
 };

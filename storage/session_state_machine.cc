@@ -1,8 +1,12 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "storage/session_state_machine.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
+#include <chrono>
 #include <limits>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -18,9 +22,11 @@
 namespace sessiond::storage {
 
 using replication::ApplyResult;
+using replication::ConfState;
 using replication::Entry;
 using replication::EntryType;
 using sessiond::v1::Session;
+using sessiond::v1::internal::ClusterState;
 using sessiond::v1::internal::Command;
 
 namespace {
@@ -32,6 +38,52 @@ absl::StatusOr<TokenHash> ParseHash(const std::string& bytes) {
         absl::StrCat("token_hash must be 32 bytes, got ", bytes.size()));
   }
   return *hash;
+}
+
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<std::optional<std::string>> ReadKey(Database* db,
+                                                   const char* key) {
+  std::string bytes;
+  rocksdb::Status s =
+      db->db()->Get(rocksdb::ReadOptions(), db->default_cf(), key, &bytes);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
+  return std::optional<std::string>(std::move(bytes));
+}
+
+void InsertSorted(std::vector<NodeId>* ids, NodeId id) {
+  auto it = std::lower_bound(ids->begin(), ids->end(), id);
+  if (it == ids->end() || *it != id) ids->insert(it, id);
+}
+
+void EraseId(std::vector<NodeId>* ids, NodeId id) {
+  ids->erase(std::remove(ids->begin(), ids->end(), id), ids->end());
+}
+
+// The same rules as the Raft core's (replication/core/raft_core.cc).
+void ApplyConfChangeTo(const replication::ConfChange& change, ConfState* conf) {
+  switch (change.type) {
+    case replication::ConfChangeType::kAddLearner:
+      if (std::binary_search(conf->voters.begin(), conf->voters.end(),
+                             change.node)) {
+        return;
+      }
+      InsertSorted(&conf->learners, change.node);
+      return;
+    case replication::ConfChangeType::kPromoteVoter:
+      EraseId(&conf->learners, change.node);
+      InsertSorted(&conf->voters, change.node);
+      return;
+    case replication::ConfChangeType::kRemoveNode:
+      EraseId(&conf->voters, change.node);
+      EraseId(&conf->learners, change.node);
+      return;
+  }
 }
 
 absl::Status ReadInt64(Database* db, const char* key, uint64_t* value) {
@@ -114,15 +166,27 @@ absl::Status LoadSessions(Database* db, SessionTable* table, int threads) {
 }
 
 absl::StatusOr<std::unique_ptr<SessionStateMachine>> SessionStateMachine::Open(
-    Database* db, SessionTable* table,
-    const SessionStateMachineOptions& options) {
+    Database* db, SessionTable* table, SessionStateMachineOptions options) {
   if (table->size() != 0) {
     return absl::FailedPreconditionError(
         "SessionStateMachine::Open needs an empty table");
   }
-  uint64_t applied = 0, applied_time = 0;
+  uint64_t applied = 0, applied_time = 0, applied_term = 0;
   SESSIOND_RETURN_IF_ERROR(ReadInt64(db, kAppliedIndexKey, &applied));
   SESSIOND_RETURN_IF_ERROR(ReadInt64(db, kAppliedTimeKey, &applied_time));
+  SESSIOND_RETURN_IF_ERROR(ReadInt64(db, kAppliedTermKey, &applied_term));
+  ConfState conf = options.bootstrap_conf;
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> conf_bytes,
+                            ReadKey(db, kAppliedConfKey));
+  if (conf_bytes) {
+    SESSIOND_ASSIGN_OR_RETURN(conf, DecodeConfState(*conf_bytes));
+  }
+  ClusterState cluster;
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
+                            ReadKey(db, kClusterStateKey));
+  if (cluster_bytes && !cluster.ParseFromString(*cluster_bytes)) {
+    return absl::DataLossError("default CF: cluster_state does not parse");
+  }
   int threads = options.load_threads;
   if (threads <= 0) {
     threads = std::clamp<int>(std::thread::hardware_concurrency(), 1, 4);
@@ -132,20 +196,55 @@ absl::StatusOr<std::unique_ptr<SessionStateMachine>> SessionStateMachine::Open(
     table->Clear();
     return status;
   }
-  return std::unique_ptr<SessionStateMachine>(
-      new SessionStateMachine(db, table, options, LogIndex(applied),
-                              static_cast<int64_t>(applied_time)));
+  return std::unique_ptr<SessionStateMachine>(new SessionStateMachine(
+      db, table, std::move(options), LogIndex(applied), Term(applied_term),
+      static_cast<int64_t>(applied_time), std::move(conf), std::move(cluster)));
 }
 
-SessionStateMachine::SessionStateMachine(
-    Database* db, SessionTable* table,
-    const SessionStateMachineOptions& options, LogIndex applied,
-    int64_t applied_time_ms)
+SessionStateMachine::SessionStateMachine(Database* db, SessionTable* table,
+                                         SessionStateMachineOptions options,
+                                         LogIndex applied, Term applied_term,
+                                         int64_t applied_time_ms,
+                                         ConfState conf, ClusterState cluster)
     : db_(db),
       table_(table),
-      options_(options),
+      options_(std::move(options)),
       applied_index_(applied.value()),
-      applied_time_ms_(applied_time_ms) {}
+      applied_time_ms_(applied_time_ms),
+      expiry_leeway_ms_(cluster.expiry_leeway_ms()) {
+  absl::MutexLock lock(&mu_);
+  applied_term_ = applied_term;
+  conf_ = std::move(conf);
+  cluster_ = std::move(cluster);
+  time_sample_ = AppliedTimeSample{applied_time_ms, SteadyNanos()};
+}
+
+AppliedTimeSample SessionStateMachine::applied_time_sample() const {
+  absl::MutexLock lock(&mu_);
+  return time_sample_;
+}
+
+ClusterState SessionStateMachine::cluster_state() const {
+  absl::MutexLock lock(&mu_);
+  return cluster_;
+}
+
+ConfState SessionStateMachine::applied_conf() const {
+  absl::MutexLock lock(&mu_);
+  return conf_;
+}
+
+void SessionStateMachine::PublishClusterState(const ClusterState& cluster,
+                                              const ConfState& conf) {
+  {
+    absl::MutexLock lock(&mu_);
+    cluster_ = cluster;
+    conf_ = conf;
+  }
+  expiry_leeway_ms_.store(cluster.expiry_leeway_ms(),
+                          std::memory_order_release);
+  if (options_.on_cluster_state) options_.on_cluster_state(cluster);
+}
 
 void SessionStateMachine::StageSession(const TokenHash& hash,
                                        rocksdb::WriteBatch* batch) {
@@ -163,6 +262,17 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
   if (entries.empty()) return results;
   LogIndex applied = applied_index();
   int64_t now_ms = applied_time_ms();
+  Term term;
+  ConfState conf;
+  ClusterState cluster;
+  {
+    absl::MutexLock lock(&mu_);
+    term = applied_term_;
+    conf = conf_;
+    cluster = cluster_;
+  }
+  bool conf_changed = false;
+  bool cluster_changed = false;
   rocksdb::WriteBatch batch;
   for (const Entry& entry : entries) {
     if (entry.index <= applied) {
@@ -177,7 +287,20 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
                        " after applied index ", applied.value()));
     }
     applied = entry.index;
-    if (entry.type == EntryType::kConfChange || entry.data.empty()) {
+    term = entry.term;
+    if (entry.type == EntryType::kConfChange) {
+      replication::ConfChange change;
+      if (!replication::DecodeConfChange(entry.data, &change)) {
+        results.push_back(absl::InvalidArgumentError(absl::StrCat(
+            "entry ", entry.index.value(), " is not a conf change")));
+        continue;
+      }
+      ApplyConfChangeTo(change, &conf);
+      conf_changed = true;
+      results.push_back(std::any());
+      continue;
+    }
+    if (entry.data.empty()) {
       results.push_back(std::any());
       continue;
     }
@@ -188,17 +311,89 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
       continue;
     }
     now_ms = std::max(now_ms, command.timestamp_ms());
-    results.push_back(ApplyCommand(command, now_ms, &batch));
+    switch (command.op_case()) {
+      case Command::kMember:
+        results.push_back(ApplyMember(command.member(), &cluster));
+        cluster_changed = true;
+        break;
+      case Command::kSettings:
+        if (command.settings().has_expiry_leeway_ms()) {
+          cluster.set_expiry_leeway_ms(
+              std::max<int64_t>(0, command.settings().expiry_leeway_ms()));
+          cluster.set_leeway_set(true);
+          // Later entries of this batch already use it.
+          expiry_leeway_ms_.store(cluster.expiry_leeway_ms(),
+                                  std::memory_order_release);
+        }
+        cluster_changed = true;
+        results.push_back(std::any());
+        break;
+      default:
+        results.push_back(ApplyCommand(command, now_ms, &batch));
+    }
   }
   batch.Put(db_->default_cf(), kAppliedIndexKey,
             EncodeFixed64BE(applied.value()));
+  batch.Put(db_->default_cf(), kAppliedTermKey, EncodeFixed64BE(term.value()));
   batch.Put(db_->default_cf(), kAppliedTimeKey,
             EncodeFixed64BE(static_cast<uint64_t>(now_ms)));
+  if (conf_changed) {
+    batch.Put(db_->default_cf(), kAppliedConfKey, EncodeConfState(conf));
+  }
+  if (cluster_changed) {
+    batch.Put(db_->default_cf(), kClusterStateKey, cluster.SerializeAsString());
+  }
   // Not synced: the log holds the commands and replays them after a crash.
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/false));
+  {
+    absl::MutexLock lock(&mu_);
+    applied_term_ = term;
+    time_sample_ = AppliedTimeSample{now_ms, SteadyNanos()};
+  }
+  if (conf_changed || cluster_changed) PublishClusterState(cluster, conf);
   applied_time_ms_.store(now_ms, std::memory_order_release);
   applied_index_.store(applied.value(), std::memory_order_release);
   return results;
+}
+
+ApplyResult SessionStateMachine::ApplyMember(
+    const v1::internal::MemberCommand& member, ClusterState* cluster) {
+  if (member.node_id() == 0) {
+    return absl::InvalidArgumentError("member command for node 0");
+  }
+  auto* members = cluster->mutable_members();
+  auto it = std::find_if(members->begin(), members->end(),
+                         [&](const v1::internal::Member& m) {
+                           return m.node_id() == member.node_id();
+                         });
+  if (member.kind() == v1::internal::MemberCommand::REMOVE) {
+    if (it != members->end()) members->erase(it);
+    return std::any();
+  }
+  if (it == members->end()) {
+    v1::internal::Member added;
+    added.set_node_id(member.node_id());
+    // Keep the list ordered by node_id: every replica encodes it alike.
+    auto pos = std::find_if(members->begin(), members->end(),
+                            [&](const v1::internal::Member& m) {
+                              return m.node_id() > member.node_id();
+                            });
+    const int at = static_cast<int>(pos - members->begin());
+    members->Add(std::move(added));
+    for (int i = members->size() - 1; i > at; --i)
+      members->SwapElements(i, i - 1);
+    it = members->begin() + at;
+  }
+  if (!member.peer_address().empty()) {
+    it->set_peer_address(member.peer_address());
+  }
+  if (!member.client_address().empty()) {
+    it->set_client_address(member.client_address());
+  }
+  if (member.kind() == v1::internal::MemberCommand::PUBLISH) {
+    it->set_started(true);
+  }
+  return std::any();
 }
 
 ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
@@ -217,6 +412,8 @@ ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
       return ApplyRevokeUser(command.revoke_user(), now_ms, batch);
     case Command::kExpire:
       return ApplyExpire(command.expire(), now_ms, batch);
+    case Command::kMember:
+    case Command::kSettings:
     case Command::OP_NOT_SET:
       break;
   }
@@ -239,7 +436,8 @@ ApplyResult SessionStateMachine::ApplyCreate(
   session.set_session_id(create.session_id());
   session.set_user_id(create.user_id());
   session.set_created_at_ms(now_ms);
-  session.set_expires_at_ms(create.expires_at_ms());
+  session.set_expires_at_ms(create.ttl_ms() > 0 ? now_ms + create.ttl_ms()
+                                                : create.expires_at_ms());
   session.set_idle_timeout_ms(create.idle_timeout_ms());
   session.set_last_seen_at_ms(now_ms);
   *session.mutable_attributes() = create.attributes();
@@ -254,7 +452,7 @@ ApplyResult SessionStateMachine::ApplyCreate(
 ApplyResult SessionStateMachine::ApplyTouch(
     const v1::internal::TouchCommand& touch, int64_t now_ms,
     rocksdb::WriteBatch* batch) {
-  const int64_t leeway = options_.expiry_leeway_ms;
+  const int64_t leeway = expiry_leeway_ms();
   if (touch.touches_size() == 1) {
     const auto& t = touch.touches(0);
     SESSIOND_ASSIGN_OR_RETURN(const TokenHash hash, ParseHash(t.token_hash()));
@@ -306,7 +504,7 @@ ApplyResult SessionStateMachine::ApplyUpdate(
   if (session->state() == v1::SESSION_STATE_REVOKED) {
     return absl::FailedPreconditionError("session is revoked");
   }
-  if (IsExpired(*session, now_ms, options_.expiry_leeway_ms)) {
+  if (IsExpired(*session, now_ms, expiry_leeway_ms())) {
     return absl::FailedPreconditionError("session is expired");
   }
   if (session->version() >= std::numeric_limits<uint32_t>::max()) {
@@ -370,7 +568,7 @@ ApplyResult SessionStateMachine::ApplyRevokeUser(
   for (const TokenHash& hash : table_->UserTokenHashes(revoke_user.user_id())) {
     std::optional<Session> session = table_->Get(hash);
     if (!session || session->state() == v1::SESSION_STATE_REVOKED ||
-        IsExpired(*session, now_ms, options_.expiry_leeway_ms)) {
+        IsExpired(*session, now_ms, expiry_leeway_ms())) {
       continue;
     }
     if (!revoke_user.keep_session_id().empty() &&
@@ -397,7 +595,7 @@ ApplyResult SessionStateMachine::ApplyExpire(
     std::optional<Session> session = table_->Get(*hash);
     // Re-checked at the applied time: a session touched after the sweeper
     // looked at it stays.
-    if (!session || !IsExpired(*session, now_ms, options_.expiry_leeway_ms)) {
+    if (!session || !IsExpired(*session, now_ms, expiry_leeway_ms())) {
       continue;
     }
     table_->Erase(*hash);
@@ -407,82 +605,174 @@ ApplyResult SessionStateMachine::ApplyExpire(
   return std::any(removed);
 }
 
-// The snapshot image:
-//   varint applied_index, varint applied_time_ms, varint count,
-//   then `count` times: varint size, StoredSession bytes.
-absl::StatusOr<std::string> SessionStateMachine::TakeSnapshot() {
-  std::string image;
-  wire::PutVarint(&image, applied_index().value());
-  wire::PutVarint(&image, static_cast<uint64_t>(applied_time_ms()));
-  wire::PutVarint(&image, table_->size());
-  uint64_t count = 0;
-  table_->ForEachStored([&](const TokenHash&, std::string_view bytes) {
-    wire::PutVarint(&image, bytes.size());
-    image.append(bytes);
-    ++count;
-  });
-  if (count != table_->size()) {
-    return absl::InternalError("table changed while taking a snapshot");
+namespace {
+
+// Releases a RocksDB snapshot when it goes out of scope.
+class ScopedDbSnapshot {
+ public:
+  explicit ScopedDbSnapshot(rocksdb::DB* db)
+      : db_(db), snapshot_(db->GetSnapshot()) {}
+  ~ScopedDbSnapshot() { db_->ReleaseSnapshot(snapshot_); }
+  ScopedDbSnapshot(const ScopedDbSnapshot&) = delete;
+  ScopedDbSnapshot& operator=(const ScopedDbSnapshot&) = delete;
+
+  rocksdb::ReadOptions Options() const {
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot_;
+    options.fill_cache = false;
+    return options;
   }
-  return image;
+
+ private:
+  rocksdb::DB* const db_;
+  const rocksdb::Snapshot* const snapshot_;
+};
+
+absl::StatusOr<uint64_t> ReadFixedAt(Database* db,
+                                     const rocksdb::ReadOptions& options,
+                                     const char* key) {
+  std::string bytes;
+  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
+  if (s.IsNotFound()) return 0;
+  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
+  if (bytes.size() != 8) {
+    return absl::DataLossError(
+        absl::StrCat(key, " is ", bytes.size(), " bytes, want 8"));
+  }
+  return DecodeFixed64BE(bytes);
+}
+
+absl::StatusOr<std::optional<std::string>> ReadBytesAt(
+    Database* db, const rocksdb::ReadOptions& options, const char* key) {
+  std::string bytes;
+  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
+  return std::optional<std::string>(std::move(bytes));
+}
+
+// Checks the records of an image before anything is replaced, so that a bad
+// image leaves the state as it was.
+class RecordChecker {
+ public:
+  absl::Status Check(std::string_view bytes) {
+    v1::internal::StoredSession stored;
+    if (!stored.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::DataLossError(
+          "snapshot image has a record that does not parse");
+    }
+    const std::string& sid = stored.session().session_id();
+    const std::string& uid = stored.session().user_id();
+    if (stored.token_hash().size() != 32 || sid.empty() || sid.size() > 255 ||
+        uid.empty() || uid.size() > 65535) {
+      return absl::DataLossError("snapshot image has a malformed record");
+    }
+    if (!hashes_.insert(stored.token_hash()).second ||
+        !session_ids_.insert(sid).second) {
+      return absl::DataLossError("snapshot image has a duplicate session");
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::flat_hash_set<std::string> hashes_;
+  absl::flat_hash_set<std::string> session_ids_;
+};
+
+}  // namespace
+
+absl::StatusOr<replication::Snapshot> SessionStateMachine::CreateSnapshot() {
+  if (options_.snapshots == nullptr) {
+    return absl::FailedPreconditionError("no snapshot folder configured");
+  }
+  ScopedDbSnapshot db_snapshot(db_->db());
+  const rocksdb::ReadOptions read = db_snapshot.Options();
+  SESSIOND_ASSIGN_OR_RETURN(const uint64_t index,
+                            ReadFixedAt(db_, read, kAppliedIndexKey));
+  if (index == 0) {
+    return absl::FailedPreconditionError("nothing applied yet to snapshot");
+  }
+  SESSIOND_ASSIGN_OR_RETURN(const uint64_t term,
+                            ReadFixedAt(db_, read, kAppliedTermKey));
+  SESSIOND_ASSIGN_OR_RETURN(const uint64_t time,
+                            ReadFixedAt(db_, read, kAppliedTimeKey));
+  ConfState conf = options_.bootstrap_conf;
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> conf_bytes,
+                            ReadBytesAt(db_, read, kAppliedConfKey));
+  if (conf_bytes) {
+    SESSIOND_ASSIGN_OR_RETURN(conf, DecodeConfState(*conf_bytes));
+  }
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
+                            ReadBytesAt(db_, read, kClusterStateKey));
+  v1::internal::SnapshotHeader header;
+  header.set_index(index);
+  header.set_term(term);
+  for (NodeId v : conf.voters) header.add_voters(v.value());
+  for (NodeId l : conf.learners) header.add_learners(l.value());
+  header.set_applied_time_ms(static_cast<int64_t>(time));
+  if (cluster_bytes &&
+      !header.mutable_cluster()->ParseFromString(*cluster_bytes)) {
+    return absl::DataLossError("default CF: cluster_state does not parse");
+  }
+
+  SESSIOND_ASSIGN_OR_RETURN(
+      std::unique_ptr<DurableFileWriter> file,
+      options_.snapshots->NewFile(LogIndex(index), Term(term), "local"));
+  SnapshotImageWriter writer(std::move(file), header);
+  rocksdb::ReadOptions scan = read;
+  scan.readahead_size = 4 << 20;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->db()->NewIterator(scan, db_->sessions_cf()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const rocksdb::Slice value = it->value();
+    SESSIOND_RETURN_IF_ERROR(
+        writer.AddRecord(std::string_view(value.data(), value.size())));
+  }
+  SESSIOND_RETURN_IF_ERROR(
+      FromRocksStatus(it->status(), "scanning the sessions CF"));
+  SESSIOND_ASSIGN_OR_RETURN(v1::internal::SnapshotRef ref, writer.Finish());
+  replication::Snapshot snapshot;
+  snapshot.meta.index = LogIndex(index);
+  snapshot.meta.term = Term(term);
+  snapshot.meta.conf_state = std::move(conf);
+  snapshot.data = EncodeSnapshotRef(ref);
+  return snapshot;
 }
 
 absl::Status SessionStateMachine::ApplySnapshot(
     const replication::Snapshot& snapshot) {
-  std::string_view in = snapshot.data;
-  uint64_t index, time, count;
-  if (!wire::GetVarint(&in, &index) || !wire::GetVarint(&in, &time) ||
-      !wire::GetVarint(&in, &count)) {
-    return absl::DataLossError("snapshot image header does not parse");
+  if (options_.snapshots == nullptr) {
+    return absl::FailedPreconditionError("no snapshot folder configured");
   }
-  std::vector<std::string_view> records;
-  records.reserve(std::min<uint64_t>(count, in.size()));
-  for (uint64_t i = 0; i < count; ++i) {
-    uint64_t size;
-    if (!wire::GetVarint(&in, &size) || size > in.size()) {
-      return absl::DataLossError("snapshot image is truncated");
-    }
-    records.push_back(in.substr(0, size));
-    in.remove_prefix(size);
-  }
-  if (!in.empty()) {
-    return absl::DataLossError("trailing bytes after the snapshot image");
-  }
-
-  // Check every record before touching anything, so that a bad image
-  // leaves the state as it was.
+  absl::StatusOr<v1::internal::SnapshotRef> ref =
+      DecodeSnapshotRef(snapshot.data);
+  if (!ref.ok()) return absl::DataLossError(ref.status().message());
   {
-    absl::flat_hash_set<std::string> hashes, session_ids;
-    v1::internal::StoredSession stored;
-    for (std::string_view bytes : records) {
-      if (!stored.ParseFromArray(bytes.data(),
-                                 static_cast<int>(bytes.size()))) {
-        return absl::DataLossError(
-            "snapshot image has a record that does not parse");
-      }
-      const std::string& sid = stored.session().session_id();
-      const std::string& uid = stored.session().user_id();
-      if (stored.token_hash().size() != 32 || sid.empty() || sid.size() > 255 ||
-          uid.empty() || uid.size() > 65535) {
-        return absl::DataLossError("snapshot image has a malformed record");
-      }
-      if (!hashes.insert(stored.token_hash()).second ||
-          !session_ids.insert(sid).second) {
-        return absl::DataLossError("snapshot image has a duplicate session");
-      }
+    // Everything checked before anything changes.
+    SESSIOND_ASSIGN_OR_RETURN(
+        std::unique_ptr<SnapshotImageReader> reader,
+        SnapshotImageReader::Open(*options_.snapshots, *ref));
+    const v1::internal::SnapshotHeader& header = reader->header();
+    if (header.index() != snapshot.meta.index.value() ||
+        header.term() != snapshot.meta.term.value()) {
+      return absl::DataLossError(absl::StrCat(
+          "snapshot image is at ", header.index(), "/", header.term(),
+          ", the snapshot at ", snapshot.meta.index.value(), "/",
+          snapshot.meta.term.value()));
     }
+    RecordChecker checker;
+    SESSIOND_RETURN_IF_ERROR(reader->ForEachRecord(
+        [&](std::string_view bytes) { return checker.Check(bytes); }));
   }
+  SESSIOND_ASSIGN_OR_RETURN(
+      std::unique_ptr<SnapshotImageReader> reader,
+      SnapshotImageReader::Open(*options_.snapshots, *ref));
+  const v1::internal::SnapshotHeader header = reader->header();
 
   table_->Clear();
-  rocksdb::WriteBatch batch;
-  batch.DeleteRange(db_->sessions_cf(), rocksdb::Slice(""),
-                    rocksdb::Slice(std::string(33, '\xff')));
   table_->StartLoad(1);
-  absl::Status status;
-  for (std::string_view bytes : records) {
-    status = table_->LoadStored(0, bytes);
-    if (!status.ok()) break;
-  }
+  absl::Status status = reader->ForEachRecord(
+      [&](std::string_view bytes) { return table_->LoadStored(0, bytes); });
   absl::Status finish = table_->FinishLoad();
   if (status.ok()) status = finish;
   if (!status.ok()) {
@@ -492,23 +782,76 @@ absl::Status SessionStateMachine::ApplySnapshot(
     return absl::InternalError(absl::StrCat(
         "snapshot image failed to load after validation: ", status.message()));
   }
+  rocksdb::WriteBatch batch;
+  batch.DeleteRange(db_->sessions_cf(), rocksdb::Slice(""),
+                    rocksdb::Slice(std::string(33, '\xff')));
   // Store the records as the table re-encodes them (the canonical form).
   table_->ForEachStored([&](const TokenHash& hash, std::string_view bytes) {
     batch.Put(db_->sessions_cf(), rocksdb::Slice(TokenHashBytes(hash)),
               rocksdb::Slice(bytes.data(), bytes.size()));
   });
   const int64_t applied_time =
-      std::max(applied_time_ms(), static_cast<int64_t>(time));
+      std::max(applied_time_ms(), header.applied_time_ms());
+  ConfState conf;
+  for (uint64_t v : header.voters()) conf.voters.push_back(NodeId(v));
+  for (uint64_t l : header.learners()) conf.learners.push_back(NodeId(l));
   batch.Put(db_->default_cf(), kAppliedIndexKey,
             EncodeFixed64BE(snapshot.meta.index.value()));
+  batch.Put(db_->default_cf(), kAppliedTermKey,
+            EncodeFixed64BE(snapshot.meta.term.value()));
   batch.Put(db_->default_cf(), kAppliedTimeKey,
             EncodeFixed64BE(static_cast<uint64_t>(applied_time)));
+  batch.Put(db_->default_cf(), kAppliedConfKey, EncodeConfState(conf));
+  batch.Put(db_->default_cf(), kClusterStateKey,
+            header.cluster().SerializeAsString());
   // Synced: the log below the snapshot may be dropped right after this.
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
+  {
+    absl::MutexLock lock(&mu_);
+    applied_term_ = snapshot.meta.term;
+    time_sample_ = AppliedTimeSample{applied_time, SteadyNanos()};
+  }
+  PublishClusterState(header.cluster(), conf);
   applied_time_ms_.store(applied_time, std::memory_order_release);
   applied_index_.store(snapshot.meta.index.value(), std::memory_order_release);
-  (void)index;
   return absl::OkStatus();
+}
+
+absl::StatusOr<SessionStateMachine::Digest> SessionStateMachine::ComputeDigest()
+    const {
+  ScopedDbSnapshot db_snapshot(db_->db());
+  const rocksdb::ReadOptions read = db_snapshot.Options();
+  Digest digest;
+  SESSIOND_ASSIGN_OR_RETURN(const uint64_t index,
+                            ReadFixedAt(db_, read, kAppliedIndexKey));
+  digest.applied_index = LogIndex(index);
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
+                            ReadBytesAt(db_, read, kClusterStateKey));
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  auto add = [&](std::string_view bytes) {
+    std::string frame;
+    wire::PutVarint(&frame, bytes.size());
+    EVP_DigestUpdate(ctx, frame.data(), frame.size());
+    EVP_DigestUpdate(ctx, bytes.data(), bytes.size());
+  };
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->db()->NewIterator(read, db_->sessions_cf()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    add(std::string_view(it->key().data(), it->key().size()));
+    add(std::string_view(it->value().data(), it->value().size()));
+    ++digest.sessions;
+  }
+  add(cluster_bytes.value_or(""));
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_DigestFinal_ex(ctx, out, &n);
+  EVP_MD_CTX_free(ctx);
+  SESSIOND_RETURN_IF_ERROR(
+      FromRocksStatus(it->status(), "scanning the sessions CF"));
+  digest.sha256_hex = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(out), n));
+  return digest;
 }
 
 }  // namespace sessiond::storage

@@ -4,32 +4,37 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "replication/core/types.h"
 #include "replication/state_machine.h"
 #include "sessiond/v1/command.pb.h"
 #include "storage/database.h"
 #include "storage/session_table.h"
+#include "storage/snapshot_files.h"
 
 namespace sessiond::storage {
 
 // Applies committed log entries (serialized sessiond.v1.internal.Command) to
-// the SessionTable and to the `sessions` column family.
+// the SessionTable and to the `sessions` column family, and keeps the
+// replicated cluster metadata (members, settings, membership) next to them.
 //
 // Each Apply() call is ONE rocksdb::WriteBatch (not synced: the Raft log
 // already holds the commands and replays them) containing the session
-// changes and the new applied index and applied time, so a crash loses a
-// whole call or nothing.
+// changes and the new applied index, term, time, membership and cluster
+// state, so a crash loses a whole call or nothing.
 //
 // Deterministic: the result depends only on the state and the entries.
 // Time is the "applied time", max(previous applied time, command
-// timestamp_ms), so it never goes back even when leaders' clocks disagree
-// (LogCabin's ClusterClock lesson); the local clock is never read.
+// timestamp_ms): cluster time, stamped by the leader (server/cluster_clock.h),
+// never going back; the local clock is never read for a decision.
 //
 // Results (ApplyResult = StatusOr<std::any>), per entry:
 //   Create, Touch with one touch, Update, Revoke -> sessiond::v1::Session,
@@ -38,7 +43,7 @@ namespace sessiond::storage {
 //                                                   newly revoked
 //   Expire, Touch with != 1 touches              -> uint64_t, sessions
 //                                                   removed / touched
-//   empty or kConfChange entry                   -> OK, empty std::any
+//   Member, Settings, empty or kConfChange       -> OK, empty std::any
 // Deterministic rejections (the entry is applied as a no-op):
 //   NotFound            unknown token hash or session_id (Touch with one
 //                       touch, Update, Revoke)
@@ -50,36 +55,53 @@ namespace sessiond::storage {
 //   InvalidArgument     an entry that does not parse as a Command, or a
 //                       malformed field (e.g. a token hash not 32 bytes)
 // Revoke of a revoked session is OK and returns the record unchanged.
-// Expire removes only the listed sessions still expired at the applied time
-// (with options.expiry_leeway_ms). Touch moves last_seen_at to
-// min(seen_at_ms or, when 0, the applied time; the applied time), never
-// back. A multi-touch skips unknown, revoked and expired sessions and counts
-// the rest. RevokeUser revokes the user's active, unexpired sessions except
-// keep_session_id and counts them. Update keeps last_seen_at and bumps the
-// version by one (the table keeps 32 bits of it: at 2^32 - 1,
-// FailedPrecondition).
+// Create expires ttl_ms after its applied time (older commands carry an
+// absolute expires_at_ms instead). Expire removes only the listed sessions
+// still expired at the applied time (with the replicated expiry leeway).
+// Touch moves last_seen_at to min(seen_at_ms or, when 0, the applied time;
+// the applied time), never back. A multi-touch skips unknown, revoked and
+// expired sessions and counts the rest. RevokeUser revokes the user's
+// active, unexpired sessions except keep_session_id and counts them. Update
+// keeps last_seen_at and bumps the version by one (the table keeps 32 bits
+// of it: at 2^32 - 1, FailedPrecondition).
 //
-// Threading: Apply, TakeSnapshot and ApplySnapshot are called from one
-// thread (the apply thread), which is also the only writer of the table.
-// applied_index() and applied_time_ms() may be read from any thread.
+// Threading: Apply and ApplySnapshot are called from one thread (the apply
+// stage), which is also the only writer of the table. The accessors,
+// CreateSnapshot and Digest may be called from any thread.
 struct SessionStateMachineOptions {
-  // Leeway for the expiry checks the state machine makes (Touch, Update,
-  // Expire, RevokeUser). Part of the replicated behaviour: it must be the
-  // same on every node, and the same as the sweeper's.
-  int64_t expiry_leeway_ms = 0;
   // Threads that load the `sessions` CF at Open (0: one per core, max 4).
   int load_threads = 0;
+  // Where snapshot images go (CreateSnapshot) and come from
+  // (ApplySnapshot). Required for those two; must outlive the state machine.
+  SnapshotFiles* snapshots = nullptr;
+  // The membership of a group bootstrapped without any applied entry yet
+  // (the log's bootstrap conf state).
+  replication::ConfState bootstrap_conf;
+  // Called on the apply thread after an Apply or ApplySnapshot that changed
+  // the cluster state (members, settings). Must not block or call back.
+  std::function<void(const sessiond::v1::internal::ClusterState&)>
+      on_cluster_state;
+};
+
+// A point of cluster time as this node applied it: the applied time, and
+// this node's steady clock when it applied it. Reads estimate "now" in
+// cluster time as cluster_ms plus the steady time elapsed since
+// (server/cluster_clock.h).
+struct AppliedTimeSample {
+  int64_t cluster_ms = 0;
+  int64_t steady_ns = 0;
 };
 
 class SessionStateMachine : public replication::StateMachine {
  public:
   // Loads the `sessions` CF into `table` (which must be empty) and reads the
-  // applied index and time. This is recovery: the driver then replays log
-  // entries after applied_index(). `db` and `table` must outlive the
-  // returned object. DataLoss on a corrupt record.
+  // applied index, term, time, membership and cluster state. This is
+  // recovery: the driver then replays log entries after applied_index().
+  // `db` and `table` must outlive the returned object. DataLoss on a
+  // corrupt record.
   static absl::StatusOr<std::unique_ptr<SessionStateMachine>> Open(
       Database* db, SessionTable* table,
-      const SessionStateMachineOptions& options = {});
+      SessionStateMachineOptions options = {});
 
   absl::StatusOr<std::vector<replication::ApplyResult>> Apply(
       const std::vector<replication::Entry>& entries) override;
@@ -93,20 +115,44 @@ class SessionStateMachine : public replication::StateMachine {
   int64_t applied_time_ms() const {
     return applied_time_ms_.load(std::memory_order_acquire);
   }
+  AppliedTimeSample applied_time_sample() const;
 
-  // The image: a varint-framed sequence, see session_state_machine.cc.
-  absl::StatusOr<std::string> TakeSnapshot() override;
-  // Replaces the table and the `sessions` CF with the image (one synced
-  // write); the applied index becomes snapshot.meta.index. DataLoss on a
-  // malformed image, which is checked whole first and changes nothing.
-  // Internal (after the checks, not expected): the table was left empty and
-  // no longer matches RocksDB; the caller must stop the node.
+  // The replicated expiry leeway (0 until a SettingsCommand sets it).
+  int64_t expiry_leeway_ms() const {
+    return expiry_leeway_ms_.load(std::memory_order_acquire);
+  }
+  sessiond::v1::internal::ClusterState cluster_state() const;
+  replication::ConfState applied_conf() const;
+
+  // Writes an image file (storage/snapshot_files.h) from a consistent
+  // RocksDB snapshot of the state; `data` is its SnapshotRef. Safe to run
+  // concurrently with Apply (it reads RocksDB, not the table).
+  absl::StatusOr<replication::Snapshot> CreateSnapshot() override;
+  // Replaces the table and the `sessions` CF with the image `snapshot.data`
+  // references (one synced write, after the whole image was checked);
+  // applied index and term become the snapshot's. DataLoss on a malformed
+  // or missing image, which changes nothing. Internal (after the checks,
+  // not expected): the table was left empty and no longer matches RocksDB;
+  // the caller must stop the node.
   absl::Status ApplySnapshot(const replication::Snapshot& snapshot) override;
+
+  // A digest of the replicated state at one applied index, read from a
+  // consistent RocksDB snapshot: equal on two replicas at the same applied
+  // index, or they diverged. SHA-256 over every sessions record (key and
+  // value, in key order) and the cluster state, hex.
+  struct Digest {
+    LogIndex applied_index;
+    std::string sha256_hex;
+    uint64_t sessions = 0;
+  };
+  absl::StatusOr<Digest> ComputeDigest() const;
 
  private:
   SessionStateMachine(Database* db, SessionTable* table,
-                      const SessionStateMachineOptions& options,
-                      LogIndex applied, int64_t applied_time_ms);
+                      SessionStateMachineOptions options, LogIndex applied,
+                      Term applied_term, int64_t applied_time_ms,
+                      replication::ConfState conf,
+                      sessiond::v1::internal::ClusterState cluster);
 
   replication::ApplyResult ApplyCommand(
       const sessiond::v1::internal::Command& command, int64_t now_ms,
@@ -129,14 +175,28 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyExpire(
       const sessiond::v1::internal::ExpireCommand& expire, int64_t now_ms,
       rocksdb::WriteBatch* batch);
+  // Member and settings commands change `*cluster`.
+  replication::ApplyResult ApplyMember(
+      const sessiond::v1::internal::MemberCommand& member,
+      sessiond::v1::internal::ClusterState* cluster);
   // Puts the table's current record for `hash` into `batch`.
   void StageSession(const TokenHash& hash, rocksdb::WriteBatch* batch);
+  void PublishClusterState(const sessiond::v1::internal::ClusterState& cluster,
+                           const replication::ConfState& conf);
 
   Database* const db_;         // Not owned; outlives this.
   SessionTable* const table_;  // Not owned; outlives this.
   const SessionStateMachineOptions options_;
   std::atomic<uint64_t> applied_index_;
   std::atomic<int64_t> applied_time_ms_;
+  std::atomic<int64_t> expiry_leeway_ms_{0};
+
+  // Apply-thread state, readable from any thread under mu_.
+  mutable absl::Mutex mu_;
+  Term applied_term_ ABSL_GUARDED_BY(mu_);
+  replication::ConfState conf_ ABSL_GUARDED_BY(mu_);
+  sessiond::v1::internal::ClusterState cluster_ ABSL_GUARDED_BY(mu_);
+  AppliedTimeSample time_sample_ ABSL_GUARDED_BY(mu_);
 };
 
 // Loads every session of the `sessions` CF into `table`, in parallel over

@@ -27,26 +27,33 @@ class LogReader {
  public:
   virtual ~LogReader() = default;
 
-  // The persisted hard state and membership at open time.
+  // The persisted hard state at open time.
   virtual HardState InitialHardState() const = 0;
+  // The membership as of GetSnapshot()'s index: the latest snapshot's, or
+  // the bootstrap membership when there is no snapshot. Later changes are
+  // kConfChange entries in the log.
   virtual ConfState InitialConfState() const = 0;
 
   // Entries in [lo, hi), at least one entry if any is in range, then stopping
   // before the total data size would exceed max_bytes.
   // REQUIRES: FirstIndex() <= lo <= hi <= LastIndex() + 1.
-  virtual absl::StatusOr<std::vector<Entry>> Entries(LogIndex lo, LogIndex hi,
-                                                     uint64_t max_bytes) const = 0;
+  virtual absl::StatusOr<std::vector<Entry>> Entries(
+      LogIndex lo, LogIndex hi, uint64_t max_bytes) const = 0;
 
-  // The term of entry `index`. The index of the snapshot (FirstIndex() - 1)
-  // is also answered, from the snapshot's metadata.
+  // The term of entry `index`. The index just before FirstIndex() (the
+  // truncation point) is also answered.
   virtual absl::StatusOr<Term> TermAt(LogIndex index) const = 0;
 
-  // The first index held as an entry (snapshot index + 1). 1 on a new log.
+  // The first index held as an entry (the truncation point + 1, at or below
+  // the snapshot index + 1). 1 on a new log.
   virtual LogIndex FirstIndex() const = 0;
   // The last index held (snapshot index when the log has no entries).
   virtual LogIndex LastIndex() const = 0;
 
-  // The most recent snapshot (empty() on a log that never had one).
+  // The most recent snapshot (empty() on a log that never had one). Its
+  // index may be past FirstIndex() - 1: a log keeps a tail of entries the
+  // snapshot covers, so that a follower lagging a little catches up from
+  // the log instead of receiving a whole snapshot.
   virtual absl::StatusOr<Snapshot> GetSnapshot() const = 0;
 };
 

@@ -73,6 +73,15 @@ bool IsResponseAfterPersist(MessageType type) {
          type == MessageType::kVoteResponse || type == MessageType::kVote;
 }
 
+// The latest snapshot's index; the truncation point while the snapshot is
+// being prepared (Unavailable), or when there is none.
+LogIndex SnapshotIndexOf(const LogReader& log) {
+  absl::StatusOr<Snapshot> snapshot = log.GetSnapshot();
+  const LogIndex truncated = log.FirstIndex() - 1;
+  if (!snapshot.ok()) return truncated;
+  return std::max(snapshot->meta.index, truncated);
+}
+
 }  // namespace
 
 class RaftCore::Impl {
@@ -82,7 +91,8 @@ class RaftCore::Impl {
         id_(config.id),
         storage_(log),
         rng_(seed),
-        log_(log, log->InitialHardState().commit, config.applied) {}
+        log_(log, log->InitialHardState().commit,
+             std::max(config.applied, SnapshotIndexOf(*log))) {}
 
   absl::Status Init();
 
@@ -229,9 +239,9 @@ class RaftCore::Impl {
   LogIndex applied_;
 
   // max_uncommitted_bytes accounting: (last index, bytes) per proposal not
-  // yet persisted by the leader.
-  std::deque<std::pair<LogIndex, uint64_t>> unpersisted_batches_;
-  uint64_t unpersisted_bytes_ = 0;
+  // yet committed.
+  std::deque<std::pair<LogIndex, uint64_t>> uncommitted_batches_;
+  uint64_t uncommitted_bytes_ = 0;
 
   // ReadIndex (thesis 6.4). Requests get increasing ids; heartbeats carry
   // the newest id as context, and a member's ack of id k confirms the
@@ -273,8 +283,12 @@ absl::Status RaftCore::Impl::Init() {
     }
     learners_.insert(l);
   }
-  // Replay committed membership changes recorded after the snapshot.
-  LogIndex next = storage_->FirstIndex();
+  // Replay committed membership changes recorded after the snapshot. The
+  // log may still hold entries at or below the snapshot's index (it keeps a
+  // tail for followers that lag a little); InitialConfState() already
+  // reflects those.
+  LogIndex next =
+      std::max(storage_->FirstIndex(), SnapshotIndexOf(*storage_) + 1);
   const LogIndex committed = log_.committed();
   while (next <= committed) {
     absl::StatusOr<std::vector<Entry>> entries =
@@ -332,8 +346,8 @@ void RaftCore::Impl::Reset(Term term) {
     if (node == id_) pr.match = log_.StableLastIndex();
   }
   pending_conf_index_ = LogIndex(0);
-  unpersisted_batches_.clear();
-  unpersisted_bytes_ = 0;
+  uncommitted_batches_.clear();
+  uncommitted_bytes_ = 0;
   read_queue_.clear();
   read_acked_.clear();
   lease_ack_tick_.clear();
@@ -1002,6 +1016,7 @@ bool RaftCore::Impl::MaybeCommit() {
     return false;
   }
   log_.CommitTo(candidate);
+  ReleaseUncommittedBytes();
   ReleasePendingReads();
   return true;
 }
@@ -1017,11 +1032,11 @@ void RaftCore::Impl::SendTimeoutNow(NodeId to) {
 }
 
 void RaftCore::Impl::ReleaseUncommittedBytes() {
-  const LogIndex stable = log_.StableLastIndex();
-  while (!unpersisted_batches_.empty() &&
-         unpersisted_batches_.front().first <= stable) {
-    unpersisted_bytes_ -= unpersisted_batches_.front().second;
-    unpersisted_batches_.pop_front();
+  const LogIndex committed = log_.committed();
+  while (!uncommitted_batches_.empty() &&
+         uncommitted_batches_.front().first <= committed) {
+    uncommitted_bytes_ -= uncommitted_batches_.front().second;
+    uncommitted_batches_.pop_front();
   }
 }
 
@@ -1173,10 +1188,11 @@ absl::StatusOr<LogIndex> RaftCore::Impl::Propose(
   }
   uint64_t bytes = 0;
   for (const std::string& c : commands) bytes += c.size();
-  if (config_.max_uncommitted_bytes != 0 && unpersisted_bytes_ > 0 &&
-      unpersisted_bytes_ + bytes > config_.max_uncommitted_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "too much unpersisted data: ", unpersisted_bytes_, " bytes"));
+  if (config_.max_uncommitted_bytes != 0 && uncommitted_bytes_ > 0 &&
+      uncommitted_bytes_ + bytes > config_.max_uncommitted_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too much uncommitted data: ", uncommitted_bytes_,
+                     " bytes wait for a quorum"));
   }
   std::vector<Entry> entries(commands.size());
   for (size_t i = 0; i < commands.size(); ++i) {
@@ -1185,8 +1201,8 @@ absl::StatusOr<LogIndex> RaftCore::Impl::Propose(
   AppendAsLeader(std::move(entries));
   const LogIndex last = log_.LastIndex();
   if (config_.max_uncommitted_bytes != 0) {
-    unpersisted_batches_.emplace_back(last, bytes);
-    unpersisted_bytes_ += bytes;
+    uncommitted_batches_.emplace_back(last, bytes);
+    uncommitted_bytes_ += bytes;
   }
   BcastAppend();
   return last;

@@ -82,8 +82,9 @@ struct RaftConfig {
   uint64_t max_inflight_bytes = 32ull << 20;
   // Upper bound on entry data in one AppendEntries message.
   uint64_t max_message_bytes = 1ull << 20;
-  // Upper bound on entry data held in memory not yet persisted (proposals
-  // are refused with ResourceExhausted above it). 0: no limit.
+  // Upper bound on the leader's entry data proposed and not yet committed
+  // (proposals are refused with ResourceExhausted above it, so a leader that
+  // lost its quorum does not grow its log without bound). 0: no limit.
   uint64_t max_uncommitted_bytes = 0;
 
   // Breaks the commitment rule on purpose (commits by counting replicas of
@@ -93,7 +94,8 @@ struct RaftConfig {
 
   // The index the state machine has already applied (from its own durable
   // state) when the core is created: committed entries after it are handed
-  // out again in Ready::committed. 0: everything after the log's snapshot.
+  // out again in Ready::committed. Never below the log's snapshot index (a
+  // state machine holds at least the latest snapshot).
   LogIndex applied;
 };
 

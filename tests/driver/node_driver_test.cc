@@ -52,26 +52,42 @@ class CountingLogStore : public LogStore {
   absl::Status Append(const std::vector<Entry>& entries,
                       const std::optional<HardState>& hard_state,
                       bool sync) override {
+    // The guard of the durability promise: entries are acknowledged (and
+    // counted toward a quorum) only once synced, so the driver must never
+    // write them unsynced (only a commit-index-only hard state may skip it).
+    EXPECT_TRUE(sync || entries.empty())
+        << entries.size() << " entries appended without sync";
+    EXPECT_TRUE(sync || !hard_state || hard_state->term == synced_.term)
+        << "a new term written without sync";
     if (sync && sync_delay_ > absl::ZeroDuration()) absl::SleepFor(sync_delay_);
     appends_.fetch_add(1);
+    if (sync) {
+      synced_appends_.fetch_add(1);
+      if (hard_state) synced_ = *hard_state;
+    }
     if (!entries.empty()) appended_entries_.fetch_add(entries.size());
     return inner_.Append(entries, hard_state, sync);
   }
   absl::Status InstallSnapshot(const Snapshot& snapshot) override {
     return inner_.InstallSnapshot(snapshot);
   }
-  absl::Status Compact(const Snapshot& snapshot) override {
-    return inner_.Compact(snapshot);
+  using LogStore::Compact;
+  absl::Status Compact(const Snapshot& snapshot,
+                       LogIndex truncate_through) override {
+    return inner_.Compact(snapshot, truncate_through);
   }
 
   int appends() const { return appends_.load(); }
+  int synced_appends() const { return synced_appends_.load(); }
   int appended_entries() const { return appended_entries_.load(); }
 
  private:
   MemoryLogStore inner_;
   absl::Duration sync_delay_;
   std::atomic<int> appends_{0};
+  std::atomic<int> synced_appends_{0};
   std::atomic<int> appended_entries_{0};
+  HardState synced_;  // log-writer stage only
 };
 
 // Records every applied entry. Commands starting with "reject" yield
@@ -99,8 +115,15 @@ class RecordingStateMachine : public StateMachine {
     return results;
   }
   LogIndex applied_index() const override { return LogIndex(applied_.load()); }
-  absl::StatusOr<std::string> TakeSnapshot() override {
-    return absl::UnimplementedError("not needed by these tests");
+  // Metadata only: these tests never send a snapshot anywhere.
+  absl::StatusOr<Snapshot> CreateSnapshot() override {
+    absl::MutexLock lock(&mu_);
+    Snapshot snapshot;
+    snapshot.meta.index = LogIndex(applied_.load());
+    snapshot.meta.term =
+        applied_entries_.empty() ? Term(0) : applied_entries_.back().term;
+    snapshot.meta.conf_state.voters.push_back(NodeId(1));
+    return snapshot;
   }
   absl::Status ApplySnapshot(const Snapshot&) override {
     return absl::UnimplementedError("not needed by these tests");
@@ -290,18 +313,21 @@ TEST(NodeDriverTest, RestartReappliesOnlyEntriesPastApplied) {
 TEST(NodeDriverTest, CompactLogDropsAppliedEntriesAndRestartStillWorks) {
   CountingLogStore log(OneVoter());
   LogIndex applied;
+  NodeDriverOptions options = TestOptions();
+  options.compaction_catch_up_entries = 0;
   {
     RecordingStateMachine sm;
     NoPeersTransport transport;
-    auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+    auto driver = NodeDriver::Start(options, &log, &sm, &transport);
     ASSERT_TRUE(driver.ok()) << driver.status();
     ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
     for (int i = 0; i < 20; ++i) {
       ASSERT_TRUE(ProposeAndWait(driver->get(), "c" + std::to_string(i)).ok());
     }
     applied = sm.applied_index();
-    // Beyond what is applied is clamped to it.
-    (*driver)->CompactLog(applied + 1000);
+    absl::StatusOr<Snapshot> snapshot = sm.CreateSnapshot();
+    ASSERT_TRUE(snapshot.ok());
+    (*driver)->CompactLog(*snapshot);
     for (int i = 0; i < 3000 && log.FirstIndex() <= applied; ++i) {
       absl::SleepFor(absl::Milliseconds(1));
     }
@@ -418,6 +444,111 @@ TEST(NodeDriverTest, NotLeaderProposalIsUnavailable) {
     absl::SleepFor(absl::Milliseconds(10));
   }
   EXPECT_GT(transport.dropped(), 0u);
+}
+
+// etcd's MustSync: the hard state that only moves the commit index is
+// written without an fsync, so a write costs one fsync, not two.
+TEST(NodeDriverTest, CommitOnlyHardStateSkipsTheFsync) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  const int synced_before = log.synced_appends();
+  constexpr int kWrites = 20;
+  for (int i = 0; i < kWrites; ++i) {
+    ASSERT_TRUE(ProposeAndWait(driver->get(), "w" + std::to_string(i)).ok());
+  }
+  // One at a time, each proposal is one synced write of its entry; the
+  // commit that follows it is not synced.
+  EXPECT_EQ(log.synced_appends() - synced_before, kWrites);
+  const NodeDriverMetrics m = (*driver)->metrics();
+  EXPECT_GE(m.log_writes_unsynced, static_cast<uint64_t>(kWrites));
+  EXPECT_EQ(m.log_writes, static_cast<uint64_t>(log.synced_appends()));
+}
+
+// Back-pressure: proposals beyond the bound are refused at once with
+// ResourceExhausted instead of queueing without limit.
+TEST(NodeDriverTest, TooManyPendingProposalsAreRefused) {
+  CountingLogStore log(OneVoter(), absl::Milliseconds(200));
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  NodeDriverOptions options = TestOptions();
+  options.max_pending_proposals = 4;
+  auto driver = NodeDriver::Start(options, &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  absl::Mutex mu;
+  std::vector<absl::StatusCode> codes;
+  for (int i = 0; i < 10; ++i) {
+    (*driver)->Propose("p" + std::to_string(i), [&](ApplyResult r) {
+      absl::MutexLock lock(&mu);
+      codes.push_back(r.status().code());
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::vector<absl::StatusCode>* c) { return c->size() == 10; },
+            &codes),
+        absl::Seconds(30));
+    ASSERT_EQ(codes.size(), 10u);
+    EXPECT_EQ(std::count(codes.begin(), codes.end(), absl::StatusCode::kOk), 4);
+    EXPECT_EQ(std::count(codes.begin(), codes.end(),
+                         absl::StatusCode::kResourceExhausted),
+              6);
+  }
+  EXPECT_EQ((*driver)->metrics().proposals_refused, 6u);
+  // Once they are answered, proposals are accepted again.
+  EXPECT_TRUE(ProposeAndWait(driver->get(), "later").ok());
+}
+
+TEST(NodeDriverTest, ReadIndexCompletesOnceAppliedAndFailsAfterStop) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  ASSERT_TRUE(ProposeAndWait(driver->get(), "before the read").ok());
+  const LogIndex written = sm.applied_index();
+  auto read = [&] {
+    auto done = std::make_shared<absl::Notification>();
+    auto status = std::make_shared<absl::Status>();
+    auto applied = std::make_shared<LogIndex>();
+    (*driver)->ReadIndex([&sm, done, status, applied](absl::Status s) {
+      *status = s;
+      *applied = sm.applied_index();
+      done->Notify();
+    });
+    EXPECT_TRUE(done->WaitForNotificationWithTimeout(absl::Seconds(30)));
+    return std::make_pair(*status, *applied);
+  };
+  auto [status, applied] = read();
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_GE(applied, written);  // the read sees the write before it
+  EXPECT_GE((*driver)->metrics().read_index_rounds, 1u);
+
+  // WhenApplied: at once for an applied index, later for a future one.
+  absl::Notification now;
+  (*driver)->WhenApplied(written, [&](absl::Status s) {
+    EXPECT_TRUE(s.ok());
+    now.Notify();
+  });
+  EXPECT_TRUE(now.HasBeenNotified());
+  auto later = std::make_shared<absl::Notification>();
+  (*driver)->WhenApplied(written + 1, [later](absl::Status s) {
+    EXPECT_TRUE(s.ok());
+    later->Notify();
+  });
+  ASSERT_TRUE(ProposeAndWait(driver->get(), "next").ok());
+  EXPECT_TRUE(later->WaitForNotificationWithTimeout(absl::Seconds(30)));
+
+  (*driver)->Stop();
+  auto [after_stop, ignored] = read();
+  EXPECT_EQ(after_stop.code(), absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

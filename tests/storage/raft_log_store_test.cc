@@ -145,19 +145,67 @@ TEST_F(RaftLogStoreTest, InstallSnapshotIsDurable) {
   EXPECT_EQ(store_->LastIndex(), LogIndex(22));
 }
 
-TEST_F(RaftLogStoreTest, BootstrapSetsInitialConfStateOnANewLogOnly) {
+// A new group's membership is its log's first entries (as etcd does), so a
+// member that joins later learns it from the log like any other change.
+TEST_F(RaftLogStoreTest, BootstrapWritesTheMembershipAsCommittedEntries) {
   EXPECT_TRUE(store_->InitialConfState().voters.empty());
   ConfState conf;
-  conf.voters = {NodeId(1)};
+  conf.voters = {NodeId(1), NodeId(2), NodeId(3)};
   ASSERT_TRUE(store_->Bootstrap(conf).ok());
   Reopen();
-  EXPECT_EQ(store_->InitialConfState(), conf);
-  ASSERT_TRUE(store_
-                  ->Append(Range(1, 1, 1),
-                           HardState{Term(1), NodeId(1), LogIndex(1)}, true)
-                  .ok());
+  EXPECT_TRUE(store_->InitialConfState().voters.empty());
+  EXPECT_EQ(store_->LastIndex(), LogIndex(3));
+  EXPECT_EQ(store_->InitialHardState().term, Term(1));
+  EXPECT_EQ(store_->InitialHardState().commit, LogIndex(3));
+  auto entries = store_->Entries(LogIndex(1), LogIndex(4), 1 << 20);
+  ASSERT_TRUE(entries.ok());
+  ASSERT_EQ(entries->size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const replication::Entry& e = (*entries)[i];
+    EXPECT_EQ(e.term, Term(1));
+    EXPECT_EQ(e.type, replication::EntryType::kConfChange);
+    replication::ConfChange change;
+    ASSERT_TRUE(replication::DecodeConfChange(e.data, &change));
+    EXPECT_EQ(change.type, replication::ConfChangeType::kPromoteVoter);
+    EXPECT_EQ(change.node, conf.voters[i]);
+  }
   EXPECT_EQ(store_->Bootstrap(conf).code(),
             absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->Bootstrap(ConfState()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// The log keeps a tail below the snapshot for followers that lag a little:
+// the truncation point and the snapshot are separate.
+TEST_F(RaftLogStoreTest, CompactionKeepsATailBelowTheSnapshot) {
+  ASSERT_TRUE(store_->Append(Range(1, 10, 2), std::nullopt, true).ok());
+  replication::Snapshot snap;
+  snap.meta.index = LogIndex(8);
+  snap.meta.term = Term(2);
+  snap.meta.conf_state.voters = {NodeId(1)};
+  snap.data = "ref";
+  ASSERT_TRUE(store_->Compact(snap, LogIndex(5)).ok());
+  for (int reopen = 0; reopen < 2; ++reopen) {
+    EXPECT_EQ(store_->FirstIndex(), LogIndex(6));
+    EXPECT_EQ(*store_->TermAt(LogIndex(5)), Term(2));
+    EXPECT_FALSE(store_->TermAt(LogIndex(4)).ok());
+    auto got = store_->GetSnapshot();
+    ASSERT_TRUE(got.ok());
+    EXPECT_EQ(got->meta.index, LogIndex(8));
+    EXPECT_EQ(got->data, "ref");
+    EXPECT_EQ(store_->InitialConfState(), snap.meta.conf_state);
+    Reopen();
+  }
+  // Truncating past the snapshot is refused; an older snapshot is ignored
+  // but its truncation (up to the current snapshot) applies.
+  EXPECT_EQ(store_->Compact(snap, LogIndex(9)).code(),
+            absl::StatusCode::kInvalidArgument);
+  replication::Snapshot older = snap;
+  older.meta.index = LogIndex(7);
+  older.data = "older";
+  ASSERT_TRUE(store_->Compact(older, LogIndex(7)).ok());
+  EXPECT_EQ(store_->FirstIndex(), LogIndex(8));
+  EXPECT_EQ(store_->GetSnapshot()->data, "ref");
 }
 
 TEST_F(RaftLogStoreTest, CorruptEntryIsDataLoss) {

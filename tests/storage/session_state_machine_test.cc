@@ -1,6 +1,8 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "storage/session_state_machine.h"
 
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,6 +16,7 @@
 #include "storage/database.h"
 #include "storage/keys.h"
 #include "storage/session_table.h"
+#include "storage/snapshot_files.h"
 #include "storage/token.h"
 #include "tests/storage/temp_dir.h"
 
@@ -120,7 +123,11 @@ class SessionStateMachineTest : public ::testing::Test {
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = *std::move(db);
     table_ = std::make_unique<SessionTable>(SessionTableOptions{8});
-    auto sm = SessionStateMachine::Open(db_.get(), table_.get());
+    snapshots_ = std::make_unique<SnapshotFiles>(dir_.Sub("snap"));
+    ASSERT_TRUE(snapshots_->Init().ok());
+    SessionStateMachineOptions options;
+    options.snapshots = snapshots_.get();
+    auto sm = SessionStateMachine::Open(db_.get(), table_.get(), options);
     ASSERT_TRUE(sm.ok()) << sm.status();
     sm_ = *std::move(sm);
   }
@@ -183,6 +190,7 @@ class SessionStateMachineTest : public ::testing::Test {
   TempDir dir_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<SessionTable> table_;
+  std::unique_ptr<SnapshotFiles> snapshots_;
   std::unique_ptr<SessionStateMachine> sm_;
 };
 
@@ -371,7 +379,8 @@ TEST_F(SessionStateMachineTest, SpecialEntriesAndBatches) {
   conf.index = LogIndex(1);
   conf.term = Term(1);
   conf.type = EntryType::kConfChange;
-  conf.data = "whatever";
+  conf.data = replication::EncodeConfChange(
+      {replication::ConfChangeType::kAddLearner, NodeId(4)});
   Entry empty;
   empty.index = LogIndex(2);
   empty.term = Term(1);
@@ -398,8 +407,10 @@ TEST_F(SessionStateMachineTest, SpecialEntriesAndBatches) {
   EXPECT_EQ(std::any_cast<Session>(*(*results)[4]).version(), 2u);
   EXPECT_EQ(sm_->applied_index(), LogIndex(5));
   EXPECT_EQ(StoredAppliedIndex(), 5u);
+  EXPECT_EQ(sm_->applied_conf().learners, std::vector<NodeId>{NodeId(4)});
   // The CF holds the state after the whole batch.
   Reopen();
+  EXPECT_EQ(sm_->applied_conf().learners, std::vector<NodeId>{NodeId(4)});
   EXPECT_EQ(table_->Get(H(1))->version(), 2u);
   EXPECT_EQ(table_->Get(H(1))->attributes().at("k"), "v");
 
@@ -482,75 +493,256 @@ TEST_F(SessionStateMachineTest, DuplicateSessionIdOnDiskFailsOpenWithDataLoss) {
   EXPECT_FALSE(table_->Contains(H(1)));
 }
 
-TEST_F(SessionStateMachineTest, SnapshotRoundTrip) {
+// A second node: its own data dir, snapshot folder, table and state.
+struct OtherNode {
+  explicit OtherNode(const TempDir& dir) {
+    auto opened = Database::Open(dir.Sub("other"), DatabaseOptions());
+    EXPECT_TRUE(opened.ok());
+    db = *std::move(opened);
+    files = std::make_unique<SnapshotFiles>(dir.Sub("other-snap"));
+    EXPECT_TRUE(files->Init().ok());
+    Open();
+  }
+  void Open() {
+    sm.reset();
+    table = std::make_unique<SessionTable>();
+    SessionStateMachineOptions options;
+    options.snapshots = files.get();
+    auto machine = SessionStateMachine::Open(db.get(), table.get(), options);
+    EXPECT_TRUE(machine.ok()) << machine.status();
+    sm = *std::move(machine);
+  }
+  // What the transport does: stream the image's bytes into this node's
+  // folder, checked, under a new name.
+  replication::Snapshot Receive(const SnapshotFiles& from,
+                                const replication::Snapshot& snapshot) {
+    auto ref = DecodeSnapshotRef(snapshot.data);
+    EXPECT_TRUE(ref.ok());
+    std::ifstream in(from.PathOf(ref->file()), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)),
+                            std::istreambuf_iterator<char>());
+    auto file = files->NewFile(snapshot.meta.index, snapshot.meta.term, "test");
+    EXPECT_TRUE(file.ok());
+    SnapshotReceiver receiver(*std::move(file), ref->size());
+    for (size_t at = 0; at < bytes.size(); at += 1000) {
+      EXPECT_TRUE(
+          receiver.Append(std::string_view(bytes).substr(at, 1000)).ok());
+    }
+    auto local = receiver.Finish();
+    EXPECT_TRUE(local.ok()) << local.status();
+    replication::Snapshot out = snapshot;
+    out.data = EncodeSnapshotRef(*local);
+    return out;
+  }
+  std::unique_ptr<Database> db;
+  std::unique_ptr<SnapshotFiles> files;
+  std::unique_ptr<SessionTable> table;
+  std::unique_ptr<SessionStateMachine> sm;
+};
+
+TEST_F(SessionStateMachineTest, SnapshotRoundTripThroughAFile) {
+  // Membership and member metadata travel with the sessions.
+  {
+    Entry e;
+    e.index = sm_->applied_index() + 1;
+    e.term = Term(2);
+    e.type = EntryType::kConfChange;
+    e.data = replication::EncodeConfChange(
+        {replication::ConfChangeType::kPromoteVoter, NodeId(1)});
+    ASSERT_TRUE(sm_->Apply({e}).ok());
+  }
+  Command member;
+  member.set_timestamp_ms(500);
+  member.mutable_member()->set_kind(v1::internal::MemberCommand::PUBLISH);
+  member.mutable_member()->set_node_id(1);
+  member.mutable_member()->set_peer_address("127.0.0.1:7001");
+  ASSERT_TRUE(ApplyOne(member).ok());
   for (int i = 0; i < 50; ++i) ApplySession(Create(i, 1000 + i, "u"));
   ApplySession(RevokeByHash(7, 3000));
-  auto image = sm_->TakeSnapshot();
-  ASSERT_TRUE(image.ok()) << image.status();
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_EQ(snapshot->meta.index, sm_->applied_index());
+  EXPECT_EQ(snapshot->meta.term, Term(1));
+  EXPECT_EQ(snapshot->meta.conf_state.voters, std::vector<NodeId>{NodeId(1)});
+  auto ref = DecodeSnapshotRef(snapshot->data);
+  ASSERT_TRUE(ref.ok());
+  EXPECT_TRUE(snapshots_->Verify(*ref).ok());
   const auto table_before = DumpTable();
 
-  TempDir other_dir;
-  auto db = Database::Open(other_dir.Sub("data"), DatabaseOptions());
-  ASSERT_TRUE(db.ok());
-  SessionTable table;
-  auto sm = SessionStateMachine::Open(db->get(), &table);
-  ASSERT_TRUE(sm.ok());
+  OtherNode other(dir_);
   // Something already there is replaced.
   {
     Entry e;
     e.index = LogIndex(1);
     e.term = Term(1);
     e.data = Create(999, 10).SerializeAsString();
-    ASSERT_TRUE((*sm)->Apply({e}).ok());
+    ASSERT_TRUE(other.sm->Apply({e}).ok());
   }
-  replication::Snapshot snapshot;
-  snapshot.meta.index = sm_->applied_index();
-  snapshot.meta.term = Term(1);
-  snapshot.data = *image;
-  ASSERT_TRUE((*sm)->ApplySnapshot(snapshot).ok());
-  EXPECT_EQ((*sm)->applied_index(), sm_->applied_index());
-  EXPECT_EQ((*sm)->applied_time_ms(), 3000);
+  const replication::Snapshot received = other.Receive(*snapshots_, *snapshot);
+  ASSERT_TRUE(other.sm->ApplySnapshot(received).ok());
+  EXPECT_EQ(other.sm->applied_index(), sm_->applied_index());
+  EXPECT_EQ(other.sm->applied_time_ms(), 3000);
+  EXPECT_EQ(other.sm->applied_conf().voters, std::vector<NodeId>{NodeId(1)});
+  ASSERT_EQ(other.sm->cluster_state().members_size(), 1);
+  EXPECT_EQ(other.sm->cluster_state().members(0).peer_address(),
+            "127.0.0.1:7001");
   std::map<std::string, std::string> got;
-  table.ForEachStored([&](const TokenHash& hash, std::string_view bytes) {
-    got[std::string(TokenHashBytes(hash))] = std::string(bytes);
+  other.table->ForEachStored([&](const TokenHash& hash, std::string_view b) {
+    got[std::string(TokenHashBytes(hash))] = std::string(b);
   });
   EXPECT_EQ(got, table_before);
-  EXPECT_FALSE(table.Contains(H(999)));
+  EXPECT_FALSE(other.table->Contains(H(999)));
+  // The replicas' digests agree at the same index.
+  auto mine = sm_->ComputeDigest();
+  auto theirs = other.sm->ComputeDigest();
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  EXPECT_EQ(mine->applied_index, theirs->applied_index);
+  EXPECT_EQ(mine->sha256_hex, theirs->sha256_hex);
+  EXPECT_EQ(mine->sessions, 50u);
 
   // And it is durable.
-  sm->reset();
-  table.Clear();
-  auto reopened = SessionStateMachine::Open(db->get(), &table);
-  ASSERT_TRUE(reopened.ok());
-  EXPECT_EQ((*reopened)->applied_index(), sm_->applied_index());
-  EXPECT_EQ(table.size(), 50u);
+  other.Open();
+  EXPECT_EQ(other.sm->applied_index(), sm_->applied_index());
+  EXPECT_EQ(other.table->size(), 50u);
+  EXPECT_EQ(other.sm->applied_conf().voters, std::vector<NodeId>{NodeId(1)});
 
-  snapshot.data = "\x05garbage";
-  EXPECT_EQ((*reopened)->ApplySnapshot(snapshot).code(),
-            absl::StatusCode::kDataLoss);
-  EXPECT_EQ(table.size(), 50u);  // a bad image changes nothing
-  // A well-framed image with one good and one bad record: also nothing.
+  // A change on one side shows in the digest.
+  ApplySession(RevokeByHash(8, 3100));
+  auto changed = sm_->ComputeDigest();
+  ASSERT_TRUE(changed.ok());
+  EXPECT_NE(changed->sha256_hex, theirs->sha256_hex);
+}
+
+TEST_F(SessionStateMachineTest, BadImagesChangeNothing) {
+  for (int i = 0; i < 10; ++i) ApplySession(Create(i, 1000 + i, "u"));
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  OtherNode other(dir_);
+  for (int i = 100; i < 105; ++i) {
+    Entry e;
+    e.index = other.sm->applied_index() + 1;
+    e.term = Term(1);
+    e.data = Create(i, 10).SerializeAsString();
+    ASSERT_TRUE(other.sm->Apply({e}).ok());
+  }
+  const LogIndex other_applied = other.sm->applied_index();
+  auto unchanged = [&] {
+    EXPECT_EQ(other.table->size(), 5u);
+    EXPECT_TRUE(other.table->Contains(H(100)));
+    EXPECT_EQ(other.sm->applied_index(), other_applied);
+  };
+
+  // Not a reference at all (an image inline, as old versions sent).
+  replication::Snapshot bad = *snapshot;
+  bad.data = "\x05garbage";
+  EXPECT_EQ(other.sm->ApplySnapshot(bad).code(), absl::StatusCode::kDataLoss);
+  unchanged();
+
+  // A flipped byte: the checksum fails.
+  replication::Snapshot received = other.Receive(*snapshots_, *snapshot);
   {
+    auto ref = DecodeSnapshotRef(received.data);
+    ASSERT_TRUE(ref.ok());
+    std::fstream f(other.files->PathOf(ref->file()),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);
+    f.put('\x7f');
+  }
+  EXPECT_EQ(other.sm->ApplySnapshot(received).code(),
+            absl::StatusCode::kDataLoss);
+  unchanged();
+
+  // A well-formed image (good checksum) with one good and one bad record.
+  {
+    v1::internal::SnapshotHeader header;
+    header.set_index(7);
+    header.set_term(1);
+    auto file = other.files->NewFile(LogIndex(7), Term(1), "made");
+    ASSERT_TRUE(file.ok());
+    SnapshotImageWriter writer(*std::move(file), header);
     v1::internal::StoredSession good;
     good.set_token_hash(Hash(500));
     good.mutable_session()->set_session_id("s500");
     good.mutable_session()->set_user_id("u");
-    v1::internal::StoredSession bad = good;
-    bad.set_token_hash("short");
-    bad.mutable_session()->set_session_id("s501");
-    std::string image = "\x07\x01\x02";  // index 7, time 1, 2 records
-    for (const auto& r : {good, bad}) {
-      const std::string bytes = r.SerializeAsString();
-      image.push_back(static_cast<char>(bytes.size()));
-      image += bytes;
-    }
-    snapshot.data = image;
-    EXPECT_EQ((*reopened)->ApplySnapshot(snapshot).code(),
+    v1::internal::StoredSession short_hash = good;
+    short_hash.set_token_hash("short");
+    short_hash.mutable_session()->set_session_id("s501");
+    ASSERT_TRUE(writer.AddRecord(good.SerializeAsString()).ok());
+    ASSERT_TRUE(writer.AddRecord(short_hash.SerializeAsString()).ok());
+    auto ref = writer.Finish();
+    ASSERT_TRUE(ref.ok());
+    replication::Snapshot made;
+    made.meta.index = LogIndex(7);
+    made.meta.term = Term(1);
+    made.data = EncodeSnapshotRef(*ref);
+    EXPECT_EQ(other.sm->ApplySnapshot(made).code(),
               absl::StatusCode::kDataLoss);
-    EXPECT_EQ(table.size(), 50u);
-    EXPECT_FALSE(table.Contains(H(500)));
-    EXPECT_EQ((*reopened)->applied_index(), sm_->applied_index());
+    unchanged();
+    EXPECT_FALSE(other.table->Contains(H(500)));
+    // The header must match the snapshot it claims to be.
+    made.meta.index = LogIndex(8);
+    EXPECT_EQ(other.sm->ApplySnapshot(made).code(),
+              absl::StatusCode::kDataLoss);
+    unchanged();
   }
+}
+
+TEST_F(SessionStateMachineTest, CreateExpiresTtlAfterItsAppliedTime) {
+  Command c = Create(1, 5000);
+  c.mutable_create()->set_expires_at_ms(0);
+  c.mutable_create()->set_ttl_ms(60000);
+  Session s = ApplySession(c);
+  EXPECT_EQ(s.created_at_ms(), 5000);
+  EXPECT_EQ(s.expires_at_ms(), 65000);
+  // Applied time never goes back: a stamp below it counts from it.
+  Command later = Create(2, 4000);
+  later.mutable_create()->set_expires_at_ms(0);
+  later.mutable_create()->set_ttl_ms(1000);
+  EXPECT_EQ(ApplySession(later).expires_at_ms(), 6000);
+}
+
+TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
+  EXPECT_EQ(sm_->expiry_leeway_ms(), 0);
+  EXPECT_FALSE(sm_->cluster_state().leeway_set());
+  Command settings;
+  settings.set_timestamp_ms(100);
+  settings.mutable_settings()->set_expiry_leeway_ms(2500);
+  ASSERT_TRUE(ApplyOne(settings).ok());
+  EXPECT_EQ(sm_->expiry_leeway_ms(), 2500);
+  for (uint64_t id : {3, 1, 2}) {
+    Command member;
+    member.set_timestamp_ms(100);
+    member.mutable_member()->set_kind(v1::internal::MemberCommand::ADD);
+    member.mutable_member()->set_node_id(id);
+    member.mutable_member()->set_peer_address(absl::StrCat("p", id));
+    ASSERT_TRUE(ApplyOne(member).ok());
+  }
+  Command publish;
+  publish.set_timestamp_ms(100);
+  publish.mutable_member()->set_kind(v1::internal::MemberCommand::PUBLISH);
+  publish.mutable_member()->set_node_id(2);
+  publish.mutable_member()->set_client_address("c2");
+  ASSERT_TRUE(ApplyOne(publish).ok());
+  Command remove;
+  remove.set_timestamp_ms(100);
+  remove.mutable_member()->set_kind(v1::internal::MemberCommand::REMOVE);
+  remove.mutable_member()->set_node_id(3);
+  ASSERT_TRUE(ApplyOne(remove).ok());
+  auto check = [&] {
+    const v1::internal::ClusterState cluster = sm_->cluster_state();
+    ASSERT_EQ(cluster.members_size(), 2);
+    EXPECT_EQ(cluster.members(0).node_id(), 1u);  // ordered by id
+    EXPECT_FALSE(cluster.members(0).started());
+    EXPECT_EQ(cluster.members(1).node_id(), 2u);
+    EXPECT_TRUE(cluster.members(1).started());
+    EXPECT_EQ(cluster.members(1).peer_address(), "p2");
+    EXPECT_EQ(cluster.members(1).client_address(), "c2");
+    EXPECT_TRUE(cluster.leeway_set());
+    EXPECT_EQ(sm_->expiry_leeway_ms(), 2500);
+  };
+  check();
+  Reopen();  // durable
+  check();
 }
 
 }  // namespace

@@ -1,0 +1,372 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/admin_service.h"
+
+#include <grpcpp/client_context.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/config.h"
+#include "server/grpc_status.h"
+#include "server/session_service.h"
+
+namespace sessiond::server {
+
+using sessiond::v1::MemberStatus;
+
+namespace {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+absl::Status NodeIdMissing() {
+  return absl::InvalidArgumentError("node_id: must not be 0");
+}
+
+template <typename Response>
+void FillConf(const replication::ConfState& conf, Response* response) {
+  for (NodeId v : conf.voters) response->add_voters(v.value());
+  for (NodeId l : conf.learners) response->add_learners(l.value());
+}
+
+bool Contains(const std::vector<NodeId>& ids, NodeId id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+}  // namespace
+
+AdminServiceImpl::AdminServiceImpl(
+    const AdminServiceOptions& options, replication::NodeDriver* driver,
+    const storage::SessionStateMachine* state_machine, PeerTransport* transport,
+    WritePath* writes, DelayQueue* timers,
+    std::function<MemberStatus(bool)> self_status)
+    : options_(options),
+      driver_(driver),
+      state_machine_(state_machine),
+      transport_(transport),
+      writes_(writes),
+      timers_(timers),
+      self_status_(std::move(self_status)) {}
+
+absl::Time AdminServiceImpl::DeadlineOf(
+    const grpc::CallbackServerContext* context) const {
+  const auto client = context->deadline();
+  const absl::Time client_deadline =
+      client >= std::chrono::system_clock::time_point::max() -
+                    std::chrono::hours(24 * 365)
+          ? absl::InfiniteFuture()
+          : absl::FromChrono(client);
+  return WritePath::ServerDeadline(client_deadline, options_.request_timeout);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::ClusterStatusRequest* request,
+    sessiond::v1::ClusterStatusResponse* response) {
+  const replication::NodeStatus status = driver_->status();
+  // Everyone this node knows of: the membership, the member table, and the
+  // transport's address book.
+  std::set<NodeId> ids(status.conf_state.voters.begin(),
+                       status.conf_state.voters.end());
+  ids.insert(status.conf_state.learners.begin(),
+             status.conf_state.learners.end());
+  std::map<NodeId, sessiond::v1::internal::Member> table;
+  const sessiond::v1::internal::ClusterState cluster =
+      state_machine_->cluster_state();
+  for (const auto& m : cluster.members()) {
+    table[NodeId(m.node_id())] = m;
+    ids.insert(NodeId(m.node_id()));
+  }
+  const std::map<NodeId, std::string> addresses = transport_->addresses();
+  for (const auto& [id, address] : addresses) ids.insert(id);
+  ids.insert(options_.self);
+
+  response->set_cluster_id(options_.cluster_id);
+  response->set_answered_by(options_.self.value());
+  response->set_leader(status.leader.value());
+  response->set_term(status.term.value());
+  response->set_expiry_leeway_ms(state_machine_->expiry_leeway_ms());
+
+  // One slot per member, filled by its answer (or its failure); the last
+  // one to arrive finishes the call.
+  struct Gather {
+    absl::Mutex mu;
+    std::map<NodeId, MemberStatus> answers ABSL_GUARDED_BY(mu);
+    int remaining ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto gather = std::make_shared<Gather>();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const bool with_digests = request->with_digests();
+  auto complete = [this, gather, reactor, response, status, table, ids] {
+    std::map<NodeId, MemberStatus> answers;
+    {
+      absl::MutexLock lock(&gather->mu);
+      answers.swap(gather->answers);
+    }
+    // The leader's commit index, to compute every member's lag.
+    LogIndex leader_commit = status.commit;
+    if (status.leader != NodeId(0)) {
+      auto it = answers.find(status.leader);
+      if (it != answers.end() && it->second.reachable()) {
+        leader_commit = LogIndex(it->second.commit_index());
+      }
+    }
+    const std::map<NodeId, std::string> peers = transport_->addresses();
+    for (NodeId id : ids) {
+      MemberStatus& m = answers[id];
+      m.set_node_id(id.value());
+      m.set_voter(Contains(status.conf_state.voters, id));
+      auto t = table.find(id);
+      if (t != table.end()) {
+        if (m.client_address().empty()) {
+          m.set_client_address(t->second.client_address());
+        }
+        if (m.peer_address().empty()) {
+          m.set_peer_address(t->second.peer_address());
+        }
+        m.set_started(t->second.started());
+      }
+      auto p = peers.find(id);
+      if (m.peer_address().empty() && p != peers.end()) {
+        m.set_peer_address(p->second);
+      }
+      if (!m.reachable()) {
+        m.set_role("unreachable");
+      } else if (leader_commit.value() > m.applied_index()) {
+        m.set_lag(leader_commit.value() - m.applied_index());
+      }
+      *response->add_members() = std::move(m);
+    }
+    reactor->Finish(grpc::Status::OK);
+  };
+
+  std::vector<NodeId> others;
+  for (NodeId id : ids) {
+    if (id != options_.self) others.push_back(id);
+  }
+  {
+    absl::MutexLock lock(&gather->mu);
+    gather->remaining = static_cast<int>(others.size()) + 1;
+  }
+  auto arrive = [gather, complete](NodeId id, MemberStatus answer) {
+    bool last;
+    {
+      absl::MutexLock lock(&gather->mu);
+      gather->answers[id] = std::move(answer);
+      last = --gather->remaining == 0;
+    }
+    if (last) complete();
+  };
+  for (NodeId id : others) {
+    std::shared_ptr<sessiond::v1::internal::RaftPeer::Stub> stub =
+        transport_->Stub(id);
+    if (stub == nullptr) {
+      MemberStatus unknown;
+      unknown.set_error("no peer address known");
+      arrive(id, std::move(unknown));
+      continue;
+    }
+    struct Rpc {
+      grpc::ClientContext context;
+      sessiond::v1::internal::NodeStatusRequest request;
+      MemberStatus response;
+    };
+    auto rpc = std::make_shared<Rpc>();
+    rpc->context.set_deadline(
+        absl::ToChronoTime(absl::Now() + options_.member_timeout));
+    rpc->request.set_cluster_id(options_.cluster_id);
+    rpc->request.set_from(options_.self.value());
+    rpc->request.set_with_digest(with_digests);
+    stub->async()->NodeStatus(&rpc->context, &rpc->request, &rpc->response,
+                              [rpc, stub, arrive, id](grpc::Status s) {
+                                if (s.ok()) {
+                                  rpc->response.set_reachable(true);
+                                  arrive(id, std::move(rpc->response));
+                                } else {
+                                  MemberStatus failed;
+                                  failed.set_error(s.error_message());
+                                  arrive(id, std::move(failed));
+                                }
+                              });
+  }
+  MemberStatus self = self_status_(with_digests);
+  self.set_reachable(true);
+  arrive(options_.self, std::move(self));
+  return reactor;
+}
+
+template <typename Response>
+void AdminServiceImpl::ChangeMembership(grpc::CallbackServerContext* context,
+                                        grpc::ServerUnaryReactor* reactor,
+                                        const replication::ConfChange& change,
+                                        absl::Time deadline,
+                                        Response* response) {
+  writes_->SubmitConfChange(
+      change, deadline,
+      [this, context, reactor, response](replication::ApplyResult result) {
+        if (!result.ok()) {
+          FinishWithHint(context, reactor, result.status(),
+                         writes_->leader_hint());
+          return;
+        }
+        FillConf(state_machine_->applied_conf(), response);
+        reactor->Finish(grpc::Status::OK);
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::AddMember(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::AddMemberRequest* request,
+    sessiond::v1::AddMemberResponse* response) {
+  if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
+  // The same form as --initial_cluster's entries.
+  absl::StatusOr<std::map<uint64_t, std::string>> parsed = ParseInitialCluster(
+      absl::StrCat(request->node_id(), "=", request->peer_address()));
+  if (!parsed.ok()) {
+    return FinishNow(context,
+                     absl::InvalidArgumentError(absl::StrCat(
+                         "peer_address: ", parsed.status().message())));
+  }
+  const replication::ConfState conf = state_machine_->applied_conf();
+  const NodeId id(request->node_id());
+  if (Contains(conf.voters, id) || Contains(conf.learners, id)) {
+    return FinishNow(context,
+                     absl::AlreadyExistsError(absl::StrCat(
+                         "node ", id.value(), " is already a member")));
+  }
+  // Its addresses first, so every member can reach it by the time it joins
+  // the membership.
+  sessiond::v1::internal::Command command;
+  auto* member = command.mutable_member();
+  member->set_kind(sessiond::v1::internal::MemberCommand::ADD);
+  member->set_node_id(request->node_id());
+  member->set_peer_address(request->peer_address());
+  member->set_client_address(request->client_address());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time deadline = DeadlineOf(context);
+  writes_->Submit(std::move(command), deadline,
+                  [this, context, reactor, response, id,
+                   deadline](replication::ApplyResult result) {
+                    if (!result.ok()) {
+                      FinishWithHint(context, reactor, result.status(),
+                                     writes_->leader_hint());
+                      return;
+                    }
+                    ChangeMembership(
+                        context, reactor,
+                        replication::ConfChange{
+                            replication::ConfChangeType::kAddLearner, id},
+                        deadline, response);
+                  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::PromoteMember(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::PromoteMemberRequest* request,
+    sessiond::v1::PromoteMemberResponse* response) {
+  if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  ChangeMembership(
+      context, reactor,
+      replication::ConfChange{replication::ConfChangeType::kPromoteVoter,
+                              NodeId(request->node_id())},
+      DeadlineOf(context), response);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RemoveMember(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::RemoveMemberRequest* request,
+    sessiond::v1::RemoveMemberResponse* response) {
+  if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
+  const NodeId id(request->node_id());
+  replication::ConfChange change;
+  change.type = replication::ConfChangeType::kRemoveNode;
+  change.node = id;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time deadline = DeadlineOf(context);
+  writes_->SubmitConfChange(
+      change, deadline,
+      [this, context, reactor, response, id,
+       deadline](replication::ApplyResult result) {
+        if (!result.ok()) {
+          FinishWithHint(context, reactor, result.status(),
+                         writes_->leader_hint());
+          return;
+        }
+        // Then forget its addresses (best effort: a leftover entry only
+        // shows in ClusterStatus).
+        sessiond::v1::internal::Command command;
+        command.mutable_member()->set_kind(
+            sessiond::v1::internal::MemberCommand::REMOVE);
+        command.mutable_member()->set_node_id(id.value());
+        writes_->Submit(std::move(command), deadline,
+                        [this, reactor, response](replication::ApplyResult) {
+                          FillConf(state_machine_->applied_conf(), response);
+                          reactor->Finish(grpc::Status::OK);
+                        });
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::TransferLeadershipRequest* request,
+    sessiond::v1::TransferLeadershipResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const NodeId target(request->node_id());
+  const NodeId old_leader = driver_->status().leader;
+  const absl::Time deadline = DeadlineOf(context);
+  writes_->SubmitTransfer(target, deadline,
+                          [this, context, reactor, response, target, old_leader,
+                           deadline](replication::ApplyResult result) {
+                            if (!result.ok()) {
+                              FinishWithHint(context, reactor, result.status(),
+                                             writes_->leader_hint());
+                              return;
+                            }
+                            AwaitLeader(context, reactor, response, target,
+                                        old_leader, deadline);
+                          });
+  return reactor;
+}
+
+void AdminServiceImpl::AwaitLeader(
+    grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+    sessiond::v1::TransferLeadershipResponse* response, NodeId target,
+    NodeId old_leader, absl::Time deadline) {
+  const replication::NodeStatus status = driver_->status();
+  const bool done = target != NodeId(0) ? status.leader == target
+                                        : status.leader != NodeId(0) &&
+                                              status.leader != old_leader;
+  if (done) {
+    response->set_leader(status.leader.value());
+    response->set_term(status.term.value());
+    reactor->Finish(grpc::Status::OK);
+    return;
+  }
+  if (absl::Now() >= deadline) {
+    reactor->Finish(ToGrpcStatus(absl::DeadlineExceededError(
+        absl::StrCat("leadership did not move in time; the leader is now ",
+                     status.leader.value()))));
+    return;
+  }
+  timers_->After(absl::Milliseconds(20), [=, this] {
+    AwaitLeader(context, reactor, response, target, old_leader, deadline);
+  });
+}
+
+}  // namespace sessiond::server

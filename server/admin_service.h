@@ -1,0 +1,89 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_ADMIN_SERVICE_H_
+#define SESSIOND_SERVER_ADMIN_SERVICE_H_
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/time/time.h"
+#include "replication/node_driver.h"
+#include "server/delay_queue.h"
+#include "server/peer_transport.h"
+#include "server/write_path.h"
+#include "sessiond/v1/admin.grpc.pb.h"
+#include "storage/session_state_machine.h"
+
+namespace sessiond::server {
+
+struct AdminServiceOptions {
+  uint64_t cluster_id = 0;
+  NodeId self;
+  // How long ClusterStatus waits for each member.
+  absl::Duration member_timeout = absl::Seconds(2);
+  // How long a call without a client deadline may wait.
+  absl::Duration request_timeout = absl::Seconds(10);
+};
+
+// sessiond.v1.AdminService (proto/sessiond/v1/admin.proto): cluster status
+// from every member (asked over the peer channel, in parallel), membership
+// changes and leadership transfer through the WritePath (so any node
+// accepts them; they run on the leader).
+//
+// Thread-safe. Every pointer must outlive the service and its calls.
+class AdminServiceImpl final
+    : public sessiond::v1::AdminService::CallbackService {
+ public:
+  AdminServiceImpl(
+      const AdminServiceOptions& options, replication::NodeDriver* driver,
+      const storage::SessionStateMachine* state_machine,
+      PeerTransport* transport, WritePath* writes, DelayQueue* timers,
+      std::function<sessiond::v1::MemberStatus(bool with_digest)> self_status);
+
+  grpc::ServerUnaryReactor* ClusterStatus(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::ClusterStatusRequest* request,
+      sessiond::v1::ClusterStatusResponse* response) override;
+  grpc::ServerUnaryReactor* AddMember(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::AddMemberRequest* request,
+      sessiond::v1::AddMemberResponse* response) override;
+  grpc::ServerUnaryReactor* PromoteMember(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::PromoteMemberRequest* request,
+      sessiond::v1::PromoteMemberResponse* response) override;
+  grpc::ServerUnaryReactor* RemoveMember(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::RemoveMemberRequest* request,
+      sessiond::v1::RemoveMemberResponse* response) override;
+  grpc::ServerUnaryReactor* TransferLeadership(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::TransferLeadershipRequest* request,
+      sessiond::v1::TransferLeadershipResponse* response) override;
+
+ private:
+  absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const;
+  // Proposes `change` and, once applied, finishes `reactor` with the
+  // membership.
+  template <typename Response>
+  void ChangeMembership(grpc::CallbackServerContext* context,
+                        grpc::ServerUnaryReactor* reactor,
+                        const replication::ConfChange& change,
+                        absl::Time deadline, Response* response);
+  // Polls until `target` leads (0: anyone but `old_leader`) or the deadline.
+  void AwaitLeader(grpc::CallbackServerContext* context,
+                   grpc::ServerUnaryReactor* reactor,
+                   sessiond::v1::TransferLeadershipResponse* response,
+                   NodeId target, NodeId old_leader, absl::Time deadline);
+
+  const AdminServiceOptions options_;
+  replication::NodeDriver* const driver_;                    // outlives this
+  const storage::SessionStateMachine* const state_machine_;  // outlives this
+  PeerTransport* const transport_;                           // outlives this
+  WritePath* const writes_;                                  // outlives this
+  DelayQueue* const timers_;                                 // outlives this
+  const std::function<sessiond::v1::MemberStatus(bool)> self_status_;
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_ADMIN_SERVICE_H_

@@ -1,0 +1,273 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/bootstrap.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "storage/keys.h"
+
+namespace sessiond::server {
+
+using sessiond::v1::internal::HelloResponse;
+using sessiond::v1::internal::Identity;
+
+namespace {
+
+uint64_t RandomClusterId() {
+  uint64_t id = 0;
+  while (id == 0) {
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&id), sizeof(id)) != 1) {
+      id = static_cast<uint64_t>(absl::GetCurrentTimeNanos());
+    }
+  }
+  return id;
+}
+
+std::string Hex(uint64_t id) { return absl::StrCat("0x", absl::Hex(id)); }
+
+absl::Status WriteIdentity(storage::Database* db, uint64_t cluster_id,
+                           uint64_t node_id) {
+  Identity identity;
+  identity.set_cluster_id(cluster_id);
+  identity.set_node_id(node_id);
+  rocksdb::WriteBatch batch;
+  batch.Put(db->default_cf(), storage::kIdentityKey,
+            identity.SerializeAsString());
+  return db->Write(&batch, /*sync=*/true);
+}
+
+bool HasState(storage::Database* db, const storage::RaftLogStore& log) {
+  if (log.LastIndex() > LogIndex(0) || log.InitialHardState().term > Term(0)) {
+    return true;
+  }
+  std::string applied;
+  return db->db()
+      ->Get(rocksdb::ReadOptions(), db->default_cf(), storage::kAppliedIndexKey,
+            &applied)
+      .ok();
+}
+
+bool KnownAndStarted(const HelloResponse& hello, uint64_t node_id) {
+  for (const auto& m : hello.cluster().members()) {
+    if (m.node_id() == node_id && m.started()) return true;
+  }
+  return false;
+}
+
+bool InMembership(const HelloResponse& hello, uint64_t node_id) {
+  return std::find(hello.voters().begin(), hello.voters().end(), node_id) !=
+             hello.voters().end() ||
+         std::find(hello.learners().begin(), hello.learners().end(), node_id) !=
+             hello.learners().end();
+}
+
+std::string RejoinAdvice(const Config& config, uint64_t node) {
+  return absl::StrCat(
+      "its data was lost or wiped, and starting it empty under its old id "
+      "could forget acknowledged writes. To bring it back: remove it "
+      "(AdminService.RemoveMember node_id=",
+      node,
+      ") on the running cluster, add it again (AdminService.AddMember with "
+      "its peer address), and start it on an empty data dir with "
+      "--initial_cluster_state=existing; it catches up from a snapshot. "
+      "Data dir: ",
+      config.data_dir);
+}
+
+// Asks the peers until `done` accepts the answers or the wait runs out.
+absl::Status AskPeers(
+    const HelloAll& hello, const BootstrapOptions& options,
+    const std::function<absl::StatusOr<bool>(
+        const std::map<uint64_t, absl::StatusOr<HelloResponse>>&)>& done,
+    absl::string_view waiting_for) {
+  const absl::Time give_up = absl::Now() + options.peer_wait;
+  absl::Time next_log = absl::Now() + absl::Seconds(5);
+  for (;;) {
+    absl::StatusOr<bool> ok = done(hello());
+    if (!ok.ok()) return ok.status();
+    if (*ok) return absl::OkStatus();
+    if (absl::Now() >= give_up) {
+      return absl::UnavailableError(absl::StrCat(
+          "no peer answered within ", absl::FormatDuration(options.peer_wait),
+          " (", waiting_for,
+          "); check --initial_cluster and that the peers run"));
+    }
+    if (absl::Now() >= next_log) {
+      std::fprintf(stderr, "sessiond: waiting for %s\n",
+                   std::string(waiting_for).c_str());
+      next_log = absl::Now() + absl::Seconds(5);
+    }
+    absl::SleepFor(options.retry_interval);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<Identity>> ReadIdentity(storage::Database* db) {
+  std::string bytes;
+  rocksdb::Status s = db->db()->Get(rocksdb::ReadOptions(), db->default_cf(),
+                                    storage::kIdentityKey, &bytes);
+  if (s.IsNotFound()) return std::optional<Identity>();
+  if (!s.ok()) return storage::FromRocksStatus(s, "reading the identity");
+  Identity identity;
+  if (!identity.ParseFromString(bytes) || identity.cluster_id() == 0 ||
+      identity.node_id() == 0) {
+    return absl::DataLossError("the data dir's identity record is corrupt");
+  }
+  return std::optional<Identity>(identity);
+}
+
+absl::StatusOr<BootstrapDecision> DecideIdentity(
+    const Config& config, storage::Database* db,
+    const storage::RaftLogStore& log, const HelloAll& hello,
+    const BootstrapOptions& options) {
+  const uint64_t node = static_cast<uint64_t>(config.node_id);
+  SESSIOND_ASSIGN_OR_RETURN(const uint64_t configured,
+                            ConfiguredClusterId(config));
+  // Only a cluster id the flags pin down can be checked against: an explicit
+  // --cluster_id, or the one a "new" --initial_cluster derives.
+  const bool pinned =
+      !config.cluster_id.empty() || (!config.initial_cluster.empty() &&
+                                     config.initial_cluster_state == "new");
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<Identity> identity, ReadIdentity(db));
+  BootstrapDecision decision;
+  if (identity) {
+    if (identity->node_id() != node) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data dir ", config.data_dir, " belongs to node ",
+          identity->node_id(), " of cluster ", Hex(identity->cluster_id()),
+          "; this process was started as node ", node,
+          ": check --node_id and --data_dir"));
+    }
+    if (pinned && configured != identity->cluster_id()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data dir ", config.data_dir, " belongs to cluster ",
+          Hex(identity->cluster_id()),
+          ", not to the cluster these flags "
+          "describe (",
+          Hex(configured),
+          "): check --cluster_id, --cluster_token and --initial_cluster, or "
+          "use another data dir"));
+    }
+    decision.cluster_id = identity->cluster_id();
+    return decision;
+  }
+
+  if (HasState(db, log)) {
+    // A data dir from before identities were recorded: a single node.
+    if (node != 1) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("data dir ", config.data_dir,
+                       " holds a single node's data (node 1);"
+                       " start it with --node_id=1"));
+    }
+    decision.cluster_id = configured != 0 ? configured : RandomClusterId();
+    SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));
+    return decision;
+  }
+
+  // A new data dir.
+  absl::StatusOr<std::map<uint64_t, std::string>> members =
+      ParseInitialCluster(config.initial_cluster);
+  if (!members.ok()) return members.status();
+  if (members->size() <= 1 && config.initial_cluster_state == "new") {
+    decision.cluster_id = configured != 0 ? configured : RandomClusterId();
+    decision.bootstrap_conf = replication::ConfState{{NodeId(node)}, {}};
+    SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));
+    return decision;
+  }
+
+  if (config.initial_cluster_state == "new") {
+    decision.cluster_id = configured;
+    SESSIOND_RETURN_IF_ERROR(AskPeers(
+        hello, options,
+        [&](const std::map<uint64_t, absl::StatusOr<HelloResponse>>& answers)
+            -> absl::StatusOr<bool> {
+          bool any = false;
+          for (const auto& [peer, answer] : answers) {
+            if (!answer.ok()) continue;
+            any = true;
+            if (answer->cluster_id() != 0 &&
+                answer->cluster_id() != configured) {
+              return absl::FailedPreconditionError(
+                  absl::StrCat("peer ", peer, " belongs to cluster ",
+                               Hex(answer->cluster_id()),
+                               ", these flags describe ", Hex(configured),
+                               ": check --cluster_token, --cluster_id and "
+                               "--initial_cluster on every member"));
+            }
+            if (answer->cluster_id() == configured &&
+                KnownAndStarted(*answer, node)) {
+              return absl::FailedPreconditionError(absl::StrCat(
+                  "refusing to bootstrap node ", node,
+                  " on an empty data "
+                  "dir: cluster ",
+                  Hex(configured),
+                  " already ran it as a "
+                  "member (peer ",
+                  peer, " says so); ", RejoinAdvice(config, node)));
+            }
+          }
+          return any;
+        },
+        "another initial member to answer before bootstrapping"));
+    replication::ConfState conf;
+    for (const auto& [id, address] : *members)
+      conf.voters.push_back(NodeId(id));
+    decision.bootstrap_conf = std::move(conf);
+    SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));
+    return decision;
+  }
+
+  // Joining a running cluster.
+  SESSIOND_RETURN_IF_ERROR(AskPeers(
+      hello, options,
+      [&](const std::map<uint64_t, absl::StatusOr<HelloResponse>>& answers)
+          -> absl::StatusOr<bool> {
+        for (const auto& [peer, answer] : answers) {
+          if (!answer.ok() || !answer->bootstrapped() ||
+              answer->cluster_id() == 0) {
+            continue;
+          }
+          if (!config.cluster_id.empty() &&
+              answer->cluster_id() != configured) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("peer ", peer, " belongs to cluster ",
+                             Hex(answer->cluster_id()), ", not ",
+                             Hex(configured), " (--cluster_id)"));
+          }
+          if (!InMembership(*answer, node)) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "node ", node, " is not a member of cluster ",
+                Hex(answer->cluster_id()), " (peer ", peer,
+                "): add it first (AdminService.AddMember node_id=", node,
+                " with its peer address), then start it"));
+          }
+          if (KnownAndStarted(*answer, node)) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("refusing to join as node ", node,
+                             " on an empty data dir: "
+                             "cluster ",
+                             Hex(answer->cluster_id()),
+                             " already ran it "
+                             "(peer ",
+                             peer, " says so); ", RejoinAdvice(config, node)));
+          }
+          decision.cluster_id = answer->cluster_id();
+          return true;
+        }
+        return false;
+      },
+      "a running member to answer (joining an existing cluster)"));
+  decision.joined_existing = true;
+  SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));
+  return decision;
+}
+
+}  // namespace sessiond::server

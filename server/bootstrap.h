@@ -1,0 +1,77 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// Who a data dir belongs to, decided before anything else runs.
+//
+// A data dir records its cluster id and node id (default CF "identity") the
+// first time it starts, and refuses to start under another one.
+//
+// A new data dir bootstraps only when that is safe:
+//   single node       (no --initial_cluster) at once, as its only voter.
+//   --initial_cluster_state=new
+//                     once at least one other initial member answers Hello
+//                     (a first start of a cluster waits for a peer), and
+//                     only if no member says this cluster already knows
+//                     this node id as a member that ran: a node whose data
+//                     dir was wiped must not come back empty under its old
+//                     id (two such nodes of three would form a majority that
+//                     forgot every session; etcd's "member already
+//                     bootstrapped" check). It refuses with the way back:
+//                     remove it, add it again, start it as "existing".
+//   --initial_cluster_state=existing
+//                     joins a running cluster that already lists this node
+//                     as a member that never ran (AdminService.AddMember):
+//                     it learns the cluster id from a peer and receives the
+//                     log or a snapshot from the leader.
+#ifndef SESSIOND_SERVER_BOOTSTRAP_H_
+#define SESSIOND_SERVER_BOOTSTRAP_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "replication/core/types.h"
+#include "server/config.h"
+#include "sessiond/v1/peer.pb.h"
+#include "storage/database.h"
+#include "storage/raft_log_store.h"
+
+namespace sessiond::server {
+
+struct BootstrapDecision {
+  uint64_t cluster_id = 0;
+  // A new data dir: the log must be bootstrapped with these voters (unset
+  // when joining an existing cluster, or when the data dir had state).
+  std::optional<replication::ConfState> bootstrap_conf;
+  bool joined_existing = false;
+};
+
+// Asks every other initial member Hello once; one answer per member.
+using HelloAll = std::function<std::map<
+    uint64_t, absl::StatusOr<sessiond::v1::internal::HelloResponse>>()>;
+
+struct BootstrapOptions {
+  // How long a new member waits for a peer to answer.
+  absl::Duration peer_wait = absl::Minutes(10);
+  absl::Duration retry_interval = absl::Milliseconds(300);
+};
+
+// Reads or decides the identity of `db`'s data dir, and writes it when new.
+// FailedPrecondition (with what to do) when the data dir belongs elsewhere
+// or a new one must not bootstrap; Unavailable when no peer answered in
+// time.
+absl::StatusOr<BootstrapDecision> DecideIdentity(
+    const Config& config, storage::Database* db,
+    const storage::RaftLogStore& log, const HelloAll& hello,
+    const BootstrapOptions& options = {});
+
+// The identity stored in `db`, if any.
+absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> ReadIdentity(
+    storage::Database* db);
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_BOOTSTRAP_H_

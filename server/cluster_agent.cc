@@ -1,0 +1,93 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/cluster_agent.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/time/clock.h"
+#include "sessiond/v1/command.pb.h"
+
+namespace sessiond::server {
+
+ClusterAgent::ClusterAgent(const ClusterAgentOptions& options,
+                           replication::NodeDriver* driver,
+                           const storage::SessionStateMachine* state_machine,
+                           ClusterClock* clock, WritePath* writes)
+    : options_(options),
+      driver_(driver),
+      state_machine_(state_machine),
+      clock_(clock),
+      writes_(writes),
+      task_("sd-agent", options.interval, [this] { RunOnce(); }) {}
+
+ClusterAgent::~ClusterAgent() { Stop(); }
+
+void ClusterAgent::Stop() { task_.Stop(); }
+
+void ClusterAgent::RunOnce() {
+  const replication::NodeStatus status = driver_->status();
+  MaybePublish(status);
+  MaybeWriteSettings(status);
+  MaybeReportSkew();
+}
+
+void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
+  bool current = false;
+  const sessiond::v1::internal::ClusterState cluster =
+      state_machine_->cluster_state();
+  for (const auto& m : cluster.members()) {
+    if (m.node_id() == options_.self.value()) {
+      current = m.started() && m.peer_address() == options_.peer_address &&
+                m.client_address() == options_.client_address;
+    }
+  }
+  published_.store(current);
+  if (current || publishing_.load()) return;
+  // Only once this node holds the cluster's data: "started" tells a later
+  // bootstrap that this member had a log.
+  if (status.leader == NodeId(0) || status.applied < status.leader_commit ||
+      status.applied == LogIndex(0)) {
+    return;
+  }
+  sessiond::v1::internal::Command command;
+  auto* member = command.mutable_member();
+  member->set_kind(sessiond::v1::internal::MemberCommand::PUBLISH);
+  member->set_node_id(options_.self.value());
+  member->set_peer_address(options_.peer_address);
+  member->set_client_address(options_.client_address);
+  publishing_.store(true);
+  writes_->Submit(
+      std::move(command), absl::Now() + absl::Seconds(5),
+      [this](replication::ApplyResult) { publishing_.store(false); });
+}
+
+void ClusterAgent::MaybeWriteSettings(const replication::NodeStatus& status) {
+  if (!status.leader_caught_up || writing_settings_.load() ||
+      state_machine_->cluster_state().leeway_set()) {
+    return;
+  }
+  sessiond::v1::internal::Command command;
+  command.mutable_settings()->set_expiry_leeway_ms(
+      options_.initial_expiry_leeway_ms);
+  writing_settings_.store(true);
+  writes_->Submit(
+      std::move(command), absl::Now() + absl::Seconds(5),
+      [this](replication::ApplyResult) { writing_settings_.store(false); });
+}
+
+void ClusterAgent::MaybeReportSkew() {
+  const absl::Time now = absl::Now();
+  if (now < next_skew_log_) return;
+  const int64_t skew = clock_->SkewMs();
+  if (std::llabs(skew) < options_.skew_log_threshold_ms) return;
+  next_skew_log_ = now + absl::Minutes(1);
+  std::fprintf(stderr,
+               "sessiond: clock skew: this node's wall clock is %lld ms %s "
+               "cluster time; expiry follows cluster time (slewed toward the "
+               "wall clock by at most the configured rate). Check NTP.\n",
+               static_cast<long long>(std::llabs(skew)),
+               skew > 0 ? "ahead of" : "behind");
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,75 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_CLUSTER_AGENT_H_
+#define SESSIOND_SERVER_CLUSTER_AGENT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+#include "replication/node_driver.h"
+#include "server/cluster_clock.h"
+#include "server/periodic_task.h"
+#include "server/write_path.h"
+#include "storage/session_state_machine.h"
+
+namespace sessiond::server {
+
+struct ClusterAgentOptions {
+  NodeId self;
+  std::string peer_address;    // as the cluster should reach this node
+  std::string client_address;  // as clients should reach this node
+  // The leeway the first leader writes into the log when none is set yet.
+  int64_t initial_expiry_leeway_ms = 0;
+  absl::Duration interval = absl::Milliseconds(500);
+  // Skew beyond this is logged (at most once a minute).
+  int64_t skew_log_threshold_ms = 1000;
+};
+
+// Small cluster chores, on every node, every interval:
+//   * announce this node (MemberCommand PUBLISH: addresses, "started") once
+//     it has caught up with a leader, and again whenever its addresses
+//     change: the member table is how other nodes find its client address
+//     and how a wiped data dir is recognized (server/bootstrap.h);
+//   * on a leader, write --expiry_leeway_ms into the log if the cluster has
+//     no replicated leeway yet;
+//   * report clock skew (wall clock minus cluster time) in the log.
+//
+// Owns one thread. Every pointer must outlive it.
+class ClusterAgent {
+ public:
+  ClusterAgent(const ClusterAgentOptions& options,
+               replication::NodeDriver* driver,
+               const storage::SessionStateMachine* state_machine,
+               ClusterClock* clock, WritePath* writes);
+  ~ClusterAgent();  // Stop()s.
+
+  ClusterAgent(const ClusterAgent&) = delete;
+  ClusterAgent& operator=(const ClusterAgent&) = delete;
+
+  void RunOnce();
+  void Stop();
+
+  bool published() const { return published_.load(); }
+
+ private:
+  void MaybePublish(const replication::NodeStatus& status);
+  void MaybeWriteSettings(const replication::NodeStatus& status);
+  void MaybeReportSkew();
+
+  const ClusterAgentOptions options_;
+  replication::NodeDriver* const driver_;                    // outlives this
+  const storage::SessionStateMachine* const state_machine_;  // outlives this
+  ClusterClock* const clock_;                                // outlives this
+  WritePath* const writes_;                                  // outlives this
+  std::atomic<bool> publishing_{false};
+  std::atomic<bool> published_{false};
+  std::atomic<bool> writing_settings_{false};
+  absl::Time next_skew_log_ = absl::InfinitePast();  // agent thread only
+
+  PeriodicTask task_;  // last: its thread uses the members above
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_CLUSTER_AGENT_H_

@@ -1,0 +1,76 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// Cluster time (LogCabin's ClusterClock, for the same reason: expiry once
+// followed each server's wall clock, and a clock that jumped expired
+// everybody). One clock for the whole cluster, in Unix milliseconds:
+//
+//  * The leader stamps it into every command it proposes; application uses
+//    max(previous applied time, stamp), so applied time never goes back.
+//  * Every node, leader or follower, reads "now" as the last applied cluster
+//    time plus its own steady (monotonic) time elapsed since it applied it.
+//    A node's wall clock is never used for an expiry decision.
+//  * Cluster time follows the wall clock only by a bounded slew: each stamp
+//    may move toward the leader's wall clock by at most slew_ppm of the
+//    steady time since the previous stamp (default 1000 ppm: 3.6 s per
+//    hour; at most 1 s at once after a quiet period). A wall clock stepped
+//    by a day or a month, forward or backward,
+//    therefore moves expiry by at most that rate; the difference is reported
+//    as skew (ClusterStatus, and the log).
+//  * A brand-new cluster starts at its first leader's wall clock. Across a
+//    whole-cluster outage cluster time stands still (no node counts it), so
+//    downtime of the store never counts as a session's idle or lifetime.
+//
+// Thread-safe.
+#ifndef SESSIOND_SERVER_CLUSTER_CLOCK_H_
+#define SESSIOND_SERVER_CLUSTER_CLOCK_H_
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/session_state_machine.h"
+
+namespace sessiond::server {
+
+struct ClusterClockOptions {
+  int64_t slew_ppm = 1000;
+  // Tests inject clocks; both in their usual units.
+  std::function<int64_t()> wall_ms;    // default: the system clock
+  std::function<int64_t()> steady_ns;  // default: the steady clock
+  // Where applied time comes from (the state machine in production).
+  std::function<storage::AppliedTimeSample()> applied;
+};
+
+class ClusterClock {
+ public:
+  explicit ClusterClock(ClusterClockOptions options);
+
+  // This node's estimate of cluster time: the applied time plus the steady
+  // time elapsed since it was applied here. Never goes back on this node.
+  // For reads and for the touches this node records.
+  int64_t NowMs() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The timestamp for a command this node proposes as leader: NowMs(),
+  // slewed toward the wall clock within the bound, never below a previous
+  // stamp or the applied time.
+  int64_t StampMs() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // This node's wall clock minus its cluster time.
+  int64_t SkewMs() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  int64_t EstimateLocked(int64_t steady_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ClusterClockOptions options_;
+  absl::Mutex mu_;
+  int64_t last_now_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_stamp_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t last_stamp_steady_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  // Slew allowed and not used yet (see StampMs).
+  int64_t slew_budget_ns_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_CLUSTER_CLOCK_H_

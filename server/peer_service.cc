@@ -1,0 +1,298 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/peer_service.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+#include "server/raft_wire.h"
+
+namespace sessiond::server {
+
+using replication::Message;
+using sessiond::v1::internal::HelloRequest;
+using sessiond::v1::internal::HelloResponse;
+using sessiond::v1::internal::MessageBatch;
+using sessiond::v1::internal::NodeStatusRequest;
+using sessiond::v1::internal::ProposeRequest;
+using sessiond::v1::internal::ProposeResponse;
+using sessiond::v1::internal::SnapshotAck;
+using sessiond::v1::internal::SnapshotChunk;
+using sessiond::v1::internal::StreamSummary;
+
+namespace {
+
+absl::Status Starting() {
+  return absl::UnavailableError("this node is starting; retry");
+}
+
+bool InConf(const replication::ConfState& conf, NodeId id) {
+  return std::find(conf.voters.begin(), conf.voters.end(), id) !=
+             conf.voters.end() ||
+         std::find(conf.learners.begin(), conf.learners.end(), id) !=
+             conf.learners.end();
+}
+
+}  // namespace
+
+// One inbound message stream from a peer.
+class PeerService::MessageStream
+    : public grpc::ServerReadReactor<MessageBatch> {
+ public:
+  MessageStream(PeerService* service, StreamSummary* summary)
+      : service_(service), summary_(summary) {
+    StartRead(&batch_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    absl::StatusOr<PeerServiceParts> parts = service_->Parts();
+    if (!parts.ok()) {
+      Finish(ToGrpcStatus(parts.status()));
+      return;
+    }
+    absl::Status check =
+        service_->CheckSender(*parts, batch_.cluster_id(), batch_.from());
+    if (check.ok() && batch_.to() != service_->self_.value()) {
+      check = absl::FailedPreconditionError(
+          absl::StrCat("batch for node ", batch_.to(), " reached node ",
+                       service_->self_.value()));
+    }
+    if (!check.ok()) {
+      service_->LogRefusal(check);
+      Finish(ToGrpcStatus(check));
+      return;
+    }
+    summary_->set_batches(summary_->batches() + 1);
+    if (!parts->transport->Dropped(NodeId(batch_.from()))) {
+      std::vector<Message> messages;
+      messages.reserve(batch_.messages_size());
+      for (auto& wire : *batch_.mutable_messages()) {
+        absl::StatusOr<Message> m = FromWire(std::move(wire));
+        if (m.ok()) messages.push_back(*std::move(m));
+      }
+      parts->driver->Deliver(std::move(messages));
+    }
+    batch_.Clear();
+    StartRead(&batch_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  PeerService* const service_;
+  StreamSummary* const summary_;
+  MessageBatch batch_;
+};
+
+// One inbound snapshot: chunks into a file, then the message to the driver.
+class PeerService::SnapshotStream
+    : public grpc::ServerReadReactor<SnapshotChunk> {
+ public:
+  SnapshotStream(PeerService* service, SnapshotAck* ack)
+      : service_(service), ack_(ack) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Complete();
+      return;
+    }
+    absl::Status status = first_ ? Begin() : absl::OkStatus();
+    first_ = false;
+    if (status.ok()) status = receiver_->Append(chunk_.data());
+    if (!status.ok()) {
+      Finish(ToGrpcStatus(status));
+      return;
+    }
+    chunk_.Clear();
+    StartRead(&chunk_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status Begin() {
+    absl::StatusOr<PeerServiceParts> parts = service_->Parts();
+    if (!parts.ok()) return parts.status();
+    parts_ = *std::move(parts);
+    absl::Status check =
+        service_->CheckSender(parts_, chunk_.cluster_id(), chunk_.from());
+    if (!check.ok()) {
+      service_->LogRefusal(check);
+      return check;
+    }
+    if (parts_.transport->Dropped(NodeId(chunk_.from()))) {
+      return absl::UnavailableError("fault switch");
+    }
+    absl::StatusOr<Message> message =
+        FromWire(std::move(*chunk_.mutable_message()));
+    if (!message.ok()) return message.status();
+    if (message->type != replication::MessageType::kSnapshot ||
+        !message->snapshot) {
+      return absl::InvalidArgumentError(
+          "a snapshot stream must start with a snapshot message");
+    }
+    message_ = *std::move(message);
+    absl::StatusOr<std::unique_ptr<storage::DurableFileWriter>> file =
+        parts_.snapshots->NewFile(message_.snapshot->meta.index,
+                                  message_.snapshot->meta.term,
+                                  absl::StrCat("from-", chunk_.from()));
+    if (!file.ok()) return file.status();
+    receiver_ = std::make_unique<storage::SnapshotReceiver>(
+        *std::move(file), chunk_.total_bytes());
+    return absl::OkStatus();
+  }
+
+  void Complete() {
+    if (receiver_ == nullptr) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "empty snapshot stream"));
+      return;
+    }
+    absl::StatusOr<sessiond::v1::internal::SnapshotRef> ref =
+        receiver_->Finish();
+    if (!ref.ok()) {
+      Finish(ToGrpcStatus(ref.status()));
+      return;
+    }
+    ack_->set_received_bytes(ref->size());
+    message_.snapshot->data = storage::EncodeSnapshotRef(*ref);
+    std::vector<Message> messages;
+    messages.push_back(std::move(message_));
+    parts_.driver->Deliver(std::move(messages));
+    Finish(grpc::Status::OK);
+  }
+
+  PeerService* const service_;
+  SnapshotAck* const ack_;
+  SnapshotChunk chunk_;
+  bool first_ = true;
+  PeerServiceParts parts_;
+  Message message_;
+  std::unique_ptr<storage::SnapshotReceiver> receiver_;
+};
+
+PeerService::PeerService(NodeId self, std::function<HelloResponse()> hello)
+    : self_(self), hello_(std::move(hello)) {}
+
+void PeerService::Attach(PeerServiceParts parts) {
+  absl::MutexLock lock(&mu_);
+  parts_ = std::move(parts);
+  attached_ = true;
+}
+
+void PeerService::Detach() {
+  absl::MutexLock lock(&mu_);
+  attached_ = false;
+}
+
+absl::StatusOr<PeerServiceParts> PeerService::Parts() const {
+  absl::MutexLock lock(&mu_);
+  if (!attached_) return Starting();
+  return parts_;
+}
+
+absl::Status PeerService::CheckSender(const PeerServiceParts& parts,
+                                      uint64_t cluster_id, uint64_t from) {
+  if (cluster_id != parts.cluster_id) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "peer traffic from cluster ", absl::Hex(cluster_id), " (node ", from,
+        ") refused: this node belongs to cluster ",
+        absl::Hex(parts.cluster_id)));
+  }
+  const NodeId sender(from);
+  if (sender == NodeId(0) || sender == self_ ||
+      (!parts.transport->Knows(sender) &&
+       !InConf(parts.driver->status().conf_state, sender))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("peer traffic from unknown node ", from,
+                     " refused: it is not a member of this cluster"));
+  }
+  return absl::OkStatus();
+}
+
+void PeerService::LogRefusal(const absl::Status& why) {
+  refused_.fetch_add(1, std::memory_order_relaxed);
+  // At most one line per second: a misconfigured peer retries constantly.
+  const int64_t now = absl::GetCurrentTimeNanos();
+  int64_t last = last_refusal_log_ns_.load(std::memory_order_relaxed);
+  if (now - last < 1000000000 ||
+      !last_refusal_log_ns_.compare_exchange_strong(last, now)) {
+    return;
+  }
+  std::fprintf(stderr, "sessiond: %s\n", why.ToString().c_str());
+}
+
+grpc::ServerReadReactor<MessageBatch>* PeerService::SendMessages(
+    grpc::CallbackServerContext*, StreamSummary* summary) {
+  return new MessageStream(this, summary);
+}
+
+grpc::ServerReadReactor<SnapshotChunk>* PeerService::SendSnapshot(
+    grpc::CallbackServerContext*, SnapshotAck* ack) {
+  return new SnapshotStream(this, ack);
+}
+
+grpc::ServerUnaryReactor* PeerService::Hello(
+    grpc::CallbackServerContext* context, const HelloRequest*,
+    HelloResponse* response) {
+  *response = hello_();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PeerService::Propose(
+    grpc::CallbackServerContext* context, const ProposeRequest* request,
+    ProposeResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<PeerServiceParts> parts = Parts();
+  if (!parts.ok()) {
+    reactor->Finish(ToGrpcStatus(parts.status()));
+    return reactor;
+  }
+  if (absl::Status check =
+          CheckSender(*parts, request->cluster_id(), request->from());
+      !check.ok()) {
+    LogRefusal(check);
+    reactor->Finish(ToGrpcStatus(check));
+    return reactor;
+  }
+  parts->write_path->HandleForwarded(
+      *request, [reactor, response](ProposeResponse answer) {
+        *response = std::move(answer);
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* PeerService::NodeStatus(
+    grpc::CallbackServerContext* context, const NodeStatusRequest* request,
+    sessiond::v1::MemberStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<PeerServiceParts> parts = Parts();
+  if (!parts.ok()) {
+    reactor->Finish(ToGrpcStatus(parts.status()));
+    return reactor;
+  }
+  if (request->cluster_id() != parts->cluster_id) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+        "this node belongs to cluster ", absl::Hex(parts->cluster_id)))));
+    return reactor;
+  }
+  *response = parts->status(request->with_digest());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,107 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// PeerService: the inbound half of the peer protocol (RaftPeer, on gRPC's
+// callback API; server/peer_transport.h is the outbound half).
+//
+//   SendMessages  each MessageBatch is checked (cluster id, a known sender,
+//                 addressed to this node) and handed to the driver's inbox
+//                 (NodeDriver::Deliver never blocks). A batch from another
+//                 cluster or an unknown node ends the stream with
+//                 FAILED_PRECONDITION and is logged.
+//   SendSnapshot  the chunks are written to a new image file as they come;
+//                 once the size and checksum match and the file is durable,
+//                 the kSnapshot message goes to the driver with a reference
+//                 to this node's copy.
+//   Propose       a forwarded write: WritePath::HandleForwarded.
+//   Hello         who this node is (bootstrap checks; answered before the
+//                 node has started, from the hello function).
+//   NodeStatus    this node's MemberStatus, for ClusterStatus.
+//
+// The service runs from the start of the daemon; until Attach() it answers
+// only Hello (everything else is UNAVAILABLE "starting").
+//
+// Thread-safe.
+#ifndef SESSIOND_SERVER_PEER_SERVICE_H_
+#define SESSIOND_SERVER_PEER_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "replication/node_driver.h"
+#include "server/peer_transport.h"
+#include "server/write_path.h"
+#include "sessiond/v1/peer.grpc.pb.h"
+#include "storage/snapshot_files.h"
+
+namespace sessiond::server {
+
+// What the running node lends the service. Every pointer must stay valid
+// until Detach() returns.
+struct PeerServiceParts {
+  uint64_t cluster_id = 0;
+  replication::NodeDriver* driver = nullptr;
+  PeerTransport* transport = nullptr;
+  WritePath* write_path = nullptr;
+  storage::SnapshotFiles* snapshots = nullptr;
+  std::function<sessiond::v1::MemberStatus(bool with_digest)> status;
+};
+
+class PeerService final
+    : public sessiond::v1::internal::RaftPeer::CallbackService {
+ public:
+  PeerService(NodeId self,
+              std::function<sessiond::v1::internal::HelloResponse()> hello);
+
+  void Attach(PeerServiceParts parts) ABSL_LOCKS_EXCLUDED(mu_);
+  // From now on every call but Hello is UNAVAILABLE again. Calls in
+  // progress keep the parts they took.
+  void Detach() ABSL_LOCKS_EXCLUDED(mu_);
+
+  grpc::ServerReadReactor<sessiond::v1::internal::MessageBatch>* SendMessages(
+      grpc::CallbackServerContext* context,
+      sessiond::v1::internal::StreamSummary* summary) override;
+  grpc::ServerReadReactor<sessiond::v1::internal::SnapshotChunk>* SendSnapshot(
+      grpc::CallbackServerContext* context,
+      sessiond::v1::internal::SnapshotAck* ack) override;
+  grpc::ServerUnaryReactor* Hello(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::internal::HelloRequest* request,
+      sessiond::v1::internal::HelloResponse* response) override;
+  grpc::ServerUnaryReactor* Propose(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::internal::ProposeRequest* request,
+      sessiond::v1::internal::ProposeResponse* response) override;
+  grpc::ServerUnaryReactor* NodeStatus(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::internal::NodeStatusRequest* request,
+      sessiond::v1::MemberStatus* response) override;
+
+  // Refused batches and snapshots (another cluster, unknown sender).
+  uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+
+ private:
+  class MessageStream;
+  class SnapshotStream;
+
+  // The parts, when attached; with an error status otherwise.
+  absl::StatusOr<PeerServiceParts> Parts() const ABSL_LOCKS_EXCLUDED(mu_);
+  // OK when `cluster_id` and `from` may talk to this node.
+  absl::Status CheckSender(const PeerServiceParts& parts, uint64_t cluster_id,
+                           uint64_t from);
+  void LogRefusal(const absl::Status& why);
+
+  const NodeId self_;
+  const std::function<sessiond::v1::internal::HelloResponse()> hello_;
+  mutable absl::Mutex mu_;
+  bool attached_ ABSL_GUARDED_BY(mu_) = false;
+  PeerServiceParts parts_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<int64_t> last_refusal_log_ns_{0};
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_PEER_SERVICE_H_

@@ -1,0 +1,418 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/peer_transport.h"
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+#include <pthread.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "server/raft_wire.h"
+
+namespace sessiond::server {
+
+using replication::Message;
+using replication::MessageType;
+using sessiond::v1::internal::MessageBatch;
+using sessiond::v1::internal::RaftPeer;
+using sessiond::v1::internal::SnapshotAck;
+using sessiond::v1::internal::SnapshotChunk;
+using sessiond::v1::internal::StreamSummary;
+
+std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  // A peer that stops answering (paused, partitioned, its host gone) breaks
+  // the stream within a few seconds instead of leaving a write stuck.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Reconnect quickly after a peer restarts.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  // One channel per peer, not shared with other code's channels.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+struct PeerTransport::Peer {
+  explicit Peer(NodeId peer_id) : id(peer_id) {}
+
+  const NodeId id;
+  absl::Mutex mu;
+  absl::CondVar cv;
+  std::string address ABSL_GUARDED_BY(mu);
+  std::shared_ptr<grpc::Channel> channel ABSL_GUARDED_BY(mu);
+  std::shared_ptr<RaftPeer::Stub> stub ABSL_GUARDED_BY(mu);
+  bool address_changed ABSL_GUARDED_BY(mu) = false;
+  std::deque<Message> queue ABSL_GUARDED_BY(mu);
+  std::optional<Message> snapshot ABSL_GUARDED_BY(mu);
+  bool snapshot_busy ABSL_GUARDED_BY(mu) = false;
+  bool stop ABSL_GUARDED_BY(mu) = false;
+  // Calls in progress, cancelled by Stop so no thread stays blocked.
+  grpc::ClientContext* stream_context ABSL_GUARDED_BY(mu) = nullptr;
+  grpc::ClientContext* snapshot_context ABSL_GUARDED_BY(mu) = nullptr;
+  std::thread sender;
+  std::thread snapshotter;
+};
+
+PeerTransport::PeerTransport(PeerTransportOptions options)
+    : options_(std::move(options)) {}
+
+PeerTransport::~PeerTransport() { Stop(); }
+
+void PeerTransport::SetAddress(NodeId id, const std::string& address) {
+  if (id == options_.self || id == NodeId(0) || address.empty()) return;
+  absl::MutexLock lock(&mu_);
+  if (stopped_) return;
+  auto it = peers_.find(id);
+  if (it != peers_.end()) {
+    Peer* peer = it->second.get();
+    absl::MutexLock peer_lock(&peer->mu);
+    if (peer->address == address) return;
+    peer->address = address;
+    peer->channel = NewPeerChannel(address);
+    peer->stub = RaftPeer::NewStub(peer->channel);
+    peer->address_changed = true;
+    peer->cv.SignalAll();
+    return;
+  }
+  auto peer = std::make_unique<Peer>(id);
+  Peer* raw = peer.get();
+  {
+    absl::MutexLock peer_lock(&raw->mu);
+    raw->address = address;
+    raw->channel = NewPeerChannel(address);
+    raw->stub = RaftPeer::NewStub(raw->channel);
+  }
+  raw->sender = std::thread([this, raw] {
+    pthread_setname_np(pthread_self(),
+                       absl::StrCat("sd-peer-", raw->id.value()).c_str());
+    SendLoop(raw);
+  });
+  raw->snapshotter = std::thread([this, raw] {
+    pthread_setname_np(pthread_self(),
+                       absl::StrCat("sd-snap-", raw->id.value()).c_str());
+    SnapshotLoop(raw);
+  });
+  peers_.emplace(id, std::move(peer));
+}
+
+std::map<NodeId, std::string> PeerTransport::addresses() const {
+  std::map<NodeId, std::string> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, peer] : peers_) {
+    absl::MutexLock peer_lock(&peer->mu);
+    out[id] = peer->address;
+  }
+  return out;
+}
+
+bool PeerTransport::Knows(NodeId peer) const {
+  absl::MutexLock lock(&mu_);
+  return peers_.count(peer) > 0;
+}
+
+std::shared_ptr<RaftPeer::Stub> PeerTransport::Stub(NodeId id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = peers_.find(id);
+  if (it == peers_.end()) return nullptr;
+  absl::MutexLock peer_lock(&it->second->mu);
+  return it->second->stub;
+}
+
+bool PeerTransport::Connected(NodeId id) const {
+  if (Dropped(id)) return false;
+  std::shared_ptr<grpc::Channel> channel;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = peers_.find(id);
+    if (it == peers_.end()) return false;
+    absl::MutexLock peer_lock(&it->second->mu);
+    channel = it->second->channel;
+  }
+  return channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY;
+}
+
+void PeerTransport::Send(std::vector<Message> messages) {
+  absl::MutexLock lock(&mu_);
+  for (Message& m : messages) {
+    auto it = peers_.find(m.to);
+    if (it == peers_.end()) {
+      // A member whose address we do not know yet (a learner just added
+      // whose MemberCommand has not applied here): Raft will retry.
+      messages_dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    Peer* peer = it->second.get();
+    absl::MutexLock peer_lock(&peer->mu);
+    if (m.type == MessageType::kSnapshot) {
+      if (peer->snapshot_busy || peer->snapshot) {
+        // One snapshot at a time; the leader asks again later.
+        messages_dropped_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      peer->snapshot = std::move(m);
+      peer->cv.SignalAll();
+      continue;
+    }
+    if (peer->queue.size() >= options_.max_queued_messages) {
+      messages_dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    peer->queue.push_back(std::move(m));
+    peer->cv.SignalAll();
+  }
+}
+
+void PeerTransport::RefreshDropList() const {
+  absl::MutexLock lock(&drop_mu_);
+  const absl::Time now = absl::Now();
+  if (now - drop_read_at_ < absl::Milliseconds(50)) return;
+  drop_read_at_ = now;
+  drop_.clear();
+  std::ifstream in(options_.drop_file);
+  if (!in) return;
+  std::stringstream text;
+  text << in.rdbuf();
+  for (absl::string_view item : absl::StrSplit(
+           text.str(), absl::ByAnyChar(", \n\t"), absl::SkipEmpty())) {
+    uint64_t id = 0;
+    if (absl::SimpleAtoi(item, &id)) drop_.insert(id);
+  }
+}
+
+bool PeerTransport::Dropped(NodeId peer) const {
+  if (options_.drop_file.empty()) return false;
+  RefreshDropList();
+  absl::MutexLock lock(&drop_mu_);
+  return drop_.count(peer.value()) > 0;
+}
+
+bool PeerTransport::SleepUnlessStopping(Peer* peer, absl::Duration delay) {
+  const absl::Time deadline = absl::Now() + delay;
+  absl::MutexLock lock(&peer->mu);
+  while (!peer->stop && !peer->address_changed) {
+    if (peer->cv.WaitWithDeadline(&peer->mu, deadline)) break;
+  }
+  return !peer->stop;
+}
+
+void PeerTransport::SendLoop(Peer* peer) {
+  std::mt19937_64 rng(peer->id.value() ^ absl::ToUnixNanos(absl::Now()));
+  absl::Duration backoff = options_.min_backoff;
+  std::unique_ptr<grpc::ClientContext> context;
+  std::unique_ptr<grpc::ClientWriter<MessageBatch>> writer;
+  StreamSummary summary;
+  auto close_stream = [&] {
+    if (writer == nullptr) return;
+    {
+      absl::MutexLock lock(&peer->mu);
+      peer->stream_context = nullptr;
+    }
+    context->TryCancel();
+    (void)writer->Finish();
+    writer.reset();
+    context.reset();
+  };
+  for (;;) {
+    std::vector<Message> batch;
+    std::shared_ptr<RaftPeer::Stub> stub;
+    bool reopen = false;
+    {
+      absl::MutexLock lock(&peer->mu);
+      while (!peer->stop && peer->queue.empty() && !peer->address_changed) {
+        peer->cv.Wait(&peer->mu);
+      }
+      if (peer->stop) break;
+      reopen = peer->address_changed;
+      peer->address_changed = false;
+      size_t bytes = 0;
+      while (!peer->queue.empty() && bytes < options_.max_batch_bytes) {
+        for (const auto& e : peer->queue.front().entries) {
+          bytes += e.data.size();
+        }
+        batch.push_back(std::move(peer->queue.front()));
+        peer->queue.pop_front();
+      }
+      stub = peer->stub;
+    }
+    if (reopen) close_stream();
+    if (batch.empty()) continue;
+    if (Dropped(peer->id)) {
+      messages_dropped_.fetch_add(batch.size(), std::memory_order_relaxed);
+      continue;
+    }
+    if (writer == nullptr) {
+      context = std::make_unique<grpc::ClientContext>();
+      {
+        absl::MutexLock lock(&peer->mu);
+        if (peer->stop) break;
+        peer->stream_context = context.get();
+      }
+      writer = stub->SendMessages(context.get(), &summary);
+    }
+    MessageBatch wire;
+    wire.set_cluster_id(options_.cluster_id);
+    wire.set_from(options_.self.value());
+    wire.set_to(peer->id.value());
+    wire.mutable_messages()->Reserve(static_cast<int>(batch.size()));
+    for (const Message& m : batch) ToWire(m, wire.add_messages());
+    if (!writer->Write(wire)) {
+      messages_dropped_.fetch_add(batch.size(), std::memory_order_relaxed);
+      reconnects_.fetch_add(1, std::memory_order_relaxed);
+      close_stream();
+      // Equal jitter: peers that lost each other do not retry in step.
+      const double fraction =
+          0.5 + 0.5 * std::uniform_real_distribution<double>(0, 1)(rng);
+      if (!SleepUnlessStopping(peer, backoff * fraction)) break;
+      backoff = std::min(backoff * 2, options_.max_backoff);
+      continue;
+    }
+    backoff = options_.min_backoff;
+    batches_sent_.fetch_add(1, std::memory_order_relaxed);
+    messages_sent_.fetch_add(batch.size(), std::memory_order_relaxed);
+  }
+  close_stream();
+}
+
+void PeerTransport::SnapshotLoop(Peer* peer) {
+  for (;;) {
+    Message m;
+    {
+      absl::MutexLock lock(&peer->mu);
+      while (!peer->stop && !peer->snapshot) peer->cv.Wait(&peer->mu);
+      if (peer->stop) return;
+      m = std::move(*peer->snapshot);
+      peer->snapshot.reset();
+      peer->snapshot_busy = true;
+    }
+    const absl::Status status = SendSnapshot(peer, m);
+    if (status.ok()) {
+      snapshots_sent_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      snapshots_failed_.fetch_add(1, std::memory_order_relaxed);
+      std::fprintf(
+          stderr, "sessiond: snapshot at %llu to node %llu failed: %s\n",
+          static_cast<unsigned long long>(m.snapshot->meta.index.value()),
+          static_cast<unsigned long long>(peer->id.value()),
+          status.ToString().c_str());
+    }
+    absl::MutexLock lock(&peer->mu);
+    peer->snapshot_busy = false;
+  }
+}
+
+absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
+  if (Dropped(peer->id)) return absl::UnavailableError("fault switch");
+  if (options_.snapshots == nullptr || !message.snapshot) {
+    return absl::FailedPreconditionError("no snapshot image to send");
+  }
+  absl::StatusOr<sessiond::v1::internal::SnapshotRef> ref =
+      storage::DecodeSnapshotRef(message.snapshot->data);
+  if (!ref.ok()) return ref.status();
+  const std::string path = options_.snapshots->PathOf(ref->file());
+  // Opened before anything else: a newer snapshot may replace (unlink) this
+  // file meanwhile, and an open file keeps its data.
+  FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  }
+  std::shared_ptr<RaftPeer::Stub> stub;
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&peer->mu);
+    if (peer->stop) {
+      std::fclose(file);
+      return absl::CancelledError("stopping");
+    }
+    stub = peer->stub;
+    peer->snapshot_context = &context;
+  }
+  SnapshotAck ack;
+  std::unique_ptr<grpc::ClientWriter<SnapshotChunk>> writer =
+      stub->SendSnapshot(&context, &ack);
+  std::string buf(options_.snapshot_chunk_bytes, '\0');
+  SnapshotChunk chunk;
+  chunk.set_cluster_id(options_.cluster_id);
+  chunk.set_from(options_.self.value());
+  chunk.set_to(peer->id.value());
+  Message header = message;
+  header.snapshot->data.clear();
+  ToWire(header, chunk.mutable_message());
+  chunk.set_total_bytes(ref->size());
+  chunk.set_sha256(ref->sha256());
+  bool ok = true;
+  for (;;) {
+    const size_t n = std::fread(buf.data(), 1, buf.size(), file);
+    chunk.set_data(buf.data(), n);
+    if (!writer->Write(chunk)) {
+      ok = false;
+      break;
+    }
+    chunk.Clear();
+    if (n < buf.size()) break;
+  }
+  std::fclose(file);
+  if (ok) writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  {
+    absl::MutexLock lock(&peer->mu);
+    peer->snapshot_context = nullptr;
+  }
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "peer answered ", status.error_code(), ": ", status.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+PeerTransportMetrics PeerTransport::metrics() const {
+  PeerTransportMetrics m;
+  m.batches_sent = batches_sent_.load(std::memory_order_relaxed);
+  m.messages_sent = messages_sent_.load(std::memory_order_relaxed);
+  m.messages_dropped = messages_dropped_.load(std::memory_order_relaxed);
+  m.reconnects = reconnects_.load(std::memory_order_relaxed);
+  m.snapshots_sent = snapshots_sent_.load(std::memory_order_relaxed);
+  m.snapshots_failed = snapshots_failed_.load(std::memory_order_relaxed);
+  return m;
+}
+
+void PeerTransport::Stop() {
+  std::map<NodeId, std::unique_ptr<Peer>> peers;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    peers.swap(peers_);
+  }
+  for (auto& [id, peer] : peers) {
+    absl::MutexLock lock(&peer->mu);
+    peer->stop = true;
+    if (peer->stream_context != nullptr) peer->stream_context->TryCancel();
+    if (peer->snapshot_context != nullptr) {
+      peer->snapshot_context->TryCancel();
+    }
+    peer->cv.SignalAll();
+  }
+  for (auto& [id, peer] : peers) {
+    if (peer->sender.joinable()) peer->sender.join();
+    if (peer->snapshotter.joinable()) peer->snapshotter.join();
+  }
+}
+
+}  // namespace sessiond::server

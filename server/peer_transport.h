@@ -1,0 +1,147 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// PeerTransport: Raft messages to the other members over gRPC (the outbound
+// half; server/peer_service.h is the inbound half). Like etcd's rafthttp it
+// keeps two kinds of traffic apart:
+//
+//   message stream   one long-lived client stream (RaftPeer.SendMessages)
+//                    per peer, fed by a bounded queue; a sender thread per
+//                    peer writes everything queued as one MessageBatch, so
+//                    heartbeats and pipelined appends share writes.
+//   snapshot stream  a kSnapshot message starts RaftPeer.SendSnapshot on
+//                    the peer's snapshot thread, which streams the image
+//                    file in 1 MiB chunks; heartbeats keep flowing on the
+//                    message stream meanwhile.
+//
+// Send never blocks: it only queues. A full queue drops the newest
+// messages (Raft retransmits); a broken stream is reopened with jittered
+// exponential backoff (50 ms up to 1 s). Channels have HTTP/2 keepalive, so
+// a peer that stopped answering (paused, partitioned) breaks its stream.
+//
+// The same channels carry the other peer RPCs (forwarded writes, status),
+// through Stub().
+//
+// Thread-safe. Threads: "sd-peer-<id>" (messages) and "sd-snap-<id>"
+// (snapshots) per peer, started when the peer's address is first set.
+#ifndef SESSIOND_SERVER_PEER_TRANSPORT_H_
+#define SESSIOND_SERVER_PEER_TRANSPORT_H_
+
+#include <grpcpp/channel.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "replication/transport.h"
+#include "sessiond/v1/peer.grpc.pb.h"
+#include "storage/snapshot_files.h"
+
+namespace sessiond::server {
+
+struct PeerTransportOptions {
+  uint64_t cluster_id = 0;
+  NodeId self;
+  // Messages waiting per peer; more are dropped.
+  size_t max_queued_messages = 8192;
+  // Entry bytes per MessageBatch write (a bigger backlog takes several).
+  size_t max_batch_bytes = 4 << 20;
+  absl::Duration min_backoff = absl::Milliseconds(50);
+  absl::Duration max_backoff = absl::Seconds(1);
+  size_t snapshot_chunk_bytes = 1 << 20;
+  // Where outgoing snapshot images are read from. Must outlive the
+  // transport.
+  const storage::SnapshotFiles* snapshots = nullptr;
+  // Tests only (--unsafe_peer_drop_file): node ids listed in this file get
+  // none of our traffic and we ignore theirs.
+  std::string drop_file;
+};
+
+struct PeerTransportMetrics {
+  uint64_t batches_sent = 0;
+  uint64_t messages_sent = 0;
+  uint64_t messages_dropped = 0;  // queue full, stream broken, fault switch
+  uint64_t reconnects = 0;
+  uint64_t snapshots_sent = 0;
+  uint64_t snapshots_failed = 0;
+};
+
+class PeerTransport : public replication::Transport {
+ public:
+  explicit PeerTransport(PeerTransportOptions options);
+  ~PeerTransport() override;  // Stop()s.
+
+  PeerTransport(const PeerTransport&) = delete;
+  PeerTransport& operator=(const PeerTransport&) = delete;
+
+  // Adds a peer or changes its address (a new channel). The own id is
+  // ignored.
+  void SetAddress(NodeId peer, const std::string& address);
+  std::map<NodeId, std::string> addresses() const;
+  bool Knows(NodeId peer) const;
+
+  void Send(std::vector<replication::Message> messages) override;
+
+  // A stub on the peer's channel for the other RaftPeer calls; nullptr for
+  // an unknown peer.
+  std::shared_ptr<sessiond::v1::internal::RaftPeer::Stub> Stub(
+      NodeId peer) const;
+
+  // Whether the channel to `peer` is connected (asks it to connect when
+  // idle). A call on a channel that is not cannot have reached the peer.
+  bool Connected(NodeId peer) const;
+
+  // The fault switch: true when traffic with `peer` is to be dropped.
+  bool Dropped(NodeId peer) const;
+
+  PeerTransportMetrics metrics() const;
+
+  // Stops every thread; queued messages are dropped. Idempotent.
+  void Stop();
+
+ private:
+  struct Peer;
+
+  void SendLoop(Peer* peer);
+  void SnapshotLoop(Peer* peer);
+  // Streams one snapshot; returns why it failed.
+  absl::Status SendSnapshot(Peer* peer, const replication::Message& message);
+  // Sleeps `delay` unless the peer is stopping; returns false when it is.
+  bool SleepUnlessStopping(Peer* peer, absl::Duration delay);
+  void RefreshDropList() const;
+
+  const PeerTransportOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::map<NodeId, std::unique_ptr<Peer>> peers_ ABSL_GUARDED_BY(mu_);
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+
+  // The fault switch's list, re-read at most every 50 ms.
+  mutable absl::Mutex drop_mu_;
+  mutable std::set<uint64_t> drop_ ABSL_GUARDED_BY(drop_mu_);
+  mutable absl::Time drop_read_at_ ABSL_GUARDED_BY(drop_mu_) =
+      absl::InfinitePast();
+
+  std::atomic<uint64_t> batches_sent_{0};
+  std::atomic<uint64_t> messages_sent_{0};
+  std::atomic<uint64_t> messages_dropped_{0};
+  std::atomic<uint64_t> reconnects_{0};
+  std::atomic<uint64_t> snapshots_sent_{0};
+  std::atomic<uint64_t> snapshots_failed_{0};
+};
+
+// A channel to a peer with the keepalive settings the transport uses.
+std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& address);
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_PEER_TRANSPORT_H_

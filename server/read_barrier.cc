@@ -1,0 +1,101 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/read_barrier.h"
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+namespace sessiond::server {
+
+using sessiond::v1::Consistency;
+
+ReadBarrier::ReadBarrier(const ReadBarrierOptions& options,
+                         replication::NodeDriver* driver, DelayQueue* timers)
+    : options_(options), driver_(driver), timers_(timers) {}
+
+ReadAnswer ReadBarrier::Local() const {
+  const replication::NodeStatus status = driver_->status();
+  ReadAnswer answer;
+  answer.consistency = sessiond::v1::LOCAL;
+  if (status.applied == LogIndex(0)) {
+    answer.status = absl::UnavailableError(
+        "this node holds no data yet (it is receiving the cluster's state); "
+        "ask another node");
+    return answer;
+  }
+  if (status.leader_caught_up) return answer;  // the leader itself
+  const absl::Duration since = driver_->Now() - status.last_leader_contact;
+  answer.staleness_ms =
+      absl::ToInt64Milliseconds(std::min(since, driver_->Now()));
+  answer.stale = !(since < options_.fresh_contact &&
+                   status.applied >= status.leader_commit);
+  return answer;
+}
+
+void ReadBarrier::Wait(Consistency level, absl::Time deadline,
+                       std::function<void(ReadAnswer)> done) {
+  if (level == sessiond::v1::LOCAL) {
+    done(Local());
+    return;
+  }
+  const bool fallback = level != sessiond::v1::LINEARIZABLE;
+  const absl::Time give_up =
+      fallback ? std::min(deadline, absl::Now() + options_.linearizable_timeout)
+               : deadline;
+  // Answered once: by the ReadIndex callback or by the timer, whichever
+  // comes first.
+  struct Pending {
+    absl::Mutex mu;
+    std::function<void(ReadAnswer)> done ABSL_GUARDED_BY(mu);
+    std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
+  };
+  auto pending = std::make_shared<Pending>();
+  {
+    absl::MutexLock lock(&pending->mu);
+    pending->done = std::move(done);
+  }
+  auto finish = [this, pending](ReadAnswer answer) {
+    std::function<void(ReadAnswer)> fn;
+    std::optional<DelayQueue::Handle> timer;
+    {
+      absl::MutexLock lock(&pending->mu);
+      fn = std::move(pending->done);
+      pending->done = nullptr;
+      timer = pending->timer;
+    }
+    if (!fn) return;
+    if (timer) timers_->Cancel(*timer);
+    fn(std::move(answer));
+  };
+  auto fail = [this, fallback, finish](absl::Status why) {
+    if (fallback) {
+      finish(Local());
+      return;
+    }
+    ReadAnswer answer;
+    answer.status = std::move(why);
+    finish(std::move(answer));
+  };
+  const DelayQueue::Handle timer = timers_->At(give_up, [fail] {
+    fail(absl::UnavailableError(
+        "no leader confirmed this read in time; retry (or read with "
+        "consistency LOCAL)"));
+  });
+  {
+    absl::MutexLock lock(&pending->mu);
+    if (pending->done) pending->timer = timer;
+  }
+  driver_->ReadIndex([finish, fail](absl::Status status) {
+    if (status.ok()) {
+      finish(ReadAnswer());
+    } else {
+      fail(std::move(status));
+    }
+  });
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,74 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// ReadBarrier: what a validation waits for before it reads this node's
+// table, by consistency level (sessiond.v1.Consistency; the trade-off is in
+// docs/API.md):
+//
+//   LINEARIZABLE  a ReadIndex through the leader (or its lease): the table
+//                 then reflects every write acknowledged before the call.
+//                 UNAVAILABLE when no leader confirms in time; never a local
+//                 guess.
+//   LOCAL         nothing: the table as it is, with how far behind it may
+//                 be (time since a leader was last heard from).
+//   DEFAULT       LINEARIZABLE, but after linearizable_timeout (or at once
+//                 when no leader is known) the local answer, marked stale:
+//                 an election or a lost quorum never turns into a logout.
+//
+// A node that has never applied anything (a new member still receiving
+// its first snapshot) refuses local answers: an empty table would call
+// every session UNKNOWN.
+//
+// Thread-safe; callbacks run on the driver's completion stage, the
+// DelayQueue thread or the calling thread, and must not block.
+#ifndef SESSIOND_SERVER_READ_BARRIER_H_
+#define SESSIOND_SERVER_READ_BARRIER_H_
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "replication/node_driver.h"
+#include "server/delay_queue.h"
+#include "sessiond/v1/session.pb.h"
+
+namespace sessiond::server {
+
+struct ReadBarrierOptions {
+  absl::Duration linearizable_timeout = absl::Milliseconds(300);
+  // A follower that heard from its leader within this long and has applied
+  // what the leader last said was committed is not "stale".
+  absl::Duration fresh_contact = absl::Seconds(1);
+};
+
+// How a read was served.
+struct ReadAnswer {
+  absl::Status status;  // not OK: answer the call with it
+  sessiond::v1::Consistency consistency = sessiond::v1::LINEARIZABLE;
+  bool stale = false;
+  int64_t staleness_ms = 0;
+};
+
+class ReadBarrier {
+ public:
+  // `driver` and `timers` must outlive the barrier.
+  ReadBarrier(const ReadBarrierOptions& options,
+              replication::NodeDriver* driver, DelayQueue* timers);
+
+  // Calls `done` once this node may answer a read of level `level`
+  // (deadline: the server's deadline for the call).
+  void Wait(sessiond::v1::Consistency level, absl::Time deadline,
+            std::function<void(ReadAnswer)> done);
+
+  // The local answer's terms right now.
+  ReadAnswer Local() const;
+
+ private:
+  const ReadBarrierOptions options_;
+  replication::NodeDriver* const driver_;  // outlives this
+  DelayQueue* const timers_;               // outlives this
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_READ_BARRIER_H_

@@ -1,0 +1,398 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/write_path.h"
+
+#include <grpcpp/client_context.h>
+
+#include <any>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+namespace sessiond::server {
+
+using replication::ApplyResult;
+using sessiond::v1::internal::Command;
+using sessiond::v1::internal::ProposeRequest;
+using sessiond::v1::internal::ProposeResponse;
+
+namespace {
+
+// How often a write waiting for a leader looks again.
+constexpr absl::Duration kNoLeaderRetry = absl::Milliseconds(20);
+
+absl::Status NotCommittedInTime() {
+  return absl::UnavailableError(
+      "not committed before the deadline (no leader, or no quorum): the "
+      "write may still apply; retry only if it is idempotent");
+}
+
+}  // namespace
+
+struct WritePath::Call {
+  // One of: a command, a membership change, a leadership transfer.
+  std::optional<Command> command;
+  std::optional<replication::ConfChange> conf_change;
+  NodeId transfer_to;
+  bool transfer = false;
+  absl::Time deadline;
+
+  absl::Mutex mu;
+  Done done ABSL_GUARDED_BY(mu);
+  bool finished ABSL_GUARDED_BY(mu) = false;
+  // The leader's answer to a forwarded write, while this node catches up.
+  std::optional<ApplyResult> result ABSL_GUARDED_BY(mu);
+  std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
+
+  ProposeRequest ToRequest() const {
+    ProposeRequest request;
+    if (command) {
+      request.set_command(command->SerializeAsString());
+    } else if (conf_change) {
+      request.mutable_conf_change()->set_type(
+          static_cast<uint32_t>(conf_change->type));
+      request.mutable_conf_change()->set_node(conf_change->node.value());
+    } else {
+      request.set_transfer_to(transfer_to.value());
+    }
+    return request;
+  }
+};
+
+WritePath::WritePath(const WritePathOptions& options,
+                     replication::NodeDriver* driver, ClusterClock* clock,
+                     PeerTransport* transport,
+                     const storage::SessionStateMachine* state_machine,
+                     DelayQueue* timers)
+    : options_(options),
+      driver_(driver),
+      clock_(clock),
+      transport_(transport),
+      state_machine_(state_machine),
+      timers_(timers) {}
+
+WritePath::~WritePath() = default;
+
+absl::Time WritePath::ServerDeadline(absl::Time client_deadline,
+                                     absl::Duration default_timeout) {
+  const absl::Time now = absl::Now();
+  const absl::Time deadline = std::min(client_deadline, now + default_timeout);
+  const absl::Duration margin =
+      std::min(absl::Milliseconds(50), (deadline - now) / 10);
+  return deadline - std::max(margin, absl::ZeroDuration());
+}
+
+void WritePath::Submit(Command command, absl::Time deadline, Done done) {
+  auto call = std::make_shared<Call>();
+  call->command = std::move(command);
+  call->deadline = deadline;
+  {
+    absl::MutexLock lock(&call->mu);
+    call->done = std::move(done);
+  }
+  Start(std::move(call));
+}
+
+void WritePath::SubmitConfChange(const replication::ConfChange& change,
+                                 absl::Time deadline, Done done) {
+  auto call = std::make_shared<Call>();
+  call->conf_change = change;
+  call->deadline = deadline;
+  {
+    absl::MutexLock lock(&call->mu);
+    call->done = std::move(done);
+  }
+  Start(std::move(call));
+}
+
+void WritePath::SubmitTransfer(NodeId target, absl::Time deadline, Done done) {
+  auto call = std::make_shared<Call>();
+  call->transfer = true;
+  call->transfer_to = target;
+  call->deadline = deadline;
+  {
+    absl::MutexLock lock(&call->mu);
+    call->done = std::move(done);
+  }
+  Start(std::move(call));
+}
+
+bool WritePath::Drain(absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (calls_in_flight_.load() > 0 || rpcs_in_flight_.load() > 0) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+void WritePath::Start(std::shared_ptr<Call> call) {
+  calls_in_flight_.fetch_add(1);
+  // The deadline is armed first: whatever happens next, the call is
+  // answered by then.
+  const DelayQueue::Handle timer = timers_->At(call->deadline, [this, call] {
+    std::optional<ApplyResult> known;
+    {
+      absl::MutexLock lock(&call->mu);
+      known = call->result;
+    }
+    // A forwarded write that applied on the leader is committed: its
+    // result stands even if this node has not caught up yet.
+    Finish(call, known ? *std::move(known) : ApplyResult(NotCommittedInTime()));
+  });
+  {
+    absl::MutexLock lock(&call->mu);
+    if (!call->finished) call->timer = timer;
+  }
+  Try(std::move(call));
+}
+
+void WritePath::Finish(const std::shared_ptr<Call>& call, ApplyResult result) {
+  Done done;
+  std::optional<DelayQueue::Handle> timer;
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+    call->finished = true;
+    done = std::move(call->done);
+    timer = call->timer;
+  }
+  if (timer) timers_->Cancel(*timer);
+  done(std::move(result));
+  calls_in_flight_.fetch_sub(1);
+}
+
+void WritePath::Try(std::shared_ptr<Call> call) {
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+  }
+  const replication::NodeStatus status = driver_->status();
+  if (status.role == replication::Role::kLeader) {
+    ProposeRequest op;
+    Done done = [this, call](ApplyResult result) {
+      Finish(call, std::move(result));
+    };
+    if (call->command) {
+      Command command = *call->command;
+      command.set_timestamp_ms(clock_->StampMs());
+      driver_->Propose(command.SerializeAsString(), std::move(done));
+      return;
+    }
+    ProposeHere(call->ToRequest(), std::move(done));
+    return;
+  }
+  if (status.leader != NodeId(0) && status.leader != options_.self &&
+      transport_->Connected(status.leader)) {
+    Forward(std::move(call), status.leader);
+    return;
+  }
+  // No leader, or no connection to it yet (nothing was sent, so trying
+  // again is safe): look again shortly, until the deadline answers.
+  if (absl::Now() + kNoLeaderRetry < call->deadline) {
+    timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
+  }
+}
+
+void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
+  std::shared_ptr<sessiond::v1::internal::RaftPeer::Stub> stub =
+      transport_->Stub(leader);
+  if (stub == nullptr) {
+    timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
+    return;
+  }
+  struct Rpc {
+    grpc::ClientContext context;
+    ProposeRequest request;
+    ProposeResponse response;
+  };
+  auto rpc = std::make_shared<Rpc>();
+  rpc->context.set_deadline(absl::ToChronoTime(call->deadline));
+  rpc->request = call->ToRequest();
+  rpc->request.set_cluster_id(options_.cluster_id);
+  rpc->request.set_from(options_.self.value());
+  forwarded_.fetch_add(1, std::memory_order_relaxed);
+  rpcs_in_flight_.fetch_add(1);
+  stub->async()->Propose(
+      &rpc->context, &rpc->request, &rpc->response,
+      [this, call, rpc, leader, stub](grpc::Status status) {
+        // Counted down when this callback returns, whatever it does.
+        struct Done {
+          std::atomic<int64_t>* counter;
+          ~Done() { counter->fetch_sub(1); }
+        } counted{&rpcs_in_flight_};
+        if (!status.ok()) {
+          Finish(call,
+                 absl::UnavailableError(absl::StrCat(
+                     "lost contact with the leader (node ", leader.value(),
+                     ") while forwarding the write: ", status.error_message(),
+                     "; it may or may not have applied")));
+          return;
+        }
+        if (rpc->response.not_leader()) {
+          // It did nothing: ask whoever leads now.
+          timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
+          return;
+        }
+        ApplyResult result = ResultFromResponse(rpc->response);
+        {
+          absl::MutexLock lock(&call->mu);
+          call->result = result;
+        }
+        // Read-your-writes on this node: answer once it applied that far
+        // (or at the deadline, with the same result).
+        driver_->WhenApplied(LogIndex(rpc->response.applied_index()),
+                             [this, call, result = std::move(result)](
+                                 absl::Status) { Finish(call, result); });
+      });
+}
+
+void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
+  switch (op.op_case()) {
+    case ProposeRequest::kCommand: {
+      Command command;
+      if (!command.ParseFromString(op.command())) {
+        done(absl::InvalidArgumentError("forwarded command does not parse"));
+        return;
+      }
+      command.set_timestamp_ms(clock_->StampMs());
+      driver_->Propose(command.SerializeAsString(), std::move(done));
+      return;
+    }
+    case ProposeRequest::kConfChange: {
+      replication::ConfChange change;
+      const uint32_t type = op.conf_change().type();
+      if (type >
+          static_cast<uint32_t>(replication::ConfChangeType::kRemoveNode)) {
+        done(absl::InvalidArgumentError("unknown membership change"));
+        return;
+      }
+      change.type = static_cast<replication::ConfChangeType>(type);
+      change.node = NodeId(op.conf_change().node());
+      if (change.type == replication::ConfChangeType::kPromoteVoter) {
+        const replication::NodeStatus status = driver_->status();
+        auto it = status.match.find(change.node);
+        const LogIndex match =
+            it == status.match.end() ? LogIndex(0) : it->second;
+        if (status.last_index - match > options_.promote_max_lag ||
+            it == status.match.end()) {
+          done(absl::FailedPreconditionError(absl::StrCat(
+              "learner ", change.node.value(), " is ",
+              (status.last_index - match),
+              " entries behind the leader; "
+              "promote it once it has caught up (ClusterStatus shows its "
+              "lag)")));
+          return;
+        }
+      }
+      driver_->ProposeConfChange(change, std::move(done));
+      return;
+    }
+    case ProposeRequest::kTransferTo: {
+      NodeId target(op.transfer_to());
+      if (target == NodeId(0)) {
+        // The most caught-up other voter.
+        const replication::NodeStatus status = driver_->status();
+        LogIndex best;
+        for (NodeId v : status.conf_state.voters) {
+          if (v == options_.self) continue;
+          auto it = status.match.find(v);
+          if (it != status.match.end() &&
+              (target == NodeId(0) || it->second > best)) {
+            target = v;
+            best = it->second;
+          }
+        }
+        if (target == NodeId(0)) {
+          done(absl::FailedPreconditionError(
+              "no other voter to hand leadership to"));
+          return;
+        }
+      }
+      driver_->TransferLeadership(
+          target, [done = std::move(done)](absl::Status status) {
+            if (!status.ok()) {
+              done(status);
+            } else {
+              done(ApplyResult(std::any()));
+            }
+          });
+      return;
+    }
+    case ProposeRequest::OP_NOT_SET:
+      break;
+  }
+  done(absl::InvalidArgumentError("forwarded request names no operation"));
+}
+
+void WritePath::HandleForwarded(const ProposeRequest& request,
+                                std::function<void(ProposeResponse)> respond) {
+  const replication::NodeStatus status = driver_->status();
+  if (status.role != replication::Role::kLeader) {
+    ProposeResponse response;
+    response.set_not_leader(true);
+    response.set_leader(status.leader.value());
+    response.set_code(static_cast<int>(absl::StatusCode::kUnavailable));
+    response.set_message("not the leader");
+    respond(std::move(response));
+    return;
+  }
+  ProposeHere(
+      request, [this, respond = std::move(respond)](ApplyResult result) {
+        ProposeResponse response;
+        ResultToResponse(result, &response);
+        response.set_applied_index(state_machine_->applied_index().value());
+        respond(std::move(response));
+      });
+}
+
+LeaderHint WritePath::leader_hint() const {
+  LeaderHint hint;
+  hint.id = driver_->status().leader;
+  if (hint.id == NodeId(0)) return hint;
+  const sessiond::v1::internal::ClusterState cluster =
+      state_machine_->cluster_state();
+  for (const auto& member : cluster.members()) {
+    if (member.node_id() == hint.id.value()) {
+      hint.client_address = member.client_address();
+    }
+  }
+  return hint;
+}
+
+void ResultToResponse(const ApplyResult& result, ProposeResponse* response) {
+  if (!result.ok()) {
+    response->set_code(static_cast<int>(result.status().code()));
+    response->set_message(std::string(result.status().message()));
+    return;
+  }
+  response->set_code(0);
+  if (const auto* session = std::any_cast<sessiond::v1::Session>(&*result)) {
+    *response->mutable_session() = *session;
+  } else if (const auto* count = std::any_cast<uint64_t>(&*result)) {
+    response->set_count(*count);
+  }
+}
+
+ApplyResult ResultFromResponse(const ProposeResponse& response) {
+  if (response.code() != 0) {
+    const int code = response.code();
+    return absl::Status(code >= 1 && code <= 16
+                            ? static_cast<absl::StatusCode>(code)
+                            : absl::StatusCode::kUnknown,
+                        response.message());
+  }
+  switch (response.result_case()) {
+    case ProposeResponse::kSession:
+      return ApplyResult(std::any(response.session()));
+    case ProposeResponse::kCount:
+      return ApplyResult(std::any(response.count()));
+    case ProposeResponse::RESULT_NOT_SET:
+      break;
+  }
+  return ApplyResult(std::any());
+}
+
+}  // namespace sessiond::server

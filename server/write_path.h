@@ -1,0 +1,142 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The one write path. Every replicated change (session writes from the API,
+// touch batches, expiry sweeps, member announcements, settings, membership
+// changes, leadership transfers) goes through WritePath, on any node:
+//
+//   this node leads   -> the command is stamped with cluster time
+//                        (ClusterClock::StampMs) and proposed to the local
+//                        NodeDriver; done() gets the applied result.
+//   another node leads -> the command goes to it over the peer channel
+//                        (RaftPeer.Propose); it stamps and proposes it and
+//                        answers once applied; this node then waits until
+//                        it has applied that far too (bounded by the
+//                        deadline), so a read here sees the write.
+//   no leader known   -> retried every 20 ms until one is, within the
+//                        deadline.
+//
+// Every call is answered by its deadline (minus a small margin, so the
+// client hears from the server before its own deadline fires): UNAVAILABLE
+// "not committed before the deadline" when the group could not commit it
+// in time. That answer, like a broken connection to the leader while a
+// forwarded write was in flight, leaves the outcome unknown (the write may
+// still commit); it is never a false success.
+//
+// Thread-safe. The callbacks run on the driver's completion stage, a gRPC
+// thread, or the DelayQueue thread; they must not block.
+#ifndef SESSIOND_SERVER_WRITE_PATH_H_
+#define SESSIOND_SERVER_WRITE_PATH_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/time/time.h"
+#include "replication/node_driver.h"
+#include "server/cluster_clock.h"
+#include "server/delay_queue.h"
+#include "server/peer_transport.h"
+#include "sessiond/v1/command.pb.h"
+#include "sessiond/v1/peer.pb.h"
+#include "storage/session_state_machine.h"
+
+namespace sessiond::server {
+
+struct WritePathOptions {
+  uint64_t cluster_id = 0;
+  NodeId self;
+  // A learner may be promoted only when it is at most this many entries
+  // behind the leader's last index.
+  uint64_t promote_max_lag = 1000;
+};
+
+// The leader this node knows, for error details and client redirects.
+struct LeaderHint {
+  NodeId id;                   // 0: none known
+  std::string client_address;  // empty: not known
+};
+
+class WritePath {
+ public:
+  using Done = std::function<void(replication::ApplyResult)>;
+
+  // Every pointer must outlive the WritePath.
+  WritePath(const WritePathOptions& options, replication::NodeDriver* driver,
+            ClusterClock* clock, PeerTransport* transport,
+            const storage::SessionStateMachine* state_machine,
+            DelayQueue* timers);
+  ~WritePath();
+
+  WritePath(const WritePath&) = delete;
+  WritePath& operator=(const WritePath&) = delete;
+
+  // Replicates `command` (its timestamp is set by the leader). `done` is
+  // called exactly once: the state machine's ApplyResult, or an error.
+  void Submit(sessiond::v1::internal::Command command, absl::Time deadline,
+              Done done);
+  // A membership change; OK (empty value) once applied.
+  void SubmitConfChange(const replication::ConfChange& change,
+                        absl::Time deadline, Done done);
+  // Starts a leadership transfer on the leader; OK once started.
+  void SubmitTransfer(NodeId target, absl::Time deadline, Done done);
+
+  // The leader's side of RaftPeer.Propose: `respond` is called exactly
+  // once.
+  void HandleForwarded(
+      const sessiond::v1::internal::ProposeRequest& request,
+      std::function<void(sessiond::v1::internal::ProposeResponse)> respond);
+
+  LeaderHint leader_hint() const;
+
+  // Waits until every call has been answered and every forwarded RPC has
+  // returned, at most `timeout`; returns whether they have. The daemon
+  // calls it after stopping whatever submits, before destroying anything
+  // the callbacks use. (Every call is answered by its deadline, so this
+  // ends.)
+  bool Drain(absl::Duration timeout) const;
+
+  // Writes this node sent to a leader.
+  uint64_t forwarded() const {
+    return forwarded_.load(std::memory_order_relaxed);
+  }
+
+  // The deadline for a request whose client set `client_deadline`
+  // (InfiniteFuture when none): a little before it, so the answer reaches
+  // the client in time, and never further than `default_timeout` away.
+  static absl::Time ServerDeadline(absl::Time client_deadline,
+                                   absl::Duration default_timeout);
+
+ private:
+  struct Call;
+
+  void Start(std::shared_ptr<Call> call);
+  void Try(std::shared_ptr<Call> call);
+  void Forward(std::shared_ptr<Call> call, NodeId leader);
+  // Proposes the call's operation here (this node leads).
+  void ProposeHere(const sessiond::v1::internal::ProposeRequest& op, Done done);
+  void Finish(const std::shared_ptr<Call>& call,
+              replication::ApplyResult result);
+
+  const WritePathOptions options_;
+  replication::NodeDriver* const driver_;                    // outlives this
+  ClusterClock* const clock_;                                // outlives this
+  PeerTransport* const transport_;                           // outlives this
+  const storage::SessionStateMachine* const state_machine_;  // outlives this
+  DelayQueue* const timers_;                                 // outlives this
+  std::atomic<uint64_t> forwarded_{0};
+  std::atomic<int64_t> calls_in_flight_{0};
+  std::atomic<int64_t> rpcs_in_flight_{0};
+};
+
+// An ApplyResult carried in a ProposeResponse (the leader's answer to a
+// forwarded write), both ways.
+void ResultToResponse(const replication::ApplyResult& result,
+                      sessiond::v1::internal::ProposeResponse* response);
+replication::ApplyResult ResultFromResponse(
+    const sessiond::v1::internal::ProposeResponse& response);
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_WRITE_PATH_H_

@@ -1,0 +1,427 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "storage/snapshot_files.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/check.h"
+#include "common/status_macros.h"
+#include "storage/keys.h"
+#include "storage/wire.h"
+
+namespace sessiond::storage {
+
+using sessiond::v1::internal::SnapshotHeader;
+using sessiond::v1::internal::SnapshotRef;
+
+namespace {
+
+constexpr size_t kMagicBytes = 8;
+constexpr char kTmpSuffix[] = ".tmp";
+constexpr char kImageSuffix[] = ".snap";
+
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  return absl::InternalError(
+      absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
+}
+
+absl::Status SyncDir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return Errno("open", dir);
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Errno("fsync", dir);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// SHA-256 through OpenSSL's EVP interface (the one-shot SHA256_* calls are
+// deprecated in OpenSSL 3).
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new()) {
+    SESSIOND_CHECK(ctx_ != nullptr);
+    SESSIOND_CHECK(EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1);
+  }
+  ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
+  void Update(std::string_view bytes) {
+    SESSIOND_CHECK(EVP_DigestUpdate(ctx_, bytes.data(), bytes.size()) == 1);
+  }
+  std::string Final() {
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    SESSIOND_CHECK(EVP_DigestFinal_ex(ctx_, out, &n) == 1);
+    return std::string(reinterpret_cast<const char*>(out), n);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+std::string EncodeSnapshotRef(const SnapshotRef& ref) {
+  return ref.SerializeAsString();
+}
+
+absl::StatusOr<SnapshotRef> DecodeSnapshotRef(std::string_view data) {
+  SnapshotRef ref;
+  if (data.empty() ||
+      !ref.ParseFromArray(data.data(), static_cast<int>(data.size())) ||
+      ref.file().empty() || ref.file().find('/') != std::string::npos ||
+      ref.sha256().size() != kSnapshotDigestBytes) {
+    return absl::InvalidArgumentError(
+        "snapshot data is not a reference to an image file");
+  }
+  return ref;
+}
+
+// ---------------------------------------------------------------------------
+// DurableFileWriter
+
+DurableFileWriter::DurableFileWriter(std::string tmp_path,
+                                     std::string final_path, FILE* file)
+    : tmp_path_(std::move(tmp_path)),
+      final_path_(std::move(final_path)),
+      file_(file) {}
+
+DurableFileWriter::~DurableFileWriter() {
+  if (file_ != nullptr) std::fclose(file_);
+  if (!committed_) ::unlink(tmp_path_.c_str());
+}
+
+absl::Status DurableFileWriter::Append(std::string_view bytes) {
+  if (file_ == nullptr) return absl::FailedPreconditionError("file closed");
+  if (!bytes.empty() &&
+      std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
+    return Errno("write", tmp_path_);
+  }
+  size_ += bytes.size();
+  return absl::OkStatus();
+}
+
+std::string DurableFileWriter::file_name() const {
+  return std::filesystem::path(final_path_).filename().string();
+}
+
+absl::Status DurableFileWriter::Commit() {
+  if (file_ == nullptr) return absl::FailedPreconditionError("file closed");
+  const bool flushed = std::fflush(file_) == 0 && ::fsync(fileno(file_)) == 0;
+  const int saved = errno;
+  std::fclose(file_);
+  file_ = nullptr;
+  if (!flushed) {
+    errno = saved;
+    return Errno("fsync", tmp_path_);
+  }
+  if (::rename(tmp_path_.c_str(), final_path_.c_str()) != 0) {
+    return Errno("rename", tmp_path_);
+  }
+  committed_ = true;
+  return SyncDir(std::filesystem::path(final_path_).parent_path().string());
+}
+
+// ---------------------------------------------------------------------------
+// SnapshotFiles
+
+SnapshotFiles::SnapshotFiles(std::string dir) : dir_(std::move(dir)) {}
+
+absl::Status SnapshotFiles::Init() {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create ", dir_, ": ", ec.message()));
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    if (absl::EndsWith(entry.path().filename().string(), kTmpSuffix)) {
+      std::filesystem::remove(entry.path(), ec);
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::string SnapshotFiles::PathOf(absl::string_view file) const {
+  return absl::StrCat(dir_, "/", file);
+}
+
+absl::StatusOr<std::unique_ptr<DurableFileWriter>> SnapshotFiles::NewFile(
+    LogIndex index, Term term, absl::string_view origin) {
+  // Unique per process and time: two images of the same index never share
+  // a name.
+  static std::atomic<uint64_t> sequence{0};
+  const uint64_t nanos = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  const std::string name =
+      absl::StrCat(index.value(), "-", term.value(), "-", origin, "-", nanos,
+                   "-", sequence.fetch_add(1), kImageSuffix);
+  const std::string final_path = PathOf(name);
+  const std::string tmp_path = absl::StrCat(final_path, kTmpSuffix);
+  FILE* file = std::fopen(tmp_path.c_str(), "wbx");
+  if (file == nullptr) return Errno("create", tmp_path);
+  return std::unique_ptr<DurableFileWriter>(
+      new DurableFileWriter(tmp_path, final_path, file));
+}
+
+absl::Status SnapshotFiles::Verify(const SnapshotRef& ref) const {
+  const std::string path = PathOf(ref.file());
+  FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrCat("snapshot image ", path, " is missing"));
+    }
+    return Errno("open", path);
+  }
+  Sha256 sha;
+  std::string buf(1 << 20, '\0');
+  uint64_t total = 0;
+  std::string tail;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), file)) > 0) {
+    tail.append(buf.data(), n);
+    total += n;
+    if (tail.size() > kSnapshotDigestBytes) {
+      const size_t hash_now = tail.size() - kSnapshotDigestBytes;
+      sha.Update(std::string_view(tail).substr(0, hash_now));
+      tail.erase(0, hash_now);
+    }
+  }
+  const bool read_error = std::ferror(file) != 0;
+  std::fclose(file);
+  if (read_error) return Errno("read", path);
+  if (total != ref.size() || tail.size() != kSnapshotDigestBytes) {
+    return absl::DataLossError(absl::StrCat("snapshot image ", path, " has ",
+                                            total, " bytes, expected ",
+                                            ref.size()));
+  }
+  if (sha.Final() != tail || tail != ref.sha256()) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot image ", path, " fails its checksum"));
+  }
+  return absl::OkStatus();
+}
+
+void SnapshotFiles::RemoveOlderThan(LogIndex index,
+                                    const std::set<std::string>& keep) const {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!absl::EndsWith(name, kImageSuffix) || keep.count(name) > 0) continue;
+    uint64_t image_index = 0;
+    if (!absl::SimpleAtoi(name.substr(0, name.find('-')), &image_index) ||
+        image_index >= index.value()) {
+      continue;
+    }
+    // An image being streamed to a follower stays readable: the sender
+    // holds it open, and unlinking an open file keeps its data.
+    std::filesystem::remove(entry.path(), ec);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// SnapshotImageWriter
+
+SnapshotImageWriter::SnapshotImageWriter(
+    std::unique_ptr<DurableFileWriter> file, const SnapshotHeader& header)
+    : file_(std::move(file)), sha_(std::make_unique<Sha256>()) {
+  std::string head(kSnapshotMagic, kMagicBytes);
+  const std::string header_bytes = header.SerializeAsString();
+  wire::PutVarint(&head, header_bytes.size());
+  head.append(header_bytes);
+  status_ = Write(head);
+}
+
+SnapshotImageWriter::~SnapshotImageWriter() = default;
+
+absl::Status SnapshotImageWriter::Write(std::string_view bytes) {
+  sha_->Update(bytes);
+  return file_->Append(bytes);
+}
+
+absl::Status SnapshotImageWriter::AddRecord(std::string_view stored_session) {
+  if (!status_.ok()) return status_;
+  if (stored_session.empty()) {
+    return absl::InvalidArgumentError("empty snapshot record");
+  }
+  std::string frame;
+  wire::PutVarint(&frame, stored_session.size());
+  status_ = Write(frame);
+  if (status_.ok()) status_ = Write(stored_session);
+  ++count_;
+  return status_;
+}
+
+absl::StatusOr<SnapshotRef> SnapshotImageWriter::Finish() {
+  if (!status_.ok()) return status_;
+  std::string end;
+  wire::PutVarint(&end, 0);
+  end.append(EncodeFixed64BE(count_));
+  SESSIOND_RETURN_IF_ERROR(Write(end));
+  const std::string digest = sha_->Final();
+  SESSIOND_RETURN_IF_ERROR(file_->Append(digest));
+  SESSIOND_RETURN_IF_ERROR(file_->Commit());
+  SnapshotRef ref;
+  ref.set_file(file_->file_name());
+  ref.set_size(file_->size());
+  ref.set_sha256(digest);
+  return ref;
+}
+
+// ---------------------------------------------------------------------------
+// SnapshotReceiver
+
+SnapshotReceiver::SnapshotReceiver(std::unique_ptr<DurableFileWriter> file,
+                                   uint64_t expected_size)
+    : file_(std::move(file)),
+      sha_(std::make_unique<Sha256>()),
+      expected_size_(expected_size) {}
+
+SnapshotReceiver::~SnapshotReceiver() = default;
+
+absl::Status SnapshotReceiver::Append(std::string_view chunk) {
+  if (!status_.ok()) return status_;
+  if (received_ + chunk.size() > expected_size_) {
+    status_ = absl::DataLossError(
+        absl::StrCat("snapshot stream longer than the announced ",
+                     expected_size_, " bytes"));
+    return status_;
+  }
+  received_ += chunk.size();
+  status_ = file_->Append(chunk);
+  if (!status_.ok()) return status_;
+  // Everything but the last 32 bytes seen so far is covered by the digest.
+  tail_.append(chunk);
+  if (tail_.size() > kSnapshotDigestBytes) {
+    const size_t hash_now = tail_.size() - kSnapshotDigestBytes;
+    sha_->Update(std::string_view(tail_).substr(0, hash_now));
+    tail_.erase(0, hash_now);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SnapshotRef> SnapshotReceiver::Finish() {
+  if (!status_.ok()) return status_;
+  if (received_ != expected_size_ || tail_.size() != kSnapshotDigestBytes) {
+    return absl::DataLossError(absl::StrCat("snapshot stream ended after ",
+                                            received_, " of ", expected_size_,
+                                            " bytes"));
+  }
+  if (sha_->Final() != tail_) {
+    return absl::DataLossError("snapshot stream fails its checksum");
+  }
+  SESSIOND_RETURN_IF_ERROR(file_->Commit());
+  SnapshotRef ref;
+  ref.set_file(file_->file_name());
+  ref.set_size(received_);
+  ref.set_sha256(tail_);
+  return ref;
+}
+
+// ---------------------------------------------------------------------------
+// SnapshotImageReader
+
+SnapshotImageReader::SnapshotImageReader(FILE* file, uint64_t size)
+    : file_(file), size_(size) {}
+
+SnapshotImageReader::~SnapshotImageReader() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+absl::StatusOr<std::unique_ptr<SnapshotImageReader>> SnapshotImageReader::Open(
+    const SnapshotFiles& files, const SnapshotRef& ref) {
+  SESSIOND_RETURN_IF_ERROR(files.Verify(ref));
+  const std::string path = files.PathOf(ref.file());
+  FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) return Errno("open", path);
+  std::unique_ptr<SnapshotImageReader> reader(
+      new SnapshotImageReader(file, ref.size()));
+  SESSIOND_RETURN_IF_ERROR(reader->ReadHeader());
+  return reader;
+}
+
+absl::Status SnapshotImageReader::ReadExact(size_t n, std::string* out) {
+  if (offset_ + n > size_ - kSnapshotDigestBytes) {
+    return absl::DataLossError("snapshot image is truncated");
+  }
+  out->resize(n);
+  if (n > 0 && std::fread(out->data(), 1, n, file_) != n) {
+    return absl::DataLossError("snapshot image read failed");
+  }
+  offset_ += n;
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotImageReader::ReadVarint(uint64_t* value) {
+  uint64_t result = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    std::string byte;
+    SESSIOND_RETURN_IF_ERROR(ReadExact(1, &byte));
+    const uint8_t b = static_cast<uint8_t>(byte[0]);
+    result |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) {
+      *value = result;
+      return absl::OkStatus();
+    }
+  }
+  return absl::DataLossError("snapshot image has a malformed varint");
+}
+
+absl::Status SnapshotImageReader::ReadHeader() {
+  std::string magic;
+  SESSIOND_RETURN_IF_ERROR(ReadExact(kMagicBytes, &magic));
+  if (magic != std::string_view(kSnapshotMagic, kMagicBytes)) {
+    return absl::DataLossError("not a sessiond snapshot image (bad magic)");
+  }
+  uint64_t n = 0;
+  SESSIOND_RETURN_IF_ERROR(ReadVarint(&n));
+  std::string bytes;
+  SESSIOND_RETURN_IF_ERROR(ReadExact(n, &bytes));
+  if (!header_.ParseFromString(bytes)) {
+    return absl::DataLossError("snapshot image header does not parse");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SnapshotImageReader::ForEachRecord(
+    const std::function<absl::Status(std::string_view)>& fn) {
+  uint64_t count = 0;
+  std::string record;
+  for (;;) {
+    uint64_t n = 0;
+    SESSIOND_RETURN_IF_ERROR(ReadVarint(&n));
+    if (n == 0) break;
+    SESSIOND_RETURN_IF_ERROR(ReadExact(n, &record));
+    SESSIOND_RETURN_IF_ERROR(fn(record));
+    ++count;
+  }
+  std::string trailer;
+  SESSIOND_RETURN_IF_ERROR(ReadExact(8, &trailer));
+  if (DecodeFixed64BE(trailer) != count) {
+    return absl::DataLossError(absl::StrCat("snapshot image holds ", count,
+                                            " records, its trailer ", "says ",
+                                            DecodeFixed64BE(trailer)));
+  }
+  if (offset_ != size_ - kSnapshotDigestBytes) {
+    return absl::DataLossError("snapshot image has bytes after its records");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sessiond::storage
