@@ -361,6 +361,7 @@ absl::Status Daemon::Init() {
   service_options.limits = config_.limits;
   service_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
+  service_options.self = self;
   service_ = std::make_unique<SessionServiceImpl>(
       service_options, table_.get(), state_machine_.get(), clock_.get(),
       reads_.get(), writes_.get(), touches_.get());

@@ -223,16 +223,20 @@ class StreamValidateReactor
 
 }  // namespace
 
+void AddLeaderHint(grpc::CallbackServerContext* context,
+                   const LeaderHint& hint) {
+  if (hint.id == NodeId(0)) return;
+  context->AddTrailingMetadata("sessiond-leader-id",
+                               absl::StrCat(hint.id.value()));
+  if (!hint.client_address.empty()) {
+    context->AddTrailingMetadata("sessiond-leader", hint.client_address);
+  }
+}
+
 void FinishWithHint(grpc::CallbackServerContext* context,
                     grpc::ServerUnaryReactor* reactor,
                     const absl::Status& status, const LeaderHint& hint) {
-  if (absl::IsUnavailable(status) && hint.id != NodeId(0)) {
-    context->AddTrailingMetadata("sessiond-leader-id",
-                                 absl::StrCat(hint.id.value()));
-    if (!hint.client_address.empty()) {
-      context->AddTrailingMetadata("sessiond-leader", hint.client_address);
-    }
-  }
+  if (absl::IsUnavailable(status)) AddLeaderHint(context, hint);
   reactor->Finish(ToGrpcStatus(status));
 }
 
@@ -470,10 +474,13 @@ grpc::ServerUnaryReactor* SessionServiceImpl::Write(
   writes_->Submit(std::move(command), DeadlineOf(context),
                   [this, context, reactor,
                    fill = std::move(fill)](replication::ApplyResult result) {
+                    const LeaderHint hint = writes_->leader_hint();
                     if (!result.ok()) {
-                      FinishWithHint(context, reactor, result.status(),
-                                     writes_->leader_hint());
+                      FinishWithHint(context, reactor, result.status(), hint);
                     } else {
+                      if (hint.id != options_.self) {
+                        AddLeaderHint(context, hint);
+                      }
                       reactor->Finish(ToGrpcStatus(fill(*result)));
                     }
                     writes_inflight_.fetch_sub(1);

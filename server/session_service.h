@@ -28,6 +28,10 @@ struct SessionServiceOptions {
   // How long a call without a client deadline may wait (writes,
   // linearizable reads).
   absl::Duration request_timeout = absl::Seconds(10);
+  // This node: a write it forwarded to another (the leader) is answered
+  // with the leader in trailing metadata, so clients learn where to send
+  // writes.
+  NodeId self;
 };
 
 // sessiond.v1.SessionService on gRPC's callback API. Two paths, the same on
@@ -40,9 +44,10 @@ struct SessionServiceOptions {
 //   write path  the request is checked against the limits, turned into a
 //               sessiond.v1.internal.Command, and handed to WritePath (which
 //               proposes it here or forwards it to the leader); the reactor
-//               finishes with the applied result. An UNAVAILABLE answer
-//               carries the leader in trailing metadata ("sessiond-leader",
-//               "sessiond-leader-id") when it is known.
+//               finishes with the applied result. A write answered by a
+//               follower, and any UNAVAILABLE answer, carries the leader in
+//               trailing metadata ("sessiond-leader", "sessiond-leader-id")
+//               when it is known.
 //
 // Until set_ready(true) (the node has replayed its log) every call answers
 // UNAVAILABLE: an answer from a table still being replayed could say
@@ -150,6 +155,9 @@ class SessionServiceImpl final
 void FinishWithHint(grpc::CallbackServerContext* context,
                     grpc::ServerUnaryReactor* reactor,
                     const absl::Status& status, const LeaderHint& hint);
+// Adds the leader hint to a call's trailing metadata.
+void AddLeaderHint(grpc::CallbackServerContext* context,
+                   const LeaderHint& hint);
 
 // ListUserSessions page tokens: the last session_id of a page, base64url
 // encoded so clients treat it as opaque.
