@@ -57,10 +57,19 @@ SessiondProcess::~SessiondProcess() {
 }
 
 absl::Status SessiondProcess::Start(absl::Duration timeout) {
+  if (absl::Status s = Launch(); !s.ok()) return s;
+  return WaitUntilServing(timeout);
+}
+
+absl::Status SessiondProcess::Launch() {
   if (running()) return absl::FailedPreconditionError("already running");
-  const int port = PickFreePort();
-  if (port <= 0) return absl::InternalError("no free port");
-  address_ = absl::StrCat("127.0.0.1:", port);
+  if (fixed_listen_.empty()) {
+    const int port = PickFreePort();
+    if (port <= 0) return absl::InternalError("no free port");
+    address_ = absl::StrCat("127.0.0.1:", port);
+  } else {
+    address_ = fixed_listen_;
+  }
   // One log per start, so a restarted or second process never shares a file.
   static std::atomic<int> starts{0};
   log_path_ = absl::StrCat(data_dir_, ".", starts++, ".log");
@@ -78,6 +87,7 @@ absl::Status SessiondProcess::Start(absl::Duration timeout) {
       dup2(log, STDOUT_FILENO);
       dup2(log, STDERR_FILENO);
     }
+    for (std::string& e : env_) putenv(e.data());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -85,9 +95,13 @@ absl::Status SessiondProcess::Start(absl::Duration timeout) {
     _exit(127);
   }
   pid_ = pid;
+  return absl::OkStatus();
+}
 
+absl::Status SessiondProcess::WaitUntilServing(absl::Duration timeout) {
   // Ready when a ValidateSession of a garbage token gets an answer.
   const absl::Time deadline = absl::Now() + timeout;
+  auto stub = NewStub();
   while (absl::Now() < deadline) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -96,12 +110,12 @@ absl::Status SessiondProcess::Start(absl::Duration timeout) {
           absl::StrCat("sessiond exited during start (status ", status,
                        "); see ", log_path_));
     }
-    auto stub = NewStub();
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(500));
     sessiond::v1::ValidateSessionRequest request;
     request.set_token("readiness-probe");
+    request.set_consistency(sessiond::v1::LOCAL);
     sessiond::v1::ValidateSessionResponse response;
     if (stub->ValidateSession(&context, request, &response).ok()) {
       return absl::OkStatus();
@@ -111,6 +125,14 @@ absl::Status SessiondProcess::Start(absl::Duration timeout) {
   Kill();
   return absl::DeadlineExceededError(
       absl::StrCat("sessiond did not become ready; see ", log_path_));
+}
+
+void SessiondProcess::Pause() {
+  if (running()) kill(pid_, SIGSTOP);
+}
+
+void SessiondProcess::Resume() {
+  if (running()) kill(pid_, SIGCONT);
 }
 
 void SessiondProcess::Kill() {

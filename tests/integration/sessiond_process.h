@@ -28,8 +28,27 @@ class SessiondProcess {
   ~SessiondProcess();  // SIGKILLs the process if still running.
 
   // Starts the process and waits (bounded by `timeout`) until it answers a
-  // ValidateSession call. Picks a new free port at every start.
+  // ValidateSession call. Picks a new free port at every start, unless a
+  // fixed client address was set.
   absl::Status Start(absl::Duration timeout = absl::Seconds(60));
+  // Start in two halves, for clusters (every member must be running before
+  // any of them serves): fork and exec, then wait until it serves.
+  absl::Status Launch();
+  absl::Status WaitUntilServing(absl::Duration timeout);
+
+  // The client address every later start listens on ("127.0.0.1:port").
+  void set_listen(std::string address) { fixed_listen_ = std::move(address); }
+  // Extra environment entries ("NAME=value") for later starts.
+  void set_env(std::vector<std::string> env) { env_ = std::move(env); }
+  void set_extra_flags(std::vector<std::string> flags) {
+    extra_flags_ = std::move(flags);
+  }
+  const std::vector<std::string>& extra_flags() const { return extra_flags_; }
+
+  // SIGSTOP / SIGCONT.
+  void Pause();
+  void Resume();
+  pid_t pid() const { return pid_; }
 
   // SIGKILL, then reaps the process.
   void Kill();
@@ -53,6 +72,8 @@ class SessiondProcess {
   std::string binary_;
   std::string data_dir_;
   std::vector<std::string> extra_flags_;
+  std::string fixed_listen_;
+  std::vector<std::string> env_;
   std::string address_;
   std::string log_path_;
   pid_t pid_ = -1;
