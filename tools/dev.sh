@@ -6,6 +6,10 @@
 #   tools/dev.sh test    install missing packages, build, run the whole suite
 #   tools/dev.sh deps    only install missing packages
 #   tools/dev.sh build   only build (BUILD_TYPE=Release|RelWithDebInfo|Debug)
+#   tools/dev.sh cluster up [N] [-- FLAGS]   a local N-node cluster (default 3)
+#                        on free 127.0.0.1 ports, data and logs in .cluster/;
+#                        then: cluster status [--json] | kill ID | stop ID |
+#                        restart ID | down [--wipe]  (see tools/cluster.py)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -76,10 +80,19 @@ cmd_test() {
   ctest --output-on-failure -j "$JOBS" --timeout 900 "$@"
 }
 
+# Everything but the build lives in tools/cluster.py (JSON, ports, gRPC
+# ClusterStatus); it calls `dev.sh deps` and `dev.sh build` back for `up`.
+# SESSIOND_BUILD_DIR: use that build as it is; SESSIOND_CLUSTER_DIR: the
+# cluster's folder instead of .cluster/.
+cmd_cluster() {
+  exec /usr/bin/python3 "$ROOT/tools/cluster.py" "$@"
+}
+
 case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
   deps) deps ;;
   build) shift; build "$@" ;;
-  *) sed -n '2,8p' "$0"; exit 2 ;;
+  cluster) shift; cmd_cluster "$@" ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
 esac
