@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "sessiond/v1/command.pb.h"
 #include "storage/keys.h"
 
 namespace sessiond::server {
@@ -108,6 +109,90 @@ absl::Status AskPeers(
 }
 
 }  // namespace
+
+absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
+                             int64_t cluster_time_ms) {
+  // The membership at the end of the log: the snapshot's, then every
+  // membership change after it.
+  replication::ConfState conf = log->InitialConfState();
+  absl::StatusOr<replication::Snapshot> snapshot = log->GetSnapshot();
+  if (!snapshot.ok()) return snapshot.status();
+  LogIndex next = std::max(log->FirstIndex(), snapshot->meta.index + 1);
+  Term last_term = snapshot->meta.term;
+  while (next <= log->LastIndex()) {
+    absl::StatusOr<std::vector<replication::Entry>> entries =
+        log->Entries(next, log->LastIndex() + 1, 64 << 20);
+    if (!entries.ok()) return entries.status();
+    if (entries->empty()) break;
+    for (const replication::Entry& e : *entries) {
+      last_term = e.term;
+      if (e.type != replication::EntryType::kConfChange) continue;
+      replication::ConfChange change;
+      if (!replication::DecodeConfChange(e.data, &change)) {
+        return absl::DataLossError(
+            absl::StrCat("bad membership change at ", e.index.value()));
+      }
+      auto erase = [](std::vector<NodeId>* ids, NodeId id) {
+        ids->erase(std::remove(ids->begin(), ids->end(), id), ids->end());
+      };
+      erase(&conf.voters, change.node);
+      erase(&conf.learners, change.node);
+      if (change.type == replication::ConfChangeType::kPromoteVoter) {
+        conf.voters.push_back(change.node);
+      } else if (change.type == replication::ConfChangeType::kAddLearner) {
+        conf.learners.push_back(change.node);
+      }
+    }
+    next = entries->back().index + 1;
+  }
+  std::vector<NodeId> others;
+  for (NodeId id : conf.voters) {
+    if (id != self) others.push_back(id);
+  }
+  for (NodeId id : conf.learners) {
+    if (id != self) others.push_back(id);
+  }
+  const bool self_voter = std::find(conf.voters.begin(), conf.voters.end(),
+                                    self) != conf.voters.end();
+  if (others.empty() && self_voter) return absl::OkStatus();
+
+  replication::HardState hard_state = log->InitialHardState();
+  hard_state.term = std::max(hard_state.term, last_term);
+  hard_state.vote = self;
+  std::vector<replication::Entry> entries;
+  LogIndex index = log->LastIndex();
+  auto add = [&](replication::EntryType type, std::string data) {
+    replication::Entry e;
+    e.term = hard_state.term;
+    e.index = ++index;
+    e.type = type;
+    e.data = std::move(data);
+    entries.push_back(std::move(e));
+  };
+  if (!self_voter) {
+    add(replication::EntryType::kConfChange,
+        replication::EncodeConfChange(
+            {replication::ConfChangeType::kPromoteVoter, self}));
+  }
+  for (NodeId id : others) {
+    add(replication::EntryType::kConfChange,
+        replication::EncodeConfChange(
+            {replication::ConfChangeType::kRemoveNode, id}));
+    // Forgotten as a member too, so it may rejoin under the same id.
+    sessiond::v1::internal::Command forget;
+    forget.set_timestamp_ms(cluster_time_ms);
+    forget.mutable_member()->set_kind(
+        sessiond::v1::internal::MemberCommand::REMOVE);
+    forget.mutable_member()->set_node_id(id.value());
+    add(replication::EntryType::kNormal, forget.SerializeAsString());
+  }
+  hard_state.commit = index;
+  std::fprintf(stderr,
+               "sessiond: --force_new_cluster: node %llu is now the only "
+               "member (removed %zu); add the others back with AddMember\n",
+               static_cast<unsigned long long>(self.value()), others.size());
+  return log->Append(entries, hard_state, /*sync=*/true);
+}
 
 absl::StatusOr<std::optional<Identity>> ReadIdentity(storage::Database* db) {
   std::string bytes;

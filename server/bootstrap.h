@@ -68,6 +68,16 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
     const storage::RaftLogStore& log, const HelloAll& hello,
     const BootstrapOptions& options = {});
 
+// Disaster recovery (etcd's --force-new-cluster), for the one member left
+// when a majority lost its data for good: appends, as committed entries of
+// the current term, the removal of every other member (membership and
+// member table), so this node becomes the only voter and serves again with
+// everything it holds; the others rejoin with AddMember. Entries its log
+// held beyond the commit index are committed too. Run it on one node only,
+// once. No-op when this node already is the only member.
+absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
+                             int64_t cluster_time_ms);
+
 // The identity stored in `db`, if any.
 absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> ReadIdentity(
     storage::Database* db);

@@ -287,6 +287,14 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(clock_slew_ppm),
        .min = 0,
        .max = 100000},
+      {.name = "force_new_cluster",
+       .help = "disaster recovery, 1: make this node the only member of its "
+               "cluster, keeping its data (run once, on the one member left "
+               "when the others lost their data); add the others back with "
+               "AddMember",
+       .int_field = SESSIOND_INT_FIELD(force_new_cluster),
+       .min = 0,
+       .max = 1},
       {.name = "unsafe_peer_drop_file",
        .help = "tests only: drop peer traffic to and from the node ids "
                "listed in this file (re-read while running)",

@@ -75,6 +75,9 @@ struct Config {
   // How fast cluster time may move toward the wall clock, in parts per
   // million of elapsed time (1000: 3.6 s per hour).
   int64_t clock_slew_ppm = 1000;
+  // Disaster recovery: 1 makes this node the only member of its cluster
+  // (server/bootstrap.h, ForceNewCluster). Once, on the one survivor.
+  int64_t force_new_cluster = 0;
   // Hidden, tests only: a file listing node ids (comma or space separated)
   // to which this node's peer traffic is dropped, both ways; re-read while
   // running (a network partition on one machine).

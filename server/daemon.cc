@@ -277,6 +277,13 @@ absl::Status Daemon::Init() {
       return s;
     }
   }
+  if (config_.force_new_cluster != 0) {
+    if (absl::Status s = ForceNewCluster(log_.get(), self,
+                                         state_machine_->applied_time_ms());
+        !s.ok()) {
+      return s;
+    }
+  }
   phase("load");
 
   replication::NodeDriverOptions driver_options;

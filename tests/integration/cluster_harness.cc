@@ -143,9 +143,8 @@ void ClusterHarness::WipeDataDir(int id) {
   std::filesystem::remove_all(node(id).data_dir, ignored);
 }
 
-void ClusterHarness::AddFlags(int id, std::vector<std::string> flags) {
-  Node& n = node(id);
-  n.extra_flags.insert(n.extra_flags.end(), flags.begin(), flags.end());
+void ClusterHarness::SetNodeFlags(int id, std::vector<std::string> flags) {
+  node(id).extra_flags = std::move(flags);
 }
 
 void ClusterHarness::SetEnv(int id, std::vector<std::string> env) {

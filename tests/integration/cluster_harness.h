@@ -56,8 +56,8 @@ class ClusterHarness {
   void Resume(int id);
   bool running(int id) const;
   void WipeDataDir(int id);
-  // Every later start of `id` adds these flags.
-  void AddFlags(int id, std::vector<std::string> flags);
+  // Every later start of `id` adds these flags (replacing earlier ones).
+  void SetNodeFlags(int id, std::vector<std::string> flags);
   void SetEnv(int id, std::vector<std::string> env);
 
   // Cuts `id` off from `peers` (both ways, as seen by `id`; cut the other

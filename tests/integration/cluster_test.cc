@@ -8,10 +8,15 @@
 #include <grpcpp/client_context.h>
 #include <sys/wait.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -278,6 +283,344 @@ TEST(ClusterTest, LinearizableReadsNeverSeeARevokedSessionValid) {
       EXPECT_EQ(answer.consistency(), sessiond::v1::LINEARIZABLE);
     }
   }
+}
+
+grpc::Status AddMember(ClusterHarness& cluster, int via, int id) {
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::AddMemberRequest request;
+  request.set_node_id(id);
+  request.set_peer_address(cluster.peer_address(id));
+  request.set_client_address(cluster.client_address(id));
+  sessiond::v1::AddMemberResponse response;
+  return admin->AddMember(&context, request, &response);
+}
+
+grpc::Status RemoveMember(ClusterHarness& cluster, int via, int id) {
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::RemoveMemberRequest request;
+  request.set_node_id(id);
+  sessiond::v1::RemoveMemberResponse response;
+  return admin->RemoveMember(&context, request, &response);
+}
+
+// Promotes a learner, retrying while it catches up (bounded).
+absl::Status PromoteWhenCaughtUp(ClusterHarness& cluster, int via, int id) {
+  std::string last;
+  for (int i = 0; i < 300; ++i) {
+    auto admin = cluster.Admin(via);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::PromoteMemberRequest request;
+    request.set_node_id(id);
+    sessiond::v1::PromoteMemberResponse response;
+    const grpc::Status s = admin->PromoteMember(&context, request, &response);
+    if (s.ok()) return absl::OkStatus();
+    last = s.error_message();
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return absl::DeadlineExceededError(last);
+}
+
+bool LogContains(const ClusterHarness& cluster, int id,
+                 const std::string& text) {
+  std::ifstream in(cluster.log_path(id));
+  const std::string log((std::istreambuf_iterator<char>(in)),
+                        std::istreambuf_iterator<char>());
+  return absl::StrContains(log, text);
+}
+
+// Flags that make the leader snapshot and compact often, so a member that
+// comes back (or joins) far behind must be sent a snapshot.
+std::vector<std::string> CompactOften() {
+  return {"--log_compact_interval_ms",   "100",
+          "--log_compact_min_entries",   "100",
+          "--snapshot_catch_up_entries", "20"};
+}
+
+// A wiped follower must not come back empty under its old id; removed and
+// added again, it catches up from a snapshot.
+TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
+  ClusterHarness cluster(Options(CompactOften()));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int wiped = Others(cluster, *leader)[0];
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 300; ++i) {
+    tokens.push_back(MustCreate(cluster, *leader, "before-wipe").token());
+  }
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  cluster.Kill(wiped);
+  cluster.WipeDataDir(wiped);
+  const int status = cluster.StartNodeExpectingExit(wiped, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(status)) << cluster.LogTail(wiped);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_TRUE(LogContains(cluster, wiped, "refusing to bootstrap"))
+      << cluster.LogTail(wiped);
+  EXPECT_TRUE(LogContains(cluster, wiped, "RemoveMember"));
+
+  // The way back the message gives: remove, add again, start "existing".
+  ASSERT_TRUE(RemoveMember(cluster, *leader, wiped).ok());
+  for (int i = 0; i < 300; ++i) {
+    tokens.push_back(MustCreate(cluster, *leader, "while-away").token());
+  }
+  ASSERT_TRUE(AddMember(cluster, *leader, wiped).ok());
+  cluster.WipeDataDir(wiped);
+  cluster.SetNodeFlags(wiped, {"--initial_cluster_state", "existing"});
+  ASSERT_TRUE(cluster.StartNode(wiped).ok());
+  ASSERT_TRUE(PromoteWhenCaughtUp(cluster, *leader, wiped).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  absl::StatusOr<sessiond::v1::MemberStatus> rejoined =
+      cluster.MemberStatusOf(wiped);
+  ASSERT_TRUE(rejoined.ok());
+  EXPECT_GE(rejoined->metrics().snapshots_installed(), 1u);
+  EXPECT_TRUE(rejoined->voter());
+  for (const std::string& token : tokens) {
+    ValidateSessionResponse answer;
+    ASSERT_TRUE(
+        Validate(cluster, wiped, token, sessiond::v1::LOCAL, &answer).ok());
+    EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+  }
+}
+
+// Two of three wiped at once: they refuse (a majority that forgot every
+// session must not form), the survivor keeps every session, and the
+// operator's disaster recovery (--force_new_cluster on the survivor, then
+// AddMember for the others) brings the cluster back with all of them.
+TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 100; ++i) {
+    tokens.push_back(MustCreate(cluster, 1 + i % 3, "precious").token());
+  }
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  const int survivor = 1;
+  for (int id : {2, 3}) {
+    cluster.Kill(id);
+    cluster.WipeDataDir(id);
+  }
+  for (int id : {2, 3}) {
+    const int status = cluster.StartNodeExpectingExit(id, absl::Seconds(30));
+    ASSERT_TRUE(WIFEXITED(status)) << cluster.LogTail(id);
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    EXPECT_TRUE(LogContains(cluster, id, "refusing to bootstrap"))
+        << cluster.LogTail(id);
+  }
+  for (const std::string& token : tokens) {
+    ValidateSessionResponse answer;
+    ASSERT_TRUE(Validate(cluster, survivor, token,
+                         sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+                    .ok());
+    EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+  }
+
+  ASSERT_EQ(cluster.Terminate(survivor), 0);
+  cluster.SetNodeFlags(survivor, {"--force_new_cluster", "1"});
+  ASSERT_TRUE(cluster.StartNode(survivor).ok());
+  cluster.SetNodeFlags(survivor, {});
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), survivor).ok());
+  for (int id : {2, 3}) {
+    ASSERT_TRUE(AddMember(cluster, survivor, id).ok());
+    cluster.WipeDataDir(id);
+    cluster.SetNodeFlags(id, {"--initial_cluster_state", "existing"});
+    ASSERT_TRUE(cluster.StartNode(id).ok());
+    ASSERT_TRUE(PromoteWhenCaughtUp(cluster, survivor, id).ok());
+  }
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  for (int id : cluster.ids()) {
+    for (const std::string& token : tokens) {
+      ValidateSessionResponse answer;
+      ASSERT_TRUE(
+          Validate(cluster, id, token, sessiond::v1::LOCAL, &answer).ok());
+      EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+    }
+  }
+  // A full cluster again: losing the original survivor is survivable.
+  cluster.Kill(survivor);
+  ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(20), {2, 3}).ok());
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20)).ok());
+}
+
+// Creates `count` one-hour sessions through `via` from 16 threads.
+std::vector<std::string> CreateMany(ClusterHarness& cluster, int via, int count,
+                                    const std::string& user) {
+  std::vector<std::string> tokens(count);
+  std::atomic<int> next{0};
+  std::vector<std::thread> creators;
+  for (int t = 0; t < 16; ++t) {
+    creators.emplace_back([&] {
+      auto stub = cluster.Stub(via);
+      for (int i = next++; i < count; i = next++) {
+        grpc::ClientContext context;
+        SetDeadline(&context, absl::Seconds(10));
+        sessiond::v1::CreateSessionRequest request;
+        request.set_user_id(absl::StrCat(user, "-", i % 100));
+        request.set_ttl_ms(3600 * 1000);
+        sessiond::v1::CreateSessionResponse response;
+        const grpc::Status s =
+            stub->CreateSession(&context, request, &response);
+        ASSERT_TRUE(s.ok()) << s.error_message();
+        tokens[i] = response.token();
+      }
+    });
+  }
+  for (std::thread& t : creators) t.join();
+  return tokens;
+}
+
+int EnvInt(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? std::atoi(value) : fallback;
+}
+
+// A follower stopped while many writes happen and the leader compacts its
+// log catches up through a snapshot when it comes back.
+TEST(ClusterTest, StoppedFollowerCatchesUpThroughASnapshot) {
+  ClusterHarness cluster(
+      Options({"--log_compact_interval_ms", "500", "--log_compact_min_entries",
+               "5000", "--snapshot_catch_up_entries", "1000"}));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int follower = Others(cluster, *leader)[0];
+  cluster.Kill(follower);
+  const int writes = EnvInt("SESSIOND_CATCHUP_WRITES", 100000);
+  const std::vector<std::string> tokens =
+      CreateMany(cluster, *leader, writes, "catchup");
+  // The leader's log no longer holds what the follower lacks.
+  absl::StatusOr<sessiond::v1::MemberStatus> lead =
+      cluster.MemberStatusOf(*leader);
+  for (int i = 0; i < 100 && lead.ok() && lead->first_index() < 1000; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    lead = cluster.MemberStatusOf(*leader);
+  }
+  ASSERT_TRUE(lead.ok());
+  ASSERT_GT(lead->first_index(), 1000u) << "the leader never compacted";
+  ASSERT_TRUE(cluster.StartNode(follower).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(120)).ok());
+  absl::StatusOr<sessiond::v1::MemberStatus> caught_up =
+      cluster.MemberStatusOf(follower);
+  ASSERT_TRUE(caught_up.ok());
+  EXPECT_GE(caught_up->metrics().snapshots_installed(), 1u);
+  EXPECT_GE(caught_up->live_sessions(), static_cast<uint64_t>(writes));
+  for (size_t i = 0; i < tokens.size(); i += 997) {
+    ValidateSessionResponse answer;
+    ASSERT_TRUE(
+        Validate(cluster, follower, tokens[i], sessiond::v1::LOCAL, &answer)
+            .ok());
+    EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+  }
+}
+
+// Wall-clock steps on real processes (libfaketime, wall clock only: the
+// steady clock is untouched): the leader's clock jumps 30 days forward, then
+// a follower's 1 day back, under a validate load of 10,000 one-hour
+// sessions. Expiry follows cluster time, so nothing expires early, nothing
+// is removed, new sessions get their normal lifetime, and the skew is
+// reported.
+TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
+  constexpr char kFaketime[] =
+      "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+  if (!std::ifstream(kFaketime)) {
+    GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
+  }
+  ClusterOptions options = Options();
+  TempDir clocks;
+  auto clock_file = [&](int id) {
+    return absl::StrCat(clocks.path(), "/node", id, ".faketime");
+  };
+  auto set_clock = [&](int id, const std::string& offset) {
+    const std::string tmp = clock_file(id) + ".tmp";
+    std::ofstream(tmp, std::ios::trunc) << offset << "\n";
+    std::filesystem::rename(tmp, clock_file(id));
+  };
+  for (int id = 1; id <= 3; ++id) {
+    set_clock(id, "+0");
+    options.env[id] = {absl::StrCat("LD_PRELOAD=", kFaketime),
+                       absl::StrCat("FAKETIME_TIMESTAMP_FILE=", clock_file(id)),
+                       "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                       "FAKETIME_CACHE_DURATION=1"};
+  }
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  constexpr int kSessions = 10000;
+  const std::vector<std::string> tokens =
+      CreateMany(cluster, *leader, kSessions, "clock");
+  // A validate load over every node for the whole test: no answer but
+  // VALID is allowed.
+  std::atomic<bool> stop{false};
+  std::atomic<int> not_valid{0};
+  std::atomic<int> validated{0};
+  std::vector<std::thread> validators;
+  for (int t = 0; t < 3; ++t) {
+    validators.emplace_back([&, t] {
+      std::vector<std::unique_ptr<sessiond::v1::SessionService::Stub>> stubs;
+      for (int id : cluster.ids()) stubs.push_back(cluster.Stub(id));
+      std::mt19937_64 rng(t);
+      for (int i = 0; i < 1000000 && !stop.load(); ++i) {
+        grpc::ClientContext context;
+        SetDeadline(&context, absl::Seconds(5));
+        sessiond::v1::ValidateSessionRequest request;
+        request.set_token(tokens[rng() % tokens.size()]);
+        ValidateSessionResponse answer;
+        const grpc::Status s = stubs[rng() % stubs.size()]->ValidateSession(
+            &context, request, &answer);
+        if (s.ok() && answer.outcome() != ValidateSessionResponse::VALID) {
+          not_valid.fetch_add(1);
+        }
+        validated.fetch_add(1);
+      }
+    });
+  }
+  const int follower = Others(cluster, *leader)[0];
+  set_clock(*leader, "+30d");
+  absl::SleepFor(absl::Seconds(4));  // sweeps and touches run meanwhile
+  set_clock(follower, "-1d");
+  absl::SleepFor(absl::Seconds(4));
+
+  // New sessions get their normal lifetime, from cluster time.
+  const sessiond::v1::CreateSessionResponse fresh =
+      MustCreate(cluster, follower, "after-steps");
+  EXPECT_EQ(fresh.session().expires_at_ms() - fresh.session().created_at_ms(),
+            3600 * 1000);
+  const int64_t real_ms = absl::ToUnixMillis(absl::Now());
+  EXPECT_LT(std::llabs(fresh.session().created_at_ms() - real_ms), 60 * 1000)
+      << "cluster time followed a stepped wall clock";
+  stop.store(true);
+  for (std::thread& t : validators) t.join();
+  EXPECT_GT(validated.load(), 100);
+  EXPECT_EQ(not_valid.load(), 0);
+  // None removed, every one still valid on every node.
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  for (int id : cluster.ids()) {
+    absl::StatusOr<sessiond::v1::MemberStatus> m = cluster.MemberStatusOf(id);
+    ASSERT_TRUE(m.ok());
+    EXPECT_GE(m->live_sessions(), static_cast<uint64_t>(kSessions));
+    for (int i = 0; i < kSessions; i += 97) {
+      ValidateSessionResponse answer;
+      ASSERT_TRUE(
+          Validate(cluster, id, tokens[i], sessiond::v1::LOCAL, &answer).ok());
+      EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+    }
+  }
+  // The steps are reported: status and log.
+  const int64_t day_ms = 24ll * 3600 * 1000;
+  absl::StatusOr<sessiond::v1::MemberStatus> stepped =
+      cluster.MemberStatusOf(*leader);
+  ASSERT_TRUE(stepped.ok());
+  EXPECT_GT(stepped->clock_skew_ms(), 29 * day_ms);
+  absl::StatusOr<sessiond::v1::MemberStatus> back =
+      cluster.MemberStatusOf(follower);
+  ASSERT_TRUE(back.ok());
+  EXPECT_LT(back->clock_skew_ms(), -day_ms / 2);
+  EXPECT_TRUE(LogContains(cluster, *leader, "clock skew"));
 }
 
 }  // namespace
