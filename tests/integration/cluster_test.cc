@@ -22,10 +22,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/cluster_workload.h"
+#include "tests/lincheck/history_recorder.h"
+#include "tests/lincheck/lincheck.h"
 
 namespace sessiond::testing {
 namespace {
@@ -515,6 +518,127 @@ TEST(ClusterTest, StoppedFollowerCatchesUpThroughASnapshot) {
             .ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
   }
+}
+
+// Histories of concurrent clients (create, revoke, LINEARIZABLE validate,
+// any node) recorded while a nemesis kills, pauses and isolates nodes are
+// checked for linearizability (tests/lincheck).
+TEST(ClusterTest, HistoriesUnderFaultsAreLinearizable) {
+  using lincheck::OpKind;
+  using lincheck::Output;
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  lincheck::HistoryRecorder recorder;
+  std::atomic<bool> stop{false};
+  absl::Mutex tokens_mu;
+  std::vector<std::string> tokens;  // created, answered
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 6; ++c) {
+    clients.emplace_back([&, c] {
+      std::vector<std::unique_ptr<sessiond::v1::SessionService::Stub>> stubs;
+      for (int id : cluster.ids()) stubs.push_back(cluster.Stub(id));
+      std::mt19937_64 rng(100 + c);
+      for (int op = 0; op < 100000 && !stop.load(); ++op) {
+        auto* stub = stubs[rng() % stubs.size()].get();
+        grpc::ClientContext context;
+        SetDeadline(&context, absl::Seconds(1));
+        std::string token;
+        {
+          absl::MutexLock lock(&tokens_mu);
+          if (!tokens.empty()) token = tokens[rng() % tokens.size()];
+        }
+        const int kind = static_cast<int>(rng() % 10);
+        if (token.empty() || kind < 3) {
+          auto h = recorder.Invoke(c, OpKind::kCreate, "");
+          sessiond::v1::CreateSessionRequest request;
+          request.set_user_id(absl::StrCat("lin-", c));
+          request.set_ttl_ms(3600 * 1000);
+          sessiond::v1::CreateSessionResponse response;
+          if (stub->CreateSession(&context, request, &response).ok()) {
+            recorder.ReturnCreated(h, response.token());
+            absl::MutexLock lock(&tokens_mu);
+            tokens.push_back(response.token());
+          } else {
+            recorder.ReturnUnknown(h);
+          }
+        } else if (kind < 5) {
+          auto h = recorder.Invoke(c, OpKind::kRevoke, token);
+          sessiond::v1::RevokeSessionRequest request;
+          request.set_token(token);
+          sessiond::v1::RevokeSessionResponse response;
+          const grpc::Status s =
+              stub->RevokeSession(&context, request, &response);
+          if (s.ok()) {
+            recorder.Return(h, Output::kOk);
+          } else if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+            recorder.Return(h, Output::kNotFound);
+          } else {
+            recorder.ReturnUnknown(h);
+          }
+        } else {
+          auto h = recorder.Invoke(c, OpKind::kValidate, token);
+          sessiond::v1::ValidateSessionRequest request;
+          request.set_token(token);
+          request.set_consistency(sessiond::v1::LINEARIZABLE);
+          ValidateSessionResponse response;
+          if (!stub->ValidateSession(&context, request, &response).ok()) {
+            recorder.ReturnUnknown(h);
+            continue;
+          }
+          switch (response.outcome()) {
+            case ValidateSessionResponse::VALID:
+              recorder.Return(h, Output::kValid);
+              break;
+            case ValidateSessionResponse::REVOKED:
+              recorder.Return(h, Output::kRevoked);
+              break;
+            case ValidateSessionResponse::UNKNOWN:
+              recorder.Return(h, Output::kUnknownToken);
+              break;
+            default:
+              recorder.ReturnUnknown(h);
+          }
+        }
+      }
+    });
+  }
+  // The nemesis: one fault at a time, each healed before the next.
+  std::mt19937_64 rng(99);
+  for (int round = 0; round < 6; ++round) {
+    absl::SleepFor(absl::Milliseconds(700));
+    absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+    ASSERT_TRUE(leader.ok());
+    switch (round % 3) {
+      case 0:
+        cluster.Kill(*leader);
+        absl::SleepFor(absl::Milliseconds(800));
+        ASSERT_TRUE(cluster.StartNode(*leader).ok());
+        break;
+      case 1:
+        cluster.Isolate(*leader);
+        absl::SleepFor(absl::Milliseconds(1200));
+        cluster.HealAll();
+        break;
+      case 2: {
+        const int victim = 1 + static_cast<int>(rng() % 3);
+        cluster.Pause(victim);
+        absl::SleepFor(absl::Milliseconds(900));
+        cluster.Resume(victim);
+        break;
+      }
+    }
+  }
+  absl::SleepFor(absl::Milliseconds(700));
+  stop.store(true);
+  for (std::thread& t : clients) t.join();
+  const std::vector<lincheck::Operation> history = recorder.Take();
+  const lincheck::CheckResult result = lincheck::CheckSessions(history);
+  EXPECT_EQ(result.verdict, lincheck::Verdict::kLinearizable)
+      << result.explanation;
+  EXPECT_GT(result.operations, 200u);
+  std::printf("checked %zu operations on %zu sessions: %s\n", result.operations,
+              result.partitions,
+              std::string(lincheck::ToString(result.verdict)).c_str());
 }
 
 // Wall-clock steps on real processes (libfaketime, wall clock only: the
