@@ -5,34 +5,203 @@
 #include <grpcpp/security/credentials.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "client/grpc_status.h"
 
 namespace sessiond::client {
 namespace {
 
+// The payload that marks a write the client never sent (IsNotSent).
+constexpr absl::string_view kNotSentPayload = "sessiond.client/not-sent";
+
+// The server's trailing metadata naming the leader (session.proto).
+constexpr absl::string_view kLeaderKey = "sessiond-leader";
+constexpr absl::string_view kLeaderIdKey = "sessiond-leader-id";
+
 bool Retryable(const absl::Status& status) {
-  return status.code() == absl::StatusCode::kUnavailable ||
-         status.code() == absl::StatusCode::kDeadlineExceeded;
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+         absl::IsResourceExhausted(status);
+}
+
+// "host:port" reduced to a form two spellings of one address share: no
+// gRPC scheme, host in lower case, the loopback names as one.
+struct ParsedAddress {
+  std::string host;
+  std::string port;
+  std::string key;  // host:port
+  // 0.0.0.0, :: or no host: what a node bound, not where to reach it.
+  bool wildcard = false;
+};
+
+ParsedAddress ParseAddress(absl::string_view address) {
+  for (absl::string_view scheme : {"dns:///", "dns:", "ipv4:", "ipv6:"}) {
+    if (absl::ConsumePrefix(&address, scheme)) break;
+  }
+  ParsedAddress parsed;
+  if (absl::ConsumePrefix(&address, "[")) {
+    const size_t close = address.find(']');
+    parsed.host = std::string(address.substr(0, close));
+    if (close != absl::string_view::npos) {
+      absl::string_view rest = address.substr(close + 1);
+      if (absl::ConsumePrefix(&rest, ":")) parsed.port = std::string(rest);
+    }
+  } else {
+    const size_t colon = address.rfind(':');
+    // Two colons and no brackets: a bare IPv6 address without a port.
+    if (colon == absl::string_view::npos || address.find(':') != colon) {
+      parsed.host = std::string(address);
+    } else {
+      parsed.host = std::string(address.substr(0, colon));
+      parsed.port = std::string(address.substr(colon + 1));
+    }
+  }
+  absl::AsciiStrToLower(&parsed.host);
+  if (parsed.host == "localhost" || parsed.host == "::1") {
+    parsed.host = "127.0.0.1";
+  }
+  parsed.wildcard = parsed.host.empty() || parsed.host == "0.0.0.0" ||
+                    parsed.host == "::" || parsed.host == "0:0:0:0:0:0:0:0";
+  parsed.key = absl::StrCat(parsed.host, ":", parsed.port);
+  return parsed;
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& address, const SessionClientOptions& options) {
+  grpc::ChannelArguments args = options.channel_args;
+  // Channels share connections through gRPC's global subchannel pool by
+  // default: a second channel to a leader that is also an endpoint would
+  // share the endpoint's connection and its failures. Each of ours stands
+  // alone.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address,
+                                   options.credentials != nullptr
+                                       ? options.credentials
+                                       : grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+// A channel that answered a call this recently is taken to be connected
+// as it says; one quiet for longer is probed first (WaitConnected).
+constexpr absl::Duration kProbeAfterQuiet = absl::Milliseconds(50);
+// How long a probe lets gRPC poll the connection.
+constexpr absl::Duration kProbe = absl::Milliseconds(1);
+
+// Waits until `channel` is connected, at most until `until`. False at once
+// for a channel in TRANSIENT_FAILURE: its last connection attempt failed and
+// the next one waits for gRPC's reconnect backoff (a second or more).
+//
+// With `probe`, a READY channel first gets gRPC's poller for kProbe. A
+// blocking client has no thread reading its connections between calls, so
+// a channel whose server died (SIGKILL, the socket closed) still says READY
+// until something polls it: a write sent then fails with "Socket closed",
+// an unknown outcome although nothing reached a server. Measured with
+// ClusterClientTest's leader kill: a write right after it went out on the
+// dead connection 4 times out of 4 without the probe; with it, the channel
+// was seen closed, the write went to a survivor and succeeded 4 of 4. A
+// deadline of "now" does not poll at all; 1 ms (gRPC's timer granularity)
+// costs about that much per probe, hence only after kProbeAfterQuiet.
+bool WaitConnected(grpc::ChannelInterface& channel, absl::Time until,
+                   bool probe) {
+  grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
+  if (probe && state == GRPC_CHANNEL_READY &&
+      channel.WaitForStateChange(
+          state, absl::ToChronoTime(std::min(absl::Now() + kProbe, until)))) {
+    state = channel.GetState(/*try_to_connect=*/true);
+  }
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE ||
+        state == GRPC_CHANNEL_SHUTDOWN) {
+      return false;
+    }
+    if (!channel.WaitForStateChange(state, absl::ToChronoTime(until))) {
+      return false;
+    }
+    state = channel.GetState(/*try_to_connect=*/true);
+  }
+  return true;
+}
+
+absl::Status NotSentError(size_t endpoints) {
+  absl::Status status = absl::UnavailableError(absl::StrCat(
+      "not sent: none of ", endpoints,
+      " endpoint(s) had a connected channel in time; the write did not "
+      "happen"));
+  status.SetPayload(kNotSentPayload, absl::Cord("1"));
+  return status;
 }
 
 }  // namespace
 
+bool IsNotSent(const absl::Status& status) {
+  return absl::IsUnavailable(status) &&
+         status.GetPayload(kNotSentPayload).has_value();
+}
+
+struct SessionClient::Endpoint {
+  Endpoint(std::string address_in,
+           std::shared_ptr<grpc::ChannelInterface> channel_in)
+      : address(std::move(address_in)),
+        key(address.empty() ? "" : ParseAddress(address).key),
+        channel(std::move(channel_in)),
+        stub(v1::SessionService::NewStub(channel)) {}
+
+  const std::string address;  // empty for a channel the caller built
+  const std::string key;      // ParseAddress(address).key; empty likewise
+  const std::shared_ptr<grpc::ChannelInterface> channel;
+  const std::unique_ptr<v1::SessionService::Stub> stub;
+  // When a call last completed OK over `channel` (absl::ToUnixNanos).
+  std::atomic<int64_t> last_ok_ns{0};
+};
+
+std::unique_ptr<SessionClient> SessionClient::Connect(
+    std::vector<std::string> endpoints, SessionClientOptions options) {
+  std::vector<EndpointPtr> list;
+  for (std::string& address : endpoints) {
+    const std::string key = ParseAddress(address).key;
+    const bool duplicate =
+        std::any_of(list.begin(), list.end(),
+                    [&](const EndpointPtr& e) { return e->key == key; });
+    if (duplicate) continue;
+    std::shared_ptr<grpc::Channel> channel = MakeChannel(address, options);
+    list.push_back(
+        std::make_shared<Endpoint>(std::move(address), std::move(channel)));
+  }
+  return std::unique_ptr<SessionClient>(new SessionClient(
+      std::move(list), /*opens_channels=*/true, std::move(options)));
+}
+
+std::unique_ptr<SessionClient> SessionClient::Connect(
+    std::initializer_list<std::string> endpoints,
+    SessionClientOptions options) {
+  return Connect(std::vector<std::string>(endpoints), std::move(options));
+}
+
 std::unique_ptr<SessionClient> SessionClient::Connect(
     const std::string& target, SessionClientOptions options) {
-  return std::make_unique<SessionClient>(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()),
-      std::move(options));
+  return Connect(std::vector<std::string>{target}, std::move(options));
 }
 
 SessionClient::SessionClient(std::shared_ptr<grpc::ChannelInterface> channel,
                              SessionClientOptions options)
+    : SessionClient({std::make_shared<Endpoint>("", std::move(channel))},
+                    /*opens_channels=*/false, std::move(options)) {}
+
+SessionClient::SessionClient(std::vector<EndpointPtr> endpoints,
+                             bool opens_channels, SessionClientOptions options)
     : options_(std::move(options)),
-      channel_(std::move(channel)),
-      stub_(v1::SessionService::NewStub(channel_)) {}
+      endpoints_(std::move(endpoints)),
+      opens_channels_(opens_channels) {}
+
+SessionClient::~SessionClient() = default;
 
 absl::Duration SessionClient::Jitter(absl::Duration backoff) {
   absl::MutexLock lock(&rng_mu_);
@@ -40,8 +209,9 @@ absl::Duration SessionClient::Jitter(absl::Duration backoff) {
   return backoff * fraction;
 }
 
-void SessionClient::Backoff(absl::Duration delay) {
-  if (channel_->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) {
+void SessionClient::Backoff(absl::Duration delay,
+                            grpc::ChannelInterface& channel) {
+  if (channel.GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) {
     // Connected, yet the server could not answer (no quorum, overloaded):
     // plain backoff.
     absl::SleepFor(delay);
@@ -52,85 +222,280 @@ void SessionClient::Backoff(absl::Duration delay) {
   // while it is down, so without this a reconnect that succeeds is noticed
   // only by gRPC's backup poller, every 5 s. Waiting here polls the channel,
   // and the retry goes as soon as the connection is up.
-  channel_->WaitForConnected(std::chrono::system_clock::now() +
-                             absl::ToChronoNanoseconds(delay));
+  channel.WaitForConnected(absl::ToChronoTime(absl::Now() + delay));
 }
 
-absl::Status SessionClient::Invoke(bool idempotent, Attempt attempt) {
-  const int max_attempts = idempotent ? std::max(1, options_.max_attempts) : 1;
+std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
+    bool write, const std::vector<const Endpoint*>& tried) {
+  std::vector<EndpointPtr> out;
+  out.reserve(endpoints_.size() + 1);
+  if (write) {
+    EndpointPtr leader;
+    {
+      absl::MutexLock lock(&mu_);
+      leader = leader_;
+    }
+    if (leader != nullptr) {
+      // Still the leader after a kResourceExhausted in this call (a
+      // follower would only forward the write to it), so `tried` does not
+      // apply; a leader that failed otherwise was forgotten.
+      if (leader->channel->GetState(/*try_to_connect=*/false) ==
+          GRPC_CHANNEL_TRANSIENT_FAILURE) {
+        ForgetLeader(leader.get());
+      } else {
+        out.push_back(std::move(leader));
+      }
+    }
+  }
+  const size_t n = endpoints_.size();
+  if (n == 0) return out;
+  // Ranks: 0 untried and not failing, 1 untried and failing, 2 tried and
+  // not failing, 3 tried and failing; round-robin order within a rank.
+  std::vector<EndpointPtr> ranked[4];
+  const size_t start = next_endpoint_.fetch_add(1, std::memory_order_relaxed);
+  for (size_t i = 0; i < n; ++i) {
+    const EndpointPtr& e = endpoints_[(start + i) % n];
+    if (!out.empty() && e == out.front()) continue;
+    const bool was_tried =
+        std::find(tried.begin(), tried.end(), e.get()) != tried.end();
+    const bool failing = e->channel->GetState(/*try_to_connect=*/false) ==
+                         GRPC_CHANNEL_TRANSIENT_FAILURE;
+    ranked[(was_tried ? 2 : 0) + (failing ? 1 : 0)].push_back(e);
+  }
+  for (std::vector<EndpointPtr>& rank : ranked) {
+    out.insert(out.end(), rank.begin(), rank.end());
+  }
+  return out;
+}
+
+SessionClient::EndpointPtr SessionClient::FirstConnected(
+    const std::vector<EndpointPtr>& candidates, absl::Time call_deadline) {
+  for (const EndpointPtr& e : candidates) {
+    const absl::Time now = absl::Now();
+    if (now >= call_deadline) break;
+    const bool quiet =
+        now -
+            absl::FromUnixNanos(e->last_ok_ns.load(std::memory_order_relaxed)) >
+        kProbeAfterQuiet;
+    if (WaitConnected(*e->channel,
+                      std::min(now + options_.connect_timeout, call_deadline),
+                      /*probe=*/quiet)) {
+      return e;
+    }
+    endpoints_skipped_.fetch_add(1, std::memory_order_relaxed);
+    ForgetLeader(e.get());
+  }
+  return nullptr;
+}
+
+void SessionClient::Observe(const EndpointPtr& endpoint, bool write,
+                            const absl::Status& status,
+                            const grpc::ClientContext& context) {
+  std::optional<std::string> hint;
+  bool hint_id = false;
+  for (const auto& [key, value] : context.GetServerTrailingMetadata()) {
+    const absl::string_view k(key.data(), key.size());
+    if (k == kLeaderKey) {
+      hint = std::string(value.data(), value.size());
+    } else if (k == kLeaderIdKey) {
+      hint_id = true;
+    }
+  }
+  const bool failed =
+      absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+  absl::MutexLock lock(&mu_);
+  if (failed && leader_.get() == endpoint.get()) {
+    leader_.reset();
+    leaders_forgotten_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (hint.has_value()) {
+    EndpointPtr leader = EndpointFor(*hint);
+    if (leader == nullptr) {
+      leader_hints_ignored_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    // A node that failed naming itself (a leader without quorum, or
+    // stopping) is not worth going back to: the next write goes anywhere and
+    // a follower names whoever leads by then.
+    if (failed && leader == endpoint) return;
+    SetLeader(leader);
+  } else if (write && status.ok() && !hint_id) {
+    // The server names the leader on every write a follower answers, and
+    // not when the node that answered led (session_service.cc): this one
+    // committed the write itself. Rarely, a follower that lost track of the
+    // leader also answers without a hint; its next answer corrects this.
+    SetLeader(endpoint);
+  }
+}
+
+SessionClient::EndpointPtr SessionClient::EndpointFor(
+    absl::string_view address) {
+  const ParsedAddress parsed = ParseAddress(address);
+  if (parsed.wildcard) {
+    // The leader announced the address it bound (0.0.0.0:port), not one to
+    // dial: the one endpoint with that port is taken to be it.
+    EndpointPtr match;
+    for (const EndpointPtr& e : endpoints_) {
+      if (e->key.empty() || ParseAddress(e->address).port != parsed.port) {
+        continue;
+      }
+      if (match != nullptr) return nullptr;  // ambiguous
+      match = e;
+    }
+    return match;
+  }
+  for (const EndpointPtr& e : endpoints_) {
+    if (!e->key.empty() && e->key == parsed.key) return e;
+  }
+  for (auto it = extras_.begin(); it != extras_.end(); ++it) {
+    if ((*it)->key == parsed.key) {
+      EndpointPtr e = *it;
+      extras_.erase(it);
+      extras_.push_back(e);  // now the most recently used
+      return e;
+    }
+  }
+  if (!opens_channels_ || options_.max_extra_channels <= 0) return nullptr;
+  while (extras_.size() >= static_cast<size_t>(options_.max_extra_channels)) {
+    extras_.erase(extras_.begin());  // calls using it keep it alive
+  }
+  std::string target(address);
+  std::shared_ptr<grpc::Channel> channel = MakeChannel(target, options_);
+  extras_.push_back(
+      std::make_shared<Endpoint>(std::move(target), std::move(channel)));
+  extra_channels_opened_.fetch_add(1, std::memory_order_relaxed);
+  return extras_.back();
+}
+
+void SessionClient::SetLeader(const EndpointPtr& endpoint) {
+  if (leader_ == endpoint) return;
+  leader_ = endpoint;
+  leader_changes_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void SessionClient::ForgetLeader(const Endpoint* endpoint) {
+  absl::MutexLock lock(&mu_);
+  if (leader_ == nullptr || leader_.get() != endpoint) return;
+  leader_.reset();
+  leaders_forgotten_.fetch_add(1, std::memory_order_relaxed);
+}
+
+absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
+  if (endpoints_.empty()) {
+    return absl::FailedPreconditionError("SessionClient has no endpoints");
+  }
+  const absl::Time call_deadline = absl::Now() + options_.call_timeout;
+  const int max_rounds = std::max(1, options_.max_attempts);
   absl::Duration backoff = options_.initial_backoff;
+  std::vector<const Endpoint*> tried;
+  std::vector<EndpointPtr> candidates = Candidates(policy.write, tried);
   absl::Status status;
-  for (int n = 1;; ++n) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         absl::ToChronoNanoseconds(options_.deadline));
-    attempts_.fetch_add(1, std::memory_order_relaxed);
-    status = FromGrpcStatus(attempt(&context));
-    if (status.ok() || !Retryable(status) || n >= max_attempts) break;
+  int sent = 0;
+  for (int round = 1;; ++round) {
+    // A non-idempotent call goes out only over a connected channel: an
+    // attempt that fails before the request left could otherwise not be
+    // told from one whose reply was lost.
+    EndpointPtr endpoint = policy.idempotent
+                               ? candidates.front()
+                               : FirstConnected(candidates, call_deadline);
+    if (endpoint == nullptr) {
+      status = NotSentError(candidates.size());
+    } else {
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(
+          std::min(absl::Now() + options_.deadline, call_deadline)));
+      attempts_.fetch_add(1, std::memory_order_relaxed);
+      ++sent;
+      tried.push_back(endpoint.get());
+      status = FromGrpcStatus(attempt(endpoint->stub.get(), &context));
+      if (status.ok()) {
+        endpoint->last_ok_ns.store(absl::ToUnixNanos(absl::Now()),
+                                   std::memory_order_relaxed);
+      }
+      Observe(endpoint, policy.write, status, context);
+    }
+    if (status.ok() || round >= max_rounds) break;
+    // kResourceExhausted: the server queued nothing, so even a
+    // non-idempotent write may go again. (gRPC also uses the code for a
+    // reply over its 4 MiB receive limit, which would follow an applied
+    // write; but a write's reply is one record, at most --max_record_bytes,
+    // 16 KiB by default.)
+    const bool retry =
+        policy.idempotent
+            ? Retryable(status)
+            : endpoint == nullptr || absl::IsResourceExhausted(status);
+    if (!retry) break;
+    const absl::Duration delay = Jitter(backoff);
+    if (absl::Now() + delay >= call_deadline) break;
     retries_.fetch_add(1, std::memory_order_relaxed);
-    Backoff(Jitter(backoff));
+    candidates = Candidates(policy.write, tried);
+    Backoff(delay, *candidates.front()->channel);
     backoff =
         std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
   }
-  if (!status.ok() && max_attempts > 1 && Retryable(status)) {
+  if (sent > 1 && Retryable(status) && !IsNotSent(status)) {
     return absl::Status(
         status.code(),
-        absl::StrCat(status.message(), " (after ", max_attempts, " attempts)"));
+        absl::StrCat(status.message(), " (after ", sent, " attempts)"));
   }
   return status;
 }
 
 // Each method copies the response out only on success; a failed attempt
 // leaves `response` in an unspecified state, so it is cleared per attempt.
-#define SESSIOND_CLIENT_CALL(Method, idempotent)                               \
-  v1::Method##Response response;                                               \
-  absl::Status status = Invoke(idempotent, [&](grpc::ClientContext* context) { \
-    response.Clear();                                                          \
-    return stub_->Method(context, request, &response);                         \
-  });                                                                          \
-  if (!status.ok()) return status;                                             \
+#define SESSIOND_CLIENT_CALL(Method, write, idempotent)                   \
+  v1::Method##Response response;                                          \
+  absl::Status status = Invoke(                                           \
+      Policy{write, idempotent},                                          \
+      [&](v1::SessionService::Stub* stub, grpc::ClientContext* context) { \
+        response.Clear();                                                 \
+        return stub->Method(context, request, &response);                 \
+      });                                                                 \
+  if (!status.ok()) return status;                                        \
   return response
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::CreateSession(
     const v1::CreateSessionRequest& request) {
-  SESSIOND_CLIENT_CALL(CreateSession, /*idempotent=*/false);
+  SESSIOND_CLIENT_CALL(CreateSession, /*write=*/true, /*idempotent=*/false);
 }
 
 absl::StatusOr<v1::ValidateSessionResponse> SessionClient::ValidateSession(
     const v1::ValidateSessionRequest& request) {
-  SESSIOND_CLIENT_CALL(ValidateSession, /*idempotent=*/true);
+  SESSIOND_CLIENT_CALL(ValidateSession, /*write=*/false, /*idempotent=*/true);
 }
 
 absl::StatusOr<v1::BatchValidateSessionsResponse>
 SessionClient::BatchValidateSessions(
     const v1::BatchValidateSessionsRequest& request) {
-  SESSIOND_CLIENT_CALL(BatchValidateSessions, /*idempotent=*/true);
+  SESSIOND_CLIENT_CALL(BatchValidateSessions, /*write=*/false,
+                       /*idempotent=*/true);
 }
 
 absl::StatusOr<v1::TouchSessionResponse> SessionClient::TouchSession(
     const v1::TouchSessionRequest& request) {
-  SESSIOND_CLIENT_CALL(TouchSession, /*idempotent=*/false);
+  SESSIOND_CLIENT_CALL(TouchSession, /*write=*/true, /*idempotent=*/false);
 }
 
 absl::StatusOr<v1::UpdateSessionResponse> SessionClient::UpdateSession(
     const v1::UpdateSessionRequest& request) {
-  SESSIOND_CLIENT_CALL(UpdateSession, /*idempotent=*/false);
+  SESSIOND_CLIENT_CALL(UpdateSession, /*write=*/true, /*idempotent=*/false);
 }
 
 absl::StatusOr<v1::RevokeSessionResponse> SessionClient::RevokeSession(
     const v1::RevokeSessionRequest& request) {
-  SESSIOND_CLIENT_CALL(RevokeSession, /*idempotent=*/true);
+  SESSIOND_CLIENT_CALL(RevokeSession, /*write=*/true, /*idempotent=*/true);
 }
 
 absl::StatusOr<v1::ListUserSessionsResponse> SessionClient::ListUserSessions(
     const v1::ListUserSessionsRequest& request) {
-  SESSIOND_CLIENT_CALL(ListUserSessions, /*idempotent=*/true);
+  SESSIOND_CLIENT_CALL(ListUserSessions, /*write=*/false, /*idempotent=*/true);
 }
 
 absl::StatusOr<v1::RevokeUserSessionsResponse>
 SessionClient::RevokeUserSessions(
     const v1::RevokeUserSessionsRequest& request) {
-  SESSIOND_CLIENT_CALL(RevokeUserSessions, /*idempotent=*/false);
+  SESSIOND_CLIENT_CALL(RevokeUserSessions, /*write=*/true,
+                       /*idempotent=*/false);
 }
 
 #undef SESSIOND_CLIENT_CALL
@@ -144,22 +509,44 @@ absl::StatusOr<v1::ValidateSessionResponse> SessionClient::Validate(
 }
 
 std::unique_ptr<ValidateStream> SessionClient::OpenValidateStream() {
+  if (endpoints_.empty()) {
+    return std::unique_ptr<ValidateStream>(new ValidateStream(
+        absl::FailedPreconditionError("SessionClient has no endpoints")));
+  }
+  const EndpointPtr endpoint = Candidates(/*write=*/false, {}).front();
   attempts_.fetch_add(1, std::memory_order_relaxed);
   return std::make_unique<ValidateStream>(
-      std::make_unique<grpc::ClientContext>(), stub_.get());
+      std::make_unique<grpc::ClientContext>(), endpoint->stub.get());
 }
 
 SessionClient::Stats SessionClient::stats() const {
   Stats stats;
   stats.attempts = attempts_.load(std::memory_order_relaxed);
   stats.retries = retries_.load(std::memory_order_relaxed);
+  stats.leader_changes = leader_changes_.load(std::memory_order_relaxed);
+  stats.leaders_forgotten = leaders_forgotten_.load(std::memory_order_relaxed);
+  stats.leader_hints_ignored =
+      leader_hints_ignored_.load(std::memory_order_relaxed);
+  stats.endpoints_skipped = endpoints_skipped_.load(std::memory_order_relaxed);
+  stats.extra_channels_opened =
+      extra_channels_opened_.load(std::memory_order_relaxed);
   return stats;
+}
+
+std::string SessionClient::leader() const {
+  absl::MutexLock lock(&mu_);
+  return leader_ == nullptr ? "" : leader_->address;
 }
 
 ValidateStream::ValidateStream(std::unique_ptr<grpc::ClientContext> context,
                                v1::SessionService::Stub* stub)
     : context_(std::move(context)),
       stream_(stub->StreamValidateSessions(context_.get())) {}
+
+ValidateStream::ValidateStream(absl::Status broken)
+    : context_(std::make_unique<grpc::ClientContext>()),
+      finished_(true),
+      final_status_(std::move(broken)) {}
 
 ValidateStream::~ValidateStream() {
   if (!finished_) {

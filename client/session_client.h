@@ -4,12 +4,16 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <grpcpp/support/sync_stream.h>
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
@@ -25,23 +29,52 @@
 namespace sessiond::client {
 
 struct SessionClientOptions {
-  // Deadline of each attempt (not of the whole call with its retries).
+  // Deadline of each attempt. An attempt never runs past `call_timeout`:
+  // it gets min(deadline, time left in the call).
   absl::Duration deadline = absl::Seconds(2);
-  // Attempts for the idempotent calls, the first one included; 1 disables
-  // retries. Create, Update and Touch always make exactly one attempt.
+  // Deadline of the whole call: every attempt, backoff and connection wait
+  // included. A call returns within about this long, whatever the cluster
+  // does.
+  absl::Duration call_timeout = absl::Seconds(5);
+  // Rounds per call, the first one included; 1 disables retries. For the
+  // idempotent calls a round is one attempt; for the others it is one
+  // attempt or one pass over the endpoints that found none connected (see
+  // the class comment).
   int max_attempts = 4;
-  // Backoff before the second attempt; it grows by `backoff_multiplier` up to
+  // Backoff before the second round; it grows by `backoff_multiplier` up to
   // `max_backoff`. The sleep is drawn uniformly from [backoff/2, backoff]
   // ("equal jitter"), so clients that failed together do not retry together.
   absl::Duration initial_backoff = absl::Milliseconds(25);
   absl::Duration max_backoff = absl::Seconds(1);
   double backoff_multiplier = 2.0;
+  // A non-idempotent call is sent only over a connected channel: how long it
+  // waits for the chosen endpoint to connect before passing it over for
+  // another one (nothing has been sent to it).
+  absl::Duration connect_timeout = absl::Seconds(1);
+  // A learned leader that is not one of the endpoints gets a channel of its
+  // own; at most this many such channels are kept (the least recently used
+  // is dropped first). 0: writes to such a leader go through the endpoints.
+  int max_extra_channels = 4;
+  // For every channel Connect opens (the endpoints and learned leaders).
+  // Null: insecure.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Extra arguments for those channels (reconnect backoff, keepalive, ...).
+  // The client adds GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, so no two channels
+  // share a connection.
+  grpc::ChannelArguments channel_args;
 };
+
+// True when `status`, returned by a SessionClient call, says the request was
+// never sent: no endpoint's channel was connected within the call's budget.
+// Only non-idempotent calls return it (they send only over a connected
+// channel); the write certainly did not happen and may be retried.
+bool IsNotSent(const absl::Status& status);
 
 class ValidateStream;
 
-// A client of sessiond's SessionService (proto/sessiond/v1/session.proto):
-// one method per RPC, each bounded by a deadline, the idempotent ones retried.
+// A client of a sessiond cluster's SessionService
+// (proto/sessiond/v1/session.proto): one method per RPC, each bounded by a
+// deadline, the idempotent ones retried, writes sent to the leader.
 //
 // Error model. A token that is not valid is NOT an error: ValidateSession
 // returns an OK StatusOr whose response carries the outcome (VALID, EXPIRED,
@@ -53,26 +86,83 @@ class ValidateStream;
 // the request (or fall back) instead of logging the user out. (The outcome
 // UNKNOWN is also unrelated to the status code kUnknown, which is an error.)
 //
-// Retries. Validate, BatchValidate, List and Revoke are idempotent and are
-// retried on kUnavailable and kDeadlineExceeded, with exponential
-// backoff and jitter, at most `max_attempts` times; while the channel is
-// disconnected, a backoff ends early when it reconnects. Create, Update, Touch
-// and RevokeUser are not (a RevokeUser retried after a lost reply would also
-// revoke sessions created in between): a kUnavailable or kDeadlineExceeded from
-// them means the outcome is not known (the session may or may not have been
-// created or changed). Every other code is returned at once; codes are those
-// documented in session.proto.
+// Endpoints. The client holds one channel per endpoint, each with its own
+// connection (a dead node or a failing DNS name affects only its channel).
+//   Reads (ValidateSession, Validate, BatchValidateSessions,
+//   ListUserSessions, OpenValidateStream) go round-robin over the endpoints,
+//   passing over channels in TRANSIENT_FAILURE while another is not.
+//   Writes (CreateSession, UpdateSession, TouchSession, RevokeSession,
+//   RevokeUserSessions) go to the leader once the client knows it, else like
+//   reads (any node forwards a write to its leader). The client learns the
+//   leader from the "sessiond-leader" trailing metadata of any answer, and
+//   from a write answered OK without that metadata (the node that answered
+//   committed it as the leader). An address that is not an endpoint gets an
+//   extra channel (`max_extra_channels`); a wildcard host (0.0.0.0, ::) is
+//   matched to the one endpoint with the same port, or ignored. The client
+//   forgets the leader when a call to it fails with kUnavailable or
+//   kDeadlineExceeded, or its channel is not connected.
 //
-// Thread-safe: one SessionClient (and its channel) is meant to be shared by
+// Retries, all within `call_timeout`:
+//   ValidateSession, BatchValidateSessions, ListUserSessions, RevokeSession
+//   are idempotent: retried on kUnavailable, kDeadlineExceeded and
+//   kResourceExhausted, at most `max_attempts` attempts, each on another
+//   endpoint when there is one (RevokeSession: the leader, while known),
+//   with exponential backoff and jitter; while the next channel is
+//   disconnected, a backoff ends early when it connects.
+//   CreateSession, UpdateSession, TouchSession, RevokeUserSessions are not
+//   idempotent (a RevokeUser retried after a lost reply would also revoke
+//   sessions created in between): each is sent at most once, except that a
+//   kResourceExhausted answer (the server queued nothing) is retried after
+//   backoff. Before sending, the client waits up to `connect_timeout` for
+//   the chosen channel to be connected (a channel quiet for a while is
+//   polled for about 1 ms first, so a server that died meanwhile is seen);
+//   one that is not connected is passed over for the next endpoint, which
+//   is safe because nothing was sent to it.
+//
+// Unknown outcome. For CreateSession, UpdateSession, TouchSession and
+// RevokeUserSessions:
+//   OK                                  applied.
+//   kUnavailable with IsNotSent()       never sent: not applied.
+//   kUnavailable otherwise,             OUTCOME UNKNOWN: the write may have
+//   kDeadlineExceeded, kInternal,       applied, or may still apply later
+//   kUnknown, kCancelled, kDataLoss     (a session may exist that the caller
+//                                       never saw the token of).
+//   any other code (kInvalidArgument,   the server's answer: not applied.
+//   kNotFound, kAborted,
+//   kFailedPrecondition, kAlreadyExists,
+//   kResourceExhausted after the retries, ...)
+// RevokeSession's outcome after an error is unknown as well, but retrying it
+// (as the client does) is safe.
+//
+// Every other code is returned at once; codes are those documented in
+// session.proto.
+//
+// Thread-safe: one SessionClient (and its channels) is meant to be shared by
 // all threads of an application server. Calls block the calling thread.
 class SessionClient {
  public:
-  // A client over an insecure channel to `target` ("host:port").
+  // A client of the cluster whose client addresses ("host:port", or any
+  // gRPC target) are `endpoints`: one node each, or a name that balances
+  // over several. An empty list makes every call fail with
+  // kFailedPrecondition.
+  static std::unique_ptr<SessionClient> Connect(
+      std::vector<std::string> endpoints, SessionClientOptions options = {});
+  // So that Connect({"a:1", "b:2"}) is a list, not a std::string built from
+  // two pointers.
+  static std::unique_ptr<SessionClient> Connect(
+      std::initializer_list<std::string> endpoints,
+      SessionClientOptions options = {});
+  // A list of one.
   static std::unique_ptr<SessionClient> Connect(
       const std::string& target, SessionClientOptions options = {});
 
+  // A client over one channel the caller built (TLS, custom arguments...):
+  // a list of one endpoint whose address the client does not know, so it
+  // opens no channel of its own; writes go through `channel` (the node
+  // behind it forwards them to the leader).
   explicit SessionClient(std::shared_ptr<grpc::ChannelInterface> channel,
                          SessionClientOptions options = {});
+  ~SessionClient();
 
   SessionClient(const SessionClient&) = delete;
   SessionClient& operator=(const SessionClient&) = delete;
@@ -98,35 +188,109 @@ class SessionClient {
   absl::StatusOr<v1::ValidateSessionResponse> Validate(absl::string_view token,
                                                        bool touch = false);
 
-  // Opens a StreamValidateSessions stream. Streams are not retried: when
-  // one breaks, its methods return the status and the caller opens another.
+  // Opens a StreamValidateSessions stream on the next endpoint (as a read).
+  // Streams are not retried: when one breaks, its methods return the status
+  // and the caller opens another. The stream must not outlive this client.
   std::unique_ptr<ValidateStream> OpenValidateStream();
 
-  // Attempts made and retries taken since construction, over all methods.
+  // Counters since construction, over all methods.
   struct Stats {
+    // RPCs started.
     uint64_t attempts = 0;
+    // Rounds after the first: retried attempts, and passes over the
+    // endpoints that found none connected.
     uint64_t retries = 0;
+    // Times writes started going to a different leader (the first one
+    // learned included).
+    uint64_t leader_changes = 0;
+    // Times the known leader was dropped (it failed, or disconnected).
+    uint64_t leaders_forgotten = 0;
+    // Leader hints the client could not use: a wildcard host matching no
+    // single endpoint, or an address it may not open a channel to. Nonzero
+    // usually means the servers need --advertise_client.
+    uint64_t leader_hints_ignored = 0;
+    // Endpoints a non-idempotent call passed over, unsent, because their
+    // channel was not connected.
+    uint64_t endpoints_skipped = 0;
+    // Channels opened to leaders outside the endpoint list.
+    uint64_t extra_channels_opened = 0;
   };
   Stats stats() const;
+
+  // The address writes go to now, as the leader announced it (or as the
+  // endpoint was given); empty when no leader is known.
+  std::string leader() const ABSL_LOCKS_EXCLUDED(mu_);
 
   const SessionClientOptions& options() const { return options_; }
 
  private:
-  using Attempt = absl::FunctionRef<grpc::Status(grpc::ClientContext*)>;
+  struct Endpoint;
+  using EndpointPtr = std::shared_ptr<Endpoint>;
+  using Attempt = absl::FunctionRef<grpc::Status(v1::SessionService::Stub*,
+                                                 grpc::ClientContext*)>;
 
-  // Runs `attempt` with a fresh context and deadline, retrying per the class
-  // comment when `idempotent`.
-  absl::Status Invoke(bool idempotent, Attempt attempt);
+  // How a method is routed and retried (class comment).
+  struct Policy {
+    bool write;       // to the leader when known
+    bool idempotent;  // retried; sent over any channel state
+  };
+
+  SessionClient(std::vector<EndpointPtr> endpoints, bool opens_channels,
+                SessionClientOptions options);
+
+  // Runs `attempt` per `policy`, with a fresh context per attempt.
+  absl::Status Invoke(Policy policy, Attempt attempt);
+  // Where the next round should go, best first: the leader (for a write,
+  // when known and its channel is not in TRANSIENT_FAILURE), then every
+  // endpoint from the round-robin position, those not tried in this call
+  // and not in TRANSIENT_FAILURE first.
+  std::vector<EndpointPtr> Candidates(bool write,
+                                      const std::vector<const Endpoint*>& tried)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The first of `candidates` whose channel is connected (each waited for
+  // up to connect_timeout, never past `call_deadline`); null when none is.
+  EndpointPtr FirstConnected(const std::vector<EndpointPtr>& candidates,
+                             absl::Time call_deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  // Learns or forgets the leader from one attempt's answer.
+  void Observe(const EndpointPtr& endpoint, bool write,
+               const absl::Status& status, const grpc::ClientContext& context)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The endpoint for a leader address from a hint: an endpoint, a kept
+  // extra channel, or a new extra channel. Null when none may be used.
+  EndpointPtr EndpointFor(absl::string_view address)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetLeader(const EndpointPtr& endpoint)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetLeader(const Endpoint* endpoint) ABSL_LOCKS_EXCLUDED(mu_);
+
   absl::Duration Jitter(absl::Duration backoff) ABSL_LOCKS_EXCLUDED(rng_mu_);
-  // Waits `delay` before a retry, or less when a broken channel reconnects.
-  void Backoff(absl::Duration delay);
+  // Waits `delay` before a retry, or less when `channel` (where the retry
+  // goes) is disconnected and connects meanwhile.
+  void Backoff(absl::Duration delay, grpc::ChannelInterface& channel);
 
   const SessionClientOptions options_;
-  const std::shared_ptr<grpc::ChannelInterface> channel_;
-  const std::unique_ptr<v1::SessionService::Stub> stub_;
+  // Constant after construction, never empty apart from Connect({}).
+  const std::vector<EndpointPtr> endpoints_;
+  // Whether the client may open channels to learned leaders (false when the
+  // caller supplied the channel).
+  const bool opens_channels_;
+
+  std::atomic<uint64_t> next_endpoint_{0};  // round-robin position
+
+  mutable absl::Mutex mu_;
+  // Where writes go; null: not known. Shared, so a channel dropped from
+  // extras_ lives on while a call uses it.
+  EndpointPtr leader_ ABSL_GUARDED_BY(mu_);
+  // Channels to leaders outside endpoints_, least recently used first.
+  std::vector<EndpointPtr> extras_ ABSL_GUARDED_BY(mu_);
 
   std::atomic<uint64_t> attempts_{0};
   std::atomic<uint64_t> retries_{0};
+  std::atomic<uint64_t> leader_changes_{0};
+  std::atomic<uint64_t> leaders_forgotten_{0};
+  std::atomic<uint64_t> leader_hints_ignored_{0};
+  std::atomic<uint64_t> endpoints_skipped_{0};
+  std::atomic<uint64_t> extra_channels_opened_{0};
 
   absl::Mutex rng_mu_;
   absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);
@@ -136,7 +300,8 @@ class SessionClient {
 // one request and reads its answer. The stream has no per-message deadline;
 // Cancel() (callable from any thread) ends a stuck one.
 //
-// Not thread-safe apart from Cancel(): one caller at a time.
+// Not thread-safe apart from Cancel(): one caller at a time. `stub` must
+// outlive the stream.
 class ValidateStream {
  public:
   ValidateStream(std::unique_ptr<grpc::ClientContext> context,
@@ -157,6 +322,11 @@ class ValidateStream {
   void Cancel() { context_->TryCancel(); }
 
  private:
+  friend class SessionClient;
+
+  // A stream that was never opened: every method returns `broken`.
+  explicit ValidateStream(absl::Status broken);
+
   absl::Status FinishBroken();
 
   const std::unique_ptr<grpc::ClientContext> context_;

@@ -7,6 +7,9 @@
 #include <fcntl.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -17,8 +20,10 @@
 
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -29,10 +34,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "client/grpc_status.h"
 #include "client/session_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sessiond/v1/admin.grpc.pb.h"
 
 namespace sessiond::client {
 namespace {
@@ -59,6 +66,55 @@ int ClosedPort() {
   close(fd);
   return ntohs(addr.sin_port);
 }
+
+// `n` distinct ports nobody listens on right now (all bound at once, so no
+// two are the same, then closed).
+std::vector<int> ClosedPorts(int n) {
+  std::vector<int> fds;
+  std::vector<int> ports;
+  for (int i = 0; i < n; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    socklen_t len = sizeof(addr);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    fds.push_back(fd);
+    ports.push_back(ntohs(addr.sin_port));
+  }
+  for (int fd : fds) close(fd);
+  return ports;
+}
+
+// A TCP listener that never accepts: connections complete in the kernel's
+// backlog, but no HTTP/2 handshake ever comes back, so a channel to it
+// stays CONNECTING and a call to it runs into its deadline.
+class SilentListener {
+ public:
+  SilentListener() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(fd_, 64), 0);
+    socklen_t len = sizeof(addr);
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+  ~SilentListener() { close(fd_); }
+  SilentListener(const SilentListener&) = delete;
+  SilentListener& operator=(const SilentListener&) = delete;
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 
 // A child process whose stdout goes to a file (never a pipe, so a chatty
 // child can never block on a full pipe); stderr passes through.
@@ -198,6 +254,8 @@ class Daemon {
     if (child_) child_->Stop(10000);
     child_.reset();
   }
+  // SIGKILL: the process and its sockets are gone at once.
+  void Kill() { child_.reset(); }
   ~Daemon() { Stop(); }
   const std::string& address() const { return address_; }
 
@@ -384,39 +442,42 @@ TEST(ClientUnavailableTest, ValidateAgainstClosedPortIsUnavailableNotUnknown) {
   EXPECT_EQ(client->stats().attempts, 6u);
 }
 
-TEST(ClientUnavailableTest, NonIdempotentCallsAreNotRetried) {
+// Against a closed port no channel ever connects, so a non-idempotent call
+// is never sent, and says so: the write certainly did not happen. (That one
+// that was sent is attempted once is ClientFakeServerTest's business.)
+TEST(ClientUnavailableTest, NonIdempotentCallsAreNeverSentOverADeadChannel) {
   const std::string target = absl::StrCat("127.0.0.1:", ClosedPort());
   auto client = SessionClient::Connect(target, FastRetries(5));
 
   v1::CreateSessionRequest create;
   create.set_user_id("erin");
-  EXPECT_EQ(client->CreateSession(create).status().code(),
-            absl::StatusCode::kUnavailable);
-  EXPECT_EQ(client->stats().attempts, 1u);
+  absl::Status created = client->CreateSession(create).status();
+  EXPECT_EQ(created.code(), absl::StatusCode::kUnavailable) << created;
+  EXPECT_TRUE(IsNotSent(created)) << created;
 
   v1::TouchSessionRequest touch;
   touch.set_token("t");
-  EXPECT_EQ(client->TouchSession(touch).status().code(),
-            absl::StatusCode::kUnavailable);
+  absl::Status touched = client->TouchSession(touch).status();
+  EXPECT_TRUE(IsNotSent(touched)) << touched;
   v1::UpdateSessionRequest update;
   update.set_token("t");
-  EXPECT_EQ(client->UpdateSession(update).status().code(),
-            absl::StatusCode::kUnavailable);
-  // A RevokeUser retried after a lost reply would also revoke sessions
-  // created in between: attempted once.
+  absl::Status updated = client->UpdateSession(update).status();
+  EXPECT_TRUE(IsNotSent(updated)) << updated;
   v1::RevokeUserSessionsRequest revoke_user;
   revoke_user.set_user_id("erin");
-  EXPECT_EQ(client->RevokeUserSessions(revoke_user).status().code(),
-            absl::StatusCode::kUnavailable);
-  EXPECT_EQ(client->stats().attempts, 4u);
-  EXPECT_EQ(client->stats().retries, 0u);
+  absl::Status revoked_user = client->RevokeUserSessions(revoke_user).status();
+  EXPECT_TRUE(IsNotSent(revoked_user)) << revoked_user;
+  EXPECT_EQ(client->stats().attempts, 0u);
+  EXPECT_GE(client->stats().endpoints_skipped, 4u);
 
-  // The idempotent ones are retried up to max_attempts.
+  // The idempotent ones are sent whatever the channel state, and retried up
+  // to max_attempts.
   v1::RevokeSessionRequest revoke;
   revoke.set_session_id("s");
-  EXPECT_EQ(client->RevokeSession(revoke).status().code(),
-            absl::StatusCode::kUnavailable);
-  EXPECT_EQ(client->stats().attempts, 9u);
+  absl::Status revoked = client->RevokeSession(revoke).status();
+  EXPECT_EQ(revoked.code(), absl::StatusCode::kUnavailable) << revoked;
+  EXPECT_FALSE(IsNotSent(revoked));
+  EXPECT_EQ(client->stats().attempts, 5u);
 }
 
 // A Validate started while the server is down succeeds once it comes up,
@@ -434,6 +495,7 @@ TEST(ClientRetryTest, ValidateRetriesUntilTheServerStarts) {
   options.max_attempts = 60;
   options.initial_backoff = absl::Milliseconds(50);
   options.max_backoff = absl::Milliseconds(250);
+  options.call_timeout = absl::Seconds(60);
   SessionClient client(grpc::CreateCustomChannel(
                            target, grpc::InsecureChannelCredentials(), args),
                        options);
@@ -495,6 +557,809 @@ TEST_F(ClientTest, BenchSmoke) {
       EXPECT_THAT(output, HasSubstr(expected)) << what << ":\n" << output;
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// Routing and retries against fake servers: exactly what reached each one.
+
+// An in-process SessionService that answers as the test says and counts the
+// calls that reach it.
+//
+// Thread-safe.
+class FakeSessionService final : public v1::SessionService::Service {
+ public:
+  struct Answer {
+    grpc::StatusCode code = grpc::StatusCode::OK;
+    std::string leader;     // "sessiond-leader" trailing metadata, when set
+    std::string leader_id;  // "sessiond-leader-id", when set
+  };
+
+  // Answers for the next calls, in order; `fallback` once they are used.
+  void Push(Answer answer) {
+    absl::MutexLock lock(&mu_);
+    queued_.push_back(std::move(answer));
+  }
+  void SetFallback(Answer answer) {
+    absl::MutexLock lock(&mu_);
+    fallback_ = std::move(answer);
+  }
+  int calls(const std::string& method) {
+    absl::MutexLock lock(&mu_);
+    return calls_[method];
+  }
+
+  grpc::Status CreateSession(grpc::ServerContext* context,
+                             const v1::CreateSessionRequest*,
+                             v1::CreateSessionResponse* response) override {
+    return Handle("CreateSession", context,
+                  [&] { response->set_token("fake-token"); });
+  }
+  grpc::Status ValidateSession(grpc::ServerContext* context,
+                               const v1::ValidateSessionRequest*,
+                               v1::ValidateSessionResponse* response) override {
+    return Handle("ValidateSession", context, [&] {
+      response->set_outcome(v1::ValidateSessionResponse::UNKNOWN);
+    });
+  }
+  grpc::Status BatchValidateSessions(
+      grpc::ServerContext* context, const v1::BatchValidateSessionsRequest*,
+      v1::BatchValidateSessionsResponse*) override {
+    return Handle("BatchValidateSessions", context, [] {});
+  }
+  grpc::Status TouchSession(grpc::ServerContext* context,
+                            const v1::TouchSessionRequest*,
+                            v1::TouchSessionResponse*) override {
+    return Handle("TouchSession", context, [] {});
+  }
+  grpc::Status UpdateSession(grpc::ServerContext* context,
+                             const v1::UpdateSessionRequest*,
+                             v1::UpdateSessionResponse*) override {
+    return Handle("UpdateSession", context, [] {});
+  }
+  grpc::Status RevokeSession(grpc::ServerContext* context,
+                             const v1::RevokeSessionRequest*,
+                             v1::RevokeSessionResponse*) override {
+    return Handle("RevokeSession", context, [] {});
+  }
+  grpc::Status ListUserSessions(grpc::ServerContext* context,
+                                const v1::ListUserSessionsRequest*,
+                                v1::ListUserSessionsResponse*) override {
+    return Handle("ListUserSessions", context, [] {});
+  }
+  grpc::Status RevokeUserSessions(grpc::ServerContext* context,
+                                  const v1::RevokeUserSessionsRequest*,
+                                  v1::RevokeUserSessionsResponse*) override {
+    return Handle("RevokeUserSessions", context, [] {});
+  }
+
+ private:
+  template <typename Fill>
+  grpc::Status Handle(const std::string& method, grpc::ServerContext* context,
+                      Fill fill) {
+    Answer answer;
+    {
+      absl::MutexLock lock(&mu_);
+      ++calls_[method];
+      if (queued_.empty()) {
+        answer = fallback_;
+      } else {
+        answer = std::move(queued_.front());
+        queued_.pop_front();
+      }
+    }
+    if (!answer.leader.empty()) {
+      context->AddTrailingMetadata("sessiond-leader", answer.leader);
+    }
+    if (!answer.leader_id.empty()) {
+      context->AddTrailingMetadata("sessiond-leader-id", answer.leader_id);
+    }
+    if (answer.code != grpc::StatusCode::OK) {
+      return grpc::Status(answer.code, absl::StrCat("fake ", method));
+    }
+    fill();
+    return grpc::Status::OK;
+  }
+
+  absl::Mutex mu_;
+  std::deque<Answer> queued_ ABSL_GUARDED_BY(mu_);
+  Answer fallback_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
+};
+
+// A FakeSessionService served on 127.0.0.1 with a free port.
+class FakeServer {
+ public:
+  FakeServer() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    EXPECT_NE(server_, nullptr);
+    EXPECT_NE(port_, 0);
+  }
+  ~FakeServer() {
+    if (server_) {
+      server_->Shutdown(std::chrono::system_clock::now() +
+                        std::chrono::seconds(1));
+    }
+  }
+  FakeServer(const FakeServer&) = delete;
+  FakeServer& operator=(const FakeServer&) = delete;
+
+  FakeSessionService& service() { return service_; }
+  int port() const { return port_; }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  FakeSessionService service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+using Answer = FakeSessionService::Answer;
+
+// An answer with this error code.
+Answer Fail(grpc::StatusCode code) {
+  Answer answer;
+  answer.code = code;
+  return answer;
+}
+
+// An OK answer naming the leader, as a follower's would.
+Answer OkNaming(std::string leader, std::string leader_id) {
+  Answer answer;
+  answer.leader = std::move(leader);
+  answer.leader_id = std::move(leader_id);
+  return answer;
+}
+
+SessionClientOptions FakeOptions() {
+  SessionClientOptions options = FastRetries(4);
+  options.call_timeout = absl::Seconds(20);
+  return options;
+}
+
+v1::CreateSessionRequest CreateRequest(const std::string& user) {
+  v1::CreateSessionRequest request;
+  request.set_user_id(user);
+  request.set_ttl_ms(3'600'000);
+  return request;
+}
+
+// A write that was sent and failed has an unknown outcome: never resent.
+TEST(ClientFakeServerTest, SentWriteThatFailsIsAttemptedOnce) {
+  FakeServer server;
+  server.service().SetFallback(Fail(grpc::StatusCode::UNAVAILABLE));
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+
+  absl::Status created = client->CreateSession(CreateRequest("a")).status();
+  EXPECT_EQ(created.code(), absl::StatusCode::kUnavailable) << created;
+  EXPECT_FALSE(IsNotSent(created)) << created;
+  v1::TouchSessionRequest touch;
+  touch.set_token("t");
+  EXPECT_EQ(client->TouchSession(touch).status().code(),
+            absl::StatusCode::kUnavailable);
+  v1::UpdateSessionRequest update;
+  update.set_token("t");
+  EXPECT_EQ(client->UpdateSession(update).status().code(),
+            absl::StatusCode::kUnavailable);
+  v1::RevokeUserSessionsRequest revoke_user;
+  revoke_user.set_user_id("a");
+  EXPECT_EQ(client->RevokeUserSessions(revoke_user).status().code(),
+            absl::StatusCode::kUnavailable);
+  server.service().SetFallback(Fail(grpc::StatusCode::DEADLINE_EXCEEDED));
+  EXPECT_EQ(client->CreateSession(CreateRequest("a")).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+
+  EXPECT_EQ(server.service().calls("CreateSession"), 2);
+  EXPECT_EQ(server.service().calls("TouchSession"), 1);
+  EXPECT_EQ(server.service().calls("UpdateSession"), 1);
+  EXPECT_EQ(server.service().calls("RevokeUserSessions"), 1);
+  EXPECT_EQ(client->stats().retries, 0u);
+
+  // The idempotent ones are retried up to max_attempts.
+  server.service().SetFallback(Fail(grpc::StatusCode::UNAVAILABLE));
+  EXPECT_EQ(client->Validate("t").status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server.service().calls("ValidateSession"), 4);
+  v1::RevokeSessionRequest revoke;
+  revoke.set_session_id("s");
+  EXPECT_EQ(client->RevokeSession(revoke).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(server.service().calls("RevokeSession"), 4);
+}
+
+// RESOURCE_EXHAUSTED means the server queued nothing: even a write goes
+// again, within max_attempts.
+TEST(ClientFakeServerTest, ResourceExhaustedWriteIsRetried) {
+  FakeServer server;
+  server.service().Push(Fail(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  server.service().Push(Fail(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+
+  absl::StatusOr<v1::CreateSessionResponse> created =
+      client->CreateSession(CreateRequest("a"));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(server.service().calls("CreateSession"), 3);
+  EXPECT_EQ(client->stats().retries, 2u);
+
+  server.service().SetFallback(Fail(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_EQ(client->CreateSession(CreateRequest("a")).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(server.service().calls("CreateSession"), 3 + 4);
+}
+
+// A write goes only over a connected channel; one that is not connected is
+// passed over, unsent, for the next endpoint.
+TEST(ClientFakeServerTest, WriteSkipsAnEndpointThatDoesNotConnect) {
+  FakeServer server;
+  const std::string closed = absl::StrCat("127.0.0.1:", ClosedPort());
+  // Round-robin starts at the first endpoint: the closed one.
+  auto client =
+      SessionClient::Connect({closed, server.address()}, FakeOptions());
+  absl::StatusOr<v1::CreateSessionResponse> created =
+      client->CreateSession(CreateRequest("a"));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(server.service().calls("CreateSession"), 1);
+  EXPECT_EQ(client->stats().attempts, 1u);
+  EXPECT_EQ(client->stats().endpoints_skipped, 1u);
+}
+
+// A follower's answer names the leader (here in another spelling of the
+// same address); every later write goes there, reads stay spread.
+TEST(ClientFakeServerTest, WritesFollowTheLeaderHint) {
+  FakeServer follower;
+  FakeServer leader;
+  follower.service().SetFallback(
+      OkNaming(absl::StrCat("localhost:", leader.port()), "2"));
+  auto client = SessionClient::Connect({follower.address(), leader.address()},
+                                       FakeOptions());
+  EXPECT_EQ(client->leader(), "");
+
+  // Round-robin starts at the first endpoint: the follower.
+  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  EXPECT_EQ(follower.service().calls("CreateSession"), 1);
+  EXPECT_EQ(client->leader(), leader.address());
+
+  v1::TouchSessionRequest touch;
+  touch.set_token("t");
+  v1::UpdateSessionRequest update;
+  update.set_token("t");
+  v1::RevokeSessionRequest revoke;
+  revoke.set_token("t");
+  v1::RevokeUserSessionsRequest revoke_user;
+  revoke_user.set_user_id("a");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+    ASSERT_TRUE(client->TouchSession(touch).ok());
+    ASSERT_TRUE(client->UpdateSession(update).ok());
+    ASSERT_TRUE(client->RevokeSession(revoke).ok());
+    ASSERT_TRUE(client->RevokeUserSessions(revoke_user).ok());
+  }
+  EXPECT_EQ(follower.service().calls("CreateSession"), 1);
+  EXPECT_EQ(leader.service().calls("CreateSession"), 3);
+  EXPECT_EQ(leader.service().calls("TouchSession"), 3);
+  EXPECT_EQ(leader.service().calls("UpdateSession"), 3);
+  EXPECT_EQ(leader.service().calls("RevokeSession"), 3);
+  EXPECT_EQ(leader.service().calls("RevokeUserSessions"), 3);
+
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(client->Validate("t").ok());
+  EXPECT_GE(follower.service().calls("ValidateSession"), 1);
+  EXPECT_GE(leader.service().calls("ValidateSession"), 1);
+
+  EXPECT_EQ(client->stats().leader_changes, 1u);
+  EXPECT_EQ(client->stats().extra_channels_opened, 0u);
+  EXPECT_EQ(client->stats().retries, 0u);
+}
+
+// A leader that is not one of the endpoints gets a channel of its own.
+TEST(ClientFakeServerTest, LeaderOutsideTheListGetsItsOwnChannel) {
+  FakeServer endpoint;
+  FakeServer leader;
+  endpoint.service().SetFallback(OkNaming(leader.address(), "3"));
+  auto client = SessionClient::Connect(endpoint.address(), FakeOptions());
+
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  }
+  EXPECT_EQ(endpoint.service().calls("CreateSession"), 1);
+  EXPECT_EQ(leader.service().calls("CreateSession"), 3);
+  EXPECT_EQ(client->leader(), leader.address());
+  EXPECT_EQ(client->stats().extra_channels_opened, 1u);
+
+  // Reads stay on the endpoints.
+  ASSERT_TRUE(client->Validate("t").ok());
+  EXPECT_EQ(endpoint.service().calls("ValidateSession"), 1);
+  EXPECT_EQ(leader.service().calls("ValidateSession"), 0);
+}
+
+// A leader announcing the address it bound (0.0.0.0:port) is matched to
+// the endpoint with that port; one matching none is ignored, never dialled.
+TEST(ClientFakeServerTest, WildcardLeaderAddressMatchesByPort) {
+  FakeServer follower;
+  FakeServer leader;
+  follower.service().SetFallback(
+      OkNaming(absl::StrCat("0.0.0.0:", leader.port()), "2"));
+  auto client = SessionClient::Connect({follower.address(), leader.address()},
+                                       FakeOptions());
+  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  EXPECT_EQ(follower.service().calls("CreateSession"), 1);
+  EXPECT_EQ(leader.service().calls("CreateSession"), 1);
+  EXPECT_EQ(client->leader(), leader.address());
+
+  follower.service().SetFallback(
+      OkNaming(absl::StrCat("0.0.0.0:", ClosedPort()), "2"));
+  auto lost = SessionClient::Connect(follower.address(), FakeOptions());
+  ASSERT_TRUE(lost->CreateSession(CreateRequest("a")).ok());
+  EXPECT_EQ(lost->leader(), "");
+  EXPECT_EQ(lost->stats().leader_hints_ignored, 1u);
+  EXPECT_EQ(lost->stats().extra_channels_opened, 0u);
+}
+
+// A leader that fails is forgotten: writes go anywhere until a node names
+// the next one.
+TEST(ClientFakeServerTest, FailingLeaderIsForgotten) {
+  FakeServer follower;
+  FakeServer leader;
+  follower.service().SetFallback(OkNaming(leader.address(), "2"));
+  auto client = SessionClient::Connect({follower.address(), leader.address()},
+                                       FakeOptions());
+  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  ASSERT_EQ(client->leader(), leader.address());
+
+  leader.service().SetFallback(Fail(grpc::StatusCode::UNAVAILABLE));
+  absl::Status failed = client->CreateSession(CreateRequest("a")).status();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_EQ(leader.service().calls("CreateSession"), 1);
+  EXPECT_EQ(client->leader(), "");
+  EXPECT_EQ(client->stats().leaders_forgotten, 1u);
+}
+
+// A leader that went away while the client was quiet may still look
+// connected; the write finds out before sending, passes it over unsent and
+// goes to the other endpoint.
+TEST(ClientFakeServerTest, WriteNoticesALeaderThatWentAway) {
+  auto gone = std::make_unique<FakeServer>();
+  const std::string gone_address = gone->address();
+  FakeServer other;
+  auto client =
+      SessionClient::Connect({gone_address, other.address()}, FakeOptions());
+  // Round-robin starts at the first endpoint; its OK answer names no other
+  // leader, so it is taken to lead.
+  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  ASSERT_EQ(client->leader(), gone_address);
+
+  gone.reset();
+  // Quiet for a while: the next write probes the connection first.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  absl::StatusOr<v1::CreateSessionResponse> created =
+      client->CreateSession(CreateRequest("a"));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(other.service().calls("CreateSession"), 1);
+  EXPECT_EQ(client->stats().attempts, 2u);
+  EXPECT_GE(client->stats().endpoints_skipped, 1u);
+  EXPECT_EQ(client->stats().leaders_forgotten, 1u);
+  EXPECT_EQ(client->leader(), other.address());
+}
+
+// ---------------------------------------------------------------------------
+// Endpoint lists and clusters of the real daemon.
+
+// One endpoint refuses connections, the other is a live single node: every
+// read and write succeeds.
+TEST(ClientEndpointsTest, ClosedEndpointAndALiveNode) {
+  Daemon daemon;
+  ASSERT_TRUE(daemon.Start()) << "sessiond did not print LISTENING";
+  const std::string closed = absl::StrCat("127.0.0.1:", ClosedPort());
+  auto client =
+      SessionClient::Connect({closed, daemon.address()}, FastRetries(4));
+
+  constexpr int kRounds = 10;
+  for (int i = 0; i < kRounds; ++i) {
+    absl::StatusOr<v1::ValidateSessionResponse> garbage =
+        client->Validate("no-such-token");
+    ASSERT_TRUE(garbage.ok()) << garbage.status();
+    EXPECT_EQ(garbage->outcome(), v1::ValidateSessionResponse::UNKNOWN);
+
+    absl::StatusOr<v1::CreateSessionResponse> created =
+        client->CreateSession(CreateRequest("gina"));
+    ASSERT_TRUE(created.ok()) << created.status();
+    absl::StatusOr<v1::ValidateSessionResponse> valid =
+        client->Validate(created->token());
+    ASSERT_TRUE(valid.ok()) << valid.status();
+    EXPECT_EQ(valid->outcome(), v1::ValidateSessionResponse::VALID);
+
+    v1::TouchSessionRequest touch;
+    touch.set_token(created->token());
+    ASSERT_TRUE(client->TouchSession(touch).ok());
+    v1::ListUserSessionsRequest list;
+    list.set_user_id("gina");
+    absl::StatusOr<v1::ListUserSessionsResponse> listed =
+        client->ListUserSessions(list);
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    EXPECT_EQ(listed->sessions_size(), 1);
+    v1::RevokeSessionRequest revoke;
+    revoke.set_token(created->token());
+    ASSERT_TRUE(client->RevokeSession(revoke).ok());
+  }
+  // A single node commits its writes itself: it is the leader.
+  EXPECT_EQ(client->leader(), daemon.address());
+  // Each call made at most max_attempts attempts.
+  EXPECT_LE(client->stats().attempts, 6u * kRounds * 4);
+}
+
+// The node taken for the leader dies (SIGKILL) while the client is quiet: in
+// a process with no other gRPC activity nothing reads the closed socket, so
+// its channel still says READY. The next write probes it, passes it over
+// unsent and goes to the other endpoint (here an independent single node,
+// which commits it).
+TEST(ClientEndpointsTest, WriteAfterTheLeaderDiedQuietlyGoesElsewhere) {
+  Daemon first;
+  Daemon second;
+  ASSERT_TRUE(first.Start()) << "sessiond did not print LISTENING";
+  ASSERT_TRUE(second.Start()) << "sessiond did not print LISTENING";
+  auto client = SessionClient::Connect({first.address(), second.address()},
+                                       FastRetries(4));
+  // Round-robin starts at the first endpoint, which commits the write itself.
+  ASSERT_TRUE(client->CreateSession(CreateRequest("judy")).ok());
+  ASSERT_EQ(client->leader(), first.address());
+
+  first.Kill();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  absl::StatusOr<v1::CreateSessionResponse> created =
+      client->CreateSession(CreateRequest("judy"));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(client->leader(), second.address());
+  EXPECT_EQ(client->stats().attempts, 2u);
+  EXPECT_GE(client->stats().endpoints_skipped, 1u);
+}
+
+// A sessiond cluster on 127.0.0.1: peer ports picked free up front (the
+// --initial_cluster flag names them), client ports picked by each daemon.
+// Every process is killed when the cluster goes.
+//
+// Not thread-safe.
+class TestCluster {
+ public:
+  // Starts `n` nodes with `flags` added to each; true once every one
+  // printed its LISTENING line.
+  bool Start(int n, const std::vector<std::string>& flags = {}) {
+    const std::vector<int> peer_ports = ClosedPorts(n);
+    std::vector<std::string> members;
+    for (int i = 0; i < n; ++i) {
+      members.push_back(absl::StrCat(i + 1, "=127.0.0.1:", peer_ports[i]));
+    }
+    const std::string initial_cluster = absl::StrJoin(members, ",");
+    for (int i = 0; i < n; ++i) {
+      auto node = std::make_unique<Node>();
+      std::vector<std::string> argv = {
+          SESSIOND_BINARY,     "--node_id",     absl::StrCat(i + 1),
+          "--initial_cluster", initial_cluster, "--listen",
+          "127.0.0.1:0",       "--data_dir",    node->dir.path() + "/data"};
+      argv.insert(argv.end(), flags.begin(), flags.end());
+      node->child = Child::Start(argv, node->dir.path() + "/sessiond.out");
+      if (!node->child) return false;
+      nodes_.push_back(std::move(node));
+    }
+    for (auto& node : nodes_) {
+      std::optional<std::string> line =
+          node->child->WaitForLine("LISTENING ", 30000);
+      if (!line) return false;
+      node->address = line->substr(std::string("LISTENING ").size());
+      while (!node->address.empty() && isspace(node->address.back())) {
+        node->address.pop_back();
+      }
+    }
+    return true;
+  }
+
+  // SIGKILL. `id` is the node id (1-based).
+  void Kill(uint64_t id) { nodes_.at(id - 1)->child.reset(); }
+  bool alive(uint64_t id) const {
+    return id >= 1 && id <= nodes_.size() && nodes_[id - 1]->child != nullptr;
+  }
+  const std::string& address(uint64_t id) const {
+    return nodes_.at(id - 1)->address;
+  }
+  std::vector<std::string> addresses() const {
+    std::vector<std::string> out;
+    for (const auto& node : nodes_) out.push_back(node->address);
+    return out;
+  }
+
+  // AdminService.ClusterStatus as node `id` sees it.
+  absl::StatusOr<v1::ClusterStatusResponse> Status(uint64_t id) const {
+    auto stub = v1::AdminService::NewStub(
+        grpc::CreateChannel(address(id), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(5));
+    v1::ClusterStatusResponse response;
+    grpc::Status status =
+        stub->ClusterStatus(&context, v1::ClusterStatusRequest(), &response);
+    if (!status.ok()) return FromGrpcStatus(status);
+    return response;
+  }
+
+  // Waits up to `timeout_ms` until some live node reports a live leader
+  // that every live member follows, each reachable and announced (started,
+  // client address known); returns that node's status.
+  std::optional<v1::ClusterStatusResponse> WaitReady(int timeout_ms) const {
+    const int64_t deadline = NowMs() + timeout_ms;
+    while (NowMs() < deadline) {
+      for (uint64_t id = 1; id <= nodes_.size(); ++id) {
+        if (!alive(id)) continue;
+        absl::StatusOr<v1::ClusterStatusResponse> status = Status(id);
+        if (status.ok() && Ready(*status)) return *status;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return std::nullopt;
+  }
+
+ private:
+  struct Node {
+    TempDir dir;
+    std::unique_ptr<Child> child;  // null once killed
+    std::string address;
+  };
+
+  bool Ready(const v1::ClusterStatusResponse& status) const {
+    if (status.leader() == 0 || !alive(status.leader())) return false;
+    for (const v1::MemberStatus& m : status.members()) {
+      if (!alive(m.node_id())) continue;
+      if (!m.reachable() || !m.started() || m.client_address().empty() ||
+          m.leader() != status.leader()) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  std::vector<std::unique_ptr<Node>> nodes_;
+};
+
+std::string ClientAddressOf(const v1::ClusterStatusResponse& status,
+                            uint64_t id) {
+  for (const v1::MemberStatus& m : status.members()) {
+    if (m.node_id() == id) return m.client_address();
+  }
+  return "";
+}
+
+std::map<uint64_t, uint64_t> ForwardedWrites(
+    const v1::ClusterStatusResponse& status) {
+  std::map<uint64_t, uint64_t> out;
+  for (const v1::MemberStatus& m : status.members()) {
+    out[m.node_id()] = m.metrics().forwarded_writes();
+  }
+  return out;
+}
+
+// Once a write has taught the client the leader, writes go to it directly:
+// no follower forwards any of them.
+TEST(ClusterClientTest, WritesGoStraightToTheLeader) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.Start(3)) << "a node did not print LISTENING";
+  std::optional<v1::ClusterStatusResponse> ready = cluster.WaitReady(60000);
+  ASSERT_TRUE(ready.has_value()) << "no leader within 60 s";
+  auto client = SessionClient::Connect(cluster.addresses());
+
+  // Measured within one term; an election in between (a loaded machine)
+  // measures again, a bounded number of times.
+  bool measured = false;
+  for (int round = 0; round < 3 && !measured; ++round) {
+    // The first write: whichever node it reaches, the answer names the
+    // leader (or comes from the leader itself).
+    absl::StatusOr<v1::CreateSessionResponse> first =
+        client->CreateSession(CreateRequest("frank"));
+    std::optional<v1::ClusterStatusResponse> before = cluster.WaitReady(30000);
+    ASSERT_TRUE(before.has_value());
+    if (!first.ok()) continue;  // an election under way: learn again
+    const std::string leader_address =
+        ClientAddressOf(*before, before->leader());
+    // The leader announces the address it bound, which is what it printed.
+    EXPECT_EQ(leader_address, cluster.address(before->leader()));
+
+    absl::Status error;
+    for (int i = 0; i < 10 && error.ok(); ++i) {
+      absl::StatusOr<v1::CreateSessionResponse> created =
+          client->CreateSession(CreateRequest("frank"));
+      if (!created.ok()) {
+        error = created.status();
+        break;
+      }
+      v1::TouchSessionRequest touch;
+      touch.set_token(created->token());
+      error.Update(client->TouchSession(touch).status());
+      v1::UpdateSessionRequest update;
+      update.set_token(created->token());
+      (*update.mutable_set_attributes())["n"] = absl::StrCat(i);
+      error.Update(client->UpdateSession(update).status());
+      v1::RevokeSessionRequest revoke;
+      revoke.set_token(created->token());
+      error.Update(client->RevokeSession(revoke).status());
+    }
+    absl::StatusOr<v1::ClusterStatusResponse> after =
+        cluster.Status(before->leader());
+    ASSERT_TRUE(after.ok()) << after.status();
+    if (after->term() != before->term() ||
+        after->leader() != before->leader()) {
+      continue;  // an election: the writes could rightly be forwarded
+    }
+    ASSERT_TRUE(error.ok()) << error;
+    EXPECT_EQ(client->leader(), leader_address);
+    const std::map<uint64_t, uint64_t> was = ForwardedWrites(*before);
+    const std::map<uint64_t, uint64_t> is = ForwardedWrites(*after);
+    for (const auto& [id, count] : is) {
+      if (id == before->leader()) continue;
+      EXPECT_EQ(count, was.at(id)) << "follower " << id << " forwarded writes";
+    }
+    measured = true;
+  }
+  ASSERT_TRUE(measured) << "the leader kept changing";
+  const SessionClient::Stats stats = client->stats();
+  EXPECT_GE(stats.leader_changes, 1u);
+  EXPECT_EQ(stats.extra_channels_opened, 0u);
+  EXPECT_EQ(stats.leader_hints_ignored, 0u);
+}
+
+// SIGKILL the leader: reads keep being answered by the survivors (the
+// client retries on another endpoint, the caller sees no error), and writes
+// go through again once they elect a new leader, which the client learns.
+TEST(ClusterClientTest, LeaderKilledReadsContinueAndWritesResume) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.Start(3, {"--tick_ms", "50", "--election_ticks", "10"}))
+      << "a node did not print LISTENING";
+  ASSERT_TRUE(cluster.WaitReady(60000).has_value()) << "no leader within 60 s";
+  auto client = SessionClient::Connect(cluster.addresses());
+
+  constexpr int kSessions = 5;
+  std::vector<std::string> tokens;
+  for (int i = 0; i < kSessions; ++i) {
+    absl::StatusOr<v1::CreateSessionResponse> created =
+        client->CreateSession(CreateRequest("grace"));
+    ASSERT_TRUE(created.ok()) << created.status();
+    tokens.push_back(created->token());
+  }
+  std::optional<v1::ClusterStatusResponse> status = cluster.WaitReady(30000);
+  ASSERT_TRUE(status.has_value());
+  const uint64_t old_leader = status->leader();
+  ASSERT_EQ(client->leader(), cluster.address(old_leader));
+  cluster.Kill(old_leader);
+
+  // A write right away: the client still takes the dead node for the leader.
+  // It finds the connection closed and sends the write elsewhere (a survivor
+  // holds it until a leader is elected), or, when it could not tell in time,
+  // the write fails with an unknown outcome. Either way the dead node is no
+  // longer the leader.
+  absl::StatusOr<v1::CreateSessionResponse> at_once =
+      client->CreateSession(CreateRequest("heidi"));
+  if (!at_once.ok()) {
+    EXPECT_THAT(at_once.status().code(),
+                ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                                 absl::StatusCode::kDeadlineExceeded))
+        << at_once.status();
+  }
+  EXPECT_NE(client->leader(), cluster.address(old_leader));
+
+  const SessionClient::Stats before = client->stats();
+  int reads = 0;
+  const int64_t reads_until = NowMs() + 60000;
+  for (int i = 0; i < 30 && NowMs() < reads_until; ++i, ++reads) {
+    if (i % 3 == 0) {
+      absl::StatusOr<v1::ValidateSessionResponse> answer =
+          client->Validate(tokens[i % kSessions]);
+      ASSERT_TRUE(answer.ok()) << "read " << i << ": " << answer.status();
+      EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
+    } else if (i % 3 == 1) {
+      v1::BatchValidateSessionsRequest batch;
+      for (const std::string& token : tokens) {
+        batch.add_requests()->set_token(token);
+      }
+      absl::StatusOr<v1::BatchValidateSessionsResponse> answers =
+          client->BatchValidateSessions(batch);
+      ASSERT_TRUE(answers.ok()) << "read " << i << ": " << answers.status();
+      for (const auto& answer : answers->responses()) {
+        EXPECT_EQ(answer.outcome(), v1::ValidateSessionResponse::VALID);
+      }
+    } else {
+      v1::ListUserSessionsRequest list;
+      list.set_user_id("grace");
+      absl::StatusOr<v1::ListUserSessionsResponse> listed =
+          client->ListUserSessions(list);
+      ASSERT_TRUE(listed.ok()) << "read " << i << ": " << listed.status();
+      EXPECT_EQ(listed->sessions_size(), kSessions);
+    }
+  }
+  // Bounded: far fewer retries than reads (the dead node is passed over once
+  // its channel has failed).
+  EXPECT_LE(client->stats().retries - before.retries,
+            static_cast<uint64_t>(reads));
+
+  // Writes fail (outcome unknown) until the survivors have a leader.
+  absl::StatusOr<v1::CreateSessionResponse> created;
+  const int64_t writes_until = NowMs() + 60000;
+  for (int i = 0; i < 100 && NowMs() < writes_until; ++i) {
+    created = client->CreateSession(CreateRequest("heidi"));
+    if (created.ok()) break;
+    EXPECT_THAT(created.status().code(),
+                ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                                 absl::StatusCode::kDeadlineExceeded))
+        << created.status();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(created.ok())
+      << "no write succeeded after the leader died: " << created.status();
+
+  std::optional<v1::ClusterStatusResponse> next = cluster.WaitReady(30000);
+  ASSERT_TRUE(next.has_value()) << "the survivors report no leader";
+  ASSERT_NE(next->leader(), old_leader);
+  // One more write at most to learn it (the first may have been answered by
+  // the new leader itself, or named it).
+  for (int i = 0; i < 10 && client->leader() != cluster.address(next->leader());
+       ++i) {
+    ASSERT_TRUE(client->CreateSession(CreateRequest("heidi")).ok());
+  }
+  EXPECT_EQ(client->leader(), cluster.address(next->leader()));
+  EXPECT_GE(client->stats().leader_changes, 2u);
+  EXPECT_GE(client->stats().leaders_forgotten, 1u);
+
+  v1::ValidateSessionRequest linearizable;
+  linearizable.set_token(created->token());
+  linearizable.set_consistency(v1::LINEARIZABLE);
+  absl::StatusOr<v1::ValidateSessionResponse> answer =
+      client->ValidateSession(linearizable);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
+}
+
+// No endpoint answers (two refuse connections, one accepts TCP and never
+// speaks): every call ends by call_timeout, whatever the per-attempt
+// deadline and attempt budget. A sanity bound, not a timing assertion: 3x.
+TEST(ClientDeadlineTest, CallTimeoutBoundsTheWholeCall) {
+  SilentListener silent;
+  const std::vector<int> closed = ClosedPorts(2);
+  SessionClientOptions options;
+  options.call_timeout = absl::Seconds(1);
+  options.deadline = absl::Seconds(30);
+  options.connect_timeout = absl::Seconds(30);
+  options.max_attempts = 1000;
+  options.initial_backoff = absl::Milliseconds(5);
+  options.max_backoff = absl::Milliseconds(50);
+  auto client = SessionClient::Connect(
+      {absl::StrCat("127.0.0.1:", closed[0]),
+       absl::StrCat("127.0.0.1:", closed[1]), silent.address()},
+      options);
+  const auto no_answer = ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                                          absl::StatusCode::kDeadlineExceeded);
+  constexpr int64_t kBoundMs = 3 * 1000;
+
+  int64_t start = NowMs();
+  absl::Status validated = client->Validate("some-token").status();
+  EXPECT_THAT(validated.code(), no_answer) << validated;
+  EXPECT_LT(NowMs() - start, kBoundMs) << validated;
+
+  start = NowMs();
+  v1::ListUserSessionsRequest list;
+  list.set_user_id("ivan");
+  absl::Status listed = client->ListUserSessions(list).status();
+  EXPECT_THAT(listed.code(), no_answer) << listed;
+  EXPECT_LT(NowMs() - start, kBoundMs) << listed;
+
+  start = NowMs();
+  absl::Status created = client->CreateSession(CreateRequest("ivan")).status();
+  EXPECT_THAT(created.code(), no_answer) << created;
+  EXPECT_LT(NowMs() - start, kBoundMs) << created;
+
+  start = NowMs();
+  v1::RevokeSessionRequest revoke;
+  revoke.set_session_id("s");
+  absl::Status revoked = client->RevokeSession(revoke).status();
+  EXPECT_THAT(revoked.code(), no_answer) << revoked;
+  EXPECT_LT(NowMs() - start, kBoundMs) << revoked;
 }
 
 }  // namespace
