@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "common/rng.h"
 #include "replication/core/raft_core.h"
 #include "tests/sim/invariants.h"
@@ -37,11 +38,33 @@ struct ScenarioParams {
   uint32_t restart_max = 400;
   uint32_t leader_crash_percent = 50;  // share of crashes aimed at a leader
   uint32_t crash_all_permille = 0;     // every node at once
-  // Reactive faults, aimed at the moments Raft is most fragile: a new
-  // leader loses one follower at once (crash or isolation), and a leader
-  // crashes just after its commit index moved.
+  // Share of the random crashes that also lose the messages the node sent
+  // that are still in flight (it died before its driver's sends left).
+  uint32_t crash_loses_sent_percent = 0;
+  // Reactive faults, aimed at the moments Raft is most fragile:
+  // - a new leader loses one follower at once (crash or isolation);
+  // - a new leader is itself cut off at once, its first messages lost, so
+  //   that entries of its term exist on it alone;
+  // - a leader is cut off just after its commit index moved (crash or
+  //   isolation; the messages it still had in flight, which would carry
+  //   the news and its next entries, are lost with it);
+  // - a leader elected behind another node's log (one that ends in a newer
+  //   term than the leader's last entry from before its term) is cut apart
+  //   from that node, and crashes as soon as it commits an entry that node
+  //   lacks, its messages in flight lost; it stays down for a few election
+  //   timeouts, with no other fault on the clock, while the node ahead
+  //   rejoins: whatever the leader committed must survive that node's
+  //   election (the Raft paper's figure 8);
+  // - a crashed node restarts just as an election starts.
   uint32_t new_leader_cut_percent = 0;
+  uint32_t new_leader_lost_percent = 0;
+  // The same, for a new leader that lacks the last entry another node
+  // holds: losing it leaves two different suffixes, of two terms, in the
+  // cluster (the first step of figure 8).
+  uint32_t divergent_leader_lost_percent = 0;
   uint32_t crash_after_commit_permille = 0;
+  uint32_t behind_leader_crash_percent = 0;
+  uint32_t restart_on_election_percent = 0;
   uint32_t partition_permille = 0;
   uint32_t heal_permille = 20;
 
@@ -145,6 +168,28 @@ class Cluster {
  private:
   void AddNode(NodeId id);
   void InjectFaults();
+  void ReactiveFaults(const std::vector<NodeId>& all);
+  uint64_t ElectionTimeoutSteps() const {
+    return static_cast<uint64_t>(params_.raft.election_ticks) *
+           params_.steps_per_tick;
+  }
+  bool CommitFaults(SimNode* to, NodeId from, const std::vector<NodeId>& all);
+  void CrashBehindLeader(SimNode* leader, NodeId ahead, NodeId from,
+                         const std::vector<NodeId>& all);
+  // Crashes `victim` (losing its messages in flight when `lose_sent`) and
+  // schedules its restart.
+  void CrashFault(NodeId victim, bool lose_sent);
+  // Cuts `victim` off at once: its messages in flight are lost, and it
+  // crashes or (half the time) is isolated from every node in `all`.
+  void CutOff(NodeId victim, const std::vector<NodeId>& all,
+              absl::string_view why);
+  // A node whose durable log ends in a newer term than the last entry
+  // `leader` holds from before its current term, and which does not hold
+  // the leader's entry at index `at` (0: that last entry). 0: none.
+  NodeId NodeAheadOf(SimNode* leader, LogIndex at);
+  // Whether another node's durable log ends in an entry (of an earlier
+  // term) that `leader` does not hold.
+  bool LacksEntryOfAnother(SimNode* leader);
   void ClientStep();
   void LivenessClientStep();
   void MembershipStep(SimNode* leader);
@@ -181,8 +226,18 @@ class Cluster {
   uint64_t crashes_ = 0;
   uint64_t transfers_ = 0;
   uint64_t snapshots_of_destroyed_ = 0;
-  Term watched_term_;  // reactive faults: the leader term last seen
+  // Reactive faults: the leader last seen, its term and commit index.
+  NodeId watched_leader_;
+  Term watched_term_;
   LogIndex watched_commit_;
+  bool campaigning_ = false;  // some node was campaigning at the last step
+  // A node ahead of the watched leader's log when it was elected, until the
+  // leader commits an entry that such a node lacks (0: none).
+  NodeId ahead_of_leader_;
+  // Kept down until quiet_until_ (no restart on an election).
+  NodeId held_down_;
+  // No crashes or partitions on the clock before this step.
+  uint64_t quiet_until_ = 0;
 };
 
 }  // namespace sessiond::sim

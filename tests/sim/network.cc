@@ -7,6 +7,16 @@ namespace sessiond::sim {
 
 using replication::Message;
 
+namespace {
+
+// An AppendEntries whose first entry is the first of its sender's term.
+bool StartsSendersTerm(const Message& m) {
+  return m.type == replication::MessageType::kAppend && !m.entries.empty() &&
+         m.log_term < m.term && m.entries.front().term == m.term;
+}
+
+}  // namespace
+
 Network::Network(uint64_t seed, NetworkOptions options)
     : rng_(seed), options_(options) {}
 
@@ -24,6 +34,10 @@ void Network::Send(const Message& message, uint64_t now) {
   ++sent_;
   if (options_.loss_permille > 0 &&
       rng_.Uniform(1000) < options_.loss_permille) {
+    return;
+  }
+  if (options_.term_start_loss_permille > 0 && StartsSendersTerm(message) &&
+      rng_.Uniform(1000) < options_.term_start_loss_permille) {
     return;
   }
   Enqueue(message, now);
@@ -74,10 +88,27 @@ void Network::Isolate(NodeId node, const std::vector<NodeId>& others) {
   for (NodeId other : others) BlockBoth(node, other);
 }
 
+void Network::Reconnect(NodeId node, const std::vector<NodeId>& others) {
+  for (NodeId other : others) UnblockBoth(node, other);
+}
+
 void Network::HealAll() { blocked_.clear(); }
 
 bool Network::Blocked(NodeId from, NodeId to) const {
   return !blocked_.empty() && blocked_.count({from.value(), to.value()}) > 0;
+}
+
+size_t Network::DropFrom(NodeId from) {
+  size_t dropped = 0;
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    if (it->second.from == from) {
+      it = queue_.erase(it);
+      ++dropped;
+    } else {
+      ++it;
+    }
+  }
+  return dropped;
 }
 
 std::string Network::DescribePartitions() const {

@@ -28,6 +28,13 @@ struct NetworkOptions {
   // what reorders it behind later traffic.
   uint32_t long_delay_permille = 0;
   uint32_t long_delay_max = 40;
+  // Extra loss, on top of loss_permille, for an AppendEntries that carries
+  // the first entry of its sender's term right after entries of earlier
+  // terms (a new leader's no-op). It stretches the window in which a new
+  // leader has re-replicated entries of earlier terms but none of its own:
+  // the Raft paper's figure 8, where only the commitment rule keeps those
+  // entries from being counted as committed.
+  uint32_t term_start_loss_permille = 0;
 };
 
 // A seeded, single-threaded network of messages in flight. Loss, duplication
@@ -58,8 +65,14 @@ class Network {
   void Split(const std::vector<NodeId>& a, const std::vector<NodeId>& b);
   // Cuts `node` from (and to) every node in `others`.
   void Isolate(NodeId node, const std::vector<NodeId>& others);
+  // Undoes Isolate: restores the links between `node` and `others`.
+  void Reconnect(NodeId node, const std::vector<NodeId>& others);
   void HealAll();
   bool Blocked(NodeId from, NodeId to) const;
+  // Drops every message `from` sent that is still in flight: what a crash
+  // loses when it comes before the driver's sends left the machine. Returns
+  // how many were dropped.
+  size_t DropFrom(NodeId from);
   bool partitioned() const { return !blocked_.empty(); }
   std::string DescribePartitions() const;
 

@@ -29,6 +29,9 @@ uint64_t EnvU64(const char* name, uint64_t fallback) {
   return value;
 }
 
+// The seeds CI runs: FromSeed(1) .. FromSeed(kCiSeeds), in RaftSim.Seeds*.
+constexpr uint64_t kCiSeeds = 2000;
+
 int EchoTrace() { return static_cast<int>(EnvU64("SESSIOND_SIM_TRACE", 0)); }
 
 // The one line that replays a failed soak scenario.
@@ -52,7 +55,7 @@ std::string FailureReport(const std::string& replay,
 // The soak: seeds [base, base + count), this shard taking every
 // `shards`-th one so that ctest -j runs the shards in parallel.
 void RunShard(uint64_t shard, uint64_t shards) {
-  const uint64_t count = EnvU64("SESSIOND_SIM_SEEDS", 2000);
+  const uint64_t count = EnvU64("SESSIOND_SIM_SEEDS", kCiSeeds);
   const uint64_t base = EnvU64("SESSIOND_SIM_SEED_BASE", 1);
   const uint64_t steps = EnvU64("SESSIOND_SIM_STEPS", 0);
   ScenarioResult total;
@@ -269,6 +272,52 @@ TEST(RaftSimCanFail, RandomScenariosDetectUnsafeCommit) {
                 << " seeds with unsafe_commit_previous_term_for_test";
 }
 
+// The standard schedule must be sharp enough on its own: the CI seeds
+// (FromSeed(1), FromSeed(2), ... as RaftSim.Seeds* runs them), with the
+// figure 8 mistake in the core, must contain a safety violation. Stops at
+// the first one, so it costs only the seeds before it.
+// SESSIOND_SIM_HUNT_BASE starts later (replays a seed with its trace);
+// SESSIOND_SIM_HUNT_COUNT=1 runs them all and counts the seeds that catch it.
+TEST(RaftSimCanFail, CISeedsDetectUnsafeCommit) {
+  const uint64_t base = EnvU64("SESSIOND_SIM_HUNT_BASE", 1);
+  const uint64_t last = std::min(
+      kCiSeeds, base + EnvU64("SESSIOND_SIM_HUNT_SEEDS", kCiSeeds) - 1);
+  const bool count_all = EnvU64("SESSIOND_SIM_HUNT_COUNT", 0) != 0;
+  uint64_t found = 0;
+  uint64_t first = 0;
+  for (uint64_t seed = base; seed <= last; ++seed) {
+    ScenarioParams params = ScenarioParams::FromSeed(seed);
+    params.raft.unsafe_commit_previous_term_for_test = true;
+    Cluster cluster(params, EchoTrace());
+    const ScenarioResult r = cluster.Run();
+    if (r.ok || r.violation.rfind("liveness", 0) == 0) continue;
+    ++found;
+    if (first == 0) first = seed;
+    std::printf(
+        "%s\n",
+        absl::StrCat("unsafe commit rule caught by CI seed ", seed, " (",
+                     seed - base + 1, " seeds run): ", r.violation,
+                     "\nscenario: ", params.Describe(),
+                     "\nreplay: SESSIOND_SIM_HUNT_BASE=", seed,
+                     " SESSIOND_SIM_HUNT_SEEDS=1 SESSIOND_SIM_TRACE=1 "
+                     "./tests/sim/raft_sim_test "
+                     "--gtest_filter=RaftSimCanFail.CISeedsDetectUnsafeCommit")
+            .c_str());
+    if (!count_all) return;
+  }
+  if (found > 0) {
+    std::printf(
+        "%llu of %llu CI seeds catch the unsafe commit rule; first %llu\n",
+        static_cast<unsigned long long>(found),
+        static_cast<unsigned long long>(last - base + 1),
+        static_cast<unsigned long long>(first));
+    return;
+  }
+  ADD_FAILURE() << "none of the CI seeds " << base << ".." << last
+                << " catches unsafe_commit_previous_term_for_test: the "
+                   "standard schedule has gone blunt (tests/sim/README.md)";
+}
+
 // A disk that forgets the vote in a crash lets a node vote twice in a term;
 // the simulation must notice (two leaders in a term, or what follows).
 TEST(RaftSimCanFail, RandomScenariosDetectForgottenVote) {
@@ -292,22 +341,61 @@ TEST(RaftSimCanFail, RandomScenariosDetectForgottenVote) {
 
 // Leader leases assume the nodes' clocks run at nearly the same rate. With
 // one node's clock 3 times slower, it keeps serving lease reads after the
-// others have moved on; the linearizability check must notice.
+// others have moved on; the linearizability check must notice. The slow
+// node seldom wins an election of its own, so a nemesis on top of the
+// standard schedule hands it the lead, and cuts it off once it leads.
 TEST(RaftSimCanFail, RandomScenariosDetectLeaseReadsUnderClockDrift) {
   const uint64_t kMaxSeeds = EnvU64("SESSIOND_SIM_HUNT_SEEDS", 1000);
   const bool count_all = EnvU64("SESSIOND_SIM_HUNT_COUNT", 0) != 0;
+  const NodeId slow(1);
   uint64_t found = 0;
   for (uint64_t seed = 1; seed <= kMaxSeeds; ++seed) {
     ScenarioParams params = ScenarioParams::FromSeed(seed);
     params.nodes = 3;
     params.raft.check_quorum = true;
     params.raft.read_only_mode = replication::ReadOnlyMode::kLeaseBased;
+    // Leases long enough for the others to elect a leader and commit while
+    // the slow node's lease (election_ticks - 2 of its ticks) still runs.
+    params.raft.election_ticks = 20;
+    params.raft.heartbeat_ticks = 1;
     params.node1_slow_tick_factor_for_test = 3;
     params.read_permille = 200;
-    params.partition_permille = 10;
+    // No crashes, partitions or faults aimed at leaders: the slow node keeps
+    // its lead until the nemesis cuts it off, for as long as it says.
+    params.partition_permille = 0;
+    params.heal_permille = 0;
+    params.crash_permille = 0;
+    params.crash_all_permille = 0;
+    params.new_leader_cut_percent = 0;
+    params.new_leader_lost_percent = 0;
+    params.divergent_leader_lost_percent = 0;
+    params.crash_after_commit_permille = 0;
+    params.behind_leader_crash_percent = 0;
     Cluster cluster(params);
-    const ScenarioResult r = cluster.Run();
-    if (!r.ok && r.violation.rfind("liveness", 0) != 0) {
+    Rng nemesis(DeriveSeed(seed, 0x1ea5e));
+    uint64_t heal_at = 0;
+    for (uint64_t i = 0; i < params.fault_steps && cluster.invariants().ok();
+         ++i) {
+      cluster.Step();
+      if (heal_at != 0) {
+        if (cluster.now() >= heal_at) {
+          cluster.network().HealAll();
+          heal_at = 0;
+        }
+        continue;
+      }
+      SimNode* leader = cluster.Leader();
+      if (leader == nullptr || nemesis.Uniform(1000) >= 20) continue;
+      if (leader->id() != slow) {
+        (void)leader->TransferLeadership(slow, cluster.now());
+      } else {
+        cluster.network().Isolate(slow, cluster.node_ids());
+        cluster.trace().Add(cluster.now(), "NEMESIS isolate the slow node");
+        heal_at = cluster.now() + nemesis.Range(100, 300);
+      }
+    }
+    const ScenarioResult r = cluster.Result();
+    if (!r.ok) {
       std::printf("clock drift caught at seed %llu of %llu: %s\n",
                   static_cast<unsigned long long>(seed),
                   static_cast<unsigned long long>(kMaxSeeds),
