@@ -814,13 +814,15 @@ void NodeDriver::RunApply() {
       SESSIOND_CHECK_OK(state_machine_->ApplySnapshot(*w.snapshot));
       metric_snapshots_installed_.fetch_add(1, std::memory_order_relaxed);
       // Proposals at or below the snapshot were decided elsewhere; this
-      // node cannot tell their results, so the callers retry.
+      // node cannot tell whether they applied.
       std::vector<Completion> calls;
       {
         absl::MutexLock lock(&pending_mu_);
         while (!pending_.empty() && pending_.begin()->first <= index) {
           calls.push_back([done = std::move(pending_.begin()->second.done)] {
-            done(LeadershipChanged());
+            done(absl::UnavailableError(
+                "this node received a snapshot in place of the write's log "
+                "entry: the write may or may not have applied"));
           });
           pending_.erase(pending_.begin());
         }

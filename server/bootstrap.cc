@@ -274,10 +274,19 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
         hello, options,
         [&](const std::map<uint64_t, absl::StatusOr<HelloResponse>>& answers)
             -> absl::StatusOr<bool> {
-          bool any = false;
+          // Safe to bootstrap when a member of this cluster that runs says
+          // this node never ran, or when every other initial member answers
+          // and none has bootstrapped yet (a brand-new cluster). Not on
+          // fewer answers: two wiped members of three, with the third down,
+          // would look just like a new cluster.
+          bool serving_member = false;
+          size_t fresh = 0;
           for (const auto& [peer, answer] : answers) {
             if (!answer.ok()) continue;
-            any = true;
+            if (!answer->bootstrapped()) ++fresh;
+            if (answer->cluster_id() == configured && answer->serving()) {
+              serving_member = true;
+            }
             if (answer->cluster_id() != 0 &&
                 answer->cluster_id() != configured) {
               return absl::FailedPreconditionError(
@@ -299,9 +308,10 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
                   peer, " says so); ", RejoinAdvice(config, node)));
             }
           }
-          return any;
+          return serving_member || fresh == answers.size();
         },
-        "another initial member to answer before bootstrapping"));
+        "every other initial member to answer (or one that already serves) "
+        "before bootstrapping"));
     replication::ConfState conf;
     for (const auto& [id, address] : *members)
       conf.voters.push_back(NodeId(id));
@@ -316,8 +326,7 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
       [&](const std::map<uint64_t, absl::StatusOr<HelloResponse>>& answers)
           -> absl::StatusOr<bool> {
         for (const auto& [peer, answer] : answers) {
-          if (!answer.ok() || !answer->bootstrapped() ||
-              answer->cluster_id() == 0) {
+          if (!answer.ok() || !answer->serving() || answer->cluster_id() == 0) {
             continue;
           }
           if (!config.cluster_id.empty() &&

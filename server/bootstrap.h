@@ -8,15 +8,17 @@
 // A new data dir bootstraps only when that is safe:
 //   single node       (no --initial_cluster) at once, as its only voter.
 //   --initial_cluster_state=new
-//                     once at least one other initial member answers Hello
-//                     (a first start of a cluster waits for a peer), and
-//                     only if no member says this cluster already knows
-//                     this node id as a member that ran: a node whose data
-//                     dir was wiped must not come back empty under its old
-//                     id (two such nodes of three would form a majority that
-//                     forgot every session; etcd's "member already
-//                     bootstrapped" check). It refuses with the way back:
-//                     remove it, add it again, start it as "existing".
+//                     once a running member of the cluster answers Hello
+//                     and does not know this node id as a member that ran,
+//                     or every other initial member answers and none has
+//                     bootstrapped (a brand-new cluster starts with all its
+//                     members). A node whose data dir was wiped must not
+//                     come back empty under its old id (two such nodes of
+//                     three would form a majority that forgot every
+//                     session; etcd's "member already bootstrapped" check):
+//                     it refuses with the way back (remove it, add it again,
+//                     start it as "existing"), or waits while no running
+//                     member answers.
 //   --initial_cluster_state=existing
 //                     joins a running cluster that already lists this node
 //                     as a member that never ran (AdminService.AddMember):

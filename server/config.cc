@@ -213,8 +213,9 @@ const std::vector<Option>& Options() {
        .min = 1},
       {.name = "initial_cluster",
        .help = "every initial member's peer address, "
-               "1=host:port,2=host:port,... (empty: a single node); read "
-               "only when the data dir is new",
+               "1=host:port,2=host:port,... (empty: a single node); must "
+               "list this node; decides the membership only when the data "
+               "dir is new (later, AdminService changes it)",
        .string_field = SESSIOND_STRING_FIELD(initial_cluster),
        .validate = ValidateInitialCluster},
       {.name = "initial_cluster_state",
@@ -265,8 +266,8 @@ const std::vector<Option>& Options() {
        .min = 1,
        .max = 60 * 1000},
       {.name = "request_timeout_ms",
-       .help = "longest a write or linearizable read waits when the client "
-               "set no deadline",
+       .help = "longest a write or linearizable read may wait (a longer "
+               "client deadline is cut to it)",
        .int_field = SESSIOND_INT_FIELD(request_timeout_ms),
        .min = 10,
        .max = 3600 * 1000},

@@ -40,7 +40,8 @@ struct Config {
   // Cluster (docs/OPERATIONS.md). Without initial_cluster: a single node.
   int64_t node_id = 1;
   // "1=host:port,2=host:port,3=host:port": every initial member's peer
-  // address. Read only when the data dir is new.
+  // address (this node's included). It decides the membership only when
+  // the data dir is new; on every start it gives the peers' addresses.
   std::string initial_cluster;
   // "new": bootstrap a new cluster from initial_cluster; "existing": join a
   // running cluster this node was added to (AdminService.AddMember).
@@ -64,8 +65,8 @@ struct Config {
   // Default-consistency validations wait this long for the leader before
   // answering from this node's table, marked stale.
   int64_t linearizable_timeout_ms = 300;
-  // A write or linearizable read without a client deadline waits at most
-  // this long.
+  // A write or linearizable read waits at most this long (a longer client
+  // deadline is cut to it).
   int64_t request_timeout_ms = 10000;
   // Log compaction keeps this many entries before the snapshot, so a
   // follower that lags a little catches up from the log.

@@ -102,6 +102,7 @@ sessiond::v1::internal::HelloResponse Daemon::Hello() const {
   hello.set_cluster_id(hello_cluster_id_.load());
   hello.set_bootstrapped(hello.cluster_id() != 0);
   if (!running_.load()) return hello;
+  hello.set_serving(true);
   const replication::NodeStatus status = driver_->status();
   hello.set_term(status.term.value());
   hello.set_applied_index(status.applied.value());

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(
                   (*daemon)->log_store()->LastIndex().value()));
   if (!(*daemon)->peer_address().empty()) {
-    std::printf("sessiond cluster %llx, node %lld, peers on %s\n",
+    std::printf("sessiond cluster 0x%llx, node %lld, peers on %s\n",
                 static_cast<unsigned long long>((*daemon)->cluster_id()),
                 static_cast<long long>(config.node_id),
                 (*daemon)->peer_address().c_str());

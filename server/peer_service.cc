@@ -206,8 +206,8 @@ absl::Status PeerService::CheckSender(const PeerServiceParts& parts,
                                       uint64_t cluster_id, uint64_t from) {
   if (cluster_id != parts.cluster_id) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "peer traffic from cluster ", absl::Hex(cluster_id), " (node ", from,
-        ") refused: this node belongs to cluster ",
+        "peer traffic from cluster ", "0x", absl::Hex(cluster_id), " (node ",
+        from, ") refused: this node belongs to cluster ", "0x",
         absl::Hex(parts.cluster_id)));
   }
   const NodeId sender(from);
@@ -287,7 +287,7 @@ grpc::ServerUnaryReactor* PeerService::NodeStatus(
   }
   if (request->cluster_id() != parts->cluster_id) {
     reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
-        "this node belongs to cluster ", absl::Hex(parts->cluster_id)))));
+        "this node belongs to cluster ", "0x", absl::Hex(parts->cluster_id)))));
     return reactor;
   }
   *response = parts->status(request->with_digest());

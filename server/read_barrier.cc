@@ -73,7 +73,10 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
   };
   auto fail = [this, fallback, finish](absl::Status why) {
     if (fallback) {
-      finish(Local());
+      // No leader confirmed it: the answer is stale by definition.
+      ReadAnswer local = Local();
+      if (local.status.ok()) local.stale = true;
+      finish(std::move(local));
       return;
     }
     ReadAnswer answer;

@@ -3,6 +3,7 @@
 
 #include <grpcpp/client_context.h>
 
+#include <algorithm>
 #include <any>
 #include <optional>
 #include <utility>
@@ -273,17 +274,27 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
       change.node = NodeId(op.conf_change().node());
       if (change.type == replication::ConfChangeType::kPromoteVoter) {
         const replication::NodeStatus status = driver_->status();
+        const auto& learners = status.conf_state.learners;
+        if (std::find(learners.begin(), learners.end(), change.node) ==
+            learners.end()) {
+          done(absl::FailedPreconditionError(
+              absl::StrCat("node ", change.node.value(),
+                           " is not a learner (add it with "
+                           "AddMember first)")));
+          return;
+        }
+        // Caught up: it has acknowledged entries, up to within
+        // promote_max_lag of the commit index.
         auto it = status.match.find(change.node);
         const LogIndex match =
             it == status.match.end() ? LogIndex(0) : it->second;
-        if (status.last_index - match > options_.promote_max_lag ||
-            it == status.match.end()) {
+        if (match == LogIndex(0) ||
+            match.value() + options_.promote_max_lag < status.commit.value()) {
           done(absl::FailedPreconditionError(absl::StrCat(
-              "learner ", change.node.value(), " is ",
-              (status.last_index - match),
-              " entries behind the leader; "
-              "promote it once it has caught up (ClusterStatus shows its "
-              "lag)")));
+              "learner ", change.node.value(), " has not caught up (it holds ",
+              match.value(), " of ", status.commit.value(),
+              " committed entries); promote it once it has (ClusterStatus "
+              "shows its lag)")));
           return;
         }
       }

@@ -348,7 +348,12 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
   {
     absl::MutexLock lock(&mu_);
     applied_term_ = term;
-    time_sample_ = AppliedTimeSample{now_ms, SteadyNanos()};
+    // Only a later stamp moves the sample: an entry without one (a new
+    // leader's no-op, a membership change) must not restart the steady
+    // count from an old cluster time.
+    if (now_ms > time_sample_.cluster_ms) {
+      time_sample_ = AppliedTimeSample{now_ms, SteadyNanos()};
+    }
   }
   if (conf_changed || cluster_changed) PublishClusterState(cluster, conf);
   applied_time_ms_.store(now_ms, std::memory_order_release);
@@ -392,6 +397,10 @@ ApplyResult SessionStateMachine::ApplyMember(
   }
   if (member.kind() == v1::internal::MemberCommand::PUBLISH) {
     it->set_started(true);
+  } else if (member.kind() == v1::internal::MemberCommand::ADD) {
+    // Added (again): a new member that has not run yet, whatever an
+    // earlier one under this id did.
+    it->set_started(false);
   }
   return std::any();
 }

@@ -3,7 +3,8 @@
 #
 #   tools/dev.sh run     install missing Debian packages, build Release, start
 #                        one sessiond on 127.0.0.1 with its data under .data/
-#   tools/dev.sh test    install missing packages, build, run the whole suite
+#   tools/dev.sh test    install missing packages, build Release (warnings
+#                        as errors), run the whole suite
 #   tools/dev.sh deps    only install missing packages
 #   tools/dev.sh build   only build (BUILD_TYPE=Release|RelWithDebInfo|Debug)
 #   tools/dev.sh cluster up [N] [-- FLAGS]   a local N-node cluster (default 3)
@@ -23,6 +24,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   python3 python3-grpcio python3-protobuf
   redis-server redis-tools
+  faketime libfaketime
 )
 
 log() { printf '\033[1m[dev]\033[0m %s\n' "$*" >&2; }
@@ -54,7 +56,10 @@ build() {
   local dir="$ROOT/build"
   if [ "$type" = "Release" ]; then dir="$ROOT/build-release"; fi
   log "building $type in $dir"
-  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" >&2
+  # SESSIOND_CMAKE_ARGS: extra configure flags (the test command adds
+  # -DSESSIOND_WERROR=ON); an unset option keeps what the tree has.
+  # shellcheck disable=SC2086
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" ${SESSIOND_CMAKE_ARGS:-} >&2
   cmake --build "$dir" -j "$JOBS" "${targets[@]}" >&2
   echo "$dir"
 }
@@ -75,7 +80,9 @@ cmd_run() {
 cmd_test() {
   deps
   local dir
-  dir="$(build RelWithDebInfo | tail -n 1)"
+  # The tree the benchmarks and `run` use (Release), so CI builds exactly
+  # what users run, with warnings as errors.
+  dir="$(SESSIOND_CMAKE_ARGS="-DSESSIOND_WERROR=ON" build Release | tail -n 1)"
   cd "$dir"
   ctest --output-on-failure -j "$JOBS" --timeout 900 "$@"
 }

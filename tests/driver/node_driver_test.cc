@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -207,8 +208,7 @@ TEST(NodeDriverTest, ProposalsFromManyThreadsCommitAndCallBack) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        const std::string command =
-            "c" + std::to_string(t) + "-" + std::to_string(i);
+        const std::string command = absl::StrCat("c", t, "-", i);
         ApplyResult r = ProposeAndWait(driver->get(), command);
         if (r.ok() && std::any_cast<std::string>(*r) == command) ++ok;
       }
@@ -243,7 +243,7 @@ TEST(NodeDriverTest, ConcurrentProposersShareSyncedAppends) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        if (ProposeAndWait(driver->get(), "p" + std::to_string(t * 1000 + i))
+        if (ProposeAndWait(driver->get(), absl::StrCat("p", t * 1000 + i))
                 .ok()) {
           ++ok;
         }
@@ -283,7 +283,7 @@ TEST(NodeDriverTest, RestartReappliesOnlyEntriesPastApplied) {
     ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
     for (int i = 0; i < 10; ++i) {
       ASSERT_TRUE(
-          ProposeAndWait(driver->get(), "first-" + std::to_string(i)).ok());
+          ProposeAndWait(driver->get(), absl::StrCat("first-", i)).ok());
     }
     (*driver)->Stop();
     last_before = log.LastIndex();
@@ -322,7 +322,7 @@ TEST(NodeDriverTest, CompactLogDropsAppliedEntriesAndRestartStillWorks) {
     ASSERT_TRUE(driver.ok()) << driver.status();
     ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
     for (int i = 0; i < 20; ++i) {
-      ASSERT_TRUE(ProposeAndWait(driver->get(), "c" + std::to_string(i)).ok());
+      ASSERT_TRUE(ProposeAndWait(driver->get(), absl::StrCat("c", i)).ok());
     }
     applied = sm.applied_index();
     absl::StatusOr<Snapshot> snapshot = sm.CreateSnapshot();
@@ -357,7 +357,7 @@ TEST(NodeDriverTest, StopDrainsAndRefusesNewProposals) {
   constexpr int kProposals = 500;
   std::atomic<int> calls{0}, ok{0}, shutting_down{0};
   for (int i = 0; i < kProposals; ++i) {
-    (*driver)->Propose("d" + std::to_string(i), [&](ApplyResult r) {
+    (*driver)->Propose(absl::StrCat("d", i), [&](ApplyResult r) {
       ++calls;
       if (r.ok()) {
         ++ok;
@@ -396,7 +396,7 @@ TEST(NodeDriverTest, StopRacingWithProposersAnswersEveryProposalOnce) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
         const int id = t * kPerThread + i;
-        (*driver)->Propose("s" + std::to_string(id), [&, id](ApplyResult r) {
+        (*driver)->Propose(absl::StrCat("s", id), [&, id](ApplyResult r) {
           calls[id].fetch_add(1);
           if (r.ok()) {
             ++ok;
@@ -458,13 +458,14 @@ TEST(NodeDriverTest, CommitOnlyHardStateSkipsTheFsync) {
   const int synced_before = log.synced_appends();
   constexpr int kWrites = 20;
   for (int i = 0; i < kWrites; ++i) {
-    ASSERT_TRUE(ProposeAndWait(driver->get(), "w" + std::to_string(i)).ok());
+    ASSERT_TRUE(ProposeAndWait(driver->get(), absl::StrCat("w", i)).ok());
   }
   // One at a time, each proposal is one synced write of its entry; the
-  // commit that follows it is not synced.
+  // commit that follows it is written without a sync (alone, or in the
+  // next proposal's write).
   EXPECT_EQ(log.synced_appends() - synced_before, kWrites);
   const NodeDriverMetrics m = (*driver)->metrics();
-  EXPECT_GE(m.log_writes_unsynced, static_cast<uint64_t>(kWrites));
+  EXPECT_GE(m.log_writes_unsynced, 1u);
   EXPECT_EQ(m.log_writes, static_cast<uint64_t>(log.synced_appends()));
 }
 
@@ -482,7 +483,7 @@ TEST(NodeDriverTest, TooManyPendingProposalsAreRefused) {
   absl::Mutex mu;
   std::vector<absl::StatusCode> codes;
   for (int i = 0; i < 10; ++i) {
-    (*driver)->Propose("p" + std::to_string(i), [&](ApplyResult r) {
+    (*driver)->Propose(absl::StrCat("p", i), [&](ApplyResult r) {
       absl::MutexLock lock(&mu);
       codes.push_back(r.status().code());
     });

@@ -130,6 +130,10 @@ int ClusterHarness::StartNodeExpectingExit(int id, absl::Duration timeout) {
   return n.process->WaitForExit(timeout);
 }
 
+int ClusterHarness::WaitForExit(int id, absl::Duration timeout) {
+  return node(id).process->WaitForExit(timeout);
+}
+
 void ClusterHarness::Kill(int id) { node(id).process->Kill(); }
 int ClusterHarness::Terminate(int id) { return node(id).process->Terminate(); }
 void ClusterHarness::Pause(int id) { node(id).process->Pause(); }

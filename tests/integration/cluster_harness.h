@@ -50,6 +50,8 @@ class ClusterHarness {
   // Starts it and waits for it to exit (a node expected to refuse): its
   // waitpid status, or -1 if it is still running after `timeout`.
   int StartNodeExpectingExit(int id, absl::Duration timeout);
+  // Waits for a running node to exit by itself; as StartNodeExpectingExit.
+  int WaitForExit(int id, absl::Duration timeout);
   void Kill(int id);
   int Terminate(int id);
   void Pause(int id);

@@ -372,6 +372,23 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
     tokens.push_back(MustCreate(cluster, *leader, "while-away").token());
   }
   ASSERT_TRUE(AddMember(cluster, *leader, wiped).ok());
+  // Not a voter before it has caught up; not a learner at all: refused.
+  {
+    auto admin = cluster.Admin(*leader);
+    for (int id : {wiped, 42}) {
+      grpc::ClientContext context;
+      SetDeadline(&context, absl::Seconds(10));
+      sessiond::v1::PromoteMemberRequest request;
+      request.set_node_id(id);
+      sessiond::v1::PromoteMemberResponse response;
+      const grpc::Status s = admin->PromoteMember(&context, request, &response);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+          << s.error_message();
+      EXPECT_TRUE(absl::StrContains(
+          s.error_message(), id == 42 ? "not a learner" : "has not caught up"))
+          << s.error_message();
+    }
+  }
   cluster.WipeDataDir(wiped);
   cluster.SetNodeFlags(wiped, {"--initial_cluster_state", "existing"});
   ASSERT_TRUE(cluster.StartNode(wiped).ok());
@@ -388,6 +405,46 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
         Validate(cluster, wiped, token, sessiond::v1::LOCAL, &answer).ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
   }
+}
+
+// Two wiped members with the third down must not bootstrap a cluster that
+// forgot everything: they wait for a member that runs; when it comes, they
+// refuse.
+TEST(ClusterTest, WipedMajorityWaitsWhileTheSurvivorIsDown) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  const std::string token = MustCreate(cluster, 1, "kept").token();
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  for (int id : cluster.ids()) cluster.Kill(id);
+  cluster.WipeDataDir(2);
+  cluster.WipeDataDir(3);
+  for (int id : {2, 3}) {
+    EXPECT_EQ(cluster.StartNodeExpectingExit(id, absl::Seconds(1)), -1)
+        << "node " << id << " did not wait:\n"
+        << cluster.LogTail(id);
+  }
+  absl::SleepFor(absl::Seconds(6));  // they keep waiting, and say so
+  for (int id : {2, 3}) {
+    ASSERT_TRUE(cluster.running(id)) << cluster.LogTail(id);
+    EXPECT_TRUE(LogContains(cluster, id,
+                            "waiting for every other initial "
+                            "member"))
+        << cluster.LogTail(id);
+  }
+  // Once node 1 runs, they learn they ran before and refuse.
+  ASSERT_TRUE(cluster.StartNode(1).ok());
+  for (int id : {2, 3}) {
+    const int status = cluster.WaitForExit(id, absl::Seconds(30));
+    ASSERT_TRUE(WIFEXITED(status)) << cluster.LogTail(id);
+    EXPECT_EQ(WEXITSTATUS(status), 1);
+    EXPECT_TRUE(LogContains(cluster, id, "refusing to bootstrap"))
+        << cluster.LogTail(id);
+  }
+  ValidateSessionResponse answer;
+  ASSERT_TRUE(
+      Validate(cluster, 1, token, sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+          .ok());
+  EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
 }
 
 // Two of three wiped at once: they refuse (a majority that forgot every

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -701,6 +702,35 @@ TEST_F(SessionStateMachineTest, CreateExpiresTtlAfterItsAppliedTime) {
   EXPECT_EQ(ApplySession(later).expires_at_ms(), 6000);
 }
 
+// Cluster time on a node is the applied time plus the steady time since it
+// was applied. An entry without a later stamp (a new leader's no-op, a
+// membership change) must not restart that count from an old applied time:
+// after a quiet period and a leader change, every node's clock would stall.
+TEST_F(SessionStateMachineTest, EntriesWithoutALaterStampKeepTheTimeSample) {
+  ApplySession(Create(1, 5000));
+  const AppliedTimeSample before = sm_->applied_time_sample();
+  EXPECT_EQ(before.cluster_ms, 5000);
+  absl::SleepFor(absl::Milliseconds(5));
+  Entry noop;
+  noop.index = sm_->applied_index() + 1;
+  noop.term = Term(2);
+  ASSERT_TRUE(sm_->Apply({noop}).ok());
+  Entry conf;
+  conf.index = sm_->applied_index() + 1;
+  conf.term = Term(2);
+  conf.type = EntryType::kConfChange;
+  conf.data = replication::EncodeConfChange(
+      {replication::ConfChangeType::kAddLearner, NodeId(5)});
+  ASSERT_TRUE(sm_->Apply({conf}).ok());
+  ApplyOne(Expire(4000, {}));  // an older stamp: applied time stays
+  const AppliedTimeSample after = sm_->applied_time_sample();
+  EXPECT_EQ(after.cluster_ms, 5000);
+  EXPECT_EQ(after.steady_ns, before.steady_ns);
+  ApplySession(Create(2, 6000));  // a later stamp moves it
+  EXPECT_EQ(sm_->applied_time_sample().cluster_ms, 6000);
+  EXPECT_GT(sm_->applied_time_sample().steady_ns, before.steady_ns);
+}
+
 TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
   EXPECT_EQ(sm_->expiry_leeway_ms(), 0);
   EXPECT_FALSE(sm_->cluster_state().leeway_set());
@@ -743,6 +773,14 @@ TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
   check();
   Reopen();  // durable
   check();
+  // Added again (after a removal that did not reach the member table, say):
+  // a new member that has not run yet.
+  Command again;
+  again.set_timestamp_ms(100);
+  again.mutable_member()->set_kind(v1::internal::MemberCommand::ADD);
+  again.mutable_member()->set_node_id(2);
+  ASSERT_TRUE(ApplyOne(again).ok());
+  EXPECT_FALSE(sm_->cluster_state().members(1).started());
 }
 
 }  // namespace
