@@ -25,6 +25,8 @@ constexpr absl::string_view kNotSentPayload = "sessiond.client/not-sent";
 
 // The server's trailing metadata naming the leader (session.proto).
 constexpr absl::string_view kLeaderKey = "sessiond-leader";
+// The server never proposed the write (no leader until its deadline).
+constexpr absl::string_view kNotProposedKey = "sessiond-not-proposed";
 constexpr absl::string_view kLeaderIdKey = "sessiond-leader-id";
 
 bool Retryable(const absl::Status& status) {
@@ -408,6 +410,12 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       ++sent;
       tried.push_back(endpoint.get());
       status = FromGrpcStatus(attempt(endpoint->stub.get(), &context));
+      if (absl::IsUnavailable(status) &&
+          context.GetServerTrailingMetadata().count(grpc::string_ref(
+              kNotProposedKey.data(), kNotProposedKey.size())) > 0) {
+        // Nothing was changed: as good as never sent.
+        status.SetPayload(kNotSentPayload, absl::Cord("1"));
+      }
       if (status.ok()) {
         endpoint->last_ok_ns.store(absl::ToUnixNanos(absl::Now()),
                                    std::memory_order_relaxed);
@@ -420,10 +428,10 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
     // reply over its 4 MiB receive limit, which would follow an applied
     // write; but a write's reply is one record, at most --max_record_bytes,
     // 16 KiB by default.)
-    const bool retry =
-        policy.idempotent
-            ? Retryable(status)
-            : endpoint == nullptr || absl::IsResourceExhausted(status);
+    const bool retry = policy.idempotent
+                           ? Retryable(status)
+                           : endpoint == nullptr || IsNotSent(status) ||
+                                 absl::IsResourceExhausted(status);
     if (!retry) break;
     const absl::Duration delay = Jitter(backoff);
     if (absl::Now() + delay >= call_deadline) break;

@@ -65,9 +65,11 @@ struct SessionClientOptions {
 };
 
 // True when `status`, returned by a SessionClient call, says the request was
-// never sent: no endpoint's channel was connected within the call's budget.
-// Only non-idempotent calls return it (they send only over a connected
-// channel); the write certainly did not happen and may be retried.
+// never sent: no endpoint's channel was connected within the call's budget,
+// or the server answered that no node ever proposed it (trailing metadata
+// "sessiond-not-proposed": no leader until its deadline). Only
+// non-idempotent calls return it; the write certainly did not happen, and
+// the client retries it within the call's deadline.
 bool IsNotSent(const absl::Status& status);
 
 class ValidateStream;

@@ -237,6 +237,9 @@ void FinishWithHint(grpc::CallbackServerContext* context,
                     grpc::ServerUnaryReactor* reactor,
                     const absl::Status& status, const LeaderHint& hint) {
   if (absl::IsUnavailable(status)) AddLeaderHint(context, hint);
+  if (status.GetPayload(kNotProposedPayload).has_value()) {
+    context->AddTrailingMetadata("sessiond-not-proposed", "1");
+  }
   reactor->Finish(ToGrpcStatus(status));
 }
 

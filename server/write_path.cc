@@ -8,6 +8,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -30,6 +31,14 @@ absl::Status NotCommittedInTime() {
       "write may still apply; retry only if it is idempotent");
 }
 
+absl::Status NeverProposed() {
+  absl::Status status = absl::UnavailableError(
+      "no leader before the deadline: the write was not proposed (nothing "
+      "was changed); retrying is safe");
+  status.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  return status;
+}
+
 }  // namespace
 
 struct WritePath::Call {
@@ -43,6 +52,9 @@ struct WritePath::Call {
   absl::Mutex mu;
   Done done ABSL_GUARDED_BY(mu);
   bool finished ABSL_GUARDED_BY(mu) = false;
+  // Some node may have appended it: proposed here, or forwarded and not
+  // (yet) answered "not the leader".
+  bool maybe_proposed ABSL_GUARDED_BY(mu) = false;
   // The leader's answer to a forwarded write, while this node catches up.
   std::optional<ApplyResult> result ABSL_GUARDED_BY(mu);
   std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
@@ -135,13 +147,20 @@ void WritePath::Start(std::shared_ptr<Call> call) {
   // answered by then.
   const DelayQueue::Handle timer = timers_->At(call->deadline, [this, call] {
     std::optional<ApplyResult> known;
+    bool maybe_proposed;
     {
       absl::MutexLock lock(&call->mu);
       known = call->result;
+      maybe_proposed = call->maybe_proposed;
     }
     // A forwarded write that applied on the leader is committed: its
-    // result stands even if this node has not caught up yet.
-    Finish(call, known ? *std::move(known) : ApplyResult(NotCommittedInTime()));
+    // result stands even if this node has not caught up yet. One that no
+    // node was ever asked to propose is safe to retry, and says so.
+    if (known) {
+      Finish(call, *std::move(known));
+    } else {
+      Finish(call, maybe_proposed ? NotCommittedInTime() : NeverProposed());
+    }
   });
   {
     absl::MutexLock lock(&call->mu);
@@ -172,7 +191,10 @@ void WritePath::Try(std::shared_ptr<Call> call) {
   }
   const replication::NodeStatus status = driver_->status();
   if (status.role == replication::Role::kLeader) {
-    ProposeRequest op;
+    {
+      absl::MutexLock lock(&call->mu);
+      call->maybe_proposed = true;
+    }
     Done done = [this, call](ApplyResult result) {
       Finish(call, std::move(result));
     };
@@ -216,6 +238,10 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
   rpc->request.set_from(options_.self.value());
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   rpcs_in_flight_.fetch_add(1);
+  {
+    absl::MutexLock lock(&call->mu);
+    call->maybe_proposed = true;
+  }
   stub->async()->Propose(
       &rpc->context, &rpc->request, &rpc->response,
       [this, call, rpc, leader, stub](grpc::Status status) {
@@ -234,6 +260,10 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
         }
         if (rpc->response.not_leader()) {
           // It did nothing: ask whoever leads now.
+          {
+            absl::MutexLock lock(&call->mu);
+            call->maybe_proposed = false;
+          }
           timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
           return;
         }

@@ -20,7 +20,9 @@
 // "not committed before the deadline" when the group could not commit it
 // in time. That answer, like a broken connection to the leader while a
 // forwarded write was in flight, leaves the outcome unknown (the write may
-// still commit); it is never a false success.
+// still commit); it is never a false success. When no node was ever asked
+// to propose the write (no leader known until the deadline), the answer
+// says so (kNotProposedPayload): nothing changed, a retry is safe.
 //
 // Thread-safe. The callbacks run on the driver's completion stage, a gRPC
 // thread, or the DelayQueue thread; they must not block.
@@ -43,6 +45,11 @@
 #include "storage/session_state_machine.h"
 
 namespace sessiond::server {
+
+// The payload (absl::Status::GetPayload) of an UNAVAILABLE answer to a write
+// no node was asked to propose: retrying it is safe. The session service
+// turns it into the trailing metadata "sessiond-not-proposed: 1".
+inline constexpr char kNotProposedPayload[] = "sessiond.dev/not-proposed";
 
 struct WritePathOptions {
   uint64_t cluster_id = 0;

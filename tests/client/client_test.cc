@@ -570,8 +570,9 @@ class FakeSessionService final : public v1::SessionService::Service {
  public:
   struct Answer {
     grpc::StatusCode code = grpc::StatusCode::OK;
-    std::string leader;     // "sessiond-leader" trailing metadata, when set
-    std::string leader_id;  // "sessiond-leader-id", when set
+    std::string leader;         // "sessiond-leader" trailing metadata, when set
+    std::string leader_id;      // "sessiond-leader-id", when set
+    bool not_proposed = false;  // "sessiond-not-proposed: 1"
   };
 
   // Answers for the next calls, in order; `fallback` once they are used.
@@ -652,6 +653,9 @@ class FakeSessionService final : public v1::SessionService::Service {
     }
     if (!answer.leader_id.empty()) {
       context->AddTrailingMetadata("sessiond-leader-id", answer.leader_id);
+    }
+    if (answer.not_proposed) {
+      context->AddTrailingMetadata("sessiond-not-proposed", "1");
     }
     if (answer.code != grpc::StatusCode::OK) {
       return grpc::Status(answer.code, absl::StrCat("fake ", method));
@@ -788,6 +792,26 @@ TEST(ClientFakeServerTest, ResourceExhaustedWriteIsRetried) {
   EXPECT_EQ(client->CreateSession(CreateRequest("a")).status().code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(server.service().calls("CreateSession"), 3 + 4);
+}
+
+// A server that answers "not proposed" (no leader until its deadline)
+// changed nothing: the write goes again, within the call's budget.
+TEST(ClientFakeServerTest, NotProposedWriteIsRetried) {
+  FakeServer server;
+  Answer not_proposed = Fail(grpc::StatusCode::UNAVAILABLE);
+  not_proposed.not_proposed = true;
+  server.service().Push(not_proposed);
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+  absl::StatusOr<v1::CreateSessionResponse> created =
+      client->CreateSession(CreateRequest("a"));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(server.service().calls("CreateSession"), 2);
+  // Every attempt refused the same way: reported as never sent.
+  server.service().SetFallback(not_proposed);
+  const absl::Status failed =
+      client->CreateSession(CreateRequest("b")).status();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(IsNotSent(failed)) << failed;
 }
 
 // A write goes only over a connected channel; one that is not connected is
