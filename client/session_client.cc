@@ -464,7 +464,82 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::CreateSession(
     const v1::CreateSessionRequest& request) {
+  if (options_.coalesce_creates) return CoalescedCreate(request);
+  return DirectCreate(request);
+}
+
+absl::StatusOr<v1::CreateSessionResponse> SessionClient::DirectCreate(
+    const v1::CreateSessionRequest& request) {
   SESSIOND_CLIENT_CALL(CreateSession, /*write=*/true, /*idempotent=*/false);
+}
+
+absl::StatusOr<v1::CreateSessionsResponse> SessionClient::CreateSessions(
+    const v1::CreateSessionsRequest& request) {
+  SESSIOND_CLIENT_CALL(CreateSessions, /*write=*/true, /*idempotent=*/false);
+}
+
+struct SessionClient::PendingCreate {
+  const v1::CreateSessionRequest* request;
+  absl::StatusOr<v1::CreateSessionResponse> result;
+  bool done = false;
+};
+
+absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
+    const v1::CreateSessionRequest& request) {
+  PendingCreate me{&request, absl::UnknownError("not sent"), false};
+  std::vector<PendingCreate*> batch;
+  {
+    absl::MutexLock lock(&create_mu_);
+    create_queue_.push_back(&me);
+    // Until someone answers this create, or no batch is in flight and it
+    // is this caller's turn to send one.
+    struct Turn {
+      const SessionClient* client;
+      const PendingCreate* me;
+      // Evaluated by Await with create_mu_ held.
+      bool Ready() const ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return me->done || !client->create_sending_;
+      }
+    };
+    const Turn turn{this, &me};
+    create_mu_.Await(absl::Condition(&turn, &Turn::Ready));
+    if (me.done) return std::move(me.result);
+    create_sending_ = true;
+    const size_t max =
+        static_cast<size_t>(std::max(1, options_.max_coalesced_creates));
+    while (!create_queue_.empty() && batch.size() < max) {
+      batch.push_back(create_queue_.front());
+      create_queue_.pop_front();
+    }
+  }
+  if (batch.size() == 1) {
+    me.result = DirectCreate(request);
+  } else {
+    v1::CreateSessionsRequest many;
+    for (PendingCreate* p : batch) *many.add_requests() = *p->request;
+    absl::StatusOr<v1::CreateSessionsResponse> answer = CreateSessions(many);
+    coalesced_batches_.fetch_add(1, std::memory_order_relaxed);
+    coalesced_creates_.fetch_add(batch.size(), std::memory_order_relaxed);
+    if (answer.ok() &&
+        answer->responses_size() == static_cast<int>(batch.size())) {
+      for (size_t i = 0; i < batch.size(); ++i) {
+        batch[i]->result = std::move(*answer->mutable_responses(i));
+      }
+    } else if (absl::IsInvalidArgument(answer.status())) {
+      // Nothing was created: one bad request fails only its own call.
+      for (PendingCreate* p : batch) p->result = DirectCreate(*p->request);
+    } else {
+      const absl::Status failed =
+          answer.ok()
+              ? absl::InternalError("CreateSessions answered the wrong count")
+              : answer.status();
+      for (PendingCreate* p : batch) p->result = failed;
+    }
+  }
+  absl::MutexLock lock(&create_mu_);
+  for (PendingCreate* p : batch) p->done = true;
+  create_sending_ = false;
+  return std::move(me.result);
 }
 
 absl::StatusOr<v1::ValidateSessionResponse> SessionClient::ValidateSession(
@@ -536,6 +611,8 @@ SessionClient::Stats SessionClient::stats() const {
   stats.leader_hints_ignored =
       leader_hints_ignored_.load(std::memory_order_relaxed);
   stats.endpoints_skipped = endpoints_skipped_.load(std::memory_order_relaxed);
+  stats.coalesced_batches = coalesced_batches_.load(std::memory_order_relaxed);
+  stats.coalesced_creates = coalesced_creates_.load(std::memory_order_relaxed);
   stats.extra_channels_opened =
       extra_channels_opened_.load(std::memory_order_relaxed);
   return stats;

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -62,6 +63,15 @@ struct SessionClientOptions {
   // The client adds GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, so no two channels
   // share a connection.
   grpc::ChannelArguments channel_args;
+  // Coalesce concurrent CreateSession calls into CreateSessions calls (one
+  // RPC and one log entry for many sessions). No call waits for a batch to
+  // fill: while one CreateSessions is in flight, the creates that arrive
+  // queue, and the next one carries all of them (up to
+  // max_coalesced_creates). Each caller still gets its own answer; a batch
+  // refused as invalid is retried one by one, so one bad request fails only
+  // its own call.
+  bool coalesce_creates = false;
+  int max_coalesced_creates = 256;
 };
 
 // True when `status`, returned by a SessionClient call, says the request was
@@ -171,6 +181,10 @@ class SessionClient {
 
   absl::StatusOr<v1::CreateSessionResponse> CreateSession(
       const v1::CreateSessionRequest& request);
+  // Up to 1000 sessions in one call; all or none (session.proto). Not
+  // idempotent, like CreateSession.
+  absl::StatusOr<v1::CreateSessionsResponse> CreateSessions(
+      const v1::CreateSessionsRequest& request);
   absl::StatusOr<v1::ValidateSessionResponse> ValidateSession(
       const v1::ValidateSessionRequest& request);
   absl::StatusOr<v1::BatchValidateSessionsResponse> BatchValidateSessions(
@@ -216,6 +230,10 @@ class SessionClient {
     uint64_t endpoints_skipped = 0;
     // Channels opened to leaders outside the endpoint list.
     uint64_t extra_channels_opened = 0;
+    // With coalesce_creates: CreateSessions calls made for CreateSession
+    // callers, and the creates they carried.
+    uint64_t coalesced_batches = 0;
+    uint64_t coalesced_creates = 0;
   };
   Stats stats() const;
 
@@ -227,6 +245,12 @@ class SessionClient {
 
  private:
   struct Endpoint;
+  struct PendingCreate;
+  // CreateSession through the coalescer (options_.coalesce_creates).
+  absl::StatusOr<v1::CreateSessionResponse> CoalescedCreate(
+      const v1::CreateSessionRequest& request) ABSL_LOCKS_EXCLUDED(create_mu_);
+  absl::StatusOr<v1::CreateSessionResponse> DirectCreate(
+      const v1::CreateSessionRequest& request);
   using EndpointPtr = std::shared_ptr<Endpoint>;
   using Attempt = absl::FunctionRef<grpc::Status(v1::SessionService::Stub*,
                                                  grpc::ClientContext*)>;
@@ -293,6 +317,14 @@ class SessionClient {
   std::atomic<uint64_t> leader_hints_ignored_{0};
   std::atomic<uint64_t> endpoints_skipped_{0};
   std::atomic<uint64_t> extra_channels_opened_{0};
+
+  // The create coalescer: whoever finds no batch in flight sends one with
+  // every create queued; the others wait for their answer or their turn.
+  absl::Mutex create_mu_;
+  bool create_sending_ ABSL_GUARDED_BY(create_mu_) = false;
+  std::deque<PendingCreate*> create_queue_ ABSL_GUARDED_BY(create_mu_);
+  std::atomic<uint64_t> coalesced_batches_{0};
+  std::atomic<uint64_t> coalesced_creates_{0};
 
   absl::Mutex rng_mu_;
   absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);

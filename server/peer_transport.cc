@@ -54,7 +54,9 @@ struct PeerTransport::Peer {
 
   const NodeId id;
   absl::Mutex mu;
-  absl::CondVar cv;
+  // Separate, so a message for the stream never wakes the snapshot thread.
+  absl::CondVar cv;           // the sender: messages, address, stop
+  absl::CondVar snapshot_cv;  // the snapshot thread: a snapshot, stop
   std::string address ABSL_GUARDED_BY(mu);
   std::shared_ptr<grpc::Channel> channel ABSL_GUARDED_BY(mu);
   std::shared_ptr<RaftPeer::Stub> stub ABSL_GUARDED_BY(mu);
@@ -167,15 +169,16 @@ void PeerTransport::Send(std::vector<Message> messages) {
         continue;
       }
       peer->snapshot = std::move(m);
-      peer->cv.SignalAll();
+      peer->snapshot_cv.Signal();
       continue;
     }
     if (peer->queue.size() >= options_.max_queued_messages) {
       messages_dropped_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    const bool was_empty = peer->queue.empty();
     peer->queue.push_back(std::move(m));
-    peer->cv.SignalAll();
+    if (was_empty) peer->cv.Signal();
   }
 }
 
@@ -295,7 +298,9 @@ void PeerTransport::SnapshotLoop(Peer* peer) {
     Message m;
     {
       absl::MutexLock lock(&peer->mu);
-      while (!peer->stop && !peer->snapshot) peer->cv.Wait(&peer->mu);
+      while (!peer->stop && !peer->snapshot) {
+        peer->snapshot_cv.Wait(&peer->mu);
+      }
       if (peer->stop) return;
       m = std::move(*peer->snapshot);
       peer->snapshot.reset();
@@ -408,6 +413,7 @@ void PeerTransport::Stop() {
       peer->snapshot_context->TryCancel();
     }
     peer->cv.SignalAll();
+    peer->snapshot_cv.SignalAll();
   }
   for (auto& [id, peer] : peers) {
     if (peer->sender.joinable()) peer->sender.join();

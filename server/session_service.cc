@@ -491,6 +491,29 @@ grpc::ServerUnaryReactor* SessionServiceImpl::Write(
   return reactor;
 }
 
+namespace {
+
+// A create's command, with everything random chosen here: replicas never
+// consult their own RNG. Only the token's hash enters the log; the lifetime
+// is relative, so the leader's cluster time sets the deadline. Returns the
+// token.
+std::string FillCreate(const sessiond::v1::CreateSessionRequest& request,
+                       const CreateLifetimes& lifetimes,
+                       sessiond::v1::internal::CreateCommand* create) {
+  std::string token = storage::GenerateToken();
+  create->set_token_hash(
+      std::string(storage::TokenHashBytes(storage::HashToken(token))));
+  create->set_session_id(storage::GenerateSessionId());
+  create->set_user_id(request.user_id());
+  create->set_ttl_ms(lifetimes.ttl_ms);
+  create->set_idle_timeout_ms(lifetimes.idle_timeout_ms);
+  *create->mutable_attributes() = request.attributes();
+  if (request.has_client()) *create->mutable_client() = request.client();
+  return token;
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* SessionServiceImpl::CreateSession(
     grpc::CallbackServerContext* context,
     const sessiond::v1::CreateSessionRequest* request,
@@ -498,21 +521,9 @@ grpc::ServerUnaryReactor* SessionServiceImpl::CreateSession(
   absl::StatusOr<CreateLifetimes> lifetimes =
       ValidateCreate(*request, options_.limits);
   if (!lifetimes.ok()) return FinishNow(context, lifetimes.status());
-
-  // Everything random is chosen here and carried in the command: replicas
-  // never consult their own RNG. Only the token's hash enters the log; the
-  // lifetime is relative, so the leader's cluster time sets the deadline.
-  std::string token = storage::GenerateToken();
   Command command;
-  auto* create = command.mutable_create();
-  create->set_token_hash(
-      std::string(storage::TokenHashBytes(storage::HashToken(token))));
-  create->set_session_id(storage::GenerateSessionId());
-  create->set_user_id(request->user_id());
-  create->set_ttl_ms(lifetimes->ttl_ms);
-  create->set_idle_timeout_ms(lifetimes->idle_timeout_ms);
-  *create->mutable_attributes() = request->attributes();
-  if (request->has_client()) *create->mutable_client() = request->client();
+  std::string token =
+      FillCreate(*request, *lifetimes, command.mutable_create());
   return Write(context, std::move(command),
                [response, token = std::move(token)](const std::any& value) {
                  absl::Status s =
@@ -520,6 +531,50 @@ grpc::ServerUnaryReactor* SessionServiceImpl::CreateSession(
                  if (s.ok()) response->set_token(token);
                  return s;
                });
+}
+
+grpc::ServerUnaryReactor* SessionServiceImpl::CreateSessions(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::CreateSessionsRequest* request,
+    sessiond::v1::CreateSessionsResponse* response) {
+  const size_t count = static_cast<size_t>(request->requests_size());
+  if (count > options_.max_batch_create) {
+    return FinishNow(context, absl::InvalidArgumentError(absl::StrCat(
+                                  "requests: ", count, " entries, limit is ",
+                                  options_.max_batch_create)));
+  }
+  if (count == 0) return FinishNow(context, absl::OkStatus());
+  Command command;
+  auto* batch = command.mutable_create_batch();
+  std::vector<std::string> tokens;
+  tokens.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    absl::StatusOr<CreateLifetimes> lifetimes =
+        ValidateCreate(request->requests(static_cast<int>(i)), options_.limits);
+    if (!lifetimes.ok()) {
+      return FinishNow(
+          context, absl::InvalidArgumentError(absl::StrCat(
+                       "requests[", i, "].", lifetimes.status().message())));
+    }
+    tokens.push_back(FillCreate(request->requests(static_cast<int>(i)),
+                                *lifetimes, batch->add_creates()));
+  }
+  return Write(
+      context, std::move(command),
+      [response, tokens = std::move(tokens)](const std::any& value) {
+        const auto* sessions = std::any_cast<std::vector<Session>>(&value);
+        if (sessions == nullptr || sessions->size() != tokens.size()) {
+          return absl::InternalError(
+              "apply result is not the created sessions");
+        }
+        response->mutable_responses()->Reserve(static_cast<int>(tokens.size()));
+        for (size_t i = 0; i < tokens.size(); ++i) {
+          auto* one = response->add_responses();
+          one->set_token(tokens[i]);
+          *one->mutable_session() = (*sessions)[i];
+        }
+        return absl::OkStatus();
+      });
 }
 
 grpc::ServerUnaryReactor* SessionServiceImpl::TouchSession(

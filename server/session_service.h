@@ -25,6 +25,8 @@ struct SessionServiceOptions {
   Limits limits;
   // Most requests in one BatchValidateSessions call.
   size_t max_batch_validate = 10000;
+  // Most sessions in one CreateSessions call.
+  size_t max_batch_create = 1000;
   // How long a call without a client deadline may wait (writes,
   // linearizable reads).
   absl::Duration request_timeout = absl::Seconds(10);
@@ -79,6 +81,10 @@ class SessionServiceImpl final
       grpc::CallbackServerContext* context,
       const sessiond::v1::CreateSessionRequest* request,
       sessiond::v1::CreateSessionResponse* response) override;
+  grpc::ServerUnaryReactor* CreateSessions(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::CreateSessionsRequest* request,
+      sessiond::v1::CreateSessionsResponse* response) override;
   grpc::ServerUnaryReactor* ValidateSession(
       grpc::CallbackServerContext* context,
       const sessiond::v1::ValidateSessionRequest* request,

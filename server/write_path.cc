@@ -414,6 +414,11 @@ void ResultToResponse(const ApplyResult& result, ProposeResponse* response) {
     *response->mutable_session() = *session;
   } else if (const auto* count = std::any_cast<uint64_t>(&*result)) {
     response->set_count(*count);
+  } else if (const auto* sessions =
+                 std::any_cast<std::vector<sessiond::v1::Session>>(&*result)) {
+    for (const sessiond::v1::Session& one : *sessions) {
+      *response->mutable_sessions()->add_sessions() = one;
+    }
   }
 }
 
@@ -430,6 +435,10 @@ ApplyResult ResultFromResponse(const ProposeResponse& response) {
       return ApplyResult(std::any(response.session()));
     case ProposeResponse::kCount:
       return ApplyResult(std::any(response.count()));
+    case ProposeResponse::kSessions:
+      return ApplyResult(std::any(std::vector<sessiond::v1::Session>(
+          response.sessions().sessions().begin(),
+          response.sessions().sessions().end())));
     case ProposeResponse::RESULT_NOT_SET:
       break;
   }

@@ -95,6 +95,10 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   // acknowledged); anything else is corruption.
   db_options.wal_recovery_mode =
       rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  // The applied state is written without the WAL (the Raft log replays it);
+  // its column families must then reach the disk together, so that the
+  // applied index never runs ahead of, or behind, the sessions it covers.
+  db_options.atomic_flush = true;
 
   std::shared_ptr<rocksdb::Cache> cache =
       rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -193,6 +197,13 @@ absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
   rocksdb::WriteOptions write_options;
   write_options.sync = sync;
   return FromRocksStatus(db_->Write(write_options, batch), "RocksDB write");
+}
+
+absl::Status Database::WriteWithoutWal(rocksdb::WriteBatch* batch) {
+  rocksdb::WriteOptions write_options;
+  write_options.disableWAL = true;
+  return FromRocksStatus(db_->Write(write_options, batch),
+                         "RocksDB write (no WAL)");
 }
 
 absl::Status Database::Flush() {

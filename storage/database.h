@@ -67,6 +67,10 @@ class Database {
 
   // Writes `batch`; `sync` makes it durable (fsync of the WAL) on return.
   absl::Status Write(rocksdb::WriteBatch* batch, bool sync);
+  // Writes `batch` to the memtables only: it reaches the disk at the next
+  // flush (all column families flush together, atomic_flush), and a crash
+  // before that loses it whole. For state the Raft log can rebuild.
+  absl::Status WriteWithoutWal(rocksdb::WriteBatch* batch);
 
   // Flushes all memtables to SST files and waits for it. Used at shutdown
   // and by tests; not needed for durability (the WAL already has the data).

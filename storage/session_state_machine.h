@@ -26,10 +26,11 @@ namespace sessiond::storage {
 // the SessionTable and to the `sessions` column family, and keeps the
 // replicated cluster metadata (members, settings, membership) next to them.
 //
-// Each Apply() call is ONE rocksdb::WriteBatch (not synced: the Raft log
-// already holds the commands and replays them) containing the session
-// changes and the new applied index, term, time, membership and cluster
-// state, so a crash loses a whole call or nothing.
+// Each Apply() call is ONE rocksdb::WriteBatch, written without the WAL
+// (the Raft log already holds the commands and replays them; the column
+// families flush atomically), containing the session changes and the new
+// applied index, term, time, membership and cluster state, so a crash loses
+// whole calls or nothing.
 //
 // Deterministic: the result depends only on the state and the entries.
 // Time is the "applied time", max(previous applied time, command
@@ -39,6 +40,8 @@ namespace sessiond::storage {
 // Results (ApplyResult = StatusOr<std::any>), per entry:
 //   Create, Touch with one touch, Update, Revoke -> sessiond::v1::Session,
 //                                                   the record after it
+//   CreateBatch                                  -> std::vector<Session>, in
+//                                                   the command's order
 //   RevokeUser                                   -> uint64_t, sessions
 //                                                   newly revoked
 //   Expire, Touch with != 1 touches              -> uint64_t, sessions
@@ -52,6 +55,8 @@ namespace sessiond::storage {
 //   FailedPrecondition  Update or single Touch of a revoked or expired
 //                       session
 //   AlreadyExists       Create with a token hash or session_id in use
+//                       (CreateBatch: any of them, or twice in the batch;
+//                       then none is created)
 //   InvalidArgument     an entry that does not parse as a Command, or a
 //                       malformed field (e.g. a token hash not 32 bytes)
 // Revoke of a revoked session is OK and returns the record unchanged.
@@ -160,6 +165,9 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyCreate(
       const sessiond::v1::internal::CreateCommand& create, int64_t now_ms,
       rocksdb::WriteBatch* batch);
+  replication::ApplyResult ApplyCreateBatch(
+      const sessiond::v1::internal::CreateBatchCommand& batch, int64_t now_ms,
+      rocksdb::WriteBatch* write);
   replication::ApplyResult ApplyTouch(
       const sessiond::v1::internal::TouchCommand& touch, int64_t now_ms,
       rocksdb::WriteBatch* batch);

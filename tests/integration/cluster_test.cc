@@ -273,6 +273,35 @@ TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
   }
 }
 
+// CreateSessions sent to a follower: forwarded, every session returned, and
+// readable on that follower at once.
+TEST(ClusterTest, CreateSessionsThroughAFollower) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int follower = Others(cluster, *leader)[0];
+  sessiond::v1::CreateSessionsRequest batch;
+  for (int i = 0; i < 50; ++i) {
+    batch.add_requests()->set_user_id(absl::StrCat("batched-", i % 5));
+  }
+  auto stub = cluster.Stub(follower);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::CreateSessionsResponse created;
+  const grpc::Status s = stub->CreateSessions(&context, batch, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(created.responses_size(), 50);
+  for (const auto& one : created.responses()) {
+    ValidateSessionResponse answer;
+    ASSERT_TRUE(
+        Validate(cluster, follower, one.token(), sessiond::v1::LOCAL, &answer)
+            .ok());
+    EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+    EXPECT_EQ(answer.session().session_id(), one.session().session_id());
+  }
+}
+
 // A revoke acknowledged by the cluster is never followed by a
 // LINEARIZABLE read that says VALID, on any node.
 TEST(ClusterTest, LinearizableReadsNeverSeeARevokedSessionValid) {

@@ -228,6 +228,71 @@ TEST_F(DaemonTest, CreateValidateRevokeByToken) {
             ValidateSessionResponse::REVOKED);
 }
 
+// CreateSessions: one call, one log entry, all or nothing.
+TEST_F(DaemonTest, CreateSessionsCreatesAllOrNone) {
+  sessiond::v1::CreateSessionsRequest batch;
+  for (int i = 0; i < 3; ++i) {
+    auto* r = batch.add_requests();
+    r->set_user_id(absl::StrCat("batch-", i));
+    r->set_ttl_ms(60000);
+    (*r->mutable_attributes())["i"] = absl::StrCat(i);
+  }
+  const uint64_t entries_before = daemon_->driver()->metrics().entries_applied;
+  sessiond::v1::CreateSessionsResponse created;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    const grpc::Status s = stub_->CreateSessions(&context, batch, &created);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_EQ(created.responses_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    const auto& one = created.responses(i);
+    EXPECT_EQ(one.session().user_id(), absl::StrCat("batch-", i));
+    EXPECT_EQ(one.session().attributes().at("i"), absl::StrCat(i));
+    EXPECT_EQ(one.session().expires_at_ms() - one.session().created_at_ms(),
+              60000);
+    const ValidateSessionResponse v = Validate(one.token());
+    EXPECT_EQ(v.outcome(), ValidateSessionResponse::VALID);
+    EXPECT_EQ(v.session().session_id(), one.session().session_id());
+  }
+  EXPECT_EQ(daemon_->driver()->metrics().entries_applied - entries_before, 1u);
+
+  // One bad request fails the call, naming it; nothing is created.
+  batch.mutable_requests(1)->clear_user_id();
+  const size_t sessions_before = daemon_->table()->size();
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    sessiond::v1::CreateSessionsResponse none;
+    const grpc::Status s = stub_->CreateSessions(&context, batch, &none);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(), "requests[1].user_id: must not be empty");
+  }
+  // Over the limit; and an empty batch is fine.
+  sessiond::v1::CreateSessionsRequest big;
+  for (int i = 0; i < 1001; ++i) big.add_requests()->set_user_id("u");
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    sessiond::v1::CreateSessionsResponse none;
+    const grpc::Status s = stub_->CreateSessions(&context, big, &none);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(), "requests: 1001 entries, limit is 1000");
+  }
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    sessiond::v1::CreateSessionsResponse none;
+    ASSERT_TRUE(stub_
+                    ->CreateSessions(
+                        &context, sessiond::v1::CreateSessionsRequest(), &none)
+                    .ok());
+    EXPECT_EQ(none.responses_size(), 0);
+  }
+  EXPECT_EQ(daemon_->table()->size(), sessions_before);
+}
+
 TEST_F(DaemonTest, RevokeBySessionId) {
   const CreateSessionResponse created = MustCreate("bob");
   RevokeSessionRequest revoke;

@@ -688,6 +688,39 @@ TEST_F(SessionStateMachineTest, BadImagesChangeNothing) {
   }
 }
 
+TEST_F(SessionStateMachineTest, CreateBatchIsAllOrNothing) {
+  ApplySession(Create(1, 1000));
+  Command batch;
+  batch.set_timestamp_ms(2000);
+  for (int i : {10, 11, 12}) {
+    *batch.mutable_create_batch()->add_creates() = Create(i, 0).create();
+  }
+  ApplyResult r = ApplyOne(batch);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const auto& sessions = std::any_cast<const std::vector<Session>&>(*r);
+  ASSERT_EQ(sessions.size(), 3u);
+  EXPECT_EQ(sessions[1].session_id(), Sid(11));
+  EXPECT_EQ(sessions[1].created_at_ms(), 2000);
+  EXPECT_TRUE(table_->Contains(H(12)));
+
+  // A taken token hash (or one twice in the batch): none of them.
+  for (int taken : {1, 20}) {
+    Command bad;
+    bad.set_timestamp_ms(3000);
+    *bad.mutable_create_batch()->add_creates() = Create(20, 0).create();
+    *bad.mutable_create_batch()->add_creates() = Create(taken, 0).create();
+    if (taken == 20) {
+      bad.mutable_create_batch()->mutable_creates(1)->set_session_id("other");
+    }
+    const size_t before = table_->size();
+    EXPECT_EQ(ApplyOne(bad).status().code(), absl::StatusCode::kAlreadyExists);
+    EXPECT_EQ(table_->size(), before);
+    EXPECT_FALSE(table_->Contains(H(20)) && taken == 1);
+  }
+  Reopen();
+  EXPECT_EQ(table_->size(), 4u);
+}
+
 TEST_F(SessionStateMachineTest, CreateExpiresTtlAfterItsAppliedTime) {
   Command c = Create(1, 5000);
   c.mutable_create()->set_expires_at_ms(0);
