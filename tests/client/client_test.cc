@@ -591,11 +591,33 @@ TEST_F(ClientTest, BenchSmoke) {
       {{"--mode", "unary", "--ops", "create:1", "--sweep", "1,4"},
        {"concurrency=1 ", "concurrency=4 ", "throughput:"}},
       {{"--mode", "unary", "--json"}, {"\"ops_per_s\"", "\"errors\": {}"}},
+      // Batched creates: ops count sessions; the fsyncs come from
+      // ClusterStatus (a single node answers it too).
+      {{"--mode", "unary", "--ops", "create:1", "--create_batch", "8"},
+       {"create_batch=8", "errors: none",
+        "fsyncs per acknowledged write:", "(200 writes in 25 calls"}},
+      {{"--mode", "unary", "--ops", "validate:1,update:1", "--consistency",
+        "linearizable"},
+       {"consistency=linearizable", "errors: none", "outcomes: VALID="}},
+      {{"--mode", "batch", "--batch", "4", "--consistency", "local"},
+       {"consistency=local", "errors: none"}},
+      {{"--mode", "stream", "--consistency", "local"},
+       {"consistency=local", "errors: none"}},
+      // Through the client library, creates coalesced.
+      {{"--mode", "client", "--ops", "create:1,validate:1,touch:1",
+        "--coalesce"},
+       {"mode=client", "coalesce=on", "errors: none", "client library:"}},
+      {{"--mode", "client", "--ops", "create:1", "--create_batch", "4"},
+       {"mode=client", "create_batch=4", "errors: none"}},
+      // Cluster mode against one node: it leads, so writes and reads go
+      // there.
+      {{"--targets", "", "--ops", "create:1,validate:1", "--read_from",
+        "leader"},
+       {"cluster: 1 members, node 1 leads", "errors: none",
+        "fsyncs of the Raft log"}},
   };
   for (const Case& c : cases) {
     std::vector<std::string> argv = {SESSIOND_BENCH_BINARY,
-                                     "--target",
-                                     daemon_.address(),
                                      "--count",
                                      "200",
                                      "--concurrency",
@@ -604,7 +626,13 @@ TEST_F(ClientTest, BenchSmoke) {
                                      "50",
                                      "--timeout_s",
                                      "60"};
-    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    std::vector<std::string> args = c.args;
+    if (args[0] == "--targets") {
+      args[1] = daemon_.address();
+    } else {
+      argv.insert(argv.end(), {"--target", daemon_.address()});
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
     const std::string what = absl::StrJoin(c.args, " ");
     TempDir out;
     std::unique_ptr<Child> bench =
