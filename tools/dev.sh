@@ -12,6 +12,9 @@
 #                        then: cluster status [--json] | kill ID | stop ID |
 #                        restart ID | down [--wipe]  (see tools/cluster.py)
 set -euo pipefail
+# A failed build inside $(build ...) must stop the script, not run ctest on
+# a half-built tree (bash does not pass errexit into command substitutions).
+shopt -s inherit_errexit
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 JOBS="${JOBS:-2}"

@@ -755,7 +755,9 @@ TEST_F(SessionStateMachineTest, EntriesWithoutALaterStampKeepTheTimeSample) {
   conf.data = replication::EncodeConfChange(
       {replication::ConfChangeType::kAddLearner, NodeId(5)});
   ASSERT_TRUE(sm_->Apply({conf}).ok());
-  ApplyOne(Expire(4000, {}));  // an older stamp: applied time stays
+  // An older stamp (an expiry sweep of a session that is not there):
+  // applied time stays.
+  ASSERT_TRUE(ApplyOne(Expire(4000, {7})).ok());
   const AppliedTimeSample after = sm_->applied_time_sample();
   EXPECT_EQ(after.cluster_ms, 5000);
   EXPECT_EQ(after.steady_ns, before.steady_ns);
