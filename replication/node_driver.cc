@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/fault_point.h"
+#include "common/rng.h"
 #include "replication/thread_runtime.h"
 
 namespace sessiond::replication {
@@ -94,6 +95,12 @@ NodeDriver::NodeDriver(const NodeDriverOptions& options, LogStore* log,
   const HardState hs = log_->InitialHardState();
   synced_hard_state_ = hs;
   last_term_ = core_->term();
+  // Read rounds are numbered from a point this incarnation draws: a
+  // leader's answer to a read of the node's previous incarnation, still in
+  // flight across its restart, must not complete a new read that happens
+  // to have the same number (a stale linearizable read; found by the
+  // simulation). The daemon draws a new seed at every start.
+  next_read_round_ = Rng(options.seed ^ 0x52656164526f756eULL).Next();
   {
     absl::MutexLock lock(&reads_mu_);
     applied_for_reads_ = state_machine_->applied_index();
@@ -456,8 +463,13 @@ void NodeDriver::RunDriver() {
       c.done(index.status());
       continue;
     }
-    absl::MutexLock lock(&pending_mu_);
-    pending_[*index] = PendingProposal{core_->term(), std::move(c.done)};
+    ProposeCallback superseded;
+    {
+      absl::MutexLock lock(&pending_mu_);
+      superseded =
+          RegisterPendingLocked(*index, core_->term(), std::move(c.done));
+    }
+    if (superseded) superseded(LeadershipChanged());
   }
   for (TransferRequest& t : transfers) {
     t.done(core_->TransferLeadership(t.target));
@@ -563,20 +575,42 @@ void NodeDriver::ProposeBatch(std::vector<Proposal> proposals) {
   {
     absl::MutexLock lock(&pending_mu_);
     for (size_t i = 0; i < proposals.size(); ++i) {
-      auto [it, inserted] = pending_.try_emplace(
-          first + i, PendingProposal{term, std::move(proposals[i].done)});
-      if (!inserted) {
-        // An earlier proposal at this index was truncated away by a newer
-        // leader before it committed; it can no longer succeed.
-        superseded.push_back(std::move(it->second.done));
-        it->second = PendingProposal{term, std::move(proposals[i].done)};
-      }
+      ProposeCallback old =
+          RegisterPendingLocked(first + i, term, std::move(proposals[i].done));
+      if (old) superseded.push_back(std::move(old));
     }
   }
   for (ProposeCallback& done : superseded) done(LeadershipChanged());
 }
 
+NodeDriver::ProposeCallback NodeDriver::RegisterPendingLocked(
+    LogIndex index, Term term, ProposeCallback done) {
+  // Not try_emplace(index, PendingProposal{..., std::move(done)}): the
+  // argument is built, taking `done`, before the map looks for the key, so
+  // a proposal landing where an earlier one still waited lost its callback
+  // and left an empty one behind, which threw when its entry was applied;
+  // a membership change there overwrote the waiting callback unanswered.
+  // Found by the simulation once it ran this driver (regression test:
+  // NodeDriverTest.ProposalAtTheIndexOfASupersededOneIsAnswered).
+  auto it = pending_.find(index);
+  if (it == pending_.end()) {
+    pending_.emplace(index, PendingProposal{term, std::move(done)});
+    return nullptr;
+  }
+  // An earlier proposal at this index was truncated away by a newer leader
+  // before it committed; it can no longer succeed.
+  ProposeCallback superseded = std::move(it->second.done);
+  it->second = PendingProposal{term, std::move(done)};
+  return superseded;
+}
+
 void NodeDriver::Dispatch(Ready ready) {
+  if (options_.unsafe_ack_before_persist_for_test) {
+    for (Message& m : ready.send_after_persist) {
+      ready.send_now.push_back(std::move(m));
+    }
+    ready.send_after_persist.clear();
+  }
   if (!ready.send_now.empty()) transport_->Send(std::move(ready.send_now));
 
   if (ready.hard_state || !ready.to_persist.empty() || ready.snapshot ||
@@ -668,9 +702,10 @@ void NodeDriver::RunLogWriter() {
       // disk before anything that depends on them leaves; a commit index
       // alone need not (it is recovered from a quorum), so a write that
       // only moves it skips the fsync.
-      const bool sync = !batch.empty() ||
-                        hard_state->term != synced_hard_state_.term ||
-                        hard_state->vote != synced_hard_state_.vote;
+      const bool sync =
+          !options_.unsafe_unsynced_log_writes_for_test &&
+          (!batch.empty() || hard_state->term != synced_hard_state_.term ||
+           hard_state->vote != synced_hard_state_.vote);
       if (sync) SESSIOND_FAULT_POINT("log.before_append");
       // Never acknowledged when it fails: retrying could reorder durable
       // state, so the node stops (etcd's "inoperable" storage).

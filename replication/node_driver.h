@@ -92,6 +92,16 @@ struct NodeDriverOptions {
   // Ticks handed to the core at most per driver run after a stall (a paused
   // process): enough to expire any lease and election timeout.
   int max_catch_up_ticks = 1000;
+
+  // Break the driver's durability rules on purpose, so the simulation
+  // (tests/sim) can prove it notices. Never set outside tests.
+  // The log writer appends with sync=false (entries, terms and votes alike):
+  // a power loss forgets what was acknowledged. A reviewer found that turning
+  // the append's sync off made no test fail; this is its guard.
+  bool unsafe_unsynced_log_writes_for_test = false;
+  // `send_after_persist` messages (votes, vote requests, append
+  // acknowledgements) leave with `send_now`, before the write they promise.
+  bool unsafe_ack_before_persist_for_test = false;
 };
 
 // What the driver knows about its node, for status pages, health checks,
@@ -301,6 +311,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   void StepMessages(std::vector<Message> messages);
   void Dispatch(Ready ready);
   void ProposeBatch(std::vector<Proposal> proposals);
+  // Registers `done` for the entry at `index` of `term`. Returns the
+  // callback of an earlier proposal registered there (empty when none),
+  // which the caller answers once the lock is released.
+  ProposeCallback RegisterPendingLocked(LogIndex index, Term term,
+                                        ProposeCallback done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pending_mu_);
   void StartReadRound(std::vector<StatusCallback> readers);
   void FinishReadStates(std::vector<ReadState> read_states);
   void ExpireReadRounds(bool leadership_changed);
@@ -330,7 +346,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   int64_t ticks_done_ = 0;
   LogIndex applied_reported_;   // last OnApplied
   LogIndex compact_requested_;  // index of the last snapshot handed over
-  uint64_t next_read_round_ = 1;
+  uint64_t next_read_round_;    // drawn from the seed at construction
   std::map<uint64_t, ReadRound> read_rounds_;  // by ReadIndex context
   Term last_term_;
   Role last_role_ = Role::kFollower;

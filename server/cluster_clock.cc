@@ -10,6 +10,7 @@ namespace {
 
 // At most this much slew at once, however long the cluster was quiet.
 constexpr int64_t kMaxSlewBudgetNs = 1000000000;
+constexpr int64_t kNsPerMs = 1000000;
 
 int64_t SystemWallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -32,37 +33,39 @@ ClusterClock::ClusterClock(ClusterClockOptions options)
         return std::move(options);
       }()) {}
 
-int64_t ClusterClock::EstimateLocked(int64_t steady_ns) {
+int64_t ClusterClock::EstimateNsLocked(int64_t steady_ns) {
   const storage::AppliedTimeSample sample = options_.applied();
-  int64_t estimate;
+  int64_t estimate_ns;
   if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) {
     // Nothing applied yet, anywhere: a new cluster starts at the wall clock.
-    estimate = options_.wall_ms();
+    estimate_ns = options_.wall_ms() * kNsPerMs;
   } else {
-    estimate = sample.cluster_ms + (steady_ns - sample.steady_ns) / 1000000;
+    estimate_ns = sample.cluster_ms * kNsPerMs + (steady_ns - sample.steady_ns);
     if (last_stamp_ms_ != 0) {
-      // Our own latest stamp may not be applied yet.
-      estimate =
-          std::max(estimate, last_stamp_ms_ +
-                                 (steady_ns - last_stamp_steady_ns_) / 1000000);
+      // Our own latest stamp may not be applied yet; and an applied stamp
+      // is sampled when it is applied, a commit latency after it was made,
+      // so on the leader this is the estimate that keeps pace.
+      estimate_ns =
+          std::max(estimate_ns, last_stamp_ms_ * kNsPerMs +
+                                    (steady_ns - last_stamp_anchor_ns_));
     }
   }
-  estimate = std::max(estimate, last_now_ms_);
-  last_now_ms_ = estimate;
-  return estimate;
+  return std::max(estimate_ns, last_now_ms_ * kNsPerMs);
 }
 
 int64_t ClusterClock::NowMs() {
   const int64_t steady = options_.steady_ns();
   absl::MutexLock lock(&mu_);
-  return EstimateLocked(steady);
+  last_now_ms_ = EstimateNsLocked(steady) / kNsPerMs;
+  return last_now_ms_;
 }
 
 int64_t ClusterClock::StampMs() {
   const int64_t steady = options_.steady_ns();
   const int64_t wall = options_.wall_ms();
   absl::MutexLock lock(&mu_);
-  const int64_t base = EstimateLocked(steady);
+  const int64_t base_ns = EstimateNsLocked(steady);
+  const int64_t base = base_ns / kNsPerMs;
   int64_t stamp = base;
   if (last_stamp_ms_ != 0) {
     // The bounded slew toward the wall clock: a budget that grows by
@@ -73,17 +76,21 @@ int64_t ClusterClock::StampMs() {
         std::max<int64_t>(0, steady - last_stamp_steady_ns_);
     slew_budget_ns_ =
         std::min(kMaxSlewBudgetNs,
-                 slew_budget_ns_ + elapsed_ns / 1000000 * options_.slew_ppm +
-                     elapsed_ns % 1000000 * options_.slew_ppm / 1000000);
-    const int64_t allowed_ms = slew_budget_ns_ / 1000000;
+                 slew_budget_ns_ + elapsed_ns / kNsPerMs * options_.slew_ppm +
+                     elapsed_ns % kNsPerMs * options_.slew_ppm / kNsPerMs);
+    const int64_t allowed_ms = slew_budget_ns_ / kNsPerMs;
     const int64_t correction = std::clamp(wall - base, -allowed_ms, allowed_ms);
     stamp += correction;
-    slew_budget_ns_ -= (correction < 0 ? -correction : correction) * 1000000;
+    slew_budget_ns_ -= (correction < 0 ? -correction : correction) * kNsPerMs;
   }
   const storage::AppliedTimeSample sample = options_.applied();
   stamp = std::max({stamp, last_stamp_ms_, sample.cluster_ms});
   last_stamp_ms_ = stamp;
   last_stamp_steady_ns_ = steady;
+  // The stamp is whole milliseconds; the anchor keeps the part of a
+  // millisecond the estimate had, so stamps a fraction of a millisecond
+  // apart do not each drop it (cluster time fell behind under load).
+  last_stamp_anchor_ns_ = steady - (base_ns - base * kNsPerMs);
   last_now_ms_ = std::max(last_now_ms_, stamp);
   return stamp;
 }
@@ -92,7 +99,8 @@ int64_t ClusterClock::SkewMs() {
   const int64_t steady = options_.steady_ns();
   const int64_t wall = options_.wall_ms();
   absl::MutexLock lock(&mu_);
-  return wall - EstimateLocked(steady);
+  last_now_ms_ = EstimateNsLocked(steady) / kNsPerMs;
+  return wall - last_now_ms_;
 }
 
 }  // namespace sessiond::server

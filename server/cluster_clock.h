@@ -60,13 +60,17 @@ class ClusterClock {
   int64_t SkewMs() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  int64_t EstimateLocked(int64_t steady_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Cluster time in nanoseconds (never below a time already returned).
+  int64_t EstimateNsLocked(int64_t steady_ns)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClusterClockOptions options_;
   absl::Mutex mu_;
   int64_t last_now_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_stamp_ms_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t last_stamp_steady_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  // The steady time at which cluster time was exactly last_stamp_ms_.
+  int64_t last_stamp_anchor_ns_ ABSL_GUARDED_BY(mu_) = 0;
   // Slew allowed and not used yet (see StampMs).
   int64_t slew_budget_ns_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -6,8 +6,8 @@
 // Rng, durable state is read through a LogReader, and everything the core
 // wants done (persist, send, apply) comes out of TakeReady().
 //
-// Driver ordering rules (the driver is replication::NodeDriver in production
-// and the simulator in tests/sim):
+// Driver ordering rules (the driver is replication::NodeDriver, in
+// production and in the simulation in tests/sim):
 //
 //   1. Call TakeReady() whenever HasReady(); process its parts in this order
 //      of dependency:

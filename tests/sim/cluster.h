@@ -78,9 +78,19 @@ struct ScenarioParams {
   uint32_t transfer_permille = 0;
   uint32_t read_permille = 0;
   uint32_t compact_permille = 10;
+  // NodeDriverOptions::compaction_catch_up_entries: entries kept below a
+  // compaction's snapshot (0: none, so any lag needs a snapshot).
+  uint64_t compaction_catch_up_entries = 0;
 
   // A disk that loses the vote in a crash (see NodeEnv); tests only.
   bool disk_forgets_vote_for_test = false;
+  // The NodeDriverOptions of the same names: a driver that breaks its
+  // durability rules; tests only.
+  bool unsafe_unsynced_log_writes_for_test = false;
+  bool unsafe_ack_before_persist_for_test = false;
+  // Tests only: false turns the durable-promise checks off, to show what
+  // the other invariants catch of a broken driver without them.
+  bool check_durable_promises = true;
   // Clock drift, tests only: node 1 ticks this many times slower (0: no
   // drift). Leases assume bounded drift, so this must break lease reads.
   uint32_t node1_slow_tick_factor_for_test = 0;
@@ -116,11 +126,12 @@ struct ScenarioResult {
   uint64_t transfers = 0;  // started
 };
 
-// A simulated cluster of real RaftCores on a seeded network, with a client
-// model and a fault injector. Run() plays a whole scenario; the building
-// blocks below also serve scripted tests. Every random choice comes from
-// Rngs derived from params.seed, and nothing iterates an unordered
-// container, so a seed replays exactly.
+// A simulated cluster of production NodeDrivers (over real RaftCores) on a
+// seeded network, with a client model and a fault injector. Run() plays a
+// whole scenario; the building blocks below also serve scripted tests. Every
+// random choice comes from Rngs derived from params.seed, and nothing
+// iterates an unordered container, so a seed replays exactly.
+//
 // Not thread-safe; one per test.
 class Cluster {
  public:
@@ -131,8 +142,9 @@ class Cluster {
   // check that every acknowledged command is applied on every member.
   ScenarioResult Run();
 
-  // One step: faults, restarts, ticks, message delivery, disk and apply
-  // progress, the client, compaction, then the per-step checks.
+  // One step: faults, restarts, ticks, message delivery (each message is
+  // followed by its node's due stages), the disk writes and applies due,
+  // the client, compaction. Every node operation runs its due stages.
   void Step();
   // Steps until `done` holds (checked after each step) or the invariants
   // fail; false after `max_steps`.
@@ -217,7 +229,6 @@ class Cluster {
   bool client_enabled_ = true;
   bool liveness_phase_ = false;
   uint64_t command_seq_ = 0;
-  uint64_t read_seq_ = 0;
   bool ProbeAcked() const;
   std::vector<std::pair<LogIndex, std::string>> probes_;
   NodeId probe_node_;  // where the latest probe waits

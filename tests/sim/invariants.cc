@@ -15,7 +15,6 @@ using replication::ConfChangeType;
 using replication::ConfState;
 using replication::Entry;
 using replication::EntryType;
-using replication::ReadState;
 using replication::Role;
 
 uint64_t Fnv64(absl::string_view data, uint64_t h) {
@@ -305,24 +304,14 @@ void Invariants::OnAcked(NodeId node, LogIndex index, const std::string& data) {
   }
 }
 
-void Invariants::OnReadRequested(const std::string& context) {
-  read_required_[context] = max_committed();
-}
-
-void Invariants::OnReadState(NodeId node, const ReadState& state) {
-  auto it = read_required_.find(state.context);
-  if (it == read_required_.end()) {
-    Fail(absl::StrCat("node ", node.value(),
-                      " produced a read state for unknown context '",
-                      state.context, "'"));
-    return;
-  }
+void Invariants::OnReadCompleted(NodeId node, LogIndex required,
+                                 LogIndex applied) {
   ++reads_checked_;
-  if (state.index < it->second) {
-    Fail(absl::StrCat("stale read: node ", node.value(), " read '",
-                      state.context, "' at index ", state.index.value(),
-                      " but index ", it->second.value(),
-                      " was already committed when it was requested"));
+  if (applied < required) {
+    Fail(absl::StrCat("stale read: node ", node.value(),
+                      " completed a read with its state applied through ",
+                      applied.value(), " but index ", required.value(),
+                      " was already committed when the read began"));
   }
 }
 

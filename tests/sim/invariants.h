@@ -15,11 +15,13 @@
 //   - every node applies the same sequence: the applied state carries a hash
 //     chain over the applied entries, compared with the chain of the global
 //     committed record at the same index (this also checks snapshot data);
-//   - ReadIndex is linearizable: a read state's index covers every entry
-//     known committed when the read was requested.
+//   - ReadIndex is linearizable: when a read completes, the node's state
+//     machine has applied every entry known committed when the read began.
 //
 // Per-node properties (commit index never goes back, committed entries come
-// out in order) are checked by SimNode, which reports them through Fail().
+// out in order, durable promises, what each write does to the log) are
+// checked by SimNode and its disk, state machine and transport, which report
+// them through Fail().
 #ifndef SESSIOND_TESTS_SIM_INVARIANTS_H_
 #define SESSIOND_TESTS_SIM_INVARIANTS_H_
 
@@ -129,9 +131,10 @@ class Invariants {
   void OnAcked(NodeId node, LogIndex index, const std::string& data);
   const std::map<LogIndex, uint64_t>& acked() const { return acked_; }
 
-  // Linearizable reads.
-  void OnReadRequested(const std::string& context);
-  void OnReadState(NodeId node, const replication::ReadState& state);
+  // Linearizable reads: a read that began when `required` was the highest
+  // index known committed completed (NodeDriver::ReadIndex answered OK) on
+  // `node` with its state machine applied through `applied`.
+  void OnReadCompleted(NodeId node, LogIndex required, LogIndex applied);
 
   uint64_t leaders_seen() const { return leader_of_term_.size(); }
   uint64_t reads_checked() const { return reads_checked_; }
@@ -157,7 +160,6 @@ class Invariants {
 
   std::map<uint64_t, NodeId> leader_of_term_;
   std::map<LogIndex, uint64_t> acked_;  // index -> data hash
-  std::map<std::string, LogIndex> read_required_;
   uint64_t reads_checked_ = 0;
   uint64_t conf_changes_ = 0;
 };

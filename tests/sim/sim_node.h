@@ -3,7 +3,6 @@
 #define SESSIOND_TESTS_SIM_SIM_NODE_H_
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -13,21 +12,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/rng.h"
-#include "replication/core/raft_core.h"
-#include "replication/memory_log_store.h"
+#include "replication/node_driver.h"
 #include "tests/sim/invariants.h"
 #include "tests/sim/network.h"
+#include "tests/sim/sim_disk.h"
+#include "tests/sim/sim_runtime.h"
+#include "tests/sim/sim_state_machine.h"
+#include "tests/sim/sim_transport.h"
 #include "tests/sim/trace.h"
 
 namespace sessiond::sim {
-
-// How long the simulated disk and apply thread take, in steps.
-struct NodeTiming {
-  uint32_t min_disk = 1;
-  uint32_t max_disk = 3;
-  uint32_t min_apply = 0;
-  uint32_t max_apply = 2;
-};
 
 // What a node reaches of the simulation. All pointers are owned by the
 // Cluster and outlive its nodes.
@@ -37,36 +31,63 @@ struct NodeEnv {
   Trace* trace = nullptr;
   Rng* rng = nullptr;  // disk and apply delays
   const NodeTiming* timing = nullptr;
+  const uint64_t* now = nullptr;  // the current step
+  // The driver's options (raft.id and seed are set per node and start).
+  replication::NodeDriverOptions driver;
   // A broken disk, to prove the checks notice: a crash loses the durable
   // vote (the simulation's own "can fail" test; never set otherwise).
   bool forget_vote_on_crash_for_test = false;
+  // Off only to show what the other invariants catch without them.
+  bool check_durable_promises = true;
 };
 
-// One simulated server: a MemoryLogStore that survives crashes (the disk),
-// and, while the node is up, a RaftCore with the volatile parts of a driver
-// (disk write queue, apply queue, proposals waiting for their outcome).
+// One simulated server running the production replication::NodeDriver:
 //
-// It is the driver of raft_core.h's ordering rules, with a slow disk: a
-// Ready's snapshot, entries and hard state become one write job that
-// completes after a seeded delay, in order; only then do OnPersisted and the
-// send_after_persist messages happen. A crash drops the core and every job
-// not yet complete. Committed entries are applied after a seeded delay, in
-// order, never past a snapshot that is not yet installed.
+//   survives crashes  SimDisk (the LogStore; power loss drops what was not
+//                     synced), SimTransport (to the seeded Network), the
+//                     node's clock (ticks)
+//   one incarnation   the NodeDriver (NodeDriver::StartOn), its SimRuntime
+//                     (queued stage runs) and the SimStateMachine
+//
+// Every operation (a tick, a delivered message, a client call) ends by
+// running the stages that are due, in stage order (RunDue), so each
+// operation's immediate effects (the driver's sends, a completed callback)
+// happen before the Cluster's next move. After each driver-stage run the
+// node looks at the driver's status(): at most one leader per term, the
+// commit index never goes back within an incarnation, a new leader holds
+// every entry known committed in an earlier term (leader completeness), and
+// the entries a leader commits enter the committed record at once.
+//
+// A crash destroys the driver (drain_timeout 0: its Stop answers what is
+// pending with Unavailable; the node treats those as in doubt), the runtime
+// with its queued work, and the state machine, and makes the disk lose what
+// was not synced. A restart rebuilds the state machine from the disk's
+// snapshot and starts a new driver over the disk, which re-applies the
+// committed entries after it.
+//
+// Client calls (Propose, ProposeConfChange, TransferLeadership, ReadIndex,
+// Compact) go through the driver's API and record what is needed to judge
+// the outcome: a proposal is acknowledged when the driver answers OK with
+// the result of the proposal's own entry (index, term and data); a read is
+// checked when the driver answers OK.
 //
 // Not thread-safe; owned by the Cluster.
 class SimNode {
  public:
-  SimNode(NodeId id, replication::ConfState bootstrap,
-          replication::RaftConfig config, NodeEnv env);
+  SimNode(NodeId id, replication::ConfState bootstrap, NodeEnv env);
+  ~SimNode();
+  SimNode(const SimNode&) = delete;
+  SimNode& operator=(const SimNode&) = delete;
 
   NodeId id() const { return id_; }
-  bool up() const { return core_ != nullptr; }
+  bool up() const { return driver_ != nullptr; }
   uint64_t incarnation() const { return incarnation_; }
-  // REQUIRES: up().
-  replication::RaftCore& core() { return *core_; }
-  const replication::RaftCore& core() const { return *core_; }
-  const AppliedState& applied() const { return applied_; }
-  const replication::MemoryLogStore& store() const { return *store_; }
+  // The driver's status after its last driver-stage run. REQUIRES: up().
+  const replication::NodeStatus& status() const { return status_; }
+  replication::NodeDriverMetrics metrics() const;
+  // The state machine (the last incarnation's while down).
+  const AppliedState& applied() const { return state_machine_->state(); }
+  const SimDisk& disk() const { return *disk_; }
   size_t pending_proposals() const { return pending_.size(); }
   bool has_pending(LogIndex index) const { return pending_.count(index) > 0; }
   LogIndex max_pending() const {
@@ -74,114 +95,93 @@ class SimNode {
   }
   uint64_t acked() const { return acked_; }
   uint64_t failed() const { return failed_; }
-  uint64_t snapshots_installed() const { return snapshots_installed_; }
-  // Index of the last entry handed out by the core (durable or not).
-  LogIndex last_index() const { return base_index_ + shadow_.size(); }
+  uint64_t snapshots_installed() const;
+  // The last index of the driver's log (durable or not); the disk's while
+  // down.
+  LogIndex last_index() const;
 
-  // Creates the core from the store (a fresh start or a restart).
-  void Start(uint64_t now, uint64_t seed);
-  // Drops the core, unfinished disk writes, the apply queue and proposals.
-  void Crash(uint64_t now);
+  // Starts a driver over the disk (a fresh start or a restart).
+  void Start(uint64_t seed);
+  // Power cut: see the class comment.
+  void Crash();
 
-  void Tick(uint64_t now);
-  void Deliver(const replication::Message& message, uint64_t now);
-  // Completes the disk writes due by `now`, in order.
-  void AdvanceDisk(uint64_t now);
-  // Applies the committed entries due by `now`, in order.
-  void AdvanceApply(uint64_t now);
-  // Compacts the store through the applied index, with the applied state as
-  // snapshot data. Returns false when not possible now (writes in flight,
-  // nothing new applied).
-  bool Compact(uint64_t now);
+  // One tick of this node's clock.
+  void Tick();
+  void Deliver(replication::Message message);
+  // Runs every stage due by now, in stage order, until none is.
+  void RunDue();
+  // Log compaction: StateMachine::CreateSnapshot, then
+  // NodeDriver::CompactLog. False when there is nothing new to compact.
+  bool Compact();
 
-  // Client operations; each records what it needs to judge the outcome.
-  absl::StatusOr<LogIndex> Propose(std::vector<std::string> commands,
-                                   uint64_t now);
+  // Client operations, through the driver. Propose proposes the commands
+  // together (the driver makes one RaftCore::Propose of them) and returns
+  // the index of the last, or the driver's refusal.
+  absl::StatusOr<LogIndex> Propose(std::vector<std::string> commands);
   absl::StatusOr<LogIndex> ProposeConfChange(
-      const replication::ConfChange& change, uint64_t now);
-  absl::Status TransferLeadership(NodeId target, uint64_t now);
-  absl::Status ReadIndex(const std::string& context, uint64_t now);
-  void Campaign(uint64_t now);
-
-  // Checks run after every step: leader per term, commit never goes back.
-  void CheckStep();
+      const replication::ConfChange& change);
+  absl::Status TransferLeadership(NodeId target);
+  // The read is checked when the driver answers it (Invariants).
+  void ReadIndex();
 
   std::string Describe() const;
 
  private:
-  struct Outgoing {
-    replication::Message message;
-    // kAppendResponse: the term the acknowledged index had when the
-    // response was produced (the store must hold it when it leaves).
-    std::optional<Term> expect_term;
-  };
-  struct DiskJob {
-    uint64_t seq = 0;
-    uint64_t done_at = 0;
-    std::optional<replication::Snapshot> snapshot;
-    std::vector<replication::Entry> entries;
-    std::optional<replication::HardState> hard_state;
-    std::vector<Outgoing> after;
-  };
-  struct ApplyItem {
-    uint64_t due = 0;
-    std::vector<replication::Entry> entries;
-    // Set for a snapshot; applied by the disk job `disk_seq` that installs it.
-    std::optional<replication::Snapshot> snapshot;
-    uint64_t disk_seq = 0;
-  };
-  struct Pending {
+  // A proposal waiting for the driver's answer.
+  struct Outcome {
+    uint64_t incarnation = 0;
     std::string data;
     Term term;
+    std::optional<LogIndex> index;  // set once the driver proposed it
+    std::optional<replication::ApplyResult> result;
+  };
+  struct Pending {
+    std::shared_ptr<Outcome> outcome;
   };
 
   void Fail(std::string what);
   void Log(absl::string_view line, bool verbose = false);
-  void Drain(uint64_t now);
-  void HandleReady(replication::Ready ready, uint64_t now);
-  void ShadowAppend(const std::vector<replication::Entry>& entries);
-  std::optional<Term> ShadowTerm(LogIndex index) const;
-  Outgoing MakeOutgoing(const replication::Message& message) const;
-  // Checks what a message promises about durable state, as it leaves.
-  void CheckDurablePromise(const Outgoing& out);
-  void Send(const Outgoing& out, uint64_t now);
-  void ApplyEntries(const std::vector<replication::Entry>& entries);
-  void ApplySnapshot(const replication::Snapshot& snapshot);
-  void ApplyThroughSnapshot(uint64_t disk_seq);
-  void CheckNewLeader();
+  // Drops the driver, the runtime and the state machine.
+  void Teardown();
+  // After a driver-stage run: see the class comment.
+  void Observe(bool log_writer_was_idle);
+  void CheckLeaderCompleteness();
+  // Enters the committed entries the leader's own log holds into the
+  // committed record.
+  void RecordLeaderCommits();
+  void OnProposalAnswered(const std::shared_ptr<Outcome>& outcome,
+                          replication::ApplyResult result);
+  void Settle(const std::shared_ptr<Outcome>& outcome);
 
   const NodeId id_;
-  const replication::ConfState bootstrap_;
-  const replication::RaftConfig config_;
   NodeEnv env_;
-  uint64_t now_ = 0;  // step of the current event, for the trace
 
-  std::unique_ptr<replication::MemoryLogStore> store_;  // survives crashes
-
-  // Volatile: reset by Crash() and Start().
-  std::unique_ptr<replication::RaftCore> core_;
+  // Survive crashes.
+  std::unique_ptr<SimDisk> disk_;
+  std::unique_ptr<SimTransport> transport_;
+  int64_t ticks_ = 0;
   uint64_t incarnation_ = 0;
-  std::deque<DiskJob> disk_queue_;
-  uint64_t disk_seq_ = 0;
-  uint64_t last_disk_done_at_ = 0;
-  std::deque<ApplyItem> apply_queue_;
-  uint64_t last_apply_due_ = 0;
-  AppliedState applied_;
-  std::map<LogIndex, Pending> pending_;
-  // The log as the core has handed it out: entries after base_index_.
-  LogIndex base_index_;
-  Term base_term_;
-  std::vector<ShadowEntry> shadow_;
-  LogIndex commit_seen_;  // last index handed out in Ready::committed
-  LogIndex last_commit_;  // core's commit index at the last check
-  replication::HardState last_hard_state_;
-  Term leader_checked_term_;
-  replication::Role last_role_ = replication::Role::kFollower;
-  NodeId last_leader_;
-
   uint64_t acked_ = 0;
   uint64_t failed_ = 0;
-  uint64_t snapshots_installed_ = 0;
+  uint64_t snapshots_before_ = 0;  // installed by earlier incarnations
+  // Entries through this index are in the committed record.
+  LogIndex recorded_commit_;
+
+  // One incarnation. Declared before the driver, which uses them: the
+  // driver is destroyed first (Teardown).
+  std::unique_ptr<SimStateMachine> state_machine_;
+  std::unique_ptr<SimRuntime> runtime_;
+  std::unique_ptr<replication::NodeDriver> driver_;
+  bool tearing_down_ = false;
+  replication::NodeStatus status_;
+  Term term_;  // status_.term, for the state machine
+  LogIndex last_commit_;
+  Term leader_checked_term_;
+  // A new leader whose log writer still had earlier work when it won is
+  // checked once that work is on disk.
+  bool leader_check_pending_ = false;
+  std::map<LogIndex, Pending> pending_;
+  LogIndex compact_requested_;
 };
 
 }  // namespace sessiond::sim
