@@ -29,9 +29,12 @@ constexpr absl::string_view kLeaderKey = "sessiond-leader";
 constexpr absl::string_view kNotProposedKey = "sessiond-not-proposed";
 constexpr absl::string_view kLeaderIdKey = "sessiond-leader-id";
 
+// CANCELLED too: this client never cancels an attempt itself, so one
+// that ends CANCELLED was cancelled by the server, which gRPC does to a call
+// that races Server::Shutdown (a node draining for a restart).
 bool Retryable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
-         absl::IsResourceExhausted(status);
+         absl::IsResourceExhausted(status) || absl::IsCancelled(status);
 }
 
 // "host:port" reduced to a form two spellings of one address share: no

@@ -351,7 +351,10 @@ absl::Status SetOption(const Option& o, const std::string& value,
 }
 
 absl::Status CheckConsistent(const Config& config) {
-  if (absl::Status s = CheckLimitsConsistent(config.limits); !s.ok()) return s;
+  Limits limits = config.limits;
+  limits.min_idle_timeout_ms =
+      MinIdleTimeoutMs(limits.min_ttl_ms, config.touch_flush_interval_ms);
+  if (absl::Status s = CheckLimitsConsistent(limits); !s.ok()) return s;
   if (config.heartbeat_ticks >= config.election_ticks) {
     return absl::InvalidArgumentError(
         "--heartbeat_ticks must be below --election_ticks");

@@ -46,6 +46,9 @@ namespace {
 // Replaying a long log at start can take a while; past this the daemon
 // gives up instead of hanging with its port closed.
 constexpr absl::Duration kStartupTimeout = absl::Minutes(10);
+// Shutdown goes on refusing calls until none has come for this long: long
+// enough for a client that got UNAVAILABLE to have moved to another node.
+constexpr absl::Duration kCallersQuiet = absl::Milliseconds(100);
 
 std::string HostOf(const std::string& listen) {
   const size_t colon = listen.rfind(':');
@@ -367,6 +370,9 @@ absl::Status Daemon::Init() {
 
   SessionServiceOptions service_options;
   service_options.limits = config_.limits;
+  service_options.cluster_id = cluster_id_;
+  service_options.limits.min_idle_timeout_ms = MinIdleTimeoutMs(
+      config_.limits.min_ttl_ms, config_.touch_flush_interval_ms);
   service_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
   service_options.self = self;
@@ -524,12 +530,21 @@ void Daemon::Shutdown() {
       health->SetServingStatus(false);
     }
     // New calls are refused (UNAVAILABLE) at once; writes in flight get up
-    // to shutdown_grace_ms to reach their applied result.
+    // to shutdown_grace_ms to reach their applied result, and open streams
+    // to write the answers they owe and end with UNAVAILABLE.
+    const absl::Time drain_deadline = absl::Now() + grace;
     service_->BeginDrain();
-    if (!service_->WaitForWritesDrained(grace)) {
+    if (!service_->WaitForDrained(grace)) {
       std::fprintf(stderr,
-                   "sessiond: writes still in flight after %lld ms; "
+                   "sessiond: writes or streams still open after %lld ms; "
                    "cancelling them\n",
+                   static_cast<long long>(config_.shutdown_grace_ms));
+    } else if (!service_->WaitForCallersToLeave(kCallersQuiet,
+                                                drain_deadline)) {
+      std::fprintf(stderr,
+                   "sessiond: clients still calling after %lld ms of "
+                   "UNAVAILABLE; stopping (calls racing the stop are "
+                   "cancelled)\n",
                    static_cast<long long>(config_.shutdown_grace_ms));
     }
   }
@@ -551,7 +566,7 @@ void Daemon::Shutdown() {
   }
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() +
-                      std::chrono::milliseconds(200));
+                      absl::ToChronoMilliseconds(grace));
   }
   if (agent_ != nullptr) agent_->Stop();
   if (sweeper_ != nullptr) sweeper_->Stop();

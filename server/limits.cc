@@ -1,6 +1,8 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/limits.h"
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -173,10 +175,14 @@ absl::StatusOr<CreateLifetimes> ValidateCreate(
   out.idle_timeout_ms = request.idle_timeout_ms() == 0
                             ? limits.default_idle_timeout_ms
                             : request.idle_timeout_ms();
-  if (out.idle_timeout_ms != 0 && out.idle_timeout_ms < limits.min_ttl_ms) {
+  if (out.idle_timeout_ms != 0 &&
+      out.idle_timeout_ms < limits.min_idle_timeout_ms) {
     return absl::InvalidArgumentError(absl::StrCat(
         "idle_timeout_ms: ", out.idle_timeout_ms, " is below the minimum ",
-        limits.min_ttl_ms, " (--min_ttl_ms)"));
+        limits.min_idle_timeout_ms, " (the larger of --min_ttl_ms and ",
+        kIdleTimeoutFlushMultiple,
+        " x --touch_flush_interval_ms: touches reach the log once per "
+        "interval)"));
   }
   if (out.idle_timeout_ms > limits.max_idle_timeout_ms) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -313,6 +319,11 @@ absl::Status ValidateList(const sessiond::v1::ListUserSessionsRequest& request,
   return absl::OkStatus();
 }
 
+int64_t MinIdleTimeoutMs(int64_t min_ttl_ms, int64_t touch_flush_interval_ms) {
+  return std::max(min_ttl_ms,
+                  kIdleTimeoutFlushMultiple * touch_flush_interval_ms);
+}
+
 absl::Status CheckLimitsConsistent(const Limits& limits) {
   if (limits.min_ttl_ms > limits.max_ttl_ms) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -327,12 +338,14 @@ absl::Status CheckLimitsConsistent(const Limits& limits) {
                      limits.max_ttl_ms, "] (--min_ttl_ms, --max_ttl_ms)"));
   }
   if (limits.default_idle_timeout_ms != 0 &&
-      (limits.default_idle_timeout_ms < limits.min_ttl_ms ||
+      (limits.default_idle_timeout_ms < limits.min_idle_timeout_ms ||
        limits.default_idle_timeout_ms > limits.max_idle_timeout_ms)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--default_idle_timeout_ms (", limits.default_idle_timeout_ms,
-        ") must be 0 or within [", limits.min_ttl_ms, ", ",
-        limits.max_idle_timeout_ms, "] (--min_ttl_ms, --max_idle_timeout_ms)"));
+        ") must be 0 or within [", limits.min_idle_timeout_ms, ", ",
+        limits.max_idle_timeout_ms, "] (the larger of --min_ttl_ms and ",
+        kIdleTimeoutFlushMultiple,
+        " x --touch_flush_interval_ms; --max_idle_timeout_ms)"));
   }
   return absl::OkStatus();
 }

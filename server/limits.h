@@ -26,10 +26,25 @@ struct Limits {
   int64_t max_ttl_ms = 90ll * 24 * 3600 * 1000;
   int64_t default_ttl_ms = 24ll * 3600 * 1000;
   int64_t default_idle_timeout_ms = 0;  // 0: no idle expiry by default
+  // Derived, not a flag: the shortest idle timeout the touch resolution can
+  // keep, max(--min_ttl_ms, kIdleTimeoutFlushMultiple x
+  // --touch_flush_interval_ms). ParseConfig sets it (MinIdleTimeoutMs).
+  int64_t min_idle_timeout_ms = 3000;
   int64_t max_idle_timeout_ms = 90ll * 24 * 3600 * 1000;
   int64_t max_reason_bytes = 256;
   int64_t max_client_field_bytes = 512;
 };
+
+// A touch reaches the replicated last_seen up to one flush interval (plus a
+// commit) after the validation that made it, so a session whose idle timeout
+// is only one interval long idles out while its user is active. With a
+// timeout of at least this many intervals, a user whose validations are at
+// most (idle timeout - 2 intervals) apart is never idled out: one interval
+// for the flush, one of margin for the commit and the sweep.
+inline constexpr int64_t kIdleTimeoutFlushMultiple = 3;
+
+// The shortest idle timeout a client may ask for (Limits::min_idle_timeout_ms).
+int64_t MinIdleTimeoutMs(int64_t min_ttl_ms, int64_t touch_flush_interval_ms);
 
 // ListUserSessions page sizes (session.proto documents them).
 inline constexpr uint32_t kDefaultPageSize = 100;

@@ -3,17 +3,16 @@
 
 #include <any>
 #include <chrono>
-#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
+#include "server/validate_stream.h"
 #include "sessiond/v1/command.pb.h"
 #include "storage/token.h"
 
@@ -24,17 +23,6 @@ using sessiond::v1::Session;
 using sessiond::v1::ValidateSessionRequest;
 using sessiond::v1::ValidateSessionResponse;
 using sessiond::v1::internal::Command;
-
-absl::Status ShuttingDown() {
-  return absl::UnavailableError("shutting down; retry (another node)");
-}
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 // The record an applied write returned (session_state_machine.h documents
 // which command yields which type).
@@ -68,193 +56,10 @@ ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {
   return ValidateSessionResponse::UNKNOWN;
 }
 
-// StreamValidateSessions: answers in request order. Each request waits for
-// its own read barrier; reading and writing overlap (the next request is
-// read while earlier answers wait or are written), with at most kMaxQueued
-// answers outstanding, so a client that pipelines is not held to one round
-// trip per validation. A request whose barrier fails ends the stream with
-// that status, after the answers before it are written.
-//
-// gRPC allows one read and one write outstanding at a time; the state under
-// mu_ decides which Start* call is due, and the calls are made after mu_ is
-// released. The reactor finishes only once no barrier callback is pending,
-// so none can arrive after OnDone.
-class StreamValidateReactor
-    : public grpc::ServerBidiReactor<ValidateSessionRequest,
-                                     ValidateSessionResponse> {
- public:
-  StreamValidateReactor(SessionServiceImpl* service,
-                        grpc::CallbackServerContext* context)
-      : service_(service), context_(context) {
-    StartRead(&request_);
-  }
-
-  void OnReadDone(bool ok) override {
-    Slot* slot = nullptr;
-    Actions actions;
-    {
-      absl::MutexLock lock(&mu_);
-      reading_ = false;
-      if (!ok || broken_) {
-        reads_done_ = true;
-      } else {
-        queue_.emplace_back();
-        slot = &queue_.back();
-        ++barriers_pending_;
-        if (queue_.size() < kMaxQueued) {
-          actions.read = true;
-          reading_ = true;
-        } else {
-          read_paused_ = true;
-        }
-      }
-      Actions more = NextActionsLocked();
-      actions.write = more.write;
-      actions.finish = more.finish;
-    }
-    if (slot != nullptr) {
-      // request_ is read again only after this copy (StartRead below).
-      const ValidateSessionRequest request = request_;
-      service_->Validate(request, service_->DeadlineOf(context_),
-                         &slot->response, [this, slot](absl::Status status) {
-                           Actions a;
-                           {
-                             absl::MutexLock lock(&mu_);
-                             slot->status = std::move(status);
-                             slot->ready = true;
-                             --barriers_pending_;
-                             a = NextActionsLocked();
-                           }
-                           Run(a);
-                         });
-    }
-    Run(actions);
-  }
-
-  void OnWriteDone(bool ok) override {
-    Actions actions;
-    {
-      absl::MutexLock lock(&mu_);
-      queue_.pop_front();
-      writing_ = false;
-      if (!ok) {
-        status_ = grpc::Status(grpc::StatusCode::CANCELLED, "stream broken");
-        broken_ = true;
-      }
-      if (!broken_ && read_paused_ && queue_.size() < kMaxQueued) {
-        read_paused_ = false;
-        actions.read = true;
-        reading_ = true;
-      }
-      Actions more = NextActionsLocked();
-      actions.write = more.write;
-      actions.finish = more.finish;
-    }
-    Run(actions);
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  static constexpr size_t kMaxQueued = 64;
-
-  struct Slot {
-    ValidateSessionResponse response;
-    absl::Status status;
-    bool ready = false;
-  };
-  struct Actions {
-    bool read = false;
-    const ValidateSessionResponse* write = nullptr;
-    bool finish = false;
-  };
-
-  Actions NextActionsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    Actions a;
-    if (finished_) return a;
-    if (!broken_ && !writing_ && !queue_.empty() && queue_.front().ready) {
-      if (queue_.front().status.ok()) {
-        writing_ = true;
-        a.write = &queue_.front().response;  // deque: stays put
-        return a;
-      }
-      // This request could not be answered: end the stream with why.
-      status_ = ToGrpcStatus(queue_.front().status);
-      broken_ = true;
-    }
-    const bool done = broken_ || (reads_done_ && queue_.empty());
-    if (done && !writing_ && !reading_ && barriers_pending_ == 0) {
-      finished_ = true;
-      a.finish = true;
-    }
-    return a;
-  }
-
-  void Run(const Actions& actions) {
-    if (actions.finish) {
-      grpc::Status status;
-      {
-        absl::MutexLock lock(&mu_);
-        status = status_;
-      }
-      Finish(status);
-      return;
-    }
-    if (actions.write != nullptr) StartWrite(actions.write);
-    if (actions.read) StartRead(&request_);
-  }
-
-  SessionServiceImpl* const service_;
-  grpc::CallbackServerContext* const context_;
-  // Only touched between a StartRead and its OnReadDone.
-  ValidateSessionRequest request_;
-
-  absl::Mutex mu_;
-  std::deque<Slot> queue_ ABSL_GUARDED_BY(mu_);
-  int barriers_pending_ ABSL_GUARDED_BY(mu_) = 0;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // queue_.front() in flight
-  bool reading_ ABSL_GUARDED_BY(mu_) = true;   // the constructor's StartRead
-  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
-  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool broken_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
 }  // namespace
 
-void AddLeaderHint(grpc::CallbackServerContext* context,
-                   const LeaderHint& hint) {
-  if (hint.id == NodeId(0)) return;
-  context->AddTrailingMetadata("sessiond-leader-id",
-                               absl::StrCat(hint.id.value()));
-  if (!hint.client_address.empty()) {
-    context->AddTrailingMetadata("sessiond-leader", hint.client_address);
-  }
-}
-
-void FinishWithHint(grpc::CallbackServerContext* context,
-                    grpc::ServerUnaryReactor* reactor,
-                    const absl::Status& status, const LeaderHint& hint) {
-  if (absl::IsUnavailable(status)) AddLeaderHint(context, hint);
-  if (status.GetPayload(kNotProposedPayload).has_value()) {
-    context->AddTrailingMetadata("sessiond-not-proposed", "1");
-  }
-  reactor->Finish(ToGrpcStatus(status));
-}
-
-std::string EncodePageToken(absl::string_view after_session_id) {
-  return absl::WebSafeBase64Escape(after_session_id);
-}
-
-absl::StatusOr<std::string> DecodePageToken(absl::string_view page_token) {
-  std::string out;
-  if (!absl::WebSafeBase64Unescape(page_token, &out) || out.empty() ||
-      out.size() > 255) {
-    return absl::InvalidArgumentError(
-        "page_token: malformed (pass a previous response's next_page_token)");
-  }
-  return out;
+absl::Status ShuttingDown() {
+  return absl::UnavailableError("shutting down; retry (another node)");
 }
 
 SessionServiceImpl::SessionServiceImpl(
@@ -262,6 +67,7 @@ SessionServiceImpl::SessionServiceImpl(
     const storage::SessionStateMachine* state_machine, ClusterClock* clock,
     ReadBarrier* reads, WritePath* writes, TouchBuffer* touches)
     : options_(options),
+      page_tokens_(options.cluster_id),
       table_(table),
       state_machine_(state_machine),
       clock_(clock),
@@ -275,24 +81,71 @@ absl::Status SessionServiceImpl::EnterWrite() {
   writes_inflight_.fetch_add(1);
   if (draining_.load()) {
     writes_inflight_.fetch_sub(1);
-    return ShuttingDown();
+    return Refuse();
   }
   return absl::OkStatus();
 }
 
-void SessionServiceImpl::BeginDrain() { draining_.store(true); }
+absl::Status SessionServiceImpl::Refuse() const {
+  last_refusal_ns_.store(absl::GetCurrentTimeNanos());
+  return ShuttingDown();
+}
 
-bool SessionServiceImpl::WaitForWritesDrained(absl::Duration timeout) const {
+void SessionServiceImpl::BeginDrain() {
+  // Calls already on the wire count as refused now: the quiet period
+  // starts here, not at the first refusal.
+  last_refusal_ns_.store(absl::GetCurrentTimeNanos());
+  draining_.store(true);
+  absl::MutexLock lock(&streams_mu_);
+  // Drain only marks the stream and starts its last writes: OnDone (which
+  // takes streams_mu_) never runs inline in a reactor method.
+  for (ValidateStream* stream : streams_) stream->Drain();
+}
+
+bool SessionServiceImpl::WaitForDrained(absl::Duration timeout) const {
   const absl::Time deadline = absl::Now() + timeout;
-  while (writes_inflight_.load() > 0) {
+  auto drained = [this] {
+    if (writes_inflight_.load() > 0) return false;
+    absl::MutexLock lock(&streams_mu_);
+    return streams_.empty();
+  };
+  while (!drained()) {
     if (absl::Now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(1));
   }
   return true;
 }
 
+bool SessionServiceImpl::WaitForCallersToLeave(absl::Duration quiet,
+                                              absl::Time deadline) const {
+  while (true) {
+    const absl::Time last = absl::FromUnixNanos(last_refusal_ns_.load());
+    const absl::Time now = absl::Now();
+    if (now - last >= quiet) return true;
+    if (now >= deadline) return false;
+    absl::SleepFor(std::min(last + quiet, deadline) - now);
+  }
+}
+
+bool SessionServiceImpl::RegisterStream(ValidateStream* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  // Checked under the lock BeginDrain takes: a stream either sees the drain
+  // here or is in streams_ when BeginDrain walks it.
+  if (draining_.load()) {
+    Refuse().IgnoreError();  // only notes the time
+    return false;
+  }
+  streams_.insert(stream);
+  return true;
+}
+
+void SessionServiceImpl::UnregisterStream(ValidateStream* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
+}
+
 absl::Status SessionServiceImpl::CheckReady() const {
-  if (draining_.load()) return ShuttingDown();
+  if (draining_.load()) return Refuse();
   if (!ready_.load(std::memory_order_acquire)) {
     return absl::UnavailableError("not ready: the node is starting");
   }
@@ -360,135 +213,132 @@ void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
       });
 }
 
-grpc::ServerUnaryReactor* SessionServiceImpl::ValidateSession(
-    grpc::CallbackServerContext* context, const ValidateSessionRequest* request,
-    ValidateSessionResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = CheckReady(); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
-  reads_->Wait(request->consistency(), DeadlineOf(context),
-               [this, context, reactor, request, response](ReadAnswer answer) {
-                 if (!answer.status.ok()) {
-                   FinishWithHint(context, reactor, answer.status,
-                                  writes_->leader_hint());
-                   return;
-                 }
-                 ValidateNow(*request, clock_->NowMs(), answer, response);
-                 reactor->Finish(grpc::Status::OK);
-               });
-  return reactor;
-}
+// ---------------------------------------------------------------------------
+// The raw methods: parse, then serve.
 
-grpc::ServerUnaryReactor* SessionServiceImpl::BatchValidateSessions(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::BatchValidateSessionsRequest* request,
-    sessiond::v1::BatchValidateSessionsResponse* response) {
-  if (static_cast<size_t>(request->requests_size()) >
-      options_.max_batch_validate) {
-    return FinishNow(context,
-                     absl::InvalidArgumentError(absl::StrCat(
-                         "requests: ", request->requests_size(),
-                         " entries, limit is ", options_.max_batch_validate)));
+#define SESSIOND_SERVE_UNARY(Method, CallType, Handler)                   \
+  grpc::ServerUnaryReactor* SessionServiceImpl::Method(                   \
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,   \
+      grpc::ByteBuffer* out) {                                            \
+    return ServeUnary<CallType::RequestType, CallType::ResponseType>(     \
+        context, in, out, [this](CallType* call) { Handler(call); });     \
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status s = CheckReady(); !s.ok()) {
-    reactor->Finish(ToGrpcStatus(s));
-    return reactor;
-  }
-  // One barrier for the whole batch.
-  reads_->Wait(
-      request->consistency(), DeadlineOf(context),
-      [this, context, reactor, request, response](ReadAnswer answer) {
-        if (!answer.status.ok()) {
-          FinishWithHint(context, reactor, answer.status,
-                         writes_->leader_hint());
-          return;
-        }
-        const int64_t now_ms = clock_->NowMs();
-        response->mutable_responses()->Reserve(request->requests_size());
-        for (const ValidateSessionRequest& r : request->requests()) {
-          ValidateNow(r, now_ms, answer, response->add_responses());
-        }
-        reactor->Finish(grpc::Status::OK);
-      });
-  return reactor;
-}
+SESSIOND_SERVE_UNARY(CreateSession, CreateCall, ServeCreate)
+SESSIOND_SERVE_UNARY(CreateSessions, CreateBatchCall, ServeCreateBatch)
+SESSIOND_SERVE_UNARY(ValidateSession, ValidateCall, ServeValidate)
+SESSIOND_SERVE_UNARY(BatchValidateSessions, BatchValidateCall,
+                     ServeBatchValidate)
+SESSIOND_SERVE_UNARY(TouchSession, TouchCall, ServeTouch)
+SESSIOND_SERVE_UNARY(UpdateSession, UpdateCall, ServeUpdate)
+SESSIOND_SERVE_UNARY(RevokeSession, RevokeCall, ServeRevoke)
+SESSIOND_SERVE_UNARY(ListUserSessions, ListCall, ServeList)
+SESSIOND_SERVE_UNARY(RevokeUserSessions, RevokeUserCall, ServeRevokeUser)
+#undef SESSIOND_SERVE_UNARY
 
-grpc::ServerBidiReactor<ValidateSessionRequest, ValidateSessionResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 SessionServiceImpl::StreamValidateSessions(
     grpc::CallbackServerContext* context) {
-  return new StreamValidateReactor(this, context);
+  return new ValidateStream(this, context);
 }
 
-grpc::ServerUnaryReactor* SessionServiceImpl::ListUserSessions(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::ListUserSessionsRequest* request,
-    sessiond::v1::ListUserSessionsResponse* response) {
-  if (absl::Status s = CheckReady(); !s.ok()) return FinishNow(context, s);
-  uint32_t page_size = 0;
-  if (absl::Status s = ValidateList(*request, options_.limits, &page_size);
-      !s.ok()) {
-    return FinishNow(context, s);
+void SessionServiceImpl::ServeValidate(ValidateCall* call) {
+  if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+  reads_->Wait(call->request().consistency(), DeadlineOf(call->context()),
+               [this, call](ReadAnswer answer) {
+                 if (!answer.status.ok()) {
+                   return call->Reply(answer.status, leader_hint());
+                 }
+                 ValidateNow(call->request(), clock_->NowMs(), answer,
+                             call->response());
+                 call->Reply(absl::OkStatus());
+               });
+}
+
+void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
+  const auto& requests = call->request().requests();
+  if (static_cast<size_t>(requests.size()) > options_.max_batch_validate) {
+    return call->Reply(absl::InvalidArgumentError(
+        absl::StrCat("requests: ", requests.size(), " entries, limit is ",
+                     options_.max_batch_validate)));
   }
+  if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+  // One barrier for the whole batch.
+  reads_->Wait(call->request().consistency(), DeadlineOf(call->context()),
+               [this, call](ReadAnswer answer) {
+                 if (!answer.status.ok()) {
+                   return call->Reply(answer.status, leader_hint());
+                 }
+                 const int64_t now_ms = clock_->NowMs();
+                 auto* responses = call->response()->mutable_responses();
+                 responses->Reserve(call->request().requests_size());
+                 for (const ValidateSessionRequest& r :
+                      call->request().requests()) {
+                   ValidateNow(r, now_ms, answer, responses->Add());
+                 }
+                 call->Reply(absl::OkStatus());
+               });
+}
+
+void SessionServiceImpl::ServeList(ListCall* call) {
+  if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+  const sessiond::v1::ListUserSessionsRequest& request = call->request();
+  uint32_t page_size = 0;
+  if (absl::Status s = ValidateList(request, options_.limits, &page_size);
+      !s.ok()) {
+    return call->Reply(s);
+  }
+  const PageQuery query{.user_id = request.user_id(),
+                        .include_revoked = request.include_revoked()};
   std::string after;
-  if (!request->page_token().empty()) {
+  if (!request.page_token().empty()) {
     absl::StatusOr<std::string> decoded =
-        DecodePageToken(request->page_token());
-    if (!decoded.ok()) return FinishNow(context, decoded.status());
+        page_tokens_.Decode(query, request.page_token());
+    if (!decoded.ok()) return call->Reply(decoded.status());
     after = *std::move(decoded);
   }
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reads_->Wait(sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(context),
-               [this, context, reactor, request, response, page_size,
-                after = std::move(after)](ReadAnswer answer) {
-                 if (!answer.status.ok()) {
-                   FinishWithHint(context, reactor, answer.status,
-                                  writes_->leader_hint());
-                   return;
-                 }
-                 storage::ListUserPage page = table_->ListUser(
-                     request->user_id(), page_size, after,
-                     request->include_revoked(), clock_->NowMs(),
-                     state_machine_->expiry_leeway_ms());
-                 response->mutable_sessions()->Reserve(page.sessions.size());
-                 for (Session& s : page.sessions) {
-                   *response->add_sessions() = std::move(s);
-                 }
-                 if (!page.next_after_session_id.empty()) {
-                   response->set_next_page_token(
-                       EncodePageToken(page.next_after_session_id));
-                 }
-                 reactor->Finish(grpc::Status::OK);
-               });
-  return reactor;
+  reads_->Wait(
+      sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(call->context()),
+      [this, call, query, page_size, after = std::move(after)](
+          ReadAnswer answer) {
+        if (!answer.status.ok()) {
+          return call->Reply(answer.status, leader_hint());
+        }
+        storage::ListUserPage page = table_->ListUser(
+            call->request().user_id(), page_size, after, query.include_revoked,
+            clock_->NowMs(), state_machine_->expiry_leeway_ms());
+        auto* response = call->response();
+        response->mutable_sessions()->Reserve(page.sessions.size());
+        for (Session& s : page.sessions) {
+          *response->add_sessions() = std::move(s);
+        }
+        if (!page.next_after_session_id.empty()) {
+          response->set_next_page_token(
+              page_tokens_.Encode(query, page.next_after_session_id));
+        }
+        call->Reply(absl::OkStatus());
+      });
 }
 
 // ---------------------------------------------------------------------------
 // Write path
 
-grpc::ServerUnaryReactor* SessionServiceImpl::Write(
-    grpc::CallbackServerContext* context, Command command,
+void SessionServiceImpl::Write(
+    UnaryCallBase* call, Command command,
     std::function<absl::Status(const std::any&)> fill) {
-  if (absl::Status s = CheckReady(); !s.ok()) return FinishNow(context, s);
-  if (absl::Status s = EnterWrite(); !s.ok()) return FinishNow(context, s);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  writes_->Submit(std::move(command), DeadlineOf(context),
-                  [this, context, reactor,
-                   fill = std::move(fill)](replication::ApplyResult result) {
-                    const LeaderHint hint = writes_->leader_hint();
-                    if (!result.ok()) {
-                      FinishWithHint(context, reactor, result.status(), hint);
-                    } else {
-                      if (hint.id != options_.self) {
-                        AddLeaderHint(context, hint);
-                      }
-                      reactor->Finish(ToGrpcStatus(fill(*result)));
-                    }
-                    writes_inflight_.fetch_sub(1);
-                  });
-  return reactor;
+  if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+  if (absl::Status s = EnterWrite(); !s.ok()) return call->Reply(s);
+  writes_->Submit(
+      std::move(command), DeadlineOf(call->context()),
+      [this, call, fill = std::move(fill)](replication::ApplyResult result) {
+        const LeaderHint hint = leader_hint();
+        if (!result.ok()) {
+          call->Reply(result.status(), hint);
+        } else {
+          if (hint.id != options_.self) AddLeaderHint(call->context(), hint);
+          call->Reply(fill(*result));
+        }
+        writes_inflight_.fetch_sub(1);
+      });
 }
 
 namespace {
@@ -514,156 +364,146 @@ std::string FillCreate(const sessiond::v1::CreateSessionRequest& request,
 
 }  // namespace
 
-grpc::ServerUnaryReactor* SessionServiceImpl::CreateSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::CreateSessionRequest* request,
-    sessiond::v1::CreateSessionResponse* response) {
+void SessionServiceImpl::ServeCreate(CreateCall* call) {
   absl::StatusOr<CreateLifetimes> lifetimes =
-      ValidateCreate(*request, options_.limits);
-  if (!lifetimes.ok()) return FinishNow(context, lifetimes.status());
+      ValidateCreate(call->request(), options_.limits);
+  if (!lifetimes.ok()) return call->Reply(lifetimes.status());
   Command command;
   std::string token =
-      FillCreate(*request, *lifetimes, command.mutable_create());
-  return Write(context, std::move(command),
-               [response, token = std::move(token)](const std::any& value) {
-                 absl::Status s =
-                     TakeSession(value, response->mutable_session());
-                 if (s.ok()) response->set_token(token);
-                 return s;
-               });
+      FillCreate(call->request(), *lifetimes, command.mutable_create());
+  Write(call, std::move(command),
+        [response = call->response(),
+         token = std::move(token)](const std::any& value) {
+          absl::Status s = TakeSession(value, response->mutable_session());
+          if (s.ok()) response->set_token(token);
+          return s;
+        });
 }
 
-grpc::ServerUnaryReactor* SessionServiceImpl::CreateSessions(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::CreateSessionsRequest* request,
-    sessiond::v1::CreateSessionsResponse* response) {
-  const size_t count = static_cast<size_t>(request->requests_size());
+void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
+  const auto& requests = call->request().requests();
+  const size_t count = static_cast<size_t>(requests.size());
   if (count > options_.max_batch_create) {
-    return FinishNow(context, absl::InvalidArgumentError(absl::StrCat(
-                                  "requests: ", count, " entries, limit is ",
-                                  options_.max_batch_create)));
+    return call->Reply(absl::InvalidArgumentError(
+        absl::StrCat("requests: ", count, " entries, limit is ",
+                     options_.max_batch_create)));
   }
-  if (count == 0) return FinishNow(context, absl::OkStatus());
+  if (count == 0) return call->Reply(absl::OkStatus());
   Command command;
   auto* batch = command.mutable_create_batch();
   std::vector<std::string> tokens;
   tokens.reserve(count);
   for (size_t i = 0; i < count; ++i) {
+    const auto& request = requests[static_cast<int>(i)];
     absl::StatusOr<CreateLifetimes> lifetimes =
-        ValidateCreate(request->requests(static_cast<int>(i)), options_.limits);
+        ValidateCreate(request, options_.limits);
     if (!lifetimes.ok()) {
-      return FinishNow(
-          context, absl::InvalidArgumentError(absl::StrCat(
-                       "requests[", i, "].", lifetimes.status().message())));
+      return call->Reply(absl::InvalidArgumentError(
+          absl::StrCat("requests[", i, "].", lifetimes.status().message())));
     }
-    tokens.push_back(FillCreate(request->requests(static_cast<int>(i)),
-                                *lifetimes, batch->add_creates()));
+    tokens.push_back(FillCreate(request, *lifetimes, batch->add_creates()));
   }
-  return Write(
-      context, std::move(command),
-      [response, tokens = std::move(tokens)](const std::any& value) {
-        const auto* sessions = std::any_cast<std::vector<Session>>(&value);
-        if (sessions == nullptr || sessions->size() != tokens.size()) {
-          return absl::InternalError(
-              "apply result is not the created sessions");
-        }
-        response->mutable_responses()->Reserve(static_cast<int>(tokens.size()));
-        for (size_t i = 0; i < tokens.size(); ++i) {
-          auto* one = response->add_responses();
-          one->set_token(tokens[i]);
-          *one->mutable_session() = (*sessions)[i];
-        }
-        return absl::OkStatus();
-      });
+  Write(call, std::move(command),
+        [response = call->response(),
+         tokens = std::move(tokens)](const std::any& value) {
+          const auto* sessions = std::any_cast<std::vector<Session>>(&value);
+          if (sessions == nullptr || sessions->size() != tokens.size()) {
+            return absl::InternalError(
+                "apply result is not the created sessions");
+          }
+          response->mutable_responses()->Reserve(
+              static_cast<int>(tokens.size()));
+          for (size_t i = 0; i < tokens.size(); ++i) {
+            auto* one = response->add_responses();
+            one->set_token(tokens[i]);
+            *one->mutable_session() = (*sessions)[i];
+          }
+          return absl::OkStatus();
+        });
 }
 
-grpc::ServerUnaryReactor* SessionServiceImpl::TouchSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::TouchSessionRequest* request,
-    sessiond::v1::TouchSessionResponse* response) {
-  if (absl::Status s = ValidateToken(request->token(), "token"); !s.ok()) {
-    return FinishNow(context, s);
+void SessionServiceImpl::ServeTouch(TouchCall* call) {
+  if (absl::Status s = ValidateToken(call->request().token(), "token");
+      !s.ok()) {
+    return call->Reply(s);
   }
   Command command;
   auto* touch = command.mutable_touch()->add_touches();
   touch->set_token_hash(std::string(
-      storage::TokenHashBytes(storage::HashToken(request->token()))));
+      storage::TokenHashBytes(storage::HashToken(call->request().token()))));
   // 0: the applied (cluster) time of the touch itself.
   touch->set_seen_at_ms(0);
-  return Write(context, std::move(command), [response](const std::any& value) {
-    return TakeSession(value, response->mutable_session());
-  });
+  Write(call, std::move(command),
+        [response = call->response()](const std::any& value) {
+          return TakeSession(value, response->mutable_session());
+        });
 }
 
-grpc::ServerUnaryReactor* SessionServiceImpl::UpdateSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::UpdateSessionRequest* request,
-    sessiond::v1::UpdateSessionResponse* response) {
-  if (absl::Status s = ValidateUpdate(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
+void SessionServiceImpl::ServeUpdate(UpdateCall* call) {
+  const sessiond::v1::UpdateSessionRequest& request = call->request();
+  if (absl::Status s = ValidateUpdate(request, options_.limits); !s.ok()) {
+    return call->Reply(s);
   }
-  const storage::TokenHash hash = storage::HashToken(request->token());
+  const storage::TokenHash hash = storage::HashToken(request.token());
   // The record-size and attribute-count limits depend on the stored
   // session. Checked against this node's table as it is now: a concurrent
   // update of the same session (or a lagging follower) could slip past,
   // which costs at most one record over the limit, never a wrong answer.
   if (std::optional<Session> current = table_->Get(hash)) {
-    if (absl::Status s =
-            CheckUpdatedRecord(*current, *request, options_.limits);
+    if (absl::Status s = CheckUpdatedRecord(*current, request, options_.limits);
         !s.ok()) {
-      return FinishNow(context, s);
+      return call->Reply(s);
     }
   }
   Command command;
   auto* update = command.mutable_update();
   update->set_token_hash(std::string(storage::TokenHashBytes(hash)));
-  update->set_expected_version(request->expected_version());
-  *update->mutable_set_attributes() = request->set_attributes();
-  *update->mutable_remove_attributes() = request->remove_attributes();
-  return Write(context, std::move(command), [response](const std::any& value) {
-    return TakeSession(value, response->mutable_session());
-  });
+  update->set_expected_version(request.expected_version());
+  *update->mutable_set_attributes() = request.set_attributes();
+  *update->mutable_remove_attributes() = request.remove_attributes();
+  Write(call, std::move(command),
+        [response = call->response()](const std::any& value) {
+          return TakeSession(value, response->mutable_session());
+        });
 }
 
-grpc::ServerUnaryReactor* SessionServiceImpl::RevokeSession(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::RevokeSessionRequest* request,
-    sessiond::v1::RevokeSessionResponse* response) {
-  if (absl::Status s = ValidateRevoke(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
+void SessionServiceImpl::ServeRevoke(RevokeCall* call) {
+  const sessiond::v1::RevokeSessionRequest& request = call->request();
+  if (absl::Status s = ValidateRevoke(request, options_.limits); !s.ok()) {
+    return call->Reply(s);
   }
   Command command;
   auto* revoke = command.mutable_revoke();
-  if (request->target_case() == sessiond::v1::RevokeSessionRequest::kToken) {
+  if (request.target_case() == sessiond::v1::RevokeSessionRequest::kToken) {
     revoke->mutable_session()->set_token_hash(std::string(
-        storage::TokenHashBytes(storage::HashToken(request->token()))));
+        storage::TokenHashBytes(storage::HashToken(request.token()))));
   } else {
-    revoke->mutable_session()->set_session_id(request->session_id());
+    revoke->mutable_session()->set_session_id(request.session_id());
   }
-  revoke->set_reason(request->reason());
-  return Write(context, std::move(command), [response](const std::any& value) {
-    return TakeSession(value, response->mutable_session());
-  });
+  revoke->set_reason(request.reason());
+  Write(call, std::move(command),
+        [response = call->response()](const std::any& value) {
+          return TakeSession(value, response->mutable_session());
+        });
 }
 
-grpc::ServerUnaryReactor* SessionServiceImpl::RevokeUserSessions(
-    grpc::CallbackServerContext* context,
-    const sessiond::v1::RevokeUserSessionsRequest* request,
-    sessiond::v1::RevokeUserSessionsResponse* response) {
-  if (absl::Status s = ValidateRevokeUser(*request, options_.limits); !s.ok()) {
-    return FinishNow(context, s);
+void SessionServiceImpl::ServeRevokeUser(RevokeUserCall* call) {
+  const sessiond::v1::RevokeUserSessionsRequest& request = call->request();
+  if (absl::Status s = ValidateRevokeUser(request, options_.limits); !s.ok()) {
+    return call->Reply(s);
   }
   Command command;
   auto* revoke = command.mutable_revoke_user();
-  revoke->set_user_id(request->user_id());
-  revoke->set_keep_session_id(request->keep_session_id());
-  revoke->set_reason(request->reason());
-  return Write(context, std::move(command), [response](const std::any& value) {
-    uint64_t count = 0;
-    absl::Status s = TakeCount(value, &count);
-    response->set_revoked_count(count);
-    return s;
-  });
+  revoke->set_user_id(request.user_id());
+  revoke->set_keep_session_id(request.keep_session_id());
+  revoke->set_reason(request.reason());
+  Write(call, std::move(command),
+        [response = call->response()](const std::any& value) {
+          uint64_t count = 0;
+          absl::Status s = TakeCount(value, &count);
+          response->set_revoked_count(count);
+          return s;
+        });
 }
 
 }  // namespace sessiond::server

@@ -2,18 +2,24 @@
 #ifndef SESSIOND_SERVER_SESSION_SERVICE_H_
 #define SESSIOND_SERVER_SESSION_SERVICE_H_
 
+#include <any>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/cluster_clock.h"
 #include "server/limits.h"
+#include "server/page_token.h"
 #include "server/read_barrier.h"
 #include "server/touch_buffer.h"
+#include "server/unary_call.h"
 #include "server/write_path.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "storage/session_state_machine.h"
@@ -34,7 +40,32 @@ struct SessionServiceOptions {
   // with the leader in trailing metadata, so clients learn where to send
   // writes.
   NodeId self;
+  // Keys ListUserSessions page tokens (PageTokenCodec).
+  uint64_t cluster_id = 0;
 };
+
+// The base with every SessionService method in its raw form (bytes in,
+// bytes out): requests are parsed by the service (ServeUnary,
+// ValidateStream), so a request that does not parse is INVALID_ARGUMENT
+// with a message instead of gRPC's bare UNIMPLEMENTED, and a stream never
+// ends silently on a bad message.
+using RawSessionService = sessiond::v1::SessionService::
+    WithRawCallbackMethod_CreateSession<sessiond::v1::SessionService::
+    WithRawCallbackMethod_CreateSessions<sessiond::v1::SessionService::
+    WithRawCallbackMethod_ValidateSession<sessiond::v1::SessionService::
+    WithRawCallbackMethod_BatchValidateSessions<sessiond::v1::SessionService::
+    WithRawCallbackMethod_StreamValidateSessions<sessiond::v1::SessionService::
+    WithRawCallbackMethod_TouchSession<sessiond::v1::SessionService::
+    WithRawCallbackMethod_UpdateSession<sessiond::v1::SessionService::
+    WithRawCallbackMethod_RevokeSession<sessiond::v1::SessionService::
+    WithRawCallbackMethod_ListUserSessions<sessiond::v1::SessionService::
+    WithRawCallbackMethod_RevokeUserSessions<
+        sessiond::v1::SessionService::Service>>>>>>>>>>;
+
+class ValidateStream;
+
+// The status of a call refused because the node is shutting down.
+absl::Status ShuttingDown();
 
 // sessiond.v1.SessionService on gRPC's callback API. Two paths, the same on
 // every node of a cluster:
@@ -45,7 +76,7 @@ struct SessionServiceOptions {
 //               time (ClusterClock::NowMs) with the replicated leeway.
 //   write path  the request is checked against the limits, turned into a
 //               sessiond.v1.internal.Command, and handed to WritePath (which
-//               proposes it here or forwards it to the leader); the reactor
+//               proposes it here or forwards it to the leader); the call
 //               finishes with the applied result. A write answered by a
 //               follower, and any UNAVAILABLE answer, carries the leader in
 //               trailing metadata ("sessiond-leader", "sessiond-leader-id")
@@ -58,9 +89,11 @@ struct SessionServiceOptions {
 //
 // Thread-safe. Every pointer must outlive the service and every call it
 // serves (the daemon shuts the gRPC server down first).
-class SessionServiceImpl final
-    : public sessiond::v1::SessionService::CallbackService {
+class SessionServiceImpl final : public RawSessionService {
  public:
+  template <typename Request, typename Response>
+  using Call = UnaryCall<Request, Response>;
+
   SessionServiceImpl(const SessionServiceOptions& options,
                      const storage::SessionTable* table,
                      const storage::SessionStateMachine* state_machine,
@@ -70,56 +103,54 @@ class SessionServiceImpl final
   void set_ready(bool ready) { ready_.store(ready, std::memory_order_release); }
 
   // Shutdown, first half: every new call is refused with UNAVAILABLE
-  // "shutting down" (the client retries, elsewhere in a cluster), while
-  // writes already submitted run to their result.
+  // "shutting down; retry (another node)", writes already submitted run to
+  // their result, and every open StreamValidateSessions writes the answers
+  // it owes and then ends with that same UNAVAILABLE.
   void BeginDrain();
-  // Waits until no write is in flight, at most `timeout`. Returns whether
-  // none is.
-  bool WaitForWritesDrained(absl::Duration timeout) const;
+  // Waits until no write is in flight and no stream is open, at most
+  // `timeout`. Returns whether that was reached.
+  bool WaitForDrained(absl::Duration timeout) const;
+  // Shutdown, second half: waits until no call has been refused for
+  // `quiet`, or until `deadline`; returns whether callers left. gRPC
+  // (1.51) cancels, rather than refuses, a call that reaches the server
+  // after Server::Shutdown began, so the server goes on answering
+  // UNAVAILABLE until the callers have moved to another node.
+  bool WaitForCallersToLeave(absl::Duration quiet, absl::Time deadline) const;
 
-  grpc::ServerUnaryReactor* CreateSession(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::CreateSessionRequest* request,
-      sessiond::v1::CreateSessionResponse* response) override;
-  grpc::ServerUnaryReactor* CreateSessions(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::CreateSessionsRequest* request,
-      sessiond::v1::CreateSessionsResponse* response) override;
+  // The raw methods: each parses its request and serves it below.
+  grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* CreateSessions(grpc::CallbackServerContext* context,
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ValidateSession(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::ValidateSessionRequest* request,
-      sessiond::v1::ValidateSessionResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* BatchValidateSessions(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::BatchValidateSessionsRequest* request,
-      sessiond::v1::BatchValidateSessionsResponse* response) override;
-  grpc::ServerBidiReactor<sessiond::v1::ValidateSessionRequest,
-                          sessiond::v1::ValidateSessionResponse>*
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
   StreamValidateSessions(grpc::CallbackServerContext* context) override;
-  grpc::ServerUnaryReactor* TouchSession(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::TouchSessionRequest* request,
-      sessiond::v1::TouchSessionResponse* response) override;
-  grpc::ServerUnaryReactor* UpdateSession(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::UpdateSessionRequest* request,
-      sessiond::v1::UpdateSessionResponse* response) override;
-  grpc::ServerUnaryReactor* RevokeSession(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::RevokeSessionRequest* request,
-      sessiond::v1::RevokeSessionResponse* response) override;
+  grpc::ServerUnaryReactor* TouchSession(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* UpdateSession(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* RevokeSession(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListUserSessions(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::ListUserSessionsRequest* request,
-      sessiond::v1::ListUserSessionsResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* RevokeUserSessions(
-      grpc::CallbackServerContext* context,
-      const sessiond::v1::RevokeUserSessionsRequest* request,
-      sessiond::v1::RevokeUserSessionsResponse* response) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
 
-  // The read path for one validation: waits for `level` (from the request,
-  // or `level_override` when set), then answers into `response`; `done`
-  // gets OK with an outcome, or the error to end the call with.
+  // The read path for one validation: waits for `level` (from the request),
+  // then answers into `response`; `done` gets OK with an outcome, or the
+  // error to end the call with.
   void Validate(const sessiond::v1::ValidateSessionRequest& request,
                 absl::Time deadline,
                 sessiond::v1::ValidateSessionResponse* response,
@@ -128,22 +159,59 @@ class SessionServiceImpl final
   // The server deadline of a call (WritePath::ServerDeadline).
   absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const;
 
+  // ValidateStream registers itself while open so a drain can end it.
+  // Returns false when draining: the stream ends at once.
+  bool RegisterStream(ValidateStream* stream);
+  void UnregisterStream(ValidateStream* stream);
+
+  const LeaderHint leader_hint() const { return writes_->leader_hint(); }
+
  private:
+  using CreateCall = Call<sessiond::v1::CreateSessionRequest,
+                          sessiond::v1::CreateSessionResponse>;
+  using CreateBatchCall = Call<sessiond::v1::CreateSessionsRequest,
+                               sessiond::v1::CreateSessionsResponse>;
+  using ValidateCall = Call<sessiond::v1::ValidateSessionRequest,
+                            sessiond::v1::ValidateSessionResponse>;
+  using BatchValidateCall = Call<sessiond::v1::BatchValidateSessionsRequest,
+                                 sessiond::v1::BatchValidateSessionsResponse>;
+  using TouchCall = Call<sessiond::v1::TouchSessionRequest,
+                         sessiond::v1::TouchSessionResponse>;
+  using UpdateCall = Call<sessiond::v1::UpdateSessionRequest,
+                          sessiond::v1::UpdateSessionResponse>;
+  using RevokeCall = Call<sessiond::v1::RevokeSessionRequest,
+                          sessiond::v1::RevokeSessionResponse>;
+  using ListCall = Call<sessiond::v1::ListUserSessionsRequest,
+                        sessiond::v1::ListUserSessionsResponse>;
+  using RevokeUserCall = Call<sessiond::v1::RevokeUserSessionsRequest,
+                              sessiond::v1::RevokeUserSessionsResponse>;
+
+  void ServeCreate(CreateCall* call);
+  void ServeCreateBatch(CreateBatchCall* call);
+  void ServeValidate(ValidateCall* call);
+  void ServeBatchValidate(BatchValidateCall* call);
+  void ServeTouch(TouchCall* call);
+  void ServeUpdate(UpdateCall* call);
+  void ServeRevoke(RevokeCall* call);
+  void ServeList(ListCall* call);
+  void ServeRevokeUser(RevokeUserCall* call);
+
   // The table lookup of the read path, after the barrier.
   void ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
                    int64_t now_ms, const ReadAnswer& answer,
                    sessiond::v1::ValidateSessionResponse* response);
+  // ShuttingDown(), noting when (for WaitForCallersToLeave).
+  absl::Status Refuse() const;
   absl::Status CheckReady() const;
   // Counts a write in flight, or refuses it when draining.
   absl::Status EnterWrite();
-  // The write path: submits `command`, then finishes the call with
+  // The write path: submits `command`, then finishes `call` with
   // `fill(applied value)` or the error (with the leader hint).
-  grpc::ServerUnaryReactor* Write(
-      grpc::CallbackServerContext* context,
-      sessiond::v1::internal::Command command,
-      std::function<absl::Status(const std::any&)> fill);
+  void Write(UnaryCallBase* call, sessiond::v1::internal::Command command,
+             std::function<absl::Status(const std::any&)> fill);
 
   const SessionServiceOptions options_;
+  const PageTokenCodec page_tokens_;
   const storage::SessionTable* const table_;                 // outlives this
   const storage::SessionStateMachine* const state_machine_;  // outlives this
   ClusterClock* const clock_;                                // outlives this
@@ -153,22 +221,12 @@ class SessionServiceImpl final
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> writes_inflight_{0};
+  // When a call was last refused as shutting down (Unix ns).
+  mutable std::atomic<int64_t> last_refusal_ns_{0};
+
+  mutable absl::Mutex streams_mu_;
+  absl::flat_hash_set<ValidateStream*> streams_ ABSL_GUARDED_BY(streams_mu_);
 };
-
-// Finishes `reactor` with `status`; an UNAVAILABLE status carries the
-// leader hint in trailing metadata ("sessiond-leader",
-// "sessiond-leader-id").
-void FinishWithHint(grpc::CallbackServerContext* context,
-                    grpc::ServerUnaryReactor* reactor,
-                    const absl::Status& status, const LeaderHint& hint);
-// Adds the leader hint to a call's trailing metadata.
-void AddLeaderHint(grpc::CallbackServerContext* context,
-                   const LeaderHint& hint);
-
-// ListUserSessions page tokens: the last session_id of a page, base64url
-// encoded so clients treat it as opaque.
-std::string EncodePageToken(absl::string_view after_session_id);
-absl::StatusOr<std::string> DecodePageToken(absl::string_view page_token);
 
 }  // namespace sessiond::server
 

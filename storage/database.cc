@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "storage/database.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <string_view>
 #include <utility>
@@ -9,7 +10,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "rocksdb/cache.h"
+#include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
@@ -64,12 +67,83 @@ rocksdb::ColumnFamilyOptions CfOptions(
   return cf;
 }
 
+// Files RocksDB may leave in a directory it was creating a database in when
+// the process died before CURRENT was written.
+bool IsRocksDbLeftover(const std::string& name) {
+  return name == "LOCK" || name == "IDENTITY" || name == "LOG" ||
+         absl::StartsWith(name, "LOG.old.") ||
+         absl::StartsWith(name, "MANIFEST-") ||
+         absl::StartsWith(name, "OPTIONS-") || absl::EndsWith(name, ".log") ||
+         absl::EndsWith(name, ".sst") || absl::EndsWith(name, ".dbtmp");
+}
+
+// A data dir is taken only when it is new, empty, or sessiond's own: never a
+// directory of unrelated files (a typo in --data_dir must not write a
+// database into someone's home) nor another program's RocksDB.
+absl::Status CheckDataDirIsOurs(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return absl::OkStatus();
+  if (!fs::is_directory(dir, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data dir ", dir,
+                     " exists and is not a directory; choose another "
+                     "--data_dir"));
+  }
+  if (fs::exists(dir + "/CURRENT", ec)) {
+    std::vector<std::string> families;
+    rocksdb::Status s =
+        rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families);
+    // An unreadable MANIFEST is Open's to report (DATA_LOSS).
+    if (!s.ok()) return absl::OkStatus();
+    for (const std::string& family : families) {
+      if (family == kRaftLogCf) return absl::OkStatus();
+    }
+    // A garbage MANIFEST can still list just "default": only a database
+    // RocksDB really opens is another program's; a corrupt one is ours to
+    // report as DATA_LOSS.
+    rocksdb::DB* readonly = nullptr;
+    if (!rocksdb::DB::OpenForReadOnly(rocksdb::Options(), dir, &readonly)
+             .ok()) {
+      return absl::OkStatus();
+    }
+    delete readonly;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data dir ", dir,
+        " holds a RocksDB database that is not sessiond's (no '", kRaftLogCf,
+        "' column family); refusing to write into it: choose an empty or new "
+        "--data_dir"));
+  }
+  std::vector<std::string> foreign;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    // The root of a freshly made filesystem.
+    if (name == "lost+found") continue;
+    if (!IsRocksDbLeftover(name)) foreign.push_back(name);
+  }
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot list data dir ", dir, ": ", ec.message()));
+  }
+  if (foreign.empty()) return absl::OkStatus();
+  std::sort(foreign.begin(), foreign.end());
+  if (foreign.size() > 3) {
+    foreign.resize(3);
+    foreign.push_back("...");
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "data dir ", dir, " is not empty and is not a sessiond data dir (holds ",
+      absl::StrJoin(foreign, ", "),
+      "); refusing to take it over: choose an empty or new --data_dir"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     const std::string& dir, const DatabaseOptions& options) {
   std::error_code ec;
   if (options.create_if_missing) {
+    if (absl::Status s = CheckDataDirIsOurs(dir); !s.ok()) return s;
     std::filesystem::create_directories(dir, ec);
     if (ec) {
       return absl::InternalError(

@@ -114,8 +114,11 @@ class SessionApiTest(unittest.TestCase):
         again = self.validate(created.token)
         self.assertEqual(again.outcome, Outcome.REVOKED)
 
-        garbage = self.validate("not-a-token-at-all")
+        garbage = self.validate(b"not-a-token-at-all")
         self.assertEqual(garbage.outcome, Outcome.UNKNOWN)
+        # Tokens are bytes: a raw cookie that is not UTF-8 is an outcome too.
+        raw_cookie = self.validate(b"\xff\xfe\x00cookie")
+        self.assertEqual(raw_cookie.outcome, Outcome.UNKNOWN)
 
     def test_bad_input_is_invalid_argument(self):
         with self.assertRaises(grpc.RpcError) as caught:

@@ -32,6 +32,7 @@
 #include "sessiond/v1/session.grpc.pb.h"
 #include "storage/raft_log_store.h"
 #include "storage/session_table.h"
+#include "tests/server/daemon_fixture.h"
 #include "tests/server/test_util.h"
 
 namespace sessiond::server {
@@ -53,154 +54,14 @@ using sessiond::v1::UpdateSessionRequest;
 using sessiond::v1::UpdateSessionResponse;
 using sessiond::v1::ValidateSessionRequest;
 using sessiond::v1::ValidateSessionResponse;
+using testing::Canonical;
+using testing::DaemonTest;
 using testing::ScopedTempDir;
+using testing::SetDeadline;
+using testing::StubFor;
 using testing::Subprocess;
+using testing::TestConfig;
 
-// Options small enough that expiry, sweeps and touch flushes happen within
-// a test's bounded polls.
-Config TestConfig(const std::string& data_dir) {
-  Config config;
-  config.listen = "127.0.0.1:0";
-  config.data_dir = data_dir;
-  config.shards = 8;
-  config.limits.min_ttl_ms = 50;
-  config.sweep_interval_ms = 50;
-  config.touch_flush_interval_ms = 50;
-  config.tick_ms = 10;
-  config.shutdown_grace_ms = 2000;
-  // Compaction drops everything its snapshot covers (no tail kept for
-  // followers: there are none).
-  config.snapshot_catch_up_entries = 0;
-  return config;
-}
-
-std::unique_ptr<SessionService::Stub> StubFor(const std::string& address) {
-  return SessionService::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-}
-
-// Byte-for-byte comparable: map entries in a fixed order.
-std::string Canonical(const Session& session) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream stream(&out);
-    google::protobuf::io::CodedOutputStream coded(&stream);
-    coded.SetSerializationDeterministic(true);
-    session.SerializeToCodedStream(&coded);
-  }
-  return out;
-}
-
-void SetDeadline(grpc::ClientContext* context) {
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::seconds(30));
-}
-
-class DaemonTest : public ::testing::Test {
- protected:
-  void SetUp() override { StartDaemon(); }
-  void TearDown() override { daemon_.reset(); }
-
-  void StartDaemon() {
-    auto daemon = Daemon::Start(TestConfig(dir_.Child("data")));
-    ASSERT_TRUE(daemon.ok()) << daemon.status();
-    daemon_ = *std::move(daemon);
-    stub_ = StubFor(daemon_->address());
-  }
-  void RestartDaemon() {
-    daemon_->Shutdown();
-    daemon_.reset();
-    StartDaemon();
-  }
-
-  grpc::Status Create(const CreateSessionRequest& request,
-                      CreateSessionResponse* response) {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    return stub_->CreateSession(&context, request, response);
-  }
-  CreateSessionResponse MustCreate(const std::string& user_id,
-                                   int64_t ttl_ms = 0,
-                                   int64_t idle_timeout_ms = 0) {
-    CreateSessionRequest request;
-    request.set_user_id(user_id);
-    request.set_ttl_ms(ttl_ms);
-    request.set_idle_timeout_ms(idle_timeout_ms);
-    (*request.mutable_attributes())["role"] = "reader";
-    request.mutable_client()->set_device("laptop");
-    CreateSessionResponse response;
-    const grpc::Status s = Create(request, &response);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return response;
-  }
-  ValidateSessionResponse Validate(const std::string& token,
-                                   bool touch = false) {
-    ValidateSessionRequest request;
-    request.set_token(token);
-    request.set_touch(touch);
-    request.set_request_id(7);
-    ValidateSessionResponse response;
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    const grpc::Status s = stub_->ValidateSession(&context, request, &response);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    EXPECT_EQ(response.request_id(), 7u);
-    return response;
-  }
-  grpc::Status Touch(const std::string& token, TouchSessionResponse* response) {
-    TouchSessionRequest request;
-    request.set_token(token);
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    return stub_->TouchSession(&context, request, response);
-  }
-  grpc::Status Update(const UpdateSessionRequest& request,
-                      UpdateSessionResponse* response) {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    return stub_->UpdateSession(&context, request, response);
-  }
-  grpc::Status Revoke(const RevokeSessionRequest& request,
-                      RevokeSessionResponse* response) {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    return stub_->RevokeSession(&context, request, response);
-  }
-  grpc::Status List(const ListUserSessionsRequest& request,
-                    ListUserSessionsResponse* response) {
-    grpc::ClientContext context;
-    SetDeadline(&context);
-    return stub_->ListUserSessions(&context, request, response);
-  }
-  // Every session of `user_id` (revoked included), by paging, serialized so
-  // two listings compare byte for byte.
-  std::vector<std::string> ListAll(const std::string& user_id,
-                                   uint32_t page_size = 1000) {
-    std::vector<std::string> out;
-    std::string page_token;
-    for (int pages = 0; pages < 1000; ++pages) {
-      ListUserSessionsRequest request;
-      request.set_user_id(user_id);
-      request.set_page_size(page_size);
-      request.set_page_token(page_token);
-      request.set_include_revoked(true);
-      ListUserSessionsResponse response;
-      const grpc::Status s = List(request, &response);
-      EXPECT_TRUE(s.ok()) << s.error_message();
-      if (!s.ok()) break;
-      for (const Session& session : response.sessions()) {
-        out.push_back(Canonical(session));
-      }
-      page_token = response.next_page_token();
-      if (page_token.empty()) break;
-    }
-    return out;
-  }
-
-  ScopedTempDir dir_;
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<SessionService::Stub> stub_;
-};
 
 TEST_F(DaemonTest, CreateValidateRevokeByToken) {
   const CreateSessionResponse created = MustCreate("alice");

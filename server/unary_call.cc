@@ -1,0 +1,80 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/unary_call.h"
+
+#include <grpcpp/support/proto_buffer_reader.h>
+#include <grpcpp/support/proto_buffer_writer.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
+
+namespace sessiond::server {
+
+absl::Status ParseRequest(const grpc::ByteBuffer& buffer,
+                          google::protobuf::Message* request) {
+  grpc::ByteBuffer copy(buffer);  // shares the slices; the reader consumes
+  grpc::ProtoBufferReader reader(&copy);
+  if (!reader.status().ok() || !request->ParseFromZeroCopyStream(&reader)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request: ", buffer.Length(), " bytes that are not a valid ",
+        request->GetDescriptor()->full_name(),
+        " (malformed protobuf, or a string field that is not UTF-8; "
+        "check the client's generated code matches sessiond's .proto)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SerializeResponse(const google::protobuf::Message& response,
+                               grpc::ByteBuffer* buffer) {
+  bool own_buffer = false;
+  const grpc::Status s = grpc::SerializationTraits<
+      google::protobuf::Message>::Serialize(response, buffer, &own_buffer);
+  if (!s.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot serialize ", response.GetDescriptor()->full_name(),
+                     ": ", s.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+void AddLeaderHint(grpc::CallbackServerContext* context,
+                   const LeaderHint& hint) {
+  if (hint.id == NodeId(0)) return;
+  context->AddTrailingMetadata("sessiond-leader-id",
+                               absl::StrCat(hint.id.value()));
+  if (!hint.client_address.empty()) {
+    context->AddTrailingMetadata("sessiond-leader", hint.client_address);
+  }
+}
+
+void AddStatusHints(grpc::CallbackServerContext* context,
+                    const absl::Status& status, const LeaderHint& hint) {
+  if (absl::IsUnavailable(status)) AddLeaderHint(context, hint);
+  if (status.GetPayload(kNotProposedPayload).has_value()) {
+    context->AddTrailingMetadata("sessiond-not-proposed", "1");
+  }
+}
+
+void FinishWithHint(grpc::CallbackServerContext* context,
+                    grpc::ServerUnaryReactor* reactor,
+                    const absl::Status& status, const LeaderHint& hint) {
+  AddStatusHints(context, status, hint);
+  reactor->Finish(ToGrpcStatus(status));
+}
+
+void UnaryCallBase::Reply(const absl::Status& status) {
+  if (status.ok()) {
+    if (absl::Status s = SerializeResponse(response_message(), out_);
+        !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+  }
+  Finish(ToGrpcStatus(status));
+}
+
+void UnaryCallBase::Reply(const absl::Status& status, const LeaderHint& hint) {
+  AddStatusHints(context_, status, hint);
+  Reply(status);
+}
+
+}  // namespace sessiond::server
