@@ -1,12 +1,12 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/page_token.h"
 
-#include <algorithm>
-
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+
+#include <algorithm>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"

@@ -117,7 +117,7 @@ bool SessionServiceImpl::WaitForDrained(absl::Duration timeout) const {
 }
 
 bool SessionServiceImpl::WaitForCallersToLeave(absl::Duration quiet,
-                                              absl::Time deadline) const {
+                                               absl::Time deadline) const {
   while (true) {
     const absl::Time last = absl::FromUnixNanos(last_refusal_ns_.load());
     const absl::Time now = absl::Now();
@@ -216,12 +216,12 @@ void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
 // ---------------------------------------------------------------------------
 // The raw methods: parse, then serve.
 
-#define SESSIOND_SERVE_UNARY(Method, CallType, Handler)                   \
-  grpc::ServerUnaryReactor* SessionServiceImpl::Method(                   \
-      grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,   \
-      grpc::ByteBuffer* out) {                                            \
-    return ServeUnary<CallType::RequestType, CallType::ResponseType>(     \
-        context, in, out, [this](CallType* call) { Handler(call); });     \
+#define SESSIOND_SERVE_UNARY(Method, CallType, Handler)                 \
+  grpc::ServerUnaryReactor* SessionServiceImpl::Method(                 \
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* in, \
+      grpc::ByteBuffer* out) {                                          \
+    return ServeUnary<CallType::RequestType, CallType::ResponseType>(   \
+        context, in, out, [this](CallType* call) { Handler(call); });   \
   }
 SESSIOND_SERVE_UNARY(CreateSession, CreateCall, ServeCreate)
 SESSIOND_SERVE_UNARY(CreateSessions, CreateBatchCall, ServeCreateBatch)
@@ -263,20 +263,20 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
   }
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
   // One barrier for the whole batch.
-  reads_->Wait(call->request().consistency(), DeadlineOf(call->context()),
-               [this, call](ReadAnswer answer) {
-                 if (!answer.status.ok()) {
-                   return call->Reply(answer.status, leader_hint());
-                 }
-                 const int64_t now_ms = clock_->NowMs();
-                 auto* responses = call->response()->mutable_responses();
-                 responses->Reserve(call->request().requests_size());
-                 for (const ValidateSessionRequest& r :
-                      call->request().requests()) {
-                   ValidateNow(r, now_ms, answer, responses->Add());
-                 }
-                 call->Reply(absl::OkStatus());
-               });
+  reads_->Wait(
+      call->request().consistency(), DeadlineOf(call->context()),
+      [this, call](ReadAnswer answer) {
+        if (!answer.status.ok()) {
+          return call->Reply(answer.status, leader_hint());
+        }
+        const int64_t now_ms = clock_->NowMs();
+        auto* responses = call->response()->mutable_responses();
+        responses->Reserve(call->request().requests_size());
+        for (const ValidateSessionRequest& r : call->request().requests()) {
+          ValidateNow(r, now_ms, answer, responses->Add());
+        }
+        call->Reply(absl::OkStatus());
+      });
 }
 
 void SessionServiceImpl::ServeList(ListCall* call) {
@@ -296,27 +296,27 @@ void SessionServiceImpl::ServeList(ListCall* call) {
     if (!decoded.ok()) return call->Reply(decoded.status());
     after = *std::move(decoded);
   }
-  reads_->Wait(
-      sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(call->context()),
-      [this, call, query, page_size, after = std::move(after)](
-          ReadAnswer answer) {
-        if (!answer.status.ok()) {
-          return call->Reply(answer.status, leader_hint());
-        }
-        storage::ListUserPage page = table_->ListUser(
-            call->request().user_id(), page_size, after, query.include_revoked,
-            clock_->NowMs(), state_machine_->expiry_leeway_ms());
-        auto* response = call->response();
-        response->mutable_sessions()->Reserve(page.sessions.size());
-        for (Session& s : page.sessions) {
-          *response->add_sessions() = std::move(s);
-        }
-        if (!page.next_after_session_id.empty()) {
-          response->set_next_page_token(
-              page_tokens_.Encode(query, page.next_after_session_id));
-        }
-        call->Reply(absl::OkStatus());
-      });
+  reads_->Wait(sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(call->context()),
+               [this, call, query, page_size,
+                after = std::move(after)](ReadAnswer answer) {
+                 if (!answer.status.ok()) {
+                   return call->Reply(answer.status, leader_hint());
+                 }
+                 storage::ListUserPage page = table_->ListUser(
+                     call->request().user_id(), page_size, after,
+                     query.include_revoked, clock_->NowMs(),
+                     state_machine_->expiry_leeway_ms());
+                 auto* response = call->response();
+                 response->mutable_sessions()->Reserve(page.sessions.size());
+                 for (Session& s : page.sessions) {
+                   *response->add_sessions() = std::move(s);
+                 }
+                 if (!page.next_after_session_id.empty()) {
+                   response->set_next_page_token(
+                       page_tokens_.Encode(query, page.next_after_session_id));
+                 }
+                 call->Reply(absl::OkStatus());
+               });
 }
 
 // ---------------------------------------------------------------------------
@@ -403,23 +403,23 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
     }
     tokens.push_back(FillCreate(request, *lifetimes, batch->add_creates()));
   }
-  Write(call, std::move(command),
-        [response = call->response(),
-         tokens = std::move(tokens)](const std::any& value) {
-          const auto* sessions = std::any_cast<std::vector<Session>>(&value);
-          if (sessions == nullptr || sessions->size() != tokens.size()) {
-            return absl::InternalError(
-                "apply result is not the created sessions");
-          }
-          response->mutable_responses()->Reserve(
-              static_cast<int>(tokens.size()));
-          for (size_t i = 0; i < tokens.size(); ++i) {
-            auto* one = response->add_responses();
-            one->set_token(tokens[i]);
-            *one->mutable_session() = (*sessions)[i];
-          }
-          return absl::OkStatus();
-        });
+  Write(
+      call, std::move(command),
+      [response = call->response(),
+       tokens = std::move(tokens)](const std::any& value) {
+        const auto* sessions = std::any_cast<std::vector<Session>>(&value);
+        if (sessions == nullptr || sessions->size() != tokens.size()) {
+          return absl::InternalError(
+              "apply result is not the created sessions");
+        }
+        response->mutable_responses()->Reserve(static_cast<int>(tokens.size()));
+        for (size_t i = 0; i < tokens.size(); ++i) {
+          auto* one = response->add_responses();
+          one->set_token(tokens[i]);
+          *one->mutable_session() = (*sessions)[i];
+        }
+        return absl::OkStatus();
+      });
 }
 
 void SessionServiceImpl::ServeTouch(TouchCall* call) {

@@ -11,8 +11,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "server/cluster_clock.h"
 #include "server/limits.h"
@@ -49,18 +49,23 @@ struct SessionServiceOptions {
 // ValidateStream), so a request that does not parse is INVALID_ARGUMENT
 // with a message instead of gRPC's bare UNIMPLEMENTED, and a stream never
 // ends silently on a bad message.
-using RawSessionService = sessiond::v1::SessionService::
-    WithRawCallbackMethod_CreateSession<sessiond::v1::SessionService::
-    WithRawCallbackMethod_CreateSessions<sessiond::v1::SessionService::
-    WithRawCallbackMethod_ValidateSession<sessiond::v1::SessionService::
-    WithRawCallbackMethod_BatchValidateSessions<sessiond::v1::SessionService::
-    WithRawCallbackMethod_StreamValidateSessions<sessiond::v1::SessionService::
-    WithRawCallbackMethod_TouchSession<sessiond::v1::SessionService::
-    WithRawCallbackMethod_UpdateSession<sessiond::v1::SessionService::
-    WithRawCallbackMethod_RevokeSession<sessiond::v1::SessionService::
-    WithRawCallbackMethod_ListUserSessions<sessiond::v1::SessionService::
-    WithRawCallbackMethod_RevokeUserSessions<
-        sessiond::v1::SessionService::Service>>>>>>>>>>;
+using RawSessionService = sessiond::v1::SessionService::WithRawCallbackMethod_CreateSession<
+    sessiond::v1::SessionService::WithRawCallbackMethod_CreateSessions<
+        sessiond::v1::SessionService::WithRawCallbackMethod_ValidateSession<
+            sessiond::v1::SessionService::WithRawCallbackMethod_BatchValidateSessions<
+                sessiond::v1::SessionService::WithRawCallbackMethod_StreamValidateSessions<
+                    sessiond::v1::SessionService::WithRawCallbackMethod_TouchSession<
+                        sessiond::v1::SessionService::
+                            WithRawCallbackMethod_UpdateSession<
+                                sessiond::v1::SessionService::
+                                    WithRawCallbackMethod_RevokeSession<
+                                        sessiond::v1::SessionService::
+                                            WithRawCallbackMethod_ListUserSessions<
+                                                sessiond::v1::SessionService::
+                                                    WithRawCallbackMethod_RevokeUserSessions<
+                                                        sessiond::v1::
+                                                            SessionService::
+                                                                Service>>>>>>>>>>;
 
 class ValidateStream;
 

@@ -26,8 +26,9 @@ absl::Status ParseRequest(const grpc::ByteBuffer& buffer,
 absl::Status SerializeResponse(const google::protobuf::Message& response,
                                grpc::ByteBuffer* buffer) {
   bool own_buffer = false;
-  const grpc::Status s = grpc::SerializationTraits<
-      google::protobuf::Message>::Serialize(response, buffer, &own_buffer);
+  const grpc::Status s =
+      grpc::SerializationTraits<google::protobuf::Message>::Serialize(
+          response, buffer, &own_buffer);
   if (!s.ok()) {
     return absl::InternalError(
         absl::StrCat("cannot serialize ", response.GetDescriptor()->full_name(),
@@ -63,8 +64,7 @@ void FinishWithHint(grpc::CallbackServerContext* context,
 
 void UnaryCallBase::Reply(const absl::Status& status) {
   if (status.ok()) {
-    if (absl::Status s = SerializeResponse(response_message(), out_);
-        !s.ok()) {
+    if (absl::Status s = SerializeResponse(response_message(), out_); !s.ok()) {
       Finish(ToGrpcStatus(s));
       return;
     }

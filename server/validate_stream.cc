@@ -56,9 +56,9 @@ void ValidateStream::OnReadDone(bool ok) {
       slot = &queue_.back();
       if (absl::Status s = ParseRequest(incoming_, &request); !s.ok()) {
         // Answered in order: the requests before it first, then the end.
-        slot->status = absl::InvalidArgumentError(
-            absl::StrCat("message ", messages_read_, " of the stream: ",
-                         s.message(), "; the stream ends here"));
+        slot->status = absl::InvalidArgumentError(absl::StrCat(
+            "message ", messages_read_, " of the stream: ", s.message(),
+            "; the stream ends here"));
         slot->ready = true;
         slot = nullptr;
         reads_done_ = true;
@@ -79,14 +79,14 @@ void ValidateStream::OnReadDone(bool ok) {
     actions.finish = more.finish;
   }
   if (slot != nullptr) {
-    service_->Validate(request, service_->DeadlineOf(context_),
-                       &slot->response, [this, slot](absl::Status status) {
+    service_->Validate(request, service_->DeadlineOf(context_), &slot->response,
+                       [this, slot](absl::Status status) {
                          Actions a;
                          {
                            absl::MutexLock lock(&mu_);
                            if (status.ok()) {
-                             status = SerializeResponse(slot->response,
-                                                        &slot->wire);
+                             status =
+                                 SerializeResponse(slot->response, &slot->wire);
                            }
                            slot->status = std::move(status);
                            slot->ready = true;

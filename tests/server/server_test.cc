@@ -62,7 +62,6 @@ using testing::StubFor;
 using testing::Subprocess;
 using testing::TestConfig;
 
-
 TEST_F(DaemonTest, CreateValidateRevokeByToken) {
   const CreateSessionResponse created = MustCreate("alice");
   EXPECT_EQ(created.token().size(), 43u);
