@@ -173,6 +173,7 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   // its column families must then reach the disk together, so that the
   // applied index never runs ahead of, or behind, the sessions it covers.
   db_options.atomic_flush = true;
+  if (options.env != nullptr) db_options.env = options.env.get();
 
   std::shared_ptr<rocksdb::Cache> cache =
       rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -210,8 +211,8 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     return absl::InternalError(
         absl::StrCat("cannot open data dir ", dir, ": ", s.ToString()));
   }
-  std::unique_ptr<Database> db(
-      new Database(dir, std::unique_ptr<rocksdb::DB>(raw_db), handles));
+  std::unique_ptr<Database> db(new Database(
+      dir, options.env, std::unique_ptr<rocksdb::DB>(raw_db), handles));
 
   // The format version: written on creation, checked on every open.
   std::string version;
@@ -241,9 +242,13 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   return db;
 }
 
-Database::Database(std::string dir, std::unique_ptr<rocksdb::DB> db,
+Database::Database(std::string dir, std::shared_ptr<rocksdb::Env> env,
+                   std::unique_ptr<rocksdb::DB> db,
                    std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : dir_(std::move(dir)), db_(std::move(db)), handles_(std::move(handles)) {
+    : dir_(std::move(dir)),
+      env_(std::move(env)),
+      db_(std::move(db)),
+      handles_(std::move(handles)) {
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     const std::string& name = handle->GetName();
     if (name == kDefaultCf) default_cf_ = handle;

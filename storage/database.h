@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
 #include "rocksdb/write_batch.h"
 
 namespace sessiond::storage {
@@ -33,6 +34,11 @@ struct DatabaseOptions {
   uint64_t memtable_budget_bytes = 32ull << 20;
   // Background flush and compaction threads.
   int background_jobs = 2;
+  // Test seam: the Env RocksDB reaches files through (a power-cut model in
+  // tests/storage/power_cut_fs.h, via rocksdb::NewCompositeEnv). Null, the
+  // production value, is RocksDB's default Env. The Database keeps a
+  // reference, so the Env outlives it.
+  std::shared_ptr<rocksdb::Env> env;
 };
 
 // The RocksDB database of one data dir, with sessiond's column families
@@ -77,10 +83,13 @@ class Database {
   absl::Status Flush();
 
  private:
-  Database(std::string dir, std::unique_ptr<rocksdb::DB> db,
+  Database(std::string dir, std::shared_ptr<rocksdb::Env> env,
+           std::unique_ptr<rocksdb::DB> db,
            std::vector<rocksdb::ColumnFamilyHandle*> handles);
 
   const std::string dir_;
+  // Null in production; declared before db_ so it is destroyed after it.
+  const std::shared_ptr<rocksdb::Env> env_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; closed in ~
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
