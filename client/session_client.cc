@@ -10,6 +10,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
@@ -231,7 +232,7 @@ void SessionClient::Backoff(absl::Duration delay,
 }
 
 std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
-    bool write, const std::vector<const Endpoint*>& tried) {
+    bool write, absl::Span<const Endpoint* const> tried) {
   std::vector<EndpointPtr> out;
   out.reserve(endpoints_.size() + 1);
   if (write) {
@@ -255,20 +256,26 @@ std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
   const size_t n = endpoints_.size();
   if (n == 0) return out;
   // Ranks: 0 untried and not failing, 1 untried and failing, 2 tried and
-  // not failing, 3 tried and failing; round-robin order within a rank.
-  std::vector<EndpointPtr> ranked[4];
+  // not failing, 3 tried and failing, 4 the leader (already first);
+  // round-robin order within a rank. Each channel's state is read once.
+  absl::InlinedVector<uint8_t, 8> rank(n);
   const size_t start = next_endpoint_.fetch_add(1, std::memory_order_relaxed);
   for (size_t i = 0; i < n; ++i) {
     const EndpointPtr& e = endpoints_[(start + i) % n];
-    if (!out.empty() && e == out.front()) continue;
+    if (!out.empty() && e == out.front()) {
+      rank[i] = 4;
+      continue;
+    }
     const bool was_tried =
         std::find(tried.begin(), tried.end(), e.get()) != tried.end();
     const bool failing = e->channel->GetState(/*try_to_connect=*/false) ==
                          GRPC_CHANNEL_TRANSIENT_FAILURE;
-    ranked[(was_tried ? 2 : 0) + (failing ? 1 : 0)].push_back(e);
+    rank[i] = (was_tried ? 2 : 0) + (failing ? 1 : 0);
   }
-  for (std::vector<EndpointPtr>& rank : ranked) {
-    out.insert(out.end(), rank.begin(), rank.end());
+  for (uint8_t r = 0; r < 4; ++r) {
+    for (size_t i = 0; i < n; ++i) {
+      if (rank[i] == r) out.push_back(endpoints_[(start + i) % n]);
+    }
   }
   return out;
 }
@@ -308,6 +315,9 @@ void SessionClient::Observe(const EndpointPtr& endpoint, bool write,
   }
   const bool failed =
       absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+  const bool committed_here = write && status.ok() && !hint_id;
+  // Most reads: nothing to learn or forget, so no lock.
+  if (!failed && !hint.has_value() && !committed_here) return;
   absl::MutexLock lock(&mu_);
   if (failed && leader_.get() == endpoint.get()) {
     leader_.reset();
@@ -324,7 +334,7 @@ void SessionClient::Observe(const EndpointPtr& endpoint, bool write,
     // a follower names whoever leads by then.
     if (failed && leader == endpoint) return;
     SetLeader(leader);
-  } else if (write && status.ok() && !hint_id) {
+  } else if (committed_here) {
     // The server names the leader on every write a follower answers, and
     // not when the node that answered led (session_service.cc): this one
     // committed the write itself. Rarely, a follower that lost track of the
@@ -392,7 +402,7 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
   const absl::Time call_deadline = absl::Now() + options_.call_timeout;
   const int max_rounds = std::max(1, options_.max_attempts);
   absl::Duration backoff = options_.initial_backoff;
-  std::vector<const Endpoint*> tried;
+  absl::InlinedVector<const Endpoint*, 4> tried;
   std::vector<EndpointPtr> candidates = Candidates(policy.write, tried);
   absl::Status status;
   int sent = 0;

@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "sessiond/v1/session.pb.h"
 
@@ -271,7 +272,7 @@ class SessionClient {
   // endpoint from the round-robin position, those not tried in this call
   // and not in TRANSIENT_FAILURE first.
   std::vector<EndpointPtr> Candidates(bool write,
-                                      const std::vector<const Endpoint*>& tried)
+                                      absl::Span<const Endpoint* const> tried)
       ABSL_LOCKS_EXCLUDED(mu_);
   // The first of `candidates` whose channel is connected (each waited for
   // up to connect_timeout, never past `call_deadline`); null when none is.

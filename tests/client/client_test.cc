@@ -1029,6 +1029,47 @@ TEST(ClientFakeServerTest, FailingLeaderIsForgotten) {
   EXPECT_EQ(client->stats().leaders_forgotten, 1u);
 }
 
+// A server cancels calls that race its shutdown (a node draining for a
+// restart): an idempotent call goes again, a write does not (its outcome is
+// unknown).
+TEST(ClientFakeServerTest, ServerCancelledReadIsRetriedWriteIsNot) {
+  FakeServer server;
+  server.service().Push(Fail(grpc::StatusCode::CANCELLED));
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+  absl::StatusOr<v1::ValidateSessionResponse> validated = client->Validate("t");
+  ASSERT_TRUE(validated.ok()) << validated.status();
+  EXPECT_EQ(server.service().calls("ValidateSession"), 2);
+
+  server.service().Push(Fail(grpc::StatusCode::CANCELLED));
+  const absl::Status created =
+      client->CreateSession(CreateRequest("a")).status();
+  EXPECT_EQ(created.code(), absl::StatusCode::kCancelled) << created;
+  EXPECT_FALSE(IsNotSent(created)) << created;
+  EXPECT_EQ(server.service().calls("CreateSession"), 1);
+  EXPECT_EQ(client->stats().retries, 1u);
+}
+
+// Whom a write answer makes the leader: an OK answer naming no leader
+// address but a leader id came from a follower that could not give the
+// address, so the node that answered is not taken to lead; nor is a node
+// that failed naming itself.
+TEST(ClientFakeServerTest, LeaderIsLearnedOnlyFromTheRightAnswers) {
+  FakeServer node;
+  node.service().SetFallback(OkNaming("", "2"));
+  auto client = SessionClient::Connect(node.address(), FakeOptions());
+  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  EXPECT_EQ(client->leader(), "");
+
+  Answer failed_naming_itself = Fail(grpc::StatusCode::UNAVAILABLE);
+  failed_naming_itself.leader = node.address();
+  failed_naming_itself.leader_id = "1";
+  node.service().SetFallback(failed_naming_itself);
+  EXPECT_EQ(client->CreateSession(CreateRequest("a")).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(client->leader(), "");
+  EXPECT_EQ(client->stats().leader_changes, 0u);
+}
+
 // A leader that went away while the client was quiet may still look
 // connected; the write finds out before sending, passes it over unsent and
 // goes to the other endpoint.
