@@ -55,22 +55,15 @@ case "$VIA" in
   *) echo "bench_catchup: --via snapshot|log|both" >&2; exit 2 ;;
 esac
 BUILD_DIR="$(mkdir -p "$BUILD_DIR" && cd "$BUILD_DIR" && pwd)"
-PY=/usr/bin/python3
+NAME=bench_catchup
 log() { printf '\033[1m[catchup]\033[0m %s\n' "$*" >&2; }
+# shellcheck source=tools/bench_lib.sh
+. "$ROOT/tools/bench_lib.sh"
 
-"$PY" -c 'import grpc, google.protobuf' 2>/dev/null || {
-  echo "bench_catchup: python3-grpcio/python3-protobuf missing (sudo apt-get install python3-grpcio python3-protobuf)" >&2
-  exit 2
-}
-if [ "$BUILD" -eq 1 ]; then
-  log "building Release in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target sessiond sessiond-cluster-bench sessiond_python_stubs >/dev/null
-fi
+bench_require_python_grpc
+if [ "$BUILD" -eq 1 ]; then bench_build sessiond sessiond-cluster-bench sessiond_python_stubs; fi
 TOOL="$BUILD_DIR/tools/sessiond-cluster-bench"
-for f in "$BUILD_DIR/server/sessiond" "$TOOL" "$BUILD_DIR/python/sessiond/v1/admin_pb2.py"; do
-  [ -e "$f" ] || { echo "bench_catchup: $f missing (build it, or --build-dir)" >&2; exit 2; }
-done
+bench_require "$BUILD_DIR/server/sessiond" "$TOOL" "$BUILD_DIR/python/sessiond/v1/admin_pb2.py"
 
 WORK="$(mktemp -d /tmp/sessiond-bench-catchup-XXXXXX)"
 export SESSIOND_BUILD_DIR="$BUILD_DIR"

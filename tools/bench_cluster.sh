@@ -58,8 +58,10 @@ while [ $# -gt 0 ]; do
 done
 BUILD_DIR="$(mkdir -p "$BUILD_DIR" && cd "$BUILD_DIR" && pwd)"
 
+NAME=bench_cluster
 log() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
-PY=/usr/bin/python3
+# shellcheck source=tools/bench_lib.sh
+. "$ROOT/tools/bench_lib.sh"
 
 missing=()
 for tool in redis-server redis-benchmark redis-cli "$PY"; do
@@ -85,13 +87,7 @@ cleanup() {
     SESSIOND_CLUSTER_DIR="$CLUSTER_DIR" SESSIOND_BUILD_DIR="$BUILD_DIR" \
       "$PY" "$ROOT/tools/cluster.py" down >/dev/null 2>&1 || true
   fi
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
+  bench_stop "${PIDS[@]}"
   if [ "$KEEP" -eq 1 ]; then
     echo "bench_cluster: raw results kept in $WORK" >&2
   else
@@ -100,17 +96,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_ports() {  # free_ports N: N distinct free ports, one per line
-  "$PY" - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-for s in socks:
-    print(s.getsockname()[1])
-EOF
-}
 
 COMMANDS="$WORK/commands.txt"
 : > "$COMMANDS"
@@ -121,37 +106,24 @@ run_logged() {  # run_logged <output file> <command...>: records and runs it
   "$@" > "$out"
 }
 
-if [ "$BUILD" -eq 1 ]; then
-  log "building Release in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target sessiond sessiond-bench sessiond_python_stubs >/dev/null
-fi
+if [ "$BUILD" -eq 1 ]; then bench_build sessiond sessiond-bench sessiond_python_stubs; fi
 SESSIOND="${SESSIOND_BIN:-$BUILD_DIR/server/sessiond}"
 BENCH="${BENCH_BIN:-$BUILD_DIR/tools/sessiond-bench}"
-for f in "$SESSIOND" "$BENCH" "$BUILD_DIR/python/sessiond/v1/admin_pb2.py"; do
-  [ -e "$f" ] || { echo "bench_cluster: $f missing (build it, or --build-dir)" >&2; exit 2; }
-done
+bench_require "$SESSIOND" "$BENCH" "$BUILD_DIR/python/sessiond/v1/admin_pb2.py"
 
 COMMON=(--duration_s "$DURATION" --warmup_s 1 --json)
 CREATE=(--ops create:1 --attr_bytes "$VALUE_BYTES" --concurrency "$CONCURRENCY")
 VALIDATE=(--ops validate:1 --attr_bytes 200 --preload "$PRELOAD" --concurrency "$CONCURRENCY")
 
 # --- 1. single node --------------------------------------------------------------
-PORT="$(free_ports 1)"
+PORT="$(bench_free_ports 1)"
 mkdir -p "$WORK/single"
 note "$SESSIOND --listen 127.0.0.1:$PORT --data_dir $WORK/single/data"
 "$SESSIOND" --listen "127.0.0.1:$PORT" --data_dir "$WORK/single/data" \
   > "$WORK/single/out" 2> "$WORK/single/err" &
 SINGLE_PID=$!
 PIDS+=("$SINGLE_PID")
-ADDR=""
-for _ in $(seq 1 300); do
-  ADDR="$(sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$WORK/single/out" | head -n 1)"
-  [ -n "$ADDR" ] && break
-  kill -0 "$SINGLE_PID" 2>/dev/null || { cat "$WORK/single/err" >&2; echo "bench_cluster: sessiond exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "bench_cluster: sessiond did not print LISTENING in 30 s" >&2; exit 1; }
+ADDR="$(bench_wait_listening "$SINGLE_PID" "$WORK/single/out" "$WORK/single/err")"
 run_logged "$WORK/s_echo.json" "$BENCH" --target "$ADDR" "${COMMON[@]}" --mode echo --concurrency "$CONCURRENCY"
 run_logged "$WORK/s_create.json" "$BENCH" --target "$ADDR" "${COMMON[@]}" "${CREATE[@]}"
 run_logged "$WORK/s_create_batch.json" "$BENCH" --target "$ADDR" "${COMMON[@]}" "${CREATE[@]}" --create_batch "$CREATE_BATCH"
@@ -159,18 +131,7 @@ run_logged "$WORK/s_validate.json" "$BENCH" --target "$ADDR" "${COMMON[@]}" "${V
 kill "$SINGLE_PID"; wait "$SINGLE_PID" 2>/dev/null || true
 
 # --- 2. redis appendfsync always -------------------------------------------------
-RPORT="$(free_ports 1)"
-mkdir -p "$WORK/redis"
-note "redis-server --port $RPORT --bind 127.0.0.1 --dir $WORK/redis --save '' --appendonly yes --appendfsync always"
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK/redis" --save '' \
-  --daemonize no --appendonly yes --appendfsync always > "$WORK/redis.log" 2>&1 &
-RPID=$!
-PIDS+=("$RPID")
-for _ in $(seq 1 100); do
-  [ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] && break
-  sleep 0.1
-done
-[ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] || { echo "bench_cluster: redis-server did not answer PING" >&2; exit 1; }
+bench_start_redis redis --appendonly yes --appendfsync always
 run_logged "$WORK/redis_set_always.csv" redis-benchmark -h 127.0.0.1 -p "$RPORT" \
   -d "$VALUE_BYTES" -r 100000 --csv -t set -c "$CONCURRENCY" -P 1 -n 100000
 kill "$RPID"; wait "$RPID" 2>/dev/null || true
@@ -203,7 +164,7 @@ CLUSTER_UP=0
 
 # --- 4. etcd cluster -------------------------------------------------------------
 if [ "$ETCD" -eq 1 ]; then
-  mapfile -t EP < <(free_ports 6)
+  mapfile -t EP < <(bench_free_ports 6)
   INITIAL="e1=http://127.0.0.1:${EP[3]},e2=http://127.0.0.1:${EP[4]},e3=http://127.0.0.1:${EP[5]}"
   ETCD_ENDPOINTS=""
   mkdir -p "$WORK/etcd"

@@ -44,7 +44,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+NAME=bench_compare
 log() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
+# shellcheck source=tools/bench_lib.sh
+. "$ROOT/tools/bench_lib.sh"
 
 for tool in redis-server redis-benchmark redis-cli python3; do
   command -v "$tool" >/dev/null || { echo "bench_compare: $tool not found (apt-get install redis-server redis-tools python3)" >&2; exit 2; }
@@ -53,13 +56,7 @@ done
 WORK="$(mktemp -d /tmp/sessiond-bench-compare-XXXXXX)"
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
+  bench_stop "${PIDS[@]}"
   if [ "$KEEP" -eq 1 ]; then
     echo "bench_compare: raw results kept in $WORK" >&2
   else
@@ -68,10 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 COMMANDS="$WORK/commands.txt"
 : > "$COMMANDS"
@@ -82,32 +75,21 @@ run_logged() {  # run_logged <output file> <command...>: records and runs it
   "$@" > "$out"
 }
 
-if [ "$BUILD" -eq 1 ]; then
-  log "building Release in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target sessiond sessiond-bench >/dev/null
-fi
+if [ "$BUILD" -eq 1 ]; then bench_build sessiond sessiond-bench; fi
 SESSIOND="${SESSIOND_BIN:-$BUILD_DIR/server/sessiond}"
 BENCH="${BENCH_BIN:-$BUILD_DIR/tools/sessiond-bench}"
 [ -x "$SESSIOND" ] || { echo "bench_compare: $SESSIOND missing" >&2; exit 2; }
 [ -x "$BENCH" ] || { echo "bench_compare: $BENCH missing" >&2; exit 2; }
 
 # --- 1. sessiond --------------------------------------------------------------
-PORT="$(free_port)"
+PORT="$(bench_free_ports 1)"
 mkdir -p "$WORK/sessiond-data"
 echo "$SESSIOND --listen 127.0.0.1:$PORT --data_dir $WORK/sessiond-data" >> "$COMMANDS"
 "$SESSIOND" --listen "127.0.0.1:$PORT" --data_dir "$WORK/sessiond-data" \
   > "$WORK/sessiond.out" 2> "$WORK/sessiond.err" &
 SESSIOND_PID=$!
 PIDS+=("$SESSIOND_PID")
-ADDR=""
-for _ in $(seq 1 300); do
-  ADDR="$(sed -n 's/^LISTENING \([^ ]*\).*/\1/p' "$WORK/sessiond.out" | head -n 1)"
-  [ -n "$ADDR" ] && break
-  kill -0 "$SESSIOND_PID" 2>/dev/null || { cat "$WORK/sessiond.err" >&2; echo "bench_compare: sessiond exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "bench_compare: sessiond did not print LISTENING in 30 s" >&2; exit 1; }
+ADDR="$(bench_wait_listening "$SESSIOND_PID" "$WORK/sessiond.out" "$WORK/sessiond.err")"
 log "sessiond (pid $SESSIOND_PID) on $ADDR"
 
 COMMON=(--target "$ADDR" --duration_s "$DURATION" --warmup_s 1 --json)
@@ -128,22 +110,6 @@ run_logged "$WORK/create.json" "$BENCH" "${COMMON[@]}" --mode unary --ops create
 kill "$SESSIOND_PID"; wait "$SESSIOND_PID" 2>/dev/null || true
 
 # --- 2./3. redis ----------------------------------------------------------------
-start_redis() {  # start_redis <name> <extra redis-server args...>; sets RPORT
-  local name="$1"; shift
-  RPORT="$(free_port)"
-  mkdir -p "$WORK/$name"
-  echo "redis-server --port $RPORT --bind 127.0.0.1 --dir $WORK/$name --save '' $*" >> "$COMMANDS"
-  redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK/$name" --save '' \
-    --daemonize no "$@" > "$WORK/$name.log" 2>&1 &
-  RPID=$!
-  PIDS+=("$RPID")
-  for _ in $(seq 1 100); do
-    [ "$(redis-cli -p "$RPORT" ping 2>/dev/null)" = "PONG" ] && return 0
-    sleep 0.1
-  done
-  echo "bench_compare: redis-server did not answer PING" >&2
-  exit 1
-}
 stop_redis() { kill "$RPID"; wait "$RPID" 2>/dev/null || true; }
 rb() {  # rb <output> <redis-benchmark args...>
   local out="$1"; shift
@@ -151,12 +117,12 @@ rb() {  # rb <output> <redis-benchmark args...>
     -r 100000 --csv "$@"
 }
 
-start_redis redis-aof --appendonly yes --appendfsync always
+bench_start_redis redis-aof --appendonly yes --appendfsync always
 rb "$WORK/redis_set_always_c64.csv" -t set -c "$CONCURRENCY" -P 1 -n 100000
 rb "$WORK/redis_set_always_c1.csv" -t set -c 1 -P 1 -n 1000
 stop_redis
 
-start_redis redis-mem --appendonly no
+bench_start_redis redis-mem --appendonly no
 rb "$WORK/redis_c64.csv" -t set,get -c "$CONCURRENCY" -P 1 -n 200000
 rb "$WORK/redis_c50.csv" -t set,get -c 50 -P 1 -n 200000
 rb "$WORK/redis_get_p16.csv" -t get -c "$CONCURRENCY" -P "$BATCH" -n 1000000

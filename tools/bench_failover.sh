@@ -55,27 +55,19 @@ while [ $# -gt 0 ]; do
   esac
 done
 BUILD_DIR="$(mkdir -p "$BUILD_DIR" && cd "$BUILD_DIR" && pwd)"
-PY=/usr/bin/python3
+NAME=bench_failover
 log() { printf '\033[1m[failover]\033[0m %s\n' "$*" >&2; }
+# shellcheck source=tools/bench_lib.sh
+. "$ROOT/tools/bench_lib.sh"
 
 if [ "$ETCD" -eq 1 ] && ! command -v etcd >/dev/null; then
   echo "bench_failover: etcd not found (sudo apt-get install etcd-server)" >&2
   exit 2
 fi
-"$PY" -c 'import grpc, google.protobuf' 2>/dev/null || {
-  echo "bench_failover: python3-grpcio/python3-protobuf missing (sudo apt-get install python3-grpcio python3-protobuf)" >&2
-  exit 2
-}
-
-if [ "$BUILD" -eq 1 ]; then
-  log "building Release in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target sessiond sessiond-cluster-bench sessiond_python_stubs >/dev/null
-fi
+bench_require_python_grpc
+if [ "$BUILD" -eq 1 ]; then bench_build sessiond sessiond-cluster-bench sessiond_python_stubs; fi
 TOOL="$BUILD_DIR/tools/sessiond-cluster-bench"
-for f in "$BUILD_DIR/server/sessiond" "$TOOL" "$BUILD_DIR/python/sessiond/v1/admin_pb2.py"; do
-  [ -e "$f" ] || { echo "bench_failover: $f missing (build it, or --build-dir)" >&2; exit 2; }
-done
+bench_require "$BUILD_DIR/server/sessiond" "$TOOL" "$BUILD_DIR/python/sessiond/v1/admin_pb2.py"
 
 WORK="$(mktemp -d /tmp/sessiond-bench-failover-XXXXXX)"
 export SESSIOND_CLUSTER_DIR="$WORK/cluster" SESSIOND_BUILD_DIR="$BUILD_DIR"
@@ -127,15 +119,7 @@ UP=0
 if [ "$ETCD" -eq 1 ]; then
   echo
   ETCD_BIN="$(command -v etcd)"
-  mapfile -t EP < <("$PY" - <<'EOF'
-import socket
-socks = []
-for _ in range(6):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-for s in socks:
-    print(s.getsockname()[1])
-EOF
-)
+  mapfile -t EP < <(bench_free_ports 6)
   INITIAL="e1=http://127.0.0.1:${EP[3]},e2=http://127.0.0.1:${EP[4]},e3=http://127.0.0.1:${EP[5]}"
   mkdir -p "$WORK/etcd"
   echo "== etcd commands" >&2

@@ -37,27 +37,21 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+NAME=bench_restart
 log() { printf '\033[1m[restart]\033[0m %s\n' "$*" >&2; }
-PY=/usr/bin/python3
+# shellcheck source=tools/bench_lib.sh
+. "$ROOT/tools/bench_lib.sh"
 
 WORK="$(mktemp -d /tmp/sessiond-bench-restart-XXXXXX)"
 PID=""
 cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill "$PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$PID" 2>/dev/null || true
-  fi
+  if [ -n "$PID" ]; then bench_stop "$PID"; fi
   if [ "$KEEP" -eq 1 ]; then echo "bench_restart: kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "$BUILD" -eq 1 ]; then
-  log "building Release in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j "${JOBS:-2}" --target sessiond sessiond-bench sessiond_python_stubs >/dev/null
-fi
+if [ "$BUILD" -eq 1 ]; then bench_build sessiond sessiond-bench sessiond_python_stubs; fi
 SESSIOND="${SESSIOND_BIN:-$BUILD_DIR/server/sessiond}"
 BENCH="${BENCH_BIN:-$BUILD_DIR/tools/sessiond-bench}"
 STUBS="$BUILD_DIR/python"
@@ -65,7 +59,7 @@ for f in "$SESSIOND" "$BENCH" "$STUBS/sessiond/v1/session_pb2.py"; do
   [ -e "$f" ] || { echo "bench_restart: $f missing" >&2; exit 2; }
 done
 
-PORT="$($PY -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+PORT="$(bench_free_ports 1)"
 ADDR="127.0.0.1:$PORT"
 DATA="$WORK/data"
 COMMANDS="$WORK/commands.txt"
