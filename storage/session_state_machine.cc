@@ -56,36 +56,6 @@ absl::StatusOr<std::optional<std::string>> ReadKey(Database* db,
   return std::optional<std::string>(std::move(bytes));
 }
 
-void InsertSorted(std::vector<NodeId>* ids, NodeId id) {
-  auto it = std::lower_bound(ids->begin(), ids->end(), id);
-  if (it == ids->end() || *it != id) ids->insert(it, id);
-}
-
-void EraseId(std::vector<NodeId>* ids, NodeId id) {
-  ids->erase(std::remove(ids->begin(), ids->end(), id), ids->end());
-}
-
-// The same rules as the Raft core's (replication/core/raft_core.cc).
-void ApplyConfChangeTo(const replication::ConfChange& change, ConfState* conf) {
-  switch (change.type) {
-    case replication::ConfChangeType::kAddLearner:
-      if (std::binary_search(conf->voters.begin(), conf->voters.end(),
-                             change.node)) {
-        return;
-      }
-      InsertSorted(&conf->learners, change.node);
-      return;
-    case replication::ConfChangeType::kPromoteVoter:
-      EraseId(&conf->learners, change.node);
-      InsertSorted(&conf->voters, change.node);
-      return;
-    case replication::ConfChangeType::kRemoveNode:
-      EraseId(&conf->voters, change.node);
-      EraseId(&conf->learners, change.node);
-      return;
-  }
-}
-
 absl::Status ReadInt64(Database* db, const char* key, uint64_t* value) {
   std::string bytes;
   rocksdb::Status s =
@@ -263,17 +233,18 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
   LogIndex applied = applied_index();
   int64_t now_ms = applied_time_ms();
   Term term;
-  ConfState conf;
-  ClusterState cluster;
   {
     absl::MutexLock lock(&mu_);
     term = applied_term_;
-    conf = conf_;
-    cluster = cluster_;
   }
-  bool conf_changed = false;
-  bool cluster_changed = false;
+  // The membership and the cluster state are copied only once an entry of
+  // the batch changes them: most batches hold session commands alone.
+  std::optional<ConfState> conf;
+  std::optional<ClusterState> cluster;
   rocksdb::WriteBatch batch;
+  // One message for the whole batch: parsing into it again reuses what it
+  // allocated for the previous entry.
+  Command command;
   for (const Entry& entry : entries) {
     if (entry.index <= applied) {
       // Already applied (a replay overlapping what the state holds): the
@@ -295,8 +266,8 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
             "entry ", entry.index.value(), " is not a conf change")));
         continue;
       }
-      ApplyConfChangeTo(change, &conf);
-      conf_changed = true;
+      if (!conf) conf = applied_conf();
+      replication::ApplyConfChange(change, &*conf);
       results.push_back(std::any());
       continue;
     }
@@ -304,7 +275,6 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
       results.push_back(std::any());
       continue;
     }
-    Command command;
     if (!command.ParseFromString(entry.data)) {
       results.push_back(absl::InvalidArgumentError(absl::StrCat(
           "entry ", entry.index.value(), " is not a sessiond command")));
@@ -313,19 +283,19 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     now_ms = std::max(now_ms, command.timestamp_ms());
     switch (command.op_case()) {
       case Command::kMember:
-        results.push_back(ApplyMember(command.member(), &cluster));
-        cluster_changed = true;
+        if (!cluster) cluster = cluster_state();
+        results.push_back(ApplyMember(command.member(), &*cluster));
         break;
       case Command::kSettings:
+        if (!cluster) cluster = cluster_state();
         if (command.settings().has_expiry_leeway_ms()) {
-          cluster.set_expiry_leeway_ms(
+          cluster->set_expiry_leeway_ms(
               std::max<int64_t>(0, command.settings().expiry_leeway_ms()));
-          cluster.set_leeway_set(true);
+          cluster->set_leeway_set(true);
           // Later entries of this batch already use it.
-          expiry_leeway_ms_.store(cluster.expiry_leeway_ms(),
+          expiry_leeway_ms_.store(cluster->expiry_leeway_ms(),
                                   std::memory_order_release);
         }
-        cluster_changed = true;
         results.push_back(std::any());
         break;
       default:
@@ -337,11 +307,12 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
   batch.Put(db_->default_cf(), kAppliedTermKey, EncodeFixed64BE(term.value()));
   batch.Put(db_->default_cf(), kAppliedTimeKey,
             EncodeFixed64BE(static_cast<uint64_t>(now_ms)));
-  if (conf_changed) {
-    batch.Put(db_->default_cf(), kAppliedConfKey, EncodeConfState(conf));
+  if (conf) {
+    batch.Put(db_->default_cf(), kAppliedConfKey, EncodeConfState(*conf));
   }
-  if (cluster_changed) {
-    batch.Put(db_->default_cf(), kClusterStateKey, cluster.SerializeAsString());
+  if (cluster) {
+    batch.Put(db_->default_cf(), kClusterStateKey,
+              cluster->SerializeAsString());
   }
   // Not even in the WAL: the log holds the commands and replays them after
   // a crash; the state reaches the disk with the next (atomic) flush. Log
@@ -358,7 +329,11 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
       time_sample_ = AppliedTimeSample{now_ms, SteadyNanos()};
     }
   }
-  if (conf_changed || cluster_changed) PublishClusterState(cluster, conf);
+  if (conf || cluster) {
+    if (!conf) conf = applied_conf();
+    if (!cluster) cluster = cluster_state();
+    PublishClusterState(*cluster, *conf);
+  }
   applied_time_ms_.store(now_ms, std::memory_order_release);
   applied_index_.store(applied.value(), std::memory_order_release);
   return results;

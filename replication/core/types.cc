@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "replication/core/types.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace sessiond::replication {
@@ -28,30 +29,79 @@ bool DecodeConfChange(const std::string& data, ConfChange* change) {
   return true;
 }
 
+namespace {
+
+void InsertSorted(std::vector<NodeId>* ids, NodeId id) {
+  auto it = std::lower_bound(ids->begin(), ids->end(), id);
+  if (it == ids->end() || *it != id) ids->insert(it, id);
+}
+
+void Erase(std::vector<NodeId>* ids, NodeId id) {
+  ids->erase(std::remove(ids->begin(), ids->end(), id), ids->end());
+}
+
+}  // namespace
+
+void ApplyConfChange(const ConfChange& change, ConfState* conf) {
+  switch (change.type) {
+    case ConfChangeType::kAddLearner:
+      if (std::binary_search(conf->voters.begin(), conf->voters.end(),
+                             change.node)) {
+        return;
+      }
+      InsertSorted(&conf->learners, change.node);
+      return;
+    case ConfChangeType::kPromoteVoter:
+      Erase(&conf->learners, change.node);
+      InsertSorted(&conf->voters, change.node);
+      return;
+    case ConfChangeType::kRemoveNode:
+      Erase(&conf->voters, change.node);
+      Erase(&conf->learners, change.node);
+      return;
+  }
+}
+
 const char* MessageTypeName(MessageType type) {
   switch (type) {
-    case MessageType::kPreVote: return "PreVote";
-    case MessageType::kPreVoteResponse: return "PreVoteResponse";
-    case MessageType::kVote: return "Vote";
-    case MessageType::kVoteResponse: return "VoteResponse";
-    case MessageType::kAppend: return "Append";
-    case MessageType::kAppendResponse: return "AppendResponse";
-    case MessageType::kHeartbeat: return "Heartbeat";
-    case MessageType::kHeartbeatResponse: return "HeartbeatResponse";
-    case MessageType::kSnapshot: return "Snapshot";
-    case MessageType::kTimeoutNow: return "TimeoutNow";
-    case MessageType::kReadIndex: return "ReadIndex";
-    case MessageType::kReadIndexResponse: return "ReadIndexResponse";
+    case MessageType::kPreVote:
+      return "PreVote";
+    case MessageType::kPreVoteResponse:
+      return "PreVoteResponse";
+    case MessageType::kVote:
+      return "Vote";
+    case MessageType::kVoteResponse:
+      return "VoteResponse";
+    case MessageType::kAppend:
+      return "Append";
+    case MessageType::kAppendResponse:
+      return "AppendResponse";
+    case MessageType::kHeartbeat:
+      return "Heartbeat";
+    case MessageType::kHeartbeatResponse:
+      return "HeartbeatResponse";
+    case MessageType::kSnapshot:
+      return "Snapshot";
+    case MessageType::kTimeoutNow:
+      return "TimeoutNow";
+    case MessageType::kReadIndex:
+      return "ReadIndex";
+    case MessageType::kReadIndexResponse:
+      return "ReadIndexResponse";
   }
   return "Unknown";
 }
 
 const char* RoleName(Role role) {
   switch (role) {
-    case Role::kFollower: return "follower";
-    case Role::kPreCandidate: return "pre-candidate";
-    case Role::kCandidate: return "candidate";
-    case Role::kLeader: return "leader";
+    case Role::kFollower:
+      return "follower";
+    case Role::kPreCandidate:
+      return "pre-candidate";
+    case Role::kCandidate:
+      return "candidate";
+    case Role::kLeader:
+      return "leader";
   }
   return "unknown";
 }

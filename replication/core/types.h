@@ -64,6 +64,13 @@ std::string EncodeConfChange(const ConfChange& change);
 // Returns false when `data` is not a valid encoding.
 bool DecodeConfChange(const std::string& data, ConfChange* change);
 
+// Applies a committed `change` to `conf` with the core's rules
+// (RaftCore applies the same ones to its own membership): a learner is never
+// added over a voter, a promotion makes the node a voter whether or not it
+// was a learner (the bootstrap entries promote new nodes), a removal drops
+// the node from both lists.
+void ApplyConfChange(const ConfChange& change, ConfState* conf);
+
 struct SnapshotMeta {
   LogIndex index;  // last entry the snapshot covers
   Term term;       // that entry's term

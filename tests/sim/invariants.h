@@ -47,10 +47,6 @@ uint64_t EntryHash(const replication::Entry& entry);
 constexpr uint64_t kChainSeed = 0x5e551011d5eedull;
 uint64_t ChainStep(uint64_t prev, const replication::Entry& entry);
 
-// Applies a committed membership change the way the core's contract
-// describes it; a change that makes no sense is ignored.
-void ApplyConfChange(const replication::ConfChange& change,
-                     replication::ConfState* conf);
 std::string DescribeConf(const replication::ConfState& conf);
 
 // A node's state machine in the simulation: what it has applied, as a hash

@@ -60,7 +60,7 @@ absl::StatusOr<std::vector<ApplyResult>> SimStateMachine::Apply(
     if (e.type == EntryType::kConfChange) {
       ConfChange change;
       if (replication::DecodeConfChange(e.data, &change)) {
-        ApplyConfChange(change, &state_.conf);
+        replication::ApplyConfChange(change, &state_.conf);
         log_(absl::StrCat("applies conf change at ", e.index.value(), ": ",
                           DescribeConf(state_.conf)));
       }
