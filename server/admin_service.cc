@@ -4,7 +4,6 @@
 #include <grpcpp/client_context.h>
 
 #include <algorithm>
-#include <chrono>
 #include <map>
 #include <memory>
 #include <set>
@@ -59,17 +58,6 @@ AdminServiceImpl::AdminServiceImpl(
       writes_(writes),
       timers_(timers),
       self_status_(std::move(self_status)) {}
-
-absl::Time AdminServiceImpl::DeadlineOf(
-    const grpc::CallbackServerContext* context) const {
-  const auto client = context->deadline();
-  const absl::Time client_deadline =
-      client >= std::chrono::system_clock::time_point::max() -
-                    std::chrono::hours(24 * 365)
-          ? absl::InfiniteFuture()
-          : absl::FromChrono(client);
-  return WritePath::ServerDeadline(client_deadline, options_.request_timeout);
-}
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(
     grpc::CallbackServerContext* context,

@@ -9,6 +9,7 @@
 #include "replication/node_driver.h"
 #include "server/delay_queue.h"
 #include "server/peer_transport.h"
+#include "server/unary_call.h"
 #include "server/write_path.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "storage/session_state_machine.h"
@@ -61,7 +62,9 @@ class AdminServiceImpl final
       sessiond::v1::TransferLeadershipResponse* response) override;
 
  private:
-  absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const;
+  absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const {
+    return CallDeadline(context, options_.request_timeout);
+  }
   // Proposes `change` and, once applied, finishes `reactor` with the
   // membership.
   template <typename Response>

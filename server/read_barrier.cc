@@ -28,9 +28,9 @@ ReadAnswer ReadBarrier::Local() const {
     return answer;
   }
   if (status.leader_caught_up) return answer;  // the leader itself
-  const absl::Duration since = driver_->Now() - status.last_leader_contact;
-  answer.staleness_ms =
-      absl::ToInt64Milliseconds(std::min(since, driver_->Now()));
+  const absl::Duration now = driver_->Now();
+  const absl::Duration since = now - status.last_leader_contact;
+  answer.staleness_ms = absl::ToInt64Milliseconds(std::min(since, now));
   answer.stale = !(since < options_.fresh_contact &&
                    status.applied >= status.leader_commit);
   return answer;

@@ -2,7 +2,6 @@
 #include "server/session_service.h"
 
 #include <any>
-#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -152,17 +151,6 @@ absl::Status SessionServiceImpl::CheckReady() const {
   return absl::OkStatus();
 }
 
-absl::Time SessionServiceImpl::DeadlineOf(
-    const grpc::CallbackServerContext* context) const {
-  const auto client = context->deadline();
-  const absl::Time client_deadline =
-      client >= std::chrono::system_clock::time_point::max() -
-                    std::chrono::hours(24 * 365)
-          ? absl::InfiniteFuture()
-          : absl::FromChrono(client);
-  return WritePath::ServerDeadline(client_deadline, options_.request_timeout);
-}
-
 // ---------------------------------------------------------------------------
 // Read path
 
@@ -199,11 +187,9 @@ void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
     done(s);
     return;
   }
-  // The request is copied: a stream reads the next one into the same
-  // buffer while this one waits.
   reads_->Wait(
       request.consistency(), deadline,
-      [this, request, response, done = std::move(done)](ReadAnswer answer) {
+      [this, &request, response, done = std::move(done)](ReadAnswer answer) {
         if (!answer.status.ok()) {
           done(answer.status);
           return;

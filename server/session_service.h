@@ -155,21 +155,24 @@ class SessionServiceImpl final : public RawSessionService {
 
   // The read path for one validation: waits for `level` (from the request),
   // then answers into `response`; `done` gets OK with an outcome, or the
-  // error to end the call with.
+  // error to end the call with. `request` and `response` must live until
+  // `done` is called.
   void Validate(const sessiond::v1::ValidateSessionRequest& request,
                 absl::Time deadline,
                 sessiond::v1::ValidateSessionResponse* response,
                 std::function<void(absl::Status)> done);
 
   // The server deadline of a call (WritePath::ServerDeadline).
-  absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const;
+  absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const {
+    return CallDeadline(context, options_.request_timeout);
+  }
 
   // ValidateStream registers itself while open so a drain can end it.
   // Returns false when draining: the stream ends at once.
   bool RegisterStream(ValidateStream* stream);
   void UnregisterStream(ValidateStream* stream);
 
-  const LeaderHint leader_hint() const { return writes_->leader_hint(); }
+  LeaderHint leader_hint() const { return writes_->leader_hint(); }
 
  private:
   using CreateCall = Call<sessiond::v1::CreateSessionRequest,

@@ -4,6 +4,8 @@
 #include <grpcpp/support/proto_buffer_reader.h>
 #include <grpcpp/support/proto_buffer_writer.h>
 
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
 #include "server/grpc_status.h"
 
@@ -53,6 +55,19 @@ void AddStatusHints(grpc::CallbackServerContext* context,
   if (status.GetPayload(kNotProposedPayload).has_value()) {
     context->AddTrailingMetadata("sessiond-not-proposed", "1");
   }
+}
+
+absl::Time CallDeadline(const grpc::CallbackServerContext* context,
+                        absl::Duration default_timeout) {
+  const auto client = context->deadline();
+  // gRPC's "no deadline" is a time_point near max, which absl::FromChrono
+  // would overflow.
+  const absl::Time client_deadline =
+      client >= std::chrono::system_clock::time_point::max() -
+                    std::chrono::hours(24 * 365)
+          ? absl::InfiniteFuture()
+          : absl::FromChrono(client);
+  return WritePath::ServerDeadline(client_deadline, default_timeout);
 }
 
 void FinishWithHint(grpc::CallbackServerContext* context,

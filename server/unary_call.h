@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "google/protobuf/message.h"
 #include "server/write_path.h"
 
@@ -31,6 +32,11 @@ void AddLeaderHint(grpc::CallbackServerContext* context,
                    const LeaderHint& hint);
 void AddStatusHints(grpc::CallbackServerContext* context,
                     const absl::Status& status, const LeaderHint& hint);
+// The server deadline of a call (WritePath::ServerDeadline): the client's
+// deadline, if it set one, else `default_timeout` from now.
+absl::Time CallDeadline(const grpc::CallbackServerContext* context,
+                        absl::Duration default_timeout);
+
 // Finishes a typed call (gRPC's default reactor) with `status` and its hints.
 void FinishWithHint(grpc::CallbackServerContext* context,
                     grpc::ServerUnaryReactor* reactor,

@@ -43,7 +43,6 @@ void ValidateStream::Drain() {
 
 void ValidateStream::OnReadDone(bool ok) {
   Slot* slot = nullptr;
-  sessiond::v1::ValidateSessionRequest request;
   Actions actions;
   {
     absl::MutexLock lock(&mu_);
@@ -54,7 +53,7 @@ void ValidateStream::OnReadDone(bool ok) {
       ++messages_read_;
       queue_.emplace_back();
       slot = &queue_.back();
-      if (absl::Status s = ParseRequest(incoming_, &request); !s.ok()) {
+      if (absl::Status s = ParseRequest(incoming_, &slot->request); !s.ok()) {
         // Answered in order: the requests before it first, then the end.
         slot->status = absl::InvalidArgumentError(absl::StrCat(
             "message ", messages_read_, " of the stream: ", s.message(),
@@ -79,8 +78,8 @@ void ValidateStream::OnReadDone(bool ok) {
     actions.finish = more.finish;
   }
   if (slot != nullptr) {
-    service_->Validate(request, service_->DeadlineOf(context_), &slot->response,
-                       [this, slot](absl::Status status) {
+    service_->Validate(slot->request, service_->DeadlineOf(context_),
+                       &slot->response, [this, slot](absl::Status status) {
                          Actions a;
                          {
                            absl::MutexLock lock(&mu_);

@@ -57,6 +57,8 @@ class ValidateStream final
 
  private:
   struct Slot {
+    // Kept until the answer is written: the read path works on it.
+    sessiond::v1::ValidateSessionRequest request;
     sessiond::v1::ValidateSessionResponse response;
     grpc::ByteBuffer wire;
     absl::Status status;

@@ -42,11 +42,11 @@ absl::Status NeverProposed() {
 }  // namespace
 
 struct WritePath::Call {
-  // One of: a command, a membership change, a leadership transfer.
+  // One of: a command, a membership change, a leadership transfer (to
+  // transfer_to; 0: the most caught-up other voter).
   std::optional<Command> command;
   std::optional<replication::ConfChange> conf_change;
   NodeId transfer_to;
-  bool transfer = false;
   absl::Time deadline;
 
   absl::Mutex mu;
@@ -100,36 +100,20 @@ absl::Time WritePath::ServerDeadline(absl::Time client_deadline,
 void WritePath::Submit(Command command, absl::Time deadline, Done done) {
   auto call = std::make_shared<Call>();
   call->command = std::move(command);
-  call->deadline = deadline;
-  {
-    absl::MutexLock lock(&call->mu);
-    call->done = std::move(done);
-  }
-  Start(std::move(call));
+  Start(std::move(call), deadline, std::move(done));
 }
 
 void WritePath::SubmitConfChange(const replication::ConfChange& change,
                                  absl::Time deadline, Done done) {
   auto call = std::make_shared<Call>();
   call->conf_change = change;
-  call->deadline = deadline;
-  {
-    absl::MutexLock lock(&call->mu);
-    call->done = std::move(done);
-  }
-  Start(std::move(call));
+  Start(std::move(call), deadline, std::move(done));
 }
 
 void WritePath::SubmitTransfer(NodeId target, absl::Time deadline, Done done) {
   auto call = std::make_shared<Call>();
-  call->transfer = true;
   call->transfer_to = target;
-  call->deadline = deadline;
-  {
-    absl::MutexLock lock(&call->mu);
-    call->done = std::move(done);
-  }
-  Start(std::move(call));
+  Start(std::move(call), deadline, std::move(done));
 }
 
 bool WritePath::Drain(absl::Duration timeout) const {
@@ -141,7 +125,13 @@ bool WritePath::Drain(absl::Duration timeout) const {
   return true;
 }
 
-void WritePath::Start(std::shared_ptr<Call> call) {
+void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
+                      Done done) {
+  call->deadline = deadline;
+  {
+    absl::MutexLock lock(&call->mu);
+    call->done = std::move(done);
+  }
   calls_in_flight_.fetch_add(1);
   // The deadline is armed first: whatever happens next, the call is
   // answered by then.
@@ -199,9 +189,10 @@ void WritePath::Try(std::shared_ptr<Call> call) {
       Finish(call, std::move(result));
     };
     if (call->command) {
-      Command command = *call->command;
-      command.set_timestamp_ms(clock_->StampMs());
-      driver_->Propose(command.SerializeAsString(), std::move(done));
+      // Stamped in place: a call is proposed at most once, and only this
+      // thread (the one Try or Forward in progress) touches the command.
+      call->command->set_timestamp_ms(clock_->StampMs());
+      driver_->Propose(call->command->SerializeAsString(), std::move(done));
       return;
     }
     ProposeHere(call->ToRequest(), std::move(done));

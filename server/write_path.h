@@ -118,7 +118,8 @@ class WritePath {
  private:
   struct Call;
 
-  void Start(std::shared_ptr<Call> call);
+  // Arms the deadline, then tries.
+  void Start(std::shared_ptr<Call> call, absl::Time deadline, Done done);
   void Try(std::shared_ptr<Call> call);
   void Forward(std::shared_ptr<Call> call, NodeId leader);
   // Proposes the call's operation here (this node leads).
