@@ -490,6 +490,18 @@ TEST_F(DaemonTest, BatchAndStreamValidate) {
             ValidateSessionResponse::VALID);
   EXPECT_EQ(batch_response.responses(1).outcome(),
             ValidateSessionResponse::UNKNOWN);
+  // Over the documented limit (docs/API.md): refused whole, nothing read.
+  sessiond::v1::BatchValidateSessionsRequest big;
+  for (int i = 0; i < 10001; ++i) big.add_requests()->set_token(a.token());
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    sessiond::v1::BatchValidateSessionsResponse none;
+    const grpc::Status s = stub_->BatchValidateSessions(&context, big, &none);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(s.error_message(), "requests: 10001 entries, limit is 10000");
+    EXPECT_EQ(none.responses_size(), 0);
+  }
 
   grpc::ClientContext context;
   SetDeadline(&context);
