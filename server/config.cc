@@ -351,10 +351,9 @@ absl::Status SetOption(const Option& o, const std::string& value,
 }
 
 absl::Status CheckConsistent(const Config& config) {
-  Limits limits = config.limits;
-  limits.min_idle_timeout_ms =
-      MinIdleTimeoutMs(limits.min_ttl_ms, config.touch_flush_interval_ms);
-  if (absl::Status s = CheckLimitsConsistent(limits); !s.ok()) return s;
+  if (absl::Status s = CheckLimitsConsistent(ServedLimits(config)); !s.ok()) {
+    return s;
+  }
   if (config.heartbeat_ticks >= config.election_ticks) {
     return absl::InvalidArgumentError(
         "--heartbeat_ticks must be below --election_ticks");
@@ -539,6 +538,13 @@ absl::StatusOr<uint64_t> ConfiguredClusterId(const Config& config) {
     mix(absl::StrCat("|", id, "=", address));
   }
   return h == 0 ? 1 : h;
+}
+
+Limits ServedLimits(const Config& config) {
+  Limits limits = config.limits;
+  limits.min_idle_timeout_ms =
+      MinIdleTimeoutMs(limits.min_ttl_ms, config.touch_flush_interval_ms);
+  return limits;
 }
 
 std::string ConfigSummary(const Config& config) {

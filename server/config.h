@@ -109,6 +109,11 @@ absl::StatusOr<ParsedConfig> ParseConfig(int argc, const char* const* argv);
 absl::Status ApplyConfigText(const std::string& text, const std::string& source,
                              Config* config);
 
+// The limits the server enforces: config.limits with the derived
+// Limits::min_idle_timeout_ms (MinIdleTimeoutMs of --min_ttl_ms and
+// --touch_flush_interval_ms).
+Limits ServedLimits(const Config& config);
+
 // One line: where it listens, data dir, shards and the non-default options.
 std::string ConfigSummary(const Config& config);
 

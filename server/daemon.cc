@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <system_error>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -351,8 +352,8 @@ absl::Status Daemon::Init() {
   // The log up to the commit index known at start is replayed before
   // anything is served: until then the table may lack acknowledged writes.
   // A single node is also its own leader by then.
-  const bool single = driver_->status().conf_state.voters.size() == 1 &&
-                      driver_->status().conf_state.voters[0] == self;
+  const std::vector<NodeId> voters = driver_->status().conf_state.voters;
+  const bool single = voters.size() == 1 && voters[0] == self;
   const bool replayed =
       single ? driver_->WaitUntilLeaderCaughtUp(kStartupTimeout)
              : driver_->WaitFor(
@@ -369,10 +370,8 @@ absl::Status Daemon::Init() {
   phase("replay");
 
   SessionServiceOptions service_options;
-  service_options.limits = config_.limits;
+  service_options.limits = ServedLimits(config_);
   service_options.cluster_id = cluster_id_;
-  service_options.limits.min_idle_timeout_ms = MinIdleTimeoutMs(
-      config_.limits.min_ttl_ms, config_.touch_flush_interval_ms);
   service_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
   service_options.self = self;

@@ -28,7 +28,7 @@ struct Limits {
   int64_t default_idle_timeout_ms = 0;  // 0: no idle expiry by default
   // Derived, not a flag: the shortest idle timeout the touch resolution can
   // keep, max(--min_ttl_ms, kIdleTimeoutFlushMultiple x
-  // --touch_flush_interval_ms). ParseConfig sets it (MinIdleTimeoutMs).
+  // --touch_flush_interval_ms), set by ServedLimits (server/config.h).
   int64_t min_idle_timeout_ms = 3000;
   int64_t max_idle_timeout_ms = 90ll * 24 * 3600 * 1000;
   int64_t max_reason_bytes = 256;
