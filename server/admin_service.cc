@@ -20,6 +20,7 @@
 namespace sessiond::server {
 
 using sessiond::v1::MemberStatus;
+using sessiond::v1::internal::Command;
 
 namespace {
 
@@ -199,18 +200,24 @@ template <typename Response>
 void AdminServiceImpl::ChangeMembership(grpc::CallbackServerContext* context,
                                         grpc::ServerUnaryReactor* reactor,
                                         const replication::ConfChange& change,
-                                        absl::Time deadline,
-                                        Response* response) {
+                                        absl::Time deadline, Response* response,
+                                        std::optional<Command> then) {
   writes_->SubmitConfChange(
       change, deadline,
-      [this, context, reactor, response](replication::ApplyResult result) {
+      [this, context, reactor, response, deadline,
+       then = std::move(then)](replication::ApplyResult result) {
         if (!result.ok()) {
           FinishWithHint(context, reactor, result.status(),
                          writes_->leader_hint());
           return;
         }
-        FillConf(state_machine_->applied_conf(), response);
-        reactor->Finish(grpc::Status::OK);
+        auto finish = [this, reactor, response] {
+          FillConf(state_machine_->applied_conf(), response);
+          reactor->Finish(grpc::Status::OK);
+        };
+        if (!then) return finish();
+        writes_->Submit(*then, deadline,
+                        [finish](replication::ApplyResult) { finish(); });
       });
 }
 
@@ -280,33 +287,18 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RemoveMember(
     const sessiond::v1::RemoveMemberRequest* request,
     sessiond::v1::RemoveMemberResponse* response) {
   if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
-  const NodeId id(request->node_id());
-  replication::ConfChange change;
-  change.type = replication::ConfChangeType::kRemoveNode;
-  change.node = id;
+  // Then forget its addresses (best effort: a leftover entry only shows in
+  // ClusterStatus).
+  Command forget;
+  forget.mutable_member()->set_kind(
+      sessiond::v1::internal::MemberCommand::REMOVE);
+  forget.mutable_member()->set_node_id(request->node_id());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::Time deadline = DeadlineOf(context);
-  writes_->SubmitConfChange(
-      change, deadline,
-      [this, context, reactor, response, id,
-       deadline](replication::ApplyResult result) {
-        if (!result.ok()) {
-          FinishWithHint(context, reactor, result.status(),
-                         writes_->leader_hint());
-          return;
-        }
-        // Then forget its addresses (best effort: a leftover entry only
-        // shows in ClusterStatus).
-        sessiond::v1::internal::Command command;
-        command.mutable_member()->set_kind(
-            sessiond::v1::internal::MemberCommand::REMOVE);
-        command.mutable_member()->set_node_id(id.value());
-        writes_->Submit(std::move(command), deadline,
-                        [this, reactor, response](replication::ApplyResult) {
-                          FillConf(state_machine_->applied_conf(), response);
-                          reactor->Finish(grpc::Status::OK);
-                        });
-      });
+  ChangeMembership(
+      context, reactor,
+      replication::ConfChange{replication::ConfChangeType::kRemoveNode,
+                              NodeId(request->node_id())},
+      DeadlineOf(context), response, std::move(forget));
   return reactor;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
@@ -65,13 +66,15 @@ class AdminServiceImpl final
   absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const {
     return CallDeadline(context, options_.request_timeout);
   }
-  // Proposes `change` and, once applied, finishes `reactor` with the
+  // Proposes `change` and, once applied, submits `then` (if any; best
+  // effort, its result is ignored) and finishes `reactor` with the
   // membership.
   template <typename Response>
-  void ChangeMembership(grpc::CallbackServerContext* context,
-                        grpc::ServerUnaryReactor* reactor,
-                        const replication::ConfChange& change,
-                        absl::Time deadline, Response* response);
+  void ChangeMembership(
+      grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+      const replication::ConfChange& change, absl::Time deadline,
+      Response* response,
+      std::optional<sessiond::v1::internal::Command> then = std::nullopt);
   // Polls until `target` leads (0: anyone but `old_leader`) or the deadline.
   void AwaitLeader(grpc::CallbackServerContext* context,
                    grpc::ServerUnaryReactor* reactor,
