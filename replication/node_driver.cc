@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -125,6 +126,17 @@ NodeDriver::ProposeCallback NodeDriver::Counted(ProposeCallback done,
   };
 }
 
+template <typename T>
+bool NodeDriver::QueueForDriver(std::vector<T>* queue, T* item) {
+  {
+    absl::MutexLock lock(&inbox_mu_);
+    if (!accepting_) return false;
+    queue->push_back(std::move(*item));
+  }
+  runtime_->Wake(Stage::kDriver);
+  return true;
+}
+
 void NodeDriver::Propose(std::string command, ProposeCallback done) {
   const uint64_t bytes = command.size();
   if (static_cast<uint64_t>(outstanding_proposals_.load(
@@ -140,72 +152,33 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
                      " waiting for the log); retry shortly")));
     return;
   }
-  bool accepted = false;
-  {
-    absl::MutexLock lock(&inbox_mu_);
-    if (accepting_) {
-      inbox_proposals_.push_back(
-          Proposal{std::move(command), Counted(std::move(done), bytes)});
-      metric_proposals_.fetch_add(1, std::memory_order_relaxed);
-      accepted = true;
-    }
+  // Counted before the driver can see it, so no callback runs uncounted.
+  metric_proposals_.fetch_add(1, std::memory_order_relaxed);
+  Proposal proposal{std::move(command), Counted(std::move(done), bytes)};
+  if (!QueueForDriver(&inbox_proposals_, &proposal)) {
+    metric_proposals_.fetch_sub(1, std::memory_order_relaxed);
+    proposal.done(ShuttingDown());
   }
-  if (!accepted) {
-    done(ShuttingDown());
-    return;
-  }
-  runtime_->Wake(Stage::kDriver);
 }
 
 void NodeDriver::ProposeConfChange(const ConfChange& change,
                                    ProposeCallback done) {
-  bool accepted = false;
-  {
-    absl::MutexLock lock(&inbox_mu_);
-    if (accepting_) {
-      inbox_conf_changes_.push_back(
-          ConfChangeRequest{change, Counted(std::move(done), 0)});
-      accepted = true;
-    }
+  ConfChangeRequest request{change, Counted(std::move(done), 0)};
+  if (!QueueForDriver(&inbox_conf_changes_, &request)) {
+    request.done(ShuttingDown());
   }
-  if (!accepted) {
-    done(ShuttingDown());
-    return;
-  }
-  runtime_->Wake(Stage::kDriver);
 }
 
 void NodeDriver::TransferLeadership(NodeId target, StatusCallback done) {
-  bool accepted = false;
-  {
-    absl::MutexLock lock(&inbox_mu_);
-    if (accepting_) {
-      inbox_transfers_.push_back(TransferRequest{target, std::move(done)});
-      accepted = true;
-    }
+  TransferRequest request{target, std::move(done)};
+  if (!QueueForDriver(&inbox_transfers_, &request)) {
+    request.done(ShuttingDown());
   }
-  if (!accepted) {
-    done(ShuttingDown());
-    return;
-  }
-  runtime_->Wake(Stage::kDriver);
 }
 
 void NodeDriver::ReadIndex(StatusCallback done) {
   metric_reads_.fetch_add(1, std::memory_order_relaxed);
-  bool accepted = false;
-  {
-    absl::MutexLock lock(&inbox_mu_);
-    if (accepting_) {
-      inbox_reads_.push_back(std::move(done));
-      accepted = true;
-    }
-  }
-  if (!accepted) {
-    done(ShuttingDown());
-    return;
-  }
-  runtime_->Wake(Stage::kDriver);
+  if (!QueueForDriver(&inbox_reads_, &done)) done(ShuttingDown());
 }
 
 void NodeDriver::WhenApplied(LogIndex index, StatusCallback done) {
@@ -758,7 +731,12 @@ void NodeDriver::RunLogWriter() {
       // tail from the batch; the store truncates what it already holds.
       const LogIndex first = w.entries.front().index;
       while (!batch.empty() && batch.back().index >= first) batch.pop_back();
-      for (Entry& e : w.entries) batch.push_back(std::move(e));
+      if (batch.empty()) {
+        batch.swap(w.entries);  // the usual case: taken whole, not moved
+      } else {
+        batch.insert(batch.end(), std::make_move_iterator(w.entries.begin()),
+                     std::make_move_iterator(w.entries.end()));
+      }
     }
     if (w.hard_state) hard_state = w.hard_state;
     for (Message& m : w.send_after_persist) messages.push_back(std::move(m));
@@ -866,13 +844,19 @@ void NodeDriver::RunApply() {
       report_applied(index);
       w.snapshot.reset();
     }
-    for (Entry& e : w.entries) {
-      // Applied before a restart (the state machine's applied index is
-      // durable with its state); the core hands them out again because it
-      // only knows the log.
-      if (e.index <= state_machine_->applied_index()) continue;
-      batch.push_back(std::move(e));
-      if (batch.size() >= kMaxApplyBatch) flush();
+    // Entries at or below it were applied before a restart (the state
+    // machine's applied index is durable with its state); the core hands
+    // them out again because it only knows the log.
+    const LogIndex applied = state_machine_->applied_index();
+    if (batch.empty() && w.entries.size() < kMaxApplyBatch &&
+        (w.entries.empty() || w.entries.front().index > applied)) {
+      batch.swap(w.entries);  // the usual case: taken whole, not moved
+    } else {
+      for (Entry& e : w.entries) {
+        if (e.index <= applied) continue;
+        batch.push_back(std::move(e));
+        if (batch.size() >= kMaxApplyBatch) flush();
+      }
     }
     work.pop_front();
   }

@@ -331,6 +331,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   void PostCompletions(std::vector<Completion> calls);
   void FailAllPending(const absl::Status& status);
 
+  // Moves `*item` to `queue`, one of the inbox_ vectors, and wakes the
+  // driver stage; false (and `*item` untouched) once Stop refuses new work.
+  template <typename T>
+  bool QueueForDriver(std::vector<T>* queue, T* item)
+      ABSL_LOCKS_EXCLUDED(inbox_mu_);
+
   // Wraps `done` so the back-pressure counters drop when it runs.
   ProposeCallback Counted(ProposeCallback done, uint64_t bytes);
 
