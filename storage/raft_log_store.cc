@@ -32,6 +32,24 @@ absl::StatusOr<std::optional<std::string>> GetKey(
   return std::optional<std::string>(std::move(value));
 }
 
+// The term of the entry at `index`, read from raft_log. DataLoss when the
+// entry is missing or too short.
+absl::StatusOr<Term> ReadTerm(Database* db, LogIndex index) {
+  std::string value;
+  rocksdb::Status s = db->db()->Get(rocksdb::ReadOptions(), db->raft_log_cf(),
+                                    LogKey(index), &value);
+  if (s.IsNotFound()) {
+    return absl::DataLossError(
+        absl::StrCat("raft_log: entry ", index.value(), " is missing"));
+  }
+  SESSIOND_RETURN_IF_ERROR(FromRocksStatus(s, "raft_log read"));
+  if (value.size() < 9) {
+    return absl::DataLossError(
+        absl::StrCat("raft_log: entry ", index.value(), " is truncated"));
+  }
+  return Term(DecodeFixed64BE(value));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
@@ -237,19 +255,7 @@ absl::StatusOr<Term> RaftLogStore::TermAt(LogIndex index) const {
                                               " is beyond last index ",
                                               last_index_.value()));
   }
-  std::string value;
-  rocksdb::Status s = db_->db()->Get(rocksdb::ReadOptions(), db_->raft_log_cf(),
-                                     LogKey(index), &value);
-  if (s.IsNotFound()) {
-    return absl::DataLossError(
-        absl::StrCat("raft_log: entry ", index.value(), " is missing"));
-  }
-  SESSIOND_RETURN_IF_ERROR(FromRocksStatus(s, "raft_log read"));
-  if (value.size() < 9) {
-    return absl::DataLossError(
-        absl::StrCat("raft_log: entry ", index.value(), " is truncated"));
-  }
-  return Term(DecodeFixed64BE(value));
+  return ReadTerm(db_, index);
 }
 
 absl::StatusOr<Snapshot> RaftLogStore::GetSnapshot() const {
@@ -363,16 +369,7 @@ absl::Status RaftLogStore::Compact(const Snapshot& snapshot,
   Term truncated_term = truncated_term_;
   const bool truncates = truncate_through > truncated_index_;
   if (truncates) {
-    std::string value;
-    rocksdb::Status s =
-        db_->db()->Get(rocksdb::ReadOptions(), db_->raft_log_cf(),
-                       LogKey(truncate_through), &value);
-    if (!s.ok() || value.size() < 9) {
-      return absl::DataLossError(
-          absl::StrCat("raft_log: entry ", truncate_through.value(),
-                       " is missing or truncated: ", s.ToString()));
-    }
-    truncated_term = Term(DecodeFixed64BE(value));
+    SESSIOND_ASSIGN_OR_RETURN(truncated_term, ReadTerm(db_, truncate_through));
     batch.DeleteRange(db_->raft_log_cf(), LogKey(truncated_index_),
                       LogKey(truncate_through + 1));
     batch.Put(db_->raft_state_cf(), kTruncatedKey,
