@@ -166,6 +166,21 @@ NodeDriverOptions TestOptions() {
   return options;
 }
 
+// Starts a driver over the parts given and waits (bounded) until it leads
+// and has caught up. Null, with the test failed, when it does not.
+std::unique_ptr<NodeDriver> StartLeader(
+    LogStore* log, StateMachine* sm, Transport* transport,
+    const NodeDriverOptions& options = TestOptions()) {
+  absl::StatusOr<std::unique_ptr<NodeDriver>> driver =
+      NodeDriver::Start(options, log, sm, transport);
+  EXPECT_TRUE(driver.ok()) << driver.status();
+  if (!driver.ok()) return nullptr;
+  const bool caught_up = (*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30));
+  EXPECT_TRUE(caught_up) << "not leader and caught up in time";
+  if (!caught_up) return nullptr;
+  return *std::move(driver);
+}
+
 // Proposes and waits (bounded) for the callback.
 ApplyResult ProposeAndWait(NodeDriver* driver, std::string command) {
   auto done = std::make_shared<absl::Notification>();
@@ -183,10 +198,9 @@ TEST(NodeDriverTest, SingleVoterBecomesLeaderAtOnce) {
   CountingLogStore log(OneVoter());
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
-  const NodeStatus status = (*driver)->status();
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
+  const NodeStatus status = driver->status();
   EXPECT_EQ(status.role, Role::kLeader);
   EXPECT_EQ(status.leader, NodeId(1));
   EXPECT_GE(status.term, Term(1));
@@ -198,9 +212,8 @@ TEST(NodeDriverTest, ProposalsFromManyThreadsCommitAndCallBack) {
   CountingLogStore log(OneVoter());
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
 
   constexpr int kThreads = 8;
   constexpr int kPerThread = 50;
@@ -210,7 +223,7 @@ TEST(NodeDriverTest, ProposalsFromManyThreadsCommitAndCallBack) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
         const std::string command = absl::StrCat("c", t, "-", i);
-        ApplyResult r = ProposeAndWait(driver->get(), command);
+        ApplyResult r = ProposeAndWait(driver.get(), command);
         if (r.ok() && std::any_cast<std::string>(*r) == command) ++ok;
       }
     });
@@ -223,7 +236,7 @@ TEST(NodeDriverTest, ProposalsFromManyThreadsCommitAndCallBack) {
   std::sort(applied.begin(), applied.end());
   EXPECT_EQ(std::unique(applied.begin(), applied.end()), applied.end())
       << "a command was applied twice";
-  EXPECT_GE((*driver)->status().commit.value(), applied.size());
+  EXPECT_GE(driver->status().commit.value(), applied.size());
 }
 
 TEST(NodeDriverTest, ConcurrentProposersShareSyncedAppends) {
@@ -232,9 +245,8 @@ TEST(NodeDriverTest, ConcurrentProposersShareSyncedAppends) {
   CountingLogStore log(OneVoter(), absl::Milliseconds(5));
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
   const int appends_before = log.appends();
 
   constexpr int kThreads = 16;
@@ -244,7 +256,7 @@ TEST(NodeDriverTest, ConcurrentProposersShareSyncedAppends) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        if (ProposeAndWait(driver->get(), absl::StrCat("p", t * 1000 + i))
+        if (ProposeAndWait(driver.get(), absl::StrCat("p", t * 1000 + i))
                 .ok()) {
           ++ok;
         }
@@ -264,12 +276,11 @@ TEST(NodeDriverTest, DeterministicRejectionReachesTheProposer) {
   CountingLogStore log(OneVoter());
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
-  ApplyResult r = ProposeAndWait(driver->get(), "reject me");
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
+  ApplyResult r = ProposeAndWait(driver.get(), "reject me");
   EXPECT_EQ(r.status().code(), absl::StatusCode::kAborted);
-  r = ProposeAndWait(driver->get(), "accept me");
+  r = ProposeAndWait(driver.get(), "accept me");
   ASSERT_TRUE(r.ok()) << r.status();
 }
 
@@ -279,14 +290,12 @@ TEST(NodeDriverTest, RestartReappliesOnlyEntriesPastApplied) {
   {
     RecordingStateMachine sm;
     NoPeersTransport transport;
-    auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-    ASSERT_TRUE(driver.ok()) << driver.status();
-    ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+    std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+    ASSERT_NE(driver, nullptr);
     for (int i = 0; i < 10; ++i) {
-      ASSERT_TRUE(
-          ProposeAndWait(driver->get(), absl::StrCat("first-", i)).ok());
+      ASSERT_TRUE(ProposeAndWait(driver.get(), absl::StrCat("first-", i)).ok());
     }
-    (*driver)->Stop();
+    driver->Stop();
     last_before = log.LastIndex();
   }
   ASSERT_GE(last_before.value(), 11u);  // empty entry + 10 commands
@@ -296,9 +305,8 @@ TEST(NodeDriverTest, RestartReappliesOnlyEntriesPastApplied) {
   const LogIndex kept(5);
   RecordingStateMachine sm(kept);
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
   std::vector<Entry> applied = sm.applied_entries();
   ASSERT_FALSE(applied.empty());
   EXPECT_EQ(applied.front().index, kept + 1);
@@ -308,7 +316,7 @@ TEST(NodeDriverTest, RestartReappliesOnlyEntriesPastApplied) {
   ASSERT_GE(commands.size(), 1u);
   EXPECT_EQ(commands.back(), "first-9");
   EXPECT_GE(sm.applied_index(), last_before + 1);  // + the new term's entry
-  ASSERT_TRUE(ProposeAndWait(driver->get(), "second").ok());
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "second").ok());
 }
 
 TEST(NodeDriverTest, CompactLogDropsAppliedEntriesAndRestartStillWorks) {
@@ -319,31 +327,30 @@ TEST(NodeDriverTest, CompactLogDropsAppliedEntriesAndRestartStillWorks) {
   {
     RecordingStateMachine sm;
     NoPeersTransport transport;
-    auto driver = NodeDriver::Start(options, &log, &sm, &transport);
-    ASSERT_TRUE(driver.ok()) << driver.status();
-    ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+    std::unique_ptr<NodeDriver> driver =
+        StartLeader(&log, &sm, &transport, options);
+    ASSERT_NE(driver, nullptr);
     for (int i = 0; i < 20; ++i) {
-      ASSERT_TRUE(ProposeAndWait(driver->get(), absl::StrCat("c", i)).ok());
+      ASSERT_TRUE(ProposeAndWait(driver.get(), absl::StrCat("c", i)).ok());
     }
     applied = sm.applied_index();
     absl::StatusOr<Snapshot> snapshot = sm.CreateSnapshot();
     ASSERT_TRUE(snapshot.ok());
-    (*driver)->CompactLog(*snapshot);
+    driver->CompactLog(*snapshot);
     for (int i = 0; i < 3000 && log.FirstIndex() <= applied; ++i) {
       absl::SleepFor(absl::Milliseconds(1));
     }
     EXPECT_EQ(log.FirstIndex(), applied + 1);
     // The core keeps working on the compacted log.
-    ASSERT_TRUE(ProposeAndWait(driver->get(), "after").ok());
-    (*driver)->Stop();
+    ASSERT_TRUE(ProposeAndWait(driver.get(), "after").ok());
+    driver->Stop();
   }
   // A restart whose state machine holds everything through `applied`.
   RecordingStateMachine sm(applied + 1);  // + "after"
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
-  ASSERT_TRUE(ProposeAndWait(driver->get(), "after restart").ok());
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "after restart").ok());
   for (const Entry& e : sm.applied_entries()) EXPECT_GT(e.index, applied + 1);
 }
 
@@ -351,14 +358,13 @@ TEST(NodeDriverTest, StopDrainsAndRefusesNewProposals) {
   CountingLogStore log(OneVoter(), absl::Milliseconds(2));
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
 
   constexpr int kProposals = 500;
   std::atomic<int> calls{0}, ok{0}, shutting_down{0};
   for (int i = 0; i < kProposals; ++i) {
-    (*driver)->Propose(absl::StrCat("d", i), [&](ApplyResult r) {
+    driver->Propose(absl::StrCat("d", i), [&](ApplyResult r) {
       ++calls;
       if (r.ok()) {
         ++ok;
@@ -367,26 +373,25 @@ TEST(NodeDriverTest, StopDrainsAndRefusesNewProposals) {
       }
     });
   }
-  (*driver)->Stop();
+  driver->Stop();
   // Every proposal accepted before Stop was finished, not dropped.
   EXPECT_EQ(calls.load(), kProposals);
   EXPECT_EQ(ok.load(), kProposals);
   EXPECT_EQ(static_cast<int>(sm.commands().size()), kProposals);
 
   absl::Status after;
-  (*driver)->Propose("late", [&](ApplyResult r) { after = r.status(); });
+  driver->Propose("late", [&](ApplyResult r) { after = r.status(); });
   EXPECT_EQ(after.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(after.message().find("shutting down"), absl::string_view::npos);
-  (*driver)->Stop();  // idempotent
+  driver->Stop();  // idempotent
 }
 
 TEST(NodeDriverTest, StopRacingWithProposersAnswersEveryProposalOnce) {
   CountingLogStore log(OneVoter(), absl::Microseconds(500));
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
 
   constexpr int kThreads = 8;
   constexpr int kPerThread = 2000;
@@ -397,7 +402,7 @@ TEST(NodeDriverTest, StopRacingWithProposersAnswersEveryProposalOnce) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
         const int id = t * kPerThread + i;
-        (*driver)->Propose(absl::StrCat("s", id), [&, id](ApplyResult r) {
+        driver->Propose(absl::StrCat("s", id), [&, id](ApplyResult r) {
           calls[id].fetch_add(1);
           if (r.ok()) {
             ++ok;
@@ -411,7 +416,7 @@ TEST(NodeDriverTest, StopRacingWithProposersAnswersEveryProposalOnce) {
     });
   }
   absl::SleepFor(absl::Milliseconds(20));
-  (*driver)->Stop();
+  driver->Stop();
   for (auto& th : threads) th.join();
 
   for (int id = 0; id < kThreads * kPerThread; ++id) {
@@ -453,19 +458,18 @@ TEST(NodeDriverTest, CommitOnlyHardStateSkipsTheFsync) {
   CountingLogStore log(OneVoter());
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
   const int synced_before = log.synced_appends();
   constexpr int kWrites = 20;
   for (int i = 0; i < kWrites; ++i) {
-    ASSERT_TRUE(ProposeAndWait(driver->get(), absl::StrCat("w", i)).ok());
+    ASSERT_TRUE(ProposeAndWait(driver.get(), absl::StrCat("w", i)).ok());
   }
   // One at a time, each proposal is one synced write of its entry; the
   // commit that follows it is written without a sync (alone, or in the
   // next proposal's write).
   EXPECT_EQ(log.synced_appends() - synced_before, kWrites);
-  const NodeDriverMetrics m = (*driver)->metrics();
+  const NodeDriverMetrics m = driver->metrics();
   EXPECT_GE(m.log_writes_unsynced, 1u);
   EXPECT_EQ(m.log_writes, static_cast<uint64_t>(log.synced_appends()));
 }
@@ -478,13 +482,13 @@ TEST(NodeDriverTest, TooManyPendingProposalsAreRefused) {
   NoPeersTransport transport;
   NodeDriverOptions options = TestOptions();
   options.max_pending_proposals = 4;
-  auto driver = NodeDriver::Start(options, &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
+  std::unique_ptr<NodeDriver> driver =
+      StartLeader(&log, &sm, &transport, options);
+  ASSERT_NE(driver, nullptr);
   absl::Mutex mu;
   std::vector<absl::StatusCode> codes;
   for (int i = 0; i < 10; ++i) {
-    (*driver)->Propose(absl::StrCat("p", i), [&](ApplyResult r) {
+    driver->Propose(absl::StrCat("p", i), [&](ApplyResult r) {
       absl::MutexLock lock(&mu);
       codes.push_back(r.status().code());
     });
@@ -502,25 +506,24 @@ TEST(NodeDriverTest, TooManyPendingProposalsAreRefused) {
                          absl::StatusCode::kResourceExhausted),
               6);
   }
-  EXPECT_EQ((*driver)->metrics().proposals_refused, 6u);
+  EXPECT_EQ(driver->metrics().proposals_refused, 6u);
   // Once they are answered, proposals are accepted again.
-  EXPECT_TRUE(ProposeAndWait(driver->get(), "later").ok());
+  EXPECT_TRUE(ProposeAndWait(driver.get(), "later").ok());
 }
 
 TEST(NodeDriverTest, ReadIndexCompletesOnceAppliedAndFailsAfterStop) {
   CountingLogStore log(OneVoter());
   RecordingStateMachine sm;
   NoPeersTransport transport;
-  auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
-  ASSERT_TRUE(driver.ok()) << driver.status();
-  ASSERT_TRUE((*driver)->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
-  ASSERT_TRUE(ProposeAndWait(driver->get(), "before the read").ok());
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "before the read").ok());
   const LogIndex written = sm.applied_index();
   auto read = [&] {
     auto done = std::make_shared<absl::Notification>();
     auto status = std::make_shared<absl::Status>();
     auto applied = std::make_shared<LogIndex>();
-    (*driver)->ReadIndex([&sm, done, status, applied](absl::Status s) {
+    driver->ReadIndex([&sm, done, status, applied](absl::Status s) {
       *status = s;
       *applied = sm.applied_index();
       done->Notify();
@@ -531,24 +534,24 @@ TEST(NodeDriverTest, ReadIndexCompletesOnceAppliedAndFailsAfterStop) {
   auto [status, applied] = read();
   EXPECT_TRUE(status.ok()) << status;
   EXPECT_GE(applied, written);  // the read sees the write before it
-  EXPECT_GE((*driver)->metrics().read_index_rounds, 1u);
+  EXPECT_GE(driver->metrics().read_index_rounds, 1u);
 
   // WhenApplied: at once for an applied index, later for a future one.
   absl::Notification now;
-  (*driver)->WhenApplied(written, [&](absl::Status s) {
+  driver->WhenApplied(written, [&](absl::Status s) {
     EXPECT_TRUE(s.ok());
     now.Notify();
   });
   EXPECT_TRUE(now.HasBeenNotified());
   auto later = std::make_shared<absl::Notification>();
-  (*driver)->WhenApplied(written + 1, [later](absl::Status s) {
+  driver->WhenApplied(written + 1, [later](absl::Status s) {
     EXPECT_TRUE(s.ok());
     later->Notify();
   });
-  ASSERT_TRUE(ProposeAndWait(driver->get(), "next").ok());
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "next").ok());
   EXPECT_TRUE(later->WaitForNotificationWithTimeout(absl::Seconds(30)));
 
-  (*driver)->Stop();
+  driver->Stop();
   auto [after_stop, ignored] = read();
   EXPECT_EQ(after_stop.code(), absl::StatusCode::kUnavailable);
 }
