@@ -1308,7 +1308,6 @@ absl::Status RaftCore::Impl::ReadIndex(std::string context) {
 void RaftCore::Impl::OnPersisted(LogIndex index, Term term) {
   if (!log_.StableTo(index, term)) return;
   if (role_ != Role::kLeader) return;
-  ReleaseUncommittedBytes();
   auto self = progress_.find(id_);
   if (self != progress_.end()) {
     self->second.MaybeUpdate(log_.StableLastIndex());
