@@ -616,7 +616,7 @@ void NodeDriver::Dispatch(Ready ready) {
 }
 
 void NodeDriver::RefreshStatus() {
-  const RaftStatus raft = core_->status();
+  RaftStatus raft = core_->status();
   const bool leadership_changed = raft.term != last_term_ ||
                                   raft.role != last_role_ ||
                                   raft.leader != last_leader_;
@@ -638,9 +638,9 @@ void NodeDriver::RefreshStatus() {
   status_.commit = raft.commit;
   status_.first_index = raft.first_index;
   status_.last_index = raft.last_index;
-  status_.conf_state = raft.conf_state;
+  status_.conf_state = std::move(raft.conf_state);
   status_.lead_transferee = raft.lead_transferee;
-  status_.match = raft.match;
+  status_.match = std::move(raft.match);
   if (raft.role == Role::kLeader) {
     status_.last_leader_contact = runtime_->Elapsed();
     status_.leader_commit = raft.commit;
