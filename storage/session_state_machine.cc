@@ -46,31 +46,62 @@ int64_t SteadyNanos() {
       .count();
 }
 
-absl::StatusOr<std::optional<std::string>> ReadKey(Database* db,
-                                                   const char* key) {
+absl::StatusOr<uint64_t> ReadFixedAt(Database* db,
+                                     const rocksdb::ReadOptions& options,
+                                     const char* key) {
   std::string bytes;
-  rocksdb::Status s =
-      db->db()->Get(rocksdb::ReadOptions(), db->default_cf(), key, &bytes);
-  if (s.IsNotFound()) return std::optional<std::string>();
-  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
-  return std::optional<std::string>(std::move(bytes));
-}
-
-absl::Status ReadInt64(Database* db, const char* key, uint64_t* value) {
-  std::string bytes;
-  rocksdb::Status s =
-      db->db()->Get(rocksdb::ReadOptions(), db->default_cf(), key, &bytes);
-  if (s.IsNotFound()) {
-    *value = 0;
-    return absl::OkStatus();
-  }
+  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
+  if (s.IsNotFound()) return 0;
   if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
   if (bytes.size() != 8) {
     return absl::DataLossError(
         absl::StrCat(key, " is ", bytes.size(), " bytes, want 8"));
   }
-  *value = DecodeFixed64BE(bytes);
-  return absl::OkStatus();
+  return DecodeFixed64BE(bytes);
+}
+
+absl::StatusOr<std::optional<std::string>> ReadBytesAt(
+    Database* db, const rocksdb::ReadOptions& options, const char* key) {
+  std::string bytes;
+  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
+  return std::optional<std::string>(std::move(bytes));
+}
+
+// The state machine's own record in the default CF: what it has applied.
+struct AppliedRecord {
+  uint64_t index = 0;
+  uint64_t term = 0;
+  uint64_t time_ms = 0;
+  ConfState conf;
+  ClusterState cluster;
+};
+
+// Reads it as of `options` (CreateSnapshot: a consistent RocksDB snapshot);
+// `conf` is `bootstrap_conf` until a membership change was applied.
+absl::StatusOr<AppliedRecord> ReadAppliedRecord(
+    Database* db, const rocksdb::ReadOptions& options,
+    const ConfState& bootstrap_conf) {
+  AppliedRecord record;
+  SESSIOND_ASSIGN_OR_RETURN(record.index,
+                            ReadFixedAt(db, options, kAppliedIndexKey));
+  SESSIOND_ASSIGN_OR_RETURN(record.term,
+                            ReadFixedAt(db, options, kAppliedTermKey));
+  SESSIOND_ASSIGN_OR_RETURN(record.time_ms,
+                            ReadFixedAt(db, options, kAppliedTimeKey));
+  record.conf = bootstrap_conf;
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> conf_bytes,
+                            ReadBytesAt(db, options, kAppliedConfKey));
+  if (conf_bytes) {
+    SESSIOND_ASSIGN_OR_RETURN(record.conf, DecodeConfState(*conf_bytes));
+  }
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
+                            ReadBytesAt(db, options, kClusterStateKey));
+  if (cluster_bytes && !record.cluster.ParseFromString(*cluster_bytes)) {
+    return absl::DataLossError("default CF: cluster_state does not parse");
+  }
+  return record;
 }
 
 // Loads the keys whose first byte is in [lo, hi) (hi 256: to the end).
@@ -141,22 +172,9 @@ absl::StatusOr<std::unique_ptr<SessionStateMachine>> SessionStateMachine::Open(
     return absl::FailedPreconditionError(
         "SessionStateMachine::Open needs an empty table");
   }
-  uint64_t applied = 0, applied_time = 0, applied_term = 0;
-  SESSIOND_RETURN_IF_ERROR(ReadInt64(db, kAppliedIndexKey, &applied));
-  SESSIOND_RETURN_IF_ERROR(ReadInt64(db, kAppliedTimeKey, &applied_time));
-  SESSIOND_RETURN_IF_ERROR(ReadInt64(db, kAppliedTermKey, &applied_term));
-  ConfState conf = options.bootstrap_conf;
-  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> conf_bytes,
-                            ReadKey(db, kAppliedConfKey));
-  if (conf_bytes) {
-    SESSIOND_ASSIGN_OR_RETURN(conf, DecodeConfState(*conf_bytes));
-  }
-  ClusterState cluster;
-  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
-                            ReadKey(db, kClusterStateKey));
-  if (cluster_bytes && !cluster.ParseFromString(*cluster_bytes)) {
-    return absl::DataLossError("default CF: cluster_state does not parse");
-  }
+  SESSIOND_ASSIGN_OR_RETURN(
+      AppliedRecord applied,
+      ReadAppliedRecord(db, rocksdb::ReadOptions(), options.bootstrap_conf));
   int threads = options.load_threads;
   if (threads <= 0) {
     threads = std::clamp<int>(std::thread::hardware_concurrency(), 1, 4);
@@ -167,8 +185,9 @@ absl::StatusOr<std::unique_ptr<SessionStateMachine>> SessionStateMachine::Open(
     return status;
   }
   return std::unique_ptr<SessionStateMachine>(new SessionStateMachine(
-      db, table, std::move(options), LogIndex(applied), Term(applied_term),
-      static_cast<int64_t>(applied_time), std::move(conf), std::move(cluster)));
+      db, table, std::move(options), LogIndex(applied.index),
+      Term(applied.term), static_cast<int64_t>(applied.time_ms),
+      std::move(applied.conf), std::move(applied.cluster)));
 }
 
 SessionStateMachine::SessionStateMachine(Database* db, SessionTable* table,
@@ -651,29 +670,6 @@ class ScopedDbSnapshot {
   const rocksdb::Snapshot* const snapshot_;
 };
 
-absl::StatusOr<uint64_t> ReadFixedAt(Database* db,
-                                     const rocksdb::ReadOptions& options,
-                                     const char* key) {
-  std::string bytes;
-  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
-  if (s.IsNotFound()) return 0;
-  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
-  if (bytes.size() != 8) {
-    return absl::DataLossError(
-        absl::StrCat(key, " is ", bytes.size(), " bytes, want 8"));
-  }
-  return DecodeFixed64BE(bytes);
-}
-
-absl::StatusOr<std::optional<std::string>> ReadBytesAt(
-    Database* db, const rocksdb::ReadOptions& options, const char* key) {
-  std::string bytes;
-  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
-  if (s.IsNotFound()) return std::optional<std::string>();
-  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
-  return std::optional<std::string>(std::move(bytes));
-}
-
 // Checks the records of an image before anything is replaced, so that a bad
 // image leaves the state as it was.
 class RecordChecker {
@@ -710,33 +706,22 @@ absl::StatusOr<replication::Snapshot> SessionStateMachine::CreateSnapshot() {
   }
   ScopedDbSnapshot db_snapshot(db_->db());
   const rocksdb::ReadOptions read = db_snapshot.Options();
-  SESSIOND_ASSIGN_OR_RETURN(const uint64_t index,
-                            ReadFixedAt(db_, read, kAppliedIndexKey));
-  if (index == 0) {
+  SESSIOND_ASSIGN_OR_RETURN(
+      AppliedRecord applied,
+      ReadAppliedRecord(db_, read, options_.bootstrap_conf));
+  if (applied.index == 0) {
     return absl::FailedPreconditionError("nothing applied yet to snapshot");
   }
-  SESSIOND_ASSIGN_OR_RETURN(const uint64_t term,
-                            ReadFixedAt(db_, read, kAppliedTermKey));
-  SESSIOND_ASSIGN_OR_RETURN(const uint64_t time,
-                            ReadFixedAt(db_, read, kAppliedTimeKey));
-  ConfState conf = options_.bootstrap_conf;
-  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> conf_bytes,
-                            ReadBytesAt(db_, read, kAppliedConfKey));
-  if (conf_bytes) {
-    SESSIOND_ASSIGN_OR_RETURN(conf, DecodeConfState(*conf_bytes));
-  }
-  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
-                            ReadBytesAt(db_, read, kClusterStateKey));
+  const uint64_t index = applied.index;
+  const uint64_t term = applied.term;
+  ConfState conf = std::move(applied.conf);
   v1::internal::SnapshotHeader header;
   header.set_index(index);
   header.set_term(term);
   for (NodeId v : conf.voters) header.add_voters(v.value());
   for (NodeId l : conf.learners) header.add_learners(l.value());
-  header.set_applied_time_ms(static_cast<int64_t>(time));
-  if (cluster_bytes &&
-      !header.mutable_cluster()->ParseFromString(*cluster_bytes)) {
-    return absl::DataLossError("default CF: cluster_state does not parse");
-  }
+  header.set_applied_time_ms(static_cast<int64_t>(applied.time_ms));
+  *header.mutable_cluster() = std::move(applied.cluster);
 
   SESSIOND_ASSIGN_OR_RETURN(
       std::unique_ptr<DurableFileWriter> file,
