@@ -286,6 +286,20 @@ absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
   return FromRocksStatus(db_->Write(write_options, batch), "RocksDB write");
 }
 
+absl::StatusOr<std::optional<std::string>> Database::Get(
+    rocksdb::ColumnFamilyHandle* cf, std::string_view key,
+    const rocksdb::ReadOptions& options) const {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get(options, cf, rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) {
+    return FromRocksStatus(
+        s, absl::StrCat("reading ", absl::string_view(key.data(), key.size())));
+  }
+  return std::optional<std::string>(std::move(value));
+}
+
 absl::Status Database::WriteWithoutWal(rocksdb::WriteBatch* batch) {
   rocksdb::WriteOptions write_options;
   write_options.disableWAL = true;

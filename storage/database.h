@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +71,12 @@ class Database {
   rocksdb::ColumnFamilyHandle* raft_log_cf() const { return raft_log_cf_; }
   rocksdb::ColumnFamilyHandle* raft_state_cf() const { return raft_state_cf_; }
   rocksdb::ColumnFamilyHandle* sessions_cf() const { return sessions_cf_; }
+
+  // The value of `key` in `cf`; nullopt when absent. `options` may name a
+  // RocksDB snapshot.
+  absl::StatusOr<std::optional<std::string>> Get(
+      rocksdb::ColumnFamilyHandle* cf, std::string_view key,
+      const rocksdb::ReadOptions& options = rocksdb::ReadOptions()) const;
 
   // Writes `batch`; `sync` makes it durable (fsync of the WAL) on return.
   absl::Status Write(rocksdb::WriteBatch* batch, bool sync);

@@ -22,16 +22,6 @@ using replication::SnapshotMeta;
 
 namespace {
 
-// Reads `key` from `cf`; nullopt when absent.
-absl::StatusOr<std::optional<std::string>> GetKey(
-    Database* db, rocksdb::ColumnFamilyHandle* cf, const char* key) {
-  std::string value;
-  rocksdb::Status s = db->db()->Get(rocksdb::ReadOptions(), cf, key, &value);
-  if (s.IsNotFound()) return std::optional<std::string>();
-  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
-  return std::optional<std::string>(std::move(value));
-}
-
 // The term of the entry at `index`, read from raft_log. DataLoss when the
 // entry is missing or too short.
 absl::StatusOr<Term> ReadTerm(Database* db, LogIndex index) {
@@ -57,20 +47,20 @@ absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
   Snapshot snapshot;
   ConfState conf_state;
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> hs,
-                            GetKey(db, db->raft_state_cf(), kHardStateKey));
+                            db->Get(db->raft_state_cf(), kHardStateKey));
   if (hs) {
     SESSIOND_ASSIGN_OR_RETURN(hard_state, DecodeHardState(*hs));
   }
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> sm,
-                            GetKey(db, db->raft_state_cf(), kSnapshotMetaKey));
+                            db->Get(db->raft_state_cf(), kSnapshotMetaKey));
   if (sm) {
     SESSIOND_ASSIGN_OR_RETURN(snapshot.meta, DecodeSnapshotMeta(*sm));
   }
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> sd,
-                            GetKey(db, db->raft_state_cf(), kSnapshotDataKey));
+                            db->Get(db->raft_state_cf(), kSnapshotDataKey));
   if (sd) snapshot.data = *std::move(sd);
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cs,
-                            GetKey(db, db->raft_state_cf(), kConfStateKey));
+                            db->Get(db->raft_state_cf(), kConfStateKey));
   if (cs) {
     SESSIOND_ASSIGN_OR_RETURN(conf_state, DecodeConfState(*cs));
   }
@@ -79,7 +69,7 @@ absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
   LogIndex truncated_index = snapshot.meta.index;
   Term truncated_term = snapshot.meta.term;
   SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> tr,
-                            GetKey(db, db->raft_state_cf(), kTruncatedKey));
+                            db->Get(db->raft_state_cf(), kTruncatedKey));
   if (tr) {
     SESSIOND_ASSIGN_OR_RETURN(auto index_term, DecodeIndexTerm(*tr));
     std::tie(truncated_index, truncated_term) = index_term;

@@ -49,24 +49,14 @@ int64_t SteadyNanos() {
 absl::StatusOr<uint64_t> ReadFixedAt(Database* db,
                                      const rocksdb::ReadOptions& options,
                                      const char* key) {
-  std::string bytes;
-  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
-  if (s.IsNotFound()) return 0;
-  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
-  if (bytes.size() != 8) {
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> bytes,
+                            db->Get(db->default_cf(), key, options));
+  if (!bytes) return 0;
+  if (bytes->size() != 8) {
     return absl::DataLossError(
-        absl::StrCat(key, " is ", bytes.size(), " bytes, want 8"));
+        absl::StrCat(key, " is ", bytes->size(), " bytes, want 8"));
   }
-  return DecodeFixed64BE(bytes);
-}
-
-absl::StatusOr<std::optional<std::string>> ReadBytesAt(
-    Database* db, const rocksdb::ReadOptions& options, const char* key) {
-  std::string bytes;
-  rocksdb::Status s = db->db()->Get(options, db->default_cf(), key, &bytes);
-  if (s.IsNotFound()) return std::optional<std::string>();
-  if (!s.ok()) return FromRocksStatus(s, absl::StrCat("reading ", key));
-  return std::optional<std::string>(std::move(bytes));
+  return DecodeFixed64BE(*bytes);
 }
 
 // The state machine's own record in the default CF: what it has applied.
@@ -91,13 +81,15 @@ absl::StatusOr<AppliedRecord> ReadAppliedRecord(
   SESSIOND_ASSIGN_OR_RETURN(record.time_ms,
                             ReadFixedAt(db, options, kAppliedTimeKey));
   record.conf = bootstrap_conf;
-  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> conf_bytes,
-                            ReadBytesAt(db, options, kAppliedConfKey));
+  SESSIOND_ASSIGN_OR_RETURN(
+      std::optional<std::string> conf_bytes,
+      db->Get(db->default_cf(), kAppliedConfKey, options));
   if (conf_bytes) {
     SESSIOND_ASSIGN_OR_RETURN(record.conf, DecodeConfState(*conf_bytes));
   }
-  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
-                            ReadBytesAt(db, options, kClusterStateKey));
+  SESSIOND_ASSIGN_OR_RETURN(
+      std::optional<std::string> cluster_bytes,
+      db->Get(db->default_cf(), kClusterStateKey, options));
   if (cluster_bytes && !record.cluster.ParseFromString(*cluster_bytes)) {
     return absl::DataLossError("default CF: cluster_state does not parse");
   }
@@ -833,8 +825,9 @@ absl::StatusOr<SessionStateMachine::Digest> SessionStateMachine::ComputeDigest()
   SESSIOND_ASSIGN_OR_RETURN(const uint64_t index,
                             ReadFixedAt(db_, read, kAppliedIndexKey));
   digest.applied_index = LogIndex(index);
-  SESSIOND_ASSIGN_OR_RETURN(std::optional<std::string> cluster_bytes,
-                            ReadBytesAt(db_, read, kClusterStateKey));
+  SESSIOND_ASSIGN_OR_RETURN(
+      std::optional<std::string> cluster_bytes,
+      db_->Get(db_->default_cf(), kClusterStateKey, read));
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
   auto add = [&](std::string_view bytes) {
