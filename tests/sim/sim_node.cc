@@ -99,7 +99,7 @@ void SimNode::Start(uint64_t seed) {
     snapshots_before_ += state_machine_->snapshots_installed();
   }
   state_machine_ = std::make_unique<SimStateMachine>(
-      id_, state, disk_.get(), env_.invariants, &term_,
+      id_, state, disk_.get(), env_.invariants, &status_.term,
       [this](absl::string_view line) { Log(line); });
   runtime_ =
       std::make_unique<SimRuntime>(env_.now, env_.rng, env_.timing, &ticks_,
@@ -121,7 +121,6 @@ void SimNode::Start(uint64_t seed) {
   }
   driver_ = std::move(*driver);
   status_ = driver_->status();
-  term_ = status_.term;
   last_commit_ = status_.commit;
   leader_checked_term_ = Term(0);
   leader_check_pending_ = false;
@@ -190,7 +189,6 @@ void SimNode::RunDue() {
 void SimNode::Observe(bool log_writer_was_idle) {
   const replication::NodeStatus before = std::move(status_);
   status_ = driver_->status();
-  term_ = status_.term;
   Invariants& inv = *env_.invariants;
   inv.OnRole(id_, status_.role, status_.term);
   if (status_.commit < last_commit_) {

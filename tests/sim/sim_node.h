@@ -174,7 +174,6 @@ class SimNode {
   std::unique_ptr<replication::NodeDriver> driver_;
   bool tearing_down_ = false;
   replication::NodeStatus status_;
-  Term term_;  // status_.term, for the state machine
   LogIndex last_commit_;
   Term leader_checked_term_;
   // A new leader whose log writer still had earlier work when it won is
