@@ -487,7 +487,7 @@ void NodeDriver::FinishReadStates(std::vector<ReadState> read_states) {
       absl::MutexLock lock(&reads_mu_);
       for (StatusCallback& r : readers) {
         if (applied_for_reads_ >= rs.index) {
-          ready.push_back([r = std::move(r)] { r(absl::OkStatus()); });
+          ready.push_back(Completion::Reader(std::move(r), absl::OkStatus()));
         } else {
           reads_waiting_.emplace(rs.index, std::move(r));
         }
@@ -832,11 +832,11 @@ void NodeDriver::RunApply() {
       {
         absl::MutexLock lock(&pending_mu_);
         while (!pending_.empty() && pending_.begin()->first <= index) {
-          calls.push_back([done = std::move(pending_.begin()->second.done)] {
-            done(absl::UnavailableError(
-                "this node received a snapshot in place of the write's log "
-                "entry: the write may or may not have applied"));
-          });
+          calls.push_back(Completion::Proposer(
+              std::move(pending_.begin()->second.done),
+              absl::UnavailableError(
+                  "this node received a snapshot in place of the write's log "
+                  "entry: the write may or may not have applied")));
           pending_.erase(pending_.begin());
         }
       }
@@ -872,17 +872,12 @@ void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
     for (size_t i = 0; i < entries.size(); ++i) {
       auto it = pending_.find(entries[i].index);
       if (it == pending_.end()) continue;
-      ProposeCallback done = std::move(it->second.done);
-      if (it->second.term == entries[i].term) {
-        calls.push_back([done = std::move(done),
-                         result = std::move((*results)[i])]() mutable {
-          done(std::move(result));
-        });
-      } else {
-        // Another leader's entry took this index: ours was never committed.
-        calls.push_back(
-            [done = std::move(done)] { done(LeadershipChanged()); });
-      }
+      // Of another term: another leader's entry took this index, and ours
+      // was never committed.
+      const bool ours = it->second.term == entries[i].term;
+      calls.push_back(Completion::Proposer(
+          std::move(it->second.done),
+          ours ? std::move((*results)[i]) : ApplyResult(LeadershipChanged())));
       pending_.erase(it);
     }
   }
@@ -896,9 +891,8 @@ void NodeDriver::CompleteReadsThrough(LogIndex applied) {
     if (applied > applied_for_reads_) applied_for_reads_ = applied;
     while (!reads_waiting_.empty() &&
            reads_waiting_.begin()->first <= applied_for_reads_) {
-      calls.push_back([r = std::move(reads_waiting_.begin()->second)] {
-        r(absl::OkStatus());
-      });
+      calls.push_back(Completion::Reader(
+          std::move(reads_waiting_.begin()->second), absl::OkStatus()));
       reads_waiting_.erase(reads_waiting_.begin());
     }
   }
@@ -923,7 +917,7 @@ void NodeDriver::RunCompletion() {
     absl::MutexLock lock(&completion_mu_);
     calls.swap(completion_queue_);
   }
-  for (Completion& c : calls) c();
+  for (Completion& c : calls) c.Run();
 }
 
 void NodeDriver::FailAllPending(const absl::Status& status) {
@@ -945,7 +939,7 @@ void NodeDriver::FailAllPending(const absl::Status& status) {
     absl::MutexLock lock(&completion_mu_);
     calls.swap(completion_queue_);
   }
-  for (Completion& c : calls) c();
+  for (Completion& c : calls) c.Run();
 }
 
 }  // namespace sessiond::replication

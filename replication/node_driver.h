@@ -286,8 +286,35 @@ class NodeDriver : public MessageSink, public StageRunner {
     Term term;
     std::vector<StatusCallback> readers;
   };
-  // A callback to run on the completion stage.
-  using Completion = std::function<void()>;
+  // A callback to run on the completion stage, with its argument: a
+  // proposer's with the apply result, or a reader's with a status. Not a
+  // std::function<void()> binding the two: that allocates for every write.
+  struct Completion {
+    static Completion Proposer(ProposeCallback done, ApplyResult result) {
+      Completion c;
+      c.propose = std::move(done);
+      c.result = std::move(result);
+      return c;
+    }
+    static Completion Reader(StatusCallback done, absl::Status status) {
+      Completion c;
+      c.read = std::move(done);
+      c.status = std::move(status);
+      return c;
+    }
+    void Run() {
+      if (propose) {
+        propose(std::move(result));
+      } else {
+        read(status);
+      }
+    }
+
+    ProposeCallback propose;
+    ApplyResult result;
+    StatusCallback read;
+    absl::Status status;
+  };
   // One persisted batch, reported back to the driver stage.
   struct Persisted {
     std::optional<std::pair<LogIndex, Term>> through;
