@@ -30,12 +30,9 @@ constexpr absl::string_view kLeaderKey = "sessiond-leader";
 constexpr absl::string_view kNotProposedKey = "sessiond-not-proposed";
 constexpr absl::string_view kLeaderIdKey = "sessiond-leader-id";
 
-// CANCELLED too: this client never cancels an attempt itself, so one
-// that ends CANCELLED was cancelled by the server, which gRPC does to a call
-// that races Server::Shutdown (a node draining for a restart).
 bool Retryable(const absl::Status& status) {
   return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
-         absl::IsResourceExhausted(status) || absl::IsCancelled(status);
+         absl::IsResourceExhausted(status);
 }
 
 // "host:port" reduced to a form two spellings of one address share: no
@@ -423,6 +420,14 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       ++sent;
       tried.push_back(endpoint.get());
       status = FromGrpcStatus(attempt(endpoint->stub.get(), &context));
+      if (absl::IsCancelled(status)) {
+        // This client never cancels an attempt, so the server did, which
+        // gRPC does to a call that races Server::Shutdown (a node draining
+        // for a restart): to the caller, the store was unavailable.
+        status = absl::UnavailableError(absl::StrCat(
+            "the server cancelled the call (a node shutting down?): ",
+            status.message()));
+      }
       if (absl::IsUnavailable(status) &&
           context.GetServerTrailingMetadata().count(grpc::string_ref(
               kNotProposedKey.data(), kNotProposedKey.size())) > 0) {

@@ -118,8 +118,9 @@ class ValidateStream;
 // Retries, all within `call_timeout`:
 //   ValidateSession, BatchValidateSessions, ListUserSessions, RevokeSession
 //   are idempotent: retried on kUnavailable, kDeadlineExceeded,
-//   kResourceExhausted and kCancelled (this client never cancels an attempt,
-//   so that is a server cancelling a call that raced its shutdown), at most `max_attempts` attempts, each on another
+//   kResourceExhausted (a kCancelled attempt counts as kUnavailable: this
+//   client never cancels one, so the server did, which gRPC does to a call
+//   that races its shutdown), at most `max_attempts` attempts, each on another
 //   endpoint when there is one (RevokeSession: the leader, while known),
 //   with exponential backoff and jitter; while the next channel is
 //   disconnected, a backoff ends early when it connects.

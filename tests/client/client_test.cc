@@ -1030,8 +1030,9 @@ TEST(ClientFakeServerTest, FailingLeaderIsForgotten) {
 }
 
 // A server cancels calls that race its shutdown (a node draining for a
-// restart): an idempotent call goes again, a write does not (its outcome is
-// unknown).
+// restart): the client reports it as UNAVAILABLE (the application never
+// cancelled anything); an idempotent call goes again, a write does not (its
+// outcome is unknown).
 TEST(ClientFakeServerTest, ServerCancelledReadIsRetriedWriteIsNot) {
   FakeServer server;
   server.service().Push(Fail(grpc::StatusCode::CANCELLED));
@@ -1043,7 +1044,9 @@ TEST(ClientFakeServerTest, ServerCancelledReadIsRetriedWriteIsNot) {
   server.service().Push(Fail(grpc::StatusCode::CANCELLED));
   const absl::Status created =
       client->CreateSession(CreateRequest("a")).status();
-  EXPECT_EQ(created.code(), absl::StatusCode::kCancelled) << created;
+  EXPECT_EQ(created.code(), absl::StatusCode::kUnavailable) << created;
+  EXPECT_THAT(std::string(created.message()),
+              HasSubstr("the server cancelled the call"));
   EXPECT_FALSE(IsNotSent(created)) << created;
   EXPECT_EQ(server.service().calls("CreateSession"), 1);
   EXPECT_EQ(client->stats().retries, 1u);
