@@ -139,6 +139,13 @@ bool NodeDriver::QueueForDriver(std::vector<T>* queue, T* item) {
 
 void NodeDriver::Propose(std::string command, ProposeCallback done) {
   const uint64_t bytes = command.size();
+  if (log_stalled_.load(std::memory_order_acquire)) {
+    if (absl::Status stall = LogStall(); !stall.ok()) {
+      metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
+      done(std::move(stall));
+      return;
+    }
+  }
   if (static_cast<uint64_t>(outstanding_proposals_.load(
           std::memory_order_relaxed)) >= options_.max_pending_proposals ||
       static_cast<uint64_t>(
@@ -163,6 +170,12 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
 
 void NodeDriver::ProposeConfChange(const ConfChange& change,
                                    ProposeCallback done) {
+  if (log_stalled_.load(std::memory_order_acquire)) {
+    if (absl::Status stall = LogStall(); !stall.ok()) {
+      done(std::move(stall));
+      return;
+    }
+  }
   ConfChangeRequest request{change, Counted(std::move(done), 0)};
   if (!QueueForDriver(&inbox_conf_changes_, &request)) {
     request.done(ShuttingDown());
@@ -173,6 +186,74 @@ void NodeDriver::TransferLeadership(NodeId target, StatusCallback done) {
   TransferRequest request{target, std::move(done)};
   if (!QueueForDriver(&inbox_transfers_, &request)) {
     request.done(ShuttingDown());
+  }
+}
+
+void NodeDriver::RefuseProposals(absl::Status reason) {
+  const bool resumed = reason.ok();
+  {
+    absl::MutexLock lock(&persist_mu_);
+    refusal_ = std::move(reason);
+    // A write the disk refused is retried at once when space is back.
+    if (resumed) retry_at_ = absl::ZeroDuration();
+    log_stalled_.store(!refusal_.ok() || !write_error_.ok(),
+                       std::memory_order_release);
+  }
+  PublishLogStall();
+  // Resumed: retry a write the disk refused. Refusing: a leader hands over
+  // at its next run.
+  runtime_->Wake(resumed ? Stage::kLogWriter : Stage::kDriver);
+}
+
+absl::Status NodeDriver::LogStall() const {
+  absl::MutexLock lock(&persist_mu_);
+  if (!refusal_.ok()) return refusal_;
+  if (!write_error_.ok()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "this node cannot write its Raft log (", write_error_.message(),
+        "); writes are refused until it can (retried by itself)"));
+  }
+  return absl::OkStatus();
+}
+
+void NodeDriver::PublishLogStall() {
+  const absl::Status stall = LogStall();
+  absl::MutexLock lock(&status_mu_);
+  status_.log_stalled = !stall.ok();
+  status_.log_stall = std::string(stall.message());
+  status_cv_.SignalAll();
+}
+
+void NodeDriver::HandOverIfStalled() {
+  if (!log_stalled_.load(std::memory_order_acquire)) return;
+  // A failed write is retried by the log writer, which only the driver
+  // stage's runs (every tick) wake while it waits.
+  runtime_->Wake(Stage::kLogWriter);
+  if (!core_->is_leader()) return;
+  // Once per election timeout: a transfer that did not finish by then was
+  // dropped by the core.
+  if (ticks_done_ - handover_tick_ < options_.raft.election_ticks) return;
+  const RaftStatus raft = core_->status();
+  if (raft.lead_transferee != NodeId(0)) return;
+  NodeId best;
+  LogIndex best_match;
+  for (NodeId voter : raft.conf_state.voters) {
+    if (voter == raft.id) continue;
+    const auto it = raft.match.find(voter);
+    const LogIndex match = it == raft.match.end() ? LogIndex(0) : it->second;
+    if (best == NodeId(0) || match > best_match) {
+      best = voter;
+      best_match = match;
+    }
+  }
+  if (best == NodeId(0)) return;  // the only voter: nobody to hand over to
+  handover_tick_ = ticks_done_;
+  if (core_->TransferLeadership(best).ok()) {
+    std::fprintf(stderr,
+                 "sessiond: this leader cannot write its log (%s): handing "
+                 "leadership to node %llu\n",
+                 std::string(LogStall().message()).c_str(),
+                 static_cast<unsigned long long>(best.value()));
   }
 }
 
@@ -241,6 +322,8 @@ NodeDriverMetrics NodeDriver::metrics() const {
   m.messages_dropped = metric_messages_dropped_.load(std::memory_order_relaxed);
   m.snapshots_installed =
       metric_snapshots_installed_.load(std::memory_order_relaxed);
+  m.log_write_failures =
+      metric_log_write_failures_.load(std::memory_order_relaxed);
   return m;
 }
 
@@ -451,6 +534,7 @@ void NodeDriver::RunDriver() {
   if (proposed) ProposeBatch(std::move(proposals));
   if (!reads.empty()) StartReadRound(std::move(reads));
 
+  HandOverIfStalled();
   while (core_->HasReady()) Dispatch(core_->TakeReady());
   RefreshStatus();
   if (proposed) {
@@ -655,8 +739,11 @@ void NodeDriver::RefreshStatus() {
 
 void NodeDriver::RunLogWriter() {
   std::deque<PersistWork> work;
+  bool retrying;
   {
     absl::MutexLock lock(&persist_mu_);
+    retrying = !write_error_.ok();
+    if (retrying && runtime_->Elapsed() < retry_at_) return;
     work.swap(persist_queue_);
   }
   if (work.empty()) return;
@@ -668,7 +755,10 @@ void NodeDriver::RunLogWriter() {
   std::optional<HardState> hard_state;
   std::vector<Message> messages;
   bool wake_apply = false;
-  auto flush = [&] {
+  absl::Status failure;
+  bool gated = false;  // the failure is the gate's refusal, not the store's
+  // Writes the group; false (the group left as it is) when the store fails.
+  auto flush = [&]() -> bool {
     Persisted p;
     if (!batch.empty() || hard_state) {
       // etcd's MustSync: new entries, a new term or a new vote must be on
@@ -680,9 +770,28 @@ void NodeDriver::RunLogWriter() {
           (!batch.empty() || hard_state->term != synced_hard_state_.term ||
            hard_state->vote != synced_hard_state_.vote);
       if (sync) SESSIOND_FAULT_POINT("log.before_append");
-      // Never acknowledged when it fails: retrying could reorder durable
-      // state, so the node stops (etcd's "inoperable" storage).
-      SESSIOND_CHECK_OK(log_->Append(batch, hard_state, sync));
+      // A failed write is not acknowledged; it is retried, whole and before
+      // anything queued after it, so the log never has a hole (a store
+      // write is atomic: all of it is durable, or none).
+      // A new leader's empty entry passes: a node whose disk is full must
+      // still become leader when it is the only voter, to serve reads.
+      const bool has_data =
+          std::any_of(batch.begin(), batch.end(),
+                      [](const Entry& e) { return !e.data.empty(); });
+      if (has_data && options_.log_write_gate) {
+        uint64_t bytes = 0;
+        // With the key, index and term each entry costs on disk.
+        for (const Entry& e : batch) bytes += e.data.size() + 32;
+        if (absl::Status s = options_.log_write_gate(bytes); !s.ok()) {
+          failure = std::move(s);
+          gated = true;
+          return false;
+        }
+      }
+      if (absl::Status s = log_->Append(batch, hard_state, sync); !s.ok()) {
+        failure = std::move(s);
+        return false;
+      }
       if (sync) {
         SESSIOND_FAULT_POINT("log.after_append");
         metric_log_writes_.fetch_add(1, std::memory_order_relaxed);
@@ -703,27 +812,41 @@ void NodeDriver::RunLogWriter() {
     batch.clear();
     hard_state.reset();
     messages.clear();
+    return true;
   };
-  for (PersistWork& w : work) {
+  size_t next = 0;  // the first item of `work` not yet handled
+  for (; next < work.size(); ++next) {
+    PersistWork& w = work[next];
     if (w.snapshot) {
-      flush();
-      SESSIOND_CHECK_OK(log_->InstallSnapshot(*w.snapshot));
+      if (!flush()) break;
+      if (absl::Status s = log_->InstallSnapshot(*w.snapshot); !s.ok()) {
+        failure = std::move(s);
+        break;
+      }
       Persisted p;
       p.snapshot_index = w.snapshot->meta.index;
       done.push_back(std::move(p));
-      absl::MutexLock lock(&persist_mu_);
-      snapshot_installed_ =
-          std::max(snapshot_installed_, w.snapshot->meta.index);
+      {
+        absl::MutexLock lock(&persist_mu_);
+        snapshot_installed_ =
+            std::max(snapshot_installed_, w.snapshot->meta.index);
+      }
+      w.snapshot.reset();  // done: a retry of this item must not redo it
       wake_apply = true;
     }
     if (w.compact) {
       // After the appends queued before it: compaction only drops entries
       // the state machine holds, which are all older.
-      flush();
-      SESSIOND_CHECK_OK(log_->Compact(*w.compact, w.truncate_through));
+      if (!flush()) break;
+      if (absl::Status s = log_->Compact(*w.compact, w.truncate_through);
+          !s.ok()) {
+        failure = std::move(s);
+        break;
+      }
       Persisted p;
       p.compacted_index = w.truncate_through;
       done.push_back(std::move(p));
+      w.compact.reset();
     }
     if (!w.entries.empty()) {
       // A later Ready may rewrite a suffix of an earlier one (a new
@@ -737,11 +860,60 @@ void NodeDriver::RunLogWriter() {
         batch.insert(batch.end(), std::make_move_iterator(w.entries.begin()),
                      std::make_move_iterator(w.entries.end()));
       }
+      w.entries.clear();
     }
     if (w.hard_state) hard_state = w.hard_state;
+    w.hard_state.reset();
     for (Message& m : w.send_after_persist) messages.push_back(std::move(m));
+    w.send_after_persist.clear();
   }
-  flush();
+  if (failure.ok()) flush();
+
+  if (!failure.ok()) {
+    // Put back what was not written: the group gathered so far, then the
+    // rest (item `next` keeps only what it still owes), then whatever was
+    // queued meanwhile.
+    metric_log_write_failures_.fetch_add(1, std::memory_order_relaxed);
+    std::deque<PersistWork> back;
+    PersistWork group;
+    group.entries = std::move(batch);
+    group.hard_state = std::move(hard_state);
+    group.send_after_persist = std::move(messages);
+    back.push_back(std::move(group));
+    for (size_t i = next; i < work.size(); ++i) {
+      back.push_back(std::move(work[i]));
+    }
+    {
+      absl::MutexLock lock(&persist_mu_);
+      for (PersistWork& w : persist_queue_) back.push_back(std::move(w));
+      persist_queue_.swap(back);
+      if (write_error_.ok()) {
+        std::fprintf(stderr,
+                     "sessiond: the Raft log cannot be written: %s; writes "
+                     "are refused and the write is retried until it "
+                     "succeeds\n",
+                     failure.ToString().c_str());
+      }
+      write_error_ = failure;
+      retry_backoff_ = std::clamp(retry_backoff_ * 2, absl::Milliseconds(50),
+                                  absl::Seconds(2));
+      retry_at_ = runtime_->Elapsed() + retry_backoff_;
+      log_stalled_.store(true, std::memory_order_release);
+    }
+    PublishLogStall();
+    if (!gated && options_.on_log_write_error) {
+      options_.on_log_write_error(failure);
+    }
+  } else if (retrying) {
+    {
+      absl::MutexLock lock(&persist_mu_);
+      write_error_ = absl::OkStatus();
+      retry_backoff_ = absl::ZeroDuration();
+      log_stalled_.store(!refusal_.ok(), std::memory_order_release);
+    }
+    std::fprintf(stderr, "sessiond: the Raft log is written again\n");
+    PublishLogStall();
+  }
 
   if (!done.empty()) {
     {
@@ -782,12 +954,28 @@ void NodeDriver::RunApply() {
     }
     CompleteReadsThrough(through);
   };
-  auto flush = [&] {
-    if (batch.empty()) return;
+  // False when the state machine gave up at shutdown: stop applying.
+  auto flush = [&]() -> bool {
+    if (batch.empty()) return true;
     SESSIOND_FAULT_POINT("apply.before_apply");
     absl::StatusOr<std::vector<ApplyResult>> results =
         state_machine_->Apply(batch);
     SESSIOND_FAULT_POINT("apply.after_apply");
+    if (!results.ok()) {
+      bool stopping;
+      {
+        absl::MutexLock lock(&inbox_mu_);
+        stopping = driver_stop_;
+      }
+      if (stopping) {
+        // The state machine gave up at shutdown (a full disk): the log
+        // replays these entries on the next start.
+        std::fprintf(stderr, "sessiond: apply stopped at shutdown: %s\n",
+                     results.status().ToString().c_str());
+        batch.clear();
+        return false;
+      }
+    }
     // The state could not be written: going on would answer proposals from
     // a state that is not what the log says.
     SESSIOND_CHECK_OK(results.status());
@@ -801,12 +989,13 @@ void NodeDriver::RunApply() {
     report_applied(through);
     CompleteProposals(batch, &*results);
     batch.clear();
+    return true;
   };
 
   while (!work.empty()) {
     ApplyWork& w = work.front();
     if (w.snapshot) {
-      flush();
+      if (!flush()) return;
       const LogIndex index = w.snapshot->meta.index;
       bool installed;
       {
@@ -855,7 +1044,7 @@ void NodeDriver::RunApply() {
       for (Entry& e : w.entries) {
         if (e.index <= applied) continue;
         batch.push_back(std::move(e));
-        if (batch.size() >= kMaxApplyBatch) flush();
+        if (batch.size() >= kMaxApplyBatch && !flush()) return;
       }
     }
     work.pop_front();

@@ -102,6 +102,17 @@ struct NodeDriverOptions {
   // `send_after_persist` messages (votes, vote requests, append
   // acknowledgements) leave with `send_now`, before the write they promise.
   bool unsafe_ack_before_persist_for_test = false;
+
+  // Called on the log-writer stage when a LogStore write fails (a full
+  // disk; not when log_write_gate refuses one); the write is retried (after 50
+  // ms, doubling up to 2 s) and proposals are refused until one succeeds. Must
+  // not block.
+  std::function<void(const absl::Status&)> on_log_write_error;
+  // Asked on the log-writer stage before each write of new entries that
+  // carry data (not a new leader's empty entry), with their size: a non-OK
+  // answer (a disk about to fill) is handled as a failed write, without
+  // writing. Null: every write is allowed.
+  std::function<absl::Status(uint64_t bytes)> log_write_gate;
 };
 
 // What the driver knows about its node, for status pages, health checks,
@@ -128,6 +139,11 @@ struct NodeStatus {
   // first entry of its term: reads of the local state machine see every
   // write acknowledged by any earlier leader.
   bool leader_caught_up = false;
+  // Proposals are refused (RefuseProposals) or log writes fail: this node
+  // refuses proposals with `log_stall` and, when leader, hands leadership
+  // to another voter.
+  bool log_stalled = false;
+  std::string log_stall;
 };
 
 // Counters since Start, for status pages and benchmarks: proposals per
@@ -146,6 +162,7 @@ struct NodeDriverMetrics {
   uint64_t read_index_rounds = 0;  // RaftCore::ReadIndex calls
   uint64_t messages_dropped = 0;   // inbox full
   uint64_t snapshots_installed = 0;
+  uint64_t log_write_failures = 0;  // LogStore writes that failed
 };
 
 // Thread-safe. Owned by the composition root (server/daemon.cc). The
@@ -225,6 +242,14 @@ class NodeDriver : public MessageSink, public StageRunner {
   // (never past what the state machine reported applied). Asynchronous, on
   // the log-writer stage. An older snapshot than the last one is ignored.
   void CompactLog(Snapshot snapshot);
+
+  // A full disk (storage/disk_guard.h): while `reason` is not OK, Propose
+  // and ProposeConfChange answer `reason` and a leader transfers leadership
+  // to its most caught-up voter; OK ends it. The log writer goes on
+  // (log_write_gate decides what it may write): proposals already
+  // accepted, a new leader's first entry and, on a follower, the leader's
+  // entries still reach the log while the disk has room.
+  void RefuseProposals(absl::Status reason);
 
   // Raft messages from peers (called by the Transport).
   void Deliver(std::vector<Message> messages) override;
@@ -350,6 +375,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   void RequestCompaction(Snapshot snapshot);
   void RefreshStatus();
   void RefuseInbox(const absl::Status& status);
+  // Hands leadership over while the log cannot be written.
+  void HandOverIfStalled();
+  // Why proposals are refused now; OK when they are not.
+  absl::Status LogStall() const;
+  // Copies LogStall() into status_ (log_stalled, log_stall).
+  void PublishLogStall();
 
   // Apply stage: hands proposers' results and ripe reads to completion.
   void CompleteProposals(const std::vector<Entry>& entries,
@@ -402,13 +433,24 @@ class NodeDriver : public MessageSink, public StageRunner {
   bool driver_stop_ ABSL_GUARDED_BY(inbox_mu_) = false;
 
   // The log writer's queue.
-  absl::Mutex persist_mu_;
+  mutable absl::Mutex persist_mu_;
   std::deque<PersistWork> persist_queue_ ABSL_GUARDED_BY(persist_mu_);
   // Highest snapshot index made durable by the log writer; the apply stage
   // hands a snapshot to the state machine only once it is.
   LogIndex snapshot_installed_ ABSL_GUARDED_BY(persist_mu_);
   // Log-writer stage only: the term and vote of the last synced hard state.
   HardState synced_hard_state_;
+  // A full disk: why proposals are refused (RefuseProposals) and the last
+  // failed write, retried from retry_at_ on the Runtime clock.
+  absl::Status refusal_ ABSL_GUARDED_BY(persist_mu_);
+  absl::Status write_error_ ABSL_GUARDED_BY(persist_mu_);
+  absl::Duration retry_at_ ABSL_GUARDED_BY(persist_mu_);
+  absl::Duration retry_backoff_ ABSL_GUARDED_BY(persist_mu_);
+  // refusal_ or write_error_ is set: read without the lock on the
+  // propose path and by the driver stage.
+  std::atomic<bool> log_stalled_{false};
+  // Driver stage: the tick of the last hand-over attempt.
+  int64_t handover_tick_ = -1000000;
 
   // The apply stage's queue.
   absl::Mutex apply_mu_;
@@ -450,6 +492,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::atomic<uint64_t> metric_read_rounds_{0};
   std::atomic<uint64_t> metric_messages_dropped_{0};
   std::atomic<uint64_t> metric_snapshots_installed_{0};
+  std::atomic<uint64_t> metric_log_write_failures_{0};
 
   // Callbacks to run, in order, on the completion stage: a callback
   // typically finishes a gRPC call, and gRPC then writes the response to the

@@ -207,6 +207,14 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(shutdown_grace_ms),
        .min = 0,
        .max = 3600 * 1000},
+      {.name = "disk_reserve_mb",
+       .help = "writes are refused (RESOURCE_EXHAUSTED) while the data dir's "
+               "file system has less than this free, and resume by "
+               "themselves at twice it; a 32 MiB reserve file is held "
+               "back for RocksDB and released when the disk fills (0: off)",
+       .int_field = SESSIOND_INT_FIELD(disk_reserve_mb),
+       .min = 0,
+       .max = 1 << 20},
       {.name = "node_id",
        .help = "this node's id in the cluster",
        .int_field = SESSIOND_INT_FIELD(node_id),

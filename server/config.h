@@ -36,6 +36,9 @@ struct Config {
   int64_t log_compact_min_entries = 10000;
   // How long SIGTERM waits for in-flight calls before cancelling them.
   int64_t shutdown_grace_ms = 5000;
+  // Writes stop while the data dir's file system has less free (MiB);
+  // storage/disk_guard.h. 0: off.
+  int64_t disk_reserve_mb = 64;
 
   // Cluster (docs/OPERATIONS.md). Without initial_cluster: a single node.
   int64_t node_id = 1;

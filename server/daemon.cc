@@ -36,6 +36,7 @@
 #include "server/touch_buffer.h"
 #include "server/write_path.h"
 #include "storage/database.h"
+#include "storage/disk_guard.h"
 #include "storage/raft_log_store.h"
 #include "storage/session_state_machine.h"
 #include "storage/session_table.h"
@@ -165,10 +166,27 @@ absl::Status Daemon::Init() {
   }
   const NodeId self(static_cast<uint64_t>(config_.node_id));
 
+  const uint64_t disk_low_bytes = static_cast<uint64_t>(config_.disk_reserve_mb)
+                                  << 20;
+  storage::DiskGuard::ReleaseReserveIfLow(config_.data_dir, disk_low_bytes);
   absl::StatusOr<std::unique_ptr<storage::Database>> db =
       storage::Database::Open(config_.data_dir, storage::DatabaseOptions{});
   if (!db.ok()) return db.status();
   db_ = *std::move(db);
+  storage::DiskGuardOptions disk_options;
+  disk_options.dir = config_.data_dir;
+  disk_options.low_bytes = disk_low_bytes;
+  disk_options.reserve_bytes = storage::DatabaseOptions{}.memtable_budget_bytes;
+  disk_options.on_change = [this](bool low) {
+    if (replication::NodeDriver* driver = disk_driver_.load()) {
+      driver->RefuseProposals(low ? disk_guard_->WriteRefusal()
+                                  : absl::OkStatus());
+    }
+  };
+  absl::StatusOr<std::unique_ptr<storage::DiskGuard>> guard =
+      storage::DiskGuard::Start(disk_options);
+  if (!guard.ok()) return guard.status();
+  disk_guard_ = *std::move(guard);
   absl::StatusOr<std::unique_ptr<storage::RaftLogStore>> log =
       storage::RaftLogStore::Open(db_.get());
   if (!log.ok()) return log.status();
@@ -310,12 +328,23 @@ absl::Status Daemon::Init() {
       static_cast<uint64_t>(config_.snapshot_catch_up_entries);
   driver_options.read_timeout_ticks =
       2 * static_cast<int>(config_.election_ticks);
+  storage::DiskGuard* disk = disk_guard_.get();
+  driver_options.on_log_write_error = [disk](const absl::Status& error) {
+    disk->ReportWriteError(error);
+  };
+  driver_options.log_write_gate = [disk](uint64_t bytes) {
+    return disk->AllowWrite(bytes);
+  };
   const LogIndex commit_at_start = log_->InitialHardState().commit;
   absl::StatusOr<std::unique_ptr<replication::NodeDriver>> driver =
       replication::NodeDriver::Start(driver_options, log_.get(),
                                      state_machine_.get(), transport_.get());
   if (!driver.ok()) return driver.status();
   driver_ = *std::move(driver);
+  disk_driver_.store(driver_.get());
+  if (disk_guard_->low()) {
+    driver_->RefuseProposals(disk_guard_->WriteRefusal());
+  }
 
   timers_ = std::make_unique<DelayQueue>();
   ClusterClockOptions clock_options;
@@ -354,13 +383,14 @@ absl::Status Daemon::Init() {
   // A single node is also its own leader by then.
   const std::vector<NodeId> voters = driver_->status().conf_state.voters;
   const bool single = voters.size() == 1 && voters[0] == self;
-  const bool replayed =
-      single ? driver_->WaitUntilLeaderCaughtUp(kStartupTimeout)
-             : driver_->WaitFor(
-                   [commit_at_start](const replication::NodeStatus& s) {
-                     return s.applied >= commit_at_start;
-                   },
-                   kStartupTimeout);
+  // A single node on a disk too full to write its log cannot become leader
+  // (its term must be on disk first): it serves what it replayed.
+  const bool replayed = driver_->WaitFor(
+      [single, commit_at_start](const replication::NodeStatus& s) {
+        if (!single || s.log_stalled) return s.applied >= commit_at_start;
+        return s.role == replication::Role::kLeader && s.leader_caught_up;
+      },
+      kStartupTimeout);
   if (!replayed) {
     return absl::UnavailableError(
         absl::StrCat("the log was not replayed within ",
@@ -511,7 +541,20 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
   metrics->set_messages_dropped(dm.messages_dropped);
   metrics->set_snapshots_installed(dm.snapshots_installed);
   if (writes_ != nullptr) metrics->set_forwarded_writes(writes_->forwarded());
+  metrics->set_log_write_failures(dm.log_write_failures);
+  if (touches_ != nullptr) {
+    metrics->set_touch_batches_dropped(touches_->lost_commands());
+  }
   m.set_data_dir_bytes(DirectoryBytes(config_.data_dir));
+  if (disk_guard_ != nullptr) {
+    const storage::DiskGuard::State disk = disk_guard_->state();
+    m.set_disk_free_bytes(disk.free_bytes);
+    m.set_disk_full(disk.low);
+    if (disk.low) m.set_disk_condition(disk.reason);
+  }
+  if (status.log_stalled && m.disk_condition().empty()) {
+    m.set_disk_condition(status.log_stall);
+  }
   return m;
 }
 
@@ -574,6 +617,9 @@ void Daemon::Shutdown() {
   if (writes_ != nullptr && !writes_->Drain(grace)) {
     std::fprintf(stderr, "sessiond: internal writes still in flight\n");
   }
+  // A full disk: the apply stage gives up rather than wait for space (the
+  // log replays what it could not write).
+  if (state_machine_ != nullptr) state_machine_->StopRetryingWrites();
   if (driver_ != nullptr) {
     driver_->Stop();  // applies what is in flight
     const replication::NodeDriverMetrics m = driver_->metrics();
@@ -608,6 +654,10 @@ void Daemon::Shutdown() {
   writes_.reset();
   clock_.reset();
   timers_.reset();
+  // The guard's thread calls into the driver; the driver's log writer
+  // (stopped by now) into the guard.
+  disk_driver_.store(nullptr);
+  disk_guard_.reset();
   driver_.reset();
   state_machine_.reset();
   table_.reset();

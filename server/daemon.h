@@ -20,6 +20,7 @@ class Server;
 
 namespace sessiond::storage {
 class Database;
+class DiskGuard;
 class RaftLogStore;
 class SessionStateMachine;
 class SessionTable;
@@ -133,6 +134,10 @@ class Daemon {
 
   // In dependency order; destroyed in reverse.
   std::unique_ptr<storage::Database> db_;
+  // Watches the data dir's free space; makes the driver refuse proposals
+  // through disk_driver_ (null until the driver runs and after it stops).
+  std::unique_ptr<storage::DiskGuard> disk_guard_;
+  std::atomic<replication::NodeDriver*> disk_driver_{nullptr};
   std::unique_ptr<storage::RaftLogStore> log_;
   std::unique_ptr<storage::SnapshotFiles> snapshots_;
   std::unique_ptr<PeerService> peer_service_;

@@ -40,6 +40,8 @@ absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
   if (!force && applied - last_snapshot_ < options_.min_entries) {
     return LogIndex(0);
   }
+  // A full disk: a snapshot image is the whole state again; wait for space.
+  if (!force && driver_->status().log_stalled) return LogIndex(0);
   absl::StatusOr<replication::Snapshot> snapshot =
       state_machine_->CreateSnapshot();
   if (!snapshot.ok()) return snapshot.status();

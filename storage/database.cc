@@ -15,8 +15,10 @@
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
+#include "rocksdb/sst_file_manager.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_buffer_manager.h"
+#include "storage/disk_guard.h"
 #include "storage/keys.h"
 
 namespace sessiond::storage {
@@ -70,7 +72,8 @@ rocksdb::ColumnFamilyOptions CfOptions(
 // Files RocksDB may leave in a directory it was creating a database in when
 // the process died before CURRENT was written.
 bool IsRocksDbLeftover(const std::string& name) {
-  return name == "LOCK" || name == "IDENTITY" || name == "LOG" ||
+  return name == "LOCK" || name == DiskGuard::kReserveFileName ||
+         name == "IDENTITY" || name == "LOG" ||
          absl::StartsWith(name, "LOG.old.") ||
          absl::StartsWith(name, "MANIFEST-") ||
          absl::StartsWith(name, "OPTIONS-") || absl::EndsWith(name, ".log") ||
@@ -181,7 +184,16 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   // its column families must then reach the disk together, so that the
   // applied index never runs ahead of, or behind, the sessions it covers.
   db_options.atomic_flush = true;
+  // Recovery replays the WAL into the memtables without writing SST files
+  // at open: a node restarted on a full disk still opens (and serves
+  // reads); the data reaches SST files at the next flush.
+  db_options.avoid_flush_during_recovery = true;
   if (options.env != nullptr) db_options.env = options.env.get();
+  // Tracks SST files, so that RocksDB recovers by itself from a flush or
+  // compaction that failed for lack of space once space is back (the
+  // storage/disk_guard.h reserve makes that rare).
+  db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
+      db_options.env != nullptr ? db_options.env : rocksdb::Env::Default()));
 
   std::shared_ptr<rocksdb::Cache> cache =
       rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -283,7 +295,23 @@ Database::~Database() {
 absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
   rocksdb::WriteOptions write_options;
   write_options.sync = sync;
-  return FromRocksStatus(db_->Write(write_options, batch), "RocksDB write");
+  ResumeAfterFailedWrite();
+  return Checked(db_->Write(write_options, batch), "RocksDB write");
+}
+
+void Database::ResumeAfterFailedWrite() {
+  if (!write_failed_.load(std::memory_order_acquire)) return;
+  // A failed write leaves RocksDB refusing every write (its background
+  // error) until Resume, which also flushes the memtables so nothing
+  // depends on the WAL that failed. Busy: its own recovery is running.
+  if (db_->Resume().ok()) write_failed_.store(false, std::memory_order_release);
+}
+
+absl::Status Database::Checked(const rocksdb::Status& status,
+                               std::string_view context) {
+  if (status.ok()) return absl::OkStatus();
+  write_failed_.store(true, std::memory_order_release);
+  return FromRocksStatus(status, context);
 }
 
 absl::StatusOr<std::optional<std::string>> Database::Get(
@@ -303,8 +331,8 @@ absl::StatusOr<std::optional<std::string>> Database::Get(
 absl::Status Database::WriteWithoutWal(rocksdb::WriteBatch* batch) {
   rocksdb::WriteOptions write_options;
   write_options.disableWAL = true;
-  return FromRocksStatus(db_->Write(write_options, batch),
-                         "RocksDB write (no WAL)");
+  ResumeAfterFailedWrite();
+  return Checked(db_->Write(write_options, batch), "RocksDB write (no WAL)");
 }
 
 absl::Status Database::Flush() {

@@ -2,6 +2,7 @@
 #ifndef SESSIOND_STORAGE_DATABASE_H_
 #define SESSIOND_STORAGE_DATABASE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -79,6 +80,10 @@ class Database {
       const rocksdb::ReadOptions& options = rocksdb::ReadOptions()) const;
 
   // Writes `batch`; `sync` makes it durable (fsync of the WAL) on return.
+  // A failed write (a full disk) is not retried here; RocksDB then refuses
+  // every write until its background error is cleared, which the next
+  // Write or WriteWithoutWal tries first (DB::Resume). The caller decides
+  // when to retry.
   absl::Status Write(rocksdb::WriteBatch* batch, bool sync);
   // Writes `batch` to the memtables only: it reaches the disk at the next
   // flush (all column families flush together, atomic_flush), and a crash
@@ -90,6 +95,11 @@ class Database {
   absl::Status Flush();
 
  private:
+  // After a write failed: clears RocksDB's background error so this write
+  // may succeed. A no-op when no write failed.
+  void ResumeAfterFailedWrite();
+  absl::Status Checked(const rocksdb::Status& status, std::string_view context);
+
   Database(std::string dir, std::shared_ptr<rocksdb::Env> env,
            std::unique_ptr<rocksdb::DB> db,
            std::vector<rocksdb::ColumnFamilyHandle*> handles);
@@ -103,6 +113,7 @@ class Database {
   rocksdb::ColumnFamilyHandle* raft_log_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* raft_state_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* sessions_cf_ = nullptr;
+  std::atomic<bool> write_failed_{false};
 };
 
 // Converts a RocksDB status to an absl::Status; `context` prefixes the

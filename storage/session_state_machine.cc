@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <limits>
 #include <optional>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
@@ -236,6 +238,24 @@ void SessionStateMachine::StageSession(const TokenHash& hash,
   }
 }
 
+absl::Status SessionStateMachine::WriteApplied(rocksdb::WriteBatch* batch) {
+  absl::Duration backoff = absl::Milliseconds(10);
+  absl::Time next_report = absl::InfinitePast();
+  while (true) {
+    absl::Status s = db_->WriteWithoutWal(batch);
+    if (s.ok() || stop_retrying_.load(std::memory_order_acquire)) return s;
+    if (absl::Now() >= next_report) {
+      std::fprintf(stderr,
+                   "sessiond: the applied state cannot be written (%s); "
+                   "retrying until it can: free space in the data dir\n",
+                   s.ToString().c_str());
+      next_report = absl::Now() + absl::Seconds(30);
+    }
+    absl::SleepFor(backoff);
+    backoff = std::min(backoff * 2, absl::Seconds(1));
+  }
+}
+
 absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     const std::vector<Entry>& entries) {
   std::vector<ApplyResult> results;
@@ -329,7 +349,7 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
   // a crash; the state reaches the disk with the next (atomic) flush. Log
   // compaction never depends on it: it keeps a snapshot image that covers
   // whatever it drops (server/log_compactor.h).
-  SESSIOND_RETURN_IF_ERROR(db_->WriteWithoutWal(&batch));
+  SESSIOND_RETURN_IF_ERROR(WriteApplied(&batch));
   {
     absl::MutexLock lock(&mu_);
     applied_term_ = term;

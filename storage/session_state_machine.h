@@ -108,8 +108,17 @@ class SessionStateMachine : public replication::StateMachine {
       Database* db, SessionTable* table,
       SessionStateMachineOptions options = {});
 
+  // The session table changes before the RocksDB write, so a write that
+  // fails (a full disk) is retried here, 10 ms to 1 s apart, until it
+  // succeeds or StopRetryingWrites: it cannot be undone, nor skipped.
   absl::StatusOr<std::vector<replication::ApplyResult>> Apply(
       const std::vector<replication::Entry>& entries) override;
+
+  // Makes a failing Apply give up (returning the write's error) instead of
+  // retrying: at shutdown, where the log replays it on the next start.
+  void StopRetryingWrites() {
+    stop_retrying_.store(true, std::memory_order_release);
+  }
 
   LogIndex applied_index() const override {
     return LogIndex(applied_index_.load(std::memory_order_acquire));
@@ -189,6 +198,8 @@ class SessionStateMachine : public replication::StateMachine {
       sessiond::v1::internal::ClusterState* cluster);
   // Puts the table's current record for `hash` into `batch`.
   void StageSession(const TokenHash& hash, rocksdb::WriteBatch* batch);
+  // Writes an Apply's batch, retrying as Apply says.
+  absl::Status WriteApplied(rocksdb::WriteBatch* batch);
   void PublishClusterState(const sessiond::v1::internal::ClusterState& cluster,
                            const replication::ConfState& conf);
 
@@ -198,6 +209,7 @@ class SessionStateMachine : public replication::StateMachine {
   std::atomic<uint64_t> applied_index_;
   std::atomic<int64_t> applied_time_ms_;
   std::atomic<int64_t> expiry_leeway_ms_{0};
+  std::atomic<bool> stop_retrying_{false};
 
   // Apply-thread state, readable from any thread under mu_.
   mutable absl::Mutex mu_;

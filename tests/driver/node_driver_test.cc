@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -62,6 +63,13 @@ class CountingLogStore : public LogStore {
     EXPECT_TRUE(sync || !hard_state || hard_state->term == synced_.term)
         << "a new term written without sync";
     if (sync && sync_delay_ > absl::ZeroDuration()) absl::SleepFor(sync_delay_);
+    if (full_.load()) {
+      failed_appends_.fetch_add(1);
+      // What Database::Write returns when RocksDB's WAL write hits ENOSPC.
+      return absl::InternalError(
+          "RocksDB write: IO error: No space left on device: While "
+          "appending to file: 000004.log: No space left on device");
+    }
     appends_.fetch_add(1);
     if (sync) {
       synced_appends_.fetch_add(1);
@@ -79,6 +87,10 @@ class CountingLogStore : public LogStore {
     return inner_.Compact(snapshot, truncate_through);
   }
 
+  // A full disk: every Append fails, writing nothing, until cleared.
+  void set_full(bool full) { full_.store(full); }
+  int failed_appends() const { return failed_appends_.load(); }
+
   int appends() const { return appends_.load(); }
   int synced_appends() const { return synced_appends_.load(); }
   int appended_entries() const { return appended_entries_.load(); }
@@ -89,6 +101,8 @@ class CountingLogStore : public LogStore {
   std::atomic<int> appends_{0};
   std::atomic<int> synced_appends_{0};
   std::atomic<int> appended_entries_{0};
+  std::atomic<bool> full_{false};
+  std::atomic<int> failed_appends_{0};
   HardState synced_;  // log-writer stage only
 };
 
@@ -556,6 +570,106 @@ TEST(NodeDriverTest, ReadIndexCompletesOnceAppliedAndFailsAfterStop) {
   EXPECT_EQ(after_stop.code(), absl::StatusCode::kUnavailable);
 }
 
+// Issue 10: a log write that failed for lack of space stopped the node
+// with a CHECK (node_driver.cc: "CHECK failed: log_->Append(...) ... No
+// space left on device"). Now the write is retried, proposals are refused
+// meanwhile, and nothing is lost or applied out of order.
+TEST(NodeDriverTest, AFailedLogWriteIsRetriedAndNothingIsLost) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  NodeDriverOptions options = TestOptions();
+  std::atomic<int> errors_reported{0};
+  options.on_log_write_error = [&](const absl::Status& error) {
+    EXPECT_TRUE(absl::StrContains(error.message(), "No space left")) << error;
+    errors_reported.fetch_add(1);
+  };
+  std::unique_ptr<NodeDriver> driver =
+      StartLeader(&log, &sm, &transport, options);
+  ASSERT_NE(driver, nullptr);
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "a").ok());
+
+  log.set_full(true);
+  // "b" is accepted (nothing failed yet) and waits in the log writer.
+  auto b_done = std::make_shared<absl::Notification>();
+  auto b_result = std::make_shared<ApplyResult>(absl::UnknownError("none"));
+  driver->Propose("b", [b_done, b_result](ApplyResult r) {
+    *b_result = std::move(r);
+    b_done->Notify();
+  });
+  ASSERT_TRUE(driver->WaitFor([](const NodeStatus& s) { return s.log_stalled; },
+                              absl::Seconds(30)));
+  EXPECT_FALSE(b_done->HasBeenNotified()) << b_result->status();
+  EXPECT_GE(errors_reported.load(), 1);
+  EXPECT_GE(driver->metrics().log_write_failures, 1u);
+  EXPECT_TRUE(absl::StrContains(driver->status().log_stall, "No space left"))
+      << driver->status().log_stall;
+
+  // While it fails, a new write is refused at once, naming the cause.
+  const ApplyResult c = ProposeAndWait(driver.get(), "c");
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted)
+      << c.status();
+  EXPECT_TRUE(absl::StrContains(c.status().message(), "No space left"))
+      << c.status();
+
+  // Retried (50 ms, doubling) until it goes through; "b" then commits.
+  const int failed = log.failed_appends();
+  ASSERT_TRUE(driver->WaitFor(
+      [&](const NodeStatus&) { return log.failed_appends() > failed; },
+      absl::Seconds(30)))
+      << "the failed write is not retried";
+  log.set_full(false);
+  ASSERT_TRUE(b_done->WaitForNotificationWithTimeout(absl::Seconds(30)));
+  ASSERT_TRUE(b_result->ok()) << b_result->status();
+  EXPECT_EQ(std::any_cast<std::string>(**b_result), "b");
+  ASSERT_TRUE(driver->WaitFor(
+      [](const NodeStatus& s) { return !s.log_stalled; }, absl::Seconds(30)));
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "d").ok());
+  EXPECT_EQ(sm.commands(), (std::vector<std::string>{"a", "b", "d"}));
+}
+
+TEST(NodeDriverTest, RefusedProposalsAndAGateThatHoldsEntries) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  NodeDriverOptions options = TestOptions();
+  std::atomic<bool> gate_open{true};
+  options.log_write_gate = [&](uint64_t bytes) {
+    EXPECT_GT(bytes, 0u);
+    return gate_open.load() ? absl::OkStatus()
+                            : absl::ResourceExhaustedError("disk nearly full");
+  };
+  std::unique_ptr<NodeDriver> driver =
+      StartLeader(&log, &sm, &transport, options);
+  ASSERT_NE(driver, nullptr);
+
+  driver->RefuseProposals(absl::ResourceExhaustedError("the disk is full"));
+  const ApplyResult refused = ProposeAndWait(driver.get(), "x");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(refused.status().message(), "the disk is full");
+  EXPECT_TRUE(driver->status().log_stalled);
+  driver->RefuseProposals(absl::OkStatus());
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "y").ok());
+
+  // The gate holds an accepted entry without writing it; it goes through
+  // once the gate opens, even before the retry delay (RefuseProposals(OK)).
+  const int appended = log.appended_entries();
+  gate_open.store(false);
+  auto z_done = std::make_shared<absl::Notification>();
+  driver->Propose("z", [z_done](ApplyResult r) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    z_done->Notify();
+  });
+  ASSERT_TRUE(driver->WaitFor([](const NodeStatus& s) { return s.log_stalled; },
+                              absl::Seconds(30)));
+  EXPECT_EQ(log.appended_entries(), appended);
+  EXPECT_EQ(log.failed_appends(), 0) << "the gate must stop the write itself";
+  gate_open.store(true);
+  driver->RefuseProposals(absl::OkStatus());
+  ASSERT_TRUE(z_done->WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(sm.commands(), (std::vector<std::string>{"y", "z"}));
+}
+
 // A Runtime that runs the driver's stages only when the test says, in stage
 // order, in the test's thread, on a clock the test advances: the driver's
 // logic, deterministic (tests/sim runs whole clusters this way).
@@ -600,6 +714,34 @@ class RecordingTransport : public Transport {
   std::vector<Message> sent_;
 };
 
+// Options for a driver on a ManualRuntime, where the test plays the peers:
+// no PreVote or CheckQuorum rounds to answer, no drain wait at Stop.
+NodeDriverOptions ManualOptions() {
+  NodeDriverOptions options = TestOptions();
+  options.raft.pre_vote = false;
+  options.raft.check_quorum = false;
+  options.drain_timeout = std::chrono::milliseconds(0);
+  return options;
+}
+
+// Runs `driver` past any randomized election timeout (at most twice
+// election_ticks) and gives it `voter`'s vote: it leads.
+void WinElection(ManualRuntime* runtime, NodeDriver* driver,
+                 const NodeDriverOptions& options, NodeId voter) {
+  runtime->AdvanceTicks(2 * options.raft.election_ticks,
+                        absl::FromChrono(options.tick_interval));
+  runtime->RunUntilIdle();
+  ASSERT_EQ(driver->status().role, Role::kCandidate);
+  Message vote;
+  vote.type = MessageType::kVoteResponse;
+  vote.from = voter;
+  vote.to = driver->status().id;
+  vote.term = driver->status().term;
+  driver->Deliver({vote});
+  runtime->RunUntilIdle();
+  ASSERT_EQ(driver->status().role, Role::kLeader);
+}
+
 // Regression (found by the simulation on its first run of this driver): a
 // leader that proposed, lost its leadership with those entries uncommitted,
 // had them truncated and was elected again proposed new commands at the
@@ -615,30 +757,14 @@ TEST(NodeDriverTest, ProposalAtTheIndexOfASupersededOneIsAnswered) {
   RecordingStateMachine sm;
   RecordingTransport transport;
   ManualRuntime runtime;
-  NodeDriverOptions options = TestOptions();
-  options.raft.pre_vote = false;
-  options.raft.check_quorum = false;
-  options.drain_timeout = std::chrono::milliseconds(0);
-  const absl::Duration tick = absl::FromChrono(options.tick_interval);
+  const NodeDriverOptions options = ManualOptions();
   auto started = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
   ASSERT_TRUE(started.ok()) << started.status();
   NodeDriver& driver = **started;
   runtime.RunUntilIdle();
 
   auto win_election = [&](NodeId voter) {
-    // Past any randomized election timeout (at most 2 * election_ticks).
-    runtime.AdvanceTicks(2 * options.raft.election_ticks, tick);
-    runtime.RunUntilIdle();
-    const NodeStatus s = driver.status();
-    ASSERT_EQ(s.role, Role::kCandidate);
-    Message vote;
-    vote.type = MessageType::kVoteResponse;
-    vote.from = voter;
-    vote.to = NodeId(1);
-    vote.term = s.term;
-    driver.Deliver({vote});
-    runtime.RunUntilIdle();
-    ASSERT_EQ(driver.status().role, Role::kLeader);
+    WinElection(&runtime, &driver, options, voter);
   };
   struct Answer {
     int calls = 0;
@@ -741,10 +867,7 @@ TEST(NodeDriverTest, ReadIndexAnswerForAnEarlierIncarnationIsIgnored) {
   three.voters = {NodeId(1), NodeId(2), NodeId(3)};
   MemoryLogStore log(three);
   RecordingTransport transport;
-  NodeDriverOptions options = TestOptions();
-  options.raft.pre_vote = false;
-  options.raft.check_quorum = false;
-  options.drain_timeout = std::chrono::milliseconds(0);
+  NodeDriverOptions options = ManualOptions();
 
   // Node 2 leads term 1; its entry 1 commits.
   auto from_leader = [](LogIndex commit, bool with_entry) {
@@ -822,6 +945,42 @@ TEST(NodeDriverTest, ReadIndexAnswerForAnEarlierIncarnationIsIgnored) {
   second.driver->Deliver({answer(context, LogIndex(1))});
   second.runtime.RunUntilIdle();
   EXPECT_EQ(second.reads_done, 1);
+}
+
+// Issue 10: a leader whose disk is full hands leadership to the voter that
+// holds the most of its log (etcd leaves it leading; its writes all fail).
+TEST(NodeDriverTest, ALeaderThatCannotWriteHandsOver) {
+  ConfState three;
+  three.voters = {NodeId(1), NodeId(2), NodeId(3)};
+  MemoryLogStore log(three);
+  RecordingStateMachine sm;
+  RecordingTransport transport;
+  ManualRuntime runtime;
+  const NodeDriverOptions options = ManualOptions();
+  auto started = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
+  ASSERT_TRUE(started.ok()) << started.status();
+  NodeDriver& driver = **started;
+  runtime.RunUntilIdle();
+  WinElection(&runtime, &driver, options, NodeId(3));
+  // Node 3 holds the leader's log; node 2 has not answered.
+  Message ack;
+  ack.type = MessageType::kAppendResponse;
+  ack.from = NodeId(3);
+  ack.to = NodeId(1);
+  ack.term = driver.status().term;
+  ack.index = driver.status().last_index;
+  driver.Deliver({ack});
+  runtime.RunUntilIdle();
+  transport.Take();
+
+  driver.RefuseProposals(absl::ResourceExhaustedError("the disk is full"));
+  runtime.RunUntilIdle();
+  const std::vector<Message> sent = transport.Take();
+  EXPECT_TRUE(std::any_of(sent.begin(), sent.end(), [](const Message& m) {
+    return m.type == MessageType::kTimeoutNow && m.to == NodeId(3);
+  })) << "no leadership transfer to node 3";
+  EXPECT_EQ(driver.status().lead_transferee, NodeId(3));
+  driver.Stop();
 }
 
 }  // namespace

@@ -72,7 +72,12 @@ absl::Status SessiondProcess::Launch() {
   }
   // One log per start, so a restarted or second process never shares a file.
   static std::atomic<int> starts{0};
-  log_path_ = absl::StrCat(data_dir_, ".", starts++, ".log");
+  log_path_ =
+      log_dir_.empty()
+          ? absl::StrCat(data_dir_, ".", starts++, ".log")
+          : absl::StrCat(log_dir_, "/",
+                         std::filesystem::path(data_dir_).filename().string(),
+                         ".", starts++, ".log");
 
   std::vector<std::string> args = {binary_, "--listen", address_, "--data_dir",
                                    data_dir_};

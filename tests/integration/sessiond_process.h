@@ -40,6 +40,9 @@ class SessiondProcess {
   void set_listen(std::string address) { fixed_listen_ = std::move(address); }
   // Extra environment entries ("NAME=value") for later starts.
   void set_env(std::vector<std::string> env) { env_ = std::move(env); }
+  // Where later starts write their log (default: beside the data dir),
+  // e.g. off a disk a test fills.
+  void set_log_dir(std::string dir) { log_dir_ = std::move(dir); }
   void set_extra_flags(std::vector<std::string> flags) {
     extra_flags_ = std::move(flags);
   }
@@ -74,6 +77,7 @@ class SessiondProcess {
   std::vector<std::string> extra_flags_;
   std::string fixed_listen_;
   std::vector<std::string> env_;
+  std::string log_dir_;
   std::string address_;
   std::string log_path_;
   pid_t pid_ = -1;

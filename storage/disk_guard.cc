@@ -1,0 +1,241 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "storage/disk_guard.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace sessiond::storage {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+std::string MiB(uint64_t bytes) {
+  return absl::StrCat(bytes / kMiB, ".", (bytes % kMiB) * 10 / kMiB, " MiB");
+}
+
+absl::StatusOr<uint64_t> FreeBytesOf(const std::string& dir) {
+  struct statvfs fs;
+  if (statvfs(dir.c_str(), &fs) != 0) {
+    return absl::InternalError(
+        absl::StrCat("statvfs ", dir, ": ", std::strerror(errno)));
+  }
+  return static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+}
+
+}  // namespace
+
+bool IsNoSpace(const absl::Status& status) {
+  if (status.ok()) return false;
+  // RocksDB: "IO error: No space left on device" (IOStatus NoSpace), and
+  // its background error after one.
+  return absl::StrContains(status.message(), "No space left") ||
+         absl::StrContains(status.message(), "NoSpace");
+}
+
+void DiskGuard::ReleaseReserveIfLow(const std::string& dir,
+                                    uint64_t low_bytes) {
+  if (low_bytes == 0) return;
+  absl::StatusOr<uint64_t> free = FreeBytesOf(dir);
+  if (!free.ok() || *free >= low_bytes) return;
+  const std::string path = absl::StrCat(dir, "/", kReserveFileName);
+  if (::unlink(path.c_str()) == 0) {
+    std::fprintf(stderr,
+                 "sessiond: data disk %s has %s free, under %s: released the "
+                 "%s reserve so the database can open\n",
+                 dir.c_str(), MiB(*free).c_str(), MiB(low_bytes).c_str(),
+                 kReserveFileName);
+  }
+}
+
+DiskGuard::DiskGuard(const DiskGuardOptions& options)
+    : options_(options),
+      reserve_path_(absl::StrCat(options.dir, "/", kReserveFileName)),
+      reserve_bytes_(options.reserve_bytes) {
+  state_.low_bytes = options.low_bytes;
+  state_.low_since = absl::InfinitePast();
+}
+
+absl::StatusOr<std::unique_ptr<DiskGuard>> DiskGuard::Start(
+    const DiskGuardOptions& options) {
+  std::unique_ptr<DiskGuard> guard(new DiskGuard(options));
+  absl::StatusOr<uint64_t> free = guard->FreeBytes();
+  if (!free.ok()) return free.status();
+  if (options.low_bytes == 0) return guard;  // off
+  {
+    absl::MutexLock lock(&guard->mu_);
+    struct stat st;
+    guard->state_.reserve_held =
+        ::stat(guard->reserve_path_.c_str(), &st) == 0 &&
+        static_cast<uint64_t>(st.st_size) >= guard->reserve_bytes_;
+  }
+  guard->Check("");
+  guard->thread_ = std::thread([g = guard.get()] { g->Run(); });
+  return guard;
+}
+
+DiskGuard::~DiskGuard() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+DiskGuard::State DiskGuard::state() const {
+  absl::MutexLock lock(&mu_);
+  State s = state_;
+  s.resume_bytes = ResumeBytesLocked();
+  return s;
+}
+
+absl::StatusOr<uint64_t> DiskGuard::FreeBytes() const {
+  return FreeBytesOf(options_.dir);
+}
+
+void DiskGuard::Run() {
+  absl::MutexLock lock(&mu_);
+  while (!stop_) {
+    mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.check_interval);
+    if (stop_) break;
+    mu_.Unlock();
+    Check("");
+    mu_.Lock();
+  }
+}
+
+void DiskGuard::ReportWriteError(const absl::Status& error) {
+  if (options_.low_bytes == 0 || !IsNoSpace(error)) return;
+  Check(std::string(error.message()));
+}
+
+absl::Status DiskGuard::AllowWrite(uint64_t bytes) {
+  if (options_.low_bytes == 0) return absl::OkStatus();
+  if (!low()) Check("", bytes);
+  if (!low()) return absl::OkStatus();
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  if (free.ok() && *free >= options_.low_bytes / 4 + bytes) {
+    return absl::OkStatus();
+  }
+  return WriteRefusal();
+}
+
+void DiskGuard::Check(const std::string& no_space_error, uint64_t incoming) {
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  bool changed = false;
+  bool low = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (free.ok()) state_.free_bytes = *free;
+    uint64_t now_free = state_.free_bytes;
+    // A write failed for lack of space: RocksDB needs room to recover (and
+    // the node to shut down cleanly) now, whatever the state.
+    if (!no_space_error.empty()) DropReserveLocked();
+    if (!state_.low) {
+      if (!no_space_error.empty()) {
+        GoLowLocked(absl::StrCat("a write failed: ", no_space_error));
+        changed = true;
+      } else if (free.ok()) {
+        if (!state_.reserve_held &&
+            now_free >= options_.low_bytes + reserve_bytes_ &&
+            MakeReserveLocked()) {
+          now_free -= reserve_bytes_;
+          state_.free_bytes = now_free;
+        }
+        // Without its reserve (released at start, or never made) the node
+        // must keep room to make it again.
+        const uint64_t keep =
+            options_.low_bytes + (state_.reserve_held ? 0 : reserve_bytes_);
+        if (now_free < keep + incoming) {
+          GoLowLocked(absl::StrCat(
+              MiB(now_free), " free",
+              incoming > 0 ? absl::StrCat(" and ", MiB(incoming), " to write")
+                           : std::string(),
+              ", under the ", MiB(keep), " kept free (--disk_reserve_mb",
+              state_.reserve_held ? "" : " and the reserve file", ")"));
+          changed = true;
+        }
+      }
+    } else if (free.ok() && no_space_error.empty() &&
+               now_free >= ResumeBytesLocked()) {
+      // Space was freed: take the reserve back, then resume.
+      MakeReserveLocked();
+      state_.low = false;
+      state_.low_since = absl::InfinitePast();
+      state_.reason.clear();
+      absl::StatusOr<uint64_t> after = FreeBytes();
+      if (after.ok()) state_.free_bytes = *after;
+      std::fprintf(stderr,
+                   "sessiond: data disk %s has %s free again: writes resume\n",
+                   options_.dir.c_str(), MiB(state_.free_bytes).c_str());
+      changed = true;
+    }
+    low = state_.low;
+    if (changed) low_.store(low, std::memory_order_release);
+  }
+  if (changed && options_.on_change) options_.on_change(low);
+}
+
+void DiskGuard::GoLowLocked(std::string reason) {
+  state_.low = true;
+  state_.low_since = absl::Now();
+  state_.reason = std::move(reason);
+  std::fprintf(stderr,
+               "sessiond: DATA DISK FULL: %s (%s): writes are refused, touches "
+               "dropped and validations still answered until it has %s free "
+               "(free space on that file system; writes resume by "
+               "themselves)\n",
+               options_.dir.c_str(), state_.reason.c_str(),
+               MiB(ResumeBytesLocked()).c_str());
+}
+
+uint64_t DiskGuard::ResumeBytesLocked() const {
+  // Twice the low mark; and when the reserve must be made again, room for
+  // it with half a low mark to spare, so making it does not end the resume.
+  const uint64_t twice = 2 * options_.low_bytes;
+  if (state_.reserve_held) return twice;
+  return std::max(twice, options_.low_bytes * 3 / 2 + reserve_bytes_);
+}
+
+bool DiskGuard::MakeReserveLocked() {
+  if (state_.reserve_held || reserve_bytes_ == 0) return true;
+  const int fd =
+      ::open(reserve_path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(reserve_bytes_));
+  if (err == 0) ::fsync(fd);
+  ::close(fd);
+  if (err != 0) {
+    ::unlink(reserve_path_.c_str());
+    return false;
+  }
+  state_.reserve_held = true;
+  return true;
+}
+
+void DiskGuard::DropReserveLocked() {
+  if (::unlink(reserve_path_.c_str()) == 0 || errno == ENOENT) {
+    state_.reserve_held = false;
+  }
+}
+
+absl::Status DiskGuard::WriteRefusal() const {
+  const State s = state();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the data disk of this node (", options_.dir, ") is full: ", s.reason,
+      "; writes are refused until it has ", MiB(s.resume_bytes),
+      " free (they resume by themselves); validations are still answered. "
+      "Free space on that file system or grow it"));
+}
+
+}  // namespace sessiond::storage
