@@ -302,6 +302,34 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RemoveMember(
   return reactor;
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::SetExpiryLeeway(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::SetExpiryLeewayRequest* request,
+    sessiond::v1::SetExpiryLeewayResponse* response) {
+  const int64_t leeway = request->expiry_leeway_ms();
+  if (leeway < 0 || leeway > kMaxExpiryLeewayMs) {
+    return FinishNow(context,
+                     absl::InvalidArgumentError(absl::StrCat(
+                         "expiry_leeway_ms: ", leeway, " is outside 0..",
+                         kMaxExpiryLeewayMs, " (one day)")));
+  }
+  Command command;
+  command.mutable_settings()->set_expiry_leeway_ms(leeway);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  writes_->Submit(
+      std::move(command), DeadlineOf(context),
+      [this, context, reactor, response](replication::ApplyResult result) {
+        if (!result.ok()) {
+          FinishWithHint(context, reactor, result.status(),
+                         writes_->leader_hint());
+          return;
+        }
+        response->set_expiry_leeway_ms(state_machine_->expiry_leeway_ms());
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
     grpc::CallbackServerContext* context,
     const sessiond::v1::TransferLeadershipRequest* request,

@@ -61,6 +61,13 @@ class AdminServiceImpl final
       grpc::CallbackServerContext* context,
       const sessiond::v1::TransferLeadershipRequest* request,
       sessiond::v1::TransferLeadershipResponse* response) override;
+  grpc::ServerUnaryReactor* SetExpiryLeeway(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::SetExpiryLeewayRequest* request,
+      sessiond::v1::SetExpiryLeewayResponse* response) override;
+
+  // The most SetExpiryLeeway accepts (the flag's limit too).
+  static constexpr int64_t kMaxExpiryLeewayMs = 24ll * 3600 * 1000;
 
  private:
   absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const {

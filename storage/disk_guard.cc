@@ -2,6 +2,7 @@
 #include "storage/disk_guard.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -21,6 +22,8 @@ namespace {
 constexpr uint64_t kMiB = 1 << 20;
 
 std::string MiB(uint64_t bytes) {
+  if (bytes < kMiB && bytes > 0)
+    return absl::StrCat((bytes + 1023) / 1024, " KiB");
   return absl::StrCat(bytes / kMiB, ".", (bytes % kMiB) * 10 / kMiB, " MiB");
 }
 
@@ -104,6 +107,7 @@ absl::StatusOr<uint64_t> DiskGuard::FreeBytes() const {
 }
 
 void DiskGuard::Run() {
+  pthread_setname_np(pthread_self(), "sd-disk");
   absl::MutexLock lock(&mu_);
   while (!stop_) {
     mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.check_interval);

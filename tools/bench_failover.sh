@@ -7,7 +7,7 @@
 #                           [--json] [--keep] [-- FLAGS for every node]
 #
 #   tools/bench_failover.sh --no-build --build-dir build-release
-#       the daemon's defaults (--tick_ms 100 --election_ticks 10)
+#       the daemon's defaults (--tick_ms 50 --election_ticks 6)
 #   tools/bench_failover.sh --no-build --build-dir build-release -- --tick_ms 50 --election_ticks 6
 #       faster elections
 #

@@ -252,6 +252,8 @@ TEST(FullDiskTest, WritesRefusedReadsServedAndWritesResumeWhenSpaceIsFreed) {
   EXPECT_TRUE(absl::StrContains(refusal.error_message(), "--disk_reserve_mb"))
       << refusal.error_message();
   ASSERT_GT(acked.size(), 10u);
+  std::printf("%zu creates acknowledged before the refusal: %s\n", acked.size(),
+              refusal.error_message().c_str());
   ASSERT_TRUE(StillRunning(&node)) << node.log_path();
 
   // Reads are answered; validations with touch (whose batches are dropped)

@@ -29,6 +29,7 @@
 #include "server/expiry_sweeper.h"
 #include "server/log_compactor.h"
 #include "server/touch_buffer.h"
+#include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "storage/raft_log_store.h"
 #include "storage/session_table.h"
@@ -546,6 +547,62 @@ TEST_F(DaemonTest, BatchAndStreamValidate) {
   writer.join();
   EXPECT_EQ(next, kRequests + 1);
   EXPECT_TRUE(pipelined->Finish().ok());
+}
+
+// The replicated expiry leeway changes through AdminService (issue 6: only
+// the first leader's --expiry_leeway_ms could set it), survives a restart
+// whatever the flag says, and out-of-range values change nothing.
+TEST_F(DaemonTest, ExpiryLeewayIsSetThroughTheAdminServiceAndKept) {
+  auto admin = sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
+      daemon_->address(), grpc::InsecureChannelCredentials()));
+  auto set = [&](int64_t leeway, sessiond::v1::SetExpiryLeewayResponse* out) {
+    sessiond::v1::SetExpiryLeewayRequest request;
+    request.set_expiry_leeway_ms(leeway);
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return admin->SetExpiryLeeway(&context, request, out);
+  };
+  sessiond::v1::SetExpiryLeewayResponse response;
+  for (int64_t bad : {int64_t{-1}, int64_t{24} * 3600 * 1000 + 1}) {
+    const grpc::Status refused = set(bad, &response);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(refused.error_message().find("expiry_leeway_ms"),
+              std::string::npos)
+        << refused.error_message();
+  }
+
+  // A session past its expiry time still validates within the leeway.
+  const CreateSessionResponse created = MustCreate("leeway", /*ttl_ms=*/1000);
+  const grpc::Status ok = set(60000, &response);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(response.expiry_leeway_ms(), 60000);
+  absl::SleepFor(absl::Milliseconds(1300));
+  EXPECT_EQ(Validate(created.token()).outcome(),
+            ValidateSessionResponse::VALID);
+
+  RestartDaemon();  // TestConfig's --expiry_leeway_ms is 0
+  admin = sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
+      daemon_->address(), grpc::InsecureChannelCredentials()));
+  sessiond::v1::ClusterStatusRequest status_request;
+  sessiond::v1::ClusterStatusResponse status;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  ASSERT_TRUE(admin->ClusterStatus(&context, status_request, &status).ok());
+  EXPECT_EQ(status.expiry_leeway_ms(), 60000);
+  EXPECT_EQ(Validate(created.token()).outcome(),
+            ValidateSessionResponse::VALID);
+
+  // Without it the session expires (EXPIRED, or UNKNOWN once the sweeper
+  // removed it) once cluster time passes its expiry: cluster time resumed
+  // from the last applied stamp at the restart, so within about a second.
+  ASSERT_TRUE(set(0, &response).ok());
+  bool expired = false;
+  for (int i = 0; i < 100 && !expired; ++i) {
+    expired =
+        Validate(created.token()).outcome() != ValidateSessionResponse::VALID;
+    if (!expired) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(expired);
 }
 
 TEST_F(DaemonTest, RestartOnTheSameDataDirKeepsSessions) {
