@@ -1,0 +1,598 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The real sessionctl binary, run as a child process against real sessiond
+// processes (one node; a 3-node cluster for membership and leadership):
+// tables, --json documents, exit codes and messages as docs/OPERATIONS.md
+// ("sessionctl") documents them.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/cluster_harness.h"
+#include "tests/integration/sessiond_process.h"
+
+namespace sessiond::testing {
+namespace {
+
+using nlohmann::json;
+
+struct CtlRun {
+  int exit_code = -1;  // -1: killed after the timeout
+  std::string out;
+  std::string err;
+};
+
+std::ostream& operator<<(std::ostream& os, const CtlRun& run) {
+  return os << "exit " << run.exit_code << "\n--- stdout\n"
+            << run.out << "--- stderr\n"
+            << run.err;
+}
+
+// Runs sessionctl with `args`, a clean environment (HOME in `home`, so no
+// user config file is read) plus `env`, and `input` on stdin; killed after
+// `timeout`.
+CtlRun Sessionctl(const std::vector<std::string>& args,
+                  const std::vector<std::string>& env = {},
+                  const std::string& input = "",
+                  absl::Duration timeout = absl::Seconds(30)) {
+  static TempDir home;  // removed at exit
+  int in[2], out[2], err[2];
+  if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0) return {};
+  std::vector<std::string> argv_s = {SESSIONCTL_BINARY};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<std::string> env_s = {"PATH=/usr/bin:/bin",
+                                    absl::StrCat("HOME=", home.path())};
+  env_s.insert(env_s.end(), env.begin(), env.end());
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  for (auto& e : env_s) envp.push_back(e.data());
+  argv.push_back(nullptr);
+  envp.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  if (!input.empty()) {
+    (void)!write(in[1], input.data(), input.size());
+  }
+  close(in[1]);
+  CtlRun run;
+  const absl::Time deadline = absl::Now() + timeout;
+  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* sinks[2] = {&run.out, &run.err};
+  int open_fds = 2;
+  bool killed = false;
+  while (open_fds > 0) {
+    const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left <= 0) {
+      kill(pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    if (poll(fds, 2, static_cast<int>(std::min<int64_t>(left, 100))) < 0) {
+      continue;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buffer[4096];
+      const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        sinks[i]->append(buffer, static_cast<size_t>(n));
+      } else {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  for (const pollfd& p : fds) {
+    if (p.fd >= 0) close(p.fd);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!killed && WIFEXITED(status)) run.exit_code = WEXITSTATUS(status);
+  return run;
+}
+
+json ParseJson(const std::string& text) {
+  return json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+std::string DeadAddress() { return absl::StrCat("127.0.0.1:", PickFreePort()); }
+
+sessiond::v1::CreateSessionResponse Create(
+    sessiond::v1::SessionService::Stub& stub, const std::string& user,
+    const std::string& device = "") {
+  sessiond::v1::CreateSessionRequest request;
+  request.set_user_id(user);
+  request.set_ttl_ms(3'600'000);
+  (*request.mutable_attributes())["role"] = "admin";
+  request.mutable_client()->set_device(device);
+  sessiond::v1::CreateSessionResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  const grpc::Status s = stub.CreateSession(&context, request, &response);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return response;
+}
+
+// --- No server needed -----------------------------------------------------
+
+TEST(SessionctlTest, UsageErrorsExitTwoAndSayWhatIsWrong) {
+  const std::string nowhere = absl::StrCat("--endpoints=", DeadAddress());
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  } cases[] = {
+      {{}, "subcommand is required"},
+      {{"status", "--bogus"}, "--bogus"},
+      {{"members", "add", "x", "127.0.0.1:7001", nowhere}, "not a node id"},
+      {{"members", "promote"}, "ID is required"},
+      {{"sessions", "revoke", nowhere}, "give --token or --session-id"},
+      {{"sessions", "revoke", "--token", "a", "--session-id", "b"}, "excludes"},
+      {{"sessions", "list"}, "--user is required"},
+      {{"sessions", "get", "t", "--consistency", "maybe"}, "maybe"},
+      {{"--timeout", "soon", "status"}, "not a duration"},
+      {{"--endpoints", "no-port", "status"}, "not host:port"},
+      {{"--endpoints", "h:99999", "status"}, "port must be"},
+      {{"status", "--watch", "--interval", "1ms", nowhere}, "at least 100ms"},
+  };
+  for (const Case& c : cases) {
+    const CtlRun run = Sessionctl(c.args);
+    EXPECT_EQ(run.exit_code, 2) << absl::StrJoin(c.args, " ") << "\n" << run;
+    EXPECT_TRUE(absl::StrContains(run.err, c.says))
+        << absl::StrJoin(c.args, " ") << "\n"
+        << run;
+  }
+  // --help is not an error.
+  const CtlRun help = Sessionctl({"--help"});
+  EXPECT_EQ(help.exit_code, 0) << help;
+  EXPECT_TRUE(absl::StrContains(help.out, "sessions")) << help;
+}
+
+TEST(SessionctlTest, ABrokenConfigFileIsAUsageErrorNamingTheLine) {
+  TempDir dir;
+  const std::string path = dir.path() + "/sessionctl.toml";
+  std::ofstream(path) << "# comment\nendpoint = \"127.0.0.1:1\"\n";
+  const CtlRun run = Sessionctl({"--config", path, "status"});
+  EXPECT_EQ(run.exit_code, 2) << run;
+  EXPECT_TRUE(absl::StrContains(run.err, path + " line 2")) << run;
+  EXPECT_TRUE(absl::StrContains(run.err, "unknown key 'endpoint'")) << run;
+  const CtlRun missing =
+      Sessionctl({"--config", dir.path() + "/none", "status"});
+  EXPECT_EQ(missing.exit_code, 2) << missing;
+}
+
+TEST(SessionctlTest, VerbsWithoutServerSupportExitFourAndDoNothing) {
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"flush", "--yes"},
+                                             {"flushes", "list"},
+                                             {"restore", "abc"},
+                                             {"revoke-before", "2024-01-01"},
+                                             {"keys", "list"},
+                                             {"breaker", "status"},
+                                             {"backup", "/tmp/x"},
+                                             {"restore-from", "/tmp/x"},
+                                             {"audit"}}) {
+    const CtlRun run = Sessionctl(args);
+    EXPECT_EQ(run.exit_code, 4) << args[0] << "\n" << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "not implemented yet")) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "issue ")) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "nothing was done")) << run;
+  }
+}
+
+TEST(SessionctlTest, UnreachableEndpointsExitThreeAndSayWhatToCheck) {
+  const std::string a = DeadAddress();
+  const std::string b = DeadAddress();
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"status"},
+           {"members", "list"},
+           {"leader", "transfer", "2"},
+           {"sessions", "list", "--user", "alice"},
+           {"sessions", "get", "some-token"},
+           {"sessions", "revoke-user", "alice"},
+           {"sessions", "count"}}) {
+    std::vector<std::string> full = {"--endpoints", absl::StrCat(a, ",", b),
+                                     "--timeout", "2s"};
+    full.insert(full.end(), args.begin(), args.end());
+    const CtlRun run = Sessionctl(full);
+    EXPECT_EQ(run.exit_code, 3) << absl::StrJoin(args, " ") << "\n" << run;
+    EXPECT_TRUE(absl::StrContains(run.err, a)) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, b)) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "Check that sessiond runs")) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "from --endpoints")) << run;
+    EXPECT_FALSE(absl::StrContains(run.err, "some-token")) << run;
+  }
+  const CtlRun json_run = Sessionctl({"--endpoints", a, "--json", "status"});
+  EXPECT_EQ(json_run.exit_code, 3) << json_run;
+  const json doc = ParseJson(json_run.out);
+  ASSERT_TRUE(doc.is_object()) << json_run;
+  EXPECT_EQ(doc["error"]["exit_code"], 3);
+  EXPECT_EQ(doc["error"]["code"], "UNAVAILABLE");
+}
+
+TEST(SessionctlTest, ShippedBashCompletionCompletesVerbs) {
+  TempDir dir;
+  const auto complete = [&](const std::string& words, int cword) {
+    const std::string script = dir.path() + "/complete.sh";
+    std::ofstream(script) << "source '" << SESSIONCTL_COMPLETION << "'\n"
+                          << "COMP_WORDS=(" << words << ")\n"
+                          << "COMP_CWORD=" << cword << "\n"
+                          << "_sessionctl\necho \"${COMPREPLY[*]}\"\n";
+    std::string out;
+    FILE* p = popen(absl::StrCat("/bin/bash ", script).c_str(), "r");
+    if (p == nullptr) return out;
+    char buffer[1024];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof(buffer), p)) > 0) out.append(buffer, n);
+    pclose(p);
+    return out;
+  };
+  EXPECT_TRUE(absl::StrContains(complete("sessionctl ''", 1), "sessions"));
+  const std::string sessions = complete("sessionctl sessions ''", 2);
+  EXPECT_TRUE(absl::StrContains(sessions, "revoke-user")) << sessions;
+  const std::string members = complete("sessionctl members pro", 2);
+  EXPECT_EQ(members, "promote\n");
+  const std::string consistency =
+      complete("sessionctl sessions get --consistency l", 4);
+  EXPECT_TRUE(absl::StrContains(consistency, "linearizable")) << consistency;
+}
+
+// --- One node ---------------------------------------------------------------
+
+class SessionctlNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    node_ = std::make_unique<SessiondProcess>(SESSIOND_BINARY,
+                                              dir_.path() + "/data");
+    ASSERT_TRUE(node_->Start().ok()) << node_->log_path();
+    stub_ = node_->NewStub();
+  }
+
+  // sessionctl against the node.
+  CtlRun Ctl(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {"--endpoints", node_->address()});
+    return Sessionctl(args, {}, input);
+  }
+  json CtlJson(std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    const CtlRun run = Ctl(args);
+    EXPECT_EQ(run.exit_code, 0) << run;
+    json doc = ParseJson(run.out);
+    EXPECT_TRUE(doc.is_object()) << run;
+    return doc;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<SessiondProcess> node_;
+  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;
+};
+
+TEST_F(SessionctlNodeTest, StatusShowsTheNodeAsLeaderInATableAndInJson) {
+  const CtlRun table = Ctl({"status"});
+  ASSERT_EQ(table.exit_code, 0) << table;
+  EXPECT_TRUE(absl::StrContains(table.out, "leader node 1")) << table;
+  EXPECT_TRUE(absl::StrContains(table.out, "NODE")) << table;
+  EXPECT_TRUE(absl::StrContains(table.out, node_->address())) << table;
+  EXPECT_FALSE(absl::StrContains(table.out, "problems:")) << table;
+
+  const json doc = CtlJson({"status"});
+  EXPECT_TRUE(absl::StartsWith(doc.value("cluster_id", ""), "0x")) << doc;
+  EXPECT_EQ(doc["leader"], 1);
+  EXPECT_EQ(doc["answered_by"], 1);
+  EXPECT_EQ(doc["endpoint"], node_->address());
+  for (const char* key : {"term", "expiry_leeway_ms", "members"}) {
+    EXPECT_TRUE(doc.contains(key)) << key;
+  }
+  ASSERT_EQ(doc["members"].size(), 1u) << doc;
+  const json& m = doc["members"][0];
+  for (const char* key : {"node_id",         "client_address",
+                          "peer_address",    "role",
+                          "voter",           "reachable",
+                          "error",           "term",
+                          "leader",          "commit_index",
+                          "applied_index",   "lag",
+                          "live_sessions",   "clock_skew_ms",
+                          "cluster_time_ms", "data_dir_bytes",
+                          "disk_free_bytes", "disk_full",
+                          "disk_condition",  "metrics"}) {
+    EXPECT_TRUE(m.contains(key)) << key;
+  }
+  EXPECT_EQ(m["role"], "leader");
+  EXPECT_EQ(m["reachable"], true);
+  EXPECT_TRUE(m["commit_index"].is_number_unsigned());
+  EXPECT_GT(m["disk_free_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(m["disk_full"], false);
+
+  // --watch: refreshes (bounded by --count here), one JSON line each.
+  const CtlRun watch =
+      Ctl({"status", "--watch", "--interval", "200ms", "--count", "2"});
+  ASSERT_EQ(watch.exit_code, 0) << watch;
+  EXPECT_EQ(
+      std::vector<std::string>(absl::StrSplit(watch.out, "cluster 0x")).size(),
+      3u)
+      << watch;
+  const CtlRun lines = Ctl(
+      {"--json", "status", "--watch", "--interval", "200ms", "--count", "2"});
+  ASSERT_EQ(lines.exit_code, 0) << lines;
+  std::vector<std::string> docs =
+      absl::StrSplit(lines.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(docs.size(), 2u) << lines;
+  for (const std::string& line : docs) {
+    EXPECT_EQ(ParseJson(line)["leader"], 1) << line;
+  }
+}
+
+TEST_F(SessionctlNodeTest, SessionsGetListRevokeRevokeUserCount) {
+  const auto a1 = Create(*stub_, "alice", "laptop");
+  const auto a2 = Create(*stub_, "alice", "phone");
+  const auto a3 = Create(*stub_, "alice", "tablet");
+  const auto b1 = Create(*stub_, "bob");
+
+  // get: the session, never the token.
+  const CtlRun get = Ctl({"sessions", "get", a1.token()});
+  ASSERT_EQ(get.exit_code, 0) << get;
+  EXPECT_TRUE(absl::StrContains(get.out, "VALID")) << get;
+  EXPECT_TRUE(absl::StrContains(get.out, a1.session().session_id())) << get;
+  EXPECT_TRUE(absl::StrContains(get.out, "alice")) << get;
+  EXPECT_TRUE(absl::StrContains(get.out, "role=admin")) << get;
+  EXPECT_FALSE(absl::StrContains(get.out + get.err, a1.token())) << get;
+  const CtlRun from_stdin =
+      Ctl({"--json", "sessions", "get", "-", "--consistency", "local"},
+          a2.token() + "\n");
+  ASSERT_EQ(from_stdin.exit_code, 0) << from_stdin;
+  json got = ParseJson(from_stdin.out);
+  EXPECT_EQ(got["outcome"], "VALID") << got;
+  EXPECT_EQ(got["session"]["session_id"], a2.session().session_id());
+  EXPECT_EQ(got["session"]["attributes"]["role"], "admin");
+  EXPECT_EQ(got["consistency"], "LOCAL");
+  EXPECT_FALSE(absl::StrContains(from_stdin.out, a2.token()));
+  const CtlRun unknown =
+      Ctl({"sessions", "get", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+  EXPECT_EQ(unknown.exit_code, 0) << unknown;
+  EXPECT_TRUE(absl::StrContains(unknown.out, "UNKNOWN")) << unknown;
+
+  // list: every session of the user, table and JSON.
+  const CtlRun list = Ctl({"sessions", "list", "--user", "alice"});
+  ASSERT_EQ(list.exit_code, 0) << list;
+  EXPECT_TRUE(absl::StrContains(list.out, "alice: 3 sessions")) << list;
+  for (const auto* s : {&a1, &a2, &a3}) {
+    EXPECT_TRUE(absl::StrContains(list.out, s->session().session_id()));
+  }
+  EXPECT_FALSE(absl::StrContains(list.out, b1.session().session_id()));
+  json listed = CtlJson({"sessions", "list", "--user", "alice"});
+  EXPECT_EQ(listed["user_id"], "alice");
+  ASSERT_EQ(listed["sessions"].size(), 3u) << listed;
+  for (const char* key :
+       {"session_id", "user_id", "created_at_ms", "expires_at_ms",
+        "idle_timeout_ms", "last_seen_at_ms", "attributes", "version", "state",
+        "revoke_reason", "revoked_at_ms", "client"}) {
+    EXPECT_TRUE(listed["sessions"][0].contains(key)) << key;
+  }
+  EXPECT_EQ(listed["sessions"][0]["state"], "SESSION_STATE_ACTIVE");
+
+  // revoke by session id, then by token from stdin.
+  const CtlRun revoke = Ctl({"sessions", "revoke", "--session-id",
+                             a1.session().session_id(), "--reason", "stolen"});
+  ASSERT_EQ(revoke.exit_code, 0) << revoke;
+  EXPECT_TRUE(absl::StrContains(revoke.out, "is revoked")) << revoke;
+  EXPECT_TRUE(absl::StrContains(revoke.out, "stolen")) << revoke;
+  EXPECT_TRUE(
+      absl::StrContains(Ctl({"sessions", "get", a1.token()}).out, "REVOKED"));
+  const CtlRun by_token =
+      Ctl({"--json", "sessions", "revoke", "--token", "-"}, a2.token());
+  ASSERT_EQ(by_token.exit_code, 0) << by_token;
+  EXPECT_EQ(ParseJson(by_token.out)["session"]["state"],
+            "SESSION_STATE_REVOKED");
+  EXPECT_FALSE(absl::StrContains(by_token.out + by_token.err, a2.token()));
+  const CtlRun missing =
+      Ctl({"sessions", "revoke", "--session-id", "AAAAAAAAAAAAAAAAAAAAAA"});
+  EXPECT_EQ(missing.exit_code, 1) << missing;
+  EXPECT_TRUE(absl::StrContains(missing.err, "NOT_FOUND")) << missing;
+  EXPECT_TRUE(absl::StrContains(missing.err, "sessions list --user"))
+      << missing;
+
+  listed =
+      CtlJson({"sessions", "list", "--user", "alice", "--include-revoked"});
+  int revoked = 0;
+  for (const json& s : listed["sessions"]) {
+    revoked += s["state"] == "SESSION_STATE_REVOKED" ? 1 : 0;
+  }
+  EXPECT_EQ(revoked, 2) << listed;
+  EXPECT_EQ(CtlJson({"sessions", "list", "--user", "alice"})["sessions"].size(),
+            1u);
+
+  // revoke-user, keeping one session.
+  const auto a4 = Create(*stub_, "alice", "desktop");
+  const json revoked_user =
+      CtlJson({"sessions", "revoke-user", "alice", "--keep-session-id",
+               a4.session().session_id(), "--reason", "password reset"});
+  EXPECT_EQ(revoked_user["revoked_count"], 1) << revoked_user;
+  EXPECT_EQ(revoked_user["user_id"], "alice");
+  EXPECT_TRUE(
+      absl::StrContains(Ctl({"sessions", "get", a3.token()}).out, "REVOKED"));
+  EXPECT_TRUE(
+      absl::StrContains(Ctl({"sessions", "get", a4.token()}).out, "VALID"));
+  const CtlRun none = Ctl({"sessions", "revoke-user", "nobody"});
+  EXPECT_EQ(none.exit_code, 0) << none;
+  EXPECT_TRUE(absl::StrContains(none.out, "revoked 0 sessions")) << none;
+
+  // count: the leader's table (revoked sessions are retained, so counted).
+  const CtlRun count = Ctl({"sessions", "count"});
+  ASSERT_EQ(count.exit_code, 0) << count;
+  EXPECT_TRUE(absl::StartsWith(count.out, "5 sessions (node 1, the leader"))
+      << count;
+  const json counted = CtlJson({"sessions", "count"});
+  EXPECT_EQ(counted["live_sessions"], 5);
+  EXPECT_EQ(counted["node_id"], 1);
+  EXPECT_EQ(counted["from_leader"], true);
+  EXPECT_EQ(counted["answered_by"], 1);
+}
+
+TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
+  TempDir dir;
+  const std::string dead = DeadAddress();
+  const std::string config = dir.path() + "/sessionctl.toml";
+  std::ofstream(config) << "endpoints = [\"" << node_->address()
+                        << "\"]  # the node\ntimeout = \"3s\"\n";
+  const std::string env_dead = absl::StrCat("SESSIOND_ENDPOINTS=", dead);
+  const std::string env_config = absl::StrCat("SESSIONCTL_CONFIG=", config);
+  // The config file alone: the node.
+  CtlRun run = Sessionctl({"sessions", "count"}, {env_config});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  // The environment beats the config file.
+  run = Sessionctl({"sessions", "count"}, {env_config, env_dead});
+  EXPECT_EQ(run.exit_code, 3) << run;
+  EXPECT_TRUE(absl::StrContains(run.err, "from SESSIOND_ENDPOINTS")) << run;
+  // The flag beats the environment.
+  run = Sessionctl({"--endpoints", node_->address(), "sessions", "count"},
+                   {env_config, env_dead});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  run = Sessionctl({"--endpoints", dead, "sessions", "count"}, {env_config});
+  EXPECT_EQ(run.exit_code, 3) << run;
+  // The default config file, ~/.config/sessionctl.toml (XDG_CONFIG_HOME).
+  run = Sessionctl({"sessions", "count"},
+                   {absl::StrCat("XDG_CONFIG_HOME=", dir.path())});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  // A dead endpoint before a live one: the live one answers.
+  const std::string both = absl::StrCat(dead, ",", node_->address());
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"status"},
+           {"sessions", "list", "--user", "alice"},
+           {"sessions", "revoke-user", "alice"}}) {
+    std::vector<std::string> full = {"--endpoints", both};
+    full.insert(full.end(), args.begin(), args.end());
+    run = Sessionctl(full);
+    EXPECT_EQ(run.exit_code, 0) << absl::StrJoin(args, " ") << "\n" << run;
+  }
+}
+
+// --- A 3-node cluster -------------------------------------------------------
+
+TEST(SessionctlClusterTest, MembersAndLeaderTransfer) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  // A dead endpoint first: sessionctl goes on to the others.
+  const std::string endpoints =
+      absl::StrCat(DeadAddress(), ",", cluster.client_address(1), ",",
+                   cluster.client_address(2), ",", cluster.client_address(3));
+  const auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--endpoints", endpoints, "--timeout", "10s"});
+    return Sessionctl(args);
+  };
+  const auto ctl_json = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    const CtlRun run = ctl(args);
+    EXPECT_EQ(run.exit_code, 0) << run;
+    return ParseJson(run.out);
+  };
+
+  const CtlRun status = ctl({"status"});
+  ASSERT_EQ(status.exit_code, 0) << status;
+  EXPECT_TRUE(
+      absl::StrContains(status.out, absl::StrCat("leader node ", *leader)))
+      << status;
+  for (int id : cluster.ids()) {
+    EXPECT_TRUE(absl::StrContains(status.out, cluster.client_address(id)));
+  }
+  json doc = ctl_json({"status"});
+  ASSERT_EQ(doc["members"].size(), 3u) << doc;
+  int leaders = 0;
+  for (const json& m : doc["members"]) {
+    leaders += m["role"] == "leader" ? 1 : 0;
+  }
+  EXPECT_EQ(leaders, 1) << doc;
+  EXPECT_EQ(doc["leader"], *leader);
+
+  // leader transfer to a named follower, then to "any".
+  const int target = *leader == 1 ? 2 : 1;
+  const CtlRun transfer = ctl({"leader", "transfer", absl::StrCat(target)});
+  ASSERT_EQ(transfer.exit_code, 0) << transfer;
+  EXPECT_TRUE(absl::StrContains(
+      transfer.out, absl::StrCat("leadership is with node ", target)))
+      << transfer;
+  absl::StatusOr<int> moved = cluster.WaitForLeader(absl::Seconds(10));
+  ASSERT_TRUE(moved.ok());
+  EXPECT_EQ(*moved, target);
+  const json any = ctl_json({"leader", "transfer", "any"});
+  EXPECT_NE(any["leader"], target) << any;
+  EXPECT_EQ(ctl({"leader", "transfer", "9"}).exit_code, 1);
+
+  // A member removed, added back as a learner, promoted.
+  leader = cluster.WaitForLeader(absl::Seconds(10));
+  ASSERT_TRUE(leader.ok());
+  int away = 3;
+  while (away == *leader) --away;
+  json removed = ctl_json({"members", "remove", absl::StrCat(away)});
+  EXPECT_EQ(removed["voters"].size(), 2u) << removed;
+  cluster.Kill(away);
+  cluster.WipeDataDir(away);
+  const CtlRun add =
+      ctl({"members", "add", absl::StrCat(away), cluster.peer_address(away),
+           "--client", cluster.client_address(away)});
+  ASSERT_EQ(add.exit_code, 0) << add;
+  EXPECT_TRUE(absl::StrContains(add.out, "added as a learner")) << add;
+  EXPECT_TRUE(absl::StrContains(add.out, "members promote")) << add;
+  json members = ctl_json({"members", "list"});
+  cluster.SetNodeFlags(away, {"--initial_cluster_state", "existing"});
+  ASSERT_TRUE(cluster.StartNode(away).ok());
+  CtlRun promote;
+  for (int i = 0; i < 100; ++i) {
+    promote = ctl({"members", "promote", absl::StrCat(away)});
+    if (promote.exit_code == 0) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_EQ(promote.exit_code, 0) << promote;
+  EXPECT_TRUE(absl::StrContains(promote.out, "is a voter now")) << promote;
+  members = ctl_json({"members", "list"});
+  bool voter = false;
+  for (const json& m : members["members"]) {
+    if (m["node_id"] == away) voter = m["voter"].get<bool>();
+  }
+  EXPECT_TRUE(voter) << members;
+  EXPECT_EQ(ctl({"members", "promote", "42"}).exit_code, 1);
+
+  // A member down: listed unreachable, and the table says so.
+  leader = cluster.WaitForLeader(absl::Seconds(10));
+  ASSERT_TRUE(leader.ok());
+  const int down = *leader == 1 ? 2 : 1;
+  cluster.Kill(down);
+  const CtlRun degraded = ctl({"status"});
+  EXPECT_EQ(degraded.exit_code, 0) << degraded;
+  EXPECT_TRUE(absl::StrContains(degraded.out, "unreachable")) << degraded;
+  EXPECT_TRUE(absl::StrContains(degraded.out, "problems:")) << degraded;
+}
+
+}  // namespace
+}  // namespace sessiond::testing

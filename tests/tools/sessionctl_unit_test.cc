@@ -1,0 +1,164 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// sessionctl's settings and output helpers, without a server.
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "sessiond/v1/admin.pb.h"
+#include "sessiond/v1/session.pb.h"
+#include "tools/sessionctl_config.h"
+#include "tools/sessionctl_errors.h"
+#include "tools/sessionctl_output.h"
+
+namespace sessiond::sessionctl {
+namespace {
+
+TEST(SessionctlConfigTest, EndpointsAreCheckedHostPortEntries) {
+  auto list = ParseEndpoints("a:1, b:2\n[::1]:3,dns:///c:4 unix:/tmp/s");
+  ASSERT_TRUE(list.ok()) << list.status();
+  EXPECT_EQ(*list, (std::vector<std::string>{"a:1", "b:2", "[::1]:3",
+                                             "dns:///c:4", "unix:/tmp/s"}));
+  for (const char* bad : {"", " , ", "a", "a:", ":1", "a:0", "a:65536", "a:x",
+                          "::1:3", "[::1:3"}) {
+    auto parsed = ParseEndpoints(bad);
+    EXPECT_FALSE(parsed.ok()) << bad;
+    EXPECT_EQ(ExitCodeFor(parsed.status()), kExitUsage) << bad;
+  }
+}
+
+TEST(SessionctlConfigTest, Durations) {
+  EXPECT_EQ(*ParseDuration("2s"), absl::Seconds(2));
+  EXPECT_EQ(*ParseDuration("500ms"), absl::Milliseconds(500));
+  EXPECT_EQ(*ParseDuration("1m30s"), absl::Seconds(90));
+  EXPECT_EQ(*ParseDuration("3"), absl::Seconds(3));
+  for (const char* bad : {"", "0", "-1s", "soon", "inf"}) {
+    EXPECT_FALSE(ParseDuration(bad).ok()) << bad;
+  }
+}
+
+TEST(SessionctlConfigTest, ConfigFileLines) {
+  auto values = ParseConfigFile(
+      "# sessionctl\n\nendpoints = [\"a:1\", 'b:2']  # two\n"
+      "timeout='3s'\n",
+      "f");
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_EQ(values->at("endpoints"), "a:1,b:2");
+  EXPECT_EQ(values->at("timeout"), "3s");
+  EXPECT_EQ(ParseConfigFile("endpoints = a:1", "f")->at("endpoints"), "a:1");
+  EXPECT_EQ(ParseConfigFile("endpoints = \"a:1 # x\"", "f")->at("endpoints"),
+            "a:1 # x");
+  struct {
+    const char* text;
+    const char* says;
+  } bad[] = {{"[cluster]\n", "sections"},
+             {"endpoints\n", "key = value"},
+             {"\nendpoint = a:1\n", "f line 2: unknown key 'endpoint'"},
+             {"timeout = 1s\ntimeout = 2s\n", "set twice"},
+             {"endpoints = \"a:1\n", "unterminated"},
+             {"endpoints = [\"a:1\"\n", "unterminated array"}};
+  for (const auto& c : bad) {
+    auto parsed = ParseConfigFile(c.text, "f");
+    ASSERT_FALSE(parsed.ok()) << c.text;
+    EXPECT_TRUE(absl::StrContains(parsed.status().message(), c.says))
+        << parsed.status();
+    EXPECT_EQ(ExitCodeFor(parsed.status()), kExitUsage);
+  }
+}
+
+TEST(SessionctlConfigTest, FlagBeatsEnvironmentBeatsConfigFileBeatsDefault) {
+  const std::string path = ::testing::TempDir() + "/sessionctl_unit.toml";
+  std::ofstream(path) << "endpoints = file:3\ntimeout = 7s\n";
+  Environment env;
+  env.config = path;
+  GlobalFlags flags;
+  auto s = ResolveSettings(flags, env);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->endpoints, std::vector<std::string>{"file:3"});
+  EXPECT_EQ(s->endpoints_source, "config file " + path);
+  EXPECT_EQ(s->timeout, absl::Seconds(7));
+  env.endpoints = "env:2";
+  s = ResolveSettings(flags, env);
+  EXPECT_EQ(s->endpoints, std::vector<std::string>{"env:2"});
+  EXPECT_EQ(s->endpoints_source, "SESSIOND_ENDPOINTS");
+  flags.endpoints = "flag:1";
+  flags.timeout = "1s";
+  s = ResolveSettings(flags, env);
+  EXPECT_EQ(s->endpoints, std::vector<std::string>{"flag:1"});
+  EXPECT_EQ(s->endpoints_source, "--endpoints");
+  EXPECT_EQ(s->timeout, absl::Seconds(1));
+
+  // Nothing at all: the default, and a missing default file is fine.
+  Environment bare;
+  bare.home = ::testing::TempDir() + "/no-such-home";
+  s = ResolveSettings(GlobalFlags(), bare);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->endpoints, std::vector<std::string>{kDefaultEndpoint});
+  EXPECT_EQ(s->endpoints_source, "the default");
+  EXPECT_EQ(s->timeout, kDefaultTimeout);
+  EXPECT_TRUE(s->config_path.empty());
+  // A named file must exist.
+  flags = GlobalFlags();
+  flags.config = path + ".missing";
+  EXPECT_EQ(ExitCodeFor(ResolveSettings(flags, bare).status()), kExitUsage);
+  std::remove(path.c_str());
+}
+
+TEST(SessionctlOutputTest, MessagesBecomeJsonWithEveryFieldByItsProtoName) {
+  v1::Session session;
+  session.set_session_id("s1");
+  session.set_version(3);
+  session.set_state(v1::SESSION_STATE_REVOKED);
+  (*session.mutable_attributes())["role"] = "admin";
+  (*session.mutable_attributes())["raw"] = std::string("\xff\x00", 2);
+  const nlohmann::json j = MessageToJson(session);
+  EXPECT_EQ(j["session_id"], "s1");
+  EXPECT_EQ(j["version"], 3);
+  EXPECT_EQ(j["state"], "SESSION_STATE_REVOKED");
+  EXPECT_EQ(j["created_at_ms"], 0);      // defaults are present
+  EXPECT_EQ(j["revoke_reason"], "");     // ...
+  EXPECT_EQ(j["client"]["device"], "");  // ...nested too
+  EXPECT_EQ(j["attributes"]["role"], "admin");
+  EXPECT_EQ(j["attributes"]["raw"]["base64"], "/wA=");
+
+  v1::AddMemberResponse members;
+  members.add_voters(1);
+  members.add_voters(2);
+  EXPECT_EQ(MessageToJson(members)["voters"], nlohmann::json({1, 2}));
+  EXPECT_EQ(MessageToJson(members)["learners"], nlohmann::json::array());
+}
+
+TEST(SessionctlOutputTest, Formats) {
+  EXPECT_EQ(FormatDurationMs(750), "750ms");
+  EXPECT_EQ(FormatDurationMs(59 * 60'000), "59m");
+  EXPECT_EQ(FormatDurationMs(90'000), "1m30s");
+  EXPECT_EQ(FormatDurationMs(3 * 3'600'000 + 12 * 60'000), "3h12m");
+  EXPECT_EQ(FormatDurationMs(-2000), "-2s");
+  EXPECT_EQ(FormatBytes(512), "512 B");
+  EXPECT_EQ(FormatBytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+  EXPECT_EQ(HexId(0xabc), "0x0000000000000abc");
+  const absl::Time now = absl::FromUnixMillis(1'700'000'000'000);
+  EXPECT_EQ(FormatTimeMs(1'700'000'000'000 + 60'000, now),
+            "2023-11-14 22:14:20Z (in 1m)");
+  EXPECT_EQ(FormatTimeMs(0, now), "-");
+  EXPECT_TRUE(IsUtf8("h\xc3\xa9llo"));
+  EXPECT_FALSE(IsUtf8("\xc3"));
+  EXPECT_FALSE(IsUtf8("\xed\xa0\x80"));  // a surrogate
+  EXPECT_FALSE(IsUtf8("\xc0\xaf"));      // overlong
+
+  EXPECT_EQ(FormatRelativeMs(1'700'000'000'000 - 3'600'000, now), "1h ago");
+  EXPECT_EQ(Printable("caf\xc3\xa9"), "caf\xc3\xa9");
+  EXPECT_EQ(Printable("a\x1b[2Jb\n"), "a\\x1b[2Jb\\x0a");
+  EXPECT_EQ(Printable("\xff"), "\\xff");
+
+  Table table({"A", "LONGER"});
+  table.AddRow({"wide cell", "x"});
+  table.AddRow({"\xc3\xa9", "\x07"});  // one column wide; escaped
+  EXPECT_EQ(table.Render(),
+            "A          LONGER\nwide cell  x\n\xc3\xa9          \\x07\n");
+}
+
+}  // namespace
+}  // namespace sessiond::sessionctl

@@ -1,0 +1,667 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "tools/sessionctl_commands.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
+#include "sessiond/v1/admin.pb.h"
+#include "tools/cluster_probe.h"
+#include "tools/sessionctl_errors.h"
+#include "tools/sessionctl_output.h"
+
+namespace sessiond::sessionctl {
+namespace {
+
+using nlohmann::json;
+
+// How a request behaves when it fails (client/session_client.h, "Unknown
+// outcome").
+enum class Kind {
+  kRead,             // nothing changes
+  kIdempotentWrite,  // safe to send again (RevokeSession, membership)
+  kWrite,            // not safe to repeat blindly (RevokeUserSessions)
+};
+
+bool OwnError(const absl::Status& status) {
+  return ExitCodeFor(status) != kExitServerError;
+}
+
+// The server's (or the client library's) `status` for `what`, with what to
+// do next. `unknown` is the advice when a write's outcome is unknown.
+absl::Status Explain(const absl::Status& status, absl::string_view what,
+                     Kind kind, absl::Duration timeout,
+                     absl::string_view unknown = "") {
+  if (OwnError(status)) return status;
+  std::string advice;
+  const bool may_have_applied =
+      kind != Kind::kRead && !NotProposed(status) &&
+      (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+       absl::IsInternal(status) || absl::IsUnknown(status) ||
+       absl::IsCancelled(status) || absl::IsDataLoss(status));
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+      advice = NotProposed(status)
+                   ? "Nothing was changed: no leader took the request in "
+                     "time. `sessionctl status` shows whether the cluster "
+                     "has a leader; retry once it does."
+                   : "The cluster could not answer (no leader, no quorum, "
+                     "or the node is starting or stopping). `sessionctl "
+                     "status` shows the members and the leader; retry once "
+                     "there is one.";
+      break;
+    case absl::StatusCode::kDeadlineExceeded:
+      advice = absl::StrCat("No answer within --timeout (",
+                            absl::FormatDuration(timeout),
+                            "). Retry with a longer --timeout; `sessionctl "
+                            "status` shows whether the cluster has a leader.");
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      advice =
+          "The cluster refuses writes for now (too many waiting, or the "
+          "leader's data disk is full: `sessionctl status` shows disk_full). "
+          "Nothing was changed; retry shortly, and free disk space if a disk "
+          "is full.";
+      break;
+    case absl::StatusCode::kUnimplemented:
+      advice =
+          "This sessiond does not serve that call: is it an older version "
+          "than sessionctl?";
+      break;
+    case absl::StatusCode::kInvalidArgument:
+      advice = "sessiond refused the arguments; nothing was changed.";
+      break;
+    default:
+      break;
+  }
+  if (may_have_applied) {
+    advice = absl::StrCat(
+        "The outcome is UNKNOWN: it may or may not have "
+        "applied. ",
+        unknown, unknown.empty() ? "" : " ", advice);
+  }
+  return absl::Status(
+      status.code(),
+      absl::StrCat(what, ": ", absl::StatusCodeToString(status.code()), ": ",
+                   status.message(), advice.empty() ? "" : "\n", advice));
+}
+
+std::string Ids(const google::protobuf::RepeatedField<uint64_t>& ids) {
+  return ids.empty() ? "none" : absl::StrJoin(ids, ", ");
+}
+
+std::string Dash(uint64_t value, bool known) {
+  return known ? absl::StrCat(value) : "-";
+}
+
+std::string StateName(v1::SessionState state) {
+  switch (state) {
+    case v1::SESSION_STATE_ACTIVE:
+      return "active";
+    case v1::SESSION_STATE_REVOKED:
+      return "revoked";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string Attributes(const v1::Session& s) {
+  std::vector<std::string> parts;
+  for (const auto& [key, value] : s.attributes()) {
+    parts.push_back(IsUtf8(value) ? absl::StrCat(key, "=", value)
+                                  : absl::StrCat(key, "=<", value.size(),
+                                                 " bytes, not UTF-8>"));
+  }
+  std::sort(parts.begin(), parts.end());
+  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
+}
+
+// The status document of --json (docs/OPERATIONS.md lists its fields).
+json StatusJson(const Connection::StatusAnswer& answer) {
+  json doc = MessageToJson(answer.response);
+  doc["cluster_id"] = HexId(answer.response.cluster_id());
+  doc["endpoint"] = answer.endpoint;
+  return doc;
+}
+
+std::string StatusText(const Connection::StatusAnswer& answer) {
+  const v1::ClusterStatusResponse& r = answer.response;
+  std::string text = absl::StrCat("cluster ", HexId(r.cluster_id()), ", ");
+  const v1::MemberStatus* leader = tools::LeaderOf(r);
+  if (r.leader() == 0) {
+    absl::StrAppend(&text, "no leader known (term ", r.term(), ")");
+  } else {
+    absl::StrAppend(&text, "leader node ", r.leader(), " (term ", r.term(),
+                    ")");
+  }
+  absl::StrAppend(&text, "; answered by node ", r.answered_by(), " at ",
+                  answer.endpoint);
+  if (r.expiry_leeway_ms() != 0) {
+    absl::StrAppend(&text, "; expiry leeway ", r.expiry_leeway_ms(), " ms");
+  }
+  text += "\n";
+  Table table({"NODE", "ROLE", "VOTER", "TERM", "COMMIT", "APPLIED", "LAG",
+               "SKEW", "SESSIONS", "DATA", "DISK FREE", "DISK", "CLIENT"});
+  std::vector<std::string> problems;
+  for (const v1::MemberStatus& m : r.members()) {
+    const bool up = m.reachable();
+    std::string disk = "-";
+    if (up) {
+      disk = m.disk_full()                ? "FULL"
+             : m.disk_condition().empty() ? "ok"
+                                          : "WARN";
+    }
+    table.AddRow({absl::StrCat(m.node_id()), m.role().empty() ? "-" : m.role(),
+                  m.voter() ? "yes" : "no", Dash(m.term(), up),
+                  Dash(m.commit_index(), up), Dash(m.applied_index(), up),
+                  Dash(m.lag(), up),
+                  up ? FormatDurationMs(m.clock_skew_ms()) : "-",
+                  Dash(m.live_sessions(), up),
+                  up ? FormatBytes(m.data_dir_bytes()) : "-",
+                  up ? FormatBytes(m.disk_free_bytes()) : "-", disk,
+                  m.client_address().empty() ? "-" : m.client_address()});
+    if (!up) {
+      problems.push_back(absl::StrCat("node ", m.node_id(), " unreachable: ",
+                                      m.error().empty() ? "-" : m.error()));
+    }
+    if (up && m.disk_full()) {
+      problems.push_back(absl::StrCat(
+          "node ", m.node_id(), " data disk full (",
+          FormatBytes(m.disk_free_bytes()), " free): ", m.disk_condition(),
+          " -- free space on it; writes resume by themselves"));
+    } else if (up && !m.disk_condition().empty()) {
+      problems.push_back(
+          absl::StrCat("node ", m.node_id(), " disk: ", m.disk_condition()));
+    }
+  }
+  text += table.Render();
+  if (leader == nullptr) {
+    problems.push_back(
+        "no reachable leader: writes fail until a majority of the voters "
+        "reach each other (validations are still answered)");
+  }
+  if (!problems.empty()) {
+    absl::StrAppend(&text, "\nproblems:\n  ", absl::StrJoin(problems, "\n  "),
+                    "\n");
+  }
+  return text;
+}
+
+absl::Status Print(const Output& out, const json& doc,
+                   const std::string& text) {
+  if (out.json) {
+    PrintJson(out.stream, doc, /*one_line=*/false);
+  } else {
+    std::fputs(text.c_str(), out.stream);
+    std::fflush(out.stream);
+  }
+  return absl::OkStatus();
+}
+
+json MembershipJson(const google::protobuf::RepeatedField<uint64_t>& voters,
+                    const google::protobuf::RepeatedField<uint64_t>& learners,
+                    const std::string& endpoint) {
+  return json{
+      {"voters", json(std::vector<uint64_t>(voters.begin(), voters.end()))},
+      {"learners",
+       json(std::vector<uint64_t>(learners.begin(), learners.end()))},
+      {"endpoint", endpoint}};
+}
+
+std::string MembershipText(
+    const google::protobuf::RepeatedField<uint64_t>& voters,
+    const google::protobuf::RepeatedField<uint64_t>& learners) {
+  return absl::StrCat("voters: ", Ids(voters), "; learners: ", Ids(learners));
+}
+
+// ClusterStatus for `what`, its error explained.
+absl::StatusOr<Connection::StatusAnswer> AskStatus(Connection& cluster,
+                                                   absl::string_view what,
+                                                   bool with_digests = false) {
+  absl::StatusOr<Connection::StatusAnswer> answer =
+      cluster.ClusterStatus(with_digests);
+  if (!answer.ok()) {
+    return Explain(answer.status(), what, Kind::kRead, cluster.timeout());
+  }
+  return answer;
+}
+
+// AddMember, PromoteMember or RemoveMember through `rpc`: prints the
+// membership after the change, `done` and `next`.
+template <typename Request, typename Response>
+absl::Status ChangeMembership(
+    Connection& cluster, const Output& out, const Request& request,
+    grpc::Status (v1::AdminService::Stub::*rpc)(grpc::ClientContext*,
+                                                const Request&, Response*),
+    const std::string& what, absl::string_view unknown, const std::string& done,
+    const std::string& next) {
+  Response response;
+  std::string endpoint;
+  const absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return (stub.*rpc)(&context, request, &response);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, what, Kind::kIdempotentWrite, cluster.timeout(), unknown);
+  }
+  return Print(
+      out, MembershipJson(response.voters(), response.learners(), endpoint),
+      absl::StrCat(done, " (",
+                   MembershipText(response.voters(), response.learners()),
+                   ").\n", next));
+}
+
+// The --json document of an error (docs/OPERATIONS.md).
+json ErrorJson(const absl::Status& status) {
+  return json{{"error",
+               {{"code", absl::StatusCodeToString(status.code())},
+                {"message", std::string(status.message())},
+                {"exit_code", ExitCodeFor(status)}}}};
+}
+
+}  // namespace
+
+void PrintError(const Output& out, const absl::Status& status) {
+  std::fprintf(stderr, "sessionctl: %s\n",
+               std::string(status.message()).c_str());
+  std::fflush(stderr);
+  if (out.json) PrintJson(out.stream, ErrorJson(status), /*one_line=*/false);
+}
+
+absl::Status ShowStatus(Connection& cluster, const Output& out,
+                        bool with_digests) {
+  absl::StatusOr<Connection::StatusAnswer> answer =
+      AskStatus(cluster, "status", with_digests);
+  if (!answer.ok()) return answer.status();
+  return Print(out, StatusJson(*answer), StatusText(*answer));
+}
+
+absl::Status WatchStatus(Connection& cluster, const Output& out,
+                         bool with_digests, absl::Duration interval, int count,
+                         const std::atomic<bool>& stop) {
+  const bool terminal = !out.json && isatty(fileno(out.stream)) == 1;
+  absl::Status last;
+  for (int n = 0; (count == 0 || n < count) && !stop.load(); ++n) {
+    if (n > 0) {
+      const absl::Time next = absl::Now() + interval;
+      while (!stop.load() && absl::Now() < next) {
+        absl::SleepFor(std::min(absl::Milliseconds(50), next - absl::Now()));
+      }
+      if (stop.load()) break;
+    }
+    absl::StatusOr<Connection::StatusAnswer> answer =
+        AskStatus(cluster, "status", with_digests);
+    last = answer.status();
+    if (out.json) {
+      PrintJson(out.stream, last.ok() ? StatusJson(*answer) : ErrorJson(last),
+                /*one_line=*/true);
+      continue;
+    }
+    std::string screen;
+    // Home and clear: the table refreshes in place.
+    if (terminal) {
+      screen = "\x1b[H\x1b[2J";
+    } else if (n > 0) {
+      screen = "\n";
+    }
+    absl::StrAppend(&screen, "every ", absl::FormatDuration(interval), ", ",
+                    absl::FormatTime("%Y-%m-%d %H:%M:%SZ", absl::Now(),
+                                     absl::UTCTimeZone()),
+                    terminal ? " (Ctrl-C to stop)" : "", "\n");
+    if (last.ok()) {
+      screen += StatusText(*answer);
+    } else {
+      absl::StrAppend(&screen, "sessionctl: ", last.message(), "\n");
+    }
+    std::fputs(screen.c_str(), out.stream);
+    std::fflush(out.stream);
+  }
+  return stop.load() ? absl::OkStatus() : last;
+}
+
+absl::Status ListMembers(Connection& cluster, const Output& out) {
+  absl::StatusOr<Connection::StatusAnswer> answer =
+      AskStatus(cluster, "members list");
+  if (!answer.ok()) return answer.status();
+  const v1::ClusterStatusResponse& r = answer->response;
+  json members = json::array();
+  Table table({"NODE", "VOTER", "ROLE", "REACHABLE", "CLIENT", "PEER"});
+  for (const v1::MemberStatus& m : r.members()) {
+    members.push_back(json{{"node_id", m.node_id()},
+                           {"voter", m.voter()},
+                           {"role", m.role()},
+                           {"reachable", m.reachable()},
+                           {"client_address", m.client_address()},
+                           {"peer_address", m.peer_address()},
+                           {"error", m.error()}});
+    table.AddRow({absl::StrCat(m.node_id()), m.voter() ? "yes" : "no",
+                  m.role().empty() ? "-" : m.role(),
+                  m.reachable() ? "yes" : "no",
+                  m.client_address().empty() ? "-" : m.client_address(),
+                  m.peer_address().empty() ? "-" : m.peer_address()});
+  }
+  const json doc{{"leader", r.leader()},
+                 {"answered_by", r.answered_by()},
+                 {"endpoint", answer->endpoint},
+                 {"members", members}};
+  return Print(out, doc,
+               absl::StrCat(table.Render(), "(as node ", r.answered_by(),
+                            " sees it; VOTER no: a learner, or a node that "
+                            "is not a member any more)\n"));
+}
+
+absl::Status AddMember(Connection& cluster, const Output& out, uint64_t node_id,
+                       const std::string& peer_address,
+                       const std::string& client_address) {
+  v1::AddMemberRequest request;
+  request.set_node_id(node_id);
+  request.set_peer_address(peer_address);
+  request.set_client_address(client_address);
+  return ChangeMembership(
+      cluster, out, request, &v1::AdminService::Stub::AddMember,
+      absl::StrCat("members add ", node_id),
+      "`sessionctl members list` shows whether it was added; adding it again "
+      "answers ALREADY_EXISTS if it was.",
+      absl::StrCat("node ", node_id, " added as a learner"),
+      absl::StrCat("Next: start it on an empty data dir with --node_id ",
+                   node_id,
+                   " --initial_cluster_state existing and --initial_cluster "
+                   "naming running members' peer addresses and its own (",
+                   node_id, "=", peer_address,
+                   "); once `sessionctl status` shows its lag near 0, run "
+                   "`sessionctl members promote ",
+                   node_id, "`.\n"));
+}
+
+absl::Status PromoteMember(Connection& cluster, const Output& out,
+                           uint64_t node_id) {
+  v1::PromoteMemberRequest request;
+  request.set_node_id(node_id);
+  return ChangeMembership(
+      cluster, out, request, &v1::AdminService::Stub::PromoteMember,
+      absl::StrCat("members promote ", node_id),
+      "`sessionctl members list` shows whether it is a voter.",
+      absl::StrCat("node ", node_id, " is a voter now"), "");
+}
+
+absl::Status RemoveMember(Connection& cluster, const Output& out,
+                          uint64_t node_id) {
+  v1::RemoveMemberRequest request;
+  request.set_node_id(node_id);
+  return ChangeMembership(
+      cluster, out, request, &v1::AdminService::Stub::RemoveMember,
+      absl::StrCat("members remove ", node_id),
+      "`sessionctl members list` shows whether it is still a member; "
+      "removing it again is safe.",
+      absl::StrCat("node ", node_id, " removed"),
+      absl::StrCat("Next: stop its process. Do not start it again on its "
+                   "data dir under id ",
+                   node_id,
+                   "; to bring it back, `sessionctl members add` it and "
+                   "start it on an empty data dir with "
+                   "--initial_cluster_state existing.\n"));
+}
+
+absl::Status TransferLeadership(Connection& cluster, const Output& out,
+                                uint64_t node_id) {
+  v1::TransferLeadershipRequest request;
+  request.set_node_id(node_id);
+  v1::TransferLeadershipResponse response;
+  std::string endpoint;
+  const absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return stub.TransferLeadership(&context, request, &response);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s,
+                   absl::StrCat("leader transfer ",
+                                node_id == 0 ? "any" : absl::StrCat(node_id)),
+                   Kind::kIdempotentWrite, cluster.timeout(),
+                   "`sessionctl status` shows the leader now; transferring "
+                   "again is safe.");
+  }
+  json doc = MessageToJson(response);
+  doc["endpoint"] = endpoint;
+  return Print(out, doc,
+               absl::StrCat("leadership is with node ", response.leader(),
+                            " (term ", response.term(), ")\n"));
+}
+
+absl::Status GetSession(Connection& cluster, const Output& out,
+                        const std::string& token, v1::Consistency consistency) {
+  v1::ValidateSessionRequest request;
+  request.set_token(token);
+  request.set_consistency(consistency);
+  request.set_touch(false);  // an operator's look is not the user's activity
+  absl::StatusOr<v1::ValidateSessionResponse> answer =
+      cluster.sessions().ValidateSession(request);
+  if (!answer.ok()) {
+    absl::Status s =
+        Explain(cluster.Diagnose(answer.status(), /*idempotent=*/true),
+                "sessions get", Kind::kRead, cluster.timeout());
+    if (absl::IsUnavailable(s) && consistency == v1::LINEARIZABLE &&
+        !OwnError(s)) {
+      s = absl::Status(s.code(),
+                       absl::StrCat(s.message(),
+                                    "\nWithout a leader, `--consistency "
+                                    "local` answers from a node's own table."));
+    }
+    return s;
+  }
+  const v1::ValidateSessionResponse& r = *answer;
+  const absl::Time now = absl::Now();
+  std::string how = absl::StrCat(
+      r.consistency() == v1::LINEARIZABLE ? "linearizable" : "local",
+      ", applied index ", r.applied_index());
+  if (r.stale()) {
+    absl::StrAppend(&how, "; STALE: the node last heard from a leader ",
+                    FormatDurationMs(r.staleness_ms()), " ago");
+  }
+  std::string text;
+  switch (r.outcome()) {
+    case v1::ValidateSessionResponse::VALID: {
+      const v1::Session& s = r.session();
+      Table t({"outcome", absl::StrCat("VALID (", how, ")")});
+      t.AddRow({"session_id", s.session_id()});
+      t.AddRow({"user_id", s.user_id()});
+      t.AddRow({"state", StateName(s.state())});
+      t.AddRow({"created", FormatTimeMs(s.created_at_ms(), now)});
+      t.AddRow({"expires", FormatTimeMs(s.expires_at_ms(), now)});
+      t.AddRow({"idle timeout", s.idle_timeout_ms() == 0
+                                    ? "none"
+                                    : FormatDurationMs(s.idle_timeout_ms())});
+      t.AddRow({"last seen", FormatTimeMs(s.last_seen_at_ms(), now)});
+      t.AddRow({"version", absl::StrCat(s.version())});
+      t.AddRow({"client", absl::StrCat("device=", s.client().device(),
+                                       " ip=", s.client().ip(), " user_agent=",
+                                       s.client().user_agent())});
+      t.AddRow({"attributes", Attributes(s)});
+      text = t.Render();
+      break;
+    }
+    case v1::ValidateSessionResponse::EXPIRED:
+      text = absl::StrCat("outcome  EXPIRED (", how,
+                          "): the session is past its expiry; the sweeper "
+                          "removes it soon\n");
+      break;
+    case v1::ValidateSessionResponse::REVOKED:
+      text = absl::StrCat(
+          "outcome  REVOKED (", how,
+          "): `sessionctl sessions list --user USER --include-revoked` "
+          "shows when and why\n");
+      break;
+    default:
+      text = absl::StrCat("outcome  UNKNOWN (", how,
+                          "): no session has this token (never created, "
+                          "mistyped, or removed after it expired or was "
+                          "revoked)\n");
+      break;
+  }
+  return Print(out, MessageToJson(r), text);
+}
+
+absl::Status ListSessions(Connection& cluster, const Output& out,
+                          const std::string& user_id, bool include_revoked) {
+  v1::ListUserSessionsRequest request;
+  request.set_user_id(user_id);
+  request.set_include_revoked(include_revoked);
+  request.set_page_size(1000);
+  json sessions = json::array();
+  const absl::Time now = absl::Now();
+  Table table({"SESSION_ID", "STATE", "CREATED", "EXPIRES", "LAST SEEN", "IDLE",
+               "VERSION", "DEVICE", "IP", "REVOKE REASON"});
+  size_t count = 0;
+  size_t revoked = 0;
+  do {
+    absl::StatusOr<v1::ListUserSessionsResponse> page =
+        cluster.sessions().ListUserSessions(request);
+    if (!page.ok()) {
+      return Explain(cluster.Diagnose(page.status(), /*idempotent=*/true),
+                     "sessions list", Kind::kRead, cluster.timeout());
+    }
+    for (const v1::Session& s : page->sessions()) {
+      ++count;
+      if (s.state() == v1::SESSION_STATE_REVOKED) ++revoked;
+      sessions.push_back(MessageToJson(s));
+      table.AddRow({s.session_id(), StateName(s.state()),
+                    FormatRelativeMs(s.created_at_ms(), now),
+                    FormatRelativeMs(s.expires_at_ms(), now),
+                    FormatRelativeMs(s.last_seen_at_ms(), now),
+                    s.idle_timeout_ms() == 0
+                        ? "-"
+                        : FormatDurationMs(s.idle_timeout_ms()),
+                    absl::StrCat(s.version()),
+                    s.client().device().empty() ? "-" : s.client().device(),
+                    s.client().ip().empty() ? "-" : s.client().ip(),
+                    s.revoke_reason().empty() ? "-" : s.revoke_reason()});
+    }
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  std::string text = absl::StrCat("user ", user_id, ": ", count,
+                                  count == 1 ? " session" : " sessions");
+  if (include_revoked) absl::StrAppend(&text, " (", revoked, " revoked)");
+  text += "\n";
+  if (count > 0) text += table.Render();
+  return Print(out, json{{"user_id", user_id}, {"sessions", sessions}}, text);
+}
+
+absl::Status RevokeSession(Connection& cluster, const Output& out,
+                           const std::string& token,
+                           const std::string& session_id,
+                           const std::string& reason) {
+  v1::RevokeSessionRequest request;
+  if (!token.empty()) {
+    request.set_token(token);
+  } else {
+    request.set_session_id(session_id);
+  }
+  request.set_reason(reason);
+  const std::string what = token.empty()
+                               ? absl::StrCat("sessions revoke ", session_id)
+                               : "sessions revoke (by token)";
+  absl::StatusOr<v1::RevokeSessionResponse> answer =
+      cluster.sessions().RevokeSession(request);
+  if (!answer.ok()) {
+    absl::Status s = Explain(
+        cluster.Diagnose(answer.status(), /*idempotent=*/true), what,
+        Kind::kIdempotentWrite, cluster.timeout(), "Revoking again is safe.");
+    if (absl::IsNotFound(s)) {
+      s = absl::Status(
+          s.code(),
+          absl::StrCat(s.message(), "\nNo such session: check the ",
+                       token.empty() ? "session id" : "token",
+                       " (`sessionctl sessions list --user USER` lists a "
+                       "user's session ids); an expired session may already "
+                       "have been removed."));
+    }
+    return s;
+  }
+  const v1::Session& s = answer->session();
+  return Print(
+      out, json{{"session", MessageToJson(s)}},
+      absl::StrCat(
+          "session ", s.session_id(), " of user ", Printable(s.user_id()),
+          " is revoked (at ", FormatTimeMs(s.revoked_at_ms(), absl::Now()),
+          ", reason: ",
+          s.revoke_reason().empty() ? "none" : Printable(s.revoke_reason()),
+          ")\n"));
+}
+
+absl::Status RevokeUserSessions(Connection& cluster, const Output& out,
+                                const std::string& user_id,
+                                const std::string& keep_session_id,
+                                const std::string& reason) {
+  v1::RevokeUserSessionsRequest request;
+  request.set_user_id(user_id);
+  request.set_keep_session_id(keep_session_id);
+  request.set_reason(reason);
+  absl::StatusOr<v1::RevokeUserSessionsResponse> answer =
+      cluster.sessions().RevokeUserSessions(request);
+  if (!answer.ok()) {
+    return Explain(
+        cluster.Diagnose(answer.status(), /*idempotent=*/false),
+        absl::StrCat("sessions revoke-user ", user_id), Kind::kWrite,
+        cluster.timeout(),
+        "`sessionctl sessions list --user USER` shows the sessions' state; "
+        "running it again is safe, but also revokes sessions created since.");
+  }
+  std::string text =
+      absl::StrCat("revoked ", answer->revoked_count(), " ",
+                   answer->revoked_count() == 1 ? "session" : "sessions",
+                   " of user ", user_id);
+  if (!keep_session_id.empty()) {
+    absl::StrAppend(&text, " (kept ", keep_session_id, ")");
+  }
+  text += "\n";
+  return Print(out,
+               json{{"user_id", user_id},
+                    {"keep_session_id", keep_session_id},
+                    {"revoked_count", answer->revoked_count()}},
+               text);
+}
+
+absl::Status CountSessions(Connection& cluster, const Output& out) {
+  absl::StatusOr<Connection::StatusAnswer> answer =
+      AskStatus(cluster, "sessions count");
+  if (!answer.ok()) return answer.status();
+  const v1::ClusterStatusResponse& r = answer->response;
+  const v1::MemberStatus* member = tools::LeaderOf(r);
+  const bool from_leader = member != nullptr;
+  if (member == nullptr) member = tools::MemberOf(r, r.answered_by());
+  if (member == nullptr || !member->reachable()) {
+    return absl::UnavailableError(absl::StrCat(
+        "sessions count: node ", r.answered_by(),
+        " answered ClusterStatus without a row for itself; retry, or see "
+        "`sessionctl status`"));
+  }
+  const json doc{{"live_sessions", member->live_sessions()},
+                 {"node_id", member->node_id()},
+                 {"role", member->role()},
+                 {"from_leader", from_leader},
+                 {"applied_index", member->applied_index()},
+                 {"answered_by", r.answered_by()},
+                 {"endpoint", answer->endpoint}};
+  std::string text = absl::StrCat(member->live_sessions(), " sessions (node ",
+                                  member->node_id());
+  if (from_leader) {
+    absl::StrAppend(&text, ", the leader");
+  } else {
+    absl::StrAppend(&text, "'s own table: no leader known, it may lag");
+  }
+  absl::StrAppend(&text, ", at applied index ", member->applied_index(),
+                  "; answered by node ", r.answered_by(), " at ",
+                  answer->endpoint, ")\n");
+  return Print(out, doc, text);
+}
+
+}  // namespace sessiond::sessionctl

@@ -1,0 +1,73 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_TOOLS_SESSIONCTL_COMMANDS_H_
+#define SESSIOND_TOOLS_SESSIONCTL_COMMANDS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "sessiond/v1/session.pb.h"
+#include "tools/sessionctl_connection.h"
+
+namespace sessiond::sessionctl {
+
+// sessionctl's verbs (docs/OPERATIONS.md, "sessionctl"). Each prints its
+// result to `out.stream`, a table or (out.json) one JSON document, and
+// returns the error to report otherwise: the server's status with what to do
+// next added to its message, or one of sessionctl_errors.h's.
+struct Output {
+  bool json = false;
+  std::FILE* stream = stdout;
+};
+
+// `status`: every member as one node sees it.
+absl::Status ShowStatus(Connection& cluster, const Output& out,
+                        bool with_digests);
+
+// `status --watch`: ShowStatus every `interval`, in place on a terminal,
+// until `stop` is set or after `count` refreshes (0: no limit). A refresh
+// that fails shows its error and the watch goes on. Returns OK when stopped,
+// else the last refresh's status.
+absl::Status WatchStatus(Connection& cluster, const Output& out,
+                         bool with_digests, absl::Duration interval, int count,
+                         const std::atomic<bool>& stop);
+
+absl::Status ListMembers(Connection& cluster, const Output& out);
+absl::Status AddMember(Connection& cluster, const Output& out, uint64_t node_id,
+                       const std::string& peer_address,
+                       const std::string& client_address);
+absl::Status PromoteMember(Connection& cluster, const Output& out,
+                           uint64_t node_id);
+absl::Status RemoveMember(Connection& cluster, const Output& out,
+                          uint64_t node_id);
+// `node_id` 0: the most caught-up other voter.
+absl::Status TransferLeadership(Connection& cluster, const Output& out,
+                                uint64_t node_id);
+
+// `token` is a secret: it is never printed or put in a message.
+absl::Status GetSession(Connection& cluster, const Output& out,
+                        const std::string& token, v1::Consistency consistency);
+absl::Status ListSessions(Connection& cluster, const Output& out,
+                          const std::string& user_id, bool include_revoked);
+// Exactly one of `token`, `session_id` is non-empty.
+absl::Status RevokeSession(Connection& cluster, const Output& out,
+                           const std::string& token,
+                           const std::string& session_id,
+                           const std::string& reason);
+absl::Status RevokeUserSessions(Connection& cluster, const Output& out,
+                                const std::string& user_id,
+                                const std::string& keep_session_id,
+                                const std::string& reason);
+// The leader's live_sessions (ClusterStatus), saying which node answered.
+absl::Status CountSessions(Connection& cluster, const Output& out);
+
+// Prints `status` as sessionctl reports an error: "sessionctl: MESSAGE" on
+// stderr, and with out.json also {"error": {...}} on out.stream.
+void PrintError(const Output& out, const absl::Status& status);
+
+}  // namespace sessiond::sessionctl
+
+#endif  // SESSIOND_TOOLS_SESSIONCTL_COMMANDS_H_

@@ -1,0 +1,240 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "tools/sessionctl_connection.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "client/grpc_status.h"
+#include "tools/cluster_probe.h"
+#include "tools/sessionctl_errors.h"
+
+namespace sessiond::sessionctl {
+namespace {
+
+// Every channel sessionctl opens: its own connection, reconnecting fast
+// (status --watch sees a restarted node at once), never through an HTTP
+// proxy (a developer's http_proxy must not catch 127.0.0.1; the client
+// ports are on a private network).
+grpc::ChannelArguments ChannelArgs() {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC also takes it as the
+  // minimum time a connection attempt may take, and cuts slower handshakes
+  // ("tcp handshaker shutdown") on a busy machine.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);
+  return args;
+}
+
+constexpr char kNotProposedPayload[] = "sessionctl.dev/not-proposed";
+
+std::optional<std::string> TrailingValue(const grpc::ClientContext& context,
+                                         const std::string& key) {
+  const auto& metadata = context.GetServerTrailingMetadata();
+  auto it = metadata.find(key);
+  if (it == metadata.end()) return std::nullopt;
+  return std::string(it->second.data(), it->second.size());
+}
+
+}  // namespace
+
+Connection::Connection(std::vector<std::string> endpoints, std::string source,
+                       absl::Duration timeout)
+    : endpoints_(std::move(endpoints)),
+      source_(std::move(source)),
+      timeout_(timeout) {}
+
+Connection::~Connection() = default;
+
+std::shared_ptr<grpc::Channel> Connection::ChannelTo(
+    const std::string& address) {
+  auto it = channels_.find(address);
+  if (it == channels_.end()) {
+    auto channel = grpc::CreateCustomChannel(
+        address, grpc::InsecureChannelCredentials(), ChannelArgs());
+    it = channels_.emplace(address, std::move(channel)).first;
+  }
+  return it->second;
+}
+
+v1::AdminService::Stub& Connection::AdminStub(const std::string& address) {
+  auto it = admin_.find(address);
+  if (it == admin_.end()) {
+    it = admin_.emplace(address, v1::AdminService::NewStub(ChannelTo(address)))
+             .first;
+  }
+  return *it->second;
+}
+
+grpc::Status Connection::CallAdmin(const std::string& address, AdminCall call,
+                                   grpc::ClientContext* context) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  return call(AdminStub(address), *context);
+}
+
+std::string Connection::Why(const std::string& address) {
+  // A channel of its own: the shared one may be in reconnect backoff,
+  // whose error says nothing of the cause.
+  auto stub = v1::AdminService::NewStub(grpc::CreateCustomChannel(
+      address, grpc::InsecureChannelCredentials(), ChannelArgs()));
+  grpc::ClientContext context;
+  context.set_deadline(
+      absl::ToChronoTime(absl::Now() + absl::Milliseconds(500)));
+  v1::ClusterStatusResponse ignored;
+  const grpc::Status s =
+      stub->ClusterStatus(&context, v1::ClusterStatusRequest(), &ignored);
+  if (s.ok()) return "it answers now (it was not connected in time)";
+  return s.error_message();
+}
+
+absl::StatusOr<std::string> Connection::Reach() {
+  const absl::Time deadline = absl::Now() + timeout_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (const std::string& address : endpoints_) {
+    channels.push_back(ChannelTo(address));
+    channels.back()->GetState(/*try_to_connect=*/true);
+  }
+  std::vector<bool> failed(channels.size(), false);
+  while (true) {
+    size_t failures = 0;
+    std::vector<grpc_connectivity_state> states;
+    for (size_t i = 0; i < channels.size(); ++i) {
+      states.push_back(channels[i]->GetState(/*try_to_connect=*/true));
+      if (states[i] == GRPC_CHANNEL_READY) return endpoints_[i];
+      if (states[i] == GRPC_CHANNEL_TRANSIENT_FAILURE ||
+          states[i] == GRPC_CHANNEL_SHUTDOWN) {
+        failed[i] = true;
+      }
+      if (failed[i]) ++failures;
+    }
+    if (failures == channels.size() || absl::Now() >= deadline) break;
+    // Waiting on a channel polls gRPC's I/O, which a sleep would not: a
+    // blocking client's connection makes progress only while some thread
+    // waits on gRPC (else only through its backup poller, every 5 s).
+    for (size_t i = 0; i < channels.size(); ++i) {
+      channels[i]->WaitForStateChange(
+          states[i], absl::ToChronoTime(std::min(
+                         deadline, absl::Now() + absl::Milliseconds(20))));
+    }
+  }
+  std::vector<std::string> reasons;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    std::string why = Why(endpoints_[i]);
+    if (!failed[i] && absl::StrContains(why, "Deadline Exceeded")) {
+      why =
+          absl::StrCat("no connection within ", absl::FormatDuration(timeout_),
+                       " (a firewall, a wrong address, or a paused "
+                       "process?)");
+    }
+    reasons.push_back(absl::StrCat("  ", endpoints_[i], ": ", why));
+  }
+  return UnreachableError(absl::StrCat(
+      "cannot reach sessiond at any endpoint (from ", source_, "):\n",
+      absl::StrJoin(reasons, "\n"),
+      "\nCheck that sessiond runs there and serves its client port "
+      "(--listen, not the peer port), and the endpoints: --endpoints, "
+      "SESSIOND_ENDPOINTS or the config file, in that order."));
+}
+
+absl::StatusOr<Connection::StatusAnswer> Connection::ClusterStatus(
+    bool with_digests) {
+  absl::StatusOr<std::string> reached = Reach();
+  if (!reached.ok()) return reached.status();
+  // The reached endpoint first, then the others in order.
+  std::vector<std::string> order = {*reached};
+  for (const std::string& e : endpoints_) {
+    if (e != *reached) order.push_back(e);
+  }
+  std::optional<StatusAnswer> first;
+  std::vector<std::string> errors;
+  v1::ClusterStatusRequest request;
+  request.set_with_digests(with_digests);
+  for (const std::string& address : order) {
+    StatusAnswer answer;
+    answer.endpoint = address;
+    grpc::ClientContext context;
+    const grpc::Status s = CallAdmin(
+        address,
+        [&](v1::AdminService::Stub& stub, grpc::ClientContext& c) {
+          return stub.ClusterStatus(&c, request, &answer.response);
+        },
+        &context);
+    if (!s.ok()) {
+      errors.push_back(absl::StrCat("  ", address, ": ", s.error_message()));
+      continue;
+    }
+    if (tools::LeaderOf(answer.response) != nullptr) return answer;
+    if (!first) first = std::move(answer);
+  }
+  if (first) return *std::move(first);
+  return UnreachableError(absl::StrCat(
+      "no endpoint answered ClusterStatus (from ", source_, "):\n",
+      absl::StrJoin(errors, "\n"),
+      "\nCheck that sessiond runs there, and retry with a longer --timeout "
+      "if it is busy."));
+}
+
+absl::Status Connection::AdminChange(AdminCall call, std::string* endpoint) {
+  absl::StatusOr<std::string> reached = Reach();
+  if (!reached.ok()) return reached.status();
+  *endpoint = *reached;
+  auto context = std::make_unique<grpc::ClientContext>();
+  grpc::Status s = CallAdmin(*endpoint, call, context.get());
+  bool not_proposed =
+      s.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      TrailingValue(*context, "sessiond-not-proposed").has_value();
+  const std::optional<std::string> leader =
+      TrailingValue(*context, "sessiond-leader");
+  if (not_proposed && leader.has_value() && !leader->empty() &&
+      *leader != *endpoint) {
+    *endpoint = *leader;
+    context = std::make_unique<grpc::ClientContext>();
+    s = CallAdmin(*endpoint, call, context.get());
+    not_proposed = s.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                   TrailingValue(*context, "sessiond-not-proposed").has_value();
+  }
+  absl::Status status = client::FromGrpcStatus(s);
+  if (not_proposed) status.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  return status;
+}
+
+client::SessionClient& Connection::sessions() {
+  if (sessions_ == nullptr) {
+    client::SessionClientOptions options;
+    options.call_timeout = timeout_;
+    options.deadline = std::max(timeout_ / 2, absl::Milliseconds(100));
+    options.connect_timeout = std::min(timeout_ / 2, absl::Seconds(1));
+    options.channel_args = ChannelArgs();
+    sessions_ = client::SessionClient::Connect(endpoints_, options);
+  }
+  return *sessions_;
+}
+
+absl::Status Connection::Diagnose(const absl::Status& status, bool idempotent) {
+  const bool nothing_sent =
+      absl::IsUnavailable(status) && (idempotent || client::IsNotSent(status));
+  const bool timed_out = idempotent && absl::IsDeadlineExceeded(status);
+  if (!nothing_sent && !timed_out) return status;
+  absl::StatusOr<std::string> reached = Reach();
+  if (!reached.ok()) return reached.status();
+  return status;
+}
+
+bool NotProposed(const absl::Status& status) {
+  return client::IsNotSent(status) ||
+         (absl::IsUnavailable(status) &&
+          status.GetPayload(kNotProposedPayload).has_value());
+}
+
+}  // namespace sessiond::sessionctl

@@ -1,0 +1,104 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_TOOLS_SESSIONCTL_CONNECTION_H_
+#define SESSIOND_TOOLS_SESSIONCTL_CONNECTION_H_
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/session_client.h"
+#include "sessiond/v1/admin.grpc.pb.h"
+#include "sessiond/v1/admin.pb.h"
+
+namespace sessiond::sessionctl {
+
+// The cluster one sessionctl run talks to, through the endpoints it was
+// given: one channel per address (each with its own connection) for the
+// AdminService, and a client::SessionClient over all of them for the
+// SessionService (which follows the leader and retries what is safe to
+// retry; client/session_client.h).
+//
+// Not thread-safe: one command uses it at a time.
+class Connection {
+ public:
+  // `source` says where the endpoints came from, for messages. `timeout`
+  // bounds each step: connecting, and each call.
+  Connection(std::vector<std::string> endpoints, std::string source,
+             absl::Duration timeout);
+  ~Connection();
+
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // An endpoint whose channel is connected: the first in the order given
+  // among those connected when one first is (all are dialled at once,
+  // within the timeout). An UnreachableError (exit code 3) naming each
+  // endpoint, what went wrong and what to check, when none connects.
+  // Nothing is sent.
+  absl::StatusOr<std::string> Reach();
+
+  struct StatusAnswer {
+    v1::ClusterStatusResponse response;
+    std::string endpoint;  // the endpoint that answered
+  };
+  // AdminService.ClusterStatus: the answer of the first endpoint whose view
+  // has a leader that reports itself as leader, else the first answer (a
+  // node cut off from the leader may know none). UnreachableError when no
+  // endpoint answers.
+  absl::StatusOr<StatusAnswer> ClusterStatus(bool with_digests = false);
+
+  using AdminCall = absl::FunctionRef<grpc::Status(v1::AdminService::Stub&,
+                                                   grpc::ClientContext&)>;
+  // An AdminService change (AddMember, ...): sent once, to an endpoint
+  // Reach() found (any node forwards it to the leader). When that node
+  // answers UNAVAILABLE saying nothing was proposed ("sessiond-not-proposed")
+  // and names the leader at another address ("sessiond-leader"), it is sent
+  // once more, there. Sets `*endpoint` to where it was last sent.
+  absl::Status AdminChange(AdminCall call, std::string* endpoint);
+
+  // The SessionService client, made on first use.
+  client::SessionClient& sessions();
+
+  // After a SessionService call through sessions() failed: an
+  // UnreachableError when the failure says no endpoint could be reached
+  // (kUnavailable, nothing sent) and none connects now; else `status`.
+  absl::Status Diagnose(const absl::Status& status, bool idempotent);
+
+  const std::vector<std::string>& endpoints() const { return endpoints_; }
+  const std::string& source() const { return source_; }
+  absl::Duration timeout() const { return timeout_; }
+
+ private:
+  std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);
+  v1::AdminService::Stub& AdminStub(const std::string& address);
+  // One AdminService call with a deadline of timeout_.
+  grpc::Status CallAdmin(const std::string& address, AdminCall call,
+                         grpc::ClientContext* context);
+  // gRPC's reason why `address` cannot be reached (a ClusterStatus that
+  // fails fast: a read, harmless should it reach a node after all).
+  std::string Why(const std::string& address);
+
+  const std::vector<std::string> endpoints_;
+  const std::string source_;
+  const absl::Duration timeout_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
+  std::map<std::string, std::unique_ptr<v1::AdminService::Stub>> admin_;
+  std::unique_ptr<client::SessionClient> sessions_;
+};
+
+// Whether `status`, from Connection::AdminChange or a write through
+// Connection::sessions(), says the write was never proposed: nothing
+// changed, and sending it again is safe.
+bool NotProposed(const absl::Status& status);
+
+}  // namespace sessiond::sessionctl
+
+#endif  // SESSIOND_TOOLS_SESSIONCTL_CONNECTION_H_

@@ -1,0 +1,39 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_TOOLS_SESSIONCTL_ERRORS_H_
+#define SESSIOND_TOOLS_SESSIONCTL_ERRORS_H_
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace sessiond::sessionctl {
+
+// sessionctl's exit codes (docs/OPERATIONS.md, "sessionctl"). Scripts rely on
+// them: never renumber one.
+enum ExitCode : int {
+  kExitOk = 0,
+  // The cluster answered with an error (the request was refused, or failed
+  // with an outcome the message describes), or it answered something
+  // sessionctl could not use.
+  kExitServerError = 1,
+  // Bad flags or arguments, a bad config file or endpoint list: nothing was
+  // sent.
+  kExitUsage = 2,
+  // No endpoint could be connected to: nothing was sent.
+  kExitUnreachable = 3,
+  // The verb needs server support this sessiond does not have yet: nothing
+  // was sent.
+  kExitNotImplemented = 4,
+};
+
+// Errors sessionctl makes itself are tagged with the exit code they end in
+// (a status payload); every other status is the server's answer.
+absl::Status UsageError(absl::string_view message);
+absl::Status UnreachableError(absl::string_view message);
+absl::Status NotImplementedError(absl::string_view message);
+
+// The exit code `status` ends the process with.
+int ExitCodeFor(const absl::Status& status);
+
+}  // namespace sessiond::sessionctl
+
+#endif  // SESSIOND_TOOLS_SESSIONCTL_ERRORS_H_

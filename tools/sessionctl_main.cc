@@ -1,0 +1,371 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// sessionctl: the operators' CLI for a sessiond cluster (docs/OPERATIONS.md,
+// "sessionctl"). Parses the command line with CLI11, resolves the endpoints
+// (flag > environment > config file > default) and runs one verb from
+// tools/sessionctl_commands.h.
+#include <signal.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "tools/sessionctl_commands.h"
+#include "tools/sessionctl_config.h"
+#include "tools/sessionctl_connection.h"
+#include "tools/sessionctl_errors.h"
+
+namespace sessiond::sessionctl {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) { g_stop.store(true); }
+
+// Ctrl-C ends `status --watch` after the refresh in progress; a second one
+// kills the process (SA_RESETHAND).
+void CatchInterrupts() {
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  action.sa_flags = SA_RESETHAND;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+// A token argument; "-" reads it from the first line of stdin, so that it
+// shows in no process list or shell history.
+absl::StatusOr<std::string> ReadToken(const std::string& argument,
+                                      absl::string_view flag) {
+  if (argument != "-") return argument;
+  std::string line;
+  if (!std::getline(std::cin, line)) {
+    return UsageError(absl::StrCat(flag, " -: no token on stdin"));
+  }
+  absl::StripTrailingAsciiWhitespace(&line);
+  if (line.empty()) {
+    return UsageError(absl::StrCat(flag, " -: no token on stdin"));
+  }
+  return line;
+}
+
+// A node id argument; with `allow_any`, also "any" (or 0): the most
+// caught-up other voter (`leader transfer`), which becomes 0.
+CLI::Validator NodeId(bool allow_any) {
+  return CLI::Validator(
+      [allow_any](std::string& text) -> std::string {
+        if (allow_any && text == "any") text = "0";
+        uint64_t id = 0;
+        if (absl::SimpleAtoi(text, &id) && (id != 0 || allow_any)) return "";
+        return absl::StrCat("'", text, "' is not a node id (a number >= 1",
+                            allow_any ? ", or any)" : ")");
+      },
+      allow_any ? "NODE|any" : "ID");
+}
+
+// A verb whose server side does not exist yet: registered so that it is
+// listed, and refuses plainly (exit 4) instead of pretending.
+void NotYet(CLI::App& app, const std::string& name,
+            const std::string& description, const std::string& issue,
+            std::function<absl::Status()>* action) {
+  CLI::App* verb = app.add_subcommand(name, description);
+  verb->group("Not implemented yet");
+  verb->fallthrough(false);
+  verb->allow_extras();
+  verb->callback([name, issue, action] {
+    *action = [name, issue] {
+      return NotImplementedError(absl::StrCat(
+          "'", name, "' is not implemented yet in this sessiond (", issue,
+          "): nothing was done. See docs/OPERATIONS.md, \"sessionctl\"."));
+    };
+  });
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{
+      "sessionctl: the operators' CLI for a sessiond cluster (status, "
+      "members, leadership, sessions). Tables by default, --json for "
+      "scripts. Exit codes: 0 ok, 1 the cluster answered with an error, 2 "
+      "usage, 3 no endpoint reachable, 4 not implemented yet. Reference: "
+      "docs/OPERATIONS.md, \"sessionctl\"."};
+  app.require_subcommand(1);
+  app.fallthrough();
+
+  GlobalFlags flags;
+  Output out;
+  app.add_option("--endpoints", flags.endpoints,
+                 "client addresses host:port,... (else SESSIOND_ENDPOINTS, "
+                 "else the config file, else 127.0.0.1:50051)");
+  app.add_option("--config", flags.config,
+                 "config file of key = value lines (endpoints, timeout); "
+                 "default SESSIONCTL_CONFIG, else "
+                 "~/.config/sessionctl.toml");
+  app.add_option("--timeout", flags.timeout,
+                 "bound on connecting and on each call, e.g. 5s, 500ms "
+                 "(default 5s)");
+  app.add_flag("--json", out.json,
+               "print one JSON document (field names in "
+               "docs/OPERATIONS.md) instead of a table");
+
+  // What the chosen verb does once the endpoints are known; set by its
+  // callback.
+  std::function<absl::Status(Connection&)> run;
+  std::function<absl::Status()> refuse;
+
+  // status
+  bool watch = false;
+  bool digests = false;
+  std::string interval = "2s";
+  int count = 0;
+  CLI::App* status = app.add_subcommand(
+      "status",
+      "every member: role, term, commit/applied index, lag, clock skew, "
+      "sessions, disk");
+  status->add_flag("--watch,-w", watch,
+                   "refresh in place until Ctrl-C (with --json: one JSON "
+                   "document per line per refresh)");
+  status->add_option("--interval", interval,
+                     "time between refreshes with --watch (default 2s)");
+  status
+      ->add_option("--count", count,
+                   "with --watch: stop after this many refreshes")
+      ->check(CLI::NonNegativeNumber);
+  status->add_flag("--digests", digests,
+                   "also compute each member's state digest (reads its "
+                   "whole state: slow on big stores)");
+  status->callback([&] {
+    run = [&](Connection& cluster) -> absl::Status {
+      if (!watch) return ShowStatus(cluster, out, digests);
+      absl::StatusOr<absl::Duration> every = ParseDuration(interval);
+      if (!every.ok()) {
+        return UsageError(
+            absl::StrCat("--interval: ", every.status().message()));
+      }
+      if (*every < absl::Milliseconds(100)) {
+        return UsageError("--interval: at least 100ms");
+      }
+      CatchInterrupts();
+      return WatchStatus(cluster, out, digests, *every, count, g_stop);
+    };
+  });
+
+  // members
+  CLI::App* members = app.add_subcommand(
+      "members", "list, add, promote or remove cluster members");
+  members->require_subcommand(1);
+  members->add_subcommand("list", "every member: voter, role, addresses")
+      ->callback([&] {
+        run = [&](Connection& cluster) { return ListMembers(cluster, out); };
+      });
+  uint64_t add_id = 0;
+  std::string add_peer;
+  std::string add_client;
+  CLI::App* add = members->add_subcommand(
+      "add",
+      "add a node as a learner; start it with --initial_cluster_state "
+      "existing, then promote it");
+  add->add_option("ID", add_id, "the new node's id")
+      ->required()
+      ->transform(NodeId(false));
+  add->add_option("PEER_ADDR", add_peer, "host:port of its peer listener")
+      ->required();
+  add->add_option("--client", add_client,
+                  "host:port of its client API (optional)");
+  add->callback([&] {
+    run = [&](Connection& cluster) {
+      return AddMember(cluster, out, add_id, add_peer, add_client);
+    };
+  });
+  // promote ID, remove ID.
+  const auto node_verb =
+      [&](const std::string& name, const std::string& description,
+          absl::Status (*verb)(Connection&, const Output&, uint64_t)) {
+        auto id = std::make_shared<uint64_t>(0);
+        CLI::App* cmd = members->add_subcommand(name, description);
+        cmd->add_option("ID", *id, "its node id")
+            ->required()
+            ->transform(NodeId(false));
+        cmd->callback([&run, &out, id, verb] {
+          run = [&out, id, verb](Connection& cluster) {
+            return verb(cluster, out, *id);
+          };
+        });
+      };
+  node_verb("promote", "make a caught-up learner a voter", &PromoteMember);
+  node_verb("remove", "remove a voter or learner", &RemoveMember);
+
+  // leader
+  CLI::App* leader = app.add_subcommand("leader", "leadership");
+  leader->require_subcommand(1);
+  uint64_t transfer_to = 0;
+  CLI::App* transfer = leader->add_subcommand(
+      "transfer",
+      "hand leadership to voter NODE (any: the most caught-up other voter) "
+      "and wait until it leads");
+  transfer->add_option("NODE", transfer_to, "node id, or any")
+      ->required()
+      ->transform(NodeId(true));
+  transfer->callback([&] {
+    run = [&](Connection& cluster) {
+      return TransferLeadership(cluster, out, transfer_to);
+    };
+  });
+
+  // sessions
+  CLI::App* sessions =
+      app.add_subcommand("sessions", "find, show, revoke and count sessions");
+  sessions->require_subcommand(1);
+  std::string get_token;
+  std::string consistency = "linearizable";
+  CLI::App* get = sessions->add_subcommand(
+      "get",
+      "validate TOKEN (without touching it) and show its session; TOKEN - "
+      "reads it from stdin");
+  get->add_option("TOKEN", get_token, "the session's token, or -")->required();
+  get->add_option("--consistency", consistency,
+                  "linearizable (default; needs a leader), local (the "
+                  "node's own table) or default (linearizable, else local)")
+      ->check(CLI::IsMember({"linearizable", "local", "default"}));
+  get->callback([&] {
+    run = [&](Connection& cluster) -> absl::Status {
+      absl::StatusOr<std::string> token = ReadToken(get_token, "TOKEN");
+      if (!token.ok()) return token.status();
+      const v1::Consistency level = consistency == "local" ? v1::LOCAL
+                                    : consistency == "default"
+                                        ? v1::CONSISTENCY_DEFAULT
+                                        : v1::LINEARIZABLE;
+      return GetSession(cluster, out, *token, level);
+    };
+  });
+  std::string list_user;
+  bool include_revoked = false;
+  CLI::App* list =
+      sessions->add_subcommand("list", "a user's sessions (every page)");
+  list->add_option("--user,-u", list_user, "the user id")->required();
+  list->add_flag("--include-revoked", include_revoked,
+                 "also list revoked sessions still retained");
+  list->callback([&] {
+    run = [&](Connection& cluster) {
+      return ListSessions(cluster, out, list_user, include_revoked);
+    };
+  });
+  std::string revoke_token;
+  std::string revoke_id;
+  std::string revoke_reason;
+  CLI::App* revoke = sessions->add_subcommand(
+      "revoke", "revoke one session, by --token or --session-id");
+  CLI::Option* by_token = revoke->add_option(
+      "--token", revoke_token, "its token (- reads it from stdin)");
+  CLI::Option* by_id =
+      revoke->add_option("--session-id", revoke_id, "its session id");
+  by_token->excludes(by_id);
+  revoke->add_option("--reason", revoke_reason, "recorded with the session");
+  revoke->callback([&] {
+    run = [&](Connection& cluster) -> absl::Status {
+      if (revoke_token.empty() == revoke_id.empty()) {
+        return UsageError(
+            "sessions revoke: give --token or --session-id (one of them)");
+      }
+      std::string token;
+      if (!revoke_token.empty()) {
+        absl::StatusOr<std::string> read = ReadToken(revoke_token, "--token");
+        if (!read.ok()) return read.status();
+        token = *read;
+      }
+      return RevokeSession(cluster, out, token, revoke_id, revoke_reason);
+    };
+  });
+  std::string revoke_user;
+  std::string keep_id;
+  std::string revoke_user_reason;
+  CLI::App* revoke_user_cmd = sessions->add_subcommand(
+      "revoke-user", "revoke every session of user U (but --keep-session-id)");
+  revoke_user_cmd->add_option("U", revoke_user, "the user id")->required();
+  revoke_user_cmd->add_option("--keep-session-id", keep_id,
+                              "this session stays (log out everywhere else)");
+  revoke_user_cmd->add_option("--reason", revoke_user_reason,
+                              "recorded with the sessions");
+  revoke_user_cmd->callback([&] {
+    run = [&](Connection& cluster) {
+      return RevokeUserSessions(cluster, out, revoke_user, keep_id,
+                                revoke_user_reason);
+    };
+  });
+  sessions
+      ->add_subcommand("count",
+                       "sessions in the store, as the leader counts them")
+      ->callback([&] {
+        run = [&](Connection& cluster) { return CountSessions(cluster, out); };
+      });
+
+  // Verbs of issue 8 whose server side is another issue's.
+  const std::string defences = "issue 7, mass-logout defences";
+  NotYet(app, "flush", "undoable FLUSH with a preview", defences, &refuse);
+  NotYet(app, "flushes", "list past flushes", defences, &refuse);
+  NotYet(app, "restore", "undo a flush or bulk revoke", defences, &refuse);
+  NotYet(app, "revoke-before", "revoke sessions created before TIME", defences,
+         &refuse);
+  NotYet(app, "keys", "token key ring: list, stage, activate, retire", defences,
+         &refuse);
+  NotYet(app, "breaker", "expiry breaker: status, resume", defences, &refuse);
+  NotYet(app, "backup", "a consistent backup of a node's state",
+         "issue 8, backups and restore", &refuse);
+  NotYet(app, "restore-from", "rebuild a cluster from a backup",
+         "issue 8, backups and restore", &refuse);
+  NotYet(app, "audit", "the audit log", "issue 9, security", &refuse);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr,
+                 "sessionctl: %s\nsessionctl: see 'sessionctl --help' (or "
+                 "'sessionctl VERB --help')\n",
+                 e.what());
+    return kExitUsage;
+  }
+
+  absl::Status result;
+  if (refuse) {
+    result = refuse();
+  } else if (!run) {
+    result = UsageError("no verb given");
+  } else {
+    absl::StatusOr<Settings> settings =
+        ResolveSettings(flags, Environment::FromProcess());
+    if (!settings.ok()) {
+      result = settings.status();
+    } else {
+      Connection cluster(settings->endpoints, settings->endpoints_source,
+                         settings->timeout);
+      result = run(cluster);
+    }
+  }
+  if (!result.ok()) {
+    PrintError(out, result);
+    if (ExitCodeFor(result) == kExitUsage) {
+      std::fprintf(stderr, "sessionctl: see 'sessionctl --help'\n");
+    }
+  }
+  return ExitCodeFor(result);
+}
+
+}  // namespace
+}  // namespace sessiond::sessionctl
+
+int main(int argc, char** argv) {
+  return sessiond::sessionctl::Main(argc, argv);
+}
