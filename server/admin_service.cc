@@ -51,14 +51,17 @@ AdminServiceImpl::AdminServiceImpl(
     const AdminServiceOptions& options, replication::NodeDriver* driver,
     const storage::SessionStateMachine* state_machine, PeerTransport* transport,
     WritePath* writes, DelayQueue* timers,
-    std::function<MemberStatus(bool)> self_status)
+    std::function<MemberStatus(bool)> self_status, ReadBarrier* reads,
+    BackupTaker* backups)
     : options_(options),
       driver_(driver),
       state_machine_(state_machine),
       transport_(transport),
       writes_(writes),
       timers_(timers),
-      self_status_(std::move(self_status)) {}
+      self_status_(std::move(self_status)),
+      reads_(reads),
+      backups_(backups) {}
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(
     grpc::CallbackServerContext* context,
@@ -326,6 +329,50 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetExpiryLeeway(
         }
         response->set_expiry_leeway_ms(state_machine_->expiry_leeway_ms());
         reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Backup(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::BackupRequest* request,
+    sessiond::v1::BackupResponse* response) {
+  if (reads_ == nullptr || backups_ == nullptr) {
+    return FinishNow(context, absl::UnimplementedError(
+                                  "this node was built without backups"));
+  }
+  const std::string dir = request->dir();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // Every write acknowledged before the call is applied here first, so it
+  // is in the backup whichever node takes it.
+  reads_->Wait(
+      sessiond::v1::LINEARIZABLE, DeadlineOf(context),
+      [this, reactor, response, dir](ReadAnswer answer) {
+        if (!answer.status.ok()) {
+          reactor->Finish(ToGrpcStatus(answer.status));
+          return;
+        }
+        const absl::Status started = backups_->Start(
+            dir, [reactor, response, dir](absl::StatusOr<BackupManifest> m) {
+              if (!m.ok()) {
+                reactor->Finish(ToGrpcStatus(m.status()));
+                return;
+              }
+              response->set_format_version(m->format_version);
+              response->set_cluster_id(m->cluster_id);
+              response->set_node_id(m->node_id);
+              response->set_applied_index(m->applied_index);
+              response->set_applied_term(m->applied_term);
+              response->set_session_count(m->session_count);
+              response->set_sessiond_version(m->sessiond_version);
+              response->set_created_at_ms(m->created_at_ms);
+              response->set_file_count(m->file_count);
+              response->set_total_bytes(m->total_bytes);
+              response->set_sha256(m->sha256);
+              response->set_dir(dir);
+              reactor->Finish(grpc::Status::OK);
+            });
+        if (!started.ok()) reactor->Finish(ToGrpcStatus(started));
       });
   return reactor;
 }

@@ -8,8 +8,10 @@
 
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
+#include "server/backup.h"
 #include "server/delay_queue.h"
 #include "server/peer_transport.h"
+#include "server/read_barrier.h"
 #include "server/unary_call.h"
 #include "server/write_path.h"
 #include "sessiond/v1/admin.grpc.pb.h"
@@ -39,7 +41,8 @@ class AdminServiceImpl final
       const AdminServiceOptions& options, replication::NodeDriver* driver,
       const storage::SessionStateMachine* state_machine,
       PeerTransport* transport, WritePath* writes, DelayQueue* timers,
-      std::function<sessiond::v1::MemberStatus(bool with_digest)> self_status);
+      std::function<sessiond::v1::MemberStatus(bool with_digest)> self_status,
+      ReadBarrier* reads = nullptr, BackupTaker* backups = nullptr);
 
   grpc::ServerUnaryReactor* ClusterStatus(
       grpc::CallbackServerContext* context,
@@ -65,6 +68,10 @@ class AdminServiceImpl final
       grpc::CallbackServerContext* context,
       const sessiond::v1::SetExpiryLeewayRequest* request,
       sessiond::v1::SetExpiryLeewayResponse* response) override;
+  grpc::ServerUnaryReactor* Backup(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::BackupRequest* request,
+      sessiond::v1::BackupResponse* response) override;
 
   // The most SetExpiryLeeway accepts (the flag's limit too).
   static constexpr int64_t kMaxExpiryLeewayMs = 24ll * 3600 * 1000;
@@ -95,6 +102,8 @@ class AdminServiceImpl final
   WritePath* const writes_;                                  // outlives this
   DelayQueue* const timers_;                                 // outlives this
   const std::function<sessiond::v1::MemberStatus(bool)> self_status_;
+  ReadBarrier* const reads_;    // outlives this; null: no Backup
+  BackupTaker* const backups_;  // outlives this; null: no Backup
 };
 
 }  // namespace sessiond::server

@@ -442,7 +442,8 @@ absl::StatusOr<ParsedConfig> ParseConfig(int argc, const char* const* argv) {
   ParsedConfig out;
   const Config defaults;
   CLI::App app{"sessiond: a session store that cannot log everybody out"};
-  app.set_version_flag("--version", "sessiond 0.1");
+  app.set_version_flag("--version",
+                       absl::StrCat("sessiond ", kSessiondVersion));
   std::string config_file;
   app.add_option("--config", config_file,
                  "read options from this file (`name = value` lines); flags "

@@ -12,6 +12,9 @@
 
 namespace sessiond::server {
 
+// What `sessiond --version` prints after "sessiond " (and backups record).
+inline constexpr char kSessiondVersion[] = "0.1";
+
 // Everything sessiond can be told. Every field is an option declared once in
 // config.cc's table (name, default, help, validator: redis config.c's
 // shape), settable as a flag (--name value) or as a `name = value` line of

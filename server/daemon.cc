@@ -23,7 +23,9 @@
 #include "common/fault_point.h"
 #include "replication/node_driver.h"
 #include "server/admin_service.h"
+#include "server/backup.h"
 #include "server/bootstrap.h"
+#include "server/client_server.h"
 #include "server/cluster_agent.h"
 #include "server/cluster_clock.h"
 #include "server/delay_queue.h"
@@ -413,11 +415,6 @@ absl::Status Daemon::Init() {
   admin_options.self = self;
   admin_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
-  admin_ = std::make_unique<AdminServiceImpl>(
-      admin_options, driver_.get(), state_machine_.get(), transport_.get(),
-      writes_.get(), timers_.get(),
-      [this](bool with_digest) { return SelfStatus(with_digest); });
-
   ExpirySweeperOptions sweeper_options;
   sweeper_options.interval = absl::Milliseconds(config_.sweep_interval_ms);
   sweeper_options.batch = static_cast<size_t>(config_.sweep_batch);
@@ -432,6 +429,18 @@ absl::Status Daemon::Init() {
   compactor_ = std::make_unique<LogCompactor>(compactor_options,
                                               state_machine_.get(), log_.get(),
                                               snapshots_.get(), driver_.get());
+  BackupSources backup_sources;
+  backup_sources.cluster_id = cluster_id_;
+  backup_sources.self = self;
+  backup_sources.data_dir = config_.data_dir;
+  backup_sources.db = db_.get();
+  backup_sources.compactor = compactor_.get();
+  backups_ = std::make_unique<BackupTaker>(std::move(backup_sources));
+  admin_ = std::make_unique<AdminServiceImpl>(
+      admin_options, driver_.get(), state_machine_.get(), transport_.get(),
+      writes_.get(), timers_.get(),
+      [this](bool with_digest) { return SelfStatus(with_digest); },
+      reads_.get(), backups_.get());
   if (legacy_snapshot) {
     // A data dir compacted before snapshots had images: make one now, so a
     // member added later can be sent the state.
@@ -448,6 +457,10 @@ absl::Status Daemon::Init() {
   // gRPC sets SO_REUSEPORT by default, which would let a second sessiond
   // bind the same port and silently take half the traffic; refuse instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Message sizes, stream and memory bounds (server/client_server.h).
+  ConfigureClientServer(ClientServerSettingsFor(service_options), &builder);
+  socket_poller_ =
+      std::make_unique<SocketPoller>(&builder, service_->stream_activity());
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(),
                            &port_);
   builder.RegisterService(service_.get());
@@ -459,6 +472,7 @@ absl::Status Daemon::Init() {
         absl::StrCat("cannot listen on ", config_.listen,
                      " (address in use or not local?)"));
   }
+  socket_poller_->Start();
   address_ = absl::StrCat(HostOf(config_.listen), ":", port_);
   advertised_client_ =
       config_.advertise_client.empty() ? address_ : config_.advertise_client;
@@ -644,6 +658,7 @@ void Daemon::Shutdown() {
   if (timers_ != nullptr) timers_->Stop();
 
   server_.reset();
+  backups_.reset();  // waits for a backup in progress
   agent_.reset();
   compactor_.reset();
   sweeper_.reset();

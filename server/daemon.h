@@ -34,6 +34,7 @@ class NodeDriver;
 namespace sessiond::server {
 
 class AdminServiceImpl;
+class BackupTaker;
 class ClusterAgent;
 class ClusterClock;
 class DelayQueue;
@@ -43,6 +44,7 @@ class PeerService;
 class PeerTransport;
 class ReadBarrier;
 class SessionServiceImpl;
+class SocketPoller;
 class TouchBuffer;
 class WritePath;
 
@@ -155,7 +157,12 @@ class Daemon {
   std::unique_ptr<AdminServiceImpl> admin_;
   std::unique_ptr<ExpirySweeper> sweeper_;
   std::unique_ptr<LogCompactor> compactor_;
+  // AdminService.Backup's worker (pauses compactor_ while it copies).
+  std::unique_ptr<BackupTaker> backups_;
   std::unique_ptr<ClusterAgent> agent_;
+  // Reads the sockets of server_ (and of peer_server_); outlives server_,
+  // which Shutdown() destroys first.
+  std::unique_ptr<SocketPoller> socket_poller_;
   std::unique_ptr<grpc::Server> server_;
 
   absl::Mutex shutdown_mu_;

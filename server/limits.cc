@@ -324,6 +324,28 @@ int64_t MinIdleTimeoutMs(int64_t min_ttl_ms, int64_t touch_flush_interval_ms) {
                   kIdleTimeoutFlushMultiple * touch_flush_interval_ms);
 }
 
+int64_t MaxRequestMessageBytes(const Limits& limits, size_t max_batch_create,
+                               size_t max_batch_validate) {
+  // Protobuf framing: a tag and a length (at most 5 bytes) around every
+  // attribute entry, its key and its value; kFixedFieldBytes covers the
+  // other fields of one CreateSessionRequest (user_id's and the client
+  // metadata's framing, ttl_ms, idle_timeout_ms) and of the repeated field
+  // holding it.
+  constexpr int64_t kEntryFramingBytes = 3 * 6;
+  constexpr int64_t kFixedFieldBytes = 128;
+  const int64_t create = limits.max_record_bytes +
+                         limits.max_attributes * kEntryFramingBytes +
+                         kFixedFieldBytes;
+  // A ValidateSessionRequest holds a 43-byte token, touch, request_id and
+  // consistency; 128 bytes leaves room for framing and a longer (garbage)
+  // token.
+  constexpr int64_t kValidateBytes = 128;
+  constexpr int64_t kGrpcDefault = int64_t{4} << 20;
+  return std::max({kGrpcDefault,
+                   static_cast<int64_t>(max_batch_create) * create,
+                   static_cast<int64_t>(max_batch_validate) * kValidateBytes});
+}
+
 absl::Status CheckLimitsConsistent(const Limits& limits) {
   if (limits.min_ttl_ms > limits.max_ttl_ms) {
     return absl::InvalidArgumentError(absl::StrCat(

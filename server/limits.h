@@ -2,6 +2,7 @@
 #ifndef SESSIOND_SERVER_LIMITS_H_
 #define SESSIOND_SERVER_LIMITS_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -103,6 +104,14 @@ int64_t RecordBytes(
     const std::string& user_id,
     const google::protobuf::Map<std::string, std::string>& attributes,
     const sessiond::v1::ClientMetadata& client);
+
+// The largest request message a client may need to send, in bytes: the
+// bigger of a CreateSessions of `max_batch_create` sessions at the record
+// limits and a BatchValidateSessions of `max_batch_validate` tokens, with
+// protobuf framing, and never below gRPC's default of 4 MiB. The client API
+// server refuses longer messages (RESOURCE_EXHAUSTED, from gRPC).
+int64_t MaxRequestMessageBytes(const Limits& limits, size_t max_batch_create,
+                               size_t max_batch_validate);
 
 // Checks that the limits are consistent with each other (min <= default <=
 // max and so on). InvalidArgument naming the flags otherwise.

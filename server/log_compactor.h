@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -54,6 +55,14 @@ class LogCompactor {
   // `force`. Returns the index of the snapshot it handed to the driver (0:
   // none); the driver compacts asynchronously.
   absl::StatusOr<LogIndex> CompactOnce(bool force = false);
+
+  // Runs `fn` with no round in progress and none starting until it returns:
+  // no snapshot image is removed meanwhile (a backup copies the one the
+  // log refers to).
+  void WhilePaused(const std::function<void()>& fn) {
+    absl::MutexLock lock(&mu_);
+    fn();
+  }
 
   void Stop();
 

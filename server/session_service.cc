@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/session_service.h"
 
+#include <algorithm>
 #include <any>
 #include <memory>
 #include <string>
@@ -126,16 +127,20 @@ bool SessionServiceImpl::WaitForCallersToLeave(absl::Duration quiet,
   }
 }
 
-bool SessionServiceImpl::RegisterStream(ValidateStream* stream) {
+absl::Status SessionServiceImpl::RegisterStream(ValidateStream* stream) {
   absl::MutexLock lock(&streams_mu_);
   // Checked under the lock BeginDrain takes: a stream either sees the drain
   // here or is in streams_ when BeginDrain walks it.
-  if (draining_.load()) {
-    Refuse().IgnoreError();  // only notes the time
-    return false;
+  if (draining_.load()) return Refuse();
+  if (streams_.size() >= options_.max_validate_streams) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many StreamValidateSessions streams open on this node (limit ",
+        options_.max_validate_streams,
+        "); close streams you do not use, share one stream per client "
+        "process, or call ValidateSession / BatchValidateSessions"));
   }
   streams_.insert(stream);
-  return true;
+  return absl::OkStatus();
 }
 
 void SessionServiceImpl::UnregisterStream(ValidateStream* stream) {
@@ -248,7 +253,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
                      options_.max_batch_validate)));
   }
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
-  // One barrier for the whole batch.
+  // One barrier for the whole batch, and one cluster time.
   reads_->Wait(
       call->request().consistency(), DeadlineOf(call->context()),
       [this, call](ReadAnswer answer) {
@@ -256,12 +261,32 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
           return call->Reply(answer.status, leader_hint());
         }
         const int64_t now_ms = clock_->NowMs();
-        auto* responses = call->response()->mutable_responses();
-        responses->Reserve(call->request().requests_size());
-        for (const ValidateSessionRequest& r : call->request().requests()) {
-          ValidateNow(r, now_ms, answer, responses->Add());
+        call->response()->mutable_responses()->Reserve(
+            call->request().requests_size());
+        // One slice; true once the call is answered.
+        auto slice = [this, call, now_ms, answer = std::move(answer)] {
+          const auto& requests = call->request().requests();
+          auto* responses = call->response()->mutable_responses();
+          if (call->context()->IsCancelled()) {
+            // The client gave up (deadline, cancel) while the batch waited
+            // its turn: the rest is not worth validating.
+            call->Reply(absl::CancelledError("the client cancelled the call"));
+            return true;
+          }
+          const int end = std::min(requests.size(),
+                                   responses->size() + kBatchValidateSlice);
+          for (int i = responses->size(); i < end; ++i) {
+            ValidateNow(requests[i], now_ms, answer, responses->Add());
+          }
+          if (responses->size() < requests.size()) return false;
+          call->Reply(absl::OkStatus());
+          return true;
+        };
+        if (call->request().requests_size() <= kBatchValidateSlice) {
+          slice();
+        } else {
+          batches_.Submit(std::move(slice));
         }
-        call->Reply(absl::OkStatus());
       });
 }
 

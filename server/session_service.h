@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -18,6 +19,7 @@
 #include "server/limits.h"
 #include "server/page_token.h"
 #include "server/read_barrier.h"
+#include "server/round_robin_worker.h"
 #include "server/touch_buffer.h"
 #include "server/unary_call.h"
 #include "server/write_path.h"
@@ -31,6 +33,11 @@ struct SessionServiceOptions {
   Limits limits;
   // Most requests in one BatchValidateSessions call.
   size_t max_batch_validate = 10000;
+  // Most StreamValidateSessions streams open at once on this node; one more
+  // is refused with RESOURCE_EXHAUSTED. Each costs about 18 KB idle, and
+  // about 270 KB while its client writes without reading (at most 64
+  // answers and a 64 KiB receive window; docs/RELIABILITY.md).
+  size_t max_validate_streams = 1000;
   // Most sessions in one CreateSessions call.
   size_t max_batch_create = 1000;
   // How long a call without a client deadline may wait (writes,
@@ -69,6 +76,34 @@ using RawSessionService = sessiond::v1::SessionService::WithRawCallbackMethod_Cr
 
 class ValidateStream;
 
+// How many StreamValidateSessions streams read a message lately, for the
+// SocketPoller (server/client_server.h): several busy streams can keep
+// gRPC's callback threads from ever reading sockets. Approximate, and
+// thread-safe.
+class StreamActivity {
+ public:
+  // A stream read a message; `stream_epoch` is the stream's own counter
+  // (initially 0), so each stream counts once per interval.
+  void NoteRead(uint64_t* stream_epoch) {
+    const uint64_t epoch = epoch_.load(std::memory_order_relaxed);
+    if (*stream_epoch == epoch) return;
+    *stream_epoch = epoch;
+    active_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // The streams that read since the last call; starts a new interval.
+  int TakeActive() {
+    epoch_.fetch_add(1, std::memory_order_relaxed);
+    return active_.exchange(0, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<uint64_t> epoch_{1};
+  std::atomic<int> active_{0};
+};
+
+// The tokens of a BatchValidateSessions call validated in one turn.
+inline constexpr int kBatchValidateSlice = 256;
+
 // The status of a call refused because the node is shutting down.
 absl::Status ShuttingDown();
 
@@ -86,6 +121,12 @@ absl::Status ShuttingDown();
 //               follower, and any UNAVAILABLE answer, carries the leader in
 //               trailing metadata ("sessiond-leader", "sessiond-leader-id")
 //               when it is known.
+//
+// Batches of more than kBatchValidateSlice tokens are validated on one
+// thread of their own ("sd-batch"), kBatchValidateSlice tokens at a time,
+// taking turns (RoundRobinWorker): a 10,000-token batch neither holds the
+// completion thread that answers every other read nor takes more than one
+// core, and small batches are not stuck behind big ones.
 //
 // Until set_ready(true) (the node has replayed its log) every call answers
 // UNAVAILABLE: an answer from a table still being replayed could say
@@ -168,11 +209,17 @@ class SessionServiceImpl final : public RawSessionService {
   }
 
   // ValidateStream registers itself while open so a drain can end it.
-  // Returns false when draining: the stream ends at once.
-  bool RegisterStream(ValidateStream* stream);
+  // Not OK when draining (UNAVAILABLE) or when max_validate_streams are open
+  // (RESOURCE_EXHAUSTED): the stream ends at once with that status.
+  absl::Status RegisterStream(ValidateStream* stream);
   void UnregisterStream(ValidateStream* stream);
 
   LeaderHint leader_hint() const { return writes_->leader_hint(); }
+
+  // Shared with the SocketPoller, which may outlive the service.
+  const std::shared_ptr<StreamActivity>& stream_activity() const {
+    return stream_activity_;
+  }
 
  private:
   using CreateCall = Call<sessiond::v1::CreateSessionRequest,
@@ -234,6 +281,12 @@ class SessionServiceImpl final : public RawSessionService {
 
   mutable absl::Mutex streams_mu_;
   absl::flat_hash_set<ValidateStream*> streams_ ABSL_GUARDED_BY(streams_mu_);
+  const std::shared_ptr<StreamActivity> stream_activity_ =
+      std::make_shared<StreamActivity>();
+
+  // Last: its thread runs batches that use the members above; destroyed
+  // (every queued batch answered) first.
+  RoundRobinWorker batches_{"sd-batch"};
 };
 
 }  // namespace sessiond::server

@@ -13,12 +13,12 @@ namespace sessiond::server {
 ValidateStream::ValidateStream(SessionServiceImpl* service,
                                grpc::CallbackServerContext* context)
     : service_(service), context_(context) {
-  if (!service_->RegisterStream(this)) {
+  if (absl::Status s = service_->RegisterStream(this); !s.ok()) {
     {
       absl::MutexLock lock(&mu_);
       finished_ = true;
     }
-    Finish(ToGrpcStatus(ShuttingDown()));
+    Finish(ToGrpcStatus(s));
     return;
   }
   // A Drain that arrives from here on sees reading_ and finishes only once
@@ -51,6 +51,7 @@ void ValidateStream::OnReadDone(bool ok) {
       reads_done_ = true;
     } else {
       ++messages_read_;
+      service_->stream_activity()->NoteRead(&activity_epoch_);
       queue_.emplace_back();
       slot = &queue_.back();
       if (absl::Status s = ParseRequest(incoming_, &slot->request); !s.ok()) {

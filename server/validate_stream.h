@@ -81,6 +81,7 @@ class ValidateStream final
   absl::Mutex mu_;
   std::deque<Slot> queue_ ABSL_GUARDED_BY(mu_);  // deque: slots stay put
   uint64_t messages_read_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t activity_epoch_ ABSL_GUARDED_BY(mu_) = 0;  // StreamActivity's
   int barriers_pending_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;  // queue_.front() in flight
   bool reading_ ABSL_GUARDED_BY(mu_) = false;

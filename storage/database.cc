@@ -17,6 +17,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/sst_file_manager.h"
 #include "rocksdb/table.h"
+#include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_buffer_manager.h"
 #include "storage/disk_guard.h"
 #include "storage/keys.h"
@@ -221,7 +222,8 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     if (s.IsCorruption()) {
       return absl::DataLossError(
           absl::StrCat("data dir ", dir, " is corrupt: ", s.ToString(),
-                       "; refusing to start (restore from a backup)"));
+                       "; refusing to start: restore it from a backup (see "
+                       "docs/OPERATIONS.md, Backups and restore)"));
     }
     if (s.IsInvalidArgument() &&
         absl::StrContains(s.ToString(), "does not exist")) {
@@ -248,7 +250,8 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     if (s.IsCorruption()) {
       return absl::DataLossError(
           absl::StrCat("data dir ", dir, " is corrupt: ", s.ToString(),
-                       "; refusing to start (restore from a backup)"));
+                       "; refusing to start: restore it from a backup (see "
+                       "docs/OPERATIONS.md, Backups and restore)"));
     }
     return FromRocksStatus(s, "reading the format version");
   } else {
@@ -339,6 +342,18 @@ absl::Status Database::Flush() {
   rocksdb::FlushOptions flush_options;
   flush_options.wait = true;
   return FromRocksStatus(db_->Flush(flush_options, handles_), "RocksDB flush");
+}
+
+absl::Status Database::Checkpoint(const std::string& dir) {
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return FromRocksStatus(s, "creating a checkpoint");
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  // log_size_for_flush 0: always flush first. The applied state is written
+  // without the WAL, so only a flush puts it into the copy.
+  return FromRocksStatus(
+      checkpoint->CreateCheckpoint(dir, /*log_size_for_flush=*/0),
+      absl::StrCat("checkpoint into ", dir));
 }
 
 }  // namespace sessiond::storage

@@ -94,6 +94,13 @@ class Database {
   // and by tests; not needed for durability (the WAL already has the data).
   absl::Status Flush();
 
+  // A consistent copy of the whole database in `dir` (which must not exist;
+  // its parent must), made with rocksdb::Checkpoint: the memtables are
+  // flushed (all column families together), then SST files are hard-linked
+  // where the file system allows it, copied otherwise. Writes go on
+  // meanwhile. The copy opens as a Database of its own.
+  absl::Status Checkpoint(const std::string& dir);
+
  private:
   // After a write failed: clears RocksDB's background error so this write
   // may succeed. A no-op when no write failed.

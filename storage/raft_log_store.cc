@@ -307,6 +307,30 @@ absl::Status RaftLogStore::Append(const std::vector<Entry>& entries,
   return absl::OkStatus();
 }
 
+absl::Status RaftLogStore::DropEntriesAfter(LogIndex index) {
+  absl::MutexLock lock(&mutex_);
+  if (index < truncated_index_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot drop entries after ", index.value(),
+                     ": the log starts after ", truncated_index_.value()));
+  }
+  if (index >= last_index_ && hard_state_.commit <= index) {
+    return absl::OkStatus();
+  }
+  rocksdb::WriteBatch batch;
+  if (index < last_index_) {
+    batch.DeleteRange(db_->raft_log_cf(), LogKey(index + 1),
+                      LogKey(last_index_ + 1));
+  }
+  HardState hard_state = hard_state_;
+  hard_state.commit = std::min(hard_state.commit, index);
+  batch.Put(db_->raft_state_cf(), kHardStateKey, EncodeHardState(hard_state));
+  SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
+  last_index_ = std::min(last_index_, index);
+  hard_state_ = hard_state;
+  return absl::OkStatus();
+}
+
 absl::Status RaftLogStore::InstallSnapshot(const Snapshot& snapshot) {
   absl::MutexLock lock(&mutex_);
   rocksdb::WriteBatch batch;

@@ -49,6 +49,13 @@ class RaftLogStore : public replication::LogStore {
   // or a hard state with a term); InvalidArgument without voters.
   absl::Status Bootstrap(const replication::ConfState& conf_state);
 
+  // Drops every entry after `index` and lowers the commit index to it.
+  // For a copy of a data dir only (a backup: its state is applied through
+  // `index`), never for a running node's log: that would drop entries the
+  // node may have acknowledged. Durable on return. InvalidArgument when
+  // `index` is below the first entry's predecessor.
+  absl::Status DropEntriesAfter(LogIndex index);
+
   replication::HardState InitialHardState() const override;
   replication::ConfState InitialConfState() const override;
   absl::StatusOr<std::vector<replication::Entry>> Entries(

@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -12,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/backup_manifest.h"
 #include "nlohmann/json.hpp"
 #include "sessiond/v1/admin.pb.h"
 #include "tools/cluster_probe.h"
@@ -268,7 +272,202 @@ json ErrorJson(const absl::Status& status) {
                 {"exit_code", ExitCodeFor(status)}}}};
 }
 
+// The manifest's own JSON, with the cluster id as sessionctl prints it.
+json ManifestJson(const BackupManifest& m, const std::string& dir) {
+  json doc = json::parse(BackupManifestToJson(m));
+  doc["cluster_id"] = HexId(m.cluster_id);
+  doc["dir"] = dir;
+  return doc;
+}
+
+std::string ManifestText(const BackupManifest& m, const std::string& dir) {
+  Table t({"dir", dir});
+  t.AddRow({"cluster", HexId(m.cluster_id)});
+  t.AddRow({"node", absl::StrCat(m.node_id)});
+  t.AddRow({"applied index",
+            absl::StrCat(m.applied_index, " (term ", m.applied_term, ")")});
+  t.AddRow({"sessions", absl::StrCat(m.session_count)});
+  t.AddRow({"files",
+            absl::StrCat(m.file_count, " (", FormatBytes(m.total_bytes), ")")});
+  t.AddRow({"sha256", m.sha256});
+  t.AddRow({"sessiond", m.sessiond_version});
+  t.AddRow({"created", FormatTimeMs(m.created_at_ms, absl::Now())});
+  return t.Render();
+}
+
+absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 }  // namespace
+
+absl::Status TakeBackup(Connection& cluster, const Output& out,
+                        const std::string& dir, uint64_t node_id) {
+  if (dir.empty() || dir[0] != '/') {
+    return UsageError(absl::StrCat(
+        "backup: DIR '", dir,
+        "' must be an absolute path (it is written on the node's machine)"));
+  }
+  std::string endpoint;
+  if (node_id != 0) {
+    absl::StatusOr<Connection::StatusAnswer> answer =
+        AskStatus(cluster, "backup");
+    if (!answer.ok()) return answer.status();
+    const v1::MemberStatus* member = tools::MemberOf(answer->response, node_id);
+    if (member == nullptr || member->client_address().empty()) {
+      return UsageError(absl::StrCat("backup --node ", node_id,
+                                     ": no member with that id and a known "
+                                     "client address (`sessionctl members "
+                                     "list`)"));
+    }
+    endpoint = member->client_address();
+  } else {
+    absl::StatusOr<std::string> reached = cluster.Reach();
+    if (!reached.ok()) return reached.status();
+    endpoint = *reached;
+  }
+  v1::BackupRequest request;
+  request.set_dir(dir);
+  v1::BackupResponse response;
+  const absl::Status s = cluster.AdminCallTo(
+      endpoint, [&](v1::AdminService::Stub& stub, grpc::ClientContext& c) {
+        return stub.Backup(&c, request, &response);
+      });
+  if (!s.ok()) {
+    absl::Status explained =
+        Explain(s, absl::StrCat("backup (at ", endpoint, ")"), Kind::kRead,
+                cluster.timeout());
+    if (absl::IsFailedPrecondition(s) || absl::IsDeadlineExceeded(s)) {
+      explained = absl::Status(
+          explained.code(),
+          absl::StrCat(explained.message(),
+                       "\nA failed backup leaves no folder; a backup still "
+                       "running when --timeout passed finishes on the node. "
+                       "Use a new DIR (and a longer --timeout for a big "
+                       "store)."));
+    }
+    return explained;
+  }
+  BackupManifest m;
+  m.format_version = static_cast<int>(response.format_version());
+  m.cluster_id = response.cluster_id();
+  m.node_id = response.node_id();
+  m.applied_index = response.applied_index();
+  m.applied_term = response.applied_term();
+  m.session_count = response.session_count();
+  m.sessiond_version = response.sessiond_version();
+  m.created_at_ms = response.created_at_ms();
+  m.file_count = response.file_count();
+  m.total_bytes = response.total_bytes();
+  m.sha256 = response.sha256();
+  json doc = ManifestJson(m, dir);
+  doc["endpoint"] = endpoint;
+  return Print(
+      out, doc,
+      absl::StrCat("backup of node ", m.node_id, " written on its machine (",
+                   endpoint, ")\n", ManifestText(m, dir),
+                   "Restore: copy the folder to the new node's machine, then "
+                   "`sessionctl restore-from ",
+                   dir,
+                   " --data-dir NEW_DIR` (docs/OPERATIONS.md, \"Backups and "
+                   "restore\").\n"));
+}
+
+absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
+                         const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string manifest_path =
+      (fs::path(backup_dir) / kBackupManifestFile).string();
+  absl::StatusOr<std::string> text = ReadSmallFile(manifest_path);
+  if (!text.ok()) {
+    return UsageError(absl::StrCat("restore-from: ", backup_dir,
+                                   " is not a sessiond backup (no ",
+                                   kBackupManifestFile, ")"));
+  }
+  absl::StatusOr<BackupManifest> m = BackupManifestFromJson(*text);
+  if (!m.ok()) {
+    return absl::DataLossError(absl::StrCat("restore-from: ", manifest_path,
+                                            ": ", m.status().message()));
+  }
+  if (fs::exists(data_dir, ec) &&
+      (!fs::is_directory(data_dir, ec) || !fs::is_empty(data_dir, ec))) {
+    return UsageError(absl::StrCat(
+        "restore-from: --data-dir ", data_dir,
+        " exists and is not an empty folder; restore into a new one"));
+  }
+  absl::StatusOr<std::vector<std::string>> files = ListBackupFiles(backup_dir);
+  if (!files.ok()) return files.status();
+  absl::StatusOr<BackupDigest> digest = DigestBackupFiles(backup_dir, *files);
+  if (!digest.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("restore-from: ", digest.status().message()));
+  }
+  if (digest->sha256 != m->sha256 || files->size() != m->file_count ||
+      digest->total_bytes != m->total_bytes) {
+    return absl::DataLossError(absl::StrCat(
+        "restore-from: the backup in ", backup_dir,
+        " is damaged: its files do not match its manifest (", files->size(),
+        " files, ", digest->total_bytes, " bytes, sha256 ", digest->sha256,
+        "; the manifest says ", m->file_count, " files, ", m->total_bytes,
+        " bytes, sha256 ", m->sha256,
+        "). Nothing was restored; use another backup."));
+  }
+  // Copied into a temporary sibling, then renamed: a NEW_DIR that exists is
+  // always complete.
+  const fs::path target = fs::absolute(data_dir, ec);
+  const fs::path tmp = target.string() + ".restoring";
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  for (const std::string& name : *files) {
+    const fs::path to = tmp / name;
+    fs::create_directories(to.parent_path(), ec);
+    if (!ec) fs::copy_file(fs::path(backup_dir) / name, to, ec);
+    if (ec) {
+      const std::string why = ec.message();
+      fs::remove_all(tmp, ec);
+      return absl::InternalError(
+          absl::StrCat("restore-from: cannot copy ", name, " into ",
+                       tmp.string(), ": ", why, "; nothing was restored"));
+    }
+  }
+  fs::remove(target, ec);  // empty, if it exists
+  fs::rename(tmp, target, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("restore-from: cannot rename ", tmp.string(), " to ",
+                     target.string(), ": ", ec.message()));
+  }
+  const std::string command = absl::StrCat(
+      "sessiond --node_id ", m->node_id, " --data_dir ", target.string(),
+      " --force_new_cluster=1 --listen HOST:PORT --peer_listen HOST:PEER_PORT");
+  json doc = ManifestJson(*m, backup_dir);
+  doc["data_dir"] = target.string();
+  doc["command"] = command;
+  return Print(
+      out, doc,
+      absl::StrCat(
+          "restored the backup of node ", m->node_id, " (cluster ",
+          HexId(m->cluster_id), ", applied index ", m->applied_index, ", ",
+          m->session_count, " sessions; checksum ok) into ", target.string(),
+          "\n\nNext:\n"
+          "  1. Start ONE node on it, as the only member of its cluster:\n"
+          "       ",
+          command, "\n     (--node_id must be ", m->node_id,
+          ": the data dir belongs to that node id.)\n"
+          "  2. Once `sessionctl status` shows it leading, drop "
+          "--force_new_cluster=1 from its command line for every later "
+          "start.\n"
+          "  3. Add the other nodes back one at a time, each on an EMPTY "
+          "data dir: `sessionctl members add ID PEER_ADDR --client "
+          "CLIENT_ADDR`, start it with --initial_cluster_state existing, "
+          "then `sessionctl members promote ID` once its lag is near 0.\n"
+          "See docs/OPERATIONS.md, \"Backups and restore\".\n"));
+}
 
 void PrintError(const Output& out, const absl::Status& status) {
   std::fprintf(stderr, "sessionctl: %s\n",

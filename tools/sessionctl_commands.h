@@ -64,6 +64,20 @@ absl::Status RevokeUserSessions(Connection& cluster, const Output& out,
 // The leader's live_sessions (ClusterStatus), saying which node answered.
 absl::Status CountSessions(Connection& cluster, const Output& out);
 
+// `backup DIR`: AdminService.Backup on the first reachable endpoint, or on
+// node `node_id`'s client address (from ClusterStatus) when not 0. `dir` is
+// an absolute path on that node's machine. Prints the manifest.
+absl::Status TakeBackup(Connection& cluster, const Output& out,
+                        const std::string& dir, uint64_t node_id);
+
+// `restore-from BACKUP_DIR --data-dir NEW_DIR`, on the machine that holds
+// the backup, without a cluster: checks the manifest's checksum, copies the
+// backup (without its manifest) into NEW_DIR (new or empty), and prints the
+// command line that starts a node on it and the next steps. An error with
+// exit code 1 when the backup is damaged, 2 for bad paths.
+absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
+                         const std::string& data_dir);
+
 // Prints `status` as sessionctl reports an error: "sessionctl: MESSAGE" on
 // stderr, and with out.json also {"error": {...}} on out.stream.
 void PrintError(const Output& out, const absl::Status& status);

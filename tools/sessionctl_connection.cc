@@ -209,6 +209,12 @@ absl::Status Connection::AdminChange(AdminCall call, std::string* endpoint) {
   return status;
 }
 
+absl::Status Connection::AdminCallTo(const std::string& address,
+                                     AdminCall call) {
+  grpc::ClientContext context;
+  return client::FromGrpcStatus(CallAdmin(address, call, &context));
+}
+
 client::SessionClient& Connection::sessions() {
   if (sessions_ == nullptr) {
     client::SessionClientOptions options;

@@ -64,6 +64,10 @@ class Connection {
   // once more, there. Sets `*endpoint` to where it was last sent.
   absl::Status AdminChange(AdminCall call, std::string* endpoint);
 
+  // One AdminService call to `address` alone (with --timeout), for calls
+  // that concern that very node (Backup).
+  absl::Status AdminCallTo(const std::string& address, AdminCall call);
+
   // The SessionService client, made on first use.
   client::SessionClient& sessions();
 

@@ -121,6 +121,8 @@ int Main(int argc, char** argv) {
   // callback.
   std::function<absl::Status(Connection&)> run;
   std::function<absl::Status()> refuse;
+  // A verb that needs no cluster (restore-from).
+  std::function<absl::Status()> local;
 
   // status
   bool watch = false;
@@ -308,6 +310,44 @@ int Main(int argc, char** argv) {
         run = [&](Connection& cluster) { return CountSessions(cluster, out); };
       });
 
+  // backup, restore-from
+  std::string backup_dir;
+  uint64_t backup_node = 0;
+  CLI::App* backup = app.add_subcommand(
+      "backup",
+      "a consistent backup of one node's state into DIR on that node's "
+      "machine, with a manifest");
+  backup
+      ->add_option("DIR", backup_dir,
+                   "an absolute path on the node's machine: a new or empty "
+                   "folder")
+      ->required();
+  backup
+      ->add_option("--node", backup_node,
+                   "back up this member (default: the first reachable "
+                   "endpoint)")
+      ->transform(NodeId(false));
+  backup->callback([&] {
+    run = [&](Connection& cluster) {
+      return TakeBackup(cluster, out, backup_dir, backup_node);
+    };
+  });
+  std::string restore_dir;
+  std::string restore_data_dir;
+  CLI::App* restore_from = app.add_subcommand(
+      "restore-from",
+      "check a backup's checksum and copy it into a new data dir (on this "
+      "machine), then print how to start a cluster on it");
+  restore_from->add_option("BACKUP_DIR", restore_dir, "the backup's folder")
+      ->required();
+  restore_from
+      ->add_option("--data-dir", restore_data_dir,
+                   "the new data dir (must not exist or be empty)")
+      ->required();
+  restore_from->callback([&] {
+    local = [&] { return RestoreFrom(out, restore_dir, restore_data_dir); };
+  });
+
   // Verbs of issue 8 whose server side is another issue's.
   const std::string defences = "issue 7, mass-logout defences";
   NotYet(app, "flush", "undoable FLUSH with a preview", defences, &refuse);
@@ -318,10 +358,6 @@ int Main(int argc, char** argv) {
   NotYet(app, "keys", "token key ring: list, stage, activate, retire", defences,
          &refuse);
   NotYet(app, "breaker", "expiry breaker: status, resume", defences, &refuse);
-  NotYet(app, "backup", "a consistent backup of a node's state",
-         "issue 8, backups and restore", &refuse);
-  NotYet(app, "restore-from", "rebuild a cluster from a backup",
-         "issue 8, backups and restore", &refuse);
   NotYet(app, "audit", "the audit log", "issue 9, security", &refuse);
 
   try {
@@ -341,6 +377,8 @@ int Main(int argc, char** argv) {
   absl::Status result;
   if (refuse) {
     result = refuse();
+  } else if (local) {
+    result = local();
   } else if (!run) {
     result = UsageError("no verb given");
   } else {

@@ -131,6 +131,53 @@ TEST(LimitsTest, RevokeAndList) {
   EXPECT_EQ(size, kMaxPageSize);
 }
 
+// The biggest requests the limits accept fit the message size the client
+// server allows: a CreateSessions of 1000 sessions whose records are full
+// (as many attributes as allowed, the longest keys and client fields), and
+// a BatchValidateSessions of 10000 requests with every field set.
+TEST(LimitsTest, TheLargestValidRequestsFitTheMessageLimit) {
+  const Limits limits;
+  constexpr size_t kBatchCreate = 1000;
+  constexpr size_t kBatchValidate = 10000;
+  const int64_t max_bytes =
+      MaxRequestMessageBytes(limits, kBatchCreate, kBatchValidate);
+
+  CreateSessionRequest one;
+  one.set_user_id(std::string(limits.max_user_id_bytes, 'u'));
+  one.set_ttl_ms(limits.max_ttl_ms);
+  one.set_idle_timeout_ms(limits.max_idle_timeout_ms);
+  const std::string field(limits.max_client_field_bytes, 'c');
+  one.mutable_client()->set_device(field);
+  one.mutable_client()->set_ip(field);
+  one.mutable_client()->set_user_agent(field);
+  const int64_t fixed = limits.max_user_id_bytes + 3 * field.size();
+  const int64_t per_attribute =
+      (limits.max_record_bytes - fixed) / limits.max_attributes;
+  for (int i = 0; i < limits.max_attributes; ++i) {
+    std::string key = absl::StrCat(i, "-");
+    key.resize(limits.max_attribute_key_bytes, 'k');
+    (*one.mutable_attributes())[key] =
+        std::string(per_attribute - key.size(), 'v');
+  }
+  ASSERT_TRUE(ValidateCreate(one, limits).ok());
+  sessiond::v1::CreateSessionsRequest creates;
+  for (size_t i = 0; i < kBatchCreate; ++i) *creates.add_requests() = one;
+  EXPECT_LE(static_cast<int64_t>(creates.ByteSizeLong()), max_bytes);
+  EXPECT_GT(static_cast<int64_t>(creates.ByteSizeLong()), int64_t{4} << 20)
+      << "gRPC's default limit would refuse it";
+
+  sessiond::v1::BatchValidateSessionsRequest validates;
+  validates.set_consistency(sessiond::v1::LOCAL);
+  for (size_t i = 0; i < kBatchValidate; ++i) {
+    auto* r = validates.add_requests();
+    r->set_token(std::string(43, 't'));
+    r->set_touch(true);
+    r->set_request_id(~uint64_t{0});
+    r->set_consistency(sessiond::v1::LOCAL);
+  }
+  EXPECT_LE(static_cast<int64_t>(validates.ByteSizeLong()), max_bytes);
+}
+
 TEST(LimitsTest, InconsistentLimitsAreRejected) {
   Limits limits;
   limits.min_ttl_ms = 10;

@@ -81,7 +81,7 @@ TEST(DatabaseTest, GarbageCurrentIsDataLoss) {
   EXPECT_THAT(std::string(db.status().message()),
               HasSubstr("data dir " + path + " is corrupt: "));
   EXPECT_THAT(std::string(db.status().message()),
-              HasSubstr("refusing to start (restore from a backup)"));
+              HasSubstr("docs/OPERATIONS.md, Backups and restore"));
 }
 
 TEST(DatabaseTest, GarbageManifestIsDataLoss) {

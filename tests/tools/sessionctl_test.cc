@@ -195,8 +195,6 @@ TEST(SessionctlTest, VerbsWithoutServerSupportExitFourAndDoNothing) {
                                              {"revoke-before", "2024-01-01"},
                                              {"keys", "list"},
                                              {"breaker", "status"},
-                                             {"backup", "/tmp/x"},
-                                             {"restore-from", "/tmp/x"},
                                              {"audit"}}) {
     const CtlRun run = Sessionctl(args);
     EXPECT_EQ(run.exit_code, 4) << args[0] << "\n" << run;
@@ -217,7 +215,8 @@ TEST(SessionctlTest, UnreachableEndpointsExitThreeAndSayWhatToCheck) {
            {"sessions", "list", "--user", "alice"},
            {"sessions", "get", "some-token"},
            {"sessions", "revoke-user", "alice"},
-           {"sessions", "count"}}) {
+           {"sessions", "count"},
+           {"backup", "/tmp/sessionctl-test-backup"}}) {
     std::vector<std::string> full = {"--endpoints", absl::StrCat(a, ",", b),
                                      "--timeout", "2s"};
     full.insert(full.end(), args.begin(), args.end());

@@ -1,0 +1,67 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The manifest of a backup (AdminService.Backup, `sessionctl backup`,
+// `sessionctl restore-from`; docs/OPERATIONS.md, "Backups and restore"): a
+// JSON file, kBackupManifestFile, at the top of the backup folder, next to
+// the files it describes (a RocksDB checkpoint and snap/).
+//
+// The checksum is SHA-256 over every file of the folder but the manifest,
+// in byte order of their relative paths ('/'-separated): for each, the
+// path, a NUL byte, its size as 8 bytes big-endian, then its bytes. A file
+// renamed, added, removed, cut short or changed changes it.
+//
+// Its own library (sessiond_backup_manifest), not sessiond_common: it needs
+// OpenSSL and nlohmann-json, and sessionctl uses it without the server.
+#ifndef SESSIOND_COMMON_BACKUP_MANIFEST_H_
+#define SESSIOND_COMMON_BACKUP_MANIFEST_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace sessiond {
+
+inline constexpr char kBackupManifestFile[] = "MANIFEST.sessiond.json";
+inline constexpr int kBackupFormatVersion = 1;
+
+struct BackupManifest {
+  int format_version = kBackupFormatVersion;
+  uint64_t cluster_id = 0;
+  uint64_t node_id = 0;
+  // The state the backup holds: applied through this entry, and its log
+  // ends there too (a restored node starts from exactly this state).
+  uint64_t applied_index = 0;
+  uint64_t applied_term = 0;
+  uint64_t session_count = 0;
+  std::string sessiond_version;
+  int64_t created_at_ms = 0;  // Unix time
+  uint64_t file_count = 0;
+  uint64_t total_bytes = 0;
+  std::string sha256;  // hex, as described above
+};
+
+// The manifest as JSON text (indented), and back. InvalidArgument on a
+// malformed document or an unknown format_version.
+std::string BackupManifestToJson(const BackupManifest& manifest);
+absl::StatusOr<BackupManifest> BackupManifestFromJson(std::string_view text);
+
+// The regular files under `dir`, as relative '/'-separated paths in byte
+// order, without the manifest. Internal when `dir` cannot be listed.
+absl::StatusOr<std::vector<std::string>> ListBackupFiles(
+    const std::string& dir);
+
+struct BackupDigest {
+  std::string sha256;  // hex
+  uint64_t total_bytes = 0;
+};
+// The checksum above over `files` (relative to `dir`). Internal when one
+// cannot be read.
+absl::StatusOr<BackupDigest> DigestBackupFiles(
+    const std::string& dir, const std::vector<std::string>& files);
+
+}  // namespace sessiond
+
+#endif  // SESSIOND_COMMON_BACKUP_MANIFEST_H_

@@ -1,0 +1,201 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/backup.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/config.h"
+#include "server/log_compactor.h"
+#include "storage/backup.h"
+#include "storage/database.h"
+
+namespace sessiond::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Status WriteFile(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::unique_ptr<FILE, decltype(&std::fclose)> file(
+      std::fopen(tmp.c_str(), "wb"), &std::fclose);
+  if (file == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot create ", tmp));
+  }
+  if (std::fwrite(text.data(), 1, text.size(), file.get()) != text.size() ||
+      std::fflush(file.get()) != 0 || fsync(fileno(file.get())) != 0) {
+    return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  file.reset();
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+// A hard link when the backup is on the data dir's file system (the image
+// never changes once named), else a copy.
+absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  fs::create_hard_link(from, to, ec);
+  if (!ec) return absl::OkStatus();
+  fs::copy_file(from, to, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot copy ", from, " to ", to, ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+BackupTaker::BackupTaker(BackupSources sources)
+    : sources_(std::move(sources)) {}
+
+BackupTaker::~BackupTaker() {
+  std::thread thread;
+  {
+    absl::MutexLock lock(&mu_);
+    thread.swap(thread_);
+  }
+  if (thread.joinable()) thread.join();
+}
+
+absl::Status BackupTaker::CheckDir(const std::string& dir) const {
+  if (dir.empty() || dir[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dir: '", dir,
+        "' is not an absolute path (the backup is written on the node's "
+        "machine)"));
+  }
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return absl::OkStatus();
+  if (!fs::is_directory(dir, ec)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("dir: ", dir, " exists and is not a directory"));
+  }
+  if (!fs::is_empty(dir, ec) || ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dir: ", dir,
+        " is not empty; a backup goes into a new or empty folder"));
+  }
+  const fs::path data = fs::weakly_canonical(sources_.data_dir, ec);
+  const fs::path target = fs::weakly_canonical(dir, ec);
+  if (!ec && (target == data ||
+              target.lexically_relative(data).string().rfind("..", 0) != 0)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dir: ", dir, " is inside the data dir; choose a folder outside it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BackupTaker::Start(const std::string& dir, Done done) {
+  if (absl::Status s = CheckDir(dir); !s.ok()) return s;
+  std::thread previous;
+  {
+    absl::MutexLock lock(&mu_);
+    if (running_) {
+      return absl::UnavailableError(
+          "a backup is already running on this node; retry when it ends");
+    }
+    running_ = true;
+    previous.swap(thread_);
+  }
+  if (previous.joinable()) previous.join();  // it has finished
+  absl::MutexLock lock(&mu_);
+  thread_ = std::thread([this, dir, done = std::move(done)] {
+    absl::StatusOr<BackupManifest> result = TakeChecked(dir);
+    {
+      absl::MutexLock lock(&mu_);
+      running_ = false;
+    }
+    done(std::move(result));
+  });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<BackupManifest> BackupTaker::Take(const std::string& dir) {
+  if (absl::Status s = CheckDir(dir); !s.ok()) return s;
+  {
+    absl::MutexLock lock(&mu_);
+    if (running_) {
+      return absl::UnavailableError(
+          "a backup is already running on this node; retry when it ends");
+    }
+    running_ = true;
+  }
+  absl::StatusOr<BackupManifest> result = TakeChecked(dir);
+  absl::MutexLock lock(&mu_);
+  running_ = false;
+  return result;
+}
+
+absl::StatusOr<BackupManifest> BackupTaker::TakeChecked(
+    const std::string& dir) {
+  std::error_code ec;
+  // RocksDB creates the checkpoint's folder itself.
+  fs::remove(dir, ec);
+  fs::create_directories(fs::path(dir).parent_path(), ec);
+  auto fail = [&dir](absl::Status status) {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+    return status;
+  };
+
+  absl::StatusOr<storage::SealedCheckpoint> sealed =
+      absl::InternalError("not taken");
+  absl::Status copied;
+  auto take = [&] {
+    if (absl::Status s = sources_.db->Checkpoint(dir); !s.ok()) {
+      sealed = s;
+      return;
+    }
+    sealed = storage::SealCheckpoint(dir);
+    if (!sealed.ok() || sealed->snapshot_file.empty()) return;
+    fs::create_directories(fs::path(dir) / "snap", ec);
+    copied = LinkOrCopy(
+        (fs::path(sources_.data_dir) / "snap" / sealed->snapshot_file).string(),
+        (fs::path(dir) / "snap" / sealed->snapshot_file).string());
+  };
+  if (sources_.compactor != nullptr) {
+    sources_.compactor->WhilePaused(take);
+  } else {
+    take();
+  }
+  if (!sealed.ok()) return fail(sealed.status());
+  if (!copied.ok()) return fail(copied);
+
+  BackupManifest manifest;
+  manifest.cluster_id = sources_.cluster_id;
+  manifest.node_id = sources_.self.value();
+  manifest.applied_index = sealed->applied_index.value();
+  manifest.applied_term = sealed->applied_term.value();
+  manifest.session_count = sealed->sessions;
+  manifest.sessiond_version = kSessiondVersion;
+  manifest.created_at_ms = absl::ToUnixMillis(absl::Now());
+  absl::StatusOr<std::vector<std::string>> files = ListBackupFiles(dir);
+  if (!files.ok()) return fail(files.status());
+  absl::StatusOr<BackupDigest> digest = DigestBackupFiles(dir, *files);
+  if (!digest.ok()) return fail(digest.status());
+  manifest.file_count = files->size();
+  manifest.total_bytes = digest->total_bytes;
+  manifest.sha256 = digest->sha256;
+  if (absl::Status s = WriteFile((fs::path(dir) / kBackupManifestFile).string(),
+                                 BackupManifestToJson(manifest));
+      !s.ok()) {
+    return fail(s);
+  }
+  return manifest;
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,406 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// Clients that never read, and clients that send huge batches (issue 10,
+// part 2; docs/RELIABILITY.md "Streams that never read, and fairness"),
+// against the real sessiond binary: its memory must stay bounded and a
+// well-behaved client's calls must keep being answered.
+//
+// Latencies are printed, never asserted (the machine may be shared); the
+// only time bound is each call's own deadline, the C++ client library's
+// default deadline for one attempt (SessionClientOptions::deadline, 2 s): a
+// call that misses it is an attempt an application would have given up
+// on. A validation takes under 1 ms; with the fix the slowest call seen
+// under the abuse took 0.1 s in this test (0.75 s in the heaviest run by
+// hand). Without it, every run had calls waiting more than 2 s (up to
+// 54 s), and with only the smaller receive windows (no SocketPoller) up to
+// 5 s.
+// SESSIOND_STREAM_ABUSE_BINARY=path runs the tests against another sessiond
+// build (how they were shown to fail without the fix).
+#include <grpcpp/client_context.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tests/integration/sessiond_process.h"
+
+namespace sessiond::testing {
+namespace {
+
+using sessiond::v1::BatchValidateSessionsRequest;
+using sessiond::v1::BatchValidateSessionsResponse;
+using sessiond::v1::CreateSessionRequest;
+using sessiond::v1::CreateSessionResponse;
+using sessiond::v1::ValidateSessionRequest;
+using sessiond::v1::ValidateSessionResponse;
+
+// The well-behaved client's deadline for each call: a correctness bound
+// (SessionClientOptions::deadline's default).
+constexpr absl::Duration kCallDeadline = absl::Seconds(2);
+
+std::string Binary() {
+  const char* other = std::getenv("SESSIOND_STREAM_ABUSE_BINARY");
+  return other != nullptr && other[0] != '\0' ? other : SESSIOND_BINARY;
+}
+
+std::chrono::system_clock::time_point DeadlineIn(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoMilliseconds(d);
+}
+
+// Resident memory of `pid` in MiB (VmRSS), or -1.
+int64_t RssMiB(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (!absl::StartsWith(line, "VmRSS:")) continue;
+    std::string digits;
+    for (char c : line) {
+      if (c >= '0' && c <= '9') digits += c;
+    }
+    int64_t kib = 0;
+    if (absl::SimpleAtoi(digits, &kib)) return kib / 1024;
+  }
+  return -1;
+}
+
+// Latencies of one client's calls, printed as percentiles.
+class Latencies {
+ public:
+  void Add(absl::Duration d) { samples_.push_back(d); }
+  size_t size() const { return samples_.size(); }
+  std::string Summary() {
+    if (samples_.empty()) return "no calls";
+    std::sort(samples_.begin(), samples_.end());
+    auto at = [this](double q) {
+      const size_t i = static_cast<size_t>(q * (samples_.size() - 1));
+      return absl::FormatDuration(
+          absl::Trunc(samples_[i], absl::Microseconds(10)));
+    };
+    return absl::StrCat(samples_.size(), " calls: p50 ", at(0.5), ", p99 ",
+                        at(0.99), ", max ", at(1.0));
+  }
+
+ private:
+  std::vector<absl::Duration> samples_;
+};
+
+struct Node {
+  TempDir dir;
+  std::unique_ptr<SessiondProcess> process;
+  std::unique_ptr<sessiond::v1::SessionService::Stub> stub;
+  std::string token;  // of a live session
+};
+
+// Starts a node and creates one session.
+void StartNode(Node* node) {
+  node->process =
+      std::make_unique<SessiondProcess>(Binary(), node->dir.path() + "/data");
+  ASSERT_TRUE(node->process->Start().ok()) << node->process->log_path();
+  node->stub = node->process->NewStub();
+  CreateSessionRequest create;
+  create.set_user_id("abuse");
+  CreateSessionResponse created;
+  grpc::ClientContext context;
+  // The first write waits for the new node's election.
+  context.set_deadline(DeadlineIn(absl::Seconds(30)));
+  const grpc::Status status =
+      node->stub->CreateSession(&context, create, &created);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  node->token = created.token();
+}
+
+void StopNode(Node* node) {
+  const int status = node->process->Terminate();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << "status " << status << ", log " << node->process->log_path();
+}
+
+// The well-behaved client: ValidateSession calls one after another (a 5 ms
+// pause between them) for `duration`, each with its own kCallDeadline; every
+// one must be answered VALID. `on_call` runs after each call.
+Latencies ValidateForAWhile(const Node& node, absl::Duration duration,
+                            const std::function<void()>& on_call = {}) {
+  Latencies latencies;
+  const absl::Time end = absl::Now() + duration;
+  while (absl::Now() < end) {
+    ValidateSessionRequest request;
+    request.set_token(node.token);
+    ValidateSessionResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(kCallDeadline));
+    const absl::Time start = absl::Now();
+    const grpc::Status status =
+        node.stub->ValidateSession(&context, request, &response);
+    const absl::Duration took = absl::Now() - start;
+    if (!status.ok()) {
+      ADD_FAILURE() << "a well-behaved ValidateSession failed after " << took
+                    << " (call " << latencies.size() + 1
+                    << "): " << status.error_code() << " "
+                    << status.error_message();
+      break;
+    }
+    EXPECT_EQ(response.outcome(), ValidateSessionResponse::VALID);
+    latencies.Add(took);
+    if (on_call) on_call();
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return latencies;
+}
+
+// A StreamValidateSessions client that writes up to kMaxWrites requests,
+// one after another as each write completes, and never reads an answer.
+// Callback API, so a write that flow control holds back parks no thread.
+class NeverReadingStream
+    : public grpc::ClientBidiReactor<ValidateSessionRequest,
+                                     ValidateSessionResponse> {
+ public:
+  static constexpr int kMaxWrites = 200000;  // bounded
+
+  NeverReadingStream(std::unique_ptr<sessiond::v1::SessionService::Stub> stub,
+                     const std::string& token, std::atomic<int64_t>* written)
+      : stub_(std::move(stub)), written_(written) {
+    request_.set_token(token);
+    context_.set_deadline(DeadlineIn(absl::Seconds(120)));
+    stub_->async()->StreamValidateSessions(&context_, this);
+    StartWrite(&request_);
+    StartCall();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return;
+    written_->fetch_add(1);
+    if (++writes_ >= kMaxWrites) return;
+    request_.set_request_id(static_cast<uint64_t>(writes_));
+    StartWrite(&request_);
+  }
+  void OnDone(const grpc::Status& /*status*/) override { done_.Notify(); }
+
+  void CancelAndWait() {
+    context_.TryCancel();
+    done_.WaitForNotification();
+  }
+
+ private:
+  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;
+  std::atomic<int64_t>* const written_;
+  grpc::ClientContext context_;
+  ValidateSessionRequest request_;
+  int writes_ = 0;  // only OnWriteDone touches it, one at a time
+  absl::Notification done_;
+};
+
+// The bound docs/RELIABILITY.md states for this abuse: what 50 streams that
+// never read may add to the daemon's resident memory. Each holds at most 64
+// answers and a 64 KiB receive window (the server turns gRPC's BDP probe
+// off); measured: +13 to +17 MiB, flat. Before, the windows grew to several
+// MiB per stream: +75 to +158 MiB in 12 to 20 s, still rising.
+constexpr int64_t kStreamsRssBoundMiB = 64;
+
+TEST(StreamAbuseTest, StreamsThatNeverReadKeepMemoryBoundedAndOthersAnswered) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node));
+  Latencies alone = ValidateForAWhile(node, absl::Seconds(1));
+  const pid_t pid = node.process->pid();
+  const int64_t rss_before = RssMiB(pid);
+  ASSERT_GT(rss_before, 0);
+
+  // 50 streams, each on its own connection, writing validations as fast as
+  // gRPC lets them and never reading an answer.
+  constexpr int kStreams = 50;
+  std::atomic<int64_t> written{0};
+  std::vector<std::unique_ptr<NeverReadingStream>> abusers;
+  for (int s = 0; s < kStreams; ++s) {
+    abusers.push_back(std::make_unique<NeverReadingStream>(
+        node.process->NewStub(), node.token, &written));
+  }
+  // Until the server is busy with them (bounded).
+  for (int i = 0; i < 40 && written.load() < 20000; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+
+  // Before the fix these calls waited up to 54 s: gRPC's callback threads
+  // did not read their socket while the streams kept them busy.
+  int64_t rss_max = rss_before;
+  Latencies during = ValidateForAWhile(node, absl::Seconds(10), [&] {
+    rss_max = std::max(rss_max, RssMiB(pid));
+  });
+  rss_max = std::max(rss_max, RssMiB(pid));
+  const int64_t writes = written.load();
+  std::fprintf(stderr,
+               "stream abuse: well-behaved ValidateSession alone: %s\n"
+               "stream abuse: same, while %d streams write without reading: "
+               "%s\n"
+               "stream abuse: %lld requests written by the streams; daemon "
+               "RSS %lld MiB before, at most %lld MiB during (bound: +%lld)\n",
+               alone.Summary().c_str(), kStreams, during.Summary().c_str(),
+               static_cast<long long>(writes),
+               static_cast<long long>(rss_before),
+               static_cast<long long>(rss_max),
+               static_cast<long long>(kStreamsRssBoundMiB));
+  EXPECT_GT(during.size(), 0u);
+  EXPECT_LT(rss_max - rss_before, kStreamsRssBoundMiB);
+
+  for (auto& abuser : abusers) abuser->CancelAndWait();
+  StopNode(&node);
+}
+
+// The total cap on open validate streams (SessionServiceOptions::
+// max_validate_streams, 1000): one more is refused with RESOURCE_EXHAUSTED
+// saying which limit and what to do; once one closes, a new one is served.
+TEST(StreamAbuseTest, StreamsPastTheCapAreRefusedWithResourceExhausted) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node));
+  constexpr int kCap = 1000;
+  ValidateSessionRequest request;
+  request.set_token(node.token);
+  ValidateSessionResponse response;
+
+  // Every stream answers once, so each is open on the server.
+  struct Open {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReaderWriter<ValidateSessionRequest,
+                                             ValidateSessionResponse>>
+        stream;
+  };
+  std::vector<std::unique_ptr<Open>> open;
+  for (int i = 0; i < kCap; ++i) {
+    auto one = std::make_unique<Open>();
+    one->context.set_deadline(DeadlineIn(absl::Seconds(60)));
+    one->stream = node.stub->StreamValidateSessions(&one->context);
+    ASSERT_TRUE(one->stream->Write(request)) << "stream " << i;
+    ASSERT_TRUE(one->stream->Read(&response)) << "stream " << i;
+    open.push_back(std::move(one));
+  }
+
+  auto refused_or_served = [&](bool want_served) {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(kCallDeadline));
+    auto stream = node.stub->StreamValidateSessions(&context);
+    stream->Write(request);
+    const bool answered = stream->Read(&response);
+    stream->WritesDone();
+    const grpc::Status status = stream->Finish();
+    if (want_served) {
+      EXPECT_TRUE(answered && status.ok()) << status.error_message();
+      return;
+    }
+    EXPECT_FALSE(answered);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_EQ(status.error_message(),
+              "too many StreamValidateSessions streams open on this node "
+              "(limit 1000); close streams you do not use, share one stream "
+              "per client process, or call ValidateSession / "
+              "BatchValidateSessions");
+  };
+  refused_or_served(/*want_served=*/false);
+
+  // Unary calls are not streams: still answered.
+  {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(kCallDeadline));
+    const grpc::Status status =
+        node.stub->ValidateSession(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+
+  open.back()->stream->WritesDone();
+  EXPECT_TRUE(open.back()->stream->Finish().ok());
+  open.pop_back();
+  // The server unregisters a stream when gRPC is done with it, a moment
+  // after the client saw it end.
+  absl::SleepFor(absl::Milliseconds(200));
+  refused_or_served(/*want_served=*/true);
+
+  for (auto& one : open) {
+    one->stream->WritesDone();
+    EXPECT_TRUE(one->stream->Finish().ok());
+  }
+  StopNode(&node);
+}
+
+// Four clients looping BatchValidateSessions of 10,000 tokens. Every batch
+// is answered whole and in order (the server validates big batches a slice
+// at a time, taking turns, on a thread of their own), and a well-behaved
+// client's single validations keep being answered. Before the fix the
+// batches ran on the completion thread every read waits for: the
+// well-behaved client's p50 went from under 1 ms to 17-51 ms (printed here,
+// not asserted: this test guards the sliced batches' answers, it did not
+// fail before).
+TEST(StreamAbuseTest, HugeBatchesLeaveOtherReadsAnswered) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node));
+  Latencies alone = ValidateForAWhile(node, absl::Seconds(1));
+
+  constexpr int kClients = 4;
+  constexpr int kTokens = 10000;
+  BatchValidateSessionsRequest batch;
+  for (int i = 0; i < kTokens; ++i) {
+    ValidateSessionRequest* r = batch.add_requests();
+    r->set_request_id(static_cast<uint64_t>(i) + 1);
+    // Every third token is unknown: the answers must stay in order.
+    r->set_token(i % 3 == 2 ? std::string(43, 'A') : node.token);
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<int> batches{0};
+  std::atomic<int> bad_batches{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      auto stub = node.process->NewStub();
+      // Bounded: by `stop`, and by a count should the test thread stall.
+      for (int n = 0; n < 1000 && !stop.load(); ++n) {
+        grpc::ClientContext context;
+        context.set_deadline(DeadlineIn(absl::Seconds(30)));
+        BatchValidateSessionsResponse response;
+        const grpc::Status status =
+            stub->BatchValidateSessions(&context, batch, &response);
+        bool whole = status.ok() && response.responses_size() == kTokens;
+        for (int i = 0; whole && i < kTokens; ++i) {
+          const ValidateSessionResponse& r = response.responses(i);
+          whole = r.request_id() == static_cast<uint64_t>(i) + 1 &&
+                  r.outcome() == (i % 3 == 2 ? ValidateSessionResponse::UNKNOWN
+                                             : ValidateSessionResponse::VALID);
+        }
+        (whole ? batches : bad_batches).fetch_add(1);
+        if (!whole) {
+          ADD_FAILURE() << "batch: " << status.error_code() << " "
+                        << status.error_message() << ", "
+                        << response.responses_size() << " answers";
+          return;
+        }
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  Latencies during = ValidateForAWhile(node, absl::Seconds(5));
+  stop.store(true);
+  for (std::thread& t : clients) t.join();
+  std::fprintf(stderr,
+               "huge batches: well-behaved ValidateSession alone: %s\n"
+               "huge batches: same, while %d clients loop %d-token "
+               "BatchValidateSessions: %s (%d batches answered)\n",
+               alone.Summary().c_str(), kClients, kTokens,
+               during.Summary().c_str(), batches.load());
+  EXPECT_GT(batches.load(), 0);
+  EXPECT_EQ(bad_batches.load(), 0);
+  EXPECT_GT(during.size(), 0u);
+  StopNode(&node);
+}
+
+}  // namespace
+}  // namespace sessiond::testing
