@@ -636,6 +636,30 @@ absl::Status TransferLeadership(Connection& cluster, const Output& out,
                             " (term ", response.term(), ")\n"));
 }
 
+absl::Status SetExpiryLeeway(Connection& cluster, const Output& out,
+                             int64_t leeway_ms) {
+  v1::SetExpiryLeewayRequest request;
+  request.set_expiry_leeway_ms(leeway_ms);
+  v1::SetExpiryLeewayResponse response;
+  std::string endpoint;
+  const absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return stub.SetExpiryLeeway(&context, request, &response);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, absl::StrCat("leeway set ", leeway_ms),
+                   Kind::kIdempotentWrite, cluster.timeout(),
+                   "`sessionctl --json status` shows the leeway in force; "
+                   "setting it again is safe.");
+  }
+  json doc = MessageToJson(response);
+  doc["endpoint"] = endpoint;
+  return Print(out, doc,
+               absl::StrCat("the cluster's expiry leeway is ",
+                            response.expiry_leeway_ms(), " ms\n"));
+}
+
 absl::Status GetSession(Connection& cluster, const Output& out,
                         const std::string& token, v1::Consistency consistency) {
   v1::ValidateSessionRequest request;

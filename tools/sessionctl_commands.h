@@ -44,6 +44,9 @@ absl::Status PromoteMember(Connection& cluster, const Output& out,
 absl::Status RemoveMember(Connection& cluster, const Output& out,
                           uint64_t node_id);
 // `node_id` 0: the most caught-up other voter.
+// AdminService.SetExpiryLeeway: the cluster's replicated expiry leeway.
+absl::Status SetExpiryLeeway(Connection& cluster, const Output& out,
+                             int64_t leeway_ms);
 absl::Status TransferLeadership(Connection& cluster, const Output& out,
                                 uint64_t node_id);
 

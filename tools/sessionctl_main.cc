@@ -223,6 +223,25 @@ int Main(int argc, char** argv) {
     };
   });
 
+  // leeway
+  CLI::App* leeway = app.add_subcommand(
+      "leeway",
+      "the cluster's replicated expiry leeway (a clock-skew allowance)");
+  leeway->require_subcommand(1);
+  int64_t leeway_ms = 0;
+  CLI::App* set_leeway = leeway->add_subcommand(
+      "set",
+      "sessions count as expired only MS after their deadline, on every node "
+      "(through the log; outlives restarts)");
+  set_leeway->add_option("MS", leeway_ms, "milliseconds, 0..86400000")
+      ->required()
+      ->check(CLI::Range(int64_t{0}, int64_t{86400000}));
+  set_leeway->callback([&] {
+    run = [&](Connection& cluster) {
+      return SetExpiryLeeway(cluster, out, leeway_ms);
+    };
+  });
+
   // sessions
   CLI::App* sessions =
       app.add_subcommand("sessions", "find, show, revoke and count sessions");

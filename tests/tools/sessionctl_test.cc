@@ -454,6 +454,18 @@ TEST_F(SessionctlNodeTest, SessionsGetListRevokeRevokeUserCount) {
   EXPECT_EQ(counted["answered_by"], 1);
 }
 
+TEST_F(SessionctlNodeTest, LeewaySetChangesTheReplicatedLeeway) {
+  const CtlRun set = Ctl({"leeway", "set", "2500"});
+  ASSERT_EQ(set.exit_code, 0) << set;
+  EXPECT_TRUE(absl::StrContains(set.out, "2500 ms")) << set;
+  EXPECT_EQ(CtlJson({"status"})["expiry_leeway_ms"], 2500);
+  const json doc = CtlJson({"leeway", "set", "0"});
+  EXPECT_EQ(doc.value("expiry_leeway_ms", int64_t{-1}), 0) << doc;
+  EXPECT_EQ(CtlJson({"status"})["expiry_leeway_ms"], 0);
+  // Out of range: a usage error, nothing sent.
+  EXPECT_EQ(Ctl({"leeway", "set", "86400001"}).exit_code, 2);
+}
+
 TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
   TempDir dir;
   const std::string dead = DeadAddress();
