@@ -73,12 +73,18 @@ const char* RoleText(replication::Role role) {
   return "follower";
 }
 
+// The data the node holds: the disk guard's reserve file (space held back,
+// not data) is left out.
 uint64_t DirectoryBytes(const std::string& dir) {
   uint64_t total = 0;
   std::error_code ec;
   for (const auto& entry :
        std::filesystem::recursive_directory_iterator(dir, ec)) {
-    if (entry.is_regular_file(ec)) total += entry.file_size(ec);
+    if (!entry.is_regular_file(ec) ||
+        entry.path().filename() == storage::DiskGuard::kReserveFileName) {
+      continue;
+    }
+    total += entry.file_size(ec);
   }
   return total;
 }

@@ -172,6 +172,12 @@ ConfState OneVoter() {
   return conf;
 }
 
+ConfState ThreeVoters() {
+  ConfState conf;
+  conf.voters = {NodeId(1), NodeId(2), NodeId(3)};
+  return conf;
+}
+
 NodeDriverOptions TestOptions() {
   NodeDriverOptions options;
   options.raft.id = NodeId(1);
@@ -447,9 +453,7 @@ TEST(NodeDriverTest, StopRacingWithProposersAnswersEveryProposalOnce) {
 
 TEST(NodeDriverTest, NotLeaderProposalIsUnavailable) {
   // Three voters, but the other two never answer: this node cannot win.
-  ConfState three;
-  three.voters = {NodeId(1), NodeId(2), NodeId(3)};
-  CountingLogStore log(three);
+  CountingLogStore log(ThreeVoters());
   RecordingStateMachine sm;
   NoPeersTransport transport;
   auto driver = NodeDriver::Start(TestOptions(), &log, &sm, &transport);
@@ -751,9 +755,7 @@ void WinElection(ManualRuntime* runtime, NodeDriver* driver,
 // (bad_function_call, which ends the process). A membership change there
 // dropped the old proposer's callback without answering it.
 TEST(NodeDriverTest, ProposalAtTheIndexOfASupersededOneIsAnswered) {
-  ConfState three;
-  three.voters = {NodeId(1), NodeId(2), NodeId(3)};
-  MemoryLogStore log(three);
+  MemoryLogStore log(ThreeVoters());
   RecordingStateMachine sm;
   RecordingTransport transport;
   ManualRuntime runtime;
@@ -863,9 +865,7 @@ TEST(NodeDriverTest, ProposalAtTheIndexOfASupersededOneIsAnswered) {
 // incarnation's read of the same number with a read index from before that
 // read began: a stale linearizable read.
 TEST(NodeDriverTest, ReadIndexAnswerForAnEarlierIncarnationIsIgnored) {
-  ConfState three;
-  three.voters = {NodeId(1), NodeId(2), NodeId(3)};
-  MemoryLogStore log(three);
+  MemoryLogStore log(ThreeVoters());
   RecordingTransport transport;
   NodeDriverOptions options = ManualOptions();
 
@@ -950,9 +950,7 @@ TEST(NodeDriverTest, ReadIndexAnswerForAnEarlierIncarnationIsIgnored) {
 // Issue 10: a leader whose disk is full hands leadership to the voter that
 // holds the most of its log (etcd leaves it leading; its writes all fail).
 TEST(NodeDriverTest, ALeaderThatCannotWriteHandsOver) {
-  ConfState three;
-  three.voters = {NodeId(1), NodeId(2), NodeId(3)};
-  MemoryLogStore log(three);
+  MemoryLogStore log(ThreeVoters());
   RecordingStateMachine sm;
   RecordingTransport transport;
   ManualRuntime runtime;

@@ -328,6 +328,8 @@ TEST_F(SessionctlNodeTest, StatusShowsTheNodeAsLeaderInATableAndInJson) {
   EXPECT_TRUE(m["commit_index"].is_number_unsigned());
   EXPECT_GT(m["disk_free_bytes"].get<uint64_t>(), 0u);
   EXPECT_EQ(m["disk_full"], false);
+  // The disk guard's 32 MiB reserve file is space held back, not data.
+  EXPECT_LT(m["data_dir_bytes"].get<uint64_t>(), uint64_t{16} << 20) << m;
 
   // --watch: refreshes (bounded by --count here), one JSON line each.
   const CtlRun watch =
