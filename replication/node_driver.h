@@ -55,6 +55,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/metrics.h"
 #include "replication/core/raft_core.h"
 #include "replication/log_store.h"
 #include "replication/runtime.h"
@@ -260,6 +261,11 @@ class NodeDriver : public MessageSink, public StageRunner {
 
   NodeStatus status() const;
   NodeDriverMetrics metrics() const;
+  // How long each synced LogStore::Append took (the Raft log's fsyncs, one
+  // per group commit), by the steady clock; failed writes are left out.
+  const metrics::LatencyHistogram& log_sync_latency() const {
+    return metric_log_sync_latency_;
+  }
 
   // Blocks until `ready(status)` holds or `timeout` passes (real time).
   // Returns whether it holds.
@@ -493,6 +499,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::atomic<uint64_t> metric_messages_dropped_{0};
   std::atomic<uint64_t> metric_snapshots_installed_{0};
   std::atomic<uint64_t> metric_log_write_failures_{0};
+  metrics::LatencyHistogram metric_log_sync_latency_;
 
   // Callbacks to run, in order, on the completion stage: a callback
   // typically finishes a gRPC call, and gRPC then writes the response to the

@@ -24,13 +24,6 @@ using sessiond::v1::internal::Command;
 
 namespace {
 
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 absl::Status NodeIdMissing() {
   return absl::InvalidArgumentError("node_id: must not be 0");
 }
@@ -318,18 +311,27 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetExpiryLeeway(
   }
   Command command;
   command.mutable_settings()->set_expiry_leeway_ms(leeway);
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  writes_->Submit(
-      std::move(command), DeadlineOf(context),
-      [this, context, reactor, response](replication::ApplyResult result) {
-        if (!result.ok()) {
-          FinishWithHint(context, reactor, result.status(),
-                         writes_->leader_hint());
-          return;
-        }
+  return SubmitThenFinish(
+      context, std::move(command), [this, response](const std::any&) {
         response->set_expiry_leeway_ms(state_machine_->expiry_leeway_ms());
-        reactor->Finish(grpc::Status::OK);
+        return absl::OkStatus();
       });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::SubmitThenFinish(
+    grpc::CallbackServerContext* context, Command command,
+    std::function<absl::Status(const std::any&)> answer) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  writes_->Submit(std::move(command), DeadlineOf(context),
+                  [this, context, reactor, answer = std::move(answer)](
+                      replication::ApplyResult result) {
+                    if (!result.ok()) {
+                      FinishWithHint(context, reactor, result.status(),
+                                     writes_->leader_hint());
+                      return;
+                    }
+                    reactor->Finish(ToGrpcStatus(answer(*result)));
+                  });
   return reactor;
 }
 

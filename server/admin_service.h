@@ -2,6 +2,7 @@
 #ifndef SESSIOND_SERVER_ADMIN_SERVICE_H_
 #define SESSIOND_SERVER_ADMIN_SERVICE_H_
 
+#include <any>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -26,6 +27,8 @@ struct AdminServiceOptions {
   absl::Duration member_timeout = absl::Seconds(2);
   // How long a call without a client deadline may wait.
   absl::Duration request_timeout = absl::Seconds(10);
+  // How long a flush or bulk revocation stays undoable.
+  int64_t revocation_retention_ms = 24ll * 3600 * 1000;
 };
 
 // sessiond.v1.AdminService (proto/sessiond/v1/admin.proto): cluster status
@@ -72,6 +75,23 @@ class AdminServiceImpl final
       grpc::CallbackServerContext* context,
       const sessiond::v1::BackupRequest* request,
       sessiond::v1::BackupResponse* response) override;
+  // Flushes and bulk revocations: admin_service_revocations.cc.
+  grpc::ServerUnaryReactor* Flush(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::FlushRequest* request,
+      sessiond::v1::FlushResponse* response) override;
+  grpc::ServerUnaryReactor* BulkRevoke(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::BulkRevokeRequest* request,
+      sessiond::v1::BulkRevokeResponse* response) override;
+  grpc::ServerUnaryReactor* RestoreFlush(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::RestoreFlushRequest* request,
+      sessiond::v1::RestoreFlushResponse* response) override;
+  grpc::ServerUnaryReactor* ListFlushes(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::ListFlushesRequest* request,
+      sessiond::v1::ListFlushesResponse* response) override;
 
   // The most SetExpiryLeeway accepts (the flag's limit too).
   static constexpr int64_t kMaxExpiryLeewayMs = 24ll * 3600 * 1000;
@@ -89,6 +109,22 @@ class AdminServiceImpl final
       const replication::ConfChange& change, absl::Time deadline,
       Response* response,
       std::optional<sessiond::v1::internal::Command> then = std::nullopt);
+  // Replicates `command`; once applied, `answer` fills the response from
+  // the result and its status finishes the call (a failure finishes it
+  // with the leader hint).
+  grpc::ServerUnaryReactor* SubmitThenFinish(
+      grpc::CallbackServerContext* context,
+      sessiond::v1::internal::Command command,
+      std::function<absl::Status(const std::any&)> answer);
+  // Either step of a flush or bulk revocation (Flush, BulkRevoke): a
+  // preview and its token, or the revocation once confirmed.
+  // Response: FlushResponse or BulkRevokeResponse.
+  template <typename Response>
+  grpc::ServerUnaryReactor* RevokeInTwoSteps(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::SessionSelector& selector,
+      const std::string& confirmation_token, const std::string& reason,
+      Response* response);
   // Polls until `target` leads (0: anyone but `old_leader`) or the deadline.
   void AwaitLeader(grpc::CallbackServerContext* context,
                    grpc::ServerUnaryReactor* reactor,

@@ -1,19 +1,25 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/config.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <limits>
-#include <sstream>
+#include <memory>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/version.h"
 
 namespace sessiond::server {
+
+const char kSessiondVersion[] = SESSIOND_VERSION;
+
 namespace {
 
 constexpr int64_t kDayMs = 24ll * 3600 * 1000;
@@ -76,7 +82,11 @@ absl::Status ValidateClusterId(const std::string& value) {
 }
 
 // One row per option. Defaults live in Config's member initializers (one
-// place); the table gives each its name, help, range or validator.
+// place); the table gives each its name, help, range or validator, and
+// whether a running daemon applies a new value on SIGHUP (`reloadable`:
+// only options Daemon::Reload really applies; ReloadableOptionNames()).
+// The name is also the config file's key and, upper-cased after
+// SESSIOND_, the environment variable's name.
 struct Option {
   const char* name;
   const char* help;
@@ -86,6 +96,9 @@ struct Option {
   int64_t max = kInt64Max;
   absl::Status (*validate)(const std::string&) = nullptr;
   bool hidden = false;
+  bool reloadable = false;
+  // A comma-separated list: a config file may also give it as an array.
+  bool list = false;
 };
 
 #define SESSIOND_INT_FIELD(expr) [](Config* c) -> int64_t* { return &c->expr; }
@@ -169,12 +182,14 @@ const std::vector<Option>& Options() {
        .help = "how often the expiry sweeper looks for expired sessions",
        .int_field = SESSIOND_INT_FIELD(sweep_interval_ms),
        .min = 1,
-       .max = kDayMs},
+       .max = kDayMs,
+       .reloadable = true},
       {.name = "sweep_batch",
        .help = "most sessions one expiry command removes",
        .int_field = SESSIOND_INT_FIELD(sweep_batch),
        .min = 1,
-       .max = 1 << 20},
+       .max = 1 << 20,
+       .reloadable = true},
       {.name = "expiry_leeway_ms",
        .help =
            "a session counts as expired (on reads and for the sweeper) only "
@@ -206,7 +221,15 @@ const std::vector<Option>& Options() {
        .help = "on SIGTERM, how long in-flight calls may take to finish",
        .int_field = SESSIOND_INT_FIELD(shutdown_grace_ms),
        .min = 0,
-       .max = 3600 * 1000},
+       .max = 3600 * 1000,
+       .reloadable = true},
+      {.name = "revocation_retention_ms",
+       .help = "how long a flush, bulk revocation or RevokeUserSessions can "
+               "be undone (sessionctl restore ID); then it is purged and the "
+               "sessions it holds are removed",
+       .int_field = SESSIOND_INT_FIELD(revocation_retention_ms),
+       .min = 60'000,
+       .max = 30 * kDayMs},
       {.name = "disk_reserve_mb",
        .help = "writes are refused (RESOURCE_EXHAUSTED) while the data dir's "
                "file system has less than this free, and resume by "
@@ -215,6 +238,12 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(disk_reserve_mb),
        .min = 0,
        .max = 1 << 20},
+      {.name = "metrics_listen",
+       .help = "address of the Prometheus endpoint, host:port, serving GET "
+               "/metrics and GET /healthz over HTTP (port 0: pick a free "
+               "one; empty: off)",
+       .string_field = SESSIOND_STRING_FIELD(metrics_listen),
+       .validate = ValidateOptionalListen},
       {.name = "node_id",
        .help = "this node's id in the cluster",
        .int_field = SESSIOND_INT_FIELD(node_id),
@@ -225,7 +254,8 @@ const std::vector<Option>& Options() {
                "list this node; decides the membership only when the data "
                "dir is new (later, AdminService changes it)",
        .string_field = SESSIOND_STRING_FIELD(initial_cluster),
-       .validate = ValidateInitialCluster},
+       .validate = ValidateInitialCluster,
+       .list = true},
       {.name = "initial_cluster_state",
        .help = "new: bootstrap a new cluster from --initial_cluster; "
                "existing: join a running cluster this node was added to",
@@ -335,7 +365,8 @@ std::string CurrentValue(const Option& o, const Config& config) {
 }
 
 // Sets option `o` from its textual value; `source` says where it came from
-// ("flag --x", "file:line") for the error message.
+// ("flag --x", "environment SESSIOND_X", "config file F") for the error
+// message.
 absl::Status SetOption(const Option& o, const std::string& value,
                        absl::string_view source, Config* config) {
   auto bad = [&](absl::string_view why) {
@@ -383,6 +414,182 @@ absl::Status CheckConsistent(const Config& config) {
   return absl::OkStatus();
 }
 
+constexpr char kAbout[] =
+    "sessiond: a session store that cannot log everybody out";
+constexpr char kConfigEnv[] = "SESSIOND_CONFIG";
+constexpr char kConfigHelp[] =
+    "read options from this TOML file (INI when the name ends in .ini): "
+    "`name = value` lines keyed by the option names, strings in quotes";
+constexpr char kFooter[] =
+    "Every option is also read from the --config file (key: its name) and "
+    "from the environment (SESSIOND_ and its name in capitals, e.g. "
+    "SESSIOND_SHARDS=8). A flag beats the environment, which beats the file, "
+    "which beats the default. On SIGHUP sessiond reads the file and the "
+    "environment again and applies the options marked reloadable; the "
+    "others are reported as needing a restart. docs/OPERATIONS.md, "
+    "\"Configuration\".";
+
+// Where an option's value came from, in precedence order: the first of
+// flag, environment, file that sets an option decides it.
+enum class Source { kDefault, kFlag, kEnvironment, kFile };
+
+std::string EnvName(const Option& o) {
+  return absl::StrCat("SESSIOND_", absl::AsciiStrToUpper(o.name));
+}
+
+// CLI11 ignores an environment variable that is set but empty; so does this.
+bool InEnvironment(const Option& o) {
+  const char* value = std::getenv(EnvName(o).c_str());
+  return value != nullptr && value[0] != '\0';
+}
+
+std::string SourceText(Source source, const Option& o,
+                       const std::string& config_file) {
+  switch (source) {
+    case Source::kFlag:
+      return absl::StrCat("flag --", o.name);
+    case Source::kEnvironment:
+      return absl::StrCat("environment ", EnvName(o));
+    case Source::kFile:
+      return absl::StrCat("config file ", config_file);
+    case Source::kDefault:
+      break;
+  }
+  return "default";
+}
+
+// --help's line for `o`: its help, default, range, and whether SIGHUP
+// applies it.
+std::string OptionHelp(const Option& o, const Config& defaults) {
+  std::string text = absl::StrCat(o.help, " (default ");
+  const std::string value = CurrentValue(o, defaults);
+  absl::StrAppend(&text, value.empty() ? "empty" : value);
+  if (o.int_field != nullptr) {
+    if (o.max == kInt64Max) {
+      absl::StrAppend(&text, "; at least ", o.min);
+    } else {
+      absl::StrAppend(&text, "; ", o.min, " to ", o.max);
+    }
+  }
+  absl::StrAppend(&text, o.reloadable ? "; reloadable on SIGHUP)" : ")");
+  return text;
+}
+
+// Adds the table's options to `app`, bound to `values` (one each, in table
+// order); with `environment`, each also reads SESSIOND_<NAME>.
+std::vector<CLI::Option*> AddOptions(CLI::App* app,
+                                     std::vector<std::string>* values,
+                                     bool environment) {
+  const Config defaults;
+  app->set_version_flag("--version", VersionLine());
+  app->footer(kFooter);
+  std::vector<CLI::Option*> added;
+  for (size_t i = 0; i < Options().size(); ++i) {
+    const Option& o = Options()[i];
+    CLI::Option* opt = app->add_option(absl::StrCat("--", o.name), (*values)[i],
+                                       OptionHelp(o, defaults));
+    opt->type_name(o.int_field != nullptr ? "INT" : "TEXT");
+    if (o.hidden) opt->group("");
+    if (environment) opt->envname(EnvName(o));
+    added.push_back(opt);
+  }
+  return added;
+}
+
+std::string HelpText() {
+  CLI::App app{kAbout, "sessiond"};
+  std::vector<std::string> values(Options().size());
+  AddOptions(&app, &values, /*environment=*/true);
+  std::string config_file;
+  app.add_option("--config", config_file, kConfigHelp)->envname(kConfigEnv);
+  return app.help();
+}
+
+// The --config file, read by CLI11's own parser (CLI::ConfigTOML, or
+// CLI::ConfigINI for a name ending in .ini) and checked against the table
+// before CLI11 applies it: unknown keys, sections, repeated keys and
+// several values for a single-valued option are errors naming the file.
+//
+// CLI11 reads the file before the environment and lets the environment
+// fill only what is still unset, so by itself a file value would beat an
+// environment variable. sessiond's order is flag > environment > file >
+// default (an operator overrides a shipped file with Environment= in a
+// systemd drop-in), so the items of options set in the environment are
+// dropped here. Records in `sources` the options the file decides.
+class ConfigFile : public CLI::Config {
+ public:
+  // `sources` (with the flags already marked) must outlive the parse.
+  ConfigFile(std::string path, std::vector<Source>* sources)
+      : path_(std::move(path)), sources_(sources) {
+    if (absl::EndsWithIgnoreCase(path_, ".ini")) {
+      format_ = std::make_unique<CLI::ConfigINI>();
+    } else {
+      format_ = std::make_unique<CLI::ConfigTOML>();
+    }
+  }
+
+  std::string to_config(const CLI::App* app, bool default_also,
+                        bool write_description,
+                        std::string prefix) const override {
+    return format_->to_config(app, default_also, write_description,
+                              std::move(prefix));
+  }
+
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override {
+    const std::string where = absl::StrCat("config file ", path_);
+    std::vector<CLI::ConfigItem> kept;
+    std::vector<bool> seen(Options().size(), false);
+    for (CLI::ConfigItem& item : format_->from_config(input)) {
+      if (!item.parents.empty()) {
+        throw CLI::ConfigError(absl::StrCat(
+            where, ": options go at the top level, not in a section ([",
+            absl::StrJoin(item.parents, "."), "])"));
+      }
+      absl::string_view name = item.name;
+      absl::ConsumePrefix(&name, "--");
+      const Option* found = FindOption(name);
+      if (found == nullptr) {
+        throw CLI::ConfigError(
+            absl::StrCat(where, ": unknown option \"", item.name, "\""));
+      }
+      const Option& o = *found;
+      const size_t i = static_cast<size_t>(found - Options().data());
+      if (seen[i]) {
+        throw CLI::ConfigError(
+            absl::StrCat(where, ": ", o.name, " is set twice"));
+      }
+      seen[i] = true;
+      if (item.inputs.size() != 1) {
+        if (!o.list) {
+          throw CLI::ConfigError(absl::StrCat(
+              where, ": ", o.name, " takes one value, not ", item.inputs.size(),
+              " (quote a string that holds spaces or commas)"));
+        }
+        item.inputs = {absl::StrJoin(item.inputs, ",")};
+      }
+      // CLI11 2.1 ends a value at its first `#`, quoted or not.
+      const std::string& value = item.inputs[0];
+      if (!value.empty() && (value[0] == '"' || value[0] == '\'') &&
+          (value.size() == 1 || value.back() != value[0])) {
+        throw CLI::ConfigError(absl::StrCat(
+            where, ": ", o.name,
+            ": unterminated quoted string (a # starts a comment, even "
+            "inside quotes)"));
+      }
+      item.name = o.name;
+      if ((*sources_)[i] == Source::kFlag || InEnvironment(o)) continue;
+      (*sources_)[i] = Source::kFile;
+      kept.push_back(std::move(item));
+    }
+    return kept;
+  }
+
+ private:
+  const std::string path_;
+  std::vector<Source>* const sources_;
+  std::unique_ptr<CLI::ConfigBase> format_;
+};
+
 }  // namespace
 
 std::vector<std::string> OptionNames() {
@@ -391,114 +598,113 @@ std::vector<std::string> OptionNames() {
   return names;
 }
 
-absl::Status ApplyConfigText(const std::string& text, const std::string& source,
-                             Config* config) {
-  int line_number = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    ++line_number;
-    const std::string where = absl::StrCat(source, ":", line_number);
-    line = absl::StripAsciiWhitespace(line);
-    if (line.empty() || line[0] == '#') continue;
-    const size_t eq = line.find('=');
-    if (eq == absl::string_view::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": expected `name = value`"));
-    }
-    absl::string_view name = absl::StripAsciiWhitespace(line.substr(0, eq));
-    absl::string_view value = absl::StripAsciiWhitespace(line.substr(eq + 1));
-    // A trailing comment, unless the value is quoted.
-    if (!value.empty() && value[0] == '"') {
-      const size_t close = value.find('"', 1);
-      if (close == absl::string_view::npos) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": unterminated quoted value"));
-      }
-      absl::string_view rest =
-          absl::StripAsciiWhitespace(value.substr(close + 1));
-      if (!rest.empty() && rest[0] != '#') {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": text after the quoted value"));
-      }
-      value = value.substr(1, close - 1);
-    } else if (const size_t hash = value.find('#');
-               hash != absl::string_view::npos) {
-      value = absl::StripAsciiWhitespace(value.substr(0, hash));
-    }
-    absl::ConsumePrefix(&name, "--");
-    const Option* o = FindOption(name);
-    if (o == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": unknown option \"", name, "\""));
-    }
-    if (absl::Status s = SetOption(*o, std::string(value), where, config);
-        !s.ok()) {
-      return s;
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<ParsedConfig> ParseConfig(int argc, const char* const* argv) {
   ParsedConfig out;
-  const Config defaults;
-  CLI::App app{"sessiond: a session store that cannot log everybody out"};
-  app.set_version_flag("--version",
-                       absl::StrCat("sessiond ", kSessiondVersion));
+  const std::vector<Option>& options = Options();
+  std::vector<Source> sources(options.size(), Source::kDefault);
+
+  // Pass 1, the command line alone: --help, --version, unknown flags, which
+  // options the flags set, and the config file's name.
   std::string config_file;
-  app.add_option("--config", config_file,
-                 "read options from this file (`name = value` lines); flags "
-                 "given on the command line override it");
-  std::vector<std::string> values(Options().size());
-  std::vector<CLI::Option*> cli_options;
-  for (size_t i = 0; i < Options().size(); ++i) {
-    const Option& o = Options()[i];
-    CLI::Option* opt = app.add_option(
-        absl::StrCat("--", o.name), values[i],
-        absl::StrCat(o.help, " (default: ", CurrentValue(o, defaults), ")"));
-    opt->type_name(o.int_field != nullptr ? "INT" : "TEXT");
-    if (o.hidden) opt->group("");
-    cli_options.push_back(opt);
+  {
+    CLI::App app{kAbout, "sessiond"};
+    std::vector<std::string> values(options.size());
+    const std::vector<CLI::Option*> flags =
+        AddOptions(&app, &values, /*environment=*/false);
+    app.add_option("--config", config_file, kConfigHelp)->envname(kConfigEnv);
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+      out.help = true;
+      out.help_text = HelpText();
+      return out;
+    } catch (const CLI::CallForVersion&) {
+      out.help = true;
+      out.help_text = absl::StrCat(VersionLine(), "\n");
+      return out;
+    } catch (const CLI::ParseError& e) {
+      return absl::InvalidArgumentError(e.what());
+    }
+    for (size_t i = 0; i < options.size(); ++i) {
+      if (flags[i]->count() > 0) sources[i] = Source::kFlag;
+    }
   }
+  if (!config_file.empty() && !std::ifstream(config_file)) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read config file ", config_file));
+  }
+
+  // Pass 2: CLI11 fills in what the flags left unset, from the file (through
+  // ConfigFile, which drops what the environment sets) and the environment.
+  CLI::App app{kAbout, "sessiond"};
+  std::vector<std::string> values(options.size());
+  const std::vector<CLI::Option*> cli =
+      AddOptions(&app, &values, /*environment=*/true);
+  app.set_config("--config", config_file, kConfigHelp);
+  app.config_formatter(std::make_shared<ConfigFile>(config_file, &sources));
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    out.help = true;
-    out.help_text = app.help();
-    return out;
-  } catch (const CLI::CallForVersion&) {
-    out.help = true;
-    out.help_text = "sessiond 0.1\n";
-    return out;
   } catch (const CLI::ParseError& e) {
     return absl::InvalidArgumentError(e.what());
   }
 
   Config& config = out.config;
-  if (!config_file.empty()) {
-    std::ifstream in(config_file);
-    if (!in) {
-      return absl::NotFoundError(
-          absl::StrCat("cannot read config file ", config_file));
+  for (size_t i = 0; i < options.size(); ++i) {
+    if (sources[i] == Source::kDefault && cli[i]->count() > 0) {
+      sources[i] = Source::kEnvironment;
     }
-    std::stringstream text;
-    text << in.rdbuf();
-    if (absl::Status s = ApplyConfigText(text.str(), config_file, &config);
-        !s.ok()) {
-      return s;
-    }
-    config.config_file = config_file;
-  }
-  for (size_t i = 0; i < Options().size(); ++i) {
-    if (cli_options[i]->count() == 0) continue;
-    const Option& o = Options()[i];
+    if (sources[i] == Source::kDefault || cli[i]->results().empty()) continue;
+    const Option& o = options[i];
     if (absl::Status s =
-            SetOption(o, values[i], absl::StrCat("flag --", o.name), &config);
+            SetOption(o, cli[i]->results().back(),
+                      SourceText(sources[i], o, config_file), &config);
         !s.ok()) {
       return s;
     }
   }
+  config.config_file = config_file;
   if (absl::Status s = CheckConsistent(config); !s.ok()) return s;
   return out;
+}
+
+std::string VersionLine() {
+  return absl::StrCat("sessiond ", SESSIOND_VERSION_LINE);
+}
+
+std::vector<std::string> ReloadableOptionNames() {
+  std::vector<std::string> names;
+  for (const Option& o : Options()) {
+    if (o.reloadable) names.push_back(o.name);
+  }
+  return names;
+}
+
+std::vector<OptionChange> ChangedOptions(const Config& running,
+                                         const Config& next) {
+  std::vector<OptionChange> changes;
+  for (const Option& o : Options()) {
+    std::string was = CurrentValue(o, running);
+    std::string now = CurrentValue(o, next);
+    if (was == now) continue;
+    changes.push_back(OptionChange{.name = o.name,
+                                   .running = std::move(was),
+                                   .next = std::move(now),
+                                   .reloadable = o.reloadable});
+  }
+  return changes;
+}
+
+Config WithReloadableOptions(const Config& running, const Config& next) {
+  Config merged = running;
+  for (const Option& o : Options()) {
+    if (!o.reloadable) continue;
+    if (o.int_field != nullptr) {
+      *o.int_field(&merged) = *o.int_field(const_cast<Config*>(&next));
+    } else {
+      *o.string_field(&merged) = *o.string_field(const_cast<Config*>(&next));
+    }
+  }
+  return merged;
 }
 
 absl::StatusOr<std::map<uint64_t, std::string>> ParseInitialCluster(

@@ -12,13 +12,21 @@
 
 namespace sessiond::server {
 
-// What `sessiond --version` prints after "sessiond " (and backups record).
-inline constexpr char kSessiondVersion[] = "0.1";
+// sessiond's version, "MAJOR.MINOR.PATCH": project(sessiond VERSION ...) in
+// the top CMakeLists.txt, through the generated common/version.h (backups
+// record it). Defined in config.cc, so that a new git commit in that header
+// recompiles one file rather than every includer of this one.
+extern const char kSessiondVersion[];
+
+// What `sessiond --version` prints: "sessiond 0.1.0 (git 1a2b3c4, Release,
+// GNU 12.2.0)" (the commit CMake saw when it last configured the build).
+std::string VersionLine();
 
 // Everything sessiond can be told. Every field is an option declared once in
-// config.cc's table (name, default, help, validator: redis config.c's
-// shape), settable as a flag (--name value) or as a `name = value` line of
-// the --config file; flags override the file.
+// config.cc's table (name, default, help, range or validator, whether
+// SIGHUP reloads it: redis config.c's shape), settable as a flag (--name
+// value), an environment variable (SESSIOND_NAME) or a key of the --config
+// file (TOML, or INI for *.ini); flag > environment > file > default.
 struct Config {
   std::string listen = "127.0.0.1:50051";
   std::string data_dir = "./sessiond-data";
@@ -44,6 +52,12 @@ struct Config {
   // Writes stop while the data dir's file system has less free (MiB);
   // storage/disk_guard.h. 0: off.
   int64_t disk_reserve_mb = 64;
+  // How long a flush, bulk revocation or RevokeUserSessions can be undone
+  // (AdminService.RestoreFlush); then it is purged.
+  int64_t revocation_retention_ms = 24ll * 3600 * 1000;
+  // host:port of the Prometheus endpoint (GET /metrics, GET /healthz;
+  // server/metrics_http.h); empty: off. Port 0 picks a free one.
+  std::string metrics_listen;
 
   // Cluster (docs/OPERATIONS.md). Without initial_cluster: a single node.
   int64_t node_id = 1;
@@ -105,17 +119,35 @@ struct ParsedConfig {
   std::string help_text;
 };
 
-// Parses flags and the optional --config file. InvalidArgument (the caller
-// exits 2) for an unknown flag or key, a malformed or out-of-range value, or
-// options inconsistent with each other; NotFound when the config file cannot
-// be read. The message says which option and why.
+// Parses flags, the environment (SESSIOND_<NAME>) and the optional --config
+// file (or SESSIOND_CONFIG), with CLI11 for all three. InvalidArgument (the
+// caller exits 2) for an unknown flag or key, a malformed or out-of-range
+// value, or options inconsistent with each other; NotFound when the config
+// file cannot be read. The message names the option and where its value
+// came from ("flag --shards", "environment SESSIOND_SHARDS", "config file
+// /etc/sessiond/sessiond.toml"). Reads the process environment: not safe
+// against a concurrent setenv.
 absl::StatusOr<ParsedConfig> ParseConfig(int argc, const char* const* argv);
 
-// Parses `text` in the config file format: one `name = value` per line,
-// `#` comments, blank lines, values optionally in double quotes. Applies to
-// `config` only the options present. InvalidArgument names the line.
-absl::Status ApplyConfigText(const std::string& text, const std::string& source,
-                             Config* config);
+// An option whose value differs between two configs (values as text).
+struct OptionChange {
+  std::string name;
+  std::string running;
+  std::string next;
+  // Marked reloadable in the table: a running daemon applies it on SIGHUP.
+  bool reloadable = false;
+};
+
+// The options that differ between `running` and `next`, in table order.
+std::vector<OptionChange> ChangedOptions(const Config& running,
+                                         const Config& next);
+
+// `running` with the reloadable options taken from `next`: the config a
+// daemon runs with after a SIGHUP that read `next`.
+Config WithReloadableOptions(const Config& running, const Config& next);
+
+// The options a running daemon applies on SIGHUP (Daemon::Reload).
+std::vector<std::string> ReloadableOptionNames();
 
 // The limits the server enforces: config.limits with the derived
 // Limits::min_idle_timeout_ms (MinIdleTimeoutMs of --min_ttl_ms and

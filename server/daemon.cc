@@ -21,6 +21,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
+#include "common/metrics_registry.h"
 #include "replication/node_driver.h"
 #include "server/admin_service.h"
 #include "server/backup.h"
@@ -31,9 +32,13 @@
 #include "server/delay_queue.h"
 #include "server/expiry_sweeper.h"
 #include "server/log_compactor.h"
+#include "server/metrics_http.h"
+#include "server/node_metrics.h"
 #include "server/peer_service.h"
 #include "server/peer_transport.h"
+#include "server/process_metrics.h"
 #include "server/read_barrier.h"
+#include "server/rpc_metrics.h"
 #include "server/session_service.h"
 #include "server/touch_buffer.h"
 #include "server/write_path.h"
@@ -99,9 +104,36 @@ void AllowPeerKeepalive(grpc::ServerBuilder* builder) {
 
 }  // namespace
 
-Daemon::Daemon(const Config& config) : config_(config) {}
+Daemon::Daemon(const Config& config)
+    : config_(config), shutdown_grace_ms_(config.shutdown_grace_ms) {}
 
 Daemon::~Daemon() { Shutdown(); }
+
+std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
+                                                  int64_t batch) const {
+  ExpirySweeperOptions options;
+  options.interval = absl::Milliseconds(interval_ms);
+  options.batch = static_cast<size_t>(batch);
+  return std::make_unique<ExpirySweeper>(options, table_.get(),
+                                         state_machine_.get(), clock_.get(),
+                                         driver_.get(), writes_.get());
+}
+
+absl::Status Daemon::Reload(const Config& next) {
+  absl::MutexLock lock(&shutdown_mu_);
+  if (shut_down_ || sweeper_ == nullptr) {
+    return absl::FailedPreconditionError("the daemon is not running");
+  }
+  shutdown_grace_ms_.store(next.shutdown_grace_ms);
+  if (next.sweep_interval_ms != sweep_interval_ms_ ||
+      next.sweep_batch != sweep_batch_) {
+    sweeper_->Stop();
+    sweeper_ = NewSweeper(next.sweep_interval_ms, next.sweep_batch);
+    sweep_interval_ms_ = next.sweep_interval_ms;
+    sweep_batch_ = next.sweep_batch;
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   std::unique_ptr<Daemon> daemon(new Daemon(config));
@@ -145,6 +177,7 @@ absl::Status Daemon::StartPeerListener() {
   builder.SetMaxReceiveMessageSize(64 << 20);
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  if (rpc_metrics_ != nullptr) rpc_metrics_->Instrument(&builder);
   builder.RegisterService(peer_service_.get());
   peer_server_ = builder.BuildAndStart();
   if (peer_server_ == nullptr || port == 0) {
@@ -209,6 +242,16 @@ absl::Status Daemon::Init() {
   }
   phase("open");
 
+  if (!config_.metrics_listen.empty()) {
+    // SessionService records its own calls (no interceptor hop on the hot
+    // path: server/rpc_metrics.h).
+    rpc_metrics_ = std::make_unique<RpcMetrics>(
+        std::vector<std::string>{
+            sessiond::v1::AdminService::service_full_name(),
+            sessiond::v1::internal::RaftPeer::service_full_name()},
+        std::vector<std::string>{
+            sessiond::v1::SessionService::service_full_name()});
+  }
   // The peer listener runs before the bootstrap decision: other new
   // members ask this one Hello while it asks them.
   if (absl::Status s = StartPeerListener(); !s.ok()) return s;
@@ -413,6 +456,8 @@ absl::Status Daemon::Init() {
   service_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
   service_options.self = self;
+  service_options.rpc_metrics = rpc_metrics_.get();
+  service_options.revocation_retention_ms = config_.revocation_retention_ms;
   service_ = std::make_unique<SessionServiceImpl>(
       service_options, table_.get(), state_machine_.get(), clock_.get(),
       reads_.get(), writes_.get(), touches_.get());
@@ -421,12 +466,13 @@ absl::Status Daemon::Init() {
   admin_options.self = self;
   admin_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
-  ExpirySweeperOptions sweeper_options;
-  sweeper_options.interval = absl::Milliseconds(config_.sweep_interval_ms);
-  sweeper_options.batch = static_cast<size_t>(config_.sweep_batch);
-  sweeper_ = std::make_unique<ExpirySweeper>(sweeper_options, table_.get(),
-                                             state_machine_.get(), clock_.get(),
-                                             driver_.get(), writes_.get());
+  admin_options.revocation_retention_ms = config_.revocation_retention_ms;
+  {
+    absl::MutexLock lock(&shutdown_mu_);
+    sweeper_ = NewSweeper(config_.sweep_interval_ms, config_.sweep_batch);
+    sweep_interval_ms_ = config_.sweep_interval_ms;
+    sweep_batch_ = config_.sweep_batch;
+  }
   LogCompactorOptions compactor_options;
   compactor_options.interval =
       absl::Milliseconds(config_.log_compact_interval_ms);
@@ -465,6 +511,7 @@ absl::Status Daemon::Init() {
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Message sizes, stream and memory bounds (server/client_server.h).
   ConfigureClientServer(ClientServerSettingsFor(service_options), &builder);
+  if (rpc_metrics_ != nullptr) rpc_metrics_->Instrument(&builder);
   socket_poller_ =
       std::make_unique<SocketPoller>(&builder, service_->stream_activity());
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(),
@@ -498,6 +545,33 @@ absl::Status Daemon::Init() {
     health->SetServingStatus(true);
     health->SetServingStatus(sessiond::v1::SessionService::service_full_name(),
                              true);
+  }
+  if (!config_.metrics_listen.empty()) {
+    // Started last: its collectors read every part above.
+    auto registry = std::make_shared<metrics::MetricsRegistry>();
+    NodeMetricsSources sources;
+    sources.status = [this] { return SelfStatus(/*with_digest=*/false); };
+    sources.table = table_.get();
+    sources.driver = driver_.get();
+    sources.validations = &service_->validations();
+    sources.version = kSessiondVersion;
+    registry->AddCollector([sources](metrics::ExpositionWriter* w) {
+      CollectNodeMetrics(sources, w);
+    });
+    registry->AddCollector(
+        [rpc = rpc_metrics_.get()](metrics::ExpositionWriter* w) {
+          rpc->Collect(w);
+        });
+    registry->AddCollector(CollectProcessMetrics);
+    MetricsHttpOptions http_options;
+    http_options.listen = config_.metrics_listen;
+    http_options.render = [registry] { return registry->Render(); };
+    http_options.serving = [this] { return running_.load(); };
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
+        MetricsHttpServer::Start(std::move(http_options));
+    if (!http.ok()) return http.status();
+    metrics_http_ = *std::move(http);
+    metrics_address_ = metrics_http_->address();
   }
   phase("listen");
   startup_ms_ = absl::ToInt64Milliseconds(absl::Now() - start);
@@ -585,7 +659,8 @@ void Daemon::Shutdown() {
     shut_down_ = true;
   }
   running_.store(false);
-  const absl::Duration grace = absl::Milliseconds(config_.shutdown_grace_ms);
+  const int64_t grace_ms = shutdown_grace_ms_.load();  // Reload may change it
+  const absl::Duration grace = absl::Milliseconds(grace_ms);
   if (server_ != nullptr) {
     if (grpc::HealthCheckServiceInterface* health =
             server_->GetHealthCheckService()) {
@@ -600,14 +675,14 @@ void Daemon::Shutdown() {
       std::fprintf(stderr,
                    "sessiond: writes or streams still open after %lld ms; "
                    "cancelling them\n",
-                   static_cast<long long>(config_.shutdown_grace_ms));
+                   static_cast<long long>(grace_ms));
     } else if (!service_->WaitForCallersToLeave(kCallersQuiet,
                                                 drain_deadline)) {
       std::fprintf(stderr,
                    "sessiond: clients still calling after %lld ms of "
                    "UNAVAILABLE; stopping (calls racing the stop are "
                    "cancelled)\n",
-                   static_cast<long long>(config_.shutdown_grace_ms));
+                   static_cast<long long>(grace_ms));
     }
   }
   // A leader hands over before it goes, so a rolling restart costs no
@@ -663,6 +738,9 @@ void Daemon::Shutdown() {
   if (transport_ != nullptr) transport_->Stop();
   if (timers_ != nullptr) timers_->Stop();
 
+  // Its collectors read the parts destroyed below.
+  if (metrics_http_ != nullptr) metrics_http_->Stop();
+  metrics_http_.reset();
   server_.reset();
   backups_.reset();  // waits for a backup in progress
   agent_.reset();
@@ -685,6 +763,7 @@ void Daemon::Shutdown() {
   transport_.reset();
   peer_server_.reset();
   peer_service_.reset();
+  rpc_metrics_.reset();  // after every server it instrumented
   snapshots_.reset();
   log_.reset();
   db_.reset();  // flushes memtables and releases the data dir's LOCK

@@ -40,9 +40,11 @@ class ClusterClock;
 class DelayQueue;
 class ExpirySweeper;
 class LogCompactor;
+class MetricsHttpServer;
 class PeerService;
 class PeerTransport;
 class ReadBarrier;
+class RpcMetrics;
 class SessionServiceImpl;
 class SocketPoller;
 class TouchBuffer;
@@ -60,12 +62,15 @@ class WritePath;
 //   (replays the log) -> DelayQueue, ClusterClock, WritePath, ReadBarrier,
 //   TouchBuffer -> peer service attached -> wait for the replay ->
 //   SessionService, AdminService, ExpirySweeper, LogCompactor, ClusterAgent
-//   -> client listener
+//   -> client listener -> metrics endpoint (--metrics_listen; RpcMetrics,
+//   whose interceptors both gRPC servers hold, is built before the peer
+//   listener and destroyed after both servers)
 //
 // A single node (no --initial_cluster) is a one-voter group with no peer
 // listener; it takes exactly the same write and read paths.
 //
-// Thread-safe: Shutdown may be called from any thread, once or many times.
+// Thread-safe: Shutdown may be called from any thread, once or many times;
+// Reload from any thread (shutdown_mu_ serializes the two).
 class Daemon {
  public:
   // Opens the data dir and starts serving once this node has replayed its
@@ -86,11 +91,21 @@ class Daemon {
   // and closes RocksDB cleanly. Idempotent.
   void Shutdown();
 
+  // SIGHUP: applies from `next` the options config.cc's table marks
+  // reloadable (ReloadableOptionNames(): sweep_interval_ms, sweep_batch,
+  // shutdown_grace_ms) and ignores the rest, which need a restart. A new
+  // sweep interval or batch replaces the expiry sweeper (its thread runs at
+  // a fixed interval); that waits for a sweep in progress (at most its
+  // apply timeout). FailedPrecondition once Shutdown began.
+  absl::Status Reload(const Config& next);
+
   // host:port actually bound (with the real port when listen had port 0).
   const std::string& address() const { return address_; }
   int port() const { return port_; }
   // The peer listener's bound address (empty for a single node).
   const std::string& peer_address() const { return peer_address_; }
+  // The metrics endpoint's bound address (empty without --metrics_listen).
+  const std::string& metrics_address() const { return metrics_address_; }
   uint64_t cluster_id() const { return cluster_id_; }
   // Sessions in the table right after recovery, and how long recovery took.
   uint64_t sessions_loaded() const { return sessions_loaded_; }
@@ -105,6 +120,7 @@ class Daemon {
   }
   replication::NodeDriver* driver() const { return driver_.get(); }
   TouchBuffer* touch_buffer() const { return touches_.get(); }
+  // Replaced by Reload when the sweep settings change.
   ExpirySweeper* sweeper() const { return sweeper_.get(); }
   LogCompactor* compactor() const { return compactor_.get(); }
   storage::RaftLogStore* log_store() const { return log_.get(); }
@@ -118,12 +134,15 @@ class Daemon {
   explicit Daemon(const Config& config);
   absl::Status Init();
   absl::Status StartPeerListener();
+  std::unique_ptr<ExpirySweeper> NewSweeper(int64_t interval_ms,
+                                            int64_t batch) const;
   sessiond::v1::internal::HelloResponse Hello() const;
 
   const Config config_;
   std::string address_;
   int port_ = 0;
   std::string peer_address_;
+  std::string metrics_address_;
   std::string advertised_peer_;
   std::string advertised_client_;
   uint64_t cluster_id_ = 0;
@@ -134,6 +153,8 @@ class Daemon {
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> hello_cluster_id_{0};
 
+  // --metrics_listen: times the gRPC servers' calls; destroyed after them.
+  std::unique_ptr<RpcMetrics> rpc_metrics_;
   // In dependency order; destroyed in reverse.
   std::unique_ptr<storage::Database> db_;
   // Watches the data dir's free space; makes the driver refuse proposals
@@ -164,9 +185,18 @@ class Daemon {
   // which Shutdown() destroys first.
   std::unique_ptr<SocketPoller> socket_poller_;
   std::unique_ptr<grpc::Server> server_;
+  // GET /metrics and /healthz ("sd-metrics"); reads the parts above, so it
+  // starts once they all exist and stops before any is destroyed.
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+  // What Reload changes (config_ keeps the values the daemon started with).
+  // sweeper_ is replaced under shutdown_mu_, and otherwise read only by
+  // Shutdown (after shut_down_ is set) and tests.
+  std::atomic<int64_t> shutdown_grace_ms_;
+  int64_t sweep_interval_ms_ ABSL_GUARDED_BY(shutdown_mu_) = 0;
+  int64_t sweep_batch_ ABSL_GUARDED_BY(shutdown_mu_) = 0;
 };
 
 }  // namespace sessiond::server

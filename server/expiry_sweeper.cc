@@ -4,6 +4,7 @@
 #include <any>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,31 @@ ExpirySweeper::~ExpirySweeper() { Stop(); }
 
 void ExpirySweeper::Stop() { task_.Stop(); }
 
+std::optional<replication::ApplyResult> ExpirySweeper::SubmitAndWait(
+    sessiond::v1::internal::Command command) {
+  struct Outcome {
+    absl::Notification done;
+    replication::ApplyResult result;
+  };
+  auto outcome = std::make_shared<Outcome>();
+  writes_->Submit(std::move(command), absl::Now() + options_.apply_timeout,
+                  [outcome](replication::ApplyResult result) {
+                    outcome->result = std::move(result);
+                    outcome->done.Notify();
+                  });
+  if (!outcome->done.WaitForNotificationWithTimeout(options_.apply_timeout)) {
+    std::fprintf(stderr, "sessiond: sweeper command not applied within %s\n",
+                 absl::FormatDuration(options_.apply_timeout).c_str());
+    return std::nullopt;
+  }
+  if (!outcome->result.ok()) {
+    std::fprintf(stderr, "sessiond: sweeper command failed: %s\n",
+                 outcome->result.status().ToString().c_str());
+    return std::nullopt;
+  }
+  return std::move(outcome->result);
+}
+
 uint64_t ExpirySweeper::SweepOnce() {
   // Only the leader sweeps: one sweep per cluster, stamped with cluster
   // time (replicas never expire on their own clock).
@@ -47,37 +73,35 @@ uint64_t ExpirySweeper::SweepOnce() {
     }
     // Wait for this command to apply before collecting again, or the next
     // collection would find the same sessions.
-    struct Outcome {
-      absl::Notification done;
-      replication::ApplyResult result;
-    };
-    auto outcome = std::make_shared<Outcome>();
-    writes_->Submit(std::move(command), absl::Now() + options_.apply_timeout,
-                    [outcome](replication::ApplyResult result) {
-                      outcome->result = std::move(result);
-                      outcome->done.Notify();
-                    });
-    if (!outcome->done.WaitForNotificationWithTimeout(options_.apply_timeout)) {
-      std::fprintf(stderr, "sessiond: expiry command not applied within %s\n",
-                   absl::FormatDuration(options_.apply_timeout).c_str());
-      break;
-    }
-    if (!outcome->result.ok()) {
-      std::fprintf(stderr, "sessiond: expiry command failed: %s\n",
-                   outcome->result.status().ToString().c_str());
-      break;
-    }
+    std::optional<replication::ApplyResult> result =
+        SubmitAndWait(std::move(command));
+    if (!result) break;
     uint64_t count = 0;
-    if (const uint64_t* c = std::any_cast<uint64_t>(&*outcome->result)) {
-      count = *c;
-    }
+    if (const uint64_t* c = std::any_cast<uint64_t>(&**result)) count = *c;
     removed += count;
     // Nothing removed although the table said expired: the sessions were
     // touched or changed meanwhile; collecting again would spin.
     if (count == 0 || expired.size() < options_.batch) break;
   }
   removed_total_.fetch_add(removed, std::memory_order_relaxed);
+  PurgeRevocations();
   return removed;
+}
+
+void ExpirySweeper::PurgeRevocations() {
+  const std::vector<uint64_t> due =
+      state_machine_->RevocationsDueForPurge(clock_->NowMs(), 16);
+  if (due.empty()) return;
+  sessiond::v1::internal::Command command;
+  for (uint64_t id : due) {
+    command.mutable_purge_revocations()->add_revocation_ids(id);
+  }
+  std::optional<replication::ApplyResult> result =
+      SubmitAndWait(std::move(command));
+  if (!result) return;
+  if (const uint64_t* count = std::any_cast<uint64_t>(&**result)) {
+    purged_total_.fetch_add(*count, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace sessiond::server

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -37,6 +38,8 @@ struct ExpirySweeperOptions {
 //
 // Reads already treat an expired session as EXPIRED the moment it expires;
 // the sweep only reclaims memory and disk (after which a read says UNKNOWN).
+// Each sweep also proposes the purge of flushes and bulk revocations past
+// their retention (storage/revocations.h).
 //
 // Owns one thread. Every pointer must outlive this (Stop() first).
 class ExpirySweeper {
@@ -60,8 +63,19 @@ class ExpirySweeper {
   uint64_t removed_total() const {
     return removed_total_.load(std::memory_order_relaxed);
   }
+  // Sessions removed by purges of revocations past their retention.
+  uint64_t purged_total() const {
+    return purged_total_.load(std::memory_order_relaxed);
+  }
 
  private:
+  // Proposes `command` and waits until it applied (nullopt, logged, when it
+  // failed or did not apply within apply_timeout).
+  std::optional<replication::ApplyResult> SubmitAndWait(
+      sessiond::v1::internal::Command command);
+  // Proposes a purge of the revocations whose retention has passed.
+  void PurgeRevocations();
+
   const ExpirySweeperOptions options_;
   const storage::SessionTable* const table_;                 // outlives this
   const storage::SessionStateMachine* const state_machine_;  // outlives this
@@ -69,6 +83,7 @@ class ExpirySweeper {
   replication::NodeDriver* const driver_;                    // outlives this
   WritePath* const writes_;                                  // outlives this
   std::atomic<uint64_t> removed_total_{0};
+  std::atomic<uint64_t> purged_total_{0};
 
   PeriodicTask task_;  // last: its thread uses the members above
 };

@@ -1,20 +1,80 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 //
 // sessiond: parses the configuration, builds the Daemon, serves until
-// SIGTERM or SIGINT, then drains and exits 0.
+// SIGTERM or SIGINT, then drains and exits 0. SIGHUP re-reads the config
+// file and the environment: the reloadable options are applied, every other
+// change is reported as needing a restart, and a config that no longer
+// parses changes nothing. Under systemd (Type=notify) it tells the manager
+// READY=1 once it serves, RELOADING=1 ... READY=1 around a reload, and
+// STOPPING=1 when it begins to drain (sd_notify; nothing without
+// $NOTIFY_SOCKET).
 //
 // Exit codes: 0 after a clean shutdown, 1 when the daemon cannot start (the
 // data dir is locked by another process or corrupt, the address cannot be
 // bound), 2 for a bad command line or config file.
 #include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "server/config.h"
 #include "server/daemon.h"
 #include "storage/raft_log_store.h"
+
+namespace {
+
+// SIGHUP: parses the same command line again (so flags keep winning) with
+// the file and environment as they are now; the daemon applies the
+// reloadable options and `running` follows what it runs with.
+void Reload(int argc, char** argv, sessiond::server::Daemon* daemon,
+            sessiond::server::Config* running) {
+  sd_notify(0, "RELOADING=1\nSTATUS=reloading the config");
+  absl::StatusOr<sessiond::server::ParsedConfig> next =
+      sessiond::server::ParseConfig(argc, argv);
+  if (!next.ok()) {
+    std::fprintf(stderr,
+                 "sessiond: SIGHUP: the config does not parse; nothing "
+                 "changed, still running with the previous one: %s\n",
+                 std::string(next.status().message()).c_str());
+  } else {
+    const std::vector<sessiond::server::OptionChange> changes =
+        sessiond::server::ChangedOptions(*running, next->config);
+    const sessiond::server::Config applied =
+        sessiond::server::WithReloadableOptions(*running, next->config);
+    if (absl::Status s = daemon->Reload(applied); !s.ok()) {
+      std::fprintf(stderr, "sessiond: SIGHUP: not applied: %s\n",
+                   s.ToString().c_str());
+    } else {
+      int restart = 0;
+      for (const sessiond::server::OptionChange& c : changes) {
+        if (c.reloadable) {
+          std::printf("sessiond: reloaded %s: %s -> %s\n", c.name.c_str(),
+                      c.running.c_str(), c.next.c_str());
+        } else {
+          ++restart;
+          std::fprintf(stderr,
+                       "sessiond: needs a restart: %s (running with %s, file "
+                       "says %s)\n",
+                       c.name.c_str(), c.running.c_str(), c.next.c_str());
+        }
+      }
+      std::printf(
+          "sessiond: SIGHUP: config reloaded (%d applied, %d need a "
+          "restart)\n",
+          static_cast<int>(changes.size()) - restart, restart);
+      *running = applied;
+    }
+  }
+  std::fflush(stdout);
+  sd_notify(0, "READY=1\nSTATUS=serving");
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   absl::StatusOr<sessiond::server::ParsedConfig> parsed =
@@ -28,7 +88,7 @@ int main(int argc, char** argv) {
     std::fputs(parsed->help_text.c_str(), stdout);
     return 0;
   }
-  const sessiond::server::Config& config = parsed->config;
+  sessiond::server::Config config = parsed->config;
 
   // Debian's Abseil is built with deadlock detection on, which makes every
   // absl::Mutex acquisition update a process-wide lock graph under a global
@@ -43,6 +103,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -77,12 +138,22 @@ int main(int argc, char** argv) {
                 (*daemon)->peer_address().c_str());
     std::printf("PEER_LISTENING %s\n", (*daemon)->peer_address().c_str());
   }
+  if (!(*daemon)->metrics_address().empty()) {
+    std::printf("METRICS_LISTENING %s\n", (*daemon)->metrics_address().c_str());
+  }
   // Machine-readable, for tests and scripts that started us with port 0.
   std::printf("LISTENING %s\n", (*daemon)->address().c_str());
   std::fflush(stdout);
 
+  sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu",
+             (*daemon)->address().c_str(),
+             static_cast<unsigned long>(getpid()));
+
   int received = 0;
-  sigwait(&signals, &received);
+  while (sigwait(&signals, &received) == 0 && received == SIGHUP) {
+    Reload(argc, argv, daemon->get(), &config);
+  }
+  sd_notify(0, "STOPPING=1\nSTATUS=draining");
   std::fprintf(stderr, "sessiond: %s, draining\n", strsignal(received));
   (*daemon)->Shutdown();
   daemon->reset();

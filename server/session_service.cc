@@ -159,9 +159,10 @@ absl::Status SessionServiceImpl::CheckReady() const {
 // ---------------------------------------------------------------------------
 // Read path
 
-void SessionServiceImpl::ValidateNow(const ValidateSessionRequest& request,
-                                     int64_t now_ms, const ReadAnswer& answer,
-                                     ValidateSessionResponse* response) {
+absl::Status SessionServiceImpl::ValidateNow(
+    const ValidateSessionRequest& request, sessiond::v1::Consistency asked,
+    int64_t now_ms, const ReadAnswer& answer,
+    ValidateSessionResponse* response) {
   response->set_request_id(request.request_id());
   response->set_consistency(answer.consistency);
   response->set_stale(answer.stale);
@@ -170,17 +171,53 @@ void SessionServiceImpl::ValidateNow(const ValidateSessionRequest& request,
   // A garbage token is not an error: nobody holds a session under it.
   if (!storage::LooksLikeToken(request.token())) {
     response->set_outcome(ValidateSessionResponse::UNKNOWN);
-    return;
+    validations_.Count(ValidateSessionResponse::UNKNOWN);
+    return absl::OkStatus();
   }
   const storage::TokenHash hash = storage::HashToken(request.token());
   const storage::ValidateOutcome outcome =
       table_->Validate(hash, now_ms, state_machine_->expiry_leeway_ms(),
                        response->mutable_session());
+  if (outcome == storage::ValidateOutcome::kUnknown &&
+      answer.consistency == sessiond::v1::LOCAL &&
+      asked != sessiond::v1::LOCAL) {
+    // The default level fell back to this node's table: the node could not
+    // confirm it is up to date (it restarted, or lost the leader), so
+    // "unknown" may only mean "created while I was away", and that answer
+    // would log the user out. Another node, or this one a moment later,
+    // knows.
+    return absl::UnavailableError(
+        "this node could not confirm it is up to date and does not know "
+        "this token (it may have been created elsewhere meanwhile): ask "
+        "another node, or retry shortly");
+  }
   response->set_outcome(ToProto(outcome));
-  if (outcome != storage::ValidateOutcome::kValid) {
+  validations_.Count(response->outcome());
+  if (outcome == storage::ValidateOutcome::kRevoked) {
+    response->clear_session();
+    DescribeRevoked(hash, response);
+  } else if (outcome != storage::ValidateOutcome::kValid) {
     response->clear_session();
   } else if (request.touch()) {
     touches_->Record(hash, now_ms);
+  }
+  return absl::OkStatus();
+}
+
+void SessionServiceImpl::DescribeRevoked(const storage::TokenHash& hash,
+                                         ValidateSessionResponse* response) {
+  std::optional<sessiond::v1::Session> session = table_->Get(hash);
+  if (!session) return;  // removed since
+  if (session->revoked_by().empty()) {
+    response->set_revoke_reason(session->revoke_reason());
+    return;
+  }
+  // The latest revocation holding it says why.
+  const uint64_t id = *session->revoked_by().rbegin();
+  response->set_revocation_id(id);
+  if (std::optional<sessiond::v1::Revocation> record =
+          state_machine_->revocation(id)) {
+    response->set_revoke_reason(record->reason());
   }
 }
 
@@ -199,20 +236,31 @@ void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
           done(answer.status);
           return;
         }
-        ValidateNow(request, clock_->NowMs(), answer, response);
-        done(absl::OkStatus());
+        done(ValidateNow(request, request.consistency(), clock_->NowMs(),
+                         answer, response));
       });
 }
 
 // ---------------------------------------------------------------------------
 // The raw methods: parse, then serve.
 
+RpcMetrics::Method* SessionServiceImpl::TimedMethod(
+    absl::string_view method) const {
+  if (options_.rpc_metrics == nullptr) return nullptr;
+  return options_.rpc_metrics->Find(absl::StrCat(
+      "/", sessiond::v1::SessionService::service_full_name(), "/", method));
+}
+
 #define SESSIOND_SERVE_UNARY(Method, CallType, Handler)                 \
   grpc::ServerUnaryReactor* SessionServiceImpl::Method(                 \
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* in, \
       grpc::ByteBuffer* out) {                                          \
     return ServeUnary<CallType::RequestType, CallType::ResponseType>(   \
-        context, in, out, [this](CallType* call) { Handler(call); });   \
+        context, in, out, [this](CallType* call) { Handler(call); },    \
+        options_.rpc_metrics == nullptr                                 \
+            ? nullptr                                                   \
+            : options_.rpc_metrics->Find(                               \
+                  "/sessiond.v1.SessionService/" #Method));             \
   }
 SESSIOND_SERVE_UNARY(CreateSession, CreateCall, ServeCreate)
 SESSIOND_SERVE_UNARY(CreateSessions, CreateBatchCall, ServeCreateBatch)
@@ -239,8 +287,10 @@ void SessionServiceImpl::ServeValidate(ValidateCall* call) {
                  if (!answer.status.ok()) {
                    return call->Reply(answer.status, leader_hint());
                  }
-                 ValidateNow(call->request(), clock_->NowMs(), answer,
-                             call->response());
+                 const absl::Status s =
+                     ValidateNow(call->request(), call->request().consistency(),
+                                 clock_->NowMs(), answer, call->response());
+                 if (!s.ok()) return call->Reply(s, leader_hint());
                  call->Reply(absl::OkStatus());
                });
 }
@@ -276,7 +326,13 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
           const int end = std::min(requests.size(),
                                    responses->size() + kBatchValidateSlice);
           for (int i = responses->size(); i < end; ++i) {
-            ValidateNow(requests[i], now_ms, answer, responses->Add());
+            const absl::Status s =
+                ValidateNow(requests[i], call->request().consistency(), now_ms,
+                            answer, responses->Add());
+            if (!s.ok()) {
+              call->Reply(s, leader_hint());
+              return true;
+            }
           }
           if (responses->size() < requests.size()) return false;
           call->Reply(absl::OkStatus());
@@ -508,8 +564,15 @@ void SessionServiceImpl::ServeRevokeUser(RevokeUserCall* call) {
   revoke->set_user_id(request.user_id());
   revoke->set_keep_session_id(request.keep_session_id());
   revoke->set_reason(request.reason());
+  revoke->set_retention_ms(options_.revocation_retention_ms);
   Write(call, std::move(command),
         [response = call->response()](const std::any& value) {
+          if (const auto* revocation =
+                  std::any_cast<sessiond::v1::Revocation>(&value)) {
+            response->set_revoked_count(revocation->sessions());
+            response->set_revocation_id(revocation->id());
+            return absl::OkStatus();
+          }
           uint64_t count = 0;
           absl::Status s = TakeCount(value, &count);
           response->set_revoked_count(count);

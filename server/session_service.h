@@ -20,8 +20,10 @@
 #include "server/page_token.h"
 #include "server/read_barrier.h"
 #include "server/round_robin_worker.h"
+#include "server/rpc_metrics.h"
 #include "server/touch_buffer.h"
 #include "server/unary_call.h"
+#include "server/validation_metrics.h"
 #include "server/write_path.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "storage/session_state_machine.h"
@@ -49,6 +51,12 @@ struct SessionServiceOptions {
   NodeId self;
   // Keys ListUserSessions page tokens (PageTokenCodec).
   uint64_t cluster_id = 0;
+  // How long RevokeUserSessions stays undoable (AdminService.RestoreFlush).
+  int64_t revocation_retention_ms = 24ll * 3600 * 1000;
+  // Where calls are counted and timed for /metrics (recorded here, not by
+  // an interceptor: server/rpc_metrics.h says why); null: not recorded.
+  // Must outlive the service.
+  RpcMetrics* rpc_metrics = nullptr;
 };
 
 // The base with every SessionService method in its raw form (bytes in,
@@ -221,6 +229,12 @@ class SessionServiceImpl final : public RawSessionService {
     return stream_activity_;
   }
 
+  // Validations answered, by outcome (for /metrics).
+  const ValidationMetrics& validations() const { return validations_; }
+  // This service's `method` ("StreamValidateSessions") in
+  // options.rpc_metrics; null when not recorded.
+  RpcMetrics::Method* TimedMethod(absl::string_view method) const;
+
  private:
   using CreateCall = Call<sessiond::v1::CreateSessionRequest,
                           sessiond::v1::CreateSessionResponse>;
@@ -252,9 +266,16 @@ class SessionServiceImpl final : public RawSessionService {
   void ServeRevokeUser(RevokeUserCall* call);
 
   // The table lookup of the read path, after the barrier.
-  void ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
-                   int64_t now_ms, const ReadAnswer& answer,
-                   sessiond::v1::ValidateSessionResponse* response);
+  // UNAVAILABLE instead of an unconfirmed UNKNOWN (`asked` another level
+  // than LOCAL, and the answer fell back to this node's table): the token
+  // may have been created while this node was behind.
+  absl::Status ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
+                           sessiond::v1::Consistency asked, int64_t now_ms,
+                           const ReadAnswer& answer,
+                           sessiond::v1::ValidateSessionResponse* response);
+  // Fills the revoke reason and revocation id of a REVOKED answer.
+  void DescribeRevoked(const storage::TokenHash& hash,
+                       sessiond::v1::ValidateSessionResponse* response);
   // ShuttingDown(), noting when (for WaitForCallersToLeave).
   absl::Status Refuse() const;
   absl::Status CheckReady() const;
@@ -281,6 +302,7 @@ class SessionServiceImpl final : public RawSessionService {
 
   mutable absl::Mutex streams_mu_;
   absl::flat_hash_set<ValidateStream*> streams_ ABSL_GUARDED_BY(streams_mu_);
+  ValidationMetrics validations_;
   const std::shared_ptr<StreamActivity> stream_activity_ =
       std::make_shared<StreamActivity>();
 

@@ -70,6 +70,13 @@ absl::Time CallDeadline(const grpc::CallbackServerContext* context,
   return WritePath::ServerDeadline(client_deadline, default_timeout);
 }
 
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 void FinishWithHint(grpc::CallbackServerContext* context,
                     grpc::ServerUnaryReactor* reactor,
                     const absl::Status& status, const LeaderHint& hint) {
@@ -78,13 +85,13 @@ void FinishWithHint(grpc::CallbackServerContext* context,
 }
 
 void UnaryCallBase::Reply(const absl::Status& status) {
+  absl::Status final_status = status;
   if (status.ok()) {
-    if (absl::Status s = SerializeResponse(response_message(), out_); !s.ok()) {
-      Finish(ToGrpcStatus(s));
-      return;
-    }
+    final_status = SerializeResponse(response_message(), out_);
   }
-  Finish(ToGrpcStatus(status));
+  const grpc::Status answer = ToGrpcStatus(final_status);
+  timer_.Finish(answer.error_code());
+  Finish(answer);
 }
 
 void UnaryCallBase::Reply(const absl::Status& status, const LeaderHint& hint) {

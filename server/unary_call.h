@@ -10,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/message.h"
+#include "server/rpc_metrics.h"
 #include "server/write_path.h"
 
 namespace sessiond::server {
@@ -37,6 +38,11 @@ void AddStatusHints(grpc::CallbackServerContext* context,
 absl::Time CallDeadline(const grpc::CallbackServerContext* context,
                         absl::Duration default_timeout);
 
+// Finishes a typed call at once with `status` (a refusal before any work):
+// returns gRPC's default reactor, finished.
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status);
+
 // Finishes a typed call (gRPC's default reactor) with `status` and its hints.
 void FinishWithHint(grpc::CallbackServerContext* context,
                     grpc::ServerUnaryReactor* reactor,
@@ -57,6 +63,9 @@ class UnaryCallBase : public grpc::ServerUnaryReactor {
 
   void OnDone() override { delete this; }
 
+  // Times the call for /metrics from now until Reply (null: not timed).
+  void StartTimer(RpcMetrics::Method* method) { timer_.Start(method); }
+
  protected:
   UnaryCallBase(grpc::CallbackServerContext* context, grpc::ByteBuffer* out)
       : context_(context), out_(out) {}
@@ -65,6 +74,7 @@ class UnaryCallBase : public grpc::ServerUnaryReactor {
  private:
   grpc::CallbackServerContext* const context_;
   grpc::ByteBuffer* const out_;  // gRPC's, valid until OnDone
+  RpcTimer timer_;               // finished by Reply
 };
 
 template <typename Request, typename Response>
@@ -91,11 +101,14 @@ class UnaryCall final : public UnaryCallBase {
 
 // Starts one raw unary call: parses the request, then hands the call to
 // `handler`, or answers INVALID_ARGUMENT when the bytes do not parse.
+// `timed`: the call's entry in RpcMetrics (null: not timed).
 template <typename Request, typename Response, typename Handler>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
                                      const grpc::ByteBuffer* in,
-                                     grpc::ByteBuffer* out, Handler handler) {
+                                     grpc::ByteBuffer* out, Handler handler,
+                                     RpcMetrics::Method* timed = nullptr) {
   auto* call = new UnaryCall<Request, Response>(context, out);
+  call->StartTimer(timed);
   if (absl::Status s = ParseRequest(*in, call->mutable_request()); !s.ok()) {
     call->Reply(s);
     return call;

@@ -13,12 +13,15 @@ namespace sessiond::server {
 ValidateStream::ValidateStream(SessionServiceImpl* service,
                                grpc::CallbackServerContext* context)
     : service_(service), context_(context) {
+  timer_.Start(service_->TimedMethod("StreamValidateSessions"));
   if (absl::Status s = service_->RegisterStream(this); !s.ok()) {
     {
       absl::MutexLock lock(&mu_);
       finished_ = true;
     }
-    Finish(ToGrpcStatus(s));
+    const grpc::Status refusal = ToGrpcStatus(s);
+    timer_.Finish(refusal.error_code());
+    Finish(refusal);
     return;
   }
   // A Drain that arrives from here on sees reading_ and finishes only once
@@ -51,6 +54,7 @@ void ValidateStream::OnReadDone(bool ok) {
       reads_done_ = true;
     } else {
       ++messages_read_;
+      timer_.CountReceived();
       service_->stream_activity()->NoteRead(&activity_epoch_);
       queue_.emplace_back();
       slot = &queue_.back();
@@ -108,6 +112,8 @@ void ValidateStream::OnWriteDone(bool ok) {
     if (!ok) {
       status_ = absl::CancelledError("the client went away mid-write");
       broken_ = true;
+    } else {
+      timer_.CountSent();
     }
     if (!broken_ && !draining_ && read_paused_ &&
         queue_.size() < kMaxOutstanding) {
@@ -168,7 +174,9 @@ void ValidateStream::Run(const Actions& actions) {
     if (absl::IsUnavailable(status)) {
       AddLeaderHint(context_, service_->leader_hint());
     }
-    Finish(ToGrpcStatus(status));
+    const grpc::Status end = ToGrpcStatus(status);
+    timer_.Finish(end.error_code());
+    Finish(end);
     return;
   }
   if (actions.write != nullptr) StartWrite(actions.write);

@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "server/rpc_metrics.h"
 #include "sessiond/v1/session.pb.h"
 
 namespace sessiond::server {
@@ -75,6 +76,9 @@ class ValidateStream final
 
   SessionServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
+  // /metrics: the stream's life and messages; finished once, by Run (or
+  // the constructor's refusal), before OnDone.
+  RpcTimer timer_;
   // Only touched between a StartRead and its OnReadDone.
   grpc::ByteBuffer incoming_;
 

@@ -410,6 +410,13 @@ void ResultToResponse(const ApplyResult& result, ProposeResponse* response) {
     for (const sessiond::v1::Session& one : *sessions) {
       *response->mutable_sessions()->add_sessions() = one;
     }
+  } else if (const auto* revocation =
+                 std::any_cast<sessiond::v1::Revocation>(&*result)) {
+    *response->mutable_revocation() = *revocation;
+  } else if (const auto* pending =
+                 std::any_cast<sessiond::v1::internal::PendingBulkRevoke>(
+                     &*result)) {
+    *response->mutable_pending_bulk_revoke() = *pending;
   }
 }
 
@@ -430,6 +437,10 @@ ApplyResult ResultFromResponse(const ProposeResponse& response) {
       return ApplyResult(std::any(std::vector<sessiond::v1::Session>(
           response.sessions().sessions().begin(),
           response.sessions().sessions().end())));
+    case ProposeResponse::kRevocation:
+      return ApplyResult(std::any(response.revocation()));
+    case ProposeResponse::kPendingBulkRevoke:
+      return ApplyResult(std::any(response.pending_bulk_revoke()));
     case ProposeResponse::RESULT_NOT_SET:
       break;
   }

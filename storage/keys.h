@@ -20,8 +20,13 @@
 //                  "identity"         -> a sessiond.v1.internal.Identity:
 //                                        the cluster and member this data
 //                                        dir belongs to (written once)
-//                The applied_* keys and "cluster_state" are written in the
-//                same WriteBatch as the `sessions` changes they cover.
+//                  "revocation/" + 8-byte big-endian id
+//                                     -> a sessiond.v1.Revocation: a
+//                                        retained flush or bulk revocation
+//                                        (storage/revocations.h)
+//                The applied_*, "cluster_state" and "revocation/" keys are
+//                written in the same WriteBatch as the `sessions` changes
+//                they cover.
 //
 //   raft_log     key:   8-byte big-endian LogIndex (so iteration is in log
 //                       order and DeleteRange removes an index range)

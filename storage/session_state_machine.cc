@@ -19,6 +19,7 @@
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
 #include "storage/keys.h"
+#include "storage/revocations.h"
 #include "storage/wire.h"
 
 namespace sessiond::storage {
@@ -61,6 +62,23 @@ absl::StatusOr<uint64_t> ReadFixedAt(Database* db,
   return DecodeFixed64BE(*bytes);
 }
 
+// Calls fn(value) for every revocation record ("revocation/" keys of the
+// default CF), oldest first.
+absl::Status ForEachRevocationRecord(
+    Database* db, const rocksdb::ReadOptions& options,
+    const std::function<absl::Status(std::string_view)>& fn) {
+  rocksdb::ReadOptions read = options;
+  rocksdb::Slice upper(kRevocationKeyEnd);
+  read.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db->db()->NewIterator(read, db->default_cf()));
+  for (it->Seek(kRevocationKeyPrefix); it->Valid(); it->Next()) {
+    SESSIOND_RETURN_IF_ERROR(
+        fn(std::string_view(it->value().data(), it->value().size())));
+  }
+  return FromRocksStatus(it->status(), "scanning the revocation records");
+}
+
 // The state machine's own record in the default CF: what it has applied.
 struct AppliedRecord {
   uint64_t index = 0;
@@ -68,6 +86,7 @@ struct AppliedRecord {
   uint64_t time_ms = 0;
   ConfState conf;
   ClusterState cluster;
+  std::vector<v1::Revocation> revocations;  // by id
 };
 
 // Reads it as of `options` (CreateSnapshot: a consistent RocksDB snapshot);
@@ -95,6 +114,17 @@ absl::StatusOr<AppliedRecord> ReadAppliedRecord(
   if (cluster_bytes && !record.cluster.ParseFromString(*cluster_bytes)) {
     return absl::DataLossError("default CF: cluster_state does not parse");
   }
+  SESSIOND_RETURN_IF_ERROR(
+      ForEachRevocationRecord(db, options, [&](std::string_view bytes) {
+        v1::Revocation revocation;
+        if (!revocation.ParseFromArray(bytes.data(),
+                                       static_cast<int>(bytes.size()))) {
+          return absl::DataLossError(
+              "default CF: a revocation record does not parse");
+        }
+        record.revocations.push_back(std::move(revocation));
+        return absl::OkStatus();
+      }));
   return record;
 }
 
@@ -178,10 +208,12 @@ absl::StatusOr<std::unique_ptr<SessionStateMachine>> SessionStateMachine::Open(
     table->Clear();
     return status;
   }
-  return std::unique_ptr<SessionStateMachine>(new SessionStateMachine(
+  std::unique_ptr<SessionStateMachine> machine(new SessionStateMachine(
       db, table, std::move(options), LogIndex(applied.index),
       Term(applied.term), static_cast<int64_t>(applied.time_ms),
       std::move(applied.conf), std::move(applied.cluster)));
+  machine->ReplaceRevocations(std::move(applied.revocations));
+  return machine;
 }
 
 SessionStateMachine::SessionStateMachine(Database* db, SessionTable* table,
@@ -317,6 +349,19 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         if (!cluster) cluster = cluster_state();
         results.push_back(ApplyMember(command.member(), &*cluster));
         break;
+      case Command::kBulkRevoke:
+        if (!cluster) cluster = cluster_state();
+        results.push_back(ApplyBulkRevoke(command.bulk_revoke(), entry.index,
+                                          now_ms, &*cluster, &batch));
+        break;
+      case Command::kRevokeUser:
+        if (command.revoke_user().retention_ms() > 0) {
+          results.push_back(ApplyRestorableRevokeUser(
+              command.revoke_user(), entry.index, now_ms, &batch));
+        } else {
+          results.push_back(ApplyCommand(command, now_ms, &batch));
+        }
+        break;
       case Command::kSettings:
         if (!cluster) cluster = cluster_state();
         if (command.settings().has_expiry_leeway_ms()) {
@@ -432,6 +477,12 @@ ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
       return ApplyExpire(command.expire(), now_ms, batch);
     case Command::kCreateBatch:
       return ApplyCreateBatch(command.create_batch(), now_ms, batch);
+    case Command::kRestoreRevocation:
+      return ApplyRestoreRevocation(command.restore_revocation(), now_ms,
+                                    batch);
+    case Command::kPurgeRevocations:
+      return ApplyPurgeRevocations(command.purge_revocations(), now_ms, batch);
+    case Command::kBulkRevoke:
     case Command::kMember:
     case Command::kSettings:
     case Command::OP_NOT_SET:
@@ -604,9 +655,13 @@ ApplyResult SessionStateMachine::ApplyRevoke(
   }
   std::optional<Session> session = table_->Get(hash);
   if (!session) return absl::NotFoundError("no such session");
-  if (session->state() == v1::SESSION_STATE_REVOKED) {
+  if (session->state() == v1::SESSION_STATE_REVOKED &&
+      session->revoked_by().empty()) {
     return std::any(*std::move(session));  // idempotent
   }
+  // Held by a bulk revocation: revoked one by one now, it stays revoked
+  // when that is restored.
+  session->clear_revoked_by();
   session->set_state(v1::SESSION_STATE_REVOKED);
   session->set_revoke_reason(revoke.reason());
   session->set_revoked_at_ms(now_ms);
@@ -734,6 +789,9 @@ absl::StatusOr<replication::Snapshot> SessionStateMachine::CreateSnapshot() {
   for (NodeId l : conf.learners) header.add_learners(l.value());
   header.set_applied_time_ms(static_cast<int64_t>(applied.time_ms));
   *header.mutable_cluster() = std::move(applied.cluster);
+  for (v1::Revocation& revocation : applied.revocations) {
+    *header.add_revocations() = std::move(revocation);
+  }
 
   SESSIOND_ASSIGN_OR_RETURN(
       std::unique_ptr<DurableFileWriter> file,
@@ -824,6 +882,11 @@ absl::Status SessionStateMachine::ApplySnapshot(
   batch.Put(db_->default_cf(), kAppliedConfKey, EncodeConfState(conf));
   batch.Put(db_->default_cf(), kClusterStateKey,
             header.cluster().SerializeAsString());
+  batch.DeleteRange(db_->default_cf(), kRevocationKeyPrefix, kRevocationKeyEnd);
+  for (const v1::Revocation& revocation : header.revocations()) {
+    batch.Put(db_->default_cf(), RevocationKey(revocation.id()),
+              revocation.SerializeAsString());
+  }
   // Synced: the log below the snapshot may be dropped right after this.
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
   {
@@ -832,6 +895,8 @@ absl::Status SessionStateMachine::ApplySnapshot(
     time_sample_ = AppliedTimeSample{applied_time, SteadyNanos()};
   }
   PublishClusterState(header.cluster(), conf);
+  ReplaceRevocations(std::vector<v1::Revocation>(header.revocations().begin(),
+                                                 header.revocations().end()));
   applied_time_ms_.store(applied_time, std::memory_order_release);
   applied_index_.store(snapshot.meta.index.value(), std::memory_order_release);
   return absl::OkStatus();
@@ -864,12 +929,19 @@ absl::StatusOr<SessionStateMachine::Digest> SessionStateMachine::ComputeDigest()
     ++digest.sessions;
   }
   add(cluster_bytes.value_or(""));
+  absl::Status status =
+      FromRocksStatus(it->status(), "scanning the sessions CF");
+  if (status.ok()) {
+    status = ForEachRevocationRecord(db_, read, [&](std::string_view bytes) {
+      add(bytes);
+      return absl::OkStatus();
+    });
+  }
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   EVP_DigestFinal_ex(ctx, out, &n);
   EVP_MD_CTX_free(ctx);
-  SESSIOND_RETURN_IF_ERROR(
-      FromRocksStatus(it->status(), "scanning the sessions CF"));
+  SESSIOND_RETURN_IF_ERROR(status);
   digest.sha256_hex = absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(out), n));
   return digest;

@@ -5,7 +5,9 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,12 @@ namespace sessiond::storage {
 //   Expire, Touch with != 1 touches              -> uint64_t, sessions
 //                                                   removed / touched
 //   Member, Settings, empty or kConfChange       -> OK, empty std::any
+//   BulkRevoke prepare                           -> PendingBulkRevoke, as
+//                                                   registered
+//   BulkRevoke confirm, RestoreRevocation,       -> sessiond::v1::Revocation
+//   RevokeUser with retention that revoked some     (its record after it)
+//   PurgeRevocations                             -> uint64_t, sessions
+//                                                   removed
 // Deterministic rejections (the entry is applied as a no-op):
 //   NotFound            unknown token hash or session_id (Touch with one
 //                       touch, Update, Revoke)
@@ -59,7 +67,8 @@ namespace sessiond::storage {
 //                       then none is created)
 //   InvalidArgument     an entry that does not parse as a Command, or a
 //                       malformed field (e.g. a token hash not 32 bytes)
-// Revoke of a revoked session is OK and returns the record unchanged.
+// Revoke of a revoked session is OK and returns the record unchanged (one
+// held by a bulk revocation is revoked for good: revoked_by is cleared).
 // Create expires ttl_ms after its applied time (older commands carry an
 // absolute expires_at_ms instead). Expire removes only the listed sessions
 // still expired at the applied time (with the replicated expiry leeway).
@@ -69,6 +78,13 @@ namespace sessiond::storage {
 // active, unexpired sessions except keep_session_id and counts them. Update
 // keeps last_seen_at and bumps the version by one (the table keeps 32 bits
 // of it: at 2^32 - 1, FailedPrecondition).
+//
+// Bulk revocations (storage/revocations.h): a revocation's id is the index
+// of the entry that made it. BulkRevoke confirm: FailedPrecondition for a
+// token not pending (unknown, or its 60 s passed) or pending for another
+// selector. RestoreRevocation: NotFound for an id not retained,
+// FailedPrecondition when already restored. PurgeRevocations skips ids
+// whose retention has not passed at the applied time.
 //
 // Threading: Apply and ApplySnapshot are called from one thread (the apply
 // stage), which is also the only writer of the table. The accessors,
@@ -138,6 +154,20 @@ class SessionStateMachine : public replication::StateMachine {
   sessiond::v1::internal::ClusterState cluster_state() const;
   replication::ConfState applied_conf() const;
 
+  // The retained revocations, newest first.
+  std::vector<sessiond::v1::Revocation> revocations() const;
+  std::optional<sessiond::v1::Revocation> revocation(uint64_t id) const;
+  // How many sessions, of how many users, a bulk revocation with `selector`
+  // would take at now_ms (a preview: reads the table, any thread).
+  uint64_t CountSelected(const sessiond::v1::SessionSelector& selector,
+                         int64_t now_ms, uint64_t* users) const {
+    return SelectSessions(selector, now_ms, users).size();
+  }
+  // Up to `max` ids whose retention passed at `now_ms` (oldest first): the
+  // leader's sweeper proposes a PurgeRevocationsCommand with them.
+  std::vector<uint64_t> RevocationsDueForPurge(int64_t now_ms,
+                                               size_t max) const;
+
   // Writes an image file (storage/snapshot_files.h) from a consistent
   // RocksDB snapshot of the state; `data` is its SnapshotRef. Safe to run
   // concurrently with Apply (it reads RocksDB, not the table).
@@ -192,6 +222,40 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyExpire(
       const sessiond::v1::internal::ExpireCommand& expire, int64_t now_ms,
       rocksdb::WriteBatch* batch);
+  // Bulk revocations (session_state_machine_revocations.cc). `index` is the
+  // entry's: the id of a revocation it makes.
+  replication::ApplyResult ApplyBulkRevoke(
+      const sessiond::v1::internal::BulkRevokeCommand& bulk, LogIndex index,
+      int64_t now_ms, sessiond::v1::internal::ClusterState* cluster,
+      rocksdb::WriteBatch* batch);
+  replication::ApplyResult ApplyRestoreRevocation(
+      const sessiond::v1::internal::RestoreRevocationCommand& restore,
+      int64_t now_ms, rocksdb::WriteBatch* batch);
+  replication::ApplyResult ApplyPurgeRevocations(
+      const sessiond::v1::internal::PurgeRevocationsCommand& purge,
+      int64_t now_ms, rocksdb::WriteBatch* batch);
+  // RevokeUserCommand with a retention.
+  replication::ApplyResult ApplyRestorableRevokeUser(
+      const sessiond::v1::internal::RevokeUserCommand& revoke_user,
+      LogIndex index, int64_t now_ms, rocksdb::WriteBatch* batch);
+  // Revokes what `selector` takes as revocation `id` and records it.
+  sessiond::v1::Revocation Revoke(const sessiond::v1::SessionSelector& selector,
+                                  const std::string& reason,
+                                  int64_t retention_ms, uint64_t id,
+                                  int64_t now_ms, rocksdb::WriteBatch* batch);
+  // The sessions `selector` takes now, and how many users they belong to.
+  std::vector<TokenHash> SelectSessions(
+      const sessiond::v1::SessionSelector& selector, int64_t now_ms,
+      uint64_t* users) const;
+  // The sessions revocation `record` may hold (a superset).
+  std::vector<TokenHash> SessionsHeldBy(
+      const sessiond::v1::Revocation& record) const;
+  // Replaces every revocation record in memory (Open, ApplySnapshot).
+  void ReplaceRevocations(std::vector<sessiond::v1::Revocation> records);
+  // Stores a revocation record (in revocations_ and `batch`).
+  void PutRevocation(const sessiond::v1::Revocation& record,
+                     rocksdb::WriteBatch* batch);
+
   // Member and settings commands change `*cluster`.
   replication::ApplyResult ApplyMember(
       const sessiond::v1::internal::MemberCommand& member,
@@ -217,6 +281,9 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ConfState conf_ ABSL_GUARDED_BY(mu_);
   sessiond::v1::internal::ClusterState cluster_ ABSL_GUARDED_BY(mu_);
   AppliedTimeSample time_sample_ ABSL_GUARDED_BY(mu_);
+  // By id; mirrors the default CF's "revocation/" records.
+  std::map<uint64_t, sessiond::v1::Revocation> revocations_
+      ABSL_GUARDED_BY(mu_);
 };
 
 // Loads every session of the `sessions` CF into `table`, in parallel over

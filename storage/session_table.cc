@@ -38,6 +38,7 @@ constexpr uint32_t kState = 9;
 constexpr uint32_t kRevokeReason = 10;
 constexpr uint32_t kRevokedAt = 11;
 constexpr uint32_t kClient = 12;
+constexpr uint32_t kRevokedBy = 13;
 constexpr uint32_t kStoredTokenHash = 1;
 constexpr uint32_t kStoredSession = 2;
 
@@ -61,7 +62,7 @@ size_t StringHash(std::string_view s) {
 
 // The wire bytes of the Session fields kept in a record's `extra`:
 // attributes (sorted by key, so equal sessions encode equally), revoke
-// reason and time, client metadata.
+// reason and time, client metadata. (revoked_by is interned: HoldRegistry.)
 std::string EncodeExtra(const Session& session) {
   std::string out;
   if (!session.attributes().empty()) {
@@ -92,6 +93,31 @@ std::string EncodeExtra(const Session& session) {
     wire::PutBytesField(&out, kClient, session.client().SerializeAsString());
   }
   return out;
+}
+
+// revoked_by as StoredSession bytes: one packed field.
+void PutRevokedBy(std::string* out, const std::vector<uint64_t>& ids) {
+  if (ids.empty()) return;
+  std::string packed;
+  for (uint64_t id : ids) wire::PutVarint(&packed, id);
+  wire::PutBytesField(out, kRevokedBy, packed);
+}
+
+// Appends a revoked_by field (packed, or one unpacked id) to `ids`. False
+// when malformed.
+bool GetRevokedBy(const wire::Field& field, std::vector<uint64_t>* ids) {
+  if (field.type == wire::kVarint) {
+    ids->push_back(field.varint);
+    return true;
+  }
+  if (field.type != wire::kLengthDelimited) return false;
+  std::string_view packed = field.payload;
+  while (!packed.empty()) {
+    uint64_t id;
+    if (!wire::GetVarint(&packed, &id)) return false;
+    ids->push_back(id);
+  }
+  return true;
 }
 
 }  // namespace
@@ -152,9 +178,12 @@ struct SessionTable::Record {
   // Separate memory locations: readers of the immutable lengths never race
   // with the writer of version and state.
   uint32_t version_;  // guarded by the token shard's mutex
-  uint8_t revoked_;   // guarded by the token shard's mutex
-  uint8_t sid_len;    // immutable
-  uint16_t uid_len;   // immutable
+  // revoked_by: an index into the table's HoldRegistry (0: none). Guarded
+  // by the token shard's mutex.
+  uint32_t hold;
+  uint8_t revoked_;  // guarded by the token shard's mutex
+  uint8_t sid_len;   // immutable
+  uint16_t uid_len;  // immutable
 
   const char* ids() const { return reinterpret_cast<const char*>(this + 1); }
   char* ids() { return reinterpret_cast<char*>(this + 1); }
@@ -220,6 +249,7 @@ struct SessionTable::Record {
     out->set_version(version());
     out->set_state(revoked() ? v1::SESSION_STATE_REVOKED
                              : v1::SESSION_STATE_ACTIVE);
+    for (uint64_t id : table.holds_.Ids(hold)) out->add_revoked_by(id);
   }
 
   // The StoredSession wire bytes. Caller holds the token shard's mutex.
@@ -242,6 +272,7 @@ struct SessionTable::Record {
     put(kState,
         revoked() ? v1::SESSION_STATE_REVOKED : v1::SESSION_STATE_ACTIVE);
     session.append(extra);
+    PutRevokedBy(&session, table.holds_.Ids(hold));
     std::string out;
     out.reserve(40 + session.size());
     wire::PutBytesField(&out, kStoredTokenHash, TokenHashBytes(hash));
@@ -343,7 +374,7 @@ struct SessionTable::Shard {
 SessionTable::SessionTable(const SessionTableOptions& options)
     : num_shards_(std::max<size_t>(1, options.num_shards)),
       shards_(new Shard[num_shards_]) {
-  static_assert(sizeof(Record) == 88,
+  static_assert(sizeof(Record) == 96,
                 "the record's fixed part is part of the memory budget");
   arenas_[0] = std::make_unique<SlabArena>(0);
   arenas_[1] = std::make_unique<SlabArena>(1);
@@ -540,6 +571,20 @@ void SessionTable::ForEachStored(
   }
 }
 
+void SessionTable::ForEachSession(
+    const std::function<void(const SessionView&)>& fn) const {
+  for (size_t i = 0; i < num_shards_; ++i) {
+    Shard& shard = shards_[i];
+    absl::ReaderMutexLock lock(&shard.mu);
+    for (Ref ref : shard.by_token) {
+      const Record* r = Rec(ref);
+      fn(SessionView{r->hash, r->session_id(), r->user_id(), r->created_at_ms,
+                     r->expires_at_ms, r->idle_timeout_ms, r->last_seen_at_ms,
+                     r->revoked(), r->hold, r->extra_bytes(*this)});
+    }
+  }
+}
+
 SessionTable::Ref SessionTable::NewRecord(SlabArena& arena,
                                           const TokenHash& hash,
                                           std::string_view session_id,
@@ -558,6 +603,7 @@ SessionTable::Ref SessionTable::NewRecord(SlabArena& arena,
 void SessionTable::DeleteRecord(Ref ref) {
   Record* r = Rec(ref);
   r->FreeExtra(*this);
+  holds_.Release(r->hold);
   const size_t size = r->block_size();
   r->~Record();
   ArenaOfRef(ref).Free(ref, size);
@@ -649,6 +695,7 @@ absl::Status SessionTable::Insert(const TokenHash& hash,
   r->created_at_ms = session.created_at_ms();
   r->SetFixed(session);
   r->SetExtra(*this, arena, EncodeExtra(session));
+  SetHold(r, session);
   return InsertRecord(ref);
 }
 
@@ -672,6 +719,7 @@ absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
   std::string_view session_id, user_id;
   int64_t fixed[10] = {};  // indexed by field number 3..9
   std::string extra;
+  std::vector<uint64_t> revoked_by;
   while (!session_bytes.empty()) {
     if (!wire::NextField(&session_bytes, &field)) return corrupt("Session");
     switch (field.number) {
@@ -692,6 +740,9 @@ absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
         if (field.type != wire::kVarint) return corrupt("integer field");
         fixed[field.number] = static_cast<int64_t>(field.varint);
         break;
+      case kRevokedBy:
+        if (!GetRevokedBy(field, &revoked_by)) return corrupt("revoked_by");
+        break;
       default:
         // Attributes, revoke reason and time, client, and any field a later
         // version added: kept verbatim.
@@ -710,6 +761,7 @@ absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
   r->SetVersionAndState(static_cast<uint64_t>(fixed[kVersion]),
                         fixed[kState] == v1::SESSION_STATE_REVOKED);
   r->SetExtra(*this, arena, extra);
+  if (!revoked_by.empty()) r->hold = holds_.Acquire(revoked_by);
   return ref;
 }
 
@@ -812,6 +864,7 @@ absl::Status SessionTable::Replace(const TokenHash& hash,
   const uint64_t old_key = ExpiryKey(r->deadline(), ref);
   r->SetFixed(session);
   r->SetExtra(*this, ArenaOf(hash), extra);
+  SetHold(r, session);
   const uint64_t new_key = ExpiryKey(r->deadline(), ref);
   if (new_key != old_key) {
     shard.expiry.erase(old_key);
@@ -918,7 +971,69 @@ void SessionTable::Clear() {
   // them all at once and return the pages.
   arenas_[0]->Reset();
   arenas_[1]->Reset();
+  holds_.Clear();
   size_.store(0, std::memory_order_relaxed);
+}
+
+void SessionTable::SetHold(Record* r, const Session& session) {
+  const HoldRegistry::Index old = r->hold;
+  r->hold =
+      session.revoked_by().empty()
+          ? 0
+          : holds_.Acquire(std::vector<uint64_t>(session.revoked_by().begin(),
+                                                 session.revoked_by().end()));
+  holds_.Release(old);
+}
+
+bool SessionTable::AddHold(const TokenHash& hash, uint64_t id) {
+  Shard& shard = ShardOf(hash);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.by_token.find(hash);
+  if (it == shard.by_token.end()) return false;
+  Record* r = Rec(*it);
+  std::vector<uint64_t> ids = holds_.Ids(r->hold);
+  if (std::find(ids.begin(), ids.end(), id) != ids.end()) return false;
+  ids.push_back(id);
+  const HoldRegistry::Index old = r->hold;
+  r->hold = holds_.Acquire(ids);
+  holds_.Release(old);
+  r->SetVersionAndState(r->version(), /*revoked=*/true);
+  return true;
+}
+
+SessionTable::HoldRelease SessionTable::RemoveHold(const TokenHash& hash,
+                                                   uint64_t id, int64_t now_ms,
+                                                   int64_t leeway_ms) {
+  Shard& shard = ShardOf(hash);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.by_token.find(hash);
+  if (it == shard.by_token.end()) return HoldRelease::kNotHeld;
+  Record* r = Rec(*it);
+  std::vector<uint64_t> ids = holds_.Ids(r->hold);
+  auto held = std::find(ids.begin(), ids.end(), id);
+  if (held == ids.end()) return HoldRelease::kNotHeld;
+  ids.erase(held);
+  const HoldRegistry::Index old = r->hold;
+  r->hold = ids.empty() ? 0 : holds_.Acquire(ids);
+  holds_.Release(old);
+  if (!ids.empty()) return HoldRelease::kStillHeld;
+  r->SetVersionAndState(r->version(), /*revoked=*/false);
+  return IsExpired(r->expires_at_ms, r->idle_timeout_ms, r->last_seen_at_ms,
+                   now_ms, leeway_ms)
+             ? HoldRelease::kActiveButExpired
+             : HoldRelease::kActive;
+}
+
+bool SessionTable::IsHeldBy(const TokenHash& hash, uint64_t id) const {
+  Shard& shard = ShardOf(hash);
+  absl::ReaderMutexLock lock(&shard.mu);
+  auto it = shard.by_token.find(hash);
+  if (it == shard.by_token.end()) return false;
+  return holds_.Contains(Rec(*it)->hold, id);
+}
+
+bool SessionTable::HoldContains(uint32_t hold, uint64_t id) const {
+  return holds_.Contains(hold, id);
 }
 
 }  // namespace sessiond::storage

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "sessiond/v1/session.pb.h"
+#include "storage/hold_registry.h"
 #include "storage/token.h"
 
 namespace sessiond::storage {
@@ -50,6 +51,25 @@ struct SessionTableOptions {
   size_t num_shards = 64;
 };
 
+// One session as a scan sees it (SessionTable::ForEachSession): valid only
+// during the callback.
+struct SessionView {
+  const TokenHash& hash;
+  std::string_view session_id;
+  std::string_view user_id;
+  int64_t created_at_ms;
+  int64_t expires_at_ms;
+  int64_t idle_timeout_ms;
+  int64_t last_seen_at_ms;
+  bool revoked;
+  // Non-zero when bulk revocations hold it (revoked_by is not empty):
+  // SessionTable::HoldContains says which.
+  uint32_t hold;
+  // The wire bytes of the other sessiond.v1.Session fields: attributes (7),
+  // revoke reason and time (10, 11), client (12).
+  std::string_view extra;
+};
+
 struct ListUserPage {
   std::vector<sessiond::v1::Session> sessions;  // Ordered by session_id.
   // The session_id to pass as `after_session_id` for the next page; empty on
@@ -71,9 +91,10 @@ struct ListUserPage {
 // (storage/arena.h) and are named by 4-byte references, not pointers:
 //   record   one arena block: token hash (32), created/expires/idle/
 //            last_seen (32), attribute-block reference and size (8), user
-//            list links (8), version, state and id lengths (8), then the
-//            session_id and user_id bytes: 88 + 22 + |user_id|, rounded up to
-//            8 bytes (128 B for a 15-byte user_id).
+//            list links (8), version, hold (the interned revoked_by list,
+//            storage/hold_registry.h), state and id lengths (12), then the
+//            session_id and user_id bytes: 96 + 22 + |user_id|, rounded up to
+//            8 bytes (136 B for a 15-byte user_id).
 //   extra    one arena block with the attributes, client metadata, revoke
 //            reason and time as protobuf wire bytes (fields 7, 10-12 of
 //            sessiond.v1.Session), rounded up to 8 bytes: ~224 B for 200 B of
@@ -89,7 +110,8 @@ struct ListUserPage {
 // The per-user index is an intrusive doubly linked list through the
 // records, with its head in the shard of hash(user_id); the session_id index
 // lives in the shard of hash(session_id). Lock rule: a writer holds at most
-// one shard lock at a time (plus an arena's lock, a leaf). Readers under a
+// one shard lock at a time (plus an arena's or the HoldRegistry's lock,
+// leaves). Readers under a
 // session_id or user shard's lock read only a record's immutable fields
 // (hash, session_id, user_id) and, under the user shard's lock, the user
 // links; everything else is read under the record's own (token) shard lock.
@@ -159,6 +181,15 @@ class SessionTable {
   void ForEachStored(
       const std::function<void(const TokenHash&, std::string_view)>& fn) const;
 
+  // Calls `fn` for every session, shard by shard under each shard's shared
+  // lock, without building a protobuf object (bulk revocations scan with
+  // it). `fn` must not call back into the table but for HoldContains.
+  void ForEachSession(const std::function<void(const SessionView&)>& fn) const;
+  // Whether SessionView::hold `hold` lists revocation `id`.
+  bool HoldContains(uint32_t hold, uint64_t id) const;
+  // Whether the session with this token hash is held by revocation `id`.
+  bool IsHeldBy(const TokenHash& hash, uint64_t id) const;
+
   // ---- Writes: one writer thread (the apply thread). -----------------------
 
   // Adds a session. AlreadyExists when the token hash or the session_id is
@@ -180,6 +211,15 @@ class SessionTable {
   bool SetLastSeen(const TokenHash& hash, int64_t seen_at_ms);
   // Removes a session. Returns false when absent.
   bool Erase(const TokenHash& hash);
+  // Bulk revocations, without building a protobuf object. AddHold appends
+  // `id` to the session's revoked_by and makes it REVOKED; false when absent
+  // or already held by `id`. RemoveHold takes `id` out again; with no
+  // revocation left the session is ACTIVE again (expired or not at now_ms,
+  // with leeway).
+  bool AddHold(const TokenHash& hash, uint64_t id);
+  enum class HoldRelease { kNotHeld, kStillHeld, kActive, kActiveButExpired };
+  HoldRelease RemoveHold(const TokenHash& hash, uint64_t id, int64_t now_ms,
+                         int64_t leeway_ms);
   // Removes every session.
   void Clear();
   // Sizes the indexes for about `sessions` sessions (recovery calls it with
@@ -214,6 +254,9 @@ class SessionTable {
   Ref NewRecord(SlabArena& arena, const TokenHash& hash,
                 std::string_view session_id, std::string_view user_id);
   void DeleteRecord(Ref ref);
+  // Sets a record's hold from session.revoked_by(). REQUIRES: the record's
+  // token shard lock held, or the record not yet reachable.
+  void SetHold(Record* r, const sessiond::v1::Session& session);
   absl::StatusOr<Ref> ParseStored(std::string_view bytes, SlabArena& arena);
   absl::Status InsertRecord(Ref ref);
   // Links a record into its user's list (under the user shard's lock).
@@ -226,6 +269,8 @@ class SessionTable {
   // 31 says which arena. Two, so two loader threads rarely contend.
   std::unique_ptr<SlabArena> arenas_[2];
   std::unique_ptr<Shard[]> shards_;
+  // The revoked_by lists records refer to.
+  HoldRegistry holds_;
   std::atomic<size_t> size_{0};
   // StartLoad .. FinishLoad: the loaded records, per loader slot.
   std::vector<std::vector<Ref>> bulk_refs_;

@@ -4,6 +4,7 @@
 //
 //   storage_bench [benchmark flags] [--sessions=N] [--attr_bytes=B]
 //                 [--skip_memory] [--skip_validate] [--dir=D [--load_only]]
+//                 [--flush]
 //
 // 1. Validate lookups/s on a table of N sessions (default 1M), from 1 and 2
 //    threads (Google Benchmark, BM_Validate*).
@@ -12,6 +13,9 @@
 //    SessionStateMachine into RocksDB in a temp dir, from /proc/self/statm.
 // 3. Restart: time to reopen that RocksDB and load the N sessions
 //    (SessionStateMachine::Open), and the RSS growth of the loaded table.
+// 4. With --flush, on that table: a flush of every session (one command),
+//    its restore, and a second flush purged after its retention: time to
+//    apply each, and the memory they change.
 #include <malloc.h>
 #include <unistd.h>
 
@@ -41,6 +45,7 @@ int64_t g_sessions = 1'000'000;
 std::string g_dir;  // --dir: keep the database here (and reuse it)
 bool g_load_only = false;
 int64_t g_attr_bytes = 200;
+bool g_flush = false;  // --flush: section 4
 
 int64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
@@ -138,6 +143,81 @@ void BM_ValidateOutcomeOnly(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_ValidateOutcomeOnly)->Threads(1)->Threads(2)->UseRealTime();
+
+// ---- 4. Flush, restore, purge ----------------------------------------------
+
+// Applies one command as the entry after the applied index; its result.
+replication::ApplyResult ApplyNext(SessionStateMachine* sm,
+                                   const v1::internal::Command& command) {
+  replication::Entry e;
+  e.index = sm->applied_index() + 1;
+  e.term = Term(1);
+  e.data = command.SerializeAsString();
+  auto results = sm->Apply({e});
+  if (!results.ok()) return results.status();
+  return (*results)[0];
+}
+
+// Times a flush of every session (both steps), its restore and a flush's
+// purge, on the loaded table, with the table's and the process's memory.
+int RunFlush(SessionStateMachine* sm, SessionTable* table) {
+  const int64_t now = 1'700'000'000'000 + g_sessions + 1000;
+  v1::SessionSelector all;
+  all.mutable_all();
+  auto timed = [&](const char* what, const v1::internal::Command& command) {
+    malloc_trim(0);
+    const int64_t rss_before = ResidentBytes();
+    const size_t arena_before = table->memory_usage().arena_bytes;
+    const auto start = std::chrono::steady_clock::now();
+    replication::ApplyResult result = ApplyNext(sm, command);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    malloc_trim(0);
+    std::printf(
+        "%s: %.3f s to apply (one entry); table arenas %+.1f MB, RSS %+.1f "
+        "MB after (%s)\n",
+        what, secs,
+        (static_cast<double>(table->memory_usage().arena_bytes) -
+         static_cast<double>(arena_before)) /
+            1e6,
+        (ResidentBytes() - rss_before) / 1e6,
+        result.ok() ? "ok" : result.status().ToString().c_str());
+    return result;
+  };
+  v1::internal::Command prepare;
+  prepare.set_timestamp_ms(now);
+  prepare.mutable_bulk_revoke()->mutable_prepare()->set_confirmation_token("t");
+  *prepare.mutable_bulk_revoke()->mutable_prepare()->mutable_selector() = all;
+  prepare.mutable_bulk_revoke()->mutable_prepare()->set_retention_ms(1000);
+  if (!ApplyNext(sm, prepare).ok()) return 1;
+  v1::internal::Command confirm;
+  confirm.set_timestamp_ms(now + 1);
+  *confirm.mutable_bulk_revoke()->mutable_confirm() =
+      prepare.bulk_revoke().prepare();
+  replication::ApplyResult flushed = timed("flush", confirm);
+  if (!flushed.ok()) return 1;
+  const uint64_t id = std::any_cast<v1::Revocation>(*flushed).id();
+  v1::internal::Command restore;
+  restore.set_timestamp_ms(now + 2);
+  restore.mutable_restore_revocation()->set_revocation_id(id);
+  if (!timed("restore", restore).ok()) return 1;
+  // A second flush, purged after its retention: the memory comes back.
+  prepare.set_timestamp_ms(now + 3);
+  prepare.mutable_bulk_revoke()->mutable_prepare()->set_confirmation_token("u");
+  if (!ApplyNext(sm, prepare).ok()) return 1;
+  confirm.set_timestamp_ms(now + 4);
+  confirm.mutable_bulk_revoke()->mutable_confirm()->set_confirmation_token("u");
+  flushed = timed("flush again", confirm);
+  if (!flushed.ok()) return 1;
+  v1::internal::Command purge;
+  purge.set_timestamp_ms(now + 5000);
+  purge.mutable_purge_revocations()->add_revocation_ids(
+      std::any_cast<v1::Revocation>(*flushed).id());
+  if (!timed("purge", purge).ok()) return 1;
+  std::printf("after the purge: %zu sessions\n", table->size());
+  return 0;
+}
 
 // ---- 2 and 3. Memory and restart ------------------------------------------
 
@@ -243,6 +323,7 @@ int RunMemoryAndRestart() {
     std::printf(
         "memory after restart: RSS delta %.1f MB = %.1f bytes/session\n",
         (rss3 - rss2) / 1e6, static_cast<double>(rss3 - rss2) / g_sessions);
+    if (g_flush && RunFlush(sm->get(), &table) != 0) return 1;
   }
   if (g_dir.empty()) {
     std::error_code ec;
@@ -271,6 +352,8 @@ int main(int argc, char** argv) {
       sessiond::storage::g_dir = std::string(arg.substr(6));
     } else if (arg == "--load_only") {
       sessiond::storage::g_load_only = true;
+    } else if (arg == "--flush") {
+      sessiond::storage::g_flush = true;
     } else if (arg == "--skip_memory") {
       skip_memory = true;
     } else if (arg == "--skip_validate") {

@@ -24,8 +24,10 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev nlohmann-json3-dev
+  libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   python3 python3-grpcio python3-protobuf
+  libsystemd-dev
+  jq
   redis-server redis-tools
   faketime libfaketime
 )

@@ -6,12 +6,15 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -846,10 +849,15 @@ absl::Status RevokeUserSessions(Connection& cluster, const Output& out,
     absl::StrAppend(&text, " (kept ", keep_session_id, ")");
   }
   text += "\n";
+  if (answer->revocation_id() != 0) {
+    absl::StrAppend(&text, "undo with: sessionctl restore ",
+                    answer->revocation_id(), "\n");
+  }
   return Print(out,
                json{{"user_id", user_id},
                     {"keep_session_id", keep_session_id},
-                    {"revoked_count", answer->revoked_count()}},
+                    {"revoked_count", answer->revoked_count()},
+                    {"revocation_id", answer->revocation_id()}},
                text);
 }
 
@@ -885,6 +893,247 @@ absl::Status CountSessions(Connection& cluster, const Output& out) {
                   "; answered by node ", r.answered_by(), " at ",
                   answer->endpoint, ")\n");
   return Print(out, doc, text);
+}
+
+}  // namespace sessiond::sessionctl
+
+namespace sessiond::sessionctl {
+namespace {
+
+// Both steps of a flush or bulk revocation; `call` sends one request with
+// the given confirmation token and fills `preview` or `revocation`.
+using TwoStepCall = std::function<grpc::Status(
+    v1::AdminService::Stub&, grpc::ClientContext&, const std::string& token,
+    v1::BulkRevokePreview* preview, v1::Revocation* revocation)>;
+
+std::string RevocationText(const v1::Revocation& r, absl::Time now) {
+  return absl::StrCat(
+      "revocation ", r.id(), ": ", DescribeSelector(r.selector()), ", ",
+      r.sessions(), r.sessions() == 1 ? " session" : " sessions", " of ",
+      r.users(), r.users() == 1 ? " user" : " users", " (reason \"",
+      Printable(r.reason()), "\")\n", "restorable until ",
+      FormatTimeMs(r.restorable_until_ms(), now), " with: sessionctl restore ",
+      r.id(), "\n");
+}
+
+absl::Status RevokeInTwoSteps(Connection& cluster, const Output& out,
+                              const std::string& what,
+                              const Confirmation& confirmation,
+                              const TwoStepCall& call) {
+  v1::BulkRevokePreview preview;
+  v1::Revocation revocation;
+  std::string endpoint;
+  absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return call(stub, context, "", &preview, &revocation);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, absl::StrCat(what, " (preview)"), Kind::kIdempotentWrite,
+                   cluster.timeout(),
+                   "A preview changes no session; ask for it again.");
+  }
+  const std::string question = absl::StrCat(
+      what, ": ", DescribeSelector(preview.selector()), " takes ",
+      preview.sessions(), preview.sessions() == 1 ? " session" : " sessions",
+      " of ", preview.users(), preview.users() == 1 ? " user" : " users",
+      " now.\nThey stop validating at once (outcome REVOKED) and can be "
+      "restored during the retention window with `sessionctl restore ID`.\n");
+  std::fputs(question.c_str(), confirmation.prompt);
+  if (!confirmation.yes) {
+    std::fprintf(confirmation.prompt,
+                 "Type the number of sessions (%llu) to go on: ",
+                 static_cast<unsigned long long>(preview.sessions()));
+    std::fflush(confirmation.prompt);
+    char line[64] = {};
+    uint64_t typed = 0;
+    const bool read =
+        std::fgets(line, sizeof line, confirmation.confirm_in) != nullptr;
+    std::string answer = read ? line : "";
+    absl::StripAsciiWhitespace(&answer);
+    if (!read || !absl::SimpleAtoi(answer, &typed) ||
+        typed != preview.sessions()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          what, ": not confirmed (expected ", preview.sessions(), ", got \"",
+          Printable(answer),
+          "\"): nothing was changed. Run it again, or pass --yes."));
+    }
+  }
+  s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return call(stub, context, preview.confirmation_token(), &preview,
+                    &revocation);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, what, Kind::kWrite, cluster.timeout(),
+                   "`sessionctl flushes list` shows whether it was made (and "
+                   "`sessionctl restore ID` undoes it).");
+  }
+  json doc{{"preview", MessageToJson(preview)},
+           {"revocation", MessageToJson(revocation)},
+           {"endpoint", endpoint}};
+  return Print(out, doc, RevocationText(revocation, absl::Now()));
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> ParseTimeMs(const std::string& text) {
+  int64_t ms = 0;
+  if (absl::SimpleAtoi(text, &ms)) {
+    if (ms <= 0) return UsageError("TIME: a Unix time in ms must be > 0");
+    return ms;
+  }
+  absl::Time t;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, text, &t, &error)) {
+    return UsageError(absl::StrCat(
+        "TIME: '", Printable(text),
+        "' is neither Unix ms nor RFC 3339 (2026-12-01T10:00:00Z): ", error));
+  }
+  return absl::ToUnixMillis(t);
+}
+
+std::string DescribeSelector(const v1::SessionSelector& selector) {
+  switch (selector.kind_case()) {
+    case v1::SessionSelector::kAll:
+      return "every live session";
+    case v1::SessionSelector::kCreatedBeforeMs:
+      return absl::StrCat(
+          "sessions created before ",
+          absl::FormatTime("%Y-%m-%d %H:%M:%SZ",
+                           absl::FromUnixMillis(selector.created_before_ms()),
+                           absl::UTCTimeZone()));
+    case v1::SessionSelector::kUsers: {
+      const auto& ids = selector.users().user_ids();
+      std::vector<std::string> shown;
+      for (int i = 0; i < ids.size() && i < 3; ++i) {
+        shown.push_back(Printable(ids[i]));
+      }
+      std::string text =
+          absl::StrCat("sessions of user", ids.size() == 1 ? " " : "s ",
+                       absl::StrJoin(shown, ", "));
+      if (ids.size() > 3)
+        absl::StrAppend(&text, " and ", ids.size() - 3, " more");
+      return text;
+    }
+    case v1::SessionSelector::kAttribute:
+      return absl::StrCat("sessions with ",
+                          Printable(selector.attribute().key()), "=",
+                          Printable(selector.attribute().value()));
+    case v1::SessionSelector::kUser: {
+      std::string text = absl::StrCat("sessions of user ",
+                                      Printable(selector.user().user_id()));
+      if (!selector.user().keep_session_id().empty()) {
+        absl::StrAppend(&text, " but ",
+                        Printable(selector.user().keep_session_id()));
+      }
+      return text;
+    }
+    case v1::SessionSelector::KIND_NOT_SET:
+      break;
+  }
+  return "nothing";
+}
+
+absl::Status FlushSessions(Connection& cluster, const Output& out,
+                           const std::string& reason,
+                           const Confirmation& confirmation) {
+  return RevokeInTwoSteps(
+      cluster, out, "flush", confirmation,
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context,
+          const std::string& token, v1::BulkRevokePreview* preview,
+          v1::Revocation* revocation) {
+        v1::FlushRequest request;
+        request.set_confirmation_token(token);
+        request.set_reason(reason);
+        v1::FlushResponse response;
+        grpc::Status status = stub.Flush(&context, request, &response);
+        if (response.has_preview()) *preview = response.preview();
+        if (response.has_revocation()) *revocation = response.revocation();
+        return status;
+      });
+}
+
+absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
+                                const v1::SessionSelector& selector,
+                                const std::string& reason,
+                                const Confirmation& confirmation) {
+  return RevokeInTwoSteps(
+      cluster, out, "bulk revoke", confirmation,
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context,
+          const std::string& token, v1::BulkRevokePreview* preview,
+          v1::Revocation* revocation) {
+        v1::BulkRevokeRequest request;
+        *request.mutable_selector() = selector;
+        request.set_confirmation_token(token);
+        request.set_reason(reason);
+        v1::BulkRevokeResponse response;
+        grpc::Status status = stub.BulkRevoke(&context, request, &response);
+        if (response.has_preview()) *preview = response.preview();
+        if (response.has_revocation()) *revocation = response.revocation();
+        return status;
+      });
+}
+
+absl::Status ListFlushes(Connection& cluster, const Output& out) {
+  v1::ListFlushesResponse response;
+  std::string endpoint;
+  const absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return stub.ListFlushes(&context, v1::ListFlushesRequest(), &response);
+      },
+      &endpoint);
+  if (!s.ok())
+    return Explain(s, "flushes list", Kind::kRead, cluster.timeout());
+  json doc = MessageToJson(response);
+  doc["endpoint"] = endpoint;
+  if (response.revocations().empty()) {
+    return Print(out, doc,
+                 "no flush or bulk revocation is retained (none made, or "
+                 "all purged after their retention)\n");
+  }
+  const absl::Time now = absl::Now();
+  Table table({"ID", "WHAT", "REASON", "AT", "SESSIONS", "USERS", "STATE",
+               "RESTORABLE UNTIL"});
+  for (const v1::Revocation& r : response.revocations()) {
+    std::string state = r.state() == v1::Revocation::RESTORED
+                            ? absl::StrCat("restored (", r.restored(), ")")
+                            : "retained";
+    table.AddRow({absl::StrCat(r.id()), DescribeSelector(r.selector()),
+                  r.reason(), FormatTimeMs(r.revoked_at_ms(), now),
+                  absl::StrCat(r.sessions()), absl::StrCat(r.users()), state,
+                  FormatTimeMs(r.restorable_until_ms(), now)});
+  }
+  return Print(out, doc, table.Render());
+}
+
+absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id) {
+  v1::RestoreFlushRequest request;
+  request.set_flush_id(id);
+  v1::RestoreFlushResponse response;
+  std::string endpoint;
+  const absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return stub.RestoreFlush(&context, request, &response);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, absl::StrCat("restore ", id), Kind::kIdempotentWrite,
+                   cluster.timeout(),
+                   "`sessionctl flushes list` shows whether it was restored; "
+                   "restoring again is refused, not repeated.");
+  }
+  const v1::Revocation& r = response.revocation();
+  json doc = MessageToJson(response);
+  doc["endpoint"] = endpoint;
+  return Print(
+      out, doc,
+      absl::StrCat("restored revocation ", r.id(), " (",
+                   DescribeSelector(r.selector()), "): ", r.restored(),
+                   r.restored() == 1 ? " session" : " sessions",
+                   " valid again, ", r.stayed_expired(),
+                   " had expired meanwhile (of ", r.sessions(), " revoked)\n"));
 }
 
 }  // namespace sessiond::sessionctl

@@ -8,7 +8,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/session.pb.h"
 #include "tools/sessionctl_connection.h"
 
@@ -80,6 +82,34 @@ absl::Status TakeBackup(Connection& cluster, const Output& out,
 // exit code 1 when the backup is damaged, 2 for bad paths.
 absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
                          const std::string& data_dir);
+
+// Undoable mass revocations (AdminService.Flush, BulkRevoke). Each asks the
+// cluster for a preview (how many sessions, of how many users), prints it,
+// and goes on only when the operator types that count back on `confirm_in`
+// (or `yes`); otherwise nothing changes (FailedPrecondition, exit 1).
+struct Confirmation {
+  bool yes = false;  // --yes: no question (scripts)
+  std::FILE* confirm_in = stdin;
+  std::FILE* prompt = stderr;
+};
+absl::Status FlushSessions(Connection& cluster, const Output& out,
+                           const std::string& reason,
+                           const Confirmation& confirmation);
+// Every session created before `created_before_ms` (Unix ms), of the
+// users `user_ids`, or carrying attribute `key` = `value`: one selector.
+absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
+                                const v1::SessionSelector& selector,
+                                const std::string& reason,
+                                const Confirmation& confirmation);
+// `flushes list`: every retained flush and bulk revocation.
+absl::Status ListFlushes(Connection& cluster, const Output& out);
+// `restore ID`: undoes flush or bulk revocation ID.
+absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id);
+// What a selector takes, in words ("every live session", "sessions created
+// before 2026-12-01 10:00:00Z", ...).
+std::string DescribeSelector(const v1::SessionSelector& selector);
+// A time argument: Unix ms, or RFC 3339 ("2026-12-01T10:00:00Z").
+absl::StatusOr<int64_t> ParseTimeMs(const std::string& text);
 
 // Prints `status` as sessionctl reports an error: "sessionctl: MESSAGE" on
 // stderr, and with out.json also {"error": {...}} on out.stream.

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
@@ -20,6 +21,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/version.h"
 #include "tools/sessionctl_commands.h"
 #include "tools/sessionctl_config.h"
 #include "tools/sessionctl_connection.h"
@@ -100,6 +102,8 @@ int Main(int argc, char** argv) {
       "docs/OPERATIONS.md, \"sessionctl\"."};
   app.require_subcommand(1);
   app.fallthrough();
+  // The same version and build as sessiond's (common/version.h).
+  app.set_version_flag("--version", "sessionctl " SESSIOND_VERSION_LINE);
 
   GlobalFlags flags;
   Output out;
@@ -367,13 +371,106 @@ int Main(int argc, char** argv) {
     local = [&] { return RestoreFrom(out, restore_dir, restore_data_dir); };
   });
 
+  // Undoable mass revocations.
+  Confirmation confirmation;
+  std::string bulk_reason;
+  const auto two_step = [&](CLI::App* verb) {
+    verb->add_flag("--yes,-y", confirmation.yes,
+                   "do not ask to type the count back (scripts)");
+    verb->add_option("--reason", bulk_reason,
+                     "recorded with the revocation (default \"flushed\", or "
+                     "\"bulk revocation\")");
+  };
+  CLI::App* flush = app.add_subcommand(
+      "flush",
+      "revoke EVERY live session, undoably: shows how many (of how many "
+      "users) and asks to type that count back; `restore ID` undoes it");
+  two_step(flush);
+  flush->callback([&] {
+    run = [&](Connection& cluster) {
+      return FlushSessions(cluster, out, bulk_reason, confirmation);
+    };
+  });
+  v1::SessionSelector selector;
+  std::string before_text;
+  CLI::App* revoke_before = app.add_subcommand(
+      "revoke-before",
+      "revoke every session created before TIME (after a breach), undoably, "
+      "with the same preview and confirmation as flush");
+  revoke_before
+      ->add_option("TIME", before_text,
+                   "Unix ms, or RFC 3339 (2026-12-01T10:00:00Z)")
+      ->required();
+  two_step(revoke_before);
+  revoke_before->callback([&] {
+    run = [&](Connection& cluster) -> absl::Status {
+      absl::StatusOr<int64_t> ms = ParseTimeMs(before_text);
+      if (!ms.ok()) return ms.status();
+      selector.set_created_before_ms(*ms);
+      return BulkRevokeSessions(cluster, out, selector, bulk_reason,
+                                confirmation);
+    };
+  });
+  std::vector<std::string> bulk_users;
+  CLI::App* revoke_users = app.add_subcommand(
+      "revoke-users",
+      "revoke every session of the users U..., undoably (preview and "
+      "confirmation as flush)");
+  revoke_users->add_option("U", bulk_users, "user ids")->required();
+  two_step(revoke_users);
+  revoke_users->callback([&] {
+    run = [&](Connection& cluster) {
+      for (const std::string& user : bulk_users) {
+        selector.mutable_users()->add_user_ids(user);
+      }
+      return BulkRevokeSessions(cluster, out, selector, bulk_reason,
+                                confirmation);
+    };
+  });
+  std::string attribute_key, attribute_value;
+  CLI::App* revoke_attribute = app.add_subcommand(
+      "revoke-attribute",
+      "revoke every session whose attribute KEY is VALUE, undoably (preview "
+      "and confirmation as flush)");
+  revoke_attribute->add_option("KEY", attribute_key, "attribute key")
+      ->required();
+  revoke_attribute->add_option("VALUE", attribute_value, "its value")
+      ->required();
+  two_step(revoke_attribute);
+  revoke_attribute->callback([&] {
+    run = [&](Connection& cluster) {
+      selector.mutable_attribute()->set_key(attribute_key);
+      selector.mutable_attribute()->set_value(attribute_value);
+      return BulkRevokeSessions(cluster, out, selector, bulk_reason,
+                                confirmation);
+    };
+  });
+  CLI::App* flushes = app.add_subcommand(
+      "flushes", "the retained flushes and bulk revocations");
+  flushes->require_subcommand(1);
+  flushes
+      ->add_subcommand("list",
+                       "every retained flush and bulk revocation: id, what, "
+                       "when, how many, restorable until")
+      ->callback([&] {
+        run = [&](Connection& cluster) { return ListFlushes(cluster, out); };
+      });
+  uint64_t restore_id = 0;
+  CLI::App* restore = app.add_subcommand(
+      "restore",
+      "undo flush or bulk revocation ID (sessionctl flushes list): its "
+      "sessions validate again, those expired meanwhile stay expired");
+  restore->add_option("ID", restore_id, "the revocation's id")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  restore->callback([&] {
+    run = [&](Connection& cluster) {
+      return RestoreFlush(cluster, out, restore_id);
+    };
+  });
+
   // Verbs of issue 8 whose server side is another issue's.
   const std::string defences = "issue 7, mass-logout defences";
-  NotYet(app, "flush", "undoable FLUSH with a preview", defences, &refuse);
-  NotYet(app, "flushes", "list past flushes", defences, &refuse);
-  NotYet(app, "restore", "undo a flush or bulk revoke", defences, &refuse);
-  NotYet(app, "revoke-before", "revoke sessions created before TIME", defences,
-         &refuse);
   NotYet(app, "keys", "token key ring: list, stage, activate, retire", defences,
          &refuse);
   NotYet(app, "breaker", "expiry breaker: status, resume", defences, &refuse);
@@ -384,6 +481,8 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr,

@@ -93,26 +93,10 @@ int64_t NowNs() {
       .count();
 }
 
-const char* CodeName(int code) {
-  static constexpr const char* kNames[] = {"OK",
-                                           "CANCELLED",
-                                           "UNKNOWN",
-                                           "INVALID_ARGUMENT",
-                                           "DEADLINE_EXCEEDED",
-                                           "NOT_FOUND",
-                                           "ALREADY_EXISTS",
-                                           "PERMISSION_DENIED",
-                                           "RESOURCE_EXHAUSTED",
-                                           "FAILED_PRECONDITION",
-                                           "ABORTED",
-                                           "OUT_OF_RANGE",
-                                           "UNIMPLEMENTED",
-                                           "INTERNAL",
-                                           "UNAVAILABLE",
-                                           "DATA_LOSS",
-                                           "UNAUTHENTICATED"};
-  if (code >= 0 && code < static_cast<int>(std::size(kNames))) {
-    return kNames[code];
+// gRPC's status codes are absl's, number for number.
+std::string CodeName(int code) {
+  if (code >= 0 && code <= 16) {
+    return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
   }
   return "BAD_RESPONSE";
 }

@@ -1,10 +1,15 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/config.h"
 
+#include <cstdlib>
 #include <fstream>
+#include <optional>
+#include <regex>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/server/test_util.h"
 
@@ -74,18 +79,46 @@ TEST(ConfigTest, UnknownFlagAndBadValuesAreInvalidArgument) {
   EXPECT_NE(parsed.status().message().find("shards"), absl::string_view::npos);
 }
 
+// Sets an environment variable for the life of the object (restoring what
+// was there). Each test runs in a process of its own (gtest_discover_tests).
+class ScopedEnv {
+ public:
+  ScopedEnv(std::string name, const std::string& value)
+      : name_(std::move(name)) {
+    if (const char* old = std::getenv(name_.c_str())) old_ = old;
+    setenv(name_.c_str(), value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_.c_str(), old_->c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+std::string WriteFile(const testing::ScopedTempDir& dir,
+                      const std::string& name, const std::string& text) {
+  const std::string path = dir.Child(name);
+  std::ofstream(path) << text;
+  return path;
+}
+
 TEST(ConfigTest, FileThenFlagsOverride) {
   testing::ScopedTempDir dir;
-  const std::string path = dir.Child("sessiond.conf");
-  {
-    std::ofstream out(path);
-    out << "# sessiond test config\n"
-        << "listen = 127.0.0.1:6000\n"
-        << "data_dir = \"/var/lib/sessiond data\"  # quoted, with a space\n"
-        << "\n"
-        << "shards = 8\n"
-        << "max_attributes = 10 # trailing comment\n";
-  }
+  const std::string path =
+      WriteFile(dir, "sessiond.toml",
+                "# sessiond test config\n"
+                "listen = \"127.0.0.1:6000\"\n"
+                "data_dir = \"/var/lib/sessiond data\"  # quoted, with a "
+                "space\n"
+                "\n"
+                "shards = 8\n"
+                "max_attributes = 10 # trailing comment\n");
   auto parsed = Parse({"--config", path, "--shards", "32"});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->config.listen, "127.0.0.1:6000");
@@ -96,20 +129,181 @@ TEST(ConfigTest, FileThenFlagsOverride) {
   EXPECT_NE(ConfigSummary(parsed->config).find("shards=32"), std::string::npos);
 }
 
-TEST(ConfigTest, BadFileLinesNameTheLine) {
-  Config config;
-  absl::Status s =
-      ApplyConfigText("shards = 4\nbogus = 1\n", "f.conf", &config);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("f.conf:2"), absl::string_view::npos) << s;
-  s = ApplyConfigText("just words\n", "f.conf", &config);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  s = ApplyConfigText("shards = -3\n", "f.conf", &config);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(config.shards, 4);
+// flag > environment > file > default, for a TOML and an INI file alike.
+TEST(ConfigTest, PrecedenceFlagThenEnvironmentThenFileThenDefault) {
+  testing::ScopedTempDir dir;
+  const std::string toml = WriteFile(dir, "sessiond.toml",
+                                     "shards = 8\n"
+                                     "sweep_batch = 5\n"
+                                     "max_attributes = 10\n");
+  const std::string ini = WriteFile(dir, "sessiond.ini",
+                                    "; an INI file\n"
+                                    "[default]\n"
+                                    "shards = 8 ; the flag beats it\n"
+                                    "sweep_batch = 5\n"
+                                    "max_attributes = 10\n");
+  ScopedEnv shards("SESSIOND_SHARDS", "16");
+  ScopedEnv batch("SESSIOND_SWEEP_BATCH", "6");
+  ScopedEnv empty("SESSIOND_MAX_ATTRIBUTES", "");  // empty: not set
+  for (const std::string& path : {toml, ini}) {
+    auto parsed = Parse({"--config", path, "--shards", "32"});
+    ASSERT_TRUE(parsed.ok()) << path << ": " << parsed.status();
+    const Config& c = parsed->config;
+    EXPECT_EQ(c.shards, 32) << path;                 // flag
+    EXPECT_EQ(c.sweep_batch, 6) << path;             // environment
+    EXPECT_EQ(c.limits.max_attributes, 10) << path;  // file
+    EXPECT_EQ(c.sweep_interval_ms, 1000) << path;    // default
+  }
+  // Without the flag the environment beats the file.
+  auto parsed = Parse({"--config", toml});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.shards, 16);
+  // Without a file the environment alone.
+  parsed = Parse({});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.shards, 16);
+  EXPECT_EQ(parsed->config.sweep_batch, 6);
+}
 
-  auto missing = Parse({"--config", "/nonexistent/sessiond.conf"});
+TEST(ConfigTest, ConfigFileFromTheEnvironment) {
+  testing::ScopedTempDir dir;
+  const std::string path = WriteFile(dir, "s.toml", "shards = 4\n");
+  ScopedEnv config("SESSIOND_CONFIG", path);
+  auto parsed = Parse({});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.shards, 4);
+  EXPECT_EQ(parsed->config.config_file, path);
+  // --config beats SESSIOND_CONFIG.
+  const std::string other = WriteFile(dir, "t.toml", "shards = 2\n");
+  parsed = Parse({"--config", other});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.shards, 2);
+}
+
+// A list option may be a TOML array; its items are joined with commas.
+TEST(ConfigTest, InitialClusterAsAnArray) {
+  testing::ScopedTempDir dir;
+  const std::string path = WriteFile(
+      dir, "s.toml",
+      "node_id = 2\n"
+      "initial_cluster = [\"1=127.0.0.1:7001\", \"2=127.0.0.1:7002\",\n"
+      "                   \"3=127.0.0.1:7003\"]\n");
+  auto parsed = Parse({"--config", path});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->config.initial_cluster,
+            "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003");
+}
+
+// Every bad value names the option and where it came from.
+TEST(ConfigTest, BadValuesNameTheOptionAndTheSource) {
+  testing::ScopedTempDir dir;
+  const std::string file = WriteFile(dir, "bad.toml", "shards = -3\n");
+  auto parsed = Parse({"--config", file});
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(parsed.status().message().find("config file " + file),
+            absl::string_view::npos)
+      << parsed.status();
+  EXPECT_NE(parsed.status().message().find("for shards: must be in [1, "),
+            absl::string_view::npos)
+      << parsed.status();
+
+  parsed = Parse({"--shards", "abc"});
+  EXPECT_NE(parsed.status().message().find("flag --shards"),
+            absl::string_view::npos)
+      << parsed.status();
+  {
+    ScopedEnv env("SESSIOND_TICK_MS", "0");
+    parsed = Parse({"--config", file, "--shards", "3"});
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(parsed.status().message().find(
+                  "environment SESSIOND_TICK_MS: bad value \"0\" for tick_ms"),
+              absl::string_view::npos)
+        << parsed.status();
+  }
+  {
+    ScopedEnv env("SESSIOND_LISTEN", "no-port");
+    parsed = Parse({});
+    EXPECT_NE(parsed.status().message().find(
+                  "environment SESSIOND_LISTEN: bad value \"no-port\" for "
+                  "listen: must be host:port"),
+              absl::string_view::npos)
+        << parsed.status();
+  }
+}
+
+TEST(ConfigTest, BadFilesNameTheFileAndTheProblem) {
+  testing::ScopedTempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"shards = 4\nbogus = 1\n", "unknown option \"bogus\""},
+      {"just words\n", "unknown option \"just words\""},
+      {"[sessiond]\nshards = 4\n", "not in a section ([sessiond])"},
+      {"shards = 4\nsweep_batch = 3\nshards = 5\n", "shards is set twice"},
+      {"shards = [1, 2]\n", "shards takes one value, not 2"},
+      {"data_dir = /var/lib/a b\n", "data_dir takes one value, not 2"},
+      {"shards\n", "bad value \"true\" for shards: not an integer"},
+      {"data_dir = \"/var/lib/#1\"\n", "data_dir: unterminated quoted string"},
+  };
+  int n = 0;
+  for (const auto& [text, why] : cases) {
+    const std::string path =
+        WriteFile(dir, absl::StrCat("bad", n++, ".toml"), text);
+    auto parsed = Parse({"--config", path});
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+        << text;
+    EXPECT_NE(parsed.status().message().find("config file " + path),
+              absl::string_view::npos)
+        << text << " -> " << parsed.status();
+    EXPECT_NE(parsed.status().message().find(why), absl::string_view::npos)
+        << text << " -> " << parsed.status();
+  }
+  auto missing = Parse({"--config", "/nonexistent/sessiond.toml"});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("/nonexistent/sessiond.toml"),
+            absl::string_view::npos);
+}
+
+TEST(ConfigTest, VersionComesFromTheBuild) {
+  auto parsed = Parse({"--version"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->help);
+  EXPECT_EQ(parsed->help_text, VersionLine() + "\n");
+  // "sessiond 0.1.0 (git 1a2b3c4, Release, GNU 12.2.0)"
+  EXPECT_TRUE(std::regex_match(
+      VersionLine(),
+      std::regex(R"(sessiond \d+\.\d+\.\d+ \(git ([0-9a-f]{4,}|unknown), )"
+                 R"([A-Za-z]+, [^,()]+ [0-9.]+\))")))
+      << VersionLine();
+  EXPECT_EQ(VersionLine().rfind(
+                absl::StrCat("sessiond ", kSessiondVersion, " (git "), 0),
+            0u)
+      << VersionLine();
+}
+
+// The reloadable options are the ones Daemon::Reload applies; the test of a
+// real SIGHUP (config_reload_test.cc) checks that they take effect.
+TEST(ConfigTest, ReloadableOptionsAndChanges) {
+  EXPECT_EQ(ReloadableOptionNames(),
+            (std::vector<std::string>{"sweep_interval_ms", "sweep_batch",
+                                      "shutdown_grace_ms"}));
+  Config running;
+  Config next = running;
+  next.shards = 8;
+  next.sweep_interval_ms = 50;
+  next.listen = "127.0.0.1:7000";
+  const std::vector<OptionChange> changes = ChangedOptions(running, next);
+  ASSERT_EQ(changes.size(), 3u);
+  EXPECT_EQ(changes[0].name, "listen");
+  EXPECT_EQ(changes[0].running, "127.0.0.1:50051");
+  EXPECT_EQ(changes[0].next, "127.0.0.1:7000");
+  EXPECT_FALSE(changes[0].reloadable);
+  EXPECT_EQ(changes[1].name, "shards");
+  EXPECT_FALSE(changes[1].reloadable);
+  EXPECT_EQ(changes[2].name, "sweep_interval_ms");
+  EXPECT_TRUE(changes[2].reloadable);
+  const Config merged = WithReloadableOptions(running, next);
+  EXPECT_EQ(merged.sweep_interval_ms, 50);
+  EXPECT_EQ(merged.shards, 64);
+  EXPECT_EQ(merged.listen, "127.0.0.1:50051");
 }
 
 TEST(ConfigTest, HelpListsOptionsButNotHiddenOnes) {
@@ -119,6 +313,19 @@ TEST(ConfigTest, HelpListsOptionsButNotHiddenOnes) {
   EXPECT_NE(parsed->help_text.find("--max_record_bytes"), std::string::npos);
   EXPECT_EQ(parsed->help_text.find("--fault_point"), std::string::npos);
   EXPECT_GE(OptionNames().size(), 20u);
+  // Each option shows its environment variable, and the reloadable ones
+  // say so.
+  EXPECT_NE(parsed->help_text.find("SESSIOND_MAX_RECORD_BYTES"),
+            std::string::npos);
+  const size_t sweep = parsed->help_text.find("--sweep_interval_ms");
+  ASSERT_NE(sweep, std::string::npos);
+  const size_t next_option = parsed->help_text.find("--sweep_batch", sweep);
+  EXPECT_NE(parsed->help_text.substr(sweep, next_option - sweep)
+                .find("reloadable on SIGHUP"),
+            std::string::npos);
+  const size_t shards = parsed->help_text.find("--shards");
+  EXPECT_EQ(parsed->help_text.substr(shards, 200).find("reloadable"),
+            std::string::npos);
 }
 
 }  // namespace

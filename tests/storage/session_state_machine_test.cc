@@ -18,6 +18,7 @@
 #include "sessiond/v1/command.pb.h"
 #include "storage/database.h"
 #include "storage/keys.h"
+#include "storage/revocations.h"
 #include "storage/session_table.h"
 #include "storage/snapshot_files.h"
 #include "storage/token.h"
@@ -860,6 +861,269 @@ TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
   again.mutable_member()->set_node_id(2);
   ASSERT_TRUE(ApplyOne(again).ok());
   EXPECT_FALSE(sm_->cluster_state().members(1).started());
+}
+
+// ---------------------------------------------------------------------------
+// Flushes and bulk revocations (storage/revocations.h)
+
+v1::SessionSelector All() {
+  v1::SessionSelector selector;
+  selector.mutable_all();
+  return selector;
+}
+
+Command Prepare(const std::string& token, const v1::SessionSelector& selector,
+                int64_t ts, int64_t retention_ms = 86'400'000) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  auto* prepare = c.mutable_bulk_revoke()->mutable_prepare();
+  prepare->set_confirmation_token(token);
+  *prepare->mutable_selector() = selector;
+  prepare->set_reason("flushed");
+  prepare->set_retention_ms(retention_ms);
+  return c;
+}
+
+Command Confirm(const std::string& token, const v1::SessionSelector& selector,
+                int64_t ts) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  auto* confirm = c.mutable_bulk_revoke()->mutable_confirm();
+  confirm->set_confirmation_token(token);
+  *confirm->mutable_selector() = selector;
+  return c;
+}
+
+Command Restore(uint64_t id, int64_t ts) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_restore_revocation()->set_revocation_id(id);
+  return c;
+}
+
+Command Purge(uint64_t id, int64_t ts) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_purge_revocations()->add_revocation_ids(id);
+  return c;
+}
+
+class RevocationTest : public SessionStateMachineTest {
+ protected:
+  v1::Revocation ApplyRevocation(const Command& command) {
+    ApplyResult r = ApplyOne(command);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return v1::Revocation();
+    return std::any_cast<v1::Revocation>(*r);
+  }
+  // Flushes everything live at `ts` (both steps).
+  v1::Revocation Flush(int64_t ts, const std::string& token = "tok") {
+    EXPECT_TRUE(ApplyOne(Prepare(token, All(), ts)).ok());
+    return ApplyRevocation(Confirm(token, All(), ts + 1));
+  }
+  ValidateOutcome OutcomeOf(int i, int64_t now) {
+    return table_->Validate(H(i), now, 0).outcome;
+  }
+};
+
+TEST_F(RevocationTest, AFlushWaitsForItsTokenAndIsUndoneExactly) {
+  for (int i = 0; i < 10; ++i) {
+    ApplySession(Create(i, 1000 + i, i % 2 ? "alice" : "bob"));
+  }
+  ApplySession(RevokeByHash(3, 1100));  // one by one: final
+  const auto before = DumpTable();
+
+  // Step one registers a preview; a wrong token or another selection is
+  // refused and changes no session.
+  ApplyResult pending = ApplyOne(Prepare("right", All(), 2000));
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  EXPECT_EQ(
+      std::any_cast<v1::internal::PendingBulkRevoke>(*pending).expires_at_ms(),
+      2000 + kBulkRevokeConfirmMs);
+  ApplyResult wrong = ApplyOne(Confirm("wrong", All(), 2001));
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(wrong.status().message(), HasSubstr("new preview"));
+  v1::SessionSelector users;
+  users.mutable_users()->add_user_ids("bob");
+  ApplyResult other = ApplyOne(Confirm("right", users, 2002));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(other.status().message(), HasSubstr("another selection"));
+  EXPECT_EQ(DumpTable(), before);
+  EXPECT_TRUE(sm_->revocations().empty());
+
+  const v1::Revocation flush = ApplyRevocation(Confirm("right", All(), 2003));
+  EXPECT_EQ(flush.id(), sm_->applied_index().value());
+  EXPECT_EQ(flush.sessions(), 9u);  // all but the one revoked before
+  EXPECT_EQ(flush.users(), 2u);
+  EXPECT_EQ(flush.revoked_at_ms(), 2003);
+  EXPECT_EQ(flush.restorable_until_ms(), 2003 + 86'400'000);
+  EXPECT_EQ(flush.state(), v1::Revocation::RETAINED);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(OutcomeOf(i, 3000), ValidateOutcome::kRevoked) << i;
+  }
+  EXPECT_EQ(table_->Get(H(0))->revoked_by(0), flush.id());
+  EXPECT_TRUE(table_->Get(H(3))->revoked_by().empty());
+  // The token is spent.
+  EXPECT_EQ(ApplyOne(Confirm("right", All(), 2004)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // After the flush: a new session, and a flushed one revoked for good.
+  ApplySession(Create(20, 2500));
+  ApplySession(RevokeByHash(4, 2600, "user logged out"));
+  const std::string new_session = DumpTable()[Hash(20)];
+
+  Reopen();  // all of it durable
+  ASSERT_EQ(sm_->revocations().size(), 1u);
+  const v1::Revocation restored = ApplyRevocation(Restore(flush.id(), 3000));
+  EXPECT_EQ(restored.state(), v1::Revocation::RESTORED);
+  EXPECT_EQ(restored.restored(), 8u);
+  EXPECT_EQ(restored.stayed_expired(), 0u);
+  EXPECT_EQ(restored.restored_at_ms(), 3000);
+  const auto after = DumpTable();
+  for (int i = 0; i < 10; ++i) {
+    if (i == 3 || i == 4) {
+      EXPECT_EQ(OutcomeOf(i, 3000), ValidateOutcome::kRevoked) << i;
+      continue;
+    }
+    EXPECT_EQ(OutcomeOf(i, 3000), ValidateOutcome::kValid) << i;
+    // Token, attributes, expiry, version: byte for byte as before.
+    EXPECT_EQ(after.at(Hash(i)), before.at(Hash(i))) << i;
+  }
+  EXPECT_EQ(after.at(Hash(20)), new_session);
+  EXPECT_EQ(DumpCf(), after);
+  // Twice is refused, and an unknown id names what to do.
+  ApplyResult again = ApplyOne(Restore(flush.id(), 3001));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  ApplyResult unknown = ApplyOne(Restore(12345, 3002));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("flushes list"));
+}
+
+TEST_F(RevocationTest, AConfirmationAfterSixtySecondsChangesNothing) {
+  for (int i = 0; i < 3; ++i) ApplySession(Create(i, 1000));
+  ASSERT_TRUE(ApplyOne(Prepare("t", All(), 2000)).ok());
+  const auto before = DumpTable();
+  ApplyResult late = ApplyOne(Confirm("t", All(), 2000 + kBulkRevokeConfirmMs));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(DumpTable(), before);
+  EXPECT_TRUE(sm_->revocations().empty());
+  EXPECT_EQ(sm_->cluster_state().pending_bulk_revokes_size(), 0);
+}
+
+TEST_F(RevocationTest, OverlappingRevocationsHoldUntilBothAreUndone) {
+  for (int i = 0; i < 6; ++i) ApplySession(Create(i, 1000));
+  Command tagged = Update(1, 1100, 0, {{"tenant", "acme"}});
+  ApplySession(tagged);
+  const v1::Revocation flush = Flush(2000);
+  v1::SessionSelector acme;
+  acme.mutable_attribute()->set_key("tenant");
+  acme.mutable_attribute()->set_value("acme");
+  ASSERT_TRUE(ApplyOne(Prepare("a", acme, 2100)).ok());
+  const v1::Revocation breach = ApplyRevocation(Confirm("a", acme, 2101));
+  EXPECT_EQ(breach.sessions(), 1u);  // held by the flush, still taken
+  ApplyRevocation(Restore(flush.id(), 2200));
+  EXPECT_EQ(OutcomeOf(0, 2300), ValidateOutcome::kValid);
+  EXPECT_EQ(OutcomeOf(1, 2300), ValidateOutcome::kRevoked);  // breach holds it
+  ApplyRevocation(Restore(breach.id(), 2400));
+  EXPECT_EQ(OutcomeOf(1, 2500), ValidateOutcome::kValid);
+}
+
+TEST_F(RevocationTest, CreatedBeforeAndUsersSelectors) {
+  ApplySession(Create(0, 1000, "ann"));
+  ApplySession(Create(1, 1000, "ben"));
+  ApplySession(Create(2, 5000, "ann"));
+  v1::SessionSelector before;
+  before.set_created_before_ms(4000);
+  ASSERT_TRUE(ApplyOne(Prepare("b", before, 6000)).ok());
+  const v1::Revocation old = ApplyRevocation(Confirm("b", before, 6001));
+  EXPECT_EQ(old.sessions(), 2u);
+  EXPECT_EQ(OutcomeOf(2, 7000), ValidateOutcome::kValid);
+  ApplyRevocation(Restore(old.id(), 6500));
+  v1::SessionSelector users;
+  users.mutable_users()->add_user_ids("ann");
+  users.mutable_users()->add_user_ids("ann");
+  users.mutable_users()->add_user_ids("nobody");
+  ASSERT_TRUE(ApplyOne(Prepare("u", users, 7000)).ok());
+  const v1::Revocation ann = ApplyRevocation(Confirm("u", users, 7001));
+  EXPECT_EQ(ann.sessions(), 2u);
+  EXPECT_EQ(ann.users(), 1u);
+  EXPECT_EQ(OutcomeOf(1, 7100), ValidateOutcome::kValid);
+  EXPECT_EQ(OutcomeOf(2, 7100), ValidateOutcome::kRevoked);
+  // A selector that takes nothing well defined is refused at step one.
+  v1::SessionSelector empty;
+  EXPECT_EQ(ApplyOne(Prepare("e", empty, 7200)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RevocationTest, RestorableRevokeUserAndSessionsThatExpiredMeanwhile) {
+  ApplySession(Create(0, 1000, "carol", /*expires_at=*/100'000));
+  ApplySession(Create(1, 1000, "carol", /*expires_at=*/5'000));
+  ApplySession(Create(2, 1000, "carol", /*expires_at=*/100'000));
+  Command revoke_user = RevokeUser("carol", 2000, /*keep=*/2);
+  revoke_user.mutable_revoke_user()->set_retention_ms(60'000);
+  const v1::Revocation everywhere = ApplyRevocation(revoke_user);
+  EXPECT_EQ(everywhere.sessions(), 2u);
+  EXPECT_EQ(everywhere.reason(), "everywhere");
+  EXPECT_EQ(everywhere.selector().user().user_id(), "carol");
+  const v1::Revocation restored =
+      ApplyRevocation(Restore(everywhere.id(), 10'000));
+  EXPECT_EQ(restored.restored(), 1u);
+  EXPECT_EQ(restored.stayed_expired(), 1u);
+  EXPECT_EQ(OutcomeOf(0, 10'000), ValidateOutcome::kValid);
+  EXPECT_EQ(OutcomeOf(1, 10'000), ValidateOutcome::kExpired);
+  // Nothing to revoke: no record, a count of 0.
+  Command none = RevokeUser("nobody", 11'000);
+  none.mutable_revoke_user()->set_retention_ms(60'000);
+  EXPECT_EQ(ApplyCount(none), 0u);
+  // Without a retention (commands of earlier versions): final, as before.
+  EXPECT_EQ(ApplyCount(RevokeUser("carol", 12'000)), 2u);
+  EXPECT_TRUE(table_->Get(H(0))->revoked_by().empty());
+}
+
+TEST_F(RevocationTest, APurgeWaitsForTheRetentionThenRemovesWhatItHeld) {
+  for (int i = 0; i < 4; ++i) ApplySession(Create(i, 1000));
+  ASSERT_TRUE(ApplyOne(Prepare("p", All(), 2000, /*retention_ms=*/5000)).ok());
+  const v1::Revocation flush = ApplyRevocation(Confirm("p", All(), 2001));
+  ApplySession(Create(9, 3000));
+  EXPECT_EQ(sm_->RevocationsDueForPurge(6000, 10).size(), 0u);
+  EXPECT_EQ(ApplyCount(Purge(flush.id(), 6000)), 0u);  // too early
+  EXPECT_EQ(table_->size(), 5u);
+  EXPECT_EQ(sm_->RevocationsDueForPurge(7001, 10),
+            std::vector<uint64_t>{flush.id()});
+  EXPECT_EQ(ApplyCount(Purge(flush.id(), 7001)), 4u);
+  EXPECT_EQ(table_->size(), 1u);
+  EXPECT_TRUE(sm_->revocations().empty());
+  EXPECT_EQ(DumpCf(), DumpTable());
+  Reopen();
+  EXPECT_TRUE(sm_->revocations().empty());
+  EXPECT_EQ(table_->size(), 1u);
+}
+
+TEST_F(RevocationTest, ASnapshotCarriesTheRetainedGenerations) {
+  for (int i = 0; i < 20; ++i) ApplySession(Create(i, 1000, "u"));
+  const v1::Revocation flush = Flush(2000);
+  ASSERT_TRUE(ApplyOne(Prepare("later", All(), 2100)).ok());  // pending
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  OtherNode other(dir_);
+  ASSERT_TRUE(
+      other.sm->ApplySnapshot(other.Receive(*snapshots_, *snapshot)).ok());
+  ASSERT_EQ(other.sm->revocations().size(), 1u);
+  EXPECT_TRUE(MessageDifferencer::Equals(other.sm->revocations()[0],
+                                         sm_->revocations()[0]));
+  EXPECT_EQ(other.sm->cluster_state().pending_bulk_revokes_size(), 1);
+  auto mine = sm_->ComputeDigest();
+  auto theirs = other.sm->ComputeDigest();
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  EXPECT_EQ(mine->sha256_hex, theirs->sha256_hex);
+  // The digest sees the records: a restore changes it.
+  ApplyRevocation(Restore(flush.id(), 3000));
+  auto restored = sm_->ComputeDigest();
+  ASSERT_TRUE(restored.ok());
+  EXPECT_NE(restored->sha256_hex, theirs->sha256_hex);
+  // And the other node restores the same way.
+  other.Open();
+  ASSERT_EQ(other.sm->revocations().size(), 1u);
 }
 
 }  // namespace

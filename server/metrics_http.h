@@ -1,0 +1,72 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_METRICS_HTTP_H_
+#define SESSIOND_SERVER_METRICS_HTTP_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+
+namespace httplib {
+class Server;
+}  // namespace httplib
+
+namespace sessiond::server {
+
+struct MetricsHttpOptions {
+  // host:port to bind (port 0: the kernel picks one; address() tells).
+  std::string listen;
+  // The body of GET /metrics (Prometheus text exposition 0.0.4).
+  std::function<std::string()> render;
+  // GET /healthz answers 200 "ok" while this is true, 503 otherwise.
+  std::function<bool()> serving;
+};
+
+// The --metrics_listen HTTP endpoint (cpp-httplib): GET /metrics and
+// GET /healthz; anything else is 404.
+//
+// One thread, "sd-metrics", accepts and answers, one connection at a time,
+// and closes each connection after one request (no keep-alive): a scrape
+// every few seconds needs no more, and a client that stalls holds the
+// thread for at most the 2 s read or write timeout. `render` and `serving`
+// run on that thread.
+//
+// Thread-safe. `render` and `serving` must be callable until Stop()
+// returns.
+class MetricsHttpServer {
+ public:
+  // Binds `options.listen` and starts the thread. Unavailable when the
+  // address cannot be bound (in use, not local), InvalidArgument when it is
+  // not host:port.
+  static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
+      MetricsHttpOptions options);
+
+  ~MetricsHttpServer();  // Stop()s
+  MetricsHttpServer(const MetricsHttpServer&) = delete;
+  MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
+
+  // Closes the listener, lets a request in progress finish, joins the
+  // thread. Idempotent.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // host:port bound (with the real port when listen had port 0).
+  const std::string& address() const { return address_; }
+
+ private:
+  explicit MetricsHttpServer(MetricsHttpOptions options);
+
+  const MetricsHttpOptions options_;
+  std::string address_;  // set by Start, then constant
+  std::unique_ptr<httplib::Server> http_;
+  std::thread thread_;
+  absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_METRICS_HTTP_H_

@@ -1,0 +1,135 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/node_metrics.h"
+
+#include "replication/node_driver.h"
+#include "server/validation_metrics.h"
+#include "storage/session_table.h"
+
+namespace sessiond::server {
+namespace {
+
+using metrics::ExpositionWriter;
+using metrics::MetricType;
+
+double AsDouble(uint64_t v) { return static_cast<double>(v); }
+
+}  // namespace
+
+void WriteMemberStatusMetrics(const sessiond::v1::MemberStatus& m,
+                              ExpositionWriter* w) {
+  w->Gauge("sessiond_raft_term", "Current Raft term", AsDouble(m.term()));
+  w->Gauge("sessiond_raft_leader_id",
+           "Node id of the leader this node knows (0: none)",
+           AsDouble(m.leader()));
+  w->Gauge("sessiond_raft_is_leader", "1 when this node is the Raft leader",
+           m.role() == "leader" ? 1 : 0);
+  w->Gauge("sessiond_raft_is_voter", "1 when this node is a voter, 0 a learner",
+           m.voter() ? 1 : 0);
+  w->Gauge("sessiond_raft_commit_index", "Highest log index known committed",
+           AsDouble(m.commit_index()));
+  w->Gauge("sessiond_raft_applied_index",
+           "Highest log index applied to the session table",
+           AsDouble(m.applied_index()));
+  w->Gauge("sessiond_raft_first_index", "First index held in the Raft log",
+           AsDouble(m.first_index()));
+  w->Gauge("sessiond_raft_last_index", "Last index held in the Raft log",
+           AsDouble(m.last_index()));
+  w->Gauge("sessiond_raft_apply_lag_entries",
+           "Committed entries not yet applied on this node (commit - applied)",
+           m.commit_index() > m.applied_index()
+               ? AsDouble(m.commit_index() - m.applied_index())
+               : 0);
+  w->Gauge("sessiond_raft_snapshot_index",
+           "Log index of the latest snapshot (0: none)",
+           AsDouble(m.snapshot_index()));
+  w->Gauge("sessiond_sessions_live", "Sessions in the session table",
+           AsDouble(m.live_sessions()));
+  w->Gauge("sessiond_cluster_time_seconds",
+           "This node's cluster time (the time expiry follows), Unix seconds",
+           static_cast<double>(m.cluster_time_ms()) / 1000);
+  w->Gauge("sessiond_clock_skew_seconds",
+           "This node's wall clock minus its cluster time",
+           static_cast<double>(m.clock_skew_ms()) / 1000);
+  w->Gauge("sessiond_data_dir_bytes",
+           "Bytes of the files in the data dir (the disk reserve left out)",
+           AsDouble(m.data_dir_bytes()));
+  w->Gauge("sessiond_disk_free_bytes",
+           "Free space on the data dir's file system",
+           AsDouble(m.disk_free_bytes()));
+  w->Gauge("sessiond_disk_full",
+           "1 while free space is under --disk_reserve_mb (writes refused)",
+           m.disk_full() ? 1 : 0);
+
+  const sessiond::v1::NodeMetrics& n = m.metrics();
+  w->Counter("sessiond_raft_proposals_total", "Proposals accepted",
+             n.proposals());
+  w->Counter("sessiond_raft_proposals_refused_total",
+             "Proposals refused by back-pressure or a full disk",
+             n.proposals_refused());
+  w->Counter("sessiond_raft_propose_batches_total",
+             "Batches of proposals handed to the Raft core",
+             n.propose_batches());
+  w->Counter("sessiond_raft_log_synced_writes_total",
+             "Synced (fsynced) Raft log writes", n.synced_log_writes());
+  w->Counter("sessiond_raft_log_unsynced_writes_total",
+             "Raft log writes that only moved the commit index (not synced)",
+             n.unsynced_log_writes());
+  w->Counter("sessiond_raft_entries_persisted_total",
+             "Entries written to the Raft log", n.entries_persisted());
+  w->Counter("sessiond_raft_entries_applied_total",
+             "Entries applied to the state machine", n.entries_applied());
+  w->Counter("sessiond_raft_apply_batches_total", "Batches of entries applied",
+             n.apply_batches());
+  w->Counter("sessiond_raft_reads_total",
+             "Linearizable read barriers asked of the driver", n.reads());
+  w->Counter("sessiond_raft_read_index_rounds_total",
+             "ReadIndex rounds (several reads share one)",
+             n.read_index_rounds());
+  w->Counter("sessiond_raft_messages_dropped_total",
+             "Peer messages dropped because the driver's inbox was full",
+             n.messages_dropped());
+  w->Counter("sessiond_raft_snapshots_installed_total",
+             "Snapshots received from a leader and installed",
+             n.snapshots_installed());
+  w->Counter("sessiond_raft_log_write_failures_total",
+             "Raft log writes that failed (each is retried)",
+             n.log_write_failures());
+  w->Counter("sessiond_forwarded_writes_total",
+             "Writes this node forwarded to the leader", n.forwarded_writes());
+  w->Counter("sessiond_touch_batches_dropped_total",
+             "Touch batches that did not reach the log",
+             n.touch_batches_dropped());
+}
+
+void CollectNodeMetrics(const NodeMetricsSources& sources,
+                        ExpositionWriter* w) {
+  if (w->BeginFamily("sessiond_build_info", MetricType::kGauge,
+                     "Always 1; the version is in the label")) {
+    w->Sample({{"version", sources.version}}, 1);
+  }
+  if (sources.status) WriteMemberStatusMetrics(sources.status(), w);
+  if (sources.table != nullptr) {
+    const storage::SessionTable::MemoryUsage usage =
+        sources.table->memory_usage();
+    if (w->BeginFamily("sessiond_session_table_memory_bytes",
+                       MetricType::kGauge,
+                       "Memory of the session table: records and attributes "
+                       "(arena), hash index slots (hash_index)")) {
+      w->Sample({{"part", "arena"}}, AsDouble(usage.arena_bytes));
+      w->Sample({{"part", "hash_index"}}, AsDouble(usage.hash_index_bytes));
+    }
+    w->Gauge("sessiond_session_table_expiry_entries",
+             "Entries in the session table's expiry index",
+             AsDouble(usage.expiry_entries));
+  }
+  if (sources.driver != nullptr &&
+      w->BeginFamily("sessiond_raft_log_fsync_duration_seconds",
+                     MetricType::kHistogram,
+                     "Duration of synced Raft log writes (one fsync per "
+                     "group commit)")) {
+    w->Histogram({}, sources.driver->log_sync_latency().Read());
+  }
+  if (sources.validations != nullptr) sources.validations->Collect(w);
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,47 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_NODE_METRICS_H_
+#define SESSIOND_SERVER_NODE_METRICS_H_
+
+#include <functional>
+
+#include "common/metrics_exposition.h"
+#include "sessiond/v1/admin.pb.h"
+
+namespace sessiond::storage {
+class SessionTable;
+}  // namespace sessiond::storage
+
+namespace sessiond::replication {
+class NodeDriver;
+}  // namespace sessiond::replication
+
+namespace sessiond::server {
+
+class ValidationMetrics;
+
+// What a node exports about itself. Each pointer may be null (that part is
+// left out) and must outlive every collection.
+struct NodeMetricsSources {
+  // This node's row of ClusterStatus (Daemon::SelfStatus without digest):
+  // the same figures `sessionctl status` shows.
+  std::function<sessiond::v1::MemberStatus()> status;
+  const storage::SessionTable* table = nullptr;
+  const replication::NodeDriver* driver = nullptr;
+  const ValidationMetrics* validations = nullptr;
+  // kSessiondVersion, for sessiond_build_info.
+  const char* version = "";
+};
+
+// Writes sessiond_build_info, the Raft and table state, disk state, the
+// NodeMetrics counters, the log fsync histogram and the validation
+// outcomes (docs/OPERATIONS.md, "Metrics", lists them all).
+void CollectNodeMetrics(const NodeMetricsSources& sources,
+                        metrics::ExpositionWriter* writer);
+
+// The part of it that comes from a MemberStatus (pure; for tests).
+void WriteMemberStatusMetrics(const sessiond::v1::MemberStatus& status,
+                              metrics::ExpositionWriter* writer);
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_NODE_METRICS_H_
