@@ -3,16 +3,19 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <sys/random.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <optional>
 #include <utility>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -147,6 +150,20 @@ absl::Status NotSentError(size_t endpoints) {
 bool IsNotSent(const absl::Status& status) {
   return absl::IsUnavailable(status) &&
          status.GetPayload(kNotSentPayload).has_value();
+}
+
+std::string NewRequestId() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  // getrandom(2) blocks only until the kernel's pool is first seeded; a
+  // short read (a signal) is continued. Bounded: 16 bytes take one call.
+  for (int tries = 0; got < sizeof(bytes) && tries < 100; ++tries) {
+    const ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  if (got < sizeof(bytes)) std::abort();  // no CSPRNG: never guess
+  return absl::WebSafeBase64Escape(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
 struct SessionClient::Endpoint {
@@ -451,7 +468,11 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
                            : endpoint == nullptr || IsNotSent(status) ||
                                  absl::IsResourceExhausted(status);
     if (!retry) break;
-    const absl::Duration delay = Jitter(backoff);
+    // The server's RetryInfo, when it gave one, is the least to wait.
+    const absl::Duration delay =
+        std::max(Jitter(backoff),
+                 std::min(RetryDelay(status).value_or(absl::ZeroDuration()),
+                          options_.max_backoff));
     if (absl::Now() + delay >= call_deadline) break;
     retries_.fetch_add(1, std::memory_order_relaxed);
     candidates = Candidates(policy.write, tried);
@@ -460,9 +481,14 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
         std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
   }
   if (sent > 1 && Retryable(status) && !IsNotSent(status)) {
-    return absl::Status(
+    absl::Status counted(
         status.code(),
         absl::StrCat(status.message(), " (after ", sent, " attempts)"));
+    // The server's error details stay with it.
+    status.ForEachPayload([&](absl::string_view url, const absl::Cord& value) {
+      counted.SetPayload(url, value);
+    });
+    return counted;
   }
   return status;
 }
@@ -482,13 +508,25 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::CreateSession(
     const v1::CreateSessionRequest& request) {
-  if (options_.coalesce_creates) return CoalescedCreate(request);
+  if (request.request_id().empty() && options_.create_request_ids) {
+    v1::CreateSessionRequest with_id = request;
+    with_id.set_request_id(NewRequestId());
+    return DirectCreate(with_id);
+  }
+  // A create with a request_id is retried, so it is sent on its own: a
+  // batch (CreateSessions) takes no request_id.
+  if (options_.coalesce_creates && request.request_id().empty()) {
+    return CoalescedCreate(request);
+  }
   return DirectCreate(request);
 }
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::DirectCreate(
     const v1::CreateSessionRequest& request) {
-  SESSIOND_CLIENT_CALL(CreateSession, /*write=*/true, /*idempotent=*/false);
+  // With a request_id a retry returns the first call's session and token:
+  // as safe to repeat as a read.
+  const bool idempotent = !request.request_id().empty();
+  SESSIOND_CLIENT_CALL(CreateSession, /*write=*/true, idempotent);
 }
 
 absl::StatusOr<v1::CreateSessionsResponse> SessionClient::CreateSessions(
@@ -596,6 +634,18 @@ absl::StatusOr<v1::RevokeUserSessionsResponse>
 SessionClient::RevokeUserSessions(
     const v1::RevokeUserSessionsRequest& request) {
   SESSIOND_CLIENT_CALL(RevokeUserSessions, /*write=*/true,
+                       /*idempotent=*/false);
+}
+
+absl::StatusOr<v1::GetSessionResponse> SessionClient::GetSession(
+    const v1::GetSessionRequest& request) {
+  SESSIOND_CLIENT_CALL(GetSession, /*write=*/false, /*idempotent=*/true);
+}
+
+absl::StatusOr<v1::RotateSessionTokenResponse>
+SessionClient::RotateSessionToken(
+    const v1::RotateSessionTokenRequest& request) {
+  SESSIOND_CLIENT_CALL(RotateSessionToken, /*write=*/true,
                        /*idempotent=*/false);
 }
 

@@ -73,7 +73,17 @@ struct SessionClientOptions {
   // its own call.
   bool coalesce_creates = false;
   int max_coalesced_creates = 256;
+  // Give every CreateSession without a request_id a fresh one
+  // (NewRequestId), so that every create is retried like an idempotent call
+  // (see the class comment). Needs servers that know request_id (older ones
+  // ignore the field and a retry may then create twice).
+  bool create_request_ids = false;
 };
+
+// A fresh CreateSessionRequest.request_id: 16 bytes from the kernel's CSPRNG
+// (getrandom), base64url, 22 characters. A request_id must be unpredictable
+// (docs/API.md, "Retrying a create"): use this or a UUIDv4.
+std::string NewRequestId();
 
 // True when `status`, returned by a SessionClient call, says the request was
 // never sent: no endpoint's channel was connected within the call's budget,
@@ -102,10 +112,12 @@ class ValidateStream;
 // Endpoints. The client holds one channel per endpoint, each with its own
 // connection (a dead node or a failing DNS name affects only its channel).
 //   Reads (ValidateSession, Validate, BatchValidateSessions,
-//   ListUserSessions, OpenValidateStream) go round-robin over the endpoints,
+//   ListUserSessions, GetSession, OpenValidateStream) go round-robin over
+//   the endpoints,
 //   passing over channels in TRANSIENT_FAILURE while another is not.
 //   Writes (CreateSession, UpdateSession, TouchSession, RevokeSession,
-//   RevokeUserSessions) go to the leader once the client knows it, else like
+//   RevokeUserSessions, RotateSessionToken) go to the leader once the client
+//   knows it, else like
 //   reads (any node forwards a write to its leader). The client learns the
 //   leader from the "sessiond-leader" trailing metadata of any answer, and
 //   from a write answered OK without that metadata (the node that answered
@@ -116,15 +128,20 @@ class ValidateStream;
 //   kDeadlineExceeded, or its channel is not connected.
 //
 // Retries, all within `call_timeout`:
-//   ValidateSession, BatchValidateSessions, ListUserSessions, RevokeSession
-//   are idempotent: retried on kUnavailable, kDeadlineExceeded,
+//   ValidateSession, BatchValidateSessions, ListUserSessions, GetSession,
+//   RevokeSession, and CreateSession with a request_id (the server returns
+//   the first call's session and token to a retry) are idempotent: retried
+//   on kUnavailable, kDeadlineExceeded,
 //   kResourceExhausted (a kCancelled attempt counts as kUnavailable: this
 //   client never cancels one, so the server did, which gRPC does to a call
 //   that races its shutdown), at most `max_attempts` attempts, each on another
 //   endpoint when there is one (RevokeSession: the leader, while known),
-//   with exponential backoff and jitter; while the next channel is
-//   disconnected, a backoff ends early when it connects.
-//   CreateSession, UpdateSession, TouchSession, RevokeUserSessions are not
+//   with exponential backoff and jitter (at least the server's RetryInfo
+//   delay, up to max_backoff); while the next channel is disconnected, a
+//   backoff ends early when it connects. A create with a request_id is not
+//   coalesced (coalesce_creates).
+//   CreateSession without a request_id, UpdateSession, TouchSession,
+//   RevokeUserSessions, RotateSessionToken are not
 //   idempotent (a RevokeUser retried after a lost reply would also revoke
 //   sessions created in between): each is sent at most once, except that a
 //   kResourceExhausted answer (the server queued nothing) is retried after
@@ -134,8 +151,9 @@ class ValidateStream;
 //   one that is not connected is passed over for the next endpoint, which
 //   is safe because nothing was sent to it.
 //
-// Unknown outcome. For CreateSession, UpdateSession, TouchSession and
-// RevokeUserSessions:
+// Unknown outcome. For CreateSession (without a request_id), UpdateSession,
+// TouchSession, RevokeUserSessions and RotateSessionToken (whose new token
+// is then lost: the old one is UNKNOWN if the rotation applied):
 //   OK                                  applied.
 //   kUnavailable with IsNotSent()       never sent: not applied.
 //   kUnavailable otherwise,             OUTCOME UNKNOWN: the write may have
@@ -150,7 +168,9 @@ class ValidateStream;
 // (as the client does) is safe.
 //
 // Every other code is returned at once; codes are those documented in
-// session.proto.
+// session.proto. The server's error details travel as payloads of the
+// returned status: ErrorReason(status) (client/grpc_status.h) tells e.g.
+// SESSION_REVOKED from SESSION_EXPIRED.
 //
 // Thread-safe: one SessionClient (and its channels) is meant to be shared by
 // all threads of an application server. Calls block the calling thread.
@@ -202,6 +222,10 @@ class SessionClient {
       const v1::ListUserSessionsRequest& request);
   absl::StatusOr<v1::RevokeUserSessionsResponse> RevokeUserSessions(
       const v1::RevokeUserSessionsRequest& request);
+  absl::StatusOr<v1::GetSessionResponse> GetSession(
+      const v1::GetSessionRequest& request);
+  absl::StatusOr<v1::RotateSessionTokenResponse> RotateSessionToken(
+      const v1::RotateSessionTokenRequest& request);
 
   // Shorthand for ValidateSession with just a token.
   absl::StatusOr<v1::ValidateSessionResponse> Validate(absl::string_view token,

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/fault_point.h"
+#include "common/log.h"
 #include "common/rng.h"
 #include "replication/thread_runtime.h"
 
@@ -250,11 +251,13 @@ void NodeDriver::HandOverIfStalled() {
   if (best == NodeId(0)) return;  // the only voter: nobody to hand over to
   handover_tick_ = ticks_done_;
   if (core_->TransferLeadership(best).ok()) {
-    std::fprintf(stderr,
-                 "sessiond: this leader cannot write its log (%s): handing "
-                 "leadership to node %llu\n",
-                 std::string(LogStall().message()).c_str(),
-                 static_cast<unsigned long long>(best.value()));
+    logging::Warn("raft.handover",
+                  logging::Fields()
+                      .Add("to", best.value())
+                      .Add("error", std::string(LogStall().message()))
+                      .Add("msg",
+                           "this leader cannot write its log: handing "
+                           "leadership to the most caught-up voter"));
   }
 }
 
@@ -453,10 +456,11 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
     const MessageType type = m.type;
     const absl::Status s = core_->Step(std::move(m));
     if (!s.ok()) {
-      std::fprintf(stderr, "node_driver: dropped %s from %llu: %s\n",
-                   MessageTypeName(type),
-                   static_cast<unsigned long long>(from.value()),
-                   s.ToString().c_str());
+      logging::Warn("raft.message_dropped",
+                    logging::Fields()
+                        .Add("type", MessageTypeName(type))
+                        .Add("peer", from.value())
+                        .Error(s));
       continue;
     }
     if (from_leader && from == core_->leader() && term == core_->term()) {
@@ -895,11 +899,12 @@ void NodeDriver::RunLogWriter() {
       for (PersistWork& w : persist_queue_) back.push_back(std::move(w));
       persist_queue_.swap(back);
       if (write_error_.ok()) {
-        std::fprintf(stderr,
-                     "sessiond: the Raft log cannot be written: %s; writes "
-                     "are refused and the write is retried until it "
-                     "succeeds\n",
-                     failure.ToString().c_str());
+        logging::Error("raft.log_write_failed",
+                       logging::Fields().Error(failure).Add(
+                           "msg",
+                           "the Raft log cannot be written; writes are "
+                           "refused and the write is retried until it "
+                           "succeeds"));
       }
       write_error_ = failure;
       retry_backoff_ = std::clamp(retry_backoff_ * 2, absl::Milliseconds(50),
@@ -918,7 +923,9 @@ void NodeDriver::RunLogWriter() {
       retry_backoff_ = absl::ZeroDuration();
       log_stalled_.store(!refusal_.ok(), std::memory_order_release);
     }
-    std::fprintf(stderr, "sessiond: the Raft log is written again\n");
+    logging::Info(
+        "raft.log_write_recovered",
+        logging::Fields().Add("msg", "the Raft log is written again"));
     PublishLogStall();
   }
 
@@ -977,8 +984,8 @@ void NodeDriver::RunApply() {
       if (stopping) {
         // The state machine gave up at shutdown (a full disk): the log
         // replays these entries on the next start.
-        std::fprintf(stderr, "sessiond: apply stopped at shutdown: %s\n",
-                     results.status().ToString().c_str());
+        logging::Warn("apply.stopped_at_shutdown",
+                      logging::Fields().Error(results.status()));
         batch.clear();
         return false;
       }

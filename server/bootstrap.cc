@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "sessiond/v1/command.pb.h"
 #include "storage/keys.h"
@@ -100,8 +101,9 @@ absl::Status AskPeers(
           "); check --initial_cluster and that the peers run"));
     }
     if (absl::Now() >= next_log) {
-      std::fprintf(stderr, "sessiond: waiting for %s\n",
-                   std::string(waiting_for).c_str());
+      logging::Info("bootstrap.waiting",
+                    logging::Fields().Add(
+                        "msg", absl::StrCat("waiting for ", waiting_for)));
       next_log = absl::Now() + absl::Seconds(5);
     }
     absl::SleepFor(options.retry_interval);
@@ -187,10 +189,12 @@ absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
     add(replication::EntryType::kNormal, forget.SerializeAsString());
   }
   hard_state.commit = index;
-  std::fprintf(stderr,
-               "sessiond: --force_new_cluster: node %llu is now the only "
-               "member (removed %zu); add the others back with AddMember\n",
-               static_cast<unsigned long long>(self.value()), others.size());
+  logging::Warn("bootstrap.force_new_cluster",
+                logging::Fields()
+                    .Add("removed", static_cast<uint64_t>(others.size()))
+                    .Add("msg",
+                         "--force_new_cluster: this node is now the only "
+                         "member; add the others back with AddMember"));
   return log->Append(entries, hard_state, /*sync=*/true);
 }
 

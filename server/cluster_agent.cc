@@ -5,7 +5,9 @@
 #include <cstdlib>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
@@ -82,12 +84,17 @@ void ClusterAgent::MaybeReportSkew() {
   const int64_t skew = clock_->SkewMs();
   if (std::llabs(skew) < options_.skew_log_threshold_ms) return;
   next_skew_log_ = now + absl::Minutes(1);
-  std::fprintf(stderr,
-               "sessiond: clock skew: this node's wall clock is %lld ms %s "
-               "cluster time; expiry follows cluster time (slewed toward the "
-               "wall clock by at most the configured rate). Check NTP.\n",
-               static_cast<long long>(std::llabs(skew)),
-               skew > 0 ? "ahead of" : "behind");
+  logging::Warn(
+      "clock.skew",
+      logging::Fields()
+          .Add("skew_ms", skew)
+          .Add("msg",
+               absl::StrCat("clock skew: this node's wall clock is ",
+                            std::llabs(skew), " ms ",
+                            skew > 0 ? "ahead of" : "behind",
+                            " cluster time; expiry follows cluster time "
+                            "(slewed toward the wall clock by at most the "
+                            "configured rate). Check NTP.")));
 }
 
 }  // namespace sessiond::server

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/log.h"
 #include "common/version.h"
 
 namespace sessiond::server {
@@ -56,6 +57,14 @@ absl::Status ValidateInitialCluster(const std::string& value) {
 absl::Status ValidateClusterState(const std::string& value) {
   if (value == "new" || value == "existing") return absl::OkStatus();
   return absl::InvalidArgumentError("must be new or existing");
+}
+
+absl::Status ValidateLogFormat(const std::string& value) {
+  return logging::ParseFormat(value).status();
+}
+
+absl::Status ValidateLogLevel(const std::string& value) {
+  return logging::ParseLevel(value).status();
 }
 
 absl::Status ValidateReadMode(const std::string& value) {
@@ -230,6 +239,27 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(revocation_retention_ms),
        .min = 60'000,
        .max = 30 * kDayMs},
+      {.name = "create_request_window_ms",
+       .help = "how long (cluster time) a CreateSession retried with the "
+               "same request_id and user_id gets the first call's session "
+               "and token back instead of a second session",
+       .int_field = SESSIOND_INT_FIELD(create_request_window_ms),
+       .min = 1000,
+       .max = kDayMs},
+      {.name = "create_request_max_entries",
+       .help = "most request_ids the cluster remembers at once (about 250 "
+               "bytes each, on every node); beyond, the oldest is forgotten "
+               "early",
+       .int_field = SESSIOND_INT_FIELD(create_request_max_entries),
+       .min = 1,
+       .max = 10'000'000},
+      {.name = "max_sessions_per_user",
+       .help = "most live sessions one user may have: a create beyond is "
+               "refused with FAILED_PRECONDITION (USER_SESSION_LIMIT) (0: no "
+               "cap)",
+       .int_field = SESSIOND_INT_FIELD(max_sessions_per_user),
+       .min = 0,
+       .max = 1'000'000},
       {.name = "disk_reserve_mb",
        .help = "writes are refused (RESOURCE_EXHAUSTED) while the data dir's "
                "file system has less than this free, and resume by "
@@ -244,6 +274,52 @@ const std::vector<Option>& Options() {
                "one; empty: off)",
        .string_field = SESSIOND_STRING_FIELD(metrics_listen),
        .validate = ValidateOptionalListen},
+      {.name = "logout_detector_interval_ms",
+       .help = "how often the logout detector samples the live sessions and "
+               "the validation outcomes (0: off)",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_interval_ms),
+       .min = 0,
+       .max = 3600 * 1000},
+      {.name = "logout_detector_window_ms",
+       .help = "the logout detector alerts when the live sessions fall "
+               "--logout_detector_drop_percent below their highest count "
+               "within this window",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_window_ms),
+       .min = 1,
+       .max = kDayMs},
+      {.name = "logout_detector_drop_percent",
+       .help = "fall of the live sessions within the window that alerts",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_drop_percent),
+       .min = 1,
+       .max = 100},
+      {.name = "logout_detector_min_sessions",
+       .help = "no live-sessions alert while the window's highest count is "
+               "below this",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_min_sessions),
+       .min = 0},
+      {.name = "logout_detector_baseline_ms",
+       .help = "time constant of the exponentially weighted baselines of the "
+               "UNKNOWN, EXPIRED and REVOKED shares of validations",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_baseline_ms),
+       .min = 1,
+       .max = 30 * kDayMs},
+      {.name = "logout_detector_jump_percent",
+       .help = "rise of an outcome's share above its baseline, in "
+               "percentage points, that alerts (with the deviations)",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_jump_percent),
+       .min = 1,
+       .max = 100},
+      {.name = "logout_detector_deviations",
+       .help = "an outcome's share must also be this many deviations above "
+               "its baseline to alert",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_deviations),
+       .min = 0,
+       .max = 1000},
+      {.name = "logout_detector_min_validations",
+       .help = "validations an interval needs to be judged and learned from "
+               "(a quiet node does not alert)",
+       .int_field = SESSIOND_INT_FIELD(logout_detector_min_validations),
+       .min = 1},
       {.name = "node_id",
        .help = "this node's id in the cluster",
        .int_field = SESSIOND_INT_FIELD(node_id),
@@ -292,6 +368,16 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(heartbeat_ticks),
        .min = 1,
        .max = 1000},
+      {.name = "log_format",
+       .help = "stderr log lines: text (one event per line, key=value) or "
+               "json (one object per line)",
+       .string_field = SESSIOND_STRING_FIELD(log_format),
+       .validate = ValidateLogFormat},
+      {.name = "log_level",
+       .help = "least level logged: debug, info, warn or error",
+       .string_field = SESSIOND_STRING_FIELD(log_level),
+       .validate = ValidateLogLevel,
+       .reloadable = true},
       {.name = "read_mode",
        .help = "linearizable reads on the leader: lease (no round trip while "
                "its lease holds) or readindex (a heartbeat round per batch)",

@@ -55,9 +55,28 @@ struct Config {
   // How long a flush, bulk revocation or RevokeUserSessions can be undone
   // (AdminService.RestoreFlush); then it is purged.
   int64_t revocation_retention_ms = 24ll * 3600 * 1000;
+  // CreateSession.request_id (storage/create_requests.h): how long a retry
+  // gets the first create's session back, and the most request ids kept.
+  int64_t create_request_window_ms = 10 * 60 * 1000;
+  int64_t create_request_max_entries = 100'000;
+  // The most live sessions one user may have (0: no cap).
+  int64_t max_sessions_per_user = 0;
   // host:port of the Prometheus endpoint (GET /metrics, GET /healthz;
   // server/metrics_http.h); empty: off. Port 0 picks a free one.
   std::string metrics_listen;
+  // The logout detector (server/logout_detector.h): how often it samples
+  // (0: off); the live-sessions window and the fall in it that alerts; the
+  // fewest sessions at the window's highest for that alert; the outcome
+  // baselines' time constant; the rise of a share that alerts (points) and
+  // in deviations; the fewest validations an interval needs to be judged.
+  int64_t logout_detector_interval_ms = 5000;
+  int64_t logout_detector_window_ms = 5 * 60 * 1000;
+  int64_t logout_detector_drop_percent = 20;
+  int64_t logout_detector_min_sessions = 1000;
+  int64_t logout_detector_baseline_ms = 30 * 60 * 1000;
+  int64_t logout_detector_jump_percent = 25;
+  int64_t logout_detector_deviations = 3;
+  int64_t logout_detector_min_validations = 100;
 
   // Cluster (docs/OPERATIONS.md). Without initial_cluster: a single node.
   int64_t node_id = 1;
@@ -101,6 +120,9 @@ struct Config {
   // Disaster recovery: 1 makes this node the only member of its cluster
   // (server/bootstrap.h, ForceNewCluster). Once, on the one survivor.
   int64_t force_new_cluster = 0;
+  // stderr log lines (common/log.h): "text" or "json"; least level.
+  std::string log_format = "text";
+  std::string log_level = "info";
   // Hidden, tests only: a file listing node ids (comma or space separated)
   // to which this node's peer traffic is dropped, both ways; re-read while
   // running (a network partition on one machine).

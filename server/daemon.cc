@@ -21,9 +21,11 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
+#include "common/log.h"
 #include "common/metrics_registry.h"
 #include "replication/node_driver.h"
 #include "server/admin_service.h"
+#include "server/apply_metrics.h"
 #include "server/backup.h"
 #include "server/bootstrap.h"
 #include "server/client_server.h"
@@ -32,6 +34,7 @@
 #include "server/delay_queue.h"
 #include "server/expiry_sweeper.h"
 #include "server/log_compactor.h"
+#include "server/logout_detector.h"
 #include "server/metrics_http.h"
 #include "server/node_metrics.h"
 #include "server/peer_service.h"
@@ -387,9 +390,12 @@ absl::Status Daemon::Init() {
     return disk->AllowWrite(bytes);
   };
   const LogIndex commit_at_start = log_->InitialHardState().commit;
+  apply_metrics_ = std::make_unique<ApplyMetrics>();
+  counting_machine_ = std::make_unique<CountingStateMachine>(
+      state_machine_.get(), apply_metrics_.get());
   absl::StatusOr<std::unique_ptr<replication::NodeDriver>> driver =
       replication::NodeDriver::Start(driver_options, log_.get(),
-                                     state_machine_.get(), transport_.get());
+                                     counting_machine_.get(), transport_.get());
   if (!driver.ok()) return driver.status();
   driver_ = *std::move(driver);
   disk_driver_.store(driver_.get());
@@ -418,6 +424,35 @@ absl::Status Daemon::Init() {
       std::make_unique<ReadBarrier>(read_options, driver_.get(), timers_.get());
   touches_ = std::make_unique<TouchBuffer>(
       writes_.get(), absl::Milliseconds(config_.touch_flush_interval_ms));
+  if (config_.logout_detector_interval_ms > 0) {
+    // Built before SelfStatus can be called; samples once Start()ed below.
+    LogoutDetectorOptions detector;
+    detector.window_ms = config_.logout_detector_window_ms;
+    detector.drop_share =
+        static_cast<double>(config_.logout_detector_drop_percent) / 100;
+    detector.min_sessions =
+        static_cast<uint64_t>(config_.logout_detector_min_sessions);
+    detector.baseline_ms = config_.logout_detector_baseline_ms;
+    detector.jump_share =
+        static_cast<double>(config_.logout_detector_jump_percent) / 100;
+    detector.deviations =
+        static_cast<double>(config_.logout_detector_deviations);
+    detector.min_validations =
+        static_cast<uint64_t>(config_.logout_detector_min_validations);
+    logout_detector_ = std::make_unique<LogoutDetectorTask>(
+        detector, absl::Milliseconds(config_.logout_detector_interval_ms),
+        [this] {
+          using Outcome = sessiond::v1::ValidateSessionResponse;
+          const ValidationMetrics& v = service_->validations();
+          LogoutSample sample;
+          sample.live_sessions = table_->size();
+          sample.valid = v.count(Outcome::VALID);
+          sample.expired = v.count(Outcome::EXPIRED);
+          sample.revoked = v.count(Outcome::REVOKED);
+          sample.unknown = v.count(Outcome::UNKNOWN);
+          return sample;
+        });
+  }
   if (peer_service_ != nullptr) {
     PeerServiceParts parts;
     parts.cluster_id = cluster_id_;
@@ -458,6 +493,11 @@ absl::Status Daemon::Init() {
   service_options.self = self;
   service_options.rpc_metrics = rpc_metrics_.get();
   service_options.revocation_retention_ms = config_.revocation_retention_ms;
+  service_options.create_request_window_ms = config_.create_request_window_ms;
+  service_options.create_request_max_entries =
+      static_cast<uint32_t>(config_.create_request_max_entries);
+  service_options.max_sessions_per_user =
+      static_cast<uint32_t>(config_.max_sessions_per_user);
   service_ = std::make_unique<SessionServiceImpl>(
       service_options, table_.get(), state_machine_.get(), clock_.get(),
       reads_.get(), writes_.get(), touches_.get());
@@ -498,8 +538,7 @@ absl::Status Daemon::Init() {
     // member added later can be sent the state.
     if (absl::StatusOr<LogIndex> s = compactor_->CompactOnce(/*force=*/true);
         !s.ok()) {
-      std::fprintf(stderr, "sessiond: could not snapshot the state: %s\n",
-                   s.status().ToString().c_str());
+      logging::Warn("snapshot.failed", logging::Fields().Error(s.status()));
     }
   }
 
@@ -540,6 +579,7 @@ absl::Status Daemon::Init() {
                                           writes_.get());
   running_.store(true);
   service_->set_ready(true);
+  if (logout_detector_ != nullptr) logout_detector_->Start();
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   if (health != nullptr) {
     health->SetServingStatus(true);
@@ -554,6 +594,8 @@ absl::Status Daemon::Init() {
     sources.table = table_.get();
     sources.driver = driver_.get();
     sources.validations = &service_->validations();
+    sources.applied = apply_metrics_.get();
+    sources.logout_detector = logout_detector_.get();
     sources.version = kSessiondVersion;
     registry->AddCollector([sources](metrics::ExpositionWriter* w) {
       CollectNodeMetrics(sources, w);
@@ -639,6 +681,11 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
   if (touches_ != nullptr) {
     metrics->set_touch_batches_dropped(touches_->lost_commands());
   }
+  if (logout_detector_ != nullptr) {
+    for (sessiond::v1::LogoutAlert& alert : logout_detector_->ActiveAlerts()) {
+      *m.add_logout_alerts() = std::move(alert);
+    }
+  }
   m.set_data_dir_bytes(DirectoryBytes(config_.data_dir));
   if (disk_guard_ != nullptr) {
     const storage::DiskGuard::State disk = disk_guard_->state();
@@ -672,17 +719,20 @@ void Daemon::Shutdown() {
     const absl::Time drain_deadline = absl::Now() + grace;
     service_->BeginDrain();
     if (!service_->WaitForDrained(grace)) {
-      std::fprintf(stderr,
-                   "sessiond: writes or streams still open after %lld ms; "
-                   "cancelling them\n",
-                   static_cast<long long>(grace_ms));
+      logging::Warn(
+          "shutdown.cancelling",
+          logging::Fields()
+              .Add("grace_ms", grace_ms)
+              .Add("msg", "writes or streams still open: cancelling"));
     } else if (!service_->WaitForCallersToLeave(kCallersQuiet,
                                                 drain_deadline)) {
-      std::fprintf(stderr,
-                   "sessiond: clients still calling after %lld ms of "
-                   "UNAVAILABLE; stopping (calls racing the stop are "
-                   "cancelled)\n",
-                   static_cast<long long>(grace_ms));
+      logging::Warn("shutdown.clients_still_calling",
+                    logging::Fields()
+                        .Add("grace_ms", grace_ms)
+                        .Add("msg",
+                             "clients still calling after the grace of "
+                             "UNAVAILABLE; stopping (calls racing the stop "
+                             "are cancelled)"));
     }
   }
   // A leader hands over before it goes, so a rolling restart costs no
@@ -707,10 +757,11 @@ void Daemon::Shutdown() {
   }
   if (agent_ != nullptr) agent_->Stop();
   if (sweeper_ != nullptr) sweeper_->Stop();
+  if (logout_detector_ != nullptr) logout_detector_->Stop();
   if (compactor_ != nullptr) compactor_->Stop();
   if (touches_ != nullptr) touches_->Stop();  // submits the last touches
   if (writes_ != nullptr && !writes_->Drain(grace)) {
-    std::fprintf(stderr, "sessiond: internal writes still in flight\n");
+    logging::Warn("shutdown.writes_in_flight");
   }
   // A full disk: the apply stage gives up rather than wait for space (the
   // log replays what it could not write).
@@ -718,17 +769,15 @@ void Daemon::Shutdown() {
   if (driver_ != nullptr) {
     driver_->Stop();  // applies what is in flight
     const replication::NodeDriverMetrics m = driver_->metrics();
-    std::fprintf(stderr,
-                 "sessiond: %llu proposals in %llu batches, %llu entries in "
-                 "%llu synced log writes (%llu unsynced), %llu applied in "
-                 "%llu batches\n",
-                 static_cast<unsigned long long>(m.proposals),
-                 static_cast<unsigned long long>(m.propose_batches),
-                 static_cast<unsigned long long>(m.entries_persisted),
-                 static_cast<unsigned long long>(m.log_writes),
-                 static_cast<unsigned long long>(m.log_writes_unsynced),
-                 static_cast<unsigned long long>(m.entries_applied),
-                 static_cast<unsigned long long>(m.apply_batches));
+    logging::Info("shutdown.raft_summary",
+                  logging::Fields()
+                      .Add("proposals", m.proposals)
+                      .Add("propose_batches", m.propose_batches)
+                      .Add("entries_persisted", m.entries_persisted)
+                      .Add("synced_log_writes", m.log_writes)
+                      .Add("unsynced_log_writes", m.log_writes_unsynced)
+                      .Add("entries_applied", m.entries_applied)
+                      .Add("apply_batches", m.apply_batches));
   }
   if (peer_service_ != nullptr) peer_service_->Detach();
   if (peer_server_ != nullptr) {
@@ -747,6 +796,7 @@ void Daemon::Shutdown() {
   compactor_.reset();
   sweeper_.reset();
   admin_.reset();
+  logout_detector_.reset();  // its sampler read service_
   service_.reset();
   touches_.reset();
   reads_.reset();
@@ -758,6 +808,7 @@ void Daemon::Shutdown() {
   disk_driver_.store(nullptr);
   disk_guard_.reset();
   driver_.reset();
+  counting_machine_.reset();
   state_machine_.reset();
   table_.reset();
   transport_.reset();

@@ -34,12 +34,15 @@ class NodeDriver;
 namespace sessiond::server {
 
 class AdminServiceImpl;
+class ApplyMetrics;
 class BackupTaker;
 class ClusterAgent;
 class ClusterClock;
+class CountingStateMachine;
 class DelayQueue;
 class ExpirySweeper;
 class LogCompactor;
+class LogoutDetectorTask;
 class MetricsHttpServer;
 class PeerService;
 class PeerTransport;
@@ -62,7 +65,9 @@ class WritePath;
 //   (replays the log) -> DelayQueue, ClusterClock, WritePath, ReadBarrier,
 //   TouchBuffer -> peer service attached -> wait for the replay ->
 //   SessionService, AdminService, ExpirySweeper, LogCompactor, ClusterAgent
-//   -> client listener -> metrics endpoint (--metrics_listen; RpcMetrics,
+//   -> client listener -> logout detector's thread (built before the peer
+//   service is attached, so SelfStatus may read it) -> metrics endpoint
+//   (--metrics_listen; RpcMetrics,
 //   whose interceptors both gRPC servers hold, is built before the peer
 //   listener and destroyed after both servers)
 //
@@ -168,6 +173,9 @@ class Daemon {
   std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<storage::SessionTable> table_;
   std::unique_ptr<storage::SessionStateMachine> state_machine_;
+  // What the driver applies through: state_machine_, counted by kind.
+  std::unique_ptr<ApplyMetrics> apply_metrics_;
+  std::unique_ptr<CountingStateMachine> counting_machine_;
   std::unique_ptr<replication::NodeDriver> driver_;
   std::unique_ptr<DelayQueue> timers_;
   std::unique_ptr<ClusterClock> clock_;
@@ -177,6 +185,10 @@ class Daemon {
   std::unique_ptr<SessionServiceImpl> service_;
   std::unique_ptr<AdminServiceImpl> admin_;
   std::unique_ptr<ExpirySweeper> sweeper_;
+  // --logout_detector_interval_ms > 0: samples table_ and service_'s
+  // validation counts on its thread (sd-logout) from the end of Init until
+  // Shutdown stops it; SelfStatus reads its alerts.
+  std::unique_ptr<LogoutDetectorTask> logout_detector_;
   std::unique_ptr<LogCompactor> compactor_;
   // AdminService.Backup's worker (pauses compactor_ while it copies).
   std::unique_ptr<BackupTaker> backups_;

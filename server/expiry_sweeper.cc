@@ -10,6 +10,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
@@ -44,13 +45,15 @@ std::optional<replication::ApplyResult> ExpirySweeper::SubmitAndWait(
                     outcome->done.Notify();
                   });
   if (!outcome->done.WaitForNotificationWithTimeout(options_.apply_timeout)) {
-    std::fprintf(stderr, "sessiond: sweeper command not applied within %s\n",
-                 absl::FormatDuration(options_.apply_timeout).c_str());
+    logging::Warn(
+        "sweeper.not_applied",
+        logging::Fields().Add(
+            "timeout_ms", absl::ToInt64Milliseconds(options_.apply_timeout)));
     return std::nullopt;
   }
   if (!outcome->result.ok()) {
-    std::fprintf(stderr, "sessiond: sweeper command failed: %s\n",
-                 outcome->result.status().ToString().c_str());
+    logging::Warn("sweeper.command_failed",
+                  logging::Fields().Error(outcome->result.status()));
     return std::nullopt;
   }
   return std::move(outcome->result);
@@ -85,7 +88,17 @@ uint64_t ExpirySweeper::SweepOnce() {
   }
   removed_total_.fetch_add(removed, std::memory_order_relaxed);
   PurgeRevocations();
+  PurgeCreateRequests();
   return removed;
+}
+
+void ExpirySweeper::PurgeCreateRequests() {
+  // Request ids past their window (storage/create_requests.h): the command
+  // names none, application takes those expired at its applied time.
+  if (!state_machine_->CreateRequestsDueForPurge(clock_->NowMs())) return;
+  sessiond::v1::internal::Command command;
+  command.mutable_purge_create_requests()->set_max(10'000);
+  (void)SubmitAndWait(std::move(command));
 }
 
 void ExpirySweeper::PurgeRevocations() {

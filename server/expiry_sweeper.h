@@ -39,7 +39,8 @@ struct ExpirySweeperOptions {
 // Reads already treat an expired session as EXPIRED the moment it expires;
 // the sweep only reclaims memory and disk (after which a read says UNKNOWN).
 // Each sweep also proposes the purge of flushes and bulk revocations past
-// their retention (storage/revocations.h).
+// their retention (storage/revocations.h), and of create request ids past
+// their window (storage/create_requests.h).
 //
 // Owns one thread. Every pointer must outlive this (Stop() first).
 class ExpirySweeper {
@@ -75,6 +76,8 @@ class ExpirySweeper {
       sessiond::v1::internal::Command command);
   // Proposes a purge of the revocations whose retention has passed.
   void PurgeRevocations();
+  // Proposes a purge of the create request ids whose window has passed.
+  void PurgeCreateRequests();
 
   const ExpirySweeperOptions options_;
   const storage::SessionTable* const table_;                 // outlives this

@@ -5,6 +5,8 @@
 #include <set>
 #include <string>
 
+#include "common/log.h"
+
 namespace sessiond::server {
 
 LogCompactor::LogCompactor(const LogCompactorOptions& options,
@@ -20,8 +22,8 @@ LogCompactor::LogCompactor(const LogCompactorOptions& options,
       task_("sd-compactor", options.interval, [this] {
         const absl::StatusOr<LogIndex> compacted = CompactOnce();
         if (!compacted.ok()) {
-          std::fprintf(stderr, "sessiond: log compaction skipped: %s\n",
-                       compacted.status().ToString().c_str());
+          logging::Warn("compaction.skipped",
+                        logging::Fields().Error(compacted.status()));
         }
       }) {
   absl::StatusOr<replication::Snapshot> current = log_->GetSnapshot();

@@ -21,10 +21,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/log.h"
 #include "server/config.h"
 #include "server/daemon.h"
 #include "storage/raft_log_store.h"
+
+namespace logging = sessiond::logging;
 
 namespace {
 
@@ -37,18 +41,19 @@ void Reload(int argc, char** argv, sessiond::server::Daemon* daemon,
   absl::StatusOr<sessiond::server::ParsedConfig> next =
       sessiond::server::ParseConfig(argc, argv);
   if (!next.ok()) {
-    std::fprintf(stderr,
-                 "sessiond: SIGHUP: the config does not parse; nothing "
-                 "changed, still running with the previous one: %s\n",
-                 std::string(next.status().message()).c_str());
+    logging::Error("reload.failed",
+                   logging::Fields()
+                       .Add("error", std::string(next.status().message()))
+                       .Add("msg",
+                            "SIGHUP: the config does not parse; nothing "
+                            "changed, still running with the previous one"));
   } else {
     const std::vector<sessiond::server::OptionChange> changes =
         sessiond::server::ChangedOptions(*running, next->config);
     const sessiond::server::Config applied =
         sessiond::server::WithReloadableOptions(*running, next->config);
     if (absl::Status s = daemon->Reload(applied); !s.ok()) {
-      std::fprintf(stderr, "sessiond: SIGHUP: not applied: %s\n",
-                   s.ToString().c_str());
+      logging::Error("reload.not_applied", logging::Fields().Error(s));
     } else {
       int restart = 0;
       for (const sessiond::server::OptionChange& c : changes) {
@@ -57,16 +62,20 @@ void Reload(int argc, char** argv, sessiond::server::Daemon* daemon,
                       c.running.c_str(), c.next.c_str());
         } else {
           ++restart;
-          std::fprintf(stderr,
-                       "sessiond: needs a restart: %s (running with %s, file "
-                       "says %s)\n",
-                       c.name.c_str(), c.running.c_str(), c.next.c_str());
+          logging::Warn(
+              "reload.needs_restart",
+              logging::Fields()
+                  .Add("option", c.name)
+                  .Add("running", c.running)
+                  .Add("configured", c.next)
+                  .Add("msg", absl::StrCat("needs a restart: ", c.name)));
         }
       }
       std::printf(
           "sessiond: SIGHUP: config reloaded (%d applied, %d need a "
           "restart)\n",
           static_cast<int>(changes.size()) - restart, restart);
+      logging::SetLevel(*logging::ParseLevel(applied.log_level));
       *running = applied;
     }
   }
@@ -89,6 +98,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   sessiond::server::Config config = parsed->config;
+  // Validated by ParseConfig.
+  logging::Configure(*logging::ParseFormat(config.log_format),
+                     *logging::ParseLevel(config.log_level));
+  logging::SetNode(static_cast<uint64_t>(config.node_id));
 
   // Debian's Abseil is built with deadlock detection on, which makes every
   // absl::Mutex acquisition update a process-wide lock graph under a global
@@ -113,10 +126,11 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon =
       sessiond::server::Daemon::Start(config);
   if (!daemon.ok()) {
-    std::fprintf(stderr,
-                 "sessiond: cannot start (listen %s, data dir %s): %s\n",
-                 config.listen.c_str(), config.data_dir.c_str(),
-                 daemon.status().ToString().c_str());
+    logging::Error("startup.failed", logging::Fields()
+                                         .Add("listen", config.listen)
+                                         .Add("data_dir", config.data_dir)
+                                         .Error(daemon.status())
+                                         .Add("msg", "cannot start"));
     return 1;
   }
   std::printf(
@@ -154,9 +168,11 @@ int main(int argc, char** argv) {
     Reload(argc, argv, daemon->get(), &config);
   }
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
-  std::fprintf(stderr, "sessiond: %s, draining\n", strsignal(received));
+  logging::Info("shutdown.begin",
+                logging::Fields().Add("signal", strsignal(received)));
   (*daemon)->Shutdown();
   daemon->reset();
-  std::fprintf(stderr, "sessiond: stopped cleanly\n");
+  logging::Info("shutdown.done",
+                logging::Fields().Add("msg", "stopped cleanly"));
   return 0;
 }

@@ -2,6 +2,8 @@
 #include "server/node_metrics.h"
 
 #include "replication/node_driver.h"
+#include "server/apply_metrics.h"
+#include "server/logout_detector.h"
 #include "server/validation_metrics.h"
 #include "storage/session_table.h"
 
@@ -130,6 +132,8 @@ void CollectNodeMetrics(const NodeMetricsSources& sources,
     w->Histogram({}, sources.driver->log_sync_latency().Read());
   }
   if (sources.validations != nullptr) sources.validations->Collect(w);
+  if (sources.applied != nullptr) sources.applied->Collect(w);
+  if (sources.logout_detector != nullptr) sources.logout_detector->Collect(w);
 }
 
 }  // namespace sessiond::server

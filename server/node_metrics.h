@@ -17,6 +17,8 @@ class NodeDriver;
 
 namespace sessiond::server {
 
+class ApplyMetrics;
+class LogoutDetectorTask;
 class ValidationMetrics;
 
 // What a node exports about itself. Each pointer may be null (that part is
@@ -28,13 +30,18 @@ struct NodeMetricsSources {
   const storage::SessionTable* table = nullptr;
   const replication::NodeDriver* driver = nullptr;
   const ValidationMetrics* validations = nullptr;
+  // What this node applied, by kind (sessions created, expired, revoked...).
+  const ApplyMetrics* applied = nullptr;
+  // The logout detector's alerts, shares and baselines (null: off).
+  const LogoutDetectorTask* logout_detector = nullptr;
   // kSessiondVersion, for sessiond_build_info.
   const char* version = "";
 };
 
 // Writes sessiond_build_info, the Raft and table state, disk state, the
-// NodeMetrics counters, the log fsync histogram and the validation
-// outcomes (docs/OPERATIONS.md, "Metrics", lists them all).
+// NodeMetrics counters, the log fsync histogram, the validation outcomes,
+// the applied session events and the logout detector (docs/OPERATIONS.md,
+// "Metrics", lists them all).
 void CollectNodeMetrics(const NodeMetricsSources& sources,
                         metrics::ExpositionWriter* writer);
 

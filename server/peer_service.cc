@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "server/grpc_status.h"
 #include "server/raft_wire.h"
 
@@ -230,7 +231,7 @@ void PeerService::LogRefusal(const absl::Status& why) {
       !last_refusal_log_ns_.compare_exchange_strong(last, now)) {
     return;
   }
-  std::fprintf(stderr, "sessiond: %s\n", why.ToString().c_str());
+  logging::Warn("peer.refused", logging::Fields().Error(why));
 }
 
 grpc::ServerReadReactor<MessageBatch>* PeerService::SendMessages(

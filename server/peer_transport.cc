@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "server/raft_wire.h"
 
 namespace sessiond::server {
@@ -311,11 +312,11 @@ void PeerTransport::SnapshotLoop(Peer* peer) {
       snapshots_sent_.fetch_add(1, std::memory_order_relaxed);
     } else {
       snapshots_failed_.fetch_add(1, std::memory_order_relaxed);
-      std::fprintf(
-          stderr, "sessiond: snapshot at %llu to node %llu failed: %s\n",
-          static_cast<unsigned long long>(m.snapshot->meta.index.value()),
-          static_cast<unsigned long long>(peer->id.value()),
-          status.ToString().c_str());
+      logging::Warn("snapshot.send_failed",
+                    logging::Fields()
+                        .Add("index", m.snapshot->meta.index.value())
+                        .Add("peer", peer->id.value())
+                        .Error(status));
     }
     absl::MutexLock lock(&peer->mu);
     peer->snapshot_busy = false;

@@ -11,9 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/fault_point.h"
 #include "server/grpc_status.h"
 #include "server/validate_stream.h"
 #include "sessiond/v1/command.pb.h"
+#include "storage/create_requests.h"
 #include "storage/token.h"
 
 namespace sessiond::server {
@@ -272,6 +274,8 @@ SESSIOND_SERVE_UNARY(UpdateSession, UpdateCall, ServeUpdate)
 SESSIOND_SERVE_UNARY(RevokeSession, RevokeCall, ServeRevoke)
 SESSIOND_SERVE_UNARY(ListUserSessions, ListCall, ServeList)
 SESSIOND_SERVE_UNARY(RevokeUserSessions, RevokeUserCall, ServeRevokeUser)
+SESSIOND_SERVE_UNARY(GetSession, GetCall, ServeGet)
+SESSIOND_SERVE_UNARY(RotateSessionToken, RotateCall, ServeRotate)
 #undef SESSIOND_SERVE_UNARY
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
@@ -284,13 +288,11 @@ void SessionServiceImpl::ServeValidate(ValidateCall* call) {
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
   reads_->Wait(call->request().consistency(), DeadlineOf(call->context()),
                [this, call](ReadAnswer answer) {
-                 if (!answer.status.ok()) {
-                   return call->Reply(answer.status, leader_hint());
-                 }
+                 if (!answer.status.ok()) return Fail(call, answer.status);
                  const absl::Status s =
                      ValidateNow(call->request(), call->request().consistency(),
                                  clock_->NowMs(), answer, call->response());
-                 if (!s.ok()) return call->Reply(s, leader_hint());
+                 if (!s.ok()) return Fail(call, s);
                  call->Reply(absl::OkStatus());
                });
 }
@@ -307,9 +309,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
   reads_->Wait(
       call->request().consistency(), DeadlineOf(call->context()),
       [this, call](ReadAnswer answer) {
-        if (!answer.status.ok()) {
-          return call->Reply(answer.status, leader_hint());
-        }
+        if (!answer.status.ok()) return Fail(call, answer.status);
         const int64_t now_ms = clock_->NowMs();
         call->response()->mutable_responses()->Reserve(
             call->request().requests_size());
@@ -330,7 +330,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
                 ValidateNow(requests[i], call->request().consistency(), now_ms,
                             answer, responses->Add());
             if (!s.ok()) {
-              call->Reply(s, leader_hint());
+              Fail(call, s);
               return true;
             }
           }
@@ -366,9 +366,7 @@ void SessionServiceImpl::ServeList(ListCall* call) {
   reads_->Wait(sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(call->context()),
                [this, call, query, page_size,
                 after = std::move(after)](ReadAnswer answer) {
-                 if (!answer.status.ok()) {
-                   return call->Reply(answer.status, leader_hint());
-                 }
+                 if (!answer.status.ok()) return Fail(call, answer.status);
                  storage::ListUserPage page = table_->ListUser(
                      call->request().user_id(), page_size, after,
                      query.include_revoked, clock_->NowMs(),
@@ -399,7 +397,7 @@ void SessionServiceImpl::Write(
       [this, call, fill = std::move(fill)](replication::ApplyResult result) {
         const LeaderHint hint = leader_hint();
         if (!result.ok()) {
-          call->Reply(result.status(), hint);
+          Fail(call, result.status());
         } else {
           if (hint.id != options_.self) AddLeaderHint(call->context(), hint);
           call->Reply(fill(*result));
@@ -410,39 +408,141 @@ void SessionServiceImpl::Write(
 
 namespace {
 
-// A create's command, with everything random chosen here: replicas never
-// consult their own RNG. Only the token's hash enters the log; the lifetime
-// is relative, so the leader's cluster time sets the deadline. Returns the
-// token.
-std::string FillCreate(const sessiond::v1::CreateSessionRequest& request,
-                       const CreateLifetimes& lifetimes,
-                       sessiond::v1::internal::CreateCommand* create) {
-  std::string token = storage::GenerateToken();
+// A create's command for `token` and `session_id`. Only the token's hash
+// enters the log; the lifetime is relative, so the leader's cluster time
+// sets the deadline.
+void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
+                      const CreateLifetimes& lifetimes,
+                      const std::string& token, const std::string& session_id,
+                      uint32_t max_user_sessions,
+                      sessiond::v1::internal::CreateCommand* create) {
   create->set_token_hash(
       std::string(storage::TokenHashBytes(storage::HashToken(token))));
-  create->set_session_id(storage::GenerateSessionId());
+  create->set_session_id(session_id);
   create->set_user_id(request.user_id());
   create->set_ttl_ms(lifetimes.ttl_ms);
   create->set_idle_timeout_ms(lifetimes.idle_timeout_ms);
   *create->mutable_attributes() = request.attributes();
   if (request.has_client()) *create->mutable_client() = request.client();
+  create->set_max_user_sessions(max_user_sessions);
+}
+
+// A create's command, with everything random chosen here: replicas never
+// consult their own RNG. Returns the token.
+std::string FillCreate(const sessiond::v1::CreateSessionRequest& request,
+                       const CreateLifetimes& lifetimes,
+                       uint32_t max_user_sessions,
+                       sessiond::v1::internal::CreateCommand* create) {
+  std::string token = storage::GenerateToken();
+  FillCreateFields(request, lifetimes, token, storage::GenerateSessionId(),
+                   max_user_sessions, create);
   return token;
 }
 
+absl::Status ValidateRequestId(const std::string& request_id) {
+  if (request_id.size() < storage::kMinRequestIdBytes ||
+      request_id.size() > storage::kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id: is ", request_id.size(), " bytes, must be ",
+        storage::kMinRequestIdBytes, "..", storage::kMaxRequestIdBytes,
+        " (a random id, new for every login, e.g. a UUID)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+void SessionServiceImpl::Fail(UnaryCallBase* call, const absl::Status& status) {
+  const LeaderHint hint = leader_hint();
+  absl::Status failed = status;
+  if (absl::IsUnavailable(status) && hint.id != NodeId(0)) {
+    failed = WithErrorMetadata(std::move(failed), "leader_id",
+                               absl::StrCat(hint.id.value()));
+    if (!hint.client_address.empty()) {
+      failed =
+          WithErrorMetadata(std::move(failed), "leader", hint.client_address);
+    }
+  }
+  call->Reply(failed, hint);
+}
 
 void SessionServiceImpl::ServeCreate(CreateCall* call) {
   absl::StatusOr<CreateLifetimes> lifetimes =
       ValidateCreate(call->request(), options_.limits);
   if (!lifetimes.ok()) return call->Reply(lifetimes.status());
+  if (!call->request().request_id().empty()) {
+    if (absl::Status s = ValidateRequestId(call->request().request_id());
+        !s.ok()) {
+      return call->Reply(s);
+    }
+    std::string key = state_machine_->create_key();
+    if (!key.empty()) return CreateWithRequestId(call, *lifetimes, key);
+    // The cluster has no create key yet: install one (the first applied
+    // wins, so every node ends with the same), then create.
+    if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+    if (absl::Status s = EnterWrite(); !s.ok()) return call->Reply(s);
+    Command install;
+    install.mutable_create_key()->set_key(storage::NewCreateKey());
+    writes_->Submit(
+        std::move(install), DeadlineOf(call->context()),
+        [this, call, lifetimes = *lifetimes](replication::ApplyResult result) {
+          if (!result.ok()) {
+            Fail(call, result.status());
+          } else if (std::string key = state_machine_->create_key();
+                     key.empty()) {
+            // The deadline cut this node's wait for the apply short.
+            Fail(call, absl::UnavailableError(
+                           "the create key is not applied on this node yet "
+                           "(nothing was created); retry"));
+          } else {
+            CreateWithRequestId(call, lifetimes, key);
+          }
+          writes_inflight_.fetch_sub(1);
+        });
+    return;
+  }
   Command command;
   std::string token =
-      FillCreate(call->request(), *lifetimes, command.mutable_create());
+      FillCreate(call->request(), *lifetimes, options_.max_sessions_per_user,
+                 command.mutable_create());
   Write(call, std::move(command),
         [response = call->response(),
          token = std::move(token)](const std::any& value) {
           absl::Status s = TakeSession(value, response->mutable_session());
           if (s.ok()) response->set_token(token);
+          SESSIOND_FAULT_POINT("create.before_reply");
+          return s;
+        });
+}
+
+void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
+                                             const CreateLifetimes& lifetimes,
+                                             const std::string& create_key) {
+  const sessiond::v1::CreateSessionRequest& request = call->request();
+  const std::string session_id = storage::GenerateSessionId();
+  Command command;
+  auto* create = command.mutable_create();
+  FillCreateFields(
+      request, lifetimes,
+      storage::CreateRequestToken(create_key, request.user_id(),
+                                  request.request_id(), session_id),
+      session_id, options_.max_sessions_per_user, create);
+  create->set_request_key(storage::CreateRequestKey(
+      create_key, request.user_id(), request.request_id()));
+  create->set_request_window_ms(options_.create_request_window_ms);
+  create->set_request_max_entries(options_.create_request_max_entries);
+  Write(call, std::move(command),
+        [response = call->response(), &request, create_key,
+         session_id](const std::any& value) {
+          absl::Status s = TakeSession(value, response->mutable_session());
+          if (!s.ok()) return s;
+          // A retry gets the first create's session: its token follows from
+          // that session's id (storage/create_requests.h).
+          const std::string& created = response->session().session_id();
+          response->set_token(storage::CreateRequestToken(
+              create_key, request.user_id(), request.request_id(), created));
+          response->set_replayed(created != session_id);
+          SESSIOND_FAULT_POINT("create.before_reply");
           return s;
         });
 }
@@ -456,6 +556,14 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
                      options_.max_batch_create)));
   }
   if (count == 0) return call->Reply(absl::OkStatus());
+  for (size_t i = 0; i < count; ++i) {
+    if (!requests[static_cast<int>(i)].request_id().empty()) {
+      return call->Reply(absl::InvalidArgumentError(absl::StrCat(
+          "requests[", i,
+          "].request_id: not taken by CreateSessions; send a create that must "
+          "be retryable with CreateSession")));
+    }
+  }
   Command command;
   auto* batch = command.mutable_create_batch();
   std::vector<std::string> tokens;
@@ -468,7 +576,9 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
       return call->Reply(absl::InvalidArgumentError(
           absl::StrCat("requests[", i, "].", lifetimes.status().message())));
     }
-    tokens.push_back(FillCreate(request, *lifetimes, batch->add_creates()));
+    tokens.push_back(FillCreate(request, *lifetimes,
+                                options_.max_sessions_per_user,
+                                batch->add_creates()));
   }
   Write(
       call, std::move(command),
@@ -576,6 +686,65 @@ void SessionServiceImpl::ServeRevokeUser(RevokeUserCall* call) {
           uint64_t count = 0;
           absl::Status s = TakeCount(value, &count);
           response->set_revoked_count(count);
+          return s;
+        });
+}
+
+// ---------------------------------------------------------------------------
+// GetSession (read) and RotateSessionToken (write)
+
+void SessionServiceImpl::ServeGet(GetCall* call) {
+  if (absl::Status s =
+          ValidateSessionId(call->request().session_id(), "session_id");
+      !s.ok()) {
+    return call->Reply(s);
+  }
+  if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+  reads_->Wait(
+      call->request().consistency(), DeadlineOf(call->context()),
+      [this, call](ReadAnswer answer) {
+        if (!answer.status.ok()) return Fail(call, answer.status);
+        std::optional<Session> session =
+            table_->GetBySessionId(call->request().session_id());
+        if (!session) {
+          if (answer.consistency == sessiond::v1::LOCAL &&
+              call->request().consistency() != sessiond::v1::LOCAL) {
+            // As ValidateNow: the default level fell back to a table that
+            // may lag; "not found" could be "created while I was away".
+            return Fail(call,
+                        absl::UnavailableError(
+                            "this node could not confirm it is up to date and "
+                            "does not hold this session_id (it may have been "
+                            "created elsewhere meanwhile): ask another node, "
+                            "or retry shortly"));
+          }
+          return call->Reply(absl::NotFoundError("no such session_id"));
+        }
+        auto* response = call->response();
+        response->set_expired(storage::IsExpired(
+            *session, clock_->NowMs(), state_machine_->expiry_leeway_ms()));
+        *response->mutable_session() = *std::move(session);
+        call->Reply(absl::OkStatus());
+      });
+}
+
+void SessionServiceImpl::ServeRotate(RotateCall* call) {
+  if (absl::Status s = ValidateToken(call->request().token(), "token");
+      !s.ok()) {
+    return call->Reply(s);
+  }
+  Command command;
+  auto* rotate = command.mutable_rotate();
+  rotate->set_token_hash(std::string(
+      storage::TokenHashBytes(storage::HashToken(call->request().token()))));
+  std::string token = storage::GenerateToken();
+  rotate->set_new_token_hash(
+      std::string(storage::TokenHashBytes(storage::HashToken(token))));
+  Write(call, std::move(command),
+        [response = call->response(),
+         token = std::move(token)](const std::any& value) {
+          absl::Status s = TakeSession(value, response->mutable_session());
+          if (s.ok()) response->set_token(token);
           return s;
         });
 }

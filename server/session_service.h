@@ -53,6 +53,16 @@ struct SessionServiceOptions {
   uint64_t cluster_id = 0;
   // How long RevokeUserSessions stays undoable (AdminService.RestoreFlush).
   int64_t revocation_retention_ms = 24ll * 3600 * 1000;
+  // CreateSession.request_id: how long (cluster time) a retry with the same
+  // request_id gets the first create's session back, and the most request
+  // ids the cluster remembers (--create_request_window_ms,
+  // --create_request_max_entries; storage/create_requests.h).
+  int64_t create_request_window_ms = 10 * 60 * 1000;
+  uint32_t create_request_max_entries = 100'000;
+  // The most live sessions one user may have; a create beyond is refused
+  // with FAILED_PRECONDITION (USER_SESSION_LIMIT). 0: no cap
+  // (--max_sessions_per_user).
+  uint32_t max_sessions_per_user = 0;
   // Where calls are counted and timed for /metrics (recorded here, not by
   // an interceptor: server/rpc_metrics.h says why); null: not recorded.
   // Must outlive the service.
@@ -64,23 +74,23 @@ struct SessionServiceOptions {
 // ValidateStream), so a request that does not parse is INVALID_ARGUMENT
 // with a message instead of gRPC's bare UNIMPLEMENTED, and a stream never
 // ends silently on a bad message.
-using RawSessionService = sessiond::v1::SessionService::WithRawCallbackMethod_CreateSession<
-    sessiond::v1::SessionService::WithRawCallbackMethod_CreateSessions<
-        sessiond::v1::SessionService::WithRawCallbackMethod_ValidateSession<
-            sessiond::v1::SessionService::WithRawCallbackMethod_BatchValidateSessions<
-                sessiond::v1::SessionService::WithRawCallbackMethod_StreamValidateSessions<
-                    sessiond::v1::SessionService::WithRawCallbackMethod_TouchSession<
-                        sessiond::v1::SessionService::
-                            WithRawCallbackMethod_UpdateSession<
-                                sessiond::v1::SessionService::
-                                    WithRawCallbackMethod_RevokeSession<
-                                        sessiond::v1::SessionService::
-                                            WithRawCallbackMethod_ListUserSessions<
-                                                sessiond::v1::SessionService::
-                                                    WithRawCallbackMethod_RevokeUserSessions<
-                                                        sessiond::v1::
-                                                            SessionService::
-                                                                Service>>>>>>>>>>;
+using RawSessionService = sessiond::v1::SessionService::WithRawCallbackMethod_GetSession<
+    sessiond::v1::SessionService::WithRawCallbackMethod_RotateSessionToken<
+        sessiond::v1::SessionService::WithRawCallbackMethod_CreateSession<
+            sessiond::v1::SessionService::WithRawCallbackMethod_CreateSessions<
+                sessiond::v1::SessionService::WithRawCallbackMethod_ValidateSession<
+                    sessiond::v1::SessionService::WithRawCallbackMethod_BatchValidateSessions<
+                        sessiond::v1::SessionService::WithRawCallbackMethod_StreamValidateSessions<
+                            sessiond::v1::SessionService::WithRawCallbackMethod_TouchSession<
+                                sessiond::v1::SessionService::WithRawCallbackMethod_UpdateSession<
+                                    sessiond::v1::SessionService::
+                                        WithRawCallbackMethod_RevokeSession<
+                                            sessiond::v1::SessionService::
+                                                WithRawCallbackMethod_ListUserSessions<
+                                                    sessiond::v1::SessionService::
+                                                        WithRawCallbackMethod_RevokeUserSessions<
+                                                            sessiond::v1::SessionService::
+                                                                Service>>>>>>>>>>>>;
 
 class ValidateStream;
 
@@ -201,6 +211,12 @@ class SessionServiceImpl final : public RawSessionService {
   grpc::ServerUnaryReactor* RevokeUserSessions(
       grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* RotateSessionToken(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
 
   // The read path for one validation: waits for `level` (from the request),
   // then answers into `response`; `done` gets OK with an outcome, or the
@@ -254,6 +270,10 @@ class SessionServiceImpl final : public RawSessionService {
                         sessiond::v1::ListUserSessionsResponse>;
   using RevokeUserCall = Call<sessiond::v1::RevokeUserSessionsRequest,
                               sessiond::v1::RevokeUserSessionsResponse>;
+  using GetCall =
+      Call<sessiond::v1::GetSessionRequest, sessiond::v1::GetSessionResponse>;
+  using RotateCall = Call<sessiond::v1::RotateSessionTokenRequest,
+                          sessiond::v1::RotateSessionTokenResponse>;
 
   void ServeCreate(CreateCall* call);
   void ServeCreateBatch(CreateBatchCall* call);
@@ -264,6 +284,16 @@ class SessionServiceImpl final : public RawSessionService {
   void ServeRevoke(RevokeCall* call);
   void ServeList(ListCall* call);
   void ServeRevokeUser(RevokeUserCall* call);
+  void ServeGet(GetCall* call);
+  void ServeRotate(RotateCall* call);
+  // A create with a request_id (storage/create_requests.h): its token is
+  // derived from the cluster's create key `create_key`, so a retry through
+  // any node gets the same one.
+  void CreateWithRequestId(CreateCall* call, const CreateLifetimes& lifetimes,
+                           const std::string& create_key);
+  // Ends `call` with an error, the leader hint in its trailing metadata and,
+  // for UNAVAILABLE, in its ErrorInfo (server/grpc_status.h).
+  void Fail(UnaryCallBase* call, const absl::Status& status);
 
   // The table lookup of the read path, after the barrier.
   // UNAVAILABLE instead of an unconfirmed UNKNOWN (`asked` another level

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
@@ -62,8 +63,8 @@ size_t TouchBuffer::Flush() {
             lost_commands_.fetch_add(1, std::memory_order_relaxed);
           } else if (!result.ok() && code != absl::StatusCode::kNotFound &&
                      code != absl::StatusCode::kFailedPrecondition) {
-            std::fprintf(stderr, "sessiond: touch batch failed: %s\n",
-                         result.status().ToString().c_str());
+            logging::Warn("touch.batch_failed",
+                          logging::Fields().Error(result.status()));
           }
         });
   }

@@ -15,6 +15,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace sessiond::storage {
 namespace {
@@ -53,11 +54,16 @@ void DiskGuard::ReleaseReserveIfLow(const std::string& dir,
   if (!free.ok() || *free >= low_bytes) return;
   const std::string path = absl::StrCat(dir, "/", kReserveFileName);
   if (::unlink(path.c_str()) == 0) {
-    std::fprintf(stderr,
-                 "sessiond: data disk %s has %s free, under %s: released the "
-                 "%s reserve so the database can open\n",
-                 dir.c_str(), MiB(*free).c_str(), MiB(low_bytes).c_str(),
-                 kReserveFileName);
+    logging::Warn(
+        "disk.reserve_released",
+        logging::Fields()
+            .Add("dir", dir)
+            .Add("free_bytes", *free)
+            .Add("low_bytes", low_bytes)
+            .Add("msg", absl::StrCat("the data disk has ", MiB(*free),
+                                     " free: released the ", kReserveFileName,
+                                     " reserve so the database "
+                                     "can open")));
   }
 }
 
@@ -179,9 +185,13 @@ void DiskGuard::Check(const std::string& no_space_error, uint64_t incoming) {
       state_.reason.clear();
       absl::StatusOr<uint64_t> after = FreeBytes();
       if (after.ok()) state_.free_bytes = *after;
-      std::fprintf(stderr,
-                   "sessiond: data disk %s has %s free again: writes resume\n",
-                   options_.dir.c_str(), MiB(state_.free_bytes).c_str());
+      logging::Info("disk.writes_resume",
+                    logging::Fields()
+                        .Add("dir", options_.dir)
+                        .Add("free_bytes", state_.free_bytes)
+                        .Add("msg",
+                             "the data disk has room again: writes "
+                             "resume"));
       changed = true;
     }
     low = state_.low;
@@ -194,13 +204,19 @@ void DiskGuard::GoLowLocked(std::string reason) {
   state_.low = true;
   state_.low_since = absl::Now();
   state_.reason = std::move(reason);
-  std::fprintf(stderr,
-               "sessiond: DATA DISK FULL: %s (%s): writes are refused, touches "
-               "dropped and validations still answered until it has %s free "
-               "(free space on that file system; writes resume by "
-               "themselves)\n",
-               options_.dir.c_str(), state_.reason.c_str(),
-               MiB(ResumeBytesLocked()).c_str());
+  logging::Error(
+      "disk.full",
+      logging::Fields()
+          .Add("dir", options_.dir)
+          .Add("reason", state_.reason)
+          .Add("resume_at_bytes", ResumeBytesLocked())
+          .Add("msg",
+               absl::StrCat("DATA DISK FULL: writes are refused, touches "
+                            "dropped and validations still answered until it "
+                            "has ",
+                            MiB(ResumeBytesLocked()),
+                            " free (free space on that file system; writes "
+                            "resume by themselves)")));
 }
 
 uint64_t DiskGuard::ResumeBytesLocked() const {

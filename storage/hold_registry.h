@@ -14,9 +14,8 @@ namespace sessiond::storage {
 
 // Interns the lists of bulk-revocation ids that hold sessions revoked
 // (sessiond.v1.Session.revoked_by, storage/revocations.h). The sessions of
-// one flush all share one list, so a session record keeps a 4-byte index
-// instead of the list: a retained generation costs no more memory than its
-// sessions did while live.
+// one flush all share one list, so a held session costs one map entry
+// (SessionTable's Shard::holds: reference -> index), not a copy of it.
 //
 // Thread-safe (one mutex, a leaf: taken under a table shard's lock, never
 // the other way). Indexes are reference-counted; a list is forgotten when

@@ -24,9 +24,12 @@
 //                                     -> a sessiond.v1.Revocation: a
 //                                        retained flush or bulk revocation
 //                                        (storage/revocations.h)
-//                The applied_*, "cluster_state" and "revocation/" keys are
-//                written in the same WriteBatch as the `sessions` changes
-//                they cover.
+//                  "create_key", "create_request/" + request key
+//                                     -> retryable creates' key and dedupe
+//                                        records (storage/create_requests.h)
+//                The applied_*, "cluster_state", "revocation/" and create
+//                keys are written in the same WriteBatch as the `sessions`
+//                changes they cover.
 //
 //   raft_log     key:   8-byte big-endian LogIndex (so iteration is in log
 //                       order and DeleteRange removes an index range)

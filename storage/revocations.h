@@ -5,13 +5,15 @@
 // holding it.
 //
 // A bulk revocation never deletes: it adds its id to each session's
-// `revoked_by` (sessiond.v1.Session field 13; in memory an index into
+// `revoked_by` (sessiond.v1.Session field 13; in memory an entry in its
+// table shard's map, pointing at a list interned in
 // storage/hold_registry.h) and marks it REVOKED. A
 // restore removes the id again; a session is ACTIVE once no id holds it. A
 // session revoked one by one (RevokeSession) has an empty `revoked_by` and
 // stays revoked for good. After the retention window a purge removes the
 // sessions still held by the revocation. So a retained generation costs
-// what its sessions cost before, and a flush of any size is one log entry.
+// what its sessions cost before plus ~19 B each (docs/PERFORMANCE.md), and a
+// flush of any size is one log entry.
 #ifndef SESSIOND_STORAGE_REVOCATIONS_H_
 #define SESSIOND_STORAGE_REVOCATIONS_H_
 

@@ -15,6 +15,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
@@ -87,7 +88,27 @@ struct AppliedRecord {
   ConfState conf;
   ClusterState cluster;
   std::vector<v1::Revocation> revocations;  // by id
+  // storage/create_requests.h: by request key; the create key.
+  std::vector<v1::internal::CreateRequestRecord> create_requests;
+  std::string create_key;
 };
+
+// Calls fn(value) for every create-request record ("create_request/" keys
+// of the default CF), in key order.
+absl::Status ForEachCreateRequestRecord(
+    Database* db, const rocksdb::ReadOptions& options,
+    const std::function<absl::Status(std::string_view)>& fn) {
+  rocksdb::ReadOptions read = options;
+  rocksdb::Slice upper(kCreateRequestDbKeyEnd);
+  read.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(
+      db->db()->NewIterator(read, db->default_cf()));
+  for (it->Seek(kCreateRequestDbKeyPrefix); it->Valid(); it->Next()) {
+    SESSIOND_RETURN_IF_ERROR(
+        fn(std::string_view(it->value().data(), it->value().size())));
+  }
+  return FromRocksStatus(it->status(), "scanning the create-request records");
+}
 
 // Reads it as of `options` (CreateSnapshot: a consistent RocksDB snapshot);
 // `conf` is `bootstrap_conf` until a membership change was applied.
@@ -125,6 +146,27 @@ absl::StatusOr<AppliedRecord> ReadAppliedRecord(
         record.revocations.push_back(std::move(revocation));
         return absl::OkStatus();
       }));
+  SESSIOND_RETURN_IF_ERROR(
+      ForEachCreateRequestRecord(db, options, [&](std::string_view bytes) {
+        v1::internal::CreateRequestRecord request;
+        if (!request.ParseFromArray(bytes.data(),
+                                    static_cast<int>(bytes.size())) ||
+            request.request_key().size() != kRequestKeyBytes) {
+          return absl::DataLossError(
+              "default CF: a create-request record does not parse");
+        }
+        record.create_requests.push_back(std::move(request));
+        return absl::OkStatus();
+      }));
+  SESSIOND_ASSIGN_OR_RETURN(
+      std::optional<std::string> create_key,
+      db->Get(db->default_cf(), kCreateKeyDbKey, options));
+  if (create_key) {
+    if (create_key->size() != kCreateKeyBytes) {
+      return absl::DataLossError("default CF: create_key is not 32 bytes");
+    }
+    record.create_key = *std::move(create_key);
+  }
   return record;
 }
 
@@ -213,6 +255,8 @@ absl::StatusOr<std::unique_ptr<SessionStateMachine>> SessionStateMachine::Open(
       Term(applied.term), static_cast<int64_t>(applied.time_ms),
       std::move(applied.conf), std::move(applied.cluster)));
   machine->ReplaceRevocations(std::move(applied.revocations));
+  machine->create_requests_.Replace(applied.create_requests);
+  machine->create_requests_.set_create_key(std::move(applied.create_key));
   return machine;
 }
 
@@ -277,10 +321,11 @@ absl::Status SessionStateMachine::WriteApplied(rocksdb::WriteBatch* batch) {
     absl::Status s = db_->WriteWithoutWal(batch);
     if (s.ok() || stop_retrying_.load(std::memory_order_acquire)) return s;
     if (absl::Now() >= next_report) {
-      std::fprintf(stderr,
-                   "sessiond: the applied state cannot be written (%s); "
-                   "retrying until it can: free space in the data dir\n",
-                   s.ToString().c_str());
+      logging::Error("apply.write_failed",
+                     logging::Fields().Error(s).Add(
+                         "msg",
+                         "the applied state cannot be written; retrying "
+                         "until it can: free space in the data dir"));
       next_report = absl::Now() + absl::Seconds(30);
     }
     absl::SleepFor(backoff);
@@ -482,6 +527,13 @@ ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
                                     batch);
     case Command::kPurgeRevocations:
       return ApplyPurgeRevocations(command.purge_revocations(), now_ms, batch);
+    case Command::kRotate:
+      return ApplyRotate(command.rotate(), now_ms, batch);
+    case Command::kCreateKey:
+      return ApplyCreateKey(command.create_key(), batch);
+    case Command::kPurgeCreateRequests:
+      return ApplyPurgeCreateRequests(command.purge_create_requests(), now_ms,
+                                      batch);
     case Command::kBulkRevoke:
     case Command::kMember:
     case Command::kSettings:
@@ -496,6 +548,12 @@ ApplyResult SessionStateMachine::ApplyCreate(
     rocksdb::WriteBatch* batch) {
   SESSIOND_ASSIGN_OR_RETURN(const TokenHash hash,
                             ParseHash(create.token_hash()));
+  if (!create.request_key().empty()) {
+    // A retry of a create the table remembers answers with its session.
+    if (std::optional<ApplyResult> replay = CreateReplay(create, now_ms)) {
+      return *std::move(replay);
+    }
+  }
   if (table_->Contains(hash)) {
     return absl::AlreadyExistsError("a session with this token already exists");
   }
@@ -503,6 +561,8 @@ ApplyResult SessionStateMachine::ApplyCreate(
     return absl::AlreadyExistsError(
         absl::StrCat("session_id ", create.session_id(), " already exists"));
   }
+  SESSIOND_RETURN_IF_ERROR(CheckUserCap(
+      create.user_id(), create.max_user_sessions(), /*adding=*/1, now_ms));
   Session session;
   session.set_session_id(create.session_id());
   session.set_user_id(create.user_id());
@@ -517,6 +577,9 @@ ApplyResult SessionStateMachine::ApplyCreate(
   if (create.has_client()) *session.mutable_client() = create.client();
   SESSIOND_RETURN_IF_ERROR(table_->Insert(hash, session));
   StageSession(hash, batch);
+  if (!create.request_key().empty()) {
+    RememberCreateRequest(create, now_ms, batch);
+  }
   return std::any(std::move(session));
 }
 
@@ -525,7 +588,19 @@ ApplyResult SessionStateMachine::ApplyCreateBatch(
     rocksdb::WriteBatch* write) {
   // Every check first, so a collision changes nothing.
   absl::flat_hash_set<std::string> hashes, session_ids;
+  // The new sessions per user with a cap, checked against it as a whole.
+  std::map<std::string, std::pair<uint32_t, uint64_t>> capped;
   for (const auto& create : batch.creates()) {
+    if (!create.request_key().empty()) {
+      return absl::InvalidArgumentError(
+          "a batch create with a request_key (only CreateSession takes a "
+          "request_id)");
+    }
+    if (create.max_user_sessions() > 0) {
+      auto& [cap, adding] = capped[create.user_id()];
+      cap = create.max_user_sessions();
+      ++adding;
+    }
     SESSIOND_ASSIGN_OR_RETURN(const TokenHash hash,
                               ParseHash(create.token_hash()));
     if (table_->Contains(hash) || !hashes.insert(create.token_hash()).second) {
@@ -542,6 +617,10 @@ ApplyResult SessionStateMachine::ApplyCreateBatch(
         create.user_id().empty() || create.user_id().size() > 65535) {
       return absl::InvalidArgumentError("create with a malformed id");
     }
+  }
+  for (const auto& [user_id, cap_adding] : capped) {
+    SESSIOND_RETURN_IF_ERROR(
+        CheckUserCap(user_id, cap_adding.first, cap_adding.second, now_ms));
   }
   std::vector<Session> created;
   created.reserve(batch.creates_size());
@@ -792,6 +871,10 @@ absl::StatusOr<replication::Snapshot> SessionStateMachine::CreateSnapshot() {
   for (v1::Revocation& revocation : applied.revocations) {
     *header.add_revocations() = std::move(revocation);
   }
+  for (v1::internal::CreateRequestRecord& request : applied.create_requests) {
+    *header.add_create_requests() = std::move(request);
+  }
+  header.set_create_key(applied.create_key);
 
   SESSIOND_ASSIGN_OR_RETURN(
       std::unique_ptr<DurableFileWriter> file,
@@ -887,6 +970,21 @@ absl::Status SessionStateMachine::ApplySnapshot(
     batch.Put(db_->default_cf(), RevocationKey(revocation.id()),
               revocation.SerializeAsString());
   }
+  batch.DeleteRange(db_->default_cf(), kCreateRequestDbKeyPrefix,
+                    kCreateRequestDbKeyEnd);
+  std::vector<v1::internal::CreateRequestRecord> create_requests;
+  for (const v1::internal::CreateRequestRecord& request :
+       header.create_requests()) {
+    if (request.request_key().size() != kRequestKeyBytes) continue;
+    batch.Put(db_->default_cf(), CreateRequestDbKey(request.request_key()),
+              request.SerializeAsString());
+    create_requests.push_back(request);
+  }
+  if (header.create_key().size() == kCreateKeyBytes) {
+    batch.Put(db_->default_cf(), kCreateKeyDbKey, header.create_key());
+  } else {
+    batch.Delete(db_->default_cf(), kCreateKeyDbKey);
+  }
   // Synced: the log below the snapshot may be dropped right after this.
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
   {
@@ -897,6 +995,10 @@ absl::Status SessionStateMachine::ApplySnapshot(
   PublishClusterState(header.cluster(), conf);
   ReplaceRevocations(std::vector<v1::Revocation>(header.revocations().begin(),
                                                  header.revocations().end()));
+  create_requests_.Replace(create_requests);
+  create_requests_.set_create_key(header.create_key().size() == kCreateKeyBytes
+                                      ? header.create_key()
+                                      : std::string());
   applied_time_ms_.store(applied_time, std::memory_order_release);
   applied_index_.store(snapshot.meta.index.value(), std::memory_order_release);
   return absl::OkStatus();
@@ -936,6 +1038,23 @@ absl::StatusOr<SessionStateMachine::Digest> SessionStateMachine::ComputeDigest()
       add(bytes);
       return absl::OkStatus();
     });
+  }
+  // Retryable creates' state (storage/create_requests.h), only once there
+  // is some: a store that never saw a request_id digests as before.
+  if (status.ok()) {
+    status = ForEachCreateRequestRecord(db_, read, [&](std::string_view bytes) {
+      add(bytes);
+      return absl::OkStatus();
+    });
+  }
+  if (status.ok()) {
+    absl::StatusOr<std::optional<std::string>> create_key =
+        db_->Get(db_->default_cf(), kCreateKeyDbKey, read);
+    if (!create_key.ok()) {
+      status = create_key.status();
+    } else if (create_key->has_value()) {
+      add(**create_key);
+    }
   }
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int n = 0;

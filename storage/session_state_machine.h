@@ -18,6 +18,7 @@
 #include "replication/core/types.h"
 #include "replication/state_machine.h"
 #include "sessiond/v1/command.pb.h"
+#include "storage/create_requests.h"
 #include "storage/database.h"
 #include "storage/session_table.h"
 #include "storage/snapshot_files.h"
@@ -85,6 +86,24 @@ namespace sessiond::storage {
 // selector. RestoreRevocation: NotFound for an id not retained,
 // FailedPrecondition when already restored. PurgeRevocations skips ids
 // whose retention has not passed at the applied time.
+//
+// Retryable creates, token rotation and the per-user cap
+// (session_state_machine_requests.cc, storage/create_requests.h):
+//   Create with a request_key: when the key is in the create-request table
+//     and its window has not passed, the entry changes nothing and returns
+//     the session the first create made (Session), or FailedPrecondition
+//     "request_id: the session ... " when that session is revoked, expired,
+//     gone, or its token was rotated. Otherwise it creates as usual and
+//     remembers the key until applied time + request_window_ms (at most
+//     request_max_entries keys: the one whose window ends first goes).
+//   Create (and each create of a CreateBatch) with max_user_sessions > 0:
+//     FailedPrecondition "the user already has the most live sessions
+//     allowed ..." when the user's live (active, unexpired) sessions plus
+//     the new ones would exceed it; a batch is refused whole.
+//   Rotate -> Session (moved to new_token_hash): NotFound, FailedPrecondition
+//     (revoked, expired) as Touch; AlreadyExists when the new hash is taken.
+//   CreateKey -> OK, empty: installs the create key unless one is installed.
+//   PurgeCreateRequests -> uint64_t, request keys removed.
 //
 // Threading: Apply and ApplySnapshot are called from one thread (the apply
 // stage), which is also the only writer of the table. The accessors,
@@ -167,6 +186,16 @@ class SessionStateMachine : public replication::StateMachine {
   // leader's sweeper proposes a PurgeRevocationsCommand with them.
   std::vector<uint64_t> RevocationsDueForPurge(int64_t now_ms,
                                                size_t max) const;
+
+  // The cluster's create key (empty until a CreateKeyCommand applied) and
+  // the request keys of recent creates (storage/create_requests.h).
+  std::string create_key() const { return create_requests_.create_key(); }
+  const CreateRequestTable& create_requests() const { return create_requests_; }
+  // Whether a request key's window has passed at now_ms: the leader's
+  // sweeper then proposes a PurgeCreateRequestsCommand.
+  bool CreateRequestsDueForPurge(int64_t now_ms) const {
+    return create_requests_.AnyExpired(now_ms);
+  }
 
   // Writes an image file (storage/snapshot_files.h) from a consistent
   // RocksDB snapshot of the state; `data` is its SnapshotRef. Safe to run
@@ -256,6 +285,29 @@ class SessionStateMachine : public replication::StateMachine {
   void PutRevocation(const sessiond::v1::Revocation& record,
                      rocksdb::WriteBatch* batch);
 
+  // Retryable creates, rotation, the per-user cap
+  // (session_state_machine_requests.cc). CreateReplay: the answer to a
+  // create whose request key is remembered, or nullopt when it must create.
+  std::optional<replication::ApplyResult> CreateReplay(
+      const sessiond::v1::internal::CreateCommand& create, int64_t now_ms);
+  // Remembers a create's request key (after it created its session).
+  void RememberCreateRequest(
+      const sessiond::v1::internal::CreateCommand& create, int64_t now_ms,
+      rocksdb::WriteBatch* batch);
+  // FailedPrecondition when `user_id`'s live sessions plus `adding` would
+  // exceed `cap` (0: no cap).
+  absl::Status CheckUserCap(const std::string& user_id, uint32_t cap,
+                            uint64_t adding, int64_t now_ms) const;
+  replication::ApplyResult ApplyRotate(
+      const sessiond::v1::internal::RotateCommand& rotate, int64_t now_ms,
+      rocksdb::WriteBatch* batch);
+  replication::ApplyResult ApplyCreateKey(
+      const sessiond::v1::internal::CreateKeyCommand& command,
+      rocksdb::WriteBatch* batch);
+  replication::ApplyResult ApplyPurgeCreateRequests(
+      const sessiond::v1::internal::PurgeCreateRequestsCommand& purge,
+      int64_t now_ms, rocksdb::WriteBatch* batch);
+
   // Member and settings commands change `*cluster`.
   replication::ApplyResult ApplyMember(
       const sessiond::v1::internal::MemberCommand& member,
@@ -284,6 +336,10 @@ class SessionStateMachine : public replication::StateMachine {
   // By id; mirrors the default CF's "revocation/" records.
   std::map<uint64_t, sessiond::v1::Revocation> revocations_
       ABSL_GUARDED_BY(mu_);
+  // Mirrors the default CF's "create_key" and "create_request/" records.
+  // Thread-safe on its own (never taken with mu_ held); written by the apply
+  // thread only.
+  CreateRequestTable create_requests_;
 };
 
 // Loads every session of the `sessions` CF into `table`, in parallel over

@@ -178,12 +178,9 @@ struct SessionTable::Record {
   // Separate memory locations: readers of the immutable lengths never race
   // with the writer of version and state.
   uint32_t version_;  // guarded by the token shard's mutex
-  // revoked_by: an index into the table's HoldRegistry (0: none). Guarded
-  // by the token shard's mutex.
-  uint32_t hold;
-  uint8_t revoked_;  // guarded by the token shard's mutex
-  uint8_t sid_len;   // immutable
-  uint16_t uid_len;  // immutable
+  uint8_t revoked_;   // guarded by the token shard's mutex
+  uint8_t sid_len;    // immutable
+  uint16_t uid_len;   // immutable
 
   const char* ids() const { return reinterpret_cast<const char*>(this + 1); }
   char* ids() { return reinterpret_cast<char*>(this + 1); }
@@ -231,7 +228,8 @@ struct SessionTable::Record {
   }
 
   // Fills `*out` with the record. Caller holds the token shard's mutex.
-  void Decode(const SessionTable& table, Session* out) const {
+  void Decode(const SessionTable& table, Session* out,
+              HoldRegistry::Index hold) const {
     const std::string_view extra = extra_bytes(table);
     if (extra.empty()) {
       out->Clear();
@@ -249,11 +247,14 @@ struct SessionTable::Record {
     out->set_version(version());
     out->set_state(revoked() ? v1::SESSION_STATE_REVOKED
                              : v1::SESSION_STATE_ACTIVE);
-    for (uint64_t id : table.holds_.Ids(hold)) out->add_revoked_by(id);
+    for (uint64_t id : table.holds_.Ids(hold)) {
+      out->add_revoked_by(id);
+    }
   }
 
   // The StoredSession wire bytes. Caller holds the token shard's mutex.
-  std::string EncodeStored(const SessionTable& table) const {
+  std::string EncodeStored(const SessionTable& table,
+                           HoldRegistry::Index hold) const {
     std::string session;
     const std::string_view extra = extra_bytes(table);
     session.reserve(64 + sid_len + uid_len + extra.size());
@@ -356,6 +357,7 @@ struct SessionTable::Shard {
     SessionIdSet(0, BySessionId{t}, BySessionId{t}).swap(by_session_id);
     UserSet(0, ByUserId{t}, ByUserId{t}).swap(user_heads);
     expiry.clear();
+    holds.clear();
   }
 
   alignas(64) mutable absl::Mutex mu;
@@ -363,6 +365,9 @@ struct SessionTable::Shard {
   TokenSet by_token ABSL_GUARDED_BY(mu);
   // ExpiryKey()s of the records in by_token.
   absl::btree_set<uint64_t> expiry ABSL_GUARDED_BY(mu);
+  // The revoked_by lists (HoldRegistry indexes) of the records in by_token
+  // that bulk revocations hold: only those pay for an entry.
+  absl::flat_hash_map<Ref, HoldRegistry::Index> holds ABSL_GUARDED_BY(mu);
   // Records whose session_id maps to this shard (they may live in another
   // shard's by_token).
   SessionIdSet by_session_id ABSL_GUARDED_BY(mu);
@@ -374,7 +379,7 @@ struct SessionTable::Shard {
 SessionTable::SessionTable(const SessionTableOptions& options)
     : num_shards_(std::max<size_t>(1, options.num_shards)),
       shards_(new Shard[num_shards_]) {
-  static_assert(sizeof(Record) == 96,
+  static_assert(sizeof(Record) == 88,
                 "the record's fixed part is part of the memory budget");
   arenas_[0] = std::make_unique<SlabArena>(0);
   arenas_[1] = std::make_unique<SlabArena>(1);
@@ -427,7 +432,7 @@ ValidateOutcome SessionTable::Validate(const TokenHash& hash, int64_t now_ms,
                 now_ms, leeway_ms)) {
     return ValidateOutcome::kExpired;
   }
-  if (session != nullptr) r->Decode(*this, session);
+  if (session != nullptr) r->Decode(*this, session, /*hold=*/0);
   return ValidateOutcome::kValid;
 }
 
@@ -444,7 +449,7 @@ std::optional<Session> SessionTable::Get(const TokenHash& hash) const {
   auto it = shard.by_token.find(hash);
   if (it == shard.by_token.end()) return std::nullopt;
   Session session;
-  Rec(*it)->Decode(*this, &session);
+  Rec(*it)->Decode(*this, &session, HoldOf(*it));
   return session;
 }
 
@@ -555,7 +560,7 @@ std::optional<std::string> SessionTable::SerializeStored(
   absl::ReaderMutexLock lock(&shard.mu);
   auto it = shard.by_token.find(hash);
   if (it == shard.by_token.end()) return std::nullopt;
-  return Rec(*it)->EncodeStored(*this);
+  return Rec(*it)->EncodeStored(*this, HoldOf(*it));
 }
 
 void SessionTable::ForEachStored(
@@ -565,7 +570,7 @@ void SessionTable::ForEachStored(
     absl::ReaderMutexLock lock(&shard.mu);
     for (Ref ref : shard.by_token) {
       const Record* r = Rec(ref);
-      const std::string bytes = r->EncodeStored(*this);
+      const std::string bytes = r->EncodeStored(*this, HoldOf(ref));
       fn(r->hash, bytes);
     }
   }
@@ -580,7 +585,7 @@ void SessionTable::ForEachSession(
       const Record* r = Rec(ref);
       fn(SessionView{r->hash, r->session_id(), r->user_id(), r->created_at_ms,
                      r->expires_at_ms, r->idle_timeout_ms, r->last_seen_at_ms,
-                     r->revoked(), r->hold, r->extra_bytes(*this)});
+                     r->revoked(), HoldOf(ref), r->extra_bytes(*this)});
     }
   }
 }
@@ -603,7 +608,6 @@ SessionTable::Ref SessionTable::NewRecord(SlabArena& arena,
 void SessionTable::DeleteRecord(Ref ref) {
   Record* r = Rec(ref);
   r->FreeExtra(*this);
-  holds_.Release(r->hold);
   const size_t size = r->block_size();
   r->~Record();
   ArenaOfRef(ref).Free(ref, size);
@@ -695,12 +699,17 @@ absl::Status SessionTable::Insert(const TokenHash& hash,
   r->created_at_ms = session.created_at_ms();
   r->SetFixed(session);
   r->SetExtra(*this, arena, EncodeExtra(session));
-  SetHold(r, session);
-  return InsertRecord(ref);
+  if (absl::Status s = InsertRecord(ref); !s.ok()) return s;
+  if (!session.revoked_by().empty()) {
+    Shard& shard = ShardOf(hash);
+    absl::MutexLock lock(&shard.mu);
+    SetHold(ref, session);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
-    std::string_view bytes, SlabArena& arena) {
+    std::string_view bytes, SlabArena& arena, HoldRegistry::Index* hold) {
   auto corrupt = [](absl::string_view what) {
     return absl::DataLossError(
         absl::StrCat("stored session does not parse: ", what));
@@ -761,25 +770,40 @@ absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
   r->SetVersionAndState(static_cast<uint64_t>(fixed[kVersion]),
                         fixed[kState] == v1::SESSION_STATE_REVOKED);
   r->SetExtra(*this, arena, extra);
-  if (!revoked_by.empty()) r->hold = holds_.Acquire(revoked_by);
+  *hold = revoked_by.empty() ? 0 : holds_.Acquire(revoked_by);
   return ref;
 }
 
 absl::Status SessionTable::InsertStored(std::string_view bytes) {
-  absl::StatusOr<Ref> ref = ParseStored(bytes, *arenas_[0]);
+  HoldRegistry::Index hold = 0;
+  absl::StatusOr<Ref> ref = ParseStored(bytes, *arenas_[0], &hold);
   if (!ref.ok()) return ref.status();
-  return InsertRecord(*ref);
+  const TokenHash hash = Rec(*ref)->hash;
+  if (absl::Status s = InsertRecord(*ref); !s.ok()) {
+    holds_.Release(hold);
+    return s;
+  }
+  if (hold != 0) {
+    Shard& shard = ShardOf(hash);
+    absl::MutexLock lock(&shard.mu);
+    shard.holds[*ref] = hold;
+  }
+  return absl::OkStatus();
 }
 
 void SessionTable::StartLoad(int slots) {
   bulk_refs_.clear();
   bulk_refs_.resize(std::max(slots, 1));
+  bulk_holds_.clear();
+  bulk_holds_.resize(std::max(slots, 1));
 }
 
 absl::Status SessionTable::LoadStored(int slot, std::string_view bytes) {
-  absl::StatusOr<Ref> ref = ParseStored(bytes, *arenas_[slot & 1]);
+  HoldRegistry::Index hold = 0;
+  absl::StatusOr<Ref> ref = ParseStored(bytes, *arenas_[slot & 1], &hold);
   if (!ref.ok()) return ref.status();
   bulk_refs_[slot].push_back(*ref);
+  if (hold != 0) bulk_holds_[slot].emplace_back(*ref, hold);
   return absl::OkStatus();
 }
 
@@ -838,9 +862,16 @@ absl::Status SessionTable::FinishLoad() {
   }
   bulk_refs_.clear();
   if (!token_status.ok() || !id_status.ok()) {
+    bulk_holds_.clear();
     Clear();
     return !token_status.ok() ? token_status : id_status;
   }
+  for (const auto& holds : bulk_holds_) {
+    for (const auto& [ref, hold] : holds) {
+      ShardOf(Rec(ref)->hash).holds[ref] = hold;
+    }
+  }
+  bulk_holds_.clear();
   size_.store(loaded, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -864,7 +895,7 @@ absl::Status SessionTable::Replace(const TokenHash& hash,
   const uint64_t old_key = ExpiryKey(r->deadline(), ref);
   r->SetFixed(session);
   r->SetExtra(*this, ArenaOf(hash), extra);
-  SetHold(r, session);
+  SetHold(ref, session);
   const uint64_t new_key = ExpiryKey(r->deadline(), ref);
   if (new_key != old_key) {
     shard.expiry.erase(old_key);
@@ -929,6 +960,13 @@ bool SessionTable::Erase(const TokenHash& hash) {
     absl::MutexLock lock(&shard.mu);
     shard.expiry.erase(ExpiryKey(r->deadline(), ref));
     shard.by_token.erase(ref);
+    if (auto held = shard.holds.find(ref); held != shard.holds.end()) {
+      holds_.Release(held->second);
+      shard.holds.erase(held);
+      if (shard.holds.empty()) {
+        absl::flat_hash_map<Ref, HoldRegistry::Index>().swap(shard.holds);
+      }
+    }
   }
   DeleteRecord(ref);
   size_.fetch_sub(1, std::memory_order_relaxed);
@@ -947,6 +985,9 @@ SessionTable::MemoryUsage SessionTable::memory_usage() const {
         slot * (shard.by_token.capacity() + shard.by_session_id.capacity() +
                 shard.user_heads.capacity());
     usage.expiry_entries += shard.expiry.size();
+    // A reference, an index and a control byte per slot.
+    usage.hold_index_bytes += (sizeof(Ref) + sizeof(HoldRegistry::Index) + 1) *
+                              shard.holds.capacity();
   }
   return usage;
 }
@@ -975,14 +1016,36 @@ void SessionTable::Clear() {
   size_.store(0, std::memory_order_relaxed);
 }
 
-void SessionTable::SetHold(Record* r, const Session& session) {
-  const HoldRegistry::Index old = r->hold;
-  r->hold =
-      session.revoked_by().empty()
-          ? 0
-          : holds_.Acquire(std::vector<uint64_t>(session.revoked_by().begin(),
-                                                 session.revoked_by().end()));
+HoldRegistry::Index SessionTable::HoldOf(Ref ref) const {
+  const Record* r = Rec(ref);
+  if (!r->revoked()) return 0;
+  const Shard& shard = ShardOf(r->hash);
+  auto it = shard.holds.find(ref);
+  return it == shard.holds.end() ? 0 : it->second;
+}
+
+void SessionTable::SetHoldOf(Ref ref, HoldRegistry::Index hold) {
+  Shard& shard = ShardOf(Rec(ref)->hash);
+  auto it = shard.holds.find(ref);
+  const HoldRegistry::Index old = it == shard.holds.end() ? 0 : it->second;
+  if (hold == 0) {
+    if (it != shard.holds.end()) shard.holds.erase(it);
+    // The last held session restored or purged: give the slots back.
+    if (shard.holds.empty() && shard.holds.capacity() > 0) {
+      absl::flat_hash_map<Ref, HoldRegistry::Index>().swap(shard.holds);
+    }
+  } else {
+    shard.holds[ref] = hold;
+  }
   holds_.Release(old);
+}
+
+void SessionTable::SetHold(Ref ref, const Session& session) {
+  SetHoldOf(ref, session.revoked_by().empty()
+                     ? 0
+                     : holds_.Acquire(
+                           std::vector<uint64_t>(session.revoked_by().begin(),
+                                                 session.revoked_by().end())));
 }
 
 bool SessionTable::AddHold(const TokenHash& hash, uint64_t id) {
@@ -991,13 +1054,11 @@ bool SessionTable::AddHold(const TokenHash& hash, uint64_t id) {
   auto it = shard.by_token.find(hash);
   if (it == shard.by_token.end()) return false;
   Record* r = Rec(*it);
-  std::vector<uint64_t> ids = holds_.Ids(r->hold);
+  std::vector<uint64_t> ids = holds_.Ids(HoldOf(*it));
   if (std::find(ids.begin(), ids.end(), id) != ids.end()) return false;
   ids.push_back(id);
-  const HoldRegistry::Index old = r->hold;
-  r->hold = holds_.Acquire(ids);
-  holds_.Release(old);
   r->SetVersionAndState(r->version(), /*revoked=*/true);
+  SetHoldOf(*it, holds_.Acquire(ids));
   return true;
 }
 
@@ -1009,13 +1070,11 @@ SessionTable::HoldRelease SessionTable::RemoveHold(const TokenHash& hash,
   auto it = shard.by_token.find(hash);
   if (it == shard.by_token.end()) return HoldRelease::kNotHeld;
   Record* r = Rec(*it);
-  std::vector<uint64_t> ids = holds_.Ids(r->hold);
+  std::vector<uint64_t> ids = holds_.Ids(HoldOf(*it));
   auto held = std::find(ids.begin(), ids.end(), id);
   if (held == ids.end()) return HoldRelease::kNotHeld;
   ids.erase(held);
-  const HoldRegistry::Index old = r->hold;
-  r->hold = ids.empty() ? 0 : holds_.Acquire(ids);
-  holds_.Release(old);
+  SetHoldOf(*it, ids.empty() ? 0 : holds_.Acquire(ids));
   if (!ids.empty()) return HoldRelease::kStillHeld;
   r->SetVersionAndState(r->version(), /*revoked=*/false);
   return IsExpired(r->expires_at_ms, r->idle_timeout_ms, r->last_seen_at_ms,
@@ -1029,7 +1088,7 @@ bool SessionTable::IsHeldBy(const TokenHash& hash, uint64_t id) const {
   absl::ReaderMutexLock lock(&shard.mu);
   auto it = shard.by_token.find(hash);
   if (it == shard.by_token.end()) return false;
-  return holds_.Contains(Rec(*it)->hold, id);
+  return holds_.Contains(HoldOf(*it), id);
 }
 
 bool SessionTable::HoldContains(uint32_t hold, uint64_t id) const {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -91,10 +92,13 @@ struct ListUserPage {
 // (storage/arena.h) and are named by 4-byte references, not pointers:
 //   record   one arena block: token hash (32), created/expires/idle/
 //            last_seen (32), attribute-block reference and size (8), user
-//            list links (8), version, hold (the interned revoked_by list,
-//            storage/hold_registry.h), state and id lengths (12), then the
-//            session_id and user_id bytes: 96 + 22 + |user_id|, rounded up to
-//            8 bytes (136 B for a 15-byte user_id).
+//            list links (8), version, state and id lengths (8), then the
+//            session_id and user_id bytes: 88 + 22 + |user_id|, rounded up to
+//            8 bytes (128 B for a 15-byte user_id).
+//   holds    only for a session a bulk revocation holds: an entry in its
+//            token shard's `holds` map (reference -> interned revoked_by
+//            list, storage/hold_registry.h), ~10-20 B; live sessions pay
+//            nothing for it.
 //   extra    one arena block with the attributes, client metadata, revoke
 //            reason and time as protobuf wire bytes (fields 7, 10-12 of
 //            sessiond.v1.Session), rounded up to 8 bytes: ~224 B for 200 B of
@@ -167,6 +171,7 @@ class SessionTable {
     size_t arena_bytes = 0;       // records and attribute bytes
     size_t hash_index_bytes = 0;  // the three hash sets' slot arrays
     size_t expiry_entries = 0;    // entries in the expiry btrees
+    size_t hold_index_bytes = 0;  // the shards' maps of held sessions
   };
   MemoryUsage memory_usage() const;
   size_t num_shards() const { return num_shards_; }
@@ -254,10 +259,17 @@ class SessionTable {
   Ref NewRecord(SlabArena& arena, const TokenHash& hash,
                 std::string_view session_id, std::string_view user_id);
   void DeleteRecord(Ref ref);
-  // Sets a record's hold from session.revoked_by(). REQUIRES: the record's
-  // token shard lock held, or the record not yet reachable.
-  void SetHold(Record* r, const sessiond::v1::Session& session);
-  absl::StatusOr<Ref> ParseStored(std::string_view bytes, SlabArena& arena);
+  // A record's revoked_by list (0: none), and setting it (releasing the old
+  // one). REQUIRES: the record's token shard lock (held in shared mode for
+  // HoldOf). Not checked by the analysis: the shard is the record's.
+  HoldRegistry::Index HoldOf(Ref ref) const ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  void SetHoldOf(Ref ref,
+                 HoldRegistry::Index hold) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  // SetHoldOf from session.revoked_by().
+  void SetHold(Ref ref, const sessiond::v1::Session& session);
+  // `*hold`: the record's revoked_by list, acquired (the caller places it).
+  absl::StatusOr<Ref> ParseStored(std::string_view bytes, SlabArena& arena,
+                                  HoldRegistry::Index* hold);
   absl::Status InsertRecord(Ref ref);
   // Links a record into its user's list (under the user shard's lock).
   void LinkUser(Ref ref);
@@ -272,8 +284,10 @@ class SessionTable {
   // The revoked_by lists records refer to.
   HoldRegistry holds_;
   std::atomic<size_t> size_{0};
-  // StartLoad .. FinishLoad: the loaded records, per loader slot.
+  // StartLoad .. FinishLoad: the loaded records, per loader slot, and the
+  // revoked_by lists of those that have one.
   std::vector<std::vector<Ref>> bulk_refs_;
+  std::vector<std::vector<std::pair<Ref, HoldRegistry::Index>>> bulk_holds_;
 };
 
 }  // namespace sessiond::storage

@@ -168,18 +168,23 @@ int RunFlush(SessionStateMachine* sm, SessionTable* table) {
     malloc_trim(0);
     const int64_t rss_before = ResidentBytes();
     const size_t arena_before = table->memory_usage().arena_bytes;
+    const size_t holds_before = table->memory_usage().hold_index_bytes;
     const auto start = std::chrono::steady_clock::now();
     replication::ApplyResult result = ApplyNext(sm, command);
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
             .count();
     malloc_trim(0);
+    const SessionTable::MemoryUsage after = table->memory_usage();
     std::printf(
-        "%s: %.3f s to apply (one entry); table arenas %+.1f MB, RSS %+.1f "
-        "MB after (%s)\n",
+        "%s: %.3f s to apply (one entry); table arenas %+.1f MB, held-session "
+        "map %+.1f MB, RSS %+.1f MB after (RocksDB memtables included; %s)\n",
         what, secs,
-        (static_cast<double>(table->memory_usage().arena_bytes) -
+        (static_cast<double>(after.arena_bytes) -
          static_cast<double>(arena_before)) /
+            1e6,
+        (static_cast<double>(after.hold_index_bytes) -
+         static_cast<double>(holds_before)) /
             1e6,
         (ResidentBytes() - rss_before) / 1e6,
         result.ok() ? "ok" : result.status().ToString().c_str());

@@ -188,6 +188,11 @@ std::string StatusText(const Connection::StatusAnswer& answer) {
       problems.push_back(
           absl::StrCat("node ", m.node_id(), " disk: ", m.disk_condition()));
     }
+    for (const v1::LogoutAlert& alert : m.logout_alerts()) {
+      problems.push_back(absl::StrCat(
+          "node ", m.node_id(), " logout alert ", alert.kind(), " (for ",
+          FormatDurationMs(alert.active_ms()), "): ", alert.detail()));
+    }
   }
   text += table.Render();
   if (leader == nullptr) {

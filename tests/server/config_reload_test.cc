@@ -209,7 +209,8 @@ TEST_F(ReloadTest, SighupAppliesReloadableOptionsAndReportsTheRest) {
   EXPECT_TRUE(Eventually([&] {
     return absl::StrContains(
         process->Stderr(),
-        "sessiond: needs a restart: shards (running with 64, file says 8)\n");
+        "reload.needs_restart node=1 option=shards running=64 "
+        "configured=8");
   })) << process->Stderr();
   // Swept: the table no longer knows the token.
   EXPECT_TRUE(Eventually([&] {

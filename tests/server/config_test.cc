@@ -284,7 +284,7 @@ TEST(ConfigTest, VersionComesFromTheBuild) {
 TEST(ConfigTest, ReloadableOptionsAndChanges) {
   EXPECT_EQ(ReloadableOptionNames(),
             (std::vector<std::string>{"sweep_interval_ms", "sweep_batch",
-                                      "shutdown_grace_ms"}));
+                                      "shutdown_grace_ms", "log_level"}));
   Config running;
   Config next = running;
   next.shards = 8;

@@ -430,10 +430,10 @@ TEST_F(SessionctlNodeTest, SessionsGetListRevokeRevokeUserCount) {
                a4.session().session_id(), "--reason", "password reset"});
   EXPECT_EQ(revoked_user["revoked_count"], 1) << revoked_user;
   EXPECT_EQ(revoked_user["user_id"], "alice");
-  EXPECT_TRUE(
-      absl::StrContains(Ctl({"sessions", "get", a3.token()}).out, "REVOKED"));
-  EXPECT_TRUE(
-      absl::StrContains(Ctl({"sessions", "get", a4.token()}).out, "VALID"));
+  const CtlRun got3 = Ctl({"sessions", "get", a3.token()});
+  EXPECT_TRUE(absl::StrContains(got3.out, "REVOKED")) << got3;
+  const CtlRun got4 = Ctl({"sessions", "get", a4.token()});
+  EXPECT_TRUE(absl::StrContains(got4.out, "VALID")) << got4;
   const CtlRun none = Ctl({"sessions", "revoke-user", "nobody"});
   EXPECT_EQ(none.exit_code, 0) << none;
   EXPECT_TRUE(absl::StrContains(none.out, "revoked 0 sessions")) << none;
