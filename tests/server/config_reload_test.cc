@@ -222,11 +222,14 @@ TEST_F(ReloadTest, SighupAppliesReloadableOptionsAndReportsTheRest) {
   WriteFile(config, "sweep_interval_ms = 50\nbogus = 1\n");
   process->Signal(SIGHUP);
   EXPECT_TRUE(Eventually([&] {
-    return absl::StrContains(process->Stderr(),
-                             "sessiond: SIGHUP: the config does not parse; "
+    const std::string err = process->Stderr();
+    return absl::StrContains(err, "reload.failed node=1 error=\"config file " +
+                                      config +
+                                      ": unknown option \\\"bogus\\\"\"") &&
+           absl::StrContains(err,
+                             "msg=\"SIGHUP: the config does not parse; "
                              "nothing changed, still running with the "
-                             "previous one: config file " +
-                                 config + ": unknown option \"bogus\"");
+                             "previous one\"");
   })) << process->Stderr();
   EXPECT_EQ(Outcome(stub.get(), "no-such-token"),
             ValidateSessionResponse::UNKNOWN);
