@@ -237,7 +237,7 @@ const std::vector<Option>& Options() {
                "be undone (sessionctl restore ID); then it is purged and the "
                "sessions it holds are removed",
        .int_field = SESSIOND_INT_FIELD(revocation_retention_ms),
-       .min = 60'000,
+       .min = 1000,
        .max = 30 * kDayMs},
       {.name = "create_request_window_ms",
        .help = "how long (cluster time) a CreateSession retried with the "

@@ -204,6 +204,60 @@ TEST(ClusterTest, IsolatedLeaderIsReplacedAndHeals) {
 }
 
 // An election, or two of three nodes down, must never turn into a logout.
+// A node that cannot confirm it is up to date never says UNKNOWN for a
+// default-consistency validation: the token may have been created while it
+// was down (found by the rolling-restart test). It answers UNAVAILABLE, and
+// the client asks another node; LOCAL, asked for, still says UNKNOWN.
+TEST(ClusterTest, ANodeBehindNeverAnswersUnknownByDefault) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  const int behind = *leader == 1 ? 2 : 1;
+  const std::string before = MustCreate(cluster, *leader, "early").token();
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  cluster.Kill(behind);
+  const std::string during = MustCreate(cluster, *leader, "late").token();
+  // It comes back cut off from its peers, so it cannot catch up.
+  cluster.Isolate(behind);
+  ASSERT_TRUE(cluster.StartNode(behind).ok());
+  ValidateSessionResponse answer;
+  // Bounded: until its default answers fall back to its own table.
+  for (int i = 0; i < 100; ++i) {
+    answer.Clear();
+    ASSERT_TRUE(Validate(cluster, behind, before,
+                         sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+                    .ok());
+    if (answer.consistency() == sessiond::v1::LOCAL) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(answer.consistency(), sessiond::v1::LOCAL);
+  EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+  const grpc::Status unknown_here = Validate(
+      cluster, behind, during, sessiond::v1::CONSISTENCY_DEFAULT, &answer);
+  EXPECT_EQ(unknown_here.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << "outcome " << answer.outcome();
+  EXPECT_NE(unknown_here.error_message().find("ask another node"),
+            std::string::npos)
+      << unknown_here.error_message();
+  answer.Clear();
+  ASSERT_TRUE(
+      Validate(cluster, behind, during, sessiond::v1::LOCAL, &answer).ok());
+  EXPECT_EQ(answer.outcome(), ValidateSessionResponse::UNKNOWN);
+  // Healed, it catches up and knows the session.
+  cluster.HealAll();
+  bool valid = false;
+  for (int i = 0; i < 100 && !valid; ++i) {
+    answer.Clear();
+    valid = Validate(cluster, behind, during, sessiond::v1::CONSISTENCY_DEFAULT,
+                     &answer)
+                .ok() &&
+            answer.outcome() == ValidateSessionResponse::VALID;
+    if (!valid) absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(valid);
+}
+
 TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
   ClusterHarness cluster(Options());
   ASSERT_TRUE(cluster.Start().ok());
