@@ -74,28 +74,40 @@ def watchdog(parent, tmp):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-class ClusterScriptTest(unittest.TestCase):
+class DevClusterTestCase(unittest.TestCase):
+    """A temp dir for a `tools/dev.sh cluster`, and a watchdog: whatever
+    happens, no node outlives the test. The test's module has ARGS
+    (build_dir, dev_sh) and runs watchdog() for `--watchdog PID DIR`."""
+
+    prefix = "sessiond-cluster-test-"
+    down_timeout = 60
+
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="sessiond-cluster-test-", dir="/tmp")
+        module = sys.modules[type(self).__module__]
+        self.args = module.ARGS
+        self.tmp = tempfile.mkdtemp(prefix=self.prefix, dir="/tmp")
         self.cdir = os.path.join(self.tmp, "cluster")
-        self.env = dict(os.environ, SESSIOND_BUILD_DIR=ARGS.build_dir,
+        self.env = dict(os.environ, SESSIOND_BUILD_DIR=self.args.build_dir,
                         SESSIOND_CLUSTER_DIR=self.cdir)
         self.watchdog = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--watchdog",
+            [sys.executable, os.path.abspath(module.__file__), "--watchdog",
              str(os.getpid()), self.tmp],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             start_new_session=True)
 
     def tearDown(self):
-        # Whatever happened, no node outlives the test.
         if os.path.exists(os.path.join(self.cdir, "cluster.json")):
-            subprocess.run(["bash", ARGS.dev_sh, "cluster", "down"],
-                           env=self.env, cwd=self.tmp, timeout=60,
+            subprocess.run(["bash", self.args.dev_sh, "cluster", "down"],
+                           env=self.env, cwd=self.tmp,
+                           timeout=self.down_timeout,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             kill_nodes(self.cdir)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.watchdog.kill()
         self.watchdog.wait()
+
+
+class ClusterScriptTest(DevClusterTestCase):
 
     def run_script(self, *args, ok=True):
         started = time.monotonic()

@@ -37,17 +37,16 @@ import os
 import random
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from cluster_script_test import kill_nodes, pid_alive, watchdog  # noqa: E402
+from cluster_script_test import (  # noqa: E402
+    DevClusterTestCase, pid_alive, watchdog)
 
 ARGS = None
 grpc = None
@@ -188,29 +187,14 @@ class Load:
             self.phase_counts[self.phase]["validate FAILED"] += 1
 
 
-class RollingRestartTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="sessiond-rolling-test-", dir="/tmp")
-        self.cdir = os.path.join(self.tmp, "cluster")
-        self.restarts = os.path.join(self.tmp, "restarts.log")
-        self.env = dict(os.environ, SESSIOND_BUILD_DIR=ARGS.build_dir,
-                        SESSIOND_CLUSTER_DIR=self.cdir)
-        self.env.pop("SESSIOND_ENDPOINTS", None)
-        self.watchdog = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--watchdog",
-             str(os.getpid()), self.tmp],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            start_new_session=True)
+class RollingRestartTest(DevClusterTestCase):
+    prefix = "sessiond-rolling-test-"
+    down_timeout = 90
 
-    def tearDown(self):
-        if os.path.exists(os.path.join(self.cdir, "cluster.json")):
-            subprocess.run(["bash", ARGS.dev_sh, "cluster", "down"],
-                           env=self.env, cwd=self.tmp, timeout=90,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            kill_nodes(self.cdir)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.watchdog.kill()
-        self.watchdog.wait()
+    def setUp(self):
+        super().setUp()
+        self.restarts = os.path.join(self.tmp, "restarts.log")
+        self.env.pop("SESSIOND_ENDPOINTS", None)
 
     def cluster(self, *args):
         result = subprocess.run(
