@@ -14,14 +14,10 @@ RotateSessionToken and a create retried with its request_id.
 """
 
 import argparse
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 import unittest
+
+from sessiond_node import SessiondNode
 import uuid
 
 ARGS = None
@@ -31,24 +27,8 @@ session_pb2_grpc = None
 status_pb2 = None
 error_details_pb2 = None
 
-START_TIMEOUT_S = 30
 RPC_TIMEOUT_S = 5
 DETAILS_KEY = "grpc-status-details-bin"
-
-
-def wait_for_listening(proc, stdout_path, timeout_s):
-    """Returns host:port from the daemon's `LISTENING host:port` line."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        exited = proc.poll() is not None
-        with open(stdout_path, "rb") as f:
-            for line in f.read().decode("utf-8", "replace").splitlines():
-                if line.startswith("LISTENING "):
-                    return line[len("LISTENING "):].strip()
-        if exited:
-            return None
-        time.sleep(0.05)
-    return None
 
 
 def error_info(rpc_error):
@@ -77,33 +57,12 @@ def error_info(rpc_error):
 class ErrorDetailsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="sessiond-python-details-", dir="/tmp")
-        stdout_path = os.path.join(cls.tmp, "sessiond.out")
-        with open(stdout_path, "wb") as out:
-            cls.proc = subprocess.Popen(
-                [ARGS.sessiond, "--listen", "127.0.0.1:0", "--data_dir",
-                 os.path.join(cls.tmp, "data"), "--max_sessions_per_user", "1"],
-                stdout=out)
-        address = wait_for_listening(cls.proc, stdout_path, START_TIMEOUT_S)
-        if address is None:
-            cls.tearDownClass()
-            raise RuntimeError("sessiond did not print LISTENING in time")
-        cls.channel = grpc.insecure_channel(address)
-        grpc.channel_ready_future(cls.channel).result(timeout=START_TIMEOUT_S)
-        cls.stub = session_pb2_grpc.SessionServiceStub(cls.channel)
+        cls.node = SessiondNode(ARGS.sessiond, "sessiond-python-details-", ["--max_sessions_per_user", "1"])
+        cls.stub = session_pb2_grpc.SessionServiceStub(cls.node.channel)
 
     @classmethod
     def tearDownClass(cls):
-        if getattr(cls, "channel", None) is not None:
-            cls.channel.close()
-        if cls.proc.poll() is None:
-            cls.proc.send_signal(signal.SIGTERM)
-            try:
-                cls.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                cls.proc.kill()
-                cls.proc.wait(timeout=10)
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        cls.node.stop()
 
     def create(self, user_id, request_id=""):
         return self.stub.CreateSession(

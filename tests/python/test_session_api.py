@@ -11,73 +11,29 @@ create, validate, revoke, validate again, validate garbage.
 """
 
 import argparse
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 import unittest
+
+from sessiond_node import SessiondNode
 
 ARGS = None
 session_pb2 = None
 session_pb2_grpc = None
 grpc = None
 
-START_TIMEOUT_S = 30
 RPC_TIMEOUT_S = 5
-
-
-def wait_for_listening(proc, stdout_path, timeout_s):
-    """Returns host:port from the daemon's `LISTENING host:port` line.
-
-    The daemon's stdout goes to a file, not a pipe, so it can never block on
-    a pipe nobody reads."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        exited = proc.poll() is not None
-        with open(stdout_path, "rb") as f:
-            for line in f.read().decode("utf-8", "replace").splitlines():
-                if line.startswith("LISTENING "):
-                    return line[len("LISTENING "):].strip()
-        if exited:
-            return None
-        time.sleep(0.05)
-    return None
 
 
 class SessionApiTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="sessiond-python-test-", dir="/tmp")
-        stdout_path = os.path.join(cls.tmp, "sessiond.out")
-        with open(stdout_path, "wb") as out:
-            cls.proc = subprocess.Popen(
-                [ARGS.sessiond, "--listen", "127.0.0.1:0", "--data_dir",
-                 os.path.join(cls.tmp, "data")],
-                stdout=out)
-        address = wait_for_listening(cls.proc, stdout_path, START_TIMEOUT_S)
-        if address is None:
-            cls.tearDownClass()
-            raise RuntimeError("sessiond did not print LISTENING in time")
-        cls.address = address
-        cls.channel = grpc.insecure_channel(address)
-        grpc.channel_ready_future(cls.channel).result(timeout=START_TIMEOUT_S)
-        cls.stub = session_pb2_grpc.SessionServiceStub(cls.channel)
+        cls.node = SessiondNode(ARGS.sessiond, "sessiond-python-test-")
+        cls.address = cls.node.address
+        cls.stub = session_pb2_grpc.SessionServiceStub(cls.node.channel)
 
     @classmethod
     def tearDownClass(cls):
-        if getattr(cls, "channel", None) is not None:
-            cls.channel.close()
-        if cls.proc.poll() is None:
-            cls.proc.send_signal(signal.SIGTERM)
-            try:
-                cls.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                cls.proc.kill()
-                cls.proc.wait(timeout=10)
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        cls.node.stop()
 
     def validate(self, token):
         return self.stub.ValidateSession(
