@@ -6,12 +6,20 @@
 #include <memory>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 
 namespace sessiond::server {
 
 using sessiond::v1::Consistency;
+
+absl::Status UnconfirmedAbsence(absl::string_view lacks) {
+  return absl::UnavailableError(absl::StrCat(
+      "this node could not confirm it is up to date and does not ", lacks,
+      " (it may have been created elsewhere meanwhile): ask another node, or "
+      "retry shortly"));
+}
 
 ReadBarrier::ReadBarrier(const ReadBarrierOptions& options,
                          replication::NodeDriver* driver, DelayQueue* timers)
@@ -75,7 +83,10 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
     if (fallback) {
       // No leader confirmed it: the answer is stale by definition.
       ReadAnswer local = Local();
-      if (local.status.ok()) local.stale = true;
+      if (local.status.ok()) {
+        local.stale = true;
+        local.fell_back = true;
+      }
       finish(std::move(local));
       return;
     }

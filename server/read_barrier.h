@@ -47,7 +47,16 @@ struct ReadAnswer {
   sessiond::v1::Consistency consistency = sessiond::v1::LINEARIZABLE;
   bool stale = false;
   int64_t staleness_ms = 0;
+  // A DEFAULT read no leader confirmed, answered from this node's table:
+  // what the table holds is true, but what it lacks may have been created
+  // while this node was behind. Such a read never says "absent"
+  // (UnconfirmedAbsence instead): that answer would log a user out.
+  bool fell_back = false;
 };
+
+// The UNAVAILABLE of a fallen-back read that did not find something:
+// `lacks` is "know this token", "hold this session_id". Ask another node.
+absl::Status UnconfirmedAbsence(absl::string_view lacks);
 
 class ReadBarrier {
  public:

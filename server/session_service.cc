@@ -162,9 +162,8 @@ absl::Status SessionServiceImpl::CheckReady() const {
 // Read path
 
 absl::Status SessionServiceImpl::ValidateNow(
-    const ValidateSessionRequest& request, sessiond::v1::Consistency asked,
-    int64_t now_ms, const ReadAnswer& answer,
-    ValidateSessionResponse* response) {
+    const ValidateSessionRequest& request, int64_t now_ms,
+    const ReadAnswer& answer, ValidateSessionResponse* response) {
   response->set_request_id(request.request_id());
   response->set_consistency(answer.consistency);
   response->set_stale(answer.stale);
@@ -180,18 +179,8 @@ absl::Status SessionServiceImpl::ValidateNow(
   const storage::ValidateOutcome outcome =
       table_->Validate(hash, now_ms, state_machine_->expiry_leeway_ms(),
                        response->mutable_session());
-  if (outcome == storage::ValidateOutcome::kUnknown &&
-      answer.consistency == sessiond::v1::LOCAL &&
-      asked != sessiond::v1::LOCAL) {
-    // The default level fell back to this node's table: the node could not
-    // confirm it is up to date (it restarted, or lost the leader), so
-    // "unknown" may only mean "created while I was away", and that answer
-    // would log the user out. Another node, or this one a moment later,
-    // knows.
-    return absl::UnavailableError(
-        "this node could not confirm it is up to date and does not know "
-        "this token (it may have been created elsewhere meanwhile): ask "
-        "another node, or retry shortly");
+  if (outcome == storage::ValidateOutcome::kUnknown && answer.fell_back) {
+    return UnconfirmedAbsence("know this token");
   }
   response->set_outcome(ToProto(outcome));
   validations_.Count(response->outcome());
@@ -238,8 +227,7 @@ void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
           done(answer.status);
           return;
         }
-        done(ValidateNow(request, request.consistency(), clock_->NowMs(),
-                         answer, response));
+        done(ValidateNow(request, clock_->NowMs(), answer, response));
       });
 }
 
@@ -290,8 +278,8 @@ void SessionServiceImpl::ServeValidate(ValidateCall* call) {
                [this, call](ReadAnswer answer) {
                  if (!answer.status.ok()) return Fail(call, answer.status);
                  const absl::Status s =
-                     ValidateNow(call->request(), call->request().consistency(),
-                                 clock_->NowMs(), answer, call->response());
+                     ValidateNow(call->request(), clock_->NowMs(), answer,
+                                 call->response());
                  if (!s.ok()) return Fail(call, s);
                  call->Reply(absl::OkStatus());
                });
@@ -327,8 +315,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
                                    responses->size() + kBatchValidateSlice);
           for (int i = responses->size(); i < end; ++i) {
             const absl::Status s =
-                ValidateNow(requests[i], call->request().consistency(), now_ms,
-                            answer, responses->Add());
+                ValidateNow(requests[i], now_ms, answer, responses->Add());
             if (!s.ok()) {
               Fail(call, s);
               return true;
@@ -707,16 +694,8 @@ void SessionServiceImpl::ServeGet(GetCall* call) {
         std::optional<Session> session =
             table_->GetBySessionId(call->request().session_id());
         if (!session) {
-          if (answer.consistency == sessiond::v1::LOCAL &&
-              call->request().consistency() != sessiond::v1::LOCAL) {
-            // As ValidateNow: the default level fell back to a table that
-            // may lag; "not found" could be "created while I was away".
-            return Fail(call,
-                        absl::UnavailableError(
-                            "this node could not confirm it is up to date and "
-                            "does not hold this session_id (it may have been "
-                            "created elsewhere meanwhile): ask another node, "
-                            "or retry shortly"));
+          if (answer.fell_back) {
+            return Fail(call, UnconfirmedAbsence("hold this session_id"));
           }
           return call->Reply(absl::NotFoundError("no such session_id"));
         }

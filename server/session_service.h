@@ -296,12 +296,10 @@ class SessionServiceImpl final : public RawSessionService {
   void Fail(UnaryCallBase* call, const absl::Status& status);
 
   // The table lookup of the read path, after the barrier.
-  // UNAVAILABLE instead of an unconfirmed UNKNOWN (`asked` another level
-  // than LOCAL, and the answer fell back to this node's table): the token
-  // may have been created while this node was behind.
+  // UNAVAILABLE instead of UNKNOWN when the read fell back
+  // (ReadAnswer::fell_back).
   absl::Status ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
-                           sessiond::v1::Consistency asked, int64_t now_ms,
-                           const ReadAnswer& answer,
+                           int64_t now_ms, const ReadAnswer& answer,
                            sessiond::v1::ValidateSessionResponse* response);
   // Fills the revoke reason and revocation id of a REVOKED answer.
   void DescribeRevoked(const storage::TokenHash& hash,
