@@ -911,6 +911,26 @@ using TwoStepCall = std::function<grpc::Status(
     v1::AdminService::Stub&, grpc::ClientContext&, const std::string& token,
     v1::BulkRevokePreview* preview, v1::Revocation* revocation)>;
 
+// The TwoStepCall of `rpc` (Flush or BulkRevoke): `request` with each
+// step's token.
+template <typename Request, typename Response>
+TwoStepCall BothSteps(grpc::Status (v1::AdminService::Stub::*rpc)(
+                          grpc::ClientContext*, const Request&, Response*),
+                      Request request) {
+  return
+      [rpc, request](v1::AdminService::Stub& stub, grpc::ClientContext& context,
+                     const std::string& token, v1::BulkRevokePreview* preview,
+                     v1::Revocation* revocation) {
+        Request step = request;
+        step.set_confirmation_token(token);
+        Response response;
+        grpc::Status status = (stub.*rpc)(&context, step, &response);
+        if (response.has_preview()) *preview = response.preview();
+        if (response.has_revocation()) *revocation = response.revocation();
+        return status;
+      };
+}
+
 std::string RevocationText(const v1::Revocation& r, absl::Time now) {
   return absl::StrCat(
       "revocation ", r.id(), ": ", DescribeSelector(r.selector()), ", ",
@@ -1044,41 +1064,22 @@ std::string DescribeSelector(const v1::SessionSelector& selector) {
 absl::Status FlushSessions(Connection& cluster, const Output& out,
                            const std::string& reason,
                            const Confirmation& confirmation) {
-  return RevokeInTwoSteps(
-      cluster, out, "flush", confirmation,
-      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context,
-          const std::string& token, v1::BulkRevokePreview* preview,
-          v1::Revocation* revocation) {
-        v1::FlushRequest request;
-        request.set_confirmation_token(token);
-        request.set_reason(reason);
-        v1::FlushResponse response;
-        grpc::Status status = stub.Flush(&context, request, &response);
-        if (response.has_preview()) *preview = response.preview();
-        if (response.has_revocation()) *revocation = response.revocation();
-        return status;
-      });
+  v1::FlushRequest request;
+  request.set_reason(reason);
+  return RevokeInTwoSteps(cluster, out, "flush", confirmation,
+                          BothSteps(&v1::AdminService::Stub::Flush, request));
 }
 
 absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
                                 const v1::SessionSelector& selector,
                                 const std::string& reason,
                                 const Confirmation& confirmation) {
+  v1::BulkRevokeRequest request;
+  *request.mutable_selector() = selector;
+  request.set_reason(reason);
   return RevokeInTwoSteps(
       cluster, out, "bulk revoke", confirmation,
-      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context,
-          const std::string& token, v1::BulkRevokePreview* preview,
-          v1::Revocation* revocation) {
-        v1::BulkRevokeRequest request;
-        *request.mutable_selector() = selector;
-        request.set_confirmation_token(token);
-        request.set_reason(reason);
-        v1::BulkRevokeResponse response;
-        grpc::Status status = stub.BulkRevoke(&context, request, &response);
-        if (response.has_preview()) *preview = response.preview();
-        if (response.has_revocation()) *revocation = response.revocation();
-        return status;
-      });
+      BothSteps(&v1::AdminService::Stub::BulkRevoke, request));
 }
 
 absl::Status ListFlushes(Connection& cluster, const Output& out) {
