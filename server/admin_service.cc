@@ -83,60 +83,71 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(
   response->set_leader(status.leader.value());
   response->set_term(status.term.value());
   response->set_expiry_leeway_ms(state_machine_->expiry_leeway_ms());
+  *response->mutable_expiry_breaker() = state_machine_->expiry_breaker();
 
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  AskMembers(ids, request->with_digests(),
+             [this, reactor, response, status, table,
+              ids](std::map<NodeId, MemberStatus> answers) {
+               // The leader's commit index, to compute every member's lag.
+               LogIndex leader_commit = status.commit;
+               if (status.leader != NodeId(0)) {
+                 auto it = answers.find(status.leader);
+                 if (it != answers.end() && it->second.reachable()) {
+                   leader_commit = LogIndex(it->second.commit_index());
+                 }
+               }
+               const std::map<NodeId, std::string> peers =
+                   transport_->addresses();
+               for (NodeId id : ids) {
+                 MemberStatus& m = answers[id];
+                 m.set_node_id(id.value());
+                 m.set_voter(Contains(status.conf_state.voters, id));
+                 auto t = table.find(id);
+                 if (t != table.end()) {
+                   if (m.client_address().empty()) {
+                     m.set_client_address(t->second.client_address());
+                   }
+                   if (m.peer_address().empty()) {
+                     m.set_peer_address(t->second.peer_address());
+                   }
+                   m.set_started(t->second.started());
+                 }
+                 auto p = peers.find(id);
+                 if (m.peer_address().empty() && p != peers.end()) {
+                   m.set_peer_address(p->second);
+                 }
+                 if (!m.reachable()) {
+                   m.set_role("unreachable");
+                 } else if (leader_commit.value() > m.applied_index()) {
+                   m.set_lag(leader_commit.value() - m.applied_index());
+                 }
+                 *response->add_members() = std::move(m);
+               }
+               reactor->Finish(grpc::Status::OK);
+             });
+  return reactor;
+}
+
+void AdminServiceImpl::AskMembers(
+    const std::set<NodeId>& ids, bool with_digests,
+    std::function<void(std::map<NodeId, MemberStatus>)> done) {
   // One slot per member, filled by its answer (or its failure); the last
-  // one to arrive finishes the call.
+  // one to arrive calls `done`.
   struct Gather {
     absl::Mutex mu;
     std::map<NodeId, MemberStatus> answers ABSL_GUARDED_BY(mu);
     int remaining ABSL_GUARDED_BY(mu) = 0;
   };
   auto gather = std::make_shared<Gather>();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const bool with_digests = request->with_digests();
-  auto complete = [this, gather, reactor, response, status, table, ids] {
+  auto complete = [gather, done = std::move(done)] {
     std::map<NodeId, MemberStatus> answers;
     {
       absl::MutexLock lock(&gather->mu);
       answers.swap(gather->answers);
     }
-    // The leader's commit index, to compute every member's lag.
-    LogIndex leader_commit = status.commit;
-    if (status.leader != NodeId(0)) {
-      auto it = answers.find(status.leader);
-      if (it != answers.end() && it->second.reachable()) {
-        leader_commit = LogIndex(it->second.commit_index());
-      }
-    }
-    const std::map<NodeId, std::string> peers = transport_->addresses();
-    for (NodeId id : ids) {
-      MemberStatus& m = answers[id];
-      m.set_node_id(id.value());
-      m.set_voter(Contains(status.conf_state.voters, id));
-      auto t = table.find(id);
-      if (t != table.end()) {
-        if (m.client_address().empty()) {
-          m.set_client_address(t->second.client_address());
-        }
-        if (m.peer_address().empty()) {
-          m.set_peer_address(t->second.peer_address());
-        }
-        m.set_started(t->second.started());
-      }
-      auto p = peers.find(id);
-      if (m.peer_address().empty() && p != peers.end()) {
-        m.set_peer_address(p->second);
-      }
-      if (!m.reachable()) {
-        m.set_role("unreachable");
-      } else if (leader_commit.value() > m.applied_index()) {
-        m.set_lag(leader_commit.value() - m.applied_index());
-      }
-      *response->add_members() = std::move(m);
-    }
-    reactor->Finish(grpc::Status::OK);
+    done(std::move(answers));
   };
-
   std::vector<NodeId> others;
   for (NodeId id : ids) {
     if (id != options_.self) others.push_back(id);
@@ -189,7 +200,6 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(
   MemberStatus self = self_status_(with_digests);
   self.set_reachable(true);
   arrive(options_.self, std::move(self));
-  return reactor;
 }
 
 template <typename Response>
@@ -322,6 +332,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SubmitThenFinish(
     grpc::CallbackServerContext* context, Command command,
     std::function<absl::Status(const std::any&)> answer) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  SubmitThenFinish(context, reactor, std::move(command), std::move(answer));
+  return reactor;
+}
+
+void AdminServiceImpl::SubmitThenFinish(
+    grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+    Command command, std::function<absl::Status(const std::any&)> answer) {
   writes_->Submit(std::move(command), DeadlineOf(context),
                   [this, context, reactor, answer = std::move(answer)](
                       replication::ApplyResult result) {
@@ -332,7 +349,6 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SubmitThenFinish(
                     }
                     reactor->Finish(ToGrpcStatus(answer(*result)));
                   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::Backup(

@@ -5,7 +5,9 @@
 #include <any>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
@@ -20,6 +22,8 @@
 
 namespace sessiond::server {
 
+class JwtIssuer;
+
 struct AdminServiceOptions {
   uint64_t cluster_id = 0;
   NodeId self;
@@ -29,6 +33,14 @@ struct AdminServiceOptions {
   absl::Duration request_timeout = absl::Seconds(10);
   // How long a flush or bulk revocation stays undoable.
   int64_t revocation_retention_ms = 24ll * 3600 * 1000;
+  // The expiry breaker (GetExpiryBreaker, ResumeExpiry): this node's
+  // cluster time, and how many sessions an open breaker holds back at it.
+  // Without them those calls answer UNIMPLEMENTED.
+  std::function<int64_t()> cluster_now_ms;
+  std::function<uint64_t(int64_t now_ms)> held_sessions;
+  // Makes StageKey's key pairs (server/jwt_issuer.h); null: StageKey
+  // answers FAILED_PRECONDITION. Must outlive the service.
+  JwtIssuer* jwt_issuer = nullptr;
 };
 
 // sessiond.v1.AdminService (proto/sessiond/v1/admin.proto): cluster status
@@ -92,6 +104,36 @@ class AdminServiceImpl final
       grpc::CallbackServerContext* context,
       const sessiond::v1::ListFlushesRequest* request,
       sessiond::v1::ListFlushesResponse* response) override;
+  // The expiry breaker: admin_service_breaker.cc.
+  grpc::ServerUnaryReactor* GetExpiryBreaker(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::GetExpiryBreakerRequest* request,
+      sessiond::v1::GetExpiryBreakerResponse* response) override;
+  grpc::ServerUnaryReactor* ResumeExpiry(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::ResumeExpiryRequest* request,
+      sessiond::v1::ResumeExpiryResponse* response) override;
+  // The signing key ring: admin_service_keys.cc.
+  grpc::ServerUnaryReactor* ListKeys(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::ListKeysRequest* request,
+      sessiond::v1::ListKeysResponse* response) override;
+  grpc::ServerUnaryReactor* StageKey(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::StageKeyRequest* request,
+      sessiond::v1::StageKeyResponse* response) override;
+  grpc::ServerUnaryReactor* ActivateKey(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::ActivateKeyRequest* request,
+      sessiond::v1::ActivateKeyResponse* response) override;
+  grpc::ServerUnaryReactor* RetireKey(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::RetireKeyRequest* request,
+      sessiond::v1::RetireKeyResponse* response) override;
+  grpc::ServerUnaryReactor* GetJwks(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::GetJwksRequest* request,
+      sessiond::v1::GetJwksResponse* response) override;
 
   // The most SetExpiryLeeway accepts (the flag's limit too).
   static constexpr int64_t kMaxExpiryLeewayMs = 24ll * 3600 * 1000;
@@ -116,6 +158,12 @@ class AdminServiceImpl final
       grpc::CallbackServerContext* context,
       sessiond::v1::internal::Command command,
       std::function<absl::Status(const std::any&)> answer);
+  // The same for a reactor already made (a call that asked something
+  // first).
+  void SubmitThenFinish(grpc::CallbackServerContext* context,
+                        grpc::ServerUnaryReactor* reactor,
+                        sessiond::v1::internal::Command command,
+                        std::function<absl::Status(const std::any&)> answer);
   // Either step of a flush or bulk revocation (Flush, BulkRevoke): a
   // preview and its token, or the revocation once confirmed.
   // Response: FlushResponse or BulkRevokeResponse.
@@ -125,6 +173,15 @@ class AdminServiceImpl final
       const sessiond::v1::SessionSelector& selector,
       const std::string& confirmation_token, const std::string& reason,
       Response* response);
+  // Asks every member of `ids` for its MemberStatus (this node answers
+  // itself), in parallel, each within member_timeout; calls `done` once all
+  // answered or failed (a failed one: reachable false, error set).
+  void AskMembers(
+      const std::set<NodeId>& ids, bool with_digests,
+      std::function<void(std::map<NodeId, sessiond::v1::MemberStatus>)> done);
+  // One key as operators see it, with its live sessions counted now.
+  sessiond::v1::SigningKeyInfo KeyInfo(
+      const sessiond::v1::internal::SigningKey& key) const;
   // Polls until `target` leads (0: anyone but `old_leader`) or the deadline.
   void AwaitLeader(grpc::CallbackServerContext* context,
                    grpc::ServerUnaryReactor* reactor,

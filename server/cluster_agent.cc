@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "server/jwt_issuer.h"
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
@@ -31,6 +32,7 @@ void ClusterAgent::RunOnce() {
   const replication::NodeStatus status = driver_->status();
   MaybePublish(status);
   MaybeWriteSettings(status);
+  MaybeBootstrapKey(status);
   MaybeReportSkew();
 }
 
@@ -65,17 +67,46 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
 }
 
 void ClusterAgent::MaybeWriteSettings(const replication::NodeStatus& status) {
-  if (!status.leader_caught_up || writing_settings_.load() ||
-      state_machine_->cluster_state().leeway_set()) {
-    return;
-  }
+  if (!status.leader_caught_up || writing_settings_.load()) return;
+  const sessiond::v1::internal::ClusterState cluster =
+      state_machine_->cluster_state();
   sessiond::v1::internal::Command command;
-  command.mutable_settings()->set_expiry_leeway_ms(
-      options_.initial_expiry_leeway_ms);
+  if (!cluster.leeway_set()) {
+    command.mutable_settings()->set_expiry_leeway_ms(
+        options_.initial_expiry_leeway_ms);
+  }
+  if (cluster.jwks_max_age_ms() == 0) {
+    command.mutable_settings()->set_jwks_max_age_ms(
+        options_.initial_jwks_max_age_ms);
+  }
+  if (!command.has_settings()) return;
   writing_settings_.store(true);
   writes_->Submit(
       std::move(command), absl::Now() + absl::Seconds(5),
       [this](replication::ApplyResult) { writing_settings_.store(false); });
+}
+
+void ClusterAgent::MaybeBootstrapKey(const replication::NodeStatus& status) {
+  if (options_.jwt_issuer == nullptr || !options_.jwt_issuer->has_kek() ||
+      !status.leader_caught_up || bootstrapping_key_.load() ||
+      !state_machine_->key_ring().state().keys().empty()) {
+    return;
+  }
+  absl::StatusOr<sessiond::v1::internal::KeyRingCommand::Stage> stage =
+      options_.jwt_issuer->NewKey(/*bootstrap=*/true);
+  if (!stage.ok()) {
+    logging::Warn("key_ring.bootstrap_failed",
+                  logging::Fields().Error(stage.status()));
+    return;
+  }
+  logging::Info("key_ring.bootstrap",
+                logging::Fields().Add("kid", stage->kid()));
+  sessiond::v1::internal::Command command;
+  *command.mutable_key_ring()->mutable_stage() = *std::move(stage);
+  bootstrapping_key_.store(true);
+  writes_->Submit(
+      std::move(command), absl::Now() + absl::Seconds(5),
+      [this](replication::ApplyResult) { bootstrapping_key_.store(false); });
 }
 
 void ClusterAgent::MaybeReportSkew() {

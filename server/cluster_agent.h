@@ -15,12 +15,20 @@
 
 namespace sessiond::server {
 
+class JwtIssuer;
+
 struct ClusterAgentOptions {
   NodeId self;
   std::string peer_address;    // as the cluster should reach this node
   std::string client_address;  // as clients should reach this node
   // The leeway the first leader writes into the log when none is set yet.
   int64_t initial_expiry_leeway_ms = 0;
+  // The JWKS max-age the first leader writes into the log when none is set
+  // yet (--jwks_max_age_ms).
+  int64_t initial_jwks_max_age_ms = 5 * 60 * 1000;
+  // Makes the cluster's first signing key when the ring is empty (null, or
+  // without a KEK: no key is made). Must outlive the agent.
+  JwtIssuer* jwt_issuer = nullptr;
   absl::Duration interval = absl::Milliseconds(500);
   // Skew beyond this is logged (at most once a minute).
   int64_t skew_log_threshold_ms = 1000;
@@ -31,8 +39,10 @@ struct ClusterAgentOptions {
 //     it has caught up with a leader, and again whenever its addresses
 //     change: the member table is how other nodes find its client address
 //     and how a wiped data dir is recognized (server/bootstrap.h);
-//   * on a leader, write --expiry_leeway_ms into the log if the cluster has
-//     no replicated leeway yet;
+//   * on a leader, write --expiry_leeway_ms and --jwks_max_age_ms into the
+//     log if the cluster has no replicated value yet, and, with a KEK,
+//     bootstrap a first active signing key into an empty key ring (so a new
+//     cluster can issue JWT tokens at once);
 //   * report clock skew (wall clock minus cluster time) in the log.
 //
 // Owns one thread. Every pointer must outlive it.
@@ -55,6 +65,7 @@ class ClusterAgent {
  private:
   void MaybePublish(const replication::NodeStatus& status);
   void MaybeWriteSettings(const replication::NodeStatus& status);
+  void MaybeBootstrapKey(const replication::NodeStatus& status);
   void MaybeReportSkew();
 
   const ClusterAgentOptions options_;
@@ -65,6 +76,7 @@ class ClusterAgent {
   std::atomic<bool> publishing_{false};
   std::atomic<bool> published_{false};
   std::atomic<bool> writing_settings_{false};
+  std::atomic<bool> bootstrapping_key_{false};
   absl::Time next_skew_log_ = absl::InfinitePast();  // agent thread only
 
   PeriodicTask task_;  // last: its thread uses the members above

@@ -199,6 +199,42 @@ const std::vector<Option>& Options() {
        .min = 1,
        .max = 1 << 20,
        .reloadable = true},
+      {.name = "expiry_breaker_percent",
+       .help = "the expiry breaker opens when more than this percent of live "
+               "sessions would expire within its window over and above what "
+               "their lifetimes predict (0: off)",
+       .int_field = SESSIOND_INT_FIELD(expiry_breaker_percent),
+       .min = 0,
+       .max = 100},
+      {.name = "expiry_breaker_window_ms",
+       .help = "the expiry breaker's window",
+       .int_field = SESSIOND_INT_FIELD(expiry_breaker_window_ms),
+       .min = 1000,
+       .max = kDayMs},
+      {.name = "expiry_breaker_min_sessions",
+       .help = "the expiry breaker never opens for fewer unexpected expiries "
+               "than this",
+       .int_field = SESSIOND_INT_FIELD(expiry_breaker_min_sessions),
+       .min = 1,
+       .max = 1ll << 40},
+      {.name = "kek_file",
+       .help = "the key-encryption key file (64 hex characters, mode 0600, "
+               "the same on every node): seals the signing keys; without it "
+               "this node neither signs JWT tokens nor stages keys",
+       .string_field = SESSIOND_STRING_FIELD(kek_file)},
+      {.name = "jwks_max_age_ms",
+       .help = "how long verifiers may cache the JWKS, and so how long a new "
+               "signing key is published before it may sign; the first "
+               "leader writes it into the log (replicated from then on)",
+       .int_field = SESSIOND_INT_FIELD(jwks_max_age_ms),
+       .min = 1000,
+       .max = kDayMs},
+      {.name = "jwks_listen",
+       .help = "address of the JWKS endpoint, host:port, serving GET "
+               "/.well-known/jwks.json over HTTP (port 0: pick a free one; "
+               "empty: off)",
+       .string_field = SESSIOND_STRING_FIELD(jwks_listen),
+       .validate = ValidateOptionalListen},
       {.name = "expiry_leeway_ms",
        .help =
            "a session counts as expired (on reads and for the sweeper) only "

@@ -36,6 +36,19 @@ struct Config {
   // Most sessions one expiry command removes; a sweep proposes several
   // commands when more have expired.
   int64_t sweep_batch = 1000;
+  // The mass-expiry breaker (server/expiry_breaker.h): it opens when more
+  // than this percent of live sessions would expire within the window over
+  // and above what their lifetimes predict (0: off), and never below
+  // min_sessions such expiries.
+  int64_t expiry_breaker_percent = 10;
+  int64_t expiry_breaker_window_ms = 5 * 60 * 1000;
+  int64_t expiry_breaker_min_sessions = 100;
+  // Signing keys and JWT tokens: the key-encryption key file (empty: this
+  // node cannot sign JWTs nor stage keys), the JWKS max-age the first leader
+  // writes into the log, and the JWKS HTTP listener (empty: off).
+  std::string kek_file;
+  int64_t jwks_max_age_ms = 5 * 60 * 1000;
+  std::string jwks_listen;
   int64_t expiry_leeway_ms = 0;
   // Validate-with-touch is folded into one TouchCommand per interval: this is
   // the resolution of idle timeouts.

@@ -33,6 +33,8 @@
 #include "server/cluster_clock.h"
 #include "server/delay_queue.h"
 #include "server/expiry_sweeper.h"
+#include "server/jwks_http.h"
+#include "server/jwt_issuer.h"
 #include "server/log_compactor.h"
 #include "server/logout_detector.h"
 #include "server/metrics_http.h"
@@ -117,6 +119,16 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
   ExpirySweeperOptions options;
   options.interval = absl::Milliseconds(interval_ms);
   options.batch = static_cast<size_t>(batch);
+  options.breaker.share =
+      static_cast<double>(config_.expiry_breaker_percent) / 100.0;
+  options.breaker.window_ms = config_.expiry_breaker_window_ms;
+  options.breaker.min_sessions =
+      static_cast<uint64_t>(config_.expiry_breaker_min_sessions);
+  options.breaker.slew_ppm = config_.clock_slew_ppm;
+  // Sessions about to expire within a few seconds (and two sweeps) are
+  // judged before they do.
+  options.breaker_lookahead =
+      std::max(absl::Seconds(3), 2 * absl::Milliseconds(interval_ms));
   return std::make_unique<ExpirySweeper>(options, table_.get(),
                                          state_machine_.get(), clock_.get(),
                                          driver_.get(), writes_.get());
@@ -326,6 +338,21 @@ absl::Status Daemon::Init() {
       storage::SessionStateMachine::Open(db_.get(), table_.get(), sm_options);
   if (!sm.ok()) return sm.status();
   state_machine_ = *std::move(sm);
+  {
+    std::optional<KeyEncryptionKey> kek;
+    if (!config_.kek_file.empty()) {
+      absl::StatusOr<KeyEncryptionKey> loaded =
+          KeyEncryptionKey::LoadFromFile(config_.kek_file);
+      if (!loaded.ok()) {
+        return absl::Status(
+            loaded.status().code(),
+            absl::StrCat("--kek_file: ", loaded.status().message()));
+      }
+      kek.emplace(*std::move(loaded));
+    }
+    jwt_issuer_ =
+        std::make_unique<JwtIssuer>(std::move(kek), state_machine_.get());
+  }
   const sessiond::v1::internal::ClusterState cluster =
       state_machine_->cluster_state();
   for (const auto& m : cluster.members()) {
@@ -487,6 +514,7 @@ absl::Status Daemon::Init() {
 
   SessionServiceOptions service_options;
   service_options.limits = ServedLimits(config_);
+  service_options.jwt_issuer = jwt_issuer_.get();
   service_options.cluster_id = cluster_id_;
   service_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
@@ -507,6 +535,15 @@ absl::Status Daemon::Init() {
   admin_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
   admin_options.revocation_retention_ms = config_.revocation_retention_ms;
+  admin_options.cluster_now_ms = [this] { return clock_->NowMs(); };
+  admin_options.jwt_issuer = jwt_issuer_.get();
+  admin_options.held_sessions = [this](int64_t now_ms) {
+    const sessiond::v1::ExpiryBreaker breaker =
+        state_machine_->expiry_breaker();
+    if (!breaker.open()) return uint64_t{0};
+    return CountHeldSessions(*table_, breaker.frozen_at_ms(), now_ms,
+                             state_machine_->expiry_leeway_ms());
+  };
   {
     absl::MutexLock lock(&shutdown_mu_);
     sweeper_ = NewSweeper(config_.sweep_interval_ms, config_.sweep_batch);
@@ -574,6 +611,8 @@ absl::Status Daemon::Init() {
   agent_options.peer_address = advertised_peer_;
   agent_options.client_address = advertised_client_;
   agent_options.initial_expiry_leeway_ms = config_.expiry_leeway_ms;
+  agent_options.initial_jwks_max_age_ms = config_.jwks_max_age_ms;
+  agent_options.jwt_issuer = jwt_issuer_.get();
   agent_ = std::make_unique<ClusterAgent>(agent_options, driver_.get(),
                                           state_machine_.get(), clock_.get(),
                                           writes_.get());
@@ -615,6 +654,35 @@ absl::Status Daemon::Init() {
     metrics_http_ = *std::move(http);
     metrics_address_ = metrics_http_->address();
   }
+  if (!config_.jwks_listen.empty()) {
+    JwksHttpOptions jwks_options;
+    jwks_options.listen = config_.jwks_listen;
+    jwks_options.provider = [this]() -> absl::StatusOr<JwksDocument> {
+      if (!running_.load()) {
+        return absl::UnavailableError("this node is not serving");
+      }
+      const storage::KeyRingView ring = state_machine_->key_ring();
+      if (ring.state().keys().empty()) {
+        return absl::UnavailableError(
+            "the cluster has no signing key yet (sessionctl keys stage "
+            "--bootstrap)");
+      }
+      absl::StatusOr<std::string> json = ring.JwksJson();
+      if (!json.ok()) return json.status();
+      return JwksDocument{*std::move(json),
+                          state_machine_->jwks_max_age_ms() / 1000,
+                          ring.changed_index()};
+    };
+    absl::StatusOr<std::unique_ptr<JwksHttpServer>> jwks =
+        JwksHttpServer::Start(std::move(jwks_options));
+    if (!jwks.ok()) {
+      return absl::Status(
+          jwks.status().code(),
+          absl::StrCat("--jwks_listen: ", jwks.status().message()));
+    }
+    jwks_http_ = *std::move(jwks);
+    jwks_address_ = jwks_http_->address();
+  }
   phase("listen");
   startup_ms_ = absl::ToInt64Milliseconds(absl::Now() - start);
   return absl::OkStatus();
@@ -643,6 +711,13 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
     m.set_snapshot_index(s->meta.index.value());
   }
   m.set_live_sessions(table_->size());
+  *m.mutable_expiry_breaker() = state_machine_->expiry_breaker();
+  {
+    const storage::KeyRingView ring = state_machine_->key_ring();
+    if (const auto* active = ring.active()) m.set_active_kid(active->kid());
+    m.set_key_ring_index(ring.changed_index());
+    m.set_has_kek(jwt_issuer_ != nullptr && jwt_issuer_->has_kek());
+  }
   if (clock_ != nullptr) {
     m.set_clock_skew_ms(clock_->SkewMs());
     m.set_cluster_time_ms(clock_->NowMs());
@@ -790,6 +865,8 @@ void Daemon::Shutdown() {
   // Its collectors read the parts destroyed below.
   if (metrics_http_ != nullptr) metrics_http_->Stop();
   metrics_http_.reset();
+  if (jwks_http_ != nullptr) jwks_http_->Stop();  // its provider reads below
+  jwks_http_.reset();
   server_.reset();
   backups_.reset();  // waits for a backup in progress
   agent_.reset();
@@ -809,6 +886,7 @@ void Daemon::Shutdown() {
   disk_guard_.reset();
   driver_.reset();
   counting_machine_.reset();
+  jwt_issuer_.reset();  // read the state machine's ring
   state_machine_.reset();
   table_.reset();
   transport_.reset();

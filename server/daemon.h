@@ -41,6 +41,8 @@ class ClusterClock;
 class CountingStateMachine;
 class DelayQueue;
 class ExpirySweeper;
+class JwksHttpServer;
+class JwtIssuer;
 class LogCompactor;
 class LogoutDetectorTask;
 class MetricsHttpServer;
@@ -111,6 +113,8 @@ class Daemon {
   const std::string& peer_address() const { return peer_address_; }
   // The metrics endpoint's bound address (empty without --metrics_listen).
   const std::string& metrics_address() const { return metrics_address_; }
+  // The JWKS endpoint's bound address (--jwks_listen; empty: off).
+  const std::string& jwks_address() const { return jwks_address_; }
   uint64_t cluster_id() const { return cluster_id_; }
   // Sessions in the table right after recovery, and how long recovery took.
   uint64_t sessions_loaded() const { return sessions_loaded_; }
@@ -148,6 +152,7 @@ class Daemon {
   int port_ = 0;
   std::string peer_address_;
   std::string metrics_address_;
+  std::string jwks_address_;
   std::string advertised_peer_;
   std::string advertised_client_;
   uint64_t cluster_id_ = 0;
@@ -173,6 +178,8 @@ class Daemon {
   std::unique_ptr<PeerTransport> transport_;
   std::unique_ptr<storage::SessionTable> table_;
   std::unique_ptr<storage::SessionStateMachine> state_machine_;
+  // Signs JWT tokens and makes signing keys (with --kek_file).
+  std::unique_ptr<JwtIssuer> jwt_issuer_;
   // What the driver applies through: state_machine_, counted by kind.
   std::unique_ptr<ApplyMetrics> apply_metrics_;
   std::unique_ptr<CountingStateMachine> counting_machine_;
@@ -200,6 +207,7 @@ class Daemon {
   // GET /metrics and /healthz ("sd-metrics"); reads the parts above, so it
   // starts once they all exist and stops before any is destroyed.
   std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<JwksHttpServer> jwks_http_;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -1,7 +1,9 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/expiry_sweeper.h"
 
+#include <algorithm>
 #include <any>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -26,6 +28,7 @@ ExpirySweeper::ExpirySweeper(const ExpirySweeperOptions& options,
       clock_(clock),
       driver_(driver),
       writes_(writes),
+      judge_(options.breaker),
       task_("sd-sweeper", options.interval, [this] { SweepOnce(); }) {}
 
 ExpirySweeper::~ExpirySweeper() { Stop(); }
@@ -59,37 +62,156 @@ std::optional<replication::ApplyResult> ExpirySweeper::SubmitAndWait(
   return std::move(outcome->result);
 }
 
+int64_t ExpirySweeper::SteadyMs() const {
+  if (options_.steady_ms) return options_.steady_ms();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 uint64_t ExpirySweeper::SweepOnce() {
   // Only the leader sweeps: one sweep per cluster, stamped with cluster
   // time (replicas never expire on their own clock).
-  if (driver_->status().role != replication::Role::kLeader) return 0;
+  if (driver_->status().role != replication::Role::kLeader) {
+    judging_ = false;  // a later leadership starts a window of its own
+    seen_open_id_ = 0;
+    return 0;
+  }
+  const int64_t steady_ms = SteadyMs();
+  const sessiond::v1::ExpiryBreaker breaker = state_machine_->expiry_breaker();
   uint64_t removed = 0;
-  for (size_t n = 0; n < options_.max_commands_per_sweep; ++n) {
-    const int64_t now_ms = clock_->NowMs();
-    std::vector<storage::TokenHash> expired = table_->CollectExpired(
-        now_ms, state_machine_->expiry_leeway_ms(), options_.batch);
-    if (expired.empty()) break;
+  if (breaker.open()) {
+    MaybeClearBreaker(steady_ms, breaker);
+  } else {
+    removed = SweepClosed(steady_ms, breaker);
+  }
+  removed_total_.fetch_add(removed, std::memory_order_relaxed);
+  PurgeRevocations();
+  PurgeCreateRequests();
+  return removed;
+}
+
+uint64_t ExpirySweeper::SweepClosed(
+    int64_t steady_ms, const sessiond::v1::ExpiryBreaker& breaker) {
+  const bool breaker_on = options_.breaker.share > 0;
+  const int64_t leeway = state_machine_->expiry_leeway_ms();
+  const int64_t now_ms = clock_->NowMs();
+  if (breaker_on &&
+      (!judging_ || judged_after_opening_ != breaker.times_opened())) {
+    // A new leadership, or the breaker just closed: what is overdue now
+    // was seen (or confirmed) and expires as planned.
+    judge_.Reset(steady_ms, now_ms, table_->size());
+    judging_ = true;
+    judged_after_opening_ = breaker.times_opened();
+  }
+  const size_t most = options_.batch * options_.max_commands_per_sweep;
+  const int64_t horizon =
+      breaker_on
+          ? now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead)
+          : now_ms;
+  std::vector<storage::ExpiredSession> candidates =
+      table_->CollectExpiredSessions(horizon, leeway, most);
+  if (breaker_on) {
+    // Judged even when nothing expires: windows roll on time, so the next
+    // one knows what the last one expected.
+    const BreakerJudgement judgement =
+        judge_.Judge(steady_ms, now_ms, table_->size(), candidates);
+    if (judgement.open) {
+      sessiond::v1::internal::Command command;
+      sessiond::v1::ExpiryBreaker* open =
+          command.mutable_expiry_breaker()->mutable_open();
+      // Just before the first unexpected expiry (or now, if none has
+      // happened yet): every session it holds back validates again.
+      open->set_frozen_at_ms(
+          std::min(now_ms, judgement.earliest_unexpected_ms - 1));
+      open->set_reason(judgement.reason);
+      open->set_unexpected_expiries(judgement.unexpected);
+      open->set_threshold(judgement.threshold);
+      open->set_live_sessions(judgement.live_at_start);
+      open->set_window_start_ms(judgement.window_start_ms);
+      open->set_young_baseline(judgement.young_baseline);
+      open->set_young_judged(judgement.young_judged);
+      logging::Error(
+          "breaker.opening",
+          logging::Fields()
+              .Add("unexpected", judgement.unexpected)
+              .Add("threshold", judgement.threshold)
+              .Add("planned", judgement.window.planned)
+              .Add("early", judgement.window.early)
+              .Add("young", judgement.window.young)
+              .Add("msg",
+                   "mass expiry stopped: no session expires until "
+                   "an operator resumes (sessionctl breaker status)"));
+      breaker_opens_proposed_.fetch_add(1, std::memory_order_relaxed);
+      (void)SubmitAndWait(std::move(command));
+      return 0;
+    }
+  }
+  if (candidates.empty()) return 0;
+  // What is due now (the look-ahead only informed the judgement).
+  std::vector<storage::ExpiredSession> due;
+  for (const storage::ExpiredSession& session : candidates) {
+    if (session.expires_at_ms <= now_ms) due.push_back(session);
+  }
+  uint64_t removed = 0;
+  for (size_t begin = 0; begin < due.size(); begin += options_.batch) {
+    const size_t end = std::min(due.size(), begin + options_.batch);
     sessiond::v1::internal::Command command;
     auto* expire = command.mutable_expire();
-    for (const storage::TokenHash& hash : expired) {
-      expire->add_token_hashes(std::string(storage::TokenHashBytes(hash)));
+    for (size_t i = begin; i < end; ++i) {
+      expire->add_token_hashes(
+          std::string(storage::TokenHashBytes(due[i].hash)));
     }
-    // Wait for this command to apply before collecting again, or the next
-    // collection would find the same sessions.
+    // Application re-checks each at the applied time (a session touched
+    // meanwhile stays), one command after the other.
     std::optional<replication::ApplyResult> result =
         SubmitAndWait(std::move(command));
     if (!result) break;
     uint64_t count = 0;
     if (const uint64_t* c = std::any_cast<uint64_t>(&**result)) count = *c;
     removed += count;
-    // Nothing removed although the table said expired: the sessions were
-    // touched or changed meanwhile; collecting again would spin.
-    if (count == 0 || expired.size() < options_.batch) break;
+    if (breaker_on) {
+      judge_.Count(steady_ms, now_ms,
+                   std::vector<storage::ExpiredSession>(due.begin() + begin,
+                                                        due.begin() + end));
+    }
   }
-  removed_total_.fetch_add(removed, std::memory_order_relaxed);
-  PurgeRevocations();
-  PurgeCreateRequests();
   return removed;
+}
+
+void ExpirySweeper::MaybeClearBreaker(
+    int64_t steady_ms, const sessiond::v1::ExpiryBreaker& breaker) {
+  if (seen_open_id_ != breaker.id()) {
+    seen_open_id_ = breaker.id();
+    seen_open_steady_ms_ = steady_ms;
+  }
+  if (options_.breaker.share <= 0) return;  // turned off: operators resume
+  const int64_t now_ms = clock_->NowMs();
+  const int64_t horizon =
+      now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead);
+  std::vector<storage::ExpiredSession> held;
+  for (const storage::ExpiredSession& session : table_->CollectExpiredSessions(
+           horizon, state_machine_->expiry_leeway_ms(),
+           options_.batch * options_.max_commands_per_sweep)) {
+    if (session.expires_at_ms > breaker.frozen_at_ms()) held.push_back(session);
+  }
+  const uint64_t unexpected = judge_.UnexpectedWhileOpen(
+      breaker, steady_ms, seen_open_steady_ms_, now_ms, held);
+  // Half the threshold: an opening does not flap shut at its edge.
+  if (unexpected * 2 > breaker.threshold()) return;
+  sessiond::v1::internal::Command command;
+  auto* close = command.mutable_expiry_breaker()->mutable_close();
+  close->set_id(breaker.id());
+  close->set_closed_by("cleared");
+  logging::Warn("breaker.clearing",
+                logging::Fields()
+                    .Add("id", breaker.id())
+                    .Add("unexpected", unexpected)
+                    .Add("held", held.size())
+                    .Add("msg",
+                         "the sessions the expiry breaker held back "
+                         "are no longer unexpected: expiry resumes"));
+  (void)SubmitAndWait(std::move(command));
 }
 
 void ExpirySweeper::PurgeCreateRequests() {

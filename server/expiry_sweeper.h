@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
@@ -11,6 +12,7 @@
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
 #include "server/cluster_clock.h"
+#include "server/expiry_breaker.h"
 #include "server/periodic_task.h"
 #include "server/write_path.h"
 #include "storage/session_table.h"
@@ -27,6 +29,13 @@ struct ExpirySweeperOptions {
   // How long a sweep waits for its command to apply before giving up (the
   // next sweep finds the same sessions again if it did not apply).
   absl::Duration apply_timeout = absl::Seconds(10);
+  // The mass-expiry breaker (server/expiry_breaker.h); share 0: off.
+  ExpiryBreakerOptions breaker;
+  // How far ahead of cluster time the breaker looks at sessions about to
+  // expire, so it opens before the first unexpected one expires.
+  absl::Duration breaker_lookahead = absl::Seconds(3);
+  // Test hook: the steady clock in ms (default: std::chrono::steady_clock).
+  std::function<int64_t()> steady_ms;
 };
 
 // Removes expired sessions through the log, so every replica removes the
@@ -38,6 +47,15 @@ struct ExpirySweeperOptions {
 //
 // Reads already treat an expired session as EXPIRED the moment it expires;
 // the sweep only reclaims memory and disk (after which a read says UNKNOWN).
+// Before it proposes any expiry, the sweep asks the expiry breaker's judge
+// (server/expiry_breaker.h) whether the sessions expired, or about to
+// expire within breaker_lookahead, are what their lifetimes predict; when
+// they are not, it proposes to open the breaker instead (replicated:
+// expiry is then judged at a frozen cluster time on every node) and sweeps
+// nothing until the breaker closes: by an operator (AdminService.
+// ResumeExpiry), or by the leader's sweeper once the sessions it holds back
+// are no longer unexpected ("cleared").
+//
 // Each sweep also proposes the purge of flushes and bulk revocations past
 // their retention (storage/revocations.h), and of create request ids past
 // their window (storage/create_requests.h).
@@ -61,6 +79,11 @@ class ExpirySweeper {
 
   void Stop();
 
+  // Times this node's sweeper proposed to open or clear the breaker.
+  uint64_t breaker_opens_proposed() const {
+    return breaker_opens_proposed_.load(std::memory_order_relaxed);
+  }
+
   uint64_t removed_total() const {
     return removed_total_.load(std::memory_order_relaxed);
   }
@@ -74,6 +97,14 @@ class ExpirySweeper {
   // failed or did not apply within apply_timeout).
   std::optional<replication::ApplyResult> SubmitAndWait(
       sessiond::v1::internal::Command command);
+  // One sweep with the breaker closed: judge, then expire or open.
+  uint64_t SweepClosed(int64_t steady_ms,
+                       const sessiond::v1::ExpiryBreaker& breaker);
+  // With the breaker open: propose to close it once what it holds back is
+  // no longer unexpected.
+  void MaybeClearBreaker(int64_t steady_ms,
+                         const sessiond::v1::ExpiryBreaker& breaker);
+  int64_t SteadyMs() const;
   // Proposes a purge of the revocations whose retention has passed.
   void PurgeRevocations();
   // Proposes a purge of the create request ids whose window has passed.
@@ -87,6 +118,16 @@ class ExpirySweeper {
   WritePath* const writes_;                                  // outlives this
   std::atomic<uint64_t> removed_total_{0};
   std::atomic<uint64_t> purged_total_{0};
+  std::atomic<uint64_t> breaker_opens_proposed_{0};
+
+  // Sweeper thread only (SweepOnce). The judge of this leadership, and the
+  // breaker opening (times_opened) its window started after; when this
+  // leader first saw the open breaker (seen_open_id_, seen_open_steady_ms_).
+  ExpiryBreakerJudge judge_;
+  bool judging_ = false;
+  uint64_t judged_after_opening_ = 0;
+  uint64_t seen_open_id_ = 0;
+  int64_t seen_open_steady_ms_ = 0;
 
   PeriodicTask task_;  // last: its thread uses the members above
 };

@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "storage/token.h"
 
 namespace sessiond::server {
 namespace {
@@ -124,10 +125,13 @@ absl::Status ValidateToken(absl::string_view token, absl::string_view field) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ": must not be empty"));
   }
-  if (token.size() != kTokenChars || !IsBase64Url(token)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ": malformed token (a token is ", kTokenChars,
-        " characters of base64url; got ", token.size(), " bytes)"));
+  if ((token.size() != kTokenChars || !IsBase64Url(token)) &&
+      !storage::LooksLikeJwt(std::string_view(token.data(), token.size()))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": malformed token (a token is ", kTokenChars,
+                     " characters of base64url, or a JWT of at most ",
+                     storage::kMaxJwtTokenLength, " characters; got ",
+                     token.size(), " bytes)"));
   }
   return absl::OkStatus();
 }

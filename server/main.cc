@@ -155,6 +155,9 @@ int main(int argc, char** argv) {
   if (!(*daemon)->metrics_address().empty()) {
     std::printf("METRICS_LISTENING %s\n", (*daemon)->metrics_address().c_str());
   }
+  if (!(*daemon)->jwks_address().empty()) {
+    std::printf("JWKS_LISTENING %s\n", (*daemon)->jwks_address().c_str());
+  }
   // Machine-readable, for tests and scripts that started us with port 0.
   std::printf("LISTENING %s\n", (*daemon)->address().c_str());
   std::fflush(stdout);

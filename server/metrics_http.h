@@ -5,15 +5,9 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
-
-namespace httplib {
-class Server;
-}  // namespace httplib
+#include "server/http_endpoint.h"
 
 namespace sessiond::server {
 
@@ -45,26 +39,22 @@ class MetricsHttpServer {
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       MetricsHttpOptions options);
 
-  ~MetricsHttpServer();  // Stop()s
+  ~MetricsHttpServer() = default;  // the endpoint Stop()s
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
   // Closes the listener, lets a request in progress finish, joins the
   // thread. Idempotent.
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop() { endpoint_->Stop(); }
 
   // host:port bound (with the real port when listen had port 0).
-  const std::string& address() const { return address_; }
+  const std::string& address() const { return endpoint_->address(); }
 
  private:
   explicit MetricsHttpServer(MetricsHttpOptions options);
 
   const MetricsHttpOptions options_;
-  std::string address_;  // set by Start, then constant
-  std::unique_ptr<httplib::Server> http_;
-  std::thread thread_;
-  absl::Mutex mu_;
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::unique_ptr<HttpEndpoint> endpoint_;  // last: its thread reads options_
 };
 
 }  // namespace sessiond::server

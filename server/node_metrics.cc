@@ -61,6 +61,16 @@ void WriteMemberStatusMetrics(const sessiond::v1::MemberStatus& m,
   w->Gauge("sessiond_disk_full",
            "1 while free space is under --disk_reserve_mb (writes refused)",
            m.disk_full() ? 1 : 0);
+  w->Gauge("sessiond_expiry_breaker_open",
+           "1 while the mass-expiry breaker is open (no session expires)",
+           m.expiry_breaker().open() ? 1 : 0);
+  w->Counter("sessiond_expiry_breaker_openings_total",
+             "Times the mass-expiry breaker opened (replicated count)",
+             m.expiry_breaker().times_opened());
+  w->Gauge("sessiond_expiry_breaker_unexpected_expiries",
+           "Expiries over and above what lifetimes predict that opened the "
+           "breaker (its last opening)",
+           AsDouble(m.expiry_breaker().unexpected_expiries()));
 
   const sessiond::v1::NodeMetrics& n = m.metrics();
   w->Counter("sessiond_raft_proposals_total", "Proposals accepted",

@@ -12,7 +12,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
+#include "common/status_macros.h"
 #include "server/grpc_status.h"
+#include "server/jwt_issuer.h"
 #include "server/validate_stream.h"
 #include "sessiond/v1/command.pb.h"
 #include "storage/create_requests.h"
@@ -177,7 +179,9 @@ absl::Status SessionServiceImpl::ValidateNow(
   }
   const storage::TokenHash hash = storage::HashToken(request.token());
   const storage::ValidateOutcome outcome =
-      table_->Validate(hash, now_ms, state_machine_->expiry_leeway_ms(),
+      // ExpiryNowMs: the expiry breaker, when open, freezes expiry.
+      table_->Validate(hash, state_machine_->ExpiryNowMs(now_ms),
+                       state_machine_->expiry_leeway_ms(),
                        response->mutable_session());
   if (outcome == storage::ValidateOutcome::kUnknown && answer.fell_back) {
     return UnconfirmedAbsence("know this token");
@@ -356,7 +360,8 @@ void SessionServiceImpl::ServeList(ListCall* call) {
                  if (!answer.status.ok()) return Fail(call, answer.status);
                  storage::ListUserPage page = table_->ListUser(
                      call->request().user_id(), page_size, after,
-                     query.include_revoked, clock_->NowMs(),
+                     query.include_revoked,
+                     state_machine_->ExpiryNowMs(clock_->NowMs()),
                      state_machine_->expiry_leeway_ms());
                  auto* response = call->response();
                  response->mutable_sessions()->Reserve(page.sessions.size());
@@ -415,15 +420,31 @@ void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
 }
 
 // A create's command, with everything random chosen here: replicas never
-// consult their own RNG. Returns the token.
-std::string FillCreate(const sessiond::v1::CreateSessionRequest& request,
-                       const CreateLifetimes& lifetimes,
-                       uint32_t max_user_sessions,
-                       sessiond::v1::internal::CreateCommand* create) {
-  std::string token = storage::GenerateToken();
-  FillCreateFields(request, lifetimes, token, storage::GenerateSessionId(),
+// consult their own RNG. Returns the token: random, or a JWT `issuer` signs
+// (token_format JWT; its iat is `now_ms`, this node's cluster time).
+absl::StatusOr<std::string> FillCreate(
+    const sessiond::v1::CreateSessionRequest& request,
+    const CreateLifetimes& lifetimes, uint32_t max_user_sessions,
+    JwtIssuer* issuer, int64_t now_ms,
+    sessiond::v1::internal::CreateCommand* create) {
+  std::string session_id = storage::GenerateSessionId();
+  if (request.token_format() != sessiond::v1::TOKEN_FORMAT_JWT) {
+    std::string token = storage::GenerateToken();
+    FillCreateFields(request, lifetimes, token, session_id, max_user_sessions,
+                     create);
+    return token;
+  }
+  if (issuer == nullptr) {
+    return absl::FailedPreconditionError(
+        "token_format JWT: this node does not sign JWT tokens");
+  }
+  SESSIOND_ASSIGN_OR_RETURN(
+      JwtIssuer::Issued issued,
+      issuer->Issue(session_id, request.user_id(), now_ms, lifetimes.ttl_ms));
+  FillCreateFields(request, lifetimes, issued.token, session_id,
                    max_user_sessions, create);
-  return token;
+  create->set_signing_kid(issued.kid);
+  return std::move(issued.token);
 }
 
 absl::Status ValidateRequestId(const std::string& request_id) {
@@ -457,6 +478,13 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
   absl::StatusOr<CreateLifetimes> lifetimes =
       ValidateCreate(call->request(), options_.limits);
   if (!lifetimes.ok()) return call->Reply(lifetimes.status());
+  if (!call->request().request_id().empty() &&
+      call->request().token_format() == sessiond::v1::TOKEN_FORMAT_JWT) {
+    return call->Reply(absl::InvalidArgumentError(
+        "request_id: not taken with token_format JWT (a retried create "
+        "derives its opaque token from the request_id); create without "
+        "request_id, or with an opaque token"));
+  }
   if (!call->request().request_id().empty()) {
     if (absl::Status s = ValidateRequestId(call->request().request_id());
         !s.ok()) {
@@ -489,9 +517,11 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
     return;
   }
   Command command;
-  std::string token =
-      FillCreate(call->request(), *lifetimes, options_.max_sessions_per_user,
-                 command.mutable_create());
+  absl::StatusOr<std::string> filled = FillCreate(
+      call->request(), *lifetimes, options_.max_sessions_per_user,
+      options_.jwt_issuer, clock_->NowMs(), command.mutable_create());
+  if (!filled.ok()) return call->Reply(filled.status());
+  std::string token = *std::move(filled);
   Write(call, std::move(command),
         [response = call->response(),
          token = std::move(token)](const std::any& value) {
@@ -563,9 +593,15 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
       return call->Reply(absl::InvalidArgumentError(
           absl::StrCat("requests[", i, "].", lifetimes.status().message())));
     }
-    tokens.push_back(FillCreate(request, *lifetimes,
-                                options_.max_sessions_per_user,
-                                batch->add_creates()));
+    absl::StatusOr<std::string> token =
+        FillCreate(request, *lifetimes, options_.max_sessions_per_user,
+                   options_.jwt_issuer, clock_->NowMs(), batch->add_creates());
+    if (!token.ok()) {
+      return call->Reply(absl::Status(
+          token.status().code(),
+          absl::StrCat("requests[", i, "].", token.status().message())));
+    }
+    tokens.push_back(*std::move(token));
   }
   Write(
       call, std::move(command),
@@ -701,7 +737,8 @@ void SessionServiceImpl::ServeGet(GetCall* call) {
         }
         auto* response = call->response();
         response->set_expired(storage::IsExpired(
-            *session, clock_->NowMs(), state_machine_->expiry_leeway_ms()));
+            *session, state_machine_->ExpiryNowMs(clock_->NowMs()),
+            state_machine_->expiry_leeway_ms()));
         *response->mutable_session() = *std::move(session);
         call->Reply(absl::OkStatus());
       });

@@ -31,8 +31,13 @@
 
 namespace sessiond::server {
 
+class JwtIssuer;
+
 struct SessionServiceOptions {
   Limits limits;
+  // Signs JWT tokens (CreateSession token_format JWT); null: JWT creates
+  // are refused with FAILED_PRECONDITION. Must outlive the service.
+  JwtIssuer* jwt_issuer = nullptr;
   // Most requests in one BatchValidateSessions call.
   size_t max_batch_validate = 10000;
   // Most StreamValidateSessions streams open at once on this node; one more

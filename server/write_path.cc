@@ -417,6 +417,9 @@ void ResultToResponse(const ApplyResult& result, ProposeResponse* response) {
                  std::any_cast<sessiond::v1::internal::PendingBulkRevoke>(
                      &*result)) {
     *response->mutable_pending_bulk_revoke() = *pending;
+  } else if (const auto* breaker =
+                 std::any_cast<sessiond::v1::ExpiryBreaker>(&*result)) {
+    *response->mutable_expiry_breaker() = *breaker;
   }
 }
 
@@ -441,6 +444,8 @@ ApplyResult ResultFromResponse(const ProposeResponse& response) {
       return ApplyResult(std::any(response.revocation()));
     case ProposeResponse::kPendingBulkRevoke:
       return ApplyResult(std::any(response.pending_bulk_revoke()));
+    case ProposeResponse::kExpiryBreaker:
+      return ApplyResult(std::any(response.expiry_breaker()));
     case ProposeResponse::RESULT_NOT_SET:
       break;
   }

@@ -270,12 +270,16 @@ SessionStateMachine::SessionStateMachine(Database* db, SessionTable* table,
       options_(std::move(options)),
       applied_index_(applied.value()),
       applied_time_ms_(applied_time_ms),
-      expiry_leeway_ms_(cluster.expiry_leeway_ms()) {
+      expiry_leeway_ms_(cluster.expiry_leeway_ms()),
+      expiry_frozen_at_ms_(cluster.expiry_breaker().open()
+                               ? cluster.expiry_breaker().frozen_at_ms()
+                               : kExpiryNotFrozen) {
   absl::MutexLock lock(&mu_);
   applied_term_ = applied_term;
   conf_ = std::move(conf);
   cluster_ = std::move(cluster);
   time_sample_ = AppliedTimeSample{applied_time_ms, SteadyNanos()};
+  PublishKeyRing(cluster_);
 }
 
 AppliedTimeSample SessionStateMachine::applied_time_sample() const {
@@ -302,6 +306,11 @@ void SessionStateMachine::PublishClusterState(const ClusterState& cluster,
   }
   expiry_leeway_ms_.store(cluster.expiry_leeway_ms(),
                           std::memory_order_release);
+  expiry_frozen_at_ms_.store(cluster.expiry_breaker().open()
+                                 ? cluster.expiry_breaker().frozen_at_ms()
+                                 : kExpiryNotFrozen,
+                             std::memory_order_release);
+  PublishKeyRing(cluster);
   if (options_.on_cluster_state) options_.on_cluster_state(cluster);
 }
 
@@ -409,6 +418,10 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         break;
       case Command::kSettings:
         if (!cluster) cluster = cluster_state();
+        if (command.settings().has_jwks_max_age_ms()) {
+          cluster->set_jwks_max_age_ms(
+              std::max<int64_t>(0, command.settings().jwks_max_age_ms()));
+        }
         if (command.settings().has_expiry_leeway_ms()) {
           cluster->set_expiry_leeway_ms(
               std::max<int64_t>(0, command.settings().expiry_leeway_ms()));
@@ -418,6 +431,16 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
                                   std::memory_order_release);
         }
         results.push_back(std::any());
+        break;
+      case Command::kKeyRing:
+        if (!cluster) cluster = cluster_state();
+        results.push_back(
+            ApplyKeyRing(command.key_ring(), entry.index, now_ms, &*cluster));
+        break;
+      case Command::kExpiryBreaker:
+        if (!cluster) cluster = cluster_state();
+        results.push_back(ApplyExpiryBreaker(command.expiry_breaker(),
+                                             entry.index, now_ms, &*cluster));
         break;
       default:
         results.push_back(ApplyCommand(command, now_ms, &batch));
@@ -537,6 +560,8 @@ ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
     case Command::kBulkRevoke:
     case Command::kMember:
     case Command::kSettings:
+    case Command::kExpiryBreaker:
+    case Command::kKeyRing:
     case Command::OP_NOT_SET:
       break;
   }
@@ -575,6 +600,9 @@ ApplyResult SessionStateMachine::ApplyCreate(
   session.set_version(1);
   session.set_state(v1::SESSION_STATE_ACTIVE);
   if (create.has_client()) *session.mutable_client() = create.client();
+  if (!create.signing_kid().empty()) {
+    session.set_signing_kid(create.signing_kid());
+  }
   SESSIOND_RETURN_IF_ERROR(table_->Insert(hash, session));
   StageSession(hash, batch);
   if (!create.request_key().empty()) {
@@ -637,6 +665,7 @@ ApplyResult SessionStateMachine::ApplyTouch(
     const v1::internal::TouchCommand& touch, int64_t now_ms,
     rocksdb::WriteBatch* batch) {
   const int64_t leeway = expiry_leeway_ms();
+  const int64_t expiry_now = ExpiryNowMs(now_ms);
   if (touch.touches_size() == 1) {
     const auto& t = touch.touches(0);
     SESSIOND_ASSIGN_OR_RETURN(const TokenHash hash, ParseHash(t.token_hash()));
@@ -645,7 +674,7 @@ ApplyResult SessionStateMachine::ApplyTouch(
     if (session->state() == v1::SESSION_STATE_REVOKED) {
       return absl::FailedPreconditionError("session is revoked");
     }
-    if (IsExpired(*session, now_ms, leeway)) {
+    if (IsExpired(*session, expiry_now, leeway)) {
       return absl::FailedPreconditionError("session is expired");
     }
     // A node's clock may run ahead of the leader's: never past applied time.
@@ -664,7 +693,7 @@ ApplyResult SessionStateMachine::ApplyTouch(
     if (!hash) continue;
     std::optional<Session> session = table_->Get(*hash);
     if (!session || session->state() == v1::SESSION_STATE_REVOKED ||
-        IsExpired(*session, now_ms, leeway)) {
+        IsExpired(*session, expiry_now, leeway)) {
       continue;
     }
     const int64_t seen =
@@ -688,7 +717,7 @@ ApplyResult SessionStateMachine::ApplyUpdate(
   if (session->state() == v1::SESSION_STATE_REVOKED) {
     return absl::FailedPreconditionError("session is revoked");
   }
-  if (IsExpired(*session, now_ms, expiry_leeway_ms())) {
+  if (IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
     return absl::FailedPreconditionError("session is expired");
   }
   if (session->version() >= std::numeric_limits<uint32_t>::max()) {
@@ -756,7 +785,7 @@ ApplyResult SessionStateMachine::ApplyRevokeUser(
   for (const TokenHash& hash : table_->UserTokenHashes(revoke_user.user_id())) {
     std::optional<Session> session = table_->Get(hash);
     if (!session || session->state() == v1::SESSION_STATE_REVOKED ||
-        IsExpired(*session, now_ms, expiry_leeway_ms())) {
+        IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
       continue;
     }
     if (!revoke_user.keep_session_id().empty() &&
@@ -783,7 +812,8 @@ ApplyResult SessionStateMachine::ApplyExpire(
     std::optional<Session> session = table_->Get(*hash);
     // Re-checked at the applied time: a session touched after the sweeper
     // looked at it stays.
-    if (!session || !IsExpired(*session, now_ms, expiry_leeway_ms())) {
+    if (!session ||
+        !IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
       continue;
     }
     table_->Erase(*hash);

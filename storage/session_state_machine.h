@@ -2,9 +2,11 @@
 #ifndef SESSIOND_STORAGE_SESSION_STATE_MACHINE_H_
 #define SESSIOND_STORAGE_SESSION_STATE_MACHINE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -20,6 +22,7 @@
 #include "sessiond/v1/command.pb.h"
 #include "storage/create_requests.h"
 #include "storage/database.h"
+#include "storage/key_ring.h"
 #include "storage/session_table.h"
 #include "storage/snapshot_files.h"
 
@@ -173,6 +176,31 @@ class SessionStateMachine : public replication::StateMachine {
   sessiond::v1::internal::ClusterState cluster_state() const;
   replication::ConfState applied_conf() const;
 
+  // The mass-expiry breaker (server/expiry_breaker.h). While it is open,
+  // expiry is judged at its frozen_at_ms: ExpiryNowMs(now) is the time every
+  // expiry decision uses, here and on reads (min(now, frozen_at_ms); now
+  // itself while closed).
+  sessiond::v1::ExpiryBreaker expiry_breaker() const;
+  int64_t ExpiryNowMs(int64_t now_ms) const {
+    return std::min(now_ms,
+                    expiry_frozen_at_ms_.load(std::memory_order_acquire));
+  }
+  bool expiry_breaker_open() const {
+    return expiry_frozen_at_ms_.load(std::memory_order_acquire) !=
+           kExpiryNotFrozen;
+  }
+
+  // The signing key ring (storage/key_ring.h) as applied: a snapshot any
+  // thread may hold. The JWKS max-age its activations wait for (0 until the
+  // first leader set it).
+  KeyRingView key_ring() const { return key_ring_.View(); }
+  int64_t jwks_max_age_ms() const {
+    return jwks_max_age_ms_.load(std::memory_order_acquire);
+  }
+  // Live (active, unexpired at now_ms) sessions whose JWT key `kid` signed:
+  // a scan of the table (any thread).
+  uint64_t CountLiveSignedBy(std::string_view kid, int64_t now_ms) const;
+
   // The retained revocations, newest first.
   std::vector<sessiond::v1::Revocation> revocations() const;
   std::optional<sessiond::v1::Revocation> revocation(uint64_t id) const;
@@ -304,6 +332,18 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyCreateKey(
       const sessiond::v1::internal::CreateKeyCommand& command,
       rocksdb::WriteBatch* batch);
+  // ExpiryBreakerCommand -> sessiond::v1::ExpiryBreaker, the state after
+  // it. Open when open: FailedPrecondition "already open". Close of a
+  // closed breaker, or with another opening's id: FailedPrecondition.
+  replication::ApplyResult ApplyExpiryBreaker(
+      const sessiond::v1::internal::ExpiryBreakerCommand& command,
+      LogIndex index, int64_t now_ms,
+      sessiond::v1::internal::ClusterState* cluster);
+  // KeyRingCommand -> OK, empty (the ring after it: key_ring()); its
+  // refusals as KeyRing::Apply's (session_state_machine_keys.cc).
+  replication::ApplyResult ApplyKeyRing(
+      const sessiond::v1::internal::KeyRingCommand& command, LogIndex index,
+      int64_t now_ms, sessiond::v1::internal::ClusterState* cluster);
   replication::ApplyResult ApplyPurgeCreateRequests(
       const sessiond::v1::internal::PurgeCreateRequestsCommand& purge,
       int64_t now_ms, rocksdb::WriteBatch* batch);
@@ -318,6 +358,9 @@ class SessionStateMachine : public replication::StateMachine {
   absl::Status WriteApplied(rocksdb::WriteBatch* batch);
   void PublishClusterState(const sessiond::v1::internal::ClusterState& cluster,
                            const replication::ConfState& conf);
+  // key_ring_ and jwks_max_age_ms_ from `cluster` (the ring only when it
+  // changed).
+  void PublishKeyRing(const sessiond::v1::internal::ClusterState& cluster);
 
   Database* const db_;         // Not owned; outlives this.
   SessionTable* const table_;  // Not owned; outlives this.
@@ -325,6 +368,14 @@ class SessionStateMachine : public replication::StateMachine {
   std::atomic<uint64_t> applied_index_;
   std::atomic<int64_t> applied_time_ms_;
   std::atomic<int64_t> expiry_leeway_ms_{0};
+  static constexpr int64_t kExpiryNotFrozen =
+      std::numeric_limits<int64_t>::max();
+  // The open breaker's frozen_at_ms; kExpiryNotFrozen while closed.
+  std::atomic<int64_t> expiry_frozen_at_ms_{kExpiryNotFrozen};
+  std::atomic<int64_t> jwks_max_age_ms_{0};
+  // Mirrors cluster_.key_ring() for readers (published with the cluster
+  // state); thread-safe on its own.
+  KeyRing key_ring_;
   std::atomic<bool> stop_retrying_{false};
 
   // Apply-thread state, readable from any thread under mu_.

@@ -53,7 +53,7 @@ std::optional<ApplyResult> SessionStateMachine::CreateReplay(
     session = table_->Get(*current);
   }
   if (!session || session->state() == v1::SESSION_STATE_REVOKED ||
-      IsExpired(*session, now_ms, expiry_leeway_ms())) {
+      IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
     return ApplyResult(RequestSessionEnded(found->session_id()));
   }
   return ApplyResult(std::any(*std::move(session)));
@@ -91,8 +91,8 @@ absl::Status SessionStateMachine::CheckUserCap(const std::string& user_id,
   // them; counted up to the cap.
   const uint64_t live =
       table_
-          ->ListUser(user_id, cap, "", /*include_revoked=*/false, now_ms,
-                     expiry_leeway_ms())
+          ->ListUser(user_id, cap, "", /*include_revoked=*/false,
+                     ExpiryNowMs(now_ms), expiry_leeway_ms())
           .sessions.size();
   if (live + adding <= cap) return absl::OkStatus();
   return absl::FailedPreconditionError(
@@ -116,7 +116,7 @@ ApplyResult SessionStateMachine::ApplyRotate(
   if (session->state() == v1::SESSION_STATE_REVOKED) {
     return absl::FailedPreconditionError("session is revoked");
   }
-  if (IsExpired(*session, now_ms, expiry_leeway_ms())) {
+  if (IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
     return absl::FailedPreconditionError("session is expired");
   }
   if (table_->Contains(*new_hash)) {

@@ -96,11 +96,12 @@ void SessionStateMachine::PutRevocation(const Revocation& record,
 std::vector<TokenHash> SessionStateMachine::SelectSessions(
     const SessionSelector& selector, int64_t now_ms, uint64_t* users) const {
   const int64_t leeway = expiry_leeway_ms();
+  const int64_t expiry_now = ExpiryNowMs(now_ms);
   std::vector<TokenHash> selected;
   absl::flat_hash_set<uint64_t> user_keys;
   if (!SelectsByUser(selector)) {
     table_->ForEachSession([&](const SessionView& session) {
-      if (ScanSelects(selector, session, now_ms, leeway)) {
+      if (ScanSelects(selector, session, expiry_now, leeway)) {
         selected.push_back(session.hash);
         user_keys.insert(UserKey(session.user_id));
       }
@@ -128,7 +129,7 @@ std::vector<TokenHash> SessionStateMachine::SelectSessions(
       if (!session || (!keep.empty() && session->session_id() == keep)) {
         continue;
       }
-      if (IsExpired(*session, now_ms, leeway)) continue;
+      if (IsExpired(*session, expiry_now, leeway)) continue;
       if (session->state() == v1::SESSION_STATE_REVOKED &&
           session->revoked_by().empty()) {
         continue;  // revoked one by one: final
@@ -282,7 +283,7 @@ ApplyResult SessionStateMachine::ApplyRestoreRevocation(
   const int64_t leeway = expiry_leeway_ms();
   uint64_t restored = 0, stayed_expired = 0;
   for (const TokenHash& hash : SessionsHeldBy(record)) {
-    switch (table_->RemoveHold(hash, id, now_ms, leeway)) {
+    switch (table_->RemoveHold(hash, id, ExpiryNowMs(now_ms), leeway)) {
       case SessionTable::HoldRelease::kNotHeld:
         continue;
       case SessionTable::HoldRelease::kStillHeld:

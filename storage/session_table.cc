@@ -39,6 +39,7 @@ constexpr uint32_t kRevokeReason = 10;
 constexpr uint32_t kRevokedAt = 11;
 constexpr uint32_t kClient = 12;
 constexpr uint32_t kRevokedBy = 13;
+constexpr uint32_t kSigningKid = 14;
 constexpr uint32_t kStoredTokenHash = 1;
 constexpr uint32_t kStoredSession = 2;
 
@@ -91,6 +92,9 @@ std::string EncodeExtra(const Session& session) {
   }
   if (session.has_client()) {
     wire::PutBytesField(&out, kClient, session.client().SerializeAsString());
+  }
+  if (!session.signing_kid().empty()) {
+    wire::PutBytesField(&out, kSigningKid, session.signing_kid());
   }
   return out;
 }
@@ -530,10 +534,31 @@ ListUserPage SessionTable::ListUser(std::string_view user_id, size_t page_size,
   return page;
 }
 
+std::string_view SigningKidOf(const SessionView& session) {
+  std::string_view extra = session.extra;
+  wire::Field field;
+  while (!extra.empty() && wire::NextField(&extra, &field)) {
+    if (field.number == kSigningKid && field.type == wire::kLengthDelimited) {
+      return field.payload;
+    }
+  }
+  return {};
+}
+
 std::vector<TokenHash> SessionTable::CollectExpired(int64_t now_ms,
                                                     int64_t leeway_ms,
                                                     size_t max) const {
   std::vector<TokenHash> out;
+  for (const ExpiredSession& expired :
+       CollectExpiredSessions(now_ms, leeway_ms, max)) {
+    out.push_back(expired.hash);
+  }
+  return out;
+}
+
+std::vector<ExpiredSession> SessionTable::CollectExpiredSessions(
+    int64_t now_ms, int64_t leeway_ms, size_t max) const {
+  std::vector<ExpiredSession> out;
   for (size_t i = 0; i < num_shards_ && out.size() < max; ++i) {
     Shard& shard = shards_[i];
     absl::ReaderMutexLock lock(&shard.mu);
@@ -545,9 +570,12 @@ std::vector<TokenHash> SessionTable::CollectExpired(int64_t now_ms,
         break;
       }
       const Record* r = Rec(static_cast<Ref>(key));
-      if (IsExpired(r->expires_at_ms, r->idle_timeout_ms, r->last_seen_at_ms,
-                    now_ms, leeway_ms)) {
-        out.push_back(r->hash);
+      const int64_t expires_at =
+          SaturatingAdd(SessionDeadlineMs(r->expires_at_ms, r->idle_timeout_ms,
+                                          r->last_seen_at_ms),
+                        leeway_ms);
+      if (now_ms >= expires_at) {
+        out.push_back(ExpiredSession{r->hash, r->created_at_ms, expires_at});
       }
     }
   }

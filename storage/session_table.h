@@ -71,6 +71,20 @@ struct SessionView {
   std::string_view extra;
 };
 
+// A session CollectExpiredSessions found: enough for the expiry breaker
+// (server/expiry_breaker.h) to tell an expiry its lifetime predicted from
+// one it did not.
+struct ExpiredSession {
+  TokenHash hash;
+  int64_t created_at_ms;
+  // SessionDeadlineMs plus the leeway: the instant it counts as expired.
+  int64_t expires_at_ms;
+};
+
+// The kid of the key that signed a session's JWT token (Session.
+// signing_kid), read from its extra bytes; empty for an opaque token.
+std::string_view SigningKidOf(const SessionView& session);
+
 struct ListUserPage {
   std::vector<sessiond::v1::Session> sessions;  // Ordered by session_id.
   // The session_id to pass as `after_session_id` for the next page; empty on
@@ -163,6 +177,10 @@ class SessionTable {
   // first within a shard: the sweeper proposes an ExpireCommand with them.
   std::vector<TokenHash> CollectExpired(int64_t now_ms, int64_t leeway_ms,
                                         size_t max) const;
+  // The same, with each session's creation time and expiry instant.
+  std::vector<ExpiredSession> CollectExpiredSessions(int64_t now_ms,
+                                                     int64_t leeway_ms,
+                                                     size_t max) const;
 
   size_t size() const { return size_.load(std::memory_order_relaxed); }
 

@@ -42,8 +42,25 @@ TokenHash HashToken(std::string_view token) {
   return hash;
 }
 
+bool LooksLikeJwt(std::string_view token) {
+  if (token.size() > kMaxJwtTokenLength) return false;
+  int dots = 0;
+  size_t segment = 0;
+  for (char c : token) {
+    if (c == '.') {
+      if (segment == 0 || ++dots > 2) return false;
+      segment = 0;
+    } else if (IsBase64UrlChar(c)) {
+      ++segment;
+    } else {
+      return false;
+    }
+  }
+  return dots == 2 && segment > 0;
+}
+
 bool LooksLikeToken(std::string_view token) {
-  if (token.size() != kTokenLength) return false;
+  if (token.size() != kTokenLength) return LooksLikeJwt(token);
   for (char c : token) {
     if (!IsBase64UrlChar(c)) return false;
   }

@@ -34,9 +34,15 @@ std::string GenerateSessionId();
 TokenHash HashToken(std::string_view token);
 
 // True when `token` is 43 characters of the base64url alphabet
-// (A-Z a-z 0-9 - _). A cheap filter before hashing; says nothing about
-// whether the token exists.
+// (A-Z a-z 0-9 - _), or has a JWT's shape (LooksLikeJwt). A cheap filter
+// before hashing; says nothing about whether the token exists.
 bool LooksLikeToken(std::string_view token);
+// The longest JWT token accepted (common/signing.h's kMaxJwtBytes).
+inline constexpr size_t kMaxJwtTokenLength = 8 * 1024;
+// Three non-empty base64url segments joined by two dots, at most
+// kMaxJwtTokenLength characters: a JWT token (CreateSession token_format
+// JWT). The signature is not checked: the store knows a token by its hash.
+bool LooksLikeJwt(std::string_view token);
 
 // The hash as raw bytes (for protobuf `bytes` fields and RocksDB keys).
 inline std::string_view TokenHashBytes(const TokenHash& hash) {

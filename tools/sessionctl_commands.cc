@@ -19,87 +19,18 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/backup_manifest.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "sessiond/v1/admin.pb.h"
 #include "tools/cluster_probe.h"
 #include "tools/sessionctl_errors.h"
+#include "tools/sessionctl_explain.h"
 #include "tools/sessionctl_output.h"
 
 namespace sessiond::sessionctl {
 namespace {
 
 using nlohmann::json;
-
-// How a request behaves when it fails (client/session_client.h, "Unknown
-// outcome").
-enum class Kind {
-  kRead,             // nothing changes
-  kIdempotentWrite,  // safe to send again (RevokeSession, membership)
-  kWrite,            // not safe to repeat blindly (RevokeUserSessions)
-};
-
-bool OwnError(const absl::Status& status) {
-  return ExitCodeFor(status) != kExitServerError;
-}
-
-// The server's (or the client library's) `status` for `what`, with what to
-// do next. `unknown` is the advice when a write's outcome is unknown.
-absl::Status Explain(const absl::Status& status, absl::string_view what,
-                     Kind kind, absl::Duration timeout,
-                     absl::string_view unknown = "") {
-  if (OwnError(status)) return status;
-  std::string advice;
-  const bool may_have_applied =
-      kind != Kind::kRead && !NotProposed(status) &&
-      (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
-       absl::IsInternal(status) || absl::IsUnknown(status) ||
-       absl::IsCancelled(status) || absl::IsDataLoss(status));
-  switch (status.code()) {
-    case absl::StatusCode::kUnavailable:
-      advice = NotProposed(status)
-                   ? "Nothing was changed: no leader took the request in "
-                     "time. `sessionctl status` shows whether the cluster "
-                     "has a leader; retry once it does."
-                   : "The cluster could not answer (no leader, no quorum, "
-                     "or the node is starting or stopping). `sessionctl "
-                     "status` shows the members and the leader; retry once "
-                     "there is one.";
-      break;
-    case absl::StatusCode::kDeadlineExceeded:
-      advice = absl::StrCat("No answer within --timeout (",
-                            absl::FormatDuration(timeout),
-                            "). Retry with a longer --timeout; `sessionctl "
-                            "status` shows whether the cluster has a leader.");
-      break;
-    case absl::StatusCode::kResourceExhausted:
-      advice =
-          "The cluster refuses writes for now (too many waiting, or the "
-          "leader's data disk is full: `sessionctl status` shows disk_full). "
-          "Nothing was changed; retry shortly, and free disk space if a disk "
-          "is full.";
-      break;
-    case absl::StatusCode::kUnimplemented:
-      advice =
-          "This sessiond does not serve that call: is it an older version "
-          "than sessionctl?";
-      break;
-    case absl::StatusCode::kInvalidArgument:
-      advice = "sessiond refused the arguments; nothing was changed.";
-      break;
-    default:
-      break;
-  }
-  if (may_have_applied) {
-    advice = absl::StrCat(
-        "The outcome is UNKNOWN: it may or may not have "
-        "applied. ",
-        unknown, unknown.empty() ? "" : " ", advice);
-  }
-  return absl::Status(
-      status.code(),
-      absl::StrCat(what, ": ", absl::StatusCodeToString(status.code()), ": ",
-                   status.message(), advice.empty() ? "" : "\n", advice));
-}
 
 std::string Ids(const google::protobuf::RepeatedField<uint64_t>& ids) {
   return ids.empty() ? "none" : absl::StrJoin(ids, ", ");
@@ -188,6 +119,17 @@ std::string StatusText(const Connection::StatusAnswer& answer) {
       problems.push_back(
           absl::StrCat("node ", m.node_id(), " disk: ", m.disk_condition()));
     }
+    if (up && !m.has_kek() && !m.active_kid().empty()) {
+      problems.push_back(absl::StrCat(
+          "node ", m.node_id(),
+          " has no --kek_file: it cannot sign JWT tokens nor stage keys "
+          "(give every node the cluster's key-encryption key file)"));
+    }
+    if (up && m.expiry_breaker().open() && !r.expiry_breaker().open()) {
+      problems.push_back(absl::StrCat(
+          "node ", m.node_id(), " has applied an open expiry breaker (id ",
+          m.expiry_breaker().id(), ") the answering node has not yet"));
+    }
     for (const v1::LogoutAlert& alert : m.logout_alerts()) {
       problems.push_back(absl::StrCat(
           "node ", m.node_id(), " logout alert ", alert.kind(), " (for ",
@@ -195,6 +137,18 @@ std::string StatusText(const Connection::StatusAnswer& answer) {
     }
   }
   text += table.Render();
+  for (const v1::MemberStatus& m : r.members()) {
+    if (m.node_id() == r.answered_by() && !m.active_kid().empty()) {
+      absl::StrAppend(&text, "signing key: ", m.active_kid(),
+                      " (sessionctl keys list)\n");
+    }
+  }
+  if (r.expiry_breaker().open()) {
+    problems.push_back(absl::StrCat(
+        "expiry breaker OPEN (id ", r.expiry_breaker().id(),
+        "): no session expires; ", r.expiry_breaker().reason(),
+        " -- `sessionctl breaker status`, then `sessionctl breaker resume`"));
+  }
   if (leader == nullptr) {
     problems.push_back(
         "no reachable leader: writes fail until a majority of the voters "
@@ -205,17 +159,6 @@ std::string StatusText(const Connection::StatusAnswer& answer) {
                     "\n");
   }
   return text;
-}
-
-absl::Status Print(const Output& out, const json& doc,
-                   const std::string& text) {
-  if (out.json) {
-    PrintJson(out.stream, doc, /*one_line=*/false);
-  } else {
-    std::fputs(text.c_str(), out.stream);
-    std::fflush(out.stream);
-  }
-  return absl::OkStatus();
 }
 
 json MembershipJson(const google::protobuf::RepeatedField<uint64_t>& voters,
@@ -965,25 +908,8 @@ absl::Status RevokeInTwoSteps(Connection& cluster, const Output& out,
       " now.\nThey stop validating at once (outcome REVOKED) and can be "
       "restored during the retention window with `sessionctl restore ID`.\n");
   std::fputs(question.c_str(), confirmation.prompt);
-  if (!confirmation.yes) {
-    std::fprintf(confirmation.prompt,
-                 "Type the number of sessions (%llu) to go on: ",
-                 static_cast<unsigned long long>(preview.sessions()));
-    std::fflush(confirmation.prompt);
-    char line[64] = {};
-    uint64_t typed = 0;
-    const bool read =
-        std::fgets(line, sizeof line, confirmation.confirm_in) != nullptr;
-    std::string answer = read ? line : "";
-    absl::StripAsciiWhitespace(&answer);
-    if (!read || !absl::SimpleAtoi(answer, &typed) ||
-        typed != preview.sessions()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          what, ": not confirmed (expected ", preview.sessions(), ", got \"",
-          Printable(answer),
-          "\"): nothing was changed. Run it again, or pass --yes."));
-    }
-  }
+  SESSIOND_RETURN_IF_ERROR(
+      AskForTheCount(confirmation, what, preview.sessions()));
   s = cluster.AdminChange(
       [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
         return call(stub, context, preview.confirmation_token(), &preview,
@@ -1002,6 +928,28 @@ absl::Status RevokeInTwoSteps(Connection& cluster, const Output& out,
 }
 
 }  // namespace
+
+absl::Status AskForTheCount(const Confirmation& confirmation,
+                            const std::string& what, uint64_t sessions) {
+  if (confirmation.yes) return absl::OkStatus();
+  std::fprintf(confirmation.prompt,
+               "Type the number of sessions (%llu) to go on: ",
+               static_cast<unsigned long long>(sessions));
+  std::fflush(confirmation.prompt);
+  char line[64] = {};
+  uint64_t typed = 0;
+  const bool read =
+      std::fgets(line, sizeof line, confirmation.confirm_in) != nullptr;
+  std::string answer = read ? line : "";
+  absl::StripAsciiWhitespace(&answer);
+  if (!read || !absl::SimpleAtoi(answer, &typed) || typed != sessions) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": not confirmed (expected ", sessions, ", got \"",
+                     Printable(answer),
+                     "\"): nothing was changed. Run it again, or pass --yes."));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<int64_t> ParseTimeMs(const std::string& text) {
   int64_t ms = 0;
@@ -1140,6 +1088,102 @@ absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id) {
                    r.restored() == 1 ? " session" : " sessions",
                    " valid again, ", r.stayed_expired(),
                    " had expired meanwhile (of ", r.sessions(), " revoked)\n"));
+}
+
+namespace {
+
+// One paragraph on the breaker for people.
+std::string BreakerText(const v1::ExpiryBreaker& b, uint64_t held,
+                        absl::Time now) {
+  if (b.open()) {
+    return absl::StrCat(
+        "expiry breaker OPEN (id ", b.id(), ", since ",
+        FormatTimeMs(b.opened_at_ms(), now),
+        "): no session expires; expiry is judged at ",
+        FormatTimeMs(b.frozen_at_ms(), now), ".\n", "why: ", b.reason(), "\n",
+        held, held == 1 ? " session is" : " sessions are",
+        " held back: they expire when sweeping resumes.\n",
+        "Find the cause (a default lifetime pushed in config, a client "
+        "creating short sessions, a clock), then: sessionctl breaker "
+        "resume\n");
+  }
+  std::string text = "expiry breaker closed: sessions expire normally";
+  if (b.times_opened() > 0) {
+    absl::StrAppend(&text, " (opened ", b.times_opened(),
+                    b.times_opened() == 1 ? " time" : " times", "; last ",
+                    b.closed_by(), " ", FormatTimeMs(b.closed_at_ms(), now),
+                    ")");
+  }
+  return text + "\n";
+}
+
+}  // namespace
+
+absl::Status ShowExpiryBreaker(Connection& cluster, const Output& out) {
+  v1::GetExpiryBreakerResponse response;
+  std::string endpoint;
+  const absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return stub.GetExpiryBreaker(&context, v1::GetExpiryBreakerRequest(),
+                                     &response);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, "breaker status", Kind::kRead, cluster.timeout());
+  }
+  json doc = MessageToJson(response);
+  doc["endpoint"] = endpoint;
+  return Print(
+      out, doc,
+      BreakerText(response.breaker(), response.held_sessions(), absl::Now()));
+}
+
+absl::Status ResumeExpiry(Connection& cluster, const Output& out,
+                          const Confirmation& confirmation) {
+  v1::GetExpiryBreakerResponse state;
+  std::string endpoint;
+  absl::Status s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return stub.GetExpiryBreaker(&context, v1::GetExpiryBreakerRequest(),
+                                     &state);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, "breaker resume", Kind::kRead, cluster.timeout());
+  }
+  if (!state.breaker().open()) {
+    return absl::FailedPreconditionError(
+        "breaker resume: the expiry breaker is not open; nothing to resume "
+        "(`sessionctl breaker status` shows its last opening)");
+  }
+  std::fputs(
+      absl::StrCat(
+          BreakerText(state.breaker(), state.held_sessions(), absl::Now()),
+          "Resuming expires those ", state.held_sessions(), " sessions now.\n")
+          .c_str(),
+      confirmation.prompt);
+  SESSIOND_RETURN_IF_ERROR(
+      AskForTheCount(confirmation, "breaker resume", state.held_sessions()));
+  v1::ResumeExpiryRequest request;
+  request.set_breaker_id(state.breaker().id());
+  request.set_confirm_sessions(state.held_sessions());
+  v1::ResumeExpiryResponse response;
+  s = cluster.AdminChange(
+      [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
+        return stub.ResumeExpiry(&context, request, &response);
+      },
+      &endpoint);
+  if (!s.ok()) {
+    return Explain(s, "breaker resume", Kind::kWrite, cluster.timeout(),
+                   "`sessionctl breaker status` shows whether it closed.");
+  }
+  json doc = MessageToJson(response);
+  doc["endpoint"] = endpoint;
+  return Print(out, doc,
+               absl::StrCat("expiry resumed: breaker ", response.breaker().id(),
+                            " closed; ", response.released_sessions(),
+                            " sessions held back expire with the next "
+                            "sweeps\n"));
 }
 
 }  // namespace sessiond::sessionctl

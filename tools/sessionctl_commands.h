@@ -13,17 +13,15 @@
 #include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/session.pb.h"
 #include "tools/sessionctl_connection.h"
+#include "tools/sessionctl_output.h"
 
 namespace sessiond::sessionctl {
 
 // sessionctl's verbs (docs/OPERATIONS.md, "sessionctl"). Each prints its
-// result to `out.stream`, a table or (out.json) one JSON document, and
-// returns the error to report otherwise: the server's status with what to do
-// next added to its message, or one of sessionctl_errors.h's.
-struct Output {
-  bool json = false;
-  std::FILE* stream = stdout;
-};
+// result to `out.stream` (tools/sessionctl_output.h), a table or (out.json)
+// one JSON document, and returns the error to report otherwise: the
+// server's status with what to do next added to its message, or one of
+// sessionctl_errors.h's.
 
 // `status`: every member as one node sees it.
 absl::Status ShowStatus(Connection& cluster, const Output& out,
@@ -101,10 +99,39 @@ absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
                                 const v1::SessionSelector& selector,
                                 const std::string& reason,
                                 const Confirmation& confirmation);
+// Asks (on confirmation.prompt) to type `sessions` back: OK when typed (or
+// confirmation.yes), FailedPrecondition "not confirmed ..." otherwise.
+absl::Status AskForTheCount(const Confirmation& confirmation,
+                            const std::string& what, uint64_t sessions);
+// `breaker status`: the expiry breaker's replicated state and, while open,
+// how many sessions it holds back. `breaker resume`: shows that count, asks
+// to type it back (or `yes`), then closes it.
+absl::Status ShowExpiryBreaker(Connection& cluster, const Output& out);
+absl::Status ResumeExpiry(Connection& cluster, const Output& out,
+                          const Confirmation& confirmation);
 // `flushes list`: every retained flush and bulk revocation.
 absl::Status ListFlushes(Connection& cluster, const Output& out);
 // `restore ID`: undoes flush or bulk revocation ID.
 absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id);
+
+// The signing key ring (tools/sessionctl_keys.cc; docs/OPERATIONS.md,
+// "Signing keys and JWT tokens"). `keys list`: every key with its state, times,
+// live sessions and, for a staged key, when it may be activated.
+absl::Status ListSigningKeys(Connection& cluster, const Output& out);
+// `keys stage [--bootstrap]`: a new key, and when it may be activated.
+absl::Status StageSigningKey(Connection& cluster, const Output& out,
+                             bool bootstrap);
+// `keys activate KID`: KID signs from now on; the key it replaced retires.
+absl::Status ActivateSigningKey(Connection& cluster, const Output& out,
+                                const std::string& kid);
+// `keys retire KID`: refused (exit 1, the count in the message) while KID
+// signed live sessions; with `force`, shows that count, asks to type it back
+// (or confirmation.yes) and retires KID with it.
+absl::Status RetireSigningKey(Connection& cluster, const Output& out,
+                              const std::string& kid, bool force,
+                              const Confirmation& confirmation);
+// `keys jwks`: the JWKS document as served, and its max-age.
+absl::Status ShowJwks(Connection& cluster, const Output& out);
 // What a selector takes, in words ("every live session", "sessions created
 // before 2026-12-01 10:00:00Z", ...).
 std::string DescribeSelector(const v1::SessionSelector& selector);

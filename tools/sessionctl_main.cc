@@ -469,11 +469,90 @@ int Main(int argc, char** argv) {
     };
   });
 
-  // Verbs of issue 8 whose server side is another issue's.
-  const std::string defences = "issue 7, mass-logout defences";
-  NotYet(app, "keys", "token key ring: list, stage, activate, retire", defences,
-         &refuse);
-  NotYet(app, "breaker", "expiry breaker: status, resume", defences, &refuse);
+  // keys: the signing key ring (tools/sessionctl_keys.cc).
+  CLI::App* keys = app.add_subcommand(
+      "keys", "the JWT signing key ring: list, stage, activate, retire, jwks");
+  keys->require_subcommand(1);
+  keys->add_subcommand("list",
+                       "every key: kid, state, times, live sessions it "
+                       "signed, when a staged key may be activated")
+      ->callback([&] {
+        run = [&](Connection& cluster) {
+          return ListSigningKeys(cluster, out);
+        };
+      });
+  bool bootstrap = false;
+  CLI::App* stage = keys->add_subcommand(
+      "stage",
+      "generate a key inside the cluster and publish it in the JWKS; it may "
+      "sign once published for the JWKS max-age (keys activate)");
+  stage->add_flag("--bootstrap", bootstrap,
+                  "stage and activate at once: only for an empty ring");
+  stage->callback([&] {
+    run = [&](Connection& cluster) {
+      return StageSigningKey(cluster, out, bootstrap);
+    };
+  });
+  std::string key_kid;
+  CLI::App* activate = keys->add_subcommand(
+      "activate",
+      "make staged key KID the one that signs; the active key becomes "
+      "retiring");
+  activate->add_option("KID", key_kid, "the key's kid (keys list)")->required();
+  activate->callback([&] {
+    run = [&](Connection& cluster) {
+      return ActivateSigningKey(cluster, out, key_kid);
+    };
+  });
+  bool force_retire = false;
+  CLI::App* retire = keys->add_subcommand(
+      "retire",
+      "take retiring (or staged) key KID out of the JWKS; refused while it "
+      "signed live sessions unless --force");
+  retire->add_option("KID", key_kid, "the key's kid (keys list)")->required();
+  retire->add_flag("--force", force_retire,
+                   "retire it although it signed live sessions (their tokens "
+                   "stop verifying): asks to type their count back");
+  retire->add_flag("--yes,-y", confirmation.yes,
+                   "with --force: do not ask to type the count back "
+                   "(scripts)");
+  retire->callback([&] {
+    run = [&](Connection& cluster) {
+      return RetireSigningKey(cluster, out, key_kid, force_retire,
+                              confirmation);
+    };
+  });
+  keys->add_subcommand("jwks",
+                       "the JWKS document as served (stdout) and its "
+                       "max-age")
+      ->callback([&] {
+        run = [&](Connection& cluster) { return ShowJwks(cluster, out); };
+      });
+  CLI::App* breaker =
+      app.add_subcommand("breaker",
+                         "the mass-expiry breaker: stops expiry when far more "
+                         "sessions would expire than their lifetimes predict");
+  breaker->require_subcommand(1);
+  breaker
+      ->add_subcommand("status",
+                       "open or closed, why, and how many sessions it holds "
+                       "back")
+      ->callback([&] {
+        run = [&](Connection& cluster) {
+          return ShowExpiryBreaker(cluster, out);
+        };
+      });
+  CLI::App* resume = breaker->add_subcommand(
+      "resume",
+      "close an open breaker: shows how many sessions then expire and asks "
+      "to type that count back");
+  resume->add_flag("--yes,-y", confirmation.yes,
+                   "do not ask to type the count back (scripts)");
+  resume->callback([&] {
+    run = [&](Connection& cluster) {
+      return ResumeExpiry(cluster, out, confirmation);
+    };
+  });
   NotYet(app, "audit", "the audit log", "issue 9, security", &refuse);
 
   try {

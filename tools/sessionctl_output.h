@@ -15,6 +15,12 @@
 
 namespace sessiond::sessionctl {
 
+// Where a verb prints its result: a table, or (json) one JSON document.
+struct Output {
+  bool json = false;
+  std::FILE* stream = stdout;
+};
+
 // How sessionctl prints: the --json documents and the tables. The JSON
 // field names are the .proto's (docs/OPERATIONS.md lists them); they are a
 // stable interface for scripts.

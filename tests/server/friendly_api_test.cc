@@ -247,8 +247,8 @@ TEST_F(FriendlyApiTest, RotationGivesANewTokenAndKillsTheOldOne) {
   s = Rotate("short", &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(s.error_message(),
-            "token: malformed token (a token is 43 characters of base64url; "
-            "got 5 bytes)");
+            "token: malformed token (a token is 43 characters of base64url, "
+            "or a JWT of at most 8192 characters; got 5 bytes)");
   EXPECT_EQ(ListAll("alice"), before);
 
   sessiond::v1::RevokeSessionRequest revoke;

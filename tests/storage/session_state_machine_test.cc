@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/key_encryption.h"
+#include "common/signing.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
@@ -1124,6 +1126,179 @@ TEST_F(RevocationTest, ASnapshotCarriesTheRetainedGenerations) {
   // And the other node restores the same way.
   other.Open();
   ASSERT_EQ(other.sm->revocations().size(), 1u);
+}
+
+// The expiry breaker's replicated state (server/expiry_breaker.h): while
+// open, every expiry decision of the state machine (and ExpiryNowMs, which
+// reads use) is taken at the frozen time; closing needs the opening's id;
+// restart and snapshot keep it.
+Command OpenBreaker(int64_t ts, int64_t frozen_at) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_expiry_breaker()->mutable_open()->set_frozen_at_ms(frozen_at);
+  c.mutable_expiry_breaker()->mutable_open()->set_reason("test");
+  return c;
+}
+
+Command CloseBreaker(int64_t ts, uint64_t id) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_expiry_breaker()->mutable_close()->set_id(id);
+  c.mutable_expiry_breaker()->mutable_close()->set_closed_by("resumed");
+  return c;
+}
+
+TEST_F(SessionStateMachineTest, AnOpenExpiryBreakerFreezesExpiryUntilClosed) {
+  ApplySession(Create(1, 1000, "alice", /*expires_at=*/5000));
+  ApplySession(Create(2, 1000, "alice", /*expires_at=*/100'000));
+  EXPECT_EQ(sm_->ExpiryNowMs(9000), 9000);
+  // Frozen at 4000 (capped at the applied time otherwise).
+  ApplyResult opened = ApplyOne(OpenBreaker(6000, 4000));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const auto breaker = std::any_cast<v1::ExpiryBreaker>(*opened);
+  EXPECT_TRUE(breaker.open());
+  EXPECT_EQ(breaker.id(), sm_->applied_index().value());
+  EXPECT_EQ(breaker.opened_at_ms(), 6000);
+  EXPECT_EQ(breaker.frozen_at_ms(), 4000);
+  EXPECT_EQ(breaker.times_opened(), 1u);
+  EXPECT_TRUE(sm_->expiry_breaker_open());
+  EXPECT_EQ(sm_->ExpiryNowMs(9000), 4000);
+  // Session 1 expired at 5000, but nothing expires while open: a sweep
+  // proposed before the opening removes nothing, a touch revives it.
+  EXPECT_EQ(ApplyCount(Expire(7000, {1})), 0u);
+  EXPECT_EQ(table_->Validate(H(1), sm_->ExpiryNowMs(7000), 0).outcome,
+            ValidateOutcome::kValid);
+  // Opening twice, or closing with another id, changes nothing.
+  const auto before = DumpCf();
+  EXPECT_EQ(ApplyOne(OpenBreaker(7100, 7100)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ApplyResult wrong = ApplyOne(CloseBreaker(7200, breaker.id() + 100));
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(wrong.status().message()),
+              HasSubstr("GetExpiryBreaker"));
+  EXPECT_EQ(sm_->expiry_breaker().frozen_at_ms(), 4000);
+  EXPECT_EQ(DumpCf(), before);
+  // A restart keeps it open, frozen at the same time.
+  Reopen();
+  EXPECT_TRUE(sm_->expiry_breaker_open());
+  EXPECT_EQ(sm_->ExpiryNowMs(9000), 4000);
+  // Closed: expiry is judged at the applied time again.
+  ApplyResult closed = ApplyOne(CloseBreaker(8000, breaker.id()));
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_FALSE(std::any_cast<v1::ExpiryBreaker>(*closed).open());
+  EXPECT_EQ(sm_->expiry_breaker().closed_by(), "resumed");
+  EXPECT_EQ(sm_->ExpiryNowMs(9000), 9000);
+  EXPECT_EQ(ApplyCount(Expire(8100, {1, 2})), 1u);
+  EXPECT_EQ(ApplyOne(CloseBreaker(8200, breaker.id())).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SessionStateMachineTest, ASnapshotCarriesAnOpenExpiryBreaker) {
+  ApplySession(Create(1, 1000, "alice", /*expires_at=*/5000));
+  ASSERT_TRUE(ApplyOne(OpenBreaker(6000, 4500)).ok());
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  OtherNode other(dir_);
+  ASSERT_TRUE(
+      other.sm->ApplySnapshot(other.Receive(*snapshots_, *snapshot)).ok());
+  EXPECT_TRUE(other.sm->expiry_breaker_open());
+  EXPECT_EQ(other.sm->ExpiryNowMs(10'000), 4500);
+  auto mine = sm_->ComputeDigest();
+  auto theirs = other.sm->ComputeDigest();
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  EXPECT_EQ(mine->sha256_hex, theirs->sha256_hex);
+}
+
+// The signing key ring through the log (storage/session_state_machine_
+// keys.cc): the JWKS max-age comes from a replicated setting, a retirement
+// counts the live sessions the key signed as the entry finds them, every
+// refusal changes nothing, and a snapshot carries the ring.
+Command StageKeyCommand(int64_t ts, bool bootstrap, std::string* kid) {
+  absl::StatusOr<signing::Ed25519KeyPair> pair =
+      signing::GenerateEd25519KeyPair();
+  EXPECT_TRUE(pair.ok());
+  *kid = *signing::KeyIdForPublicKey(pair->public_key);
+  absl::StatusOr<KeyEncryptionKey> kek =
+      KeyEncryptionKey::FromBytes(std::string(kKekBytes, 'k'));
+  EXPECT_TRUE(kek.ok());
+  Command c;
+  c.set_timestamp_ms(ts);
+  auto* stage = c.mutable_key_ring()->mutable_stage();
+  stage->set_kid(*kid);
+  stage->set_algorithm(v1::SIGNING_ALGORITHM_ED25519);
+  stage->set_public_key(pair->public_key);
+  stage->set_sealed_private_key(*kek->Seal(pair->private_key, *kid));
+  stage->set_bootstrap(bootstrap);
+  return c;
+}
+
+TEST_F(SessionStateMachineTest, TheKeyRingLivesInTheLogAndCountsLiveSessions) {
+  Command settings;
+  settings.set_timestamp_ms(1000);
+  settings.mutable_settings()->set_jwks_max_age_ms(5000);
+  ASSERT_TRUE(ApplyOne(settings).ok());
+  EXPECT_EQ(sm_->jwks_max_age_ms(), 5000);
+  std::string first, second;
+  ASSERT_TRUE(ApplyOne(StageKeyCommand(1000, /*bootstrap=*/true, &first)).ok());
+  ASSERT_NE(sm_->key_ring().active(), nullptr);
+  EXPECT_EQ(sm_->key_ring().active()->kid(), first);
+  // Two sessions whose JWT the first key signed, one opaque.
+  for (int i = 1; i <= 3; ++i) {
+    Command create = Create(i, 1100);
+    if (i < 3) create.mutable_create()->set_signing_kid(first);
+    EXPECT_EQ(ApplySession(create).signing_kid(), i < 3 ? first : "");
+  }
+  EXPECT_EQ(sm_->CountLiveSignedBy(first, 1200), 2u);
+  ASSERT_TRUE(ApplyOne(StageKeyCommand(2000, false, &second)).ok());
+  const uint64_t staged_at = sm_->applied_index().value();
+  // Too early (published 1 s of the 5 s max-age): refused, nothing changed.
+  Command activate;
+  activate.set_timestamp_ms(3000);
+  activate.mutable_key_ring()->mutable_activate()->set_kid(second);
+  activate.mutable_key_ring()->mutable_activate()->set_voters_applied_index(
+      staged_at);
+  const std::string ring_before = sm_->key_ring().state().SerializeAsString();
+  EXPECT_EQ(ApplyOne(activate).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sm_->key_ring().state().SerializeAsString(), ring_before);
+  activate.set_timestamp_ms(7000);
+  ASSERT_TRUE(ApplyOne(activate).ok());
+  EXPECT_EQ(sm_->key_ring().active()->kid(), second);
+  EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRING);
+  // Retiring the first key: refused while its two sessions live, even
+  // forced with the wrong count; the message gives the count.
+  Command retire;
+  retire.set_timestamp_ms(7100);
+  retire.mutable_key_ring()->mutable_retire()->set_kid(first);
+  const auto cf_before = DumpCf();
+  ApplyResult refused = ApplyOne(retire);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("2 live"));
+  retire.mutable_key_ring()->mutable_retire()->set_force(true);
+  retire.mutable_key_ring()->mutable_retire()->set_expected_live_sessions(1);
+  EXPECT_EQ(ApplyOne(retire).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(DumpCf(), cf_before);
+  EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRING);
+  // Once one is revoked and the other expired, no force is needed.
+  ApplySession(RevokeByHash(1, 7200));
+  retire.set_timestamp_ms(200'000);
+  retire.mutable_key_ring()->mutable_retire()->set_force(false);
+  retire.mutable_key_ring()->mutable_retire()->set_expected_live_sessions(0);
+  ASSERT_TRUE(ApplyOne(retire).ok());
+  EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRED);
+  // A restart and a snapshot carry the ring.
+  const std::string ring = sm_->key_ring().state().SerializeAsString();
+  Reopen();
+  EXPECT_EQ(sm_->key_ring().state().SerializeAsString(), ring);
+  EXPECT_EQ(sm_->jwks_max_age_ms(), 5000);
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  OtherNode other(dir_);
+  ASSERT_TRUE(
+      other.sm->ApplySnapshot(other.Receive(*snapshots_, *snapshot)).ok());
+  EXPECT_EQ(other.sm->key_ring().state().SerializeAsString(), ring);
+  EXPECT_EQ(other.sm->key_ring().active()->kid(), second);
 }
 
 }  // namespace

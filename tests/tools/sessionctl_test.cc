@@ -155,6 +155,8 @@ TEST(SessionctlTest, UsageErrorsExitTwoAndSayWhatIsWrong) {
       {{"sessions", "revoke", nowhere}, "give --token or --session-id"},
       {{"sessions", "revoke", "--token", "a", "--session-id", "b"}, "excludes"},
       {{"sessions", "list"}, "--user is required"},
+      {{"keys", "retire"}, "KID is required"},
+      {{"keys"}, "subcommand is required"},
       {{"sessions", "get", "t", "--consistency", "maybe"}, "maybe"},
       {{"--timeout", "soon", "status"}, "not a duration"},
       {{"--endpoints", "no-port", "status"}, "not host:port"},
@@ -188,8 +190,8 @@ TEST(SessionctlTest, ABrokenConfigFileIsAUsageErrorNamingTheLine) {
 }
 
 TEST(SessionctlTest, VerbsWithoutServerSupportExitFourAndDoNothing) {
-  for (std::vector<std::string> args : std::vector<std::vector<std::string>>{
-           {"keys", "list"}, {"breaker", "status"}, {"audit"}}) {
+  for (std::vector<std::string> args :
+       std::vector<std::vector<std::string>>{{"audit"}}) {
     const CtlRun run = Sessionctl(args);
     EXPECT_EQ(run.exit_code, 4) << args[0] << "\n" << run;
     EXPECT_TRUE(absl::StrContains(run.err, "not implemented yet")) << run;
@@ -210,6 +212,7 @@ TEST(SessionctlTest, UnreachableEndpointsExitThreeAndSayWhatToCheck) {
            {"sessions", "get", "some-token"},
            {"sessions", "revoke-user", "alice"},
            {"sessions", "count"},
+           {"keys", "list"},
            {"backup", "/tmp/sessionctl-test-backup"}}) {
     std::vector<std::string> full = {"--endpoints", absl::StrCat(a, ",", b),
                                      "--timeout", "2s"};
@@ -250,6 +253,9 @@ TEST(SessionctlTest, ShippedBashCompletionCompletesVerbs) {
   EXPECT_TRUE(absl::StrContains(complete("sessionctl ''", 1), "sessions"));
   const std::string sessions = complete("sessionctl sessions ''", 2);
   EXPECT_TRUE(absl::StrContains(sessions, "revoke-user")) << sessions;
+  const std::string keys = complete("sessionctl keys ''", 2);
+  EXPECT_TRUE(absl::StrContains(keys, "retire")) << keys;
+  EXPECT_EQ(complete("sessionctl keys retire KID --f", 4), "--force\n");
   const std::string members = complete("sessionctl members pro", 2);
   EXPECT_EQ(members, "promote\n");
   const std::string consistency =
@@ -549,6 +555,183 @@ TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
     run = Sessionctl(full);
     EXPECT_EQ(run.exit_code, 0) << absl::StrJoin(args, " ") << "\n" << run;
   }
+}
+
+// --- One node with a key-encryption key: the signing key ring --------------
+
+class SessionctlKeysTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // A KEK file as operators make one: 64 hex characters, mode 0600.
+    const std::string kek = dir_.path() + "/kek";
+    const int fd = open(kek.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    const std::string hex(
+        "00112233445566778899aabbccddeeff0f1e2d3c4b5a69788796a5b4c3d2e1f0\n");
+    ASSERT_EQ(write(fd, hex.data(), hex.size()),
+              static_cast<ssize_t>(hex.size()));
+    close(fd);
+    node_ = std::make_unique<SessiondProcess>(
+        SESSIOND_BINARY, dir_.path() + "/data",
+        std::vector<std::string>{"--kek_file", kek, "--jwks_max_age_ms",
+                                 "1000"});
+    ASSERT_TRUE(node_->Start().ok()) << node_->log_path();
+    stub_ = node_->NewStub();
+  }
+
+  CtlRun Ctl(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {"--endpoints", node_->address()});
+    return Sessionctl(args, {}, input);
+  }
+  json CtlJson(std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    const CtlRun run = Ctl(args);
+    EXPECT_EQ(run.exit_code, 0) << run;
+    json doc = ParseJson(run.out);
+    EXPECT_TRUE(doc.is_object()) << run;
+    return doc;
+  }
+  // The state of `kid` in `keys list --json`'s document ("" if absent).
+  static std::string StateOf(const json& list, const std::string& kid) {
+    for (const json& key : list["keys"]) {
+      if (key["kid"] == kid) return key["state"];
+    }
+    return "";
+  }
+
+  TempDir dir_;
+  std::unique_ptr<SessiondProcess> node_;
+  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;
+};
+
+TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
+  // The first leader bootstraps an active key (bounded wait: it is a write
+  // after the election).
+  json list;
+  for (int i = 0; i < 100; ++i) {
+    list = CtlJson({"keys", "list"});
+    if (!list.value("active_kid", "").empty()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  const std::string old_kid = list.value("active_kid", "");
+  ASSERT_EQ(old_kid.size(), 43u) << list;
+  EXPECT_EQ(StateOf(list, old_kid), "SIGNING_KEY_ACTIVE") << list;
+  EXPECT_EQ(list["endpoint"], node_->address());
+  const CtlRun table = Ctl({"keys", "list"});
+  ASSERT_EQ(table.exit_code, 0) << table;
+  for (const char* column : {"KID", "STATE", "LIVE SESSIONS", "ACTIVATABLE"}) {
+    EXPECT_TRUE(absl::StrContains(table.out, column)) << table;
+  }
+  EXPECT_TRUE(absl::StrContains(table.out, "active key: " + old_kid)) << table;
+
+  // A session whose token the bootstrapped key signed.
+  sessiond::v1::CreateSessionRequest request;
+  request.set_user_id("alice");
+  request.set_ttl_ms(3'600'000);
+  request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  sessiond::v1::CreateSessionResponse created;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  const grpc::Status s = stub_->CreateSession(&context, request, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(created.session().signing_kid(), old_kid);
+
+  // stage: a second key, staged, with how to activate it.
+  const CtlRun staged = Ctl({"keys", "stage"});
+  ASSERT_EQ(staged.exit_code, 0) << staged;
+  EXPECT_TRUE(absl::StrContains(staged.out, "staged key ")) << staged;
+  EXPECT_TRUE(absl::StrContains(staged.out, "sessionctl keys activate "))
+      << staged;
+  list = CtlJson({"keys", "list"});
+  std::string new_kid;
+  for (const json& key : list["keys"]) {
+    if (key["state"] == "SIGNING_KEY_STAGED") new_kid = key["kid"];
+  }
+  ASSERT_EQ(new_kid.size(), 43u) << list;
+  EXPECT_TRUE(absl::StrContains(staged.out, new_kid)) << staged;
+  // A second bootstrap is refused: the ring is not empty.
+  const CtlRun bootstrap = Ctl({"keys", "stage", "--bootstrap"});
+  EXPECT_EQ(bootstrap.exit_code, 1) << bootstrap;
+  EXPECT_TRUE(absl::StrContains(bootstrap.err, "FAILED_PRECONDITION"))
+      << bootstrap;
+
+  // activate: refused until published for the max-age (1 s here), then
+  // done; the old key retires.
+  CtlRun activated;
+  for (int i = 0; i < 100; ++i) {
+    activated = Ctl({"keys", "activate", new_kid});
+    if (activated.exit_code == 0) break;
+    ASSERT_EQ(activated.exit_code, 1) << activated;
+    EXPECT_TRUE(absl::StrContains(activated.err, "FAILED_PRECONDITION"))
+        << activated;
+    EXPECT_TRUE(absl::StrContains(activated.err, "keys list")) << activated;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_EQ(activated.exit_code, 0) << activated;
+  EXPECT_TRUE(absl::StrContains(activated.out, "activated key " + new_kid))
+      << activated;
+  EXPECT_TRUE(
+      absl::StrContains(activated.out, "sessionctl keys retire " + old_kid))
+      << activated;
+  list = CtlJson({"keys", "list"});
+  EXPECT_EQ(list["active_kid"], new_kid) << list;
+  EXPECT_EQ(StateOf(list, new_kid), "SIGNING_KEY_ACTIVE") << list;
+  EXPECT_EQ(StateOf(list, old_kid), "SIGNING_KEY_RETIRING") << list;
+  for (const json& key : list["keys"]) {
+    if (key["kid"] == old_kid) {
+      EXPECT_EQ(key["live_sessions"], 1) << list;
+    }
+  }
+
+  // retire the old key: refused with the count while its session lives.
+  const CtlRun refused = Ctl({"keys", "retire", old_kid});
+  EXPECT_EQ(refused.exit_code, 1) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.err, "signed 1 live session"))
+      << refused;
+  EXPECT_TRUE(absl::StrContains(refused.err, "--force")) << refused;
+  // --force with the wrong count typed back: nothing changes.
+  const CtlRun wrong = Ctl({"keys", "retire", old_kid, "--force"}, "2\n");
+  EXPECT_EQ(wrong.exit_code, 1) << wrong;
+  EXPECT_TRUE(absl::StrContains(wrong.err, "Type the number of sessions (1)"))
+      << wrong;
+  EXPECT_TRUE(absl::StrContains(wrong.err, "nothing was changed")) << wrong;
+  EXPECT_EQ(StateOf(CtlJson({"keys", "list"}), old_kid),
+            "SIGNING_KEY_RETIRING");
+  // --force --yes: retired, the count echoed back.
+  const json retired = CtlJson({"keys", "retire", old_kid, "--force", "--yes"});
+  EXPECT_EQ(retired["key"]["kid"], old_kid) << retired;
+  EXPECT_EQ(retired["key"]["state"], "SIGNING_KEY_RETIRED") << retired;
+  EXPECT_EQ(retired["live_sessions"], 1) << retired;
+  list = CtlJson({"keys", "list"});
+  const std::string old_state = StateOf(list, old_kid);
+  EXPECT_TRUE(old_state.empty() || old_state == "SIGNING_KEY_RETIRED") << list;
+  // The active key cannot be retired.
+  const CtlRun active = Ctl({"keys", "retire", new_kid, "--force", "--yes"});
+  EXPECT_EQ(active.exit_code, 1) << active;
+  EXPECT_TRUE(absl::StrContains(active.err, "FAILED_PRECONDITION")) << active;
+
+  // jwks: the document as served (stdout), the max-age on stderr; with
+  // --json, the response's fields and the document as an object.
+  const CtlRun jwks = Ctl({"keys", "jwks"});
+  ASSERT_EQ(jwks.exit_code, 0) << jwks;
+  const json document = ParseJson(jwks.out);
+  ASSERT_TRUE(document.is_object()) << jwks;
+  ASSERT_TRUE(document["keys"].is_array()) << jwks;
+  std::set<std::string> published;
+  for (const json& key : document["keys"]) published.insert(key["kid"]);
+  EXPECT_EQ(published, std::set<std::string>{new_kid}) << jwks;
+  EXPECT_TRUE(absl::StrContains(jwks.err, "max-age ")) << jwks;
+  const json jwks_doc = CtlJson({"keys", "jwks"});
+  EXPECT_EQ(ParseJson(jwks_doc.value("jwks_json", "")), document) << jwks_doc;
+  EXPECT_EQ(jwks_doc["jwks"], document) << jwks_doc;
+  EXPECT_TRUE(jwks_doc["max_age_s"].is_number()) << jwks_doc;
+  EXPECT_TRUE(jwks_doc["key_ring_index"].is_number_unsigned()) << jwks_doc;
+  EXPECT_EQ(jwks_doc["endpoint"], node_->address());
+
+  // An unknown kid: NOT_FOUND, exit 1.
+  const CtlRun unknown = Ctl({"keys", "activate", std::string(43, 'A')});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown;
+  EXPECT_TRUE(absl::StrContains(unknown.err, "NOT_FOUND")) << unknown;
 }
 
 // --- A 3-node cluster -------------------------------------------------------

@@ -1,0 +1,164 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/expiry_breaker.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace sessiond::server {
+
+namespace {
+
+uint64_t SaturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+
+}  // namespace
+
+void ExpiryBreakerJudge::Reset(int64_t steady_ms, int64_t cluster_ms,
+                               uint64_t live) {
+  started_ = true;
+  start_steady_ms_ = steady_ms;
+  start_cluster_ms_ = cluster_ms;
+  live_at_start_ = live;
+  counts_ = ExpiryCounts{};
+  has_baseline_ = false;
+  young_baseline_ = 0;
+}
+
+void ExpiryBreakerJudge::RollIfOver(int64_t steady_ms, int64_t cluster_ms,
+                                    uint64_t live) {
+  if (!started_) {
+    Reset(steady_ms, cluster_ms, live);
+    return;
+  }
+  if (steady_ms - start_steady_ms_ < options_.window_ms) return;
+  // The window just over sets what the next one expects of young sessions.
+  young_baseline_ = counts_.young;
+  has_baseline_ = true;
+  start_steady_ms_ = steady_ms;
+  start_cluster_ms_ = cluster_ms;
+  live_at_start_ = live;
+  counts_ = ExpiryCounts{};
+}
+
+int64_t ExpiryBreakerJudge::AllowanceMs(int64_t elapsed_steady_ms) const {
+  const int64_t elapsed = std::max<int64_t>(0, elapsed_steady_ms);
+  return elapsed + elapsed / 1'000'000 * options_.slew_ppm +
+         (elapsed % 1'000'000) * options_.slew_ppm / 1'000'000 +
+         options_.slack_ms;
+}
+
+uint64_t ExpiryBreakerJudge::Threshold(uint64_t live_at_start,
+                                       uint64_t baseline) const {
+  const double share =
+      std::ceil(options_.share * static_cast<double>(live_at_start + baseline));
+  return std::max<uint64_t>(options_.min_sessions,
+                            static_cast<uint64_t>(share));
+}
+
+void ExpiryBreakerJudge::Classify(const storage::ExpiredSession& session,
+                                  int64_t window_start_ms, int64_t allowance_ms,
+                                  int64_t cluster_ms, ExpiryCounts* counts,
+                                  bool* unexpected) {
+  if (session.created_at_ms >= window_start_ms) {
+    ++counts->young;
+    *unexpected = true;
+  } else if (session.expires_at_ms <= cluster_ms &&
+             session.expires_at_ms > window_start_ms + allowance_ms) {
+    // Due by cluster time, not by the real time that passed: cluster time
+    // ran ahead.
+    ++counts->early;
+    *unexpected = true;
+  } else {
+    ++counts->planned;
+    *unexpected = false;
+  }
+}
+
+BreakerJudgement ExpiryBreakerJudge::Judge(
+    int64_t steady_ms, int64_t cluster_ms, uint64_t live,
+    const std::vector<storage::ExpiredSession>& candidates) {
+  RollIfOver(steady_ms, cluster_ms, live);
+  BreakerJudgement judgement;
+  judgement.window = counts_;
+  const int64_t allowance = AllowanceMs(steady_ms - start_steady_ms_);
+  for (const storage::ExpiredSession& session : candidates) {
+    bool unexpected = false;
+    Classify(session, start_cluster_ms_, allowance, cluster_ms,
+             &judgement.window, &unexpected);
+    if (unexpected) {
+      judgement.earliest_unexpected_ms =
+          std::min(judgement.earliest_unexpected_ms, session.expires_at_ms);
+    }
+  }
+  const uint64_t young_excess =
+      has_baseline_ ? SaturatingSub(judgement.window.young, young_baseline_)
+                    : 0;
+  judgement.unexpected = judgement.window.early + young_excess;
+  judgement.threshold =
+      Threshold(live_at_start_, has_baseline_ ? young_baseline_ : 0);
+  judgement.window_start_ms = start_cluster_ms_;
+  judgement.young_baseline = young_baseline_;
+  judgement.young_judged = has_baseline_;
+  judgement.live_at_start = live_at_start_;
+  judgement.open = judgement.unexpected > judgement.threshold;
+  if (judgement.open) {
+    judgement.reason = absl::StrCat(
+        judgement.unexpected,
+        " sessions would expire over and above what "
+        "their lifetimes predict within the window (threshold ",
+        judgement.threshold, " of ", live_at_start_,
+        " live): ", judgement.window.early,
+        " early (cluster time ahead of real time), ", judgement.window.young,
+        " born and expired within it (expected ",
+        has_baseline_ ? absl::StrCat(young_baseline_) : "not judged yet", "), ",
+        judgement.window.planned, " planned");
+  }
+  return judgement;
+}
+
+void ExpiryBreakerJudge::Count(
+    int64_t steady_ms, int64_t cluster_ms,
+    const std::vector<storage::ExpiredSession>& removed) {
+  const int64_t allowance = AllowanceMs(steady_ms - start_steady_ms_);
+  for (const storage::ExpiredSession& session : removed) {
+    bool unexpected = false;
+    Classify(session, start_cluster_ms_, allowance, cluster_ms, &counts_,
+             &unexpected);
+  }
+}
+
+uint64_t ExpiryBreakerJudge::UnexpectedWhileOpen(
+    const sessiond::v1::ExpiryBreaker& breaker, int64_t steady_ms,
+    int64_t seen_steady_ms, int64_t cluster_ms,
+    const std::vector<storage::ExpiredSession>& held) const {
+  const int64_t elapsed_before_seen =
+      std::max<int64_t>(0, breaker.opened_at_ms() - breaker.window_start_ms());
+  const int64_t allowance =
+      elapsed_before_seen + AllowanceMs(steady_ms - seen_steady_ms);
+  ExpiryCounts counts;
+  for (const storage::ExpiredSession& session : held) {
+    bool unexpected = false;
+    Classify(session, breaker.window_start_ms(), allowance, cluster_ms, &counts,
+             &unexpected);
+  }
+  const uint64_t young_excess =
+      breaker.young_judged()
+          ? SaturatingSub(counts.young, breaker.young_baseline())
+          : 0;
+  return counts.early + young_excess;
+}
+
+uint64_t CountHeldSessions(const storage::SessionTable& table,
+                           int64_t frozen_at_ms, int64_t now_ms,
+                           int64_t leeway_ms) {
+  uint64_t held = 0;
+  for (const storage::ExpiredSession& session : table.CollectExpiredSessions(
+           now_ms, leeway_ms, std::numeric_limits<size_t>::max())) {
+    if (session.expires_at_ms > frozen_at_ms) ++held;
+  }
+  return held;
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,68 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// SessionStateMachine: the signing key ring (storage/key_ring.h). The ring
+// is part of the replicated cluster state (ClusterState.key_ring: so in
+// every snapshot and in the state digest); what a command needs besides
+// itself comes from replicated state too: the JWKS max-age (a setting the
+// first leader writes) and, for a retirement, the live sessions the key
+// signed as this entry finds them in the table.
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "storage/session_state_machine.h"
+
+namespace sessiond::storage {
+
+using replication::ApplyResult;
+using sessiond::v1::internal::ClusterState;
+
+uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
+                                                int64_t now_ms) const {
+  if (kid.empty()) return 0;
+  const int64_t expiry_now = ExpiryNowMs(now_ms);
+  const int64_t leeway = expiry_leeway_ms();
+  uint64_t live = 0;
+  table_->ForEachSession([&](const SessionView& session) {
+    if (session.revoked) return;
+    if (IsExpired(session.expires_at_ms, session.idle_timeout_ms,
+                  session.last_seen_at_ms, expiry_now, leeway)) {
+      return;
+    }
+    if (SigningKidOf(session) == kid) ++live;
+  });
+  return live;
+}
+
+ApplyResult SessionStateMachine::ApplyKeyRing(
+    const v1::internal::KeyRingCommand& command, LogIndex index, int64_t now_ms,
+    ClusterState* cluster) {
+  KeyRingApplyContext context;
+  context.index = index.value();
+  context.applied_time_ms = now_ms;
+  context.min_publish_ms = cluster->jwks_max_age_ms();
+  if (command.has_retire()) {
+    context.live_sessions = CountLiveSignedBy(command.retire().kid(), now_ms);
+  }
+  absl::StatusOr<v1::internal::KeyRingState> next =
+      KeyRing::Next(cluster->key_ring(), command, context);
+  if (!next.ok()) return next.status();
+  *cluster->mutable_key_ring() = *std::move(next);
+  return std::any();
+}
+
+void SessionStateMachine::PublishKeyRing(const ClusterState& cluster) {
+  jwks_max_age_ms_.store(cluster.jwks_max_age_ms(), std::memory_order_release);
+  if (cluster.key_ring().changed_index() == key_ring_.View().changed_index()) {
+    return;
+  }
+  if (absl::Status s =
+          key_ring_.Restore(cluster.key_ring().SerializeAsString());
+      !s.ok()) {
+    // Next() kept the invariants, so this is a bug: keep serving the ring
+    // readers had, and say so.
+    logging::Error("key_ring.publish_failed", logging::Fields().Error(s));
+  }
+}
+
+}  // namespace sessiond::storage

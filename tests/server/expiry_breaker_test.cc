@@ -1,0 +1,189 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The expiry breaker's judgement (server/expiry_breaker.h), replayed on
+// made-up sessions and clocks: planned expiries never open it, whatever
+// their number; expiries that cluster time ran ahead for, and bursts of
+// short-lived sessions over the previous window's rate, do.
+#include "server/expiry_breaker.h"
+
+#include <cstdint>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace sessiond::server {
+namespace {
+
+using storage::ExpiredSession;
+
+constexpr int64_t kMinute = 60 * 1000;
+constexpr int64_t kWindow = 5 * kMinute;
+constexpr int64_t kStart = 1'700'000'000'000;  // cluster time at start
+
+ExpiryBreakerOptions Options() {
+  ExpiryBreakerOptions options;
+  options.window_ms = kWindow;
+  options.share = 0.10;
+  options.min_sessions = 100;
+  return options;
+}
+
+// `n` sessions created at `created`, expiring at `expires`.
+std::vector<ExpiredSession> Sessions(int n, int64_t created, int64_t expires) {
+  return std::vector<ExpiredSession>(n, ExpiredSession{{}, created, expires});
+}
+
+TEST(ExpiryBreakerTest, PlannedExpiriesNeverOpenItWhateverTheirNumber) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(/*steady_ms=*/0, kStart, /*live=*/10'000);
+  // Half the store was created an hour ago with a lifetime ending within
+  // the next minute of real time: they expire as planned.
+  const int64_t steady = kMinute;
+  const int64_t now = kStart + kMinute;
+  const auto due = Sessions(5'000, kStart - 60 * kMinute, now - 10);
+  const BreakerJudgement judgement = judge.Judge(steady, now, 10'000, due);
+  EXPECT_FALSE(judgement.open) << judgement.reason;
+  EXPECT_EQ(judgement.unexpected, 0u);
+  EXPECT_EQ(judgement.window.planned, 5'000u);
+  judge.Count(steady, now, due);
+  // Not counted twice: judging nothing more finds the window's 5,000.
+  EXPECT_EQ(judge.Judge(steady, now, 5'000, {}).window.planned, 5'000u);
+}
+
+TEST(ExpiryBreakerTest, ClusterTimeAheadOfRealTimeOpensIt) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 10'000);
+  // One second of real time, but cluster time moved an hour: sessions due
+  // within that hour would all expire now.
+  const int64_t now = kStart + 60 * kMinute;
+  const auto early = Sessions(2'000, kStart - kMinute, kStart + 30 * kMinute);
+  const BreakerJudgement judgement = judge.Judge(1000, now, 10'000, early);
+  EXPECT_TRUE(judgement.open);
+  EXPECT_EQ(judgement.window.early, 2'000u);
+  EXPECT_EQ(judgement.threshold, 1'000u);  // 10% of 10,000
+  EXPECT_EQ(judgement.earliest_unexpected_ms, kStart + 30 * kMinute);
+  EXPECT_NE(judgement.reason.find("2000 early"), std::string::npos)
+      << judgement.reason;
+  // The same sessions, once real time has caught up with their deadline,
+  // are planned.
+  EXPECT_FALSE(judge.Judge(30 * kMinute, now, 10'000, early).open);
+}
+
+TEST(ExpiryBreakerTest, UpToTheShareExpiresThenItOpens) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 10'000);
+  const int64_t now = kStart + 60 * kMinute;
+  const auto early = Sessions(600, kStart - kMinute, kStart + 30 * kMinute);
+  EXPECT_FALSE(judge.Judge(1000, now, 10'000, early).open);  // 600 <= 1000
+  judge.Count(1000, now, early);
+  // 600 counted + 600 more > 1000.
+  EXPECT_TRUE(judge.Judge(2000, now, 9'400, early).open);
+}
+
+TEST(ExpiryBreakerTest, FewSessionsNeverOpenItBelowMinSessions) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 50);
+  // All 50 sessions of a small store expire an hour early: under 100.
+  const auto early = Sessions(50, kStart - kMinute, kStart + 30 * kMinute);
+  const BreakerJudgement judgement =
+      judge.Judge(1000, kStart + 60 * kMinute, 50, early);
+  EXPECT_FALSE(judgement.open);
+  EXPECT_EQ(judgement.threshold, 100u);
+}
+
+TEST(ExpiryBreakerTest, ShortLivedSessionsAreJudgedAgainstThePreviousWindow) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 20'000);
+  // Window 1 (learning): 3,000 sessions born and dead within it are not
+  // judged, they set the baseline.
+  const auto churn1 = Sessions(3'000, kStart + kMinute, kStart + 2 * kMinute);
+  EXPECT_FALSE(
+      judge.Judge(2 * kMinute, kStart + 2 * kMinute, 20'000, churn1).open);
+  judge.Count(2 * kMinute, kStart + 2 * kMinute, churn1);
+  // Window 2, same churn: expected, quiet.
+  const int64_t w2 = kStart + kWindow;
+  EXPECT_FALSE(judge.Judge(kWindow, w2, 20'000, {}).open);  // rolls over
+  const auto churn2 = Sessions(3'000, w2 + kMinute, w2 + 2 * kMinute);
+  BreakerJudgement judgement =
+      judge.Judge(kWindow + 2 * kMinute, w2 + 2 * kMinute, 20'000, churn2);
+  EXPECT_FALSE(judgement.open) << judgement.reason;
+  EXPECT_TRUE(judgement.young_judged);
+  EXPECT_EQ(judgement.young_baseline, 3'000u);
+  // Threshold: 10% of (20,000 live + 3,000 expected).
+  EXPECT_EQ(judgement.threshold, 2'300u);
+  judge.Count(kWindow + 2 * kMinute, w2 + 2 * kMinute, churn2);
+  // A client starts creating sessions with a one-second lifetime: 2,400
+  // more than expected within the window opens it.
+  const auto burst = Sessions(2'400, w2 + 3 * kMinute, w2 + 3 * kMinute + 1000);
+  judgement =
+      judge.Judge(kWindow + 3 * kMinute, w2 + 3 * kMinute + 500, 20'000, burst);
+  EXPECT_TRUE(judgement.open);
+  EXPECT_EQ(judgement.unexpected, 2'400u);
+  // Not yet expired (the look-ahead): frozen before the first would.
+  EXPECT_EQ(judgement.earliest_unexpected_ms, w2 + 3 * kMinute + 1000);
+}
+
+TEST(ExpiryBreakerTest, ANewLeadersFirstWindowDoesNotJudgeShortLivedSessions) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 1'000);
+  // An application whose sessions live a minute: 5,000 per window against
+  // 1,000 live. Right after a leader change there is no baseline.
+  const auto churn = Sessions(5'000, kStart + 1, kStart + kMinute);
+  const BreakerJudgement judgement =
+      judge.Judge(kMinute, kStart + kMinute, 1'000, churn);
+  EXPECT_FALSE(judgement.open);
+  EXPECT_FALSE(judgement.young_judged);
+  EXPECT_EQ(judgement.window.young, 5'000u);
+}
+
+TEST(ExpiryBreakerTest, WhileOpenHeldSessionsClearOnlyWhenNoLongerUnexpected) {
+  ExpiryBreakerJudge judge(Options());
+  sessiond::v1::ExpiryBreaker breaker;
+  breaker.set_open(true);
+  breaker.set_window_start_ms(kStart);
+  breaker.set_opened_at_ms(kStart + 1000);
+  breaker.set_frozen_at_ms(kStart + 1000);
+  breaker.set_threshold(1'000);
+  breaker.set_young_judged(true);
+  breaker.set_young_baseline(100);
+  // Held back because cluster time ran an hour ahead: unexpected at first,
+  // planned once this leader's steady clock has seen the time pass.
+  const auto early = Sessions(2'000, kStart - kMinute, kStart + 30 * kMinute);
+  const int64_t now = kStart + 60 * kMinute;
+  EXPECT_EQ(judge.UnexpectedWhileOpen(breaker, 1000, 0, now, early), 2'000u);
+  EXPECT_EQ(judge.UnexpectedWhileOpen(breaker, 30 * kMinute, 0, now, early),
+            0u);
+  // Born in the window with a tiny lifetime: unexpected over the baseline
+  // until they are gone (revoked) or an operator resumes.
+  const auto young = Sessions(2'000, kStart + 500, kStart + 1500);
+  EXPECT_EQ(judge.UnexpectedWhileOpen(breaker, 60 * kMinute, 0, now, young),
+            1'900u);
+}
+
+TEST(ExpiryBreakerTest, CountHeldSessionsCountsExpiredAfterTheFrozenTime) {
+  storage::SessionTable table;
+  auto add = [&](int i, int64_t expires_at) {
+    sessiond::v1::Session session;
+    session.set_session_id("s" + std::to_string(i));
+    session.set_user_id("u");
+    session.set_created_at_ms(0);
+    session.set_expires_at_ms(expires_at);
+    session.set_version(1);
+    session.set_state(sessiond::v1::SESSION_STATE_ACTIVE);
+    storage::TokenHash hash{};
+    hash[0] = static_cast<uint8_t>(i);
+    ASSERT_TRUE(table.Insert(hash, session).ok());
+  };
+  add(1, 1'000);  // expired before the freeze: not held
+  add(2, 5'000);  // held
+  add(3, 6'000);  // held
+  add(4, 9'000);  // not expired yet
+  EXPECT_EQ(CountHeldSessions(table, /*frozen_at_ms=*/2'000,
+                              /*now_ms=*/7'000, /*leeway_ms=*/0),
+            2u);
+  // With a leeway, every expiry instant moves later.
+  EXPECT_EQ(CountHeldSessions(table, 3'000, 7'000, /*leeway_ms=*/1'500), 1u);
+}
+
+}  // namespace
+}  // namespace sessiond::server

@@ -1,0 +1,292 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The JWKS endpoint (server/jwks_http.h) on loopback, fetched with
+// cpp-httplib's client: the document and its cache headers, conditional
+// GETs, a provider that fails, paths that are not the JWKS, bind errors.
+#include "server/jwks_http.h"
+
+#include <httplib.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/signing.h"
+#include "gtest/gtest.h"
+
+namespace sessiond::server {
+namespace {
+
+// What the provider answers; changed by the test thread, read on sd-jwks.
+class FakeRing {
+ public:
+  void Set(absl::StatusOr<JwksDocument> doc) {
+    absl::MutexLock lock(&mu_);
+    doc_ = std::move(doc);
+  }
+  absl::StatusOr<JwksDocument> Get() {
+    absl::MutexLock lock(&mu_);
+    ++calls_;
+    return doc_;
+  }
+  int calls() {
+    absl::MutexLock lock(&mu_);
+    return calls_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::StatusOr<JwksDocument> doc_ ABSL_GUARDED_BY(mu_) =
+      absl::UnavailableError("no document yet");
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A real JWKS of `n` fresh Ed25519 keys.
+std::string RealJwks(int n) {
+  std::vector<signing::PublicSigningKey> keys;
+  for (int i = 0; i < n; ++i) {
+    absl::StatusOr<signing::Ed25519KeyPair> pair =
+        signing::GenerateEd25519KeyPair();
+    EXPECT_TRUE(pair.ok()) << pair.status();
+    if (!pair.ok()) return "";
+    absl::StatusOr<std::string> kid =
+        signing::KeyIdForPublicKey(pair->public_key);
+    EXPECT_TRUE(kid.ok()) << kid.status();
+    if (!kid.ok()) return "";
+    keys.push_back({*kid, pair->public_key});
+  }
+  absl::StatusOr<std::string> json = signing::JwksJson(keys);
+  EXPECT_TRUE(json.ok()) << json.status();
+  return json.ok() ? *json : "";
+}
+
+std::unique_ptr<httplib::Client> ClientFor(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  EXPECT_NE(colon, std::string::npos) << address;
+  EXPECT_TRUE(absl::SimpleAtoi(address.substr(colon + 1), &port)) << address;
+  auto client =
+      std::make_unique<httplib::Client>(address.substr(0, colon), port);
+  client->set_connection_timeout(5, 0);
+  client->set_read_timeout(5, 0);
+  return client;
+}
+
+class JwksHttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    JwksHttpOptions options;
+    options.listen = "127.0.0.1:0";
+    options.provider = [this] { return ring_.Get(); };
+    absl::StatusOr<std::unique_ptr<JwksHttpServer>> server =
+        JwksHttpServer::Start(std::move(options));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    ASSERT_TRUE(absl::StartsWith(server_->address(), "127.0.0.1:"))
+        << server_->address();
+    ASSERT_FALSE(absl::EndsWith(server_->address(), ":0"));
+    client_ = ClientFor(server_->address());
+  }
+
+  FakeRing ring_;
+  std::unique_ptr<JwksHttpServer> server_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(JwksHttpTest, ServesTheDocumentWithItsCacheHeaders) {
+  const std::string json = RealJwks(2);
+  ASSERT_FALSE(json.empty());
+  ring_.Set(JwksDocument{json, 300, 7});
+  httplib::Result res = client_->Get(kJwksPath);
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, json);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "application/json");
+  EXPECT_EQ(res->get_header_value("Cache-Control"), "public, max-age=300");
+  EXPECT_EQ(res->get_header_value("ETag"), "\"7\"");
+}
+
+TEST_F(JwksHttpTest, AsksTheProviderAtEveryRequestSoTheDocumentFollowsTheRing) {
+  const std::string first = RealJwks(1);
+  const std::string second = RealJwks(2);
+  ring_.Set(JwksDocument{first, 1, 3});
+  httplib::Result a = client_->Get(kJwksPath);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->body, first);
+  ring_.Set(JwksDocument{second, 1, 9});
+  httplib::Result b = client_->Get(kJwksPath);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->body, second);
+  EXPECT_EQ(b->get_header_value("ETag"), "\"9\"");
+  EXPECT_EQ(ring_.calls(), 2);
+}
+
+TEST_F(JwksHttpTest, NegativeMaxAgeIsServedAsZero) {
+  ring_.Set(JwksDocument{RealJwks(1), -5, 1});
+  httplib::Result res = client_->Get(kJwksPath);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->get_header_value("Cache-Control"), "public, max-age=0");
+}
+
+TEST_F(JwksHttpTest, MatchingIfNoneMatchIs304WithoutABody) {
+  const std::string json = RealJwks(1);
+  ring_.Set(JwksDocument{json, 60, 42});
+  for (const char* tag :
+       {"\"42\"", "W/\"42\"", "*", "\"1\", \"42\"", " \"3\" ,W/\"42\" "}) {
+    SCOPED_TRACE(tag);
+    httplib::Result res = client_->Get(kJwksPath, {{"If-None-Match", tag}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 304);
+    EXPECT_EQ(res->body, "");
+    EXPECT_EQ(res->get_header_value("ETag"), "\"42\"");
+    EXPECT_EQ(res->get_header_value("Cache-Control"), "public, max-age=60");
+  }
+  for (const char* tag : {"\"41\"", "\"420\"", "42", "\"4\", \"2\"", ""}) {
+    SCOPED_TRACE(tag);
+    httplib::Result res = client_->Get(kJwksPath, {{"If-None-Match", tag}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+    EXPECT_EQ(res->body, json);
+  }
+}
+
+TEST_F(JwksHttpTest, AnOldETagGetsTheNewDocumentOnceTheRingChanged) {
+  ring_.Set(JwksDocument{RealJwks(1), 60, 5});
+  httplib::Result first = client_->Get(kJwksPath);
+  ASSERT_TRUE(first);
+  const std::string etag = first->get_header_value("ETag");
+  httplib::Result same = client_->Get(kJwksPath, {{"If-None-Match", etag}});
+  ASSERT_TRUE(same);
+  EXPECT_EQ(same->status, 304);
+  const std::string next = RealJwks(2);
+  ring_.Set(JwksDocument{next, 60, 6});
+  httplib::Result changed = client_->Get(kJwksPath, {{"If-None-Match", etag}});
+  ASSERT_TRUE(changed);
+  EXPECT_EQ(changed->status, 200);
+  EXPECT_EQ(changed->body, next);
+  EXPECT_EQ(changed->get_header_value("ETag"), "\"6\"");
+}
+
+TEST_F(JwksHttpTest, HeadHasTheHeadersAndNoBody) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  httplib::Result res = client_->Head(kJwksPath);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "");
+  EXPECT_EQ(res->get_header_value("ETag"), "\"2\"");
+  EXPECT_EQ(res->get_header_value("Cache-Control"), "public, max-age=10");
+}
+
+TEST_F(JwksHttpTest, AFailingProviderIs503WithOneLineOfReason) {
+  ring_.Set(absl::UnavailableError("no key ring applied yet\nretry later"));
+  httplib::Result res = client_->Get(kJwksPath);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_EQ(res->body,
+            "jwks unavailable: no key ring applied yet retry later\n");
+  EXPECT_EQ(res->get_header_value("Cache-Control"), "no-store");
+  EXPECT_FALSE(res->has_header("ETag"));
+  // A conditional GET cannot turn a failure into a 304.
+  httplib::Result conditional =
+      client_->Get(kJwksPath, {{"If-None-Match", "*"}});
+  ASSERT_TRUE(conditional);
+  EXPECT_EQ(conditional->status, 503);
+
+  const std::string json = RealJwks(1);
+  ring_.Set(JwksDocument{json, 1, 1});
+  httplib::Result recovered = client_->Get(kJwksPath);
+  ASSERT_TRUE(recovered);
+  EXPECT_EQ(recovered->status, 200);
+  EXPECT_EQ(recovered->body, json);
+}
+
+TEST_F(JwksHttpTest, EverythingElseIs404) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  for (const char* path :
+       {"/", "/jwks.json", "/.well-known/jwks.json/", "/.well-known/",
+        "/.well-known/jwks.json.bak", "/metrics", "/healthz"}) {
+    SCOPED_TRACE(path);
+    httplib::Result res = client_->Get(path);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 404);
+  }
+  httplib::Result post = client_->Post(kJwksPath, "{}", "application/json");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 404);
+  EXPECT_NE(post->body, ring_.Get()->json);
+}
+
+TEST_F(JwksHttpTest, StopClosesTheListenerAndIsIdempotent) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  httplib::Result before = client_->Get(kJwksPath);
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->status, 200);
+  server_->Stop();
+  server_->Stop();
+  httplib::Result after = client_->Get(kJwksPath);
+  EXPECT_FALSE(after);
+}
+
+TEST(JwksHttpStartTest, RefusesBadAddressesAndAMissingProvider) {
+  auto provider = [] {
+    return absl::StatusOr<JwksDocument>(JwksDocument{"{\"keys\":[]}", 1, 1});
+  };
+  for (const char* listen : {"", "127.0.0.1", ":80", "127.0.0.1:x",
+                             "127.0.0.1:-1", "127.0.0.1:65536"}) {
+    SCOPED_TRACE(listen);
+    absl::StatusOr<std::unique_ptr<JwksHttpServer>> s =
+        JwksHttpServer::Start({listen, provider});
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  absl::StatusOr<std::unique_ptr<JwksHttpServer>> no_provider =
+      JwksHttpServer::Start({"127.0.0.1:0", nullptr});
+  EXPECT_EQ(no_provider.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JwksHttpStartTest, APortInUseIsUnavailable) {
+  auto provider = [] {
+    return absl::StatusOr<JwksDocument>(JwksDocument{"{\"keys\":[]}", 1, 1});
+  };
+  absl::StatusOr<std::unique_ptr<JwksHttpServer>> first =
+      JwksHttpServer::Start({"127.0.0.1:0", provider});
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<std::unique_ptr<JwksHttpServer>> second =
+      JwksHttpServer::Start({(*first)->address(), provider});
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable)
+      << second.status();
+  // The first still answers.
+  httplib::Result res = ClientFor((*first)->address())->Get(kJwksPath);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
+TEST(JwksHttpStartTest, StopRightAfterStartReturns) {
+  for (int i = 0; i < 20; ++i) {
+    absl::StatusOr<std::unique_ptr<JwksHttpServer>> s = JwksHttpServer::Start(
+        {"127.0.0.1:0", [] {
+           return absl::StatusOr<JwksDocument>(absl::InternalError("x"));
+         }});
+    ASSERT_TRUE(s.ok()) << s.status();
+    (*s)->Stop();
+  }
+}
+
+TEST(IfNoneMatchTest, WeakComparisonOverAList) {
+  EXPECT_TRUE(IfNoneMatchMatches("\"5\"", "\"5\""));
+  EXPECT_TRUE(IfNoneMatchMatches("W/\"5\"", "\"5\""));
+  EXPECT_TRUE(IfNoneMatchMatches(" * ", "\"5\""));
+  EXPECT_TRUE(IfNoneMatchMatches("\"4\",\"5\"", "\"5\""));
+  EXPECT_FALSE(IfNoneMatchMatches("\"55\"", "\"5\""));
+  EXPECT_FALSE(IfNoneMatchMatches("5", "\"5\""));
+  EXPECT_FALSE(IfNoneMatchMatches("", "\"5\""));
+  EXPECT_FALSE(IfNoneMatchMatches("\"4\", *x", "\"5\""));
+}
+
+}  // namespace
+}  // namespace sessiond::server

@@ -1,0 +1,176 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// JWT session tokens on one real daemon (issue 7, "Signing keys that cannot
+// lock users out"): a node with a key-encryption key makes the cluster's
+// first key by itself; a JWT token verifies locally against the JWKS the
+// node serves, is validated, touched and revoked like an opaque one; the
+// requests that cannot be served are refused precisely and change nothing.
+#include <grpcpp/grpcpp.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/time/clock.h"
+#include "common/key_encryption.h"
+#include "common/signing.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "sessiond/v1/admin.grpc.pb.h"
+#include "tests/server/daemon_fixture.h"
+
+namespace sessiond::server::testing {
+namespace {
+
+class JwtTokenTest : public DaemonTest {
+ protected:
+  Config MakeConfig() override {
+    Config config = TestConfig(dir_.Child("data"));
+    const std::string kek = dir_.Child("kek");
+    if (!std::ifstream(kek)) {
+      EXPECT_TRUE(WriteNewKekFile(kek).ok());
+    }
+    config.kek_file = kek;
+    config.jwks_max_age_ms = 1000;
+    return config;
+  }
+
+  std::unique_ptr<sessiond::v1::AdminService::Stub> Admin() {
+    return sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
+        daemon_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  // The JWKS once the first key is bootstrapped (bounded wait).
+  sessiond::v1::GetJwksResponse Jwks() {
+    sessiond::v1::GetJwksResponse jwks;
+    for (int i = 0; i < 100; ++i) {
+      grpc::ClientContext context;
+      SetDeadline(&context);
+      jwks.Clear();
+      EXPECT_TRUE(Admin()
+                      ->GetJwks(&context, sessiond::v1::GetJwksRequest(), &jwks)
+                      .ok());
+      if (absl::StrContains(jwks.jwks_json(), "kid")) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return jwks;
+  }
+};
+
+TEST_F(JwtTokenTest, AJwtVerifiesLocallyAndLivesInTheStoreLikeAnOpaqueToken) {
+  const sessiond::v1::GetJwksResponse jwks = Jwks();
+  ASSERT_TRUE(absl::StrContains(jwks.jwks_json(), "kid")) << jwks.jwks_json();
+  EXPECT_EQ(jwks.max_age_s(), 1);
+  CreateSessionRequest request;
+  request.set_user_id("alice");
+  request.set_ttl_ms(3600 * 1000);
+  request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  CreateSessionResponse created;
+  ASSERT_TRUE(Create(request, &created).ok());
+  EXPECT_FALSE(created.session().signing_kid().empty());
+
+  // As an app server would: the signature and expiry, locally, with the
+  // keys of the JWKS document.
+  std::vector<signing::PublicSigningKey> keys;
+  const nlohmann::json document = nlohmann::json::parse(jwks.jwks_json());
+  for (const auto& jwk : document["keys"]) {
+    absl::StatusOr<std::string> x =
+        signing::Base64UrlDecode(jwk["x"].get<std::string>());
+    ASSERT_TRUE(x.ok()) << x.status();
+    keys.push_back({jwk["kid"].get<std::string>(), *x});
+  }
+  absl::StatusOr<std::unique_ptr<signing::JwtVerifier>> verifier =
+      signing::JwtVerifier::Create(keys);
+  ASSERT_TRUE(verifier.ok()) << verifier.status();
+  absl::StatusOr<signing::VerifiedJwt> verified = (*verifier)->Verify(
+      created.token(), absl::ToUnixMillis(absl::Now()), /*leeway_ms=*/60'000);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->claims.sid, created.session().session_id());
+  EXPECT_EQ(verified->claims.sub, "alice");
+  EXPECT_EQ(verified->kid, created.session().signing_kid());
+
+  // And by the store: validate, touch, revoke.
+  ValidateSessionResponse valid = Validate(created.token());
+  EXPECT_EQ(valid.outcome(), ValidateSessionResponse::VALID);
+  EXPECT_EQ(valid.session().signing_kid(), created.session().signing_kid());
+  TouchSessionRequest touch;
+  touch.set_token(created.token());
+  TouchSessionResponse touched;
+  grpc::ClientContext touch_context;
+  SetDeadline(&touch_context);
+  EXPECT_TRUE(stub_->TouchSession(&touch_context, touch, &touched).ok());
+  RevokeSessionRequest revoke;
+  revoke.set_token(created.token());
+  RevokeSessionResponse revoked;
+  grpc::ClientContext revoke_context;
+  SetDeadline(&revoke_context);
+  EXPECT_TRUE(stub_->RevokeSession(&revoke_context, revoke, &revoked).ok());
+  EXPECT_EQ(Validate(created.token()).outcome(),
+            ValidateSessionResponse::REVOKED);
+  // The kid survives a restart (it is part of the stored session).
+  RestartDaemon();
+  sessiond::v1::ListUserSessionsRequest list;
+  list.set_user_id("alice");
+  list.set_include_revoked(true);
+  sessiond::v1::ListUserSessionsResponse listed;
+  grpc::ClientContext list_context;
+  SetDeadline(&list_context);
+  ASSERT_TRUE(stub_->ListUserSessions(&list_context, list, &listed).ok());
+  ASSERT_EQ(listed.sessions_size(), 1);
+  EXPECT_EQ(listed.sessions(0).signing_kid(), created.session().signing_kid());
+}
+
+TEST_F(JwtTokenTest, RequestsThatCannotBeServedAreRefusedAndChangeNothing) {
+  ASSERT_TRUE(absl::StrContains(Jwks().jwks_json(), "kid"));
+  CreateSessionRequest request;
+  request.set_user_id("bob");
+  request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  request.set_request_id(std::string(32, 'r'));
+  CreateSessionResponse created;
+  grpc::Status s = Create(request, &created);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "request_id"))
+      << s.error_message();
+  // A token shaped like a JWT that the store never issued: UNKNOWN.
+  EXPECT_EQ(
+      Validate("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl").outcome(),
+      ValidateSessionResponse::UNKNOWN);
+  sessiond::v1::ListUserSessionsRequest list;
+  list.set_user_id("bob");
+  sessiond::v1::ListUserSessionsResponse listed;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  ASSERT_TRUE(stub_->ListUserSessions(&context, list, &listed).ok());
+  EXPECT_EQ(listed.sessions_size(), 0);
+}
+
+class JwtWithoutKekTest : public DaemonTest {};
+
+TEST_F(JwtWithoutKekTest, ANodeWithoutAKekRefusesJwtCreatesAndStaging) {
+  CreateSessionRequest request;
+  request.set_user_id("carol");
+  request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  CreateSessionResponse created;
+  grpc::Status s = Create(request, &created);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "--kek_file"))
+      << s.error_message();
+  auto admin = sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
+      daemon_->address(), grpc::InsecureChannelCredentials()));
+  sessiond::v1::StageKeyResponse staged;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  s = admin->StageKey(&context, sessiond::v1::StageKeyRequest(), &staged);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  sessiond::v1::ListKeysResponse keys;
+  grpc::ClientContext list_context;
+  SetDeadline(&list_context);
+  ASSERT_TRUE(
+      admin->ListKeys(&list_context, sessiond::v1::ListKeysRequest(), &keys)
+          .ok());
+  EXPECT_EQ(keys.keys_size(), 0);
+}
+
+}  // namespace
+}  // namespace sessiond::server::testing
