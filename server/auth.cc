@@ -265,6 +265,15 @@ absl::StatusOr<MethodTable> MethodTable::Sessiond() {
       Role::kReader));
   SESSIOND_RETURN_IF_ERROR(
       table.AddRoleToMethods(*session, {"GetSession"}, Role::kAdmin));
+  // gRPC's health service (balancers' probes) for everyone with an
+  // identity; reflection (what the API is) for admins.
+  SESSIOND_RETURN_IF_ERROR(
+      table.AddMethod("/grpc.health.v1.Health/Check", RoleSet::All()));
+  SESSIOND_RETURN_IF_ERROR(
+      table.AddMethod("/grpc.health.v1.Health/Watch", RoleSet::All()));
+  SESSIOND_RETURN_IF_ERROR(table.AddMethod(
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      {Role::kAdmin}));
   return table;
 }
 

@@ -54,6 +54,20 @@ absl::Status ValidateInitialCluster(const std::string& value) {
   return ParseInitialCluster(value).status();
 }
 
+absl::Status ValidateClientAuth(const std::string& value) {
+  if (value == "require" || value == "optional") return absl::OkStatus();
+  return absl::InvalidArgumentError("must be require or optional");
+}
+
+// Whether `listen` (host:port) binds only the loopback interface.
+bool IsLoopbackListen(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
 absl::Status ValidateClusterState(const std::string& value) {
   if (value == "new" || value == "existing") return absl::OkStatus();
   return absl::InvalidArgumentError("must be new or existing");
@@ -217,6 +231,42 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(expiry_breaker_min_sessions),
        .min = 1,
        .max = 1ll << 40},
+      {.name = "tls_cert",
+       .help = "this node's certificate chain (PEM): with --tls_key and "
+               "--tls_ca, mutual TLS on the client and peer listeners and "
+               "the peer channels",
+       .string_field = SESSIOND_STRING_FIELD(tls_cert)},
+      {.name = "tls_key",
+       .help = "the private key of --tls_cert (PEM, unencrypted)",
+       .string_field = SESSIOND_STRING_FIELD(tls_key)},
+      {.name = "tls_ca",
+       .help = "the CA bundle (PEM) that signed the peers' and clients' "
+               "certificates",
+       .string_field = SESSIOND_STRING_FIELD(tls_ca)},
+      {.name = "tls_client_auth",
+       .help = "require: every client shows a certificate of --tls_ca; "
+               "optional: a client without one may use a bearer token",
+       .string_field = SESSIOND_STRING_FIELD(tls_client_auth),
+       .validate = ValidateClientAuth},
+      {.name = "tls_refresh_s",
+       .help = "how often the TLS files are read again (renewed "
+               "certificates are used without a restart)",
+       .int_field = SESSIOND_INT_FIELD(tls_refresh_s),
+       .min = 1,
+       .max = 86400},
+      {.name = "auth_file",
+       .help = "the role file: identities (certificate names, bearer token "
+               "digests) and their roles app, admin, peer, reader; required "
+               "with TLS; read again on SIGHUP",
+       .string_field = SESSIOND_STRING_FIELD(auth_file),
+       .reloadable = true},
+      {.name = "insecure_plaintext_non_loopback",
+       .help = "1: without TLS, let the listeners bind non-loopback "
+               "addresses anyway (anyone who reaches them can create and "
+               "revoke sessions)",
+       .int_field = SESSIOND_INT_FIELD(insecure_plaintext_non_loopback),
+       .min = 0,
+       .max = 1},
       {.name = "kek_file",
        .help = "the key-encryption key file (64 hex characters, mode 0600, "
                "the same on every node): seals the signing keys; without it "
@@ -532,6 +582,42 @@ absl::Status CheckConsistent(const Config& config) {
     return absl::InvalidArgumentError(
         "--initial_cluster_state=existing needs --initial_cluster with the "
         "addresses of running members to join");
+  }
+  const int tls_files = !config.tls_cert.empty() + !config.tls_key.empty() +
+                        !config.tls_ca.empty();
+  if (tls_files != 0 && tls_files != 3) {
+    return absl::InvalidArgumentError(
+        "--tls_cert, --tls_key and --tls_ca go together: give all three "
+        "(tools/dev-ca.sh makes a development set) or none");
+  }
+  if (tls_files == 3 && config.auth_file.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs --auth_file: the role file that says which certificate "
+        "names and bearer tokens may call what (docs/OPERATIONS.md, \"TLS "
+        "and roles\")");
+  }
+  if (tls_files == 0 && !config.auth_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--auth_file needs TLS (--tls_cert, --tls_key, --tls_ca): without it "
+        "no identity can be verified");
+  }
+  if (tls_files == 0 && config.insecure_plaintext_non_loopback == 0) {
+    std::string peer = config.peer_listen;
+    if (peer.empty() && !members->empty()) {
+      peer = members->at(static_cast<uint64_t>(config.node_id));
+    }
+    for (const auto& [flag, address] :
+         {std::pair<const char*, std::string>{"--listen", config.listen},
+          {"--peer_listen", peer}}) {
+      if (!address.empty() && !IsLoopbackListen(address)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, " ", address,
+            " is not a loopback address and TLS is off: anyone who reaches "
+            "it could create and revoke sessions. Configure TLS (--tls_cert, "
+            "--tls_key, --tls_ca, --auth_file) or, on a network you trust, "
+            "pass --insecure_plaintext_non_loopback=1"));
+      }
+    }
   }
   return absl::OkStatus();
 }

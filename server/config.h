@@ -47,6 +47,19 @@ struct Config {
   // node cannot sign JWTs nor stage keys), the JWKS max-age the first leader
   // writes into the log, and the JWKS HTTP listener (empty: off).
   std::string kek_file;
+  // TLS on the client and peer listeners and the peer channels (PEM files;
+  // all three or none: server/tls_credentials.h), whether clients must show
+  // a certificate ("require") or may use a bearer token instead
+  // ("optional"), how often the files are re-read, and the role file
+  // (server/auth.h; required with TLS).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  std::string tls_client_auth = "require";
+  int64_t tls_refresh_s = 60;
+  std::string auth_file;
+  // Without TLS, listeners bind loopback addresses only unless this is 1.
+  int64_t insecure_plaintext_non_loopback = 0;
   int64_t jwks_max_age_ms = 5 * 60 * 1000;
   std::string jwks_listen;
   int64_t expiry_leeway_ms = 0;

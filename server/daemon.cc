@@ -23,6 +23,7 @@
 #include "common/fault_point.h"
 #include "common/log.h"
 #include "common/metrics_registry.h"
+#include "common/status_macros.h"
 #include "replication/node_driver.h"
 #include "server/admin_service.h"
 #include "server/apply_metrics.h"
@@ -35,6 +36,7 @@
 #include "server/expiry_sweeper.h"
 #include "server/jwks_http.h"
 #include "server/jwt_issuer.h"
+#include "server/listener_security.h"
 #include "server/log_compactor.h"
 #include "server/logout_detector.h"
 #include "server/metrics_http.h"
@@ -140,6 +142,9 @@ absl::Status Daemon::Reload(const Config& next) {
     return absl::FailedPreconditionError("the daemon is not running");
   }
   shutdown_grace_ms_.store(next.shutdown_grace_ms);
+  if (security_ != nullptr) {
+    SESSIOND_RETURN_IF_ERROR(security_->ReloadRoles(next.auth_file));
+  }
   if (next.sweep_interval_ms != sweep_interval_ms_ ||
       next.sweep_batch != sweep_batch_) {
     sweeper_->Stop();
@@ -191,7 +196,7 @@ absl::Status Daemon::StartPeerListener() {
   AllowPeerKeepalive(&builder);
   builder.SetMaxReceiveMessageSize(64 << 20);
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, security_->peer_listener(), &port);
   if (rpc_metrics_ != nullptr) rpc_metrics_->Instrument(&builder);
   builder.RegisterService(peer_service_.get());
   peer_server_ = builder.BuildAndStart();
@@ -221,6 +226,13 @@ absl::Status Daemon::Init() {
                      ": expected NAME or NAME@N with N >= 1"));
   }
   const NodeId self(static_cast<uint64_t>(config_.node_id));
+  {
+    absl::StatusOr<std::unique_ptr<ListenerSecurity>> security =
+        ListenerSecurity::Build(config_);
+    if (!security.ok()) return security.status();
+    security_ = *std::move(security);
+    logging::Info("tls", logging::Fields().Add("msg", security_->Describe()));
+  }
 
   const uint64_t disk_low_bytes = static_cast<uint64_t>(config_.disk_reserve_mb)
                                   << 20;
@@ -277,8 +289,8 @@ absl::Status Daemon::Init() {
       hello_stubs;
   for (const auto& [id, address] : *initial) {
     if (id == self.value()) continue;
-    hello_stubs[id] =
-        sessiond::v1::internal::RaftPeer::NewStub(NewPeerChannel(address));
+    hello_stubs[id] = sessiond::v1::internal::RaftPeer::NewStub(
+        NewPeerChannel(address, security_->peer_channels()));
   }
   HelloAll hello_all = [&hello_stubs, self] {
     std::map<uint64_t, absl::StatusOr<sessiond::v1::internal::HelloResponse>>
@@ -316,6 +328,7 @@ absl::Status Daemon::Init() {
   transport_options.self = self;
   transport_options.snapshots = snapshots_.get();
   transport_options.drop_file = config_.unsafe_peer_drop_file;
+  transport_options.credentials = security_->peer_channels();
   transport_ = std::make_unique<PeerTransport>(transport_options);
   for (const auto& [id, address] : *initial) {
     transport_->SetAddress(NodeId(id), address);
@@ -590,7 +603,7 @@ absl::Status Daemon::Init() {
   if (rpc_metrics_ != nullptr) rpc_metrics_->Instrument(&builder);
   socket_poller_ =
       std::make_unique<SocketPoller>(&builder, service_->stream_activity());
-  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(config_.listen, security_->client_listener(),
                            &port_);
   builder.RegisterService(service_.get());
   builder.RegisterService(admin_.get());

@@ -42,6 +42,7 @@ class CountingStateMachine;
 class DelayQueue;
 class ExpirySweeper;
 class JwksHttpServer;
+class ListenerSecurity;
 class JwtIssuer;
 class LogCompactor;
 class LogoutDetectorTask;
@@ -164,6 +165,9 @@ class Daemon {
   std::atomic<uint64_t> hello_cluster_id_{0};
 
   // --metrics_listen: times the gRPC servers' calls; destroyed after them.
+  // TLS and roles of the listeners and peer channels (built first, kept
+  // until the end: the gRPC servers hold its credentials).
+  std::unique_ptr<ListenerSecurity> security_;
   std::unique_ptr<RpcMetrics> rpc_metrics_;
   // In dependency order; destroyed in reverse.
   std::unique_ptr<storage::Database> db_;

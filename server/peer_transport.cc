@@ -30,7 +30,9 @@ using sessiond::v1::internal::SnapshotAck;
 using sessiond::v1::internal::SnapshotChunk;
 using sessiond::v1::internal::StreamSummary;
 
-std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> NewPeerChannel(
+    const std::string& address,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   // A peer that stops answering (paused, partitioned, its host gone) breaks
   // the stream within a few seconds instead of leaving a write stuck.
@@ -46,8 +48,10 @@ std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& address) {
   args.SetMaxSendMessageSize(64 << 20);
   // One channel per peer, not shared with other code's channels.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(
+      address,
+      credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(),
+      args);
 }
 
 struct PeerTransport::Peer {
@@ -88,7 +92,7 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     absl::MutexLock peer_lock(&peer->mu);
     if (peer->address == address) return;
     peer->address = address;
-    peer->channel = NewPeerChannel(address);
+    peer->channel = NewPeerChannel(address, options_.credentials);
     peer->stub = RaftPeer::NewStub(peer->channel);
     peer->address_changed = true;
     peer->cv.SignalAll();
@@ -99,7 +103,7 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
   {
     absl::MutexLock peer_lock(&raw->mu);
     raw->address = address;
-    raw->channel = NewPeerChannel(address);
+    raw->channel = NewPeerChannel(address, options_.credentials);
     raw->stub = RaftPeer::NewStub(raw->channel);
   }
   raw->sender = std::thread([this, raw] {

@@ -27,6 +27,7 @@
 #define SESSIOND_SERVER_PEER_TRANSPORT_H_
 
 #include <grpcpp/channel.h>
+#include <grpcpp/security/credentials.h>
 
 #include <atomic>
 #include <cstdint>
@@ -64,6 +65,8 @@ struct PeerTransportOptions {
   // Tests only (--unsafe_peer_drop_file): node ids listed in this file get
   // none of our traffic and we ignore theirs.
   std::string drop_file;
+  // The peer channels' TLS (null: plaintext).
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
 struct PeerTransportMetrics {
@@ -140,7 +143,11 @@ class PeerTransport : public replication::Transport {
 };
 
 // A channel to a peer with the keepalive settings the transport uses.
-std::shared_ptr<grpc::Channel> NewPeerChannel(const std::string& address);
+// `credentials`: TLS for the peer channels (server/tls_credentials.h);
+// null: plaintext.
+std::shared_ptr<grpc::Channel> NewPeerChannel(
+    const std::string& address,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials);
 
 }  // namespace sessiond::server
 

@@ -203,12 +203,62 @@ def signal_node(node, sig):
 
 
 def node_argv(cluster, node):
-    return [cluster["sessiond"],
+    argv = [cluster["sessiond"],
             "--node_id", str(node["id"]),
             "--initial_cluster", cluster["initial_cluster"],
             "--listen", node["client_address"],
             "--data_dir", node["data_dir"],
-            "--cluster_token", cluster["cluster_token"]] + cluster["extra_args"]
+            "--cluster_token", cluster["cluster_token"]]
+    tls = cluster.get("tls")
+    if tls:
+        cert = os.path.join(tls, "node-%d" % node["id"])
+        argv += ["--tls_cert", cert + ".pem", "--tls_key", cert + "-key.pem",
+                 "--tls_ca", os.path.join(tls, "ca.pem"),
+                 "--auth_file", os.path.join(tls, "roles.conf")]
+    return argv + cluster["extra_args"]
+
+
+# The identities `up --tls` makes certificates for, and their roles.
+TLS_IDENTITIES = {"operator": "app, admin", "app": "app", "reader": "reader"}
+
+
+def make_tls(cdir, count):
+    """A development CA, node and client certificates (tools/dev-ca.sh) and
+    a role file in cdir/tls; returns that folder."""
+    tls = os.path.join(cdir, "tls")
+    result = subprocess.run(
+        [os.path.join(ROOT, "tools", "dev-ca.sh"), "--nodes", str(count), tls]
+        + list(TLS_IDENTITIES), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        raise Failure("tools/dev-ca.sh failed:\n" + result.stdout)
+    with open(os.path.join(tls, "roles.conf"), "w") as out:
+        out.write("# tools/dev.sh cluster up --tls (server/auth.h's format)\n")
+        for i in range(1, count + 1):
+            out.write("node-%d = peer\n" % i)
+        for identity, roles in TLS_IDENTITIES.items():
+            out.write("%s = %s\n" % (identity, roles))
+    return tls
+
+
+def channel(cluster, address):
+    """A channel to a node's client address: TLS as the operator when the
+    cluster has TLS."""
+    grpc = stubs(cluster)[0]
+    # A developer's http_proxy must not catch 127.0.0.1.
+    options = [("grpc.enable_http_proxy", 0)]
+    tls = cluster.get("tls")
+    if not tls:
+        return grpc.insecure_channel(address, options=options)
+
+    def read(name):
+        with open(os.path.join(tls, name), "rb") as f:
+            return f.read()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read("ca.pem"),
+        private_key=read("operator-key.pem"),
+        certificate_chain=read("operator.pem"))
+    return grpc.secure_channel(address, credentials, options=options)
 
 
 def start_node(node):
@@ -310,17 +360,15 @@ def stubs(cluster):
 def ask_status(cluster, address):
     """The ClusterStatusResponse of the node at address, or None."""
     grpc, admin_pb2, admin_pb2_grpc = stubs(cluster)
-    # A developer's http_proxy must not catch 127.0.0.1.
-    channel = grpc.insecure_channel(address,
-                                    options=[("grpc.enable_http_proxy", 0)])
+    chan = channel(cluster, address)
     try:
-        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        stub = admin_pb2_grpc.AdminServiceStub(chan)
         return stub.ClusterStatus(admin_pb2.ClusterStatusRequest(),
                                   timeout=RPC_TIMEOUT_S)
     except grpc.RpcError:
         return None
     finally:
-        channel.close()
+        chan.close()
 
 
 def gather(cluster):
@@ -439,6 +487,16 @@ def print_clients(cluster):
     print("logs:             %s" % display(
         os.path.join(cluster["cluster_dir"], "logs", "node*.log")))
     print("cluster.json:     %s" % display(json_path(cluster["cluster_dir"])))
+    tls = cluster.get("tls")
+    if tls:
+        print("tls:              %s (roles.conf: %s)" % (
+            display(tls), ", ".join("%s = %s" % kv
+                                    for kv in TLS_IDENTITIES.items())))
+        print("sessionctl:       sessionctl --endpoints %s --tls-ca %s "
+              "--tls-cert %s --tls-key %s status" % (
+                  addresses, display(os.path.join(tls, "ca.pem")),
+                  display(os.path.join(tls, "operator.pem")),
+                  display(os.path.join(tls, "operator-key.pem"))))
 
 
 # ------------------------------------------------------------------ commands
@@ -568,7 +626,10 @@ def cmd_up(args, extra):
         fresh = cluster is None
         if fresh:
             cluster = new_cluster(cdir, build_dir, count, extra)
-            log("starting a new %d-node cluster in %s" % (count, display(cdir)))
+            if args.tls:
+                cluster["tls"] = make_tls(cdir, count)
+            log("starting a new %d-node cluster%s in %s" % (
+                count, " with mutual TLS" if args.tls else "", display(cdir)))
         else:
             # Same ids, ports, token and data dirs; today's binary; the new
             # extra flags when given, else the saved ones.
@@ -771,6 +832,9 @@ def main(argv):
     p = sub.add_parser("up", help="start N nodes (default 3) and wait for a "
                        "leader; flags after -- go to every node")
     p.add_argument("nodes", nargs="?", type=int, metavar="N")
+    p.add_argument("--tls", action="store_true",
+                   help="a new cluster with mutual TLS and roles: "
+                   "tools/dev-ca.sh certificates in .cluster/tls")
     p = sub.add_parser("status", help="nodes, processes and ClusterStatus")
     p.add_argument("--json", action="store_true", help="machine output")
     for name, text in (("kill", "SIGKILL a node"),

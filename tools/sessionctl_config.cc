@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <utility>
 
@@ -108,6 +109,10 @@ Environment Environment::FromProcess() {
   env.config = Getenv("SESSIONCTL_CONFIG");
   env.xdg_config_home = Getenv("XDG_CONFIG_HOME");
   env.home = Getenv("HOME");
+  env.tls_ca = Getenv("SESSIOND_TLS_CA");
+  env.tls_cert = Getenv("SESSIOND_TLS_CERT");
+  env.tls_key = Getenv("SESSIOND_TLS_KEY");
+  env.token_file = Getenv("SESSIOND_TOKEN_FILE");
   return env;
 }
 
@@ -158,9 +163,11 @@ absl::StatusOr<std::map<std::string, std::string>> ParseConfigFile(
     const size_t eq = line.find('=');
     if (eq == absl::string_view::npos) return fail("expected key = value");
     const std::string key(absl::StripAsciiWhitespace(line.substr(0, eq)));
-    if (key != "endpoints" && key != "timeout") {
-      return fail(
-          absl::StrCat("unknown key '", key, "' (known: endpoints, timeout)"));
+    if (key != "endpoints" && key != "timeout" && key != "tls_ca" &&
+        key != "tls_cert" && key != "tls_key" && key != "token_file") {
+      return fail(absl::StrCat("unknown key '", key,
+                               "' (known: endpoints, timeout, tls_ca, "
+                               "tls_cert, tls_key, token_file)"));
     }
     if (values.count(key) > 0) {
       return fail(absl::StrCat("'", key, "' is set twice"));
@@ -243,6 +250,77 @@ absl::StatusOr<Settings> ResolveSettings(const GlobalFlags& flags,
           absl::StrCat(timeout_source, ": ", d.status().message()));
     }
     settings.timeout = *d;
+  }
+
+  // TLS files: flag > environment > config file, relative paths in the file
+  // taken from its folder.
+  struct Level {
+    const std::string& value;
+    std::string source;
+  };
+  const auto from_file = [&](const std::string& key) -> std::string {
+    auto it = file.find(key);
+    if (it == file.end() || it->second.empty()) return "";
+    if (absl::StartsWith(it->second, "/")) return it->second;
+    const size_t slash = path.rfind('/');
+    if (slash == std::string::npos) return it->second;
+    return absl::StrCat(path.substr(0, slash + 1), it->second);
+  };
+  const std::string file_ca = from_file("tls_ca");
+  const std::string file_cert = from_file("tls_cert");
+  const std::string file_key = from_file("tls_key");
+  const std::string file_token = from_file("token_file");
+  const auto in_file = [&](absl::string_view key) {
+    return absl::StrCat(key, " in config file ", path);
+  };
+  const auto pick = [](std::initializer_list<Level> levels) {
+    for (const Level& level : levels) {
+      if (!level.value.empty()) return FileSetting{level.value, level.source};
+    }
+    return FileSetting();
+  };
+  settings.tls_ca = pick({{flags.tls_ca, "--tls-ca"},
+                          {env.tls_ca, "SESSIOND_TLS_CA"},
+                          {file_ca, in_file("tls_ca")}});
+  settings.token_file = pick({{flags.token_file, "--token-file"},
+                              {env.token_file, "SESSIOND_TOKEN_FILE"},
+                              {file_token, in_file("token_file")}});
+  // The certificate and its key come from one place, so that a flag never
+  // pairs with a key from the environment (another identity's, maybe).
+  const struct {
+    const std::string& cert;
+    const std::string& key;
+    std::string cert_source;
+    std::string key_source;
+  } pairs[] = {
+      {flags.tls_cert, flags.tls_key, "--tls-cert", "--tls-key"},
+      {env.tls_cert, env.tls_key, "SESSIOND_TLS_CERT", "SESSIOND_TLS_KEY"},
+      {file_cert, file_key, in_file("tls_cert"), in_file("tls_key")},
+  };
+  for (const auto& pair : pairs) {
+    if (pair.cert.empty() && pair.key.empty()) continue;
+    if (pair.cert.empty() || pair.key.empty()) {
+      return UsageError(absl::StrCat(
+          pair.cert.empty() ? pair.key_source : pair.cert_source,
+          " is set without ",
+          pair.cert.empty() ? pair.cert_source : pair.key_source,
+          ": a client certificate needs its key (give both, or neither)"));
+    }
+    settings.tls_cert = {pair.cert, pair.cert_source};
+    settings.tls_key = {pair.key, pair.key_source};
+    break;
+  }
+  if (settings.tls_ca.empty()) {
+    const FileSetting& needs_ca =
+        !settings.tls_cert.empty() ? settings.tls_cert : settings.token_file;
+    if (!needs_ca.empty()) {
+      return UsageError(absl::StrCat(
+          needs_ca.source,
+          " is set but no CA is: give --tls-ca (or SESSIOND_TLS_CA, or "
+          "tls_ca in the config file), the CA bundle that signed the nodes' "
+          "certificates (sessionctl then speaks TLS; a token is only ever "
+          "sent over TLS)"));
+    }
   }
   return settings;
 }

@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/grpc_status.h"
+#include "client/tls.h"
 #include "tools/cluster_probe.h"
 #include "tools/sessionctl_errors.h"
 
@@ -49,21 +50,73 @@ std::optional<std::string> TrailingValue(const grpc::ClientContext& context,
 
 }  // namespace
 
+absl::StatusOr<Security> SecurityFor(const Settings& settings) {
+  Security security;
+  if (!settings.tls()) return security;
+  client::TlsOptions tls;
+  tls.ca_file = settings.tls_ca.path;
+  tls.cert_file = settings.tls_cert.path;
+  tls.key_file = settings.tls_key.path;
+  std::vector<std::string> presented;
+  if (!settings.tls_cert.empty()) {
+    presented.push_back(absl::StrCat("client certificate ",
+                                     settings.tls_cert.path, " (",
+                                     settings.tls_cert.source, ")"));
+  } else {
+    presented.push_back("no client certificate");
+  }
+  if (!settings.token_file.empty()) {
+    absl::StatusOr<std::string> token =
+        client::ReadTokenFile(settings.token_file.path);
+    if (!token.ok()) {
+      return UsageError(absl::StrCat(settings.token_file.source, ": ",
+                                     token.status().message()));
+    }
+    tls.bearer_token = *std::move(token);
+    presented.push_back(absl::StrCat("bearer token from ",
+                                     settings.token_file.path, " (",
+                                     settings.token_file.source, ")"));
+  }
+  presented.push_back(absl::StrCat("CA ", settings.tls_ca.path, " (",
+                                   settings.tls_ca.source, ")"));
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      client::MakeTlsCredentials(tls);
+  if (!credentials.ok()) {
+    const absl::string_view message = credentials.status().message();
+    const FileSetting& at_fault =
+        absl::StartsWith(message, "cert_file")  ? settings.tls_cert
+        : absl::StartsWith(message, "key_file") ? settings.tls_key
+                                                : settings.tls_ca;
+    return UsageError(absl::StrCat(at_fault.source, ": ", message));
+  }
+  security.credentials = *std::move(credentials);
+  security.presented = absl::StrJoin(presented, ", ");
+  return security;
+}
+
 Connection::Connection(std::vector<std::string> endpoints, std::string source,
-                       absl::Duration timeout)
+                       absl::Duration timeout, Security security)
     : endpoints_(std::move(endpoints)),
       source_(std::move(source)),
-      timeout_(timeout) {}
+      timeout_(timeout),
+      security_(std::move(security)) {}
 
 Connection::~Connection() = default;
+
+std::shared_ptr<grpc::Channel> Connection::NewChannel(
+    const std::string& address) const {
+  return grpc::CreateCustomChannel(address,
+                                   security_.tls()
+                                       ? security_.credentials
+                                       : grpc::InsecureChannelCredentials(),
+                                   ChannelArgs());
+}
 
 std::shared_ptr<grpc::Channel> Connection::ChannelTo(
     const std::string& address) {
   auto it = channels_.find(address);
   if (it == channels_.end()) {
-    auto channel = grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), ChannelArgs());
-    it = channels_.emplace(address, std::move(channel)).first;
+    it = channels_.emplace(address, NewChannel(address)).first;
   }
   return it->second;
 }
@@ -86,8 +139,7 @@ grpc::Status Connection::CallAdmin(const std::string& address, AdminCall call,
 std::string Connection::Why(const std::string& address) {
   // A channel of its own: the shared one may be in reconnect backoff,
   // whose error says nothing of the cause.
-  auto stub = v1::AdminService::NewStub(grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), ChannelArgs()));
+  auto stub = v1::AdminService::NewStub(NewChannel(address));
   grpc::ClientContext context;
   context.set_deadline(
       absl::ToChronoTime(absl::Now() + absl::Milliseconds(500)));
@@ -144,7 +196,19 @@ absl::StatusOr<std::string> Connection::Reach() {
       absl::StrJoin(reasons, "\n"),
       "\nCheck that sessiond runs there and serves its client port "
       "(--listen, not the peer port), and the endpoints: --endpoints, "
-      "SESSIOND_ENDPOINTS or the config file, in that order."));
+      "SESSIOND_ENDPOINTS or the config file, in that order.",
+      security_.tls()
+          ? absl::StrCat(
+                "\nsessionctl speaks TLS (", security_.presented,
+                "): the TLS handshake may have failed. Check that the CA is "
+                "the one that signed the nodes' certificates, that a client "
+                "certificate is given (--tls-cert and --tls-key) if the "
+                "cluster requires one (sessiond --tls_client_auth require), "
+                "that it was signed by the cluster's CA, and that each "
+                "node's certificate names the address dialled (an IP or DNS "
+                "subject alternative name).")
+          : "\nIf the cluster serves TLS, give --tls-ca (and a client "
+            "certificate or --token-file)."));
 }
 
 absl::StatusOr<Connection::StatusAnswer> Connection::ClusterStatus(
@@ -170,6 +234,11 @@ absl::StatusOr<Connection::StatusAnswer> Connection::ClusterStatus(
           return stub.ClusterStatus(&c, request, &answer.response);
         },
         &context);
+    if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+        s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      // Every node has the same role file: the others would refuse too.
+      return client::FromGrpcStatus(s);
+    }
     if (!s.ok()) {
       errors.push_back(absl::StrCat("  ", address, ": ", s.error_message()));
       continue;
@@ -222,6 +291,7 @@ client::SessionClient& Connection::sessions() {
     options.deadline = std::max(timeout_ / 2, absl::Milliseconds(100));
     options.connect_timeout = std::min(timeout_ / 2, absl::Seconds(1));
     options.channel_args = ChannelArgs();
+    options.credentials = security_.credentials;
     sessions_ = client::SessionClient::Connect(endpoints_, options);
   }
   return *sessions_;
@@ -235,6 +305,40 @@ absl::Status Connection::Diagnose(const absl::Status& status, bool idempotent) {
   absl::StatusOr<std::string> reached = Reach();
   if (!reached.ok()) return reached.status();
   return status;
+}
+
+absl::Status Connection::NotAllowed(const absl::Status& status) const {
+  if (!absl::IsUnauthenticated(status) && !absl::IsPermissionDenied(status)) {
+    return status;
+  }
+  if (ExitCodeFor(status) == kExitNotAllowed) return status;
+  const std::string presented =
+      security_.tls() ? security_.presented
+                      : "nothing: no TLS settings, plaintext (--tls-ca, "
+                        "--tls-cert, --tls-key, --token-file are unset)";
+  const std::string check =
+      absl::IsUnauthenticated(status)
+          ? "The cluster found no identity in what was presented. Give a "
+            "client certificate its CA signed (--tls-cert and --tls-key), "
+            "or a token file (--token-file) whose token's SHA-256 is on a "
+            "token_sha256 line of the role file (sessiond --auth_file); "
+            "check that the token file holds the token itself."
+          : "The identity (the certificate's CN or a subject alternative "
+            "name, or the identity the role file gives the token) lacks the "
+            "role the call needs: admin for the AdminService (status, "
+            "members, leader, keys, ...), app or reader for sessions. Check "
+            "the role file (sessiond --auth_file) on every node, and that "
+            "the certificate or token is the one you meant (a token, when "
+            "given, is used instead of the certificate).";
+  // Explain() already put the code in most messages.
+  const std::string code = absl::StatusCodeToString(status.code());
+  return NotAllowedError(
+      status.code(),
+      absl::StrCat("the cluster refused sessionctl's identity: ",
+                   absl::StrContains(status.message(), code)
+                       ? ""
+                       : absl::StrCat(code, ": "),
+                   status.message(), "\nPresented: ", presented, ".\n", check));
 }
 
 bool NotProposed(const absl::Status& status) {

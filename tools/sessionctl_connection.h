@@ -4,6 +4,7 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/security/credentials.h>
 
 #include <map>
 #include <memory>
@@ -17,8 +18,26 @@
 #include "client/session_client.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/admin.pb.h"
+#include "tools/sessionctl_config.h"
 
 namespace sessiond::sessionctl {
+
+// How sessionctl identifies itself to the cluster.
+struct Security {
+  // For every channel; null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // What is presented, for messages (file names and where they were set,
+  // never the token), e.g. "client certificate /etc/ops.pem (--tls-cert),
+  // CA /etc/ca.pem (--tls-ca)". Empty for plaintext.
+  std::string presented;
+  bool tls() const { return credentials != nullptr; }
+};
+
+// The credentials `settings` asks for (client/tls.h): plaintext when no
+// TLS file is set. A UsageError naming the file and where it was set when
+// a file cannot be read or is not what it should be. The token is read
+// from its file here and never printed.
+absl::StatusOr<Security> SecurityFor(const Settings& settings);
 
 // The cluster one sessionctl run talks to, through the endpoints it was
 // given: one channel per address (each with its own connection) for the
@@ -30,9 +49,10 @@ namespace sessiond::sessionctl {
 class Connection {
  public:
   // `source` says where the endpoints came from, for messages. `timeout`
-  // bounds each step: connecting, and each call.
+  // bounds each step: connecting, and each call. `security`'s credentials
+  // are used for every channel.
   Connection(std::vector<std::string> endpoints, std::string source,
-             absl::Duration timeout);
+             absl::Duration timeout, Security security = Security());
   ~Connection();
 
   Connection(const Connection&) = delete;
@@ -76,12 +96,19 @@ class Connection {
   // (kUnavailable, nothing sent) and none connects now; else `status`.
   absl::Status Diagnose(const absl::Status& status, bool idempotent);
 
+  // `status` (UNAUTHENTICATED or PERMISSION_DENIED from the cluster) as a
+  // NotAllowedError (exit code 5) that says what sessionctl presented and
+  // what to check. Any other status is returned as it is.
+  absl::Status NotAllowed(const absl::Status& status) const;
+
   const std::vector<std::string>& endpoints() const { return endpoints_; }
   const std::string& source() const { return source_; }
   absl::Duration timeout() const { return timeout_; }
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);
+  // A new channel to `address` with security_'s credentials.
+  std::shared_ptr<grpc::Channel> NewChannel(const std::string& address) const;
   v1::AdminService::Stub& AdminStub(const std::string& address);
   // One AdminService call with a deadline of timeout_.
   grpc::Status CallAdmin(const std::string& address, AdminCall call,
@@ -93,6 +120,7 @@ class Connection {
   const std::vector<std::string> endpoints_;
   const std::string source_;
   const absl::Duration timeout_;
+  const Security security_;
   std::map<std::string, std::shared_ptr<grpc::Channel>> channels_;
   std::map<std::string, std::unique_ptr<v1::AdminService::Stub>> admin_;
   std::unique_ptr<client::SessionClient> sessions_;

@@ -33,6 +33,10 @@ absl::Status NotImplementedError(absl::string_view message) {
   return Tagged(absl::StatusCode::kUnimplemented, message, kExitNotImplemented);
 }
 
+absl::Status NotAllowedError(absl::StatusCode code, absl::string_view message) {
+  return Tagged(code, message, kExitNotAllowed);
+}
+
 int ExitCodeFor(const absl::Status& status) {
   if (status.ok()) return kExitOk;
   const auto tag = status.GetPayload(kExitPayload);

@@ -23,6 +23,10 @@ enum ExitCode : int {
   // The verb needs server support this sessiond does not have yet: nothing
   // was sent.
   kExitNotImplemented = 4,
+  // The cluster refused our identity (UNAUTHENTICATED: no certificate or
+  // token it knows; PERMISSION_DENIED: the identity lacks the role the call
+  // needs). The message says which credentials were presented.
+  kExitNotAllowed = 5,
 };
 
 // Errors sessionctl makes itself are tagged with the exit code they end in
@@ -30,6 +34,8 @@ enum ExitCode : int {
 absl::Status UsageError(absl::string_view message);
 absl::Status UnreachableError(absl::string_view message);
 absl::Status NotImplementedError(absl::string_view message);
+// Keeps `code` (kUnauthenticated or kPermissionDenied).
+absl::Status NotAllowedError(absl::StatusCode code, absl::string_view message);
 
 // The exit code `status` ends the process with.
 int ExitCodeFor(const absl::Status& status);

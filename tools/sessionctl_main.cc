@@ -98,7 +98,8 @@ int Main(int argc, char** argv) {
       "sessionctl: the operators' CLI for a sessiond cluster (status, "
       "members, leadership, sessions). Tables by default, --json for "
       "scripts. Exit codes: 0 ok, 1 the cluster answered with an error, 2 "
-      "usage, 3 no endpoint reachable, 4 not implemented yet. Reference: "
+      "usage, 3 no endpoint reachable, 4 not implemented yet, 5 the "
+      "cluster refused our identity. Reference: "
       "docs/OPERATIONS.md, \"sessionctl\"."};
   app.require_subcommand(1);
   app.fallthrough();
@@ -111,12 +112,27 @@ int Main(int argc, char** argv) {
                  "client addresses host:port,... (else SESSIOND_ENDPOINTS, "
                  "else the config file, else 127.0.0.1:50051)");
   app.add_option("--config", flags.config,
-                 "config file of key = value lines (endpoints, timeout); "
+                 "config file of key = value lines (endpoints, timeout, "
+                 "tls_ca, tls_cert, tls_key, token_file); "
                  "default SESSIONCTL_CONFIG, else "
                  "~/.config/sessionctl.toml");
   app.add_option("--timeout", flags.timeout,
                  "bound on connecting and on each call, e.g. 5s, 500ms "
                  "(default 5s)");
+  app.add_option("--tls-ca", flags.tls_ca,
+                 "PEM bundle of the CA that signed the nodes' certificates: "
+                 "speak TLS (else SESSIOND_TLS_CA, else tls_ca in the config "
+                 "file)");
+  app.add_option("--tls-cert", flags.tls_cert,
+                 "client certificate (PEM) for mutual TLS, with --tls-key "
+                 "(else SESSIOND_TLS_CERT, else tls_cert in the config file)");
+  app.add_option("--tls-key", flags.tls_key,
+                 "the client certificate's private key (PEM) (else "
+                 "SESSIOND_TLS_KEY, else tls_key in the config file)");
+  app.add_option("--token-file", flags.token_file,
+                 "file holding a bearer token to authenticate with (never "
+                 "the token itself on the command line) (else "
+                 "SESSIOND_TOKEN_FILE, else token_file in the config file)");
   app.add_flag("--json", out.json,
                "print one JSON document (field names in "
                "docs/OPERATIONS.md) instead of a table");
@@ -581,12 +597,14 @@ int Main(int argc, char** argv) {
   } else {
     absl::StatusOr<Settings> settings =
         ResolveSettings(flags, Environment::FromProcess());
-    if (!settings.ok()) {
-      result = settings.status();
+    absl::StatusOr<Security> security =
+        settings.ok() ? SecurityFor(*settings) : settings.status();
+    if (!security.ok()) {
+      result = security.status();
     } else {
       Connection cluster(settings->endpoints, settings->endpoints_source,
-                         settings->timeout);
-      result = run(cluster);
+                         settings->timeout, *std::move(security));
+      result = cluster.NotAllowed(run(cluster));
     }
   }
   if (!result.ok()) {

@@ -19,13 +19,17 @@
 namespace sessiond::testing {
 namespace {
 
-std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address) {
+std::shared_ptr<grpc::Channel> ChannelTo(
+    const std::string& address,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(
+      address,
+      credentials != nullptr ? credentials : grpc::InsecureChannelCredentials(),
+      args);
 }
 
 void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
@@ -33,9 +37,10 @@ void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
 }
 
 absl::StatusOr<sessiond::v1::internal::HelloResponse> Hello(
-    const std::string& peer_address) {
-  auto stub =
-      sessiond::v1::internal::RaftPeer::NewStub(ChannelTo(peer_address));
+    const std::string& peer_address,
+    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  auto stub = sessiond::v1::internal::RaftPeer::NewStub(
+      ChannelTo(peer_address, credentials));
   grpc::ClientContext context;
   SetDeadline(&context, absl::Milliseconds(500));
   sessiond::v1::internal::HelloRequest request;
@@ -58,6 +63,7 @@ ClusterHarness::ClusterHarness(ClusterOptions options)
     n.data_dir = absl::StrCat(dir_.path(), "/node", id);
     n.drop_file = absl::StrCat(dir_.path(), "/node", id, ".drop");
     n.process = std::make_unique<SessiondProcess>(options_.binary, n.data_dir);
+    n.process->set_credentials(options_.client_credentials);
     n.process->set_listen(absl::StrCat("127.0.0.1:", n.client_port));
     auto env = options_.env.find(id);
     if (env != options_.env.end()) n.process->set_env(env->second);
@@ -210,7 +216,7 @@ absl::StatusOr<int> ClusterHarness::WaitForLeader(absl::Duration timeout,
     std::map<int, std::pair<uint64_t, uint64_t>> views;
     for (int id : running_ids()) {
       absl::StatusOr<sessiond::v1::internal::HelloResponse> hello =
-          Hello(peer_address(id));
+          Hello(peer_address(id), options_.peer_credentials);
       if (!hello.ok() || hello->leader() == 0) continue;
       views[id] = {hello->term(), hello->leader()};
       ++votes[{hello->term(), hello->leader()}];
@@ -256,10 +262,10 @@ absl::Status ClusterHarness::WaitForWritable(absl::Duration timeout, int via) {
 absl::StatusOr<sessiond::v1::MemberStatus> ClusterHarness::MemberStatusOf(
     int id, bool with_digest) {
   absl::StatusOr<sessiond::v1::internal::HelloResponse> hello =
-      Hello(peer_address(id));
+      Hello(peer_address(id), options_.peer_credentials);
   if (!hello.ok()) return hello.status();
-  auto stub =
-      sessiond::v1::internal::RaftPeer::NewStub(ChannelTo(peer_address(id)));
+  auto stub = sessiond::v1::internal::RaftPeer::NewStub(
+      ChannelTo(peer_address(id), options_.peer_credentials));
   grpc::ClientContext context;
   SetDeadline(&context, absl::Seconds(30));
   sessiond::v1::internal::NodeStatusRequest request;
@@ -317,12 +323,14 @@ ClusterHarness::ClusterStatus(int via, bool with_digests) {
 
 std::unique_ptr<sessiond::v1::SessionService::Stub> ClusterHarness::Stub(
     int id) const {
-  return sessiond::v1::SessionService::NewStub(ChannelTo(client_address(id)));
+  return sessiond::v1::SessionService::NewStub(
+      ChannelTo(client_address(id), options_.client_credentials));
 }
 
 std::unique_ptr<sessiond::v1::AdminService::Stub> ClusterHarness::Admin(
     int id) const {
-  return sessiond::v1::AdminService::NewStub(ChannelTo(client_address(id)));
+  return sessiond::v1::AdminService::NewStub(
+      ChannelTo(client_address(id), options_.client_credentials));
 }
 
 std::string ClusterHarness::client_address(int id) const {

@@ -24,6 +24,12 @@ struct ClusterOptions {
   std::vector<std::string> flags;
   // Per node id: extra environment ("NAME=value"), e.g. libfaketime.
   std::map<int, std::vector<std::string>> env;
+  // TLS clusters: the harness's own calls to the client API (readiness,
+  // Stub, Admin) and to the peer API (Hello, MemberStatusOf) present these
+  // (null: plaintext). The client identity needs the app and admin roles,
+  // the peer one the peer role.
+  std::shared_ptr<grpc::ChannelCredentials> client_credentials;
+  std::shared_ptr<grpc::ChannelCredentials> peer_credentials;
 };
 
 // A cluster of real sessiond processes on 127.0.0.1 (Kudu's

@@ -175,7 +175,10 @@ std::unique_ptr<sessiond::v1::SessionService::Stub> SessiondProcess::NewStub()
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return sessiond::v1::SessionService::NewStub(grpc::CreateCustomChannel(
-      address_, grpc::InsecureChannelCredentials(), args));
+      address_,
+      credentials_ != nullptr ? credentials_
+                              : grpc::InsecureChannelCredentials(),
+      args));
 }
 
 }  // namespace sessiond::testing

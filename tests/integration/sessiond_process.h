@@ -2,6 +2,7 @@
 #ifndef SESSIOND_TESTS_INTEGRATION_SESSIOND_PROCESS_H_
 #define SESSIOND_TESTS_INTEGRATION_SESSIOND_PROCESS_H_
 
+#include <grpcpp/security/credentials.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -43,6 +44,10 @@ class SessiondProcess {
   // Where later starts write their log (default: beside the data dir),
   // e.g. off a disk a test fills.
   void set_log_dir(std::string dir) { log_dir_ = std::move(dir); }
+  // What NewStub (and the readiness probe) present (null: plaintext).
+  void set_credentials(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    credentials_ = std::move(credentials);
+  }
   void set_extra_flags(std::vector<std::string> flags) {
     extra_flags_ = std::move(flags);
   }
@@ -78,6 +83,7 @@ class SessiondProcess {
   std::string fixed_listen_;
   std::vector<std::string> env_;
   std::string log_dir_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
   std::string address_;
   std::string log_path_;
   pid_t pid_ = -1;

@@ -121,6 +121,9 @@ TEST(DeployTest, ExampleConfigParses) {
   EXPECT_EQ(parsed->config.initial_cluster,
             "1=10.0.0.5:7001,2=10.0.0.6:7001,3=10.0.0.7:7001");
   EXPECT_EQ(parsed->config.node_id, 1);
+  // Non-loopback listeners: with TLS and a role file.
+  EXPECT_EQ(parsed->config.tls_ca, "/etc/sessiond/tls/ca.pem");
+  EXPECT_EQ(parsed->config.auth_file, "/etc/sessiond/roles.conf");
 }
 
 // `systemd-analyze verify` on the unit, its ExecStart pointed at this

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/test_util.h"
 
@@ -51,13 +52,54 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedValues) {
 
 TEST(ConfigTest, FlagsInBothForms) {
   auto parsed =
-      Parse({"--listen", "0.0.0.0:7000", "--shards=16",
-             "--max_attribute_value_bytes", "100", "--fault_point", "x"});
+      Parse({"--listen", "0.0.0.0:7000", "--insecure_plaintext_non_loopback",
+             "1", "--shards=16", "--max_attribute_value_bytes", "100",
+             "--fault_point", "x"});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->config.listen, "0.0.0.0:7000");
   EXPECT_EQ(parsed->config.shards, 16);
   EXPECT_EQ(parsed->config.limits.max_attribute_value_bytes, 100);
   EXPECT_EQ(parsed->config.fault_point, "x");
+}
+
+// Without TLS, a listener on anything but loopback is refused unless the
+// flag named for what it is says so; TLS files go together and need a role
+// file.
+TEST(ConfigTest, PlaintextListensOnLoopbackOnlyUnlessToldOtherwise) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"--listen", "0.0.0.0:7000"},
+           {"--listen", "10.0.0.5:7000"},
+           {"--node_id", "1", "--initial_cluster",
+            "1=10.0.0.5:7001,2=10.0.0.6:7001"},
+           {"--peer_listen", "[::]:7001", "--node_id", "1", "--initial_cluster",
+            "1=127.0.0.1:7001"}}) {
+    auto parsed = Parse(args);
+    EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+        << args[1];
+    EXPECT_THAT(std::string(parsed.status().message()),
+                ::testing::HasSubstr("--insecure_plaintext_non_loopback=1"));
+  }
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"--listen", "127.0.0.1:7000"},
+           {"--listen", "localhost:7000"},
+           {"--listen", "[::1]:7000"},
+           {"--listen", "0.0.0.0:7000", "--insecure_plaintext_non_loopback",
+            "1"},
+           {"--listen", "0.0.0.0:7000", "--tls_cert", "c", "--tls_key", "k",
+            "--tls_ca", "a", "--auth_file", "r"}}) {
+    EXPECT_TRUE(Parse(args).ok()) << args[1] << " " << Parse(args).status();
+  }
+  EXPECT_THAT(std::string(Parse({"--tls_cert", "c"}).status().message()),
+              ::testing::HasSubstr("go together"));
+  EXPECT_THAT(
+      std::string(Parse({"--tls_cert", "c", "--tls_key", "k", "--tls_ca", "a"})
+                      .status()
+                      .message()),
+      ::testing::HasSubstr("--auth_file"));
+  EXPECT_EQ(Parse({"--tls_client_auth", "maybe"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ConfigTest, UnknownFlagAndBadValuesAreInvalidArgument) {
@@ -284,7 +326,8 @@ TEST(ConfigTest, VersionComesFromTheBuild) {
 TEST(ConfigTest, ReloadableOptionsAndChanges) {
   EXPECT_EQ(ReloadableOptionNames(),
             (std::vector<std::string>{"sweep_interval_ms", "sweep_batch",
-                                      "shutdown_grace_ms", "log_level"}));
+                                      "auth_file", "shutdown_grace_ms",
+                                      "log_level"}));
   Config running;
   Config next = running;
   next.shards = 8;

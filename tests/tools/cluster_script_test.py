@@ -215,6 +215,50 @@ class ClusterScriptTest(DevClusterTestCase):
         self.run_script("down", "--wipe")
         self.assertFalse(os.path.exists(self.cdir))
 
+    def test_up_tls_is_mutual_tls_with_roles(self):
+        # A mutual-TLS cluster: status (over TLS as the operator) sees a
+        # leader; a plaintext client gets nothing; the reader's certificate
+        # may validate but not create.
+        up = self.run_script("up", "3", "--tls")
+        self.assertIn("with mutual TLS", up.stderr)
+        self.assertIn("--tls-cert", up.stdout)
+        view = self.status()
+        self.assertEqual(len(self.leaders(view)), 1, view)
+        tls = self.cluster_json()["tls"]
+        for name in ("ca.pem", "node-1.pem", "operator.pem", "reader.pem",
+                     "roles.conf"):
+            self.assertTrue(os.path.exists(os.path.join(tls, name)), name)
+        sys.path.insert(0, os.path.join(ARGS.build_dir, "python"))
+        import grpc
+        from sessiond.v1 import session_pb2, session_pb2_grpc
+        address = self.cluster_json()["nodes"][0]["client_address"]
+        options = [("grpc.enable_http_proxy", 0)]
+        plain = grpc.insecure_channel(address, options=options)
+        with self.assertRaises(grpc.RpcError) as refused:
+            session_pb2_grpc.SessionServiceStub(plain).ValidateSession(
+                session_pb2.ValidateSessionRequest(token=b"x"), timeout=5)
+        self.assertEqual(refused.exception.code(),
+                         grpc.StatusCode.UNAVAILABLE)
+
+        def read(name):
+            with open(os.path.join(tls, name), "rb") as f:
+                return f.read()
+        reader = grpc.secure_channel(address, grpc.ssl_channel_credentials(
+            read("ca.pem"), read("reader-key.pem"), read("reader.pem")),
+            options=options)
+        stub = session_pb2_grpc.SessionServiceStub(reader)
+        answer = stub.ValidateSession(
+            session_pb2.ValidateSessionRequest(token=b"x"), timeout=10)
+        self.assertEqual(answer.outcome,
+                         session_pb2.ValidateSessionResponse.UNKNOWN)
+        with self.assertRaises(grpc.RpcError) as denied:
+            stub.CreateSession(session_pb2.CreateSessionRequest(user_id="u"),
+                               timeout=10)
+        self.assertEqual(denied.exception.code(),
+                         grpc.StatusCode.PERMISSION_DENIED)
+        self.run_script("down", "--wipe")
+
+
 
 def main():
     global ARGS

@@ -26,23 +26,14 @@
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/sessiond_process.h"
+#include "tests/tools/run_process.h"
 
 namespace sessiond::testing {
 namespace {
 
 using nlohmann::json;
 
-struct CtlRun {
-  int exit_code = -1;  // -1: killed after the timeout
-  std::string out;
-  std::string err;
-};
-
-std::ostream& operator<<(std::ostream& os, const CtlRun& run) {
-  return os << "exit " << run.exit_code << "\n--- stdout\n"
-            << run.out << "--- stderr\n"
-            << run.err;
-}
+using CtlRun = ProcessRun;
 
 // Runs sessionctl with `args`, a clean environment (HOME in `home`, so no
 // user config file is read) plus `env`, and `input` on stdin; killed after
@@ -52,70 +43,12 @@ CtlRun Sessionctl(const std::vector<std::string>& args,
                   const std::string& input = "",
                   absl::Duration timeout = absl::Seconds(30)) {
   static TempDir home;  // removed at exit
-  int in[2], out[2], err[2];
-  if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0) return {};
-  std::vector<std::string> argv_s = {SESSIONCTL_BINARY};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<std::string> env_s = {"PATH=/usr/bin:/bin",
-                                    absl::StrCat("HOME=", home.path())};
-  env_s.insert(env_s.end(), env.begin(), env.end());
-  std::vector<char*> argv, envp;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  for (auto& e : env_s) envp.push_back(e.data());
-  argv.push_back(nullptr);
-  envp.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    dup2(in[0], 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) close(fd);
-    execve(argv[0], argv.data(), envp.data());
-    _exit(127);
-  }
-  close(in[0]);
-  close(out[1]);
-  close(err[1]);
-  if (!input.empty()) {
-    (void)!write(in[1], input.data(), input.size());
-  }
-  close(in[1]);
-  CtlRun run;
-  const absl::Time deadline = absl::Now() + timeout;
-  pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  std::string* sinks[2] = {&run.out, &run.err};
-  int open_fds = 2;
-  bool killed = false;
-  while (open_fds > 0) {
-    const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
-    if (left <= 0) {
-      kill(pid, SIGKILL);
-      killed = true;
-      break;
-    }
-    if (poll(fds, 2, static_cast<int>(std::min<int64_t>(left, 100))) < 0) {
-      continue;
-    }
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      const ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
-      if (n > 0) {
-        sinks[i]->append(buffer, static_cast<size_t>(n));
-      } else {
-        close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      }
-    }
-  }
-  for (const pollfd& p : fds) {
-    if (p.fd >= 0) close(p.fd);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!killed && WIFEXITED(status)) run.exit_code = WEXITSTATUS(status);
-  return run;
+  std::vector<std::string> argv = {SESSIONCTL_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<std::string> env_all = {"PATH=/usr/bin:/bin",
+                                      absl::StrCat("HOME=", home.path())};
+  env_all.insert(env_all.end(), env.begin(), env.end());
+  return RunProcess(argv, env_all, input, timeout);
 }
 
 json ParseJson(const std::string& text) {

@@ -10,6 +10,7 @@
 #include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/session.pb.h"
 #include "tools/sessionctl_config.h"
+#include "tools/sessionctl_connection.h"
 #include "tools/sessionctl_errors.h"
 #include "tools/sessionctl_output.h"
 
@@ -104,6 +105,156 @@ TEST(SessionctlConfigTest, FlagBeatsEnvironmentBeatsConfigFileBeatsDefault) {
   flags.config = path + ".missing";
   EXPECT_EQ(ExitCodeFor(ResolveSettings(flags, bare).status()), kExitUsage);
   std::remove(path.c_str());
+}
+
+TEST(SessionctlConfigTest, TlsKeysInTheConfigFile) {
+  auto values = ParseConfigFile(
+      "tls_ca = ca.pem\ntls_cert = '/etc/c.pem'\ntls_key = \"k.pem\"\n"
+      "token_file = /run/t\n",
+      "f");
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_EQ(values->at("tls_ca"), "ca.pem");
+  EXPECT_EQ(values->at("tls_cert"), "/etc/c.pem");
+  EXPECT_EQ(values->at("tls_key"), "k.pem");
+  EXPECT_EQ(values->at("token_file"), "/run/t");
+  auto bad = ParseConfigFile("token = abc\n", "f");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "token_file"))
+      << bad.status();
+}
+
+TEST(SessionctlConfigTest, TlsFilesFlagBeatsEnvironmentBeatsConfigFile) {
+  const std::string dir = ::testing::TempDir();
+  const std::string path = dir + "/sessionctl_tls_unit.toml";
+  std::ofstream(path) << "tls_ca = ca.pem\ntls_cert = file-cert.pem\n"
+                      << "tls_key = file-key.pem\ntoken_file = /abs/token\n";
+  Environment env;
+  env.config = path;
+  GlobalFlags flags;
+  auto s = ResolveSettings(flags, env);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->tls());
+  // Relative paths in the file are relative to the file's folder.
+  EXPECT_EQ(s->tls_ca.path, dir + "/ca.pem");
+  EXPECT_EQ(s->tls_ca.source, "tls_ca in config file " + path);
+  EXPECT_EQ(s->tls_cert.path, dir + "/file-cert.pem");
+  EXPECT_EQ(s->tls_key.path, dir + "/file-key.pem");
+  EXPECT_EQ(s->token_file.path, "/abs/token");
+  EXPECT_EQ(s->token_file.source, "token_file in config file " + path);
+
+  env.tls_ca = "env-ca.pem";
+  env.tls_cert = "env-cert.pem";
+  env.tls_key = "env-key.pem";
+  env.token_file = "env-token";
+  s = ResolveSettings(flags, env);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->tls_ca.path, "env-ca.pem");
+  EXPECT_EQ(s->tls_ca.source, "SESSIOND_TLS_CA");
+  EXPECT_EQ(s->tls_cert.path, "env-cert.pem");
+  EXPECT_EQ(s->tls_cert.source, "SESSIOND_TLS_CERT");
+  EXPECT_EQ(s->tls_key.path, "env-key.pem");
+  EXPECT_EQ(s->token_file.path, "env-token");
+  EXPECT_EQ(s->token_file.source, "SESSIOND_TOKEN_FILE");
+
+  flags.tls_ca = "flag-ca.pem";
+  flags.tls_cert = "flag-cert.pem";
+  flags.tls_key = "flag-key.pem";
+  flags.token_file = "flag-token";
+  s = ResolveSettings(flags, env);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->tls_ca.path, "flag-ca.pem");
+  EXPECT_EQ(s->tls_ca.source, "--tls-ca");
+  EXPECT_EQ(s->tls_cert.path, "flag-cert.pem");
+  EXPECT_EQ(s->tls_key.path, "flag-key.pem");
+  EXPECT_EQ(s->tls_key.source, "--tls-key");
+  EXPECT_EQ(s->token_file.path, "flag-token");
+  EXPECT_EQ(s->token_file.source, "--token-file");
+
+  // The certificate and key are one setting: a flag never pairs with the
+  // environment's key.
+  flags.tls_key.clear();
+  s = ResolveSettings(flags, env);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(ExitCodeFor(s.status()), kExitUsage);
+  EXPECT_TRUE(absl::StrContains(s.status().message(),
+                                "--tls-cert is set without --tls-key"))
+      << s.status();
+
+  // Nothing set: plaintext.
+  Environment bare;
+  bare.home = dir + "/no-such-home";
+  s = ResolveSettings(GlobalFlags(), bare);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(s->tls());
+  EXPECT_TRUE(s->tls_cert.empty() && s->token_file.empty());
+  std::remove(path.c_str());
+}
+
+TEST(SessionctlConfigTest, CertificateOrTokenWithoutCaIsAUsageError) {
+  Environment bare;
+  bare.home = ::testing::TempDir() + "/no-such-home";
+  GlobalFlags flags;
+  flags.token_file = "t";
+  auto s = ResolveSettings(flags, bare);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(ExitCodeFor(s.status()), kExitUsage);
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "--token-file"));
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "--tls-ca"));
+  flags = GlobalFlags();
+  bare.tls_cert = "c.pem";
+  bare.tls_key = "k.pem";
+  s = ResolveSettings(flags, bare);
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "SESSIOND_TLS_CERT"))
+      << s.status();
+}
+
+TEST(SessionctlConfigTest, UnreadableTlsFilesAreUsageErrorsNamingTheSource) {
+  Settings plain;
+  auto security = SecurityFor(plain);
+  ASSERT_TRUE(security.ok()) << security.status();
+  EXPECT_FALSE(security->tls());
+
+  const std::string dir = ::testing::TempDir();
+  Settings settings;
+  settings.tls_ca = {dir + "/no-such-ca.pem", "SESSIOND_TLS_CA"};
+  security = SecurityFor(settings);
+  ASSERT_FALSE(security.ok());
+  EXPECT_EQ(ExitCodeFor(security.status()), kExitUsage);
+  EXPECT_TRUE(
+      absl::StrContains(security.status().message(),
+                        "SESSIOND_TLS_CA: ca_file " + dir + "/no-such-ca.pem"))
+      << security.status();
+
+  const std::string token = dir + "/sessionctl_unit_token";
+  std::ofstream(token) << "\n";
+  settings.token_file = {token, "--token-file"};
+  security = SecurityFor(settings);
+  ASSERT_FALSE(security.ok());
+  EXPECT_EQ(ExitCodeFor(security.status()), kExitUsage);
+  EXPECT_TRUE(absl::StrContains(security.status().message(),
+                                "--token-file: token file " + token))
+      << security.status();
+  std::remove(token.c_str());
+}
+
+TEST(SessionctlConfigTest, RefusedIdentityIsExitFive) {
+  EXPECT_EQ(
+      ExitCodeFor(NotAllowedError(absl::StatusCode::kPermissionDenied, "no")),
+      kExitNotAllowed);
+  EXPECT_EQ(static_cast<int>(kExitNotAllowed), 5);
+  // The cluster's own answer is exit 1 until Connection::NotAllowed says
+  // what was presented.
+  Connection plain({"127.0.0.1:1"}, "test", absl::Seconds(1));
+  const absl::Status refused =
+      plain.NotAllowed(absl::PermissionDeniedError("identity 'app' ..."));
+  EXPECT_EQ(ExitCodeFor(refused), kExitNotAllowed);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(refused.message(), "PERMISSION_DENIED"));
+  EXPECT_TRUE(absl::StrContains(refused.message(), "identity 'app'"));
+  EXPECT_TRUE(absl::StrContains(refused.message(), "plaintext"));
+  EXPECT_EQ(ExitCodeFor(plain.NotAllowed(absl::UnavailableError("x"))),
+            kExitServerError);
 }
 
 TEST(SessionctlOutputTest, MessagesBecomeJsonWithEveryFieldByItsProtoName) {

@@ -1,0 +1,84 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/listener_security.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/tls_credentials.h"
+
+namespace sessiond::server {
+namespace {
+
+absl::StatusOr<std::shared_ptr<const Authorizer>> LoadAuthorizer(
+    const std::string& auth_file) {
+  SESSIOND_ASSIGN_OR_RETURN(AuthConfig roles, LoadAuthConfigFile(auth_file));
+  SESSIOND_ASSIGN_OR_RETURN(MethodTable methods, MethodTable::Sessiond());
+  return std::make_shared<const Authorizer>(std::move(roles),
+                                            std::move(methods));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ListenerSecurity>> ListenerSecurity::Build(
+    const Config& config) {
+  std::unique_ptr<ListenerSecurity> security(new ListenerSecurity());
+  if (config.tls_cert.empty()) {
+    security->client_listener_ = grpc::InsecureServerCredentials();
+    security->peer_listener_ = grpc::InsecureServerCredentials();
+    security->description_ =
+        config.insecure_plaintext_non_loopback != 0
+            ? "tls off: plaintext, and --insecure_plaintext_non_loopback=1 "
+              "lets the listeners bind non-loopback addresses: anyone who "
+              "reaches them can create and revoke sessions"
+            : "tls off: plaintext on loopback addresses only";
+    return security;
+  }
+  TlsFiles files;
+  files.cert_file = config.tls_cert;
+  files.key_file = config.tls_key;
+  files.ca_file = config.tls_ca;
+  files.refresh_interval_s = static_cast<unsigned int>(config.tls_refresh_s);
+  if (absl::Status s = CheckTlsFiles(files, /*need_identity=*/true); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("TLS: ", s.message()));
+  }
+  absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer =
+      LoadAuthorizer(config.auth_file);
+  if (!authorizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--auth_file: ", authorizer.status().message()));
+  }
+  security->processor_ =
+      std::make_shared<AuthProcessor>(*std::move(authorizer));
+  // Peers always show a certificate.
+  SESSIOND_ASSIGN_OR_RETURN(security->peer_listener_,
+                            MakeServerCredentials(files));
+  files.require_client_cert = config.tls_client_auth != "optional";
+  SESSIOND_ASSIGN_OR_RETURN(security->client_listener_,
+                            MakeServerCredentials(files));
+  SESSIOND_ASSIGN_OR_RETURN(security->peer_channels_,
+                            MakeChannelCredentials(files));
+  security->client_listener_->SetAuthMetadataProcessor(security->processor_);
+  security->peer_listener_->SetAuthMetadataProcessor(security->processor_);
+  security->description_ = absl::StrCat(
+      "tls on: client certificates ",
+      files.require_client_cert ? "required" : "optional (or a bearer token)",
+      ", peers mutual TLS, roles from ", config.auth_file,
+      ", files re-read every ", config.tls_refresh_s, " s");
+  return security;
+}
+
+absl::Status ListenerSecurity::ReloadRoles(const std::string& auth_file) {
+  if (processor_ == nullptr) return absl::OkStatus();
+  absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer =
+      LoadAuthorizer(auth_file);
+  if (!authorizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--auth_file: ", authorizer.status().message(),
+                     " (the roles in force stay)"));
+  }
+  processor_->SetAuthorizer(*std::move(authorizer));
+  return absl::OkStatus();
+}
+
+}  // namespace sessiond::server

@@ -1,0 +1,67 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_LISTENER_SECURITY_H_
+#define SESSIOND_SERVER_LISTENER_SECURITY_H_
+
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/auth.h"
+#include "server/config.h"
+
+namespace sessiond::server {
+
+// The credentials of every gRPC endpoint of a node, from its config
+// (docs/OPERATIONS.md, "TLS and roles"):
+//   - without TLS: plaintext everywhere (the config already refused
+//     non-loopback listeners unless --insecure_plaintext_non_loopback);
+//   - with --tls_cert/--tls_key/--tls_ca: the client listener with TLS
+//     (client certificates required, or optional with bearer tokens), the
+//     peer listener with mutual TLS, the peer channels presenting this
+//     node's certificate; every call on both listeners goes through one
+//     AuthProcessor over --auth_file (identities and roles, server/auth.h),
+//     so a call without an identity is UNAUTHENTICATED and one outside its
+//     roles PERMISSION_DENIED before any handler runs.
+// Immutable after Build, but for ReloadRoles; thread-safe.
+class ListenerSecurity {
+ public:
+  // Checks the TLS files (naming any that is missing or wrong) and parses
+  // the role file. InvalidArgument on any problem: the node does not start.
+  static absl::StatusOr<std::unique_ptr<ListenerSecurity>> Build(
+      const Config& config);
+
+  bool tls() const { return processor_ != nullptr; }
+  std::shared_ptr<grpc::ServerCredentials> client_listener() const {
+    return client_listener_;
+  }
+  std::shared_ptr<grpc::ServerCredentials> peer_listener() const {
+    return peer_listener_;
+  }
+  // Null without TLS (plaintext peer channels).
+  std::shared_ptr<grpc::ChannelCredentials> peer_channels() const {
+    return peer_channels_;
+  }
+  // One line for the start-up log.
+  std::string Describe() const { return description_; }
+
+  // Reads the role file again (SIGHUP): later calls are judged by it. On
+  // an error the roles in force stay. OK without TLS.
+  absl::Status ReloadRoles(const std::string& auth_file);
+
+ private:
+  ListenerSecurity() = default;
+
+  std::shared_ptr<AuthProcessor> processor_;  // null without TLS
+  std::shared_ptr<grpc::ServerCredentials> client_listener_;
+  std::shared_ptr<grpc::ServerCredentials> peer_listener_;
+  std::shared_ptr<grpc::ChannelCredentials> peer_channels_;
+  std::string description_;
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_LISTENER_SECURITY_H_
