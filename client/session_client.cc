@@ -88,6 +88,13 @@ std::shared_ptr<grpc::Channel> MakeChannel(
   // share the endpoint's connection and its failures. Each of ours stands
   // alone.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // A node that vanished (host down, a partition dropping packets) is
+  // noticed within ~40 s even on an idle channel or a validate stream,
+  // which has no deadline: ping after 30 s of silence, give up 10 s later
+  // (the server accepts pings every 10 s: docs/API.md, "Connections").
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30 * 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10 * 1000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   return grpc::CreateCustomChannel(address,
                                    options.credentials != nullptr
                                        ? options.credentials

@@ -31,6 +31,16 @@ void ConfigureClientServer(const ClientServerSettings& settings,
   builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                               settings.max_concurrent_streams_per_connection);
   builder->AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                              settings.keepalive_time_ms);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                              settings.keepalive_timeout_ms);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+      settings.min_client_ping_ms);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                              settings.max_connection_age_ms);
   grpc::ResourceQuota quota("sessiond-client-api");
   quota.Resize(settings.memory_quota_bytes);
   quota.SetMaxThreads(settings.max_sync_threads);

@@ -33,6 +33,18 @@ struct ClientServerSettings {
   // Threads of gRPC's synchronous server (only the reflection service uses
   // it; every sessiond method runs on the callback API).
   int max_sync_threads = 16;
+  // Keepalive (docs/API.md, "Connections"): the server pings a connection
+  // idle this long and drops it when no answer comes within the timeout
+  // (a client that vanished without a FIN: validate streams have no
+  // deadline, so nothing else would notice); clients may ping as often as
+  // every min_client_ping_ms, also without a call in flight.
+  int keepalive_time_ms = 60 * 1000;
+  int keepalive_timeout_ms = 20 * 1000;
+  int min_client_ping_ms = 10 * 1000;
+  // A connection is asked to go away (GOAWAY) after this long, so clients
+  // spread over nodes again after a restart or a scale-up; the calls in
+  // flight, long validate streams included, finish first (no grace limit).
+  int max_connection_age_ms = 30 * 60 * 1000;
 };
 
 ClientServerSettings ClientServerSettingsFor(
