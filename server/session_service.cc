@@ -421,11 +421,12 @@ void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
 
 // A create's command, with everything random chosen here: replicas never
 // consult their own RNG. Returns the token: random, or a JWT `issuer` signs
-// (token_format JWT; its iat is `now_ms`, this node's cluster time).
+// (token_format JWT; its iat is this node's cluster time, read only then:
+// an opaque create does not touch the clock).
 absl::StatusOr<std::string> FillCreate(
     const sessiond::v1::CreateSessionRequest& request,
     const CreateLifetimes& lifetimes, uint32_t max_user_sessions,
-    JwtIssuer* issuer, int64_t now_ms,
+    JwtIssuer* issuer, ClusterClock* clock,
     sessiond::v1::internal::CreateCommand* create) {
   std::string session_id = storage::GenerateSessionId();
   if (request.token_format() != sessiond::v1::TOKEN_FORMAT_JWT) {
@@ -438,9 +439,9 @@ absl::StatusOr<std::string> FillCreate(
     return absl::FailedPreconditionError(
         "token_format JWT: this node does not sign JWT tokens");
   }
-  SESSIOND_ASSIGN_OR_RETURN(
-      JwtIssuer::Issued issued,
-      issuer->Issue(session_id, request.user_id(), now_ms, lifetimes.ttl_ms));
+  SESSIOND_ASSIGN_OR_RETURN(JwtIssuer::Issued issued,
+                            issuer->Issue(session_id, request.user_id(),
+                                          clock->NowMs(), lifetimes.ttl_ms));
   FillCreateFields(request, lifetimes, issued.token, session_id,
                    max_user_sessions, create);
   create->set_signing_kid(issued.kid);
@@ -517,9 +518,9 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
     return;
   }
   Command command;
-  absl::StatusOr<std::string> filled = FillCreate(
-      call->request(), *lifetimes, options_.max_sessions_per_user,
-      options_.jwt_issuer, clock_->NowMs(), command.mutable_create());
+  absl::StatusOr<std::string> filled =
+      FillCreate(call->request(), *lifetimes, options_.max_sessions_per_user,
+                 options_.jwt_issuer, clock_, command.mutable_create());
   if (!filled.ok()) return call->Reply(filled.status());
   std::string token = *std::move(filled);
   Write(call, std::move(command),
@@ -595,7 +596,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
     }
     absl::StatusOr<std::string> token =
         FillCreate(request, *lifetimes, options_.max_sessions_per_user,
-                   options_.jwt_issuer, clock_->NowMs(), batch->add_creates());
+                   options_.jwt_issuer, clock_, batch->add_creates());
     if (!token.ok()) {
       return call->Reply(absl::Status(
           token.status().code(),

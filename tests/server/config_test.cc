@@ -324,10 +324,10 @@ TEST(ConfigTest, VersionComesFromTheBuild) {
 // The reloadable options are the ones Daemon::Reload applies; the test of a
 // real SIGHUP (config_reload_test.cc) checks that they take effect.
 TEST(ConfigTest, ReloadableOptionsAndChanges) {
-  EXPECT_EQ(ReloadableOptionNames(),
-            (std::vector<std::string>{"sweep_interval_ms", "sweep_batch",
-                                      "auth_file", "shutdown_grace_ms",
-                                      "log_level"}));
+  EXPECT_EQ(
+      ReloadableOptionNames(),
+      (std::vector<std::string>{"sweep_interval_ms", "sweep_batch", "auth_file",
+                                "shutdown_grace_ms", "log_level"}));
   Config running;
   Config next = running;
   next.shards = 8;

@@ -201,11 +201,15 @@ TEST(SessionctlTest, ShippedBashCompletionCompletesVerbs) {
 class SessionctlNodeTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    std::vector<std::string> flags;
+    ASSERT_NO_FATAL_FAILURE(NodeFlags(&flags));
     node_ = std::make_unique<SessiondProcess>(SESSIOND_BINARY,
-                                              dir_.path() + "/data");
+                                              dir_.path() + "/data", flags);
     ASSERT_TRUE(node_->Start().ok()) << node_->log_path();
     stub_ = node_->NewStub();
   }
+  // The node's flags beyond the defaults (fixtures for other options).
+  virtual void NodeFlags(std::vector<std::string>* /*flags*/) {}
 
   // sessionctl against the node.
   CtlRun Ctl(std::vector<std::string> args, const std::string& input = "") {
@@ -492,9 +496,9 @@ TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
 
 // --- One node with a key-encryption key: the signing key ring --------------
 
-class SessionctlKeysTest : public ::testing::Test {
+class SessionctlKeysTest : public SessionctlNodeTest {
  protected:
-  void SetUp() override {
+  void NodeFlags(std::vector<std::string>* flags) override {
     // A KEK file as operators make one: 64 hex characters, mode 0600.
     const std::string kek = dir_.path() + "/kek";
     const int fd = open(kek.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
@@ -504,25 +508,7 @@ class SessionctlKeysTest : public ::testing::Test {
     ASSERT_EQ(write(fd, hex.data(), hex.size()),
               static_cast<ssize_t>(hex.size()));
     close(fd);
-    node_ = std::make_unique<SessiondProcess>(
-        SESSIOND_BINARY, dir_.path() + "/data",
-        std::vector<std::string>{"--kek_file", kek, "--jwks_max_age_ms",
-                                 "1000"});
-    ASSERT_TRUE(node_->Start().ok()) << node_->log_path();
-    stub_ = node_->NewStub();
-  }
-
-  CtlRun Ctl(std::vector<std::string> args, const std::string& input = "") {
-    args.insert(args.begin(), {"--endpoints", node_->address()});
-    return Sessionctl(args, {}, input);
-  }
-  json CtlJson(std::vector<std::string> args) {
-    args.insert(args.begin(), "--json");
-    const CtlRun run = Ctl(args);
-    EXPECT_EQ(run.exit_code, 0) << run;
-    json doc = ParseJson(run.out);
-    EXPECT_TRUE(doc.is_object()) << run;
-    return doc;
+    *flags = {"--kek_file", kek, "--jwks_max_age_ms", "1000"};
   }
   // The state of `kid` in `keys list --json`'s document ("" if absent).
   static std::string StateOf(const json& list, const std::string& kid) {
@@ -531,10 +517,6 @@ class SessionctlKeysTest : public ::testing::Test {
     }
     return "";
   }
-
-  TempDir dir_;
-  std::unique_ptr<SessiondProcess> node_;
-  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;
 };
 
 TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
