@@ -912,10 +912,12 @@ void NodeDriver::RunLogWriter() {
       retry_at_ = runtime_->Elapsed() + retry_backoff_;
       log_stalled_.store(true, std::memory_order_release);
     }
-    PublishLogStall();
+    // Reported before the stall is published, so whoever sees the stall in
+    // the status also sees its cause reported (the disk monitor's state).
     if (!gated && options_.on_log_write_error) {
       options_.on_log_write_error(failure);
     }
+    PublishLogStall();
   } else if (retrying) {
     {
       absl::MutexLock lock(&persist_mu_);

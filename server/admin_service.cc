@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "server/audit_recorder.h"
 #include "server/config.h"
 #include "server/grpc_status.h"
 #include "server/session_service.h"
@@ -55,6 +56,29 @@ AdminServiceImpl::AdminServiceImpl(
       self_status_(std::move(self_status)),
       reads_(reads),
       backups_(backups) {}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::Audited(
+    grpc::CallbackServerContext* context, absl::string_view method,
+    const google::protobuf::Message& request,
+    absl::FunctionRef<grpc::ServerUnaryReactor*()> body) {
+  if (options_.audit == nullptr) return body();
+  return options_.audit->Record(
+      context,
+      absl::StrCat("/", sessiond::v1::AdminService::service_full_name(), "/",
+                   method),
+      request, body);
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListAudit(
+    grpc::CallbackServerContext* context,
+    const sessiond::v1::ListAuditRequest* request,
+    sessiond::v1::ListAuditResponse* response) {
+  absl::StatusOr<sessiond::v1::ListAuditResponse> page =
+      state_machine_->ListAudit(*request);
+  if (!page.ok()) return FinishNow(context, page.status());
+  *response = *std::move(page);
+  return FinishNow(context, absl::OkStatus());
+}
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(
     grpc::CallbackServerContext* context,
@@ -231,100 +255,114 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AddMember(
     grpc::CallbackServerContext* context,
     const sessiond::v1::AddMemberRequest* request,
     sessiond::v1::AddMemberResponse* response) {
-  if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
-  // The same form as --initial_cluster's entries.
-  absl::StatusOr<std::map<uint64_t, std::string>> parsed = ParseInitialCluster(
-      absl::StrCat(request->node_id(), "=", request->peer_address()));
-  if (!parsed.ok()) {
-    return FinishNow(context,
-                     absl::InvalidArgumentError(absl::StrCat(
-                         "peer_address: ", parsed.status().message())));
-  }
-  const replication::ConfState conf = state_machine_->applied_conf();
-  const NodeId id(request->node_id());
-  if (Contains(conf.voters, id) || Contains(conf.learners, id)) {
-    return FinishNow(context,
-                     absl::AlreadyExistsError(absl::StrCat(
-                         "node ", id.value(), " is already a member")));
-  }
-  // Its addresses first, so every member can reach it by the time it joins
-  // the membership.
-  sessiond::v1::internal::Command command;
-  auto* member = command.mutable_member();
-  member->set_kind(sessiond::v1::internal::MemberCommand::ADD);
-  member->set_node_id(request->node_id());
-  member->set_peer_address(request->peer_address());
-  member->set_client_address(request->client_address());
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const absl::Time deadline = DeadlineOf(context);
-  writes_->Submit(std::move(command), deadline,
-                  [this, context, reactor, response, id,
-                   deadline](replication::ApplyResult result) {
-                    if (!result.ok()) {
-                      FinishWithHint(context, reactor, result.status(),
-                                     writes_->leader_hint());
-                      return;
-                    }
-                    ChangeMembership(
-                        context, reactor,
-                        replication::ConfChange{
-                            replication::ConfChangeType::kAddLearner, id},
-                        deadline, response);
-                  });
-  return reactor;
+  return Audited(
+      context, "AddMember", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
+        // The same form as --initial_cluster's entries.
+        absl::StatusOr<std::map<uint64_t, std::string>> parsed =
+            ParseInitialCluster(
+                absl::StrCat(request->node_id(), "=", request->peer_address()));
+        if (!parsed.ok()) {
+          return FinishNow(context,
+                           absl::InvalidArgumentError(absl::StrCat(
+                               "peer_address: ", parsed.status().message())));
+        }
+        const replication::ConfState conf = state_machine_->applied_conf();
+        const NodeId id(request->node_id());
+        if (Contains(conf.voters, id) || Contains(conf.learners, id)) {
+          return FinishNow(context,
+                           absl::AlreadyExistsError(absl::StrCat(
+                               "node ", id.value(), " is already a member")));
+        }
+        // Its addresses first, so every member can reach it by the time it
+        // joins the membership.
+        sessiond::v1::internal::Command command;
+        auto* member = command.mutable_member();
+        member->set_kind(sessiond::v1::internal::MemberCommand::ADD);
+        member->set_node_id(request->node_id());
+        member->set_peer_address(request->peer_address());
+        member->set_client_address(request->client_address());
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        const absl::Time deadline = DeadlineOf(context);
+        writes_->Submit(std::move(command), deadline,
+                        [this, context, reactor, response, id,
+                         deadline](replication::ApplyResult result) {
+                          if (!result.ok()) {
+                            FinishWithHint(context, reactor, result.status(),
+                                           writes_->leader_hint());
+                            return;
+                          }
+                          ChangeMembership(
+                              context, reactor,
+                              replication::ConfChange{
+                                  replication::ConfChangeType::kAddLearner, id},
+                              deadline, response);
+                        });
+        return reactor;
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::PromoteMember(
     grpc::CallbackServerContext* context,
     const sessiond::v1::PromoteMemberRequest* request,
     sessiond::v1::PromoteMemberResponse* response) {
-  if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  ChangeMembership(
-      context, reactor,
-      replication::ConfChange{replication::ConfChangeType::kPromoteVoter,
-                              NodeId(request->node_id())},
-      DeadlineOf(context), response);
-  return reactor;
+  return Audited(
+      context, "PromoteMember", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        ChangeMembership(
+            context, reactor,
+            replication::ConfChange{replication::ConfChangeType::kPromoteVoter,
+                                    NodeId(request->node_id())},
+            DeadlineOf(context), response);
+        return reactor;
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RemoveMember(
     grpc::CallbackServerContext* context,
     const sessiond::v1::RemoveMemberRequest* request,
     sessiond::v1::RemoveMemberResponse* response) {
-  if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
-  // Then forget its addresses (best effort: a leftover entry only shows in
-  // ClusterStatus).
-  Command forget;
-  forget.mutable_member()->set_kind(
-      sessiond::v1::internal::MemberCommand::REMOVE);
-  forget.mutable_member()->set_node_id(request->node_id());
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  ChangeMembership(
-      context, reactor,
-      replication::ConfChange{replication::ConfChangeType::kRemoveNode,
-                              NodeId(request->node_id())},
-      DeadlineOf(context), response, std::move(forget));
-  return reactor;
+  return Audited(
+      context, "RemoveMember", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
+        // Then forget its addresses (best effort: a leftover entry only shows
+        // in ClusterStatus).
+        Command forget;
+        forget.mutable_member()->set_kind(
+            sessiond::v1::internal::MemberCommand::REMOVE);
+        forget.mutable_member()->set_node_id(request->node_id());
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        ChangeMembership(
+            context, reactor,
+            replication::ConfChange{replication::ConfChangeType::kRemoveNode,
+                                    NodeId(request->node_id())},
+            DeadlineOf(context), response, std::move(forget));
+        return reactor;
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::SetExpiryLeeway(
     grpc::CallbackServerContext* context,
     const sessiond::v1::SetExpiryLeewayRequest* request,
     sessiond::v1::SetExpiryLeewayResponse* response) {
-  const int64_t leeway = request->expiry_leeway_ms();
-  if (leeway < 0 || leeway > kMaxExpiryLeewayMs) {
-    return FinishNow(context,
-                     absl::InvalidArgumentError(absl::StrCat(
-                         "expiry_leeway_ms: ", leeway, " is outside 0..",
-                         kMaxExpiryLeewayMs, " (one day)")));
-  }
-  Command command;
-  command.mutable_settings()->set_expiry_leeway_ms(leeway);
-  return SubmitThenFinish(
-      context, std::move(command), [this, response](const std::any&) {
-        response->set_expiry_leeway_ms(state_machine_->expiry_leeway_ms());
-        return absl::OkStatus();
+  return Audited(
+      context, "SetExpiryLeeway", *request, [&]() -> grpc::ServerUnaryReactor* {
+        const int64_t leeway = request->expiry_leeway_ms();
+        if (leeway < 0 || leeway > kMaxExpiryLeewayMs) {
+          return FinishNow(context,
+                           absl::InvalidArgumentError(absl::StrCat(
+                               "expiry_leeway_ms: ", leeway, " is outside 0..",
+                               kMaxExpiryLeewayMs, " (one day)")));
+        }
+        Command command;
+        command.mutable_settings()->set_expiry_leeway_ms(leeway);
+        return SubmitThenFinish(context, std::move(command),
+                                [this, response](const std::any&) {
+                                  response->set_expiry_leeway_ms(
+                                      state_machine_->expiry_leeway_ms());
+                                  return absl::OkStatus();
+                                });
       });
 }
 
@@ -355,66 +393,75 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Backup(
     grpc::CallbackServerContext* context,
     const sessiond::v1::BackupRequest* request,
     sessiond::v1::BackupResponse* response) {
-  if (reads_ == nullptr || backups_ == nullptr) {
-    return FinishNow(context, absl::UnimplementedError(
-                                  "this node was built without backups"));
-  }
-  const std::string dir = request->dir();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  // Every write acknowledged before the call is applied here first, so it
-  // is in the backup whichever node takes it.
-  reads_->Wait(
-      sessiond::v1::LINEARIZABLE, DeadlineOf(context),
-      [this, reactor, response, dir](ReadAnswer answer) {
-        if (!answer.status.ok()) {
-          reactor->Finish(ToGrpcStatus(answer.status));
-          return;
+  return Audited(
+      context, "Backup", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (reads_ == nullptr || backups_ == nullptr) {
+          return FinishNow(context, absl::UnimplementedError(
+                                        "this node was built without backups"));
         }
-        const absl::Status started = backups_->Start(
-            dir, [reactor, response, dir](absl::StatusOr<BackupManifest> m) {
-              if (!m.ok()) {
-                reactor->Finish(ToGrpcStatus(m.status()));
+        const std::string dir = request->dir();
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        // Every write acknowledged before the call is applied here first, so it
+        // is in the backup whichever node takes it.
+        reads_->Wait(
+            sessiond::v1::LINEARIZABLE, DeadlineOf(context),
+            [this, reactor, response, dir](ReadAnswer answer) {
+              if (!answer.status.ok()) {
+                reactor->Finish(ToGrpcStatus(answer.status));
                 return;
               }
-              response->set_format_version(m->format_version);
-              response->set_cluster_id(m->cluster_id);
-              response->set_node_id(m->node_id);
-              response->set_applied_index(m->applied_index);
-              response->set_applied_term(m->applied_term);
-              response->set_session_count(m->session_count);
-              response->set_sessiond_version(m->sessiond_version);
-              response->set_created_at_ms(m->created_at_ms);
-              response->set_file_count(m->file_count);
-              response->set_total_bytes(m->total_bytes);
-              response->set_sha256(m->sha256);
-              response->set_dir(dir);
-              reactor->Finish(grpc::Status::OK);
+              const absl::Status started = backups_->Start(
+                  dir,
+                  [reactor, response, dir](absl::StatusOr<BackupManifest> m) {
+                    if (!m.ok()) {
+                      reactor->Finish(ToGrpcStatus(m.status()));
+                      return;
+                    }
+                    response->set_format_version(m->format_version);
+                    response->set_cluster_id(m->cluster_id);
+                    response->set_node_id(m->node_id);
+                    response->set_applied_index(m->applied_index);
+                    response->set_applied_term(m->applied_term);
+                    response->set_session_count(m->session_count);
+                    response->set_sessiond_version(m->sessiond_version);
+                    response->set_created_at_ms(m->created_at_ms);
+                    response->set_file_count(m->file_count);
+                    response->set_total_bytes(m->total_bytes);
+                    response->set_sha256(m->sha256);
+                    response->set_dir(dir);
+                    reactor->Finish(grpc::Status::OK);
+                  });
+              if (!started.ok()) reactor->Finish(ToGrpcStatus(started));
             });
-        if (!started.ok()) reactor->Finish(ToGrpcStatus(started));
+        return reactor;
       });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
     grpc::CallbackServerContext* context,
     const sessiond::v1::TransferLeadershipRequest* request,
     sessiond::v1::TransferLeadershipResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const NodeId target(request->node_id());
-  const NodeId old_leader = driver_->status().leader;
-  const absl::Time deadline = DeadlineOf(context);
-  writes_->SubmitTransfer(target, deadline,
-                          [this, context, reactor, response, target, old_leader,
-                           deadline](replication::ApplyResult result) {
-                            if (!result.ok()) {
-                              FinishWithHint(context, reactor, result.status(),
-                                             writes_->leader_hint());
-                              return;
-                            }
-                            AwaitLeader(context, reactor, response, target,
-                                        old_leader, deadline);
-                          });
-  return reactor;
+  return Audited(context, "TransferLeadership", *request,
+                 [&]() -> grpc::ServerUnaryReactor* {
+                   grpc::ServerUnaryReactor* reactor =
+                       context->DefaultReactor();
+                   const NodeId target(request->node_id());
+                   const NodeId old_leader = driver_->status().leader;
+                   const absl::Time deadline = DeadlineOf(context);
+                   writes_->SubmitTransfer(
+                       target, deadline,
+                       [this, context, reactor, response, target, old_leader,
+                        deadline](replication::ApplyResult result) {
+                         if (!result.ok()) {
+                           FinishWithHint(context, reactor, result.status(),
+                                          writes_->leader_hint());
+                           return;
+                         }
+                         AwaitLeader(context, reactor, response, target,
+                                     old_leader, deadline);
+                       });
+                   return reactor;
+                 });
 }
 
 void AdminServiceImpl::AwaitLeader(

@@ -9,6 +9,8 @@
 #include <optional>
 #include <set>
 
+#include "absl/functional/function_ref.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
 #include "server/backup.h"
@@ -22,6 +24,7 @@
 
 namespace sessiond::server {
 
+class AuditRecorder;
 class JwtIssuer;
 
 struct AdminServiceOptions {
@@ -41,6 +44,9 @@ struct AdminServiceOptions {
   // Makes StageKey's key pairs (server/jwt_issuer.h); null: StageKey
   // answers FAILED_PRECONDITION. Must outlive the service.
   JwtIssuer* jwt_issuer = nullptr;
+  // Records the calls that change something, or ask to (docs/OPERATIONS.md,
+  // "Audit"); null: none are. Must outlive the service.
+  AuditRecorder* audit = nullptr;
 };
 
 // sessiond.v1.AdminService (proto/sessiond/v1/admin.proto): cluster status
@@ -134,6 +140,11 @@ class AdminServiceImpl final
       grpc::CallbackServerContext* context,
       const sessiond::v1::GetJwksRequest* request,
       sessiond::v1::GetJwksResponse* response) override;
+  // The audit log, from this node's applied state.
+  grpc::ServerUnaryReactor* ListAudit(
+      grpc::CallbackServerContext* context,
+      const sessiond::v1::ListAuditRequest* request,
+      sessiond::v1::ListAuditResponse* response) override;
 
   // The most SetExpiryLeeway accepts (the flag's limit too).
   static constexpr int64_t kMaxExpiryLeewayMs = 24ll * 3600 * 1000;
@@ -142,6 +153,13 @@ class AdminServiceImpl final
   absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const {
     return CallDeadline(context, options_.request_timeout);
   }
+  // Runs `body`, the handler of AdminService.`method`, audited
+  // (AuditRecorder::Record) when the service has a recorder. Which
+  // methods are audited: docs/OPERATIONS.md, "Audit".
+  grpc::ServerUnaryReactor* Audited(
+      grpc::CallbackServerContext* context, absl::string_view method,
+      const google::protobuf::Message& request,
+      absl::FunctionRef<grpc::ServerUnaryReactor*()> body);
   // Proposes `change` and, once applied, submits `then` (if any; best
   // effort, its result is ignored) and finishes `reactor` with the
   // membership.

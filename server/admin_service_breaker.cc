@@ -37,51 +37,59 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ResumeExpiry(
     grpc::CallbackServerContext* context,
     const sessiond::v1::ResumeExpiryRequest* request,
     sessiond::v1::ResumeExpiryResponse* response) {
-  if (!options_.cluster_now_ms || !options_.held_sessions) {
-    return FinishNow(context, absl::UnimplementedError(
-                                  "this node was built without the expiry "
-                                  "breaker's counters"));
-  }
-  const ExpiryBreaker breaker = state_machine_->expiry_breaker();
-  if (!breaker.open()) {
-    return FinishNow(context,
-                     absl::FailedPreconditionError(
-                         "the expiry breaker is not open: nothing to resume "
-                         "(sessionctl breaker status shows its last opening)"));
-  }
-  const uint64_t held = options_.held_sessions(options_.cluster_now_ms());
-  const std::string how = absl::StrCat(
-      "call again with breaker_id ", breaker.id(), " and confirm_sessions ",
-      held, " (sessionctl breaker resume asks for them)");
-  if (request->breaker_id() != breaker.id()) {
-    return FinishNow(
-        context,
-        absl::FailedPreconditionError(absl::StrCat(
-            request->breaker_id() == 0
-                ? std::string("resuming expiry needs a confirmation")
-                : absl::StrCat("breaker_id ", request->breaker_id(),
-                               " is not the open breaker's (", breaker.id(),
-                               ")"),
-            ": ", held,
-            " sessions held back will expire when sweeping resumes; ", how)));
-  }
-  if (request->confirm_sessions() < held) {
-    return FinishNow(context,
-                     absl::FailedPreconditionError(absl::StrCat(
-                         held, " sessions would expire now, more than the ",
-                         request->confirm_sessions(), " confirmed; ", how)));
-  }
-  Command command;
-  auto* close = command.mutable_expiry_breaker()->mutable_close();
-  close->set_id(breaker.id());
-  close->set_closed_by("resumed");
-  return SubmitThenFinish(
-      context, std::move(command), [response, held](const std::any& result) {
-        if (const auto* after = std::any_cast<ExpiryBreaker>(&result)) {
-          *response->mutable_breaker() = *after;
+  return Audited(
+      context, "ResumeExpiry", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (!options_.cluster_now_ms || !options_.held_sessions) {
+          return FinishNow(
+              context,
+              absl::UnimplementedError("this node was built without the expiry "
+                                       "breaker's counters"));
         }
-        response->set_released_sessions(held);
-        return absl::OkStatus();
+        const ExpiryBreaker breaker = state_machine_->expiry_breaker();
+        if (!breaker.open()) {
+          return FinishNow(
+              context,
+              absl::FailedPreconditionError(
+                  "the expiry breaker is not open: nothing to resume "
+                  "(sessionctl breaker status shows its last opening)"));
+        }
+        const uint64_t held = options_.held_sessions(options_.cluster_now_ms());
+        const std::string how =
+            absl::StrCat("call again with breaker_id ", breaker.id(),
+                         " and confirm_sessions ", held,
+                         " (sessionctl breaker resume asks for them)");
+        if (request->breaker_id() != breaker.id()) {
+          return FinishNow(
+              context,
+              absl::FailedPreconditionError(absl::StrCat(
+                  request->breaker_id() == 0
+                      ? std::string("resuming expiry needs a confirmation")
+                      : absl::StrCat("breaker_id ", request->breaker_id(),
+                                     " is not the open breaker's (",
+                                     breaker.id(), ")"),
+                  ": ", held,
+                  " sessions held back will expire when sweeping resumes; ",
+                  how)));
+        }
+        if (request->confirm_sessions() < held) {
+          return FinishNow(
+              context, absl::FailedPreconditionError(absl::StrCat(
+                           held, " sessions would expire now, more than the ",
+                           request->confirm_sessions(), " confirmed; ", how)));
+        }
+        Command command;
+        auto* close = command.mutable_expiry_breaker()->mutable_close();
+        close->set_id(breaker.id());
+        close->set_closed_by("resumed");
+        return SubmitThenFinish(
+            context, std::move(command),
+            [response, held](const std::any& result) {
+              if (const auto* after = std::any_cast<ExpiryBreaker>(&result)) {
+                *response->mutable_breaker() = *after;
+              }
+              response->set_released_sessions(held);
+              return absl::OkStatus();
+            });
       });
 }
 

@@ -79,31 +79,37 @@ grpc::ServerUnaryReactor* AdminServiceImpl::StageKey(
     grpc::CallbackServerContext* context,
     const sessiond::v1::StageKeyRequest* request,
     sessiond::v1::StageKeyResponse* response) {
-  if (request->algorithm() != sessiond::v1::SIGNING_ALGORITHM_UNSPECIFIED &&
-      request->algorithm() != sessiond::v1::SIGNING_ALGORITHM_ED25519) {
-    return FinishNow(context, absl::InvalidArgumentError(
-                                  "algorithm: only ED25519 is supported"));
-  }
-  if (options_.jwt_issuer == nullptr) {
-    return FinishNow(context, absl::FailedPreconditionError(
-                                  "this node cannot make signing keys"));
-  }
-  absl::StatusOr<sessiond::v1::internal::KeyRingCommand::Stage> stage =
-      options_.jwt_issuer->NewKey(request->bootstrap());
-  if (!stage.ok()) return FinishNow(context, stage.status());
-  const std::string kid = stage->kid();
-  Command command;
-  *command.mutable_key_ring()->mutable_stage() = *std::move(stage);
-  return SubmitThenFinish(
-      context, std::move(command), [this, response, kid](const std::any&) {
-        const storage::KeyRingView ring = state_machine_->key_ring();
-        const SigningKey* key = ring.Find(kid);
-        if (key == nullptr) {
-          return absl::InternalError(absl::StrCat(
-              "key ", kid, " applied but not in this node's ring"));
+  return Audited(
+      context, "StageKey", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (request->algorithm() !=
+                sessiond::v1::SIGNING_ALGORITHM_UNSPECIFIED &&
+            request->algorithm() != sessiond::v1::SIGNING_ALGORITHM_ED25519) {
+          return FinishNow(context,
+                           absl::InvalidArgumentError(
+                               "algorithm: only ED25519 is supported"));
         }
-        *response->mutable_key() = KeyInfo(*key);
-        return absl::OkStatus();
+        if (options_.jwt_issuer == nullptr) {
+          return FinishNow(context, absl::FailedPreconditionError(
+                                        "this node cannot make signing keys"));
+        }
+        absl::StatusOr<sessiond::v1::internal::KeyRingCommand::Stage> stage =
+            options_.jwt_issuer->NewKey(request->bootstrap());
+        if (!stage.ok()) return FinishNow(context, stage.status());
+        const std::string kid = stage->kid();
+        Command command;
+        *command.mutable_key_ring()->mutable_stage() = *std::move(stage);
+        return SubmitThenFinish(
+            context, std::move(command),
+            [this, response, kid](const std::any&) {
+              const storage::KeyRingView ring = state_machine_->key_ring();
+              const SigningKey* key = ring.Find(kid);
+              if (key == nullptr) {
+                return absl::InternalError(absl::StrCat(
+                    "key ", kid, " applied but not in this node's ring"));
+              }
+              *response->mutable_key() = KeyInfo(*key);
+              return absl::OkStatus();
+            });
       });
 }
 
@@ -111,90 +117,98 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
     grpc::CallbackServerContext* context,
     const sessiond::v1::ActivateKeyRequest* request,
     sessiond::v1::ActivateKeyResponse* response) {
-  const std::string kid = request->kid();
-  if (kid.empty()) {
-    return FinishNow(context,
-                     absl::InvalidArgumentError(
-                         "kid: must not be empty (sessionctl keys list)"));
-  }
-  const std::string previous = [&] {
-    const storage::KeyRingView ring = state_machine_->key_ring();
-    const SigningKey* active = ring.active();
-    return active == nullptr ? std::string() : active->kid();
-  }();
-  // Every voter must publish the key before it signs: ask each how far it
-  // applied (the state machine compares the lowest with the stage's index).
-  const replication::NodeStatus status = driver_->status();
-  const std::set<NodeId> voters(status.conf_state.voters.begin(),
-                                status.conf_state.voters.end());
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  AskMembers(voters, /*with_digests=*/false,
-             [this, context, reactor, response, kid,
-              previous](std::map<NodeId, MemberStatus> answers) {
-               uint64_t lowest = std::numeric_limits<uint64_t>::max();
-               for (const auto& [id, member] : answers) {
-                 if (!member.reachable()) {
-                   reactor->Finish(
-                       ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
-                           "voter ", id.value(),
-                           " did not say how far it applied (", member.error(),
-                           "): every voter must publish a key before it "
-                           "signs; retry once it is back (sessionctl "
-                           "status)"))));
-                   return;
-                 }
-                 lowest = std::min(lowest, member.applied_index());
-               }
-               if (answers.empty()) lowest = 0;
-               Command command;
-               auto* activate = command.mutable_key_ring()->mutable_activate();
-               activate->set_kid(kid);
-               activate->set_voters_applied_index(lowest);
-               SubmitThenFinish(
-                   context, reactor, std::move(command),
-                   [this, response, kid, previous](const std::any&) {
-                     const storage::KeyRingView ring =
-                         state_machine_->key_ring();
-                     if (const SigningKey* key = ring.Find(kid)) {
-                       *response->mutable_activated() = KeyInfo(*key);
-                     }
-                     if (const SigningKey* key = ring.Find(previous);
-                         key != nullptr && !previous.empty()) {
-                       *response->mutable_retiring() = KeyInfo(*key);
-                     }
-                     return absl::OkStatus();
-                   });
-             });
-  return reactor;
+  return Audited(
+      context, "ActivateKey", *request, [&]() -> grpc::ServerUnaryReactor* {
+        const std::string kid = request->kid();
+        if (kid.empty()) {
+          return FinishNow(
+              context, absl::InvalidArgumentError(
+                           "kid: must not be empty (sessionctl keys list)"));
+        }
+        const std::string previous = [&] {
+          const storage::KeyRingView ring = state_machine_->key_ring();
+          const SigningKey* active = ring.active();
+          return active == nullptr ? std::string() : active->kid();
+        }();
+        // Every voter must publish the key before it signs: ask each how far it
+        // applied (the state machine compares the lowest with the stage's
+        // index).
+        const replication::NodeStatus status = driver_->status();
+        const std::set<NodeId> voters(status.conf_state.voters.begin(),
+                                      status.conf_state.voters.end());
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        AskMembers(
+            voters, /*with_digests=*/false,
+            [this, context, reactor, response, kid,
+             previous](std::map<NodeId, MemberStatus> answers) {
+              uint64_t lowest = std::numeric_limits<uint64_t>::max();
+              for (const auto& [id, member] : answers) {
+                if (!member.reachable()) {
+                  reactor->Finish(
+                      ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+                          "voter ", id.value(),
+                          " did not say how far it applied (", member.error(),
+                          "): every voter must publish a key before it "
+                          "signs; retry once it is back (sessionctl "
+                          "status)"))));
+                  return;
+                }
+                lowest = std::min(lowest, member.applied_index());
+              }
+              if (answers.empty()) lowest = 0;
+              Command command;
+              auto* activate = command.mutable_key_ring()->mutable_activate();
+              activate->set_kid(kid);
+              activate->set_voters_applied_index(lowest);
+              SubmitThenFinish(
+                  context, reactor, std::move(command),
+                  [this, response, kid, previous](const std::any&) {
+                    const storage::KeyRingView ring =
+                        state_machine_->key_ring();
+                    if (const SigningKey* key = ring.Find(kid)) {
+                      *response->mutable_activated() = KeyInfo(*key);
+                    }
+                    if (const SigningKey* key = ring.Find(previous);
+                        key != nullptr && !previous.empty()) {
+                      *response->mutable_retiring() = KeyInfo(*key);
+                    }
+                    return absl::OkStatus();
+                  });
+            });
+        return reactor;
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RetireKey(
     grpc::CallbackServerContext* context,
     const sessiond::v1::RetireKeyRequest* request,
     sessiond::v1::RetireKeyResponse* response) {
-  if (request->kid().empty()) {
-    return FinishNow(context,
-                     absl::InvalidArgumentError(
-                         "kid: must not be empty (sessionctl keys list)"));
-  }
-  Command command;
-  auto* retire = command.mutable_key_ring()->mutable_retire();
-  retire->set_kid(request->kid());
-  retire->set_force(request->force());
-  retire->set_expected_live_sessions(request->expected_live_sessions());
-  const std::string kid = request->kid();
-  const uint64_t live =
-      request->force() ? request->expected_live_sessions() : 0;
-  return SubmitThenFinish(context, std::move(command),
-                          [this, response, kid, live](const std::any&) {
-                            const storage::KeyRingView ring =
-                                state_machine_->key_ring();
-                            if (const SigningKey* key = ring.Find(kid)) {
-                              *response->mutable_key() = KeyInfo(*key);
-                            }
-                            response->set_live_sessions(live);
-                            return absl::OkStatus();
-                          });
+  return Audited(
+      context, "RetireKey", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (request->kid().empty()) {
+          return FinishNow(
+              context, absl::InvalidArgumentError(
+                           "kid: must not be empty (sessionctl keys list)"));
+        }
+        Command command;
+        auto* retire = command.mutable_key_ring()->mutable_retire();
+        retire->set_kid(request->kid());
+        retire->set_force(request->force());
+        retire->set_expected_live_sessions(request->expected_live_sessions());
+        const std::string kid = request->kid();
+        const uint64_t live =
+            request->force() ? request->expected_live_sessions() : 0;
+        return SubmitThenFinish(context, std::move(command),
+                                [this, response, kid, live](const std::any&) {
+                                  const storage::KeyRingView ring =
+                                      state_machine_->key_ring();
+                                  if (const SigningKey* key = ring.Find(kid)) {
+                                    *response->mutable_key() = KeyInfo(*key);
+                                  }
+                                  response->set_live_sessions(live);
+                                  return absl::OkStatus();
+                                });
+      });
 }
 
 }  // namespace sessiond::server

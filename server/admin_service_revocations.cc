@@ -71,55 +71,67 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Flush(
     grpc::CallbackServerContext* context,
     const sessiond::v1::FlushRequest* request,
     sessiond::v1::FlushResponse* response) {
-  SessionSelector everything;
-  everything.mutable_all();
-  return RevokeInTwoSteps(
-      context, everything, request->confirmation_token(),
-      request->reason().empty() ? "flushed" : request->reason(), response);
+  return Audited(
+      context, "Flush", *request, [&]() -> grpc::ServerUnaryReactor* {
+        SessionSelector everything;
+        everything.mutable_all();
+        return RevokeInTwoSteps(
+            context, everything, request->confirmation_token(),
+            request->reason().empty() ? "flushed" : request->reason(),
+            response);
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::BulkRevoke(
     grpc::CallbackServerContext* context,
     const sessiond::v1::BulkRevokeRequest* request,
     sessiond::v1::BulkRevokeResponse* response) {
-  switch (request->selector().kind_case()) {
-    case SessionSelector::kAll:
-      return FinishNow(context,
-                       absl::InvalidArgumentError(
-                           "selector.all: every session is a flush; call "
-                           "AdminService.Flush (sessionctl flush)"));
-    case SessionSelector::kUser:
-      return FinishNow(context, absl::InvalidArgumentError(
-                                    "selector.user: call "
-                                    "SessionService.RevokeUserSessions, or "
-                                    "use selector.users"));
-    default:
-      break;
-  }
-  return RevokeInTwoSteps(
-      context, request->selector(), request->confirmation_token(),
-      request->reason().empty() ? "bulk revocation" : request->reason(),
-      response);
+  return Audited(
+      context, "BulkRevoke", *request, [&]() -> grpc::ServerUnaryReactor* {
+        switch (request->selector().kind_case()) {
+          case SessionSelector::kAll:
+            return FinishNow(context,
+                             absl::InvalidArgumentError(
+                                 "selector.all: every session is a flush; call "
+                                 "AdminService.Flush (sessionctl flush)"));
+          case SessionSelector::kUser:
+            return FinishNow(context,
+                             absl::InvalidArgumentError(
+                                 "selector.user: call "
+                                 "SessionService.RevokeUserSessions, or "
+                                 "use selector.users"));
+          default:
+            break;
+        }
+        return RevokeInTwoSteps(
+            context, request->selector(), request->confirmation_token(),
+            request->reason().empty() ? "bulk revocation" : request->reason(),
+            response);
+      });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RestoreFlush(
     grpc::CallbackServerContext* context,
     const sessiond::v1::RestoreFlushRequest* request,
     sessiond::v1::RestoreFlushResponse* response) {
-  if (request->flush_id() == 0) {
-    return FinishNow(context,
-                     absl::InvalidArgumentError(
-                         "flush_id: must not be 0 (sessionctl flushes list "
-                         "shows the ids)"));
-  }
-  Command command;
-  command.mutable_restore_revocation()->set_revocation_id(request->flush_id());
-  return SubmitThenFinish(
-      context, std::move(command), [response](const std::any& result) {
-        if (const auto* done = std::any_cast<Revocation>(&result)) {
-          *response->mutable_revocation() = *done;
+  return Audited(
+      context, "RestoreFlush", *request, [&]() -> grpc::ServerUnaryReactor* {
+        if (request->flush_id() == 0) {
+          return FinishNow(
+              context, absl::InvalidArgumentError(
+                           "flush_id: must not be 0 (sessionctl flushes list "
+                           "shows the ids)"));
         }
-        return absl::OkStatus();
+        Command command;
+        command.mutable_restore_revocation()->set_revocation_id(
+            request->flush_id());
+        return SubmitThenFinish(
+            context, std::move(command), [response](const std::any& result) {
+              if (const auto* done = std::any_cast<Revocation>(&result)) {
+                *response->mutable_revocation() = *done;
+              }
+              return absl::OkStatus();
+            });
       });
 }
 

@@ -256,6 +256,8 @@ absl::StatusOr<MethodTable> MethodTable::Sessiond() {
   }
   MethodTable table;
   SESSIOND_RETURN_IF_ERROR(table.AddService(*session, {Role::kApp}));
+  // Every AdminService method is admin-only; ListAudit stays so (no reader
+  // role): the audit log names identities and their peers.
   SESSIOND_RETURN_IF_ERROR(table.AddService(*admin, {Role::kAdmin}));
   SESSIOND_RETURN_IF_ERROR(table.AddService(*peer, {Role::kPeer}));
   SESSIOND_RETURN_IF_ERROR(table.AddRoleToMethods(

@@ -68,6 +68,13 @@ bool IsLoopbackListen(const std::string& listen) {
   return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
 }
 
+absl::Status ValidateBool(const std::string& value) {
+  if (value == "true" || value == "false" || value == "1" || value == "0") {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("must be true or false");
+}
+
 absl::Status ValidateClusterState(const std::string& value) {
   if (value == "new" || value == "existing") return absl::OkStatus();
   return absl::InvalidArgumentError("must be new or existing");
@@ -325,6 +332,24 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(revocation_retention_ms),
        .min = 1000,
        .max = 30 * kDayMs},
+      {.name = "audit",
+       .help = "record every admin call that changes something, or asks to, "
+               "and every bulk revocation in the replicated audit log "
+               "(AdminService.ListAudit, sessionctl audit): true or false",
+       .string_field = SESSIOND_STRING_FIELD(audit),
+       .validate = ValidateBool},
+      {.name = "audit_retention_ms",
+       .help = "how long (cluster time) audit entries are kept",
+       .int_field = SESSIOND_INT_FIELD(audit_retention_ms),
+       .min = 3600 * 1000,
+       .max = 10 * 365 * kDayMs},
+      {.name = "audit_max_entries",
+       .help = "most audit entries kept (on every node, up to 16 KiB each); "
+               "beyond, the oldest are dropped and counted "
+               "(ListAuditResponse.dropped_over_limit)",
+       .int_field = SESSIOND_INT_FIELD(audit_max_entries),
+       .min = 1,
+       .max = 10'000'000},
       {.name = "create_request_window_ms",
        .help = "how long (cluster time) a CreateSession retried with the "
                "same request_id and user_id gets the first call's session "
@@ -346,6 +371,20 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(max_sessions_per_user),
        .min = 0,
        .max = 1'000'000},
+      {.name = "create_rate_per_identity",
+       .help = "creates per second one caller (its TLS identity or bearer "
+               "token; without TLS, its host) may make; more are refused "
+               "with RESOURCE_EXHAUSTED (RATE_LIMITED) and a RetryInfo "
+               "(0: no limit)",
+       .int_field = SESSIOND_INT_FIELD(create_rate_per_identity),
+       .min = 0,
+       .max = 10'000'000},
+      {.name = "create_burst_per_identity",
+       .help = "creates one caller may make at once above its rate (0: one "
+               "second's worth of --create_rate_per_identity)",
+       .int_field = SESSIOND_INT_FIELD(create_burst_per_identity),
+       .min = 0,
+       .max = 10'000'000},
       {.name = "disk_reserve_mb",
        .help = "writes are refused (RESOURCE_EXHAUSTED) while the data dir's "
                "file system has less than this free, and resume by "
@@ -961,6 +1000,10 @@ absl::StatusOr<uint64_t> ConfiguredClusterId(const Config& config) {
     mix(absl::StrCat("|", id, "=", address));
   }
   return h == 0 ? 1 : h;
+}
+
+bool AuditEnabled(const Config& config) {
+  return config.audit == "true" || config.audit == "1";
 }
 
 Limits ServedLimits(const Config& config) {

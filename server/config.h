@@ -81,12 +81,21 @@ struct Config {
   // How long a flush, bulk revocation or RevokeUserSessions can be undone
   // (AdminService.RestoreFlush); then it is purged.
   int64_t revocation_retention_ms = 24ll * 3600 * 1000;
+  // The audit log (docs/OPERATIONS.md, "Audit"): "true" or "false"; how
+  // long entries are kept (cluster time) and the most kept.
+  std::string audit = "true";
+  int64_t audit_retention_ms = 90ll * 24 * 3600 * 1000;
+  int64_t audit_max_entries = 100'000;
   // CreateSession.request_id (storage/create_requests.h): how long a retry
   // gets the first create's session back, and the most request ids kept.
   int64_t create_request_window_ms = 10 * 60 * 1000;
   int64_t create_request_max_entries = 100'000;
   // The most live sessions one user may have (0: no cap).
   int64_t max_sessions_per_user = 0;
+  // Creates per second one caller may make, and its burst
+  // (server/create_rate_limiter.h; 0: no limit; burst 0: the rate).
+  int64_t create_rate_per_identity = 0;
+  int64_t create_burst_per_identity = 0;
   // host:port of the Prometheus endpoint (GET /metrics, GET /healthz;
   // server/metrics_http.h); empty: off. Port 0 picks a free one.
   std::string metrics_listen;
@@ -201,6 +210,9 @@ std::vector<std::string> ReloadableOptionNames();
 // Limits::min_idle_timeout_ms (MinIdleTimeoutMs of --min_ttl_ms and
 // --touch_flush_interval_ms).
 Limits ServedLimits(const Config& config);
+
+// Whether --audit is on ("true" or "1").
+bool AuditEnabled(const Config& config);
 
 // One line: where it listens, data dir, shards and the non-default options.
 std::string ConfigSummary(const Config& config);

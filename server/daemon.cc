@@ -27,6 +27,7 @@
 #include "replication/node_driver.h"
 #include "server/admin_service.h"
 #include "server/apply_metrics.h"
+#include "server/audit_recorder.h"
 #include "server/backup.h"
 #include "server/bootstrap.h"
 #include "server/client_server.h"
@@ -525,6 +526,22 @@ absl::Status Daemon::Init() {
   sessions_loaded_ = table_->size();
   phase("replay");
 
+  AuditRecorderOptions audit_options;
+  audit_options.self = self;
+  audit_options.enabled = AuditEnabled(config_);
+  audit_options.retention_ms = config_.audit_retention_ms;
+  audit_options.max_entries = static_cast<uint32_t>(config_.audit_max_entries);
+  audit_options.now_ms = [this] { return clock_->NowMs(); };
+  audit_options.auth = security_->processor();
+  audit_ =
+      std::make_unique<AuditRecorder>(std::move(audit_options), writes_.get());
+  if (!audit_->enabled()) {
+    logging::Warn("audit.off",
+                  logging::Fields().Add(
+                      "msg",
+                      "--audit=false: admin calls and bulk revocations are "
+                      "not recorded in the audit log"));
+  }
   SessionServiceOptions service_options;
   service_options.limits = ServedLimits(config_);
   service_options.jwt_issuer = jwt_issuer_.get();
@@ -539,6 +556,13 @@ absl::Status Daemon::Init() {
       static_cast<uint32_t>(config_.create_request_max_entries);
   service_options.max_sessions_per_user =
       static_cast<uint32_t>(config_.max_sessions_per_user);
+  create_rate_limiter_ =
+      std::make_unique<CreateRateLimiter>(CreateRateLimiterOptions{
+          .rate_per_s = static_cast<double>(config_.create_rate_per_identity),
+          .burst = static_cast<double>(config_.create_burst_per_identity)});
+  service_options.create_rate_limiter = create_rate_limiter_.get();
+  service_options.auth = security_->processor();
+  service_options.audit = audit_.get();
   service_ = std::make_unique<SessionServiceImpl>(
       service_options, table_.get(), state_machine_.get(), clock_.get(),
       reads_.get(), writes_.get(), touches_.get());
@@ -550,6 +574,7 @@ absl::Status Daemon::Init() {
   admin_options.revocation_retention_ms = config_.revocation_retention_ms;
   admin_options.cluster_now_ms = [this] { return clock_->NowMs(); };
   admin_options.jwt_issuer = jwt_issuer_.get();
+  admin_options.audit = audit_.get();
   admin_options.held_sessions = [this](int64_t now_ms) {
     const sessiond::v1::ExpiryBreaker breaker =
         state_machine_->expiry_breaker();
@@ -649,6 +674,10 @@ absl::Status Daemon::Init() {
     sources.applied = apply_metrics_.get();
     sources.logout_detector = logout_detector_.get();
     sources.version = kSessiondVersion;
+    sources.audit = audit_.get();
+    sources.audit_entries = [this] {
+      return state_machine_->AuditEntryCount();
+    };
     registry->AddCollector([sources](metrics::ExpositionWriter* w) {
       CollectNodeMetrics(sources, w);
     });
@@ -888,6 +917,7 @@ void Daemon::Shutdown() {
   admin_.reset();
   logout_detector_.reset();  // its sampler read service_
   service_.reset();
+  audit_.reset();  // after both services that recorded through it
   touches_.reset();
   reads_.reset();
   writes_.reset();

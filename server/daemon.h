@@ -35,6 +35,7 @@ namespace sessiond::server {
 
 class AdminServiceImpl;
 class ApplyMetrics;
+class AuditRecorder;
 class BackupTaker;
 class ClusterAgent;
 class ClusterClock;
@@ -51,6 +52,7 @@ class PeerService;
 class PeerTransport;
 class ReadBarrier;
 class RpcMetrics;
+class CreateRateLimiter;
 class SessionServiceImpl;
 class SocketPoller;
 class TouchBuffer;
@@ -191,8 +193,11 @@ class Daemon {
   std::unique_ptr<DelayQueue> timers_;
   std::unique_ptr<ClusterClock> clock_;
   std::unique_ptr<WritePath> writes_;
+  // Records audited calls through writes_ (server/audit_recorder.h).
+  std::unique_ptr<AuditRecorder> audit_;
   std::unique_ptr<ReadBarrier> reads_;
   std::unique_ptr<TouchBuffer> touches_;
+  std::unique_ptr<CreateRateLimiter> create_rate_limiter_;
   std::unique_ptr<SessionServiceImpl> service_;
   std::unique_ptr<AdminServiceImpl> admin_;
   std::unique_ptr<ExpirySweeper> sweeper_;

@@ -1,11 +1,14 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/grpc_status.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -17,6 +20,8 @@ namespace {
 using absl::StatusCode;
 
 constexpr int64_t kNoRetry = -1;
+// WithRetryDelay's payload: the delay in ms, decimal.
+constexpr char kRetryDelayPayload[] = "sessiond.dev/retry-delay-ms";
 
 // One row: a status of `code` whose message starts with (or, for `anywhere`,
 // contains) `text` gets `reason`, and RetryInfo with `retry_ms` unless it is
@@ -90,6 +95,9 @@ const Row kRows[] = {
      "LOG_WRITE_FAILED", 1000},
     {StatusCode::kResourceExhausted, "too many StreamValidateSessions streams",
      "TOO_MANY_STREAMS", kNoRetry},
+    // server/create_rate_limiter.h; the delay is the call's own wait.
+    {StatusCode::kResourceExhausted, "create rate limit of ", "RATE_LIMITED",
+     1000},
 
     // Unavailable: the write path, the read barrier, the node.
     {StatusCode::kUnavailable, "not committed before the deadline",
@@ -157,6 +165,15 @@ absl::Status WithErrorMetadata(absl::Status status, absl::string_view key,
   return status;
 }
 
+absl::Status WithRetryDelay(absl::Status status, absl::Duration delay) {
+  if (!status.ok()) {
+    status.SetPayload(kRetryDelayPayload,
+                      absl::Cord(absl::StrCat(std::max<int64_t>(
+                          1, absl::ToInt64Milliseconds(delay)))));
+  }
+  return status;
+}
+
 std::optional<ErrorDetail> ErrorDetailOf(const absl::Status& status) {
   if (!Covered(status.code())) return std::nullopt;
   const absl::string_view message = status.message();
@@ -168,6 +185,12 @@ std::optional<ErrorDetail> ErrorDetailOf(const absl::Status& status) {
     ErrorDetail detail{row.reason, std::nullopt};
     if (row.retry_ms != kNoRetry) {
       detail.retry_delay = absl::Milliseconds(row.retry_ms);
+    }
+    if (auto ms = status.GetPayload(kRetryDelayPayload)) {
+      int64_t value = 0;
+      if (absl::SimpleAtoi(std::string(*ms), &value) && value > 0) {
+        detail.retry_delay = absl::Milliseconds(value);
+      }
     }
     return detail;
   }

@@ -24,6 +24,12 @@ inline constexpr char kErrorMetadataPayloadPrefix[] =
 absl::Status WithErrorMetadata(absl::Status status, absl::string_view key,
                                absl::string_view value);
 
+// A delay the RetryInfo of this status gives instead of its row's fixed one
+// (server/grpc_status.cc): the wait that one call learned, e.g. the time
+// until its caller's create rate limit lets it through. Kept only on the
+// node that made the status (payloads do not cross the peer port).
+absl::Status WithRetryDelay(absl::Status status, absl::Duration delay);
+
 // What the details of a failed call say.
 struct ErrorDetail {
   // UPPER_SNAKE_CASE, e.g. SESSION_REVOKED (docs/API.md, "Error details").

@@ -45,6 +45,8 @@ class ListenerSecurity {
   std::shared_ptr<grpc::ChannelCredentials> peer_channels() const {
     return peer_channels_;
   }
+  // Who made a call (AuthProcessor::CallerOf); null without TLS.
+  const AuthProcessor* processor() const { return processor_.get(); }
   // One line for the start-up log.
   std::string Describe() const { return description_; }
 

@@ -3,6 +3,7 @@
 
 #include "replication/node_driver.h"
 #include "server/apply_metrics.h"
+#include "server/audit_recorder.h"
 #include "server/logout_detector.h"
 #include "server/validation_metrics.h"
 #include "storage/session_table.h"
@@ -144,6 +145,18 @@ void CollectNodeMetrics(const NodeMetricsSources& sources,
   if (sources.validations != nullptr) sources.validations->Collect(w);
   if (sources.applied != nullptr) sources.applied->Collect(w);
   if (sources.logout_detector != nullptr) sources.logout_detector->Collect(w);
+  if (sources.audit_entries) {
+    w->Gauge("sessiond_audit_entries",
+             "Entries kept in the replicated audit log (this node's applied "
+             "state)",
+             AsDouble(sources.audit_entries()));
+  }
+  if (sources.audit != nullptr) {
+    w->Counter("sessiond_audit_write_failures_total",
+               "Audit entries this node could not commit before answering "
+               "their call (each logged as audit.write_failed)",
+               AsDouble(sources.audit->write_failures()));
+  }
 }
 
 }  // namespace sessiond::server

@@ -2,6 +2,7 @@
 #ifndef SESSIOND_SERVER_NODE_METRICS_H_
 #define SESSIOND_SERVER_NODE_METRICS_H_
 
+#include <cstdint>
 #include <functional>
 
 #include "common/metrics_exposition.h"
@@ -18,6 +19,7 @@ class NodeDriver;
 namespace sessiond::server {
 
 class ApplyMetrics;
+class AuditRecorder;
 class LogoutDetectorTask;
 class ValidationMetrics;
 
@@ -34,6 +36,10 @@ struct NodeMetricsSources {
   const ApplyMetrics* applied = nullptr;
   // The logout detector's alerts, shares and baselines (null: off).
   const LogoutDetectorTask* logout_detector = nullptr;
+  // The audit log: entries kept (this node's applied state) and the
+  // recorder's write failures (null / empty: left out).
+  const AuditRecorder* audit = nullptr;
+  std::function<uint64_t()> audit_entries;
   // kSessiondVersion, for sessiond_build_info.
   const char* version = "";
 };

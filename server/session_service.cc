@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <any>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -13,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
 #include "common/status_macros.h"
+#include "server/audit_recorder.h"
 #include "server/grpc_status.h"
 #include "server/jwt_issuer.h"
 #include "server/validate_stream.h"
@@ -152,6 +154,29 @@ void SessionServiceImpl::UnregisterStream(ValidateStream* stream) {
   streams_.erase(stream);
 }
 
+absl::Status SessionServiceImpl::AdmitCreates(
+    const grpc::ServerContextBase& context, uint32_t creates) const {
+  CreateRateLimiter* limiter = options_.create_rate_limiter;
+  if (limiter == nullptr || !limiter->enabled()) return absl::OkStatus();
+  std::string caller;
+  if (options_.auth != nullptr) {
+    absl::StatusOr<Caller> who = options_.auth->CallerOf(context);
+    if (who.ok()) caller = std::move(who->identity);
+  }
+  if (caller.empty()) {
+    // No identities (a plaintext loopback listener): the caller's host,
+    // "ipv4:127.0.0.1:5123" without its port.
+    caller = context.peer();
+    const size_t colon = caller.rfind(':');
+    if (colon != std::string::npos && colon > caller.find(':')) {
+      caller.resize(colon);
+    }
+  }
+  return limiter->Admit(
+      caller, creates,
+      absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch()));
+}
+
 absl::Status SessionServiceImpl::CheckReady() const {
   if (draining_.load()) return Refuse();
   if (!ready_.load(std::memory_order_acquire)) {
@@ -265,10 +290,30 @@ SESSIOND_SERVE_UNARY(TouchSession, TouchCall, ServeTouch)
 SESSIOND_SERVE_UNARY(UpdateSession, UpdateCall, ServeUpdate)
 SESSIOND_SERVE_UNARY(RevokeSession, RevokeCall, ServeRevoke)
 SESSIOND_SERVE_UNARY(ListUserSessions, ListCall, ServeList)
-SESSIOND_SERVE_UNARY(RevokeUserSessions, RevokeUserCall, ServeRevokeUser)
 SESSIOND_SERVE_UNARY(GetSession, GetCall, ServeGet)
 SESSIOND_SERVE_UNARY(RotateSessionToken, RotateCall, ServeRotate)
 #undef SESSIOND_SERVE_UNARY
+
+// Audited (docs/OPERATIONS.md, "Audit"): a bulk revocation.
+grpc::ServerUnaryReactor* SessionServiceImpl::RevokeUserSessions(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
+    grpc::ByteBuffer* out) {
+  auto serve = [&] {
+    return ServeUnary<RevokeUserCall::RequestType,
+                      RevokeUserCall::ResponseType>(
+        context, in, out,
+        [this](RevokeUserCall* call) { ServeRevokeUser(call); },
+        TimedMethod("RevokeUserSessions"));
+  };
+  if (options_.audit == nullptr) return serve();
+  // The entry's copy of the request (ServeUnary answers one that does not
+  // parse; its entry then shows what did).
+  sessiond::v1::RevokeUserSessionsRequest request;
+  ParseRequest(*in, &request).IgnoreError();
+  return options_.audit->Record(
+      context, "/sessiond.v1.SessionService/RevokeUserSessions", request,
+      serve);
+}
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 SessionServiceImpl::StreamValidateSessions(
@@ -479,6 +524,9 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
   absl::StatusOr<CreateLifetimes> lifetimes =
       ValidateCreate(call->request(), options_.limits);
   if (!lifetimes.ok()) return call->Reply(lifetimes.status());
+  if (absl::Status s = AdmitCreates(*call->context(), 1); !s.ok()) {
+    return call->Reply(s);
+  }
   if (!call->request().request_id().empty() &&
       call->request().token_format() == sessiond::v1::TOKEN_FORMAT_JWT) {
     return call->Reply(absl::InvalidArgumentError(
@@ -574,6 +622,11 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
                      options_.max_batch_create)));
   }
   if (count == 0) return call->Reply(absl::OkStatus());
+  if (absl::Status s =
+          AdmitCreates(*call->context(), static_cast<uint32_t>(count));
+      !s.ok()) {
+    return call->Reply(s);
+  }
   for (size_t i = 0; i < count; ++i) {
     if (!requests[static_cast<int>(i)].request_id().empty()) {
       return call->Reply(absl::InvalidArgumentError(absl::StrCat(

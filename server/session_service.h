@@ -15,7 +15,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/auth.h"
 #include "server/cluster_clock.h"
+#include "server/create_rate_limiter.h"
 #include "server/limits.h"
 #include "server/page_token.h"
 #include "server/read_barrier.h"
@@ -31,6 +33,7 @@
 
 namespace sessiond::server {
 
+class AuditRecorder;
 class JwtIssuer;
 
 struct SessionServiceOptions {
@@ -72,6 +75,13 @@ struct SessionServiceOptions {
   // an interceptor: server/rpc_metrics.h says why); null: not recorded.
   // Must outlive the service.
   RpcMetrics* rpc_metrics = nullptr;
+  // Creates per caller (server/create_rate_limiter.h) and who a caller is
+  // (null: no limit; no identities, callers are told apart by host).
+  CreateRateLimiter* create_rate_limiter = nullptr;
+  const AuthProcessor* auth = nullptr;
+  // Records RevokeUserSessions, a bulk revocation (server/audit_recorder.h);
+  // null: not recorded. Must outlive the service.
+  AuditRecorder* audit = nullptr;
 };
 
 // The base with every SessionService method in its raw form (bytes in,
@@ -312,6 +322,9 @@ class SessionServiceImpl final : public RawSessionService {
   // ShuttingDown(), noting when (for WaitForCallersToLeave).
   absl::Status Refuse() const;
   absl::Status CheckReady() const;
+  // The caller's create rate limit (options_.create_rate_limiter).
+  absl::Status AdmitCreates(const grpc::ServerContextBase& context,
+                            uint32_t creates) const;
   // Counts a write in flight, or refuses it when draining.
   absl::Status EnterWrite();
   // The write path: submits `command`, then finishes `call` with

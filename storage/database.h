@@ -123,6 +123,30 @@ class Database {
   std::atomic<bool> write_failed_{false};
 };
 
+// A consistent view of the database while it lives: reads through its
+// Options() all see one moment (RocksDB's GetSnapshot), released at the end
+// of the scope. Not a Raft snapshot.
+class ScopedDbSnapshot {
+ public:
+  explicit ScopedDbSnapshot(rocksdb::DB* db)
+      : db_(db), snapshot_(db->GetSnapshot()) {}
+  ~ScopedDbSnapshot() { db_->ReleaseSnapshot(snapshot_); }
+  ScopedDbSnapshot(const ScopedDbSnapshot&) = delete;
+  ScopedDbSnapshot& operator=(const ScopedDbSnapshot&) = delete;
+
+  // Reads at this view that do not fill the block cache (scans).
+  rocksdb::ReadOptions Options() const {
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot_;
+    options.fill_cache = false;
+    return options;
+  }
+
+ private:
+  rocksdb::DB* const db_;
+  const rocksdb::Snapshot* const snapshot_;
+};
+
 // Converts a RocksDB status to an absl::Status; `context` prefixes the
 // message. Corruption -> DataLoss, NotFound -> NotFound, Busy/TryAgain ->
 // Unavailable, everything else -> Internal.

@@ -27,9 +27,17 @@
 //                  "create_key", "create_request/" + request key
 //                                     -> retryable creates' key and dedupe
 //                                        records (storage/create_requests.h)
-//                The applied_*, "cluster_state", "revocation/" and create
-//                keys are written in the same WriteBatch as the `sessions`
-//                changes they cover.
+//                  "audit/" + 8-byte big-endian seq
+//                                     -> a sessiond.v1.AuditEntry: one kept
+//                                        entry of the audit log
+//                                        (storage/audit_log.h)
+//                  "audit_meta"       -> 16 bytes: the audit log's next seq,
+//                                        then its dropped_over_limit, each
+//                                        8-byte big-endian (absent until the
+//                                        first entry)
+//                The applied_*, "cluster_state", "revocation/", create and
+//                audit keys are written in the same WriteBatch as the
+//                `sessions` changes they cover.
 //
 //   raft_log     key:   8-byte big-endian LogIndex (so iteration is in log
 //                       order and DeleteRange removes an index range)

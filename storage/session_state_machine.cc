@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <limits>
 #include <optional>
 #include <thread>
@@ -19,6 +20,7 @@
 #include "common/status_macros.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
+#include "storage/audit_log.h"
 #include "storage/keys.h"
 #include "storage/revocations.h"
 #include "storage/wire.h"
@@ -257,6 +259,8 @@ absl::StatusOr<std::unique_ptr<SessionStateMachine>> SessionStateMachine::Open(
   machine->ReplaceRevocations(std::move(applied.revocations));
   machine->create_requests_.Replace(applied.create_requests);
   machine->create_requests_.set_create_key(std::move(applied.create_key));
+  SESSIOND_RETURN_IF_ERROR(
+      machine->audit_log_.Load(db, rocksdb::ReadOptions()));
   return machine;
 }
 
@@ -557,6 +561,8 @@ ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
     case Command::kPurgeCreateRequests:
       return ApplyPurgeCreateRequests(command.purge_create_requests(), now_ms,
                                       batch);
+    case Command::kAudit:
+      return ApplyAudit(command.audit(), now_ms, batch);
     case Command::kBulkRevoke:
     case Command::kMember:
     case Command::kSettings:
@@ -825,27 +831,6 @@ ApplyResult SessionStateMachine::ApplyExpire(
 
 namespace {
 
-// Releases a RocksDB snapshot when it goes out of scope.
-class ScopedDbSnapshot {
- public:
-  explicit ScopedDbSnapshot(rocksdb::DB* db)
-      : db_(db), snapshot_(db->GetSnapshot()) {}
-  ~ScopedDbSnapshot() { db_->ReleaseSnapshot(snapshot_); }
-  ScopedDbSnapshot(const ScopedDbSnapshot&) = delete;
-  ScopedDbSnapshot& operator=(const ScopedDbSnapshot&) = delete;
-
-  rocksdb::ReadOptions Options() const {
-    rocksdb::ReadOptions options;
-    options.snapshot = snapshot_;
-    options.fill_cache = false;
-    return options;
-  }
-
- private:
-  rocksdb::DB* const db_;
-  const rocksdb::Snapshot* const snapshot_;
-};
-
 // Checks the records of an image before anything is replaced, so that a bad
 // image leaves the state as it was.
 class RecordChecker {
@@ -873,6 +858,23 @@ class RecordChecker {
   absl::flat_hash_set<std::string> hashes_;
   absl::flat_hash_set<std::string> session_ids_;
 };
+
+// The image's audit entries: seqs above 0, increasing, below its next seq
+// (when it has one), each within kMaxAuditEntryBytes.
+absl::Status CheckSnapshotAudit(const v1::internal::SnapshotHeader& header) {
+  uint64_t last = 0;
+  for (const v1::AuditEntry& entry : header.audit_entries()) {
+    if (entry.seq() <= last || entry.ByteSizeLong() > kMaxAuditEntryBytes) {
+      return absl::DataLossError("snapshot image has a malformed audit entry");
+    }
+    last = entry.seq();
+  }
+  if (header.audit_next_seq() != 0 && header.audit_next_seq() <= last) {
+    return absl::DataLossError(
+        "snapshot image's audit next seq is behind its entries");
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -905,6 +907,23 @@ absl::StatusOr<replication::Snapshot> SessionStateMachine::CreateSnapshot() {
     *header.add_create_requests() = std::move(request);
   }
   header.set_create_key(applied.create_key);
+  // The audit log (storage/audit_log.h), as of the same RocksDB snapshot.
+  SESSIOND_RETURN_IF_ERROR(
+      ForEachAuditRecord(db_, read, [&](uint64_t seq, std::string_view bytes) {
+        v1::AuditEntry* entry = header.add_audit_entries();
+        if (!entry->ParseFromArray(bytes.data(),
+                                   static_cast<int>(bytes.size()))) {
+          return absl::DataLossError(
+              absl::StrCat("default CF: audit entry ", seq, " does not parse"));
+        }
+        return absl::OkStatus();
+      }));
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<AuditMeta> audit_meta,
+                            ReadAuditMeta(db_, read));
+  if (audit_meta) {
+    header.set_audit_next_seq(audit_meta->next_seq);
+    header.set_audit_dropped_over_limit(audit_meta->dropped_over_limit);
+  }
 
   SESSIOND_ASSIGN_OR_RETURN(
       std::unique_ptr<DurableFileWriter> file,
@@ -954,6 +973,7 @@ absl::Status SessionStateMachine::ApplySnapshot(
     RecordChecker checker;
     SESSIOND_RETURN_IF_ERROR(reader->ForEachRecord(
         [&](std::string_view bytes) { return checker.Check(bytes); }));
+    SESSIOND_RETURN_IF_ERROR(CheckSnapshotAudit(header));
   }
   SESSIOND_ASSIGN_OR_RETURN(
       std::unique_ptr<SnapshotImageReader> reader,
@@ -1015,6 +1035,30 @@ absl::Status SessionStateMachine::ApplySnapshot(
   } else {
     batch.Delete(db_->default_cf(), kCreateKeyDbKey);
   }
+  batch.DeleteRange(db_->default_cf(), kAuditKeyPrefix, kAuditKeyEnd);
+  std::deque<std::pair<uint64_t, int64_t>> audit_kept;
+  for (const v1::AuditEntry& entry : header.audit_entries()) {
+    batch.Put(db_->default_cf(), AuditKey(entry.seq()),
+              entry.SerializeAsString());
+    audit_kept.emplace_back(entry.seq(), entry.time_ms());
+  }
+  // Absent on the sender (no entry ever applied): absent here too, so the
+  // digests agree.
+  AuditMeta audit_meta;
+  const bool has_audit = header.audit_next_seq() != 0 ||
+                         header.audit_dropped_over_limit() != 0 ||
+                         !audit_kept.empty();
+  if (has_audit) {
+    audit_meta.next_seq = std::max<uint64_t>(header.audit_next_seq(), 1);
+    if (!audit_kept.empty()) {
+      audit_meta.next_seq =
+          std::max(audit_meta.next_seq, audit_kept.back().first + 1);
+    }
+    audit_meta.dropped_over_limit = header.audit_dropped_over_limit();
+    batch.Put(db_->default_cf(), kAuditMetaKey, EncodeAuditMeta(audit_meta));
+  } else {
+    batch.Delete(db_->default_cf(), kAuditMetaKey);
+  }
   // Synced: the log below the snapshot may be dropped right after this.
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
   {
@@ -1029,6 +1073,7 @@ absl::Status SessionStateMachine::ApplySnapshot(
   create_requests_.set_create_key(header.create_key().size() == kCreateKeyBytes
                                       ? header.create_key()
                                       : std::string());
+  audit_log_.Replace(std::move(audit_kept), audit_meta);
   applied_time_ms_.store(applied_time, std::memory_order_release);
   applied_index_.store(snapshot.meta.index.value(), std::memory_order_release);
   return absl::OkStatus();
@@ -1084,6 +1129,23 @@ absl::StatusOr<SessionStateMachine::Digest> SessionStateMachine::ComputeDigest()
       status = create_key.status();
     } else if (create_key->has_value()) {
       add(**create_key);
+    }
+  }
+  // The audit log (storage/audit_log.h), likewise only once there is some.
+  if (status.ok()) {
+    status =
+        ForEachAuditRecord(db_, read, [&](uint64_t, std::string_view bytes) {
+          add(bytes);
+          return absl::OkStatus();
+        });
+  }
+  if (status.ok()) {
+    absl::StatusOr<std::optional<std::string>> audit_meta =
+        db_->Get(db_->default_cf(), kAuditMetaKey, read);
+    if (!audit_meta.ok()) {
+      status = audit_meta.status();
+    } else if (audit_meta->has_value()) {
+      add(**audit_meta);
     }
   }
   unsigned char out[EVP_MAX_MD_SIZE];

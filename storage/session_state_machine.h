@@ -19,7 +19,9 @@
 #include "absl/synchronization/mutex.h"
 #include "replication/core/types.h"
 #include "replication/state_machine.h"
+#include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/command.pb.h"
+#include "storage/audit_log.h"
 #include "storage/create_requests.h"
 #include "storage/database.h"
 #include "storage/key_ring.h"
@@ -107,6 +109,11 @@ namespace sessiond::storage {
 //     (revoked, expired) as Touch; AlreadyExists when the new hash is taken.
 //   CreateKey -> OK, empty: installs the create key unless one is installed.
 //   PurgeCreateRequests -> uint64_t, request keys removed.
+//
+// The audit log (session_state_machine_audit.cc, storage/audit_log.h):
+//   Audit -> uint64_t, the seq the entry got (time_ms: the applied time);
+//     then entries older than applied time - retention_ms, and the oldest
+//     beyond max_entries, are dropped. InvalidArgument without an entry.
 //
 // Threading: Apply and ApplySnapshot are called from one thread (the apply
 // stage), which is also the only writer of the table. The accessors,
@@ -225,6 +232,14 @@ class SessionStateMachine : public replication::StateMachine {
     return create_requests_.AnyExpired(now_ms);
   }
 
+  // One page of the audit log (ListAuditRequest's after_seq and limit),
+  // read from a consistent RocksDB snapshot: what has been applied and
+  // written. Any thread. DataLoss on a stored entry that does not parse.
+  absl::StatusOr<sessiond::v1::ListAuditResponse> ListAudit(
+      const sessiond::v1::ListAuditRequest& request) const;
+  // The audit entries kept (any thread; for metrics).
+  uint64_t AuditEntryCount() const { return audit_log_.size(); }
+
   // Writes an image file (storage/snapshot_files.h) from a consistent
   // RocksDB snapshot of the state; `data` is its SnapshotRef. Safe to run
   // concurrently with Apply (it reads RocksDB, not the table).
@@ -240,7 +255,8 @@ class SessionStateMachine : public replication::StateMachine {
   // A digest of the replicated state at one applied index, read from a
   // consistent RocksDB snapshot: equal on two replicas at the same applied
   // index, or they diverged. SHA-256 over every sessions record (key and
-  // value, in key order) and the cluster state, hex.
+  // value, in key order), the cluster state, the revocation, create-request
+  // and audit records, hex.
   struct Digest {
     LogIndex applied_index;
     std::string sha256_hex;
@@ -347,6 +363,10 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyPurgeCreateRequests(
       const sessiond::v1::internal::PurgeCreateRequestsCommand& purge,
       int64_t now_ms, rocksdb::WriteBatch* batch);
+  // AuditCommand (session_state_machine_audit.cc).
+  replication::ApplyResult ApplyAudit(
+      const sessiond::v1::internal::AuditCommand& audit, int64_t now_ms,
+      rocksdb::WriteBatch* batch);
 
   // Member and settings commands change `*cluster`.
   replication::ApplyResult ApplyMember(
@@ -391,6 +411,10 @@ class SessionStateMachine : public replication::StateMachine {
   // Thread-safe on its own (never taken with mu_ held); written by the apply
   // thread only.
   CreateRequestTable create_requests_;
+  // Mirrors the default CF's "audit/" and "audit_meta" records (seqs and
+  // times only). Thread-safe on its own (never taken with mu_ held);
+  // written by the apply thread only.
+  AuditLog audit_log_;
 };
 
 // Loads every session of the `sessions` CF into `table`, in parallel over

@@ -132,6 +132,22 @@ absl::Status RetireSigningKey(Connection& cluster, const Output& out,
                               const Confirmation& confirmation);
 // `keys jwks`: the JWKS document as served, and its max-age.
 absl::Status ShowJwks(Connection& cluster, const Output& out);
+// The audit log (tools/sessionctl_audit.cc; docs/OPERATIONS.md, "Audit").
+struct AuditListOptions {
+  uint64_t after = 0;   // entries with seq > after
+  uint32_t limit = 0;   // at most this many (0: every one)
+  bool follow = false;  // then keep printing new ones until interrupted
+};
+// `audit`: a table (SEQ TIME IDENTITY PEER METHOD CODE DURATION), or with
+// --json one document {"entries": [...], "next_after_seq", "oldest_seq",
+// "dropped_over_limit", "endpoint"}; with follow, new entries as they come
+// (with --json, one JSON object a line).
+absl::Status ListAudit(Connection& cluster, const Output& out,
+                       const AuditListOptions& options);
+// `audit export`: every entry with seq > after, one JSON object a line
+// (the .proto's field names), paging through ListAudit to the end.
+absl::Status ExportAudit(Connection& cluster, std::FILE* stream,
+                         uint64_t after);
 // What a selector takes, in words ("every live session", "sessions created
 // before 2026-12-01 10:00:00Z", ...).
 std::string DescribeSelector(const v1::SessionSelector& selector);

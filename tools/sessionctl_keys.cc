@@ -147,7 +147,7 @@ absl::Status ListSigningKeys(Connection& cluster, const Output& out) {
   if (response.active_kid().empty()) {
     absl::StrAppend(&text,
                     "no active key yet: activate a staged one once it is "
-                    "activatable (sessionctl keys activate KID)\n");
+                    "activatable (sessionctl keys activate -- KID)\n");
   } else {
     absl::StrAppend(&text, "active key: ", response.active_kid(), "\n");
   }
@@ -191,8 +191,8 @@ absl::Status StageSigningKey(Connection& cluster, const Output& out,
         "staged key ", key.kid(), " (", Algorithm(key.algorithm()),
         "): published in the JWKS now, signs nothing yet.\n",
         "It may be activated from ", FormatTimeMs(key.activatable_at_ms(), now),
-        ", once every voting member has applied the stage:\n  sessionctl "
-        "keys activate ",
+        ", once every voting member has applied the stage (a kid may start "
+        "with '-': `--` ends the options):\n  sessionctl keys activate -- ",
         key.kid(), "\n");
   }
   return Print(out, WithEndpoint(response, endpoint), text);
@@ -224,7 +224,7 @@ absl::Status ActivateSigningKey(Connection& cluster, const Output& out,
         &text, "key ", response.retiring().kid(),
         " is retiring: it signs nothing and verifies the tokens it signed ("
         "LIVE SESSIONS in `sessionctl keys list`); once those are gone:\n  "
-        "sessionctl keys retire ",
+        "sessionctl keys retire -- ",
         response.retiring().kid(), "\n");
   }
   return Print(out, WithEndpoint(response, endpoint), text);
@@ -262,8 +262,8 @@ absl::Status RetireSigningKey(Connection& cluster, const Output& out,
           ": retiring it makes their tokens stop verifying. Nothing was "
           "changed.\nWait until they expire or are revoked (LIVE SESSIONS in "
           "`sessionctl keys list`), or retire it anyway with: sessionctl "
-          "keys retire ",
-          kid, " --force (asks to type ", live, " back)"));
+          "keys retire --force -- ",
+          kid, " (asks to type ", live, " back)"));
     }
     std::fputs(
         absl::StrCat("keys retire: kid ", kid, " signed ", Sessions(live),

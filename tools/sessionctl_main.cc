@@ -77,9 +77,10 @@ CLI::Validator NodeId(bool allow_any) {
 
 // A verb whose server side does not exist yet: registered so that it is
 // listed, and refuses plainly (exit 4) instead of pretending.
-void NotYet(CLI::App& app, const std::string& name,
-            const std::string& description, const std::string& issue,
-            std::function<absl::Status()>* action) {
+[[maybe_unused]] void NotYet(CLI::App& app, const std::string& name,
+                             const std::string& description,
+                             const std::string& issue,
+                             std::function<absl::Status()>* action) {
   CLI::App* verb = app.add_subcommand(name, description);
   verb->group("Not implemented yet");
   verb->fallthrough(false);
@@ -569,7 +570,38 @@ int Main(int argc, char** argv) {
       return ResumeExpiry(cluster, out, confirmation);
     };
   });
-  NotYet(app, "audit", "the audit log", "issue 9, security", &refuse);
+  // audit: the replicated audit log (tools/sessionctl_audit.cc).
+  AuditListOptions audit_options;
+  uint64_t export_after = 0;
+  CLI::App* audit = app.add_subcommand(
+      "audit",
+      "the audit log: every admin change (or refused attempt) and bulk "
+      "revocation, who, from where, when, what, result; oldest first");
+  audit->require_subcommand(0, 1);
+  audit->add_option("--after", audit_options.after,
+                    "only entries with a seq above SEQ");
+  audit->add_option("--limit", audit_options.limit,
+                    "at most N entries (default: every one)");
+  audit->add_flag("--follow,-f", audit_options.follow,
+                  "then print new entries as they come, until Ctrl-C (with "
+                  "--json: one JSON object a line)");
+  CLI::App* audit_export = audit->add_subcommand(
+      "export",
+      "every entry (with a seq above --after) as JSON lines on stdout, for "
+      "archiving");
+  audit_export->add_option("--after", export_after,
+                           "only entries with a seq above SEQ");
+  audit_export->callback([&] {
+    run = [&](Connection& cluster) {
+      return ExportAudit(cluster, out.stream, export_after);
+    };
+  });
+  audit->callback([&] {
+    if (audit_export->parsed()) return;
+    run = [&](Connection& cluster) {
+      return ListAudit(cluster, out, audit_options);
+    };
+  });
 
   try {
     app.parse(argc, argv);

@@ -530,13 +530,14 @@ TEST(ClientUnavailableTest, NonIdempotentCallsAreNeverSentOverADeadChannel) {
   EXPECT_EQ(client->stats().attempts, 0u);
   EXPECT_GE(client->stats().endpoints_skipped, 4u);
 
-  // The idempotent ones are sent whatever the channel state, and retried up
-  // to max_attempts.
+  // The idempotent ones are attempted whatever the channel state, and
+  // retried up to max_attempts; gRPC fails each before it leaves (no
+  // connection to pick), so the answer still says "not sent".
   v1::RevokeSessionRequest revoke;
   revoke.set_session_id("s");
   absl::Status revoked = client->RevokeSession(revoke).status();
   EXPECT_EQ(revoked.code(), absl::StatusCode::kUnavailable) << revoked;
-  EXPECT_FALSE(IsNotSent(revoked));
+  EXPECT_TRUE(IsNotSent(revoked)) << revoked;
   EXPECT_EQ(client->stats().attempts, 5u);
 }
 
@@ -1150,7 +1151,12 @@ TEST(ClientEndpointsTest, ClosedEndpointAndALiveNode) {
 // a process with no other gRPC activity nothing reads the closed socket, so
 // its channel still says READY. The next write probes it, passes it over
 // unsent and goes to the other endpoint (here an independent single node,
-// which commits it).
+// which commits it). The probe polls for 1 ms: on a loaded machine the
+// scheduler can eat that, the write then goes out on the dead connection and
+// its outcome is unknown; the client must say so (never "not sent"), forget
+// the leader, and send the next write elsewhere. If gRPC notices the closed
+// socket only as the call picks it, the call fails before it left (gRPC's
+// "failed to connect to all addresses") and goes elsewhere at once.
 TEST(ClientEndpointsTest, WriteAfterTheLeaderDiedQuietlyGoesElsewhere) {
   Daemon first;
   Daemon second;
@@ -1166,10 +1172,17 @@ TEST(ClientEndpointsTest, WriteAfterTheLeaderDiedQuietlyGoesElsewhere) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   absl::StatusOr<v1::CreateSessionResponse> created =
       client->CreateSession(CreateRequest("judy"));
+  if (!created.ok()) {
+    EXPECT_TRUE(absl::IsUnavailable(created.status())) << created.status();
+    EXPECT_FALSE(IsNotSent(created.status())) << created.status();
+    EXPECT_EQ(client->leader(), "");
+    created = client->CreateSession(CreateRequest("judy"));
+  }
   ASSERT_TRUE(created.ok()) << created.status();
   EXPECT_EQ(client->leader(), second.address());
-  EXPECT_EQ(client->stats().attempts, 2u);
-  EXPECT_GE(client->stats().endpoints_skipped, 1u);
+  // One write to the first, at most one attempt lost on the dead
+  // connection, and one to the second.
+  EXPECT_LE(client->stats().attempts, 3u);
 }
 
 // A sessiond cluster on 127.0.0.1: peer ports picked free up front (the

@@ -96,32 +96,47 @@ TEST(DurabilityTest, TenThousandSessionsSurviveSigkill) {
   auto stub = process.NewStub();
 
   // Every 10th revoked by session_id; every 7th updated twice (version 3).
-  for (int i = 0; i < kSessions; i += 10) {
-    sessiond::v1::RevokeSessionRequest request;
-    request.set_session_id(created[i].session_id);
-    request.set_reason("durability test");
-    sessiond::v1::RevokeSessionResponse response;
-    ASSERT_TRUE(Call(stub.get(),
-                     &sessiond::v1::SessionService::Stub::RevokeSession,
-                     request, &response)
-                    .ok());
+  // From 8 threads, so the node groups their fsyncs as it would under load.
+  constexpr int kThreads = 8;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kThreads; ++t) {
+    writers.emplace_back([&, t] {
+      auto own = process.NewStub();
+      for (int i = t; i < kSessions; i += kThreads) {
+        if (i % 10 == 0) {
+          sessiond::v1::RevokeSessionRequest request;
+          request.set_session_id(created[i].session_id);
+          request.set_reason("durability test");
+          sessiond::v1::RevokeSessionResponse response;
+          if (!Call(own.get(),
+                    &sessiond::v1::SessionService::Stub::RevokeSession, request,
+                    &response)
+                   .ok()) {
+            failures.fetch_add(1);
+          }
+          continue;
+        }
+        if (i % 7 != 1) continue;
+        for (uint64_t expected : {1u, 2u}) {
+          sessiond::v1::UpdateSessionRequest request;
+          request.set_token(created[i].token);
+          request.set_expected_version(expected);
+          (*request.mutable_set_attributes())["cart"] =
+              absl::StrCat("items-", expected);
+          sessiond::v1::UpdateSessionResponse response;
+          const grpc::Status status = Call(
+              own.get(), &sessiond::v1::SessionService::Stub::UpdateSession,
+              request, &response);
+          if (!status.ok() || response.session().version() != expected + 1) {
+            failures.fetch_add(1);
+          }
+        }
+      }
+    });
   }
-  for (int i = 1; i < kSessions; i += 7) {
-    if (i % 10 == 0) continue;
-    for (uint64_t expected : {1u, 2u}) {
-      sessiond::v1::UpdateSessionRequest request;
-      request.set_token(created[i].token);
-      request.set_expected_version(expected);
-      (*request.mutable_set_attributes())["cart"] =
-          absl::StrCat("items-", expected);
-      sessiond::v1::UpdateSessionResponse response;
-      grpc::Status status =
-          Call(stub.get(), &sessiond::v1::SessionService::Stub::UpdateSession,
-               request, &response);
-      ASSERT_TRUE(status.ok()) << status.error_message();
-      ASSERT_EQ(response.session().version(), expected + 1);
-    }
-  }
+  for (std::thread& w : writers) w.join();
+  ASSERT_EQ(failures.load(), 0);
 
   std::vector<ValidateSessionResponse> before;
   before.reserve(kSessions);

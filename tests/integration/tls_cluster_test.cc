@@ -8,7 +8,6 @@
 // a failed handshake, PERMISSION_DENIED) or let through, and a refused call
 // changes nothing.
 #include <grpcpp/grpcpp.h>
-#include <openssl/sha.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -23,43 +22,12 @@
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "tests/integration/cluster_harness.h"
+#include "tests/integration/tls_files.h"
 
 namespace sessiond::testing {
 namespace {
 
 constexpr char kToken[] = "a-bearer-token-for-the-ops-robot-0123456789";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-std::string Sha256Hex(const std::string& text) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
-         digest);
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
-}
-
-// TLS channel credentials: the CA of `dir`, and the certificate of
-// `identity` in `cert_dir` (none when empty), plus a bearer token.
-std::shared_ptr<grpc::ChannelCredentials> Credentials(
-    const std::string& dir, const std::string& cert_dir,
-    const std::string& identity, const std::string& token = "") {
-  grpc::SslCredentialsOptions options;
-  options.pem_root_certs = ReadFile(dir + "/ca.pem");
-  if (!identity.empty()) {
-    options.pem_cert_chain = ReadFile(cert_dir + "/" + identity + ".pem");
-    options.pem_private_key = ReadFile(cert_dir + "/" + identity + "-key.pem");
-  }
-  std::shared_ptr<grpc::ChannelCredentials> ssl = grpc::SslCredentials(options);
-  if (token.empty()) return ssl;
-  return grpc::CompositeChannelCredentials(ssl,
-                                           grpc::AccessTokenCredentials(token));
-}
 
 class TlsClusterTest : public ::testing::Test {
  protected:
@@ -72,7 +40,7 @@ class TlsClusterTest : public ::testing::Test {
                                  certs_.path() + "/" + "dev-ca.log", " 2>&1")
                         .c_str()),
         0)
-        << ReadFile(certs_.path() + "/" + "dev-ca.log");
+        << ReadTextFile(certs_.path() + "/" + "dev-ca.log");
     // Another CA, whose `app` the cluster must not trust.
     ASSERT_EQ(std::system(absl::StrCat(ca, " --nodes 1 ", other_ca_.path(),
                                        " app >/dev/null 2>&1")
@@ -92,9 +60,9 @@ class TlsClusterTest : public ::testing::Test {
                      "--auth_file",       certs_.path() + "/" + "roles.conf",
                      "--tls_client_auth", "optional"};
     options.client_credentials =
-        Credentials(certs_.path(), certs_.path(), "operator");
+        TlsCredentials(certs_.path(), certs_.path(), "operator");
     options.peer_credentials =
-        Credentials(certs_.path(), certs_.path(), "node-1");
+        TlsCredentials(certs_.path(), certs_.path(), "node-1");
     return options;
   }
 
@@ -177,7 +145,7 @@ TEST_F(TlsClusterTest, EveryCallerIsVerifiedAndOnlyItsRolesGetThrough) {
   sessiond::v1::CreateSessionResponse refused;
 
   // No certificate and no token: UNAUTHENTICATED, for either service.
-  auto anonymous = Credentials(certs_.path(), "", "");
+  auto anonymous = TlsCredentials(certs_.path(), "", "");
   grpc::Status s = CreateWith(*Sessions(cluster, *leader, anonymous), &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
       << s.error_message();
@@ -186,9 +154,10 @@ TEST_F(TlsClusterTest, EveryCallerIsVerifiedAndOnlyItsRolesGetThrough) {
       << s.error_message();
 
   // A certificate another CA signed: the handshake fails.
-  s = CreateWith(*Sessions(cluster, *leader,
-                           Credentials(certs_.path(), other_ca_.path(), "app")),
-                 &refused);
+  s = CreateWith(
+      *Sessions(cluster, *leader,
+                TlsCredentials(certs_.path(), other_ca_.path(), "app")),
+      &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
 
   // Plaintext to a TLS port: no connection.
@@ -199,8 +168,8 @@ TEST_F(TlsClusterTest, EveryCallerIsVerifiedAndOnlyItsRolesGetThrough) {
 
   // The app certificate calling admin RPCs, a reader creating, a known
   // certificate without a role: PERMISSION_DENIED, naming who and what.
-  auto app =
-      Admin(cluster, *leader, Credentials(certs_.path(), certs_.path(), "app"));
+  auto app = Admin(cluster, *leader,
+                   TlsCredentials(certs_.path(), certs_.path(), "app"));
   s = StatusWith(*app);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << s.error_message();
@@ -214,13 +183,14 @@ TEST_F(TlsClusterTest, EveryCallerIsVerifiedAndOnlyItsRolesGetThrough) {
     s = app->Flush(&context, flush, &flushed);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }
-  auto reader_credentials = Credentials(certs_.path(), certs_.path(), "reader");
+  auto reader_credentials =
+      TlsCredentials(certs_.path(), certs_.path(), "reader");
   s = CreateWith(*Sessions(cluster, *leader, reader_credentials), &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << s.error_message();
   s = CreateWith(
       *Sessions(cluster, *leader,
-                Credentials(certs_.path(), certs_.path(), "stranger")),
+                TlsCredentials(certs_.path(), certs_.path(), "stranger")),
       &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << s.error_message();
@@ -239,13 +209,13 @@ TEST_F(TlsClusterTest, EveryCallerIsVerifiedAndOnlyItsRolesGetThrough) {
 
   // A bearer token without a certificate: its identity's roles (admin),
   // nothing more; a wrong token is UNAUTHENTICATED.
-  auto robot = Credentials(certs_.path(), "", "", kToken);
+  auto robot = TlsCredentials(certs_.path(), "", "", kToken);
   EXPECT_TRUE(StatusWith(*Admin(cluster, other, robot)).ok());
   s = CreateWith(*Sessions(cluster, other, robot), &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << s.error_message();
   s = StatusWith(
-      *Admin(cluster, other, Credentials(certs_.path(), "", "", "wrong")));
+      *Admin(cluster, other, TlsCredentials(certs_.path(), "", "", "wrong")));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED)
       << s.error_message();
   EXPECT_EQ(s.error_message().find("wrong"), std::string::npos)

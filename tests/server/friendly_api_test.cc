@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "google/rpc/error_details.pb.h"
@@ -411,6 +412,83 @@ TEST_F(UserCapTest, ATouchOfAnExpiredSessionSaysSo) {
   RotateSessionTokenResponse rotated;
   s = Rotate(created.token(), &rotated);
   EXPECT_EQ(ReasonOf(s), "SESSION_EXPIRED");
+}
+
+// --create_rate_per_identity on a plaintext loopback node: callers are told
+// apart by host, so this test is one caller.
+class RateLimitTest : public FriendlyApiTest {
+ protected:
+  Config MakeConfig() override {
+    Config config = TestConfig(dir_.Child("data"));
+    config.create_rate_per_identity = 2;
+    config.create_burst_per_identity = 3;
+    return config;
+  }
+  grpc::Status CreateBatch(int n, sessiond::v1::CreateSessionsResponse* out) {
+    sessiond::v1::CreateSessionsRequest batch;
+    for (int i = 0; i < n; ++i) batch.add_requests()->set_user_id("dave");
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    return stub_->CreateSessions(&context, batch, out);
+  }
+};
+
+// The RetryInfo delay of a status, or a negative duration without one.
+absl::Duration RetryDelayOf(const grpc::Status& status) {
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details()))
+    return -absl::Seconds(1);
+  for (const auto& any : details.details()) {
+    google::rpc::RetryInfo retry;
+    if (any.UnpackTo(&retry)) {
+      return absl::Seconds(retry.retry_delay().seconds()) +
+             absl::Nanoseconds(retry.retry_delay().nanos());
+    }
+  }
+  return -absl::Seconds(1);
+}
+
+TEST_F(RateLimitTest, CreatesPastTheLimitAreRefusedWithAWaitAndChangeNothing) {
+  // The burst: 3 creates at once (a little refill while they run may let a
+  // fourth through, never more than the rate allows).
+  std::vector<std::string> tokens;
+  grpc::Status s;
+  CreateSessionResponse created;
+  for (int i = 0; i < 20; ++i) {
+    s = Create(RequestFor("dave", ""), &created);
+    if (!s.ok()) break;
+    tokens.push_back(created.token());
+  }
+  ASSERT_GE(tokens.size(), 3u);
+  ASSERT_LT(tokens.size(), 20u) << "never limited";
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(ReasonOf(s), "RATE_LIMITED");
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "create rate limit of 2/s"))
+      << s.error_message();
+  const absl::Duration wait = RetryDelayOf(s);
+  EXPECT_GT(wait, absl::ZeroDuration());
+  EXPECT_LE(wait, absl::Milliseconds(500));  // one token at 2/s
+  // Nothing was created by the refusal; reads are not limited.
+  EXPECT_EQ(ListAll("dave").size(), tokens.size());
+  for (const std::string& token : tokens) {
+    EXPECT_EQ(Validate(token).outcome(), ValidateSessionResponse::VALID);
+  }
+  // A batch counts each session: refused whole while the bucket is low.
+  sessiond::v1::CreateSessionsResponse batch;
+  s = CreateBatch(3, &batch);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(ListAll("dave").size(), tokens.size());
+  // Once the bucket refilled (bounded poll; each refusal takes nothing) a
+  // batch larger than the burst passes whole.
+  for (int i = 0; i < 100; ++i) {
+    s = CreateBatch(5, &batch);
+    if (s.ok()) break;
+    ASSERT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(batch.responses_size(), 5);
+  EXPECT_EQ(ListAll("dave").size(), tokens.size() + 5);
 }
 
 }  // namespace

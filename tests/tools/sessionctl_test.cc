@@ -1,9 +1,9 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 //
-// The real sessionctl binary, run as a child process against real sessiond
-// processes (one node; a 3-node cluster for membership and leadership):
-// tables, --json documents, exit codes and messages as docs/OPERATIONS.md
-// ("sessionctl") documents them.
+// The real sessionctl binary, run as a child process against real 3-node
+// clusters of sessiond processes (ClusterHarness): tables, --json documents,
+// exit codes and messages as docs/OPERATIONS.md ("sessionctl") documents
+// them, with a follower first in --endpoints, and with a follower down.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -122,17 +125,6 @@ TEST(SessionctlTest, ABrokenConfigFileIsAUsageErrorNamingTheLine) {
   EXPECT_EQ(missing.exit_code, 2) << missing;
 }
 
-TEST(SessionctlTest, VerbsWithoutServerSupportExitFourAndDoNothing) {
-  for (std::vector<std::string> args :
-       std::vector<std::vector<std::string>>{{"audit"}}) {
-    const CtlRun run = Sessionctl(args);
-    EXPECT_EQ(run.exit_code, 4) << args[0] << "\n" << run;
-    EXPECT_TRUE(absl::StrContains(run.err, "not implemented yet")) << run;
-    EXPECT_TRUE(absl::StrContains(run.err, "issue ")) << run;
-    EXPECT_TRUE(absl::StrContains(run.err, "nothing was done")) << run;
-  }
-}
-
 TEST(SessionctlTest, UnreachableEndpointsExitThreeAndSayWhatToCheck) {
   const std::string a = DeadAddress();
   const std::string b = DeadAddress();
@@ -146,6 +138,7 @@ TEST(SessionctlTest, UnreachableEndpointsExitThreeAndSayWhatToCheck) {
            {"sessions", "revoke-user", "alice"},
            {"sessions", "count"},
            {"keys", "list"},
+           {"audit"},
            {"backup", "/tmp/sessionctl-test-backup"}}) {
     std::vector<std::string> full = {"--endpoints", absl::StrCat(a, ",", b),
                                      "--timeout", "2s"};
@@ -196,25 +189,46 @@ TEST(SessionctlTest, ShippedBashCompletionCompletesVerbs) {
   EXPECT_TRUE(absl::StrContains(consistency, "linearizable")) << consistency;
 }
 
-// --- One node ---------------------------------------------------------------
+// --- A 3-node cluster, a follower first in --endpoints ----------------------
 
+// sessionctl against a real 3-node cluster, every client address in
+// --endpoints with the followers first, so that the node that answers is
+// usually a follower and writes are forwarded or redirected to the leader.
 class SessionctlNodeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::vector<std::string> flags;
-    ASSERT_NO_FATAL_FAILURE(NodeFlags(&flags));
-    node_ = std::make_unique<SessiondProcess>(SESSIOND_BINARY,
-                                              dir_.path() + "/data", flags);
-    ASSERT_TRUE(node_->Start().ok()) << node_->log_path();
-    stub_ = node_->NewStub();
+    ClusterOptions options;
+    options.binary = SESSIOND_BINARY;
+    ASSERT_NO_FATAL_FAILURE(NodeFlags(&options.flags));
+    cluster_ = std::make_unique<ClusterHarness>(std::move(options));
+    const absl::Status started = cluster_->Start();
+    ASSERT_TRUE(started.ok()) << started;
+    leader_ = Leader();
+    ASSERT_NE(leader_, 0);
+    std::vector<std::string> addresses;
+    for (int id : cluster_->ids()) {
+      if (id == leader_) continue;
+      followers_.push_back(id);
+      addresses.push_back(cluster_->client_address(id));
+    }
+    ASSERT_EQ(followers_.size(), 2u);
+    addresses.push_back(cluster_->client_address(leader_));
+    endpoints_ = absl::StrJoin(addresses, ",");
+    stub_ = cluster_->Stub(leader_);
   }
-  // The node's flags beyond the defaults (fixtures for other options).
+  // The nodes' flags beyond the harness's (fixtures for other options).
   virtual void NodeFlags(std::vector<std::string>* /*flags*/) {}
 
-  // sessionctl against the node.
+  // sessionctl against the cluster.
   CtlRun Ctl(std::vector<std::string> args, const std::string& input = "") {
-    args.insert(args.begin(), {"--endpoints", node_->address()});
+    args.insert(args.begin(), {"--endpoints", endpoints_});
     return Sessionctl(args, {}, input);
+  }
+  // `sessions get` of `token`, read from stdin as docs/OPERATIONS.md advises:
+  // on the command line a token shows in ps, and one that starts with '-'
+  // (1 opaque token in 64: base64url) is taken for a flag unless after "--".
+  CtlRun Get(const std::string& token) {
+    return Ctl({"sessions", "get", "-"}, token + "\n");
   }
   json CtlJson(std::vector<std::string> args) {
     args.insert(args.begin(), "--json");
@@ -225,48 +239,143 @@ class SessionctlNodeTest : public ::testing::Test {
     return doc;
   }
 
+  // The leader now (0 and a failure if none within 20 s). An election is
+  // rare in a quiet cluster, not impossible on a busy machine: assertions
+  // that name the leader ask for it just before.
+  int Leader() {
+    const absl::StatusOr<int> leader =
+        cluster_->WaitForLeader(absl::Seconds(20));
+    EXPECT_TRUE(leader.ok()) << leader.status();
+    return leader.ok() ? *leader : 0;
+  }
+  // The node whose client address is `endpoint` (0: none).
+  int NodeAt(const std::string& endpoint) const {
+    for (int id : cluster_->ids()) {
+      if (cluster_->client_address(id) == endpoint) return id;
+    }
+    return 0;
+  }
+  // Waits until every running node has applied the same state. A write is
+  // acknowledged once the leader applied it; a follower applies it a
+  // heartbeat later. ClusterStatus, ListKeys, GetJwks, a flush's preview and
+  // a LOCAL read answer from the answering node's own state, which here is
+  // usually a follower's.
+  ::testing::AssertionResult Converged() {
+    const absl::StatusOr<std::string> digest =
+        cluster_->WaitForConvergence(absl::Seconds(30));
+    if (digest.ok()) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << digest.status();
+  }
+
   TempDir dir_;
-  std::unique_ptr<SessiondProcess> node_;
-  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;
+  std::unique_ptr<ClusterHarness> cluster_;
+  int leader_ = 0;              // at SetUp
+  std::vector<int> followers_;  // at SetUp, in --endpoints order
+  std::string endpoints_;       // followers first, then the leader
+  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;  // to leader_
 };
 
-TEST_F(SessionctlNodeTest, StatusShowsTheNodeAsLeaderInATableAndInJson) {
+TEST_F(SessionctlNodeTest,
+       StatusShowsEveryMemberAndOneLeaderInATableAndInJson) {
+  const int leader = Leader();
   const CtlRun table = Ctl({"status"});
   ASSERT_EQ(table.exit_code, 0) << table;
-  EXPECT_TRUE(absl::StrContains(table.out, "leader node 1")) << table;
+  EXPECT_TRUE(
+      absl::StrContains(table.out, absl::StrCat("leader node ", leader)))
+      << table;
   EXPECT_TRUE(absl::StrContains(table.out, "NODE")) << table;
-  EXPECT_TRUE(absl::StrContains(table.out, node_->address())) << table;
+  for (int id : cluster_->ids()) {
+    EXPECT_TRUE(absl::StrContains(table.out, cluster_->client_address(id)))
+        << id << "\n"
+        << table;
+  }
+  // One row per member, exactly one of them the leader.
+  int leader_rows = 0;
+  for (absl::string_view line : absl::StrSplit(table.out, '\n')) {
+    const std::vector<absl::string_view> cells =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (cells.size() >= 2 && cells[1] == "leader") {
+      ++leader_rows;
+      EXPECT_EQ(cells[0], absl::StrCat(leader)) << table;
+    }
+  }
+  EXPECT_EQ(leader_rows, 1) << table;
   EXPECT_FALSE(absl::StrContains(table.out, "problems:")) << table;
 
   const json doc = CtlJson({"status"});
   EXPECT_TRUE(absl::StartsWith(doc.value("cluster_id", ""), "0x")) << doc;
-  EXPECT_EQ(doc["leader"], 1);
-  EXPECT_EQ(doc["answered_by"], 1);
-  EXPECT_EQ(doc["endpoint"], node_->address());
+  EXPECT_EQ(doc["leader"], leader) << doc;
+  // Whichever node answered, through its own client address.
+  const int answered_by = doc.value("answered_by", 0);
+  EXPECT_NE(answered_by, 0) << doc;
+  EXPECT_EQ(doc["endpoint"], cluster_->client_address(answered_by)) << doc;
   for (const char* key : {"term", "expiry_leeway_ms", "members"}) {
     EXPECT_TRUE(doc.contains(key)) << key;
   }
-  ASSERT_EQ(doc["members"].size(), 1u) << doc;
-  const json& m = doc["members"][0];
-  for (const char* key : {"node_id",         "client_address",
-                          "peer_address",    "role",
-                          "voter",           "reachable",
-                          "error",           "term",
-                          "leader",          "commit_index",
-                          "applied_index",   "lag",
-                          "live_sessions",   "clock_skew_ms",
-                          "cluster_time_ms", "data_dir_bytes",
-                          "disk_free_bytes", "disk_full",
-                          "disk_condition",  "metrics"}) {
-    EXPECT_TRUE(m.contains(key)) << key;
+  ASSERT_EQ(doc["members"].size(), 3u) << doc;
+  std::set<int> ids;
+  int leaders = 0;
+  for (const json& m : doc["members"]) {
+    for (const char* key : {"node_id",         "client_address",
+                            "peer_address",    "role",
+                            "voter",           "reachable",
+                            "error",           "term",
+                            "leader",          "commit_index",
+                            "applied_index",   "lag",
+                            "live_sessions",   "clock_skew_ms",
+                            "cluster_time_ms", "data_dir_bytes",
+                            "disk_free_bytes", "disk_full",
+                            "disk_condition",  "metrics"}) {
+      EXPECT_TRUE(m.contains(key)) << key;
+    }
+    const int id = m.value("node_id", 0);
+    ids.insert(id);
+    leaders += m["role"] == "leader" ? 1 : 0;
+    EXPECT_EQ(m["role"], id == leader ? "leader" : "follower") << m;
+    EXPECT_EQ(m["client_address"], cluster_->client_address(id)) << m;
+    EXPECT_EQ(m["peer_address"], cluster_->peer_address(id)) << m;
+    EXPECT_EQ(m["voter"], true) << m;
+    EXPECT_EQ(m["reachable"], true) << m;
+    EXPECT_EQ(m["leader"], leader) << m;
+    EXPECT_TRUE(m["commit_index"].is_number_unsigned());
+    EXPECT_GT(m["disk_free_bytes"].get<uint64_t>(), 0u);
+    EXPECT_EQ(m["disk_full"], false);
+    // The disk guard's 32 MiB reserve file is space held back, not data.
+    EXPECT_LT(m["data_dir_bytes"].get<uint64_t>(), uint64_t{16} << 20) << m;
   }
-  EXPECT_EQ(m["role"], "leader");
-  EXPECT_EQ(m["reachable"], true);
-  EXPECT_TRUE(m["commit_index"].is_number_unsigned());
-  EXPECT_GT(m["disk_free_bytes"].get<uint64_t>(), 0u);
-  EXPECT_EQ(m["disk_full"], false);
-  // The disk guard's 32 MiB reserve file is space held back, not data.
-  EXPECT_LT(m["data_dir_bytes"].get<uint64_t>(), uint64_t{16} << 20) << m;
+  EXPECT_EQ(ids, (std::set<int>{1, 2, 3})) << doc;
+  EXPECT_EQ(leaders, 1) << doc;
+
+  // --digests: each member's state digest; equal where the applied index is.
+  const json digests = CtlJson({"status", "--digests"});
+  ASSERT_EQ(digests["members"].size(), 3u) << digests;
+  std::map<uint64_t, std::set<std::string>> by_index;
+  for (const json& m : digests["members"]) {
+    EXPECT_FALSE(m.value("state_digest", "").empty()) << m;
+    by_index[m.value("digest_applied_index", uint64_t{0})].insert(
+        m.value("state_digest", ""));
+  }
+  for (const auto& [index, seen] : by_index) {
+    EXPECT_EQ(seen.size(), 1u) << "at index " << index << "\n" << digests;
+  }
+
+  // members list: the three voters, table and JSON.
+  const CtlRun members = Ctl({"members", "list"});
+  ASSERT_EQ(members.exit_code, 0) << members;
+  for (const char* column : {"NODE", "VOTER", "REACHABLE", "CLIENT", "PEER"}) {
+    EXPECT_TRUE(absl::StrContains(members.out, column)) << members;
+  }
+  for (int id : cluster_->ids()) {
+    EXPECT_TRUE(absl::StrContains(members.out, cluster_->peer_address(id)))
+        << members;
+  }
+  const json listed = CtlJson({"members", "list"});
+  EXPECT_EQ(listed["leader"], Leader()) << listed;
+  ASSERT_EQ(listed["members"].size(), 3u) << listed;
+  for (const json& m : listed["members"]) {
+    EXPECT_EQ(m["voter"], true) << m;
+    EXPECT_EQ(m["reachable"], true) << m;
+  }
 
   // --watch: refreshes (bounded by --count here), one JSON line each.
   const CtlRun watch =
@@ -282,8 +391,11 @@ TEST_F(SessionctlNodeTest, StatusShowsTheNodeAsLeaderInATableAndInJson) {
   std::vector<std::string> docs =
       absl::StrSplit(lines.out, '\n', absl::SkipEmpty());
   ASSERT_EQ(docs.size(), 2u) << lines;
+  const int now = Leader();
   for (const std::string& line : docs) {
-    EXPECT_EQ(ParseJson(line)["leader"], 1) << line;
+    const json refresh = ParseJson(line);
+    EXPECT_EQ(refresh["leader"], now) << line;
+    EXPECT_EQ(refresh["members"].size(), 3u) << line;
   }
 }
 
@@ -294,13 +406,16 @@ TEST_F(SessionctlNodeTest, SessionsGetListRevokeRevokeUserCount) {
   const auto b1 = Create(*stub_, "bob");
 
   // get: the session, never the token.
-  const CtlRun get = Ctl({"sessions", "get", a1.token()});
+  // On the command line, after "--" (a token may start with '-').
+  const CtlRun get = Ctl({"sessions", "get", "--", a1.token()});
   ASSERT_EQ(get.exit_code, 0) << get;
   EXPECT_TRUE(absl::StrContains(get.out, "VALID")) << get;
   EXPECT_TRUE(absl::StrContains(get.out, a1.session().session_id())) << get;
   EXPECT_TRUE(absl::StrContains(get.out, "alice")) << get;
   EXPECT_TRUE(absl::StrContains(get.out, "role=admin")) << get;
   EXPECT_FALSE(absl::StrContains(get.out + get.err, a1.token())) << get;
+  // LOCAL: the answering node's own table, which holds a2 once it applied it.
+  ASSERT_TRUE(Converged());
   const CtlRun from_stdin =
       Ctl({"--json", "sessions", "get", "-", "--consistency", "local"},
           a2.token() + "\n");
@@ -341,8 +456,7 @@ TEST_F(SessionctlNodeTest, SessionsGetListRevokeRevokeUserCount) {
   ASSERT_EQ(revoke.exit_code, 0) << revoke;
   EXPECT_TRUE(absl::StrContains(revoke.out, "is revoked")) << revoke;
   EXPECT_TRUE(absl::StrContains(revoke.out, "stolen")) << revoke;
-  EXPECT_TRUE(
-      absl::StrContains(Ctl({"sessions", "get", a1.token()}).out, "REVOKED"));
+  EXPECT_TRUE(absl::StrContains(Get(a1.token()).out, "REVOKED"));
   const CtlRun by_token =
       Ctl({"--json", "sessions", "revoke", "--token", "-"}, a2.token());
   ASSERT_EQ(by_token.exit_code, 0) << by_token;
@@ -373,24 +487,31 @@ TEST_F(SessionctlNodeTest, SessionsGetListRevokeRevokeUserCount) {
                a4.session().session_id(), "--reason", "password reset"});
   EXPECT_EQ(revoked_user["revoked_count"], 1) << revoked_user;
   EXPECT_EQ(revoked_user["user_id"], "alice");
-  const CtlRun got3 = Ctl({"sessions", "get", a3.token()});
+  const CtlRun got3 = Get(a3.token());
   EXPECT_TRUE(absl::StrContains(got3.out, "REVOKED")) << got3;
-  const CtlRun got4 = Ctl({"sessions", "get", a4.token()});
+  const CtlRun got4 = Get(a4.token());
   EXPECT_TRUE(absl::StrContains(got4.out, "VALID")) << got4;
   const CtlRun none = Ctl({"sessions", "revoke-user", "nobody"});
   EXPECT_EQ(none.exit_code, 0) << none;
   EXPECT_TRUE(absl::StrContains(none.out, "revoked 0 sessions")) << none;
 
-  // count: the leader's table (revoked sessions are retained, so counted).
+  // count: the leader's table (revoked sessions are retained, so counted),
+  // whichever node answered.
+  const int leader = Leader();
   const CtlRun count = Ctl({"sessions", "count"});
   ASSERT_EQ(count.exit_code, 0) << count;
-  EXPECT_TRUE(absl::StartsWith(count.out, "5 sessions (node 1, the leader"))
+  EXPECT_TRUE(absl::StartsWith(
+      count.out, absl::StrCat("5 sessions (node ", leader, ", the leader")))
       << count;
   const json counted = CtlJson({"sessions", "count"});
   EXPECT_EQ(counted["live_sessions"], 5);
-  EXPECT_EQ(counted["node_id"], 1);
+  EXPECT_EQ(counted["node_id"], leader);
+  EXPECT_EQ(counted["role"], "leader");
   EXPECT_EQ(counted["from_leader"], true);
-  EXPECT_EQ(counted["answered_by"], 1);
+  const int answered_by = counted.value("answered_by", 0);
+  EXPECT_EQ(counted["endpoint"], cluster_->client_address(answered_by))
+      << counted;
+  EXPECT_TRUE(absl::StrContains(count.out, "; answered by node ")) << count;
 }
 
 TEST_F(SessionctlNodeTest, FlushAsksForTheCountThenRestoreUndoesIt) {
@@ -398,14 +519,15 @@ TEST_F(SessionctlNodeTest, FlushAsksForTheCountThenRestoreUndoesIt) {
   for (const char* user : {"ann", "ann", "bob"}) {
     tokens.push_back(Create(*stub_, user).token());
   }
+  // The preview counts the answering node's table.
+  ASSERT_TRUE(Converged());
   // The wrong count typed back: nothing changes.
   const CtlRun refused = Ctl({"flush"}, "2\n");
   EXPECT_EQ(refused.exit_code, 1) << refused;
   EXPECT_TRUE(absl::StrContains(refused.err, "3 sessions of 2 users"))
       << refused;
   EXPECT_TRUE(absl::StrContains(refused.err, "nothing was changed")) << refused;
-  EXPECT_TRUE(
-      absl::StrContains(Ctl({"sessions", "get", tokens[0]}).out, "VALID"));
+  EXPECT_TRUE(absl::StrContains(Get(tokens[0]).out, "VALID"));
   // The right one: flushed.
   const CtlRun flushed = Ctl({"flush", "--reason", "drill"}, "3\n");
   ASSERT_EQ(flushed.exit_code, 0) << flushed;
@@ -413,8 +535,7 @@ TEST_F(SessionctlNodeTest, FlushAsksForTheCountThenRestoreUndoesIt) {
       << flushed;
   EXPECT_TRUE(absl::StrContains(flushed.out, "sessionctl restore ")) << flushed;
   for (const std::string& token : tokens) {
-    EXPECT_TRUE(
-        absl::StrContains(Ctl({"sessions", "get", token}).out, "REVOKED"));
+    EXPECT_TRUE(absl::StrContains(Get(token).out, "REVOKED"));
   }
   const json list = CtlJson({"flushes", "list"});
   ASSERT_EQ(list["revocations"].size(), 1u) << list;
@@ -428,8 +549,7 @@ TEST_F(SessionctlNodeTest, FlushAsksForTheCountThenRestoreUndoesIt) {
   EXPECT_TRUE(absl::StrContains(restored.out, "3 sessions valid again"))
       << restored;
   for (const std::string& token : tokens) {
-    EXPECT_TRUE(
-        absl::StrContains(Ctl({"sessions", "get", token}).out, "VALID"));
+    EXPECT_TRUE(absl::StrContains(Get(token).out, "VALID"));
   }
   const CtlRun again = Ctl({"restore", absl::StrCat(id)});
   EXPECT_EQ(again.exit_code, 1) << again;
@@ -437,8 +557,55 @@ TEST_F(SessionctlNodeTest, FlushAsksForTheCountThenRestoreUndoesIt) {
   // A bulk revoke of one user, scripted with --yes and --json.
   const json bulk = CtlJson({"revoke-users", "ann", "--yes"});
   EXPECT_EQ(bulk["revocation"]["sessions"], 2) << bulk;
-  EXPECT_TRUE(
-      absl::StrContains(Ctl({"sessions", "get", tokens[2]}).out, "VALID"));
+  EXPECT_TRUE(absl::StrContains(Get(tokens[2]).out, "VALID"));
+
+  // revoke-before an RFC 3339 time an hour ahead, the count typed back. It
+  // takes every session not revoked one by one: bob's, cy's, and ann's two
+  // that the bulk revoke above holds ("Flush and restore": a session held by
+  // two revocations is valid again only once both are restored).
+  tokens.push_back(Create(*stub_, "cy").token());
+  ASSERT_TRUE(Converged());
+  const std::string later = absl::FormatTime(
+      "%Y-%m-%dT%H:%M:%SZ", absl::Now() + absl::Hours(1), absl::UTCTimeZone());
+  const CtlRun before = Ctl({"revoke-before", later}, "4\n");
+  ASSERT_EQ(before.exit_code, 0) << before;
+  EXPECT_TRUE(absl::StrContains(before.err, "4 sessions of 3 users")) << before;
+  EXPECT_TRUE(absl::StrContains(before.out, "sessions created before "))
+      << before;
+  EXPECT_TRUE(absl::StrContains(before.out, "4 sessions of 3 users")) << before;
+  EXPECT_TRUE(absl::StrContains(before.out, "sessionctl restore ")) << before;
+  for (int i : {2, 3}) {
+    EXPECT_TRUE(absl::StrContains(Get(tokens[i]).out, "REVOKED"));
+  }
+  const json revocations = CtlJson({"flushes", "list"});
+  ASSERT_EQ(revocations["revocations"].size(), 3u) << revocations;
+  const uint64_t before_id = revocations["revocations"][0]["id"];
+  EXPECT_EQ(revocations["revocations"][0]["sessions"], 4) << revocations;
+  // Restored: bob and cy validate again; ann's stay held by the bulk revoke.
+  const json undone = CtlJson({"restore", absl::StrCat(before_id)});
+  EXPECT_EQ(undone["revocation"]["id"], before_id) << undone;
+  EXPECT_NE(NodeAt(undone.value("endpoint", "")), 0) << undone;
+  for (int i : {2, 3}) {
+    EXPECT_TRUE(absl::StrContains(Get(tokens[i]).out, "VALID"));
+  }
+  EXPECT_TRUE(absl::StrContains(Get(tokens[0]).out, "REVOKED"));
+
+  // revoke-attribute KEY VALUE (Create gives every session role=admin),
+  // scripted: the same four; another value takes none.
+  const json by_attribute =
+      CtlJson({"revoke-attribute", "role", "admin", "--yes"});
+  EXPECT_EQ(by_attribute["revocation"]["sessions"], 4) << by_attribute;
+  EXPECT_EQ(by_attribute["revocation"]["users"], 3) << by_attribute;
+  EXPECT_EQ(by_attribute["revocation"]["selector"]["attribute"]["key"], "role")
+      << by_attribute;
+  EXPECT_NE(NodeAt(by_attribute.value("endpoint", "")), 0) << by_attribute;
+  for (int i : {2, 3}) {
+    EXPECT_TRUE(absl::StrContains(Get(tokens[i]).out, "REVOKED"));
+  }
+  const CtlRun nobody = Ctl({"revoke-attribute", "role", "nobody", "--yes"});
+  EXPECT_EQ(nobody.exit_code, 0) << nobody;
+  EXPECT_TRUE(absl::StrContains(nobody.out, "0 sessions of 0 users")) << nobody;
+
   // A time that is neither Unix ms nor RFC 3339 is a usage error.
   EXPECT_EQ(Ctl({"revoke-before", "yesterday", "--yes"}).exit_code, 2);
 }
@@ -447,23 +614,44 @@ TEST_F(SessionctlNodeTest, LeewaySetChangesTheReplicatedLeeway) {
   const CtlRun set = Ctl({"leeway", "set", "2500"});
   ASSERT_EQ(set.exit_code, 0) << set;
   EXPECT_TRUE(absl::StrContains(set.out, "2500 ms")) << set;
+  // status shows the answering node's applied leeway: every node's, once
+  // they all applied it.
+  ASSERT_TRUE(Converged());
   EXPECT_EQ(CtlJson({"status"})["expiry_leeway_ms"], 2500);
+  EXPECT_TRUE(absl::StrContains(Ctl({"status"}).out, "expiry leeway 2500 ms"));
   const json doc = CtlJson({"leeway", "set", "0"});
   EXPECT_EQ(doc.value("expiry_leeway_ms", int64_t{-1}), 0) << doc;
+  EXPECT_NE(NodeAt(doc.value("endpoint", "")), 0) << doc;
+  ASSERT_TRUE(Converged());
   EXPECT_EQ(CtlJson({"status"})["expiry_leeway_ms"], 0);
   // Out of range: a usage error, nothing sent.
   EXPECT_EQ(Ctl({"leeway", "set", "86400001"}).exit_code, 2);
+
+  // The mass-expiry breaker, closed here: its state in a table and in JSON;
+  // resuming a closed breaker is refused, nothing changed.
+  const CtlRun breaker = Ctl({"breaker", "status"});
+  ASSERT_EQ(breaker.exit_code, 0) << breaker;
+  EXPECT_TRUE(absl::StrContains(breaker.out, "expiry breaker closed"))
+      << breaker;
+  const json breaker_doc = CtlJson({"breaker", "status"});
+  EXPECT_EQ(breaker_doc["breaker"]["open"], false) << breaker_doc;
+  EXPECT_EQ(breaker_doc["held_sessions"], 0) << breaker_doc;
+  EXPECT_NE(NodeAt(breaker_doc.value("endpoint", "")), 0) << breaker_doc;
+  const CtlRun resume = Ctl({"breaker", "resume", "--yes"});
+  EXPECT_EQ(resume.exit_code, 1) << resume;
+  EXPECT_TRUE(absl::StrContains(resume.err, "not open")) << resume;
 }
 
 TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
   TempDir dir;
   const std::string dead = DeadAddress();
   const std::string config = dir.path() + "/sessionctl.toml";
-  std::ofstream(config) << "endpoints = [\"" << node_->address()
-                        << "\"]  # the node\ntimeout = \"3s\"\n";
+  std::ofstream(config) << "endpoints = [\""
+                        << absl::StrReplaceAll(endpoints_, {{",", "\", \""}})
+                        << "\"]  # the nodes\ntimeout = \"3s\"\n";
   const std::string env_dead = absl::StrCat("SESSIOND_ENDPOINTS=", dead);
   const std::string env_config = absl::StrCat("SESSIONCTL_CONFIG=", config);
-  // The config file alone: the node.
+  // The config file alone: the nodes.
   CtlRun run = Sessionctl({"sessions", "count"}, {env_config});
   EXPECT_EQ(run.exit_code, 0) << run;
   // The environment beats the config file.
@@ -471,7 +659,7 @@ TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
   EXPECT_EQ(run.exit_code, 3) << run;
   EXPECT_TRUE(absl::StrContains(run.err, "from SESSIOND_ENDPOINTS")) << run;
   // The flag beats the environment.
-  run = Sessionctl({"--endpoints", node_->address(), "sessions", "count"},
+  run = Sessionctl({"--endpoints", endpoints_, "sessions", "count"},
                    {env_config, env_dead});
   EXPECT_EQ(run.exit_code, 0) << run;
   run = Sessionctl({"--endpoints", dead, "sessions", "count"}, {env_config});
@@ -481,7 +669,7 @@ TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
                    {absl::StrCat("XDG_CONFIG_HOME=", dir.path())});
   EXPECT_EQ(run.exit_code, 0) << run;
   // A dead endpoint before a live one: the live one answers.
-  const std::string both = absl::StrCat(dead, ",", node_->address());
+  const std::string both = absl::StrCat(dead, ",", endpoints_);
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{
            {"status"},
@@ -494,7 +682,146 @@ TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
   }
 }
 
-// --- One node with a key-encryption key: the signing key ring --------------
+TEST_F(SessionctlNodeTest, ADownFollowerIsShownAndTheOthersServe) {
+  const auto c1 = Create(*stub_, "carol");
+  const auto c2 = Create(*stub_, "carol");
+  Create(*stub_, "dave");
+  // The first endpoint, a follower, SIGKILLed.
+  const int down = followers_[0];
+  const std::string dead = cluster_->client_address(down);
+  cluster_->Kill(down);
+  const int leader = Leader();
+  ASSERT_NE(leader, down);
+
+  // status through the others: exit 0 (an answer; the problems are in it),
+  // the member listed unreachable, and under problems: with why.
+  const CtlRun table = Ctl({"status"});
+  ASSERT_EQ(table.exit_code, 0) << table;
+  EXPECT_TRUE(
+      absl::StrContains(table.out, absl::StrCat("leader node ", leader)))
+      << table;
+  EXPECT_FALSE(absl::StrContains(table.out, absl::StrCat(" at ", dead)))
+      << table;
+  bool down_row = false;
+  for (absl::string_view line : absl::StrSplit(table.out, '\n')) {
+    const std::vector<absl::string_view> cells =
+        absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (cells.size() >= 2 && cells[0] == absl::StrCat(down)) {
+      down_row = true;
+      EXPECT_EQ(cells[1], "unreachable") << table;
+    }
+  }
+  EXPECT_TRUE(down_row) << table;
+  EXPECT_TRUE(absl::StrContains(table.out, "problems:")) << table;
+  EXPECT_TRUE(absl::StrContains(table.out,
+                                absl::StrCat("node ", down, " unreachable: ")))
+      << table;
+  EXPECT_FALSE(absl::StrContains(table.out, "no reachable leader")) << table;
+
+  const CtlRun json_run = Ctl({"--json", "status"});
+  ASSERT_EQ(json_run.exit_code, 0) << json_run;
+  const json doc = ParseJson(json_run.out);
+  ASSERT_TRUE(doc.is_object()) << json_run;
+  EXPECT_EQ(doc["leader"], leader) << doc;
+  EXPECT_NE(doc.value("answered_by", 0), down) << doc;
+  EXPECT_NE(doc["endpoint"], dead) << doc;
+  ASSERT_EQ(doc["members"].size(), 3u) << doc;
+  int leaders = 0;
+  for (const json& m : doc["members"]) {
+    leaders += m["role"] == "leader" ? 1 : 0;
+    if (m["node_id"] == down) {
+      EXPECT_EQ(m["reachable"], false) << m;
+      EXPECT_EQ(m["role"], "unreachable") << m;
+      EXPECT_FALSE(m.value("error", "").empty()) << m;
+      EXPECT_EQ(m["voter"], true) << m;
+    } else {
+      EXPECT_EQ(m["reachable"], true) << m;
+    }
+  }
+  EXPECT_EQ(leaders, 1) << doc;
+
+  // members list: the same, table and JSON.
+  const CtlRun members = Ctl({"members", "list"});
+  ASSERT_EQ(members.exit_code, 0) << members;
+  const json listed = CtlJson({"members", "list"});
+  ASSERT_EQ(listed["members"].size(), 3u) << listed;
+  for (const json& m : listed["members"]) {
+    EXPECT_EQ(m["reachable"], m["node_id"] != down) << m;
+  }
+
+  // sessions count and a write (sent at most once) still succeed.
+  const CtlRun count = Ctl({"sessions", "count"});
+  ASSERT_EQ(count.exit_code, 0) << count;
+  EXPECT_TRUE(absl::StartsWith(
+      count.out, absl::StrCat("3 sessions (node ", leader, ", the leader")))
+      << count;
+  const json counted = CtlJson({"sessions", "count"});
+  EXPECT_EQ(counted["live_sessions"], 3) << counted;
+  EXPECT_EQ(counted["from_leader"], true) << counted;
+  const CtlRun revoked = Ctl({"sessions", "revoke-user", "carol"});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked;
+  EXPECT_TRUE(
+      absl::StrContains(revoked.out, "revoked 2 sessions of user carol"))
+      << revoked;
+  const json revoked_doc = CtlJson({"sessions", "revoke-user", "dave"});
+  EXPECT_EQ(revoked_doc["revoked_count"], 1) << revoked_doc;
+  for (const auto* s : {&c1, &c2}) {
+    const CtlRun got = Get(s->token());
+    EXPECT_TRUE(absl::StrContains(got.out, "REVOKED")) << got;
+  }
+
+  // Only the dead node's address: exit 3, nothing sent, and what to check.
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"status"},
+           {"sessions", "count"},
+           {"sessions", "revoke-user", "carol"}}) {
+    std::vector<std::string> full = {"--endpoints", dead, "--timeout", "2s"};
+    full.insert(full.end(), args.begin(), args.end());
+    const CtlRun run = Sessionctl(full);
+    EXPECT_EQ(run.exit_code, 3) << absl::StrJoin(args, " ") << "\n" << run;
+    EXPECT_TRUE(absl::StrContains(run.err, dead)) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "cannot reach sessiond")) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "Check that sessiond runs")) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "from --endpoints")) << run;
+  }
+  const CtlRun unreachable =
+      Sessionctl({"--endpoints", dead, "--timeout", "2s", "--json", "status"});
+  EXPECT_EQ(unreachable.exit_code, 3) << unreachable;
+  const json error = ParseJson(unreachable.out);
+  ASSERT_TRUE(error.is_object()) << unreachable;
+  EXPECT_EQ(error["error"]["exit_code"], 3) << error;
+  EXPECT_EQ(error["error"]["code"], "UNAVAILABLE") << error;
+  EXPECT_TRUE(absl::StrContains(error["error"].value("message", ""), dead))
+      << error;
+
+  // The other follower down too: the leader loses its quorum and steps down
+  // (check_quorum, within an election timeout). status still answers, exit 0,
+  // and says there is no leader.
+  cluster_->Kill(followers_[1]);
+  json alone;
+  for (int i = 0; i < 100; ++i) {
+    const CtlRun run = Ctl({"--json", "status"});
+    ASSERT_EQ(run.exit_code, 0) << run;
+    alone = ParseJson(run.out);
+    if (alone.value("leader", -1) == 0) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(alone.value("leader", -1), 0) << alone;
+  int unreachable_members = 0;
+  for (const json& m : alone["members"]) {
+    unreachable_members += m["reachable"] == false ? 1 : 0;
+  }
+  EXPECT_EQ(unreachable_members, 2) << alone;
+  const CtlRun leaderless = Ctl({"status"});
+  EXPECT_EQ(leaderless.exit_code, 0) << leaderless;
+  EXPECT_TRUE(absl::StrContains(leaderless.out, "no leader known"))
+      << leaderless;
+  EXPECT_TRUE(absl::StrContains(leaderless.out, "no reachable leader"))
+      << leaderless;
+}
+
+// --- The cluster with a key-encryption key: the signing key ring ----------
 
 class SessionctlKeysTest : public SessionctlNodeTest {
  protected:
@@ -531,7 +858,7 @@ TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
   const std::string old_kid = list.value("active_kid", "");
   ASSERT_EQ(old_kid.size(), 43u) << list;
   EXPECT_EQ(StateOf(list, old_kid), "SIGNING_KEY_ACTIVE") << list;
-  EXPECT_EQ(list["endpoint"], node_->address());
+  EXPECT_NE(NodeAt(list.value("endpoint", "")), 0) << list;
   const CtlRun table = Ctl({"keys", "list"});
   ASSERT_EQ(table.exit_code, 0) << table;
   for (const char* column : {"KID", "STATE", "LIVE SESSIONS", "ACTIVATABLE"}) {
@@ -557,6 +884,8 @@ TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
   EXPECT_TRUE(absl::StrContains(staged.out, "staged key ")) << staged;
   EXPECT_TRUE(absl::StrContains(staged.out, "sessionctl keys activate "))
       << staged;
+  // keys list shows the answering node's ring.
+  ASSERT_TRUE(Converged());
   list = CtlJson({"keys", "list"});
   std::string new_kid;
   for (const json& key : list["keys"]) {
@@ -570,11 +899,13 @@ TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
   EXPECT_TRUE(absl::StrContains(bootstrap.err, "FAILED_PRECONDITION"))
       << bootstrap;
 
+  // A kid is base64url: one in 64 starts with '-', so KID goes after "--"
+  // (else it is taken for a flag: "KID is required").
   // activate: refused until published for the max-age (1 s here), then
   // done; the old key retires.
   CtlRun activated;
   for (int i = 0; i < 100; ++i) {
-    activated = Ctl({"keys", "activate", new_kid});
+    activated = Ctl({"keys", "activate", "--", new_kid});
     if (activated.exit_code == 0) break;
     ASSERT_EQ(activated.exit_code, 1) << activated;
     EXPECT_TRUE(absl::StrContains(activated.err, "FAILED_PRECONDITION"))
@@ -586,8 +917,9 @@ TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
   EXPECT_TRUE(absl::StrContains(activated.out, "activated key " + new_kid))
       << activated;
   EXPECT_TRUE(
-      absl::StrContains(activated.out, "sessionctl keys retire " + old_kid))
+      absl::StrContains(activated.out, "sessionctl keys retire -- " + old_kid))
       << activated;
+  ASSERT_TRUE(Converged());
   list = CtlJson({"keys", "list"});
   EXPECT_EQ(list["active_kid"], new_kid) << list;
   EXPECT_EQ(StateOf(list, new_kid), "SIGNING_KEY_ACTIVE") << list;
@@ -599,13 +931,13 @@ TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
   }
 
   // retire the old key: refused with the count while its session lives.
-  const CtlRun refused = Ctl({"keys", "retire", old_kid});
+  const CtlRun refused = Ctl({"keys", "retire", "--", old_kid});
   EXPECT_EQ(refused.exit_code, 1) << refused;
   EXPECT_TRUE(absl::StrContains(refused.err, "signed 1 live session"))
       << refused;
   EXPECT_TRUE(absl::StrContains(refused.err, "--force")) << refused;
   // --force with the wrong count typed back: nothing changes.
-  const CtlRun wrong = Ctl({"keys", "retire", old_kid, "--force"}, "2\n");
+  const CtlRun wrong = Ctl({"keys", "retire", "--force", "--", old_kid}, "2\n");
   EXPECT_EQ(wrong.exit_code, 1) << wrong;
   EXPECT_TRUE(absl::StrContains(wrong.err, "Type the number of sessions (1)"))
       << wrong;
@@ -613,15 +945,18 @@ TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
   EXPECT_EQ(StateOf(CtlJson({"keys", "list"}), old_kid),
             "SIGNING_KEY_RETIRING");
   // --force --yes: retired, the count echoed back.
-  const json retired = CtlJson({"keys", "retire", old_kid, "--force", "--yes"});
+  const json retired =
+      CtlJson({"keys", "retire", "--force", "--yes", "--", old_kid});
   EXPECT_EQ(retired["key"]["kid"], old_kid) << retired;
   EXPECT_EQ(retired["key"]["state"], "SIGNING_KEY_RETIRED") << retired;
   EXPECT_EQ(retired["live_sessions"], 1) << retired;
+  ASSERT_TRUE(Converged());
   list = CtlJson({"keys", "list"});
   const std::string old_state = StateOf(list, old_kid);
   EXPECT_TRUE(old_state.empty() || old_state == "SIGNING_KEY_RETIRED") << list;
   // The active key cannot be retired.
-  const CtlRun active = Ctl({"keys", "retire", new_kid, "--force", "--yes"});
+  const CtlRun active =
+      Ctl({"keys", "retire", "--force", "--yes", "--", new_kid});
   EXPECT_EQ(active.exit_code, 1) << active;
   EXPECT_TRUE(absl::StrContains(active.err, "FAILED_PRECONDITION")) << active;
 
@@ -641,7 +976,7 @@ TEST_F(SessionctlKeysTest, ListStageActivateRetireAndJwks) {
   EXPECT_EQ(jwks_doc["jwks"], document) << jwks_doc;
   EXPECT_TRUE(jwks_doc["max_age_s"].is_number()) << jwks_doc;
   EXPECT_TRUE(jwks_doc["key_ring_index"].is_number_unsigned()) << jwks_doc;
-  EXPECT_EQ(jwks_doc["endpoint"], node_->address());
+  EXPECT_NE(NodeAt(jwks_doc.value("endpoint", "")), 0) << jwks_doc;
 
   // An unknown kid: NOT_FOUND, exit 1.
   const CtlRun unknown = Ctl({"keys", "activate", std::string(43, 'A')});

@@ -1,0 +1,232 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "server/audit_recorder.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/reflection.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "common/log.h"
+#include "server/unary_call.h"
+#include "storage/audit_log.h"
+
+namespace sessiond::server {
+
+namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+bool IsSecretField(absl::string_view name) {
+  for (absl::string_view secret : kAuditSecretFields) {
+    if (name == secret) return true;
+  }
+  return false;
+}
+
+// Redacts the secret fields of `message` and of every message inside it.
+void Redact(Message* message) {
+  const Reflection* reflection = message->GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection->ListFields(*message, &fields);  // the set ones only
+  for (const FieldDescriptor* field : fields) {
+    const bool text = field->cpp_type() == FieldDescriptor::CPPTYPE_STRING;
+    if (IsSecretField(field->name())) {
+      if (!text) {
+        reflection->ClearField(message, field);
+      } else if (field->is_repeated()) {
+        for (int i = 0; i < reflection->FieldSize(*message, field); ++i) {
+          reflection->SetRepeatedString(message, field, i, kRedacted);
+        }
+      } else {
+        reflection->SetString(message, field, kRedacted);
+      }
+      continue;
+    }
+    if (field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE) continue;
+    if (field->is_repeated()) {  // maps too: their entries are messages
+      for (int i = 0; i < reflection->FieldSize(*message, field); ++i) {
+        Redact(reflection->MutableRepeatedMessage(message, field, i));
+      }
+    } else {
+      Redact(reflection->MutableMessage(message, field));
+    }
+  }
+}
+
+std::string ToJson(const Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  if (!google::protobuf::util::MessageToJsonString(message, &json, options)
+           .ok()) {
+    return "{}";
+  }
+  return json;
+}
+
+const char* AuthMethodName(AuthMethod method) {
+  switch (method) {
+    case AuthMethod::kCertificate:
+      return "certificate";
+    case AuthMethod::kBearerToken:
+      return "bearer_token";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string RedactedRequestJson(const Message& request) {
+  std::unique_ptr<Message> copy(request.New());
+  copy->CopyFrom(request);
+  Redact(copy.get());
+  return ToJson(*copy);
+}
+
+std::string AuditEntryJson(const sessiond::v1::AuditEntry& entry) {
+  return ToJson(entry);
+}
+
+// The reactor gRPC gets for an audited call. The body's own reactor
+// (`inner_`) is bound to `relay_`, so the body's Finish arrives in
+// Answered; the real call is finished once the entry is committed (or
+// could not be). Owned by gRPC: deleted in OnDone, after the real call
+// ended, which is after the body's Finish (it caused it), so the inner
+// reactor is done too; its own OnDone runs from here.
+class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
+ public:
+  AuditedCall(AuditRecorder* recorder, grpc::CallbackServerContext* context,
+              sessiond::v1::AuditEntry entry, absl::Time started)
+      : recorder_(recorder),
+        context_(context),
+        entry_(std::move(entry)),
+        started_(started),
+        relay_(this) {}
+
+  // REQUIRES: called once, with the body's reactor (which may already have
+  // been finished: binding replays that Finish into Answered).
+  void Attach(grpc::ServerUnaryReactor* inner) {
+    inner_ = inner;
+    relay_.Bind(inner);
+  }
+
+  void OnDone() override {
+    if (inner_ != nullptr) inner_->OnDone();
+    delete this;
+  }
+  void OnCancel() override {
+    if (inner_ != nullptr) inner_->OnCancel();
+  }
+
+ private:
+  // A grpc::ServerCallbackUnary that is not a call: the body's reactor
+  // talks to it as to one (gRPC provides the interface for this use, and
+  // its own ServerContext test peer does the same).
+  class Relay final : public grpc::ServerCallbackUnary {
+   public:
+    explicit Relay(AuditedCall* owner) : owner_(owner) {}
+    void Bind(grpc::ServerUnaryReactor* reactor) {
+      reactor_ = reactor;
+      BindReactor(reactor);
+    }
+    void Finish(grpc::Status s) override { owner_->Answered(std::move(s)); }
+    void SendInitialMetadata() override { owner_->StartSendInitialMetadata(); }
+
+   private:
+    // Never called: nothing here counts the relay's references down.
+    void CallOnDone() override {}
+    grpc::internal::ServerReactor* reactor() override { return reactor_; }
+
+    AuditedCall* const owner_;
+    grpc::ServerUnaryReactor* reactor_ = nullptr;
+  };
+
+  // The body answered `status` (once).
+  void Answered(grpc::Status status) {
+    entry_.set_code(static_cast<int32_t>(status.error_code()));
+    entry_.set_message(status.error_message());
+    entry_.set_duration_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
+    recorder_->Commit(
+        std::move(entry_),
+        CallDeadline(context_, recorder_->options_.commit_timeout),
+        [this, status = std::move(status)] { Finish(status); });
+  }
+
+  AuditRecorder* const recorder_;               // outlives this
+  grpc::CallbackServerContext* const context_;  // gRPC's, until OnDone
+  sessiond::v1::AuditEntry entry_;
+  const absl::Time started_;
+  Relay relay_;
+  grpc::ServerUnaryReactor* inner_ = nullptr;
+};
+
+AuditRecorder::AuditRecorder(AuditRecorderOptions options, WritePath* writes)
+    : options_(std::move(options)), writes_(writes) {}
+
+sessiond::v1::AuditEntry AuditRecorder::Begin(
+    grpc::CallbackServerContext* context, absl::string_view method,
+    const Message& request) const {
+  sessiond::v1::AuditEntry entry;
+  if (options_.auth != nullptr) {
+    // The processor let the call through, so this succeeds but when a
+    // SIGHUP removed the identity meanwhile; then the entry has none.
+    absl::StatusOr<Caller> caller = options_.auth->CallerOf(*context);
+    if (caller.ok()) {
+      entry.set_identity(caller->identity);
+      entry.set_auth_method(AuthMethodName(caller->method));
+    }
+  }
+  entry.set_peer(context->peer());
+  entry.set_node_id(options_.self.value());
+  entry.set_method(std::string(method));
+  entry.set_request_json(RedactedRequestJson(request));
+  if (options_.now_ms) entry.set_received_ms(options_.now_ms());
+  return entry;
+}
+
+grpc::ServerUnaryReactor* AuditRecorder::Record(
+    grpc::CallbackServerContext* context, absl::string_view method,
+    const Message& request,
+    absl::FunctionRef<grpc::ServerUnaryReactor*()> body) {
+  if (!options_.enabled) return body();
+  auto* call = new AuditedCall(this, context, Begin(context, method, request),
+                               absl::Now());
+  call->Attach(body());
+  return call;
+}
+
+void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time deadline,
+                           std::function<void()> then) {
+  // Cut here as application would (kMaxAuditEntryBytes), so an oversized
+  // request does not make an oversized log entry.
+  storage::TruncateAuditEntry(&entry);
+  sessiond::v1::internal::Command command;
+  auto* audit = command.mutable_audit();
+  *audit->mutable_entry() = entry;
+  audit->set_retention_ms(options_.retention_ms);
+  audit->set_max_entries(options_.max_entries);
+  recorded_.fetch_add(1, std::memory_order_relaxed);
+  writes_->Submit(std::move(command), deadline,
+                  [this, entry = std::move(entry),
+                   then = std::move(then)](replication::ApplyResult result) {
+                    if (!result.ok()) {
+                      write_failures_.fetch_add(1, std::memory_order_relaxed);
+                      // The whole entry (secrets already redacted), so the
+                      // record is not lost with the write. The outcome is
+                      // unknown: it may still commit.
+                      logging::Error("audit.write_failed",
+                                     logging::Fields()
+                                         .Add("entry", AuditEntryJson(entry))
+                                         .Error(result.status()));
+                    }
+                    then();
+                  });
+}
+
+}  // namespace sessiond::server

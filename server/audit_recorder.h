@@ -1,0 +1,130 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#ifndef SESSIOND_SERVER_AUDIT_RECORDER_H_
+#define SESSIOND_SERVER_AUDIT_RECORDER_H_
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_callback.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+
+#include "absl/functional/function_ref.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/strong_types.h"
+#include "google/protobuf/message.h"
+#include "server/auth.h"
+#include "server/write_path.h"
+#include "sessiond/v1/admin.pb.h"
+
+namespace sessiond::server {
+
+// The field names whose values never enter an audit entry (or a log line):
+// wherever they occur in a request, at any depth, a string or bytes value
+// becomes "[redacted]" and any other value is cleared.
+inline constexpr std::initializer_list<absl::string_view> kAuditSecretFields = {
+    "token",       "confirmation_token", "authorization", "private_key",
+    "kek",         "sealed_private_key", "bearer",        "new_token",
+    "bearer_token"};
+inline constexpr char kRedacted[] = "[redacted]";
+
+// `request` as protobuf JSON (the .proto's field names), with the
+// kAuditSecretFields redacted; "{}" if it cannot be printed.
+std::string RedactedRequestJson(const google::protobuf::Message& request);
+
+// The audit entry of one call as JSON (the .proto's field names) for the
+// `audit.write_failed` log line.
+std::string AuditEntryJson(const sessiond::v1::AuditEntry& entry);
+
+struct AuditRecorderOptions {
+  NodeId self;
+  // Off: calls run unaudited (the daemon says so at start-up).
+  bool enabled = true;
+  // Carried in every AuditCommand (storage drops by them at application).
+  int64_t retention_ms = 90ll * 24 * 3600 * 1000;
+  uint32_t max_entries = 100'000;
+  // How long an answered call waits for its entry to commit before its
+  // answer goes out anyway (also cut to the client's deadline).
+  absl::Duration commit_timeout = absl::Seconds(3);
+  // This node's cluster time (ClusterClock::NowMs), for received_ms.
+  std::function<int64_t()> now_ms;
+  // Who called (AuthProcessor::CallerOf); null without TLS, where calls
+  // have no identity. Must outlive the recorder.
+  const AuthProcessor* auth = nullptr;
+};
+
+// Records audited calls in the replicated audit log (docs/OPERATIONS.md,
+// "Audit"). A handler wraps its body:
+//
+//   return audit_->Record(context, "/sessiond.v1.AdminService/Flush",
+//                         *request, [&] { ...body... });
+//
+// The body runs unchanged and returns its reactor (gRPC's default reactor
+// or a UnaryCall). That reactor is not handed to gRPC: it is bound to a
+// relay (a grpc::ServerCallbackUnary of our own, the way gRPC's own test
+// peer binds the default reactor), so its Finish reaches the recorder
+// instead of the wire. The recorder then proposes the call's AuditEntry
+// through the WritePath (forwarded to the leader from a follower), waits
+// for it to apply, at most commit_timeout, and only then finishes the real
+// call with the body's status, unchanged. An entry that did not commit in
+// time is logged whole as `audit.write_failed` (error level) and counted;
+// it may still commit later (the write's outcome is unknown).
+//
+// Why not a server interceptor: server/auth.h (an interceptor costs every
+// call a completion-queue hop, and cannot hold back a reply).
+//
+// Thread-safe. Finish may come from any thread; the WritePath's callback
+// finishes the real call (it never blocks). The WritePath must outlive the
+// recorder, and the recorder every call it records (the daemon drains the
+// server before destroying either).
+class AuditRecorder {
+ public:
+  AuditRecorder(AuditRecorderOptions options, WritePath* writes);
+
+  AuditRecorder(const AuditRecorder&) = delete;
+  AuditRecorder& operator=(const AuditRecorder&) = delete;
+
+  // Runs `body` (the handler) and audits the call it answers, as the class
+  // comment says. `request` is read now (its JSON is taken before the body
+  // runs). Returns the reactor to hand to gRPC. When off, returns what the
+  // body returns.
+  // `method` is the full gRPC method name (gRPC 1.51's callback context
+  // does not say which method it serves).
+  grpc::ServerUnaryReactor* Record(
+      grpc::CallbackServerContext* context, absl::string_view method,
+      const google::protobuf::Message& request,
+      absl::FunctionRef<grpc::ServerUnaryReactor*()> body);
+
+  bool enabled() const { return options_.enabled; }
+  // Entries that did not commit before their call was answered.
+  uint64_t write_failures() const {
+    return write_failures_.load(std::memory_order_relaxed);
+  }
+  // Entries proposed (committed or not).
+  uint64_t recorded() const {
+    return recorded_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  class AuditedCall;
+
+  // The entry's who/where/what, before the body runs.
+  sessiond::v1::AuditEntry Begin(
+      grpc::CallbackServerContext* context, absl::string_view method,
+      const google::protobuf::Message& request) const;
+  // Proposes `entry` and calls `then` once it applied or could not be.
+  void Commit(sessiond::v1::AuditEntry entry, absl::Time deadline,
+              std::function<void()> then);
+
+  const AuditRecorderOptions options_;
+  WritePath* const writes_;  // outlives this
+  std::atomic<uint64_t> write_failures_{0};
+  std::atomic<uint64_t> recorded_{0};
+};
+
+}  // namespace sessiond::server
+
+#endif  // SESSIOND_SERVER_AUDIT_RECORDER_H_

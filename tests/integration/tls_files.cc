@@ -1,0 +1,45 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+#include "tests/integration/tls_files.h"
+
+#include <openssl/sha.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/string_view.h"
+
+namespace sessiond::testing {
+
+std::string ReadTextFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string Sha256Hex(const std::string& text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
+         digest);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
+}
+
+std::shared_ptr<grpc::ChannelCredentials> TlsCredentials(
+    const std::string& ca_dir, const std::string& cert_dir,
+    const std::string& identity, const std::string& bearer_token) {
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = ReadTextFile(ca_dir + "/ca.pem");
+  if (!identity.empty()) {
+    options.pem_cert_chain = ReadTextFile(cert_dir + "/" + identity + ".pem");
+    options.pem_private_key =
+        ReadTextFile(cert_dir + "/" + identity + "-key.pem");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> ssl = grpc::SslCredentials(options);
+  if (bearer_token.empty()) return ssl;
+  return grpc::CompositeChannelCredentials(
+      ssl, grpc::AccessTokenCredentials(bearer_token));
+}
+
+}  // namespace sessiond::testing

@@ -1,0 +1,115 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// The real sessionctl binary's `audit` verbs against a real sessiond
+// (issue 8 and 9, "Audit"): the table, --json (one document), --after,
+// --limit, and `audit export` (JSON lines to the end).
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "sessiond/v1/admin.grpc.pb.h"
+#include "tests/integration/sessiond_process.h"
+#include "tests/tools/run_process.h"
+
+namespace sessiond::testing {
+namespace {
+
+using nlohmann::json;
+
+class SessionctlAuditTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    node_ = std::make_unique<SessiondProcess>(SESSIOND_BINARY,
+                                              dir_.path() + "/data");
+    ASSERT_TRUE(node_->Start().ok());
+  }
+
+  ProcessRun Sessionctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {SESSIONCTL_BINARY, "--endpoints",
+                                     node_->address(), "--timeout", "10s"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProcess(
+        argv, {"PATH=/usr/bin:/bin", absl::StrCat("HOME=", dir_.path())}, "",
+        absl::Seconds(30));
+  }
+
+  // Three audited calls: SetExpiryLeeway 100, 200, and one refused (out of
+  // range).
+  void MakeEntries() {
+    auto admin = sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
+        node_->address(), grpc::InsecureChannelCredentials()));
+    for (int64_t ms : {100, 200, -1}) {
+      sessiond::v1::SetExpiryLeewayRequest request;
+      request.set_expiry_leeway_ms(ms);
+      sessiond::v1::SetExpiryLeewayResponse response;
+      grpc::ClientContext context;
+      context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+      const grpc::Status s =
+          admin->SetExpiryLeeway(&context, request, &response);
+      EXPECT_EQ(s.ok(), ms >= 0) << s.error_message();
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<SessiondProcess> node_;
+};
+
+TEST_F(SessionctlAuditTest, JsonTableAndExport) {
+  MakeEntries();
+
+  ProcessRun run = Sessionctl({"--json", "audit"});
+  ASSERT_EQ(run.exit_code, 0) << run;
+  const json doc = json::parse(run.out);
+  ASSERT_EQ(doc["entries"].size(), 3u) << run.out;
+  const uint64_t first = doc["entries"][0]["seq"].get<uint64_t>();
+  for (size_t i = 0; i < 3; ++i) {
+    const json& e = doc["entries"][i];
+    EXPECT_EQ(e["seq"].get<uint64_t>(), first + i);
+    EXPECT_EQ(e["method"], "/sessiond.v1.AdminService/SetExpiryLeeway");
+    EXPECT_TRUE(absl::StrContains(e["peer"].get<std::string>(), "127.0.0.1"));
+  }
+  EXPECT_EQ(doc["entries"][0]["code"], 0);
+  EXPECT_EQ(doc["entries"][2]["code"], 3);  // INVALID_ARGUMENT
+  EXPECT_TRUE(absl::StrContains(
+      doc["entries"][1]["request_json"].get<std::string>(), "200"));
+
+  run = Sessionctl({"--json", "audit", "--after", absl::StrCat(first)});
+  ASSERT_EQ(run.exit_code, 0) << run;
+  EXPECT_EQ(json::parse(run.out)["entries"].size(), 2u) << run.out;
+  run = Sessionctl({"--json", "audit", "--limit", "1"});
+  ASSERT_EQ(run.exit_code, 0) << run;
+  EXPECT_EQ(json::parse(run.out)["entries"].size(), 1u) << run.out;
+
+  run = Sessionctl({"audit"});
+  ASSERT_EQ(run.exit_code, 0) << run;
+  EXPECT_TRUE(absl::StrContains(run.out, "SEQ")) << run;
+  EXPECT_TRUE(absl::StrContains(run.out, "AdminService/SetExpiryLeeway"))
+      << run;
+  EXPECT_TRUE(absl::StrContains(run.out, "INVALID_ARGUMENT")) << run;
+
+  run = Sessionctl({"audit", "export"});
+  ASSERT_EQ(run.exit_code, 0) << run;
+  std::vector<std::string> lines =
+      absl::StrSplit(run.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 3u) << run.out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const json e = json::parse(lines[i]);
+    EXPECT_EQ(e["seq"].get<uint64_t>(), first + i);
+    EXPECT_EQ(e["method"], "/sessiond.v1.AdminService/SetExpiryLeeway");
+  }
+  run = Sessionctl({"audit", "export", "--after", absl::StrCat(first + 1)});
+  ASSERT_EQ(run.exit_code, 0) << run;
+  lines = absl::StrSplit(run.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 1u) << run.out;
+  EXPECT_EQ(json::parse(lines[0])["seq"].get<uint64_t>(), first + 2);
+}
+
+}  // namespace
+}  // namespace sessiond::testing
