@@ -22,10 +22,13 @@ struct ClientServerSettings {
   // (MaxRequestMessageBytes): a CreateSessions of max_batch_create sessions
   // at --max_record_bytes still fits.
   int max_receive_message_bytes = 0;
-  // HTTP/2 streams (calls) open at once on one connection. Generous: the C++
-  // client sends all of an application's calls to a node over one
-  // connection; a client past it waits for a stream, it gets no error.
-  int max_concurrent_streams_per_connection = 1024;
+  // HTTP/2 streams (calls) open at once on one connection
+  // (--max_concurrent_streams). A client past it waits for a stream on its
+  // side and gets no error, so a client flooding this node queues its calls
+  // at home instead of in the node's gRPC queues, ahead of everyone's
+  // validations (docs/PERFORMANCE.md, "Overload"). 100 is RFC 9113's
+  // recommended floor.
+  int max_concurrent_streams_per_connection = 100;
   // gRPC's memory quota for the server's transports (read buffers, calls):
   // past it gRPC shrinks the flow-control windows it grants and, at the
   // limit, closes connections rather than let the process grow.

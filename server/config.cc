@@ -288,8 +288,8 @@ const std::vector<Option>& Options() {
        .max = kDayMs},
       {.name = "jwks_listen",
        .help = "address of the JWKS endpoint, host:port, serving GET "
-               "/.well-known/jwks.json over HTTP (port 0: pick a free one; "
-               "empty: off)",
+               "/.well-known/jwks.json over HTTP, HTTPS when TLS is on "
+               "(port 0: pick a free one; empty: off)",
        .string_field = SESSIOND_STRING_FIELD(jwks_listen),
        .validate = ValidateOptionalListen},
       {.name = "expiry_leeway_ms",
@@ -385,6 +385,23 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(create_burst_per_identity),
        .min = 0,
        .max = 10'000'000},
+      {.name = "write_admission_target_ms",
+       .help = "creates are refused at once (RESOURCE_EXHAUSTED, OVERLOADED, "
+               "with a RetryInfo) while this node's writes wait longer than "
+               "this to commit, so an overloaded node sheds creates instead "
+               "of queueing them; set it above the cluster's unloaded commit "
+               "latency (0: never shed)",
+       .int_field = SESSIOND_INT_FIELD(write_admission_target_ms),
+       .min = 0,
+       .max = 60'000},
+      {.name = "max_concurrent_streams",
+       .help = "calls one client connection may have open at once (HTTP/2 "
+               "SETTINGS_MAX_CONCURRENT_STREAMS); a client past it waits on "
+               "its side, so one flooding client cannot fill this node's "
+               "queues",
+       .int_field = SESSIOND_INT_FIELD(max_concurrent_streams),
+       .min = 1,
+       .max = 1'000'000},
       {.name = "disk_reserve_mb",
        .help = "writes are refused (RESOURCE_EXHAUSTED) while the data dir's "
                "file system has less than this free, and resume by "
@@ -395,8 +412,8 @@ const std::vector<Option>& Options() {
        .max = 1 << 20},
       {.name = "metrics_listen",
        .help = "address of the Prometheus endpoint, host:port, serving GET "
-               "/metrics and GET /healthz over HTTP (port 0: pick a free "
-               "one; empty: off)",
+               "/metrics and GET /healthz over HTTP, HTTPS when TLS is on "
+               "(port 0: pick a free one; empty: off)",
        .string_field = SESSIOND_STRING_FIELD(metrics_listen),
        .validate = ValidateOptionalListen},
       {.name = "logout_detector_interval_ms",
@@ -655,6 +672,24 @@ absl::Status CheckConsistent(const Config& config) {
             "it could create and revoke sessions. Configure TLS (--tls_cert, "
             "--tls_key, --tls_ca, --auth_file) or, on a network you trust, "
             "pass --insecure_plaintext_non_loopback=1"));
+      }
+    }
+    // The HTTP endpoints change nothing, but plaintext is plaintext: the
+    // metrics name the cluster's members and load, and a JWKS that travels
+    // in the clear can be swapped for the attacker's keys on the way.
+    for (const auto& [flag, address] :
+         {std::pair<const char*, std::string>{"--metrics_listen",
+                                              config.metrics_listen},
+          {"--jwks_listen", config.jwks_listen}}) {
+      if (!address.empty() && !IsLoopbackListen(address)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, " ", address,
+            " is not a loopback address and TLS is off: it would serve "
+            "plain HTTP to anyone who reaches it. Configure TLS "
+            "(--tls_cert, --tls_key, --tls_ca, --auth_file: the endpoint "
+            "then serves HTTPS), bind it to loopback behind your own proxy, "
+            "or, on a network you trust, pass "
+            "--insecure_plaintext_non_loopback=1"));
       }
     }
   }

@@ -96,6 +96,12 @@ struct Config {
   // (server/create_rate_limiter.h; 0: no limit; burst 0: the rate).
   int64_t create_rate_per_identity = 0;
   int64_t create_burst_per_identity = 0;
+  // Creates are shed (RESOURCE_EXHAUSTED, OVERLOADED) while writes wait
+  // longer than this to commit (server/write_admission.h; 0: never).
+  int64_t write_admission_target_ms = 50;
+  // HTTP/2 streams one client connection may have open
+  // (server/client_server.h).
+  int64_t max_concurrent_streams = 100;
   // host:port of the Prometheus endpoint (GET /metrics, GET /healthz;
   // server/metrics_http.h); empty: off. Port 0 picks a free one.
   std::string metrics_listen;

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <system_error>
 #include <vector>
 
@@ -561,6 +562,9 @@ absl::Status Daemon::Init() {
           .rate_per_s = static_cast<double>(config_.create_rate_per_identity),
           .burst = static_cast<double>(config_.create_burst_per_identity)});
   service_options.create_rate_limiter = create_rate_limiter_.get();
+  write_admission_ = std::make_unique<WriteAdmission>(WriteAdmissionOptions{
+      .target = absl::Milliseconds(config_.write_admission_target_ms)});
+  service_options.write_admission = write_admission_.get();
   service_options.auth = security_->processor();
   service_options.audit = audit_.get();
   service_ = std::make_unique<SessionServiceImpl>(
@@ -624,7 +628,11 @@ absl::Status Daemon::Init() {
   // bind the same port and silently take half the traffic; refuse instead.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Message sizes, stream and memory bounds (server/client_server.h).
-  ConfigureClientServer(ClientServerSettingsFor(service_options), &builder);
+  ClientServerSettings client_settings =
+      ClientServerSettingsFor(service_options);
+  client_settings.max_concurrent_streams_per_connection =
+      static_cast<int>(config_.max_concurrent_streams);
+  ConfigureClientServer(client_settings, &builder);
   if (rpc_metrics_ != nullptr) rpc_metrics_->Instrument(&builder);
   socket_poller_ =
       std::make_unique<SocketPoller>(&builder, service_->stream_activity());
@@ -663,6 +671,18 @@ absl::Status Daemon::Init() {
     health->SetServingStatus(sessiond::v1::SessionService::service_full_name(),
                              true);
   }
+  // The HTTP endpoints speak HTTPS with the gRPC listeners' files when the
+  // node has TLS (docs/OPERATIONS.md, "TLS and roles"): a client
+  // certificate for /metrics iff --tls_client_auth=require, never for the
+  // public JWKS.
+  std::optional<HttpTlsOptions> http_tls;
+  if (!config_.tls_cert.empty()) {
+    http_tls = HttpTlsOptions{.cert_file = config_.tls_cert,
+                              .key_file = config_.tls_key,
+                              .ca_file = config_.tls_ca,
+                              .require_client_cert = false,
+                              .refresh_s = config_.tls_refresh_s};
+  }
   if (!config_.metrics_listen.empty()) {
     // Started last: its collectors read every part above.
     auto registry = std::make_shared<metrics::MetricsRegistry>();
@@ -675,6 +695,7 @@ absl::Status Daemon::Init() {
     sources.logout_detector = logout_detector_.get();
     sources.version = kSessiondVersion;
     sources.audit = audit_.get();
+    sources.write_admission = write_admission_.get();
     sources.audit_entries = [this] {
       return state_machine_->AuditEntryCount();
     };
@@ -690,6 +711,11 @@ absl::Status Daemon::Init() {
     http_options.listen = config_.metrics_listen;
     http_options.render = [registry] { return registry->Render(); };
     http_options.serving = [this] { return running_.load(); };
+    http_options.tls = http_tls;
+    if (http_options.tls.has_value()) {
+      http_options.tls->require_client_cert =
+          config_.tls_client_auth == "require";
+    }
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http =
         MetricsHttpServer::Start(std::move(http_options));
     if (!http.ok()) return http.status();
@@ -699,6 +725,7 @@ absl::Status Daemon::Init() {
   if (!config_.jwks_listen.empty()) {
     JwksHttpOptions jwks_options;
     jwks_options.listen = config_.jwks_listen;
+    jwks_options.tls = http_tls;
     jwks_options.provider = [this]() -> absl::StatusOr<JwksDocument> {
       if (!running_.load()) {
         return absl::UnavailableError("this node is not serving");

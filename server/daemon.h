@@ -54,6 +54,7 @@ class ReadBarrier;
 class RpcMetrics;
 class CreateRateLimiter;
 class SessionServiceImpl;
+class WriteAdmission;
 class SocketPoller;
 class TouchBuffer;
 class WritePath;
@@ -198,6 +199,7 @@ class Daemon {
   std::unique_ptr<ReadBarrier> reads_;
   std::unique_ptr<TouchBuffer> touches_;
   std::unique_ptr<CreateRateLimiter> create_rate_limiter_;
+  std::unique_ptr<WriteAdmission> write_admission_;
   std::unique_ptr<SessionServiceImpl> service_;
   std::unique_ptr<AdminServiceImpl> admin_;
   std::unique_ptr<ExpirySweeper> sweeper_;

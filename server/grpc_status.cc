@@ -98,6 +98,9 @@ const Row kRows[] = {
     // server/create_rate_limiter.h; the delay is the call's own wait.
     {StatusCode::kResourceExhausted, "create rate limit of ", "RATE_LIMITED",
      1000},
+    // server/write_admission.h; the delay is the queueing delay measured.
+    {StatusCode::kResourceExhausted, "this node is overloaded", "OVERLOADED",
+     100},
 
     // Unavailable: the write path, the read barrier, the node.
     {StatusCode::kUnavailable, "not committed before the deadline",

@@ -2,15 +2,28 @@
 #include "server/http_endpoint.h"
 
 #include <httplib.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 
 namespace sessiond::server {
 namespace {
@@ -23,14 +36,295 @@ class InlineTaskQueue : public httplib::TaskQueue {
   void shutdown() override {}
 };
 
+struct BioFree {
+  void operator()(BIO* bio) const { BIO_free(bio); }
+};
+struct X509Free {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct ChainFree {
+  void operator()(STACK_OF(X509) * chain) const {
+    sk_X509_pop_free(chain, X509_free);
+  }
+};
+struct PkeyFree {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+struct StoreFree {
+  void operator()(X509_STORE* store) const { X509_STORE_free(store); }
+};
+
+// The first error OpenSSL queued (the cause; the rest say where it
+// surfaced), and an empty queue for the next caller.
+std::string OpenSslError() {
+  const unsigned long code = ERR_peek_error();
+  ERR_clear_error();
+  if (code == 0) return "no further detail from OpenSSL";
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  return text;
+}
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot be read (", std::strerror(errno), ")"));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& text) {
+  return std::unique_ptr<BIO, BioFree>(
+      BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
+}
+
+// What stat(2) says of a file, as text: a rename gives a new inode, a
+// write in place a new size or mtime. An error is a stamp too (it changes
+// when the file comes back).
+std::string StampOf(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return absl::StrCat("errno ", errno);
+  return absl::StrCat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":",
+                      st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
+}
+
+// The serial number of `cert` in hex, for the log.
+std::string SerialHex(X509* cert) {
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr);
+  if (bn == nullptr) return "?";
+  char* hex = BN_bn2hex(bn);
+  std::string serial = hex != nullptr ? hex : "?";
+  OPENSSL_free(hex);
+  BN_free(bn);
+  return serial;
+}
+
+// Never asks for a pass phrase (OpenSSL's default would read the terminal):
+// an encrypted key fails to load.
+int NoPassphrase(char*, int, int, void*) { return 0; }
+
 }  // namespace
 
-HttpEndpoint::HttpEndpoint() : http_(std::make_unique<httplib::Server>()) {}
+// One loaded set of files: what a handshake installs. Immutable.
+struct HttpTlsMaterial {
+  std::unique_ptr<X509, X509Free> leaf;
+  std::unique_ptr<STACK_OF(X509), ChainFree> chain;  // after the leaf
+  std::unique_ptr<EVP_PKEY, PkeyFree> key;
+  std::unique_ptr<X509_STORE, StoreFree> client_cas;  // null: not verifying
+  std::string serial;                                 // the leaf's, hex
+};
+
+// The certificate and key an HTTPS endpoint presents, and the CA bundle it
+// verifies client certificates against, re-read as HttpTlsOptions says.
+// OpenSSL calls Install() for every handshake, from SSL_CTX_set_cert_cb.
+//
+// Thread-safe (the endpoint's thread is its only caller in practice: one
+// connection at a time). The material a handshake installed stays alive
+// with that connection's SSL (OpenSSL holds references), so a reload never
+// frees what an open connection uses.
+class HttpTlsIdentity {
+ public:
+  // Loads the files once. InvalidArgument naming the file that failed.
+  static absl::StatusOr<std::unique_ptr<HttpTlsIdentity>> Load(
+      HttpTlsOptions options, absl::string_view what) {
+    std::unique_ptr<HttpTlsIdentity> identity(
+        new HttpTlsIdentity(std::move(options), what));
+    const std::string stamp = identity->Stamp();
+    absl::StatusOr<std::shared_ptr<const HttpTlsMaterial>> material =
+        LoadMaterial(identity->options_);
+    if (!material.ok()) return material.status();
+    absl::MutexLock lock(&identity->mu_);
+    identity->current_ = *std::move(material);
+    identity->loaded_stamp_ = stamp;
+    identity->next_check_ = std::chrono::steady_clock::now() +
+                            std::chrono::seconds(identity->options_.refresh_s);
+    return identity;
+  }
+
+  // The SSL_CTX settings: httplib::SSLServer's setup callback. `this` must
+  // outlive `ctx`.
+  bool SetUp(SSL_CTX& ctx) {
+    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+    // No session resumption (no cache, no tickets): a resumed session
+    // skips the certificate, so a client would keep being shown (and a
+    // client certificate be trusted on) what an earlier handshake saw. A
+    // scrape every few seconds does not need the saving.
+    SSL_CTX_set_options(&ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
+                                  SSL_OP_NO_RENEGOTIATION |
+                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_session_cache_mode(&ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(&ctx, 0);
+    SSL_CTX_set_cert_cb(&ctx, &HttpTlsIdentity::CertCallback, this);
+    SSL_CTX_set_verify(&ctx,
+                       options_.require_client_cert
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_NONE,
+                       nullptr);
+    return true;
+  }
+
+  bool require_client_cert() const { return options_.require_client_cert; }
+
+ private:
+  HttpTlsIdentity(HttpTlsOptions options, absl::string_view what)
+      : options_(std::move(options)), what_(what) {}
+
+  static int CertCallback(SSL* ssl, void* self) {
+    return static_cast<HttpTlsIdentity*>(self)->Install(ssl);
+  }
+
+  // Puts the current pair (and CA bundle) on `ssl`, after a look at the
+  // files if one is due. 1 on success, 0 fails the handshake.
+  int Install(SSL* ssl) ABSL_LOCKS_EXCLUDED(mu_) {
+    std::shared_ptr<const HttpTlsMaterial> material;
+    {
+      absl::MutexLock lock(&mu_);
+      MaybeReload();
+      material = current_;
+    }
+    if (SSL_use_cert_and_key(ssl, material->leaf.get(), material->key.get(),
+                             material->chain.get(), /*override=*/1) != 1) {
+      ERR_clear_error();
+      return 0;
+    }
+    if (material->client_cas != nullptr &&
+        SSL_set1_verify_cert_store(ssl, material->client_cas.get()) != 1) {
+      ERR_clear_error();
+      return 0;
+    }
+    return 1;
+  }
+
+  std::string Stamp() const {
+    std::string stamp = absl::StrCat(StampOf(options_.cert_file), "|",
+                                     StampOf(options_.key_file));
+    if (options_.require_client_cert) {
+      absl::StrAppend(&stamp, "|", StampOf(options_.ca_file));
+    }
+    return stamp;
+  }
+
+  void MaybeReload() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_check_) return;
+    next_check_ = now + std::chrono::seconds(options_.refresh_s);
+    // Stamped before reading: a file replaced while it is read shows as a
+    // change at the next look, which reads it again.
+    const std::string stamp = Stamp();
+    if (stamp == loaded_stamp_ || stamp == failed_stamp_) return;
+    absl::StatusOr<std::shared_ptr<const HttpTlsMaterial>> material =
+        LoadMaterial(options_);
+    if (!material.ok()) {
+      failed_stamp_ = stamp;  // one warning per change of the files
+      logging::Warn("http.tls_reload_failed",
+                    logging::Fields()
+                        .Add("endpoint", what_)
+                        .Error(material.status())
+                        .Add("serial", current_->serial)
+                        .Add("msg",
+                             "the TLS files changed but do not load: new "
+                             "connections keep the certificate loaded "
+                             "before"));
+      return;
+    }
+    current_ = *std::move(material);
+    loaded_stamp_ = stamp;
+    failed_stamp_.clear();
+    logging::Info("http.tls_reloaded", logging::Fields()
+                                           .Add("endpoint", what_)
+                                           .Add("serial", current_->serial)
+                                           .Add("msg",
+                                                "new connections get the "
+                                                "renewed certificate"));
+  }
+
+  static absl::StatusOr<std::shared_ptr<const HttpTlsMaterial>> LoadMaterial(
+      const HttpTlsOptions& options) {
+    auto material = std::make_shared<HttpTlsMaterial>();
+    absl::StatusOr<std::string> pem = ReadWhole(options.cert_file);
+    if (!pem.ok()) return pem.status();
+    {
+      std::unique_ptr<BIO, BioFree> bio = MemoryBio(*pem);
+      material->leaf.reset(
+          PEM_read_bio_X509(bio.get(), nullptr, &NoPassphrase, nullptr));
+      if (material->leaf == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            options.cert_file, ": no PEM certificate (", OpenSslError(), ")"));
+      }
+      material->chain.reset(sk_X509_new_null());
+      while (X509* next = PEM_read_bio_X509(bio.get(), nullptr, &NoPassphrase,
+                                            nullptr)) {
+        sk_X509_push(material->chain.get(), next);
+      }
+      ERR_clear_error();  // the end of the file
+    }
+    absl::StatusOr<std::string> key_pem = ReadWhole(options.key_file);
+    if (!key_pem.ok()) return key_pem.status();
+    {
+      std::unique_ptr<BIO, BioFree> bio = MemoryBio(*key_pem);
+      material->key.reset(
+          PEM_read_bio_PrivateKey(bio.get(), nullptr, &NoPassphrase, nullptr));
+      if (material->key == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(options.key_file, ": no unencrypted PEM private key (",
+                         OpenSslError(), ")"));
+      }
+    }
+    if (X509_check_private_key(material->leaf.get(), material->key.get()) !=
+        1) {
+      ERR_clear_error();
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.key_file, ": not the private key of ",
+                       options.cert_file, "'s certificate"));
+    }
+    if (options.require_client_cert) {
+      absl::StatusOr<std::string> ca_pem = ReadWhole(options.ca_file);
+      if (!ca_pem.ok()) return ca_pem.status();
+      material->client_cas.reset(X509_STORE_new());
+      std::unique_ptr<BIO, BioFree> bio = MemoryBio(*ca_pem);
+      int count = 0;
+      while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, &NoPassphrase,
+                                          nullptr)) {
+        const int added = X509_STORE_add_cert(material->client_cas.get(), ca);
+        X509_free(ca);
+        if (added != 1) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(options.ca_file, ": cannot use a certificate (",
+                           OpenSslError(), ")"));
+        }
+        ++count;
+      }
+      ERR_clear_error();
+      if (count == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(options.ca_file, ": no PEM certificate"));
+      }
+    }
+    material->serial = SerialHex(material->leaf.get());
+    return std::shared_ptr<const HttpTlsMaterial>(std::move(material));
+  }
+
+  const HttpTlsOptions options_;
+  const std::string what_;
+  absl::Mutex mu_;
+  std::shared_ptr<const HttpTlsMaterial> current_ ABSL_GUARDED_BY(mu_);
+  // The files current_ was read from, and the last ones that did not load
+  // (and were warned about).
+  std::string loaded_stamp_ ABSL_GUARDED_BY(mu_);
+  std::string failed_stamp_ ABSL_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point next_check_ ABSL_GUARDED_BY(mu_);
+};
+
+HttpEndpoint::HttpEndpoint() = default;
 
 HttpEndpoint::~HttpEndpoint() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
     const std::string& listen, absl::string_view what, const char* thread_name,
+    const std::optional<HttpTlsOptions>& tls,
     const std::function<void(httplib::Server&)>& routes) {
   const size_t colon = listen.rfind(':');
   int port = -1;
@@ -45,9 +339,32 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
     host = host.substr(1, host.size() - 2);
   }
   std::unique_ptr<HttpEndpoint> endpoint(new HttpEndpoint());
+  if (tls.has_value()) {
+    if (tls->refresh_s < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " TLS: refresh_s must be at least 1"));
+    }
+    absl::StatusOr<std::unique_ptr<HttpTlsIdentity>> identity =
+        HttpTlsIdentity::Load(*tls, what);
+    if (!identity.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " TLS: ", identity.status().message()));
+    }
+    endpoint->tls_ = *std::move(identity);
+    HttpTlsIdentity* tls_identity = endpoint->tls_.get();
+    endpoint->http_ = std::make_unique<httplib::SSLServer>(
+        [tls_identity](SSL_CTX& ctx) { return tls_identity->SetUp(ctx); });
+    if (!endpoint->http_->is_valid()) {
+      return absl::InternalError(absl::StrCat(
+          what, " TLS: cannot make an OpenSSL context (", OpenSslError(), ")"));
+    }
+  } else {
+    endpoint->http_ = std::make_unique<httplib::Server>();
+  }
   httplib::Server& http = *endpoint->http_;
   http.new_task_queue = [] { return new InlineTaskQueue; };
   http.set_keep_alive_max_count(1);
+  // httplib bounds the TLS handshake by the read timeout.
   http.set_read_timeout(2, 0);
   http.set_write_timeout(2, 0);
   http.set_socket_options([](socket_t sock) {
@@ -64,6 +381,15 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
                                                "local?)"));
   }
   endpoint->address_ = absl::StrCat(listen.substr(0, colon), ":", bound);
+  logging::Info("http.listening",
+                logging::Fields()
+                    .Add("endpoint", std::string(what))
+                    .Add("address", endpoint->address_)
+                    .Add("scheme", endpoint->tls() ? "https" : "http")
+                    .Add("client_cert", !endpoint->tls() ? "none"
+                                        : endpoint->tls_->require_client_cert()
+                                            ? "required"
+                                            : "not asked for"));
   auto done = std::make_shared<std::atomic<bool>>(false);
   HttpEndpoint* self = endpoint.get();
   const std::string name(thread_name);
@@ -84,6 +410,7 @@ void HttpEndpoint::Stop() {
   absl::MutexLock lock(&mu_);
   if (stopped_) return;
   stopped_ = true;
+  if (http_ == nullptr) return;  // Start failed before making it
   http_->stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -2,8 +2,10 @@
 #ifndef SESSIOND_SERVER_HTTP_ENDPOINT_H_
 #define SESSIOND_SERVER_HTTP_ENDPOINT_H_
 
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -18,26 +20,63 @@ class Server;
 
 namespace sessiond::server {
 
-// A small plain-HTTP endpoint (cpp-httplib) on a thread of its own, the
+// HTTPS for an HttpEndpoint (issue 9, "TLS on every listener"): the node's
+// --tls_cert and --tls_key, and --tls_ca to verify client certificates.
+//
+// Renewal without a restart, like the gRPC listeners (tls_credentials.h),
+// but not by gRPC's file watcher: at a handshake, when `refresh_s` or more
+// has passed since the files were last looked at, they are stat(2)ed, and
+// read again if any changed (device, inode, size or mtime). So a new
+// connection made `refresh_s` after the files were written is served the
+// new pair; connections already open keep theirs. Where gRPC's watcher
+// removes the credentials while a file is missing or unreadable, and
+// installs a file that reads but does not parse, here a set of files that
+// does not load (missing, unparsable, a key that is not the certificate's,
+// a CA bundle without a certificate) keeps the last good pair serving, and
+// logs one warning (http.tls_reload_failed) per change of the files; the
+// next change is tried again. Replace the files as for gRPC: each whole,
+// by rename(2).
+struct HttpTlsOptions {
+  // This endpoint's certificate chain, PEM, leaf first.
+  std::string cert_file;
+  // The leaf's private key, PEM, unencrypted.
+  std::string key_file;
+  // PEM bundle of the CAs a client certificate must chain to. Read (and
+  // re-read) only with require_client_cert.
+  std::string ca_file;
+  // Refuse the handshake of a client without a certificate that chains to
+  // ca_file (and is fit for client use). When false no client certificate
+  // is asked for.
+  bool require_client_cert = false;
+  // The least time, in seconds, between two looks at the files (>= 1).
+  int64_t refresh_s = 60;
+};
+
+class HttpTlsIdentity;  // http_endpoint.cc
+
+// A small HTTP or HTTPS endpoint (cpp-httplib) on a thread of its own, the
 // shape of sessiond's side doors (/metrics, the JWKS): the thread accepts
 // and answers one connection at a time, one request per connection (no
-// keep-alive), with 2 s read and write timeouts, so a client that stalls
-// delays the next request, never the node. SO_REUSEADDR only (httplib's
-// default SO_REUSEPORT would let a second process bind the same port and
-// take half the requests).
+// keep-alive), with 2 s read and write timeouts (a TLS handshake included),
+// so a client that stalls delays the next request, never the node.
+// SO_REUSEADDR only (httplib's default SO_REUSEPORT would let a second
+// process bind the same port and take half the requests).
 //
 // Thread-safe. The handlers `routes` registers run on the endpoint's
 // thread and must be callable until Stop() returns.
 class HttpEndpoint {
  public:
   // Parses `listen` (host:port or [v6]:port; port 0: the kernel picks one),
-  // lets `routes` register the handlers, binds, and starts the thread
-  // `thread_name`. InvalidArgument when `listen` is not host:port,
-  // Unavailable when it cannot be bound (in use, not local). `what` names
-  // the endpoint in those messages ("metrics", "jwks").
+  // with `tls` loads the certificate and key (and the CA bundle), lets
+  // `routes` register the handlers, binds, and starts the thread
+  // `thread_name`. InvalidArgument when `listen` is not host:port or a TLS
+  // file does not load (naming it), Unavailable when it cannot be bound (in
+  // use, not local). `what` names the endpoint in those messages and in the
+  // log ("metrics", "jwks"). Logs one http.listening line (address,
+  // scheme http or https, whether a client certificate is required).
   static absl::StatusOr<std::unique_ptr<HttpEndpoint>> Start(
       const std::string& listen, absl::string_view what,
-      const char* thread_name,
+      const char* thread_name, const std::optional<HttpTlsOptions>& tls,
       const std::function<void(httplib::Server&)>& routes);
 
   ~HttpEndpoint();  // Stop()s
@@ -50,12 +89,17 @@ class HttpEndpoint {
 
   // host:port bound (with the real port when listen had port 0).
   const std::string& address() const { return address_; }
+  // Whether it speaks HTTPS.
+  bool tls() const { return tls_ != nullptr; }
 
  private:
   HttpEndpoint();
 
   std::string address_;  // set by Start, then constant
-  std::unique_ptr<httplib::Server> http_;
+  // Null for plain HTTP. The SSL_CTX in http_ calls into it on every
+  // handshake: declared before http_, so destroyed after it.
+  std::unique_ptr<HttpTlsIdentity> tls_;
+  std::unique_ptr<httplib::Server> http_;  // an httplib::SSLServer with tls_
   std::thread thread_;
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

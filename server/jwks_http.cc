@@ -15,8 +15,6 @@
 namespace sessiond::server {
 namespace {
 
-// Runs each connection on the accepting thread itself: the endpoint is one
-// thread, "sd-jwks" (httplib's default pool would add eight).
 // The opaque part of an entity tag: `"x"` and `W/"x"` both give `x`.
 absl::string_view OpaqueTag(absl::string_view tag) {
   tag = absl::StripAsciiWhitespace(tag);
@@ -70,11 +68,17 @@ absl::StatusOr<std::unique_ptr<JwksHttpServer>> JwksHttpServer::Start(
   if (!options.provider) {
     return absl::InvalidArgumentError("jwks endpoint without a provider");
   }
+  if (options.tls.has_value() && options.tls->require_client_cert) {
+    return absl::InvalidArgumentError(
+        "jwks endpoint: the JWKS is public, it never requires a client "
+        "certificate");
+  }
   std::unique_ptr<JwksHttpServer> server(
       new JwksHttpServer(std::move(options)));
   JwksHttpServer* self = server.get();
   absl::StatusOr<std::unique_ptr<HttpEndpoint>> endpoint = HttpEndpoint::Start(
-      self->options_.listen, "jwks", "sd-jwks", [self](httplib::Server& http) {
+      self->options_.listen, "jwks", "sd-jwks", self->options_.tls,
+      [self](httplib::Server& http) {
         // httplib dispatches HEAD to the GET handlers and drops the body.
         http.Get(kJwksPath,
                  [self](const httplib::Request& req, httplib::Response& res) {

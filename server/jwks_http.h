@@ -28,14 +28,18 @@
 // names a kid it does not hold; a kid still unknown after that is a token
 // sessiond did not sign, or one signed by a key since retired.
 //
-// No TLS and no authentication: the document is public. Put it behind the
-// same proxy as the app's other well-known files if it must be HTTPS.
+// HTTPS with the node's certificate when the node has TLS (--tls_cert,
+// --tls_key, --tls_ca; renewed files are picked up as http_endpoint.h
+// says), plain HTTP otherwise. Never a client certificate nor any other
+// authentication: the document is public, and every app server that checks
+// tokens must be able to read it.
 #ifndef SESSIOND_SERVER_JWKS_HTTP_H_
 #define SESSIOND_SERVER_JWKS_HTTP_H_
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -59,9 +63,13 @@ struct JwksHttpOptions {
   // The current document, or why there is none (served as a 503 with the
   // status message). Called once per request on the "sd-jwks" thread.
   std::function<absl::StatusOr<JwksDocument>()> provider;
+  // HTTPS with these files; unset: plain HTTP. require_client_cert must be
+  // false (the JWKS is public).
+  std::optional<HttpTlsOptions> tls = std::nullopt;
 };
 
-// Serves GET /.well-known/jwks.json (cpp-httplib), as described above.
+// Serves GET /.well-known/jwks.json over HTTP or HTTPS (cpp-httplib), as
+// described above.
 //
 // One thread, "sd-jwks", accepts and answers, one connection at a time, and
 // closes each connection after one request (no keep-alive), like
@@ -74,7 +82,8 @@ class JwksHttpServer {
  public:
   // Binds `options.listen` and starts the thread. Unavailable when the
   // address cannot be bound (in use, not local), InvalidArgument when it is
-  // not host:port or there is no provider.
+  // not host:port, there is no provider, a TLS file does not load, or TLS
+  // asks for client certificates.
   static absl::StatusOr<std::unique_ptr<JwksHttpServer>> Start(
       JwksHttpOptions options);
 

@@ -16,7 +16,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
       new MetricsHttpServer(std::move(options)));
   MetricsHttpServer* self = server.get();
   absl::StatusOr<std::unique_ptr<HttpEndpoint>> endpoint = HttpEndpoint::Start(
-      self->options_.listen, "metrics", "sd-metrics",
+      self->options_.listen, "metrics", "sd-metrics", self->options_.tls,
       [self](httplib::Server& http) {
         http.Get("/metrics",
                  [self](const httplib::Request&, httplib::Response& res) {

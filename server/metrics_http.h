@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -18,10 +19,15 @@ struct MetricsHttpOptions {
   std::function<std::string()> render;
   // GET /healthz answers 200 "ok" while this is true, 503 otherwise.
   std::function<bool()> serving;
+  // HTTPS with these files (the node's --tls_cert, --tls_key, --tls_ca);
+  // unset: plain HTTP. The daemon requires a client certificate here iff
+  // --tls_client_auth=require: a scrape then needs one that chains to
+  // --tls_ca (docs/OPERATIONS.md, "Metrics").
+  std::optional<HttpTlsOptions> tls = std::nullopt;
 };
 
-// The --metrics_listen HTTP endpoint (cpp-httplib): GET /metrics and
-// GET /healthz; anything else is 404.
+// The --metrics_listen HTTP or HTTPS endpoint (cpp-httplib): GET /metrics
+// and GET /healthz; anything else is 404.
 //
 // One thread, "sd-metrics", accepts and answers, one connection at a time,
 // and closes each connection after one request (no keep-alive): a scrape
@@ -35,7 +41,7 @@ class MetricsHttpServer {
  public:
   // Binds `options.listen` and starts the thread. Unavailable when the
   // address cannot be bound (in use, not local), InvalidArgument when it is
-  // not host:port.
+  // not host:port or a TLS file does not load.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
       MetricsHttpOptions options);
 

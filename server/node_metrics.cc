@@ -6,6 +6,7 @@
 #include "server/audit_recorder.h"
 #include "server/logout_detector.h"
 #include "server/validation_metrics.h"
+#include "server/write_admission.h"
 #include "storage/session_table.h"
 
 namespace sessiond::server {
@@ -156,6 +157,26 @@ void CollectNodeMetrics(const NodeMetricsSources& sources,
                "Audit entries this node could not commit before answering "
                "their call (each logged as audit.write_failed)",
                AsDouble(sources.audit->write_failures()));
+  }
+  if (sources.write_admission != nullptr &&
+      sources.write_admission->enabled()) {
+    const WriteAdmissionState admission = sources.write_admission->state();
+    w->Counter("sessiond_creates_shed_total",
+               "Creates refused at once (RESOURCE_EXHAUSTED, OVERLOADED) "
+               "because this node's writes waited longer than "
+               "--write_admission_target_ms",
+               AsDouble(admission.refused));
+    w->Gauge("sessiond_write_admission_limit",
+             "Writes this node admits in flight before it sheds creates",
+             AsDouble(admission.limit));
+    w->Gauge("sessiond_write_admission_in_flight",
+             "Writes in flight on this node's write path (answered by "
+             "neither commit nor error yet)",
+             AsDouble(admission.in_flight));
+    w->Gauge("sessiond_write_queueing_delay_seconds",
+             "The shortest time a write took to commit during the last "
+             "100 ms interval (the admission signal)",
+             absl::ToDoubleSeconds(admission.queueing_delay));
   }
 }
 

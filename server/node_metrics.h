@@ -22,6 +22,7 @@ class ApplyMetrics;
 class AuditRecorder;
 class LogoutDetectorTask;
 class ValidationMetrics;
+class WriteAdmission;
 
 // What a node exports about itself. Each pointer may be null (that part is
 // left out) and must outlive every collection.
@@ -40,6 +41,9 @@ struct NodeMetricsSources {
   // recorder's write failures (null / empty: left out).
   const AuditRecorder* audit = nullptr;
   std::function<uint64_t()> audit_entries;
+  // Admission control of creates (server/write_admission.h; null: left
+  // out).
+  const WriteAdmission* write_admission = nullptr;
   // kSessiondVersion, for sessiond_build_info.
   const char* version = "";
 };

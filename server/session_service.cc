@@ -62,6 +62,11 @@ ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {
   return ValidateSessionResponse::UNKNOWN;
 }
 
+// A steady clock's reading, as the limiters take time.
+absl::Duration SteadyNow() {
+  return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
+
 }  // namespace
 
 absl::Status ShuttingDown() {
@@ -172,9 +177,7 @@ absl::Status SessionServiceImpl::AdmitCreates(
       caller.resize(colon);
     }
   }
-  return limiter->Admit(
-      caller, creates,
-      absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch()));
+  return limiter->Admit(caller, creates, SteadyNow());
 }
 
 absl::Status SessionServiceImpl::CheckReady() const {
@@ -426,21 +429,36 @@ void SessionServiceImpl::ServeList(ListCall* call) {
 
 void SessionServiceImpl::Write(
     UnaryCallBase* call, Command command,
-    std::function<absl::Status(const std::any&)> fill) {
+    std::function<absl::Status(const std::any&)> fill, WriteKind kind) {
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
-  if (absl::Status s = EnterWrite(); !s.ok()) return call->Reply(s);
-  writes_->Submit(
-      std::move(command), DeadlineOf(call->context()),
-      [this, call, fill = std::move(fill)](replication::ApplyResult result) {
-        const LeaderHint hint = leader_hint();
-        if (!result.ok()) {
-          Fail(call, result.status());
-        } else {
-          if (hint.id != options_.self) AddLeaderHint(call->context(), hint);
-          call->Reply(fill(*result));
-        }
-        writes_inflight_.fetch_sub(1);
-      });
+  WriteAdmission* admission = options_.write_admission;
+  const absl::Duration entered = SteadyNow();
+  if (admission != nullptr) {
+    if (kind == WriteKind::kExisting) {
+      admission->Enter(entered);
+    } else if (absl::Status s = admission->Admit(entered); !s.ok()) {
+      return call->Reply(s);
+    }
+  }
+  if (absl::Status s = EnterWrite(); !s.ok()) {
+    if (admission != nullptr) admission->Finish(entered, SteadyNow());
+    return call->Reply(s);
+  }
+  writes_->Submit(std::move(command), DeadlineOf(call->context()),
+                  [this, call, admission, entered,
+                   fill = std::move(fill)](replication::ApplyResult result) {
+                    if (admission != nullptr)
+                      admission->Finish(entered, SteadyNow());
+                    const LeaderHint hint = leader_hint();
+                    if (!result.ok()) {
+                      Fail(call, result.status());
+                    } else {
+                      if (hint.id != options_.self)
+                        AddLeaderHint(call->context(), hint);
+                      call->Reply(fill(*result));
+                    }
+                    writes_inflight_.fetch_sub(1);
+                  });
 }
 
 namespace {
@@ -571,14 +589,16 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
                  options_.jwt_issuer, clock_, command.mutable_create());
   if (!filled.ok()) return call->Reply(filled.status());
   std::string token = *std::move(filled);
-  Write(call, std::move(command),
-        [response = call->response(),
-         token = std::move(token)](const std::any& value) {
-          absl::Status s = TakeSession(value, response->mutable_session());
-          if (s.ok()) response->set_token(token);
-          SESSIOND_FAULT_POINT("create.before_reply");
-          return s;
-        });
+  Write(
+      call, std::move(command),
+      [response = call->response(),
+       token = std::move(token)](const std::any& value) {
+        absl::Status s = TakeSession(value, response->mutable_session());
+        if (s.ok()) response->set_token(token);
+        SESSIOND_FAULT_POINT("create.before_reply");
+        return s;
+      },
+      WriteKind::kCreate);
 }
 
 void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
@@ -597,20 +617,22 @@ void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
       create_key, request.user_id(), request.request_id()));
   create->set_request_window_ms(options_.create_request_window_ms);
   create->set_request_max_entries(options_.create_request_max_entries);
-  Write(call, std::move(command),
-        [response = call->response(), &request, create_key,
-         session_id](const std::any& value) {
-          absl::Status s = TakeSession(value, response->mutable_session());
-          if (!s.ok()) return s;
-          // A retry gets the first create's session: its token follows from
-          // that session's id (storage/create_requests.h).
-          const std::string& created = response->session().session_id();
-          response->set_token(storage::CreateRequestToken(
-              create_key, request.user_id(), request.request_id(), created));
-          response->set_replayed(created != session_id);
-          SESSIOND_FAULT_POINT("create.before_reply");
-          return s;
-        });
+  Write(
+      call, std::move(command),
+      [response = call->response(), &request, create_key,
+       session_id](const std::any& value) {
+        absl::Status s = TakeSession(value, response->mutable_session());
+        if (!s.ok()) return s;
+        // A retry gets the first create's session: its token follows from
+        // that session's id (storage/create_requests.h).
+        const std::string& created = response->session().session_id();
+        response->set_token(storage::CreateRequestToken(
+            create_key, request.user_id(), request.request_id(), created));
+        response->set_replayed(created != session_id);
+        SESSIOND_FAULT_POINT("create.before_reply");
+        return s;
+      },
+      WriteKind::kCreate);
 }
 
 void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
@@ -673,7 +695,8 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
           *one->mutable_session() = (*sessions)[i];
         }
         return absl::OkStatus();
-      });
+      },
+      WriteKind::kCreate);
 }
 
 void SessionServiceImpl::ServeTouch(TouchCall* call) {

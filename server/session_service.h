@@ -26,6 +26,7 @@
 #include "server/touch_buffer.h"
 #include "server/unary_call.h"
 #include "server/validation_metrics.h"
+#include "server/write_admission.h"
 #include "server/write_path.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "storage/session_state_machine.h"
@@ -79,6 +80,8 @@ struct SessionServiceOptions {
   // (null: no limit; no identities, callers are told apart by host).
   CreateRateLimiter* create_rate_limiter = nullptr;
   const AuthProcessor* auth = nullptr;
+  // Sheds creates when writes queue (server/write_admission.h); null: none.
+  WriteAdmission* write_admission = nullptr;
   // Records RevokeUserSessions, a bulk revocation (server/audit_recorder.h);
   // null: not recorded. Must outlive the service.
   AuditRecorder* audit = nullptr;
@@ -328,9 +331,13 @@ class SessionServiceImpl final : public RawSessionService {
   // Counts a write in flight, or refuses it when draining.
   absl::Status EnterWrite();
   // The write path: submits `command`, then finishes `call` with
-  // `fill(applied value)` or the error (with the leader hint).
+  // `fill(applied value)` or the error (with the leader hint). A create is
+  // refused when the node is overloaded (options_.write_admission); every
+  // write counts in flight there.
+  enum class WriteKind { kCreate, kExisting };
   void Write(UnaryCallBase* call, sessiond::v1::internal::Command command,
-             std::function<absl::Status(const std::any&)> fill);
+             std::function<absl::Status(const std::any&)> fill,
+             WriteKind kind = WriteKind::kExisting);
 
   const SessionServiceOptions options_;
   const PageTokenCodec page_tokens_;

@@ -10,7 +10,12 @@
 # Prints one JSON document; docs/PERFORMANCE.md, "Overload", has the figures.
 #
 # usage: tools/bench_overload.sh [--build-dir DIR] [--seconds N]
-#                                [--validate-rate R] [--factor F]
+#                                [--validate-rate R] [--factor F] [--pin]
+#                                [-- SESSIOND_FLAGS...]
+# --pin: the node alone on CPU 0, the generators on CPU 1 with the create
+# flood at nice 19, so the validations' generator is not starved by the
+# flood's (closer to load coming from other machines). Needs taskset.
+# CREATE_CONNECTIONS=N: the flood's connections (default 2).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME=bench_overload
@@ -18,13 +23,16 @@ BUILD_DIR="$ROOT/build-release"
 SECONDS_PER_RUN=15
 VALIDATE_RATE=2000
 FACTOR=3
+PIN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) BUILD_DIR="$2"; shift 2 ;;
     --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
     --validate-rate) VALIDATE_RATE="$2"; shift 2 ;;
     --factor) FACTOR="$2"; shift 2 ;;
-    *) sed -n '2,14p' "$0"; exit 2 ;;
+    --pin) PIN=1; shift ;;
+    --) shift; break ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
   esac
 done
 log() { printf '[%s] %s\n' "$NAME" "$*" >&2; }
@@ -44,7 +52,16 @@ trap cleanup EXIT
 
 PORT="$(bench_free_ports 1)"
 TARGET="127.0.0.1:$PORT"
-"$SESSIOND" --listen "$TARGET" --data_dir "$WORK/data" >"$WORK/sessiond.log" 2>&1 &
+NODE_CPU=()
+GEN_CPU=()
+FLOOD_CPU=()
+if [ "$PIN" = 1 ]; then
+  command -v taskset >/dev/null || { log "--pin needs taskset (util-linux)"; exit 2; }
+  NODE_CPU=(taskset -c 0)
+  GEN_CPU=(taskset -c 1)
+  FLOOD_CPU=(taskset -c 1 nice -n 19)
+fi
+"${NODE_CPU[@]}" "$SESSIOND" --listen "$TARGET" --data_dir "$WORK/data" "$@" >"$WORK/sessiond.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do
   grep -q LISTENING "$WORK/sessiond.log" && break
@@ -53,7 +70,8 @@ done
 grep -q LISTENING "$WORK/sessiond.log" || { log "sessiond did not start"; exit 1; }
 
 # One run's result (sessiond-bench --json puts each run under .runs).
-run() { "$BENCH" --target "$TARGET" --json "$@" 2>/dev/null | jq '.runs[0]'; }
+run() { "${GEN_CPU[@]}" "$BENCH" --target "$TARGET" --json "$@" 2>/dev/null | jq '.runs[0]'; }
+flood() { "${FLOOD_CPU[@]}" "$BENCH" --target "$TARGET" --json "$@" 2>/dev/null | jq '.runs[0]'; }
 
 log "1/3 sustainable create rate (closed loop, c=64, ${SECONDS_PER_RUN}s)"
 SUSTAINED="$(run --mode unary --ops create:1 --concurrency 64 --warmup_s 2 \
@@ -67,7 +85,8 @@ ALONE="$(run --mode unary --ops validate:1 --preload 10000 --rate "$VALIDATE_RAT
   --concurrency 256 --warmup_s 2 --duration_s "$SECONDS_PER_RUN")"
 
 log "3/3 the same validations while creates are offered at $OFFERED/s"
-run --mode unary --ops create:1 --rate "$OFFERED" --concurrency 4096 \
+flood --mode unary --ops create:1 --rate "$OFFERED" --concurrency 4096 \
+  --connections "${CREATE_CONNECTIONS:-2}" \
   --deadline_ms 2000 --warmup_s 1 --duration_s "$((SECONDS_PER_RUN + 4))" \
   >"$WORK/creates.json" &
 CREATOR=$!

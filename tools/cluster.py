@@ -426,11 +426,13 @@ def member_dict(m):
     if m is None:
         return {"role": None, "reachable": None, "error": None, "voter": None,
                 "term": None, "leader": None, "commit_index": None,
-                "applied_index": None, "lag": None, "live_sessions": None}
+                "applied_index": None, "lag": None, "live_sessions": None,
+                "started": None}
     return {"role": m.role, "reachable": m.reachable, "error": m.error,
             "voter": m.voter, "term": m.term, "leader": m.leader or None,
             "commit_index": m.commit_index, "applied_index": m.applied_index,
-            "lag": m.lag, "live_sessions": m.live_sessions}
+            "lag": m.lag, "live_sessions": m.live_sessions,
+            "started": m.started}
 
 
 def leader_of(view):
@@ -576,14 +578,15 @@ def new_cluster(cdir, build_dir, count, extra):
 
 def wait_leader(cluster, deadline, need_reachable):
     """Polls until one live node leads (and, with need_reachable, every
-    node of cluster.json answers). Returns the last view and whether it
-    got there."""
+    node of cluster.json answers and has announced itself to the cluster,
+    so status shows its client address). Returns the last view and whether
+    it got there."""
     view = None
     while True:
         view = gather(cluster)
         ok = leader_of(view) is not None
         if ok and need_reachable:
-            ok = all(n["reachable"] for n in view["nodes"]
+            ok = all(n["reachable"] and n["started"] for n in view["nodes"]
                      if n["pid"] is not None)
         if ok or time.monotonic() >= deadline:
             return view, ok

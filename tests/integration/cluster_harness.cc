@@ -116,7 +116,29 @@ absl::Status ClusterHarness::Start(absl::Duration timeout) {
     }
   }
   absl::StatusOr<int> leader = WaitForLeader(timeout);
-  return leader.status();
+  if (!leader.ok()) return leader.status();
+  // Every member announces itself once it serves (bootstrap's "it ran"
+  // record, server/bootstrap.cc); tests that wipe a member right after the
+  // start rely on the announcement having committed.
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string waiting;
+  while (absl::Now() < deadline) {
+    absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+        ClusterStatus(*leader);
+    waiting.clear();
+    if (status.ok()) {
+      for (const auto& m : status->members()) {
+        if (!m.started()) absl::StrAppend(&waiting, " ", m.node_id());
+      }
+      if (waiting.empty() &&
+          status->members_size() == static_cast<int>(nodes_.size())) {
+        return absl::OkStatus();
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("members not announced as started:", waiting));
 }
 
 absl::Status ClusterHarness::StartNode(int id, absl::Duration timeout) {

@@ -47,7 +47,8 @@ class ClusterHarness {
   explicit ClusterHarness(ClusterOptions options);
   ~ClusterHarness();  // SIGKILLs every node
 
-  // Launches every node, then waits until each serves and a leader exists.
+  // Launches every node, then waits until each serves, a leader exists and
+  // every member's start announcement has committed.
   absl::Status Start(absl::Duration timeout = absl::Seconds(60));
 
   // (Re)starts one node with its ports and data dir, and waits until it

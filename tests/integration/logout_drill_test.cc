@@ -72,31 +72,11 @@ void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
   context->set_deadline(absl::ToChronoTime(absl::Now() + d));
 }
 
-// The METRICS_LISTENING address from a node's log (bounded wait).
-std::string MetricsAddressOf(const ClusterHarness& cluster, int id) {
-  for (int attempt = 0; attempt < 300; ++attempt) {
-    std::ifstream log(cluster.log_path(id));
-    std::string line;
-    while (std::getline(log, line)) {
-      absl::string_view rest = line;
-      if (absl::ConsumePrefix(&rest, "METRICS_LISTENING ")) {
-        return std::string(rest);
-      }
-    }
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return "";
-}
-
 // GET /metrics of one node ("" when it fails).
 std::string Scrape(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  int port = 0;
-  if (colon == std::string::npos ||
-      !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
-    return "";
-  }
-  httplib::Client http(address.substr(0, colon), port);
+  const HostPort hp = SplitHostPort(address);
+  if (hp.port == 0) return "";
+  httplib::Client http(hp.host, hp.port);
   http.set_connection_timeout(5, 0);
   http.set_read_timeout(10, 0);
   httplib::Result res = http.Get("/metrics");
@@ -248,7 +228,8 @@ TEST(LogoutDrillTest,
   ASSERT_TRUE(leader.ok()) << leader.status();
   std::map<int, std::string> metrics;
   for (int id : cluster.ids()) {
-    metrics[id] = MetricsAddressOf(cluster, id);
+    metrics[id] =
+        ListeningAddressIn(cluster.log_path(id), "METRICS_LISTENING ");
     ASSERT_FALSE(metrics[id].empty()) << cluster.LogTail(id);
   }
 
@@ -450,7 +431,8 @@ TEST(LogoutDrillTest, ADayShapedChurnReplayedFastStaysQuiet) {
   ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(20)).ok());
   std::map<int, std::string> metrics;
   for (int id : cluster.ids()) {
-    metrics[id] = MetricsAddressOf(cluster, id);
+    metrics[id] =
+        ListeningAddressIn(cluster.log_path(id), "METRICS_LISTENING ");
     ASSERT_FALSE(metrics[id].empty()) << cluster.LogTail(id);
   }
 

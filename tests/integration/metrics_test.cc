@@ -179,35 +179,6 @@ bool ParseExposition(const std::string& text, Scrape* out) {
   return true;
 }
 
-// The METRICS_LISTENING address from the process's log (bounded wait).
-std::string MetricsAddress(const SessiondProcess& process) {
-  for (int attempt = 0; attempt < 300; ++attempt) {
-    std::ifstream log(process.log_path());
-    std::string line;
-    while (std::getline(log, line)) {
-      absl::string_view rest = line;
-      if (absl::ConsumePrefix(&rest, "METRICS_LISTENING ")) {
-        return std::string(rest);
-      }
-    }
-    usleep(100 * 1000);
-  }
-  return "";
-}
-
-struct HostPort {
-  std::string host;
-  int port = 0;
-};
-
-HostPort Split(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  HostPort hp;
-  hp.host = address.substr(0, colon);
-  EXPECT_TRUE(absl::SimpleAtoi(address.substr(colon + 1), &hp.port)) << address;
-  return hp;
-}
-
 // 10 s from now: a hung call fails the test instead of hanging it.
 void SetDeadline(grpc::ClientContext* context) {
   context->set_deadline(std::chrono::system_clock::now() +
@@ -223,10 +194,10 @@ class MetricsEndpointTest : public ::testing::Test {
                                  "--min_ttl_ms", "50", "--sweep_interval_ms",
                                  "3600000"});
     ASSERT_TRUE(process_->Start().ok()) << process_->log_path();
-    address_ = MetricsAddress(*process_);
+    address_ = ListeningAddressIn(process_->log_path(), "METRICS_LISTENING ");
     ASSERT_FALSE(address_.empty())
         << "no METRICS_LISTENING line in " << process_->log_path();
-    const HostPort hp = Split(address_);
+    const HostPort hp = SplitHostPort(address_);
     http_ = std::make_unique<httplib::Client>(hp.host, hp.port);
     http_->set_connection_timeout(5, 0);
     http_->set_read_timeout(10, 0);
@@ -491,7 +462,8 @@ TEST_F(MetricsEndpointTest, PromtoolAcceptsTheExposition) {
 
 TEST_F(MetricsEndpointTest, StopsWithTheDaemon) {
   EXPECT_EQ(process_->Terminate(), 0);
-  httplib::Client http(Split(address_).host, Split(address_).port);
+  httplib::Client http(SplitHostPort(address_).host,
+                       SplitHostPort(address_).port);
   http.set_connection_timeout(2, 0);
   EXPECT_FALSE(http.Get("/healthz")) << "still listening after exit";
 }

@@ -11,8 +11,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "grpcpp/grpcpp.h"
 
 namespace sessiond::testing {
@@ -118,6 +121,10 @@ absl::Status SessiondProcess::WaitUntilServing(absl::Duration timeout) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(500));
+    // Waiting for the connection inside the call lets this thread drive
+    // the connect and the TLS handshake; between fail-fast calls only
+    // gRPC's backup poller would, every 5 s per step.
+    context.set_wait_for_ready(true);
     sessiond::v1::ValidateSessionRequest request;
     request.set_token("readiness-probe");
     request.set_consistency(sessiond::v1::LOCAL);
@@ -174,11 +181,38 @@ std::unique_ptr<sessiond::v1::SessionService::Stub> SessiondProcess::NewStub()
     const {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // gRPC's default reconnect backoff (1 s, growing 1.6x) would make the
+  // readiness probe of a node that is not listening yet wait seconds.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
   return sessiond::v1::SessionService::NewStub(grpc::CreateCustomChannel(
       address_,
       credentials_ != nullptr ? credentials_
                               : grpc::InsecureChannelCredentials(),
       args));
+}
+
+std::string ListeningAddressIn(const std::string& log_path,
+                               const std::string& prefix) {
+  for (int attempt = 0; attempt < 300; ++attempt) {
+    std::ifstream log(log_path);
+    std::string line;
+    while (std::getline(log, line)) {
+      absl::string_view rest = line;
+      if (absl::ConsumePrefix(&rest, prefix)) return std::string(rest);
+    }
+    usleep(100 * 1000);
+  }
+  return "";
+}
+
+HostPort SplitHostPort(const std::string& address) {
+  HostPort hp;
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return hp;
+  hp.host = address.substr(0, colon);
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &hp.port)) hp.port = 0;
+  return hp;
 }
 
 }  // namespace sessiond::testing

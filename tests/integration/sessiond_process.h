@@ -15,6 +15,19 @@
 
 namespace sessiond::testing {
 
+// The address a machine-readable start-up line of the log at `log_path`
+// names ("METRICS_LISTENING ", "JWKS_LISTENING " as `prefix`), waiting up
+// to 30 s for the line; "" when it never came.
+std::string ListeningAddressIn(const std::string& log_path,
+                               const std::string& prefix);
+
+// "host:port" split at its last colon (port 0 when it is not a number).
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+HostPort SplitHostPort(const std::string& address);
+
 // A real sessiond process for multi-process tests, in the manner of Kudu's
 // ExternalMiniCluster: started from the built binary on 127.0.0.1 with a port
 // picked free, killed with SIGKILL (no destructor, no flush, like a power

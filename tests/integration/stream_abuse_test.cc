@@ -17,6 +17,8 @@
 // SESSIOND_STREAM_ABUSE_BINARY=path runs the tests against another sessiond
 // build (how they were shown to fail without the fix).
 #include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -107,9 +109,9 @@ struct Node {
 };
 
 // Starts a node and creates one session.
-void StartNode(Node* node) {
-  node->process =
-      std::make_unique<SessiondProcess>(Binary(), node->dir.path() + "/data");
+void StartNode(Node* node, std::vector<std::string> flags = {}) {
+  node->process = std::make_unique<SessiondProcess>(
+      Binary(), node->dir.path() + "/data", std::move(flags));
   ASSERT_TRUE(node->process->Start().ok()) << node->process->log_path();
   node->stub = node->process->NewStub();
   CreateSessionRequest create;
@@ -259,33 +261,46 @@ TEST(StreamAbuseTest, StreamsThatNeverReadKeepMemoryBoundedAndOthersAnswered) {
   StopNode(&node);
 }
 
+// A validate stream held open, with its context.
+struct OpenStream {
+  grpc::ClientContext context;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<ValidateSessionRequest, ValidateSessionResponse>>
+      stream;
+};
+
+// Opens `n` streams to `node` over its stub's one connection; each answers
+// one validation, so each is open on the server.
+void OpenStreams(const Node& node, int n,
+                 std::vector<std::unique_ptr<OpenStream>>* open) {
+  ValidateSessionRequest request;
+  request.set_token(node.token);
+  ValidateSessionResponse response;
+  for (int i = 0; i < n; ++i) {
+    auto one = std::make_unique<OpenStream>();
+    one->context.set_deadline(DeadlineIn(absl::Seconds(60)));
+    one->stream = node.stub->StreamValidateSessions(&one->context);
+    ASSERT_TRUE(one->stream->Write(request)) << "stream " << i;
+    ASSERT_TRUE(one->stream->Read(&response)) << "stream " << i;
+    open->push_back(std::move(one));
+  }
+}
+
 // The total cap on open validate streams (SessionServiceOptions::
 // max_validate_streams, 1000): one more is refused with RESOURCE_EXHAUSTED
 // saying which limit and what to do; once one closes, a new one is served.
 TEST(StreamAbuseTest, StreamsPastTheCapAreRefusedWithResourceExhausted) {
   Node node;
-  ASSERT_NO_FATAL_FAILURE(StartNode(&node));
+  // The cap is the node's; this client opens all its streams over one
+  // connection, which by default carries at most 100 at once.
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, {"--max_concurrent_streams=2000"}));
   constexpr int kCap = 1000;
   ValidateSessionRequest request;
   request.set_token(node.token);
   ValidateSessionResponse response;
 
-  // Every stream answers once, so each is open on the server.
-  struct Open {
-    grpc::ClientContext context;
-    std::unique_ptr<grpc::ClientReaderWriter<ValidateSessionRequest,
-                                             ValidateSessionResponse>>
-        stream;
-  };
-  std::vector<std::unique_ptr<Open>> open;
-  for (int i = 0; i < kCap; ++i) {
-    auto one = std::make_unique<Open>();
-    one->context.set_deadline(DeadlineIn(absl::Seconds(60)));
-    one->stream = node.stub->StreamValidateSessions(&one->context);
-    ASSERT_TRUE(one->stream->Write(request)) << "stream " << i;
-    ASSERT_TRUE(one->stream->Read(&response)) << "stream " << i;
-    open.push_back(std::move(one));
-  }
+  std::vector<std::unique_ptr<OpenStream>> open;
+  ASSERT_NO_FATAL_FAILURE(OpenStreams(node, kCap, &open));
 
   auto refused_or_served = [&](bool want_served) {
     grpc::ClientContext context;
@@ -326,6 +341,63 @@ TEST(StreamAbuseTest, StreamsPastTheCapAreRefusedWithResourceExhausted) {
   absl::SleepFor(absl::Milliseconds(200));
   refused_or_served(/*want_served=*/true);
 
+  for (auto& one : open) {
+    one->stream->WritesDone();
+    EXPECT_TRUE(one->stream->Finish().ok());
+  }
+  StopNode(&node);
+}
+
+// --max_concurrent_streams: calls past a connection's limit wait on the
+// client, with no error and without reaching the node, so one flooding
+// client cannot fill the node's queues; another connection is served, and
+// the waiting call goes out once a stream closes.
+TEST(StreamAbuseTest, CallsPastAConnectionsStreamLimitWaitOnTheClient) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, {"--max_concurrent_streams=4"}));
+  ValidateSessionRequest request;
+  request.set_token(node.token);
+  ValidateSessionResponse response;
+  std::vector<std::unique_ptr<OpenStream>> open;
+  ASSERT_NO_FATAL_FAILURE(OpenStreams(node, 4, &open));
+  // A fifth call on the same connection waits for a stream until its
+  // deadline.
+  {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(1)));
+    const grpc::Status status =
+        node.stub->ValidateSession(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+        << status.error_message();
+  }
+  // Another connection (a channel with other arguments gets its own) is
+  // served at once.
+  {
+    grpc::ChannelArguments args;
+    args.SetInt("sessiond.test.other_connection", 1);
+    auto other =
+        sessiond::v1::SessionService::NewStub(grpc::CreateCustomChannel(
+            node.process->address(), grpc::InsecureChannelCredentials(), args));
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(kCallDeadline));
+    const grpc::Status status =
+        other->ValidateSession(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+  // The waiting call goes out once one of the four streams ends.
+  grpc::ClientContext waiting;
+  waiting.set_deadline(DeadlineIn(kCallDeadline));
+  std::thread closer([&open] {
+    absl::SleepFor(absl::Milliseconds(200));
+    open.back()->stream->WritesDone();
+    EXPECT_TRUE(open.back()->stream->Finish().ok());
+  });
+  const grpc::Status status =
+      node.stub->ValidateSession(&waiting, request, &response);
+  closer.join();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.outcome(), ValidateSessionResponse::VALID);
+  open.pop_back();
   for (auto& one : open) {
     one->stream->WritesDone();
     EXPECT_TRUE(one->stream->Finish().ok());

@@ -1,7 +1,11 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "tests/integration/tls_files.h"
 
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/pem.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include <fstream>
 #include <sstream>
@@ -24,6 +28,20 @@ std::string Sha256Hex(const std::string& text) {
          digest);
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
+}
+
+std::string SerialOfPem(const std::string& text) {
+  BIO* bio = BIO_new_mem_buf(text.data(), static_cast<int>(text.size()));
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (cert == nullptr) return "";
+  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr);
+  char* hex = BN_bn2hex(bn);
+  std::string serial = hex;
+  OPENSSL_free(hex);
+  BN_free(bn);
+  X509_free(cert);
+  return serial;
 }
 
 std::shared_ptr<grpc::ChannelCredentials> TlsCredentials(

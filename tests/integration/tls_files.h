@@ -1,8 +1,8 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 //
-// TLS material for tests of real processes: channel credentials from the
-// files tools/dev-ca.sh writes, and the digest a role file names a bearer
-// token by (server/auth.h).
+// TLS material for tests: channel credentials from the files
+// tools/dev-ca.sh writes, the digest a role file names a bearer token by
+// (server/auth.h), and a certificate's serial.
 #ifndef SESSIOND_TESTS_INTEGRATION_TLS_FILES_H_
 #define SESSIOND_TESTS_INTEGRATION_TLS_FILES_H_
 
@@ -18,6 +18,10 @@ std::string ReadTextFile(const std::string& path);
 
 // Lowercase hex SHA-256: a role file's `token_sha256 = ...` value.
 std::string Sha256Hex(const std::string& text);
+
+// The serial number, in upper-case hex, of the first certificate in the
+// PEM `text` ("" when there is none).
+std::string SerialOfPem(const std::string& text);
 
 // TLS channel credentials trusting `ca_dir`/ca.pem, presenting
 // `cert_dir`/IDENTITY.pem (none when `identity` is empty), and sending

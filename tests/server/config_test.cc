@@ -102,6 +102,35 @@ TEST(ConfigTest, PlaintextListensOnLoopbackOnlyUnlessToldOtherwise) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The metrics and JWKS endpoints follow the same rule: without TLS they
+// serve plain HTTP, so loopback only unless told otherwise; with TLS they
+// serve HTTPS and may bind anything.
+TEST(ConfigTest, PlaintextHttpEndpointsListenOnLoopbackOnly) {
+  for (const std::string flag : {"--metrics_listen", "--jwks_listen"}) {
+    for (const std::string address :
+         {"0.0.0.0:9464", "10.0.0.5:9464", "[::]:9464"}) {
+      auto parsed = Parse({flag, address});
+      EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
+          << flag << " " << address;
+      EXPECT_THAT(std::string(parsed.status().message()),
+                  ::testing::AllOf(::testing::HasSubstr(flag + " " + address),
+                                   ::testing::HasSubstr(
+                                       "--insecure_plaintext_non_loopback=1")));
+    }
+    for (const std::vector<std::string>& args :
+         std::vector<std::vector<std::string>>{
+             {flag, "127.0.0.1:0"},
+             {flag, "localhost:9464"},
+             {flag, "[::1]:9464"},
+             {flag, "0.0.0.0:9464", "--insecure_plaintext_non_loopback", "1"},
+             {flag, "0.0.0.0:9464", "--tls_cert", "c", "--tls_key", "k",
+              "--tls_ca", "a", "--auth_file", "r"}}) {
+      EXPECT_TRUE(Parse(args).ok())
+          << args[0] << " " << args[1] << " " << Parse(args).status();
+    }
+  }
+}
+
 TEST(ConfigTest, UnknownFlagAndBadValuesAreInvalidArgument) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{

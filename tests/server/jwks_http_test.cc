@@ -266,6 +266,24 @@ TEST(JwksHttpStartTest, APortInUseIsUnavailable) {
   EXPECT_EQ(res->status, 200);
 }
 
+// The JWKS is public: every app server that checks tokens must read it.
+TEST(JwksHttpStartTest, NeverRequiresAClientCertificate) {
+  JwksHttpOptions options;
+  options.listen = "127.0.0.1:0";
+  options.provider = [] {
+    return absl::StatusOr<JwksDocument>(absl::InternalError("x"));
+  };
+  options.tls = HttpTlsOptions{.cert_file = "c.pem",
+                               .key_file = "k.pem",
+                               .ca_file = "ca.pem",
+                               .require_client_cert = true};
+  absl::StatusOr<std::unique_ptr<JwksHttpServer>> s =
+      JwksHttpServer::Start(std::move(options));
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(s.status().message(), "client certificate"))
+      << s.status();
+}
+
 TEST(JwksHttpStartTest, StopRightAfterStartReturns) {
   for (int i = 0; i < 20; ++i) {
     absl::StatusOr<std::unique_ptr<JwksHttpServer>> s = JwksHttpServer::Start(

@@ -38,11 +38,13 @@
 #include "server/tls_credentials.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
+#include "tests/integration/tls_files.h"
 #include "tests/server/test_util.h"
 
 namespace sessiond::server {
 namespace {
 
+using ::sessiond::testing::SerialOfPem;
 using ::testing::HasSubstr;
 
 constexpr char kToken[] = "tls-test-token-7f3a9c";
@@ -71,21 +73,6 @@ int RunDevCa(const std::string& args, const std::string& log) {
   const std::string command = absl::StrCat(
       SESSIOND_SOURCE_DIR, "/tools/dev-ca.sh ", args, " >", log, " 2>&1");
   return std::system(command.c_str());
-}
-
-// The serial number, in hex, of the first certificate in `pem`.
-std::string SerialOf(const std::string& pem) {
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
-  if (cert == nullptr) return "";
-  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get_serialNumber(cert), nullptr);
-  char* hex = BN_bn2hex(bn);
-  std::string serial = hex;
-  OPENSSL_free(hex);
-  BN_free(bn);
-  X509_free(cert);
-  return serial;
 }
 
 // Who the ValidateSession handler was told called, for the last call that
@@ -475,9 +462,9 @@ TEST_F(TlsTest, RotatedServerCertificateIsPickedUp) {
     std::vector<grpc::string_ref> pem = ctx.auth_context()->FindPropertyValues(
         GRPC_X509_PEM_CERT_PROPERTY_NAME);
     if (pem.empty()) return "";
-    return SerialOf(std::string(pem.front().data(), pem.front().size()));
+    return SerialOfPem(std::string(pem.front().data(), pem.front().size()));
   };
-  const std::string old_serial = SerialOf(ReadFile(files.cert_file));
+  const std::string old_serial = SerialOfPem(ReadFile(files.cert_file));
   ASSERT_FALSE(old_serial.empty());
   EXPECT_EQ(served_serial(), old_serial);
 
@@ -485,7 +472,7 @@ TEST_F(TlsTest, RotatedServerCertificateIsPickedUp) {
   ASSERT_EQ(std::remove(CaFile("node-1.pem").c_str()), 0);
   ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", Ca()), dir_.Child("r.log")), 0);
   const std::string renewed = ReadFile(CaFile("node-1.pem"));
-  const std::string new_serial = SerialOf(renewed);
+  const std::string new_serial = SerialOfPem(renewed);
   ASSERT_FALSE(new_serial.empty());
   ASSERT_NE(new_serial, old_serial);
   ReplaceFile(files.cert_file, renewed);

@@ -1,0 +1,233 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// Admission control (server/write_admission.h) on a real 3-node cluster:
+// while the leader's writes cannot commit (both followers stopped), creates
+// beyond the floor are refused at once with RESOURCE_EXHAUSTED (OVERLOADED,
+// with a RetryInfo) instead of queueing; a revocation is still taken;
+// validations are answered; and once the followers return, creates are
+// admitted again. (The leader steps down meanwhile, CheckQuorum, so the
+// writes it had taken may be answered "leadership changed": outcome
+// unknown, never refused.)
+#include <grpcpp/client_context.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
+#include "gtest/gtest.h"
+#include "tests/integration/cluster_harness.h"
+
+namespace sessiond::testing {
+namespace {
+
+using sessiond::v1::CreateSessionRequest;
+using sessiond::v1::CreateSessionResponse;
+using sessiond::v1::ValidateSessionResponse;
+
+void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
+}
+
+CreateSessionRequest CreateFor(const std::string& user) {
+  CreateSessionRequest request;
+  request.set_user_id(user);
+  request.set_ttl_ms(3'600'000);
+  return request;
+}
+
+grpc::Status Create(ClusterHarness& cluster, int id, const std::string& user,
+                    CreateSessionResponse* response, absl::Duration deadline) {
+  auto stub = cluster.Stub(id);
+  grpc::ClientContext context;
+  SetDeadline(&context, deadline);
+  return stub->CreateSession(&context, CreateFor(user), response);
+}
+
+ValidateSessionResponse::Outcome OutcomeOf(ClusterHarness& cluster, int id,
+                                           const std::string& token) {
+  auto stub = cluster.Stub(id);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::ValidateSessionRequest request;
+  request.set_token(token);
+  ValidateSessionResponse response;
+  const grpc::Status s = stub->ValidateSession(&context, request, &response);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return response.outcome();
+}
+
+// The ErrorInfo reason of a failed call, and whether a RetryInfo came.
+std::pair<std::string, bool> ReasonOf(const grpc::Status& status) {
+  std::pair<std::string, bool> out;
+  google::rpc::Status details;
+  if (!details.ParseFromString(status.error_details())) return out;
+  for (const auto& any : details.details()) {
+    google::rpc::ErrorInfo info;
+    google::rpc::RetryInfo retry;
+    if (any.UnpackTo(&info)) {
+      out.first = info.reason();
+    } else if (any.UnpackTo(&retry)) {
+      out.second = true;
+    }
+  }
+  return out;
+}
+
+// Calls sent without waiting for their answers (gRPC's callback API): the
+// answers are collected by code.
+class Outstanding {
+ public:
+  explicit Outstanding(std::unique_ptr<sessiond::v1::SessionService::Stub> stub)
+      : stub_(std::move(stub)) {}
+  ~Outstanding() { WaitForAll(absl::Seconds(60)); }
+
+  void Create(const std::string& user, absl::Duration deadline) {
+    auto call = std::make_shared<Call<CreateSessionResponse>>();
+    auto request = std::make_shared<CreateSessionRequest>(CreateFor(user));
+    SetDeadline(&call->context, deadline);
+    Started();
+    stub_->async()->CreateSession(
+        &call->context, request.get(), &call->response,
+        [this, call, request](grpc::Status s) { Finished("create", s); });
+  }
+
+  void Revoke(const std::string& token, absl::Duration deadline) {
+    auto call = std::make_shared<Call<sessiond::v1::RevokeSessionResponse>>();
+    SetDeadline(&call->context, deadline);
+    auto request = std::make_shared<sessiond::v1::RevokeSessionRequest>();
+    request->set_token(token);
+    Started();
+    stub_->async()->RevokeSession(
+        &call->context, request.get(), &call->response,
+        [this, call, request](grpc::Status s) { Finished("revoke", s); });
+  }
+
+  // Answers by kind ("create", "revoke") and code once every call was answered
+  // (or `timeout` passed).
+  std::map<std::string, std::map<grpc::StatusCode, int>> WaitForAll(
+      absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](int* pending) { return *pending == 0; }, &pending_),
+        timeout);
+    EXPECT_EQ(pending_, 0) << "calls still unanswered";
+    return codes_;
+  }
+
+ private:
+  template <typename Response>
+  struct Call {
+    grpc::ClientContext context;
+    Response response;
+  };
+  void Started() {
+    absl::MutexLock lock(&mu_);
+    ++pending_;
+  }
+  void Finished(const std::string& kind, const grpc::Status& s) {
+    absl::MutexLock lock(&mu_);
+    ++codes_[kind][s.error_code()];
+    --pending_;
+  }
+
+  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;
+  absl::Mutex mu_;
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, std::map<grpc::StatusCode, int>> codes_
+      ABSL_GUARDED_BY(mu_);
+};
+
+TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  options.flags = {"--write_admission_target_ms=50"};
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(30));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  CreateSessionResponse kept;
+  CreateSessionResponse doomed;
+  ASSERT_TRUE(Create(cluster, *leader, "kept", &kept, absl::Seconds(10)).ok());
+  ASSERT_TRUE(
+      Create(cluster, *leader, "doomed", &doomed, absl::Seconds(10)).ok());
+
+  std::vector<int> followers;
+  for (int id : cluster.ids()) {
+    if (id != *leader) followers.push_back(id);
+  }
+  for (int id : followers) cluster.Pause(id);
+
+  // 100 creates wait for a quorum: more than the admission floor (64).
+  Outstanding waiting(cluster.Stub(*leader));
+  for (int i = 0; i < 100; ++i) {
+    waiting.Create("waiting-" + std::to_string(i), absl::Seconds(30));
+  }
+  // Nothing commits for an interval: the next creates are shed at once.
+  grpc::Status shed;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    absl::SleepFor(absl::Milliseconds(100));
+    CreateSessionResponse response;
+    shed = Create(cluster, *leader, "late", &response, absl::Seconds(2));
+    if (shed.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+  }
+  ASSERT_EQ(shed.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << shed.error_message() << "\n"
+      << cluster.LogTail(*leader);
+  EXPECT_TRUE(shed.error_message().find("this node is overloaded") !=
+              std::string::npos)
+      << shed.error_message();
+  const auto [reason, retry] = ReasonOf(shed);
+  EXPECT_EQ(reason, "OVERLOADED");
+  EXPECT_TRUE(retry);
+
+  // A revocation is never shed: it waits with the rest.
+  waiting.Revoke(doomed.token(), absl::Seconds(30));
+  // Validations are answered all along (the default falls back to the
+  // node's own table when no leader confirms in time).
+  EXPECT_EQ(OutcomeOf(cluster, *leader, kept.token()),
+            ValidateSessionResponse::VALID);
+
+  for (int id : followers) cluster.Resume(id);
+  auto codes = waiting.WaitForAll(absl::Seconds(60));
+  // Nothing admitted was refused afterwards: each create committed or, if
+  // its leader stepped down first, has an unknown outcome.
+  for (const auto& [code, count] : codes["create"]) {
+    EXPECT_TRUE(code == grpc::StatusCode::OK ||
+                code == grpc::StatusCode::UNAVAILABLE ||
+                code == grpc::StatusCode::DEADLINE_EXCEEDED)
+        << count << " creates ended with code " << code;
+  }
+  EXPECT_EQ(codes["revoke"].count(grpc::StatusCode::RESOURCE_EXHAUSTED), 0u);
+  if (codes["revoke"].count(grpc::StatusCode::OK) == 0) {
+    Outstanding again(cluster.Stub(*leader));  // retried: idempotent
+    again.Revoke(doomed.token(), absl::Seconds(30));
+    EXPECT_EQ(again.WaitForAll(absl::Seconds(60))["revoke"].count(
+                  grpc::StatusCode::OK),
+              1u);
+  }
+  EXPECT_EQ(OutcomeOf(cluster, *leader, doomed.token()),
+            ValidateSessionResponse::REVOKED);
+
+  // Once writes commit again, creates are admitted again (the limit grows
+  // back interval by interval).
+  grpc::Status again;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    CreateSessionResponse response;
+    const absl::StatusOr<int> now_leader =
+        cluster.WaitForLeader(absl::Seconds(30));
+    ASSERT_TRUE(now_leader.ok());
+    again = Create(cluster, *now_leader, "after", &response, absl::Seconds(5));
+    if (again.ok()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(again.ok()) << again.error_message();
+}
+
+}  // namespace
+}  // namespace sessiond::testing
