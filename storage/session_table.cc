@@ -182,9 +182,15 @@ struct SessionTable::Record {
   // Separate memory locations: readers of the immutable lengths never race
   // with the writer of version and state.
   uint32_t version_;  // guarded by the token shard's mutex
-  uint8_t revoked_;   // guarded by the token shard's mutex
-  uint8_t sid_len;    // immutable
-  uint16_t uid_len;   // immutable
+  // Bit 0: revoked. Bits 1-7: the session's HoldRegistry index when it is
+  // at most kMaxInlineHold (0: none, or in the shard's `holds` map), so a
+  // held session costs nothing more than a live one while fewer than 128
+  // revoked_by lists are in use. Guarded by the token shard's mutex.
+  uint8_t state_;
+  uint8_t sid_len;   // immutable
+  uint16_t uid_len;  // immutable
+
+  static constexpr HoldRegistry::Index kMaxInlineHold = 127;
 
   const char* ids() const { return reinterpret_cast<const char*>(this + 1); }
   char* ids() { return reinterpret_cast<char*>(this + 1); }
@@ -195,11 +201,16 @@ struct SessionTable::Record {
     return std::string_view(ids() + sid_len, uid_len);
   }
   uint64_t version() const { return version_; }
-  bool revoked() const { return revoked_ != 0; }
+  bool revoked() const { return (state_ & 1) != 0; }
   void SetVersionAndState(uint64_t version, bool revoked) {
     version_ = static_cast<uint32_t>(
         std::min<uint64_t>(version, std::numeric_limits<uint32_t>::max()));
-    revoked_ = revoked ? 1 : 0;
+    state_ = static_cast<uint8_t>((state_ & ~1u) | (revoked ? 1u : 0u));
+  }
+  HoldRegistry::Index inline_hold() const { return state_ >> 1; }
+  // REQUIRES: hold <= kMaxInlineHold.
+  void set_inline_hold(HoldRegistry::Index hold) {
+    state_ = static_cast<uint8_t>((state_ & 1u) | (hold << 1));
   }
   int64_t deadline() const {
     return SessionDeadlineMs(expires_at_ms, idle_timeout_ms, last_seen_at_ms);
@@ -814,7 +825,7 @@ absl::Status SessionTable::InsertStored(std::string_view bytes) {
   if (hold != 0) {
     Shard& shard = ShardOf(hash);
     absl::MutexLock lock(&shard.mu);
-    shard.holds[*ref] = hold;
+    SetHoldOf(*ref, hold);
   }
   return absl::OkStatus();
 }
@@ -895,9 +906,7 @@ absl::Status SessionTable::FinishLoad() {
     return !token_status.ok() ? token_status : id_status;
   }
   for (const auto& holds : bulk_holds_) {
-    for (const auto& [ref, hold] : holds) {
-      ShardOf(Rec(ref)->hash).holds[ref] = hold;
-    }
+    for (const auto& [ref, hold] : holds) SetHoldOf(ref, hold);
   }
   bulk_holds_.clear();
   size_.store(loaded, std::memory_order_relaxed);
@@ -988,13 +997,7 @@ bool SessionTable::Erase(const TokenHash& hash) {
     absl::MutexLock lock(&shard.mu);
     shard.expiry.erase(ExpiryKey(r->deadline(), ref));
     shard.by_token.erase(ref);
-    if (auto held = shard.holds.find(ref); held != shard.holds.end()) {
-      holds_.Release(held->second);
-      shard.holds.erase(held);
-      if (shard.holds.empty()) {
-        absl::flat_hash_map<Ref, HoldRegistry::Index>().swap(shard.holds);
-      }
-    }
+    SetHoldOf(ref, 0);  // releases the hold, inline or mapped
   }
   DeleteRecord(ref);
   size_.fetch_sub(1, std::memory_order_relaxed);
@@ -1046,6 +1049,8 @@ void SessionTable::Clear() {
 
 HoldRegistry::Index SessionTable::HoldOf(Ref ref) const {
   const Record* r = Rec(ref);
+  if (r->inline_hold() != 0) return r->inline_hold();
+  // Only a revoked session can be held; a live one skips the map.
   if (!r->revoked()) return 0;
   const Shard& shard = ShardOf(r->hash);
   auto it = shard.holds.find(ref);
@@ -1053,16 +1058,24 @@ HoldRegistry::Index SessionTable::HoldOf(Ref ref) const {
 }
 
 void SessionTable::SetHoldOf(Ref ref, HoldRegistry::Index hold) {
-  Shard& shard = ShardOf(Rec(ref)->hash);
+  Record* r = Rec(ref);
+  Shard& shard = ShardOf(r->hash);
+  // The old index, wherever it is (not gated on revoked(): the state may
+  // have changed before the hold does).
+  HoldRegistry::Index old = r->inline_hold();
   auto it = shard.holds.find(ref);
-  const HoldRegistry::Index old = it == shard.holds.end() ? 0 : it->second;
-  if (hold == 0) {
-    if (it != shard.holds.end()) shard.holds.erase(it);
-    // The last held session restored or purged: give the slots back.
+  if (it != shard.holds.end()) {
+    old = it->second;
+    shard.holds.erase(it);
+    // The last mapped hold restored or purged: give the slots back.
     if (shard.holds.empty() && shard.holds.capacity() > 0) {
       absl::flat_hash_map<Ref, HoldRegistry::Index>().swap(shard.holds);
     }
+  }
+  if (hold <= Record::kMaxInlineHold) {
+    r->set_inline_hold(hold);
   } else {
+    r->set_inline_hold(0);
     shard.holds[ref] = hold;
   }
   holds_.Release(old);

@@ -109,10 +109,12 @@ struct ListUserPage {
 //            list links (8), version, state and id lengths (8), then the
 //            session_id and user_id bytes: 88 + 22 + |user_id|, rounded up to
 //            8 bytes (128 B for a 15-byte user_id).
-//   holds    only for a session a bulk revocation holds: an entry in its
-//            token shard's `holds` map (reference -> interned revoked_by
-//            list, storage/hold_registry.h), ~10-20 B; live sessions pay
-//            nothing for it.
+//   holds    only for a session a bulk revocation holds: the index of its
+//            interned revoked_by list (storage/hold_registry.h) in seven
+//            spare bits of the record's state byte while the index is at
+//            most 127, so nothing more; beyond, an entry in its token
+//            shard's `holds` map (reference -> index), ~10-20 B. Live
+//            sessions pay nothing for it.
 //   extra    one arena block with the attributes, client metadata, revoke
 //            reason and time as protobuf wire bytes (fields 7, 10-12 of
 //            sessiond.v1.Session), rounded up to 8 bytes: ~224 B for 200 B of

@@ -374,6 +374,60 @@ TEST_P(SessionTableTest, ConcurrentReadersSeeWholeRecords) {
   EXPECT_EQ(table_.size(), kSessions - (kSessions + 2) / 3);
 }
 
+// A held session keeps its revoked_by list index inside its record while
+// fewer than 128 lists are in use (no map entry), and in the shard's map
+// beyond: both kinds read, serialize, reload, change and release alike.
+TEST_P(SessionTableTest, HoldsInsideTheRecordAndBeyondItBehaveAlike) {
+  constexpr int kSessions = 300;  // one list each: indexes 1..300
+  for (int i = 0; i < kSessions; ++i) {
+    ASSERT_TRUE(table_.Insert(H(i), MakeSession(i)).ok());
+    ASSERT_TRUE(table_.AddHold(H(i), 5000 + static_cast<uint64_t>(i)));
+  }
+  // One session held twice: a new list for it, the old one released.
+  ASSERT_TRUE(table_.AddHold(H(7), 9999));
+  EXPECT_GT(table_.memory_usage().hold_index_bytes, 0u);  // 128..300 mapped
+  auto expect_held = [&](const SessionTable& table, int i) {
+    const uint64_t id = 5000 + static_cast<uint64_t>(i);
+    EXPECT_TRUE(table.IsHeldBy(H(i), id)) << i;
+    EXPECT_FALSE(table.IsHeldBy(H(i), id + 1)) << i;
+    std::optional<Session> got = table.Get(H(i));
+    ASSERT_TRUE(got.has_value()) << i;
+    EXPECT_EQ(got->state(), v1::SESSION_STATE_REVOKED) << i;
+    std::vector<uint64_t> want = {id};
+    if (i == 7) want.push_back(9999);
+    EXPECT_EQ(std::vector<uint64_t>(got->revoked_by().begin(),
+                                    got->revoked_by().end()),
+              want)
+        << i;
+    EXPECT_EQ(table.Validate(H(i), 500, 0).outcome, ValidateOutcome::kRevoked);
+  };
+  for (int i = 0; i < kSessions; ++i) expect_held(table_, i);
+
+  // Serialized and loaded into another table: the same holds.
+  SessionTable copy(SessionTableOptions{GetParam()});
+  table_.ForEachStored([&](const TokenHash&, std::string_view bytes) {
+    ASSERT_TRUE(copy.InsertStored(bytes).ok());
+  });
+  for (int i = 0; i < kSessions; ++i) expect_held(copy, i);
+
+  // Released one by one: ACTIVE again, nothing left held or mapped.
+  EXPECT_EQ(table_.RemoveHold(H(7), 9999, 500, 0),
+            SessionTable::HoldRelease::kStillHeld);
+  for (int i = 0; i < kSessions; ++i) {
+    EXPECT_EQ(table_.RemoveHold(H(i), 5000 + static_cast<uint64_t>(i), 500, 0),
+              SessionTable::HoldRelease::kActive)
+        << i;
+    EXPECT_EQ(table_.Validate(H(i), 500, 0).outcome, ValidateOutcome::kValid)
+        << i;
+    EXPECT_TRUE(table_.Get(H(i))->revoked_by().empty()) << i;
+  }
+  EXPECT_EQ(table_.memory_usage().hold_index_bytes, 0u);
+  // Erasing held sessions releases their lists too.
+  for (int i = 0; i < kSessions; ++i) EXPECT_TRUE(copy.Erase(H(i)));
+  EXPECT_EQ(copy.memory_usage().hold_index_bytes, 0u);
+  EXPECT_EQ(copy.size(), 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shards, SessionTableTest,
                          ::testing::Values(size_t{1}, size_t{7}, size_t{64}));
 
