@@ -278,12 +278,9 @@ constexpr char kToken[] = "a-bearer-token-for-the-audit-robot-0123456789";
 
 TEST(AuditTest, TlsEntriesNameTheIdentityAndHowItAuthenticated) {
   TempDir certs;
-  const std::string ca = absl::StrCat(SESSIOND_SOURCE_DIR, "/tools/dev-ca.sh");
-  ASSERT_EQ(
-      std::system(absl::StrCat(ca, " --nodes 3 ", certs.path(), " operator >",
-                               certs.path(), "/dev-ca.log 2>&1")
-                      .c_str()),
-      0)
+  ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 3 ", certs.path(), " operator"),
+                     certs.path() + "/dev-ca.log"),
+            0)
       << ReadTextFile(certs.path() + "/dev-ca.log");
   std::ofstream(certs.path() + "/roles.conf")
       << "node-1 = peer\nnode-2 = peer\nnode-3 = peer\n"

@@ -177,9 +177,7 @@ class HttpTlsTest : public ::testing::Test {
   }
 
   int DevCa(const std::string& args) {
-    return std::system(absl::StrCat(SESSIOND_SOURCE_DIR, "/tools/dev-ca.sh ",
-                                    args, " >", dir_.path(), "/dev-ca.log 2>&1")
-                           .c_str());
+    return RunDevCa(args, dir_.path() + "/dev-ca.log");
   }
 
   // An HTTPS client that trusts `ca_dir`/ca.pem (and checks the server's

@@ -32,19 +32,14 @@ constexpr char kToken[] = "a-bearer-token-for-the-ops-robot-0123456789";
 class TlsClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const std::string ca =
-        absl::StrCat(SESSIOND_SOURCE_DIR, "/tools/dev-ca.sh");
-    ASSERT_EQ(
-        std::system(absl::StrCat(ca, " --nodes 3 ", certs_.path(),
-                                 " operator app reader stranger >",
-                                 certs_.path() + "/" + "dev-ca.log", " 2>&1")
-                        .c_str()),
-        0)
-        << ReadTextFile(certs_.path() + "/" + "dev-ca.log");
+    ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 3 ", certs_.path(),
+                                    " operator app reader stranger"),
+                       certs_.path() + "/dev-ca.log"),
+              0)
+        << ReadTextFile(certs_.path() + "/dev-ca.log");
     // Another CA, whose `app` the cluster must not trust.
-    ASSERT_EQ(std::system(absl::StrCat(ca, " --nodes 1 ", other_ca_.path(),
-                                       " app >/dev/null 2>&1")
-                              .c_str()),
+    ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", other_ca_.path(), " app"),
+                       "/dev/null"),
               0);
     std::ofstream(certs_.path() + "/" + "roles.conf")
         << "node-1 = peer\nnode-2 = peer\nnode-3 = peer\n"

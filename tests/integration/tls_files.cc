@@ -7,10 +7,12 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
 namespace sessiond::testing {
@@ -42,6 +44,12 @@ std::string SerialOfPem(const std::string& text) {
   BN_free(bn);
   X509_free(cert);
   return serial;
+}
+
+int RunDevCa(const std::string& args, const std::string& log) {
+  const std::string command = absl::StrCat(
+      SESSIOND_SOURCE_DIR, "/tools/dev-ca.sh ", args, " >", log, " 2>&1");
+  return std::system(command.c_str());
 }
 
 std::shared_ptr<grpc::ChannelCredentials> TlsCredentials(

@@ -44,6 +44,7 @@
 namespace sessiond::server {
 namespace {
 
+using ::sessiond::testing::RunDevCa;
 using ::sessiond::testing::SerialOfPem;
 using ::testing::HasSubstr;
 
@@ -66,13 +67,6 @@ void WriteFile(const std::string& path, const std::string& text) {
 void ReplaceFile(const std::string& path, const std::string& text) {
   WriteFile(path + ".new", text);
   ASSERT_EQ(std::rename((path + ".new").c_str(), path.c_str()), 0);
-}
-
-// Runs tools/dev-ca.sh; its output goes to `log`.
-int RunDevCa(const std::string& args, const std::string& log) {
-  const std::string command = absl::StrCat(
-      SESSIOND_SOURCE_DIR, "/tools/dev-ca.sh ", args, " >", log, " 2>&1");
-  return std::system(command.c_str());
 }
 
 // Who the ValidateSession handler was told called, for the last call that

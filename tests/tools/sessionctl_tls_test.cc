@@ -8,7 +8,6 @@
 // --tls_client_auth optional the call is UNAUTHENTICATED: exit 5), and a
 // bearer token from --token-file or SESSIOND_TOKEN_FILE (exit 0).
 #include <fcntl.h>
-#include <openssl/sha.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -31,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "tests/integration/sessiond_process.h"
+#include "tests/integration/tls_files.h"
 #include "tests/tools/run_process.h"
 
 namespace sessiond::testing {
@@ -39,13 +39,6 @@ namespace {
 constexpr char kToken[] = "sessionctl-tls-test-token-91c2e";
 
 using CtlRun = ProcessRun;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // Runs sessionctl with `args` and a clean environment (HOME in `home`, so
 // no user config file is read) plus `env`; killed after `timeout`.
@@ -60,26 +53,15 @@ CtlRun Sessionctl(const std::string& home, const std::vector<std::string>& args,
   return RunProcess(argv, env_all, "", timeout);
 }
 
-std::string Sha256Hex(const std::string& text) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
-         digest);
-  std::string hex;
-  for (unsigned char b : digest)
-    absl::StrAppend(&hex, absl::Hex(b, absl::kZeroPad2));
-  return hex;
-}
-
 // One sessiond with node-1's certificate and the role file
 //   node-1 = peer, admin = admin, app = app, and kToken for admin.
 class SessionctlTlsTest : public ::testing::Test {
  protected:
   void StartNode(const std::string& client_auth) {
     const std::string log = dir_.path() + "/dev-ca.log";
-    const std::string command =
-        absl::StrCat(SESSIOND_SOURCE_DIR, "/tools/dev-ca.sh --nodes 1 ", Ca(""),
-                     " admin app >", log, " 2>&1");
-    ASSERT_EQ(std::system(command.c_str()), 0) << ReadFile(log);
+    ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", Ca(""), " admin app"), log),
+              0)
+        << ReadTextFile(log);
     const std::string roles = dir_.path() + "/roles";
     std::ofstream(roles) << "node-1 = peer\nadmin = admin\napp = app\n"
                          << "token_sha256 = " << Sha256Hex(kToken)
@@ -120,7 +102,7 @@ class SessionctlTlsTest : public ::testing::Test {
       usleep(50 * 1000);
     }
     FAIL() << "sessiond did not serve TLS: " << last.error_message() << "\n"
-           << ReadFile(node_->log_path());
+           << ReadTextFile(node_->log_path());
   }
 
   std::string Ca(const std::string& name) const {
