@@ -112,8 +112,8 @@ absl::Status ClusterHarness::Start(absl::Duration timeout) {
   }
   for (auto& [id, n] : nodes_) {
     if (absl::Status s = n.process->WaitUntilServing(timeout); !s.ok()) {
-      std::fprintf(stderr, "ClusterHarness::Start: node %d: %s\n", id,
-                   std::string(s.message()).c_str());
+      std::fprintf(stderr, "ClusterHarness::Start: node %d: %s\n%s\n", id,
+                   std::string(s.message()).c_str(), LogTail(id).c_str());
       return absl::Status(s.code(),
                           absl::StrCat(s.message(), "\n", LogTail(id)));
     }

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
@@ -20,21 +21,37 @@
 
 namespace sessiond::testing {
 
-int PickFreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+
+// Whether 127.0.0.1:`port` can be bound now.
+bool CanBind(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int port = ntohs(addr.sin_port);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok =
+      bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   close(fd);
-  return port;
+  return ok;
+}
+
+}  // namespace
+
+int PickFreePort() {
+  // Below Linux's ephemeral range (32768-60999 by default): a port the
+  // kernel hands out for bind(0) is also what it picks as the source port
+  // of outgoing connections, and with many tests' gRPC clients running at
+  // once one of those could take it before the node binds it. A random
+  // start keeps parallel tests apart.
+  static std::atomic<uint32_t> next{static_cast<uint32_t>(
+      (getpid() * 7919u + static_cast<uint32_t>(time(nullptr))) % 20000u)};
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = 10000 + static_cast<int>(next.fetch_add(1) % 20000u);
+    if (CanBind(port)) return port;
+  }
+  return -1;
 }
 
 TempDir::TempDir() {
