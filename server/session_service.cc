@@ -431,8 +431,13 @@ void SessionServiceImpl::Write(
     UnaryCallBase* call, Command command,
     std::function<absl::Status(const std::any&)> fill, WriteKind kind) {
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
-  WriteAdmission* admission = options_.write_admission;
-  const absl::Duration entered = SteadyNow();
+  // Off (--write_admission_target_ms=0): no clock reads, no lock.
+  WriteAdmission* admission =
+      options_.write_admission != nullptr && options_.write_admission->enabled()
+          ? options_.write_admission
+          : nullptr;
+  const absl::Duration entered =
+      admission != nullptr ? SteadyNow() : absl::ZeroDuration();
   if (admission != nullptr) {
     if (kind == WriteKind::kExisting) {
       admission->Enter(entered);
