@@ -507,11 +507,6 @@ void NodeDriver::RunDriver() {
     if (p.snapshot_index) core_->OnSnapshotInstalled(*p.snapshot_index);
     if (p.through) core_->OnPersisted(p.through->first, p.through->second);
     if (p.compacted_index) core_->OnCompacted(*p.compacted_index);
-    // Votes and append acknowledgements promise durable state: they leave
-    // only now, after OnPersisted (raft_core.h rule 4).
-    if (!p.send_after_persist.empty()) {
-      transport_->Send(std::move(p.send_after_persist));
-    }
   }
   if (applied) {
     core_->OnApplied(*applied);
@@ -759,6 +754,10 @@ void NodeDriver::RunLogWriter() {
   std::vector<Entry> batch;
   std::optional<HardState> hard_state;
   std::vector<Message> messages;
+  // Votes and append acknowledgements whose writes are durable: the log
+  // writer sends them itself (raft_core.h rule 4), so an acknowledgement
+  // does not wait for the driver stage's next turn.
+  std::vector<Message> durable_messages;
   bool wake_apply = false;
   absl::Status failure;
   bool gated = false;  // the failure is the gate's refusal, not the store's
@@ -816,10 +815,8 @@ void NodeDriver::RunLogWriter() {
         p.through = std::make_pair(batch.back().index, batch.back().term);
       }
     }
-    p.send_after_persist = std::move(messages);
-    if (p.through || !p.send_after_persist.empty()) {
-      done.push_back(std::move(p));
-    }
+    for (Message& m : messages) durable_messages.push_back(std::move(m));
+    if (p.through) done.push_back(std::move(p));
     batch.clear();
     hard_state.reset();
     messages.clear();
@@ -879,6 +876,9 @@ void NodeDriver::RunLogWriter() {
     w.send_after_persist.clear();
   }
   if (failure.ok()) flush();
+  // Only what the writes above made durable: a failed group keeps its
+  // messages and is put back below.
+  if (!durable_messages.empty()) transport_->Send(std::move(durable_messages));
 
   if (!failure.ok()) {
     // Put back what was not written: the group gathered so far, then the

@@ -13,8 +13,8 @@
 //                           synced unless only the commit index changed
 //                           (etcd's MustSync), then "persisted through
 //                           (index, term)" back to the inbox
-//     send_after_persist -> sent by the driver stage after OnPersisted for
-//                           the write that holds what they promise
+//     send_after_persist -> sent by the log-writer stage itself once the
+//                           write that holds what they promise is durable
 //     committed          -> apply stage: StateMachine::Apply in batches, then
 //                           "applied through" back to the inbox; proposers'
 //                           callbacks (matched by index AND term) and reads
@@ -351,7 +351,6 @@ class NodeDriver : public MessageSink, public StageRunner {
     std::optional<std::pair<LogIndex, Term>> through;
     std::optional<LogIndex> snapshot_index;
     std::optional<LogIndex> compacted_index;
-    std::vector<Message> send_after_persist;
   };
 
   NodeDriver(const NodeDriverOptions& options, LogStore* log,

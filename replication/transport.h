@@ -30,8 +30,9 @@ class MessageSink {
 // Inbound messages go to the MessageSink the transport was given by its
 // owner (the composition root wires the NodeDriver in after starting it).
 //
-// Thread-safe: the driver thread calls Send for `send_now` messages and for
-// `send_after_persist` messages once their persist is durable.
+// Thread-safe: the driver stage calls Send for `send_now` messages, the
+// log-writer stage for `send_after_persist` messages once their persist is
+// durable; the two may call at the same time.
 class Transport {
  public:
   virtual ~Transport() = default;

@@ -18,9 +18,12 @@
 //      write. `send_now` messages may be sent at once, before or during that
 //      write (this is what lets the leader write its log in parallel with
 //      replication, Raft thesis section 10.2.1).
-//   4. After the write is durable, call OnPersisted(last index, its term) and
-//      only then send `send_after_persist` (votes and append
-//      acknowledgements: they promise that state is on disk). Writes must
+//   4. After the write is durable, call OnPersisted(last index, its term),
+//      and send `send_after_persist` (votes and append acknowledgements:
+//      they promise that state is on disk), in either order: nothing the
+//      core does on OnPersisted depends on them having left, so the thread
+//      that wrote may send them at once (as etcd-io/raft's asynchronous
+//      storage writes let the append thread do). Writes must
 //      become durable in Ready order, and a Ready's `send_after_persist`
 //      must wait for the writes of every earlier Ready too, even when this
 //      Ready has nothing to persist itself (an acknowledgement may cover
