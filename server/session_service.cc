@@ -427,9 +427,9 @@ void SessionServiceImpl::ServeList(ListCall* call) {
 // ---------------------------------------------------------------------------
 // Write path
 
-void SessionServiceImpl::Write(
-    UnaryCallBase* call, Command command,
-    std::function<absl::Status(const std::any&)> fill, WriteKind kind) {
+void SessionServiceImpl::SubmitWrite(
+    UnaryCallBase* call, Command command, WriteKind kind,
+    std::function<void(replication::ApplyResult)> then) {
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
   // Off (--write_admission_target_ms=0): no clock reads, no lock.
   WriteAdmission* admission =
@@ -450,20 +450,29 @@ void SessionServiceImpl::Write(
     return call->Reply(s);
   }
   writes_->Submit(std::move(command), DeadlineOf(call->context()),
-                  [this, call, admission, entered,
-                   fill = std::move(fill)](replication::ApplyResult result) {
-                    if (admission != nullptr)
+                  [this, admission, entered,
+                   then = std::move(then)](replication::ApplyResult result) {
+                    if (admission != nullptr) {
                       admission->Finish(entered, SteadyNow());
-                    const LeaderHint hint = leader_hint();
-                    if (!result.ok()) {
-                      Fail(call, result.status());
-                    } else {
-                      if (hint.id != options_.self)
-                        AddLeaderHint(call->context(), hint);
-                      call->Reply(fill(*result));
                     }
+                    then(std::move(result));
                     writes_inflight_.fetch_sub(1);
                   });
+}
+
+void SessionServiceImpl::Write(
+    UnaryCallBase* call, Command command,
+    std::function<absl::Status(const std::any&)> fill, WriteKind kind) {
+  SubmitWrite(
+      call, std::move(command), kind,
+      [this, call, fill = std::move(fill)](replication::ApplyResult result) {
+        const LeaderHint hint = leader_hint();
+        if (!result.ok()) return Fail(call, result.status());
+        if (hint.id != options_.self) {
+          AddLeaderHint(call->context(), hint);
+        }
+        call->Reply(fill(*result));
+      });
 }
 
 namespace {
@@ -565,13 +574,12 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
     std::string key = state_machine_->create_key();
     if (!key.empty()) return CreateWithRequestId(call, *lifetimes, key);
     // The cluster has no create key yet: install one (the first applied
-    // wins, so every node ends with the same), then create.
-    if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
-    if (absl::Status s = EnterWrite(); !s.ok()) return call->Reply(s);
+    // wins, so every node ends with the same), then create. Admitted as a
+    // create: it is the first half of one.
     Command install;
     install.mutable_create_key()->set_key(storage::NewCreateKey());
-    writes_->Submit(
-        std::move(install), DeadlineOf(call->context()),
+    SubmitWrite(
+        call, std::move(install), WriteKind::kCreate,
         [this, call, lifetimes = *lifetimes](replication::ApplyResult result) {
           if (!result.ok()) {
             Fail(call, result.status());
@@ -584,7 +592,6 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
           } else {
             CreateWithRequestId(call, lifetimes, key);
           }
-          writes_inflight_.fetch_sub(1);
         });
     return;
   }

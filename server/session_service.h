@@ -330,11 +330,19 @@ class SessionServiceImpl final : public RawSessionService {
                             uint32_t creates) const;
   // Counts a write in flight, or refuses it when draining.
   absl::Status EnterWrite();
-  // The write path: submits `command`, then finishes `call` with
-  // `fill(applied value)` or the error (with the leader hint). A create is
-  // refused when the node is overloaded (options_.write_admission); every
-  // write counts in flight there.
+  // The one entry of every write: refuses it (answering `call`) when the
+  // node is not ready, is draining, or, for a create, is overloaded
+  // (options_.write_admission); otherwise submits `command` and passes the
+  // applied result (or the error) to `then`, which must finish `call`.
+  // The write counts in flight twice, for two readers: writes_inflight_
+  // for the drain at shutdown (always), the admission controller for its
+  // limit (only when it is on).
   enum class WriteKind { kCreate, kExisting };
+  void SubmitWrite(UnaryCallBase* call, sessiond::v1::internal::Command command,
+                   WriteKind kind,
+                   std::function<void(replication::ApplyResult)> then);
+  // SubmitWrite that finishes `call` with `fill(applied value)` or the error
+  // (with the leader hint).
   void Write(UnaryCallBase* call, sessiond::v1::internal::Command command,
              std::function<absl::Status(const std::any&)> fill,
              WriteKind kind = WriteKind::kExisting);

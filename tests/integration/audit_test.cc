@@ -35,10 +35,6 @@ constexpr char kResume[] = "/sessiond.v1.AdminService/ResumeExpiry";
 constexpr char kLeeway[] = "/sessiond.v1.AdminService/SetExpiryLeeway";
 constexpr char kRevokeUser[] = "/sessiond.v1.SessionService/RevokeUserSessions";
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
-
 // Every entry node `id` lists, oldest first (paging to the end).
 absl::StatusOr<std::vector<AuditEntry>> ListAll(
     sessiond::v1::AdminService::Stub& admin) {

@@ -35,10 +35,6 @@ ClusterOptions Options(int64_t window_ms) {
   return options;
 }
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
-
 // Creates `n` sessions of lifetime `ttl_ms` through node `via`, `kBatch` per
 // call; returns their tokens.
 std::vector<std::string> CreateMany(ClusterHarness& cluster, int via, int n,

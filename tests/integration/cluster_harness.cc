@@ -33,10 +33,6 @@ std::shared_ptr<grpc::Channel> ChannelTo(
       args);
 }
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
-
 absl::StatusOr<sessiond::v1::internal::HelloResponse> Hello(
     const std::string& peer_address,
     const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
@@ -362,6 +358,25 @@ std::unique_ptr<sessiond::v1::SessionService::Stub> ClusterHarness::Stub(
     int id) const {
   return sessiond::v1::SessionService::NewStub(
       ChannelTo(client_address(id), options_.client_credentials));
+}
+
+sessiond::v1::ValidateSessionResponse::Outcome ClusterHarness::Validate(
+    int id, const std::string& token,
+    sessiond::v1::Consistency consistency) const {
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::ValidateSessionRequest request;
+  request.set_token(token);
+  request.set_consistency(consistency);
+  sessiond::v1::ValidateSessionResponse response;
+  const grpc::Status s =
+      Stub(id)->ValidateSession(&context, request, &response);
+  if (!s.ok()) {
+    std::fprintf(stderr, "ClusterHarness::Validate on node %d: %d %s\n", id,
+                 static_cast<int>(s.error_code()), s.error_message().c_str());
+    return sessiond::v1::ValidateSessionResponse::OUTCOME_UNSPECIFIED;
+  }
+  return response.outcome();
 }
 
 std::unique_ptr<sessiond::v1::AdminService::Stub> ClusterHarness::Admin(

@@ -92,6 +92,13 @@ class ClusterHarness {
       int via, bool with_digests = false);
 
   std::unique_ptr<sessiond::v1::SessionService::Stub> Stub(int id) const;
+  // ValidateSession of `token` on node `id` at `consistency` (10 s
+  // deadline): its outcome, or OUTCOME_UNSPECIFIED, with the error on
+  // stderr, when the call fails.
+  sessiond::v1::ValidateSessionResponse::Outcome Validate(
+      int id, const std::string& token,
+      sessiond::v1::Consistency consistency =
+          sessiond::v1::CONSISTENCY_DEFAULT) const;
   std::unique_ptr<sessiond::v1::AdminService::Stub> Admin(int id) const;
   std::string client_address(int id) const;
   std::string peer_address(int id) const;

@@ -42,10 +42,6 @@ ClusterOptions Options(std::vector<std::string> flags = {}) {
   return options;
 }
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
-
 std::vector<int> Others(const ClusterHarness& cluster, int id) {
   std::vector<int> out;
   for (int other : cluster.ids()) {

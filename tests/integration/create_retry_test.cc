@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -16,9 +17,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/grpc_status.h"
 #include "common/fault_point.h"
 #include "google/rpc/error_details.pb.h"
-#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_harness.h"
 
@@ -33,10 +34,6 @@ ClusterOptions Options() {
   ClusterOptions options;
   options.binary = SESSIOND_BINARY;
   return options;
-}
-
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
 }
 
 CreateSessionRequest RequestFor(const std::string& user,
@@ -71,20 +68,6 @@ std::vector<sessiond::v1::Session> SessionsOf(ClusterHarness& cluster, int id,
   const grpc::Status s = stub->ListUserSessions(&context, request, &response);
   EXPECT_TRUE(s.ok()) << s.error_message();
   return {response.sessions().begin(), response.sessions().end()};
-}
-
-ValidateSessionResponse::Outcome OutcomeOf(ClusterHarness& cluster, int id,
-                                           const std::string& token) {
-  auto stub = cluster.Stub(id);
-  grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
-  sessiond::v1::ValidateSessionRequest request;
-  request.set_token(token);
-  request.set_consistency(sessiond::v1::LINEARIZABLE);
-  ValidateSessionResponse response;
-  const grpc::Status s = stub->ValidateSession(&context, request, &response);
-  EXPECT_TRUE(s.ok()) << s.error_message();
-  return response.outcome();
 }
 
 // The two voters other than `leader`.
@@ -130,8 +113,9 @@ TEST(CreateRetryTest, ACreateRetriedAfterItsNodeDiedAfterCommitIsOneSession) {
       SessionsOf(cluster, *leader, "alice");
   ASSERT_EQ(sessions.size(), 1u);
   EXPECT_EQ(sessions[0].session_id(), retried.session().session_id());
-  EXPECT_EQ(OutcomeOf(cluster, *leader, retried.token()),
-            ValidateSessionResponse::VALID);
+  EXPECT_EQ(
+      cluster.Validate(*leader, retried.token(), sessiond::v1::LINEARIZABLE),
+      ValidateSessionResponse::VALID);
 
   // The dead node comes back with the same replicated state (the request
   // table is in the digest), and answers the retry the same way.
@@ -193,20 +177,14 @@ struct Details {
   bool retry = false;
 };
 Details DetailsOf(const grpc::Status& status) {
+  const absl::Status read = client::FromGrpcStatus(status);
   Details out;
-  google::rpc::Status details;
-  if (!details.ParseFromString(status.error_details())) return out;
-  for (const auto& any : details.details()) {
-    google::rpc::ErrorInfo info;
-    google::rpc::RetryInfo retry;
-    if (any.UnpackTo(&info)) {
-      EXPECT_EQ(info.domain(), "sessiond.dev");
-      out.reason = info.reason();
-      out.metadata = {info.metadata().begin(), info.metadata().end()};
-    } else if (any.UnpackTo(&retry)) {
-      out.retry = true;
-    }
+  if (std::optional<google::rpc::ErrorInfo> info = client::ErrorInfoOf(read)) {
+    EXPECT_EQ(info->domain(), "sessiond.dev");
+    out.reason = info->reason();
+    out.metadata = {info->metadata().begin(), info->metadata().end()};
   }
+  out.retry = client::RetryDelay(read).has_value();
   return out;
 }
 

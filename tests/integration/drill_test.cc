@@ -35,10 +35,6 @@ ClusterOptions Options() {
   return options;
 }
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
-
 // Creates kSessions one-hour sessions through node `via`, kUsers users,
 // each with two attributes; returns their tokens.
 std::vector<std::string> CreateMany(ClusterHarness& cluster, int via) {

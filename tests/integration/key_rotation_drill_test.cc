@@ -74,10 +74,6 @@ constexpr size_t kMaxTokens = 1'500;
 constexpr int kRotations = 3;
 constexpr int kKillDuringRotation = 1;  // the second one
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
-
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 // One JWKS document as fetched over HTTP.

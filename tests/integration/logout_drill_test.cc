@@ -68,10 +68,6 @@ std::vector<std::string> DetectorFlags() {
           "127.0.0.1:0"};
 }
 
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
-
 // GET /metrics of one node ("" when it fails).
 std::string Scrape(const std::string& address) {
   const HostPort hp = SplitHostPort(address);

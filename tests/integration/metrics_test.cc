@@ -423,6 +423,14 @@ TEST_F(MetricsEndpointTest, CountsMoveByExactlyWhatTheClientDid) {
   EXPECT_GT(Value(after, "sessiond_disk_free_bytes"), 0);
   EXPECT_EQ(Value(after, "sessiond_disk_full"), 0);
   EXPECT_EQ(after.types.at("sessiond_raft_proposals_total"), "counter");
+  // Write admission (on by default): this light load sheds nothing, every
+  // write has been answered, and the limit sits at or above its floor.
+  EXPECT_EQ(after.types.at("sessiond_creates_shed_total"), "counter");
+  EXPECT_EQ(Value(after, "sessiond_creates_shed_total"), 0);
+  EXPECT_GE(Value(after, "sessiond_write_admission_limit"), 64);
+  EXPECT_EQ(Value(after, "sessiond_write_admission_in_flight"), 0);
+  EXPECT_EQ(after.types.at("sessiond_write_queueing_delay_seconds"), "gauge");
+  EXPECT_GE(Value(after, "sessiond_write_queueing_delay_seconds"), 0);
   // Process.
   EXPECT_GT(Value(after, "process_resident_memory_bytes"), 0);
   EXPECT_GT(Value(after, "process_open_fds"), 0);

@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "google/rpc/error_details.pb.h"
-#include "google/rpc/status.pb.h"
+#include "client/grpc_status.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_harness.h"
 
@@ -28,10 +28,6 @@ namespace {
 using sessiond::v1::CreateSessionRequest;
 using sessiond::v1::CreateSessionResponse;
 using sessiond::v1::ValidateSessionResponse;
-
-void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
-  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
-}
 
 CreateSessionRequest CreateFor(const std::string& user) {
   CreateSessionRequest request;
@@ -46,36 +42,6 @@ grpc::Status Create(ClusterHarness& cluster, int id, const std::string& user,
   grpc::ClientContext context;
   SetDeadline(&context, deadline);
   return stub->CreateSession(&context, CreateFor(user), response);
-}
-
-ValidateSessionResponse::Outcome OutcomeOf(ClusterHarness& cluster, int id,
-                                           const std::string& token) {
-  auto stub = cluster.Stub(id);
-  grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
-  sessiond::v1::ValidateSessionRequest request;
-  request.set_token(token);
-  ValidateSessionResponse response;
-  const grpc::Status s = stub->ValidateSession(&context, request, &response);
-  EXPECT_TRUE(s.ok()) << s.error_message();
-  return response.outcome();
-}
-
-// The ErrorInfo reason of a failed call, and whether a RetryInfo came.
-std::pair<std::string, bool> ReasonOf(const grpc::Status& status) {
-  std::pair<std::string, bool> out;
-  google::rpc::Status details;
-  if (!details.ParseFromString(status.error_details())) return out;
-  for (const auto& any : details.details()) {
-    google::rpc::ErrorInfo info;
-    google::rpc::RetryInfo retry;
-    if (any.UnpackTo(&info)) {
-      out.first = info.reason();
-    } else if (any.UnpackTo(&retry)) {
-      out.second = true;
-    }
-  }
-  return out;
 }
 
 // Calls sent without waiting for their answers (gRPC's callback API): the
@@ -182,15 +148,15 @@ TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
   EXPECT_TRUE(shed.error_message().find("this node is overloaded") !=
               std::string::npos)
       << shed.error_message();
-  const auto [reason, retry] = ReasonOf(shed);
-  EXPECT_EQ(reason, "OVERLOADED");
-  EXPECT_TRUE(retry);
+  const absl::Status read = client::FromGrpcStatus(shed);
+  EXPECT_EQ(client::ErrorReason(read), "OVERLOADED");
+  EXPECT_TRUE(client::RetryDelay(read).has_value());
 
   // A revocation is never shed: it waits with the rest.
   waiting.Revoke(doomed.token(), absl::Seconds(30));
   // Validations are answered all along (the default falls back to the
   // node's own table when no leader confirms in time).
-  EXPECT_EQ(OutcomeOf(cluster, *leader, kept.token()),
+  EXPECT_EQ(cluster.Validate(*leader, kept.token()),
             ValidateSessionResponse::VALID);
 
   for (int id : followers) cluster.Resume(id);
@@ -211,7 +177,7 @@ TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
                   grpc::StatusCode::OK),
               1u);
   }
-  EXPECT_EQ(OutcomeOf(cluster, *leader, doomed.token()),
+  EXPECT_EQ(cluster.Validate(*leader, doomed.token()),
             ValidateSessionResponse::REVOKED);
 
   // Once writes commit again, creates are admitted again (the limit grows

@@ -223,6 +223,10 @@ std::string ListeningAddressIn(const std::string& log_path,
   return "";
 }
 
+void SetDeadline(grpc::ClientContext* context, absl::Duration d) {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + d));
+}
+
 HostPort SplitHostPort(const std::string& address) {
   HostPort hp;
   const size_t colon = address.rfind(':');

@@ -28,6 +28,9 @@ struct HostPort {
 };
 HostPort SplitHostPort(const std::string& address);
 
+// Sets `context`'s deadline `d` from now.
+void SetDeadline(grpc::ClientContext* context, absl::Duration d);
+
 // A real sessiond process for multi-process tests, in the manner of Kudu's
 // ExternalMiniCluster: started from the built binary on 127.0.0.1 with a port
 // picked free, killed with SIGKILL (no destructor, no flush, like a power
