@@ -311,6 +311,18 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
                   "member (peer ",
                   peer, " says so); ", RejoinAdvice(config, node)));
             }
+            // A member that took part in Raft (voted, acknowledged entries)
+            // but died before its start announcement committed: the peer
+            // heard from it.
+            if (answer->cluster_id() == configured &&
+                answer->heard_from_caller()) {
+              return absl::FailedPreconditionError(absl::StrCat(
+                  "refusing to bootstrap node ", node,
+                  " on an empty data dir: cluster ", Hex(configured),
+                  " already ran it as a member (peer ", peer,
+                  " received Raft messages from it); ",
+                  RejoinAdvice(config, node)));
+            }
           }
           return serving_member || fresh == answers.size();
         },

@@ -9,7 +9,9 @@
 //   single node       (no --initial_cluster) at once, as its only voter.
 //   --initial_cluster_state=new
 //                     once a running member of the cluster answers Hello
-//                     and does not know this node id as a member that ran,
+//                     and does not know this node id as a member that ran
+//                     (its start announcement, or Raft messages the peer
+//                     received from it since the peer started),
 //                     or every other initial member answers and none has
 //                     bootstrapped (a brand-new cluster starts with all its
 //                     members). A node whose data dir was wiped must not

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/fault_point.h"
 #include "common/log.h"
 #include "server/jwt_issuer.h"
 #include "sessiond/v1/command.pb.h"
@@ -60,6 +61,7 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
   member->set_node_id(options_.self.value());
   member->set_peer_address(options_.peer_address);
   member->set_client_address(options_.client_address);
+  SESSIOND_FAULT_POINT("agent.before_publish");
   publishing_.store(true);
   writes_->Submit(
       std::move(command), absl::Now() + absl::Seconds(5),

@@ -73,6 +73,7 @@ class PeerService::MessageStream
       return;
     }
     summary_->set_batches(summary_->batches() + 1);
+    if (batch_.messages_size() > 0) service_->HeardFrom(batch_.from());
     if (!parts->transport->Dropped(NodeId(batch_.from()))) {
       std::vector<Message> messages;
       messages.reserve(batch_.messages_size());
@@ -244,10 +245,19 @@ grpc::ServerReadReactor<SnapshotChunk>* PeerService::SendSnapshot(
   return new SnapshotStream(this, ack);
 }
 
+void PeerService::HeardFrom(uint64_t node) {
+  absl::MutexLock lock(&heard_mu_);
+  heard_from_.insert(node);
+}
+
 grpc::ServerUnaryReactor* PeerService::Hello(
-    grpc::CallbackServerContext* context, const HelloRequest*,
+    grpc::CallbackServerContext* context, const HelloRequest* request,
     HelloResponse* response) {
   *response = hello_();
+  {
+    absl::MutexLock lock(&heard_mu_);
+    response->set_heard_from_caller(heard_from_.contains(request->from()));
+  }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -14,7 +14,8 @@
 //                 to this node's copy.
 //   Propose       a forwarded write: WritePath::HandleForwarded.
 //   Hello         who this node is (bootstrap checks; answered before the
-//                 node has started, from the hello function).
+//                 node has started, from the hello function), and whether
+//                 it has received Raft messages from the asking node id.
 //   NodeStatus    this node's MemberStatus, for ClusterStatus.
 //
 // The service runs from the start of the daemon; until Attach() it answers
@@ -29,6 +30,7 @@
 #include <functional>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "replication/node_driver.h"
 #include "server/peer_transport.h"
@@ -92,6 +94,7 @@ class PeerService final
   absl::Status CheckSender(const PeerServiceParts& parts, uint64_t cluster_id,
                            uint64_t from);
   void LogRefusal(const absl::Status& why);
+  void HeardFrom(uint64_t node) ABSL_LOCKS_EXCLUDED(heard_mu_);
 
   const NodeId self_;
   const std::function<sessiond::v1::internal::HelloResponse()> hello_;
@@ -99,6 +102,10 @@ class PeerService final
   bool attached_ ABSL_GUARDED_BY(mu_) = false;
   PeerServiceParts parts_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> refused_{0};
+  // Senders of accepted Raft message batches since this process started
+  // (Hello's heard_from_caller).
+  mutable absl::Mutex heard_mu_;
+  absl::flat_hash_set<uint64_t> heard_from_ ABSL_GUARDED_BY(heard_mu_);
   std::atomic<int64_t> last_refusal_log_ns_{0};
 };
 

@@ -101,11 +101,16 @@ std::vector<std::string> ClusterHarness::FlagsFor(const Node& n) const {
   return flags;
 }
 
-absl::Status ClusterHarness::Start(absl::Duration timeout) {
+absl::Status ClusterHarness::Launch() {
   for (auto& [id, n] : nodes_) {
     n.process->set_extra_flags(FlagsFor(n));
     if (absl::Status s = n.process->Launch(); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
+
+absl::Status ClusterHarness::Start(absl::Duration timeout) {
+  if (absl::Status s = Launch(); !s.ok()) return s;
   for (auto& [id, n] : nodes_) {
     if (absl::Status s = n.process->WaitUntilServing(timeout); !s.ok()) {
       std::fprintf(stderr, "ClusterHarness::Start: node %d: %s\n%s\n", id,

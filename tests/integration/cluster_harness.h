@@ -50,6 +50,9 @@ class ClusterHarness {
   // Launches every node, then waits until each serves, a leader exists and
   // every member's start announcement has committed.
   absl::Status Start(absl::Duration timeout = absl::Seconds(60));
+  // Launches every node and returns at once (for a start that is expected
+  // to go wrong; Start() waits).
+  absl::Status Launch();
 
   // (Re)starts one node with its ports and data dir, and waits until it
   // serves. `flags` replace the common flags for this start when given.

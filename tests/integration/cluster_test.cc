@@ -537,6 +537,42 @@ TEST(ClusterTest, WipedMajorityWaitsWhileTheSurvivorIsDown) {
   EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
 }
 
+// A member that took part in Raft but died before its start announcement
+// committed (the gap the announcement alone leaves, like etcd's
+// --initial-cluster-state check): once wiped, it still refuses, because the
+// leader heard Raft messages from it.
+TEST(ClusterTest, AMemberWipedBeforeItsStartAnnouncementStillRefuses) {
+  ClusterHarness cluster(Options());
+  // Node 3 stops (exit 86) just before it would announce itself: it has
+  // applied the leader's log, so it acknowledged entries.
+  cluster.SetNodeFlags(3, {"--fault_point=agent.before_publish"});
+  ASSERT_TRUE(cluster.Launch().ok());
+  const int crashed = cluster.WaitForExit(3, absl::Seconds(60));
+  ASSERT_TRUE(WIFEXITED(crashed)) << cluster.LogTail(3);
+  ASSERT_EQ(WEXITSTATUS(crashed), 86) << cluster.LogTail(3);
+  absl::StatusOr<int> leader =
+      cluster.WaitForLeader(absl::Seconds(30), /*among=*/{1, 2});
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  const std::string token = MustCreate(cluster, *leader, "kept").token();
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(*leader);
+  ASSERT_TRUE(status.ok()) << status.status();
+  for (const auto& m : status->members()) {
+    if (m.node_id() == 3) EXPECT_FALSE(m.started());
+  }
+
+  cluster.SetNodeFlags(3, {});
+  cluster.WipeDataDir(3);
+  const int refused = cluster.StartNodeExpectingExit(3, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(refused)) << cluster.LogTail(3);
+  EXPECT_EQ(WEXITSTATUS(refused), 1);
+  EXPECT_TRUE(LogContains(cluster, 3, "received Raft messages from it"))
+      << cluster.LogTail(3);
+  EXPECT_TRUE(LogContains(cluster, 3, "RemoveMember"));
+  EXPECT_EQ(cluster.Validate(*leader, token, sessiond::v1::LINEARIZABLE),
+            ValidateSessionResponse::VALID);
+}
+
 // Two of three wiped at once: they refuse (a majority that forgot every
 // session must not form), the survivor keeps every session, and the
 // operator's disaster recovery (--force_new_cluster on the survivor, then
