@@ -11,7 +11,7 @@
 //                     once a running member of the cluster answers Hello
 //                     and does not know this node id as a member that ran
 //                     (its start announcement, or Raft messages the peer
-//                     received from it since the peer started),
+//                     received from it: PeerService's heard_from_file),
 //                     or every other initial member answers and none has
 //                     bootstrapped (a brand-new cluster starts with all its
 //                     members). A node whose data dir was wiped must not

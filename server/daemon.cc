@@ -192,7 +192,8 @@ absl::Status Daemon::StartPeerListener() {
   if (listen.empty()) return absl::OkStatus();  // a single node
   peer_service_ = std::make_unique<PeerService>(
       NodeId(static_cast<uint64_t>(config_.node_id)),
-      [this] { return Hello(); });
+      [this] { return Hello(); },
+      (std::filesystem::path(config_.data_dir) / kPeersHeardFromFile).string());
   grpc::ServerBuilder builder;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   AllowPeerKeepalive(&builder);

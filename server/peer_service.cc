@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -184,8 +186,21 @@ class PeerService::SnapshotStream
   std::unique_ptr<storage::SnapshotReceiver> receiver_;
 };
 
-PeerService::PeerService(NodeId self, std::function<HelloResponse()> hello)
-    : self_(self), hello_(std::move(hello)) {}
+PeerService::PeerService(NodeId self, std::function<HelloResponse()> hello,
+                         std::string heard_from_file)
+    : self_(self),
+      hello_(std::move(hello)),
+      heard_from_file_(std::move(heard_from_file)) {
+  if (heard_from_file_.empty()) return;
+  std::ifstream in(heard_from_file_);
+  std::string line;
+  absl::MutexLock lock(&heard_mu_);
+  while (std::getline(in, line)) {
+    uint64_t node = 0;
+    // A torn last line (a crash mid-append) is skipped.
+    if (absl::SimpleAtoi(line, &node) && node != 0) heard_from_.insert(node);
+  }
+}
 
 void PeerService::Attach(PeerServiceParts parts) {
   absl::MutexLock lock(&mu_);
@@ -246,8 +261,24 @@ grpc::ServerReadReactor<SnapshotChunk>* PeerService::SendSnapshot(
 }
 
 void PeerService::HeardFrom(uint64_t node) {
-  absl::MutexLock lock(&heard_mu_);
-  heard_from_.insert(node);
+  {
+    absl::MutexLock lock(&heard_mu_);
+    if (!heard_from_.insert(node).second || heard_from_file_.empty()) return;
+  }
+  // Once per peer per data dir: an append, outside the lock.
+  std::ofstream out(heard_from_file_, std::ios::app);
+  out << node << "\n";
+  out.flush();
+  if (!out) {
+    logging::Warn("peer.heard_from_not_written",
+                  logging::Fields()
+                      .Add("path", heard_from_file_)
+                      .Add("node_id", node)
+                      .Add("msg",
+                           "cannot record that this node heard from a peer; "
+                           "a wiped peer may not be recognized after this "
+                           "node restarts"));
+  }
 }
 
 grpc::ServerUnaryReactor* PeerService::Hello(

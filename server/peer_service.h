@@ -15,7 +15,8 @@
 //   Propose       a forwarded write: WritePath::HandleForwarded.
 //   Hello         who this node is (bootstrap checks; answered before the
 //                 node has started, from the hello function), and whether
-//                 it has received Raft messages from the asking node id.
+//                 it has ever received Raft messages from the asking node
+//                 id (kept in a file of the data dir).
 //   NodeStatus    this node's MemberStatus, for ClusterStatus.
 //
 // The service runs from the start of the daemon; until Attach() it answers
@@ -28,6 +29,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -51,11 +53,20 @@ struct PeerServiceParts {
   std::function<sessiond::v1::MemberStatus(bool with_digest)> status;
 };
 
+// The file of the data dir that keeps the node ids a node has received
+// Raft messages from (PeerService's heard_from_file).
+inline constexpr char kPeersHeardFromFile[] = "peers_heard_from";
+
 class PeerService final
     : public sessiond::v1::internal::RaftPeer::CallbackService {
  public:
+  // `heard_from_file` (empty: none): where the node ids this node has
+  // received Raft messages from are kept across restarts, one decimal id
+  // per line, appended when a new one is heard (not fsynced: a power cut
+  // may forget the last ones). Read here.
   PeerService(NodeId self,
-              std::function<sessiond::v1::internal::HelloResponse()> hello);
+              std::function<sessiond::v1::internal::HelloResponse()> hello,
+              std::string heard_from_file = "");
 
   void Attach(PeerServiceParts parts) ABSL_LOCKS_EXCLUDED(mu_);
   // From now on every call but Hello is UNAVAILABLE again. Calls in
@@ -102,8 +113,9 @@ class PeerService final
   bool attached_ ABSL_GUARDED_BY(mu_) = false;
   PeerServiceParts parts_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> refused_{0};
-  // Senders of accepted Raft message batches since this process started
-  // (Hello's heard_from_caller).
+  // Senders of accepted Raft message batches, since this process started
+  // and, with a heard_from_file, before (Hello's heard_from_caller).
+  const std::string heard_from_file_;
   mutable absl::Mutex heard_mu_;
   absl::flat_hash_set<uint64_t> heard_from_ ABSL_GUARDED_BY(heard_mu_);
   std::atomic<int64_t> last_refusal_log_ns_{0};

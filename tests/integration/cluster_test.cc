@@ -539,8 +539,9 @@ TEST(ClusterTest, WipedMajorityWaitsWhileTheSurvivorIsDown) {
 
 // A member that took part in Raft but died before its start announcement
 // committed (the gap the announcement alone leaves, like etcd's
-// --initial-cluster-state check): once wiped, it still refuses, because the
-// leader heard Raft messages from it.
+// --initial-cluster-state check): once wiped, it still refuses, because a
+// peer heard Raft messages from it, and remembers that across its own
+// restart (the data dir's peers_heard_from).
 TEST(ClusterTest, AMemberWipedBeforeItsStartAnnouncementStillRefuses) {
   ClusterHarness cluster(Options());
   // Node 3 stops (exit 86) just before it would announce itself: it has
@@ -558,8 +559,15 @@ TEST(ClusterTest, AMemberWipedBeforeItsStartAnnouncementStillRefuses) {
       cluster.ClusterStatus(*leader);
   ASSERT_TRUE(status.ok()) << status.status();
   for (const auto& m : status->members()) {
-    if (m.node_id() == 3) EXPECT_FALSE(m.started());
+    if (m.node_id() == 3) {
+      EXPECT_FALSE(m.started());
+    }
   }
+  // The survivors restart too: what they heard must outlive them.
+  for (int id : {1, 2}) cluster.Kill(id);
+  for (int id : {1, 2}) ASSERT_TRUE(cluster.StartNode(id).ok());
+  leader = cluster.WaitForLeader(absl::Seconds(30), /*among=*/{1, 2});
+  ASSERT_TRUE(leader.ok()) << leader.status();
 
   cluster.SetNodeFlags(3, {});
   cluster.WipeDataDir(3);
