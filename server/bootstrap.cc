@@ -62,6 +62,17 @@ bool KnownAndStarted(const HelloResponse& hello, uint64_t node_id) {
   return false;
 }
 
+// Why `hello` says `node` already ran in cluster `configured`: its start
+// announcement, or (a member that died before its announcement committed)
+// Raft messages the peer received from it. nullptr when it does not.
+const char* EvidenceItRan(const HelloResponse& hello, uint64_t configured,
+                          uint64_t node) {
+  if (hello.cluster_id() != configured) return nullptr;
+  if (KnownAndStarted(hello, node)) return "says so";
+  if (hello.heard_from_caller()) return "received Raft messages from it";
+  return nullptr;
+}
+
 bool InMembership(const HelloResponse& hello, uint64_t node_id) {
   return std::find(hello.voters().begin(), hello.voters().end(), node_id) !=
              hello.voters().end() ||
@@ -300,28 +311,13 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
                                ": check --cluster_token, --cluster_id and "
                                "--initial_cluster on every member"));
             }
-            if (answer->cluster_id() == configured &&
-                KnownAndStarted(*answer, node)) {
-              return absl::FailedPreconditionError(absl::StrCat(
-                  "refusing to bootstrap node ", node,
-                  " on an empty data "
-                  "dir: cluster ",
-                  Hex(configured),
-                  " already ran it as a "
-                  "member (peer ",
-                  peer, " says so); ", RejoinAdvice(config, node)));
-            }
-            // A member that took part in Raft (voted, acknowledged entries)
-            // but died before its start announcement committed: the peer
-            // heard from it.
-            if (answer->cluster_id() == configured &&
-                answer->heard_from_caller()) {
+            const char* evidence = EvidenceItRan(*answer, configured, node);
+            if (evidence != nullptr) {
               return absl::FailedPreconditionError(absl::StrCat(
                   "refusing to bootstrap node ", node,
                   " on an empty data dir: cluster ", Hex(configured),
-                  " already ran it as a member (peer ", peer,
-                  " received Raft messages from it); ",
-                  RejoinAdvice(config, node)));
+                  " already ran it as a member (peer ", peer, " ", evidence,
+                  "); ", RejoinAdvice(config, node)));
             }
           }
           return serving_member || fresh == answers.size();

@@ -75,7 +75,10 @@ class PeerService::MessageStream
       return;
     }
     summary_->set_batches(summary_->batches() + 1);
-    if (batch_.messages_size() > 0) service_->HeardFrom(batch_.from());
+    if (batch_.messages_size() > 0 && batch_.from() != heard_from_) {
+      heard_from_ = batch_.from();  // once per stream, not per batch
+      service_->HeardFrom(heard_from_);
+    }
     if (!parts->transport->Dropped(NodeId(batch_.from()))) {
       std::vector<Message> messages;
       messages.reserve(batch_.messages_size());
@@ -95,6 +98,7 @@ class PeerService::MessageStream
   PeerService* const service_;
   StreamSummary* const summary_;
   MessageBatch batch_;
+  uint64_t heard_from_ = 0;  // the sender already recorded (HeardFrom)
 };
 
 // One inbound snapshot: chunks into a file, then the message to the driver.

@@ -427,9 +427,9 @@ void SessionServiceImpl::ServeList(ListCall* call) {
 // ---------------------------------------------------------------------------
 // Write path
 
-void SessionServiceImpl::SubmitWrite(
-    UnaryCallBase* call, Command command, WriteKind kind,
-    std::function<void(replication::ApplyResult)> then) {
+template <typename Then>
+void SessionServiceImpl::SubmitWrite(UnaryCallBase* call, Command command,
+                                     WriteKind kind, Then then) {
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
   // Off (--write_admission_target_ms=0): no clock reads, no lock.
   WriteAdmission* admission =

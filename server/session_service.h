@@ -338,9 +338,11 @@ class SessionServiceImpl final : public RawSessionService {
   // for the drain at shutdown (always), the admission controller for its
   // limit (only when it is on).
   enum class WriteKind { kCreate, kExisting };
+  // `then`: a callable taking replication::ApplyResult (a template, so a
+  // write builds one callback, not one wrapped in another).
+  template <typename Then>
   void SubmitWrite(UnaryCallBase* call, sessiond::v1::internal::Command command,
-                   WriteKind kind,
-                   std::function<void(replication::ApplyResult)> then);
+                   WriteKind kind, Then then);
   // SubmitWrite that finishes `call` with `fill(applied value)` or the error
   // (with the leader hint).
   void Write(UnaryCallBase* call, sessiond::v1::internal::Command command,

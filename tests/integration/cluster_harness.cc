@@ -365,17 +365,23 @@ std::unique_ptr<sessiond::v1::SessionService::Stub> ClusterHarness::Stub(
       ChannelTo(client_address(id), options_.client_credentials));
 }
 
-sessiond::v1::ValidateSessionResponse::Outcome ClusterHarness::Validate(
-    int id, const std::string& token,
-    sessiond::v1::Consistency consistency) const {
+grpc::Status ClusterHarness::Validate(
+    int id, const std::string& token, sessiond::v1::Consistency consistency,
+    sessiond::v1::ValidateSessionResponse* response,
+    absl::Duration deadline) const {
   grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
+  SetDeadline(&context, deadline);
   sessiond::v1::ValidateSessionRequest request;
   request.set_token(token);
   request.set_consistency(consistency);
+  return Stub(id)->ValidateSession(&context, request, response);
+}
+
+sessiond::v1::ValidateSessionResponse::Outcome ClusterHarness::Validate(
+    int id, const std::string& token,
+    sessiond::v1::Consistency consistency) const {
   sessiond::v1::ValidateSessionResponse response;
-  const grpc::Status s =
-      Stub(id)->ValidateSession(&context, request, &response);
+  const grpc::Status s = Validate(id, token, consistency, &response);
   if (!s.ok()) {
     std::fprintf(stderr, "ClusterHarness::Validate on node %d: %d %s\n", id,
                  static_cast<int>(s.error_code()), s.error_message().c_str());

@@ -95,9 +95,13 @@ class ClusterHarness {
       int via, bool with_digests = false);
 
   std::unique_ptr<sessiond::v1::SessionService::Stub> Stub(int id) const;
-  // ValidateSession of `token` on node `id` at `consistency` (10 s
-  // deadline): its outcome, or OUTCOME_UNSPECIFIED, with the error on
-  // stderr, when the call fails.
+  // ValidateSession of `token` on node `id` at `consistency`.
+  grpc::Status Validate(int id, const std::string& token,
+                        sessiond::v1::Consistency consistency,
+                        sessiond::v1::ValidateSessionResponse* response,
+                        absl::Duration deadline = absl::Seconds(10)) const;
+  // The same, 10 s deadline: the outcome, or OUTCOME_UNSPECIFIED, with the
+  // error on stderr, when the call fails.
   sessiond::v1::ValidateSessionResponse::Outcome Validate(
       int id, const std::string& token,
       sessiond::v1::Consistency consistency =

@@ -65,19 +65,6 @@ sessiond::v1::CreateSessionResponse MustCreate(ClusterHarness& cluster, int id,
   return response;
 }
 
-grpc::Status Validate(ClusterHarness& cluster, int id, const std::string& token,
-                      sessiond::v1::Consistency level,
-                      ValidateSessionResponse* response,
-                      absl::Duration deadline = absl::Seconds(10)) {
-  auto stub = cluster.Stub(id);
-  grpc::ClientContext context;
-  SetDeadline(&context, deadline);
-  sessiond::v1::ValidateSessionRequest request;
-  request.set_token(token);
-  request.set_consistency(level);
-  return stub->ValidateSession(&context, request, response);
-}
-
 // The common end of every test: converged, and no broken promise.
 void ExpectConvergedAndVerified(ClusterHarness& cluster,
                                 const ClusterWorkload& load) {
@@ -187,8 +174,9 @@ TEST(ClusterTest, IsolatedLeaderIsReplacedAndHeals) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE)
         << s.error_message();
     ValidateSessionResponse answer;
-    ASSERT_TRUE(Validate(cluster, *leader, before.token(),
-                         sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+    ASSERT_TRUE(cluster
+                    .Validate(*leader, before.token(),
+                              sessiond::v1::CONSISTENCY_DEFAULT, &answer)
                     .ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
   }
@@ -221,16 +209,17 @@ TEST(ClusterTest, ANodeBehindNeverAnswersUnknownByDefault) {
   // Bounded: until its default answers fall back to its own table.
   for (int i = 0; i < 100; ++i) {
     answer.Clear();
-    ASSERT_TRUE(Validate(cluster, behind, before,
-                         sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+    ASSERT_TRUE(cluster
+                    .Validate(behind, before, sessiond::v1::CONSISTENCY_DEFAULT,
+                              &answer)
                     .ok());
     if (answer.consistency() == sessiond::v1::LOCAL) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
   ASSERT_EQ(answer.consistency(), sessiond::v1::LOCAL);
   EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
-  const grpc::Status unknown_here = Validate(
-      cluster, behind, during, sessiond::v1::CONSISTENCY_DEFAULT, &answer);
+  const grpc::Status unknown_here = cluster.Validate(
+      behind, during, sessiond::v1::CONSISTENCY_DEFAULT, &answer);
   EXPECT_EQ(unknown_here.error_code(), grpc::StatusCode::UNAVAILABLE)
       << "outcome " << answer.outcome();
   EXPECT_NE(unknown_here.error_message().find("ask another node"),
@@ -238,15 +227,16 @@ TEST(ClusterTest, ANodeBehindNeverAnswersUnknownByDefault) {
       << unknown_here.error_message();
   answer.Clear();
   ASSERT_TRUE(
-      Validate(cluster, behind, during, sessiond::v1::LOCAL, &answer).ok());
+      cluster.Validate(behind, during, sessiond::v1::LOCAL, &answer).ok());
   EXPECT_EQ(answer.outcome(), ValidateSessionResponse::UNKNOWN);
   // Healed, it catches up and knows the session.
   cluster.HealAll();
   bool valid = false;
   for (int i = 0; i < 100 && !valid; ++i) {
     answer.Clear();
-    valid = Validate(cluster, behind, during, sessiond::v1::CONSISTENCY_DEFAULT,
-                     &answer)
+    valid = cluster
+                .Validate(behind, during, sessiond::v1::CONSISTENCY_DEFAULT,
+                          &answer)
                 .ok() &&
             answer.outcome() == ValidateSessionResponse::VALID;
     if (!valid) absl::SleepFor(absl::Milliseconds(100));
@@ -271,7 +261,7 @@ TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
     for (auto level :
          {sessiond::v1::CONSISTENCY_DEFAULT, sessiond::v1::LOCAL}) {
       ValidateSessionResponse answer;
-      const grpc::Status s = Validate(cluster, survivor, token, level, &answer);
+      const grpc::Status s = cluster.Validate(survivor, token, level, &answer);
       ASSERT_TRUE(s.ok()) << s.error_message();
       EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
       if (level == sessiond::v1::LOCAL) {
@@ -282,16 +272,17 @@ TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
   // Once it knows it has no quorum, the answers say so.
   absl::SleepFor(absl::Seconds(1));
   ValidateSessionResponse answer;
-  ASSERT_TRUE(Validate(cluster, survivor, tokens[0],
-                       sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+  ASSERT_TRUE(cluster
+                  .Validate(survivor, tokens[0],
+                            sessiond::v1::CONSISTENCY_DEFAULT, &answer)
                   .ok());
   EXPECT_TRUE(answer.stale());
   EXPECT_GT(answer.staleness_ms(), 0);
   // LINEARIZABLE and writes: UNAVAILABLE within their deadline (the
   // server answers before the client's deadline fires).
   const grpc::Status linearizable =
-      Validate(cluster, survivor, tokens[0], sessiond::v1::LINEARIZABLE,
-               &answer, absl::Seconds(2));
+      cluster.Validate(survivor, tokens[0], sessiond::v1::LINEARIZABLE, &answer,
+                       absl::Seconds(2));
   EXPECT_EQ(linearizable.error_code(), grpc::StatusCode::UNAVAILABLE)
       << linearizable.error_message();
   auto stub = cluster.Stub(survivor);
@@ -318,7 +309,7 @@ TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
   ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20)).ok());
   for (const std::string& token : tokens) {
     ASSERT_TRUE(
-        Validate(cluster, 3, token, sessiond::v1::LINEARIZABLE, &answer).ok());
+        cluster.Validate(3, token, sessiond::v1::LINEARIZABLE, &answer).ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
   }
 }
@@ -345,7 +336,7 @@ TEST(ClusterTest, CreateSessionsThroughAFollower) {
   for (const auto& one : created.responses()) {
     ValidateSessionResponse answer;
     ASSERT_TRUE(
-        Validate(cluster, follower, one.token(), sessiond::v1::LOCAL, &answer)
+        cluster.Validate(follower, one.token(), sessiond::v1::LOCAL, &answer)
             .ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
     EXPECT_EQ(answer.session().session_id(), one.session().session_id());
@@ -368,8 +359,9 @@ TEST(ClusterTest, LinearizableReadsNeverSeeARevokedSessionValid) {
     ASSERT_TRUE(stub->RevokeSession(&context, request, &response).ok());
     for (int id : cluster.ids()) {
       ValidateSessionResponse answer;
-      ASSERT_TRUE(Validate(cluster, id, created.token(),
-                           sessiond::v1::LINEARIZABLE, &answer)
+      ASSERT_TRUE(cluster
+                      .Validate(id, created.token(), sessiond::v1::LINEARIZABLE,
+                                &answer)
                       .ok());
       EXPECT_EQ(answer.outcome(), ValidateSessionResponse::REVOKED)
           << "node " << id;
@@ -492,7 +484,7 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
   for (const std::string& token : tokens) {
     ValidateSessionResponse answer;
     ASSERT_TRUE(
-        Validate(cluster, wiped, token, sessiond::v1::LOCAL, &answer).ok());
+        cluster.Validate(wiped, token, sessiond::v1::LOCAL, &answer).ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
   }
 }
@@ -532,7 +524,7 @@ TEST(ClusterTest, WipedMajorityWaitsWhileTheSurvivorIsDown) {
   }
   ValidateSessionResponse answer;
   ASSERT_TRUE(
-      Validate(cluster, 1, token, sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+      cluster.Validate(1, token, sessiond::v1::CONSISTENCY_DEFAULT, &answer)
           .ok());
   EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
 }
@@ -607,8 +599,9 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
   }
   for (const std::string& token : tokens) {
     ValidateSessionResponse answer;
-    ASSERT_TRUE(Validate(cluster, survivor, token,
-                         sessiond::v1::CONSISTENCY_DEFAULT, &answer)
+    ASSERT_TRUE(cluster
+                    .Validate(survivor, token,
+                              sessiond::v1::CONSISTENCY_DEFAULT, &answer)
                     .ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
   }
@@ -630,7 +623,7 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
     for (const std::string& token : tokens) {
       ValidateSessionResponse answer;
       ASSERT_TRUE(
-          Validate(cluster, id, token, sessiond::v1::LOCAL, &answer).ok());
+          cluster.Validate(id, token, sessiond::v1::LOCAL, &answer).ok());
       EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
     }
   }
@@ -705,7 +698,7 @@ TEST(ClusterTest, StoppedFollowerCatchesUpThroughASnapshot) {
   for (size_t i = 0; i < tokens.size(); i += 997) {
     ValidateSessionResponse answer;
     ASSERT_TRUE(
-        Validate(cluster, follower, tokens[i], sessiond::v1::LOCAL, &answer)
+        cluster.Validate(follower, tokens[i], sessiond::v1::LOCAL, &answer)
             .ok());
     EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
   }
@@ -921,7 +914,7 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
     for (int i = 0; i < kSessions; i += 31) {
       ValidateSessionResponse answer;
       ASSERT_TRUE(
-          Validate(cluster, id, tokens[i], sessiond::v1::LOCAL, &answer).ok());
+          cluster.Validate(id, tokens[i], sessiond::v1::LOCAL, &answer).ok());
       EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
     }
   }
