@@ -266,6 +266,29 @@ void NodeDriver::ReadIndex(StatusCallback done) {
   if (!QueueForDriver(&inbox_reads_, &done)) done(ShuttingDown());
 }
 
+bool NodeDriver::ReadLocallyAsLeader() {
+  const int64_t until = local_reads_until_ns_.load(std::memory_order_acquire);
+  if (until == 0 || absl::ToInt64Nanoseconds(runtime_->Elapsed()) >= until) {
+    return false;
+  }
+  metric_local_reads_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void NodeDriver::PublishLocalReadWindow() {
+  const uint64_t ticks = core_->LocalReadTicks();
+  int64_t until = 0;
+  if (ticks > 0) {
+    // The core's lease ends once it has been handed `ticks` more ticks; the
+    // driver hands tick n no earlier than n tick intervals after the
+    // runtime's origin (CatchUpTicks), so the window never outlasts it.
+    until =
+        absl::ToInt64Nanoseconds((ticks_done_ + static_cast<int64_t>(ticks)) *
+                                 absl::FromChrono(options_.tick_interval));
+  }
+  local_reads_until_ns_.store(until, std::memory_order_release);
+}
+
 void NodeDriver::WhenApplied(LogIndex index, StatusCallback done) {
   absl::Status status;
   {
@@ -323,6 +346,7 @@ NodeDriverMetrics NodeDriver::metrics() const {
   m.entries_applied = metric_entries_applied_.load(std::memory_order_relaxed);
   m.reads = metric_reads_.load(std::memory_order_relaxed);
   m.read_index_rounds = metric_read_rounds_.load(std::memory_order_relaxed);
+  m.local_reads = metric_local_reads_.load(std::memory_order_relaxed);
   m.messages_dropped = metric_messages_dropped_.load(std::memory_order_relaxed);
   m.snapshots_installed =
       metric_snapshots_installed_.load(std::memory_order_relaxed);
@@ -385,6 +409,7 @@ void NodeDriver::Stop() {
     absl::MutexLock lock(&inbox_mu_);
     driver_stop_ = true;
   }
+  local_reads_until_ns_.store(0, std::memory_order_release);
   runtime_->Wake(Stage::kDriver);
   // The log writer and the apply stage finish what the driver handed them:
   // nothing acknowledged depends on it, but there is no reason to drop it.
@@ -497,6 +522,7 @@ void NodeDriver::RunDriver() {
     }
   }
   if (stopping) {
+    local_reads_until_ns_.store(0, std::memory_order_release);
     RefuseInbox(ShuttingDown());
     return;
   }
@@ -535,7 +561,11 @@ void NodeDriver::RunDriver() {
   if (!reads.empty()) StartReadRound(std::move(reads));
 
   HandOverIfStalled();
-  while (core_->HasReady()) Dispatch(core_->TakeReady());
+  while (core_->HasReady()) {
+    PublishLocalReadWindow();
+    Dispatch(core_->TakeReady());
+  }
+  PublishLocalReadWindow();  // a lease an acknowledgement renewed
   RefreshStatus();
   if (proposed) {
     // Now registered as pending (or answered): Stop's drain sees them.

@@ -161,6 +161,7 @@ struct NodeDriverMetrics {
   uint64_t entries_applied = 0;
   uint64_t reads = 0;              // ReadIndex() calls
   uint64_t read_index_rounds = 0;  // RaftCore::ReadIndex calls
+  uint64_t local_reads = 0;        // ReadLocallyAsLeader() answered true
   uint64_t messages_dropped = 0;   // inbox full
   uint64_t snapshots_installed = 0;
   uint64_t log_write_failures = 0;  // LogStore writes that failed
@@ -228,6 +229,14 @@ class NodeDriver : public MessageSink, public StageRunner {
   // ReadIndex round. Works on followers (forwarded to the leader). `done`
   // runs on the completion stage or the calling thread and must not block.
   void ReadIndex(StatusCallback done);
+
+  // True when this node may answer a linearizable read from its own state
+  // machine right now, with no ReadIndex round: it leads, holds its lease
+  // (or is the only voter) and has applied an entry of its term
+  // (RaftCore::LocalReadTicks). Counts the read (metrics().local_reads)
+  // when true. Any thread: one atomic load and a clock read, so a read on
+  // the leader waits for no driver turn.
+  bool ReadLocallyAsLeader();
 
   // `done(OK)` once this node's state machine has applied through `index`
   // (at once when it has); Unavailable when the driver stops first. Runs on
@@ -393,6 +402,10 @@ class NodeDriver : public MessageSink, public StageRunner {
   void CompleteReadsThrough(LogIndex applied);
   void PostCompletions(std::vector<Completion> calls);
   void FailAllPending(const absl::Status& status);
+  // Publishes RaftCore::LocalReadTicks as a time on the runtime's clock.
+  // Called before each Ready is dispatched, so a window the core withdrew
+  // is gone before the message that withdrew it leaves.
+  void PublishLocalReadWindow();
 
   // Moves `*item` to `queue`, one of the inbox_ vectors, and wakes the
   // driver stage; false (and `*item` untouched) once Stop refuses new work.
@@ -495,6 +508,10 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::atomic<uint64_t> metric_entries_applied_{0};
   std::atomic<uint64_t> metric_reads_{0};
   std::atomic<uint64_t> metric_read_rounds_{0};
+  std::atomic<uint64_t> metric_local_reads_{0};
+  // Until when (Runtime::Elapsed, in ns) the leader may read locally; 0:
+  // not now. Written by the driver stage, read by any thread.
+  std::atomic<int64_t> local_reads_until_ns_{0};
   std::atomic<uint64_t> metric_messages_dropped_{0};
   std::atomic<uint64_t> metric_snapshots_installed_{0};
   std::atomic<uint64_t> metric_log_write_failures_{0};

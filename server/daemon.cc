@@ -819,6 +819,7 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
   metrics->set_apply_batches(dm.apply_batches);
   metrics->set_reads(dm.reads);
   metrics->set_read_index_rounds(dm.read_index_rounds);
+  metrics->set_local_reads(dm.local_reads);
   metrics->set_messages_dropped(dm.messages_dropped);
   metrics->set_snapshots_installed(dm.snapshots_installed);
   if (writes_ != nullptr) metrics->set_forwarded_writes(writes_->forwarded());

@@ -99,6 +99,10 @@ void WriteMemberStatusMetrics(const sessiond::v1::MemberStatus& m,
   w->Counter("sessiond_raft_read_index_rounds_total",
              "ReadIndex rounds (several reads share one)",
              n.read_index_rounds());
+  w->Counter("sessiond_raft_local_reads_total",
+             "Linearizable reads the leader answered within its lease, "
+             "without a ReadIndex round",
+             n.local_reads());
   w->Counter("sessiond_raft_messages_dropped_total",
              "Peer messages dropped because the driver's inbox was full",
              n.messages_dropped());

@@ -50,6 +50,13 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
     done(Local());
     return;
   }
+  // The leader within its lease: linearizable from its own table, on this
+  // thread, with no driver turn (under a write flood the driver and the
+  // completion stage are the busiest threads).
+  if (driver_->ReadLocallyAsLeader()) {
+    done(ReadAnswer());
+    return;
+  }
   const bool fallback = level != sessiond::v1::LINEARIZABLE;
   const absl::Time give_up =
       fallback ? std::min(deadline, absl::Now() + options_.linearizable_timeout)

@@ -6,6 +6,8 @@
 //
 //   LINEARIZABLE  a ReadIndex through the leader (or its lease): the table
 //                 then reflects every write acknowledged before the call.
+//                 The leader within its lease answers at once from its own
+//                 table (NodeDriver::ReadLocallyAsLeader).
 //                 UNAVAILABLE when no leader confirms in time; never a local
 //                 guess.
 //   LOCAL         nothing: the table as it is, with how far behind it may

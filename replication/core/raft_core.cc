@@ -103,6 +103,7 @@ class RaftCore::Impl {
   void Campaign();
   absl::Status TransferLeadership(NodeId target);
   absl::Status ReadIndex(std::string context);
+  uint64_t LocalReadTicks() const;
   void OnPersisted(LogIndex index, Term term);
   void OnSnapshotInstalled(LogIndex index);
   void OnApplied(LogIndex index);
@@ -179,7 +180,9 @@ class RaftCore::Impl {
     return config_.read_only_mode == ReadOnlyMode::kLeaseBased &&
            config_.check_quorum;
   }
-  bool LeaseValid() const;
+  // The tick before which this leader's lease holds (0: it holds none).
+  uint64_t LeaseEnd() const;
+  bool LeaseValid() const { return now_ < LeaseEnd(); }
   bool InLease() const;
   bool MaybeCommit();
   bool CommittedEntryInCurrentTerm() const {
@@ -969,10 +972,10 @@ bool RaftCore::Impl::InLease() const {
   return LeaseMode() && now_ < static_cast<uint64_t>(config_.election_ticks);
 }
 
-bool RaftCore::Impl::LeaseValid() const {
+uint64_t RaftCore::Impl::LeaseEnd() const {
   if (!LeaseMode() || lease_disabled_ || lead_transferee_ != NodeId(0) ||
       config_.election_ticks < 3) {
-    return false;
+    return 0;
   }
   std::vector<uint64_t> ticks;
   for (NodeId v : voters_) {
@@ -985,10 +988,28 @@ bool RaftCore::Impl::LeaseValid() const {
     if (it == lease_ack_tick_.end()) continue;
     ticks.push_back(it->second);
   }
-  if (ticks.size() < Quorum()) return false;
+  if (ticks.size() < Quorum()) return 0;
   std::sort(ticks.begin(), ticks.end(), std::greater<uint64_t>());
   const uint64_t start = ticks[Quorum() - 1];
-  return now_ < start + static_cast<uint64_t>(config_.election_ticks - 2);
+  return start + static_cast<uint64_t>(config_.election_ticks - 2);
+}
+
+uint64_t RaftCore::Impl::LocalReadTicks() const {
+  if (role_ != Role::kLeader || lead_transferee_ != NodeId(0) ||
+      config_.election_ticks < 3) {
+    return 0;
+  }
+  // Every write an earlier leader acknowledged is at or below this term's
+  // first entry: having applied an entry of this term, the state machine
+  // holds them all.
+  if (log_.TermOrZero(applied_) != term_) return 0;
+  if (voters_.size() == 1 && voters_.count(id_)) {
+    // No other node can become leader without this one's vote, and the
+    // driver withdraws the window before that vote can leave.
+    return static_cast<uint64_t>(config_.election_ticks - 2);
+  }
+  const uint64_t end = LeaseEnd();
+  return now_ < end ? end - now_ : 0;
 }
 
 void RaftCore::Impl::BcastHeartbeat() {
@@ -1475,5 +1496,6 @@ Role RaftCore::role() const { return impl_->role(); }
 NodeId RaftCore::leader() const { return impl_->leader(); }
 Term RaftCore::term() const { return impl_->term(); }
 LogIndex RaftCore::commit_index() const { return impl_->commit_index(); }
+uint64_t RaftCore::LocalReadTicks() const { return impl_->LocalReadTicks(); }
 
 }  // namespace sessiond::replication

@@ -218,6 +218,20 @@ class RaftCore {
   // handed out yet from the LogReader).
   void OnCompacted(LogIndex index);
 
+  // How many more ticks this node may answer linearizable reads from its own
+  // state machine without asking anyone (0: not now). Non-zero only for a
+  // leader that is not transferring leadership, has applied an entry of its
+  // own term (so its state machine holds every write an earlier leader
+  // acknowledged) and is the only voter or holds a lease (kLeaseBased, under
+  // the same clock-drift bound). If the caller acknowledges a write only
+  // after the node that proposed it applied it (NodeDriver does), such a read
+  // sees every write acknowledged before it began: one of an earlier term is
+  // at or below this term's first entry, one of this term was proposed and
+  // applied here (TiKV's LocalReader serves leader reads the same way). The
+  // caller must stop using the window before any message of the next Ready
+  // leaves: a vote this node grants, or a TimeoutNow, may let another lead.
+  uint64_t LocalReadTicks() const;
+
   bool HasReady() const;
   Ready TakeReady();
 

@@ -574,6 +574,39 @@ TEST(NodeDriverTest, ReadIndexCompletesOnceAppliedAndFailsAfterStop) {
   EXPECT_EQ(after_stop.code(), absl::StatusCode::kUnavailable);
 }
 
+// A single voter that has applied an entry of its term answers linearizable
+// reads from its own state machine, asking its driver stage nothing; a node
+// that cannot lead never does, and a stopped driver no longer does.
+TEST(NodeDriverTest, OnlyALeaderReadsLocallyAndNotOnceStopped) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  std::unique_ptr<NodeDriver> driver = StartLeader(&log, &sm, &transport);
+  ASSERT_NE(driver, nullptr);
+  ASSERT_TRUE(ProposeAndWait(driver.get(), "written before the reads").ok());
+  // Its first entry of the term (the empty one a new leader appends) may
+  // reach the state machine a moment after the proposal's answer; bounded.
+  bool local = false;
+  for (int i = 0; i < 300 && !local; ++i) {
+    local = driver->ReadLocallyAsLeader();
+    if (!local) absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(local);
+  EXPECT_TRUE(driver->ReadLocallyAsLeader());
+  EXPECT_EQ(driver->metrics().local_reads, 2u);
+  EXPECT_EQ(driver->metrics().reads, 0u);  // no ReadIndex was asked for
+  driver->Stop();
+  EXPECT_FALSE(driver->ReadLocallyAsLeader());
+
+  CountingLogStore follower_log(ThreeVoters());
+  RecordingStateMachine follower_sm;
+  auto follower =
+      NodeDriver::Start(TestOptions(), &follower_log, &follower_sm, &transport);
+  ASSERT_TRUE(follower.ok()) << follower.status();
+  EXPECT_FALSE((*follower)->ReadLocallyAsLeader());
+  EXPECT_EQ((*follower)->metrics().local_reads, 0u);
+}
+
 // Issue 10: a log write that failed for lack of space stopped the node
 // with a CHECK (node_driver.cc: "CHECK failed: log_->Append(...) ... No
 // space left on device"). Now the write is retried, proposals are refused

@@ -778,6 +778,9 @@ void Cluster::ClientStep() {
     }
     if (!up.empty()) {
       up[rng_.Uniform(up.size())]->ReadIndex();
+      // Every node that believes it may read locally is asked too (no
+      // random draw, so the schedule of a seed does not change).
+      for (SimNode* node : up) node->LocalRead();
     }
   }
 }
@@ -1006,6 +1009,7 @@ ScenarioResult Cluster::Result() const {
   r.acked = invariants_.acked().size();
   r.leaders = invariants_.leaders_seen();
   r.reads = invariants_.reads_checked();
+  r.local_reads = invariants_.local_reads_checked();
   r.crashes = crashes_;
   r.snapshots = snapshots_of_destroyed_;
   for (const auto& [id, node] : nodes_) {

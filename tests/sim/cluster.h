@@ -120,6 +120,7 @@ struct ScenarioResult {
   uint64_t acked = 0;
   uint64_t leaders = 0;
   uint64_t reads = 0;
+  uint64_t local_reads = 0;  // leader reads with no ReadIndex round
   uint64_t crashes = 0;
   uint64_t snapshots = 0;  // installed from a leader
   uint64_t conf_changes = 0;

@@ -323,4 +323,16 @@ void Invariants::OnReadCompleted(NodeId node, LogIndex required,
   }
 }
 
+void Invariants::OnLocalRead(NodeId node, LogIndex applied) {
+  ++local_reads_checked_;
+  if (acked_.empty()) return;
+  const LogIndex newest_acked = acked_.rbegin()->first;
+  if (applied < newest_acked) {
+    Fail(absl::StrCat("stale local read: leader ", node.value(),
+                      " answered from its state applied through ",
+                      applied.value(), " but index ", newest_acked.value(),
+                      " was already acknowledged"));
+  }
+}
+
 }  // namespace sessiond::sim

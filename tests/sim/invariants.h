@@ -131,9 +131,14 @@ class Invariants {
   // index known committed completed (NodeDriver::ReadIndex answered OK) on
   // `node` with its state machine applied through `applied`.
   void OnReadCompleted(NodeId node, LogIndex required, LogIndex applied);
+  // A leader answered a read from its own state machine, applied through
+  // `applied`, with no ReadIndex round: it must hold every acknowledged
+  // write (one committed but not yet acknowledged may still be missing).
+  void OnLocalRead(NodeId node, LogIndex applied);
 
   uint64_t leaders_seen() const { return leader_of_term_.size(); }
   uint64_t reads_checked() const { return reads_checked_; }
+  uint64_t local_reads_checked() const { return local_reads_checked_; }
   uint64_t conf_changes() const { return conf_changes_; }
 
  private:
@@ -157,6 +162,7 @@ class Invariants {
   std::map<uint64_t, NodeId> leader_of_term_;
   std::map<LogIndex, uint64_t> acked_;  // index -> data hash
   uint64_t reads_checked_ = 0;
+  uint64_t local_reads_checked_ = 0;
   uint64_t conf_changes_ = 0;
 };
 

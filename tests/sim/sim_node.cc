@@ -412,6 +412,11 @@ void SimNode::ReadIndex() {
   RunDue();
 }
 
+void SimNode::LocalRead() {
+  if (!up() || !driver_->ReadLocallyAsLeader()) return;
+  env_.invariants->OnLocalRead(id_, state_machine_->applied_index());
+}
+
 std::string SimNode::Describe() const {
   const replication::MemoryLogStore& durable = disk_->durable();
   const std::string disk =

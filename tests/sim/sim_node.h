@@ -69,7 +69,8 @@ struct NodeEnv {
 // Compact) go through the driver's API and record what is needed to judge
 // the outcome: a proposal is acknowledged when the driver answers OK with
 // the result of the proposal's own entry (index, term and data); a read is
-// checked when the driver answers OK.
+// checked when the driver answers OK, a leader's local read when the driver
+// allows it.
 //
 // Not thread-safe; owned by the Cluster.
 class SimNode {
@@ -123,6 +124,10 @@ class SimNode {
   absl::Status TransferLeadership(NodeId target);
   // The read is checked when the driver answers it (Invariants).
   void ReadIndex();
+  // A read the leader may answer from its own state machine right now
+  // (NodeDriver::ReadLocallyAsLeader), checked at once; nothing when it
+  // may not.
+  void LocalRead();
 
   std::string Describe() const;
 

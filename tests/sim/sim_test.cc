@@ -89,6 +89,7 @@ void RunShard(uint64_t shard, uint64_t shards) {
     total.leaders += r.leaders;
     total.crashes += r.crashes;
     total.reads += r.reads;
+    total.local_reads += r.local_reads;
     total.snapshots += r.snapshots;
     total.conf_changes += r.conf_changes;
     total.transfers += r.transfers;
@@ -101,7 +102,8 @@ void RunShard(uint64_t shard, uint64_t shards) {
           " commands acknowledged, ", total.leaders, " leader terms, ",
           total.crashes, " crashes, ", total.snapshots,
           " snapshots installed, ", total.conf_changes, " membership changes, ",
-          total.transfers, " transfers, ", total.reads, " reads checked")
+          total.transfers, " transfers, ", total.reads, " reads and ",
+          total.local_reads, " local leader reads checked")
           .c_str());
 }
 
