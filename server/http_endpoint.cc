@@ -106,6 +106,18 @@ std::string SerialHex(X509* cert) {
 // an encrypted key fails to load.
 int NoPassphrase(char*, int, int, void*) { return 0; }
 
+// Hands every PEM certificate from `bio`'s position on to `take` (which owns
+// it), stopping at the first error `take` returns.
+template <typename Take>
+absl::Status EachCertificate(BIO* bio, Take take) {
+  while (X509* cert = PEM_read_bio_X509(bio, nullptr, &NoPassphrase, nullptr)) {
+    absl::Status taken = take(cert);
+    if (!taken.ok()) return taken;
+  }
+  ERR_clear_error();  // the end of the file
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // One loaded set of files: what a handshake installs. Immutable.
@@ -255,11 +267,11 @@ class HttpTlsIdentity {
             options.cert_file, ": no PEM certificate (", OpenSslError(), ")"));
       }
       material->chain.reset(sk_X509_new_null());
-      while (X509* next = PEM_read_bio_X509(bio.get(), nullptr, &NoPassphrase,
-                                            nullptr)) {
+      absl::Status chain = EachCertificate(bio.get(), [&](X509* next) {
         sk_X509_push(material->chain.get(), next);
-      }
-      ERR_clear_error();  // the end of the file
+        return absl::OkStatus();
+      });
+      if (!chain.ok()) return chain;
     }
     absl::StatusOr<std::string> key_pem = ReadWhole(options.key_file);
     if (!key_pem.ok()) return key_pem.status();
@@ -286,8 +298,7 @@ class HttpTlsIdentity {
       material->client_cas.reset(X509_STORE_new());
       std::unique_ptr<BIO, BioFree> bio = MemoryBio(*ca_pem);
       int count = 0;
-      while (X509* ca = PEM_read_bio_X509(bio.get(), nullptr, &NoPassphrase,
-                                          nullptr)) {
+      absl::Status cas = EachCertificate(bio.get(), [&](X509* ca) {
         const int added = X509_STORE_add_cert(material->client_cas.get(), ca);
         X509_free(ca);
         if (added != 1) {
@@ -296,8 +307,9 @@ class HttpTlsIdentity {
                            OpenSslError(), ")"));
         }
         ++count;
-      }
-      ERR_clear_error();
+        return absl::OkStatus();
+      });
+      if (!cas.ok()) return cas;
       if (count == 0) {
         return absl::InvalidArgumentError(
             absl::StrCat(options.ca_file, ": no PEM certificate"));

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "server/grpc_status.h"
 #include "server/raft_wire.h"
+#include "storage/durable_file.h"
 
 namespace sessiond::server {
 
@@ -269,13 +270,15 @@ void PeerService::HeardFrom(uint64_t node) {
     absl::MutexLock lock(&heard_mu_);
     if (!heard_from_.insert(node).second || heard_from_file_.empty()) return;
   }
-  // Once per peer per data dir: an append, outside the lock.
-  std::ofstream out(heard_from_file_, std::ios::app);
-  out << node << "\n";
-  out.flush();
-  if (!out) {
+  // Once per peer per data dir, outside the lock, and durable before the
+  // caller hands the peer's messages to Raft: a power cut must not forget a
+  // peer whose acknowledgements may already count.
+  const absl::Status written =
+      storage::AppendDurably(heard_from_file_, absl::StrCat(node, "\n"));
+  if (!written.ok()) {
     logging::Warn("peer.heard_from_not_written",
                   logging::Fields()
+                      .Error(written)
                       .Add("path", heard_from_file_)
                       .Add("node_id", node)
                       .Add("msg",

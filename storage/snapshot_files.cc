@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
 #include "common/status_macros.h"
+#include "storage/durable_file.h"
 #include "storage/keys.h"
 #include "storage/wire.h"
 
@@ -35,15 +36,6 @@ constexpr char kImageSuffix[] = ".snap";
 absl::Status Errno(absl::string_view what, const std::string& path) {
   return absl::InternalError(
       absl::StrCat(what, " ", path, ": ", std::strerror(errno)));
-}
-
-absl::Status SyncDir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return Errno("open", dir);
-  const int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return Errno("fsync", dir);
-  return absl::OkStatus();
 }
 
 }  // namespace
