@@ -14,6 +14,13 @@ namespace sessiond::server {
 
 using sessiond::v1::Consistency;
 
+namespace {
+
+// How often a LINEARIZABLE read with no leader to answer it asks again.
+constexpr absl::Duration kRetryInterval = absl::Milliseconds(20);
+
+}  // namespace
+
 absl::Status UnconfirmedAbsence(absl::string_view lacks) {
   return absl::UnavailableError(absl::StrCat(
       "this node could not confirm it is up to date and does not ", lacks,
@@ -61,62 +68,81 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
   const absl::Time give_up =
       fallback ? std::min(deadline, absl::Now() + options_.linearizable_timeout)
                : deadline;
-  // Answered once: by the ReadIndex callback or by the timer, whichever
-  // comes first.
-  struct Pending {
-    absl::Mutex mu;
-    std::function<void(ReadAnswer)> done ABSL_GUARDED_BY(mu);
-    std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
-  };
   auto pending = std::make_shared<Pending>();
+  pending->fallback = fallback;
+  pending->give_up = give_up;
   {
     absl::MutexLock lock(&pending->mu);
     pending->done = std::move(done);
   }
-  auto finish = [this, pending](ReadAnswer answer) {
-    std::function<void(ReadAnswer)> fn;
-    std::optional<DelayQueue::Handle> timer;
-    {
-      absl::MutexLock lock(&pending->mu);
-      fn = std::move(pending->done);
-      pending->done = nullptr;
-      timer = pending->timer;
-    }
-    if (!fn) return;
-    if (timer) timers_->Cancel(*timer);
-    fn(std::move(answer));
-  };
-  auto fail = [this, fallback, finish](absl::Status why) {
-    if (fallback) {
-      // No leader confirmed it: the answer is stale by definition.
-      ReadAnswer local = Local();
-      if (local.status.ok()) {
-        local.stale = true;
-        local.fell_back = true;
-      }
-      finish(std::move(local));
-      return;
-    }
-    ReadAnswer answer;
-    answer.status = std::move(why);
-    finish(std::move(answer));
-  };
-  const DelayQueue::Handle timer = timers_->At(give_up, [fail] {
-    fail(absl::UnavailableError(
-        "no leader confirmed this read in time; retry (or read with "
-        "consistency LOCAL)"));
+  const DelayQueue::Handle timer = timers_->At(give_up, [this, pending] {
+    Fail(pending, absl::UnavailableError(
+                      "no leader confirmed this read in time; retry (or read "
+                      "with consistency LOCAL)"));
   });
   {
     absl::MutexLock lock(&pending->mu);
     if (pending->done) pending->timer = timer;
   }
-  driver_->ReadIndex([finish, fail](absl::Status status) {
+  Attempt(pending);
+}
+
+void ReadBarrier::Attempt(const std::shared_ptr<Pending>& pending) {
+  {
+    absl::MutexLock lock(&pending->mu);
+    if (!pending->done) return;  // answered already
+  }
+  driver_->ReadIndex([this, pending](absl::Status status) {
     if (status.ok()) {
-      finish(ReadAnswer());
-    } else {
-      fail(std::move(status));
+      Finish(pending, ReadAnswer());
+      return;
     }
+    // LINEARIZABLE waits, like a write, for a leader to be known (an
+    // election) or to answer, until its deadline; the default level answers
+    // locally at once instead.
+    if (!pending->fallback && absl::IsUnavailable(status) &&
+        absl::Now() + kRetryInterval < pending->give_up) {
+      {
+        absl::MutexLock lock(&pending->mu);
+        if (!pending->done) return;  // the deadline came first
+      }
+      timers_->After(kRetryInterval, [this, pending] { Attempt(pending); });
+      return;
+    }
+    Fail(pending, std::move(status));
   });
+}
+
+void ReadBarrier::Finish(const std::shared_ptr<Pending>& pending,
+                         ReadAnswer answer) {
+  std::function<void(ReadAnswer)> fn;
+  std::optional<DelayQueue::Handle> timer;
+  {
+    absl::MutexLock lock(&pending->mu);
+    fn = std::move(pending->done);
+    pending->done = nullptr;
+    timer = pending->timer;
+  }
+  if (!fn) return;
+  if (timer) timers_->Cancel(*timer);
+  fn(std::move(answer));
+}
+
+void ReadBarrier::Fail(const std::shared_ptr<Pending>& pending,
+                       absl::Status why) {
+  if (pending->fallback) {
+    // No leader confirmed it: the answer is stale by definition.
+    ReadAnswer local = Local();
+    if (local.status.ok()) {
+      local.stale = true;
+      local.fell_back = true;
+    }
+    Finish(pending, std::move(local));
+    return;
+  }
+  ReadAnswer answer;
+  answer.status = std::move(why);
+  Finish(pending, std::move(answer));
 }
 
 }  // namespace sessiond::server

@@ -8,8 +8,10 @@
 //                 then reflects every write acknowledged before the call.
 //                 The leader within its lease answers at once from its own
 //                 table (NodeDriver::ReadLocallyAsLeader).
-//                 UNAVAILABLE when no leader confirms in time; never a local
-//                 guess.
+//                 While no leader is known (an election) or a round fails,
+//                 it asks again every 20 ms, as a write does; UNAVAILABLE
+//                 when no leader confirmed it by the deadline, never a
+//                 local guess.
 //   LOCAL         nothing: the table as it is, with how far behind it may
 //                 be (time since a leader was last heard from).
 //   DEFAULT       LINEARIZABLE, but after linearizable_timeout (or at once
@@ -27,8 +29,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
 #include "server/delay_queue.h"
@@ -75,6 +80,19 @@ class ReadBarrier {
   ReadAnswer Local() const;
 
  private:
+  // One read waiting for its barrier: answered once, by a ReadIndex answer
+  // or by its deadline's timer, whichever comes first.
+  struct Pending {
+    bool fallback = false;  // DEFAULT: answer locally instead of failing
+    absl::Time give_up;
+    absl::Mutex mu;
+    std::function<void(ReadAnswer)> done ABSL_GUARDED_BY(mu);
+    std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
+  };
+  void Attempt(const std::shared_ptr<Pending>& pending);
+  void Finish(const std::shared_ptr<Pending>& pending, ReadAnswer answer);
+  void Fail(const std::shared_ptr<Pending>& pending, absl::Status why);
+
   const ReadBarrierOptions options_;
   replication::NodeDriver* const driver_;  // outlives this
   DelayQueue* const timers_;               // outlives this

@@ -352,6 +352,35 @@ TEST(ClusterTest, CreateSessionsThroughAFollower) {
   }
 }
 
+// A LINEARIZABLE read that reaches a follower just after its leader died
+// waits, as a write does, until the new leader answers it within its
+// deadline, instead of failing while the cluster elects one.
+TEST(ClusterTest, ALinearizableReadDuringAnElectionWaitsForTheNewLeader) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  const int follower = Others(cluster, *leader)[0];
+  const sessiond::v1::CreateSessionResponse created =
+      MustCreate(cluster, follower, "reads-through-an-election");
+  ASSERT_FALSE(created.token().empty());
+
+  cluster.Kill(*leader);
+  ValidateSessionResponse answer;
+  const grpc::Status read =
+      cluster.Validate(follower, created.token(), sessiond::v1::LINEARIZABLE,
+                       &answer, absl::Seconds(10));
+  ASSERT_TRUE(read.ok()) << read.error_message();
+  EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+  EXPECT_EQ(answer.consistency(), sessiond::v1::LINEARIZABLE);
+  EXPECT_FALSE(answer.stale());
+  const absl::StatusOr<int> next = cluster.WaitForLeader(
+      absl::Seconds(20),
+      {Others(cluster, *leader)[0], Others(cluster, *leader)[1]});
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_NE(*next, *leader);
+}
+
 // A revoke acknowledged by the cluster is never followed by a
 // LINEARIZABLE read that says VALID, on any node.
 TEST(ClusterTest, LinearizableReadsNeverSeeARevokedSessionValid) {
