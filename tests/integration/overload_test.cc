@@ -11,6 +11,7 @@
 #include <grpcpp/client_context.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,7 +74,8 @@ class Outstanding {
         [this, call, request](grpc::Status s) { Finished("revoke", s); });
   }
 
-  // Answers by kind ("create", "revoke") and code once every call was answered
+  // Answers by kind ("create", "create shed": refused at admission,
+  // "revoke") and code once every call was answered
   // (or `timeout` passed).
   std::map<std::string, std::map<grpc::StatusCode, int>> WaitForAll(
       absl::Duration timeout) {
@@ -97,8 +99,14 @@ class Outstanding {
     ++pending_;
   }
   void Finished(const std::string& kind, const grpc::Status& s) {
+    // A create refused at admission changed nothing: counted apart, so
+    // that "create" holds only what was admitted.
+    const bool shed =
+        kind == "create" &&
+        s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+        client::ErrorReason(client::FromGrpcStatus(s)) == "OVERLOADED";
     absl::MutexLock lock(&mu_);
-    ++codes_[kind][s.error_code()];
+    ++codes_[shed ? "create shed" : kind][s.error_code()];
     --pending_;
   }
 
@@ -129,7 +137,10 @@ TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
   }
   for (int id : followers) cluster.Pause(id);
 
-  // 100 creates wait for a quorum: more than the admission floor (64).
+  // 100 creates wait for a quorum: more than the admission floor (64). On a
+  // loaded machine the limit may already be at the floor when they arrive
+  // (an interval with writes in flight and none finished is over the
+  // target), so up to 36 of them may be shed at once.
   Outstanding waiting(cluster.Stub(*leader));
   for (int i = 0; i < 100; ++i) {
     waiting.Create("waiting-" + std::to_string(i), absl::Seconds(30));
@@ -162,13 +173,17 @@ TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
   for (int id : followers) cluster.Resume(id);
   auto codes = waiting.WaitForAll(absl::Seconds(60));
   // Nothing admitted was refused afterwards: each create committed or, if
-  // its leader stepped down first, has an unknown outcome.
+  // its leader stepped down first, has an unknown outcome. At least the
+  // floor's worth was admitted.
+  int admitted = 0;
   for (const auto& [code, count] : codes["create"]) {
     EXPECT_TRUE(code == grpc::StatusCode::OK ||
                 code == grpc::StatusCode::UNAVAILABLE ||
                 code == grpc::StatusCode::DEADLINE_EXCEEDED)
         << count << " creates ended with code " << code;
+    admitted += count;
   }
+  EXPECT_GE(admitted, 64);
   EXPECT_EQ(codes["revoke"].count(grpc::StatusCode::RESOURCE_EXHAUSTED), 0u);
   if (codes["revoke"].count(grpc::StatusCode::OK) == 0) {
     Outstanding again(cluster.Stub(*leader));  // retried: idempotent
