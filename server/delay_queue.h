@@ -15,6 +15,10 @@
 
 namespace sessiond::server {
 
+// How often a write (WritePath) or a LINEARIZABLE read (ReadBarrier) that
+// waits for a leader asks again, on the DelayQueue, until its deadline.
+inline constexpr absl::Duration kNoLeaderRetry = absl::Milliseconds(20);
+
 // Runs callbacks at a time, on one thread ("sd-timers"): request deadlines,
 // retries while no leader is known. A gRPC callback thread must not sleep,
 // so work that has to wait is scheduled here instead.

@@ -62,8 +62,8 @@ class PeerService final
  public:
   // `heard_from_file` (empty: none): where the node ids this node has
   // received Raft messages from are kept across restarts, one decimal id
-  // per line, appended when a new one is heard (not fsynced: a power cut
-  // may forget the last ones). Read here.
+  // per line, appended durably (storage::AppendDurably) when a new one is
+  // heard, before its messages reach Raft. Read here.
   PeerService(NodeId self,
               std::function<sessiond::v1::internal::HelloResponse()> hello,
               std::string heard_from_file = "");

@@ -14,13 +14,6 @@ namespace sessiond::server {
 
 using sessiond::v1::Consistency;
 
-namespace {
-
-// How often a LINEARIZABLE read with no leader to answer it asks again.
-constexpr absl::Duration kRetryInterval = absl::Milliseconds(20);
-
-}  // namespace
-
 absl::Status UnconfirmedAbsence(absl::string_view lacks) {
   return absl::UnavailableError(absl::StrCat(
       "this node could not confirm it is up to date and does not ", lacks,
@@ -101,12 +94,8 @@ void ReadBarrier::Attempt(const std::shared_ptr<Pending>& pending) {
     // election) or to answer, until its deadline; the default level answers
     // locally at once instead.
     if (!pending->fallback && absl::IsUnavailable(status) &&
-        absl::Now() + kRetryInterval < pending->give_up) {
-      {
-        absl::MutexLock lock(&pending->mu);
-        if (!pending->done) return;  // the deadline came first
-      }
-      timers_->After(kRetryInterval, [this, pending] { Attempt(pending); });
+        absl::Now() + kNoLeaderRetry < pending->give_up) {
+      timers_->After(kNoLeaderRetry, [this, pending] { Attempt(pending); });
       return;
     }
     Fail(pending, std::move(status));

@@ -22,9 +22,6 @@ using sessiond::v1::internal::ProposeResponse;
 
 namespace {
 
-// How often a write waiting for a leader looks again.
-constexpr absl::Duration kNoLeaderRetry = absl::Milliseconds(20);
-
 absl::Status NotCommittedInTime() {
   return absl::UnavailableError(
       "not committed before the deadline (no leader, or no quorum): the "
