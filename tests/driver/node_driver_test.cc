@@ -9,6 +9,7 @@
 #include <any>
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -779,6 +780,19 @@ void WinElection(ManualRuntime* runtime, NodeDriver* driver,
   ASSERT_EQ(driver->status().role, Role::kLeader);
 }
 
+// `follower` acknowledges the leader's whole log.
+void AcknowledgeAll(ManualRuntime* runtime, NodeDriver* driver,
+                    NodeId follower) {
+  Message ack;
+  ack.type = MessageType::kAppendResponse;
+  ack.from = follower;
+  ack.to = driver->status().id;
+  ack.term = driver->status().term;
+  ack.index = driver->status().last_index;
+  driver->Deliver({ack});
+  runtime->RunUntilIdle();
+}
+
 // Regression (found by the simulation on its first run of this driver): a
 // leader that proposed, lost its leadership with those entries uncommitted,
 // had them truncated and was elected again proposed new commands at the
@@ -994,14 +1008,7 @@ TEST(NodeDriverTest, ALeaderThatCannotWriteHandsOver) {
   runtime.RunUntilIdle();
   WinElection(&runtime, &driver, options, NodeId(3));
   // Node 3 holds the leader's log; node 2 has not answered.
-  Message ack;
-  ack.type = MessageType::kAppendResponse;
-  ack.from = NodeId(3);
-  ack.to = NodeId(1);
-  ack.term = driver.status().term;
-  ack.index = driver.status().last_index;
-  driver.Deliver({ack});
-  runtime.RunUntilIdle();
+  AcknowledgeAll(&runtime, &driver, NodeId(3));
   transport.Take();
 
   driver.RefuseProposals(absl::ResourceExhaustedError("the disk is full"));
@@ -1011,6 +1018,81 @@ TEST(NodeDriverTest, ALeaderThatCannotWriteHandsOver) {
     return m.type == MessageType::kTimeoutNow && m.to == NodeId(3);
   })) << "no leadership transfer to node 3";
   EXPECT_EQ(driver.status().lead_transferee, NodeId(3));
+  driver.Stop();
+}
+
+// Calls `on_send` for every message, as it is sent (on the driver stage).
+class WatchingTransport : public Transport {
+ public:
+  std::function<void(const Message&)> on_send;
+  void Send(std::vector<Message> messages) override {
+    for (const Message& m : messages) {
+      if (on_send) on_send(m);
+    }
+  }
+};
+
+// A leader reading locally must withdraw that right before any message
+// that lets another node lead can leave: here the TimeoutNow of a
+// leadership transfer, which makes node 2 campaign at once. The driver
+// publishes the window before it dispatches each Ready; published after,
+// the TimeoutNow would leave while the old window still said "read
+// locally", and node 2 could commit a revocation this leader's reads miss.
+// (The simulation cannot see this order: a driver run is atomic there.)
+TEST(NodeDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
+  MemoryLogStore log(ThreeVoters());
+  RecordingStateMachine sm;
+  WatchingTransport transport;
+  ManualRuntime runtime;
+  NodeDriverOptions options = ManualOptions();
+  options.raft.check_quorum = true;  // a lease needs it
+  options.raft.read_only_mode = ReadOnlyMode::kLeaseBased;
+  auto started = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
+  ASSERT_TRUE(started.ok()) << started.status();
+  NodeDriver& driver = **started;
+  runtime.RunUntilIdle();
+  WinElection(&runtime, &driver, options, NodeId(2));
+  // Node 2 acknowledges the leader's first entry: it commits and applies
+  // (an entry of this term).
+  AcknowledgeAll(&runtime, &driver, NodeId(2));
+  ASSERT_EQ(driver.status().applied, driver.status().last_index);
+  // The lease comes from heartbeat answers, which echo the tick their
+  // heartbeat left at.
+  std::string heartbeat_context;
+  transport.on_send = [&](const Message& m) {
+    if (m.type == MessageType::kHeartbeat && m.to == NodeId(2)) {
+      heartbeat_context = m.context;
+    }
+  };
+  runtime.AdvanceTicks(options.raft.heartbeat_ticks,
+                       absl::FromChrono(options.tick_interval));
+  runtime.RunUntilIdle();
+  ASSERT_FALSE(heartbeat_context.empty());
+  Message heartbeat_ack;
+  heartbeat_ack.type = MessageType::kHeartbeatResponse;
+  heartbeat_ack.from = NodeId(2);
+  heartbeat_ack.to = NodeId(1);
+  heartbeat_ack.term = driver.status().term;
+  heartbeat_ack.context = heartbeat_context;
+  driver.Deliver({heartbeat_ack});
+  runtime.RunUntilIdle();
+  ASSERT_TRUE(driver.ReadLocallyAsLeader());
+
+  int timeout_now_sent = 0;
+  bool local_while_sending = false;
+  transport.on_send = [&](const Message& m) {
+    if (m.type != MessageType::kTimeoutNow) return;
+    ++timeout_now_sent;
+    local_while_sending = driver.ReadLocallyAsLeader();
+  };
+  // Answered when node 2 leads, which it never does here.
+  driver.TransferLeadership(NodeId(2), [](absl::Status) {});
+  runtime.RunUntilIdle();
+  ASSERT_EQ(timeout_now_sent, 1);
+  EXPECT_FALSE(local_while_sending)
+      << "the TimeoutNow left while this leader still read locally";
+  EXPECT_FALSE(driver.ReadLocallyAsLeader());
+  transport.on_send = nullptr;
   driver.Stop();
 }
 
