@@ -697,6 +697,7 @@ absl::Status Daemon::Init() {
     sources.version = kSessiondVersion;
     sources.audit = audit_.get();
     sources.write_admission = write_admission_.get();
+    sources.transport = transport_.get();
     sources.audit_entries = [this] {
       return state_machine_->AuditEntryCount();
     };

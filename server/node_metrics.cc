@@ -1,10 +1,14 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/node_metrics.h"
 
+#include <map>
+
+#include "absl/strings/str_cat.h"
 #include "replication/node_driver.h"
 #include "server/apply_metrics.h"
 #include "server/audit_recorder.h"
 #include "server/logout_detector.h"
+#include "server/peer_transport.h"
 #include "server/validation_metrics.h"
 #include "server/write_admission.h"
 #include "storage/session_table.h"
@@ -119,6 +123,62 @@ void WriteMemberStatusMetrics(const sessiond::v1::MemberStatus& m,
              n.touch_batches_dropped());
 }
 
+namespace {
+
+// The per-peer families with one number each. Written with no sample on a
+// node without peers, so every node exports the same families
+// (deploy/prometheus/sessiond.rules.yml is checked against a single node).
+struct PeerFamily {
+  const char* name;
+  MetricType type;
+  const char* help;
+  uint64_t PeerTraffic::*value;
+};
+constexpr PeerFamily kPeerFamilies[] = {
+    {"sessiond_peer_messages_sent_total", MetricType::kCounter,
+     "Raft messages written to the peer's message stream",
+     &PeerTraffic::messages_sent},
+    {"sessiond_peer_batches_sent_total", MetricType::kCounter,
+     "Writes to the peer's message stream (each carries every message "
+     "queued for it)",
+     &PeerTraffic::batches_sent},
+    {"sessiond_peer_reconnects_total", MetricType::kCounter,
+     "Times the message stream to the peer broke and was reopened",
+     &PeerTraffic::reconnects},
+    {"sessiond_peer_snapshots_sent_total", MetricType::kCounter,
+     "Snapshots streamed to the peer", &PeerTraffic::snapshots_sent},
+    {"sessiond_peer_snapshots_failed_total", MetricType::kCounter,
+     "Snapshots to the peer that failed (the leader sends again)",
+     &PeerTraffic::snapshots_failed},
+    {"sessiond_peer_queued_messages", MetricType::kGauge,
+     "Raft messages waiting to be written to the peer", &PeerTraffic::queued},
+};
+
+void WritePeerTraffic(const PeerTransport& transport, ExpositionWriter* w) {
+  const std::map<NodeId, PeerTraffic> traffic = transport.traffic();
+  for (const PeerFamily& family : kPeerFamilies) {
+    if (!w->BeginFamily(family.name, family.type, family.help)) continue;
+    for (const auto& [peer, t] : traffic) {
+      w->Sample({{"peer", absl::StrCat(peer.value())}},
+                AsDouble(t.*family.value));
+    }
+  }
+  if (w->BeginFamily("sessiond_peer_messages_dropped_total",
+                     MetricType::kCounter,
+                     "Raft messages for the peer that were not sent, by "
+                     "reason (Raft sends again what matters)")) {
+    for (const auto& [peer, t] : traffic) {
+      for (int i = 0; i < kNumPeerDrops; ++i) {
+        w->Sample({{"peer", absl::StrCat(peer.value())},
+                   {"reason", PeerDropName(static_cast<PeerDrop>(i))}},
+                  AsDouble(t.dropped[i]));
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void CollectNodeMetrics(const NodeMetricsSources& sources,
                         ExpositionWriter* w) {
   if (w->BeginFamily("sessiond_build_info", MetricType::kGauge,
@@ -162,6 +222,7 @@ void CollectNodeMetrics(const NodeMetricsSources& sources,
                "their call (each logged as audit.write_failed)",
                AsDouble(sources.audit->write_failures()));
   }
+  if (sources.transport != nullptr) WritePeerTraffic(*sources.transport, w);
   if (sources.write_admission != nullptr &&
       sources.write_admission->enabled()) {
     const WriteAdmissionState admission = sources.write_admission->state();

@@ -21,6 +21,7 @@ namespace sessiond::server {
 class ApplyMetrics;
 class AuditRecorder;
 class LogoutDetectorTask;
+class PeerTransport;
 class ValidationMetrics;
 class WriteAdmission;
 
@@ -44,14 +45,16 @@ struct NodeMetricsSources {
   // Admission control of creates (server/write_admission.h; null: left
   // out).
   const WriteAdmission* write_admission = nullptr;
+  // Raft traffic to each peer (null: left out; a single node has none).
+  const PeerTransport* transport = nullptr;
   // kSessiondVersion, for sessiond_build_info.
   const char* version = "";
 };
 
 // Writes sessiond_build_info, the Raft and table state, disk state, the
 // NodeMetrics counters, the log fsync histogram, the validation outcomes,
-// the applied session events and the logout detector (docs/OPERATIONS.md,
-// "Metrics", lists them all).
+// the applied session events, the logout detector and the traffic to each
+// peer (docs/OPERATIONS.md, "Metrics", lists them all).
 void CollectNodeMetrics(const NodeMetricsSources& sources,
                         metrics::ExpositionWriter* writer);
 

@@ -75,7 +75,34 @@ struct PeerTransport::Peer {
   grpc::ClientContext* snapshot_context ABSL_GUARDED_BY(mu) = nullptr;
   std::thread sender;
   std::thread snapshotter;
+
+  // Counted by the threads that send; read by traffic().
+  void Drop(PeerDrop reason, uint64_t n = 1) {
+    dropped[static_cast<int>(reason)].fetch_add(n, std::memory_order_relaxed);
+  }
+  std::atomic<uint64_t> batches_sent{0};
+  std::atomic<uint64_t> messages_sent{0};
+  std::atomic<uint64_t> dropped[kNumPeerDrops] = {};
+  std::atomic<uint64_t> reconnects{0};
+  std::atomic<uint64_t> snapshots_sent{0};
+  std::atomic<uint64_t> snapshots_failed{0};
 };
+
+const char* PeerDropName(PeerDrop reason) {
+  switch (reason) {
+    case PeerDrop::kQueueFull:
+      return "queue_full";
+    case PeerDrop::kStreamBroken:
+      return "stream_broken";
+    case PeerDrop::kFaultSwitch:
+      return "fault_switch";
+    case PeerDrop::kSnapshotBusy:
+      return "snapshot_busy";
+    case PeerDrop::kUnknownPeer:
+      return "unknown_peer";
+  }
+  return "unknown";
+}
 
 PeerTransport::PeerTransport(PeerTransportOptions options)
     : options_(std::move(options)) {}
@@ -162,7 +189,7 @@ void PeerTransport::Send(std::vector<Message> messages) {
     if (it == peers_.end()) {
       // A member whose address we do not know yet (a learner just added
       // whose MemberCommand has not applied here): Raft will retry.
-      messages_dropped_.fetch_add(1, std::memory_order_relaxed);
+      ++unknown_peer_drops_[m.to];
       continue;
     }
     Peer* peer = it->second.get();
@@ -170,7 +197,7 @@ void PeerTransport::Send(std::vector<Message> messages) {
     if (m.type == MessageType::kSnapshot) {
       if (peer->snapshot_busy || peer->snapshot) {
         // One snapshot at a time; the leader asks again later.
-        messages_dropped_.fetch_add(1, std::memory_order_relaxed);
+        peer->Drop(PeerDrop::kSnapshotBusy);
         continue;
       }
       peer->snapshot = std::move(m);
@@ -178,7 +205,7 @@ void PeerTransport::Send(std::vector<Message> messages) {
       continue;
     }
     if (peer->queue.size() >= options_.max_queued_messages) {
-      messages_dropped_.fetch_add(1, std::memory_order_relaxed);
+      peer->Drop(PeerDrop::kQueueFull);
       continue;
     }
     const bool was_empty = peer->queue.empty();
@@ -262,7 +289,7 @@ void PeerTransport::SendLoop(Peer* peer) {
     if (reopen) close_stream();
     if (batch.empty()) continue;
     if (Dropped(peer->id)) {
-      messages_dropped_.fetch_add(batch.size(), std::memory_order_relaxed);
+      peer->Drop(PeerDrop::kFaultSwitch, batch.size());
       continue;
     }
     if (writer == nullptr) {
@@ -281,8 +308,8 @@ void PeerTransport::SendLoop(Peer* peer) {
     wire.mutable_messages()->Reserve(static_cast<int>(batch.size()));
     for (const Message& m : batch) ToWire(m, wire.add_messages());
     if (!writer->Write(wire)) {
-      messages_dropped_.fetch_add(batch.size(), std::memory_order_relaxed);
-      reconnects_.fetch_add(1, std::memory_order_relaxed);
+      peer->Drop(PeerDrop::kStreamBroken, batch.size());
+      peer->reconnects.fetch_add(1, std::memory_order_relaxed);
       close_stream();
       // Equal jitter: peers that lost each other do not retry in step.
       const double fraction =
@@ -292,8 +319,8 @@ void PeerTransport::SendLoop(Peer* peer) {
       continue;
     }
     backoff = options_.min_backoff;
-    batches_sent_.fetch_add(1, std::memory_order_relaxed);
-    messages_sent_.fetch_add(batch.size(), std::memory_order_relaxed);
+    peer->batches_sent.fetch_add(1, std::memory_order_relaxed);
+    peer->messages_sent.fetch_add(batch.size(), std::memory_order_relaxed);
   }
   close_stream();
 }
@@ -313,9 +340,9 @@ void PeerTransport::SnapshotLoop(Peer* peer) {
     }
     const absl::Status status = SendSnapshot(peer, m);
     if (status.ok()) {
-      snapshots_sent_.fetch_add(1, std::memory_order_relaxed);
+      peer->snapshots_sent.fetch_add(1, std::memory_order_relaxed);
     } else {
-      snapshots_failed_.fetch_add(1, std::memory_order_relaxed);
+      peer->snapshots_failed.fetch_add(1, std::memory_order_relaxed);
       logging::Warn("snapshot.send_failed",
                     logging::Fields()
                         .Add("index", m.snapshot->meta.index.value())
@@ -391,15 +418,26 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   return absl::OkStatus();
 }
 
-PeerTransportMetrics PeerTransport::metrics() const {
-  PeerTransportMetrics m;
-  m.batches_sent = batches_sent_.load(std::memory_order_relaxed);
-  m.messages_sent = messages_sent_.load(std::memory_order_relaxed);
-  m.messages_dropped = messages_dropped_.load(std::memory_order_relaxed);
-  m.reconnects = reconnects_.load(std::memory_order_relaxed);
-  m.snapshots_sent = snapshots_sent_.load(std::memory_order_relaxed);
-  m.snapshots_failed = snapshots_failed_.load(std::memory_order_relaxed);
-  return m;
+std::map<NodeId, PeerTraffic> PeerTransport::traffic() const {
+  std::map<NodeId, PeerTraffic> traffic;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, peer] : peers_) {
+    PeerTraffic& t = traffic[id];
+    t.batches_sent = peer->batches_sent.load(std::memory_order_relaxed);
+    t.messages_sent = peer->messages_sent.load(std::memory_order_relaxed);
+    for (int i = 0; i < kNumPeerDrops; ++i) {
+      t.dropped[i] = peer->dropped[i].load(std::memory_order_relaxed);
+    }
+    t.reconnects = peer->reconnects.load(std::memory_order_relaxed);
+    t.snapshots_sent = peer->snapshots_sent.load(std::memory_order_relaxed);
+    t.snapshots_failed = peer->snapshots_failed.load(std::memory_order_relaxed);
+    absl::MutexLock peer_lock(&peer->mu);
+    t.queued = peer->queue.size();
+  }
+  for (const auto& [id, n] : unknown_peer_drops_) {
+    traffic[id].dropped[static_cast<int>(PeerDrop::kUnknownPeer)] = n;
+  }
+  return traffic;
 }
 
 void PeerTransport::Stop() {

@@ -69,13 +69,28 @@ struct PeerTransportOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
-struct PeerTransportMetrics {
-  uint64_t batches_sent = 0;
-  uint64_t messages_sent = 0;
-  uint64_t messages_dropped = 0;  // queue full, stream broken, fault switch
-  uint64_t reconnects = 0;
+// Why an outgoing message was dropped (Raft retransmits what matters).
+enum class PeerDrop {
+  kQueueFull,     // max_queued_messages were waiting for the peer
+  kStreamBroken,  // the write failed: the peer is down or unreachable
+  kFaultSwitch,   // --unsafe_peer_drop_file lists the peer (tests)
+  kSnapshotBusy,  // a snapshot to the peer is already on its way
+  kUnknownPeer,   // no address known for it yet (a learner just added)
+};
+inline constexpr int kNumPeerDrops = 5;
+// "queue_full", "stream_broken", ...: the reason label in /metrics.
+const char* PeerDropName(PeerDrop reason);
+
+// What the traffic to one peer did since the transport started, for
+// /metrics (docs/OPERATIONS.md, "Metrics").
+struct PeerTraffic {
+  uint64_t batches_sent = 0;             // MessageBatch writes
+  uint64_t messages_sent = 0;            // the messages in them
+  uint64_t dropped[kNumPeerDrops] = {};  // by PeerDrop
+  uint64_t reconnects = 0;  // message streams reopened after a failure
   uint64_t snapshots_sent = 0;
   uint64_t snapshots_failed = 0;
+  uint64_t queued = 0;  // messages waiting now
 };
 
 class PeerTransport : public replication::Transport {
@@ -106,7 +121,8 @@ class PeerTransport : public replication::Transport {
   // The fault switch: true when traffic with `peer` is to be dropped.
   bool Dropped(NodeId peer) const;
 
-  PeerTransportMetrics metrics() const;
+  // Every peer messages were addressed to, with its traffic.
+  std::map<NodeId, PeerTraffic> traffic() const;
 
   // Stops every thread; queued messages are dropped. Idempotent.
   void Stop();
@@ -134,12 +150,8 @@ class PeerTransport : public replication::Transport {
   mutable absl::Time drop_read_at_ ABSL_GUARDED_BY(drop_mu_) =
       absl::InfinitePast();
 
-  std::atomic<uint64_t> batches_sent_{0};
-  std::atomic<uint64_t> messages_sent_{0};
-  std::atomic<uint64_t> messages_dropped_{0};
-  std::atomic<uint64_t> reconnects_{0};
-  std::atomic<uint64_t> snapshots_sent_{0};
-  std::atomic<uint64_t> snapshots_failed_{0};
+  // Messages for nodes with no address yet (no Peer to count them).
+  std::map<NodeId, uint64_t> unknown_peer_drops_ ABSL_GUARDED_BY(mu_);
 };
 
 // A channel to a peer with the keepalive settings the transport uses.

@@ -1,0 +1,228 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// PeerTransport's per-peer traffic counters (sessiond_peer_* in /metrics)
+// against a real gRPC peer on loopback that counts what reaches it, a port
+// nobody listens on, and the fault switch.
+#include "server/peer_transport.h"
+
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/metrics_exposition.h"
+#include "gtest/gtest.h"
+#include "server/node_metrics.h"
+#include "tests/server/test_util.h"
+
+namespace sessiond::server {
+namespace {
+
+using replication::Message;
+using replication::MessageType;
+using sessiond::v1::internal::MessageBatch;
+using sessiond::v1::internal::RaftPeer;
+using sessiond::v1::internal::StreamSummary;
+
+constexpr NodeId kSelf(1);
+constexpr NodeId kPeer(2);
+
+// The receiving end of RaftPeer.SendMessages, counting messages.
+class CountingPeer final : public RaftPeer::Service {
+ public:
+  grpc::Status SendMessages(grpc::ServerContext* /*context*/,
+                            grpc::ServerReader<MessageBatch>* reader,
+                            StreamSummary* /*summary*/) override {
+    MessageBatch batch;
+    while (reader->Read(&batch)) {
+      absl::MutexLock lock(&mu_);
+      received_ += batch.messages_size();
+    }
+    return grpc::Status::OK;
+  }
+  int received() const {
+    absl::MutexLock lock(&mu_);
+    return received_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int received_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// CountingPeer served on a free loopback port.
+class PeerServer {
+ public:
+  PeerServer() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(&peer_);
+    server_ = builder.BuildAndStart();
+  }
+  ~PeerServer() { server_->Shutdown(); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  const CountingPeer& peer() const { return peer_; }
+
+ private:
+  CountingPeer peer_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// A loopback port bound but not listening: connections to it are refused,
+// and no other process can take it while this lives.
+class ClosedPort {
+ public:
+  ClosedPort() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port_ = ntohs(addr.sin_port);
+    }
+  }
+  ~ClosedPort() { close(fd_); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+std::vector<Message> Heartbeats(NodeId to, int n) {
+  std::vector<Message> messages(n);
+  for (Message& m : messages) {
+    m.type = MessageType::kHeartbeat;
+    m.from = kSelf;
+    m.to = to;
+    m.term = Term(1);
+  }
+  return messages;
+}
+
+uint64_t Dropped(const PeerTraffic& t, PeerDrop reason) {
+  return t.dropped[static_cast<int>(reason)];
+}
+
+uint64_t AllDropped(const PeerTraffic& t) {
+  uint64_t n = 0;
+  for (uint64_t d : t.dropped) n += d;
+  return n;
+}
+
+// Polls `done` (bounded) until it holds.
+bool Eventually(const std::function<bool()>& done) {
+  for (int i = 0; i < 3000; ++i) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return done();
+}
+
+PeerTransportOptions Options() {
+  PeerTransportOptions options;
+  options.cluster_id = 7;
+  options.self = kSelf;
+  return options;
+}
+
+TEST(PeerTransportTest, TrafficIsCountedPerPeerAndExported) {
+  PeerServer server;
+  PeerTransport transport(Options());
+  transport.SetAddress(kPeer, server.address());
+  transport.Send(Heartbeats(kPeer, 100));
+  transport.Send(Heartbeats(NodeId(7), 3));  // no address known for 7
+  ASSERT_TRUE(Eventually([&] { return server.peer().received() == 100; }))
+      << server.peer().received() << " of 100 received";
+
+  std::map<NodeId, PeerTraffic> traffic = transport.traffic();
+  ASSERT_EQ(traffic.count(kPeer), 1u);
+  const PeerTraffic& t = traffic[kPeer];
+  EXPECT_EQ(t.messages_sent, 100u);
+  EXPECT_GE(t.batches_sent, 1u);
+  EXPECT_LE(t.batches_sent, 100u);
+  EXPECT_EQ(AllDropped(t), 0u);
+  EXPECT_EQ(t.reconnects, 0u);
+  EXPECT_EQ(t.queued, 0u);
+  EXPECT_EQ(Dropped(traffic[NodeId(7)], PeerDrop::kUnknownPeer), 3u);
+  EXPECT_EQ(traffic[NodeId(7)].messages_sent, 0u);
+
+  metrics::ExpositionWriter writer;
+  NodeMetricsSources sources;
+  sources.transport = &transport;
+  CollectNodeMetrics(sources, &writer);
+  const std::string& text = writer.text();
+  for (const char* line :
+       {"sessiond_peer_messages_sent_total{peer=\"2\"} 100",
+        "sessiond_peer_messages_dropped_total{peer=\"2\",reason=\"queue_full\"}"
+        " "
+        "0",
+        "sessiond_peer_messages_dropped_total{peer=\"7\",reason=\"unknown_"
+        "peer\"} 3",
+        "sessiond_peer_reconnects_total{peer=\"2\"} 0",
+        "sessiond_peer_queued_messages{peer=\"2\"} 0"}) {
+    EXPECT_TRUE(absl::StrContains(text, line)) << line << "\nin\n" << text;
+  }
+}
+
+// Nothing listens: every message ends dropped (the stream broke, or the
+// queue was full meanwhile), none is counted as sent, and the stream is
+// reopened again and again.
+TEST(PeerTransportTest, MessagesToADeadPeerAreCountedAsDropped) {
+  PeerTransportOptions options = Options();
+  options.max_queued_messages = 4;
+  PeerTransport transport(options);
+  const ClosedPort closed;
+  transport.SetAddress(kPeer, closed.address());
+  transport.Send(Heartbeats(kPeer, 50));
+  PeerTraffic t;
+  ASSERT_TRUE(Eventually([&] {
+    t = transport.traffic()[kPeer];
+    return AllDropped(t) == 50 && t.reconnects >= 1;
+  })) << AllDropped(t)
+      << " of 50 dropped, " << t.reconnects << " reconnects";
+  EXPECT_EQ(t.messages_sent, 0u);
+  EXPECT_EQ(t.queued, 0u);
+  EXPECT_EQ(
+      Dropped(t, PeerDrop::kQueueFull) + Dropped(t, PeerDrop::kStreamBroken),
+      50u);
+  EXPECT_GE(Dropped(t, PeerDrop::kStreamBroken), 1u);
+}
+
+TEST(PeerTransportTest, TheFaultSwitchDropsAndCountsAPeersTraffic) {
+  PeerServer server;
+  testing::ScopedTempDir dir;
+  const std::string drop_file = dir.Child("drop");
+  std::ofstream(drop_file) << "2\n";
+  PeerTransportOptions options = Options();
+  options.drop_file = drop_file;
+  PeerTransport transport(options);
+  transport.SetAddress(kPeer, server.address());
+  transport.Send(Heartbeats(kPeer, 10));
+  PeerTraffic t;
+  ASSERT_TRUE(Eventually([&] {
+    t = transport.traffic()[kPeer];
+    return Dropped(t, PeerDrop::kFaultSwitch) == 10;
+  })) << Dropped(t, PeerDrop::kFaultSwitch)
+      << " of 10 dropped";
+  EXPECT_EQ(t.messages_sent, 0u);
+  EXPECT_EQ(server.peer().received(), 0);
+}
+
+}  // namespace
+}  // namespace sessiond::server
