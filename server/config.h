@@ -66,9 +66,12 @@ struct Config {
   // Validate-with-touch is folded into one TouchCommand per interval: this is
   // the resolution of idle timeouts.
   int64_t touch_flush_interval_ms = 1000;
-  // 50 ms ticks and 6-tick elections: a dead leader is replaced in about
-  // 0.3-0.6 s (docs/PERFORMANCE.md, failover), heartbeats every 50 ms.
-  int64_t tick_ms = 50;
+  // 10 ms ticks, 27-tick elections, 5-tick heartbeats: a follower campaigns
+  // 270-540 ms after the last heartbeat (every 50 ms), at one of 27
+  // moments. With 50 ms ticks there were 6, and elections that needed a
+  // second round pushed the slowest of 20 failovers past 1 s
+  // (docs/PERFORMANCE.md, failover).
+  int64_t tick_ms = 10;
   // Log compaction: how often to look, and how many newly applied entries
   // make it worth a compaction.
   int64_t log_compact_interval_ms = 60000;
@@ -138,8 +141,8 @@ struct Config {
   // cluster_token and initial_cluster, as etcd does).
   std::string cluster_id;
   std::string cluster_token = "sessiond";
-  int64_t election_ticks = 6;
-  int64_t heartbeat_ticks = 1;
+  int64_t election_ticks = 27;
+  int64_t heartbeat_ticks = 5;
   // Linearizable reads on the leader: "lease" (no round trip while a quorum
   // acknowledged a recent heartbeat; assumes bounded clock drift) or
   // "readindex" (a heartbeat round per batch of reads).

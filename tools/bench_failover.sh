@@ -7,9 +7,9 @@
 #                           [--json] [--keep] [-- FLAGS for every node]
 #
 #   tools/bench_failover.sh --no-build --build-dir build-release
-#       the daemon's defaults (--tick_ms 50 --election_ticks 6)
-#   tools/bench_failover.sh --no-build --build-dir build-release -- --tick_ms 50 --election_ticks 6
-#       faster elections
+#       the daemon's defaults (--tick_ms 10 --election_ticks 27 --heartbeat_ticks 5)
+#   tools/bench_failover.sh --no-build --build-dir build-release -- --tick_ms 100 --election_ticks 10 --heartbeat_ticks 1
+#       etcd's timing
 #
 # Starts a 3-node cluster with tools/cluster.py (SESSIOND_CLUSTER_DIR in a
 # temp dir, free ports, the flags after --), then runs

@@ -64,6 +64,7 @@
 #include "etcd_min.grpc.pb.h"
 #include "etcd_min.pb.h"
 #include "nlohmann/json.hpp"
+#include "server/config.h"
 #include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/session.pb.h"
 #include "tools/cluster_probe.h"
@@ -268,9 +269,10 @@ std::optional<std::string> FlagValue(const std::vector<std::string>& args,
 
 // The Raft timing the nodes run with, for the report.
 nlohmann::json Settings(const Cluster& cluster) {
-  int64_t tick_ms = 100;
-  int64_t election_ticks = 10;
-  int64_t heartbeat_ticks = 1;
+  const server::Config defaults;  // what a node runs with unless told
+  int64_t tick_ms = defaults.tick_ms;
+  int64_t election_ticks = defaults.election_ticks;
+  int64_t heartbeat_ticks = defaults.heartbeat_ticks;
   auto read = [&](const std::string& name, int64_t* out) {
     if (auto v = FlagValue(cluster.extra_args, name)) {
       (void)absl::SimpleAtoi(*v, out);

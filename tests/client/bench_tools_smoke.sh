@@ -20,9 +20,9 @@ expect() {  # expect <file> <substring>
 }
 
 "$ROOT/tools/bench_failover.sh" --no-build --build-dir "$BUILD" --kills 1 \
-  -- --tick_ms 50 --election_ticks 6 > "$OUT/failover.txt" 2> "$OUT/failover.err" \
+  -- --tick_ms 50 --election_ticks 6 --heartbeat_ticks 1 > "$OUT/failover.txt" 2> "$OUT/failover.err" \
   || { cat "$OUT/failover.txt" "$OUT/failover.err" >&2; exit 1; }
-expect "$OUT/failover.txt" "tick_ms 50, election_ticks 6"
+expect "$OUT/failover.txt" "tick_ms 50, election_ticks 6, heartbeat_ticks 1"
 expect "$OUT/failover.txt" "kill -> first acknowledged write over 1 kills: median"
 
 "$ROOT/tools/bench_catchup.sh" --no-build --build-dir "$BUILD" --via snapshot \

@@ -45,8 +45,9 @@ TEST(ConfigTest, DefaultsMatchTheDocumentedValues) {
   EXPECT_EQ(c.sweep_interval_ms, 1000);
   EXPECT_EQ(c.expiry_leeway_ms, 0);
   EXPECT_EQ(c.touch_flush_interval_ms, 1000);
-  EXPECT_EQ(c.tick_ms, 50);
-  EXPECT_EQ(c.election_ticks, 6);
+  EXPECT_EQ(c.tick_ms, 10);
+  EXPECT_EQ(c.election_ticks, 27);
+  EXPECT_EQ(c.heartbeat_ticks, 5);
   EXPECT_FALSE(parsed->help);
 }
 

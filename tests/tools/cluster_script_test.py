@@ -6,7 +6,7 @@ Runs the script as a developer would (from another working directory), with
 SESSIOND_BUILD_DIR pointing at this build tree (no rebuild) and
 SESSIOND_CLUSTER_DIR at a temporary folder:
 
-  up 3 -- --tick_ms 50   one leader, 3 processes alive, cluster.json complete
+  up 3 -- --sweep_interval_ms 500   one leader, 3 processes alive, cluster.json complete
   up                     refused while the cluster is up
   kill <leader>          status shows it dead, a new leader within a bound
   restart <leader>       status shows 3 alive and reachable
@@ -134,7 +134,7 @@ class ClusterScriptTest(DevClusterTestCase):
 
     def test_up_kill_restart_down(self):
         # up: a table with every node, and one leader.
-        up = self.run_script("up", "3", "--", "--tick_ms", "50")
+        up = self.run_script("up", "3", "--", "--sweep_interval_ms", "500")
         for line in ("ID", "CLIENT", "PEER", "PID", "ROLE", "leader"):
             self.assertIn(line, up.stdout)
         self.assertIn("client addresses: ", up.stdout)
@@ -151,7 +151,7 @@ class ClusterScriptTest(DevClusterTestCase):
             self.assertTrue(os.path.isabs(node["argv"][0]), node["argv"])
             self.assertTrue(os.path.isabs(node["data_dir"]))
             self.assertTrue(node["data_dir"].startswith(self.cdir))
-            self.assertEqual(node["argv"][-2:], ["--tick_ms", "50"])
+            self.assertEqual(node["argv"][-2:], ["--sweep_interval_ms", "500"])
             self.assertTrue(pid_alive(node["pid"]))
             self.assertTrue(os.path.getsize(node["log"]) > 0)
         self.assertEqual(len(ports), 6)  # all distinct
