@@ -77,7 +77,8 @@ enum class PeerDrop {
   kSnapshotBusy,  // a snapshot to the peer is already on its way
   kUnknownPeer,   // no address known for it yet (a learner just added)
 };
-inline constexpr int kNumPeerDrops = 5;
+inline constexpr int kNumPeerDrops =
+    static_cast<int>(PeerDrop::kUnknownPeer) + 1;
 // "queue_full", "stream_broken", ...: the reason label in /metrics.
 const char* PeerDropName(PeerDrop reason);
 

@@ -36,6 +36,7 @@ using sessiond::v1::CreateSessionResponse;
 using sessiond::v1::SessionService;
 using sessiond::v1::ValidateSessionRequest;
 using sessiond::v1::ValidateSessionResponse;
+using testing::Eventually;
 using testing::ScopedTempDir;
 using testing::Subprocess;
 
@@ -77,17 +78,6 @@ std::optional<ValidateSessionResponse::Outcome> Outcome(
     return std::nullopt;
   }
   return response.outcome();
-}
-
-// Polls `done` every 20 ms for at most `timeout`.
-template <typename F>
-bool Eventually(F done, absl::Duration timeout = absl::Seconds(30)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return done();
 }
 
 TEST(VersionTest, SessiondAndSessionctlPrintTheSameBuild) {

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +33,7 @@ using replication::MessageType;
 using sessiond::v1::internal::MessageBatch;
 using sessiond::v1::internal::RaftPeer;
 using sessiond::v1::internal::StreamSummary;
+using testing::Eventually;
 
 constexpr NodeId kSelf(1);
 constexpr NodeId kPeer(2);
@@ -125,15 +125,6 @@ uint64_t AllDropped(const PeerTraffic& t) {
   return n;
 }
 
-// Polls `done` (bounded) until it holds.
-bool Eventually(const std::function<bool()>& done) {
-  for (int i = 0; i < 3000; ++i) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return done();
-}
-
 PeerTransportOptions Options() {
   PeerTransportOptions options;
   options.cluster_id = 7;
@@ -169,9 +160,8 @@ TEST(PeerTransportTest, TrafficIsCountedPerPeerAndExported) {
   const std::string& text = writer.text();
   for (const char* line :
        {"sessiond_peer_messages_sent_total{peer=\"2\"} 100",
-        "sessiond_peer_messages_dropped_total{peer=\"2\",reason=\"queue_full\"}"
-        " "
-        "0",
+        "sessiond_peer_messages_dropped_total{peer=\"2\",reason=\"queue_"
+        "full\"} 0",
         "sessiond_peer_messages_dropped_total{peer=\"7\",reason=\"unknown_"
         "peer\"} 3",
         "sessiond_peer_reconnects_total{peer=\"2\"} 0",

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 namespace sessiond::server::testing {
@@ -62,6 +63,18 @@ class Subprocess {
   int stdout_fd_ = -1;
   std::string stdout_;
 };
+
+// Polls `done` every 20 ms until it holds or `timeout` passes; returns
+// whether it held (checked once more at the end).
+template <typename F>
+bool Eventually(F done, absl::Duration timeout = absl::Seconds(30)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return done();
+}
 
 }  // namespace sessiond::server::testing
 

@@ -8,7 +8,8 @@ SESSIOND_CLUSTER_DIR at a temporary folder:
 
   up 3 -- --sweep_interval_ms 500   one leader, 3 processes alive, cluster.json complete
   up                     refused while the cluster is up
-  kill <leader>          status shows it dead, a new leader within a bound
+  kill <leader>          status shows it dead, a new leader within a bound;
+                         sessiond-bench --mode client over all 3 addresses works
   restart <leader>       status shows 3 alive and reachable
   down                   every process gone, data kept
   down --wipe            the folder gone
@@ -184,6 +185,18 @@ class ClusterScriptTest(DevClusterTestCase):
             time.sleep(0.3)
         self.assertEqual(view["leader"], new[0])
         self.assertIn(dead["role"], ("unreachable", None))
+
+        # A client given every address, the dead one too, still writes
+        # and reads (the README's next step after a kill).
+        addresses = ",".join(n["client_address"]
+                             for n in self.cluster_json()["nodes"])
+        bench = subprocess.run(
+            [os.path.join(self.args.build_dir, "tools", "sessiond-bench"),
+             "--targets", addresses, "--mode", "client",
+             "--ops", "create:1,validate:1", "--count", "20"],
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(bench.returncode, 0, bench.stdout + bench.stderr)
+        self.assertIn("errors: none", bench.stdout)
 
         # restart it: same argv, 3 alive, all answering.
         before = [n for n in self.cluster_json()["nodes"] if n["id"] == leader][0]
