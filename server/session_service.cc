@@ -31,10 +31,10 @@ using sessiond::v1::ValidateSessionResponse;
 using sessiond::v1::internal::Command;
 
 // The record an applied write returned (session_state_machine.h documents
-// which command yields which type).
-absl::Status TakeSession(const std::any& value, Session* out) {
-  if (const Session* s = std::any_cast<Session>(&value)) {
-    *out = *s;
+// which command yields which type), moved out: the result is the call's own.
+absl::Status TakeSession(std::any& value, Session* out) {
+  if (Session* s = std::any_cast<Session>(&value)) {
+    *out = std::move(*s);
     return absl::OkStatus();
   }
   return absl::InternalError("apply result is not a session record");
@@ -460,9 +460,9 @@ void SessionServiceImpl::SubmitWrite(UnaryCallBase* call, Command command,
                   });
 }
 
-void SessionServiceImpl::Write(
-    UnaryCallBase* call, Command command,
-    std::function<absl::Status(const std::any&)> fill, WriteKind kind) {
+void SessionServiceImpl::Write(UnaryCallBase* call, Command command,
+                               std::function<absl::Status(std::any&)> fill,
+                               WriteKind kind) {
   SubmitWrite(
       call, std::move(command), kind,
       [this, call, fill = std::move(fill)](replication::ApplyResult result) {
@@ -603,8 +603,7 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
   std::string token = *std::move(filled);
   Write(
       call, std::move(command),
-      [response = call->response(),
-       token = std::move(token)](const std::any& value) {
+      [response = call->response(), token = std::move(token)](std::any& value) {
         absl::Status s = TakeSession(value, response->mutable_session());
         if (s.ok()) response->set_token(token);
         SESSIOND_FAULT_POINT("create.before_reply");
@@ -632,7 +631,7 @@ void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
   Write(
       call, std::move(command),
       [response = call->response(), &request, create_key,
-       session_id](const std::any& value) {
+       session_id](std::any& value) {
         absl::Status s = TakeSession(value, response->mutable_session());
         if (!s.ok()) return s;
         // A retry gets the first create's session: its token follows from
@@ -694,8 +693,8 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
   Write(
       call, std::move(command),
       [response = call->response(),
-       tokens = std::move(tokens)](const std::any& value) {
-        const auto* sessions = std::any_cast<std::vector<Session>>(&value);
+       tokens = std::move(tokens)](std::any& value) {
+        auto* sessions = std::any_cast<std::vector<Session>>(&value);
         if (sessions == nullptr || sessions->size() != tokens.size()) {
           return absl::InternalError(
               "apply result is not the created sessions");
@@ -704,7 +703,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
         for (size_t i = 0; i < tokens.size(); ++i) {
           auto* one = response->add_responses();
           one->set_token(tokens[i]);
-          *one->mutable_session() = (*sessions)[i];
+          *one->mutable_session() = std::move((*sessions)[i]);
         }
         return absl::OkStatus();
       },
@@ -723,7 +722,7 @@ void SessionServiceImpl::ServeTouch(TouchCall* call) {
   // 0: the applied (cluster) time of the touch itself.
   touch->set_seen_at_ms(0);
   Write(call, std::move(command),
-        [response = call->response()](const std::any& value) {
+        [response = call->response()](std::any& value) {
           return TakeSession(value, response->mutable_session());
         });
 }
@@ -751,7 +750,7 @@ void SessionServiceImpl::ServeUpdate(UpdateCall* call) {
   *update->mutable_set_attributes() = request.set_attributes();
   *update->mutable_remove_attributes() = request.remove_attributes();
   Write(call, std::move(command),
-        [response = call->response()](const std::any& value) {
+        [response = call->response()](std::any& value) {
           return TakeSession(value, response->mutable_session());
         });
 }
@@ -771,7 +770,7 @@ void SessionServiceImpl::ServeRevoke(RevokeCall* call) {
   }
   revoke->set_reason(request.reason());
   Write(call, std::move(command),
-        [response = call->response()](const std::any& value) {
+        [response = call->response()](std::any& value) {
           return TakeSession(value, response->mutable_session());
         });
 }
@@ -845,13 +844,13 @@ void SessionServiceImpl::ServeRotate(RotateCall* call) {
   std::string token = storage::GenerateToken();
   rotate->set_new_token_hash(
       std::string(storage::TokenHashBytes(storage::HashToken(token))));
-  Write(call, std::move(command),
-        [response = call->response(),
-         token = std::move(token)](const std::any& value) {
-          absl::Status s = TakeSession(value, response->mutable_session());
-          if (s.ok()) response->set_token(token);
-          return s;
-        });
+  Write(
+      call, std::move(command),
+      [response = call->response(), token = std::move(token)](std::any& value) {
+        absl::Status s = TakeSession(value, response->mutable_session());
+        if (s.ok()) response->set_token(token);
+        return s;
+      });
 }
 
 }  // namespace sessiond::server

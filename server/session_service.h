@@ -346,7 +346,7 @@ class SessionServiceImpl final : public RawSessionService {
   // SubmitWrite that finishes `call` with `fill(applied value)` or the error
   // (with the leader hint).
   void Write(UnaryCallBase* call, sessiond::v1::internal::Command command,
-             std::function<absl::Status(const std::any&)> fill,
+             std::function<absl::Status(std::any&)> fill,
              WriteKind kind = WriteKind::kExisting);
 
   const SessionServiceOptions options_;

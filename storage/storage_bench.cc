@@ -144,6 +144,16 @@ void BM_ValidateOutcomeOnly(benchmark::State& state) {
 }
 BENCHMARK(BM_ValidateOutcomeOnly)->Threads(1)->Threads(2)->UseRealTime();
 
+// What CreateSession draws from the random generator: a token and a
+// session id.
+void BM_GenerateTokenAndSessionId(benchmark::State& state) {
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(GenerateToken());
+    benchmark::DoNotOptimize(GenerateSessionId());
+  }
+}
+BENCHMARK(BM_GenerateTokenAndSessionId);
+
 // ---- 4. Flush, restore, purge ----------------------------------------------
 
 // Applies one command as the entry after the applied index; its result.

@@ -1,8 +1,14 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "storage/token.h"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
 
 #include "absl/strings/escaping.h"
 #include "common/check.h"
@@ -10,11 +16,56 @@
 namespace sessiond::storage {
 namespace {
 
+// Random bytes for tokens and session ids, drawn from OpenSSL's DRBG a block
+// at a time. Each RAND_bytes call pays OpenSSL 3's fixed cost (fetching and
+// locking the thread's DRBG) of more than a microsecond, twice per session:
+// 6% of the node's CPU under batched creates (`perf`, docs/PERFORMANCE.md).
+// One call per block hands out 21 sessions' worth instead. The bytes are the
+// DRBG's all the same; each is wiped as it is handed out. A fork discards
+// every block, so a child never hands out its parent's next tokens.
+class RandomPool {
+ public:
+  RandomPool() = default;
+  RandomPool(const RandomPool&) = delete;
+  RandomPool& operator=(const RandomPool&) = delete;
+  ~RandomPool() { OPENSSL_cleanse(block_, sizeof(block_)); }
+
+  void Take(unsigned char* out, size_t n) {
+    SESSIOND_CHECK(n <= sizeof(block_));
+    const uint64_t forks = forks_.load(std::memory_order_acquire);
+    if (forks != forks_seen_ || sizeof(block_) - used_ < n) Refill(forks);
+    std::memcpy(out, block_ + used_, n);
+    OPENSSL_cleanse(block_ + used_, n);
+    used_ += n;
+  }
+
+ private:
+  void Refill(uint64_t forks) {
+    static const bool registered = [] {
+      return pthread_atfork(nullptr, nullptr, [] {
+               forks_.fetch_add(1, std::memory_order_release);
+             }) == 0;
+    }();
+    SESSIOND_CHECK_MSG(registered, "pthread_atfork failed");
+    SESSIOND_CHECK_MSG(RAND_bytes(block_, sizeof(block_)) == 1,
+                       "OpenSSL RAND_bytes failed");
+    used_ = 0;
+    forks_seen_ = forks;
+  }
+
+  // Counts forks in the child: a block filled before one is not used after.
+  static inline std::atomic<uint64_t> forks_{0};
+
+  unsigned char block_[1024];
+  size_t used_ = sizeof(block_);
+  uint64_t forks_seen_ = 0;
+};
+
 std::string RandomBase64Url(size_t bytes) {
+  thread_local RandomPool pool;
   unsigned char buf[64];
   SESSIOND_CHECK(bytes <= sizeof(buf));
-  SESSIOND_CHECK_MSG(RAND_bytes(buf, static_cast<int>(bytes)) == 1,
-                     "OpenSSL RAND_bytes failed");
+  pool.Take(buf, bytes);
   // absl's WebSafeBase64Escape is base64url without padding.
   std::string out = absl::WebSafeBase64Escape(
       absl::string_view(reinterpret_cast<const char*>(buf), bytes));

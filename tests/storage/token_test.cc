@@ -1,7 +1,13 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "storage/token.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "gtest/gtest.h"
@@ -42,6 +48,52 @@ TEST(TokenTest, SessionIdIs22Base64UrlCharactersAndUnique) {
     EXPECT_TRUE(AllBase64Url(id)) << id;
     EXPECT_TRUE(seen.insert(id).second);
   }
+}
+
+// Tokens come from a per-thread block of DRBG output: threads draw from
+// different blocks.
+TEST(TokenTest, TokensFromManyThreadsAreUnique) {
+  constexpr int kThreads = 4;
+  constexpr int kEach = 2000;
+  std::vector<std::vector<std::string>> made(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&made, t] {
+      for (int i = 0; i < kEach; ++i) made[t].push_back(GenerateToken());
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  absl::flat_hash_set<std::string> seen;
+  for (const auto& tokens : made) {
+    for (const std::string& token : tokens) {
+      EXPECT_TRUE(seen.insert(token).second) << token;
+    }
+  }
+}
+
+// The block a parent had drawn is copied into a forked child: the child
+// must draw its own, or both would hand out the same next token.
+TEST(TokenTest, AForkedChildNeverHandsOutItsParentsNextToken) {
+  (void)GenerateToken();  // the parent's block is filled
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const std::string token = GenerateToken();
+    const ssize_t n = write(fds[1], token.data(), token.size());
+    _exit(n == static_cast<ssize_t>(token.size()) ? 0 : 1);
+  }
+  close(fds[1]);
+  const std::string parents = GenerateToken();
+  char buf[64] = {};
+  const ssize_t n = read(fds[0], buf, sizeof(buf));
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(n, static_cast<ssize_t>(kTokenLength));
+  EXPECT_NE(std::string(buf, static_cast<size_t>(n)), parents);
 }
 
 TEST(TokenTest, HashIsSha256) {
