@@ -371,7 +371,7 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
   ProposeHere(
       request, [this, respond = std::move(respond)](ApplyResult result) {
         ProposeResponse response;
-        ResultToResponse(result, &response);
+        ResultToResponse(std::move(result), &response);
         response.set_applied_index(state_machine_->applied_index().value());
         respond(std::move(response));
       });
@@ -391,21 +391,21 @@ LeaderHint WritePath::leader_hint() const {
   return hint;
 }
 
-void ResultToResponse(const ApplyResult& result, ProposeResponse* response) {
+void ResultToResponse(ApplyResult result, ProposeResponse* response) {
   if (!result.ok()) {
     response->set_code(static_cast<int>(result.status().code()));
     response->set_message(std::string(result.status().message()));
     return;
   }
   response->set_code(0);
-  if (const auto* session = std::any_cast<sessiond::v1::Session>(&*result)) {
-    *response->mutable_session() = *session;
+  if (auto* session = std::any_cast<sessiond::v1::Session>(&*result)) {
+    *response->mutable_session() = std::move(*session);
   } else if (const auto* count = std::any_cast<uint64_t>(&*result)) {
     response->set_count(*count);
-  } else if (const auto* sessions =
+  } else if (auto* sessions =
                  std::any_cast<std::vector<sessiond::v1::Session>>(&*result)) {
-    for (const sessiond::v1::Session& one : *sessions) {
-      *response->mutable_sessions()->add_sessions() = one;
+    for (sessiond::v1::Session& one : *sessions) {
+      *response->mutable_sessions()->add_sessions() = std::move(one);
     }
   } else if (const auto* revocation =
                  std::any_cast<sessiond::v1::Revocation>(&*result)) {

@@ -139,8 +139,8 @@ class WritePath {
 };
 
 // An ApplyResult carried in a ProposeResponse (the leader's answer to a
-// forwarded write), both ways.
-void ResultToResponse(const replication::ApplyResult& result,
+// forwarded write), both ways. ResultToResponse moves the records out.
+void ResultToResponse(replication::ApplyResult result,
                       sessiond::v1::internal::ProposeResponse* response);
 replication::ApplyResult ResultFromResponse(
     const sessiond::v1::internal::ProposeResponse& response);
