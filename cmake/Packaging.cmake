@@ -107,6 +107,9 @@ else()
     "libabsl20220623, libbz2-1.0, libc6, libcpp-httplib0.11, libfmt9, \
 libgcc-s1, libgrpc++1.51, libgrpc29, liblz4-1, libprotobuf32, libsnappy1v5, \
 libspdlog1.10-fmt9, libssl3, libstdc++6, libsystemd0, libzstd1, zlib1g")
+  if(SESSIOND_WITH_JEMALLOC)
+    string(APPEND CPACK_DEBIAN_SERVER_PACKAGE_DEPENDS ", libjemalloc2")
+  endif()
 endif()
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_EXTRA
   ${CMAKE_CURRENT_LIST_DIR}/debian/postinst

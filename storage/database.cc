@@ -14,6 +14,7 @@
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
+#include "rocksdb/memtablerep.h"
 #include "rocksdb/options.h"
 #include "rocksdb/sst_file_manager.h"
 #include "rocksdb/table.h"
@@ -67,6 +68,23 @@ rocksdb::ColumnFamilyOptions CfOptions(
   // back soon after being written: compression buys little, costs CPU on the
   // start-up scan.
   cf.compression = rocksdb::kNoCompression;
+  return cf;
+}
+
+// The sessions column family is never read by key: it is scanned in key order
+// (the load at start, snapshots, backups, digests) and written at random keys
+// (token hashes) by the apply thread. A vector memtable takes each write as
+// an append and sorts once, at flush, on a background thread; a skip list
+// paid a cache-missing descent per write on the apply thread (15% of that
+// thread's CPU under creates, docs/PERFORMANCE.md). Without point reads a
+// bloom filter is only flush and compaction work.
+rocksdb::ColumnFamilyOptions SessionsCfOptions(
+    const DatabaseOptions& options,
+    const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions cf =
+      CfOptions(options, options.sessions_write_buffer_bytes, cache,
+                /*point_lookups=*/false);
+  cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
   return cf;
 }
 
@@ -185,6 +203,11 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   // its column families must then reach the disk together, so that the
   // applied index never runs ahead of, or behind, the sessions it covers.
   db_options.atomic_flush = true;
+  // A vector memtable (the sessions column family) needs it. Little is lost:
+  // that concurrency is among the writes of one write group, and the two busy
+  // writers' writes are not grouped together (the log writer's use the WAL,
+  // the apply thread's do not).
+  db_options.allow_concurrent_memtable_write = false;
   // Recovery replays the WAL into the memtables without writing SST files
   // at open: a node restarted on a full disk still opens (and serves
   // reads); the data reaches SST files at the next flush.
@@ -203,8 +226,7 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
       {kRaftLogCf,
        CfOptions(options, options.raft_log_write_buffer_bytes, cache, false)},
       {kRaftStateCf, CfOptions(options, 1 << 20, cache, true)},
-      {kSessionsCf,
-       CfOptions(options, options.sessions_write_buffer_bytes, cache, true)},
+      {kSessionsCf, SessionsCfOptions(options, cache)},
   };
 
   rocksdb::DB* raw_db = nullptr;

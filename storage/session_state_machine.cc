@@ -594,6 +594,14 @@ ApplyResult SessionStateMachine::ApplyCreate(
   }
   SESSIOND_RETURN_IF_ERROR(CheckUserCap(
       create.user_id(), create.max_user_sessions(), /*adding=*/1, now_ms));
+  SESSIOND_ASSIGN_OR_RETURN(Session session,
+                            InsertCreated(hash, create, now_ms, batch));
+  return std::any(std::move(session));
+}
+
+absl::StatusOr<Session> SessionStateMachine::InsertCreated(
+    const TokenHash& hash, const v1::internal::CreateCommand& create,
+    int64_t now_ms, rocksdb::WriteBatch* batch) {
   Session session;
   session.set_session_id(create.session_id());
   session.set_user_id(create.user_id());
@@ -614,14 +622,19 @@ ApplyResult SessionStateMachine::ApplyCreate(
   if (!create.request_key().empty()) {
     RememberCreateRequest(create, now_ms, batch);
   }
-  return std::any(std::move(session));
+  return session;
 }
 
 ApplyResult SessionStateMachine::ApplyCreateBatch(
     const v1::internal::CreateBatchCommand& batch, int64_t now_ms,
     rocksdb::WriteBatch* write) {
-  // Every check first, so a collision changes nothing.
-  absl::flat_hash_set<std::string> hashes, session_ids;
+  // Every check first, so a collision changes nothing. The sets view the
+  // command's own strings.
+  std::vector<TokenHash> hashes;
+  hashes.reserve(batch.creates_size());
+  absl::flat_hash_set<std::string_view> new_hashes, session_ids;
+  new_hashes.reserve(batch.creates_size());
+  session_ids.reserve(batch.creates_size());
   // The new sessions per user with a cap, checked against it as a whole.
   std::map<std::string, std::pair<uint32_t, uint64_t>> capped;
   for (const auto& create : batch.creates()) {
@@ -637,7 +650,8 @@ ApplyResult SessionStateMachine::ApplyCreateBatch(
     }
     SESSIOND_ASSIGN_OR_RETURN(const TokenHash hash,
                               ParseHash(create.token_hash()));
-    if (table_->Contains(hash) || !hashes.insert(create.token_hash()).second) {
+    if (table_->Contains(hash) ||
+        !new_hashes.insert(create.token_hash()).second) {
       return absl::AlreadyExistsError(
           "a session with this token already exists");
     }
@@ -651,6 +665,7 @@ ApplyResult SessionStateMachine::ApplyCreateBatch(
         create.user_id().empty() || create.user_id().size() > 65535) {
       return absl::InvalidArgumentError("create with a malformed id");
     }
+    hashes.push_back(hash);
   }
   for (const auto& [user_id, cap_adding] : capped) {
     SESSIOND_RETURN_IF_ERROR(
@@ -658,11 +673,12 @@ ApplyResult SessionStateMachine::ApplyCreateBatch(
   }
   std::vector<Session> created;
   created.reserve(batch.creates_size());
-  for (const auto& create : batch.creates()) {
-    ApplyResult one = ApplyCreate(create, now_ms, write);
+  for (int i = 0; i < batch.creates_size(); ++i) {
+    absl::StatusOr<Session> session =
+        InsertCreated(hashes[i], batch.creates(i), now_ms, write);
     // Not expected after the checks above.
-    if (!one.ok()) return one.status();
-    created.push_back(std::any_cast<Session>(std::move(*one)));
+    if (!session.ok()) return session.status();
+    created.push_back(*std::move(session));
   }
   return std::any(std::move(created));
 }

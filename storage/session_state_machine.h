@@ -277,6 +277,12 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyCreate(
       const sessiond::v1::internal::CreateCommand& create, int64_t now_ms,
       rocksdb::WriteBatch* batch);
+  // The new session of a create that passed every check: into the table and
+  // `batch`.
+  absl::StatusOr<sessiond::v1::Session> InsertCreated(
+      const TokenHash& hash,
+      const sessiond::v1::internal::CreateCommand& create, int64_t now_ms,
+      rocksdb::WriteBatch* batch);
   replication::ApplyResult ApplyCreateBatch(
       const sessiond::v1::internal::CreateBatchCommand& batch, int64_t now_ms,
       rocksdb::WriteBatch* write);

@@ -101,13 +101,14 @@ if what == "create":
     r = stub.CreateSession(session_pb2.CreateSessionRequest(
         user_id="restart-marker", ttl_ms=24 * 3600 * 1000,
         attributes={"marker": b"x" * 200}), timeout=5)
-    print(r.token)
+    print(r.token.decode())  # bytes on the wire; always ASCII (base64url)
 else:
     t0 = time.monotonic()
     while time.monotonic() - t0 < 30:
         try:
-            r = stub.ValidateSession(session_pb2.ValidateSessionRequest(token=sys.argv[4]),
-                                     timeout=1, wait_for_ready=True)
+            r = stub.ValidateSession(
+                session_pb2.ValidateSessionRequest(token=sys.argv[4].encode()),
+                timeout=1, wait_for_ready=True)
             if r.outcome == session_pb2.ValidateSessionResponse.VALID:
                 print(int((time.monotonic() - t0) * 1000))
                 sys.exit(0)

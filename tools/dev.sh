@@ -22,7 +22,7 @@ JOBS="${JOBS:-2}"
 PACKAGES=(
   build-essential cmake pkg-config git clang-14
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev librocksdb-dev libssl-dev
+  libabsl-dev librocksdb-dev libssl-dev libjemalloc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libcpp-httplib-dev libspdlog-dev
   python3 python3-grpcio python3-protobuf

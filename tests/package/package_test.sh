@@ -84,6 +84,11 @@ debs() {
   local sysroot="$OUT/root"
   dpkg-deb -x "$server" "$sysroot"
   dpkg-deb -x "$dev" "$sysroot"
+  # A daemon linked with jemalloc (SESSIOND_JEMALLOC, the default) depends on
+  # its package.
+  if readelf -d "$sysroot/usr/bin/sessiond" | grep -q 'libjemalloc'; then
+    expect "$OUT/server.control" libjemalloc2
+  fi
   expect "$sysroot/usr/lib/systemd/system/sessiond.service" \
     "ExecStart=/usr/bin/sessiond --config /etc/sessiond/sessiond.toml"
   run "$OUT/version.log" "$sysroot/usr/bin/sessiond" --version
