@@ -71,6 +71,8 @@ class Database {
   rocksdb::ColumnFamilyHandle* default_cf() const { return default_cf_; }
   rocksdb::ColumnFamilyHandle* raft_log_cf() const { return raft_log_cf_; }
   rocksdb::ColumnFamilyHandle* raft_state_cf() const { return raft_state_cf_; }
+  // Scanned only: its memtable is a vector (database.cc), so a Get on it
+  // walks the whole memtable.
   rocksdb::ColumnFamilyHandle* sessions_cf() const { return sessions_cf_; }
 
   // The value of `key` in `cf`; nullopt when absent. `options` may name a

@@ -870,9 +870,9 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
     GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
   }
   ClusterOptions options = Options();
-  // sessiond itself allocates with jemalloc, which hangs under libfaketime
-  // (server/CMakeLists.txt): the same daemon on glibc's malloc.
-  options.binary = SESSIOND_GLIBC_MALLOC_BINARY;
+  // sessiond linked with jemalloc hangs under libfaketime: the same daemon
+  // on glibc's malloc (server/CMakeLists.txt).
+  options.binary = SESSIOND_FAKETIME_BINARY;
   TempDir clocks;
   auto clock_file = [&](int id) {
     return absl::StrCat(clocks.path(), "/node", id, ".faketime");
