@@ -5,6 +5,7 @@
 #include <any>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -35,31 +36,39 @@ ExpirySweeper::~ExpirySweeper() { Stop(); }
 
 void ExpirySweeper::Stop() { task_.Stop(); }
 
-std::optional<replication::ApplyResult> ExpirySweeper::SubmitAndWait(
+struct ExpirySweeper::Proposal {
+  absl::Notification done;
+  replication::ApplyResult result;
+};
+
+std::shared_ptr<ExpirySweeper::Proposal> ExpirySweeper::Propose(
     sessiond::v1::internal::Command command) {
-  struct Outcome {
-    absl::Notification done;
-    replication::ApplyResult result;
-  };
-  auto outcome = std::make_shared<Outcome>();
+  // Shared with the callback: a Wait that timed out must not leave it
+  // writing into a destroyed Proposal.
+  auto proposal = std::make_shared<Proposal>();
   writes_->Submit(std::move(command), absl::Now() + options_.apply_timeout,
-                  [outcome](replication::ApplyResult result) {
-                    outcome->result = std::move(result);
-                    outcome->done.Notify();
+                  [proposal](replication::ApplyResult result) {
+                    proposal->result = std::move(result);
+                    proposal->done.Notify();
                   });
-  if (!outcome->done.WaitForNotificationWithTimeout(options_.apply_timeout)) {
+  return proposal;
+}
+
+std::optional<replication::ApplyResult> ExpirySweeper::Wait(
+    Proposal& proposal) {
+  if (!proposal.done.WaitForNotificationWithTimeout(options_.apply_timeout)) {
     logging::Warn(
         "sweeper.not_applied",
         logging::Fields().Add(
             "timeout_ms", absl::ToInt64Milliseconds(options_.apply_timeout)));
     return std::nullopt;
   }
-  if (!outcome->result.ok()) {
+  if (!proposal.result.ok()) {
     logging::Warn("sweeper.command_failed",
-                  logging::Fields().Error(outcome->result.status()));
+                  logging::Fields().Error(proposal.result.status()));
     return std::nullopt;
   }
-  return std::move(outcome->result);
+  return std::move(proposal.result);
 }
 
 int64_t ExpirySweeper::SteadyMs() const {
@@ -105,13 +114,21 @@ uint64_t ExpirySweeper::SweepClosed(
     judged_after_opening_ = breaker.times_opened();
   }
   const size_t most = options_.batch * options_.max_commands_per_sweep;
-  const int64_t horizon =
-      breaker_on
-          ? now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead)
-          : now_ms;
-  std::vector<storage::ExpiredSession> candidates =
-      table_->CollectExpiredSessions(horizon, leeway, most);
+  // What is due now, collected on its own: under a steady create flood the
+  // sessions about to expire within the look-ahead alone can number more
+  // than `most`, and a sweep taken from one collection of both then
+  // removed only a fraction of what was due.
+  std::vector<storage::ExpiredSession> due =
+      table_->CollectExpiredSessions(now_ms, leeway, most);
   if (breaker_on) {
+    // Judged: everything this sweep removes, and what is about to expire.
+    std::vector<storage::ExpiredSession> candidates = due;
+    for (const storage::ExpiredSession& session :
+         table_->CollectExpiredSessions(
+             now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead),
+             leeway, most)) {
+      if (session.expires_at_ms > now_ms) candidates.push_back(session);
+    }
     // Judged even when nothing expires: windows roll on time, so the next
     // one knows what the last one expected.
     const BreakerJudgement judgement =
@@ -147,14 +164,43 @@ uint64_t ExpirySweeper::SweepClosed(
       return 0;
     }
   }
-  if (candidates.empty()) return 0;
-  // What is due now (the look-ahead only informed the judgement).
-  std::vector<storage::ExpiredSession> due;
-  for (const storage::ExpiredSession& session : candidates) {
-    if (session.expires_at_ms <= now_ms) due.push_back(session);
-  }
+  if (due.empty()) return 0;
+  // Up to max_commands_in_flight commands at once, their results taken in
+  // order. Application re-checks each session at the applied time (a
+  // session touched meanwhile stays). After a failure nothing more is
+  // proposed; what is already proposed may still apply and is counted.
+  struct InFlight {
+    std::shared_ptr<Proposal> proposal;
+    size_t begin;
+    size_t end;
+  };
+  std::deque<InFlight> in_flight;
   uint64_t removed = 0;
-  for (size_t begin = 0; begin < due.size(); begin += options_.batch) {
+  bool failed = false;
+  const auto take_oldest = [&] {
+    InFlight oldest = std::move(in_flight.front());
+    in_flight.pop_front();
+    std::optional<replication::ApplyResult> result = Wait(*oldest.proposal);
+    if (!result) {
+      failed = true;
+      return;
+    }
+    if (const uint64_t* count = std::any_cast<uint64_t>(&**result)) {
+      removed += *count;
+    }
+    if (breaker_on) {
+      judge_.Count(steady_ms, now_ms,
+                   std::vector<storage::ExpiredSession>(
+                       due.begin() + oldest.begin, due.begin() + oldest.end));
+    }
+  };
+  const size_t window = std::max<size_t>(1, options_.max_commands_in_flight);
+  for (size_t begin = 0; begin < due.size() && !failed;
+       begin += options_.batch) {
+    if (in_flight.size() >= window) {
+      take_oldest();
+      if (failed) break;
+    }
     const size_t end = std::min(due.size(), begin + options_.batch);
     sessiond::v1::internal::Command command;
     auto* expire = command.mutable_expire();
@@ -162,20 +208,9 @@ uint64_t ExpirySweeper::SweepClosed(
       expire->add_token_hashes(
           std::string(storage::TokenHashBytes(due[i].hash)));
     }
-    // Application re-checks each at the applied time (a session touched
-    // meanwhile stays), one command after the other.
-    std::optional<replication::ApplyResult> result =
-        SubmitAndWait(std::move(command));
-    if (!result) break;
-    uint64_t count = 0;
-    if (const uint64_t* c = std::any_cast<uint64_t>(&**result)) count = *c;
-    removed += count;
-    if (breaker_on) {
-      judge_.Count(steady_ms, now_ms,
-                   std::vector<storage::ExpiredSession>(due.begin() + begin,
-                                                        due.begin() + end));
-    }
+    in_flight.push_back(InFlight{Propose(std::move(command)), begin, end});
   }
+  while (!in_flight.empty()) take_oldest();
   return removed;
 }
 

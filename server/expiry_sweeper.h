@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
@@ -26,6 +27,11 @@ struct ExpirySweeperOptions {
   // Most commands per sweep, so one sweep of a huge backlog does not hold
   // the log; the rest waits for the next sweep.
   size_t max_commands_per_sweep = 64;
+  // Most expire commands proposed and not yet applied. One at a time, a
+  // sweep removes at most `batch` sessions per commit latency, and under a
+  // sustained create flood it lags behind what expires (docs/PERFORMANCE.md,
+  // "Expiry sweeps under a sustained create flood").
+  size_t max_commands_in_flight = 4;
   // How long a sweep waits for its command to apply before giving up (the
   // next sweep finds the same sessions again if it did not apply).
   absl::Duration apply_timeout = absl::Seconds(10);
@@ -93,10 +99,16 @@ class ExpirySweeper {
   }
 
  private:
-  // Proposes `command` and waits until it applied (nullopt, logged, when it
-  // failed or did not apply within apply_timeout).
+  struct Proposal;
+  // Proposes `command`; Wait() for its result.
+  std::shared_ptr<Proposal> Propose(sessiond::v1::internal::Command command);
+  // The result once applied (nullopt, logged, when the command failed or
+  // did not apply within apply_timeout).
+  std::optional<replication::ApplyResult> Wait(Proposal& proposal);
   std::optional<replication::ApplyResult> SubmitAndWait(
-      sessiond::v1::internal::Command command);
+      sessiond::v1::internal::Command command) {
+    return Wait(*Propose(std::move(command)));
+  }
   // One sweep with the breaker closed: judge, then expire or open.
   uint64_t SweepClosed(int64_t steady_ms,
                        const sessiond::v1::ExpiryBreaker& breaker);

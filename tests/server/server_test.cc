@@ -413,6 +413,48 @@ TEST_F(DaemonTest, ExpiredNotSweptReadsAsExpired) {
   EXPECT_EQ(outcome, ValidateSessionResponse::EXPIRED);
 }
 
+TEST_F(DaemonTest, OneSweepRemovesEveryDueSessionAcrossManyCommands) {
+  // 50 expired sessions, at most 5 per command: ten commands, several in
+  // flight at once. 400 more expire within the breaker's look-ahead (two
+  // sweep intervals: two hours here), more than one sweep takes (64
+  // commands of 5): the sweep still removes every due session, counts
+  // each once, and keeps the rest.
+  daemon_->Shutdown();
+  daemon_.reset();
+  Config config = TestConfig(dir_.Child("data"));
+  config.sweep_interval_ms = 3600 * 1000;  // only this test sweeps
+  config.sweep_batch = 5;
+  auto daemon = Daemon::Start(config);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  daemon_ = *std::move(daemon);
+  stub_ = StubFor(daemon_->address());
+  std::vector<std::string> kept;
+  for (int i = 0; i < 400; ++i) {
+    kept.push_back(
+        MustCreate(absl::StrCat("k", i % 40), /*ttl_ms=*/600000).token());
+  }
+  std::vector<std::string> due;
+  for (int i = 0; i < 50; ++i) {
+    due.push_back(MustCreate(absl::StrCat("d", i), /*ttl_ms=*/100).token());
+  }
+  for (int i = 0; i < 3000 && Validate(due.back()).outcome() !=
+                                  ValidateSessionResponse::EXPIRED;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(daemon_->table()->size(), 450u);
+
+  EXPECT_EQ(daemon_->sweeper()->SweepOnce(), 50u);
+
+  EXPECT_EQ(daemon_->table()->size(), 400u);
+  for (const std::string& token : due) {
+    EXPECT_EQ(Validate(token).outcome(), ValidateSessionResponse::UNKNOWN);
+  }
+  EXPECT_EQ(Validate(kept.front()).outcome(), ValidateSessionResponse::VALID);
+  EXPECT_EQ(Validate(kept.back()).outcome(), ValidateSessionResponse::VALID);
+  EXPECT_EQ(daemon_->sweeper()->SweepOnce(), 0u);
+}
+
 TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
   const CreateSessionResponse created =
       MustCreate("ivy", /*ttl_ms=*/60000, /*idle_timeout_ms=*/4000);
