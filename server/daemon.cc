@@ -119,10 +119,11 @@ Daemon::Daemon(const Config& config)
 Daemon::~Daemon() { Shutdown(); }
 
 std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
-                                                  int64_t batch) const {
+                                                  int64_t batch) {
   ExpirySweeperOptions options;
   options.interval = absl::Milliseconds(interval_ms);
   options.batch = static_cast<size_t>(batch);
+  options.stats = &sweep_stats_;
   options.breaker.share =
       static_cast<double>(config_.expiry_breaker_percent) / 100.0;
   options.breaker.window_ms = config_.expiry_breaker_window_ms;
@@ -828,6 +829,10 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
   if (touches_ != nullptr) {
     metrics->set_touch_batches_dropped(touches_->lost_commands());
   }
+  metrics->set_expiry_sweep_due(
+      sweep_stats_.last_due.load(std::memory_order_relaxed));
+  metrics->set_expiry_sweeps_at_cap(
+      sweep_stats_.at_cap.load(std::memory_order_relaxed));
   if (logout_detector_ != nullptr) {
     for (sessiond::v1::LogoutAlert& alert : logout_detector_->ActiveAlerts()) {
       *m.add_logout_alerts() = std::move(alert);

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "server/config.h"
+#include "server/expiry_sweep_stats.h"
 #include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/peer.pb.h"
 
@@ -147,8 +148,7 @@ class Daemon {
   explicit Daemon(const Config& config);
   absl::Status Init();
   absl::Status StartPeerListener();
-  std::unique_ptr<ExpirySweeper> NewSweeper(int64_t interval_ms,
-                                            int64_t batch) const;
+  std::unique_ptr<ExpirySweeper> NewSweeper(int64_t interval_ms, int64_t batch);
   sessiond::v1::internal::HelloResponse Hello() const;
 
   const Config config_;
@@ -202,6 +202,7 @@ class Daemon {
   std::unique_ptr<WriteAdmission> write_admission_;
   std::unique_ptr<SessionServiceImpl> service_;
   std::unique_ptr<AdminServiceImpl> admin_;
+  ExpirySweepStats sweep_stats_;  // every sweeper_ counts here (outlives it)
   std::unique_ptr<ExpirySweeper> sweeper_;
   // --logout_detector_interval_ms > 0: samples table_ and service_'s
   // validation counts on its thread (sd-logout) from the end of Init until

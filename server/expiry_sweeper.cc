@@ -84,6 +84,9 @@ uint64_t ExpirySweeper::SweepOnce() {
   if (driver_->status().role != replication::Role::kLeader) {
     judging_ = false;  // a later leadership starts a window of its own
     seen_open_id_ = 0;
+    if (options_.stats != nullptr) {
+      options_.stats->last_due.store(0, std::memory_order_relaxed);
+    }
     return 0;
   }
   const int64_t steady_ms = SteadyMs();
@@ -120,6 +123,12 @@ uint64_t ExpirySweeper::SweepClosed(
   // removed only a fraction of what was due.
   std::vector<storage::ExpiredSession> due =
       table_->CollectExpiredSessions(now_ms, leeway, most);
+  if (options_.stats != nullptr) {
+    options_.stats->last_due.store(due.size(), std::memory_order_relaxed);
+    if (due.size() >= most) {
+      options_.stats->at_cap.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
   if (breaker_on) {
     // Judged: everything this sweep removes, and what is about to expire.
     std::vector<storage::ExpiredSession> candidates = due;

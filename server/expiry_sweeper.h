@@ -14,6 +14,7 @@
 #include "replication/node_driver.h"
 #include "server/cluster_clock.h"
 #include "server/expiry_breaker.h"
+#include "server/expiry_sweep_stats.h"
 #include "server/periodic_task.h"
 #include "server/write_path.h"
 #include "storage/session_table.h"
@@ -40,6 +41,9 @@ struct ExpirySweeperOptions {
   // How far ahead of cluster time the breaker looks at sessions about to
   // expire, so it opens before the first unexpected one expires.
   absl::Duration breaker_lookahead = absl::Seconds(3);
+  // Where this sweeper counts what it found (null: not counted). Outlives
+  // the sweeper.
+  ExpirySweepStats* stats = nullptr;
   // Test hook: the steady clock in ms (default: std::chrono::steady_clock).
   std::function<int64_t()> steady_ms;
 };

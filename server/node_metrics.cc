@@ -121,6 +121,13 @@ void WriteMemberStatusMetrics(const sessiond::v1::MemberStatus& m,
   w->Counter("sessiond_touch_batches_dropped_total",
              "Touch batches that did not reach the log",
              n.touch_batches_dropped());
+  w->Gauge("sessiond_expiry_sweep_due_sessions",
+           "Expired sessions the leader's last sweep found to remove",
+           AsDouble(n.expiry_sweep_due()));
+  w->Counter("sessiond_expiry_sweeps_at_cap_total",
+             "Sweeps that found as many expired sessions as one sweep may "
+             "remove (the rest waited for the next)",
+             n.expiry_sweeps_at_cap());
 }
 
 namespace {

@@ -125,6 +125,8 @@ TEST(NodeMetricsTest, MapsAMemberStatus) {
   m.set_clock_skew_ms(-1500);
   m.set_disk_full(true);
   m.mutable_metrics()->set_synced_log_writes(42);
+  m.mutable_metrics()->set_expiry_sweep_due(64000);
+  m.mutable_metrics()->set_expiry_sweeps_at_cap(5);
   ExpositionWriter w;
   WriteMemberStatusMetrics(m, &w);
   const std::string& text = w.text();
@@ -133,7 +135,9 @@ TEST(NodeMetricsTest, MapsAMemberStatus) {
         "sessiond_raft_is_leader 1\n", "sessiond_raft_apply_lag_entries 20\n",
         "sessiond_clock_skew_seconds -1.5\n", "sessiond_disk_full 1\n",
         "sessiond_raft_log_synced_writes_total 42\n",
-        "# TYPE sessiond_raft_log_synced_writes_total counter\n"}) {
+        "# TYPE sessiond_raft_log_synced_writes_total counter\n",
+        "sessiond_expiry_sweep_due_sessions 64000\n",
+        "sessiond_expiry_sweeps_at_cap_total 5\n"}) {
     EXPECT_NE(text.find(line), std::string::npos) << line << " in\n" << text;
   }
 }

@@ -413,21 +413,42 @@ TEST_F(DaemonTest, ExpiredNotSweptReadsAsExpired) {
   EXPECT_EQ(outcome, ValidateSessionResponse::EXPIRED);
 }
 
-TEST_F(DaemonTest, OneSweepRemovesEveryDueSessionAcrossManyCommands) {
+// A daemon that sweeps only when the test calls SweepOnce, `sweep_batch_`
+// sessions per expire command.
+class ManualSweepTest : public DaemonTest {
+ protected:
+  Config MakeConfig() override {
+    Config config = DaemonTest::MakeConfig();
+    config.sweep_interval_ms = 3600 * 1000;
+    config.sweep_batch = sweep_batch_;
+    return config;
+  }
+  void RestartWithSweepBatch(int64_t sweep_batch) {
+    sweep_batch_ = sweep_batch;
+    RestartDaemon();
+  }
+  // Bounded: until `token` reads EXPIRED.
+  void WaitUntilExpired(const std::string& token) {
+    for (int i = 0; i < 3000 && Validate(token).outcome() !=
+                                    ValidateSessionResponse::EXPIRED;
+         ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+  sessiond::v1::NodeMetrics Metrics() const {
+    return daemon_->SelfStatus(/*with_digest=*/false).metrics();
+  }
+
+  int64_t sweep_batch_ = 1000;
+};
+
+TEST_F(ManualSweepTest, OneSweepRemovesEveryDueSessionAcrossManyCommands) {
   // 50 expired sessions, at most 5 per command: ten commands, several in
   // flight at once. 400 more expire within the breaker's look-ahead (two
   // sweep intervals: two hours here), more than one sweep takes (64
   // commands of 5): the sweep still removes every due session, counts
   // each once, and keeps the rest.
-  daemon_->Shutdown();
-  daemon_.reset();
-  Config config = TestConfig(dir_.Child("data"));
-  config.sweep_interval_ms = 3600 * 1000;  // only this test sweeps
-  config.sweep_batch = 5;
-  auto daemon = Daemon::Start(config);
-  ASSERT_TRUE(daemon.ok()) << daemon.status();
-  daemon_ = *std::move(daemon);
-  stub_ = StubFor(daemon_->address());
+  RestartWithSweepBatch(5);
   std::vector<std::string> kept;
   for (int i = 0; i < 400; ++i) {
     kept.push_back(
@@ -437,15 +458,13 @@ TEST_F(DaemonTest, OneSweepRemovesEveryDueSessionAcrossManyCommands) {
   for (int i = 0; i < 50; ++i) {
     due.push_back(MustCreate(absl::StrCat("d", i), /*ttl_ms=*/100).token());
   }
-  for (int i = 0; i < 3000 && Validate(due.back()).outcome() !=
-                                  ValidateSessionResponse::EXPIRED;
-       ++i) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  WaitUntilExpired(due.back());
   ASSERT_EQ(daemon_->table()->size(), 450u);
 
   EXPECT_EQ(daemon_->sweeper()->SweepOnce(), 50u);
 
+  EXPECT_EQ(Metrics().expiry_sweep_due(), 50u);
+  EXPECT_EQ(Metrics().expiry_sweeps_at_cap(), 0u);
   EXPECT_EQ(daemon_->table()->size(), 400u);
   for (const std::string& token : due) {
     EXPECT_EQ(Validate(token).outcome(), ValidateSessionResponse::UNKNOWN);
@@ -453,6 +472,26 @@ TEST_F(DaemonTest, OneSweepRemovesEveryDueSessionAcrossManyCommands) {
   EXPECT_EQ(Validate(kept.front()).outcome(), ValidateSessionResponse::VALID);
   EXPECT_EQ(Validate(kept.back()).outcome(), ValidateSessionResponse::VALID);
   EXPECT_EQ(daemon_->sweeper()->SweepOnce(), 0u);
+}
+
+TEST_F(ManualSweepTest, ASweepThatFindsMoreThanItMayRemoveIsCounted) {
+  // One session per command, 64 commands per sweep: 70 due sessions take
+  // two sweeps, and the first says it left some behind.
+  RestartWithSweepBatch(1);
+  std::string last;
+  for (int i = 0; i < 70; ++i) {
+    last = MustCreate(absl::StrCat("d", i), /*ttl_ms=*/100).token();
+  }
+  WaitUntilExpired(last);
+
+  EXPECT_EQ(daemon_->sweeper()->SweepOnce(), 64u);
+  EXPECT_EQ(Metrics().expiry_sweep_due(), 64u);
+  EXPECT_EQ(Metrics().expiry_sweeps_at_cap(), 1u);
+
+  EXPECT_EQ(daemon_->sweeper()->SweepOnce(), 6u);
+  EXPECT_EQ(Metrics().expiry_sweep_due(), 6u);
+  EXPECT_EQ(Metrics().expiry_sweeps_at_cap(), 1u);
+  EXPECT_EQ(daemon_->table()->size(), 0u);
 }
 
 TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
