@@ -10,7 +10,8 @@ namespace sessiond::server {
 // What the leader's sweeps found, kept by the owner so that it outlives a
 // sweeper replaced on reload. Read by any thread.
 struct ExpirySweepStats {
-  // Due sessions the last sweep of this node found (0 on a follower).
+  // Due sessions the last sweep of this node found (0 on a follower and
+  // while the expiry breaker is open).
   std::atomic<uint64_t> last_due{0};
   // Sweeps that found as many due sessions as one sweep may remove
   // (batch x max_commands_per_sweep), so some waited for the next: again

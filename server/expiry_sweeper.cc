@@ -71,6 +71,12 @@ std::optional<replication::ApplyResult> ExpirySweeper::Wait(
   return std::move(proposal.result);
 }
 
+void ExpirySweeper::PublishDue(size_t due, bool at_cap) {
+  if (options_.stats == nullptr) return;
+  options_.stats->last_due.store(due, std::memory_order_relaxed);
+  if (at_cap) options_.stats->at_cap.fetch_add(1, std::memory_order_relaxed);
+}
+
 int64_t ExpirySweeper::SteadyMs() const {
   if (options_.steady_ms) return options_.steady_ms();
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -84,15 +90,14 @@ uint64_t ExpirySweeper::SweepOnce() {
   if (driver_->status().role != replication::Role::kLeader) {
     judging_ = false;  // a later leadership starts a window of its own
     seen_open_id_ = 0;
-    if (options_.stats != nullptr) {
-      options_.stats->last_due.store(0, std::memory_order_relaxed);
-    }
+    PublishDue(0, /*at_cap=*/false);
     return 0;
   }
   const int64_t steady_ms = SteadyMs();
   const sessiond::v1::ExpiryBreaker breaker = state_machine_->expiry_breaker();
   uint64_t removed = 0;
   if (breaker.open()) {
+    PublishDue(0, /*at_cap=*/false);  // held back, not due
     MaybeClearBreaker(steady_ms, breaker);
   } else {
     removed = SweepClosed(steady_ms, breaker);
@@ -123,12 +128,7 @@ uint64_t ExpirySweeper::SweepClosed(
   // removed only a fraction of what was due.
   std::vector<storage::ExpiredSession> due =
       table_->CollectExpiredSessions(now_ms, leeway, most);
-  if (options_.stats != nullptr) {
-    options_.stats->last_due.store(due.size(), std::memory_order_relaxed);
-    if (due.size() >= most) {
-      options_.stats->at_cap.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
+  PublishDue(due.size(), /*at_cap=*/due.size() >= most);
   if (breaker_on) {
     // Judged: everything this sweep removes, and what is about to expire.
     std::vector<storage::ExpiredSession> candidates = due;
@@ -204,8 +204,7 @@ uint64_t ExpirySweeper::SweepClosed(
     }
   };
   const size_t window = std::max<size_t>(1, options_.max_commands_in_flight);
-  for (size_t begin = 0; begin < due.size() && !failed;
-       begin += options_.batch) {
+  for (size_t begin = 0; begin < due.size(); begin += options_.batch) {
     if (in_flight.size() >= window) {
       take_oldest();
       if (failed) break;

@@ -121,6 +121,9 @@ class ExpirySweeper {
   void MaybeClearBreaker(int64_t steady_ms,
                          const sessiond::v1::ExpiryBreaker& breaker);
   int64_t SteadyMs() const;
+  // Into options_.stats: the due sessions this sweep found, and whether
+  // that was all one sweep may remove.
+  void PublishDue(size_t due, bool at_cap);
   // Proposes a purge of the revocations whose retention has passed.
   void PurgeRevocations();
   // Proposes a purge of the create request ids whose window has passed.
