@@ -240,6 +240,20 @@ absl::Status Daemon::Init() {
 
   const uint64_t disk_low_bytes = static_cast<uint64_t>(config_.disk_reserve_mb)
                                   << 20;
+  const uint64_t flush_bytes = storage::DatabaseOptions{}.memtable_budget_bytes;
+  if (disk_low_bytes > 0 && disk_low_bytes < flush_bytes) {
+    logging::Warn(
+        "disk.reserve_small",
+        logging::Fields()
+            .Add("disk_reserve_mb", config_.disk_reserve_mb)
+            .Add("msg", absl::StrCat("--disk_reserve_mb is under the ",
+                                     flush_bytes >> 20,
+                                     " MiB RocksDB may flush at once: a flush "
+                                     "can find the disk full before writes "
+                                     "are refused, and spend the reserve "
+                                     "file (docs/OPERATIONS.md, A full "
+                                     "disk)")));
+  }
   storage::DiskGuard::ReleaseReserveIfLow(config_.data_dir, disk_low_bytes);
   absl::StatusOr<std::unique_ptr<storage::Database>> db =
       storage::Database::Open(config_.data_dir, storage::DatabaseOptions{});
@@ -248,7 +262,7 @@ absl::Status Daemon::Init() {
   storage::DiskGuardOptions disk_options;
   disk_options.dir = config_.data_dir;
   disk_options.low_bytes = disk_low_bytes;
-  disk_options.reserve_bytes = storage::DatabaseOptions{}.memtable_budget_bytes;
+  disk_options.reserve_bytes = flush_bytes;
   disk_options.on_change = [this](bool low) {
     if (replication::NodeDriver* driver = disk_driver_.load()) {
       driver->RefuseProposals(low ? disk_guard_->WriteRefusal()

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -22,6 +23,7 @@
 #include "rocksdb/write_buffer_manager.h"
 #include "storage/disk_guard.h"
 #include "storage/keys.h"
+#include "storage/rocksdb_info_log.h"
 
 namespace sessiond::storage {
 
@@ -40,6 +42,25 @@ absl::Status FromRocksStatus(const rocksdb::Status& status,
 }
 
 namespace {
+
+// Whether a RocksDB error names a write-ahead log file ("<dir>/000014.log"):
+// its failure, or the background error it left.
+bool NamesWalFile(std::string_view message) {
+  for (size_t at = message.find(".log"); at != std::string_view::npos;
+       at = message.find(".log", at + 1)) {
+    size_t digits = 0;
+    while (digits < at && absl::ascii_isdigit(message[at - digits - 1])) {
+      ++digits;
+    }
+    if (digits >= 6 && digits < at && message[at - digits - 1] == '/') {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Each of LOG and LOG.old.1.
+constexpr uint64_t kInfoLogMaxBytes = 8 << 20;
 
 bool IsLockError(const rocksdb::Status& status) {
   // RocksDB reports a held LOCK as an IOError: "While lock file: <dir>/LOCK:
@@ -192,9 +213,12 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   db_options.write_buffer_manager =
       std::make_shared<rocksdb::WriteBufferManager>(
           options.memtable_budget_bytes);
-  // Keep the info LOG small; it is for post-mortems, not for operation.
-  db_options.max_log_file_size = 8 << 20;
-  db_options.keep_log_file_num = 3;
+  // The info LOG is for post-mortems, not for operation: small, and never
+  // able to stop the node when the disk is full (storage/rocksdb_info_log.h).
+  absl::StatusOr<std::shared_ptr<RocksInfoLog>> info_log =
+      RocksInfoLog::Open(dir, kInfoLogMaxBytes);
+  if (!info_log.ok()) return info_log.status();
+  db_options.info_log = *std::move(info_log);
   // A crash may leave a torn record at the WAL's tail (never synced, so never
   // acknowledged); anything else is corruption.
   db_options.wal_recovery_mode =
@@ -246,6 +270,13 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
           absl::StrCat("data dir ", dir, " is corrupt: ", s.ToString(),
                        "; refusing to start: restore it from a backup (see "
                        "docs/OPERATIONS.md, Backups and restore)"));
+    }
+    if (s.IsNoSpace() || absl::StrContains(s.ToString(), "No space left")) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "cannot open data dir ", dir,
+          ": its file system is full (RocksDB needs a few KiB to open: ",
+          s.ToString(),
+          "); free space on that file system, then start sessiond again"));
     }
     if (s.IsInvalidArgument() &&
         absl::StrContains(s.ToString(), "does not exist")) {
@@ -318,10 +349,27 @@ Database::~Database() {
 }
 
 absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
+  if (absl::Status failed = wal_failure(); !failed.ok()) return failed;
   rocksdb::WriteOptions write_options;
   write_options.sync = sync;
   ResumeAfterFailedWrite();
-  return Checked(db_->Write(write_options, batch), "RocksDB write");
+  const rocksdb::Status s = db_->Write(write_options, batch);
+  if (!s.ok() && NamesWalFile(s.ToString())) {
+    absl::MutexLock lock(&wal_mu_);
+    if (wal_failure_.ok()) {
+      wal_failure_ = FromRocksStatus(
+          s, absl::StrCat("RocksDB's write-ahead log in ", dir_,
+                          " cannot be appended to again in this process "
+                          "(restart sessiond once the disk has room); it "
+                          "failed with"));
+    }
+  }
+  return Checked(s, "RocksDB write");
+}
+
+absl::Status Database::wal_failure() const {
+  absl::MutexLock lock(&wal_mu_);
+  return wal_failure_;
 }
 
 void Database::ResumeAfterFailedWrite() {

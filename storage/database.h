@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
 #include "rocksdb/write_batch.h"
@@ -56,6 +57,7 @@ class Database {
   //                       LOCK is held), or has an unknown format version
   //   DataLoss            the dir is corrupt (RocksDB reported Corruption)
   //   NotFound            no database and !create_if_missing
+  //   ResourceExhausted   its file system has no room for RocksDB to open
   //   Internal            any other RocksDB or file system error
   static absl::StatusOr<std::unique_ptr<Database>> Open(
       const std::string& dir, const DatabaseOptions& options);
@@ -86,11 +88,22 @@ class Database {
   // every write until its background error is cleared, which the next
   // Write or WriteWithoutWal tries first (DB::Resume). The caller decides
   // when to retry.
+  //
+  // Once the WAL itself failed (wal_failure()), every later Write fails at
+  // once with that error, without reaching RocksDB.
   absl::Status Write(rocksdb::WriteBatch* batch, bool sync);
   // Writes `batch` to the memtables only: it reaches the disk at the next
   // flush (all column families flush together, atomic_flush), and a crash
   // before that loses it whole. For state the Raft log can rebuild.
   absl::Status WriteWithoutWal(rocksdb::WriteBatch* batch);
+
+  // OK until an append to RocksDB's write-ahead log failed (a disk that
+  // filled, an I/O error); that error from then on. RocksDB 7.8 cannot go on
+  // with such a log: when it resumes it keeps appending to the same writer,
+  // whose next append asserts (Debian's librocksdb keeps asserts) or fails
+  // for good. So nothing is appended to it again; reopening the database (a
+  // restart of the node) is the way back.
+  absl::Status wal_failure() const;
 
   // Flushes all memtables to SST files and waits for it. Used at shutdown
   // and by tests; not needed for durability (the WAL already has the data).
@@ -123,6 +136,8 @@ class Database {
   rocksdb::ColumnFamilyHandle* raft_state_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* sessions_cf_ = nullptr;
   std::atomic<bool> write_failed_{false};
+  mutable absl::Mutex wal_mu_;
+  absl::Status wal_failure_ ABSL_GUARDED_BY(wal_mu_);
 };
 
 // A consistent view of the database while it lives: reads through its

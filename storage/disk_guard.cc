@@ -153,7 +153,9 @@ void DiskGuard::Check(const std::string& no_space_error, uint64_t incoming) {
     if (!no_space_error.empty()) DropReserveLocked();
     if (!state_.low) {
       if (!no_space_error.empty()) {
-        GoLowLocked(absl::StrCat("a write failed: ", no_space_error));
+        GoLowLocked(absl::StrCat(
+            "a write failed before free space fell under --disk_reserve_mb (",
+            MiB(options_.low_bytes), "): ", no_space_error));
         changed = true;
       } else if (free.ok()) {
         if (!state_.reserve_held &&
