@@ -113,8 +113,10 @@ void AllowPeerKeepalive(grpc::ServerBuilder* builder) {
 
 }  // namespace
 
-Daemon::Daemon(const Config& config)
-    : config_(config), shutdown_grace_ms_(config.shutdown_grace_ms) {}
+Daemon::Daemon(const Config& config, RestartRequest on_restart_needed)
+    : config_(config),
+      on_restart_needed_(std::move(on_restart_needed)),
+      shutdown_grace_ms_(config.shutdown_grace_ms) {}
 
 Daemon::~Daemon() { Shutdown(); }
 
@@ -158,10 +160,37 @@ absl::Status Daemon::Reload(const Config& next) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
-  std::unique_ptr<Daemon> daemon(new Daemon(config));
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
+    const Config& config, RestartRequest on_restart_needed) {
+  std::unique_ptr<Daemon> daemon(
+      new Daemon(config, std::move(on_restart_needed)));
   if (absl::Status s = daemon->Init(); !s.ok()) return s;
   return daemon;
+}
+
+void Daemon::RestartIfLogLost() {
+  if (restart_requested_) return;
+  const absl::Status lost = db_->wal_failure();
+  // Another I/O error is the disk's own trouble: restarting would hide it
+  // in a loop. Writes stay refused, with that error, for an operator.
+  if (lost.ok() || !storage::IsNoSpace(lost)) return;
+  // Where the guard resumes writes (with the guard off, room for the
+  // reserve file RocksDB's flushes need): a restart with less would only
+  // fill the disk again.
+  const uint64_t room = disk_guard_->state().resume_bytes;
+  absl::StatusOr<uint64_t> free = disk_guard_->FreeBytes();
+  if (!free.ok() || *free < room) return;
+  restart_requested_ = true;
+  logging::Warn(
+      "storage.restart",
+      logging::Fields()
+          .Error(lost)
+          .Add("free_bytes", *free)
+          .Add("msg",
+               "the data disk has room again, but RocksDB cannot append to "
+               "its write-ahead log after that failure: restarting this "
+               "node in place to reopen it"));
+  on_restart_needed_();
 }
 
 sessiond::v1::internal::HelloResponse Daemon::Hello() const {
@@ -678,6 +707,10 @@ absl::Status Daemon::Init() {
   agent_ = std::make_unique<ClusterAgent>(agent_options, driver_.get(),
                                           state_machine_.get(), clock_.get(),
                                           writes_.get());
+  if (on_restart_needed_ != nullptr) {
+    log_watch_ = std::make_unique<PeriodicTask>(
+        "sd-log-watch", absl::Seconds(1), [this] { RestartIfLogLost(); });
+  }
   running_.store(true);
   service_->set_ready(true);
   if (logout_detector_ != nullptr) logout_detector_->Start();
@@ -872,6 +905,7 @@ void Daemon::Shutdown() {
     shut_down_ = true;
   }
   running_.store(false);
+  if (log_watch_ != nullptr) log_watch_->Stop();
   const int64_t grace_ms = shutdown_grace_ms_.load();  // Reload may change it
   const absl::Duration grace = absl::Milliseconds(grace_ms);
   if (server_ != nullptr) {

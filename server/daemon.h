@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "server/config.h"
 #include "server/expiry_sweep_stats.h"
+#include "server/periodic_task.h"
 #include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/peer.pb.h"
 
@@ -91,7 +93,15 @@ class Daemon {
   // DecideIdentity (FailedPrecondition: another cluster's data dir, a wiped
   // member that must rejoin), Unavailable when an address cannot be bound
   // or the replay does not finish within the startup timeout.
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const Config& config);
+  //
+  // `on_restart_needed`, when set, is called once (on the sd-log-watch
+  // thread, so it must not block or destroy the daemon) when this daemon
+  // cannot go on writing but a new one with the same config would: RocksDB's
+  // write-ahead log failed (storage::Database::wal_failure) and the data
+  // disk has room again. main.cc then restarts it in place (SIGUSR2).
+  using RestartRequest = std::function<void()>;
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      const Config& config, RestartRequest on_restart_needed = nullptr);
 
   ~Daemon();  // Shutdown()s.
   Daemon(const Daemon&) = delete;
@@ -145,8 +155,11 @@ class Daemon {
   sessiond::v1::MemberStatus SelfStatus(bool with_digest) const;
 
  private:
-  explicit Daemon(const Config& config);
+  Daemon(const Config& config, RestartRequest on_restart_needed);
   absl::Status Init();
+  // log_watch_'s run: asks for a restart once RocksDB's write-ahead log
+  // failed and free space is back to where the disk guard resumes writes.
+  void RestartIfLogLost();
   absl::Status StartPeerListener();
   std::unique_ptr<ExpirySweeper> NewSweeper(int64_t interval_ms, int64_t batch);
   sessiond::v1::internal::HelloResponse Hello() const;
@@ -220,6 +233,11 @@ class Daemon {
   // starts once they all exist and stops before any is destroyed.
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<JwksHttpServer> jwks_http_;
+  const RestartRequest on_restart_needed_;
+  bool restart_requested_ = false;  // log_watch_'s thread only
+  // With on_restart_needed_: "sd-log-watch", every second from the end of
+  // Init until Shutdown stops it first.
+  std::unique_ptr<PeriodicTask> log_watch_;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

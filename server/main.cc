@@ -7,7 +7,9 @@
 // parses changes nothing. Under systemd (Type=notify) it tells the manager
 // READY=1 once it serves, RELOADING=1 ... READY=1 around a reload, and
 // STOPPING=1 when it begins to drain (sd_notify; nothing without
-// $NOTIFY_SOCKET).
+// $NOTIFY_SOCKET). SIGUSR2 restarts the daemon in place, on the same
+// addresses, without a new process: the daemon asks for it itself when
+// RocksDB's write-ahead log failed and the disk has room again.
 //
 // Exit codes: 0 after a clean shutdown, 1 when the daemon cannot start (the
 // data dir is locked by another process or corrupt, the address cannot be
@@ -18,6 +20,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -83,6 +86,84 @@ void Reload(int argc, char** argv, sessiond::server::Daemon* daemon,
   sd_notify(0, "READY=1\nSTATUS=serving");
 }
 
+// The daemon asks for a restart in place (Daemon::Start's
+// on_restart_needed) with this signal, so this thread's sigwait takes it with
+// the others. An operator may send it too.
+constexpr int kRestartSignal = SIGUSR2;
+
+// The lines scripts and tests read once the daemon serves (again).
+void AnnounceServing(const sessiond::server::Daemon& daemon,
+                     const sessiond::server::Config& config) {
+  std::printf(
+      "sessiond listening on %s (data dir %s, %llu sessions loaded in %lld "
+      "ms)\n",
+      daemon.address().c_str(), config.data_dir.c_str(),
+      static_cast<unsigned long long>(daemon.sessions_loaded()),
+      static_cast<long long>(daemon.startup_ms()));
+  std::printf("sessiond startup: %s\n", daemon.startup_breakdown().c_str());
+  std::printf(
+      "sessiond raft log: first index %llu, last index %llu\n",
+      static_cast<unsigned long long>(daemon.log_store()->FirstIndex().value()),
+      static_cast<unsigned long long>(daemon.log_store()->LastIndex().value()));
+  if (!daemon.peer_address().empty()) {
+    std::printf("sessiond cluster 0x%llx, node %lld, peers on %s\n",
+                static_cast<unsigned long long>(daemon.cluster_id()),
+                static_cast<long long>(config.node_id),
+                daemon.peer_address().c_str());
+    std::printf("PEER_LISTENING %s\n", daemon.peer_address().c_str());
+  }
+  if (!daemon.metrics_address().empty()) {
+    std::printf("METRICS_LISTENING %s\n", daemon.metrics_address().c_str());
+  }
+  if (!daemon.jwks_address().empty()) {
+    std::printf("JWKS_LISTENING %s\n", daemon.jwks_address().c_str());
+  }
+  // Machine-readable, for tests and scripts that started us with port 0.
+  std::printf("LISTENING %s\n", daemon.address().c_str());
+  std::fflush(stdout);
+  sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu",
+             daemon.address().c_str(), static_cast<unsigned long>(getpid()));
+}
+
+void RequestRestart() { kill(getpid(), kRestartSignal); }
+
+// Stops `daemon` and starts a new one in its place on the same addresses
+// (port 0 in the config would pick new ones). False when it cannot start:
+// the process then exits 1, as at a first start.
+bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
+                    sessiond::server::Config* config) {
+  sd_notify(0, "RELOADING=1\nSTATUS=restarting in place");
+  logging::Info("restart.begin",
+                logging::Fields().Add("msg", "restarting this node in place"));
+  config->listen = (*daemon)->address();
+  if (!(*daemon)->peer_address().empty()) {
+    config->peer_listen = (*daemon)->peer_address();
+  }
+  if (!(*daemon)->metrics_address().empty()) {
+    config->metrics_listen = (*daemon)->metrics_address();
+  }
+  if (!(*daemon)->jwks_address().empty()) {
+    config->jwks_listen = (*daemon)->jwks_address();
+  }
+  (*daemon)->Shutdown();
+  daemon->reset();
+  absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
+      sessiond::server::Daemon::Start(*config, RequestRestart);
+  if (!next.ok()) {
+    logging::Error("startup.failed", logging::Fields()
+                                         .Add("listen", config->listen)
+                                         .Add("data_dir", config->data_dir)
+                                         .Error(next.status())
+                                         .Add("msg", "cannot restart"));
+    return false;
+  }
+  *daemon = *std::move(next);
+  logging::Info("restart.done",
+                logging::Fields().Add("msg", "restarted in place: serving"));
+  AnnounceServing(**daemon, *config);
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -117,6 +198,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, kRestartSignal);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -124,7 +206,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon =
-      sessiond::server::Daemon::Start(config);
+      sessiond::server::Daemon::Start(config, RequestRestart);
   if (!daemon.ok()) {
     logging::Error("startup.failed", logging::Fields()
                                          .Add("listen", config.listen)
@@ -133,42 +215,17 @@ int main(int argc, char** argv) {
                                          .Add("msg", "cannot start"));
     return 1;
   }
-  std::printf(
-      "sessiond listening on %s (data dir %s, %llu sessions loaded in %lld "
-      "ms)\n",
-      (*daemon)->address().c_str(), config.data_dir.c_str(),
-      static_cast<unsigned long long>((*daemon)->sessions_loaded()),
-      static_cast<long long>((*daemon)->startup_ms()));
-  std::printf("sessiond startup: %s\n", (*daemon)->startup_breakdown().c_str());
-  std::printf("sessiond raft log: first index %llu, last index %llu\n",
-              static_cast<unsigned long long>(
-                  (*daemon)->log_store()->FirstIndex().value()),
-              static_cast<unsigned long long>(
-                  (*daemon)->log_store()->LastIndex().value()));
-  if (!(*daemon)->peer_address().empty()) {
-    std::printf("sessiond cluster 0x%llx, node %lld, peers on %s\n",
-                static_cast<unsigned long long>((*daemon)->cluster_id()),
-                static_cast<long long>(config.node_id),
-                (*daemon)->peer_address().c_str());
-    std::printf("PEER_LISTENING %s\n", (*daemon)->peer_address().c_str());
-  }
-  if (!(*daemon)->metrics_address().empty()) {
-    std::printf("METRICS_LISTENING %s\n", (*daemon)->metrics_address().c_str());
-  }
-  if (!(*daemon)->jwks_address().empty()) {
-    std::printf("JWKS_LISTENING %s\n", (*daemon)->jwks_address().c_str());
-  }
-  // Machine-readable, for tests and scripts that started us with port 0.
-  std::printf("LISTENING %s\n", (*daemon)->address().c_str());
-  std::fflush(stdout);
-
-  sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu",
-             (*daemon)->address().c_str(),
-             static_cast<unsigned long>(getpid()));
+  AnnounceServing(**daemon, config);
 
   int received = 0;
-  while (sigwait(&signals, &received) == 0 && received == SIGHUP) {
-    Reload(argc, argv, daemon->get(), &config);
+  while (sigwait(&signals, &received) == 0) {
+    if (received == SIGHUP) {
+      Reload(argc, argv, daemon->get(), &config);
+    } else if (received == kRestartSignal) {
+      if (!RestartInPlace(&*daemon, &config)) return 1;
+    } else {
+      break;
+    }
   }
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
   logging::Info("shutdown.begin",

@@ -359,8 +359,9 @@ absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
     if (wal_failure_.ok()) {
       wal_failure_ = FromRocksStatus(
           s, absl::StrCat("RocksDB's write-ahead log in ", dir_,
-                          " cannot be appended to again in this process "
-                          "(restart sessiond once the disk has room); it "
+                          " cannot be appended to again until the database "
+                          "is reopened (a restart; after a full disk, "
+                          "sessiond restarts itself once it has room); it "
                           "failed with"));
     }
   }
@@ -374,6 +375,9 @@ absl::Status Database::wal_failure() const {
 
 void Database::ResumeAfterFailedWrite() {
   if (!write_failed_.load(std::memory_order_acquire)) return;
+  // Resume cannot mend a failed log writer; each try would only make
+  // another empty log file.
+  if (!wal_failure().ok()) return;
   // A failed write leaves RocksDB refusing every write (its background
   // error) until Resume, which also flushes the memtables so nothing
   // depends on the WAL that failed. Busy: its own recovery is running.

@@ -103,6 +103,9 @@ class DiskGuard {
   // its free space and what to do.
   absl::Status WriteRefusal() const;
 
+  // Free space on the file system of the dir, now (one statvfs).
+  absl::StatusOr<uint64_t> FreeBytes() const;
+
  private:
   explicit DiskGuard(const DiskGuardOptions& options);
 
@@ -115,7 +118,6 @@ class DiskGuard {
   bool MakeReserveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t ResumeBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropReserveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<uint64_t> FreeBytes() const;
 
   const DiskGuardOptions options_;
   const std::string reserve_path_;
