@@ -127,7 +127,7 @@ uint64_t ExpirySweeper::SweepClosed(
   // than `most`, and a sweep taken from one collection of both then
   // removed only a fraction of what was due.
   std::vector<storage::ExpiredSession> due =
-      table_->CollectExpiredSessions(now_ms, leeway, most);
+      table_->CollectExpiredSessions(now_ms, leeway, most, next_first_shard_++);
   PublishDue(due.size(), /*at_cap=*/due.size() >= most);
   if (breaker_on) {
     // Judged: everything this sweep removes, and what is about to expire.

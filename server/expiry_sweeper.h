@@ -147,6 +147,9 @@ class ExpirySweeper {
   uint64_t judged_after_opening_ = 0;
   uint64_t seen_open_id_ = 0;
   int64_t seen_open_steady_ms_ = 0;
+  // The table shard the next collection of due sessions starts at: one on
+  // each sweep, so a backlog over the cap is taken from every shard in turn.
+  size_t next_first_shard_ = 0;
 
   PeriodicTask task_;  // last: its thread uses the members above
 };

@@ -568,10 +568,10 @@ std::vector<TokenHash> SessionTable::CollectExpired(int64_t now_ms,
 }
 
 std::vector<ExpiredSession> SessionTable::CollectExpiredSessions(
-    int64_t now_ms, int64_t leeway_ms, size_t max) const {
+    int64_t now_ms, int64_t leeway_ms, size_t max, size_t first_shard) const {
   std::vector<ExpiredSession> out;
   for (size_t i = 0; i < num_shards_ && out.size() < max; ++i) {
-    Shard& shard = shards_[i];
+    Shard& shard = shards_[(first_shard + i) % num_shards_];
     absl::ReaderMutexLock lock(&shard.mu);
     for (uint64_t key : shard.expiry) {
       // Keys are whole seconds, at or before the exact deadline: past this

@@ -179,10 +179,13 @@ class SessionTable {
   // first within a shard: the sweeper proposes an ExpireCommand with them.
   std::vector<TokenHash> CollectExpired(int64_t now_ms, int64_t leeway_ms,
                                         size_t max) const;
-  // The same, with each session's creation time and expiry instant.
-  std::vector<ExpiredSession> CollectExpiredSessions(int64_t now_ms,
-                                                     int64_t leeway_ms,
-                                                     size_t max) const;
+  // The same, with each session's creation time and expiry instant. Shards
+  // are visited from `first_shard` on (modulo num_shards(), wrapping): a
+  // caller whose `max` is often reached moves it on, so that no shard's
+  // sessions always wait behind the other shards'.
+  std::vector<ExpiredSession> CollectExpiredSessions(
+      int64_t now_ms, int64_t leeway_ms, size_t max,
+      size_t first_shard = 0) const;
 
   size_t size() const { return size_.load(std::memory_order_relaxed); }
 

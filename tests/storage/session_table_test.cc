@@ -283,6 +283,29 @@ TEST_P(SessionTableTest, CollectExpired) {
   EXPECT_EQ(table_.CollectExpired(5000, 0, 100).size(), 20u);
 }
 
+TEST_P(SessionTableTest, CollectionsFromEachFirstShardReachEveryShard) {
+  // More sessions due than one collection takes: started from each shard
+  // in turn, the collections still reach all of them.
+  for (int i = 1; i <= 200; ++i) {
+    ASSERT_TRUE(table_.Insert(H(i), MakeSession(i, "u", 100)).ok());
+  }
+  absl::flat_hash_set<TokenHash, TokenHashHasher> reached;
+  for (size_t first = 0; first < table_.num_shards(); ++first) {
+    for (const ExpiredSession& s : table_.CollectExpiredSessions(
+             500, 0, 200 / table_.num_shards(), first)) {
+      reached.insert(s.hash);
+    }
+  }
+  // Each collection takes a shard's share; always starting at shard 0 they
+  // would all take the same sessions.
+  const size_t share = 200 / table_.num_shards();
+  if (table_.num_shards() == 1) {
+    EXPECT_EQ(reached.size(), 200u);
+  } else {
+    EXPECT_GE(reached.size(), 2 * share);
+  }
+}
+
 TEST_P(SessionTableTest, StoredBytesRoundTripAndMatchTheProto) {
   Session s = MakeSession(1);
   s.set_state(v1::SESSION_STATE_REVOKED);
