@@ -127,32 +127,35 @@ void AnnounceServing(const sessiond::server::Daemon& daemon,
 
 void RequestRestart() { kill(getpid(), kRestartSignal); }
 
-// Stops `daemon` and starts a new one in its place on the same addresses
-// (port 0 in the config would pick new ones). False when it cannot start:
-// the process then exits 1, as at a first start.
+// Stops `daemon` and starts a new one in its place with `config`, on the
+// addresses the old one had bound (a port 0 in `config` would pick new
+// ones). `config` itself stays as configured, so a later SIGHUP compares
+// against what the operator wrote. False when it cannot start: the process
+// then exits 1, as at a first start.
 bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
-                    sessiond::server::Config* config) {
+                    const sessiond::server::Config& config) {
   sd_notify(0, "RELOADING=1\nSTATUS=restarting in place");
   logging::Info("restart.begin",
                 logging::Fields().Add("msg", "restarting this node in place"));
-  config->listen = (*daemon)->address();
+  sessiond::server::Config bound = config;
+  bound.listen = (*daemon)->address();
   if (!(*daemon)->peer_address().empty()) {
-    config->peer_listen = (*daemon)->peer_address();
+    bound.peer_listen = (*daemon)->peer_address();
   }
   if (!(*daemon)->metrics_address().empty()) {
-    config->metrics_listen = (*daemon)->metrics_address();
+    bound.metrics_listen = (*daemon)->metrics_address();
   }
   if (!(*daemon)->jwks_address().empty()) {
-    config->jwks_listen = (*daemon)->jwks_address();
+    bound.jwks_listen = (*daemon)->jwks_address();
   }
   (*daemon)->Shutdown();
   daemon->reset();
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
-      sessiond::server::Daemon::Start(*config, RequestRestart);
+      sessiond::server::Daemon::Start(bound, RequestRestart);
   if (!next.ok()) {
     logging::Error("startup.failed", logging::Fields()
-                                         .Add("listen", config->listen)
-                                         .Add("data_dir", config->data_dir)
+                                         .Add("listen", bound.listen)
+                                         .Add("data_dir", bound.data_dir)
                                          .Error(next.status())
                                          .Add("msg", "cannot restart"));
     return false;
@@ -160,7 +163,7 @@ bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
   *daemon = *std::move(next);
   logging::Info("restart.done",
                 logging::Fields().Add("msg", "restarted in place: serving"));
-  AnnounceServing(**daemon, *config);
+  AnnounceServing(**daemon, bound);
   return true;
 }
 
@@ -222,7 +225,7 @@ int main(int argc, char** argv) {
     if (received == SIGHUP) {
       Reload(argc, argv, daemon->get(), &config);
     } else if (received == kRestartSignal) {
-      if (!RestartInPlace(&*daemon, &config)) return 1;
+      if (!RestartInPlace(&*daemon, config)) return 1;
     } else {
       break;
     }

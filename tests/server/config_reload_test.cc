@@ -285,6 +285,45 @@ class NotifySocket {
   bool bound_ = false;
 };
 
+// SIGUSR2 (what the daemon sends itself after its write-ahead log failed,
+// FullDiskTest) restarts the daemon in place: the same process on the port
+// it had (the config says port 0), with its sessions. A SIGHUP afterwards
+// still compares against the configured options: nothing needs a restart.
+TEST_F(ReloadTest, SigusrTwoRestartsInPlaceOnTheSameAddress) {
+  auto process = Launch({});
+  ASSERT_TRUE(process->Start());
+  const std::string address =
+      process->WaitForLine("LISTENING ", absl::Seconds(60));
+  ASSERT_FALSE(address.empty()) << process->Stderr();
+  auto stub = StubFor(address);
+  CreateSessionRequest create;
+  create.set_user_id("ada");
+  CreateSessionResponse created;
+  {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    ASSERT_TRUE(stub->CreateSession(&context, create, &created).ok());
+  }
+
+  process->Signal(SIGUSR2);
+  ASSERT_TRUE(Eventually([&] {
+    return absl::StrContains(process->Stderr(), "restart.done");
+  })) << process->Stderr();
+  EXPECT_TRUE(absl::StrContains(process->Stderr(), "restart.begin"));
+  EXPECT_TRUE(Eventually([&] {
+    return Outcome(stub.get(), created.token()) ==
+           ValidateSessionResponse::VALID;
+  })) << process->Stderr();
+
+  process->Signal(SIGHUP);
+  EXPECT_EQ(process->WaitForLine("sessiond: SIGHUP: config reloaded ",
+                                 absl::Seconds(30)),
+            "(0 applied, 0 need a restart)")
+      << process->Stderr();
+  process->Signal(SIGTERM);
+  EXPECT_EQ(process->Wait(absl::Seconds(60)), 0) << process->Stderr();
+}
+
 // Type=notify: READY=1 only once the gRPC port answers, RELOADING=1 then
 // READY=1 around a SIGHUP, STOPPING=1 at SIGTERM.
 TEST_F(ReloadTest, NotifiesSystemdWhenReadyReloadingAndStopping) {
