@@ -59,9 +59,6 @@ bool NamesWalFile(std::string_view message) {
   return false;
 }
 
-// Each of LOG and LOG.old.1.
-constexpr uint64_t kInfoLogMaxBytes = 8 << 20;
-
 bool IsLockError(const rocksdb::Status& status) {
   // RocksDB reports a held LOCK as an IOError: "While lock file: <dir>/LOCK:
   // Resource temporarily unavailable" from another process, "lock hold by
@@ -213,10 +210,11 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   db_options.write_buffer_manager =
       std::make_shared<rocksdb::WriteBufferManager>(
           options.memtable_budget_bytes);
-  // The info LOG is for post-mortems, not for operation: small, and never
-  // able to stop the node when the disk is full (storage/rocksdb_info_log.h).
+  // The info LOG is for post-mortems (its warnings and errors also reach
+  // sessiond's own log): small, and never able to stop the node when the
+  // disk is full (storage/rocksdb_info_log.h).
   absl::StatusOr<std::shared_ptr<RocksInfoLog>> info_log =
-      RocksInfoLog::Open(dir, kInfoLogMaxBytes);
+      RocksInfoLog::Open(dir, RocksInfoLog::Options());
   if (!info_log.ok()) return info_log.status();
   db_options.info_log = *std::move(info_log);
   // A crash may leave a torn record at the WAL's tail (never synced, so never

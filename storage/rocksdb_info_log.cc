@@ -10,16 +10,23 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "common/log.h"
 
 namespace sessiond::storage {
 namespace {
 
 constexpr char kLogName[] = "LOG";
 constexpr char kOldLogName[] = "LOG.old.1";
+// RocksDB's own logger kept every old LOG as LOG.old.<microseconds>.
+constexpr absl::string_view kOldLogPrefix = "LOG.old.";
 
 int OpenLogFile(const std::string& path, bool truncate) {
   return ::open(
@@ -43,10 +50,42 @@ std::string LinePrefix() {
   return prefix;
 }
 
+// Removes the LOG.old.<timestamp> files of RocksDB's own logger; returns
+// how many. A file that will not go stays: it is only a log.
+int RemoveTimestampedOldLogs(const std::string& dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!absl::StartsWith(name, kOldLogPrefix) || name == kOldLogName) continue;
+    std::error_code remove_error;
+    if (std::filesystem::remove(entry.path(), remove_error)) ++removed;
+  }
+  return removed;
+}
+
+std::string Format(const char* format, va_list ap) {
+  va_list copy;
+  va_copy(copy, ap);
+  const int n = std::vsnprintf(nullptr, 0, format, copy);
+  va_end(copy);
+  if (n <= 0) return {};
+  std::string text(static_cast<size_t>(n) + 1, '\0');
+  std::vsnprintf(text.data(), text.size(), format, ap);
+  text.resize(static_cast<size_t>(n));
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<RocksInfoLog>> RocksInfoLog::Open(
-    const std::string& dir, uint64_t max_bytes) {
+    const std::string& dir, const Options& options) {
+  const int removed = RemoveTimestampedOldLogs(dir);
+  if (removed > 0) {
+    logging::Info("rocksdb.old_logs_removed",
+                  logging::Fields().Add("data_dir", dir).Add("files", removed));
+  }
   const std::string path = absl::StrCat(dir, "/", kLogName);
   const int fd = OpenLogFile(path, /*truncate=*/false);
   if (fd < 0) {
@@ -57,14 +96,14 @@ absl::StatusOr<std::shared_ptr<RocksInfoLog>> RocksInfoLog::Open(
   const uint64_t size =
       ::fstat(fd, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   return std::shared_ptr<RocksInfoLog>(
-      new RocksInfoLog(dir, max_bytes, fd, size));
+      new RocksInfoLog(dir, options, fd, size));
 }
 
-RocksInfoLog::RocksInfoLog(std::string dir, uint64_t max_bytes, int fd,
+RocksInfoLog::RocksInfoLog(std::string dir, const Options& options, int fd,
                            uint64_t size)
     : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL),
       dir_(std::move(dir)),
-      max_bytes_(max_bytes),
+      options_(options),
       fd_(fd),
       size_(size) {}
 
@@ -77,6 +116,49 @@ rocksdb::Status RocksInfoLog::CloseImpl() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   return rocksdb::Status::OK();
+}
+
+void RocksInfoLog::Logv(rocksdb::InfoLogLevel level, const char* format,
+                        va_list ap) {
+  const bool forwarded = level >= rocksdb::InfoLogLevel::WARN_LEVEL &&
+                         level <= rocksdb::InfoLogLevel::FATAL_LEVEL &&
+                         level >= GetInfoLogLevel();
+  if (!forwarded) {
+    rocksdb::Logger::Logv(level, format, ap);
+    return;
+  }
+  va_list copy;
+  va_copy(copy, ap);
+  rocksdb::Logger::Logv(level, format, copy);
+  va_end(copy);
+  Forward(level, Format(format, ap));
+}
+
+void RocksInfoLog::Forward(rocksdb::InfoLogLevel level,
+                           const std::string& message) {
+  uint64_t suppressed = 0;
+  {
+    absl::MutexLock lock(&forward_mu_);
+    const absl::Time now = absl::Now();
+    if (now - window_start_ >= options_.forward_window) {
+      window_start_ = now;
+      forwarded_in_window_ = 0;
+    }
+    if (forwarded_in_window_ >= options_.forwarded_per_window) {
+      ++suppressed_;
+      return;
+    }
+    ++forwarded_in_window_;
+    suppressed = std::exchange(suppressed_, 0);
+  }
+  logging::Fields fields;
+  fields.Add("message", message);
+  if (suppressed > 0) fields.Add("suppressed", suppressed);
+  if (level == rocksdb::InfoLogLevel::WARN_LEVEL) {
+    logging::Warn("rocksdb.warning", fields);
+  } else {
+    logging::Error("rocksdb.error", fields);
+  }
 }
 
 void RocksInfoLog::Logv(const char* format, va_list ap) {
@@ -100,7 +182,9 @@ void RocksInfoLog::Logv(const char* format, va_list ap) {
 
   absl::MutexLock lock(&mu_);
   if (fd_ < 0) return;
-  if (max_bytes_ > 0 && size_ + line.size() > max_bytes_) RollLocked();
+  if (options_.max_bytes > 0 && size_ + line.size() > options_.max_bytes) {
+    RollLocked();
+  }
   const ssize_t written = ::write(fd_, line.data(), line.size());
   if (written != static_cast<ssize_t>(line.size())) {
     ++dropped_;  // no room (or a short write): the next line tries again

@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "rocksdb/env.h"
 
 namespace sessiond::storage {
@@ -24,19 +25,37 @@ namespace sessiond::storage {
 // each line with one write(2) and drops a line the disk has no room for,
 // counting it; the next line is tried afresh. At `max_bytes` it renames LOG
 // to LOG.old.1 (replacing the one before), so the two files stay under twice
-// that.
+// that; `LOG.old.<timestamp>` files RocksDB's own logger left are removed at
+// Open.
+//
+// Lines at WARN and above (write stalls, background errors, corruption) also
+// go to sessiond's own log as `rocksdb.warning` / `rocksdb.error` with the
+// line as `message`, where operators look; LOG alone is read only in a
+// post-mortem. At most `forwarded_per_window` of them per `forward_window`:
+// a failing disk makes RocksDB repeat itself, and sessiond's log must stay
+// readable. The next forwarded line says how many were left out
+// (`suppressed=N`); LOG keeps every one.
 //
 // Thread-safe: RocksDB logs from its foreground and background threads; one
 // mutex orders the lines and guards the file.
 class RocksInfoLog final : public rocksdb::Logger {
  public:
+  struct Options {
+    // LOG rolls into LOG.old.1 past this size (0: never).
+    uint64_t max_bytes = 8 << 20;
+    int forwarded_per_window = 10;
+    absl::Duration forward_window = absl::Minutes(1);
+  };
+
   // Opens (appends to) `dir`/LOG. `dir` must exist.
   static absl::StatusOr<std::shared_ptr<RocksInfoLog>> Open(
-      const std::string& dir, uint64_t max_bytes);
+      const std::string& dir, const Options& options);
 
   ~RocksInfoLog() override;
 
-  using rocksdb::Logger::Logv;
+  // Forwards WARN and above to sessiond's log, then writes the line.
+  void Logv(rocksdb::InfoLogLevel level, const char* format,
+            va_list ap) override;
   // Every line ends here, after the base class filtered it by level and
   // tagged it with the level's name.
   void Logv(const char* format, va_list ap) override;
@@ -46,20 +65,28 @@ class RocksInfoLog final : public rocksdb::Logger {
   uint64_t dropped_lines() const;
 
  private:
-  RocksInfoLog(std::string dir, uint64_t max_bytes, int fd, uint64_t size);
+  RocksInfoLog(std::string dir, const Options& options, int fd, uint64_t size);
 
   rocksdb::Status CloseImpl() override;
   // Renames LOG to LOG.old.1 and starts a new LOG. On failure the current
   // file stays open and grows on.
   void RollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends `message` to sessiond's log unless this window's share is spent.
+  void Forward(rocksdb::InfoLogLevel level, const std::string& message);
 
   const std::string dir_;
-  const uint64_t max_bytes_;
+  const Options options_;
 
   mutable absl::Mutex mu_;
   int fd_ ABSL_GUARDED_BY(mu_);
   uint64_t size_ ABSL_GUARDED_BY(mu_);
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Forwarding's own lock: sessiond's log is never written under mu_.
+  absl::Mutex forward_mu_;
+  absl::Time window_start_ ABSL_GUARDED_BY(forward_mu_) = absl::InfinitePast();
+  int forwarded_in_window_ ABSL_GUARDED_BY(forward_mu_) = 0;
+  uint64_t suppressed_ ABSL_GUARDED_BY(forward_mu_) = 0;
 };
 
 }  // namespace sessiond::storage

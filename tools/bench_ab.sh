@@ -42,6 +42,9 @@ for f in "$A" "$B" "$BUILD_DIR/tools/sessiond-bench"; do
   [ -x "$f" ] || { echo "bench_ab: $f is not an executable" >&2; exit 2; }
 done
 
+# The nodes share the CPU with the generator thread by thread (bench_lib.sh).
+export SESSIOND_CLUSTER_SESSION="${SESSIOND_CLUSTER_SESSION:-caller}"
+
 WORK="$(mktemp -d /tmp/sessiond-bench-ab-XXXXXX)"
 cleanup() {
   for v in A B; do

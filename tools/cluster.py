@@ -24,10 +24,20 @@ Environment:
   SESSIOND_BUILD_DIR     use this build dir as it is (no build step): its
                          server/sessiond and python/ stubs
   SESSIOND_CLUSTER_TIMEOUT  seconds `up` and `restart` wait (default 60)
+  SESSIOND_CLUSTER_SESSION  `own` (default): each node in a session of its
+                         own (setsid); `caller`: in this script's session,
+                         in a process group of its own (the benchmarks: see
+                         below)
 
 Nodes run in their own session (setsid) with stdin closed and stdout and
 stderr appended to <cluster dir>/logs/nodeN.log, so they outlive this script
-and the terminal. <cluster dir>/cluster.json records, for each node, the
+and the terminal. Linux's scheduler (with sched_autogroup_enabled, the
+default) shares the CPU fairly between sessions before threads: each node
+then gets as much CPU as the whole session that runs a load generator, and
+on a machine with fewer cores than busy processes the generator starves.
+The benchmark scripts set SESSIOND_CLUSTER_SESSION=caller, so that the nodes
+and the generator compete thread by thread, as etcd and Redis started by the
+same scripts do (docs/BENCHMARKS.md). <cluster dir>/cluster.json records, for each node, the
 exact argv (absolute paths) that starts it again.
 
 Standard library only (plus Debian's python3-grpcio and the stubs the build
@@ -278,9 +288,21 @@ def start_node(node):
         proc = subprocess.Popen(
             node["argv"], stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, cwd=os.path.dirname(node["data_dir"]),
-            start_new_session=True, close_fds=True)
+            close_fds=True, **session_args())
     node["pid"] = proc.pid
     return proc, offset
+
+
+def session_args():
+    """Popen arguments that detach a node (SESSIOND_CLUSTER_SESSION)."""
+    mode = os.environ.get("SESSIOND_CLUSTER_SESSION", "own")
+    if mode == "own":
+        return {"start_new_session": True}
+    if mode == "caller":
+        # A process group of its own: a Ctrl-C at the terminal does not
+        # reach it, and it shares the caller's scheduling autogroup.
+        return {"process_group": 0}
+    raise Failure("SESSIOND_CLUSTER_SESSION=%s: expected own or caller" % mode)
 
 
 def log_since(node, offset):

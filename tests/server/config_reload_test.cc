@@ -152,6 +152,12 @@ class ReloadTest : public ::testing::Test {
     return std::make_unique<Subprocess>(SESSIOND_BINARY, std::move(all),
                                         dir_.Child("stderr"));
   }
+  // Starts `process` and returns the client address it prints ("" if it
+  // did not start serving).
+  static std::string StartServing(Subprocess* process) {
+    if (!process->Start()) return "";
+    return process->WaitForLine("LISTENING ", absl::Seconds(60));
+  }
   ScopedTempDir dir_;
 };
 
@@ -165,9 +171,7 @@ TEST_F(ReloadTest, SighupAppliesReloadableOptionsAndReportsTheRest) {
             "min_ttl_ms = 100\n"
             "sweep_interval_ms = 86400000  # the sweeper never runs\n");
   auto process = Launch({"--config", config});
-  ASSERT_TRUE(process->Start());
-  const std::string address =
-      process->WaitForLine("LISTENING ", absl::Seconds(60));
+  const std::string address = StartServing(process.get());
   ASSERT_FALSE(address.empty()) << process->Stderr();
   auto stub = StubFor(address);
 
@@ -291,9 +295,7 @@ class NotifySocket {
 // still compares against the configured options: nothing needs a restart.
 TEST_F(ReloadTest, SigusrTwoRestartsInPlaceOnTheSameAddress) {
   auto process = Launch({});
-  ASSERT_TRUE(process->Start());
-  const std::string address =
-      process->WaitForLine("LISTENING ", absl::Seconds(60));
+  const std::string address = StartServing(process.get());
   ASSERT_FALSE(address.empty()) << process->Stderr();
   auto stub = StubFor(address);
   CreateSessionRequest create;

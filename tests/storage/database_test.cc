@@ -1,12 +1,18 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "storage/database.h"
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
+#include "storage/disk_guard.h"
 #include "storage/keys.h"
 #include "tests/storage/temp_dir.h"
 
@@ -20,6 +26,64 @@ void Overwrite(const std::string& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << contents;
 }
+
+// The real file system, except that once failing() is set, appends to
+// write-ahead log files (NNNNNN.log) fail as a dying disk's do: EIO, in the
+// words RocksDB's Posix files use. A real EIO cannot be made on demand.
+class FailingWalFileSystem : public rocksdb::FileSystemWrapper {
+ public:
+  FailingWalFileSystem()
+      : rocksdb::FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "FailingWalFileSystem"; }
+
+  void set_failing(bool failing) { failing_.store(failing); }
+  // Appends to log files that reached the disk's file (not refused).
+  int wal_appends() const { return wal_appends_.load(); }
+
+  rocksdb::IOStatus NewWritableFile(
+      const std::string& name, const rocksdb::FileOptions& options,
+      std::unique_ptr<rocksdb::FSWritableFile>* result,
+      rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
+    if (s.ok() && absl::EndsWith(name, ".log")) {
+      *result = std::make_unique<WalFile>(this, name, std::move(*result));
+    }
+    return s;
+  }
+
+ private:
+  class WalFile : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    WalFile(FailingWalFileSystem* fs, std::string name,
+            std::unique_ptr<rocksdb::FSWritableFile> target)
+        : rocksdb::FSWritableFileOwnerWrapper(std::move(target)),
+          fs_(fs),
+          name_(std::move(name)) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& data,
+                             const rocksdb::IOOptions& options,
+                             rocksdb::IODebugContext* dbg) override {
+      if (fs_->failing_.load()) {
+        return rocksdb::IOStatus::IOError("While appending to file: " + name_ +
+                                          ": Input/output error");
+      }
+      fs_->wal_appends_.fetch_add(1);
+      return target()->Append(data, options, dbg);
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data,
+                             const rocksdb::IOOptions& options,
+                             const rocksdb::DataVerificationInfo& /*info*/,
+                             rocksdb::IODebugContext* dbg) override {
+      return Append(data, options, dbg);
+    }
+
+   private:
+    FailingWalFileSystem* const fs_;
+    const std::string name_;
+  };
+
+  std::atomic<bool> failing_{false};
+  std::atomic<int> wal_appends_{0};
+};
 
 TEST(DatabaseTest, CreatesColumnFamiliesAndReopens) {
   TempDir dir;
@@ -127,6 +191,60 @@ TEST(DatabaseTest, MissingDirWithoutCreateIsNotFound) {
   auto db = Database::Open(dir.Sub("nothing"), options);
   ASSERT_FALSE(db.ok());
   EXPECT_EQ(db.status().code(), absl::StatusCode::kNotFound);
+}
+
+// After a write-ahead log append fails for a reason other than a full disk
+// (EIO: the disk itself failing), the failure sticks as it does after
+// ENOSPC, so no later write reaches RocksDB's failed log writer (which
+// asserts on its next append), and it does not read as a full disk: the
+// daemon restarts itself in place only for that (server/daemon.cc,
+// RestartIfLogLost), never in a loop over a dying disk.
+TEST(DatabaseTest, AnIoErrorOnTheWriteAheadLogSticksAndIsNotAFullDisk) {
+  TempDir dir;
+  const std::string path = dir.Sub("data");
+  auto fs = std::make_shared<FailingWalFileSystem>();
+  DatabaseOptions options;
+  options.env = rocksdb::NewCompositeEnv(fs);
+  auto db = Database::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status();
+  rocksdb::WriteBatch acked;
+  acked.Put((*db)->raft_log_cf(), "acked", "v");
+  ASSERT_TRUE((*db)->Write(&acked, /*sync=*/true).ok());
+
+  fs->set_failing(true);
+  rocksdb::WriteBatch lost;
+  lost.Put((*db)->raft_log_cf(), "lost", "v");
+  const absl::Status failed = (*db)->Write(&lost, /*sync=*/true);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(std::string(failed.message()), HasSubstr("Input/output error"));
+  const absl::Status wal_failure = (*db)->wal_failure();
+  ASSERT_FALSE(wal_failure.ok());
+  EXPECT_FALSE(IsNoSpace(wal_failure)) << wal_failure;
+
+  // The disk answers again: still refused, without reaching the log file.
+  fs->set_failing(false);
+  const int appends = fs->wal_appends();
+  for (int i = 0; i < 3; ++i) {
+    rocksdb::WriteBatch later;
+    later.Put((*db)->raft_log_cf(), "later", "v");
+    const absl::Status s = (*db)->Write(&later, /*sync=*/true);
+    ASSERT_FALSE(s.ok());
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr("until the database is reopened"));
+  }
+  EXPECT_EQ(fs->wal_appends(), appends);
+
+  // Reopened (an operator's restart), what was acknowledged is there (the
+  // failed write was never acknowledged: it may or may not be).
+  db->reset();
+  db = Database::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status();
+  std::string value;
+  EXPECT_TRUE(
+      (*db)
+          ->db()
+          ->Get(rocksdb::ReadOptions(), (*db)->raft_log_cf(), "acked", &value)
+          .ok());
 }
 
 TEST(DatabaseTest, RocksStatusMapping) {

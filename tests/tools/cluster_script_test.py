@@ -155,6 +155,8 @@ class ClusterScriptTest(DevClusterTestCase):
             self.assertEqual(node["argv"][-2:], ["--sweep_interval_ms", "500"])
             self.assertTrue(pid_alive(node["pid"]))
             self.assertTrue(os.path.getsize(node["log"]) > 0)
+            # Detached: a session of its own (setsid).
+            self.assertEqual(os.getsid(node["pid"]), node["pid"])
         self.assertEqual(len(ports), 6)  # all distinct
 
         view = self.status()
@@ -227,6 +229,25 @@ class ClusterScriptTest(DevClusterTestCase):
         self.assertFalse(any(n["alive"] for n in view["nodes"]), view)
         self.run_script("down", "--wipe")
         self.assertFalse(os.path.exists(self.cdir))
+
+    def test_benchmarks_start_nodes_in_the_callers_session(self):
+        # SESSIOND_CLUSTER_SESSION=caller (tools/bench_lib.sh): the node
+        # shares this process's session, so the scheduler's autogroup, and
+        # has a process group of its own, so a Ctrl-C does not reach it.
+        self.env["SESSIOND_CLUSTER_SESSION"] = "sideways"
+        refused = self.run_script("up", "1", ok=False)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("SESSIOND_CLUSTER_SESSION=sideways: expected own or "
+                      "caller", refused.stderr)
+        shutil.rmtree(self.cdir, ignore_errors=True)
+
+        self.env["SESSIOND_CLUSTER_SESSION"] = "caller"
+        self.run_script("up", "1")
+        node = self.cluster_json()["nodes"][0]
+        self.assertEqual(os.getsid(node["pid"]), os.getsid(0))
+        self.assertEqual(os.getpgid(node["pid"]), node["pid"])
+        self.run_script("down", "--wipe")
+        self.assertFalse(pid_alive(node["pid"]))
 
     def test_up_tls_is_mutual_tls_with_roles(self):
         # A mutual-TLS cluster: status (over TLS as the operator) sees a
