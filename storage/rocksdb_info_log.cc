@@ -64,17 +64,24 @@ int RemoveTimestampedOldLogs(const std::string& dir) {
   return removed;
 }
 
-std::string Format(const char* format, va_list ap) {
+// Appends the formatted text to `out`; false if the format fails. Uses `ap`
+// (the caller passes a copy it may not reuse).
+bool AppendFormatted(std::string* out, const char* format, va_list ap) {
+  const size_t start = out->size();
+  char buffer[1024];
   va_list copy;
   va_copy(copy, ap);
-  const int n = std::vsnprintf(nullptr, 0, format, copy);
+  const int n = std::vsnprintf(buffer, sizeof(buffer), format, copy);
   va_end(copy);
-  if (n <= 0) return {};
-  std::string text(static_cast<size_t>(n) + 1, '\0');
-  std::vsnprintf(text.data(), text.size(), format, ap);
-  text.resize(static_cast<size_t>(n));
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text;
+  if (n < 0) return false;
+  if (static_cast<size_t>(n) < sizeof(buffer)) {
+    out->append(buffer, static_cast<size_t>(n));
+  } else {  // statistics dumps run to several KiB
+    out->resize(start + static_cast<size_t>(n) + 1);
+    std::vsnprintf(out->data() + start, static_cast<size_t>(n) + 1, format, ap);
+    out->resize(start + static_cast<size_t>(n));
+  }
+  return true;
 }
 
 }  // namespace
@@ -131,7 +138,10 @@ void RocksInfoLog::Logv(rocksdb::InfoLogLevel level, const char* format,
   va_copy(copy, ap);
   rocksdb::Logger::Logv(level, format, copy);
   va_end(copy);
-  Forward(level, Format(format, ap));
+  std::string message;
+  if (!AppendFormatted(&message, format, ap)) return;
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  Forward(level, message);
 }
 
 void RocksInfoLog::Forward(rocksdb::InfoLogLevel level,
@@ -163,21 +173,7 @@ void RocksInfoLog::Forward(rocksdb::InfoLogLevel level,
 
 void RocksInfoLog::Logv(const char* format, va_list ap) {
   std::string line = LinePrefix();
-  const size_t prefix = line.size();
-  char buffer[1024];
-  va_list copy;
-  va_copy(copy, ap);
-  const int n = std::vsnprintf(buffer, sizeof(buffer), format, copy);
-  va_end(copy);
-  if (n < 0) return;
-  if (static_cast<size_t>(n) < sizeof(buffer)) {
-    line.append(buffer, static_cast<size_t>(n));
-  } else {  // statistics dumps run to several KiB
-    line.resize(prefix + static_cast<size_t>(n) + 1);
-    std::vsnprintf(line.data() + prefix, static_cast<size_t>(n) + 1, format,
-                   ap);
-    line.resize(prefix + static_cast<size_t>(n));
-  }
+  if (!AppendFormatted(&line, format, ap)) return;
   if (line.back() != '\n') line.push_back('\n');
 
   absl::MutexLock lock(&mu_);
