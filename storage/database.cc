@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/log.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
@@ -284,8 +285,11 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     return absl::InternalError(
         absl::StrCat("cannot open data dir ", dir, ": ", s.ToString()));
   }
-  std::unique_ptr<Database> db(new Database(
-      dir, options.env, std::unique_ptr<rocksdb::DB>(raw_db), handles));
+  std::unique_ptr<Database> db(
+      new Database(dir, options.env,
+                   std::min(options.sessions_write_buffer_bytes,
+                            options.raft_log_write_buffer_bytes),
+                   std::unique_ptr<rocksdb::DB>(raw_db), handles));
 
   // The format version: written on creation, checked on every open.
   std::string version;
@@ -317,10 +321,11 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
 }
 
 Database::Database(std::string dir, std::shared_ptr<rocksdb::Env> env,
-                   std::unique_ptr<rocksdb::DB> db,
+                   uint64_t large_write_bytes, std::unique_ptr<rocksdb::DB> db,
                    std::vector<rocksdb::ColumnFamilyHandle*> handles)
     : dir_(std::move(dir)),
       env_(std::move(env)),
+      large_write_bytes_(large_write_bytes),
       db_(std::move(db)),
       handles_(std::move(handles)) {
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
@@ -407,7 +412,32 @@ absl::Status Database::WriteWithoutWal(rocksdb::WriteBatch* batch) {
   rocksdb::WriteOptions write_options;
   write_options.disableWAL = true;
   ResumeAfterFailedWrite();
-  return Checked(db_->Write(write_options, batch), "RocksDB write (no WAL)");
+  absl::Status written =
+      Checked(db_->Write(write_options, batch), "RocksDB write (no WAL)");
+  if (written.ok()) FlushAfterLargeWrite(*batch);
+  return written;
+}
+
+void Database::FlushAfterLargeWrite(const rocksdb::WriteBatch& batch) {
+  if (batch.GetDataSize() < large_write_bytes_) return;
+  // RocksDB takes the batch into one memtable whatever its size, and swaps
+  // a full memtable for an empty one only at the next write. After a flush
+  // or restore of every session (one batch of ~400 B per session) that
+  // next write may be minutes away on a quiet node, and until then the
+  // rewritten records stay resident, far beyond memtable_budget_bytes.
+  // Scheduled, not waited for: the caller (the apply thread) goes on.
+  rocksdb::FlushOptions flush_options;
+  flush_options.wait = false;
+  flush_options.allow_write_stall = true;
+  const rocksdb::Status s = db_->Flush(flush_options, handles_);
+  if (!s.ok()) {
+    // The data is in the memtables either way; RocksDB flushes them at the
+    // next write or when the write buffer manager asks.
+    logging::Warn("rocksdb.flush_not_scheduled",
+                  logging::Fields()
+                      .Add("write_bytes", batch.GetDataSize())
+                      .Add("error", s.ToString()));
+  }
 }
 
 absl::Status Database::Flush() {

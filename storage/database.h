@@ -94,7 +94,10 @@ class Database {
   absl::Status Write(rocksdb::WriteBatch* batch, bool sync);
   // Writes `batch` to the memtables only: it reaches the disk at the next
   // flush (all column families flush together, atomic_flush), and a crash
-  // before that loses it whole. For state the Raft log can rebuild.
+  // before that loses it whole. For state the Raft log can rebuild. A batch
+  // larger than a memtable (a flush or restore of many sessions) schedules
+  // that flush at once, so its memory is given back without waiting for
+  // another write.
   absl::Status WriteWithoutWal(rocksdb::WriteBatch* batch);
 
   // OK until an append to RocksDB's write-ahead log failed (a disk that
@@ -121,14 +124,19 @@ class Database {
   // may succeed. A no-op when no write failed.
   void ResumeAfterFailedWrite();
   absl::Status Checked(const rocksdb::Status& status, std::string_view context);
+  // Schedules a flush of every memtable when `batch`, just written, filled
+  // one by itself (large_write_bytes_).
+  void FlushAfterLargeWrite(const rocksdb::WriteBatch& batch);
 
   Database(std::string dir, std::shared_ptr<rocksdb::Env> env,
-           std::unique_ptr<rocksdb::DB> db,
+           uint64_t large_write_bytes, std::unique_ptr<rocksdb::DB> db,
            std::vector<rocksdb::ColumnFamilyHandle*> handles);
 
   const std::string dir_;
   // Null in production; declared before db_ so it is destroyed after it.
   const std::shared_ptr<rocksdb::Env> env_;
+  // The smaller memtable size of the sessions and raft_log column families.
+  const uint64_t large_write_bytes_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; closed in ~
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
