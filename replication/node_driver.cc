@@ -362,10 +362,10 @@ NodeStatus NodeDriver::status() const {
 
 bool NodeDriver::WaitFor(const std::function<bool(const NodeStatus&)>& ready,
                          absl::Duration timeout) const {
-  const absl::Time deadline = absl::Now() + timeout;
+  const SteadyCondVar::Clock::time_point deadline = SteadyAfter(timeout);
   absl::MutexLock lock(&status_mu_);
   while (!ready(status_)) {
-    if (status_cv_.WaitWithDeadline(&status_mu_, deadline)) {
+    if (status_cv_.WaitUntil(&status_mu_, deadline)) {
       return ready(status_);
     }
   }
@@ -389,9 +389,9 @@ void NodeDriver::Stop() {
   }
   // Drain: proposals already accepted are finished, not dropped, unless the
   // group cannot commit them in time (no quorum).
-  const absl::Time deadline =
-      absl::Now() + absl::FromChrono(options_.drain_timeout);
-  while (absl::Now() < deadline) {
+  const SteadyCondVar::Clock::time_point deadline =
+      SteadyAfter(absl::FromChrono(options_.drain_timeout));
+  while (SteadyCondVar::Clock::now() < deadline) {
     bool idle;
     {
       absl::MutexLock lock(&inbox_mu_);

@@ -56,6 +56,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/metrics.h"
+#include "common/steady_cond_var.h"
 #include "replication/core/raft_core.h"
 #include "replication/log_store.h"
 #include "replication/runtime.h"
@@ -489,7 +490,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   bool reads_closed_ ABSL_GUARDED_BY(reads_mu_) = false;  // stopped
 
   mutable absl::Mutex status_mu_;
-  mutable absl::CondVar status_cv_;
+  mutable SteadyCondVar status_cv_;
   NodeStatus status_ ABSL_GUARDED_BY(status_mu_);
   // Index of the first entry of the current leader term (driver-written).
   LogIndex leader_first_index_ ABSL_GUARDED_BY(status_mu_);

@@ -79,7 +79,7 @@ void ThreadRuntime::StageLoop(Stage stage) {
 void ThreadRuntime::TickerLoop() {
   absl::MutexLock lock(&ticker_mu_);
   while (!ticker_stop_) {
-    ticker_cv_.WaitWithTimeout(&ticker_mu_, tick_interval_);
+    ticker_cv_.WaitFor(&ticker_mu_, tick_interval_);
     if (ticker_stop_) break;
     // The driver counts the ticks due from Elapsed(); this only wakes it.
     Wake(Stage::kDriver);

@@ -9,6 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/steady_cond_var.h"
 #include "replication/runtime.h"
 
 namespace sessiond::replication {
@@ -50,7 +51,7 @@ class ThreadRuntime : public Runtime {
   std::array<StageThread, kNumStages> stages_;
 
   absl::Mutex ticker_mu_;
-  absl::CondVar ticker_cv_;
+  SteadyCondVar ticker_cv_;  // ticks follow the steady clock
   bool ticker_stop_ ABSL_GUARDED_BY(ticker_mu_) = false;
   std::thread ticker_;
 

@@ -5,8 +5,6 @@
 
 #include <vector>
 
-#include "absl/time/clock.h"
-
 namespace sessiond::server {
 
 DelayQueue::DelayQueue() {
@@ -18,7 +16,9 @@ DelayQueue::DelayQueue() {
 
 DelayQueue::~DelayQueue() { Stop(); }
 
-DelayQueue::Handle DelayQueue::At(absl::Time when, std::function<void()> fn) {
+DelayQueue::Handle DelayQueue::After(absl::Duration delay,
+                                     std::function<void()> fn) {
+  const SteadyCondVar::Clock::time_point when = SteadyAfter(delay);
   absl::MutexLock lock(&mu_);
   const Handle handle(when, next_seq_++);
   if (stop_) return handle;
@@ -63,12 +63,13 @@ void DelayQueue::Loop() {
           cv_.Wait(&mu_);
           continue;
         }
-        const absl::Time next = queue_.begin()->first.first;
-        if (next <= absl::Now()) break;
-        cv_.WaitWithDeadline(&mu_, next);
+        const SteadyCondVar::Clock::time_point next =
+            queue_.begin()->first.first;
+        if (next <= SteadyCondVar::Clock::now()) break;
+        cv_.WaitUntil(&mu_, next);
       }
       if (stop_) return;
-      const absl::Time now = absl::Now();
+      const SteadyCondVar::Clock::time_point now = SteadyCondVar::Clock::now();
       while (!queue_.empty() && queue_.begin()->first.first <= now) {
         due.push_back(std::move(queue_.begin()->second));
         queue_.erase(queue_.begin());

@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/steady_cond_var.h"
 
 namespace sessiond::server {
 
@@ -35,12 +36,15 @@ class DelayQueue {
   DelayQueue& operator=(const DelayQueue&) = delete;
 
   // Names a scheduled callback, for Cancel.
-  using Handle = std::pair<absl::Time, uint64_t>;
+  using Handle = std::pair<SteadyCondVar::Clock::time_point, uint64_t>;
 
-  Handle At(absl::Time when, std::function<void()> fn);
-  Handle After(absl::Duration delay, std::function<void()> fn) {
-    return At(absl::Now() + delay, std::move(fn));
+  // `when` is a wall-clock time (a call's deadline): it is turned into a
+  // delay at once, and the callback runs when that delay has passed on the
+  // steady clock, whatever the wall clock does meanwhile.
+  Handle At(absl::Time when, std::function<void()> fn) {
+    return After(when - absl::Now(), std::move(fn));
   }
+  Handle After(absl::Duration delay, std::function<void()> fn);
   // Drops a callback not yet run (so its captures are released now).
   // Returns false when it ran already or is running.
   bool Cancel(const Handle& handle);
@@ -51,7 +55,7 @@ class DelayQueue {
   void Loop();
 
   absl::Mutex mu_;
-  absl::CondVar cv_;
+  SteadyCondVar cv_;
   // Ordered by time, then by insertion.
   std::map<Handle, std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;

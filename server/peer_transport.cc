@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/steady_cond_var.h"
 #include "server/raft_wire.h"
 
 namespace sessiond::server {
@@ -60,7 +61,9 @@ struct PeerTransport::Peer {
   const NodeId id;
   absl::Mutex mu;
   // Separate, so a message for the stream never wakes the snapshot thread.
-  absl::CondVar cv;           // the sender: messages, address, stop
+  // The sender: messages, address, stop; its reconnect backoff follows the
+  // steady clock.
+  SteadyCondVar cv;
   absl::CondVar snapshot_cv;  // the snapshot thread: a snapshot, stop
   std::string address ABSL_GUARDED_BY(mu);
   std::shared_ptr<grpc::Channel> channel ABSL_GUARDED_BY(mu);
@@ -239,10 +242,10 @@ bool PeerTransport::Dropped(NodeId peer) const {
 }
 
 bool PeerTransport::SleepUnlessStopping(Peer* peer, absl::Duration delay) {
-  const absl::Time deadline = absl::Now() + delay;
+  const SteadyCondVar::Clock::time_point deadline = SteadyAfter(delay);
   absl::MutexLock lock(&peer->mu);
   while (!peer->stop && !peer->address_changed) {
-    if (peer->cv.WaitWithDeadline(&peer->mu, deadline)) break;
+    if (peer->cv.WaitUntil(&peer->mu, deadline)) break;
   }
   return !peer->stop;
 }

@@ -5,8 +5,6 @@
 
 #include <utility>
 
-#include "absl/time/clock.h"
-
 namespace sessiond::server {
 
 PeriodicTask::PeriodicTask(std::string name, absl::Duration interval,
@@ -34,9 +32,8 @@ bool PeriodicTask::Stop() {
 void PeriodicTask::Loop() {
   absl::MutexLock lock(&mu_);
   while (!stop_) {
-    const absl::Time deadline = absl::Now() + interval_;
-    while (!stop_ && absl::Now() < deadline) {
-      cv_.WaitWithDeadline(&mu_, deadline);
+    const SteadyCondVar::Clock::time_point deadline = SteadyAfter(interval_);
+    while (!stop_ && !cv_.WaitUntil(&mu_, deadline)) {
     }
     if (stop_) break;
     mu_.Unlock();

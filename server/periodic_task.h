@@ -9,6 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/steady_cond_var.h"
 
 namespace sessiond::server {
 
@@ -39,7 +40,7 @@ class PeriodicTask {
   const absl::Duration interval_;
   const std::function<void()> run_;
   absl::Mutex mu_;
-  absl::CondVar cv_;
+  SteadyCondVar cv_;  // the interval follows the steady clock
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
 #include "common/status_macros.h"
+#include "common/steady_cond_var.h"
 #include "server/audit_recorder.h"
 #include "server/grpc_status.h"
 #include "server/jwt_issuer.h"
@@ -114,14 +115,14 @@ void SessionServiceImpl::BeginDrain() {
 }
 
 bool SessionServiceImpl::WaitForDrained(absl::Duration timeout) const {
-  const absl::Time deadline = absl::Now() + timeout;
+  const SteadyCondVar::Clock::time_point deadline = SteadyAfter(timeout);
   auto drained = [this] {
     if (writes_inflight_.load() > 0) return false;
     absl::MutexLock lock(&streams_mu_);
     return streams_.empty();
   };
   while (!drained()) {
-    if (absl::Now() >= deadline) return false;
+    if (SteadyCondVar::Clock::now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(1));
   }
   return true;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/steady_cond_var.h"
 
 namespace sessiond::server {
 
@@ -114,9 +115,9 @@ void WritePath::SubmitTransfer(NodeId target, absl::Time deadline, Done done) {
 }
 
 bool WritePath::Drain(absl::Duration timeout) const {
-  const absl::Time deadline = absl::Now() + timeout;
+  const SteadyCondVar::Clock::time_point deadline = SteadyAfter(timeout);
   while (calls_in_flight_.load() > 0 || rpcs_in_flight_.load() > 0) {
-    if (absl::Now() >= deadline) return false;
+    if (SteadyCondVar::Clock::now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(1));
   }
   return true;

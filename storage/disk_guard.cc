@@ -97,6 +97,7 @@ DiskGuard::~DiskGuard() {
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;
+    stop_cv_.SignalAll();
   }
   if (thread_.joinable()) thread_.join();
 }
@@ -116,7 +117,10 @@ void DiskGuard::Run() {
   pthread_setname_np(pthread_self(), "sd-disk");
   absl::MutexLock lock(&mu_);
   while (!stop_) {
-    mu_.AwaitWithTimeout(absl::Condition(&stop_), options_.check_interval);
+    const SteadyCondVar::Clock::time_point next =
+        SteadyAfter(options_.check_interval);
+    while (!stop_ && !stop_cv_.WaitUntil(&mu_, next)) {
+    }
     if (stop_) break;
     mu_.Unlock();
     Check("");

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/steady_cond_var.h"
 
 namespace sessiond::storage {
 
@@ -127,6 +128,7 @@ class DiskGuard {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  SteadyCondVar stop_cv_;  // check_interval follows the steady clock
   std::thread thread_;
 };
 

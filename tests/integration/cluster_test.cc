@@ -857,38 +857,56 @@ TEST(ClusterTest, HistoriesUnderFaultsAreLinearizable) {
               std::string(lincheck::ToString(result.verdict)).c_str());
 }
 
-// Wall-clock steps on real processes (libfaketime, wall clock only: the
-// steady clock is untouched): the leader's clock jumps 30 days forward, then
-// a follower's 1 day back, under a validate load of 3,000 one-hour
-// sessions. Expiry follows cluster time, so nothing expires early, nothing
-// is removed, new sessions get their normal lifetime, and the skew is
-// reported.
-TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
-  constexpr char kFaketime[] =
+// Per-node wall clocks under libfaketime (wall clock only: the steady clock
+// is untouched), each stepped at run time by rewriting one file per node.
+class SteppableClocks {
+ public:
+  static constexpr char kLibrary[] =
       "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-  if (!std::ifstream(kFaketime)) {
+  static bool Available() { return std::ifstream(kLibrary).good(); }
+
+  // Sets every node of `options` (ids 1..3) at the real time.
+  void Apply(ClusterOptions* options) {
+    // sessiond linked with jemalloc hangs under libfaketime: the same daemon
+    // on glibc's malloc (server/CMakeLists.txt).
+    options->binary = SESSIOND_FAKETIME_BINARY;
+    for (int id = 1; id <= 3; ++id) {
+      Set(id, "+0");
+      options->env[id] = {absl::StrCat("LD_PRELOAD=", kLibrary),
+                          absl::StrCat("FAKETIME_TIMESTAMP_FILE=", File(id)),
+                          "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                          "FAKETIME_CACHE_DURATION=1"};
+    }
+  }
+  // Node `id`'s wall clock from now on: the real one plus `offset` ("+30d").
+  void Set(int id, const std::string& offset) {
+    const std::string tmp = File(id) + ".tmp";
+    std::ofstream(tmp, std::ios::trunc) << offset << "\n";
+    std::filesystem::rename(tmp, File(id));
+  }
+
+ private:
+  std::string File(int id) const {
+    return absl::StrCat(dir_.path(), "/node", id, ".faketime");
+  }
+  TempDir dir_;
+};
+
+// Wall-clock steps on real processes: the leader's clock jumps 30 days
+// forward, then a follower's 1 day back, under a validate load of 3,000
+// one-hour sessions. Expiry follows cluster time, so nothing expires early,
+// nothing is removed, new sessions get their normal lifetime, and the skew
+// is reported.
+TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
+  if (!SteppableClocks::Available()) {
     GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
   }
   ClusterOptions options = Options();
-  // sessiond linked with jemalloc hangs under libfaketime: the same daemon
-  // on glibc's malloc (server/CMakeLists.txt).
-  options.binary = SESSIOND_FAKETIME_BINARY;
-  TempDir clocks;
-  auto clock_file = [&](int id) {
-    return absl::StrCat(clocks.path(), "/node", id, ".faketime");
+  SteppableClocks clocks;
+  clocks.Apply(&options);
+  const auto set_clock = [&](int id, const std::string& offset) {
+    clocks.Set(id, offset);
   };
-  auto set_clock = [&](int id, const std::string& offset) {
-    const std::string tmp = clock_file(id) + ".tmp";
-    std::ofstream(tmp, std::ios::trunc) << offset << "\n";
-    std::filesystem::rename(tmp, clock_file(id));
-  };
-  for (int id = 1; id <= 3; ++id) {
-    set_clock(id, "+0");
-    options.env[id] = {absl::StrCat("LD_PRELOAD=", kFaketime),
-                       absl::StrCat("FAKETIME_TIMESTAMP_FILE=", clock_file(id)),
-                       "FAKETIME_DONT_FAKE_MONOTONIC=1",
-                       "FAKETIME_CACHE_DURATION=1"};
-  }
   ClusterHarness cluster(options);
   ASSERT_TRUE(cluster.Start().ok());
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
@@ -964,6 +982,63 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
   ASSERT_TRUE(back.ok());
   EXPECT_LT(back->clock_skew_ms(), -day_ms / 2);
   EXPECT_TRUE(LogContains(cluster, *leader, "clock skew"));
+}
+
+// Timers follow the steady clock. Abseil's CondVar (20220623) waits until an
+// absolute wall-clock time, so a node whose clock stepped back by a day in
+// the middle of a wait slept a day: its touch flushes, Raft ticks, retries
+// and reconnects stopped, and sessions kept alive by validations through it
+// idled out everywhere. libfaketime cannot step the kernel's clock, but its
+// forward offset puts every wall-clock deadline a node computes a day past
+// the kernel's clock: the same day-long wait, on every wait.
+TEST(ClusterTest, TouchesThroughANodeWhoseClockJumpsKeepSessionsAlive) {
+  if (!SteppableClocks::Available()) {
+    GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
+  }
+  ClusterOptions options = Options({"--touch_flush_interval_ms=200"});
+  SteppableClocks clocks;
+  clocks.Apply(&options);
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  std::string token;
+  {
+    auto stub = cluster.Stub(*leader);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::CreateSessionRequest request;
+    request.set_user_id("idle");
+    request.set_ttl_ms(3600 * 1000);
+    request.set_idle_timeout_ms(3000);
+    sessiond::v1::CreateSessionResponse response;
+    ASSERT_TRUE(stub->CreateSession(&context, request, &response).ok());
+    token = response.token();
+  }
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  const int follower = Others(cluster, *leader)[0];
+  clocks.Set(follower, "+1d");
+
+  // Three idle timeouts of validations with touch, all through that node.
+  auto stub = cluster.Stub(follower);
+  int valid = 0;
+  int answered = 0;
+  for (int i = 0; i < 30; ++i) {
+    absl::SleepFor(absl::Milliseconds(300));
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(5));
+    sessiond::v1::ValidateSessionRequest request;
+    request.set_token(token);
+    request.set_touch(true);
+    ValidateSessionResponse answer;
+    if (!stub->ValidateSession(&context, request, &answer).ok()) continue;
+    ++answered;
+    valid += answer.outcome() == ValidateSessionResponse::VALID;
+  }
+  EXPECT_GT(answered, 20);
+  EXPECT_EQ(valid, answered);
+  EXPECT_EQ(cluster.Validate(*leader, token, sessiond::v1::LINEARIZABLE),
+            ValidateSessionResponse::VALID);
 }
 
 }  // namespace
