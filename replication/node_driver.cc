@@ -107,6 +107,8 @@ NodeDriver::NodeDriver(const NodeDriverOptions& options, LogStore* log,
   {
     absl::MutexLock lock(&reads_mu_);
     applied_for_reads_ = state_machine_->applied_index();
+    applied_through_.store(applied_for_reads_.value(),
+                           std::memory_order_release);
   }
   absl::MutexLock lock(&status_mu_);
   status_.id = options.raft.id;
@@ -266,13 +268,15 @@ void NodeDriver::ReadIndex(StatusCallback done) {
   if (!QueueForDriver(&inbox_reads_, &done)) done(ShuttingDown());
 }
 
-bool NodeDriver::ReadLocallyAsLeader() {
+std::optional<LogIndex> NodeDriver::LocalReadIndex() {
   const int64_t until = local_reads_until_ns_.load(std::memory_order_acquire);
   if (until == 0 || absl::ToInt64Nanoseconds(runtime_->Elapsed()) >= until) {
-    return false;
+    return std::nullopt;
   }
   metric_local_reads_.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  // Read after the window: at least the commit index published with it,
+  // which every message this leader sent until then carried at most.
+  return LogIndex(local_read_index_.load(std::memory_order_acquire));
 }
 
 void NodeDriver::PublishLocalReadWindow() {
@@ -286,6 +290,10 @@ void NodeDriver::PublishLocalReadWindow() {
         absl::ToInt64Nanoseconds((ticks_done_ + static_cast<int64_t>(ticks)) *
                                  absl::FromChrono(options_.tick_interval));
   }
+  // Before the next Ready's messages leave: no follower learns of a commit
+  // index a local read here does not wait for.
+  local_read_index_.store(core_->commit_index().value(),
+                          std::memory_order_release);
   local_reads_until_ns_.store(until, std::memory_order_release);
 }
 
@@ -387,6 +395,8 @@ void NodeDriver::Stop() {
     absl::MutexLock lock(&inbox_mu_);
     accepting_ = false;
   }
+  // After accepting_: an Apply failing from here on is taken as stopped.
+  state_machine_->StopRetryingWrites();
   // Drain: proposals already accepted are finished, not dropped, unless the
   // group cannot commit them in time (no quorum).
   const SteadyCondVar::Clock::time_point deadline =
@@ -1011,7 +1021,9 @@ void NodeDriver::RunApply() {
       bool stopping;
       {
         absl::MutexLock lock(&inbox_mu_);
-        stopping = driver_stop_;
+        // Stop() began: the state machine may have stopped retrying its
+        // writes (StopRetryingWrites), while the drain still waits.
+        stopping = driver_stop_ || !accepting_;
       }
       if (stopping) {
         // The state machine gave up at shutdown (a full disk): the log
@@ -1123,7 +1135,10 @@ void NodeDriver::CompleteReadsThrough(LogIndex applied) {
   std::vector<Completion> calls;
   {
     absl::MutexLock lock(&reads_mu_);
-    if (applied > applied_for_reads_) applied_for_reads_ = applied;
+    if (applied > applied_for_reads_) {
+      applied_for_reads_ = applied;
+      applied_through_.store(applied.value(), std::memory_order_release);
+    }
     while (!reads_waiting_.empty() &&
            reads_waiting_.begin()->first <= applied_for_reads_) {
       calls.push_back(Completion::Reader(

@@ -162,7 +162,7 @@ struct NodeDriverMetrics {
   uint64_t entries_applied = 0;
   uint64_t reads = 0;              // ReadIndex() calls
   uint64_t read_index_rounds = 0;  // RaftCore::ReadIndex calls
-  uint64_t local_reads = 0;        // ReadLocallyAsLeader() answered true
+  uint64_t local_reads = 0;        // LocalReadIndex() gave an index
   uint64_t messages_dropped = 0;   // inbox full
   uint64_t snapshots_installed = 0;
   uint64_t log_write_failures = 0;  // LogStore writes that failed
@@ -231,13 +231,22 @@ class NodeDriver : public MessageSink, public StageRunner {
   // runs on the completion stage or the calling thread and must not block.
   void ReadIndex(StatusCallback done);
 
-  // True when this node may answer a linearizable read from its own state
-  // machine right now, with no ReadIndex round: it leads, holds its lease
-  // (or is the only voter) and has applied an entry of its term
-  // (RaftCore::LocalReadTicks). Counts the read (metrics().local_reads)
-  // when true. Any thread: one atomic load and a clock read, so a read on
-  // the leader waits for no driver turn.
-  bool ReadLocallyAsLeader();
+  // When this node may answer a linearizable read from its own state
+  // machine with no ReadIndex round (it leads, holds its lease or is the
+  // only voter, and has applied an entry of its term:
+  // RaftCore::LocalReadTicks): the index it must have applied first, its
+  // commit index; nullopt otherwise. The commit index, not what this node
+  // applied: a leader applies only what its own log write holds, and when
+  // the followers' acknowledgements commit an entry first, they may apply
+  // it, and answer a read from it, before the leader does. Counts the read
+  // (metrics().local_reads) when it gives an index. Any thread: atomic
+  // loads and a clock read, so a read on the leader waits for no driver
+  // turn (and, when AppliedThrough(index), for nothing).
+  std::optional<LogIndex> LocalReadIndex();
+  // True when the apply stage has applied through `index`. Any thread.
+  bool AppliedThrough(LogIndex index) const {
+    return applied_through_.load(std::memory_order_acquire) >= index.value();
+  }
 
   // `done(OK)` once this node's state machine has applied through `index`
   // (at once when it has); Unavailable when the driver stops first. Runs on
@@ -513,6 +522,11 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Until when (Runtime::Elapsed, in ns) the leader may read locally; 0:
   // not now. Written by the driver stage, read by any thread.
   std::atomic<int64_t> local_reads_until_ns_{0};
+  // The commit index published with it (written before it): a local read
+  // waits until this was applied.
+  std::atomic<uint64_t> local_read_index_{0};
+  // applied_for_reads_, for lock-free reading.
+  std::atomic<uint64_t> applied_through_{0};
   std::atomic<uint64_t> metric_messages_dropped_{0};
   std::atomic<uint64_t> metric_snapshots_installed_{0};
   std::atomic<uint64_t> metric_log_write_failures_{0};

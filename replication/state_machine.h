@@ -36,6 +36,13 @@ class StateMachine {
   virtual absl::StatusOr<std::vector<ApplyResult>> Apply(
       const std::vector<Entry>& entries) = 0;
 
+  // Called by NodeDriver::Stop once it takes no more proposals, from the
+  // stopping thread: an Apply that waits for the disk (a full disk) may give
+  // up from then on and return its error, which the driver then takes as
+  // "stopped" rather than as a reason to abort; the log replays the entries
+  // at the next start.
+  virtual void StopRetryingWrites() {}
+
   // The last applied index (0 on a new store).
   virtual LogIndex applied_index() const = 0;
 

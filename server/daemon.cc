@@ -963,11 +963,11 @@ void Daemon::Shutdown() {
   if (writes_ != nullptr && !writes_->Drain(grace)) {
     logging::Warn("shutdown.writes_in_flight");
   }
-  // A full disk: the apply stage gives up rather than wait for space (the
-  // log replays what it could not write).
-  if (state_machine_ != nullptr) state_machine_->StopRetryingWrites();
   if (driver_ != nullptr) {
-    driver_->Stop();  // applies what is in flight
+    // Applies what is in flight; on a full disk the apply stage gives up
+    // rather than wait for space (StateMachine::StopRetryingWrites; the log
+    // replays what it could not write).
+    driver_->Stop();
     const replication::NodeDriverMetrics m = driver_->metrics();
     logging::Info("shutdown.raft_summary",
                   logging::Fields()

@@ -50,10 +50,12 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
     done(Local());
     return;
   }
-  // The leader within its lease: linearizable from its own table, on this
-  // thread, with no driver turn (under a write flood the driver and the
-  // completion stage are the busiest threads).
-  if (driver_->ReadLocallyAsLeader()) {
+  // The leader within its lease: linearizable from its own table once it
+  // has applied its commit index, on this thread, with no driver turn
+  // (under a write flood the driver and the completion stage are the
+  // busiest threads).
+  const std::optional<LogIndex> lease_index = driver_->LocalReadIndex();
+  if (lease_index && driver_->AppliedThrough(*lease_index)) {
     done(ReadAnswer());
     return;
   }
@@ -76,6 +78,18 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
   {
     absl::MutexLock lock(&pending->mu);
     if (pending->done) pending->timer = timer;
+  }
+  if (lease_index) {
+    // Committed but not applied here yet (the followers may have applied
+    // it, and answered reads from it): wait for the apply stage only.
+    driver_->WhenApplied(*lease_index, [this, pending](absl::Status status) {
+      if (status.ok()) {
+        Finish(pending, ReadAnswer());
+      } else {
+        Fail(pending, std::move(status));
+      }
+    });
+    return;
   }
   Attempt(pending);
 }

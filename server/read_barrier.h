@@ -6,8 +6,9 @@
 //
 //   LINEARIZABLE  a ReadIndex through the leader (or its lease): the table
 //                 then reflects every write acknowledged before the call.
-//                 The leader within its lease answers at once from its own
-//                 table (NodeDriver::ReadLocallyAsLeader).
+//                 The leader within its lease answers from its own table
+//                 once it has applied its commit index, with no round
+//                 (NodeDriver::LocalReadIndex).
 //                 While no leader is known (an election) or a round fails,
 //                 it asks again every 20 ms, as a write does; UNAVAILABLE
 //                 when no leader confirmed it by the deadline, never a

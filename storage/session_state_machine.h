@@ -161,7 +161,7 @@ class SessionStateMachine : public replication::StateMachine {
 
   // Makes a failing Apply give up (returning the write's error) instead of
   // retrying: at shutdown, where the log replays it on the next start.
-  void StopRetryingWrites() {
+  void StopRetryingWrites() override {
     stop_retrying_.store(true, std::memory_order_release);
   }
 

@@ -179,6 +179,30 @@ ConfState ThreeVoters() {
   return conf;
 }
 
+// A state machine whose writes fail, as on a full disk, after the first
+// Apply it is asked for: it retries (blocks) until StopRetryingWrites, then
+// returns the write's error, as storage::SessionStateMachine does.
+class DiskFullStateMachine : public RecordingStateMachine {
+ public:
+  absl::StatusOr<std::vector<ApplyResult>> Apply(
+      const std::vector<Entry>& entries) override {
+    if (!failing_.load()) return RecordingStateMachine::Apply(entries);
+    absl::MutexLock lock(&retry_mu_);
+    retry_mu_.Await(absl::Condition(&stop_retrying_));
+    return absl::ResourceExhaustedError("No space left on device");
+  }
+  void StopRetryingWrites() override {
+    absl::MutexLock lock(&retry_mu_);
+    stop_retrying_ = true;
+  }
+  void StartFailing() { failing_.store(true); }
+
+ private:
+  std::atomic<bool> failing_{false};
+  absl::Mutex retry_mu_;
+  bool stop_retrying_ ABSL_GUARDED_BY(retry_mu_) = false;
+};
+
 NodeDriverOptions TestOptions() {
   NodeDriverOptions options;
   options.raft.id = NodeId(1);
@@ -589,22 +613,22 @@ TEST(NodeDriverTest, OnlyALeaderReadsLocallyAndNotOnceStopped) {
   // reach the state machine a moment after the proposal's answer; bounded.
   bool local = false;
   for (int i = 0; i < 300 && !local; ++i) {
-    local = driver->ReadLocallyAsLeader();
+    local = driver->LocalReadIndex().has_value();
     if (!local) absl::SleepFor(absl::Milliseconds(10));
   }
   EXPECT_TRUE(local);
-  EXPECT_TRUE(driver->ReadLocallyAsLeader());
+  EXPECT_TRUE(driver->LocalReadIndex().has_value());
   EXPECT_EQ(driver->metrics().local_reads, 2u);
   EXPECT_EQ(driver->metrics().reads, 0u);  // no ReadIndex was asked for
   driver->Stop();
-  EXPECT_FALSE(driver->ReadLocallyAsLeader());
+  EXPECT_FALSE(driver->LocalReadIndex().has_value());
 
   CountingLogStore follower_log(ThreeVoters());
   RecordingStateMachine follower_sm;
   auto follower =
       NodeDriver::Start(TestOptions(), &follower_log, &follower_sm, &transport);
   ASSERT_TRUE(follower.ok()) << follower.status();
-  EXPECT_FALSE((*follower)->ReadLocallyAsLeader());
+  EXPECT_FALSE((*follower)->LocalReadIndex().has_value());
   EXPECT_EQ((*follower)->metrics().local_reads, 0u);
 }
 
@@ -1076,14 +1100,14 @@ TEST(NodeDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
   heartbeat_ack.context = heartbeat_context;
   driver.Deliver({heartbeat_ack});
   runtime.RunUntilIdle();
-  ASSERT_TRUE(driver.ReadLocallyAsLeader());
+  ASSERT_TRUE(driver.LocalReadIndex().has_value());
 
   int timeout_now_sent = 0;
   bool local_while_sending = false;
   transport.on_send = [&](const Message& m) {
     if (m.type != MessageType::kTimeoutNow) return;
     ++timeout_now_sent;
-    local_while_sending = driver.ReadLocallyAsLeader();
+    local_while_sending = driver.LocalReadIndex().has_value();
   };
   // Answered when node 2 leads, which it never does here.
   driver.TransferLeadership(NodeId(2), [](absl::Status) {});
@@ -1091,9 +1115,30 @@ TEST(NodeDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
   ASSERT_EQ(timeout_now_sent, 1);
   EXPECT_FALSE(local_while_sending)
       << "the TimeoutNow left while this leader still read locally";
-  EXPECT_FALSE(driver.ReadLocallyAsLeader());
+  EXPECT_FALSE(driver.LocalReadIndex().has_value());
   transport.on_send = nullptr;
   driver.Stop();
+}
+
+// Stopping while an apply waits for the disk: the state machine gives up
+// once the driver takes no more proposals, and the driver stops (the log
+// replays the entries at the next start). It used to take that error as a
+// failed write and abort the process, unless the drain had already ended.
+TEST(NodeDriverTest, StoppingWhileAnApplyWaitsForTheDiskDoesNotAbort) {
+  CountingLogStore log(OneVoter());
+  DiskFullStateMachine sm;
+  NoPeersTransport transport;
+  NodeDriverOptions options = TestOptions();
+  options.drain_timeout = std::chrono::milliseconds(2000);
+  std::unique_ptr<NodeDriver> driver =
+      StartLeader(&log, &sm, &transport, options);
+  ASSERT_NE(driver, nullptr);
+  sm.StartFailing();
+  auto answered = std::make_shared<absl::Notification>();
+  driver->Propose("never written",
+                  [answered](ApplyResult) { answered->Notify(); });
+  driver->Stop();  // the process is still here
+  EXPECT_TRUE(answered->WaitForNotificationWithTimeout(absl::Seconds(10)));
 }
 
 }  // namespace

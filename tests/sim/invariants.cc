@@ -315,6 +315,7 @@ void Invariants::OnAcked(NodeId node, LogIndex index, const std::string& data) {
 void Invariants::OnReadCompleted(NodeId node, LogIndex required,
                                  LogIndex applied) {
   ++reads_checked_;
+  newest_read_seen_ = std::max(newest_read_seen_, applied);
   if (applied < required) {
     Fail(absl::StrCat("stale read: node ", node.value(),
                       " completed a read with its state applied through ",
@@ -323,16 +324,22 @@ void Invariants::OnReadCompleted(NodeId node, LogIndex required,
   }
 }
 
-void Invariants::OnLocalRead(NodeId node, LogIndex applied) {
+LogIndex Invariants::local_read_floor() const {
+  const LogIndex newest_acked =
+      acked_.empty() ? LogIndex(0) : acked_.rbegin()->first;
+  return std::max(newest_acked, newest_read_seen_);
+}
+
+void Invariants::OnLocalRead(NodeId node, LogIndex required, LogIndex applied) {
   ++local_reads_checked_;
-  if (acked_.empty()) return;
-  const LogIndex newest_acked = acked_.rbegin()->first;
-  if (applied < newest_acked) {
+  if (applied < required) {
     Fail(absl::StrCat("stale local read: leader ", node.value(),
                       " answered from its state applied through ",
-                      applied.value(), " but index ", newest_acked.value(),
-                      " was already acknowledged"));
+                      applied.value(), " but index ", required.value(),
+                      " was already acknowledged, or seen by a completed "
+                      "read, when the read began"));
   }
+  newest_read_seen_ = std::max(newest_read_seen_, applied);
 }
 
 }  // namespace sessiond::sim

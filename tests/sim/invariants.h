@@ -132,9 +132,14 @@ class Invariants {
   // `node` with its state machine applied through `applied`.
   void OnReadCompleted(NodeId node, LogIndex required, LogIndex applied);
   // A leader answered a read from its own state machine, applied through
-  // `applied`, with no ReadIndex round: it must hold every acknowledged
-  // write (one committed but not yet acknowledged may still be missing).
-  void OnLocalRead(NodeId node, LogIndex applied);
+  // `applied`, with no ReadIndex round, for a read that began when
+  // `required` was local_read_floor(): it must hold every acknowledged write
+  // and everything an earlier completed read saw (one committed but not yet
+  // acknowledged, and not yet seen by any read, may still be missing).
+  void OnLocalRead(NodeId node, LogIndex required, LogIndex applied);
+  // What a read beginning now must see: the newest acknowledged write and
+  // the newest state any completed linearizable read answered from.
+  LogIndex local_read_floor() const;
 
   uint64_t leaders_seen() const { return leader_of_term_.size(); }
   uint64_t reads_checked() const { return reads_checked_; }
@@ -163,6 +168,8 @@ class Invariants {
   std::map<LogIndex, uint64_t> acked_;  // index -> data hash
   uint64_t reads_checked_ = 0;
   uint64_t local_reads_checked_ = 0;
+  // The highest applied index a completed linearizable read answered from.
+  LogIndex newest_read_seen_;
   uint64_t conf_changes_ = 0;
 };
 

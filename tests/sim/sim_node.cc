@@ -413,8 +413,25 @@ void SimNode::ReadIndex() {
 }
 
 void SimNode::LocalRead() {
-  if (!up() || !driver_->ReadLocallyAsLeader()) return;
-  env_.invariants->OnLocalRead(id_, state_machine_->applied_index());
+  if (!up()) return;
+  const std::optional<LogIndex> index = driver_->LocalReadIndex();
+  if (!index) return;
+  const LogIndex required = env_.invariants->local_read_floor();
+  if (driver_->AppliedThrough(*index)) {
+    env_.invariants->OnLocalRead(id_, required,
+                                 state_machine_->applied_index());
+    return;
+  }
+  const uint64_t incarnation = incarnation_;
+  driver_->WhenApplied(
+      *index, [this, required, incarnation](absl::Status status) {
+        if (!status.ok() || tearing_down_ || incarnation != incarnation_) {
+          return;
+        }
+        env_.invariants->OnLocalRead(id_, required,
+                                     state_machine_->applied_index());
+      });
+  RunDue();
 }
 
 std::string SimNode::Describe() const {

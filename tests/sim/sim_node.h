@@ -124,9 +124,9 @@ class SimNode {
   absl::Status TransferLeadership(NodeId target);
   // The read is checked when the driver answers it (Invariants).
   void ReadIndex();
-  // A read the leader may answer from its own state machine right now
-  // (NodeDriver::ReadLocallyAsLeader), checked at once; nothing when it
-  // may not.
+  // A read the leader may answer from its own state machine
+  // (NodeDriver::LocalReadIndex), checked once it has applied the index
+  // the driver gave (at once when it has); nothing when it may not.
   void LocalRead();
 
   std::string Describe() const;
