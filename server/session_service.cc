@@ -557,9 +557,6 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
   absl::StatusOr<CreateLifetimes> lifetimes =
       ValidateCreate(call->request(), options_.limits);
   if (!lifetimes.ok()) return call->Reply(lifetimes.status());
-  if (absl::Status s = AdmitCreates(*call->context(), 1); !s.ok()) {
-    return call->Reply(s);
-  }
   if (!call->request().request_id().empty() &&
       call->request().token_format() == sessiond::v1::TOKEN_FORMAT_JWT) {
     return call->Reply(absl::InvalidArgumentError(
@@ -572,6 +569,13 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
         !s.ok()) {
       return call->Reply(s);
     }
+  }
+  // After the checks (a refused request spends none of its caller's
+  // creates), before the token is made (a shed create costs little).
+  if (absl::Status s = AdmitCreates(*call->context(), 1); !s.ok()) {
+    return call->Reply(s);
+  }
+  if (!call->request().request_id().empty()) {
     std::string key = state_machine_->create_key();
     if (!key.empty()) return CreateWithRequestId(call, *lifetimes, key);
     // The cluster has no create key yet: install one (the first applied
@@ -656,18 +660,30 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
                      options_.max_batch_create)));
   }
   if (count == 0) return call->Reply(absl::OkStatus());
-  if (absl::Status s =
-          AdmitCreates(*call->context(), static_cast<uint32_t>(count));
-      !s.ok()) {
-    return call->Reply(s);
-  }
+  std::vector<CreateLifetimes> lifetimes;
+  lifetimes.reserve(count);
   for (size_t i = 0; i < count; ++i) {
-    if (!requests[static_cast<int>(i)].request_id().empty()) {
+    const auto& request = requests[static_cast<int>(i)];
+    if (!request.request_id().empty()) {
       return call->Reply(absl::InvalidArgumentError(absl::StrCat(
           "requests[", i,
           "].request_id: not taken by CreateSessions; send a create that must "
           "be retryable with CreateSession")));
     }
+    absl::StatusOr<CreateLifetimes> checked =
+        ValidateCreate(request, options_.limits);
+    if (!checked.ok()) {
+      return call->Reply(absl::InvalidArgumentError(
+          absl::StrCat("requests[", i, "].", checked.status().message())));
+    }
+    lifetimes.push_back(*checked);
+  }
+  // After the checks (a refused batch spends none of its caller's creates),
+  // before the tokens are made (a shed batch costs little).
+  if (absl::Status s =
+          AdmitCreates(*call->context(), static_cast<uint32_t>(count));
+      !s.ok()) {
+    return call->Reply(s);
   }
   Command command;
   auto* batch = command.mutable_create_batch();
@@ -675,14 +691,8 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
   tokens.reserve(count);
   for (size_t i = 0; i < count; ++i) {
     const auto& request = requests[static_cast<int>(i)];
-    absl::StatusOr<CreateLifetimes> lifetimes =
-        ValidateCreate(request, options_.limits);
-    if (!lifetimes.ok()) {
-      return call->Reply(absl::InvalidArgumentError(
-          absl::StrCat("requests[", i, "].", lifetimes.status().message())));
-    }
     absl::StatusOr<std::string> token =
-        FillCreate(request, *lifetimes, options_.max_sessions_per_user,
+        FillCreate(request, lifetimes[i], options_.max_sessions_per_user,
                    options_.jwt_issuer, clock_, batch->add_creates());
     if (!token.ok()) {
       return call->Reply(absl::Status(

@@ -2,6 +2,7 @@
 #include "server/touch_buffer.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdio>
 #include <utility>
 #include <vector>
@@ -42,25 +43,31 @@ size_t TouchBuffer::Flush() {
     const size_t end = std::min(touches.size(), start + kMaxTouchesPerCommand);
     sessiond::v1::internal::Command command;
     auto* touch = command.mutable_touch();
-    for (size_t i = start; i < end; ++i) {
+    std::vector<std::pair<storage::TokenHash, int64_t>> batch(
+        touches.begin() + static_cast<std::ptrdiff_t>(start),
+        touches.begin() + static_cast<std::ptrdiff_t>(end));
+    for (const auto& [hash, seen] : batch) {
       auto* t = touch->add_touches();
-      t->set_token_hash(std::string(storage::TokenHashBytes(touches[i].first)));
-      t->set_seen_at_ms(touches[i].second);
+      t->set_token_hash(std::string(storage::TokenHashBytes(hash)));
+      t->set_seen_at_ms(seen);
     }
     flushed_commands_.fetch_add(1, std::memory_order_relaxed);
-    // A lost touch batch (no leader in time, shutting down) only makes idle
-    // expiry come a little earlier for those sessions; it is not retried.
-    // It may take until the next flush to reach the log.
     writes_->Submit(
         std::move(command),
         absl::Now() + std::max(flush_interval_, absl::Seconds(1)),
-        [this](replication::ApplyResult result) {
+        [this, batch = std::move(batch)](replication::ApplyResult result) {
           // NotFound / FailedPrecondition: the session was revoked or
           // expired after the validation that touched it; nothing to do.
           const absl::StatusCode code = result.status().code();
           if (code == absl::StatusCode::kUnavailable ||
               code == absl::StatusCode::kResourceExhausted) {
+            // No leader in time, no quorum, a full disk: the touches go
+            // into the next flush. Dropped, a user active through this
+            // node would idle out a whole idle timeout after their last
+            // touch that reached the log. Applying a touch twice (this
+            // batch may yet commit) does no harm: the later time wins.
             lost_commands_.fetch_add(1, std::memory_order_relaxed);
+            for (const auto& [hash, seen] : batch) Record(hash, seen);
           } else if (!result.ok() && code != absl::StatusCode::kNotFound &&
                      code != absl::StatusCode::kFailedPrecondition) {
             logging::Warn("touch.batch_failed",

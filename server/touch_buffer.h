@@ -53,8 +53,9 @@ class TouchBuffer {
   uint64_t flushed_commands() const {
     return flushed_commands_.load(std::memory_order_relaxed);
   }
-  // Touch batches that did not reach the log (no leader in time, shutting
-  // down): those sessions' idle expiry may come up to one interval early.
+  // Touch batches that failed to reach the log (no leader in time, no
+  // quorum, a full disk); their touches went into the next flush (lost only
+  // when the node stops before one succeeds).
   uint64_t lost_commands() const {
     return lost_commands_.load(std::memory_order_relaxed);
   }

@@ -53,6 +53,15 @@ struct WritePath::Call {
   // Some node may have appended it: proposed here, or forwarded and not
   // (yet) answered "not the leader".
   bool maybe_proposed ABSL_GUARDED_BY(mu) = false;
+  // Marks the call as maybe proposed, unless it was answered already: one
+  // critical section, so its deadline never answers "never proposed" for a
+  // call about to be proposed.
+  bool MarkMaybeProposed() {
+    absl::MutexLock lock(&mu);
+    if (finished) return false;
+    maybe_proposed = true;
+    return true;
+  }
   // The leader's answer to a forwarded write, while this node catches up.
   std::optional<ApplyResult> result ABSL_GUARDED_BY(mu);
   std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
@@ -179,10 +188,7 @@ void WritePath::Try(std::shared_ptr<Call> call) {
   }
   const replication::NodeStatus status = driver_->status();
   if (status.role == replication::Role::kLeader) {
-    {
-      absl::MutexLock lock(&call->mu);
-      call->maybe_proposed = true;
-    }
+    if (!call->MarkMaybeProposed()) return;  // its deadline answered it
     Done done = [this, call](ApplyResult result) {
       Finish(call, std::move(result));
     };
@@ -220,6 +226,7 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
     ProposeRequest request;
     ProposeResponse response;
   };
+  if (!call->MarkMaybeProposed()) return;  // its deadline answered it
   auto rpc = std::make_shared<Rpc>();
   rpc->context.set_deadline(absl::ToChronoTime(call->deadline));
   rpc->request = call->ToRequest();
@@ -227,10 +234,6 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
   rpc->request.set_from(options_.self.value());
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   rpcs_in_flight_.fetch_add(1);
-  {
-    absl::MutexLock lock(&call->mu);
-    call->maybe_proposed = true;
-  }
   stub->async()->Propose(
       &rpc->context, &rpc->request, &rpc->response,
       [this, call, rpc, leader, stub](grpc::Status status) {

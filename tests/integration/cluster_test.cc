@@ -51,14 +51,36 @@ std::vector<int> Others(const ClusterHarness& cluster, int id) {
 }
 
 // A session created through `id`, with a one-hour lifetime.
-sessiond::v1::CreateSessionResponse MustCreate(ClusterHarness& cluster, int id,
-                                               const std::string& user) {
+// ValidateSession with touch=true on node `id`: the outcome, or
+// OUTCOME_UNSPECIFIED when the call fails.
+ValidateSessionResponse::Outcome ValidateWithTouch(ClusterHarness& cluster,
+                                                   int id,
+                                                   const std::string& token) {
+  auto stub = cluster.Stub(id);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(5));
+  sessiond::v1::ValidateSessionRequest request;
+  request.set_token(token);
+  request.set_touch(true);
+  ValidateSessionResponse answer;
+  if (!stub->ValidateSession(&context, request, &answer).ok()) {
+    return ValidateSessionResponse::OUTCOME_UNSPECIFIED;
+  }
+  return answer.outcome();
+}
+
+// A one-hour session for `user` created through node `id`; with an
+// `idle_timeout`, one that idles out after it.
+sessiond::v1::CreateSessionResponse MustCreate(
+    ClusterHarness& cluster, int id, const std::string& user,
+    absl::Duration idle_timeout = absl::ZeroDuration()) {
   auto stub = cluster.Stub(id);
   grpc::ClientContext context;
   SetDeadline(&context, absl::Seconds(10));
   sessiond::v1::CreateSessionRequest request;
   request.set_user_id(user);
   request.set_ttl_ms(3600 * 1000);
+  request.set_idle_timeout_ms(absl::ToInt64Milliseconds(idle_timeout));
   sessiond::v1::CreateSessionResponse response;
   const grpc::Status s = stub->CreateSession(&context, request, &response);
   EXPECT_TRUE(s.ok()) << s.error_message();
@@ -605,6 +627,41 @@ TEST(ClusterTest, AMemberWipedBeforeItsStartAnnouncementStillRefuses) {
             ValidateSessionResponse::VALID);
 }
 
+// A touch batch that finds no quorum is not dropped: its touches go into the
+// next flush. Dropped, a user active through a node cut off for longer than
+// a batch's deadline (1 s) idled out a whole idle timeout after their last
+// touch that did reach the log, not after their last use.
+TEST(ClusterTest, TouchesOfABatchThatFoundNoQuorumReachTheLogLater) {
+  ClusterHarness cluster(Options({"--touch_flush_interval_ms=200"}));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const auto sleep_until = [](absl::Time when) {
+    absl::SleepFor(when - absl::Now());
+  };
+  const absl::Time created = absl::Now();
+  const std::string token =
+      MustCreate(cluster, *leader, "idle", absl::Seconds(10)).token();
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  const std::vector<int> followers = Others(cluster, *leader);
+  for (int id : followers) cluster.Pause(id);
+  // Used 4 s after its creation, with no quorum: the (default) read falls
+  // back to this node's table and records the touch; its batch fails.
+  sleep_until(created + absl::Seconds(4));
+  ASSERT_EQ(ValidateWithTouch(cluster, *leader, token),
+            ValidateSessionResponse::VALID);
+  sleep_until(created + absl::Seconds(5.5));
+  for (int id : followers) cluster.Resume(id);
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20)).ok());
+  // Past the idle timeout from its creation, within it from the touch.
+  sleep_until(created + absl::Seconds(12));
+  ASSERT_GT(absl::Now(), created + absl::Seconds(12));
+  absl::StatusOr<int> now_leading = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(now_leading.ok());
+  EXPECT_EQ(cluster.Validate(*now_leading, token, sessiond::v1::LINEARIZABLE),
+            ValidateSessionResponse::VALID);
+}
+
 // Two of three wiped at once: they refuse (a majority that forgot every
 // session must not form), the survivor keeps every session, and the
 // operator's disaster recovery (--force_new_cluster on the survivor, then
@@ -1002,38 +1059,22 @@ TEST(ClusterTest, TouchesThroughANodeWhoseClockJumpsKeepSessionsAlive) {
   ASSERT_TRUE(cluster.Start().ok());
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(leader.ok());
-  std::string token;
-  {
-    auto stub = cluster.Stub(*leader);
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(10));
-    sessiond::v1::CreateSessionRequest request;
-    request.set_user_id("idle");
-    request.set_ttl_ms(3600 * 1000);
-    request.set_idle_timeout_ms(3000);
-    sessiond::v1::CreateSessionResponse response;
-    ASSERT_TRUE(stub->CreateSession(&context, request, &response).ok());
-    token = response.token();
-  }
+  const std::string token =
+      MustCreate(cluster, *leader, "idle", absl::Milliseconds(3000)).token();
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
   const int follower = Others(cluster, *leader)[0];
   clocks.Set(follower, "+1d");
 
   // Three idle timeouts of validations with touch, all through that node.
-  auto stub = cluster.Stub(follower);
   int valid = 0;
   int answered = 0;
   for (int i = 0; i < 30; ++i) {
     absl::SleepFor(absl::Milliseconds(300));
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(5));
-    sessiond::v1::ValidateSessionRequest request;
-    request.set_token(token);
-    request.set_touch(true);
-    ValidateSessionResponse answer;
-    if (!stub->ValidateSession(&context, request, &answer).ok()) continue;
+    const ValidateSessionResponse::Outcome outcome =
+        ValidateWithTouch(cluster, follower, token);
+    if (outcome == ValidateSessionResponse::OUTCOME_UNSPECIFIED) continue;
     ++answered;
-    valid += answer.outcome() == ValidateSessionResponse::VALID;
+    valid += outcome == ValidateSessionResponse::VALID;
   }
   EXPECT_GT(answered, 20);
   EXPECT_EQ(valid, answered);

@@ -261,8 +261,8 @@ TEST(FullDiskTest, WritesRefusedReadsServedAndWritesResumeWhenSpaceIsFreed) {
               refusal.error_message().c_str());
   ASSERT_TRUE(StillRunning(&node)) << node.log_path();
 
-  // Reads are answered; validations with touch (whose batches are dropped)
-  // do not stop the node.
+  // Reads are answered; validations with touch (whose batches fail, and
+  // are kept for later flushes) do not stop the node.
   for (const std::string& token : acked) {
     ASSERT_EQ(Validate(stub.get(), token), ValidateSessionResponse::VALID);
   }

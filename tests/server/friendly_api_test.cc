@@ -491,5 +491,34 @@ TEST_F(RateLimitTest, CreatesPastTheLimitAreRefusedWithAWaitAndChangeNothing) {
   EXPECT_EQ(ListAll("dave").size(), tokens.size() + 5);
 }
 
+// A request refused for what it says changes nothing, its caller's
+// allowance included: the checks come before the rate limit.
+TEST_F(RateLimitTest, ARefusedBadRequestSpendsNoneOfTheCallersCreates) {
+  sessiond::v1::CreateSessionsRequest bad_batch;
+  for (int i = 0; i < 100; ++i) bad_batch.add_requests()->set_user_id("dave");
+  bad_batch.mutable_requests(99)->clear_user_id();
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    sessiond::v1::CreateSessionsResponse out;
+    const grpc::Status s = stub_->CreateSessions(&context, bad_batch, &out);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+  }
+  CreateSessionRequest bad_request_id = RequestFor("dave", "");
+  bad_request_id.set_request_id("short");
+  CreateSessionResponse created;
+  for (int i = 0; i < 5; ++i) {
+    const grpc::Status s = Create(bad_request_id, &created);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+  }
+  // The burst of 3 is still there.
+  for (int i = 0; i < 3; ++i) {
+    const grpc::Status s = Create(RequestFor("dave", ""), &created);
+    EXPECT_TRUE(s.ok()) << i << ": " << s.error_message();
+  }
+}
+
 }  // namespace
 }  // namespace sessiond::server
