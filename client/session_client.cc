@@ -578,9 +578,28 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       }
     };
     const Turn turn{this, &me};
-    create_mu_.Await(absl::Condition(&turn, &Turn::Ready));
+    const bool my_turn =
+        create_mu_.AwaitWithDeadline(absl::Condition(&turn, &Turn::Ready),
+                                     absl::Now() + options_.call_timeout);
+    auto queued = std::find(create_queue_.begin(), create_queue_.end(), &me);
+    if (!my_turn && queued != create_queue_.end()) {
+      // call_timeout spent behind batches that got no answer in time.
+      create_queue_.erase(queued);
+      return absl::DeadlineExceededError(
+          "CreateSession: not sent; the creates ahead of it (coalesce_creates) "
+          "got no answer within call_timeout. Nothing was created");
+    }
+    if (!my_turn) {
+      // Taken into a batch in flight, which ends within its own
+      // call_timeout: its sender answers this one.
+      create_mu_.Await(absl::Condition(&me.done));
+    }
     if (me.done) return std::move(me.result);
     create_sending_ = true;
+    // This caller's create first: whichever waiter's turn it is, it may not
+    // be the oldest (the lock does not wake them in order).
+    create_queue_.erase(queued);
+    batch.push_back(&me);
     const size_t max =
         static_cast<size_t>(std::max(1, options_.max_coalesced_creates));
     while (!create_queue_.empty() && batch.size() < max) {

@@ -323,6 +323,53 @@ TEST_F(ClientTest, CreateValidateRevoke) {
   EXPECT_EQ(garbage->outcome(), v1::ValidateSessionResponse::UNKNOWN);
 }
 
+// `threads` callers, each making `per_thread` creates one after another
+// (user "<user_prefix><thread>", attribute i = its number) through
+// `client`: every token, or the test failed.
+std::vector<std::vector<std::string>> CreateConcurrently(
+    SessionClient* client, int threads, int per_thread,
+    const std::string& user_prefix) {
+  std::vector<std::vector<std::string>> tokens(threads);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < threads; ++t) {
+    callers.emplace_back([&, t] {
+      const std::string user = absl::StrCat(user_prefix, t);
+      for (int i = 0; i < per_thread; ++i) {
+        v1::CreateSessionRequest request;
+        request.set_user_id(user);
+        (*request.mutable_attributes())["i"] = absl::StrCat(i);
+        absl::StatusOr<v1::CreateSessionResponse> created =
+            client->CreateSession(request);
+        ASSERT_TRUE(created.ok()) << created.status();
+        EXPECT_EQ(created->session().user_id(), user);
+        EXPECT_EQ(created->session().attributes().at("i"), absl::StrCat(i));
+        tokens[t].push_back(created->token());
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  return tokens;
+}
+
+// More callers waiting than one batch takes: whichever caller's turn it is
+// sends its own create with the oldest others. It used to send the oldest
+// ones only, leave its own queued (a pointer to its stack frame) and
+// answer UNKNOWN "not sent".
+TEST_F(ClientTest, CoalescedCreatesBeyondOneBatchAllGetTheirSession) {
+  SessionClientOptions options;
+  options.coalesce_creates = true;
+  options.max_coalesced_creates = 2;
+  auto client = SessionClient::Connect(daemon_.address(), options);
+  constexpr int kThreads = 12;
+  constexpr int kPerThread = 10;
+  std::set<std::string> distinct;
+  for (const auto& mine :
+       CreateConcurrently(client.get(), kThreads, kPerThread, "many-")) {
+    distinct.insert(mine.begin(), mine.end());
+  }
+  EXPECT_EQ(distinct.size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
 // coalesce_creates: concurrent CreateSession calls share CreateSessions
 // calls, and every caller gets its own session; an invalid one fails alone.
 TEST_F(ClientTest, ConcurrentCreatesAreCoalesced) {
@@ -331,24 +378,9 @@ TEST_F(ClientTest, ConcurrentCreatesAreCoalesced) {
   auto client = SessionClient::Connect(daemon_.address(), options);
   constexpr int kThreads = 16;
   constexpr int kPerThread = 25;
-  std::vector<std::vector<std::string>> tokens(kThreads);
+  const std::vector<std::vector<std::string>> tokens =
+      CreateConcurrently(client.get(), kThreads, kPerThread, "co-");
   std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kPerThread; ++i) {
-        v1::CreateSessionRequest request;
-        request.set_user_id(absl::StrCat("co-", t));
-        (*request.mutable_attributes())["i"] = absl::StrCat(i);
-        absl::StatusOr<v1::CreateSessionResponse> created =
-            client->CreateSession(request);
-        ASSERT_TRUE(created.ok()) << created.status();
-        EXPECT_EQ(created->session().user_id(), absl::StrCat("co-", t));
-        EXPECT_EQ(created->session().attributes().at("i"), absl::StrCat(i));
-        tokens[t].push_back(created->token());
-      }
-    });
-  }
-  for (std::thread& t : threads) t.join();
   std::set<std::string> distinct;
   for (const auto& mine : tokens) {
     for (const std::string& token : mine) {
@@ -1529,6 +1561,39 @@ TEST(ClientDeadlineTest, CallTimeoutBoundsTheWholeCall) {
   absl::Status revoked = client->RevokeSession(revoke).status();
   EXPECT_THAT(revoked.code(), no_answer) << revoked;
   EXPECT_LT(NowMs() - start, kBoundMs) << revoked;
+}
+
+// Coalesced creates queued behind a batch that gets no answer end by their
+// own call_timeout, not after every batch ahead of them (they are told they
+// were not sent). A sanity bound, as above.
+TEST(ClientDeadlineTest, CallTimeoutBoundsCoalescedCreatesWaitingTheirTurn) {
+  SilentListener silent;
+  SessionClientOptions options;
+  options.call_timeout = absl::Seconds(1);
+  options.connect_timeout = absl::Seconds(30);
+  options.coalesce_creates = true;
+  options.max_coalesced_creates = 1;
+  auto client = SessionClient::Connect({silent.address()}, options);
+  constexpr int kThreads = 4;
+  constexpr int64_t kBoundMs = 3 * 1000;
+  std::vector<int64_t> took_ms(kThreads);
+  std::vector<absl::Status> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const int64_t start = NowMs();
+      results[t] = client->CreateSession(CreateRequest("judy")).status();
+      took_ms[t] = NowMs() - start;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_THAT(results[t].code(),
+                ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                                 absl::StatusCode::kDeadlineExceeded))
+        << results[t];
+    EXPECT_LT(took_ms[t], kBoundMs) << results[t];
+  }
 }
 
 }  // namespace
