@@ -73,9 +73,13 @@ const char* EvidenceItRan(const HelloResponse& hello, uint64_t configured,
   return nullptr;
 }
 
-bool InMembership(const HelloResponse& hello, uint64_t node_id) {
+bool IsVoter(const HelloResponse& hello, uint64_t node_id) {
   return std::find(hello.voters().begin(), hello.voters().end(), node_id) !=
-             hello.voters().end() ||
+         hello.voters().end();
+}
+
+bool InMembership(const HelloResponse& hello, uint64_t node_id) {
+  return IsVoter(hello, node_id) ||
          std::find(hello.learners().begin(), hello.learners().end(), node_id) !=
              hello.learners().end();
 }
@@ -337,6 +341,22 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
       hello, options,
       [&](const std::map<uint64_t, absl::StatusOr<HelloResponse>>& answers)
           -> absl::StatusOr<bool> {
+        // A voter that took part in Raft and died before its start
+        // announcement committed: its votes and acknowledgements count in
+        // the cluster's majorities, so it must not come back empty. Only
+        // the members it talked to (its leader then) know: every answer is
+        // asked. (A member removed and added again is a learner, and may.)
+        for (const auto& [peer, answer] : answers) {
+          if (answer.ok() && answer->cluster_id() != 0 &&
+              IsVoter(*answer, node) && answer->heard_from_caller()) {
+            return absl::FailedPreconditionError(
+                absl::StrCat("refusing to join as node ", node,
+                             " on an empty data dir: it is a voter of cluster ",
+                             Hex(answer->cluster_id()), " and peer ", peer,
+                             " received Raft messages from it; ",
+                             RejoinAdvice(config, node)));
+          }
+        }
         for (const auto& [peer, answer] : answers) {
           if (!answer.ok() || !answer->serving() || answer->cluster_id() == 0) {
             continue;

@@ -623,6 +623,15 @@ TEST(ClusterTest, AMemberWipedBeforeItsStartAnnouncementStillRefuses) {
   EXPECT_TRUE(LogContains(cluster, 3, "received Raft messages from it"))
       << cluster.LogTail(3);
   EXPECT_TRUE(LogContains(cluster, 3, "RemoveMember"));
+  // Nor as an "existing" member: it is still a voter, and it voted.
+  cluster.SetNodeFlags(3, {"--initial_cluster_state", "existing"});
+  cluster.WipeDataDir(3);
+  const int refused_existing =
+      cluster.StartNodeExpectingExit(3, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(refused_existing)) << cluster.LogTail(3);
+  EXPECT_EQ(WEXITSTATUS(refused_existing), 1) << cluster.LogTail(3);
+  EXPECT_TRUE(LogContains(cluster, 3, "it is a voter of cluster"))
+      << cluster.LogTail(3);
   EXPECT_EQ(cluster.Validate(*leader, token, sessiond::v1::LINEARIZABLE),
             ValidateSessionResponse::VALID);
 }
