@@ -194,8 +194,10 @@ absl::Status ApplyRetire(pb::KeyRingState& state,
   if (live > 0 && !retire.force()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "retire: kid ", key->kid(), " signed ", live,
-        " live sessions, whose tokens would stop verifying: wait until they "
-        "expire or are revoked, or retire with force and "
+        " live sessions (counting those a restorable FLUSH or bulk revocation "
+        "holds), whose tokens would stop verifying: wait until they expire, "
+        "are revoked or their revocation can no longer be restored, or "
+        "retire with force and "
         "expected_live_sessions=",
         live));
   }

@@ -7,11 +7,15 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +24,7 @@
 #include "common/status_macros.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
+#include "rocksdb/write_batch.h"
 #include "storage/audit_log.h"
 #include "storage/keys.h"
 #include "storage/revocations.h"
@@ -848,32 +853,99 @@ ApplyResult SessionStateMachine::ApplyExpire(
 namespace {
 
 // Checks the records of an image before anything is replaced, so that a bad
-// image leaves the state as it was.
+// image leaves the state as it was, and remembers which sessions it holds.
 class RecordChecker {
  public:
-  absl::Status Check(std::string_view bytes) {
-    v1::internal::StoredSession stored;
-    if (!stored.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+  // `*stored`: the record, parsed.
+  absl::Status Check(std::string_view bytes,
+                     v1::internal::StoredSession* stored) {
+    if (!stored->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
       return absl::DataLossError(
           "snapshot image has a record that does not parse");
     }
-    const std::string& sid = stored.session().session_id();
-    const std::string& uid = stored.session().user_id();
-    if (stored.token_hash().size() != 32 || sid.empty() || sid.size() > 255 ||
+    const std::string& sid = stored->session().session_id();
+    const std::string& uid = stored->session().user_id();
+    if (stored->token_hash().size() != 32 || sid.empty() || sid.size() > 255 ||
         uid.empty() || uid.size() > 65535) {
       return absl::DataLossError("snapshot image has a malformed record");
     }
-    if (!hashes_.insert(stored.token_hash()).second ||
+    if (!ids_.try_emplace(stored->token_hash(), sid, uid).second ||
         !session_ids_.insert(sid).second) {
       return absl::DataLossError("snapshot image has a duplicate session");
     }
     return absl::OkStatus();
   }
 
+  // Whether the image holds this session, under the same ids.
+  bool Holds(const TokenHash& hash, std::string_view session_id,
+             std::string_view user_id) const {
+    const std::string_view bytes = TokenHashBytes(hash);
+    auto it = ids_.find(absl::string_view(bytes.data(), bytes.size()));
+    return it != ids_.end() && it->second.first == session_id &&
+           it->second.second == user_id;
+  }
+
  private:
-  absl::flat_hash_set<std::string> hashes_;
+  // token hash -> (session_id, user_id)
+  absl::flat_hash_map<std::string, std::pair<std::string, std::string>> ids_;
   absl::flat_hash_set<std::string> session_ids_;
 };
+
+// Calls `fn` with the value of each Put into column family `cf` in a batch.
+class PutsInto : public rocksdb::WriteBatch::Handler {
+ public:
+  PutsInto(uint32_t cf, std::function<absl::Status(std::string_view)> fn)
+      : cf_(cf), fn_(std::move(fn)) {}
+
+  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice&,
+                        const rocksdb::Slice& value) override {
+    if (cf != cf_) return rocksdb::Status::OK();
+    status_ = fn_(std::string_view(value.data(), value.size()));
+    return status_.ok() ? rocksdb::Status::OK() : rocksdb::Status::Aborted();
+  }
+  rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice&) override {
+    return rocksdb::Status::OK();
+  }
+  rocksdb::Status DeleteRangeCF(uint32_t, const rocksdb::Slice&,
+                                const rocksdb::Slice&) override {
+    return rocksdb::Status::OK();
+  }
+  const absl::Status& status() const { return status_; }
+
+ private:
+  const uint32_t cf_;
+  const std::function<absl::Status(std::string_view)> fn_;
+  absl::Status status_;
+};
+
+// Moves `table` to the sessions of a checked image, whose records `batch`
+// puts into `sessions_cf`: first the sessions the image lacks go, then each
+// of the image's is replaced or inserted, each under its shard locks, so a
+// reader sees every session either as it was or as the image has it.
+absl::Status MoveTableTo(SessionTable& table, const RecordChecker& image,
+                         const rocksdb::WriteBatch& batch,
+                         uint32_t sessions_cf) {
+  std::vector<TokenHash> gone;
+  table.ForEachSession([&](const SessionView& session) {
+    if (!image.Holds(session.hash, session.session_id, session.user_id)) {
+      gone.push_back(session.hash);
+    }
+  });
+  for (const TokenHash& hash : gone) table.Erase(hash);
+  v1::internal::StoredSession stored;
+  PutsInto puts(sessions_cf, [&](std::string_view bytes) -> absl::Status {
+    if (!stored.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::DataLossError("a record does not parse");
+    }
+    std::optional<TokenHash> hash = TokenHashFromBytes(stored.token_hash());
+    if (!hash) return absl::DataLossError("a token hash is not 32 bytes");
+    return table.Contains(*hash) ? table.Replace(*hash, stored.session())
+                                 : table.Insert(*hash, stored.session());
+  });
+  rocksdb::Status iterated = batch.Iterate(&puts);
+  if (!puts.status().ok()) return puts.status();
+  return FromRocksStatus(iterated, "reading back the snapshot batch");
+}
 
 // The image's audit entries: seqs above 0, increasing, below its next seq
 // (when it has one), each within kMaxAuditEntryBytes.
@@ -973,50 +1045,34 @@ absl::Status SessionStateMachine::ApplySnapshot(
   absl::StatusOr<v1::internal::SnapshotRef> ref =
       DecodeSnapshotRef(snapshot.data);
   if (!ref.ok()) return absl::DataLossError(ref.status().message());
-  {
-    // Everything checked before anything changes.
-    SESSIOND_ASSIGN_OR_RETURN(
-        std::unique_ptr<SnapshotImageReader> reader,
-        SnapshotImageReader::Open(*options_.snapshots, *ref));
-    const v1::internal::SnapshotHeader& header = reader->header();
-    if (header.index() != snapshot.meta.index.value() ||
-        header.term() != snapshot.meta.term.value()) {
-      return absl::DataLossError(absl::StrCat(
-          "snapshot image is at ", header.index(), "/", header.term(),
-          ", the snapshot at ", snapshot.meta.index.value(), "/",
-          snapshot.meta.term.value()));
-    }
-    RecordChecker checker;
-    SESSIOND_RETURN_IF_ERROR(reader->ForEachRecord(
-        [&](std::string_view bytes) { return checker.Check(bytes); }));
-    SESSIOND_RETURN_IF_ERROR(CheckSnapshotAudit(header));
-  }
+  // Everything checked, and the whole batch built, before anything changes.
+  rocksdb::WriteBatch batch;
+  batch.DeleteRange(db_->sessions_cf(), rocksdb::Slice(""),
+                    rocksdb::Slice(std::string(33, '\xff')));
+  RecordChecker checker;
   SESSIOND_ASSIGN_OR_RETURN(
       std::unique_ptr<SnapshotImageReader> reader,
       SnapshotImageReader::Open(*options_.snapshots, *ref));
   const v1::internal::SnapshotHeader header = reader->header();
-
-  table_->Clear();
-  table_->StartLoad(1);
-  absl::Status status = reader->ForEachRecord(
-      [&](std::string_view bytes) { return table_->LoadStored(0, bytes); });
-  absl::Status finish = table_->FinishLoad();
-  if (status.ok()) status = finish;
-  if (!status.ok()) {
-    // Not expected after the checks above; the table no longer matches the
-    // sessions CF, so the caller must stop (a restart reloads from RocksDB).
-    table_->Clear();
-    return absl::InternalError(absl::StrCat(
-        "snapshot image failed to load after validation: ", status.message()));
+  if (header.index() != snapshot.meta.index.value() ||
+      header.term() != snapshot.meta.term.value()) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot image is at ", header.index(), "/", header.term(),
+        ", the snapshot at ", snapshot.meta.index.value(), "/",
+        snapshot.meta.term.value()));
   }
-  rocksdb::WriteBatch batch;
-  batch.DeleteRange(db_->sessions_cf(), rocksdb::Slice(""),
-                    rocksdb::Slice(std::string(33, '\xff')));
-  // Store the records as the table re-encodes them (the canonical form).
-  table_->ForEachStored([&](const TokenHash& hash, std::string_view bytes) {
-    batch.Put(db_->sessions_cf(), rocksdb::Slice(TokenHashBytes(hash)),
-              rocksdb::Slice(bytes.data(), bytes.size()));
-  });
+  {
+    v1::internal::StoredSession stored;
+    SESSIOND_RETURN_IF_ERROR(
+        reader->ForEachRecord([&](std::string_view bytes) -> absl::Status {
+          SESSIOND_RETURN_IF_ERROR(checker.Check(bytes, &stored));
+          // Stored as the sender stored it, so the replicas' digests agree.
+          batch.Put(db_->sessions_cf(), rocksdb::Slice(stored.token_hash()),
+                    rocksdb::Slice(bytes.data(), bytes.size()));
+          return absl::OkStatus();
+        }));
+  }
+  SESSIOND_RETURN_IF_ERROR(CheckSnapshotAudit(header));
   const int64_t applied_time =
       std::max(applied_time_ms(), header.applied_time_ms());
   ConfState conf;
@@ -1077,6 +1133,19 @@ absl::Status SessionStateMachine::ApplySnapshot(
   }
   // Synced: the log below the snapshot may be dropped right after this.
   SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
+  // Then the table, while readers go on using it: a session the image keeps
+  // stays findable throughout (a table cleared and reloaded would answer
+  // UNKNOWN, a logout, in between). Each session moves from its old record
+  // to the image's at once; which sessions have moved shows through no
+  // read, since applied_index still says the old point until the end.
+  if (absl::Status s =
+          MoveTableTo(*table_, checker, batch, db_->sessions_cf()->GetID());
+      !s.ok()) {
+    // Not expected after the checks above; the table no longer matches the
+    // sessions CF, so the caller must stop (a restart reloads from RocksDB).
+    return absl::InternalError(absl::StrCat(
+        "snapshot image failed to load after validation: ", s.message()));
+  }
   {
     absl::MutexLock lock(&mu_);
     applied_term_ = snapshot.meta.term;

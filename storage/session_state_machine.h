@@ -204,8 +204,9 @@ class SessionStateMachine : public replication::StateMachine {
   int64_t jwks_max_age_ms() const {
     return jwks_max_age_ms_.load(std::memory_order_acquire);
   }
-  // Live (active, unexpired at now_ms) sessions whose JWT key `kid` signed:
-  // a scan of the table (any thread).
+  // Live sessions whose JWT key `kid` signed: unexpired at now_ms and
+  // active, or held by a revocation still restorable at now_ms (a restore
+  // brings them back). A scan of the table (any thread).
   uint64_t CountLiveSignedBy(std::string_view kid, int64_t now_ms) const;
 
   // The retained revocations, newest first.

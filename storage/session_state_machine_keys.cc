@@ -5,8 +5,10 @@
 // every snapshot and in the state digest); what a command needs besides
 // itself comes from replicated state too: the JWKS max-age (a setting the
 // first leader writes) and, for a retirement, the live sessions the key
-// signed as this entry finds them in the table.
+// signed as this entry finds them in the table (with those a restorable
+// revocation holds).
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -22,9 +24,28 @@ uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
   if (kid.empty()) return 0;
   const int64_t expiry_now = ExpiryNowMs(now_ms);
   const int64_t leeway = expiry_leeway_ms();
+  // A session a revocation that can still be restored holds comes back
+  // ACTIVE, with its token, on a restore: live, as far as its key goes.
+  std::vector<uint64_t> restorable;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, record] : revocations_) {
+      if (record.state() == v1::Revocation::RETAINED &&
+          record.restorable_until_ms() > now_ms) {
+        restorable.push_back(id);
+      }
+    }
+  }
+  auto restorable_hold = [&](uint32_t hold) {
+    if (hold == 0) return false;
+    for (uint64_t id : restorable) {
+      if (table_->HoldContains(hold, id)) return true;
+    }
+    return false;
+  };
   uint64_t live = 0;
   table_->ForEachSession([&](const SessionView& session) {
-    if (session.revoked) return;
+    if (session.revoked && !restorable_hold(session.hold)) return;
     if (IsExpired(session.expires_at_ms, session.idle_timeout_ms,
                   session.last_seen_at_ms, expiry_now, leeway)) {
       return;

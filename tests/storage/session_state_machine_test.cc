@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -735,6 +736,86 @@ TEST_F(SessionStateMachineTest, BadImagesChangeNothing) {
   }
 }
 
+// A follower keeps serving LOCAL reads while it installs a snapshot: a
+// session present before and after must be found all along (UNKNOWN is a
+// logout), and reads must never see the table half built.
+TEST_F(SessionStateMachineTest,
+       ReadsDuringASnapshotInstallFindEverySessionKept) {
+  constexpr int kSessions = 5000;
+  std::vector<Entry> creates;
+  for (int i = 0; i < kSessions; ++i) {
+    Entry e;
+    e.index = LogIndex(i + 1);
+    e.term = Term(1);
+    e.data = Create(i, 1000, absl::StrCat("u", i % 50)).SerializeAsString();
+    creates.push_back(std::move(e));
+  }
+  ASSERT_TRUE(sm_->Apply(creates).ok());
+  ApplySession(RevokeByHash(7, 2000));
+  ApplySession(Create(kSessions, 2000, "new"));
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  const auto table_before = DumpTable();
+
+  OtherNode other(dir_);
+  ASSERT_TRUE(other.sm->Apply(creates).ok());
+  {
+    Entry e;
+    e.index = LogIndex(kSessions + 1);
+    e.term = Term(1);
+    e.data = Create(kSessions + 1, 1500, "gone").SerializeAsString();
+    ASSERT_TRUE(other.sm->Apply({e}).ok());
+  }
+  const replication::Snapshot received = other.Receive(*snapshots_, *snapshot);
+
+  std::atomic<bool> installed{false};
+  std::atomic<int> unknown{0};
+  std::atomic<int> reads{0};
+  std::thread reader([&] {
+    // Bounded: at most a million reads, and one pass after the install.
+    for (int i = 0; i < 1'000'000; ++i) {
+      const bool last = installed.load();
+      const int n = i % kSessions;
+      const ValidateOutcome outcome =
+          other.table->Validate(H(n), 3000, 0).outcome;
+      reads.fetch_add(1);
+      if (outcome == ValidateOutcome::kUnknown) unknown.fetch_add(1);
+      if (n == 7 && outcome != ValidateOutcome::kValid &&
+          outcome != ValidateOutcome::kRevoked) {
+        unknown.fetch_add(1);
+      }
+      if (last) break;
+    }
+  });
+  ASSERT_TRUE(other.sm->ApplySnapshot(received).ok());
+  installed.store(true);
+  reader.join();
+  EXPECT_EQ(unknown.load(), 0) << "of " << reads.load() << " reads";
+
+  std::map<std::string, std::string> got;
+  other.table->ForEachStored([&](const TokenHash& hash, std::string_view b) {
+    got[std::string(TokenHashBytes(hash))] = std::string(b);
+  });
+  EXPECT_EQ(got, table_before);
+  EXPECT_FALSE(other.table->Contains(H(kSessions + 1)));
+  EXPECT_EQ(other.table->size(), static_cast<size_t>(kSessions + 1));
+  EXPECT_EQ(other.table->UserTokenHashes("gone").size(), 0u);
+  EXPECT_EQ(other.table->UserTokenHashes("new").size(), 1u);
+  EXPECT_EQ(other.table->UserTokenHashes("u3").size(),
+            static_cast<size_t>(kSessions / 50));
+  auto mine = sm_->ComputeDigest();
+  auto theirs = other.sm->ComputeDigest();
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  EXPECT_EQ(mine->sha256_hex, theirs->sha256_hex);
+  // The table matches what a restart loads.
+  other.Open();
+  std::map<std::string, std::string> reloaded;
+  other.table->ForEachStored([&](const TokenHash& hash, std::string_view b) {
+    reloaded[std::string(TokenHashBytes(hash))] = std::string(b);
+  });
+  EXPECT_EQ(reloaded, table_before);
+}
+
 TEST_F(SessionStateMachineTest, CreateBatchIsAllOrNothing) {
   ApplySession(Create(1, 1000));
   Command batch;
@@ -1299,6 +1380,60 @@ TEST_F(SessionStateMachineTest, TheKeyRingLivesInTheLogAndCountsLiveSessions) {
       other.sm->ApplySnapshot(other.Receive(*snapshots_, *snapshot)).ok());
   EXPECT_EQ(other.sm->key_ring().state().SerializeAsString(), ring);
   EXPECT_EQ(other.sm->key_ring().active()->kid(), second);
+}
+
+// A session a soft FLUSH holds comes back, token and all, when the flush is
+// restored: retiring the key that signed it would log its user out then,
+// so it counts as live until the flush can no longer be restored.
+TEST_F(RevocationTest, SessionsARestorableFlushHoldsKeepTheirKeyLive) {
+  Command settings;
+  settings.set_timestamp_ms(1000);
+  settings.mutable_settings()->set_jwks_max_age_ms(5000);
+  ASSERT_TRUE(ApplyOne(settings).ok());
+  std::string first, second;
+  ASSERT_TRUE(ApplyOne(StageKeyCommand(1000, /*bootstrap=*/true, &first)).ok());
+  for (int i = 1; i <= 3; ++i) {
+    Command create = Create(i, 1100, "u", /*expires_at=*/1'000'000);
+    create.mutable_create()->set_signing_kid(first);
+    ApplySession(create);
+  }
+  ASSERT_TRUE(ApplyOne(StageKeyCommand(2000, false, &second)).ok());
+  Command activate;
+  activate.set_timestamp_ms(7000);
+  activate.mutable_key_ring()->mutable_activate()->set_kid(second);
+  activate.mutable_key_ring()->mutable_activate()->set_voters_applied_index(
+      sm_->applied_index().value());
+  ASSERT_TRUE(ApplyOne(activate).ok());
+  // Session 1 revoked for good; all three flushed, restorable until 67 s.
+  ApplySession(RevokeByHash(1, 7100));
+  ASSERT_TRUE(
+      ApplyOne(Prepare("p", All(), 7200, /*retention_ms=*/60'000)).ok());
+  Command confirm = Confirm("p", All(), 7300);
+  const ApplyResult flushed = ApplyOne(confirm);
+  ASSERT_TRUE(flushed.ok()) << flushed.status();
+  const uint64_t flush_id = std::any_cast<v1::Revocation>(*flushed).id();
+  EXPECT_EQ(sm_->CountLiveSignedBy(first, 8000), 2u);
+
+  Command retire;
+  retire.set_timestamp_ms(8000);
+  retire.mutable_key_ring()->mutable_retire()->set_kid(first);
+  ApplyResult refused = ApplyOne(retire);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("2 live"));
+  EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRING);
+  // Restored: the two sessions verify with the key they were signed with.
+  ASSERT_TRUE(ApplyOne(Restore(flush_id, 9000)).ok());
+  EXPECT_EQ(OutcomeOf(2, 9000), ValidateOutcome::kValid);
+  EXPECT_EQ(sm_->CountLiveSignedBy(first, 9000), 2u);
+
+  // Flushed again, past the restore window (not yet purged): not live.
+  ASSERT_TRUE(ApplyOne(Prepare("q", All(), 9100, /*retention_ms=*/1000)).ok());
+  ASSERT_TRUE(ApplyOne(Confirm("q", All(), 9200)).ok());
+  EXPECT_EQ(sm_->CountLiveSignedBy(first, 9500), 2u);
+  EXPECT_EQ(sm_->CountLiveSignedBy(first, 10'200), 0u);
+  retire.set_timestamp_ms(10'300);
+  ASSERT_TRUE(ApplyOne(retire).ok());
+  EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRED);
 }
 
 }  // namespace
