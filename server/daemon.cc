@@ -53,6 +53,7 @@
 #include "server/write_path.h"
 #include "storage/database.h"
 #include "storage/disk_guard.h"
+#include "storage/keys.h"
 #include "storage/raft_log_store.h"
 #include "storage/session_state_machine.h"
 #include "storage/session_table.h"
@@ -141,15 +142,36 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
                                          driver_.get(), writes_.get());
 }
 
+absl::Status Daemon::CheckRestoredBackup() const {
+  if (config_.force_new_cluster != 0) return absl::OkStatus();
+  absl::StatusOr<std::optional<std::string>> restored =
+      db_->Get(db_->default_cf(), storage::kRestoredBackupKey);
+  if (!restored.ok()) return restored.status();
+  if (!restored->has_value()) return absl::OkStatus();
+  const uint64_t applied =
+      (*restored)->size() == 8 ? storage::DecodeFixed64BE(**restored) : 0;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "data dir ", config_.data_dir,
+      " was restored from a backup (applied through ", applied,
+      "): its Raft log ends there, so as a member of a running cluster it "
+      "could vote for a leader that lacks writes acknowledged since. Start "
+      "it alone, once, with --force_new_cluster=1 to rebuild a cluster from "
+      "it (docs/OPERATIONS.md, \"Rebuilding a whole cluster from one "
+      "backup\"); to bring back a member of a running cluster, remove it "
+      "(sessionctl members remove) and add it again on an empty data dir"));
+}
+
 absl::Status Daemon::Reload(const Config& next) {
   absl::MutexLock lock(&shutdown_mu_);
   if (shut_down_ || sweeper_ == nullptr) {
     return absl::FailedPreconditionError("the daemon is not running");
   }
-  shutdown_grace_ms_.store(next.shutdown_grace_ms);
+  // The one step that can fail goes first: a role file that does not load
+  // leaves everything as it was.
   if (security_ != nullptr) {
     SESSIOND_RETURN_IF_ERROR(security_->ReloadRoles(next.auth_file));
   }
+  shutdown_grace_ms_.store(next.shutdown_grace_ms);
   if (next.sweep_interval_ms != sweep_interval_ms_ ||
       next.sweep_batch != sweep_batch_) {
     sweeper_->Stop();
@@ -314,6 +336,7 @@ absl::Status Daemon::Init() {
       id.ok() && *id) {
     hello_cluster_id_.store((*id)->cluster_id());
   }
+  if (absl::Status s = CheckRestoredBackup(); !s.ok()) return s;
   phase("open");
 
   if (!config_.metrics_listen.empty()) {
@@ -445,6 +468,13 @@ absl::Status Daemon::Init() {
     if (absl::Status s = ForceNewCluster(log_.get(), self,
                                          state_machine_->applied_time_ms());
         !s.ok()) {
+      return s;
+    }
+    // A restored backup is a cluster of its own now: later starts need no
+    // flag.
+    rocksdb::WriteBatch unmark;
+    unmark.Delete(db_->default_cf(), storage::kRestoredBackupKey);
+    if (absl::Status s = db_->Write(&unmark, /*sync=*/true); !s.ok()) {
       return s;
     }
   }

@@ -123,6 +123,8 @@ class Daemon {
 
   // host:port actually bound (with the real port when listen had port 0).
   const std::string& address() const { return address_; }
+  // What the next Shutdown drains with (Reload may change it).
+  int64_t shutdown_grace_ms() const { return shutdown_grace_ms_.load(); }
   int port() const { return port_; }
   // The peer listener's bound address (empty for a single node).
   const std::string& peer_address() const { return peer_address_; }
@@ -157,6 +159,9 @@ class Daemon {
  private:
   Daemon(const Config& config, RestartRequest on_restart_needed);
   absl::Status Init();
+  // FailedPrecondition when the data dir was restored from a backup
+  // (storage::kRestoredBackupKey) and --force_new_cluster is not given.
+  absl::Status CheckRestoredBackup() const;
   // log_watch_'s run: asks for a restart once RocksDB's write-ahead log
   // failed and free space is back to where the disk guard resumes writes.
   void RestartIfLogLost();

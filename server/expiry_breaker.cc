@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -76,14 +75,32 @@ void ExpiryBreakerJudge::Classify(const storage::ExpiredSession& session,
   }
 }
 
+namespace {
+
+ExpiredSessions FromVector(
+    const std::vector<storage::ExpiredSession>& sessions) {
+  return [&sessions](
+             const std::function<void(const storage::ExpiredSession&)>& visit) {
+    for (const storage::ExpiredSession& session : sessions) visit(session);
+  };
+}
+
+}  // namespace
+
 BreakerJudgement ExpiryBreakerJudge::Judge(
     int64_t steady_ms, int64_t cluster_ms, uint64_t live,
     const std::vector<storage::ExpiredSession>& candidates) {
+  return Judge(steady_ms, cluster_ms, live, FromVector(candidates));
+}
+
+BreakerJudgement ExpiryBreakerJudge::Judge(int64_t steady_ms,
+                                           int64_t cluster_ms, uint64_t live,
+                                           const ExpiredSessions& candidates) {
   RollIfOver(steady_ms, cluster_ms, live);
   BreakerJudgement judgement;
   judgement.window = counts_;
   const int64_t allowance = AllowanceMs(steady_ms - start_steady_ms_);
-  for (const storage::ExpiredSession& session : candidates) {
+  candidates([&](const storage::ExpiredSession& session) {
     bool unexpected = false;
     Classify(session, start_cluster_ms_, allowance, cluster_ms,
              &judgement.window, &unexpected);
@@ -91,7 +108,7 @@ BreakerJudgement ExpiryBreakerJudge::Judge(
       judgement.earliest_unexpected_ms =
           std::min(judgement.earliest_unexpected_ms, session.expires_at_ms);
     }
-  }
+  });
   const uint64_t young_excess =
       has_baseline_ ? SaturatingSub(judgement.window.young, young_baseline_)
                     : 0;
@@ -133,16 +150,24 @@ uint64_t ExpiryBreakerJudge::UnexpectedWhileOpen(
     const sessiond::v1::ExpiryBreaker& breaker, int64_t steady_ms,
     int64_t seen_steady_ms, int64_t cluster_ms,
     const std::vector<storage::ExpiredSession>& held) const {
+  return UnexpectedWhileOpen(breaker, steady_ms, seen_steady_ms, cluster_ms,
+                             FromVector(held));
+}
+
+uint64_t ExpiryBreakerJudge::UnexpectedWhileOpen(
+    const sessiond::v1::ExpiryBreaker& breaker, int64_t steady_ms,
+    int64_t seen_steady_ms, int64_t cluster_ms,
+    const ExpiredSessions& held) const {
   const int64_t elapsed_before_seen =
       std::max<int64_t>(0, breaker.opened_at_ms() - breaker.window_start_ms());
   const int64_t allowance =
       elapsed_before_seen + AllowanceMs(steady_ms - seen_steady_ms);
   ExpiryCounts counts;
-  for (const storage::ExpiredSession& session : held) {
+  held([&](const storage::ExpiredSession& session) {
     bool unexpected = false;
     Classify(session, breaker.window_start_ms(), allowance, cluster_ms, &counts,
              &unexpected);
-  }
+  });
   const uint64_t young_excess =
       breaker.young_judged()
           ? SaturatingSub(counts.young, breaker.young_baseline())
@@ -154,10 +179,11 @@ uint64_t CountHeldSessions(const storage::SessionTable& table,
                            int64_t frozen_at_ms, int64_t now_ms,
                            int64_t leeway_ms) {
   uint64_t held = 0;
-  for (const storage::ExpiredSession& session : table.CollectExpiredSessions(
-           now_ms, leeway_ms, std::numeric_limits<size_t>::max())) {
-    if (session.expires_at_ms > frozen_at_ms) ++held;
-  }
+  table.ForEachExpiredSession(now_ms, leeway_ms,
+                              [&](const storage::ExpiredSession& session) {
+                                if (session.expires_at_ms > frozen_at_ms)
+                                  ++held;
+                              });
   return held;
 }
 

@@ -35,6 +35,7 @@
 #define SESSIOND_SERVER_EXPIRY_BREAKER_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,12 @@ struct BreakerJudgement {
   std::string reason;  // one line, when open
 };
 
+// Calls the visitor it is given once per session of a set (candidates,
+// held sessions): a scan of the table, however many there are, without a
+// copy (SessionTable::ForEachExpiredSession).
+using ExpiredSessions = std::function<void(
+    const std::function<void(const storage::ExpiredSession&)>& visit)>;
+
 class ExpiryBreakerJudge {
  public:
   explicit ExpiryBreakerJudge(const ExpiryBreakerOptions& options)
@@ -92,6 +99,10 @@ class ExpiryBreakerJudge {
   // Whether expiring `candidates` (sessions expired at cluster_ms, or about
   // to be) would cross the threshold. Rolls the window first when it is
   // over. Counts nothing: Count does, for the sessions actually removed.
+  // Every candidate must be judged: a judge shown only some of them lets a
+  // mass expiry through a part at a time.
+  BreakerJudgement Judge(int64_t steady_ms, int64_t cluster_ms, uint64_t live,
+                         const ExpiredSessions& candidates);
   BreakerJudgement Judge(
       int64_t steady_ms, int64_t cluster_ms, uint64_t live,
       const std::vector<storage::ExpiredSession>& candidates);
@@ -107,6 +118,10 @@ class ExpiryBreakerJudge {
   // real time elapsed since the window's start is taken as the cluster time
   // from the window's start to the opening plus the steady time since seen
   // (an underestimate on a new leader: it clears later, never sooner).
+  uint64_t UnexpectedWhileOpen(const sessiond::v1::ExpiryBreaker& breaker,
+                               int64_t steady_ms, int64_t seen_steady_ms,
+                               int64_t cluster_ms,
+                               const ExpiredSessions& held) const;
   uint64_t UnexpectedWhileOpen(
       const sessiond::v1::ExpiryBreaker& breaker, int64_t steady_ms,
       int64_t seen_steady_ms, int64_t cluster_ms,

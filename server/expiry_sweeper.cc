@@ -130,18 +130,17 @@ uint64_t ExpirySweeper::SweepClosed(
       table_->CollectExpiredSessions(now_ms, leeway, most, next_first_shard_++);
   PublishDue(due.size(), /*at_cap=*/due.size() >= most);
   if (breaker_on) {
-    // Judged: everything this sweep removes, and what is about to expire.
-    std::vector<storage::ExpiredSession> candidates = due;
-    for (const storage::ExpiredSession& session :
-         table_->CollectExpiredSessions(
-             now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead),
-             leeway, most)) {
-      if (session.expires_at_ms > now_ms) candidates.push_back(session);
-    }
-    // Judged even when nothing expires: windows roll on time, so the next
-    // one knows what the last one expected.
+    // Judged: every session due, not only those this sweep removes, and
+    // every one about to expire (judged a sweep's worth at a time, a mass
+    // expiry got through a part at a time). Judged even when nothing
+    // expires: windows roll on time, so the next one knows what the last
+    // one expected.
+    const int64_t horizon =
+        now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead);
     const BreakerJudgement judgement =
-        judge_.Judge(steady_ms, now_ms, table_->size(), candidates);
+        judge_.Judge(steady_ms, now_ms, table_->size(), [&](const auto& visit) {
+          table_->ForEachExpiredSession(horizon, leeway, visit);
+        });
     if (judgement.open) {
       sessiond::v1::internal::Command command;
       sessiond::v1::ExpiryBreaker* open =
@@ -232,14 +231,19 @@ void ExpirySweeper::MaybeClearBreaker(
   const int64_t now_ms = clock_->NowMs();
   const int64_t horizon =
       now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead);
-  std::vector<storage::ExpiredSession> held;
-  for (const storage::ExpiredSession& session : table_->CollectExpiredSessions(
-           horizon, state_machine_->expiry_leeway_ms(),
-           options_.batch * options_.max_commands_per_sweep)) {
-    if (session.expires_at_ms > breaker.frozen_at_ms()) held.push_back(session);
-  }
+  // Every held session counts: a sample would clear the breaker while most
+  // of them are still unexpected.
+  uint64_t held = 0;
   const uint64_t unexpected = judge_.UnexpectedWhileOpen(
-      breaker, steady_ms, seen_open_steady_ms_, now_ms, held);
+      breaker, steady_ms, seen_open_steady_ms_, now_ms, [&](const auto& visit) {
+        table_->ForEachExpiredSession(
+            horizon, state_machine_->expiry_leeway_ms(),
+            [&](const storage::ExpiredSession& session) {
+              if (session.expires_at_ms <= breaker.frozen_at_ms()) return;
+              ++held;
+              visit(session);
+            });
+      });
   // Half the threshold: an opening does not flap shut at its edge.
   if (unexpected * 2 > breaker.threshold()) return;
   sessiond::v1::internal::Command command;
@@ -250,7 +254,7 @@ void ExpirySweeper::MaybeClearBreaker(
                 logging::Fields()
                     .Add("id", breaker.id())
                     .Add("unexpected", unexpected)
-                    .Add("held", held.size())
+                    .Add("held", held)
                     .Add("msg",
                          "the sessions the expiry breaker held back "
                          "are no longer unexpected: expiry resumes"));

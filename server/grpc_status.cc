@@ -49,6 +49,8 @@ const Row kRows[] = {
     {StatusCode::kFailedPrecondition, "request_id: the session this request_id",
      "REQUEST_ID_SESSION_ENDED", kNoRetry},
     {StatusCode::kAborted, "version mismatch", "VERSION_MISMATCH", kNoRetry},
+    {StatusCode::kAborted, "the token's signing key (kid ",
+     "SIGNING_KEY_RETIRED", kNoRetry},
     {StatusCode::kFailedPrecondition,
      "the confirmation token is unknown or its 60 s have passed",
      "CONFIRMATION_UNKNOWN", kNoRetry},
@@ -57,6 +59,8 @@ const Row kRows[] = {
      "CONFIRMATION_MISMATCH", kNoRetry},
     {StatusCode::kFailedPrecondition, " was already restored at ",
      "ALREADY_RESTORED", kNoRetry, /*anywhere=*/true},
+    {StatusCode::kFailedPrecondition, " can no longer be restored: ",
+     "RETENTION_ENDED", kNoRetry, /*anywhere=*/true},
     // Membership (replication/core/raft_core.cc, server/write_path.cc).
     {StatusCode::kFailedPrecondition, "a membership change at ",
      "MEMBERSHIP_CHANGE_PENDING", kNoRetry},

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "rocksdb/iterator.h"
+#include "rocksdb/write_batch.h"
 #include "storage/database.h"
 #include "storage/keys.h"
 #include "storage/raft_log_store.h"
@@ -63,6 +64,13 @@ absl::StatusOr<SealedCheckpoint> SealCheckpoint(const std::string& dir) {
     if (ref.ok()) sealed.snapshot_file = ref->file();
   }
   SESSIOND_RETURN_IF_ERROR((*log)->DropEntriesAfter(sealed.applied_index));
+  // Restored, this dir holds a log rolled back to the backup: as a member of
+  // a running cluster its votes could elect a leader without writes acked
+  // since. It must start as a new cluster (the daemon checks this mark).
+  rocksdb::WriteBatch mark;
+  mark.Put((*db)->default_cf(), kRestoredBackupKey,
+           EncodeFixed64BE(sealed.applied_index.value()));
+  SESSIOND_RETURN_IF_ERROR((*db)->Write(&mark, /*sync=*/true));
 
   std::unique_ptr<rocksdb::Iterator> it(
       (*db)->db()->NewIterator(rocksdb::ReadOptions(), (*db)->sessions_cf()));

@@ -25,7 +25,9 @@ struct SealedCheckpoint {
 // as a Database of its own, drops its log entries after its applied index
 // (those it holds beyond are not applied in the copy; a node restored from
 // it with --force_new_cluster would otherwise commit them too, uncommitted
-// ones included), and reads its applied index, term and session count.
+// ones included), marks it restored (kRestoredBackupKey: a node starts on
+// it only with --force_new_cluster), and reads its applied index, term and
+// session count.
 // Unavailable when its log's snapshot is ahead of its state (the node was
 // installing a snapshot: take the backup again); DataLoss on corrupt
 // metadata.

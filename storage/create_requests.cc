@@ -121,9 +121,13 @@ void CreateRequestTable::Put(const Record& record, size_t max_entries,
   by_expiry_.insert(std::make_pair(entry.expires_at_ms, *key));
   by_key_.emplace(*key, std::move(entry));
   while (by_key_.size() > std::max<size_t>(1, max_entries)) {
-    const TokenHash oldest = by_expiry_.begin()->second;
-    EraseLocked(oldest);
-    evicted->push_back(std::string(TokenHashBytes(oldest)));
+    // Never the record just put, even when its window ends first (proposed
+    // by a node with a shorter window): its retry would create twice.
+    auto oldest = by_expiry_.begin();
+    if (oldest->second == *key) ++oldest;
+    const TokenHash evict = oldest->second;
+    EraseLocked(evict);
+    evicted->push_back(std::string(TokenHashBytes(evict)));
   }
 }
 

@@ -104,8 +104,9 @@ class CreateRequestTable {
   std::optional<Record> Find(std::string_view request_key,
                              int64_t now_ms) const;
   // Adds (or replaces) a record; then, while more than `max_entries` are
-  // kept, removes the one whose window ends first (ties: the smaller key)
-  // and appends its request key to `*evicted`. REQUIRES: a 32-byte key.
+  // kept, removes the one whose window ends first (ties: the smaller key),
+  // never the record just added, and appends its request key to
+  // `*evicted`. REQUIRES: a 32-byte key.
   void Put(const Record& record, size_t max_entries,
            std::vector<std::string>* evicted);
   // Removes up to `max` records whose window has passed at now_ms, the

@@ -96,6 +96,10 @@ inline constexpr char kAppliedTermKey[] = "applied_term";
 inline constexpr char kAppliedConfKey[] = "applied_conf";
 inline constexpr char kClusterStateKey[] = "cluster_state";
 inline constexpr char kIdentityKey[] = "identity";
+// Set (to the applied index, 8 bytes big-endian) in a backup's copy of the
+// data dir by SealCheckpoint: a dir restored from it starts only with
+// --force_new_cluster, whose first start deletes it.
+inline constexpr char kRestoredBackupKey[] = "restored_backup";
 
 // Keys in the raft_state CF.
 inline constexpr char kHardStateKey[] = "hard_state";

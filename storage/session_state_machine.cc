@@ -445,6 +445,8 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         if (!cluster) cluster = cluster_state();
         results.push_back(
             ApplyKeyRing(command.key_ring(), entry.index, now_ms, &*cluster));
+        // Later entries of this batch (a create's signing kid) see it.
+        if (results.back().ok()) PublishKeyRing(*cluster);
         break;
       case Command::kExpiryBreaker:
         if (!cluster) cluster = cluster_state();
@@ -597,6 +599,7 @@ ApplyResult SessionStateMachine::ApplyCreate(
     return absl::AlreadyExistsError(
         absl::StrCat("session_id ", create.session_id(), " already exists"));
   }
+  SESSIOND_RETURN_IF_ERROR(CheckSigningKid(create.signing_kid()));
   SESSIOND_RETURN_IF_ERROR(CheckUserCap(
       create.user_id(), create.max_user_sessions(), /*adding=*/1, now_ms));
   SESSIOND_ASSIGN_OR_RETURN(Session session,
@@ -670,6 +673,7 @@ ApplyResult SessionStateMachine::ApplyCreateBatch(
         create.user_id().empty() || create.user_id().size() > 65535) {
       return absl::InvalidArgumentError("create with a malformed id");
     }
+    SESSIOND_RETURN_IF_ERROR(CheckSigningKid(create.signing_kid()));
     hashes.push_back(hash);
   }
   for (const auto& [user_id, cap_adding] : capped) {

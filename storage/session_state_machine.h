@@ -349,6 +349,10 @@ class SessionStateMachine : public replication::StateMachine {
   // exceed `cap` (0: no cap).
   absl::Status CheckUserCap(const std::string& user_id, uint32_t cap,
                             uint64_t adding, int64_t now_ms) const;
+  // Aborted when `kid`, a create's signing_kid, names a key the JWKS no
+  // longer publishes (RETIRED, or gone from the ring): it was retired after
+  // the node signed the token, which no verifier would then accept.
+  absl::Status CheckSigningKid(std::string_view kid) const;
   replication::ApplyResult ApplyRotate(
       const sessiond::v1::internal::RotateCommand& rotate, int64_t now_ms,
       rocksdb::WriteBatch* batch);

@@ -55,6 +55,21 @@ uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
   return live;
 }
 
+absl::Status SessionStateMachine::CheckSigningKid(std::string_view kid) const {
+  if (kid.empty()) return absl::OkStatus();
+  const KeyRingView ring = key_ring_.View();
+  const v1::internal::SigningKey* key = ring.Find(kid);
+  if (key != nullptr && key->state() != v1::SIGNING_KEY_RETIRED) {
+    return absl::OkStatus();
+  }
+  return absl::AbortedError(absl::StrCat(
+      "the token's signing key (kid ",
+      absl::string_view(kid.data(), kid.size()),
+      ") was retired while the create was on its way, so no JWKS would "
+      "verify the token; nothing was created: retry the create (the active "
+      "key signs it)"));
+}
+
 ApplyResult SessionStateMachine::ApplyKeyRing(
     const v1::internal::KeyRingCommand& command, LogIndex index, int64_t now_ms,
     ClusterState* cluster) {

@@ -280,6 +280,15 @@ ApplyResult SessionStateMachine::ApplyRestoreRevocation(
         absl::StrCat("revocation ", id, " was already restored at ",
                      record.restored_at_ms(), " (cluster time, Unix ms)"));
   }
+  // Past its retention it is final, though the purge may not have applied
+  // yet (it comes from the leader's sweeper).
+  if (record.restorable_until_ms() <= now_ms) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "revocation ", id,
+        " can no longer be restored: its retention ended at ",
+        record.restorable_until_ms(),
+        " (cluster time, Unix ms), so its sessions are revoked for good"));
+  }
   const int64_t leeway = expiry_leeway_ms();
   uint64_t restored = 0, stayed_expired = 0;
   for (const TokenHash& hash : SessionsHeldBy(record)) {

@@ -567,30 +567,54 @@ std::vector<TokenHash> SessionTable::CollectExpired(int64_t now_ms,
   return out;
 }
 
+bool SessionTable::VisitExpired(
+    Shard& shard, int64_t now_ms, int64_t leeway_ms,
+    const std::function<bool(const ExpiredSession&)>& fn) const {
+  absl::ReaderMutexLock lock(&shard.mu);
+  for (uint64_t key : shard.expiry) {
+    // Keys are whole seconds, at or before the exact deadline: past this
+    // one nothing is expired.
+    const int64_t second_ms = static_cast<int64_t>(key >> 32) * 1000;
+    if (now_ms < SaturatingAdd(second_ms, leeway_ms)) break;
+    const Record* r = Rec(static_cast<Ref>(key));
+    const int64_t expires_at =
+        SaturatingAdd(SessionDeadlineMs(r->expires_at_ms, r->idle_timeout_ms,
+                                        r->last_seen_at_ms),
+                      leeway_ms);
+    if (now_ms >= expires_at &&
+        !fn(ExpiredSession{r->hash, r->created_at_ms, expires_at})) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::vector<ExpiredSession> SessionTable::CollectExpiredSessions(
     int64_t now_ms, int64_t leeway_ms, size_t max, size_t first_shard) const {
   std::vector<ExpiredSession> out;
-  for (size_t i = 0; i < num_shards_ && out.size() < max; ++i) {
-    Shard& shard = shards_[(first_shard + i) % num_shards_];
-    absl::ReaderMutexLock lock(&shard.mu);
-    for (uint64_t key : shard.expiry) {
-      // Keys are whole seconds, at or before the exact deadline: past this
-      // one nothing is expired.
-      const int64_t second_ms = static_cast<int64_t>(key >> 32) * 1000;
-      if (out.size() >= max || now_ms < SaturatingAdd(second_ms, leeway_ms)) {
-        break;
-      }
-      const Record* r = Rec(static_cast<Ref>(key));
-      const int64_t expires_at =
-          SaturatingAdd(SessionDeadlineMs(r->expires_at_ms, r->idle_timeout_ms,
-                                          r->last_seen_at_ms),
-                        leeway_ms);
-      if (now_ms >= expires_at) {
-        out.push_back(ExpiredSession{r->hash, r->created_at_ms, expires_at});
-      }
+  if (max == 0) return out;
+  for (size_t i = 0; i < num_shards_; ++i) {
+    if (!VisitExpired(shards_[(first_shard + i) % num_shards_], now_ms,
+                      leeway_ms, [&](const ExpiredSession& expired) {
+                        out.push_back(expired);
+                        return out.size() < max;
+                      })) {
+      break;
     }
   }
   return out;
+}
+
+void SessionTable::ForEachExpiredSession(
+    int64_t now_ms, int64_t leeway_ms,
+    const std::function<void(const ExpiredSession&)>& fn) const {
+  for (size_t i = 0; i < num_shards_; ++i) {
+    VisitExpired(shards_[i], now_ms, leeway_ms,
+                 [&](const ExpiredSession& expired) {
+                   fn(expired);
+                   return true;
+                 });
+  }
 }
 
 std::optional<std::string> SessionTable::SerializeStored(

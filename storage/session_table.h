@@ -186,6 +186,13 @@ class SessionTable {
   std::vector<ExpiredSession> CollectExpiredSessions(
       int64_t now_ms, int64_t leeway_ms, size_t max,
       size_t first_shard = 0) const;
+  // Calls `fn` for every session expired at now_ms (with leeway), however
+  // many, shard by shard under each shard's shared lock, without a copy:
+  // the expiry breaker counts what is about to expire with it. `fn` must not
+  // call back into the table.
+  void ForEachExpiredSession(
+      int64_t now_ms, int64_t leeway_ms,
+      const std::function<void(const ExpiredSession&)>& fn) const;
 
   size_t size() const { return size_.load(std::memory_order_relaxed); }
 
@@ -279,6 +286,10 @@ class SessionTable {
   SlabArena& ArenaOf(const TokenHash& hash) const;
   Shard& ShardOf(const TokenHash& hash) const;
   Shard& ShardOfKey(std::string_view key) const;
+  // Calls `fn` for the sessions expired at now_ms of one shard, earliest
+  // deadline first, while it returns true; false once `fn` stopped it.
+  bool VisitExpired(Shard& shard, int64_t now_ms, int64_t leeway_ms,
+                    const std::function<bool(const ExpiredSession&)>& fn) const;
   Ref NewRecord(SlabArena& arena, const TokenHash& hash,
                 std::string_view session_id, std::string_view user_id);
   void DeleteRecord(Ref ref);

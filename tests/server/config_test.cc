@@ -71,6 +71,9 @@ TEST(ConfigTest, PlaintextListensOnLoopbackOnlyUnlessToldOtherwise) {
        std::vector<std::vector<std::string>>{
            {"--listen", "0.0.0.0:7000"},
            {"--listen", "10.0.0.5:7000"},
+           // Host names that only look like loopback: DNS decides them.
+           {"--listen", "127.corp.example.com:7000"},
+           {"--listen", "127.0.0.1.example.com:7000"},
            {"--node_id", "1", "--initial_cluster",
             "1=10.0.0.5:7001,2=10.0.0.6:7001"},
            {"--peer_listen", "[::]:7001", "--node_id", "1", "--initial_cluster",
@@ -84,6 +87,7 @@ TEST(ConfigTest, PlaintextListensOnLoopbackOnlyUnlessToldOtherwise) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{
            {"--listen", "127.0.0.1:7000"},
+           {"--listen", "127.1.2.3:7000"},
            {"--listen", "localhost:7000"},
            {"--listen", "[::1]:7000"},
            {"--listen", "0.0.0.0:7000", "--insecure_plaintext_non_loopback",

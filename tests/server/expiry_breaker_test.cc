@@ -47,7 +47,9 @@ TEST(ExpiryBreakerTest, PlannedExpiriesNeverOpenItWhateverTheirNumber) {
   EXPECT_EQ(judgement.window.planned, 5'000u);
   judge.Count(steady, now, due);
   // Not counted twice: judging nothing more finds the window's 5,000.
-  EXPECT_EQ(judge.Judge(steady, now, 5'000, {}).window.planned, 5'000u);
+  EXPECT_EQ(judge.Judge(steady, now, 5'000, std::vector<ExpiredSession>{})
+                .window.planned,
+            5'000u);
 }
 
 TEST(ExpiryBreakerTest, ClusterTimeAheadOfRealTimeOpensIt) {
@@ -102,7 +104,8 @@ TEST(ExpiryBreakerTest, ShortLivedSessionsAreJudgedAgainstThePreviousWindow) {
   judge.Count(2 * kMinute, kStart + 2 * kMinute, churn1);
   // Window 2, same churn: expected, quiet.
   const int64_t w2 = kStart + kWindow;
-  EXPECT_FALSE(judge.Judge(kWindow, w2, 20'000, {}).open);  // rolls over
+  EXPECT_FALSE(judge.Judge(kWindow, w2, 20'000, std::vector<ExpiredSession>{})
+                   .open);  // rolls over
   const auto churn2 = Sessions(3'000, w2 + kMinute, w2 + 2 * kMinute);
   BreakerJudgement judgement =
       judge.Judge(kWindow + 2 * kMinute, w2 + 2 * kMinute, 20'000, churn2);

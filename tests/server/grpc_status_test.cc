@@ -49,6 +49,11 @@ const std::vector<Known>& KnownMessages() {
        "REQUEST_ID_SESSION_ENDED", false},
       {StatusCode::kAborted, "version mismatch: expected 5, session is at 1",
        "VERSION_MISMATCH", false},
+      {StatusCode::kAborted,
+       "the token's signing key (kid k1) was retired while the create was on "
+       "its way, so no JWKS would verify the token; nothing was created: "
+       "retry the create (the active key signs it)",
+       "SIGNING_KEY_RETIRED", false},
       {StatusCode::kFailedPrecondition,
        "the confirmation token is unknown or its 60 s have passed: ask for a "
        "new preview (call again without a token) and confirm with the token "
@@ -61,6 +66,10 @@ const std::vector<Known>& KnownMessages() {
       {StatusCode::kFailedPrecondition,
        "revocation 7 was already restored at 1000 (cluster time, Unix ms)",
        "ALREADY_RESTORED", false},
+      {StatusCode::kFailedPrecondition,
+       "revocation 7 can no longer be restored: its retention ended at 1000 "
+       "(cluster time, Unix ms), so its sessions are revoked for good",
+       "RETENTION_ENDED", false},
       {StatusCode::kFailedPrecondition,
        "a membership change at 12 is not yet applied",
        "MEMBERSHIP_CHANGE_PENDING", false},

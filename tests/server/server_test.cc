@@ -494,6 +494,66 @@ TEST_F(ManualSweepTest, ASweepThatFindsMoreThanItMayRemoveIsCounted) {
   EXPECT_EQ(daemon_->table()->size(), 0u);
 }
 
+// The expiry breaker judges every session about to expire, not one sweep's
+// worth. 1300 live sessions make a threshold of 130 unexpected expiries; a
+// sweep removes at most 64 (sweep_batch 1). 700 sessions born and expired
+// within a window whose baseline is 0 are all unexpected: the breaker opens
+// before it removes any, and holds them (they validate again) until an
+// operator resumes. Judging 64 at a time, it removed 128, opened, then
+// counted only 64 held, found them under half the threshold, closed itself
+// and swept the rest as planned.
+class ManualSweepBreakerTest : public ManualSweepTest {
+ protected:
+  Config MakeConfig() override {
+    Config config = ManualSweepTest::MakeConfig();
+    config.expiry_breaker_window_ms = 5000;
+    config.expiry_breaker_min_sessions = 10;
+    return config;
+  }
+  // `n` sessions of `user_prefix`N in CreateSessions calls; their tokens.
+  std::vector<std::string> CreateMany(const std::string& user_prefix, int n,
+                                      int64_t ttl_ms) {
+    std::vector<std::string> tokens;
+    for (int begin = 0; begin < n; begin += 1000) {
+      sessiond::v1::CreateSessionsRequest request;
+      for (int i = begin; i < std::min(n, begin + 1000); ++i) {
+        CreateSessionRequest* one = request.add_requests();
+        one->set_user_id(absl::StrCat(user_prefix, i % 100));
+        one->set_ttl_ms(ttl_ms);
+      }
+      sessiond::v1::CreateSessionsResponse response;
+      grpc::ClientContext context;
+      SetDeadline(&context);
+      const grpc::Status s =
+          stub_->CreateSessions(&context, request, &response);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      for (const CreateSessionResponse& created : response.responses()) {
+        tokens.push_back(created.token());
+      }
+    }
+    return tokens;
+  }
+};
+
+TEST_F(ManualSweepBreakerTest, ItJudgesEverySessionDueNotOneSweepsWorth) {
+  RestartWithSweepBatch(1);
+  CreateMany("k", 1300, /*ttl_ms=*/600000);
+  daemon_->sweeper()->SweepOnce();  // a first window: no baseline yet
+  absl::SleepFor(absl::Milliseconds(5100));
+  daemon_->sweeper()->SweepOnce();  // the next one expects no young expiry
+  const std::vector<std::string> young = CreateMany("y", 700, /*ttl_ms=*/100);
+  ASSERT_EQ(young.size(), 700u);
+  WaitUntilExpired(young.back());
+
+  for (int i = 0; i < 10; ++i) daemon_->sweeper()->SweepOnce();
+  EXPECT_EQ(daemon_->table()->size(), 2000u);
+  const sessiond::v1::ExpiryBreaker breaker =
+      daemon_->state_machine()->expiry_breaker();
+  EXPECT_TRUE(breaker.open()) << breaker.DebugString();
+  EXPECT_EQ(Validate(young.front()).outcome(), ValidateSessionResponse::VALID);
+  EXPECT_EQ(Validate(young.back()).outcome(), ValidateSessionResponse::VALID);
+}
+
 TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
   const CreateSessionResponse created =
       MustCreate("ivy", /*ttl_ms=*/60000, /*idle_timeout_ms=*/4000);

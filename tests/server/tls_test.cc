@@ -35,6 +35,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/auth.h"
+#include "server/config.h"
+#include "server/daemon.h"
 #include "server/tls_credentials.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
@@ -525,6 +527,41 @@ class AuthInterceptorFactory final
  private:
   const Authorizer* authorizer_;
 };
+
+// SIGHUP applies a config all or nothing: a role file that does not load
+// keeps the roles in force and every other reloadable option as it was.
+TEST_F(TlsTest, AReloadWhoseRoleFileFailsChangesNothing) {
+  const std::string roles = dir_.Child("roles.conf");
+  {
+    std::ofstream out(roles);
+    out << "node-1 = peer\napp = app\nadmin = admin\n";
+  }
+  Config config;
+  config.listen = "127.0.0.1:0";
+  config.data_dir = dir_.Child("data");
+  config.tls_cert = CaFile("node-1.pem");
+  config.tls_key = CaFile("node-1-key.pem");
+  config.tls_ca = CaFile("ca.pem");
+  config.auth_file = roles;
+  config.shutdown_grace_ms = 5000;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+
+  Config next = config;
+  next.shutdown_grace_ms = 1;
+  next.auth_file = dir_.Child("no-such-roles.conf");
+  const absl::Status reloaded = (*daemon)->Reload(next);
+  EXPECT_EQ(reloaded.code(), absl::StatusCode::kInvalidArgument) << reloaded;
+  EXPECT_THAT(std::string(reloaded.message()),
+              ::testing::HasSubstr("the roles in force stay"));
+  EXPECT_EQ((*daemon)->shutdown_grace_ms(), 5000);
+  // The app certificate still creates: the roles did not change.
+  EXPECT_TRUE(Create(Dial((*daemon)->address(), ClientCreds("app"))).ok());
+
+  next.auth_file = roles;
+  ASSERT_TRUE((*daemon)->Reload(next).ok());
+  EXPECT_EQ((*daemon)->shutdown_grace_ms(), 1);
+}
 
 // Not a check: prints what authorization costs per unary call over one
 // mutual-TLS channel, with no authorization, with AuthProcessor and with

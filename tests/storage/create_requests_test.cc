@@ -316,6 +316,29 @@ TEST_F(CreateRequestsTest, TheTableIsBoundedTheOldestGoesFirst) {
             "sid-new");
 }
 
+// The record just made is never the one evicted, even when its window ends
+// first (a node with a shorter --create_request_window_ms proposed it, say
+// during a config rollout): the retry it exists for would make a second
+// session.
+TEST_F(CreateRequestsTest, ANewRecordWithAShorterWindowIsNotTheOneEvicted) {
+  for (int i = 0; i < 2; ++i) {
+    SessionOf(a_.Apply(RequestCreate("u", absl::StrCat("rid-", i),
+                                     absl::StrCat("sid-", i), 1000 + i,
+                                     86'400'000, /*max_entries=*/2)));
+  }
+  SessionOf(a_.Apply(RequestCreate("u", "rid-2", "sid-2", 1002, 600'000, 2)));
+  EXPECT_EQ(a_.sm->create_requests().size(), 2u);
+  const ApplyResult retried =
+      a_.Apply(RequestCreate("u", "rid-2", "sid-other", 2000, 600'000, 2));
+  EXPECT_EQ(SessionOf(retried).session_id(), "sid-2");
+  // The oldest other went.
+  std::set<std::string> kept;
+  for (const auto& r : a_.sm->create_requests().All()) {
+    kept.insert(r.session_id());
+  }
+  EXPECT_EQ(kept, (std::set<std::string>{"sid-1", "sid-2"}));
+}
+
 TEST_F(CreateRequestsTest, TheFirstCreateKeyStays) {
   EXPECT_EQ(a_.sm->create_key(), "");
   EXPECT_TRUE(a_.Apply(InstallKey(std::string(32, 'a'), 10)).ok());

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -1173,6 +1174,14 @@ TEST_F(RevocationTest, APurgeWaitsForTheRetentionThenRemovesWhatItHeld) {
   EXPECT_EQ(table_->size(), 5u);
   EXPECT_EQ(sm_->RevocationsDueForPurge(7001, 10),
             std::vector<uint64_t>{flush.id()});
+  // Past its retention a flush is final, purged or not yet: no restore.
+  const auto cf_before = DumpCf();
+  const ApplyResult late = ApplyOne(Restore(flush.id(), 7001));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(late.status().message()),
+              HasSubstr("can no longer be restored"));
+  EXPECT_EQ(DumpCf(), cf_before);
+  EXPECT_EQ(OutcomeOf(0, 7001), ValidateOutcome::kRevoked);
   EXPECT_EQ(ApplyCount(Purge(flush.id(), 7001)), 4u);
   EXPECT_EQ(table_->size(), 1u);
   EXPECT_TRUE(sm_->revocations().empty());
@@ -1382,28 +1391,98 @@ TEST_F(SessionStateMachineTest, TheKeyRingLivesInTheLogAndCountsLiveSessions) {
   EXPECT_EQ(other.sm->key_ring().active()->kid(), second);
 }
 
+// The ring of the two tests below, through `apply`: a JWKS max-age of 5 s,
+// `first` staged as the bootstrap key at 1 s, `second` staged at 2 s and
+// activated at 7 s (`first` is then RETIRING).
+void RotateToASecondKey(const std::function<ApplyResult(const Command&)>& apply,
+                        LogIndex applied, std::string* first,
+                        std::string* second) {
+  Command settings;
+  settings.set_timestamp_ms(1000);
+  settings.mutable_settings()->set_jwks_max_age_ms(5000);
+  ASSERT_TRUE(apply(settings).ok());
+  ASSERT_TRUE(apply(StageKeyCommand(1000, /*bootstrap=*/true, first)).ok());
+  ASSERT_TRUE(apply(StageKeyCommand(2000, false, second)).ok());
+  Command activate;
+  activate.set_timestamp_ms(7000);
+  activate.mutable_key_ring()->mutable_activate()->set_kid(*second);
+  // Every voter (this one) applied the stage: the entry before this one.
+  activate.mutable_key_ring()->mutable_activate()->set_voters_applied_index(
+      applied.value() + 3);
+  ASSERT_TRUE(apply(activate).ok());
+}
+
+// A node signs a JWT with the key its own ring calls active, then proposes
+// the create; a key retired before that create is applied has left the
+// JWKS, so the token could never verify: the create is refused (ABORTED,
+// retry) rather than stored as a session its user cannot use. Also when the
+// retirement is an earlier entry of the same batch.
+TEST_F(SessionStateMachineTest, ACreateSignedByAKeyRetiredMeanwhileIsRefused) {
+  std::string first, second;
+  RotateToASecondKey([this](const Command& c) { return ApplyOne(c); },
+                     sm_->applied_index(), &first, &second);
+  // Signed by the RETIRING key: it still verifies, so it is taken.
+  Command signed_by_first = Create(1, 7100);
+  signed_by_first.mutable_create()->set_signing_kid(first);
+  EXPECT_EQ(ApplySession(signed_by_first).signing_kid(), first);
+  ApplySession(RevokeByHash(1, 7150));
+
+  // The retirement and a create its key signed, in one batch.
+  Command retire;
+  retire.set_timestamp_ms(7200);
+  retire.mutable_key_ring()->mutable_retire()->set_kid(first);
+  Command late = Create(2, 7200);
+  late.mutable_create()->set_signing_kid(first);
+  std::vector<Entry> entries(2);
+  for (int i = 0; i < 2; ++i) {
+    entries[i].index = sm_->applied_index() + 1 + i;
+    entries[i].term = Term(1);
+  }
+  entries[0].data = retire.SerializeAsString();
+  entries[1].data = late.SerializeAsString();
+  const auto cf_before = DumpCf();
+  auto results = sm_->Apply(entries);
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_TRUE((*results)[0].ok()) << (*results)[0].status();
+  EXPECT_EQ((*results)[1].status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(std::string((*results)[1].status().message()),
+              HasSubstr("retry"));
+  EXPECT_FALSE(table_->Contains(H(2)));
+  EXPECT_EQ(DumpCf(), cf_before);
+
+  // Later entries too, a batch of creates, and a kid the ring never held.
+  late.set_timestamp_ms(7300);
+  EXPECT_EQ(ApplyOne(late).status().code(), absl::StatusCode::kAborted);
+  Command batch;
+  batch.set_timestamp_ms(7300);
+  *batch.mutable_create_batch()->add_creates() = Create(3, 0).create();
+  *batch.mutable_create_batch()->add_creates() = late.create();
+  EXPECT_EQ(ApplyOne(batch).status().code(), absl::StatusCode::kAborted);
+  EXPECT_FALSE(table_->Contains(H(3)));
+  Command unknown = Create(4, 7300);
+  unknown.mutable_create()->set_signing_kid("no-such-kid");
+  EXPECT_EQ(ApplyOne(unknown).status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(DumpCf(), cf_before);
+  // The active key's creates, and opaque ones, are taken.
+  Command signed_by_second = Create(5, 7400);
+  signed_by_second.mutable_create()->set_signing_kid(second);
+  EXPECT_EQ(ApplySession(signed_by_second).signing_kid(), second);
+  ApplySession(Create(6, 7400));
+}
+
 // A session a soft FLUSH holds comes back, token and all, when the flush is
 // restored: retiring the key that signed it would log its user out then,
 // so it counts as live until the flush can no longer be restored.
 TEST_F(RevocationTest, SessionsARestorableFlushHoldsKeepTheirKeyLive) {
-  Command settings;
-  settings.set_timestamp_ms(1000);
-  settings.mutable_settings()->set_jwks_max_age_ms(5000);
-  ASSERT_TRUE(ApplyOne(settings).ok());
   std::string first, second;
-  ASSERT_TRUE(ApplyOne(StageKeyCommand(1000, /*bootstrap=*/true, &first)).ok());
+  RotateToASecondKey([this](const Command& c) { return ApplyOne(c); },
+                     sm_->applied_index(), &first, &second);
+  // Signed by the first key before it became RETIRING.
   for (int i = 1; i <= 3; ++i) {
-    Command create = Create(i, 1100, "u", /*expires_at=*/1'000'000);
+    Command create = Create(i, 7000, "u", /*expires_at=*/1'000'000);
     create.mutable_create()->set_signing_kid(first);
     ApplySession(create);
   }
-  ASSERT_TRUE(ApplyOne(StageKeyCommand(2000, false, &second)).ok());
-  Command activate;
-  activate.set_timestamp_ms(7000);
-  activate.mutable_key_ring()->mutable_activate()->set_kid(second);
-  activate.mutable_key_ring()->mutable_activate()->set_voters_applied_index(
-      sm_->applied_index().value());
-  ASSERT_TRUE(ApplyOne(activate).ok());
   // Session 1 revoked for good; all three flushed, restorable until 67 s.
   ApplySession(RevokeByHash(1, 7100));
   ASSERT_TRUE(

@@ -187,6 +187,22 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
   EXPECT_TRUE(absl::StrContains(restore.out, "--node_id 2")) << restore.out;
   EXPECT_FALSE(std::filesystem::exists(restored + "/MANIFEST.sessiond.json"));
 
+  // Started as its old member would be (no --force_new_cluster), it
+  // refuses: its log is rolled back to the backup, and its votes could
+  // elect a leader without the writes acknowledged since.
+  {
+    SessiondProcess member(
+        SESSIOND_BINARY, restored,
+        {"--node_id=2",
+         absl::StrCat("--peer_listen=127.0.0.1:", PickFreePort())});
+    ASSERT_TRUE(member.Launch().ok());
+    const int exited = member.WaitForExit(absl::Seconds(60));
+    ASSERT_NE(exited, -1) << "a restored dir started without the flag serves";
+    EXPECT_TRUE(WIFEXITED(exited) && WEXITSTATUS(exited) == 1) << exited;
+    EXPECT_TRUE(absl::StrContains(Slurp(member.log_path()),
+                                  "was restored from a backup"))
+        << Slurp(member.log_path());
+  }
   SessiondProcess node(
       SESSIOND_BINARY, restored,
       {"--node_id=2", "--force_new_cluster=1",
