@@ -1,12 +1,17 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "common/backup_manifest.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <system_error>
 #include <type_traits>
 
@@ -143,6 +148,54 @@ absl::StatusOr<BackupDigest> DigestBackupFiles(
   digest.sha256 = absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(out), out_len));
   return digest;
+}
+
+namespace {
+
+absl::Status SyncPath(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(absl::StrCat(
+        "cannot open ", path, " to fsync it: ", std::strerror(errno)));
+  }
+  const int synced = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (synced != 0) {
+    return absl::InternalError(
+        absl::StrCat("fsync of ", path, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SyncFolder(const std::string& dir) {
+  return SyncPath(dir, O_RDONLY | O_DIRECTORY);
+}
+
+absl::Status SyncBackupFiles(const std::string& dir,
+                             const std::vector<std::string>& files) {
+  namespace fs = std::filesystem;
+  std::set<std::string> folders = {dir};
+  for (const std::string& name : files) {
+    const fs::path path = fs::path(dir) / name;
+    if (absl::Status s = SyncPath(path.string(), O_RDONLY); !s.ok()) return s;
+    for (fs::path folder = path.parent_path();
+         folder.string().size() > dir.size(); folder = folder.parent_path()) {
+      folders.insert(folder.string());
+    }
+  }
+  for (const std::string& folder : folders) {
+    if (absl::Status s = SyncFolder(folder); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+std::string WithoutTrailingSlash(const std::string& dir) {
+  std::string out = dir;
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
 }
 
 }  // namespace sessiond

@@ -62,6 +62,17 @@ struct BackupDigest {
 absl::StatusOr<BackupDigest> DigestBackupFiles(
     const std::string& dir, const std::vector<std::string>& files);
 
+// fsync of `files` (relative to `dir`), of every folder holding one, and of
+// `dir`: what a backup or a restore wrote survives a power cut before it is
+// reported done. Internal naming the path on failure.
+absl::Status SyncBackupFiles(const std::string& dir,
+                             const std::vector<std::string>& files);
+// fsync of one folder: an entry created or renamed in it stays.
+absl::Status SyncFolder(const std::string& dir);
+
+// `dir` without trailing separators ("/b/x/" is "/b/x"; "/" stays).
+std::string WithoutTrailingSlash(const std::string& dir);
+
 }  // namespace sessiond
 
 #endif  // SESSIOND_COMMON_BACKUP_MANIFEST_H_

@@ -400,6 +400,11 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Backup(
                                         "this node was built without backups"));
         }
         const std::string dir = request->dir();
+        // A bad dir is refused at once, not after the read barrier (which
+        // a node without a quorum answers UNAVAILABLE only at the deadline).
+        if (absl::Status s = backups_->CheckDir(dir); !s.ok()) {
+          return FinishNow(context, s);
+        }
         grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
         // Every write acknowledged before the call is applied here first, so it
         // is in the backup whichever node takes it.

@@ -40,7 +40,7 @@ absl::Status WriteFile(const std::string& path, const std::string& text) {
     return absl::InternalError(
         absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
   }
-  return absl::OkStatus();
+  return SyncFolder(fs::path(path).parent_path().string());
 }
 
 // A hard link when the backup is on the data dir's file system (the image
@@ -71,7 +71,8 @@ BackupTaker::~BackupTaker() {
   if (thread.joinable()) thread.join();
 }
 
-absl::Status BackupTaker::CheckDir(const std::string& dir) const {
+absl::Status BackupTaker::CheckDir(const std::string& requested) const {
+  const std::string dir = WithoutTrailingSlash(requested);
   if (dir.empty() || dir[0] != '/') {
     return absl::InvalidArgumentError(absl::StrCat(
         "dir: '", dir,
@@ -79,6 +80,17 @@ absl::Status BackupTaker::CheckDir(const std::string& dir) const {
         "machine)"));
   }
   std::error_code ec;
+  // Checked first: a folder that does not exist yet can be inside too.
+  const fs::path data = fs::weakly_canonical(sources_.data_dir, ec);
+  const fs::path target = fs::weakly_canonical(dir, ec);
+  // Inside unless the way there from the data dir starts by going up (a
+  // name that merely starts with "..", like "..x", is inside).
+  const fs::path relative = target.lexically_relative(data);
+  const bool outside = relative.empty() || *relative.begin() == "..";
+  if (!ec && !outside) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "dir: ", dir, " is inside the data dir; choose a folder outside it"));
+  }
   if (!fs::exists(dir, ec)) return absl::OkStatus();
   if (!fs::is_directory(dir, ec)) {
     return absl::FailedPreconditionError(
@@ -89,17 +101,11 @@ absl::Status BackupTaker::CheckDir(const std::string& dir) const {
         "dir: ", dir,
         " is not empty; a backup goes into a new or empty folder"));
   }
-  const fs::path data = fs::weakly_canonical(sources_.data_dir, ec);
-  const fs::path target = fs::weakly_canonical(dir, ec);
-  if (!ec && (target == data ||
-              target.lexically_relative(data).string().rfind("..", 0) != 0)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "dir: ", dir, " is inside the data dir; choose a folder outside it"));
-  }
   return absl::OkStatus();
 }
 
-absl::Status BackupTaker::Start(const std::string& dir, Done done) {
+absl::Status BackupTaker::Start(const std::string& requested, Done done) {
+  const std::string dir = WithoutTrailingSlash(requested);
   if (absl::Status s = CheckDir(dir); !s.ok()) return s;
   std::thread previous;
   {
@@ -124,7 +130,8 @@ absl::Status BackupTaker::Start(const std::string& dir, Done done) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<BackupManifest> BackupTaker::Take(const std::string& dir) {
+absl::StatusOr<BackupManifest> BackupTaker::Take(const std::string& requested) {
+  const std::string dir = WithoutTrailingSlash(requested);
   if (absl::Status s = CheckDir(dir); !s.ok()) return s;
   {
     absl::MutexLock lock(&mu_);
@@ -185,6 +192,10 @@ absl::StatusOr<BackupManifest> BackupTaker::TakeChecked(
   manifest.created_at_ms = absl::ToUnixMillis(absl::Now());
   absl::StatusOr<std::vector<std::string>> files = ListBackupFiles(dir);
   if (!files.ok()) return fail(files.status());
+  // Durable before the manifest names them: a backup reported done must
+  // survive a power cut (RocksDB's checkpoint, the copied image and the
+  // sealing's writes are not all synced).
+  if (absl::Status s = SyncBackupFiles(dir, *files); !s.ok()) return fail(s);
   absl::StatusOr<BackupDigest> digest = DigestBackupFiles(dir, *files);
   if (!digest.ok()) return fail(digest.status());
   manifest.file_count = files->size();
@@ -192,6 +203,11 @@ absl::StatusOr<BackupManifest> BackupTaker::TakeChecked(
   manifest.sha256 = digest->sha256;
   if (absl::Status s = WriteFile((fs::path(dir) / kBackupManifestFile).string(),
                                  BackupManifestToJson(manifest));
+      !s.ok()) {
+    return fail(s);
+  }
+  // The backup's own folder entry, which the checkpoint created.
+  if (absl::Status s = SyncFolder(fs::path(dir).parent_path().string());
       !s.ok()) {
     return fail(s);
   }

@@ -60,8 +60,11 @@ class BackupTaker {
   // The same, on the calling thread. A failed backup leaves no folder.
   absl::StatusOr<BackupManifest> Take(const std::string& dir);
 
- private:
+  // Start's checks of `dir` alone (trailing slashes ignored), so a caller
+  // can refuse a bad dir before it waits for anything.
   absl::Status CheckDir(const std::string& dir) const;
+
+ private:
   absl::StatusOr<BackupManifest> TakeChecked(const std::string& dir);
 
   const BackupSources sources_;

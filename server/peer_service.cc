@@ -78,7 +78,7 @@ class PeerService::MessageStream
     summary_->set_batches(summary_->batches() + 1);
     if (batch_.messages_size() > 0 && batch_.from() != heard_from_) {
       heard_from_ = batch_.from();  // once per stream, not per batch
-      service_->HeardFrom(heard_from_);
+      service_->RecordHeardFrom(heard_from_);
     }
     if (!parts->transport->Dropped(NodeId(batch_.from()))) {
       std::vector<Message> messages;
@@ -265,27 +265,34 @@ grpc::ServerReadReactor<SnapshotChunk>* PeerService::SendSnapshot(
   return new SnapshotStream(this, ack);
 }
 
-void PeerService::HeardFrom(uint64_t node) {
-  {
+void PeerService::RecordHeardFrom(uint64_t node) {
+  auto heard = [&] {
     absl::MutexLock lock(&heard_mu_);
-    if (!heard_from_.insert(node).second || heard_from_file_.empty()) return;
+    return heard_from_.contains(node);
+  };
+  if (heard()) return;  // the common case: no write lock
+  absl::MutexLock write(&heard_write_mu_);
+  if (heard()) return;
+  // Once per peer per data dir, and durable before the caller hands the
+  // peer's messages to Raft: a power cut must not forget a peer whose
+  // acknowledgements may already count.
+  if (!heard_from_file_.empty()) {
+    const absl::Status written =
+        storage::AppendDurably(heard_from_file_, absl::StrCat(node, "\n"));
+    if (!written.ok()) {
+      logging::Warn("peer.heard_from_not_written",
+                    logging::Fields()
+                        .Error(written)
+                        .Add("path", heard_from_file_)
+                        .Add("node_id", node)
+                        .Add("msg",
+                             "cannot record that this node heard from a "
+                             "peer; a wiped peer may not be recognized after "
+                             "this node restarts"));
+    }
   }
-  // Once per peer per data dir, outside the lock, and durable before the
-  // caller hands the peer's messages to Raft: a power cut must not forget a
-  // peer whose acknowledgements may already count.
-  const absl::Status written =
-      storage::AppendDurably(heard_from_file_, absl::StrCat(node, "\n"));
-  if (!written.ok()) {
-    logging::Warn("peer.heard_from_not_written",
-                  logging::Fields()
-                      .Error(written)
-                      .Add("path", heard_from_file_)
-                      .Add("node_id", node)
-                      .Add("msg",
-                           "cannot record that this node heard from a peer; "
-                           "a wiped peer may not be recognized after this "
-                           "node restarts"));
-  }
+  absl::MutexLock lock(&heard_mu_);
+  heard_from_.insert(node);
 }
 
 grpc::ServerUnaryReactor* PeerService::Hello(

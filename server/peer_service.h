@@ -95,6 +95,13 @@ class PeerService final
   // Refused batches and snapshots (another cluster, unknown sender).
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
 
+  // Records that this node accepted Raft messages from `node`: durably in
+  // the heard_from_file (once per peer), before it returns, so the caller
+  // may then hand them to Raft; Hello answers heard_from_caller for it only
+  // from then on. Thread-safe: concurrent callers never lose a line.
+  void RecordHeardFrom(uint64_t node)
+      ABSL_LOCKS_EXCLUDED(heard_write_mu_, heard_mu_);
+
  private:
   class MessageStream;
   class SnapshotStream;
@@ -105,7 +112,6 @@ class PeerService final
   absl::Status CheckSender(const PeerServiceParts& parts, uint64_t cluster_id,
                            uint64_t from);
   void LogRefusal(const absl::Status& why);
-  void HeardFrom(uint64_t node) ABSL_LOCKS_EXCLUDED(heard_mu_);
 
   const NodeId self_;
   const std::function<sessiond::v1::internal::HelloResponse()> hello_;
@@ -116,6 +122,11 @@ class PeerService final
   // Senders of accepted Raft message batches, since this process started
   // and, with a heard_from_file, before (Hello's heard_from_caller).
   const std::string heard_from_file_;
+  // Held across an append (and its fsync): one writer at a time, so two
+  // first appends never both create the file, the second truncating the
+  // first's line, and a second caller for the same peer waits until the
+  // first one's line is durable.
+  absl::Mutex heard_write_mu_ ABSL_ACQUIRED_BEFORE(heard_mu_);
   mutable absl::Mutex heard_mu_;
   absl::flat_hash_set<uint64_t> heard_from_ ABSL_GUARDED_BY(heard_mu_);
   std::atomic<int64_t> last_refusal_log_ns_{0};

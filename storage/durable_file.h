@@ -24,7 +24,9 @@ absl::Status SyncDir(
 // Appends `bytes` to the file at `path` (created when missing) and returns
 // once the append is durable: the file is synced, and so is its folder when
 // the file was created. Internal error naming the path on failure; the file
-// may then hold part of `bytes`.
+// may then hold part of `bytes`. Not for concurrent appends to one path:
+// two callers may both find it missing, and the second one's create
+// truncates the first one's bytes; callers serialize.
 absl::Status AppendDurably(
     const std::string& path, std::string_view bytes,
     rocksdb::FileSystem* fs = rocksdb::FileSystem::Default().get());

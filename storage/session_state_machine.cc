@@ -895,16 +895,18 @@ class RecordChecker {
   absl::flat_hash_set<std::string> session_ids_;
 };
 
-// Calls `fn` with the value of each Put into column family `cf` in a batch.
+// Calls `fn` with the key and value of each Put into column family `cf` in
+// a batch.
 class PutsInto : public rocksdb::WriteBatch::Handler {
  public:
-  PutsInto(uint32_t cf, std::function<absl::Status(std::string_view)> fn)
-      : cf_(cf), fn_(std::move(fn)) {}
+  using Fn = std::function<absl::Status(std::string_view, std::string_view)>;
+  PutsInto(uint32_t cf, Fn fn) : cf_(cf), fn_(std::move(fn)) {}
 
-  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice&,
+  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& key,
                         const rocksdb::Slice& value) override {
     if (cf != cf_) return rocksdb::Status::OK();
-    status_ = fn_(std::string_view(value.data(), value.size()));
+    status_ = fn_(std::string_view(key.data(), key.size()),
+                  std::string_view(value.data(), value.size()));
     return status_.ok() ? rocksdb::Status::OK() : rocksdb::Status::Aborted();
   }
   rocksdb::Status DeleteCF(uint32_t, const rocksdb::Slice&) override {
@@ -918,7 +920,7 @@ class PutsInto : public rocksdb::WriteBatch::Handler {
 
  private:
   const uint32_t cf_;
-  const std::function<absl::Status(std::string_view)> fn_;
+  const Fn fn_;
   absl::Status status_;
 };
 
@@ -936,15 +938,14 @@ absl::Status MoveTableTo(SessionTable& table, const RecordChecker& image,
     }
   });
   for (const TokenHash& hash : gone) table.Erase(hash);
-  v1::internal::StoredSession stored;
-  PutsInto puts(sessions_cf, [&](std::string_view bytes) -> absl::Status {
-    if (!stored.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-      return absl::DataLossError("a record does not parse");
+  // From the stored bytes, so fields a later version added stay verbatim.
+  PutsInto puts(sessions_cf, [&](std::string_view key, std::string_view bytes) {
+    std::optional<TokenHash> hash = TokenHashFromBytes(key);
+    if (!hash) {
+      return absl::DataLossError("a token hash is not 32 bytes");
     }
-    std::optional<TokenHash> hash = TokenHashFromBytes(stored.token_hash());
-    if (!hash) return absl::DataLossError("a token hash is not 32 bytes");
-    return table.Contains(*hash) ? table.Replace(*hash, stored.session())
-                                 : table.Insert(*hash, stored.session());
+    return table.Contains(*hash) ? table.ReplaceStored(bytes)
+                                 : table.InsertStored(bytes);
   });
   rocksdb::Status iterated = batch.Iterate(&puts);
   if (!puts.status().ok()) return puts.status();

@@ -698,7 +698,7 @@ void SessionTable::LinkUserLocked(Shard& shard, Ref ref) {
   }
 }
 
-absl::Status SessionTable::InsertRecord(Ref ref) {
+absl::Status SessionTable::InsertRecord(Ref ref, HoldRegistry::Index hold) {
   const Record* record = Rec(ref);
   // session_id first: with concurrent loaders (recovery) the set insert is
   // the atomic uniqueness check.
@@ -719,6 +719,9 @@ absl::Status SessionTable::InsertRecord(Ref ref) {
     token_inserted = shard.by_token.insert(ref).second;
     if (token_inserted) {
       shard.expiry.insert(ExpiryKey(record->deadline(), ref));
+      // Visible with its hold or not at all: REVOKED without one reads as
+      // revoked for good.
+      if (hold != 0) SetHoldOf(ref, hold);
     }
   }
   if (!token_inserted) {
@@ -762,11 +765,14 @@ absl::Status SessionTable::Insert(const TokenHash& hash,
   r->created_at_ms = session.created_at_ms();
   r->SetFixed(session);
   r->SetExtra(*this, arena, EncodeExtra(session));
-  if (absl::Status s = InsertRecord(ref); !s.ok()) return s;
-  if (!session.revoked_by().empty()) {
-    Shard& shard = ShardOf(hash);
-    absl::MutexLock lock(&shard.mu);
-    SetHold(ref, session);
+  const HoldRegistry::Index hold =
+      session.revoked_by().empty()
+          ? 0
+          : holds_.Acquire(std::vector<uint64_t>(session.revoked_by().begin(),
+                                                 session.revoked_by().end()));
+  if (absl::Status s = InsertRecord(ref, hold); !s.ok()) {
+    holds_.Release(hold);
+    return s;
   }
   return absl::OkStatus();
 }
@@ -841,17 +847,50 @@ absl::Status SessionTable::InsertStored(std::string_view bytes) {
   HoldRegistry::Index hold = 0;
   absl::StatusOr<Ref> ref = ParseStored(bytes, *arenas_[0], &hold);
   if (!ref.ok()) return ref.status();
-  const TokenHash hash = Rec(*ref)->hash;
-  if (absl::Status s = InsertRecord(*ref); !s.ok()) {
+  if (absl::Status s = InsertRecord(*ref, hold); !s.ok()) {
     holds_.Release(hold);
     return s;
   }
-  if (hold != 0) {
-    Shard& shard = ShardOf(hash);
-    absl::MutexLock lock(&shard.mu);
-    SetHoldOf(*ref, hold);
-  }
   return absl::OkStatus();
+}
+
+absl::Status SessionTable::ReplaceStored(std::string_view bytes) {
+  HoldRegistry::Index hold = 0;
+  absl::StatusOr<Ref> parsed = ParseStored(bytes, *arenas_[0], &hold);
+  if (!parsed.ok()) return parsed.status();
+  const Record* from = Rec(*parsed);
+  absl::Status status;
+  {
+    Shard& shard = ShardOf(from->hash);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.by_token.find(from->hash);
+    if (it == shard.by_token.end()) {
+      status = absl::NotFoundError("no session with this token hash");
+    } else if (Rec(*it)->session_id() != from->session_id() ||
+               Rec(*it)->user_id() != from->user_id()) {
+      status = absl::InvalidArgumentError(
+          "session_id and user_id of a session cannot change");
+    } else {
+      const Ref ref = *it;
+      Record* r = Rec(ref);
+      const uint64_t old_key = ExpiryKey(r->deadline(), ref);
+      r->expires_at_ms = from->expires_at_ms;
+      r->idle_timeout_ms = from->idle_timeout_ms;
+      r->last_seen_at_ms = from->last_seen_at_ms;
+      r->SetVersionAndState(from->version(), from->revoked());
+      r->SetExtra(*this, ArenaOf(r->hash), from->extra_bytes(*this));
+      SetHoldOf(ref, hold);
+      hold = 0;  // the record's now
+      const uint64_t new_key = ExpiryKey(r->deadline(), ref);
+      if (new_key != old_key) {
+        shard.expiry.erase(old_key);
+        shard.expiry.insert(new_key);
+      }
+    }
+  }
+  holds_.Release(hold);
+  DeleteRecord(*parsed);
+  return status;
 }
 
 void SessionTable::StartLoad(int slots) {

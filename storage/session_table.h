@@ -237,6 +237,11 @@ class SessionTable {
   // building a protobuf object. DataLoss when the bytes do not parse;
   // AlreadyExists as Insert.
   absl::Status InsertStored(std::string_view stored_session_bytes);
+  // Replaces a session's record, in place, by StoredSession wire bytes
+  // (a snapshot install), fields a later version added kept verbatim as
+  // InsertStored keeps them. DataLoss when the bytes do not parse; NotFound
+  // and InvalidArgument as Replace.
+  absl::Status ReplaceStored(std::string_view stored_session_bytes);
   // Replaces a session's record. NotFound when absent; InvalidArgument when
   // session_id or user_id differ from the stored ones (they are immutable).
   absl::Status Replace(const TokenHash& hash,
@@ -304,7 +309,10 @@ class SessionTable {
   // `*hold`: the record's revoked_by list, acquired (the caller places it).
   absl::StatusOr<Ref> ParseStored(std::string_view bytes, SlabArena& arena,
                                   HoldRegistry::Index* hold);
-  absl::Status InsertRecord(Ref ref);
+  // Links a parsed record into every index; `hold` (its revoked_by list,
+  // acquired; 0: none) is placed as it becomes reachable by token hash. On
+  // error the record is freed and the hold is still the caller's.
+  absl::Status InsertRecord(Ref ref, HoldRegistry::Index hold);
   // Links a record into its user's list (under the user shard's lock).
   void LinkUser(Ref ref);
   // REQUIRES: shard.mu held, or FinishLoad running.

@@ -370,7 +370,8 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
   }
   // Copied into a temporary sibling, then renamed: a NEW_DIR that exists is
   // always complete.
-  const fs::path target = fs::absolute(data_dir, ec);
+  // A trailing slash would put the temporary folder inside the target.
+  const fs::path target = fs::absolute(WithoutTrailingSlash(data_dir), ec);
   const fs::path tmp = target.string() + ".restoring";
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
@@ -386,12 +387,25 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
                        tmp.string(), ": ", why, "; nothing was restored"));
     }
   }
+  // Durable before it gets its name, and the name before "restored".
+  if (absl::Status s = SyncBackupFiles(tmp.string(), *files); !s.ok()) {
+    fs::remove_all(tmp, ec);
+    return absl::InternalError(
+        absl::StrCat("restore-from: ", s.message(), "; nothing was restored"));
+  }
   fs::remove(target, ec);  // empty, if it exists
   fs::rename(tmp, target, ec);
   if (ec) {
-    return absl::InternalError(
-        absl::StrCat("restore-from: cannot rename ", tmp.string(), " to ",
-                     target.string(), ": ", ec.message()));
+    const std::string why = ec.message();
+    fs::remove_all(tmp, ec);
+    return absl::InternalError(absl::StrCat(
+        "restore-from: cannot rename ", tmp.string(), " to ", target.string(),
+        ": ", why,
+        "; nothing was restored (an empty mount point cannot be replaced: "
+        "restore into a new folder inside it)"));
+  }
+  if (absl::Status s = SyncFolder(target.parent_path().string()); !s.ok()) {
+    return absl::InternalError(absl::StrCat("restore-from: ", s.message()));
   }
   const std::string command = absl::StrCat(
       "sessiond --node_id ", m->node_id, " --data_dir ", target.string(),

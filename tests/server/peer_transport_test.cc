@@ -11,9 +11,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -23,6 +26,7 @@
 #include "common/metrics_exposition.h"
 #include "gtest/gtest.h"
 #include "server/node_metrics.h"
+#include "server/peer_service.h"
 #include "tests/server/test_util.h"
 
 namespace sessiond::server {
@@ -34,6 +38,7 @@ using sessiond::v1::internal::MessageBatch;
 using sessiond::v1::internal::RaftPeer;
 using sessiond::v1::internal::StreamSummary;
 using testing::Eventually;
+using testing::ScopedTempDir;
 
 constexpr NodeId kSelf(1);
 constexpr NodeId kPeer(2);
@@ -212,6 +217,34 @@ TEST(PeerTransportTest, TheFaultSwitchDropsAndCountsAPeersTraffic) {
       << " of 10 dropped";
   EXPECT_EQ(t.messages_sent, 0u);
   EXPECT_EQ(server.peer().received(), 0);
+}
+
+// Peers heard from for the first time at once are all recorded: each
+// writer creating the missing file truncated the other's line, so a node
+// could forget a peer whose acknowledgements had counted (and then not
+// recognize it, wiped, in Hello).
+TEST(PeerServiceTest, PeersHeardFromAtOnceAreAllRecorded) {
+  ScopedTempDir dir;
+  for (int round = 0; round < 100; ++round) {
+    const std::string path = dir.Child(absl::StrCat("heard-", round));
+    PeerService service(
+        NodeId(1), [] { return v1::internal::HelloResponse(); }, path);
+    std::atomic<int> ready{0};
+    auto hear = [&](uint64_t node) {
+      ready.fetch_add(1);
+      while (ready.load() < 2) {
+      }
+      service.RecordHeardFrom(node);
+    };
+    std::thread a(hear, 2);
+    std::thread b(hear, 3);
+    a.join();
+    b.join();
+    std::ifstream in(path);
+    std::set<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.insert(line);
+    ASSERT_EQ(lines, (std::set<std::string>{"2", "3"})) << "round " << round;
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "sessiond/v1/command.pb.h"
 #include "storage/token.h"
+#include "storage/wire.h"
 
 namespace sessiond::storage {
 namespace {
@@ -449,6 +450,96 @@ TEST_P(SessionTableTest, HoldsInsideTheRecordAndBeyondItBehaveAlike) {
   for (int i = 0; i < kSessions; ++i) EXPECT_TRUE(copy.Erase(H(i)));
   EXPECT_EQ(copy.memory_usage().hold_index_bytes, 0u);
   EXPECT_EQ(copy.size(), 0u);
+}
+
+// A held session is never seen without its hold: REVOKED with an empty
+// revoked_by reads as revoked one by one (final), so a reader during an
+// insert (a snapshot install on a serving follower) must see both or
+// nothing. Bounded: 20,000 inserts and erases.
+TEST_P(SessionTableTest, AHeldSessionIsNeverSeenWithoutItsHold) {
+  Session held = MakeSession(1);
+  held.set_state(v1::SESSION_STATE_REVOKED);
+  held.add_revoked_by(7);
+  std::optional<std::string> stored;
+  {
+    SessionTable source;
+    ASSERT_TRUE(source.Insert(H(1), held).ok());
+    stored = source.SerializeStored(H(1));
+    ASSERT_TRUE(stored.has_value());
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int> torn{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      while (!done.load()) {
+        std::optional<Session> got = table_.Get(H(1));
+        if (got && got->revoked_by_size() != 1) torn.fetch_add(1);
+        table_.ForEachSession([&](const SessionView& view) {
+          if (view.revoked && view.hold == 0) torn.fetch_add(1);
+        });
+      }
+    });
+  }
+  for (int i = 0; i < 20'000; ++i) {
+    if (i % 2 == 0) {
+      ASSERT_TRUE(table_.Insert(H(1), held).ok());
+    } else {
+      ASSERT_TRUE(table_.InsertStored(*stored).ok());
+    }
+    ASSERT_TRUE(table_.Erase(H(1)));
+  }
+  done.store(true);
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(torn.load(), 0);
+}
+
+// ReplaceStored moves a session to a stored record in place (a snapshot
+// install): every field, the hold, and fields a later version added (kept
+// verbatim, so the replicas' stored bytes stay equal); refusals change
+// nothing.
+TEST_P(SessionTableTest, ReplaceStoredKeepsUnknownFieldsAndTheIds) {
+  ASSERT_TRUE(table_.Insert(H(1), MakeSession(1)).ok());
+  v1::internal::StoredSession stored;
+  stored.set_token_hash(std::string(TokenHashBytes(H(1))));
+  Session next = MakeSession(1, "alice", 2'000'000, 0, 500);
+  next.set_version(3);
+  next.set_state(v1::SESSION_STATE_REVOKED);
+  next.add_revoked_by(9);
+  // Field 20 of the Session, a varint: no version today knows it.
+  std::string session_bytes = next.SerializeAsString();
+  session_bytes.append("\xa0\x01\x2a", 3);
+  stored.clear_session();
+  std::string with_unknown = stored.SerializeAsString();
+  wire::PutBytesField(&with_unknown, 2, session_bytes);
+
+  ASSERT_TRUE(table_.ReplaceStored(with_unknown).ok());
+  std::optional<Session> got = table_.Get(H(1));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->expires_at_ms(), 2'000'000);
+  EXPECT_EQ(got->last_seen_at_ms(), 500);
+  EXPECT_EQ(got->version(), 3u);
+  EXPECT_EQ(got->state(), v1::SESSION_STATE_REVOKED);
+  ASSERT_EQ(got->revoked_by_size(), 1);
+  EXPECT_TRUE(table_.IsHeldBy(H(1), 9));
+  std::optional<std::string> kept = table_.SerializeStored(H(1));
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_NE(kept->find(std::string("\xa0\x01\x2a", 3)), std::string::npos);
+  EXPECT_EQ(table_.CollectExpired(2'000'000, 0, 10).size(), 1u);
+  EXPECT_EQ(table_.CollectExpired(1'999'999, 0, 10).size(), 0u);
+
+  // Another session's ids, an absent token, bytes that do not parse.
+  Session other = MakeSession(2);
+  *stored.mutable_session() = other;
+  EXPECT_EQ(table_.ReplaceStored(stored.SerializeAsString()).code(),
+            absl::StatusCode::kInvalidArgument);
+  stored.set_token_hash(std::string(TokenHashBytes(H(2))));
+  EXPECT_EQ(table_.ReplaceStored(stored.SerializeAsString()).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(table_.ReplaceStored("\xff\xff garbage").code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(table_.SerializeStored(H(1)), kept);
+  EXPECT_EQ(table_.size(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shards, SessionTableTest,

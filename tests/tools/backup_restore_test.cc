@@ -118,13 +118,14 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
   }
   ASSERT_GE(acked_count(), 100u);
 
-  // The backup, of a follower if there is one (any node may be asked).
+  // The backup, of a follower if there is one (any node may be asked),
+  // into a folder named with a trailing slash (as shells complete it).
   const std::string backup_dir = scratch.path() + "/backup";
   const size_t before = acked_count();
   const Result backup =
       RunCtl(scratch.path(),
              absl::StrCat("--endpoints ", cluster.client_address(2),
-                          " --json --timeout 30s backup ", backup_dir));
+                          " --json --timeout 30s backup ", backup_dir, "/"));
   // More creates after it, which the backup may or may not hold.
   absl::SleepFor(absl::Milliseconds(300));
   stop.store(true);
@@ -148,6 +149,14 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
       scratch.path(), absl::StrCat("--endpoints ", cluster.client_address(1),
                                    " backup relative/dir"));
   EXPECT_EQ(relative.exit_code, 2) << Describe(relative);
+  // A folder whose name starts with ".." inside the node's data dir is
+  // inside it.
+  const Result inside = RunCtl(
+      scratch.path(), absl::StrCat("--endpoints ", cluster.client_address(1),
+                                   " backup ", cluster.data_dir(1), "/..x"));
+  EXPECT_EQ(inside.exit_code, 1) << Describe(inside);
+  EXPECT_TRUE(absl::StrContains(inside.err, "inside the data dir"))
+      << Describe(inside);
 
   // The cluster is lost.
   for (int id : cluster.ids()) {
@@ -180,7 +189,7 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
   const std::string restored = scratch.path() + "/restored";
   const Result restore = RunCtl(
       scratch.path(),
-      absl::StrCat("restore-from ", backup_dir, " --data-dir ", restored));
+      absl::StrCat("restore-from ", backup_dir, " --data-dir ", restored, "/"));
   ASSERT_EQ(restore.exit_code, 0) << Describe(restore);
   EXPECT_TRUE(absl::StrContains(restore.out, "--force_new_cluster=1"))
       << restore.out;
