@@ -50,7 +50,6 @@ std::vector<int> Others(const ClusterHarness& cluster, int id) {
   return out;
 }
 
-// A session created through `id`, with a one-hour lifetime.
 // ValidateSession with touch=true on node `id`: the outcome, or
 // OUTCOME_UNSPECIFIED when the call fails.
 ValidateSessionResponse::Outcome ValidateWithTouch(ClusterHarness& cluster,
