@@ -326,18 +326,14 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RemoveMember(
   return Audited(
       context, "RemoveMember", *request, [&]() -> grpc::ServerUnaryReactor* {
         if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
-        // Then forget its addresses (best effort: a leftover entry only shows
-        // in ClusterStatus).
-        Command forget;
-        forget.mutable_member()->set_kind(
-            sessiond::v1::internal::MemberCommand::REMOVE);
-        forget.mutable_member()->set_node_id(request->node_id());
+        // Applying the change also forgets the member's addresses and lists
+        // it as removed (SessionStateMachine), so nothing follows it.
         grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
         ChangeMembership(
             context, reactor,
             replication::ConfChange{replication::ConfChangeType::kRemoveNode,
                                     NodeId(request->node_id())},
-            DeadlineOf(context), response, std::move(forget));
+            DeadlineOf(context), response, std::nullopt);
         return reactor;
       });
 }
@@ -446,27 +442,32 @@ grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
     grpc::CallbackServerContext* context,
     const sessiond::v1::TransferLeadershipRequest* request,
     sessiond::v1::TransferLeadershipResponse* response) {
-  return Audited(context, "TransferLeadership", *request,
-                 [&]() -> grpc::ServerUnaryReactor* {
-                   grpc::ServerUnaryReactor* reactor =
-                       context->DefaultReactor();
-                   const NodeId target(request->node_id());
-                   const NodeId old_leader = driver_->status().leader;
-                   const absl::Time deadline = DeadlineOf(context);
-                   writes_->SubmitTransfer(
-                       target, deadline,
-                       [this, context, reactor, response, target, old_leader,
-                        deadline](replication::ApplyResult result) {
-                         if (!result.ok()) {
-                           FinishWithHint(context, reactor, result.status(),
-                                          writes_->leader_hint());
-                           return;
-                         }
-                         AwaitLeader(context, reactor, response, target,
-                                     old_leader, deadline);
-                       });
-                   return reactor;
-                 });
+  return Audited(
+      context, "TransferLeadership", *request,
+      [&]() -> grpc::ServerUnaryReactor* {
+        grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+        const NodeId target(request->node_id());
+        const NodeId old_leader = driver_->status().leader;
+        const absl::Time deadline = DeadlineOf(context);
+        writes_->SubmitTransfer(
+            target, deadline,
+            [this, context, reactor, response, target, old_leader,
+             deadline](replication::ApplyResult result) {
+              if (!result.ok()) {
+                FinishWithHint(context, reactor, result.status(),
+                               writes_->leader_hint());
+                return;
+              }
+              // The leader that started the transfer is the one
+              // to move away from (this node may have known
+              // another, or none, when the call came).
+              const auto* from = std::any_cast<uint64_t>(&*result);
+              AwaitLeader(context, reactor, response, target,
+                          from != nullptr ? NodeId(*from) : old_leader,
+                          deadline);
+            });
+        return reactor;
+      });
 }
 
 void AdminServiceImpl::AwaitLeader(

@@ -15,6 +15,8 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -114,9 +116,11 @@ void AllowPeerKeepalive(grpc::ServerBuilder* builder) {
 
 }  // namespace
 
-Daemon::Daemon(const Config& config, RestartRequest on_restart_needed)
+Daemon::Daemon(const Config& config, RestartRequest on_restart_needed,
+               StopRequest on_stop_needed)
     : config_(config),
       on_restart_needed_(std::move(on_restart_needed)),
+      on_stop_needed_(std::move(on_stop_needed)),
       shutdown_grace_ms_(config.shutdown_grace_ms) {}
 
 Daemon::~Daemon() { Shutdown(); }
@@ -142,14 +146,18 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
                                          driver_.get(), writes_.get());
 }
 
+absl::StatusOr<std::optional<std::string>> Daemon::StartBlockingMark(
+    const char* key) const {
+  if (config_.force_new_cluster != 0) return std::optional<std::string>();
+  return db_->Get(db_->default_cf(), key);
+}
+
 absl::Status Daemon::CheckRestoredBackup() const {
-  if (config_.force_new_cluster != 0) return absl::OkStatus();
-  absl::StatusOr<std::optional<std::string>> restored =
-      db_->Get(db_->default_cf(), storage::kRestoredBackupKey);
-  if (!restored.ok()) return restored.status();
-  if (!restored->has_value()) return absl::OkStatus();
+  SESSIOND_ASSIGN_OR_RETURN(const std::optional<std::string> restored,
+                            StartBlockingMark(storage::kRestoredBackupKey));
+  if (!restored) return absl::OkStatus();
   const uint64_t applied =
-      (*restored)->size() == 8 ? storage::DecodeFixed64BE(**restored) : 0;
+      restored->size() == 8 ? storage::DecodeFixed64BE(*restored) : 0;
   return absl::FailedPreconditionError(absl::StrCat(
       "data dir ", config_.data_dir,
       " was restored from a backup (applied through ", applied,
@@ -159,6 +167,126 @@ absl::Status Daemon::CheckRestoredBackup() const {
       "it (docs/OPERATIONS.md, \"Rebuilding a whole cluster from one "
       "backup\"); to bring back a member of a running cluster, remove it "
       "(sessionctl members remove) and add it again on an empty data dir"));
+}
+
+namespace {
+
+bool Contains(const std::vector<NodeId>& ids, NodeId id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+bool ListsAsRemoved(const sessiond::v1::internal::ClusterState& cluster,
+                    NodeId id) {
+  return std::find(cluster.removed().begin(), cluster.removed().end(),
+                   id.value()) != cluster.removed().end();
+}
+
+// One RaftPeer.Hello, asked as node `self`, within a second.
+absl::StatusOr<sessiond::v1::internal::HelloResponse> AskHello(
+    sessiond::v1::internal::RaftPeer::Stub& stub, NodeId self) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(1));
+  sessiond::v1::internal::HelloRequest request;
+  request.set_from(self.value());
+  sessiond::v1::internal::HelloResponse response;
+  const grpc::Status s = stub.Hello(&context, request, &response);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return response;
+}
+
+std::string RejoinAdvice() {
+  return "to bring it back, wipe its data dir, add it again (sessionctl "
+         "members add) and start it with --initial_cluster_state=existing";
+}
+
+}  // namespace
+
+absl::Status Daemon::CheckNotRemoved() const {
+  SESSIOND_ASSIGN_OR_RETURN(const std::optional<std::string> why,
+                            StartBlockingMark(storage::kRemovedFromClusterKey));
+  if (!why) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("node ", config_.node_id, " was removed from cluster 0x",
+                   absl::Hex(cluster_id_), " (", *why, "); ", RejoinAdvice()));
+}
+
+void Daemon::ConfirmRemoval() {
+  if (!removal_suspected_.load() || left_cluster_.load()) return;
+  const NodeId self(static_cast<uint64_t>(config_.node_id));
+  auto hello =
+      [&](NodeId id) -> std::optional<sessiond::v1::internal::HelloResponse> {
+    std::shared_ptr<sessiond::v1::internal::RaftPeer::Stub> stub =
+        transport_->Stub(id);
+    if (stub == nullptr) return std::nullopt;
+    absl::StatusOr<sessiond::v1::internal::HelloResponse> answer =
+        AskHello(*stub, self);
+    if (!answer.ok()) return std::nullopt;
+    return *std::move(answer);
+  };
+  // Only the leader's word counts: a follower that has not applied this
+  // node's re-addition yet still lists it as removed, and a node replaying
+  // the log after a re-addition applies its old removal on the way.
+  NodeId leader;
+  for (const auto& [id, address] : transport_->addresses()) {
+    std::optional<sessiond::v1::internal::HelloResponse> answer = hello(id);
+    if (answer && answer->cluster_id() == cluster_id_ &&
+        answer->leader() != 0 && answer->leader() != self.value()) {
+      leader = NodeId(answer->leader());
+      break;
+    }
+  }
+  if (leader == NodeId(0)) return;  // asked again in a second
+  std::optional<sessiond::v1::internal::HelloResponse> answer = hello(leader);
+  if (!answer || answer->leader() != leader.value() ||
+      answer->cluster_id() != cluster_id_) {
+    return;
+  }
+  const bool member =
+      std::find(answer->voters().begin(), answer->voters().end(),
+                self.value()) != answer->voters().end() ||
+      std::find(answer->learners().begin(), answer->learners().end(),
+                self.value()) != answer->learners().end();
+  if (member) {
+    removal_suspected_.store(false);
+    return;
+  }
+  if (ListsAsRemoved(answer->cluster(), self)) {
+    LeaveCluster(absl::StrCat("the leader, node ", leader.value(),
+                              ", lists it as removed"),
+                 /*mark=*/true);
+  }
+}
+
+void Daemon::FollowMembers(
+    const sessiond::v1::internal::ClusterState& cluster) {
+  for (const auto& m : cluster.members()) {
+    transport_->SetAddress(NodeId(m.node_id()), m.peer_address());
+  }
+  std::set<NodeId> removed;
+  for (uint64_t id : cluster.removed()) removed.insert(NodeId(id));
+  transport_->SetRemoved(std::move(removed));
+}
+
+void Daemon::LeaveCluster(const std::string& why, bool mark) {
+  if (left_cluster_.exchange(true)) return;
+  if (mark) {
+    rocksdb::WriteBatch batch;
+    batch.Put(db_->default_cf(), storage::kRemovedFromClusterKey, why);
+    if (absl::Status s = db_->Write(&batch, /*sync=*/true); !s.ok()) {
+      logging::Warn("node.removed_not_marked", logging::Fields().Error(s));
+    }
+  }
+  logging::Error(
+      "node.removed",
+      logging::Fields()
+          .Add("cluster_id", absl::StrCat("0x", absl::Hex(cluster_id_)))
+          .Add("reason", why)
+          .Add("msg", absl::StrCat("this node was removed from its cluster: "
+                                   "it stops, and will not start on this "
+                                   "data dir; ",
+                                   RejoinAdvice())));
+  if (on_stop_needed_) on_stop_needed_();
 }
 
 absl::Status Daemon::Reload(const Config& next) {
@@ -183,9 +311,10 @@ absl::Status Daemon::Reload(const Config& next) {
 }
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
-    const Config& config, RestartRequest on_restart_needed) {
-  std::unique_ptr<Daemon> daemon(
-      new Daemon(config, std::move(on_restart_needed)));
+    const Config& config, RestartRequest on_restart_needed,
+    StopRequest on_stop_needed) {
+  std::unique_ptr<Daemon> daemon(new Daemon(
+      config, std::move(on_restart_needed), std::move(on_stop_needed)));
   if (absl::Status s = daemon->Init(); !s.ok()) return s;
   return daemon;
 }
@@ -366,18 +495,7 @@ absl::Status Daemon::Init() {
     std::map<uint64_t, absl::StatusOr<sessiond::v1::internal::HelloResponse>>
         answers;
     for (const auto& [id, stub] : hello_stubs) {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() +
-                           std::chrono::seconds(1));
-      sessiond::v1::internal::HelloRequest request;
-      request.set_from(self.value());
-      sessiond::v1::internal::HelloResponse response;
-      const grpc::Status s = stub->Hello(&context, request, &response);
-      if (s.ok()) {
-        answers.emplace(id, std::move(response));
-      } else {
-        answers.emplace(id, absl::UnavailableError(s.error_message()));
-      }
+      answers.emplace(id, AskHello(*stub, self));
     }
     return answers;
   };
@@ -396,6 +514,10 @@ absl::Status Daemon::Init() {
   PeerTransportOptions transport_options;
   transport_options.cluster_id = cluster_id_;
   transport_options.self = self;
+  transport_options.self_address = advertised_peer_;
+  transport_options.on_removed_refusal = [this](NodeId) {
+    removal_suspected_.store(true);
+  };
   transport_options.snapshots = snapshots_.get();
   transport_options.drop_file = config_.unsafe_peer_drop_file;
   transport_options.credentials = security_->peer_channels();
@@ -410,12 +532,18 @@ absl::Status Daemon::Init() {
   storage::SessionStateMachineOptions sm_options;
   sm_options.snapshots = snapshots_.get();
   sm_options.bootstrap_conf = log_->InitialConfState();
-  PeerTransport* transport = transport_.get();
   sm_options.on_cluster_state =
-      [transport](const sessiond::v1::internal::ClusterState& cluster) {
-        for (const auto& m : cluster.members()) {
-          transport->SetAddress(NodeId(m.node_id()), m.peer_address());
-        }
+      [this, self](const sessiond::v1::internal::ClusterState& cluster,
+                   const replication::ConfState& conf) {
+        FollowMembers(cluster);
+        const bool member =
+            Contains(conf.voters, self) || Contains(conf.learners, self);
+        // A configuration without this node after one with it: its own
+        // removal, or an old one replayed on the way to a re-addition (a
+        // new member's first snapshot may predate its addition, so "not in
+        // it" alone says nothing). The leader tells (ConfirmRemoval).
+        if (was_member_ && !member) removal_suspected_.store(true);
+        was_member_ = member;
       };
   absl::StatusOr<std::unique_ptr<storage::SessionStateMachine>> sm =
       storage::SessionStateMachine::Open(db_.get(), table_.get(), sm_options);
@@ -436,10 +564,15 @@ absl::Status Daemon::Init() {
     jwt_issuer_ =
         std::make_unique<JwtIssuer>(std::move(kek), state_machine_.get());
   }
-  const sessiond::v1::internal::ClusterState cluster =
-      state_machine_->cluster_state();
-  for (const auto& m : cluster.members()) {
-    transport_->SetAddress(NodeId(m.node_id()), m.peer_address());
+  if (absl::Status s = CheckNotRemoved(); !s.ok()) return s;
+  FollowMembers(state_machine_->cluster_state());
+  {
+    const replication::ConfState conf = state_machine_->applied_conf();
+    was_member_ = Contains(conf.voters, self) || Contains(conf.learners, self);
+    // Stopped after applying its removal, before the leader confirmed it.
+    if (!was_member_ && ListsAsRemoved(state_machine_->cluster_state(), self)) {
+      removal_suspected_.store(true);
+    }
   }
   // A crash between installing a snapshot in the log and in the state
   // (NodeDriver does them in that order) leaves the state behind the log's
@@ -474,6 +607,7 @@ absl::Status Daemon::Init() {
     // flag.
     rocksdb::WriteBatch unmark;
     unmark.Delete(db_->default_cf(), storage::kRestoredBackupKey);
+    unmark.Delete(db_->default_cf(), storage::kRemovedFromClusterKey);
     if (absl::Status s = db_->Write(&unmark, /*sync=*/true); !s.ok()) {
       return s;
     }
@@ -737,6 +871,10 @@ absl::Status Daemon::Init() {
   agent_ = std::make_unique<ClusterAgent>(agent_options, driver_.get(),
                                           state_machine_.get(), clock_.get(),
                                           writes_.get());
+  if (peer_service_ != nullptr) {
+    removal_check_ = std::make_unique<PeriodicTask>(
+        "sd-removal", absl::Seconds(1), [this] { ConfirmRemoval(); });
+  }
   if (on_restart_needed_ != nullptr) {
     log_watch_ = std::make_unique<PeriodicTask>(
         "sd-log-watch", absl::Seconds(1), [this] { RestartIfLogLost(); });
@@ -936,6 +1074,7 @@ void Daemon::Shutdown() {
   }
   running_.store(false);
   if (log_watch_ != nullptr) log_watch_->Stop();
+  if (removal_check_ != nullptr) removal_check_->Stop();
   const int64_t grace_ms = shutdown_grace_ms_.load();  // Reload may change it
   const absl::Duration grace = absl::Milliseconds(grace_ms);
   if (server_ != nullptr) {
@@ -981,6 +1120,10 @@ void Daemon::Shutdown() {
         },
         absl::Seconds(2));
   }
+  // Past the grace: a call still waiting for a write (a leader that does
+  // not answer) is answered now, or the server's Shutdown below would wait
+  // for it until its deadline.
+  if (writes_ != nullptr) writes_->AbandonOpenCalls();
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() +
                       absl::ToChronoMilliseconds(grace));
@@ -991,7 +1134,13 @@ void Daemon::Shutdown() {
   if (compactor_ != nullptr) compactor_->Stop();
   if (touches_ != nullptr) touches_->Stop();  // submits the last touches
   if (writes_ != nullptr && !writes_->Drain(grace)) {
-    logging::Warn("shutdown.writes_in_flight");
+    // The last touches and sweeps, say, forwarded to a leader that does not
+    // answer: their RPCs are cancelled, so their callbacks return before
+    // the write path goes.
+    writes_->AbandonOpenCalls();
+    if (!writes_->Drain(absl::Seconds(5))) {
+      logging::Warn("shutdown.writes_in_flight");
+    }
   }
   if (driver_ != nullptr) {
     // Applies what is in flight; on a full disk the apply stage gives up

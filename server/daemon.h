@@ -6,11 +6,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/strong_types.h"
 #include "server/config.h"
 #include "server/expiry_sweep_stats.h"
 #include "server/periodic_task.h"
@@ -99,9 +101,16 @@ class Daemon {
   // cannot go on writing but a new one with the same config would: RocksDB's
   // write-ahead log failed (storage::Database::wal_failure) and the data
   // disk has room again. main.cc then restarts it in place (SIGUSR2).
+  //
+  // `on_stop_needed`, when set, is called once (on a peer or apply thread,
+  // so it must not block or destroy the daemon) when this node learns that
+  // it was removed from its cluster (LeaveCluster): main.cc then shuts it
+  // down as on SIGTERM.
   using RestartRequest = std::function<void()>;
+  using StopRequest = std::function<void()>;
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
-      const Config& config, RestartRequest on_restart_needed = nullptr);
+      const Config& config, RestartRequest on_restart_needed = nullptr,
+      StopRequest on_stop_needed = nullptr);
 
   ~Daemon();  // Shutdown()s.
   Daemon(const Daemon&) = delete;
@@ -157,11 +166,31 @@ class Daemon {
   sessiond::v1::MemberStatus SelfStatus(bool with_digest) const;
 
  private:
-  Daemon(const Config& config, RestartRequest on_restart_needed);
+  Daemon(const Config& config, RestartRequest on_restart_needed,
+         StopRequest on_stop_needed);
   absl::Status Init();
+  // The value of a data-dir mark (storage/keys.h) that keeps this node from
+  // starting; nullopt when there is none or --force_new_cluster overrides
+  // it (and clears it).
+  absl::StatusOr<std::optional<std::string>> StartBlockingMark(
+      const char* key) const;
   // FailedPrecondition when the data dir was restored from a backup
   // (storage::kRestoredBackupKey) and --force_new_cluster is not given.
   absl::Status CheckRestoredBackup() const;
+  // FailedPrecondition when this node learned that it was removed from its
+  // cluster (storage::kRemovedFromClusterKey). Not with --force_new_cluster.
+  absl::Status CheckNotRemoved() const;
+  // removal_check_'s run: while a removal is suspected (this node applied a
+  // configuration without itself, or a peer refused its traffic as a
+  // removed member's), asks the leader, and leaves the cluster when the
+  // leader has it neither as voter nor learner and lists it as removed.
+  void ConfirmRemoval();
+  // The transport follows the cluster's members: their addresses, and who
+  // was removed.
+  void FollowMembers(const sessiond::v1::internal::ClusterState& cluster);
+  // Once: marks the data dir (with `mark`: the applied state may not say
+  // so), logs node.removed with what to do, and asks for a stop.
+  void LeaveCluster(const std::string& why, bool mark);
   // log_watch_'s run: asks for a restart once RocksDB's write-ahead log
   // failed and free space is back to where the disk guard resumes writes.
   void RestartIfLogLost();
@@ -240,6 +269,15 @@ class Daemon {
   std::unique_ptr<JwksHttpServer> jwks_http_;
   const RestartRequest on_restart_needed_;
   bool restart_requested_ = false;  // log_watch_'s thread only
+  const StopRequest on_stop_needed_;
+  std::atomic<bool> left_cluster_{false};
+  std::atomic<bool> removal_suspected_{false};
+  // Whether the last applied configuration had this node in it: set in
+  // Init, then on the apply thread only (on_cluster_state).
+  bool was_member_ = false;
+  // "sd-removal", every second in a cluster, from the end of Init until
+  // Shutdown stops it first: ConfirmRemoval.
+  std::unique_ptr<PeriodicTask> removal_check_;
   // With on_restart_needed_: "sd-log-watch", every second from the end of
   // Init until Shutdown stops it first.
   std::unique_ptr<PeriodicTask> log_watch_;

@@ -61,6 +61,14 @@ const Row kRows[] = {
      "ALREADY_RESTORED", kNoRetry, /*anywhere=*/true},
     {StatusCode::kFailedPrecondition, " can no longer be restored: ",
      "RETENTION_ENDED", kNoRetry, /*anywhere=*/true},
+    // Peer traffic (server/peer_service.cc): before membership, whose
+    // " is not a member" matches anywhere in a message.
+    {StatusCode::kFailedPrecondition, "peer traffic from removed node ",
+     "MEMBER_REMOVED", kNoRetry},
+    {StatusCode::kFailedPrecondition, "peer traffic from ", "PEER_REFUSED",
+     kNoRetry},
+    {StatusCode::kFailedPrecondition, "this node belongs to cluster ",
+     "WRONG_CLUSTER", kNoRetry},
     // Membership (replication/core/raft_core.cc, server/write_path.cc).
     {StatusCode::kFailedPrecondition, "a membership change at ",
      "MEMBERSHIP_CHANGE_PENDING", kNoRetry},
@@ -82,11 +90,6 @@ const Row kRows[] = {
      "BACKUP_DIR_NOT_A_DIRECTORY", kNoRetry, /*anywhere=*/true},
     {StatusCode::kFailedPrecondition, " is inside the data dir",
      "BACKUP_DIR_INSIDE_DATA_DIR", kNoRetry, /*anywhere=*/true},
-    // Peer traffic (server/peer_service.cc).
-    {StatusCode::kFailedPrecondition, "peer traffic from ", "PEER_REFUSED",
-     kNoRetry},
-    {StatusCode::kFailedPrecondition, "this node belongs to cluster ",
-     "WRONG_CLUSTER", kNoRetry},
 
     // Back-pressure (replication/, storage/disk_guard.cc, the service).
     {StatusCode::kResourceExhausted, "too many writes in flight",

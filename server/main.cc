@@ -126,6 +126,8 @@ void AnnounceServing(const sessiond::server::Daemon& daemon,
 }
 
 void RequestRestart() { kill(getpid(), kRestartSignal); }
+// A node removed from its cluster stops as on SIGTERM (Daemon::Start).
+void RequestStop() { kill(getpid(), SIGTERM); }
 
 // Stops `daemon` and starts a new one in its place with `config`, on the
 // addresses the old one had bound (a port 0 in `config` would pick new
@@ -151,7 +153,7 @@ bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
   (*daemon)->Shutdown();
   daemon->reset();
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
-      sessiond::server::Daemon::Start(bound, RequestRestart);
+      sessiond::server::Daemon::Start(bound, RequestRestart, RequestStop);
   if (!next.ok()) {
     logging::Error("startup.failed", logging::Fields()
                                          .Add("listen", bound.listen)
@@ -209,7 +211,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon =
-      sessiond::server::Daemon::Start(config, RequestRestart);
+      sessiond::server::Daemon::Start(config, RequestRestart, RequestStop);
   if (!daemon.ok()) {
     logging::Error("startup.failed", logging::Fields()
                                          .Add("listen", config.listen)

@@ -25,6 +25,7 @@ using sessiond::v1::internal::MessageBatch;
 using sessiond::v1::internal::NodeStatusRequest;
 using sessiond::v1::internal::ProposeRequest;
 using sessiond::v1::internal::ProposeResponse;
+using sessiond::v1::internal::RaftMessage;
 using sessiond::v1::internal::SnapshotAck;
 using sessiond::v1::internal::SnapshotChunk;
 using sessiond::v1::internal::StreamSummary;
@@ -33,6 +34,31 @@ namespace {
 
 absl::Status Starting() {
   return absl::UnavailableError("this node is starting; retry");
+}
+
+// The term of `m` when it is a message only a leader sends (appends,
+// heartbeats, snapshots); 0 otherwise.
+uint64_t LeaderTerm(const RaftMessage& m) {
+  switch (static_cast<replication::MessageType>(m.type())) {
+    case replication::MessageType::kAppend:
+    case replication::MessageType::kHeartbeat:
+    case replication::MessageType::kSnapshot:
+      return m.term();
+    default:
+      return 0;
+  }
+}
+
+// The lowest LeaderTerm of `messages`; 0 if any is 0, or there are none.
+uint64_t LeaderTerm(
+    const google::protobuf::RepeatedPtrField<RaftMessage>& messages) {
+  uint64_t lowest = 0;
+  for (const RaftMessage& m : messages) {
+    const uint64_t term = LeaderTerm(m);
+    if (term == 0) return 0;
+    lowest = lowest == 0 ? term : std::min(lowest, term);
+  }
+  return lowest;
 }
 
 bool InConf(const replication::ConfState& conf, NodeId id) {
@@ -63,8 +89,9 @@ class PeerService::MessageStream
       Finish(ToGrpcStatus(parts.status()));
       return;
     }
-    absl::Status check =
-        service_->CheckSender(*parts, batch_.cluster_id(), batch_.from());
+    absl::Status check = service_->AdmitSender(
+        *parts, {batch_.cluster_id(), batch_.from(), batch_.from_address(),
+                 LeaderTerm(batch_.messages())});
     if (check.ok() && batch_.to() != service_->self_.value()) {
       check = absl::FailedPreconditionError(
           absl::StrCat("batch for node ", batch_.to(), " reached node ",
@@ -134,8 +161,9 @@ class PeerService::SnapshotStream
     absl::StatusOr<PeerServiceParts> parts = service_->Parts();
     if (!parts.ok()) return parts.status();
     parts_ = *std::move(parts);
-    absl::Status check =
-        service_->CheckSender(parts_, chunk_.cluster_id(), chunk_.from());
+    absl::Status check = service_->AdmitSender(
+        parts_, {chunk_.cluster_id(), chunk_.from(), chunk_.from_address(),
+                 LeaderTerm(chunk_.message())});
     if (!check.ok()) {
       service_->LogRefusal(check);
       return check;
@@ -224,23 +252,52 @@ absl::StatusOr<PeerServiceParts> PeerService::Parts() const {
   return parts_;
 }
 
-absl::Status PeerService::CheckSender(const PeerServiceParts& parts,
-                                      uint64_t cluster_id, uint64_t from) {
-  if (cluster_id != parts.cluster_id) {
+absl::Status PeerService::AdmitSender(const PeerServiceParts& parts,
+                                      const Sender& sender) {
+  if (sender.cluster_id != parts.cluster_id) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "peer traffic from cluster ", "0x", absl::Hex(cluster_id), " (node ",
-        from, ") refused: this node belongs to cluster ", "0x",
+        "peer traffic from cluster ", "0x", absl::Hex(sender.cluster_id),
+        " (node ", sender.id, ") refused: this node belongs to cluster ", "0x",
         absl::Hex(parts.cluster_id)));
   }
-  const NodeId sender(from);
-  if (sender == NodeId(0) || sender == self_ ||
-      (!parts.transport->Knows(sender) &&
-       !InConf(parts.driver->status().conf_state, sender))) {
+  const NodeId id(sender.id);
+  if (id == NodeId(0) || id == self_) {
     return absl::FailedPreconditionError(
-        absl::StrCat("peer traffic from unknown node ", from,
-                     " refused: it is not a member of this cluster"));
+        absl::StrCat("peer traffic from node ", sender.id, " refused"));
   }
-  return absl::OkStatus();
+  if (parts.transport->Removed(id)) {
+    // Said in words the removed node acts on (IsRemovedRefusal): one that
+    // missed its own removal learns it here.
+    return absl::FailedPreconditionError(absl::StrCat(
+        kRemovedRefusalPrefix, sender.id, " refused: it was removed from ",
+        "cluster 0x", absl::Hex(parts.cluster_id),
+        "; to bring it back, wipe its data dir, add it again (sessionctl "
+        "members add) and start it with --initial_cluster_state=existing"));
+  }
+  if (parts.transport->Knows(id)) return absl::OkStatus();
+  const replication::NodeStatus status = parts.driver->status();
+  if (InConf(status.conf_state, id)) return absl::OkStatus();
+  // A leader of this cluster this node has not heard of: a member added
+  // while this node was down or behind. It learns of the member by applying
+  // the log that leader sends, so the leader's traffic must come in, and
+  // the answers must reach it. A stale term would be ignored by Raft anyway;
+  // refusing it keeps strangers out.
+  if (sender.leader_term != 0 && sender.leader_term >= status.term.value() &&
+      !sender.address.empty()) {
+    parts.transport->SetAddress(id, sender.address);
+    logging::Info("peer.unknown_leader_admitted",
+                  logging::Fields()
+                      .Add("node_id", sender.id)
+                      .Add("peer_address", sender.address)
+                      .Add("term", sender.leader_term)
+                      .Add("msg",
+                           "a leader this node does not know yet (added while "
+                           "it was away): taking its traffic"));
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("peer traffic from unknown node ", sender.id,
+                   " refused: it is not a member of this cluster"));
 }
 
 void PeerService::LogRefusal(const absl::Status& why) {
@@ -318,7 +375,7 @@ grpc::ServerUnaryReactor* PeerService::Propose(
     return reactor;
   }
   if (absl::Status check =
-          CheckSender(*parts, request->cluster_id(), request->from());
+          AdmitSender(*parts, {request->cluster_id(), request->from(), "", 0});
       !check.ok()) {
     LogRefusal(check);
     reactor->Finish(ToGrpcStatus(check));

@@ -3,8 +3,9 @@
 // PeerService: the inbound half of the peer protocol (RaftPeer, on gRPC's
 // callback API; server/peer_transport.h is the outbound half).
 //
-//   SendMessages  each MessageBatch is checked (cluster id, a known sender,
-//                 addressed to this node) and handed to the driver's inbox
+//   SendMessages  each MessageBatch is checked (cluster id, a known sender
+//                 or a leader at our term or later, addressed to this
+//                 node) and handed to the driver's inbox
 //                 (NodeDriver::Deliver never blocks). A batch from another
 //                 cluster or an unknown node ends the stream with
 //                 FAILED_PRECONDITION and is logged.
@@ -108,9 +109,18 @@ class PeerService final
 
   // The parts, when attached; with an error status otherwise.
   absl::StatusOr<PeerServiceParts> Parts() const ABSL_LOCKS_EXCLUDED(mu_);
-  // OK when `cluster_id` and `from` may talk to this node.
-  absl::Status CheckSender(const PeerServiceParts& parts, uint64_t cluster_id,
-                           uint64_t from);
+  // Who sent a request, as it says.
+  struct Sender {
+    uint64_t cluster_id = 0;
+    uint64_t id = 0;
+    std::string address;       // its advertised peer address, when sent
+    uint64_t leader_term = 0;  // LeaderTerm of its Raft messages
+  };
+  // OK when `sender` may talk to this node: of this cluster, and known (in
+  // the transport or the configuration), or a leader at this node's term or
+  // later, whose address is then learned (a member added while this node
+  // was away).
+  absl::Status AdmitSender(const PeerServiceParts& parts, const Sender& sender);
   void LogRefusal(const absl::Status& why);
 
   const NodeId self_;

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -161,7 +162,22 @@ std::map<NodeId, std::string> PeerTransport::addresses() const {
 
 bool PeerTransport::Knows(NodeId peer) const {
   absl::MutexLock lock(&mu_);
-  return peers_.count(peer) > 0;
+  return peers_.count(peer) > 0 && removed_.count(peer) == 0;
+}
+
+void PeerTransport::SetRemoved(std::set<NodeId> removed) {
+  absl::MutexLock lock(&mu_);
+  removed_ = std::move(removed);
+}
+
+bool PeerTransport::Removed(NodeId peer) const {
+  absl::MutexLock lock(&mu_);
+  return removed_.count(peer) > 0;
+}
+
+bool IsRemovedRefusal(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+         absl::StartsWith(status.error_message(), kRemovedRefusalPrefix);
 }
 
 std::shared_ptr<RaftPeer::Stub> PeerTransport::Stub(NodeId id) const {
@@ -256,16 +272,21 @@ void PeerTransport::SendLoop(Peer* peer) {
   std::unique_ptr<grpc::ClientContext> context;
   std::unique_ptr<grpc::ClientWriter<MessageBatch>> writer;
   StreamSummary summary;
-  auto close_stream = [&] {
+  // `failed`: a write failed, so the call is over and Finish returns the
+  // peer's status at once (no cancel first, which would replace it).
+  auto close_stream = [&](bool failed = false) {
     if (writer == nullptr) return;
     {
       absl::MutexLock lock(&peer->mu);
       peer->stream_context = nullptr;
     }
-    context->TryCancel();
-    (void)writer->Finish();
+    if (!failed) context->TryCancel();
+    const grpc::Status status = writer->Finish();
     writer.reset();
     context.reset();
+    if (failed && IsRemovedRefusal(status) && options_.on_removed_refusal) {
+      options_.on_removed_refusal(peer->id);
+    }
   };
   for (;;) {
     std::vector<Message> batch;
@@ -308,12 +329,13 @@ void PeerTransport::SendLoop(Peer* peer) {
     wire.set_cluster_id(options_.cluster_id);
     wire.set_from(options_.self.value());
     wire.set_to(peer->id.value());
+    wire.set_from_address(options_.self_address);
     wire.mutable_messages()->Reserve(static_cast<int>(batch.size()));
     for (const Message& m : batch) ToWire(m, wire.add_messages());
     if (!writer->Write(wire)) {
       peer->Drop(PeerDrop::kStreamBroken, batch.size());
       peer->reconnects.fetch_add(1, std::memory_order_relaxed);
-      close_stream();
+      close_stream(/*failed=*/true);
       // Equal jitter: peers that lost each other do not retry in step.
       const double fraction =
           0.5 + 0.5 * std::uniform_real_distribution<double>(0, 1)(rng);
@@ -391,6 +413,7 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   chunk.set_cluster_id(options_.cluster_id);
   chunk.set_from(options_.self.value());
   chunk.set_to(peer->id.value());
+  chunk.set_from_address(options_.self_address);
   Message header = message;
   header.snapshot->data.clear();
   ToWire(header, chunk.mutable_message());

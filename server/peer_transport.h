@@ -32,6 +32,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -65,6 +66,13 @@ struct PeerTransportOptions {
   // Tests only (--unsafe_peer_drop_file): node ids listed in this file get
   // none of our traffic and we ignore theirs.
   std::string drop_file;
+  // This node's advertised peer address, sent with its traffic so a peer
+  // that does not know it yet can answer (PeerService).
+  std::string self_address;
+  // Called on a peer's sender thread when the peer ended our message
+  // stream because this node was removed from the cluster
+  // (IsRemovedRefusal). Must not block for long.
+  std::function<void(NodeId peer)> on_removed_refusal;
   // The peer channels' TLS (null: plaintext).
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
@@ -106,7 +114,13 @@ class PeerTransport : public replication::Transport {
   // ignored.
   void SetAddress(NodeId peer, const std::string& address);
   std::map<NodeId, std::string> addresses() const;
+  // Whether traffic from `peer` may come in: an address is known and it
+  // was not removed.
   bool Knows(NodeId peer) const;
+  // The members removed from the cluster (ClusterState.removed), replacing
+  // the last set: not Known, whatever their address.
+  void SetRemoved(std::set<NodeId> removed);
+  bool Removed(NodeId peer) const;
 
   void Send(std::vector<replication::Message> messages) override;
 
@@ -151,9 +165,17 @@ class PeerTransport : public replication::Transport {
   mutable absl::Time drop_read_at_ ABSL_GUARDED_BY(drop_mu_) =
       absl::InfinitePast();
 
+  std::set<NodeId> removed_ ABSL_GUARDED_BY(mu_);
   // Messages for nodes with no address yet (no Peer to count them).
   std::map<NodeId, uint64_t> unknown_peer_drops_ ABSL_GUARDED_BY(mu_);
 };
+
+// How a peer's refusal of a removed member's traffic starts
+// (PeerService): "peer traffic from removed node N refused: ...".
+inline constexpr char kRemovedRefusalPrefix[] =
+    "peer traffic from removed node ";
+// Whether `status` is that refusal.
+bool IsRemovedRefusal(const grpc::Status& status);
 
 // A channel to a peer with the keepalive settings the transport uses.
 // `credentials`: TLS for the peer channels (server/tls_credentials.h);

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <any>
+#include <memory>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
@@ -27,6 +29,20 @@ absl::Status NotCommittedInTime() {
   return absl::UnavailableError(
       "not committed before the deadline (no leader, or no quorum): the "
       "write may still apply; retry only if it is idempotent");
+}
+
+absl::Status AbandonedMaybeProposed() {
+  return absl::UnavailableError(
+      "shutting down before the write's outcome was known: it may still "
+      "apply; retry (another node) only if it is idempotent");
+}
+
+absl::Status AbandonedNotProposed() {
+  absl::Status status = absl::UnavailableError(
+      "shutting down: the write was not proposed (nothing was changed); "
+      "retrying on another node is safe");
+  status.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  return status;
 }
 
 absl::Status NeverProposed() {
@@ -64,6 +80,8 @@ struct WritePath::Call {
   }
   // The leader's answer to a forwarded write, while this node catches up.
   std::optional<ApplyResult> result ABSL_GUARDED_BY(mu);
+  // The RPC forwarding it, while in flight (AbandonOpenCalls cancels it).
+  std::weak_ptr<grpc::ClientContext> forwarding ABSL_GUARDED_BY(mu);
   std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
 
   ProposeRequest ToRequest() const {
@@ -140,6 +158,10 @@ void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
     call->done = std::move(done);
   }
   calls_in_flight_.fetch_add(1);
+  {
+    absl::MutexLock lock(&open_mu_);
+    open_calls_.emplace(call.get(), call);
+  }
   // The deadline is armed first: whatever happens next, the call is
   // answered by then.
   const DelayQueue::Handle timer = timers_->At(call->deadline, [this, call] {
@@ -177,8 +199,43 @@ void WritePath::Finish(const std::shared_ptr<Call>& call, ApplyResult result) {
     timer = call->timer;
   }
   if (timer) timers_->Cancel(*timer);
+  {
+    absl::MutexLock lock(&open_mu_);
+    open_calls_.erase(call.get());
+  }
   done(std::move(result));
   calls_in_flight_.fetch_sub(1);
+}
+
+void WritePath::AbandonOpenCalls() {
+  std::vector<std::shared_ptr<Call>> open;
+  {
+    absl::MutexLock lock(&open_mu_);
+    for (const auto& [raw, weak] : open_calls_) {
+      if (std::shared_ptr<Call> call = weak.lock()) open.push_back(call);
+    }
+  }
+  for (const std::shared_ptr<Call>& call : open) {
+    std::optional<ApplyResult> known;
+    bool maybe_proposed;
+    std::shared_ptr<grpc::ClientContext> forwarding;
+    {
+      absl::MutexLock lock(&call->mu);
+      known = call->result;
+      maybe_proposed = call->maybe_proposed;
+      forwarding = call->forwarding.lock();
+    }
+    // A result the leader gave stands, as at the deadline.
+    if (known) {
+      Finish(call, *std::move(known));
+    } else {
+      Finish(call, maybe_proposed ? AbandonedMaybeProposed()
+                                  : AbandonedNotProposed());
+    }
+    // Then (answered already, so its CANCELLED is not the answer) its
+    // callback returns soon; Drain waits for that.
+    if (forwarding != nullptr) forwarding->TryCancel();
+  }
 }
 
 void WritePath::Try(std::shared_ptr<Call> call) {
@@ -222,20 +279,25 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
     return;
   }
   struct Rpc {
-    grpc::ClientContext context;
+    std::shared_ptr<grpc::ClientContext> context =
+        std::make_shared<grpc::ClientContext>();
     ProposeRequest request;
     ProposeResponse response;
   };
   if (!call->MarkMaybeProposed()) return;  // its deadline answered it
   auto rpc = std::make_shared<Rpc>();
-  rpc->context.set_deadline(absl::ToChronoTime(call->deadline));
+  rpc->context->set_deadline(absl::ToChronoTime(call->deadline));
+  {
+    absl::MutexLock lock(&call->mu);
+    call->forwarding = rpc->context;
+  }
   rpc->request = call->ToRequest();
   rpc->request.set_cluster_id(options_.cluster_id);
   rpc->request.set_from(options_.self.value());
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   rpcs_in_flight_.fetch_add(1);
   stub->async()->Propose(
-      &rpc->context, &rpc->request, &rpc->response,
+      rpc->context.get(), &rpc->request, &rpc->response,
       [this, call, rpc, leader, stub](grpc::Status status) {
         // Counted down when this callback returns, whatever it does.
         struct Done {
@@ -345,11 +407,13 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
         }
       }
       driver_->TransferLeadership(
-          target, [done = std::move(done)](absl::Status status) {
+          target, [done = std::move(done),
+                   self = options_.self.value()](absl::Status status) {
             if (!status.ok()) {
               done(status);
             } else {
-              done(ApplyResult(std::any()));
+              // Who started it: the leader to move away from.
+              done(ApplyResult(std::any(uint64_t{self})));
             }
           });
       return;

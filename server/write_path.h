@@ -35,6 +35,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
 #include "server/cluster_clock.h"
@@ -86,7 +89,8 @@ class WritePath {
   // A membership change; OK (empty value) once applied.
   void SubmitConfChange(const replication::ConfChange& change,
                         absl::Time deadline, Done done);
-  // Starts a leadership transfer on the leader; OK once started.
+  // Starts a leadership transfer on the leader; OK once started, with the
+  // id (uint64_t) of the leader that started it.
   void SubmitTransfer(NodeId target, absl::Time deadline, Done done);
 
   // The leader's side of RaftPeer.Propose: `respond` is called exactly
@@ -103,6 +107,14 @@ class WritePath {
   // the callbacks use. (Every call is answered by its deadline, so this
   // ends.)
   bool Drain(absl::Duration timeout) const;
+
+  // Answers every call still open at once with UNAVAILABLE "shutting
+  // down" (nothing changed when no node was asked to propose it; otherwise
+  // it may still apply) or with the leader's result when one came, and
+  // cancels the RPCs forwarding them. For Shutdown, past its grace: no
+  // call, and so no gRPC server shutdown, waits out its deadline for a
+  // leader that does not answer. Later calls are not affected.
+  void AbandonOpenCalls() ABSL_LOCKS_EXCLUDED(open_mu_);
 
   // Writes this node sent to a leader.
   uint64_t forwarded() const {
@@ -135,6 +147,10 @@ class WritePath {
   DelayQueue* const timers_;                                 // outlives this
   std::atomic<uint64_t> forwarded_{0};
   std::atomic<int64_t> calls_in_flight_{0};
+  // The calls not answered yet (Start to Finish), for AbandonOpenCalls.
+  absl::Mutex open_mu_;
+  absl::flat_hash_map<Call*, std::weak_ptr<Call>> open_calls_
+      ABSL_GUARDED_BY(open_mu_);
   std::atomic<int64_t> rpcs_in_flight_{0};
 };
 

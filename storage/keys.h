@@ -100,6 +100,10 @@ inline constexpr char kIdentityKey[] = "identity";
 // data dir by SealCheckpoint: a dir restored from it starts only with
 // --force_new_cluster, whose first start deletes it.
 inline constexpr char kRestoredBackupKey[] = "restored_backup";
+// Set (to why, in words) by a node that learned from its leader that it was
+// removed from the cluster: it starts again only with --force_new_cluster,
+// whose first start deletes it.
+inline constexpr char kRemovedFromClusterKey[] = "removed_from_cluster";
 
 // Keys in the raft_state CF.
 inline constexpr char kHardStateKey[] = "hard_state";

@@ -320,7 +320,7 @@ void SessionStateMachine::PublishClusterState(const ClusterState& cluster,
                                  : kExpiryNotFrozen,
                              std::memory_order_release);
   PublishKeyRing(cluster);
-  if (options_.on_cluster_state) options_.on_cluster_state(cluster);
+  if (options_.on_cluster_state) options_.on_cluster_state(cluster, conf);
 }
 
 void SessionStateMachine::StageSession(const TokenHash& hash,
@@ -394,6 +394,16 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
       }
       if (!conf) conf = applied_conf();
       replication::ApplyConfChange(change, &*conf);
+      if (change.type == replication::ConfChangeType::kRemoveNode) {
+        // The member's row goes, and its id is listed as removed, with
+        // the change itself: a command after it might never come (a
+        // removed leader cannot propose one).
+        if (!cluster) cluster = cluster_state();
+        v1::internal::MemberCommand removal;
+        removal.set_kind(v1::internal::MemberCommand::REMOVE);
+        removal.set_node_id(change.node.value());
+        (void)ApplyMember(removal, &*cluster);
+      }
       results.push_back(std::any());
       continue;
     }
@@ -504,9 +514,24 @@ ApplyResult SessionStateMachine::ApplyMember(
                          [&](const v1::internal::Member& m) {
                            return m.node_id() == member.node_id();
                          });
+  auto* removed = cluster->mutable_removed();
+  auto was_removed =
+      std::lower_bound(removed->begin(), removed->end(), member.node_id());
   if (member.kind() == v1::internal::MemberCommand::REMOVE) {
     if (it != members->end()) members->erase(it);
+    if (was_removed == removed->end() || *was_removed != member.node_id()) {
+      // Ascending, so every replica encodes the list alike.
+      const int at = static_cast<int>(was_removed - removed->begin());
+      removed->Add(member.node_id());
+      for (int i = removed->size() - 1; i > at; --i) {
+        removed->SwapElements(i, i - 1);
+      }
+    }
     return std::any();
+  }
+  if (member.kind() == v1::internal::MemberCommand::ADD &&
+      was_removed != removed->end() && *was_removed == member.node_id()) {
+    removed->erase(was_removed);
   }
   if (it == members->end()) {
     v1::internal::Member added;

@@ -128,8 +128,10 @@ struct SessionStateMachineOptions {
   // (the log's bootstrap conf state).
   replication::ConfState bootstrap_conf;
   // Called on the apply thread after an Apply or ApplySnapshot that changed
-  // the cluster state (members, settings). Must not block or call back.
-  std::function<void(const sessiond::v1::internal::ClusterState&)>
+  // the cluster state (members, settings) or the configuration, with both.
+  // Must not block or call back.
+  std::function<void(const sessiond::v1::internal::ClusterState&,
+                     const replication::ConfState&)>
       on_cluster_state;
 };
 

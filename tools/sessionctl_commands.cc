@@ -567,12 +567,12 @@ absl::Status RemoveMember(Connection& cluster, const Output& out,
       "`sessionctl members list` shows whether it is still a member; "
       "removing it again is safe.",
       absl::StrCat("node ", node_id, " removed"),
-      absl::StrCat("Next: stop its process. Do not start it again on its "
-                   "data dir under id ",
+      absl::StrCat("Next: it stops by itself once it learns of its removal "
+                   "and will not start on its data dir again; disable its "
+                   "service. To bring node ",
                    node_id,
-                   "; to bring it back, `sessionctl members add` it and "
-                   "start it on an empty data dir with "
-                   "--initial_cluster_state existing.\n"));
+                   " back, `sessionctl members add` it and start it on an "
+                   "empty data dir with --initial_cluster_state existing.\n"));
 }
 
 absl::Status TransferLeadership(Connection& cluster, const Output& out,

@@ -51,9 +51,10 @@ absl::StatusOr<sessiond::v1::internal::HelloResponse> Hello(
 
 ClusterHarness::ClusterHarness(ClusterOptions options)
     : options_(std::move(options)) {
-  for (int id = 1; id <= options_.nodes; ++id) {
+  for (int id = 1; id <= options_.nodes + options_.spares; ++id) {
     Node n;
     n.id = id;
+    n.spare = id > options_.nodes;
     n.client_port = PickFreePort();
     n.peer_port = PickFreePort();
     while (n.peer_port == n.client_port) n.peer_port = PickFreePort();
@@ -80,22 +81,28 @@ const ClusterHarness::Node& ClusterHarness::node(int id) const {
 std::string ClusterHarness::initial_cluster() const {
   std::vector<std::string> parts;
   for (const auto& [id, n] : nodes_) {
-    parts.push_back(absl::StrCat(id, "=127.0.0.1:", n.peer_port));
+    if (!n.spare) parts.push_back(absl::StrCat(id, "=127.0.0.1:", n.peer_port));
   }
   return absl::StrJoin(parts, ",");
 }
 
 std::vector<std::string> ClusterHarness::FlagsFor(const Node& n) const {
-  std::vector<std::string> flags = {"--node_id",
-                                    absl::StrCat(n.id),
-                                    "--initial_cluster",
-                                    initial_cluster(),
-                                    "--tick_ms",
-                                    "20",
-                                    "--election_ticks",
-                                    "10",
-                                    "--unsafe_peer_drop_file",
-                                    n.drop_file};
+  std::vector<std::string> flags = {
+      "--node_id",
+      absl::StrCat(n.id),
+      "--initial_cluster",
+      n.spare ? absl::StrCat(initial_cluster(), ",", n.id,
+                             "=127.0.0.1:", n.peer_port)
+              : initial_cluster(),
+      "--tick_ms",
+      "20",
+      "--election_ticks",
+      "10",
+      "--unsafe_peer_drop_file",
+      n.drop_file};
+  if (n.spare) {
+    flags.insert(flags.end(), {"--initial_cluster_state", "existing"});
+  }
   flags.insert(flags.end(), options_.flags.begin(), options_.flags.end());
   flags.insert(flags.end(), n.extra_flags.begin(), n.extra_flags.end());
   return flags;
@@ -103,6 +110,7 @@ std::vector<std::string> ClusterHarness::FlagsFor(const Node& n) const {
 
 absl::Status ClusterHarness::Launch() {
   for (auto& [id, n] : nodes_) {
+    if (!InCluster(n)) continue;
     n.process->set_extra_flags(FlagsFor(n));
     if (absl::Status s = n.process->Launch(); !s.ok()) return s;
   }
@@ -112,6 +120,7 @@ absl::Status ClusterHarness::Launch() {
 absl::Status ClusterHarness::Start(absl::Duration timeout) {
   if (absl::Status s = Launch(); !s.ok()) return s;
   for (auto& [id, n] : nodes_) {
+    if (!InCluster(n)) continue;
     if (absl::Status s = n.process->WaitUntilServing(timeout); !s.ok()) {
       std::fprintf(stderr, "ClusterHarness::Start: node %d: %s\n%s\n", id,
                    std::string(s.message()).c_str(), LogTail(id).c_str());
@@ -139,6 +148,7 @@ absl::Status ClusterHarness::Start(absl::Duration timeout) {
       waiting.clear();
       for (const auto& entry : nodes_) {
         const int id = entry.first;
+        if (!InCluster(entry.second)) continue;
         bool started = false;
         for (const auto& m : hello->cluster().members()) {
           if (m.node_id() == static_cast<uint64_t>(id)) started = m.started();
@@ -159,6 +169,7 @@ absl::Status ClusterHarness::Start(absl::Duration timeout) {
 
 absl::Status ClusterHarness::StartNode(int id, absl::Duration timeout) {
   Node& n = node(id);
+  n.started = true;
   n.process->set_extra_flags(FlagsFor(n));
   absl::Status s = n.process->Start(timeout);
   if (!s.ok()) {
@@ -169,6 +180,7 @@ absl::Status ClusterHarness::StartNode(int id, absl::Duration timeout) {
 
 int ClusterHarness::StartNodeExpectingExit(int id, absl::Duration timeout) {
   Node& n = node(id);
+  n.started = true;
   n.process->set_extra_flags(FlagsFor(n));
   if (!n.process->Launch().ok()) return -1;
   return n.process->WaitForExit(timeout);
@@ -246,7 +258,9 @@ std::vector<int> ClusterHarness::running_ids() const {
 absl::StatusOr<int> ClusterHarness::WaitForLeader(absl::Duration timeout,
                                                   const std::set<int>& among) {
   const absl::Time deadline = absl::Now() + timeout;
-  const size_t majority = nodes_.size() / 2 + 1;
+  size_t members = 0;
+  for (const auto& [id, n] : nodes_) members += InCluster(n) ? 1 : 0;
+  const size_t majority = members / 2 + 1;
   std::string last;
   while (absl::Now() < deadline) {
     // Each running node's own view: (term, leader).

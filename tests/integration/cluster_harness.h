@@ -20,6 +20,12 @@ namespace sessiond::testing {
 struct ClusterOptions {
   std::string binary;
   int nodes = 3;
+  // Nodes (ids nodes+1 ... nodes+spares) outside the initial cluster: the
+  // others' --initial_cluster omits them and Start() leaves them down. A
+  // spare's own start joins the running cluster (--initial_cluster_state
+  // existing, its --initial_cluster the initial nodes and itself), after
+  // AddMember.
+  int spares = 0;
   // Flags for every node, after the cluster flags.
   std::vector<std::string> flags;
   // Per node id: extra environment ("NAME=value"), e.g. libfaketime.
@@ -127,7 +133,13 @@ class ClusterHarness {
     std::string drop_file;
     std::vector<std::string> extra_flags;
     std::unique_ptr<SessiondProcess> process;
+    bool spare = false;    // ClusterOptions::spares
+    bool started = false;  // launched at least once
   };
+
+  // The nodes Start() launches and majorities count: every node but the
+  // spares never started.
+  bool InCluster(const Node& node) const { return !node.spare || node.started; }
 
   std::vector<std::string> FlagsFor(const Node& node) const;
   Node& node(int id);

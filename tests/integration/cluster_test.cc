@@ -6,6 +6,7 @@
 // every node (equal state digests at the same applied index), and applied
 // once.
 #include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -25,6 +26,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "replication/core/types.h"
+#include "sessiond/v1/peer.grpc.pb.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/cluster_workload.h"
 #include "tests/lincheck/history_recorder.h"
@@ -668,6 +671,320 @@ TEST(ClusterTest, TouchesOfABatchThatFoundNoQuorumReachTheLogLater) {
   ASSERT_TRUE(now_leading.ok());
   EXPECT_EQ(cluster.Validate(*now_leading, token, sessiond::v1::LINEARIZABLE),
             ValidateSessionResponse::VALID);
+}
+
+// One MessageBatch with one Raft message to `to`'s peer port, as `from`
+// of `cluster_id` would send it: the stream's status.
+grpc::Status SendPeerBatch(ClusterHarness& cluster, int to, uint64_t cluster_id,
+                           uint64_t from, replication::MessageType type,
+                           uint64_t term, const std::string& from_address) {
+  auto stub = sessiond::v1::internal::RaftPeer::NewStub(grpc::CreateChannel(
+      cluster.peer_address(to), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::internal::StreamSummary summary;
+  auto writer = stub->SendMessages(&context, &summary);
+  sessiond::v1::internal::MessageBatch batch;
+  batch.set_cluster_id(cluster_id);
+  batch.set_from(from);
+  batch.set_to(to);
+  batch.set_from_address(from_address);
+  sessiond::v1::internal::RaftMessage* m = batch.add_messages();
+  m->set_type(static_cast<uint32_t>(type));
+  m->set_from(from);
+  m->set_to(to);
+  m->set_term(term);
+  writer->Write(batch);
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+// Peer traffic from another cluster, or from a node the receiver does not
+// know, is refused and logged, and changes nothing; a stranger's traffic
+// is taken only when it is a leader's at the receiver's term or later (a
+// member added while the receiver was away: the next test).
+TEST(ClusterTest, PeerTrafficFromAnotherClusterOrAStrangerIsRefused) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int follower = Others(cluster, *leader)[0];
+  absl::StatusOr<sessiond::v1::MemberStatus> before =
+      cluster.MemberStatusOf(follower);
+  ASSERT_TRUE(before.ok());
+  sessiond::v1::internal::HelloResponse hello;
+  {
+    auto stub = sessiond::v1::internal::RaftPeer::NewStub(grpc::CreateChannel(
+        cluster.peer_address(follower), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    ASSERT_TRUE(
+        stub->Hello(&context, sessiond::v1::internal::HelloRequest(), &hello)
+            .ok());
+  }
+  const uint64_t cluster_id = hello.cluster_id();
+  const uint64_t term = before->term();
+  using replication::MessageType;
+  struct Case {
+    const char* what;
+    uint64_t cluster_id;
+    uint64_t from;
+    MessageType type;
+    uint64_t term;
+    std::string address;
+    const char* says;
+  };
+  const std::vector<Case> cases = {
+      {"another cluster's leader", cluster_id + 1,
+       static_cast<uint64_t>(*leader), MessageType::kHeartbeat, term + 5,
+       "127.0.0.1:1", "belongs to cluster"},
+      {"a stranger asking for votes", cluster_id, 9, MessageType::kVote,
+       term + 5, "127.0.0.1:1", "unknown node 9"},
+      {"a stranger leading an older term", cluster_id, 9,
+       MessageType::kHeartbeat, term - 1, "127.0.0.1:1", "unknown node 9"},
+      {"a stranger leading without an address", cluster_id, 9,
+       MessageType::kHeartbeat, term + 5, "", "unknown node 9"},
+  };
+  for (const Case& c : cases) {
+    const grpc::Status s = SendPeerBatch(cluster, follower, c.cluster_id,
+                                         c.from, c.type, c.term, c.address);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << c.what;
+    EXPECT_TRUE(absl::StrContains(s.error_message(), c.says))
+        << c.what << ": " << s.error_message();
+  }
+  absl::StatusOr<sessiond::v1::MemberStatus> after =
+      cluster.MemberStatusOf(follower);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->term(), term);
+  EXPECT_EQ(after->leader(), static_cast<uint64_t>(*leader));
+  EXPECT_TRUE(LogContains(cluster, follower, "peer.refused"));
+}
+
+grpc::Status TransferLeadership(ClusterHarness& cluster, int via, int to) {
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::TransferLeadershipRequest request;
+  request.set_node_id(to);
+  sessiond::v1::TransferLeadershipResponse response;
+  return admin->TransferLeadership(&context, request, &response);
+}
+
+// A member that was down while another joined comes back to find the
+// newcomer leading. It has not applied the newcomer's AddMember yet, so
+// the leader is a stranger to it: it must still take the leader's appends
+// (and answer them), or it never catches up.
+TEST(ClusterTest, AMemberDownWhileAnotherJoinedFollowsTheNewcomerAsLeader) {
+  ClusterOptions options = Options();
+  options.spares = 1;
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int newcomer = 4;
+  const int away = *leader == 3 ? 2 : 3;
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 20; ++i) {
+    tokens.push_back(MustCreate(cluster, *leader, "before").token());
+  }
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  cluster.Kill(away);
+
+  ASSERT_TRUE(AddMember(cluster, *leader, newcomer).ok());
+  ASSERT_TRUE(cluster.StartNode(newcomer).ok());
+  ASSERT_TRUE(PromoteWhenCaughtUp(cluster, *leader, newcomer).ok());
+  for (int i = 0; i < 20; ++i) {
+    tokens.push_back(MustCreate(cluster, *leader, "while-away").token());
+  }
+  grpc::Status transfer = TransferLeadership(cluster, *leader, newcomer);
+  ASSERT_TRUE(transfer.ok()) << transfer.error_message();
+  ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(20), {newcomer}).ok());
+
+  ASSERT_TRUE(cluster.StartNode(away).ok());
+  absl::StatusOr<std::string> converged =
+      cluster.WaitForConvergence(absl::Seconds(30));
+  ASSERT_TRUE(converged.ok()) << converged.status() << "\n"
+                              << cluster.LogTail(away);
+  EXPECT_TRUE(LogContains(cluster, away, "peer.unknown_leader_admitted"));
+  for (const std::string& token : tokens) {
+    EXPECT_EQ(cluster.Validate(away, token, sessiond::v1::LOCAL),
+              ValidateSessionResponse::VALID);
+  }
+  // And it answers the leader: a write needs it once another voter is down.
+  const int other = Others(cluster, newcomer)[0] == away
+                        ? Others(cluster, newcomer)[1]
+                        : Others(cluster, newcomer)[0];
+  cluster.Kill(other);
+  EXPECT_TRUE(cluster.WaitForWritable(absl::Seconds(20), newcomer).ok());
+}
+
+// A member removed while it runs must not go on answering for the cluster
+// it left: its table no longer follows the log, so a session revoked after
+// the removal would read VALID there for good. It rarely applies its own
+// removal (the leader stops sending to it at once); its peers refuse its
+// traffic as a removed member's, the leader confirms, and it stops, for
+// good on that data dir.
+TEST(ClusterTest, ARemovedMemberStopsAndStaysStopped) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int removed = Others(cluster, *leader)[0];
+  const std::string token = MustCreate(cluster, *leader, "removed").token();
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  ASSERT_TRUE(RemoveMember(cluster, *leader, removed).ok());
+  {
+    auto stub = cluster.Stub(*leader);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::RevokeSessionRequest request;
+    request.set_token(token);
+    sessiond::v1::RevokeSessionResponse response;
+    ASSERT_TRUE(stub->RevokeSession(&context, request, &response).ok());
+  }
+  const int status = cluster.WaitForExit(removed, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << cluster.LogTail(removed);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(LogContains(cluster, removed, "node.removed"))
+      << cluster.LogTail(removed);
+  // Not back on its old data dir: it would serve the revoked session.
+  const int again = cluster.StartNodeExpectingExit(removed, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(again)) << cluster.LogTail(removed);
+  EXPECT_EQ(WEXITSTATUS(again), 1);
+  EXPECT_TRUE(LogContains(cluster, removed, "was removed from cluster"))
+      << cluster.LogTail(removed);
+  // The two left carry on; the way back is the documented one.
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), *leader).ok());
+  ASSERT_TRUE(AddMember(cluster, *leader, removed).ok());
+  cluster.WipeDataDir(removed);
+  cluster.SetNodeFlags(removed, {"--initial_cluster_state", "existing"});
+  ASSERT_TRUE(cluster.StartNode(removed).ok());
+  ASSERT_TRUE(PromoteWhenCaughtUp(cluster, *leader, removed).ok());
+  EXPECT_EQ(cluster.Validate(removed, token, sessiond::v1::LINEARIZABLE),
+            ValidateSessionResponse::REVOKED);
+  // Back on an empty data dir, a member again, it stays up. (Whether a
+  // replay that applies its old removal in an apply batch of its own
+  // makes it ask the leader, which says it is a member, is not shown
+  // here: the whole log reaches it in one batch.)
+  absl::SleepFor(absl::Seconds(3));  // three removal checks
+  EXPECT_TRUE(cluster.running(removed)) << cluster.LogTail(removed);
+  EXPECT_FALSE(LogContains(cluster, removed, "node.removed"));
+}
+
+// TransferLeadership(0) through a follower whose leader just died: the
+// next leader starts the transfer, and the call answers once leadership
+// has moved away from it, not as soon as any leader but the dead one is
+// known.
+TEST(ClusterTest, TransferToAnyAnswersOnceLeadershipLeftTheNodeThatStartedIt) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int via = Others(cluster, *leader)[0];
+  MustCreate(cluster, *leader, "before");
+  cluster.Kill(*leader);
+  // Its channel to the dead leader has broken; no election is over yet
+  // (200 ms at the earliest).
+  absl::SleepFor(absl::Milliseconds(100));
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(20));
+  sessiond::v1::TransferLeadershipRequest request;  // node_id 0: any
+  sessiond::v1::TransferLeadershipResponse response;
+  const grpc::Status s =
+      admin->TransferLeadership(&context, request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::set<int> alive;
+  for (int id : Others(cluster, *leader)) alive.insert(id);
+  absl::StatusOr<int> now = cluster.WaitForLeader(absl::Seconds(20), alive);
+  ASSERT_TRUE(now.ok());
+  // Whoever the election chose handed over to the other one; the answer
+  // names where leadership went.
+  EXPECT_EQ(response.leader(), static_cast<uint64_t>(*now));
+  absl::StatusOr<sessiond::v1::MemberStatus> status =
+      cluster.MemberStatusOf(*now);
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(response.term(), status->term());
+}
+
+// Removing the leader: the call answers OK, the leader steps down, learns
+// its removal from the next leader and stops; the two left carry on.
+TEST(ClusterTest, RemovingTheLeaderAnswersAndStopsIt) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const std::string token = MustCreate(cluster, *leader, "kept").token();
+  const grpc::Status removed = RemoveMember(cluster, *leader, *leader);
+  EXPECT_TRUE(removed.ok()) << removed.error_message();
+  const int status = cluster.WaitForExit(*leader, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << cluster.LogTail(*leader);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  std::set<int> others;
+  for (int id : Others(cluster, *leader)) others.insert(id);
+  absl::StatusOr<int> next = cluster.WaitForLeader(absl::Seconds(20), others);
+  ASSERT_TRUE(next.ok());
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), *next).ok());
+  EXPECT_EQ(cluster.Validate(*next, token, sessiond::v1::LINEARIZABLE),
+            ValidateSessionResponse::VALID);
+}
+
+// A member removed while it was down comes back knowing nothing of it:
+// its peers refuse its traffic as a removed member's, its leader confirms,
+// and it stops.
+TEST(ClusterTest, AMemberRemovedWhileDownStopsWhenItComesBack) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int removed = Others(cluster, *leader)[0];
+  cluster.Kill(removed);
+  ASSERT_TRUE(RemoveMember(cluster, *leader, removed).ok());
+  const int status = cluster.StartNodeExpectingExit(removed, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << cluster.LogTail(removed);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(LogContains(cluster, removed, "lists it as removed"))
+      << cluster.LogTail(removed);
+  const int again = cluster.StartNodeExpectingExit(removed, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(again)) << cluster.LogTail(removed);
+  EXPECT_EQ(WEXITSTATUS(again), 1);
+  EXPECT_TRUE(LogContains(cluster, removed, "was removed from cluster"));
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), *leader).ok());
+}
+
+// A node stopping past its grace answers the writes it forwarded to a
+// leader that does not answer (paused here) at once, saying the outcome is
+// unknown, rather than holding them, and its own exit, until their
+// deadlines.
+TEST(ClusterTest, AStoppingNodeAnswersWritesStuckAtAStalledLeader) {
+  ClusterHarness cluster(Options({"--shutdown_grace_ms", "0"}));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int follower = Others(cluster, *leader)[0];
+  auto stub = cluster.Stub(follower);
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), follower).ok());
+  cluster.Pause(*leader);
+  grpc::Status created;
+  std::thread create([&] {
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(60));
+    sessiond::v1::CreateSessionRequest request;
+    request.set_user_id("stuck");
+    sessiond::v1::CreateSessionResponse response;
+    created = stub->CreateSession(&context, request, &response);
+  });
+  absl::SleepFor(absl::Milliseconds(100));  // forwarded by now
+  const int status = cluster.Terminate(follower);
+  create.join();
+  cluster.Resume(*leader);
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << cluster.LogTail(follower);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(created.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << created.error_message();
+  EXPECT_TRUE(absl::StartsWith(created.error_message(),
+                               "shutting down before the write's outcome"))
+      << created.error_message();
 }
 
 // Two of three wiped at once: they refuse (a majority that forgot every

@@ -82,6 +82,15 @@ const std::vector<Known>& KnownMessages() {
        "NOT_A_MEMBER", false},
       {StatusCode::kFailedPrecondition, "cannot remove the last voter",
        "LAST_VOTER", false},
+      // Peer traffic (server/peer_service.cc).
+      {StatusCode::kFailedPrecondition,
+       "peer traffic from removed node 3 refused: it was removed from cluster "
+       "0x7",
+       "MEMBER_REMOVED", false},
+      {StatusCode::kFailedPrecondition,
+       "peer traffic from unknown node 9 refused: it is not a member of this "
+       "cluster",
+       "PEER_REFUSED", false},
       {StatusCode::kFailedPrecondition,
        "learner 4 has not caught up (it holds 3 of 2000 committed entries); "
        "promote it once it has (ClusterStatus shows its lag)",

@@ -895,6 +895,16 @@ TEST_F(SessionStateMachineTest, EntriesWithoutALaterStampKeepTheTimeSample) {
   EXPECT_GT(sm_->applied_time_sample().steady_ns, before.steady_ns);
 }
 
+// AddMember of node `id` at peer address "p<id>".
+Command AddMember(uint64_t id) {
+  Command member;
+  member.set_timestamp_ms(100);
+  member.mutable_member()->set_kind(v1::internal::MemberCommand::ADD);
+  member.mutable_member()->set_node_id(id);
+  member.mutable_member()->set_peer_address(absl::StrCat("p", id));
+  return member;
+}
+
 TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
   EXPECT_EQ(sm_->expiry_leeway_ms(), 0);
   EXPECT_FALSE(sm_->cluster_state().leeway_set());
@@ -903,14 +913,7 @@ TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
   settings.mutable_settings()->set_expiry_leeway_ms(2500);
   ASSERT_TRUE(ApplyOne(settings).ok());
   EXPECT_EQ(sm_->expiry_leeway_ms(), 2500);
-  for (uint64_t id : {3, 1, 2}) {
-    Command member;
-    member.set_timestamp_ms(100);
-    member.mutable_member()->set_kind(v1::internal::MemberCommand::ADD);
-    member.mutable_member()->set_node_id(id);
-    member.mutable_member()->set_peer_address(absl::StrCat("p", id));
-    ASSERT_TRUE(ApplyOne(member).ok());
-  }
+  for (uint64_t id : {3, 1, 2}) ASSERT_TRUE(ApplyOne(AddMember(id)).ok());
   Command publish;
   publish.set_timestamp_ms(100);
   publish.mutable_member()->set_kind(v1::internal::MemberCommand::PUBLISH);
@@ -945,6 +948,39 @@ TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
   again.mutable_member()->set_node_id(2);
   ASSERT_TRUE(ApplyOne(again).ok());
   EXPECT_FALSE(sm_->cluster_state().members(1).started());
+}
+
+// A removal's configuration change takes the member's row out and lists it
+// as removed, on every replica at once: a command after it might never
+// come (a removed leader cannot propose one). Adding it again unlists it.
+TEST_F(SessionStateMachineTest,
+       ARemovalListsTheMemberAsRemovedUntilAddedAgain) {
+  for (uint64_t id : {2, 3, 4}) ASSERT_TRUE(ApplyOne(AddMember(id)).ok());
+  auto change = [&](replication::ConfChangeType type, uint64_t node) {
+    Entry e;
+    e.index = sm_->applied_index() + 1;
+    e.term = Term(1);
+    e.type = EntryType::kConfChange;
+    e.data = replication::EncodeConfChange({type, NodeId(node)});
+    ASSERT_TRUE(sm_->Apply({e}).ok());
+  };
+  for (uint64_t id : {4, 2, 3}) {
+    change(replication::ConfChangeType::kPromoteVoter, id);
+  }
+  change(replication::ConfChangeType::kRemoveNode, 4);
+  change(replication::ConfChangeType::kRemoveNode, 2);
+  auto removed = [&] {
+    const v1::internal::ClusterState cluster = sm_->cluster_state();
+    return std::vector<uint64_t>(cluster.removed().begin(),
+                                 cluster.removed().end());
+  };
+  EXPECT_EQ(removed(), (std::vector<uint64_t>{2, 4}));  // ascending
+  ASSERT_EQ(sm_->cluster_state().members_size(), 1);
+  EXPECT_EQ(sm_->cluster_state().members(0).node_id(), 3u);
+  Reopen();  // durable
+  EXPECT_EQ(removed(), (std::vector<uint64_t>{2, 4}));
+  ASSERT_TRUE(ApplyOne(AddMember(4)).ok());
+  EXPECT_EQ(removed(), (std::vector<uint64_t>{2}));
 }
 
 // ---------------------------------------------------------------------------
