@@ -402,7 +402,7 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         v1::internal::MemberCommand removal;
         removal.set_kind(v1::internal::MemberCommand::REMOVE);
         removal.set_node_id(change.node.value());
-        (void)ApplyMember(removal, &*cluster);
+        (void)ApplyMember(removal, *conf, &*cluster);
       }
       results.push_back(std::any());
       continue;
@@ -420,7 +420,8 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     switch (command.op_case()) {
       case Command::kMember:
         if (!cluster) cluster = cluster_state();
-        results.push_back(ApplyMember(command.member(), &*cluster));
+        if (!conf) conf = applied_conf();
+        results.push_back(ApplyMember(command.member(), *conf, &*cluster));
         break;
       case Command::kBulkRevoke:
         if (!cluster) cluster = cluster_state();
@@ -505,9 +506,23 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
 }
 
 ApplyResult SessionStateMachine::ApplyMember(
-    const v1::internal::MemberCommand& member, ClusterState* cluster) {
+    const v1::internal::MemberCommand& member, const ConfState& conf,
+    ClusterState* cluster) {
   if (member.node_id() == 0) {
     return absl::InvalidArgumentError("member command for node 0");
+  }
+  if (member.kind() == v1::internal::MemberCommand::ADD) {
+    // AddMember checks its node's view, which may be behind: re-adding a
+    // member would overwrite its addresses and forget that it ran (which
+    // keeps it from rejoining empty, server/bootstrap.cc).
+    const NodeId id(member.node_id());
+    if (std::find(conf.voters.begin(), conf.voters.end(), id) !=
+            conf.voters.end() ||
+        std::find(conf.learners.begin(), conf.learners.end(), id) !=
+            conf.learners.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("node ", id.value(), " is already a member"));
+    }
   }
   auto* members = cluster->mutable_members();
   auto it = std::find_if(members->begin(), members->end(),

@@ -381,9 +381,11 @@ class SessionStateMachine : public replication::StateMachine {
       const sessiond::v1::internal::AuditCommand& audit, int64_t now_ms,
       rocksdb::WriteBatch* batch);
 
-  // Member and settings commands change `*cluster`.
+  // Member and settings commands change `*cluster`. `conf`: the
+  // configuration as of this entry (an ADD of a member in it is refused).
   replication::ApplyResult ApplyMember(
       const sessiond::v1::internal::MemberCommand& member,
+      const replication::ConfState& conf,
       sessiond::v1::internal::ClusterState* cluster);
   // Puts the table's current record for `hash` into `batch`.
   void StageSession(const TokenHash& hash, rocksdb::WriteBatch* batch);

@@ -154,6 +154,16 @@ class SessionStateMachineTest : public ::testing::Test {
     return (*results)[0];
   }
 
+  // Applies a configuration change as the next entry.
+  void ApplyConfChange(replication::ConfChangeType type, uint64_t node) {
+    Entry e;
+    e.index = sm_->applied_index() + 1;
+    e.term = Term(1);
+    e.type = EntryType::kConfChange;
+    e.data = replication::EncodeConfChange({type, NodeId(node)});
+    ASSERT_TRUE(sm_->Apply({e}).ok());
+  }
+
   Session ApplySession(const Command& command) {
     ApplyResult r = ApplyOne(command);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -956,19 +966,11 @@ TEST_F(SessionStateMachineTest, SettingsAndMembersAreReplicatedState) {
 TEST_F(SessionStateMachineTest,
        ARemovalListsTheMemberAsRemovedUntilAddedAgain) {
   for (uint64_t id : {2, 3, 4}) ASSERT_TRUE(ApplyOne(AddMember(id)).ok());
-  auto change = [&](replication::ConfChangeType type, uint64_t node) {
-    Entry e;
-    e.index = sm_->applied_index() + 1;
-    e.term = Term(1);
-    e.type = EntryType::kConfChange;
-    e.data = replication::EncodeConfChange({type, NodeId(node)});
-    ASSERT_TRUE(sm_->Apply({e}).ok());
-  };
   for (uint64_t id : {4, 2, 3}) {
-    change(replication::ConfChangeType::kPromoteVoter, id);
+    ApplyConfChange(replication::ConfChangeType::kPromoteVoter, id);
   }
-  change(replication::ConfChangeType::kRemoveNode, 4);
-  change(replication::ConfChangeType::kRemoveNode, 2);
+  ApplyConfChange(replication::ConfChangeType::kRemoveNode, 4);
+  ApplyConfChange(replication::ConfChangeType::kRemoveNode, 2);
   auto removed = [&] {
     const v1::internal::ClusterState cluster = sm_->cluster_state();
     return std::vector<uint64_t>(cluster.removed().begin(),
@@ -981,6 +983,35 @@ TEST_F(SessionStateMachineTest,
   EXPECT_EQ(removed(), (std::vector<uint64_t>{2, 4}));
   ASSERT_TRUE(ApplyOne(AddMember(4)).ok());
   EXPECT_EQ(removed(), (std::vector<uint64_t>{2}));
+}
+
+// AddMember checks the view of the node it reached, which may be behind;
+// the entry itself refuses a node that is a member by then, and keeps its
+// row: its addresses, and that it ran (which keeps it from rejoining on an
+// empty data dir).
+TEST_F(SessionStateMachineTest, AddingAMemberAgainIsRefusedAndChangesNothing) {
+  ASSERT_TRUE(ApplyOne(AddMember(3)).ok());
+  Command publish;
+  publish.set_timestamp_ms(100);
+  publish.mutable_member()->set_kind(v1::internal::MemberCommand::PUBLISH);
+  publish.mutable_member()->set_node_id(3);
+  ASSERT_TRUE(ApplyOne(publish).ok());
+  ApplyConfChange(replication::ConfChangeType::kAddLearner, 3);
+  for (auto type : {replication::ConfChangeType::kAddLearner,
+                    replication::ConfChangeType::kPromoteVoter}) {
+    if (type == replication::ConfChangeType::kPromoteVoter) {
+      ApplyConfChange(type, 3);
+    }
+    Command again = AddMember(3);
+    again.mutable_member()->set_peer_address("elsewhere");
+    const ApplyResult refused = ApplyOne(again);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(refused.status().message(), "node 3 is already a member");
+    const v1::internal::ClusterState cluster = sm_->cluster_state();
+    ASSERT_EQ(cluster.members_size(), 1);
+    EXPECT_EQ(cluster.members(0).peer_address(), "p3");
+    EXPECT_TRUE(cluster.members(0).started());
+  }
 }
 
 // ---------------------------------------------------------------------------
