@@ -78,11 +78,15 @@ bool IsVoter(const HelloResponse& hello, uint64_t node_id) {
          hello.voters().end();
 }
 
+}  // namespace
+
 bool InMembership(const HelloResponse& hello, uint64_t node_id) {
   return IsVoter(hello, node_id) ||
          std::find(hello.learners().begin(), hello.learners().end(), node_id) !=
              hello.learners().end();
 }
+
+namespace {
 
 std::string RejoinAdvice(const Config& config, uint64_t node) {
   return absl::StrCat(

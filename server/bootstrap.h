@@ -67,6 +67,11 @@ struct BootstrapOptions {
 // FailedPrecondition (with what to do) when the data dir belongs elsewhere
 // or a new one must not bootstrap; Unavailable when no peer answered in
 // time.
+// Whether the peer that answered `hello` has `node_id` as a voter or
+// learner.
+bool InMembership(const sessiond::v1::internal::HelloResponse& hello,
+                  uint64_t node_id);
+
 absl::StatusOr<BootstrapDecision> DecideIdentity(
     const Config& config, storage::Database* db,
     const storage::RaftLogStore& log, const HelloAll& hello,

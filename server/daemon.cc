@@ -195,20 +195,15 @@ absl::StatusOr<sessiond::v1::internal::HelloResponse> AskHello(
   return response;
 }
 
-std::string RejoinAdvice() {
-  return "to bring it back, wipe its data dir, add it again (sessionctl "
-         "members add) and start it with --initial_cluster_state=existing";
-}
-
 }  // namespace
 
 absl::Status Daemon::CheckNotRemoved() const {
   SESSIOND_ASSIGN_OR_RETURN(const std::optional<std::string> why,
                             StartBlockingMark(storage::kRemovedFromClusterKey));
   if (!why) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat("node ", config_.node_id, " was removed from cluster 0x",
-                   absl::Hex(cluster_id_), " (", *why, "); ", RejoinAdvice()));
+  return absl::FailedPreconditionError(absl::StrCat(
+      "node ", config_.node_id, " was removed from cluster 0x",
+      absl::Hex(cluster_id_), " (", *why, "); ", kRemovedMemberAdvice));
 }
 
 void Daemon::ConfirmRemoval() {
@@ -242,12 +237,7 @@ void Daemon::ConfirmRemoval() {
       answer->cluster_id() != cluster_id_) {
     return;
   }
-  const bool member =
-      std::find(answer->voters().begin(), answer->voters().end(),
-                self.value()) != answer->voters().end() ||
-      std::find(answer->learners().begin(), answer->learners().end(),
-                self.value()) != answer->learners().end();
-  if (member) {
+  if (InMembership(*answer, self.value())) {
     removal_suspected_.store(false);
     return;
   }
@@ -285,7 +275,7 @@ void Daemon::LeaveCluster(const std::string& why, bool mark) {
           .Add("msg", absl::StrCat("this node was removed from its cluster: "
                                    "it stops, and will not start on this "
                                    "data dir; ",
-                                   RejoinAdvice())));
+                                   kRemovedMemberAdvice)));
   if (on_stop_needed_) on_stop_needed_();
 }
 

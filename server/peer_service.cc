@@ -270,9 +270,7 @@ absl::Status PeerService::AdmitSender(const PeerServiceParts& parts,
     // missed its own removal learns it here.
     return absl::FailedPreconditionError(absl::StrCat(
         kRemovedRefusalPrefix, sender.id, " refused: it was removed from ",
-        "cluster 0x", absl::Hex(parts.cluster_id),
-        "; to bring it back, wipe its data dir, add it again (sessionctl "
-        "members add) and start it with --initial_cluster_state=existing"));
+        "cluster 0x", absl::Hex(parts.cluster_id), "; ", kRemovedMemberAdvice));
   }
   if (parts.transport->Knows(id)) return absl::OkStatus();
   const replication::NodeStatus status = parts.driver->status();

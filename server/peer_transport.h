@@ -174,6 +174,10 @@ class PeerTransport : public replication::Transport {
 // (PeerService): "peer traffic from removed node N refused: ...".
 inline constexpr char kRemovedRefusalPrefix[] =
     "peer traffic from removed node ";
+// What a removed node is told to do, in that refusal and in its own log.
+inline constexpr char kRemovedMemberAdvice[] =
+    "to bring it back, wipe its data dir, add it again (sessionctl members "
+    "add) and start it with --initial_cluster_state=existing";
 // Whether `status` is that refusal.
 bool IsRemovedRefusal(const grpc::Status& status);
 

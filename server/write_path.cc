@@ -37,20 +37,23 @@ absl::Status AbandonedMaybeProposed() {
       "apply; retry (another node) only if it is idempotent");
 }
 
-absl::Status AbandonedNotProposed() {
-  absl::Status status = absl::UnavailableError(
-      "shutting down: the write was not proposed (nothing was changed); "
-      "retrying on another node is safe");
+// UNAVAILABLE with `message`, marked safe to retry (kNotProposedPayload).
+absl::Status NotProposed(absl::string_view message) {
+  absl::Status status = absl::UnavailableError(message);
   status.SetPayload(kNotProposedPayload, absl::Cord("1"));
   return status;
 }
 
+absl::Status AbandonedNotProposed() {
+  return NotProposed(
+      "shutting down: the write was not proposed (nothing was changed); "
+      "retrying on another node is safe");
+}
+
 absl::Status NeverProposed() {
-  absl::Status status = absl::UnavailableError(
+  return NotProposed(
       "no leader before the deadline: the write was not proposed (nothing "
       "was changed); retrying is safe");
-  status.SetPayload(kNotProposedPayload, absl::Cord("1"));
-  return status;
 }
 
 }  // namespace

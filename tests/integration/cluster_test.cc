@@ -818,6 +818,15 @@ TEST(ClusterTest, AMemberDownWhileAnotherJoinedFollowsTheNewcomerAsLeader) {
   EXPECT_TRUE(cluster.WaitForWritable(absl::Seconds(20), newcomer).ok());
 }
 
+// Starting `id` on its data dir exits 1, saying it was removed.
+void ExpectRefusesToStartAsRemoved(ClusterHarness& cluster, int id) {
+  const int status = cluster.StartNodeExpectingExit(id, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(status)) << cluster.LogTail(id);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_TRUE(LogContains(cluster, id, "was removed from cluster"))
+      << cluster.LogTail(id);
+}
+
 // A member removed while it runs must not go on answering for the cluster
 // it left: its table no longer follows the log, so a session revoked after
 // the removal would read VALID there for good. It rarely applies its own
@@ -848,11 +857,7 @@ TEST(ClusterTest, ARemovedMemberStopsAndStaysStopped) {
   EXPECT_TRUE(LogContains(cluster, removed, "node.removed"))
       << cluster.LogTail(removed);
   // Not back on its old data dir: it would serve the revoked session.
-  const int again = cluster.StartNodeExpectingExit(removed, absl::Seconds(30));
-  ASSERT_TRUE(WIFEXITED(again)) << cluster.LogTail(removed);
-  EXPECT_EQ(WEXITSTATUS(again), 1);
-  EXPECT_TRUE(LogContains(cluster, removed, "was removed from cluster"))
-      << cluster.LogTail(removed);
+  ExpectRefusesToStartAsRemoved(cluster, removed);
   // The two left carry on; the way back is the documented one.
   ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), *leader).ok());
   ASSERT_TRUE(AddMember(cluster, *leader, removed).ok());
@@ -945,10 +950,15 @@ TEST(ClusterTest, AMemberRemovedWhileDownStopsWhenItComesBack) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_TRUE(LogContains(cluster, removed, "lists it as removed"))
       << cluster.LogTail(removed);
-  const int again = cluster.StartNodeExpectingExit(removed, absl::Seconds(30));
-  ASSERT_TRUE(WIFEXITED(again)) << cluster.LogTail(removed);
-  EXPECT_EQ(WEXITSTATUS(again), 1);
-  EXPECT_TRUE(LogContains(cluster, removed, "was removed from cluster"));
+  ExpectRefusesToStartAsRemoved(cluster, removed);
+  // Disaster recovery from its copy stays possible: --force_new_cluster
+  // starts it (a cluster of its own), and clears the mark.
+  cluster.SetNodeFlags(removed, {"--force_new_cluster", "1"});
+  ASSERT_TRUE(cluster.StartNode(removed).ok());
+  ASSERT_EQ(cluster.Terminate(removed), 0);
+  cluster.SetNodeFlags(removed, {});
+  ASSERT_TRUE(cluster.StartNode(removed).ok()) << cluster.LogTail(removed);
+  cluster.Kill(removed);
   ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), *leader).ok());
 }
 
