@@ -391,16 +391,23 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
     case ProposeRequest::kTransferTo: {
       NodeId target(op.transfer_to());
       if (target == NodeId(0)) {
-        // The most caught-up other voter.
+        // The most caught-up other voter, among those this leader is
+        // connected to when there are any: a dead voter's match can tie a
+        // live one's (just after an election), and a transfer to it only
+        // times out.
         const replication::NodeStatus status = driver_->status();
         LogIndex best;
+        bool best_connected = false;
         for (NodeId v : status.conf_state.voters) {
           if (v == options_.self) continue;
           auto it = status.match.find(v);
-          if (it != status.match.end() &&
-              (target == NodeId(0) || it->second > best)) {
+          if (it == status.match.end()) continue;
+          const bool connected = transport_->Connected(v);
+          if (target == NodeId(0) || (connected && !best_connected) ||
+              (connected == best_connected && it->second > best)) {
             target = v;
             best = it->second;
+            best_connected = connected;
           }
         }
         if (target == NodeId(0)) {
