@@ -123,17 +123,12 @@ ApplyResult SessionStateMachine::ApplyRotate(
     return absl::AlreadyExistsError("a session with this token already exists");
   }
   // Same record under the new hash: session_id, attributes, times, version
-  // and client metadata are unchanged (an active session holds no
-  // revocation, so nothing interned is lost).
-  table_->Erase(*old_hash);
-  batch->Delete(db_->sessions_cf(), rocksdb::Slice(TokenHashBytes(*old_hash)));
-  absl::Status inserted = table_->Insert(*new_hash, *session);
-  if (!inserted.ok()) {
-    // Not expected: the record came out of the table. Put it back.
-    (void)table_->Insert(*old_hash, *session);
-    StageSession(*old_hash, batch);
-    return inserted;
+  // and client metadata are unchanged, and readers never miss it meanwhile.
+  if (absl::Status rekeyed = table_->Rekey(*old_hash, *new_hash);
+      !rekeyed.ok()) {
+    return rekeyed;  // not expected: both hashes were just checked
   }
+  batch->Delete(db_->sessions_cf(), rocksdb::Slice(TokenHashBytes(*old_hash)));
   StageSession(*new_hash, batch);
   return std::any(*std::move(session));
 }

@@ -486,8 +486,16 @@ std::optional<TokenHash> SessionTable::TokenHashOf(
 std::optional<Session> SessionTable::GetBySessionId(
     std::string_view session_id) const {
   std::optional<TokenHash> hash = TokenHashOf(session_id);
-  if (!hash) return std::nullopt;
-  return Get(*hash);
+  while (hash) {
+    std::optional<Session> session = Get(*hash);
+    if (session) return session;
+    // Gone under this hash: erased, or rekeyed since, in which case the
+    // session_id index already names the new hash (see Rekey).
+    std::optional<TokenHash> now = TokenHashOf(session_id);
+    if (now == hash) return std::nullopt;
+    hash = now;
+  }
+  return std::nullopt;
 }
 
 std::vector<TokenHash> SessionTable::UserTokenHashes(
@@ -530,7 +538,10 @@ ListUserPage SessionTable::ListUser(std::string_view user_id, size_t page_size,
   ListUserPage page;
   for (const auto& [session_id, hash] : candidates) {
     std::optional<Session> session = Get(hash);
-    if (!session) continue;  // removed since
+    // Not under this hash any more: rekeyed (found by its session_id) or
+    // removed since.
+    if (!session) session = GetBySessionId(session_id);
+    if (!session || session->user_id() != user_id) continue;
     if (session->state() == v1::SESSION_STATE_REVOKED && !include_revoked) {
       continue;
     }
@@ -1020,6 +1031,82 @@ bool SessionTable::SetLastSeen(const TokenHash& hash, int64_t seen_at_ms) {
     shard.expiry.insert(new_key);
   }
   return true;
+}
+
+absl::Status SessionTable::Rekey(const TokenHash& old_hash,
+                                 const TokenHash& new_hash) {
+  // A copy of the record under the new hash joins each index before the old
+  // record leaves it, in the order readers follow (token, then session_id,
+  // then the user list, and last the old token entry goes): whichever hash
+  // a reader holds resolves, or the session_id index already names the new
+  // one. Only one writer runs, so the old record cannot change meanwhile.
+  Ref old_ref = 0;
+  {
+    Shard& shard = ShardOf(old_hash);
+    absl::ReaderMutexLock lock(&shard.mu);
+    auto it = shard.by_token.find(old_hash);
+    if (it == shard.by_token.end()) {
+      return absl::NotFoundError("no session with this token hash");
+    }
+    old_ref = *it;
+  }
+  if (Contains(new_hash)) {
+    return absl::AlreadyExistsError("token hash already exists");
+  }
+  Record* old_record = Rec(old_ref);
+  SlabArena& arena = ArenaOf(new_hash);
+  const Ref ref = NewRecord(arena, new_hash, old_record->session_id(),
+                            old_record->user_id());
+  Record* r = Rec(ref);
+  HoldRegistry::Index hold = 0;
+  {
+    Shard& shard = ShardOf(old_hash);
+    absl::ReaderMutexLock lock(&shard.mu);
+    r->created_at_ms = old_record->created_at_ms;
+    r->expires_at_ms = old_record->expires_at_ms;
+    r->idle_timeout_ms = old_record->idle_timeout_ms;
+    r->last_seen_at_ms = old_record->last_seen_at_ms;
+    r->SetVersionAndState(old_record->version(), old_record->revoked());
+    r->SetExtra(*this, arena, old_record->extra_bytes(*this));
+    const HoldRegistry::Index old_hold = HoldOf(old_ref);
+    if (old_hold != 0) hold = holds_.Acquire(holds_.Ids(old_hold));
+  }
+  {
+    Shard& shard = ShardOf(new_hash);
+    absl::MutexLock lock(&shard.mu);
+    shard.by_token.insert(ref);
+    shard.expiry.insert(ExpiryKey(r->deadline(), ref));
+    if (hold != 0) SetHoldOf(ref, hold);
+  }
+  {
+    Shard& shard = ShardOfKey(r->session_id());
+    absl::MutexLock lock(&shard.mu);
+    shard.by_session_id.erase(old_ref);
+    shard.by_session_id.insert(ref);
+  }
+  {
+    // The new record takes the old one's place in its user's list.
+    Shard& shard = ShardOfKey(r->user_id());
+    absl::MutexLock lock(&shard.mu);
+    r->user_prev = old_record->user_prev;
+    r->user_next = old_record->user_next;
+    if (r->user_prev == 0) {
+      shard.user_heads.erase(old_ref);
+      shard.user_heads.insert(ref);
+    } else {
+      Rec(r->user_prev)->user_next = ref;
+    }
+    if (r->user_next != 0) Rec(r->user_next)->user_prev = ref;
+  }
+  {
+    Shard& shard = ShardOf(old_hash);
+    absl::MutexLock lock(&shard.mu);
+    shard.expiry.erase(ExpiryKey(old_record->deadline(), old_ref));
+    shard.by_token.erase(old_ref);
+    SetHoldOf(old_ref, 0);
+  }
+  DeleteRecord(old_ref);
+  return absl::OkStatus();
 }
 
 bool SessionTable::Erase(const TokenHash& hash) {

@@ -249,6 +249,14 @@ class SessionTable {
   // Moves last_seen_at forward to `seen_at_ms` (never back). Returns false
   // when absent.
   bool SetLastSeen(const TokenHash& hash, int64_t seen_at_ms);
+  // Moves a session to a new token hash (token rotation), whole: every
+  // field, its revocations and its place in the per-user and session_id
+  // indexes are kept. A reader sees the session under one hash or the
+  // other, never under neither: ListUser never skips it, and the session_id
+  // index names the new hash before the old one stops resolving.
+  // NotFound when old_hash is absent; AlreadyExists when new_hash is
+  // present. Either way nothing changes.
+  absl::Status Rekey(const TokenHash& old_hash, const TokenHash& new_hash);
   // Removes a session. Returns false when absent.
   bool Erase(const TokenHash& hash);
   // Bulk revocations, without building a protobuf object. AddHold appends

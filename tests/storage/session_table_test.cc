@@ -398,6 +398,80 @@ TEST_P(SessionTableTest, ConcurrentReadersSeeWholeRecords) {
   EXPECT_EQ(table_.size(), kSessions - (kSessions + 2) / 3);
 }
 
+// Rekey (token rotation) moves a session whole: fields, revocations, its
+// place in every index; the old hash is gone; a refused rekey changes
+// nothing.
+TEST_P(SessionTableTest, RekeyMovesTheWholeSession) {
+  ASSERT_TRUE(table_.Insert(H(1), MakeSession(1, "alice", 5000)).ok());
+  ASSERT_TRUE(table_.Insert(H(2), MakeSession(2, "alice", 9000)).ok());
+  ASSERT_TRUE(table_.AddHold(H(1), 77));
+  const std::optional<Session> before = table_.Get(H(1));
+  ASSERT_TRUE(before.has_value());
+
+  ASSERT_TRUE(table_.Rekey(H(1), H(101)).ok());
+  EXPECT_FALSE(table_.Contains(H(1)));
+  const std::optional<Session> after = table_.Get(H(101));
+  ASSERT_TRUE(after.has_value());
+  EXPECT_TRUE(MessageDifferencer::Equals(*after, *before))
+      << after->DebugString();
+  EXPECT_TRUE(table_.IsHeldBy(H(101), 77));
+  EXPECT_EQ(table_.TokenHashOf(before->session_id()), H(101));
+  EXPECT_THAT(table_.UserTokenHashes("alice"),
+              ::testing::UnorderedElementsAre(H(101), H(2)));
+  EXPECT_EQ(table_.size(), 2u);
+  // The expiry index follows: collected under its new hash only.
+  EXPECT_THAT(table_.CollectExpired(6000, 0, 10),
+              ::testing::ElementsAre(H(101)));
+  EXPECT_EQ(table_.ListUser("alice", 10, "", true, 500, 0).sessions.size(), 2u);
+
+  // Refused: the old hash is absent, or the new one taken.
+  EXPECT_EQ(table_.Rekey(H(1), H(102)).code(), absl::StatusCode::kNotFound);
+  const std::optional<std::string> stored = table_.SerializeStored(H(101));
+  EXPECT_EQ(table_.Rekey(H(101), H(2)).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(table_.SerializeStored(H(101)), stored);
+  EXPECT_TRUE(table_.Contains(H(2)));
+  EXPECT_EQ(table_.size(), 2u);
+}
+
+// While the writer rotates a session's token again and again, readers
+// always find it: in its user's list, and by its session_id. (Rotation used
+// to be an erase and an insert, and ListUser skipped the session in between
+// or when the hash it had collected was rotated away.)
+TEST_P(SessionTableTest, ARotatingSessionIsNeverMissingFromItsUsersList) {
+  constexpr int kRotations = 20000;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(table_.Insert(H(i), MakeSession(i)).ok());
+  }
+  const std::string rotating_sid = MakeSession(1).session_id();
+  std::atomic<bool> done{false};
+  std::atomic<int> listed_short{0};
+  std::atomic<int> lost_by_id{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t) {
+    readers.emplace_back([&] {
+      for (int round = 0; round < 5'000'000 && !done.load(); ++round) {
+        if (table_.ListUser("alice", 10, "", false, 500, 0).sessions.size() !=
+            3) {
+          ++listed_short;
+        }
+        if (!table_.GetBySessionId(rotating_sid)) ++lost_by_id;
+      }
+    });
+  }
+  TokenHash current = H(1);
+  for (int r = 0; r < kRotations; ++r) {
+    const TokenHash next = H(1000 + r);
+    ASSERT_TRUE(table_.Rekey(current, next).ok());
+    current = next;
+  }
+  done = true;
+  for (std::thread& t : readers) t.join();
+  EXPECT_EQ(listed_short.load(), 0);
+  EXPECT_EQ(lost_by_id.load(), 0);
+  EXPECT_EQ(table_.size(), 3u);
+}
+
 // A held session keeps its revoked_by list index inside its record while
 // fewer than 128 lists are in use (no map entry), and in the shard's map
 // beyond: both kinds read, serialize, reload, change and release alike.
