@@ -121,6 +121,7 @@ Daemon::Daemon(const Config& config, RestartRequest on_restart_needed,
     : config_(config),
       on_restart_needed_(std::move(on_restart_needed)),
       on_stop_needed_(std::move(on_stop_needed)),
+      removal_watch_(NodeId(static_cast<uint64_t>(config.node_id))),
       shutdown_grace_ms_(config.shutdown_grace_ms) {}
 
 Daemon::~Daemon() { Shutdown(); }
@@ -171,16 +172,6 @@ absl::Status Daemon::CheckRestoredBackup() const {
 
 namespace {
 
-bool Contains(const std::vector<NodeId>& ids, NodeId id) {
-  return std::find(ids.begin(), ids.end(), id) != ids.end();
-}
-
-bool ListsAsRemoved(const sessiond::v1::internal::ClusterState& cluster,
-                    NodeId id) {
-  return std::find(cluster.removed().begin(), cluster.removed().end(),
-                   id.value()) != cluster.removed().end();
-}
-
 // One RaftPeer.Hello, asked as node `self`, within a second.
 absl::StatusOr<sessiond::v1::internal::HelloResponse> AskHello(
     sessiond::v1::internal::RaftPeer::Stub& stub, NodeId self) {
@@ -207,7 +198,7 @@ absl::Status Daemon::CheckNotRemoved() const {
 }
 
 void Daemon::ConfirmRemoval() {
-  if (!removal_suspected_.load() || left_cluster_.load()) return;
+  if (!removal_watch_.suspected() || left_cluster_.load()) return;
   const NodeId self(static_cast<uint64_t>(config_.node_id));
   auto hello =
       [&](NodeId id) -> std::optional<sessiond::v1::internal::HelloResponse> {
@@ -219,9 +210,7 @@ void Daemon::ConfirmRemoval() {
     if (!answer.ok()) return std::nullopt;
     return *std::move(answer);
   };
-  // Only the leader's word counts: a follower that has not applied this
-  // node's re-addition yet still lists it as removed, and a node replaying
-  // the log after a re-addition applies its old removal on the way.
+  // Only the leader's word counts (RemovalWatch).
   NodeId leader;
   for (const auto& [id, address] : transport_->addresses()) {
     std::optional<sessiond::v1::internal::HelloResponse> answer = hello(id);
@@ -237,14 +226,22 @@ void Daemon::ConfirmRemoval() {
       answer->cluster_id() != cluster_id_) {
     return;
   }
-  if (InMembership(*answer, self.value())) {
-    removal_suspected_.store(false);
-    return;
-  }
-  if (ListsAsRemoved(answer->cluster(), self)) {
-    LeaveCluster(absl::StrCat("the leader, node ", leader.value(),
-                              ", lists it as removed"),
-                 /*mark=*/true);
+  switch (removal_watch_.Judge(*answer)) {
+    case RemovalWatch::Verdict::kMember:
+      logging::Info("node.removal_not_confirmed",
+                    logging::Fields()
+                        .Add("leader", leader.value())
+                        .Add("msg",
+                             "the leader lists this node as a member: the "
+                             "removal it applied was an earlier one"));
+      break;
+    case RemovalWatch::Verdict::kRemoved:
+      LeaveCluster(absl::StrCat("the leader, node ", leader.value(),
+                                ", lists it as removed"),
+                   /*mark=*/true);
+      break;
+    case RemovalWatch::Verdict::kUndecided:
+      break;
   }
 }
 
@@ -506,7 +503,7 @@ absl::Status Daemon::Init() {
   transport_options.self = self;
   transport_options.self_address = advertised_peer_;
   transport_options.on_removed_refusal = [this](NodeId) {
-    removal_suspected_.store(true);
+    removal_watch_.OnRemovedRefusal();
   };
   transport_options.snapshots = snapshots_.get();
   transport_options.drop_file = config_.unsafe_peer_drop_file;
@@ -523,17 +520,10 @@ absl::Status Daemon::Init() {
   sm_options.snapshots = snapshots_.get();
   sm_options.bootstrap_conf = log_->InitialConfState();
   sm_options.on_cluster_state =
-      [this, self](const sessiond::v1::internal::ClusterState& cluster,
-                   const replication::ConfState& conf) {
+      [this](const sessiond::v1::internal::ClusterState& cluster,
+             const replication::ConfState& conf) {
         FollowMembers(cluster);
-        const bool member =
-            Contains(conf.voters, self) || Contains(conf.learners, self);
-        // A configuration without this node after one with it: its own
-        // removal, or an old one replayed on the way to a re-addition (a
-        // new member's first snapshot may predate its addition, so "not in
-        // it" alone says nothing). The leader tells (ConfirmRemoval).
-        if (was_member_ && !member) removal_suspected_.store(true);
-        was_member_ = member;
+        removal_watch_.OnApplied(conf);
       };
   absl::StatusOr<std::unique_ptr<storage::SessionStateMachine>> sm =
       storage::SessionStateMachine::Open(db_.get(), table_.get(), sm_options);
@@ -556,14 +546,8 @@ absl::Status Daemon::Init() {
   }
   if (absl::Status s = CheckNotRemoved(); !s.ok()) return s;
   FollowMembers(state_machine_->cluster_state());
-  {
-    const replication::ConfState conf = state_machine_->applied_conf();
-    was_member_ = Contains(conf.voters, self) || Contains(conf.learners, self);
-    // Stopped after applying its removal, before the leader confirmed it.
-    if (!was_member_ && ListsAsRemoved(state_machine_->cluster_state(), self)) {
-      removal_suspected_.store(true);
-    }
-  }
+  removal_watch_.Start(state_machine_->applied_conf(),
+                       state_machine_->cluster_state());
   // A crash between installing a snapshot in the log and in the state
   // (NodeDriver does them in that order) leaves the state behind the log's
   // first entry: the image is durable, so apply it again.

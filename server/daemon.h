@@ -16,6 +16,7 @@
 #include "server/config.h"
 #include "server/expiry_sweep_stats.h"
 #include "server/periodic_task.h"
+#include "server/removal_watch.h"
 #include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/peer.pb.h"
 
@@ -271,10 +272,9 @@ class Daemon {
   bool restart_requested_ = false;  // log_watch_'s thread only
   const StopRequest on_stop_needed_;
   std::atomic<bool> left_cluster_{false};
-  std::atomic<bool> removal_suspected_{false};
-  // Whether the last applied configuration had this node in it: set in
-  // Init, then on the apply thread only (on_cluster_state).
-  bool was_member_ = false;
+  // Whether this node was removed from its cluster (server/removal_watch.h):
+  // fed by the apply thread and the transport, judged by sd-removal.
+  RemovalWatch removal_watch_;
   // "sd-removal", every second in a cluster, from the end of Init until
   // Shutdown stops it first: ConfirmRemoval.
   std::unique_ptr<PeriodicTask> removal_check_;

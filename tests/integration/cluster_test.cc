@@ -867,10 +867,9 @@ TEST(ClusterTest, ARemovedMemberStopsAndStaysStopped) {
   ASSERT_TRUE(PromoteWhenCaughtUp(cluster, *leader, removed).ok());
   EXPECT_EQ(cluster.Validate(removed, token, sessiond::v1::LINEARIZABLE),
             ValidateSessionResponse::REVOKED);
-  // Back on an empty data dir, a member again, it stays up. (Whether a
-  // replay that applies its old removal in an apply batch of its own
-  // makes it ask the leader, which says it is a member, is not shown
-  // here: the whole log reaches it in one batch.)
+  // Back on an empty data dir, a member again, it stays up. (The whole
+  // short log reaches it in one apply batch; RemovalWatchTest replays the
+  // removal in a batch of its own.)
   absl::SleepFor(absl::Seconds(3));  // three removal checks
   EXPECT_TRUE(cluster.running(removed)) << cluster.LogTail(removed);
   EXPECT_FALSE(LogContains(cluster, removed, "node.removed"));
