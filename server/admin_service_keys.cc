@@ -4,8 +4,9 @@
 // from this node's applied ring; changes go through the log, where the
 // state machine applies KeyRing's rules. A key pair is made here, on the
 // node that takes StageKey, and only its sealed private half enters the
-// log. ActivateKey first asks every voter how far it applied, so the
-// command can prove that each of them publishes the key.
+// log. ActivateKey first asks every member how far it applied, so the
+// command can prove that each of them publishes the key, and how long it
+// has published it.
 #include <algorithm>
 #include <limits>
 #include <map>
@@ -113,6 +114,38 @@ grpc::ServerUnaryReactor* AdminServiceImpl::StageKey(
       });
 }
 
+namespace {
+
+// FailedPrecondition naming the first member that has published staged key
+// `kid` for less than the JWKS max-age: until then a cache may hold a
+// document from it without the key. Ok when the key is not STAGED here:
+// the state machine then refuses with the reason (unknown kid, not staged,
+// or, when this node has not applied the stage, a member behind it).
+absl::Status CheckPublishedEverywhere(
+    const std::string& kid, const std::map<NodeId, MemberStatus>& answers,
+    const storage::KeyRingView& ring, int64_t max_age_ms) {
+  const SigningKey* key = ring.Find(kid);
+  if (key == nullptr || key->state() != sessiond::v1::SIGNING_KEY_STAGED) {
+    return absl::OkStatus();
+  }
+  for (const auto& [id, member] : answers) {
+    auto it = member.key_published_ms().find(kid);
+    const int64_t published_ms =
+        it == member.key_published_ms().end() ? 0 : it->second;
+    if (published_ms < max_age_ms) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "activate: node ", id.value(), " has published kid ", kid, " for ",
+          published_ms, " ms and needs ", max_age_ms,
+          " ms (the JWKS max-age, counted from when it applied the stage or "
+          "started) so every cached JWKS holds it: retry in ",
+          (max_age_ms - published_ms + 999) / 1000, " s"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
     grpc::CallbackServerContext* context,
     const sessiond::v1::ActivateKeyRequest* request,
@@ -130,15 +163,17 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
           const SigningKey* active = ring.active();
           return active == nullptr ? std::string() : active->kid();
         }();
-        // Every voter must publish the key before it signs: ask each how far it
-        // applied (the state machine compares the lowest with the stage's
-        // index).
+        // Every member must publish the key before it signs: ask each how far
+        // it applied (the state machine compares the lowest with the stage's
+        // index) and how long it has published the key.
         const replication::NodeStatus status = driver_->status();
-        const std::set<NodeId> voters(status.conf_state.voters.begin(),
-                                      status.conf_state.voters.end());
+        std::set<NodeId> members(status.conf_state.voters.begin(),
+                                 status.conf_state.voters.end());
+        members.insert(status.conf_state.learners.begin(),
+                       status.conf_state.learners.end());
         grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
         AskMembers(
-            voters, /*with_digests=*/false,
+            members, /*with_digests=*/false,
             [this, context, reactor, response, kid,
              previous](std::map<NodeId, MemberStatus> answers) {
               uint64_t lowest = std::numeric_limits<uint64_t>::max();
@@ -146,16 +181,23 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
                 if (!member.reachable()) {
                   reactor->Finish(
                       ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
-                          "voter ", id.value(),
+                          "member ", id.value(),
                           " did not say how far it applied (", member.error(),
-                          "): every voter must publish a key before it "
-                          "signs; retry once it is back (sessionctl "
-                          "status)"))));
+                          "): every member must publish a key before it "
+                          "signs; retry once it is back, or remove it "
+                          "(sessionctl status)"))));
                   return;
                 }
                 lowest = std::min(lowest, member.applied_index());
               }
               if (answers.empty()) lowest = 0;
+              if (absl::Status published = CheckPublishedEverywhere(
+                      kid, answers, state_machine_->key_ring(),
+                      state_machine_->jwks_max_age_ms());
+                  !published.ok()) {
+                reactor->Finish(ToGrpcStatus(published));
+                return;
+              }
               Command command;
               auto* activate = command.mutable_key_ring()->mutable_activate();
               activate->set_kid(kid);

@@ -978,6 +978,9 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
     if (const auto* active = ring.active()) m.set_active_kid(active->kid());
     m.set_key_ring_index(ring.changed_index());
     m.set_has_kek(jwt_issuer_ != nullptr && jwt_issuer_->has_kek());
+    for (const auto& [kid, ms] : state_machine_->KeyPublishedMs()) {
+      (*m.mutable_key_published_ms())[kid] = ms;
+    }
   }
   if (clock_ != nullptr) {
     m.set_clock_skew_ms(clock_->SkewMs());

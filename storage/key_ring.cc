@@ -142,12 +142,12 @@ absl::Status ApplyActivate(pb::KeyRingState& state,
             : ": only a staged key can be activated; stage a new key"));
   }
   if (activate.voters_applied_index() < key->staged_index()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "activate: not every voting member has applied the stage of kid ",
-        key->kid(), " (entry ", key->staged_index(),
-        "; the lowest voter's applied index is ",
-        activate.voters_applied_index(),
-        "): retry once every voter has caught up"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("activate: not every member has applied the stage of kid ",
+                     key->kid(), " (entry ", key->staged_index(),
+                     "; the lowest member's applied index is ",
+                     activate.voters_applied_index(),
+                     "): retry once every member has caught up"));
   }
   const int64_t published_ms = context.applied_time_ms - key->staged_at_ms();
   if (published_ms < context.min_publish_ms) {

@@ -206,6 +206,12 @@ class SessionStateMachine : public replication::StateMachine {
   int64_t jwks_max_age_ms() const {
     return jwks_max_age_ms_.load(std::memory_order_acquire);
   }
+  // For each key the JWKS publishes (STAGED, ACTIVE, RETIRING): how long
+  // this process has published it, in ms by the steady clock, from when it
+  // applied the key's stage or loaded it at start. Not replicated: each
+  // member's own (ActivateKey asks every member).
+  std::map<std::string, int64_t> KeyPublishedMs() const
+      ABSL_LOCKS_EXCLUDED(published_mu_);
   // Live sessions whose JWT key `kid` signed: unexpired at now_ms and
   // active, or held by a revocation still restorable at now_ms (a restore
   // brings them back). A scan of the table (any thread).
@@ -411,6 +417,11 @@ class SessionStateMachine : public replication::StateMachine {
   // Mirrors cluster_.key_ring() for readers (published with the cluster
   // state); thread-safe on its own.
   KeyRing key_ring_;
+  // kid -> steady-clock nanoseconds when this process first published it
+  // (KeyPublishedMs); updated with key_ring_.
+  mutable absl::Mutex published_mu_;
+  std::map<std::string, int64_t> published_at_ns_
+      ABSL_GUARDED_BY(published_mu_);
   std::atomic<bool> stop_retrying_{false};
 
   // Apply-thread state, readable from any thread under mu_.

@@ -7,7 +7,10 @@
 // first leader writes) and, for a retirement, the live sessions the key
 // signed as this entry finds them in the table (with those a restorable
 // revocation holds).
+#include <chrono>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +21,17 @@ namespace sessiond::storage {
 
 using replication::ApplyResult;
 using sessiond::v1::internal::ClusterState;
+using sessiond::v1::internal::SigningKey;
+
+namespace {
+
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
 
 uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
                                                 int64_t now_ms) const {
@@ -99,6 +113,26 @@ void SessionStateMachine::PublishKeyRing(const ClusterState& cluster) {
     // readers had, and say so.
     logging::Error("key_ring.publish_failed", logging::Fields().Error(s));
   }
+  const int64_t now_ns = SteadyNowNs();
+  const KeyRingView ring = key_ring_.View();
+  absl::MutexLock lock(&published_mu_);
+  std::map<std::string, int64_t> published;
+  for (const SigningKey& key : ring.state().keys()) {
+    if (key.state() == v1::SIGNING_KEY_RETIRED) continue;
+    auto it = published_at_ns_.find(key.kid());
+    published[key.kid()] = it == published_at_ns_.end() ? now_ns : it->second;
+  }
+  published_at_ns_ = std::move(published);
+}
+
+std::map<std::string, int64_t> SessionStateMachine::KeyPublishedMs() const {
+  const int64_t now_ns = SteadyNowNs();
+  absl::MutexLock lock(&published_mu_);
+  std::map<std::string, int64_t> out;
+  for (const auto& [kid, since_ns] : published_at_ns_) {
+    out[kid] = (now_ns - since_ns) / 1'000'000;
+  }
+  return out;
 }
 
 }  // namespace sessiond::storage

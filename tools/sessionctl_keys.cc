@@ -191,7 +191,7 @@ absl::Status StageSigningKey(Connection& cluster, const Output& out,
         "staged key ", key.kid(), " (", Algorithm(key.algorithm()),
         "): published in the JWKS now, signs nothing yet.\n",
         "It may be activated from ", FormatTimeMs(key.activatable_at_ms(), now),
-        ", once every voting member has applied the stage (a kid may start "
+        ", once every member has published it that long (a kid may start "
         "with '-': `--` ends the options):\n  sessionctl keys activate -- ",
         key.kid(), "\n");
   }

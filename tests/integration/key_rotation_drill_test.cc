@@ -620,6 +620,39 @@ class Keys {
   ClusterHarness& cluster_;
 };
 
+// Gives every node of `cluster` a key-encryption key (one file, shared)
+// and a JWKS listener with `max_age_ms`: node id -> its JWKS host:port.
+absl::StatusOr<std::map<int, std::string>> ServeJwks(ClusterHarness& cluster,
+                                                     int64_t max_age_ms) {
+  const std::string kek = absl::StrCat(cluster.root(), "/kek");
+  if (absl::Status s = WriteNewKekFile(kek); !s.ok()) return s;
+  std::map<int, std::string> jwks;
+  std::set<int> ports;
+  for (int id : cluster.ids()) {
+    int port = PickFreePort();
+    for (int attempt = 0; attempt < 20 && ports.count(port) > 0; ++attempt) {
+      port = PickFreePort();
+    }
+    ports.insert(port);
+    jwks[id] = absl::StrCat("127.0.0.1:", port);
+    cluster.SetNodeFlags(
+        id, {"--kek_file", kek, "--jwks_max_age_ms", absl::StrCat(max_age_ms),
+             "--jwks_listen", jwks[id]});
+  }
+  return jwks;
+}
+
+// The key the first leader bootstraps (bounded wait); empty if none came.
+std::string WaitForBootstrappedKey(ClusterHarness& cluster, Keys& keys) {
+  std::string kid;
+  for (int attempt = 0; attempt < 300 && kid.empty(); ++attempt) {
+    absl::StatusOr<sessiond::v1::ListKeysResponse> list = keys.List();
+    if (list.ok()) kid = list->active_kid();
+    if (kid.empty()) absl::SleepFor(absl::Milliseconds(100));
+  }
+  return kid;
+}
+
 const sessiond::v1::SigningKeyInfo* FindKey(
     const sessiond::v1::ListKeysResponse& keys, const std::string& kid) {
   for (const auto& k : keys.keys()) {
@@ -668,32 +701,16 @@ TEST(KeyRotationDrillTest,
   ClusterOptions options;
   options.binary = SESSIOND_BINARY;
   ClusterHarness cluster(options);
-  const std::string kek = absl::StrCat(cluster.root(), "/kek");
-  ASSERT_TRUE(WriteNewKekFile(kek).ok());
-  std::map<int, std::string> jwks;  // node id -> its JWKS host:port
-  std::set<int> ports;
-  for (int id : cluster.ids()) {
-    int port = PickFreePort();
-    for (int attempt = 0; attempt < 20 && ports.count(port) > 0; ++attempt) {
-      port = PickFreePort();
-    }
-    ports.insert(port);
-    jwks[id] = absl::StrCat("127.0.0.1:", port);
-    cluster.SetNodeFlags(
-        id, {"--kek_file", kek, "--jwks_max_age_ms",
-             absl::StrCat(kJwksMaxAgeMs), "--jwks_listen", jwks[id]});
-  }
+  absl::StatusOr<std::map<int, std::string>> served =
+      ServeJwks(cluster, kJwksMaxAgeMs);
+  ASSERT_TRUE(served.ok()) << served.status();
+  const std::map<int, std::string>& jwks = *served;
   absl::Status started = cluster.Start();
   ASSERT_TRUE(started.ok()) << started;
   Keys keys(cluster);
 
   // The first leader bootstraps an active key; every node learns it.
-  std::string first_kid;
-  for (int attempt = 0; attempt < 300 && first_kid.empty(); ++attempt) {
-    absl::StatusOr<sessiond::v1::ListKeysResponse> list = keys.List();
-    if (list.ok()) first_kid = list->active_kid();
-    if (first_kid.empty()) absl::SleepFor(absl::Milliseconds(100));
-  }
+  const std::string first_kid = WaitForBootstrappedKey(cluster, keys);
   ASSERT_FALSE(first_kid.empty()) << "no key was bootstrapped\n"
                                   << cluster.LogTail(1);
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
@@ -706,7 +723,7 @@ TEST(KeyRotationDrillTest,
     // The HTTP document is GetJwks's, with its max-age and index as ETag.
     absl::StatusOr<sessiond::v1::GetJwksResponse> grpc_jwks = keys.Jwks(id);
     ASSERT_TRUE(grpc_jwks.ok()) << grpc_jwks.status();
-    absl::StatusOr<FetchedJwks> http_jwks = FetchJwks(jwks[id]);
+    absl::StatusOr<FetchedJwks> http_jwks = FetchJwks(jwks.at(id));
     ASSERT_TRUE(http_jwks.ok()) << http_jwks.status();
     EXPECT_EQ(http_jwks->body, grpc_jwks->jwks_json()) << "node " << id;
     EXPECT_EQ(http_jwks->max_age_s, grpc_jwks->max_age_s());
@@ -936,6 +953,80 @@ TEST(KeyRotationDrillTest,
 
   // After all that, every node agrees.
   EXPECT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+}
+
+// A follower cut off while a key was staged goes on serving a JWKS without
+// it, and a cache may keep that document for the max-age after the
+// follower catches up. So the key may sign only once every member has
+// published it for the max-age, counted on each member, not from the
+// stage: activating right after the follower caught up is refused.
+TEST(KeyRotationDrillTest, AMemberThatPublishedTheKeyLateHoldsBackActivation) {
+  constexpr int64_t kMaxAgeMs = 3'000;
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  ClusterHarness cluster(options);
+  absl::StatusOr<std::map<int, std::string>> jwks =
+      ServeJwks(cluster, kMaxAgeMs);
+  ASSERT_TRUE(jwks.ok()) << jwks.status();
+  ASSERT_TRUE(cluster.Start().ok());
+  Keys keys(cluster);
+  ASSERT_FALSE(WaitForBootstrappedKey(cluster, keys).empty());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  int late = 0;
+  for (int id : cluster.ids()) {
+    if (id != *leader && late == 0) late = id;
+  }
+
+  cluster.Isolate(late);
+  absl::SleepFor(absl::Milliseconds(300));  // drop lists are read every 50 ms
+  sessiond::v1::StageKeyResponse staged;
+  {
+    auto admin = cluster.Admin(*leader);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    const grpc::Status s =
+        admin->StageKey(&context, sessiond::v1::StageKeyRequest(), &staged);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  const std::string kid = staged.key().kid();
+  absl::SleepFor(absl::Milliseconds(kMaxAgeMs + 500));
+  absl::StatusOr<FetchedJwks> stale = FetchJwks(jwks->at(late));
+  ASSERT_TRUE(stale.ok()) << stale.status();
+  EXPECT_FALSE(HasKid(stale->keys, kid)) << "the cut-off member has the key";
+
+  cluster.HealAll();
+  bool published = false;
+  for (int attempt = 0; attempt < 200 && !published; ++attempt) {
+    absl::StatusOr<FetchedJwks> fetched = FetchJwks(jwks->at(late));
+    published = fetched.ok() && HasKid(fetched->keys, kid);
+    if (!published) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(published) << cluster.LogTail(late);
+  {
+    auto admin = cluster.Admin(*leader);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::ActivateKeyRequest request;
+    request.set_kid(kid);
+    sessiond::v1::ActivateKeyResponse response;
+    const grpc::Status s = admin->ActivateKey(&context, request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << s.error_message();
+    EXPECT_TRUE(absl::StrContains(
+        s.error_message(), absl::StrCat("node ", late, " has published")))
+        << s.error_message();
+  }
+  int refused = 0;
+  sessiond::v1::ActivateKeyResponse activated;
+  const grpc::Status activate = keys.Activate(kid, 100, &refused, &activated);
+  ASSERT_TRUE(activate.ok()) << activate.error_message();
+  absl::StatusOr<sessiond::v1::MemberStatus> member =
+      cluster.MemberStatusOf(late);
+  ASSERT_TRUE(member.ok()) << member.status();
+  ASSERT_EQ(member->key_published_ms().count(kid), 1u);
+  EXPECT_GE(member->key_published_ms().at(kid), kMaxAgeMs);
 }
 
 }  // namespace

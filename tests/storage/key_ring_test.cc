@@ -192,7 +192,7 @@ TEST(KeyRingTest, RotationLifecycle) {
   // A voter has not applied the stage yet.
   Refused(ring, Activate(b.kid, 1), At(3, staged_at + kMaxAgeMs),
           absl::StatusCode::kFailedPrecondition,
-          "retry once every voter has caught up");
+          "retry once every member has caught up");
 
   // Both conditions met: B signs, A verifies only, in the same step.
   const int64_t activated_at = staged_at + kMaxAgeMs;

@@ -1408,6 +1408,14 @@ TEST_F(SessionStateMachineTest, TheKeyRingLivesInTheLogAndCountsLiveSessions) {
   EXPECT_EQ(sm_->CountLiveSignedBy(first, 1200), 2u);
   ASSERT_TRUE(ApplyOne(StageKeyCommand(2000, false, &second)).ok());
   const uint64_t staged_at = sm_->applied_index().value();
+  // This process publishes both keys, each from when it applied its stage
+  // (by its own steady clock, not the entries' times).
+  {
+    const std::map<std::string, int64_t> published = sm_->KeyPublishedMs();
+    ASSERT_EQ(published.size(), 2u);
+    EXPECT_GE(published.at(first), published.at(second));
+    EXPECT_LT(published.at(second), 60'000);
+  }
   // Too early (published 1 s of the 5 s max-age): refused, nothing changed.
   Command activate;
   activate.set_timestamp_ms(3000);
@@ -1444,11 +1452,14 @@ TEST_F(SessionStateMachineTest, TheKeyRingLivesInTheLogAndCountsLiveSessions) {
   retire.mutable_key_ring()->mutable_retire()->set_expected_live_sessions(0);
   ASSERT_TRUE(ApplyOne(retire).ok());
   EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRED);
+  EXPECT_EQ(sm_->KeyPublishedMs().count(first), 0u);  // gone from the JWKS
+  EXPECT_EQ(sm_->KeyPublishedMs().count(second), 1u);
   // A restart and a snapshot carry the ring.
   const std::string ring = sm_->key_ring().state().SerializeAsString();
   Reopen();
   EXPECT_EQ(sm_->key_ring().state().SerializeAsString(), ring);
   EXPECT_EQ(sm_->jwks_max_age_ms(), 5000);
+  EXPECT_EQ(sm_->KeyPublishedMs().count(second), 1u);  // from the start
   auto snapshot = sm_->CreateSnapshot();
   ASSERT_TRUE(snapshot.ok()) << snapshot.status();
   OtherNode other(dir_);
