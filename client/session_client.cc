@@ -164,6 +164,32 @@ absl::Status NotSentError(size_t endpoints) {
   return status;
 }
 
+// The domain of the server's google.rpc.ErrorInfo (docs/API.md).
+constexpr absl::string_view kServerErrorDomain = "sessiond.dev";
+
+// kResourceExhausted the server sent: back-pressure, refused before
+// anything was queued (its ErrorInfo says so). gRPC gives the same code,
+// without the detail, to a reply over this client's receive limit, which
+// comes after the write applied.
+bool RefusedByServerUnderLoad(const absl::Status& status) {
+  if (!absl::IsResourceExhausted(status)) return false;
+  const std::optional<google::rpc::ErrorInfo> info = ErrorInfoOf(status);
+  return info.has_value() && info->domain() == kServerErrorDomain;
+}
+
+// A write's kResourceExhausted that is not the server's refusal: the write
+// may have applied, so it is reported as an unknown outcome, not as the
+// "not applied" the code means otherwise.
+absl::Status AmbiguousResourceExhausted(const absl::Status& status) {
+  return absl::UnknownError(absl::StrCat(
+      "outcome unknown: the write was sent and this client refused the "
+      "answer (",
+      status.message(),
+      "); a reply over the client's receive limit (4 MiB by default: "
+      "ChannelArguments GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH) follows an "
+      "applied write. Check before repeating it"));
+}
+
 }  // namespace
 
 bool IsNotSent(const absl::Status& status) {
@@ -248,8 +274,9 @@ absl::Duration SessionClient::Jitter(absl::Duration backoff) {
   return backoff * fraction;
 }
 
-void SessionClient::Backoff(absl::Duration delay,
+void SessionClient::Backoff(absl::Duration delay, absl::Duration at_least,
                             grpc::ChannelInterface& channel) {
+  const absl::Time start = absl::Now();
   if (channel.GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) {
     // Connected, yet the server could not answer (no quorum, overloaded):
     // plain backoff.
@@ -262,6 +289,9 @@ void SessionClient::Backoff(absl::Duration delay,
   // only by gRPC's backup poller, every 5 s. Waiting here polls the channel,
   // and the retry goes as soon as the connection is up.
   channel.WaitForConnected(absl::ToChronoTime(absl::Now() + delay));
+  // What the server asked for is waited out whichever node comes next (a
+  // follower forwards to the same leader).
+  absl::SleepFor(at_least - (absl::Now() - start));
 }
 
 std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
@@ -432,7 +462,8 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
   if (endpoints_.empty()) {
     return absl::FailedPreconditionError("SessionClient has no endpoints");
   }
-  const absl::Time call_deadline = absl::Now() + options_.call_timeout;
+  const absl::Time call_deadline =
+      std::min(absl::Now() + options_.call_timeout, policy.deadline);
   const int max_rounds = std::max(1, options_.max_attempts);
   absl::Duration backoff = options_.initial_backoff;
   absl::InlinedVector<const Endpoint*, 4> tried;
@@ -477,26 +508,27 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       }
       Observe(endpoint, policy.write, status, context);
     }
+    if (!policy.idempotent && absl::IsResourceExhausted(status) &&
+        !RefusedByServerUnderLoad(status)) {
+      status = AmbiguousResourceExhausted(status);
+    }
     if (status.ok() || round >= max_rounds) break;
-    // kResourceExhausted: the server queued nothing, so even a
-    // non-idempotent write may go again. (gRPC also uses the code for a
-    // reply over its 4 MiB receive limit, which would follow an applied
-    // write; but a write's reply is one record, at most --max_record_bytes,
-    // 16 KiB by default.)
+    // The server's kResourceExhausted: it queued nothing, so even a
+    // non-idempotent write may go again.
     const bool retry = policy.idempotent
                            ? Retryable(status)
                            : endpoint == nullptr || IsNotSent(status) ||
-                                 absl::IsResourceExhausted(status);
+                                 RefusedByServerUnderLoad(status);
     if (!retry) break;
     // The server's RetryInfo, when it gave one, is the least to wait.
-    const absl::Duration delay =
-        std::max(Jitter(backoff),
-                 std::min(RetryDelay(status).value_or(absl::ZeroDuration()),
-                          options_.max_backoff));
+    const absl::Duration server_delay =
+        std::min(RetryDelay(status).value_or(absl::ZeroDuration()),
+                 options_.max_backoff);
+    const absl::Duration delay = std::max(Jitter(backoff), server_delay);
     if (absl::Now() + delay >= call_deadline) break;
     retries_.fetch_add(1, std::memory_order_relaxed);
     candidates = Candidates(policy.write, tried);
-    Backoff(delay, *candidates.front()->channel);
+    Backoff(delay, server_delay, *candidates.front()->channel);
     backoff =
         std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
   }
@@ -515,10 +547,10 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
 
 // Each method copies the response out only on success; a failed attempt
 // leaves `response` in an unspecified state, so it is cleared per attempt.
-#define SESSIOND_CLIENT_CALL(Method, write, idempotent)                   \
+#define SESSIOND_CLIENT_CALL(Method, ...)                                 \
   v1::Method##Response response;                                          \
   absl::Status status = Invoke(                                           \
-      Policy{write, idempotent},                                          \
+      Policy(__VA_ARGS__),                                                \
       [&](v1::SessionService::Stub* stub, grpc::ClientContext* context) { \
         response.Clear();                                                 \
         return stub->Method(context, request, &response);                 \
@@ -528,7 +560,10 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::CreateSession(
     const v1::CreateSessionRequest& request) {
-  if (request.request_id().empty() && options_.create_request_ids) {
+  // The server takes no request_id with a JWT (its token is not derived
+  // from the id): such a create goes without one, sent at most once.
+  if (request.request_id().empty() && options_.create_request_ids &&
+      request.token_format() != v1::TOKEN_FORMAT_JWT) {
     v1::CreateSessionRequest with_id = request;
     with_id.set_request_id(NewRequestId());
     return DirectCreate(with_id);
@@ -542,27 +577,39 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CreateSession(
 }
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::DirectCreate(
-    const v1::CreateSessionRequest& request) {
+    const v1::CreateSessionRequest& request, absl::Time deadline) {
   // With a request_id a retry returns the first call's session and token:
   // as safe to repeat as a read.
   const bool idempotent = !request.request_id().empty();
-  SESSIOND_CLIENT_CALL(CreateSession, /*write=*/true, idempotent);
+  SESSIOND_CLIENT_CALL(CreateSession, /*write=*/true, idempotent, deadline);
 }
 
 absl::StatusOr<v1::CreateSessionsResponse> SessionClient::CreateSessions(
     const v1::CreateSessionsRequest& request) {
-  SESSIOND_CLIENT_CALL(CreateSessions, /*write=*/true, /*idempotent=*/false);
+  return CreateSessionsBy(request, absl::InfiniteFuture());
+}
+
+absl::StatusOr<v1::CreateSessionsResponse> SessionClient::CreateSessionsBy(
+    const v1::CreateSessionsRequest& request, absl::Time deadline) {
+  SESSIOND_CLIENT_CALL(CreateSessions, /*write=*/true, /*idempotent=*/false,
+                       deadline);
 }
 
 struct SessionClient::PendingCreate {
   const v1::CreateSessionRequest* request;
+  // Its caller's call_timeout ends here: a batch it is in ends by then.
+  absl::Time deadline;
   absl::StatusOr<v1::CreateSessionResponse> result;
   bool done = false;
+  // The batch was refused as invalid (nothing created): its caller sends it
+  // by itself, within its own deadline.
+  bool send_alone = false;
 };
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
     const v1::CreateSessionRequest& request) {
-  PendingCreate me{&request, absl::UnknownError("not sent"), false};
+  PendingCreate me{&request, absl::Now() + options_.call_timeout,
+                   absl::UnknownError("not sent")};
   std::vector<PendingCreate*> batch;
   {
     absl::MutexLock lock(&create_mu_);
@@ -578,9 +625,8 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       }
     };
     const Turn turn{this, &me};
-    const bool my_turn =
-        create_mu_.AwaitWithDeadline(absl::Condition(&turn, &Turn::Ready),
-                                     absl::Now() + options_.call_timeout);
+    const bool my_turn = create_mu_.AwaitWithDeadline(
+        absl::Condition(&turn, &Turn::Ready), me.deadline);
     auto queued = std::find(create_queue_.begin(), create_queue_.end(), &me);
     if (!my_turn && queued != create_queue_.end()) {
       // call_timeout spent behind batches that got no answer in time.
@@ -590,29 +636,39 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
           "got no answer within call_timeout. Nothing was created");
     }
     if (!my_turn) {
-      // Taken into a batch in flight, which ends within its own
-      // call_timeout: its sender answers this one.
+      // Taken into a batch in flight, which ends by this caller's deadline
+      // at the latest: its sender answers this one.
       create_mu_.Await(absl::Condition(&me.done));
     }
-    if (me.done) return std::move(me.result);
-    create_sending_ = true;
-    // This caller's create first: whichever waiter's turn it is, it may not
-    // be the oldest (the lock does not wake them in order).
-    create_queue_.erase(queued);
-    batch.push_back(&me);
-    const size_t max =
-        static_cast<size_t>(std::max(1, options_.max_coalesced_creates));
-    while (!create_queue_.empty() && batch.size() < max) {
-      batch.push_back(create_queue_.front());
-      create_queue_.pop_front();
+    if (!me.done) {
+      create_sending_ = true;
+      // This caller's create first: whichever waiter's turn it is, it may
+      // not be the oldest (the lock does not wake them in order).
+      create_queue_.erase(queued);
+      batch.push_back(&me);
+      const size_t max =
+          static_cast<size_t>(std::max(1, options_.max_coalesced_creates));
+      while (!create_queue_.empty() && batch.size() < max) {
+        batch.push_back(create_queue_.front());
+        create_queue_.pop_front();
+      }
+    } else if (!me.send_alone) {
+      return std::move(me.result);
     }
   }
+  if (me.send_alone) return DirectCreate(request, me.deadline);
+  // The batch ends by the earliest deadline in it: each caller's own
+  // call_timeout bounds its call.
+  absl::Time deadline = absl::InfiniteFuture();
+  for (const PendingCreate* p : batch)
+    deadline = std::min(deadline, p->deadline);
   if (batch.size() == 1) {
-    me.result = DirectCreate(request);
+    me.result = DirectCreate(request, deadline);
   } else {
     v1::CreateSessionsRequest many;
     for (PendingCreate* p : batch) *many.add_requests() = *p->request;
-    absl::StatusOr<v1::CreateSessionsResponse> answer = CreateSessions(many);
+    absl::StatusOr<v1::CreateSessionsResponse> answer =
+        CreateSessionsBy(many, deadline);
     coalesced_batches_.fetch_add(1, std::memory_order_relaxed);
     coalesced_creates_.fetch_add(batch.size(), std::memory_order_relaxed);
     if (answer.ok() &&
@@ -621,8 +677,9 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
         batch[i]->result = std::move(*answer->mutable_responses(i));
       }
     } else if (absl::IsInvalidArgument(answer.status())) {
-      // Nothing was created: one bad request fails only its own call.
-      for (PendingCreate* p : batch) p->result = DirectCreate(*p->request);
+      // Nothing was created: one bad request fails only its own call. Each
+      // caller sends its own, in parallel, within its own deadline.
+      for (PendingCreate* p : batch) p->send_alone = true;
     } else {
       const absl::Status failed =
           answer.ok()
@@ -631,9 +688,12 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       for (PendingCreate* p : batch) p->result = failed;
     }
   }
-  absl::MutexLock lock(&create_mu_);
-  for (PendingCreate* p : batch) p->done = true;
-  create_sending_ = false;
+  {
+    absl::MutexLock lock(&create_mu_);
+    for (PendingCreate* p : batch) p->done = true;
+    create_sending_ = false;
+  }
+  if (me.send_alone) return DirectCreate(request, me.deadline);
   return std::move(me.result);
 }
 

@@ -69,14 +69,16 @@ struct SessionClientOptions {
   // fill: while one CreateSessions is in flight, the creates that arrive
   // queue, and the next one carries all of them (up to
   // max_coalesced_creates). Each caller still gets its own answer; a batch
-  // refused as invalid is retried one by one, so one bad request fails only
-  // its own call.
+  // refused as invalid is retried one by one (each caller sends its own),
+  // so one bad request fails only its own call. Each caller's call_timeout
+  // holds: a batch ends by the earliest deadline of the callers in it.
   bool coalesce_creates = false;
   int max_coalesced_creates = 256;
   // Give every CreateSession without a request_id a fresh one
   // (NewRequestId), so that every create is retried like an idempotent call
   // (see the class comment). Needs servers that know request_id (older ones
-  // ignore the field and a retry may then create twice).
+  // ignore the field and a retry may then create twice). A create with
+  // token_format JWT gets none (the server takes none with it).
   bool create_request_ids = false;
 };
 
@@ -138,18 +140,21 @@ class ValidateStream;
 //   endpoint when there is one (RevokeSession: the leader, while known),
 //   with exponential backoff and jitter (at least the server's RetryInfo
 //   delay, up to max_backoff); while the next channel is disconnected, a
-//   backoff ends early when it connects. A create with a request_id is not
+//   backoff ends early when it connects, but never before the server's
+//   RetryInfo delay has passed. A create with a request_id is not
 //   coalesced (coalesce_creates).
 //   CreateSession without a request_id, UpdateSession, TouchSession,
 //   RevokeUserSessions, RotateSessionToken are not
 //   idempotent (a RevokeUser retried after a lost reply would also revoke
-//   sessions created in between): each is sent at most once, except that a
-//   kResourceExhausted answer (the server queued nothing) is retried after
-//   backoff. Before sending, the client waits up to `connect_timeout` for
-//   the chosen channel to be connected (a channel quiet for a while is
-//   polled for about 1 ms first, so a server that died meanwhile is seen);
-//   one that is not connected is passed over for the next endpoint, which
-//   is safe because nothing was sent to it.
+//   sessions created in between): each is sent at most once, except that
+//   the server's kResourceExhausted (back-pressure, with its ErrorInfo: it
+//   queued nothing) is retried after backoff. A kResourceExhausted without
+//   it is this client refusing a reply over its receive limit, after the
+//   write applied: returned as kUnknown, outcome unknown. Before sending, the
+//   client waits up to `connect_timeout` for the chosen channel to be connected
+//   (a channel quiet for a while is polled for about 1 ms first, so a server
+//   that died meanwhile is seen); one that is not connected is passed over for
+//   the next endpoint, which is safe because nothing was sent to it.
 //
 // Unknown outcome. For CreateSession (without a request_id), UpdateSession,
 // TouchSession, RevokeUserSessions and RotateSessionToken (whose new token
@@ -276,16 +281,25 @@ class SessionClient {
   // CreateSession through the coalescer (options_.coalesce_creates).
   absl::StatusOr<v1::CreateSessionResponse> CoalescedCreate(
       const v1::CreateSessionRequest& request) ABSL_LOCKS_EXCLUDED(create_mu_);
+  // `deadline`: the call ends by then, or by call_timeout if sooner.
   absl::StatusOr<v1::CreateSessionResponse> DirectCreate(
-      const v1::CreateSessionRequest& request);
+      const v1::CreateSessionRequest& request,
+      absl::Time deadline = absl::InfiniteFuture());
+  absl::StatusOr<v1::CreateSessionsResponse> CreateSessionsBy(
+      const v1::CreateSessionsRequest& request, absl::Time deadline);
   using EndpointPtr = std::shared_ptr<Endpoint>;
   using Attempt = absl::FunctionRef<grpc::Status(v1::SessionService::Stub*,
                                                  grpc::ClientContext*)>;
 
   // How a method is routed and retried (class comment).
   struct Policy {
+    Policy(bool write, bool idempotent,
+           absl::Time deadline = absl::InfiniteFuture())
+        : write(write), idempotent(idempotent), deadline(deadline) {}
     bool write;       // to the leader when known
     bool idempotent;  // retried; sent over any channel state
+    // The call ends by then, or after call_timeout if sooner.
+    absl::Time deadline;
   };
 
   SessionClient(std::vector<EndpointPtr> endpoints, bool opens_channels,
@@ -318,8 +332,10 @@ class SessionClient {
 
   absl::Duration Jitter(absl::Duration backoff) ABSL_LOCKS_EXCLUDED(rng_mu_);
   // Waits `delay` before a retry, or less when `channel` (where the retry
-  // goes) is disconnected and connects meanwhile.
-  void Backoff(absl::Duration delay, grpc::ChannelInterface& channel);
+  // goes) is disconnected and connects meanwhile; never less than
+  // `at_least` (the server's RetryInfo).
+  void Backoff(absl::Duration delay, absl::Duration at_least,
+               grpc::ChannelInterface& channel);
 
   const SessionClientOptions options_;
   // Constant after construction, never empty apart from Connect({}).

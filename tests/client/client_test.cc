@@ -39,6 +39,8 @@
 #include "client/grpc_status.h"
 #include "client/session_client.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 
@@ -694,6 +696,13 @@ class FakeSessionService final : public v1::SessionService::Service {
     std::string leader;         // "sessiond-leader" trailing metadata, when set
     std::string leader_id;      // "sessiond-leader-id", when set
     bool not_proposed = false;  // "sessiond-not-proposed: 1"
+    // With an error: the server's google.rpc.ErrorInfo (domain
+    // sessiond.dev) with this reason, when set.
+    std::string reason;
+    // How long the answer takes (bounded by the test).
+    absl::Duration delay = absl::ZeroDuration();
+    // With a reason: a google.rpc.RetryInfo with this delay, when set.
+    absl::Duration retry_delay = absl::ZeroDuration();
   };
 
   // Answers for the next calls, in order; `fallback` once they are used.
@@ -709,12 +718,45 @@ class FakeSessionService final : public v1::SessionService::Service {
     absl::MutexLock lock(&mu_);
     return calls_[method];
   }
+  // The request_ids of the CreateSession calls received, in order.
+  std::vector<std::string> request_ids() {
+    absl::MutexLock lock(&mu_);
+    return request_ids_;
+  }
+  // Each CreateSessions answer carries this many bytes of attributes.
+  void SetReplyPadding(size_t bytes) {
+    absl::MutexLock lock(&mu_);
+    reply_padding_ = bytes;
+  }
 
   grpc::Status CreateSession(grpc::ServerContext* context,
-                             const v1::CreateSessionRequest*,
+                             const v1::CreateSessionRequest* request,
                              v1::CreateSessionResponse* response) override {
+    {
+      absl::MutexLock lock(&mu_);
+      request_ids_.push_back(request->request_id());
+    }
     return Handle("CreateSession", context,
                   [&] { response->set_token("fake-token"); });
+  }
+  grpc::Status CreateSessions(grpc::ServerContext* context,
+                              const v1::CreateSessionsRequest* request,
+                              v1::CreateSessionsResponse* response) override {
+    size_t padding;
+    {
+      absl::MutexLock lock(&mu_);
+      padding = reply_padding_;
+    }
+    return Handle("CreateSessions", context, [&] {
+      for (int i = 0; i < request->requests_size(); ++i) {
+        response->add_responses()->set_token(absl::StrCat("fake-token-", i));
+      }
+      if (padding > 0 && response->responses_size() > 0) {
+        (*response->mutable_responses(0)
+              ->mutable_session()
+              ->mutable_attributes())["pad"] = std::string(padding, 'x');
+      }
+    });
   }
   grpc::Status ValidateSession(grpc::ServerContext* context,
                                const v1::ValidateSessionRequest*,
@@ -778,8 +820,25 @@ class FakeSessionService final : public v1::SessionService::Service {
     if (answer.not_proposed) {
       context->AddTrailingMetadata("sessiond-not-proposed", "1");
     }
+    absl::SleepFor(answer.delay);
     if (answer.code != grpc::StatusCode::OK) {
-      return grpc::Status(answer.code, absl::StrCat("fake ", method));
+      if (answer.reason.empty()) {
+        return grpc::Status(answer.code, absl::StrCat("fake ", method));
+      }
+      google::rpc::ErrorInfo info;
+      info.set_reason(answer.reason);
+      info.set_domain("sessiond.dev");
+      google::rpc::Status details;
+      details.set_code(static_cast<int>(answer.code));
+      details.add_details()->PackFrom(info);
+      if (answer.retry_delay > absl::ZeroDuration()) {
+        google::rpc::RetryInfo retry;
+        retry.mutable_retry_delay()->set_nanos(
+            static_cast<int32_t>(absl::ToInt64Nanoseconds(answer.retry_delay)));
+        details.add_details()->PackFrom(retry);
+      }
+      return grpc::Status(answer.code, absl::StrCat("fake ", method),
+                          details.SerializeAsString());
     }
     fill();
     return grpc::Status::OK;
@@ -789,6 +848,8 @@ class FakeSessionService final : public v1::SessionService::Service {
   std::deque<Answer> queued_ ABSL_GUARDED_BY(mu_);
   Answer fallback_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> request_ids_ ABSL_GUARDED_BY(mu_);
+  size_t reply_padding_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // A FakeSessionService served on 127.0.0.1 with a free port.
@@ -895,12 +956,22 @@ TEST(ClientFakeServerTest, SentWriteThatFailsIsAttemptedOnce) {
   EXPECT_EQ(server.service().calls("RevokeSession"), 4);
 }
 
-// RESOURCE_EXHAUSTED means the server queued nothing: even a write goes
-// again, within max_attempts.
+// An answer with this error code and the server's ErrorInfo reason.
+Answer FailWithReason(grpc::StatusCode code, std::string reason) {
+  Answer answer;
+  answer.code = code;
+  answer.reason = std::move(reason);
+  return answer;
+}
+
+// The server's RESOURCE_EXHAUSTED (back-pressure) means it queued nothing:
+// even a write goes again, within max_attempts.
 TEST(ClientFakeServerTest, ResourceExhaustedWriteIsRetried) {
   FakeServer server;
-  server.service().Push(Fail(grpc::StatusCode::RESOURCE_EXHAUSTED));
-  server.service().Push(Fail(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  const Answer overloaded =
+      FailWithReason(grpc::StatusCode::RESOURCE_EXHAUSTED, "OVERLOADED");
+  server.service().Push(overloaded);
+  server.service().Push(overloaded);
   auto client = SessionClient::Connect(server.address(), FakeOptions());
 
   absl::StatusOr<v1::CreateSessionResponse> created =
@@ -909,10 +980,70 @@ TEST(ClientFakeServerTest, ResourceExhaustedWriteIsRetried) {
   EXPECT_EQ(server.service().calls("CreateSession"), 3);
   EXPECT_EQ(client->stats().retries, 2u);
 
-  server.service().SetFallback(Fail(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  server.service().SetFallback(overloaded);
   EXPECT_EQ(client->CreateSession(CreateRequest("a")).status().code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(server.service().calls("CreateSession"), 3 + 4);
+}
+
+// The server's RetryInfo is the least a retry waits, also when the retry
+// goes to another endpoint whose channel connects at once (it would forward
+// to the same overloaded leader). A lower bound only: slowness cannot fail
+// it.
+TEST(ClientFakeServerTest, ARetryWaitsAtLeastTheServersRetryInfo) {
+  FakeServer a, b;
+  Answer overloaded =
+      FailWithReason(grpc::StatusCode::RESOURCE_EXHAUSTED, "OVERLOADED");
+  overloaded.retry_delay = absl::Milliseconds(300);
+  a.service().SetFallback(overloaded);
+  b.service().SetFallback(overloaded);
+  SessionClientOptions options = FakeOptions();
+  options.max_backoff = absl::Seconds(1);  // caps the server's delay too
+  auto client = SessionClient::Connect({a.address(), b.address()}, options);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(client->CreateSession(CreateRequest("a")).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(
+      a.service().calls("CreateSession") + b.service().calls("CreateSession"),
+      4);
+  EXPECT_GE(took, absl::Milliseconds(3 * 300)) << took;
+}
+
+// gRPC gives RESOURCE_EXHAUSTED, without the server's ErrorInfo, to a reply
+// over the client's receive limit (4 MiB): the write applied. A batch of
+// large sessions is such a reply: it must not be sent again (each time
+// creating the sessions again), and its outcome is unknown, not "not
+// applied".
+TEST(ClientFakeServerTest, AReplyTooLargeForTheClientIsNotSentAgain) {
+  FakeServer server;
+  server.service().SetReplyPadding(5u << 20);
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+  v1::CreateSessionsRequest batch;
+  *batch.add_requests() = CreateRequest("a");
+  *batch.add_requests() = CreateRequest("b");
+  const absl::Status status = client->CreateSessions(batch).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnknown) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "outcome unknown")) << status;
+  EXPECT_EQ(server.service().calls("CreateSessions"), 1);
+  EXPECT_EQ(client->stats().retries, 0u);
+}
+
+// create_request_ids gives every create a request_id, but the server takes
+// none with a JWT: such a create goes without one (sent at most once).
+TEST(ClientFakeServerTest, RequestIdsAreNotAddedToJwtCreates) {
+  FakeServer server;
+  SessionClientOptions options = FakeOptions();
+  options.create_request_ids = true;
+  auto client = SessionClient::Connect(server.address(), options);
+  v1::CreateSessionRequest jwt = CreateRequest("a");
+  jwt.set_token_format(v1::TOKEN_FORMAT_JWT);
+  ASSERT_TRUE(client->CreateSession(jwt).ok());
+  ASSERT_TRUE(client->CreateSession(CreateRequest("b")).ok());
+  const std::vector<std::string> ids = server.service().request_ids();
+  ASSERT_EQ(ids.size(), 2u);
+  EXPECT_EQ(ids[0], "");
+  EXPECT_NE(ids[1], "");
 }
 
 // A server that answers "not proposed" (no leader until its deadline)
@@ -1566,6 +1697,49 @@ TEST(ClientDeadlineTest, CallTimeoutBoundsTheWholeCall) {
 // Coalesced creates queued behind a batch that gets no answer end by their
 // own call_timeout, not after every batch ahead of them (they are told they
 // were not sent). A sanity bound, as above.
+// A coalesced batch refused as invalid is sent again one create at a time;
+// each caller sends its own, so a slow server does not make the last of
+// them wait for every create before it. A sanity bound, as above: before,
+// the sender sent them in turn, and the slowest caller took about
+// kThreads x call_timeout.
+TEST(ClientDeadlineTest, CallTimeoutBoundsCoalescedCreatesSentAgainOneByOne) {
+  FakeServer server;
+  server.service().SetFallback([] {
+    Answer slow;
+    slow.delay = absl::Milliseconds(1500);  // past call_timeout
+    return slow;
+  }());
+  SessionClientOptions options = FakeOptions();
+  options.call_timeout = absl::Seconds(1);
+  options.coalesce_creates = true;
+  options.max_coalesced_creates = 8;
+  auto client = SessionClient::Connect(server.address(), options);
+  constexpr int kThreads = 8;
+  constexpr int64_t kBoundMs = 3 * 1000;
+  std::vector<int64_t> took_ms(kThreads);
+  std::vector<absl::Status> results(kThreads);
+  std::vector<std::thread> threads;
+  // The first caller sends alone, answered in half a second; those that
+  // queue behind it meanwhile are batched, and the batch is refused as
+  // invalid. Each of them then sends its own, answered too late.
+  Answer first;
+  first.delay = absl::Milliseconds(500);
+  server.service().Push(first);
+  server.service().Push(Fail(grpc::StatusCode::INVALID_ARGUMENT));
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const int64_t start = NowMs();
+      results[t] = client->CreateSession(CreateRequest("kim")).status();
+      took_ms[t] = NowMs() - start;
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_LT(took_ms[t], kBoundMs) << results[t];
+  }
+  EXPECT_GE(server.service().calls("CreateSessions"), 1);
+}
+
 TEST(ClientDeadlineTest, CallTimeoutBoundsCoalescedCreatesWaitingTheirTurn) {
   SilentListener silent;
   SessionClientOptions options;
