@@ -855,7 +855,9 @@ ApplyResult SessionStateMachine::ApplyRevokeUser(
   uint64_t revoked = 0;
   for (const TokenHash& hash : table_->UserTokenHashes(revoke_user.user_id())) {
     std::optional<Session> session = table_->Get(hash);
-    if (!session || session->state() == v1::SESSION_STATE_REVOKED ||
+    if (!session ||
+        (session->state() == v1::SESSION_STATE_REVOKED &&
+         session->revoked_by().empty()) ||
         IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
       continue;
     }
@@ -863,6 +865,9 @@ ApplyResult SessionStateMachine::ApplyRevokeUser(
         session->session_id() == revoke_user.keep_session_id()) {
       continue;
     }
+    // Held by a bulk revocation: revoked for good now, as ApplyRevoke does,
+    // so restoring that revocation does not bring it back.
+    session->clear_revoked_by();
     session->set_state(v1::SESSION_STATE_REVOKED);
     session->set_revoke_reason(revoke_user.reason());
     session->set_revoked_at_ms(now_ms);

@@ -1179,6 +1179,27 @@ TEST_F(RevocationTest, OverlappingRevocationsHoldUntilBothAreUndone) {
   EXPECT_EQ(OutcomeOf(1, 2500), ValidateOutcome::kValid);
 }
 
+// RevokeUserSessions after a flush revokes the user's flushed sessions for
+// good, as a revocation one by one does: restoring the flush must not bring
+// them back. The kept session and other users' sessions are restored.
+TEST_F(RevocationTest, AUserRevokedAfterAFlushStaysRevokedWhenItIsRestored) {
+  ApplySession(Create(1, 1000, "ursula"));
+  ApplySession(Create(2, 1000, "ursula"));
+  ApplySession(Create(3, 1000, "ursula"));
+  ApplySession(Create(4, 1000, "victor"));
+  const v1::Revocation flush = Flush(2000);
+  EXPECT_EQ(ApplyCount(RevokeUser("ursula", 3000, /*keep=*/3)), 2u);
+  EXPECT_TRUE(table_->Get(H(1))->revoked_by().empty());
+  EXPECT_EQ(table_->Get(H(1))->revoke_reason(), "everywhere");
+  ApplyRevocation(Restore(flush.id(), 4000));
+  EXPECT_EQ(OutcomeOf(1, 5000), ValidateOutcome::kRevoked);
+  EXPECT_EQ(OutcomeOf(2, 5000), ValidateOutcome::kRevoked);
+  EXPECT_EQ(OutcomeOf(3, 5000), ValidateOutcome::kValid);
+  EXPECT_EQ(OutcomeOf(4, 5000), ValidateOutcome::kValid);
+  // Revoked for good already: a second user revocation counts nothing.
+  EXPECT_EQ(ApplyCount(RevokeUser("ursula", 6000, /*keep=*/3)), 0u);
+}
+
 TEST_F(RevocationTest, CreatedBeforeAndUsersSelectors) {
   ApplySession(Create(0, 1000, "ann"));
   ApplySession(Create(1, 1000, "ben"));
