@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/cluster_agent.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
@@ -49,6 +50,12 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
   }
   published_.store(current);
   if (current || publishing_.load()) return;
+  // Removed: the entry would be refused; the node stops once the leader
+  // confirms (server/removal_watch.h).
+  if (std::find(cluster.removed().begin(), cluster.removed().end(),
+                options_.self.value()) != cluster.removed().end()) {
+    return;
+  }
   // Only once this node holds the cluster's data: "started" tells a later
   // bootstrap that this member had a log.
   if (status.leader == NodeId(0) || status.applied < status.leader_commit ||

@@ -544,10 +544,17 @@ ApplyResult SessionStateMachine::ApplyMember(
     }
     return std::any();
   }
-  if (member.kind() == v1::internal::MemberCommand::ADD &&
-      was_removed != removed->end() && *was_removed == member.node_id()) {
-    removed->erase(was_removed);
+  const bool listed_removed =
+      was_removed != removed->end() && *was_removed == member.node_id();
+  if (listed_removed && member.kind() != v1::internal::MemberCommand::ADD) {
+    // A removed node still running announced itself before it learned of
+    // its removal: it must not get a member row back.
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", member.node_id(),
+                     " was removed from the cluster: only AddMember brings "
+                     "it back"));
   }
+  if (listed_removed) removed->erase(was_removed);
   if (it == members->end()) {
     v1::internal::Member added;
     added.set_node_id(member.node_id());

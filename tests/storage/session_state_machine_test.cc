@@ -981,6 +981,17 @@ TEST_F(SessionStateMachineTest,
   EXPECT_EQ(sm_->cluster_state().members(0).node_id(), 3u);
   Reopen();  // durable
   EXPECT_EQ(removed(), (std::vector<uint64_t>{2, 4}));
+  // A removed node that announces itself (it has not learned of its
+  // removal yet) gets no member row back.
+  Command publish;
+  publish.set_timestamp_ms(100);
+  publish.mutable_member()->set_kind(v1::internal::MemberCommand::PUBLISH);
+  publish.mutable_member()->set_node_id(2);
+  publish.mutable_member()->set_peer_address("p2");
+  EXPECT_EQ(ApplyOne(publish).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sm_->cluster_state().members_size(), 1);
+  EXPECT_EQ(removed(), (std::vector<uint64_t>{2, 4}));
   ASSERT_TRUE(ApplyOne(AddMember(4)).ok());
   EXPECT_EQ(removed(), (std::vector<uint64_t>{2}));
 }
