@@ -57,6 +57,19 @@ void AddStatusHints(grpc::CallbackServerContext* context,
   }
 }
 
+void AddRetryPushback(grpc::CallbackServerContext* context,
+                      const absl::Status& status) {
+  const std::optional<ErrorDetail> detail = ErrorDetailOf(status);
+  if (!detail) return;
+  if (detail->retry_delay) {
+    context->AddTrailingMetadata(
+        "grpc-retry-pushback-ms",
+        absl::StrCat(absl::ToInt64Milliseconds(*detail->retry_delay)));
+  } else if (absl::IsUnavailable(status) || absl::IsResourceExhausted(status)) {
+    context->AddTrailingMetadata("grpc-retry-pushback-ms", "-1");
+  }
+}
+
 absl::Time CallDeadline(const grpc::CallbackServerContext* context,
                         absl::Duration default_timeout) {
   const auto client = context->deadline();
@@ -73,6 +86,7 @@ absl::Time CallDeadline(const grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
                                     const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  AddRetryPushback(context, status);
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
@@ -81,6 +95,7 @@ void FinishWithHint(grpc::CallbackServerContext* context,
                     grpc::ServerUnaryReactor* reactor,
                     const absl::Status& status, const LeaderHint& hint) {
   AddStatusHints(context, status, hint);
+  AddRetryPushback(context, status);
   reactor->Finish(ToGrpcStatus(status));
 }
 
@@ -89,6 +104,7 @@ void UnaryCallBase::Reply(const absl::Status& status) {
   if (status.ok()) {
     final_status = SerializeResponse(response_message(), out_);
   }
+  AddRetryPushback(context_, final_status);
   const grpc::Status answer = ToGrpcStatus(final_status);
   timer_.Finish(answer.error_code());
   Finish(answer);

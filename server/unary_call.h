@@ -33,6 +33,12 @@ void AddLeaderHint(grpc::CallbackServerContext* context,
                    const LeaderHint& hint);
 void AddStatusHints(grpc::CallbackServerContext* context,
                     const absl::Status& status, const LeaderHint& hint);
+// "grpc-retry-pushback-ms": the status's RetryInfo delay, or -1 (do not
+// retry) for an UNAVAILABLE or RESOURCE_EXHAUSTED without one, so that
+// gRPC's own retries (client/service_config.json) wait as the server asks.
+// Every finishing helper below adds it.
+void AddRetryPushback(grpc::CallbackServerContext* context,
+                      const absl::Status& status);
 // The server deadline of a call (WritePath::ServerDeadline): the client's
 // deadline, if it set one, else `default_timeout` from now.
 absl::Time CallDeadline(const grpc::CallbackServerContext* context,

@@ -6,6 +6,9 @@
 // Every refusal is checked for its exact status, message and ErrorInfo
 // reason, and for changing nothing.
 #include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <string>
 #include <vector>
@@ -446,6 +449,33 @@ absl::Duration RetryDelayOf(const grpc::Status& status) {
     }
   }
   return -absl::Seconds(1);
+}
+
+// gRPC's own retries (a service config's retry policy, as other languages
+// use client/service_config.json) wait as long as the server asks
+// ("grpc-retry-pushback-ms", from its RetryInfo): a create refused by the
+// rate limit goes through on a retry once a token is back. Without the
+// trailer the retries go after 1 ms each, and all are refused.
+TEST_F(RateLimitTest, GrpcRetriesWaitAsLongAsTheServerAsks) {
+  CreateSessionResponse created;
+  grpc::Status s;
+  for (int i = 0; i < 20 && s.ok(); ++i) {
+    s = Create(RequestFor("erin", ""), &created);
+  }
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  grpc::ChannelArguments args;
+  args.SetServiceConfigJSON(R"({"methodConfig": [{
+      "name": [{"service": "sessiond.v1.SessionService",
+                "method": "CreateSession"}],
+      "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.001s",
+                      "maxBackoff": "0.001s", "backoffMultiplier": 1,
+                      "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}}]})");
+  auto stub = sessiond::v1::SessionService::NewStub(grpc::CreateCustomChannel(
+      daemon_->address(), grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  s = stub->CreateSession(&context, RequestFor("erin", ""), &created);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 TEST_F(RateLimitTest, CreatesPastTheLimitAreRefusedWithAWaitAndChangeNothing) {
