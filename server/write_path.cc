@@ -168,21 +168,15 @@ void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
   // The deadline is armed first: whatever happens next, the call is
   // answered by then.
   const DelayQueue::Handle timer = timers_->At(call->deadline, [this, call] {
-    std::optional<ApplyResult> known;
-    bool maybe_proposed;
-    {
-      absl::MutexLock lock(&call->mu);
-      known = call->result;
-      maybe_proposed = call->maybe_proposed;
-    }
     // A forwarded write that applied on the leader is committed: its
     // result stands even if this node has not caught up yet. One that no
     // node was ever asked to propose is safe to retry, and says so.
-    if (known) {
-      Finish(call, *std::move(known));
-    } else {
-      Finish(call, maybe_proposed ? NotCommittedInTime() : NeverProposed());
-    }
+    // Decided as the call finishes, under its lock: a Try that has not
+    // marked it maybe-proposed by then never will (MarkMaybeProposed).
+    FinishDeciding(call, [](const Call& c) -> ApplyResult {
+      if (c.result) return *c.result;
+      return c.maybe_proposed ? NotCommittedInTime() : NeverProposed();
+    });
   });
   {
     absl::MutexLock lock(&call->mu);
@@ -192,12 +186,22 @@ void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
 }
 
 void WritePath::Finish(const std::shared_ptr<Call>& call, ApplyResult result) {
+  FinishDeciding(call, [&result](const Call&) -> ApplyResult {
+    return std::move(result);
+  });
+}
+
+void WritePath::FinishDeciding(
+    const std::shared_ptr<Call>& call,
+    absl::FunctionRef<ApplyResult(const Call&)> decide) {
   Done done;
   std::optional<DelayQueue::Handle> timer;
+  ApplyResult result;
   {
     absl::MutexLock lock(&call->mu);
     if (call->finished) return;
     call->finished = true;
+    result = decide(*call);
     done = std::move(call->done);
     timer = call->timer;
   }
@@ -219,21 +223,20 @@ void WritePath::AbandonOpenCalls() {
     }
   }
   for (const std::shared_ptr<Call>& call : open) {
-    std::optional<ApplyResult> known;
-    bool maybe_proposed;
+    // A result the leader gave stands, as at the deadline; decided under
+    // the call's lock, as there.
     std::shared_ptr<grpc::ClientContext> forwarding;
+    FinishDeciding(call, [&forwarding](const Call& c) -> ApplyResult {
+      forwarding = c.forwarding.lock();
+      if (c.result) return *c.result;
+      return c.maybe_proposed ? AbandonedMaybeProposed()
+                              : AbandonedNotProposed();
+    });
     {
+      // A forward that started after the decision saw the call finished
+      // and sent nothing; one already running is cancelled below.
       absl::MutexLock lock(&call->mu);
-      known = call->result;
-      maybe_proposed = call->maybe_proposed;
-      forwarding = call->forwarding.lock();
-    }
-    // A result the leader gave stands, as at the deadline.
-    if (known) {
-      Finish(call, *std::move(known));
-    } else {
-      Finish(call, maybe_proposed ? AbandonedMaybeProposed()
-                                  : AbandonedNotProposed());
+      if (forwarding == nullptr) forwarding = call->forwarding.lock();
     }
     // Then (answered already, so its CANCELLED is not the answer) its
     // callback returns soon; Drain waits for that.

@@ -37,6 +37,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
@@ -138,6 +139,12 @@ class WritePath {
   void ProposeHere(const sessiond::v1::internal::ProposeRequest& op, Done done);
   void Finish(const std::shared_ptr<Call>& call,
               replication::ApplyResult result);
+  // Finishes the call with what `decide` makes of it, called under the
+  // call's lock as it is marked finished: an answer that depends on whether
+  // the call may have been proposed cannot race MarkMaybeProposed.
+  void FinishDeciding(
+      const std::shared_ptr<Call>& call,
+      absl::FunctionRef<replication::ApplyResult(const Call&)> decide);
 
   const WritePathOptions options_;
   replication::NodeDriver* const driver_;                    // outlives this
