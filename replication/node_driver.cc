@@ -7,6 +7,7 @@
 #include <iterator>
 #include <utility>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -552,7 +553,11 @@ void NodeDriver::RunDriver() {
   for (ConfChangeRequest& c : changes) {
     const absl::StatusOr<LogIndex> index = core_->ProposeConfChange(c.change);
     if (!index.ok()) {
-      c.done(index.status());
+      absl::Status refused = index.status();
+      if (absl::IsUnavailable(refused)) {
+        refused.SetPayload(kNotAppendedPayload, absl::Cord("1"));
+      }
+      c.done(refused);
       continue;
     }
     ProposeCallback superseded;
@@ -663,7 +668,11 @@ void NodeDriver::ProposeBatch(std::vector<Proposal> proposals) {
   const absl::StatusOr<LogIndex> last = core_->Propose(std::move(commands));
   metric_propose_batches_.fetch_add(1, std::memory_order_relaxed);
   if (!last.ok()) {
-    for (Proposal& p : proposals) p.done(last.status());
+    absl::Status refused = last.status();
+    if (absl::IsUnavailable(refused)) {
+      refused.SetPayload(kNotAppendedPayload, absl::Cord("1"));
+    }
+    for (Proposal& p : proposals) p.done(refused);
     return;
   }
   const Term term = core_->term();

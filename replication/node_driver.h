@@ -65,6 +65,11 @@
 
 namespace sessiond::replication {
 
+// Payload of a proposal's Unavailable answer when the core refused it before
+// appending anything (not the leader, a leadership transfer in progress):
+// the write never entered a log, so proposing it again is safe.
+inline constexpr char kNotAppendedPayload[] = "sessiond.dev/not-appended";
+
 struct NodeDriverOptions {
   RaftConfig raft;
   // Logical time: one RaftCore::Tick per interval of the Runtime's clock.

@@ -173,10 +173,13 @@ void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
     // node was ever asked to propose is safe to retry, and says so.
     // Decided as the call finishes, under its lock: a Try that has not
     // marked it maybe-proposed by then never will (MarkMaybeProposed).
-    FinishDeciding(call, [](const Call& c) -> ApplyResult {
-      if (c.result) return *c.result;
-      return c.maybe_proposed ? NotCommittedInTime() : NeverProposed();
-    });
+    FinishDeciding(call,
+                   [](const std::optional<ApplyResult>& known,
+                      bool maybe_proposed) -> ApplyResult {
+                     if (known) return *known;
+                     return maybe_proposed ? NotCommittedInTime()
+                                           : NeverProposed();
+                   });
   });
   {
     absl::MutexLock lock(&call->mu);
@@ -186,14 +189,16 @@ void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
 }
 
 void WritePath::Finish(const std::shared_ptr<Call>& call, ApplyResult result) {
-  FinishDeciding(call, [&result](const Call&) -> ApplyResult {
-    return std::move(result);
-  });
+  FinishDeciding(
+      call, [&result](const std::optional<ApplyResult>&, bool) -> ApplyResult {
+        return std::move(result);
+      });
 }
 
 void WritePath::FinishDeciding(
     const std::shared_ptr<Call>& call,
-    absl::FunctionRef<ApplyResult(const Call&)> decide) {
+    absl::FunctionRef<ApplyResult(const std::optional<ApplyResult>&, bool)>
+        decide) {
   Done done;
   std::optional<DelayQueue::Handle> timer;
   ApplyResult result;
@@ -201,7 +206,7 @@ void WritePath::FinishDeciding(
     absl::MutexLock lock(&call->mu);
     if (call->finished) return;
     call->finished = true;
-    result = decide(*call);
+    result = decide(call->result, call->maybe_proposed);
     done = std::move(call->done);
     timer = call->timer;
   }
@@ -225,18 +230,19 @@ void WritePath::AbandonOpenCalls() {
   for (const std::shared_ptr<Call>& call : open) {
     // A result the leader gave stands, as at the deadline; decided under
     // the call's lock, as there.
+    FinishDeciding(call,
+                   [](const std::optional<ApplyResult>& known,
+                      bool maybe_proposed) -> ApplyResult {
+                     if (known) return *known;
+                     return maybe_proposed ? AbandonedMaybeProposed()
+                                           : AbandonedNotProposed();
+                   });
+    // A forward that started after the decision saw the call finished and
+    // sent nothing; one already running is cancelled below.
     std::shared_ptr<grpc::ClientContext> forwarding;
-    FinishDeciding(call, [&forwarding](const Call& c) -> ApplyResult {
-      forwarding = c.forwarding.lock();
-      if (c.result) return *c.result;
-      return c.maybe_proposed ? AbandonedMaybeProposed()
-                              : AbandonedNotProposed();
-    });
     {
-      // A forward that started after the decision saw the call finished
-      // and sent nothing; one already running is cancelled below.
       absl::MutexLock lock(&call->mu);
-      if (forwarding == nullptr) forwarding = call->forwarding.lock();
+      forwarding = call->forwarding.lock();
     }
     // Then (answered already, so its CANCELLED is not the answer) its
     // callback returns soon; Drain waits for that.
@@ -253,6 +259,12 @@ void WritePath::Try(std::shared_ptr<Call> call) {
   if (status.role == replication::Role::kLeader) {
     if (!call->MarkMaybeProposed()) return;  // its deadline answered it
     Done done = [this, call](ApplyResult result) {
+      if (NotAppended(result)) {
+        // Refused before it entered the log (this node stopped leading, or
+        // hands leadership over): try again, as with no leader.
+        RetryUnproposed(call);
+        return;
+      }
       Finish(call, std::move(result));
     };
     if (call->command) {
@@ -275,6 +287,21 @@ void WritePath::Try(std::shared_ptr<Call> call) {
   if (absl::Now() + kNoLeaderRetry < call->deadline) {
     timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
   }
+}
+
+bool WritePath::NotAppended(const ApplyResult& result) {
+  return !result.ok() && result.status()
+                             .GetPayload(replication::kNotAppendedPayload)
+                             .has_value();
+}
+
+void WritePath::RetryUnproposed(const std::shared_ptr<Call>& call) {
+  {
+    absl::MutexLock lock(&call->mu);
+    if (call->finished) return;
+    call->maybe_proposed = false;
+  }
+  timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
 }
 
 void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
@@ -320,11 +347,7 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
         }
         if (rpc->response.not_leader()) {
           // It did nothing: ask whoever leads now.
-          {
-            absl::MutexLock lock(&call->mu);
-            call->maybe_proposed = false;
-          }
-          timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
+          RetryUnproposed(call);
           return;
         }
         ApplyResult result = ResultFromResponse(rpc->response);
@@ -452,6 +475,15 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
   ProposeHere(
       request, [this, respond = std::move(respond)](ApplyResult result) {
         ProposeResponse response;
+        if (NotAppended(result)) {
+          // It stopped leading, or hands over: the sender asks again.
+          response.set_not_leader(true);
+          response.set_leader(driver_->status().leader.value());
+          response.set_code(static_cast<int>(absl::StatusCode::kUnavailable));
+          response.set_message(std::string(result.status().message()));
+          respond(std::move(response));
+          return;
+        }
         ResultToResponse(std::move(result), &response);
         response.set_applied_index(state_machine_->applied_index().value());
         respond(std::move(response));

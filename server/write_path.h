@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -139,12 +140,21 @@ class WritePath {
   void ProposeHere(const sessiond::v1::internal::ProposeRequest& op, Done done);
   void Finish(const std::shared_ptr<Call>& call,
               replication::ApplyResult result);
-  // Finishes the call with what `decide` makes of it, called under the
-  // call's lock as it is marked finished: an answer that depends on whether
-  // the call may have been proposed cannot race MarkMaybeProposed.
-  void FinishDeciding(
-      const std::shared_ptr<Call>& call,
-      absl::FunctionRef<replication::ApplyResult(const Call&)> decide);
+  // Whether a proposal's answer says it never entered a log
+  // (replication::kNotAppendedPayload).
+  static bool NotAppended(const replication::ApplyResult& result);
+  // A call refused before anything was proposed: marked never proposed
+  // again, and tried again shortly (its deadline answers it if no leader
+  // takes it by then).
+  void RetryUnproposed(const std::shared_ptr<Call>& call);
+  // Finishes the call with what `decide` makes of the leader's result (if
+  // one came) and whether it may have been proposed, called under the
+  // call's lock as it is marked finished: such an answer cannot race
+  // MarkMaybeProposed.
+  void FinishDeciding(const std::shared_ptr<Call>& call,
+                      absl::FunctionRef<replication::ApplyResult(
+                          const std::optional<replication::ApplyResult>&, bool)>
+                          decide);
 
   const WritePathOptions options_;
   replication::NodeDriver* const driver_;                    // outlives this

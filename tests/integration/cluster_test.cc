@@ -770,6 +770,40 @@ grpc::Status TransferLeadership(ClusterHarness& cluster, int via, int to) {
   return admin->TransferLeadership(&context, request, &response);
 }
 
+// Writes that reach the leader while it hands leadership over are refused
+// by Raft before they enter the log. The node tries them again, and they
+// are answered once the handover ends (here it is abandoned after an
+// election timeout: its target is paused), not failed with an error the
+// client cannot retry (a create without request_id is sent once).
+TEST(ClusterTest, WritesDuringALeadershipTransferAreTriedAgainNotFailed) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int target = Others(cluster, *leader)[0];
+  const int other = Others(cluster, *leader)[1];
+  MustCreate(cluster, *leader, "before");
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  cluster.Pause(target);
+  std::thread transfer(
+      [&] { (void)TransferLeadership(cluster, *leader, target); });
+  absl::SleepFor(absl::Milliseconds(50));  // the handover has begun
+  for (int via : {*leader, other}) {
+    auto stub = cluster.Stub(via);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::CreateSessionRequest request;
+    request.set_user_id("during-transfer");
+    request.set_ttl_ms(3600 * 1000);
+    sessiond::v1::CreateSessionResponse response;
+    const grpc::Status s = stub->CreateSession(&context, request, &response);
+    EXPECT_TRUE(s.ok()) << "via node " << via << ": " << s.error_message();
+  }
+  transfer.join();
+  cluster.Resume(target);
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+}
+
 // A member that was down while another joined comes back to find the
 // newcomer leading. It has not applied the newcomer's AddMember yet, so
 // the leader is a stranger to it: it must still take the leader's appends
