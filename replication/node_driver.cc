@@ -305,7 +305,7 @@ void NodeDriver::WhenApplied(LogIndex index, StatusCallback done) {
     if (reads_closed_) {
       status = ShuttingDown();
     } else if (applied_for_reads_ < index) {
-      reads_waiting_.emplace(index, std::move(done));
+      WaitForApplyLocked(index, std::move(done));
       return;
     }
   }
@@ -618,7 +618,7 @@ void NodeDriver::FinishReadStates(std::vector<ReadState> read_states) {
         if (applied_for_reads_ >= rs.index) {
           ready.push_back(Completion::Reader(std::move(r), absl::OkStatus()));
         } else {
-          reads_waiting_.emplace(rs.index, std::move(r));
+          WaitForApplyLocked(rs.index, std::move(r));
         }
       }
     }
@@ -641,6 +641,40 @@ void NodeDriver::ExpireReadRounds(bool leadership_changed) {
     for (StatusCallback& r : it->second.readers) r(s);
     it = read_rounds_.erase(it);
   }
+}
+
+void NodeDriver::WaitForApplyLocked(LogIndex index, StatusCallback done) {
+  const absl::Duration expires =
+      runtime_->Elapsed() +
+      options_.read_timeout_ticks * absl::FromChrono(options_.tick_interval);
+  reads_waiting_.emplace(index, WaitingRead{std::move(done), expires});
+}
+
+void NodeDriver::ExpireWaitingReads() {
+  // Once a tick is enough: the driver stage runs for every message too.
+  if (ticks_done_ == waiting_reads_checked_tick_) return;
+  waiting_reads_checked_tick_ = ticks_done_;
+  const absl::Duration now = runtime_->Elapsed();
+  std::vector<Completion> expired;
+  LogIndex applied;
+  {
+    absl::MutexLock lock(&reads_mu_);
+    applied = applied_for_reads_;
+    for (auto it = reads_waiting_.begin(); it != reads_waiting_.end();) {
+      if (it->second.expires > now) {
+        ++it;
+        continue;
+      }
+      expired.push_back(Completion::Reader(
+          std::move(it->second.done),
+          absl::UnavailableError(absl::StrCat(
+              "this node has not applied index ", it->first.value(),
+              " in time (applied through ", applied.value(),
+              "): its apply stage is behind; read from another node"))));
+      it = reads_waiting_.erase(it);
+    }
+  }
+  PostCompletions(std::move(expired));
 }
 
 void NodeDriver::RequestCompaction(Snapshot snapshot) {
@@ -757,6 +791,7 @@ void NodeDriver::RefreshStatus() {
   last_role_ = raft.role;
   last_leader_ = raft.leader;
   ExpireReadRounds(leadership_changed);
+  ExpireWaitingReads();
   absl::MutexLock lock(&status_mu_);
   if (raft.role == Role::kLeader &&
       (status_.role != Role::kLeader || status_.term != raft.term)) {
@@ -1151,7 +1186,7 @@ void NodeDriver::CompleteReadsThrough(LogIndex applied) {
     while (!reads_waiting_.empty() &&
            reads_waiting_.begin()->first <= applied_for_reads_) {
       calls.push_back(Completion::Reader(
-          std::move(reads_waiting_.begin()->second), absl::OkStatus()));
+          std::move(reads_waiting_.begin()->second.done), absl::OkStatus()));
       reads_waiting_.erase(reads_waiting_.begin());
     }
   }
@@ -1186,13 +1221,13 @@ void NodeDriver::FailAllPending(const absl::Status& status) {
     pending.swap(pending_);
   }
   for (auto& [index, p] : pending) p.done(status);
-  std::multimap<LogIndex, StatusCallback> reads;
+  std::multimap<LogIndex, WaitingRead> reads;
   {
     absl::MutexLock lock(&reads_mu_);
     reads.swap(reads_waiting_);
     reads_closed_ = true;
   }
-  for (auto& [index, r] : reads) r(status);
+  for (auto& [index, r] : reads) r.done(status);
   std::deque<Completion> calls;
   {
     absl::MutexLock lock(&completion_mu_);

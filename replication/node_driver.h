@@ -94,7 +94,8 @@ struct NodeDriverOptions {
   // whole snapshot (etcd's SnapshotCatchUpEntries).
   uint64_t compaction_catch_up_entries = 5000;
   // A ReadIndex request still unanswered after this many ticks fails with
-  // Unavailable (its message to the leader may have been lost).
+  // Unavailable (its message to the leader may have been lost); so does a
+  // read whose index this node has not applied this long after it was known.
   int read_timeout_ticks = 20;
   // Ticks handed to the core at most per driver run after a stall (a paused
   // process): enough to expire any lease and election timeout.
@@ -254,7 +255,8 @@ class NodeDriver : public MessageSink, public StageRunner {
   }
 
   // `done(OK)` once this node's state machine has applied through `index`
-  // (at once when it has); Unavailable when the driver stops first. Runs on
+  // (at once when it has); Unavailable when the driver stops first or the
+  // index is not applied within the read timeout. Runs on
   // the completion stage or the calling thread; must not block.
   void WhenApplied(LogIndex index, StatusCallback done);
 
@@ -401,6 +403,11 @@ class NodeDriver : public MessageSink, public StageRunner {
   void StartReadRound(std::vector<StatusCallback> readers);
   void FinishReadStates(std::vector<ReadState> read_states);
   void ExpireReadRounds(bool leadership_changed);
+  // Registers a read until the apply stage reaches `index`.
+  void WaitForApplyLocked(LogIndex index, StatusCallback done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(reads_mu_);
+  // Answers the reads still waiting past their expiry.
+  void ExpireWaitingReads();
   void RequestCompaction(Snapshot snapshot);
   void RefreshStatus();
   void RefuseInbox(const absl::Status& status);
@@ -482,6 +489,8 @@ class NodeDriver : public MessageSink, public StageRunner {
   // refusal_ or write_error_ is set: read without the lock on the
   // propose path and by the driver stage.
   std::atomic<bool> log_stalled_{false};
+  // Driver stage: the tick ExpireWaitingReads last looked at.
+  int64_t waiting_reads_checked_tick_ = -1;
   // Driver stage: the tick of the last hand-over attempt.
   int64_t handover_tick_ = -1000000;
 
@@ -497,8 +506,15 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Reads whose read index is known, waiting for the apply stage to reach
   // it. `applied_for_reads_` is the apply stage's progress, kept under the
   // same lock so a read is never registered just after its index passed.
+  // A read still waiting at `expires` (runtime clock) is answered
+  // Unavailable by the driver stage: an apply stage stuck on a full disk
+  // must not hold every read made meanwhile, callbacks and all.
+  struct WaitingRead {
+    StatusCallback done;
+    absl::Duration expires;
+  };
   absl::Mutex reads_mu_;
-  std::multimap<LogIndex, StatusCallback> reads_waiting_
+  std::multimap<LogIndex, WaitingRead> reads_waiting_
       ABSL_GUARDED_BY(reads_mu_);
   LogIndex applied_for_reads_ ABSL_GUARDED_BY(reads_mu_);
   bool reads_closed_ ABSL_GUARDED_BY(reads_mu_) = false;  // stopped

@@ -11,6 +11,7 @@
 #include "common/fault_point.h"
 #include "common/log.h"
 #include "server/jwt_issuer.h"
+#include "server/removal_watch.h"
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
@@ -52,10 +53,7 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
   if (current || publishing_.load()) return;
   // Removed: the entry would be refused; the node stops once the leader
   // confirms (server/removal_watch.h).
-  if (std::find(cluster.removed().begin(), cluster.removed().end(),
-                options_.self.value()) != cluster.removed().end()) {
-    return;
-  }
+  if (ListsAsRemoved(cluster, options_.self)) return;
   // Only once this node holds the cluster's data: "started" tells a later
   // bootstrap that this member had a log.
   if (status.leader == NodeId(0) || status.applied < status.leader_commit ||

@@ -173,13 +173,7 @@ void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
     // node was ever asked to propose is safe to retry, and says so.
     // Decided as the call finishes, under its lock: a Try that has not
     // marked it maybe-proposed by then never will (MarkMaybeProposed).
-    FinishDeciding(call,
-                   [](const std::optional<ApplyResult>& known,
-                      bool maybe_proposed) -> ApplyResult {
-                     if (known) return *known;
-                     return maybe_proposed ? NotCommittedInTime()
-                                           : NeverProposed();
-                   });
+    FinishUnanswered(call, NotCommittedInTime(), NeverProposed());
   });
   {
     absl::MutexLock lock(&call->mu);
@@ -193,6 +187,18 @@ void WritePath::Finish(const std::shared_ptr<Call>& call, ApplyResult result) {
       call, [&result](const std::optional<ApplyResult>&, bool) -> ApplyResult {
         return std::move(result);
       });
+}
+
+void WritePath::FinishUnanswered(const std::shared_ptr<Call>& call,
+                                 absl::Status if_maybe_proposed,
+                                 absl::Status if_never_proposed) {
+  FinishDeciding(call,
+                 [&](const std::optional<ApplyResult>& known,
+                     bool maybe_proposed) -> ApplyResult {
+                   if (known) return *known;
+                   return maybe_proposed ? std::move(if_maybe_proposed)
+                                         : std::move(if_never_proposed);
+                 });
 }
 
 void WritePath::FinishDeciding(
@@ -230,13 +236,7 @@ void WritePath::AbandonOpenCalls() {
   for (const std::shared_ptr<Call>& call : open) {
     // A result the leader gave stands, as at the deadline; decided under
     // the call's lock, as there.
-    FinishDeciding(call,
-                   [](const std::optional<ApplyResult>& known,
-                      bool maybe_proposed) -> ApplyResult {
-                     if (known) return *known;
-                     return maybe_proposed ? AbandonedMaybeProposed()
-                                           : AbandonedNotProposed();
-                   });
+    FinishUnanswered(call, AbandonedMaybeProposed(), AbandonedNotProposed());
     // A forward that started after the decision saw the call finished and
     // sent nothing; one already running is cancelled below.
     std::shared_ptr<grpc::ClientContext> forwarding;

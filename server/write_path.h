@@ -155,6 +155,12 @@ class WritePath {
                       absl::FunctionRef<replication::ApplyResult(
                           const std::optional<replication::ApplyResult>&, bool)>
                           decide);
+  // Finishes a call no answer was given to yet (its deadline, shutdown):
+  // with the leader's result if one came, else with the answer for "may
+  // have been proposed" or for "never proposed".
+  void FinishUnanswered(const std::shared_ptr<Call>& call,
+                        absl::Status if_maybe_proposed,
+                        absl::Status if_never_proposed);
 
   const WritePathOptions options_;
   replication::NodeDriver* const driver_;                    // outlives this

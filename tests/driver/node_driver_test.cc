@@ -1124,6 +1124,54 @@ TEST(NodeDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
 // once the driver takes no more proposals, and the driver stops (the log
 // replays the entries at the next start). It used to take that error as a
 // failed write and abort the process, unless the drain had already ended.
+// A read waits for this node to apply its read index; while the apply
+// stage is stuck (a full disk retries the write), each read made meanwhile
+// was held, callback and all, until the disk recovered: unbounded memory on
+// a node that keeps answering. Such a read is answered Unavailable after the
+// read timeout, and a read the apply stage reaches in time is not.
+TEST(NodeDriverTest, AReadWaitingForAStuckApplyIsAnsweredAfterTheReadTimeout) {
+  CountingLogStore log(OneVoter());
+  DiskFullStateMachine sm;
+  NoPeersTransport transport;
+  NodeDriverOptions options = TestOptions();
+  options.drain_timeout = std::chrono::milliseconds(2000);
+  std::unique_ptr<NodeDriver> driver =
+      StartLeader(&log, &sm, &transport, options);
+  ASSERT_NE(driver, nullptr);
+  const LogIndex applied = sm.applied_index();
+  sm.StartFailing();
+  driver->Propose("stuck in the apply stage", [](ApplyResult) {});
+  // Committed, so a read index covers it, and never applied.
+  for (int i = 0; i < 3000 && driver->status().commit <= applied; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GT(driver->status().commit, applied);
+
+  auto read_done = std::make_shared<absl::Notification>();
+  auto read_status = std::make_shared<absl::Status>();
+  driver->ReadIndex([read_done, read_status](absl::Status s) {
+    *read_status = s;
+    read_done->Notify();
+  });
+  auto wait_done = std::make_shared<absl::Notification>();
+  auto wait_status = std::make_shared<absl::Status>();
+  driver->WhenApplied(applied + 1, [wait_done, wait_status](absl::Status s) {
+    *wait_status = s;
+    wait_done->Notify();
+  });
+  ASSERT_TRUE(read_done->WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(read_status->code(), absl::StatusCode::kUnavailable)
+      << *read_status;
+  EXPECT_TRUE(
+      absl::StrContains(read_status->message(), "apply stage is behind"))
+      << *read_status;
+  ASSERT_TRUE(wait_done->WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(wait_status->code(), absl::StatusCode::kUnavailable)
+      << *wait_status;
+  EXPECT_EQ(sm.applied_index(), applied);  // answered while still stuck
+  driver->Stop();
+}
+
 TEST(NodeDriverTest, StoppingWhileAnApplyWaitsForTheDiskDoesNotAbort) {
   CountingLogStore log(OneVoter());
   DiskFullStateMachine sm;
