@@ -35,29 +35,35 @@ ClusterClock::ClusterClock(ClusterClockOptions options)
 
 int64_t ClusterClock::EstimateNsLocked(int64_t steady_ns) {
   const storage::AppliedTimeSample sample = options_.applied();
-  int64_t estimate_ns;
   if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) {
     // Nothing applied yet, anywhere: a new cluster starts at the wall clock.
-    estimate_ns = options_.wall_ms() * kNsPerMs;
-  } else {
-    estimate_ns = sample.cluster_ms * kNsPerMs + (steady_ns - sample.steady_ns);
-    if (last_stamp_ms_ != 0) {
-      // Our own latest stamp may not be applied yet; and an applied stamp
-      // is sampled when it is applied, a commit latency after it was made,
-      // so on the leader this is the estimate that keeps pace.
-      estimate_ns =
-          std::max(estimate_ns, last_stamp_ms_ * kNsPerMs +
-                                    (steady_ns - last_stamp_anchor_ns_));
-    }
+    // A guess, not kept (last_now_ms_ is not raised by it): a node that has
+    // applied nothing yet may be about to apply a cluster time far behind
+    // its wall clock (a new member, a restore), and then follows that.
+    return options_.wall_ms() * kNsPerMs;
   }
-  return std::max(estimate_ns, last_now_ms_ * kNsPerMs);
+  int64_t estimate_ns =
+      sample.cluster_ms * kNsPerMs + (steady_ns - sample.steady_ns);
+  if (last_stamp_ms_ != 0 && last_stamp_ms_ >= sample.cluster_ms) {
+    // Our own latest stamp may not be applied yet; and an applied stamp
+    // is sampled when it is applied, a commit latency after it was made,
+    // so on the leader this is the estimate that keeps pace. Only while it
+    // is the latest time there is: once another leader's stamps are
+    // applied, ours (from an earlier term) would run ahead of every
+    // correction that leader made since.
+    estimate_ns =
+        std::max(estimate_ns, last_stamp_ms_ * kNsPerMs +
+                                  (steady_ns - last_stamp_anchor_ns_));
+  }
+  estimate_ns = std::max(estimate_ns, last_now_ms_ * kNsPerMs);
+  last_now_ms_ = estimate_ns / kNsPerMs;
+  return estimate_ns;
 }
 
 int64_t ClusterClock::NowMs() {
   const int64_t steady = options_.steady_ns();
   absl::MutexLock lock(&mu_);
-  last_now_ms_ = EstimateNsLocked(steady) / kNsPerMs;
-  return last_now_ms_;
+  return EstimateNsLocked(steady) / kNsPerMs;
 }
 
 int64_t ClusterClock::StampMs() {
@@ -99,8 +105,7 @@ int64_t ClusterClock::SkewMs() {
   const int64_t steady = options_.steady_ns();
   const int64_t wall = options_.wall_ms();
   absl::MutexLock lock(&mu_);
-  last_now_ms_ = EstimateNsLocked(steady) / kNsPerMs;
-  return wall - last_now_ms_;
+  return wall - EstimateNsLocked(steady) / kNsPerMs;
 }
 
 }  // namespace sessiond::server

@@ -47,7 +47,9 @@ class ClusterClock {
   explicit ClusterClock(ClusterClockOptions options);
 
   // This node's estimate of cluster time: the applied time plus the steady
-  // time elapsed since it was applied here. Never goes back on this node.
+  // time elapsed since it was applied here. Never goes back on this node
+  // once it has applied a time or stamped one (before, it is the wall clock,
+  // a guess).
   // For reads and for the touches this node records.
   int64_t NowMs() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -60,7 +62,8 @@ class ClusterClock {
   int64_t SkewMs() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  // Cluster time in nanoseconds (never below a time already returned).
+  // Cluster time in nanoseconds (never below a time already returned, once
+  // grounded in an applied time or a stamp); raises last_now_ms_.
   int64_t EstimateNsLocked(int64_t steady_ns)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -116,6 +116,8 @@ BreakerJudgement ExpiryBreakerJudge::Judge(int64_t steady_ms,
   judgement.threshold =
       Threshold(live_at_start_, has_baseline_ ? young_baseline_ : 0);
   judgement.window_start_ms = start_cluster_ms_;
+  judgement.window_real_elapsed_ms =
+      std::max<int64_t>(0, steady_ms - start_steady_ms_);
   judgement.young_baseline = young_baseline_;
   judgement.young_judged = has_baseline_;
   judgement.live_at_start = live_at_start_;
@@ -158,8 +160,9 @@ uint64_t ExpiryBreakerJudge::UnexpectedWhileOpen(
     const sessiond::v1::ExpiryBreaker& breaker, int64_t steady_ms,
     int64_t seen_steady_ms, int64_t cluster_ms,
     const ExpiredSessions& held) const {
+  // An opening recorded before the field existed reads 0: it clears later.
   const int64_t elapsed_before_seen =
-      std::max<int64_t>(0, breaker.opened_at_ms() - breaker.window_start_ms());
+      std::max<int64_t>(0, breaker.window_real_elapsed_ms());
   const int64_t allowance =
       elapsed_before_seen + AllowanceMs(steady_ms - seen_steady_ms);
   ExpiryCounts counts;
@@ -173,6 +176,23 @@ uint64_t ExpiryBreakerJudge::UnexpectedWhileOpen(
           ? SaturatingSub(counts.young, breaker.young_baseline())
           : 0;
   return counts.early + young_excess;
+}
+
+sessiond::v1::ExpiryBreaker OpeningFor(const BreakerJudgement& judgement,
+                                       int64_t now_ms) {
+  sessiond::v1::ExpiryBreaker open;
+  // Just before the first unexpected expiry (or now, if none has happened
+  // yet): every session it holds back validates again.
+  open.set_frozen_at_ms(std::min(now_ms, judgement.earliest_unexpected_ms - 1));
+  open.set_reason(judgement.reason);
+  open.set_unexpected_expiries(judgement.unexpected);
+  open.set_threshold(judgement.threshold);
+  open.set_live_sessions(judgement.live_at_start);
+  open.set_window_start_ms(judgement.window_start_ms);
+  open.set_window_real_elapsed_ms(judgement.window_real_elapsed_ms);
+  open.set_young_baseline(judgement.young_baseline);
+  open.set_young_judged(judgement.young_judged);
+  return open;
 }
 
 uint64_t CountHeldSessions(const storage::SessionTable& table,

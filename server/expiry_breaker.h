@@ -76,8 +76,15 @@ struct BreakerJudgement {
   uint64_t young_baseline = 0;
   bool young_judged = false;
   uint64_t live_at_start = 0;
+  // Steady time since the window's start.
+  int64_t window_real_elapsed_ms = 0;
   std::string reason;  // one line, when open
 };
+
+// The open command's breaker for `judgement` (open) made at cluster time
+// `now_ms`: id, opened_at_ms and times_opened are set as it applies.
+sessiond::v1::ExpiryBreaker OpeningFor(const BreakerJudgement& judgement,
+                                       int64_t now_ms);
 
 // Calls the visitor it is given once per session of a set (candidates,
 // held sessions): a scan of the table, however many there are, without a
@@ -115,9 +122,10 @@ class ExpiryBreakerJudge {
   // cluster_ms, or about to be, that the frozen clock keeps) are still
   // unexpected, judged by the opening's window (`breaker`). `steady_ms` and
   // `seen_steady_ms`: now and when this leader first saw the breaker open;
-  // real time elapsed since the window's start is taken as the cluster time
-  // from the window's start to the opening plus the steady time since seen
-  // (an underestimate on a new leader: it clears later, never sooner).
+  // real time elapsed since the window's start is taken as the opening
+  // leader's steady time from the window's start to the opening plus this
+  // leader's steady time since seen (an underestimate on a new leader: it
+  // clears later, never sooner). Never cluster time: it may have run ahead.
   uint64_t UnexpectedWhileOpen(const sessiond::v1::ExpiryBreaker& breaker,
                                int64_t steady_ms, int64_t seen_steady_ms,
                                int64_t cluster_ms,

@@ -143,19 +143,8 @@ uint64_t ExpirySweeper::SweepClosed(
         });
     if (judgement.open) {
       sessiond::v1::internal::Command command;
-      sessiond::v1::ExpiryBreaker* open =
-          command.mutable_expiry_breaker()->mutable_open();
-      // Just before the first unexpected expiry (or now, if none has
-      // happened yet): every session it holds back validates again.
-      open->set_frozen_at_ms(
-          std::min(now_ms, judgement.earliest_unexpected_ms - 1));
-      open->set_reason(judgement.reason);
-      open->set_unexpected_expiries(judgement.unexpected);
-      open->set_threshold(judgement.threshold);
-      open->set_live_sessions(judgement.live_at_start);
-      open->set_window_start_ms(judgement.window_start_ms);
-      open->set_young_baseline(judgement.young_baseline);
-      open->set_young_judged(judgement.young_judged);
+      *command.mutable_expiry_breaker()->mutable_open() =
+          OpeningFor(judgement, now_ms);
       logging::Error(
           "breaker.opening",
           logging::Fields()

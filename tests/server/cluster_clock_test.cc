@@ -90,5 +90,61 @@ TEST(ClusterClockTest, NowMsOnTheLeaderFollowsItsOwnStamps) {
   EXPECT_NEAR(leader.clock().NowMs(), kStartWallMs + leader.elapsed_ms(), 1);
 }
 
+// Hand-set clocks and applied sample, for the tests below.
+struct ManualClocks {
+  int64_t wall_ms = kStartWallMs;
+  int64_t steady_ns = 0;
+  storage::AppliedTimeSample applied;
+
+  ClusterClockOptions Options(int64_t slew_ppm = 1000) {
+    return ClusterClockOptions{
+        .slew_ppm = slew_ppm,
+        .wall_ms = [this] { return wall_ms; },
+        .steady_ns = [this] { return steady_ns; },
+        .applied = [this] { return applied; },
+    };
+  }
+};
+
+// Review finding: a node with nothing applied (an empty data dir: a new or
+// replaced member, every node after a restore) estimated cluster time by its
+// wall clock, and the estimate's ratchet kept it: once it applied the
+// cluster's time, two hours behind its wall clock (the cluster was down, or
+// the backup is old), it answered as if two hours had passed, expiring the
+// sessions due meanwhile.
+TEST(ClusterClockTest, AWallClockGuessBeforeAnythingAppliedIsNotKept) {
+  ManualClocks clocks;
+  clocks.wall_ms = kStartWallMs + 2 * 3600 * 1000;
+  ClusterClock clock(clocks.Options());
+  EXPECT_EQ(clock.SkewMs(), 0);  // a status call before the first apply
+  EXPECT_EQ(clock.NowMs(), clocks.wall_ms);
+  clocks.steady_ns = 5 * kNsPerMs;
+  clocks.applied = {kStartWallMs, clocks.steady_ns};  // the snapshot's time
+  clocks.steady_ns += 10 * kNsPerMs;
+  EXPECT_EQ(clock.NowMs(), kStartWallMs + 10);
+  EXPECT_EQ(clock.SkewMs(), 2 * 3600 * 1000 - 10);
+}
+
+// Review finding: a node that once led kept projecting its own last stamp
+// after another leader took over. When the new leader slewed cluster time
+// back toward its slower wall clock, the old leader ran ahead of the applied
+// time by all of that correction (answering EXPIRED early, unlike the other
+// replicas), and jumped cluster time by as much when it led again.
+TEST(ClusterClockTest, AFormerLeaderFollowsTheAppliedTimeNotItsOldStamps) {
+  ManualClocks clocks;
+  ClusterClock clock(clocks.Options());
+  const int64_t stamp = clock.StampMs();  // this node led, once
+  clocks.applied = {stamp, clocks.steady_ns};
+  // Another leader, its wall clock behind, slows cluster time to 0.999 of
+  // real time for an hour, its stamps applied here every 100 ms.
+  constexpr int64_t kStepNs = 100 * kNsPerMs;
+  for (int i = 1; i <= 36'000; ++i) {
+    clocks.steady_ns += kStepNs;
+    clocks.applied = {stamp + i * 100 - i / 10, clocks.steady_ns};
+  }
+  EXPECT_EQ(clocks.applied.cluster_ms, stamp + 3'600'000 - 3'600);
+  EXPECT_NEAR(clock.NowMs(), clocks.applied.cluster_ms, 1);
+}
+
 }  // namespace
 }  // namespace sessiond::server

@@ -145,6 +145,7 @@ TEST(ExpiryBreakerTest, WhileOpenHeldSessionsClearOnlyWhenNoLongerUnexpected) {
   breaker.set_open(true);
   breaker.set_window_start_ms(kStart);
   breaker.set_opened_at_ms(kStart + 1000);
+  breaker.set_window_real_elapsed_ms(1000);
   breaker.set_frozen_at_ms(kStart + 1000);
   breaker.set_threshold(1'000);
   breaker.set_young_judged(true);
@@ -161,6 +162,36 @@ TEST(ExpiryBreakerTest, WhileOpenHeldSessionsClearOnlyWhenNoLongerUnexpected) {
   const auto young = Sessions(2'000, kStart + 500, kStart + 1500);
   EXPECT_EQ(judge.UnexpectedWhileOpen(breaker, 60 * kMinute, 0, now, young),
             1'900u);
+}
+
+// Review finding: while open, the real time elapsed before the opening was
+// taken as opened_at_ms - window_start_ms, cluster times both. When the
+// breaker opened because cluster time ran ahead, that span holds the
+// run-ahead itself: the next sweep called every held session planned,
+// closed the breaker as "cleared" and expired them all.
+TEST(ExpiryBreakerTest, AnOpeningForClusterTimeRunningAheadDoesNotClearItself) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(/*steady_ms=*/0, kStart, /*live=*/10'000);
+  // Ten seconds of real time; cluster time ran ten minutes ahead.
+  const int64_t opened_at = kStart + 10 * kMinute + 10'000;
+  const auto early = Sessions(2'000, kStart - kMinute, kStart + 5 * kMinute);
+  const BreakerJudgement judgement =
+      judge.Judge(/*steady_ms=*/10'000, opened_at, 10'000, early);
+  ASSERT_TRUE(judgement.open);
+  // As the open command applies (SessionStateMachine::ApplyExpiryBreaker).
+  sessiond::v1::ExpiryBreaker breaker = OpeningFor(judgement, opened_at);
+  breaker.set_open(true);
+  breaker.set_opened_at_ms(opened_at);
+  EXPECT_EQ(breaker.window_start_ms(), kStart);
+  EXPECT_LT(breaker.frozen_at_ms(), kStart + 5 * kMinute);
+  // The next sweep, a second later: still as unexpected as at the opening.
+  EXPECT_EQ(judge.UnexpectedWhileOpen(breaker, 11'000, 10'000,
+                                      opened_at + 1'000, early),
+            2'000u);
+  // Once real time has caught up with their expiry, they are planned.
+  EXPECT_EQ(judge.UnexpectedWhileOpen(breaker, 10'000 + 5 * kMinute, 10'000,
+                                      opened_at + 5 * kMinute, early),
+            0u);
 }
 
 TEST(ExpiryBreakerTest, CountHeldSessionsCountsExpiredAfterTheFrozenTime) {
