@@ -15,6 +15,7 @@
 #include "server/grpc_status.h"
 #include "server/raft_wire.h"
 #include "storage/durable_file.h"
+#include "storage/session_state_machine.h"
 
 namespace sessiond::server {
 
@@ -204,6 +205,19 @@ class PeerService::SnapshotStream
     }
     ack_->set_received_bytes(ref->size());
     message_.snapshot->data = storage::EncodeSnapshotRef(*ref);
+    // Checked whole here, before Raft sees it: installing it drops the log.
+    if (absl::Status check = storage::SessionStateMachine::VerifySnapshotImage(
+            *parts_.snapshots, *message_.snapshot);
+        !check.ok()) {
+      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
+      logging::Warn("peer.snapshot_refused",
+                    logging::Fields()
+                        .Add("from", message_.from.value())
+                        .Add("index", message_.snapshot->meta.index.value())
+                        .Error(check));
+      Finish(ToGrpcStatus(check));
+      return;
+    }
     std::vector<Message> messages;
     messages.push_back(std::move(message_));
     parts_.driver->Deliver(std::move(messages));

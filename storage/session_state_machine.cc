@@ -394,7 +394,14 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
       }
       if (!conf) conf = applied_conf();
       replication::ApplyConfChange(change, &*conf);
-      if (change.type == replication::ConfChangeType::kRemoveNode) {
+      if (change.type == replication::ConfChangeType::kAddLearner) {
+        // Back in the membership: no longer listed as removed.
+        if (!cluster) cluster = cluster_state();
+        auto* removed = cluster->mutable_removed();
+        auto listed = std::find(removed->begin(), removed->end(),
+                                change.node.value());
+        if (listed != removed->end()) removed->erase(listed);
+      } else if (change.type == replication::ConfChangeType::kRemoveNode) {
         // The member's row goes, and its id is listed as removed, with
         // the change itself: a command after it might never come (a
         // removed leader cannot propose one).
@@ -554,7 +561,9 @@ ApplyResult SessionStateMachine::ApplyMember(
                      " was removed from the cluster: only AddMember brings "
                      "it back"));
   }
-  if (listed_removed) removed->erase(was_removed);
+  // A removed id stays listed until its learner change applies: the change
+  // may still be refused (another one pending, a leadership transfer), and
+  // the id must then stay shut out.
   if (it == members->end()) {
     v1::internal::Member added;
     added.set_node_id(member.node_id());
@@ -1021,6 +1030,38 @@ absl::Status CheckSnapshotAudit(const v1::internal::SnapshotHeader& header) {
   return absl::OkStatus();
 }
 
+// The checks of an image before anything changes (ApplySnapshot and
+// VerifySnapshotImage): its checksum, its header at the snapshot's index
+// and term, each record and audit entry well formed. `on_record` is called
+// with each record once it passed.
+absl::Status CheckImage(
+    const SnapshotFiles& files, const replication::Snapshot& snapshot,
+    RecordChecker* checker, v1::internal::SnapshotHeader* header,
+    const std::function<void(const v1::internal::StoredSession&,
+                             std::string_view)>& on_record) {
+  absl::StatusOr<v1::internal::SnapshotRef> ref =
+      DecodeSnapshotRef(snapshot.data);
+  if (!ref.ok()) return absl::DataLossError(ref.status().message());
+  SESSIOND_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotImageReader> reader,
+                            SnapshotImageReader::Open(files, *ref));
+  *header = reader->header();
+  if (header->index() != snapshot.meta.index.value() ||
+      header->term() != snapshot.meta.term.value()) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot image is at ", header->index(), "/", header->term(),
+        ", the snapshot at ", snapshot.meta.index.value(), "/",
+        snapshot.meta.term.value()));
+  }
+  v1::internal::StoredSession stored;
+  SESSIOND_RETURN_IF_ERROR(
+      reader->ForEachRecord([&](std::string_view bytes) -> absl::Status {
+        SESSIOND_RETURN_IF_ERROR(checker->Check(bytes, &stored));
+        on_record(stored, bytes);
+        return absl::OkStatus();
+      }));
+  return CheckSnapshotAudit(*header);
+}
+
 }  // namespace
 
 absl::StatusOr<replication::Snapshot> SessionStateMachine::CreateSnapshot() {
@@ -1099,37 +1140,19 @@ absl::Status SessionStateMachine::ApplySnapshot(
   if (options_.snapshots == nullptr) {
     return absl::FailedPreconditionError("no snapshot folder configured");
   }
-  absl::StatusOr<v1::internal::SnapshotRef> ref =
-      DecodeSnapshotRef(snapshot.data);
-  if (!ref.ok()) return absl::DataLossError(ref.status().message());
   // Everything checked, and the whole batch built, before anything changes.
   rocksdb::WriteBatch batch;
   batch.DeleteRange(db_->sessions_cf(), rocksdb::Slice(""),
                     rocksdb::Slice(std::string(33, '\xff')));
   RecordChecker checker;
-  SESSIOND_ASSIGN_OR_RETURN(
-      std::unique_ptr<SnapshotImageReader> reader,
-      SnapshotImageReader::Open(*options_.snapshots, *ref));
-  const v1::internal::SnapshotHeader header = reader->header();
-  if (header.index() != snapshot.meta.index.value() ||
-      header.term() != snapshot.meta.term.value()) {
-    return absl::DataLossError(absl::StrCat(
-        "snapshot image is at ", header.index(), "/", header.term(),
-        ", the snapshot at ", snapshot.meta.index.value(), "/",
-        snapshot.meta.term.value()));
-  }
-  {
-    v1::internal::StoredSession stored;
-    SESSIOND_RETURN_IF_ERROR(
-        reader->ForEachRecord([&](std::string_view bytes) -> absl::Status {
-          SESSIOND_RETURN_IF_ERROR(checker.Check(bytes, &stored));
-          // Stored as the sender stored it, so the replicas' digests agree.
-          batch.Put(db_->sessions_cf(), rocksdb::Slice(stored.token_hash()),
-                    rocksdb::Slice(bytes.data(), bytes.size()));
-          return absl::OkStatus();
-        }));
-  }
-  SESSIOND_RETURN_IF_ERROR(CheckSnapshotAudit(header));
+  v1::internal::SnapshotHeader header;
+  SESSIOND_RETURN_IF_ERROR(CheckImage(
+      *options_.snapshots, snapshot, &checker, &header,
+      [&](const v1::internal::StoredSession& stored, std::string_view bytes) {
+        // Stored as the sender stored it, so the replicas' digests agree.
+        batch.Put(db_->sessions_cf(), rocksdb::Slice(stored.token_hash()),
+                  rocksdb::Slice(bytes.data(), bytes.size()));
+      }));
   const int64_t applied_time =
       std::max(applied_time_ms(), header.applied_time_ms());
   ConfState conf;
@@ -1219,6 +1242,15 @@ absl::Status SessionStateMachine::ApplySnapshot(
   applied_time_ms_.store(applied_time, std::memory_order_release);
   applied_index_.store(snapshot.meta.index.value(), std::memory_order_release);
   return absl::OkStatus();
+}
+
+absl::Status SessionStateMachine::VerifySnapshotImage(
+    const SnapshotFiles& files, const replication::Snapshot& snapshot) {
+  RecordChecker checker;
+  v1::internal::SnapshotHeader header;
+  return CheckImage(
+      files, snapshot, &checker, &header,
+      [](const v1::internal::StoredSession&, std::string_view) {});
 }
 
 absl::StatusOr<SessionStateMachine::Digest> SessionStateMachine::ComputeDigest()

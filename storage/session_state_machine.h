@@ -260,6 +260,13 @@ class SessionStateMachine : public replication::StateMachine {
   // not expected): the table was left empty and no longer matches RocksDB;
   // the caller must stop the node.
   absl::Status ApplySnapshot(const replication::Snapshot& snapshot) override;
+  // Every check ApplySnapshot makes of the image `snapshot.data` references
+  // in `files`, changing nothing; DataLoss as ApplySnapshot. The transport
+  // runs it on a received image before Raft sees the snapshot: installing
+  // one drops the log, so an image refused only at apply time would leave
+  // the node nothing to go back to (and fail again at every restart).
+  static absl::Status VerifySnapshotImage(
+      const SnapshotFiles& files, const replication::Snapshot& snapshot);
 
   // A digest of the replicated state at one applied index, read from a
   // consistent RocksDB snapshot: equal on two replicas at the same applied

@@ -1120,26 +1120,32 @@ TEST(NodeDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
   driver.Stop();
 }
 
-// Stopping while an apply waits for the disk: the state machine gives up
-// once the driver takes no more proposals, and the driver stops (the log
-// replays the entries at the next start). It used to take that error as a
-// failed write and abort the process, unless the drain had already ended.
+// A one-voter leader whose apply stage is stuck: its state machine fails
+// every write (a full disk) after `StartFailing`, and retries.
+struct StuckApplyLeader {
+  StuckApplyLeader() : log(OneVoter()) {
+    NodeDriverOptions options = TestOptions();
+    options.drain_timeout = std::chrono::milliseconds(2000);
+    driver = StartLeader(&log, &sm, &transport, options);
+  }
+
+  CountingLogStore log;
+  DiskFullStateMachine sm;
+  NoPeersTransport transport;
+  std::unique_ptr<NodeDriver> driver;
+};
+
 // A read waits for this node to apply its read index; while the apply
 // stage is stuck (a full disk retries the write), each read made meanwhile
 // was held, callback and all, until the disk recovered: unbounded memory on
 // a node that keeps answering. Such a read is answered Unavailable after the
-// read timeout, and a read the apply stage reaches in time is not.
+// read timeout.
 TEST(NodeDriverTest, AReadWaitingForAStuckApplyIsAnsweredAfterTheReadTimeout) {
-  CountingLogStore log(OneVoter());
-  DiskFullStateMachine sm;
-  NoPeersTransport transport;
-  NodeDriverOptions options = TestOptions();
-  options.drain_timeout = std::chrono::milliseconds(2000);
-  std::unique_ptr<NodeDriver> driver =
-      StartLeader(&log, &sm, &transport, options);
-  ASSERT_NE(driver, nullptr);
-  const LogIndex applied = sm.applied_index();
-  sm.StartFailing();
+  StuckApplyLeader leader;
+  ASSERT_NE(leader.driver, nullptr);
+  NodeDriver* driver = leader.driver.get();
+  const LogIndex applied = leader.sm.applied_index();
+  leader.sm.StartFailing();
   driver->Propose("stuck in the apply stage", [](ApplyResult) {});
   // Committed, so a read index covers it, and never applied.
   for (int i = 0; i < 3000 && driver->status().commit <= applied; ++i) {
@@ -1168,24 +1174,22 @@ TEST(NodeDriverTest, AReadWaitingForAStuckApplyIsAnsweredAfterTheReadTimeout) {
   ASSERT_TRUE(wait_done->WaitForNotificationWithTimeout(absl::Seconds(30)));
   EXPECT_EQ(wait_status->code(), absl::StatusCode::kUnavailable)
       << *wait_status;
-  EXPECT_EQ(sm.applied_index(), applied);  // answered while still stuck
+  EXPECT_EQ(leader.sm.applied_index(), applied);  // answered while stuck
   driver->Stop();
 }
 
+// Stopping while an apply waits for the disk: the state machine gives up
+// once the driver takes no more proposals, and the driver stops (the log
+// replays the entries at the next start). It used to take that error as a
+// failed write and abort the process, unless the drain had already ended.
 TEST(NodeDriverTest, StoppingWhileAnApplyWaitsForTheDiskDoesNotAbort) {
-  CountingLogStore log(OneVoter());
-  DiskFullStateMachine sm;
-  NoPeersTransport transport;
-  NodeDriverOptions options = TestOptions();
-  options.drain_timeout = std::chrono::milliseconds(2000);
-  std::unique_ptr<NodeDriver> driver =
-      StartLeader(&log, &sm, &transport, options);
-  ASSERT_NE(driver, nullptr);
-  sm.StartFailing();
+  StuckApplyLeader leader;
+  ASSERT_NE(leader.driver, nullptr);
+  leader.sm.StartFailing();
   auto answered = std::make_shared<absl::Notification>();
-  driver->Propose("never written",
-                  [answered](ApplyResult) { answered->Notify(); });
-  driver->Stop();  // the process is still here
+  leader.driver->Propose("never written",
+                         [answered](ApplyResult) { answered->Notify(); });
+  leader.driver->Stop();  // the process is still here
   EXPECT_TRUE(answered->WaitForNotificationWithTimeout(absl::Seconds(10)));
 }
 

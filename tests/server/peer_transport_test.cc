@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <set>
 #include <string>
@@ -27,6 +29,8 @@
 #include "gtest/gtest.h"
 #include "server/node_metrics.h"
 #include "server/peer_service.h"
+#include "server/raft_wire.h"
+#include "storage/snapshot_files.h"
 #include "tests/server/test_util.h"
 
 namespace sessiond::server {
@@ -245,6 +249,102 @@ TEST(PeerServiceTest, PeersHeardFromAtOnceAreAllRecorded) {
     for (std::string line; std::getline(in, line);) lines.insert(line);
     ASSERT_EQ(lines, (std::set<std::string>{"2", "3"})) << "round " << round;
   }
+}
+
+// A snapshot's image is checked whole when received, before Raft sees it:
+// installing a snapshot drops the log, and an image refused only when
+// applied (the header at another index, a malformed record) stopped the
+// node at every restart, with no log left to go back to. Refused here, the
+// image is deleted and the sender is told why. (Nothing reaches the driver:
+// these parts have none.)
+TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
+  ScopedTempDir dir;
+  storage::SnapshotFiles made(dir.Child("made"));
+  storage::SnapshotFiles received(dir.Child("received"));
+  ASSERT_TRUE(made.Init().ok());
+  ASSERT_TRUE(received.Init().ok());
+  // An image at 7/1 whose second record has no user id.
+  std::string image;
+  {
+    v1::internal::SnapshotHeader header;
+    header.set_index(7);
+    header.set_term(1);
+    auto file = made.NewFile(LogIndex(7), Term(1), "local");
+    ASSERT_TRUE(file.ok());
+    storage::SnapshotImageWriter writer(*std::move(file), header);
+    v1::internal::StoredSession session;
+    session.set_token_hash(std::string(32, 'a'));
+    session.mutable_session()->set_session_id("s1");
+    session.mutable_session()->set_user_id("u1");
+    ASSERT_TRUE(writer.AddRecord(session.SerializeAsString()).ok());
+    session.set_token_hash(std::string(32, 'b'));
+    session.mutable_session()->set_session_id("s2");
+    session.mutable_session()->clear_user_id();
+    ASSERT_TRUE(writer.AddRecord(session.SerializeAsString()).ok());
+    auto ref = writer.Finish();
+    ASSERT_TRUE(ref.ok());
+    std::ifstream in(made.PathOf(ref->file()), std::ios::binary);
+    image.assign(std::istreambuf_iterator<char>(in), {});
+  }
+
+  PeerTransportOptions options = Options();
+  options.self = kPeer;
+  PeerTransport transport(options);
+  transport.SetAddress(kSelf, "127.0.0.1:1");
+  PeerService service(kPeer, [] { return v1::internal::HelloResponse(); });
+  PeerServiceParts parts;
+  parts.cluster_id = options.cluster_id;
+  parts.transport = &transport;
+  parts.snapshots = &received;
+  service.Attach(parts);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+
+  auto send = [&](LogIndex index) {
+    Message message;
+    message.type = MessageType::kSnapshot;
+    message.from = kSelf;
+    message.to = kPeer;
+    message.term = Term(1);
+    message.snapshot.emplace();
+    message.snapshot->meta.index = index;
+    message.snapshot->meta.term = Term(1);
+    v1::internal::SnapshotChunk chunk;
+    chunk.set_cluster_id(options.cluster_id);
+    chunk.set_from(kSelf.value());
+    chunk.set_to(kPeer.value());
+    ToWire(message, chunk.mutable_message());
+    chunk.set_total_bytes(image.size());
+    chunk.set_data(image);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(30));
+    v1::internal::SnapshotAck ack;
+    auto writer = stub->SendSnapshot(&context, &ack);
+    writer->Write(chunk);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  const grpc::Status at_another_index = send(LogIndex(8));
+  EXPECT_EQ(at_another_index.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_TRUE(absl::StrContains(at_another_index.error_message(),
+                                "snapshot image is at 7/1"))
+      << at_another_index.error_message();
+  const grpc::Status malformed_record = send(LogIndex(7));
+  EXPECT_EQ(malformed_record.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_TRUE(
+      absl::StrContains(malformed_record.error_message(), "malformed record"))
+      << malformed_record.error_message();
+  // Neither image was kept.
+  EXPECT_TRUE(std::filesystem::is_empty(received.dir()));
+  server->Shutdown();
 }
 
 }  // namespace
