@@ -17,6 +17,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "client/grpc_status.h"
@@ -32,11 +33,6 @@ constexpr absl::string_view kLeaderKey = "sessiond-leader";
 // The server never proposed the write (no leader until its deadline).
 constexpr absl::string_view kNotProposedKey = "sessiond-not-proposed";
 constexpr absl::string_view kLeaderIdKey = "sessiond-leader-id";
-
-bool Retryable(const absl::Status& status) {
-  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
-         absl::IsResourceExhausted(status);
-}
 
 // "host:port" reduced to a form two spellings of one address share: no
 // gRPC scheme, host in lower case, the loopback names as one.
@@ -155,13 +151,18 @@ bool NeverLeftTheClient(const absl::Status& status) {
                           "failed to connect to all addresses");
 }
 
+// kUnavailable with `message`, marked IsNotSent.
+absl::Status NotSent(absl::string_view message) {
+  absl::Status status = absl::UnavailableError(message);
+  status.SetPayload(kNotSentPayload, absl::Cord("1"));
+  return status;
+}
+
 absl::Status NotSentError(size_t endpoints) {
-  absl::Status status = absl::UnavailableError(absl::StrCat(
+  return NotSent(absl::StrCat(
       "not sent: none of ", endpoints,
       " endpoint(s) had a connected channel in time; the write did not "
       "happen"));
-  status.SetPayload(kNotSentPayload, absl::Cord("1"));
-  return status;
 }
 
 // The domain of the server's google.rpc.ErrorInfo (docs/API.md).
@@ -175,6 +176,29 @@ bool RefusedByServerUnderLoad(const absl::Status& status) {
   if (!absl::IsResourceExhausted(status)) return false;
   const std::optional<google::rpc::ErrorInfo> info = ErrorInfoOf(status);
   return info.has_value() && info->domain() == kServerErrorDomain;
+}
+
+// For an idempotent call. A kResourceExhausted only when the server shed
+// the call: gRPC's own (a reply over this client's receive limit) fails
+// the same way every time.
+bool Retryable(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+         RefusedByServerUnderLoad(status);
+}
+
+// gRPC's refusal of the request itself for its size: by the server ("Received
+// message larger than max (N vs. LIMIT)", before any handler runs) or by this
+// client ("Sent message ..."), N being the request's `request_bytes`. Nothing
+// was applied. (A reply over this client's limit names the reply's size.)
+bool RefusedForItsSize(const absl::Status& status, size_t request_bytes) {
+  static constexpr absl::string_view kLarger = " message larger than max (";
+  const absl::string_view message = status.message();
+  const size_t at = message.find(kLarger);
+  if (at == absl::string_view::npos) return false;
+  const absl::string_view rest = message.substr(at + kLarger.size());
+  uint64_t size = 0;
+  return absl::SimpleAtoi(rest.substr(0, rest.find(' ')), &size) &&
+         size == request_bytes;
 }
 
 // A write's kResourceExhausted that is not the server's refusal: the write
@@ -509,7 +533,8 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       Observe(endpoint, policy.write, status, context);
     }
     if (!policy.idempotent && absl::IsResourceExhausted(status) &&
-        !RefusedByServerUnderLoad(status)) {
+        !RefusedByServerUnderLoad(status) &&
+        !RefusedForItsSize(status, policy.request_bytes)) {
       status = AmbiguousResourceExhausted(status);
     }
     if (status.ok() || round >= max_rounds) break;
@@ -547,15 +572,16 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
 
 // Each method copies the response out only on success; a failed attempt
 // leaves `response` in an unspecified state, so it is cleared per attempt.
-#define SESSIOND_CLIENT_CALL(Method, ...)                                 \
-  v1::Method##Response response;                                          \
-  absl::Status status = Invoke(                                           \
-      Policy(__VA_ARGS__),                                                \
-      [&](v1::SessionService::Stub* stub, grpc::ClientContext* context) { \
-        response.Clear();                                                 \
-        return stub->Method(context, request, &response);                 \
-      });                                                                 \
-  if (!status.ok()) return status;                                        \
+#define SESSIOND_CLIENT_CALL(Method, ...)                                  \
+  v1::Method##Response response;                                           \
+  Policy policy(__VA_ARGS__);                                              \
+  policy.request_bytes = request.ByteSizeLong();                           \
+  absl::Status status = Invoke(policy, [&](v1::SessionService::Stub* stub, \
+                                           grpc::ClientContext* context) { \
+    response.Clear();                                                      \
+    return stub->Method(context, request, &response);                      \
+  });                                                                      \
+  if (!status.ok()) return status;                                         \
   return response
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::CreateSession(
@@ -631,7 +657,7 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
     if (!my_turn && queued != create_queue_.end()) {
       // call_timeout spent behind batches that got no answer in time.
       create_queue_.erase(queued);
-      return absl::DeadlineExceededError(
+      return NotSent(
           "CreateSession: not sent; the creates ahead of it (coalesce_creates) "
           "got no answer within call_timeout. Nothing was created");
     }

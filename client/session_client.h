@@ -300,6 +300,9 @@ class SessionClient {
     bool idempotent;  // retried; sent over any channel state
     // The call ends by then, or after call_timeout if sooner.
     absl::Time deadline;
+    // The request's serialized size: tells a request refused for its size
+    // from a reply refused for its own.
+    size_t request_bytes = 0;
   };
 
   SessionClient(std::vector<EndpointPtr> endpoints, bool opens_channels,

@@ -91,7 +91,9 @@ absl::StatusOr<std::vector<std::string>> ListBackupFiles(
     if (!it->is_regular_file(ec)) continue;
     const std::string name =
         it->path().lexically_relative(dir).generic_string();
-    if (name != kBackupManifestFile) files.push_back(name);
+    if (name != kBackupManifestFile && name != kBackupLockFile) {
+      files.push_back(name);
+    }
   }
   if (ec) {
     return absl::InternalError(
@@ -190,6 +192,29 @@ absl::Status SyncBackupFiles(const std::string& dir,
     if (absl::Status s = SyncFolder(folder); !s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> CreateFolders(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path target(dir);
+  std::vector<fs::path> missing;  // `dir` first, then its missing parents
+  std::error_code ec;
+  for (fs::path p = target; !p.empty() && !fs::exists(p, ec);
+       p = p.parent_path()) {
+    missing.push_back(p);
+    if (p == p.parent_path()) break;
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (!fs::create_directory(*it, ec) && ec) {
+      return absl::InternalError(
+          absl::StrCat("cannot create ", it->string(), ": ", ec.message()));
+    }
+    if (*it == target) break;
+    if (absl::Status s = SyncFolder(it->parent_path().string()); !s.ok()) {
+      return s;
+    }
+  }
+  return !missing.empty();
 }
 
 std::string WithoutTrailingSlash(const std::string& dir) {

@@ -25,6 +25,9 @@
 namespace sessiond {
 
 inline constexpr char kBackupManifestFile[] = "MANIFEST.sessiond.json";
+// Held in the backup folder while a backup writes into it (created
+// exclusively: one writer per folder), removed once the manifest is written.
+inline constexpr char kBackupLockFile[] = ".sessiond-backup.lock";
 inline constexpr int kBackupFormatVersion = 1;
 
 struct BackupManifest {
@@ -49,7 +52,8 @@ std::string BackupManifestToJson(const BackupManifest& manifest);
 absl::StatusOr<BackupManifest> BackupManifestFromJson(std::string_view text);
 
 // The regular files under `dir`, as relative '/'-separated paths in byte
-// order, without the manifest. Internal when `dir` cannot be listed.
+// order, without the manifest and the lock. Internal when `dir` cannot be
+// listed.
 absl::StatusOr<std::vector<std::string>> ListBackupFiles(
     const std::string& dir);
 
@@ -69,6 +73,10 @@ absl::Status SyncBackupFiles(const std::string& dir,
                              const std::vector<std::string>& files);
 // fsync of one folder: an entry created or renamed in it stays.
 absl::Status SyncFolder(const std::string& dir);
+// Creates `dir` and its missing ancestors, each ancestor made durable in
+// its parent (`dir`'s own entry is not: the caller syncs `dir`'s parent once
+// `dir` is complete). Whether `dir` was created; Internal on failure.
+absl::StatusOr<bool> CreateFolders(const std::string& dir);
 
 // `dir` without trailing separators ("/b/x/" is "/b/x"; "/" stays).
 std::string WithoutTrailingSlash(const std::string& dir);

@@ -354,8 +354,7 @@ absl::StatusOr<Caller> Authorizer::Authorize(
         absl::StrCat("identity \"", caller.identity, "\" may not call ",
                      full_method, ": no role may call it"));
   }
-  auto it = config_.roles.find(caller.identity);
-  const RoleSet has = it == config_.roles.end() ? RoleSet() : it->second;
+  const RoleSet has = RolesOf(caller.identity);
   if (!has.Intersects(*needed)) {
     return absl::PermissionDeniedError(absl::StrCat(
         "identity \"", caller.identity, "\" may not call ", full_method,
@@ -366,10 +365,30 @@ absl::StatusOr<Caller> Authorizer::Authorize(
   return caller;
 }
 
+absl::Status Authorizer::AuthorizeTouch(
+    const PresentedCredentials& creds) const {
+  SESSIOND_ASSIGN_OR_RETURN(Caller caller, Authenticate(creds));
+  const RoleSet has = RolesOf(caller.identity);
+  if (has.Has(Role::kApp)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "identity \"", caller.identity,
+      "\" may not touch sessions (touch=true slides a session's idle "
+      "timeout, a write): it needs role app, and \"",
+      caller.identity, "\" has ",
+      has.empty() ? "no roles" : absl::StrCat("role ", has.ToString(", ")),
+      "; validate with touch=false"));
+}
+
+RoleSet Authorizer::RolesOf(const std::string& identity) const {
+  auto it = config_.roles.find(identity);
+  return it == config_.roles.end() ? RoleSet() : it->second;
+}
+
 void AuthProcessor::SetAuthorizer(
     std::shared_ptr<const Authorizer> authorizer) {
   absl::MutexLock lock(&mu_);
   authorizer_ = std::move(authorizer);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 std::shared_ptr<const Authorizer> AuthProcessor::authorizer() const {
@@ -407,6 +426,16 @@ grpc::Status AuthProcessor::Process(const InputMetadata& auth_metadata,
 absl::StatusOr<Caller> AuthProcessor::CallerOf(
     const grpc::ServerContextBase& context) const {
   return authorizer()->Authenticate(PresentedBy(context));
+}
+
+absl::Status AuthProcessor::Reauthorize(const grpc::ServerContextBase& context,
+                                        absl::string_view full_method) const {
+  return authorizer()->Authorize(full_method, PresentedBy(context)).status();
+}
+
+absl::Status AuthProcessor::AuthorizeTouch(
+    const grpc::ServerContextBase& context) const {
+  return authorizer()->AuthorizeTouch(PresentedBy(context));
 }
 
 std::vector<std::string> CertificateNames(const grpc::AuthContext& context) {

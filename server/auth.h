@@ -7,8 +7,11 @@
 // Four roles: `app` (sessiond.v1.SessionService), `admin`
 // (sessiond.v1.AdminService), `peer` (sessiond.v1.internal.RaftPeer) and
 // `reader` (ValidateSession, BatchValidateSessions, StreamValidateSessions,
-// ListUserSessions, GetSession). GetSession, the lookup by session_id that
-// needs no token, is also open to `admin` (issue 9, "A friendlier API").
+// ListUserSessions, GetSession), without touch=true on a validation (a
+// touch slides the idle timeout: a write). GetSession, the lookup by
+// session_id that needs no token, is also open to `admin` (issue 9, "A
+// friendlier API"). A stream is judged when it opens and again at its next
+// message after each reload of the role file.
 //
 // An identity is a name: the client certificate's subject CN or one of its
 // subject alternative names, or the identity a bearer token is configured
@@ -37,6 +40,7 @@
 #include <grpcpp/server_context.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -191,10 +195,17 @@ class Authorizer {
   absl::StatusOr<Caller> Authorize(absl::string_view full_method,
                                    const PresentedCredentials& creds) const;
 
+  // Authenticate, then PERMISSION_DENIED unless the identity has role app:
+  // a validation with touch=true slides the session's idle timeout, a write
+  // the read-only `reader` role may not make (the message says so).
+  absl::Status AuthorizeTouch(const PresentedCredentials& creds) const;
+
   const AuthConfig& config() const { return config_; }
   const MethodTable& methods() const { return methods_; }
 
  private:
+  RoleSet RolesOf(const std::string& identity) const;
+
   const AuthConfig config_;
   const MethodTable methods_;
 };
@@ -239,10 +250,22 @@ class AuthProcessor final : public grpc::AuthMetadataProcessor {
   // Later calls use `authorizer`.
   void SetAuthorizer(std::shared_ptr<const Authorizer> authorizer);
   std::shared_ptr<const Authorizer> authorizer() const;
+  // Counts SetAuthorizer calls: a stream authorized when it opened is judged
+  // again (Reauthorize) once this moved, so a role or token withdrawn by a
+  // reload stops working on streams already open too.
+  uint64_t generation() const {
+    return generation_.load(std::memory_order_acquire);
+  }
 
   // For handlers: who made a call this processor let through (the same
   // decision again, with the policy in force now).
   absl::StatusOr<Caller> CallerOf(const grpc::ServerContextBase& context) const;
+  // Authorizer::Authorize with the policy in force now, for a call let
+  // through earlier (a long-lived stream).
+  absl::Status Reauthorize(const grpc::ServerContextBase& context,
+                           absl::string_view full_method) const;
+  // Authorizer::AuthorizeTouch with the policy in force now.
+  absl::Status AuthorizeTouch(const grpc::ServerContextBase& context) const;
 
   bool IsBlocking() const override { return false; }
   grpc::Status Process(const InputMetadata& auth_metadata,
@@ -253,6 +276,18 @@ class AuthProcessor final : public grpc::AuthMetadataProcessor {
  private:
   mutable absl::Mutex mu_;
   std::shared_ptr<const Authorizer> authorizer_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> generation_{0};
+};
+
+// What a stream's caller was last found allowed to do: a stream is
+// authorized when it opens, and judged again at its next message once the
+// role policy changed (AuthProcessor::generation), so a withdrawn role or
+// token stops working on it too.
+struct StreamAuthorization {
+  // The policy judged by; none yet at first.
+  std::optional<uint64_t> generation;
+  // AuthorizeTouch's answer under that policy, once a request touched.
+  std::optional<absl::Status> touch;
 };
 
 // The certificate names the transport verified (PresentedCredentials::

@@ -1,9 +1,12 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/backup.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <system_error>
@@ -57,6 +60,45 @@ absl::Status LinkOrCopy(const std::string& from, const std::string& to) {
   return absl::OkStatus();
 }
 
+absl::Status BeingWritten(const std::string& dir) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "dir: ", dir,
+      " holds another backup being written (or one that stopped half-way: "
+      "remove that folder, or choose another)"));
+}
+
+// The backup's claim on its folder: the lock file, created exclusively. A
+// second backup into the folder, from this node or another sharing the
+// file system, finds it and is refused, rather than mixing its files in or
+// removing the first one's on a failure.
+absl::Status LockFolder(const fs::path& dir) {
+  const std::string lock = (dir / kBackupLockFile).string();
+  const int fd =
+      open(lock.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    close(fd);
+    return absl::OkStatus();
+  }
+  if (errno == EEXIST) return BeingWritten(dir.string());
+  return absl::InternalError(
+      absl::StrCat("cannot create ", lock, ": ", std::strerror(errno)));
+}
+
+// Moves everything in `from` up into `to`, then removes `from`.
+absl::Status MoveUp(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(from, ec)) {
+    fs::rename(entry.path(), to / entry.path().filename(), ec);
+    if (ec) break;
+  }
+  if (!ec) fs::remove(from, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot move the checkpoint into ",
+                                            to.string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 BackupTaker::BackupTaker(BackupSources sources)
@@ -96,6 +138,7 @@ absl::Status BackupTaker::CheckDir(const std::string& requested) const {
     return absl::FailedPreconditionError(
         absl::StrCat("dir: ", dir, " exists and is not a directory"));
   }
+  if (fs::exists(fs::path(dir) / kBackupLockFile, ec)) return BeingWritten(dir);
   if (!fs::is_empty(dir, ec) || ec) {
     return absl::FailedPreconditionError(absl::StrCat(
         "dir: ", dir,
@@ -150,20 +193,51 @@ absl::StatusOr<BackupManifest> BackupTaker::Take(const std::string& requested) {
 absl::StatusOr<BackupManifest> BackupTaker::TakeChecked(
     const std::string& dir) {
   std::error_code ec;
-  // RocksDB creates the checkpoint's folder itself.
-  fs::remove(dir, ec);
-  fs::create_directories(fs::path(dir).parent_path(), ec);
-  auto fail = [&dir](absl::Status status) {
+  // The folder is kept when it was there (an operator's, with its owner
+  // and mode, or a mount point); only what this backup wrote is removed on
+  // a failure, and only once it holds the lock.
+  absl::StatusOr<bool> made = CreateFolders(dir);
+  if (!made.ok()) return made.status();
+  if (absl::Status s = LockFolder(dir); !s.ok()) {
+    if (*made) fs::remove(dir, ec);
+    return s;
+  }
+  const fs::path lock = fs::path(dir) / kBackupLockFile;
+  auto fail = [&dir, &made, &lock](absl::Status status) {
     std::error_code ignored;
-    fs::remove_all(dir, ignored);
+    if (*made) {
+      fs::remove_all(dir, ignored);
+    } else {
+      for (const fs::directory_entry& entry :
+           fs::directory_iterator(dir, ignored)) {
+        if (entry.path() != lock) fs::remove_all(entry.path(), ignored);
+      }
+      fs::remove(lock, ignored);
+    }
     return status;
   };
+  // Another backup may have finished here between CheckDir and the lock.
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path() != lock) {
+      fs::remove(lock, ec);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dir: ", dir,
+          " is not empty; a backup goes into a new or empty folder"));
+    }
+  }
 
   absl::StatusOr<storage::SealedCheckpoint> sealed =
       absl::InternalError("not taken");
   absl::Status copied;
   auto take = [&] {
-    if (absl::Status s = sources_.db->Checkpoint(dir); !s.ok()) {
+    // RocksDB's checkpoint makes its own folder; moved up into `dir` after.
+    const fs::path checkpoint = fs::path(dir) / ".checkpoint";
+    if (absl::Status s = sources_.db->Checkpoint(checkpoint.string());
+        !s.ok()) {
+      sealed = s;
+      return;
+    }
+    if (absl::Status s = MoveUp(checkpoint, dir); !s.ok()) {
       sealed = s;
       return;
     }
@@ -206,7 +280,10 @@ absl::StatusOr<BackupManifest> BackupTaker::TakeChecked(
       !s.ok()) {
     return fail(s);
   }
-  // The backup's own folder entry, which the checkpoint created.
+  // Done: the lock goes (a leftover one would only refuse a later backup
+  // into this folder, which is refused anyway), and the backup's own folder
+  // entry is made durable.
+  fs::remove(lock, ec);
   if (absl::Status s = SyncFolder(fs::path(dir).parent_path().string());
       !s.ok()) {
     return fail(s);

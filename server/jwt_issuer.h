@@ -45,6 +45,13 @@ class JwtIssuer {
                                const std::string& user_id, int64_t now_ms,
                                int64_t ttl_ms) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // OK when Issue can sign now (this node has a KEK, the cluster an active
+  // key), FailedPrecondition as Issue otherwise: a create asks before it
+  // spends its caller's rate limit.
+  absl::Status CanIssue() ABSL_LOCKS_EXCLUDED(mu_) {
+    return ActiveSigner().status();
+  }
+
   // A new Ed25519 key pair, its private half sealed with the KEK (the kid
   // as associated data): the Stage command to propose.
   // FailedPrecondition without a KEK.

@@ -71,7 +71,8 @@ absl::Duration SteadyNow() {
 }  // namespace
 
 absl::Status ShuttingDown() {
-  return absl::UnavailableError("shutting down; retry (another node)");
+  // Refused at the door: nothing was proposed, whatever the call.
+  return NotProposedError("shutting down; retry (another node)");
 }
 
 SessionServiceImpl::SessionServiceImpl(
@@ -160,6 +161,32 @@ void SessionServiceImpl::UnregisterStream(ValidateStream* stream) {
   streams_.erase(stream);
 }
 
+absl::Status SessionServiceImpl::AuthorizeTouch(
+    const grpc::ServerContextBase& context) const {
+  if (options_.auth == nullptr) return absl::OkStatus();
+  return options_.auth->AuthorizeTouch(context);
+}
+
+absl::Status SessionServiceImpl::AuthorizeStreamRequest(
+    const grpc::ServerContextBase& context,
+    const ValidateSessionRequest& request, StreamAuthorization* judged) const {
+  if (options_.auth == nullptr) return absl::OkStatus();
+  const uint64_t generation = options_.auth->generation();
+  if (judged->generation != generation) {
+    // The first message too: a reload may have come between the
+    // processor's decision and the stream's start.
+    SESSIOND_RETURN_IF_ERROR(options_.auth->Reauthorize(
+        context,
+        absl::StrCat("/", sessiond::v1::SessionService::service_full_name(),
+                     "/StreamValidateSessions")));
+    judged->generation = generation;
+    judged->touch.reset();
+  }
+  if (!request.touch()) return absl::OkStatus();
+  if (!judged->touch.has_value()) judged->touch = AuthorizeTouch(context);
+  return *judged->touch;
+}
+
 absl::Status SessionServiceImpl::AdmitCreates(
     const grpc::ServerContextBase& context, uint32_t creates) const {
   CreateRateLimiter* limiter = options_.create_rate_limiter;
@@ -184,7 +211,7 @@ absl::Status SessionServiceImpl::AdmitCreates(
 absl::Status SessionServiceImpl::CheckReady() const {
   if (draining_.load()) return Refuse();
   if (!ready_.load(std::memory_order_acquire)) {
-    return absl::UnavailableError("not ready: the node is starting");
+    return NotProposedError("not ready: the node is starting");
   }
   return absl::OkStatus();
 }
@@ -327,6 +354,11 @@ SessionServiceImpl::StreamValidateSessions(
 
 void SessionServiceImpl::ServeValidate(ValidateCall* call) {
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+  if (call->request().touch()) {
+    if (absl::Status s = AuthorizeTouch(*call->context()); !s.ok()) {
+      return call->Reply(s);
+    }
+  }
   reads_->Wait(call->request().consistency(), DeadlineOf(call->context()),
                [this, call](ReadAnswer answer) {
                  if (!answer.status.ok()) return Fail(call, answer.status);
@@ -346,6 +378,12 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
                      options_.max_batch_validate)));
   }
   if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+  if (std::any_of(requests.begin(), requests.end(),
+                  [](const ValidateSessionRequest& r) { return r.touch(); })) {
+    if (absl::Status s = AuthorizeTouch(*call->context()); !s.ok()) {
+      return call->Reply(s);
+    }
+  }
   // One barrier for the whole batch, and one cluster time.
   reads_->Wait(
       call->request().consistency(), DeadlineOf(call->context()),
@@ -497,6 +535,23 @@ void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
   create->set_max_user_sessions(max_user_sessions);
 }
 
+absl::Status NoJwtIssuer() {
+  return absl::FailedPreconditionError(
+      "token_format JWT: this node does not sign JWT tokens");
+}
+
+// FailedPrecondition when `request` asks for a JWT this node cannot sign
+// now: asked before the caller's rate limit is charged, so a create refused
+// for it spends none of the caller's creates.
+absl::Status CheckSigning(const sessiond::v1::CreateSessionRequest& request,
+                          JwtIssuer* issuer) {
+  if (request.token_format() != sessiond::v1::TOKEN_FORMAT_JWT) {
+    return absl::OkStatus();
+  }
+  if (issuer == nullptr) return NoJwtIssuer();
+  return issuer->CanIssue();
+}
+
 // A create's command, with everything random chosen here: replicas never
 // consult their own RNG. Returns the token: random, or a JWT `issuer` signs
 // (token_format JWT; its iat is this node's cluster time, read only then:
@@ -513,10 +568,7 @@ absl::StatusOr<std::string> FillCreate(
                      create);
     return token;
   }
-  if (issuer == nullptr) {
-    return absl::FailedPreconditionError(
-        "token_format JWT: this node does not sign JWT tokens");
-  }
+  if (issuer == nullptr) return NoJwtIssuer();
   SESSIOND_ASSIGN_OR_RETURN(JwtIssuer::Issued issued,
                             issuer->Issue(session_id, request.user_id(),
                                           clock->NowMs(), lifetimes.ttl_ms));
@@ -569,6 +621,10 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
         !s.ok()) {
       return call->Reply(s);
     }
+  }
+  if (absl::Status s = CheckSigning(call->request(), options_.jwt_issuer);
+      !s.ok()) {
+    return call->Reply(s);
   }
   // After the checks (a refused request spends none of its caller's
   // creates), before the token is made (a shed create costs little).
@@ -675,6 +731,10 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
     if (!checked.ok()) {
       return call->Reply(absl::InvalidArgumentError(
           absl::StrCat("requests[", i, "].", checked.status().message())));
+    }
+    if (absl::Status s = CheckSigning(request, options_.jwt_issuer); !s.ok()) {
+      return call->Reply(absl::Status(
+          s.code(), absl::StrCat("requests[", i, "].", s.message())));
     }
     lifetimes.push_back(*checked);
   }

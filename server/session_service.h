@@ -250,6 +250,15 @@ class SessionServiceImpl final : public RawSessionService {
     return CallDeadline(context, options_.request_timeout);
   }
 
+  // OK when `request`, read from a validate stream, may be answered:
+  // judges the caller again under a changed policy, and a touch=true
+  // request by whether the caller may touch. Always OK without identities
+  // (no TLS).
+  absl::Status AuthorizeStreamRequest(
+      const grpc::ServerContextBase& context,
+      const sessiond::v1::ValidateSessionRequest& request,
+      StreamAuthorization* judged) const;
+
   // ValidateStream registers itself while open so a drain can end it.
   // Not OK when draining (UNAVAILABLE) or when max_validate_streams are open
   // (RESOURCE_EXHAUSTED): the stream ends at once with that status.
@@ -325,6 +334,9 @@ class SessionServiceImpl final : public RawSessionService {
   // ShuttingDown(), noting when (for WaitForCallersToLeave).
   absl::Status Refuse() const;
   absl::Status CheckReady() const;
+  // OK when the caller may touch (AuthProcessor::AuthorizeTouch): a
+  // validation with touch=true writes. OK without identities (no TLS).
+  absl::Status AuthorizeTouch(const grpc::ServerContextBase& context) const;
   // The caller's create rate limit (options_.create_rate_limiter).
   absl::Status AdmitCreates(const grpc::ServerContextBase& context,
                             uint32_t creates) const;

@@ -104,6 +104,9 @@ void UnaryCallBase::Reply(const absl::Status& status) {
   if (status.ok()) {
     final_status = SerializeResponse(response_message(), out_);
   }
+  if (status.GetPayload(kNotProposedPayload).has_value()) {
+    context_->AddTrailingMetadata("sessiond-not-proposed", "1");
+  }
   AddRetryPushback(context_, final_status);
   const grpc::Status answer = ToGrpcStatus(final_status);
   timer_.Finish(answer.error_code());
@@ -111,8 +114,8 @@ void UnaryCallBase::Reply(const absl::Status& status) {
 }
 
 void UnaryCallBase::Reply(const absl::Status& status, const LeaderHint& hint) {
-  AddStatusHints(context_, status, hint);
-  Reply(status);
+  if (absl::IsUnavailable(status)) AddLeaderHint(context_, hint);
+  Reply(status);  // and the not-proposed mark
 }
 
 }  // namespace sessiond::server

@@ -61,10 +61,11 @@ class UnaryCallBase : public grpc::ServerUnaryReactor {
  public:
   grpc::CallbackServerContext* context() const { return context_; }
 
-  // Serializes the response when `status` is OK, then finishes the call.
+  // Serializes the response when `status` is OK, then finishes the call;
+  // "sessiond-not-proposed: 1" in the trailing metadata for a status with
+  // kNotProposedPayload (a write refused before anything was proposed).
   void Reply(const absl::Status& status);
-  // The same, with the leader hint in trailing metadata where it applies
-  // (AddStatusHints).
+  // The same, with the leader hint in trailing metadata on UNAVAILABLE.
   void Reply(const absl::Status& status, const LeaderHint& hint);
 
   void OnDone() override { delete this; }

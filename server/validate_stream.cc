@@ -58,11 +58,19 @@ void ValidateStream::OnReadDone(bool ok) {
       service_->stream_activity()->NoteRead(&activity_epoch_);
       queue_.emplace_back();
       slot = &queue_.back();
-      if (absl::Status s = ParseRequest(incoming_, &slot->request); !s.ok()) {
+      absl::Status s = ParseRequest(incoming_, &slot->request);
+      if (!s.ok()) {
+        s = absl::InvalidArgumentError(s.message());
+      } else {
+        s = service_->AuthorizeStreamRequest(*context_, slot->request,
+                                             &authorization_);
+      }
+      if (!s.ok()) {
         // Answered in order: the requests before it first, then the end.
-        slot->status = absl::InvalidArgumentError(absl::StrCat(
-            "message ", messages_read_, " of the stream: ", s.message(),
-            "; the stream ends here"));
+        slot->status =
+            absl::Status(s.code(), absl::StrCat("message ", messages_read_,
+                                                " of the stream: ", s.message(),
+                                                "; the stream ends here"));
         slot->ready = true;
         slot = nullptr;
         reads_done_ = true;

@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "server/auth.h"
 #include "server/rpc_metrics.h"
 #include "sessiond/v1/session.pb.h"
 
@@ -30,6 +31,8 @@ class SessionServiceImpl;
 // The stream ends with a status, never silently:
 //   OK                 the client half-closed and every answer was written;
 //   INVALID_ARGUMENT   a message did not parse (after the answers before it);
+//   PERMISSION_DENIED  the caller may no longer call (a reload withdrew its
+//   UNAUTHENTICATED    role or token), or a reader asked to touch; likewise;
 //   the barrier's      a request could not be answered (e.g. UNAVAILABLE for
 //   error              a LINEARIZABLE read without a leader), likewise;
 //   UNAVAILABLE        the node is shutting down (Drain): every request read
@@ -95,6 +98,7 @@ class ValidateStream final
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
+  StreamAuthorization authorization_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sessiond::server

@@ -37,26 +37,25 @@ absl::Status AbandonedMaybeProposed() {
       "apply; retry (another node) only if it is idempotent");
 }
 
-// UNAVAILABLE with `message`, marked safe to retry (kNotProposedPayload).
-absl::Status NotProposed(absl::string_view message) {
-  absl::Status status = absl::UnavailableError(message);
-  status.SetPayload(kNotProposedPayload, absl::Cord("1"));
-  return status;
-}
-
 absl::Status AbandonedNotProposed() {
-  return NotProposed(
+  return NotProposedError(
       "shutting down: the write was not proposed (nothing was changed); "
       "retrying on another node is safe");
 }
 
 absl::Status NeverProposed() {
-  return NotProposed(
+  return NotProposedError(
       "no leader before the deadline: the write was not proposed (nothing "
       "was changed); retrying is safe");
 }
 
 }  // namespace
+
+absl::Status NotProposedError(absl::string_view message) {
+  absl::Status status = absl::UnavailableError(message);
+  status.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  return status;
+}
 
 struct WritePath::Call {
   // One of: a command, a membership change, a leadership transfer (to

@@ -56,6 +56,10 @@ namespace sessiond::server {
 // turns it into the trailing metadata "sessiond-not-proposed: 1".
 inline constexpr char kNotProposedPayload[] = "sessiond.dev/not-proposed";
 
+// UNAVAILABLE with `message`, marked with kNotProposedPayload: for a write
+// refused before any node was asked to propose it.
+absl::Status NotProposedError(absl::string_view message);
+
 struct WritePathOptions {
   uint64_t cluster_id = 0;
   NodeId self;

@@ -374,7 +374,12 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
   const fs::path target = fs::absolute(WithoutTrailingSlash(data_dir), ec);
   const fs::path tmp = target.string() + ".restoring";
   fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
+  // Its parents durable (NEW_DIR's may be new too); tmp's own entry goes
+  // with the rename, synced below.
+  if (absl::StatusOr<bool> made = CreateFolders(tmp.string()); !made.ok()) {
+    return absl::InternalError(absl::StrCat(
+        "restore-from: ", made.status().message(), "; nothing was restored"));
+  }
   for (const std::string& name : *files) {
     const fs::path to = tmp / name;
     fs::create_directories(to.parent_path(), ec);

@@ -521,17 +521,21 @@ TEST_F(RateLimitTest, CreatesPastTheLimitAreRefusedWithAWaitAndChangeNothing) {
   EXPECT_EQ(ListAll("dave").size(), tokens.size() + 5);
 }
 
-// A request refused for what it says changes nothing, its caller's
-// allowance included: the checks come before the rate limit.
+// A request refused for what it says, or for a token this node cannot
+// sign, changes nothing, its caller's allowance included: the checks come
+// before the rate limit.
 TEST_F(RateLimitTest, ARefusedBadRequestSpendsNoneOfTheCallersCreates) {
   sessiond::v1::CreateSessionsRequest bad_batch;
   for (int i = 0; i < 100; ++i) bad_batch.add_requests()->set_user_id("dave");
   bad_batch.mutable_requests(99)->clear_user_id();
-  for (int i = 0; i < 3; ++i) {
+  auto send = [&](const sessiond::v1::CreateSessionsRequest& batch) {
     grpc::ClientContext context;
     SetDeadline(&context);
     sessiond::v1::CreateSessionsResponse out;
-    const grpc::Status s = stub_->CreateSessions(&context, bad_batch, &out);
+    return stub_->CreateSessions(&context, batch, &out);
+  };
+  for (int i = 0; i < 3; ++i) {
+    const grpc::Status s = send(bad_batch);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << s.error_message();
   }
@@ -541,6 +545,22 @@ TEST_F(RateLimitTest, ARefusedBadRequestSpendsNoneOfTheCallersCreates) {
   for (int i = 0; i < 5; ++i) {
     const grpc::Status s = Create(bad_request_id, &created);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+  }
+  // A JWT this node cannot sign (it has no key-encryption key), alone or
+  // in a batch.
+  CreateSessionRequest jwt = RequestFor("dave", "");
+  jwt.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  for (int i = 0; i < 5; ++i) {
+    const grpc::Status s = Create(jwt, &created);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << s.error_message();
+  }
+  sessiond::v1::CreateSessionsRequest jwt_batch;
+  for (int i = 0; i < 3; ++i) *jwt_batch.add_requests() = jwt;
+  for (int i = 0; i < 3; ++i) {
+    const grpc::Status s = send(jwt_batch);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
         << s.error_message();
   }
   // The burst of 3 is still there.

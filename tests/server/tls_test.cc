@@ -166,6 +166,21 @@ class TlsTest : public ::testing::Test {
     return absl::StrCat(Ca(), "/", name);
   }
 
+  // A node's config with TLS (node-1's certificate) and the role file
+  // `roles_path`, written with `roles`.
+  Config NodeConfig(const std::string& roles_path,
+                    const std::string& roles) const {
+    std::ofstream(roles_path) << roles;
+    Config config;
+    config.listen = "127.0.0.1:0";
+    config.data_dir = dir_.Child("data");
+    config.tls_cert = CaFile("node-1.pem");
+    config.tls_key = CaFile("node-1-key.pem");
+    config.tls_ca = CaFile("ca.pem");
+    config.auth_file = roles_path;
+    return config;
+  }
+
   TlsFiles ServerFiles(bool require_client_cert) const {
     TlsFiles files;
     files.cert_file = CaFile("node-1.pem");
@@ -532,17 +547,8 @@ class AuthInterceptorFactory final
 // keeps the roles in force and every other reloadable option as it was.
 TEST_F(TlsTest, AReloadWhoseRoleFileFailsChangesNothing) {
   const std::string roles = dir_.Child("roles.conf");
-  {
-    std::ofstream out(roles);
-    out << "node-1 = peer\napp = app\nadmin = admin\n";
-  }
-  Config config;
-  config.listen = "127.0.0.1:0";
-  config.data_dir = dir_.Child("data");
-  config.tls_cert = CaFile("node-1.pem");
-  config.tls_key = CaFile("node-1-key.pem");
-  config.tls_ca = CaFile("ca.pem");
-  config.auth_file = roles;
+  Config config =
+      NodeConfig(roles, "node-1 = peer\napp = app\nadmin = admin\n");
   config.shutdown_grace_ms = 5000;
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -561,6 +567,110 @@ TEST_F(TlsTest, AReloadWhoseRoleFileFailsChangesNothing) {
   next.auth_file = roles;
   ASSERT_TRUE((*daemon)->Reload(next).ok());
   EXPECT_EQ((*daemon)->shutdown_grace_ms(), 1);
+}
+
+// A validation with touch=true slides the session's idle timeout, a write:
+// the read-only reader role may validate but not touch, in any validate
+// call. And a validate stream, authorized when it opened, is judged again
+// after a reload of the role file: a role withdrawn stops working on the
+// streams already open too.
+TEST_F(TlsTest, ReadersMayNotTouchAndStreamsAreJudgedAgainAfterAReload) {
+  const std::string roles = dir_.Child("roles.conf");
+  Config config =
+      NodeConfig(roles, "node-1 = peer\napp = app\nreader = reader\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto app = v1::SessionService::NewStub(
+      Dial((*daemon)->address(), ClientCreds("app")));
+  auto reader = v1::SessionService::NewStub(
+      Dial((*daemon)->address(), ClientCreds("reader")));
+  std::string token;
+  {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    v1::CreateSessionRequest request;
+    request.set_user_id("u1");
+    v1::CreateSessionResponse response;
+    ASSERT_TRUE(app->CreateSession(&ctx, request, &response).ok());
+    token = response.token();
+  }
+  auto validate = [&](v1::SessionService::Stub* stub, bool touch) {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    v1::ValidateSessionRequest request;
+    request.set_token(token);
+    request.set_touch(touch);
+    v1::ValidateSessionResponse response;
+    grpc::Status status = stub->ValidateSession(&ctx, request, &response);
+    if (status.ok()) {
+      EXPECT_EQ(response.outcome(), response.VALID);
+    }
+    return status;
+  };
+  EXPECT_TRUE(validate(reader.get(), false).ok());
+  const grpc::Status touched = validate(reader.get(), true);
+  EXPECT_EQ(touched.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(touched.error_message(),
+              ::testing::HasSubstr("\"reader\" may not touch sessions"));
+  EXPECT_TRUE(validate(app.get(), true).ok());
+  {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    v1::BatchValidateSessionsRequest request;
+    request.add_requests()->set_token(token);
+    v1::ValidateSessionRequest* touching = request.add_requests();
+    touching->set_token(token);
+    touching->set_touch(true);
+    v1::BatchValidateSessionsResponse response;
+    EXPECT_EQ(
+        reader->BatchValidateSessions(&ctx, request, &response).error_code(),
+        grpc::StatusCode::PERMISSION_DENIED);
+  }
+
+  // Sends one request on `stream`: the answer's outcome, or the status the
+  // stream ended with.
+  using Stream = grpc::ClientReaderWriter<v1::ValidateSessionRequest,
+                                          v1::ValidateSessionResponse>;
+  auto next = [&](Stream* stream, bool touch) {
+    v1::ValidateSessionRequest request;
+    request.set_token(token);
+    request.set_touch(touch);
+    v1::ValidateSessionResponse response;
+    if (stream->Write(request) && stream->Read(&response)) {
+      EXPECT_EQ(response.outcome(), response.VALID);
+      return grpc::Status::OK;
+    }
+    stream->WritesDone();
+    grpc::Status status = stream->Finish();
+    return status.ok() ? grpc::Status(grpc::StatusCode::INTERNAL,
+                                      "the stream ended with OK")
+                       : status;
+  };
+  {
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    std::unique_ptr<Stream> stream = reader->StreamValidateSessions(&ctx);
+    EXPECT_TRUE(next(stream.get(), false).ok());
+    const grpc::Status ended = next(stream.get(), true);
+    EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << ended.error_message();
+    EXPECT_THAT(ended.error_message(),
+                ::testing::HasSubstr("may not touch sessions"));
+  }
+  grpc::ClientContext ctx;
+  Prepare(&ctx);
+  std::unique_ptr<Stream> stream = app->StreamValidateSessions(&ctx);
+  EXPECT_TRUE(next(stream.get(), true).ok());
+  {
+    std::ofstream out(roles);
+    out << "node-1 = peer\nreader = reader\n";  // app withdrawn
+  }
+  ASSERT_TRUE((*daemon)->Reload(config).ok());
+  const grpc::Status ended = next(stream.get(), false);
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << ended.error_message();
+  EXPECT_THAT(ended.error_message(),
+              ::testing::HasSubstr("\"app\" may not call"));
 }
 
 // Not a check: prints what authorization costs per unary call over one

@@ -7,6 +7,7 @@
 // Every session acknowledged before the backup started validates, and the
 // manifest's counts are what the restored node reports. A damaged backup is
 // refused.
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -262,6 +263,59 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
   }
   EXPECT_TRUE(found);
   node.Terminate();
+}
+
+// A backup into a folder that exists (an operator's, made 0700 because a
+// backup holds the create key, or a mount point) keeps that folder: it used
+// to be removed and made again by RocksDB, with default permissions (and a
+// mount point could not be removed, so such backups always failed). A
+// folder another backup is writing into is refused, and left alone.
+TEST(BackupRestoreTest, ABackupKeepsItsFolderAndOneBeingWrittenIsRefused) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  options.nodes = 1;
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20)).ok());
+  TempDir scratch;
+  std::string token;
+  ASSERT_TRUE(CreateOne(*cluster.Stub(1), "ursula", &token).ok());
+
+  const std::string prepared = scratch.path() + "/prepared";
+  ASSERT_TRUE(std::filesystem::create_directory(prepared));
+  std::filesystem::permissions(prepared, std::filesystem::perms::owner_all);
+  struct stat before {};
+  ASSERT_EQ(stat(prepared.c_str(), &before), 0);
+  const Result backup = RunCtl(
+      scratch.path(), absl::StrCat("--endpoints ", cluster.client_address(1),
+                                   " --timeout 30s backup ", prepared));
+  ASSERT_EQ(backup.exit_code, 0) << Describe(backup);
+  struct stat after {};
+  ASSERT_EQ(stat(prepared.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  EXPECT_EQ(after.st_mode & 0777, 0700u);
+  EXPECT_TRUE(std::filesystem::exists(prepared + "/MANIFEST.sessiond.json"));
+  EXPECT_TRUE(std::filesystem::exists(prepared + "/CURRENT"));
+  EXPECT_FALSE(std::filesystem::exists(prepared + "/.sessiond-backup.lock"));
+  EXPECT_FALSE(std::filesystem::exists(prepared + "/.checkpoint"));
+  // It restores (restore-from checks every file against the manifest).
+  const Result restored = RunCtl(
+      scratch.path(), absl::StrCat("restore-from ", prepared, " --data-dir ",
+                                   scratch.path(), "/new/parents/restored"));
+  EXPECT_EQ(restored.exit_code, 0) << Describe(restored);
+
+  // Another backup's lock: refused, and nothing there is touched.
+  const std::string busy = scratch.path() + "/busy";
+  ASSERT_TRUE(std::filesystem::create_directory(busy));
+  std::ofstream(busy + "/.sessiond-backup.lock").put('\n');
+  const Result refused = RunCtl(
+      scratch.path(), absl::StrCat("--endpoints ", cluster.client_address(1),
+                                   " --timeout 30s backup ", busy));
+  EXPECT_EQ(refused.exit_code, 1) << Describe(refused);
+  EXPECT_TRUE(absl::StrContains(refused.err, "another backup being written"))
+      << Describe(refused);
+  EXPECT_TRUE(std::filesystem::exists(busy + "/.sessiond-backup.lock"));
+  EXPECT_FALSE(std::filesystem::exists(busy + "/CURRENT"));
 }
 
 }  // namespace
