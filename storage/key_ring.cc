@@ -94,10 +94,25 @@ absl::Status ApplyStage(pb::KeyRingState& state,
                      ": generate a new key pair"));
   }
   if (state.keys_size() >= static_cast<int>(kMaxKeyRingKeys)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "stage: the ring holds ", state.keys_size(),
-        " keys, the most it may: retire keys no longer needed and purge "
-        "retired ones first"));
+    // Room from the oldest retired key: nothing verifies with it any more,
+    // and nothing else would ever free its place (a ring full of history
+    // would refuse every rotation, an emergency one included).
+    auto* keys = state.mutable_keys();
+    auto oldest = keys->end();
+    for (auto it = keys->begin(); it != keys->end(); ++it) {
+      if (it->state() == sessiond::v1::SIGNING_KEY_RETIRED &&
+          (oldest == keys->end() ||
+           it->retired_at_ms() < oldest->retired_at_ms())) {
+        oldest = it;
+      }
+    }
+    if (oldest == keys->end()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "stage: the ring holds ", state.keys_size(),
+          " keys, the most it may, and none is retired: retire keys no "
+          "longer needed first"));
+    }
+    keys->erase(oldest);
   }
   if (stage.bootstrap() && state.keys_size() > 0) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -8,7 +8,8 @@
 //   Stage{bootstrap}, empty ring -> ACTIVE (a new cluster's first key)
 //   Activate   STAGED          -> ACTIVE, and the ACTIVE key -> RETIRING
 //   Retire     RETIRING|STAGED -> RETIRED  (sealed private key cleared)
-//   PurgeRetired               RETIRED keys forgotten
+//   PurgeRetired               RETIRED keys forgotten (and Stage into a
+//                              full ring forgets the oldest one)
 //
 // Invariants (CheckInvariants), true after every Apply:
 //   - kids are unique and each is the RFC 7638 thumbprint of its key;
@@ -45,7 +46,8 @@
 
 namespace sessiond::storage {
 
-// At most this many keys in any state (RETIRED included: purge them).
+// At most this many keys in any state, RETIRED included: staging into a
+// full ring forgets the oldest retired key (refused when none is).
 inline constexpr size_t kMaxKeyRingKeys = 32;
 
 // What Apply needs besides the command: all of it from replicated state, so

@@ -354,7 +354,38 @@ TEST(KeyRingTest, TheRingIsBounded) {
     Ok(ring, Stage(NewKey(), i == 0), At(++index, kT0));
   }
   Refused(ring, Stage(NewKey()), At(++index, kT0),
-          absl::StatusCode::kResourceExhausted, "purge retired ones first");
+          absl::StatusCode::kResourceExhausted,
+          "none is retired: retire keys no longer needed first");
+}
+
+// Nothing proposes PurgeRetired, so retired keys used to fill the ring:
+// after 32 keys every StageKey was refused for good, an emergency rotation
+// of a leaked key included. Staging into a full ring forgets the oldest
+// retired key instead, on every replica alike.
+TEST(KeyRingTest, RotationsGoOnPastTheBound) {
+  KeyRing ring;
+  uint64_t index = 0;
+  int64_t now = kT0;
+  TestKey active = NewKey();
+  Ok(ring, Stage(active, true), At(++index, now));
+  std::vector<std::string> retired;
+  for (size_t round = 0; round < 2 * kMaxKeyRingKeys; ++round) {
+    const TestKey next = NewKey();
+    Ok(ring, Stage(next), At(++index, now));
+    const uint64_t staged_index = index;
+    now += kMaxAgeMs;
+    Ok(ring, Activate(next.kid, staged_index), At(++index, now));
+    Ok(ring, Retire(active.kid), At(++index, ++now));
+    retired.push_back(active.kid);
+    active = next;
+    EXPECT_LE(ring.View().state().keys_size(),
+              static_cast<int>(kMaxKeyRingKeys));
+  }
+  EXPECT_EQ(ring.View().active()->kid(), active.kid);
+  EXPECT_EQ(ring.View().state().keys_size(), static_cast<int>(kMaxKeyRingKeys));
+  // The oldest retired keys went first; the newest are kept.
+  EXPECT_EQ(ring.View().Find(retired.front()), nullptr);
+  EXPECT_NE(ring.View().Find(retired.back()), nullptr);
 }
 
 TEST(KeyRingTest, SerializeRestoreRoundTrip) {
