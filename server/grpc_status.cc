@@ -177,9 +177,12 @@ absl::Status WithErrorMetadata(absl::Status status, absl::string_view key,
 
 absl::Status WithRetryDelay(absl::Status status, absl::Duration delay) {
   if (!status.ok()) {
+    // Rounded up: a client that waits exactly this long must not come back
+    // a fraction of a millisecond early and be refused again.
+    const int64_t ms =
+        absl::ToInt64Milliseconds(absl::Ceil(delay, absl::Milliseconds(1)));
     status.SetPayload(kRetryDelayPayload,
-                      absl::Cord(absl::StrCat(std::max<int64_t>(
-                          1, absl::ToInt64Milliseconds(delay)))));
+                      absl::Cord(absl::StrCat(std::max<int64_t>(1, ms))));
   }
   return status;
 }

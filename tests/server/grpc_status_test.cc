@@ -286,5 +286,20 @@ TEST(GrpcStatusTest, PayloadsBecomeErrorInfoMetadata) {
   EXPECT_TRUE(WithErrorMetadata(absl::OkStatus(), "k", "v").ok());
 }
 
+// The delay a client is asked to wait is rounded up to whole milliseconds:
+// rounded down, a client that waited exactly that long came back a fraction
+// early and was refused again (RateLimitTest.GrpcRetriesWaitAsLongAsTheServer
+// Asks failed so in CI: three attempts, three refusals).
+TEST(GrpcStatusTest, ARetryDelayIsRoundedUp) {
+  const absl::Status limited = WithRetryDelay(
+      absl::ResourceExhaustedError(
+          "create rate limit of 2/s (burst 3) for x reached; retry in 301 ms"),
+      absl::Microseconds(300'700));
+  const std::optional<ErrorDetail> detail = ErrorDetailOf(limited);
+  ASSERT_TRUE(detail.has_value());
+  ASSERT_TRUE(detail->retry_delay.has_value());
+  EXPECT_EQ(*detail->retry_delay, absl::Milliseconds(301));
+}
+
 }  // namespace
 }  // namespace sessiond::server
