@@ -205,16 +205,18 @@ absl::StatusOr<bool> CreateFolders(const std::string& dir) {
     if (p == p.parent_path()) break;
   }
   for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
-    if (!fs::create_directory(*it, ec) && ec) {
+    // False when another process made it meanwhile: then not ours.
+    const bool created = fs::create_directory(*it, ec);
+    if (ec) {
       return absl::InternalError(
           absl::StrCat("cannot create ", it->string(), ": ", ec.message()));
     }
-    if (*it == target) break;
+    if (*it == target) return created;
     if (absl::Status s = SyncFolder(it->parent_path().string()); !s.ok()) {
       return s;
     }
   }
-  return !missing.empty();
+  return false;
 }
 
 std::string WithoutTrailingSlash(const std::string& dir) {

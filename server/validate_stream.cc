@@ -59,9 +59,7 @@ void ValidateStream::OnReadDone(bool ok) {
       queue_.emplace_back();
       slot = &queue_.back();
       absl::Status s = ParseRequest(incoming_, &slot->request);
-      if (!s.ok()) {
-        s = absl::InvalidArgumentError(s.message());
-      } else {
+      if (s.ok()) {
         s = service_->AuthorizeStreamRequest(*context_, slot->request,
                                              &authorization_);
       }

@@ -398,8 +398,8 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         // Back in the membership: no longer listed as removed.
         if (!cluster) cluster = cluster_state();
         auto* removed = cluster->mutable_removed();
-        auto listed = std::find(removed->begin(), removed->end(),
-                                change.node.value());
+        auto listed =
+            std::find(removed->begin(), removed->end(), change.node.value());
         if (listed != removed->end()) removed->erase(listed);
       } else if (change.type == replication::ConfChangeType::kRemoveNode) {
         // The member's row goes, and its id is listed as removed, with
