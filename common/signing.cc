@@ -352,7 +352,8 @@ absl::StatusOr<std::unique_ptr<JwtSigner>> JwtSigner::Create(
       new JwtSigner(std::move(kid), std::move(key)));
 }
 
-absl::StatusOr<std::string> JwtSigner::Sign(const JwtClaims& claims) const {
+absl::StatusOr<std::string> JwtSigner::SigningInput(
+    const JwtClaims& claims) const {
   if (claims.iat < 0 || claims.iat > kMaxNumericDate || claims.exp < 0 ||
       claims.exp > kMaxNumericDate) {
     return absl::InvalidArgumentError(
@@ -380,6 +381,17 @@ absl::StatusOr<std::string> JwtSigner::Sign(const JwtClaims& claims) const {
         absl::StrCat("the JWT would be longer than ", kMaxJwtBytes,
                      " bytes: shorten sid or sub"));
   }
+  return token;
+}
+
+absl::Status JwtSigner::Check(const JwtClaims& claims) const {
+  return SigningInput(claims).status();
+}
+
+absl::StatusOr<std::string> JwtSigner::Sign(const JwtClaims& claims) const {
+  absl::StatusOr<std::string> input = SigningInput(claims);
+  if (!input.ok()) return input.status();
+  std::string token = *std::move(input);
   absl::StatusOr<std::string> signature = SignWith(key_->pkey.get(), token);
   if (!signature.ok()) return signature.status();
   absl::StrAppend(&token, ".", Base64UrlEncode(*signature));

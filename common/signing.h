@@ -115,10 +115,15 @@ class JwtSigner {
   // sid or sub is not UTF-8, or when iat or exp is negative or past year
   // 9999 (tokens a verifier would refuse); Internal when OpenSSL fails.
   absl::StatusOr<std::string> Sign(const JwtClaims& claims) const;
+  // Sign's checks of `claims` (InvalidArgument as Sign), without signing:
+  // cheap enough to ask before a request is admitted.
+  absl::Status Check(const JwtClaims& claims) const;
 
  private:
   struct Key;
   JwtSigner(std::string kid, std::unique_ptr<Key> key);
+  // The header and claims, encoded and checked: what Sign signs.
+  absl::StatusOr<std::string> SigningInput(const JwtClaims& claims) const;
 
   const std::string kid_;
   const std::unique_ptr<Key> key_;

@@ -36,7 +36,22 @@ void ClusterAgent::RunOnce() {
   MaybePublish(status);
   MaybeWriteSettings(status);
   MaybeBootstrapKey(status);
+  MaybeTick(status);
   MaybeReportSkew();
+}
+
+void ClusterAgent::MaybeTick(const replication::NodeStatus& status) {
+  if (options_.clock_tick_interval <= absl::ZeroDuration() ||
+      status.role != replication::Role::kLeader || !status.leader_caught_up ||
+      ticking_.load() ||
+      clock_->SinceAppliedStamp() < options_.clock_tick_interval) {
+    return;
+  }
+  sessiond::v1::internal::Command command;
+  command.mutable_tick();
+  ticking_.store(true);
+  writes_->Submit(std::move(command), absl::Now() + absl::Seconds(5),
+                  [this](replication::ApplyResult) { ticking_.store(false); });
 }
 
 void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {

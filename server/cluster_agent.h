@@ -30,6 +30,9 @@ struct ClusterAgentOptions {
   // without a KEK: no key is made). Must outlive the agent.
   JwtIssuer* jwt_issuer = nullptr;
   absl::Duration interval = absl::Milliseconds(500);
+  // A leader that applied no stamp for this long proposes a TickCommand
+  // (zero: never). See MaybeTick.
+  absl::Duration clock_tick_interval = absl::Seconds(2);
   // Skew beyond this is logged (at most once a minute).
   int64_t skew_log_threshold_ms = 1000;
 };
@@ -43,6 +46,8 @@ struct ClusterAgentOptions {
 //     log if the cluster has no replicated value yet, and, with a KEK,
 //     bootstrap a first active signing key into an empty key ring (so a new
 //     cluster can issue JWT tokens at once);
+//   * on a leader, keep cluster time in the log while no command carries
+//     it (MaybeTick);
 //   * report clock skew (wall clock minus cluster time) in the log.
 //
 // Owns one thread. Every pointer must outlive it.
@@ -66,6 +71,15 @@ class ClusterAgent {
   void MaybePublish(const replication::NodeStatus& status);
   void MaybeWriteSettings(const replication::NodeStatus& status);
   void MaybeBootstrapKey(const replication::NodeStatus& status);
+  // Cluster time lives in memory between stamped entries: a node restarted
+  // after a quiet period resumes from the last stamp it applied, the whole
+  // quiet period behind the nodes that kept counting. Elected, it then
+  // stamped times that far behind theirs: a new session's lifetime ran
+  // from a time they were long past, so they called it EXPIRED at once,
+  // and a later leader's first stamp jumped the cluster that far ahead.
+  // So a leader that applied no stamp for clock_tick_interval proposes a
+  // TickCommand: no node's applied time is then much more than that behind.
+  void MaybeTick(const replication::NodeStatus& status);
   void MaybeReportSkew();
 
   const ClusterAgentOptions options_;
@@ -77,6 +91,7 @@ class ClusterAgent {
   std::atomic<bool> published_{false};
   std::atomic<bool> writing_settings_{false};
   std::atomic<bool> bootstrapping_key_{false};
+  std::atomic<bool> ticking_{false};
   absl::Time next_skew_log_ = absl::InfinitePast();  // agent thread only
 
   PeriodicTask task_;  // last: its thread uses the members above

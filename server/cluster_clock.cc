@@ -108,4 +108,8 @@ int64_t ClusterClock::SkewMs() {
   return wall - EstimateNsLocked(steady) / kNsPerMs;
 }
 
+absl::Duration ClusterClock::SinceAppliedStamp() const {
+  return absl::Nanoseconds(options_.steady_ns() - options_.applied().steady_ns);
+}
+
 }  // namespace sessiond::server

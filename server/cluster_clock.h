@@ -29,6 +29,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "storage/session_state_machine.h"
 
 namespace sessiond::server {
@@ -60,6 +61,9 @@ class ClusterClock {
 
   // This node's wall clock minus its cluster time.
   int64_t SkewMs() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Steady time since this node last applied a later cluster time.
+  absl::Duration SinceAppliedStamp() const;
 
  private:
   // Cluster time in nanoseconds (never below a time already returned, once

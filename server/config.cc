@@ -566,6 +566,12 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(clock_slew_ppm),
        .min = 0,
        .max = 100000},
+      {.name = "clock_tick_ms",
+       .help = "an idle leader stamps cluster time into the log this often, "
+               "so a restarted node resumes from a recent time (0: never)",
+       .int_field = SESSIOND_INT_FIELD(clock_tick_ms),
+       .min = 0,
+       .max = 600000},
       {.name = "force_new_cluster",
        .help = "disaster recovery, 1: make this node the only member of its "
                "cluster, keeping its data (run once, on the one member left "

@@ -161,6 +161,9 @@ struct Config {
   // How fast cluster time may move toward the wall clock, in parts per
   // million of elapsed time (1000: 3.6 s per hour).
   int64_t clock_slew_ppm = 1000;
+  // An idle leader proposes a TickCommand once no stamp was applied for
+  // this long (server/cluster_agent.h); 0: never.
+  int64_t clock_tick_ms = 2000;
   // Disaster recovery: 1 makes this node the only member of its cluster
   // (server/bootstrap.h, ForceNewCluster). Once, on the one survivor.
   int64_t force_new_cluster = 0;

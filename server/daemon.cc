@@ -686,6 +686,7 @@ absl::Status Daemon::Init() {
     parts.write_path = writes_.get();
     parts.snapshots = snapshots_.get();
     parts.status = [this](bool with_digest) { return SelfStatus(with_digest); };
+    parts.auth = security_->processor();
     peer_service_->Attach(std::move(parts));
   }
 
@@ -842,6 +843,7 @@ absl::Status Daemon::Init() {
   agent_options.initial_expiry_leeway_ms = config_.expiry_leeway_ms;
   agent_options.initial_jwks_max_age_ms = config_.jwks_max_age_ms;
   agent_options.jwt_issuer = jwt_issuer_.get();
+  agent_options.clock_tick_interval = absl::Milliseconds(config_.clock_tick_ms);
   agent_ = std::make_unique<ClusterAgent>(agent_options, driver_.get(),
                                           state_machine_.get(), clock_.get(),
                                           writes_.get());

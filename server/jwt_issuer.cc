@@ -1,11 +1,13 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/jwt_issuer.h"
 
-#include <algorithm>
+#include <openssl/crypto.h>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "storage/token.h"
 
 namespace sessiond::server {
 
@@ -39,11 +41,32 @@ JwtIssuer::ActiveSigner() {
       kek_->Open(active->sealed_private_key(), active->kid()));
   absl::StatusOr<std::unique_ptr<signing::JwtSigner>> signer =
       signing::JwtSigner::Create(active->kid(), private_key);
-  // Not kept longer than needed (the signer holds its own copy).
-  std::fill(private_key.begin(), private_key.end(), '\0');
+  // Not kept longer than needed (the signer holds its own copy), and wiped
+  // in a way the optimizer may not drop as a dead store.
+  OPENSSL_cleanse(private_key.data(), private_key.size());
   if (!signer.ok()) return signer.status();
   signer_ = std::shared_ptr<const signing::JwtSigner>(*std::move(signer));
   return signer_;
+}
+
+signing::JwtClaims JwtIssuer::Claims(const std::string& session_id,
+                                     const std::string& user_id, int64_t now_ms,
+                                     int64_t ttl_ms) {
+  signing::JwtClaims claims;
+  claims.sid = session_id;
+  claims.sub = user_id;
+  claims.iat = now_ms / 1000;
+  claims.exp = (now_ms + ttl_ms + 999) / 1000;
+  return claims;
+}
+
+absl::Status JwtIssuer::CanIssue(const std::string& user_id, int64_t now_ms,
+                                 int64_t ttl_ms) {
+  SESSIOND_ASSIGN_OR_RETURN(std::shared_ptr<const signing::JwtSigner> signer,
+                            ActiveSigner());
+  // Every session id is as long, and of characters JSON keeps as they are.
+  return signer->Check(Claims(std::string(storage::kSessionIdLength, 'A'),
+                              user_id, now_ms, ttl_ms));
 }
 
 absl::StatusOr<JwtIssuer::Issued> JwtIssuer::Issue(
@@ -51,12 +74,9 @@ absl::StatusOr<JwtIssuer::Issued> JwtIssuer::Issue(
     int64_t ttl_ms) {
   SESSIOND_ASSIGN_OR_RETURN(std::shared_ptr<const signing::JwtSigner> signer,
                             ActiveSigner());
-  signing::JwtClaims claims;
-  claims.sid = session_id;
-  claims.sub = user_id;
-  claims.iat = now_ms / 1000;
-  claims.exp = (now_ms + ttl_ms + 999) / 1000;
-  SESSIOND_ASSIGN_OR_RETURN(std::string token, signer->Sign(claims));
+  SESSIOND_ASSIGN_OR_RETURN(
+      std::string token,
+      signer->Sign(Claims(session_id, user_id, now_ms, ttl_ms)));
   return Issued{std::move(token), signer->kid()};
 }
 
@@ -72,7 +92,7 @@ absl::StatusOr<KeyRingCommand::Stage> JwtIssuer::NewKey(bool bootstrap) const {
   SESSIOND_ASSIGN_OR_RETURN(std::string kid,
                             signing::KeyIdForPublicKey(pair.public_key));
   absl::StatusOr<std::string> sealed = kek_->Seal(pair.private_key, kid);
-  std::fill(pair.private_key.begin(), pair.private_key.end(), '\0');
+  OPENSSL_cleanse(pair.private_key.data(), pair.private_key.size());
   if (!sealed.ok()) return sealed.status();
   KeyRingCommand::Stage stage;
   stage.set_kid(kid);

@@ -2,6 +2,7 @@
 #ifndef SESSIOND_SERVER_JWT_ISSUER_H_
 #define SESSIOND_SERVER_JWT_ISSUER_H_
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,12 +46,12 @@ class JwtIssuer {
                                const std::string& user_id, int64_t now_ms,
                                int64_t ttl_ms) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // OK when Issue can sign now (this node has a KEK, the cluster an active
-  // key), FailedPrecondition as Issue otherwise: a create asks before it
-  // spends its caller's rate limit.
-  absl::Status CanIssue() ABSL_LOCKS_EXCLUDED(mu_) {
-    return ActiveSigner().status();
-  }
+  // OK when Issue would sign a JWT for a session of `user_id` now: this
+  // node has a KEK, the cluster an active key (FailedPrecondition as Issue
+  // otherwise), and the claims fit (InvalidArgument as Issue). A create asks
+  // before it spends its caller's rate limit; nothing is signed.
+  absl::Status CanIssue(const std::string& user_id, int64_t now_ms,
+                        int64_t ttl_ms) ABSL_LOCKS_EXCLUDED(mu_);
 
   // A new Ed25519 key pair, its private half sealed with the KEK (the kid
   // as associated data): the Stage command to propose.
@@ -61,6 +62,9 @@ class JwtIssuer {
  private:
   absl::StatusOr<std::shared_ptr<const signing::JwtSigner>> ActiveSigner()
       ABSL_LOCKS_EXCLUDED(mu_);
+  static signing::JwtClaims Claims(const std::string& session_id,
+                                   const std::string& user_id, int64_t now_ms,
+                                   int64_t ttl_ms);
 
   const std::optional<KeyEncryptionKey> kek_;
   const storage::SessionStateMachine* const state_machine_;  // outlives this

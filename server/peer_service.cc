@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/raft_wire.h"
 #include "storage/durable_file.h"
@@ -75,8 +76,9 @@ bool InConf(const replication::ConfState& conf, NodeId id) {
 class PeerService::MessageStream
     : public grpc::ServerReadReactor<MessageBatch> {
  public:
-  MessageStream(PeerService* service, StreamSummary* summary)
-      : service_(service), summary_(summary) {
+  MessageStream(PeerService* service, grpc::CallbackServerContext* context,
+                StreamSummary* summary)
+      : service_(service), context_(context), summary_(summary) {
     StartRead(&batch_);
   }
 
@@ -90,9 +92,13 @@ class PeerService::MessageStream
       Finish(ToGrpcStatus(parts.status()));
       return;
     }
-    absl::Status check = service_->AdmitSender(
-        *parts, {batch_.cluster_id(), batch_.from(), batch_.from_address(),
-                 LeaderTerm(batch_.messages())});
+    absl::Status check =
+        JudgeAgain(*parts, *context_, "SendMessages", &judged_);
+    if (check.ok()) {
+      check = service_->AdmitSender(
+          *parts, {batch_.cluster_id(), batch_.from(), batch_.from_address(),
+                   LeaderTerm(batch_.messages())});
+    }
     if (check.ok() && batch_.to() != service_->self_.value()) {
       check = absl::FailedPreconditionError(
           absl::StrCat("batch for node ", batch_.to(), " reached node ",
@@ -125,17 +131,20 @@ class PeerService::MessageStream
 
  private:
   PeerService* const service_;
+  grpc::CallbackServerContext* const context_;
   StreamSummary* const summary_;
   MessageBatch batch_;
-  uint64_t heard_from_ = 0;  // the sender already recorded (HeardFrom)
+  uint64_t heard_from_ = 0;         // the sender already recorded (HeardFrom)
+  std::optional<uint64_t> judged_;  // the role policy judged by (JudgeAgain)
 };
 
 // One inbound snapshot: chunks into a file, then the message to the driver.
 class PeerService::SnapshotStream
     : public grpc::ServerReadReactor<SnapshotChunk> {
  public:
-  SnapshotStream(PeerService* service, SnapshotAck* ack)
-      : service_(service), ack_(ack) {
+  SnapshotStream(PeerService* service, grpc::CallbackServerContext* context,
+                 SnapshotAck* ack)
+      : service_(service), context_(context), ack_(ack) {
     StartRead(&chunk_);
   }
 
@@ -146,6 +155,10 @@ class PeerService::SnapshotStream
     }
     absl::Status status = first_ ? Begin() : absl::OkStatus();
     first_ = false;
+    if (status.ok()) {
+      status = JudgeAgain(parts_, *context_, "SendSnapshot", &judged_);
+      if (!status.ok()) service_->LogRefusal(status);
+    }
     if (status.ok()) status = receiver_->Append(chunk_.data());
     if (!status.ok()) {
       Finish(ToGrpcStatus(status));
@@ -203,6 +216,14 @@ class PeerService::SnapshotStream
       Finish(ToGrpcStatus(ref.status()));
       return;
     }
+    if (absl::Status judged =
+            JudgeAgain(parts_, *context_, "SendSnapshot", &judged_);
+        !judged.ok()) {
+      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
+      service_->LogRefusal(judged);
+      Finish(ToGrpcStatus(judged));
+      return;
+    }
     ack_->set_received_bytes(ref->size());
     message_.snapshot->data = storage::EncodeSnapshotRef(*ref);
     // Checked whole here, before Raft sees it: installing it drops the log.
@@ -225,9 +246,11 @@ class PeerService::SnapshotStream
   }
 
   PeerService* const service_;
+  grpc::CallbackServerContext* const context_;
   SnapshotAck* const ack_;
   SnapshotChunk chunk_;
   bool first_ = true;
+  std::optional<uint64_t> judged_;  // the role policy judged by (JudgeAgain)
   PeerServiceParts parts_;
   Message message_;
   std::unique_ptr<storage::SnapshotReceiver> receiver_;
@@ -325,13 +348,30 @@ void PeerService::LogRefusal(const absl::Status& why) {
 }
 
 grpc::ServerReadReactor<MessageBatch>* PeerService::SendMessages(
-    grpc::CallbackServerContext*, StreamSummary* summary) {
-  return new MessageStream(this, summary);
+    grpc::CallbackServerContext* context, StreamSummary* summary) {
+  return new MessageStream(this, context, summary);
 }
 
 grpc::ServerReadReactor<SnapshotChunk>* PeerService::SendSnapshot(
-    grpc::CallbackServerContext*, SnapshotAck* ack) {
-  return new SnapshotStream(this, ack);
+    grpc::CallbackServerContext* context, SnapshotAck* ack) {
+  return new SnapshotStream(this, context, ack);
+}
+
+absl::Status PeerService::JudgeAgain(const PeerServiceParts& parts,
+                                     const grpc::ServerContextBase& context,
+                                     absl::string_view method,
+                                     std::optional<uint64_t>* judged) {
+  if (parts.auth == nullptr) return absl::OkStatus();
+  const uint64_t generation = parts.auth->generation();
+  if (*judged == generation) return absl::OkStatus();
+  // The first message too: a reload may have come between the processor's
+  // decision and the stream's start.
+  SESSIOND_RETURN_IF_ERROR(parts.auth->Reauthorize(
+      context,
+      absl::StrCat("/", sessiond::v1::internal::RaftPeer::service_full_name(),
+                   "/", method)));
+  *judged = generation;
+  return absl::OkStatus();
 }
 
 void PeerService::RecordHeardFrom(uint64_t node) {

@@ -30,12 +30,15 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "replication/node_driver.h"
+#include "server/auth.h"
 #include "server/peer_transport.h"
 #include "server/write_path.h"
 #include "sessiond/v1/peer.grpc.pb.h"
@@ -52,6 +55,8 @@ struct PeerServiceParts {
   WritePath* write_path = nullptr;
   storage::SnapshotFiles* snapshots = nullptr;
   std::function<sessiond::v1::MemberStatus(bool with_digest)> status;
+  // The listeners' role policy; none without TLS (no identities to judge).
+  const AuthProcessor* auth = nullptr;
 };
 
 // The file of the data dir that keeps the node ids a node has received
@@ -121,6 +126,14 @@ class PeerService final
   // later, whose address is then learned (a member added while this node
   // was away).
   absl::Status AdmitSender(const PeerServiceParts& parts, const Sender& sender);
+  // A stream is authorized when it opens; once a reload changed the role
+  // policy (AuthProcessor::generation) it is judged again before its next
+  // message, so a peer whose role or token was withdrawn is cut off on the
+  // streams it already had open too. `judged`: the policy last judged by.
+  static absl::Status JudgeAgain(const PeerServiceParts& parts,
+                                 const grpc::ServerContextBase& context,
+                                 absl::string_view method,
+                                 std::optional<uint64_t>* judged);
   void LogRefusal(const absl::Status& why);
 
   const NodeId self_;

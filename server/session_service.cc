@@ -541,15 +541,17 @@ absl::Status NoJwtIssuer() {
 }
 
 // FailedPrecondition when `request` asks for a JWT this node cannot sign
-// now: asked before the caller's rate limit is charged, so a create refused
-// for it spends none of the caller's creates.
+// now, InvalidArgument when its claims would not fit one: asked before the
+// caller's rate limit is charged, so a create refused for it spends none of
+// the caller's creates.
 absl::Status CheckSigning(const sessiond::v1::CreateSessionRequest& request,
-                          JwtIssuer* issuer) {
+                          const CreateLifetimes& lifetimes, JwtIssuer* issuer,
+                          ClusterClock* clock) {
   if (request.token_format() != sessiond::v1::TOKEN_FORMAT_JWT) {
     return absl::OkStatus();
   }
   if (issuer == nullptr) return NoJwtIssuer();
-  return issuer->CanIssue();
+  return issuer->CanIssue(request.user_id(), clock->NowMs(), lifetimes.ttl_ms);
 }
 
 // A create's command, with everything random chosen here: replicas never
@@ -622,7 +624,8 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
       return call->Reply(s);
     }
   }
-  if (absl::Status s = CheckSigning(call->request(), options_.jwt_issuer);
+  if (absl::Status s = CheckSigning(call->request(), *lifetimes,
+                                    options_.jwt_issuer, clock_);
       !s.ok()) {
     return call->Reply(s);
   }
@@ -732,7 +735,9 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
       return call->Reply(absl::InvalidArgumentError(
           absl::StrCat("requests[", i, "].", checked.status().message())));
     }
-    if (absl::Status s = CheckSigning(request, options_.jwt_issuer); !s.ok()) {
+    if (absl::Status s =
+            CheckSigning(request, *checked, options_.jwt_issuer, clock_);
+        !s.ok()) {
       return call->Reply(absl::Status(
           s.code(), absl::StrCat("requests[", i, "].", s.message())));
     }

@@ -62,9 +62,12 @@ void AddRetryPushback(grpc::CallbackServerContext* context,
   const std::optional<ErrorDetail> detail = ErrorDetailOf(status);
   if (!detail) return;
   if (detail->retry_delay) {
+    // gRPC times the retry from a clock it reads in whole milliseconds,
+    // rounded down: the retry could come up to 1 ms before the delay, and be
+    // refused again. One more millisecond covers it.
     context->AddTrailingMetadata(
         "grpc-retry-pushback-ms",
-        absl::StrCat(absl::ToInt64Milliseconds(*detail->retry_delay)));
+        absl::StrCat(absl::ToInt64Milliseconds(*detail->retry_delay) + 1));
   } else if (absl::IsUnavailable(status) || absl::IsResourceExhausted(status)) {
     context->AddTrailingMetadata("grpc-retry-pushback-ms", "-1");
   }

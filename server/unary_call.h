@@ -33,8 +33,8 @@ void AddLeaderHint(grpc::CallbackServerContext* context,
                    const LeaderHint& hint);
 void AddStatusHints(grpc::CallbackServerContext* context,
                     const absl::Status& status, const LeaderHint& hint);
-// "grpc-retry-pushback-ms": the status's RetryInfo delay, or -1 (do not
-// retry) for an UNAVAILABLE or RESOURCE_EXHAUSTED without one, so that
+// "grpc-retry-pushback-ms": the status's RetryInfo delay plus 1 ms, or -1 (do
+// not retry) for an UNAVAILABLE or RESOURCE_EXHAUSTED without one, so that
 // gRPC's own retries (client/service_config.json) wait as the server asks.
 // Every finishing helper below adds it.
 void AddRetryPushback(grpc::CallbackServerContext* context,

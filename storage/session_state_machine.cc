@@ -626,6 +626,8 @@ ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
                                       batch);
     case Command::kAudit:
       return ApplyAudit(command.audit(), now_ms, batch);
+    case Command::kTick:
+      return std::any();  // its stamp is all it carries (Apply took it)
     case Command::kBulkRevoke:
     case Command::kMember:
     case Command::kSettings:

@@ -128,6 +128,12 @@ ApplyResult SessionStateMachine::ApplyRotate(
       !rekeyed.ok()) {
     return rekeyed;  // not expected: both hashes were just checked
   }
+  // The new token is opaque: no key signed it, so none may count it as a
+  // session of theirs (it would hold that key from retiring).
+  if (!session->signing_kid().empty()) {
+    session->clear_signing_kid();
+    SESSIOND_RETURN_IF_ERROR(table_->Replace(*new_hash, *session));
+  }
   batch->Delete(db_->sessions_cf(), rocksdb::Slice(TokenHashBytes(*old_hash)));
   StageSession(*new_hash, batch);
   return std::any(*std::move(session));

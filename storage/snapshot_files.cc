@@ -134,10 +134,18 @@ SnapshotFiles::SnapshotFiles(std::string dir) : dir_(std::move(dir)) {}
 
 absl::Status SnapshotFiles::Init() {
   std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
+  const bool created = std::filesystem::create_directories(dir_, ec);
   if (ec) {
     return absl::InternalError(
         absl::StrCat("cannot create ", dir_, ": ", ec.message()));
+  }
+  // Images are synced into this folder before the log they replace is
+  // compacted: the folder's own entry must be as durable, or a power cut
+  // could lose every image while the compacted log stays.
+  if (created) {
+    const std::filesystem::path parent =
+        std::filesystem::path(dir_).parent_path();
+    SESSIOND_RETURN_IF_ERROR(SyncDir(parent.empty() ? "." : parent.string()));
   }
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
     if (absl::EndsWith(entry.path().filename().string(), kTmpSuffix)) {

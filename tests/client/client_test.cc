@@ -43,6 +43,7 @@
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "sessiond/v1/admin.grpc.pb.h"
+#include "tests/integration/sessiond_process.h"
 
 namespace sessiond::client {
 namespace {
@@ -343,6 +344,10 @@ TEST_F(ClientTest, AWriteADrainingNodeRefusedIsNotSent) {
   CreateOrDie("before");
   SessionClientOptions options;
   options.call_timeout = absl::Milliseconds(300);
+  // Each refusal straight back to the loop, whose next create follows at
+  // once: the node drains until no caller was refused for 100 ms, and the
+  // client's own backoff between attempts could outlast that.
+  options.max_attempts = 1;
   std::unique_ptr<SessionClient> client =
       SessionClient::Connect(daemon_.address(), options);
   daemon_.Terminate();
@@ -622,7 +627,9 @@ TEST(ClientUnavailableTest, NonIdempotentCallsAreNeverSentOverADeadChannel) {
 // A Validate started while the server is down succeeds once it comes up,
 // because the client retries it.
 TEST(ClientRetryTest, ValidateRetriesUntilTheServerStarts) {
-  const int port = ClosedPort();
+  // Not an ephemeral port (ClosedPort): until the server binds it, an
+  // outgoing connection could be given it as its source port.
+  const int port = ::sessiond::testing::PickFreePort();
   const std::string target = absl::StrCat("127.0.0.1:", port);
   grpc::ChannelArguments args;
   // Reconnect quickly so the retries, not gRPC's own 1 s reconnect backoff,
@@ -1442,7 +1449,12 @@ class TestCluster {
   // Starts `n` nodes with `flags` added to each; true once every one
   // printed its LISTENING line.
   bool Start(int n, const std::vector<std::string>& flags = {}) {
-    const std::vector<int> peer_ports = ClosedPorts(n);
+    // Not ephemeral ports (ClosedPorts): until a node binds its own, the
+    // others' dialing could be given it as a source port.
+    std::vector<int> peer_ports;
+    for (int i = 0; i < n; ++i) {
+      peer_ports.push_back(::sessiond::testing::PickFreePort());
+    }
     std::vector<std::string> members;
     for (int i = 0; i < n; ++i) {
       members.push_back(absl::StrCat(i + 1, "=127.0.0.1:", peer_ports[i]));

@@ -9,6 +9,7 @@
 #include <grpcpp/create_channel.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -802,6 +803,50 @@ TEST(ClusterTest, WritesDuringALeadershipTransferAreTriedAgainNotFailed) {
   transfer.join();
   cluster.Resume(target);
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+}
+
+// Cluster time lives in memory between stamped entries. A node restarted
+// after a quiet spell resumed from the last stamp it had applied, the whole
+// spell behind the two that kept counting; made leader, it stamped new
+// sessions' times that far in the past, and the others called them
+// EXPIRED at once (and a later leader's first stamp would jump cluster
+// time that far ahead). An idle leader now stamps cluster time into the
+// log every --clock_tick_ms; with 0 (never) this test fails.
+TEST(ClusterTest, ANodeRestartedAfterAQuietSpellLeadsWithoutExpiringAnyone) {
+  ClusterHarness cluster(Options({"--clock_tick_ms", "500"}));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  MustCreate(cluster, *leader, "before");
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  const int restarted = Others(cluster, *leader)[0];
+  absl::SleepFor(absl::Seconds(20));  // quiet: nobody writes
+  cluster.Kill(restarted);
+  ASSERT_TRUE(cluster.StartNode(restarted).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  const grpc::Status transfer = TransferLeadership(cluster, *leader, restarted);
+  ASSERT_TRUE(transfer.ok()) << transfer.error_message();
+  // Idles out after 10 s without a touch: EXPIRED at once where cluster
+  // time is 20 s ahead of the new leader's.
+  const sessiond::v1::CreateSessionResponse fresh =
+      MustCreate(cluster, restarted, "after", absl::Seconds(10));
+  for (int id : cluster.ids()) {
+    ValidateSessionResponse answer;
+    const grpc::Status s = cluster.Validate(
+        id, fresh.token(), sessiond::v1::LINEARIZABLE, &answer);
+    ASSERT_TRUE(s.ok()) << "node " << id << ": " << s.error_message();
+    EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID)
+        << "node " << id;
+  }
+  // The nodes' cluster times agree within a few ticks.
+  std::vector<int64_t> times;
+  for (int id : cluster.ids()) {
+    absl::StatusOr<sessiond::v1::MemberStatus> m = cluster.MemberStatusOf(id);
+    ASSERT_TRUE(m.ok()) << m.status();
+    times.push_back(m->cluster_time_ms());
+  }
+  const auto [lo, hi] = std::minmax_element(times.begin(), times.end());
+  EXPECT_LT(*hi - *lo, 5000) << "cluster times " << absl::StrJoin(times, ", ");
 }
 
 // A member that was down while another joined comes back to find the

@@ -498,16 +498,16 @@ TEST_F(RateLimitTest, CreatesPastTheLimitAreRefusedWithAWaitAndChangeNothing) {
   const absl::Duration wait = RetryDelayOf(s);
   EXPECT_GT(wait, absl::ZeroDuration());
   EXPECT_LE(wait, absl::Milliseconds(500));  // one token at 2/s
-  // Nothing was created by the refusal; reads are not limited.
+  // A batch counts each session: refused whole while the bucket is low
+  // (sent at once: a second's refill would let it through).
+  sessiond::v1::CreateSessionsResponse batch;
+  s = CreateBatch(3, &batch);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Nothing was created by the refusals; reads are not limited.
   EXPECT_EQ(ListAll("dave").size(), tokens.size());
   for (const std::string& token : tokens) {
     EXPECT_EQ(Validate(token).outcome(), ValidateSessionResponse::VALID);
   }
-  // A batch counts each session: refused whole while the bucket is low.
-  sessiond::v1::CreateSessionsResponse batch;
-  s = CreateBatch(3, &batch);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-  EXPECT_EQ(ListAll("dave").size(), tokens.size());
   // Once the bucket refilled (bounded poll; each refusal takes nothing) a
   // batch larger than the burst passes whole.
   for (int i = 0; i < 100; ++i) {

@@ -145,6 +145,47 @@ TEST_F(JwtTokenTest, RequestsThatCannotBeServedAreRefusedAndChangeNothing) {
   EXPECT_EQ(listed.sessions_size(), 0);
 }
 
+// With a per-caller create rate limit (a plaintext loopback node: this
+// test is one caller).
+class JwtRateLimitTest : public JwtTokenTest {
+ protected:
+  Config MakeConfig() override {
+    Config config = JwtTokenTest::MakeConfig();
+    config.create_rate_per_identity = 1;
+    config.create_burst_per_identity = 3;
+    config.limits.max_user_id_bytes = 8000;  // more than a JWT can hold
+    return config;
+  }
+};
+
+// A JWT whose claims do not fit (a user_id the limits allow but
+// kMaxJwtBytes does not) is
+// refused before the caller's rate limit is charged, as every other bad
+// request is: it was found only when signing, after the admission, and so
+// spent one of the caller's creates each time.
+TEST_F(JwtRateLimitTest, AJwtThatCannotFitSpendsNoneOfTheCallersCreates) {
+  ASSERT_TRUE(absl::StrContains(Jwks().jwks_json(), "kid"));
+  CreateSessionRequest too_long;
+  too_long.set_user_id(std::string(7000, 'u'));
+  too_long.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  CreateSessionResponse created;
+  for (int i = 0; i < 5; ++i) {
+    const grpc::Status s = Create(too_long, &created);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "shorten sid or sub"))
+        << s.error_message();
+  }
+  // The burst of 3 is still there.
+  CreateSessionRequest fits;
+  fits.set_user_id("carol");
+  fits.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  for (int i = 0; i < 3; ++i) {
+    const grpc::Status s = Create(fits, &created);
+    EXPECT_TRUE(s.ok()) << i << ": " << s.error_message();
+  }
+}
+
 class JwtWithoutKekTest : public DaemonTest {};
 
 TEST_F(JwtWithoutKekTest, ANodeWithoutAKekRefusesJwtCreatesAndStaging) {

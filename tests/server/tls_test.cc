@@ -37,8 +37,12 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/daemon.h"
+#include "server/peer_service.h"
+#include "server/peer_transport.h"
+#include "server/raft_wire.h"
 #include "server/tls_credentials.h"
 #include "sessiond/v1/admin.grpc.pb.h"
+#include "sessiond/v1/peer.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "tests/integration/tls_files.h"
 #include "tests/server/test_util.h"
@@ -567,6 +571,84 @@ TEST_F(TlsTest, AReloadWhoseRoleFileFailsChangesNothing) {
   next.auth_file = roles;
   ASSERT_TRUE((*daemon)->Reload(next).ok());
   EXPECT_EQ((*daemon)->shutdown_grace_ms(), 1);
+}
+
+// A peer's Raft message stream lives as long as the connection: it is
+// authorized when it opens, and must be judged again once a reload changed
+// the role policy, or a node whose peer role was withdrawn would go on
+// feeding Raft over the stream it already had (it did).
+TEST_F(TlsTest, APeerStreamIsJudgedAgainAfterAReload) {
+  // The batches reach no driver (these parts have none): the fault switch
+  // drops node 2's traffic once it is admitted.
+  const std::string drop_file = dir_.Child("drop");
+  std::ofstream(drop_file) << "2\n";
+  PeerTransportOptions transport_options;
+  transport_options.cluster_id = 7;
+  transport_options.self = NodeId(1);
+  transport_options.drop_file = drop_file;
+  PeerTransport transport(transport_options);
+  transport.SetAddress(NodeId(2), "127.0.0.1:1");
+  const std::string heard_file = dir_.Child("heard");
+  PeerService service(
+      NodeId(1), [] { return v1::internal::HelloResponse(); }, heard_file);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
+      MakeServerCredentials(ServerFiles(/*require_client_cert=*/true));
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  auto processor = std::make_shared<AuthProcessor>(authorizer_);
+  (*creds)->SetAuthMetadataProcessor(processor);
+  PeerServiceParts parts;
+  parts.cluster_id = 7;
+  parts.transport = &transport;
+  parts.auth = processor.get();
+  service.Attach(parts);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", *creds, &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+
+  // node-1's certificate has the peer role (node 2 presents it here).
+  std::unique_ptr<v1::internal::RaftPeer::Stub> stub =
+      v1::internal::RaftPeer::NewStub(
+          Dial(absl::StrCat("127.0.0.1:", port), ClientCreds("node-1")));
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::internal::StreamSummary summary;
+  std::unique_ptr<grpc::ClientWriter<v1::internal::MessageBatch>> writer =
+      stub->SendMessages(&context, &summary);
+  v1::internal::MessageBatch batch;
+  batch.set_cluster_id(7);
+  batch.set_from(2);
+  batch.set_to(1);
+  replication::Message heartbeat;
+  heartbeat.type = replication::MessageType::kHeartbeat;
+  heartbeat.from = NodeId(2);
+  heartbeat.to = NodeId(1);
+  heartbeat.term = Term(1);
+  ToWire(heartbeat, batch.add_messages());
+  ASSERT_TRUE(writer->Write(batch));
+  // Taken: node 2 is recorded as heard from.
+  ASSERT_TRUE(testing::Eventually([&] {
+    return ReadFile(heard_file) == "2\n";
+  })) << ReadFile(heard_file);
+
+  // A reload takes the peer role from node-1's certificate.
+  absl::StatusOr<AuthConfig> config =
+      ParseAuthConfig("app = app\nadmin = admin\n", "reloaded roles");
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<MethodTable> methods = MethodTable::Sessiond();
+  ASSERT_TRUE(methods.ok()) << methods.status();
+  processor->SetAuthorizer(
+      std::make_shared<Authorizer>(*std::move(config), *std::move(methods)));
+  writer->Write(batch);  // may already see the end
+  writer->WritesDone();
+  const grpc::Status ended = writer->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << ended.error_message();
+  EXPECT_THAT(ended.error_message(), HasSubstr("node-1"));
+  server->Shutdown(std::chrono::system_clock::now());
+  service.Detach();
 }
 
 // A validation with touch=true slides the session's idle timeout, a write:

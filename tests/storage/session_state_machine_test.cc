@@ -1508,6 +1508,35 @@ TEST_F(SessionStateMachineTest, TheKeyRingLivesInTheLogAndCountsLiveSessions) {
   EXPECT_EQ(other.sm->key_ring().active()->kid(), second);
 }
 
+// A rotation gives a JWT session an opaque token (RotateSessionToken draws
+// one), so the session no longer holds a JWT its key signed: it must not
+// keep that key from retiring, nor count among its live sessions. It kept
+// signing_kid, and so it did both.
+TEST_F(SessionStateMachineTest, ARotatedJwtSessionNoLongerNamesItsSigningKey) {
+  std::string kid;
+  ASSERT_TRUE(ApplyOne(StageKeyCommand(1000, /*bootstrap=*/true, &kid)).ok());
+  Command create = Create(1, 1100);
+  create.mutable_create()->set_signing_kid(kid);
+  ASSERT_EQ(ApplySession(create).signing_kid(), kid);
+  ASSERT_EQ(sm_->CountLiveSignedBy(kid, 1200), 1u);
+  Command rotate;
+  rotate.set_timestamp_ms(1300);
+  rotate.mutable_rotate()->set_token_hash(Hash(1));
+  rotate.mutable_rotate()->set_new_token_hash(Hash(2));
+  const Session rotated = ApplySession(rotate);
+  EXPECT_EQ(rotated.session_id(), Sid(1));
+  EXPECT_EQ(rotated.signing_kid(), "");
+  EXPECT_EQ(rotated.attributes().at("n"), "1");
+  ASSERT_TRUE(table_->Get(H(2)).has_value());
+  EXPECT_EQ(table_->Get(H(2))->signing_kid(), "");
+  EXPECT_EQ(sm_->CountLiveSignedBy(kid, 1400), 0u);
+  Reopen();  // and so it was stored
+  ASSERT_TRUE(table_->Get(H(2)).has_value());
+  EXPECT_EQ(table_->Get(H(2))->signing_kid(), "");
+  EXPECT_EQ(table_->Get(H(2))->attributes().at("n"), "1");
+  EXPECT_EQ(sm_->CountLiveSignedBy(kid, 1400), 0u);
+}
+
 // The ring of the two tests below, through `apply`: a JWKS max-age of 5 s,
 // `first` staged as the bootstrap key at 1 s, `second` staged at 2 s and
 // activated at 7 s (`first` is then RETIRING).
