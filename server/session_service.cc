@@ -900,6 +900,9 @@ void SessionServiceImpl::ServeGet(GetCall* call) {
           return call->Reply(absl::NotFoundError("no such session_id"));
         }
         auto* response = call->response();
+        response->set_consistency(answer.consistency);
+        response->set_stale(answer.stale);
+        response->set_staleness_ms(answer.staleness_ms);
         response->set_expired(storage::IsExpired(
             *session, state_machine_->ExpiryNowMs(clock_->NowMs()),
             state_machine_->expiry_leeway_ms()));

@@ -274,8 +274,12 @@ TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
   ASSERT_TRUE(cluster.Start().ok());
   const int survivor = 1;
   std::vector<std::string> tokens;
+  std::string session_id;
   for (int i = 0; i < 20; ++i) {
-    tokens.push_back(MustCreate(cluster, 1 + i % 3, "alive").token());
+    const sessiond::v1::CreateSessionResponse created =
+        MustCreate(cluster, 1 + i % 3, "alive");
+    tokens.push_back(created.token());
+    session_id = created.session().session_id();
   }
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
   cluster.Kill(2);
@@ -303,6 +307,21 @@ TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
                   .ok());
   EXPECT_TRUE(answer.stale());
   EXPECT_GT(answer.staleness_ms(), 0);
+  // So does GetSession's (it said nothing of how it was answered).
+  {
+    auto stub = cluster.Stub(survivor);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::GetSessionRequest request;
+    request.set_session_id(session_id);
+    sessiond::v1::GetSessionResponse got;
+    const grpc::Status s = stub->GetSession(&context, request, &got);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(got.session().session_id(), session_id);
+    EXPECT_EQ(got.consistency(), sessiond::v1::LOCAL);
+    EXPECT_TRUE(got.stale());
+    EXPECT_GT(got.staleness_ms(), 0);
+  }
   // LINEARIZABLE and writes: UNAVAILABLE within their deadline (the
   // server answers before the client's deadline fires).
   const grpc::Status linearizable =
