@@ -433,6 +433,16 @@ absl::Status AuthProcessor::Reauthorize(const grpc::ServerContextBase& context,
   return authorizer()->Authorize(full_method, PresentedBy(context)).status();
 }
 
+absl::Status AuthProcessor::ReauthorizeIfReloaded(
+    const grpc::ServerContextBase& context, absl::string_view full_method,
+    std::optional<uint64_t>* judged) const {
+  const uint64_t now = generation();
+  if (*judged == now) return absl::OkStatus();
+  SESSIOND_RETURN_IF_ERROR(Reauthorize(context, full_method));
+  *judged = now;
+  return absl::OkStatus();
+}
+
 absl::Status AuthProcessor::AuthorizeTouch(
     const grpc::ServerContextBase& context) const {
   return authorizer()->AuthorizeTouch(PresentedBy(context));

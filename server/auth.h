@@ -264,6 +264,13 @@ class AuthProcessor final : public grpc::AuthMetadataProcessor {
   // through earlier (a long-lived stream).
   absl::Status Reauthorize(const grpc::ServerContextBase& context,
                            absl::string_view full_method) const;
+  // For a long-lived stream: Reauthorize only when the policy changed since
+  // `*judged`, the generation it was last judged by (none yet: judged now,
+  // as a reload may have come between Process and the stream's start),
+  // which then records the generation judged by.
+  absl::Status ReauthorizeIfReloaded(const grpc::ServerContextBase& context,
+                                     absl::string_view full_method,
+                                     std::optional<uint64_t>* judged) const;
   // Authorizer::AuthorizeTouch with the policy in force now.
   absl::Status AuthorizeTouch(const grpc::ServerContextBase& context) const;
 

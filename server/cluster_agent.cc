@@ -42,8 +42,7 @@ void ClusterAgent::RunOnce() {
 
 void ClusterAgent::MaybeTick(const replication::NodeStatus& status) {
   if (options_.clock_tick_interval <= absl::ZeroDuration() ||
-      status.role != replication::Role::kLeader || !status.leader_caught_up ||
-      ticking_.load() ||
+      !status.leader_caught_up || ticking_.load() ||
       clock_->SinceAppliedStamp() < options_.clock_tick_interval) {
     return;
   }

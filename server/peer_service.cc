@@ -12,7 +12,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
-#include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/raft_wire.h"
 #include "storage/durable_file.h"
@@ -362,16 +361,11 @@ absl::Status PeerService::JudgeAgain(const PeerServiceParts& parts,
                                      absl::string_view method,
                                      std::optional<uint64_t>* judged) {
   if (parts.auth == nullptr) return absl::OkStatus();
-  const uint64_t generation = parts.auth->generation();
-  if (*judged == generation) return absl::OkStatus();
-  // The first message too: a reload may have come between the processor's
-  // decision and the stream's start.
-  SESSIOND_RETURN_IF_ERROR(parts.auth->Reauthorize(
+  return parts.auth->ReauthorizeIfReloaded(
       context,
       absl::StrCat("/", sessiond::v1::internal::RaftPeer::service_full_name(),
-                   "/", method)));
-  *judged = generation;
-  return absl::OkStatus();
+                   "/", method),
+      judged);
 }
 
 void PeerService::RecordHeardFrom(uint64_t node) {

@@ -171,17 +171,13 @@ absl::Status SessionServiceImpl::AuthorizeStreamRequest(
     const grpc::ServerContextBase& context,
     const ValidateSessionRequest& request, StreamAuthorization* judged) const {
   if (options_.auth == nullptr) return absl::OkStatus();
-  const uint64_t generation = options_.auth->generation();
-  if (judged->generation != generation) {
-    // The first message too: a reload may have come between the
-    // processor's decision and the stream's start.
-    SESSIOND_RETURN_IF_ERROR(options_.auth->Reauthorize(
-        context,
-        absl::StrCat("/", sessiond::v1::SessionService::service_full_name(),
-                     "/StreamValidateSessions")));
-    judged->generation = generation;
-    judged->touch.reset();
-  }
+  const std::optional<uint64_t> before = judged->generation;
+  SESSIOND_RETURN_IF_ERROR(options_.auth->ReauthorizeIfReloaded(
+      context,
+      absl::StrCat("/", sessiond::v1::SessionService::service_full_name(),
+                   "/StreamValidateSessions"),
+      &judged->generation));
+  if (judged->generation != before) judged->touch.reset();
   if (!request.touch()) return absl::OkStatus();
   if (!judged->touch.has_value()) judged->touch = AuthorizeTouch(context);
   return *judged->touch;
