@@ -25,6 +25,10 @@
 namespace sessiond::client {
 namespace {
 
+// The most request bytes one coalesced CreateSessions carries (see
+// SessionClientOptions::max_coalesced_creates).
+constexpr size_t kMaxCoalescedRequestBytes = size_t{1} << 20;
+
 // The payload that marks a write the client never sent (IsNotSent).
 constexpr absl::string_view kNotSentPayload = "sessiond.client/not-sent";
 
@@ -176,6 +180,16 @@ bool RefusedByServerUnderLoad(const absl::Status& status) {
   if (!absl::IsResourceExhausted(status)) return false;
   const std::optional<google::rpc::ErrorInfo> info = ErrorInfoOf(status);
   return info.has_value() && info->domain() == kServerErrorDomain;
+}
+
+// A CreateSessions batch refused for the sake of one of its requests, with
+// nothing created: one malformed (INVALID_ARGUMENT), one user at the
+// per-user cap or a JWT this node cannot sign (FAILED_PRECONDITION), a JWT
+// whose signing key was retired meanwhile (ABORTED). Each create alone
+// fails or succeeds on its own.
+bool RefusedForOneRequest(const absl::Status& status) {
+  return absl::IsInvalidArgument(status) ||
+         absl::IsFailedPrecondition(status) || absl::IsAborted(status);
 }
 
 // For an idempotent call. A kResourceExhausted only when the server shed
@@ -674,7 +688,12 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       batch.push_back(&me);
       const size_t max =
           static_cast<size_t>(std::max(1, options_.max_coalesced_creates));
+      size_t bytes = request.ByteSizeLong();
       while (!create_queue_.empty() && batch.size() < max) {
+        // The reply carries each record, about as large as its request.
+        const size_t next = create_queue_.front()->request->ByteSizeLong();
+        if (bytes + next > kMaxCoalescedRequestBytes) break;
+        bytes += next;
         batch.push_back(create_queue_.front());
         create_queue_.pop_front();
       }
@@ -702,7 +721,7 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       for (size_t i = 0; i < batch.size(); ++i) {
         batch[i]->result = std::move(*answer->mutable_responses(i));
       }
-    } else if (absl::IsInvalidArgument(answer.status())) {
+    } else if (RefusedForOneRequest(answer.status())) {
       // Nothing was created: one bad request fails only its own call. Each
       // caller sends its own, in parallel, within its own deadline.
       for (PendingCreate* p : batch) p->send_alone = true;

@@ -69,10 +69,15 @@ struct SessionClientOptions {
   // fill: while one CreateSessions is in flight, the creates that arrive
   // queue, and the next one carries all of them (up to
   // max_coalesced_creates). Each caller still gets its own answer; a batch
-  // refused as invalid is retried one by one (each caller sends its own),
-  // so one bad request fails only its own call. Each caller's call_timeout
-  // holds: a batch ends by the earliest deadline of the callers in it.
+  // refused for one request's sake (invalid, its user at the per-user cap, a
+  // JWT that cannot be signed) is retried one by one (each caller sends its
+  // own), so one bad request fails only its own call. Each caller's
+  // call_timeout holds: a batch ends by the earliest deadline of the callers in
+  // it.
   bool coalesce_creates = false;
+  // Also closed once its requests reach 1 MiB (kMaxCoalescedRequestBytes):
+  // the reply carries every record, and one over this client's receive
+  // limit (gRPC's 4 MiB by default) could not be read.
   int max_coalesced_creates = 256;
   // Give every CreateSession without a request_id a fresh one
   // (NewRequestId), so that every create is retried like an idempotent call

@@ -225,4 +225,11 @@ std::string WithoutTrailingSlash(const std::string& dir) {
   return out;
 }
 
+bool PathWithin(const std::filesystem::path& path,
+                const std::filesystem::path& folder) {
+  // Inside unless the way there from `folder` starts by going up.
+  const std::filesystem::path relative = path.lexically_relative(folder);
+  return !relative.empty() && *relative.begin() != "..";
+}
+
 }  // namespace sessiond

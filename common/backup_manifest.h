@@ -16,6 +16,7 @@
 #define SESSIOND_COMMON_BACKUP_MANIFEST_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -80,6 +81,12 @@ absl::StatusOr<bool> CreateFolders(const std::string& dir);
 
 // `dir` without trailing separators ("/b/x/" is "/b/x"; "/" stays).
 std::string WithoutTrailingSlash(const std::string& dir);
+
+// Whether `path` is `folder` or lies inside it, both absolute and
+// canonical (std::filesystem::weakly_canonical). A name that merely starts
+// with "..", like "/d/..x", is inside "/d".
+bool PathWithin(const std::filesystem::path& path,
+                const std::filesystem::path& folder);
 
 }  // namespace sessiond
 

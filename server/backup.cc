@@ -125,11 +125,7 @@ absl::Status BackupTaker::CheckDir(const std::string& requested) const {
   // Checked first: a folder that does not exist yet can be inside too.
   const fs::path data = fs::weakly_canonical(sources_.data_dir, ec);
   const fs::path target = fs::weakly_canonical(dir, ec);
-  // Inside unless the way there from the data dir starts by going up (a
-  // name that merely starts with "..", like "..x", is inside).
-  const fs::path relative = target.lexically_relative(data);
-  const bool outside = relative.empty() || *relative.begin() == "..";
-  if (!ec && !outside) {
+  if (!ec && PathWithin(target, data)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "dir: ", dir, " is inside the data dir; choose a folder outside it"));
   }

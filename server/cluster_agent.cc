@@ -41,11 +41,20 @@ void ClusterAgent::RunOnce() {
 }
 
 void ClusterAgent::MaybeTick(const replication::NodeStatus& status) {
-  if (options_.clock_tick_interval <= absl::ZeroDuration() ||
-      !status.leader_caught_up || ticking_.load() ||
-      clock_->SinceAppliedStamp() < options_.clock_tick_interval) {
+  if (options_.clock_tick_interval <= absl::ZeroDuration() || ticking_.load()) {
     return;
   }
+  const bool quiet_leader =
+      status.leader_caught_up &&
+      clock_->SinceAppliedStamp() >= options_.clock_tick_interval;
+  // A follower that kept counting while the leader was down: its tick,
+  // forwarded with its cluster time, brings the leader's clock (and so
+  // every member's) up to it (ClusterClock::Observe).
+  const bool follower_ahead =
+      status.role == replication::Role::kFollower &&
+      status.leader != NodeId(0) &&
+      clock_->AheadOfAppliedMs() >= kFollowerAheadTickMs;
+  if (!quiet_leader && !follower_ahead) return;
   sessiond::v1::internal::Command command;
   command.mutable_tick();
   ticking_.store(true);

@@ -79,7 +79,11 @@ class ClusterAgent {
   // and a later leader's first stamp jumped the cluster that far ahead.
   // So a leader that applied no stamp for clock_tick_interval proposes a
   // TickCommand: no node's applied time is then much more than that behind.
+  // A follower whose clock runs ahead of its applied time by
+  // kFollowerAheadTickMs (it ran while the leader was down) forwards one
+  // too, carrying its time to the leader.
   void MaybeTick(const replication::NodeStatus& status);
+  static constexpr int64_t kFollowerAheadTickMs = 1000;
   void MaybeReportSkew();
 
   const ClusterAgentOptions options_;

@@ -11,6 +11,8 @@ namespace {
 // At most this much slew at once, however long the cluster was quiet.
 constexpr int64_t kMaxSlewBudgetNs = 1000000000;
 constexpr int64_t kNsPerMs = 1000000;
+// How far past this node's wall clock an observed member's time is taken.
+constexpr int64_t kObserveAheadOfWallMs = 1000;
 
 int64_t SystemWallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -106,6 +108,30 @@ int64_t ClusterClock::SkewMs() {
   const int64_t wall = options_.wall_ms();
   absl::MutexLock lock(&mu_);
   return wall - EstimateNsLocked(steady) / kNsPerMs;
+}
+
+int64_t ClusterClock::Observe(int64_t peer_cluster_ms) {
+  const int64_t steady = options_.steady_ns();
+  const int64_t wall = options_.wall_ms();
+  absl::MutexLock lock(&mu_);
+  const int64_t now_ms = EstimateNsLocked(steady) / kNsPerMs;
+  // Believed only as far as this node's wall clock (and a second): a member
+  // that counted through an outage is near the wall clock; one far past it
+  // is broken, and would expire sessions early everywhere.
+  const int64_t target =
+      std::min(peer_cluster_ms, std::max(now_ms, wall + kObserveAheadOfWallMs));
+  if (target <= now_ms) return 0;
+  last_now_ms_ = target;
+  return target - now_ms;
+}
+
+int64_t ClusterClock::AheadOfAppliedMs() {
+  const int64_t steady = options_.steady_ns();
+  const storage::AppliedTimeSample sample = options_.applied();
+  absl::MutexLock lock(&mu_);
+  if (sample.cluster_ms == 0) return 0;
+  const int64_t now_ms = EstimateNsLocked(steady) / kNsPerMs;
+  return now_ms - (sample.cluster_ms + (steady - sample.steady_ns) / kNsPerMs);
 }
 
 absl::Duration ClusterClock::SinceAppliedStamp() const {

@@ -62,6 +62,22 @@ class ClusterClock {
   // This node's wall clock minus its cluster time.
   int64_t SkewMs() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Another member's cluster time (a forwarded write carries its sender's):
+  // this clock never reads below it from now on. A member that kept running
+  // while the others were down (a lost quorum) counted time that the ones
+  // restarted never saw; the leader catches up with it, and its stamps
+  // bring every member along, so the nodes' clocks agree again. (Across a
+  // whole-cluster outage no member counted, and time still stands still.)
+  // Taken at most up to this node's wall clock plus a second. Returns how
+  // far this clock moved forward, in ms.
+  int64_t Observe(int64_t peer_cluster_ms) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // How far this node's cluster time runs ahead of what its applied time
+  // says (the applied time plus the steady time since), in ms: a follower
+  // that counted time its leader did not (Observe) until the leader's
+  // stamps catch up.
+  int64_t AheadOfAppliedMs() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Steady time since this node last applied a later cluster time.
   absl::Duration SinceAppliedStamp() const;
 

@@ -142,6 +142,11 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
   // judged before they do.
   options.breaker_lookahead =
       std::max(absl::Seconds(3), 2 * absl::Milliseconds(interval_ms));
+  // A cut-off node's touches go out at its next flush once a leader is
+  // known, and a failed batch goes again at the one after.
+  options.new_leader_grace =
+      2 * absl::Milliseconds(config_.touch_flush_interval_ms) +
+      absl::Seconds(1);
   return std::make_unique<ExpirySweeper>(options, table_.get(),
                                          state_machine_.get(), clock_.get(),
                                          driver_.get(), writes_.get());

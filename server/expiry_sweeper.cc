@@ -87,20 +87,30 @@ int64_t ExpirySweeper::SteadyMs() const {
 uint64_t ExpirySweeper::SweepOnce() {
   // Only the leader sweeps: one sweep per cluster, stamped with cluster
   // time (replicas never expire on their own clock).
-  if (driver_->status().role != replication::Role::kLeader) {
+  const replication::NodeStatus status = driver_->status();
+  if (status.role != replication::Role::kLeader) {
     judging_ = false;  // a later leadership starts a window of its own
     seen_open_id_ = 0;
+    leading_since_steady_ms_.reset();
     PublishDue(0, /*at_cap=*/false);
     return 0;
   }
   const int64_t steady_ms = SteadyMs();
+  if (!leading_since_steady_ms_) leading_since_steady_ms_ = steady_ms;
+  // Removes nothing during the grace, but judges as always (the breaker's
+  // windows roll on time). A lone voter's own touches are all it waits
+  // for: no grace.
+  const bool in_grace =
+      status.conf_state.voters.size() > 1 &&
+      steady_ms - *leading_since_steady_ms_ <
+          absl::ToInt64Milliseconds(options_.new_leader_grace);
   const sessiond::v1::ExpiryBreaker breaker = state_machine_->expiry_breaker();
   uint64_t removed = 0;
   if (breaker.open()) {
     PublishDue(0, /*at_cap=*/false);  // held back, not due
     MaybeClearBreaker(steady_ms, breaker);
   } else {
-    removed = SweepClosed(steady_ms, breaker);
+    removed = SweepClosed(steady_ms, breaker, /*remove=*/!in_grace);
   }
   removed_total_.fetch_add(removed, std::memory_order_relaxed);
   PurgeRevocations();
@@ -108,8 +118,9 @@ uint64_t ExpirySweeper::SweepOnce() {
   return removed;
 }
 
-uint64_t ExpirySweeper::SweepClosed(
-    int64_t steady_ms, const sessiond::v1::ExpiryBreaker& breaker) {
+uint64_t ExpirySweeper::SweepClosed(int64_t steady_ms,
+                                    const sessiond::v1::ExpiryBreaker& breaker,
+                                    bool remove) {
   const bool breaker_on = options_.breaker.share > 0;
   const int64_t leeway = state_machine_->expiry_leeway_ms();
   const int64_t now_ms = clock_->NowMs();
@@ -161,7 +172,7 @@ uint64_t ExpirySweeper::SweepClosed(
       return 0;
     }
   }
-  if (due.empty()) return 0;
+  if (due.empty() || !remove) return 0;
   // Up to max_commands_in_flight commands at once, their results taken in
   // order. Application re-checks each session at the applied time (a
   // session touched meanwhile stays). After a failure nothing more is

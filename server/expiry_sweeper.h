@@ -41,6 +41,12 @@ struct ExpirySweeperOptions {
   // How far ahead of cluster time the breaker looks at sessions about to
   // expire, so it opens before the first unexpected one expires.
   absl::Duration breaker_lookahead = absl::Seconds(3);
+  // A new leader of more than one voter sweeps nothing for this long: the
+  // touches of users active through a node that was cut off from every
+  // leader (their idle time judged where it lost contact) reach the log
+  // within a flush interval or two of a leader being known, and a session
+  // removed first could not be saved by them (docs/API.md, "Consistency").
+  absl::Duration new_leader_grace = absl::ZeroDuration();
   // Where this sweeper counts what it found (null: not counted). Outlives
   // the sweeper.
   ExpirySweepStats* stats = nullptr;
@@ -113,9 +119,10 @@ class ExpirySweeper {
       sessiond::v1::internal::Command command) {
     return Wait(*Propose(std::move(command)));
   }
-  // One sweep with the breaker closed: judge, then expire or open.
+  // One sweep with the breaker closed: judge, then expire (unless not
+  // `remove`: a new leader's grace) or open.
   uint64_t SweepClosed(int64_t steady_ms,
-                       const sessiond::v1::ExpiryBreaker& breaker);
+                       const sessiond::v1::ExpiryBreaker& breaker, bool remove);
   // With the breaker open: propose to close it once what it holds back is
   // no longer unexpected.
   void MaybeClearBreaker(int64_t steady_ms,
@@ -147,6 +154,8 @@ class ExpirySweeper {
   uint64_t judged_after_opening_ = 0;
   uint64_t seen_open_id_ = 0;
   int64_t seen_open_steady_ms_ = 0;
+  // When this node's current leadership was first seen (new_leader_grace).
+  std::optional<int64_t> leading_since_steady_ms_;
   // The table shard the next collection of due sessions starts at: one on
   // each sweep, so a backlog over the cap is taken from every shard in turn.
   size_t next_first_shard_ = 0;

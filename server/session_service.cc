@@ -215,6 +215,17 @@ absl::Status SessionServiceImpl::CheckReady() const {
 // ---------------------------------------------------------------------------
 // Read path
 
+int64_t SessionServiceImpl::IdleJudgedAtMs(const ReadAnswer& answer,
+                                           int64_t now_ms) {
+  // Cut off from the leader, a node stops counting idle time where it last
+  // heard from one: the touches of users active through it cannot reach the
+  // log meanwhile, and counting on would idle them all out during a long
+  // outage (and again when the quorum returned). Absolute expiry still
+  // counts (docs/API.md, "Consistency").
+  if (!answer.stale) return now_ms;
+  return now_ms - std::min<int64_t>(answer.staleness_ms, now_ms);
+}
+
 absl::Status SessionServiceImpl::ValidateNow(
     const ValidateSessionRequest& request, int64_t now_ms,
     const ReadAnswer& answer, ValidateSessionResponse* response) {
@@ -230,9 +241,11 @@ absl::Status SessionServiceImpl::ValidateNow(
     return absl::OkStatus();
   }
   const storage::TokenHash hash = storage::HashToken(request.token());
+  const int64_t idle_at_ms = IdleJudgedAtMs(answer, now_ms);
   const storage::ValidateOutcome outcome =
       // ExpiryNowMs: the expiry breaker, when open, freezes expiry.
       table_->Validate(hash, state_machine_->ExpiryNowMs(now_ms),
+                       state_machine_->ExpiryNowMs(idle_at_ms),
                        state_machine_->expiry_leeway_ms(),
                        response->mutable_session());
   if (outcome == storage::ValidateOutcome::kUnknown && answer.fell_back) {
@@ -246,7 +259,7 @@ absl::Status SessionServiceImpl::ValidateNow(
   } else if (outcome != storage::ValidateOutcome::kValid) {
     response->clear_session();
   } else if (request.touch()) {
-    touches_->Record(hash, now_ms);
+    touches_->Record(hash, now_ms, idle_at_ms == now_ms ? 0 : idle_at_ms);
   }
   return absl::OkStatus();
 }
@@ -437,26 +450,28 @@ void SessionServiceImpl::ServeList(ListCall* call) {
     if (!decoded.ok()) return call->Reply(decoded.status());
     after = *std::move(decoded);
   }
-  reads_->Wait(sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(call->context()),
-               [this, call, query, page_size,
-                after = std::move(after)](ReadAnswer answer) {
-                 if (!answer.status.ok()) return Fail(call, answer.status);
-                 storage::ListUserPage page = table_->ListUser(
-                     call->request().user_id(), page_size, after,
-                     query.include_revoked,
-                     state_machine_->ExpiryNowMs(clock_->NowMs()),
-                     state_machine_->expiry_leeway_ms());
-                 auto* response = call->response();
-                 response->mutable_sessions()->Reserve(page.sessions.size());
-                 for (Session& s : page.sessions) {
-                   *response->add_sessions() = std::move(s);
-                 }
-                 if (!page.next_after_session_id.empty()) {
-                   response->set_next_page_token(
-                       page_tokens_.Encode(query, page.next_after_session_id));
-                 }
-                 call->Reply(absl::OkStatus());
-               });
+  reads_->Wait(
+      sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(call->context()),
+      [this, call, query, page_size,
+       after = std::move(after)](ReadAnswer answer) {
+        if (!answer.status.ok()) return Fail(call, answer.status);
+        const int64_t now_ms = clock_->NowMs();
+        storage::ListUserPage page = table_->ListUser(
+            call->request().user_id(), page_size, after, query.include_revoked,
+            state_machine_->ExpiryNowMs(now_ms),
+            state_machine_->ExpiryNowMs(IdleJudgedAtMs(answer, now_ms)),
+            state_machine_->expiry_leeway_ms());
+        auto* response = call->response();
+        response->mutable_sessions()->Reserve(page.sessions.size());
+        for (Session& s : page.sessions) {
+          *response->add_sessions() = std::move(s);
+        }
+        if (!page.next_after_session_id.empty()) {
+          response->set_next_page_token(
+              page_tokens_.Encode(query, page.next_after_session_id));
+        }
+        call->Reply(absl::OkStatus());
+      });
 }
 
 // ---------------------------------------------------------------------------
@@ -899,8 +914,11 @@ void SessionServiceImpl::ServeGet(GetCall* call) {
         response->set_consistency(answer.consistency);
         response->set_stale(answer.stale);
         response->set_staleness_ms(answer.staleness_ms);
+        const int64_t now_ms = clock_->NowMs();
         response->set_expired(storage::IsExpired(
-            *session, state_machine_->ExpiryNowMs(clock_->NowMs()),
+            session->expires_at_ms(), session->idle_timeout_ms(),
+            session->last_seen_at_ms(), state_machine_->ExpiryNowMs(now_ms),
+            state_machine_->ExpiryNowMs(IdleJudgedAtMs(answer, now_ms)),
             state_machine_->expiry_leeway_ms()));
         *response->mutable_session() = *std::move(session);
         call->Reply(absl::OkStatus());

@@ -325,6 +325,9 @@ class SessionServiceImpl final : public RawSessionService {
   // The table lookup of the read path, after the barrier.
   // UNAVAILABLE instead of UNKNOWN when the read fell back
   // (ReadAnswer::fell_back).
+  // The cluster time a read answered with `answer` judges idle timeouts at:
+  // now, or for a stale answer the time the node last heard from a leader.
+  static int64_t IdleJudgedAtMs(const ReadAnswer& answer, int64_t now_ms);
   absl::Status ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
                            int64_t now_ms, const ReadAnswer& answer,
                            sessiond::v1::ValidateSessionResponse* response);

@@ -20,36 +20,46 @@ TouchBuffer::TouchBuffer(WritePath* writes, absl::Duration flush_interval)
 
 TouchBuffer::~TouchBuffer() { Stop(); }
 
-void TouchBuffer::Record(const storage::TokenHash& hash, int64_t seen_at_ms) {
+void TouchBuffer::Record(const storage::TokenHash& hash, int64_t seen_at_ms,
+                         int64_t idle_judged_at_ms) {
   Shard& shard = shards_[hash[0] % kShards];
   absl::MutexLock lock(&shard.mu);
-  auto [it, inserted] = shard.touches.try_emplace(hash, seen_at_ms);
-  if (!inserted && it->second < seen_at_ms) it->second = seen_at_ms;
+  auto [it, inserted] =
+      shard.touches.try_emplace(hash, Touch{seen_at_ms, idle_judged_at_ms});
+  if (inserted) return;
+  Touch& held = it->second;
+  held.seen_at_ms = std::max(held.seen_at_ms, seen_at_ms);
+  if (idle_judged_at_ms != 0 && (held.idle_judged_at_ms == 0 ||
+                                 idle_judged_at_ms < held.idle_judged_at_ms)) {
+    held.idle_judged_at_ms = idle_judged_at_ms;
+  }
 }
 
 size_t TouchBuffer::Flush() {
-  std::vector<std::pair<storage::TokenHash, int64_t>> touches;
+  std::vector<std::pair<storage::TokenHash, Touch>> touches;
   for (Shard& shard : shards_) {
-    absl::flat_hash_map<storage::TokenHash, int64_t, storage::TokenHashHasher>
-        taken;
+    TouchMap taken;
     {
       absl::MutexLock lock(&shard.mu);
       taken.swap(shard.touches);
     }
-    for (auto& [hash, seen] : taken) touches.emplace_back(hash, seen);
+    for (auto& [hash, touch] : taken) touches.emplace_back(hash, touch);
   }
   for (size_t start = 0; start < touches.size();
        start += kMaxTouchesPerCommand) {
     const size_t end = std::min(touches.size(), start + kMaxTouchesPerCommand);
     sessiond::v1::internal::Command command;
     auto* touch = command.mutable_touch();
-    std::vector<std::pair<storage::TokenHash, int64_t>> batch(
+    std::vector<std::pair<storage::TokenHash, Touch>> batch(
         touches.begin() + static_cast<std::ptrdiff_t>(start),
         touches.begin() + static_cast<std::ptrdiff_t>(end));
-    for (const auto& [hash, seen] : batch) {
+    for (const auto& [hash, held] : batch) {
       auto* t = touch->add_touches();
       t->set_token_hash(std::string(storage::TokenHashBytes(hash)));
-      t->set_seen_at_ms(seen);
+      t->set_seen_at_ms(held.seen_at_ms);
+      if (held.idle_judged_at_ms != 0) {
+        t->set_idle_judged_at_ms(held.idle_judged_at_ms);
+      }
     }
     flushed_commands_.fetch_add(1, std::memory_order_relaxed);
     writes_->Submit(
@@ -67,7 +77,9 @@ size_t TouchBuffer::Flush() {
             // touch that reached the log. Applying a touch twice (this
             // batch may yet commit) does no harm: the later time wins.
             lost_commands_.fetch_add(1, std::memory_order_relaxed);
-            for (const auto& [hash, seen] : batch) Record(hash, seen);
+            for (const auto& [hash, held] : batch) {
+              Record(hash, held.seen_at_ms, held.idle_judged_at_ms);
+            }
           } else if (!result.ok() && code != absl::StatusCode::kNotFound &&
                      code != absl::StatusCode::kFailedPrecondition) {
             logging::Warn("touch.batch_failed",

@@ -40,7 +40,12 @@ class TouchBuffer {
   TouchBuffer& operator=(const TouchBuffer&) = delete;
 
   // Notes that `hash` was used at `seen_at_ms`; the latest use wins.
-  void Record(const storage::TokenHash& hash, int64_t seen_at_ms);
+  // `idle_judged_at_ms`, when not 0: the answer was stale, its idle timeout
+  // judged at that cluster time (TouchCommand.Touch.idle_judged_at_ms); the
+  // earliest such time wins, since each was a true judgement and the
+  // session, alive then by the log's record, was alive at every later one.
+  void Record(const storage::TokenHash& hash, int64_t seen_at_ms,
+              int64_t idle_judged_at_ms = 0);
 
   // Submits everything recorded so far now (also used at shutdown and by
   // tests). Returns the number of touches submitted. Does not wait for them
@@ -62,10 +67,15 @@ class TouchBuffer {
 
  private:
   static constexpr size_t kShards = 16;
+  struct Touch {
+    int64_t seen_at_ms = 0;
+    int64_t idle_judged_at_ms = 0;  // 0: judged at applied time
+  };
+  using TouchMap =
+      absl::flat_hash_map<storage::TokenHash, Touch, storage::TokenHashHasher>;
   struct Shard {
     absl::Mutex mu;
-    absl::flat_hash_map<storage::TokenHash, int64_t, storage::TokenHashHasher>
-        touches ABSL_GUARDED_BY(mu);
+    TouchMap touches ABSL_GUARDED_BY(mu);
   };
 
   WritePath* const writes_;  // outlives this

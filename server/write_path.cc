@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/steady_cond_var.h"
 
 namespace sessiond::server {
@@ -24,6 +25,10 @@ using sessiond::v1::internal::ProposeRequest;
 using sessiond::v1::internal::ProposeResponse;
 
 namespace {
+
+// A catch-up of the leader's clock this large is logged (smaller ones are
+// the ordinary differences between members' estimates).
+constexpr int64_t kClockCatchUpLogMs = 1000;
 
 absl::Status NotCommittedInTime() {
   return absl::UnavailableError(
@@ -326,6 +331,7 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
   rpc->request = call->ToRequest();
   rpc->request.set_cluster_id(options_.cluster_id);
   rpc->request.set_from(options_.self.value());
+  rpc->request.set_sender_cluster_time_ms(clock_->NowMs());
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   rpcs_in_flight_.fetch_add(1);
   stub->async()->Propose(
@@ -470,6 +476,18 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
     response.set_message("not the leader");
     respond(std::move(response));
     return;
+  }
+  // Before the command is stamped: the stamp is at least the sender's time.
+  if (const int64_t moved = clock_->Observe(request.sender_cluster_time_ms());
+      moved >= kClockCatchUpLogMs) {
+    logging::Warn("clock.caught_up_with_member",
+                  logging::Fields()
+                      .Add("member", request.from())
+                      .Add("moved_ms", moved)
+                      .Add("msg",
+                           "a member counted time this leader did not (it "
+                           "was down while the member ran): cluster time "
+                           "moved forward to the member's"));
   }
   ProposeHere(
       request, [this, respond = std::move(respond)](ApplyResult result) {

@@ -750,11 +750,26 @@ ApplyResult SessionStateMachine::ApplyCreateBatch(
   return std::any(std::move(created));
 }
 
+bool SessionStateMachine::TouchFindsExpired(
+    const Session& session, const v1::internal::TouchCommand::Touch& touch,
+    int64_t now_ms, int64_t leeway) const {
+  // A touch recorded by a node cut off from its leader is judged as that
+  // node judged it: idle time stopped counting when it last heard from a
+  // leader (touch.idle_judged_at_ms), else the touches of users active
+  // through it all along would find their sessions idled out once the
+  // quorum returned. Never later than applied time.
+  const int64_t idle_at = touch.idle_judged_at_ms() > 0
+                              ? std::min(touch.idle_judged_at_ms(), now_ms)
+                              : now_ms;
+  return IsExpired(session.expires_at_ms(), session.idle_timeout_ms(),
+                   session.last_seen_at_ms(), ExpiryNowMs(now_ms),
+                   ExpiryNowMs(idle_at), leeway);
+}
+
 ApplyResult SessionStateMachine::ApplyTouch(
     const v1::internal::TouchCommand& touch, int64_t now_ms,
     rocksdb::WriteBatch* batch) {
   const int64_t leeway = expiry_leeway_ms();
-  const int64_t expiry_now = ExpiryNowMs(now_ms);
   if (touch.touches_size() == 1) {
     const auto& t = touch.touches(0);
     SESSIOND_ASSIGN_OR_RETURN(const TokenHash hash, ParseHash(t.token_hash()));
@@ -763,7 +778,7 @@ ApplyResult SessionStateMachine::ApplyTouch(
     if (session->state() == v1::SESSION_STATE_REVOKED) {
       return absl::FailedPreconditionError("session is revoked");
     }
-    if (IsExpired(*session, expiry_now, leeway)) {
+    if (TouchFindsExpired(*session, t, now_ms, leeway)) {
       return absl::FailedPreconditionError("session is expired");
     }
     // A node's clock may run ahead of the leader's: never past applied time.
@@ -782,7 +797,7 @@ ApplyResult SessionStateMachine::ApplyTouch(
     if (!hash) continue;
     std::optional<Session> session = table_->Get(*hash);
     if (!session || session->state() == v1::SESSION_STATE_REVOKED ||
-        IsExpired(*session, expiry_now, leeway)) {
+        TouchFindsExpired(*session, t, now_ms, leeway)) {
       continue;
     }
     const int64_t seen =

@@ -305,6 +305,11 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyTouch(
       const sessiond::v1::internal::TouchCommand& touch, int64_t now_ms,
       rocksdb::WriteBatch* batch);
+  // Whether `touch` finds `session` expired at applied time now_ms.
+  bool TouchFindsExpired(
+      const sessiond::v1::Session& session,
+      const sessiond::v1::internal::TouchCommand::Touch& touch, int64_t now_ms,
+      int64_t leeway) const;
   replication::ApplyResult ApplyUpdate(
       const sessiond::v1::internal::UpdateCommand& update, int64_t now_ms,
       rocksdb::WriteBatch* batch);

@@ -151,10 +151,18 @@ int64_t SessionDeadlineMs(int64_t expires_at_ms, int64_t idle_timeout_ms,
 
 bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
                int64_t last_seen_at_ms, int64_t now_ms, int64_t leeway_ms) {
-  return now_ms >=
-         SaturatingAdd(
-             SessionDeadlineMs(expires_at_ms, idle_timeout_ms, last_seen_at_ms),
-             leeway_ms);
+  return IsExpired(expires_at_ms, idle_timeout_ms, last_seen_at_ms, now_ms,
+                   now_ms, leeway_ms);
+}
+
+bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
+               int64_t last_seen_at_ms, int64_t now_ms, int64_t idle_now_ms,
+               int64_t leeway_ms) {
+  if (now_ms >= SaturatingAdd(expires_at_ms, leeway_ms)) return true;
+  return idle_timeout_ms > 0 &&
+         idle_now_ms >=
+             SaturatingAdd(SaturatingAdd(last_seen_at_ms, idle_timeout_ms),
+                           leeway_ms);
 }
 
 bool IsExpired(const Session& session, int64_t now_ms, int64_t leeway_ms) {
@@ -437,6 +445,12 @@ SessionTable::Shard& SessionTable::ShardOfKey(std::string_view key) const {
 ValidateOutcome SessionTable::Validate(const TokenHash& hash, int64_t now_ms,
                                        int64_t leeway_ms,
                                        Session* session) const {
+  return Validate(hash, now_ms, now_ms, leeway_ms, session);
+}
+
+ValidateOutcome SessionTable::Validate(const TokenHash& hash, int64_t now_ms,
+                                       int64_t idle_now_ms, int64_t leeway_ms,
+                                       Session* session) const {
   Shard& shard = ShardOf(hash);
   absl::ReaderMutexLock lock(&shard.mu);
   auto it = shard.by_token.find(hash);
@@ -444,7 +458,7 @@ ValidateOutcome SessionTable::Validate(const TokenHash& hash, int64_t now_ms,
   const Record* r = Rec(*it);
   if (r->revoked()) return ValidateOutcome::kRevoked;
   if (IsExpired(r->expires_at_ms, r->idle_timeout_ms, r->last_seen_at_ms,
-                now_ms, leeway_ms)) {
+                now_ms, idle_now_ms, leeway_ms)) {
     return ValidateOutcome::kExpired;
   }
   if (session != nullptr) r->Decode(*this, session, /*hold=*/0);
@@ -515,6 +529,15 @@ ListUserPage SessionTable::ListUser(std::string_view user_id, size_t page_size,
                                     std::string_view after_session_id,
                                     bool include_revoked, int64_t now_ms,
                                     int64_t leeway_ms) const {
+  return ListUser(user_id, page_size, after_session_id, include_revoked, now_ms,
+                  now_ms, leeway_ms);
+}
+
+ListUserPage SessionTable::ListUser(std::string_view user_id, size_t page_size,
+                                    std::string_view after_session_id,
+                                    bool include_revoked, int64_t now_ms,
+                                    int64_t idle_now_ms,
+                                    int64_t leeway_ms) const {
   page_size = std::max<size_t>(page_size, 1);
   // Under the user's shard lock, only immutable fields are read (session_id,
   // hash); state and contents are read afterwards under each record's own
@@ -545,7 +568,10 @@ ListUserPage SessionTable::ListUser(std::string_view user_id, size_t page_size,
     if (session->state() == v1::SESSION_STATE_REVOKED && !include_revoked) {
       continue;
     }
-    if (IsExpired(*session, now_ms, leeway_ms)) continue;
+    if (IsExpired(session->expires_at_ms(), session->idle_timeout_ms(),
+                  session->last_seen_at_ms(), now_ms, idle_now_ms, leeway_ms)) {
+      continue;
+    }
     if (page.sessions.size() == page_size) {
       // One more qualifies: there is a next page.
       page.next_after_session_id = page.sessions.back().session_id();

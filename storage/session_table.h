@@ -45,6 +45,12 @@ bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
                int64_t last_seen_at_ms, int64_t now_ms, int64_t leeway_ms);
 bool IsExpired(const sessiond::v1::Session& session, int64_t now_ms,
                int64_t leeway_ms);
+// The same rule with the idle timeout judged at its own time, `idle_now_ms`
+// (a node cut off from its leader stops counting idle time when it last
+// heard from one: docs/API.md). The absolute expiry is judged at `now_ms`.
+bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
+               int64_t last_seen_at_ms, int64_t now_ms, int64_t idle_now_ms,
+               int64_t leeway_ms);
 
 struct SessionTableOptions {
   // Number of shards (each with its own lock). More shards, less contention
@@ -155,6 +161,10 @@ class SessionTable {
   ValidateOutcome Validate(const TokenHash& hash, int64_t now_ms,
                            int64_t leeway_ms,
                            sessiond::v1::Session* session) const;
+  // Same, with the idle timeout judged at `idle_now_ms` (IsExpired above).
+  ValidateOutcome Validate(const TokenHash& hash, int64_t now_ms,
+                           int64_t idle_now_ms, int64_t leeway_ms,
+                           sessiond::v1::Session* session) const;
 
   // The record, whatever its state or expiry; nullopt when absent.
   std::optional<sessiond::v1::Session> Get(const TokenHash& hash) const;
@@ -171,6 +181,11 @@ class SessionTable {
   ListUserPage ListUser(std::string_view user_id, size_t page_size,
                         std::string_view after_session_id, bool include_revoked,
                         int64_t now_ms, int64_t leeway_ms) const;
+  // Same, with idle timeouts judged at `idle_now_ms` (IsExpired above).
+  ListUserPage ListUser(std::string_view user_id, size_t page_size,
+                        std::string_view after_session_id, bool include_revoked,
+                        int64_t now_ms, int64_t idle_now_ms,
+                        int64_t leeway_ms) const;
 
   // The token hashes of all sessions of `user_id` (any state).
   std::vector<TokenHash> UserTokenHashes(std::string_view user_id) const;

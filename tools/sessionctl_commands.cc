@@ -351,6 +351,25 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
         "restore-from: --data-dir ", data_dir,
         " exists and is not an empty folder; restore into a new one"));
   }
+  // Copied into a temporary sibling, then renamed: a NEW_DIR that exists is
+  // always complete. Symbolic links resolved: the rename replaces the
+  // folder a link names, not the link (the data would land beside the
+  // volume the link points to). A trailing slash would put the temporary
+  // folder inside the target.
+  const fs::path target = fs::weakly_canonical(
+      fs::absolute(WithoutTrailingSlash(data_dir), ec), ec);
+  const fs::path tmp = target.string() + ".restoring";
+  const fs::path backup = fs::weakly_canonical(fs::absolute(backup_dir), ec);
+  // The temporary folder is emptied first, and the new data dir then
+  // written to: neither may hold the backup, nor lie inside it.
+  for (const fs::path& written : {target, tmp}) {
+    if (PathWithin(written, backup) || PathWithin(backup, written)) {
+      return UsageError(
+          absl::StrCat("restore-from: --data-dir ", data_dir, " (",
+                       written.string(), ") and the backup ", backup.string(),
+                       " overlap; restore into a folder outside the backup"));
+    }
+  }
   absl::StatusOr<std::vector<std::string>> files = ListBackupFiles(backup_dir);
   if (!files.ok()) return files.status();
   absl::StatusOr<BackupDigest> digest = DigestBackupFiles(backup_dir, *files);
@@ -368,11 +387,6 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
         " bytes, sha256 ", m->sha256,
         "). Nothing was restored; use another backup."));
   }
-  // Copied into a temporary sibling, then renamed: a NEW_DIR that exists is
-  // always complete.
-  // A trailing slash would put the temporary folder inside the target.
-  const fs::path target = fs::absolute(WithoutTrailingSlash(data_dir), ec);
-  const fs::path tmp = target.string() + ".restoring";
   fs::remove_all(tmp, ec);
   // Its parents durable (NEW_DIR's may be new too); tmp's own entry goes
   // with the rename, synced below.

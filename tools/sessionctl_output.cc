@@ -84,6 +84,12 @@ nlohmann::json MessageToJson(const Message& message) {
   const Reflection* r = message.GetReflection();
   for (int i = 0; i < d->field_count(); ++i) {
     const FieldDescriptor* field = d->field(i);
+    // Of a oneof, only the member that is set: every member printed (each
+    // at its default) would not say which one the message holds.
+    if (field->real_containing_oneof() != nullptr &&
+        !r->HasField(message, field)) {
+      continue;
+    }
     if (field->is_map()) {
       nlohmann::json map = nlohmann::json::object();
       for (int j = 0; j < r->FieldSize(message, field); ++j) {

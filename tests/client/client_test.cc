@@ -801,7 +801,11 @@ class FakeSessionService final : public v1::SessionService::Service {
     }
     return Handle("CreateSessions", context, [&] {
       for (int i = 0; i < request->requests_size(); ++i) {
-        response->add_responses()->set_token(absl::StrCat("fake-token-", i));
+        auto* created = response->add_responses();
+        created->set_token(absl::StrCat("fake-token-", i));
+        // As a server's: the record carries the request's attributes.
+        *created->mutable_session()->mutable_attributes() =
+            request->requests(i).attributes();
       }
       if (padding > 0 && response->responses_size() > 0) {
         (*response->mutable_responses(0)
@@ -1832,6 +1836,70 @@ TEST(ClientDeadlineTest, CallTimeoutBoundsCoalescedCreatesSentAgainOneByOne) {
   for (std::thread& t : threads) t.join();
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_LT(took_ms[t], kBoundMs) << results[t];
+  }
+  EXPECT_GE(server.service().calls("CreateSessions"), 1);
+}
+
+// `threads` concurrent coalesced creates of `request` through a client of
+// `server`: the first caller sends alone, answered in half a second, and
+// those that queue behind it meanwhile go in a batch, answered by `batch`
+// (default: OK). Every caller's result.
+std::vector<absl::Status> CreatesQueuedBehindOne(
+    FakeServer& server, int max_coalesced, int threads,
+    const v1::CreateSessionRequest& request,
+    std::optional<Answer> batch = std::nullopt) {
+  SessionClientOptions options = FakeOptions();
+  options.coalesce_creates = true;
+  options.max_coalesced_creates = max_coalesced;
+  auto client = SessionClient::Connect(server.address(), options);
+  Answer first;
+  first.delay = absl::Milliseconds(500);
+  server.service().Push(first);
+  if (batch) server.service().Push(*batch);
+  std::vector<absl::Status> results(threads);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < threads; ++t) {
+    callers.emplace_back(
+        [&, t] { results[t] = client->CreateSession(request).status(); });
+  }
+  for (std::thread& t : callers) t.join();
+  return results;
+}
+
+// A batch refused for one caller's sake (one user at --max_sessions_per_user,
+// FAILED_PRECONDITION; a JWT the node cannot sign; ABORTED, its signing key
+// retired) created nothing: each caller sends its own again, as after
+// INVALID_ARGUMENT. It used to fail every caller in the batch, so user B's
+// login failed with "the user already has the most live sessions allowed"
+// because user A in the same batch was at the cap.
+TEST(ClientCoalesceTest, ABatchRefusedForOneCallersSakeIsSentAgainOneByOne) {
+  for (const grpc::StatusCode refusal :
+       {grpc::StatusCode::FAILED_PRECONDITION, grpc::StatusCode::ABORTED}) {
+    FakeServer server;
+    constexpr int kThreads = 6;
+    const std::vector<absl::Status> results = CreatesQueuedBehindOne(
+        server, 8, kThreads, CreateRequest("kim"), Fail(refusal));
+    ASSERT_EQ(server.service().calls("CreateSessions"), 1)
+        << "the callers were not batched";
+    for (const absl::Status& result : results) {
+      EXPECT_TRUE(result.ok()) << refusal << ": " << result;
+    }
+    EXPECT_EQ(server.service().calls("CreateSession"), kThreads);
+  }
+}
+
+// A coalesced batch is closed by size too: its reply carries every record,
+// and one over this client's receive limit (gRPC's 4 MiB) is refused after
+// the sessions were created, every caller told "outcome unknown" though
+// each create alone would have succeeded. Before, only the count closed a
+// batch (256 records of 16 KiB make such a reply).
+TEST(ClientCoalesceTest, ABatchIsClosedBeforeItsReplyOutgrowsTheClient) {
+  FakeServer server(/*max_receive_bytes=*/64 << 20);
+  v1::CreateSessionRequest request = CreateRequest("big");
+  (*request.mutable_attributes())["blob"] = std::string(200 << 10, 'b');
+  for (const absl::Status& result :
+       CreatesQueuedBehindOne(server, 256, 32, request)) {
+    EXPECT_TRUE(result.ok()) << result;
   }
   EXPECT_GE(server.service().calls("CreateSessions"), 1);
 }

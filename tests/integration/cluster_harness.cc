@@ -6,6 +6,7 @@
 #include <grpcpp/support/channel_arguments.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
@@ -94,12 +95,20 @@ std::vector<std::string> ClusterHarness::FlagsFor(const Node& n) const {
       n.spare ? absl::StrCat(initial_cluster(), ",", n.id,
                              "=127.0.0.1:", n.peer_port)
               : initial_cluster(),
-      "--tick_ms",
-      "20",
-      "--election_ticks",
-      "10",
       "--unsafe_peer_drop_file",
       n.drop_file};
+  // Fast timing by default; a test's own value for either wins (the daemon
+  // takes each flag once).
+  for (const auto& [name, value] :
+       {std::pair<std::string, std::string>{"--tick_ms", "20"},
+        {"--election_ticks", "10"}}) {
+    const auto given = [&name](const std::vector<std::string>& list) {
+      return std::find(list.begin(), list.end(), name) != list.end();
+    };
+    if (!given(options_.flags) && !given(n.extra_flags)) {
+      flags.insert(flags.end(), {name, value});
+    }
+  }
   if (n.spare) {
     flags.insert(flags.end(), {"--initial_cluster_state", "existing"});
   }

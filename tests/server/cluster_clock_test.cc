@@ -146,5 +146,34 @@ TEST(ClusterClockTest, AFormerLeaderFollowsTheAppliedTimeNotItsOldStamps) {
   EXPECT_NEAR(clock.NowMs(), clocks.applied.cluster_ms, 1);
 }
 
+// A member that ran while this leader was down counted time this clock
+// never saw: observed, it is never read below again, stamps included, and
+// the follower's side sees how far ahead of its applied time it runs. An
+// observed time past this node's wall clock (plus a second) is taken only
+// up to it: a member's clock is believed as far as the wall clock allows.
+TEST(ClusterClockTest, AMembersTimeIsObservedUpToTheWallClock) {
+  int64_t steady_ns = 0;
+  storage::AppliedTimeSample applied{kStartWallMs - 12'000, 0};
+  ClusterClock clock(ClusterClockOptions{
+      .slew_ppm = 0,
+      .wall_ms = [&] { return kStartWallMs + steady_ns / kNsPerMs; },
+      .steady_ns = [&] { return steady_ns; },
+      .applied = [&] { return applied; },
+  });
+  EXPECT_EQ(clock.NowMs(), kStartWallMs - 12'000);
+  EXPECT_EQ(clock.AheadOfAppliedMs(), 0);
+  EXPECT_EQ(clock.Observe(kStartWallMs - 20'000), 0);  // behind: nothing
+  EXPECT_EQ(clock.Observe(kStartWallMs - 1'000), 11'000);
+  EXPECT_EQ(clock.NowMs(), kStartWallMs - 1'000);
+  EXPECT_EQ(clock.AheadOfAppliedMs(), 11'000);
+  EXPECT_GE(clock.StampMs(), kStartWallMs - 1'000);
+  steady_ns += 500 * kNsPerMs;
+  EXPECT_GE(clock.NowMs(), kStartWallMs - 1'000);
+  // An hour past the wall clock: up to the wall clock and a second.
+  // (Now kStartWallMs - 500: the stamp plus the half second since.)
+  EXPECT_EQ(clock.Observe(kStartWallMs + 3'600'000), 2'000);
+  EXPECT_EQ(clock.NowMs(), kStartWallMs + 1'500);
+}
+
 }  // namespace
 }  // namespace sessiond::server

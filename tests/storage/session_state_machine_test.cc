@@ -316,6 +316,49 @@ TEST_F(SessionStateMachineTest, MultiTouchCountsAndSkips) {
   EXPECT_EQ(ApplyCount(Touch(1600, {})), 0u);
 }
 
+// A node cut off from every leader keeps answering VALID for its active
+// users, judging idle timeouts where it last heard from a leader, and the
+// touches it records say so (idle_judged_at_ms). When the quorum returns
+// they are judged the same way: the sessions of users active all along
+// were idled out by them, a logout of everyone active through that node.
+TEST_F(SessionStateMachineTest, ATouchJudgedWhileCutOffIsJudgedAtThatTime) {
+  // Idle timeout 500; absolute expiry at 10'000.
+  ApplySession(Create(1, 1000, "alice", 10'000, 500));
+  ApplySession(Create(2, 1000, "bob", 10'000, 500));
+  ApplySession(Create(3, 1000, "carol", 10'000, 500));
+  ApplySession(Create(4, 1000, "dave", 10'000, 500));
+  ApplySession(Create(5, 1000, "erin", 10'000, 500));
+  ApplySession(Create(6, 1000, "frank", 10'000, 500));
+  ApplySession(RevokeByHash(4, 1000));
+  // Applied at 5000, long past every idle deadline (1500). Session 1 was
+  // judged at 1200 (alive then); session 2 at 1600 (already idle then);
+  // session 3 carries no judgement; session 4 is revoked.
+  Command touch = Touch(5000, {{1, 4900}, {2, 4900}, {3, 4900}, {4, 4900}});
+  touch.mutable_touch()->mutable_touches(0)->set_idle_judged_at_ms(1200);
+  touch.mutable_touch()->mutable_touches(1)->set_idle_judged_at_ms(1600);
+  touch.mutable_touch()->mutable_touches(3)->set_idle_judged_at_ms(1200);
+  EXPECT_EQ(ApplyCount(touch), 1u);
+  EXPECT_EQ(table_->Get(H(1))->last_seen_at_ms(), 4900);
+  EXPECT_EQ(table_->Get(H(2))->last_seen_at_ms(), 1000);
+  EXPECT_EQ(table_->Get(H(3))->last_seen_at_ms(), 1000);
+  EXPECT_EQ(table_->Get(H(4))->last_seen_at_ms(), 1000);
+  EXPECT_EQ(table_->Validate(H(1), 5100, 0).outcome, ValidateOutcome::kValid);
+  // A single touch takes the same path; the absolute expiry still counts
+  // at the applied time.
+  Command single = Touch(6000, {{5, 5900}});
+  single.mutable_touch()->mutable_touches(0)->set_idle_judged_at_ms(1200);
+  EXPECT_EQ(ApplySession(single).last_seen_at_ms(), 5900);
+  // A judgement time past the applied time counts as the applied time.
+  Command ahead = Touch(6000, {{6, 6000}});
+  ahead.mutable_touch()->mutable_touches(0)->set_idle_judged_at_ms(9000);
+  EXPECT_EQ(ApplyOne(ahead).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  Command late = Touch(10'000, {{5, 9000}});
+  late.mutable_touch()->mutable_touches(0)->set_idle_judged_at_ms(6000);
+  EXPECT_EQ(ApplyOne(late).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(SessionStateMachineTest, UpdateSetsRemovesAndBumpsVersion) {
   ApplySession(Create(1, 1000));
   Session s = ApplySession(Update(1, 1100, 1, {{"theme", "dark"}}, {"n"}));

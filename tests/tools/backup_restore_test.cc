@@ -186,6 +186,41 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
   EXPECT_TRUE(absl::StrContains(refused.err, "damaged")) << Describe(refused);
   EXPECT_FALSE(std::filesystem::exists(scratch.path() + "/never"));
 
+  // A data dir inside the backup, or a backup where the restore would put
+  // its temporary folder, is refused and the backup left as it was. The
+  // first used to write the new data dir into the backup (which then no
+  // longer matched its manifest); the second deleted the backup.
+  const std::string inside_backup = backup_dir + "/data";
+  const Result into_backup = RunCtl(
+      scratch.path(),
+      absl::StrCat("restore-from ", backup_dir, " --data-dir ", inside_backup));
+  EXPECT_EQ(into_backup.exit_code, 2) << Describe(into_backup);
+  EXPECT_TRUE(absl::StrContains(into_backup.err, "overlap"))
+      << Describe(into_backup);
+  EXPECT_FALSE(std::filesystem::exists(inside_backup));
+  const std::string staged = scratch.path() + "/staged";
+  std::filesystem::copy(backup_dir, staged + ".restoring",
+                        std::filesystem::copy_options::recursive);
+  const Result over_backup =
+      RunCtl(scratch.path(), absl::StrCat("restore-from ", staged, ".restoring",
+                                          " --data-dir ", staged));
+  EXPECT_EQ(over_backup.exit_code, 2) << Describe(over_backup);
+  EXPECT_TRUE(
+      std::filesystem::exists(staged + ".restoring/MANIFEST.sessiond.json"));
+  // A data dir that is a symbolic link to an empty folder (a volume): the
+  // restore lands in that folder, and the link stays. It used to replace
+  // the link with a folder of its own.
+  const std::string volume = scratch.path() + "/volume";
+  const std::string link = scratch.path() + "/link";
+  std::filesystem::create_directory(volume);
+  std::filesystem::create_directory_symlink(volume, link);
+  const Result through_link =
+      RunCtl(scratch.path(),
+             absl::StrCat("restore-from ", backup_dir, " --data-dir ", link));
+  EXPECT_EQ(through_link.exit_code, 0) << Describe(through_link);
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_TRUE(std::filesystem::exists(volume + "/CURRENT"));
+
   // Restore and start one node on it.
   const std::string restored = scratch.path() + "/restored";
   const Result restore = RunCtl(

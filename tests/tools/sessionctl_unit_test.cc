@@ -281,6 +281,24 @@ TEST(SessionctlOutputTest, MessagesBecomeJsonWithEveryFieldByItsProtoName) {
   EXPECT_EQ(MessageToJson(members)["learners"], nlohmann::json::array());
 }
 
+// Of a oneof, --json prints the member that is set and no other: every
+// selector used to show "all": {} (and every other kind), so a script
+// looking for the flush to undo by "all" in selector matched every bulk
+// revocation.
+TEST(SessionctlOutputTest, AOneofShowsOnlyTheMemberThatIsSet) {
+  v1::SessionSelector selector;
+  selector.mutable_attribute()->set_key("role");
+  nlohmann::json j = MessageToJson(selector);
+  EXPECT_EQ(j.size(), 1u) << j.dump();
+  EXPECT_EQ(j["attribute"]["key"], "role");
+  selector.set_created_before_ms(0);  // set, at its default
+  j = MessageToJson(selector);
+  EXPECT_EQ(j, nlohmann::json({{"created_before_ms", 0}})) << j.dump();
+  selector.mutable_all();
+  j = MessageToJson(selector);
+  EXPECT_EQ(j, nlohmann::json({{"all", nlohmann::json::object()}})) << j.dump();
+}
+
 TEST(SessionctlOutputTest, Formats) {
   EXPECT_EQ(FormatDurationMs(750), "750ms");
   EXPECT_EQ(FormatDurationMs(59 * 60'000), "59m");
