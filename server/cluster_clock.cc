@@ -36,7 +36,11 @@ ClusterClock::ClusterClock(ClusterClockOptions options)
       }()) {}
 
 int64_t ClusterClock::EstimateNsLocked(int64_t steady_ns) {
-  const storage::AppliedTimeSample sample = options_.applied();
+  return EstimateNsLocked(steady_ns, options_.applied());
+}
+
+int64_t ClusterClock::EstimateNsLocked(
+    int64_t steady_ns, const storage::AppliedTimeSample& sample) {
   if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) {
     // Nothing applied yet, anywhere: a new cluster starts at the wall clock.
     // A guess, not kept (last_now_ms_ is not raised by it): a node that has
@@ -130,8 +134,17 @@ int64_t ClusterClock::AheadOfAppliedMs() {
   const storage::AppliedTimeSample sample = options_.applied();
   absl::MutexLock lock(&mu_);
   if (sample.cluster_ms == 0) return 0;
-  const int64_t now_ms = EstimateNsLocked(steady) / kNsPerMs;
+  // One sample for both: a stamp applied in between would count as ahead.
+  const int64_t now_ms = EstimateNsLocked(steady, sample) / kNsPerMs;
   return now_ms - (sample.cluster_ms + (steady - sample.steady_ns) / kNsPerMs);
+}
+
+std::optional<int64_t> ClusterClock::GroundedNowMs() {
+  const int64_t steady = options_.steady_ns();
+  const storage::AppliedTimeSample sample = options_.applied();
+  absl::MutexLock lock(&mu_);
+  if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) return std::nullopt;
+  return EstimateNsLocked(steady, sample) / kNsPerMs;
 }
 
 absl::Duration ClusterClock::SinceAppliedStamp() const {

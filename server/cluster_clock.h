@@ -16,9 +16,10 @@
 //    by a day or a month, forward or backward,
 //    therefore moves expiry by at most that rate; the difference is reported
 //    as skew (ClusterStatus, and the log).
-//  * A brand-new cluster starts at its first leader's wall clock. Across a
-//    whole-cluster outage cluster time stands still (no node counts it), so
-//    downtime of the store never counts as a session's idle or lifetime.
+//  * A brand-new cluster starts at its first leader's wall clock. While no
+//    member runs (a whole-cluster outage) cluster time stands still, so that
+//    downtime never counts as a session's idle or lifetime. A member that
+//    runs meanwhile counts, and the others catch up with it (Observe).
 //
 // Thread-safe.
 #ifndef SESSIOND_SERVER_CLUSTER_CLOCK_H_
@@ -26,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -66,11 +68,16 @@ class ClusterClock {
   // this clock never reads below it from now on. A member that kept running
   // while the others were down (a lost quorum) counted time that the ones
   // restarted never saw; the leader catches up with it, and its stamps
-  // bring every member along, so the nodes' clocks agree again. (Across a
-  // whole-cluster outage no member counted, and time still stands still.)
+  // bring every member along, so the nodes' clocks agree again. (While no
+  // member runs, none counts, and time still stands still.)
   // Taken at most up to this node's wall clock plus a second. Returns how
   // far this clock moved forward, in ms.
   int64_t Observe(int64_t peer_cluster_ms) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // NowMs(), once this node has applied a cluster time or stamped one;
+  // nullopt before (NowMs is then its wall clock, a guess that must not
+  // reach another member: Observe would take it).
+  std::optional<int64_t> GroundedNowMs() ABSL_LOCKS_EXCLUDED(mu_);
 
   // How far this node's cluster time runs ahead of what its applied time
   // says (the applied time plus the steady time since), in ms: a follower
@@ -85,6 +92,9 @@ class ClusterClock {
   // Cluster time in nanoseconds (never below a time already returned, once
   // grounded in an applied time or a stamp); raises last_now_ms_.
   int64_t EstimateNsLocked(int64_t steady_ns)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int64_t EstimateNsLocked(int64_t steady_ns,
+                           const storage::AppliedTimeSample& sample)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClusterClockOptions options_;

@@ -96,7 +96,11 @@ uint64_t ExpirySweeper::SweepOnce() {
     return 0;
   }
   const int64_t steady_ms = SteadyMs();
-  if (!leading_since_steady_ms_) leading_since_steady_ms_ = steady_ms;
+  // Leadership lost and won back between two sweeps is a new leadership.
+  if (!leading_since_steady_ms_ || leading_term_ != status.term) {
+    leading_since_steady_ms_ = steady_ms;
+    leading_term_ = status.term;
+  }
   // Removes nothing during the grace, but judges as always (the breaker's
   // windows roll on time). A lone voter's own touches are all it waits
   // for: no grace.

@@ -154,8 +154,10 @@ class ExpirySweeper {
   uint64_t judged_after_opening_ = 0;
   uint64_t seen_open_id_ = 0;
   int64_t seen_open_steady_ms_ = 0;
-  // When this node's current leadership was first seen (new_leader_grace).
+  // When this node's current leadership (of leading_term_) was first seen
+  // (new_leader_grace).
   std::optional<int64_t> leading_since_steady_ms_;
+  Term leading_term_;
   // The table shard the next collection of due sessions starts at: one on
   // each sweep, so a backlog over the cap is taken from every shard in turn.
   size_t next_first_shard_ = 0;

@@ -331,7 +331,12 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
   rpc->request = call->ToRequest();
   rpc->request.set_cluster_id(options_.cluster_id);
   rpc->request.set_from(options_.self.value());
-  rpc->request.set_sender_cluster_time_ms(clock_->NowMs());
+  // Not a guess: a member that has applied nothing yet (a new one, waiting
+  // for its snapshot) would send its wall clock, perhaps hours past a
+  // cluster time that was restored from a backup.
+  if (const std::optional<int64_t> now = clock_->GroundedNowMs()) {
+    rpc->request.set_sender_cluster_time_ms(*now);
+  }
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   rpcs_in_flight_.fetch_add(1);
   stub->async()->Propose(

@@ -368,7 +368,10 @@ absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
                           "failed with"));
     }
   }
-  return Checked(s, "RocksDB write");
+  absl::Status written = Checked(s, "RocksDB write");
+  // A snapshot installed (ApplySnapshot) is one such batch, through the WAL.
+  if (written.ok()) FlushAfterLargeWrite(*batch);
+  return written;
 }
 
 absl::Status Database::wal_failure() const {

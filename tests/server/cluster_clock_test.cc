@@ -161,6 +161,7 @@ TEST(ClusterClockTest, AMembersTimeIsObservedUpToTheWallClock) {
       .applied = [&] { return applied; },
   });
   EXPECT_EQ(clock.NowMs(), kStartWallMs - 12'000);
+  EXPECT_EQ(clock.GroundedNowMs(), kStartWallMs - 12'000);
   EXPECT_EQ(clock.AheadOfAppliedMs(), 0);
   EXPECT_EQ(clock.Observe(kStartWallMs - 20'000), 0);  // behind: nothing
   EXPECT_EQ(clock.Observe(kStartWallMs - 1'000), 11'000);
@@ -173,6 +174,20 @@ TEST(ClusterClockTest, AMembersTimeIsObservedUpToTheWallClock) {
   // (Now kStartWallMs - 500: the stamp plus the half second since.)
   EXPECT_EQ(clock.Observe(kStartWallMs + 3'600'000), 2'000);
   EXPECT_EQ(clock.NowMs(), kStartWallMs + 1'500);
+}
+
+// A node that has applied nothing reads its wall clock, a guess: it is not
+// cluster time, and a forwarded write must not carry it (a leader taking it
+// would jump a cluster restored from an old backup by the backup's age).
+TEST(ClusterClockTest, ANodeThatAppliedNothingHasNoClusterTimeToGive) {
+  ClusterClock clock(ClusterClockOptions{
+      .wall_ms = [] { return kStartWallMs; },
+      .steady_ns = [] { return int64_t{0}; },
+      .applied = [] { return storage::AppliedTimeSample{}; },
+  });
+  EXPECT_EQ(clock.NowMs(), kStartWallMs);
+  EXPECT_EQ(clock.GroundedNowMs(), std::nullopt);
+  EXPECT_EQ(clock.AheadOfAppliedMs(), 0);
 }
 
 }  // namespace

@@ -123,8 +123,13 @@ TEST(DatabaseTest, CreatesColumnFamiliesAndReopens) {
 // A flush of every session is one batch of ~400 B per session. RocksDB
 // swaps a memtable that batch overfilled only at the next write, so without
 // a flush scheduled at once the records stayed resident (390 MB after a
-// flush of 1M sessions, docs/PERFORMANCE.md) until some later write.
-TEST(DatabaseTest, AWriteLargerThanAMemtableReachesAnSstWithoutAnotherWrite) {
+// flush of 1M sessions, docs/PERFORMANCE.md) until some later write. The
+// same for a write through the WAL: a snapshot installed on a follower
+// (ApplySnapshot, every session in one synced batch) stayed resident.
+class LargeWriteTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(LargeWriteTest, AWriteLargerThanAMemtableReachesAnSstWithoutAnother) {
+  const bool through_wal = GetParam();
   TempDir dir;
   DatabaseOptions options;
   options.sessions_write_buffer_bytes = 1 << 20;
@@ -135,7 +140,9 @@ TEST(DatabaseTest, AWriteLargerThanAMemtableReachesAnSstWithoutAnotherWrite) {
   for (int i = 0; i < 4000; ++i) {
     batch.Put((*db)->sessions_cf(), absl::StrCat("session-", i), value);
   }
-  ASSERT_TRUE((*db)->WriteWithoutWal(&batch).ok());
+  ASSERT_TRUE((through_wal ? (*db)->Write(&batch, /*sync=*/true)
+                           : (*db)->WriteWithoutWal(&batch))
+                  .ok());
 
   auto sessions_sst_files = [&] {
     std::vector<rocksdb::LiveFileMetaData> files;
@@ -157,6 +164,9 @@ TEST(DatabaseTest, AWriteLargerThanAMemtableReachesAnSstWithoutAnotherWrite) {
                   .ok());
   EXPECT_EQ(read, value);
 }
+
+INSTANTIATE_TEST_SUITE_P(WithAndWithoutTheWal, LargeWriteTest,
+                         ::testing::Bool());
 
 TEST(DatabaseTest, SecondOpenOfALockedDirIsFailedPrecondition) {
   TempDir dir;
