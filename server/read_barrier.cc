@@ -81,12 +81,14 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
   }
   if (lease_index) {
     // Committed but not applied here yet (the followers may have applied
-    // it, and answered reads from it): wait for the apply stage only.
+    // it, and answered reads from it): wait for the apply stage only. That
+    // wait ends at the driver's read timeout; a LINEARIZABLE read then goes
+    // on as any other, until its own deadline.
     driver_->WhenApplied(*lease_index, [this, pending](absl::Status status) {
       if (status.ok()) {
         Finish(pending, ReadAnswer());
       } else {
-        Fail(pending, std::move(status));
+        RetryOrFail(pending, std::move(status));
       }
     });
     return;
@@ -102,18 +104,23 @@ void ReadBarrier::Attempt(const std::shared_ptr<Pending>& pending) {
   driver_->ReadIndex([this, pending](absl::Status status) {
     if (status.ok()) {
       Finish(pending, ReadAnswer());
-      return;
+    } else {
+      RetryOrFail(pending, std::move(status));
     }
-    // LINEARIZABLE waits, like a write, for a leader to be known (an
-    // election) or to answer, until its deadline; the default level answers
-    // locally at once instead.
-    if (!pending->fallback && absl::IsUnavailable(status) &&
-        absl::Now() + kNoLeaderRetry < pending->give_up) {
-      timers_->After(kNoLeaderRetry, [this, pending] { Attempt(pending); });
-      return;
-    }
-    Fail(pending, std::move(status));
   });
+}
+
+void ReadBarrier::RetryOrFail(const std::shared_ptr<Pending>& pending,
+                              absl::Status why) {
+  // LINEARIZABLE waits, like a write, for a leader to be known (an
+  // election), to answer, or for this node to apply what it confirmed,
+  // until its deadline; the default level answers locally at once instead.
+  if (!pending->fallback && absl::IsUnavailable(why) &&
+      absl::Now() + kNoLeaderRetry < pending->give_up) {
+    timers_->After(kNoLeaderRetry, [this, pending] { Attempt(pending); });
+    return;
+  }
+  Fail(pending, std::move(why));
 }
 
 void ReadBarrier::Finish(const std::shared_ptr<Pending>& pending,

@@ -9,8 +9,10 @@
 //                 The leader within its lease answers from its own table
 //                 once it has applied its commit index, with no round
 //                 (NodeDriver::LocalReadIndex).
-//                 While no leader is known (an election) or a round fails,
-//                 it asks again every 20 ms, as a write does; UNAVAILABLE
+//                 While no leader is known (an election), a round fails,
+//                 or this node's apply stage stays behind past the
+//                 driver's read timeout, it asks again every 20 ms, as a
+//                 write does; UNAVAILABLE
 //                 when no leader confirmed it by the deadline, never a
 //                 local guess.
 //   LOCAL         nothing: the table as it is, with how far behind it may
@@ -91,6 +93,9 @@ class ReadBarrier {
     std::optional<DelayQueue::Handle> timer ABSL_GUARDED_BY(mu);
   };
   void Attempt(const std::shared_ptr<Pending>& pending);
+  // After a round or an apply wait that did not confirm the read: another
+  // round in kNoLeaderRetry when the read may wait, else Fail.
+  void RetryOrFail(const std::shared_ptr<Pending>& pending, absl::Status why);
   void Finish(const std::shared_ptr<Pending>& pending, ReadAnswer answer);
   void Fail(const std::shared_ptr<Pending>& pending, absl::Status why);
 
