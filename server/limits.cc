@@ -155,6 +155,11 @@ absl::StatusOr<CreateLifetimes> ValidateCreate(
   if (absl::Status s = ValidateUserId(request.user_id(), limits); !s.ok()) {
     return s;
   }
+  if (!sessiond::v1::TokenFormat_IsValid(request.token_format())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token_format: unknown value ", request.token_format(),
+                     " (TOKEN_FORMAT_OPAQUE or TOKEN_FORMAT_JWT)"));
+  }
   CreateLifetimes out;
   if (request.ttl_ms() < 0) {
     return absl::InvalidArgumentError(absl::StrCat(

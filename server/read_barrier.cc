@@ -46,6 +46,16 @@ ReadAnswer ReadBarrier::Local() const {
 
 void ReadBarrier::Wait(Consistency level, absl::Time deadline,
                        std::function<void(ReadAnswer)> done) {
+  if (!sessiond::v1::Consistency_IsValid(level)) {
+    // A newer client's level: answering it at another level would promise
+    // what it did not ask for.
+    ReadAnswer refused;
+    refused.status = absl::InvalidArgumentError(
+        absl::StrCat("consistency: unknown value ", static_cast<int>(level),
+                     " (CONSISTENCY_DEFAULT, LINEARIZABLE or LOCAL)"));
+    done(std::move(refused));
+    return;
+  }
   if (level == sessiond::v1::LOCAL) {
     done(Local());
     return;

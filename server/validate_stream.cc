@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/signing.h"
 #include "server/grpc_status.h"
 #include "server/session_service.h"
 #include "server/unary_call.h"
@@ -44,6 +45,14 @@ void ValidateStream::Drain() {
   Run(actions);
 }
 
+absl::Status ValidateStream::CheckRequestSize(size_t bytes) {
+  if (bytes <= kMaxRequestBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("request: ", bytes, " bytes, limit is ", kMaxRequestBytes,
+                   " for a StreamValidateSessions message (a token is at most ",
+                   signing::kMaxJwtBytes, " bytes)"));
+}
+
 void ValidateStream::OnReadDone(bool ok) {
   Slot* slot = nullptr;
   Actions actions;
@@ -58,7 +67,9 @@ void ValidateStream::OnReadDone(bool ok) {
       service_->stream_activity()->NoteRead(&activity_epoch_);
       queue_.emplace_back();
       slot = &queue_.back();
-      absl::Status s = ParseRequest(incoming_, &slot->request);
+      absl::Status s = CheckRequestSize(incoming_.Length());
+      if (s.ok()) s = ParseRequest(incoming_, &slot->request);
+      incoming_.Clear();
       if (s.ok()) {
         s = service_->AuthorizeStreamRequest(*context_, slot->request,
                                              &authorization_);

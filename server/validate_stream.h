@@ -47,6 +47,13 @@ class ValidateStream final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   static constexpr size_t kMaxOutstanding = 64;
+  // A request's bytes are kept until its answer is written: each of the
+  // kMaxOutstanding is held to this (the longest token, and room to spare),
+  // so a stream that sends huge messages and reads no answer holds about
+  // 1 MiB, not 64 times the server's receive limit.
+  static constexpr size_t kMaxRequestBytes = 16 * 1024;
+  // InvalidArgument for a message longer than kMaxRequestBytes.
+  static absl::Status CheckRequestSize(size_t bytes);
 
   ValidateStream(SessionServiceImpl* service,
                  grpc::CallbackServerContext* context);

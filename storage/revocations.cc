@@ -87,12 +87,7 @@ bool HasAttribute(std::string_view extra, std::string_view key,
   return false;
 }
 
-bool IsLiveForRevocation(const SessionView& session, int64_t now_ms,
-                         int64_t leeway_ms) {
-  if (IsExpired(session.expires_at_ms, session.idle_timeout_ms,
-                session.last_seen_at_ms, now_ms, leeway_ms)) {
-    return false;
-  }
+bool IsTakeableByRevocation(const SessionView& session) {
   return !session.revoked || session.hold != 0;
 }
 
@@ -101,8 +96,7 @@ bool SelectsByUser(const SessionSelector& selector) {
          selector.kind_case() == SessionSelector::kUser;
 }
 
-bool ScanSelects(const SessionSelector& selector, const SessionView& session,
-                 int64_t now_ms, int64_t leeway_ms) {
+bool ScanSelects(const SessionSelector& selector, const SessionView& session) {
   bool matches = false;
   switch (selector.kind_case()) {
     case SessionSelector::kAll:
@@ -118,7 +112,7 @@ bool ScanSelects(const SessionSelector& selector, const SessionView& session,
     default:
       return false;
   }
-  return matches && IsLiveForRevocation(session, now_ms, leeway_ms);
+  return matches && IsTakeableByRevocation(session);
 }
 
 }  // namespace sessiond::storage

@@ -49,16 +49,18 @@ absl::Status CheckSelector(const sessiond::v1::SessionSelector& selector);
 bool HasAttribute(std::string_view extra, std::string_view key,
                   std::string_view value);
 
-// Whether a bulk revocation may take this session at now_ms: it has not
-// expired (with leeway) and is active or held by another bulk revocation.
-bool IsLiveForRevocation(const SessionView& session, int64_t now_ms,
-                         int64_t leeway_ms);
+// Whether a bulk revocation may take this session: it is active or held by
+// another bulk revocation (one revoked one by one is revoked for good).
+// Expired or not: an expired session still in the table can come back to
+// use (a touch from a node cut off from the leader, the expiry breaker's
+// freeze), so a revocation must take it too.
+bool IsTakeableByRevocation(const SessionView& session);
 
 // Whether a selector of kind all, created_before_ms or attribute takes the
-// session (kinds users and user are answered from the per-user index, not
-// by a scan: false here).
+// session, expired or not (kinds users and user are answered from the
+// per-user index, not by a scan: false here).
 bool ScanSelects(const sessiond::v1::SessionSelector& selector,
-                 const SessionView& session, int64_t now_ms, int64_t leeway_ms);
+                 const SessionView& session);
 
 // Whether the selector is answered from the per-user index.
 bool SelectsByUser(const sessiond::v1::SessionSelector& selector);

@@ -871,15 +871,25 @@ ApplyResult SessionStateMachine::ApplyRevoke(
       session->revoked_by().empty()) {
     return std::any(*std::move(session));  // idempotent
   }
+  SESSIOND_RETURN_IF_ERROR(
+      RevokeForGood(hash, revoke.reason(), now_ms, &*session, batch));
+  return std::any(*std::move(session));
+}
+
+absl::Status SessionStateMachine::RevokeForGood(const TokenHash& hash,
+                                                const std::string& reason,
+                                                int64_t now_ms,
+                                                Session* session,
+                                                rocksdb::WriteBatch* batch) {
   // Held by a bulk revocation: revoked one by one now, it stays revoked
   // when that is restored.
   session->clear_revoked_by();
   session->set_state(v1::SESSION_STATE_REVOKED);
-  session->set_revoke_reason(revoke.reason());
+  session->set_revoke_reason(reason);
   session->set_revoked_at_ms(now_ms);
   SESSIOND_RETURN_IF_ERROR(table_->Replace(hash, *session));
   StageSession(hash, batch);
-  return std::any(*std::move(session));
+  return absl::OkStatus();
 }
 
 ApplyResult SessionStateMachine::ApplyRevokeUser(
@@ -888,25 +898,23 @@ ApplyResult SessionStateMachine::ApplyRevokeUser(
   uint64_t revoked = 0;
   for (const TokenHash& hash : table_->UserTokenHashes(revoke_user.user_id())) {
     std::optional<Session> session = table_->Get(hash);
-    if (!session ||
-        (session->state() == v1::SESSION_STATE_REVOKED &&
-         session->revoked_by().empty()) ||
-        IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
+    if (!session || (session->state() == v1::SESSION_STATE_REVOKED &&
+                     session->revoked_by().empty())) {
       continue;
     }
     if (!revoke_user.keep_session_id().empty() &&
         session->session_id() == revoke_user.keep_session_id()) {
       continue;
     }
-    // Held by a bulk revocation: revoked for good now, as ApplyRevoke does,
+    // Expired ones too, uncounted: one still in the table can come back to
+    // use (a touch judged on a node cut off from the leader, the expiry
+    // breaker's freeze). Held by a bulk revocation: revoked for good now,
     // so restoring that revocation does not bring it back.
-    session->clear_revoked_by();
-    session->set_state(v1::SESSION_STATE_REVOKED);
-    session->set_revoke_reason(revoke_user.reason());
-    session->set_revoked_at_ms(now_ms);
-    SESSIOND_RETURN_IF_ERROR(table_->Replace(hash, *session));
-    StageSession(hash, batch);
-    ++revoked;
+    const bool expired =
+        IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms());
+    SESSIOND_RETURN_IF_ERROR(
+        RevokeForGood(hash, revoke_user.reason(), now_ms, &*session, batch));
+    if (!expired) ++revoked;
   }
   return std::any(revoked);
 }

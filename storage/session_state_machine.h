@@ -224,7 +224,9 @@ class SessionStateMachine : public replication::StateMachine {
   // would take at now_ms (a preview: reads the table, any thread).
   uint64_t CountSelected(const sessiond::v1::SessionSelector& selector,
                          int64_t now_ms, uint64_t* users) const {
-    return SelectSessions(selector, now_ms, users).size();
+    const Selection selection = SelectSessions(selector, now_ms);
+    *users = selection.users;
+    return selection.live.size();
   }
   // Up to `max` ids whose retention passed at `now_ms` (oldest first): the
   // leader's sweeper proposes a PurgeRevocationsCommand with them.
@@ -339,14 +341,25 @@ class SessionStateMachine : public replication::StateMachine {
       const sessiond::v1::internal::RevokeUserCommand& revoke_user,
       LogIndex index, int64_t now_ms, rocksdb::WriteBatch* batch);
   // Revokes what `selector` takes as revocation `id` and records it.
-  sessiond::v1::Revocation Revoke(const sessiond::v1::SessionSelector& selector,
-                                  const std::string& reason,
-                                  int64_t retention_ms, uint64_t id,
-                                  int64_t now_ms, rocksdb::WriteBatch* batch);
-  // The sessions `selector` takes now, and how many users they belong to.
-  std::vector<TokenHash> SelectSessions(
-      const sessiond::v1::SessionSelector& selector, int64_t now_ms,
-      uint64_t* users) const;
+  // Sessions it found expired (but still in the table) it revokes for good.
+  absl::StatusOr<sessiond::v1::Revocation> Revoke(
+      const sessiond::v1::SessionSelector& selector, const std::string& reason,
+      int64_t retention_ms, uint64_t id, int64_t now_ms,
+      rocksdb::WriteBatch* batch);
+  // Marks `session` (the table's record of `hash`) revoked for good, as
+  // RevokeSession does, and stages it.
+  absl::Status RevokeForGood(const TokenHash& hash, const std::string& reason,
+                             int64_t now_ms, sessiond::v1::Session* session,
+                             rocksdb::WriteBatch* batch);
+  // What `selector` takes at now_ms: the unexpired sessions (and how many
+  // users they belong to), and those expired but still in the table.
+  struct Selection {
+    std::vector<TokenHash> live;
+    std::vector<TokenHash> expired;
+    uint64_t users = 0;
+  };
+  Selection SelectSessions(const sessiond::v1::SessionSelector& selector,
+                           int64_t now_ms) const;
   // The sessions revocation `record` may hold (a superset).
   std::vector<TokenHash> SessionsHeldBy(
       const sessiond::v1::Revocation& record) const;

@@ -93,21 +93,25 @@ void SessionStateMachine::PutRevocation(const Revocation& record,
   revocations_[record.id()] = record;
 }
 
-std::vector<TokenHash> SessionStateMachine::SelectSessions(
-    const SessionSelector& selector, int64_t now_ms, uint64_t* users) const {
+SessionStateMachine::Selection SessionStateMachine::SelectSessions(
+    const SessionSelector& selector, int64_t now_ms) const {
   const int64_t leeway = expiry_leeway_ms();
   const int64_t expiry_now = ExpiryNowMs(now_ms);
-  std::vector<TokenHash> selected;
+  Selection selection;
   absl::flat_hash_set<uint64_t> user_keys;
   if (!SelectsByUser(selector)) {
     table_->ForEachSession([&](const SessionView& session) {
-      if (ScanSelects(selector, session, expiry_now, leeway)) {
-        selected.push_back(session.hash);
-        user_keys.insert(UserKey(session.user_id));
+      if (!ScanSelects(selector, session)) return;
+      if (IsExpired(session.expires_at_ms, session.idle_timeout_ms,
+                    session.last_seen_at_ms, expiry_now, leeway)) {
+        selection.expired.push_back(session.hash);
+        return;
       }
+      selection.live.push_back(session.hash);
+      user_keys.insert(UserKey(session.user_id));
     });
-    *users = user_keys.size();
-    return selected;
+    selection.users = user_keys.size();
+    return selection;
   }
   std::vector<std::string> user_ids;
   std::string keep;
@@ -121,7 +125,6 @@ std::vector<TokenHash> SessionStateMachine::SelectSessions(
     user_ids.erase(std::unique(user_ids.begin(), user_ids.end()),
                    user_ids.end());
   }
-  *users = 0;
   for (const std::string& user_id : user_ids) {
     bool any = false;
     for (const TokenHash& hash : table_->UserTokenHashes(user_id)) {
@@ -129,17 +132,20 @@ std::vector<TokenHash> SessionStateMachine::SelectSessions(
       if (!session || (!keep.empty() && session->session_id() == keep)) {
         continue;
       }
-      if (IsExpired(*session, expiry_now, leeway)) continue;
       if (session->state() == v1::SESSION_STATE_REVOKED &&
           session->revoked_by().empty()) {
         continue;  // revoked one by one: final
       }
-      selected.push_back(hash);
+      if (IsExpired(*session, expiry_now, leeway)) {
+        selection.expired.push_back(hash);
+        continue;
+      }
+      selection.live.push_back(hash);
       any = true;
     }
-    if (any) ++*users;
+    if (any) ++selection.users;
   }
-  return selected;
+  return selection;
 }
 
 std::vector<TokenHash> SessionStateMachine::SessionsHeldBy(
@@ -172,19 +178,26 @@ std::vector<TokenHash> SessionStateMachine::SessionsHeldBy(
   return held;
 }
 
-Revocation SessionStateMachine::Revoke(const SessionSelector& selector,
-                                       const std::string& reason,
-                                       int64_t retention_ms, uint64_t id,
-                                       int64_t now_ms,
-                                       rocksdb::WriteBatch* batch) {
-  uint64_t users = 0;
-  const std::vector<TokenHash> selected =
-      SelectSessions(selector, now_ms, &users);
+absl::StatusOr<Revocation> SessionStateMachine::Revoke(
+    const SessionSelector& selector, const std::string& reason,
+    int64_t retention_ms, uint64_t id, int64_t now_ms,
+    rocksdb::WriteBatch* batch) {
+  const Selection selection = SelectSessions(selector, now_ms);
   uint64_t revoked = 0;
-  for (const TokenHash& hash : selected) {
+  for (const TokenHash& hash : selection.live) {
     if (!table_->AddHold(hash, id)) continue;
     StageSession(hash, batch);
     ++revoked;
+  }
+  // Expired, yet still in the table until a sweep removes it, and able to
+  // come back to use meanwhile (a touch judged on a node cut off from the
+  // leader, the expiry breaker's freeze): revoked for good, not held, since
+  // restoring the revocation would not give back a session in use.
+  for (const TokenHash& hash : selection.expired) {
+    std::optional<Session> session = table_->Get(hash);
+    if (!session) continue;
+    SESSIOND_RETURN_IF_ERROR(
+        RevokeForGood(hash, reason, now_ms, &*session, batch));
   }
   Revocation record;
   record.set_id(id);
@@ -192,7 +205,7 @@ Revocation SessionStateMachine::Revoke(const SessionSelector& selector,
   record.set_reason(reason);
   record.set_revoked_at_ms(now_ms);
   record.set_sessions(revoked);
-  record.set_users(users);
+  record.set_users(selection.users);
   record.set_restorable_until_ms(now_ms + std::max<int64_t>(0, retention_ms));
   record.set_state(Revocation::RETAINED);
   return record;
@@ -236,9 +249,10 @@ ApplyResult SessionStateMachine::ApplyBulkRevoke(
       }
       const PendingBulkRevoke taken = *it;
       pending->erase(it);
-      Revocation record =
+      SESSIOND_ASSIGN_OR_RETURN(
+          Revocation record,
           Revoke(taken.selector(), taken.reason(), taken.retention_ms(),
-                 index.value(), now_ms, batch);
+                 index.value(), now_ms, batch));
       PutRevocation(record, batch);
       return std::any(std::move(record));
     }
@@ -254,9 +268,10 @@ ApplyResult SessionStateMachine::ApplyRestorableRevokeUser(
   SessionSelector selector;
   selector.mutable_user()->set_user_id(revoke_user.user_id());
   selector.mutable_user()->set_keep_session_id(revoke_user.keep_session_id());
-  Revocation record =
+  SESSIOND_ASSIGN_OR_RETURN(
+      Revocation record,
       Revoke(selector, revoke_user.reason(), revoke_user.retention_ms(),
-             index.value(), now_ms, batch);
+             index.value(), now_ms, batch));
   // Nothing to undo: no record.
   if (record.sessions() == 0) return std::any(uint64_t{0});
   PutRevocation(record, batch);

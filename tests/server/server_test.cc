@@ -298,6 +298,11 @@ TEST_F(DaemonTest, BadRequestsGetTheDocumentedStatusAndChangeNothing) {
   request.set_ttl_ms(1000ll * 3600 * 24 * 365);
   expect_create(request, grpc::StatusCode::INVALID_ARGUMENT, "--max_ttl_ms");
   request.set_ttl_ms(0);
+  // A value this server's protos do not know (a newer client's).
+  request.set_token_format(static_cast<sessiond::v1::TokenFormat>(7));
+  expect_create(request, grpc::StatusCode::INVALID_ARGUMENT,
+                "token_format: unknown value 7");
+  request.set_token_format(sessiond::v1::TOKEN_FORMAT_OPAQUE);
   request.set_idle_timeout_ms(-5);
   expect_create(request, grpc::StatusCode::INVALID_ARGUMENT, "idle_timeout_ms");
   request.set_idle_timeout_ms(0);
@@ -330,6 +335,24 @@ TEST_F(DaemonTest, BadRequestsGetTheDocumentedStatusAndChangeNothing) {
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Validate(garbage).outcome(), ValidateSessionResponse::UNKNOWN);
   EXPECT_EQ(Validate("").outcome(), ValidateSessionResponse::UNKNOWN);
+  {
+    ValidateSessionRequest unknown_level;
+    unknown_level.set_token(existing.token());
+    unknown_level.set_touch(true);
+    unknown_level.set_consistency(static_cast<sessiond::v1::Consistency>(5));
+    ValidateSessionResponse answered;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    const grpc::Status s =
+        stub_->ValidateSession(&context, unknown_level, &answered);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << s.error_message();
+    EXPECT_NE(s.error_message().find("consistency: unknown value 5"),
+              std::string::npos)
+        << s.error_message();
+    EXPECT_EQ(answered.outcome(), ValidateSessionResponse::OUTCOME_UNSPECIFIED);
+  }
 
   // Well-formed but unknown tokens and ids: NOT_FOUND.
   const std::string unknown(43, 'A');
@@ -688,6 +711,33 @@ TEST_F(DaemonTest, BatchAndStreamValidate) {
   writer.join();
   EXPECT_EQ(next, kRequests + 1);
   EXPECT_TRUE(pipelined->Finish().ok());
+
+  // A message longer than any token is refused, not held until its answer
+  // is written (64 of them, 16 MiB each, held 1 GiB for a client that reads
+  // no answer): the answers before it, then INVALID_ARGUMENT.
+  grpc::ClientContext oversized_context;
+  SetDeadline(&oversized_context);
+  auto oversized = stub_->StreamValidateSessions(&oversized_context);
+  ValidateSessionRequest longest_token;  // the size of the longest JWT
+  longest_token.set_token(std::string(8192, 'x'));
+  longest_token.set_request_id(1);
+  ASSERT_TRUE(oversized->Write(longest_token));
+  ValidateSessionRequest huge;
+  huge.set_token(std::string(1 << 20, 'x'));
+  huge.set_request_id(2);
+  oversized->Write(huge);  // the server may end the stream before it reads
+  oversized->WritesDone();
+  ASSERT_TRUE(oversized->Read(&response));
+  EXPECT_EQ(response.request_id(), 1u);
+  EXPECT_EQ(response.outcome(), ValidateSessionResponse::UNKNOWN);
+  EXPECT_FALSE(oversized->Read(&response));
+  const grpc::Status refused = oversized->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find(
+                "message 2 of the stream: request: 1048582 bytes, limit is "
+                "16384"),
+            std::string::npos)
+      << refused.error_message();
 }
 
 // The replicated expiry leeway changes through AdminService (issue 6: only

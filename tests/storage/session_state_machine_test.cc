@@ -1288,6 +1288,48 @@ TEST_F(RevocationTest, CreatedBeforeAndUsersSelectors) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// A revocation takes sessions already expired but not yet swept. Such a
+// session can come back to use: a touch judged on a node cut off from the
+// leader brings an idle one back, and the expiry breaker's freeze any of
+// them. One that a revocation skipped then validated VALID after its user
+// had logged out everywhere (or after a flush).
+TEST_F(RevocationTest, ARevocationTakesExpiredSessionsSoNoneComesBack) {
+  // Idle timeout 500 from 1000: idle-expired from 1500 on.
+  ApplySession(Create(1, 1000, "alice", 100'000, 500));
+  ApplySession(Create(2, 1000, "bob", 100'000, 500));
+  ApplySession(Create(3, 1000, "carol", 100'000, 500));
+  ApplySession(Create(4, 1000, "dave", 100'000));  // no idle timeout
+  // Expired ones are taken, not counted.
+  EXPECT_EQ(ApplyCount(RevokeUser("alice", 2000)), 0u);
+  Command everywhere = RevokeUser("bob", 2000);
+  everywhere.mutable_revoke_user()->set_retention_ms(60'000);
+  EXPECT_EQ(ApplyCount(everywhere), 0u);
+  // Their users' activity, judged while cut off (at 1200, alive then).
+  const auto touch_judged_at_1200 = [](int64_t ts, std::vector<int> which) {
+    std::vector<std::pair<int, int64_t>> touches;
+    for (int i : which) touches.emplace_back(i, ts - 50);
+    Command touch = Touch(ts, touches);
+    for (auto& t : *touch.mutable_touch()->mutable_touches()) {
+      t.set_idle_judged_at_ms(1200);
+    }
+    return touch;
+  };
+  EXPECT_EQ(ApplyCount(touch_judged_at_1200(2100, {1, 2})), 0u);
+  EXPECT_EQ(OutcomeOf(1, 2100), ValidateOutcome::kRevoked);
+  EXPECT_EQ(OutcomeOf(2, 2100), ValidateOutcome::kRevoked);
+
+  const v1::Revocation flush = Flush(2200);
+  EXPECT_EQ(flush.sessions(), 1u);  // dave's
+  EXPECT_EQ(flush.users(), 1u);
+  EXPECT_EQ(ApplyOne(touch_judged_at_1200(2300, {3})).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(OutcomeOf(3, 2300), ValidateOutcome::kRevoked);
+  // Restoring the flush gives back what it held, not what had expired.
+  ApplyRevocation(Restore(flush.id(), 2400));
+  EXPECT_EQ(OutcomeOf(3, 2400), ValidateOutcome::kRevoked);
+  EXPECT_EQ(OutcomeOf(4, 2400), ValidateOutcome::kValid);
+}
+
 TEST_F(RevocationTest, RestorableRevokeUserAndSessionsThatExpiredMeanwhile) {
   ApplySession(Create(0, 1000, "carol", /*expires_at=*/100'000));
   ApplySession(Create(1, 1000, "carol", /*expires_at=*/5'000));
