@@ -420,6 +420,19 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
               "shows its lag)")));
           return;
         }
+        // Reachable: a voter that is down counts against the quorum from
+        // the moment it is promoted (one node and a dead learner make two
+        // voters that can commit nothing, not even the RemoveMember that
+        // would undo it). A reachable learner keeps the quorum this leader
+        // has: it adds one voter and one that answers.
+        if (!transport_->Connected(change.node)) {
+          done(absl::FailedPreconditionError(absl::StrCat(
+              "learner ", change.node.value(),
+              " is not reachable from the leader: as a voter it would count "
+              "against the quorum while down; start it, and promote it once "
+              "ClusterStatus shows it reachable")));
+          return;
+        }
       }
       driver_->ProposeConfChange(change, std::move(done));
       return;

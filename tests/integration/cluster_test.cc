@@ -502,17 +502,21 @@ grpc::Status RemoveMember(ClusterHarness& cluster, int via, int id) {
   return admin->RemoveMember(&context, request, &response);
 }
 
+grpc::Status PromoteMember(ClusterHarness& cluster, int via, int id) {
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::PromoteMemberRequest request;
+  request.set_node_id(id);
+  sessiond::v1::PromoteMemberResponse response;
+  return admin->PromoteMember(&context, request, &response);
+}
+
 // Promotes a learner, retrying while it catches up (bounded).
 absl::Status PromoteWhenCaughtUp(ClusterHarness& cluster, int via, int id) {
   std::string last;
   for (int i = 0; i < 300; ++i) {
-    auto admin = cluster.Admin(via);
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(10));
-    sessiond::v1::PromoteMemberRequest request;
-    request.set_node_id(id);
-    sessiond::v1::PromoteMemberResponse response;
-    const grpc::Status s = admin->PromoteMember(&context, request, &response);
+    const grpc::Status s = PromoteMember(cluster, via, id);
     if (s.ok()) return absl::OkStatus();
     last = s.error_message();
     absl::SleepFor(absl::Milliseconds(100));
@@ -566,14 +570,8 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
   ASSERT_TRUE(AddMember(cluster, *leader, wiped).ok());
   // Not a voter before it has caught up; not a learner at all: refused.
   {
-    auto admin = cluster.Admin(*leader);
     for (int id : {wiped, 42}) {
-      grpc::ClientContext context;
-      SetDeadline(&context, absl::Seconds(10));
-      sessiond::v1::PromoteMemberRequest request;
-      request.set_node_id(id);
-      sessiond::v1::PromoteMemberResponse response;
-      const grpc::Status s = admin->PromoteMember(&context, request, &response);
+      const grpc::Status s = PromoteMember(cluster, *leader, id);
       EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
           << s.error_message();
       EXPECT_TRUE(absl::StrContains(
@@ -584,12 +582,38 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
   cluster.WipeDataDir(wiped);
   cluster.SetNodeFlags(wiped, {"--initial_cluster_state", "existing"});
   ASSERT_TRUE(cluster.StartNode(wiped).ok());
+  // Caught up, then down: not promoted (as a voter it would count against
+  // the quorum while down).
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  absl::StatusOr<sessiond::v1::MemberStatus> learner =
+      cluster.MemberStatusOf(wiped);
+  ASSERT_TRUE(learner.ok());
+  EXPECT_GE(learner->metrics().snapshots_installed(), 1u);
+  cluster.Kill(wiped);
+  bool unreachable = false;
+  for (int i = 0; i < 100 && !unreachable; ++i) {
+    absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+        cluster.ClusterStatus(*leader);
+    ASSERT_TRUE(status.ok()) << status.status();
+    for (const auto& m : status->members()) {
+      if (m.node_id() == static_cast<uint64_t>(wiped)) {
+        unreachable = !m.reachable();
+      }
+    }
+    if (!unreachable) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(unreachable);
+  const grpc::Status down = PromoteMember(cluster, *leader, wiped);
+  EXPECT_EQ(down.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << down.error_message();
+  EXPECT_TRUE(absl::StrContains(down.error_message(), "is not reachable"))
+      << down.error_message();
+  ASSERT_TRUE(cluster.StartNode(wiped).ok());
   ASSERT_TRUE(PromoteWhenCaughtUp(cluster, *leader, wiped).ok());
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
   absl::StatusOr<sessiond::v1::MemberStatus> rejoined =
       cluster.MemberStatusOf(wiped);
   ASSERT_TRUE(rejoined.ok());
-  EXPECT_GE(rejoined->metrics().snapshots_installed(), 1u);
   EXPECT_TRUE(rejoined->voter());
   for (const std::string& token : tokens) {
     ValidateSessionResponse answer;
