@@ -692,6 +692,12 @@ absl::Status Daemon::Init() {
     parts.snapshots = snapshots_.get();
     parts.status = [this](bool with_digest) { return SelfStatus(with_digest); };
     parts.auth = security_->processor();
+    parts.on_split_identity = [this, self](const std::string& why) {
+      LeaveCluster(absl::StrCat(why, "; remove it from the cluster first (",
+                                "sessionctl members remove ", self.value(),
+                                ", on a live member)"),
+                   /*mark=*/true);
+    };
     peer_service_->Attach(std::move(parts));
   }
 

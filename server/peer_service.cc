@@ -318,6 +318,23 @@ absl::Status PeerService::AdmitSender(const PeerServiceParts& parts,
   // refusing it keeps strangers out.
   if (sender.leader_term != 0 && sender.leader_term >= status.term.value() &&
       !sender.address.empty()) {
+    if (status.conf_state.learners.empty() &&
+        status.conf_state.voters == std::vector<NodeId>{self_}) {
+      // A member added while this node was away is never the lone voter's
+      // news: the lone voter added it. This node started a cluster of its
+      // own under this cluster's id.
+      const std::string why = absl::StrCat(
+          "node ", sender.id, " (", sender.address,
+          ") leads this node's cluster 0x", absl::Hex(parts.cluster_id),
+          " at term ", sender.leader_term,
+          ", but this node's log makes it the cluster's only voter: its data "
+          "dir was started afresh as a new one-node cluster (wiped, or "
+          "restarted with the flags it had before the cluster grew) while "
+          "the cluster still counts it as a member");
+      if (parts.on_split_identity) parts.on_split_identity(why);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "peer traffic from node ", sender.id, " refused: ", why));
+    }
     parts.transport->SetAddress(id, sender.address);
     logging::Info("peer.unknown_leader_admitted",
                   logging::Fields()

@@ -57,6 +57,13 @@ struct PeerServiceParts {
   std::function<sessiond::v1::MemberStatus(bool with_digest)> status;
   // The listeners' role policy; none without TLS (no identities to judge).
   const AuthProcessor* auth = nullptr;
+  // Called (any thread, maybe more than once) when a leader of this
+  // cluster that this node does not know contacts it while it is the lone
+  // voter of its own configuration: its data dir was started afresh as a
+  // new one-node cluster (wiped, or the flags of the node it was before the
+  // cluster grew), and the cluster still counts it as a member. `why` says
+  // so. The node must stop: its vote and its empty log would count.
+  std::function<void(const std::string& why)> on_split_identity;
 };
 
 // The file of the data dir that keeps the node ids a node has received

@@ -88,19 +88,17 @@ std::string ClusterHarness::initial_cluster() const {
 }
 
 std::vector<std::string> ClusterHarness::FlagsFor(const Node& n) const {
-  std::vector<std::string> flags = {
-      "--node_id",
-      absl::StrCat(n.id),
-      "--initial_cluster",
-      n.spare ? absl::StrCat(initial_cluster(), ",", n.id,
-                             "=127.0.0.1:", n.peer_port)
-              : initial_cluster(),
-      "--unsafe_peer_drop_file",
-      n.drop_file};
-  // Fast timing by default; a test's own value for either wins (the daemon
-  // takes each flag once).
+  std::vector<std::string> flags = {"--node_id", absl::StrCat(n.id),
+                                    "--unsafe_peer_drop_file", n.drop_file};
+  // The members, and fast timing, by default; a test's own value for any of
+  // them wins (the daemon takes each flag once).
   for (const auto& [name, value] :
-       {std::pair<std::string, std::string>{"--tick_ms", "20"},
+       {std::pair<std::string, std::string>{
+            "--initial_cluster",
+            n.spare ? absl::StrCat(initial_cluster(), ",", n.id,
+                                   "=127.0.0.1:", n.peer_port)
+                    : initial_cluster()},
+        {"--tick_ms", "20"},
         {"--election_ticks", "10"}}) {
     const auto given = [&name](const std::vector<std::string>& list) {
       return std::find(list.begin(), list.end(), name) != list.end();

@@ -623,6 +623,44 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
   }
 }
 
+// A member restarted on an empty data dir as a one-node cluster under the
+// cluster's own id (the flags of the single node a cluster grew from, or
+// --initial_cluster naming only itself with the id pinned) became the lone
+// voter of a new log, and took the live leader's traffic as that of a member
+// added while it was away: its empty log and its vote counted in a cluster
+// that still lists it as a voter. It stops at the leader's first message,
+// and does not start again on that data dir.
+TEST(ClusterTest, AMemberRestartedAsANewOneNodeClusterStops) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int wiped = Others(cluster, *leader)[0];
+  const std::string token = MustCreate(cluster, *leader, "kept").token();
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(*leader);
+  ASSERT_TRUE(status.ok()) << status.status();
+  cluster.Kill(wiped);
+  cluster.WipeDataDir(wiped);
+  cluster.SetNodeFlags(wiped,
+                       {"--initial_cluster",
+                        absl::StrCat(wiped, "=", cluster.peer_address(wiped)),
+                        "--cluster_id", absl::StrCat(status->cluster_id())});
+  const int stopped = cluster.StartNodeExpectingExit(wiped, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(stopped)) << stopped << "\n" << cluster.LogTail(wiped);
+  EXPECT_TRUE(LogContains(cluster, wiped, "the cluster's only voter"))
+      << cluster.LogTail(wiped);
+  const int again = cluster.StartNodeExpectingExit(wiped, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(again)) << again << "\n" << cluster.LogTail(wiped);
+  EXPECT_EQ(WEXITSTATUS(again), 1);
+  // The others kept their quorum and the session.
+  ValidateSessionResponse answer;
+  ASSERT_TRUE(
+      cluster.Validate(*leader, token, sessiond::v1::LINEARIZABLE, &answer)
+          .ok());
+  EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+}
+
 // Two wiped members with the third down must not bootstrap a cluster that
 // forgot everything: they wait for a member that runs; when it comes, they
 // refuse.
