@@ -209,17 +209,28 @@ void AdminServiceImpl::AskMembers(
     rpc->request.set_cluster_id(options_.cluster_id);
     rpc->request.set_from(options_.self.value());
     rpc->request.set_with_digest(with_digests);
-    stub->async()->NodeStatus(&rpc->context, &rpc->request, &rpc->response,
-                              [rpc, stub, arrive, id](grpc::Status s) {
-                                if (s.ok()) {
-                                  rpc->response.set_reachable(true);
-                                  arrive(id, std::move(rpc->response));
-                                } else {
-                                  MemberStatus failed;
-                                  failed.set_error(s.error_message());
-                                  arrive(id, std::move(failed));
-                                }
-                              });
+    stub->async()->NodeStatus(
+        &rpc->context, &rpc->request, &rpc->response,
+        [rpc, stub, arrive, id](grpc::Status s) {
+          if (s.ok() && rpc->response.node_id() != id.value()) {
+            // Another node at this member's address
+            // (a member added where a removed one
+            // ran): its figures are not this row's.
+            MemberStatus other;
+            other.set_error(
+                absl::StrCat("the node at this address answers as "
+                             "node ",
+                             rpc->response.node_id(), ", not ", id.value()));
+            arrive(id, std::move(other));
+          } else if (s.ok()) {
+            rpc->response.set_reachable(true);
+            arrive(id, std::move(rpc->response));
+          } else {
+            MemberStatus failed;
+            failed.set_error(s.error_message());
+            arrive(id, std::move(failed));
+          }
+        });
   }
   MemberStatus self = self_status_(with_digests);
   self.set_reachable(true);

@@ -1098,6 +1098,66 @@ TEST(ClusterTest, AMemberDownWhileAnotherJoinedFollowsTheNewcomerAsLeader) {
   EXPECT_TRUE(cluster.WaitForWritable(absl::Seconds(20), newcomer).ok());
 }
 
+// A node added where a removed member ran (its peer address) answers the
+// NodeStatus meant for the removed one, which the others still dial:
+// ClusterStatus showed the removed member reachable, with the newcomer's
+// role, indexes and lag.
+TEST(ClusterTest, ClusterStatusDoesNotTakeANodeAtAnotherMembersAddressForIt) {
+  ClusterOptions options = Options();
+  options.spares = 1;
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int removed = Others(cluster, *leader)[0];
+  const int kept = Others(cluster, *leader)[1];
+  const int newcomer = 4;
+  cluster.Kill(removed);
+  ASSERT_TRUE(RemoveMember(cluster, *leader, removed).ok());
+  {
+    auto admin = cluster.Admin(*leader);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::AddMemberRequest request;
+    request.set_node_id(newcomer);
+    request.set_peer_address(cluster.peer_address(removed));
+    request.set_client_address(cluster.client_address(newcomer));
+    sessiond::v1::AddMemberResponse response;
+    const grpc::Status s = admin->AddMember(&context, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  cluster.SetNodeFlags(
+      newcomer, {"--initial_cluster",
+                 absl::StrCat(*leader, "=", cluster.peer_address(*leader), ",",
+                              kept, "=", cluster.peer_address(kept), ",",
+                              newcomer, "=", cluster.peer_address(removed))});
+  ASSERT_TRUE(cluster.StartNode(newcomer).ok());
+  const auto row = [](const sessiond::v1::ClusterStatusResponse& status,
+                      int id) -> const sessiond::v1::MemberStatus* {
+    for (const auto& m : status.members()) {
+      if (m.node_id() == static_cast<uint64_t>(id)) return &m;
+    }
+    return nullptr;
+  };
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status;
+  for (int i = 0; i < 200; ++i) {
+    status = cluster.ClusterStatus(*leader);
+    ASSERT_TRUE(status.ok()) << status.status();
+    const sessiond::v1::MemberStatus* joined = row(*status, newcomer);
+    if (joined != nullptr && joined->reachable()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_NE(row(*status, newcomer), nullptr);
+  ASSERT_TRUE(row(*status, newcomer)->reachable()) << status->DebugString();
+  const sessiond::v1::MemberStatus* gone = row(*status, removed);
+  ASSERT_NE(gone, nullptr) << status->DebugString();
+  EXPECT_FALSE(gone->reachable()) << gone->DebugString();
+  EXPECT_TRUE(absl::StrContains(
+      gone->error(),
+      absl::StrCat("the node at this address answers as node ", newcomer)))
+      << gone->DebugString();
+}
+
 // Starting `id` on its data dir exits 1, saying it was removed.
 void ExpectRefusesToStartAsRemoved(ClusterHarness& cluster, int id) {
   const int status = cluster.StartNodeExpectingExit(id, absl::Seconds(30));
