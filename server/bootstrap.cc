@@ -263,11 +263,17 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
           "): check --cluster_id, --cluster_token and --initial_cluster, or "
           "use another data dir"));
     }
-    decision.cluster_id = identity->cluster_id();
-    return decision;
+    if (HasState(db, log)) {
+      decision.cluster_id = identity->cluster_id();
+      return decision;
+    }
+    // The identity is written before the log is bootstrapped: a process
+    // stopped between the two left an identity and no voter (no leader
+    // could ever be elected). Nothing ran under it (no term, no entry), so
+    // it is decided again, as for a new data dir.
   }
 
-  if (HasState(db, log)) {
+  if (!identity && HasState(db, log)) {
     // A data dir from before identities were recorded: a single node.
     if (node != 1) {
       return absl::FailedPreconditionError(

@@ -496,6 +496,7 @@ absl::Status Daemon::Init() {
   if (!decision.ok()) return decision.status();
   cluster_id_ = decision->cluster_id;
   hello_cluster_id_.store(cluster_id_);
+  SESSIOND_FAULT_POINT("bootstrap.after_identity");
   if (decision->bootstrap_conf) {
     if (absl::Status s = log_->Bootstrap(*decision->bootstrap_conf); !s.ok()) {
       return s;

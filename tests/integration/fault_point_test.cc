@@ -90,6 +90,35 @@ TEST_P(FaultPointTest, AcknowledgedCreatesSurviveACrashAtThePoint) {
   }
 }
 
+// A new data dir gets its identity before its log is bootstrapped. A node
+// stopped between the two came back with an identity and no voter in its
+// log: it served, and never elected a leader, so every write failed.
+TEST(BootstrapFaultTest,
+     ANodeStoppedBeforeItsFirstLogBootstrapsOnItsNextStart) {
+  TempDir dir;
+  const std::string data_dir = dir.path() + "/data";
+  SessiondProcess crashing(SESSIOND_BINARY, data_dir,
+                           {"--fault_point=bootstrap.after_identity"});
+  ASSERT_TRUE(crashing.Launch().ok()) << crashing.log_path();
+  const int status = crashing.WaitForExit(absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(status)) << status << ", see " << crashing.log_path();
+  ASSERT_EQ(WEXITSTATUS(status), kFaultPointExitCode);
+
+  SessiondProcess restarted(SESSIOND_BINARY, data_dir);
+  ASSERT_TRUE(restarted.Start().ok()) << restarted.log_path();
+  auto stub = restarted.NewStub();
+  sessiond::v1::CreateSessionRequest request;
+  request.set_user_id("after-the-crash");
+  sessiond::v1::CreateSessionResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(20));
+  const grpc::Status created =
+      stub->CreateSession(&context, request, &response);
+  EXPECT_TRUE(created.ok())
+      << created.error_message() << ", see " << restarted.log_path();
+}
+
 INSTANTIATE_TEST_SUITE_P(WritePath, FaultPointTest,
                          ::testing::Values("log.before_append",
                                            "log.after_append",
