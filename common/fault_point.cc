@@ -16,8 +16,10 @@ namespace {
 
 absl::Mutex armed_name_mutex(absl::kConstInit);
 std::string* armed_name ABSL_GUARDED_BY(armed_name_mutex) = nullptr;
-// Hits of the armed point still to pass before the crash.
+// Hits of the armed point still to pass before the crash (or the stalls).
 uint64_t hits_before_crash ABSL_GUARDED_BY(armed_name_mutex) = 0;
+// > 0: no crash; from that hit on, each hit sleeps this long.
+uint64_t stall_ms ABSL_GUARDED_BY(armed_name_mutex) = 0;
 
 struct ArmFromEnvironment {
   ArmFromEnvironment() {
@@ -33,21 +35,35 @@ namespace internal {
 std::atomic<bool> fault_point_armed{false};
 
 void MaybeCrashAtFaultPoint(std::string_view name) {
-  absl::MutexLock lock(&armed_name_mutex);
-  if (armed_name != nullptr && *armed_name == name) {
+  uint64_t stall = 0;
+  {
+    absl::MutexLock lock(&armed_name_mutex);
+    if (armed_name == nullptr || *armed_name != name) return;
     if (hits_before_crash > 0) {
       --hits_before_crash;
       return;
     }
-    std::fprintf(stderr, "fault point %s reached: exiting with %d\n",
-                 armed_name->c_str(), kFaultPointExitCode);
-    std::fflush(stderr);
-    _exit(kFaultPointExitCode);
+    stall = stall_ms;
   }
+  if (stall > 0) {
+    // Outside the lock: other threads pass their points meanwhile.
+    usleep(static_cast<useconds_t>(stall * 1000));
+    return;
+  }
+  std::fprintf(stderr, "fault point %.*s reached: exiting with %d\n",
+               static_cast<int>(name.size()), name.data(), kFaultPointExitCode);
+  std::fflush(stderr);
+  _exit(kFaultPointExitCode);
 }
 }  // namespace internal
 
 bool ArmFaultPoint(std::string_view spec) {
+  uint64_t stall = 0;
+  if (const size_t tilde = spec.find('~'); tilde != std::string_view::npos) {
+    const std::string ms(spec.substr(tilde + 1));
+    if (!absl::SimpleAtoi(ms, &stall) || stall == 0) return false;
+    spec = spec.substr(0, tilde);
+  }
   std::string_view name = spec;
   uint64_t nth = 1;
   if (const size_t at = spec.find('@'); at != std::string_view::npos) {
@@ -59,6 +75,7 @@ bool ArmFaultPoint(std::string_view spec) {
   delete armed_name;
   armed_name = name.empty() ? nullptr : new std::string(name);
   hits_before_crash = nth - 1;
+  stall_ms = stall;
   internal::fault_point_armed.store(!name.empty(), std::memory_order_relaxed);
   return true;
 }

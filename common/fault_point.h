@@ -15,11 +15,15 @@ namespace sessiond {
 // process exits at once with kFaultPointExitCode, skipping every destructor,
 // as a power cut would. The count lets a test crash in the middle of a load
 // rather than at start-up, which passes every point once.
+// With a stall, <name>[@<n>]~<ms>, the point never crashes: from its n-th
+// hit on, every hit sleeps <ms> milliseconds instead (a slow disk or a
+// busy stage, for tests of what waits on it).
 // When no fault point is armed the check is one relaxed atomic load.
 inline constexpr int kFaultPointExitCode = 86;
 
-// Arms `spec` ("name" or "name@n", n >= 1) for this process. An empty spec
-// disarms. Returns false (and arms nothing) when the count is malformed.
+// Arms `spec` ("name", "name@n", n >= 1, either with "~ms", ms >= 1) for
+// this process. An empty spec disarms. Returns false (and arms nothing)
+// when the count or the stall is malformed.
 // Thread-safe.
 bool ArmFaultPoint(std::string_view spec);
 

@@ -259,6 +259,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   // index is not applied within the read timeout. Runs on
   // the completion stage or the calling thread; must not block.
   void WhenApplied(LogIndex index, StatusCallback done);
+  // True once the driver stopped taking reads: WhenApplied and ReadIndex
+  // then fail at once. Any thread.
+  bool ReadsClosed() const ABSL_LOCKS_EXCLUDED(reads_mu_) {
+    absl::MutexLock lock(&reads_mu_);
+    return reads_closed_;
+  }
 
   // The Runtime's clock (NodeStatus::last_leader_contact is on it).
   absl::Duration Now() const { return runtime_->Elapsed(); }
@@ -513,7 +519,7 @@ class NodeDriver : public MessageSink, public StageRunner {
     StatusCallback done;
     absl::Duration expires;
   };
-  absl::Mutex reads_mu_;
+  mutable absl::Mutex reads_mu_;
   std::multimap<LogIndex, WaitingRead> reads_waiting_
       ABSL_GUARDED_BY(reads_mu_);
   LogIndex applied_for_reads_ ABSL_GUARDED_BY(reads_mu_);

@@ -586,8 +586,9 @@ const std::vector<Option>& Options() {
        .string_field = SESSIOND_STRING_FIELD(unsafe_peer_drop_file),
        .hidden = true},
       {.name = "fault_point",
-       .help = "NAME[@N]: exit with code 86 at the N-th pass of this fault "
-               "point (fault tests only)",
+       .help = "NAME[@N][~MS]: exit with code 86 at the N-th pass of this "
+               "fault point; with ~MS, sleep MS ms at that pass and every one "
+               "after instead (fault tests only)",
        .string_field = SESSIOND_STRING_FIELD(fault_point),
        .hidden = true},
   };

@@ -397,9 +397,9 @@ absl::Status Daemon::Init() {
     phase_start = now;
   };
   if (!config_.fault_point.empty() && !ArmFaultPoint(config_.fault_point)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--fault_point=", config_.fault_point,
-                     ": expected NAME or NAME@N with N >= 1"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--fault_point=", config_.fault_point,
+        ": expected NAME, NAME@N or either with ~MS, N and MS >= 1"));
   }
   const NodeId self(static_cast<uint64_t>(config_.node_id));
   {

@@ -365,12 +365,28 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
           absl::MutexLock lock(&call->mu);
           call->result = result;
         }
-        // Read-your-writes on this node: answer once it applied that far
-        // (or at the deadline, with the same result).
-        driver_->WhenApplied(LogIndex(rpc->response.applied_index()),
-                             [this, call, result = std::move(result)](
-                                 absl::Status) { Finish(call, result); });
+        FinishWhenApplied(call, LogIndex(rpc->response.applied_index()),
+                          std::move(result));
       });
+}
+
+void WritePath::FinishWhenApplied(const std::shared_ptr<Call>& call,
+                                  LogIndex index, ApplyResult result) {
+  // Read-your-writes on this node: answer once it applied that far, or at
+  // the call's deadline (whose timer answers with call->result). The
+  // driver's wait ends sooner, at its read timeout: then wait again.
+  driver_->WhenApplied(index, [this, call, index, result = std::move(result)](
+                                  absl::Status applied) mutable {
+    if (!applied.ok() && !driver_->ReadsClosed()) {
+      {
+        absl::MutexLock lock(&call->mu);
+        if (call->finished) return;
+      }
+      FinishWhenApplied(call, index, std::move(result));
+      return;
+    }
+    Finish(call, std::move(result));
+  });
 }
 
 void WritePath::ProposeHere(const ProposeRequest& op, Done done) {

@@ -138,6 +138,10 @@ class WritePath {
 
   // Arms the deadline, then tries.
   void Start(std::shared_ptr<Call> call, absl::Time deadline, Done done);
+  // A forwarded write the leader applied with `result`: answered once this
+  // node applied `index` too (or at the call's deadline).
+  void FinishWhenApplied(const std::shared_ptr<Call>& call, LogIndex index,
+                         replication::ApplyResult result);
   void Try(std::shared_ptr<Call> call);
   void Forward(std::shared_ptr<Call> call, NodeId leader);
   // Proposes the call's operation here (this node leads).

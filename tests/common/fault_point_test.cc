@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "common/fault_point.h"
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 
 namespace sessiond {
@@ -12,7 +13,24 @@ TEST(FaultPointTest, ParsesNameAndCount) {
   EXPECT_FALSE(ArmFaultPoint("log.after_append@0"));
   EXPECT_FALSE(ArmFaultPoint("log.after_append@three"));
   EXPECT_FALSE(ArmFaultPoint("log.after_append@"));
+  EXPECT_TRUE(ArmFaultPoint("apply.before_apply~250"));
+  EXPECT_TRUE(ArmFaultPoint("apply.before_apply@2~250"));
+  EXPECT_FALSE(ArmFaultPoint("apply.before_apply~0"));
+  EXPECT_FALSE(ArmFaultPoint("apply.before_apply~"));
+  EXPECT_FALSE(ArmFaultPoint("apply.before_apply@0~5"));
   EXPECT_TRUE(ArmFaultPoint(""));  // disarms
+}
+
+// A stall never exits: from its n-th pass on, each pass sleeps instead.
+TEST(FaultPointTest, AStallSleepsAtEachPassFromTheNthOn) {
+  ASSERT_TRUE(ArmFaultPoint("unit.stall@2~200"));
+  const absl::Time start = absl::Now();
+  SESSIOND_FAULT_POINT("unit.stall");  // the first pass: no sleep
+  SESSIOND_FAULT_POINT("unit.stall");
+  SESSIOND_FAULT_POINT("unit.stall");
+  // At least the two sleeps; no upper bound (a loaded machine is slow).
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(400));
+  ASSERT_TRUE(ArmFaultPoint(""));
 }
 
 TEST(FaultPointTest, CrashesAtTheNthPassOnly) {

@@ -1158,6 +1158,33 @@ TEST(ClusterTest, ClusterStatusDoesNotTakeANodeAtAnotherMembersAddressForIt) {
       << gone->DebugString();
 }
 
+// A write through a follower is answered once that follower applied it too,
+// so a read there right after sees it (API.md, "Writes through any node").
+// The follower's wait ended at the driver's read timeout (20 ticks): with
+// its apply stage slower than that, a create was answered OK and a LOCAL
+// validation on the same node a moment later said UNKNOWN.
+TEST(ClusterTest, AWriteThroughASlowFollowerIsReadThereRightAfter) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int slow = Others(cluster, *leader)[0];
+  cluster.Kill(slow);
+  // Each apply batch waits a second before it applies.
+  cluster.SetNodeFlags(slow, {"--fault_point", "apply.before_apply~1000"});
+  ASSERT_TRUE(cluster.StartNode(slow).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  for (int i = 0; i < 3; ++i) {
+    const std::string token =
+        MustCreate(cluster, slow, "slow-follower").token();
+    ASSERT_FALSE(token.empty());
+    ValidateSessionResponse answer;
+    ASSERT_TRUE(
+        cluster.Validate(slow, token, sessiond::v1::LOCAL, &answer).ok());
+    EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID) << i;
+  }
+}
+
 // Starting `id` on its data dir exits 1, saying it was removed.
 void ExpectRefusesToStartAsRemoved(ClusterHarness& cluster, int id) {
   const int status = cluster.StartNodeExpectingExit(id, absl::Seconds(30));
