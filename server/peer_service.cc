@@ -50,6 +50,28 @@ uint64_t LeaderTerm(const RaftMessage& m) {
   }
 }
 
+// InvalidArgument for a batch whose messages are not all its sender's to
+// this node, or that carries a snapshot: a snapshot comes on SendSnapshot,
+// where its image is received and checked first. On this stream it has no
+// image, and installing it would drop the log for nothing the state
+// machine can load.
+absl::Status CheckBatchMessages(const MessageBatch& batch) {
+  for (const RaftMessage& m : batch.messages()) {
+    if (m.from() != batch.from() || m.to() != batch.to()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a Raft message from node ", m.from(), " to node ", m.to(),
+          " in a batch from node ", batch.from(), " to node ", batch.to()));
+    }
+    if (m.type() ==
+        static_cast<uint32_t>(replication::MessageType::kSnapshot)) {
+      return absl::InvalidArgumentError(
+          "a snapshot on the message stream: snapshots come on SendSnapshot, "
+          "with their image");
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The lowest LeaderTerm of `messages`; 0 if any is 0, or there are none.
 uint64_t LeaderTerm(
     const google::protobuf::RepeatedPtrField<RaftMessage>& messages) {
@@ -103,6 +125,7 @@ class PeerService::MessageStream
           absl::StrCat("batch for node ", batch_.to(), " reached node ",
                        service_->self_.value()));
     }
+    if (check.ok()) check = CheckBatchMessages(batch_);
     if (!check.ok()) {
       service_->LogRefusal(check);
       Finish(ToGrpcStatus(check));
@@ -192,6 +215,11 @@ class PeerService::SnapshotStream
       return absl::InvalidArgumentError(
           "a snapshot stream must start with a snapshot message");
     }
+    if (chunk_.sha256().size() != storage::kSnapshotDigestBytes) {
+      return absl::InvalidArgumentError(
+          "a snapshot stream must announce its image's SHA-256");
+    }
+    announced_sha256_ = chunk_.sha256();
     message_ = *std::move(message);
     absl::StatusOr<std::unique_ptr<storage::DurableFileWriter>> file =
         parts_.snapshots->NewFile(message_.snapshot->meta.index,
@@ -213,6 +241,14 @@ class PeerService::SnapshotStream
         receiver_->Finish();
     if (!ref.ok()) {
       Finish(ToGrpcStatus(ref.status()));
+      return;
+    }
+    if (ref->sha256() != announced_sha256_) {
+      // Whole and self-consistent, but not the image the leader made.
+      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
+      Finish(ToGrpcStatus(absl::DataLossError(
+          "the snapshot image's SHA-256 differs from the one its sender "
+          "announced")));
       return;
     }
     if (absl::Status judged =
@@ -252,6 +288,7 @@ class PeerService::SnapshotStream
   std::optional<uint64_t> judged_;  // the role policy judged by (JudgeAgain)
   PeerServiceParts parts_;
   Message message_;
+  std::string announced_sha256_;  // the first chunk's
   std::unique_ptr<storage::SnapshotReceiver> receiver_;
 };
 

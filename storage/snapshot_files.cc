@@ -357,7 +357,9 @@ absl::StatusOr<std::unique_ptr<SnapshotImageReader>> SnapshotImageReader::Open(
 }
 
 absl::Status SnapshotImageReader::ReadExact(size_t n, std::string* out) {
-  if (offset_ + n > size_ - kSnapshotDigestBytes) {
+  // No sum that can wrap: n comes from the image (a varint of up to 2^64).
+  const uint64_t body = size_ - kSnapshotDigestBytes;
+  if (offset_ > body || n > body - offset_) {
     return absl::DataLossError("snapshot image is truncated");
   }
   out->resize(n);

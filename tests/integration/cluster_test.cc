@@ -791,9 +791,12 @@ TEST(ClusterTest, TouchesOfABatchThatFoundNoQuorumReachTheLogLater) {
 
 // One MessageBatch with one Raft message to `to`'s peer port, as `from`
 // of `cluster_id` would send it: the stream's status.
+// `index`: the message's; `message_from`: its sender as the message says
+// (0: `from`, the batch's).
 grpc::Status SendPeerBatch(ClusterHarness& cluster, int to, uint64_t cluster_id,
                            uint64_t from, replication::MessageType type,
-                           uint64_t term, const std::string& from_address) {
+                           uint64_t term, const std::string& from_address,
+                           uint64_t index = 0, uint64_t message_from = 0) {
   auto stub = sessiond::v1::internal::RaftPeer::NewStub(grpc::CreateChannel(
       cluster.peer_address(to), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
@@ -807,9 +810,10 @@ grpc::Status SendPeerBatch(ClusterHarness& cluster, int to, uint64_t cluster_id,
   batch.set_from_address(from_address);
   sessiond::v1::internal::RaftMessage* m = batch.add_messages();
   m->set_type(static_cast<uint32_t>(type));
-  m->set_from(from);
+  m->set_from(message_from != 0 ? message_from : from);
   m->set_to(to);
   m->set_term(term);
+  m->set_index(index);
   writer->Write(batch);
   writer->WritesDone();
   return writer->Finish();
@@ -868,11 +872,32 @@ TEST(ClusterTest, PeerTrafficFromAnotherClusterOrAStrangerIsRefused) {
     EXPECT_TRUE(absl::StrContains(s.error_message(), c.says))
         << c.what << ": " << s.error_message();
   }
+  // From a member, but not what a member sends on this stream: a snapshot
+  // without its image (installed, it dropped the follower's log, and the
+  // node aborted and would not start again), and a message in another
+  // member's name (a vote nobody cast).
+  const int other = Others(cluster, *leader)[1];
+  const grpc::Status snapshot = SendPeerBatch(
+      cluster, follower, cluster_id, *leader, MessageType::kSnapshot, term,
+      cluster.peer_address(*leader), before->commit_index() + 100);
+  EXPECT_EQ(snapshot.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(snapshot.error_message(),
+                                "a snapshot on the message stream"))
+      << snapshot.error_message();
+  const grpc::Status forged = SendPeerBatch(
+      cluster, follower, cluster_id, *leader, MessageType::kVoteResponse, term,
+      cluster.peer_address(*leader), 0, other);
+  EXPECT_EQ(forged.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(
+      forged.error_message(), absl::StrCat("a Raft message from node ", other)))
+      << forged.error_message();
   absl::StatusOr<sessiond::v1::MemberStatus> after =
       cluster.MemberStatusOf(follower);
-  ASSERT_TRUE(after.ok());
+  ASSERT_TRUE(after.ok()) << cluster.LogTail(follower);
   EXPECT_EQ(after->term(), term);
   EXPECT_EQ(after->leader(), static_cast<uint64_t>(*leader));
+  EXPECT_EQ(after->first_index(), before->first_index());
+  EXPECT_GE(after->last_index(), before->last_index());
   EXPECT_TRUE(LogContains(cluster, follower, "peer.refused"));
 }
 

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
+#include <openssl/sha.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -307,7 +308,10 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
       absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
 
-  auto send = [&](LogIndex index) {
+  // Sends `bytes` as the image of a snapshot at `index`, announcing
+  // `announced` as its SHA-256 (its trailer when empty).
+  auto send_image = [&](LogIndex index, const std::string& bytes,
+                        std::string announced = "") {
     Message message;
     message.type = MessageType::kSnapshot;
     message.from = kSelf;
@@ -321,8 +325,11 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
     chunk.set_from(kSelf.value());
     chunk.set_to(kPeer.value());
     ToWire(message, chunk.mutable_message());
-    chunk.set_total_bytes(image.size());
-    chunk.set_data(image);
+    chunk.set_total_bytes(bytes.size());
+    chunk.set_sha256(announced.empty()
+                         ? bytes.substr(bytes.size() - SHA256_DIGEST_LENGTH)
+                         : announced);
+    chunk.set_data(bytes);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::seconds(30));
@@ -332,6 +339,7 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
     writer->WritesDone();
     return writer->Finish();
   };
+  auto send = [&](LogIndex index) { return send_image(index, image); };
   const grpc::Status at_another_index = send(LogIndex(8));
   EXPECT_EQ(at_another_index.error_code(), grpc::StatusCode::DATA_LOSS);
   EXPECT_TRUE(absl::StrContains(at_another_index.error_message(),
@@ -342,7 +350,26 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   EXPECT_TRUE(
       absl::StrContains(malformed_record.error_message(), "malformed record"))
       << malformed_record.error_message();
-  // Neither image was kept.
+  // Whole and self-consistent, but not what the sender announced.
+  const grpc::Status not_announced =
+      send_image(LogIndex(7), image, std::string(SHA256_DIGEST_LENGTH, 'x'));
+  EXPECT_EQ(not_announced.error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_TRUE(absl::StrContains(not_announced.error_message(),
+                                "differs from the one its sender announced"))
+      << not_announced.error_message();
+  // A header length near 2^64 with a checksum to match: its bound check
+  // wrapped and the reader threw (std::length_error) on a gRPC thread.
+  std::string huge_header(storage::kSnapshotMagic);
+  huge_header.append("\xf0\xff\xff\xff\xff\xff\xff\xff\xff\x01", 10);
+  huge_header.append("filler");
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(huge_header.data()),
+         huge_header.size(), digest);
+  huge_header.append(reinterpret_cast<const char*>(digest), sizeof(digest));
+  const grpc::Status huge = send_image(LogIndex(7), huge_header);
+  EXPECT_EQ(huge.error_code(), grpc::StatusCode::DATA_LOSS)
+      << huge.error_message();
+  // No image was kept.
   EXPECT_TRUE(std::filesystem::is_empty(received.dir()));
   server->Shutdown();
 }
