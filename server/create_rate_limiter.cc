@@ -65,6 +65,15 @@ absl::Status CreateRateLimiter::Admit(absl::string_view identity,
       wait);
 }
 
+void CreateRateLimiter::Refund(absl::string_view identity, uint32_t creates) {
+  if (!enabled() || creates == 0) return;
+  Shard& shard = shards_[absl::Hash<absl::string_view>()(identity) % kShards];
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.buckets.find(identity);
+  if (it == shard.buckets.end()) return;
+  it->second.tokens = std::min(burst_, it->second.tokens + creates);
+}
+
 size_t CreateRateLimiter::identities() const {
   size_t n = 0;
   for (const Shard& shard : shards_) {

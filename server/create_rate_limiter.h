@@ -58,6 +58,11 @@ class CreateRateLimiter {
   absl::Status Admit(absl::string_view identity, uint32_t creates,
                      absl::Duration now);
 
+  // Gives back `creates` that Admit took for a call that then created
+  // nothing (refused before it was proposed): up to the burst. A bucket
+  // dropped meanwhile is full already.
+  void Refund(absl::string_view identity, uint32_t creates);
+
   // Buckets held, and callers let through untracked (the table was full).
   size_t identities() const;
   uint64_t untracked() const { return untracked_.load(); }

@@ -187,6 +187,11 @@ absl::Status SessionServiceImpl::AdmitCreates(
     const grpc::ServerContextBase& context, uint32_t creates) const {
   CreateRateLimiter* limiter = options_.create_rate_limiter;
   if (limiter == nullptr || !limiter->enabled()) return absl::OkStatus();
+  return limiter->Admit(RateLimitKey(context), creates, SteadyNow());
+}
+
+std::string SessionServiceImpl::RateLimitKey(
+    const grpc::ServerContextBase& context) const {
   std::string caller;
   if (options_.auth != nullptr) {
     absl::StatusOr<Caller> who = options_.auth->CallerOf(context);
@@ -201,7 +206,14 @@ absl::Status SessionServiceImpl::AdmitCreates(
       caller.resize(colon);
     }
   }
-  return limiter->Admit(caller, creates, SteadyNow());
+  return caller;
+}
+
+void SessionServiceImpl::RefundCreates(const grpc::ServerContextBase& context,
+                                       uint32_t creates) const {
+  CreateRateLimiter* limiter = options_.create_rate_limiter;
+  if (creates == 0 || limiter == nullptr || !limiter->enabled()) return;
+  limiter->Refund(RateLimitKey(context), creates);
 }
 
 absl::Status SessionServiceImpl::CheckReady() const {
@@ -479,8 +491,16 @@ void SessionServiceImpl::ServeList(ListCall* call) {
 
 template <typename Then>
 void SessionServiceImpl::SubmitWrite(UnaryCallBase* call, Command command,
-                                     WriteKind kind, Then then) {
-  if (absl::Status s = CheckReady(); !s.ok()) return call->Reply(s);
+                                     WriteKind kind, Then then,
+                                     uint32_t charged_creates) {
+  // Refused here, nothing was created: the caller's creates are given back
+  // (a caller retrying through an overload would otherwise be rate limited
+  // for creates it never made).
+  const auto refuse = [this, call, charged_creates](const absl::Status& s) {
+    RefundCreates(*call->context(), charged_creates);
+    call->Reply(s);
+  };
+  if (absl::Status s = CheckReady(); !s.ok()) return refuse(s);
   // Off (--write_admission_target_ms=0): no clock reads, no lock.
   WriteAdmission* admission =
       options_.write_admission != nullptr && options_.write_admission->enabled()
@@ -492,27 +512,32 @@ void SessionServiceImpl::SubmitWrite(UnaryCallBase* call, Command command,
     if (kind == WriteKind::kExisting) {
       admission->Enter(entered);
     } else if (absl::Status s = admission->Admit(entered); !s.ok()) {
-      return call->Reply(s);
+      return refuse(s);
     }
   }
   if (absl::Status s = EnterWrite(); !s.ok()) {
     if (admission != nullptr) admission->Finish(entered, SteadyNow());
-    return call->Reply(s);
+    return refuse(s);
   }
-  writes_->Submit(std::move(command), DeadlineOf(call->context()),
-                  [this, admission, entered,
-                   then = std::move(then)](replication::ApplyResult result) {
-                    if (admission != nullptr) {
-                      admission->Finish(entered, SteadyNow());
-                    }
-                    then(std::move(result));
-                    writes_inflight_.fetch_sub(1);
-                  });
+  writes_->Submit(
+      std::move(command), DeadlineOf(call->context()),
+      [this, admission, entered, call, charged_creates,
+       then = std::move(then)](replication::ApplyResult result) {
+        if (admission != nullptr) {
+          admission->Finish(entered, SteadyNow());
+        }
+        if (!result.ok() &&
+            result.status().GetPayload(kNotProposedPayload).has_value()) {
+          RefundCreates(*call->context(), charged_creates);
+        }
+        then(std::move(result));
+        writes_inflight_.fetch_sub(1);
+      });
 }
 
 void SessionServiceImpl::Write(UnaryCallBase* call, Command command,
                                std::function<absl::Status(std::any&)> fill,
-                               WriteKind kind) {
+                               WriteKind kind, uint32_t charged_creates) {
   SubmitWrite(
       call, std::move(command), kind,
       [this, call, fill = std::move(fill)](replication::ApplyResult result) {
@@ -522,7 +547,8 @@ void SessionServiceImpl::Write(UnaryCallBase* call, Command command,
           AddLeaderHint(call->context(), hint);
         }
         call->Reply(fill(*result));
-      });
+      },
+      charged_creates);
 }
 
 namespace {
@@ -661,20 +687,25 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
           } else if (std::string key = state_machine_->create_key();
                      key.empty()) {
             // The deadline cut this node's wait for the apply short.
+            RefundCreates(*call->context(), 1);
             Fail(call, absl::UnavailableError(
                            "the create key is not applied on this node yet "
                            "(nothing was created); retry"));
           } else {
             CreateWithRequestId(call, lifetimes, key);
           }
-        });
+        },
+        /*charged_creates=*/1);
     return;
   }
   Command command;
   absl::StatusOr<std::string> filled =
       FillCreate(call->request(), *lifetimes, options_.max_sessions_per_user,
                  options_.jwt_issuer, clock_, command.mutable_create());
-  if (!filled.ok()) return call->Reply(filled.status());
+  if (!filled.ok()) {
+    RefundCreates(*call->context(), 1);
+    return call->Reply(filled.status());
+  }
   std::string token = *std::move(filled);
   Write(
       call, std::move(command),
@@ -684,7 +715,7 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
         SESSIOND_FAULT_POINT("create.before_reply");
         return s;
       },
-      WriteKind::kCreate);
+      WriteKind::kCreate, /*charged_creates=*/1);
 }
 
 void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
@@ -718,7 +749,7 @@ void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
         SESSIOND_FAULT_POINT("create.before_reply");
         return s;
       },
-      WriteKind::kCreate);
+      WriteKind::kCreate, /*charged_creates=*/1);
 }
 
 void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
@@ -771,6 +802,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
         FillCreate(request, lifetimes[i], options_.max_sessions_per_user,
                    options_.jwt_issuer, clock_, batch->add_creates());
     if (!token.ok()) {
+      RefundCreates(*call->context(), static_cast<uint32_t>(count));
       return call->Reply(absl::Status(
           token.status().code(),
           absl::StrCat("requests[", i, "].", token.status().message())));
@@ -794,7 +826,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
         }
         return absl::OkStatus();
       },
-      WriteKind::kCreate);
+      WriteKind::kCreate, static_cast<uint32_t>(count));
 }
 
 void SessionServiceImpl::ServeTouch(TouchCall* call) {

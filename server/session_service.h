@@ -343,6 +343,11 @@ class SessionServiceImpl final : public RawSessionService {
   // The caller's create rate limit (options_.create_rate_limiter).
   absl::Status AdmitCreates(const grpc::ServerContextBase& context,
                             uint32_t creates) const;
+  // Gives back what AdmitCreates took for a call that created nothing.
+  void RefundCreates(const grpc::ServerContextBase& context,
+                     uint32_t creates) const;
+  // The rate limit's key for the caller: its identity, or its host.
+  std::string RateLimitKey(const grpc::ServerContextBase& context) const;
   // Counts a write in flight, or refuses it when draining.
   absl::Status EnterWrite();
   // The one entry of every write: refuses it (answering `call`) when the
@@ -355,14 +360,17 @@ class SessionServiceImpl final : public RawSessionService {
   enum class WriteKind { kCreate, kExisting };
   // `then`: a callable taking replication::ApplyResult (a template, so a
   // write builds one callback, not one wrapped in another).
+  // `charged_creates`: what AdmitCreates took for it, given back when the
+  // write is refused before any node proposed it (nothing was created).
   template <typename Then>
   void SubmitWrite(UnaryCallBase* call, sessiond::v1::internal::Command command,
-                   WriteKind kind, Then then);
+                   WriteKind kind, Then then, uint32_t charged_creates = 0);
   // SubmitWrite that finishes `call` with `fill(applied value)` or the error
   // (with the leader hint).
   void Write(UnaryCallBase* call, sessiond::v1::internal::Command command,
              std::function<absl::Status(std::any&)> fill,
-             WriteKind kind = WriteKind::kExisting);
+             WriteKind kind = WriteKind::kExisting,
+             uint32_t charged_creates = 0);
 
   const SessionServiceOptions options_;
   const PageTokenCodec page_tokens_;

@@ -1210,6 +1210,54 @@ TEST(ClusterTest, AWriteThroughASlowFollowerIsReadThereRightAfter) {
   }
 }
 
+// A create refused before any node proposed it (here: no leader until its
+// deadline) created nothing, and gives its caller's rate-limit token back:
+// a caller retrying through an election or an overload was rate limited
+// (RATE_LIMITED) for creates it never made.
+TEST(ClusterTest, CreatesThatWereNeverProposedCostNoRateLimit) {
+  ClusterHarness cluster(Options(
+      {"--create_rate_per_identity", "1", "--create_burst_per_identity", "2"}));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int alone = Others(cluster, *leader)[0];
+  for (int id : cluster.ids()) {
+    if (id != alone) cluster.Kill(id);
+  }
+  // Until it knows no leader: a write it proposes might still commit.
+  bool leaderless = false;
+  for (int i = 0; i < 200 && !leaderless; ++i) {
+    absl::StatusOr<sessiond::v1::MemberStatus> status =
+        cluster.MemberStatusOf(alone);
+    leaderless = status.ok() && status->leader() == 0;
+    if (!leaderless) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(leaderless);
+  auto stub = cluster.Stub(alone);
+  // Two rounds of two, each a burst's worth, 0.4 s apart: without the
+  // refund the second round finds under half a token and is refused.
+  for (int round = 0; round < 2; ++round) {
+    std::vector<grpc::Status> answers(2);
+    std::vector<std::thread> callers;
+    for (int c = 0; c < 2; ++c) {
+      callers.emplace_back([&, c] {
+        grpc::ClientContext context;
+        SetDeadline(&context, absl::Milliseconds(400));
+        sessiond::v1::CreateSessionRequest request;
+        request.set_user_id("leaderless");
+        sessiond::v1::CreateSessionResponse response;
+        answers[c] = stub->CreateSession(&context, request, &response);
+      });
+    }
+    for (auto& t : callers) t.join();
+    for (const grpc::Status& s : answers) {
+      EXPECT_FALSE(s.ok());
+      EXPECT_FALSE(absl::StrContains(s.error_message(), "create rate limit"))
+          << "round " << round << ": " << s.error_message();
+    }
+  }
+}
+
 // Starting `id` on its data dir exits 1, saying it was removed.
 void ExpectRefusesToStartAsRemoved(ClusterHarness& cluster, int id) {
   const int status = cluster.StartNodeExpectingExit(id, absl::Seconds(30));

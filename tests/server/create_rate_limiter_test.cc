@@ -72,6 +72,23 @@ TEST(CreateRateLimiterTest, ABatchLargerThanTheBurstPassesFromAFullBucket) {
   EXPECT_TRUE(limiter.Admit("app", 1, At(4.2)).ok());
 }
 
+// Creates refused before anything was proposed (an overloaded node, no
+// leader) are given back: a caller retrying through an overload was rate
+// limited for creates it never made.
+TEST(CreateRateLimiterTest, RefundedCreatesPassAgainUpToTheBurst) {
+  CreateRateLimiter limiter({.rate_per_s = 1, .burst = 2});
+  ASSERT_TRUE(limiter.Admit("app", 2, At(0)).ok());
+  EXPECT_FALSE(limiter.Admit("app", 1, At(0)).ok());
+  limiter.Refund("app", 1);
+  EXPECT_TRUE(limiter.Admit("app", 1, At(0)).ok());
+  EXPECT_FALSE(limiter.Admit("app", 1, At(0)).ok());
+  limiter.Refund("app", 5);  // no more than the burst
+  ASSERT_TRUE(limiter.Admit("app", 2, At(0)).ok());
+  EXPECT_FALSE(limiter.Admit("app", 1, At(0)).ok());
+  limiter.Refund("stranger", 3);  // no bucket: nothing to give back
+  EXPECT_EQ(limiter.identities(), 1u);
+}
+
 TEST(CreateRateLimiterTest, MemoryIsBoundedAndIdleCallersAreForgottenFirst) {
   // 16 shards of one bucket each.
   CreateRateLimiter limiter(
