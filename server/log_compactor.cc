@@ -38,6 +38,13 @@ void LogCompactor::Stop() { task_.Stop(); }
 absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
   absl::MutexLock lock(&mu_);
   const LogIndex applied = state_machine_->applied_index();
+  // A snapshot received from the leader and installed is this node's image
+  // of its index too: another of the same state would only take the disk
+  // (twice the whole state, on an idle node until a later one passes it).
+  if (absl::StatusOr<replication::Snapshot> held = log_->GetSnapshot();
+      held.ok() && held->meta.index > last_snapshot_) {
+    last_snapshot_ = held->meta.index;
+  }
   if (applied <= last_snapshot_) return LogIndex(0);
   if (!force && applied - last_snapshot_ < options_.min_entries) {
     return LogIndex(0);
