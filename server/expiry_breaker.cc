@@ -15,14 +15,15 @@ uint64_t SaturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
 }  // namespace
 
 void ExpiryBreakerJudge::Reset(int64_t steady_ms, int64_t cluster_ms,
-                               uint64_t live) {
+                               uint64_t live,
+                               std::optional<uint64_t> young_baseline) {
   started_ = true;
   start_steady_ms_ = steady_ms;
   start_cluster_ms_ = cluster_ms;
   live_at_start_ = live;
   counts_ = ExpiryCounts{};
-  has_baseline_ = false;
-  young_baseline_ = 0;
+  has_baseline_ = young_baseline.has_value();
+  young_baseline_ = young_baseline.value_or(0);
 }
 
 void ExpiryBreakerJudge::RollIfOver(int64_t steady_ms, int64_t cluster_ms,

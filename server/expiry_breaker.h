@@ -36,6 +36,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -100,8 +101,11 @@ class ExpiryBreakerJudge {
   const ExpiryBreakerOptions& options() const { return options_; }
 
   // Starts a first window (a new leader, or after the breaker closed):
-  // no baseline yet.
-  void Reset(int64_t steady_ms, int64_t cluster_ms, uint64_t live);
+  // no baseline yet, unless `young_baseline` gives one known from before
+  // (the opening's, just after the breaker closed: a window judged without
+  // one would take a cause still at work as its new normal).
+  void Reset(int64_t steady_ms, int64_t cluster_ms, uint64_t live,
+             std::optional<uint64_t> young_baseline = std::nullopt);
 
   // Whether expiring `candidates` (sessions expired at cluster_ms, or about
   // to be) would cross the threshold. Rolls the window first when it is

@@ -131,8 +131,18 @@ uint64_t ExpirySweeper::SweepClosed(int64_t steady_ms,
   if (breaker_on &&
       (!judging_ || judged_after_opening_ != breaker.times_opened())) {
     // A new leadership, or the breaker just closed: what is overdue now
-    // was seen (or confirmed) and expires as planned.
-    judge_.Reset(steady_ms, now_ms, table_->size());
+    // was seen (or confirmed) and expires as planned. Closed within a
+    // window, its opening's baseline still says what young expiries to
+    // expect: an operator's resume while the cause is still at work (a
+    // client minting short sessions) must not make that cause the
+    // expectation of the next window, and it opens again.
+    std::optional<uint64_t> baseline;
+    if (breaker.times_opened() > 0 && !breaker.open() &&
+        breaker.young_judged() &&
+        now_ms - breaker.closed_at_ms() < options_.breaker.window_ms) {
+      baseline = breaker.young_baseline();
+    }
+    judge_.Reset(steady_ms, now_ms, table_->size(), baseline);
     judging_ = true;
     judged_after_opening_ = breaker.times_opened();
   }

@@ -445,6 +445,21 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         break;
       case Command::kSettings:
         if (!cluster) cluster = cluster_state();
+        if (command.settings().has_expiry_leeway_ms() &&
+            cluster->expiry_breaker().open() &&
+            command.settings().expiry_leeway_ms() <
+                cluster->expiry_leeway_ms()) {
+          // The breaker holds what expired at its frozen time under this
+          // leeway: a smaller one expires the held sessions at once, and
+          // the breaker then clears itself with nothing left to hold.
+          results.push_back(absl::FailedPreconditionError(absl::StrCat(
+              "the expiry breaker is open: lowering the expiry leeway (from ",
+              cluster->expiry_leeway_ms(),
+              " ms) would expire the sessions it "
+              "holds; resume expiry first (sessionctl breaker status), or "
+              "raise the leeway instead")));
+          break;
+        }
         if (command.settings().has_jwks_max_age_ms()) {
           cluster->set_jwks_max_age_ms(
               std::max<int64_t>(0, command.settings().jwks_max_age_ms()));

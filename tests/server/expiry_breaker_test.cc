@@ -139,6 +139,20 @@ TEST(ExpiryBreakerTest, ANewLeadersFirstWindowDoesNotJudgeShortLivedSessions) {
   EXPECT_EQ(judgement.window.young, 5'000u);
 }
 
+// Reset with a baseline known from before (the opening's, right after the
+// breaker closed): short-lived sessions are judged from the first window.
+TEST(ExpiryBreakerTest,
+     AFirstWindowWithAKnownBaselineJudgesShortLivedSessions) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 1'000, /*young_baseline=*/0);
+  const auto churn = Sessions(5'000, kStart + 1, kStart + kMinute);
+  const BreakerJudgement judgement =
+      judge.Judge(kMinute, kStart + kMinute, 1'000, churn);
+  EXPECT_TRUE(judgement.young_judged);
+  EXPECT_TRUE(judgement.open);
+  EXPECT_EQ(judgement.unexpected, 5'000u);
+}
+
 TEST(ExpiryBreakerTest, WhileOpenHeldSessionsClearOnlyWhenNoLongerUnexpected) {
   ExpiryBreakerJudge judge(Options());
   sessiond::v1::ExpiryBreaker breaker;

@@ -575,6 +575,32 @@ TEST_F(ManualSweepBreakerTest, ItJudgesEverySessionDueNotOneSweepsWorth) {
   EXPECT_TRUE(breaker.open()) << breaker.DebugString();
   EXPECT_EQ(Validate(young.front()).outcome(), ValidateSessionResponse::VALID);
   EXPECT_EQ(Validate(young.back()).outcome(), ValidateSessionResponse::VALID);
+
+  // The operator resumes while the cause is still at work. The first
+  // window after a close was judged with no baseline: the next 700 expired
+  // unjudged, and became the expectation of every window after.
+  auto admin = sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
+      daemon_->address(), grpc::InsecureChannelCredentials()));
+  {
+    sessiond::v1::ResumeExpiryRequest request;
+    request.set_breaker_id(breaker.id());
+    request.set_confirm_sessions(700);
+    sessiond::v1::ResumeExpiryResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    const grpc::Status s = admin->ResumeExpiry(&context, request, &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  daemon_->sweeper()->SweepOnce();  // the held ones expire, as confirmed
+  const std::vector<std::string> again = CreateMany("z", 700, /*ttl_ms=*/100);
+  ASSERT_EQ(again.size(), 700u);
+  WaitUntilExpired(again.back());
+  for (int i = 0; i < 10; ++i) daemon_->sweeper()->SweepOnce();
+  const sessiond::v1::ExpiryBreaker reopened =
+      daemon_->state_machine()->expiry_breaker();
+  EXPECT_TRUE(reopened.open()) << reopened.DebugString();
+  EXPECT_EQ(reopened.times_opened(), 2u);
+  EXPECT_EQ(Validate(again.back()).outcome(), ValidateSessionResponse::VALID);
 }
 
 TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {

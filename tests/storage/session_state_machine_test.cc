@@ -1474,6 +1474,41 @@ TEST_F(SessionStateMachineTest, AnOpenExpiryBreakerFreezesExpiryUntilClosed) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// The breaker froze expiry at a time that includes the leeway: lowered
+// while it was open, the leeway expired every session it held, on every
+// node, and the breaker then cleared itself with nothing left to hold (no
+// operator's confirmation). Refused while open; raising it stays allowed.
+TEST_F(SessionStateMachineTest, TheLeewayIsNotLoweredWhileTheBreakerIsOpen) {
+  Command leeway = Command();
+  leeway.set_timestamp_ms(1000);
+  leeway.mutable_settings()->set_expiry_leeway_ms(3000);
+  ASSERT_TRUE(ApplyOne(leeway).ok());
+  // Expires at 5000, with the leeway at 8000; frozen at 7000.
+  ApplySession(Create(1, 1000, "alice", /*expires_at=*/5000));
+  ASSERT_TRUE(ApplyOne(OpenBreaker(9000, 7000)).ok());
+  EXPECT_EQ(table_->Validate(H(1), sm_->ExpiryNowMs(9000), 3000).outcome,
+            ValidateOutcome::kValid);
+  Command lower;
+  lower.set_timestamp_ms(9100);
+  lower.mutable_settings()->set_expiry_leeway_ms(0);
+  lower.mutable_settings()->set_jwks_max_age_ms(1234);
+  const ApplyResult refused = ApplyOne(lower);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("the expiry breaker is open"));
+  EXPECT_EQ(sm_->expiry_leeway_ms(), 3000);
+  EXPECT_NE(sm_->jwks_max_age_ms(), 1234);  // nothing of it applied
+  EXPECT_EQ(
+      table_->Validate(H(1), sm_->ExpiryNowMs(9100), sm_->expiry_leeway_ms())
+          .outcome,
+      ValidateOutcome::kValid);
+  Command raise;
+  raise.set_timestamp_ms(9200);
+  raise.mutable_settings()->set_expiry_leeway_ms(4000);
+  EXPECT_TRUE(ApplyOne(raise).ok());
+  EXPECT_EQ(sm_->expiry_leeway_ms(), 4000);
+}
+
 TEST_F(SessionStateMachineTest, ASnapshotCarriesAnOpenExpiryBreaker) {
   ApplySession(Create(1, 1000, "alice", /*expires_at=*/5000));
   ASSERT_TRUE(ApplyOne(OpenBreaker(6000, 4500)).ok());
