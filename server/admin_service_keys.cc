@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/admin_service.h"
 #include "server/grpc_status.h"
+#include "server/jwks_document.h"
 #include "server/jwt_issuer.h"
 #include "server/unary_call.h"
 
@@ -67,12 +68,12 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetJwks(
     grpc::CallbackServerContext* context,
     const sessiond::v1::GetJwksRequest* /*request*/,
     sessiond::v1::GetJwksResponse* response) {
-  const storage::KeyRingView ring = state_machine_->key_ring();
-  absl::StatusOr<std::string> jwks = ring.JwksJson();
+  // The HTTP endpoint's document, max-age and all (JwksDocumentNow).
+  absl::StatusOr<JwksDocument> jwks = JwksDocumentNow(*state_machine_, reads_);
   if (!jwks.ok()) return FinishNow(context, jwks.status());
-  response->set_jwks_json(*std::move(jwks));
-  response->set_max_age_s(state_machine_->jwks_max_age_ms() / 1000);
-  response->set_key_ring_index(ring.changed_index());
+  response->set_jwks_json(std::move(jwks->json));
+  response->set_max_age_s(jwks->max_age_s);
+  response->set_key_ring_index(jwks->key_ring_index);
   return FinishNow(context, absl::OkStatus());
 }
 

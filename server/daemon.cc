@@ -38,6 +38,7 @@
 #include "server/cluster_clock.h"
 #include "server/delay_queue.h"
 #include "server/expiry_sweeper.h"
+#include "server/jwks_document.h"
 #include "server/jwks_http.h"
 #include "server/jwt_issuer.h"
 #include "server/listener_security.h"
@@ -936,17 +937,7 @@ absl::Status Daemon::Init() {
       if (!running_.load()) {
         return absl::UnavailableError("this node is not serving");
       }
-      const storage::KeyRingView ring = state_machine_->key_ring();
-      if (ring.state().keys().empty()) {
-        return absl::UnavailableError(
-            "the cluster has no signing key yet (sessionctl keys stage "
-            "--bootstrap)");
-      }
-      absl::StatusOr<std::string> json = ring.JwksJson();
-      if (!json.ok()) return json.status();
-      return JwksDocument{*std::move(json),
-                          state_machine_->jwks_max_age_ms() / 1000,
-                          ring.changed_index()};
+      return JwksDocumentNow(*state_machine_, reads_.get());
     };
     absl::StatusOr<std::unique_ptr<JwksHttpServer>> jwks =
         JwksHttpServer::Start(std::move(jwks_options));

@@ -11,7 +11,8 @@
 //            Content-Type: application/json
 //            Cache-Control: public, max-age=<N>
 //            ETag: "<key_ring_index>"
-//          N is the JWKS max-age in seconds (--jwks_max_age_ms, replicated):
+//          N is the JWKS max-age in seconds (--jwks_max_age_ms, replicated;
+//          0 from a node that may lack a staged key: jwks_document.h):
 //          a key is published at least that long before it signs, so a
 //          verifier that caches the document no longer than N never meets a
 //          kid it cannot know. The ETag is the log index of the ring's last

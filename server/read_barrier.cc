@@ -44,6 +44,15 @@ ReadAnswer ReadBarrier::Local() const {
   return answer;
 }
 
+bool ReadBarrier::Current() const {
+  const replication::NodeStatus status = driver_->status();
+  if (status.leader_caught_up) return true;
+  const absl::Duration since = driver_->Now() - status.last_leader_contact;
+  return since < options_.fresh_contact && status.applied > LogIndex(0) &&
+         status.applied.value() + kCurrentLagEntries >=
+             status.leader_commit.value();
+}
+
 void ReadBarrier::Wait(Consistency level, absl::Time deadline,
                        std::function<void(ReadAnswer)> done) {
   if (!sessiond::v1::Consistency_IsValid(level)) {

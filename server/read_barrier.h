@@ -82,6 +82,14 @@ class ReadBarrier {
   // The local answer's terms right now.
   ReadAnswer Local() const;
 
+  // Whether this node holds, near enough, what the cluster committed: it
+  // leads, or it heard from its leader within fresh_contact and has applied
+  // to within kCurrentLagEntries of the leader's commit index. False for a
+  // node cut off, one that has not heard from a leader since it started,
+  // and one catching up (JwksDocumentNow).
+  bool Current() const;
+  static constexpr uint64_t kCurrentLagEntries = 1000;
+
  private:
   // One read waiting for its barrier: answered once, by a ReadIndex answer
   // or by its deadline's timer, whichever comes first.

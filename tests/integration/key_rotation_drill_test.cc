@@ -995,6 +995,16 @@ TEST(KeyRotationDrillTest, AMemberThatPublishedTheKeyLateHoldsBackActivation) {
   absl::StatusOr<FetchedJwks> stale = FetchJwks(jwks->at(late));
   ASSERT_TRUE(stale.ok()) << stale.status();
   EXPECT_FALSE(HasKid(stale->keys, kid)) << "the cut-off member has the key";
+  // It says so: not to be cached (it was served with the full max-age, so
+  // a verifier kept it while the key it lacks could start signing).
+  EXPECT_EQ(stale->max_age_s, 0);
+  absl::StatusOr<sessiond::v1::GetJwksResponse> stale_grpc = keys.Jwks(late);
+  ASSERT_TRUE(stale_grpc.ok()) << stale_grpc.status();
+  EXPECT_EQ(stale_grpc->max_age_s(), 0);
+  absl::StatusOr<FetchedJwks> current = FetchJwks(jwks->at(*leader));
+  ASSERT_TRUE(current.ok()) << current.status();
+  EXPECT_TRUE(HasKid(current->keys, kid));
+  EXPECT_EQ(current->max_age_s, kMaxAgeMs / 1000);
 
   cluster.HealAll();
   bool published = false;

@@ -41,17 +41,24 @@ class JwtTokenTest : public DaemonTest {
         daemon_->address(), grpc::InsecureChannelCredentials()));
   }
 
-  // The JWKS once the first key is bootstrapped (bounded wait).
+  // The JWKS once the first key is bootstrapped (bounded wait). Until then
+  // UNAVAILABLE, never an empty set a verifier would cache.
   sessiond::v1::GetJwksResponse Jwks() {
     sessiond::v1::GetJwksResponse jwks;
     for (int i = 0; i < 100; ++i) {
       grpc::ClientContext context;
       SetDeadline(&context);
       jwks.Clear();
-      EXPECT_TRUE(Admin()
-                      ->GetJwks(&context, sessiond::v1::GetJwksRequest(), &jwks)
-                      .ok());
-      if (absl::StrContains(jwks.jwks_json(), "kid")) break;
+      const grpc::Status s =
+          Admin()->GetJwks(&context, sessiond::v1::GetJwksRequest(), &jwks);
+      if (s.ok()) {
+        EXPECT_TRUE(absl::StrContains(jwks.jwks_json(), "kid"))
+            << jwks.jwks_json();
+        break;
+      }
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+      EXPECT_TRUE(absl::StrContains(s.error_message(), "no signing key yet"))
+          << s.error_message();
       absl::SleepFor(absl::Milliseconds(100));
     }
     return jwks;
