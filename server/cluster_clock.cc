@@ -76,7 +76,15 @@ int64_t ClusterClock::StampMs() {
   const int64_t steady = options_.steady_ns();
   const int64_t wall = options_.wall_ms();
   absl::MutexLock lock(&mu_);
-  const int64_t base_ns = EstimateNsLocked(steady);
+  const storage::AppliedTimeSample sample = options_.applied();
+  if (last_stamp_ms_ != 0 && sample.cluster_ms > last_stamp_ms_) {
+    // Another node led since this one last stamped: the slew of that time
+    // was its to spend. This term starts afresh, as a first one does, or
+    // leadership moving about would spend the rate once per node.
+    slew_budget_ns_ = 0;
+    last_stamp_steady_ns_ = steady;
+  }
+  const int64_t base_ns = EstimateNsLocked(steady, sample);
   const int64_t base = base_ns / kNsPerMs;
   int64_t stamp = base;
   if (last_stamp_ms_ != 0) {
@@ -95,7 +103,6 @@ int64_t ClusterClock::StampMs() {
     stamp += correction;
     slew_budget_ns_ -= (correction < 0 ? -correction : correction) * kNsPerMs;
   }
-  const storage::AppliedTimeSample sample = options_.applied();
   stamp = std::max({stamp, last_stamp_ms_, sample.cluster_ms});
   last_stamp_ms_ = stamp;
   last_stamp_steady_ns_ = steady;

@@ -146,6 +146,35 @@ TEST(ClusterClockTest, AFormerLeaderFollowsTheAppliedTimeNotItsOldStamps) {
   EXPECT_NEAR(clock.NowMs(), clocks.applied.cluster_ms, 1);
 }
 
+// Review finding: a node's slew budget kept growing while another node
+// led. With every wall clock a day ahead and leadership moving between two
+// nodes every 100 s, each new term began with the budget its node had saved
+// while following: cluster time ran ahead at twice the documented rate.
+TEST(ClusterClockTest, LeadershipMovingAboutDoesNotAddUpSlew) {
+  ManualClocks clocks;
+  clocks.wall_ms = kStartWallMs + 24 * 3600 * 1000;  // both a day ahead
+  ClusterClock a(clocks.Options());
+  ClusterClock b(clocks.Options());
+  clocks.applied = {kStartWallMs, 0};
+  constexpr int64_t kStepNs = 100 * kNsPerMs;
+  constexpr int kStepsPerTerm = 1000;  // 100 s
+  constexpr int kTerms = 36;           // an hour
+  for (int term = 0; term < kTerms; ++term) {
+    ClusterClock& leader = term % 2 == 0 ? a : b;
+    for (int i = 0; i < kStepsPerTerm; ++i) {
+      clocks.steady_ns += kStepNs;
+      clocks.wall_ms += kStepNs / kNsPerMs;
+      clocks.applied = {leader.StampMs(), clocks.steady_ns};
+    }
+  }
+  const int64_t real_ms = clocks.steady_ns / kNsPerMs;
+  const int64_t advanced = clocks.applied.cluster_ms - kStartWallMs;
+  // 1000 ppm of an hour (3.6 s), plus one second of slack.
+  EXPECT_LE(advanced - real_ms, real_ms / 1000 + 1000)
+      << "cluster time ran " << advanced - real_ms << " ms ahead in " << real_ms
+      << " ms";
+}
+
 // A member that ran while this leader was down counted time this clock
 // never saw: observed, it is never read below again, stamps included, and
 // the follower's side sees how far ahead of its applied time it runs. An
