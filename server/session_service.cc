@@ -240,7 +240,8 @@ int64_t SessionServiceImpl::IdleJudgedAtMs(const ReadAnswer& answer,
 
 absl::Status SessionServiceImpl::ValidateNow(
     const ValidateSessionRequest& request, int64_t now_ms,
-    const ReadAnswer& answer, ValidateSessionResponse* response) {
+    const ReadAnswer& answer, ValidateSessionResponse* response,
+    std::vector<PendingTouch>* deferred) {
   response->set_request_id(request.request_id());
   response->set_consistency(answer.consistency);
   response->set_stale(answer.stale);
@@ -271,7 +272,12 @@ absl::Status SessionServiceImpl::ValidateNow(
   } else if (outcome != storage::ValidateOutcome::kValid) {
     response->clear_session();
   } else if (request.touch()) {
-    touches_->Record(hash, now_ms, idle_at_ms == now_ms ? 0 : idle_at_ms);
+    const int64_t judged_at = idle_at_ms == now_ms ? 0 : idle_at_ms;
+    if (deferred != nullptr) {
+      deferred->push_back({hash, now_ms, judged_at});
+    } else {
+      touches_->Record(hash, now_ms, judged_at);
+    }
   }
   return absl::OkStatus();
 }
@@ -413,8 +419,11 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
         const int64_t now_ms = clock_->NowMs();
         call->response()->mutable_responses()->Reserve(
             call->request().requests_size());
-        // One slice; true once the call is answered.
-        auto slice = [this, call, now_ms, answer = std::move(answer)] {
+        // One slice; true once the call is answered. The touches wait for
+        // the whole batch: a batch that fails (a fell-back read that lacks
+        // one token) changes nothing.
+        auto slice = [this, call, now_ms, answer = std::move(answer),
+                      touches = std::make_shared<std::vector<PendingTouch>>()] {
           const auto& requests = call->request().requests();
           auto* responses = call->response()->mutable_responses();
           if (call->context()->IsCancelled()) {
@@ -426,14 +435,17 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
           const int end = std::min(requests.size(),
                                    responses->size() + kBatchValidateSlice);
           for (int i = responses->size(); i < end; ++i) {
-            const absl::Status s =
-                ValidateNow(requests[i], now_ms, answer, responses->Add());
+            const absl::Status s = ValidateNow(requests[i], now_ms, answer,
+                                               responses->Add(), touches.get());
             if (!s.ok()) {
               Fail(call, s);
               return true;
             }
           }
           if (responses->size() < requests.size()) return false;
+          for (const PendingTouch& t : *touches) {
+            touches_->Record(t.hash, t.seen_at_ms, t.idle_judged_at_ms);
+          }
           call->Reply(absl::OkStatus());
           return true;
         };

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -328,9 +329,18 @@ class SessionServiceImpl final : public RawSessionService {
   // The cluster time a read answered with `answer` judges idle timeouts at:
   // now, or for a stale answer the time the node last heard from a leader.
   static int64_t IdleJudgedAtMs(const ReadAnswer& answer, int64_t now_ms);
+  // A touch a validation asks for, held back until its call succeeds.
+  struct PendingTouch {
+    storage::TokenHash hash;
+    int64_t seen_at_ms = 0;
+    int64_t idle_judged_at_ms = 0;
+  };
+  // `deferred` (a batch): the touch goes there instead of the buffer, to be
+  // recorded only if the whole call succeeds.
   absl::Status ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
                            int64_t now_ms, const ReadAnswer& answer,
-                           sessiond::v1::ValidateSessionResponse* response);
+                           sessiond::v1::ValidateSessionResponse* response,
+                           std::vector<PendingTouch>* deferred = nullptr);
   // Fills the revoke reason and revocation id of a REVOKED answer.
   void DescribeRevoked(const storage::TokenHash& hash,
                        sessiond::v1::ValidateSessionResponse* response);

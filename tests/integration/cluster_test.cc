@@ -1267,6 +1267,51 @@ TEST(ClusterTest, CreatesThatWereNeverProposedCostNoRateLimit) {
   }
 }
 
+// A batch validation that fails changes nothing. Its touches were recorded
+// as it went: a batch refused for one token (a node cut off, whose fell-back
+// read lacks it) still moved the other sessions' last_seen once the quorum
+// came back.
+TEST(ClusterTest, AFailedBatchValidationTouchesNoSession) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const sessiond::v1::CreateSessionResponse created =
+      MustCreate(cluster, *leader, "batch");
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  const int survivor = Others(cluster, *leader)[0];
+  const std::vector<int> others = Others(cluster, survivor);
+  for (int id : others) cluster.Kill(id);
+  absl::SleepFor(absl::Milliseconds(1500));  // a touch would show
+
+  sessiond::v1::BatchValidateSessionsRequest batch;
+  auto* known = batch.add_requests();
+  known->set_token(created.token());
+  known->set_touch(true);
+  auto* unknown = batch.add_requests();
+  unknown->set_token(std::string(43, 'A'));
+  unknown->set_touch(true);
+  sessiond::v1::BatchValidateSessionsResponse answered;
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  const grpc::Status refused =
+      cluster.Stub(survivor)->BatchValidateSessions(&context, batch, &answered);
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << refused.error_message();
+
+  for (int id : others) ASSERT_TRUE(cluster.StartNode(id).ok());
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(30), survivor).ok());
+  absl::SleepFor(absl::Milliseconds(2500));  // touch flushes (1 s) ran
+  ValidateSessionResponse answer;
+  ASSERT_TRUE(cluster
+                  .Validate(survivor, created.token(),
+                            sessiond::v1::LINEARIZABLE, &answer)
+                  .ok());
+  ASSERT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+  EXPECT_EQ(answer.session().last_seen_at_ms(),
+            created.session().last_seen_at_ms());
+}
+
 // Starting `id` on its data dir exits 1, saying it was removed.
 void ExpectRefusesToStartAsRemoved(ClusterHarness& cluster, int id) {
   const int status = cluster.StartNodeExpectingExit(id, absl::Seconds(30));
