@@ -213,13 +213,11 @@ void AdminServiceImpl::AskMembers(
         &rpc->context, &rpc->request, &rpc->response,
         [rpc, stub, arrive, id](grpc::Status s) {
           if (s.ok() && rpc->response.node_id() != id.value()) {
-            // Another node at this member's address
-            // (a member added where a removed one
-            // ran): its figures are not this row's.
+            // Another node at this member's address (one added where a
+            // removed member ran): its figures are not this row's.
             MemberStatus other;
             other.set_error(
-                absl::StrCat("the node at this address answers as "
-                             "node ",
+                absl::StrCat("the node at this address answers as node ",
                              rpc->response.node_id(), ", not ", id.value()));
             arrive(id, std::move(other));
           } else if (s.ok()) {

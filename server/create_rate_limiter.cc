@@ -28,7 +28,7 @@ void CreateRateLimiter::DropRefilled(Shard& shard, absl::Duration now) {
 absl::Status CreateRateLimiter::Admit(absl::string_view identity,
                                       uint32_t creates, absl::Duration now) {
   if (!enabled() || creates == 0) return absl::OkStatus();
-  Shard& shard = shards_[absl::Hash<absl::string_view>()(identity) % kShards];
+  Shard& shard = ShardOf(identity);
   absl::MutexLock lock(&shard.mu);
   auto it = shard.buckets.find(identity);
   if (it == shard.buckets.end()) {
@@ -67,7 +67,7 @@ absl::Status CreateRateLimiter::Admit(absl::string_view identity,
 
 void CreateRateLimiter::Refund(absl::string_view identity, uint32_t creates) {
   if (!enabled() || creates == 0) return;
-  Shard& shard = shards_[absl::Hash<absl::string_view>()(identity) % kShards];
+  Shard& shard = ShardOf(identity);
   absl::MutexLock lock(&shard.mu);
   auto it = shard.buckets.find(identity);
   if (it == shard.buckets.end()) return;

@@ -78,6 +78,9 @@ class CreateRateLimiter {
   };
   static constexpr size_t kShards = 16;
 
+  Shard& ShardOf(absl::string_view identity) {
+    return shards_[absl::Hash<absl::string_view>()(identity) % kShards];
+  }
   // Drops the buckets of `shard` that are full at `now`.
   void DropRefilled(Shard& shard, absl::Duration now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);

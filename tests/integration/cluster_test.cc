@@ -480,13 +480,16 @@ TEST(ClusterTest, LinearizableReadsNeverSeeARevokedSessionValid) {
   }
 }
 
-grpc::Status AddMember(ClusterHarness& cluster, int via, int id) {
+// `peer_address`: where it runs (empty: the harness's address for `id`).
+grpc::Status AddMember(ClusterHarness& cluster, int via, int id,
+                       const std::string& peer_address = "") {
   auto admin = cluster.Admin(via);
   grpc::ClientContext context;
   SetDeadline(&context, absl::Seconds(10));
   sessiond::v1::AddMemberRequest request;
   request.set_node_id(id);
-  request.set_peer_address(cluster.peer_address(id));
+  request.set_peer_address(peer_address.empty() ? cluster.peer_address(id)
+                                                : peer_address);
   request.set_client_address(cluster.client_address(id));
   sessiond::v1::AddMemberResponse response;
   return admin->AddMember(&context, request, &response);
@@ -1148,18 +1151,9 @@ TEST(ClusterTest, ClusterStatusDoesNotTakeANodeAtAnotherMembersAddressForIt) {
   const int newcomer = 4;
   cluster.Kill(removed);
   ASSERT_TRUE(RemoveMember(cluster, *leader, removed).ok());
-  {
-    auto admin = cluster.Admin(*leader);
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(10));
-    sessiond::v1::AddMemberRequest request;
-    request.set_node_id(newcomer);
-    request.set_peer_address(cluster.peer_address(removed));
-    request.set_client_address(cluster.client_address(newcomer));
-    sessiond::v1::AddMemberResponse response;
-    const grpc::Status s = admin->AddMember(&context, request, &response);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
+  const grpc::Status added =
+      AddMember(cluster, *leader, newcomer, cluster.peer_address(removed));
+  ASSERT_TRUE(added.ok()) << added.error_message();
   cluster.SetNodeFlags(
       newcomer, {"--initial_cluster",
                  absl::StrCat(*leader, "=", cluster.peer_address(*leader), ",",
