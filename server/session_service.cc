@@ -528,7 +528,7 @@ void SessionServiceImpl::SubmitWrite(UnaryCallBase* call, Command command,
     }
   }
   if (absl::Status s = EnterWrite(); !s.ok()) {
-    if (admission != nullptr) admission->Finish(entered, SteadyNow());
+    if (admission != nullptr) admission->Finish(entered, SteadyNow(), s);
     return refuse(s);
   }
   writes_->Submit(
@@ -536,7 +536,7 @@ void SessionServiceImpl::SubmitWrite(UnaryCallBase* call, Command command,
       [this, admission, entered, call, charged_creates,
        then = std::move(then)](replication::ApplyResult result) {
         if (admission != nullptr) {
-          admission->Finish(entered, SteadyNow());
+          admission->Finish(entered, SteadyNow(), result.status());
         }
         if (!result.ok() &&
             result.status().GetPayload(kNotProposedPayload).has_value()) {

@@ -80,11 +80,13 @@ void WriteAdmission::Enter(absl::Duration now) {
   busy_ = true;
 }
 
-void WriteAdmission::Finish(absl::Duration entered, absl::Duration now) {
+void WriteAdmission::Finish(absl::Duration entered, absl::Duration now,
+                            const absl::Status& answer) {
   if (!enabled()) return;
   absl::MutexLock lock(&mu_);
   Roll(now);
   --in_flight_;
+  if (absl::IsUnavailable(answer) || absl::IsResourceExhausted(answer)) return;
   ++finished_;
   min_delay_ = std::min(min_delay_, now - entered);
 }

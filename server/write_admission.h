@@ -73,10 +73,14 @@ class WriteAdmission {
   absl::Status Admit(absl::Duration now) ABSL_LOCKS_EXCLUDED(mu_);
   // Any other write enters: never refused, counted in flight.
   void Enter(absl::Duration now) ABSL_LOCKS_EXCLUDED(mu_);
-  // A write that entered at `entered` was answered at `now` (whatever the
-  // answer).
-  void Finish(absl::Duration entered, absl::Duration now)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // A write that entered at `entered` was answered at `now` with `answer`.
+  // An answer of UNAVAILABLE or RESOURCE_EXHAUSTED (no leader, a full
+  // driver, a stalled log, shutting down) leaves the write in flight no
+  // more, but measures nothing: such a write did not wait its turn in the
+  // log, and counting its near-zero time would hide a standing queue just
+  // when the driver starts refusing writes.
+  void Finish(absl::Duration entered, absl::Duration now,
+              const absl::Status& answer) ABSL_LOCKS_EXCLUDED(mu_);
 
   WriteAdmissionState state() const ABSL_LOCKS_EXCLUDED(mu_);
 

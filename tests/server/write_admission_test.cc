@@ -39,7 +39,7 @@ TEST(WriteAdmissionTest, AQueueThatDrainsIsNeverShed) {
   for (int step = 0; step < 5'000; ++step) {
     now += Milliseconds(1) / 20;
     ASSERT_TRUE(admission.Admit(now).ok()) << "step " << step;
-    admission.Finish(now, now + Milliseconds(5));
+    admission.Finish(now, now + Milliseconds(5), absl::OkStatus());
   }
   EXPECT_FALSE(admission.state().overloaded);
   EXPECT_EQ(admission.state().refused, 0u);
@@ -52,7 +52,9 @@ TEST(WriteAdmissionTest, AStandingQueueShedsCreatesWithARetryDelay) {
   // quickest after 150 ms: a standing queue.
   ASSERT_EQ(AdmitMany(admission, 500, now), 500);
   now += Milliseconds(150);
-  for (int i = 0; i < 100; ++i) admission.Finish(Milliseconds(1), now);
+  for (int i = 0; i < 100; ++i) {
+    admission.Finish(Milliseconds(1), now, absl::OkStatus());
+  }
   now += Milliseconds(100);  // closes the interval
   ASSERT_EQ(admission.Admit(now).code(), absl::StatusCode::kResourceExhausted);
   const WriteAdmissionState state = admission.state();
@@ -72,6 +74,39 @@ TEST(WriteAdmissionTest, AStandingQueueShedsCreatesWithARetryDelay) {
   EXPECT_EQ(detail->reason, "OVERLOADED");
   ASSERT_TRUE(detail->retry_delay.has_value());
   EXPECT_EQ(*detail->retry_delay, Milliseconds(150));
+}
+
+// A driver whose queue is full refuses proposals at once (RESOURCE_EXHAUSTED
+// "too many writes in flight"), a node without a leader or shutting down
+// with UNAVAILABLE: those answers took no time in the log's queue, and must
+// not pass for a queue that drains.
+TEST(WriteAdmissionTest, WritesRefusedAtOnceDoNotHideAStandingQueue) {
+  WriteAdmission admission(Options());
+  absl::Duration now = Milliseconds(1);
+  ASSERT_EQ(AdmitMany(admission, 500, now), 500);
+  now += Milliseconds(150);
+  // 100 commit after 150 ms; 50 that entered just now are refused by the
+  // driver, 10 find the node shutting down.
+  for (int i = 0; i < 100; ++i) {
+    admission.Finish(Milliseconds(1), now, absl::OkStatus());
+  }
+  for (int i = 0; i < 50; ++i) {
+    admission.Finish(now, now,
+                     absl::ResourceExhaustedError("too many writes in flight"));
+  }
+  for (int i = 0; i < 10; ++i) {
+    admission.Finish(now, now, absl::UnavailableError("shutting down"));
+  }
+  // A write refused by the session table after commit is a measurement.
+  admission.Finish(Milliseconds(1), now, absl::NotFoundError("no session"));
+  now += Milliseconds(100);
+  EXPECT_EQ(admission.Admit(now).code(), absl::StatusCode::kResourceExhausted);
+  const WriteAdmissionState state = admission.state();
+  EXPECT_TRUE(state.overloaded);
+  EXPECT_EQ(state.queueing_delay, Milliseconds(150));
+  EXPECT_EQ(state.in_flight, 500 - 161);
+  // The limit is what committed: 101 per interval x 50/100.
+  EXPECT_EQ(state.limit, 50);
 }
 
 TEST(WriteAdmissionTest, OtherWritesAreNeverRefusedButCount) {
@@ -98,12 +133,14 @@ TEST(WriteAdmissionTest, TheLimitComesBackOnceTheQueueDrains) {
   ASSERT_EQ(admission.state().limit, 4);
   // The queue drains quickly; calm intervals raise the limit by a quarter
   // (at least one) each.
-  for (int i = 0; i < 100; ++i) admission.Finish(now - Milliseconds(1), now);
+  for (int i = 0; i < 100; ++i) {
+    admission.Finish(now - Milliseconds(1), now, absl::OkStatus());
+  }
   int64_t previous = admission.state().limit;
   for (int interval = 0; interval < 40; ++interval) {
     now += Milliseconds(100);
     ASSERT_TRUE(admission.Admit(now).ok()) << interval;
-    admission.Finish(now, now + Milliseconds(2));
+    admission.Finish(now, now + Milliseconds(2), absl::OkStatus());
     const int64_t limit = admission.state().limit;
     EXPECT_GE(limit, previous);
     previous = limit;
