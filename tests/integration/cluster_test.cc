@@ -803,12 +803,13 @@ TEST(ClusterTest, TouchesOfABatchThatFoundNoQuorumReachTheLogLater) {
 
 // One MessageBatch with one Raft message to `to`'s peer port, as `from`
 // of `cluster_id` would send it: the stream's status.
-// `index`: the message's; `message_from`: its sender as the message says
-// (0: `from`, the batch's).
+// `index`: the message's; `message_from` and `message_to`: its sender and
+// receiver as the message says (0: the batch's `from` and `to`).
 grpc::Status SendPeerBatch(ClusterHarness& cluster, int to, uint64_t cluster_id,
                            uint64_t from, replication::MessageType type,
                            uint64_t term, const std::string& from_address,
-                           uint64_t index = 0, uint64_t message_from = 0) {
+                           uint64_t index = 0, uint64_t message_from = 0,
+                           uint64_t message_to = 0) {
   auto stub = sessiond::v1::internal::RaftPeer::NewStub(grpc::CreateChannel(
       cluster.peer_address(to), grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
@@ -823,7 +824,7 @@ grpc::Status SendPeerBatch(ClusterHarness& cluster, int to, uint64_t cluster_id,
   sessiond::v1::internal::RaftMessage* m = batch.add_messages();
   m->set_type(static_cast<uint32_t>(type));
   m->set_from(message_from != 0 ? message_from : from);
-  m->set_to(to);
+  m->set_to(message_to != 0 ? message_to : static_cast<uint64_t>(to));
   m->set_term(term);
   m->set_index(index);
   writer->Write(batch);
@@ -887,7 +888,7 @@ TEST(ClusterTest, PeerTrafficFromAnotherClusterOrAStrangerIsRefused) {
   // From a member, but not what a member sends on this stream: a snapshot
   // without its image (installed, it dropped the follower's log, and the
   // node aborted and would not start again), and a message in another
-  // member's name (a vote nobody cast).
+  // member's name (a vote nobody cast) or addressed to another member.
   const int other = Others(cluster, *leader)[1];
   const grpc::Status snapshot = SendPeerBatch(
       cluster, follower, cluster_id, *leader, MessageType::kSnapshot, term,
@@ -903,6 +904,14 @@ TEST(ClusterTest, PeerTrafficFromAnotherClusterOrAStrangerIsRefused) {
   EXPECT_TRUE(absl::StrContains(
       forged.error_message(), absl::StrCat("a Raft message from node ", other)))
       << forged.error_message();
+  const grpc::Status misaddressed = SendPeerBatch(
+      cluster, follower, cluster_id, *leader, MessageType::kHeartbeat, term,
+      cluster.peer_address(*leader), 0, 0, other);
+  EXPECT_EQ(misaddressed.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(
+      absl::StrContains(misaddressed.error_message(),
+                        absl::StrCat(" to node ", other, " in a batch")))
+      << misaddressed.error_message();
   absl::StatusOr<sessiond::v1::MemberStatus> after =
       cluster.MemberStatusOf(follower);
   ASSERT_TRUE(after.ok()) << cluster.LogTail(follower);

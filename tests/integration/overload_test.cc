@@ -120,7 +120,11 @@ class Outstanding {
 TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
   ClusterOptions options;
   options.binary = SESSIOND_BINARY;
-  options.flags = {"--write_admission_target_ms=50"};
+  // A rate limit with room for the creates that are admitted, but not for
+  // the shed ones as well: a shed create gives its token back.
+  options.flags = {"--write_admission_target_ms=50",
+                   "--create_rate_per_identity=1",
+                   "--create_burst_per_identity=125"};
   ClusterHarness cluster(options);
   ASSERT_TRUE(cluster.Start().ok());
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(30));
@@ -162,6 +166,18 @@ TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
   const absl::Status read = client::FromGrpcStatus(shed);
   EXPECT_EQ(client::ErrorReason(read), "OVERLOADED");
   EXPECT_TRUE(client::RetryDelay(read).has_value());
+  // A caller retrying through the overload is told it is overloaded, never
+  // rate limited for the creates it was refused: 102 creates were taken
+  // and these 40 more are over the burst of 125 unless each shed one gave
+  // its token back.
+  for (int i = 0; i < 40; ++i) {
+    CreateSessionResponse response;
+    const grpc::Status again =
+        Create(cluster, *leader, "late", &response, absl::Seconds(2));
+    ASSERT_EQ(again.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    ASSERT_EQ(client::ErrorReason(client::FromGrpcStatus(again)), "OVERLOADED")
+        << i << ": " << again.error_message();
+  }
 
   // A revocation is never shed: it waits with the rest.
   waiting.Revoke(doomed.token(), absl::Seconds(30));
