@@ -1099,12 +1099,20 @@ void NodeDriver::RunApply() {
     if (w.snapshot) {
       if (!flush()) return;
       const LogIndex index = w.snapshot->meta.index;
-      bool installed;
+      LogIndex installed;
       {
         absl::MutexLock lock(&persist_mu_);
-        installed = snapshot_installed_ >= index;
+        installed = snapshot_installed_;
       }
-      if (!installed) {
+      if (installed > index || index < apply_skip_through_) {
+        // Superseded: the log writer already installed a newer snapshot,
+        // whose work the driver queued here after this one (with its
+        // persist work, in one Dispatch). The log store keeps only the
+        // newest image, so this one's may be gone; and the newer one holds
+        // this one and every entry between the two. Skipped, with them.
+        apply_skip_through_ = std::max(apply_skip_through_, installed);
+        w.snapshot.reset();
+      } else if (installed < index) {
         // The snapshot goes to the state machine only once the log store
         // holds it durably (raft_core.h rule 2): wait for the log writer,
         // which wakes this stage, with this and later work put back.
@@ -1114,31 +1122,33 @@ void NodeDriver::RunApply() {
           work.pop_back();
         }
         return;
-      }
-      SESSIOND_CHECK_OK(state_machine_->ApplySnapshot(*w.snapshot));
-      metric_snapshots_installed_.fetch_add(1, std::memory_order_relaxed);
-      // Proposals at or below the snapshot were decided elsewhere; this
-      // node cannot tell whether they applied.
-      std::vector<Completion> calls;
-      {
-        absl::MutexLock lock(&pending_mu_);
-        while (!pending_.empty() && pending_.begin()->first <= index) {
-          calls.push_back(Completion::Proposer(
-              std::move(pending_.begin()->second.done),
-              absl::UnavailableError(
-                  "this node received a snapshot in place of the write's log "
-                  "entry: the write may or may not have applied")));
-          pending_.erase(pending_.begin());
+      } else {
+        SESSIOND_CHECK_OK(state_machine_->ApplySnapshot(*w.snapshot));
+        metric_snapshots_installed_.fetch_add(1, std::memory_order_relaxed);
+        // Proposals at or below the snapshot were decided elsewhere; this
+        // node cannot tell whether they applied.
+        std::vector<Completion> calls;
+        {
+          absl::MutexLock lock(&pending_mu_);
+          while (!pending_.empty() && pending_.begin()->first <= index) {
+            calls.push_back(Completion::Proposer(
+                std::move(pending_.begin()->second.done),
+                absl::UnavailableError(
+                    "this node received a snapshot in place of the write's "
+                    "log entry: the write may or may not have applied")));
+            pending_.erase(pending_.begin());
+          }
         }
+        PostCompletions(std::move(calls));
+        report_applied(index);
+        w.snapshot.reset();
       }
-      PostCompletions(std::move(calls));
-      report_applied(index);
-      w.snapshot.reset();
     }
     // Entries at or below it were applied before a restart (the state
     // machine's applied index is durable with its state); the core hands
     // them out again because it only knows the log.
-    const LogIndex applied = state_machine_->applied_index();
+    const LogIndex applied =
+        std::max(state_machine_->applied_index(), apply_skip_through_);
     if (batch.empty() && w.entries.size() < kMaxApplyBatch &&
         (w.entries.empty() || w.entries.front().index > applied)) {
       batch.swap(w.entries);  // the usual case: taken whole, not moved

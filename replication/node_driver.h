@@ -503,6 +503,10 @@ class NodeDriver : public MessageSink, public StageRunner {
   // The apply stage's queue.
   absl::Mutex apply_mu_;
   std::deque<ApplyWork> apply_queue_ ABSL_GUARDED_BY(apply_mu_);
+  // Apply stage only: the index of a newer snapshot that superseded one
+  // still queued here. Work at or below it is skipped: that snapshot, when
+  // its turn comes, holds it all.
+  LogIndex apply_skip_through_;
 
   // Proposals appended to the log and waiting to be applied, by index.
   // Inserted by the driver stage, completed by the apply stage.

@@ -160,6 +160,10 @@ class RecordingStateMachine : public StateMachine {
     return out;
   }
 
+ protected:
+  // A snapshot's state replaced everything: the next entry follows it.
+  void SkipTo(LogIndex index) { applied_.store(index.value()); }
+
  private:
   std::atomic<uint64_t> applied_;
   mutable absl::Mutex mu_;
@@ -756,6 +760,19 @@ class ManualRuntime : public Runtime {
       runner_->RunStage(static_cast<Stage>(next));
     }
   }
+  // The same, leaving `held` woken but not run: a stage that is busy.
+  void RunUntilIdleExcept(Stage held) {
+    for (;;) {
+      int next = 0;
+      while (next < kNumStages &&
+             (!woken_[next] || next == static_cast<int>(held))) {
+        ++next;
+      }
+      if (next == kNumStages) return;
+      woken_[next] = false;
+      runner_->RunStage(static_cast<Stage>(next));
+    }
+  }
 
  private:
   StageRunner* runner_ = nullptr;
@@ -1016,6 +1033,85 @@ TEST(NodeDriverTest, ReadIndexAnswerForAnEarlierIncarnationIsIgnored) {
   second.driver->Deliver({answer(context, LogIndex(1))});
   second.runtime.RunUntilIdle();
   EXPECT_EQ(second.reads_done, 1);
+}
+
+// Records the snapshots it installs; an image it is handed must be the one
+// the log store holds (the store keeps only the newest: storage's
+// RaftLogStore deletes older images as it installs one).
+class SnapshotRecordingStateMachine : public RecordingStateMachine {
+ public:
+  explicit SnapshotRecordingStateMachine(const LogStore* log) : log_(log) {}
+  absl::Status ApplySnapshot(const Snapshot& snapshot) override {
+    installed_.push_back(snapshot.meta.index.value());
+    absl::StatusOr<Snapshot> held = log_->GetSnapshot();
+    if (!held.ok()) return held.status();
+    if (held->meta.index != snapshot.meta.index) {
+      return absl::NotFoundError(absl::StrCat(
+          "the image of snapshot ", snapshot.meta.index.value(),
+          " is gone: the log store holds ", held->meta.index.value()));
+    }
+    SkipTo(snapshot.meta.index);
+    return absl::OkStatus();
+  }
+  const std::vector<uint64_t>& installed() const { return installed_; }
+
+ private:
+  const LogStore* log_;
+  std::vector<uint64_t> installed_;  // apply stage only
+};
+
+// Two snapshots in a row reach a follower whose apply stage is busy: the
+// log writer installs both before the apply stage comes to the first, whose
+// image the second replaced. The apply stage installs only the second
+// (before, it handed the state machine the first, whose image was gone, and
+// aborted the node).
+TEST(NodeDriverTest, ASnapshotSupersededBeforeItsApplyIsSkipped) {
+  MemoryLogStore log(ThreeVoters());
+  SnapshotRecordingStateMachine sm(&log);
+  RecordingTransport transport;
+  ManualRuntime runtime;
+  auto driver =
+      NodeDriver::StartOn(ManualOptions(), &log, &sm, &transport, &runtime);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  auto snapshot_at = [](uint64_t index) {
+    Message m;
+    m.type = MessageType::kSnapshot;
+    m.from = NodeId(2);
+    m.to = NodeId(1);
+    m.term = Term(1);
+    Snapshot snapshot;
+    snapshot.meta.index = LogIndex(index);
+    snapshot.meta.term = Term(1);
+    snapshot.meta.conf_state = ThreeVoters();
+    m.snapshot = snapshot;
+    return m;
+  };
+  (*driver)->Deliver({snapshot_at(10)});
+  runtime.RunUntilIdleExcept(Stage::kApply);
+  (*driver)->Deliver({snapshot_at(20)});
+  runtime.RunUntilIdleExcept(Stage::kApply);
+  ASSERT_EQ(log.GetSnapshot()->meta.index, LogIndex(20));
+  runtime.RunUntilIdle();
+  EXPECT_EQ(sm.installed(), std::vector<uint64_t>{20});
+  EXPECT_EQ((*driver)->status().applied, LogIndex(20));
+  // The log goes on from the second snapshot.
+  Message append;
+  append.type = MessageType::kAppend;
+  append.from = NodeId(2);
+  append.to = NodeId(1);
+  append.term = Term(1);
+  append.index = LogIndex(20);
+  append.log_term = Term(1);
+  append.commit = LogIndex(21);
+  Entry e;
+  e.term = Term(1);
+  e.index = LogIndex(21);
+  e.data = "after";
+  append.entries.push_back(e);
+  (*driver)->Deliver({append});
+  runtime.RunUntilIdle();
+  EXPECT_EQ(sm.commands(), std::vector<std::string>{"after"});
+  EXPECT_EQ((*driver)->status().applied, LogIndex(21));
 }
 
 // Issue 10: a leader whose disk is full hands leadership to the voter that
