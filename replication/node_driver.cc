@@ -487,7 +487,10 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
   for (Message& m : messages) {
     const bool from_leader = FromLeader(m.type);
     const NodeId from = m.from;
-    const LogIndex commit = m.commit;
+    // What the leader had committed: at least a snapshot's index.
+    const LogIndex commit =
+        std::max({m.commit, m.leader_commit,
+                  m.snapshot ? m.snapshot->meta.index : LogIndex(0)});
     const Term term = m.term;
     const MessageType type = m.type;
     const absl::Status s = core_->Step(std::move(m));
@@ -501,9 +504,35 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
     }
     if (from_leader && from == core_->leader() && term == core_->term()) {
       absl::MutexLock lock(&status_mu_);
-      status_.last_leader_contact = runtime_->Elapsed();
-      if (commit > status_.leader_commit) status_.leader_commit = commit;
+      HeardFromLeader(commit, runtime_->Elapsed());
     }
+  }
+}
+
+void NodeDriver::HeardFromLeader(LogIndex commit, absl::Duration at) {
+  status_.last_leader_contact = at;
+  if (commit > status_.leader_commit) status_.leader_commit = commit;
+  if (status_.applied >= commit) {
+    status_.current_as_of = at;
+    commits_heard_.clear();
+    return;
+  }
+  // A later message with a commit no higher (a new leader's) is reached no
+  // later, and says more.
+  while (!commits_heard_.empty() && commits_heard_.back().first >= commit) {
+    commits_heard_.pop_back();
+  }
+  commits_heard_.emplace_back(commit, at);
+  // Bounded: forgetting the oldest only makes staleness read higher.
+  if (commits_heard_.size() > 64) commits_heard_.pop_front();
+}
+
+void NodeDriver::AppliedThroughLocked(LogIndex through) {
+  status_.applied = through;
+  while (!commits_heard_.empty() && commits_heard_.front().first <= through) {
+    status_.current_as_of =
+        std::max(status_.current_as_of, commits_heard_.front().second);
+    commits_heard_.pop_front();
   }
 }
 
@@ -811,7 +840,9 @@ void NodeDriver::RefreshStatus() {
   status_.match = std::move(raft.match);
   if (raft.role == Role::kLeader) {
     status_.last_leader_contact = runtime_->Elapsed();
+    status_.current_as_of = status_.last_leader_contact;
     status_.leader_commit = raft.commit;
+    commits_heard_.clear();
   }
   status_.leader_caught_up =
       raft.role == Role::kLeader && status_.applied >= leader_first_index_;
@@ -1047,7 +1078,7 @@ void NodeDriver::RunApply() {
     runtime_->Wake(Stage::kDriver);
     {
       absl::MutexLock lock(&status_mu_);
-      status_.applied = through;
+      AppliedThroughLocked(through);
       status_.leader_caught_up =
           status_.role == Role::kLeader && through >= leader_first_index_;
       status_cv_.SignalAll();

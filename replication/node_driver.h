@@ -143,6 +143,13 @@ struct NodeStatus {
   // while leader: the last driver run). Infinite past when never.
   LogIndex leader_commit;
   absl::Duration last_leader_contact = -absl::InfiniteDuration();
+  // The last time (Runtime clock) as of which this node's applied state
+  // held everything a leader had committed: a leader's message then said
+  // commit C, and this node has applied C. What a read here may miss is
+  // what committed since. Behind (receiving a snapshot, or a stuck apply
+  // stage), it stays put while leader messages keep coming. Infinite past
+  // when never; while leader: the last driver run.
+  absl::Duration current_as_of = -absl::InfiniteDuration();
   // True when this node is leader and has applied every entry up to the
   // first entry of its term: reads of the local state machine see every
   // write acknowledged by any earlier leader.
@@ -398,6 +405,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Driver stage.
   void CatchUpTicks();
   void StepMessages(std::vector<Message> messages);
+  // A leader's message at `at` said it had committed `commit`.
+  void HeardFromLeader(LogIndex commit, absl::Duration at)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(status_mu_);
+  // The apply stage reached `through`.
+  void AppliedThroughLocked(LogIndex through)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(status_mu_);
   void Dispatch(Ready ready);
   void ProposeBatch(std::vector<Proposal> proposals);
   // Registers `done` for the entry at `index` of `term`. Returns the
@@ -534,6 +547,11 @@ class NodeDriver : public MessageSink, public StageRunner {
   NodeStatus status_ ABSL_GUARDED_BY(status_mu_);
   // Index of the first entry of the current leader term (driver-written).
   LogIndex leader_first_index_ ABSL_GUARDED_BY(status_mu_);
+  // Commit indexes leaders sent that this node had not applied yet, each
+  // with when it was heard (the latest for that index), ascending in both:
+  // applying through one makes this node current as of its time.
+  std::deque<std::pair<LogIndex, absl::Duration>> commits_heard_
+      ABSL_GUARDED_BY(status_mu_);
 
   // Back-pressure: proposals accepted and not yet answered.
   std::atomic<int64_t> outstanding_proposals_{0};

@@ -30,6 +30,7 @@ void ToWire(const Message& m, RaftMessage* out) {
     w->set_data(e.data);
   }
   out->set_commit(m.commit.value());
+  out->set_leader_commit(m.leader_commit.value());
   out->set_reject(m.reject);
   out->set_reject_hint(m.reject_hint.value());
   out->set_hint_term(m.hint_term.value());
@@ -73,6 +74,7 @@ absl::StatusOr<Message> FromWire(RaftMessage&& w) {
     m.entries.push_back(std::move(e));
   }
   m.commit = LogIndex(w.commit());
+  m.leader_commit = LogIndex(w.leader_commit());
   m.reject = w.reject();
   m.reject_hint = LogIndex(w.reject_hint());
   m.hint_term = Term(w.hint_term());

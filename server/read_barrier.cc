@@ -38,7 +38,10 @@ ReadAnswer ReadBarrier::Local() const {
   if (status.leader_caught_up) return answer;  // the leader itself
   const absl::Duration now = driver_->Now();
   const absl::Duration since = now - status.last_leader_contact;
-  answer.staleness_ms = absl::ToInt64Milliseconds(std::min(since, now));
+  // Since this node last held all a leader had committed, not since it last
+  // heard from one: a node receiving a snapshot hears heartbeats all along.
+  const absl::Duration behind_for = now - status.current_as_of;
+  answer.staleness_ms = absl::ToInt64Milliseconds(std::min(behind_for, now));
   answer.stale = !(since < options_.fresh_contact &&
                    status.applied >= status.leader_commit);
   return answer;

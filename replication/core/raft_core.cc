@@ -954,6 +954,7 @@ void RaftCore::Impl::SendHeartbeat(NodeId to, uint64_t read_id) {
   m.to = to;
   // Never tell a member to commit beyond what it is known to hold.
   m.commit = std::min(pr.match, log_.committed());
+  m.leader_commit = log_.committed();
   if (LeaseMode()) {
     m.context = absl::StrCat(read_id, "/", now_);
   } else if (read_id != 0) {

@@ -118,6 +118,11 @@ struct Message {
   Term log_term;
   std::vector<Entry> entries;
   LogIndex commit;
+  // kHeartbeat: the leader's own commit index. `commit` is capped at what
+  // the receiver is known to hold (it may not commit beyond that); this one
+  // tells a receiver waiting for a snapshot, or far behind, how far behind
+  // it is. Read by the driver only, for its staleness.
+  LogIndex leader_commit;
   bool reject = false;
   // kAppendResponse with reject: the follower's hint for fast backtracking
   // (the last index it might match, and the term there).

@@ -1114,6 +1114,76 @@ TEST(NodeDriverTest, ASnapshotSupersededBeforeItsApplyIsSkipped) {
   EXPECT_EQ((*driver)->status().applied, LogIndex(21));
 }
 
+// A follower behind its leader (here: waiting for a snapshot) hears from it
+// all along: its staleness counts from when it last held what the leader
+// had committed, not from the last message. (Counted from the message, a
+// node catching up after a partition called its old table fresh, and
+// judged idle timeouts on it at the present: users active elsewhere
+// meanwhile read EXPIRED there.)
+TEST(NodeDriverTest, AFollowerBehindIsCurrentAsOfWhatItApplied) {
+  MemoryLogStore log(ThreeVoters());
+  SnapshotRecordingStateMachine sm(&log);
+  RecordingTransport transport;
+  ManualRuntime runtime;
+  const NodeDriverOptions options = ManualOptions();
+  auto driver = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  auto from_leader = [](MessageType type) {
+    Message m;
+    m.type = type;
+    m.from = NodeId(2);
+    m.to = NodeId(1);
+    m.term = Term(1);
+    return m;
+  };
+  Message append = from_leader(MessageType::kAppend);
+  for (uint64_t i = 1; i <= 3; ++i) {
+    Entry e;
+    e.term = Term(1);
+    e.index = LogIndex(i);
+    e.data = absl::StrCat("entry ", i);
+    append.entries.push_back(e);
+  }
+  append.commit = LogIndex(3);
+  (*driver)->Deliver({append});
+  runtime.RunUntilIdle();
+  const absl::Duration caught_up_at = runtime.Elapsed();
+  NodeStatus status = (*driver)->status();
+  ASSERT_EQ(status.applied, LogIndex(3));
+  EXPECT_EQ(status.current_as_of, caught_up_at);
+
+  // The leader moved on to 100 and compacted: to this node it sends
+  // heartbeats (commit capped at 3, what this node holds), then a snapshot.
+  absl::Duration last_heartbeat;
+  for (int i = 0; i < 4; ++i) {
+    runtime.AdvanceTicks(2, absl::FromChrono(options.tick_interval));
+    Message heartbeat = from_leader(MessageType::kHeartbeat);
+    heartbeat.commit = LogIndex(3);
+    heartbeat.leader_commit = LogIndex(100);
+    (*driver)->Deliver({heartbeat});
+    runtime.RunUntilIdle();
+    last_heartbeat = runtime.Elapsed();
+  }
+  ASSERT_GT(last_heartbeat, caught_up_at);
+  status = (*driver)->status();
+  EXPECT_EQ(status.last_leader_contact, last_heartbeat);
+  EXPECT_EQ(status.leader_commit, LogIndex(100));
+  EXPECT_EQ(status.current_as_of, caught_up_at);
+
+  runtime.AdvanceTicks(2, absl::FromChrono(options.tick_interval));
+  Message snapshot = from_leader(MessageType::kSnapshot);
+  Snapshot image;
+  image.meta.index = LogIndex(100);
+  image.meta.term = Term(1);
+  image.meta.conf_state = ThreeVoters();
+  snapshot.snapshot = image;
+  (*driver)->Deliver({snapshot});
+  runtime.RunUntilIdle();
+  status = (*driver)->status();
+  ASSERT_EQ(status.applied, LogIndex(100));
+  EXPECT_EQ(status.current_as_of, runtime.Elapsed());
+}
+
 // Issue 10: a leader whose disk is full hands leadership to the voter that
 // holds the most of its log (etcd leaves it leading; its writes all fail).
 TEST(NodeDriverTest, ALeaderThatCannotWriteHandsOver) {

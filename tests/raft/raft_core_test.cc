@@ -897,16 +897,24 @@ TEST(RaftCoreTest, SnapshotSentToFollowerBehindCompaction) {
   EXPECT_EQ(net.core(1).status().first_index, LogIndex(9));
   net.Restart(3);
   bool saw_snapshot = false;
+  // A heartbeat's commit is capped at what the follower holds; its
+  // leader_commit says what the leader committed (the follower's staleness).
+  bool saw_capped_heartbeat = false;
   for (int i = 0; i < 5; ++i) {
     net.Tick(1);
     net.ProcessReadies();
     for (int r = 0; r < 20 && !net.queue().empty(); ++r) {
       for (const Message& m : net.DeliverRound()) {
         if (m.type == MessageType::kSnapshot) saw_snapshot = true;
+        if (m.type == MessageType::kHeartbeat && m.to == NodeId(3)) {
+          EXPECT_EQ(m.leader_commit, LogIndex(11));
+          if (m.commit < m.leader_commit) saw_capped_heartbeat = true;
+        }
       }
     }
   }
   EXPECT_TRUE(saw_snapshot);
+  EXPECT_TRUE(saw_capped_heartbeat);
   EXPECT_EQ(net.node(3).store->FirstIndex(), LogIndex(9));
   EXPECT_EQ(net.node(3).store->LastIndex(), LogIndex(11));
   EXPECT_EQ(net.node(3).applied.front(), "snapshot:image@8");
