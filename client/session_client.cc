@@ -508,6 +508,9 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
   std::vector<EndpointPtr> candidates = Candidates(policy.write, tried);
   absl::Status status;
   int sent = 0;
+  // An attempt went out and its outcome is unknown: the call as a whole may
+  // have taken effect, whatever a later attempt answers.
+  bool maybe_applied = false;
   for (int round = 1;; ++round) {
     // A non-idempotent call goes out only over a connected channel: an
     // attempt that fails before the request left could otherwise not be
@@ -543,6 +546,8 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       if (status.ok()) {
         endpoint->last_ok_ns.store(absl::ToUnixNanos(absl::Now()),
                                    std::memory_order_relaxed);
+      } else if (!IsNotSent(status) && !RefusedByServerUnderLoad(status)) {
+        maybe_applied = true;
       }
       Observe(endpoint, policy.write, status, context);
     }
@@ -570,6 +575,20 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
     Backoff(delay, server_delay, *candidates.front()->channel);
     backoff =
         std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
+  }
+  if (maybe_applied && IsNotSent(status)) {
+    // "Never sent" promises the write did not happen: only the last attempt
+    // can say so, and an earlier one, sent, may have applied (a create
+    // retried with its request_id: the caller's own retry, with a new id,
+    // would make a second session).
+    absl::Status unknown(status.code(),
+                         absl::StrCat(status.message(),
+                                      " (an earlier attempt was sent and may "
+                                      "have applied)"));
+    status.ForEachPayload([&](absl::string_view url, const absl::Cord& value) {
+      if (url != kNotSentPayload) unknown.SetPayload(url, value);
+    });
+    status = std::move(unknown);
   }
   if (sent > 1 && Retryable(status) && !IsNotSent(status)) {
     absl::Status counted(

@@ -95,9 +95,9 @@ std::string NewRequestId();
 // True when `status`, returned by a SessionClient call, says the request was
 // never sent: no endpoint's channel was connected within the call's budget,
 // or the server answered that no node ever proposed it (trailing metadata
-// "sessiond-not-proposed": no leader until its deadline). Only
-// non-idempotent calls return it; the write certainly did not happen, and
-// the client retries it within the call's deadline.
+// "sessiond-not-proposed": no leader until its deadline), and no earlier
+// attempt of the call went out with an unknown outcome. The write certainly
+// did not happen; the client retries it within the call's deadline.
 bool IsNotSent(const absl::Status& status);
 
 class ValidateStream;

@@ -1161,6 +1161,30 @@ TEST(ClientFakeServerTest, NotProposedWriteIsRetried) {
   EXPECT_TRUE(IsNotSent(failed)) << failed;
 }
 
+// A create retried with its request_id whose last attempt was "not
+// proposed" (an election) is not reported never sent when an earlier
+// attempt went out and timed out: that one may still commit, and a caller
+// told "not sent" retries with a new request_id, making a second session.
+TEST(ClientFakeServerTest, NotSentOnlyWhenNoAttemptMayHaveApplied) {
+  FakeServer server;
+  SessionClientOptions options = FakeOptions();
+  options.create_request_ids = true;
+  auto client = SessionClient::Connect(server.address(), options);
+  Answer not_proposed = Fail(grpc::StatusCode::UNAVAILABLE);
+  not_proposed.not_proposed = true;
+  server.service().Push(Fail(grpc::StatusCode::UNAVAILABLE));
+  server.service().SetFallback(not_proposed);
+  const absl::Status failed =
+      client->CreateSession(CreateRequest("a")).status();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_FALSE(IsNotSent(failed)) << failed;
+  EXPECT_TRUE(absl::StrContains(failed.message(), "may have applied"))
+      << failed;
+  const std::vector<std::string> ids = server.service().request_ids();
+  ASSERT_GT(ids.size(), 1u);
+  for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
+}
+
 // A write goes only over a connected channel; one that is not connected is
 // passed over, unsent, for the next endpoint.
 TEST(ClientFakeServerTest, WriteSkipsAnEndpointThatDoesNotConnect) {
