@@ -73,11 +73,29 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAudit(
     grpc::CallbackServerContext* context,
     const sessiond::v1::ListAuditRequest* request,
     sessiond::v1::ListAuditResponse* response) {
-  absl::StatusOr<sessiond::v1::ListAuditResponse> page =
-      state_machine_->ListAudit(*request);
-  if (!page.ok()) return FinishNow(context, page.status());
-  *response = *std::move(page);
-  return FinishNow(context, absl::OkStatus());
+  // An admin call just acknowledged through another node is listed.
+  return AfterDefaultRead(context, [this, request, response] {
+    absl::StatusOr<sessiond::v1::ListAuditResponse> page =
+        state_machine_->ListAudit(*request);
+    if (!page.ok()) return page.status();
+    *response = *std::move(page);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::AfterDefaultRead(
+    grpc::CallbackServerContext* context, std::function<absl::Status()> read) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (reads_ == nullptr) {
+    reactor->Finish(ToGrpcStatus(read()));
+    return reactor;
+  }
+  reads_->Wait(sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(context),
+               [reactor, read = std::move(read)](ReadAnswer answer) {
+                 reactor->Finish(
+                     ToGrpcStatus(answer.status.ok() ? read() : answer.status));
+               });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(

@@ -160,6 +160,12 @@ class AdminServiceImpl final
       grpc::CallbackServerContext* context, absl::string_view method,
       const google::protobuf::Message& request,
       absl::FunctionRef<grpc::ServerUnaryReactor*()> body);
+  // Runs `read` on a reactor it returns once a CONSISTENCY_DEFAULT read
+  // point is reached: what the leader has applied when it answers in time
+  // (a change just acknowledged through another node is seen), else this
+  // node's own view. `read` returns the call's status.
+  grpc::ServerUnaryReactor* AfterDefaultRead(
+      grpc::CallbackServerContext* context, std::function<absl::Status()> read);
   // Proposes `change` and, once applied, submits `then` (if any; best
   // effort, its result is ignored) and finishes `reactor` with the
   // membership.

@@ -139,28 +139,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListFlushes(
     grpc::CallbackServerContext* context,
     const sessiond::v1::ListFlushesRequest* /*request*/,
     sessiond::v1::ListFlushesResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto list = [this, reactor, response] {
+  // A restore or flush just acknowledged anywhere is listed.
+  return AfterDefaultRead(context, [this, response] {
     for (Revocation& record : state_machine_->revocations()) {
       *response->add_revocations() = std::move(record);
     }
-    reactor->Finish(grpc::Status::OK);
-  };
-  if (reads_ == nullptr) {
-    list();
-    return reactor;
-  }
-  // What the leader has applied when it answers in time (a restore or
-  // flush just acknowledged anywhere is listed), else this node's view.
-  reads_->Wait(sessiond::v1::CONSISTENCY_DEFAULT, DeadlineOf(context),
-               [reactor, list](ReadAnswer answer) {
-                 if (!answer.status.ok()) {
-                   reactor->Finish(ToGrpcStatus(answer.status));
-                   return;
-                 }
-                 list();
-               });
-  return reactor;
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace sessiond::server

@@ -5,6 +5,8 @@
 #include <google/protobuf/reflection.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
+#include <atomic>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -201,8 +203,23 @@ grpc::ServerUnaryReactor* AuditRecorder::Record(
   return call;
 }
 
-void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time deadline,
+void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
                            std::function<void()> then) {
+  // `then` finishes the call: run once, by the write or by the timer.
+  struct Once {
+    std::atomic<bool> ran{false};
+    std::function<void()> fn;
+    void Run() {
+      if (!ran.exchange(true)) fn();
+    }
+  };
+  auto once = std::make_shared<Once>();
+  once->fn = std::move(then);
+  const absl::Time write_deadline =
+      std::max(answer_by, absl::Now() + options_.commit_timeout);
+  if (options_.timers != nullptr && write_deadline > answer_by) {
+    options_.timers->At(answer_by, [once] { once->Run(); });
+  }
   // Cut here as application would (kMaxAuditEntryBytes), so an oversized
   // request does not make an oversized log entry.
   storage::TruncateAuditEntry(&entry);
@@ -212,21 +229,22 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time deadline,
   audit->set_retention_ms(options_.retention_ms);
   audit->set_max_entries(options_.max_entries);
   recorded_.fetch_add(1, std::memory_order_relaxed);
-  writes_->Submit(std::move(command), deadline,
-                  [this, entry = std::move(entry),
-                   then = std::move(then)](replication::ApplyResult result) {
-                    if (!result.ok()) {
-                      write_failures_.fetch_add(1, std::memory_order_relaxed);
-                      // The whole entry (secrets already redacted), so the
-                      // record is not lost with the write. The outcome is
-                      // unknown: it may still commit.
-                      logging::Error("audit.write_failed",
-                                     logging::Fields()
-                                         .Add("entry", AuditEntryJson(entry))
-                                         .Error(result.status()));
-                    }
-                    then();
-                  });
+  writes_->Submit(
+      std::move(command),
+      options_.timers != nullptr ? write_deadline : answer_by,
+      [this, entry = std::move(entry), once](replication::ApplyResult result) {
+        if (!result.ok()) {
+          write_failures_.fetch_add(1, std::memory_order_relaxed);
+          // The whole entry (secrets already redacted), so the
+          // record is not lost with the write. The outcome is
+          // unknown: it may still commit.
+          logging::Error("audit.write_failed",
+                         logging::Fields()
+                             .Add("entry", AuditEntryJson(entry))
+                             .Error(result.status()));
+        }
+        once->Run();
+      });
 }
 
 }  // namespace sessiond::server

@@ -17,6 +17,7 @@
 #include "common/strong_types.h"
 #include "google/protobuf/message.h"
 #include "server/auth.h"
+#include "server/delay_queue.h"
 #include "server/write_path.h"
 #include "sessiond/v1/admin.pb.h"
 
@@ -46,9 +47,15 @@ struct AuditRecorderOptions {
   // Carried in every AuditCommand (storage drops by them at application).
   int64_t retention_ms = 90ll * 24 * 3600 * 1000;
   uint32_t max_entries = 100'000;
-  // How long an answered call waits for its entry to commit before its
-  // answer goes out anyway (also cut to the client's deadline).
+  // How long an entry's write may take. An answered call waits for it at
+  // most this long and never past the client's deadline: its answer then
+  // goes out while the write goes on (a call answered near or after its
+  // client's deadline, such as a backup that ran on past `sessionctl
+  // --timeout`, is still recorded).
   absl::Duration commit_timeout = absl::Seconds(3);
+  // Where the answer's own deadline is kept; null: the answer waits for
+  // the write (tests). Must outlive the recorder.
+  DelayQueue* timers = nullptr;
   // This node's cluster time (ClusterClock::NowMs), for received_ms.
   std::function<int64_t()> now_ms;
   // Who called (AuthProcessor::CallerOf); null without TLS, where calls
@@ -115,8 +122,9 @@ class AuditRecorder {
   sessiond::v1::AuditEntry Begin(
       grpc::CallbackServerContext* context, absl::string_view method,
       const google::protobuf::Message& request) const;
-  // Proposes `entry` and calls `then` once it applied or could not be.
-  void Commit(sessiond::v1::AuditEntry entry, absl::Time deadline,
+  // Proposes `entry`, for at most commit_timeout, and calls `then` once,
+  // when it applied or could not be, or at `answer_by` if that comes first.
+  void Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
               std::function<void()> then);
 
   const AuditRecorderOptions options_;

@@ -731,6 +731,7 @@ absl::Status Daemon::Init() {
   audit_options.max_entries = static_cast<uint32_t>(config_.audit_max_entries);
   audit_options.now_ms = [this] { return clock_->NowMs(); };
   audit_options.auth = security_->processor();
+  audit_options.timers = timers_.get();
   audit_ =
       std::make_unique<AuditRecorder>(std::move(audit_options), writes_.get());
   if (!audit_->enabled()) {
