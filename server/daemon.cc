@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
@@ -216,17 +217,34 @@ void Daemon::ConfirmRemoval() {
     if (!answer.ok()) return std::nullopt;
     return *std::move(answer);
   };
-  // Only the leader's word counts (RemovalWatch).
-  NodeId leader;
+  // Only the leader's word counts (RemovalWatch), and only a leader every
+  // peer that answers agrees on. A node started alone with
+  // --force_new_cluster while the rest of its cluster still runs (a backup
+  // restored onto a member's address) lists every other member as removed
+  // and calls itself leader: heard alone, it made the live members mark
+  // themselves removed and stop, though they still had a quorum. Those
+  // members name another leader, or this node.
+  std::set<uint64_t> named;
   for (const auto& [id, address] : transport_->addresses()) {
     std::optional<sessiond::v1::internal::HelloResponse> answer = hello(id);
     if (answer && answer->cluster_id() == cluster_id_ &&
-        answer->leader() != 0 && answer->leader() != self.value()) {
-      leader = NodeId(answer->leader());
-      break;
+        answer->leader() != 0) {
+      named.insert(answer->leader());
     }
   }
-  if (leader == NodeId(0)) return;  // asked again in a second
+  if (named.size() > 1 || named.count(self.value()) > 0) {
+    logging::Warn("node.removal_disputed",
+                  logging::Fields()
+                      .Add("leaders_named", absl::StrJoin(named, ","))
+                      .Add("msg",
+                           "peers disagree on who leads, or follow this node: "
+                           "the removal is not confirmed (a member forced "
+                           "alone with --force_new_cluster while the others "
+                           "run?)"));
+    return;
+  }
+  if (named.empty()) return;  // asked again in a second
+  const NodeId leader(*named.begin());
   std::optional<sessiond::v1::internal::HelloResponse> answer = hello(leader);
   if (!answer || answer->leader() != leader.value() ||
       answer->cluster_id() != cluster_id_) {

@@ -439,6 +439,8 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
           HexId(m->cluster_id), ", applied index ", m->applied_index, ", ",
           m->session_count, " sessions; checksum ok) into ", target.string(),
           "\n\nNext:\n"
+          "  0. Stop every node of the old cluster for good first: one that "
+          "runs on would be a second cluster with the same id.\n"
           "  1. Start ONE node on it, as the only member of its cluster:\n"
           "       ",
           command, "\n     (--node_id must be ", m->node_id,

@@ -1553,6 +1553,35 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
   ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20)).ok());
 }
 
+// A member started alone with --force_new_cluster while the rest of its
+// cluster still runs (the operator restored a backup onto its address
+// without stopping the old cluster first) lists the others as removed and
+// leads itself. The running members, which still have a quorum, must not
+// take its word for their removal: they asked the first peer naming
+// another leader, it named itself, and both marked their data dirs removed
+// and stopped.
+TEST(ClusterTest, AMemberForcedAloneDoesNotStopTheRunningCluster) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int forced = Others(cluster, *leader)[0];
+  ASSERT_EQ(cluster.Terminate(forced), 0);
+  cluster.SetNodeFlags(forced, {"--force_new_cluster", "1"});
+  ASSERT_TRUE(cluster.StartNode(forced).ok());
+  // The removal check runs every second.
+  EXPECT_EQ(cluster.WaitForExit(*leader, absl::Seconds(8)), -1)
+      << cluster.LogTail(*leader);
+  for (int id : Others(cluster, forced)) {
+    EXPECT_TRUE(cluster.running(id)) << id << ": " << cluster.LogTail(id);
+  }
+  EXPECT_TRUE(LogContains(cluster, *leader, "node.removal_disputed"))
+      << cluster.LogTail(*leader);
+  EXPECT_TRUE(
+      cluster.WaitForWritable(absl::Seconds(20), Others(cluster, forced)[0])
+          .ok());
+}
+
 // Creates `count` one-hour sessions through `via` from 16 threads.
 std::vector<std::string> CreateMany(ClusterHarness& cluster, int via, int count,
                                     const std::string& user) {
