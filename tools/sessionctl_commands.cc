@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/backup_manifest.h"
+#include "common/fault_point.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "sessiond/v1/admin.pb.h"
@@ -394,6 +395,7 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
     return absl::InternalError(absl::StrCat(
         "restore-from: ", made.status().message(), "; nothing was restored"));
   }
+  SESSIOND_FAULT_POINT("restore.before_copy");
   for (const std::string& name : *files) {
     const fs::path to = tmp / name;
     fs::create_directories(to.parent_path(), ec);
@@ -411,6 +413,22 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
     fs::remove_all(tmp, ec);
     return absl::InternalError(
         absl::StrCat("restore-from: ", s.message(), "; nothing was restored"));
+  }
+  // The copy read every file a second time: checked as the backup was (a
+  // backup changed while it was copied, or read back wrong from a flaky
+  // disk, would otherwise be restored with "checksum ok").
+  absl::StatusOr<BackupDigest> copied = DigestBackupFiles(tmp.string(), *files);
+  if (!copied.ok() || copied->sha256 != m->sha256 ||
+      copied->total_bytes != m->total_bytes) {
+    fs::remove_all(tmp, ec);
+    return absl::DataLossError(absl::StrCat(
+        "restore-from: the copy in ", tmp.string(),
+        " does not match the backup's manifest (",
+        copied.ok() ? absl::StrCat("sha256 ", copied->sha256)
+                    : std::string(copied.status().message()),
+        "): the backup changed while it was copied, or a disk read it back "
+        "wrong. Nothing was restored; run it again, and check the backup's "
+        "disk if it fails again."));
   }
   fs::remove(target, ec);  // empty, if it exists
   fs::rename(tmp, target, ec);

@@ -62,6 +62,21 @@ Result RunCtl(const std::string& scratch, const std::string& args) {
   return r;
 }
 
+// Flips two bytes of the first .sst file in `dir`.
+void DamageAnSst(const std::string& dir) {
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() == ".sst") {
+      std::fstream f(entry.path(),
+                     std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(10);
+      f.put('\x5a');
+      f.put('\xa5');
+      return;
+    }
+  }
+  ADD_FAILURE() << "no .sst file in " << dir;
+}
+
 std::string Describe(const Result& r) {
   return absl::StrCat("exit ", r.exit_code, "\n--- stdout\n", r.out,
                       "--- stderr\n", r.err);
@@ -169,22 +184,36 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
   const std::string damaged = scratch.path() + "/damaged";
   std::filesystem::copy(backup_dir, damaged,
                         std::filesystem::copy_options::recursive);
-  for (const auto& entry : std::filesystem::directory_iterator(damaged)) {
-    if (entry.path().extension() == ".sst") {
-      std::fstream f(entry.path(),
-                     std::ios::in | std::ios::out | std::ios::binary);
-      f.seekp(10);
-      f.put('\x5a');
-      f.put('\xa5');
-      break;
-    }
-  }
+  DamageAnSst(damaged);
   const Result refused = RunCtl(
       scratch.path(), absl::StrCat("restore-from ", damaged, " --data-dir ",
                                    scratch.path(), "/never"));
   EXPECT_EQ(refused.exit_code, 1) << Describe(refused);
   EXPECT_TRUE(absl::StrContains(refused.err, "damaged")) << Describe(refused);
   EXPECT_FALSE(std::filesystem::exists(scratch.path() + "/never"));
+  // A backup damaged after its check, while restore-from waits to copy it
+  // (a stall at that point, 2 s), is refused too: the copy is checked.
+  const std::string racing = scratch.path() + "/racing";
+  std::filesystem::copy(backup_dir, racing,
+                        std::filesystem::copy_options::recursive);
+  int raced = -1;
+  std::thread restoring([&] {
+    raced = std::system(
+        absl::StrCat(
+            "HOME=", scratch.path(),
+            " SESSIOND_FAULT_POINT=restore.before_copy~2000 timeout 60 ",
+            SESSIONCTL_BINARY, " restore-from ", racing, " --data-dir ",
+            scratch.path(), "/raced >", scratch.path(), "/raced.out 2>",
+            scratch.path(), "/raced.err")
+            .c_str());
+  });
+  absl::SleepFor(absl::Milliseconds(700));
+  DamageAnSst(racing);
+  restoring.join();
+  EXPECT_TRUE(WIFEXITED(raced) && WEXITSTATUS(raced) == 1)
+      << Slurp(scratch.path() + "/raced.err");
+  EXPECT_FALSE(std::filesystem::exists(scratch.path() + "/raced"));
+  EXPECT_FALSE(std::filesystem::exists(scratch.path() + "/raced.restoring"));
 
   // A data dir inside the backup, or a backup where the restore would put
   // its temporary folder, is refused and the backup left as it was. The
