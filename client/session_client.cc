@@ -700,21 +700,38 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       create_mu_.Await(absl::Condition(&me.done));
     }
     if (!me.done) {
+      create_queue_.erase(queued);
+      // A batch ends by the earliest deadline in it. A caller that spent
+      // most of its call_timeout behind earlier batches would cut everyone's
+      // short (all of them then "outcome unknown", their sessions possibly
+      // made for nobody): it is answered "not sent" instead, and may retry.
+      const absl::Time enough =
+          absl::Now() + std::min(options_.deadline, options_.call_timeout) / 4;
+      const absl::Status late = NotSent(
+          "CreateSession: not sent; its call_timeout was nearly spent behind "
+          "earlier coalesced batches (coalesce_creates). Nothing was created");
+      // Its turn passes to the next waiter (create_sending_ stays false).
+      if (me.deadline < enough) return late;
       create_sending_ = true;
       // This caller's create first: whichever waiter's turn it is, it may
       // not be the oldest (the lock does not wake them in order).
-      create_queue_.erase(queued);
       batch.push_back(&me);
+      size_t bytes = request.ByteSizeLong();
       const size_t max =
           static_cast<size_t>(std::max(1, options_.max_coalesced_creates));
-      size_t bytes = request.ByteSizeLong();
       while (!create_queue_.empty() && batch.size() < max) {
+        PendingCreate* next = create_queue_.front();
         // The reply carries each record, about as large as its request.
-        const size_t next = create_queue_.front()->request->ByteSizeLong();
-        if (bytes + next > kMaxCoalescedRequestBytes) break;
-        bytes += next;
-        batch.push_back(create_queue_.front());
+        const size_t next_bytes = next->request->ByteSizeLong();
+        if (bytes + next_bytes > kMaxCoalescedRequestBytes) break;
         create_queue_.pop_front();
+        if (next->deadline < enough) {
+          next->result = late;
+          next->done = true;
+          continue;
+        }
+        bytes += next_bytes;
+        batch.push_back(next);
       }
     } else if (!me.send_alone) {
       return std::move(me.result);

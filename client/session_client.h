@@ -73,7 +73,9 @@ struct SessionClientOptions {
   // JWT that cannot be signed) is retried one by one (each caller sends its
   // own), so one bad request fails only its own call. Each caller's
   // call_timeout holds: a batch ends by the earliest deadline of the callers in
-  // it.
+  // it; a caller left with less than a quarter of min(deadline, call_timeout)
+  // when its batch would go (it waited behind slow batches) is answered "not
+  // sent" (IsNotSent) rather than cut the others' time short.
   bool coalesce_creates = false;
   // Also closed once its requests reach 1 MiB (kMaxCoalescedRequestBytes):
   // the reply carries every record, and one over this client's receive

@@ -1864,6 +1864,40 @@ TEST(ClientDeadlineTest, CallTimeoutBoundsCoalescedCreatesSentAgainOneByOne) {
   EXPECT_GE(server.service().calls("CreateSessions"), 1);
 }
 
+// A caller that spent most of its call_timeout queued behind a slow batch
+// does not go into the next one: that batch would end by its deadline, and
+// every create in it, including ones just queued with most of their time
+// left, would end "outcome unknown". It is answered "not sent" instead.
+TEST(ClientCoalesceTest, ACallerNearItsDeadlineDoesNotCutTheNextBatchShort) {
+  FakeServer server;
+  SessionClientOptions options = FakeOptions();
+  options.call_timeout = absl::Seconds(2);
+  options.coalesce_creates = true;
+  auto client = SessionClient::Connect(server.address(), options);
+  Answer slow;
+  slow.delay = absl::Milliseconds(1800);
+  server.service().Push(slow);
+  Answer quick;
+  quick.delay = absl::Milliseconds(200);
+  server.service().Push(quick);
+  absl::Status first, early, late;
+  std::thread sender(
+      [&] { first = client->CreateSession(CreateRequest("a")).status(); });
+  absl::SleepFor(absl::Milliseconds(10));
+  std::thread queued_early(
+      [&] { early = client->CreateSession(CreateRequest("b")).status(); });
+  absl::SleepFor(absl::Milliseconds(1500));
+  std::thread queued_late(
+      [&] { late = client->CreateSession(CreateRequest("c")).status(); });
+  sender.join();
+  queued_early.join();
+  queued_late.join();
+  EXPECT_TRUE(IsNotSent(early)) << early;
+  EXPECT_TRUE(late.ok()) << late;
+  EXPECT_EQ(server.service().calls("CreateSessions"), 0);
+  EXPECT_EQ(server.service().calls("CreateSession"), 2);
+}
+
 // `threads` concurrent coalesced creates of `request` through a client of
 // `server`: the first caller sends alone, answered in half a second, and
 // those that queue behind it meanwhile go in a batch, answered by `batch`
