@@ -149,6 +149,8 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
   options.new_leader_grace =
       2 * absl::Milliseconds(config_.touch_flush_interval_ms) +
       absl::Seconds(1);
+  options.audit_retention_ms = config_.audit_retention_ms;
+  options.audit_max_entries = static_cast<uint32_t>(config_.audit_max_entries);
   return std::make_unique<ExpirySweeper>(options, table_.get(),
                                          state_machine_.get(), clock_.get(),
                                          driver_.get(), writes_.get());

@@ -119,6 +119,7 @@ uint64_t ExpirySweeper::SweepOnce() {
   removed_total_.fetch_add(removed, std::memory_order_relaxed);
   PurgeRevocations();
   PurgeCreateRequests();
+  TrimAudit();
   return removed;
 }
 
@@ -272,6 +273,17 @@ void ExpirySweeper::MaybeClearBreaker(
                     .Add("msg",
                          "the sessions the expiry breaker held back "
                          "are no longer unexpected: expiry resumes"));
+  (void)SubmitAndWait(std::move(command));
+}
+
+void ExpirySweeper::TrimAudit() {
+  if (!state_machine_->AuditDueForTrim(clock_->NowMs(),
+                                       options_.audit_retention_ms)) {
+    return;
+  }
+  sessiond::v1::internal::Command command;
+  command.mutable_audit()->set_retention_ms(options_.audit_retention_ms);
+  command.mutable_audit()->set_max_entries(options_.audit_max_entries);
   (void)SubmitAndWait(std::move(command));
 }
 

@@ -47,6 +47,11 @@ struct ExpirySweeperOptions {
   // within a flush interval or two of a leader being known, and a session
   // removed first could not be saved by them (docs/API.md, "Consistency").
   absl::Duration new_leader_grace = absl::ZeroDuration();
+  // The audit log's limits (--audit_retention_ms, --audit_max_entries):
+  // entries that aged out are trimmed by a command of the leader's even
+  // when no new entry comes to drop them. Retention 0: never trimmed here.
+  int64_t audit_retention_ms = 0;
+  uint32_t audit_max_entries = 0;
   // Where this sweeper counts what it found (null: not counted). Outlives
   // the sweeper.
   ExpirySweepStats* stats = nullptr;
@@ -135,6 +140,8 @@ class ExpirySweeper {
   void PurgeRevocations();
   // Proposes a purge of the create request ids whose window has passed.
   void PurgeCreateRequests();
+  // Proposes a trim of the audit entries that aged out.
+  void TrimAudit();
 
   const ExpirySweeperOptions options_;
   const storage::SessionTable* const table_;                 // outlives this

@@ -128,21 +128,43 @@ uint64_t AuditLog::Append(v1::AuditEntry entry, int64_t now_ms,
   TruncateAuditEntry(&entry);
   batch->Put(cf, AuditKey(seq), entry.SerializeAsString());
   kept_.emplace_back(seq, now_ms);
+  // Never the entry just added.
+  DropLocked(now_ms, retention_ms, max_entries, /*keep=*/1, cf, batch);
+  return seq;
+}
 
-  // What goes is always a prefix of kept_ (never the entry just added).
+uint64_t AuditLog::Trim(int64_t now_ms, int64_t retention_ms,
+                        uint32_t max_entries, rocksdb::ColumnFamilyHandle* cf,
+                        rocksdb::WriteBatch* batch) {
+  absl::MutexLock lock(&mu_);
+  return DropLocked(now_ms, retention_ms, max_entries, /*keep=*/0, cf, batch);
+}
+
+bool AuditLog::AnyOlderThan(int64_t now_ms, int64_t retention_ms) const {
+  absl::MutexLock lock(&mu_);
+  return retention_ms > 0 && !kept_.empty() &&
+         kept_.front().second < now_ms - retention_ms;
+}
+
+uint64_t AuditLog::DropLocked(int64_t now_ms, int64_t retention_ms,
+                              uint32_t max_entries, size_t keep,
+                              rocksdb::ColumnFamilyHandle* cf,
+                              rocksdb::WriteBatch* batch) {
+  if (kept_.empty()) return 0;
+  // What goes is always a prefix of kept_.
   const uint64_t first_seq = kept_.front().first;
   uint64_t last_dropped = 0;
   size_t dropped = 0;
   if (retention_ms > 0) {
     const int64_t cutoff = now_ms - retention_ms;  // now_ms >= 0: no overflow
-    while (kept_.size() > 1 && kept_.front().second < cutoff) {
+    while (kept_.size() > keep && kept_.front().second < cutoff) {
       last_dropped = kept_.front().first;
       kept_.pop_front();
       ++dropped;
     }
   }
   const size_t max = max_entries > 0 ? max_entries : kDefaultAuditMaxEntries;
-  while (kept_.size() > max) {
+  while (kept_.size() > std::max(max, keep)) {
     last_dropped = kept_.front().first;
     kept_.pop_front();
     ++dropped;
@@ -159,7 +181,7 @@ uint64_t AuditLog::Append(v1::AuditEntry entry, int64_t now_ms,
     }
   }
   batch->Put(cf, kAuditMetaKey, EncodeAuditMeta(meta_));
-  return seq;
+  return dropped;
 }
 
 void AuditLog::Replace(std::deque<std::pair<uint64_t, int64_t>> kept,

@@ -108,6 +108,13 @@ class AuditLog {
   uint64_t Append(sessiond::v1::AuditEntry entry, int64_t now_ms,
                   int64_t retention_ms, uint32_t max_entries,
                   rocksdb::ColumnFamilyHandle* cf, rocksdb::WriteBatch* batch);
+  // The same drops without an entry (an AuditCommand with none: the
+  // leader's sweeper trims what aged out on a cluster with no new admin
+  // calls); every entry may go. Returns how many were dropped.
+  uint64_t Trim(int64_t now_ms, int64_t retention_ms, uint32_t max_entries,
+                rocksdb::ColumnFamilyHandle* cf, rocksdb::WriteBatch* batch);
+  // Whether Trim at `now_ms` would drop an entry by age.
+  bool AnyOlderThan(int64_t now_ms, int64_t retention_ms) const;
 
   // Replaces everything (ApplySnapshot). `kept` is (seq, time_ms) in seq
   // order.
@@ -118,6 +125,14 @@ class AuditLog {
   AuditMeta meta() const;
 
  private:
+  // Drops by age and count, keeping at least `keep` entries, and writes the
+  // deletes and the meta record to `batch`. Returns how many it dropped.
+  uint64_t DropLocked(int64_t now_ms, int64_t retention_ms,
+                      uint32_t max_entries, size_t keep,
+                      rocksdb::ColumnFamilyHandle* cf,
+                      rocksdb::WriteBatch* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   mutable absl::Mutex mu_;
   // (seq, time_ms) of each kept entry, in seq order.
   std::deque<std::pair<uint64_t, int64_t>> kept_ ABSL_GUARDED_BY(mu_);

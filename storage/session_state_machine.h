@@ -250,6 +250,11 @@ class SessionStateMachine : public replication::StateMachine {
       const sessiond::v1::ListAuditRequest& request) const;
   // The audit entries kept (any thread; for metrics).
   uint64_t AuditEntryCount() const { return audit_log_.size(); }
+  // Whether an entry is older than `retention_ms` at `now_ms`: the leader's
+  // sweeper then proposes an AuditCommand without an entry, which trims.
+  bool AuditDueForTrim(int64_t now_ms, int64_t retention_ms) const {
+    return audit_log_.AnyOlderThan(now_ms, retention_ms);
+  }
 
   // Writes an image file (storage/snapshot_files.h) from a consistent
   // RocksDB snapshot of the state; `data` is its SnapshotRef. Safe to run

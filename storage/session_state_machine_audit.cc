@@ -18,7 +18,11 @@ ApplyResult SessionStateMachine::ApplyAudit(
     const v1::internal::AuditCommand& audit, int64_t now_ms,
     rocksdb::WriteBatch* batch) {
   if (!audit.has_entry()) {
-    return absl::InvalidArgumentError("audit command has no entry");
+    // A trim: what aged out goes (the leader's sweeper proposes it when no
+    // new entry came to do it).
+    return std::any(audit_log_.Trim(now_ms, audit.retention_ms(),
+                                    audit.max_entries(), db_->default_cf(),
+                                    batch));
   }
   const uint64_t seq =
       audit_log_.Append(audit.entry(), now_ms, audit.retention_ms(),

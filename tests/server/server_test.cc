@@ -517,6 +517,33 @@ TEST_F(ManualSweepTest, ASweepThatFindsMoreThanItMayRemoveIsCounted) {
   EXPECT_EQ(daemon_->table()->size(), 0u);
 }
 
+// Audit entries past their retention go on a quiet node too: the leader's
+// sweeper trims them (they used to go only with the next audited call).
+class AuditTrimTest : public ManualSweepTest {
+ protected:
+  Config MakeConfig() override {
+    Config config = ManualSweepTest::MakeConfig();
+    config.audit_retention_ms = 1000;  // the flag's floor is an hour
+    return config;
+  }
+};
+
+TEST_F(AuditTrimTest, TheSweeperTrimsEntriesPastTheirRetention) {
+  MustCreate("ivy");
+  RevokeUserSessionsRequest request;  // audited (a bulk revocation)
+  request.set_user_id("ivy");
+  RevokeUserSessionsResponse response;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  ASSERT_TRUE(stub_->RevokeUserSessions(&context, request, &response).ok());
+  ASSERT_EQ(daemon_->state_machine()->AuditEntryCount(), 1u);
+  daemon_->sweeper()->SweepOnce();
+  EXPECT_EQ(daemon_->state_machine()->AuditEntryCount(), 1u);  // young
+  absl::SleepFor(absl::Milliseconds(1500));
+  daemon_->sweeper()->SweepOnce();
+  EXPECT_EQ(daemon_->state_machine()->AuditEntryCount(), 0u);
+}
+
 // The expiry breaker judges every session about to expire, not one sweep's
 // worth. 1300 live sessions make a threshold of 130 unexpected expiries; a
 // sweep removes at most 64 (sweep_batch 1). 700 sessions born and expired
