@@ -465,6 +465,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Backup(
       });
 }
 
+namespace {
+// Longer than the election timeout after which a leader gives a transfer
+// up (27 ticks of 10 ms by default), so one it still tries is rarely
+// started twice (and if it is, the core takes the second in its place).
+constexpr absl::Duration kTransferRetry = absl::Seconds(2);
+}  // namespace
+
 grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
     grpc::CallbackServerContext* context,
     const sessiond::v1::TransferLeadershipRequest* request,
@@ -491,7 +498,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
               const auto* from = std::any_cast<uint64_t>(&*result);
               AwaitLeader(context, reactor, response, target,
                           from != nullptr ? NodeId(*from) : old_leader,
-                          deadline);
+                          deadline, absl::Now() + kTransferRetry);
             });
         return reactor;
       });
@@ -500,7 +507,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
 void AdminServiceImpl::AwaitLeader(
     grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
     sessiond::v1::TransferLeadershipResponse* response, NodeId target,
-    NodeId old_leader, absl::Time deadline) {
+    NodeId old_leader, absl::Time deadline, absl::Time retry_at) {
   const replication::NodeStatus status = driver_->status();
   const bool done = target != NodeId(0) ? status.leader == target
                                         : status.leader != NodeId(0) &&
@@ -517,8 +524,14 @@ void AdminServiceImpl::AwaitLeader(
                      status.leader.value()))));
     return;
   }
+  if (status.leader == old_leader && absl::Now() >= retry_at) {
+    // Its answer changes nothing here: this poll decides.
+    writes_->SubmitTransfer(target, deadline, [](replication::ApplyResult) {});
+    retry_at = absl::Now() + kTransferRetry;
+  }
   timers_->After(absl::Milliseconds(20), [=, this] {
-    AwaitLeader(context, reactor, response, target, old_leader, deadline);
+    AwaitLeader(context, reactor, response, target, old_leader, deadline,
+                retry_at);
   });
 }
 

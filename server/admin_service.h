@@ -207,10 +207,15 @@ class AdminServiceImpl final
   sessiond::v1::SigningKeyInfo KeyInfo(
       const sessiond::v1::internal::SigningKey& key) const;
   // Polls until `target` leads (0: anyone but `old_leader`) or the deadline.
+  // While `old_leader` still leads at `retry_at`, the transfer is started
+  // again: the leader gives one up after an election timeout (its target
+  // did not take over in time: a busy machine, a target paused or just
+  // restarted), and the caller's deadline is usually far longer.
   void AwaitLeader(grpc::CallbackServerContext* context,
                    grpc::ServerUnaryReactor* reactor,
                    sessiond::v1::TransferLeadershipResponse* response,
-                   NodeId target, NodeId old_leader, absl::Time deadline);
+                   NodeId target, NodeId old_leader, absl::Time deadline,
+                   absl::Time retry_at);
 
   const AdminServiceOptions options_;
   replication::NodeDriver* const driver_;                    // outlives this

@@ -966,6 +966,30 @@ TEST(ClusterTest, WritesDuringALeadershipTransferAreTriedAgainNotFailed) {
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
 }
 
+// A leader gives a transfer up after an election timeout when its target
+// does not take over (here: paused). The call, whose deadline is far
+// longer, starts it again while the old leader still leads: it used to
+// wait out its deadline and fail, though the target was back in 1.5 s (a
+// busy machine made ClusterTest.TransferToAny... fail the same way).
+TEST(ClusterTest, ATransferGivenUpIsStartedAgainWithinTheDeadline) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int target = Others(cluster, *leader)[0];
+  cluster.Pause(target);
+  std::thread resume([&] {
+    absl::SleepFor(absl::Milliseconds(1500));
+    cluster.Resume(target);
+  });
+  const grpc::Status transfer = TransferLeadership(cluster, *leader, target);
+  resume.join();
+  EXPECT_TRUE(transfer.ok()) << transfer.error_message();
+  absl::StatusOr<int> now = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(*now, target);
+}
+
 // Cluster time lives in memory between stamped entries. A node restarted
 // after a quiet spell resumed from the last stamp it had applied, the whole
 // spell behind the two that kept counting; made leader, it stamped new
