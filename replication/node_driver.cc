@@ -623,7 +623,11 @@ void NodeDriver::StartReadRound(std::vector<StatusCallback> readers) {
   const absl::Status s = core_->ReadIndex(absl::StrCat(id));
   metric_read_rounds_.fetch_add(1, std::memory_order_relaxed);
   if (!s.ok()) {
-    for (StatusCallback& r : readers) r(s);
+    // Answered on the completion stage, not here: a reader's callback may
+    // do a whole validation (a default read falling back to the local
+    // table), and during an election every read fails this way at once;
+    // on this thread they would hold up the votes the election waits for.
+    PostReaders(std::move(readers), s);
     return;
   }
   ReadRound& round = read_rounds_[id];
@@ -667,7 +671,7 @@ void NodeDriver::ExpireReadRounds(bool leadership_changed) {
         leadership_changed
             ? LeadershipChanged()
             : absl::UnavailableError("no answer from the leader in time");
-    for (StatusCallback& r : it->second.readers) r(s);
+    PostReaders(std::move(it->second.readers), s);  // as in StartReadRound
     it = read_rounds_.erase(it);
   }
 }
@@ -1230,6 +1234,16 @@ void NodeDriver::CompleteReadsThrough(LogIndex applied) {
           std::move(reads_waiting_.begin()->second.done), absl::OkStatus()));
       reads_waiting_.erase(reads_waiting_.begin());
     }
+  }
+  PostCompletions(std::move(calls));
+}
+
+void NodeDriver::PostReaders(std::vector<StatusCallback> readers,
+                             const absl::Status& status) {
+  std::vector<Completion> calls;
+  calls.reserve(readers.size());
+  for (StatusCallback& r : readers) {
+    calls.push_back(Completion::Reader(std::move(r), status));
   }
   PostCompletions(std::move(calls));
 }

@@ -442,6 +442,9 @@ class NodeDriver : public MessageSink, public StageRunner {
                          std::vector<ApplyResult>* results);
   void CompleteReadsThrough(LogIndex applied);
   void PostCompletions(std::vector<Completion> calls);
+  // Every reader answered `status`, on the completion stage.
+  void PostReaders(std::vector<StatusCallback> readers,
+                   const absl::Status& status);
   void FailAllPending(const absl::Status& status);
   // Publishes RaftCore::LocalReadTicks as a time on the runtime's clock.
   // Called before each Ready is dispatched, so a window the core withdrew

@@ -1184,6 +1184,31 @@ TEST(NodeDriverTest, AFollowerBehindIsCurrentAsOfWhatItApplied) {
   EXPECT_EQ(status.current_as_of, runtime.Elapsed());
 }
 
+// A read that fails at once (no leader known: an election) is answered on
+// the completion stage, not on the driver thread: a reader's callback may
+// be a whole validation (a default read falling back to the local table),
+// and a read load answered on the driver thread held up the election.
+TEST(NodeDriverTest, AReadWithoutALeaderIsAnsweredOffTheDriverThread) {
+  MemoryLogStore log(ThreeVoters());
+  RecordingStateMachine sm;
+  RecordingTransport transport;
+  ManualRuntime runtime;
+  auto driver =
+      NodeDriver::StartOn(ManualOptions(), &log, &sm, &transport, &runtime);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  int answered = 0;
+  absl::Status answer;
+  (*driver)->ReadIndex([&](absl::Status s) {
+    ++answered;
+    answer = std::move(s);
+  });
+  runtime.RunUntilIdleExcept(Stage::kCompletion);
+  EXPECT_EQ(answered, 0) << "answered on the driver stage: " << answer;
+  runtime.RunUntilIdle();
+  EXPECT_EQ(answered, 1);
+  EXPECT_EQ(answer.code(), absl::StatusCode::kUnavailable) << answer;
+}
+
 // Issue 10: a leader whose disk is full hands leadership to the voter that
 // holds the most of its log (etcd leaves it leading; its writes all fail).
 TEST(NodeDriverTest, ALeaderThatCannotWriteHandsOver) {
