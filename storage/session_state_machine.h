@@ -335,6 +335,10 @@ class SessionStateMachine : public replication::StateMachine {
       const sessiond::v1::internal::BulkRevokeCommand& bulk, LogIndex index,
       int64_t now_ms, sessiond::v1::internal::ClusterState* cluster,
       rocksdb::WriteBatch* batch);
+  // The idle time to give back to `hash` as revocation `restoring` lets go
+  // of it at `now_ms` (SessionTable::RemoveHold's held_ms).
+  int64_t IdleTimeGivenBack(const TokenHash& hash, uint64_t restoring,
+                            int64_t now_ms) const;
   replication::ApplyResult ApplyRestoreRevocation(
       const sessiond::v1::internal::RestoreRevocationCommand& restore,
       int64_t now_ms, rocksdb::WriteBatch* batch);

@@ -102,8 +102,10 @@ SessionStateMachine::Selection SessionStateMachine::SelectSessions(
   if (!SelectsByUser(selector)) {
     table_->ForEachSession([&](const SessionView& session) {
       if (!ScanSelects(selector, session)) return;
-      if (IsExpired(session.expires_at_ms, session.idle_timeout_ms,
-                    session.last_seen_at_ms, expiry_now, leeway)) {
+      if (IsExpired(
+              session.expires_at_ms,
+              IdleTimeoutWhile(session.hold != 0, session.idle_timeout_ms),
+              session.last_seen_at_ms, expiry_now, leeway)) {
         selection.expired.push_back(session.hash);
         return;
       }
@@ -278,6 +280,29 @@ ApplyResult SessionStateMachine::ApplyRestorableRevokeUser(
   return std::any(std::move(record));
 }
 
+int64_t SessionStateMachine::IdleTimeGivenBack(const TokenHash& hash,
+                                               uint64_t restoring,
+                                               int64_t now_ms) const {
+  // Held since the earliest of its revocations; idle time did not run
+  // since. Taking `restoring` out, the session stays held since the
+  // earliest of the others (that much is given back now, the rest when the
+  // last goes), or is free again (all of it now).
+  const auto held_since = [&](uint64_t id) {
+    std::optional<Revocation> record = revocation(id);
+    return record ? record->revoked_at_ms() : now_ms;
+  };
+  int64_t since = now_ms;
+  int64_t since_others = now_ms;
+  bool others = false;
+  for (uint64_t id : table_->HoldIdsOf(hash)) {
+    since = std::min(since, held_since(id));
+    if (id == restoring) continue;
+    since_others = std::min(since_others, held_since(id));
+    others = true;
+  }
+  return std::max<int64_t>(0, (others ? since_others : now_ms) - since);
+}
+
 ApplyResult SessionStateMachine::ApplyRestoreRevocation(
     const v1::internal::RestoreRevocationCommand& restore, int64_t now_ms,
     rocksdb::WriteBatch* batch) {
@@ -305,9 +330,11 @@ ApplyResult SessionStateMachine::ApplyRestoreRevocation(
         " (cluster time, Unix ms), so its sessions are revoked for good"));
   }
   const int64_t leeway = expiry_leeway_ms();
+  const int64_t expiry_now = ExpiryNowMs(now_ms);
   uint64_t restored = 0, stayed_expired = 0;
   for (const TokenHash& hash : SessionsHeldBy(record)) {
-    switch (table_->RemoveHold(hash, id, ExpiryNowMs(now_ms), leeway)) {
+    switch (table_->RemoveHold(hash, id, expiry_now, leeway,
+                               IdleTimeGivenBack(hash, id, expiry_now))) {
       case SessionTable::HoldRelease::kNotHeld:
         continue;
       case SessionTable::HoldRelease::kStillHeld:

@@ -166,7 +166,9 @@ bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
 }
 
 bool IsExpired(const Session& session, int64_t now_ms, int64_t leeway_ms) {
-  return IsExpired(session.expires_at_ms(), session.idle_timeout_ms(),
+  return IsExpired(session.expires_at_ms(),
+                   IdleTimeoutWhile(session.revoked_by_size() > 0,
+                                    session.idle_timeout_ms()),
                    session.last_seen_at_ms(), now_ms, leeway_ms);
 }
 
@@ -568,7 +570,9 @@ ListUserPage SessionTable::ListUser(std::string_view user_id, size_t page_size,
     if (session->state() == v1::SESSION_STATE_REVOKED && !include_revoked) {
       continue;
     }
-    if (IsExpired(session->expires_at_ms(), session->idle_timeout_ms(),
+    if (IsExpired(session->expires_at_ms(),
+                  IdleTimeoutWhile(session->revoked_by_size() > 0,
+                                   session->idle_timeout_ms()),
                   session->last_seen_at_ms(), now_ms, idle_now_ms, leeway_ms)) {
       continue;
     }
@@ -613,11 +617,16 @@ bool SessionTable::VisitExpired(
     // one nothing is expired.
     const int64_t second_ms = static_cast<int64_t>(key >> 32) * 1000;
     if (now_ms < SaturatingAdd(second_ms, leeway_ms)) break;
-    const Record* r = Rec(static_cast<Ref>(key));
-    const int64_t expires_at =
-        SaturatingAdd(SessionDeadlineMs(r->expires_at_ms, r->idle_timeout_ms,
-                                        r->last_seen_at_ms),
-                      leeway_ms);
+    const Ref ref = static_cast<Ref>(key);
+    const Record* r = Rec(ref);
+    // Keyed by its idle deadline even while held; held, only its absolute
+    // expiry counts (IdleTimeoutWhile).
+    const int64_t expires_at = SaturatingAdd(
+        SessionDeadlineMs(
+            r->expires_at_ms,
+            IdleTimeoutWhile(HoldOf(ref) != 0, r->idle_timeout_ms),
+            r->last_seen_at_ms),
+        leeway_ms);
     if (now_ms >= expires_at &&
         !fn(ExpiredSession{r->hash, r->created_at_ms, expires_at})) {
       return false;
@@ -1279,9 +1288,18 @@ bool SessionTable::AddHold(const TokenHash& hash, uint64_t id) {
   return true;
 }
 
+std::vector<uint64_t> SessionTable::HoldIdsOf(const TokenHash& hash) const {
+  Shard& shard = ShardOf(hash);
+  absl::ReaderMutexLock lock(&shard.mu);
+  auto it = shard.by_token.find(hash);
+  if (it == shard.by_token.end()) return {};
+  return holds_.Ids(HoldOf(*it));
+}
+
 SessionTable::HoldRelease SessionTable::RemoveHold(const TokenHash& hash,
                                                    uint64_t id, int64_t now_ms,
-                                                   int64_t leeway_ms) {
+                                                   int64_t leeway_ms,
+                                                   int64_t held_ms) {
   Shard& shard = ShardOf(hash);
   absl::MutexLock lock(&shard.mu);
   auto it = shard.by_token.find(hash);
@@ -1292,6 +1310,17 @@ SessionTable::HoldRelease SessionTable::RemoveHold(const TokenHash& hash,
   if (held == ids.end()) return HoldRelease::kNotHeld;
   ids.erase(held);
   SetHoldOf(*it, ids.empty() ? 0 : holds_.Acquire(ids));
+  if (held_ms > 0 && r->idle_timeout_ms > 0 && r->last_seen_at_ms < now_ms) {
+    const Ref ref = *it;
+    const uint64_t old_key = ExpiryKey(r->deadline(), ref);
+    r->last_seen_at_ms =
+        std::min(now_ms, SaturatingAdd(r->last_seen_at_ms, held_ms));
+    const uint64_t new_key = ExpiryKey(r->deadline(), ref);
+    if (new_key != old_key) {
+      shard.expiry.erase(old_key);
+      shard.expiry.insert(new_key);
+    }
+  }
   if (!ids.empty()) return HoldRelease::kStillHeld;
   r->SetVersionAndState(r->version(), /*revoked=*/false);
   return IsExpired(r->expires_at_ms, r->idle_timeout_ms, r->last_seen_at_ms,

@@ -38,9 +38,19 @@ struct ValidateResult {
 int64_t SessionDeadlineMs(int64_t expires_at_ms, int64_t idle_timeout_ms,
                           int64_t last_seen_at_ms);
 
+// The idle timeout that counts for a session: none while a bulk revocation
+// holds it (a flush, a bulk revoke, a restorable RevokeUserSessions). Held,
+// it cannot be used or touched, and its idle time does not run: restoring
+// it gives back what it had left (RemoveHold moves last_seen_at forward by
+// the time held). Its absolute expiry counts all along.
+inline int64_t IdleTimeoutWhile(bool held, int64_t idle_timeout_ms) {
+  return held ? 0 : idle_timeout_ms;
+}
+
 // The expiry rule, shared by reads, the sweeper and the state machine:
 // expired when now >= expires_at + leeway, or (idle_timeout > 0 and)
-// now >= last_seen_at + idle_timeout + leeway.
+// now >= last_seen_at + idle_timeout + leeway. The Session form applies
+// IdleTimeoutWhile (held: revoked_by is not empty).
 bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
                int64_t last_seen_at_ms, int64_t now_ms, int64_t leeway_ms);
 bool IsExpired(const sessiond::v1::Session& session, int64_t now_ms,
@@ -278,11 +288,17 @@ class SessionTable {
   // `id` to the session's revoked_by and makes it REVOKED; false when absent
   // or already held by `id`. RemoveHold takes `id` out again; with no
   // revocation left the session is ACTIVE again (expired or not at now_ms,
-  // with leeway).
+  // with leeway). `held_ms`: the idle time to give back, added to
+  // last_seen_at of a session with an idle timeout (never past now_ms): the
+  // caller knows since when it was held
+  // (storage/session_state_machine_revocations.cc).
   bool AddHold(const TokenHash& hash, uint64_t id);
   enum class HoldRelease { kNotHeld, kStillHeld, kActive, kActiveButExpired };
   HoldRelease RemoveHold(const TokenHash& hash, uint64_t id, int64_t now_ms,
-                         int64_t leeway_ms);
+                         int64_t leeway_ms, int64_t held_ms = 0);
+  // The ids of the revocations holding the session (empty: none, or no
+  // such session).
+  std::vector<uint64_t> HoldIdsOf(const TokenHash& hash) const;
   // Removes every session.
   void Clear();
   // Sizes the indexes for about `sessions` sessions (recovery calls it with

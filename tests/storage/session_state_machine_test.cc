@@ -1355,6 +1355,46 @@ TEST_F(RevocationTest, RestorableRevokeUserAndSessionsThatExpiredMeanwhile) {
   EXPECT_TRUE(table_->Get(H(0))->revoked_by().empty());
 }
 
+// A held session's idle time does not run: restored, it gets back what it
+// had left. It used to idle out while held (a 30-minute idle timeout made
+// a flush final for those sessions after 30 minutes), and the sweeper
+// removed it; its absolute expiry still counts. Held by two, it gets back
+// the whole time since the first, whichever is restored first.
+TEST_F(RevocationTest, HeldSessionsDoNotIdleOutAndGetTheirIdleTimeBack) {
+  // Idle timeout 2 s, last seen at 1000; session 2 expires for good at 9000.
+  ApplySession(Create(0, 1000, "dora", /*expires_at=*/100'000, /*idle=*/2000));
+  ApplySession(Create(1, 1000, "dora", /*expires_at=*/100'000, /*idle=*/2000));
+  ApplySession(Create(2, 1000, "dora", /*expires_at=*/9'000, /*idle=*/2000));
+  const v1::Revocation flush = Flush(2000);
+  ASSERT_EQ(flush.sessions(), 3u);
+  v1::SessionSelector dora;
+  dora.mutable_users()->add_user_ids("dora");
+  ASSERT_TRUE(ApplyOne(Prepare("b", dora, 6000)).ok());
+  const v1::Revocation bulk = ApplyRevocation(Confirm("b", dora, 6001));
+  EXPECT_EQ(bulk.sessions(), 3u);  // held, not idled out: held by both now
+  // Long past their idle deadline (3000): neither swept nor collected.
+  EXPECT_TRUE(table_->CollectExpired(8000, 0, 100).empty());
+  EXPECT_EQ(ApplyCount(Expire(8000, {0, 1, 2})), 0u);
+  // The flush (confirmed at 2001) goes first, at 8000: still held since
+  // 6001 by the bulk revocation, so 4000 ms come back now.
+  const v1::Revocation first = ApplyRevocation(Restore(flush.id(), 8000));
+  EXPECT_EQ(first.restored(), 0u);
+  EXPECT_EQ(table_->Get(H(0))->last_seen_at_ms(), 5000);
+  // The bulk revocation at 20'000: the rest (13'999 ms) comes back;
+  // session 2's absolute expiry passed meanwhile.
+  const v1::Revocation second = ApplyRevocation(Restore(bulk.id(), 20'000));
+  EXPECT_EQ(second.restored(), 2u);
+  EXPECT_EQ(second.stayed_expired(), 1u);
+  EXPECT_EQ(table_->Get(H(0))->last_seen_at_ms(), 18'999);
+  EXPECT_EQ(OutcomeOf(0, 20'000), ValidateOutcome::kValid);
+  EXPECT_EQ(OutcomeOf(1, 20'998), ValidateOutcome::kValid);
+  EXPECT_EQ(OutcomeOf(1, 20'999), ValidateOutcome::kExpired);
+  EXPECT_EQ(OutcomeOf(2, 20'000), ValidateOutcome::kExpired);
+  // The restored last_seen is replicated state: it survives a restart.
+  Reopen();
+  EXPECT_EQ(table_->Get(H(1))->last_seen_at_ms(), 18'999);
+}
+
 TEST_F(RevocationTest, APurgeWaitsForTheRetentionThenRemovesWhatItHeld) {
   for (int i = 0; i < 4; ++i) ApplySession(Create(i, 1000));
   ASSERT_TRUE(ApplyOne(Prepare("p", All(), 2000, /*retention_ms=*/5000)).ok());
