@@ -376,6 +376,21 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
   httplib::Server& http = *endpoint->http_;
   http.new_task_queue = [] { return new InlineTaskQueue; };
   http.set_keep_alive_max_count(1);
+  // Every endpoint here answers GET and HEAD only. Any other method is
+  // refused (405) before routing, so before its body is read: httplib would
+  // read a POST's body of any size into memory first (its default limit is
+  // SIZE_MAX). No body is read at all.
+  http.set_payload_max_length(0);
+  http.set_pre_routing_handler(
+      [](const httplib::Request& request, httplib::Response& response) {
+        if (request.method == "GET" || request.method == "HEAD") {
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+        response.status = 405;
+        response.set_header("Allow", "GET, HEAD");
+        response.set_content("only GET and HEAD\n", "text/plain");
+        return httplib::Server::HandlerResponse::Handled;
+      });
   // httplib bounds the TLS handshake by the read timeout.
   http.set_read_timeout(2, 0);
   http.set_write_timeout(2, 0);

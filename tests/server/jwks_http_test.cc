@@ -216,10 +216,30 @@ TEST_F(JwksHttpTest, EverythingElseIs404) {
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 404);
   }
-  httplib::Result post = client_->Post(kJwksPath, "{}", "application/json");
-  ASSERT_TRUE(post);
-  EXPECT_EQ(post->status, 404);
-  EXPECT_NE(post->body, ring_.Get()->json);
+}
+
+// Only GET and HEAD: another method is 405, answered before its body is
+// read. Routed as before, httplib read a POST's body of any size into
+// memory (its default limit is SIZE_MAX) and then said 404, so one POST with
+// a large Content-Length could exhaust a node's memory through an endpoint
+// meant to face app servers. (A raw socket sending a POST that announces
+// 1 GB and no body gets its 405 at once.)
+TEST_F(JwksHttpTest, OnlyGetAndHeadAndNoBodyIsRead) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  httplib::Result empty = client_->Post(kJwksPath, "", "application/json");
+  ASSERT_TRUE(empty);
+  EXPECT_EQ(empty->status, 405);
+  EXPECT_EQ(empty->get_header_value("Allow"), "GET, HEAD");
+  EXPECT_NE(empty->body, ring_.Get()->json);
+  // Small enough to be sent whole before the answer (a large one is cut
+  // off mid-send, which this client reports as a failed call).
+  httplib::Result with_body =
+      client_->Post(kJwksPath, std::string(64, 'x'), "text/plain");
+  ASSERT_TRUE(with_body);
+  EXPECT_EQ(with_body->status, 405);
+  httplib::Result get = client_->Get(kJwksPath);
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 200);
 }
 
 TEST_F(JwksHttpTest, StopClosesTheListenerAndIsIdempotent) {
