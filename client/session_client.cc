@@ -707,11 +707,14 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       // made for nobody): it is answered "not sent" instead, and may retry.
       const absl::Time enough =
           absl::Now() + std::min(options_.deadline, options_.call_timeout) / 4;
-      const absl::Status late = NotSent(
-          "CreateSession: not sent; its call_timeout was nearly spent behind "
-          "earlier coalesced batches (coalesce_creates). Nothing was created");
+      const auto late = [] {
+        return NotSent(
+            "CreateSession: not sent; its call_timeout was nearly spent "
+            "behind earlier coalesced batches (coalesce_creates). Nothing was "
+            "created");
+      };
       // Its turn passes to the next waiter (create_sending_ stays false).
-      if (me.deadline < enough) return late;
+      if (me.deadline < enough) return late();
       create_sending_ = true;
       // This caller's create first: whichever waiter's turn it is, it may
       // not be the oldest (the lock does not wake them in order).
@@ -726,7 +729,7 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
         if (bytes + next_bytes > kMaxCoalescedRequestBytes) break;
         create_queue_.pop_front();
         if (next->deadline < enough) {
-          next->result = late;
+          next->result = late();
           next->done = true;
           continue;
         }

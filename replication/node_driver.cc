@@ -1139,7 +1139,7 @@ void NodeDriver::RunApply() {
         absl::MutexLock lock(&persist_mu_);
         installed = snapshot_installed_;
       }
-      if (installed > index || index < apply_skip_through_) {
+      if (installed > index) {
         // Superseded: the log writer already installed a newer snapshot,
         // whose work the driver queued here after this one (with its
         // persist work, in one Dispatch). The log store keeps only the

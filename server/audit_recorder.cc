@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "common/check.h"
 #include "common/log.h"
 #include "server/unary_call.h"
 #include "storage/audit_log.h"
@@ -169,7 +170,10 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
 };
 
 AuditRecorder::AuditRecorder(AuditRecorderOptions options, WritePath* writes)
-    : options_(std::move(options)), writes_(writes) {}
+    : options_(std::move(options)), writes_(writes) {
+  SESSIOND_CHECK_MSG(options_.timers != nullptr,
+                     "AuditRecorderOptions::timers is required");
+}
 
 sessiond::v1::AuditEntry AuditRecorder::Begin(
     grpc::CallbackServerContext* context, absl::string_view method,
@@ -217,7 +221,7 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
   once->fn = std::move(then);
   const absl::Time write_deadline =
       std::max(answer_by, absl::Now() + options_.commit_timeout);
-  if (options_.timers != nullptr && write_deadline > answer_by) {
+  if (write_deadline > answer_by) {
     options_.timers->At(answer_by, [once] { once->Run(); });
   }
   // Cut here as application would (kMaxAuditEntryBytes), so an oversized
@@ -230,8 +234,7 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
   audit->set_max_entries(options_.max_entries);
   recorded_.fetch_add(1, std::memory_order_relaxed);
   writes_->Submit(
-      std::move(command),
-      options_.timers != nullptr ? write_deadline : answer_by,
+      std::move(command), write_deadline,
       [this, entry = std::move(entry), once](replication::ApplyResult result) {
         if (!result.ok()) {
           write_failures_.fetch_add(1, std::memory_order_relaxed);

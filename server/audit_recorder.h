@@ -53,8 +53,8 @@ struct AuditRecorderOptions {
   // client's deadline, such as a backup that ran on past `sessionctl
   // --timeout`, is still recorded).
   absl::Duration commit_timeout = absl::Seconds(3);
-  // Where the answer's own deadline is kept; null: the answer waits for
-  // the write (tests). Must outlive the recorder.
+  // Where the answer's own deadline is kept. Required; must outlive the
+  // recorder.
   DelayQueue* timers = nullptr;
   // This node's cluster time (ClusterClock::NowMs), for received_ms.
   std::function<int64_t()> now_ms;

@@ -960,10 +960,7 @@ void SessionServiceImpl::ServeGet(GetCall* call) {
         response->set_staleness_ms(answer.staleness_ms);
         const int64_t now_ms = clock_->NowMs();
         response->set_expired(storage::IsExpired(
-            session->expires_at_ms(),
-            storage::IdleTimeoutWhile(session->revoked_by_size() > 0,
-                                      session->idle_timeout_ms()),
-            session->last_seen_at_ms(), state_machine_->ExpiryNowMs(now_ms),
+            *session, state_machine_->ExpiryNowMs(now_ms),
             state_machine_->ExpiryNowMs(IdleJudgedAtMs(answer, now_ms)),
             state_machine_->expiry_leeway_ms()));
         *response->mutable_session() = *std::move(session);

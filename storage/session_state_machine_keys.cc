@@ -60,9 +60,7 @@ uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
   uint64_t live = 0;
   table_->ForEachSession([&](const SessionView& session) {
     if (session.revoked && !restorable_hold(session.hold)) return;
-    if (IsExpired(session.expires_at_ms,
-                  IdleTimeoutWhile(session.hold != 0, session.idle_timeout_ms),
-                  session.last_seen_at_ms, expiry_now, leeway)) {
+    if (IsExpired(session, expiry_now, leeway)) {
       return;
     }
     if (SigningKidOf(session) == kid) ++live;

@@ -102,10 +102,7 @@ SessionStateMachine::Selection SessionStateMachine::SelectSessions(
   if (!SelectsByUser(selector)) {
     table_->ForEachSession([&](const SessionView& session) {
       if (!ScanSelects(selector, session)) return;
-      if (IsExpired(
-              session.expires_at_ms,
-              IdleTimeoutWhile(session.hold != 0, session.idle_timeout_ms),
-              session.last_seen_at_ms, expiry_now, leeway)) {
+      if (IsExpired(session, expiry_now, leeway)) {
         selection.expired.push_back(session.hash);
         return;
       }

@@ -166,10 +166,21 @@ bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
 }
 
 bool IsExpired(const Session& session, int64_t now_ms, int64_t leeway_ms) {
+  return IsExpired(session, now_ms, now_ms, leeway_ms);
+}
+
+bool IsExpired(const Session& session, int64_t now_ms, int64_t idle_now_ms,
+               int64_t leeway_ms) {
   return IsExpired(session.expires_at_ms(),
                    IdleTimeoutWhile(session.revoked_by_size() > 0,
                                     session.idle_timeout_ms()),
-                   session.last_seen_at_ms(), now_ms, leeway_ms);
+                   session.last_seen_at_ms(), now_ms, idle_now_ms, leeway_ms);
+}
+
+bool IsExpired(const SessionView& session, int64_t now_ms, int64_t leeway_ms) {
+  return IsExpired(session.expires_at_ms,
+                   IdleTimeoutWhile(session.hold != 0, session.idle_timeout_ms),
+                   session.last_seen_at_ms, now_ms, leeway_ms);
 }
 
 // One session, in one arena block: the fixed part, then session_id and
@@ -570,10 +581,7 @@ ListUserPage SessionTable::ListUser(std::string_view user_id, size_t page_size,
     if (session->state() == v1::SESSION_STATE_REVOKED && !include_revoked) {
       continue;
     }
-    if (IsExpired(session->expires_at_ms(),
-                  IdleTimeoutWhile(session->revoked_by_size() > 0,
-                                   session->idle_timeout_ms()),
-                  session->last_seen_at_ms(), now_ms, idle_now_ms, leeway_ms)) {
+    if (IsExpired(*session, now_ms, idle_now_ms, leeway_ms)) {
       continue;
     }
     if (page.sessions.size() == page_size) {

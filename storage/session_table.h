@@ -61,6 +61,8 @@ bool IsExpired(const sessiond::v1::Session& session, int64_t now_ms,
 bool IsExpired(int64_t expires_at_ms, int64_t idle_timeout_ms,
                int64_t last_seen_at_ms, int64_t now_ms, int64_t idle_now_ms,
                int64_t leeway_ms);
+bool IsExpired(const sessiond::v1::Session& session, int64_t now_ms,
+               int64_t idle_now_ms, int64_t leeway_ms);
 
 struct SessionTableOptions {
   // Number of shards (each with its own lock). More shards, less contention
@@ -86,6 +88,10 @@ struct SessionView {
   // revoke reason and time (10, 11), client (12).
   std::string_view extra;
 };
+
+// The expiry rule (IsExpired above) for a session seen in a scan, the hold
+// applied (IdleTimeoutWhile).
+bool IsExpired(const SessionView& session, int64_t now_ms, int64_t leeway_ms);
 
 // A session CollectExpiredSessions found: enough for the expiry breaker
 // (server/expiry_breaker.h) to tell an expiry its lifetime predicted from

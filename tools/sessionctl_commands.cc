@@ -378,8 +378,11 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
     return absl::DataLossError(
         absl::StrCat("restore-from: ", digest.status().message()));
   }
-  if (digest->sha256 != m->sha256 || files->size() != m->file_count ||
-      digest->total_bytes != m->total_bytes) {
+  // What a checked backup's files (or their copy) must add up to.
+  const auto matches = [&m](const BackupDigest& d) {
+    return d.sha256 == m->sha256 && d.total_bytes == m->total_bytes;
+  };
+  if (!matches(*digest) || files->size() != m->file_count) {
     return absl::DataLossError(absl::StrCat(
         "restore-from: the backup in ", backup_dir,
         " is damaged: its files do not match its manifest (", files->size(),
@@ -418,8 +421,7 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
   // backup changed while it was copied, or read back wrong from a flaky
   // disk, would otherwise be restored with "checksum ok").
   absl::StatusOr<BackupDigest> copied = DigestBackupFiles(tmp.string(), *files);
-  if (!copied.ok() || copied->sha256 != m->sha256 ||
-      copied->total_bytes != m->total_bytes) {
+  if (!copied.ok() || !matches(*copied)) {
     fs::remove_all(tmp, ec);
     return absl::DataLossError(absl::StrCat(
         "restore-from: the copy in ", tmp.string(),
