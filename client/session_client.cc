@@ -263,6 +263,8 @@ struct SessionClient::Endpoint {
   const std::unique_ptr<v1::SessionService::Stub> stub;
   // When a call last completed OK over `channel` (absl::ToUnixNanos).
   std::atomic<int64_t> last_ok_ns{0};
+  // Until then it ranks as failing (options pass_over_after_timeout).
+  std::atomic<int64_t> passed_over_until_ns{0};
 };
 
 std::unique_ptr<SessionClient> SessionClient::Connect(
@@ -356,10 +358,12 @@ std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
   }
   const size_t n = endpoints_.size();
   if (n == 0) return out;
-  // Ranks: 0 untried and not failing, 1 untried and failing, 2 tried and
+  // Ranks: 0 untried and not failing, 1 untried and failing (its channel in
+  // TRANSIENT_FAILURE, or passed over after a timeout), 2 tried and
   // not failing, 3 tried and failing, 4 the leader (already first);
   // round-robin order within a rank. Each channel's state is read once.
   absl::InlinedVector<uint8_t, 8> rank(n);
+  const int64_t now_ns = absl::ToUnixNanos(absl::Now());
   const size_t start = next_endpoint_.fetch_add(1, std::memory_order_relaxed);
   for (size_t i = 0; i < n; ++i) {
     const EndpointPtr& e = endpoints_[(start + i) % n];
@@ -369,8 +373,10 @@ std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
     }
     const bool was_tried =
         std::find(tried.begin(), tried.end(), e.get()) != tried.end();
-    const bool failing = e->channel->GetState(/*try_to_connect=*/false) ==
-                         GRPC_CHANNEL_TRANSIENT_FAILURE;
+    const bool failing =
+        now_ns < e->passed_over_until_ns.load(std::memory_order_relaxed) ||
+        e->channel->GetState(/*try_to_connect=*/false) ==
+            GRPC_CHANNEL_TRANSIENT_FAILURE;
     rank[i] = (was_tried ? 2 : 0) + (failing ? 1 : 0);
   }
   for (uint8_t r = 0; r < 4; ++r) {
@@ -522,8 +528,10 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       status = NotSentError(candidates.size());
     } else {
       grpc::ClientContext context;
-      context.set_deadline(absl::ToChronoTime(
-          std::min(absl::Now() + options_.deadline, call_deadline)));
+      const absl::Time full_deadline = absl::Now() + options_.deadline;
+      const bool full = full_deadline <= call_deadline;
+      context.set_deadline(
+          absl::ToChronoTime(std::min(full_deadline, call_deadline)));
       attempts_.fetch_add(1, std::memory_order_relaxed);
       ++sent;
       tried.push_back(endpoint.get());
@@ -546,8 +554,18 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       if (status.ok()) {
         endpoint->last_ok_ns.store(absl::ToUnixNanos(absl::Now()),
                                    std::memory_order_relaxed);
-      } else if (!IsNotSent(status) && !RefusedByServerUnderLoad(status)) {
-        maybe_applied = true;
+        endpoint->passed_over_until_ns.store(0, std::memory_order_relaxed);
+      } else {
+        if (full && absl::IsDeadlineExceeded(status)) {
+          // Not cut short by the caller's deadline: the endpoint let the
+          // whole attempt deadline pass.
+          endpoint->passed_over_until_ns.store(
+              absl::ToUnixNanos(absl::Now() + options_.pass_over_after_timeout),
+              std::memory_order_relaxed);
+        }
+        if (!IsNotSent(status) && !RefusedByServerUnderLoad(status)) {
+          maybe_applied = true;
+        }
       }
       Observe(endpoint, policy.write, status, context);
     }

@@ -53,6 +53,11 @@ struct SessionClientOptions {
   // waits for the chosen endpoint to connect before passing it over for
   // another one (nothing has been sent to it).
   absl::Duration connect_timeout = absl::Seconds(1);
+  // An endpoint whose attempt ran out its whole `deadline` unanswered (a
+  // paused or blackholed node: its channel can say CONNECTING or READY all
+  // along) is tried after the others for this long, so calls do not keep
+  // waiting it out in turn. 0: never passed over for that.
+  absl::Duration pass_over_after_timeout = absl::Seconds(5);
   // A learned leader that is not one of the endpoints gets a channel of its
   // own; at most this many such channels are kept (the least recently used
   // is dropped first). 0: writes to such a leader go through the endpoints.
@@ -122,8 +127,9 @@ class ValidateStream;
 // connection (a dead node or a failing DNS name affects only its channel).
 //   Reads (ValidateSession, Validate, BatchValidateSessions,
 //   ListUserSessions, GetSession, OpenValidateStream) go round-robin over
-//   the endpoints,
-//   passing over channels in TRANSIENT_FAILURE while another is not.
+//   the endpoints, passing over channels in TRANSIENT_FAILURE, and
+//   endpoints that just let an attempt time out (pass_over_after_timeout),
+//   while another is not.
 //   Writes (CreateSession, UpdateSession, TouchSession, RevokeSession,
 //   RevokeUserSessions, RotateSessionToken) go to the leader once the client
 //   knows it, else like
@@ -320,7 +326,7 @@ class SessionClient {
   // Where the next round should go, best first: the leader (for a write,
   // when known and its channel is not in TRANSIENT_FAILURE), then every
   // endpoint from the round-robin position, those not tried in this call
-  // and not in TRANSIENT_FAILURE first.
+  // and not failing (TRANSIENT_FAILURE, or passed over) first.
   std::vector<EndpointPtr> Candidates(bool write,
                                       absl::Span<const Endpoint* const> tried)
       ABSL_LOCKS_EXCLUDED(mu_);

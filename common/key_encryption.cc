@@ -278,6 +278,15 @@ absl::StatusOr<std::string> KeyEncryptionKey::Open(
   return plaintext;
 }
 
+std::string KeyEncryptionKey::SealedUnderIdHex(std::string_view sealed) {
+  if (sealed.size() < kSealOverheadBytes ||
+      Bytes(sealed)[0] != kSealedKeyVersion) {
+    return "";
+  }
+  return absl::BytesToHexString(
+      absl::string_view(sealed.data() + 1, kKekIdBytes));
+}
+
 std::string KeyEncryptionKey::KekIdHex() const {
   return absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(id_.data()), id_.size()));

@@ -74,6 +74,10 @@ class KeyEncryptionKey {
   // The 8-byte KEK id in hex, for logs and error messages.
   std::string KekIdHex() const;
 
+  // The id (hex) of the KEK `sealed` was sealed under; empty when it is no
+  // sealed key of a known version.
+  static std::string SealedUnderIdHex(std::string_view sealed);
+
  private:
   explicit KeyEncryptionKey(std::string_view key);
 

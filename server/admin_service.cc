@@ -423,6 +423,16 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Backup(
                                         "this node was built without backups"));
         }
         const std::string dir = request->dir();
+        if (request->node_id() != 0 &&
+            request->node_id() != backups_->self().value()) {
+          return FinishNow(
+              context,
+              absl::FailedPreconditionError(absl::StrCat(
+                  "this is node ", backups_->self().value(), ", not node ",
+                  request->node_id(),
+                  ": nothing was written (`sessionctl members list` shows "
+                  "which address serves which node)")));
+        }
         // A bad dir is refused at once, not after the read barrier (which
         // a node without a quorum answers UNAVAILABLE only at the deadline).
         if (absl::Status s = backups_->CheckDir(dir); !s.ok()) {

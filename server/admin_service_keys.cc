@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/key_encryption.h"
 #include "server/admin_service.h"
 #include "server/grpc_status.h"
 #include "server/jwks_document.h"
@@ -145,6 +146,29 @@ absl::Status CheckPublishedEverywhere(
   return absl::OkStatus();
 }
 
+// FailedPrecondition when a member has a KEK other than the one `kid` is
+// sealed under: leading, it could not open the key, and every JWT create
+// would fail until leadership moved (members without a KEK cannot sign any
+// key; sessionctl status lists them).
+absl::Status CheckEveryKekOpensIt(const std::string& kid,
+                                  const std::map<NodeId, MemberStatus>& answers,
+                                  const storage::KeyRingView& ring) {
+  const SigningKey* key = ring.Find(kid);
+  if (key == nullptr) return absl::OkStatus();  // the state machine refuses
+  const std::string sealed_under =
+      KeyEncryptionKey::SealedUnderIdHex(key->sealed_private_key());
+  for (const auto& [id, member] : answers) {
+    if (!member.kek_id().empty() && member.kek_id() != sealed_under) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "activate: node ", id.value(), " has key-encryption key ",
+          member.kek_id(), ", and kid ", kid, " is sealed under ", sealed_under,
+          ": leading, it could not sign with it. Start every node with the "
+          "same --kek_file, then activate"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
@@ -192,11 +216,14 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
                 lowest = std::min(lowest, member.applied_index());
               }
               if (answers.empty()) lowest = 0;
-              if (absl::Status published = CheckPublishedEverywhere(
-                      kid, answers, state_machine_->key_ring(),
-                      state_machine_->jwks_max_age_ms());
-                  !published.ok()) {
-                reactor->Finish(ToGrpcStatus(published));
+              const storage::KeyRingView ring = state_machine_->key_ring();
+              absl::Status usable = CheckEveryKekOpensIt(kid, answers, ring);
+              if (usable.ok()) {
+                usable = CheckPublishedEverywhere(
+                    kid, answers, ring, state_machine_->jwks_max_age_ms());
+              }
+              if (!usable.ok()) {
+                reactor->Finish(ToGrpcStatus(usable));
                 return;
               }
               Command command;

@@ -64,6 +64,9 @@ class BackupTaker {
   // can refuse a bad dir before it waits for anything.
   absl::Status CheckDir(const std::string& dir) const;
 
+  // The node whose state it backs up.
+  NodeId self() const { return sources_.self; }
+
  private:
   absl::StatusOr<BackupManifest> TakeChecked(const std::string& dir);
 

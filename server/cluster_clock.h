@@ -64,6 +64,11 @@ class ClusterClock {
   // This node's wall clock minus its cluster time.
   int64_t SkewMs() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // This node's wall clock: for what others judge by theirs (a JWT's iat
+  // and exp, checked by app servers). Cluster time runs behind it after a
+  // whole-cluster outage, by the downtime, for weeks at the slew rate.
+  int64_t WallMs() const { return options_.wall_ms(); }
+
   // Another member's cluster time (a forwarded write carries its sender's):
   // this clock never reads below it from now on. A member that kept running
   // while the others were down (a lost quorum) counted time that the ones

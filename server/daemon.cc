@@ -714,6 +714,12 @@ absl::Status Daemon::Init() {
     parts.snapshots = snapshots_.get();
     parts.status = [this](bool with_digest) { return SelfStatus(with_digest); };
     parts.auth = security_->processor();
+    storage::DiskGuard* disk = disk_guard_.get();
+    if (disk != nullptr) {
+      parts.room_on_disk = [disk](uint64_t bytes, absl::string_view what) {
+        return disk->RoomFor(bytes, what);
+      };
+    }
     parts.on_split_identity = [this, self](const std::string& why) {
       LeaveCluster(absl::StrCat(why, "; remove it from the cluster first (",
                                 "sessionctl members remove ", self.value(),
@@ -1001,9 +1007,14 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
   *m.mutable_expiry_breaker() = state_machine_->expiry_breaker();
   {
     const storage::KeyRingView ring = state_machine_->key_ring();
-    if (const auto* active = ring.active()) m.set_active_kid(active->kid());
+    if (const auto* active = ring.active()) {
+      m.set_active_kid(active->kid());
+      m.set_active_key_kek_id(
+          KeyEncryptionKey::SealedUnderIdHex(active->sealed_private_key()));
+    }
     m.set_key_ring_index(ring.changed_index());
     m.set_has_kek(jwt_issuer_ != nullptr && jwt_issuer_->has_kek());
+    if (jwt_issuer_ != nullptr) m.set_kek_id(jwt_issuer_->kek_id());
     for (const auto& [kid, ms] : state_machine_->KeyPublishedMs()) {
       (*m.mutable_key_published_ms())[kid] = ms;
     }

@@ -2,11 +2,13 @@
 #include "server/jwks_http.h"
 
 #include <httplib.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -36,7 +38,7 @@ void Answer(const JwksHttpOptions& options, const httplib::Request& req,
                     "text/plain; charset=utf-8");
     return;
   }
-  const std::string etag = absl::StrCat("\"", doc->key_ring_index, "\"");
+  const std::string etag = JwksEntityTag(*doc);
   res.set_header(
       "Cache-Control",
       absl::StrCat("public, max-age=", std::max<int64_t>(doc->max_age_s, 0)));
@@ -50,6 +52,16 @@ void Answer(const JwksHttpOptions& options, const httplib::Request& req,
 }
 
 }  // namespace
+
+std::string JwksEntityTag(const JwksDocument& doc) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(doc.json.data()),
+         doc.json.size(), digest);
+  return absl::StrCat("\"", doc.key_ring_index, "-",
+                      absl::BytesToHexString(absl::string_view(
+                          reinterpret_cast<const char*>(digest), 8)),
+                      "\"");
+}
 
 bool IfNoneMatchMatches(absl::string_view header, absl::string_view etag) {
   if (absl::StripAsciiWhitespace(header) == "*") return true;

@@ -55,8 +55,15 @@ inline constexpr char kJwksPath[] = "/.well-known/jwks.json";
 struct JwksDocument {
   std::string json;             // {"keys":[...]}
   int64_t max_age_s = 0;        // Cache-Control max-age (negative: 0)
-  uint64_t key_ring_index = 0;  // the ETag
+  uint64_t key_ring_index = 0;  // in the ETag
 };
+
+// The document's entity tag: "<key_ring_index>-<16 hex digits of the
+// body's SHA-256>". The index alone named different documents alike across
+// clusters (a rebuilt cluster bootstraps another key at the same small
+// index), and a verifier revalidating with it got 304 and kept the old
+// cluster's keys.
+std::string JwksEntityTag(const JwksDocument& doc);
 
 struct JwksHttpOptions {
   // host:port to bind (port 0: the kernel picks one; address() tells).

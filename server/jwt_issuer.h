@@ -33,6 +33,8 @@ class JwtIssuer {
             const storage::SessionStateMachine* state_machine);
 
   bool has_kek() const { return kek_.has_value(); }
+  // Its KEK's id (KeyEncryptionKey::KekIdHex); empty without one.
+  std::string kek_id() const { return kek_ ? kek_->KekIdHex() : ""; }
 
   struct Issued {
     std::string token;

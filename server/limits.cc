@@ -368,6 +368,17 @@ absl::Status CheckLimitsConsistent(const Limits& limits) {
                      ") must be within [", limits.min_ttl_ms, ", ",
                      limits.max_ttl_ms, "] (--min_ttl_ms, --max_ttl_ms)"));
   }
+  // A create that asks no idle timeout is served either way; one that asks
+  // any would be refused, whatever it asked.
+  if (limits.max_idle_timeout_ms < limits.min_idle_timeout_ms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_idle_timeout_ms (", limits.max_idle_timeout_ms,
+        ") is below the minimum idle timeout ", limits.min_idle_timeout_ms,
+        " (the larger of --min_ttl_ms and ", kIdleTimeoutFlushMultiple,
+        " x --touch_flush_interval_ms): every create asking an idle timeout "
+        "would be refused. Raise --max_idle_timeout_ms or lower "
+        "--touch_flush_interval_ms"));
+  }
   if (limits.default_idle_timeout_ms != 0 &&
       (limits.default_idle_timeout_ms < limits.min_idle_timeout_ms ||
        limits.default_idle_timeout_ms > limits.max_idle_timeout_ms)) {

@@ -133,8 +133,12 @@ class PeerService::MessageStream
     }
     summary_->set_batches(summary_->batches() + 1);
     if (batch_.messages_size() > 0 && batch_.from() != heard_from_) {
+      if (absl::Status recorded = service_->RecordHeardFrom(batch_.from());
+          !recorded.ok()) {
+        Finish(ToGrpcStatus(recorded));
+        return;
+      }
       heard_from_ = batch_.from();  // once per stream, not per batch
-      service_->RecordHeardFrom(heard_from_);
     }
     if (!parts->transport->Dropped(NodeId(batch_.from()))) {
       std::vector<Message> messages;
@@ -219,6 +223,25 @@ class PeerService::SnapshotStream
       return absl::InvalidArgumentError(
           "a snapshot stream must announce its image's SHA-256");
     }
+    // Refused before a byte is written, while the log is still whole: a
+    // snapshot the disk cannot hold once applied failed in the apply stage
+    // (out of space) after installing it had dropped the log, and at every
+    // restart again. Refused, the leader sends it again later.
+    if (parts_.room_on_disk) {
+      if (absl::Status room = parts_.room_on_disk(
+              kSnapshotInstallSpaceFactor * chunk_.total_bytes(),
+              absl::StrCat("installing a snapshot of ", chunk_.total_bytes(),
+                           " bytes (about ", kSnapshotInstallSpaceFactor,
+                           " times that)"));
+          !room.ok()) {
+        logging::Warn("peer.snapshot_refused",
+                      logging::Fields()
+                          .Add("from", chunk_.from())
+                          .Add("index", message->snapshot->meta.index.value())
+                          .Error(room));
+        return room;
+      }
+    }
     announced_sha256_ = chunk_.sha256();
     message_ = *std::move(message);
     absl::StatusOr<std::unique_ptr<storage::DurableFileWriter>> file =
@@ -300,11 +323,20 @@ PeerService::PeerService(NodeId self, std::function<HelloResponse()> hello,
   if (heard_from_file_.empty()) return;
   std::ifstream in(heard_from_file_);
   std::string line;
+  absl::MutexLock write(&heard_write_mu_);
   absl::MutexLock lock(&heard_mu_);
   while (std::getline(in, line)) {
+    // The line ended at the end of the file, not at a newline: a crash
+    // mid-append tore it (its fsync never returned, so that peer's
+    // messages never reached Raft). It is skipped ("5" may be the start of
+    // "53"), and the next append first ends it with a mark that keeps it
+    // unreadable: extended, it read back as another id ("5" then "3\n" as
+    // 53, forgetting 3); ended with a bare newline, as a peer never heard.
+    heard_from_torn_tail_ = in.eof();
     uint64_t node = 0;
-    // A torn last line (a crash mid-append) is skipped.
-    if (absl::SimpleAtoi(line, &node) && node != 0) heard_from_.insert(node);
+    if (!heard_from_torn_tail_ && absl::SimpleAtoi(line, &node) && node != 0) {
+      heard_from_.insert(node);
+    }
   }
 }
 
@@ -422,20 +454,22 @@ absl::Status PeerService::JudgeAgain(const PeerServiceParts& parts,
       judged);
 }
 
-void PeerService::RecordHeardFrom(uint64_t node) {
+absl::Status PeerService::RecordHeardFrom(uint64_t node) {
   auto heard = [&] {
     absl::MutexLock lock(&heard_mu_);
     return heard_from_.contains(node);
   };
-  if (heard()) return;  // the common case: no write lock
+  if (heard()) return absl::OkStatus();  // the common case: no write lock
   absl::MutexLock write(&heard_write_mu_);
-  if (heard()) return;
+  if (heard()) return absl::OkStatus();
   // Once per peer per data dir, and durable before the caller hands the
   // peer's messages to Raft: a power cut must not forget a peer whose
-  // acknowledgements may already count.
+  // acknowledgements may already count. Not written, not recorded: the
+  // next batch from that peer tries again.
   if (!heard_from_file_.empty()) {
-    const absl::Status written =
-        storage::AppendDurably(heard_from_file_, absl::StrCat(node, "\n"));
+    const absl::Status written = storage::AppendDurably(
+        heard_from_file_,
+        absl::StrCat(heard_from_torn_tail_ ? "!\n" : "", node, "\n"));
     if (!written.ok()) {
       logging::Warn("peer.heard_from_not_written",
                     logging::Fields()
@@ -444,12 +478,16 @@ void PeerService::RecordHeardFrom(uint64_t node) {
                         .Add("node_id", node)
                         .Add("msg",
                              "cannot record that this node heard from a "
-                             "peer; a wiped peer may not be recognized after "
-                             "this node restarts"));
+                             "peer: its messages are refused until it can"));
+      return absl::UnavailableError(absl::StrCat(
+          "node ", self_.value(), " cannot record that it heard from node ",
+          node, " (", written.message(), "); retry"));
     }
+    heard_from_torn_tail_ = false;
   }
   absl::MutexLock lock(&heard_mu_);
   heard_from_.insert(node);
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* PeerService::Hello(

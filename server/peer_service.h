@@ -64,7 +64,16 @@ struct PeerServiceParts {
   // cluster grew), and the cluster still counts it as a member. `why` says
   // so. The node must stop: its vote and its empty log would count.
   std::function<void(const std::string& why)> on_split_identity;
+  // OK when the data disk has room for `bytes` more (storage::DiskGuard::
+  // RoomFor); null: not checked.
+  std::function<absl::Status(uint64_t bytes, absl::string_view what)>
+      room_on_disk;
 };
+
+// Installing a snapshot takes about this many times its image's size on
+// disk: the image, then the state written whole in one write-ahead log
+// batch, then flushed to SST files (while the old state's still exist).
+inline constexpr uint64_t kSnapshotInstallSpaceFactor = 3;
 
 // The file of the data dir that keeps the node ids a node has received
 // Raft messages from (PeerService's heard_from_file).
@@ -112,7 +121,9 @@ class PeerService final
   // the heard_from_file (once per peer), before it returns, so the caller
   // may then hand them to Raft; Hello answers heard_from_caller for it only
   // from then on. Thread-safe: concurrent callers never lose a line.
-  void RecordHeardFrom(uint64_t node)
+  // Unavailable when the file cannot be written: the caller must not hand
+  // the messages to Raft (nothing is recorded, so the next call tries again).
+  absl::Status RecordHeardFrom(uint64_t node)
       ABSL_LOCKS_EXCLUDED(heard_write_mu_, heard_mu_);
 
  private:
@@ -157,6 +168,8 @@ class PeerService final
   // first's line, and a second caller for the same peer waits until the
   // first one's line is durable.
   absl::Mutex heard_write_mu_ ABSL_ACQUIRED_BEFORE(heard_mu_);
+  // The file ends in a line a crash tore (no newline after it).
+  bool heard_from_torn_tail_ ABSL_GUARDED_BY(heard_write_mu_) = false;
   mutable absl::Mutex heard_mu_;
   absl::flat_hash_set<uint64_t> heard_from_ ABSL_GUARDED_BY(heard_mu_);
   std::atomic<int64_t> last_refusal_log_ns_{0};

@@ -600,13 +600,15 @@ absl::Status CheckSigning(const sessiond::v1::CreateSessionRequest& request,
     return absl::OkStatus();
   }
   if (issuer == nullptr) return NoJwtIssuer();
-  return issuer->CanIssue(request.user_id(), clock->NowMs(), lifetimes.ttl_ms);
+  return issuer->CanIssue(request.user_id(), clock->WallMs(), lifetimes.ttl_ms);
 }
 
 // A create's command, with everything random chosen here: replicas never
 // consult their own RNG. Returns the token: random, or a JWT `issuer` signs
-// (token_format JWT; its iat is this node's cluster time, read only then:
-// an opaque create does not touch the clock).
+// (token_format JWT). A JWT's iat and exp are this node's wall clock, as
+// any JWT issuer's: app servers check exp against theirs, and cluster time
+// runs behind the wall clock after an outage (by the downtime), which made
+// every token issued then expire early, or be born expired.
 absl::StatusOr<std::string> FillCreate(
     const sessiond::v1::CreateSessionRequest& request,
     const CreateLifetimes& lifetimes, uint32_t max_user_sessions,
@@ -622,7 +624,7 @@ absl::StatusOr<std::string> FillCreate(
   if (issuer == nullptr) return NoJwtIssuer();
   SESSIOND_ASSIGN_OR_RETURN(JwtIssuer::Issued issued,
                             issuer->Issue(session_id, request.user_id(),
-                                          clock->NowMs(), lifetimes.ttl_ms));
+                                          clock->WallMs(), lifetimes.ttl_ms));
   FillCreateFields(request, lifetimes, issued.token, session_id,
                    max_user_sessions, create);
   create->set_signing_kid(issued.kid);

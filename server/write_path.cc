@@ -12,6 +12,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
@@ -450,6 +451,12 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
           return;
         }
       }
+      if (change.type == replication::ConfChangeType::kRemoveNode) {
+        if (absl::Status s = CheckRemovalKeepsAQuorum(change.node); !s.ok()) {
+          done(std::move(s));
+          return;
+        }
+      }
       driver_->ProposeConfChange(change, std::move(done));
       return;
     }
@@ -497,6 +504,43 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
       break;
   }
   done(absl::InvalidArgumentError("forwarded request names no operation"));
+}
+
+absl::Status WritePath::CheckRemovalKeepsAQuorum(NodeId removed) const {
+  const replication::NodeStatus status = driver_->status();
+  const std::vector<NodeId>& voters = status.conf_state.voters;
+  if (std::find(voters.begin(), voters.end(), removed) == voters.end()) {
+    return absl::OkStatus();  // a learner or no member: no vote changes
+  }
+  // As etcd's strict reconfig check: the voters left must include a quorum
+  // this leader reaches now, or the cluster could commit nothing after the
+  // change, not even the AddMember that would undo it.
+  size_t left = 0;
+  size_t reachable = 0;
+  std::vector<std::string> unreachable;
+  for (NodeId v : voters) {
+    if (v == removed) continue;
+    ++left;
+    if (v == options_.self || transport_->Connected(v)) {
+      ++reachable;
+    } else {
+      unreachable.push_back(absl::StrCat(v.value()));
+    }
+  }
+  const size_t quorum = left / 2 + 1;
+  if (reachable >= quorum) return absl::OkStatus();
+  if (left == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", removed.value(),
+                     " is the only voter: removing it leaves no cluster"));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "removing node ", removed.value(), " would leave ", left,
+      " voters of which the leader reaches ", reachable,
+      ", short of their quorum of ", quorum,
+      " (unreachable: ", absl::StrJoin(unreachable, ", "),
+      "): the cluster could commit nothing after it. Bring the unreachable "
+      "members back first, or remove an unreachable one instead"));
 }
 
 void WritePath::HandleForwarded(const ProposeRequest& request,

@@ -255,6 +255,19 @@ void DiskGuard::DropReserveLocked() {
   }
 }
 
+absl::Status DiskGuard::RoomFor(uint64_t bytes, absl::string_view what) const {
+  if (options_.low_bytes == 0) return absl::OkStatus();
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  if (!free.ok() || *free >= bytes + options_.low_bytes) {
+    return absl::OkStatus();
+  }
+  return absl::ResourceExhaustedError(
+      absl::StrCat("the data disk of this node (", options_.dir, ") has ",
+                   MiB(*free), " free, and ", what, " needs ", MiB(bytes),
+                   " above the ", MiB(options_.low_bytes),
+                   " kept free: free space on that file system or grow it"));
+}
+
 absl::Status DiskGuard::WriteRefusal() const {
   const State s = state();
   return absl::ResourceExhaustedError(absl::StrCat(

@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/steady_cond_var.h"
@@ -106,6 +107,12 @@ class DiskGuard {
 
   // Free space on the file system of the dir, now (one statvfs).
   absl::StatusOr<uint64_t> FreeBytes() const;
+
+  // OK when writing `bytes` (for `what`) would leave at least low_bytes
+  // free now; ResourceExhausted naming the disk and the shortfall
+  // otherwise. OK too when free space cannot be read (the write then finds
+  // out) or the guard is off.
+  absl::Status RoomFor(uint64_t bytes, absl::string_view what) const;
 
  private:
   explicit DiskGuard(const DiskGuardOptions& options);

@@ -21,8 +21,15 @@ absl::Status SyncDir(const std::string& dir, rocksdb::FileSystem* fs) {
 
 absl::Status AppendDurably(const std::string& path, std::string_view bytes,
                            rocksdb::FileSystem* fs) {
-  const bool created =
-      !fs->FileExists(path, rocksdb::IOOptions(), nullptr).ok();
+  // Created only when it is not there: any other failure to look (EIO,
+  // EACCES) must not make a new, empty file of one that holds lines.
+  const rocksdb::IOStatus exists =
+      fs->FileExists(path, rocksdb::IOOptions(), nullptr);
+  if (!exists.ok() && !exists.IsNotFound()) {
+    return absl::InternalError(
+        absl::StrCat("appending to ", path, ": ", exists.ToString()));
+  }
+  const bool created = exists.IsNotFound();
   std::unique_ptr<rocksdb::FSWritableFile> file;
   rocksdb::IOStatus s =
       created

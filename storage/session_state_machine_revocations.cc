@@ -67,11 +67,12 @@ std::optional<Revocation> SessionStateMachine::revocation(uint64_t id) const {
 
 std::vector<uint64_t> SessionStateMachine::RevocationsDueForPurge(
     int64_t now_ms, size_t max) const {
+  const int64_t retention_now = ExpiryNowMs(now_ms);
   absl::MutexLock lock(&mu_);
   std::vector<uint64_t> due;
   for (const auto& [id, record] : revocations_) {
     if (due.size() >= max) break;
-    if (record.restorable_until_ms() <= now_ms) due.push_back(id);
+    if (record.restorable_until_ms() <= retention_now) due.push_back(id);
   }
   return due;
 }
@@ -318,8 +319,11 @@ ApplyResult SessionStateMachine::ApplyRestoreRevocation(
                      record.restored_at_ms(), " (cluster time, Unix ms)"));
   }
   // Past its retention it is final, though the purge may not have applied
-  // yet (it comes from the leader's sweeper).
-  if (record.restorable_until_ms() <= now_ms) {
+  // yet (it comes from the leader's sweeper). Retention is judged at the
+  // expiry breaker's frozen time, as expiry is: a clock that ran ahead must
+  // not end a flush's chance of being undone either.
+  const int64_t expiry_now = ExpiryNowMs(now_ms);
+  if (record.restorable_until_ms() <= expiry_now) {
     return absl::FailedPreconditionError(absl::StrCat(
         "revocation ", id,
         " can no longer be restored: its retention ended at ",
@@ -327,7 +331,6 @@ ApplyResult SessionStateMachine::ApplyRestoreRevocation(
         " (cluster time, Unix ms), so its sessions are revoked for good"));
   }
   const int64_t leeway = expiry_leeway_ms();
-  const int64_t expiry_now = ExpiryNowMs(now_ms);
   uint64_t restored = 0, stayed_expired = 0;
   for (const TokenHash& hash : SessionsHeldBy(record)) {
     switch (table_->RemoveHold(hash, id, expiry_now, leeway,
@@ -357,9 +360,11 @@ ApplyResult SessionStateMachine::ApplyPurgeRevocations(
     const v1::internal::PurgeRevocationsCommand& purge, int64_t now_ms,
     rocksdb::WriteBatch* batch) {
   uint64_t removed = 0;
+  // At the breaker's frozen time, as RevocationsDueForPurge.
+  const int64_t retention_now = ExpiryNowMs(now_ms);
   for (uint64_t id : purge.revocation_ids()) {
     std::optional<Revocation> record = revocation(id);
-    if (!record || record->restorable_until_ms() > now_ms) continue;
+    if (!record || record->restorable_until_ms() > retention_now) continue;
     if (record->state() == Revocation::RETAINED) {
       for (const TokenHash& hash : SessionsHeldBy(*record)) {
         if (!table_->IsHeldBy(hash, id)) continue;

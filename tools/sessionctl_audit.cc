@@ -16,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "tools/sessionctl_commands.h"
+#include "tools/sessionctl_errors.h"
 #include "tools/sessionctl_explain.h"
 #include "tools/sessionctl_output.h"
 
@@ -143,7 +144,11 @@ absl::Status ListAudit(Connection& cluster, const Output& out,
     absl::SleepFor(absl::Seconds(1));
     absl::StatusOr<std::vector<v1::AuditEntry>> more =
         Collect(cluster, seen, 0, &last, &endpoint);
-    if (!more.ok()) return more.status();
+    if (!more.ok()) {
+      if (!out.json) return more.status();
+      PrintErrorLine(out, more.status());
+      return AlreadyPrinted(more.status());
+    }
     for (const v1::AuditEntry& e : *more) {
       if (out.json) {
         PrintJson(out.stream, MessageToJson(e), /*one_line=*/true);

@@ -125,6 +125,13 @@ std::string StatusText(const Connection::StatusAnswer& answer) {
           "node ", m.node_id(),
           " has no --kek_file: it cannot sign JWT tokens nor stage keys "
           "(give every node the cluster's key-encryption key file)"));
+    } else if (up && !m.kek_id().empty() && !m.active_key_kek_id().empty() &&
+               m.kek_id() != m.active_key_kek_id()) {
+      problems.push_back(absl::StrCat(
+          "node ", m.node_id(), " has key-encryption key ", m.kek_id(),
+          ", the active key is sealed under ", m.active_key_kek_id(),
+          ": it cannot sign JWT tokens while it leads (give every node the "
+          "cluster's key-encryption key file)"));
     }
     if (up && m.expiry_breaker().open() && !r.expiry_breaker().open()) {
       problems.push_back(absl::StrCat(
@@ -284,6 +291,7 @@ absl::Status TakeBackup(Connection& cluster, const Output& out,
   }
   v1::BackupRequest request;
   request.set_dir(dir);
+  request.set_node_id(node_id);
   v1::BackupResponse response;
   const absl::Status s = cluster.AdminCallTo(
       endpoint, [&](v1::AdminService::Stub& stub, grpc::ClientContext& c) {
@@ -479,7 +487,13 @@ void PrintError(const Output& out, const absl::Status& status) {
   std::fprintf(stderr, "sessionctl: %s\n",
                std::string(status.message()).c_str());
   std::fflush(stderr);
-  if (out.json) PrintJson(out.stream, ErrorJson(status), /*one_line=*/false);
+  if (out.json && !IsAlreadyPrinted(status)) {
+    PrintJson(out.stream, ErrorJson(status), /*one_line=*/false);
+  }
+}
+
+void PrintErrorLine(const Output& out, const absl::Status& status) {
+  PrintJson(out.stream, ErrorJson(status), /*one_line=*/true);
 }
 
 absl::Status ShowStatus(Connection& cluster, const Output& out,
@@ -530,7 +544,8 @@ absl::Status WatchStatus(Connection& cluster, const Output& out,
     std::fputs(screen.c_str(), out.stream);
     std::fflush(out.stream);
   }
-  return stop.load() ? absl::OkStatus() : last;
+  if (stop.load()) return absl::OkStatus();
+  return out.json ? AlreadyPrinted(last) : last;
 }
 
 absl::Status ListMembers(Connection& cluster, const Output& out) {
@@ -599,12 +614,39 @@ absl::Status PromoteMember(Connection& cluster, const Output& out,
 }
 
 absl::Status RemoveMember(Connection& cluster, const Output& out,
-                          uint64_t node_id) {
+                          uint64_t node_id, const Confirmation& confirmation) {
+  const std::string what = absl::StrCat("members remove ", node_id);
+  if (!confirmation.yes) {
+    // A mistyped id removes a healthy member: show which one it is, and
+    // have its id typed back.
+    absl::StatusOr<Connection::StatusAnswer> answer = AskStatus(cluster, what);
+    if (!answer.ok()) return answer.status();
+    const v1::MemberStatus* member = nullptr;
+    for (const v1::MemberStatus& m : answer->response.members()) {
+      if (m.node_id() == node_id) member = &m;
+    }
+    if (member == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          what, ": node ", node_id,
+          " is not a member (`sessionctl members list`): nothing to remove"));
+    }
+    std::fprintf(
+        confirmation.prompt,
+        "Removing node %llu: %s, %s, %s, client %s, peer %s.\n",
+        static_cast<unsigned long long>(node_id),
+        member->voter() ? "voter" : "learner",
+        member->role().empty() ? "-" : member->role().c_str(),
+        member->reachable() ? "reachable" : "unreachable",
+        member->client_address().empty() ? "-"
+                                         : member->client_address().c_str(),
+        member->peer_address().empty() ? "-" : member->peer_address().c_str());
+    SESSIOND_RETURN_IF_ERROR(
+        AskToTypeBack(confirmation, what, "its node id", node_id));
+  }
   v1::RemoveMemberRequest request;
   request.set_node_id(node_id);
   return ChangeMembership(
-      cluster, out, request, &v1::AdminService::Stub::RemoveMember,
-      absl::StrCat("members remove ", node_id),
+      cluster, out, request, &v1::AdminService::Stub::RemoveMember, what,
       "`sessionctl members list` shows whether it is still a member; "
       "removing it again is safe.",
       absl::StrCat("node ", node_id, " removed"),
@@ -984,12 +1026,13 @@ absl::Status RevokeInTwoSteps(Connection& cluster, const Output& out,
 
 }  // namespace
 
-absl::Status AskForTheCount(const Confirmation& confirmation,
-                            const std::string& what, uint64_t sessions) {
+absl::Status AskToTypeBack(const Confirmation& confirmation,
+                           const std::string& what, absl::string_view named,
+                           uint64_t expected) {
   if (confirmation.yes) return absl::OkStatus();
   std::fprintf(confirmation.prompt,
-               "Type the number of sessions (%llu) to go on: ",
-               static_cast<unsigned long long>(sessions));
+               "Type %s (%llu) to go on: ", std::string(named).c_str(),
+               static_cast<unsigned long long>(expected));
   std::fflush(confirmation.prompt);
   char line[64] = {};
   uint64_t typed = 0;
@@ -997,13 +1040,18 @@ absl::Status AskForTheCount(const Confirmation& confirmation,
       std::fgets(line, sizeof line, confirmation.confirm_in) != nullptr;
   std::string answer = read ? line : "";
   absl::StripAsciiWhitespace(&answer);
-  if (!read || !absl::SimpleAtoi(answer, &typed) || typed != sessions) {
+  if (!read || !absl::SimpleAtoi(answer, &typed) || typed != expected) {
     return absl::FailedPreconditionError(
-        absl::StrCat(what, ": not confirmed (expected ", sessions, ", got \"",
+        absl::StrCat(what, ": not confirmed (expected ", expected, ", got \"",
                      Printable(answer),
                      "\"): nothing was changed. Run it again, or pass --yes."));
   }
   return absl::OkStatus();
+}
+
+absl::Status AskForTheCount(const Confirmation& confirmation,
+                            const std::string& what, uint64_t sessions) {
+  return AskToTypeBack(confirmation, what, "the number of sessions", sessions);
 }
 
 absl::StatusOr<int64_t> ParseTimeMs(const std::string& text) {

@@ -35,14 +35,23 @@ absl::Status WatchStatus(Connection& cluster, const Output& out,
                          bool with_digests, absl::Duration interval, int count,
                          const std::atomic<bool>& stop);
 
+// What a verb that asks before it changes anything reads its answer from.
+struct Confirmation {
+  bool yes = false;  // --yes: no question (scripts)
+  std::FILE* confirm_in = stdin;
+  std::FILE* prompt = stderr;
+};
+
 absl::Status ListMembers(Connection& cluster, const Output& out);
 absl::Status AddMember(Connection& cluster, const Output& out, uint64_t node_id,
                        const std::string& peer_address,
                        const std::string& client_address);
 absl::Status PromoteMember(Connection& cluster, const Output& out,
                            uint64_t node_id);
+// Shows the member and asks to type its id back (unless confirmation.yes);
+// the leader refuses a removal that would leave no quorum it reaches.
 absl::Status RemoveMember(Connection& cluster, const Output& out,
-                          uint64_t node_id);
+                          uint64_t node_id, const Confirmation& confirmation);
 // `node_id` 0: the most caught-up other voter.
 // AdminService.SetExpiryLeeway: the cluster's replicated expiry leeway.
 absl::Status SetExpiryLeeway(Connection& cluster, const Output& out,
@@ -85,11 +94,6 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
 // cluster for a preview (how many sessions, of how many users), prints it,
 // and goes on only when the operator types that count back on `confirm_in`
 // (or `yes`); otherwise nothing changes (FailedPrecondition, exit 1).
-struct Confirmation {
-  bool yes = false;  // --yes: no question (scripts)
-  std::FILE* confirm_in = stdin;
-  std::FILE* prompt = stderr;
-};
 absl::Status FlushSessions(Connection& cluster, const Output& out,
                            const std::string& reason,
                            const Confirmation& confirmation);
@@ -103,6 +107,10 @@ absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
 // confirmation.yes), FailedPrecondition "not confirmed ..." otherwise.
 absl::Status AskForTheCount(const Confirmation& confirmation,
                             const std::string& what, uint64_t sessions);
+// The same for any number: asks to type `named` (`expected`) back.
+absl::Status AskToTypeBack(const Confirmation& confirmation,
+                           const std::string& what, absl::string_view named,
+                           uint64_t expected);
 // `breaker status`: the expiry breaker's replicated state and, while open,
 // how many sessions it holds back. `breaker resume`: shows that count, asks
 // to type it back (or `yes`), then closes it.
@@ -157,6 +165,8 @@ absl::StatusOr<int64_t> ParseTimeMs(const std::string& text);
 // Prints `status` as sessionctl reports an error: "sessionctl: MESSAGE" on
 // stderr, and with out.json also {"error": {...}} on out.stream.
 void PrintError(const Output& out, const absl::Status& status);
+// The {"error": {...}} document alone, on one line (the streaming verbs).
+void PrintErrorLine(const Output& out, const absl::Status& status);
 
 }  // namespace sessiond::sessionctl
 

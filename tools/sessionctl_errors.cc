@@ -10,6 +10,7 @@ namespace sessiond::sessionctl {
 namespace {
 
 constexpr char kExitPayload[] = "sessionctl.dev/exit-code";
+constexpr char kPrintedPayload[] = "sessionctl.dev/printed";
 
 absl::Status Tagged(absl::StatusCode code, absl::string_view message,
                     ExitCode exit_code) {
@@ -35,6 +36,15 @@ absl::Status NotImplementedError(absl::string_view message) {
 
 absl::Status NotAllowedError(absl::StatusCode code, absl::string_view message) {
   return Tagged(code, message, kExitNotAllowed);
+}
+
+absl::Status AlreadyPrinted(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kPrintedPayload, absl::Cord("1"));
+  return status;
+}
+
+bool IsAlreadyPrinted(const absl::Status& status) {
+  return status.GetPayload(kPrintedPayload).has_value();
 }
 
 int ExitCodeFor(const absl::Status& status) {

@@ -37,6 +37,12 @@ absl::Status NotImplementedError(absl::string_view message);
 // Keeps `code` (kUnauthenticated or kPermissionDenied).
 absl::Status NotAllowedError(absl::StatusCode code, absl::string_view message);
 
+// Marks an error a streaming verb (status --watch, audit --follow) has
+// already printed on stdout as its one-line --json document: PrintError
+// then prints it on stderr only, so stdout stays one JSON object a line.
+absl::Status AlreadyPrinted(absl::Status status);
+bool IsAlreadyPrinted(const absl::Status& status);
+
 // The exit code `status` ends the process with.
 int ExitCodeFor(const absl::Status& status);
 

@@ -6,6 +6,7 @@
 // tools/sessionctl_commands.h.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "CLI/CLI.hpp"
@@ -225,7 +227,24 @@ int Main(int argc, char** argv) {
         });
       };
   node_verb("promote", "make a caught-up learner a voter", &PromoteMember);
-  node_verb("remove", "remove a voter or learner", &RemoveMember);
+  uint64_t remove_id = 0;
+  bool remove_yes = false;
+  CLI::App* remove = members->add_subcommand(
+      "remove",
+      "remove a voter or learner: shows it and asks to type its id back; "
+      "refused when the voters left would have no quorum the leader reaches");
+  remove->add_option("ID", remove_id, "its node id")
+      ->required()
+      ->transform(NodeId(false));
+  remove->add_flag("--yes,-y", remove_yes,
+                   "do not ask to type the id back (scripts)");
+  remove->callback([&] {
+    run = [&](Connection& cluster) {
+      Confirmation confirmation;
+      confirmation.yes = remove_yes;
+      return RemoveMember(cluster, out, remove_id, confirmation);
+    };
+  });
 
   // leader
   CLI::App* leader = app.add_subcommand("leader", "leadership");
@@ -612,10 +631,16 @@ int Main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // The error may come before CLI11 has set --json: look for it.
+    Output parse_out = out;
+    parse_out.json =
+        out.json || std::any_of(argv + 1, argv + argc, [](const char* arg) {
+          return std::string_view(arg) == "--json";
+        });
+    PrintError(parse_out, UsageError(e.what()));
     std::fprintf(stderr,
-                 "sessionctl: %s\nsessionctl: see 'sessionctl --help' (or "
-                 "'sessionctl VERB --help')\n",
-                 e.what());
+                 "sessionctl: see 'sessionctl --help' (or 'sessionctl VERB "
+                 "--help')\n");
     return kExitUsage;
   }
 

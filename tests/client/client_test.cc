@@ -1201,6 +1201,29 @@ TEST(ClientFakeServerTest, WriteSkipsAnEndpointThatDoesNotConnect) {
   EXPECT_EQ(client->stats().endpoints_skipped, 1u);
 }
 
+// An endpoint that takes connections and never answers (a paused process,
+// a blackholed host) keeps a channel that says CONNECTING, not failing:
+// reads took it in turn, each waiting out its attempt deadline before going
+// elsewhere. After one such timeout it is passed over.
+TEST(ClientFakeServerTest, ReadsPassOverAnEndpointThatLetAnAttemptTimeOut) {
+  FakeServer server;
+  SilentListener silent;
+  SessionClientOptions options = FakeOptions();
+  options.deadline = absl::Milliseconds(300);
+  options.pass_over_after_timeout = absl::Hours(1);
+  auto client =
+      SessionClient::Connect({silent.address(), server.address()}, options);
+  constexpr int kReads = 8;
+  for (int i = 0; i < kReads; ++i) {
+    absl::StatusOr<v1::ValidateSessionResponse> answer =
+        client->Validate("some-token");
+    ASSERT_TRUE(answer.ok()) << answer.status();
+  }
+  EXPECT_EQ(server.service().calls("ValidateSession"), kReads);
+  // One attempt timed out at the silent endpoint; none went there again.
+  EXPECT_EQ(client->stats().attempts, kReads + 1u);
+}
+
 // A follower's answer names the leader (here in another spelling of the
 // same address); every later write goes there, reads stay spread.
 TEST(ClientFakeServerTest, WritesFollowTheLeaderHint) {

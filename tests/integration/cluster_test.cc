@@ -505,6 +505,23 @@ grpc::Status RemoveMember(ClusterHarness& cluster, int via, int id) {
   return admin->RemoveMember(&context, request, &response);
 }
 
+// Whether node `via` lists member `id` unreachable within 10 s.
+bool WaitUntilUnreachable(ClusterHarness& cluster, int via, int id) {
+  for (int i = 0; i < 100; ++i) {
+    absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+        cluster.ClusterStatus(via);
+    if (status.ok()) {
+      for (const auto& m : status->members()) {
+        if (m.node_id() == static_cast<uint64_t>(id) && !m.reachable()) {
+          return true;
+        }
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return false;
+}
+
 grpc::Status PromoteMember(ClusterHarness& cluster, int via, int id) {
   auto admin = cluster.Admin(via);
   grpc::ClientContext context;
@@ -602,19 +619,7 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
   }
   EXPECT_EQ(images, 1);
   cluster.Kill(wiped);
-  bool unreachable = false;
-  for (int i = 0; i < 100 && !unreachable; ++i) {
-    absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
-        cluster.ClusterStatus(*leader);
-    ASSERT_TRUE(status.ok()) << status.status();
-    for (const auto& m : status->members()) {
-      if (m.node_id() == static_cast<uint64_t>(wiped)) {
-        unreachable = !m.reachable();
-      }
-    }
-    if (!unreachable) absl::SleepFor(absl::Milliseconds(100));
-  }
-  ASSERT_TRUE(unreachable);
+  ASSERT_TRUE(WaitUntilUnreachable(cluster, *leader, wiped));
   const grpc::Status down = PromoteMember(cluster, *leader, wiped);
   EXPECT_EQ(down.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << down.error_message();
@@ -1451,6 +1456,41 @@ TEST(ClusterTest, RemovingTheLeaderAnswersAndStopsIt) {
   ASSERT_TRUE(next.ok());
   ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), *next).ok());
   EXPECT_EQ(cluster.Validate(*next, token, sessiond::v1::LINEARIZABLE),
+            ValidateSessionResponse::VALID);
+}
+
+// With one voter of three down, removing a live one (or the leader) would
+// leave two voters of which one answers: a cluster that commits nothing,
+// not even the AddMember that would undo it. The leader refuses; removing
+// the dead one goes through.
+TEST(ClusterTest, ARemovalThatWouldLeaveNoQuorumIsRefused) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int down = Others(cluster, *leader)[0];
+  const int live = Others(cluster, *leader)[1];
+  cluster.Kill(down);
+  ASSERT_TRUE(WaitUntilUnreachable(cluster, *leader, down));
+  for (int id : {live, *leader}) {
+    const grpc::Status refused = RemoveMember(cluster, live, id);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << id << ": " << refused.error_message();
+    EXPECT_TRUE(absl::StrContains(
+        refused.error_message(),
+        absl::StrCat("short of their quorum of 2 (unreachable: ", down, ")")))
+        << refused.error_message();
+  }
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(*leader);
+  ASSERT_TRUE(status.ok()) << status.status();
+  int voters = 0;
+  for (const auto& m : status->members()) voters += m.voter() ? 1 : 0;
+  EXPECT_EQ(voters, 3) << status->DebugString();
+  const std::string token = MustCreate(cluster, *leader, "still").token();
+  const grpc::Status removed = RemoveMember(cluster, live, down);
+  ASSERT_TRUE(removed.ok()) << removed.error_message();
+  EXPECT_EQ(cluster.Validate(live, token, sessiond::v1::LINEARIZABLE),
             ValidateSessionResponse::VALID);
 }
 

@@ -653,6 +653,49 @@ std::string WaitForBootstrappedKey(ClusterHarness& cluster, Keys& keys) {
   return kid;
 }
 
+// Serves JWKS with `max_age_ms` on every node (ServeJwks), starts the
+// cluster, waits for the bootstrap key and for every node to apply it.
+absl::StatusOr<std::map<int, std::string>> StartWithBootstrapKey(
+    ClusterHarness& cluster, Keys& keys, int64_t max_age_ms) {
+  absl::StatusOr<std::map<int, std::string>> jwks =
+      ServeJwks(cluster, max_age_ms);
+  if (!jwks.ok()) return jwks.status();
+  if (absl::Status s = cluster.Start(); !s.ok()) return s;
+  if (WaitForBootstrappedKey(cluster, keys).empty()) {
+    return absl::DeadlineExceededError("no bootstrap key");
+  }
+  if (absl::StatusOr<std::string> converged =
+          cluster.WaitForConvergence(absl::Seconds(30));
+      !converged.ok()) {
+    return converged.status();
+  }
+  return jwks;
+}
+
+// StageKey through node `via`: the new kid.
+absl::StatusOr<std::string> StageVia(ClusterHarness& cluster, int via) {
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::StageKeyResponse staged;
+  const grpc::Status s =
+      admin->StageKey(&context, sessiond::v1::StageKeyRequest(), &staged);
+  if (!s.ok()) return absl::InternalError(s.error_message());
+  return staged.key().kid();
+}
+
+// One ActivateKey of `kid` through node `via`, not retried.
+grpc::Status ActivateOnceVia(ClusterHarness& cluster, int via,
+                             const std::string& kid) {
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::ActivateKeyRequest request;
+  request.set_kid(kid);
+  sessiond::v1::ActivateKeyResponse response;
+  return admin->ActivateKey(&context, request, &response);
+}
+
 const sessiond::v1::SigningKeyInfo* FindKey(
     const sessiond::v1::ListKeysResponse& keys, const std::string& kid) {
   for (const auto& k : keys.keys()) {
@@ -720,7 +763,8 @@ TEST(KeyRotationDrillTest,
     ASSERT_TRUE(member.ok()) << member.status();
     EXPECT_TRUE(member->has_kek()) << "node " << id;
     EXPECT_EQ(member->active_kid(), first_kid) << "node " << id;
-    // The HTTP document is GetJwks's, with its max-age and index as ETag.
+    // The HTTP document is GetJwks's, with its max-age, and its index in
+    // the ETag.
     absl::StatusOr<sessiond::v1::GetJwksResponse> grpc_jwks = keys.Jwks(id);
     ASSERT_TRUE(grpc_jwks.ok()) << grpc_jwks.status();
     absl::StatusOr<FetchedJwks> http_jwks = FetchJwks(jwks.at(id));
@@ -728,8 +772,9 @@ TEST(KeyRotationDrillTest,
     EXPECT_EQ(http_jwks->body, grpc_jwks->jwks_json()) << "node " << id;
     EXPECT_EQ(http_jwks->max_age_s, grpc_jwks->max_age_s());
     EXPECT_EQ(http_jwks->max_age_s, kJwksMaxAgeMs / 1000);
-    EXPECT_EQ(http_jwks->etag,
-              absl::StrCat("\"", grpc_jwks->key_ring_index(), "\""));
+    EXPECT_TRUE(absl::StartsWith(
+        http_jwks->etag, absl::StrCat("\"", grpc_jwks->key_ring_index(), "-")))
+        << http_jwks->etag;
     EXPECT_EQ(grpc_jwks->key_ring_index(), member->key_ring_index());
     EXPECT_TRUE(HasKid(http_jwks->keys, first_kid)) << http_jwks->body;
   }
@@ -965,13 +1010,10 @@ TEST(KeyRotationDrillTest, AMemberThatPublishedTheKeyLateHoldsBackActivation) {
   ClusterOptions options;
   options.binary = SESSIOND_BINARY;
   ClusterHarness cluster(options);
-  absl::StatusOr<std::map<int, std::string>> jwks =
-      ServeJwks(cluster, kMaxAgeMs);
-  ASSERT_TRUE(jwks.ok()) << jwks.status();
-  ASSERT_TRUE(cluster.Start().ok());
   Keys keys(cluster);
-  ASSERT_FALSE(WaitForBootstrappedKey(cluster, keys).empty());
-  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  absl::StatusOr<std::map<int, std::string>> jwks =
+      StartWithBootstrapKey(cluster, keys, kMaxAgeMs);
+  ASSERT_TRUE(jwks.ok()) << jwks.status();
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(leader.ok());
   int late = 0;
@@ -981,16 +1023,9 @@ TEST(KeyRotationDrillTest, AMemberThatPublishedTheKeyLateHoldsBackActivation) {
 
   cluster.Isolate(late);
   absl::SleepFor(absl::Milliseconds(300));  // drop lists are read every 50 ms
-  sessiond::v1::StageKeyResponse staged;
-  {
-    auto admin = cluster.Admin(*leader);
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(10));
-    const grpc::Status s =
-        admin->StageKey(&context, sessiond::v1::StageKeyRequest(), &staged);
-    ASSERT_TRUE(s.ok()) << s.error_message();
-  }
-  const std::string kid = staged.key().kid();
+  absl::StatusOr<std::string> staged = StageVia(cluster, *leader);
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  const std::string kid = *staged;
   absl::SleepFor(absl::Milliseconds(kMaxAgeMs + 500));
   absl::StatusOr<FetchedJwks> stale = FetchJwks(jwks->at(late));
   ASSERT_TRUE(stale.ok()) << stale.status();
@@ -1015,13 +1050,7 @@ TEST(KeyRotationDrillTest, AMemberThatPublishedTheKeyLateHoldsBackActivation) {
   }
   ASSERT_TRUE(published) << cluster.LogTail(late);
   {
-    auto admin = cluster.Admin(*leader);
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(10));
-    sessiond::v1::ActivateKeyRequest request;
-    request.set_kid(kid);
-    sessiond::v1::ActivateKeyResponse response;
-    const grpc::Status s = admin->ActivateKey(&context, request, &response);
+    const grpc::Status s = ActivateOnceVia(cluster, *leader, kid);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
         << s.error_message();
     EXPECT_TRUE(absl::StrContains(
@@ -1037,6 +1066,69 @@ TEST(KeyRotationDrillTest, AMemberThatPublishedTheKeyLateHoldsBackActivation) {
   ASSERT_TRUE(member.ok()) << member.status();
   ASSERT_EQ(member->key_published_ms().count(kid), 1u);
   EXPECT_GE(member->key_published_ms().at(kid), kMaxAgeMs);
+}
+
+// A member restarted with another --kek_file (a re-provisioned machine)
+// started and reported nothing wrong: once it led, every JWT create failed
+// (it cannot open the active key), and a key it staged could be activated
+// for the others to fail the same way. It reports its KEK's id, and a key
+// it could not open is not activated.
+TEST(KeyRotationDrillTest, AMemberWithAnotherKekHoldsBackActivation) {
+  constexpr int64_t kMaxAgeMs = 1'000;
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  ClusterHarness cluster(options);
+  Keys keys(cluster);
+  absl::StatusOr<std::map<int, std::string>> jwks =
+      StartWithBootstrapKey(cluster, keys, kMaxAgeMs);
+  ASSERT_TRUE(jwks.ok()) << jwks.status();
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int odd = *leader == 1 ? 2 : 1;
+  const std::string shared = absl::StrCat(cluster.root(), "/kek");
+  const std::string other = absl::StrCat(cluster.root(), "/other-kek");
+  ASSERT_TRUE(WriteNewKekFile(other).ok());
+  const auto restart_with = [&](const std::string& kek) {
+    cluster.Kill(odd);
+    cluster.SetNodeFlags(
+        odd, {"--kek_file", kek, "--jwks_max_age_ms", absl::StrCat(kMaxAgeMs),
+              "--jwks_listen", jwks->at(odd)});
+    return cluster.StartNode(odd);
+  };
+  ASSERT_TRUE(restart_with(other).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  absl::StatusOr<sessiond::v1::MemberStatus> mismatched =
+      cluster.MemberStatusOf(odd);
+  ASSERT_TRUE(mismatched.ok()) << mismatched.status();
+  absl::StatusOr<sessiond::v1::MemberStatus> matched =
+      cluster.MemberStatusOf(*leader);
+  ASSERT_TRUE(matched.ok()) << matched.status();
+  EXPECT_EQ(mismatched->kek_id().size(), 16u);
+  EXPECT_EQ(matched->kek_id(), matched->active_key_kek_id());
+  EXPECT_NE(mismatched->kek_id(), mismatched->active_key_kek_id());
+
+  absl::StatusOr<std::string> staged = StageVia(cluster, *leader);
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  const std::string kid = *staged;
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  absl::SleepFor(absl::Milliseconds(kMaxAgeMs + 500));
+  {
+    const grpc::Status s = ActivateOnceVia(cluster, *leader, kid);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << s.error_message();
+    EXPECT_TRUE(
+        absl::StrContains(s.error_message(),
+                          absl::StrCat("node ", odd, " has key-encryption key ",
+                                       mismatched->kek_id())))
+        << s.error_message();
+  }
+  // With the cluster's KEK again, it is activated.
+  ASSERT_TRUE(restart_with(shared).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  int refused = 0;
+  sessiond::v1::ActivateKeyResponse activated;
+  const grpc::Status activate = keys.Activate(kid, 100, &refused, &activated);
+  ASSERT_TRUE(activate.ok()) << activate.error_message();
 }
 
 }  // namespace

@@ -101,14 +101,17 @@ class JwksHttpTest : public ::testing::Test {
 TEST_F(JwksHttpTest, ServesTheDocumentWithItsCacheHeaders) {
   const std::string json = RealJwks(2);
   ASSERT_FALSE(json.empty());
-  ring_.Set(JwksDocument{json, 300, 7});
+  const JwksDocument doc{json, 300, 7};
+  ring_.Set(doc);
   httplib::Result res = client_->Get(kJwksPath);
   ASSERT_TRUE(res) << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(res->body, json);
   EXPECT_EQ(res->get_header_value("Content-Type"), "application/json");
   EXPECT_EQ(res->get_header_value("Cache-Control"), "public, max-age=300");
-  EXPECT_EQ(res->get_header_value("ETag"), "\"7\"");
+  EXPECT_EQ(res->get_header_value("ETag"), JwksEntityTag(doc));
+  EXPECT_TRUE(absl::StartsWith(JwksEntityTag(doc), "\"7-"))
+      << JwksEntityTag(doc);
 }
 
 TEST_F(JwksHttpTest, AsksTheProviderAtEveryRequestSoTheDocumentFollowsTheRing) {
@@ -118,11 +121,12 @@ TEST_F(JwksHttpTest, AsksTheProviderAtEveryRequestSoTheDocumentFollowsTheRing) {
   httplib::Result a = client_->Get(kJwksPath);
   ASSERT_TRUE(a);
   EXPECT_EQ(a->body, first);
-  ring_.Set(JwksDocument{second, 1, 9});
+  const JwksDocument doc{second, 1, 9};
+  ring_.Set(doc);
   httplib::Result b = client_->Get(kJwksPath);
   ASSERT_TRUE(b);
   EXPECT_EQ(b->body, second);
-  EXPECT_EQ(b->get_header_value("ETag"), "\"9\"");
+  EXPECT_EQ(b->get_header_value("ETag"), JwksEntityTag(doc));
   EXPECT_EQ(ring_.calls(), 2);
 }
 
@@ -136,18 +140,24 @@ TEST_F(JwksHttpTest, NegativeMaxAgeIsServedAsZero) {
 
 TEST_F(JwksHttpTest, MatchingIfNoneMatchIs304WithoutABody) {
   const std::string json = RealJwks(1);
-  ring_.Set(JwksDocument{json, 60, 42});
-  for (const char* tag :
-       {"\"42\"", "W/\"42\"", "*", "\"1\", \"42\"", " \"3\" ,W/\"42\" "}) {
+  const JwksDocument doc{json, 60, 42};
+  ring_.Set(doc);
+  const std::string etag = JwksEntityTag(doc);
+  const std::string opaque = etag.substr(1, etag.size() - 2);
+  for (const std::string& tag :
+       {etag, absl::StrCat("W/", etag), std::string("*"),
+        absl::StrCat("\"1\", ", etag), absl::StrCat(" \"3\" ,W/", etag, " ")}) {
     SCOPED_TRACE(tag);
     httplib::Result res = client_->Get(kJwksPath, {{"If-None-Match", tag}});
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 304);
     EXPECT_EQ(res->body, "");
-    EXPECT_EQ(res->get_header_value("ETag"), "\"42\"");
+    EXPECT_EQ(res->get_header_value("ETag"), etag);
     EXPECT_EQ(res->get_header_value("Cache-Control"), "public, max-age=60");
   }
-  for (const char* tag : {"\"41\"", "\"420\"", "42", "\"4\", \"2\"", ""}) {
+  for (const std::string& tag :
+       {std::string("\"42\""), absl::StrCat("\"", opaque, "0\""), opaque,
+        std::string("\"4\", \"2\""), std::string("")}) {
     SCOPED_TRACE(tag);
     httplib::Result res = client_->Get(kJwksPath, {{"If-None-Match", tag}});
     ASSERT_TRUE(res);
@@ -165,21 +175,41 @@ TEST_F(JwksHttpTest, AnOldETagGetsTheNewDocumentOnceTheRingChanged) {
   ASSERT_TRUE(same);
   EXPECT_EQ(same->status, 304);
   const std::string next = RealJwks(2);
-  ring_.Set(JwksDocument{next, 60, 6});
+  const JwksDocument doc{next, 60, 6};
+  ring_.Set(doc);
   httplib::Result changed = client_->Get(kJwksPath, {{"If-None-Match", etag}});
   ASSERT_TRUE(changed);
   EXPECT_EQ(changed->status, 200);
   EXPECT_EQ(changed->body, next);
-  EXPECT_EQ(changed->get_header_value("ETag"), "\"6\"");
+  EXPECT_EQ(changed->get_header_value("ETag"), JwksEntityTag(doc));
+}
+
+// Another cluster's ring (rebuilt data dirs, or a new cluster behind the
+// same URL) reaches the same small index with other keys: the index alone
+// made the same ETag, and a verifier revalidating got 304, keeping the old
+// keys for good while every new token named a kid it did not have.
+TEST_F(JwksHttpTest, AnotherDocumentAtTheSameIndexIsNotAnswered304) {
+  ring_.Set(JwksDocument{RealJwks(1), 60, 4});
+  httplib::Result first = client_->Get(kJwksPath);
+  ASSERT_TRUE(first);
+  const std::string etag = first->get_header_value("ETag");
+  const std::string rebuilt = RealJwks(1);
+  ring_.Set(JwksDocument{rebuilt, 60, 4});
+  httplib::Result again = client_->Get(kJwksPath, {{"If-None-Match", etag}});
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+  EXPECT_EQ(again->body, rebuilt);
+  EXPECT_NE(again->get_header_value("ETag"), etag);
 }
 
 TEST_F(JwksHttpTest, HeadHasTheHeadersAndNoBody) {
-  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  const JwksDocument doc{RealJwks(1), 10, 2};
+  ring_.Set(doc);
   httplib::Result res = client_->Head(kJwksPath);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(res->body, "");
-  EXPECT_EQ(res->get_header_value("ETag"), "\"2\"");
+  EXPECT_EQ(res->get_header_value("ETag"), JwksEntityTag(doc));
   EXPECT_EQ(res->get_header_value("Cache-Control"), "public, max-age=10");
 }
 

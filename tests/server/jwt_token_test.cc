@@ -41,6 +41,25 @@ class JwtTokenTest : public DaemonTest {
         daemon_->address(), grpc::InsecureChannelCredentials()));
   }
 
+  // As an app server would: the signature and expiry, locally, with the
+  // keys of the JWKS document (a minute of leeway).
+  static absl::StatusOr<signing::VerifiedJwt> VerifyWith(
+      const sessiond::v1::GetJwksResponse& jwks, const std::string& token) {
+    std::vector<signing::PublicSigningKey> keys;
+    const nlohmann::json document = nlohmann::json::parse(jwks.jwks_json());
+    for (const auto& jwk : document["keys"]) {
+      absl::StatusOr<std::string> x =
+          signing::Base64UrlDecode(jwk["x"].get<std::string>());
+      if (!x.ok()) return x.status();
+      keys.push_back({jwk["kid"].get<std::string>(), *x});
+    }
+    absl::StatusOr<std::unique_ptr<signing::JwtVerifier>> verifier =
+        signing::JwtVerifier::Create(keys);
+    if (!verifier.ok()) return verifier.status();
+    return (*verifier)->Verify(token, absl::ToUnixMillis(absl::Now()),
+                               /*leeway_ms=*/60'000);
+  }
+
   // The JWKS once the first key is bootstrapped (bounded wait). Until then
   // UNAVAILABLE, never an empty set a verifier would cache.
   sessiond::v1::GetJwksResponse Jwks() {
@@ -79,19 +98,8 @@ TEST_F(JwtTokenTest, AJwtVerifiesLocallyAndLivesInTheStoreLikeAnOpaqueToken) {
 
   // As an app server would: the signature and expiry, locally, with the
   // keys of the JWKS document.
-  std::vector<signing::PublicSigningKey> keys;
-  const nlohmann::json document = nlohmann::json::parse(jwks.jwks_json());
-  for (const auto& jwk : document["keys"]) {
-    absl::StatusOr<std::string> x =
-        signing::Base64UrlDecode(jwk["x"].get<std::string>());
-    ASSERT_TRUE(x.ok()) << x.status();
-    keys.push_back({jwk["kid"].get<std::string>(), *x});
-  }
-  absl::StatusOr<std::unique_ptr<signing::JwtVerifier>> verifier =
-      signing::JwtVerifier::Create(keys);
-  ASSERT_TRUE(verifier.ok()) << verifier.status();
-  absl::StatusOr<signing::VerifiedJwt> verified = (*verifier)->Verify(
-      created.token(), absl::ToUnixMillis(absl::Now()), /*leeway_ms=*/60'000);
+  absl::StatusOr<signing::VerifiedJwt> verified =
+      VerifyWith(jwks, created.token());
   ASSERT_TRUE(verified.ok()) << verified.status();
   EXPECT_EQ(verified->claims.sid, created.session().session_id());
   EXPECT_EQ(verified->claims.sub, "alice");
@@ -126,6 +134,33 @@ TEST_F(JwtTokenTest, AJwtVerifiesLocallyAndLivesInTheStoreLikeAnOpaqueToken) {
   ASSERT_TRUE(stub_->ListUserSessions(&list_context, list, &listed).ok());
   ASSERT_EQ(listed.sessions_size(), 1);
   EXPECT_EQ(listed.sessions(0).signing_kid(), created.session().signing_kid());
+}
+
+// Cluster time stands still while no member runs, so after a restart it
+// runs behind the wall clock by the downtime (catching up at the slew
+// rate, for weeks after a long outage). A JWT's iat and exp were cluster
+// time: after an outage longer than the token's ttl, every token issued
+// was born expired for an app server checking exp against its own clock.
+TEST_F(JwtTokenTest, AJwtIssuedAfterADowntimeCarriesTheWallClock) {
+  ASSERT_TRUE(absl::StrContains(Jwks().jwks_json(), "kid"));
+  MustCreate("before");
+  daemon_->Shutdown();
+  daemon_.reset();
+  absl::SleepFor(absl::Seconds(6));
+  StartDaemon();
+  const sessiond::v1::GetJwksResponse jwks = Jwks();
+  CreateSessionRequest request;
+  request.set_user_id("carol");
+  request.set_ttl_ms(3600 * 1000);
+  request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  CreateSessionResponse created;
+  ASSERT_TRUE(Create(request, &created).ok());
+  const int64_t wall_s = absl::ToUnixSeconds(absl::Now());
+  absl::StatusOr<signing::VerifiedJwt> verified =
+      VerifyWith(jwks, created.token());
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_NEAR(verified->claims.iat, wall_s, 2);
+  EXPECT_NEAR(verified->claims.exp, wall_s + 3600, 2);
 }
 
 TEST_F(JwtTokenTest, RequestsThatCannotBeServedAreRefusedAndChangeNothing) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace sessiond::server {
@@ -185,6 +186,20 @@ TEST(LimitsTest, InconsistentLimitsAreRejected) {
   EXPECT_EQ(CheckLimitsConsistent(limits).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(CheckLimitsConsistent(Limits{}).ok());
+}
+
+TEST(LimitsTest, AnIdleTimeoutRangeWithNothingInItIsRejected) {
+  Limits limits;
+  limits.min_idle_timeout_ms = MinIdleTimeoutMs(/*min_ttl_ms=*/1000,
+                                                /*touch_flush_interval_ms=*/
+                                                60'000);
+  limits.max_idle_timeout_ms = limits.min_idle_timeout_ms - 1;
+  const absl::Status status = CheckLimitsConsistent(limits);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(status.message()),
+              testing::HasSubstr("every create asking an idle timeout"));
+  limits.max_idle_timeout_ms = limits.min_idle_timeout_ms;
+  EXPECT_TRUE(CheckLimitsConsistent(limits).ok());
 }
 
 }  // namespace

@@ -239,7 +239,7 @@ TEST(PeerServiceTest, PeersHeardFromAtOnceAreAllRecorded) {
       ready.fetch_add(1);
       while (ready.load() < 2) {
       }
-      service.RecordHeardFrom(node);
+      EXPECT_TRUE(service.RecordHeardFrom(node).ok());
     };
     std::thread a(hear, 2);
     std::thread b(hear, 3);
@@ -250,6 +250,45 @@ TEST(PeerServiceTest, PeersHeardFromAtOnceAreAllRecorded) {
     for (std::string line; std::getline(in, line);) lines.insert(line);
     ASSERT_EQ(lines, (std::set<std::string>{"2", "3"})) << "round " << round;
   }
+}
+
+// A crash mid-append leaves a last line without its newline. It is not a
+// peer heard from (the append never returned; "5" may be the start of
+// "53"), and the next append ends it unreadably first: it used to extend
+// the torn one ("5" then "3" read back as 53), forgetting a peer whose
+// messages had reached Raft.
+TEST(PeerServiceTest, AnAppendAfterATornLastLineStartsALineOfItsOwn) {
+  ScopedTempDir dir;
+  const std::string path = dir.Child("heard");
+  std::ofstream(path) << "2\n5";
+  auto hello = [] { return v1::internal::HelloResponse(); };
+  {
+    PeerService service(NodeId(1), hello, path);
+    ASSERT_TRUE(service.RecordHeardFrom(3).ok());
+  }
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  EXPECT_EQ(lines, (std::vector<std::string>{"2", "5!", "3"}));
+}
+
+// A peer whose record could not be written is not taken as recorded: the
+// caller refuses its messages, and the next call writes it. It was marked
+// heard in memory at the first failure and never written.
+TEST(PeerServiceTest, APeerNotWrittenDownIsNotTakenAsRecorded) {
+  ScopedTempDir dir;
+  const std::string folder = dir.Child("not-yet");
+  const std::string path = folder + "/heard";
+  PeerService service(
+      NodeId(1), [] { return v1::internal::HelloResponse(); }, path);
+  const absl::Status failed = service.RecordHeardFrom(3);
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  ASSERT_TRUE(std::filesystem::create_directory(folder));
+  ASSERT_TRUE(service.RecordHeardFrom(3).ok());
+  std::ifstream in(path);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  EXPECT_EQ(line, "3");
 }
 
 // A snapshot's image is checked whole when received, before Raft sees it:
@@ -369,6 +408,19 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   const grpc::Status huge = send_image(LogIndex(7), huge_header);
   EXPECT_EQ(huge.error_code(), grpc::StatusCode::DATA_LOSS)
       << huge.error_message();
+  // A disk without room to install it (about three times the image): the
+  // stream is refused at its first chunk, before a byte is written. Taken,
+  // it failed in the apply stage after installing it had dropped the log.
+  uint64_t asked = 0;
+  parts.room_on_disk = [&asked](uint64_t bytes, absl::string_view what) {
+    asked = bytes;
+    return absl::ResourceExhaustedError(absl::StrCat("no room for ", what));
+  };
+  service.Attach(parts);
+  const grpc::Status no_room = send(LogIndex(7));
+  EXPECT_EQ(no_room.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << no_room.error_message();
+  EXPECT_EQ(asked, kSnapshotInstallSpaceFactor * image.size());
   // No image was kept.
   EXPECT_TRUE(std::filesystem::is_empty(received.dir()));
   server->Shutdown();

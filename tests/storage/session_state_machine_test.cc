@@ -1469,6 +1469,25 @@ Command CloseBreaker(int64_t ts, uint64_t id) {
   return c;
 }
 
+// The breaker freezes expiry because cluster time may have run ahead of
+// real time; how long a flush stays restorable is judged at the same frozen
+// time. It was not: the jump that opened the breaker still ended the
+// flush's retention, and the next sweep purged its sessions for good.
+TEST_F(RevocationTest, AnOpenBreakerFreezesARevocationsRetention) {
+  for (int i = 0; i < 3; ++i) ApplySession(Create(i, 1000));
+  ASSERT_TRUE(ApplyOne(Prepare("p", All(), 2000, /*retention_ms=*/5000)).ok());
+  const v1::Revocation flush = ApplyRevocation(Confirm("p", All(), 2001));
+  ASSERT_EQ(flush.restorable_until_ms(), 7001);
+  // Cluster time jumps to 9000; the breaker freezes expiry at 6000.
+  ASSERT_TRUE(ApplyOne(OpenBreaker(9000, 6000)).ok());
+  EXPECT_TRUE(sm_->RevocationsDueForPurge(9000, 10).empty());
+  EXPECT_EQ(ApplyCount(Purge(flush.id(), 9001)), 0u);
+  EXPECT_EQ(table_->size(), 3u);
+  const v1::Revocation restored = ApplyRevocation(Restore(flush.id(), 9002));
+  EXPECT_EQ(restored.state(), v1::Revocation::RESTORED);
+  EXPECT_EQ(restored.restored(), 3u);
+}
+
 TEST_F(SessionStateMachineTest, AnOpenExpiryBreakerFreezesExpiryUntilClosed) {
   ApplySession(Create(1, 1000, "alice", /*expires_at=*/5000));
   ApplySession(Create(2, 1000, "alice", /*expires_at=*/100'000));

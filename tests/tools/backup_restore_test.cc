@@ -362,6 +362,32 @@ TEST(BackupRestoreTest, ABackupKeepsItsFolderAndOneBeingWrittenIsRefused) {
   EXPECT_TRUE(std::filesystem::exists(prepared + "/CURRENT"));
   EXPECT_FALSE(std::filesystem::exists(prepared + "/.sessiond-backup.lock"));
   EXPECT_FALSE(std::filesystem::exists(prepared + "/.checkpoint"));
+  // Asked of one node, another refuses and writes nothing: the address
+  // sessionctl looked the node up by may serve another one by now.
+  {
+    auto admin = cluster.Admin(1);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(30));
+    sessiond::v1::BackupRequest request;
+    request.set_dir(scratch.path() + "/elsewhere");
+    request.set_node_id(7);
+    sessiond::v1::BackupResponse response;
+    const grpc::Status wrong = admin->Backup(&context, request, &response);
+    EXPECT_EQ(wrong.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << wrong.error_message();
+    EXPECT_TRUE(
+        absl::StrContains(wrong.error_message(), "this is node 1, not node 7"))
+        << wrong.error_message();
+    EXPECT_FALSE(std::filesystem::exists(scratch.path() + "/elsewhere"));
+  }
+  const Result named = RunCtl(
+      scratch.path(), absl::StrCat("--endpoints ", cluster.client_address(1),
+                                   " --timeout 30s backup --node 1 ",
+                                   scratch.path(), "/named"));
+  EXPECT_EQ(named.exit_code, 0) << Describe(named);
+  EXPECT_TRUE(std::filesystem::exists(scratch.path() +
+                                      "/named/MANIFEST.sessiond.json"));
   // It restores (restore-from checks every file against the manifest).
   const Result restored = RunCtl(
       scratch.path(), absl::StrCat("restore-from ", prepared, " --data-dir ",

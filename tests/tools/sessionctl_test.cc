@@ -112,6 +112,31 @@ TEST(SessionctlTest, UsageErrorsExitTwoAndSayWhatIsWrong) {
   EXPECT_TRUE(absl::StrContains(help.out, "sessions")) << help;
 }
 
+// With --json, stdout carries the error as JSON even when CLI11 finds it
+// before it has set --json, and a watch that ends on an error prints it
+// once, as the last of its one-line documents.
+TEST(SessionctlTest, JsonErrorsArePrintedOnceAsJson) {
+  const CtlRun usage = Sessionctl({"--json", "status", "--bogus"});
+  EXPECT_EQ(usage.exit_code, 2) << usage;
+  const json doc = ParseJson(usage.out);
+  ASSERT_TRUE(doc.is_object()) << usage;
+  EXPECT_EQ(doc["error"]["exit_code"], 2) << usage;
+  EXPECT_TRUE(
+      absl::StrContains(doc["error"]["message"].get<std::string>(), "--bogus"))
+      << usage;
+
+  const CtlRun watch =
+      Sessionctl({"--json", "--endpoints", DeadAddress(), "--timeout", "2s",
+                  "status", "--watch", "--interval", "100ms", "--count", "2"});
+  EXPECT_EQ(watch.exit_code, 3) << watch;
+  const std::vector<std::string> lines =
+      absl::StrSplit(watch.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << watch;
+  for (const std::string& line : lines) {
+    EXPECT_EQ(ParseJson(line)["error"]["exit_code"], 3) << line;
+  }
+}
+
 TEST(SessionctlTest, ABrokenConfigFileIsAUsageErrorNamingTheLine) {
   TempDir dir;
   const std::string path = dir.path() + "/sessionctl.toml";
@@ -1044,7 +1069,29 @@ TEST(SessionctlClusterTest, MembersAndLeaderTransfer) {
   ASSERT_TRUE(leader.ok());
   int away = 3;
   while (away == *leader) --away;
-  json removed = ctl_json({"members", "remove", absl::StrCat(away)});
+  // It shows the member and asks for its id: another answer changes nothing.
+  const auto remove = [&](const std::string& typed) {
+    return Sessionctl({"--endpoints", endpoints, "--timeout", "10s", "--json",
+                       "members", "remove", absl::StrCat(away)},
+                      {}, typed);
+  };
+  const CtlRun unconfirmed = remove("9\n");
+  EXPECT_EQ(unconfirmed.exit_code, 1) << unconfirmed;
+  EXPECT_TRUE(absl::StrContains(
+      unconfirmed.err, absl::StrCat("Removing node ", away, ": voter")))
+      << unconfirmed;
+  EXPECT_TRUE(absl::StrContains(unconfirmed.err, "not confirmed"))
+      << unconfirmed;
+  int voters = 0;
+  const json listed = ctl_json({"members", "list"});
+  for (const json& m : listed["members"]) {
+    voters += m["voter"].get<bool>() ? 1 : 0;
+  }
+  EXPECT_EQ(voters, 3);
+  EXPECT_EQ(ctl({"members", "remove", "42"}).exit_code, 1);
+  const CtlRun confirmed = remove(absl::StrCat(away, "\n"));
+  ASSERT_EQ(confirmed.exit_code, 0) << confirmed;
+  json removed = ParseJson(confirmed.out);
   EXPECT_EQ(removed["voters"].size(), 2u) << removed;
   cluster.Kill(away);
   cluster.WipeDataDir(away);
