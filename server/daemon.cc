@@ -151,6 +151,10 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
       absl::Seconds(1);
   options.audit_retention_ms = config_.audit_retention_ms;
   options.audit_max_entries = static_cast<uint32_t>(config_.audit_max_entries);
+  TouchBuffer* touches = touches_.get();
+  options.touches_stalled = [touches] {
+    return touches != nullptr && touches->RecentlyStalled();
+  };
   return std::make_unique<ExpirySweeper>(options, table_.get(),
                                          state_machine_.get(), clock_.get(),
                                          driver_.get(), writes_.get());
@@ -674,8 +678,10 @@ absl::Status Daemon::Init() {
       absl::Milliseconds(config_.tick_ms * config_.election_ticks);
   reads_ =
       std::make_unique<ReadBarrier>(read_options, driver_.get(), timers_.get());
+  ClusterClock* cluster_clock = clock_.get();
   touches_ = std::make_unique<TouchBuffer>(
-      writes_.get(), absl::Milliseconds(config_.touch_flush_interval_ms));
+      writes_.get(), absl::Milliseconds(config_.touch_flush_interval_ms),
+      [cluster_clock] { return cluster_clock->NowMs(); });
   if (config_.logout_detector_interval_ms > 0) {
     // Built before SelfStatus can be called; samples once Start()ed below.
     LogoutDetectorOptions detector;

@@ -105,9 +105,10 @@ uint64_t ExpirySweeper::SweepOnce() {
   // windows roll on time). A lone voter's own touches are all it waits
   // for: no grace.
   const bool in_grace =
-      status.conf_state.voters.size() > 1 &&
-      steady_ms - *leading_since_steady_ms_ <
-          absl::ToInt64Milliseconds(options_.new_leader_grace);
+      (status.conf_state.voters.size() > 1 &&
+       steady_ms - *leading_since_steady_ms_ <
+           absl::ToInt64Milliseconds(options_.new_leader_grace)) ||
+      (options_.touches_stalled && options_.touches_stalled());
   const sessiond::v1::ExpiryBreaker breaker = state_machine_->expiry_breaker();
   uint64_t removed = 0;
   if (breaker.open()) {

@@ -47,6 +47,10 @@ struct ExpirySweeperOptions {
   // within a flush interval or two of a leader being known, and a session
   // removed first could not be saved by them (docs/API.md, "Consistency").
   absl::Duration new_leader_grace = absl::ZeroDuration();
+  // True while this node's touches fail to reach the log, and shortly after
+  // (TouchBuffer::RecentlyStalled): it removes nothing meanwhile, since the
+  // touches kept during the stall have not landed (null: never).
+  std::function<bool()> touches_stalled;
   // The audit log's limits (--audit_retention_ms, --audit_max_entries):
   // entries that aged out are trimmed by a command of the leader's even
   // when no new entry comes to drop them. Retention 0: never trimmed here.

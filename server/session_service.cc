@@ -228,14 +228,22 @@ absl::Status SessionServiceImpl::CheckReady() const {
 // Read path
 
 int64_t SessionServiceImpl::IdleJudgedAtMs(const ReadAnswer& answer,
-                                           int64_t now_ms) {
+                                           int64_t now_ms) const {
   // Cut off from the leader, a node stops counting idle time where it last
   // heard from one: the touches of users active through it cannot reach the
   // log meanwhile, and counting on would idle them all out during a long
   // outage (and again when the quorum returned). Absolute expiry still
-  // counts (docs/API.md, "Consistency").
-  if (!answer.stale) return now_ms;
-  return now_ms - std::min<int64_t>(answer.staleness_ms, now_ms);
+  // counts (docs/API.md, "Consistency"). The same when the log refuses the
+  // touches though the node leads (a full disk): idle time stops where the
+  // touches stopped reaching the log.
+  int64_t at = now_ms;
+  if (answer.stale) at -= std::min<int64_t>(answer.staleness_ms, now_ms);
+  if (touches_ != nullptr) {
+    if (const std::optional<int64_t> stalled = touches_->StalledSinceMs()) {
+      at = std::min(at, *stalled);
+    }
+  }
+  return at;
 }
 
 absl::Status SessionServiceImpl::ValidateNow(

@@ -327,8 +327,10 @@ class SessionServiceImpl final : public RawSessionService {
   // UNAVAILABLE instead of UNKNOWN when the read fell back
   // (ReadAnswer::fell_back).
   // The cluster time a read answered with `answer` judges idle timeouts at:
-  // now, or for a stale answer the time the node last heard from a leader.
-  static int64_t IdleJudgedAtMs(const ReadAnswer& answer, int64_t now_ms);
+  // now; for a stale answer the time the node last heard from a leader;
+  // while this node's touches cannot reach the log, where they stopped
+  // (TouchBuffer::StalledSinceMs): the earliest that applies.
+  int64_t IdleJudgedAtMs(const ReadAnswer& answer, int64_t now_ms) const;
   // A touch a validation asks for, held back until its call succeeds.
   struct PendingTouch {
     storage::TokenHash hash;

@@ -2,6 +2,7 @@
 #include "server/touch_buffer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <utility>
@@ -13,9 +14,21 @@
 
 namespace sessiond::server {
 
-TouchBuffer::TouchBuffer(WritePath* writes, absl::Duration flush_interval)
+namespace {
+
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+TouchBuffer::TouchBuffer(WritePath* writes, absl::Duration flush_interval,
+                         std::function<int64_t()> now_ms)
     : writes_(writes),
       flush_interval_(flush_interval),
+      now_ms_(std::move(now_ms)),
       flusher_("sd-touches", flush_interval, [this] { Flush(); }) {}
 
 TouchBuffer::~TouchBuffer() { Stop(); }
@@ -35,7 +48,27 @@ void TouchBuffer::Record(const storage::TokenHash& hash, int64_t seen_at_ms,
   }
 }
 
+std::optional<int64_t> TouchBuffer::StalledSinceMs() const {
+  const int64_t since = stalled_since_ms_.load(std::memory_order_acquire);
+  if (since == 0) return std::nullopt;
+  return since;
+}
+
+bool TouchBuffer::RecentlyStalled() const {
+  if (stalled_since_ms_.load(std::memory_order_acquire) != 0) return true;
+  const int64_t ended = stall_ended_steady_ns_.load(std::memory_order_acquire);
+  return ended != 0 &&
+         SteadyNs() - ended < 2 * absl::ToInt64Nanoseconds(flush_interval_);
+}
+
 size_t TouchBuffer::Flush() {
+  // Every touch recorded before the previous flush began went out with it
+  // (or an earlier one): if this one fails while those committed, the log
+  // holds every touch up to then.
+  const int64_t started = now_ms_();
+  const int64_t previous =
+      last_flush_start_ms_.exchange(started, std::memory_order_acq_rel);
+  const int64_t committed_through = previous != 0 ? previous : started;
   std::vector<std::pair<storage::TokenHash, Touch>> touches;
   for (Shard& shard : shards_) {
     TouchMap taken;
@@ -65,7 +98,8 @@ size_t TouchBuffer::Flush() {
     writes_->Submit(
         std::move(command),
         absl::Now() + std::max(flush_interval_, absl::Seconds(1)),
-        [this, batch = std::move(batch)](replication::ApplyResult result) {
+        [this, committed_through,
+         batch = std::move(batch)](replication::ApplyResult result) {
           // NotFound / FailedPrecondition: the session was revoked or
           // expired after the validation that touched it; nothing to do.
           const absl::StatusCode code = result.status().code();
@@ -77,11 +111,27 @@ size_t TouchBuffer::Flush() {
             // touch that reached the log. Applying a touch twice (this
             // batch may yet commit) does no harm: the later time wins.
             lost_commands_.fetch_add(1, std::memory_order_relaxed);
+            int64_t none = 0;
+            stalled_since_ms_.compare_exchange_strong(
+                none, committed_through, std::memory_order_acq_rel);
+            const int64_t stalled =
+                stalled_since_ms_.load(std::memory_order_acquire);
+            // Judged, when they land, no later than where the log stopped
+            // taking touches (Record keeps the earlier judgement).
             for (const auto& [hash, held] : batch) {
-              Record(hash, held.seen_at_ms, held.idle_judged_at_ms);
+              int64_t judged = held.idle_judged_at_ms;
+              if (stalled != 0) {
+                judged = judged == 0 ? stalled : std::min(judged, stalled);
+              }
+              Record(hash, held.seen_at_ms, judged);
             }
-          } else if (!result.ok() && code != absl::StatusCode::kNotFound &&
-                     code != absl::StatusCode::kFailedPrecondition) {
+            return;
+          }
+          if (stalled_since_ms_.exchange(0, std::memory_order_acq_rel) != 0) {
+            stall_ended_steady_ns_.store(SteadyNs(), std::memory_order_release);
+          }
+          if (!result.ok() && code != absl::StatusCode::kNotFound &&
+              code != absl::StatusCode::kFailedPrecondition) {
             logging::Warn("touch.batch_failed",
                           logging::Fields().Error(result.status()));
           }

@@ -5,6 +5,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -33,7 +35,9 @@ class TouchBuffer {
   // Most touches per TouchCommand; a larger backlog goes in several.
   static constexpr size_t kMaxTouchesPerCommand = 10000;
 
-  TouchBuffer(WritePath* writes, absl::Duration flush_interval);
+  // `now_ms`: this node's cluster time (ClusterClock::NowMs).
+  TouchBuffer(WritePath* writes, absl::Duration flush_interval,
+              std::function<int64_t()> now_ms);
   ~TouchBuffer();  // Stop()s.
 
   TouchBuffer(const TouchBuffer&) = delete;
@@ -54,6 +58,19 @@ class TouchBuffer {
 
   // Flushes one last time and stops the flusher thread. Idempotent.
   void Stop();
+
+  // While batches fail to reach the log (no leader in time, a full disk):
+  // the cluster time as of which every touch recorded here is in the log.
+  // Idle time past it is not counted (reads judge it there, and the touches
+  // kept for later carry it as their idle_judged_at_ms): users active
+  // through this node would otherwise idle out during the outage, and again
+  // when it ends, before their touches land. nullopt once a batch commits.
+  std::optional<int64_t> StalledSinceMs() const;
+
+  // A stall, or one that ended less than two flush intervals ago (the
+  // touches kept during it may still be on their way): the expiry sweeper
+  // of a lone voter removes nothing meanwhile.
+  bool RecentlyStalled() const;
 
   uint64_t flushed_commands() const {
     return flushed_commands_.load(std::memory_order_relaxed);
@@ -80,6 +97,12 @@ class TouchBuffer {
 
   WritePath* const writes_;  // outlives this
   const absl::Duration flush_interval_;
+  const std::function<int64_t()> now_ms_;
+  // Cluster time when the last flush began (0: none yet); StalledSinceMs
+  // (0: not stalled); when the last stall ended, steady clock ns (0: none).
+  std::atomic<int64_t> last_flush_start_ms_{0};
+  std::atomic<int64_t> stalled_since_ms_{0};
+  std::atomic<int64_t> stall_ended_steady_ns_{0};
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> flushed_commands_{0};
   std::atomic<uint64_t> lost_commands_{0};

@@ -134,6 +134,14 @@ ApplyResult SessionStateMachine::ApplyRotate(
     session->clear_signing_kid();
     SESSIOND_RETURN_IF_ERROR(table_->Replace(*new_hash, *session));
   }
+  // Its caller presented the old token: a use, as a touch is. The touches
+  // still on their way were recorded under the old token and find nothing
+  // when they land, so a user who validated just before the rotation idled
+  // out an idle timeout after their last touch that had reached the log.
+  if (now_ms > session->last_seen_at_ms()) {
+    table_->SetLastSeen(*new_hash, now_ms);
+    session->set_last_seen_at_ms(now_ms);
+  }
   batch->Delete(db_->sessions_cf(), rocksdb::Slice(TokenHashBytes(*old_hash)));
   StageSession(*new_hash, batch);
   return std::any(*std::move(session));

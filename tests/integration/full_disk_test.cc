@@ -319,6 +319,73 @@ TEST(FullDiskTest, WritesRefusedReadsServedAndWritesResumeWhenSpaceIsFreed) {
   EXPECT_EQ(Validate(stub.get(), token), ValidateSessionResponse::VALID);
 }
 
+// Touches cannot reach the log while the disk is full: every batch is
+// refused and kept for the next flush. Idle time went on counting all the
+// same, so users active all along read EXPIRED once the outage outlasted
+// their idle timeout, and when space came back their kept touches, judged
+// at the applied time, found them expired and were dropped: a mass logout.
+// Idle time now stops where the touches stopped reaching the log.
+TEST(FullDiskTest, ActiveUsersAreNotIdledOutWhileTouchesCannotReachTheLog) {
+  SKIP_WITHOUT_MOUNTS();
+  TempDir dir;
+  const std::string mnt = dir.path() + "/mnt";
+  Tmpfs fs(mnt, 160 * kMiB);
+  ASSERT_TRUE(fs.mounted());
+  // A sweeper far quicker than the touch flush: once space is back it
+  // would remove the session before the kept touches land, but for the
+  // wait after a stall.
+  SessiondProcess node(SESSIOND_BINARY, mnt + "/data",
+                       {"--disk_reserve_mb=40", "--touch_flush_interval_ms=500",
+                        "--sweep_interval_ms=50"});
+  node.set_log_dir(dir.path());
+  ASSERT_TRUE(node.Start().ok()) << LogTail(node.log_path());
+  auto stub = node.NewStub();
+  CreateSessionRequest request;
+  request.set_user_id("active");
+  request.set_ttl_ms(3'600'000);
+  request.set_idle_timeout_ms(1500);  // the least: 3 x the flush interval
+  CreateSessionResponse created;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(10));
+    const grpc::Status s = stub->CreateSession(&context, request, &created);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // Another program fills the disk: 20 MiB left, under the 40 kept free.
+  FillWith(mnt + "/filler", FreeBytes(mnt) - 20 * kMiB);
+  bool full = false;
+  for (int i = 0; i < 100 && !full; ++i) {
+    full = SelfStatus(node.address()).disk_full();
+    if (!full) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(full);
+  // Three idle timeouts of use with touch, every 200 ms.
+  for (int round = 0; round < 23; ++round) {
+    ASSERT_EQ(Validate(stub.get(), created.token(), /*touch=*/true),
+              ValidateSessionResponse::VALID)
+        << "round " << round;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_GE(SelfStatus(node.address()).metrics().touch_batches_dropped(), 1u);
+
+  // Space comes back; the user goes on, and is still logged in.
+  std::filesystem::remove(mnt + "/filler");
+  for (int i = 0; i < 100 && full; ++i) {
+    full = SelfStatus(node.address()).disk_full();
+    if (full) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_FALSE(full);
+  for (int round = 0; round < 8; ++round) {
+    ASSERT_EQ(Validate(stub.get(), created.token(), /*touch=*/true),
+              ValidateSessionResponse::VALID)
+        << "round " << round << " after the disk was freed";
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_TRUE(StillRunning(&node)) << node.log_path();
+}
+
 // The reproduction: an 8 MiB disk, default flags. The node starts,
 // refuses writes with a message naming the disk, answers validations (with
 // touch too, which killed it within 7 s before).

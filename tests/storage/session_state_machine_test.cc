@@ -1716,6 +1716,25 @@ TEST_F(SessionStateMachineTest, ARotatedJwtSessionNoLongerNamesItsSigningKey) {
   EXPECT_EQ(sm_->CountLiveSignedBy(kid, 1400), 0u);
 }
 
+// A rotation is a use of the session: the touches recorded just before it
+// are under the old token, and land on nothing. With the times kept as
+// they were, a user who validated (with touch) just before a step-up
+// rotation idled out an idle timeout after their previous touch.
+TEST_F(SessionStateMachineTest, ARotationCountsAsAUse) {
+  ApplySession(Create(1, 1000, "alice", /*expires_at=*/100'000,
+                      /*idle=*/5000));
+  Command rotate;
+  rotate.set_timestamp_ms(5900);
+  rotate.mutable_rotate()->set_token_hash(Hash(1));
+  rotate.mutable_rotate()->set_new_token_hash(Hash(2));
+  EXPECT_EQ(ApplySession(rotate).last_seen_at_ms(), 5900);
+  // The touch recorded under the old token just before: nothing to touch.
+  EXPECT_EQ(ApplyCount(Touch(5950, {{1, 5890}, {3, 5890}})), 0u);
+  EXPECT_EQ(table_->Validate(H(2), 7000, 0).outcome, ValidateOutcome::kValid);
+  Reopen();  // and so it was stored
+  EXPECT_EQ(table_->Get(H(2))->last_seen_at_ms(), 5900);
+}
+
 // The ring of the two tests below, through `apply`: a JWKS max-age of 5 s,
 // `first` staged as the bootstrap key at 1 s, `second` staged at 2 s and
 // activated at 7 s (`first` is then RETIRING).
