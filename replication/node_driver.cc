@@ -786,6 +786,10 @@ void NodeDriver::Dispatch(Ready ready) {
   }
   if (!ready.send_now.empty()) transport_->Send(std::move(ready.send_now));
 
+  if (!ready.to_persist.empty()) {
+    AbandonProposalsAfter(ready.to_persist.back().index,
+                          ready.to_persist.back().term);
+  }
   if (ready.hard_state || !ready.to_persist.empty() || ready.snapshot ||
       !ready.send_after_persist.empty()) {
     PersistWork work;
@@ -1197,6 +1201,23 @@ void NodeDriver::RunApply() {
     work.pop_front();
   }
   flush();
+}
+
+void NodeDriver::AbandonProposalsAfter(LogIndex last, Term term) {
+  std::vector<Completion> calls;
+  {
+    absl::MutexLock lock(&pending_mu_);
+    for (auto it = pending_.upper_bound(last); it != pending_.end();) {
+      if (it->second.term < term) {
+        calls.push_back(Completion::Proposer(std::move(it->second.done),
+                                             ApplyResult(LeadershipChanged())));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  PostCompletions(std::move(calls));
 }
 
 void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,

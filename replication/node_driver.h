@@ -437,6 +437,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Copies LogStall() into status_ (log_stalled, log_stall).
   void PublishLogStall();
 
+  // Driver thread, as a Ready's entries go to the log writer: answers
+  // "leadership changed" to every proposal past `last` of a term below
+  // `term` (the last entry's): terms never fall along a log, so no entry of
+  // theirs can follow it, and they would otherwise wait until the log grew
+  // back to their index, which an idle cluster may never do.
+  void AbandonProposalsAfter(LogIndex last, Term term);
   // Apply stage: hands proposers' results and ripe reads to completion.
   void CompleteProposals(const std::vector<Entry>& entries,
                          std::vector<ApplyResult>* results);

@@ -629,6 +629,8 @@ absl::Status Daemon::Init() {
   driver_options.raft.read_only_mode =
       config_.read_mode == "lease" ? replication::ReadOnlyMode::kLeaseBased
                                    : replication::ReadOnlyMode::kReadIndex;
+  // Whatever this node's own read mode: another member's may be lease.
+  driver_options.raft.refuse_votes_after_start = true;
   driver_options.tick_interval = std::chrono::milliseconds(config_.tick_ms);
   driver_options.seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^
                         static_cast<uint64_t>(getpid());

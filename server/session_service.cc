@@ -754,6 +754,7 @@ void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
       session_id, options_.max_sessions_per_user, create);
   create->set_request_key(storage::CreateRequestKey(
       create_key, request.user_id(), request.request_id()));
+  create->set_request_digest(storage::CreateRequestDigest(request));
   create->set_request_window_ms(options_.create_request_window_ms);
   create->set_request_max_entries(options_.create_request_max_entries);
   Write(

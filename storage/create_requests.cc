@@ -7,6 +7,9 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +40,29 @@ std::string Hmac(std::string_view key, const std::string& message) {
 }
 
 }  // namespace
+
+std::string CreateRequestDigest(
+    const sessiond::v1::CreateSessionRequest& request) {
+  std::string message;
+  AppendPart("sessiond create digest v1", &message);
+  AppendPart(absl::StrCat(request.ttl_ms(), "/", request.idle_timeout_ms(), "/",
+                          static_cast<int>(request.token_format())),
+             &message);
+  std::vector<std::pair<std::string_view, std::string_view>> attributes(
+      request.attributes().begin(), request.attributes().end());
+  std::sort(attributes.begin(), attributes.end());
+  for (const auto& [key, value] : attributes) {
+    AppendPart(key, &message);
+    AppendPart(value, &message);
+  }
+  // No map in ClientMetadata: its serialization is the same every time.
+  AppendPart(request.client().SerializeAsString(), &message);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  SESSIOND_CHECK(EVP_Digest(message.data(), message.size(), digest, &length,
+                            EVP_sha256(), nullptr) == 1);
+  return std::string(reinterpret_cast<const char*>(digest), length);
+}
 
 std::string CreateRequestDbKey(std::string_view request_key) {
   std::string key(kCreateRequestDbKeyPrefix);
@@ -85,6 +111,7 @@ CreateRequestTable::Record CreateRequestTable::ToRecord(const TokenHash& key,
   record.set_token_hash(std::string(TokenHashBytes(entry.token_hash)));
   record.set_session_id(entry.session_id);
   record.set_expires_at_ms(entry.expires_at_ms);
+  record.set_request_digest(entry.request_digest);
   return record;
 }
 
@@ -116,6 +143,7 @@ void CreateRequestTable::Put(const Record& record, size_t max_entries,
       TokenHashFromBytes(record.token_hash()).value_or(TokenHash{});
   entry.session_id = record.session_id();
   entry.expires_at_ms = record.expires_at_ms();
+  entry.request_digest = record.request_digest();
   absl::MutexLock lock(&mu_);
   EraseLocked(*key);
   by_expiry_.insert(std::make_pair(entry.expires_at_ms, *key));

@@ -55,6 +55,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "sessiond/v1/command.pb.h"
+#include "sessiond/v1/session.pb.h"
 #include "storage/token.h"
 
 namespace sessiond::storage {
@@ -90,6 +91,14 @@ std::string CreateRequestToken(std::string_view create_key,
                                std::string_view user_id,
                                std::string_view request_id,
                                std::string_view session_id);
+
+// SHA-256 of what a create asks for beyond its user and request_id
+// (ttl_ms, idle_timeout_ms, token_format, the attributes in key order, the
+// client metadata), as the client sent them: a retry sends the same request
+// and gets the same digest, through any node; the same request_id with
+// other fields is another request, and is refused.
+std::string CreateRequestDigest(
+    const sessiond::v1::CreateSessionRequest& request);
 
 // The request keys of recent creates, by request key, and the cluster's
 // create key. Written by the state machine's apply thread only; read from
@@ -130,6 +139,7 @@ class CreateRequestTable {
     TokenHash token_hash;
     std::string session_id;
     int64_t expires_at_ms = 0;
+    std::string request_digest;  // empty: none recorded
   };
   void EraseLocked(const TokenHash& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static Record ToRecord(const TokenHash& key, const Entry& entry);

@@ -56,6 +56,18 @@ std::optional<ApplyResult> SessionStateMachine::CreateReplay(
       IsExpired(*session, ExpiryNowMs(now_ms), expiry_leeway_ms())) {
     return ApplyResult(RequestSessionEnded(found->session_id()));
   }
+  // The same request_id with other fields is another login reusing an id,
+  // not a retry: handing it the first session would ignore what it asked.
+  if (!found->request_digest().empty() && !create.request_digest().empty() &&
+      found->request_digest() != create.request_digest()) {
+    return ApplyResult(absl::FailedPreconditionError(absl::StrCat(
+        "request_id: already used by this user within its window for a "
+        "create with other fields (ttl_ms, idle_timeout_ms, attributes or "
+        "client metadata; session_id ",
+        found->session_id(),
+        "): a retry must send the same request, and a new login a new "
+        "request_id")));
+  }
   return ApplyResult(std::any(*std::move(session)));
 }
 
@@ -74,6 +86,7 @@ void SessionStateMachine::RememberCreateRequest(
   record.set_token_hash(create.token_hash());
   record.set_session_id(create.session_id());
   record.set_expires_at_ms(now_ms + window);
+  record.set_request_digest(create.request_digest());
   std::vector<std::string> evicted;
   create_requests_.Put(record, max_entries, &evicted);
   batch->Put(db_->default_cf(), CreateRequestDbKey(record.request_key()),

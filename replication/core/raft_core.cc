@@ -968,9 +968,11 @@ bool RaftCore::Impl::InLease() const {
   if (lead_ != NodeId(0) && election_elapsed_ < config_.election_ticks) {
     return true;
   }
-  // A node in lease mode may have acknowledged a leader's lease just before
-  // it restarted; it keeps refusing votes for an election timeout.
-  return LeaseMode() && now_ < static_cast<uint64_t>(config_.election_ticks);
+  // A node may have acknowledged a leader's lease just before it
+  // restarted; it keeps refusing votes for an election timeout. The
+  // leader's read mode decides whether it holds a lease, not this node's.
+  return (LeaseMode() || config_.refuse_votes_after_start) &&
+         now_ < static_cast<uint64_t>(config_.election_ticks);
 }
 
 uint64_t RaftCore::Impl::LeaseEnd() const {

@@ -79,6 +79,13 @@ struct RaftConfig {
   bool pre_vote = true;
   bool check_quorum = true;
   ReadOnlyMode read_only_mode = ReadOnlyMode::kReadIndex;
+  // Refuse votes for election_ticks after start whatever read_only_mode
+  // says (with check_quorum): a leader in lease mode counts this node's
+  // acknowledgement before a restart toward its lease, whether or not this
+  // node reads by lease itself. Lease mode implies it; a cluster whose
+  // members may differ in read mode (a rolling change of --read_mode) needs
+  // it on every member. sessiond sets it always.
+  bool refuse_votes_after_start = false;
   // Flow control per follower: AppendEntries messages in flight, and bytes of
   // entry data in flight. Past either cap the leader waits for responses.
   uint32_t max_inflight_messages = 256;

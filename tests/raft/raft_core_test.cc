@@ -704,6 +704,23 @@ TEST(RaftCoreTest, LeaseBasedReadNeedsNoRoundTripUntilLeaseLapses) {
   EXPECT_EQ(net.node(leader).read_states.size(), 2u);
 }
 
+// A member that restarts may have acknowledged a lease-mode leader's
+// heartbeat just before, which that leader counts toward its lease whatever
+// the member's own read mode (members may differ during a rolling change of
+// --read_mode). With refuse_votes_after_start (sessiond sets it on every
+// node) a member in ReadIndex mode refuses votes for an election timeout
+// after it starts, as a lease-mode one does; without it, it voted at once.
+TEST(RaftCoreTest, ARestartedMemberRefusesVotesWhateverItsOwnReadMode) {
+  TestNetwork net({1, 2, 3}, [](RaftConfig& c) {
+    c.read_only_mode = ReadOnlyMode::kReadIndex;
+    c.refuse_votes_after_start = true;
+  });
+  net.core(1).Campaign();
+  net.Stabilize();
+  EXPECT_NE(net.core(1).role(), Role::kLeader);
+  EXPECT_NE(ElectLeader(net), 0u);  // once an election timeout has passed
+}
+
 // Thesis 6.4.1: a leader that hands leadership over stops serving lease
 // reads, since the transferee's campaign bypasses stickiness.
 TEST(RaftCoreTest, LeaseReadsStopAtLeadershipTransfer) {

@@ -100,11 +100,19 @@ TEST_F(FriendlyApiTest, ARetriedCreateGetsTheSameSessionAndToken) {
   EXPECT_EQ(first.token().size(), 43u);
   EXPECT_EQ(Validate(first.token()).outcome(), ValidateSessionResponse::VALID);
 
-  // The retry's other fields are ignored: the first create's session.
-  CreateSessionRequest retry = RequestFor("alice", kRequestId);
-  (*retry.mutable_attributes())["role"] = "admin";
+  // The same request_id with other fields is not a retry: refused (it got
+  // the first create's session, whatever it asked), and nothing changes.
+  CreateSessionRequest reused = RequestFor("alice", kRequestId);
+  (*reused.mutable_attributes())["role"] = "admin";
+  CreateSessionResponse refused;
+  s = Create(reused, &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << s.error_message();
+  EXPECT_EQ(ReasonOf(s), "REQUEST_ID_REUSED") << s.error_message();
+
+  // The retry (the same request): the first create's session and token.
   CreateSessionResponse again;
-  s = Create(retry, &again);
+  s = Create(RequestFor("alice", kRequestId), &again);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_TRUE(again.replayed());
   EXPECT_EQ(again.token(), first.token());
@@ -230,8 +238,13 @@ TEST_F(FriendlyApiTest, RotationGivesANewTokenAndKillsTheOldOne) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(rotated.token().size(), 43u);
   EXPECT_NE(rotated.token(), created.token());
-  // Same session: id, attributes, expiry, version.
-  EXPECT_EQ(Canonical(rotated.session()), Canonical(created.session()));
+  // Same session: id, attributes, expiry, version; last_seen moves to the
+  // rotation (a use of the session).
+  EXPECT_GE(rotated.session().last_seen_at_ms(),
+            created.session().last_seen_at_ms());
+  sessiond::v1::Session same_but_last_seen = rotated.session();
+  same_but_last_seen.set_last_seen_at_ms(created.session().last_seen_at_ms());
+  EXPECT_EQ(Canonical(same_but_last_seen), Canonical(created.session()));
   EXPECT_EQ(Validate(created.token()).outcome(),
             ValidateSessionResponse::UNKNOWN);
   const ValidateSessionResponse v = Validate(rotated.token());

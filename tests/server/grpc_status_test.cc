@@ -47,6 +47,12 @@ const std::vector<Known>& KnownMessages() {
        "since been revoked, has expired or had its token rotated, so its "
        "token is no longer valid; create it with a new request_id",
        "REQUEST_ID_SESSION_ENDED", false},
+      {StatusCode::kFailedPrecondition,
+       "request_id: already used by this user within its window for a "
+       "create with other fields (ttl_ms, idle_timeout_ms, attributes or "
+       "client metadata; session_id x): a retry must send the same request, "
+       "and a new login a new request_id",
+       "REQUEST_ID_REUSED", false},
       {StatusCode::kAborted, "version mismatch: expected 5, session is at 1",
        "VERSION_MISMATCH", false},
       {StatusCode::kAborted,

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "sessiond/v1/command.pb.h"
@@ -221,6 +222,64 @@ TEST_F(CreateRequestsTest, ARetryWithinTheWindowGetsTheFirstSession) {
   EXPECT_EQ(SessionOf(a_.Apply(RequestCreate("alice", "rid-1", "sid-4", 3000)))
                 .session_id(),
             "sid-first");
+}
+
+// What a retry must repeat: the fields a client sends beyond its user and
+// request_id, attributes in any order.
+TEST(CreateRequestDigestTest, SameRequestSameDigestAnyOtherFieldAnother) {
+  v1::CreateSessionRequest request;
+  request.set_user_id("alice");
+  request.set_request_id("rid-1");
+  request.set_ttl_ms(3'600'000);
+  (*request.mutable_attributes())["role"] = "user";
+  (*request.mutable_attributes())["tier"] = "gold";
+  request.mutable_client()->set_device("laptop");
+  const std::string digest = CreateRequestDigest(request);
+  EXPECT_EQ(digest.size(), 32u);
+  v1::CreateSessionRequest reordered;
+  reordered.CopyFrom(request);
+  reordered.mutable_attributes()->clear();
+  (*reordered.mutable_attributes())["tier"] = "gold";
+  (*reordered.mutable_attributes())["role"] = "user";
+  EXPECT_EQ(CreateRequestDigest(reordered), digest);
+  std::vector<v1::CreateSessionRequest> others(5, request);
+  others[0].set_ttl_ms(60'000);
+  others[1].set_idle_timeout_ms(30'000);
+  (*others[2].mutable_attributes())["tier"] = "silver";
+  others[3].mutable_client()->set_device("phone");
+  others[4].set_token_format(v1::TOKEN_FORMAT_JWT);
+  for (const v1::CreateSessionRequest& other : others) {
+    EXPECT_NE(CreateRequestDigest(other), digest) << other.DebugString();
+  }
+}
+
+// The same request_id with other fields (another ttl, other attributes or
+// client metadata) is not a retry: it got the first session, whatever it
+// asked. Refused now, changing nothing; the real retry still gets it, and
+// a record written before digests existed compares none.
+TEST_F(CreateRequestsTest, TheSameIdWithOtherFieldsIsRefusedAndChangesNothing) {
+  Command first = RequestCreate("alice", "rid-1", "sid-1", 1000);
+  first.mutable_create()->set_request_digest(std::string(32, 'a'));
+  SessionOf(a_.Apply(first));
+  const auto before = a_.Dump();
+  Command other = RequestCreate("alice", "rid-1", "sid-2", 1100);
+  other.mutable_create()->set_request_digest(std::string(32, 'b'));
+  const ApplyResult r = a_.Apply(other);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "other fields"))
+      << r.status();
+  EXPECT_EQ(a_.Dump(), before);
+  Command retry = RequestCreate("alice", "rid-1", "sid-3", 1200);
+  retry.mutable_create()->set_request_digest(std::string(32, 'a'));
+  EXPECT_EQ(SessionOf(a_.Apply(retry)).session_id(), "sid-1");
+  // No digest on either side (written before them): not compared.
+  EXPECT_EQ(SessionOf(a_.Apply(RequestCreate("alice", "rid-1", "sid-4", 1300)))
+                .session_id(),
+            "sid-1");
+  SessionOf(a_.Apply(RequestCreate("bob", "rid-1", "sid-5", 1400)));
+  Command bobs = RequestCreate("bob", "rid-1", "sid-6", 1500);
+  bobs.mutable_create()->set_request_digest(std::string(32, 'c'));
+  EXPECT_EQ(SessionOf(a_.Apply(bobs)).session_id(), "sid-5");
 }
 
 TEST_F(CreateRequestsTest, AfterTheWindowTheSameIdMakesANewSession) {
