@@ -27,8 +27,17 @@ void WriteAdmission::Roll(absl::Duration now) {
     absl::Duration delay = absl::ZeroDuration();
     if (finished_ > 0) {
       delay = min_delay_;
+      stalled_ = absl::ZeroDuration();
     } else if (busy_) {
-      delay = options_.interval;  // writes waited; none finished
+      // Writes waited and none finished: they have waited at least this
+      // long, counted over every such interval in a row. One interval's
+      // worth was under a target of an interval or more, so a stall (no
+      // quorum, a full disk: its UNAVAILABLE answers are not measured)
+      // looked calm and the limit grew to its maximum.
+      stalled_ += options_.interval;
+      delay = stalled_;
+    } else {
+      stalled_ = absl::ZeroDuration();
     }
     queueing_delay_ = delay;
     overloaded_ = delay > options_.target;

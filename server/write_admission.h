@@ -14,8 +14,10 @@
 // target, the node is overloaded and the limit on writes in flight drops to
 // what committed in one target's time during that interval (Little's law:
 // throughput x target), never below min_limit; an interval under the
-// target raises the limit by a quarter, up to max_limit. An interval in
-// which writes were in flight and none finished counts as over the target.
+// target raises the limit by a quarter, up to max_limit. Intervals in a row
+// in which writes were in flight and none finished count as a delay of
+// their total length (a stall: no quorum, a full disk), whatever the
+// target.
 //
 // Every write counts in flight; only creates are refused past the limit
 // (Admit): revocations, updates, touches and sweeps act on sessions that
@@ -103,6 +105,8 @@ class WriteAdmission {
   absl::Duration min_delay_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
   int64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  // Intervals in a row with writes in flight and none finished, as time.
+  absl::Duration stalled_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
 };
 
 }  // namespace sessiond::server

@@ -45,6 +45,25 @@ TEST(WriteAdmissionTest, AQueueThatDrainsIsNeverShed) {
   EXPECT_EQ(admission.state().refused, 0u);
 }
 
+// A target of an interval or more (100 ms): a cross-region cluster's
+// setting. With writes in flight and none finished (no quorum, a full disk:
+// their UNAVAILABLE answers are not measured), each interval counted as one
+// interval's delay, under the target: calm, and the limit grew to its
+// maximum. The stall counts over every such interval in a row.
+TEST(WriteAdmissionTest, AStallIsOverloadWhateverTheTarget) {
+  WriteAdmissionOptions options = Options();
+  options.target = Milliseconds(200);
+  WriteAdmission admission(options);
+  absl::Duration now = Milliseconds(1);
+  ASSERT_EQ(AdmitMany(admission, 64, now), 64);
+  now += absl::Seconds(1);  // ten intervals, nothing finished
+  admission.Admit(now).IgnoreError();
+  const WriteAdmissionState state = admission.state();
+  EXPECT_TRUE(state.overloaded);
+  EXPECT_EQ(state.limit, options.min_limit);
+  EXPECT_GE(state.queueing_delay, Milliseconds(300));
+}
+
 TEST(WriteAdmissionTest, AStandingQueueShedsCreatesWithARetryDelay) {
   WriteAdmission admission(Options());
   absl::Duration now = Milliseconds(1);
