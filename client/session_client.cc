@@ -396,12 +396,23 @@ SessionClient::EndpointPtr SessionClient::FirstConnected(
         now -
             absl::FromUnixNanos(e->last_ok_ns.load(std::memory_order_relaxed)) >
         kProbeAfterQuiet;
-    if (WaitConnected(*e->channel,
-                      std::min(now + options_.connect_timeout, call_deadline),
-                      /*probe=*/quiet)) {
-      return e;
-    }
+    const absl::Time until =
+        std::min(now + options_.connect_timeout, call_deadline);
+    if (WaitConnected(*e->channel, until, /*probe=*/quiet)) return e;
     endpoints_skipped_.fetch_add(1, std::memory_order_relaxed);
+    // Waited the whole connect_timeout for, its channel not even failing (a
+    // blackholed host says CONNECTING): passed over, as one that let an
+    // attempt time out. It was otherwise named again by the next follower's
+    // answer, and every write waited out connect_timeout on it first. Not
+    // one the call's own deadline cut short, nor one that fails at once.
+    if (options_.pass_over_after_timeout > absl::ZeroDuration() &&
+        until < call_deadline &&
+        e->channel->GetState(/*try_to_connect=*/false) !=
+            GRPC_CHANNEL_TRANSIENT_FAILURE) {
+      e->passed_over_until_ns.store(
+          absl::ToUnixNanos(absl::Now() + options_.pass_over_after_timeout),
+          std::memory_order_relaxed);
+    }
     ForgetLeader(e.get());
   }
   return nullptr;
@@ -440,6 +451,13 @@ void SessionClient::Observe(const EndpointPtr& endpoint, bool write,
     // stopping) is not worth going back to: the next write goes anywhere and
     // a follower names whoever leads by then.
     if (failed && leader == endpoint) return;
+    // Nor is one this client cannot reach, however often the others name
+    // it: writes go through them (they forward) until it is tried again.
+    if (absl::ToUnixNanos(absl::Now()) <
+        leader->passed_over_until_ns.load(std::memory_order_relaxed)) {
+      leader_hints_ignored_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
     SetLeader(leader);
   } else if (committed_here) {
     // The server names the leader on every write a follower answers, and
@@ -807,8 +825,20 @@ absl::StatusOr<v1::ValidateSessionResponse> SessionClient::ValidateSession(
 absl::StatusOr<v1::BatchValidateSessionsResponse>
 SessionClient::BatchValidateSessions(
     const v1::BatchValidateSessionsRequest& request) {
-  SESSIOND_CLIENT_CALL(BatchValidateSessions, /*write=*/false,
-                       /*idempotent=*/true);
+  absl::StatusOr<v1::BatchValidateSessionsResponse> answer =
+      [&]() -> absl::StatusOr<v1::BatchValidateSessionsResponse> {
+    SESSIOND_CLIENT_CALL(BatchValidateSessions, /*write=*/false,
+                         /*idempotent=*/true);
+  }();
+  // Answers go by position: another count (a server's bug) would pair a
+  // token with another's outcome, or send an app's responses(i) out of
+  // bounds.
+  if (answer.ok() && answer->responses_size() != request.requests_size()) {
+    return absl::InternalError(absl::StrCat(
+        "BatchValidateSessions answered ", answer->responses_size(), " of ",
+        request.requests_size(), " requests"));
+  }
+  return answer;
 }
 
 absl::StatusOr<v1::TouchSessionResponse> SessionClient::TouchSession(

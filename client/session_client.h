@@ -53,10 +53,12 @@ struct SessionClientOptions {
   // waits for the chosen endpoint to connect before passing it over for
   // another one (nothing has been sent to it).
   absl::Duration connect_timeout = absl::Seconds(1);
-  // An endpoint whose attempt ran out its whole `deadline` unanswered (a
-  // paused or blackholed node: its channel can say CONNECTING or READY all
-  // along) is tried after the others for this long, so calls do not keep
-  // waiting it out in turn. 0: never passed over for that.
+  // An endpoint whose attempt ran out its whole `deadline` unanswered, or
+  // that a write waited `connect_timeout` for in vain (a paused or
+  // blackholed node: its channel can say CONNECTING or READY all along), is
+  // tried after the others for this long, and not taken for the leader
+  // when another node names it, so calls do not keep waiting it out in
+  // turn. 0: never passed over for that.
   absl::Duration pass_over_after_timeout = absl::Seconds(5);
   // A learned leader that is not one of the endpoints gets a channel of its
   // own; at most this many such channels are kept (the least recently used
@@ -267,8 +269,9 @@ class SessionClient {
     // Times the known leader was dropped (it failed, or disconnected).
     uint64_t leaders_forgotten = 0;
     // Leader hints the client could not use: a wildcard host matching no
-    // single endpoint, or an address it may not open a channel to. Nonzero
-    // usually means the servers need --advertise_client.
+    // single endpoint, an address it may not open a channel to (nonzero
+    // usually means the servers need --advertise_client), or an endpoint it
+    // passes over (pass_over_after_timeout: it could not reach it).
     uint64_t leader_hints_ignored = 0;
     // Endpoints a non-idempotent call passed over, unsent, because their
     // channel was not connected.

@@ -233,9 +233,7 @@ absl::StatusOr<std::string> KeyEncryptionKey::Open(
   if (std::memcmp(in + 1, id_.data(), kKekIdBytes) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("the key was sealed under key-encryption key ",
-                     absl::BytesToHexString(
-                         absl::string_view(sealed.data() + 1, kKekIdBytes)),
-                     ", this node has ", KekIdHex(),
+                     SealedUnderIdHex(sealed), ", this node has ", KekIdHex(),
                      ": start every member with the same KEK file"));
   }
   const unsigned char* nonce = in + 1 + kKekIdBytes;

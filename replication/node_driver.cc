@@ -27,6 +27,12 @@ constexpr size_t kMaxApplyBatch = 4096;
 
 absl::Status ShuttingDown() { return absl::UnavailableError("shutting down"); }
 
+// `refusal`, marked as refused before anything was appended.
+absl::Status NotAppended(absl::Status refusal) {
+  refusal.SetPayload(kNotAppendedPayload, absl::Cord("1"));
+  return refusal;
+}
+
 absl::Status LeadershipChanged() {
   return absl::UnavailableError("leadership changed; retry");
 }
@@ -147,7 +153,7 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
   if (log_stalled_.load(std::memory_order_acquire)) {
     if (absl::Status stall = LogStall(); !stall.ok()) {
       metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
-      done(std::move(stall));
+      done(NotAppended(std::move(stall)));
       return;
     }
   }
@@ -158,10 +164,10 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
               bytes >
           options_.max_pending_bytes) {
     metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
-    done(absl::ResourceExhaustedError(
+    done(NotAppended(absl::ResourceExhaustedError(
         absl::StrCat("too many writes in flight (",
                      outstanding_proposals_.load(std::memory_order_relaxed),
-                     " waiting for the log); retry shortly")));
+                     " waiting for the log); retry shortly"))));
     return;
   }
   // Counted before the driver can see it, so no callback runs uncounted.
@@ -177,7 +183,7 @@ void NodeDriver::ProposeConfChange(const ConfChange& change,
                                    ProposeCallback done) {
   if (log_stalled_.load(std::memory_order_acquire)) {
     if (absl::Status stall = LogStall(); !stall.ok()) {
-      done(std::move(stall));
+      done(NotAppended(std::move(stall)));
       return;
     }
   }
@@ -582,11 +588,7 @@ void NodeDriver::RunDriver() {
   for (ConfChangeRequest& c : changes) {
     const absl::StatusOr<LogIndex> index = core_->ProposeConfChange(c.change);
     if (!index.ok()) {
-      absl::Status refused = index.status();
-      if (absl::IsUnavailable(refused)) {
-        refused.SetPayload(kNotAppendedPayload, absl::Cord("1"));
-      }
-      c.done(refused);
+      c.done(NotAppended(index.status()));
       continue;
     }
     ProposeCallback superseded;
@@ -735,10 +737,7 @@ void NodeDriver::ProposeBatch(std::vector<Proposal> proposals) {
   const absl::StatusOr<LogIndex> last = core_->Propose(std::move(commands));
   metric_propose_batches_.fetch_add(1, std::memory_order_relaxed);
   if (!last.ok()) {
-    absl::Status refused = last.status();
-    if (absl::IsUnavailable(refused)) {
-      refused.SetPayload(kNotAppendedPayload, absl::Cord("1"));
-    }
+    const absl::Status refused = NotAppended(last.status());
     for (Proposal& p : proposals) p.done(refused);
     return;
   }
@@ -786,6 +785,9 @@ void NodeDriver::Dispatch(Ready ready) {
   }
   if (!ready.send_now.empty()) transport_->Send(std::move(ready.send_now));
 
+  // Walked on a leader's Readies too (one lookup when nothing waits past
+  // the last index): its first entry answers what a snapshot install, or a
+  // cut by entries of a lower term, left waiting past it.
   if (!ready.to_persist.empty()) {
     AbandonProposalsAfter(ready.to_persist.back().index,
                           ready.to_persist.back().term);

@@ -65,9 +65,13 @@
 
 namespace sessiond::replication {
 
-// Payload of a proposal's Unavailable answer when the core refused it before
-// appending anything (not the leader, a leadership transfer in progress):
-// the write never entered a log, so proposing it again is safe.
+// Payload of a proposal's answer when it was refused before anything was
+// appended: UNAVAILABLE when this node cannot propose (not the leader, a
+// leadership transfer in progress: propose it to whoever leads now),
+// RESOURCE_EXHAUSTED when it will not now (too many writes in flight, too
+// much uncommitted data, a log it cannot write), another code when the core
+// cannot take it at all (a membership change it refuses). Either way the
+// write never entered a log, so proposing it again is safe.
 inline constexpr char kNotAppendedPayload[] = "sessiond.dev/not-appended";
 
 struct NodeDriverOptions {

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -132,7 +134,7 @@ absl::Status AskPeers(
 }  // namespace
 
 absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
-                             int64_t cluster_time_ms) {
+                             bool left_on, int64_t cluster_time_ms) {
   // The membership at the end of the log: the snapshot's, then every
   // membership change after it.
   replication::ConfState conf = log->InitialConfState();
@@ -176,6 +178,18 @@ absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
   const bool self_voter = std::find(conf.voters.begin(), conf.voters.end(),
                                     self) != conf.voters.end();
   if (others.empty() && self_voter) return absl::OkStatus();
+  if (left_on) {
+    std::vector<uint64_t> ids;
+    for (NodeId id : others) ids.push_back(id.value());
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--force_new_cluster is still set, and members ",
+        absl::StrJoin(ids, ", "),
+        " were added since this node was forced into a cluster of its own: "
+        "forcing again would remove them, and they could go on as a second "
+        "cluster with the same id. Start it without --force_new_cluster "
+        "(remove the flag from its unit file); to force a new cluster once "
+        "more, start it once without the flag first"));
+  }
 
   replication::HardState hard_state = log->InitialHardState();
   hard_state.term = std::max(hard_state.term, last_term);

@@ -84,8 +84,12 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
 // everything it holds; the others rejoin with AddMember. Entries its log
 // held beyond the commit index are committed too. Run it on one node only,
 // once. No-op when this node already is the only member.
+// `left_on`: the previous start forced it too (the flag was left on): with
+// members added back since, FAILED_PRECONDITION, changing nothing (forcing
+// again would drop them, and they, a majority, would go on as a second
+// cluster with the same id).
 absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
-                             int64_t cluster_time_ms);
+                             bool left_on, int64_t cluster_time_ms);
 
 // The identity stored in `db`, if any.
 absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> ReadIdentity(

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <utility>
 
+#include "common/steady_clock.h"
+
 namespace sessiond::server {
 namespace {
 
@@ -20,18 +22,12 @@ int64_t SystemWallMs() {
       .count();
 }
 
-int64_t SystemSteadyNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 ClusterClock::ClusterClock(ClusterClockOptions options)
     : options_([&] {
         if (!options.wall_ms) options.wall_ms = SystemWallMs;
-        if (!options.steady_ns) options.steady_ns = SystemSteadyNs;
+        if (!options.steady_ns) options.steady_ns = SteadyNowNs;
         return std::move(options);
       }()) {}
 

@@ -602,19 +602,50 @@ absl::Status Daemon::Init() {
       return s;
     }
   }
-  if (config_.force_new_cluster != 0) {
-    if (absl::Status s = ForceNewCluster(log_.get(), self,
-                                         state_machine_->applied_time_ms());
-        !s.ok()) {
-      return s;
+  {
+    // Only the log's own snapshot image is needed from here on.
+    std::string keep;
+    if (absl::StatusOr<sessiond::v1::internal::SnapshotRef> ref =
+            storage::DecodeSnapshotRef(log_snapshot->data);
+        ref.ok()) {
+      keep = ref->file();
     }
-    // A restored backup is a cluster of its own now: later starts need no
-    // flag.
-    rocksdb::WriteBatch unmark;
-    unmark.Delete(db_->default_cf(), storage::kRestoredBackupKey);
-    unmark.Delete(db_->default_cf(), storage::kRemovedFromClusterKey);
-    if (absl::Status s = db_->Write(&unmark, /*sync=*/true); !s.ok()) {
-      return s;
+    if (const size_t removed = snapshots_->RemoveAllExcept(keep); removed > 0) {
+      logging::Info(
+          "snapshot.unused_images_removed",
+          logging::Fields()
+              .Add("removed", removed)
+              .Add("msg",
+                   "removed snapshot images the log does not refer to "
+                   "(received, never installed)"));
+    }
+  }
+  {
+    // Whether the previous start forced a new cluster too: the flag left
+    // on (pasted into a unit file) must not drop the members added back.
+    SESSIOND_ASSIGN_OR_RETURN(
+        const std::optional<std::string> forced_before,
+        db_->Get(db_->default_cf(), storage::kForcedNewClusterKey));
+    rocksdb::WriteBatch marks;
+    if (config_.force_new_cluster != 0) {
+      if (absl::Status s = ForceNewCluster(
+              log_.get(), self, /*left_on=*/forced_before.has_value(),
+              state_machine_->applied_time_ms());
+          !s.ok()) {
+        return s;
+      }
+      // A restored backup is a cluster of its own now: later starts need
+      // no flag.
+      marks.Delete(db_->default_cf(), storage::kRestoredBackupKey);
+      marks.Delete(db_->default_cf(), storage::kRemovedFromClusterKey);
+      marks.Put(db_->default_cf(), storage::kForcedNewClusterKey, "1");
+    } else if (forced_before) {
+      marks.Delete(db_->default_cf(), storage::kForcedNewClusterKey);
+    }
+    if (marks.Count() > 0) {
+      if (absl::Status s = db_->Write(&marks, /*sync=*/true); !s.ok()) {
+        return s;
+      }
     }
   }
   phase("load");

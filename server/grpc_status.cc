@@ -105,6 +105,8 @@ const Row kRows[] = {
      "LOG_WRITE_FAILED", 1000},
     {StatusCode::kResourceExhausted, "too many StreamValidateSessions streams",
      "TOO_MANY_STREAMS", kNoRetry},
+    {StatusCode::kResourceExhausted, "too many large BatchValidateSessions",
+     "TOO_MANY_BATCHES", 200},
     // server/create_rate_limiter.h; the delay is the call's own wait.
     {StatusCode::kResourceExhausted, "create rate limit of ", "RATE_LIMITED",
      1000},

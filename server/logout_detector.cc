@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/log.h"
+#include "common/steady_clock.h"
 
 namespace sessiond::server {
 namespace {
@@ -36,12 +37,6 @@ std::string Duration(int64_t ms) {
 
 uint64_t Delta(uint64_t now, uint64_t before) {
   return now > before ? now - before : 0;
-}
-
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace
@@ -254,7 +249,7 @@ void LogoutDetectorTask::Stop() {
 
 void LogoutDetectorTask::SampleOnce() {
   LogoutSample sample = sampler_();
-  sample.now_ms = SteadyMs();
+  sample.now_ms = SteadyNowMs();
   std::vector<LogoutEvent> events;
   uint64_t validations = 0;
   {

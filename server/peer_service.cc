@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -211,6 +212,23 @@ class PeerService::SnapshotStream
     if (parts_.transport->Dropped(NodeId(chunk_.from()))) {
       return absl::UnavailableError("fault switch");
     }
+    // Addressed as the message streams are: an image meant for another
+    // node (a stale address now reached this one) is refused before a
+    // byte of it is written.
+    if (chunk_.to() != service_->self_.value()) {
+      absl::Status stray = absl::FailedPreconditionError(
+          absl::StrCat("snapshot for node ", chunk_.to(), " reached node ",
+                       service_->self_.value()));
+      service_->LogRefusal(stray);
+      return stray;
+    }
+    if (chunk_.message().from() != chunk_.from() ||
+        chunk_.message().to() != chunk_.to()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a snapshot message from node ", chunk_.message().from(), " to node ",
+          chunk_.message().to(), " in a stream from node ", chunk_.from(),
+          " to node ", chunk_.to()));
+    }
     absl::StatusOr<Message> message =
         FromWire(std::move(*chunk_.mutable_message()));
     if (!message.ok()) return message.status();
@@ -228,11 +246,16 @@ class PeerService::SnapshotStream
     // (out of space) after installing it had dropped the log, and at every
     // restart again. Refused, the leader sends it again later.
     if (parts_.room_on_disk) {
+      // Saturating: an announced size near 2^64 wrapped to a small need.
+      const uint64_t need =
+          chunk_.total_bytes() > std::numeric_limits<uint64_t>::max() /
+                                     kSnapshotInstallSpaceFactor
+              ? std::numeric_limits<uint64_t>::max()
+              : kSnapshotInstallSpaceFactor * chunk_.total_bytes();
       if (absl::Status room = parts_.room_on_disk(
-              kSnapshotInstallSpaceFactor * chunk_.total_bytes(),
-              absl::StrCat("installing a snapshot of ", chunk_.total_bytes(),
-                           " bytes (about ", kSnapshotInstallSpaceFactor,
-                           " times that)"));
+              need, absl::StrCat("installing a snapshot of ",
+                                 chunk_.total_bytes(), " bytes (about ",
+                                 kSnapshotInstallSpaceFactor, " times that)"));
           !room.ok()) {
         logging::Warn("peer.snapshot_refused",
                       logging::Fields()

@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/steady_clock.h"
 #include "common/steady_cond_var.h"
 #include "server/raft_wire.h"
 
@@ -271,6 +272,7 @@ void PeerTransport::SendLoop(Peer* peer) {
   absl::Duration backoff = options_.min_backoff;
   std::unique_ptr<grpc::ClientContext> context;
   std::unique_ptr<grpc::ClientWriter<MessageBatch>> writer;
+  int64_t stream_opened_ns = 0;
   StreamSummary summary;
   // `failed`: a write failed, so the call is over and Finish returns the
   // peer's status at once (no cancel first, which would replace it).
@@ -324,6 +326,7 @@ void PeerTransport::SendLoop(Peer* peer) {
         peer->stream_context = context.get();
       }
       writer = stub->SendMessages(context.get(), &summary);
+      stream_opened_ns = SteadyNowNs();
     }
     MessageBatch wire;
     wire.set_cluster_id(options_.cluster_id);
@@ -336,6 +339,15 @@ void PeerTransport::SendLoop(Peer* peer) {
       peer->Drop(PeerDrop::kStreamBroken, batch.size());
       peer->reconnects.fetch_add(1, std::memory_order_relaxed);
       close_stream(/*failed=*/true);
+      // A stream that lived a while (the peer restarted) is reopened soon;
+      // one that broke at once keeps backing off. Not reset on a write
+      // that succeeded: that only means buffered, and a peer refusing every
+      // stream after reading its first batch (another cluster, starting)
+      // was otherwise retried at min_backoff for as long as it refused.
+      if (SteadyNowNs() - stream_opened_ns >=
+          absl::ToInt64Nanoseconds(options_.max_backoff)) {
+        backoff = options_.min_backoff;
+      }
       // Equal jitter: peers that lost each other do not retry in step.
       const double fraction =
           0.5 + 0.5 * std::uniform_real_distribution<double>(0, 1)(rng);
@@ -343,7 +355,6 @@ void PeerTransport::SendLoop(Peer* peer) {
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }
-    backoff = options_.min_backoff;
     peer->batches_sent.fetch_add(1, std::memory_order_relaxed);
     peer->messages_sent.fetch_add(batch.size(), std::memory_order_relaxed);
   }
@@ -396,6 +407,11 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   }
   std::shared_ptr<RaftPeer::Stub> stub;
   grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(
+      absl::Now() + options_.snapshot_timeout_base +
+      absl::Seconds(static_cast<int64_t>(
+          ref->size() /
+          std::max<uint64_t>(1, options_.snapshot_min_bytes_per_second)))));
   {
     absl::MutexLock lock(&peer->mu);
     if (peer->stop) {

@@ -60,6 +60,12 @@ struct PeerTransportOptions {
   absl::Duration min_backoff = absl::Milliseconds(50);
   absl::Duration max_backoff = absl::Seconds(1);
   size_t snapshot_chunk_bytes = 1 << 20;
+  // A snapshot stream ends (failed) after this long plus one second per
+  // `snapshot_min_bytes_per_second` of its image: a receiver alive but
+  // stuck (its gRPC still answering pings) otherwise held the peer's one
+  // snapshot slot, and every later snapshot to it was dropped as busy.
+  absl::Duration snapshot_timeout_base = absl::Minutes(2);
+  uint64_t snapshot_min_bytes_per_second = 1 << 20;
   // Where outgoing snapshot images are read from. Must outlive the
   // transport.
   const storage::SnapshotFiles* snapshots = nullptr;

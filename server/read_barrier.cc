@@ -136,8 +136,14 @@ void ReadBarrier::RetryOrFail(const std::shared_ptr<Pending>& pending,
                               absl::Status why) {
   // LINEARIZABLE waits, like a write, for a leader to be known (an
   // election), to answer, or for this node to apply what it confirmed,
-  // until its deadline; the default level answers locally at once instead.
-  if (!pending->fallback && absl::IsUnavailable(why) &&
+  // until its deadline. The default level waits so too, until its
+  // linearizable_timeout, while a leader is known: its wait for this node's
+  // apply ended at the driver's read timeout, or leadership moved to a node
+  // it knows; falling back at once answered stale what a leader would have
+  // confirmed in time. With no leader known it answers locally at once.
+  const bool may_wait =
+      !pending->fallback || driver_->status().leader != NodeId(0);
+  if (may_wait && absl::IsUnavailable(why) &&
       absl::Now() + kNoLeaderRetry < pending->give_up) {
     timers_->After(kNoLeaderRetry, [this, pending] { Attempt(pending); });
     return;

@@ -20,6 +20,9 @@
 //   DEFAULT       LINEARIZABLE, but after linearizable_timeout (or at once
 //                 when no leader is known) the local answer, marked stale:
 //                 an election or a lost quorum never turns into a logout.
+//                 A failed attempt is tried again within that time while a
+//                 leader is known (this node's apply lagged past the
+//                 driver's read timeout; leadership moved).
 //
 // A node that has never applied anything (a new member still receiving
 // its first snapshot) refuses local answers: an empty table would call

@@ -63,6 +63,13 @@ ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {
   return ValidateSessionResponse::UNKNOWN;
 }
 
+absl::Status TooManyBatches(size_t limit) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "too many large BatchValidateSessions wait on this node (limit ", limit,
+      "); retry after the delay, send batches of at most ", kBatchValidateSlice,
+      " tokens, or spread them over more nodes"));
+}
+
 // A steady clock's reading, as the limiters take time.
 absl::Duration SteadyNow() {
   return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
@@ -459,8 +466,10 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
         };
         if (call->request().requests_size() <= kBatchValidateSlice) {
           slice();
-        } else {
-          batches_.Submit(std::move(slice));
+        } else if (!batches_.TrySubmit(
+                       std::move(slice),
+                       options_.max_waiting_batch_validations)) {
+          Fail(call, TooManyBatches(options_.max_waiting_batch_validations));
         }
       });
 }
@@ -509,57 +518,94 @@ void SessionServiceImpl::ServeList(ListCall* call) {
 // ---------------------------------------------------------------------------
 // Write path
 
+absl::StatusOr<SessionServiceImpl::AdmittedWrite>
+SessionServiceImpl::BeginWrite(const grpc::ServerContextBase& context,
+                               WriteKind kind, uint32_t charged_creates) {
+  AdmittedWrite write;
+  write.charged_creates = charged_creates;
+  // Refused here, nothing was created: the caller's creates are given back
+  // (a caller retrying through an overload would otherwise be rate limited
+  // for creates it never made).
+  const auto refuse = [&](absl::Status s) {
+    RefundCreates(context, charged_creates);
+    return s;
+  };
+  if (absl::Status s = CheckReady(); !s.ok()) return refuse(std::move(s));
+  // Off (--write_admission_target_ms=0): no clock reads, no lock.
+  if (options_.write_admission != nullptr &&
+      options_.write_admission->enabled()) {
+    write.admission = options_.write_admission;
+    write.entered = SteadyNow();
+    if (kind == WriteKind::kExisting) {
+      write.admission->Enter(write.entered);
+    } else if (absl::Status s = write.admission->Admit(write.entered);
+               !s.ok()) {
+      return refuse(std::move(s));
+    }
+  }
+  if (absl::Status s = EnterWrite(); !s.ok()) {
+    if (write.admission != nullptr) write.admission->Withdraw();
+    return refuse(std::move(s));
+  }
+  return write;
+}
+
+void SessionServiceImpl::SettleWrite(const grpc::ServerContextBase& context,
+                                     const AdmittedWrite& write,
+                                     const absl::Status& answer,
+                                     bool submitted) {
+  if (write.admission != nullptr) {
+    if (submitted) {
+      write.admission->Finish(write.entered, SteadyNow(), answer);
+    } else {
+      write.admission->Withdraw();
+    }
+  }
+  if (!submitted ||
+      (!answer.ok() && answer.GetPayload(kNotProposedPayload).has_value())) {
+    RefundCreates(context, write.charged_creates);
+  }
+}
+
+void SessionServiceImpl::AbandonWrite(UnaryCallBase* call,
+                                      const AdmittedWrite& write,
+                                      const absl::Status& answer) {
+  SettleWrite(*call->context(), write, answer, /*submitted=*/false);
+  call->Reply(answer);
+  writes_inflight_.fetch_sub(1);
+}
+
+template <typename Then>
+void SessionServiceImpl::SubmitAdmitted(UnaryCallBase* call,
+                                        const AdmittedWrite& write,
+                                        Command command, Then then) {
+  writes_->Submit(std::move(command), DeadlineOf(call->context()),
+                  [this, write, call,
+                   then = std::move(then)](replication::ApplyResult result) {
+                    // Before `then` answers: the call (and its context)
+                    // ends with the answer.
+                    SettleWrite(*call->context(), write, result.status(),
+                                /*submitted=*/true);
+                    then(std::move(result));
+                    writes_inflight_.fetch_sub(1);
+                  });
+}
+
 template <typename Then>
 void SessionServiceImpl::SubmitWrite(UnaryCallBase* call, Command command,
                                      WriteKind kind, Then then,
                                      uint32_t charged_creates) {
-  // Refused here, nothing was created: the caller's creates are given back
-  // (a caller retrying through an overload would otherwise be rate limited
-  // for creates it never made).
-  const auto refuse = [this, call, charged_creates](const absl::Status& s) {
-    RefundCreates(*call->context(), charged_creates);
-    call->Reply(s);
-  };
-  if (absl::Status s = CheckReady(); !s.ok()) return refuse(s);
-  // Off (--write_admission_target_ms=0): no clock reads, no lock.
-  WriteAdmission* admission =
-      options_.write_admission != nullptr && options_.write_admission->enabled()
-          ? options_.write_admission
-          : nullptr;
-  const absl::Duration entered =
-      admission != nullptr ? SteadyNow() : absl::ZeroDuration();
-  if (admission != nullptr) {
-    if (kind == WriteKind::kExisting) {
-      admission->Enter(entered);
-    } else if (absl::Status s = admission->Admit(entered); !s.ok()) {
-      return refuse(s);
-    }
-  }
-  if (absl::Status s = EnterWrite(); !s.ok()) {
-    if (admission != nullptr) admission->Finish(entered, SteadyNow(), s);
-    return refuse(s);
-  }
-  writes_->Submit(
-      std::move(command), DeadlineOf(call->context()),
-      [this, admission, entered, call, charged_creates,
-       then = std::move(then)](replication::ApplyResult result) {
-        if (admission != nullptr) {
-          admission->Finish(entered, SteadyNow(), result.status());
-        }
-        if (!result.ok() &&
-            result.status().GetPayload(kNotProposedPayload).has_value()) {
-          RefundCreates(*call->context(), charged_creates);
-        }
-        then(std::move(result));
-        writes_inflight_.fetch_sub(1);
-      });
+  absl::StatusOr<AdmittedWrite> write =
+      BeginWrite(*call->context(), kind, charged_creates);
+  if (!write.ok()) return call->Reply(write.status());
+  SubmitAdmitted(call, *write, std::move(command), std::move(then));
 }
 
-void SessionServiceImpl::Write(UnaryCallBase* call, Command command,
-                               std::function<absl::Status(std::any&)> fill,
-                               WriteKind kind, uint32_t charged_creates) {
-  SubmitWrite(
-      call, std::move(command), kind,
+void SessionServiceImpl::WriteAdmitted(
+    UnaryCallBase* call, const AdmittedWrite& write, Command command,
+    std::function<absl::Status(std::any&)> fill) {
+  SubmitAdmitted(
+      call, write, std::move(command),
       [this, call, fill = std::move(fill)](replication::ApplyResult result) {
         const LeaderHint hint = leader_hint();
         if (!result.ok()) return Fail(call, result.status());
@@ -567,8 +613,16 @@ void SessionServiceImpl::Write(UnaryCallBase* call, Command command,
           AddLeaderHint(call->context(), hint);
         }
         call->Reply(fill(*result));
-      },
-      charged_creates);
+      });
+}
+
+void SessionServiceImpl::Write(UnaryCallBase* call, Command command,
+                               std::function<absl::Status(std::any&)> fill,
+                               WriteKind kind, uint32_t charged_creates) {
+  absl::StatusOr<AdmittedWrite> write =
+      BeginWrite(*call->context(), kind, charged_creates);
+  if (!write.ok()) return call->Reply(write.status());
+  WriteAdmitted(call, *write, std::move(command), std::move(fill));
 }
 
 namespace {
@@ -720,24 +774,28 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
         /*charged_creates=*/1);
     return;
   }
+  // Admitted before the token is made: signing a JWT is most of a create's
+  // own work, and an overloaded node should not do it for a create it
+  // sheds.
+  absl::StatusOr<AdmittedWrite> write =
+      BeginWrite(*call->context(), WriteKind::kCreate, /*charged_creates=*/1);
+  if (!write.ok()) return call->Reply(write.status());
   Command command;
   absl::StatusOr<std::string> filled =
       FillCreate(call->request(), *lifetimes, options_.max_sessions_per_user,
                  options_.jwt_issuer, clock_, command.mutable_create());
   if (!filled.ok()) {
-    RefundCreates(*call->context(), 1);
-    return call->Reply(filled.status());
+    return AbandonWrite(call, *write, filled.status());
   }
   std::string token = *std::move(filled);
-  Write(
-      call, std::move(command),
+  WriteAdmitted(
+      call, *write, std::move(command),
       [response = call->response(), token = std::move(token)](std::any& value) {
         absl::Status s = TakeSession(value, response->mutable_session());
         if (s.ok()) response->set_token(token);
         SESSIOND_FAULT_POINT("create.before_reply");
         return s;
-      },
-      WriteKind::kCreate, /*charged_creates=*/1);
+      });
 }
 
 void SessionServiceImpl::CreateWithRequestId(CreateCall* call,
@@ -815,6 +873,9 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
       !s.ok()) {
     return call->Reply(s);
   }
+  absl::StatusOr<AdmittedWrite> write = BeginWrite(
+      *call->context(), WriteKind::kCreate, static_cast<uint32_t>(count));
+  if (!write.ok()) return call->Reply(write.status());
   Command command;
   auto* batch = command.mutable_create_batch();
   std::vector<std::string> tokens;
@@ -825,15 +886,15 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
         FillCreate(request, lifetimes[i], options_.max_sessions_per_user,
                    options_.jwt_issuer, clock_, batch->add_creates());
     if (!token.ok()) {
-      RefundCreates(*call->context(), static_cast<uint32_t>(count));
-      return call->Reply(absl::Status(
+      const absl::Status refused(
           token.status().code(),
-          absl::StrCat("requests[", i, "].", token.status().message())));
+          absl::StrCat("requests[", i, "].", token.status().message()));
+      return AbandonWrite(call, *write, refused);
     }
     tokens.push_back(*std::move(token));
   }
-  Write(
-      call, std::move(command),
+  WriteAdmitted(
+      call, *write, std::move(command),
       [response = call->response(),
        tokens = std::move(tokens)](std::any& value) {
         auto* sessions = std::any_cast<std::vector<Session>>(&value);
@@ -848,8 +909,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
           *one->mutable_session() = std::move((*sessions)[i]);
         }
         return absl::OkStatus();
-      },
-      WriteKind::kCreate, static_cast<uint32_t>(count));
+      });
 }
 
 void SessionServiceImpl::ServeTouch(TouchCall* call) {

@@ -45,6 +45,11 @@ struct SessionServiceOptions {
   JwtIssuer* jwt_issuer = nullptr;
   // Most requests in one BatchValidateSessions call.
   size_t max_batch_validate = 10000;
+  // Most batches of more than kBatchValidateSlice tokens waiting for the
+  // batch thread; one more is refused with RESOURCE_EXHAUSTED and a retry
+  // delay. Each holds its request and answers (up to about 2 MB for 10,000
+  // tokens), and at 64 full batches the last waits about a second.
+  size_t max_waiting_batch_validations = 64;
   // Most StreamValidateSessions streams open at once on this node; one more
   // is refused with RESOURCE_EXHAUSTED. Each costs about 18 KB idle, and
   // about 270 KB while its client writes without reading (at most 64
@@ -362,27 +367,56 @@ class SessionServiceImpl final : public RawSessionService {
   std::string RateLimitKey(const grpc::ServerContextBase& context) const;
   // Counts a write in flight, or refuses it when draining.
   absl::Status EnterWrite();
-  // The one entry of every write: refuses it (answering `call`) when the
-  // node is not ready, is draining, or, for a create, is overloaded
-  // (options_.write_admission); otherwise submits `command` and passes the
-  // applied result (or the error) to `then`, which must finish `call`.
-  // The write counts in flight twice, for two readers: writes_inflight_
-  // for the drain at shutdown (always), the admission controller for its
-  // limit (only when it is on).
   enum class WriteKind { kCreate, kExisting };
-  // `then`: a callable taking replication::ApplyResult (a template, so a
-  // write builds one callback, not one wrapped in another).
-  // `charged_creates`: what AdmitCreates took for it, given back when the
-  // write is refused before any node proposed it (nothing was created).
+  // A write let in by BeginWrite, until SettleWrite (or AbandonWrite). It
+  // counts in flight twice, for two readers: writes_inflight_ for the drain at
+  // shutdown (always), the admission controller for its limit (when it is on).
+  struct AdmittedWrite {
+    WriteAdmission* admission = nullptr;  // null: admission control is off
+    absl::Duration entered;
+    // What AdmitCreates took for it, given back when the write is refused
+    // before any node proposed it (nothing was created).
+    uint32_t charged_creates = 0;
+  };
+  // The one entry of every write: refuses it when the node is not ready,
+  // is draining, or, for a create, is overloaded (options_.write_admission),
+  // giving back `charged_creates`. A create is let in before its tokens are
+  // made, so a shed create costs the node almost nothing.
+  absl::StatusOr<AdmittedWrite> BeginWrite(
+      const grpc::ServerContextBase& context, WriteKind kind,
+      uint32_t charged_creates);
+  // An admitted write was answered with `answer`: it leaves the admission
+  // controller, and gives its creates back if nothing was created.
+  // `submitted`: it went to the log (its time measures the queue);
+  // otherwise it was given up before. Called before the answer is sent (the
+  // refund needs the call's context); the drain count ends after it.
+  void SettleWrite(const grpc::ServerContextBase& context,
+                   const AdmittedWrite& write, const absl::Status& answer,
+                   bool submitted);
+  // Gives up an admitted write before submitting it (its command could not
+  // be made): settles it and answers `call` with `answer`.
+  void AbandonWrite(UnaryCallBase* call, const AdmittedWrite& write,
+                    const absl::Status& answer);
+  // Submits an admitted write's `command` and passes the applied result (or
+  // the error) to `then`, which must finish `call`. `then`: a callable
+  // taking replication::ApplyResult (a template, so a write builds one
+  // callback, not one wrapped in another).
+  template <typename Then>
+  void SubmitAdmitted(UnaryCallBase* call, const AdmittedWrite& write,
+                      sessiond::v1::internal::Command command, Then then);
+  // BeginWrite (answering `call` when refused), then SubmitAdmitted.
   template <typename Then>
   void SubmitWrite(UnaryCallBase* call, sessiond::v1::internal::Command command,
                    WriteKind kind, Then then, uint32_t charged_creates = 0);
-  // SubmitWrite that finishes `call` with `fill(applied value)` or the error
-  // (with the leader hint).
+  // SubmitWrite and SubmitAdmitted that finish `call` with
+  // `fill(applied value)` or the error (with the leader hint).
   void Write(UnaryCallBase* call, sessiond::v1::internal::Command command,
              std::function<absl::Status(std::any&)> fill,
              WriteKind kind = WriteKind::kExisting,
              uint32_t charged_creates = 0);
+  void WriteAdmitted(UnaryCallBase* call, const AdmittedWrite& write,
+                     sessiond::v1::internal::Command command,
+                     std::function<absl::Status(std::any&)> fill);
 
   const SessionServiceOptions options_;
   const PageTokenCodec page_tokens_;

@@ -10,19 +10,10 @@
 
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/steady_clock.h"
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
-
-namespace {
-
-int64_t SteadyNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 TouchBuffer::TouchBuffer(WritePath* writes, absl::Duration flush_interval,
                          std::function<int64_t()> now_ms)
@@ -58,7 +49,7 @@ bool TouchBuffer::RecentlyStalled() const {
   if (stalled_since_ms_.load(std::memory_order_acquire) != 0) return true;
   const int64_t ended = stall_ended_steady_ns_.load(std::memory_order_acquire);
   return ended != 0 &&
-         SteadyNs() - ended < 2 * absl::ToInt64Nanoseconds(flush_interval_);
+         SteadyNowNs() - ended < 2 * absl::ToInt64Nanoseconds(flush_interval_);
 }
 
 size_t TouchBuffer::Flush() {
@@ -128,7 +119,8 @@ size_t TouchBuffer::Flush() {
             return;
           }
           if (stalled_since_ms_.exchange(0, std::memory_order_acq_rel) != 0) {
-            stall_ended_steady_ns_.store(SteadyNs(), std::memory_order_release);
+            stall_ended_steady_ns_.store(SteadyNowNs(),
+                                         std::memory_order_release);
           }
           if (!result.ok() && code != absl::StatusCode::kNotFound &&
               code != absl::StatusCode::kFailedPrecondition) {

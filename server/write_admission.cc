@@ -100,6 +100,12 @@ void WriteAdmission::Finish(absl::Duration entered, absl::Duration now,
   min_delay_ = std::min(min_delay_, now - entered);
 }
 
+void WriteAdmission::Withdraw() {
+  if (!enabled()) return;
+  absl::MutexLock lock(&mu_);
+  --in_flight_;
+}
+
 WriteAdmissionState WriteAdmission::state() const {
   absl::MutexLock lock(&mu_);
   return {.in_flight = in_flight_,

@@ -84,6 +84,10 @@ class WriteAdmission {
   void Finish(absl::Duration entered, absl::Duration now,
               const absl::Status& answer) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // A write that entered was given up before it reached the log (its
+  // command could not be made): in flight no more, measuring nothing.
+  void Withdraw() ABSL_LOCKS_EXCLUDED(mu_);
+
   WriteAdmissionState state() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:

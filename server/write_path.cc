@@ -264,13 +264,13 @@ void WritePath::Try(std::shared_ptr<Call> call) {
   if (status.role == replication::Role::kLeader) {
     if (!call->MarkMaybeProposed()) return;  // its deadline answered it
     Done done = [this, call](ApplyResult result) {
-      if (NotAppended(result)) {
+      if (LeadershipMoved(result)) {
         // Refused before it entered the log (this node stopped leading, or
         // hands leadership over): try again, as with no leader.
         RetryUnproposed(call);
         return;
       }
-      Finish(call, std::move(result));
+      Finish(call, MarkRefusals(std::move(result)));
     };
     if (call->command) {
       // Stamped in place: a call is proposed at most once, and only this
@@ -294,10 +294,30 @@ void WritePath::Try(std::shared_ptr<Call> call) {
   }
 }
 
-bool WritePath::NotAppended(const ApplyResult& result) {
+namespace {
+
+bool NotAppended(const ApplyResult& result) {
   return !result.ok() && result.status()
                              .GetPayload(replication::kNotAppendedPayload)
                              .has_value();
+}
+
+}  // namespace
+
+bool WritePath::LeadershipMoved(const ApplyResult& result) {
+  return NotAppended(result) && absl::IsUnavailable(result.status());
+}
+
+ApplyResult WritePath::MarkRefusals(ApplyResult result) {
+  if (!NotAppended(result)) return result;
+  absl::Status refused = result.status();
+  refused.ErasePayload(replication::kNotAppendedPayload);
+  // The mark promises a retry may succeed; a refused membership change
+  // (FAILED_PRECONDITION) would be refused again, and says why.
+  if (absl::IsUnavailable(refused) || absl::IsResourceExhausted(refused)) {
+    refused.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  }
+  return refused;
 }
 
 void WritePath::RetryUnproposed(const std::shared_ptr<Call>& call) {
@@ -570,7 +590,7 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
   ProposeHere(
       request, [this, respond = std::move(respond)](ApplyResult result) {
         ProposeResponse response;
-        if (NotAppended(result)) {
+        if (LeadershipMoved(result)) {
           // It stopped leading, or hands over: the sender asks again.
           response.set_not_leader(true);
           response.set_leader(driver_->status().leader.value());
@@ -579,7 +599,7 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
           respond(std::move(response));
           return;
         }
-        ResultToResponse(std::move(result), &response);
+        ResultToResponse(MarkRefusals(std::move(result)), &response);
         response.set_applied_index(state_machine_->applied_index().value());
         respond(std::move(response));
       });
@@ -603,6 +623,11 @@ void ResultToResponse(ApplyResult result, ProposeResponse* response) {
   if (!result.ok()) {
     response->set_code(static_cast<int>(result.status().code()));
     response->set_message(std::string(result.status().message()));
+    result.status().ForEachPayload(
+        [response](absl::string_view type_url, const absl::Cord& payload) {
+          (*response->mutable_payloads())[std::string(type_url)] =
+              std::string(payload);
+        });
     return;
   }
   response->set_code(0);
@@ -631,10 +656,14 @@ void ResultToResponse(ApplyResult result, ProposeResponse* response) {
 ApplyResult ResultFromResponse(const ProposeResponse& response) {
   if (response.code() != 0) {
     const int code = response.code();
-    return absl::Status(code >= 1 && code <= 16
+    absl::Status status(code >= 1 && code <= 16
                             ? static_cast<absl::StatusCode>(code)
                             : absl::StatusCode::kUnknown,
                         response.message());
+    for (const auto& [type_url, payload] : response.payloads()) {
+      status.SetPayload(type_url, absl::Cord(payload));
+    }
+    return status;
   }
   switch (response.result_case()) {
     case ProposeResponse::kSession:

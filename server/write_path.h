@@ -21,8 +21,11 @@
 // in time. That answer, like a broken connection to the leader while a
 // forwarded write was in flight, leaves the outcome unknown (the write may
 // still commit); it is never a false success. When no node was ever asked
-// to propose the write (no leader known until the deadline), the answer
-// says so (kNotProposedPayload): nothing changed, a retry is safe.
+// to propose the write (no leader known until the deadline), or the leader
+// refused it before appending it (too many writes in flight, a log it
+// cannot write: RESOURCE_EXHAUSTED), the answer says so
+// (kNotProposedPayload): nothing changed, a retry is safe. A forwarded
+// answer keeps its payloads (ProposeResponse.payloads).
 //
 // Thread-safe. The callbacks run on the driver's completion stage, a gRPC
 // thread, or the DelayQueue thread; they must not block.
@@ -51,9 +54,11 @@
 
 namespace sessiond::server {
 
-// The payload (absl::Status::GetPayload) of an UNAVAILABLE answer to a write
-// no node was asked to propose: retrying it is safe. The session service
-// turns it into the trailing metadata "sessiond-not-proposed: 1".
+// The payload (absl::Status::GetPayload) of an answer to a write no node
+// proposed (UNAVAILABLE: no leader; RESOURCE_EXHAUSTED: the leader refused
+// it): retrying it is safe, and the session service gives back the creates
+// it charged. It becomes the trailing metadata "sessiond-not-proposed: 1"
+// and the ErrorInfo metadata not_proposed.
 inline constexpr char kNotProposedPayload[] = "sessiond.dev/not-proposed";
 
 // UNAVAILABLE with `message`, marked with kNotProposedPayload: for a write
@@ -151,9 +156,14 @@ class WritePath {
   absl::Status CheckRemovalKeepsAQuorum(NodeId removed) const;
   void Finish(const std::shared_ptr<Call>& call,
               replication::ApplyResult result);
-  // Whether a proposal's answer says it never entered a log
-  // (replication::kNotAppendedPayload).
-  static bool NotAppended(const replication::ApplyResult& result);
+  // Whether a proposal's answer says it never entered a log because this
+  // node does not lead (any more): the write is proposed again, to whoever
+  // leads (replication::kNotAppendedPayload, UNAVAILABLE).
+  static bool LeadershipMoved(const replication::ApplyResult& result);
+  // A proposal's answer as the call's: a refusal before anything was
+  // appended (replication::kNotAppendedPayload) that a retry may get past
+  // (UNAVAILABLE, RESOURCE_EXHAUSTED) is marked never proposed.
+  static replication::ApplyResult MarkRefusals(replication::ApplyResult result);
   // A call refused before anything was proposed: marked never proposed
   // again, and tried again shortly (its deadline answers it if no leader
   // takes it by then).

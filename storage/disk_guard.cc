@@ -258,7 +258,9 @@ void DiskGuard::DropReserveLocked() {
 absl::Status DiskGuard::RoomFor(uint64_t bytes, absl::string_view what) const {
   if (options_.low_bytes == 0) return absl::OkStatus();
   absl::StatusOr<uint64_t> free = FreeBytes();
-  if (!free.ok() || *free >= bytes + options_.low_bytes) {
+  // Not bytes + low_bytes: a need near 2^64 would wrap to a small one.
+  if (!free.ok() ||
+      (*free >= options_.low_bytes && *free - options_.low_bytes >= bytes)) {
     return absl::OkStatus();
   }
   return absl::ResourceExhaustedError(

@@ -104,6 +104,10 @@ inline constexpr char kRestoredBackupKey[] = "restored_backup";
 // removed from the cluster: it starts again only with --force_new_cluster,
 // whose first start deletes it.
 inline constexpr char kRemovedFromClusterKey[] = "removed_from_cluster";
+// Set by a start with --force_new_cluster, deleted by a start without it:
+// present at a start with the flag, the flag was left on since, and the
+// start is refused if members were added back meanwhile.
+inline constexpr char kForcedNewClusterKey[] = "forced_new_cluster";
 
 // Keys in the raft_state CF.
 inline constexpr char kHardStateKey[] = "hard_state";

@@ -22,6 +22,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/steady_clock.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
@@ -49,12 +50,6 @@ absl::StatusOr<TokenHash> ParseHash(const std::string& bytes) {
         absl::StrCat("token_hash must be 32 bytes, got ", bytes.size()));
   }
   return *hash;
-}
-
-int64_t SteadyNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 absl::StatusOr<uint64_t> ReadFixedAt(Database* db,
@@ -287,7 +282,7 @@ SessionStateMachine::SessionStateMachine(Database* db, SessionTable* table,
   applied_term_ = applied_term;
   conf_ = std::move(conf);
   cluster_ = std::move(cluster);
-  time_sample_ = AppliedTimeSample{applied_time_ms, SteadyNanos()};
+  time_sample_ = AppliedTimeSample{applied_time_ms, SteadyNowNs()};
   PublishKeyRing(cluster_);
 }
 
@@ -514,7 +509,7 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     // leader's no-op, a membership change) must not restart the steady
     // count from an old cluster time.
     if (now_ms > time_sample_.cluster_ms) {
-      time_sample_ = AppliedTimeSample{now_ms, SteadyNanos()};
+      time_sample_ = AppliedTimeSample{now_ms, SteadyNowNs()};
     }
   }
   if (conf || cluster) {
@@ -1269,7 +1264,7 @@ absl::Status SessionStateMachine::ApplySnapshot(
   {
     absl::MutexLock lock(&mu_);
     applied_term_ = snapshot.meta.term;
-    time_sample_ = AppliedTimeSample{applied_time, SteadyNanos()};
+    time_sample_ = AppliedTimeSample{applied_time, SteadyNowNs()};
   }
   PublishClusterState(header.cluster(), conf);
   ReplaceRevocations(std::vector<v1::Revocation>(header.revocations().begin(),

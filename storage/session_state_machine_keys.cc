@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/steady_clock.h"
 #include "storage/session_state_machine.h"
 
 namespace sessiond::storage {
@@ -22,16 +23,6 @@ namespace sessiond::storage {
 using replication::ApplyResult;
 using sessiond::v1::internal::ClusterState;
 using sessiond::v1::internal::SigningKey;
-
-namespace {
-
-int64_t SteadyNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
                                                 int64_t now_ms) const {

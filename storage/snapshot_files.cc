@@ -235,6 +235,17 @@ void SnapshotFiles::RemoveOlderThan(LogIndex index,
   }
 }
 
+size_t SnapshotFiles::RemoveAllExcept(const std::string& keep) const {
+  size_t removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!absl::EndsWith(name, kImageSuffix) || name == keep) continue;
+    if (std::filesystem::remove(entry.path(), ec)) ++removed;
+  }
+  return removed;
+}
+
 // ---------------------------------------------------------------------------
 // SnapshotImageWriter
 

@@ -102,6 +102,12 @@ class SnapshotFiles {
   // `keep` (images are named "<index>-<term>-..."). A newer image (one just
   // received and not installed yet) is never removed.
   void RemoveOlderThan(LogIndex index, const std::set<std::string>& keep) const;
+  // Removes every image but `keep` (empty: every image). For a node's
+  // start, when nothing is being received or sent: an image the log does
+  // not refer to was received and never installed (a crash, a refused
+  // install, a leader's second copy of one installed) and would otherwise
+  // stay until a compaction passed its index. Returns how many it removed.
+  size_t RemoveAllExcept(const std::string& keep) const;
 
  private:
   const std::string dir_;

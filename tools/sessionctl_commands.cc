@@ -345,6 +345,20 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
       (fs::path(backup_dir) / kBackupManifestFile).string();
   absl::StatusOr<std::string> text = ReadSmallFile(manifest_path);
   if (!text.ok()) {
+    // Told apart: a backup that never finished (its node died or the disk
+    // filled mid-way) holds its lock and no manifest, and a manifest that
+    // cannot be read (permissions) is not a missing one.
+    if (fs::exists(fs::path(backup_dir) / kBackupLockFile, ec)) {
+      return UsageError(absl::StrCat("restore-from: the backup in ", backup_dir,
+                                     " never finished (it holds ",
+                                     kBackupLockFile,
+                                     " and no manifest): use another backup"));
+    }
+    if (fs::exists(manifest_path, ec)) {
+      return UsageError(absl::StrCat("restore-from: cannot read ",
+                                     manifest_path, ": ",
+                                     text.status().message()));
+    }
     return UsageError(absl::StrCat("restore-from: ", backup_dir,
                                    " is not a sessiond backup (no ",
                                    kBackupManifestFile, ")"));
@@ -472,10 +486,12 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
           "  1. Start ONE node on it, as the only member of its cluster:\n"
           "       ",
           command, "\n     (--node_id must be ", m->node_id,
-          ": the data dir belongs to that node id.)\n"
+          ": the data dir belongs to that node id. Add the flags the old "
+          "node ran with: the same --kek_file, or it cannot sign JWTs, and "
+          "its TLS and --auth_file flags.)\n"
           "  2. Once `sessionctl status` shows it leading, drop "
           "--force_new_cluster=1 from its command line for every later "
-          "start.\n"
+          "start (left on, a start after step 3 is refused).\n"
           "  3. Add the other nodes back one at a time, each on an EMPTY "
           "data dir: `sessionctl members add ID PEER_ADDR --client "
           "CLIENT_ADDR`, start it with --initial_cluster_state existing, "

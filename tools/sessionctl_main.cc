@@ -211,22 +211,17 @@ int Main(int argc, char** argv) {
       return AddMember(cluster, out, add_id, add_peer, add_client);
     };
   });
-  // promote ID, remove ID.
-  const auto node_verb =
-      [&](const std::string& name, const std::string& description,
-          absl::Status (*verb)(Connection&, const Output&, uint64_t)) {
-        auto id = std::make_shared<uint64_t>(0);
-        CLI::App* cmd = members->add_subcommand(name, description);
-        cmd->add_option("ID", *id, "its node id")
-            ->required()
-            ->transform(NodeId(false));
-        cmd->callback([&run, &out, id, verb] {
-          run = [&out, id, verb](Connection& cluster) {
-            return verb(cluster, out, *id);
-          };
-        });
-      };
-  node_verb("promote", "make a caught-up learner a voter", &PromoteMember);
+  uint64_t promote_id = 0;
+  CLI::App* promote =
+      members->add_subcommand("promote", "make a caught-up learner a voter");
+  promote->add_option("ID", promote_id, "its node id")
+      ->required()
+      ->transform(NodeId(false));
+  promote->callback([&] {
+    run = [&](Connection& cluster) {
+      return PromoteMember(cluster, out, promote_id);
+    };
+  });
   uint64_t remove_id = 0;
   bool remove_yes = false;
   CLI::App* remove = members->add_subcommand(

@@ -60,6 +60,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/session_client.h"
+#include "common/steady_clock.h"
 #include "etcd_min.grpc.pb.h"
 #include "etcd_min.pb.h"
 #include "nlohmann/json.hpp"
@@ -86,12 +87,6 @@ constexpr char kUpdateMethod[] = "/sessiond.v1.SessionService/UpdateSession";
 constexpr char kRevokeMethod[] = "/sessiond.v1.SessionService/RevokeSession";
 constexpr char kHealthMethod[] = "/grpc.health.v1.Health/Check";
 constexpr char kEtcdPutMethod[] = "/etcdserverpb.KV/Put";
-
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // gRPC's status codes are absl's, number for number.
 std::string CodeName(int code) {
@@ -523,7 +518,7 @@ class UnarySlot : public Tag {
       // Early: the call leaves now. gRPC alarms fire up to ~1 ms late
       // (millisecond timers); that lateness is the client's, not the
       // server's, so it is not counted.
-      slot->start_ns_ = NowNs();
+      slot->start_ns_ = SteadyNowNs();
       slot->Send();
     }
   };
@@ -790,7 +785,7 @@ bool UnarySlot::Issue() {
     // that falls behind the schedule is charged for the wait (no
     // coordinated omission).
     start_ns_ = worker_->run()->NextDueNs();
-    const int64_t wait_ns = start_ns_ - NowNs();
+    const int64_t wait_ns = start_ns_ - SteadyNowNs();
     if (wait_ns > 20'000) {
       wakeup_.slot = this;
       alarm_.reset();
@@ -802,7 +797,7 @@ bool UnarySlot::Issue() {
       return true;
     }
   } else {
-    start_ns_ = NowNs();
+    start_ns_ = SteadyNowNs();
   }
   Send();
   return true;
@@ -821,7 +816,7 @@ void UnarySlot::Send() {
 }
 
 void UnarySlot::Done(bool /*ok: always true for Finish*/) {
-  const int64_t latency = NowNs() - start_ns_;
+  const int64_t latency = SteadyNowNs() - start_ns_;
   worker_->Record(op_, latency, status_, &response_);
   if (!Issue()) worker_->SlotIdle();
 }
@@ -853,7 +848,7 @@ void StreamCall::Fill() {
     worker_->FillValidate(&request, (++sequence_ << 16) | slot);
     grpc::ByteBuffer buffer;
     Serialize(request, &buffer);
-    sent_ns_[slot] = NowNs();
+    sent_ns_[slot] = SteadyNowNs();
     ++outstanding_;
     if (writing_) {
       queued_.push_back(std::move(buffer));
@@ -873,7 +868,7 @@ void StreamCall::MaybeClose() {
 }
 
 void StreamCall::HandleResponse() {
-  const int64_t now = NowNs();
+  const int64_t now = SteadyNowNs();
   v1::ValidateSessionResponse response;
   if (!Parse(&read_buffer_, &response)) {
     worker_->RecordError(kBadResponse);
@@ -975,7 +970,7 @@ void RunClientThread(Generator* g, client::SessionClient* client) {
   while (true) {
     const Op op = g->PickOp();
     if (!g->run()->Take(g->OpsOf(op))) return;
-    const int64_t start = NowNs();
+    const int64_t start = SteadyNowNs();
     absl::Status status;
     uint64_t ops = 1;
     bool bad = false;
@@ -1035,7 +1030,7 @@ void RunClientThread(Generator* g, client::SessionClient* client) {
         bad = true;
         break;
     }
-    const int64_t latency = NowNs() - start;
+    const int64_t latency = SteadyNowNs() - start;
     if (!status.ok()) {
       g->RecordError(static_cast<int>(status.code()));
     } else if (bad) {
@@ -1111,7 +1106,7 @@ Result RunOnce(const Config& config, const Endpoints& endpoints,
 
   std::atomic<int> running{static_cast<int>(bodies.size())};
   std::vector<std::thread> pool;
-  const int64_t start_ns = NowNs();
+  const int64_t start_ns = SteadyNowNs();
   run.start_ns = start_ns;
   for (auto& body : bodies) {
     pool.emplace_back([&running, &body] {
@@ -1126,20 +1121,20 @@ Result RunOnce(const Config& config, const Endpoints& endpoints,
         start_ns + static_cast<int64_t>(config.warmup_s * 1e9);
     const int64_t end =
         warmup_end + static_cast<int64_t>(config.duration_s * 1e9);
-    while (NowNs() < warmup_end && running.load() > 0) {
+    while (SteadyNowNs() < warmup_end && running.load() > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    measure_start_ns = NowNs();
+    measure_start_ns = SteadyNowNs();
     run.recording.store(true);
-    while (NowNs() < end && running.load() > 0) {
+    while (SteadyNowNs() < end && running.load() > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     run.recording.store(false);
-    measure_end_ns = NowNs();
+    measure_end_ns = SteadyNowNs();
     run.stop.store(true);
   } else {
     const int64_t end = start_ns + static_cast<int64_t>(config.timeout_s * 1e9);
-    while (running.load() > 0 && NowNs() < end) {
+    while (running.load() > 0 && SteadyNowNs() < end) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     if (running.load() > 0) {
@@ -1148,7 +1143,7 @@ Result RunOnce(const Config& config, const Endpoints& endpoints,
     }
   }
   for (auto& thread : pool) thread.join();
-  if (!timed) measure_end_ns = NowNs();
+  if (!timed) measure_end_ns = SteadyNowNs();
 
   Result result;
   for (auto& worker : workers) result.Merge(std::move(worker->result()));
@@ -1599,11 +1594,11 @@ int Main(int argc, char** argv) {
   std::unique_ptr<tools::ClusterProbe> probe;
   if (config.etcd) {
     absl::StatusOr<std::pair<std::string, std::string>> found;
-    const int64_t give_up = NowNs() + 10'000'000'000;
+    const int64_t give_up = SteadyNowNs() + 10'000'000'000;
     while (true) {
       found = FindEtcdLeader(targets);
       if ((found.ok() && (!cluster || !found->first.empty())) ||
-          NowNs() > give_up) {
+          SteadyNowNs() > give_up) {
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -1625,11 +1620,11 @@ int Main(int argc, char** argv) {
     std::vector<std::string> ask = targets;
     probe = std::make_unique<tools::ClusterProbe>(ask);
     absl::StatusOr<v1::ClusterStatusResponse> status;
-    const int64_t give_up = NowNs() + 10'000'000'000;
+    const int64_t give_up = SteadyNowNs() + 10'000'000'000;
     while (true) {
       status = probe->Best(absl::Seconds(3));
       if (!cluster || (status.ok() && tools::LeaderOf(*status) != nullptr) ||
-          NowNs() > give_up) {
+          SteadyNowNs() > give_up) {
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -61,6 +61,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "client/session_client.h"
+#include "common/steady_clock.h"
 #include "etcd_min.grpc.pb.h"
 #include "etcd_min.pb.h"
 #include "nlohmann/json.hpp"
@@ -76,11 +77,6 @@ namespace {
 
 namespace v1 = ::sessiond::v1;
 
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
 void SleepMs(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -327,7 +323,8 @@ absl::StatusOr<v1::ClusterStatusResponse> WaitStable(tools::ClusterProbe* probe,
                                                      const Cluster& cluster,
                                                      uint64_t max_lag,
                                                      double max_wait_s) {
-  const int64_t give_up = NowNs() + static_cast<int64_t>(max_wait_s * 1e9);
+  const int64_t give_up =
+      SteadyNowNs() + static_cast<int64_t>(max_wait_s * 1e9);
   std::string why = "no answer";
   while (true) {
     absl::StatusOr<v1::ClusterStatusResponse> s = probe->Best(absl::Seconds(2));
@@ -352,7 +349,7 @@ absl::StatusOr<v1::ClusterStatusResponse> WaitStable(tools::ClusterProbe* probe,
     } else {
       why = std::string(s.status().message());
     }
-    if (NowNs() > give_up) {
+    if (SteadyNowNs() > give_up) {
       return absl::DeadlineExceededError(absl::StrFormat(
           "cluster not stable after %.0f s: %s", max_wait_s, why));
     }
@@ -365,9 +362,9 @@ absl::StatusOr<v1::ClusterStatusResponse> WaitStable(tools::ClusterProbe* probe,
 absl::StatusOr<int64_t> WaitFollower(tools::ClusterProbe* probe,
                                      const Node& node, uint64_t max_lag,
                                      double max_wait_s) {
-  const int64_t start = NowNs();
+  const int64_t start = SteadyNowNs();
   const int64_t give_up = start + static_cast<int64_t>(max_wait_s * 1e9);
-  while (NowNs() < give_up) {
+  while (SteadyNowNs() < give_up) {
     absl::StatusOr<v1::ClusterStatusResponse> s =
         probe->Ask(node.client_address, absl::Seconds(1));
     if (s.ok()) {
@@ -376,7 +373,7 @@ absl::StatusOr<int64_t> WaitFollower(tools::ClusterProbe* probe,
       if (me != nullptr && me->role() == "follower" && me->leader() != 0 &&
           leader != nullptr &&
           leader->commit_index() <= me->applied_index() + max_lag) {
-        return NowNs() - start;
+        return SteadyNowNs() - start;
       }
     }
     SleepMs(20);
@@ -489,9 +486,9 @@ class WriteLoad {
   void Loop(int index) {
     uint64_t n = 0;
     while (!stop_.load()) {
-      const int64_t start = NowNs();
+      const int64_t start = SteadyNowNs();
       const absl::Status status = target_->Write(index, n++);
-      const int64_t end = NowNs();
+      const int64_t end = SteadyNowNs();
       if (status.ok()) {
         acked_.fetch_add(1);
         last_ok_ns_.store(end);
@@ -674,9 +671,10 @@ class EtcdTarget : public FailoverTarget {
   }
 
   absl::Status WaitStable(uint64_t max_lag, double max_wait_s) override {
-    const int64_t give_up = NowNs() + static_cast<int64_t>(max_wait_s * 1e9);
+    const int64_t give_up =
+        SteadyNowNs() + static_cast<int64_t>(max_wait_s * 1e9);
     std::string why;
-    while (NowNs() < give_up) {
+    while (SteadyNowNs() < give_up) {
       std::vector<std::optional<etcdserverpb::StatusResponse>> all =
           StatusAll();
       why.clear();
@@ -753,8 +751,8 @@ class EtcdTarget : public FailoverTarget {
     node->pid = pid;
     if (absl::Status s = SavePids(); !s.ok()) return s;
     // Serving: it answers Maintenance.Status.
-    const int64_t give_up = NowNs() + 30'000'000'000;
-    while (NowNs() < give_up) {
+    const int64_t give_up = SteadyNowNs() + 30'000'000'000;
+    while (SteadyNowNs() < give_up) {
       if (Status(*node)) return absl::OkStatus();
       SleepMs(20);
     }
@@ -763,16 +761,16 @@ class EtcdTarget : public FailoverTarget {
 
   absl::StatusOr<int64_t> WaitFollower(uint64_t id, uint64_t max_lag,
                                        double max_wait_s) override {
-    const int64_t start = NowNs();
+    const int64_t start = SteadyNowNs();
     const Node* node = cluster_.Find(id);
-    while (NowNs() - start < static_cast<int64_t>(max_wait_s * 1e9)) {
+    while (SteadyNowNs() - start < static_cast<int64_t>(max_wait_s * 1e9)) {
       std::optional<etcdserverpb::StatusResponse> me = Status(*node);
       absl::StatusOr<Leader> leader = FindLeader();
       if (me && leader.ok() && me->leader() != 0 &&
           me->leader() != me->header().member_id()) {
         std::optional<etcdserverpb::StatusResponse> l = Status(leader->node);
         if (l && me->raft_index() + max_lag >= l->raft_index()) {
-          return NowNs() - start;
+          return SteadyNowNs() - start;
         }
       }
       SleepMs(20);
@@ -874,9 +872,9 @@ int Failover(const Common& common, const FailoverOptions& options,
     // Writes must be flowing to the current leader before the kill.
     SleepMs(options.settle_ms);
     const int64_t flowing_by =
-        NowNs() + static_cast<int64_t>(common.max_wait_s * 1e9);
-    while (NowNs() - load.last_ok_ns() > 200'000'000) {
-      if (NowNs() > flowing_by) {
+        SteadyNowNs() + static_cast<int64_t>(common.max_wait_s * 1e9);
+    while (SteadyNowNs() - load.last_ok_ns() > 200'000'000) {
+      if (SteadyNowNs() > flowing_by) {
         Log("no write acknowledged for --max_wait_s before a kill");
         return 1;
       }
@@ -898,18 +896,18 @@ int Failover(const Common& common, const FailoverOptions& options,
       return 1;
     }
     const uint64_t acked_before = load.acked();
-    const int64_t kill_ns = NowNs();
+    const int64_t kill_ns = SteadyNowNs();
     load.Arm(kill_ns);
     if (kill(node.pid, SIGKILL) != 0) {
       Log(absl::StrFormat("kill(%d) failed: %s", node.pid, strerror(errno)));
       return 1;
     }
-    while (IsAlive(node) && NowNs() - kill_ns < 5'000'000'000) SleepMs(1);
-    const int64_t dead_ns = NowNs();
+    while (IsAlive(node) && SteadyNowNs() - kill_ns < 5'000'000'000) SleepMs(1);
+    const int64_t dead_ns = SteadyNowNs();
     const int64_t give_up =
         kill_ns + static_cast<int64_t>(common.max_wait_s * 1e9);
     int64_t first_ack = 0;
-    while ((first_ack = load.first_ack_ns()) == 0 && NowNs() < give_up) {
+    while ((first_ack = load.first_ack_ns()) == 0 && SteadyNowNs() < give_up) {
       SleepMs(1);
     }
     load.Disarm();
@@ -945,12 +943,12 @@ int Failover(const Common& common, const FailoverOptions& options,
       new_leader = absl::StrFormat("node %d, term %d", now->node.id, now->term);
     }
     // Restart the killed node and wait until it follows again.
-    const int64_t restart_start = NowNs();
+    const int64_t restart_start = SteadyNowNs();
     if (absl::Status s = target->Restart(node.id); !s.ok()) {
       Log(std::string(s.message()));
       return 1;
     }
-    const int64_t restarted = NowNs();
+    const int64_t restarted = SteadyNowNs();
     absl::StatusOr<int64_t> follower =
         target->WaitFollower(node.id, options.max_lag, common.max_wait_s);
     if (!follower.ok()) {
@@ -1120,14 +1118,14 @@ int Catchup(const Common& common, const CatchupOptions& options) {
       "writer thread(s)",
       options.writes, common.attr_bytes, options.create_batch,
       options.writers));
-  const int64_t write_start = NowNs();
+  const int64_t write_start = SteadyNowNs();
   const int64_t write_deadline =
       write_start + static_cast<int64_t>(common.max_wait_s * 4 * 1e9);
   std::vector<std::thread> writers;
   for (int w = 0; w < options.writers; ++w) {
     writers.emplace_back([&, w] {
       uint64_t n = 0;
-      while (NowNs() < write_deadline) {
+      while (SteadyNowNs() < write_deadline) {
         const int64_t take = std::min<int64_t>(
             options.create_batch, budget.fetch_sub(options.create_batch));
         if (take <= 0) return;
@@ -1150,7 +1148,7 @@ int Catchup(const Common& common, const CatchupOptions& options) {
     });
   }
   for (auto& t : writers) t.join();
-  const int64_t write_ns = NowNs() - write_start;
+  const int64_t write_ns = SteadyNowNs() - write_start;
   Log(absl::StrFormat("wrote %d sessions in %.1f s (%.0f/s); %d failed calls",
                       written.load(), write_ns / 1e9,
                       written.load() / (write_ns / 1e9), failed_calls.load()));
@@ -1163,13 +1161,13 @@ int Catchup(const Common& common, const CatchupOptions& options) {
   // follower misses (so it needs a snapshot).
   v1::MemberStatus leader_now;
   const int64_t compact_give_up =
-      NowNs() + static_cast<int64_t>(options.compaction_wait_s * 1e9);
+      SteadyNowNs() + static_cast<int64_t>(options.compaction_wait_s * 1e9);
   while (true) {
     absl::StatusOr<v1::ClusterStatusResponse> s =
         probe.Ask(leader_address, absl::Seconds(2));
     if (s.ok()) leader_now = *tools::MemberOf(*s, leader_id);
     if (leader_now.first_index() > follower_applied + kCompactionMargin ||
-        NowNs() >= compact_give_up) {
+        SteadyNowNs() >= compact_give_up) {
       break;
     }
     SleepMs(100);
@@ -1187,7 +1185,7 @@ int Catchup(const Common& common, const CatchupOptions& options) {
 
   // 4. Restart it and poll it (asked directly) until it has applied the
   // leader's commit index.
-  const int64_t restart_start = NowNs();
+  const int64_t restart_start = SteadyNowNs();
   absl::StatusOr<pid_t> restart =
       SpawnClusterPy(common.python, common.cluster_py, common.cluster_dir,
                      {"restart", absl::StrCat(follower_id)});
@@ -1200,18 +1198,18 @@ int Catchup(const Common& common, const CatchupOptions& options) {
   v1::MemberStatus me;
   const int64_t give_up =
       restart_start + static_cast<int64_t>(common.max_wait_s * 1e9);
-  while (NowNs() < give_up) {
+  while (SteadyNowNs() < give_up) {
     absl::StatusOr<v1::ClusterStatusResponse> s =
         probe.Ask(follower.client_address, absl::Milliseconds(500));
     if (s.ok()) {
       if (const v1::MemberStatus* m = tools::MemberOf(*s, follower_id)) {
-        if (reachable_ns == 0) reachable_ns = NowNs();
+        if (reachable_ns == 0) reachable_ns = SteadyNowNs();
         me = *m;
         const v1::MemberStatus* l = tools::LeaderOf(*s);
         const uint64_t commit =
             std::max<uint64_t>(target, l != nullptr ? l->commit_index() : 0);
         if (m->applied_index() >= commit) {
-          caught_up_ns = NowNs();
+          caught_up_ns = SteadyNowNs();
           break;
         }
       }

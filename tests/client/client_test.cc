@@ -1335,6 +1335,49 @@ TEST(ClientFakeServerTest, FailingLeaderIsForgotten) {
   EXPECT_EQ(client->stats().leaders_forgotten, 1u);
 }
 
+// The leader the followers name cannot be reached from this client (a
+// blackholed host: its channel says CONNECTING, never failing). Each write
+// waited out connect_timeout on it, went on to a follower, and learned it
+// again from that follower's answer. Once a write has passed it over,
+// hints naming it are ignored while it is passed over: writes go straight
+// to the follower, which forwards them.
+TEST(ClientFakeServerTest, ALeaderThisClientCannotReachIsNotLearnedAgain) {
+  FakeServer follower;
+  SilentListener silent;
+  follower.service().SetFallback(OkNaming(silent.address(), "2"));
+  SessionClientOptions options = FakeOptions();
+  options.connect_timeout = absl::Milliseconds(200);
+  options.pass_over_after_timeout = absl::Hours(1);
+  auto client =
+      SessionClient::Connect({follower.address(), silent.address()}, options);
+  // Round-robin starts at the follower, whose answer names the silent node.
+  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+  ASSERT_EQ(client->leader(), silent.address());
+  constexpr int kWrites = 5;
+  for (int i = 0; i < kWrites; ++i) {
+    ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok()) << i;
+  }
+  EXPECT_EQ(follower.service().calls("CreateSession"), kWrites + 1);
+  // The silent node was waited for once, then passed over.
+  EXPECT_EQ(client->stats().endpoints_skipped, 1u);
+  EXPECT_EQ(client->leader(), "");
+  EXPECT_GE(client->stats().leader_hints_ignored, 1u);
+}
+
+// Answers go by position: a reply of another count than the requests (a
+// server's bug) would pair tokens with other tokens' outcomes, or send an
+// app indexing responses(i) out of bounds. It is an error, not an answer.
+TEST(ClientFakeServerTest, ABatchAnswerOfAnotherCountIsAnError) {
+  FakeServer server;  // answers every batch with no responses
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+  v1::BatchValidateSessionsRequest batch;
+  batch.add_requests()->set_token("a");
+  batch.add_requests()->set_token("b");
+  const absl::Status answer = client->BatchValidateSessions(batch).status();
+  EXPECT_EQ(answer.code(), absl::StatusCode::kInternal) << answer;
+  EXPECT_THAT(std::string(answer.message()), HasSubstr("answered 0 of 2"));
+}
+
 // A server cancels calls that race its shutdown (a node draining for a
 // restart): the client reports it as UNAVAILABLE (the application never
 // cancelled anything); an idempotent call goes again, a write does not (its

@@ -1611,6 +1611,22 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
       EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
     }
   }
+  // The flag left on (pasted into a unit file): a restart removed the
+  // members added back and led alone, while they, a majority, went on as a
+  // second cluster with the same id. It is refused, changing nothing.
+  ASSERT_EQ(cluster.Terminate(survivor), 0);
+  cluster.SetNodeFlags(survivor, {"--force_new_cluster", "1"});
+  const int left_on =
+      cluster.StartNodeExpectingExit(survivor, absl::Seconds(30));
+  EXPECT_TRUE(WIFEXITED(left_on) && WEXITSTATUS(left_on) == 1)
+      << left_on << "\n"
+      << cluster.LogTail(survivor);
+  EXPECT_TRUE(LogContains(cluster, survivor,
+                          "--force_new_cluster is still set, and members"))
+      << cluster.LogTail(survivor);
+  cluster.SetNodeFlags(survivor, {});
+  ASSERT_TRUE(cluster.StartNode(survivor).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
   // A full cluster again: losing the original survivor is survivable.
   cluster.Kill(survivor);
   ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(20), {2, 3}).ok());

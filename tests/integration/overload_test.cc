@@ -226,5 +226,59 @@ TEST(OverloadTest, AStuckWritePathShedsCreatesButTakesRevocations) {
   EXPECT_TRUE(again.ok()) << again.error_message();
 }
 
+// A create the leader refuses before proposing it (too many writes wait for
+// a quorum: --max_pending_writes) created nothing, so it gives back what the
+// caller's create rate limit charged it, as a create shed at admission
+// does. It did not: a caller retrying through the refusals ran out of its
+// burst and was told RATE_LIMITED for creates it never made.
+TEST(OverloadTest, ACreateTheLeaderRefusesIsNotChargedToItsCaller) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  // Admission off, so the driver's own bound refuses. A burst with room
+  // for the creates that wait (at most the 8 the driver holds) and two
+  // more. An election timeout of 2 s (100 ticks of the harness's 20 ms)
+  // keeps the leader leading (CheckQuorum) while the test runs with its
+  // followers stopped.
+  options.flags = {"--write_admission_target_ms=0",
+                   "--max_pending_writes=8",
+                   "--create_rate_per_identity=1",
+                   "--create_burst_per_identity=10",
+                   "--election_ticks",
+                   "100"};
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(60));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  for (int id : cluster.ids()) {
+    if (id != *leader) cluster.Pause(id);
+  }
+
+  Outstanding waiting(cluster.Stub(*leader));
+  for (int i = 0; i < 8; ++i) {
+    waiting.Create("waiting-" + std::to_string(i), absl::Seconds(30));
+  }
+  int too_many = 0;
+  for (int i = 0; i < 12; ++i) {
+    CreateSessionResponse response;
+    const grpc::Status refused =
+        Create(cluster, *leader, "late", &response, absl::Milliseconds(500));
+    const absl::Status read = client::FromGrpcStatus(refused);
+    // Refused by the driver, or (had the leader stepped down) never
+    // proposed: either way nothing was created, and nothing charged.
+    ASSERT_NE(client::ErrorReason(read), "RATE_LIMITED")
+        << i << ": " << refused.error_message();
+    if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+        refused.error_message().find("too many writes in flight") !=
+            std::string::npos) {
+      ++too_many;
+    }
+  }
+  EXPECT_GE(too_many, 3) << cluster.LogTail(*leader);
+  for (int id : cluster.ids()) {
+    if (id != *leader) cluster.Resume(id);
+  }
+  waiting.WaitForAll(absl::Seconds(60));
+}
+
 }  // namespace
 }  // namespace sessiond::testing

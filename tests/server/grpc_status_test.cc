@@ -133,6 +133,11 @@ const std::vector<Known>& KnownMessages() {
        "1000); close streams you do not use, share one stream per client "
        "process, or call ValidateSession / BatchValidateSessions",
        "TOO_MANY_STREAMS", false},
+      {StatusCode::kResourceExhausted,
+       "too many large BatchValidateSessions wait on this node (limit 64); "
+       "retry after the delay, send batches of at most 256 tokens, or spread "
+       "them over more nodes",
+       "TOO_MANY_BATCHES", true},
       {StatusCode::kUnavailable,
        "not committed before the deadline (no leader, or no quorum): the "
        "write may still apply; retry only if it is idempotent",

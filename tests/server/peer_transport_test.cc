@@ -15,7 +15,9 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <set>
 #include <string>
@@ -25,6 +27,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/metrics_exposition.h"
 #include "gtest/gtest.h"
@@ -90,6 +93,28 @@ class PeerServer {
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };
+
+// `service` served on a free loopback port with the daemon's peer
+// listener's keepalive settings (the transport pings every 2 s; a server
+// with gRPC's defaults ends such a connection, and every stream on it).
+struct LoopbackServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::string address() const { return absl::StrCat("127.0.0.1:", port); }
+};
+LoopbackServer Serve(grpc::Service* service) {
+  LoopbackServer served;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &served.port);
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.RegisterService(service);
+  served.server = builder.BuildAndStart();
+  return served;
+}
 
 // A loopback port bound but not listening: connections to it are refused,
 // and no other process can take it while this lives.
@@ -202,6 +227,117 @@ TEST(PeerTransportTest, MessagesToADeadPeerAreCountedAsDropped) {
       Dropped(t, PeerDrop::kQueueFull) + Dropped(t, PeerDrop::kStreamBroken),
       50u);
   EXPECT_GE(Dropped(t, PeerDrop::kStreamBroken), 1u);
+}
+
+// A peer that ends every stream after reading its first batch, as one of
+// another cluster, or one still starting, refuses them.
+class RefusingPeer final : public RaftPeer::Service {
+ public:
+  grpc::Status SendMessages(grpc::ServerContext* /*context*/,
+                            grpc::ServerReader<MessageBatch>* reader,
+                            StreamSummary* /*summary*/) override {
+    MessageBatch batch;
+    reader->Read(&batch);
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "message from another cluster");
+  }
+};
+
+// The first write on a stream succeeds (it is only buffered) before the
+// peer's refusal arrives. That success reset the backoff, so a refusing
+// peer was reconnected to every 25-50 ms for as long as it refused. The
+// backoff now grows (50 ms, 100 ms, ... 1 s): about 8 reconnects in the two
+// seconds below. (A slower machine only lowers the count.)
+TEST(PeerTransportTest, APeerRefusingEveryStreamIsRetriedWithGrowingBackoff) {
+  RefusingPeer refusing;
+  LoopbackServer served = Serve(&refusing);
+  ASSERT_NE(served.server, nullptr);
+  PeerTransport transport(Options());
+  transport.SetAddress(kPeer, served.address());
+  const absl::Time end = absl::Now() + absl::Seconds(2);
+  for (int i = 0; i < 1000 && absl::Now() < end; ++i) {
+    transport.Send(Heartbeats(kPeer, 1));
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const PeerTraffic t = transport.traffic()[kPeer];
+  EXPECT_GE(t.reconnects, 1u);
+  EXPECT_LE(t.reconnects, 20u);
+  served.server->Shutdown();
+}
+
+// Takes a snapshot stream's first chunk, then answers nothing until
+// released (a receiver alive but stuck: its gRPC still answers pings).
+class StuckSnapshotPeer final : public RaftPeer::Service {
+ public:
+  grpc::Status SendSnapshot(
+      grpc::ServerContext* /*context*/,
+      grpc::ServerReader<v1::internal::SnapshotChunk>* reader,
+      v1::internal::SnapshotAck* /*ack*/) override {
+    v1::internal::SnapshotChunk chunk;
+    reader->Read(&chunk);
+    {
+      absl::MutexLock lock(&mu_);
+      ++streams_;
+      if (streams_ > 1) return grpc::Status::OK;  // only the first is stuck
+    }
+    released_.WaitForNotificationWithTimeout(absl::Seconds(60));
+    return grpc::Status::OK;
+  }
+  void Release() { released_.Notify(); }
+
+ private:
+  absl::Mutex mu_;
+  int streams_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Notification released_;
+};
+
+// The outgoing snapshot stream has a deadline: a stuck receiver held this
+// peer's one snapshot slot until the stream ended, and every later
+// snapshot to it was dropped as busy.
+TEST(PeerTransportTest, ASnapshotStreamToAStuckPeerEndsAtItsDeadline) {
+  ScopedTempDir dir;
+  storage::SnapshotFiles images(dir.Child("snap"));
+  ASSERT_TRUE(images.Init().ok());
+  v1::internal::SnapshotHeader header;
+  header.set_index(5);
+  header.set_term(1);
+  auto file = images.NewFile(LogIndex(5), Term(1), "local");
+  ASSERT_TRUE(file.ok());
+  storage::SnapshotImageWriter writer(*std::move(file), header);
+  absl::StatusOr<v1::internal::SnapshotRef> ref = writer.Finish();
+  ASSERT_TRUE(ref.ok()) << ref.status();
+
+  StuckSnapshotPeer stuck;
+  LoopbackServer served = Serve(&stuck);
+  ASSERT_NE(served.server, nullptr);
+
+  PeerTransportOptions options = Options();
+  options.snapshots = &images;
+  options.snapshot_timeout_base = absl::Seconds(1);
+  PeerTransport transport(options);
+  transport.SetAddress(kPeer, served.address());
+  auto snapshot = [&] {
+    Message m;
+    m.type = MessageType::kSnapshot;
+    m.from = kSelf;
+    m.to = kPeer;
+    m.term = Term(1);
+    m.snapshot.emplace();
+    m.snapshot->meta.index = LogIndex(5);
+    m.snapshot->meta.term = Term(1);
+    m.snapshot->data = storage::EncodeSnapshotRef(*ref);
+    return m;
+  };
+  transport.Send({snapshot()});
+  ASSERT_TRUE(Eventually([&] {
+    return transport.traffic()[kPeer].snapshots_failed == 1;
+  })) << "the stream to a stuck peer never ended";
+  // The slot is free again: the next snapshot goes out.
+  transport.Send({snapshot()});
+  ASSERT_TRUE(Eventually(
+      [&] { return transport.traffic()[kPeer].snapshots_sent == 1; }));
+  stuck.Release();
+  served.server->Shutdown();
 }
 
 TEST(PeerTransportTest, TheFaultSwitchDropsAndCountsAPeersTraffic) {
@@ -337,47 +473,44 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   parts.transport = &transport;
   parts.snapshots = &received;
   service.Attach(parts);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
+  LoopbackServer served = Serve(&service);
+  ASSERT_NE(served.server, nullptr);
   std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
-      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+      served.address(), grpc::InsecureChannelCredentials()));
 
   // Sends `bytes` as the image of a snapshot at `index`, announcing
   // `announced` as its SHA-256 (its trailer when empty).
-  auto send_image = [&](LogIndex index, const std::string& bytes,
-                        std::string announced = "") {
-    Message message;
-    message.type = MessageType::kSnapshot;
-    message.from = kSelf;
-    message.to = kPeer;
-    message.term = Term(1);
-    message.snapshot.emplace();
-    message.snapshot->meta.index = index;
-    message.snapshot->meta.term = Term(1);
-    v1::internal::SnapshotChunk chunk;
-    chunk.set_cluster_id(options.cluster_id);
-    chunk.set_from(kSelf.value());
-    chunk.set_to(kPeer.value());
-    ToWire(message, chunk.mutable_message());
-    chunk.set_total_bytes(bytes.size());
-    chunk.set_sha256(announced.empty()
-                         ? bytes.substr(bytes.size() - SHA256_DIGEST_LENGTH)
-                         : announced);
-    chunk.set_data(bytes);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(30));
-    v1::internal::SnapshotAck ack;
-    auto writer = stub->SendSnapshot(&context, &ack);
-    writer->Write(chunk);
-    writer->WritesDone();
-    return writer->Finish();
-  };
+  auto send_image =
+      [&](LogIndex index, const std::string& bytes, std::string announced = "",
+          std::function<void(v1::internal::SnapshotChunk&)> adjust = nullptr) {
+        Message message;
+        message.type = MessageType::kSnapshot;
+        message.from = kSelf;
+        message.to = kPeer;
+        message.term = Term(1);
+        message.snapshot.emplace();
+        message.snapshot->meta.index = index;
+        message.snapshot->meta.term = Term(1);
+        v1::internal::SnapshotChunk chunk;
+        chunk.set_cluster_id(options.cluster_id);
+        chunk.set_from(kSelf.value());
+        chunk.set_to(kPeer.value());
+        ToWire(message, chunk.mutable_message());
+        chunk.set_total_bytes(bytes.size());
+        chunk.set_sha256(announced.empty()
+                             ? bytes.substr(bytes.size() - SHA256_DIGEST_LENGTH)
+                             : announced);
+        chunk.set_data(bytes);
+        if (adjust) adjust(chunk);
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(30));
+        v1::internal::SnapshotAck ack;
+        auto writer = stub->SendSnapshot(&context, &ack);
+        writer->Write(chunk);
+        writer->WritesDone();
+        return writer->Finish();
+      };
   auto send = [&](LogIndex index) { return send_image(index, image); };
   const grpc::Status at_another_index = send(LogIndex(8));
   EXPECT_EQ(at_another_index.error_code(), grpc::StatusCode::DATA_LOSS);
@@ -408,6 +541,27 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   const grpc::Status huge = send_image(LogIndex(7), huge_header);
   EXPECT_EQ(huge.error_code(), grpc::StatusCode::DATA_LOSS)
       << huge.error_message();
+  // Meant for another node (the leader's stale address for node 9 now
+  // reaches this one): refused before a byte is written, as a message
+  // batch for another node is. It was received, synced and checked whole,
+  // and only then dropped by Raft, its image left on disk.
+  const grpc::Status stray =
+      send_image(LogIndex(7), image, "", [](v1::internal::SnapshotChunk& c) {
+        c.set_to(9);
+        c.mutable_message()->set_to(9);
+      });
+  EXPECT_EQ(stray.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << stray.error_message();
+  EXPECT_TRUE(absl::StrContains(stray.error_message(),
+                                "snapshot for node 9 reached node"))
+      << stray.error_message();
+  // Its Raft message from another node than the stream's (the checks ran
+  // on the stream's sender, Raft acts on the message's).
+  const grpc::Status mixed = send_image(
+      LogIndex(7), image, "",
+      [](v1::internal::SnapshotChunk& c) { c.mutable_message()->set_from(9); });
+  EXPECT_EQ(mixed.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << mixed.error_message();
   // A disk without room to install it (about three times the image): the
   // stream is refused at its first chunk, before a byte is written. Taken,
   // it failed in the apply stage after installing it had dropped the log.
@@ -421,9 +575,18 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   EXPECT_EQ(no_room.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
       << no_room.error_message();
   EXPECT_EQ(asked, kSnapshotInstallSpaceFactor * image.size());
+  // An announced size near 2^64: three times it wrapped to a small need,
+  // and the disk check passed.
+  const grpc::Status wrapped =
+      send_image(LogIndex(7), image, "", [](v1::internal::SnapshotChunk& c) {
+        c.set_total_bytes(std::numeric_limits<uint64_t>::max() / 2);
+      });
+  EXPECT_EQ(wrapped.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << wrapped.error_message();
+  EXPECT_EQ(asked, std::numeric_limits<uint64_t>::max());
   // No image was kept.
   EXPECT_TRUE(std::filesystem::is_empty(received.dir()));
-  server->Shutdown();
+  served.server->Shutdown();
 }
 
 }  // namespace

@@ -82,8 +82,7 @@ class HeldApplyTest : public ::testing::Test {
     ASSERT_TRUE(driver.ok()) << driver.status();
     driver_ = *std::move(driver);
     ASSERT_TRUE(driver_->WaitUntilLeaderCaughtUp(absl::Seconds(30)));
-    barrier_ = std::make_unique<ReadBarrier>(ReadBarrierOptions(),
-                                             driver_.get(), &timers_);
+    barrier_ = std::make_unique<ReadBarrier>(options_, driver_.get(), &timers_);
 
     sm_.Hold();
     const LogIndex applied = sm_.applied_index();
@@ -114,6 +113,7 @@ class HeldApplyTest : public ::testing::Test {
     return read;
   }
 
+  ReadBarrierOptions options_;
   HeldStateMachine sm_;
   NoPeersTransport transport_;
   std::unique_ptr<MemoryLogStore> log_;
@@ -148,7 +148,30 @@ TEST_F(HeldApplyTest, ALinearizableReadHeldPastItsDeadlineIsUnavailable) {
       << read->answer.status;
 }
 
-// The default level does not wait: it answers from the table, marked stale.
+// The default level waits for a leader it knows as LINEARIZABLE does, up
+// to its linearizable_timeout (5 s here): the driver's wait for the apply
+// ended at its read timeout (200 ms), and the read fell back at once,
+// answering stale what the leader confirmed in time (a follower whose
+// applies lag listed no audit entry for a call just acknowledged).
+class PatientDefaultTest : public HeldApplyTest {
+ protected:
+  PatientDefaultTest() { options_.linearizable_timeout = absl::Seconds(5); }
+};
+
+TEST_F(PatientDefaultTest, ADefaultReadOutwaitsTheDriversReadTimeout) {
+  std::shared_ptr<Read> read =
+      StartRead(sessiond::v1::CONSISTENCY_DEFAULT, absl::Seconds(30));
+  EXPECT_FALSE(read->done.WaitForNotificationWithTimeout(absl::Seconds(1)))
+      << "answered while held, stale: " << read->answer.stale;
+  sm_.Release();
+  ASSERT_TRUE(read->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(read->answer.status.ok()) << read->answer.status;
+  EXPECT_FALSE(read->answer.stale);
+  EXPECT_FALSE(read->answer.fell_back);
+}
+
+// Past its linearizable_timeout (300 ms by default) it answers from the
+// table, marked stale.
 TEST_F(HeldApplyTest, ADefaultReadFallsBackToTheTableMarkedStale) {
   std::shared_ptr<Read> read =
       StartRead(sessiond::v1::CONSISTENCY_DEFAULT, absl::Seconds(30));

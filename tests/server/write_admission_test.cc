@@ -128,6 +128,20 @@ TEST(WriteAdmissionTest, WritesRefusedAtOnceDoNotHideAStandingQueue) {
   EXPECT_EQ(state.limit, 50);
 }
 
+// A create given up before it reached the log (its token could not be
+// made): its place is free again at once.
+TEST(WriteAdmissionTest, AWithdrawnCreateGivesBackItsPlace) {
+  WriteAdmissionOptions options = Options();
+  options.max_limit = 4;
+  WriteAdmission admission(options);
+  const absl::Duration now = Milliseconds(1);
+  ASSERT_EQ(AdmitMany(admission, 5, now), 4);
+  admission.Withdraw();
+  EXPECT_EQ(admission.state().in_flight, 3);
+  EXPECT_TRUE(admission.Admit(now).ok());
+  EXPECT_FALSE(admission.Admit(now).ok());
+}
+
 TEST(WriteAdmissionTest, OtherWritesAreNeverRefusedButCount) {
   WriteAdmission admission(Options());
   absl::Duration now = Milliseconds(1);

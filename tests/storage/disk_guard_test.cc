@@ -4,6 +4,7 @@
 // file system that really fills, is in tests/integration/full_disk_test.cc).
 #include "storage/disk_guard.h"
 
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -29,6 +30,11 @@ TEST(DiskGuardTest, RoomForSaysWhatDoesNotFitAndWhy) {
   EXPECT_EQ(none.code(), absl::StatusCode::kResourceExhausted) << none;
   EXPECT_TRUE(absl::StrContains(none.message(), "all of it needs")) << none;
   EXPECT_TRUE(absl::StrContains(none.message(), dir.path())) << none;
+  // A need near 2^64: need + the reserve wrapped to a small sum, and fit.
+  EXPECT_EQ((*guard)
+                ->RoomFor(std::numeric_limits<uint64_t>::max() - 10, "a lot")
+                .code(),
+            absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace

@@ -406,6 +406,15 @@ TEST(BackupRestoreTest, ABackupKeepsItsFolderAndOneBeingWrittenIsRefused) {
       << Describe(refused);
   EXPECT_TRUE(std::filesystem::exists(busy + "/.sessiond-backup.lock"));
   EXPECT_FALSE(std::filesystem::exists(busy + "/CURRENT"));
+  // A backup that never finished (its lock, no manifest) is not restored,
+  // and says so: it was called "not a sessiond backup".
+  const Result unfinished =
+      RunCtl(scratch.path(), absl::StrCat("restore-from ", busy, " --data-dir ",
+                                          scratch.path(), "/from-busy"));
+  EXPECT_EQ(unfinished.exit_code, 2) << Describe(unfinished);
+  EXPECT_TRUE(absl::StrContains(unfinished.err, "never finished"))
+      << Describe(unfinished);
+  EXPECT_FALSE(std::filesystem::exists(scratch.path() + "/from-busy"));
 }
 
 }  // namespace
