@@ -640,9 +640,16 @@ absl::Status CheckConsistent(const Config& config) {
   if (absl::Status s = CheckLimitsConsistent(ServedLimits(config)); !s.ok()) {
     return s;
   }
-  if (config.heartbeat_ticks >= config.election_ticks) {
-    return absl::InvalidArgumentError(
-        "--heartbeat_ticks must be below --election_ticks");
+  if (2 * config.heartbeat_ticks > config.election_ticks) {
+    // A leader steps down when a quorum was silent for an election
+    // timeout (CheckQuorum): with a heartbeat near the end of it, an idle
+    // leader stepped down whenever a round trip took more than a tick, and
+    // the read lease lapsed between heartbeats.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--election_ticks (", config.election_ticks,
+        ") must be at least twice --heartbeat_ticks (", config.heartbeat_ticks,
+        "): a leader must hear from a quorum well within an election "
+        "timeout (etcd asks for 5 times; the defaults are 27 and 5)"));
   }
   absl::StatusOr<std::map<uint64_t, std::string>> members =
       ParseInitialCluster(config.initial_cluster);

@@ -167,6 +167,12 @@ struct Config {
   // Disaster recovery: 1 makes this node the only member of its cluster
   // (server/bootstrap.h, ForceNewCluster). Once, on the one survivor.
   int64_t force_new_cluster = 0;
+  // Not a flag: this start is the process restarting itself in place
+  // (server/main.cc, RestartInPlace). Its first start applied
+  // force_new_cluster already, so this one applies it not (re-applied, it
+  // was refused once members were added back meanwhile, and the node
+  // exited) and keeps the data dir's record of it.
+  bool restarting_in_place = false;
   // stderr log lines (common/log.h): "text" or "json"; least level.
   std::string log_format = "text";
   std::string log_level = "info";

@@ -42,6 +42,7 @@
 #include "server/jwks_document.h"
 #include "server/jwks_http.h"
 #include "server/jwt_issuer.h"
+#include "server/limits.h"
 #include "server/listener_security.h"
 #include "server/log_compactor.h"
 #include "server/logout_detector.h"
@@ -162,7 +163,9 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
 
 absl::StatusOr<std::optional<std::string>> Daemon::StartBlockingMark(
     const char* key) const {
-  if (config_.force_new_cluster != 0) return std::optional<std::string>();
+  if (config_.force_new_cluster != 0 && !config_.restarting_in_place) {
+    return std::optional<std::string>();
+  }
   return db_->Get(db_->default_cf(), key);
 }
 
@@ -395,7 +398,7 @@ absl::Status Daemon::StartPeerListener() {
   grpc::ServerBuilder builder;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   AllowPeerKeepalive(&builder);
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(kMaxPeerMessageBytes));
   int port = 0;
   builder.AddListeningPort(listen, security_->peer_listener(), &port);
   if (rpc_metrics_ != nullptr) rpc_metrics_->Instrument(&builder);
@@ -627,7 +630,9 @@ absl::Status Daemon::Init() {
         const std::optional<std::string> forced_before,
         db_->Get(db_->default_cf(), storage::kForcedNewClusterKey));
     rocksdb::WriteBatch marks;
-    if (config_.force_new_cluster != 0) {
+    if (config_.restarting_in_place) {
+      // As the process's first start left it: forced already, or not.
+    } else if (config_.force_new_cluster != 0) {
       if (absl::Status s = ForceNewCluster(
               log_.get(), self, /*left_on=*/forced_before.has_value(),
               state_machine_->applied_time_ms());

@@ -333,18 +333,29 @@ int64_t MinIdleTimeoutMs(int64_t min_ttl_ms, int64_t touch_flush_interval_ms) {
                   kIdleTimeoutFlushMultiple * touch_flush_interval_ms);
 }
 
-int64_t MaxRequestMessageBytes(const Limits& limits, size_t max_batch_create,
-                               size_t max_batch_validate) {
-  // Protobuf framing: a tag and a length (at most 5 bytes) around every
-  // attribute entry, its key and its value; kFixedFieldBytes covers the
-  // other fields of one CreateSessionRequest (user_id's and the client
-  // metadata's framing, ttl_ms, idle_timeout_ms) and of the repeated field
-  // holding it.
+namespace {
+
+// One CreateSessionRequest at the record limits, in bytes. Protobuf
+// framing: a tag and a length (at most 5 bytes) around every attribute
+// entry, its key and its value; kFixedFieldBytes covers the other fields
+// (user_id's and the client metadata's framing, ttl_ms, idle_timeout_ms)
+// and the repeated field holding it.
+int64_t CreateRequestBytes(const Limits& limits) {
   constexpr int64_t kEntryFramingBytes = 3 * 6;
   constexpr int64_t kFixedFieldBytes = 128;
-  const int64_t create = limits.max_record_bytes +
-                         limits.max_attributes * kEntryFramingBytes +
-                         kFixedFieldBytes;
+  return limits.max_record_bytes + limits.max_attributes * kEntryFramingBytes +
+         kFixedFieldBytes;
+}
+
+// What a create's command adds to its request: the token hash, the session
+// id, the request key and digest, timestamps.
+constexpr int64_t kCommandBytesPerCreate = 256;
+
+}  // namespace
+
+int64_t MaxRequestMessageBytes(const Limits& limits, size_t max_batch_create,
+                               size_t max_batch_validate) {
+  const int64_t create = CreateRequestBytes(limits);
   // A ValidateSessionRequest holds a 43-byte token, touch, request_id and
   // consistency; 128 bytes leaves room for framing and a longer (garbage)
   // token.
@@ -356,6 +367,27 @@ int64_t MaxRequestMessageBytes(const Limits& limits, size_t max_batch_create,
 }
 
 absl::Status CheckLimitsConsistent(const Limits& limits) {
+  // A CreateSessions batch is one log entry, sent whole to a follower in
+  // one peer message however large: one that does not fit never reaches a
+  // follower, never commits, and the cluster's writes stall behind it. An
+  // eighth of the message is left for framing.
+  const int64_t batch = static_cast<int64_t>(kMaxBatchCreate) *
+                        (CreateRequestBytes(limits) + kCommandBytesPerCreate);
+  if (batch > kMaxPeerMessageBytes / 8 * 7) {
+    const int64_t most =
+        kMaxPeerMessageBytes / 8 * 7 / static_cast<int64_t>(kMaxBatchCreate) -
+        (CreateRequestBytes(limits) - limits.max_record_bytes) -
+        kCommandBytesPerCreate;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_record_bytes ", limits.max_record_bytes,
+        " (with --max_attributes ", limits.max_attributes,
+        "): a CreateSessions of ", kMaxBatchCreate,
+        " such sessions is one Raft log entry of about ", batch >> 20,
+        " MiB, and a message between nodes holds at most ",
+        kMaxPeerMessageBytes >> 20,
+        " MiB: it could never replicate. Set --max_record_bytes to at most ",
+        std::max<int64_t>(1, most)));
+  }
   if (limits.min_ttl_ms > limits.max_ttl_ms) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--min_ttl_ms (", limits.min_ttl_ms, ") must not exceed --max_ttl_ms (",

@@ -105,6 +105,12 @@ int64_t RecordBytes(
     const google::protobuf::Map<std::string, std::string>& attributes,
     const sessiond::v1::ClientMetadata& client);
 
+// The most sessions in one CreateSessions call (SessionServiceOptions).
+inline constexpr size_t kMaxBatchCreate = 1000;
+// The largest message between peers (a Raft append, a forwarded write): a
+// replicated command must fit in one, with room for its framing.
+inline constexpr int64_t kMaxPeerMessageBytes = int64_t{64} << 20;
+
 // The largest request message a client may need to send, in bytes: the
 // bigger of a CreateSessions of `max_batch_create` sessions at the record
 // limits and a BatchValidateSessions of `max_batch_validate` tokens, with

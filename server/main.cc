@@ -140,6 +140,7 @@ bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
   logging::Info("restart.begin",
                 logging::Fields().Add("msg", "restarting this node in place"));
   sessiond::server::Config bound = config;
+  bound.restarting_in_place = true;
   bound.listen = (*daemon)->address();
   if (!(*daemon)->peer_address().empty()) {
     bound.peer_listen = (*daemon)->peer_address();

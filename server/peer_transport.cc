@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/steady_clock.h"
 #include "common/steady_cond_var.h"
+#include "server/limits.h"
 #include "server/raft_wire.h"
 
 namespace sessiond::server {
@@ -47,8 +48,8 @@ std::shared_ptr<grpc::Channel> NewPeerChannel(
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
+  args.SetMaxReceiveMessageSize(static_cast<int>(kMaxPeerMessageBytes));
+  args.SetMaxSendMessageSize(static_cast<int>(kMaxPeerMessageBytes));
   // One channel per peer, not shared with other code's channels.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return grpc::CreateCustomChannel(

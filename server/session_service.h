@@ -56,7 +56,7 @@ struct SessionServiceOptions {
   // answers and a 64 KiB receive window; docs/RELIABILITY.md).
   size_t max_validate_streams = 1000;
   // Most sessions in one CreateSessions call.
-  size_t max_batch_create = 1000;
+  size_t max_batch_create = kMaxBatchCreate;
   // How long a call without a client deadline may wait (writes,
   // linearizable reads).
   absl::Duration request_timeout = absl::Seconds(10);

@@ -4,6 +4,7 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -201,6 +202,9 @@ void ClusterHarness::Kill(int id) { node(id).process->Kill(); }
 int ClusterHarness::Terminate(int id) { return node(id).process->Terminate(); }
 void ClusterHarness::Pause(int id) { node(id).process->Pause(); }
 void ClusterHarness::Resume(int id) { node(id).process->Resume(); }
+void ClusterHarness::Signal(int id, int signal) {
+  if (running(id)) kill(node(id).process->pid(), signal);
+}
 bool ClusterHarness::running(int id) const {
   return node(id).process->running();
 }

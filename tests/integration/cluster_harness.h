@@ -72,6 +72,8 @@ class ClusterHarness {
   int Terminate(int id);
   void Pause(int id);
   void Resume(int id);
+  // Sends `signal` to a running node (SIGUSR2: restart in place).
+  void Signal(int id, int signal);
   bool running(int id) const;
   void WipeDataDir(int id);
   // Every later start of `id` adds these flags (replacing earlier ones).

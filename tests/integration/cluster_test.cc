@@ -7,6 +7,7 @@
 // once.
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -1611,6 +1612,19 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
       EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
     }
   }
+  // A restart in place (SIGUSR2, as after a full disk) of the node still
+  // running with the flag: its first start forced the cluster, so this one
+  // does not, and it serves on. Re-applied, the flag was refused (members
+  // were added since) and the node exited.
+  cluster.Signal(survivor, SIGUSR2);
+  bool restarted = false;
+  for (int i = 0; i < 300 && !restarted && cluster.running(survivor); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    restarted = LogContains(cluster, survivor, "restart.done");
+  }
+  ASSERT_TRUE(restarted) << cluster.LogTail(survivor);
+  ASSERT_TRUE(cluster.running(survivor)) << cluster.LogTail(survivor);
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
   // The flag left on (pasted into a unit file): a restart removed the
   // members added back and led alone, while they, a majority, went on as a
   // second cluster with the same id. It is refused, changing nothing.

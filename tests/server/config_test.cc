@@ -146,6 +146,12 @@ TEST(ConfigTest, UnknownFlagAndBadValuesAreInvalidArgument) {
            {"--listen", "host:99999"},
            {"--min_ttl_ms", "5000", "--max_ttl_ms", "1000"},
            {"--default_ttl_ms", "10"},  // below --min_ttl_ms
+           // A heartbeat near the end of an election timeout: an idle
+           // leader stepped down whenever a round trip took over a tick.
+           {"--heartbeat_ticks", "26", "--election_ticks", "27"},
+           // A CreateSessions of 1000 such records is one log entry of
+           // over 64 MiB: it never reaches a follower.
+           {"--max_record_bytes", "131072"},
            {"positional"}}) {
     auto parsed = Parse(args);
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
@@ -153,6 +159,13 @@ TEST(ConfigTest, UnknownFlagAndBadValuesAreInvalidArgument) {
   }
   auto parsed = Parse({"--shards", "abc"});
   EXPECT_NE(parsed.status().message().find("shards"), absl::string_view::npos);
+  auto too_big = Parse({"--max_record_bytes", "131072"});
+  EXPECT_NE(too_big.status().message().find(
+                "could never replicate. Set --max_record_bytes to at most"),
+            absl::string_view::npos)
+      << too_big.status();
+  // The defaults and the harness's timing (10 and 5) pass.
+  EXPECT_TRUE(Parse({"--election_ticks", "10"}).ok());
 }
 
 // Sets an environment variable for the life of the object (restoring what
