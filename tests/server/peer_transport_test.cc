@@ -74,26 +74,6 @@ class CountingPeer final : public RaftPeer::Service {
   int received_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// CountingPeer served on a free loopback port.
-class PeerServer {
- public:
-  PeerServer() {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port_);
-    builder.RegisterService(&peer_);
-    server_ = builder.BuildAndStart();
-  }
-  ~PeerServer() { server_->Shutdown(); }
-  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
-  const CountingPeer& peer() const { return peer_; }
-
- private:
-  CountingPeer peer_;
-  int port_ = 0;
-  std::unique_ptr<grpc::Server> server_;
-};
-
 // `service` served on a free loopback port with the daemon's peer
 // listener's keepalive settings (the transport pings every 2 s; a server
 // with gRPC's defaults ends such a connection, and every stream on it).
@@ -115,6 +95,19 @@ LoopbackServer Serve(grpc::Service* service) {
   served.server = builder.BuildAndStart();
   return served;
 }
+
+// CountingPeer served on a free loopback port.
+class PeerServer {
+ public:
+  PeerServer() : served_(Serve(&peer_)) {}
+  ~PeerServer() { served_.server->Shutdown(); }
+  std::string address() const { return served_.address(); }
+  const CountingPeer& peer() const { return peer_; }
+
+ private:
+  CountingPeer peer_;
+  LoopbackServer served_;
+};
 
 // A loopback port bound but not listening: connections to it are refused,
 // and no other process can take it while this lives.
