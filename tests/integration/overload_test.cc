@@ -46,32 +46,39 @@ grpc::Status Create(ClusterHarness& cluster, int id, const std::string& user,
 }
 
 // Calls sent without waiting for their answers (gRPC's callback API): the
-// answers are collected by code.
+// answers are collected by code. gRPC destroys a call's callback (and with
+// it the call's context) on its own thread after the callback returned, so
+// each call's state holds the stub (and so the channel) and is counted
+// until released: the destructor waits for every release, never leaving
+// gRPC a context whose channel is gone.
 class Outstanding {
  public:
   explicit Outstanding(std::unique_ptr<sessiond::v1::SessionService::Stub> stub)
       : stub_(std::move(stub)) {}
-  ~Outstanding() { WaitForAll(absl::Seconds(60)); }
+  ~Outstanding() {
+    WaitForAll(absl::Seconds(60));
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](int* unreleased) { return *unreleased == 0; }, &unreleased_),
+        absl::Seconds(60));
+  }
 
   void Create(const std::string& user, absl::Duration deadline) {
-    auto call = std::make_shared<Call<CreateSessionResponse>>();
-    auto request = std::make_shared<CreateSessionRequest>(CreateFor(user));
-    SetDeadline(&call->context, deadline);
-    Started();
+    auto call = Start<CreateSessionRequest, CreateSessionResponse>(deadline);
+    call->request = CreateFor(user);
     stub_->async()->CreateSession(
-        &call->context, request.get(), &call->response,
-        [this, call, request](grpc::Status s) { Finished("create", s); });
+        &call->context, &call->request, &call->response,
+        [this, call](grpc::Status s) { Finished("create", s); });
   }
 
   void Revoke(const std::string& token, absl::Duration deadline) {
-    auto call = std::make_shared<Call<sessiond::v1::RevokeSessionResponse>>();
-    SetDeadline(&call->context, deadline);
-    auto request = std::make_shared<sessiond::v1::RevokeSessionRequest>();
-    request->set_token(token);
-    Started();
+    auto call = Start<sessiond::v1::RevokeSessionRequest,
+                      sessiond::v1::RevokeSessionResponse>(deadline);
+    call->request.set_token(token);
     stub_->async()->RevokeSession(
-        &call->context, request.get(), &call->response,
-        [this, call, request](grpc::Status s) { Finished("revoke", s); });
+        &call->context, &call->request, &call->response,
+        [this, call](grpc::Status s) { Finished("revoke", s); });
   }
 
   // Answers by kind ("create", "create shed": refused at admission,
@@ -89,15 +96,32 @@ class Outstanding {
   }
 
  private:
-  template <typename Response>
+  template <typename Request, typename Response>
   struct Call {
+    std::shared_ptr<sessiond::v1::SessionService::Stub> stub;
     grpc::ClientContext context;
+    Request request;
     Response response;
   };
-  void Started() {
-    absl::MutexLock lock(&mu_);
-    ++pending_;
+
+  template <typename Request, typename Response>
+  std::shared_ptr<Call<Request, Response>> Start(absl::Duration deadline) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++pending_;
+      ++unreleased_;
+    }
+    std::shared_ptr<Call<Request, Response>> call(
+        new Call<Request, Response>, [this](Call<Request, Response>* done) {
+          delete done;
+          absl::MutexLock lock(&mu_);
+          --unreleased_;
+        });
+    call->stub = stub_;
+    SetDeadline(&call->context, deadline);
+    return call;
   }
+
   void Finished(const std::string& kind, const grpc::Status& s) {
     // A create refused at admission changed nothing: counted apart, so
     // that "create" holds only what was admitted.
@@ -110,9 +134,10 @@ class Outstanding {
     --pending_;
   }
 
-  std::unique_ptr<sessiond::v1::SessionService::Stub> stub_;
+  std::shared_ptr<sessiond::v1::SessionService::Stub> stub_;
   absl::Mutex mu_;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  int unreleased_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::map<grpc::StatusCode, int>> codes_
       ABSL_GUARDED_BY(mu_);
 };
