@@ -112,19 +112,34 @@ absl::Status AskPeers(
   const absl::Time give_up = absl::Now() + options.peer_wait;
   absl::Time next_log = absl::Now() + absl::Seconds(5);
   for (;;) {
-    absl::StatusOr<bool> ok = done(hello());
+    const std::map<uint64_t, absl::StatusOr<HelloResponse>> answers = hello();
+    absl::StatusOr<bool> ok = done(answers);
     if (!ok.ok()) return ok.status();
     if (*ok) return absl::OkStatus();
+    // Who the wait is for, so the operator knows which member to start
+    // or which address to check.
+    std::vector<std::string> silent;
+    for (const auto& [peer, answer] : answers) {
+      if (!answer.ok()) {
+        silent.push_back(
+            absl::StrCat("node ", peer, " (", answer.status().message(), ")"));
+      }
+    }
+    const std::string unanswered =
+        silent.empty()
+            ? std::string("every peer answered")
+            : absl::StrCat("no answer from ", absl::StrJoin(silent, ", "));
     if (absl::Now() >= give_up) {
       return absl::UnavailableError(absl::StrCat(
-          "no peer answered within ", absl::FormatDuration(options.peer_wait),
-          " (", waiting_for,
-          "); check --initial_cluster and that the peers run"));
+          "gave up after ", absl::FormatDuration(options.peer_wait),
+          " waiting for ", waiting_for, "; ", unanswered,
+          ": check --initial_cluster and that the peers run"));
     }
     if (absl::Now() >= next_log) {
-      logging::Info("bootstrap.waiting",
-                    logging::Fields().Add(
-                        "msg", absl::StrCat("waiting for ", waiting_for)));
+      logging::Info(
+          "bootstrap.waiting",
+          logging::Fields().Add("msg", absl::StrCat("waiting for ", waiting_for,
+                                                    "; ", unanswered)));
       next_log = absl::Now() + absl::Seconds(5);
     }
     absl::SleepFor(options.retry_interval);
@@ -329,6 +344,19 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
             if (!answer->bootstrapped()) ++fresh;
             if (answer->cluster_id() == configured && answer->serving()) {
               serving_member = true;
+              // A running cluster that no longer lists this node (it was
+              // removed before it ever ran) would never send it a byte:
+              // bootstrapped from the flags, it would campaign alone.
+              if (!InMembership(*answer, node)) {
+                return absl::FailedPreconditionError(
+                    absl::StrCat("node ", node, " is not a member of cluster ",
+                                 Hex(configured), " any more (peer ", peer,
+                                 " serves it without this node): add it again "
+                                 "(AdminService.AddMember node_id=",
+                                 node,
+                                 " with its peer address), then start it with "
+                                 "--initial_cluster_state=existing"));
+              }
             }
             if (answer->cluster_id() != 0 &&
                 answer->cluster_id() != configured) {

@@ -544,7 +544,7 @@ SessionServiceImpl::BeginWrite(const grpc::ServerContextBase& context,
     }
   }
   if (absl::Status s = EnterWrite(); !s.ok()) {
-    if (write.admission != nullptr) write.admission->Withdraw();
+    if (write.admission != nullptr) write.admission->Withdraw(SteadyNow());
     return refuse(std::move(s));
   }
   return write;
@@ -558,7 +558,7 @@ void SessionServiceImpl::SettleWrite(const grpc::ServerContextBase& context,
     if (submitted) {
       write.admission->Finish(write.entered, SteadyNow(), answer);
     } else {
-      write.admission->Withdraw();
+      write.admission->Withdraw(SteadyNow());
     }
   }
   if (!submitted ||

@@ -28,7 +28,7 @@ void WriteAdmission::Roll(absl::Duration now) {
     if (finished_ > 0) {
       delay = min_delay_;
       stalled_ = absl::ZeroDuration();
-    } else if (busy_) {
+    } else if (busy_writes_ > 0) {
       // Writes waited and none finished: they have waited at least this
       // long, counted over every such interval in a row. One interval's
       // worth was under a target of an interval or more, so a stall (no
@@ -54,7 +54,7 @@ void WriteAdmission::Roll(absl::Duration now) {
     interval_start_ += options_.interval;
     min_delay_ = absl::InfiniteDuration();
     finished_ = 0;
-    busy_ = in_flight_ > 0;
+    busy_writes_ = in_flight_;
   }
 }
 
@@ -64,7 +64,7 @@ absl::Status WriteAdmission::Admit(absl::Duration now) {
   Roll(now);
   if (in_flight_ < limit_) {
     ++in_flight_;
-    busy_ = true;
+    ++busy_writes_;
     return absl::OkStatus();
   }
   ++refused_;
@@ -86,7 +86,7 @@ void WriteAdmission::Enter(absl::Duration now) {
   absl::MutexLock lock(&mu_);
   Roll(now);
   ++in_flight_;
-  busy_ = true;
+  ++busy_writes_;
 }
 
 void WriteAdmission::Finish(absl::Duration entered, absl::Duration now,
@@ -100,10 +100,12 @@ void WriteAdmission::Finish(absl::Duration entered, absl::Duration now,
   min_delay_ = std::min(min_delay_, now - entered);
 }
 
-void WriteAdmission::Withdraw() {
+void WriteAdmission::Withdraw(absl::Duration now) {
   if (!enabled()) return;
   absl::MutexLock lock(&mu_);
+  Roll(now);
   --in_flight_;
+  --busy_writes_;
 }
 
 WriteAdmissionState WriteAdmission::state() const {

@@ -84,9 +84,11 @@ class WriteAdmission {
   void Finish(absl::Duration entered, absl::Duration now,
               const absl::Status& answer) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // A write that entered was given up before it reached the log (its
-  // command could not be made): in flight no more, measuring nothing.
-  void Withdraw() ABSL_LOCKS_EXCLUDED(mu_);
+  // A write that entered was given up at `now` before it reached the log
+  // (its command could not be made): in flight no more, measuring nothing,
+  // and the interval it was in counts as if it never entered (it waited
+  // for nothing, so it is no sign of a stall).
+  void Withdraw(absl::Duration now) ABSL_LOCKS_EXCLUDED(mu_);
 
   WriteAdmissionState state() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -102,13 +104,14 @@ class WriteAdmission {
   absl::Duration queueing_delay_ ABSL_GUARDED_BY(mu_);
   uint64_t refused_ ABSL_GUARDED_BY(mu_) = 0;
   // The interval being measured: when it started, the smallest time a
-  // write finishing in it took, how many finished, and whether any write
-  // was in flight at some point during it.
+  // write finishing in it took, how many finished, and how many writes
+  // were in flight at some point during it (those in flight when it
+  // started and those that entered since, less the withdrawn ones).
   absl::Duration interval_start_ ABSL_GUARDED_BY(mu_);
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   absl::Duration min_delay_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
   int64_t finished_ ABSL_GUARDED_BY(mu_) = 0;
-  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t busy_writes_ ABSL_GUARDED_BY(mu_) = 0;
   // Intervals in a row with writes in flight and none finished, as time.
   absl::Duration stalled_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
 };

@@ -702,6 +702,10 @@ TEST(ClusterTest, WipedMajorityWaitsWhileTheSurvivorIsDown) {
                             "waiting for every other initial "
                             "member"))
         << cluster.LogTail(id);
+    // It names the member it waits for (node 1 is down; the other wiped
+    // one answers).
+    EXPECT_TRUE(LogContains(cluster, id, "no answer from node 1 ("))
+        << cluster.LogTail(id);
   }
   // Once node 1 runs, they learn they ran before and refuse.
   ASSERT_TRUE(cluster.StartNode(1).ok());

@@ -136,10 +136,31 @@ TEST(WriteAdmissionTest, AWithdrawnCreateGivesBackItsPlace) {
   WriteAdmission admission(options);
   const absl::Duration now = Milliseconds(1);
   ASSERT_EQ(AdmitMany(admission, 5, now), 4);
-  admission.Withdraw();
+  admission.Withdraw(now);
   EXPECT_EQ(admission.state().in_flight, 3);
   EXPECT_TRUE(admission.Admit(now).ok());
   EXPECT_FALSE(admission.Admit(now).ok());
+}
+
+// A create withdrawn as soon as it was admitted waited for nothing: the
+// interval it was in is no stall, and the limit stays where it was.
+TEST(WriteAdmissionTest, AWithdrawnCreateIsNoSignOfAStall) {
+  WriteAdmission admission(Options());
+  absl::Duration now = Milliseconds(1);
+  ASSERT_TRUE(admission.Admit(now).ok());
+  admission.Withdraw(now);
+  now += Milliseconds(350);
+  ASSERT_TRUE(admission.Admit(now).ok());
+  EXPECT_FALSE(admission.state().overloaded);
+  EXPECT_EQ(admission.state().limit, 1000);
+  // One withdrawn while another waits: the other one still makes the
+  // interval a stall.
+  admission.Enter(now);
+  ASSERT_TRUE(admission.Admit(now).ok());
+  admission.Withdraw(now);
+  now += Milliseconds(100);
+  EXPECT_TRUE(admission.Admit(now).ok());
+  EXPECT_TRUE(admission.state().overloaded);
 }
 
 TEST(WriteAdmissionTest, OtherWritesAreNeverRefusedButCount) {

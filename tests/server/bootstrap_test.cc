@@ -1,0 +1,120 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// DecideIdentity (server/bootstrap.h) on a new data dir, with the peers'
+// Hello answers made up: when a "new" member may bootstrap, and what it
+// says while it waits. tests/integration/cluster_test.cc runs the same
+// decisions with real members.
+#include "server/bootstrap.h"
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gtest/gtest.h"
+#include "server/config.h"
+#include "storage/database.h"
+#include "storage/raft_log_store.h"
+#include "tests/server/test_util.h"
+
+namespace sessiond::server {
+namespace {
+
+using sessiond::v1::internal::HelloResponse;
+using Answers = std::map<uint64_t, absl::StatusOr<HelloResponse>>;
+
+// Node 3 of a new three-member cluster, on an empty data dir.
+class NewMemberTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.node_id = 3;
+    config_.data_dir = dir_.Child("data");
+    config_.initial_cluster = "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3";
+    config_.initial_cluster_state = "new";
+    absl::StatusOr<std::unique_ptr<storage::Database>> db =
+        storage::Database::Open(config_.data_dir, storage::DatabaseOptions());
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = *std::move(db);
+    absl::StatusOr<std::unique_ptr<storage::RaftLogStore>> log =
+        storage::RaftLogStore::Open(db_.get());
+    ASSERT_TRUE(log.ok()) << log.status();
+    log_ = *std::move(log);
+    absl::StatusOr<uint64_t> id = ConfiguredClusterId(config_);
+    ASSERT_TRUE(id.ok()) << id.status();
+    cluster_id_ = *id;
+  }
+
+  // A member that serves this cluster with `voters`.
+  HelloResponse Serving(uint64_t node, std::vector<uint64_t> voters) const {
+    HelloResponse hello;
+    hello.set_cluster_id(cluster_id_);
+    hello.set_node_id(node);
+    hello.set_bootstrapped(true);
+    hello.set_serving(true);
+    for (uint64_t v : voters) hello.add_voters(v);
+    return hello;
+  }
+
+  absl::StatusOr<BootstrapDecision> Decide(Answers answers) {
+    BootstrapOptions options;
+    options.peer_wait = absl::Milliseconds(50);
+    options.retry_interval = absl::Milliseconds(10);
+    return DecideIdentity(
+        config_, db_.get(), *log_, [answers] { return answers; }, options);
+  }
+
+  server::testing::ScopedTempDir dir_;
+  Config config_;
+  std::unique_ptr<storage::Database> db_;
+  std::unique_ptr<storage::RaftLogStore> log_;
+  uint64_t cluster_id_ = 0;
+};
+
+TEST_F(NewMemberTest, BootstrapsWhenARunningMemberListsIt) {
+  absl::StatusOr<BootstrapDecision> decision = Decide(
+      {{1, Serving(1, {1, 2, 3})}, {2, absl::UnavailableError("refused")}});
+  ASSERT_TRUE(decision.ok()) << decision.status();
+  ASSERT_TRUE(decision->bootstrap_conf.has_value());
+  EXPECT_EQ(decision->bootstrap_conf->voters.size(), 3u);
+  EXPECT_EQ(decision->cluster_id, cluster_id_);
+}
+
+TEST_F(NewMemberTest, RefusesWhenTheRunningClusterRemovedIt) {
+  // Nodes 1 and 2 went on without node 3 and removed it before it ever
+  // ran: bootstrapped from its flags it would campaign alone, and answer
+  // reads from an empty table.
+  absl::StatusOr<BootstrapDecision> decision =
+      Decide({{1, Serving(1, {1, 2})}, {2, Serving(2, {1, 2})}});
+  ASSERT_EQ(decision.status().code(), absl::StatusCode::kFailedPrecondition)
+      << decision.status();
+  EXPECT_NE(decision.status().message().find("is not a member of cluster"),
+            std::string::npos)
+      << decision.status();
+  EXPECT_NE(decision.status().message().find("AddMember node_id=3"),
+            std::string::npos)
+      << decision.status();
+  // Nothing was written: started again with the right flags, it decides
+  // afresh.
+  absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> identity =
+      ReadIdentity(db_.get());
+  ASSERT_TRUE(identity.ok()) << identity.status();
+  EXPECT_FALSE(identity->has_value());
+}
+
+TEST_F(NewMemberTest, TheWaitNamesTheMembersThatDidNotAnswer) {
+  HelloResponse fresh;
+  fresh.set_node_id(1);
+  absl::StatusOr<BootstrapDecision> decision =
+      Decide({{1, fresh}, {2, absl::UnavailableError("connection refused")}});
+  ASSERT_EQ(decision.status().code(), absl::StatusCode::kUnavailable)
+      << decision.status();
+  EXPECT_NE(decision.status().message().find(
+                "no answer from node 2 (connection refused)"),
+            std::string::npos)
+      << decision.status();
+  EXPECT_EQ(decision.status().message().find("node 1 ("), std::string::npos)
+      << decision.status();
+}
+
+}  // namespace
+}  // namespace sessiond::server
