@@ -961,9 +961,17 @@ absl::StatusOr<v1::ValidateSessionResponse> ValidateStream::Validate(
   v1::ValidateSessionResponse response;
   if (!stream_->Read(&response)) return FinishBroken();
   if (response.request_id() != numbered.request_id()) {
-    return absl::InternalError(absl::StrCat(
-        "validate stream answered request ", response.request_id(),
-        " while request ", numbered.request_id(), " was outstanding"));
+    // Out of step: every later answer would be matched with the wrong
+    // request (another token's outcome). The stream ends here, and every
+    // later call returns this.
+    context_->TryCancel();
+    (void)stream_->Finish();
+    finished_ = true;
+    final_status_ = absl::InternalError(
+        absl::StrCat("validate stream answered request ", response.request_id(),
+                     " while request ", numbered.request_id(),
+                     " was outstanding; the stream is closed, open another"));
+    return final_status_;
   }
   return response;
 }

@@ -409,6 +409,8 @@ class ValidateStream {
 
   // Same contract as SessionClient::ValidateSession: outcomes in the
   // response, a broken stream as kUnavailable (or the server's status).
+  // An answer for another request_id ends the stream: kInternal, from this
+  // call, every later one and Close; open another stream.
   absl::StatusOr<v1::ValidateSessionResponse> Validate(
       const v1::ValidateSessionRequest& request);
 

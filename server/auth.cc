@@ -14,6 +14,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -30,6 +31,7 @@ namespace {
 constexpr Role kAllRoles[] = {Role::kApp, Role::kAdmin, Role::kPeer,
                               Role::kReader};
 constexpr char kTokenKey[] = "token_sha256";
+constexpr char kNodeIdKey[] = "node_id";
 constexpr size_t kMaxIdentityBytes = 255;
 
 bool ValidIdentity(absl::string_view id) {
@@ -112,6 +114,13 @@ absl::StatusOr<AuthConfig> ParseAuthConfig(absl::string_view text,
     AuthConfig::Token token;
   };
   std::vector<PendingToken> pending;
+  // Node id lines, checked the same way (their identity needs role peer).
+  struct PendingNode {
+    int line;
+    std::string identity;
+    uint64_t node;
+  };
+  std::vector<PendingNode> pending_nodes;
   absl::flat_hash_map<std::string, int> identity_line;
   int line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
@@ -161,6 +170,28 @@ absl::StatusOr<AuthConfig> ParseAuthConfig(absl::string_view text,
       pending.push_back({line_no, {*digest, std::string(parts[1])}});
       continue;
     }
+    if (key == kNodeIdKey) {
+      std::vector<absl::string_view> parts =
+          absl::StrSplit(value, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+      uint64_t node = 0;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &node) ||
+          node == 0) {
+        return error(absl::StrCat("expected `", kNodeIdKey,
+                                  " = <node id, 1 or more> identity`"));
+      }
+      if (!ValidIdentity(parts[1])) {
+        return error(absl::StrCat("invalid identity \"", parts[1], "\""));
+      }
+      for (const PendingNode& p : pending_nodes) {
+        if (p.identity == parts[1]) {
+          return error(absl::StrCat("identity \"", parts[1],
+                                    "\" already has a node id on line ",
+                                    p.line));
+        }
+      }
+      pending_nodes.push_back({line_no, std::string(parts[1]), node});
+      continue;
+    }
     if (!ValidIdentity(key)) {
       return error(
           absl::StrCat("invalid identity \"", key,
@@ -191,6 +222,15 @@ absl::StatusOr<AuthConfig> ParseAuthConfig(absl::string_view text,
                        p.token.identity, "\", which has no roles line"));
     }
     config.tokens.push_back(std::move(p.token));
+  }
+  for (PendingNode& p : pending_nodes) {
+    auto it = config.roles.find(p.identity);
+    if (it == config.roles.end() || !it->second.Has(Role::kPeer)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ":", p.line, ": node id for identity \"",
+                       p.identity, "\", which has no peer role"));
+    }
+    config.node_ids.emplace(std::move(p.identity), p.node);
   }
   return config;
 }
@@ -379,6 +419,25 @@ absl::Status Authorizer::AuthorizeTouch(
       "; validate with touch=false"));
 }
 
+absl::Status Authorizer::AuthorizeNode(const PresentedCredentials& creds,
+                                       uint64_t from) const {
+  if (config_.node_ids.empty()) return absl::OkStatus();
+  SESSIOND_ASSIGN_OR_RETURN(Caller caller, Authenticate(creds));
+  auto it = config_.node_ids.find(caller.identity);
+  if (it == config_.node_ids.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "identity \"", caller.identity, "\" may not send Raft traffic as node ",
+        from, ": the role file ties no node id to it (add `node_id = ", from,
+        " ", caller.identity, "` if it is that node's)"));
+  }
+  if (it->second != from) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("identity \"", caller.identity, "\" is node ", it->second,
+                     " and may not send Raft traffic as node ", from));
+  }
+  return absl::OkStatus();
+}
+
 RoleSet Authorizer::RolesOf(const std::string& identity) const {
   auto it = config_.roles.find(identity);
   return it == config_.roles.end() ? RoleSet() : it->second;
@@ -446,6 +505,11 @@ absl::Status AuthProcessor::ReauthorizeIfReloaded(
 absl::Status AuthProcessor::AuthorizeTouch(
     const grpc::ServerContextBase& context) const {
   return authorizer()->AuthorizeTouch(PresentedBy(context));
+}
+
+absl::Status AuthProcessor::AuthorizeNode(
+    const grpc::ServerContextBase& context, uint64_t from) const {
+  return authorizer()->AuthorizeNode(PresentedBy(context), from);
 }
 
 std::vector<std::string> CertificateNames(const grpc::AuthContext& context) {

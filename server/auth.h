@@ -28,13 +28,24 @@
 //   node-1       = peer
 //   # token_sha256 = <64 hex digits: SHA-256 of the token> <identity>
 //   token_sha256 = 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 ops
+//   # node_id = <Raft node id> <identity with role peer>
+//   node_id = 1 node-1
 // clang-format on
 //
 // Identities are 1..255 characters, none of them whitespace, `=`, `,` or
-// `#`; `token_sha256` is reserved. Roles are app, admin, peer, reader. A
-// token line names an identity that has a roles line (anywhere in the
-// file). Only digests are configured, never tokens: `printf %s "$TOKEN" |
-// sha256sum` makes one. Errors name the file and the line.
+// `#`; `token_sha256` and `node_id` are reserved. Roles are app, admin,
+// peer, reader. A token line names an identity that has a roles line
+// (anywhere in the file). Only digests are configured, never tokens:
+// `printf %s "$TOKEN" | sha256sum` makes one. Errors name the file and the
+// line.
+//
+// `node_id` lines tie peers to their node ids. Without any, a caller with
+// role peer may send Raft traffic as any node id (as it always could).
+// With at least one, Raft traffic that names a sender (a message batch, a
+// snapshot stream, a forwarded write) is taken only from an identity tied
+// to that node id: one member's certificate can no longer vote, append or
+// install a snapshot as another member. An identity has at most one node
+// id; several identities may share one (a certificate being replaced).
 
 #include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/server_context.h>
@@ -108,6 +119,9 @@ struct AuthConfig {
     std::string identity;
   };
   std::vector<Token> tokens;
+  // identity -> the node id it sends Raft traffic as (`node_id` lines);
+  // empty: senders are not tied to identities.
+  absl::flat_hash_map<std::string, uint64_t> node_ids;
 };
 
 // Parses the role file format above. `origin` names the text in errors
@@ -200,6 +214,13 @@ class Authorizer {
   // the read-only `reader` role may not make (the message says so).
   absl::Status AuthorizeTouch(const PresentedCredentials& creds) const;
 
+  // For Raft traffic naming node `from` as its sender: OK when no
+  // `node_id` line is configured, or when one ties the caller's identity
+  // to `from`; otherwise PERMISSION_DENIED naming both (UNAUTHENTICATED
+  // as Authenticate).
+  absl::Status AuthorizeNode(const PresentedCredentials& creds,
+                             uint64_t from) const;
+
   const AuthConfig& config() const { return config_; }
   const MethodTable& methods() const { return methods_; }
 
@@ -273,6 +294,9 @@ class AuthProcessor final : public grpc::AuthMetadataProcessor {
                                      std::optional<uint64_t>* judged) const;
   // Authorizer::AuthorizeTouch with the policy in force now.
   absl::Status AuthorizeTouch(const grpc::ServerContextBase& context) const;
+  // Authorizer::AuthorizeNode with the policy in force now.
+  absl::Status AuthorizeNode(const grpc::ServerContextBase& context,
+                             uint64_t from) const;
 
   bool IsBlocking() const override { return false; }
   grpc::Status Process(const InputMetadata& auth_metadata,

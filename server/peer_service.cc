@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/raft_wire.h"
 #include "storage/durable_file.h"
@@ -117,6 +118,9 @@ class PeerService::MessageStream
     absl::Status check =
         JudgeAgain(*parts, *context_, "SendMessages", &judged_);
     if (check.ok()) {
+      check = JudgeSender(*parts, *context_, batch_.from(), &sender_);
+    }
+    if (check.ok()) {
       check = service_->AdmitSender(
           *parts, {batch_.cluster_id(), batch_.from(), batch_.from_address(),
                    LeaderTerm(batch_.messages())});
@@ -163,6 +167,7 @@ class PeerService::MessageStream
   MessageBatch batch_;
   uint64_t heard_from_ = 0;         // the sender already recorded (HeardFrom)
   std::optional<uint64_t> judged_;  // the role policy judged by (JudgeAgain)
+  std::optional<JudgedSender> sender_;  // JudgeSender's last finding
 };
 
 // One inbound snapshot: chunks into a file, then the message to the driver.
@@ -180,12 +185,28 @@ class PeerService::SnapshotStream
       Complete();
       return;
     }
-    absl::Status status = first_ ? Begin() : absl::OkStatus();
-    first_ = false;
+    absl::Status status = absl::OkStatus();
+    if (first_) {
+      absl::StatusOr<PeerServiceParts> parts = service_->Parts();
+      if (parts.ok()) {
+        parts_ = *std::move(parts);
+      } else {
+        status = parts.status();
+      }
+    }
+    // Judged before anything of the chunk is acted on, as a message
+    // stream's batch is: the first chunk's checks may learn an address or
+    // stop this node (AdmitSender), and a reload may have come between the
+    // stream's opening and its first chunk.
     if (status.ok()) {
       status = JudgeAgain(parts_, *context_, "SendSnapshot", &judged_);
+      if (status.ok() && first_) {
+        status = JudgeSender(parts_, *context_, chunk_.from(), &sender_);
+      }
       if (!status.ok()) service_->LogRefusal(status);
     }
+    if (status.ok() && first_) status = Begin();
+    first_ = false;
     if (status.ok()) status = receiver_->Append(chunk_.data());
     if (!status.ok()) {
       Finish(ToGrpcStatus(status));
@@ -198,10 +219,8 @@ class PeerService::SnapshotStream
   void OnDone() override { delete this; }
 
  private:
+  // The first chunk, once parts_ is set and the caller judged.
   absl::Status Begin() {
-    absl::StatusOr<PeerServiceParts> parts = service_->Parts();
-    if (!parts.ok()) return parts.status();
-    parts_ = *std::move(parts);
     absl::Status check = service_->AdmitSender(
         parts_, {chunk_.cluster_id(), chunk_.from(), chunk_.from_address(),
                  LeaderTerm(chunk_.message())});
@@ -297,9 +316,12 @@ class PeerService::SnapshotStream
           "announced")));
       return;
     }
-    if (absl::Status judged =
-            JudgeAgain(parts_, *context_, "SendSnapshot", &judged_);
-        !judged.ok()) {
+    absl::Status judged =
+        JudgeAgain(parts_, *context_, "SendSnapshot", &judged_);
+    if (judged.ok()) {
+      judged = JudgeSender(parts_, *context_, message_.from.value(), &sender_);
+    }
+    if (!judged.ok()) {
       std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
       service_->LogRefusal(judged);
       Finish(ToGrpcStatus(judged));
@@ -332,6 +354,7 @@ class PeerService::SnapshotStream
   SnapshotChunk chunk_;
   bool first_ = true;
   std::optional<uint64_t> judged_;  // the role policy judged by (JudgeAgain)
+  std::optional<JudgedSender> sender_;  // JudgeSender's last finding
   PeerServiceParts parts_;
   Message message_;
   std::string announced_sha256_;  // the first chunk's
@@ -477,6 +500,21 @@ absl::Status PeerService::JudgeAgain(const PeerServiceParts& parts,
       judged);
 }
 
+absl::Status PeerService::JudgeSender(const PeerServiceParts& parts,
+                                      const grpc::ServerContextBase& context,
+                                      uint64_t from,
+                                      std::optional<JudgedSender>* judged) {
+  if (parts.auth == nullptr) return absl::OkStatus();
+  const uint64_t generation = parts.auth->generation();
+  if (judged->has_value() && (*judged)->generation == generation &&
+      (*judged)->from == from) {
+    return absl::OkStatus();
+  }
+  SESSIOND_RETURN_IF_ERROR(parts.auth->AuthorizeNode(context, from));
+  *judged = JudgedSender{generation, from};
+  return absl::OkStatus();
+}
+
 absl::Status PeerService::RecordHeardFrom(uint64_t node) {
   auto heard = [&] {
     absl::MutexLock lock(&heard_mu_);
@@ -535,9 +573,13 @@ grpc::ServerUnaryReactor* PeerService::Propose(
     reactor->Finish(ToGrpcStatus(parts.status()));
     return reactor;
   }
-  if (absl::Status check =
-          AdmitSender(*parts, {request->cluster_id(), request->from(), "", 0});
-      !check.ok()) {
+  std::optional<JudgedSender> sender;
+  absl::Status check = JudgeSender(*parts, *context, request->from(), &sender);
+  if (check.ok()) {
+    check =
+        AdmitSender(*parts, {request->cluster_id(), request->from(), "", 0});
+  }
+  if (!check.ok()) {
     LogRefusal(check);
     reactor->Finish(ToGrpcStatus(check));
     return reactor;

@@ -152,6 +152,20 @@ class PeerService final
                                  const grpc::ServerContextBase& context,
                                  absl::string_view method,
                                  std::optional<uint64_t>* judged);
+  // The node id a stream's caller was last found allowed to send as, and
+  // the role policy (AuthProcessor::generation) that found it.
+  struct JudgedSender {
+    uint64_t generation = 0;
+    uint64_t from = 0;
+  };
+  // Raft traffic naming node `from` as its sender is taken only from the
+  // identity the role file ties to that node, when it ties any
+  // (AuthProcessor::AuthorizeNode: `node_id` lines); judged again only
+  // when `from` or the policy changed since `*judged`. OK without TLS.
+  static absl::Status JudgeSender(const PeerServiceParts& parts,
+                                  const grpc::ServerContextBase& context,
+                                  uint64_t from,
+                                  std::optional<JudgedSender>* judged);
   void LogRefusal(const absl::Status& why);
 
   const NodeId self_;

@@ -246,6 +246,9 @@ def make_tls(cdir, count):
         out.write("# tools/dev.sh cluster up --tls (server/auth.h's format)\n")
         for i in range(1, count + 1):
             out.write("node-%d = peer\n" % i)
+        # Each node's certificate sends Raft traffic as that node only.
+        for i in range(1, count + 1):
+            out.write("node_id = %d node-%d\n" % (i, i))
         for identity, roles in TLS_IDENTITIES.items():
             out.write("%s = %s\n" % (identity, roles))
     return tls

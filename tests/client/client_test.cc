@@ -830,6 +830,39 @@ class FakeSessionService final : public v1::SessionService::Service {
       }
     });
   }
+  // Answers each request in order with its request_id (VALID for the
+  // token "good", else UNKNOWN); with SetStrayStreamAnswer, the first answer
+  // of each stream is preceded by one for a request never sent.
+  grpc::Status StreamValidateSessions(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<v1::ValidateSessionResponse,
+                               v1::ValidateSessionRequest>* stream) override {
+    bool stray;
+    {
+      absl::MutexLock lock(&mu_);
+      stray = stray_stream_answer_;
+    }
+    v1::ValidateSessionRequest request;
+    while (stream->Read(&request)) {
+      if (stray) {
+        v1::ValidateSessionResponse wrong;
+        wrong.set_request_id(request.request_id() + 100);
+        stream->Write(wrong);
+        stray = false;
+      }
+      v1::ValidateSessionResponse response;
+      response.set_request_id(request.request_id());
+      response.set_outcome(request.token() == "good"
+                               ? v1::ValidateSessionResponse::VALID
+                               : v1::ValidateSessionResponse::UNKNOWN);
+      stream->Write(response);
+    }
+    return grpc::Status::OK;
+  }
+  void SetStrayStreamAnswer(bool stray) {
+    absl::MutexLock lock(&mu_);
+    stray_stream_answer_ = stray;
+  }
   grpc::Status BatchValidateSessions(
       grpc::ServerContext* context, const v1::BatchValidateSessionsRequest*,
       v1::BatchValidateSessionsResponse*) override {
@@ -915,6 +948,7 @@ class FakeSessionService final : public v1::SessionService::Service {
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> request_ids_ ABSL_GUARDED_BY(mu_);
   size_t reply_padding_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stray_stream_answer_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A FakeSessionService served on 127.0.0.1 with a free port.
@@ -1376,6 +1410,36 @@ TEST(ClientFakeServerTest, ABatchAnswerOfAnotherCountIsAnError) {
   const absl::Status answer = client->BatchValidateSessions(batch).status();
   EXPECT_EQ(answer.code(), absl::StatusCode::kInternal) << answer;
   EXPECT_THAT(std::string(answer.message()), HasSubstr("answered 0 of 2"));
+}
+
+// A stream whose answer is for another request is out of step: it ends,
+// and no later call on it gets an answer meant for another token.
+TEST(ClientFakeServerTest, AnOutOfStepStreamAnswerEndsTheStream) {
+  FakeServer server;
+  server.service().SetStrayStreamAnswer(true);
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+  std::unique_ptr<ValidateStream> stream = client->OpenValidateStream();
+  v1::ValidateSessionRequest good;
+  good.set_token("good");
+  good.set_request_id(7);
+  const absl::Status out_of_step = stream->Validate(good).status();
+  EXPECT_EQ(out_of_step.code(), absl::StatusCode::kInternal) << out_of_step;
+  EXPECT_THAT(std::string(out_of_step.message()), HasSubstr("open another"));
+  // The same caller-chosen id for another token: the answer still owed for
+  // "good" (VALID) must not be taken for this one.
+  v1::ValidateSessionRequest other = good;
+  other.set_token("revoked");
+  absl::StatusOr<v1::ValidateSessionResponse> answer = stream->Validate(other);
+  EXPECT_EQ(answer.status().code(), absl::StatusCode::kInternal)
+      << (answer.ok() ? answer->ShortDebugString() : "");
+  EXPECT_EQ(stream->Close().code(), absl::StatusCode::kInternal);
+  // Another stream is in step.
+  server.service().SetStrayStreamAnswer(false);
+  std::unique_ptr<ValidateStream> fresh = client->OpenValidateStream();
+  answer = fresh->Validate(good);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
+  EXPECT_TRUE(fresh->Close().ok());
 }
 
 // A server cancels calls that race its shutdown (a node draining for a

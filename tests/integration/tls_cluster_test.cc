@@ -43,6 +43,7 @@ class TlsClusterTest : public ::testing::Test {
               0);
     std::ofstream(certs_.path() + "/" + "roles.conf")
         << "node-1 = peer\nnode-2 = peer\nnode-3 = peer\n"
+        << "node_id = 1 node-1\nnode_id = 2 node-2\nnode_id = 3 node-3\n"
         << "operator = app, admin\napp = app\nreader = reader\n"
         << "robot = admin\n"
         << "token_sha256 = " << Sha256Hex(kToken) << " robot\n";

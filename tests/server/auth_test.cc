@@ -144,7 +144,7 @@ TEST(AuthTest, AddMethodCoversAMethodWithoutADescriptor) {
   }
   EXPECT_EQ(table->AddMethod(kHealth, RoleSet()).code(),
             absl::StatusCode::kInvalidArgument);
-  Authorizer auth(AuthConfig{{{"lb", RoleSet{Role::kReader}}}, {}},
+  Authorizer auth(AuthConfig{{{"lb", RoleSet{Role::kReader}}}, {}, {}},
                   *std::move(table));
   EXPECT_TRUE(auth.Authorize(kHealth, Cert({"lb"})).ok());
 }
@@ -337,6 +337,37 @@ TEST(AuthTest, ConfigParsesCommentsBlankLinesAndWhitespace) {
   EXPECT_TRUE(empty->roles.empty());
 }
 
+// node_id lines tie peer identities to the node ids they send Raft traffic
+// as; without any, a peer sends as any node id.
+TEST(AuthTest, NodeIdLinesTiePeersToTheirNodes) {
+  absl::StatusOr<MethodTable> methods = MethodTable::Sessiond();
+  ASSERT_TRUE(methods.ok()) << methods.status();
+  absl::StatusOr<AuthConfig> unbound =
+      ParseAuthConfig("node-1 = peer\n", "roles.conf");
+  ASSERT_TRUE(unbound.ok()) << unbound.status();
+  const Authorizer any(*std::move(unbound), *methods);
+  EXPECT_TRUE(any.AuthorizeNode(Cert({"node-1"}), 2).ok());
+
+  absl::StatusOr<AuthConfig> bound = ParseAuthConfig(
+      "node-1 = peer\nnode-2 = peer\nnode-1b = peer\nnode_id = 1 node-1\n"
+      "node_id = 1 node-1b\n",
+      "roles.conf");
+  ASSERT_TRUE(bound.ok()) << bound.status();
+  const Authorizer tied(*std::move(bound), *methods);
+  EXPECT_TRUE(tied.AuthorizeNode(Cert({"node-1"}), 1).ok());
+  EXPECT_TRUE(tied.AuthorizeNode(Cert({"node-1b"}), 1).ok());
+  const absl::Status other = tied.AuthorizeNode(Cert({"node-1"}), 2);
+  EXPECT_EQ(other.code(), absl::StatusCode::kPermissionDenied) << other;
+  EXPECT_THAT(other.message(), HasSubstr("is node 1 and may not send Raft "
+                                         "traffic as node 2"));
+  // A peer identity without a node_id line is refused once any is there.
+  const absl::Status untied = tied.AuthorizeNode(Cert({"node-2"}), 2);
+  EXPECT_EQ(untied.code(), absl::StatusCode::kPermissionDenied) << untied;
+  EXPECT_THAT(untied.message(), HasSubstr("node_id = 2 node-2"));
+  EXPECT_EQ(tied.AuthorizeNode(PresentedCredentials(), 1).code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
 TEST(AuthTest, ConfigErrorsNameTheFileAndLine) {
   const std::string digest = kTestDigest;
   const std::tuple<std::string, std::string> cases[] = {
@@ -362,6 +393,16 @@ TEST(AuthTest, ConfigErrorsNameTheFileAndLine) {
       {"a = app\nb = app\ntoken_sha256 = " + digest +
            " a\ntoken_sha256 = " + digest + " b\n",
        "roles.conf:4: the same token digest is already on line 3"},
+      {"n = peer\nnode_id = 0 n\n",
+       "roles.conf:2: expected `node_id = <node id, 1 or more> identity`"},
+      {"n = peer\nnode_id = x n\n", "roles.conf:2: expected `node_id"},
+      {"n = peer\nnode_id = 1\n", "roles.conf:2: expected `node_id"},
+      {"a = app\nnode_id = 1 a\n",
+       "roles.conf:2: node id for identity \"a\", which has no peer role"},
+      {"node_id = 1 ghost\n",
+       "roles.conf:1: node id for identity \"ghost\", which has no peer role"},
+      {"n = peer\nnode_id = 1 n\nnode_id = 2 n\n",
+       "roles.conf:3: identity \"n\" already has a node id on line 2"},
   };
   for (const auto& [text, want] : cases) {
     absl::StatusOr<AuthConfig> config = ParseAuthConfig(text, "roles.conf");

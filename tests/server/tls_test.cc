@@ -573,82 +573,238 @@ TEST_F(TlsTest, AReloadWhoseRoleFileFailsChangesNothing) {
   EXPECT_EQ((*daemon)->shutdown_grace_ms(), 1);
 }
 
+// A PeerService (node `self` of cluster 7) over mutual TLS with its own
+// AuthProcessor (the fixture's policy until SetRoles). Its parts reach no
+// driver: the fault switch drops the traffic of `dropped` once it is
+// admitted, and the heard-from file shows what was admitted.
+class PeerServiceOverTls {
+ public:
+  PeerServiceOverTls(const TlsFiles& files,
+                     std::shared_ptr<const Authorizer> authorizer,
+                     const std::string& dir, NodeId self,
+                     std::vector<int> dropped)
+      : heard_file_(dir + "/heard"),
+        service_(
+            self, [] { return v1::internal::HelloResponse(); }, heard_file_),
+        processor_(std::make_shared<AuthProcessor>(std::move(authorizer))) {
+    const std::string drop_file = dir + "/drop";
+    {
+      std::ofstream drop(drop_file);
+      for (int id : dropped) drop << id << "\n";
+    }
+    PeerTransportOptions transport_options;
+    transport_options.cluster_id = 7;
+    transport_options.self = self;
+    transport_options.drop_file = drop_file;
+    transport_ = std::make_unique<PeerTransport>(transport_options);
+    for (int id : dropped) transport_->SetAddress(NodeId(id), "127.0.0.1:1");
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
+        MakeServerCredentials(files);
+    EXPECT_TRUE(creds.ok()) << creds.status();
+    (*creds)->SetAuthMetadataProcessor(processor_);
+    PeerServiceParts parts;
+    parts.cluster_id = 7;
+    parts.transport = transport_.get();
+    parts.auth = processor_.get();
+    service_.Attach(parts);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", *creds, &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    EXPECT_NE(server_, nullptr);
+  }
+  ~PeerServiceOverTls() {
+    server_->Shutdown(std::chrono::system_clock::now());
+    service_.Detach();
+  }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  std::string heard() const { return ReadFile(heard_file_); }
+  // A reload: later calls, and open streams at their next message, are
+  // judged by `roles`.
+  void SetRoles(const std::string& roles) {
+    absl::StatusOr<AuthConfig> config = ParseAuthConfig(roles, "test roles");
+    ASSERT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<MethodTable> methods = MethodTable::Sessiond();
+    ASSERT_TRUE(methods.ok()) << methods.status();
+    processor_->SetAuthorizer(
+        std::make_shared<Authorizer>(*std::move(config), *std::move(methods)));
+  }
+
+ private:
+  const std::string heard_file_;
+  std::unique_ptr<PeerTransport> transport_;
+  PeerService service_;
+  std::shared_ptr<AuthProcessor> processor_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// Writes `last` (the server may already have ended the stream), closes the
+// stream and returns how it ended.
+template <typename T>
+grpc::Status WriteAndFinish(grpc::ClientWriter<T>& writer, const T& last) {
+  writer.Write(last);
+  writer.WritesDone();
+  return writer.Finish();
+}
+
+// A batch of one heartbeat from node `from` to node `to` of cluster 7.
+v1::internal::MessageBatch HeartbeatBatch(int from, int to) {
+  v1::internal::MessageBatch batch;
+  batch.set_cluster_id(7);
+  batch.set_from(from);
+  batch.set_to(to);
+  replication::Message heartbeat;
+  heartbeat.type = replication::MessageType::kHeartbeat;
+  heartbeat.from = NodeId(from);
+  heartbeat.to = NodeId(to);
+  heartbeat.term = Term(1);
+  ToWire(heartbeat, batch.add_messages());
+  return batch;
+}
+
+// The first chunk of a snapshot stream from node `from` to node `to` of
+// cluster 7 (its image is never sent).
+v1::internal::SnapshotChunk FirstSnapshotChunk(int from, int to) {
+  v1::internal::SnapshotChunk chunk;
+  chunk.set_cluster_id(7);
+  chunk.set_from(from);
+  chunk.set_to(to);
+  chunk.set_total_bytes(16);
+  chunk.set_sha256(std::string(32, 'x'));
+  replication::Message snapshot;
+  snapshot.type = replication::MessageType::kSnapshot;
+  snapshot.from = NodeId(from);
+  snapshot.to = NodeId(to);
+  snapshot.term = Term(1);
+  snapshot.snapshot.emplace();
+  snapshot.snapshot->meta.index = LogIndex(10);
+  snapshot.snapshot->meta.term = Term(1);
+  ToWire(snapshot, chunk.mutable_message());
+  return chunk;
+}
+
 // A peer's Raft message stream lives as long as the connection: it is
 // authorized when it opens, and must be judged again once a reload changed
 // the role policy, or a node whose peer role was withdrawn would go on
 // feeding Raft over the stream it already had (it did).
 TEST_F(TlsTest, APeerStreamIsJudgedAgainAfterAReload) {
-  // The batches reach no driver (these parts have none): the fault switch
-  // drops node 2's traffic once it is admitted.
-  const std::string drop_file = dir_.Child("drop");
-  std::ofstream(drop_file) << "2\n";
-  PeerTransportOptions transport_options;
-  transport_options.cluster_id = 7;
-  transport_options.self = NodeId(1);
-  transport_options.drop_file = drop_file;
-  PeerTransport transport(transport_options);
-  transport.SetAddress(NodeId(2), "127.0.0.1:1");
-  const std::string heard_file = dir_.Child("heard");
-  PeerService service(
-      NodeId(1), [] { return v1::internal::HelloResponse(); }, heard_file);
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds =
-      MakeServerCredentials(ServerFiles(/*require_client_cert=*/true));
-  ASSERT_TRUE(creds.ok()) << creds.status();
-  auto processor = std::make_shared<AuthProcessor>(authorizer_);
-  (*creds)->SetAuthMetadataProcessor(processor);
-  PeerServiceParts parts;
-  parts.cluster_id = 7;
-  parts.transport = &transport;
-  parts.auth = processor.get();
-  service.Attach(parts);
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", *creds, &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ASSERT_NE(server, nullptr);
-
-  // node-1's certificate has the peer role (node 2 presents it here).
+  PeerServiceOverTls peer(ServerFiles(/*require_client_cert=*/true),
+                          authorizer_, dir_.path(), NodeId(1), {2});
+  // node-1's certificate has the peer role (node 2 presents it here: no
+  // node_id line ties certificates to node ids).
   std::unique_ptr<v1::internal::RaftPeer::Stub> stub =
       v1::internal::RaftPeer::NewStub(
-          Dial(absl::StrCat("127.0.0.1:", port), ClientCreds("node-1")));
+          Dial(peer.address(), ClientCreds("node-1")));
   grpc::ClientContext context;
   Prepare(&context);
   v1::internal::StreamSummary summary;
   std::unique_ptr<grpc::ClientWriter<v1::internal::MessageBatch>> writer =
       stub->SendMessages(&context, &summary);
-  v1::internal::MessageBatch batch;
-  batch.set_cluster_id(7);
-  batch.set_from(2);
-  batch.set_to(1);
-  replication::Message heartbeat;
-  heartbeat.type = replication::MessageType::kHeartbeat;
-  heartbeat.from = NodeId(2);
-  heartbeat.to = NodeId(1);
-  heartbeat.term = Term(1);
-  ToWire(heartbeat, batch.add_messages());
+  const v1::internal::MessageBatch batch = HeartbeatBatch(2, 1);
   ASSERT_TRUE(writer->Write(batch));
   // Taken: node 2 is recorded as heard from.
-  ASSERT_TRUE(testing::Eventually([&] {
-    return ReadFile(heard_file) == "2\n";
-  })) << ReadFile(heard_file);
+  ASSERT_TRUE(testing::Eventually([&] { return peer.heard() == "2\n"; }))
+      << peer.heard();
 
   // A reload takes the peer role from node-1's certificate.
-  absl::StatusOr<AuthConfig> config =
-      ParseAuthConfig("app = app\nadmin = admin\n", "reloaded roles");
-  ASSERT_TRUE(config.ok()) << config.status();
-  absl::StatusOr<MethodTable> methods = MethodTable::Sessiond();
-  ASSERT_TRUE(methods.ok()) << methods.status();
-  processor->SetAuthorizer(
-      std::make_shared<Authorizer>(*std::move(config), *std::move(methods)));
-  writer->Write(batch);  // may already see the end
-  writer->WritesDone();
-  const grpc::Status ended = writer->Finish();
+  peer.SetRoles("app = app\nadmin = admin\n");
+  const grpc::Status ended = WriteAndFinish(*writer, batch);
   EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
       << ended.error_message();
   EXPECT_THAT(ended.error_message(), HasSubstr("node-1"));
-  server->Shutdown(std::chrono::system_clock::now());
-  service.Detach();
+}
+
+// A snapshot stream's first chunk is judged before anything of it is acted
+// on: a reload between the stream's opening and its first chunk that took
+// the caller's peer role refuses the chunk, before its sender is admitted
+// (it was admitted first, and then met the fault switch).
+TEST_F(TlsTest, ASnapshotStreamIsJudgedBeforeItsFirstChunk) {
+  PeerServiceOverTls peer(ServerFiles(/*require_client_cert=*/true),
+                          authorizer_, dir_.path(), NodeId(1), {2});
+  std::shared_ptr<grpc::Channel> channel =
+      Dial(peer.address(), ClientCreds("node-1"));
+  std::unique_ptr<v1::internal::RaftPeer::Stub> stub =
+      v1::internal::RaftPeer::NewStub(channel);
+  grpc::ClientContext context;
+  Prepare(&context);
+  v1::internal::SnapshotAck ack;
+  std::unique_ptr<grpc::ClientWriter<v1::internal::SnapshotChunk>> writer =
+      stub->SendSnapshot(&context, &ack);
+  // A call after it on the same connection: the stream's headers were
+  // judged (allowed) by the time this is answered.
+  {
+    grpc::ClientContext hello_context;
+    Prepare(&hello_context);
+    v1::internal::HelloRequest hello;
+    v1::internal::HelloResponse answer;
+    ASSERT_TRUE(stub->Hello(&hello_context, hello, &answer).ok());
+  }
+  peer.SetRoles("app = app\nadmin = admin\n");
+  const grpc::Status ended = WriteAndFinish(*writer, FirstSnapshotChunk(2, 1));
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << ended.error_message();
+  EXPECT_THAT(ended.error_message(), HasSubstr("node-1"));
+}
+
+// With node_id lines, a peer's certificate sends Raft traffic only as its
+// own node: node-1's certificate may not send a message batch, a snapshot
+// or a forwarded write as node 2 (vote, append or install a snapshot in
+// another member's name).
+TEST_F(TlsTest, APeerMaySendOnlyAsItsOwnNode) {
+  PeerServiceOverTls peer(ServerFiles(/*require_client_cert=*/true),
+                          authorizer_, dir_.path(), NodeId(3), {1, 2});
+  peer.SetRoles("node-1 = peer\nadmin = admin\nnode_id = 1 node-1\n");
+  std::unique_ptr<v1::internal::RaftPeer::Stub> stub =
+      v1::internal::RaftPeer::NewStub(
+          Dial(peer.address(), ClientCreds("node-1")));
+  {
+    grpc::ClientContext context;
+    Prepare(&context);
+    v1::internal::StreamSummary summary;
+    auto writer = stub->SendMessages(&context, &summary);
+    ASSERT_TRUE(writer->Write(HeartbeatBatch(1, 3)));
+    ASSERT_TRUE(testing::Eventually([&] { return peer.heard() == "1\n"; }))
+        << peer.heard();
+    writer->WritesDone();
+    EXPECT_TRUE(writer->Finish().ok());
+  }
+  {
+    grpc::ClientContext context;
+    Prepare(&context);
+    v1::internal::StreamSummary summary;
+    auto writer = stub->SendMessages(&context, &summary);
+    const grpc::Status ended = WriteAndFinish(*writer, HeartbeatBatch(2, 3));
+    EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << ended.error_message();
+    EXPECT_THAT(ended.error_message(),
+                HasSubstr("is node 1 and may not send Raft traffic as node 2"));
+  }
+  {
+    grpc::ClientContext context;
+    Prepare(&context);
+    v1::internal::SnapshotAck ack;
+    auto writer = stub->SendSnapshot(&context, &ack);
+    const grpc::Status ended =
+        WriteAndFinish(*writer, FirstSnapshotChunk(2, 3));
+    EXPECT_EQ(ended.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << ended.error_message();
+  }
+  {
+    grpc::ClientContext context;
+    Prepare(&context);
+    v1::internal::ProposeRequest request;
+    request.set_cluster_id(7);
+    request.set_from(2);
+    request.set_transfer_to(1);
+    v1::internal::ProposeResponse response;
+    const grpc::Status answered = stub->Propose(&context, request, &response);
+    EXPECT_EQ(answered.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+        << answered.error_message();
+  }
+  // Nothing from "node 2" was taken.
+  EXPECT_EQ(peer.heard(), "1\n");
 }
 
 // A validation with touch=true slides the session's idle timeout, a write:
