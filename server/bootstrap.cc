@@ -21,9 +21,7 @@ namespace sessiond::server {
 using sessiond::v1::internal::HelloResponse;
 using sessiond::v1::internal::Identity;
 
-namespace {
-
-uint64_t RandomClusterId() {
+uint64_t RandomNonZeroId() {
   uint64_t id = 0;
   while (id == 0) {
     if (RAND_bytes(reinterpret_cast<unsigned char*>(&id), sizeof(id)) != 1) {
@@ -33,13 +31,16 @@ uint64_t RandomClusterId() {
   return id;
 }
 
+namespace {
+
 std::string Hex(uint64_t id) { return absl::StrCat("0x", absl::Hex(id)); }
 
 absl::Status WriteIdentity(storage::Database* db, uint64_t cluster_id,
-                           uint64_t node_id) {
+                           uint64_t node_id, uint64_t cluster_epoch = 0) {
   Identity identity;
   identity.set_cluster_id(cluster_id);
   identity.set_node_id(node_id);
+  identity.set_cluster_epoch(cluster_epoch);
   rocksdb::WriteBatch batch;
   batch.Put(db->default_cf(), storage::kIdentityKey,
             identity.SerializeAsString());
@@ -294,6 +295,7 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
     }
     if (HasState(db, log)) {
       decision.cluster_id = identity->cluster_id();
+      decision.cluster_epoch = identity->cluster_epoch();
       return decision;
     }
     // The identity is written before the log is bootstrapped: a process
@@ -310,7 +312,7 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
                        " holds a single node's data (node 1);"
                        " start it with --node_id=1"));
     }
-    decision.cluster_id = configured != 0 ? configured : RandomClusterId();
+    decision.cluster_id = configured != 0 ? configured : RandomNonZeroId();
     SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));
     return decision;
   }
@@ -320,7 +322,7 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
       ParseInitialCluster(config.initial_cluster);
   if (!members.ok()) return members.status();
   if (members->size() <= 1 && config.initial_cluster_state == "new") {
-    decision.cluster_id = configured != 0 ? configured : RandomClusterId();
+    decision.cluster_id = configured != 0 ? configured : RandomNonZeroId();
     decision.bootstrap_conf = replication::ConfState{{NodeId(node)}, {}};
     SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));
     return decision;
@@ -438,13 +440,17 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
                              peer, " says so); ", RejoinAdvice(config, node)));
           }
           decision.cluster_id = answer->cluster_id();
+          // The life of the cluster it joins (a rebuilt one has its own):
+          // its traffic carries it.
+          decision.cluster_epoch = answer->cluster_epoch();
           return true;
         }
         return false;
       },
       "a running member to answer (joining an existing cluster)"));
   decision.joined_existing = true;
-  SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));
+  SESSIOND_RETURN_IF_ERROR(
+      WriteIdentity(db, decision.cluster_id, node, decision.cluster_epoch));
   return decision;
 }
 

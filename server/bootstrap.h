@@ -51,7 +51,13 @@ struct BootstrapDecision {
   // when joining an existing cluster, or when the data dir had state).
   std::optional<replication::ConfState> bootstrap_conf;
   bool joined_existing = false;
+  // Identity.cluster_epoch: the data dir's, or, joining a running
+  // cluster, that of the member that answered.
+  uint64_t cluster_epoch = 0;
 };
+
+// A random non-zero 64-bit number (cluster ids and epochs).
+uint64_t RandomNonZeroId();
 
 // Asks every other initial member Hello once; one answer per member.
 using HelloAll = std::function<std::map<

@@ -369,6 +369,7 @@ sessiond::v1::internal::HelloResponse Daemon::Hello() const {
   hello.set_node_id(static_cast<uint64_t>(config_.node_id));
   hello.set_cluster_id(hello_cluster_id_.load());
   hello.set_bootstrapped(hello.cluster_id() != 0);
+  hello.set_cluster_epoch(cluster_epoch_.load());
   if (!running_.load()) return hello;
   hello.set_serving(true);
   const replication::NodeStatus status = driver_->status();
@@ -523,6 +524,11 @@ absl::Status Daemon::Init() {
       DecideIdentity(config_, db_.get(), *log_, hello_all);
   if (!decision.ok()) return decision.status();
   cluster_id_ = decision->cluster_id;
+  // Forced into a cluster of its own (below), this data dir starts a new
+  // life of the cluster: the old members' logs must not meet its own.
+  const bool forcing =
+      !config_.restarting_in_place && config_.force_new_cluster != 0;
+  cluster_epoch_.store(forcing ? RandomNonZeroId() : decision->cluster_epoch);
   hello_cluster_id_.store(cluster_id_);
   SESSIOND_FAULT_POINT("bootstrap.after_identity");
   if (decision->bootstrap_conf) {
@@ -536,6 +542,7 @@ absl::Status Daemon::Init() {
   transport_options.cluster_id = cluster_id_;
   transport_options.self = self;
   transport_options.self_address = advertised_peer_;
+  transport_options.cluster_epoch = cluster_epoch_.load();
   transport_options.on_removed_refusal = [this](NodeId) {
     removal_watch_.OnRemovedRefusal();
   };
@@ -632,13 +639,20 @@ absl::Status Daemon::Init() {
     rocksdb::WriteBatch marks;
     if (config_.restarting_in_place) {
       // As the process's first start left it: forced already, or not.
-    } else if (config_.force_new_cluster != 0) {
+    } else if (forcing) {
       if (absl::Status s = ForceNewCluster(
               log_.get(), self, /*left_on=*/forced_before.has_value(),
               state_machine_->applied_time_ms());
           !s.ok()) {
         return s;
       }
+      SESSIOND_ASSIGN_OR_RETURN(
+          std::optional<sessiond::v1::internal::Identity> identity,
+          ReadIdentity(db_.get()));
+      if (!identity) return absl::InternalError("no identity after bootstrap");
+      identity->set_cluster_epoch(cluster_epoch_.load());
+      marks.Put(db_->default_cf(), storage::kIdentityKey,
+                identity->SerializeAsString());
       // A restored backup is a cluster of its own now: later starts need
       // no flag.
       marks.Delete(db_->default_cf(), storage::kRestoredBackupKey);
@@ -706,6 +720,7 @@ absl::Status Daemon::Init() {
   WritePathOptions write_options;
   write_options.cluster_id = cluster_id_;
   write_options.self = self;
+  write_options.cluster_epoch = cluster_epoch_.load();
   writes_ = std::make_unique<WritePath>(write_options, driver_.get(),
                                         clock_.get(), transport_.get(),
                                         state_machine_.get(), timers_.get());
@@ -764,6 +779,7 @@ absl::Status Daemon::Init() {
         return disk->RoomFor(bytes, what);
       };
     }
+    parts.cluster_epoch = cluster_epoch_.load();
     parts.on_split_identity = [this, self](const std::string& why) {
       LeaveCluster(absl::StrCat(why, "; remove it from the cluster first (",
                                 "sessionctl members remove ", self.value(),

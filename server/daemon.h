@@ -214,6 +214,9 @@ class Daemon {
   // Set once every part exists (Hello and SelfStatus read them only then).
   std::atomic<bool> running_{false};
   std::atomic<uint64_t> hello_cluster_id_{0};
+  // Identity.cluster_epoch, new when this start forces a new cluster; set
+  // with the identity (Hello may read it earlier: 0).
+  std::atomic<uint64_t> cluster_epoch_{0};
 
   // --metrics_listen: times the gRPC servers' calls; destroyed after them.
   // TLS and roles of the listeners and peer channels (built first, kept

@@ -123,7 +123,7 @@ class PeerService::MessageStream
     if (check.ok()) {
       check = service_->AdmitSender(
           *parts, {batch_.cluster_id(), batch_.from(), batch_.from_address(),
-                   LeaderTerm(batch_.messages())});
+                   LeaderTerm(batch_.messages()), batch_.cluster_epoch()});
     }
     if (check.ok() && batch_.to() != service_->self_.value()) {
       check = absl::FailedPreconditionError(
@@ -223,7 +223,7 @@ class PeerService::SnapshotStream
   absl::Status Begin() {
     absl::Status check = service_->AdmitSender(
         parts_, {chunk_.cluster_id(), chunk_.from(), chunk_.from_address(),
-                 LeaderTerm(chunk_.message())});
+                 LeaderTerm(chunk_.message()), chunk_.cluster_epoch()});
     if (!check.ok()) {
       service_->LogRefusal(check);
       return check;
@@ -411,6 +411,24 @@ absl::Status PeerService::AdmitSender(const PeerServiceParts& parts,
         " (node ", sender.id, ") refused: this node belongs to cluster ", "0x",
         absl::Hex(parts.cluster_id)));
   }
+  if (sender.cluster_epoch != parts.cluster_epoch) {
+    // One side was forced into a cluster of its own (--force_new_cluster,
+    // a restore from a backup) after the other last ran with it: their
+    // logs may hold other writes at the same indexes and terms, which
+    // Raft, comparing terms, would take as matching. Refused both ways,
+    // before anything else (the unknown-leader path below included).
+    return absl::FailedPreconditionError(absl::StrCat(
+        "peer traffic from node ", sender.id,
+        " refused: its data dir is of "
+        "another life of cluster 0x",
+        absl::Hex(parts.cluster_id), " (cluster epoch 0x",
+        absl::Hex(sender.cluster_epoch), ", this node's 0x",
+        absl::Hex(parts.cluster_epoch),
+        "): one of the two was rebuilt with --force_new_cluster since the "
+        "other last ran with it, and their logs must not meet. Stop the "
+        "member that is not in the rebuilt cluster, wipe its data dir and "
+        "rejoin it (AddMember, then --initial_cluster_state=existing)"));
+  }
   const NodeId id(sender.id);
   if (id == NodeId(0) || id == self_) {
     return absl::FailedPreconditionError(
@@ -576,8 +594,8 @@ grpc::ServerUnaryReactor* PeerService::Propose(
   std::optional<JudgedSender> sender;
   absl::Status check = JudgeSender(*parts, *context, request->from(), &sender);
   if (check.ok()) {
-    check =
-        AdmitSender(*parts, {request->cluster_id(), request->from(), "", 0});
+    check = AdmitSender(*parts, {request->cluster_id(), request->from(), "", 0,
+                                 request->cluster_epoch()});
   }
   if (!check.ok()) {
     LogRefusal(check);

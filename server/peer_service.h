@@ -50,6 +50,8 @@ namespace sessiond::server {
 // until Detach() returns.
 struct PeerServiceParts {
   uint64_t cluster_id = 0;
+  // Identity.cluster_epoch: traffic of another epoch is refused.
+  uint64_t cluster_epoch = 0;
   replication::NodeDriver* driver = nullptr;
   PeerTransport* transport = nullptr;
   WritePath* write_path = nullptr;
@@ -136,10 +138,12 @@ class PeerService final
   struct Sender {
     uint64_t cluster_id = 0;
     uint64_t id = 0;
-    std::string address;       // its advertised peer address, when sent
-    uint64_t leader_term = 0;  // LeaderTerm of its Raft messages
+    std::string address;         // its advertised peer address, when sent
+    uint64_t leader_term = 0;    // LeaderTerm of its Raft messages
+    uint64_t cluster_epoch = 0;  // as it says (Identity.cluster_epoch)
   };
-  // OK when `sender` may talk to this node: of this cluster, and known (in
+  // OK when `sender` may talk to this node: of this cluster and epoch, and
+  // known (in
   // the transport or the configuration), or a leader at this node's term or
   // later, whose address is then learned (a member added while this node
   // was away).

@@ -334,6 +334,7 @@ void PeerTransport::SendLoop(Peer* peer) {
     wire.set_from(options_.self.value());
     wire.set_to(peer->id.value());
     wire.set_from_address(options_.self_address);
+    wire.set_cluster_epoch(options_.cluster_epoch);
     wire.mutable_messages()->Reserve(static_cast<int>(batch.size()));
     for (const Message& m : batch) ToWire(m, wire.add_messages());
     if (!writer->Write(wire)) {
@@ -431,6 +432,7 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   chunk.set_from(options_.self.value());
   chunk.set_to(peer->id.value());
   chunk.set_from_address(options_.self_address);
+  chunk.set_cluster_epoch(options_.cluster_epoch);
   Message header = message;
   header.snapshot->data.clear();
   ToWire(header, chunk.mutable_message());

@@ -75,6 +75,8 @@ struct PeerTransportOptions {
   // This node's advertised peer address, sent with its traffic so a peer
   // that does not know it yet can answer (PeerService).
   std::string self_address;
+  // Its cluster epoch (Identity.cluster_epoch), sent with its traffic.
+  uint64_t cluster_epoch = 0;
   // Called on a peer's sender thread when the peer ended our message
   // stream because this node was removed from the cluster
   // (IsRemovedRefusal). Must not block for long.

@@ -351,6 +351,7 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
   }
   rpc->request = call->ToRequest();
   rpc->request.set_cluster_id(options_.cluster_id);
+  rpc->request.set_cluster_epoch(options_.cluster_epoch);
   rpc->request.set_from(options_.self.value());
   // Not a guess: a member that has applied nothing yet (a new one, waiting
   // for its snapshot) would send its wall clock, perhaps hours past a

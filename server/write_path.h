@@ -67,6 +67,8 @@ absl::Status NotProposedError(absl::string_view message);
 
 struct WritePathOptions {
   uint64_t cluster_id = 0;
+  // Identity.cluster_epoch, sent with a forwarded write.
+  uint64_t cluster_epoch = 0;
   NodeId self;
   // A learner may be promoted only when it is at most this many entries
   // behind the leader's last index.
