@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/fault_point.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "sessiond/v1/command.pb.h"
@@ -150,7 +151,8 @@ absl::Status AskPeers(
 }  // namespace
 
 absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
-                             bool left_on, int64_t cluster_time_ms) {
+                             bool left_on, int64_t cluster_time_ms,
+                             const std::function<absl::Status()>& decided) {
   // The membership at the end of the log: the snapshot's, then every
   // membership change after it.
   replication::ConfState conf = log->InitialConfState();
@@ -193,7 +195,8 @@ absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
   }
   const bool self_voter = std::find(conf.voters.begin(), conf.voters.end(),
                                     self) != conf.voters.end();
-  if (others.empty() && self_voter) return absl::OkStatus();
+  if (others.empty() && self_voter)
+    return decided ? decided() : absl::OkStatus();
   if (left_on) {
     std::vector<uint64_t> ids;
     for (NodeId id : others) ids.push_back(id.value());
@@ -207,6 +210,7 @@ absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
         "more, start it once without the flag first"));
   }
 
+  if (decided) SESSIOND_RETURN_IF_ERROR(decided());
   replication::HardState hard_state = log->InitialHardState();
   hard_state.term = std::max(hard_state.term, last_term);
   hard_state.vote = self;
@@ -244,7 +248,9 @@ absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
                     .Add("msg",
                          "--force_new_cluster: this node is now the only "
                          "member; add the others back with AddMember"));
-  return log->Append(entries, hard_state, /*sync=*/true);
+  SESSIOND_RETURN_IF_ERROR(log->Append(entries, hard_state, /*sync=*/true));
+  SESSIOND_FAULT_POINT("bootstrap.forced");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<Identity>> ReadIdentity(storage::Database* db) {
@@ -395,6 +401,31 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
       hello, options,
       [&](const std::map<uint64_t, absl::StatusOr<HelloResponse>>& answers)
           -> absl::StatusOr<bool> {
+        // Members of two lives of the cluster answer (one was forced into a
+        // cluster of its own, and an old member still runs on its old data
+        // dir): which one to join is the operator's call, not the first
+        // answer's.
+        std::map<uint64_t, std::vector<uint64_t>> peers_by_epoch;
+        for (const auto& [peer, answer] : answers) {
+          if (answer.ok() && answer->serving() && answer->cluster_id() != 0) {
+            peers_by_epoch[answer->cluster_epoch()].push_back(peer);
+          }
+        }
+        if (peers_by_epoch.size() > 1) {
+          std::vector<std::string> lives;
+          for (const auto& [epoch, peers] : peers_by_epoch) {
+            lives.push_back(absl::StrCat("epoch ", Hex(epoch), " (nodes ",
+                                         absl::StrJoin(peers, ", "), ")"));
+          }
+          return absl::FailedPreconditionError(absl::StrCat(
+              "refusing to join: the members that answer belong to different "
+              "lives of the cluster (",
+              absl::StrJoin(lives, "; "),
+              "): one was forced into a cluster of its own with "
+              "--force_new_cluster while the others still run on their old "
+              "data dirs. Stop the members that are not in the rebuilt "
+              "cluster, then start this node again"));
+        }
         // A voter that took part in Raft and died before its start
         // announcement committed: its votes and acknowledgements count in
         // the cluster's majorities, so it must not come back empty. Only

@@ -94,8 +94,15 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
 // members added back since, FAILED_PRECONDITION, changing nothing (forcing
 // again would drop them, and they, a majority, would go on as a second
 // cluster with the same id).
-absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
-                             bool left_on, int64_t cluster_time_ms);
+// `decided` (when set) runs once the force is decided, before the log is
+// touched, and a failure stops it: the daemon records the new cluster epoch
+// there, so a crash in between leaves a log with its old membership and the
+// new epoch (refused by its old peers: force it again), never a forced log
+// under the old epoch.
+absl::Status ForceNewCluster(
+    storage::RaftLogStore* log, NodeId self, bool left_on,
+    int64_t cluster_time_ms,
+    const std::function<absl::Status()>& decided = nullptr);
 
 // The identity stored in `db`, if any.
 absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> ReadIdentity(

@@ -236,7 +236,9 @@ void Daemon::ConfirmRemoval() {
   std::set<uint64_t> named;
   for (const auto& [id, address] : transport_->addresses()) {
     std::optional<sessiond::v1::internal::HelloResponse> answer = hello(id);
+    // Another life of the cluster (Identity.cluster_epoch) has no say.
     if (answer && answer->cluster_id() == cluster_id_ &&
+        answer->cluster_epoch() == cluster_epoch_.load() &&
         answer->leader() != 0) {
       named.insert(answer->leader());
     }
@@ -256,7 +258,8 @@ void Daemon::ConfirmRemoval() {
   const NodeId leader(*named.begin());
   std::optional<sessiond::v1::internal::HelloResponse> answer = hello(leader);
   if (!answer || answer->leader() != leader.value() ||
-      answer->cluster_id() != cluster_id_) {
+      answer->cluster_id() != cluster_id_ ||
+      answer->cluster_epoch() != cluster_epoch_.load()) {
     return;
   }
   switch (removal_watch_.Judge(*answer)) {
@@ -484,6 +487,7 @@ absl::Status Daemon::Init() {
   if (absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> id =
           ReadIdentity(db_.get());
       id.ok() && *id) {
+    cluster_epoch_.store((*id)->cluster_epoch());
     hello_cluster_id_.store((*id)->cluster_id());
   }
   if (absl::Status s = CheckRestoredBackup(); !s.ok()) return s;
@@ -640,19 +644,24 @@ absl::Status Daemon::Init() {
     if (config_.restarting_in_place) {
       // As the process's first start left it: forced already, or not.
     } else if (forcing) {
+      // The new epoch is on disk before the log is forced.
+      auto record_epoch = [this]() -> absl::Status {
+        SESSIOND_ASSIGN_OR_RETURN(
+            std::optional<sessiond::v1::internal::Identity> identity,
+            ReadIdentity(db_.get()));
+        if (!identity) return absl::InternalError("no identity to force");
+        identity->set_cluster_epoch(cluster_epoch_.load());
+        rocksdb::WriteBatch batch;
+        batch.Put(db_->default_cf(), storage::kIdentityKey,
+                  identity->SerializeAsString());
+        return db_->Write(&batch, /*sync=*/true);
+      };
       if (absl::Status s = ForceNewCluster(
               log_.get(), self, /*left_on=*/forced_before.has_value(),
-              state_machine_->applied_time_ms());
+              state_machine_->applied_time_ms(), record_epoch);
           !s.ok()) {
         return s;
       }
-      SESSIOND_ASSIGN_OR_RETURN(
-          std::optional<sessiond::v1::internal::Identity> identity,
-          ReadIdentity(db_.get()));
-      if (!identity) return absl::InternalError("no identity after bootstrap");
-      identity->set_cluster_epoch(cluster_epoch_.load());
-      marks.Put(db_->default_cf(), storage::kIdentityKey,
-                identity->SerializeAsString());
       // A restored backup is a cluster of its own now: later starts need
       // no flag.
       marks.Delete(db_->default_cf(), storage::kRestoredBackupKey);

@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/fault_point.h"
 #include "gtest/gtest.h"
 #include "replication/core/types.h"
 #include "sessiond/v1/peer.grpc.pb.h"
@@ -1658,8 +1659,11 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
 // consistency check at those entries (it compares terms) and kept writes
 // the new cluster never had: two replicas with other sessions, for good.
 // Forcing draws a new cluster epoch, and traffic of another epoch is
-// refused both ways; the old member rejoins only wiped.
-TEST(ClusterTest, AnOldMemberDoesNotMeetTheClusterForcedWithoutIt) {
+// refused both ways; the old member rejoins only wiped. With
+// `crash_while_forcing`, the forcing start dies right after the forced log
+// is on disk, and the node is started again without the flag: the new
+// epoch was recorded before the log was touched.
+void OldMemberMeetsTheClusterForcedWithoutIt(bool crash_while_forcing) {
   ClusterHarness cluster(Options());
   ASSERT_TRUE(cluster.Start().ok());
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
@@ -1672,7 +1676,17 @@ TEST(ClusterTest, AnOldMemberDoesNotMeetTheClusterForcedWithoutIt) {
   for (int i = 0; i < 20; ++i) MustCreate(cluster, old_leader, "after");
   for (int id : cluster.ids()) cluster.Kill(id);
 
-  cluster.SetNodeFlags(lagging, {"--force_new_cluster", "1"});
+  if (crash_while_forcing) {
+    cluster.SetNodeFlags(lagging, {"--force_new_cluster", "1", "--fault_point",
+                                   "bootstrap.forced"});
+    const int status =
+        cluster.StartNodeExpectingExit(lagging, absl::Seconds(30));
+    ASSERT_TRUE(WIFEXITED(status)) << cluster.LogTail(lagging);
+    ASSERT_EQ(WEXITSTATUS(status), kFaultPointExitCode);
+    cluster.SetNodeFlags(lagging, {});  // started again as it was before
+  } else {
+    cluster.SetNodeFlags(lagging, {"--force_new_cluster", "1"});
+  }
   ASSERT_TRUE(cluster.StartNode(lagging).ok());
   cluster.SetNodeFlags(lagging, {});
   ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), lagging).ok());
@@ -1697,6 +1711,14 @@ TEST(ClusterTest, AnOldMemberDoesNotMeetTheClusterForcedWithoutIt) {
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
   EXPECT_EQ(cluster.Validate(old_leader, before, sessiond::v1::LOCAL),
             ValidateSessionResponse::VALID);
+}
+
+TEST(ClusterTest, AnOldMemberDoesNotMeetTheClusterForcedWithoutIt) {
+  OldMemberMeetsTheClusterForcedWithoutIt(/*crash_while_forcing=*/false);
+}
+
+TEST(ClusterTest, AnOldMemberDoesNotMeetAClusterForcedByAStartThatCrashed) {
+  OldMemberMeetsTheClusterForcedWithoutIt(/*crash_while_forcing=*/true);
 }
 
 // A member started alone with --force_new_cluster while the rest of its

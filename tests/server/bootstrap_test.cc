@@ -116,5 +116,38 @@ TEST_F(NewMemberTest, TheWaitNamesTheMembersThatDidNotAnswer) {
       << decision.status();
 }
 
+// Joining a running cluster (--initial_cluster_state=existing): the member
+// takes the cluster epoch of the members that answer, and refuses when they
+// belong to different lives of the cluster.
+TEST_F(NewMemberTest, AJoinerTakesTheEpochOfTheClusterItJoins) {
+  config_.initial_cluster_state = "existing";
+  HelloResponse forced = Serving(1, {1});
+  forced.add_learners(3);
+  forced.set_cluster_epoch(0xe);
+  absl::StatusOr<BootstrapDecision> decision =
+      Decide({{1, forced}, {2, absl::UnavailableError("refused")}});
+  ASSERT_TRUE(decision.ok()) << decision.status();
+  EXPECT_EQ(decision->cluster_epoch, 0xeu);
+  absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> identity =
+      ReadIdentity(db_.get());
+  ASSERT_TRUE(identity.ok() && identity->has_value()) << identity.status();
+  EXPECT_EQ((*identity)->cluster_epoch(), 0xeu);
+}
+
+TEST_F(NewMemberTest, AJoinerRefusesTwoLivesOfTheCluster) {
+  config_.initial_cluster_state = "existing";
+  HelloResponse forced = Serving(1, {1});
+  forced.add_learners(3);
+  forced.set_cluster_epoch(0xe);
+  // Node 2 still runs on its old data dir, where node 3 is a voter.
+  absl::StatusOr<BootstrapDecision> decision =
+      Decide({{1, forced}, {2, Serving(2, {1, 2, 3})}});
+  ASSERT_EQ(decision.status().code(), absl::StatusCode::kFailedPrecondition)
+      << decision.status();
+  EXPECT_NE(decision.status().message().find("different lives of the cluster"),
+            std::string::npos)
+      << decision.status();
+}
+
 }  // namespace
 }  // namespace sessiond::server
