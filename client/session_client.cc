@@ -943,11 +943,17 @@ absl::Status ValidateStream::FinishBroken() {
   if (!finished_) {
     finished_ = true;
     final_status_ = FromGrpcStatus(stream_->Finish());
+    if (final_status_.ok()) {
+      // The server ended the stream cleanly while an answer was owed: the
+      // store did not answer, which is never an outcome. Kept, so Close
+      // says so too.
+      final_status_ =
+          absl::UnavailableError("validate stream closed by the server");
+    }
   }
   if (final_status_.ok()) {
-    // The server ended the stream cleanly while an answer was owed: the
-    // store did not answer, which is never an outcome.
-    return absl::UnavailableError("validate stream closed by the server");
+    return absl::FailedPreconditionError(
+        "validate stream already closed; open another");
   }
   return final_status_;
 }

@@ -225,6 +225,7 @@ void AdminServiceImpl::AskMembers(
     rpc->context.set_deadline(
         absl::ToChronoTime(absl::Now() + options_.member_timeout));
     rpc->request.set_cluster_id(options_.cluster_id);
+    rpc->request.set_cluster_epoch(options_.cluster_epoch);
     rpc->request.set_from(options_.self.value());
     rpc->request.set_with_digest(with_digests);
     stub->async()->NodeStatus(

@@ -29,6 +29,9 @@ class JwtIssuer;
 
 struct AdminServiceOptions {
   uint64_t cluster_id = 0;
+  // Identity.cluster_epoch: members of another life of the cluster are
+  // listed with the error their NodeStatus answers, not their figures.
+  uint64_t cluster_epoch = 0;
   NodeId self;
   // How long ClusterStatus waits for each member.
   absl::Duration member_timeout = absl::Seconds(2);

@@ -865,6 +865,7 @@ absl::Status Daemon::Init() {
       reads_.get(), writes_.get(), touches_.get());
   AdminServiceOptions admin_options;
   admin_options.cluster_id = cluster_id_;
+  admin_options.cluster_epoch = cluster_epoch_.load();
   admin_options.self = self;
   admin_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);

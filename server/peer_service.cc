@@ -624,6 +624,16 @@ grpc::ServerUnaryReactor* PeerService::NodeStatus(
         "this node belongs to cluster ", "0x", absl::Hex(parts->cluster_id)))));
     return reactor;
   }
+  if (request->cluster_epoch() != parts->cluster_epoch) {
+    reactor->Finish(ToGrpcStatus(absl::FailedPreconditionError(absl::StrCat(
+        "this node's data dir is of another life of cluster 0x",
+        absl::Hex(parts->cluster_id), " (cluster epoch 0x",
+        absl::Hex(parts->cluster_epoch), ", the caller's 0x",
+        absl::Hex(request->cluster_epoch()),
+        "): one of the two was rebuilt with --force_new_cluster since the "
+        "other last ran with it"))));
+    return reactor;
+  }
   *response = parts->status(request->with_digest());
   reactor->Finish(grpc::Status::OK);
   return reactor;

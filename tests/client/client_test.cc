@@ -838,12 +838,15 @@ class FakeSessionService final : public v1::SessionService::Service {
       grpc::ServerReaderWriter<v1::ValidateSessionResponse,
                                v1::ValidateSessionRequest>* stream) override {
     bool stray;
+    bool silent;
     {
       absl::MutexLock lock(&mu_);
       stray = stray_stream_answer_;
+      silent = silent_stream_;
     }
     v1::ValidateSessionRequest request;
     while (stream->Read(&request)) {
+      if (silent) return grpc::Status::OK;  // ends without answering
       if (stray) {
         v1::ValidateSessionResponse wrong;
         wrong.set_request_id(request.request_id() + 100);
@@ -862,6 +865,11 @@ class FakeSessionService final : public v1::SessionService::Service {
   void SetStrayStreamAnswer(bool stray) {
     absl::MutexLock lock(&mu_);
     stray_stream_answer_ = stray;
+  }
+  // Streams end cleanly at their first request, unanswered.
+  void SetSilentStream(bool silent) {
+    absl::MutexLock lock(&mu_);
+    silent_stream_ = silent;
   }
   grpc::Status BatchValidateSessions(
       grpc::ServerContext* context, const v1::BatchValidateSessionsRequest*,
@@ -949,6 +957,7 @@ class FakeSessionService final : public v1::SessionService::Service {
   std::vector<std::string> request_ids_ ABSL_GUARDED_BY(mu_);
   size_t reply_padding_ ABSL_GUARDED_BY(mu_) = 0;
   bool stray_stream_answer_ ABSL_GUARDED_BY(mu_) = false;
+  bool silent_stream_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A FakeSessionService served on 127.0.0.1 with a free port.
@@ -1440,6 +1449,22 @@ TEST(ClientFakeServerTest, AnOutOfStepStreamAnswerEndsTheStream) {
   ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
   EXPECT_TRUE(fresh->Close().ok());
+}
+
+// A stream the server ended cleanly while an answer was owed: the call and
+// Close both say the store did not answer (Close said OK).
+TEST(ClientFakeServerTest, AStreamEndedUnansweredIsNotClosedCleanly) {
+  FakeServer server;
+  server.service().SetSilentStream(true);
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+  std::unique_ptr<ValidateStream> stream = client->OpenValidateStream();
+  v1::ValidateSessionRequest request;
+  request.set_token("good");
+  EXPECT_EQ(stream->Validate(request).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(stream->Validate(request).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(stream->Close().code(), absl::StatusCode::kUnavailable);
 }
 
 // A server cancels calls that race its shutdown (a node draining for a

@@ -333,6 +333,7 @@ absl::StatusOr<sessiond::v1::MemberStatus> ClusterHarness::MemberStatusOf(
   SetDeadline(&context, absl::Seconds(30));
   sessiond::v1::internal::NodeStatusRequest request;
   request.set_cluster_id(hello->cluster_id());
+  request.set_cluster_epoch(hello->cluster_epoch());
   request.set_with_digest(with_digest);
   sessiond::v1::MemberStatus response;
   grpc::Status s = stub->NodeStatus(&context, request, &response);

@@ -1701,6 +1701,20 @@ void OldMemberMeetsTheClusterForcedWithoutIt(bool crash_while_forcing) {
   };
   EXPECT_TRUE(refused_at(lagging)) << cluster.LogTail(lagging);
   EXPECT_TRUE(refused_at(old_leader)) << cluster.LogTail(old_leader);
+  // The rebuilt cluster's status does not take the old member's figures
+  // for its member's.
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(lagging);
+  ASSERT_TRUE(status.ok()) << status.status();
+  bool listed = false;
+  for (const auto& m : status->members()) {
+    if (m.node_id() != static_cast<uint64_t>(old_leader)) continue;
+    listed = true;
+    EXPECT_FALSE(m.reachable()) << m.ShortDebugString();
+    EXPECT_TRUE(absl::StrContains(m.error(), "another life of cluster"))
+        << m.ShortDebugString();
+  }
+  EXPECT_TRUE(listed) << status->ShortDebugString();
 
   // Wiped, it joins the rebuilt cluster.
   cluster.Kill(old_leader);
