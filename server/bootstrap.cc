@@ -120,28 +120,29 @@ absl::Status AskPeers(
     if (*ok) return absl::OkStatus();
     // Who the wait is for, so the operator knows which member to start
     // or which address to check.
-    std::vector<std::string> silent;
-    for (const auto& [peer, answer] : answers) {
-      if (!answer.ok()) {
-        silent.push_back(
-            absl::StrCat("node ", peer, " (", answer.status().message(), ")"));
+    auto unanswered = [&answers] {
+      std::vector<std::string> silent;
+      for (const auto& [peer, answer] : answers) {
+        if (!answer.ok()) {
+          silent.push_back(absl::StrCat("node ", peer, " (",
+                                        answer.status().message(), ")"));
+        }
       }
-    }
-    const std::string unanswered =
-        silent.empty()
-            ? std::string("every peer answered")
-            : absl::StrCat("no answer from ", absl::StrJoin(silent, ", "));
+      return silent.empty()
+                 ? std::string("every peer answered")
+                 : absl::StrCat("no answer from ", absl::StrJoin(silent, ", "));
+    };
     if (absl::Now() >= give_up) {
       return absl::UnavailableError(absl::StrCat(
           "gave up after ", absl::FormatDuration(options.peer_wait),
-          " waiting for ", waiting_for, "; ", unanswered,
+          " waiting for ", waiting_for, "; ", unanswered(),
           ": check --initial_cluster and that the peers run"));
     }
     if (absl::Now() >= next_log) {
       logging::Info(
           "bootstrap.waiting",
           logging::Fields().Add("msg", absl::StrCat("waiting for ", waiting_for,
-                                                    "; ", unanswered)));
+                                                    "; ", unanswered())));
       next_log = absl::Now() + absl::Seconds(5);
     }
     absl::SleepFor(options.retry_interval);
@@ -251,6 +252,13 @@ absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
   SESSIOND_RETURN_IF_ERROR(log->Append(entries, hard_state, /*sync=*/true));
   SESSIOND_FAULT_POINT("bootstrap.forced");
   return absl::OkStatus();
+}
+
+absl::Status RecordClusterEpoch(storage::Database* db, uint64_t cluster_epoch) {
+  SESSIOND_ASSIGN_OR_RETURN(std::optional<Identity> identity, ReadIdentity(db));
+  if (!identity) return absl::InternalError("the data dir has no identity");
+  return WriteIdentity(db, identity->cluster_id(), identity->node_id(),
+                       cluster_epoch);
 }
 
 absl::StatusOr<std::optional<Identity>> ReadIdentity(storage::Database* db) {

@@ -104,6 +104,9 @@ absl::Status ForceNewCluster(
     int64_t cluster_time_ms,
     const std::function<absl::Status()>& decided = nullptr);
 
+// Rewrites the identity stored in `db` with `cluster_epoch` (synced).
+absl::Status RecordClusterEpoch(storage::Database* db, uint64_t cluster_epoch);
+
 // The identity stored in `db`, if any.
 absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> ReadIdentity(
     storage::Database* db);

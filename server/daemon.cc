@@ -645,16 +645,8 @@ absl::Status Daemon::Init() {
       // As the process's first start left it: forced already, or not.
     } else if (forcing) {
       // The new epoch is on disk before the log is forced.
-      auto record_epoch = [this]() -> absl::Status {
-        SESSIOND_ASSIGN_OR_RETURN(
-            std::optional<sessiond::v1::internal::Identity> identity,
-            ReadIdentity(db_.get()));
-        if (!identity) return absl::InternalError("no identity to force");
-        identity->set_cluster_epoch(cluster_epoch_.load());
-        rocksdb::WriteBatch batch;
-        batch.Put(db_->default_cf(), storage::kIdentityKey,
-                  identity->SerializeAsString());
-        return db_->Write(&batch, /*sync=*/true);
+      auto record_epoch = [this] {
+        return RecordClusterEpoch(db_.get(), cluster_epoch_.load());
       };
       if (absl::Status s = ForceNewCluster(
               log_.get(), self, /*left_on=*/forced_before.has_value(),

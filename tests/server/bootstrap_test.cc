@@ -55,6 +55,15 @@ class NewMemberTest : public ::testing::Test {
     return hello;
   }
 
+  // Node 1, forced into a cluster of its own (epoch 0xe), that added this
+  // node back as a learner.
+  HelloResponse ForcedWithThisNodeAdded() const {
+    HelloResponse forced = Serving(1, {1});
+    forced.add_learners(3);
+    forced.set_cluster_epoch(0xe);
+    return forced;
+  }
+
   absl::StatusOr<BootstrapDecision> Decide(Answers answers) {
     BootstrapOptions options;
     options.peer_wait = absl::Milliseconds(50);
@@ -121,11 +130,8 @@ TEST_F(NewMemberTest, TheWaitNamesTheMembersThatDidNotAnswer) {
 // belong to different lives of the cluster.
 TEST_F(NewMemberTest, AJoinerTakesTheEpochOfTheClusterItJoins) {
   config_.initial_cluster_state = "existing";
-  HelloResponse forced = Serving(1, {1});
-  forced.add_learners(3);
-  forced.set_cluster_epoch(0xe);
-  absl::StatusOr<BootstrapDecision> decision =
-      Decide({{1, forced}, {2, absl::UnavailableError("refused")}});
+  absl::StatusOr<BootstrapDecision> decision = Decide(
+      {{1, ForcedWithThisNodeAdded()}, {2, absl::UnavailableError("refused")}});
   ASSERT_TRUE(decision.ok()) << decision.status();
   EXPECT_EQ(decision->cluster_epoch, 0xeu);
   absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> identity =
@@ -136,12 +142,9 @@ TEST_F(NewMemberTest, AJoinerTakesTheEpochOfTheClusterItJoins) {
 
 TEST_F(NewMemberTest, AJoinerRefusesTwoLivesOfTheCluster) {
   config_.initial_cluster_state = "existing";
-  HelloResponse forced = Serving(1, {1});
-  forced.add_learners(3);
-  forced.set_cluster_epoch(0xe);
   // Node 2 still runs on its old data dir, where node 3 is a voter.
   absl::StatusOr<BootstrapDecision> decision =
-      Decide({{1, forced}, {2, Serving(2, {1, 2, 3})}});
+      Decide({{1, ForcedWithThisNodeAdded()}, {2, Serving(2, {1, 2, 3})}});
   ASSERT_EQ(decision.status().code(), absl::StatusCode::kFailedPrecondition)
       << decision.status();
   EXPECT_NE(decision.status().message().find("different lives of the cluster"),

@@ -212,6 +212,13 @@ class TlsTest : public ::testing::Test {
   }
 
   // A channel of its own (its own connection and handshake).
+  // A RaftPeer stub presenting node-1's certificate.
+  std::unique_ptr<v1::internal::RaftPeer::Stub> PeerStubAsNode1(
+      const std::string& address) const {
+    return v1::internal::RaftPeer::NewStub(
+        Dial(address, ClientCreds("node-1")));
+  }
+
   static std::shared_ptr<grpc::Channel> Dial(
       const std::string& address,
       std::shared_ptr<grpc::ChannelCredentials> creds) {
@@ -695,8 +702,7 @@ TEST_F(TlsTest, APeerStreamIsJudgedAgainAfterAReload) {
   // node-1's certificate has the peer role (node 2 presents it here: no
   // node_id line ties certificates to node ids).
   std::unique_ptr<v1::internal::RaftPeer::Stub> stub =
-      v1::internal::RaftPeer::NewStub(
-          Dial(peer.address(), ClientCreds("node-1")));
+      PeerStubAsNode1(peer.address());
   grpc::ClientContext context;
   Prepare(&context);
   v1::internal::StreamSummary summary;
@@ -723,10 +729,8 @@ TEST_F(TlsTest, APeerStreamIsJudgedAgainAfterAReload) {
 TEST_F(TlsTest, ASnapshotStreamIsJudgedBeforeItsFirstChunk) {
   PeerServiceOverTls peer(ServerFiles(/*require_client_cert=*/true),
                           authorizer_, dir_.path(), NodeId(1), {2});
-  std::shared_ptr<grpc::Channel> channel =
-      Dial(peer.address(), ClientCreds("node-1"));
   std::unique_ptr<v1::internal::RaftPeer::Stub> stub =
-      v1::internal::RaftPeer::NewStub(channel);
+      PeerStubAsNode1(peer.address());
   grpc::ClientContext context;
   Prepare(&context);
   v1::internal::SnapshotAck ack;
@@ -757,8 +761,7 @@ TEST_F(TlsTest, APeerMaySendOnlyAsItsOwnNode) {
                           authorizer_, dir_.path(), NodeId(3), {1, 2});
   peer.SetRoles("node-1 = peer\nadmin = admin\nnode_id = 1 node-1\n");
   std::unique_ptr<v1::internal::RaftPeer::Stub> stub =
-      v1::internal::RaftPeer::NewStub(
-          Dial(peer.address(), ClientCreds("node-1")));
+      PeerStubAsNode1(peer.address());
   {
     grpc::ClientContext context;
     Prepare(&context);
