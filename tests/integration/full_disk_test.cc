@@ -32,6 +32,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "rocksdb/write_batch.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "storage/database.h"
@@ -664,7 +665,7 @@ TEST(FullDiskTest, RocksDbLogLinesOnAFullDiskAreDroppedNotFatal) {
 }
 
 // RocksDB 7.8, after a write-ahead log append failed for lack of space,
-// resumes by itself once space is back (its SstFileManager) but keeps the
+// resumed by itself once space was back (its SstFileManager) but kept the
 // failed log writer, and the next write asserted in it. The database must
 // refuse every write after that failure instead, and reopen cleanly with
 // everything acknowledged before it.
@@ -701,6 +702,16 @@ TEST(FullDiskTest, AFailedWriteAheadLogAppendIsNeverFollowedByAnother) {
         << s;
     absl::SleepFor(absl::Milliseconds(500));
   }
+  // Nor did RocksDB resume by itself meanwhile (its SstFileManager looks
+  // for space every 5 s): a write that skips sessiond's refusal, straight
+  // to RocksDB, meets the background error still. Resumed, RocksDB 7.8
+  // appends to the failed log writer, and its recovery flush can wait
+  // forever, DB::Close with it.
+  rocksdb::WriteBatch raw;
+  ASSERT_TRUE(raw.Put(db->raft_log_cf(), "raw", "x").ok());
+  const rocksdb::Status raw_write =
+      db->db()->Write(rocksdb::WriteOptions(), &raw);
+  EXPECT_TRUE(raw_write.IsIOError()) << raw_write.ToString();
 
   db.reset();
   ExpectReopensWith(mnt + "/db", acked);
