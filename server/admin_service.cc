@@ -60,13 +60,13 @@ AdminServiceImpl::AdminServiceImpl(
 grpc::ServerUnaryReactor* AdminServiceImpl::Audited(
     grpc::CallbackServerContext* context, absl::string_view method,
     const google::protobuf::Message& request,
-    absl::FunctionRef<grpc::ServerUnaryReactor*()> body) {
+    std::function<grpc::ServerUnaryReactor*()> body) {
   if (options_.audit == nullptr) return body();
   return options_.audit->Record(
       context,
       absl::StrCat("/", sessiond::v1::AdminService::service_full_name(), "/",
                    method),
-      request, body);
+      request, std::move(body));
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListAudit(
@@ -284,7 +284,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AddMember(
     const sessiond::v1::AddMemberRequest* request,
     sessiond::v1::AddMemberResponse* response) {
   return Audited(
-      context, "AddMember", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "AddMember", *request, [=, this]() -> grpc::ServerUnaryReactor* {
         if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
         // The same form as --initial_cluster's entries.
         absl::StatusOr<std::map<uint64_t, std::string>> parsed =
@@ -335,7 +335,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::PromoteMember(
     const sessiond::v1::PromoteMemberRequest* request,
     sessiond::v1::PromoteMemberResponse* response) {
   return Audited(
-      context, "PromoteMember", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "PromoteMember", *request,
+      [=, this]() -> grpc::ServerUnaryReactor* {
         if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
         grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
         ChangeMembership(
@@ -352,7 +353,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RemoveMember(
     const sessiond::v1::RemoveMemberRequest* request,
     sessiond::v1::RemoveMemberResponse* response) {
   return Audited(
-      context, "RemoveMember", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "RemoveMember", *request,
+      [=, this]() -> grpc::ServerUnaryReactor* {
         if (request->node_id() == 0) return FinishNow(context, NodeIdMissing());
         // Applying the change also forgets the member's addresses and lists
         // it as removed (SessionStateMachine), so nothing follows it.
@@ -371,7 +373,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetExpiryLeeway(
     const sessiond::v1::SetExpiryLeewayRequest* request,
     sessiond::v1::SetExpiryLeewayResponse* response) {
   return Audited(
-      context, "SetExpiryLeeway", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "SetExpiryLeeway", *request,
+      [=, this]() -> grpc::ServerUnaryReactor* {
         const int64_t leeway = request->expiry_leeway_ms();
         if (leeway < 0 || leeway > kMaxExpiryLeewayMs) {
           return FinishNow(context,
@@ -418,7 +421,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Backup(
     const sessiond::v1::BackupRequest* request,
     sessiond::v1::BackupResponse* response) {
   return Audited(
-      context, "Backup", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "Backup", *request, [=, this]() -> grpc::ServerUnaryReactor* {
         if (reads_ == nullptr || backups_ == nullptr) {
           return FinishNow(context, absl::UnimplementedError(
                                         "this node was built without backups"));
@@ -489,7 +492,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
     sessiond::v1::TransferLeadershipResponse* response) {
   return Audited(
       context, "TransferLeadership", *request,
-      [&]() -> grpc::ServerUnaryReactor* {
+      [=, this]() -> grpc::ServerUnaryReactor* {
         grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
         const NodeId target(request->node_id());
         const NodeId old_leader = driver_->status().leader;

@@ -9,7 +9,6 @@
 #include <optional>
 #include <set>
 
-#include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "replication/node_driver.h"
@@ -157,12 +156,13 @@ class AdminServiceImpl final
     return CallDeadline(context, options_.request_timeout);
   }
   // Runs `body`, the handler of AdminService.`method`, audited
-  // (AuditRecorder::Record) when the service has a recorder. Which
+  // (AuditRecorder::Record: later, once its requested entry is written, so
+  // `body` captures by value) when the service has a recorder. Which
   // methods are audited: docs/OPERATIONS.md, "Audit".
   grpc::ServerUnaryReactor* Audited(
       grpc::CallbackServerContext* context, absl::string_view method,
       const google::protobuf::Message& request,
-      absl::FunctionRef<grpc::ServerUnaryReactor*()> body);
+      std::function<grpc::ServerUnaryReactor*()> body);
   // Runs `read` on a reactor it returns once a CONSISTENCY_DEFAULT read
   // point is reached: what the leader has applied when it answers in time
   // (a change just acknowledged through another node is seen), else this

@@ -38,7 +38,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ResumeExpiry(
     const sessiond::v1::ResumeExpiryRequest* request,
     sessiond::v1::ResumeExpiryResponse* response) {
   return Audited(
-      context, "ResumeExpiry", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "ResumeExpiry", *request,
+      [=, this]() -> grpc::ServerUnaryReactor* {
         if (!options_.cluster_now_ms || !options_.held_sessions) {
           return FinishNow(
               context,

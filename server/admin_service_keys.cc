@@ -83,7 +83,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::StageKey(
     const sessiond::v1::StageKeyRequest* request,
     sessiond::v1::StageKeyResponse* response) {
   return Audited(
-      context, "StageKey", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "StageKey", *request, [=, this]() -> grpc::ServerUnaryReactor* {
         if (request->algorithm() !=
                 sessiond::v1::SIGNING_ALGORITHM_UNSPECIFIED &&
             request->algorithm() != sessiond::v1::SIGNING_ALGORITHM_ED25519) {
@@ -176,7 +176,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
     const sessiond::v1::ActivateKeyRequest* request,
     sessiond::v1::ActivateKeyResponse* response) {
   return Audited(
-      context, "ActivateKey", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "ActivateKey", *request,
+      [=, this]() -> grpc::ServerUnaryReactor* {
         const std::string kid = request->kid();
         if (kid.empty()) {
           return FinishNow(
@@ -254,7 +255,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RetireKey(
     const sessiond::v1::RetireKeyRequest* request,
     sessiond::v1::RetireKeyResponse* response) {
   return Audited(
-      context, "RetireKey", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "RetireKey", *request, [=, this]() -> grpc::ServerUnaryReactor* {
         if (request->kid().empty()) {
           return FinishNow(
               context, absl::InvalidArgumentError(

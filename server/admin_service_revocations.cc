@@ -72,7 +72,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::Flush(
     const sessiond::v1::FlushRequest* request,
     sessiond::v1::FlushResponse* response) {
   return Audited(
-      context, "Flush", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "Flush", *request, [=, this]() -> grpc::ServerUnaryReactor* {
         SessionSelector everything;
         everything.mutable_all();
         return RevokeInTwoSteps(
@@ -87,7 +87,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::BulkRevoke(
     const sessiond::v1::BulkRevokeRequest* request,
     sessiond::v1::BulkRevokeResponse* response) {
   return Audited(
-      context, "BulkRevoke", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "BulkRevoke", *request,
+      [=, this]() -> grpc::ServerUnaryReactor* {
         switch (request->selector().kind_case()) {
           case SessionSelector::kAll:
             return FinishNow(context,
@@ -115,7 +116,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RestoreFlush(
     const sessiond::v1::RestoreFlushRequest* request,
     sessiond::v1::RestoreFlushResponse* response) {
   return Audited(
-      context, "RestoreFlush", *request, [&]() -> grpc::ServerUnaryReactor* {
+      context, "RestoreFlush", *request,
+      [=, this]() -> grpc::ServerUnaryReactor* {
         if (request->flush_id() == 0) {
           return FinishNow(
               context, absl::InvalidArgumentError(

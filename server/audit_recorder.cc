@@ -11,8 +11,12 @@
 #include <utility>
 #include <vector>
 
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/check.h"
+#include "common/fault_point.h"
 #include "common/log.h"
 #include "server/unary_call.h"
 #include "storage/audit_log.h"
@@ -96,35 +100,43 @@ std::string AuditEntryJson(const sessiond::v1::AuditEntry& entry) {
   return ToJson(entry);
 }
 
-// The reactor gRPC gets for an audited call. The body's own reactor
-// (`inner_`) is bound to `relay_`, so the body's Finish arrives in
-// Answered; the real call is finished once the entry is committed (or
-// could not be). Owned by gRPC: deleted in OnDone, after the real call
-// ended, which is after the body's Finish (it caused it), so the inner
-// reactor is done too; its own OnDone runs from here.
+// The reactor gRPC gets for an audited call. Its requested entry goes
+// first (Start); once it applied, the body runs and its own reactor
+// (`inner_`) is bound to `relay_`, so the body's Finish arrives in Answered;
+// the real call is finished once the answered entry is committed (or could
+// not be). Owned by gRPC: deleted in OnDone, after the real call ended,
+// which is after the body's Finish (it caused it), so the inner reactor is
+// done too; its own OnDone runs from here.
 class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
  public:
   AuditedCall(AuditRecorder* recorder, grpc::CallbackServerContext* context,
-              sessiond::v1::AuditEntry entry, absl::Time started)
+              sessiond::v1::AuditEntry entry, absl::Time started,
+              std::function<grpc::ServerUnaryReactor*()> body)
       : recorder_(recorder),
         context_(context),
         entry_(std::move(entry)),
         started_(started),
+        body_(std::move(body)),
         relay_(this) {}
 
-  // REQUIRES: called once, with the body's reactor (which may already have
-  // been finished: binding replays that Finish into Answered).
-  void Attach(grpc::ServerUnaryReactor* inner) {
-    inner_ = inner;
-    relay_.Bind(inner);
+  // Proposes the requested entry; the body runs once it applied.
+  void Start() {
+    sessiond::v1::AuditEntry requested = entry_;
+    requested.set_phase(sessiond::v1::AuditEntry::PHASE_REQUESTED);
+    recorder_->Commit(
+        std::move(requested),
+        CallDeadline(context_, recorder_->options_.commit_timeout),
+        [this](absl::Status written) { Requested(std::move(written)); });
   }
 
   void OnDone() override {
-    if (inner_ != nullptr) inner_->OnDone();
+    grpc::ServerUnaryReactor* inner = inner_.load(std::memory_order_acquire);
+    if (inner != nullptr) inner->OnDone();
     delete this;
   }
   void OnCancel() override {
-    if (inner_ != nullptr) inner_->OnCancel();
+    grpc::ServerUnaryReactor* inner = inner_.load(std::memory_order_acquire);
+    if (inner != nullptr) inner->OnCancel();
   }
 
  private:
@@ -150,27 +162,66 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
     grpc::ServerUnaryReactor* reactor_ = nullptr;
   };
 
+  // The requested entry applied (`written` OK), or did not in time.
+  void Requested(absl::Status written) {
+    if (!written.ok()) {
+      // Nothing ran, and nothing will: the call is refused whole.
+      Finish(grpc::Status(
+          static_cast<grpc::StatusCode>(written.code()),
+          absl::StrCat("this call's audit entry could not be written, so it "
+                       "did nothing (retry it): ",
+                       written.message())));
+      return;
+    }
+    // Not on this thread (the WritePath's: a driver stage): a body may scan
+    // the session table (a flush's preview counts what it would revoke).
+    recorder_->bodies_.Submit([this] {
+      RunBody();
+      return true;
+    });
+  }
+
+  void RunBody() {
+    if (context_->IsCancelled()) {
+      Answered(grpc::Status(grpc::StatusCode::CANCELLED,
+                            "cancelled before it ran: nothing was done"));
+      return;
+    }
+    grpc::ServerUnaryReactor* inner = body_();
+    body_ = nullptr;  // what it captured goes now
+    inner_.store(inner, std::memory_order_release);
+    // The body may have finished already: binding replays that Finish into
+    // Answered.
+    relay_.Bind(inner);
+  }
+
   // The body answered `status` (once).
   void Answered(grpc::Status status) {
-    entry_.set_code(static_cast<int32_t>(status.error_code()));
-    entry_.set_message(status.error_message());
-    entry_.set_duration_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
+    SESSIOND_FAULT_POINT("audit.before_answered_entry");
+    sessiond::v1::AuditEntry answered = std::move(entry_);
+    answered.set_phase(sessiond::v1::AuditEntry::PHASE_ANSWERED);
+    answered.set_code(static_cast<int32_t>(status.error_code()));
+    answered.set_message(status.error_message());
+    answered.set_duration_ms(absl::ToInt64Milliseconds(absl::Now() - started_));
     recorder_->Commit(
-        std::move(entry_),
+        std::move(answered),
         CallDeadline(context_, recorder_->options_.commit_timeout),
-        [this, status = std::move(status)] { Finish(status); });
+        [this, status = std::move(status)](absl::Status) { Finish(status); });
   }
 
   AuditRecorder* const recorder_;               // outlives this
   grpc::CallbackServerContext* const context_;  // gRPC's, until OnDone
   sessiond::v1::AuditEntry entry_;
   const absl::Time started_;
+  std::function<grpc::ServerUnaryReactor*()> body_;
   Relay relay_;
-  grpc::ServerUnaryReactor* inner_ = nullptr;
+  // Set once, by Requested, on the thread that learned of the commit; read
+  // by gRPC's OnCancel and OnDone.
+  std::atomic<grpc::ServerUnaryReactor*> inner_{nullptr};
 };
 
 AuditRecorder::AuditRecorder(AuditRecorderOptions options, WritePath* writes)
-    : options_(std::move(options)), writes_(writes) {
+    : options_(std::move(options)), writes_(writes), bodies_("sd-audit") {
   SESSIOND_CHECK_MSG(options_.timers != nullptr,
                      "AuditRecorderOptions::timers is required");
 }
@@ -188,6 +239,8 @@ sessiond::v1::AuditEntry AuditRecorder::Begin(
       entry.set_auth_method(AuthMethodName(caller->method));
     }
   }
+  entry.set_call_id(
+      absl::StrFormat("%016x", absl::Uniform<uint64_t>(absl::BitGen())));
   entry.set_peer(context->peer());
   entry.set_node_id(options_.self.value());
   entry.set_method(std::string(method));
@@ -198,23 +251,22 @@ sessiond::v1::AuditEntry AuditRecorder::Begin(
 
 grpc::ServerUnaryReactor* AuditRecorder::Record(
     grpc::CallbackServerContext* context, absl::string_view method,
-    const Message& request,
-    absl::FunctionRef<grpc::ServerUnaryReactor*()> body) {
+    const Message& request, std::function<grpc::ServerUnaryReactor*()> body) {
   if (!options_.enabled) return body();
   auto* call = new AuditedCall(this, context, Begin(context, method, request),
-                               absl::Now());
-  call->Attach(body());
+                               absl::Now(), std::move(body));
+  call->Start();
   return call;
 }
 
 void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
-                           std::function<void()> then) {
-  // `then` finishes the call: run once, by the write or by the timer.
+                           std::function<void(absl::Status)> then) {
+  // `then` goes on with the call: run once, by the write or by the timer.
   struct Once {
     std::atomic<bool> ran{false};
-    std::function<void()> fn;
-    void Run() {
-      if (!ran.exchange(true)) fn();
+    std::function<void(absl::Status)> fn;
+    void Run(absl::Status status) {
+      if (!ran.exchange(true)) fn(std::move(status));
     }
   };
   auto once = std::make_shared<Once>();
@@ -222,7 +274,10 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
   const absl::Time write_deadline =
       std::max(answer_by, absl::Now() + options_.commit_timeout);
   if (write_deadline > answer_by) {
-    options_.timers->At(answer_by, [once] { once->Run(); });
+    options_.timers->At(answer_by, [once] {
+      once->Run(absl::DeadlineExceededError(
+          "the audit entry was not committed by the call's deadline"));
+    });
   }
   // Cut here as application would (kMaxAuditEntryBytes), so an oversized
   // request does not make an oversized log entry.
@@ -246,7 +301,7 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
                              .Add("entry", AuditEntryJson(entry))
                              .Error(result.status()));
         }
-        once->Run();
+        once->Run(result.ok() ? absl::OkStatus() : result.status());
       });
 }
 

@@ -11,13 +11,14 @@
 #include <initializer_list>
 #include <string>
 
-#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/strong_types.h"
 #include "google/protobuf/message.h"
 #include "server/auth.h"
 #include "server/delay_queue.h"
+#include "server/round_robin_worker.h"
 #include "server/write_path.h"
 #include "sessiond/v1/admin.pb.h"
 
@@ -67,26 +68,35 @@ struct AuditRecorderOptions {
 // "Audit"). A handler wraps its body:
 //
 //   return audit_->Record(context, "/sessiond.v1.AdminService/Flush",
-//                         *request, [&] { ...body... });
+//                         *request, [=, this] { ...body... });
 //
-// The body runs unchanged and returns its reactor (gRPC's default reactor
-// or a UnaryCall). That reactor is not handed to gRPC: it is bound to a
-// relay (a grpc::ServerCallbackUnary of our own, the way gRPC's own test
-// peer binds the default reactor), so its Finish reaches the recorder
-// instead of the wire. The recorder then proposes the call's AuditEntry
-// through the WritePath (forwarded to the leader from a follower), waits
-// for it to apply, at most commit_timeout, and only then finishes the real
-// call with the body's status, unchanged. An entry that did not commit in
-// time is logged whole as `audit.write_failed` (error level) and counted;
-// it may still commit later (the write's outcome is unknown).
+// Two entries per call, with one call_id. First the PHASE_REQUESTED entry
+// is proposed through the WritePath (forwarded to the leader from a
+// follower), and the body runs only once it applied: a change is never
+// made without its record. A requested entry that did not commit in time
+// refuses the call, which did nothing (the body never ran). So the body runs
+// later, on the recorder's own thread (sd-audit, one body at a time): it
+// must capture by value, and must not block for long (every body answers
+// through callbacks).
+//
+// The body returns its reactor (gRPC's default reactor or a UnaryCall).
+// That reactor is not handed to gRPC: it is bound to a relay (a
+// grpc::ServerCallbackUnary of our own, the way gRPC's own test peer binds
+// the default reactor), so its Finish reaches the recorder instead of the
+// wire. The recorder then proposes the PHASE_ANSWERED entry, with the
+// result, waits for it to apply, at most commit_timeout, and only then
+// finishes the real call with the body's status, unchanged. An entry that
+// did not commit in time is logged whole as `audit.write_failed` (error
+// level) and counted; it may still commit later (the write's outcome is
+// unknown).
 //
 // Why not a server interceptor: server/auth.h (an interceptor costs every
 // call a completion-queue hop, and cannot hold back a reply).
 //
-// Thread-safe. Finish may come from any thread; the WritePath's callback
-// finishes the real call (it never blocks). The WritePath must outlive the
-// recorder, and the recorder every call it records (the daemon drains the
-// server before destroying either).
+// Thread-safe. Bodies run on sd-audit; Finish may come from any thread; the
+// WritePath's callback finishes the real call (it never blocks). The WritePath
+// must outlive the recorder, and the recorder every call it records (the daemon
+// drains the server before destroying either).
 class AuditRecorder {
  public:
   AuditRecorder(AuditRecorderOptions options, WritePath* writes);
@@ -94,16 +104,16 @@ class AuditRecorder {
   AuditRecorder(const AuditRecorder&) = delete;
   AuditRecorder& operator=(const AuditRecorder&) = delete;
 
-  // Runs `body` (the handler) and audits the call it answers, as the class
-  // comment says. `request` is read now (its JSON is taken before the body
-  // runs). Returns the reactor to hand to gRPC. When off, returns what the
-  // body returns.
+  // Audits the call and runs `body` (the handler) once its requested entry
+  // committed, as the class comment says. `request` is read now (its JSON is
+  // taken before the body runs). Returns the reactor to hand to gRPC. When
+  // off, runs the body now and returns what it returns.
   // `method` is the full gRPC method name (gRPC 1.51's callback context
   // does not say which method it serves).
   grpc::ServerUnaryReactor* Record(
       grpc::CallbackServerContext* context, absl::string_view method,
       const google::protobuf::Message& request,
-      absl::FunctionRef<grpc::ServerUnaryReactor*()> body);
+      std::function<grpc::ServerUnaryReactor*()> body);
 
   bool enabled() const { return options_.enabled; }
   // Entries that did not commit before their call was answered.
@@ -118,19 +128,23 @@ class AuditRecorder {
  private:
   class AuditedCall;
 
-  // The entry's who/where/what, before the body runs.
+  // The entry's who/where/what and a new call_id, before the body runs.
   sessiond::v1::AuditEntry Begin(
       grpc::CallbackServerContext* context, absl::string_view method,
       const google::protobuf::Message& request) const;
-  // Proposes `entry`, for at most commit_timeout, and calls `then` once,
-  // when it applied or could not be, or at `answer_by` if that comes first.
+  // Proposes `entry`, for at most commit_timeout, and calls `then` once:
+  // with OK when it applied, its error when it could not be, or
+  // DEADLINE_EXCEEDED at `answer_by` if that comes first.
   void Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
-              std::function<void()> then);
+              std::function<void(absl::Status)> then);
 
   const AuditRecorderOptions options_;
   WritePath* const writes_;  // outlives this
   std::atomic<uint64_t> write_failures_{0};
   std::atomic<uint64_t> recorded_{0};
+  // Runs the bodies, one at a time, once their requested entries applied.
+  // Last: stopped (running what is queued) before the rest goes.
+  RoundRobinWorker bodies_;
 };
 
 }  // namespace sessiond::server

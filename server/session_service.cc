@@ -371,7 +371,8 @@ SESSIOND_SERVE_UNARY(RotateSessionToken, RotateCall, ServeRotate)
 grpc::ServerUnaryReactor* SessionServiceImpl::RevokeUserSessions(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
     grpc::ByteBuffer* out) {
-  auto serve = [&] {
+  // Run later, once the audit entry is written: it captures by value.
+  auto serve = [this, context, in, out] {
     return ServeUnary<RevokeUserCall::RequestType,
                       RevokeUserCall::ResponseType>(
         context, in, out,

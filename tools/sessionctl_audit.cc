@@ -83,18 +83,25 @@ std::string ShortMethod(const std::string& method) {
   return std::string(m);
 }
 
+// A call's two entries share the CALL column (the call_id's first 8 hex
+// digits); RESULT is "requested" on the entry written before the call ran,
+// its status code on the one written after.
 std::vector<std::string> Row(const v1::AuditEntry& e, absl::Time now) {
+  const bool requested = e.phase() == v1::AuditEntry::PHASE_REQUESTED;
   return {absl::StrCat(e.seq()),
           FormatTimeMs(e.time_ms(), now),
+          e.call_id().empty() ? "-" : e.call_id().substr(0, 8),
           e.identity().empty() ? "-" : e.identity(),
           e.peer(),
           ShortMethod(e.method()),
-          absl::StatusCodeToString(static_cast<absl::StatusCode>(e.code())),
-          FormatDurationMs(e.duration_ms())};
+          requested ? "requested"
+                    : absl::StatusCodeToString(
+                          static_cast<absl::StatusCode>(e.code())),
+          requested ? "-" : FormatDurationMs(e.duration_ms())};
 }
 
-const std::vector<std::string> kHeader = {"SEQ",    "TIME", "IDENTITY", "PEER",
-                                          "METHOD", "CODE", "DURATION"};
+const std::vector<std::string> kHeader = {
+    "SEQ", "TIME", "CALL", "IDENTITY", "PEER", "METHOD", "RESULT", "DURATION"};
 
 }  // namespace
 

@@ -7,18 +7,22 @@
 // flush's confirmation token. On a TLS cluster, entries name the identity
 // and how it authenticated.
 #include <grpcpp/grpcpp.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/fault_point.h"
 #include "gtest/gtest.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
@@ -95,15 +99,19 @@ std::vector<std::string> LogFiles(const std::string& root) {
 
 // SetExpiryLeeway through `id` with `leeway_ms` and a client deadline of
 // `deadline`: the call's status.
-grpc::Status SetLeeway(ClusterHarness& cluster, int id, int64_t leeway_ms,
-                       absl::Duration deadline) {
-  auto admin = cluster.Admin(id);
+grpc::Status SetLeeway(sessiond::v1::AdminService::Stub& admin,
+                       int64_t leeway_ms, absl::Duration deadline) {
   sessiond::v1::SetExpiryLeewayRequest request;
   request.set_expiry_leeway_ms(leeway_ms);
   sessiond::v1::SetExpiryLeewayResponse response;
   grpc::ClientContext context;
   SetDeadline(&context, deadline);
-  return admin->SetExpiryLeeway(&context, request, &response);
+  return admin.SetExpiryLeeway(&context, request, &response);
+}
+
+grpc::Status SetLeeway(ClusterHarness& cluster, int id, int64_t leeway_ms,
+                       absl::Duration deadline) {
+  return SetLeeway(*cluster.Admin(id), leeway_ms, deadline);
 }
 
 size_t CountMethod(const std::vector<AuditEntry>& entries,
@@ -186,13 +194,15 @@ TEST(AuditTest, EntriesAreReplicatedRedactedAndSurviveLeaderLossAndRestart) {
     ASSERT_TRUE(s.ok()) << s.error_message();
   }
 
-  // Each acknowledged call's entry was committed before its answer: every
-  // node lists all five, in call order, the same.
+  // Each acknowledged call's two entries were committed, requested before
+  // it ran and answered before its answer: every node lists all ten, in
+  // call order, the same.
   std::vector<AuditEntry> reference;
   for (int id : cluster.ids()) {
     auto admin = cluster.Admin(id);
-    std::vector<AuditEntry> entries = WaitForEntries(*admin, 5);
-    ASSERT_EQ(entries.size(), 5u) << "node " << id << "\n" << Describe(entries);
+    std::vector<AuditEntry> entries = WaitForEntries(*admin, 10);
+    ASSERT_EQ(entries.size(), 10u) << "node " << id << "\n"
+                                   << Describe(entries);
     if (reference.empty()) {
       reference = entries;
     } else {
@@ -209,13 +219,20 @@ TEST(AuditTest, EntriesAreReplicatedRedactedAndSurviveLeaderLossAndRestart) {
                                   0, 0};
   const std::vector<int> served = {follower, follower, follower, *leader,
                                    *leader};
+  std::set<std::string> call_ids;
   for (size_t i = 0; i < reference.size(); ++i) {
     const AuditEntry& e = reference[i];
+    const size_t call = i / 2;
     SCOPED_TRACE(e.ShortDebugString());
     EXPECT_EQ(e.seq(), reference[0].seq() + i);
-    EXPECT_EQ(e.method(), methods[i]);
-    EXPECT_EQ(e.code(), codes[i]);
-    EXPECT_EQ(e.node_id(), static_cast<uint64_t>(served[i]));
+    EXPECT_EQ(e.method(), methods[call]);
+    EXPECT_EQ(e.phase(), i % 2 == 0 ? AuditEntry::PHASE_REQUESTED
+                                    : AuditEntry::PHASE_ANSWERED);
+    EXPECT_EQ(e.code(), i % 2 == 0 ? 0 : codes[call]);
+    EXPECT_EQ(e.call_id().size(), 16u);
+    EXPECT_EQ(e.call_id(), reference[2 * call].call_id());
+    call_ids.insert(e.call_id());
+    EXPECT_EQ(e.node_id(), static_cast<uint64_t>(served[call]));
     EXPECT_TRUE(absl::StrContains(e.peer(), "127.0.0.1")) << e.peer();
     EXPECT_GT(e.time_ms(), 0);
     EXPECT_GT(e.received_ms(), 0);
@@ -224,25 +241,26 @@ TEST(AuditTest, EntriesAreReplicatedRedactedAndSurviveLeaderLossAndRestart) {
     EXPECT_FALSE(absl::StrContains(e.request_json(), confirmation));
     EXPECT_FALSE(absl::StrContains(e.message(), confirmation));
   }
+  EXPECT_EQ(call_ids.size(), 5u);
   EXPECT_TRUE(absl::StrContains(reference[0].request_json(), "audit test"));
   EXPECT_FALSE(
       absl::StrContains(reference[0].request_json(), "confirmation_token"));
-  EXPECT_TRUE(absl::StrContains(reference[1].request_json(),
+  EXPECT_TRUE(absl::StrContains(reference[2].request_json(),
                                 "\"confirmation_token\":\"[redacted]\""))
-      << reference[1].request_json();
-  EXPECT_TRUE(absl::StrContains(reference[2].message(), "not open"));
-  EXPECT_TRUE(absl::StrContains(reference[3].request_json(), "alice"));
-  EXPECT_TRUE(absl::StrContains(reference[4].request_json(), "1500"));
+      << reference[2].request_json();
+  EXPECT_TRUE(absl::StrContains(reference[5].message(), "not open"));
+  EXPECT_TRUE(absl::StrContains(reference[6].request_json(), "alice"));
+  EXPECT_TRUE(absl::StrContains(reference[9].request_json(), "1500"));
 
   // The leader dies: the new one lists them all, and the next audited call
-  // gets the next seq.
+  // gets the next seqs.
   cluster.Kill(*leader);
   absl::StatusOr<int> next = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(next.ok()) << next.status();
   {
     auto admin = cluster.Admin(*next);
-    std::vector<AuditEntry> entries = WaitForEntries(*admin, 5);
-    ASSERT_EQ(entries.size(), 5u) << Describe(entries);
+    std::vector<AuditEntry> entries = WaitForEntries(*admin, 10);
+    ASSERT_EQ(entries.size(), 10u) << Describe(entries);
     sessiond::v1::SetExpiryLeewayRequest request;
     request.set_expiry_leeway_ms(0);
     sessiond::v1::SetExpiryLeewayResponse response;
@@ -250,14 +268,16 @@ TEST(AuditTest, EntriesAreReplicatedRedactedAndSurviveLeaderLossAndRestart) {
     SetDeadline(&context, absl::Seconds(10));
     const grpc::Status s = admin->SetExpiryLeeway(&context, request, &response);
     ASSERT_TRUE(s.ok()) << s.error_message();
-    entries = WaitForEntries(*admin, 6);
-    ASSERT_EQ(entries.size(), 6u) << Describe(entries);
-    EXPECT_EQ(entries[5].seq(), reference[4].seq() + 1);
-    EXPECT_EQ(entries[5].method(), kLeeway);
-    EXPECT_EQ(entries[5].node_id(), static_cast<uint64_t>(*next));
+    entries = WaitForEntries(*admin, 12);
+    ASSERT_EQ(entries.size(), 12u) << Describe(entries);
+    EXPECT_EQ(entries[10].seq(), reference[9].seq() + 1);
+    for (int i : {10, 11}) {
+      EXPECT_EQ(entries[i].method(), kLeeway);
+      EXPECT_EQ(entries[i].node_id(), static_cast<uint64_t>(*next));
+    }
   }
 
-  // Every node restarts: all six are still there, on every node.
+  // Every node restarts: all twelve are still there, on every node.
   for (int id : cluster.running_ids()) cluster.Kill(id);
   for (int id : cluster.ids()) {
     ASSERT_TRUE(cluster.StartNode(id).ok()) << cluster.LogTail(id);
@@ -265,9 +285,10 @@ TEST(AuditTest, EntriesAreReplicatedRedactedAndSurviveLeaderLossAndRestart) {
   ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(30)).ok());
   for (int id : cluster.ids()) {
     auto admin = cluster.Admin(id);
-    std::vector<AuditEntry> entries = WaitForEntries(*admin, 6);
-    ASSERT_EQ(entries.size(), 6u) << "node " << id << "\n" << Describe(entries);
-    for (size_t i = 0; i < 5; ++i) {
+    std::vector<AuditEntry> entries = WaitForEntries(*admin, 12);
+    ASSERT_EQ(entries.size(), 12u) << "node " << id << "\n"
+                                   << Describe(entries);
+    for (size_t i = 0; i < 10; ++i) {
       EXPECT_EQ(entries[i].SerializeAsString(),
                 reference[i].SerializeAsString())
           << "node " << id << " entry " << i;
@@ -286,49 +307,130 @@ TEST(AuditTest, EntriesAreReplicatedRedactedAndSurviveLeaderLossAndRestart) {
 
 constexpr char kToken[] = "a-bearer-token-for-the-audit-robot-0123456789";
 
+// Entries of one method and phase.
+size_t CountPhase(const std::vector<AuditEntry>& entries,
+                  const std::string& method, AuditEntry::Phase phase) {
+  size_t n = 0;
+  for (const AuditEntry& e : entries) {
+    n += e.method() == method && e.phase() == phase ? 1 : 0;
+  }
+  return n;
+}
+
+// The expiry leeway node `id` has applied.
+int64_t LeewayOf(ClusterHarness& cluster, int id) {
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(id);
+  EXPECT_TRUE(status.ok()) << status.status();
+  return status.ok() ? status->expiry_leeway_ms() : -1;
+}
+
+// Starts a 3-node cluster, then restarts one follower with `flags` and
+// waits until the cluster converged. Zeros when any step failed (reported).
+struct Roles {
+  int leader = 0;
+  int follower = 0;
+};
+Roles StartWithAFollowerFlagged(ClusterHarness& cluster,
+                                std::vector<std::string> flags) {
+  EXPECT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  EXPECT_TRUE(leader.ok()) << leader.status();
+  if (!leader.ok()) return {};
+  const int follower = *leader == 1 ? 2 : 1;
+  cluster.Kill(follower);
+  cluster.SetNodeFlags(follower, std::move(flags));
+  const absl::Status started = cluster.StartNode(follower);
+  EXPECT_TRUE(started.ok()) << started;
+  const absl::StatusOr<std::string> converged =
+      cluster.WaitForConvergence(absl::Seconds(60));
+  EXPECT_TRUE(converged.ok()) << converged.status();
+  if (!started.ok() || !converged.ok()) return {};
+  return {*leader, follower};
+}
+
 // On a follower whose applies lag (a slow disk: each waits 100 ms):
 // - ListAudit lists a call just acknowledged through the leader (it read
 //   this node's table as it was);
-// - a call it answers only at its client's deadline (here: no leader until
-//   then) is still audited (its entry's write took that deadline and failed
-//   at once: a backup that ran on past `sessionctl --timeout` went
-//   unrecorded the same way).
-TEST(AuditTest, LateAnswersAreAuditedAndAFollowerListsWhatTheLeaderApplied) {
+// - a call whose requested entry cannot be written in time (here: no
+//   leader for 5 s; an entry's write lasts at most 3 s) is refused, and
+//   changes nothing, though its client would still wait: its body never
+//   runs.
+TEST(AuditTest, ACallWhoseEntryCannotBeWrittenDoesNothing) {
   ClusterOptions options;
   options.binary = SESSIOND_BINARY;
   ClusterHarness cluster(options);
-  ASSERT_TRUE(cluster.Start().ok());
-  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
-  ASSERT_TRUE(leader.ok()) << leader.status();
-  const int slow = *leader == 1 ? 2 : 1;
-  cluster.Kill(slow);
-  cluster.SetNodeFlags(slow, {"--fault_point", "apply.before_apply~100",
-                              "--linearizable_timeout_ms", "8000"});
-  ASSERT_TRUE(cluster.StartNode(slow).ok());
-  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  const Roles roles = StartWithAFollowerFlagged(
+      cluster, {"--fault_point", "apply.before_apply~100",
+                "--linearizable_timeout_ms", "8000"});
+  ASSERT_NE(roles.follower, 0);
+  const int leader = roles.leader;
+  const int slow = roles.follower;
 
   auto slow_admin = cluster.Admin(slow);
-  ASSERT_TRUE(SetLeeway(cluster, *leader, 1300, absl::Seconds(10)).ok());
+  ASSERT_TRUE(SetLeeway(cluster, leader, 1300, absl::Seconds(10)).ok());
   absl::StatusOr<std::vector<AuditEntry>> listed = ListAll(*slow_admin);
   ASSERT_TRUE(listed.ok()) << listed.status();
-  EXPECT_EQ(CountMethod(*listed, kLeeway), 1u) << Describe(*listed);
+  EXPECT_EQ(CountMethod(*listed, kLeeway), 2u) << Describe(*listed);
 
-  const std::vector<int> others = {*leader, 6 - *leader - slow};
+  const std::vector<int> others = {leader, 6 - leader - slow};
   for (int id : others) cluster.Pause(id);
-  EXPECT_FALSE(SetLeeway(cluster, slow, 1200, absl::Seconds(1)).ok());
+  grpc::Status refused;
+  std::thread call(
+      [&] { refused = SetLeeway(*slow_admin, 1200, absl::Seconds(10)); });
+  absl::SleepFor(absl::Seconds(5));
   for (int id : others) cluster.Resume(id);
+  call.join();
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.error_message(),
+                                "audit entry could not be written"))
+      << refused.error_message();
   absl::StatusOr<int> now_leading = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(now_leading.ok());
-  auto leader_admin = cluster.Admin(*now_leading);
-  std::vector<AuditEntry> entries;
-  for (int i = 0; i < 50 && CountMethod(entries, kLeeway) < 2; ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
-    absl::StatusOr<std::vector<AuditEntry>> all = ListAll(*leader_admin);
-    if (all.ok()) entries = *all;
+  // Past the time the refused call's entry could still commit (its write
+  // lasts commit_timeout, 3 s): the leeway is the first call's, and only
+  // the first call was answered.
+  absl::SleepFor(absl::Seconds(4));
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  for (int id : cluster.ids()) EXPECT_EQ(LeewayOf(cluster, id), 1300);
+  absl::StatusOr<std::vector<AuditEntry>> entries =
+      ListAll(*cluster.Admin(*now_leading));
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  EXPECT_EQ(CountPhase(*entries, kLeeway, AuditEntry::PHASE_ANSWERED), 1u)
+      << Describe(*entries) << cluster.LogTail(slow);
+}
+
+// The node serving a change dies after the change applied and before the
+// call's answered entry: the change is on record still, as requested (the
+// entry written before it ran), by the node that served it.
+TEST(AuditTest, AChangeWhoseServerDiedBeforeAnsweringIsOnRecordAsRequested) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  ClusterHarness cluster(options);
+  const Roles roles = StartWithAFollowerFlagged(
+      cluster, {"--fault_point", "audit.before_answered_entry"});
+  ASSERT_NE(roles.follower, 0);
+  const int leader = roles.leader;
+  const int serving = roles.follower;
+
+  EXPECT_FALSE(SetLeeway(cluster, serving, 1700, absl::Seconds(10)).ok());
+  const int exit = cluster.WaitForExit(serving, absl::Seconds(10));
+  ASSERT_TRUE(exit != -1 && WIFEXITED(exit)) << exit;
+  EXPECT_EQ(WEXITSTATUS(exit), kFaultPointExitCode);
+  EXPECT_EQ(LeewayOf(cluster, leader), 1700);
+  absl::StatusOr<std::vector<AuditEntry>> entries =
+      ListAll(*cluster.Admin(leader));
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_EQ(CountPhase(*entries, kLeeway, AuditEntry::PHASE_REQUESTED), 1u)
+      << Describe(*entries);
+  EXPECT_EQ(CountPhase(*entries, kLeeway, AuditEntry::PHASE_ANSWERED), 0u)
+      << Describe(*entries);
+  for (const AuditEntry& e : *entries) {
+    if (e.method() != kLeeway) continue;
+    EXPECT_EQ(e.node_id(), static_cast<uint64_t>(serving));
+    EXPECT_TRUE(absl::StrContains(e.request_json(), "1700"))
+        << e.request_json();
   }
-  ASSERT_EQ(CountMethod(entries, kLeeway), 2u)
-      << Describe(entries) << cluster.LogTail(slow);
-  EXPECT_NE(entries.back().code(), 0) << Describe(entries);
 }
 
 TEST(AuditTest, TlsEntriesNameTheIdentityAndHowItAuthenticated) {
@@ -378,12 +480,16 @@ TEST(AuditTest, TlsEntriesNameTheIdentityAndHowItAuthenticated) {
   ASSERT_TRUE(s.ok()) << s.error_message();
 
   auto admin = cluster.Admin(*leader);  // as operator
-  std::vector<AuditEntry> entries = WaitForEntries(*admin, 2);
-  ASSERT_EQ(entries.size(), 2u) << Describe(entries);
-  EXPECT_EQ(entries[0].identity(), "robot");
-  EXPECT_EQ(entries[0].auth_method(), "bearer_token");
-  EXPECT_EQ(entries[1].identity(), "operator");
-  EXPECT_EQ(entries[1].auth_method(), "certificate");
+  std::vector<AuditEntry> entries = WaitForEntries(*admin, 4);
+  ASSERT_EQ(entries.size(), 4u) << Describe(entries);
+  for (int i : {0, 1}) {
+    EXPECT_EQ(entries[i].identity(), "robot");
+    EXPECT_EQ(entries[i].auth_method(), "bearer_token");
+  }
+  for (int i : {2, 3}) {
+    EXPECT_EQ(entries[i].identity(), "operator");
+    EXPECT_EQ(entries[i].auth_method(), "certificate");
+  }
   for (const AuditEntry& e : entries) {
     EXPECT_FALSE(absl::StrContains(e.ShortDebugString(), kToken));
   }

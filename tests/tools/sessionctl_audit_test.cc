@@ -64,25 +64,30 @@ class SessionctlAuditTest : public ::testing::Test {
 TEST_F(SessionctlAuditTest, JsonTableAndExport) {
   MakeEntries();
 
+  // Two entries per call: requested (before it ran), then answered.
   ProcessRun run = Sessionctl({"--json", "audit"});
   ASSERT_EQ(run.exit_code, 0) << run;
   const json doc = json::parse(run.out);
-  ASSERT_EQ(doc["entries"].size(), 3u) << run.out;
+  ASSERT_EQ(doc["entries"].size(), 6u) << run.out;
   const uint64_t first = doc["entries"][0]["seq"].get<uint64_t>();
-  for (size_t i = 0; i < 3; ++i) {
+  for (size_t i = 0; i < 6; ++i) {
     const json& e = doc["entries"][i];
     EXPECT_EQ(e["seq"].get<uint64_t>(), first + i);
     EXPECT_EQ(e["method"], "/sessiond.v1.AdminService/SetExpiryLeeway");
     EXPECT_TRUE(absl::StrContains(e["peer"].get<std::string>(), "127.0.0.1"));
+    EXPECT_EQ(e["phase"], i % 2 == 0 ? "PHASE_REQUESTED" : "PHASE_ANSWERED")
+        << e;
+    EXPECT_EQ(e["call_id"], doc["entries"][i - i % 2]["call_id"]) << e;
   }
-  EXPECT_EQ(doc["entries"][0]["code"], 0);
-  EXPECT_EQ(doc["entries"][2]["code"], 3);  // INVALID_ARGUMENT
+  EXPECT_NE(doc["entries"][0]["call_id"], doc["entries"][2]["call_id"]);
+  EXPECT_EQ(doc["entries"][1]["code"], 0);
+  EXPECT_EQ(doc["entries"][5]["code"], 3);  // INVALID_ARGUMENT
   EXPECT_TRUE(absl::StrContains(
-      doc["entries"][1]["request_json"].get<std::string>(), "200"));
+      doc["entries"][2]["request_json"].get<std::string>(), "200"));
 
   run = Sessionctl({"--json", "audit", "--after", absl::StrCat(first)});
   ASSERT_EQ(run.exit_code, 0) << run;
-  EXPECT_EQ(json::parse(run.out)["entries"].size(), 2u) << run.out;
+  EXPECT_EQ(json::parse(run.out)["entries"].size(), 5u) << run.out;
   run = Sessionctl({"--json", "audit", "--limit", "1"});
   ASSERT_EQ(run.exit_code, 0) << run;
   EXPECT_EQ(json::parse(run.out)["entries"].size(), 1u) << run.out;
@@ -90,25 +95,30 @@ TEST_F(SessionctlAuditTest, JsonTableAndExport) {
   run = Sessionctl({"audit"});
   ASSERT_EQ(run.exit_code, 0) << run;
   EXPECT_TRUE(absl::StrContains(run.out, "SEQ")) << run;
+  EXPECT_TRUE(absl::StrContains(run.out, "CALL")) << run;
   EXPECT_TRUE(absl::StrContains(run.out, "AdminService/SetExpiryLeeway"))
       << run;
+  EXPECT_TRUE(absl::StrContains(run.out, "requested")) << run;
   EXPECT_TRUE(absl::StrContains(run.out, "INVALID_ARGUMENT")) << run;
+  EXPECT_TRUE(absl::StrContains(
+      run.out, doc["entries"][0]["call_id"].get<std::string>().substr(0, 8)))
+      << run;
 
   run = Sessionctl({"audit", "export"});
   ASSERT_EQ(run.exit_code, 0) << run;
   std::vector<std::string> lines =
       absl::StrSplit(run.out, '\n', absl::SkipEmpty());
-  ASSERT_EQ(lines.size(), 3u) << run.out;
+  ASSERT_EQ(lines.size(), 6u) << run.out;
   for (size_t i = 0; i < lines.size(); ++i) {
     const json e = json::parse(lines[i]);
     EXPECT_EQ(e["seq"].get<uint64_t>(), first + i);
     EXPECT_EQ(e["method"], "/sessiond.v1.AdminService/SetExpiryLeeway");
   }
-  run = Sessionctl({"audit", "export", "--after", absl::StrCat(first + 1)});
+  run = Sessionctl({"audit", "export", "--after", absl::StrCat(first + 4)});
   ASSERT_EQ(run.exit_code, 0) << run;
   lines = absl::StrSplit(run.out, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 1u) << run.out;
-  EXPECT_EQ(json::parse(lines[0])["seq"].get<uint64_t>(), first + 2);
+  EXPECT_EQ(json::parse(lines[0])["seq"].get<uint64_t>(), first + 5);
 }
 
 }  // namespace
