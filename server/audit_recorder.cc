@@ -8,16 +8,20 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "absl/random/random.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/fault_point.h"
 #include "common/log.h"
+#include "server/grpc_status.h"
 #include "server/unary_call.h"
 #include "storage/audit_log.h"
 
@@ -111,12 +115,13 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
  public:
   AuditedCall(AuditRecorder* recorder, grpc::CallbackServerContext* context,
               sessiond::v1::AuditEntry entry, absl::Time started,
-              std::function<grpc::ServerUnaryReactor*()> body)
+              std::function<grpc::ServerUnaryReactor*()> body, BodyThread where)
       : recorder_(recorder),
         context_(context),
         entry_(std::move(entry)),
         started_(started),
         body_(std::move(body)),
+        where_(where),
         relay_(this) {}
 
   // Proposes the requested entry; the body runs once it applied.
@@ -146,11 +151,36 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
   class Relay final : public grpc::ServerCallbackUnary {
    public:
     explicit Relay(AuditedCall* owner) : owner_(owner) {}
+    // A Finish the body made before (gRPC replays it from inside
+    // BindReactor, under the body reactor's lock) is answered only once
+    // BindReactor returned: answering may end the whole call at once (its
+    // answered entry refused on the spot), and OnDone then frees the body's
+    // reactor, which BindReactor still writes to.
     void Bind(grpc::ServerUnaryReactor* reactor) {
+      {
+        absl::MutexLock lock(&mu_);
+        binding_ = true;
+      }
       reactor_ = reactor;
       BindReactor(reactor);
+      std::optional<grpc::Status> held;
+      {
+        absl::MutexLock lock(&mu_);
+        binding_ = false;
+        held.swap(held_);
+      }
+      if (held) owner_->Answered(*std::move(held));
     }
-    void Finish(grpc::Status s) override { owner_->Answered(std::move(s)); }
+    void Finish(grpc::Status s) override {
+      {
+        absl::MutexLock lock(&mu_);
+        if (binding_) {
+          held_ = std::move(s);
+          return;
+        }
+      }
+      owner_->Answered(std::move(s));
+    }
     void SendInitialMetadata() override { owner_->StartSendInitialMetadata(); }
 
    private:
@@ -160,22 +190,33 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
 
     AuditedCall* const owner_;
     grpc::ServerUnaryReactor* reactor_ = nullptr;
+    absl::Mutex mu_;
+    bool binding_ ABSL_GUARDED_BY(mu_) = false;
+    std::optional<grpc::Status> held_ ABSL_GUARDED_BY(mu_);
   };
 
   // The requested entry applied (`written` OK), or did not in time.
   void Requested(absl::Status written) {
     if (!written.ok()) {
-      // Nothing ran, and nothing will: the call is refused whole.
-      Finish(grpc::Status(
-          static_cast<grpc::StatusCode>(written.code()),
+      // Nothing ran, and nothing will: the call is refused whole, marked
+      // as never proposed (a retry is safe), with the write's own details.
+      absl::Status refused(
+          written.code(),
           absl::StrCat("this call's audit entry could not be written, so it "
                        "did nothing (retry it): ",
-                       written.message())));
+                       written.message()));
+      written.ForEachPayload(
+          [&](absl::string_view type_url, const absl::Cord& payload) {
+            refused.SetPayload(type_url, payload);
+          });
+      refused.SetPayload(kNotProposedPayload, absl::Cord("1"));
+      AddStatusHints(context_, refused, recorder_->writes_->leader_hint());
+      AddRetryPushback(context_, refused);
+      Finish(ToGrpcStatus(refused));
       return;
     }
-    // Not on this thread (the WritePath's: a driver stage): a body may scan
-    // the session table (a flush's preview counts what it would revoke).
-    recorder_->bodies_.Submit([this] {
+    if (where_ == BodyThread::kInline) return RunBody();
+    recorder_->bodies_->Submit([this] {
       RunBody();
       return true;
     });
@@ -214,14 +255,18 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
   sessiond::v1::AuditEntry entry_;
   const absl::Time started_;
   std::function<grpc::ServerUnaryReactor*()> body_;
+  const BodyThread where_;
   Relay relay_;
-  // Set once, by Requested, on the thread that learned of the commit; read
+  // Set once, by RunBody (on sd-audit, or where the commit was learned); read
   // by gRPC's OnCancel and OnDone.
   std::atomic<grpc::ServerUnaryReactor*> inner_{nullptr};
 };
 
 AuditRecorder::AuditRecorder(AuditRecorderOptions options, WritePath* writes)
-    : options_(std::move(options)), writes_(writes), bodies_("sd-audit") {
+    : options_(std::move(options)),
+      writes_(writes),
+      bodies_(options_.enabled ? std::make_unique<RoundRobinWorker>("sd-audit")
+                               : nullptr) {
   SESSIOND_CHECK_MSG(options_.timers != nullptr,
                      "AuditRecorderOptions::timers is required");
 }
@@ -251,10 +296,11 @@ sessiond::v1::AuditEntry AuditRecorder::Begin(
 
 grpc::ServerUnaryReactor* AuditRecorder::Record(
     grpc::CallbackServerContext* context, absl::string_view method,
-    const Message& request, std::function<grpc::ServerUnaryReactor*()> body) {
+    const Message& request, std::function<grpc::ServerUnaryReactor*()> body,
+    BodyThread where) {
   if (!options_.enabled) return body();
   auto* call = new AuditedCall(this, context, Begin(context, method, request),
-                               absl::Now(), std::move(body));
+                               absl::Now(), std::move(body), where);
   call->Start();
   return call;
 }
@@ -276,7 +322,8 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
   if (write_deadline > answer_by) {
     options_.timers->At(answer_by, [once] {
       once->Run(absl::DeadlineExceededError(
-          "the audit entry was not committed by the call's deadline"));
+          "the audit entry was not committed in time (by the client's "
+          "deadline, or within the recorder's commit timeout)"));
     });
   }
   // Cut here as application would (kMaxAuditEntryBytes), so an oversized

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -74,10 +75,10 @@ struct AuditRecorderOptions {
 // is proposed through the WritePath (forwarded to the leader from a
 // follower), and the body runs only once it applied: a change is never
 // made without its record. A requested entry that did not commit in time
-// refuses the call, which did nothing (the body never ran). So the body runs
-// later, on the recorder's own thread (sd-audit, one body at a time): it
-// must capture by value, and must not block for long (every body answers
-// through callbacks).
+// refuses the call, which did nothing (the body never ran), marked as never
+// proposed. So the body runs later (on the recorder's own thread sd-audit,
+// or inline for a data-plane call: BodyThread): it must capture by value,
+// and must not block for long (every body answers through callbacks).
 //
 // The body returns its reactor (gRPC's default reactor or a UnaryCall).
 // That reactor is not handed to gRPC: it is bound to a relay (a
@@ -104,16 +105,34 @@ class AuditRecorder {
   AuditRecorder(const AuditRecorder&) = delete;
   AuditRecorder& operator=(const AuditRecorder&) = delete;
 
+  // Where a body runs once its requested entry applied.
+  enum class BodyThread {
+    // sd-audit, one body at a time: an admin body may take a while (a
+    // flush's preview counts the sessions it would revoke).
+    kAuditWorker,
+    // The thread that learned of the commit (a driver stage, a gRPC or the
+    // timers thread): for a short, non-blocking body of the data plane, so
+    // it never waits behind an admin one.
+    kInline,
+  };
+
   // Audits the call and runs `body` (the handler) once its requested entry
   // committed, as the class comment says. `request` is read now (its JSON is
   // taken before the body runs). Returns the reactor to hand to gRPC. When
   // off, runs the body now and returns what it returns.
+  //
+  // A body may call context->DefaultReactor() although it runs after the
+  // method handler returned, which gRPC's comment advises against: in gRPC
+  // 1.51 it only constructs the reactor in the context, which lives until
+  // the call's OnDone, and that reactor is bound to the relay, never to the
+  // call.
   // `method` is the full gRPC method name (gRPC 1.51's callback context
   // does not say which method it serves).
   grpc::ServerUnaryReactor* Record(
       grpc::CallbackServerContext* context, absl::string_view method,
       const google::protobuf::Message& request,
-      std::function<grpc::ServerUnaryReactor*()> body);
+      std::function<grpc::ServerUnaryReactor*()> body,
+      BodyThread where = BodyThread::kAuditWorker);
 
   bool enabled() const { return options_.enabled; }
   // Entries that did not commit before their call was answered.
@@ -142,9 +161,10 @@ class AuditRecorder {
   WritePath* const writes_;  // outlives this
   std::atomic<uint64_t> write_failures_{0};
   std::atomic<uint64_t> recorded_{0};
-  // Runs the bodies, one at a time, once their requested entries applied.
-  // Last: stopped (running what is queued) before the rest goes.
-  RoundRobinWorker bodies_;
+  // Runs the kAuditWorker bodies, one at a time, once their requested
+  // entries applied; null when off. Last: stopped (running what is queued)
+  // before the rest goes.
+  const std::unique_ptr<RoundRobinWorker> bodies_;
 };
 
 }  // namespace sessiond::server

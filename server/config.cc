@@ -337,6 +337,14 @@ const std::vector<Option>& Options() {
        .min = 0,
        .max = 3600 * 1000,
        .reloadable = true},
+      {.name = "stop_timeout_ms",
+       .help = "past this, a shutdown or restart in place that has not "
+               "finished tearing the node down is cut short as a crash "
+               "would be: a shutdown exits with code 3, a restart in place "
+               "executes sessiond again (acknowledged writes are on disk)",
+       .int_field = SESSIOND_INT_FIELD(stop_timeout_ms),
+       .min = 1000,
+       .max = 3600 * 1000},
       {.name = "revocation_retention_ms",
        .help = "how long a flush, bulk revocation or RevokeUserSessions can "
                "be undone (sessionctl restore ID); then it is purged and the "

@@ -78,6 +78,9 @@ struct Config {
   int64_t log_compact_min_entries = 10000;
   // How long SIGTERM waits for in-flight calls before cancelling them.
   int64_t shutdown_grace_ms = 5000;
+  // How long a shutdown or a restart in place may take to tear the daemon
+  // down before it is cut short as a crash would be (server/stop_watchdog.h).
+  int64_t stop_timeout_ms = 60000;
   // Writes stop while the data dir's file system has less free (MiB);
   // storage/disk_guard.h. 0: off.
   int64_t disk_reserve_mb = 64;

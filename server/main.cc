@@ -18,17 +18,21 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/log.h"
 #include "server/config.h"
 #include "server/daemon.h"
+#include "server/stop_watchdog.h"
 #include "storage/raft_log_store.h"
 
 namespace logging = sessiond::logging;
@@ -134,8 +138,37 @@ void RequestStop() { kill(getpid(), SIGTERM); }
 // ones). `config` itself stays as configured, so a later SIGHUP compares
 // against what the operator wrote. False when it cannot start: the process
 // then exits 1, as at a first start.
+// The exit code of a shutdown cut short by its StopWatchdog.
+constexpr int kStuckShutdownExitCode = 3;
+
+// A restart in place whose teardown is stuck starts afresh as a crash and
+// a supervisor's restart would, in this same process (exec keeps the pid,
+// so systemd and scripts keep tracking it): with the command line it
+// started with, so a port 0 picks a new port. The kernel ends every thread
+// and closes every file RocksDB and gRPC opened (they are close-on-exec),
+// which releases the data dir's lock.
+[[noreturn]] void ExecAgain(char** argv) {
+  execv("/proc/self/exe", argv);
+  logging::Error("restart.exec_failed",
+                 logging::Fields()
+                     .Add("errno", errno)
+                     .Add("msg", "cannot execute sessiond again: exiting"));
+  _exit(kStuckShutdownExitCode);
+}
+
+// Shuts `daemon` down and destroys it, within config.stop_timeout_ms;
+// past it the StopWatchdog calls `give_up`.
+void TearDown(std::unique_ptr<sessiond::server::Daemon>* daemon,
+              const sessiond::server::Config& config, const char* what,
+              std::function<void()> give_up) {
+  sessiond::server::StopWatchdog watchdog(
+      absl::Milliseconds(config.stop_timeout_ms), what, std::move(give_up));
+  (*daemon)->Shutdown();
+  daemon->reset();
+}
+
 bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
-                    const sessiond::server::Config& config) {
+                    const sessiond::server::Config& config, char** argv) {
   sd_notify(0, "RELOADING=1\nSTATUS=restarting in place");
   logging::Info("restart.begin",
                 logging::Fields().Add("msg", "restarting this node in place"));
@@ -151,8 +184,7 @@ bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
   if (!(*daemon)->jwks_address().empty()) {
     bound.jwks_listen = (*daemon)->jwks_address();
   }
-  (*daemon)->Shutdown();
-  daemon->reset();
+  TearDown(daemon, config, "restart in place", [argv] { ExecAgain(argv); });
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
       sessiond::server::Daemon::Start(bound, RequestRestart, RequestStop);
   if (!next.ok()) {
@@ -228,7 +260,7 @@ int main(int argc, char** argv) {
     if (received == SIGHUP) {
       Reload(argc, argv, daemon->get(), &config);
     } else if (received == kRestartSignal) {
-      if (!RestartInPlace(&*daemon, config)) return 1;
+      if (!RestartInPlace(&*daemon, config, argv)) return 1;
     } else {
       break;
     }
@@ -236,8 +268,7 @@ int main(int argc, char** argv) {
   sd_notify(0, "STOPPING=1\nSTATUS=draining");
   logging::Info("shutdown.begin",
                 logging::Fields().Add("signal", strsignal(received)));
-  (*daemon)->Shutdown();
-  daemon->reset();
+  TearDown(&*daemon, config, "shutdown", [] { _exit(kStuckShutdownExitCode); });
   logging::Info("shutdown.done",
                 logging::Fields().Add("msg", "stopped cleanly"));
   return 0;

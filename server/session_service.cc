@@ -384,9 +384,10 @@ grpc::ServerUnaryReactor* SessionServiceImpl::RevokeUserSessions(
   // parse; its entry then shows what did).
   sessiond::v1::RevokeUserSessionsRequest request;
   ParseRequest(*in, &request).IgnoreError();
+  // Inline: a user's logout must not wait behind an admin body.
   return options_.audit->Record(
-      context, "/sessiond.v1.SessionService/RevokeUserSessions", request,
-      serve);
+      context, "/sessiond.v1.SessionService/RevokeUserSessions", request, serve,
+      AuditRecorder::BodyThread::kInline);
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*

@@ -12,11 +12,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fault_point.h"
 #include "common/log.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/filter_policy.h"
-#include "rocksdb/listener.h"
 #include "rocksdb/memtablerep.h"
 #include "rocksdb/options.h"
 #include "rocksdb/sst_file_manager.h"
@@ -44,35 +44,6 @@ absl::Status FromRocksStatus(const rocksdb::Status& status,
 }
 
 namespace {
-
-// Keeps RocksDB from resuming by itself after a background error; records
-// the error instead, and the next write resumes (ResumeAfterFailedWrite),
-// unless the write-ahead log failed (then only a reopen helps).
-//
-// RocksDB's own recovery (the SstFileManager's thread once space is back,
-// or a thread retrying a retryable I/O error) flushes and waits for that
-// flush, and with atomic_flush RocksDB 7.8 can wait forever: a failed
-// flush may leave memtables that no later flush picks up (fixed upstream in
-// 8.7, PRs 11867 and 11872). DB::Close waits for a recovery in progress, so
-// a node restarting itself after a full disk hung in its own shutdown.
-class ManualRecoveryOnly : public rocksdb::EventListener {
- public:
-  explicit ManualRecoveryOnly(std::shared_ptr<std::atomic<bool>> needs_resume)
-      : needs_resume_(std::move(needs_resume)) {}
-
-  void OnBackgroundError(rocksdb::BackgroundErrorReason /*reason*/,
-                         rocksdb::Status* /*bg_error*/) override {
-    needs_resume_->store(true, std::memory_order_release);
-  }
-  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/,
-                            rocksdb::Status /*bg_error*/,
-                            bool* auto_recovery) override {
-    *auto_recovery = false;
-  }
-
- private:
-  const std::shared_ptr<std::atomic<bool>> needs_resume_;
-};
 
 // Whether a RocksDB error names a write-ahead log file ("<dir>/000014.log"):
 // its failure, or the background error it left.
@@ -266,17 +237,11 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   // reads); the data reaches SST files at the next flush.
   db_options.avoid_flush_during_recovery = true;
   if (options.env != nullptr) db_options.env = options.env.get();
-  // Tracks SST files, so that a compaction without room to finish is not
-  // started (the storage/disk_guard.h reserve makes a full disk rare).
+  // Tracks SST files, so that RocksDB recovers by itself from a flush or
+  // compaction that failed for lack of space once space is back (the
+  // storage/disk_guard.h reserve makes that rare).
   db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
       db_options.env != nullptr ? db_options.env : rocksdb::Env::Default()));
-  // Recovery from a background error is the next write's (above): no
-  // thread of RocksDB's own resumes, neither the SstFileManager's nor the
-  // one for retryable I/O errors.
-  auto needs_resume = std::make_shared<std::atomic<bool>>(false);
-  db_options.listeners.push_back(
-      std::make_shared<ManualRecoveryOnly>(needs_resume));
-  db_options.max_bgerror_resume_count = 0;
 
   std::shared_ptr<rocksdb::Cache> cache =
       rocksdb::NewLRUCache(options.block_cache_bytes);
@@ -321,11 +286,11 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
     return absl::InternalError(
         absl::StrCat("cannot open data dir ", dir, ": ", s.ToString()));
   }
-  std::unique_ptr<Database> db(new Database(
-      dir, options.env,
-      std::min(options.sessions_write_buffer_bytes,
-               options.raft_log_write_buffer_bytes),
-      std::move(needs_resume), std::unique_ptr<rocksdb::DB>(raw_db), handles));
+  std::unique_ptr<Database> db(
+      new Database(dir, options.env,
+                   std::min(options.sessions_write_buffer_bytes,
+                            options.raft_log_write_buffer_bytes),
+                   std::unique_ptr<rocksdb::DB>(raw_db), handles));
 
   // The format version: written on creation, checked on every open.
   std::string version;
@@ -357,14 +322,11 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
 }
 
 Database::Database(std::string dir, std::shared_ptr<rocksdb::Env> env,
-                   uint64_t large_write_bytes,
-                   std::shared_ptr<std::atomic<bool>> needs_resume,
-                   std::unique_ptr<rocksdb::DB> db,
+                   uint64_t large_write_bytes, std::unique_ptr<rocksdb::DB> db,
                    std::vector<rocksdb::ColumnFamilyHandle*> handles)
     : dir_(std::move(dir)),
       env_(std::move(env)),
       large_write_bytes_(large_write_bytes),
-      needs_resume_(std::move(needs_resume)),
       db_(std::move(db)),
       handles_(std::move(handles)) {
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
@@ -386,6 +348,9 @@ Database::~Database() {
     (void)db_->DestroyColumnFamilyHandle(handle);
   }
   handles_.clear();
+  // Tests stall here as RocksDB 7.8's Close can hang for good
+  // (server/stop_watchdog.h).
+  SESSIOND_FAULT_POINT("storage.close");
   (void)db_->Close();
   db_.reset();
 }
@@ -419,22 +384,20 @@ absl::Status Database::wal_failure() const {
 }
 
 void Database::ResumeAfterFailedWrite() {
-  if (!needs_resume_->load(std::memory_order_acquire)) return;
+  if (!write_failed_.load(std::memory_order_acquire)) return;
   // Resume cannot mend a failed log writer; each try would only make
   // another empty log file.
   if (!wal_failure().ok()) return;
   // A failed write leaves RocksDB refusing every write (its background
   // error) until Resume, which also flushes the memtables so nothing
   // depends on the WAL that failed. Busy: its own recovery is running.
-  if (db_->Resume().ok()) {
-    needs_resume_->store(false, std::memory_order_release);
-  }
+  if (db_->Resume().ok()) write_failed_.store(false, std::memory_order_release);
 }
 
 absl::Status Database::Checked(const rocksdb::Status& status,
                                std::string_view context) {
   if (status.ok()) return absl::OkStatus();
-  needs_resume_->store(true, std::memory_order_release);
+  write_failed_.store(true, std::memory_order_release);
   return FromRocksStatus(status, context);
 }
 

@@ -120,9 +120,8 @@ class Database {
   absl::Status Checkpoint(const std::string& dir);
 
  private:
-  // After a write failed or RocksDB reported a background error: clears
-  // that error so this write may succeed. A no-op otherwise. RocksDB never
-  // resumes by itself (database.cc, ManualRecoveryOnly).
+  // After a write failed: clears RocksDB's background error so this write
+  // may succeed. A no-op when no write failed.
   void ResumeAfterFailedWrite();
   absl::Status Checked(const rocksdb::Status& status, std::string_view context);
   // Schedules a flush of every memtable when `batch`, just written, filled
@@ -130,9 +129,7 @@ class Database {
   void FlushAfterLargeWrite(const rocksdb::WriteBatch& batch);
 
   Database(std::string dir, std::shared_ptr<rocksdb::Env> env,
-           uint64_t large_write_bytes,
-           std::shared_ptr<std::atomic<bool>> needs_resume,
-           std::unique_ptr<rocksdb::DB> db,
+           uint64_t large_write_bytes, std::unique_ptr<rocksdb::DB> db,
            std::vector<rocksdb::ColumnFamilyHandle*> handles);
 
   const std::string dir_;
@@ -140,16 +137,13 @@ class Database {
   const std::shared_ptr<rocksdb::Env> env_;
   // The smaller memtable size of the sessions and raft_log column families.
   const uint64_t large_write_bytes_;
-  // Set when a write failed or RocksDB reported a background error (a flush
-  // or compaction that failed); cleared by a Resume that worked. Shared with
-  // the RocksDB event listener that sets it (database.cc).
-  const std::shared_ptr<std::atomic<bool>> needs_resume_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; closed in ~
   rocksdb::ColumnFamilyHandle* default_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* raft_log_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* raft_state_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* sessions_cf_ = nullptr;
+  std::atomic<bool> write_failed_{false};
   mutable absl::Mutex wal_mu_;
   absl::Status wal_failure_ ABSL_GUARDED_BY(wal_mu_);
 };
