@@ -127,7 +127,7 @@ absl::StatusOr<BackupDigest> DigestBackupFiles(
     EVP_DigestUpdate(ctx.get(), "\0", 1);
     EVP_DigestUpdate(ctx.get(), header, sizeof(header));
     std::unique_ptr<FILE, decltype(&std::fclose)> file(
-        std::fopen(path.c_str(), "rb"), &std::fclose);
+        std::fopen(path.c_str(), "rbe"), &std::fclose);
     if (file == nullptr) {
       return absl::InternalError(absl::StrCat("cannot open ", path));
     }

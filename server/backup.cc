@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 absl::Status WriteFile(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   std::unique_ptr<FILE, decltype(&std::fclose)> file(
-      std::fopen(tmp.c_str(), "wb"), &std::fclose);
+      std::fopen(tmp.c_str(), "wbe"), &std::fclose);
   if (file == nullptr) {
     return absl::InternalError(absl::StrCat("cannot create ", tmp));
   }

@@ -338,10 +338,11 @@ const std::vector<Option>& Options() {
        .max = 3600 * 1000,
        .reloadable = true},
       {.name = "stop_timeout_ms",
-       .help = "past this, a shutdown or restart in place that has not "
-               "finished tearing the node down is cut short as a crash "
-               "would be: a shutdown exits with code 3, a restart in place "
-               "executes sessiond again (acknowledged writes are on disk)",
+       .help = "past this plus three times --shutdown_grace_ms, a shutdown or "
+               "restart in place that has not finished tearing the node down "
+               "is cut short as a crash would be: a shutdown exits with code "
+               "3, a restart in place executes sessiond again (acknowledged "
+               "writes are on disk)",
        .int_field = SESSIOND_INT_FIELD(stop_timeout_ms),
        .min = 1000,
        .max = 3600 * 1000},

@@ -79,7 +79,8 @@ struct Config {
   // How long SIGTERM waits for in-flight calls before cancelling them.
   int64_t shutdown_grace_ms = 5000;
   // How long a shutdown or a restart in place may take to tear the daemon
-  // down before it is cut short as a crash would be (server/stop_watchdog.h).
+  // down, beyond three times shutdown_grace_ms, before it is cut short as a
+  // crash would be (server/stop_watchdog.h).
   int64_t stop_timeout_ms = 60000;
   // Writes stop while the data dir's file system has less free (MiB);
   // storage/disk_guard.h. 0: off.

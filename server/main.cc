@@ -15,11 +15,13 @@
 // data dir is locked by another process or corrupt, the address cannot be
 // bound), 2 for a bad command line or config file.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -141,6 +143,11 @@ void RequestStop() { kill(getpid(), SIGTERM); }
 // The exit code of a shutdown cut short by its StopWatchdog.
 constexpr int kStuckShutdownExitCode = 3;
 
+// Set in the environment of the image a stuck restart in place executes:
+// its first start is still a restart in place (a --force_new_cluster left
+// on the command line is not applied again, server/daemon.cc).
+constexpr char kRestartedByExecEnv[] = "SESSIOND_RESTARTED_IN_PLACE_BY_EXEC";
+
 // A restart in place whose teardown is stuck starts afresh as a crash and
 // a supervisor's restart would, in this same process (exec keeps the pid,
 // so systemd and scripts keep tracking it): with the command line it
@@ -148,7 +155,13 @@ constexpr int kStuckShutdownExitCode = 3;
 // and closes every file RocksDB and gRPC opened (they are close-on-exec),
 // which releases the data dir's lock.
 [[noreturn]] void ExecAgain(char** argv) {
-  execv("/proc/self/exe", argv);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  env.push_back(absl::StrCat(kRestartedByExecEnv, "=1"));
+  std::vector<char*> envp;
+  for (std::string& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  execve("/proc/self/exe", argv, envp.data());
   logging::Error("restart.exec_failed",
                  logging::Fields()
                      .Add("errno", errno)
@@ -156,13 +169,15 @@ constexpr int kStuckShutdownExitCode = 3;
   _exit(kStuckShutdownExitCode);
 }
 
-// Shuts `daemon` down and destroys it, within config.stop_timeout_ms;
-// past it the StopWatchdog calls `give_up`.
+// Shuts `daemon` down and destroys it; past what its drain may take (the
+// grace, three times: calls, the server's own shutdown, internal writes)
+// plus config.stop_timeout_ms, the StopWatchdog calls `give_up`.
 void TearDown(std::unique_ptr<sessiond::server::Daemon>* daemon,
               const sessiond::server::Config& config, const char* what,
               std::function<void()> give_up) {
   sessiond::server::StopWatchdog watchdog(
-      absl::Milliseconds(config.stop_timeout_ms), what, std::move(give_up));
+      absl::Milliseconds(config.stop_timeout_ms + 3 * config.shutdown_grace_ms),
+      what, std::move(give_up));
   (*daemon)->Shutdown();
   daemon->reset();
 }
@@ -243,8 +258,17 @@ int main(int argc, char** argv) {
   std::printf("%s\n", sessiond::server::ConfigSummary(config).c_str());
   std::fflush(stdout);
 
+  // The kernel names a process after the file it executes: "exe" after a
+  // stuck restart in place (ExecAgain), which pgrep and the journal's _COMM
+  // would not find.
+  prctl(PR_SET_NAME, "sessiond");
+  sessiond::server::Config first_start = config;
+  if (std::getenv(kRestartedByExecEnv) != nullptr) {
+    first_start.restarting_in_place = true;
+    unsetenv(kRestartedByExecEnv);
+  }
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon =
-      sessiond::server::Daemon::Start(config, RequestRestart, RequestStop);
+      sessiond::server::Daemon::Start(first_start, RequestRestart, RequestStop);
   if (!daemon.ok()) {
     logging::Error("startup.failed", logging::Fields()
                                          .Add("listen", config.listen)

@@ -403,7 +403,7 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   const std::string path = options_.snapshots->PathOf(ref->file());
   // Opened before anything else: a newer snapshot may replace (unlink) this
   // file meanwhile, and an open file keeps its data.
-  FILE* file = std::fopen(path.c_str(), "rb");
+  FILE* file = std::fopen(path.c_str(), "rbe");
   if (file == nullptr) {
     return absl::NotFoundError(absl::StrCat("cannot open ", path));
   }

@@ -173,7 +173,7 @@ absl::StatusOr<std::unique_ptr<DurableFileWriter>> SnapshotFiles::NewFile(
                    "-", sequence.fetch_add(1), kImageSuffix);
   const std::string final_path = PathOf(name);
   const std::string tmp_path = absl::StrCat(final_path, kTmpSuffix);
-  FILE* file = std::fopen(tmp_path.c_str(), "wbx");
+  FILE* file = std::fopen(tmp_path.c_str(), "wbxe");
   if (file == nullptr) return Errno("create", tmp_path);
   return std::unique_ptr<DurableFileWriter>(
       new DurableFileWriter(tmp_path, final_path, file));
@@ -181,7 +181,7 @@ absl::StatusOr<std::unique_ptr<DurableFileWriter>> SnapshotFiles::NewFile(
 
 absl::Status SnapshotFiles::Verify(const SnapshotRef& ref) const {
   const std::string path = PathOf(ref.file());
-  FILE* file = std::fopen(path.c_str(), "rb");
+  FILE* file = std::fopen(path.c_str(), "rbe");
   if (file == nullptr) {
     if (errno == ENOENT) {
       return absl::NotFoundError(
@@ -359,7 +359,7 @@ absl::StatusOr<std::unique_ptr<SnapshotImageReader>> SnapshotImageReader::Open(
     const SnapshotFiles& files, const SnapshotRef& ref) {
   SESSIOND_RETURN_IF_ERROR(files.Verify(ref));
   const std::string path = files.PathOf(ref.file());
-  FILE* file = std::fopen(path.c_str(), "rb");
+  FILE* file = std::fopen(path.c_str(), "rbe");
   if (file == nullptr) return Errno("open", path);
   std::unique_ptr<SnapshotImageReader> reader(
       new SnapshotImageReader(file, ref.size()));

@@ -155,14 +155,15 @@ std::string FileText(const std::string& path) {
 
 // RocksDB 7.8's DB::Close can hang for good after a full disk (a recovery
 // flush that never completes; server/stop_watchdog.h). Here every close
-// stalls for ten minutes, longer than any wait below: a restart in place
-// executes sessiond again once --stop_timeout_ms has passed, and a shutdown
-// exits with code 3, both as a crash would, losing nothing acknowledged.
+// stalls for ten minutes, longer than any wait below: once --stop_timeout_ms
+// has passed beyond three times the grace (4 s in all here), a restart in
+// place executes sessiond again and a shutdown exits with code 3, both as a
+// crash would, losing nothing acknowledged.
 TEST(StopWatchdogTest, AStuckCloseIsCutShortAsACrashWouldCutIt) {
   TempDir dir;
-  SessiondProcess node(
-      SESSIOND_BINARY, dir.path() + "/data",
-      {"--fault_point=storage.close~600000", "--stop_timeout_ms=1000"});
+  SessiondProcess node(SESSIOND_BINARY, dir.path() + "/data",
+                       {"--fault_point=storage.close~600000",
+                        "--stop_timeout_ms=1000", "--shutdown_grace_ms=1000"});
   ASSERT_TRUE(node.Start().ok()) << node.log_path();
   const std::string before = CreateOne(*node.NewStub(), "before");
   ASSERT_FALSE(before.empty());
@@ -177,6 +178,9 @@ TEST(StopWatchdogTest, AStuckCloseIsCutShortAsACrashWouldCutIt) {
   ASSERT_TRUE(served) << "no restart past the stuck close; see "
                       << node.log_path();
   EXPECT_EQ(kill(node.pid(), 0), 0);
+  // Named as before (exec names a process after the file: "exe").
+  EXPECT_EQ(FileText(absl::StrCat("/proc/", node.pid(), "/comm")),
+            "sessiond\n");
   const std::string restarted_log = FileText(node.log_path());
   EXPECT_NE(restarted_log.find("shutdown.stuck"), std::string::npos);
   EXPECT_NE(restarted_log.find("restart in place"), std::string::npos);

@@ -681,8 +681,11 @@ constexpr char kWalChildAckedEnv[] = "SESSIOND_TEST_WAL_CHILD_ACKED";
 // acknowledged to `acked_path`, and closes the database. 0 when every check
 // held; otherwise says which on stderr.
 int RunWalFailureChild(const std::string& mnt, const std::string& acked_path) {
+  // Out at once: destroying the database would close it, which may hang.
   auto fail = [](const std::string& why) {
     std::fprintf(stderr, "wal failure child: %s\n", why.c_str());
+    std::fflush(stderr);
+    _exit(1);
     return 1;
   };
   std::unique_ptr<storage::Database> db = DatabaseWith3MB(mnt + "/db");
@@ -716,6 +719,10 @@ int RunWalFailureChild(const std::string& mnt, const std::string& acked_path) {
       return fail(s.ToString());
     }
     absl::SleepFor(absl::Milliseconds(500));
+  }
+  // Every check held: said before the close, which may hang.
+  if (!std::ofstream(acked_path + ".checked").flush()) {
+    return fail("cannot write " + acked_path + ".checked");
   }
   db.reset();
   return 0;
@@ -770,6 +777,8 @@ TEST(FullDiskTest, AFailedWriteAheadLogAppendIsNeverFollowedByAnother) {
     ASSERT_TRUE(WIFEXITED(status)) << status;
     ASSERT_EQ(WEXITSTATUS(status), 0) << "the child's checks failed (stderr)";
   }
+  ASSERT_TRUE(std::filesystem::exists(acked_path + ".checked"))
+      << "the child's checks failed (stderr)";
 
   std::vector<std::string> acked;
   std::ifstream in(acked_path);
