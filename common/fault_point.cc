@@ -20,6 +20,10 @@ std::string* armed_name ABSL_GUARDED_BY(armed_name_mutex) = nullptr;
 uint64_t hits_before_crash ABSL_GUARDED_BY(armed_name_mutex) = 0;
 // > 0: no crash; from that hit on, each hit sleeps this long.
 uint64_t stall_ms ABSL_GUARDED_BY(armed_name_mutex) = 0;
+// A "!" spec: the point fails once (SESSIOND_FAULT_POINT_FAILS) and never
+// crashes; `failed` once it has.
+bool fail_mode ABSL_GUARDED_BY(armed_name_mutex) = false;
+bool failed ABSL_GUARDED_BY(armed_name_mutex) = false;
 
 struct ArmFromEnvironment {
   ArmFromEnvironment() {
@@ -38,7 +42,7 @@ void MaybeCrashAtFaultPoint(std::string_view name) {
   uint64_t stall = 0;
   {
     absl::MutexLock lock(&armed_name_mutex);
-    if (armed_name == nullptr || *armed_name != name) return;
+    if (armed_name == nullptr || *armed_name != name || fail_mode) return;
     if (hits_before_crash > 0) {
       --hits_before_crash;
       return;
@@ -55,13 +59,29 @@ void MaybeCrashAtFaultPoint(std::string_view name) {
   std::fflush(stderr);
   _exit(kFaultPointExitCode);
 }
+bool FaultPointFailsNow(std::string_view name) {
+  absl::MutexLock lock(&armed_name_mutex);
+  if (armed_name == nullptr || *armed_name != name || !fail_mode || failed) {
+    return false;
+  }
+  if (hits_before_crash > 0) {
+    --hits_before_crash;
+    return false;
+  }
+  failed = true;
+  std::fprintf(stderr, "fault point %.*s reached: failing this pass\n",
+               static_cast<int>(name.size()), name.data());
+  return true;
+}
 }  // namespace internal
 
 bool ArmFaultPoint(std::string_view spec) {
   uint64_t stall = 0;
+  const bool fails = !spec.empty() && spec.back() == '!';
+  if (fails) spec.remove_suffix(1);
   if (const size_t tilde = spec.find('~'); tilde != std::string_view::npos) {
     const std::string ms(spec.substr(tilde + 1));
-    if (!absl::SimpleAtoi(ms, &stall) || stall == 0) return false;
+    if (fails || !absl::SimpleAtoi(ms, &stall) || stall == 0) return false;
     spec = spec.substr(0, tilde);
   }
   std::string_view name = spec;
@@ -76,6 +96,8 @@ bool ArmFaultPoint(std::string_view spec) {
   armed_name = name.empty() ? nullptr : new std::string(name);
   hits_before_crash = nth - 1;
   stall_ms = stall;
+  fail_mode = fails;
+  failed = false;
   internal::fault_point_armed.store(!name.empty(), std::memory_order_relaxed);
   return true;
 }

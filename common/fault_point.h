@@ -18,10 +18,15 @@ namespace sessiond {
 // With a stall, <name>[@<n>]~<ms>, the point never crashes: from its n-th
 // hit on, every hit sleeps <ms> milliseconds instead (a slow disk or a
 // busy stage, for tests of what waits on it).
+// With a failure, <name>[@<n>]!, the point never crashes either: its n-th
+// pass through SESSIOND_FAULT_POINT_FAILS("<name>") returns true, once,
+// and every other pass false; the code there then fails as it would on a
+// real error (storage/database.cc: a RocksDB that stops taking writes).
 // When no fault point is armed the check is one relaxed atomic load.
 inline constexpr int kFaultPointExitCode = 86;
 
-// Arms `spec` ("name", "name@n", n >= 1, either with "~ms", ms >= 1) for
+// Arms `spec` ("name", "name@n", n >= 1, either with "~ms", ms >= 1, or
+// with "!") for
 // this process. An empty spec disarms. Returns false (and arms nothing)
 // when the count or the stall is malformed.
 // Thread-safe.
@@ -30,6 +35,7 @@ bool ArmFaultPoint(std::string_view spec);
 namespace internal {
 extern std::atomic<bool> fault_point_armed;
 void MaybeCrashAtFaultPoint(std::string_view name);
+bool FaultPointFailsNow(std::string_view name);
 }  // namespace internal
 
 }  // namespace sessiond
@@ -40,5 +46,10 @@ void MaybeCrashAtFaultPoint(std::string_view name);
             std::memory_order_relaxed))                   \
       ::sessiond::internal::MaybeCrashAtFaultPoint(name); \
   } while (0)
+
+// True at the one pass a "<name>[@<n>]!" spec names (see above).
+#define SESSIOND_FAULT_POINT_FAILS(name)                                      \
+  (::sessiond::internal::fault_point_armed.load(std::memory_order_relaxed) && \
+   ::sessiond::internal::FaultPointFailsNow(name))
 
 #endif  // SESSIOND_COMMON_FAULT_POINT_H_

@@ -40,8 +40,10 @@ class StateMachine {
   // stopping thread: an Apply that waits for the disk (a full disk) may give
   // up from then on and return its error, which the driver then takes as
   // "stopped" rather than as a reason to abort; the log replays the entries
-  // at the next start.
-  virtual void StopRetryingWrites() {}
+  // at the next start. Pure, so that a wrapper cannot leave it out: one did
+  // (server/apply_metrics.h), and a shutdown on a full disk then waited for
+  // space until its StopWatchdog cut it short.
+  virtual void StopRetryingWrites() = 0;
 
   // The last applied index (0 on a new store).
   virtual LogIndex applied_index() const = 0;

@@ -66,6 +66,7 @@ class CountingStateMachine : public replication::StateMachine {
 
   absl::StatusOr<std::vector<replication::ApplyResult>> Apply(
       const std::vector<replication::Entry>& entries) override;
+  void StopRetryingWrites() override { inner_->StopRetryingWrites(); }
   LogIndex applied_index() const override { return inner_->applied_index(); }
   absl::StatusOr<replication::Snapshot> CreateSnapshot() override {
     return inner_->CreateSnapshot();

@@ -346,6 +346,13 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(stop_timeout_ms),
        .min = 1000,
        .max = 3600 * 1000},
+      {.name = "stuck_writes_restart_ms",
+       .help = "when writes have gone on failing for lack of space this long "
+               "after the data disk had room again (RocksDB's own recovery "
+               "hung), the node restarts in place to reopen its database",
+       .int_field = SESSIOND_INT_FIELD(stuck_writes_restart_ms),
+       .min = 1000,
+       .max = 3600 * 1000},
       {.name = "revocation_retention_ms",
        .help = "how long a flush, bulk revocation or RevokeUserSessions can "
                "be undone (sessionctl restore ID); then it is purged and the "
@@ -595,9 +602,9 @@ const std::vector<Option>& Options() {
        .string_field = SESSIOND_STRING_FIELD(unsafe_peer_drop_file),
        .hidden = true},
       {.name = "fault_point",
-       .help = "NAME[@N][~MS]: exit with code 86 at the N-th pass of this "
+       .help = "NAME[@N][~MS|!]: exit with code 86 at the N-th pass of this "
                "fault point; with ~MS, sleep MS ms at that pass and every one "
-               "after instead (fault tests only)",
+               "after instead; with !, fail that pass only (fault tests only)",
        .string_field = SESSIOND_STRING_FIELD(fault_point),
        .hidden = true},
   };

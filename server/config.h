@@ -82,6 +82,10 @@ struct Config {
   // down, beyond three times shutdown_grace_ms, before it is cut short as a
   // crash would be (server/stop_watchdog.h).
   int64_t stop_timeout_ms = 60000;
+  // Writes that go on failing for lack of space this long after the data
+  // disk had room again restart the node in place (Daemon::
+  // RestartIfWritesStuck): RocksDB 7.8's own recovery can hang for good.
+  int64_t stuck_writes_restart_ms = 60000;
   // Writes stop while the data dir's file system has less free (MiB);
   // storage/disk_guard.h. 0: off.
   int64_t disk_reserve_mb = 64;
@@ -184,7 +188,8 @@ struct Config {
   // to which this node's peer traffic is dropped, both ways; re-read while
   // running (a network partition on one machine).
   std::string unsafe_peer_drop_file;
-  // Hidden: a SESSIOND_FAULT_POINT name to crash at (fault tests).
+  // Hidden: a SESSIOND_FAULT_POINT name to crash at (fault tests). Armed
+  // by server/main.cc once per process image; Daemon::Start ignores it.
   std::string fault_point;
   // Where the options came from (for the startup summary); empty: no file.
   std::string config_file;

@@ -342,28 +342,61 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
   return daemon;
 }
 
-void Daemon::RestartIfLogLost() {
+void Daemon::RestartIfWritesStuck() {
   if (restart_requested_) return;
-  const absl::Status lost = db_->wal_failure();
-  // Another I/O error is the disk's own trouble: restarting would hide it
-  // in a loop. Writes stay refused, with that error, for an operator.
-  if (lost.ok() || !storage::IsNoSpace(lost)) return;
   // Where the guard resumes writes (with the guard off, room for the
   // reserve file RocksDB's flushes need): a restart with less would only
   // fill the disk again.
   const uint64_t room = disk_guard_->state().resume_bytes;
   absl::StatusOr<uint64_t> free = disk_guard_->FreeBytes();
-  if (!free.ok() || *free < room) return;
+  if (!free.ok() || *free < room) {
+    room_since_.reset();
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (!room_since_.has_value()) room_since_ = now;
+  // Another I/O error is the disk's own trouble: restarting would hide it
+  // in a loop. Writes stay refused, with that error, for an operator.
+  if (const absl::Status lost = db_->wal_failure(); !lost.ok()) {
+    if (!storage::IsNoSpace(lost)) return;
+    return RequestRestartInPlace(
+        "storage.restart", lost, *free,
+        "the data disk has room again, but RocksDB cannot append to its "
+        "write-ahead log after that failure: restarting this node in place "
+        "to reopen it");
+  }
+  const std::optional<storage::Database::FailingWrites> failing =
+      db_->failing_writes();
+  if (!failing.has_value() || !storage::IsNoSpace(failing->latest_error)) {
+    return;
+  }
+  // A write failed that long after the disk had room (or after the run
+  // began, when it began with room): RocksDB's own recovery from a failed
+  // flush finishes in seconds when it finishes at all. An idle node, whose
+  // last write failed, waits for its next write instead.
+  const auto stuck =
+      failing->latest_failed - std::max(*room_since_, failing->first_failed);
+  if (stuck < std::chrono::milliseconds(config_.stuck_writes_restart_ms)) {
+    return;
+  }
+  RequestRestartInPlace(
+      "storage.stuck_restart", failing->latest_error, *free,
+      absl::StrCat(
+          "writes have failed for lack of space for ",
+          std::chrono::duration_cast<std::chrono::seconds>(stuck).count(),
+          " s although the data disk has had room again (RocksDB's "
+          "recovery from the failure hung): restarting this node "
+          "in place to reopen its database"));
+}
+
+void Daemon::RequestRestartInPlace(const char* event, const absl::Status& error,
+                                   uint64_t free_bytes,
+                                   const std::string& msg) {
   restart_requested_ = true;
-  logging::Warn(
-      "storage.restart",
-      logging::Fields()
-          .Error(lost)
-          .Add("free_bytes", *free)
-          .Add("msg",
-               "the data disk has room again, but RocksDB cannot append to "
-               "its write-ahead log after that failure: restarting this "
-               "node in place to reopen it"));
+  logging::Warn(event, logging::Fields()
+                           .Error(error)
+                           .Add("free_bytes", free_bytes)
+                           .Add("msg", msg));
   on_restart_needed_();
 }
 
@@ -428,11 +461,6 @@ absl::Status Daemon::Init() {
                     " ms");
     phase_start = now;
   };
-  if (!config_.fault_point.empty() && !ArmFaultPoint(config_.fault_point)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--fault_point=", config_.fault_point,
-        ": expected NAME, NAME@N or either with ~MS, N and MS >= 1"));
-  }
   const NodeId self(static_cast<uint64_t>(config_.node_id));
   {
     absl::StatusOr<std::unique_ptr<ListenerSecurity>> security =
@@ -955,7 +983,7 @@ absl::Status Daemon::Init() {
   }
   if (on_restart_needed_ != nullptr) {
     log_watch_ = std::make_unique<PeriodicTask>(
-        "sd-log-watch", absl::Seconds(1), [this] { RestartIfLogLost(); });
+        "sd-log-watch", absl::Seconds(1), [this] { RestartIfWritesStuck(); });
   }
   running_.store(true);
   service_->set_ready(true);

@@ -3,6 +3,7 @@
 #define SESSIOND_SERVER_DAEMON_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -192,9 +193,14 @@ class Daemon {
   // Once: marks the data dir (with `mark`: the applied state may not say
   // so), logs node.removed with what to do, and asks for a stop.
   void LeaveCluster(const std::string& why, bool mark);
-  // log_watch_'s run: asks for a restart once RocksDB's write-ahead log
-  // failed and free space is back to where the disk guard resumes writes.
-  void RestartIfLogLost();
+  // log_watch_'s run, with free space back to where the disk guard resumes
+  // writes: asks for a restart in place at once when RocksDB's write-ahead
+  // log failed for lack of space, and when writes have gone on failing for
+  // lack of space for --stuck_writes_restart_ms since (RocksDB's recovery
+  // hung).
+  void RestartIfWritesStuck();
+  void RequestRestartInPlace(const char* event, const absl::Status& error,
+                             uint64_t free_bytes, const std::string& msg);
   absl::Status StartPeerListener();
   std::unique_ptr<ExpirySweeper> NewSweeper(int64_t interval_ms, int64_t batch);
   sessiond::v1::internal::HelloResponse Hello() const;
@@ -273,6 +279,8 @@ class Daemon {
   std::unique_ptr<JwksHttpServer> jwks_http_;
   const RestartRequest on_restart_needed_;
   bool restart_requested_ = false;  // log_watch_'s thread only
+  // Since when the data disk has had room for writes; log_watch_'s only.
+  std::optional<std::chrono::steady_clock::time_point> room_since_;
   const StopRequest on_stop_needed_;
   std::atomic<bool> left_cluster_{false};
   // Whether this node was removed from its cluster (server/removal_watch.h):

@@ -31,6 +31,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/fault_point.h"
 #include "common/log.h"
 #include "server/config.h"
 #include "server/daemon.h"
@@ -236,6 +237,17 @@ int main(int argc, char** argv) {
   logging::Configure(*logging::ParseFormat(config.log_format),
                      *logging::ParseLevel(config.log_level));
   logging::SetNode(static_cast<uint64_t>(config.node_id));
+  // Armed once per process image, not per Daemon::Start: its hits count
+  // across restarts in place, so a test can let one restart pass and stall
+  // the next.
+  if (!config.fault_point.empty() &&
+      !sessiond::ArmFaultPoint(config.fault_point)) {
+    std::fprintf(stderr,
+                 "sessiond: --fault_point=%s: expected NAME, NAME@N, either "
+                 "with ~MS or !, N and MS >= 1\n",
+                 config.fault_point.c_str());
+    return 2;
+  }
 
   // Debian's Abseil is built with deadlock detection on, which makes every
   // absl::Mutex acquisition update a process-wide lock graph under a global

@@ -843,7 +843,14 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
         absl::StrCat("requests: ", count, " entries, limit is ",
                      options_.max_batch_create)));
   }
-  if (count == 0) return call->Reply(absl::OkStatus());
+  if (count == 0) {
+    // Nothing to commit, but named like any write a follower answers: a
+    // client takes an answer without a leader hint for the leader's own.
+    if (const LeaderHint hint = leader_hint(); hint.id != options_.self) {
+      AddLeaderHint(call->context(), hint);
+    }
+    return call->Reply(absl::OkStatus());
+  }
   std::vector<CreateLifetimes> lifetimes;
   lifetimes.reserve(count);
   for (size_t i = 0; i < count; ++i) {

@@ -360,7 +360,7 @@ absl::Status Database::Write(rocksdb::WriteBatch* batch, bool sync) {
   rocksdb::WriteOptions write_options;
   write_options.sync = sync;
   ResumeAfterFailedWrite();
-  const rocksdb::Status s = db_->Write(write_options, batch);
+  const rocksdb::Status s = WriteToRocksDb(write_options, batch);
   if (!s.ok() && NamesWalFile(s.ToString())) {
     absl::MutexLock lock(&wal_mu_);
     if (wal_failure_.ok()) {
@@ -394,11 +394,46 @@ void Database::ResumeAfterFailedWrite() {
   if (db_->Resume().ok()) write_failed_.store(false, std::memory_order_release);
 }
 
+rocksdb::Status Database::WriteToRocksDb(const rocksdb::WriteOptions& options,
+                                         rocksdb::WriteBatch* batch) {
+  if (SESSIOND_FAULT_POINT_FAILS("storage.write_jams")) {
+    injected_jam_.store(true);
+  }
+  if (injected_jam_.load(std::memory_order_relaxed)) {
+    return rocksdb::Status::NoSpace(
+        "fault point storage.write_jams: this database takes no write until "
+        "it is reopened");
+  }
+  return db_->Write(options, batch);
+}
+
 absl::Status Database::Checked(const rocksdb::Status& status,
                                std::string_view context) {
-  if (status.ok()) return absl::OkStatus();
+  if (status.ok()) {
+    if (failing_now_.load(std::memory_order_acquire)) {
+      absl::MutexLock lock(&failing_mu_);
+      failing_.reset();
+      failing_now_.store(false, std::memory_order_release);
+    }
+    return absl::OkStatus();
+  }
   write_failed_.store(true, std::memory_order_release);
-  return FromRocksStatus(status, context);
+  absl::Status error = FromRocksStatus(status, context);
+  const auto now = std::chrono::steady_clock::now();
+  absl::MutexLock lock(&failing_mu_);
+  if (!failing_.has_value()) {
+    failing_ = FailingWrites{
+        .latest_error = error, .first_failed = now, .latest_failed = now};
+    failing_now_.store(true, std::memory_order_release);
+  }
+  failing_->latest_error = error;
+  failing_->latest_failed = now;
+  return error;
+}
+
+std::optional<Database::FailingWrites> Database::failing_writes() const {
+  absl::MutexLock lock(&failing_mu_);
+  return failing_;
 }
 
 absl::StatusOr<std::optional<std::string>> Database::Get(
@@ -420,7 +455,7 @@ absl::Status Database::WriteWithoutWal(rocksdb::WriteBatch* batch) {
   write_options.disableWAL = true;
   ResumeAfterFailedWrite();
   absl::Status written =
-      Checked(db_->Write(write_options, batch), "RocksDB write (no WAL)");
+      Checked(WriteToRocksDb(write_options, batch), "RocksDB write (no WAL)");
   if (written.ok()) FlushAfterLargeWrite(*batch);
   return written;
 }

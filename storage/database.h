@@ -3,6 +3,7 @@
 #define SESSIOND_STORAGE_DATABASE_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -108,6 +109,21 @@ class Database {
   // restart of the node) is the way back.
   absl::Status wal_failure() const;
 
+  // A run of failed writes: every Write and WriteWithoutWal since
+  // `first_failed` failed, `latest` last (steady clock). RocksDB 7.8's own
+  // recovery after a failed flush can hang for good, and every write then
+  // fails with its background error until the database is reopened
+  // (server/daemon.cc, RestartIfWritesStuck, tells that from a disk that
+  // is still full).
+  struct FailingWrites {
+    absl::Status latest_error;
+    std::chrono::steady_clock::time_point first_failed;
+    std::chrono::steady_clock::time_point latest_failed;
+  };
+  // The current run; nullopt while the latest write succeeded (or none
+  // failed).
+  std::optional<FailingWrites> failing_writes() const;
+
   // Flushes all memtables to SST files and waits for it. Used at shutdown
   // and by tests; not needed for durability (the WAL already has the data).
   absl::Status Flush();
@@ -124,6 +140,10 @@ class Database {
   // may succeed. A no-op when no write failed.
   void ResumeAfterFailedWrite();
   absl::Status Checked(const rocksdb::Status& status, std::string_view context);
+  // db_->Write, unless the fault point storage.write_jams has failed in this
+  // Database: then every write fails as after RocksDB's recovery hung.
+  rocksdb::Status WriteToRocksDb(const rocksdb::WriteOptions& options,
+                                 rocksdb::WriteBatch* batch);
   // Schedules a flush of every memtable when `batch`, just written, filled
   // one by itself (large_write_bytes_).
   void FlushAfterLargeWrite(const rocksdb::WriteBatch& batch);
@@ -144,6 +164,12 @@ class Database {
   rocksdb::ColumnFamilyHandle* raft_state_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* sessions_cf_ = nullptr;
   std::atomic<bool> write_failed_{false};
+  // Set by the fault point storage.write_jams (tests); never cleared.
+  std::atomic<bool> injected_jam_{false};
+  // Whether failing_ holds a run (read without the lock on each success).
+  std::atomic<bool> failing_now_{false};
+  mutable absl::Mutex failing_mu_;
+  std::optional<FailingWrites> failing_ ABSL_GUARDED_BY(failing_mu_);
   mutable absl::Mutex wal_mu_;
   absl::Status wal_failure_ ABSL_GUARDED_BY(wal_mu_);
 };

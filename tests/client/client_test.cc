@@ -1817,6 +1817,29 @@ TEST(ClusterClientTest, WritesGoStraightToTheLeader) {
   EXPECT_EQ(stats.leader_hints_ignored, 0u);
 }
 
+// An empty CreateSessions commits nothing, so the follower that answers it
+// is no leader: it names the leader as after any write it answers, and the
+// client does not take the follower for the leader (which sent every later
+// write of this client through it, forwarded).
+TEST(ClusterClientTest, AnEmptyBatchAnsweredByAFollowerNamesTheLeader) {
+  TestCluster cluster;
+  ASSERT_TRUE(cluster.Start(3)) << "a node did not print LISTENING";
+  std::optional<v1::ClusterStatusResponse> ready = cluster.WaitReady(60000);
+  ASSERT_TRUE(ready.has_value()) << "no leader within 60 s";
+  const uint64_t follower = ready->leader() == 1 ? 2 : 1;
+  auto client = SessionClient::Connect({cluster.address(follower)});
+  absl::StatusOr<v1::CreateSessionsResponse> none =
+      client->CreateSessions(v1::CreateSessionsRequest());
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->responses_size(), 0);
+  EXPECT_NE(client->leader(), cluster.address(follower));
+  std::optional<v1::ClusterStatusResponse> after = cluster.WaitReady(30000);
+  ASSERT_TRUE(after.has_value());
+  if (after->term() == ready->term()) {
+    EXPECT_EQ(client->leader(), ClientAddressOf(*after, after->leader()));
+  }
+}
+
 // SIGKILL the leader: reads keep being answered by the survivors (the
 // client retries on another endpoint, the caller sees no error), and writes
 // go through again once they elect a new leader, which the client learns.

@@ -18,7 +18,24 @@ TEST(FaultPointTest, ParsesNameAndCount) {
   EXPECT_FALSE(ArmFaultPoint("apply.before_apply~0"));
   EXPECT_FALSE(ArmFaultPoint("apply.before_apply~"));
   EXPECT_FALSE(ArmFaultPoint("apply.before_apply@0~5"));
+  EXPECT_TRUE(ArmFaultPoint("storage.write_jams!"));
+  EXPECT_TRUE(ArmFaultPoint("storage.write_jams@7!"));
+  EXPECT_FALSE(ArmFaultPoint("storage.write_jams~5!"));
+  EXPECT_FALSE(ArmFaultPoint("storage.write_jams@0!"));
   EXPECT_TRUE(ArmFaultPoint(""));  // disarms
+}
+
+// A failure never exits: its n-th pass fails, once.
+TEST(FaultPointTest, AFailureFailsTheNthPassOnly) {
+  ASSERT_TRUE(ArmFaultPoint("unit.fail@2!"));
+  SESSIOND_FAULT_POINT("unit.fail");  // never crashes
+  EXPECT_FALSE(SESSIOND_FAULT_POINT_FAILS("unit.fail"));
+  EXPECT_FALSE(SESSIOND_FAULT_POINT_FAILS("other.fail"));
+  EXPECT_TRUE(SESSIOND_FAULT_POINT_FAILS("unit.fail"));
+  EXPECT_FALSE(SESSIOND_FAULT_POINT_FAILS("unit.fail"));
+  SESSIOND_FAULT_POINT("unit.fail");
+  ASSERT_TRUE(ArmFaultPoint(""));
+  EXPECT_FALSE(SESSIOND_FAULT_POINT_FAILS("unit.fail"));
 }
 
 // A stall never exits: from its n-th pass on, each pass sleeps instead.

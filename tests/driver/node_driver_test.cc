@@ -131,6 +131,7 @@ class RecordingStateMachine : public StateMachine {
     ++apply_calls_;
     return results;
   }
+  void StopRetryingWrites() override {}  // writes nothing
   LogIndex applied_index() const override { return LogIndex(applied_.load()); }
   // Metadata only: these tests never send a snapshot anywhere.
   absl::StatusOr<Snapshot> CreateSnapshot() override {

@@ -161,9 +161,14 @@ std::string FileText(const std::string& path) {
 // crash would, losing nothing acknowledged.
 TEST(StopWatchdogTest, AStuckCloseIsCutShortAsACrashWouldCutIt) {
   TempDir dir;
-  SessiondProcess node(SESSIOND_BINARY, dir.path() + "/data",
-                       {"--fault_point=storage.close~600000",
-                        "--stop_timeout_ms=1000", "--shutdown_grace_ms=1000"});
+  // A fixed metrics port: the image executed after the stuck close binds it
+  // again, which it can only do if no listening socket of the old image
+  // survived the exec.
+  const std::string metrics = absl::StrCat("127.0.0.1:", PickFreePort());
+  SessiondProcess node(
+      SESSIOND_BINARY, dir.path() + "/data",
+      {"--fault_point=storage.close~600000", "--stop_timeout_ms=1000",
+       "--shutdown_grace_ms=1000", "--metrics_listen=" + metrics});
   ASSERT_TRUE(node.Start().ok()) << node.log_path();
   const std::string before = CreateOne(*node.NewStub(), "before");
   ASSERT_FALSE(before.empty());
@@ -195,6 +200,63 @@ TEST(StopWatchdogTest, AStuckCloseIsCutShortAsACrashWouldCutIt) {
   ASSERT_TRUE(node.Start().ok()) << node.log_path();
   EXPECT_TRUE(IsValid(node, before));
   EXPECT_TRUE(IsValid(node, after));
+}
+
+// RocksDB 7.8's own recovery after a flush that failed for lack of space
+// can hang for good, and every write then fails with its background error
+// although the disk has room; nothing short of reopening the database mends
+// it, and no teardown starts by itself. The fault point storage.write_jams
+// stands for that hang, which cannot be brought about at will: from its
+// 50th pass (mid-load), the Database of this start takes no more writes.
+// Writes go on failing for --stuck_writes_restart_ms with room on the disk,
+// the node restarts in place, and writes are taken again; every create
+// acknowledged on either side of the restart is there.
+TEST(StuckWritesTest, ADatabaseThatTakesNoMoreWritesIsReopened) {
+  TempDir dir;
+  SessiondProcess node(
+      SESSIOND_BINARY, dir.path() + "/data",
+      {"--fault_point=storage.write_jams@50!", "--stuck_writes_restart_ms=2000",
+       "--shutdown_grace_ms=1000"});
+  ASSERT_TRUE(node.Start().ok()) << node.log_path();
+  auto stub = node.NewStub();
+  std::vector<std::string> acknowledged;
+  int refused = 0;
+  int after_refusals = 0;
+  // Bounded: 3,000 creates or 120 s, and done once 20 went through after
+  // the writes failed.
+  const absl::Time end = absl::Now() + absl::Seconds(120);
+  for (int i = 0; i < 3000 && absl::Now() < end && after_refusals < 20; ++i) {
+    const std::string token = CreateOne(*stub, absl::StrCat("jam-", i % 7));
+    if (token.empty()) {
+      ++refused;
+      absl::SleepFor(absl::Milliseconds(50));
+      continue;
+    }
+    acknowledged.push_back(token);
+    if (refused > 0) ++after_refusals;
+  }
+  ASSERT_GT(refused, 0) << "the fault point never failed; see "
+                        << node.log_path();
+  ASSERT_EQ(after_refusals, 20)
+      << "writes were not taken again; see " << node.log_path();
+  const std::string log = FileText(node.log_path());
+  EXPECT_NE(log.find("storage.stuck_restart"), std::string::npos) << log;
+  EXPECT_NE(log.find("restart.done"), std::string::npos) << log;
+  // The apply stage, retrying a write that could not succeed, gave up when
+  // the teardown began (StateMachine::StopRetryingWrites) rather than hold
+  // it until the StopWatchdog cut it short.
+  EXPECT_EQ(log.find("shutdown.stuck"), std::string::npos) << log;
+  EXPECT_EQ(kill(node.pid(), 0), 0);
+  for (const std::string& token : acknowledged) {
+    ASSERT_TRUE(IsValid(node, token)) << token;
+  }
+  // And from the disk, after a kill -9.
+  node.Kill();
+  node.set_extra_flags({});
+  ASSERT_TRUE(node.Start().ok()) << node.log_path();
+  for (const std::string& token : acknowledged) {
+    ASSERT_TRUE(IsValid(node, token)) << token;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(WritePath, FaultPointTest,

@@ -40,6 +40,7 @@ class HeldStateMachine : public replication::StateMachine {
     applied_ = entries.back().index;
     return std::vector<ApplyResult>(entries.size(), ApplyResult(std::any()));
   }
+  void StopRetryingWrites() override {}  // writes nothing
   LogIndex applied_index() const override {
     absl::MutexLock lock(&mu_);
     return applied_;

@@ -50,6 +50,7 @@ class SimStateMachine : public replication::StateMachine {
 
   absl::StatusOr<std::vector<replication::ApplyResult>> Apply(
       const std::vector<replication::Entry>& entries) override;
+  void StopRetryingWrites() override {}  // its writes never fail
   LogIndex applied_index() const override { return state_.index; }
   absl::StatusOr<replication::Snapshot> CreateSnapshot() override;
   absl::Status ApplySnapshot(const replication::Snapshot& snapshot) override;

@@ -250,7 +250,7 @@ TEST(DatabaseTest, MissingDirWithoutCreateIsNotFound) {
 // ENOSPC, so no later write reaches RocksDB's failed log writer (which
 // asserts on its next append), and it does not read as a full disk: the
 // daemon restarts itself in place only for that (server/daemon.cc,
-// RestartIfLogLost), never in a loop over a dying disk.
+// RestartIfWritesStuck), never in a loop over a dying disk.
 TEST(DatabaseTest, AnIoErrorOnTheWriteAheadLogSticksAndIsNotAFullDisk) {
   TempDir dir;
   const std::string path = dir.Sub("data");
