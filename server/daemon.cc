@@ -347,9 +347,7 @@ void Daemon::RestartIfWritesStuck() {
   // Where the guard resumes writes (with the guard off, room for the
   // reserve file RocksDB's flushes need): a restart with less would only
   // fill the disk again.
-  const uint64_t room = disk_guard_->state().resume_bytes;
-  absl::StatusOr<uint64_t> free = disk_guard_->FreeBytes();
-  if (!free.ok() || *free < room) {
+  if (!disk_guard_->HasRoomToResume()) {
     room_since_.reset();
     return;
   }
@@ -360,7 +358,7 @@ void Daemon::RestartIfWritesStuck() {
   if (const absl::Status lost = db_->wal_failure(); !lost.ok()) {
     if (!storage::IsNoSpace(lost)) return;
     return RequestRestartInPlace(
-        "storage.restart", lost, *free,
+        "storage.restart", lost,
         "the data disk has room again, but RocksDB cannot append to its "
         "write-ahead log after that failure: restarting this node in place "
         "to reopen it");
@@ -372,15 +370,14 @@ void Daemon::RestartIfWritesStuck() {
   }
   // A write failed that long after the disk had room (or after the run
   // began, when it began with room): RocksDB's own recovery from a failed
-  // flush finishes in seconds when it finishes at all. An idle node, whose
-  // last write failed, waits for its next write instead.
+  // flush finishes in seconds when it finishes at all.
   const auto stuck =
       failing->latest_failed - std::max(*room_since_, failing->first_failed);
   if (stuck < std::chrono::milliseconds(config_.stuck_writes_restart_ms)) {
     return;
   }
   RequestRestartInPlace(
-      "storage.stuck_restart", failing->latest_error, *free,
+      "storage.stuck_restart", failing->latest_error,
       absl::StrCat(
           "writes have failed for lack of space for ",
           std::chrono::duration_cast<std::chrono::seconds>(stuck).count(),
@@ -390,12 +387,29 @@ void Daemon::RestartIfWritesStuck() {
 }
 
 void Daemon::RequestRestartInPlace(const char* event, const absl::Status& error,
-                                   uint64_t free_bytes,
                                    const std::string& msg) {
+  // Free bytes do not say the file system takes a new file (no inode left,
+  // a btrfs out of metadata space): a reopen there fails, and the node,
+  // which still answers reads, would exit. Asked again each second.
+  if (absl::Status probe = disk_guard_->ProbeNewFile(); !probe.ok()) {
+    if (!restart_deferred_logged_) {
+      restart_deferred_logged_ = true;
+      logging::Warn("storage.restart_deferred",
+                    logging::Fields()
+                        .Error(error)
+                        .Add("probe", std::string(probe.message()))
+                        .Add("msg",
+                             "a restart in place would reopen the database, "
+                             "but the data dir takes no new file: not "
+                             "restarting until it does (free inodes? df -i)"));
+    }
+    return;
+  }
   restart_requested_ = true;
+  absl::StatusOr<uint64_t> free = disk_guard_->FreeBytes();
   logging::Warn(event, logging::Fields()
                            .Error(error)
-                           .Add("free_bytes", free_bytes)
+                           .Add("free_bytes", free.ok() ? *free : 0)
                            .Add("msg", msg));
   on_restart_needed_();
 }

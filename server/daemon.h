@@ -199,8 +199,10 @@ class Daemon {
   // lack of space for --stuck_writes_restart_ms since (RocksDB's recovery
   // hung).
   void RestartIfWritesStuck();
+  // Unless the data dir takes no new file (DiskGuard::ProbeNewFile): then
+  // logs storage.restart_deferred once and asks nothing.
   void RequestRestartInPlace(const char* event, const absl::Status& error,
-                             uint64_t free_bytes, const std::string& msg);
+                             const std::string& msg);
   absl::Status StartPeerListener();
   std::unique_ptr<ExpirySweeper> NewSweeper(int64_t interval_ms, int64_t batch);
   sessiond::v1::internal::HelloResponse Hello() const;
@@ -278,7 +280,8 @@ class Daemon {
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<JwksHttpServer> jwks_http_;
   const RestartRequest on_restart_needed_;
-  bool restart_requested_ = false;  // log_watch_'s thread only
+  bool restart_requested_ = false;        // log_watch_'s thread only
+  bool restart_deferred_logged_ = false;  // log_watch_'s thread only
   // Since when the data disk has had room for writes; log_watch_'s only.
   std::optional<std::chrono::steady_clock::time_point> room_since_;
   const StopRequest on_stop_needed_;

@@ -396,7 +396,9 @@ void Database::ResumeAfterFailedWrite() {
 
 rocksdb::Status Database::WriteToRocksDb(const rocksdb::WriteOptions& options,
                                          rocksdb::WriteBatch* batch) {
-  if (SESSIOND_FAULT_POINT_FAILS("storage.write_jams")) {
+  // Counted on writes without the WAL (the apply stage's), so the jam
+  // leaves an apply retrying, which a teardown must stop (tests).
+  if (options.disableWAL && SESSIOND_FAULT_POINT_FAILS("storage.write_jams")) {
     injected_jam_.store(true);
   }
   if (injected_jam_.load(std::memory_order_relaxed)) {
@@ -419,8 +421,9 @@ absl::Status Database::Checked(const rocksdb::Status& status,
   }
   write_failed_.store(true, std::memory_order_release);
   absl::Status error = FromRocksStatus(status, context);
-  const auto now = std::chrono::steady_clock::now();
   absl::MutexLock lock(&failing_mu_);
+  // Read under the lock, so latest_failed never goes back.
+  const auto now = std::chrono::steady_clock::now();
   if (!failing_.has_value()) {
     failing_ = FailingWrites{
         .latest_error = error, .first_failed = now, .latest_failed = now};

@@ -113,6 +113,45 @@ absl::StatusOr<uint64_t> DiskGuard::FreeBytes() const {
   return FreeBytesOf(options_.dir);
 }
 
+bool DiskGuard::HasRoomToResume() const {
+  absl::StatusOr<uint64_t> free = FreeBytes();
+  if (!free.ok()) return false;
+  absl::MutexLock lock(&mu_);
+  // Writes resumed at ResumeBytesLocked() free, then the reserve was made
+  // again out of that: it counts.
+  const uint64_t held = state_.reserve_held ? reserve_bytes_ : 0;
+  return *free + held >= ResumeBytesLocked();
+}
+
+absl::Status DiskGuard::ProbeNewFile() const {
+  const std::string path = absl::StrCat(options_.dir, "/sessiond.probe");
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot make a file in ", options_.dir, ": ", std::strerror(errno)));
+  }
+  const std::string block(64 * 1024, '\0');
+  ssize_t written = ::write(fd, block.data(), block.size());
+  const int write_errno = errno;
+  const bool synced =
+      written == static_cast<ssize_t>(block.size()) && ::fsync(fd) == 0;
+  const int sync_errno = errno;
+  ::close(fd);
+  ::unlink(path.c_str());
+  if (written != static_cast<ssize_t>(block.size())) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot write 64 KiB to a new file in ", options_.dir,
+                     ": ", written < 0 ? std::strerror(write_errno) : "short"));
+  }
+  if (!synced) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot sync a new file in ", options_.dir, ": ",
+                     std::strerror(sync_errno)));
+  }
+  return absl::OkStatus();
+}
+
 void DiskGuard::Run() {
   pthread_setname_np(pthread_self(), "sd-disk");
   absl::MutexLock lock(&mu_);

@@ -108,6 +108,17 @@ class DiskGuard {
   // Free space on the file system of the dir, now (one statvfs).
   absl::StatusOr<uint64_t> FreeBytes() const;
 
+  // Whether free space, counting the reserve file this guard holds (its to
+  // drop), is back where writes resume: after a failed write, room enough
+  // for a restart in place not to fill the disk again. One statvfs.
+  bool HasRoomToResume() const;
+
+  // Makes, fills (64 KiB), syncs and removes a file in the dir: OK when the
+  // file system can take a new file now. Free bytes alone do not say so (no
+  // inode left, a btrfs out of metadata space), and a database reopened
+  // there would fail to make its new log and MANIFEST. The error says why.
+  absl::Status ProbeNewFile() const;
+
   // OK when writing `bytes` (for `what`) would leave at least low_bytes
   // free now; ResourceExhausted naming the disk and the shortfall
   // otherwise. OK too when free space cannot be read (the write then finds

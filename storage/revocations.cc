@@ -64,6 +64,15 @@ absl::Status CheckSelector(const SessionSelector& selector) {
       "selector is empty: set all, created_before_ms, users or attribute");
 }
 
+uint64_t UserCountKey(std::string_view user_id) {
+  uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a's offset basis
+  for (const char c : user_id) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 0x100000001b3ull;  // FNV's 64-bit prime
+  }
+  return hash;
+}
+
 bool HasAttribute(std::string_view extra, std::string_view key,
                   std::string_view value) {
   wire::Field field;

@@ -3,7 +3,6 @@
 // SessionStateMachine: flushes, bulk revocations, their restore and purge
 // (storage/revocations.h says how a session records what holds it).
 #include <algorithm>
-#include <functional>
 #include <string_view>
 #include <utility>
 
@@ -23,13 +22,6 @@ using sessiond::v1::internal::ClusterState;
 using sessiond::v1::internal::PendingBulkRevoke;
 
 namespace {
-
-// A user id's stand-in for counting distinct users: a hash with no
-// per-process seed, so every replica counts alike (a 64-bit collision among
-// a million users has a chance of about 1 in 30 million).
-uint64_t UserKey(std::string_view user_id) {
-  return std::hash<std::string_view>()(user_id);
-}
 
 bool SameSelector(const SessionSelector& a, const SessionSelector& b) {
   // No maps inside: the encoding is canonical.
@@ -108,7 +100,7 @@ SessionStateMachine::Selection SessionStateMachine::SelectSessions(
         return;
       }
       selection.live.push_back(session.hash);
-      user_keys.insert(UserKey(session.user_id));
+      user_keys.insert(UserCountKey(session.user_id));
     });
     selection.users = user_keys.size();
     return selection;

@@ -207,7 +207,8 @@ TEST(StopWatchdogTest, AStuckCloseIsCutShortAsACrashWouldCutIt) {
 // although the disk has room; nothing short of reopening the database mends
 // it, and no teardown starts by itself. The fault point storage.write_jams
 // stands for that hang, which cannot be brought about at will: from its
-// 50th pass (mid-load), the Database of this start takes no more writes.
+// 50th pass (an apply stage's write, mid-load), the Database of this start
+// takes no more writes.
 // Writes go on failing for --stuck_writes_restart_ms with room on the disk,
 // the node restarts in place, and writes are taken again; every create
 // acknowledged on either side of the restart is there.
@@ -242,9 +243,11 @@ TEST(StuckWritesTest, ADatabaseThatTakesNoMoreWritesIsReopened) {
   const std::string log = FileText(node.log_path());
   EXPECT_NE(log.find("storage.stuck_restart"), std::string::npos) << log;
   EXPECT_NE(log.find("restart.done"), std::string::npos) << log;
-  // The apply stage, retrying a write that could not succeed, gave up when
-  // the teardown began (StateMachine::StopRetryingWrites) rather than hold
-  // it until the StopWatchdog cut it short.
+  // The apply stage, retrying a write that could not succeed (the jam
+  // begins with one of its writes), gave up when the teardown began
+  // (StateMachine::StopRetryingWrites) rather than hold it until the
+  // StopWatchdog cut it short.
+  EXPECT_NE(log.find("apply.stopped_at_shutdown"), std::string::npos) << log;
   EXPECT_EQ(log.find("shutdown.stuck"), std::string::npos) << log;
   EXPECT_EQ(kill(node.pid(), 0), 0);
   for (const std::string& token : acknowledged) {

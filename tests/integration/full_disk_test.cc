@@ -37,6 +37,7 @@
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
 #include "storage/database.h"
+#include "storage/disk_guard.h"
 #include "tests/integration/cluster_harness.h"
 #include "tests/integration/sessiond_process.h"
 
@@ -94,10 +95,13 @@ std::string EnterPrivateMountNamespace() {
 // A tmpfs of `bytes` mounted on `dir` (created), unmounted on destruction.
 class Tmpfs {
  public:
-  Tmpfs(std::string dir, uint64_t bytes) : dir_(std::move(dir)) {
+  // `options`: more tmpfs mount options ("nr_inodes=N").
+  Tmpfs(std::string dir, uint64_t bytes, const std::string& options = "")
+      : dir_(std::move(dir)) {
     std::filesystem::create_directories(dir_);
-    mounted_ = mount("tmpfs", dir_.c_str(), "tmpfs", 0,
-                     absl::StrCat("size=", bytes).c_str()) == 0;
+    const std::string data =
+        absl::StrCat("size=", bytes, options.empty() ? "" : ",", options);
+    mounted_ = mount("tmpfs", dir_.c_str(), "tmpfs", 0, data.c_str()) == 0;
     EXPECT_TRUE(mounted_) << "mount tmpfs on " << dir_ << ": "
                           << std::strerror(errno);
   }
@@ -647,6 +651,72 @@ void ExpectReopensWith(const std::string& dir,
 // ended in an abort: at a flush, at a clean stop, or while a restarted node
 // opened its database (storage/rocksdb_info_log.h). The database logs dozens
 // of lines as it closes, all on a disk without a free byte here.
+// Free bytes do not say that a file system takes a new file: with no inode
+// left, a database reopened there cannot make its new log and MANIFEST, and
+// a node restarted in place to mend its writes would exit instead of going
+// on answering reads. So the restart waits until the guard's probe makes a
+// file (server/daemon.cc, RequestRestartInPlace).
+TEST(FullDiskTest, WithoutAFreeInodeTheProbeFailsWhateverTheFreeBytes) {
+  SKIP_WITHOUT_MOUNTS();
+  TempDir dir;
+  const std::string mount_dir = dir.path() + "/few-inodes";
+  Tmpfs tmpfs(mount_dir, 64 * kMiB, "nr_inodes=32");
+  ASSERT_TRUE(tmpfs.mounted());
+  storage::DiskGuardOptions options;
+  options.dir = mount_dir;
+  options.low_bytes = 4 * kMiB;
+  options.reserve_bytes = 2 * kMiB;
+  absl::StatusOr<std::unique_ptr<storage::DiskGuard>> guard =
+      storage::DiskGuard::Start(options);
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  EXPECT_TRUE((*guard)->ProbeNewFile().ok());
+  // Another program takes every inode left (bounded: the mount has 32).
+  int files = 0;
+  for (; files < 64; ++files) {
+    const std::string path = absl::StrCat(mount_dir, "/f", files);
+    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) break;
+    close(fd);
+  }
+  ASSERT_GT(files, 0);
+  ASSERT_LT(files, 64);
+  EXPECT_TRUE((*guard)->HasRoomToResume());
+  const absl::Status probe = (*guard)->ProbeNewFile();
+  EXPECT_TRUE(absl::IsResourceExhausted(probe)) << probe;
+  EXPECT_TRUE(absl::StrContains(probe.message(), "No space left")) << probe;
+  ASSERT_EQ(unlink(absl::StrCat(mount_dir, "/f0").c_str()), 0);
+  EXPECT_TRUE((*guard)->ProbeNewFile().ok());
+  // And it leaves nothing behind.
+  EXPECT_FALSE(std::filesystem::exists(mount_dir + "/sessiond.probe"));
+}
+
+// Writes resume at twice the low mark, and the guard then makes its reserve
+// again out of that room: free space alone stays under the resume level for
+// good, and a node whose writes were stuck would never restart in place.
+// The reserve, the guard's to drop, counts as room.
+TEST(FullDiskTest, TheReserveCountsAsRoomToResume) {
+  SKIP_WITHOUT_MOUNTS();
+  TempDir dir;
+  const std::string mount_dir = dir.path() + "/disk";
+  Tmpfs tmpfs(mount_dir, 64 * kMiB);
+  ASSERT_TRUE(tmpfs.mounted());
+  storage::DiskGuardOptions options;
+  options.dir = mount_dir;
+  options.low_bytes = 24 * kMiB;  // resumes at 48 MiB free
+  options.reserve_bytes = 8 * kMiB;
+  absl::StatusOr<std::unique_ptr<storage::DiskGuard>> guard =
+      storage::DiskGuard::Start(options);
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  ASSERT_TRUE((*guard)->state().reserve_held);
+  // 44 MiB free: under the resume level, over it with the reserve's 8.
+  FillWith(mount_dir + "/other", FreeBytes(mount_dir) - 44 * kMiB);
+  ASSERT_LT(FreeBytes(mount_dir), 48 * kMiB);
+  EXPECT_TRUE((*guard)->HasRoomToResume());
+  // 36 MiB free: under it either way.
+  FillWith(mount_dir + "/more", 8 * kMiB);
+  EXPECT_FALSE((*guard)->HasRoomToResume());
+}
+
 TEST(FullDiskTest, RocksDbLogLinesOnAFullDiskAreDroppedNotFatal) {
   SKIP_WITHOUT_MOUNTS();
   TempDir dir;

@@ -1138,6 +1138,16 @@ class RevocationTest : public SessionStateMachineTest {
   }
 };
 
+// The distinct users a revocation counts are replicated (Revocation.users),
+// so the function that stands in for a user id is pinned: FNV-1a's own test
+// values. A replica built with another one would count other users.
+TEST(UserCountKeyTest, IsFnv1a64) {
+  EXPECT_EQ(UserCountKey(""), 0xcbf29ce484222325ull);
+  EXPECT_EQ(UserCountKey("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(UserCountKey("foobar"), 0x85944171f73967e8ull);
+  EXPECT_NE(UserCountKey("alice"), UserCountKey("bob"));
+}
+
 TEST_F(RevocationTest, AFlushWaitsForItsTokenAndIsUndoneExactly) {
   for (int i = 0; i < 10; ++i) {
     ApplySession(Create(i, 1000 + i, i % 2 ? "alice" : "bob"));
