@@ -63,6 +63,38 @@ class SteadyCondVar {
   std::condition_variable_any cv_;
 };
 
+// absl::Notification whose timed wait ends by the steady clock: its own
+// WaitForNotificationWithTimeout waits as absl::CondVar does, until a
+// wall-clock time (above).
+//
+// Thread-safe.
+class SteadyNotification {
+ public:
+  void Notify() {
+    absl::MutexLock lock(&mu_);
+    notified_ = true;
+    cv_.SignalAll();
+  }
+  bool HasBeenNotified() const {
+    absl::MutexLock lock(&mu_);
+    return notified_;
+  }
+  // True once notified; false when `timeout` passed first.
+  bool WaitForNotificationWithTimeout(absl::Duration timeout) {
+    const SteadyCondVar::Clock::time_point deadline = SteadyAfter(timeout);
+    absl::MutexLock lock(&mu_);
+    while (!notified_) {
+      if (cv_.WaitUntil(&mu_, deadline)) return notified_;
+    }
+    return true;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  bool notified_ ABSL_GUARDED_BY(mu_) = false;
+  SteadyCondVar cv_;
+};
+
 }  // namespace sessiond
 
 #endif  // SESSIOND_COMMON_STEADY_COND_VAR_H_

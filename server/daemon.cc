@@ -22,12 +22,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
 #include "common/log.h"
 #include "common/metrics_registry.h"
 #include "common/status_macros.h"
+#include "common/steady_cond_var.h"
 #include "replication/node_driver.h"
 #include "server/admin_service.h"
 #include "server/apply_metrics.h"
@@ -401,7 +401,8 @@ void Daemon::RequestRestartInPlace(const char* event, const absl::Status& error,
                         .Add("msg",
                              "a restart in place would reopen the database, "
                              "but the data dir takes no new file: not "
-                             "restarting until it does (free inodes? df -i)"));
+                             "restarting until it does (see the probe's "
+                             "error; no inode left shows in df -i)"));
     }
     return;
   }
@@ -1227,7 +1228,7 @@ void Daemon::Shutdown() {
   if (driver_ != nullptr && writes_ != nullptr &&
       driver_->status().role == replication::Role::kLeader &&
       driver_->status().conf_state.voters.size() > 1) {
-    auto moved = std::make_shared<absl::Notification>();
+    auto moved = std::make_shared<SteadyNotification>();
     writes_->SubmitTransfer(
         NodeId(0), absl::Now() + absl::Seconds(2),
         [moved](replication::ApplyResult) { moved->Notify(); });

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/steady_cond_var.h"
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
@@ -37,7 +37,7 @@ ExpirySweeper::~ExpirySweeper() { Stop(); }
 void ExpirySweeper::Stop() { task_.Stop(); }
 
 struct ExpirySweeper::Proposal {
-  absl::Notification done;
+  SteadyNotification done;  // a wall-clock step must not stall the sweeper
   replication::ApplyResult result;
 };
 

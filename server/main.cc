@@ -136,11 +136,6 @@ void RequestRestart() { kill(getpid(), kRestartSignal); }
 // A node removed from its cluster stops as on SIGTERM (Daemon::Start).
 void RequestStop() { kill(getpid(), SIGTERM); }
 
-// Stops `daemon` and starts a new one in its place with `config`, on the
-// addresses the old one had bound (a port 0 in `config` would pick new
-// ones). `config` itself stays as configured, so a later SIGHUP compares
-// against what the operator wrote. False when it cannot start: the process
-// then exits 1, as at a first start.
 // The exit code of a shutdown cut short by its StopWatchdog.
 constexpr int kStuckShutdownExitCode = 3;
 
@@ -183,8 +178,30 @@ void TearDown(std::unique_ptr<sessiond::server::Daemon>* daemon,
   daemon->reset();
 }
 
-bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
-                    const sessiond::server::Config& config, char** argv) {
+// SIGTERM or SIGINT sent while a restart in place tore the daemon down
+// (blocked, so still pending; an exec keeps it pending too): taken now,
+// without waiting. 0 when none is.
+int TakePendingStop() {
+  sigset_t stops;
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGTERM);
+  sigaddset(&stops, SIGINT);
+  const struct timespec now = {0, 0};
+  const int taken = sigtimedwait(&stops, nullptr, &now);
+  return taken > 0 ? taken : 0;
+}
+
+enum class Restart { kServing, kFailed, kStopped };
+
+// Stops `daemon` and starts a new one in its place with `config`, on the
+// addresses the old one had bound (a port 0 in `config` would pick new
+// ones). `config` itself stays as configured, so a later SIGHUP compares
+// against what the operator wrote. kFailed when it cannot start: the
+// process then exits 1, as at a first start. kStopped when a stop was asked
+// for during the teardown: the node stops (exit 0) rather than start again
+// only to drain once more (and, under systemd, overrun TimeoutStopSec).
+Restart RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
+                       const sessiond::server::Config& config, char** argv) {
   sd_notify(0, "RELOADING=1\nSTATUS=restarting in place");
   logging::Info("restart.begin",
                 logging::Fields().Add("msg", "restarting this node in place"));
@@ -201,6 +218,16 @@ bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
     bound.jwks_listen = (*daemon)->jwks_address();
   }
   TearDown(daemon, config, "restart in place", [argv] { ExecAgain(argv); });
+  if (const int stop = TakePendingStop(); stop != 0) {
+    sd_notify(0, "STOPPING=1\nSTATUS=stopped during a restart in place");
+    logging::Info("shutdown.done",
+                  logging::Fields()
+                      .Add("signal", strsignal(stop))
+                      .Add("msg",
+                           "stopped cleanly: the stop came during a restart "
+                           "in place, which does not start again"));
+    return Restart::kStopped;
+  }
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
       sessiond::server::Daemon::Start(bound, RequestRestart, RequestStop);
   if (!next.ok()) {
@@ -209,13 +236,13 @@ bool RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
                                          .Add("data_dir", bound.data_dir)
                                          .Error(next.status())
                                          .Add("msg", "cannot restart"));
-    return false;
+    return Restart::kFailed;
   }
   *daemon = *std::move(next);
   logging::Info("restart.done",
                 logging::Fields().Add("msg", "restarted in place: serving"));
   AnnounceServing(**daemon, bound);
-  return true;
+  return Restart::kServing;
 }
 
 }  // namespace
@@ -278,6 +305,18 @@ int main(int argc, char** argv) {
   if (std::getenv(kRestartedByExecEnv) != nullptr) {
     first_start.restarting_in_place = true;
     unsetenv(kRestartedByExecEnv);
+    // A stop asked for during the restart whose teardown was cut short: it
+    // stays pending across the exec, and ends that teardown as a stuck
+    // shutdown's does.
+    if (const int stop = TakePendingStop(); stop != 0) {
+      logging::Warn("shutdown.done",
+                    logging::Fields()
+                        .Add("signal", strsignal(stop))
+                        .Add("msg",
+                             "the stop came during a restart in place whose "
+                             "teardown was cut short: not starting again"));
+      return kStuckShutdownExitCode;
+    }
   }
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon =
       sessiond::server::Daemon::Start(first_start, RequestRestart, RequestStop);
@@ -296,7 +335,14 @@ int main(int argc, char** argv) {
     if (received == SIGHUP) {
       Reload(argc, argv, daemon->get(), &config);
     } else if (received == kRestartSignal) {
-      if (!RestartInPlace(&*daemon, config, argv)) return 1;
+      switch (RestartInPlace(&*daemon, config, argv)) {
+        case Restart::kServing:
+          break;
+        case Restart::kFailed:
+          return 1;
+        case Restart::kStopped:
+          return 0;
+      }
     } else {
       break;
     }

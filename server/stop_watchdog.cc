@@ -17,19 +17,15 @@ StopWatchdog::StopWatchdog(absl::Duration timeout, std::string what,
       thread_([this, timeout] { Watch(timeout); }) {}
 
 StopWatchdog::~StopWatchdog() {
-  {
-    absl::MutexLock lock(&mu_);
-    done_ = true;
-  }
+  done_.Notify();
   thread_.join();
 }
 
 void StopWatchdog::Watch(absl::Duration timeout) {
   pthread_setname_np(pthread_self(), "sd-stop-watch");
-  {
-    absl::MutexLock lock(&mu_);
-    if (mu_.AwaitWithTimeout(absl::Condition(&done_), timeout)) return;
-  }
+  // By the steady clock: a wall clock stepped during a stuck teardown must
+  // neither stretch the wait (by a day) nor cut a clean one short.
+  if (done_.WaitForNotificationWithTimeout(timeout)) return;
   logging::Error(
       "shutdown.stuck",
       logging::Fields()

@@ -6,9 +6,8 @@
 #include <string>
 #include <thread>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/steady_cond_var.h"
 
 namespace sessiond::server {
 
@@ -40,9 +39,8 @@ class StopWatchdog {
 
   const std::string what_;
   const std::function<void()> give_up_;
-  absl::Mutex mu_;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // last: started once the rest is set
+  SteadyNotification done_;  // the teardown finished
+  std::thread thread_;       // last: started once the rest is set
 };
 
 }  // namespace sessiond::server

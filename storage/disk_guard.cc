@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -114,9 +115,11 @@ absl::StatusOr<uint64_t> DiskGuard::FreeBytes() const {
 }
 
 bool DiskGuard::HasRoomToResume() const {
+  // Under the lock, as the reserve is dropped and made again: free space
+  // and the reserve it is counted with are of one moment.
+  absl::MutexLock lock(&mu_);
   absl::StatusOr<uint64_t> free = FreeBytes();
   if (!free.ok()) return false;
-  absl::MutexLock lock(&mu_);
   // Writes resumed at ResumeBytesLocked() free, then the reserve was made
   // again out of that: it counts.
   const uint64_t held = state_.reserve_held ? reserve_bytes_ : 0;
@@ -124,32 +127,35 @@ bool DiskGuard::HasRoomToResume() const {
 }
 
 absl::Status DiskGuard::ProbeNewFile() const {
-  const std::string path = absl::StrCat(options_.dir, "/sessiond.probe");
+  // A name no earlier probe (of a process that died in the middle of one)
+  // left behind: an old file opened again would take no new inode.
+  static std::atomic<uint64_t> probes{0};
+  const std::string path =
+      absl::StrCat(options_.dir, "/sessiond.probe.", ::getpid(), ".",
+                   probes.fetch_add(1, std::memory_order_relaxed));
+  const auto failed = [&](const char* what, int error) {
+    const std::string message = absl::StrCat("cannot ", what, " a new file (",
+                                             path, "): ", std::strerror(error));
+    return error == ENOSPC || error == EDQUOT
+               ? absl::ResourceExhaustedError(message)
+               : absl::InternalError(message);
+  };
   const int fd =
-      ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "cannot make a file in ", options_.dir, ": ", std::strerror(errno)));
-  }
+      ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return failed("make", errno);
   const std::string block(64 * 1024, '\0');
-  ssize_t written = ::write(fd, block.data(), block.size());
-  const int write_errno = errno;
-  const bool synced =
-      written == static_cast<ssize_t>(block.size()) && ::fsync(fd) == 0;
-  const int sync_errno = errno;
+  absl::Status status;
+  const ssize_t written = ::write(fd, block.data(), block.size());
+  if (written < 0) {
+    status = failed("write 64 KiB to", errno);
+  } else if (written != static_cast<ssize_t>(block.size())) {
+    status = failed("write 64 KiB to", ENOSPC);  // a short write: full
+  } else if (::fsync(fd) != 0) {
+    status = failed("sync", errno);
+  }
   ::close(fd);
   ::unlink(path.c_str());
-  if (written != static_cast<ssize_t>(block.size())) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot write 64 KiB to a new file in ", options_.dir,
-                     ": ", written < 0 ? std::strerror(write_errno) : "short"));
-  }
-  if (!synced) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot sync a new file in ", options_.dir, ": ",
-                     std::strerror(sync_errno)));
-  }
-  return absl::OkStatus();
+  return status;
 }
 
 void DiskGuard::Run() {

@@ -113,10 +113,12 @@ class DiskGuard {
   // for a restart in place not to fill the disk again. One statvfs.
   bool HasRoomToResume() const;
 
-  // Makes, fills (64 KiB), syncs and removes a file in the dir: OK when the
-  // file system can take a new file now. Free bytes alone do not say so (no
-  // inode left, a btrfs out of metadata space), and a database reopened
-  // there would fail to make its new log and MANIFEST. The error says why.
+  // Makes, fills (64 KiB), syncs and removes a file of a new name in the
+  // dir: OK when the file system can take a new file now. Free bytes alone
+  // do not say so (no inode left, a btrfs out of metadata space), and a
+  // database reopened there would fail to make its new log and MANIFEST.
+  // ResourceExhausted for a full file system (ENOSPC, EDQUOT), Internal for
+  // any other error; the message names the file and the error.
   absl::Status ProbeNewFile() const;
 
   // OK when writing `bytes` (for `what`) would leave at least low_bytes

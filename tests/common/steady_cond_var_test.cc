@@ -54,5 +54,23 @@ TEST(SteadyCondVarTest, SteadyAfterClampsNegativeAndInfiniteDelays) {
   EXPECT_GT(far, now + std::chrono::hours(24 * 365));
 }
 
+TEST(SteadyNotificationTest, ATimedWaitEndsAtItsDeadlineUnnotified) {
+  SteadyNotification done;
+  const auto start = SteadyCondVar::Clock::now();
+  EXPECT_FALSE(done.WaitForNotificationWithTimeout(absl::Milliseconds(20)));
+  EXPECT_GE(SteadyCondVar::Clock::now(), start + std::chrono::milliseconds(20));
+  EXPECT_FALSE(done.HasBeenNotified());
+}
+
+TEST(SteadyNotificationTest, ANotifyEndsTheWaitAndStays) {
+  SteadyNotification done;
+  std::thread notifier([&] { done.Notify(); });
+  // An hour: only the notification can end this wait within the test.
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::Hours(1)));
+  notifier.join();
+  EXPECT_TRUE(done.HasBeenNotified());
+  EXPECT_TRUE(done.WaitForNotificationWithTimeout(absl::ZeroDuration()));
+}
+
 }  // namespace
 }  // namespace sessiond

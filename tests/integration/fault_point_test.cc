@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -200,6 +201,102 @@ TEST(StopWatchdogTest, AStuckCloseIsCutShortAsACrashWouldCutIt) {
   ASSERT_TRUE(node.Start().ok()) << node.log_path();
   EXPECT_TRUE(IsValid(node, before));
   EXPECT_TRUE(IsValid(node, after));
+}
+
+// The number of times `node` announced that it serves.
+int TimesServed(const SessiondProcess& node) {
+  const std::string log = FileText(node.log_path());
+  int served = 0;
+  for (size_t at = log.find("\nLISTENING "); at != std::string::npos;
+       at = log.find("\nLISTENING ", at + 1)) {
+    ++served;
+  }
+  return served;
+}
+
+// A stop asked for while a restart in place tears the node down (here a
+// close that takes 3 s) is taken once the teardown is done: the node stops
+// rather than start again only to drain once more, which under systemd
+// could overrun TimeoutStopSec.
+TEST(StopWatchdogTest, AStopDuringARestartInPlaceStopsWithoutStartingAgain) {
+  TempDir dir;
+  SessiondProcess node(SESSIOND_BINARY, dir.path() + "/data",
+                       {"--fault_point=storage.close~3000"});
+  ASSERT_TRUE(node.Start().ok()) << node.log_path();
+  ASSERT_FALSE(CreateOne(*node.NewStub(), "before").empty());
+  ASSERT_EQ(kill(node.pid(), SIGUSR2), 0);
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_EQ(kill(node.pid(), SIGTERM), 0);
+  const int status = node.WaitForExit(absl::Seconds(60));
+  ASSERT_TRUE(status != -1 && WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << node.log_path();
+  const std::string log = FileText(node.log_path());
+  EXPECT_NE(log.find("restart.begin"), std::string::npos) << log;
+  EXPECT_EQ(log.find("restart.done"), std::string::npos) << log;
+  EXPECT_NE(log.find("shutdown.done"), std::string::npos) << log;
+  EXPECT_EQ(TimesServed(node), 1) << log;
+}
+
+// The same when the teardown is stuck and cut short: the stop, still
+// pending across the exec, ends the process as a stuck shutdown does.
+TEST(StopWatchdogTest, AStopDuringAStuckRestartIsNotLostInTheExec) {
+  TempDir dir;
+  SessiondProcess node(SESSIOND_BINARY, dir.path() + "/data",
+                       {"--fault_point=storage.close~600000",
+                        "--stop_timeout_ms=1000", "--shutdown_grace_ms=1000"});
+  ASSERT_TRUE(node.Start().ok()) << node.log_path();
+  ASSERT_EQ(kill(node.pid(), SIGUSR2), 0);
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_EQ(kill(node.pid(), SIGTERM), 0);
+  const int status = node.WaitForExit(absl::Seconds(60));
+  ASSERT_TRUE(status != -1 && WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 3) << node.log_path();
+  const std::string log = FileText(node.log_path());
+  EXPECT_NE(log.find("shutdown.stuck"), std::string::npos) << log;
+  EXPECT_EQ(TimesServed(node), 1) << log;
+}
+
+// The watchdog waits by the steady clock: a wall clock a day ahead when the
+// teardown begins (libfaketime) neither stretches its wait by that day nor,
+// a day behind, cuts a clean teardown short. absl's own timed waits end at a
+// wall-clock time (common/steady_cond_var.h).
+TEST(StopWatchdogTest, AWallClockStepDoesNotMoveTheWatchdog) {
+  constexpr char kFaketime[] =
+      "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+  if (!std::ifstream(kFaketime).good()) {
+    GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
+  }
+  TempDir dir;
+  const std::string clock_file = dir.path() + "/clock";
+  const auto set_clock = [&](const std::string& offset) {
+    std::ofstream(clock_file + ".tmp", std::ios::trunc) << offset << "\n";
+    std::filesystem::rename(clock_file + ".tmp", clock_file);
+  };
+  for (const char* offset : {"+1d", "-1d"}) {
+    SCOPED_TRACE(offset);
+    set_clock("+0");
+    const bool stuck = std::string(offset) == "+1d";
+    SessiondProcess node(
+        SESSIOND_FAKETIME_BINARY, absl::StrCat(dir.path(), "/data", offset),
+        {stuck ? "--fault_point=storage.close~600000"
+               : "--fault_point=storage.close~2000",
+         stuck ? "--stop_timeout_ms=1000" : "--stop_timeout_ms=5000",
+         "--shutdown_grace_ms=1000"});
+    node.set_env({absl::StrCat("LD_PRELOAD=", kFaketime),
+                  absl::StrCat("FAKETIME_TIMESTAMP_FILE=", clock_file),
+                  "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                  "FAKETIME_CACHE_DURATION=1"});
+    ASSERT_TRUE(node.Start().ok()) << node.log_path();
+    set_clock(offset);
+    absl::SleepFor(absl::Milliseconds(1500));  // the cache: 1 s
+    ASSERT_EQ(kill(node.pid(), SIGTERM), 0);
+    const int status = node.WaitForExit(absl::Seconds(60));
+    ASSERT_TRUE(status != -1 && WIFEXITED(status))
+        << status << ", see " << node.log_path();
+    // Stuck: cut short after its 4 s, not a day. Not stuck (a 2 s close
+    // within its 8 s): a clean stop, not one cut short at once.
+    EXPECT_EQ(WEXITSTATUS(status), stuck ? 3 : 0) << node.log_path();
+  }
 }
 
 // RocksDB 7.8's own recovery after a flush that failed for lack of space
