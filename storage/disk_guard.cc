@@ -140,8 +140,14 @@ absl::Status DiskGuard::ProbeNewFile() const {
                ? absl::ResourceExhaustedError(message)
                : absl::InternalError(message);
   };
-  const int fd =
-      ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  constexpr int kFlags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+  int fd = ::open(path.c_str(), kFlags, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    // Left by an earlier process of the same pid (a container's pid 1)
+    // that died mid-probe: removed, so the probe makes a new file.
+    ::unlink(path.c_str());
+    fd = ::open(path.c_str(), kFlags, 0600);
+  }
   if (fd < 0) return failed("make", errno);
   const std::string block(64 * 1024, '\0');
   absl::Status status;
