@@ -20,6 +20,7 @@
 #include <system_error>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -204,13 +205,26 @@ absl::StatusOr<sessiond::v1::internal::HelloResponse> AskHello(
 
 }  // namespace
 
+namespace {
+// Marks CheckNotRemoved's refusal (an absl::Status payload, never sent on
+// the wire): main.cc tells it apart from the refusals a restart can mend.
+constexpr char kRemovedFromClusterPayload[] =
+    "type.sessiond.dev/sessiond.RemovedFromCluster";
+}  // namespace
+
+bool Daemon::IsRemovedFromCluster(const absl::Status& start_error) {
+  return start_error.GetPayload(kRemovedFromClusterPayload).has_value();
+}
+
 absl::Status Daemon::CheckNotRemoved() const {
   SESSIOND_ASSIGN_OR_RETURN(const std::optional<std::string> why,
                             StartBlockingMark(storage::kRemovedFromClusterKey));
   if (!why) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
+  absl::Status refusal = absl::FailedPreconditionError(absl::StrCat(
       "node ", config_.node_id, " was removed from cluster 0x",
       absl::Hex(cluster_id_), " (", *why, "); ", kRemovedMemberAdvice));
+  refusal.SetPayload(kRemovedFromClusterPayload, absl::Cord());
+  return refusal;
 }
 
 void Daemon::ConfirmRemoval() {
@@ -1176,7 +1190,9 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
   if (disk_guard_ != nullptr) {
     const storage::DiskGuard::State disk = disk_guard_->state();
     m.set_disk_free_bytes(disk.free_bytes);
-    m.set_disk_full(disk.low);
+    // A database that refuses writes on a disk with room is no full disk
+    // (no page for it), but it is the disk condition to show.
+    m.set_disk_full(disk.low && !disk.database_refuses);
     if (disk.low) m.set_disk_condition(disk.reason);
   }
   if (status.log_stalled && m.disk_condition().empty()) {

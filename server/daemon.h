@@ -114,6 +114,11 @@ class Daemon {
       const Config& config, RestartRequest on_restart_needed = nullptr,
       StopRequest on_stop_needed = nullptr);
 
+  // True for Start's refusal of a data dir whose node was removed from its
+  // cluster: no restart on that data dir can succeed (main.cc exits 4, which
+  // the systemd unit does not restart).
+  static bool IsRemovedFromCluster(const absl::Status& start_error);
+
   ~Daemon();  // Shutdown()s.
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;

@@ -103,6 +103,8 @@ const Row kRows[] = {
      1000},
     {StatusCode::kResourceExhausted, "this node cannot write its Raft log",
      "LOG_WRITE_FAILED", 1000},
+    {StatusCode::kResourceExhausted, "the database of this node",
+     "DATABASE_REFUSES_WRITES", 1000},
     {StatusCode::kResourceExhausted, "too many StreamValidateSessions streams",
      "TOO_MANY_STREAMS", kNoRetry},
     {StatusCode::kResourceExhausted, "too many large BatchValidateSessions",

@@ -138,6 +138,18 @@ void RequestStop() { kill(getpid(), SIGTERM); }
 
 // The exit code of a shutdown cut short by its StopWatchdog.
 constexpr int kStuckShutdownExitCode = 3;
+// The exit code of a start on the data dir of a node removed from its
+// cluster: unlike exit 1, no restart can mend it (the unit's
+// RestartPreventExitStatus), only an operator (OPERATIONS.md, "Removing a
+// member").
+constexpr int kRemovedFromClusterExitCode = 4;
+
+// The exit code of a start or restart that failed with `error`.
+int StartFailureExitCode(const absl::Status& error) {
+  return sessiond::server::Daemon::IsRemovedFromCluster(error)
+             ? kRemovedFromClusterExitCode
+             : 1;
+}
 
 // Set in the environment of the image a stuck restart in place executes:
 // its first start is still a restart in place (a --force_new_cluster left
@@ -196,12 +208,14 @@ enum class Restart { kServing, kFailed, kStopped };
 // Stops `daemon` and starts a new one in its place with `config`, on the
 // addresses the old one had bound (a port 0 in `config` would pick new
 // ones). `config` itself stays as configured, so a later SIGHUP compares
-// against what the operator wrote. kFailed when it cannot start: the
-// process then exits 1, as at a first start. kStopped when a stop was asked
-// for during the teardown: the node stops (exit 0) rather than start again
-// only to drain once more (and, under systemd, overrun TimeoutStopSec).
+// against what the operator wrote. kFailed, with `start_error`, when it
+// cannot start: the process then exits as at a first start. kStopped when a
+// stop was asked for during the teardown: the node stops (exit 0) rather than
+// start again only to drain once more (and, under systemd, overrun
+// TimeoutStopSec).
 Restart RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
-                       const sessiond::server::Config& config, char** argv) {
+                       const sessiond::server::Config& config, char** argv,
+                       absl::Status* start_error) {
   sd_notify(0, "RELOADING=1\nSTATUS=restarting in place");
   logging::Info("restart.begin",
                 logging::Fields().Add("msg", "restarting this node in place"));
@@ -236,6 +250,7 @@ Restart RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
                                          .Add("data_dir", bound.data_dir)
                                          .Error(next.status())
                                          .Add("msg", "cannot restart"));
+    *start_error = next.status();
     return Restart::kFailed;
   }
   *daemon = *std::move(next);
@@ -326,7 +341,7 @@ int main(int argc, char** argv) {
                                          .Add("data_dir", config.data_dir)
                                          .Error(daemon.status())
                                          .Add("msg", "cannot start"));
-    return 1;
+    return StartFailureExitCode(daemon.status());
   }
   AnnounceServing(**daemon, config);
 
@@ -335,11 +350,12 @@ int main(int argc, char** argv) {
     if (received == SIGHUP) {
       Reload(argc, argv, daemon->get(), &config);
     } else if (received == kRestartSignal) {
-      switch (RestartInPlace(&*daemon, config, argv)) {
+      absl::Status start_error;
+      switch (RestartInPlace(&*daemon, config, argv, &start_error)) {
         case Restart::kServing:
           break;
         case Restart::kFailed:
-          return 1;
+          return StartFailureExitCode(start_error);
         case Restart::kStopped:
           return 0;
       }

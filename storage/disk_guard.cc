@@ -119,11 +119,14 @@ bool DiskGuard::HasRoomToResume() const {
   // and the reserve it is counted with are of one moment.
   absl::MutexLock lock(&mu_);
   absl::StatusOr<uint64_t> free = FreeBytes();
-  if (!free.ok()) return false;
+  return free.ok() && HasRoomToResumeLocked(*free);
+}
+
+bool DiskGuard::HasRoomToResumeLocked(uint64_t free) const {
   // Writes resumed at ResumeBytesLocked() free, then the reserve was made
   // again out of that: it counts.
   const uint64_t held = state_.reserve_held ? reserve_bytes_ : 0;
-  return *free + held >= ResumeBytesLocked();
+  return free + held >= ResumeBytesLocked();
 }
 
 absl::Status DiskGuard::ProbeNewFile() const {
@@ -203,10 +206,19 @@ void DiskGuard::Check(const std::string& no_space_error, uint64_t incoming) {
     absl::MutexLock lock(&mu_);
     if (free.ok()) state_.free_bytes = *free;
     uint64_t now_free = state_.free_bytes;
+    const bool refused_with_room =
+        !no_space_error.empty() && free.ok() && HasRoomToResumeLocked(*free);
     // A write failed for lack of space: RocksDB needs room to recover (and
     // the node to shut down cleanly) now, whatever the state.
-    if (!no_space_error.empty()) DropReserveLocked();
-    if (!state_.low) {
+    if (!no_space_error.empty() && !refused_with_room) DropReserveLocked();
+    if (refused_with_room) {
+      // Writes already refused (a write in flight failing too) do not
+      // count as another refusal.
+      if (!state_.low) {
+        DatabaseRefusesLocked(no_space_error);
+        changed = true;
+      }
+    } else if (!state_.low) {
       if (!no_space_error.empty()) {
         GoLowLocked(absl::StrCat(
             "a write failed before free space fell under --disk_reserve_mb (",
@@ -233,22 +245,21 @@ void DiskGuard::Check(const std::string& no_space_error, uint64_t incoming) {
           changed = true;
         }
       }
+    } else if (state_.database_refuses) {
+      if (no_space_error.empty() && SteadyCondVar::Clock::now() >= retry_at_) {
+        ResumeLocked("disk.writes_retry",
+                     "trying writes again after the database refused one for "
+                     "lack of space");
+        changed = true;
+      }
     } else if (free.ok() && no_space_error.empty() &&
                now_free >= ResumeBytesLocked()) {
       // Space was freed: take the reserve back, then resume.
       MakeReserveLocked();
-      state_.low = false;
-      state_.low_since = absl::InfinitePast();
-      state_.reason.clear();
       absl::StatusOr<uint64_t> after = FreeBytes();
       if (after.ok()) state_.free_bytes = *after;
-      logging::Info("disk.writes_resume",
-                    logging::Fields()
-                        .Add("dir", options_.dir)
-                        .Add("free_bytes", state_.free_bytes)
-                        .Add("msg",
-                             "the data disk has room again: writes "
-                             "resume"));
+      ResumeLocked("disk.writes_resume",
+                   "the data disk has room again: writes resume");
       changed = true;
     }
     low = state_.low;
@@ -274,6 +285,61 @@ void DiskGuard::GoLowLocked(std::string reason) {
                             MiB(ResumeBytesLocked()),
                             " free (free space on that file system; writes "
                             "resume by themselves)")));
+}
+
+void DiskGuard::ResumeLocked(const char* event, const char* message) {
+  state_.low = false;
+  state_.database_refuses = false;
+  state_.low_since = absl::InfinitePast();
+  state_.reason.clear();
+  logging::Info(event, logging::Fields()
+                           .Add("dir", options_.dir)
+                           .Add("free_bytes", state_.free_bytes)
+                           .Add("refusals", state_.refusals)
+                           .Add("msg", message));
+}
+
+void DiskGuard::DatabaseRefusesLocked(const std::string& error) {
+  const SteadyCondVar::Clock::time_point now = SteadyCondVar::Clock::now();
+  // A refusal long after the last one starts a new run: the database
+  // recovered in between.
+  const absl::Duration quiet = 4 * options_.max_retry_interval;
+  if (state_.refusals > 0 &&
+      now - last_refusal_ > absl::ToChronoNanoseconds(quiet)) {
+    state_.refusals = 0;
+  }
+  last_refusal_ = now;
+  state_.retry_after = options_.check_interval;
+  for (int i = 0;
+       i < state_.refusals && state_.retry_after < options_.max_retry_interval;
+       ++i) {
+    state_.retry_after *= 2;
+  }
+  state_.retry_after =
+      std::min(state_.retry_after, options_.max_retry_interval);
+  ++state_.refusals;
+  retry_at_ = now + absl::ToChronoNanoseconds(state_.retry_after);
+  state_.low = true;
+  state_.database_refuses = true;
+  state_.low_since = absl::Now();
+  state_.reason = absl::StrCat(
+      "a write failed for lack of space (", error, ") though the disk has ",
+      MiB(state_.free_bytes),
+      " free: the database still refuses writes after a full disk");
+  logging::Error(
+      "disk.database_refuses_writes",
+      logging::Fields()
+          .Add("dir", options_.dir)
+          .Add("free_bytes", state_.free_bytes)
+          .Add("refusals", state_.refusals)
+          .Add("retry_in_ms", absl::ToInt64Milliseconds(state_.retry_after))
+          .Add("error", error)
+          .Add("msg",
+               absl::StrCat("the database refused a write for lack of space "
+                            "though the disk has room: writes are refused and "
+                            "tried again in ",
+                            absl::FormatDuration(state_.retry_after),
+                            "; validations are still answered")));
 }
 
 uint64_t DiskGuard::ResumeBytesLocked() const {
@@ -323,6 +389,14 @@ absl::Status DiskGuard::RoomFor(uint64_t bytes, absl::string_view what) const {
 
 absl::Status DiskGuard::WriteRefusal() const {
   const State s = state();
+  if (s.database_refuses) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the database of this node (", options_.dir,
+        ") refuses writes: ", s.reason, "; writes are tried again within ",
+        absl::FormatDuration(s.retry_after),
+        ", and a node whose writes go on failing reopens its database by "
+        "itself; validations are still answered"));
+  }
   return absl::ResourceExhaustedError(absl::StrCat(
       "the data disk of this node (", options_.dir, ") is full: ", s.reason,
       "; writes are refused until it has ", MiB(s.resume_bytes),

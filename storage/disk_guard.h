@@ -31,6 +31,9 @@ struct DiskGuardOptions {
   uint64_t reserve_bytes = 32ull << 20;
   // How often free space is looked at.
   absl::Duration check_interval = absl::Milliseconds(250);
+  // The longest wait before writes are tried again after the database
+  // refused one for lack of space while the disk had room (below).
+  absl::Duration max_retry_interval = absl::Seconds(8);
   // Called on every change of low(), from the guard's thread or from the
   // thread calling ReportWriteError; must not block.
   std::function<void(bool low)> on_change;
@@ -56,6 +59,15 @@ struct DiskGuardOptions {
 // recovery and a clean shutdown need room) and at start on a disk under
 // low_bytes (ReleaseReserveIfLow: the database must open to serve reads).
 //
+// A write can fail for lack of space while the disk has room: RocksDB goes
+// on refusing writes after a full disk until its own recovery ends, and
+// that recovery can hang (server/daemon.cc then reopens the database). The
+// guard then goes low without touching its reserve (database_refuses) and
+// tries writes again after check_interval, twice as long after each
+// refusal that follows (up to max_retry_interval), instead of every check:
+// each try that fails again would log twice and tell clients the disk is
+// full.
+//
 // Thread-safe; one thread of its own checks every check_interval.
 class DiskGuard {
  public:
@@ -67,6 +79,11 @@ class DiskGuard {
     bool reserve_held = false;
     absl::Time low_since;  // InfinitePast when healthy
     std::string reason;    // why it is low
+    // Low because the database refused a write for lack of space while the
+    // disk had room; writes are tried again retry_after after it went low.
+    bool database_refuses = false;
+    int refusals = 0;  // of that kind, in a row (reset after a quiet spell)
+    absl::Duration retry_after = absl::ZeroDuration();
   };
 
   static constexpr char kReserveFileName[] = "sessiond.reserve";
@@ -136,6 +153,14 @@ class DiskGuard {
   // leave less than low_bytes.
   void Check(const std::string& no_space_error, uint64_t incoming = 0);
   void GoLowLocked(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes are taken again; logs `event` with `message`.
+  void ResumeLocked(const char* event, const char* message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A write failed for lack of space while the disk had room.
+  void DatabaseRefusesLocked(const std::string& error)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool HasRoomToResumeLocked(uint64_t free) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool MakeReserveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t ResumeBytesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropReserveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -148,6 +173,10 @@ class DiskGuard {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // While database_refuses: when writes are tried again. And when the last
+  // refusal came, to start the doubling afresh after a quiet spell.
+  SteadyCondVar::Clock::time_point retry_at_ ABSL_GUARDED_BY(mu_);
+  SteadyCondVar::Clock::time_point last_refusal_ ABSL_GUARDED_BY(mu_);
   SteadyCondVar stop_cv_;  // check_interval follows the steady clock
   std::thread thread_;
 };

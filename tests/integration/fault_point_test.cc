@@ -339,6 +339,11 @@ TEST(StuckWritesTest, ADatabaseThatTakesNoMoreWritesIsReopened) {
   const std::string log = FileText(node.log_path());
   EXPECT_NE(log.find("storage.stuck_restart"), std::string::npos) << log;
   EXPECT_NE(log.find("restart.done"), std::string::npos) << log;
+  // The disk guard tells the refusal apart from a full disk, and does not
+  // flip between refusing and resuming at every check.
+  EXPECT_NE(log.find("disk.database_refuses_writes"), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("DATA DISK FULL"), std::string::npos) << log;
   // The apply stage, retrying a write that could not succeed (the jam
   // begins with one of its writes), gave up when the teardown began
   // (StateMachine::StopRetryingWrites) rather than hold it until the

@@ -129,6 +129,14 @@ const std::vector<Known>& KnownMessages() {
        "writes are refused until it can (retried by itself)",
        "LOG_WRITE_FAILED", true},
       {StatusCode::kResourceExhausted,
+       "the database of this node (/d) refuses writes: a write failed for "
+       "lack of space (IO error: No space left on device) though the disk "
+       "has 900.0 MiB free: the database still refuses writes after a full "
+       "disk; writes are tried again within 500ms, and a node whose writes "
+       "go on failing reopens its database by itself; validations are still "
+       "answered",
+       "DATABASE_REFUSES_WRITES", true},
+      {StatusCode::kResourceExhausted,
        "too many StreamValidateSessions streams open on this node (limit "
        "1000); close streams you do not use, share one stream per client "
        "process, or call ValidateSession / BatchValidateSessions",
