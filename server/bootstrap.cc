@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -21,6 +22,20 @@ namespace sessiond::server {
 
 using sessiond::v1::internal::HelloResponse;
 using sessiond::v1::internal::Identity;
+
+namespace {
+constexpr char kNeedsAnOperatorPayload[] =
+    "type.sessiond.dev/sessiond.StartNeedsAnOperator";
+}  // namespace
+
+absl::Status NeedsAnOperator(absl::Status refusal) {
+  refusal.SetPayload(kNeedsAnOperatorPayload, absl::Cord());
+  return refusal;
+}
+
+bool IsForAnOperator(const absl::Status& start_error) {
+  return start_error.GetPayload(kNeedsAnOperatorPayload).has_value();
+}
 
 uint64_t RandomNonZeroId() {
   uint64_t id = 0;
@@ -201,14 +216,14 @@ absl::Status ForceNewCluster(storage::RaftLogStore* log, NodeId self,
   if (left_on) {
     std::vector<uint64_t> ids;
     for (NodeId id : others) ids.push_back(id.value());
-    return absl::FailedPreconditionError(absl::StrCat(
+    return NeedsAnOperator(absl::FailedPreconditionError(absl::StrCat(
         "--force_new_cluster is still set, and members ",
         absl::StrJoin(ids, ", "),
         " were added since this node was forced into a cluster of its own: "
         "forcing again would remove them, and they could go on as a second "
         "cluster with the same id. Start it without --force_new_cluster "
         "(remove the flag from its unit file); to force a new cluster once "
-        "more, start it once without the flag first"));
+        "more, start it once without the flag first")));
   }
 
   if (decided) SESSIOND_RETURN_IF_ERROR(decided());
@@ -291,21 +306,21 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
   BootstrapDecision decision;
   if (identity) {
     if (identity->node_id() != node) {
-      return absl::FailedPreconditionError(absl::StrCat(
+      return NeedsAnOperator(absl::FailedPreconditionError(absl::StrCat(
           "data dir ", config.data_dir, " belongs to node ",
           identity->node_id(), " of cluster ", Hex(identity->cluster_id()),
           "; this process was started as node ", node,
-          ": check --node_id and --data_dir"));
+          ": check --node_id and --data_dir")));
     }
     if (pinned && configured != identity->cluster_id()) {
-      return absl::FailedPreconditionError(absl::StrCat(
+      return NeedsAnOperator(absl::FailedPreconditionError(absl::StrCat(
           "data dir ", config.data_dir, " belongs to cluster ",
           Hex(identity->cluster_id()),
           ", not to the cluster these flags "
           "describe (",
           Hex(configured),
           "): check --cluster_id, --cluster_token and --initial_cluster, or "
-          "use another data dir"));
+          "use another data dir")));
     }
     if (HasState(db, log)) {
       decision.cluster_id = identity->cluster_id();
@@ -321,10 +336,10 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
   if (!identity && HasState(db, log)) {
     // A data dir from before identities were recorded: a single node.
     if (node != 1) {
-      return absl::FailedPreconditionError(
+      return NeedsAnOperator(absl::FailedPreconditionError(
           absl::StrCat("data dir ", config.data_dir,
                        " holds a single node's data (node 1);"
-                       " start it with --node_id=1"));
+                       " start it with --node_id=1")));
     }
     decision.cluster_id = configured != 0 ? configured : RandomNonZeroId();
     SESSIOND_RETURN_IF_ERROR(WriteIdentity(db, decision.cluster_id, node));

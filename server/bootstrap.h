@@ -78,6 +78,14 @@ struct BootstrapOptions {
 bool InMembership(const sessiond::v1::internal::HelloResponse& hello,
                   uint64_t node_id);
 
+// Marks `refusal`, a start refused for a reason no restart with the same
+// flags and data dir can mend, only an operator (a data dir of another node
+// or cluster, a removed member's, a restored backup's, --force_new_cluster
+// left on): server/main.cc exits 4 for it, which the systemd unit does not
+// restart. The mark is an absl::Status payload, never sent on the wire.
+absl::Status NeedsAnOperator(absl::Status refusal);
+bool IsForAnOperator(const absl::Status& start_error);
+
 absl::StatusOr<BootstrapDecision> DecideIdentity(
     const Config& config, storage::Database* db,
     const storage::RaftLogStore& log, const HelloAll& hello,

@@ -20,7 +20,6 @@
 #include <system_error>
 #include <vector>
 
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -176,7 +175,7 @@ absl::Status Daemon::CheckRestoredBackup() const {
   if (!restored) return absl::OkStatus();
   const uint64_t applied =
       restored->size() == 8 ? storage::DecodeFixed64BE(*restored) : 0;
-  return absl::FailedPreconditionError(absl::StrCat(
+  return NeedsAnOperator(absl::FailedPreconditionError(absl::StrCat(
       "data dir ", config_.data_dir,
       " was restored from a backup (applied through ", applied,
       "): its Raft log ends there, so as a member of a running cluster it "
@@ -184,7 +183,7 @@ absl::Status Daemon::CheckRestoredBackup() const {
       "it alone, once, with --force_new_cluster=1 to rebuild a cluster from "
       "it (docs/OPERATIONS.md, \"Rebuilding a whole cluster from one "
       "backup\"); to bring back a member of a running cluster, remove it "
-      "(sessionctl members remove) and add it again on an empty data dir"));
+      "(sessionctl members remove) and add it again on an empty data dir")));
 }
 
 namespace {
@@ -205,26 +204,13 @@ absl::StatusOr<sessiond::v1::internal::HelloResponse> AskHello(
 
 }  // namespace
 
-namespace {
-// Marks CheckNotRemoved's refusal (an absl::Status payload, never sent on
-// the wire): main.cc tells it apart from the refusals a restart can mend.
-constexpr char kRemovedFromClusterPayload[] =
-    "type.sessiond.dev/sessiond.RemovedFromCluster";
-}  // namespace
-
-bool Daemon::IsRemovedFromCluster(const absl::Status& start_error) {
-  return start_error.GetPayload(kRemovedFromClusterPayload).has_value();
-}
-
 absl::Status Daemon::CheckNotRemoved() const {
   SESSIOND_ASSIGN_OR_RETURN(const std::optional<std::string> why,
                             StartBlockingMark(storage::kRemovedFromClusterKey));
   if (!why) return absl::OkStatus();
-  absl::Status refusal = absl::FailedPreconditionError(absl::StrCat(
+  return NeedsAnOperator(absl::FailedPreconditionError(absl::StrCat(
       "node ", config_.node_id, " was removed from cluster 0x",
-      absl::Hex(cluster_id_), " (", *why, "); ", kRemovedMemberAdvice));
-  refusal.SetPayload(kRemovedFromClusterPayload, absl::Cord());
-  return refusal;
+      absl::Hex(cluster_id_), " (", *why, "); ", kRemovedMemberAdvice)));
 }
 
 void Daemon::ConfirmRemoval() {

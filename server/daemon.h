@@ -96,7 +96,8 @@ class Daemon {
   // another process holds the dir, DataLoss when it is corrupt), of
   // DecideIdentity (FailedPrecondition: another cluster's data dir, a wiped
   // member that must rejoin), Unavailable when an address cannot be bound
-  // or the replay does not finish within the startup timeout.
+  // or the replay does not finish within the startup timeout. Refusals only
+  // an operator can mend are marked (IsForAnOperator, server/bootstrap.h).
   //
   // `on_restart_needed`, when set, is called once (on the sd-log-watch
   // thread, so it must not block or destroy the daemon) when this daemon
@@ -113,11 +114,6 @@ class Daemon {
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       const Config& config, RestartRequest on_restart_needed = nullptr,
       StopRequest on_stop_needed = nullptr);
-
-  // True for Start's refusal of a data dir whose node was removed from its
-  // cluster: no restart on that data dir can succeed (main.cc exits 4, which
-  // the systemd unit does not restart).
-  static bool IsRemovedFromCluster(const absl::Status& start_error);
 
   ~Daemon();  // Shutdown()s.
   Daemon(const Daemon&) = delete;

@@ -33,6 +33,7 @@
 #include "absl/time/time.h"
 #include "common/fault_point.h"
 #include "common/log.h"
+#include "server/bootstrap.h"
 #include "server/config.h"
 #include "server/daemon.h"
 #include "server/stop_watchdog.h"
@@ -138,17 +139,15 @@ void RequestStop() { kill(getpid(), SIGTERM); }
 
 // The exit code of a shutdown cut short by its StopWatchdog.
 constexpr int kStuckShutdownExitCode = 3;
-// The exit code of a start on the data dir of a node removed from its
-// cluster: unlike exit 1, no restart can mend it (the unit's
-// RestartPreventExitStatus), only an operator (OPERATIONS.md, "Removing a
-// member").
-constexpr int kRemovedFromClusterExitCode = 4;
+// The exit code of a start refused for a reason only an operator can mend
+// (a removed member's data dir, another node's, ...): unlike exit 1, no
+// restart can (the unit's RestartPreventExitStatus).
+constexpr int kNeedsAnOperatorExitCode = 4;
 
 // The exit code of a start or restart that failed with `error`.
 int StartFailureExitCode(const absl::Status& error) {
-  return sessiond::server::Daemon::IsRemovedFromCluster(error)
-             ? kRemovedFromClusterExitCode
-             : 1;
+  return sessiond::server::IsForAnOperator(error) ? kNeedsAnOperatorExitCode
+                                                  : 1;
 }
 
 // Set in the environment of the image a stuck restart in place executes:

@@ -201,59 +201,24 @@ absl::Status DiskGuard::AllowWrite(uint64_t bytes) {
 void DiskGuard::Check(const std::string& no_space_error, uint64_t incoming) {
   absl::StatusOr<uint64_t> free = FreeBytes();
   bool changed = false;
-  bool low = false;
   {
     absl::MutexLock lock(&mu_);
     if (free.ok()) state_.free_bytes = *free;
-    uint64_t now_free = state_.free_bytes;
-    const bool refused_with_room =
-        !no_space_error.empty() && free.ok() && HasRoomToResumeLocked(*free);
-    // A write failed for lack of space: RocksDB needs room to recover (and
-    // the node to shut down cleanly) now, whatever the state.
-    if (!no_space_error.empty() && !refused_with_room) DropReserveLocked();
-    if (refused_with_room) {
-      // Writes already refused (a write in flight failing too) do not
-      // count as another refusal.
-      if (!state_.low) {
-        DatabaseRefusesLocked(no_space_error);
-        changed = true;
-      }
+    if (!no_space_error.empty()) {
+      changed = WriteFailedLocked(no_space_error, free.ok());
     } else if (!state_.low) {
-      if (!no_space_error.empty()) {
-        GoLowLocked(absl::StrCat(
-            "a write failed before free space fell under --disk_reserve_mb (",
-            MiB(options_.low_bytes), "): ", no_space_error));
-        changed = true;
-      } else if (free.ok()) {
-        if (!state_.reserve_held &&
-            now_free >= options_.low_bytes + reserve_bytes_ &&
-            MakeReserveLocked()) {
-          now_free -= reserve_bytes_;
-          state_.free_bytes = now_free;
-        }
-        // Without its reserve (released at start, or never made) the node
-        // must keep room to make it again.
-        const uint64_t keep =
-            options_.low_bytes + (state_.reserve_held ? 0 : reserve_bytes_);
-        if (now_free < keep + incoming) {
-          GoLowLocked(absl::StrCat(
-              MiB(now_free), " free",
-              incoming > 0 ? absl::StrCat(" and ", MiB(incoming), " to write")
-                           : std::string(),
-              ", under the ", MiB(keep), " kept free (--disk_reserve_mb",
-              state_.reserve_held ? "" : " and the reserve file", ")"));
-          changed = true;
-        }
-      }
+      changed = free.ok() && GoLowIfShortLocked(incoming);
     } else if (state_.database_refuses) {
-      if (no_space_error.empty() && SteadyCondVar::Clock::now() >= retry_at_) {
+      // The disk may fill meanwhile: it is then full, whatever the database.
+      if (free.ok() && GoLowIfShortLocked(0)) {
+        changed = true;
+      } else if (SteadyCondVar::Clock::now() >= retry_at_) {
         ResumeLocked("disk.writes_retry",
                      "trying writes again after the database refused one for "
                      "lack of space");
         changed = true;
       }
-    } else if (free.ok() && no_space_error.empty() &&
-               now_free >= ResumeBytesLocked()) {
+    } else if (free.ok() && state_.free_bytes >= ResumeBytesLocked()) {
       // Space was freed: take the reserve back, then resume.
       MakeReserveLocked();
       absl::StatusOr<uint64_t> after = FreeBytes();
@@ -262,14 +227,65 @@ void DiskGuard::Check(const std::string& no_space_error, uint64_t incoming) {
                    "the data disk has room again: writes resume");
       changed = true;
     }
-    low = state_.low;
-    if (changed) low_.store(low, std::memory_order_release);
+    if (changed) low_.store(state_.low, std::memory_order_release);
   }
-  if (changed && options_.on_change) options_.on_change(low);
+  if (changed) NotifyChange();
+}
+
+bool DiskGuard::WriteFailedLocked(const std::string& error, bool free_known) {
+  // Room for another whole flush above the low mark, not counting the
+  // reserve: the write did not fail for want of bytes.
+  const uint64_t room =
+      std::max(ResumeBytesLocked(), options_.low_bytes + reserve_bytes_);
+  if (free_known && state_.free_bytes >= room) {
+    // Writes already refused (a write in flight failing too) do not count
+    // as another refusal.
+    if (state_.low) return false;
+    DatabaseRefusesLocked(error);
+    return true;
+  }
+  // RocksDB needs room to recover (and the node to shut down cleanly) now,
+  // whatever the state.
+  DropReserveLocked();
+  if (state_.low && !state_.database_refuses) return false;
+  GoLowLocked(absl::StrCat(
+      "a write failed before free space fell under --disk_reserve_mb (",
+      MiB(options_.low_bytes), "): ", error));
+  return true;
+}
+
+bool DiskGuard::GoLowIfShortLocked(uint64_t incoming) {
+  uint64_t now_free = state_.free_bytes;
+  if (!state_.reserve_held && now_free >= options_.low_bytes + reserve_bytes_ &&
+      MakeReserveLocked()) {
+    now_free -= reserve_bytes_;
+    state_.free_bytes = now_free;
+  }
+  // Without its reserve (released at start, or never made) the node must
+  // keep room to make it again.
+  const uint64_t keep =
+      options_.low_bytes + (state_.reserve_held ? 0 : reserve_bytes_);
+  if (now_free >= keep + incoming) return false;
+  GoLowLocked(absl::StrCat(
+      MiB(now_free), " free",
+      incoming > 0 ? absl::StrCat(" and ", MiB(incoming), " to write")
+                   : std::string(),
+      ", under the ", MiB(keep), " kept free (--disk_reserve_mb",
+      state_.reserve_held ? "" : " and the reserve file", ")"));
+  return true;
+}
+
+void DiskGuard::NotifyChange() {
+  if (!options_.on_change) return;
+  // One call at a time, each with the state as of its call: the last one
+  // made says what the guard says now, whichever thread changed it last.
+  absl::MutexLock lock(&notify_mu_);
+  options_.on_change(low());
 }
 
 void DiskGuard::GoLowLocked(std::string reason) {
   state_.low = true;
+  state_.database_refuses = false;
   state_.low_since = absl::Now();
   state_.reason = std::move(reason);
   logging::Error(
@@ -303,13 +319,13 @@ void DiskGuard::DatabaseRefusesLocked(const std::string& error) {
   const SteadyCondVar::Clock::time_point now = SteadyCondVar::Clock::now();
   // A refusal long after the last one starts a new run: the database
   // recovered in between.
-  const absl::Duration quiet = 4 * options_.max_retry_interval;
   if (state_.refusals > 0 &&
-      now - last_refusal_ > absl::ToChronoNanoseconds(quiet)) {
+      now - last_refusal_ >
+          absl::ToChronoNanoseconds(options_.refusals_forgotten_after)) {
     state_.refusals = 0;
   }
   last_refusal_ = now;
-  state_.retry_after = options_.check_interval;
+  state_.retry_after = options_.min_retry_interval;
   for (int i = 0;
        i < state_.refusals && state_.retry_after < options_.max_retry_interval;
        ++i) {

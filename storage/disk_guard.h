@@ -31,11 +31,16 @@ struct DiskGuardOptions {
   uint64_t reserve_bytes = 32ull << 20;
   // How often free space is looked at.
   absl::Duration check_interval = absl::Milliseconds(250);
-  // The longest wait before writes are tried again after the database
-  // refused one for lack of space while the disk had room (below).
+  // The first and the longest wait before writes are tried again after the
+  // database refused one for lack of space while the disk had room (below).
+  absl::Duration min_retry_interval = absl::Milliseconds(250);
   absl::Duration max_retry_interval = absl::Seconds(8);
-  // Called on every change of low(), from the guard's thread or from the
-  // thread calling ReportWriteError; must not block.
+  // A refusal this long after the last one starts again at min_retry_interval
+  // (the database recovered in between).
+  absl::Duration refusals_forgotten_after = absl::Seconds(32);
+  // Called on every change of low() (and of why it is low), from the
+  // guard's thread or from the thread calling ReportWriteError, one call at
+  // a time, with low() as of the call; must not block.
   std::function<void(bool low)> on_change;
 };
 
@@ -59,14 +64,16 @@ struct DiskGuardOptions {
 // recovery and a clean shutdown need room) and at start on a disk under
 // low_bytes (ReleaseReserveIfLow: the database must open to serve reads).
 //
-// A write can fail for lack of space while the disk has room: RocksDB goes
-// on refusing writes after a full disk until its own recovery ends, and
-// that recovery can hang (server/daemon.cc then reopens the database). The
-// guard then goes low without touching its reserve (database_refuses) and
-// tries writes again after check_interval, twice as long after each
+// A write can fail for lack of space while the disk has room (free space,
+// the reserve not counted, for a whole flush above the low mark, and at
+// least the resume level): RocksDB goes on refusing writes after a full
+// disk until its own recovery ends, and that recovery can hang
+// (server/daemon.cc then reopens the database). The guard then goes low
+// without touching its reserve (database_refuses) and tries writes again
+// at the first check after min_retry_interval, twice as long after each
 // refusal that follows (up to max_retry_interval), instead of every check:
 // each try that fails again would log twice and tell clients the disk is
-// full.
+// full. A disk that fills meanwhile is full, as above.
 //
 // Thread-safe; one thread of its own checks every check_interval.
 class DiskGuard {
@@ -149,8 +156,8 @@ class DiskGuard {
 
   void Run();
   // Looks at free space and moves between the states; `no_space_error`
-  // forces low, as does `incoming` bytes about to be written that would
-  // leave less than low_bytes.
+  // (a write that failed for lack of space) forces low, as does `incoming`
+  // bytes about to be written that would leave less than low_bytes.
   void Check(const std::string& no_space_error, uint64_t incoming = 0);
   void GoLowLocked(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes are taken again; logs `event` with `message`.
@@ -159,6 +166,16 @@ class DiskGuard {
   // A write failed for lack of space while the disk had room.
   void DatabaseRefusesLocked(const std::string& error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A write failed for lack of space (`free_known`: state_.free_bytes is
+  // of now). True when the state changed.
+  bool WriteFailedLocked(const std::string& error, bool free_known)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Goes low when state_.free_bytes, less `incoming` bytes about to be
+  // written, is under what is kept free (making the reserve first when
+  // there is room for it). True when it went low.
+  bool GoLowIfShortLocked(uint64_t incoming) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Calls options_.on_change; without mu_ held.
+  void NotifyChange() ABSL_LOCKS_EXCLUDED(mu_);
   bool HasRoomToResumeLocked(uint64_t free) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool MakeReserveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -173,6 +190,7 @@ class DiskGuard {
   mutable absl::Mutex mu_;
   State state_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex notify_mu_;  // held through each on_change call
   // While database_refuses: when writes are tried again. And when the last
   // refusal came, to start the doubling afresh after a quiet spell.
   SteadyCondVar::Clock::time_point retry_at_ ABSL_GUARDED_BY(mu_);

@@ -1673,7 +1673,7 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
   cluster.SetNodeFlags(survivor, {"--force_new_cluster", "1"});
   const int left_on =
       cluster.StartNodeExpectingExit(survivor, absl::Seconds(30));
-  EXPECT_TRUE(WIFEXITED(left_on) && WEXITSTATUS(left_on) == 1)
+  EXPECT_TRUE(WIFEXITED(left_on) && WEXITSTATUS(left_on) == 4)
       << left_on << "\n"
       << cluster.LogTail(survivor);
   EXPECT_TRUE(LogContains(cluster, survivor,

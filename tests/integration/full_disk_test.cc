@@ -23,14 +23,17 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
@@ -140,7 +143,8 @@ void FillWith(const std::string& path, uint64_t bytes) {
 
 // A create with seven attributes of 2,000 bytes (the reproduction).
 grpc::Status CreateBig(sessiond::v1::SessionService::Stub* stub,
-                       const std::string& user, std::string* token) {
+                       const std::string& user, std::string* token,
+                       absl::Duration deadline = absl::Seconds(10)) {
   CreateSessionRequest request;
   request.set_user_id(user);
   for (int k = 0; k < 7; ++k) {
@@ -149,8 +153,7 @@ grpc::Status CreateBig(sessiond::v1::SessionService::Stub* stub,
   }
   CreateSessionResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::seconds(10));
+  context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
   grpc::Status status = stub->CreateSession(&context, request, &response);
   if (status.ok()) *token = response.token();
   return status;
@@ -195,6 +198,32 @@ std::vector<std::string> CreateUntilRefused(
         << status.error_message();
   }
   return acked;
+}
+
+// Creates until one is taken (bounded: 300 tries 200 ms apart), each with
+// `deadline`: the last answer.
+grpc::Status CreateOnceWritesResume(
+    sessiond::v1::SessionService::Stub* stub, std::string* token,
+    absl::Duration deadline = absl::Seconds(10)) {
+  grpc::Status status;
+  for (int i = 0; i < 300; ++i) {
+    status = CreateBig(stub, "after", token, deadline);
+    if (status.ok()) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  return status;
+}
+
+void ExpectAllValid(sessiond::v1::SessionService::Stub* stub,
+                    const std::vector<std::string>& tokens) {
+  for (const std::string& t : tokens) {
+    ASSERT_EQ(Validate(stub, t), ValidateSessionResponse::VALID);
+  }
+}
+
+std::string FileText(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string LogTail(const std::string& path) {
@@ -304,12 +333,7 @@ TEST(FullDiskTest, WritesRefusedReadsServedAndWritesResumeWhenSpaceIsFreed) {
   // Space comes back: writes resume by themselves (bounded wait).
   std::filesystem::remove(mnt + "/filler1");
   std::filesystem::remove(mnt + "/filler2");
-  grpc::Status resumed;
-  for (int i = 0; i < 300; ++i) {
-    resumed = CreateBig(stub.get(), "after", &token);
-    if (resumed.ok()) break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  const grpc::Status resumed = CreateOnceWritesResume(stub.get(), &token);
   ASSERT_TRUE(resumed.ok()) << resumed.error_message();
   EXPECT_FALSE(SelfStatus(node.address()).disk_full());
 
@@ -319,9 +343,7 @@ TEST(FullDiskTest, WritesRefusedReadsServedAndWritesResumeWhenSpaceIsFreed) {
       << exit_status << " " << node.log_path();
   ASSERT_TRUE(node.Start().ok()) << node.log_path();
   stub = node.NewStub();
-  for (const std::string& t : acked) {
-    ASSERT_EQ(Validate(stub.get(), t), ValidateSessionResponse::VALID);
-  }
+  ExpectAllValid(stub.get(), acked);
   EXPECT_EQ(Validate(stub.get(), token), ValidateSessionResponse::VALID);
 }
 
@@ -585,25 +607,16 @@ TEST(FullDiskTest, AFailedLogAppendRestartsTheNodeInPlaceOnceThereIsRoom) {
   EXPECT_EQ(again.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_TRUE(absl::StrContains(again.error_message(), "write-ahead log"))
       << again.error_message();
-  for (const std::string& t : acked) {
-    ASSERT_EQ(Validate(stub.get(), t), ValidateSessionResponse::VALID);
-  }
+  ExpectAllValid(stub.get(), acked);
 
   // Room again: within seconds writes resume, without a new process.
   std::filesystem::remove(mnt + "/filler");
-  grpc::Status resumed;
-  for (int i = 0; i < 300; ++i) {
-    resumed = CreateBig(stub.get(), "after", &token);
-    if (resumed.ok()) break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  const grpc::Status resumed = CreateOnceWritesResume(stub.get(), &token);
   ASSERT_TRUE(resumed.ok()) << resumed.error_message() << "\n"
                             << LogTail(node.log_path());
   EXPECT_EQ(node.pid(), pid);
   EXPECT_TRUE(StillRunning(&node));
-  for (const std::string& t : acked) {
-    ASSERT_EQ(Validate(stub.get(), t), ValidateSessionResponse::VALID);
-  }
+  ExpectAllValid(stub.get(), acked);
   EXPECT_EQ(Validate(stub.get(), token), ValidateSessionResponse::VALID);
 }
 
@@ -695,6 +708,161 @@ TEST(FullDiskTest, WithoutAFreeInodeTheProbeFailsWhateverTheFreeBytes) {
         absl::StartsWith(entry.path().filename().string(), "sessiond.probe."))
         << entry.path();
   }
+}
+
+// The daemon's use of the probe, end to end: a node whose database stopped
+// taking writes (storage.write_jams, standing for RocksDB 7.8's hung
+// recovery) is due a restart in place, but its data dir's file system has
+// no inode left, so a reopen could not make its new log and MANIFEST. It
+// waits, answering reads, and restarts once an inode is free.
+TEST(FullDiskTest, AStuckNodeRestartsOnlyOnceItsDataDirTakesANewFile) {
+  SKIP_WITHOUT_MOUNTS();
+  TempDir dir;
+  const std::string mnt = dir.path() + "/mnt";
+  Tmpfs fs(mnt, 200 * kMiB, "nr_inodes=256");
+  ASSERT_TRUE(fs.mounted());
+  SessiondProcess node(
+      SESSIOND_BINARY, mnt + "/data",
+      {"--fault_point=storage.write_jams@20!", "--stuck_writes_restart_ms=1000",
+       "--shutdown_grace_ms=1000"});
+  node.set_log_dir(dir.path());  // the log takes no inode of the tmpfs
+  ASSERT_TRUE(node.Start().ok()) << LogTail(node.log_path());
+  const int pid = node.pid();
+  auto stub = node.NewStub();
+
+  // Another program takes every inode left (bounded: the mount has 256).
+  std::filesystem::create_directories(mnt + "/other");
+  int files = 0;
+  for (; files < 300; ++files) {
+    const std::string path = absl::StrCat(mnt, "/other/f", files);
+    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) break;
+    close(fd);
+  }
+  ASSERT_GT(files, 0);
+  ASSERT_LT(files, 300);
+
+  // Creates until the database refuses them (its 20th write without the
+  // log), then until the node has said why it does not restart.
+  std::vector<std::string> acked;
+  bool refused = false;
+  bool deferred = false;
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  for (int i = 0; i < 2000 && !deferred && absl::Now() < give_up; ++i) {
+    std::string token;
+    const grpc::Status status =
+        CreateBig(stub.get(), absl::StrCat("u", i), &token, absl::Seconds(2));
+    if (status.ok()) {
+      acked.push_back(token);
+    } else {
+      refused = true;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    deferred = absl::StrContains(FileText(node.log_path()),
+                                 "storage.restart_deferred");
+  }
+  ASSERT_TRUE(refused) << "the fault point never jammed the database";
+  ASSERT_TRUE(deferred) << LogTail(node.log_path());
+  EXPECT_EQ(node.pid(), pid);
+  ASSERT_TRUE(StillRunning(&node)) << LogTail(node.log_path());
+  ExpectAllValid(stub.get(), acked);
+
+  // Inodes again: the node restarts in place and takes writes.
+  std::filesystem::remove_all(mnt + "/other");
+  std::string token;
+  const grpc::Status resumed =
+      CreateOnceWritesResume(stub.get(), &token, absl::Seconds(2));
+  ASSERT_TRUE(resumed.ok()) << resumed.error_message() << "\n"
+                            << LogTail(node.log_path());
+  EXPECT_EQ(node.pid(), pid);
+  const std::string log = FileText(node.log_path());
+  EXPECT_TRUE(absl::StrContains(log, "storage.stuck_restart")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "restart.done")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "startup.failed")) << log;
+  ExpectAllValid(stub.get(), acked);
+  EXPECT_EQ(Validate(stub.get(), token), ValidateSessionResponse::VALID);
+}
+
+// A write that fails for lack of space on a disk that has none is a full
+// disk, whatever the reserve the guard holds: it drops the reserve (RocksDB
+// needs the room to recover) and says the disk is full. Counting the
+// reserve as room, a low mark of 16 MiB or less against a 32 MiB reserve
+// took every such failure for a database refusing writes with room.
+TEST(FullDiskTest, AWriteFailingOnAFullDiskIsAFullDiskWhateverTheReserve) {
+  SKIP_WITHOUT_MOUNTS();
+  TempDir dir;
+  const std::string mount_dir = dir.path() + "/disk";
+  Tmpfs tmpfs(mount_dir, 64 * kMiB);
+  ASSERT_TRUE(tmpfs.mounted());
+  storage::DiskGuardOptions options;
+  options.dir = mount_dir;
+  options.low_bytes = 8 * kMiB;
+  options.reserve_bytes = 32 * kMiB;
+  absl::StatusOr<std::unique_ptr<storage::DiskGuard>> guard =
+      storage::DiskGuard::Start(options);
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  ASSERT_TRUE((*guard)->state().reserve_held);
+  FillWith(mount_dir + "/other", FreeBytes(mount_dir));
+  ASSERT_LT(FreeBytes(mount_dir), kMiB);
+  (*guard)->ReportWriteError(
+      absl::InternalError("IO error: No space left on device"));
+  const storage::DiskGuard::State state = (*guard)->state();
+  EXPECT_TRUE(state.low);
+  EXPECT_FALSE(state.database_refuses);
+  EXPECT_FALSE(state.reserve_held);
+  EXPECT_GE(FreeBytes(mount_dir), 32 * kMiB);
+  EXPECT_TRUE(absl::StrContains((*guard)->WriteRefusal().message(), "is full"))
+      << (*guard)->WriteRefusal();
+}
+
+// A database refusing writes with room on the disk, then the disk fills:
+// the guard says the disk is full at its next check, and writes are not
+// let through in between for a retry.
+TEST(FullDiskTest, ADiskThatFillsWhileTheDatabaseRefusesWritesIsFull) {
+  SKIP_WITHOUT_MOUNTS();
+  TempDir dir;
+  const std::string mount_dir = dir.path() + "/disk";
+  Tmpfs tmpfs(mount_dir, 64 * kMiB);
+  ASSERT_TRUE(tmpfs.mounted());
+  absl::Mutex mu;
+  std::vector<bool> changes;
+  storage::DiskGuardOptions options;
+  options.dir = mount_dir;
+  options.low_bytes = 4 * kMiB;
+  options.reserve_bytes = 4 * kMiB;
+  options.check_interval = absl::Milliseconds(10);
+  options.min_retry_interval = absl::Hours(1);  // no retry in this test
+  options.max_retry_interval = absl::Hours(1);
+  options.on_change = [&](bool low) {
+    absl::MutexLock lock(&mu);
+    changes.push_back(low);
+  };
+  absl::StatusOr<std::unique_ptr<storage::DiskGuard>> guard =
+      storage::DiskGuard::Start(options);
+  ASSERT_TRUE(guard.ok()) << guard.status();
+  const absl::Status no_space =
+      absl::InternalError("IO error: No space left on device");
+  (*guard)->ReportWriteError(no_space);
+  ASSERT_TRUE((*guard)->state().database_refuses);
+
+  FillWith(mount_dir + "/other", FreeBytes(mount_dir) - 2 * kMiB);
+  bool full = false;
+  for (int i = 0; i < 1000 && !full; ++i) {  // bounded: 10 s
+    full = !(*guard)->state().database_refuses;
+    if (!full) absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(full);
+  const storage::DiskGuard::State state = (*guard)->state();
+  EXPECT_TRUE(state.low);
+  EXPECT_TRUE(absl::StrContains(state.reason, "kept free")) << state.reason;
+  EXPECT_TRUE(absl::StrContains((*guard)->WriteRefusal().message(), "is full"))
+      << (*guard)->WriteRefusal();
+  // Now a write failing for lack of space drops the reserve.
+  (*guard)->ReportWriteError(no_space);
+  EXPECT_FALSE((*guard)->state().reserve_held);
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(changes, (std::vector<bool>{true, true}))
+      << "low when refusing, low again (now full), never let through";
 }
 
 // Writes resume at twice the low mark, and the guard then makes its reserve

@@ -110,6 +110,33 @@ TEST_F(NewMemberTest, RefusesWhenTheRunningClusterRemovedIt) {
   EXPECT_FALSE(identity->has_value());
 }
 
+// A refusal no restart can mend is marked for an operator (sessiond then
+// exits 4, which systemd does not restart); one the cluster or time can
+// mend is not (exit 1, restarted).
+TEST_F(NewMemberTest, OnlyRefusalsNoRestartCanMendAreForAnOperator) {
+  const absl::StatusOr<BootstrapDecision> removed =
+      Decide({{1, Serving(1, {1, 2})}, {2, Serving(2, {1, 2})}});
+  ASSERT_FALSE(removed.ok());
+  EXPECT_FALSE(IsForAnOperator(removed.status()))
+      << "an AddMember mends it: " << removed.status();
+  const absl::StatusOr<BootstrapDecision> unanswered =
+      Decide({{1, absl::UnavailableError("refused")},
+              {2, absl::UnavailableError("refused")}});
+  ASSERT_FALSE(unanswered.ok());
+  EXPECT_FALSE(IsForAnOperator(unanswered.status())) << unanswered.status();
+
+  ASSERT_TRUE(
+      Decide({{1, Serving(1, {1, 2, 3})}, {2, Serving(2, {1, 2, 3})}}).ok());
+  config_.node_id = 2;  // this data dir is node 3's
+  const absl::StatusOr<BootstrapDecision> other_node = Decide({});
+  ASSERT_EQ(other_node.status().code(), absl::StatusCode::kFailedPrecondition)
+      << other_node.status();
+  EXPECT_TRUE(IsForAnOperator(other_node.status())) << other_node.status();
+  EXPECT_FALSE(IsForAnOperator(absl::FailedPreconditionError(
+      std::string(other_node.status().message()))))
+      << "the mark is the payload, not the message";
+}
+
 TEST_F(NewMemberTest, TheWaitNamesTheMembersThatDidNotAnswer) {
   HelloResponse fresh;
   fresh.set_node_id(1);

@@ -51,7 +51,9 @@ TEST(DiskGuardTest, ADatabaseRefusingWritesWithRoomIsRetriedLessAndLessOften) {
   options.low_bytes = 1 << 20;
   options.reserve_bytes = 1 << 20;
   options.check_interval = absl::Milliseconds(5);
+  options.min_retry_interval = absl::Milliseconds(5);
   options.max_retry_interval = absl::Milliseconds(20);
+  options.refusals_forgotten_after = absl::Hours(1);  // a slow machine
   absl::StatusOr<std::unique_ptr<DiskGuard>> guard = DiskGuard::Start(options);
   ASSERT_TRUE(guard.ok()) << guard.status();
   ASSERT_FALSE((*guard)->low()) << "the test dir's disk is nearly full";

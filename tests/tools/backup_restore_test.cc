@@ -272,7 +272,7 @@ TEST(BackupRestoreTest, RebuildsAClusterFromOneBackupTakenUnderLoad) {
     ASSERT_TRUE(member.Launch().ok());
     const int exited = member.WaitForExit(absl::Seconds(60));
     ASSERT_NE(exited, -1) << "a restored dir started without the flag serves";
-    EXPECT_TRUE(WIFEXITED(exited) && WEXITSTATUS(exited) == 1) << exited;
+    EXPECT_TRUE(WIFEXITED(exited) && WEXITSTATUS(exited) == 4) << exited;
     EXPECT_TRUE(absl::StrContains(Slurp(member.log_path()),
                                   "was restored from a backup"))
         << Slurp(member.log_path());
