@@ -612,12 +612,14 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
     backoff =
         std::min(backoff * options_.backoff_multiplier, options_.max_backoff);
   }
-  if (maybe_applied && IsNotSent(status)) {
-    // "Never sent" promises the write did not happen: only the last attempt
-    // can say so, and an earlier one, sent, may have applied (a create
-    // retried with its request_id: the caller's own retry, with a new id,
-    // would make a second session).
-    absl::Status unknown(status.code(),
+  if (maybe_applied &&
+      (IsNotSent(status) || RefusedByServerUnderLoad(status))) {
+    // "Never sent" and the server's refusal under load promise the write
+    // did not happen: only of the last attempt, and an earlier one, sent,
+    // may have applied (a create retried with its request_id: the caller's
+    // own retry, with a new id, would make a second session). The outcome
+    // is unknown: kUnavailable without the not-sent mark.
+    absl::Status unknown(absl::StatusCode::kUnavailable,
                          absl::StrCat(status.message(),
                                       " (an earlier attempt was sent and may "
                                       "have applied)"));
@@ -895,7 +897,18 @@ std::unique_ptr<ValidateStream> SessionClient::OpenValidateStream() {
     return std::unique_ptr<ValidateStream>(new ValidateStream(
         absl::FailedPreconditionError("SessionClient has no endpoints")));
   }
-  const EndpointPtr endpoint = Candidates(/*write=*/false, {}).front();
+  // Over a connected channel only, as a call: gRPC's stream constructor
+  // waits for its first message to leave, on a channel that only says
+  // CONNECTING (a paused or blackholed node) until gRPC gives up on it,
+  // about 20 s, and the caller has no stream yet to cancel.
+  const std::vector<EndpointPtr> candidates = Candidates(/*write=*/false, {});
+  const EndpointPtr endpoint =
+      FirstConnected(candidates, absl::Now() + options_.call_timeout);
+  if (endpoint == nullptr) {
+    return std::unique_ptr<ValidateStream>(new ValidateStream(
+        NotSent(absl::StrCat("stream not opened: none of ", candidates.size(),
+                             " endpoint(s) had a connected channel in time"))));
+  }
   attempts_.fetch_add(1, std::memory_order_relaxed);
   return std::make_unique<ValidateStream>(
       std::make_unique<grpc::ClientContext>(), endpoint->stub.get());

@@ -184,6 +184,12 @@ class ValidateStream;
 //   kNotFound, kAborted,
 //   kFailedPrecondition, kAlreadyExists,
 //   kResourceExhausted after the retries, ...)
+// A retried call (a create with a request_id, or a write the server
+// refused under load and the client sent again) whose earlier attempt may
+// have applied never ends as "not applied" on a later attempt's word that
+// it did nothing (never sent, or refused under load): it returns
+// kUnavailable, outcome unknown, saying "an earlier attempt was sent and may
+// have applied".
 // RevokeSession's outcome after an error is unknown as well, but retrying it
 // (as the client does) is safe.
 //
@@ -251,9 +257,12 @@ class SessionClient {
   absl::StatusOr<v1::ValidateSessionResponse> Validate(absl::string_view token,
                                                        bool touch = false);
 
-  // Opens a StreamValidateSessions stream on the next endpoint (as a read).
-  // Streams are not retried: when one breaks, its methods return the status
-  // and the caller opens another. The stream must not outlive this client.
+  // Opens a StreamValidateSessions stream on the next endpoint (as a read)
+  // whose channel connects within connect_timeout, passing over the others
+  // as a call does; when none does within call_timeout, the stream is
+  // broken from the start with kUnavailable, IsNotSent. Streams are not
+  // retried: when one breaks, its methods return the status and the caller
+  // opens another. The stream must not outlive this client.
   std::unique_ptr<ValidateStream> OpenValidateStream();
 
   // Counters since construction, over all methods.

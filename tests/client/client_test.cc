@@ -1228,6 +1228,28 @@ TEST(ClientFakeServerTest, NotSentOnlyWhenNoAttemptMayHaveApplied) {
   for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
 }
 
+// The same with the server's refusals under load after the first attempt:
+// "refused, nothing done" speaks for the last attempt only, and the first,
+// sent, may have created the session. Returned as RESOURCE_EXHAUSTED (the
+// server's answer: not applied), the caller's own retry, with a new
+// request_id, made a second session.
+TEST(ClientFakeServerTest, ARefusalUnderLoadAfterAnAttemptThatMayHaveApplied) {
+  FakeServer server;
+  SessionClientOptions options = FakeOptions();
+  options.create_request_ids = true;
+  auto client = SessionClient::Connect(server.address(), options);
+  server.service().Push(Fail(grpc::StatusCode::UNAVAILABLE));
+  server.service().SetFallback(
+      FailWithReason(grpc::StatusCode::RESOURCE_EXHAUSTED, "OVERLOADED"));
+  const absl::Status failed =
+      client->CreateSession(CreateRequest("a")).status();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_FALSE(IsNotSent(failed)) << failed;
+  EXPECT_TRUE(absl::StrContains(failed.message(), "may have applied"))
+      << failed;
+  EXPECT_GT(server.service().calls("CreateSession"), 1);
+}
+
 // A write goes only over a connected channel; one that is not connected is
 // passed over, unsent, for the next endpoint.
 TEST(ClientFakeServerTest, WriteSkipsAnEndpointThatDoesNotConnect) {
@@ -1242,6 +1264,37 @@ TEST(ClientFakeServerTest, WriteSkipsAnEndpointThatDoesNotConnect) {
   EXPECT_EQ(server.service().calls("CreateSession"), 1);
   EXPECT_EQ(client->stats().attempts, 1u);
   EXPECT_EQ(client->stats().endpoints_skipped, 1u);
+}
+
+// A stream too goes only over a connected channel: gRPC's stream
+// constructor waits for the stream's start to leave, and on a channel that
+// says CONNECTING (a silent endpoint) that took until gRPC gave up on the
+// connection, about 20 s, with nothing the caller could cancel; then the
+// stream was broken. It passes the silent endpoint over, as a call does.
+TEST(ClientFakeServerTest, AStreamOpensOnAnEndpointThatConnects) {
+  FakeServer server;
+  SilentListener silent;
+  // Round-robin starts at the first endpoint: the silent one.
+  auto client = SessionClient::Connect({silent.address(), server.address()},
+                                       FakeOptions());
+  std::unique_ptr<ValidateStream> stream = client->OpenValidateStream();
+  v1::ValidateSessionRequest good;
+  good.set_token("good");
+  absl::StatusOr<v1::ValidateSessionResponse> answer = stream->Validate(good);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
+  EXPECT_TRUE(stream->Close().ok());
+  EXPECT_EQ(client->stats().endpoints_skipped, 1u);
+
+  // With no endpoint that connects, the stream is broken from the start,
+  // as a call that could not be sent.
+  SessionClientOptions options = FakeOptions();
+  options.call_timeout = absl::Seconds(1);
+  auto stranded = SessionClient::Connect({silent.address()}, options);
+  std::unique_ptr<ValidateStream> broken = stranded->OpenValidateStream();
+  const absl::Status refused = broken->Validate(good).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+  EXPECT_TRUE(IsNotSent(refused)) << refused;
 }
 
 // An endpoint that takes connections and never answers (a paused process,
