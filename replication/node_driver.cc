@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 #include <utility>
 
@@ -508,11 +509,35 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
                         .Error(s));
       continue;
     }
+    if (!from_leader && term == core_->term() &&
+        core_->role() == Role::kLeader) {
+      heard_in_term_[from] = runtime_->Elapsed();
+    }
     if (from_leader && from == core_->leader() && term == core_->term()) {
       absl::MutexLock lock(&status_mu_);
       HeardFromLeader(commit, runtime_->Elapsed());
     }
   }
+}
+
+absl::Duration NodeDriver::QuorumContact(
+    const std::vector<NodeId>& voters) const {
+  const absl::Duration now = runtime_->Elapsed();
+  std::vector<absl::Duration> heard;
+  heard.reserve(voters.size());
+  for (NodeId voter : voters) {
+    if (voter == options_.raft.id) {
+      heard.push_back(now);
+      continue;
+    }
+    const auto it = heard_in_term_.find(voter);
+    heard.push_back(it == heard_in_term_.end()
+                        ? won_term_at_
+                        : std::max(it->second, won_term_at_));
+  }
+  if (heard.empty()) return now;
+  std::sort(heard.begin(), heard.end(), std::greater<>());
+  return heard[heard.size() / 2];  // the quorum's last one to hear from it
 }
 
 void NodeDriver::HeardFromLeader(LogIndex commit, absl::Duration at) {
@@ -838,6 +863,9 @@ void NodeDriver::RefreshStatus() {
     // last index at the moment we won; once applied through it, local reads
     // see all of them.
     leader_first_index_ = raft.last_index;
+    // A quorum voted for it just now.
+    won_term_at_ = runtime_->Elapsed();
+    heard_in_term_.clear();
   }
   status_.role = raft.role;
   status_.term = raft.term;
@@ -849,7 +877,7 @@ void NodeDriver::RefreshStatus() {
   status_.lead_transferee = raft.lead_transferee;
   status_.match = std::move(raft.match);
   if (raft.role == Role::kLeader) {
-    status_.last_leader_contact = runtime_->Elapsed();
+    status_.last_leader_contact = QuorumContact(status_.conf_state.voters);
     status_.current_as_of = status_.last_leader_contact;
     status_.leader_commit = raft.commit;
     commits_heard_.clear();

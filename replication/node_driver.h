@@ -144,7 +144,8 @@ struct NodeStatus {
   std::map<NodeId, LogIndex> match;
   // The highest commit index heard from a leader (or this node's own commit
   // while leader), and when a leader was last heard from (Runtime clock;
-  // while leader: the last driver run). Infinite past when never.
+  // while leader: when a quorum of voters last heard from it in its term,
+  // as of the last driver run). Infinite past when never.
   LogIndex leader_commit;
   absl::Duration last_leader_contact = -absl::InfiniteDuration();
   // The last time (Runtime clock) as of which this node's applied state
@@ -152,7 +153,7 @@ struct NodeStatus {
   // commit C, and this node has applied C. What a read here may miss is
   // what committed since. Behind (receiving a snapshot, or a stuck apply
   // stage), it stays put while leader messages keep coming. Infinite past
-  // when never; while leader: the last driver run.
+  // when never; while leader: last_leader_contact.
   absl::Duration current_as_of = -absl::InfiniteDuration();
   // True when this node is leader and has applied every entry up to the
   // first entry of its term: reads of the local state machine see every
@@ -409,6 +410,9 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Driver stage.
   void CatchUpTicks();
   void StepMessages(std::vector<Message> messages);
+  // While leader: the latest time as of which a quorum of `voters` had
+  // heard from this node in its term (this node counts as now).
+  absl::Duration QuorumContact(const std::vector<NodeId>& voters) const;
   // A leader's message at `at` said it had committed `commit`.
   void HeardFromLeader(LogIndex commit, absl::Duration at)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(status_mu_);
@@ -565,6 +569,13 @@ class NodeDriver : public MessageSink, public StageRunner {
   // applying through one makes this node current as of its time.
   std::deque<std::pair<LogIndex, absl::Duration>> commits_heard_
       ABSL_GUARDED_BY(status_mu_);
+  // While leader (driver thread): when this node won its term, and when
+  // each peer last sent a message of that term (only a follower of this
+  // leader does). A leader is current as of the time a quorum last heard
+  // it, not as of now: cut off, it leads on until CheckQuorum deposes it,
+  // while another leader may commit what its reads miss.
+  absl::Duration won_term_at_ = absl::ZeroDuration();
+  std::map<NodeId, absl::Duration> heard_in_term_;
 
   // Back-pressure: proposals accepted and not yet answered.
   std::atomic<int64_t> outstanding_proposals_{0};

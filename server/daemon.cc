@@ -776,8 +776,13 @@ absl::Status Daemon::Init() {
   reads_ =
       std::make_unique<ReadBarrier>(read_options, driver_.get(), timers_.get());
   ClusterClock* cluster_clock = clock_.get();
+  WritePath* writes = writes_.get();
   touches_ = std::make_unique<TouchBuffer>(
-      writes_.get(), absl::Milliseconds(config_.touch_flush_interval_ms),
+      [writes](sessiond::v1::internal::Command command, absl::Time deadline,
+               WritePath::Done done) {
+        writes->Submit(std::move(command), deadline, std::move(done));
+      },
+      absl::Milliseconds(config_.touch_flush_interval_ms),
       [cluster_clock] { return cluster_clock->NowMs(); });
   if (config_.logout_detector_interval_ms > 0) {
     // Built before SelfStatus can be called; samples once Start()ed below.

@@ -35,9 +35,13 @@ ReadAnswer ReadBarrier::Local() const {
         "ask another node");
     return answer;
   }
-  if (status.leader_caught_up) return answer;  // the leader itself
   const absl::Duration now = driver_->Now();
   const absl::Duration since = now - status.last_leader_contact;
+  // The leader itself, while a quorum hears it (its last_leader_contact):
+  // cut off, it is deposed elsewhere before it knows.
+  if (status.leader_caught_up && since < options_.fresh_contact) {
+    return answer;
+  }
   // Since this node last held all a leader had committed, not since it last
   // heard from one: a node receiving a snapshot hears heartbeats all along.
   const absl::Duration behind_for = now - status.current_as_of;
@@ -49,8 +53,8 @@ ReadAnswer ReadBarrier::Local() const {
 
 bool ReadBarrier::Current() const {
   const replication::NodeStatus status = driver_->status();
-  if (status.leader_caught_up) return true;
   const absl::Duration since = driver_->Now() - status.last_leader_contact;
+  if (status.leader_caught_up) return since < options_.fresh_contact;
   return since < options_.fresh_contact && status.applied > LogIndex(0) &&
          status.applied.value() + kCurrentLagEntries >=
              status.leader_commit.value();

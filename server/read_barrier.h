@@ -86,7 +86,8 @@ class ReadBarrier {
   ReadAnswer Local() const;
 
   // Whether this node holds, near enough, what the cluster committed: it
-  // leads, or it heard from its leader within fresh_contact and has applied
+  // leads and a quorum heard from it within fresh_contact, or it heard from
+  // its leader within fresh_contact and has applied
   // to within kCurrentLagEntries of the leader's commit index. False for a
   // node cut off, one that has not heard from a leader since it started,
   // and one catching up (JwksDocumentNow).

@@ -15,9 +15,9 @@
 
 namespace sessiond::server {
 
-TouchBuffer::TouchBuffer(WritePath* writes, absl::Duration flush_interval,
+TouchBuffer::TouchBuffer(Submit submit, absl::Duration flush_interval,
                          std::function<int64_t()> now_ms)
-    : writes_(writes),
+    : submit_(std::move(submit)),
       flush_interval_(flush_interval),
       now_ms_(std::move(now_ms)),
       flusher_("sd-touches", flush_interval, [this] { Flush(); }) {}
@@ -26,16 +26,29 @@ TouchBuffer::~TouchBuffer() { Stop(); }
 
 void TouchBuffer::Record(const storage::TokenHash& hash, int64_t seen_at_ms,
                          int64_t idle_judged_at_ms) {
+  Add(hash, Touch{seen_at_ms, idle_judged_at_ms, /*kept=*/false});
+}
+
+void TouchBuffer::Add(const storage::TokenHash& hash, const Touch& touch) {
   Shard& shard = shards_[hash[0] % kShards];
   absl::MutexLock lock(&shard.mu);
-  auto [it, inserted] =
-      shard.touches.try_emplace(hash, Touch{seen_at_ms, idle_judged_at_ms});
-  if (inserted) return;
+  auto [it, inserted] = shard.touches.try_emplace(hash, touch);
   Touch& held = it->second;
-  held.seen_at_ms = std::max(held.seen_at_ms, seen_at_ms);
-  if (idle_judged_at_ms != 0 && (held.idle_judged_at_ms == 0 ||
-                                 idle_judged_at_ms < held.idle_judged_at_ms)) {
-    held.idle_judged_at_ms = idle_judged_at_ms;
+  if (!inserted) {
+    // The latest use wins, and the earliest judgement.
+    held.seen_at_ms = std::max(held.seen_at_ms, touch.seen_at_ms);
+    if (touch.idle_judged_at_ms != 0 &&
+        (held.idle_judged_at_ms == 0 ||
+         touch.idle_judged_at_ms < held.idle_judged_at_ms)) {
+      held.idle_judged_at_ms = touch.idle_judged_at_ms;
+    }
+  }
+  // A kept touch counts once per token in the shards, and before the batch
+  // it came from stops counting (Answered): the count never reads 0 while
+  // one is on its way.
+  if (touch.kept && (inserted || !held.kept)) {
+    held.kept = true;
+    kept_pending_.fetch_add(1, std::memory_order_acq_rel);
   }
 }
 
@@ -60,6 +73,7 @@ size_t TouchBuffer::Flush() {
   const int64_t previous =
       last_flush_start_ms_.exchange(started, std::memory_order_acq_rel);
   const int64_t committed_through = previous != 0 ? previous : started;
+  const int64_t stalled = stalled_since_ms_.load(std::memory_order_acquire);
   std::vector<std::pair<storage::TokenHash, Touch>> touches;
   for (Shard& shard : shards_) {
     TouchMap taken;
@@ -77,59 +91,83 @@ size_t TouchBuffer::Flush() {
     std::vector<std::pair<storage::TokenHash, Touch>> batch(
         touches.begin() + static_cast<std::ptrdiff_t>(start),
         touches.begin() + static_cast<std::ptrdiff_t>(end));
-    for (const auto& [hash, held] : batch) {
+    size_t kept = 0;
+    for (auto& [hash, held] : batch) {
+      // A batch that failed after this one's was kept judged at the later
+      // point; the stall began earlier.
+      if (held.kept && stalled != 0 && held.idle_judged_at_ms > stalled) {
+        held.idle_judged_at_ms = stalled;
+      }
       auto* t = touch->add_touches();
       t->set_token_hash(std::string(storage::TokenHashBytes(hash)));
       t->set_seen_at_ms(held.seen_at_ms);
       if (held.idle_judged_at_ms != 0) {
         t->set_idle_judged_at_ms(held.idle_judged_at_ms);
       }
+      kept += held.kept ? 1 : 0;
     }
     flushed_commands_.fetch_add(1, std::memory_order_relaxed);
-    writes_->Submit(
-        std::move(command),
-        absl::Now() + std::max(flush_interval_, absl::Seconds(1)),
-        [this, committed_through,
-         batch = std::move(batch)](replication::ApplyResult result) {
-          // NotFound / FailedPrecondition: the session was revoked or
-          // expired after the validation that touched it; nothing to do.
-          const absl::StatusCode code = result.status().code();
-          if (code == absl::StatusCode::kUnavailable ||
-              code == absl::StatusCode::kResourceExhausted) {
-            // No leader in time, no quorum, a full disk: the touches go
-            // into the next flush. Dropped, a user active through this
-            // node would idle out a whole idle timeout after their last
-            // touch that reached the log. Applying a touch twice (this
-            // batch may yet commit) does no harm: the later time wins.
-            lost_commands_.fetch_add(1, std::memory_order_relaxed);
-            int64_t none = 0;
-            stalled_since_ms_.compare_exchange_strong(
-                none, committed_through, std::memory_order_acq_rel);
-            const int64_t stalled =
-                stalled_since_ms_.load(std::memory_order_acquire);
-            // Judged, when they land, no later than where the log stopped
-            // taking touches (Record keeps the earlier judgement).
-            for (const auto& [hash, held] : batch) {
-              int64_t judged = held.idle_judged_at_ms;
-              if (stalled != 0) {
-                judged = judged == 0 ? stalled : std::min(judged, stalled);
-              }
-              Record(hash, held.seen_at_ms, judged);
-            }
-            return;
-          }
-          if (stalled_since_ms_.exchange(0, std::memory_order_acq_rel) != 0) {
-            stall_ended_steady_ns_.store(SteadyNowNs(),
-                                         std::memory_order_release);
-          }
-          if (!result.ok() && code != absl::StatusCode::kNotFound &&
-              code != absl::StatusCode::kFailedPrecondition) {
-            logging::Warn("touch.batch_failed",
-                          logging::Fields().Error(result.status()));
-          }
-        });
+    submit_(std::move(command),
+            absl::Now() + std::max(flush_interval_, absl::Seconds(1)),
+            [this, committed_through, kept, batch = std::move(batch)](
+                replication::ApplyResult result) mutable {
+              Answered(result, std::move(batch), committed_through, kept);
+            });
   }
   return touches.size();
+}
+
+void TouchBuffer::Answered(
+    const replication::ApplyResult& result,
+    std::vector<std::pair<storage::TokenHash, Touch>> batch,
+    int64_t committed_through, size_t kept) {
+  // NotFound / FailedPrecondition: the session was revoked or expired after
+  // the validation that touched it; nothing to do.
+  const absl::StatusCode code = result.status().code();
+  if (code == absl::StatusCode::kUnavailable ||
+      code == absl::StatusCode::kResourceExhausted) {
+    // No leader in time, no quorum, a full disk: the touches go into the
+    // next flush. Dropped, a user active through this node would idle out a
+    // whole idle timeout after their last touch that reached the log.
+    // Applying a touch twice (this batch may yet commit) does no harm: the
+    // later time wins.
+    lost_commands_.fetch_add(1, std::memory_order_relaxed);
+    // The earliest failed batch's: failures may be answered out of order.
+    int64_t since = stalled_since_ms_.load(std::memory_order_acquire);
+    while ((since == 0 || committed_through < since) &&
+           !stalled_since_ms_.compare_exchange_weak(
+               since, committed_through, std::memory_order_acq_rel)) {
+    }
+    const int64_t stalled = stalled_since_ms_.load(std::memory_order_acquire);
+    // Judged, when they land, no later than where the log stopped taking
+    // touches (Add keeps the earlier judgement).
+    for (auto& [hash, held] : batch) {
+      if (stalled != 0) {
+        held.idle_judged_at_ms =
+            held.idle_judged_at_ms == 0
+                ? stalled
+                : std::min(held.idle_judged_at_ms, stalled);
+      }
+      held.kept = true;
+      Add(hash, held);
+    }
+    kept_pending_.fetch_sub(static_cast<int64_t>(kept),
+                            std::memory_order_acq_rel);
+    return;
+  }
+  // Landed (or never will: the session ended, or an error logged below).
+  const int64_t pending = kept_pending_.fetch_sub(static_cast<int64_t>(kept),
+                                                  std::memory_order_acq_rel) -
+                          static_cast<int64_t>(kept);
+  if (pending == 0 &&
+      stalled_since_ms_.exchange(0, std::memory_order_acq_rel) != 0) {
+    stall_ended_steady_ns_.store(SteadyNowNs(), std::memory_order_release);
+  }
+  if (!result.ok() && code != absl::StatusCode::kNotFound &&
+      code != absl::StatusCode::kFailedPrecondition) {
+    logging::Warn("touch.batch_failed",
+                  logging::Fields().Error(result.status()));
+  }
 }
 
 void TouchBuffer::Stop() {

@@ -29,14 +29,20 @@ namespace sessiond::server {
 // leader through the WritePath like any other write.
 //
 // Thread-safe: Record from any gRPC thread (sharded locks); a flusher
-// thread submits the batch. `writes` must outlive this (Stop() first).
+// thread submits the batch. What `submit` calls must outlive this (Stop()
+// first).
 class TouchBuffer {
  public:
   // Most touches per TouchCommand; a larger backlog goes in several.
   static constexpr size_t kMaxTouchesPerCommand = 10000;
 
+  // WritePath::Submit, or a test's stand-in: replicates the command and
+  // calls `done` once with the result, by the deadline.
+  using Submit = std::function<void(sessiond::v1::internal::Command, absl::Time,
+                                    WritePath::Done)>;
+
   // `now_ms`: this node's cluster time (ClusterClock::NowMs).
-  TouchBuffer(WritePath* writes, absl::Duration flush_interval,
+  TouchBuffer(Submit submit, absl::Duration flush_interval,
               std::function<int64_t()> now_ms);
   ~TouchBuffer();  // Stop()s.
 
@@ -60,11 +66,14 @@ class TouchBuffer {
   void Stop();
 
   // While batches fail to reach the log (no leader in time, a full disk):
-  // the cluster time as of which every touch recorded here is in the log.
-  // Idle time past it is not counted (reads judge it there, and the touches
-  // kept for later carry it as their idle_judged_at_ms): users active
-  // through this node would otherwise idle out during the outage, and again
-  // when it ends, before their touches land. nullopt once a batch commits.
+  // the cluster time as of which every touch recorded here is in the log
+  // (the earliest of the failed batches'). Idle time past it is not counted
+  // (reads judge it there, and the touches kept for later carry it as their
+  // idle_judged_at_ms): users active through this node would otherwise idle
+  // out during the outage, and again when it ends, before their touches
+  // land. nullopt once every kept touch has landed: not when the first
+  // batch commits, since the kept touches may go out in several (more than
+  // kMaxTouchesPerCommand, or a batch that failed after the next flush).
   std::optional<int64_t> StalledSinceMs() const;
 
   // A stall, or one that ended less than two flush intervals ago (the
@@ -87,6 +96,7 @@ class TouchBuffer {
   struct Touch {
     int64_t seen_at_ms = 0;
     int64_t idle_judged_at_ms = 0;  // 0: judged at applied time
+    bool kept = false;              // from a batch that failed during a stall
   };
   using TouchMap =
       absl::flat_hash_map<storage::TokenHash, Touch, storage::TokenHashHasher>;
@@ -95,7 +105,15 @@ class TouchBuffer {
     TouchMap touches ABSL_GUARDED_BY(mu);
   };
 
-  WritePath* const writes_;  // outlives this
+  // Merges `touch` into the shards; a kept one (from a failed batch) is
+  // counted in kept_pending_.
+  void Add(const storage::TokenHash& hash, const Touch& touch);
+  // A batch of `kept` kept touches, submitted, was answered with `result`.
+  void Answered(const replication::ApplyResult& result,
+                std::vector<std::pair<storage::TokenHash, Touch>> batch,
+                int64_t committed_through, size_t kept);
+
+  const Submit submit_;
   const absl::Duration flush_interval_;
   const std::function<int64_t()> now_ms_;
   // Cluster time when the last flush began (0: none yet); StalledSinceMs
@@ -103,6 +121,9 @@ class TouchBuffer {
   std::atomic<int64_t> last_flush_start_ms_{0};
   std::atomic<int64_t> stalled_since_ms_{0};
   std::atomic<int64_t> stall_ended_steady_ns_{0};
+  // Kept touches not in the log yet: in the shards (one per token) or in a
+  // batch on its way. The stall ends when it falls to 0.
+  std::atomic<int64_t> kept_pending_{0};
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> flushed_commands_{0};
   std::atomic<uint64_t> lost_commands_{0};

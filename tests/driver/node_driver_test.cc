@@ -835,6 +835,48 @@ void AcknowledgeAll(ManualRuntime* runtime, NodeDriver* driver,
   runtime->RunUntilIdle();
 }
 
+// A leader is current as of when a quorum of voters last heard from it in
+// its term, not as of its last run: cut off from its followers, it leads
+// on until CheckQuorum deposes it (off here), while another leader may
+// commit what its reads would miss. Local reads count their staleness from
+// there (server/read_barrier.cc).
+TEST(NodeDriverTest, ALeaderIsCurrentAsOfItsQuorumsLastWord) {
+  MemoryLogStore log(ThreeVoters());
+  RecordingStateMachine sm;
+  RecordingTransport transport;
+  ManualRuntime runtime;
+  const NodeDriverOptions options = ManualOptions();
+  auto started = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
+  ASSERT_TRUE(started.ok()) << started.status();
+  NodeDriver& driver = **started;
+  runtime.RunUntilIdle();
+  const absl::Duration tick = absl::FromChrono(options.tick_interval);
+
+  WinElection(&runtime, &driver, options, NodeId(2));
+  const absl::Duration won = runtime.Elapsed();
+  EXPECT_EQ(driver.status().last_leader_contact, won) << "the votes";
+  runtime.AdvanceTicks(3, tick);
+  runtime.RunUntilIdle();
+  EXPECT_EQ(driver.status().last_leader_contact, won);
+
+  AcknowledgeAll(&runtime, &driver, NodeId(3));
+  const absl::Duration heard = runtime.Elapsed();
+  ASSERT_GT(heard, won);
+  EXPECT_EQ(driver.status().last_leader_contact, heard);
+  EXPECT_EQ(driver.status().current_as_of, heard);
+
+  // Cut off: its own runs do not make it current.
+  runtime.AdvanceTicks(50, tick);
+  runtime.RunUntilIdle();
+  ASSERT_EQ(driver.status().role, Role::kLeader);
+  EXPECT_EQ(driver.status().last_leader_contact, heard);
+  EXPECT_EQ(driver.status().current_as_of, heard);
+
+  // Either follower's word makes a quorum of three with its own.
+  AcknowledgeAll(&runtime, &driver, NodeId(2));
+  EXPECT_EQ(driver.status().last_leader_contact, runtime.Elapsed());
+}
+
 // Regression (found by the simulation on its first run of this driver): a
 // leader that proposed, lost its leadership with those entries uncommitted,
 // had them truncated and was elected again proposed new commands at the

@@ -1,0 +1,154 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// TouchBuffer's stall bookkeeping with the write path played by the test:
+// each submitted batch waits until the test answers it, in any order, with
+// any result. tests/integration/full_disk_test.cc runs the stall end to end
+// on a real full disk.
+#include "server/touch_buffer.h"
+
+#include <cstdint>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "sessiond/v1/command.pb.h"
+#include "storage/token.h"
+
+namespace sessiond::server {
+namespace {
+
+// The batches submitted and not answered yet, in order.
+class HeldWrites {
+ public:
+  TouchBuffer::Submit submit() {
+    return [this](sessiond::v1::internal::Command command, absl::Time,
+                  WritePath::Done done) {
+      absl::MutexLock lock(&mu_);
+      held_.push_back({std::move(command), std::move(done)});
+    };
+  }
+  size_t held() {
+    absl::MutexLock lock(&mu_);
+    return held_.size();
+  }
+  // Answers the `index`-th batch still held with `result`; returns its
+  // command.
+  sessiond::v1::internal::Command Answer(size_t index,
+                                         replication::ApplyResult result) {
+    Held answered;
+    {
+      absl::MutexLock lock(&mu_);
+      answered = std::move(held_.at(index));
+      held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(index));
+    }
+    answered.done(std::move(result));
+    return answered.command;
+  }
+
+ private:
+  struct Held {
+    sessiond::v1::internal::Command command;
+    WritePath::Done done;
+  };
+  absl::Mutex mu_;
+  std::vector<Held> held_ ABSL_GUARDED_BY(mu_);
+};
+
+storage::TokenHash HashOf(uint8_t byte) {
+  storage::TokenHash hash{};
+  hash.fill(byte);
+  return hash;
+}
+
+const replication::ApplyResult kCommitted =
+    replication::ApplyResult(std::any());
+const replication::ApplyResult kNoQuorum = replication::ApplyResult(
+    absl::UnavailableError("not committed before the deadline"));
+
+// A buffer whose flusher never runs by itself: the test flushes.
+class TouchBufferTest : public ::testing::Test {
+ protected:
+  HeldWrites writes_;
+  int64_t now_ms_ = 1000;
+  TouchBuffer buffer_{writes_.submit(), absl::Hours(1),
+                      [this] { return now_ms_; }};
+
+  size_t FlushAt(int64_t now_ms) {
+    now_ms_ = now_ms;
+    return buffer_.Flush();
+  }
+};
+
+// The stall ends when every kept touch has landed, not when the first batch
+// after it commits: a kept batch answered UNAVAILABLE after the next flush
+// had gone out put its touches back for the one after, and that next
+// flush's commit ended the stall. Reads then judged idle time at now again,
+// and answered EXPIRED for sessions whose kept touch had not landed yet.
+TEST_F(TouchBufferTest, TheStallEndsWhenEveryKeptTouchHasLanded) {
+  buffer_.Record(HashOf(1), 1000);
+  ASSERT_EQ(FlushAt(1000), 1u);  // batch 1: touch 1
+  buffer_.Record(HashOf(2), 1500);
+  ASSERT_EQ(FlushAt(2000), 1u);  // batch 2: touch 2
+  ASSERT_EQ(writes_.held(), 2u);
+
+  writes_.Answer(0, kNoQuorum);  // batch 1 fails: touch 1 kept
+  ASSERT_EQ(buffer_.StalledSinceMs(), std::optional<int64_t>(1000));
+  writes_.Answer(0, kCommitted);  // batch 2 lands; touch 1 has not
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::optional<int64_t>(1000))
+      << "the stall ended with a kept touch still on its way";
+  EXPECT_TRUE(buffer_.RecentlyStalled());
+
+  ASSERT_EQ(FlushAt(3000), 1u);  // batch 3: the kept touch 1
+  const sessiond::v1::internal::Command landed = writes_.Answer(0, kCommitted);
+  ASSERT_EQ(landed.touch().touches_size(), 1);
+  EXPECT_EQ(landed.touch().touches(0).idle_judged_at_ms(), 1000)
+      << "judged where the log stopped taking touches";
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::nullopt);
+}
+
+// Failures answered out of order: the stall begins at the earliest failed
+// batch's point, where the log last held every touch, whichever failure
+// was answered first.
+TEST_F(TouchBufferTest, TheStallBeginsAtTheEarliestFailedBatch) {
+  buffer_.Record(HashOf(1), 1000);
+  ASSERT_EQ(FlushAt(1000), 1u);  // in the log through 1000 if it fails
+  buffer_.Record(HashOf(2), 1500);
+  ASSERT_EQ(FlushAt(2000), 1u);  // through 1000 (batch 1 pending)
+  buffer_.Record(HashOf(3), 2500);
+  ASSERT_EQ(FlushAt(3000), 1u);  // through 2000
+  writes_.Answer(2, kNoQuorum);
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::optional<int64_t>(2000));
+  writes_.Answer(1, kNoQuorum);
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::optional<int64_t>(1000));
+  writes_.Answer(0, kNoQuorum);
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::optional<int64_t>(1000));
+
+  // All three kept touches go out in one batch, judged at 1000.
+  ASSERT_EQ(FlushAt(4000), 3u);
+  const sessiond::v1::internal::Command landed = writes_.Answer(0, kCommitted);
+  ASSERT_EQ(landed.touch().touches_size(), 3);
+  for (const auto& touch : landed.touch().touches()) {
+    EXPECT_EQ(touch.idle_judged_at_ms(), 1000);
+  }
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::nullopt);
+}
+
+// A session ended meanwhile (its touch answered NOT_FOUND): the touch will
+// never land, and counts as done.
+TEST_F(TouchBufferTest, ATouchOfAnEndedSessionDoesNotHoldTheStall) {
+  buffer_.Record(HashOf(1), 1000);
+  ASSERT_EQ(FlushAt(1000), 1u);
+  writes_.Answer(0, kNoQuorum);
+  ASSERT_TRUE(buffer_.StalledSinceMs().has_value());
+  ASSERT_EQ(FlushAt(2000), 1u);
+  writes_.Answer(
+      0, replication::ApplyResult(absl::NotFoundError("session not found")));
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::nullopt);
+}
+
+}  // namespace
+}  // namespace sessiond::server
