@@ -581,7 +581,9 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
               absl::ToUnixNanos(absl::Now() + options_.pass_over_after_timeout),
               std::memory_order_relaxed);
         }
-        if (!IsNotSent(status) && !RefusedByServerUnderLoad(status)) {
+        // A read applies nothing: its codes stay as they came.
+        if (policy.write && !IsNotSent(status) &&
+            !RefusedByServerUnderLoad(status)) {
           maybe_applied = true;
         }
       }

@@ -144,7 +144,8 @@ struct NodeStatus {
   std::map<NodeId, LogIndex> match;
   // The highest commit index heard from a leader (or this node's own commit
   // while leader), and when a leader was last heard from (Runtime clock;
-  // while leader: when a quorum of voters last heard from it in its term,
+  // while leader: when messages of its term from a quorum of voters last
+  // reached it (a message delayed in transit counts when it arrives),
   // as of the last driver run). Infinite past when never.
   LogIndex leader_commit;
   absl::Duration last_leader_contact = -absl::InfiniteDuration();

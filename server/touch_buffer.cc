@@ -26,10 +26,10 @@ TouchBuffer::~TouchBuffer() { Stop(); }
 
 void TouchBuffer::Record(const storage::TokenHash& hash, int64_t seen_at_ms,
                          int64_t idle_judged_at_ms) {
-  Add(hash, Touch{seen_at_ms, idle_judged_at_ms, /*kept=*/false});
+  (void)Add(hash, Touch{seen_at_ms, idle_judged_at_ms, /*kept=*/false});
 }
 
-void TouchBuffer::Add(const storage::TokenHash& hash, const Touch& touch) {
+bool TouchBuffer::Add(const storage::TokenHash& hash, const Touch& touch) {
   Shard& shard = shards_[hash[0] % kShards];
   absl::MutexLock lock(&shard.mu);
   auto [it, inserted] = shard.touches.try_emplace(hash, touch);
@@ -43,13 +43,12 @@ void TouchBuffer::Add(const storage::TokenHash& hash, const Touch& touch) {
       held.idle_judged_at_ms = touch.idle_judged_at_ms;
     }
   }
-  // A kept touch counts once per token in the shards, and before the batch
-  // it came from stops counting (Answered): the count never reads 0 while
-  // one is on its way.
+  // A kept touch counts once per token in the shards.
   if (touch.kept && (inserted || !held.kept)) {
     held.kept = true;
-    kept_pending_.fetch_add(1, std::memory_order_acq_rel);
+    return true;
   }
+  return false;
 }
 
 std::optional<int64_t> TouchBuffer::StalledSinceMs() const {
@@ -132,36 +131,36 @@ void TouchBuffer::Answered(
     // Applying a touch twice (this batch may yet commit) does no harm: the
     // later time wins.
     lost_commands_.fetch_add(1, std::memory_order_relaxed);
+    // The stall's start and count change together: answers come on several
+    // threads (the completion stage, a timer, a forwarded call's).
+    absl::MutexLock lock(&stall_mu_);
     // The earliest failed batch's: failures may be answered out of order.
-    int64_t since = stalled_since_ms_.load(std::memory_order_acquire);
-    while ((since == 0 || committed_through < since) &&
-           !stalled_since_ms_.compare_exchange_weak(
-               since, committed_through, std::memory_order_acq_rel)) {
+    int64_t stalled = stalled_since_ms_.load(std::memory_order_relaxed);
+    if (stalled == 0 || committed_through < stalled) {
+      stalled = committed_through;
+      stalled_since_ms_.store(stalled, std::memory_order_release);
     }
-    const int64_t stalled = stalled_since_ms_.load(std::memory_order_acquire);
     // Judged, when they land, no later than where the log stopped taking
     // touches (Add keeps the earlier judgement).
+    int64_t counted = 0;
     for (auto& [hash, held] : batch) {
-      if (stalled != 0) {
-        held.idle_judged_at_ms =
-            held.idle_judged_at_ms == 0
-                ? stalled
-                : std::min(held.idle_judged_at_ms, stalled);
-      }
+      held.idle_judged_at_ms = held.idle_judged_at_ms == 0
+                                   ? stalled
+                                   : std::min(held.idle_judged_at_ms, stalled);
       held.kept = true;
-      Add(hash, held);
+      counted += Add(hash, held) ? 1 : 0;
     }
-    kept_pending_.fetch_sub(static_cast<int64_t>(kept),
-                            std::memory_order_acq_rel);
+    kept_pending_ += counted - static_cast<int64_t>(kept);
     return;
   }
   // Landed (or never will: the session ended, or an error logged below).
-  const int64_t pending = kept_pending_.fetch_sub(static_cast<int64_t>(kept),
-                                                  std::memory_order_acq_rel) -
-                          static_cast<int64_t>(kept);
-  if (pending == 0 &&
-      stalled_since_ms_.exchange(0, std::memory_order_acq_rel) != 0) {
-    stall_ended_steady_ns_.store(SteadyNowNs(), std::memory_order_release);
+  {
+    absl::MutexLock lock(&stall_mu_);
+    kept_pending_ -= static_cast<int64_t>(kept);
+    if (kept_pending_ == 0 &&
+        stalled_since_ms_.exchange(0, std::memory_order_acq_rel) != 0) {
+      stall_ended_steady_ns_.store(SteadyNowNs(), std::memory_order_release);
+    }
   }
   if (!result.ok() && code != absl::StatusCode::kNotFound &&
       code != absl::StatusCode::kFailedPrecondition) {

@@ -105,9 +105,10 @@ class TouchBuffer {
     TouchMap touches ABSL_GUARDED_BY(mu);
   };
 
-  // Merges `touch` into the shards; a kept one (from a failed batch) is
-  // counted in kept_pending_.
-  void Add(const storage::TokenHash& hash, const Touch& touch);
+  // Merges `touch` into the shards: true when it is a kept one (from a
+  // failed batch) that the shards did not hold as kept yet, for the caller
+  // to count in kept_pending_.
+  bool Add(const storage::TokenHash& hash, const Touch& touch);
   // A batch of `kept` kept touches, submitted, was answered with `result`.
   void Answered(const replication::ApplyResult& result,
                 std::vector<std::pair<storage::TokenHash, Touch>> batch,
@@ -117,13 +118,18 @@ class TouchBuffer {
   const absl::Duration flush_interval_;
   const std::function<int64_t()> now_ms_;
   // Cluster time when the last flush began (0: none yet); StalledSinceMs
-  // (0: not stalled); when the last stall ended, steady clock ns (0: none).
+  // (0: not stalled; written under stall_mu_, read without it); when the
+  // last stall ended, steady clock ns (0: none).
   std::atomic<int64_t> last_flush_start_ms_{0};
   std::atomic<int64_t> stalled_since_ms_{0};
   std::atomic<int64_t> stall_ended_steady_ns_{0};
+  // Batch answers (Answered) change the stall and its count together:
+  // apart, one answer could end a stall another was starting, or leave one
+  // on with nothing left to land.
+  absl::Mutex stall_mu_;
   // Kept touches not in the log yet: in the shards (one per token) or in a
   // batch on its way. The stall ends when it falls to 0.
-  std::atomic<int64_t> kept_pending_{0};
+  int64_t kept_pending_ ABSL_GUARDED_BY(stall_mu_) = 0;
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> flushed_commands_{0};
   std::atomic<uint64_t> lost_commands_{0};

@@ -1248,6 +1248,10 @@ TEST(ClientFakeServerTest, ARefusalUnderLoadAfterAnAttemptThatMayHaveApplied) {
   EXPECT_TRUE(absl::StrContains(failed.message(), "may have applied"))
       << failed;
   EXPECT_GT(server.service().calls("CreateSession"), 1);
+  // A read applies nothing: the same answers leave its code as it came.
+  server.service().Push(Fail(grpc::StatusCode::UNAVAILABLE));
+  const absl::Status read = client->Validate("t").status();
+  EXPECT_EQ(read.code(), absl::StatusCode::kResourceExhausted) << read;
 }
 
 // A write goes only over a connected channel; one that is not connected is

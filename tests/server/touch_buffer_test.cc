@@ -6,8 +6,10 @@
 // on a real full disk.
 #include "server/touch_buffer.h"
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -34,6 +36,18 @@ class HeldWrites {
   size_t held() {
     absl::MutexLock lock(&mu_);
     return held_.size();
+  }
+  // Answers the oldest batch held with `result`: false when none is.
+  bool AnswerOldest(const replication::ApplyResult& result) {
+    Held answered;
+    {
+      absl::MutexLock lock(&mu_);
+      if (held_.empty()) return false;
+      answered = std::move(held_.front());
+      held_.erase(held_.begin());
+    }
+    answered.done(result);
+    return true;
   }
   // Answers the `index`-th batch still held with `result`; returns its
   // command.
@@ -148,6 +162,41 @@ TEST_F(TouchBufferTest, ATouchOfAnEndedSessionDoesNotHoldTheStall) {
   writes_.Answer(
       0, replication::ApplyResult(absl::NotFoundError("session not found")));
   EXPECT_EQ(buffer_.StalledSinceMs(), std::nullopt);
+}
+
+// Answers come on several threads at once (the completion stage, a timer,
+// a forwarded call's). Apart, the stall's start and its count raced: a
+// failure could put its touches back after a commit had counted them gone
+// (the stall then stayed on with nothing left to land, and a leader's
+// sweeper removed nothing for good), or a commit could end a stall another
+// answer was starting. Bounded: 2,000 flushes.
+TEST(TouchBufferRaceTest, AStallAlwaysEndsOnceEveryKeptTouchHasLanded) {
+  HeldWrites writes;
+  std::atomic<int64_t> now_ms{1000};
+  TouchBuffer buffer(writes.submit(), absl::Hours(1),
+                     [&now_ms] { return now_ms.load(); });
+  std::atomic<bool> flushing{true};
+  auto answer = [&](const replication::ApplyResult& result) {
+    while (flushing.load() || writes.held() > 0) {
+      if (!writes.AnswerOldest(result)) std::this_thread::yield();
+    }
+  };
+  std::thread failing(answer, kNoQuorum);
+  std::thread committing(answer, kCommitted);
+  for (int i = 0; i < 2000; ++i) {
+    buffer.Record(HashOf(static_cast<uint8_t>(i % 50)), now_ms.load());
+    now_ms.fetch_add(10);
+    buffer.Flush();
+  }
+  flushing.store(false);
+  failing.join();
+  committing.join();
+  // What failed last went back into the shards: it goes out and lands.
+  for (int i = 0; i < 100 && buffer.Flush() > 0; ++i) {
+    while (writes.AnswerOldest(kCommitted)) {
+    }
+  }
+  EXPECT_EQ(buffer.StalledSinceMs(), std::nullopt);
 }
 
 }  // namespace
