@@ -25,6 +25,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -202,19 +203,17 @@ int TakePendingStop() {
   return taken > 0 ? taken : 0;
 }
 
-enum class Restart { kServing, kFailed, kStopped };
-
 // Stops `daemon` and starts a new one in its place with `config`, on the
 // addresses the old one had bound (a port 0 in `config` would pick new
 // ones). `config` itself stays as configured, so a later SIGHUP compares
-// against what the operator wrote. kFailed, with `start_error`, when it
-// cannot start: the process then exits as at a first start. kStopped when a
-// stop was asked for during the teardown: the node stops (exit 0) rather than
-// start again only to drain once more (and, under systemd, overrun
+// against what the operator wrote. nullopt once the new one serves; else the
+// code the process exits with: as at a first start when it cannot start, 0
+// when a stop was asked for during the teardown (the node stops rather than
+// start again only to drain once more and, under systemd, overrun
 // TimeoutStopSec).
-Restart RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
-                       const sessiond::server::Config& config, char** argv,
-                       absl::Status* start_error) {
+std::optional<int> RestartInPlace(
+    std::unique_ptr<sessiond::server::Daemon>* daemon,
+    const sessiond::server::Config& config, char** argv) {
   sd_notify(0, "RELOADING=1\nSTATUS=restarting in place");
   logging::Info("restart.begin",
                 logging::Fields().Add("msg", "restarting this node in place"));
@@ -239,7 +238,7 @@ Restart RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
                       .Add("msg",
                            "stopped cleanly: the stop came during a restart "
                            "in place, which does not start again"));
-    return Restart::kStopped;
+    return 0;
   }
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
       sessiond::server::Daemon::Start(bound, RequestRestart, RequestStop);
@@ -249,14 +248,13 @@ Restart RestartInPlace(std::unique_ptr<sessiond::server::Daemon>* daemon,
                                          .Add("data_dir", bound.data_dir)
                                          .Error(next.status())
                                          .Add("msg", "cannot restart"));
-    *start_error = next.status();
-    return Restart::kFailed;
+    return StartFailureExitCode(next.status());
   }
   *daemon = *std::move(next);
   logging::Info("restart.done",
                 logging::Fields().Add("msg", "restarted in place: serving"));
   AnnounceServing(**daemon, bound);
-  return Restart::kServing;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -349,14 +347,9 @@ int main(int argc, char** argv) {
     if (received == SIGHUP) {
       Reload(argc, argv, daemon->get(), &config);
     } else if (received == kRestartSignal) {
-      absl::Status start_error;
-      switch (RestartInPlace(&*daemon, config, argv, &start_error)) {
-        case Restart::kServing:
-          break;
-        case Restart::kFailed:
-          return StartFailureExitCode(start_error);
-        case Restart::kStopped:
-          return 0;
+      if (const std::optional<int> exit_code =
+              RestartInPlace(&*daemon, config, argv)) {
+        return *exit_code;
       }
     } else {
       break;

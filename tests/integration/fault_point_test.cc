@@ -341,8 +341,7 @@ TEST(StuckWritesTest, ADatabaseThatTakesNoMoreWritesIsReopened) {
   EXPECT_NE(log.find("restart.done"), std::string::npos) << log;
   // The disk guard tells the refusal apart from a full disk, and does not
   // flip between refusing and resuming at every check.
-  EXPECT_NE(log.find("disk.database_refuses_writes"), std::string::npos)
-      << log;
+  EXPECT_NE(log.find("disk.database_refuses_writes"), std::string::npos) << log;
   EXPECT_EQ(log.find("DATA DISK FULL"), std::string::npos) << log;
   // The apply stage, retrying a write that could not succeed (the jam
   // begins with one of its writes), gave up when the teardown began
