@@ -44,7 +44,12 @@ absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
   if (absl::StatusOr<replication::Snapshot> held = log_->GetSnapshot();
       held.ok() && held->meta.index > last_snapshot_) {
     last_snapshot_ = held->meta.index;
+    images_replaced_ = false;
   }
+  // The last round's image may have been recorded by the driver since: the
+  // one it replaces goes now, not at the next snapshot (days away on an
+  // idle node).
+  if (!images_replaced_) RemoveImagesTheLogReplaced();
   if (applied <= last_snapshot_) return LogIndex(0);
   if (!force && applied - last_snapshot_ < options_.min_entries) {
     return LogIndex(0);
@@ -55,24 +60,27 @@ absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
       state_machine_->CreateSnapshot();
   if (!snapshot.ok()) return snapshot.status();
   const LogIndex index = snapshot->meta.index;
-  std::set<std::string> keep;
-  if (auto ref = storage::DecodeSnapshotRef(snapshot->data); ref.ok()) {
-    keep.insert(ref->file());
-  }
   driver_->CompactLog(*std::move(snapshot));
   last_snapshot_ = index;
-
-  // Images older than the log's snapshot are no longer needed (the log may
-  // still name the previous one until the driver's write lands, so it is
-  // kept; images received from a leader and not installed yet are newer).
-  absl::StatusOr<replication::Snapshot> current = log_->GetSnapshot();
-  if (current.ok()) {
-    if (auto ref = storage::DecodeSnapshotRef(current->data); ref.ok()) {
-      keep.insert(ref->file());
-    }
-    snapshots_->RemoveOlderThan(current->meta.index, keep);
-  }
+  images_replaced_ = false;
+  RemoveImagesTheLogReplaced();
   return index;
+}
+
+void LogCompactor::RemoveImagesTheLogReplaced() {
+  // Images older than the log's snapshot are no longer needed. The log
+  // names the previous image until the driver's write lands, so that one
+  // stays until a later round sees the new one recorded; images newer than
+  // the log's (this round's, or one received from a leader and not
+  // installed yet) are never removed.
+  absl::StatusOr<replication::Snapshot> current = log_->GetSnapshot();
+  if (!current.ok()) return;
+  std::set<std::string> keep;
+  if (auto ref = storage::DecodeSnapshotRef(current->data); ref.ok()) {
+    keep.insert(ref->file());
+  }
+  snapshots_->RemoveOlderThan(current->meta.index, keep);
+  images_replaced_ = current->meta.index >= last_snapshot_;
 }
 
 }  // namespace sessiond::server

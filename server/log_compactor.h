@@ -73,8 +73,15 @@ class LogCompactor {
   const storage::SnapshotFiles* const snapshots_;      // outlives this
   replication::NodeDriver* const driver_;              // outlives this
 
+  // Removes every image older than the one the log records.
+  void RemoveImagesTheLogReplaced() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   absl::Mutex mu_;  // one round at a time
   LogIndex last_snapshot_ ABSL_GUARDED_BY(mu_);
+  // False while the log may still record an image older than
+  // last_snapshot_ (the driver records a compaction asynchronously), so
+  // images it replaces are left to remove.
+  bool images_replaced_ ABSL_GUARDED_BY(mu_) = false;
   PeriodicTask task_;  // last: its thread uses the members above
 };
 
