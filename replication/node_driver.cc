@@ -8,7 +8,6 @@
 #include <iterator>
 #include <utility>
 
-#include "absl/container/inlined_vector.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -182,14 +181,16 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
 }
 
 void NodeDriver::ProposeConfChange(const ConfChange& change,
-                                   ProposeCallback done) {
+                                   ProposeCallback done,
+                                   ConfChangeCheck check) {
   if (log_stalled_.load(std::memory_order_acquire)) {
     if (absl::Status stall = LogStall(); !stall.ok()) {
       done(NotAppended(std::move(stall)));
       return;
     }
   }
-  ConfChangeRequest request{change, Counted(std::move(done), 0)};
+  ConfChangeRequest request{change, Counted(std::move(done), 0),
+                            std::move(check)};
   if (!QueueForDriver(&inbox_conf_changes_, &request)) {
     request.done(ShuttingDown());
   }
@@ -238,7 +239,10 @@ void NodeDriver::PublishLogStall() {
 }
 
 void NodeDriver::HandOverIfStalled() {
-  if (!log_stalled_.load(std::memory_order_acquire)) return;
+  if (!log_stalled_.load(std::memory_order_acquire)) {
+    handover_tried_.clear();
+    return;
+  }
   // A failed write is retried by the log writer, which only the driver
   // stage's runs (every tick) wake while it waits.
   runtime_->Wake(Stage::kLogWriter);
@@ -248,19 +252,39 @@ void NodeDriver::HandOverIfStalled() {
   if (ticks_done_ - handover_tick_ < options_.raft.election_ticks) return;
   const RaftStatus raft = core_->status();
   if (raft.lead_transferee != NodeId(0)) return;
+  // Just elected (this run, or within two heartbeats): the voters have not
+  // answered yet, so neither their match nor whether they are up says
+  // anything.
+  const absl::Duration tick = absl::FromChrono(options_.tick_interval);
+  const absl::Duration now = runtime_->Elapsed();
+  if (raft.term != won_term_ ||
+      now - won_term_at_ < 2 * options_.raft.heartbeat_ticks * tick) {
+    return;
+  }
+  // The voter most likely to lead: not tried since the log stalled, heard
+  // from within an election timeout (a dead voter's match can be the
+  // highest), then the most caught up.
+  const absl::Duration recent = options_.raft.election_ticks * tick;
   NodeId best;
-  LogIndex best_match;
-  for (NodeId voter : raft.conf_state.voters) {
-    if (voter == raft.id) continue;
-    const auto it = raft.match.find(voter);
-    const LogIndex match = it == raft.match.end() ? LogIndex(0) : it->second;
-    if (best == NodeId(0) || match > best_match) {
-      best = voter;
-      best_match = match;
+  std::pair<bool, LogIndex> best_rank;  // (heard recently, match)
+  for (int pass = 0; pass < 2 && best == NodeId(0); ++pass) {
+    if (pass == 1) handover_tried_.clear();  // every voter was tried
+    for (NodeId voter : raft.conf_state.voters) {
+      if (voter == raft.id || handover_tried_.count(voter) > 0) continue;
+      const auto match = raft.match.find(voter);
+      const auto heard = heard_in_term_.find(voter);
+      const std::pair<bool, LogIndex> rank = {
+          heard != heard_in_term_.end() && now - heard->second < recent,
+          match == raft.match.end() ? LogIndex(0) : match->second};
+      if (best == NodeId(0) || rank > best_rank) {
+        best = voter;
+        best_rank = rank;
+      }
     }
   }
   if (best == NodeId(0)) return;  // the only voter: nobody to hand over to
   handover_tick_ = ticks_done_;
+  handover_tried_.insert(best);
   if (core_->TransferLeadership(best).ok()) {
     logging::Warn("raft.handover",
                   logging::Fields()
@@ -488,7 +512,15 @@ void NodeDriver::CatchUpTicks() {
   // Every tick a paused process missed is handed over before any message or
   // read is looked at, so a leader that was stopped past its lease learns
   // that first (and steps down at its next CheckQuorum round).
-  for (; ticks_done_ < due; ++ticks_done_) core_->Tick();
+  if (ticks_done_ >= due) return;
+  const absl::Duration now = runtime_->Elapsed();
+  for (; ticks_done_ < due; ++ticks_done_) {
+    core_->Tick();
+    ++core_ticks_;
+    core_tick_times_.push_back(now);
+  }
+  const size_t keep = 4 * static_cast<size_t>(options_.raft.election_ticks);
+  while (core_tick_times_.size() > keep) core_tick_times_.pop_front();
 }
 
 void NodeDriver::StepMessages(std::vector<Message> messages) {
@@ -521,24 +553,22 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
   }
 }
 
-absl::Duration NodeDriver::QuorumContact(
-    const std::vector<NodeId>& voters) const {
+absl::Duration NodeDriver::QuorumContact(const std::vector<NodeId>& voters) {
   const absl::Duration now = runtime_->Elapsed();
-  // Each leader run, on the write path: no allocation for a usual cluster.
-  absl::InlinedVector<absl::Duration, 7> heard;
-  for (NodeId voter : voters) {
-    if (voter == options_.raft.id) {
-      heard.push_back(now);
-      continue;
-    }
-    const auto it = heard_in_term_.find(voter);
-    heard.push_back(it == heard_in_term_.end()
-                        ? won_term_at_
-                        : std::max(it->second, won_term_at_));
+  if (voters.size() == 1 && voters.front() == options_.raft.id) return now;
+  // When the heartbeat left that the last of a quorum answered: the time
+  // its tick was handed to the core (it left then or later). Acknowledged
+  // ticks only grow within a term, so the latest time found is kept: a
+  // tick older than those remembered was looked up when it was answered.
+  const uint64_t acked = core_->QuorumAckedTick();
+  if (acked > 0 && acked <= core_ticks_ &&
+      core_ticks_ - acked < core_tick_times_.size()) {
+    quorum_contact_ =
+        std::max(quorum_contact_,
+                 core_tick_times_[core_tick_times_.size() - 1 -
+                                  static_cast<size_t>(core_ticks_ - acked)]);
   }
-  if (heard.empty()) return now;
-  std::sort(heard.begin(), heard.end(), std::greater<>());
-  return heard[heard.size() / 2];  // the quorum's last one to hear from it
+  return std::min(quorum_contact_, now);
 }
 
 void NodeDriver::HeardFromLeader(LogIndex commit, absl::Duration at) {
@@ -612,6 +642,12 @@ void NodeDriver::RunDriver() {
   }
   if (compact) RequestCompaction(std::move(*compact));
   for (ConfChangeRequest& c : changes) {
+    if (c.check && core_->is_leader()) {
+      if (absl::Status s = c.check(core_->status().conf_state); !s.ok()) {
+        c.done(std::move(s));
+        continue;
+      }
+    }
     const absl::StatusOr<LogIndex> index = core_->ProposeConfChange(c.change);
     if (!index.ok()) {
       c.done(NotAppended(index.status()));
@@ -866,6 +902,8 @@ void NodeDriver::RefreshStatus() {
     leader_first_index_ = raft.last_index;
     // A quorum voted for it just now.
     won_term_at_ = runtime_->Elapsed();
+    won_term_ = raft.term;
+    quorum_contact_ = won_term_at_;
     heard_in_term_.clear();
   }
   status_.role = raft.role;

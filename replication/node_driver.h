@@ -48,6 +48,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -234,8 +235,14 @@ class NodeDriver : public MessageSink, public StageRunner {
 
   // Proposes a membership change; `done` as for Propose (OK with an empty
   // value once the change is applied). FailedPrecondition when another
-  // change is pending or the change makes no sense (RaftCore).
-  void ProposeConfChange(const ConfChange& change, ProposeCallback done);
+  // change is pending or the change makes no sense (RaftCore). `check`,
+  // when given, runs on the driver stage just before the change is
+  // proposed, with the membership it is proposed against (status() may be
+  // a driver run behind: a change applied in that run is not in it); an
+  // error it returns is `done`'s answer and nothing is proposed.
+  using ConfChangeCheck = std::function<absl::Status(const ConfState&)>;
+  void ProposeConfChange(const ConfChange& change, ProposeCallback done,
+                         ConfChangeCheck check = nullptr);
 
   // Starts a leadership transfer to `target`. `done` says whether it
   // started (Unavailable: not leader; InvalidArgument: not a voter); the
@@ -347,6 +354,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   struct ConfChangeRequest {
     ConfChange change;
     ProposeCallback done;
+    ConfChangeCheck check;
   };
   struct TransferRequest {
     NodeId target;
@@ -412,8 +420,9 @@ class NodeDriver : public MessageSink, public StageRunner {
   void CatchUpTicks();
   void StepMessages(std::vector<Message> messages);
   // While leader: the latest time as of which a quorum of `voters` had
-  // heard from this node in its term (this node counts as now).
-  absl::Duration QuorumContact(const std::vector<NodeId>& voters) const;
+  // heard from this node in its term (this node counts as now): when the
+  // heartbeat left that the last of them answered, or else the election.
+  absl::Duration QuorumContact(const std::vector<NodeId>& voters);
   // A leader's message at `at` said it had committed `commit`.
   void HeardFromLeader(LogIndex commit, absl::Duration at)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(status_mu_);
@@ -528,8 +537,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::atomic<bool> log_stalled_{false};
   // Driver stage: the tick ExpireWaitingReads last looked at.
   int64_t waiting_reads_checked_tick_ = -1;
-  // Driver stage: the tick of the last hand-over attempt.
+  // Driver stage: the tick of the last hand-over attempt, and the voters
+  // tried since the log stalled (each once before any twice: a target that
+  // cannot lead either, its own disk full or down, must not be chosen
+  // again and again while a healthy voter waits).
   int64_t handover_tick_ = -1000000;
+  std::set<NodeId> handover_tried_;
 
   // The apply stage's queue.
   absl::Mutex apply_mu_;
@@ -570,13 +583,21 @@ class NodeDriver : public MessageSink, public StageRunner {
   // applying through one makes this node current as of its time.
   std::deque<std::pair<LogIndex, absl::Duration>> commits_heard_
       ABSL_GUARDED_BY(status_mu_);
-  // While leader (driver thread): when this node won its term, and when
-  // each peer last sent a message of that term (only a follower of this
-  // leader does). A leader is current as of the time a quorum last heard
-  // it, not as of now: cut off, it leads on until CheckQuorum deposes it,
-  // while another leader may commit what its reads miss.
+  // While leader (driver thread): when this node won its term (and which),
+  // and when each peer's last message of that term arrived (only a
+  // follower of this leader sends one; the hand-over prefers voters that
+  // answer). A leader is current as of the time a quorum last heard it
+  // (QuorumContact), not as of now: cut off, it leads on until CheckQuorum
+  // deposes it, while another leader may commit what its reads miss.
   absl::Duration won_term_at_ = absl::ZeroDuration();
+  Term won_term_;
   std::map<NodeId, absl::Duration> heard_in_term_;
+  // Driver thread: ticks handed to the core, and when each of the last
+  // 4 * election_ticks was (oldest first): heartbeats carry their tick.
+  uint64_t core_ticks_ = 0;
+  std::deque<absl::Duration> core_tick_times_;
+  // Driver thread, while leader: the last QuorumContact found.
+  absl::Duration quorum_contact_ = absl::ZeroDuration();
 
   // Back-pressure: proposals accepted and not yet answered.
   std::atomic<int64_t> outstanding_proposals_{0};

@@ -1,6 +1,7 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/log_compactor.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 #include <string>
@@ -11,7 +12,7 @@ namespace sessiond::server {
 
 LogCompactor::LogCompactor(const LogCompactorOptions& options,
                            storage::SessionStateMachine* state_machine,
-                           const storage::RaftLogStore* log,
+                           const replication::LogReader* log,
                            const storage::SnapshotFiles* snapshots,
                            replication::NodeDriver* driver)
     : options_(options),
@@ -68,19 +69,26 @@ absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
 }
 
 void LogCompactor::RemoveImagesTheLogReplaced() {
-  // Images older than the log's snapshot are no longer needed. The log
-  // names the previous image until the driver's write lands, so that one
-  // stays until a later round sees the new one recorded; images newer than
-  // the log's (this round's, or one received from a leader and not
-  // installed yet) are never removed.
+  // Images older than the log's snapshot are no longer needed, with two
+  // exceptions:
+  //  - the log names the previous image until the driver's write lands, so
+  //    that one stays until a later round sees the new one recorded;
+  //  - on a follower, the log records a received image before the state
+  //    loads it, and a newer one can be recorded while the state still
+  //    loads an older one: an image above the applied index may be open for
+  //    that, so it stays until the state passes it.
+  // Images newer than the log's (this round's, or one received from a
+  // leader and not installed yet) are never removed.
   absl::StatusOr<replication::Snapshot> current = log_->GetSnapshot();
   if (!current.ok()) return;
   std::set<std::string> keep;
   if (auto ref = storage::DecodeSnapshotRef(current->data); ref.ok()) {
     keep.insert(ref->file());
   }
-  snapshots_->RemoveOlderThan(current->meta.index, keep);
-  images_replaced_ = current->meta.index >= last_snapshot_;
+  const LogIndex applied = state_machine_->applied_index();
+  snapshots_->RemoveOlderThan(std::min(current->meta.index, applied + 1), keep);
+  images_replaced_ =
+      current->meta.index >= last_snapshot_ && applied >= current->meta.index;
 }
 
 }  // namespace sessiond::server

@@ -11,9 +11,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "replication/core/log_reader.h"
 #include "replication/node_driver.h"
 #include "server/periodic_task.h"
-#include "storage/raft_log_store.h"
 #include "storage/session_state_machine.h"
 #include "storage/snapshot_files.h"
 
@@ -32,7 +32,8 @@ struct LogCompactorOptions {
 // anything else happens), hands it to the driver, which records it as the
 // snapshot lagging followers receive and drops the log below it (keeping
 // NodeDriverOptions::compaction_catch_up_entries), and removes images older
-// than the log's snapshot.
+// than both the log's snapshot and the state (a follower's log may record a
+// received image while the state still loads an older one).
 //
 // The image is durable before the log is touched, so a crash at any point
 // leaves either the old log or an image that covers what was dropped (the
@@ -43,7 +44,7 @@ class LogCompactor {
  public:
   LogCompactor(const LogCompactorOptions& options,
                storage::SessionStateMachine* state_machine,
-               const storage::RaftLogStore* log,
+               const replication::LogReader* log,
                const storage::SnapshotFiles* snapshots,
                replication::NodeDriver* driver);
   ~LogCompactor();  // Stop()s.
@@ -69,11 +70,12 @@ class LogCompactor {
  private:
   const LogCompactorOptions options_;
   storage::SessionStateMachine* const state_machine_;  // outlives this
-  const storage::RaftLogStore* const log_;             // outlives this
+  const replication::LogReader* const log_;            // outlives this
   const storage::SnapshotFiles* const snapshots_;      // outlives this
   replication::NodeDriver* const driver_;              // outlives this
 
-  // Removes every image older than the one the log records.
+  // Removes every image older than the one the log records and not above
+  // the state's applied index.
   void RemoveImagesTheLogReplaced() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;  // one round at a time

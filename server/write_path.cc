@@ -472,13 +472,18 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
           return;
         }
       }
+      replication::NodeDriver::ConfChangeCheck check;
       if (change.type == replication::ConfChangeType::kRemoveNode) {
-        if (absl::Status s = CheckRemovalKeepsAQuorum(change.node); !s.ok()) {
-          done(std::move(s));
-          return;
-        }
+        // On the driver stage, against the membership the removal is
+        // proposed against: checked here against status(), another removal
+        // applied meanwhile was missed, and two removals that each kept a
+        // quorum could together leave none.
+        check = [this,
+                 removed = change.node](const replication::ConfState& conf) {
+          return CheckRemovalKeepsAQuorum(removed, conf);
+        };
       }
-      driver_->ProposeConfChange(change, std::move(done));
+      driver_->ProposeConfChange(change, std::move(done), std::move(check));
       return;
     }
     case ProposeRequest::kTransferTo: {
@@ -508,6 +513,9 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
               "no other voter to hand leadership to"));
           return;
         }
+      } else if (absl::Status s = CheckTransferTarget(target); !s.ok()) {
+        done(std::move(s));
+        return;
       }
       driver_->TransferLeadership(
           target, [done = std::move(done),
@@ -527,9 +535,35 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
   done(absl::InvalidArgumentError("forwarded request names no operation"));
 }
 
-absl::Status WritePath::CheckRemovalKeepsAQuorum(NodeId removed) const {
+absl::Status WritePath::CheckTransferTarget(NodeId target) const {
+  if (target == options_.self) return absl::OkStatus();  // already leads
   const replication::NodeStatus status = driver_->status();
   const std::vector<NodeId>& voters = status.conf_state.voters;
+  const std::vector<NodeId>& learners = status.conf_state.learners;
+  if (std::find(learners.begin(), learners.end(), target) != learners.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("node ", target.value(),
+                     " is a learner and cannot lead; promote it first "
+                     "(PromoteMember) or choose a voter"));
+  }
+  if (std::find(voters.begin(), voters.end(), target) == voters.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("node ", target.value(), " is not a member"));
+  }
+  // Its TimeoutNow would go nowhere: the transfer would only hold writes
+  // for an election timeout, again at each retry until the deadline.
+  if (!transport_->Connected(target)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "node ", target.value(),
+        " is not reachable from the leader; start it, or choose another "
+        "voter (node_id 0: the most caught-up one)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WritePath::CheckRemovalKeepsAQuorum(
+    NodeId removed, const replication::ConfState& conf) const {
+  const std::vector<NodeId>& voters = conf.voters;
   if (std::find(voters.begin(), voters.end(), removed) == voters.end()) {
     return absl::OkStatus();  // a learner or no member: no vote changes
   }

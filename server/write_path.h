@@ -153,9 +153,14 @@ class WritePath {
   void Forward(std::shared_ptr<Call> call, NodeId leader);
   // Proposes the call's operation here (this node leads).
   void ProposeHere(const sessiond::v1::internal::ProposeRequest& op, Done done);
-  // FailedPrecondition when removing `removed` would leave fewer voters this
-  // leader reaches than the remaining voters' quorum.
-  absl::Status CheckRemovalKeepsAQuorum(NodeId removed) const;
+  // FailedPrecondition when `target` cannot take leadership now (a learner,
+  // or a voter this leader does not reach); InvalidArgument when it is no
+  // member.
+  absl::Status CheckTransferTarget(NodeId target) const;
+  // FailedPrecondition when removing `removed` from `conf` would leave
+  // fewer voters this leader reaches than the remaining voters' quorum.
+  absl::Status CheckRemovalKeepsAQuorum(
+      NodeId removed, const replication::ConfState& conf) const;
   void Finish(const std::shared_ptr<Call>& call,
               replication::ApplyResult result);
   // Whether a proposal's answer says it never entered a log because this

@@ -124,7 +124,14 @@ absl::Status DurableFileWriter::Commit() {
     return Errno("rename", tmp_path_);
   }
   committed_ = true;
-  return SyncDir(std::filesystem::path(final_path_).parent_path().string());
+  absl::Status synced =
+      SyncDir(std::filesystem::path(final_path_).parent_path().string());
+  if (!synced.ok()) {
+    // The caller takes the image as never written, so nothing would ever
+    // remove a whole copy of the state left under its final name.
+    ::unlink(final_path_.c_str());
+  }
+  return synced;
 }
 
 // ---------------------------------------------------------------------------

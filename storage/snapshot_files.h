@@ -58,7 +58,8 @@ class DurableFileWriter {
   DurableFileWriter& operator=(const DurableFileWriter&) = delete;
 
   absl::Status Append(std::string_view bytes);
-  // fsync, rename to the final name, fsync the folder.
+  // fsync, rename to the final name, fsync the folder. On failure no file
+  // is left, under either name.
   absl::Status Commit();
   uint64_t size() const { return size_; }
   // The final file name (without the folder).

@@ -48,6 +48,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -104,6 +105,7 @@ class RaftCore::Impl {
   absl::Status TransferLeadership(NodeId target);
   absl::Status ReadIndex(std::string context);
   uint64_t LocalReadTicks() const;
+  uint64_t QuorumAckedTick() const;
   void OnPersisted(LogIndex index, Term term);
   void OnSnapshotInstalled(LogIndex index);
   void OnApplied(LogIndex index);
@@ -864,7 +866,7 @@ void RaftCore::Impl::HandleHeartbeatResponse(const Message& m) {
   }
   if (pr.match < log_.LastIndex()) MaybeSendAppend(m.from, true);
   if (!m.context.empty() && voters_.count(m.from)) {
-    // Context: "<read id>" or, in lease mode, "<read id>/<send tick>".
+    // Context: "<read id>/<send tick>" ("<read id>" from older versions).
     std::pair<absl::string_view, absl::string_view> parts =
         absl::StrSplit(m.context, absl::MaxSplits('/', 1));
     uint64_t tick = 0;
@@ -955,11 +957,8 @@ void RaftCore::Impl::SendHeartbeat(NodeId to, uint64_t read_id) {
   // Never tell a member to commit beyond what it is known to hold.
   m.commit = std::min(pr.match, log_.committed());
   m.leader_commit = log_.committed();
-  if (LeaseMode()) {
-    m.context = absl::StrCat(read_id, "/", now_);
-  } else if (read_id != 0) {
-    m.context = absl::StrCat(read_id);
-  }
+  // Its tick comes back with the answer (QuorumAckedTick, and the lease).
+  m.context = absl::StrCat(read_id, "/", now_);
   Send(std::move(m));
 }
 
@@ -980,21 +979,28 @@ uint64_t RaftCore::Impl::LeaseEnd() const {
       config_.election_ticks < 3) {
     return 0;
   }
-  std::vector<uint64_t> ticks;
+  const uint64_t start = QuorumAckedTick();
+  if (start == 0) return 0;
+  return start + static_cast<uint64_t>(config_.election_ticks - 2);
+}
+
+uint64_t RaftCore::Impl::QuorumAckedTick() const {
+  if (role_ != Role::kLeader) return 0;
+  // Each leader driver run: no allocation for a usual cluster.
+  absl::InlinedVector<uint64_t, 7> ticks;
   for (NodeId v : voters_) {
     if (v == id_) {
       ticks.push_back(now_);
       continue;
     }
     auto it = lease_ack_tick_.find(v);
-    // No acknowledgement yet: no lease from this member.
+    // No acknowledgement yet: nothing heard from this member.
     if (it == lease_ack_tick_.end()) continue;
     ticks.push_back(it->second);
   }
   if (ticks.size() < Quorum()) return 0;
   std::sort(ticks.begin(), ticks.end(), std::greater<uint64_t>());
-  const uint64_t start = ticks[Quorum() - 1];
-  return start + static_cast<uint64_t>(config_.election_ticks - 2);
+  return ticks[Quorum() - 1];
 }
 
 uint64_t RaftCore::Impl::LocalReadTicks() const {
@@ -1500,5 +1506,6 @@ NodeId RaftCore::leader() const { return impl_->leader(); }
 Term RaftCore::term() const { return impl_->term(); }
 LogIndex RaftCore::commit_index() const { return impl_->commit_index(); }
 uint64_t RaftCore::LocalReadTicks() const { return impl_->LocalReadTicks(); }
+uint64_t RaftCore::QuorumAckedTick() const { return impl_->QuorumAckedTick(); }
 
 }  // namespace sessiond::replication

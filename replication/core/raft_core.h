@@ -239,6 +239,14 @@ class RaftCore {
   // leaves: a vote this node grants, or a TimeoutNow, may let another lead.
   uint64_t LocalReadTicks() const;
 
+  // Leader only: the tick at which the heartbeat left that the last of a
+  // quorum of voters (this one counting now) acknowledged in this term; 0
+  // when fewer than a quorum have acknowledged one, or not leader. Every
+  // heartbeat carries its tick and is answered with it, so this is when a
+  // quorum last heard from this leader, not when their answers arrived
+  // (a late answer says nothing about the time it arrived at).
+  uint64_t QuorumAckedTick() const;
+
   bool HasReady() const;
   Ready TakeReady();
 

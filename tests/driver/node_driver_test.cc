@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -781,11 +782,16 @@ class ManualRuntime : public Runtime {
   bool woken_[kNumStages] = {};
 };
 
-// Keeps what the driver sends; the test plays the peers.
+// Keeps what the driver sends; the test plays the peers. `on_send`, when
+// set, sees each message as it is sent (on the driver stage).
 class RecordingTransport : public Transport {
  public:
+  std::function<void(const Message&)> on_send;
   void Send(std::vector<Message> messages) override {
-    for (Message& m : messages) sent_.push_back(std::move(m));
+    for (Message& m : messages) {
+      if (on_send) on_send(m);
+      sent_.push_back(std::move(m));
+    }
   }
   // Removes and returns what was sent.
   std::vector<Message> Take() { return std::exchange(sent_, {}); }
@@ -835,46 +841,121 @@ void AcknowledgeAll(ManualRuntime* runtime, NodeDriver* driver,
   runtime->RunUntilIdle();
 }
 
+// A driver (node 1) on a ManualRuntime over a memory log, whose peers the
+// test plays: it sees what the driver sends (transport_.Take(), or
+// transport_.on_send as it is sent) and delivers their answers. A test may
+// change conf_ and options_ before Start.
+class ManualDriverTest : public ::testing::Test {
+ protected:
+  NodeDriver& Start() {
+    log_.emplace(conf_);
+    absl::StatusOr<std::unique_ptr<NodeDriver>> started =
+        NodeDriver::StartOn(options_, &*log_, &sm_, &transport_, &runtime_);
+    if (!started.ok()) {
+      ADD_FAILURE() << started.status();
+      std::abort();  // nothing to test
+    }
+    driver_ = *std::move(started);
+    runtime_.RunUntilIdle();
+    return *driver_;
+  }
+  void TearDown() override {
+    transport_.on_send = nullptr;
+    if (driver_ != nullptr) driver_->Stop();
+  }
+
+  ConfState conf_ = ThreeVoters();
+  NodeDriverOptions options_ = ManualOptions();
+  std::optional<MemoryLogStore> log_;
+  RecordingStateMachine sm_;
+  RecordingTransport transport_;
+  ManualRuntime runtime_;
+  std::unique_ptr<NodeDriver> driver_;
+};
+
+// `follower` answers a heartbeat of the leader's term (matching nothing
+// new).
+void HeartbeatAnswer(ManualRuntime* runtime, NodeDriver* driver,
+                     NodeId follower) {
+  Message answer;
+  answer.type = MessageType::kHeartbeatResponse;
+  answer.from = follower;
+  answer.to = driver->status().id;
+  answer.term = driver->status().term;
+  driver->Deliver({answer});
+  runtime->RunUntilIdle();
+}
+
+// The targets of the TimeoutNow messages in `sent`, in order.
+std::vector<NodeId> TimeoutNowTargets(const std::vector<Message>& sent) {
+  std::vector<NodeId> targets;
+  for (const Message& m : sent) {
+    if (m.type == MessageType::kTimeoutNow) targets.push_back(m.to);
+  }
+  return targets;
+}
+
 // A leader is current as of when a quorum of voters last heard from it in
 // its term, not as of its last run: cut off from its followers, it leads
 // on until CheckQuorum deposes it (off here), while another leader may
 // commit what its reads would miss. Local reads count their staleness from
 // there (server/read_barrier.cc).
-TEST(NodeDriverTest, ALeaderIsCurrentAsOfItsQuorumsLastWord) {
-  MemoryLogStore log(ThreeVoters());
-  RecordingStateMachine sm;
-  RecordingTransport transport;
-  ManualRuntime runtime;
-  const NodeDriverOptions options = ManualOptions();
-  auto started = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
-  ASSERT_TRUE(started.ok()) << started.status();
-  NodeDriver& driver = **started;
-  runtime.RunUntilIdle();
-  const absl::Duration tick = absl::FromChrono(options.tick_interval);
+TEST_F(ManualDriverTest, ALeaderIsCurrentAsOfItsQuorumsLastWord) {
+  NodeDriver& driver = Start();
+  const absl::Duration tick = absl::FromChrono(options_.tick_interval);
+  // Runs `ticks` ticks; the last heartbeat to `to` they sent, if any, and
+  // when it left.
+  auto heartbeat_after = [&](int ticks, NodeId to) {
+    runtime_.AdvanceTicks(ticks, tick);
+    runtime_.RunUntilIdle();
+    std::optional<Message> last;
+    for (Message& m : transport_.Take()) {
+      if (m.type == MessageType::kHeartbeat && m.to == to) last = m;
+    }
+    return std::make_pair(last, runtime_.Elapsed());
+  };
+  auto answer = [&](const Message& heartbeat) {
+    Message ack;
+    ack.type = MessageType::kHeartbeatResponse;
+    ack.from = heartbeat.to;
+    ack.to = heartbeat.from;
+    ack.term = heartbeat.term;
+    ack.context = heartbeat.context;
+    driver.Deliver({ack});
+    runtime_.RunUntilIdle();
+  };
 
-  WinElection(&runtime, &driver, options, NodeId(2));
-  const absl::Duration won = runtime.Elapsed();
+  WinElection(&runtime_, &driver, options_, NodeId(2));
+  const absl::Duration won = runtime_.Elapsed();
   EXPECT_EQ(driver.status().last_leader_contact, won) << "the votes";
-  runtime.AdvanceTicks(3, tick);
-  runtime.RunUntilIdle();
+  auto [to3, sent] = heartbeat_after(options_.raft.heartbeat_ticks, NodeId(3));
+  ASSERT_TRUE(to3.has_value()) << "no heartbeat to node 3";
+  ASSERT_GT(sent, won);
   EXPECT_EQ(driver.status().last_leader_contact, won);
 
-  AcknowledgeAll(&runtime, &driver, NodeId(3));
-  const absl::Duration heard = runtime.Elapsed();
-  ASSERT_GT(heard, won);
-  EXPECT_EQ(driver.status().last_leader_contact, heard);
-  EXPECT_EQ(driver.status().current_as_of, heard);
+  // Its answer arrives late: node 3 heard from the leader when the
+  // heartbeat left, which is all the answer says.
+  heartbeat_after(5, NodeId(3));
+  answer(*to3);
+  EXPECT_EQ(driver.status().last_leader_contact, sent);
+  EXPECT_EQ(driver.status().current_as_of, sent);
+  // Other messages (an append's answer) carry no time: no change.
+  AcknowledgeAll(&runtime_, &driver, NodeId(3));
+  EXPECT_EQ(driver.status().last_leader_contact, sent);
 
   // Cut off: its own runs do not make it current.
-  runtime.AdvanceTicks(50, tick);
-  runtime.RunUntilIdle();
+  runtime_.AdvanceTicks(50, tick);
+  runtime_.RunUntilIdle();
   ASSERT_EQ(driver.status().role, Role::kLeader);
-  EXPECT_EQ(driver.status().last_leader_contact, heard);
-  EXPECT_EQ(driver.status().current_as_of, heard);
+  EXPECT_EQ(driver.status().last_leader_contact, sent);
+  EXPECT_EQ(driver.status().current_as_of, sent);
 
   // Either follower's word makes a quorum of three with its own.
-  AcknowledgeAll(&runtime, &driver, NodeId(2));
-  EXPECT_EQ(driver.status().last_leader_contact, runtime.Elapsed());
+  auto [to2, sent_to2] =
+      heartbeat_after(options_.raft.heartbeat_ticks, NodeId(2));
+  ASSERT_TRUE(to2.has_value()) << "no heartbeat to node 2";
+  answer(*to2);
+  EXPECT_EQ(driver.status().last_leader_contact, sent_to2);
 }
 
 // Regression (found by the simulation on its first run of this driver): a
@@ -1264,41 +1345,79 @@ TEST(NodeDriverTest, AReadWithoutALeaderIsAnsweredOffTheDriverThread) {
 
 // Issue 10: a leader whose disk is full hands leadership to the voter that
 // holds the most of its log (etcd leaves it leading; its writes all fail).
-TEST(NodeDriverTest, ALeaderThatCannotWriteHandsOver) {
-  MemoryLogStore log(ThreeVoters());
-  RecordingStateMachine sm;
-  RecordingTransport transport;
-  ManualRuntime runtime;
-  const NodeDriverOptions options = ManualOptions();
-  auto started = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
-  ASSERT_TRUE(started.ok()) << started.status();
-  NodeDriver& driver = **started;
-  runtime.RunUntilIdle();
-  WinElection(&runtime, &driver, options, NodeId(3));
+TEST_F(ManualDriverTest, ALeaderThatCannotWriteHandsOver) {
+  NodeDriver& driver = Start();
+  WinElection(&runtime_, &driver, options_, NodeId(3));
   // Node 3 holds the leader's log; node 2 has not answered.
-  AcknowledgeAll(&runtime, &driver, NodeId(3));
-  transport.Take();
-
+  AcknowledgeAll(&runtime_, &driver, NodeId(3));
+  // Just elected, a leader waits for its voters' answers (two heartbeats).
   driver.RefuseProposals(absl::ResourceExhaustedError("the disk is full"));
-  runtime.RunUntilIdle();
-  const std::vector<Message> sent = transport.Take();
-  EXPECT_TRUE(std::any_of(sent.begin(), sent.end(), [](const Message& m) {
-    return m.type == MessageType::kTimeoutNow && m.to == NodeId(3);
-  })) << "no leadership transfer to node 3";
+  runtime_.RunUntilIdle();
+  EXPECT_EQ(TimeoutNowTargets(transport_.Take()), std::vector<NodeId>{});
+  runtime_.AdvanceTicks(2 * options_.raft.heartbeat_ticks,
+                        absl::FromChrono(options_.tick_interval));
+  runtime_.RunUntilIdle();
+  EXPECT_EQ(TimeoutNowTargets(transport_.Take()),
+            std::vector<NodeId>{NodeId(3)})
+      << "no leadership transfer to node 3";
   EXPECT_EQ(driver.status().lead_transferee, NodeId(3));
   driver.Stop();
 }
 
-// Calls `on_send` for every message, as it is sent (on the driver stage).
-class WatchingTransport : public Transport {
- public:
-  std::function<void(const Message&)> on_send;
-  void Send(std::vector<Message> messages) override {
-    for (const Message& m : messages) {
-      if (on_send) on_send(m);
-    }
+// A voter that stopped answering can hold more of the log than one that
+// answers (it acknowledged the last entry, then died): a stalled leader
+// hands over to a voter it hears from, or the transfer only times out, and
+// the next one goes to the same dead voter again.
+TEST_F(ManualDriverTest, AStalledLeaderHandsOverToAVoterThatAnswers) {
+  NodeDriver& driver = Start();
+  WinElection(&runtime_, &driver, options_, NodeId(2));
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));  // then node 2 dies
+  runtime_.AdvanceTicks(options_.raft.election_ticks + 1,
+                        absl::FromChrono(options_.tick_interval));
+  runtime_.RunUntilIdle();
+  HeartbeatAnswer(&runtime_, &driver, NodeId(3));  // behind, but answering
+  transport_.Take();
+
+  driver.RefuseProposals(absl::ResourceExhaustedError("the disk is full"));
+  runtime_.RunUntilIdle();
+  // (Behind, node 3 is sent the log first, its TimeoutNow after.)
+  EXPECT_EQ(driver.status().lead_transferee, NodeId(3));
+  driver.Stop();
+}
+
+// Every voter is tried once before any is tried again: the one chosen may
+// be unable to lead too (its own disk full: it wins and hands back at
+// once), and while the same two stalled nodes hand leadership to each
+// other a healthy voter would wait for ever.
+TEST_F(ManualDriverTest, AStalledLeaderTriesEachVoterBeforeAnyAgain) {
+  const absl::Duration tick = absl::FromChrono(options_.tick_interval);
+  NodeDriver& driver = Start();
+  WinElection(&runtime_, &driver, options_, NodeId(2));
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
+  AcknowledgeAll(&runtime_, &driver, NodeId(3));
+  runtime_.AdvanceTicks(2 * options_.raft.heartbeat_ticks, tick);
+  runtime_.RunUntilIdle();
+  transport_.Take();
+
+  driver.RefuseProposals(absl::ResourceExhaustedError("the disk is full"));
+  runtime_.RunUntilIdle();
+  std::vector<NodeId> tried = TimeoutNowTargets(transport_.Take());
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    // The transfer times out (its target never campaigns); both voters
+    // still answer, equally caught up.
+    runtime_.AdvanceTicks(options_.raft.election_ticks, tick);
+    runtime_.RunUntilIdle();
+    HeartbeatAnswer(&runtime_, &driver, NodeId(2));
+    HeartbeatAnswer(&runtime_, &driver, NodeId(3));
+    runtime_.AdvanceTicks(1, tick);
+    runtime_.RunUntilIdle();
+    for (NodeId to : TimeoutNowTargets(transport_.Take())) tried.push_back(to);
   }
-};
+  ASSERT_EQ(tried.size(), 3u);
+  EXPECT_NE(tried[0], tried[1]) << "the same voter tried twice in a row";
+  EXPECT_NE(tried[1], tried[2]) << "the same voter tried twice in a row";
+  driver.Stop();
+}
 
 // A leader reading locally must withdraw that right before any message
 // that lets another node lead can leave: here the TimeoutNow of a
@@ -1307,34 +1426,26 @@ class WatchingTransport : public Transport {
 // the TimeoutNow would leave while the old window still said "read
 // locally", and node 2 could commit a revocation this leader's reads miss.
 // (The simulation cannot see this order: a driver run is atomic there.)
-TEST(NodeDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
-  MemoryLogStore log(ThreeVoters());
-  RecordingStateMachine sm;
-  WatchingTransport transport;
-  ManualRuntime runtime;
-  NodeDriverOptions options = ManualOptions();
-  options.raft.check_quorum = true;  // a lease needs it
-  options.raft.read_only_mode = ReadOnlyMode::kLeaseBased;
-  auto started = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
-  ASSERT_TRUE(started.ok()) << started.status();
-  NodeDriver& driver = **started;
-  runtime.RunUntilIdle();
-  WinElection(&runtime, &driver, options, NodeId(2));
+TEST_F(ManualDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
+  options_.raft.check_quorum = true;  // a lease needs it
+  options_.raft.read_only_mode = ReadOnlyMode::kLeaseBased;
+  NodeDriver& driver = Start();
+  WinElection(&runtime_, &driver, options_, NodeId(2));
   // Node 2 acknowledges the leader's first entry: it commits and applies
   // (an entry of this term).
-  AcknowledgeAll(&runtime, &driver, NodeId(2));
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
   ASSERT_EQ(driver.status().applied, driver.status().last_index);
   // The lease comes from heartbeat answers, which echo the tick their
   // heartbeat left at.
   std::string heartbeat_context;
-  transport.on_send = [&](const Message& m) {
+  transport_.on_send = [&](const Message& m) {
     if (m.type == MessageType::kHeartbeat && m.to == NodeId(2)) {
       heartbeat_context = m.context;
     }
   };
-  runtime.AdvanceTicks(options.raft.heartbeat_ticks,
-                       absl::FromChrono(options.tick_interval));
-  runtime.RunUntilIdle();
+  runtime_.AdvanceTicks(options_.raft.heartbeat_ticks,
+                        absl::FromChrono(options_.tick_interval));
+  runtime_.RunUntilIdle();
   ASSERT_FALSE(heartbeat_context.empty());
   Message heartbeat_ack;
   heartbeat_ack.type = MessageType::kHeartbeatResponse;
@@ -1343,24 +1454,85 @@ TEST(NodeDriverTest, ALeaderStopsReadingLocallyBeforeItsTimeoutNowLeaves) {
   heartbeat_ack.term = driver.status().term;
   heartbeat_ack.context = heartbeat_context;
   driver.Deliver({heartbeat_ack});
-  runtime.RunUntilIdle();
+  runtime_.RunUntilIdle();
   ASSERT_TRUE(driver.LocalReadIndex().has_value());
 
   int timeout_now_sent = 0;
   bool local_while_sending = false;
-  transport.on_send = [&](const Message& m) {
+  transport_.on_send = [&](const Message& m) {
     if (m.type != MessageType::kTimeoutNow) return;
     ++timeout_now_sent;
     local_while_sending = driver.LocalReadIndex().has_value();
   };
   // Answered when node 2 leads, which it never does here.
   driver.TransferLeadership(NodeId(2), [](absl::Status) {});
-  runtime.RunUntilIdle();
+  runtime_.RunUntilIdle();
   ASSERT_EQ(timeout_now_sent, 1);
   EXPECT_FALSE(local_while_sending)
       << "the TimeoutNow left while this leader still read locally";
   EXPECT_FALSE(driver.LocalReadIndex().has_value());
-  transport.on_send = nullptr;
+  driver.Stop();
+}
+
+// A membership change's check runs on the driver stage, against the
+// membership the change is proposed against. status() can be a run behind
+// it: a removal handed out in a run is in the core's membership at once
+// and in status() only when the run ends. Checked against status() (on a
+// gRPC thread), a second removal missed the first, and two removals that
+// each kept a quorum could together leave none.
+TEST_F(ManualDriverTest,
+       AConfChangeIsCheckedAgainstTheMembershipItMeetsInTheCore) {
+  conf_.voters = {NodeId(1), NodeId(2), NodeId(3), NodeId(4)};
+  NodeDriver& driver = Start();
+  runtime_.AdvanceTicks(2 * options_.raft.election_ticks,
+                        absl::FromChrono(options_.tick_interval));
+  runtime_.RunUntilIdle();
+  ASSERT_EQ(driver.status().role, Role::kCandidate);
+  for (NodeId voter : {NodeId(2), NodeId(3)}) {
+    Message vote;
+    vote.type = MessageType::kVoteResponse;
+    vote.from = voter;
+    vote.to = NodeId(1);
+    vote.term = driver.status().term;
+    driver.Deliver({vote});
+  }
+  runtime_.RunUntilIdle();
+  ASSERT_EQ(driver.status().role, Role::kLeader);
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
+  AcknowledgeAll(&runtime_, &driver, NodeId(3));
+
+  driver.ProposeConfChange(ConfChange{ConfChangeType::kRemoveNode, NodeId(4)},
+                           [](ApplyResult) {});
+  runtime_.RunUntilIdle();
+  const LogIndex removal = driver.status().last_index;
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
+  // Node 3's acknowledgement commits the removal. As the run that hands it
+  // out tells the followers, a second removal comes.
+  bool status_had_four = false;
+  std::optional<ConfState> checked;
+  absl::Status answer = absl::UnknownError("no answer");
+  bool proposed = false;
+  transport_.on_send = [&](const Message& m) {
+    if (m.commit < removal || proposed) return;
+    proposed = true;
+    const std::vector<NodeId> voters = driver.status().conf_state.voters;
+    status_had_four =
+        std::find(voters.begin(), voters.end(), NodeId(4)) != voters.end();
+    driver.ProposeConfChange(
+        ConfChange{ConfChangeType::kRemoveNode, NodeId(3)},
+        [&](ApplyResult r) { answer = r.status(); },
+        [&](const ConfState& conf) {
+          checked = conf;
+          return absl::FailedPreconditionError("checked");
+        });
+  };
+  AcknowledgeAll(&runtime_, &driver, NodeId(3));
+  transport_.on_send = nullptr;
+  ASSERT_TRUE(checked.has_value()) << "the second removal was never checked";
+  EXPECT_TRUE(status_had_four) << "no window: status() was already current";
+  EXPECT_EQ(checked->voters,
+            std::vector<NodeId>({NodeId(1), NodeId(2), NodeId(3)}));
+  EXPECT_EQ(answer.code(), absl::StatusCode::kFailedPrecondition) << answer;
   driver.Stop();
 }
 

@@ -533,6 +533,16 @@ bool WaitUntilUnreachable(ClusterHarness& cluster, int via, int id) {
   return false;
 }
 
+grpc::Status TransferLeadership(ClusterHarness& cluster, int via, int to) {
+  auto admin = cluster.Admin(via);
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  sessiond::v1::TransferLeadershipRequest request;
+  request.set_node_id(to);
+  sessiond::v1::TransferLeadershipResponse response;
+  return admin->TransferLeadership(&context, request, &response);
+}
+
 grpc::Status PromoteMember(ClusterHarness& cluster, int via, int id) {
   auto admin = cluster.Admin(via);
   grpc::ClientContext context;
@@ -599,6 +609,14 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
     tokens.push_back(MustCreate(cluster, *leader, "while-away").token());
   }
   ASSERT_TRUE(AddMember(cluster, *leader, wiped).ok());
+  // A learner cannot lead.
+  {
+    const grpc::Status s = TransferLeadership(cluster, *leader, wiped);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << s.error_message();
+    EXPECT_TRUE(absl::StrContains(s.error_message(), "is a learner"))
+        << s.error_message();
+  }
   // Not a voter before it has caught up; not a learner at all: refused.
   {
     for (int id : {wiped, 42}) {
@@ -949,16 +967,6 @@ TEST(ClusterTest, PeerTrafficFromAnotherClusterOrAStrangerIsRefused) {
   EXPECT_TRUE(LogContains(cluster, follower, "peer.refused"));
 }
 
-grpc::Status TransferLeadership(ClusterHarness& cluster, int via, int to) {
-  auto admin = cluster.Admin(via);
-  grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
-  sessiond::v1::TransferLeadershipRequest request;
-  request.set_node_id(to);
-  sessiond::v1::TransferLeadershipResponse response;
-  return admin->TransferLeadership(&context, request, &response);
-}
-
 // Writes that reach the leader while it hands leadership over are refused
 // by Raft before they enter the log. The node tries them again, and they
 // are answered once the handover ends (here it is abandoned after an
@@ -1015,6 +1023,34 @@ TEST(ClusterTest, ATransferGivenUpIsStartedAgainWithinTheDeadline) {
   absl::StatusOr<int> now = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(now.ok());
   EXPECT_EQ(*now, target);
+}
+
+// A transfer to a voter the leader cannot reach is refused at once: its
+// TimeoutNow would go nowhere, and the core refuses writes while a
+// transfer is under way, so the call held every write for an election
+// timeout, again at each retry, then failed at its deadline with a code
+// that looks retryable.
+TEST(ClusterTest, ATransferToANodeThatIsDownIsRefusedAtOnce) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int down = Others(cluster, *leader)[0];
+  cluster.Kill(down);
+  ASSERT_TRUE(WaitUntilUnreachable(cluster, *leader, down));
+  for (int via : {*leader, Others(cluster, *leader)[1]}) {
+    const grpc::Status transfer = TransferLeadership(cluster, via, down);
+    EXPECT_EQ(transfer.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+        << transfer.error_message();
+    EXPECT_TRUE(
+        absl::StrContains(transfer.error_message(),
+                          absl::StrCat("node ", down, " is not reachable")))
+        << transfer.error_message();
+  }
+  absl::StatusOr<int> still = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(still.ok());
+  EXPECT_EQ(*still, *leader);
+  MustCreate(cluster, *leader, "after-refused-transfer");
 }
 
 // Cluster time lives in memory between stamped entries. A node restarted

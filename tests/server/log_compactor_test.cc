@@ -2,17 +2,21 @@
 //
 // LogCompactor on a real single-voter node: RocksDB on a temp dir, the real
 // RaftLogStore, SessionStateMachine, snapshot folder and NodeDriver. The log
-// the driver writes to holds its compactions back on demand, as a busy log
-// writer does, so the compactor's rounds can be observed around them.
+// holds its compactions back on demand, as a busy log writer does, and can
+// record an image received from a leader that the state has not loaded
+// yet, as a follower's log writer does, so the compactor's rounds can be
+// observed around both.
 #include "server/log_compactor.h"
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -31,11 +35,14 @@
 namespace sessiond::server {
 namespace {
 
-// The RaftLogStore as the driver sees it, except that Compact waits while
-// held: the driver has been handed a snapshot and not recorded it yet.
-class HeldCompactionLog : public replication::LogStore {
+// The RaftLogStore, except that Compact waits while held (the driver has
+// been handed a snapshot and not recorded it yet), and that GetSnapshot
+// answers with a received image once one is recorded (a follower's log
+// writer installed it; the state loads it after). The single voter never
+// sends a snapshot, so only the compactor reads the recorded one.
+class ObservedLog : public replication::LogStore {
  public:
-  explicit HeldCompactionLog(storage::RaftLogStore* inner) : inner_(inner) {}
+  explicit ObservedLog(storage::RaftLogStore* inner) : inner_(inner) {}
 
   void Hold() {
     absl::MutexLock lock(&mu_);
@@ -44,6 +51,10 @@ class HeldCompactionLog : public replication::LogStore {
   void Release() {
     absl::MutexLock lock(&mu_);
     held_ = false;
+  }
+  void RecordReceived(replication::Snapshot snapshot) {
+    absl::MutexLock lock(&mu_);
+    received_ = std::move(snapshot);
   }
 
   replication::HardState InitialHardState() const override {
@@ -62,6 +73,10 @@ class HeldCompactionLog : public replication::LogStore {
   LogIndex FirstIndex() const override { return inner_->FirstIndex(); }
   LogIndex LastIndex() const override { return inner_->LastIndex(); }
   absl::StatusOr<replication::Snapshot> GetSnapshot() const override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (received_) return *received_;
+    }
     return inner_->GetSnapshot();
   }
   absl::Status Append(const std::vector<replication::Entry>& entries,
@@ -85,8 +100,9 @@ class HeldCompactionLog : public replication::LogStore {
 
  private:
   storage::RaftLogStore* const inner_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   bool held_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<replication::Snapshot> received_ ABSL_GUARDED_BY(mu_);
 };
 
 class LogCompactorTest : public ::testing::Test {
@@ -112,14 +128,14 @@ class LogCompactorTest : public ::testing::Test {
         storage::SessionStateMachine::Open(db_.get(), &table_, sm_options);
     ASSERT_TRUE(sm.ok()) << sm.status();
     state_machine_ = *std::move(sm);
-    held_log_ = std::make_unique<HeldCompactionLog>(log_.get());
+    log_view_ = std::make_unique<ObservedLog>(log_.get());
     replication::NodeDriverOptions options;
     options.raft.id = NodeId(1);
     options.tick_interval = std::chrono::milliseconds(10);
     options.seed = 7;
     options.compaction_catch_up_entries = 0;
     absl::StatusOr<std::unique_ptr<replication::NodeDriver>> driver =
-        replication::NodeDriver::Start(options, held_log_.get(),
+        replication::NodeDriver::Start(options, log_view_.get(),
                                        state_machine_.get(), &transport_);
     ASSERT_TRUE(driver.ok()) << driver.status();
     driver_ = *std::move(driver);
@@ -127,12 +143,12 @@ class LogCompactorTest : public ::testing::Test {
     LogCompactorOptions compactor_options;
     compactor_options.interval = absl::Hours(1);  // rounds run by the test
     compactor_ = std::make_unique<LogCompactor>(
-        compactor_options, state_machine_.get(), log_.get(), snapshots_.get(),
-        driver_.get());
+        compactor_options, state_machine_.get(), log_view_.get(),
+        snapshots_.get(), driver_.get());
   }
 
   void TearDown() override {
-    if (held_log_ != nullptr) held_log_->Release();
+    if (log_view_ != nullptr) log_view_->Release();
     if (compactor_ != nullptr) compactor_->Stop();
     if (driver_ != nullptr) driver_->Stop();
   }
@@ -184,13 +200,31 @@ class LogCompactorTest : public ::testing::Test {
     return names;
   }
 
+  // An image file named as one received from node 2 at `index` (its
+  // contents do not matter to the compactor).
+  replication::Snapshot WriteReceivedImage(LogIndex index) {
+    absl::StatusOr<std::unique_ptr<storage::DurableFileWriter>> file =
+        snapshots_->NewFile(index, Term(1), "from-2");
+    EXPECT_TRUE(file.ok()) << file.status();
+    EXPECT_TRUE((*file)->Append("image").ok());
+    EXPECT_TRUE((*file)->Commit().ok());
+    sessiond::v1::internal::SnapshotRef ref;
+    ref.set_file((*file)->file_name());
+    ref.set_sha256(std::string(storage::kSnapshotDigestBytes, 'x'));
+    replication::Snapshot snapshot;
+    snapshot.meta.index = index;
+    snapshot.meta.term = Term(1);
+    snapshot.data = storage::EncodeSnapshotRef(ref);
+    return snapshot;
+  }
+
   sessiond::testing::TempDir dir_;
   std::unique_ptr<storage::Database> db_;
   std::unique_ptr<storage::RaftLogStore> log_;
   std::unique_ptr<storage::SnapshotFiles> snapshots_;
   storage::SessionTable table_{storage::SessionTableOptions{}};
   std::unique_ptr<storage::SessionStateMachine> state_machine_;
-  std::unique_ptr<HeldCompactionLog> held_log_;
+  std::unique_ptr<ObservedLog> log_view_;
   replication::NoPeersTransport transport_;
   std::unique_ptr<replication::NodeDriver> driver_;
   std::unique_ptr<LogCompactor> compactor_;
@@ -211,13 +245,13 @@ TEST_F(LogCompactorTest, TheImageASnapshotReplacesGoesOnceTheLogRecordsIt) {
   ASSERT_EQ(Images().size(), 1u);
 
   CreateSessions(5);
-  held_log_->Hold();
+  log_view_->Hold();
   absl::StatusOr<LogIndex> second = compactor_->CompactOnce(/*force=*/true);
   ASSERT_TRUE(second.ok()) << second.status();
   ASSERT_GT(*second, *first);
   // Not recorded yet: the log still names the first image, so it stays.
   EXPECT_EQ(Images().size(), 2u);
-  held_log_->Release();
+  log_view_->Release();
   ASSERT_TRUE(WaitForLogSnapshot(*second));
 
   // A round with nothing new to compact.
@@ -228,6 +262,32 @@ TEST_F(LogCompactorTest, TheImageASnapshotReplacesGoesOnceTheLogRecordsIt) {
   ASSERT_EQ(images.size(), 1u);
   EXPECT_EQ(images.begin()->rfind(absl::StrCat(second->value(), "-"), 0), 0u)
       << *images.begin();
+}
+
+// A follower's log records a received image before its state loads it, and
+// a newer one can be recorded while the state still loads the older: both
+// stay until the state passes them (removing the one being loaded crashed
+// the node: its load found the file gone). Images the state has passed go.
+TEST_F(LogCompactorTest, AnImageTheStateHasNotLoadedYetStays) {
+  CreateSessions(5);
+  absl::StatusOr<LogIndex> own = compactor_->CompactOnce(/*force=*/true);
+  ASSERT_TRUE(own.ok()) << own.status();
+  ASSERT_TRUE(WaitForLogSnapshot(*own));
+  const LogIndex applied = state_machine_->applied_index();
+  const replication::Snapshot loading = WriteReceivedImage(applied + 10);
+  const replication::Snapshot newer = WriteReceivedImage(applied + 20);
+  log_view_->RecordReceived(newer);
+
+  absl::StatusOr<LogIndex> round = compactor_->CompactOnce();
+  ASSERT_TRUE(round.ok()) << round.status();
+  EXPECT_EQ(*round, LogIndex(0));  // nothing applied past the log's image
+  const std::set<std::string> images = Images();
+  EXPECT_EQ(images.size(), 2u) << absl::StrJoin(images, ", ");
+  EXPECT_EQ(
+      images.count(storage::DecodeSnapshotRef(loading.data).value().file()),
+      1u);
+  EXPECT_EQ(images.count(storage::DecodeSnapshotRef(newer.data).value().file()),
+            1u);
 }
 
 }  // namespace
