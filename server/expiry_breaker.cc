@@ -172,9 +172,14 @@ uint64_t ExpiryBreakerJudge::UnexpectedWhileOpen(
     Classify(session, breaker.window_start_ms(), allowance, cluster_ms, &counts,
              &unexpected);
   });
+  // Young expiries of the opening's window stay counted: only an operator
+  // ends an opening their excess caused (its held sessions are a few
+  // seconds' worth of a cause that may still be at work). Early ones do
+  // not: real time passing makes the held ones planned.
   const uint64_t young_excess =
       breaker.young_judged()
-          ? SaturatingSub(counts.young, breaker.young_baseline())
+          ? SaturatingSub(counts.young + breaker.young_in_window(),
+                          breaker.young_baseline())
           : 0;
   return counts.early + young_excess;
 }
@@ -193,6 +198,7 @@ sessiond::v1::ExpiryBreaker OpeningFor(const BreakerJudgement& judgement,
   open.set_window_real_elapsed_ms(judgement.window_real_elapsed_ms);
   open.set_young_baseline(judgement.young_baseline);
   open.set_young_judged(judgement.young_judged);
+  open.set_young_in_window(judgement.window.young);
   return open;
 }
 

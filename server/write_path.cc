@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -270,6 +271,7 @@ void WritePath::Try(std::shared_ptr<Call> call) {
         RetryUnproposed(call);
         return;
       }
+      if (TryAgainLater(call, result)) return;
       Finish(call, MarkRefusals(std::move(result)));
     };
     if (call->command) {
@@ -302,7 +304,28 @@ bool NotAppended(const ApplyResult& result) {
                              .has_value();
 }
 
+// A membership change refused only because the previous one is not applied
+// yet (right after an election, or two sent together): it goes through once
+// that one is, so it is tried again while the deadline leaves room, and the
+// refusal is the answer only after that. (Forwarded answers carry the
+// message, not the payload, so the message decides.)
+bool MembershipChangePending(const ApplyResult& result) {
+  return !result.ok() && absl::IsFailedPrecondition(result.status()) &&
+         absl::StartsWith(result.status().message(),
+                          replication::kConfChangePendingPrefix);
+}
+
 }  // namespace
+
+bool WritePath::TryAgainLater(const std::shared_ptr<Call>& call,
+                              const ApplyResult& result) {
+  if (!MembershipChangePending(result) ||
+      absl::Now() + kNoLeaderRetry >= call->deadline) {
+    return false;
+  }
+  RetryUnproposed(call);
+  return true;
+}
 
 bool WritePath::LeadershipMoved(const ApplyResult& result) {
   return NotAppended(result) && absl::IsUnavailable(result.status());
@@ -383,6 +406,7 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
           return;
         }
         ApplyResult result = ResultFromResponse(rpc->response);
+        if (TryAgainLater(call, result)) return;
         {
           absl::MutexLock lock(&call->mu);
           call->result = result;

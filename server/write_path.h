@@ -175,6 +175,10 @@ class WritePath {
   // again, and tried again shortly (its deadline answers it if no leader
   // takes it by then).
   void RetryUnproposed(const std::shared_ptr<Call>& call);
+  // Retries (true) a membership change refused while the previous one is
+  // not applied, when the deadline leaves room.
+  bool TryAgainLater(const std::shared_ptr<Call>& call,
+                     const replication::ApplyResult& result);
   // Finishes the call with what `decide` makes of the leader's result (if
   // one came) and whether it may have been proposed, called under the
   // call's lock as it is marked finished: such an answer cannot race

@@ -70,6 +70,11 @@ absl::StatusOr<SealedCheckpoint> SealCheckpoint(const std::string& dir) {
   rocksdb::WriteBatch mark;
   mark.Put((*db)->default_cf(), kRestoredBackupKey,
            EncodeFixed64BE(sealed.applied_index.value()));
+  // A node's own note that it was started with --force_new_cluster once
+  // (to refuse the flag left on after members were added back) is not the
+  // backup's: kept, the restore's one forced start took the flag for left
+  // on, and without the flag the restored mark refused it: never startable.
+  mark.Delete((*db)->default_cf(), kForcedNewClusterKey);
   SESSIOND_RETURN_IF_ERROR((*db)->Write(&mark, /*sync=*/true));
 
   std::unique_ptr<rocksdb::Iterator> it(

@@ -26,8 +26,8 @@ struct SealedCheckpoint {
 // (those it holds beyond are not applied in the copy; a node restored from
 // it with --force_new_cluster would otherwise commit them too, uncommitted
 // ones included), marks it restored (kRestoredBackupKey: a node starts on
-// it only with --force_new_cluster), and reads its applied index, term and
-// session count.
+// it only with --force_new_cluster; the node's own mark of an earlier
+// forced start goes), and reads its applied index, term and session count.
 // Unavailable when its log's snapshot is ahead of its state (the node was
 // installing a snapshot: take the backup again); DataLoss on corrupt
 // metadata.

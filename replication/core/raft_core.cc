@@ -1249,7 +1249,7 @@ absl::StatusOr<LogIndex> RaftCore::Impl::ProposeConfChange(
   }
   if (pending_conf_index_ > log_.applied_handed()) {
     return absl::FailedPreconditionError(
-        absl::StrCat("a membership change at ", pending_conf_index_.value(),
+        absl::StrCat(kConfChangePendingPrefix, pending_conf_index_.value(),
                      " is not yet applied"));
   }
   const NodeId node = change.node;

@@ -52,6 +52,11 @@ enum class ConfChangeType : uint8_t {
   kRemoveNode = 2,    // remove a voter or learner
 };
 
+// The start of RaftCore::ProposeConfChange's refusal when the previous
+// change is not applied yet (one at a time; a new leader counts its whole
+// log until it has applied it): the same change goes through once it is.
+inline constexpr char kConfChangePendingPrefix[] = "a membership change at ";
+
 // One-at-a-time membership change (Raft thesis section 4.1).
 struct ConfChange {
   ConfChangeType type = ConfChangeType::kAddLearner;

@@ -1183,6 +1183,38 @@ TEST(ClusterTest, AMemberThatRanThroughAnOutageBringsTheClusterClockAlong) {
       << "cluster times " << times;
 }
 
+// Membership changes go one at a time, and a new leader counts its whole
+// log as a pending change until it applied it. A change sent while another
+// is not applied yet used to be refused (FAILED_PRECONDITION "a membership
+// change at N is not yet applied"), so two sent together, or one sent just
+// after a failover (when operators replace the dead node), failed for no
+// reason the operator could act on. It is now tried again until the
+// previous one is applied, within its deadline.
+TEST(ClusterTest, MembershipChangesSentTogetherAreAppliedOneAfterTheOther) {
+  ClusterOptions options = Options();
+  options.spares = 4;
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  // Learners that never start (they count in no quorum).
+  for (int id : {4, 5, 6, 7}) {
+    ASSERT_TRUE(AddMember(cluster, *leader, id).ok());
+  }
+  // Two removals at once, twice: the second of each pair reaches the
+  // leader while the first is not applied.
+  for (const auto& [first, second] : {std::pair{4, 5}, std::pair{6, 7}}) {
+    grpc::Status first_removed;
+    grpc::Status second_removed;
+    std::thread other(
+        [&] { second_removed = RemoveMember(cluster, *leader, second); });
+    first_removed = RemoveMember(cluster, *leader, first);
+    other.join();
+    EXPECT_TRUE(first_removed.ok()) << first_removed.error_message();
+    EXPECT_TRUE(second_removed.ok()) << second_removed.error_message();
+  }
+}
+
 // A member that was down while another joined comes back to find the
 // newcomer leading. It has not applied the newcomer's AddMember yet, so
 // the leader is a stranger to it: it must still take the leader's appends

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +39,28 @@ bool CanBind(int port) {
   return ok;
 }
 
+// Claims `port` for this process's lifetime among the test processes of
+// this machine: an exclusive flock on a file named for it, held until this
+// process exits (the kernel drops it then, however it ends). A node that
+// releases its port for a while (a restart in place closes its listener
+// for as long as its database's close takes) found it taken by another
+// test process's new node when it bound again. True, without a claim, when
+// the folder cannot be used.
+bool ClaimForThisProcess(int port) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / "sessiond-test-ports";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  const std::string path = (dir / std::to_string(port)).string();
+  const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return true;
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    close(fd);
+    return false;  // another test process holds it
+  }
+  return true;  // fd stays open: the claim lasts as long as this process
+}
+
 }  // namespace
 
 int PickFreePort() {
@@ -49,7 +73,7 @@ int PickFreePort() {
       (getpid() * 7919u + static_cast<uint32_t>(time(nullptr))) % 20000u)};
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const int port = 10000 + static_cast<int>(next.fetch_add(1) % 20000u);
-    if (CanBind(port)) return port;
+    if (ClaimForThisProcess(port) && CanBind(port)) return port;
   }
   return -1;
 }

@@ -208,6 +208,40 @@ TEST(ExpiryBreakerTest, AnOpeningForClusterTimeRunningAheadDoesNotClearItself) {
             0u);
 }
 
+// Review finding: an opening that short-lived sessions built up over the
+// window (a client minting 30 one-second sessions a second, each sweep
+// expiring a second's worth) was judged at the next sweep on the sessions
+// it held alone: a few seconds' worth, far under half the threshold. It
+// cleared itself, the next window called the held ones planned and expired
+// them, and it opened again a minute later: open one second in 67, and
+// nearly every such session expired. The window's young expiries now stay
+// counted while it is open.
+TEST(ExpiryBreakerTest, AnOpeningShortSessionsBuiltUpOverTheWindowStaysOpen) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(/*steady_ms=*/0, kStart, /*live=*/20'000, /*young_baseline=*/0);
+  BreakerJudgement judgement;
+  int64_t opened_steady = 0;
+  for (int64_t second = 1; second < 300 && !judgement.open; ++second) {
+    opened_steady = second * 1000;
+    const int64_t now = kStart + opened_steady;
+    const auto due = Sessions(30, now - 1000, now);
+    judgement = judge.Judge(opened_steady, now, 20'000, due);
+    if (!judgement.open) judge.Count(opened_steady, now, due);
+  }
+  ASSERT_TRUE(judgement.open);
+  EXPECT_EQ(judgement.threshold, 2'000u);
+  const int64_t opened_at = kStart + opened_steady;
+  sessiond::v1::ExpiryBreaker breaker = OpeningFor(judgement, opened_at);
+  breaker.set_open(true);
+  breaker.set_opened_at_ms(opened_at);
+  // The next sweep: two seconds' worth held back.
+  const auto held = Sessions(60, opened_at - 1000, opened_at + 1000);
+  const uint64_t unexpected = judge.UnexpectedWhileOpen(
+      breaker, opened_steady + 1000, opened_steady, opened_at + 1000, held);
+  EXPECT_GT(2 * unexpected, breaker.threshold())
+      << unexpected << " unexpected: it would clear itself";
+}
+
 TEST(ExpiryBreakerTest, CountHeldSessionsCountsExpiredAfterTheFrozenTime) {
   storage::SessionTable table;
   auto add = [&](int i, int64_t expires_at) {
