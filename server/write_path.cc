@@ -81,10 +81,12 @@ struct WritePath::Call {
   // Marks the call as maybe proposed, unless it was answered already: one
   // critical section, so its deadline never answers "never proposed" for a
   // call about to be proposed.
-  bool MarkMaybeProposed() {
+  bool MarkMaybeProposed(
+      const std::shared_ptr<grpc::ClientContext>& forwarding_rpc = nullptr) {
     absl::MutexLock lock(&mu);
     if (finished) return false;
     maybe_proposed = true;
+    if (forwarding_rpc != nullptr) forwarding = forwarding_rpc;
     return true;
   }
   // The leader's answer to a forwarded write, while this node catches up.
@@ -365,13 +367,11 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
     ProposeRequest request;
     ProposeResponse response;
   };
-  if (!call->MarkMaybeProposed()) return;  // its deadline answered it
   auto rpc = std::make_shared<Rpc>();
+  // Marked and recorded together: an AbandonOpenCalls in between answered
+  // the call and found no RPC to cancel, and this one ran to its deadline.
+  if (!call->MarkMaybeProposed(rpc->context)) return;  // already answered
   rpc->context->set_deadline(absl::ToChronoTime(call->deadline));
-  {
-    absl::MutexLock lock(&call->mu);
-    call->forwarding = rpc->context;
-  }
   rpc->request = call->ToRequest();
   rpc->request.set_cluster_id(options_.cluster_id);
   rpc->request.set_cluster_epoch(options_.cluster_epoch);

@@ -203,6 +203,7 @@ void CreateRequestTable::Replace(const std::vector<Record>& records) {
         TokenHashFromBytes(record.token_hash()).value_or(TokenHash{});
     entry.session_id = record.session_id();
     entry.expires_at_ms = record.expires_at_ms();
+    entry.request_digest = record.request_digest();
     EraseLocked(*key);
     by_expiry_.insert(std::make_pair(entry.expires_at_ms, *key));
     by_key_.emplace(*key, std::move(entry));
