@@ -46,6 +46,10 @@ std::string ErrorReason(const absl::Status& status) {
   return info ? info->reason() : std::string();
 }
 
+void SetErrorInfo(const google::rpc::ErrorInfo& info, absl::Status* status) {
+  status->SetPayload(kErrorInfoUrl, absl::Cord(info.SerializeAsString()));
+}
+
 std::optional<absl::Duration> RetryDelay(const absl::Status& status) {
   auto payload = status.GetPayload(kRetryInfoUrl);
   if (!payload) return std::nullopt;

@@ -32,6 +32,10 @@ std::optional<google::rpc::ErrorInfo> ErrorInfoOf(const absl::Status& status);
 // "SESSION_REVOKED", "SESSION_EXPIRED", "USER_SESSION_LIMIT".
 std::string ErrorReason(const absl::Status& status);
 
+// Replaces `status`'s ErrorInfo with `info` (the client's own answer, where
+// the server's last one would mislead).
+void SetErrorInfo(const google::rpc::ErrorInfo& info, absl::Status* status);
+
 // The google.rpc.RetryInfo delay the server suggested; nullopt when none.
 std::optional<absl::Duration> RetryDelay(const absl::Status& status);
 

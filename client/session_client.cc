@@ -80,6 +80,18 @@ ParsedAddress ParseAddress(absl::string_view address) {
   return parsed;
 }
 
+// The longest gRPC waits between two connection attempts of a channel the
+// client made, unless the caller's channel_args say otherwise.
+constexpr absl::Duration kDefaultMaxReconnectBackoff = absl::Seconds(5);
+
+bool HasChannelArg(const grpc::ChannelArguments& args, absl::string_view key) {
+  const grpc_channel_args c_args = args.c_channel_args();
+  for (size_t i = 0; i < c_args.num_args; ++i) {
+    if (key == c_args.args[i].key) return true;
+  }
+  return false;
+}
+
 std::shared_ptr<grpc::Channel> MakeChannel(
     const std::string& address, const SessionClientOptions& options) {
   grpc::ChannelArguments args = options.channel_args;
@@ -95,6 +107,14 @@ std::shared_ptr<grpc::Channel> MakeChannel(
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30 * 1000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10 * 1000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // gRPC's reconnect backoff grows to 120 s by default: a node back from an
+  // outage of a few minutes would stay unused that long (a retried call
+  // reconnects at once anyway: Backoff). Capped unless the caller chose.
+  if (!HasChannelArg(options.channel_args, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS)) {
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                static_cast<int>(
+                    absl::ToInt64Milliseconds(kDefaultMaxReconnectBackoff)));
+  }
   return grpc::CreateCustomChannel(address,
                                    options.credentials != nullptr
                                        ? options.credentials
@@ -317,11 +337,22 @@ absl::Duration SessionClient::Jitter(absl::Duration backoff) {
 void SessionClient::Backoff(absl::Duration delay, absl::Duration at_least,
                             grpc::ChannelInterface& channel) {
   const absl::Time start = absl::Now();
-  if (channel.GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) {
+  const grpc_connectivity_state state =
+      channel.GetState(/*try_to_connect=*/true);
+  if (state == GRPC_CHANNEL_READY) {
     // Connected, yet the server could not answer (no quorum, overloaded):
     // plain backoff.
     absl::SleepFor(delay);
     return;
+  }
+  if (state == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    // Its last connection attempt failed, and gRPC waits out its reconnect
+    // backoff before the next: up to max_reconnect_backoff (120 s unless
+    // set), long after the server is back from an outage. The retry is
+    // paced by this client's own backoff: connect now.
+    if (auto* grpc_channel = dynamic_cast<grpc::Channel*>(&channel)) {
+      grpc::experimental::ChannelResetConnectionBackoff(grpc_channel);
+    }
   }
   // Not connected: wait on the channel instead of sleeping. A blocking client
   // has no thread polling the channel between calls, and calls fail fast
@@ -620,7 +651,9 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
     // did not happen: only of the last attempt, and an earlier one, sent,
     // may have applied (a create retried with its request_id: the caller's
     // own retry, with a new id, would make a second session). The outcome
-    // is unknown: kUnavailable without the not-sent mark.
+    // is unknown: kUnavailable without the not-sent mark, and with the
+    // reason of an unknown outcome, not the last answer's (NOT_PROPOSED,
+    // OVERLOADED: "nothing changed", which a caller would act on).
     absl::Status unknown(absl::StatusCode::kUnavailable,
                          absl::StrCat(status.message(),
                                       " (an earlier attempt was sent and may "
@@ -628,6 +661,10 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
     status.ForEachPayload([&](absl::string_view url, const absl::Cord& value) {
       if (url != kNotSentPayload) unknown.SetPayload(url, value);
     });
+    google::rpc::ErrorInfo outcome_unknown;
+    outcome_unknown.set_reason("NOT_COMMITTED");
+    outcome_unknown.set_domain("sessiond.dev");
+    SetErrorInfo(outcome_unknown, &unknown);
     status = std::move(unknown);
   }
   if (sent > 1 && Retryable(status) && !IsNotSent(status)) {

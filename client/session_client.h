@@ -69,7 +69,9 @@ struct SessionClientOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   // Extra arguments for those channels (reconnect backoff, keepalive, ...).
   // The client adds GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, so no two channels
-  // share a connection.
+  // share a connection, and GRPC_ARG_MAX_RECONNECT_BACKOFF_MS 5000 unless
+  // set here (gRPC's default grows to 120 s). A retried call reconnects at
+  // once whatever the backoff.
   grpc::ChannelArguments channel_args;
   // Coalesce concurrent CreateSession calls into CreateSessions calls (one
   // RPC and one log entry for many sessions). No call waits for a batch to

@@ -88,6 +88,10 @@ absl::StatusOr<std::vector<std::string>> ListBackupFiles(
   std::vector<std::string> files;
   for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end;
        it.increment(ec)) {
+    if (it.depth() == 0 && it->path().filename() == kLostAndFound) {
+      it.disable_recursion_pending();  // root's own, mode 0700
+      continue;
+    }
     if (!it->is_regular_file(ec)) continue;
     const std::string name =
         it->path().lexically_relative(dir).generic_string();

@@ -29,6 +29,10 @@ inline constexpr char kBackupManifestFile[] = "MANIFEST.sessiond.json";
 // Held in the backup folder while a backup writes into it (created
 // exclusively: one writer per folder), removed once the manifest is written.
 inline constexpr char kBackupLockFile[] = ".sessiond-backup.lock";
+// The folder mkfs makes at the root of a file system: a backup folder that
+// is a mount point holds it. It is no part of the backup (never listed,
+// copied or removed), and a folder holding only it counts as empty.
+inline constexpr char kLostAndFound[] = "lost+found";
 inline constexpr int kBackupFormatVersion = 1;
 
 struct BackupManifest {

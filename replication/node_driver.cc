@@ -573,14 +573,18 @@ absl::Duration NodeDriver::QuorumContact(const std::vector<NodeId>& voters) {
 
 void NodeDriver::HeardFromLeader(LogIndex commit, absl::Duration at) {
   status_.last_leader_contact = at;
+  // Commits only grow: a lower one heard later (a snapshot's index, or a
+  // new leader that has not learnt the old one's commit yet) does not
+  // undo what was heard before it.
   if (commit > status_.leader_commit) status_.leader_commit = commit;
+  commit = status_.leader_commit;
   if (status_.applied >= commit) {
     status_.current_as_of = at;
     commits_heard_.clear();
     return;
   }
-  // A later message with a commit no higher (a new leader's) is reached no
-  // later, and says more.
+  // A later message with the same commit is reached no later, and says
+  // more.
   while (!commits_heard_.empty() && commits_heard_.back().first >= commit) {
     commits_heard_.pop_back();
   }
@@ -916,10 +920,13 @@ void NodeDriver::RefreshStatus() {
   status_.lead_transferee = raft.lead_transferee;
   status_.match = std::move(raft.match);
   if (raft.role == Role::kLeader) {
-    status_.last_leader_contact = QuorumContact(status_.conf_state.voters);
-    status_.current_as_of = status_.last_leader_contact;
-    status_.leader_commit = raft.commit;
-    commits_heard_.clear();
+    // A leader hears itself: as of its quorum's last word, everything
+    // committed is at or below its commit index, and, until its term's
+    // first entry commits, at or below that entry. It is current once it
+    // has applied that far, not before (a leader elected while its apply
+    // stage is behind, or whose apply is stuck, is not current).
+    HeardFromLeader(std::max(raft.commit, leader_first_index_),
+                    QuorumContact(status_.conf_state.voters));
   }
   status_.leader_caught_up =
       raft.role == Role::kLeader && status_.applied >= leader_first_index_;

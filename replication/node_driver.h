@@ -143,19 +143,20 @@ struct NodeStatus {
   NodeId lead_transferee;  // 0: no leadership transfer in progress
   // Leader only: each member's matched index.
   std::map<NodeId, LogIndex> match;
-  // The highest commit index heard from a leader (or this node's own commit
-  // while leader), and when a leader was last heard from (Runtime clock;
-  // while leader: when messages of its term from a quorum of voters last
-  // reached it (a message delayed in transit counts when it arrives),
-  // as of the last driver run). Infinite past when never.
+  // The highest commit index heard from a leader (while leader: its own
+  // commit, and at least its term's first entry), and when a leader was
+  // last heard from (Runtime clock; while leader: when the heartbeat that
+  // the last of a quorum of voters answered left, as of the last driver
+  // run). Infinite past when never.
   LogIndex leader_commit;
   absl::Duration last_leader_contact = -absl::InfiniteDuration();
   // The last time (Runtime clock) as of which this node's applied state
   // held everything a leader had committed: a leader's message then said
   // commit C, and this node has applied C. What a read here may miss is
   // what committed since. Behind (receiving a snapshot, or a stuck apply
-  // stage), it stays put while leader messages keep coming. Infinite past
-  // when never; while leader: last_leader_contact.
+  // stage), it stays put while leader messages keep coming; so does a
+  // leader's, whose quorum's word counts as a leader message. Infinite past
+  // when never.
   absl::Duration current_as_of = -absl::InfiniteDuration();
   // True when this node is leader and has applied every entry up to the
   // first entry of its term: reads of the local state machine see every

@@ -7,11 +7,6 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -19,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "sessiond/v1/admin.pb.h"
@@ -236,18 +232,14 @@ absl::StatusOr<AuthConfig> ParseAuthConfig(absl::string_view text,
 }
 
 absl::StatusOr<AuthConfig> LoadAuthConfigFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "role file ", path, ": cannot open: ", std::strerror(errno)));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
+  // A file that cannot be read whole is an error, never an empty or cut
+  // config: that would withdraw every role, or drop the node id lines.
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("role file ", path, ": read error"));
+        absl::StrCat("role file ", text.status().message()));
   }
-  return ParseAuthConfig(text.str(), path);
+  return ParseAuthConfig(*text, path);
 }
 
 absl::Status MethodTable::AddService(
@@ -434,6 +426,34 @@ absl::Status Authorizer::AuthorizeNode(const PresentedCredentials& creds,
     return absl::PermissionDeniedError(
         absl::StrCat("identity \"", caller.identity, "\" is node ", it->second,
                      " and may not send Raft traffic as node ", from));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Authorizer::AuthorizePeerServer(
+    const std::vector<std::string>& certificate_names, uint64_t node) const {
+  PresentedCredentials creds;
+  creds.certificate_names = certificate_names;
+  SESSIOND_ASSIGN_OR_RETURN(Caller server, Authenticate(creds));
+  const RoleSet has = RolesOf(server.identity);
+  if (!has.Has(Role::kPeer)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the server at node ", node, "'s peer address is identity \"",
+        server.identity, "\", which has ",
+        has.empty() ? "no roles" : absl::StrCat("role ", has.ToString(", ")),
+        ", not peer: not a member of this cluster"));
+  }
+  if (config_.node_ids.empty()) return absl::OkStatus();
+  auto it = config_.node_ids.find(server.identity);
+  if (it == config_.node_ids.end() || it->second != node) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the server at node ", node, "'s peer address is identity \"",
+        server.identity, "\", which the role file ties to ",
+        it == config_.node_ids.end() ? std::string("no node id")
+                                     : absl::StrCat("node ", it->second),
+        ", not to node ", node,
+        " (another member's certificate, or a wrong address for node ", node,
+        ")"));
   }
   return absl::OkStatus();
 }

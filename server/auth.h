@@ -221,6 +221,16 @@ class Authorizer {
   absl::Status AuthorizeNode(const PresentedCredentials& creds,
                              uint64_t from) const;
 
+  // For a peer channel this node dials as node `node`'s: the server's
+  // certificate names (verified by the handshake) must make an identity
+  // with role peer, tied to `node` when `node_id` lines are configured, as
+  // that node's own traffic to us must be. PERMISSION_DENIED naming the
+  // identity otherwise (an app certificate, or another member's, serving
+  // at that node's address would receive its appends and snapshots, answer
+  // its Hello and acknowledge its forwarded writes).
+  absl::Status AuthorizePeerServer(
+      const std::vector<std::string>& certificate_names, uint64_t node) const;
+
   const AuthConfig& config() const { return config_; }
   const MethodTable& methods() const { return methods_; }
 

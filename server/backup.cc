@@ -67,6 +67,11 @@ absl::Status BeingWritten(const std::string& dir) {
       "remove that folder, or choose another)"));
 }
 
+absl::Status NotEmpty(const std::string& dir) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "dir: ", dir, " is not empty; a backup goes into a new or empty folder"));
+}
+
 // The backup's claim on its folder: the lock file, created exclusively. A
 // second backup into the folder, from this node or another sharing the
 // file system, finds it and is refused, rather than mixing its files in or
@@ -135,10 +140,12 @@ absl::Status BackupTaker::CheckDir(const std::string& requested) const {
         absl::StrCat("dir: ", dir, " exists and is not a directory"));
   }
   if (fs::exists(fs::path(dir) / kBackupLockFile, ec)) return BeingWritten(dir);
-  if (!fs::is_empty(dir, ec) || ec) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "dir: ", dir,
-        " is not empty; a backup goes into a new or empty folder"));
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().filename() != kLostAndFound) return NotEmpty(dir);
+  }
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("dir: cannot list ", dir, ": ", ec.message()));
   }
   return absl::OkStatus();
 }
@@ -206,7 +213,9 @@ absl::StatusOr<BackupManifest> BackupTaker::TakeChecked(
     } else {
       for (const fs::directory_entry& entry :
            fs::directory_iterator(dir, ignored)) {
-        if (entry.path() != lock) fs::remove_all(entry.path(), ignored);
+        if (entry.path() != lock && entry.path().filename() != kLostAndFound) {
+          fs::remove_all(entry.path(), ignored);
+        }
       }
       fs::remove(lock, ignored);
     }
@@ -214,11 +223,9 @@ absl::StatusOr<BackupManifest> BackupTaker::TakeChecked(
   };
   // Another backup may have finished here between CheckDir and the lock.
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.path() != lock) {
+    if (entry.path() != lock && entry.path().filename() != kLostAndFound) {
       fs::remove(lock, ec);
-      return absl::FailedPreconditionError(absl::StrCat(
-          "dir: ", dir,
-          " is not empty; a backup goes into a new or empty folder"));
+      return NotEmpty(dir);
     }
   }
 

@@ -557,7 +557,7 @@ absl::Status Daemon::Init() {
   for (const auto& [id, address] : *initial) {
     if (id == self.value()) continue;
     hello_stubs[id] = sessiond::v1::internal::RaftPeer::NewStub(
-        NewPeerChannel(address, security_->peer_channels()));
+        NewPeerChannel(address, security_->peer_channels_to(NodeId(id))));
   }
   HelloAll hello_all = [&hello_stubs, self] {
     std::map<uint64_t, absl::StatusOr<sessiond::v1::internal::HelloResponse>>
@@ -595,7 +595,9 @@ absl::Status Daemon::Init() {
   };
   transport_options.snapshots = snapshots_.get();
   transport_options.drop_file = config_.unsafe_peer_drop_file;
-  transport_options.credentials = security_->peer_channels();
+  transport_options.credentials = [security = security_.get()](NodeId peer) {
+    return security->peer_channels_to(peer);
+  };
   transport_ = std::make_unique<PeerTransport>(transport_options);
   for (const auto& [id, address] : *initial) {
     transport_->SetAddress(NodeId(id), address);

@@ -73,8 +73,10 @@ const Row kRows[] = {
     {StatusCode::kFailedPrecondition, "this node belongs to cluster ",
      "WRONG_CLUSTER", kNoRetry},
     // Membership (replication/core/raft_core.cc, server/write_path.cc).
+    // Refused only once the call's deadline left no room to wait for the
+    // previous change: it is applied within a few heartbeats.
     {StatusCode::kFailedPrecondition, "a membership change at ",
-     "MEMBERSHIP_CHANGE_PENDING", kNoRetry},
+     "MEMBERSHIP_CHANGE_PENDING", 200},
     {StatusCode::kFailedPrecondition, " is already a member",
      "ALREADY_A_MEMBER", kNoRetry, /*anywhere=*/true},
     {StatusCode::kFailedPrecondition, " is not a learner", "NOT_A_LEARNER",

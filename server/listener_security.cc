@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "server/tls_credentials.h"
 
 namespace sessiond::server {
 namespace {
@@ -56,8 +55,8 @@ absl::StatusOr<std::unique_ptr<ListenerSecurity>> ListenerSecurity::Build(
   files.require_client_cert = config.tls_client_auth != "optional";
   SESSIOND_ASSIGN_OR_RETURN(security->client_listener_,
                             MakeServerCredentials(files));
-  SESSIOND_ASSIGN_OR_RETURN(security->peer_channels_,
-                            MakeChannelCredentials(files));
+  SESSIOND_ASSIGN_OR_RETURN(security->peer_channel_factory_,
+                            ChannelCredentialsFactory::Create(files));
   security->client_listener_->SetAuthMetadataProcessor(security->processor_);
   security->peer_listener_->SetAuthMetadataProcessor(security->processor_);
   security->description_ = absl::StrCat(
@@ -66,6 +65,22 @@ absl::StatusOr<std::unique_ptr<ListenerSecurity>> ListenerSecurity::Build(
       ", peers mutual TLS, roles from ", config.auth_file,
       ", files re-read every ", config.tls_refresh_s, " s");
   return security;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ListenerSecurity::peer_channels_to(
+    NodeId peer) {
+  if (peer_channel_factory_ == nullptr) return nullptr;
+  absl::MutexLock lock(&peer_channels_mu_);
+  std::shared_ptr<grpc::ChannelCredentials>& creds = peer_channels_[peer];
+  if (creds == nullptr) {
+    creds = peer_channel_factory_->Make(
+        [processor = processor_,
+         peer](const std::vector<std::string>& names) -> absl::Status {
+          return processor->authorizer()->AuthorizePeerServer(names,
+                                                              peer.value());
+        });
+  }
+  return creds;
 }
 
 absl::Status ListenerSecurity::ReloadRoles(const std::string& auth_file) {

@@ -5,13 +5,17 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/strong_types.h"
 #include "server/auth.h"
 #include "server/config.h"
+#include "server/tls_credentials.h"
 
 namespace sessiond::server {
 
@@ -26,7 +30,8 @@ namespace sessiond::server {
 //     AuthProcessor over --auth_file (identities and roles, server/auth.h),
 //     so a call without an identity is UNAUTHENTICATED and one outside its
 //     roles PERMISSION_DENIED before any handler runs.
-// Immutable after Build, but for ReloadRoles; thread-safe.
+// Immutable after Build, but for ReloadRoles and the peer channels' cache;
+// thread-safe.
 class ListenerSecurity {
  public:
   // Checks the TLS files (naming any that is missing or wrong) and parses
@@ -41,10 +46,13 @@ class ListenerSecurity {
   std::shared_ptr<grpc::ServerCredentials> peer_listener() const {
     return peer_listener_;
   }
-  // Null without TLS (plaintext peer channels).
-  std::shared_ptr<grpc::ChannelCredentials> peer_channels() const {
-    return peer_channels_;
-  }
+  // The credentials of a channel to node `peer`'s peer address. Null
+  // without TLS (plaintext). With TLS the server must present a
+  // certificate with role peer, tied to `peer` when the role file has
+  // node_id lines (Authorizer::AuthorizePeerServer, judged by the roles in
+  // force at each handshake). Cached per node.
+  std::shared_ptr<grpc::ChannelCredentials> peer_channels_to(NodeId peer)
+      ABSL_LOCKS_EXCLUDED(peer_channels_mu_);
   // Who made a call (AuthProcessor::CallerOf); null without TLS.
   const AuthProcessor* processor() const { return processor_.get(); }
   // One line for the start-up log.
@@ -60,7 +68,10 @@ class ListenerSecurity {
   std::shared_ptr<AuthProcessor> processor_;  // null without TLS
   std::shared_ptr<grpc::ServerCredentials> client_listener_;
   std::shared_ptr<grpc::ServerCredentials> peer_listener_;
-  std::shared_ptr<grpc::ChannelCredentials> peer_channels_;
+  std::unique_ptr<ChannelCredentialsFactory> peer_channel_factory_;
+  absl::Mutex peer_channels_mu_;
+  std::map<NodeId, std::shared_ptr<grpc::ChannelCredentials>> peer_channels_
+      ABSL_GUARDED_BY(peer_channels_mu_);
   std::string description_;
 };
 

@@ -115,6 +115,11 @@ PeerTransport::PeerTransport(PeerTransportOptions options)
 
 PeerTransport::~PeerTransport() { Stop(); }
 
+std::shared_ptr<grpc::ChannelCredentials> PeerTransport::CredentialsFor(
+    NodeId peer) const {
+  return options_.credentials ? options_.credentials(peer) : nullptr;
+}
+
 void PeerTransport::SetAddress(NodeId id, const std::string& address) {
   if (id == options_.self || id == NodeId(0) || address.empty()) return;
   absl::MutexLock lock(&mu_);
@@ -125,7 +130,7 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     absl::MutexLock peer_lock(&peer->mu);
     if (peer->address == address) return;
     peer->address = address;
-    peer->channel = NewPeerChannel(address, options_.credentials);
+    peer->channel = NewPeerChannel(address, CredentialsFor(id));
     peer->stub = RaftPeer::NewStub(peer->channel);
     peer->address_changed = true;
     peer->cv.SignalAll();
@@ -136,7 +141,7 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
   {
     absl::MutexLock peer_lock(&raw->mu);
     raw->address = address;
-    raw->channel = NewPeerChannel(address, options_.credentials);
+    raw->channel = NewPeerChannel(address, CredentialsFor(id));
     raw->stub = RaftPeer::NewStub(raw->channel);
   }
   raw->sender = std::thread([this, raw] {

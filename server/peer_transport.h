@@ -81,8 +81,11 @@ struct PeerTransportOptions {
   // stream because this node was removed from the cluster
   // (IsRemovedRefusal). Must not block for long.
   std::function<void(NodeId peer)> on_removed_refusal;
-  // The peer channels' TLS (null: plaintext).
-  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // The TLS of the channel to each peer, which checks that the server is
+  // that peer (ListenerSecurity::peer_channels_to). Null, or returning
+  // null: plaintext.
+  std::function<std::shared_ptr<grpc::ChannelCredentials>(NodeId peer)>
+      credentials;
 };
 
 // Why an outgoing message was dropped (Raft retransmits what matters).
@@ -151,6 +154,7 @@ class PeerTransport : public replication::Transport {
   void Stop();
 
  private:
+  std::shared_ptr<grpc::ChannelCredentials> CredentialsFor(NodeId peer) const;
   struct Peer;
 
   void SendLoop(Peer* peer);

@@ -38,8 +38,11 @@ ReadAnswer ReadBarrier::Local() const {
   const absl::Duration now = driver_->Now();
   const absl::Duration since = now - status.last_leader_contact;
   // The leader itself, while a quorum hears it (its last_leader_contact):
-  // cut off, it is deposed elsewhere before it knows.
-  if (status.leader_caught_up && since < options_.fresh_contact) {
+  // cut off, it is deposed elsewhere before it knows. Its leader_commit is
+  // its own commit index (at least its term's first entry): with applies
+  // behind it, it counts its staleness as a follower does.
+  if (status.leader_caught_up && since < options_.fresh_contact &&
+      status.applied >= status.leader_commit) {
     return answer;
   }
   // Since this node last held all a leader had committed, not since it last
@@ -54,7 +57,6 @@ ReadAnswer ReadBarrier::Local() const {
 bool ReadBarrier::Current() const {
   const replication::NodeStatus status = driver_->status();
   const absl::Duration since = driver_->Now() - status.last_leader_contact;
-  if (status.leader_caught_up) return since < options_.fresh_contact;
   return since < options_.fresh_contact && status.applied > LogIndex(0) &&
          status.applied.value() + kCurrentLagEntries >=
              status.leader_commit.value();

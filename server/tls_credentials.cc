@@ -11,13 +11,11 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 
 namespace sessiond::server {
@@ -65,15 +63,12 @@ absl::StatusOr<std::string> ReadWhole(absl::string_view what,
     return absl::InvalidArgumentError(
         absl::StrCat("TLS ", what, " file not given"));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return FileError(what, path,
-                     absl::StrCat("cannot open: ", std::strerror(errno)));
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("TLS ", what, " file ", text.status().message()));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return FileError(what, path, "read error");
-  return text.str();
+  return text;
 }
 
 // Every PEM certificate in `path`, in order; at least one.
@@ -205,28 +200,113 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   return creds;
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
-MakeChannelCredentials(const TlsFiles& files) {
+namespace {
+
+// gRPC's host name check, then `check` on the names of the server's
+// certificate. Synchronous: both only look at the certificate.
+class CheckedServerVerifier final
+    : public grpc::experimental::ExternalCertificateVerifier {
+ public:
+  explicit CheckedServerVerifier(ServerCertificateCheck check)
+      : check_(std::move(check)),
+        host_name_(std::make_shared<
+                   grpc::experimental::HostNameCertificateVerifier>()) {}
+
+  bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)> /*callback*/,
+              grpc::Status* sync_status) override {
+    grpc::Status host_name;
+    if (!host_name_->Verify(
+            request, [](grpc::Status) {}, &host_name)) {
+      // gRPC's host name check never goes asynchronous; if it ever did,
+      // refusing is the safe answer.
+      host_name_->Cancel(request);
+      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                  "the host name check did not finish");
+      return true;
+    }
+    if (!host_name.ok()) {
+      *sync_status = host_name;
+      return true;
+    }
+    std::vector<std::string> names;
+    if (!request->common_name().empty()) {
+      names.emplace_back(request->common_name().data(),
+                         request->common_name().size());
+    }
+    for (const auto& list : {request->dns_names(), request->uri_names(),
+                             request->email_names(), request->ip_names()}) {
+      for (const grpc::string_ref& name : list) {
+        names.emplace_back(name.data(), name.size());
+      }
+    }
+    const absl::Status checked = check_(names);
+    if (!checked.ok()) {
+      logging::Warn(
+          "tls.server_refused",
+          logging::Fields()
+              .Add("target", std::string(request->target_name().data(),
+                                         request->target_name().size()))
+              .Error(checked));
+      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                  std::string(checked.message()));
+      return true;
+    }
+    *sync_status = grpc::Status::OK;
+    return true;
+  }
+
+  void Cancel(grpc::experimental::TlsCustomVerificationCheckRequest*) override {
+  }
+
+ private:
+  const ServerCertificateCheck check_;
+  const std::shared_ptr<grpc::experimental::HostNameCertificateVerifier>
+      host_name_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChannelCredentialsFactory>>
+ChannelCredentialsFactory::Create(const TlsFiles& files) {
   SESSIOND_RETURN_IF_ERROR(CheckTlsFiles(files, /*need_identity=*/false));
   const bool has_identity = !files.cert_file.empty();
-  auto provider = has_identity
-                      ? std::make_shared<
-                            grpc::experimental::FileWatcherCertificateProvider>(
-                            files.key_file, files.cert_file, files.ca_file,
-                            files.refresh_interval_s)
-                      : std::make_shared<
-                            grpc::experimental::FileWatcherCertificateProvider>(
-                            files.ca_file, files.refresh_interval_s);
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider =
+      has_identity ? std::make_shared<
+                         grpc::experimental::FileWatcherCertificateProvider>(
+                         files.key_file, files.cert_file, files.ca_file,
+                         files.refresh_interval_s)
+                   : std::make_shared<
+                         grpc::experimental::FileWatcherCertificateProvider>(
+                         files.ca_file, files.refresh_interval_s);
+  return std::unique_ptr<ChannelCredentialsFactory>(
+      new ChannelCredentialsFactory(std::move(provider), has_identity));
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentialsFactory::Make(
+    ServerCertificateCheck check) const {
   grpc::experimental::TlsChannelCredentialsOptions options;
-  options.set_certificate_provider(provider);
+  options.set_certificate_provider(provider_);
   options.watch_root_certs();
-  if (has_identity) options.watch_identity_key_cert_pairs();
+  if (has_identity_) options.watch_identity_key_cert_pairs();
   options.set_verify_server_certs(true);
-  // The server's certificate must name the host dialled.
-  options.set_certificate_verifier(
-      std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
-  std::shared_ptr<grpc::ChannelCredentials> creds =
-      grpc::experimental::TlsCredentials(options);
+  // The server's certificate must name the host dialled (and pass `check`).
+  if (check == nullptr) {
+    options.set_certificate_verifier(
+        std::make_shared<grpc::experimental::HostNameCertificateVerifier>());
+  } else {
+    options.set_certificate_verifier(
+        grpc::experimental::ExternalCertificateVerifier::Create<
+            CheckedServerVerifier>(std::move(check)));
+  }
+  return grpc::experimental::TlsCredentials(options);
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
+MakeChannelCredentials(const TlsFiles& files) {
+  SESSIOND_ASSIGN_OR_RETURN(std::unique_ptr<ChannelCredentialsFactory> factory,
+                            ChannelCredentialsFactory::Create(files));
+  std::shared_ptr<grpc::ChannelCredentials> creds = factory->Make(nullptr);
   if (creds == nullptr) {
     return absl::InternalError("gRPC refused the TLS channel options");
   }

@@ -4,9 +4,13 @@
 
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -81,6 +85,37 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
 // presented as the client certificate.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>>
 MakeChannelCredentials(const TlsFiles& files);
+
+// A check of a server's certificate after the handshake verified its chain
+// and host name: its names (subject CN first, then the DNS, URI, email and
+// IP SANs). An error fails the handshake (the channel does not connect).
+using ServerCertificateCheck =
+    std::function<absl::Status(const std::vector<std::string>& names)>;
+
+// Channel credentials as MakeChannelCredentials's, for several channels
+// whose servers are each checked their own way (a peer channel checks the
+// node it dials), all sharing one certificate provider and so one watcher
+// thread. Thread-safe.
+class ChannelCredentialsFactory {
+ public:
+  // CheckTlsFiles first.
+  static absl::StatusOr<std::unique_ptr<ChannelCredentialsFactory>> Create(
+      const TlsFiles& files);
+  // `check` runs after gRPC's own checks; null: none.
+  std::shared_ptr<grpc::ChannelCredentials> Make(
+      ServerCertificateCheck check) const;
+
+ private:
+  ChannelCredentialsFactory(
+      std::shared_ptr<grpc::experimental::CertificateProviderInterface>
+          provider,
+      bool has_identity)
+      : provider_(std::move(provider)), has_identity_(has_identity) {}
+
+  const std::shared_ptr<grpc::experimental::CertificateProviderInterface>
+      provider_;
+  const bool has_identity_;
+};
 
 }  // namespace sessiond::server
 

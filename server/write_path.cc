@@ -580,7 +580,8 @@ absl::Status WritePath::CheckTransferTarget(NodeId target) const {
     return absl::FailedPreconditionError(absl::StrCat(
         "node ", target.value(),
         " is not reachable from the leader; start it, or choose another "
-        "voter (node_id 0: the most caught-up one)"));
+        "voter (node_id 0, or 'any' in sessionctl: the most caught-up "
+        "one)"));
   }
   return absl::OkStatus();
 }

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <optional>
 #include <sstream>
@@ -20,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "common/backup_manifest.h"
 #include "common/fault_point.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "sessiond/v1/admin.pb.h"
@@ -254,14 +254,6 @@ std::string ManifestText(const BackupManifest& m, const std::string& dir) {
   return t.Render();
 }
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 }  // namespace
 
 absl::Status TakeBackup(Connection& cluster, const Output& out,
@@ -343,7 +335,7 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
   std::error_code ec;
   const std::string manifest_path =
       (fs::path(backup_dir) / kBackupManifestFile).string();
-  absl::StatusOr<std::string> text = ReadSmallFile(manifest_path);
+  absl::StatusOr<std::string> text = ReadWholeFile(manifest_path);
   if (!text.ok()) {
     // Told apart: a backup that never finished (its node died or the disk
     // filled mid-way) holds its lock and no manifest, and a manifest that
@@ -355,9 +347,8 @@ absl::Status RestoreFrom(const Output& out, const std::string& backup_dir,
                                      " and no manifest): use another backup"));
     }
     if (fs::exists(manifest_path, ec)) {
-      return UsageError(absl::StrCat("restore-from: cannot read ",
-                                     manifest_path, ": ",
-                                     text.status().message()));
+      return UsageError(
+          absl::StrCat("restore-from: ", text.status().message()));
     }
     return UsageError(absl::StrCat("restore-from: ", backup_dir,
                                    " is not a sessiond backup (no ",

@@ -624,24 +624,19 @@ TEST(ClientUnavailableTest, NonIdempotentCallsAreNeverSentOverADeadChannel) {
   EXPECT_EQ(client->stats().attempts, 5u);
 }
 
-// A Validate started while the server is down succeeds once it comes up,
-// because the client retries it.
-TEST(ClientRetryTest, ValidateRetriesUntilTheServerStarts) {
+// Validates through a channel with `args` while no server listens, and
+// starts one once the first attempt has failed: the call retries.
+void ValidateAcrossAServerStart(const grpc::ChannelArguments& args,
+                                absl::Duration call_timeout) {
   // Not an ephemeral port (ClosedPort): until the server binds it, an
   // outgoing connection could be given it as its source port.
   const int port = ::sessiond::testing::PickFreePort();
   const std::string target = absl::StrCat("127.0.0.1:", port);
-  grpc::ChannelArguments args;
-  // Reconnect quickly so the retries, not gRPC's own 1 s reconnect backoff,
-  // decide when the call gets through.
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
   SessionClientOptions options;
   options.max_attempts = 60;
   options.initial_backoff = absl::Milliseconds(50);
   options.max_backoff = absl::Milliseconds(250);
-  options.call_timeout = absl::Seconds(60);
+  options.call_timeout = call_timeout;
   SessionClient client(grpc::CreateCustomChannel(
                            target, grpc::InsecureChannelCredentials(), args),
                        options);
@@ -659,6 +654,29 @@ TEST(ClientRetryTest, ValidateRetriesUntilTheServerStarts) {
   ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::UNKNOWN);
   EXPECT_GE(client.stats().retries, 1u);
+}
+
+// A Validate started while the server is down succeeds once it comes up,
+// because the client retries it.
+TEST(ClientRetryTest, ValidateRetriesUntilTheServerStarts) {
+  grpc::ChannelArguments args;
+  // Reconnect quickly so the retries, not gRPC's own 1 s reconnect backoff,
+  // decide when the call gets through.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  ValidateAcrossAServerStart(args, absl::Seconds(60));
+}
+
+// The same through a channel whose reconnect backoff has grown to a minute
+// (gRPC's grows to 120 s by default over an outage): a retry connects at
+// once. It waited out gRPC's backoff, so a client stayed down for minutes
+// after the cluster came back.
+TEST(ClientRetryTest, ARetryConnectsAtOnceWhateverGrpcsReconnectBackoff) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 60 * 1000);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 60 * 1000);
+  ValidateAcrossAServerStart(args, absl::Seconds(30));
 }
 
 // sessiond-bench runs end to end and reports a throughput line.
@@ -1223,6 +1241,7 @@ TEST(ClientFakeServerTest, NotSentOnlyWhenNoAttemptMayHaveApplied) {
   EXPECT_FALSE(IsNotSent(failed)) << failed;
   EXPECT_TRUE(absl::StrContains(failed.message(), "may have applied"))
       << failed;
+  EXPECT_EQ(ErrorReason(failed), "NOT_COMMITTED") << failed;
   const std::vector<std::string> ids = server.service().request_ids();
   ASSERT_GT(ids.size(), 1u);
   for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
@@ -1247,6 +1266,8 @@ TEST(ClientFakeServerTest, ARefusalUnderLoadAfterAnAttemptThatMayHaveApplied) {
   EXPECT_FALSE(IsNotSent(failed)) << failed;
   EXPECT_TRUE(absl::StrContains(failed.message(), "may have applied"))
       << failed;
+  // Nor does its reason say "nothing was created" (OVERLOADED).
+  EXPECT_EQ(ErrorReason(failed), "NOT_COMMITTED") << failed;
   EXPECT_GT(server.service().calls("CreateSession"), 1);
   // A read applies nothing: the same answers leave its code as it came.
   server.service().Push(Fail(grpc::StatusCode::UNAVAILABLE));

@@ -185,6 +185,17 @@ ConfState ThreeVoters() {
   return conf;
 }
 
+// Adds entries `first`..`last` of term 1 ("entry I") to an append.
+void AddEntries(Message* append, uint64_t first, uint64_t last) {
+  for (uint64_t i = first; i <= last; ++i) {
+    Entry e;
+    e.term = Term(1);
+    e.index = LogIndex(i);
+    e.data = absl::StrCat("entry ", i);
+    append->entries.push_back(e);
+  }
+}
+
 // A state machine whose writes fail, as on a full disk, after the first
 // Apply it is asked for: it retries (blocks) until StopRetryingWrites, then
 // returns the write's error, as storage::SessionStateMachine does.
@@ -864,6 +875,38 @@ class ManualDriverTest : public ::testing::Test {
     if (driver_ != nullptr) driver_->Stop();
   }
 
+  // Runs every stage until idle, but the apply stage while hold_apply_.
+  void Run() {
+    if (hold_apply_) {
+      runtime_.RunUntilIdleExcept(Stage::kApply);
+    } else {
+      runtime_.RunUntilIdle();
+    }
+  }
+  // Runs `ticks` ticks; the last heartbeat to `to` they sent, if any, and
+  // when it left.
+  std::pair<std::optional<Message>, absl::Duration> HeartbeatAfter(int ticks,
+                                                                   NodeId to) {
+    runtime_.AdvanceTicks(ticks, absl::FromChrono(options_.tick_interval));
+    Run();
+    std::optional<Message> last;
+    for (Message& m : transport_.Take()) {
+      if (m.type == MessageType::kHeartbeat && m.to == to) last = m;
+    }
+    return {last, runtime_.Elapsed()};
+  }
+  // The heartbeat's addressee answers it (echoing its context: its tick).
+  void AnswerHeartbeat(const Message& heartbeat) {
+    Message ack;
+    ack.type = MessageType::kHeartbeatResponse;
+    ack.from = heartbeat.to;
+    ack.to = heartbeat.from;
+    ack.term = heartbeat.term;
+    ack.context = heartbeat.context;
+    driver_->Deliver({ack});
+    Run();
+  }
+
   ConfState conf_ = ThreeVoters();
   NodeDriverOptions options_ = ManualOptions();
   std::optional<MemoryLogStore> log_;
@@ -871,6 +914,7 @@ class ManualDriverTest : public ::testing::Test {
   RecordingTransport transport_;
   ManualRuntime runtime_;
   std::unique_ptr<NodeDriver> driver_;
+  bool hold_apply_ = false;
 };
 
 // `follower` answers a heartbeat of the leader's term (matching nothing
@@ -903,31 +947,17 @@ std::vector<NodeId> TimeoutNowTargets(const std::vector<Message>& sent) {
 TEST_F(ManualDriverTest, ALeaderIsCurrentAsOfItsQuorumsLastWord) {
   NodeDriver& driver = Start();
   const absl::Duration tick = absl::FromChrono(options_.tick_interval);
-  // Runs `ticks` ticks; the last heartbeat to `to` they sent, if any, and
-  // when it left.
   auto heartbeat_after = [&](int ticks, NodeId to) {
-    runtime_.AdvanceTicks(ticks, tick);
-    runtime_.RunUntilIdle();
-    std::optional<Message> last;
-    for (Message& m : transport_.Take()) {
-      if (m.type == MessageType::kHeartbeat && m.to == to) last = m;
-    }
-    return std::make_pair(last, runtime_.Elapsed());
+    return HeartbeatAfter(ticks, to);
   };
-  auto answer = [&](const Message& heartbeat) {
-    Message ack;
-    ack.type = MessageType::kHeartbeatResponse;
-    ack.from = heartbeat.to;
-    ack.to = heartbeat.from;
-    ack.term = heartbeat.term;
-    ack.context = heartbeat.context;
-    driver.Deliver({ack});
-    runtime_.RunUntilIdle();
-  };
+  auto answer = [&](const Message& heartbeat) { AnswerHeartbeat(heartbeat); };
 
   WinElection(&runtime_, &driver, options_, NodeId(2));
   const absl::Duration won = runtime_.Elapsed();
+  // Its term's first entry commits and applies: current from then on.
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
   EXPECT_EQ(driver.status().last_leader_contact, won) << "the votes";
+  EXPECT_EQ(driver.status().current_as_of, won);
   auto [to3, sent] = heartbeat_after(options_.raft.heartbeat_ticks, NodeId(3));
   ASSERT_TRUE(to3.has_value()) << "no heartbeat to node 3";
   ASSERT_GT(sent, won);
@@ -956,6 +986,51 @@ TEST_F(ManualDriverTest, ALeaderIsCurrentAsOfItsQuorumsLastWord) {
   ASSERT_TRUE(to2.has_value()) << "no heartbeat to node 2";
   answer(*to2);
   EXPECT_EQ(driver.status().last_leader_contact, sent_to2);
+}
+
+// A leader whose apply stage is behind its commit index is current as of
+// when it last held all it had committed, not as of its quorum's last word
+// (it reported itself current while committed touches waited unapplied,
+// and reads judged idle timeouts at the present on a table that lacked
+// them). The same holds for a leader elected while its applies lag.
+TEST_F(ManualDriverTest, ALeaderBehindItsCommitIsCurrentAsOfWhatItApplied) {
+  NodeDriver& driver = Start();
+  WinElection(&runtime_, &driver, options_, NodeId(2));
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
+  ASSERT_TRUE(driver.status().leader_caught_up);
+  auto [first, caught_up_at] =
+      HeartbeatAfter(options_.raft.heartbeat_ticks, NodeId(2));
+  ASSERT_TRUE(first.has_value()) << "no heartbeat to node 2";
+  AnswerHeartbeat(*first);
+  ASSERT_EQ(driver.status().current_as_of, caught_up_at);
+
+  hold_apply_ = true;
+  driver.Propose("waits in the apply stage", [](ApplyResult) {});
+  Run();
+  Message ack;
+  ack.type = MessageType::kAppendResponse;
+  ack.from = NodeId(2);
+  ack.to = NodeId(1);
+  ack.term = driver.status().term;
+  ack.index = driver.status().last_index;
+  driver.Deliver({ack});
+  Run();
+  ASSERT_GT(driver.status().commit, driver.status().applied);
+
+  auto [later, later_sent] =
+      HeartbeatAfter(3 * options_.raft.heartbeat_ticks, NodeId(2));
+  ASSERT_TRUE(later.has_value()) << "no heartbeat to node 2";
+  AnswerHeartbeat(*later);
+  NodeStatus status = driver.status();
+  EXPECT_EQ(status.last_leader_contact, later_sent);
+  EXPECT_EQ(status.current_as_of, caught_up_at);
+  EXPECT_GT(status.leader_commit, status.applied);
+
+  hold_apply_ = false;
+  Run();
+  status = driver.status();
+  ASSERT_EQ(status.applied, status.commit);
+  EXPECT_EQ(status.current_as_of, later_sent);
 }
 
 // Regression (found by the simulation on its first run of this driver): a
@@ -1248,41 +1323,51 @@ TEST(NodeDriverTest, ASnapshotSupersededBeforeItsApplyIsSkipped) {
   EXPECT_EQ((*driver)->status().applied, LogIndex(21));
 }
 
+// A follower (node 1) on a ManualRuntime whose state machine installs
+// snapshots; the test plays its leaders.
+class FollowerDriverTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto driver =
+        NodeDriver::StartOn(options_, &log_, &sm_, &transport_, &runtime_);
+    ASSERT_TRUE(driver.ok()) << driver.status();
+    driver_ = *std::move(driver);
+  }
+  // A message of `type` from `leader` in `term`.
+  static Message From(NodeId leader, Term term, MessageType type) {
+    Message m;
+    m.type = type;
+    m.from = leader;
+    m.to = NodeId(1);
+    m.term = term;
+    return m;
+  }
+
+  MemoryLogStore log_{ThreeVoters()};
+  SnapshotRecordingStateMachine sm_{&log_};
+  RecordingTransport transport_;
+  ManualRuntime runtime_;
+  const NodeDriverOptions options_ = ManualOptions();
+  std::unique_ptr<NodeDriver> driver_;
+};
+
 // A follower behind its leader (here: waiting for a snapshot) hears from it
 // all along: its staleness counts from when it last held what the leader
 // had committed, not from the last message. (Counted from the message, a
 // node catching up after a partition called its old table fresh, and
 // judged idle timeouts on it at the present: users active elsewhere
 // meanwhile read EXPIRED there.)
-TEST(NodeDriverTest, AFollowerBehindIsCurrentAsOfWhatItApplied) {
-  MemoryLogStore log(ThreeVoters());
-  SnapshotRecordingStateMachine sm(&log);
-  RecordingTransport transport;
-  ManualRuntime runtime;
-  const NodeDriverOptions options = ManualOptions();
-  auto driver = NodeDriver::StartOn(options, &log, &sm, &transport, &runtime);
-  ASSERT_TRUE(driver.ok()) << driver.status();
+TEST_F(FollowerDriverTest, AFollowerBehindIsCurrentAsOfWhatItApplied) {
   auto from_leader = [](MessageType type) {
-    Message m;
-    m.type = type;
-    m.from = NodeId(2);
-    m.to = NodeId(1);
-    m.term = Term(1);
-    return m;
+    return From(NodeId(2), Term(1), type);
   };
   Message append = from_leader(MessageType::kAppend);
-  for (uint64_t i = 1; i <= 3; ++i) {
-    Entry e;
-    e.term = Term(1);
-    e.index = LogIndex(i);
-    e.data = absl::StrCat("entry ", i);
-    append.entries.push_back(e);
-  }
+  AddEntries(&append, 1, 3);
   append.commit = LogIndex(3);
-  (*driver)->Deliver({append});
-  runtime.RunUntilIdle();
-  const absl::Duration caught_up_at = runtime.Elapsed();
-  NodeStatus status = (*driver)->status();
+  driver_->Deliver({append});
+  runtime_.RunUntilIdle();
+  const absl::Duration caught_up_at = runtime_.Elapsed();
+  NodeStatus status = driver_->status();
   ASSERT_EQ(status.applied, LogIndex(3));
   EXPECT_EQ(status.current_as_of, caught_up_at);
 
@@ -1290,32 +1375,82 @@ TEST(NodeDriverTest, AFollowerBehindIsCurrentAsOfWhatItApplied) {
   // heartbeats (commit capped at 3, what this node holds), then a snapshot.
   absl::Duration last_heartbeat;
   for (int i = 0; i < 4; ++i) {
-    runtime.AdvanceTicks(2, absl::FromChrono(options.tick_interval));
+    runtime_.AdvanceTicks(2, absl::FromChrono(options_.tick_interval));
     Message heartbeat = from_leader(MessageType::kHeartbeat);
     heartbeat.commit = LogIndex(3);
     heartbeat.leader_commit = LogIndex(100);
-    (*driver)->Deliver({heartbeat});
-    runtime.RunUntilIdle();
-    last_heartbeat = runtime.Elapsed();
+    driver_->Deliver({heartbeat});
+    runtime_.RunUntilIdle();
+    last_heartbeat = runtime_.Elapsed();
   }
   ASSERT_GT(last_heartbeat, caught_up_at);
-  status = (*driver)->status();
+  status = driver_->status();
   EXPECT_EQ(status.last_leader_contact, last_heartbeat);
   EXPECT_EQ(status.leader_commit, LogIndex(100));
   EXPECT_EQ(status.current_as_of, caught_up_at);
 
-  runtime.AdvanceTicks(2, absl::FromChrono(options.tick_interval));
+  runtime_.AdvanceTicks(2, absl::FromChrono(options_.tick_interval));
   Message snapshot = from_leader(MessageType::kSnapshot);
   Snapshot image;
   image.meta.index = LogIndex(100);
   image.meta.term = Term(1);
   image.meta.conf_state = ThreeVoters();
   snapshot.snapshot = image;
-  (*driver)->Deliver({snapshot});
-  runtime.RunUntilIdle();
-  status = (*driver)->status();
+  driver_->Deliver({snapshot});
+  runtime_.RunUntilIdle();
+  status = driver_->status();
   ASSERT_EQ(status.applied, LogIndex(100));
-  EXPECT_EQ(status.current_as_of, runtime.Elapsed());
+  EXPECT_EQ(status.current_as_of, runtime_.Elapsed());
+}
+
+// Commits only grow. A lower commit heard after a higher one (a snapshot's
+// index below what the leader had committed, or a new leader that has not
+// learnt its predecessor's commit yet) made this node current as of that
+// later message once it reached the lower index, though it still lacked
+// entries committed before it.
+TEST_F(FollowerDriverTest, ALowerCommitHeardLaterDoesNotMakeAFollowerCurrent) {
+  // Delivers `m` a tick after the last message; the status then.
+  auto deliver = [&](const Message& m) {
+    runtime_.AdvanceTicks(2, absl::FromChrono(options_.tick_interval));
+    driver_->Deliver({m});
+    runtime_.RunUntilIdle();
+    return driver_->status();
+  };
+  Message heartbeat = From(NodeId(2), Term(1), MessageType::kHeartbeat);
+  heartbeat.leader_commit = LogIndex(100);
+  ASSERT_EQ(deliver(heartbeat).leader_commit, LogIndex(100));
+  const absl::Duration heard_100_at = runtime_.Elapsed();
+
+  // Node 2 sends a snapshot taken at 90, below its commit.
+  Message snapshot = From(NodeId(2), Term(1), MessageType::kSnapshot);
+  Snapshot image;
+  image.meta.index = LogIndex(90);
+  image.meta.term = Term(1);
+  image.meta.conf_state = ThreeVoters();
+  snapshot.snapshot = image;
+  NodeStatus status = deliver(snapshot);
+  ASSERT_EQ(status.applied, LogIndex(90));
+  EXPECT_EQ(status.leader_commit, LogIndex(100));
+  EXPECT_LT(status.current_as_of, heard_100_at);
+
+  // Node 3 leads term 2 and knows only 90 committed so far.
+  Message new_leader = From(NodeId(3), Term(2), MessageType::kHeartbeat);
+  new_leader.commit = LogIndex(90);
+  new_leader.leader_commit = LogIndex(90);
+  status = deliver(new_leader);
+  ASSERT_EQ(status.leader, NodeId(3));
+  EXPECT_EQ(status.leader_commit, LogIndex(100));
+  EXPECT_LT(status.current_as_of, heard_100_at);
+
+  // Entries 91 to 100 arrive: current as of then.
+  Message append = From(NodeId(3), Term(2), MessageType::kAppend);
+  append.index = LogIndex(90);
+  append.log_term = Term(1);
+  AddEntries(&append, 91, 100);
+  append.commit = LogIndex(100);
+  status = deliver(append);
+  ASSERT_EQ(status.applied, LogIndex(100));
+  EXPECT_EQ(status.current_as_of, runtime_.Elapsed());
 }
 
 // A read that fails at once (no leader known: an election) is answered on

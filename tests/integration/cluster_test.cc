@@ -491,29 +491,36 @@ TEST(ClusterTest, LinearizableReadsNeverSeeARevokedSessionValid) {
   }
 }
 
-// `peer_address`: where it runs (empty: the harness's address for `id`).
-grpc::Status AddMember(ClusterHarness& cluster, int via, int id,
-                       const std::string& peer_address = "") {
+// Calls AdminService `method` on node `via` with a 10 s deadline.
+template <typename Request, typename Response>
+grpc::Status CallAdmin(ClusterHarness& cluster, int via,
+                       grpc::Status (sessiond::v1::AdminService::Stub::*method)(
+                           grpc::ClientContext*, const Request&, Response*),
+                       const Request& request) {
   auto admin = cluster.Admin(via);
   grpc::ClientContext context;
   SetDeadline(&context, absl::Seconds(10));
+  Response response;
+  return ((*admin).*method)(&context, request, &response);
+}
+
+// `peer_address`: where it runs (empty: the harness's address for `id`).
+grpc::Status AddMember(ClusterHarness& cluster, int via, int id,
+                       const std::string& peer_address = "") {
   sessiond::v1::AddMemberRequest request;
   request.set_node_id(id);
   request.set_peer_address(peer_address.empty() ? cluster.peer_address(id)
                                                 : peer_address);
   request.set_client_address(cluster.client_address(id));
-  sessiond::v1::AddMemberResponse response;
-  return admin->AddMember(&context, request, &response);
+  return CallAdmin(cluster, via, &sessiond::v1::AdminService::Stub::AddMember,
+                   request);
 }
 
 grpc::Status RemoveMember(ClusterHarness& cluster, int via, int id) {
-  auto admin = cluster.Admin(via);
-  grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
   sessiond::v1::RemoveMemberRequest request;
   request.set_node_id(id);
-  sessiond::v1::RemoveMemberResponse response;
-  return admin->RemoveMember(&context, request, &response);
+  return CallAdmin(cluster, via,
+                   &sessiond::v1::AdminService::Stub::RemoveMember, request);
 }
 
 // Whether node `via` lists member `id` unreachable within 10 s.
@@ -534,23 +541,18 @@ bool WaitUntilUnreachable(ClusterHarness& cluster, int via, int id) {
 }
 
 grpc::Status TransferLeadership(ClusterHarness& cluster, int via, int to) {
-  auto admin = cluster.Admin(via);
-  grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
   sessiond::v1::TransferLeadershipRequest request;
   request.set_node_id(to);
-  sessiond::v1::TransferLeadershipResponse response;
-  return admin->TransferLeadership(&context, request, &response);
+  return CallAdmin(cluster, via,
+                   &sessiond::v1::AdminService::Stub::TransferLeadership,
+                   request);
 }
 
 grpc::Status PromoteMember(ClusterHarness& cluster, int via, int id) {
-  auto admin = cluster.Admin(via);
-  grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
   sessiond::v1::PromoteMemberRequest request;
   request.set_node_id(id);
-  sessiond::v1::PromoteMemberResponse response;
-  return admin->PromoteMember(&context, request, &response);
+  return CallAdmin(cluster, via,
+                   &sessiond::v1::AdminService::Stub::PromoteMember, request);
 }
 
 // Promotes a learner, retrying while it catches up (bounded).

@@ -430,5 +430,17 @@ TEST(AuthTest, ConfigFileIsReadOrNamedInTheError) {
   EXPECT_THAT(bad.status().message(), HasSubstr(path + ":2: unknown role"));
 }
 
+// A role file that cannot be read whole is an error. A directory read as
+// an empty file: a valid config with no roles, so a reload (SIGHUP)
+// withdrew every role instead of keeping those in force.
+TEST(AuthTest, ADirectoryIsNotAnEmptyRoleFile) {
+  testing::ScopedTempDir dir;
+  absl::StatusOr<AuthConfig> config = LoadAuthConfigFile(dir.path());
+  ASSERT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument)
+      << config.status();
+  EXPECT_THAT(config.status().message(), HasSubstr(dir.path()));
+  EXPECT_THAT(config.status().message(), HasSubstr("is a directory"));
+}
+
 }  // namespace
 }  // namespace sessiond::server

@@ -78,7 +78,7 @@ const std::vector<Known>& KnownMessages() {
        "RETENTION_ENDED", false},
       {StatusCode::kFailedPrecondition,
        "a membership change at 12 is not yet applied",
-       "MEMBERSHIP_CHANGE_PENDING", false},
+       "MEMBERSHIP_CHANGE_PENDING", true},
       {StatusCode::kFailedPrecondition, "node 4 is already a member",
        "ALREADY_A_MEMBER", false},
       {StatusCode::kFailedPrecondition,

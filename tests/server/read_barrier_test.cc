@@ -149,6 +149,20 @@ TEST_F(HeldApplyTest, ALinearizableReadHeldPastItsDeadlineIsUnavailable) {
       << read->answer.status;
 }
 
+// A LOCAL read on a leader whose applies are behind its commit is stale,
+// by at least the time since it last held all it had committed (it was
+// answered fresh, staleness 0, while committed writes waited unapplied).
+TEST_F(HeldApplyTest, ALocalReadOnALeaderBehindItsCommitIsStale) {
+  const absl::Duration held_for = absl::Milliseconds(200);
+  absl::SleepFor(held_for);
+  std::shared_ptr<Read> read =
+      StartRead(sessiond::v1::LOCAL, absl::Seconds(30));
+  ASSERT_TRUE(read->done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(read->answer.status.ok()) << read->answer.status;
+  EXPECT_TRUE(read->answer.stale);
+  EXPECT_GE(read->answer.staleness_ms, absl::ToInt64Milliseconds(held_for));
+}
+
 // The default level waits for a leader it knows as LINEARIZABLE does, up
 // to its linearizable_timeout (5 s here): the driver's wait for the apply
 // ended at its read timeout (200 ms), and the read fell back at once,

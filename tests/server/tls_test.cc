@@ -37,6 +37,7 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/daemon.h"
+#include "server/listener_security.h"
 #include "server/peer_service.h"
 #include "server/peer_transport.h"
 #include "server/raft_wire.h"
@@ -459,6 +460,42 @@ TEST_F(TlsTest, BearerTokenIdentifiesTheCaller) {
 }
 
 // The server's certificate renewed on disk is served without a restart.
+// A node dials each peer as who it is: the server at a peer's address must
+// present a certificate with role peer, tied to that node when the role
+// file has node_id lines. It only checked the CA and the host name, so any
+// member's certificate (every dev-ca node certificate names 127.0.0.1)
+// could serve at another member's address: receive its appends and
+// snapshots, answer its Hello and acknowledge the writes it forwards.
+TEST_F(TlsTest, APeerChannelChecksWhoServesAtThePeersAddress) {
+  TlsServer server(ServerFiles(/*require_client_cert=*/true), authorizer_);
+  ASSERT_TRUE(server.ok());
+  const std::string roles = dir_.Child("peer-roles.conf");
+  absl::StatusOr<std::unique_ptr<ListenerSecurity>> security =
+      ListenerSecurity::Build(
+          NodeConfig(roles, "node-1 = peer\nnode_id = 1 node-1\n"));
+  ASSERT_TRUE(security.ok()) << security.status();
+  auto dial_as = [&](uint64_t node) {
+    return Validate(
+        Dial(server.address(), (*security)->peer_channels_to(NodeId(node))));
+  };
+  // Dialled as node 1's address, the handshake passes: the server answers
+  // (node-1 has no app role there).
+  const grpc::Status as_node1 = dial_as(1);
+  EXPECT_EQ(as_node1.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << as_node1.error_message();
+  // As node 2's: node-1's certificate is refused at the handshake.
+  const grpc::Status as_node2 = dial_as(2);
+  EXPECT_EQ(as_node2.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << as_node2.error_message();
+  // Roles reloaded without node-1's peer role: refused as node 1 too, by
+  // the roles in force at the handshake.
+  std::ofstream(roles) << "node-1 = admin\n";
+  ASSERT_TRUE((*security)->ReloadRoles(roles).ok());
+  const grpc::Status no_peer_role = dial_as(1);
+  EXPECT_EQ(no_peer_role.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << no_peer_role.error_message();
+}
+
 TEST_F(TlsTest, RotatedServerCertificateIsPickedUp) {
   const std::string live = dir_.Child("live");
   ASSERT_EQ(mkdir(live.c_str(), 0700), 0);

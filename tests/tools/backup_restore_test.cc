@@ -345,9 +345,14 @@ TEST(BackupRestoreTest, ABackupKeepsItsFolderAndOneBeingWrittenIsRefused) {
   std::string token;
   ASSERT_TRUE(CreateOne(*cluster.Stub(1), "ursula", &token).ok());
 
+  // An empty file system's root, as mounted for backups: it holds mkfs's
+  // lost+found (refused as "not empty" before), no part of the backup.
   const std::string prepared = scratch.path() + "/prepared";
   ASSERT_TRUE(std::filesystem::create_directory(prepared));
   std::filesystem::permissions(prepared, std::filesystem::perms::owner_all);
+  ASSERT_TRUE(std::filesystem::create_directory(prepared + "/lost+found"));
+  std::filesystem::permissions(prepared + "/lost+found",
+                               std::filesystem::perms::owner_all);
   struct stat before {};
   ASSERT_EQ(stat(prepared.c_str(), &before), 0);
   const Result backup = RunCtl(
@@ -393,6 +398,9 @@ TEST(BackupRestoreTest, ABackupKeepsItsFolderAndOneBeingWrittenIsRefused) {
       scratch.path(), absl::StrCat("restore-from ", prepared, " --data-dir ",
                                    scratch.path(), "/new/parents/restored"));
   EXPECT_EQ(restored.exit_code, 0) << Describe(restored);
+  EXPECT_TRUE(std::filesystem::exists(prepared + "/lost+found"));
+  EXPECT_FALSE(std::filesystem::exists(scratch.path() +
+                                       "/new/parents/restored/lost+found"));
 
   // Another backup's lock: refused, and nothing there is touched.
   const std::string busy = scratch.path() + "/busy";
