@@ -14,6 +14,7 @@
 #include "replication/node_driver.h"
 #include "server/backup.h"
 #include "server/delay_queue.h"
+#include "server/limits.h"
 #include "server/peer_transport.h"
 #include "server/read_barrier.h"
 #include "server/unary_call.h"
@@ -38,6 +39,9 @@ struct AdminServiceOptions {
   absl::Duration request_timeout = absl::Seconds(10);
   // How long a flush or bulk revocation stays undoable.
   int64_t revocation_retention_ms = 24ll * 3600 * 1000;
+  // The size limits a flush's or bulk revocation's reason and selector
+  // are held to (ValidateRevocation), as the session API's are.
+  Limits limits;
   // The expiry breaker (GetExpiryBreaker, ResumeExpiry): this node's
   // cluster time, and how many sessions an open breaker holds back at it.
   // Without them those calls answer UNIMPLEMENTED.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/admin_service.h"
 #include "server/grpc_status.h"
+#include "server/limits.h"
 #include "storage/revocations.h"
 #include "storage/token.h"
 
@@ -26,6 +27,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RevokeInTwoSteps(
     const std::string& confirmation_token, const std::string& reason,
     Response* response) {
   if (absl::Status s = storage::CheckSelector(selector); !s.ok()) {
+    return FinishNow(context, s);
+  }
+  if (absl::Status s = ValidateRevocation(selector, reason, options_.limits);
+      !s.ok()) {
     return FinishNow(context, s);
   }
   Command command;

@@ -128,10 +128,26 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
   void Start() {
     sessiond::v1::AuditEntry requested = entry_;
     requested.set_phase(sessiond::v1::AuditEntry::PHASE_REQUESTED);
+    // Refused at the client's deadline, the call did nothing; its
+    // requested entry may still commit (its write lasts commit_timeout).
+    // Then the refusal is put on record after it, or the log would show a
+    // call that was asked for and never answered.
+    auto on_record_late = [recorder = recorder_, entry = entry_,
+                           started = started_](absl::Status refusal) mutable {
+      const absl::Status refused = RefusalOf(refusal);
+      entry.set_phase(sessiond::v1::AuditEntry::PHASE_ANSWERED);
+      entry.set_code(static_cast<int32_t>(refused.code()));
+      entry.set_message(std::string(refused.message()));
+      entry.set_duration_ms(absl::ToInt64Milliseconds(absl::Now() - started));
+      recorder->Commit(std::move(entry),
+                       absl::Now() + recorder->options_.commit_timeout,
+                       [](absl::Status) {});
+    };
     recorder_->Commit(
         std::move(requested),
         CallDeadline(context_, recorder_->options_.commit_timeout),
-        [this](absl::Status written) { Requested(std::move(written)); });
+        [this](absl::Status written) { Requested(std::move(written)); },
+        std::move(on_record_late));
   }
 
   void OnDone() override {
@@ -195,20 +211,26 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
     std::optional<grpc::Status> held_ ABSL_GUARDED_BY(mu_);
   };
 
+  // The refusal of a call whose requested entry could not be written.
+  static absl::Status RefusalOf(const absl::Status& written) {
+    absl::Status refused(
+        written.code(),
+        absl::StrCat("this call's audit entry could not be written, so it "
+                     "did nothing (retry it): ",
+                     written.message()));
+    written.ForEachPayload(
+        [&](absl::string_view type_url, const absl::Cord& payload) {
+          refused.SetPayload(type_url, payload);
+        });
+    return refused;
+  }
+
   // The requested entry applied (`written` OK), or did not in time.
   void Requested(absl::Status written) {
     if (!written.ok()) {
       // Nothing ran, and nothing will: the call is refused whole, marked
       // as never proposed (a retry is safe), with the write's own details.
-      absl::Status refused(
-          written.code(),
-          absl::StrCat("this call's audit entry could not be written, so it "
-                       "did nothing (retry it): ",
-                       written.message()));
-      written.ForEachPayload(
-          [&](absl::string_view type_url, const absl::Cord& payload) {
-            refused.SetPayload(type_url, payload);
-          });
+      absl::Status refused = RefusalOf(written);
       refused.SetPayload(kNotProposedPayload, absl::Cord("1"));
       AddStatusHints(context_, refused, recorder_->writes_->leader_hint());
       AddRetryPushback(context_, refused);
@@ -305,26 +327,31 @@ grpc::ServerUnaryReactor* AuditRecorder::Record(
   return call;
 }
 
-void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
-                           std::function<void(absl::Status)> then) {
+void AuditRecorder::Commit(
+    sessiond::v1::AuditEntry entry, absl::Time answer_by,
+    std::function<void(absl::Status)> then,
+    std::function<void(absl::Status)> applied_after_answer) {
   // `then` goes on with the call: run once, by the write or by the timer.
   struct Once {
     std::atomic<bool> ran{false};
     std::function<void(absl::Status)> fn;
-    void Run(absl::Status status) {
-      if (!ran.exchange(true)) fn(std::move(status));
+    // What the timer answered, for a write that applies after it.
+    absl::Status timed_out;
+    bool Run(absl::Status status) {
+      if (ran.exchange(true)) return false;
+      fn(std::move(status));
+      return true;
     }
   };
   auto once = std::make_shared<Once>();
   once->fn = std::move(then);
+  once->timed_out = absl::DeadlineExceededError(
+      "the audit entry was not committed in time (by the client's "
+      "deadline, or within the recorder's commit timeout)");
   const absl::Time write_deadline =
       std::max(answer_by, absl::Now() + options_.commit_timeout);
   if (write_deadline > answer_by) {
-    options_.timers->At(answer_by, [once] {
-      once->Run(absl::DeadlineExceededError(
-          "the audit entry was not committed in time (by the client's "
-          "deadline, or within the recorder's commit timeout)"));
-    });
+    options_.timers->At(answer_by, [once] { once->Run(once->timed_out); });
   }
   // Cut here as application would (kMaxAuditEntryBytes), so an oversized
   // request does not make an oversized log entry.
@@ -337,7 +364,9 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
   recorded_.fetch_add(1, std::memory_order_relaxed);
   writes_->Submit(
       std::move(command), write_deadline,
-      [this, entry = std::move(entry), once](replication::ApplyResult result) {
+      [this, entry = std::move(entry), once,
+       applied_after_answer =
+           std::move(applied_after_answer)](replication::ApplyResult result) {
         if (!result.ok()) {
           write_failures_.fetch_add(1, std::memory_order_relaxed);
           // The whole entry (secrets already redacted), so the
@@ -348,7 +377,10 @@ void AuditRecorder::Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
                              .Add("entry", AuditEntryJson(entry))
                              .Error(result.status()));
         }
-        once->Run(result.ok() ? absl::OkStatus() : result.status());
+        if (!once->Run(result.ok() ? absl::OkStatus() : result.status()) &&
+            result.ok() && applied_after_answer) {
+          applied_after_answer(once->timed_out);
+        }
       });
 }
 

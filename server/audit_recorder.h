@@ -153,9 +153,11 @@ class AuditRecorder {
       const google::protobuf::Message& request) const;
   // Proposes `entry`, for at most commit_timeout, and calls `then` once:
   // with OK when it applied, its error when it could not be, or
-  // DEADLINE_EXCEEDED at `answer_by` if that comes first.
+  // DEADLINE_EXCEEDED at `answer_by` if that comes first. When the entry
+  // applies after that answer, `applied_after_answer` (if any) gets it.
   void Commit(sessiond::v1::AuditEntry entry, absl::Time answer_by,
-              std::function<void(absl::Status)> then);
+              std::function<void(absl::Status)> then,
+              std::function<void(absl::Status)> applied_after_answer = nullptr);
 
   const AuditRecorderOptions options_;
   WritePath* const writes_;  // outlives this

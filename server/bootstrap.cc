@@ -115,8 +115,11 @@ std::string RejoinAdvice(const Config& config, uint64_t node) {
       node,
       ") on the running cluster, add it again (AdminService.AddMember with "
       "its peer address), and start it on an empty data dir with "
-      "--initial_cluster_state=existing; it catches up from a snapshot. "
-      "Data dir: ",
+      "--initial_cluster_state=existing; it catches up from a snapshot. If "
+      "the cluster has no leader (most members lost their data), "
+      "RemoveMember cannot commit: restart the member that kept its data "
+      "with --force_new_cluster=1 first (docs/OPERATIONS.md, \"Disaster "
+      "recovery: --force_new_cluster=1\"). Data dir: ",
       config.data_dir);
 }
 
@@ -130,6 +133,17 @@ absl::Status AskPeers(
   absl::Time next_log = absl::Now() + absl::Seconds(5);
   for (;;) {
     const std::map<uint64_t, absl::StatusOr<HelloResponse>> answers = hello();
+    // An answer counts only for the member asked: an address that reaches
+    // another node (this one, asked "as node 3"), taken at its word, made
+    // a member that holds the data look fresh or absent.
+    for (const auto& [peer, answer] : answers) {
+      if (answer.ok() && answer->node_id() != peer) {
+        return NeedsAnOperator(absl::FailedPreconditionError(absl::StrCat(
+            "the address --initial_cluster gives for node ", peer,
+            " is answered by node ", answer->node_id(),
+            ": check --initial_cluster (and the peers' --peer_listen)")));
+      }
+    }
     absl::StatusOr<bool> ok = done(answers);
     if (!ok.ok()) return ok.status();
     if (*ok) return absl::OkStatus();
@@ -375,6 +389,23 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
             if (!answer->bootstrapped()) ++fresh;
             if (answer->cluster_id() == configured && answer->serving()) {
               serving_member = true;
+              // A cluster forced into a new life (a rebuild from one
+              // member or a backup) is not what --initial_cluster
+              // describes: bootstrapped from the flags at the first life's
+              // epoch, this node and another started so would elect each
+              // other, a second cluster with an empty table.
+              if (answer->cluster_epoch() != 0) {
+                return NeedsAnOperator(
+                    absl::FailedPreconditionError(absl::StrCat(
+                        "cluster ", Hex(configured),
+                        " was rebuilt since --initial_cluster described it "
+                        "(peer ",
+                        peer, " serves a later life of it): start node ", node,
+                        " with --initial_cluster_state=existing, once it is "
+                        "added "
+                        "(AdminService.AddMember node_id=",
+                        node, ")")));
+              }
               // A running cluster that no longer lists this node (it was
               // removed before it ever ran) would never send it a byte:
               // bootstrapped from the flags, it would campaign alone.

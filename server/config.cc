@@ -1034,6 +1034,7 @@ Config WithReloadableOptions(const Config& running, const Config& next) {
 absl::StatusOr<std::map<uint64_t, std::string>> ParseInitialCluster(
     const std::string& value) {
   std::map<uint64_t, std::string> members;
+  std::map<std::string, uint64_t> by_address;
   if (value.empty()) return members;
   for (absl::string_view item : absl::StrSplit(value, ',')) {
     item = absl::StripAsciiWhitespace(item);
@@ -1052,6 +1053,13 @@ absl::StatusOr<std::map<uint64_t, std::string>> ParseInitialCluster(
     if (!members.emplace(id, address).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("node ", id, " is listed twice"));
+    }
+    // Two ids at one address: a node would ask itself, or one peer twice,
+    // and take the answer for another member's (bootstrap.cc).
+    if (auto [it, added] = by_address.emplace(address, id); !added) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("nodes ", it->second, " and ", id, " share the address ",
+                       address, ": each member has its own"));
     }
   }
   return members;

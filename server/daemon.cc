@@ -912,6 +912,7 @@ absl::Status Daemon::Init() {
   admin_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
   admin_options.revocation_retention_ms = config_.revocation_retention_ms;
+  admin_options.limits = ServedLimits(config_);
   admin_options.cluster_now_ms = [this] { return clock_->NowMs(); };
   admin_options.jwt_issuer = jwt_issuer_.get();
   admin_options.audit = audit_.get();

@@ -120,6 +120,43 @@ absl::Status ValidateReason(absl::string_view reason, const Limits& limits) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateRevocation(const sessiond::v1::SessionSelector& selector,
+                                absl::string_view reason,
+                                const Limits& limits) {
+  if (absl::Status s = ValidateReason(reason, limits); !s.ok()) return s;
+  auto user_id = [&](absl::string_view field, const std::string& id) {
+    return static_cast<int64_t>(id.size()) > limits.max_user_id_bytes
+               ? TooLong(field, id.size(), limits.max_user_id_bytes,
+                         "max_user_id_bytes")
+               : absl::OkStatus();
+  };
+  const auto& ids = selector.users().user_ids();
+  for (int i = 0; i < ids.size(); ++i) {
+    if (absl::Status s =
+            user_id(absl::StrCat("selector.users.user_ids[", i, "]"), ids[i]);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s =
+          user_id("selector.user.user_id", selector.user().user_id());
+      !s.ok()) {
+    return s;
+  }
+  const std::string& key = selector.attribute().key();
+  if (static_cast<int64_t>(key.size()) > limits.max_attribute_key_bytes) {
+    return TooLong("selector.attribute.key", key.size(),
+                   limits.max_attribute_key_bytes, "max_attribute_key_bytes");
+  }
+  const std::string& value = selector.attribute().value();
+  if (static_cast<int64_t>(value.size()) > limits.max_attribute_value_bytes) {
+    return TooLong("selector.attribute.value", value.size(),
+                   limits.max_attribute_value_bytes,
+                   "max_attribute_value_bytes");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateToken(absl::string_view token, absl::string_view field) {
   if (token.empty()) {
     return absl::InvalidArgumentError(

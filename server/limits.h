@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/session.pb.h"
 
 namespace sessiond::server {
@@ -77,6 +78,13 @@ absl::Status ValidateSessionId(absl::string_view session_id,
 absl::Status ValidateUserId(absl::string_view user_id, const Limits& limits);
 
 absl::Status ValidateReason(absl::string_view reason, const Limits& limits);
+
+// A flush's or bulk revocation's reason and selector against the same
+// limits as RevokeUserSessions and a create: the reason, user ids and the
+// attribute's key and value. (Unchecked, a 10 MiB reason was kept in the
+// replicated pending list and the revocation's record for a day.)
+absl::Status ValidateRevocation(const sessiond::v1::SessionSelector& selector,
+                                absl::string_view reason, const Limits& limits);
 
 // The request's own fields; the record-size and attribute-count limits
 // depend on the stored session and are checked by CheckUpdatedRecord.

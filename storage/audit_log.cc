@@ -256,11 +256,15 @@ absl::StatusOr<v1::ListAuditResponse> ListAuditEntries(
       it->Seek(AuditKey(request.after_seq() + 1));
     }
     uint64_t last = 0;
+    size_t page_bytes = 0;
     for (; it->Valid(); it->Next()) {
-      if (static_cast<uint32_t>(response.entries_size()) == limit) {
+      if (static_cast<uint32_t>(response.entries_size()) == limit ||
+          (response.entries_size() > 0 &&
+           page_bytes + it->value().size() > kMaxAuditListBytes)) {
         response.set_next_after_seq(last);
         break;
       }
+      page_bytes += it->value().size();
       SESSIOND_ASSIGN_OR_RETURN(last, DecodeAuditKey(it->key()));
       v1::AuditEntry* entry = response.add_entries();
       if (!entry->ParseFromArray(it->value().data(),

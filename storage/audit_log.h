@@ -61,6 +61,11 @@ inline constexpr char kAuditTruncatedMarker[] = "...(truncated)";
 // kMaxAuditListLimit is cut to it.
 inline constexpr uint32_t kDefaultAuditListLimit = 1000;
 inline constexpr uint32_t kMaxAuditListLimit = 10'000;
+// A page also ends before its entries pass this many bytes (at least one
+// entry per page): 10,000 entries of up to kMaxAuditEntryBytes each would
+// be 160 MiB, past gRPC's default 4 MiB receive limit, and an export
+// stuck at such a stretch of the log could never get past it.
+inline constexpr size_t kMaxAuditListBytes = 2 * 1024 * 1024;
 
 inline constexpr char kAuditKeyPrefix[] = "audit/";
 // Just past every such key ('0' follows '/').

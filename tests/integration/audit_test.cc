@@ -419,6 +419,52 @@ TEST(AuditTest, ACallWhoseEntryCannotBeWrittenDoesNothing) {
   ASSERT_TRUE(entries.ok()) << entries.status();
   EXPECT_EQ(CountPhase(*entries, kLeeway, AuditEntry::PHASE_ANSWERED), 1u)
       << Describe(*entries) << cluster.LogTail(slow);
+
+  // Refused at a client deadline shorter than the entry's write (1 s
+  // against commit_timeout's 3 s), the call did nothing, but its requested
+  // entry went on and committed once the others came back: the log showed
+  // a call asked for and never answered, and nothing said so. The refusal
+  // now follows it on record (or, if the write failed too, the node logs
+  // audit.write_failed).
+  for (int id : others) cluster.Pause(id);
+  {
+    sessiond::v1::SetExpiryLeewayRequest request;
+    request.set_expiry_leeway_ms(1100);
+    sessiond::v1::SetExpiryLeewayResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(1));
+    std::thread resume([&] {
+      absl::SleepFor(absl::Milliseconds(1300));
+      for (int id : others) cluster.Resume(id);
+    });
+    EXPECT_FALSE(
+        slow_admin->SetExpiryLeeway(&context, request, &response).ok());
+    resume.join();
+  }
+  absl::SleepFor(absl::Seconds(4));  // past the entry's write
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  for (int id : cluster.ids()) EXPECT_EQ(LeewayOf(cluster, id), 1300);
+  entries = ListAll(*cluster.Admin(slow));
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  size_t refusals_on_record = 0;
+  for (const AuditEntry& e : *entries) {
+    if (e.method() == kLeeway && e.phase() == AuditEntry::PHASE_ANSWERED &&
+        e.code() == static_cast<int32_t>(grpc::StatusCode::DEADLINE_EXCEEDED) &&
+        absl::StrContains(e.message(), "did nothing")) {
+      ++refusals_on_record;
+    }
+  }
+  const std::string log = cluster.LogTail(slow, 1'000'000);
+  size_t write_failures = 0;
+  for (size_t at = log.find("audit.write_failed"); at != std::string::npos;
+       at = log.find("audit.write_failed", at + 1)) {
+    ++write_failures;
+  }
+  // The first refused call's write failed: one line already.
+  EXPECT_TRUE(refusals_on_record == 1 || write_failures >= 2)
+      << refusals_on_record << " refusals on record, " << write_failures
+      << " audit.write_failed lines\n"
+      << Describe(*entries);
 }
 
 // The node serving a change dies after the change applied and before the

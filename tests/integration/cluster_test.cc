@@ -1679,6 +1679,9 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
     EXPECT_EQ(WEXITSTATUS(status), 1);
     EXPECT_TRUE(LogContains(cluster, id, "refusing to bootstrap"))
         << cluster.LogTail(id);
+    // With no leader, RemoveMember cannot commit: the advice says so.
+    EXPECT_TRUE(LogContains(cluster, id, "--force_new_cluster=1 first"))
+        << cluster.LogTail(id);
   }
   for (const std::string& token : tokens) {
     ValidateSessionResponse answer;
@@ -1703,6 +1706,17 @@ TEST(ClusterTest, WipedMajorityRefusesAndRecoversFromTheSurvivor) {
   for (int id : {2, 3}) {
     ASSERT_TRUE(AddMember(cluster, survivor, id).ok());
     cluster.WipeDataDir(id);
+    if (id == 2) {
+      // Started with its first flags (--initial_cluster_state=new), it
+      // bootstrapped the first life's membership: with node 3 started so
+      // too, the two elected each other, a second cluster under this id.
+      const int status = cluster.StartNodeExpectingExit(id, absl::Seconds(30));
+      ASSERT_TRUE(WIFEXITED(status)) << cluster.LogTail(id);
+      EXPECT_EQ(WEXITSTATUS(status), 4);
+      EXPECT_TRUE(LogContains(cluster, id, "was rebuilt since"))
+          << cluster.LogTail(id);
+      cluster.WipeDataDir(id);
+    }
     cluster.SetNodeFlags(id, {"--initial_cluster_state", "existing"});
     ASSERT_TRUE(cluster.StartNode(id).ok());
     ASSERT_TRUE(PromoteWhenCaughtUp(cluster, survivor, id).ok());

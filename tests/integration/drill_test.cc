@@ -287,6 +287,27 @@ TEST(DrillTest, RefusalsSayWhatToDoAndChangeNothing) {
                    grpc::StatusCode::INVALID_ARGUMENT, "selector is empty");
   }
   {
+    // Held to the session API's limits: a reason of any length was kept
+    // in the replicated pending list, then in the flush's record.
+    sessiond::v1::FlushRequest request;
+    request.set_reason(std::string(300, 'r'));
+    sessiond::v1::FlushResponse response;
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    expect_refused(admin->Flush(&context, request, &response),
+                   grpc::StatusCode::INVALID_ARGUMENT, "--max_reason_bytes");
+    sessiond::v1::BulkRevokeRequest bulk;
+    bulk.mutable_selector()->mutable_attribute()->set_key("tenant");
+    bulk.mutable_selector()->mutable_attribute()->set_value(
+        std::string(5000, 'v'));
+    sessiond::v1::BulkRevokeResponse bulk_response;
+    grpc::ClientContext context2;
+    SetDeadline(&context2, absl::Seconds(10));
+    expect_refused(admin->BulkRevoke(&context2, bulk, &bulk_response),
+                   grpc::StatusCode::INVALID_ARGUMENT,
+                   "selector.attribute.value: is 5000 bytes");
+  }
+  {
     sessiond::v1::RestoreFlushRequest request;
     request.set_flush_id(987654);
     sessiond::v1::RestoreFlushResponse response;

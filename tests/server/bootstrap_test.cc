@@ -137,6 +137,47 @@ TEST_F(NewMemberTest, OnlyRefusalsNoRestartCanMendAreForAnOperator) {
       << "the mark is the payload, not the message";
 }
 
+// A member started "new" on an empty data dir while the cluster serves a
+// later life of itself (forced from one member, or rebuilt from a backup,
+// that added this node back). Bootstrapped from its flags at the first
+// life's epoch, two such members elected each other: a second cluster
+// under the same id, with an empty table.
+TEST_F(NewMemberTest, RefusesACLusterRebuiltSinceItsFlags) {
+  absl::StatusOr<BootstrapDecision> decision = Decide(
+      {{1, ForcedWithThisNodeAdded()}, {2, absl::UnavailableError("refused")}});
+  ASSERT_EQ(decision.status().code(), absl::StatusCode::kFailedPrecondition)
+      << decision.status();
+  EXPECT_NE(
+      decision.status().message().find("--initial_cluster_state=existing"),
+      std::string::npos)
+      << decision.status();
+  EXPECT_TRUE(IsForAnOperator(decision.status())) << decision.status();
+  absl::StatusOr<std::optional<sessiond::v1::internal::Identity>> identity =
+      ReadIdentity(db_.get());
+  ASSERT_TRUE(identity.ok()) << identity.status();
+  EXPECT_FALSE(identity->has_value());
+}
+
+// An answer counts only for the node asked. With --initial_cluster giving
+// node 3's address to node 1 as well, node 1 asked itself "as node 3",
+// heard "fresh", and bootstrapped without node 3, which held the data.
+TEST_F(NewMemberTest, AnAnswerFromAnotherNodeThanTheOneAskedIsRefused) {
+  HelloResponse fresh_2;
+  fresh_2.set_node_id(2);
+  HelloResponse self;
+  self.set_node_id(1);
+  config_.node_id = 1;
+  absl::StatusOr<BootstrapDecision> decision =
+      Decide({{2, fresh_2}, {3, self}});
+  ASSERT_EQ(decision.status().code(), absl::StatusCode::kFailedPrecondition)
+      << decision.status();
+  EXPECT_NE(decision.status().message().find(
+                "gives for node 3 is answered by node 1"),
+            std::string::npos)
+      << decision.status();
+  EXPECT_TRUE(IsForAnOperator(decision.status())) << decision.status();
+}
+
 TEST_F(NewMemberTest, TheWaitNamesTheMembersThatDidNotAnswer) {
   HelloResponse fresh;
   fresh.set_node_id(1);

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <regex>
 #include <string>
@@ -270,6 +271,20 @@ TEST(ConfigTest, ConfigFileFromTheEnvironment) {
 }
 
 // A list option may be a TOML array; its items are joined with commas.
+// Each member has its own address: with two ids at one, a node asked
+// itself (or one peer twice) and took the answer for another member's.
+TEST(ConfigTest, InitialClusterMembersNeedAddressesOfTheirOwn) {
+  absl::StatusOr<std::map<uint64_t, std::string>> members =
+      ParseInitialCluster("1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7001");
+  EXPECT_EQ(members.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(
+      std::string(members.status().message()),
+      ::testing::HasSubstr("nodes 1 and 3 share the address 127.0.0.1:7001"));
+  EXPECT_TRUE(
+      ParseInitialCluster("1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003")
+          .ok());
+}
+
 TEST(ConfigTest, InitialClusterAsAnArray) {
   testing::ScopedTempDir dir;
   const std::string path = WriteFile(

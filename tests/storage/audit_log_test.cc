@@ -469,6 +469,35 @@ TEST_F(AuditLogTest, TheDefaultLimitAndTheCap) {
   EXPECT_EQ(a_.sm->AuditEntryCount(), 1u);
 }
 
+// A page ends before it passes kMaxAuditListBytes, whatever the limit: a
+// thousand entries near the 16 KiB cap made a 16 MiB answer that no
+// client with gRPC's default 4 MiB receive limit could take, so
+// `sessionctl audit export` could never get past that stretch of the log.
+TEST_F(AuditLogTest, APageEndsBeforeItOutgrowsAClientsReceiveLimit) {
+  const std::string large_request(15 * 1024, 'x');
+  std::vector<Command> commands;
+  for (int i = 0; i < 400; ++i) {
+    Command c = Audit(1000 + i, "/m");
+    c.mutable_audit()->mutable_entry()->set_request_json(large_request);
+    commands.push_back(std::move(c));
+  }
+  ASSERT_EQ(a_.ApplyAll(commands).size(), 400u);
+  uint64_t after = 0;
+  uint64_t expected = 1;
+  int pages = 0;
+  for (; pages < 100; ++pages) {
+    const ListAuditResponse page = a_.List(after, kMaxAuditListLimit);
+    EXPECT_LE(page.ByteSizeLong(), kMaxAuditListBytes + 4096);
+    ASSERT_GT(page.entries_size(), 0);
+    for (const AuditEntry& e : page.entries()) EXPECT_EQ(e.seq(), expected++);
+    if (page.next_after_seq() == 0) break;
+    EXPECT_EQ(page.next_after_seq(), page.entries().rbegin()->seq());
+    after = page.next_after_seq();
+  }
+  EXPECT_EQ(expected, 401u);
+  EXPECT_GT(pages, 1);
+}
+
 TEST(TruncateAuditEntryTest, CutsTheRequestAtACharacterBoundary) {
   AuditEntry entry;
   entry.set_method("/sessiond.v1.AdminService/BulkRevoke");
