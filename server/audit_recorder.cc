@@ -284,6 +284,17 @@ class AuditRecorder::AuditedCall final : public grpc::ServerUnaryReactor {
   std::atomic<grpc::ServerUnaryReactor*> inner_{nullptr};
 };
 
+namespace {
+
+// What the timer answers when an entry's write outlasts the call's time.
+absl::Status NotCommittedInTime() {
+  return absl::DeadlineExceededError(
+      "the audit entry was not committed in time (by the client's "
+      "deadline, or within the recorder's commit timeout)");
+}
+
+}  // namespace
+
 AuditRecorder::AuditRecorder(AuditRecorderOptions options, WritePath* writes)
     : options_(std::move(options)),
       writes_(writes),
@@ -335,8 +346,6 @@ void AuditRecorder::Commit(
   struct Once {
     std::atomic<bool> ran{false};
     std::function<void(absl::Status)> fn;
-    // What the timer answered, for a write that applies after it.
-    absl::Status timed_out;
     bool Run(absl::Status status) {
       if (ran.exchange(true)) return false;
       fn(std::move(status));
@@ -345,13 +354,10 @@ void AuditRecorder::Commit(
   };
   auto once = std::make_shared<Once>();
   once->fn = std::move(then);
-  once->timed_out = absl::DeadlineExceededError(
-      "the audit entry was not committed in time (by the client's "
-      "deadline, or within the recorder's commit timeout)");
   const absl::Time write_deadline =
       std::max(answer_by, absl::Now() + options_.commit_timeout);
   if (write_deadline > answer_by) {
-    options_.timers->At(answer_by, [once] { once->Run(once->timed_out); });
+    options_.timers->At(answer_by, [once] { once->Run(NotCommittedInTime()); });
   }
   // Cut here as application would (kMaxAuditEntryBytes), so an oversized
   // request does not make an oversized log entry.
@@ -379,7 +385,7 @@ void AuditRecorder::Commit(
         }
         if (!once->Run(result.ok() ? absl::OkStatus() : result.status()) &&
             result.ok() && applied_after_answer) {
-          applied_after_answer(once->timed_out);
+          applied_after_answer(NotCommittedInTime());
         }
       });
 }
