@@ -356,20 +356,23 @@ void NodeDriver::CompactLog(Snapshot snapshot) {
   runtime_->Wake(Stage::kDriver);
 }
 
-void NodeDriver::Deliver(std::vector<Message> messages) {
-  if (messages.empty()) return;
+size_t NodeDriver::Deliver(std::vector<Message> messages) {
+  if (messages.empty()) return 0;
+  size_t queued = 0;
   {
     absl::MutexLock lock(&inbox_mu_);
-    if (driver_stop_) return;
+    if (driver_stop_) return 0;
     for (Message& m : messages) {
       if (inbox_messages_.size() >= options_.max_inbox_messages) {
         metric_messages_dropped_.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
       inbox_messages_.push_back(std::move(m));
+      ++queued;
     }
   }
   runtime_->Wake(Stage::kDriver);
+  return queued;
 }
 
 NodeDriverMetrics NodeDriver::metrics() const {

@@ -306,7 +306,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   void RefuseProposals(absl::Status reason);
 
   // Raft messages from peers (called by the Transport).
-  void Deliver(std::vector<Message> messages) override;
+  size_t Deliver(std::vector<Message> messages) override;
 
   // Stops accepting proposals (Unavailable "shutting down"), waits up to
   // drain_timeout for those in flight, then stops the Runtime. Idempotent.

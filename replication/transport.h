@@ -3,6 +3,7 @@
 #define SESSIOND_REPLICATION_TRANSPORT_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -18,8 +19,9 @@ class MessageSink {
   virtual ~MessageSink() = default;
 
   // Queues `messages` (addressed to this node) for the Raft core. Never
-  // blocks on the core. Thread-safe.
-  virtual void Deliver(std::vector<Message> messages) = 0;
+  // blocks on the core. Returns how many were queued; the rest were
+  // dropped (a full inbox, a stopped node). Thread-safe.
+  virtual size_t Deliver(std::vector<Message> messages) = 0;
 };
 
 // Carries Raft messages to peers. Declared here, implemented in server/

@@ -593,6 +593,13 @@ absl::Status Daemon::Init() {
   transport_options.on_removed_refusal = [this](NodeId) {
     removal_watch_.OnRemovedRefusal();
   };
+  transport_options.on_corrupt_image = [this](LogIndex index) {
+    // Set once the compactor exists; it is destroyed only after the
+    // transport's threads have stopped.
+    if (LogCompactor* compactor = compactor_for_transport_.load()) {
+      compactor->ReplaceCorruptImage(index);
+    }
+  };
   transport_options.snapshots = snapshots_.get();
   transport_options.drop_file = config_.unsafe_peer_drop_file;
   transport_options.credentials = [security = security_.get()](NodeId peer) {
@@ -937,6 +944,7 @@ absl::Status Daemon::Init() {
   compactor_ = std::make_unique<LogCompactor>(compactor_options,
                                               state_machine_.get(), log_.get(),
                                               snapshots_.get(), driver_.get());
+  compactor_for_transport_.store(compactor_.get());
   BackupSources backup_sources;
   backup_sources.cluster_id = cluster_id_;
   backup_sources.self = self;

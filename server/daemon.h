@@ -269,6 +269,8 @@ class Daemon {
   // Shutdown stops it; SelfStatus reads its alerts.
   std::unique_ptr<LogoutDetectorTask> logout_detector_;
   std::unique_ptr<LogCompactor> compactor_;
+  // compactor_, for the transport's threads (started before it exists).
+  std::atomic<LogCompactor*> compactor_for_transport_{nullptr};
   // AdminService.Backup's worker (pauses compactor_ while it copies).
   std::unique_ptr<BackupTaker> backups_;
   std::unique_ptr<ClusterAgent> agent_;

@@ -52,7 +52,11 @@ absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
   // idle node).
   if (!images_replaced_) RemoveImagesTheLogReplaced();
   if (applied <= last_snapshot_) return LogIndex(0);
-  if (!force && applied - last_snapshot_ < options_.min_entries) {
+  // The log's image is damaged: replaced as soon as there is anything to
+  // replace it with.
+  const uint64_t corrupt = corrupt_image_index_.load(std::memory_order_relaxed);
+  const bool replacing = corrupt != 0 && corrupt >= last_snapshot_.value();
+  if (!force && !replacing && applied - last_snapshot_ < options_.min_entries) {
     return LogIndex(0);
   }
   // A full disk: a snapshot image is the whole state again; wait for space.
@@ -66,6 +70,14 @@ absl::StatusOr<LogIndex> LogCompactor::CompactOnce(bool force) {
   images_replaced_ = false;
   RemoveImagesTheLogReplaced();
   return index;
+}
+
+void LogCompactor::ReplaceCorruptImage(LogIndex index) {
+  uint64_t known = corrupt_image_index_.load(std::memory_order_relaxed);
+  while (known < index.value() &&
+         !corrupt_image_index_.compare_exchange_weak(known, index.value())) {
+  }
+  task_.RunSoon();
 }
 
 void LogCompactor::RemoveImagesTheLogReplaced() {

@@ -57,6 +57,15 @@ class LogCompactor {
   // none); the driver compacts asynchronously.
   absl::StatusOr<LogIndex> CompactOnce(bool force = false);
 
+  // This node's image of the log's snapshot at `index` failed its checks
+  // while being sent to a follower (PeerTransportOptions::on_corrupt_image),
+  // which would be sent it, and refuse it, again and again. A round starts
+  // now, and every round until the image is replaced makes a new one
+  // whatever min_entries, as soon as an entry past `index` has applied (the
+  // driver keeps one snapshot per index). Thread-safe; does not wait for a
+  // round in progress.
+  void ReplaceCorruptImage(LogIndex index);
+
   // Runs `fn` with no round in progress and none starting until it returns:
   // no snapshot image is removed meanwhile (a backup copies the one the
   // log refers to).
@@ -84,6 +93,8 @@ class LogCompactor {
   // last_snapshot_ (the driver records a compaction asynchronously), so
   // images it replaces are left to remove.
   bool images_replaced_ ABSL_GUARDED_BY(mu_) = false;
+  // The highest index ReplaceCorruptImage was told of (0: none).
+  std::atomic<uint64_t> corrupt_image_index_{0};
   PeriodicTask task_;  // last: its thread uses the members above
 };
 

@@ -120,17 +120,20 @@ class PeerService::MessageStream
     if (check.ok()) {
       check = JudgeSender(*parts, *context_, batch_.from(), &sender_);
     }
-    if (check.ok()) {
-      check = service_->AdmitSender(
-          *parts, {batch_.cluster_id(), batch_.from(), batch_.from_address(),
-                   LeaderTerm(batch_.messages()), batch_.cluster_epoch()});
-    }
+    // The batch's own shape first: admitting a sender may act (learn its
+    // address, stop this node as a split identity), and a batch for
+    // another node, or whose messages are not its sender's, must not.
     if (check.ok() && batch_.to() != service_->self_.value()) {
       check = absl::FailedPreconditionError(
           absl::StrCat("batch for node ", batch_.to(), " reached node ",
                        service_->self_.value()));
     }
     if (check.ok()) check = CheckBatchMessages(batch_);
+    if (check.ok()) {
+      check = service_->AdmitSender(
+          *parts, {batch_.cluster_id(), batch_.from(), batch_.from_address(),
+                   LeaderTerm(batch_.messages()), batch_.cluster_epoch()});
+    }
     if (!check.ok()) {
       service_->LogRefusal(check);
       Finish(ToGrpcStatus(check));
@@ -221,19 +224,10 @@ class PeerService::SnapshotStream
  private:
   // The first chunk, once parts_ is set and the caller judged.
   absl::Status Begin() {
-    absl::Status check = service_->AdmitSender(
-        parts_, {chunk_.cluster_id(), chunk_.from(), chunk_.from_address(),
-                 LeaderTerm(chunk_.message()), chunk_.cluster_epoch()});
-    if (!check.ok()) {
-      service_->LogRefusal(check);
-      return check;
-    }
-    if (parts_.transport->Dropped(NodeId(chunk_.from()))) {
-      return absl::UnavailableError("fault switch");
-    }
     // Addressed as the message streams are: an image meant for another
     // node (a stale address now reached this one) is refused before a
-    // byte of it is written.
+    // byte of it is written, and before its sender is admitted (which may
+    // learn its address or stop this node), as a batch's shape is.
     if (chunk_.to() != service_->self_.value()) {
       absl::Status stray = absl::FailedPreconditionError(
           absl::StrCat("snapshot for node ", chunk_.to(), " reached node ",
@@ -247,6 +241,16 @@ class PeerService::SnapshotStream
           "a snapshot message from node ", chunk_.message().from(), " to node ",
           chunk_.message().to(), " in a stream from node ", chunk_.from(),
           " to node ", chunk_.to()));
+    }
+    absl::Status check = service_->AdmitSender(
+        parts_, {chunk_.cluster_id(), chunk_.from(), chunk_.from_address(),
+                 LeaderTerm(chunk_.message()), chunk_.cluster_epoch()});
+    if (!check.ok()) {
+      service_->LogRefusal(check);
+      return check;
+    }
+    if (parts_.transport->Dropped(NodeId(chunk_.from()))) {
+      return absl::UnavailableError("fault switch");
     }
     absl::StatusOr<Message> message =
         FromWire(std::move(*chunk_.mutable_message()));
@@ -342,9 +346,20 @@ class PeerService::SnapshotStream
       Finish(ToGrpcStatus(check));
       return;
     }
+    const uint64_t index = message_.snapshot->meta.index.value();
     std::vector<Message> messages;
     messages.push_back(std::move(message_));
-    parts_.driver->Deliver(std::move(messages));
+    if (parts_.driver->Deliver(std::move(messages)) == 0) {
+      // Dropped (a full inbox): answered OK, the leader counted it sent,
+      // and the image stayed on disk, one more at every resend.
+      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
+      Finish(ToGrpcStatus(absl::UnavailableError(
+          absl::StrCat("node ", service_->self_.value(),
+                       " is too busy to take the "
+                       "snapshot at ",
+                       index, " (its Raft inbox is full); retry"))));
+      return;
+    }
     Finish(grpc::Status::OK);
   }
 

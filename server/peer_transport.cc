@@ -50,7 +50,8 @@ std::shared_ptr<grpc::Channel> NewPeerChannel(
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetMaxReceiveMessageSize(static_cast<int>(kMaxPeerMessageBytes));
   args.SetMaxSendMessageSize(static_cast<int>(kMaxPeerMessageBytes));
-  // One channel per peer, not shared with other code's channels.
+  // A connection per channel, shared with no other channel (the transport
+  // keeps a peer's snapshots off its message stream's connection).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return grpc::CreateCustomChannel(
       address,
@@ -71,6 +72,11 @@ struct PeerTransport::Peer {
   std::string address ABSL_GUARDED_BY(mu);
   std::shared_ptr<grpc::Channel> channel ABSL_GUARDED_BY(mu);
   std::shared_ptr<RaftPeer::Stub> stub ABSL_GUARDED_BY(mu);
+  // Snapshots on a channel, and so a connection, of their own: on the
+  // message stream's, a big image filled the connection's HTTP/2 window and
+  // its TCP buffers, and heartbeats waited behind it (etcd's rafthttp keeps
+  // its snapshot "pipeline" on separate connections for the same reason).
+  std::shared_ptr<RaftPeer::Stub> snapshot_stub ABSL_GUARDED_BY(mu);
   bool address_changed ABSL_GUARDED_BY(mu) = false;
   std::deque<Message> queue ABSL_GUARDED_BY(mu);
   std::optional<Message> snapshot ABSL_GUARDED_BY(mu);
@@ -132,6 +138,8 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     peer->address = address;
     peer->channel = NewPeerChannel(address, CredentialsFor(id));
     peer->stub = RaftPeer::NewStub(peer->channel);
+    peer->snapshot_stub =
+        RaftPeer::NewStub(NewPeerChannel(address, CredentialsFor(id)));
     peer->address_changed = true;
     peer->cv.SignalAll();
     return;
@@ -143,6 +151,8 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     raw->address = address;
     raw->channel = NewPeerChannel(address, CredentialsFor(id));
     raw->stub = RaftPeer::NewStub(raw->channel);
+    raw->snapshot_stub =
+        RaftPeer::NewStub(NewPeerChannel(address, CredentialsFor(id)));
   }
   raw->sender = std::thread([this, raw] {
     pthread_setname_np(pthread_self(),
@@ -405,13 +415,11 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   absl::StatusOr<sessiond::v1::internal::SnapshotRef> ref =
       storage::DecodeSnapshotRef(message.snapshot->data);
   if (!ref.ok()) return ref.status();
-  const std::string path = options_.snapshots->PathOf(ref->file());
   // Opened before anything else: a newer snapshot may replace (unlink) this
   // file meanwhile, and an open file keeps its data.
-  FILE* file = std::fopen(path.c_str(), "rbe");
-  if (file == nullptr) {
-    return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  }
+  absl::StatusOr<std::unique_ptr<storage::SnapshotImageSource>> source =
+      storage::SnapshotImageSource::Open(*options_.snapshots, *ref);
+  if (!source.ok()) return source.status();
   std::shared_ptr<RaftPeer::Stub> stub;
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(
@@ -421,17 +429,13 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
           std::max<uint64_t>(1, options_.snapshot_min_bytes_per_second)))));
   {
     absl::MutexLock lock(&peer->mu);
-    if (peer->stop) {
-      std::fclose(file);
-      return absl::CancelledError("stopping");
-    }
-    stub = peer->stub;
+    if (peer->stop) return absl::CancelledError("stopping");
+    stub = peer->snapshot_stub;
     peer->snapshot_context = &context;
   }
   SnapshotAck ack;
   std::unique_ptr<grpc::ClientWriter<SnapshotChunk>> writer =
       stub->SendSnapshot(&context, &ack);
-  std::string buf(options_.snapshot_chunk_bytes, '\0');
   SnapshotChunk chunk;
   chunk.set_cluster_id(options_.cluster_id);
   chunk.set_from(options_.self.value());
@@ -443,24 +447,47 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   ToWire(header, chunk.mutable_message());
   chunk.set_total_bytes(ref->size());
   chunk.set_sha256(ref->sha256());
-  bool ok = true;
-  for (;;) {
-    const size_t n = std::fread(buf.data(), 1, buf.size(), file);
-    chunk.set_data(buf.data(), n);
+  absl::Status read = absl::OkStatus();
+  bool written = true;
+  while (!(*source)->done()) {
+    read = (*source)->Next(options_.snapshot_chunk_bytes, chunk.mutable_data());
+    if (!read.ok()) break;
     if (!writer->Write(chunk)) {
-      ok = false;
+      written = false;
       break;
     }
     chunk.Clear();
-    if (n < buf.size()) break;
   }
-  std::fclose(file);
-  if (ok) writer->WritesDone();
+  if (!read.ok()) {
+    // Not one more byte: the peer must not take a partial image for whole.
+    context.TryCancel();
+  } else if (written) {
+    writer->WritesDone();
+  }
   const grpc::Status status = writer->Finish();
   {
     absl::MutexLock lock(&peer->mu);
     peer->snapshot_context = nullptr;
   }
+  if (absl::IsDataLoss(read)) {
+    // This node's own image: every follower would be sent it and refuse it,
+    // for as long as it is the log's snapshot.
+    logging::Error(
+        "snapshot.image_corrupt",
+        logging::Fields()
+            .Add("index", message.snapshot->meta.index.value())
+            .Add("peer", peer->id.value())
+            .Error(read)
+            .Add("msg",
+                 "this node's snapshot image is damaged (disk or file "
+                 "system): not sent; a new one is made once the next entry "
+                 "applies. Check the data disk"));
+    if (options_.on_corrupt_image) {
+      options_.on_corrupt_image(message.snapshot->meta.index);
+    }
+    return read;
+  }
+  if (!read.ok()) return read;
   if (!status.ok()) {
     return absl::UnavailableError(absl::StrCat(
         "peer answered ", status.error_code(), ": ", status.error_message()));

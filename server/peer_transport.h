@@ -10,8 +10,9 @@
 //                    heartbeats and pipelined appends share writes.
 //   snapshot stream  a kSnapshot message starts RaftPeer.SendSnapshot on
 //                    the peer's snapshot thread, which streams the image
-//                    file in 1 MiB chunks; heartbeats keep flowing on the
-//                    message stream meanwhile.
+//                    file in 1 MiB chunks on a connection of its own;
+//                    heartbeats keep flowing on the message stream's
+//                    meanwhile.
 //
 // Send never blocks: it only queues. A full queue drops the newest
 // messages (Raft retransmits); a broken stream is reopened with jittered
@@ -81,6 +82,11 @@ struct PeerTransportOptions {
   // stream because this node was removed from the cluster
   // (IsRemovedRefusal). Must not block for long.
   std::function<void(NodeId peer)> on_removed_refusal;
+  // Called on a peer's snapshot thread when this node's own image of the
+  // snapshot at `index` fails its checks while being sent (it is not
+  // sent): a new image must replace it (LogCompactor::ReplaceCorruptImage).
+  // Must not block for long.
+  std::function<void(LogIndex index)> on_corrupt_image;
   // The TLS of the channel to each peer, which checks that the server is
   // that peer (ListenerSecurity::peer_channels_to). Null, or returning
   // null: plaintext.

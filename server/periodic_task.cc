@@ -29,13 +29,20 @@ bool PeriodicTask::Stop() {
   return true;
 }
 
+void PeriodicTask::RunSoon() {
+  absl::MutexLock lock(&mu_);
+  run_soon_ = true;
+  cv_.SignalAll();
+}
+
 void PeriodicTask::Loop() {
   absl::MutexLock lock(&mu_);
   while (!stop_) {
     const SteadyCondVar::Clock::time_point deadline = SteadyAfter(interval_);
-    while (!stop_ && !cv_.WaitUntil(&mu_, deadline)) {
+    while (!stop_ && !run_soon_ && !cv_.WaitUntil(&mu_, deadline)) {
     }
     if (stop_) break;
+    run_soon_ = false;
     mu_.Unlock();
     run_();
     mu_.Lock();

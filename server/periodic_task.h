@@ -30,6 +30,10 @@ class PeriodicTask {
   PeriodicTask(const PeriodicTask&) = delete;
   PeriodicTask& operator=(const PeriodicTask&) = delete;
 
+  // Runs `run` as soon as the thread is free (after a run in progress),
+  // then every interval from then on. Does nothing once stopped.
+  void RunSoon();
+
   // Wakes the thread and joins it; a run in progress finishes first.
   // Returns true the first time, false when already stopped.
   bool Stop();
@@ -42,6 +46,7 @@ class PeriodicTask {
   absl::Mutex mu_;
   SteadyCondVar cv_;  // the interval follows the steady clock
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool run_soon_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -65,6 +66,53 @@ class Sha256 {
  private:
   EVP_MD_CTX* ctx_;
 };
+
+// The digest of an image seen in pieces (read or received): every byte but
+// the last 32, its trailer, is hashed.
+class TrailedDigest {
+ public:
+  void Add(std::string_view bytes) {
+    size_ += bytes.size();
+    tail_.append(bytes);
+    if (tail_.size() > kSnapshotDigestBytes) {
+      const size_t hash_now = tail_.size() - kSnapshotDigestBytes;
+      sha_.Update(std::string_view(tail_).substr(0, hash_now));
+      tail_.erase(0, hash_now);
+    }
+  }
+  uint64_t size() const { return size_; }
+  const std::string& trailer() const { return tail_; }
+  // Whether the trailer is the SHA-256 of the bytes before it. Call once,
+  // after the last Add.
+  bool TrailerMatches() {
+    return tail_.size() == kSnapshotDigestBytes && sha_.Final() == tail_;
+  }
+
+ private:
+  Sha256 sha_;
+  std::string tail_;  // the last (up to) 32 bytes, not yet hashed
+  uint64_t size_ = 0;
+};
+
+namespace {
+
+// DataLoss unless `digest` saw exactly the image `ref` names (at `path`):
+// its size, a trailer that is the checksum of the rest, and ref's sha256.
+absl::Status CheckImage(const std::string& path, const SnapshotRef& ref,
+                        TrailedDigest* digest) {
+  if (digest->size() != ref.size()) {
+    return absl::DataLossError(absl::StrCat("snapshot image ", path, " has ",
+                                            digest->size(), " bytes, expected ",
+                                            ref.size()));
+  }
+  if (!digest->TrailerMatches() || digest->trailer() != ref.sha256()) {
+    return absl::DataLossError(
+        absl::StrCat("snapshot image ", path, " fails its checksum"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 std::string EncodeSnapshotRef(const SnapshotRef& ref) {
   return ref.SerializeAsString();
@@ -187,40 +235,11 @@ absl::StatusOr<std::unique_ptr<DurableFileWriter>> SnapshotFiles::NewFile(
 }
 
 absl::Status SnapshotFiles::Verify(const SnapshotRef& ref) const {
-  const std::string path = PathOf(ref.file());
-  FILE* file = std::fopen(path.c_str(), "rbe");
-  if (file == nullptr) {
-    if (errno == ENOENT) {
-      return absl::NotFoundError(
-          absl::StrCat("snapshot image ", path, " is missing"));
-    }
-    return Errno("open", path);
-  }
-  Sha256 sha;
-  std::string buf(1 << 20, '\0');
-  uint64_t total = 0;
-  std::string tail;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), file)) > 0) {
-    tail.append(buf.data(), n);
-    total += n;
-    if (tail.size() > kSnapshotDigestBytes) {
-      const size_t hash_now = tail.size() - kSnapshotDigestBytes;
-      sha.Update(std::string_view(tail).substr(0, hash_now));
-      tail.erase(0, hash_now);
-    }
-  }
-  const bool read_error = std::ferror(file) != 0;
-  std::fclose(file);
-  if (read_error) return Errno("read", path);
-  if (total != ref.size() || tail.size() != kSnapshotDigestBytes) {
-    return absl::DataLossError(absl::StrCat("snapshot image ", path, " has ",
-                                            total, " bytes, expected ",
-                                            ref.size()));
-  }
-  if (sha.Final() != tail || tail != ref.sha256()) {
-    return absl::DataLossError(
-        absl::StrCat("snapshot image ", path, " fails its checksum"));
+  SESSIOND_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotImageSource> source,
+                            SnapshotImageSource::Open(*this, ref));
+  std::string piece;
+  while (!source->done()) {
+    SESSIOND_RETURN_IF_ERROR(source->Next(1 << 20, &piece));
   }
   return absl::OkStatus();
 }
@@ -308,7 +327,7 @@ absl::StatusOr<SnapshotRef> SnapshotImageWriter::Finish() {
 SnapshotReceiver::SnapshotReceiver(std::unique_ptr<DurableFileWriter> file,
                                    uint64_t expected_size)
     : file_(std::move(file)),
-      sha_(std::make_unique<Sha256>()),
+      digest_(std::make_unique<TrailedDigest>()),
       expected_size_(expected_size) {}
 
 SnapshotReceiver::~SnapshotReceiver() = default;
@@ -324,32 +343,76 @@ absl::Status SnapshotReceiver::Append(std::string_view chunk) {
   received_ += chunk.size();
   status_ = file_->Append(chunk);
   if (!status_.ok()) return status_;
-  // Everything but the last 32 bytes seen so far is covered by the digest.
-  tail_.append(chunk);
-  if (tail_.size() > kSnapshotDigestBytes) {
-    const size_t hash_now = tail_.size() - kSnapshotDigestBytes;
-    sha_->Update(std::string_view(tail_).substr(0, hash_now));
-    tail_.erase(0, hash_now);
-  }
+  digest_->Add(chunk);
   return absl::OkStatus();
 }
 
 absl::StatusOr<SnapshotRef> SnapshotReceiver::Finish() {
   if (!status_.ok()) return status_;
-  if (received_ != expected_size_ || tail_.size() != kSnapshotDigestBytes) {
+  if (received_ != expected_size_ ||
+      digest_->trailer().size() != kSnapshotDigestBytes) {
     return absl::DataLossError(absl::StrCat("snapshot stream ended after ",
                                             received_, " of ", expected_size_,
                                             " bytes"));
   }
-  if (sha_->Final() != tail_) {
+  if (!digest_->TrailerMatches()) {
     return absl::DataLossError("snapshot stream fails its checksum");
   }
   SESSIOND_RETURN_IF_ERROR(file_->Commit());
   SnapshotRef ref;
   ref.set_file(file_->file_name());
   ref.set_size(received_);
-  ref.set_sha256(tail_);
+  ref.set_sha256(digest_->trailer());
   return ref;
+}
+
+// ---------------------------------------------------------------------------
+// SnapshotImageSource
+
+SnapshotImageSource::SnapshotImageSource(std::string path, SnapshotRef ref,
+                                         FILE* file)
+    : path_(std::move(path)),
+      ref_(std::move(ref)),
+      file_(file),
+      digest_(std::make_unique<TrailedDigest>()) {}
+
+SnapshotImageSource::~SnapshotImageSource() { std::fclose(file_); }
+
+absl::StatusOr<std::unique_ptr<SnapshotImageSource>> SnapshotImageSource::Open(
+    const SnapshotFiles& files, const SnapshotRef& ref) {
+  std::string path = files.PathOf(ref.file());
+  FILE* file = std::fopen(path.c_str(), "rbe");
+  if (file == nullptr) {
+    if (errno == ENOENT) {
+      return absl::NotFoundError(
+          absl::StrCat("snapshot image ", path, " is missing"));
+    }
+    return Errno("open", path);
+  }
+  return std::unique_ptr<SnapshotImageSource>(
+      new SnapshotImageSource(std::move(path), ref, file));
+}
+
+absl::Status SnapshotImageSource::Next(size_t max, std::string* out) {
+  if (done_) {
+    out->clear();
+    return absl::OkStatus();
+  }
+  // Never past the announced size, plus one byte to find a longer file.
+  const uint64_t left = ref_.size() - std::min(ref_.size(), digest_->size());
+  const size_t wanted = static_cast<size_t>(std::min<uint64_t>(max, left + 1));
+  out->resize(wanted);
+  const size_t n = std::fread(out->data(), 1, wanted, file_);
+  if (n < wanted && std::ferror(file_) != 0) return Errno("read", path_);
+  out->resize(n);
+  digest_->Add(*out);
+  // Short of what was asked for: the file ended.
+  if (digest_->size() < ref_.size() && n == wanted) return absl::OkStatus();
+  // The whole image was read (or it ended early, or goes on past its size):
+  // its last piece goes out only if it is the image `ref_` names.
+  SESSIOND_RETURN_IF_ERROR(CheckImage(path_, ref_, digest_.get()));
+  done_ = true;
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------

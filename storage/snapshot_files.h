@@ -47,6 +47,7 @@ absl::StatusOr<sessiond::v1::internal::SnapshotRef> DecodeSnapshotRef(
     std::string_view data);
 
 class Sha256;
+class TrailedDigest;
 
 // Writes one file under a temporary name, then makes it durable and gives it
 // its final name. Not thread-safe. Destroying an unfinished writer removes
@@ -150,11 +151,42 @@ class SnapshotReceiver {
 
  private:
   std::unique_ptr<DurableFileWriter> file_;
-  std::unique_ptr<Sha256> sha_;
+  std::unique_ptr<TrailedDigest> digest_;
   const uint64_t expected_size_;
   uint64_t received_ = 0;
-  std::string tail_;  // the last (up to) 32 bytes, not yet hashed
   absl::Status status_;
+};
+
+// Reads an image to send it (PeerTransport), piece by piece, checking as it
+// goes that it is the image `ref` names. A leader whose own image had rotted
+// sent it to a lagging follower, which refused it, again and again.
+class SnapshotImageSource {
+ public:
+  // Opens the file now: a newer snapshot may remove it meanwhile, and an
+  // open file keeps its data. NotFound when it is missing.
+  static absl::StatusOr<std::unique_ptr<SnapshotImageSource>> Open(
+      const SnapshotFiles& files,
+      const sessiond::v1::internal::SnapshotRef& ref);
+  ~SnapshotImageSource();
+  SnapshotImageSource(const SnapshotImageSource&) = delete;
+  SnapshotImageSource& operator=(const SnapshotImageSource&) = delete;
+
+  // The next (up to) `max` bytes of the image into `*out`. The last piece
+  // comes only once the whole image is checked; DataLoss instead when the
+  // file is not `ref`'s image (another size, a failing checksum).
+  absl::Status Next(size_t max, std::string* out);
+  // Every byte was handed out, and checked.
+  bool done() const { return done_; }
+
+ private:
+  SnapshotImageSource(std::string path, sessiond::v1::internal::SnapshotRef ref,
+                      FILE* file);
+
+  const std::string path_;
+  const sessiond::v1::internal::SnapshotRef ref_;
+  FILE* const file_;
+  std::unique_ptr<TrailedDigest> digest_;
+  bool done_ = false;
 };
 
 // Reads an image: Open verifies the checksum first (one pass), then the

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <any>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -31,6 +32,8 @@
 #include "absl/time/clock.h"
 #include "common/metrics_exposition.h"
 #include "gtest/gtest.h"
+#include "replication/memory_log_store.h"
+#include "replication/node_driver.h"
 #include "server/node_metrics.h"
 #include "server/peer_service.h"
 #include "server/raft_wire.h"
@@ -158,6 +161,41 @@ PeerTransportOptions Options() {
   options.cluster_id = 7;
   options.self = kSelf;
   return options;
+}
+
+// A snapshot at `ref`'s index 5, from kSelf to kPeer.
+Message SnapshotMessage(const v1::internal::SnapshotRef& ref) {
+  Message m;
+  m.type = MessageType::kSnapshot;
+  m.from = kSelf;
+  m.to = kPeer;
+  m.term = Term(1);
+  m.snapshot.emplace();
+  m.snapshot->meta.index = LogIndex(5);
+  m.snapshot->meta.term = Term(1);
+  m.snapshot->data = storage::EncodeSnapshotRef(ref);
+  return m;
+}
+
+// An image of a snapshot at 5/1 with `records` sessions in `images`.
+v1::internal::SnapshotRef MakeImage(storage::SnapshotFiles& images,
+                                    int records) {
+  v1::internal::SnapshotHeader header;
+  header.set_index(5);
+  header.set_term(1);
+  auto file = images.NewFile(LogIndex(5), Term(1), "local");
+  EXPECT_TRUE(file.ok()) << file.status();
+  storage::SnapshotImageWriter writer(*std::move(file), header);
+  for (int i = 0; i < records; ++i) {
+    v1::internal::StoredSession session;
+    session.set_token_hash(std::string(32, static_cast<char>(i)));
+    session.mutable_session()->set_session_id(absl::StrCat("s", i));
+    session.mutable_session()->set_user_id("u");
+    EXPECT_TRUE(writer.AddRecord(session.SerializeAsString()).ok());
+  }
+  absl::StatusOr<v1::internal::SnapshotRef> ref = writer.Finish();
+  EXPECT_TRUE(ref.ok()) << ref.status();
+  return ref.ok() ? *ref : v1::internal::SnapshotRef();
 }
 
 TEST(PeerTransportTest, TrafficIsCountedPerPeerAndExported) {
@@ -291,14 +329,7 @@ TEST(PeerTransportTest, ASnapshotStreamToAStuckPeerEndsAtItsDeadline) {
   ScopedTempDir dir;
   storage::SnapshotFiles images(dir.Child("snap"));
   ASSERT_TRUE(images.Init().ok());
-  v1::internal::SnapshotHeader header;
-  header.set_index(5);
-  header.set_term(1);
-  auto file = images.NewFile(LogIndex(5), Term(1), "local");
-  ASSERT_TRUE(file.ok());
-  storage::SnapshotImageWriter writer(*std::move(file), header);
-  absl::StatusOr<v1::internal::SnapshotRef> ref = writer.Finish();
-  ASSERT_TRUE(ref.ok()) << ref.status();
+  const v1::internal::SnapshotRef ref = MakeImage(images, 0);
 
   StuckSnapshotPeer stuck;
   LoopbackServer served = Serve(&stuck);
@@ -309,27 +340,141 @@ TEST(PeerTransportTest, ASnapshotStreamToAStuckPeerEndsAtItsDeadline) {
   options.snapshot_timeout_base = absl::Seconds(1);
   PeerTransport transport(options);
   transport.SetAddress(kPeer, served.address());
-  auto snapshot = [&] {
-    Message m;
-    m.type = MessageType::kSnapshot;
-    m.from = kSelf;
-    m.to = kPeer;
-    m.term = Term(1);
-    m.snapshot.emplace();
-    m.snapshot->meta.index = LogIndex(5);
-    m.snapshot->meta.term = Term(1);
-    m.snapshot->data = storage::EncodeSnapshotRef(*ref);
-    return m;
-  };
-  transport.Send({snapshot()});
+
+  transport.Send({SnapshotMessage(ref)});
   ASSERT_TRUE(Eventually([&] {
     return transport.traffic()[kPeer].snapshots_failed == 1;
   })) << "the stream to a stuck peer never ended";
   // The slot is free again: the next snapshot goes out.
-  transport.Send({snapshot()});
+  transport.Send({SnapshotMessage(ref)});
   ASSERT_TRUE(Eventually(
       [&] { return transport.traffic()[kPeer].snapshots_sent == 1; }));
   stuck.Release();
+  served.server->Shutdown();
+}
+
+// Records where each kind of stream comes from (the client's address and
+// port: one per connection).
+class ConnectionRecordingPeer final : public RaftPeer::Service {
+ public:
+  grpc::Status SendMessages(grpc::ServerContext* context,
+                            grpc::ServerReader<MessageBatch>* reader,
+                            StreamSummary* /*summary*/) override {
+    Record(&message_peers_, context->peer());
+    MessageBatch batch;
+    while (reader->Read(&batch)) {
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status SendSnapshot(
+      grpc::ServerContext* context,
+      grpc::ServerReader<v1::internal::SnapshotChunk>* reader,
+      v1::internal::SnapshotAck* /*ack*/) override {
+    Record(&snapshot_peers_, context->peer());
+    v1::internal::SnapshotChunk chunk;
+    while (reader->Read(&chunk)) {
+      absl::MutexLock lock(&mu_);
+      snapshot_bytes_ += chunk.data().size();
+    }
+    return grpc::Status::OK;
+  }
+  uint64_t snapshot_bytes() const {
+    absl::MutexLock lock(&mu_);
+    return snapshot_bytes_;
+  }
+  std::set<std::string> message_peers() const {
+    absl::MutexLock lock(&mu_);
+    return message_peers_;
+  }
+  std::set<std::string> snapshot_peers() const {
+    absl::MutexLock lock(&mu_);
+    return snapshot_peers_;
+  }
+
+ private:
+  void Record(std::set<std::string>* peers, const std::string& peer) {
+    absl::MutexLock lock(&mu_);
+    peers->insert(peer);
+  }
+  mutable absl::Mutex mu_;
+  std::set<std::string> message_peers_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> snapshot_peers_ ABSL_GUARDED_BY(mu_);
+  uint64_t snapshot_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A snapshot goes on a connection of its own. On the message stream's, a
+// big image filled the connection's flow-control window and socket
+// buffers, and the heartbeats behind it were late enough for followers to
+// start elections.
+TEST(PeerTransportTest, SnapshotsTravelOnAConnectionOfTheirOwn) {
+  ScopedTempDir dir;
+  storage::SnapshotFiles images(dir.Child("snap"));
+  ASSERT_TRUE(images.Init().ok());
+  const v1::internal::SnapshotRef ref = MakeImage(images, 0);
+
+  ConnectionRecordingPeer recording;
+  LoopbackServer served = Serve(&recording);
+  ASSERT_NE(served.server, nullptr);
+  PeerTransportOptions options = Options();
+  options.snapshots = &images;
+  PeerTransport transport(options);
+  transport.SetAddress(kPeer, served.address());
+  transport.Send(Heartbeats(kPeer, 3));
+  transport.Send({SnapshotMessage(ref)});
+  ASSERT_TRUE(Eventually([&] {
+    return transport.traffic()[kPeer].snapshots_sent == 1 &&
+           !recording.message_peers().empty();
+  }));
+  const std::set<std::string> messages = recording.message_peers();
+  const std::set<std::string> snapshots = recording.snapshot_peers();
+  ASSERT_EQ(snapshots.size(), 1u);
+  EXPECT_EQ(messages.count(*snapshots.begin()), 0u)
+      << "the snapshot came on the message stream's connection, "
+      << *snapshots.begin();
+  transport.Stop();
+  served.server->Shutdown();
+}
+
+// This node's own image, damaged on disk, is not sent, and the node is
+// told to make another. A follower refused it (its checksum fails), the
+// leader sent it again a few heartbeats later, and so on for as long as
+// it was the log's snapshot: the follower never caught up.
+TEST(PeerTransportTest, ADamagedImageIsNotSentAndAskedToBeReplaced) {
+  ScopedTempDir dir;
+  storage::SnapshotFiles images(dir.Child("snap"));
+  ASSERT_TRUE(images.Init().ok());
+  const v1::internal::SnapshotRef ref = MakeImage(images, 70000);
+  ASSERT_GT(ref.size(), 3u << 20);  // several chunks
+  {
+    std::fstream image(images.PathOf(ref.file()),
+                       std::ios::binary | std::ios::in | std::ios::out);
+    image.seekp(static_cast<std::streamoff>(ref.size() / 2));
+    image.put('\x7f');
+  }
+
+  ConnectionRecordingPeer recording;
+  LoopbackServer served = Serve(&recording);
+  ASSERT_NE(served.server, nullptr);
+  PeerTransportOptions options = Options();
+  options.snapshots = &images;
+  absl::Mutex mu;
+  std::vector<LogIndex> corrupt;
+  options.on_corrupt_image = [&](LogIndex index) {
+    absl::MutexLock lock(&mu);
+    corrupt.push_back(index);
+  };
+  PeerTransport transport(options);
+  transport.SetAddress(kPeer, served.address());
+  transport.Send({SnapshotMessage(ref)});
+  ASSERT_TRUE(Eventually(
+      [&] { return transport.traffic()[kPeer].snapshots_failed == 1; }));
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(corrupt, std::vector<LogIndex>{LogIndex(5)});
+  }
+  EXPECT_EQ(transport.traffic()[kPeer].snapshots_sent, 0u);
+  EXPECT_LT(recording.snapshot_bytes(), ref.size());
+  transport.Stop();
   served.server->Shutdown();
 }
 
@@ -579,6 +724,214 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   EXPECT_EQ(asked, std::numeric_limits<uint64_t>::max());
   // No image was kept.
   EXPECT_TRUE(std::filesystem::is_empty(received.dir()));
+  served.server->Shutdown();
+}
+
+// Applies nothing: a driver for the service's checks to consult.
+class NoopStateMachine final : public replication::StateMachine {
+ public:
+  absl::StatusOr<std::vector<replication::ApplyResult>> Apply(
+      const std::vector<replication::Entry>& entries) override {
+    applied_ = entries.back().index;
+    return std::vector<replication::ApplyResult>(
+        entries.size(), replication::ApplyResult(std::any()));
+  }
+  void StopRetryingWrites() override {}
+  LogIndex applied_index() const override { return applied_; }
+  absl::StatusOr<replication::Snapshot> CreateSnapshot() override {
+    return absl::UnimplementedError("not needed by this test");
+  }
+  absl::Status ApplySnapshot(const replication::Snapshot&) override {
+    return absl::UnimplementedError("not needed by this test");
+  }
+
+ private:
+  std::atomic<LogIndex> applied_{LogIndex(0)};
+};
+
+// Node 2 is the lone voter of its log; node 5, a leader it does not know,
+// sends it traffic. Admitting such a sender acts: it learns the sender's
+// address, or, here, takes this node for a wiped member that started a
+// cluster of its own and stops it. A batch or snapshot meant for another
+// node (a stale address now reaching this one), or whose messages are not
+// its sender's, is refused before that: it was admitted first, and a
+// misaddressed heartbeat stopped a healthy node.
+// The lone voter of its log, `self`, applying nothing; `max_inbox` peer
+// messages wait for its driver at most.
+struct LoneVoter {
+  LoneVoter(NodeId self, size_t max_inbox) : log(Conf(self)) {
+    replication::NodeDriverOptions options;
+    options.raft.id = self;
+    options.tick_interval = std::chrono::milliseconds(10);
+    options.seed = 3;
+    options.max_inbox_messages = max_inbox;
+    absl::StatusOr<std::unique_ptr<replication::NodeDriver>> started =
+        replication::NodeDriver::Start(options, &log, &state_machine,
+                                       &no_peers);
+    EXPECT_TRUE(started.ok()) << started.status();
+    if (started.ok()) driver = *std::move(started);
+  }
+  ~LoneVoter() {
+    if (driver) driver->Stop();
+  }
+  static replication::ConfState Conf(NodeId self) {
+    replication::ConfState conf;
+    conf.voters.push_back(self);
+    return conf;
+  }
+
+  replication::MemoryLogStore log;
+  NoopStateMachine state_machine;
+  replication::NoPeersTransport no_peers;
+  std::unique_ptr<replication::NodeDriver> driver;
+};
+
+TEST(PeerServiceTest, TrafficForAnotherNodeIsRefusedBeforeItsSenderIsAdmitted) {
+  LoneVoter node(kPeer, 100000);
+  ASSERT_NE(node.driver, nullptr);
+
+  PeerTransportOptions options = Options();
+  options.self = kPeer;
+  PeerTransport transport(options);
+  PeerService service(kPeer, [] { return v1::internal::HelloResponse(); });
+  std::atomic<int> split{0};
+  PeerServiceParts parts;
+  parts.cluster_id = options.cluster_id;
+  parts.driver = node.driver.get();
+  parts.transport = &transport;
+  parts.on_split_identity = [&split](const std::string&) { ++split; };
+  service.Attach(parts);
+  LoopbackServer served = Serve(&service);
+  ASSERT_NE(served.server, nullptr);
+  std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
+      served.address(), grpc::InsecureChannelCredentials()));
+
+  const NodeId stranger(5);
+  // One heartbeat at term 1000 from node 5 to `to`, its message from
+  // `message_from`.
+  auto send_batch = [&](NodeId to, NodeId message_from) {
+    MessageBatch batch;
+    batch.set_cluster_id(options.cluster_id);
+    batch.set_from(stranger.value());
+    batch.set_to(to.value());
+    batch.set_from_address("127.0.0.1:1");
+    Message heartbeat;
+    heartbeat.type = MessageType::kHeartbeat;
+    heartbeat.from = message_from;
+    heartbeat.to = to;
+    heartbeat.term = Term(1000);
+    ToWire(heartbeat, batch.add_messages());
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(30));
+    StreamSummary summary;
+    auto writer = stub->SendMessages(&context, &summary);
+    writer->Write(batch);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  const grpc::Status for_node_9 = send_batch(NodeId(9), stranger);
+  EXPECT_EQ(for_node_9.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << for_node_9.error_message();
+  EXPECT_TRUE(absl::StrContains(for_node_9.error_message(), "batch for node 9"))
+      << for_node_9.error_message();
+  const grpc::Status not_its_sender = send_batch(kPeer, NodeId(9));
+  EXPECT_EQ(not_its_sender.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << not_its_sender.error_message();
+
+  v1::internal::SnapshotChunk chunk;
+  chunk.set_cluster_id(options.cluster_id);
+  chunk.set_from(stranger.value());
+  chunk.set_to(9);
+  chunk.set_from_address("127.0.0.1:1");
+  Message snapshot;
+  snapshot.type = MessageType::kSnapshot;
+  snapshot.from = stranger;
+  snapshot.to = NodeId(9);
+  snapshot.term = Term(1000);
+  snapshot.snapshot.emplace();
+  snapshot.snapshot->meta.index = LogIndex(7);
+  snapshot.snapshot->meta.term = Term(1000);
+  ToWire(snapshot, chunk.mutable_message());
+  chunk.set_total_bytes(64);
+  chunk.set_sha256(std::string(SHA256_DIGEST_LENGTH, 'x'));
+  {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(30));
+    v1::internal::SnapshotAck ack;
+    auto writer = stub->SendSnapshot(&context, &ack);
+    writer->Write(chunk);
+    writer->WritesDone();
+    const grpc::Status image_for_node_9 = writer->Finish();
+    EXPECT_EQ(image_for_node_9.error_code(),
+              grpc::StatusCode::FAILED_PRECONDITION)
+        << image_for_node_9.error_message();
+  }
+  EXPECT_EQ(split.load(), 0) << "misaddressed traffic stopped the node";
+  EXPECT_FALSE(transport.Knows(stranger));
+
+  // Addressed to it, the same leader is judged: this node's log makes it
+  // the only voter, so it is a split identity.
+  const grpc::Status for_this_node = send_batch(kPeer, stranger);
+  EXPECT_EQ(for_this_node.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << for_this_node.error_message();
+  EXPECT_EQ(split.load(), 1);
+  served.server->Shutdown();
+}
+
+// A received snapshot the driver cannot take (its inbox is full) is
+// refused, so the leader sends it again, and its image is removed. It was
+// answered OK, counted sent by the leader, and the image stayed on disk,
+// one more at every resend.
+TEST(PeerServiceTest, ASnapshotTheDriverDropsIsRefusedAndItsImageRemoved) {
+  LoneVoter node(kPeer, /*max_inbox=*/0);
+  ASSERT_NE(node.driver, nullptr);
+  ScopedTempDir dir;
+  storage::SnapshotFiles made(dir.Child("made"));
+  storage::SnapshotFiles received(dir.Child("received"));
+  ASSERT_TRUE(made.Init().ok());
+  ASSERT_TRUE(received.Init().ok());
+  const v1::internal::SnapshotRef ref = MakeImage(made, 3);
+  std::ifstream in(made.PathOf(ref.file()), std::ios::binary);
+  const std::string image(std::istreambuf_iterator<char>(in), {});
+
+  PeerTransportOptions options = Options();
+  options.self = kPeer;
+  PeerTransport transport(options);
+  transport.SetAddress(kSelf, "127.0.0.1:1");
+  PeerService service(kPeer, [] { return v1::internal::HelloResponse(); });
+  PeerServiceParts parts;
+  parts.cluster_id = options.cluster_id;
+  parts.driver = node.driver.get();
+  parts.transport = &transport;
+  parts.snapshots = &received;
+  service.Attach(parts);
+  LoopbackServer served = Serve(&service);
+  ASSERT_NE(served.server, nullptr);
+  std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
+      served.address(), grpc::InsecureChannelCredentials()));
+
+  v1::internal::SnapshotChunk chunk;
+  chunk.set_cluster_id(options.cluster_id);
+  chunk.set_from(kSelf.value());
+  chunk.set_to(kPeer.value());
+  ToWire(SnapshotMessage(ref), chunk.mutable_message());
+  chunk.set_total_bytes(ref.size());
+  chunk.set_sha256(ref.sha256());
+  chunk.set_data(image);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  v1::internal::SnapshotAck ack;
+  auto writer = stub->SendSnapshot(&context, &ack);
+  writer->Write(chunk);
+  writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << status.error_message();
+  EXPECT_TRUE(std::filesystem::is_empty(received.dir()));
+  EXPECT_EQ(node.driver->metrics().messages_dropped, 1u);
   served.server->Shutdown();
 }
 
