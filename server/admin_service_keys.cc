@@ -267,18 +267,21 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RetireKey(
         retire->set_force(request->force());
         retire->set_expected_live_sessions(request->expected_live_sessions());
         const std::string kid = request->kid();
-        const uint64_t live =
-            request->force() ? request->expected_live_sessions() : 0;
-        return SubmitThenFinish(context, std::move(command),
-                                [this, response, kid, live](const std::any&) {
-                                  const storage::KeyRingView ring =
-                                      state_machine_->key_ring();
-                                  if (const SigningKey* key = ring.Find(kid)) {
-                                    *response->mutable_key() = KeyInfo(*key);
-                                  }
-                                  response->set_live_sessions(live);
-                                  return absl::OkStatus();
-                                });
+        return SubmitThenFinish(
+            context, std::move(command),
+            [this, response, kid](const std::any& result) {
+              const storage::KeyRingView ring = state_machine_->key_ring();
+              if (const SigningKey* key = ring.Find(kid)) {
+                *response->mutable_key() = KeyInfo(*key);
+              }
+              // As counted when the retire applied: the request's
+              // expected_live_sessions was echoed, a count of sessions cut
+              // off that a forced retire of an unused key never cut.
+              if (const auto* live = std::any_cast<uint64_t>(&result)) {
+                response->set_live_sessions(*live);
+              }
+              return absl::OkStatus();
+            });
       });
 }
 

@@ -644,7 +644,15 @@ void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
   create->set_ttl_ms(lifetimes.ttl_ms);
   create->set_idle_timeout_ms(lifetimes.idle_timeout_ms);
   *create->mutable_attributes() = request.attributes();
-  if (request.has_client()) *create->mutable_client() = request.client();
+  if (request.has_client()) {
+    // Field by field: a copy of the message kept its unknown fields, which
+    // no limit measured, and a 16 MB one was stored on every replica and
+    // handed back with every read of the session.
+    sessiond::v1::ClientMetadata* client = create->mutable_client();
+    client->set_device(request.client().device());
+    client->set_ip(request.client().ip());
+    client->set_user_agent(request.client().user_agent());
+  }
   create->set_max_user_sessions(max_user_sessions);
 }
 

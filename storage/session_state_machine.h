@@ -212,9 +212,11 @@ class SessionStateMachine : public replication::StateMachine {
   // member's own (ActivateKey asks every member).
   std::map<std::string, int64_t> KeyPublishedMs() const
       ABSL_LOCKS_EXCLUDED(published_mu_);
-  // Live sessions whose JWT key `kid` signed: unexpired at now_ms and
-  // active, or held by a revocation still restorable at now_ms (a restore
-  // brings them back). A scan of the table (any thread).
+  // Live sessions whose JWT key `kid` signed: before their absolute expiry
+  // (idle timeouts aside: a late touch may still save an idle one) and
+  // active, or held by a revocation still restorable (a restore brings them
+  // back); both judged at ExpiryNowMs(now_ms). A scan of the table (any
+  // thread).
   uint64_t CountLiveSignedBy(std::string_view kid, int64_t now_ms) const;
 
   // The retained revocations, newest first.

@@ -31,12 +31,16 @@ uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
   const int64_t leeway = expiry_leeway_ms();
   // A session a revocation that can still be restored holds comes back
   // ACTIVE, with its token, on a restore: live, as far as its key goes.
+  // Restorable as ApplyRestoreRevocation judges it, at the expiry
+  // breaker's frozen time: judged at now_ms, a flush held past its
+  // retention by an open breaker counted as gone, the key retired, and the
+  // restore brought its sessions back with tokens no JWKS verified.
   std::vector<uint64_t> restorable;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [id, record] : revocations_) {
       if (record.state() == v1::Revocation::RETAINED &&
-          record.restorable_until_ms() > now_ms) {
+          record.restorable_until_ms() > expiry_now) {
         restorable.push_back(id);
       }
     }
@@ -51,7 +55,12 @@ uint64_t SessionStateMachine::CountLiveSignedBy(std::string_view kid,
   uint64_t live = 0;
   table_->ForEachSession([&](const SessionView& session) {
     if (session.revoked && !restorable_hold(session.hold)) return;
-    if (IsExpired(session, expiry_now, leeway)) {
+    // By its absolute expiry only: a session past its idle timeout here
+    // may still be saved by a touch recorded while its node was cut off
+    // (judged at that node's idle time, TouchFindsExpired), and the sweeper
+    // removes idle sessions anyway.
+    if (IsExpired(session.expires_at_ms, /*idle_timeout_ms=*/0,
+                  session.last_seen_at_ms, expiry_now, leeway)) {
       return;
     }
     if (SigningKidOf(session) == kid) ++live;
@@ -88,6 +97,8 @@ ApplyResult SessionStateMachine::ApplyKeyRing(
       KeyRing::Next(cluster->key_ring(), command, context);
   if (!next.ok()) return next.status();
   *cluster->mutable_key_ring() = *std::move(next);
+  // A retire answers how many live sessions it cut off (uint64_t).
+  if (command.has_retire()) return std::any(context.live_sessions);
   return std::any();
 }
 

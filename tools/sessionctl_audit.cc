@@ -181,6 +181,25 @@ absl::Status ExportAudit(Connection& cluster, std::FILE* stream,
     absl::StatusOr<v1::ListAuditResponse> page =
         Page(cluster, after, kPage, &endpoint);
     if (!page.ok()) return page.status();
+    // Kept entries are a contiguous run of seqs: a first one past after + 1
+    // means the cluster dropped the ones between (retention) before they
+    // were exported. The archive would have a hole, and the export said
+    // nothing.
+    if (after > 0 && !page->entries().empty() &&
+        page->entries(0).seq() > after + 1) {
+      const uint64_t first = page->entries(0).seq();
+      std::fflush(stream);
+      return absl::DataLossError(absl::StrCat(
+          "audit export: entries ", after + 1, "..", first - 1,
+          " were dropped by the cluster's audit retention "
+          "(--audit_retention_ms, --audit_max_entries) before they were "
+          "exported, so an archive of them has a hole there. Nothing past "
+          "seq ",
+          after,
+          " was written. To go on past the hole knowingly: "
+          "sessionctl audit export --after ",
+          first - 1));
+    }
     for (const v1::AuditEntry& e : page->entries()) {
       PrintJson(stream, MessageToJson(e), /*one_line=*/true);
     }

@@ -1140,16 +1140,30 @@ absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
       BothSteps(&v1::AdminService::Stub::BulkRevoke, request));
 }
 
-absl::Status ListFlushes(Connection& cluster, const Output& out) {
+namespace {
+
+// AdminService.ListFlushes; `what` names the verb in an error.
+absl::StatusOr<v1::ListFlushesResponse> FetchFlushes(Connection& cluster,
+                                                     const std::string& what,
+                                                     std::string* endpoint) {
   v1::ListFlushesResponse response;
-  std::string endpoint;
   const absl::Status s = cluster.AdminChange(
       [&](v1::AdminService::Stub& stub, grpc::ClientContext& context) {
         return stub.ListFlushes(&context, v1::ListFlushesRequest(), &response);
       },
-      &endpoint);
-  if (!s.ok())
-    return Explain(s, "flushes list", Kind::kRead, cluster.timeout());
+      endpoint);
+  if (!s.ok()) return Explain(s, what, Kind::kRead, cluster.timeout());
+  return response;
+}
+
+}  // namespace
+
+absl::Status ListFlushes(Connection& cluster, const Output& out) {
+  std::string endpoint;
+  absl::StatusOr<v1::ListFlushesResponse> listed =
+      FetchFlushes(cluster, "flushes list", &endpoint);
+  if (!listed.ok()) return listed.status();
+  const v1::ListFlushesResponse& response = *listed;
   json doc = MessageToJson(response);
   doc["endpoint"] = endpoint;
   if (response.revocations().empty()) {
@@ -1172,7 +1186,39 @@ absl::Status ListFlushes(Connection& cluster, const Output& out) {
   return Print(out, doc, table.Render());
 }
 
-absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id) {
+absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id,
+                          const Confirmation& confirmation) {
+  const std::string what = absl::StrCat("restore ", id);
+  if (!confirmation.yes) {
+    // A mistyped id makes the sessions of another revocation valid again,
+    // perhaps ones revoked after a breach: show which one it is, and have
+    // its id typed back.
+    std::string listed_by;
+    absl::StatusOr<v1::ListFlushesResponse> listed =
+        FetchFlushes(cluster, what, &listed_by);
+    if (!listed.ok()) return listed.status();
+    const v1::Revocation* found = nullptr;
+    for (const v1::Revocation& r : listed->revocations()) {
+      if (r.id() == id) found = &r;
+    }
+    if (found == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat(what, ": no retained flush or bulk revocation has id ",
+                       id, " (`sessionctl flushes list`): nothing to restore"));
+    }
+    const absl::Time now = absl::Now();
+    std::fprintf(confirmation.prompt,
+                 "Restoring revocation %llu: %s, reason \"%s\", at %s: %llu "
+                 "sessions of %llu users validate again (those expired "
+                 "meanwhile stay expired).\n",
+                 static_cast<unsigned long long>(id),
+                 DescribeSelector(found->selector()).c_str(),
+                 found->reason().c_str(),
+                 FormatTimeMs(found->revoked_at_ms(), now).c_str(),
+                 static_cast<unsigned long long>(found->sessions()),
+                 static_cast<unsigned long long>(found->users()));
+    SESSIOND_RETURN_IF_ERROR(AskToTypeBack(confirmation, what, "its id", id));
+  }
   v1::RestoreFlushRequest request;
   request.set_flush_id(id);
   v1::RestoreFlushResponse response;

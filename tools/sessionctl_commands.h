@@ -120,7 +120,10 @@ absl::Status ResumeExpiry(Connection& cluster, const Output& out,
 // `flushes list`: every retained flush and bulk revocation.
 absl::Status ListFlushes(Connection& cluster, const Output& out);
 // `restore ID`: undoes flush or bulk revocation ID.
-absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id);
+// Shows the revocation and asks to type its id back (unless
+// confirmation.yes).
+absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id,
+                          const Confirmation& confirmation);
 
 // The signing key ring (tools/sessionctl_keys.cc; docs/OPERATIONS.md,
 // "Signing keys and JWT tokens"). `keys list`: every key with its state, times,
@@ -154,6 +157,8 @@ absl::Status ListAudit(Connection& cluster, const Output& out,
                        const AuditListOptions& options);
 // `audit export`: every entry with seq > after, one JSON object a line
 // (the .proto's field names), paging through ListAudit to the end.
+// DataLoss when entries after `after` were dropped before they could be
+// exported (the archive would have a hole).
 absl::Status ExportAudit(Connection& cluster, std::FILE* stream,
                          uint64_t after);
 // What a selector takes, in words ("every live session", "sessions created

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
+#include <string>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -257,24 +259,54 @@ absl::StatusOr<Connection::StatusAnswer> Connection::ClusterStatus(
 absl::Status Connection::AdminChange(AdminCall call, std::string* endpoint) {
   absl::StatusOr<std::string> reached = Reach();
   if (!reached.ok()) return reached.status();
+  struct Answer {
+    grpc::Status status;
+    bool not_proposed = false;
+    std::optional<std::string> leader;
+  };
+  auto send = [&](const std::string& address) {
+    grpc::ClientContext context;
+    Answer answer;
+    answer.status = CallAdmin(address, call, &context);
+    // Whatever the code: an audited call whose audit entry found no leader
+    // by the deadline ends DEADLINE_EXCEEDED, having done nothing.
+    answer.not_proposed =
+        !answer.status.ok() &&
+        TrailingValue(context, "sessiond-not-proposed").has_value();
+    answer.leader = TrailingValue(context, "sessiond-leader");
+    return answer;
+  };
+  std::set<std::string> tried = {*reached};
   *endpoint = *reached;
-  auto context = std::make_unique<grpc::ClientContext>();
-  grpc::Status s = CallAdmin(*endpoint, call, context.get());
-  bool not_proposed =
-      s.error_code() == grpc::StatusCode::UNAVAILABLE &&
-      TrailingValue(*context, "sessiond-not-proposed").has_value();
-  const std::optional<std::string> leader =
-      TrailingValue(*context, "sessiond-leader");
-  if (not_proposed && leader.has_value() && !leader->empty() &&
-      *leader != *endpoint) {
-    *endpoint = *leader;
-    context = std::make_unique<grpc::ClientContext>();
-    s = CallAdmin(*endpoint, call, context.get());
-    not_proposed = s.error_code() == grpc::StatusCode::UNAVAILABLE &&
-                   TrailingValue(*context, "sessiond-not-proposed").has_value();
+  Answer answer = send(*endpoint);
+  // Nothing was proposed, so sending it elsewhere is safe: to the leader the
+  // node names, else to another endpoint connected now. A node cut off from
+  // the quorum (or just restarted) names no leader, and every retry went to
+  // it again while the other endpoints reached one.
+  while (answer.not_proposed) {
+    std::optional<std::string> next;
+    if (answer.leader.has_value() && !answer.leader->empty() &&
+        tried.count(*answer.leader) == 0) {
+      next = *answer.leader;
+    } else {
+      for (const std::string& address : endpoints_) {
+        if (tried.count(address) == 0 &&
+            ChannelTo(address)->GetState(/*try_to_connect=*/false) ==
+                GRPC_CHANNEL_READY) {
+          next = address;
+          break;
+        }
+      }
+    }
+    if (!next.has_value()) break;
+    tried.insert(*next);
+    *endpoint = *next;
+    answer = send(*endpoint);
   }
-  absl::Status status = client::FromGrpcStatus(s);
-  if (not_proposed) status.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  absl::Status status = client::FromGrpcStatus(answer.status);
+  if (answer.not_proposed) {
+    status.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  }
   return status;
 }
 
@@ -343,8 +375,7 @@ absl::Status Connection::NotAllowed(const absl::Status& status) const {
 
 bool NotProposed(const absl::Status& status) {
   return client::IsNotSent(status) ||
-         (absl::IsUnavailable(status) &&
-          status.GetPayload(kNotProposedPayload).has_value());
+         status.GetPayload(kNotProposedPayload).has_value();
 }
 
 }  // namespace sessiond::sessionctl

@@ -77,11 +77,12 @@ class Connection {
 
   using AdminCall = absl::FunctionRef<grpc::Status(v1::AdminService::Stub&,
                                                    grpc::ClientContext&)>;
-  // An AdminService change (AddMember, ...): sent once, to an endpoint
-  // Reach() found (any node forwards it to the leader). When that node
-  // answers UNAVAILABLE saying nothing was proposed ("sessiond-not-proposed")
-  // and names the leader at another address ("sessiond-leader"), it is sent
-  // once more, there. Sets `*endpoint` to where it was last sent.
+  // An AdminService change (AddMember, ...): sent to an endpoint Reach()
+  // found (any node forwards it to the leader). While a node answers an
+  // error saying nothing was proposed ("sessiond-not-proposed"), it is
+  // sent again, once per address: to the leader that node names
+  // ("sessiond-leader"), else to the next endpoint connected now. Sets
+  // `*endpoint` to where it was last sent.
   absl::Status AdminChange(AdminCall call, std::string* endpoint);
 
   // One AdminService call to `address` alone (with --timeout), for calls

@@ -34,6 +34,10 @@ absl::Status NotImplementedError(absl::string_view message) {
   return Tagged(absl::StatusCode::kUnimplemented, message, kExitNotImplemented);
 }
 
+absl::Status OutputNotWrittenError(absl::string_view message) {
+  return Tagged(absl::StatusCode::kDataLoss, message, kExitOutputNotWritten);
+}
+
 absl::Status NotAllowedError(absl::StatusCode code, absl::string_view message) {
   return Tagged(code, message, kExitNotAllowed);
 }

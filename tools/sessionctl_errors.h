@@ -27,6 +27,9 @@ enum ExitCode : int {
   // token it knows; PERMISSION_DENIED: the identity lacks the role the call
   // needs). The message says which credentials were presented.
   kExitNotAllowed = 5,
+  // The output could not be written (a full disk, a closed pipe): what was
+  // written, an export say, is cut short, whatever the cluster answered.
+  kExitOutputNotWritten = 6,
 };
 
 // Errors sessionctl makes itself are tagged with the exit code they end in
@@ -34,6 +37,7 @@ enum ExitCode : int {
 absl::Status UsageError(absl::string_view message);
 absl::Status UnreachableError(absl::string_view message);
 absl::Status NotImplementedError(absl::string_view message);
+absl::Status OutputNotWrittenError(absl::string_view message);
 // Keeps `code` (kUnauthenticated or kPermissionDenied).
 absl::Status NotAllowedError(absl::StatusCode code, absl::string_view message);
 

@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -102,7 +104,8 @@ int Main(int argc, char** argv) {
       "members, leadership, sessions). Tables by default, --json for "
       "scripts. Exit codes: 0 ok, 1 the cluster answered with an error, 2 "
       "usage, 3 no endpoint reachable, 4 not implemented yet, 5 the "
-      "cluster refused our identity. Reference: "
+      "cluster refused our identity, 6 the output could not be written. "
+      "Reference: "
       "docs/OPERATIONS.md, \"sessionctl\"."};
   app.require_subcommand(1);
   app.fallthrough();
@@ -490,13 +493,16 @@ int Main(int argc, char** argv) {
   CLI::App* restore = app.add_subcommand(
       "restore",
       "undo flush or bulk revocation ID (sessionctl flushes list): its "
-      "sessions validate again, those expired meanwhile stay expired");
+      "sessions validate again, those expired meanwhile stay expired; shows "
+      "the revocation and asks to type its id back");
   restore->add_option("ID", restore_id, "the revocation's id")
       ->required()
       ->check(CLI::PositiveNumber);
+  restore->add_flag("--yes,-y", confirmation.yes,
+                    "do not ask to type the id back (scripts)");
   restore->callback([&] {
     run = [&](Connection& cluster) {
-      return RestoreFlush(cluster, out, restore_id);
+      return RestoreFlush(cluster, out, restore_id, confirmation);
     };
   });
 
@@ -606,8 +612,27 @@ int Main(int argc, char** argv) {
   audit_export->add_option("--after", export_after,
                            "only entries with a seq above SEQ");
   audit_export->callback([&] {
+    // `audit`'s own flags, which export ignored (it wrote the whole log).
+    for (const char* flag : {"--after", "--limit", "--follow"}) {
+      if (audit->count(flag) > 0) {
+        refuse = [flag] {
+          return UsageError(absl::StrCat(
+              "audit export: ", flag,
+              " before 'export' is the listing's flag; export takes only "
+              "--after, after 'export' (sessionctl audit export --after SEQ)"));
+        };
+        return;
+      }
+    }
     run = [&](Connection& cluster) {
-      return ExportAudit(cluster, out.stream, export_after);
+      absl::Status exported = ExportAudit(cluster, out.stream, export_after);
+      if (!exported.ok() && out.json) {
+        // One line, as every line before it: a JSON-lines reader of the
+        // archive then reads the error too.
+        PrintErrorLine(out, exported);
+        return AlreadyPrinted(exported);
+      }
+      return exported;
     };
   });
   audit->callback([&] {
@@ -658,6 +683,16 @@ int Main(int argc, char** argv) {
                          settings->timeout, *std::move(security));
       result = cluster.NotAllowed(run(cluster));
     }
+  }
+  // Output that never reached its file (a full disk, a closed pipe) fails
+  // the command, whatever the cluster answered: an audit export or a JWKS
+  // cut short on a full disk exited 0.
+  if (std::fflush(out.stream) != 0 || std::ferror(out.stream) != 0) {
+    const int error = errno;
+    result = OutputNotWrittenError(absl::StrCat(
+        "could not write the output (", std::strerror(error),
+        "): what was written is incomplete",
+        result.ok() ? "" : absl::StrCat("; and ", result.message())));
   }
   if (!result.ok()) {
     PrintError(out, result);

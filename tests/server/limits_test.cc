@@ -107,6 +107,15 @@ TEST(LimitsTest, UpdateAgainstTheStoredRecord) {
   ExpectInvalid(CheckUpdatedRecord(current, u, limits), "--max_attributes");
   u.add_remove_attributes("x");
   EXPECT_TRUE(CheckUpdatedRecord(current, u, limits).ok());
+
+  // Entries, not distinct keys: three copies of one key are over a limit
+  // of two (millions of copies went through as one log entry).
+  u.clear_set_attributes();
+  u.add_remove_attributes("x");
+  ASSERT_TRUE(ValidateUpdate(u, limits).ok());
+  u.add_remove_attributes("x");
+  ExpectInvalid(ValidateUpdate(u, limits),
+                "remove_attributes: 3 entries, limit is 2 (--max_attributes)");
 }
 
 TEST(LimitsTest, RevokeAndList) {

@@ -382,6 +382,27 @@ TEST_F(DaemonTest, BadRequestsGetTheDocumentedStatusAndChangeNothing) {
             ValidateSessionResponse::VALID);
 }
 
+// Fields of `client` this server does not know (a newer client's, or
+// padding) are not kept: the message was copied whole, unknown fields
+// included, which no limit measured, so a create carrying 16 MB of them was
+// stored on every replica and handed back with every read of the session.
+TEST_F(DaemonTest, UnknownClientFieldsAreNotStored) {
+  CreateSessionRequest request;
+  request.set_user_id("mallory");
+  request.mutable_client()->set_device("laptop");
+  sessiond::v1::ClientMetadata* client = request.mutable_client();
+  client->GetReflection()->MutableUnknownFields(client)->AddLengthDelimited(
+      99, std::string(100000, 'x'));
+  CreateSessionResponse created;
+  const grpc::Status status = Create(request, &created);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(created.session().client().device(), "laptop");
+  EXPECT_LT(created.session().client().ByteSizeLong(), 100u);
+  const ValidateSessionResponse validated = Validate(created.token());
+  EXPECT_EQ(validated.session().client().device(), "laptop");
+  EXPECT_LT(validated.session().ByteSizeLong(), 1000u);
+}
+
 TEST_F(DaemonTest, ShortTtlExpiresThenTheSweeperRemovesIt) {
   const CreateSessionResponse created = MustCreate("gina", /*ttl_ms=*/200);
   ValidateSessionResponse::Outcome outcome = ValidateSessionResponse::VALID;

@@ -1865,8 +1865,79 @@ TEST_F(RevocationTest, SessionsARestorableFlushHoldsKeepTheirKeyLive) {
   EXPECT_EQ(sm_->CountLiveSignedBy(first, 9500), 2u);
   EXPECT_EQ(sm_->CountLiveSignedBy(first, 10'200), 0u);
   retire.set_timestamp_ms(10'300);
-  ASSERT_TRUE(ApplyOne(retire).ok());
+  const ApplyResult retired = ApplyOne(retire);
+  ASSERT_TRUE(retired.ok()) << retired.status();
+  EXPECT_EQ(std::any_cast<uint64_t>(*retired), 0u);  // none cut off
   EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRED);
+}
+
+// A flush an open expiry breaker keeps restorable past its retention (the
+// breaker froze expiry, and retention with it, before the retention ended)
+// keeps its sessions' key live. Judged at the raw cluster time, the count
+// took them for gone, the key retired, and the restore brought the
+// sessions back with tokens no JWKS verified: all of them logged out.
+TEST_F(RevocationTest, KeyLivenessIsJudgedAtTheBreakersFrozenTime) {
+  std::string first, second;
+  RotateToASecondKey([this](const Command& c) { return ApplyOne(c); },
+                     sm_->applied_index(), &first, &second);
+  for (int i = 1; i <= 2; ++i) {
+    Command create = Create(i, 7000, "u", /*expires_at=*/1'000'000);
+    create.mutable_create()->set_signing_kid(first);
+    ApplySession(create);
+  }
+  ASSERT_TRUE(ApplyOne(Prepare("p", All(), 7200, /*retention_ms=*/1000)).ok());
+  const v1::Revocation flush = ApplyRevocation(Confirm("p", All(), 7300));
+  ASSERT_EQ(flush.restorable_until_ms(), 8300);
+  ASSERT_TRUE(ApplyOne(OpenBreaker(8100, 8000)).ok());
+  EXPECT_EQ(sm_->CountLiveSignedBy(first, 9000), 2u);
+
+  Command retire;
+  retire.set_timestamp_ms(9000);
+  retire.mutable_key_ring()->mutable_retire()->set_kid(first);
+  const ApplyResult refused = ApplyOne(retire);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("2 live"));
+  const v1::Revocation restored = ApplyRevocation(Restore(flush.id(), 9100));
+  EXPECT_EQ(restored.restored(), 2u);
+  EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRING);
+
+  // Forced with their count, the answer is the count the apply made (the
+  // admin call echoed the request's, whatever was cut off).
+  retire.mutable_key_ring()->mutable_retire()->set_force(true);
+  retire.mutable_key_ring()->mutable_retire()->set_expected_live_sessions(2);
+  retire.set_timestamp_ms(9200);
+  const ApplyResult forced = ApplyOne(retire);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(std::any_cast<uint64_t>(*forced), 2u);
+}
+
+// A session past its idle timeout at the leader may still be saved by a
+// touch its user made through a node cut off from the quorum (judged at
+// that node's idle time). It keeps its key live: counted as gone, the key
+// retired, then the late touch revived the session with a token no JWKS
+// verified, logging out exactly the users active through the outage.
+TEST_F(RevocationTest, AnIdleSessionALateTouchCanSaveKeepsItsKeyLive) {
+  std::string first, second;
+  RotateToASecondKey([this](const Command& c) { return ApplyOne(c); },
+                     sm_->applied_index(), &first, &second);
+  Command create = Create(1, 7000, "u", /*expires_at=*/1'000'000,
+                          /*idle=*/1000);
+  create.mutable_create()->set_signing_kid(first);
+  ApplySession(create);
+  EXPECT_EQ(sm_->CountLiveSignedBy(first, 9000), 1u);
+
+  Command retire;
+  retire.set_timestamp_ms(9000);
+  retire.mutable_key_ring()->mutable_retire()->set_kid(first);
+  const ApplyResult refused = ApplyOne(retire);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("1 live"));
+  // The touch recorded while its node was cut off, judged at 7500.
+  Command touch = Touch(9100, {{1, 9050}});
+  touch.mutable_touch()->mutable_touches(0)->set_idle_judged_at_ms(7500);
+  ASSERT_TRUE(ApplyOne(touch).ok());
+  EXPECT_EQ(OutcomeOf(1, 9100), ValidateOutcome::kValid);
+  EXPECT_EQ(sm_->key_ring().Find(first)->state(), v1::SIGNING_KEY_RETIRING);
 }
 
 }  // namespace

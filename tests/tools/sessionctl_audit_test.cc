@@ -39,6 +39,17 @@ class SessionctlAuditTest : public ::testing::Test {
         argv, {"PATH=/usr/bin:/bin", absl::StrCat("HOME=", dir_.path())}, "",
         absl::Seconds(30));
   }
+  // The same, its stdout sent to `file` by a shell.
+  ProcessRun SessionctlTo(const std::string& file,
+                          const std::string& arguments) {
+    return RunProcess(
+        {"/bin/sh", "-c",
+         absl::StrCat("exec \"$0\" --endpoints ", node_->address(),
+                      " --timeout 10s ", arguments, " > ", file),
+         SESSIONCTL_BINARY},
+        {"PATH=/usr/bin:/bin", absl::StrCat("HOME=", dir_.path())}, "",
+        absl::Seconds(30));
+  }
 
   // Three audited calls: SetExpiryLeeway 100, 200, and one refused (out of
   // range).
@@ -119,6 +130,69 @@ TEST_F(SessionctlAuditTest, JsonTableAndExport) {
   lines = absl::StrSplit(run.out, '\n', absl::SkipEmpty());
   ASSERT_EQ(lines.size(), 1u) << run.out;
   EXPECT_EQ(json::parse(lines[0])["seq"].get<uint64_t>(), first + 5);
+}
+
+// Output that never reached its file fails the command (exit 6): an
+// export or a JWKS written to a full disk was cut short and exited 0.
+TEST_F(SessionctlAuditTest, AnExportThatCannotBeWrittenFails) {
+  MakeEntries();
+  ProcessRun run = SessionctlTo("/dev/full", "audit export");
+  EXPECT_EQ(run.exit_code, 6) << run;
+  EXPECT_TRUE(absl::StrContains(run.err, "could not write the output")) << run;
+  run = SessionctlTo("/dev/null", "audit export");
+  EXPECT_EQ(run.exit_code, 0) << run;
+}
+
+// `audit`'s own flags before `export` were taken by the listing and
+// ignored by the export, which wrote the whole log and exited 0.
+TEST_F(SessionctlAuditTest, ExportRefusesTheListingsFlags) {
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"audit", "--limit", "1", "export"},
+        std::vector<std::string>{"audit", "--after", "3", "export"},
+        std::vector<std::string>{"audit", "--follow", "export"}}) {
+    const ProcessRun run = Sessionctl(args);
+    EXPECT_EQ(run.exit_code, 2) << run;
+    EXPECT_TRUE(absl::StrContains(run.err, "export takes only")) << run;
+    EXPECT_TRUE(run.out.empty()) << run;
+  }
+}
+
+// Entries the cluster dropped (retention) between two exports make the
+// second one fail, naming the hole, instead of starting quietly at the
+// oldest kept entry: an archive with a gap and exit 0. With --json the
+// error is one line, as the entries before it are.
+TEST_F(SessionctlAuditTest, AnExportThatWouldLeaveAHoleFails) {
+  node_->Kill();
+  node_->set_extra_flags({"--audit_max_entries", "4"});
+  ASSERT_TRUE(node_->Start().ok());
+  MakeEntries();  // six entries; the oldest kept are the last four
+  ProcessRun run = Sessionctl({"--json", "audit"});
+  ASSERT_EQ(run.exit_code, 0) << run;
+  const uint64_t oldest = json::parse(run.out)["oldest_seq"].get<uint64_t>();
+  ASSERT_GT(oldest, 2u) << run.out;
+
+  run = Sessionctl({"audit", "export", "--after", "1"});
+  EXPECT_EQ(run.exit_code, 1) << run;
+  EXPECT_TRUE(absl::StrContains(
+      run.err, absl::StrCat("entries 2..", oldest - 1, " were dropped")))
+      << run;
+  EXPECT_TRUE(absl::StrContains(
+      run.err, absl::StrCat("audit export --after ", oldest - 1)))
+      << run;
+  EXPECT_TRUE(run.out.empty()) << run;
+
+  run = Sessionctl({"--json", "audit", "export", "--after", "1"});
+  EXPECT_EQ(run.exit_code, 1) << run;
+  const std::vector<std::string> lines =
+      absl::StrSplit(run.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 1u) << run.out;
+  EXPECT_TRUE(json::parse(lines[0]).contains("error")) << run.out;
+
+  // Past the hole knowingly, and from the start (nothing expected before).
+  run = Sessionctl({"audit", "export", "--after", absl::StrCat(oldest - 1)});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  run = Sessionctl({"audit", "export"});
+  EXPECT_EQ(run.exit_code, 0) << run;
 }
 
 }  // namespace

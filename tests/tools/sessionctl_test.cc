@@ -569,14 +569,29 @@ TEST_F(SessionctlNodeTest, FlushAsksForTheCountThenRestoreUndoesIt) {
   EXPECT_EQ(list["revocations"][0]["state"], "RETAINED");
   const CtlRun table = Ctl({"flushes", "list"});
   EXPECT_TRUE(absl::StrContains(table.out, "every live session")) << table;
-  const CtlRun restored = Ctl({"restore", absl::StrCat(id)});
+  // The revocation is shown and its id typed back: a mistyped id made the
+  // sessions of another revocation valid again at once.
+  const CtlRun mistyped = Ctl({"restore", absl::StrCat(id)}, "12\n");
+  EXPECT_EQ(mistyped.exit_code, 1) << mistyped;
+  EXPECT_TRUE(absl::StrContains(mistyped.err, "not confirmed")) << mistyped;
+  EXPECT_TRUE(absl::StrContains(mistyped.err, "every live session"))
+      << mistyped;
+  EXPECT_EQ(CtlJson({"flushes", "list"})["revocations"][0]["state"],
+            "RETAINED");
+  const CtlRun unknown = Ctl({"restore", absl::StrCat(id + 1000)}, "\n");
+  EXPECT_EQ(unknown.exit_code, 1) << unknown;
+  EXPECT_TRUE(absl::StrContains(unknown.err, "nothing to restore")) << unknown;
+  const CtlRun restored =
+      Ctl({"restore", absl::StrCat(id)}, absl::StrCat(id, "\n"));
   ASSERT_EQ(restored.exit_code, 0) << restored;
+  EXPECT_TRUE(absl::StrContains(restored.err, "Restoring revocation"))
+      << restored;
   EXPECT_TRUE(absl::StrContains(restored.out, "3 sessions valid again"))
       << restored;
   for (const std::string& token : tokens) {
     EXPECT_TRUE(absl::StrContains(Get(token).out, "VALID"));
   }
-  const CtlRun again = Ctl({"restore", absl::StrCat(id)});
+  const CtlRun again = Ctl({"restore", absl::StrCat(id), "--yes"});
   EXPECT_EQ(again.exit_code, 1) << again;
   EXPECT_TRUE(absl::StrContains(again.err, "already restored")) << again;
   // A bulk revoke of one user, scripted with --yes and --json.
@@ -607,7 +622,7 @@ TEST_F(SessionctlNodeTest, FlushAsksForTheCountThenRestoreUndoesIt) {
   const uint64_t before_id = revocations["revocations"][0]["id"];
   EXPECT_EQ(revocations["revocations"][0]["sessions"], 4) << revocations;
   // Restored: bob and cy validate again; ann's stay held by the bulk revoke.
-  const json undone = CtlJson({"restore", absl::StrCat(before_id)});
+  const json undone = CtlJson({"restore", absl::StrCat(before_id), "--yes"});
   EXPECT_EQ(undone["revocation"]["id"], before_id) << undone;
   EXPECT_NE(NodeAt(undone.value("endpoint", "")), 0) << undone;
   for (int i : {2, 3}) {
@@ -705,6 +720,27 @@ TEST_F(SessionctlNodeTest, EndpointsComeFromFlagThenEnvironmentThenConfig) {
     run = Sessionctl(full);
     EXPECT_EQ(run.exit_code, 0) << absl::StrJoin(args, " ") << "\n" << run;
   }
+}
+
+// An admin change that a node cut off from the quorum refuses, naming no
+// leader and proposing nothing, goes on to another endpoint. Every retry
+// went to that node again (exit 1, "retry once it has a leader") while the
+// other endpoints reached the leader.
+TEST_F(SessionctlNodeTest, AChangeGoesOnPastANodeCutOffFromTheQuorum) {
+  const int cut = followers_[0];  // the first endpoint
+  cluster_->Isolate(cut);
+  bool leaderless = false;
+  for (int i = 0; i < 400 && !leaderless; ++i) {
+    const absl::StatusOr<sessiond::v1::MemberStatus> status =
+        cluster_->MemberStatusOf(cut);
+    leaderless = status.ok() && status->leader() == 0;
+    if (!leaderless) absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(leaderless) << "node " << cut << " still names a leader";
+  const CtlRun run = Ctl({"leeway", "set", "300"});
+  EXPECT_EQ(run.exit_code, 0) << run;
+  EXPECT_TRUE(absl::StrContains(run.out, "300")) << run;
+  cluster_->HealAll();
 }
 
 TEST_F(SessionctlNodeTest, ADownFollowerIsShownAndTheOthersServe) {
