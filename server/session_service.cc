@@ -317,19 +317,21 @@ void SessionServiceImpl::DescribeRevoked(const storage::TokenHash& hash,
 void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
                                   absl::Time deadline,
                                   ValidateSessionResponse* response,
-                                  std::function<void(absl::Status)> done) {
+                                  std::function<void(absl::Status)> done,
+                                  std::vector<PendingTouch>* deferred) {
   if (absl::Status s = CheckReady(); !s.ok()) {
     done(s);
     return;
   }
   reads_->Wait(
       request.consistency(), deadline,
-      [this, &request, response, done = std::move(done)](ReadAnswer answer) {
+      [this, &request, response, deferred,
+       done = std::move(done)](ReadAnswer answer) {
         if (!answer.status.ok()) {
           done(answer.status);
           return;
         }
-        done(ValidateNow(request, clock_->NowMs(), answer, response));
+        done(ValidateNow(request, clock_->NowMs(), answer, response, deferred));
       });
 }
 
@@ -460,9 +462,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
             }
           }
           if (responses->size() < requests.size()) return false;
-          for (const PendingTouch& t : *touches) {
-            touches_->Record(t.hash, t.seen_at_ms, t.idle_judged_at_ms);
-          }
+          touches_->RecordAll(*touches);
           call->Reply(absl::OkStatus());
           return true;
         };

@@ -245,11 +245,17 @@ class SessionServiceImpl final : public RawSessionService {
   // The read path for one validation: waits for `level` (from the request),
   // then answers into `response`; `done` gets OK with an outcome, or the
   // error to end the call with. `request` and `response` must live until
-  // `done` is called.
+  // `done` is called. `deferred` (not null): a touch the request asks for
+  // goes there, for the caller to record (RecordTouches) once its answer
+  // is sure to reach the client; it must live until `done` too.
   void Validate(const sessiond::v1::ValidateSessionRequest& request,
                 absl::Time deadline,
                 sessiond::v1::ValidateSessionResponse* response,
-                std::function<void(absl::Status)> done);
+                std::function<void(absl::Status)> done,
+                std::vector<PendingTouch>* deferred = nullptr);
+  void RecordTouches(const std::vector<PendingTouch>& touches) {
+    touches_->RecordAll(touches);
+  }
 
   // The server deadline of a call (WritePath::ServerDeadline).
   absl::Time DeadlineOf(const grpc::CallbackServerContext* context) const {
@@ -336,12 +342,6 @@ class SessionServiceImpl final : public RawSessionService {
   // while this node's touches cannot reach the log, where they stopped
   // (TouchBuffer::StalledSinceMs): the earliest that applies.
   int64_t IdleJudgedAtMs(const ReadAnswer& answer, int64_t now_ms) const;
-  // A touch a validation asks for, held back until its call succeeds.
-  struct PendingTouch {
-    storage::TokenHash hash;
-    int64_t seen_at_ms = 0;
-    int64_t idle_judged_at_ms = 0;
-  };
   // `deferred` (a batch): the touch goes there instead of the buffer, to be
   // recorded only if the whole call succeeds.
   absl::Status ValidateNow(const sessiond::v1::ValidateSessionRequest& request,

@@ -18,6 +18,15 @@
 
 namespace sessiond::server {
 
+// A touch a validation asked for, held back until its answer is sure to
+// reach the caller (a batch that succeeds whole, a stream's answer once
+// written): a call that fails records none.
+struct PendingTouch {
+  storage::TokenHash hash;
+  int64_t seen_at_ms = 0;
+  int64_t idle_judged_at_ms = 0;
+};
+
 // Folds "this session was just used" (ValidateSession with touch=true) into
 // one TouchCommand per flush interval instead of one log entry per
 // validation: a busy session validated a thousand times a second costs one
@@ -56,6 +65,11 @@ class TouchBuffer {
   // session, alive then by the log's record, was alive at every later one.
   void Record(const storage::TokenHash& hash, int64_t seen_at_ms,
               int64_t idle_judged_at_ms = 0);
+  void RecordAll(const std::vector<PendingTouch>& touches) {
+    for (const PendingTouch& t : touches) {
+      Record(t.hash, t.seen_at_ms, t.idle_judged_at_ms);
+    }
+  }
 
   // Submits everything recorded so far now (also used at shutdown and by
   // tests). Returns the number of touches submitted. Does not wait for them

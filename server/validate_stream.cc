@@ -100,30 +100,34 @@ void ValidateStream::OnReadDone(bool ok) {
     actions.finish = more.finish;
   }
   if (slot != nullptr) {
-    service_->Validate(slot->request, service_->DeadlineOf(context_),
-                       &slot->response, [this, slot](absl::Status status) {
-                         Actions a;
-                         {
-                           absl::MutexLock lock(&mu_);
-                           if (status.ok()) {
-                             status =
-                                 SerializeResponse(slot->response, &slot->wire);
-                           }
-                           slot->status = std::move(status);
-                           slot->ready = true;
-                           --barriers_pending_;
-                           a = NextActionsLocked();
-                         }
-                         Run(a);
-                       });
+    service_->Validate(
+        slot->request, service_->DeadlineOf(context_), &slot->response,
+        [this, slot](absl::Status status) {
+          Actions a;
+          {
+            absl::MutexLock lock(&mu_);
+            if (status.ok()) {
+              status = SerializeResponse(slot->response, &slot->wire);
+            }
+            slot->status = std::move(status);
+            slot->ready = true;
+            --barriers_pending_;
+            a = NextActionsLocked();
+          }
+          Run(a);
+        },
+        &slot->touches);
   }
   Run(actions);
 }
 
 void ValidateStream::OnWriteDone(bool ok) {
   Actions actions;
+  std::vector<PendingTouch> touches;
   {
     absl::MutexLock lock(&mu_);
+    // Its answer reached the client: its touch counts now.
+    if (ok) touches = std::move(queue_.front().touches);
     queue_.pop_front();
     writing_ = false;
     if (!ok) {
@@ -142,6 +146,7 @@ void ValidateStream::OnWriteDone(bool ok) {
     actions.write = more.write;
     actions.finish = more.finish;
   }
+  if (!touches.empty()) service_->RecordTouches(touches);
   Run(actions);
 }
 

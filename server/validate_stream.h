@@ -8,12 +8,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "server/auth.h"
 #include "server/rpc_metrics.h"
+#include "server/touch_buffer.h"
 #include "sessiond/v1/session.pb.h"
 
 namespace sessiond::server {
@@ -71,6 +73,9 @@ class ValidateStream final
     // Kept until the answer is written: the read path works on it.
     sessiond::v1::ValidateSessionRequest request;
     sessiond::v1::ValidateSessionResponse response;
+    // Recorded once the answer is written: a stream that ends before it
+    // reaches the client records none for it.
+    std::vector<PendingTouch> touches;
     grpc::ByteBuffer wire;
     absl::Status status;
     bool ready = false;

@@ -1160,6 +1160,63 @@ TEST(ClusterTest, UsersActiveThroughANodeThatLostItsQuorumStayLoggedIn) {
   }
 }
 
+// A validate stream that ends at an answer it could not give records no
+// touch for the answers behind it, which it never sent: they were recorded
+// as they were validated, so a stream cut short by a lost quorum still
+// touched sessions its caller never heard about (BatchValidateSessions
+// records its touches only when the whole call succeeds).
+TEST(ClusterTest, AStreamCutShortTouchesNothingItDidNotAnswer) {
+  ClusterHarness cluster(Options({"--touch_flush_interval_ms", "200"}));
+  const int survivor = RunsOnAndCampaignsLast(cluster);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader =
+      cluster.WaitForLeader(absl::Seconds(20), AllBut(cluster, survivor));
+  ASSERT_TRUE(leader.ok());
+  const std::string token =
+      MustCreate(cluster, *leader, "u", absl::Minutes(30)).token();
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  ValidateSessionResponse before;
+  ASSERT_TRUE(
+      cluster.Validate(survivor, token, sessiond::v1::LOCAL, &before).ok());
+  ASSERT_EQ(before.outcome(), ValidateSessionResponse::VALID);
+
+  for (int id : Others(cluster, survivor)) cluster.Kill(id);
+  {
+    // A LINEARIZABLE read, which fails without a quorum, then LOCAL reads
+    // with touch=true, answered at once and queued behind it.
+    auto stub = cluster.Stub(survivor);
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    auto stream = stub->StreamValidateSessions(&context);
+    sessiond::v1::ValidateSessionRequest request;
+    request.set_token(token);
+    request.set_consistency(sessiond::v1::LINEARIZABLE);
+    ASSERT_TRUE(stream->Write(request));
+    request.set_consistency(sessiond::v1::LOCAL);
+    request.set_touch(true);
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(stream->Write(request));
+    stream->WritesDone();
+    ValidateSessionResponse response;
+    int answers = 0;
+    while (stream->Read(&response)) ++answers;
+    const grpc::Status ended = stream->Finish();
+    EXPECT_FALSE(ended.ok());
+    EXPECT_EQ(answers, 0) << ended.error_message();
+  }
+  ASSERT_TRUE(RestartTheOthers(cluster, survivor).ok());
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(30), survivor).ok());
+  // Several of the survivor's touch flushes (every 200 ms).
+  absl::SleepFor(absl::Seconds(2));
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  ValidateSessionResponse after;
+  ASSERT_TRUE(
+      cluster.Validate(survivor, token, sessiond::v1::LINEARIZABLE, &after)
+          .ok());
+  EXPECT_EQ(after.session().last_seen_at_ms(),
+            before.session().last_seen_at_ms())
+      << "a touch of an answer never sent reached the log";
+}
+
 // Cluster time stands still while no member counts it, but a member that
 // kept running while the others were down counted it: restarted, the others
 // (and a leader among them) were that far behind it, and it, never reading
