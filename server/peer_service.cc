@@ -312,13 +312,17 @@ class PeerService::SnapshotStream
       Finish(ToGrpcStatus(ref.status()));
       return;
     }
+    // A received image that does not reach Raft is removed: each resend
+    // would otherwise leave one more on disk.
+    auto refuse = [&](const absl::Status& why) {
+      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
+      Finish(ToGrpcStatus(why));
+    };
     if (ref->sha256() != announced_sha256_) {
       // Whole and self-consistent, but not the image the leader made.
-      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
-      Finish(ToGrpcStatus(absl::DataLossError(
+      return refuse(absl::DataLossError(
           "the snapshot image's SHA-256 differs from the one its sender "
-          "announced")));
-      return;
+          "announced"));
     }
     absl::Status judged =
         JudgeAgain(parts_, *context_, "SendSnapshot", &judged_);
@@ -326,10 +330,8 @@ class PeerService::SnapshotStream
       judged = JudgeSender(parts_, *context_, message_.from.value(), &sender_);
     }
     if (!judged.ok()) {
-      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
       service_->LogRefusal(judged);
-      Finish(ToGrpcStatus(judged));
-      return;
+      return refuse(judged);
     }
     ack_->set_received_bytes(ref->size());
     message_.snapshot->data = storage::EncodeSnapshotRef(*ref);
@@ -337,28 +339,23 @@ class PeerService::SnapshotStream
     if (absl::Status check = storage::SessionStateMachine::VerifySnapshotImage(
             *parts_.snapshots, *message_.snapshot);
         !check.ok()) {
-      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
       logging::Warn("peer.snapshot_refused",
                     logging::Fields()
                         .Add("from", message_.from.value())
                         .Add("index", message_.snapshot->meta.index.value())
                         .Error(check));
-      Finish(ToGrpcStatus(check));
-      return;
+      return refuse(check);
     }
     const uint64_t index = message_.snapshot->meta.index.value();
     std::vector<Message> messages;
     messages.push_back(std::move(message_));
     if (parts_.driver->Deliver(std::move(messages)) == 0) {
-      // Dropped (a full inbox): answered OK, the leader counted it sent,
-      // and the image stayed on disk, one more at every resend.
-      std::remove(parts_.snapshots->PathOf(ref->file()).c_str());
-      Finish(ToGrpcStatus(absl::UnavailableError(
+      // Dropped by a full inbox: it was answered OK, counted sent by the
+      // leader, and never installed.
+      return refuse(absl::UnavailableError(
           absl::StrCat("node ", service_->self_.value(),
-                       " is too busy to take the "
-                       "snapshot at ",
-                       index, " (its Raft inbox is full); retry"))));
-      return;
+                       " is too busy to take the snapshot at ", index,
+                       " (its Raft inbox is full); retry")));
     }
     Finish(grpc::Status::OK);
   }

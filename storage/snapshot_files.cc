@@ -406,10 +406,10 @@ absl::Status SnapshotImageSource::Next(size_t max, std::string* out) {
   if (n < wanted && std::ferror(file_) != 0) return Errno("read", path_);
   out->resize(n);
   digest_->Add(*out);
-  // Short of what was asked for: the file ended.
+  // A full piece short of the announced size: more to come.
   if (digest_->size() < ref_.size() && n == wanted) return absl::OkStatus();
-  // The whole image was read (or it ended early, or goes on past its size):
-  // its last piece goes out only if it is the image `ref_` names.
+  // The announced size reached, the file ended early, or it goes on past
+  // its size: this last piece goes out only if it is the image `ref_` names.
   SESSIOND_RETURN_IF_ERROR(CheckImage(path_, ref_, digest_.get()));
   done_ = true;
   return absl::OkStatus();

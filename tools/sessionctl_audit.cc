@@ -188,7 +188,6 @@ absl::Status ExportAudit(Connection& cluster, std::FILE* stream,
     if (after > 0 && !page->entries().empty() &&
         page->entries(0).seq() > after + 1) {
       const uint64_t first = page->entries(0).seq();
-      std::fflush(stream);
       return absl::DataLossError(absl::StrCat(
           "audit export: entries ", after + 1, "..", first - 1,
           " were dropped by the cluster's audit retention "
