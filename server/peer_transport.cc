@@ -126,14 +126,6 @@ std::shared_ptr<grpc::ChannelCredentials> PeerTransport::CredentialsFor(
   return options_.credentials ? options_.credentials(peer) : nullptr;
 }
 
-void PeerTransport::DialLocked(Peer* peer, const std::string& address) {
-  peer->address = address;
-  peer->channel = NewPeerChannel(address, CredentialsFor(peer->id));
-  peer->stub = RaftPeer::NewStub(peer->channel);
-  peer->snapshot_stub =
-      RaftPeer::NewStub(NewPeerChannel(address, CredentialsFor(peer->id)));
-}
-
 void PeerTransport::SetAddress(NodeId id, const std::string& address) {
   if (id == options_.self || id == NodeId(0) || address.empty()) return;
   absl::MutexLock lock(&mu_);
@@ -143,7 +135,11 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     Peer* peer = it->second.get();
     absl::MutexLock peer_lock(&peer->mu);
     if (peer->address == address) return;
-    DialLocked(peer, address);
+    peer->address = address;
+    peer->channel = NewPeerChannel(address, CredentialsFor(id));
+    peer->stub = RaftPeer::NewStub(peer->channel);
+    peer->snapshot_stub =
+        RaftPeer::NewStub(NewPeerChannel(address, CredentialsFor(id)));
     peer->address_changed = true;
     peer->cv.SignalAll();
     return;
@@ -152,7 +148,11 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
   Peer* raw = peer.get();
   {
     absl::MutexLock peer_lock(&raw->mu);
-    DialLocked(raw, address);
+    raw->address = address;
+    raw->channel = NewPeerChannel(address, CredentialsFor(id));
+    raw->stub = RaftPeer::NewStub(raw->channel);
+    raw->snapshot_stub =
+        RaftPeer::NewStub(NewPeerChannel(address, CredentialsFor(id)));
   }
   raw->sender = std::thread([this, raw] {
     pthread_setname_np(pthread_self(),

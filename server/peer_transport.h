@@ -163,9 +163,6 @@ class PeerTransport : public replication::Transport {
   std::shared_ptr<grpc::ChannelCredentials> CredentialsFor(NodeId peer) const;
   struct Peer;
 
-  // The peer's address and its two channels (messages, snapshots), new.
-  // Called with peer->mu held (not annotated: Peer is defined in the .cc).
-  void DialLocked(Peer* peer, const std::string& address);
   void SendLoop(Peer* peer);
   void SnapshotLoop(Peer* peer);
   // Streams one snapshot; returns why it failed.
