@@ -100,21 +100,28 @@ std::shared_ptr<grpc::Channel> MakeChannel(
   // share the endpoint's connection and its failures. Each of ours stands
   // alone.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  // The rest are defaults: the caller's channel_args override each of them.
+  const auto set_default = [&](const char* key, int value) {
+    if (!HasChannelArg(options.channel_args, key)) args.SetInt(key, value);
+  };
   // A node that vanished (host down, a partition dropping packets) is
   // noticed within ~40 s even on an idle channel or a validate stream,
   // which has no deadline: ping after 30 s of silence, give up 10 s later
   // (the server accepts pings every 10 s: docs/API.md, "Connections").
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30 * 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10 * 1000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // gRPC's default GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA (2) stops the pings
+  // after two with no data sent in between: a node that vanished once a
+  // validate stream had been quiet for a minute was never noticed. 0 lifts
+  // that limit.
+  set_default(GRPC_ARG_KEEPALIVE_TIME_MS, 30 * 1000);
+  set_default(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10 * 1000);
+  set_default(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  set_default(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   // gRPC's reconnect backoff grows to 120 s by default: a node back from an
   // outage of a few minutes would stay unused that long (a retried call
   // reconnects at once anyway: Backoff). Capped unless the caller chose.
-  if (!HasChannelArg(options.channel_args, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS)) {
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                static_cast<int>(
-                    absl::ToInt64Milliseconds(kDefaultMaxReconnectBackoff)));
-  }
+  set_default(
+      GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(kDefaultMaxReconnectBackoff)));
   return grpc::CreateCustomChannel(address,
                                    options.credentials != nullptr
                                        ? options.credentials

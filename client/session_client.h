@@ -69,9 +69,14 @@ struct SessionClientOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   // Extra arguments for those channels (reconnect backoff, keepalive, ...).
   // The client adds GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, so no two channels
-  // share a connection, and GRPC_ARG_MAX_RECONNECT_BACKOFF_MS 5000 unless
-  // set here (gRPC's default grows to 120 s). A retried call reconnects at
-  // once whatever the backoff.
+  // share a connection, and, unless set here, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS
+  // 5000 (gRPC's default grows to 120 s; a retried call reconnects at once
+  // whatever the backoff) and keepalive: GRPC_ARG_KEEPALIVE_TIME_MS 30000,
+  // GRPC_ARG_KEEPALIVE_TIMEOUT_MS 10000,
+  // GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS 1 and
+  // GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA 0 (keep pinging a quiet stream), so
+  // a vanished node is noticed within ~40 s (docs/API.md, "Connections").
+  // A keepalive time under 10 s gets GOAWAY from sessiond servers.
   grpc::ChannelArguments channel_args;
   // Coalesce concurrent CreateSession calls into CreateSessions calls (one
   // RPC and one log entry for many sessions). No call waits for a batch to

@@ -62,7 +62,7 @@ absl::Status CreateRateLimiter::Admit(absl::string_view identity,
           "(a limit per caller: --create_rate_per_identity)",
           rate_per_s_, burst_, identity,
           static_cast<int64_t>(std::ceil(absl::ToDoubleMilliseconds(wait))))),
-      wait);
+      SpreadRetryDelay(wait));
 }
 
 void CreateRateLimiter::Refund(absl::string_view identity, uint32_t creates) {

@@ -120,14 +120,22 @@ void AllowPeerKeepalive(grpc::ServerBuilder* builder) {
 }  // namespace
 
 Daemon::Daemon(const Config& config, RestartRequest on_restart_needed,
-               StopRequest on_stop_needed)
+               StopRequest on_stop_needed, Handover handover)
     : config_(config),
       on_restart_needed_(std::move(on_restart_needed)),
       on_stop_needed_(std::move(on_stop_needed)),
       removal_watch_(NodeId(static_cast<uint64_t>(config.node_id))),
-      shutdown_grace_ms_(config.shutdown_grace_ms) {}
+      shutdown_grace_ms_(config.shutdown_grace_ms) {
+  handover_ = std::move(handover);
+}
 
 Daemon::~Daemon() { Shutdown(); }
+
+Daemon::Handover Daemon::TakeHandover() {
+  Handover taken = std::move(handover_);
+  handover_ = {};
+  return taken;
+}
 
 std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
                                                   int64_t batch) {
@@ -335,9 +343,10 @@ absl::Status Daemon::Reload(const Config& next) {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     const Config& config, RestartRequest on_restart_needed,
-    StopRequest on_stop_needed) {
-  std::unique_ptr<Daemon> daemon(new Daemon(
-      config, std::move(on_restart_needed), std::move(on_stop_needed)));
+    StopRequest on_stop_needed, Handover handover) {
+  std::unique_ptr<Daemon> daemon(
+      new Daemon(config, std::move(on_restart_needed),
+                 std::move(on_stop_needed), std::move(handover)));
   if (absl::Status s = daemon->Init(); !s.ok()) return s;
   return daemon;
 }
@@ -774,6 +783,11 @@ absl::Status Daemon::Init() {
   write_options.cluster_id = cluster_id_;
   write_options.self = self;
   write_options.cluster_epoch = cluster_epoch_.load();
+  // What a follower holds for a leader is bounded as the leader bounds
+  // what it proposes.
+  write_options.max_open_commands =
+      static_cast<size_t>(config_.max_pending_writes);
+  write_options.max_open_command_bytes = driver_options.max_pending_bytes;
   writes_ = std::make_unique<WritePath>(write_options, driver_.get(),
                                         clock_.get(), transport_.get(),
                                         state_machine_.get(), timers_.get());
@@ -793,6 +807,18 @@ absl::Status Daemon::Init() {
       },
       absl::Milliseconds(config_.touch_flush_interval_ms),
       [cluster_clock] { return cluster_clock->NowMs(); });
+  if (!handover_.touches.touches.empty()) {
+    logging::Info(
+        "restart.touches_adopted",
+        logging::Fields()
+            .Add("touches", handover_.touches.touches.size())
+            .Add("stalled_since_ms", handover_.touches.stalled_since_ms)
+            .Add("msg",
+                 "touches that never reached the log before the restart go "
+                 "out with the first flush"));
+    touches_->Adopt(handover_.touches);
+  }
+  handover_.touches = {};
   if (config_.logout_detector_interval_ms > 0) {
     // Built before SelfStatus can be called; samples once Start()ed below.
     LogoutDetectorOptions detector;
@@ -1277,6 +1303,21 @@ void Daemon::Shutdown() {
     writes_->AbandonOpenCalls();
     if (!writes_->Drain(absl::Seconds(5))) {
       logging::Warn("shutdown.writes_in_flight");
+    }
+  }
+  if (touches_ != nullptr) {
+    // Every batch was answered (drained): what failed is back in the
+    // buffer.
+    handover_.touches = touches_->TakeUnlanded();
+    if (!handover_.touches.touches.empty()) {
+      logging::Warn(
+          "shutdown.touches_unlanded",
+          logging::Fields()
+              .Add("touches", handover_.touches.touches.size())
+              .Add("msg",
+                   "touches that never reached the log: a restart in place "
+                   "sends them again; a stop loses them (those users' idle "
+                   "time counts from their last touch in the log)"));
     }
   }
   if (driver_ != nullptr) {

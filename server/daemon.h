@@ -16,6 +16,7 @@
 #include "common/strong_types.h"
 #include "server/config.h"
 #include "server/expiry_sweep_stats.h"
+#include "server/pending_touch.h"
 #include "server/periodic_task.h"
 #include "server/removal_watch.h"
 #include "sessiond/v1/admin.pb.h"
@@ -109,11 +110,19 @@ class Daemon {
   // so it must not block or destroy the daemon) when this node learns that
   // it was removed from its cluster (LeaveCluster): main.cc then shuts it
   // down as on SIGTERM.
+  //
+  // `handover`: what the daemon this one replaces in the same process (a
+  // restart in place) left unfinished: TakeHandover of the one before.
   using RestartRequest = std::function<void()>;
   using StopRequest = std::function<void()>;
+  struct Handover {
+    // Touches that never reached its log (a full disk): this one's first
+    // flush sends them, and idle time stays stopped where they stopped.
+    UnlandedTouches touches;
+  };
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       const Config& config, RestartRequest on_restart_needed = nullptr,
-      StopRequest on_stop_needed = nullptr);
+      StopRequest on_stop_needed = nullptr, Handover handover = {});
 
   ~Daemon();  // Shutdown()s.
   Daemon(const Daemon&) = delete;
@@ -124,6 +133,9 @@ class Daemon {
   // voter when this node leads, stops the background tasks and the driver,
   // and closes RocksDB cleanly. Idempotent.
   void Shutdown();
+  // After Shutdown: what a daemon started in its place should take over
+  // (Start's `handover`). Empty the second time.
+  Handover TakeHandover();
 
   // SIGHUP: applies from `next` the options config.cc's table marks
   // reloadable (ReloadableOptionNames(): sweep_interval_ms, sweep_batch,
@@ -170,7 +182,7 @@ class Daemon {
 
  private:
   Daemon(const Config& config, RestartRequest on_restart_needed,
-         StopRequest on_stop_needed);
+         StopRequest on_stop_needed, Handover handover);
   absl::Status Init();
   // The value of a data-dir mark (storage/keys.h) that keeps this node from
   // starting; nullopt when there is none or --force_new_cluster overrides
@@ -258,6 +270,9 @@ class Daemon {
   std::unique_ptr<AuditRecorder> audit_;
   std::unique_ptr<ReadBarrier> reads_;
   std::unique_ptr<TouchBuffer> touches_;
+  // From the daemon before (Start), until Init hands it to touches_; then
+  // what Shutdown leaves for the next one (TakeHandover).
+  Handover handover_;
   std::unique_ptr<CreateRateLimiter> create_rate_limiter_;
   std::unique_ptr<WriteAdmission> write_admission_;
   std::unique_ptr<SessionServiceImpl> service_;

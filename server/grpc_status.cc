@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/random/random.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -194,6 +195,11 @@ absl::Status WithRetryDelay(absl::Status status, absl::Duration delay) {
                       absl::Cord(absl::StrCat(std::max<int64_t>(1, ms))));
   }
   return status;
+}
+
+absl::Duration SpreadRetryDelay(absl::Duration least) {
+  thread_local absl::InsecureBitGen rng;
+  return least * absl::Uniform(rng, 1.0, 1.5);
 }
 
 std::optional<ErrorDetail> ErrorDetailOf(const absl::Status& status) {

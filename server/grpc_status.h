@@ -30,6 +30,12 @@ absl::Status WithErrorMetadata(absl::Status status, absl::string_view key,
 // node that made the status (payloads do not cross the peer port).
 absl::Status WithRetryDelay(absl::Status status, absl::Duration delay);
 
+// `least` stretched by a random factor in [1, 1.5), for a delay that many
+// callers may be refused with at once (a rate limit, an overload): told
+// the same wait, they would all come back together and be refused
+// together again.
+absl::Duration SpreadRetryDelay(absl::Duration least);
+
 // What the details of a failed call say.
 struct ErrorDetail {
   // UPPER_SNAKE_CASE, e.g. SESSION_REVOKED (docs/API.md, "Error details").

@@ -180,14 +180,17 @@ constexpr char kRestartedByExecEnv[] = "SESSIOND_RESTARTED_IN_PLACE_BY_EXEC";
 // Shuts `daemon` down and destroys it; past what its drain may take (the
 // grace, three times: calls, the server's own shutdown, internal writes)
 // plus config.stop_timeout_ms, the StopWatchdog calls `give_up`.
-void TearDown(std::unique_ptr<sessiond::server::Daemon>* daemon,
-              const sessiond::server::Config& config, const char* what,
-              std::function<void()> give_up) {
+sessiond::server::Daemon::Handover TearDown(
+    std::unique_ptr<sessiond::server::Daemon>* daemon,
+    const sessiond::server::Config& config, const char* what,
+    std::function<void()> give_up) {
   sessiond::server::StopWatchdog watchdog(
       absl::Milliseconds(config.stop_timeout_ms + 3 * config.shutdown_grace_ms),
       what, std::move(give_up));
   (*daemon)->Shutdown();
+  sessiond::server::Daemon::Handover handover = (*daemon)->TakeHandover();
   daemon->reset();
+  return handover;
 }
 
 // SIGTERM or SIGINT sent while a restart in place tore the daemon down
@@ -229,7 +232,9 @@ std::optional<int> RestartInPlace(
   if (!(*daemon)->jwks_address().empty()) {
     bound.jwks_listen = (*daemon)->jwks_address();
   }
-  TearDown(daemon, config, "restart in place", [argv] { ExecAgain(argv); });
+  // An exec (the teardown stuck) starts afresh: the handover is lost then.
+  sessiond::server::Daemon::Handover handover =
+      TearDown(daemon, config, "restart in place", [argv] { ExecAgain(argv); });
   if (const int stop = TakePendingStop(); stop != 0) {
     sd_notify(0, "STOPPING=1\nSTATUS=stopped during a restart in place");
     logging::Info("shutdown.done",
@@ -241,7 +246,8 @@ std::optional<int> RestartInPlace(
     return 0;
   }
   absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
-      sessiond::server::Daemon::Start(bound, RequestRestart, RequestStop);
+      sessiond::server::Daemon::Start(bound, RequestRestart, RequestStop,
+                                      std::move(handover));
   if (!next.ok()) {
     logging::Error("startup.failed", logging::Fields()
                                          .Add("listen", bound.listen)

@@ -63,6 +63,30 @@ ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {
   return ValidateSessionResponse::UNKNOWN;
 }
 
+// One of the max_waiting_batch_validations places for a large batch,
+// given back when the last copy of the callbacks holding it is destroyed
+// (the batch answered).
+class LargeBatchSlot {
+ public:
+  // A slot, or null when `limit` are taken.
+  static std::shared_ptr<LargeBatchSlot> Take(std::atomic<size_t>* taken,
+                                              size_t limit) {
+    if (taken->fetch_add(1) >= limit) {
+      taken->fetch_sub(1);
+      return nullptr;
+    }
+    return std::shared_ptr<LargeBatchSlot>(new LargeBatchSlot(taken));
+  }
+  ~LargeBatchSlot() { taken_->fetch_sub(1); }
+
+  LargeBatchSlot(const LargeBatchSlot&) = delete;
+  LargeBatchSlot& operator=(const LargeBatchSlot&) = delete;
+
+ private:
+  explicit LargeBatchSlot(std::atomic<size_t>* taken) : taken_(taken) {}
+  std::atomic<size_t>* const taken_;
+};
+
 absl::Status TooManyBatches(size_t limit) {
   return absl::ResourceExhaustedError(absl::StrCat(
       "too many large BatchValidateSessions wait on this node (limit ", limit,
@@ -430,10 +454,22 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
       return call->Reply(s);
     }
   }
+  // A large batch is counted from here, not from when it reaches the batch
+  // thread: during an election a LINEARIZABLE one waits at the barrier
+  // first, holding its request, and any number of them could.
+  std::shared_ptr<LargeBatchSlot> slot;
+  if (requests.size() > kBatchValidateSlice) {
+    slot = LargeBatchSlot::Take(&large_batches_,
+                                options_.max_waiting_batch_validations);
+    if (slot == nullptr) {
+      return call->Reply(
+          TooManyBatches(options_.max_waiting_batch_validations));
+    }
+  }
   // One barrier for the whole batch, and one cluster time.
   reads_->Wait(
       call->request().consistency(), DeadlineOf(call->context()),
-      [this, call](ReadAnswer answer) {
+      [this, call, slot](ReadAnswer answer) {
         if (!answer.status.ok()) return Fail(call, answer.status);
         const int64_t now_ms = clock_->NowMs();
         call->response()->mutable_responses()->Reserve(
@@ -441,7 +477,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
         // One slice; true once the call is answered. The touches wait for
         // the whole batch: a batch that fails (a fell-back read that lacks
         // one token) changes nothing.
-        auto slice = [this, call, now_ms, answer = std::move(answer),
+        auto slice = [this, call, now_ms, slot, answer = std::move(answer),
                       touches = std::make_shared<std::vector<PendingTouch>>()] {
           const auto& requests = call->request().requests();
           auto* responses = call->response()->mutable_responses();
@@ -466,12 +502,11 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
           call->Reply(absl::OkStatus());
           return true;
         };
-        if (call->request().requests_size() <= kBatchValidateSlice) {
+        if (slot == nullptr) {
           slice();
-        } else if (!batches_.TrySubmit(
-                       std::move(slice),
-                       options_.max_waiting_batch_validations)) {
-          Fail(call, TooManyBatches(options_.max_waiting_batch_validations));
+        } else {
+          // Bounded by the slots: the job releases its slot when done.
+          batches_.Submit(std::move(slice));
         }
       });
 }

@@ -45,10 +45,12 @@ struct SessionServiceOptions {
   JwtIssuer* jwt_issuer = nullptr;
   // Most requests in one BatchValidateSessions call.
   size_t max_batch_validate = 10000;
-  // Most batches of more than kBatchValidateSlice tokens waiting for the
-  // batch thread; one more is refused with RESOURCE_EXHAUSTED and a retry
-  // delay. Each holds its request and answers (up to about 2 MB for 10,000
-  // tokens), and at 64 full batches the last waits about a second.
+  // Most batches of more than kBatchValidateSlice tokens this node holds
+  // unanswered (at the read barrier, which can hold a LINEARIZABLE one until
+  // linearizable_timeout_ms, or waiting for the batch thread); one more is
+  // refused with RESOURCE_EXHAUSTED and a retry delay. Each holds its
+  // request and answers (up to about 2 MB for 10,000 tokens), and at 64
+  // full batches the last waits about a second for the thread.
   size_t max_waiting_batch_validations = 64;
   // Most StreamValidateSessions streams open at once on this node; one more
   // is refused with RESOURCE_EXHAUSTED. Each costs about 18 KB idle, and
@@ -429,6 +431,9 @@ class SessionServiceImpl final : public RawSessionService {
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> writes_inflight_{0};
+  // Batches of more than kBatchValidateSlice tokens held, from their
+  // arrival to their answer (max_waiting_batch_validations).
+  std::atomic<size_t> large_batches_{0};
   // When a call was last refused as shutting down (Unix ns).
   mutable std::atomic<int64_t> last_refusal_ns_{0};
 

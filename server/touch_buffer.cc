@@ -169,6 +169,42 @@ void TouchBuffer::Answered(
   }
 }
 
+UnlandedTouches TouchBuffer::TakeUnlanded() {
+  UnlandedTouches unlanded;
+  for (Shard& shard : shards_) {
+    absl::MutexLock lock(&shard.mu);
+    for (const auto& [hash, held] : shard.touches) {
+      unlanded.touches.push_back(
+          PendingTouch{hash, held.seen_at_ms, held.idle_judged_at_ms});
+    }
+    shard.touches.clear();
+  }
+  absl::MutexLock lock(&stall_mu_);
+  unlanded.stalled_since_ms =
+      stalled_since_ms_.exchange(0, std::memory_order_acq_rel);
+  kept_pending_ = 0;
+  return unlanded;
+}
+
+void TouchBuffer::Adopt(const UnlandedTouches& unlanded) {
+  const bool stalled = unlanded.stalled_since_ms != 0;
+  int64_t counted = 0;
+  for (const PendingTouch& t : unlanded.touches) {
+    counted += Add(t.hash, Touch{t.seen_at_ms, t.idle_judged_at_ms,
+                                 /*kept=*/stalled})
+                   ? 1
+                   : 0;
+  }
+  if (!stalled || counted == 0) return;
+  absl::MutexLock lock(&stall_mu_);
+  kept_pending_ += counted;
+  const int64_t since = stalled_since_ms_.load(std::memory_order_relaxed);
+  if (since == 0 || unlanded.stalled_since_ms < since) {
+    stalled_since_ms_.store(unlanded.stalled_since_ms,
+                            std::memory_order_release);
+  }
+}
+
 void TouchBuffer::Stop() {
   if (flusher_.Stop()) Flush();
 }

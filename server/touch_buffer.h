@@ -7,25 +7,18 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/pending_touch.h"
 #include "server/periodic_task.h"
 #include "server/write_path.h"
 #include "storage/token.h"
 
 namespace sessiond::server {
-
-// A touch a validation asked for, held back until its answer is sure to
-// reach the caller (a batch that succeeds whole, a stream's answer once
-// written): a call that fails records none.
-struct PendingTouch {
-  storage::TokenHash hash;
-  int64_t seen_at_ms = 0;
-  int64_t idle_judged_at_ms = 0;
-};
 
 // Folds "this session was just used" (ValidateSession with touch=true) into
 // one TouchCommand per flush interval instead of one log entry per
@@ -78,6 +71,14 @@ class TouchBuffer {
 
   // Flushes one last time and stops the flusher thread. Idempotent.
   void Stop();
+
+  // After Stop(), once every batch submitted was answered (the write path
+  // drained): the touches still held, kept from batches that failed, and
+  // the stall. Leaves the buffer empty.
+  UnlandedTouches TakeUnlanded();
+  // Before any Record: holds `unlanded` for the next flush, kept through
+  // its stall as they were (StalledSinceMs says so until they land).
+  void Adopt(const UnlandedTouches& unlanded);
 
   // While batches fail to reach the log (no leader in time, a full disk):
   // the cluster time as of which every touch recorded here is in the log

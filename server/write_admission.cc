@@ -78,7 +78,7 @@ absl::Status WriteAdmission::Admit(absl::Duration now) {
           "delay, spread creates over more time or more nodes",
           in_flight_, limit_, absl::ToInt64Milliseconds(queueing_delay_),
           absl::ToInt64Milliseconds(options_.target))),
-      wait);
+      SpreadRetryDelay(wait));
 }
 
 void WriteAdmission::Enter(absl::Duration now) {

@@ -71,6 +71,8 @@ struct WritePath::Call {
   std::optional<replication::ConfChange> conf_change;
   NodeId transfer_to;
   absl::Time deadline;
+  // The command's size, counted in open_command_bytes_ while open.
+  uint64_t command_bytes = 0;
 
   absl::Mutex mu;
   Done done ABSL_GUARDED_BY(mu);
@@ -161,8 +163,33 @@ bool WritePath::Drain(absl::Duration timeout) const {
   return true;
 }
 
+absl::Status WritePath::HoldCommand(uint64_t bytes) {
+  absl::MutexLock lock(&open_mu_);
+  if (open_commands_ >= options_.max_open_commands ||
+      open_command_bytes_ + bytes > options_.max_open_command_bytes) {
+    // Held, it would wait with the others for a leader or its answer:
+    // refused now, before anything was sent, so a retry is safe.
+    absl::Status refused = absl::ResourceExhaustedError(
+        absl::StrCat("too many writes in flight (", open_commands_,
+                     " held by this node, waiting for a leader or its "
+                     "answer); retry shortly"));
+    refused.SetPayload(kNotProposedPayload, absl::Cord("1"));
+    return refused;
+  }
+  ++open_commands_;
+  open_command_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
 void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
                       Done done) {
+  if (call->command) {
+    call->command_bytes = call->command->ByteSizeLong();
+    if (absl::Status held = HoldCommand(call->command_bytes); !held.ok()) {
+      done(std::move(held));
+      return;
+    }
+  }
   call->deadline = deadline;
   {
     absl::MutexLock lock(&call->mu);
@@ -228,6 +255,10 @@ void WritePath::FinishDeciding(
   {
     absl::MutexLock lock(&open_mu_);
     open_calls_.erase(call.get());
+    if (call->command) {
+      --open_commands_;
+      open_command_bytes_ -= call->command_bytes;
+    }
   }
   done(std::move(result));
   calls_in_flight_.fetch_sub(1);

@@ -73,6 +73,14 @@ struct WritePathOptions {
   // A learner may be promoted only when it is at most this many entries
   // behind the leader's last index.
   uint64_t promote_max_lag = 1000;
+  // Commands (Submit) this node holds unanswered, and their bytes; one more
+  // is refused at once (RESOURCE_EXHAUSTED, never proposed). The leader's
+  // driver bounds what it proposes; this bounds what any node holds while
+  // it forwards or waits for a leader, which with no leader is every write
+  // sent to it until its deadline. Membership changes and transfers are
+  // not counted, so an operator can still act on an overloaded node.
+  size_t max_open_commands = 100000;
+  uint64_t max_open_command_bytes = 256ull << 20;
 };
 
 // The leader this node knows, for error details and client redirects.
@@ -143,8 +151,13 @@ class WritePath {
  private:
   struct Call;
 
-  // Arms the deadline, then tries.
+  // Arms the deadline, then tries; or refuses a command at once when this
+  // node holds too many (max_open_commands).
   void Start(std::shared_ptr<Call> call, absl::Time deadline, Done done);
+  // Counts a command of `bytes` as held, or refuses it (RESOURCE_EXHAUSTED,
+  // never proposed) when max_open_commands or max_open_command_bytes would
+  // be passed.
+  absl::Status HoldCommand(uint64_t bytes) ABSL_LOCKS_EXCLUDED(open_mu_);
   // A forwarded write the leader applied with `result`: answered once this
   // node applied `index` too (or at the call's deadline).
   void FinishWhenApplied(const std::shared_ptr<Call>& call, LogIndex index,
@@ -206,6 +219,9 @@ class WritePath {
   absl::Mutex open_mu_;
   absl::flat_hash_map<Call*, std::weak_ptr<Call>> open_calls_
       ABSL_GUARDED_BY(open_mu_);
+  // The commands among them, and their bytes (max_open_commands).
+  size_t open_commands_ ABSL_GUARDED_BY(open_mu_) = 0;
+  uint64_t open_command_bytes_ ABSL_GUARDED_BY(open_mu_) = 0;
   std::atomic<int64_t> rpcs_in_flight_{0};
 };
 

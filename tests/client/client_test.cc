@@ -12,12 +12,14 @@
 #include <grpcpp/server_builder.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -982,12 +984,20 @@ class FakeSessionService final : public v1::SessionService::Service {
 class FakeServer {
  public:
   // `max_receive_bytes`: the server's request size limit (-1: gRPC's).
-  explicit FakeServer(int max_receive_bytes = -1) {
+  // `any_ping_rate`: take client pings however frequent, with or without
+  // data, instead of answering them with GOAWAY (too_many_pings), which
+  // closes the connection.
+  explicit FakeServer(int max_receive_bytes = -1, bool any_ping_rate = false) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                              &port_);
     if (max_receive_bytes >= 0) {
       builder.SetMaxReceiveMessageSize(max_receive_bytes);
+    }
+    if (any_ping_rate) {
+      builder.AddChannelArgument(
+          GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 0);
+      builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
     }
     builder.RegisterService(&service_);
     server_ = builder.BuildAndStart();
@@ -1614,6 +1624,163 @@ TEST(ClientFakeServerTest, WriteNoticesALeaderThatWentAway) {
   EXPECT_GE(client->stats().endpoints_skipped, 1u);
   EXPECT_EQ(client->stats().leaders_forgotten, 1u);
   EXPECT_EQ(client->leader(), other.address());
+}
+
+// A TCP proxy from 127.0.0.1 (a free port) to 127.0.0.1:`upstream_port`
+// that forwards both ways until Blackhole(); from then on it reads and drops
+// everything and keeps every socket open, as a network that loses packets
+// does: neither end sees a FIN or a RST, only silence. It closes a socket
+// only after its other end did, and counts the connections the client side
+// closed.
+//
+// Thread-safe.
+class BlackholingProxy {
+ public:
+  explicit BlackholingProxy(int upstream_port) : upstream_port_(upstream_port) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr = Loopback(0);
+    EXPECT_EQ(
+        bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    EXPECT_EQ(listen(listen_fd_, 16), 0);
+    socklen_t len = sizeof(addr);
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~BlackholingProxy() {
+    stop_ = true;
+    thread_.join();
+    for (const Connection& c : connections_) {
+      if (c.client >= 0) close(c.client);
+      if (c.upstream >= 0) close(c.upstream);
+    }
+    close(listen_fd_);
+  }
+  BlackholingProxy(const BlackholingProxy&) = delete;
+  BlackholingProxy& operator=(const BlackholingProxy&) = delete;
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  void Blackhole() { blackholed_ = true; }
+  int ClientClosed() const { return client_closed_; }
+
+ private:
+  // A socket is -1 once closed.
+  struct Connection {
+    int client;
+    int upstream;
+  };
+
+  static sockaddr_in Loopback(int port) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    return addr;
+  }
+
+  // Reads what `from` has and, unless blackholed, writes it all to `to`.
+  // False when `from` is closed (EOF or an error).
+  bool Pass(int from, int to) {
+    char buf[16 * 1024];
+    const ssize_t n = read(from, buf, sizeof(buf));
+    if (n <= 0) return false;
+    for (ssize_t sent = 0; !blackholed_ && sent < n;) {
+      const ssize_t w = send(to, buf + sent, n - sent, MSG_NOSIGNAL);
+      if (w <= 0) break;  // `to` is closed: its own read will say so
+      sent += w;
+    }
+    return true;
+  }
+
+  // Only the proxy thread touches connections_ before the destructor joins
+  // it. The poll timeout bounds how long the destructor waits for it.
+  void Run() {
+    while (!stop_) {
+      std::vector<pollfd> fds = {{listen_fd_, POLLIN, 0}};
+      for (const Connection& c : connections_) {
+        fds.push_back({c.client, POLLIN, 0});  // poll ignores fd -1
+        fds.push_back({c.upstream, POLLIN, 0});
+      }
+      if (poll(fds.data(), fds.size(), /*timeout_ms=*/50) <= 0) continue;
+      if (fds[0].revents & POLLIN) {
+        const int client = accept(listen_fd_, nullptr, nullptr);
+        const int upstream = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr = Loopback(upstream_port_);
+        EXPECT_EQ(
+            connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)),
+            0);
+        connections_.push_back({client, upstream});
+      }
+      for (size_t i = 0; i + 1 < fds.size(); i += 2) {
+        Connection& c = connections_[i / 2];
+        if (fds[i + 1].revents != 0 && !Pass(c.client, c.upstream)) {
+          ++client_closed_;
+          close(c.client);
+          c.client = -1;
+          // Before the blackhole the proxy passes the close on.
+          if (!blackholed_ && c.upstream >= 0) {
+            close(c.upstream);
+            c.upstream = -1;
+          }
+        }
+        if (c.upstream >= 0 && fds[i + 2].revents != 0 &&
+            !Pass(c.upstream, c.client)) {
+          close(c.upstream);
+          c.upstream = -1;
+          if (!blackholed_ && c.client >= 0) {
+            close(c.client);
+            c.client = -1;
+          }
+        }
+      }
+    }
+  }
+
+  const int upstream_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> blackholed_{false};
+  std::atomic<int> client_closed_{0};
+  std::vector<Connection> connections_;
+  std::thread thread_;
+};
+
+// A validate stream has no deadline: only keepalive notices a node that
+// vanished without closing the connection (host down, packets dropped).
+// With gRPC's default GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA (2) the client
+// sent two keepalive pings after the stream's last message and then no
+// more, so a node that vanished after that quiet was never noticed and the
+// stream hung; the client sets it to 0 (no limit). Here the keepalive is
+// shortened through channel_args, which the client must let through.
+TEST(ClientKeepaliveTest, AQuietStreamNoticesABlackholedNode) {
+  FakeServer server(/*max_receive_bytes=*/-1, /*any_ping_rate=*/true);
+  BlackholingProxy proxy(server.port());
+  SessionClientOptions options = FakeOptions();
+  options.channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 200);
+  options.channel_args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 200);
+  auto client = SessionClient::Connect(proxy.address(), options);
+  std::unique_ptr<ValidateStream> stream = client->OpenValidateStream();
+  v1::ValidateSessionRequest good;
+  good.set_token("good");
+  absl::StatusOr<v1::ValidateSessionResponse> answer = stream->Validate(good);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
+
+  // Quiet for more than three keepalive intervals: long enough for the
+  // client to have used up a limit of pings without data.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_EQ(proxy.ClientClosed(), 0);
+  proxy.Blackhole();
+  const int64_t give_up = NowMs() + 20'000;
+  while (proxy.ClientClosed() == 0 && NowMs() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(proxy.ClientClosed(), 1)
+      << "the client never noticed the blackholed node";
+
+  stream->Cancel();
+  EXPECT_FALSE(stream->Close().ok());
 }
 
 // ---------------------------------------------------------------------------

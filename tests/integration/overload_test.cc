@@ -13,6 +13,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -79,6 +80,16 @@ class Outstanding {
     stub_->async()->RevokeSession(
         &call->context, &call->request, &call->response,
         [this, call](grpc::Status s) { Finished("revoke", s); });
+  }
+
+  void BatchValidate(const sessiond::v1::BatchValidateSessionsRequest& request,
+                     absl::Duration deadline) {
+    auto call = Start<sessiond::v1::BatchValidateSessionsRequest,
+                      sessiond::v1::BatchValidateSessionsResponse>(deadline);
+    call->request = request;
+    stub_->async()->BatchValidateSessions(
+        &call->context, &call->request, &call->response,
+        [this, call](grpc::Status s) { Finished("batch", s); });
   }
 
   // Answers by kind ("create", "create shed": refused at admission,
@@ -302,6 +313,132 @@ TEST(OverloadTest, ACreateTheLeaderRefusesIsNotChargedToItsCaller) {
   for (int id : cluster.ids()) {
     if (id != *leader) cluster.Resume(id);
   }
+  waiting.WaitForAll(absl::Seconds(60));
+}
+
+// The other voters stopped: `node` has no leader and no quorum.
+void IsolateByPausing(ClusterHarness& cluster, int node) {
+  for (int id : cluster.ids()) {
+    if (id != node) cluster.Pause(id);
+  }
+}
+
+void ResumeAll(ClusterHarness& cluster, int node) {
+  for (int id : cluster.ids()) {
+    if (id != node) cluster.Resume(id);
+  }
+}
+
+// A node with no leader holds every write sent to it until its deadline
+// (--request_timeout_ms at most). Only the leader's driver counted writes
+// (--max_pending_writes), so a follower held any number, each with its
+// request. Now it holds as many as a leader would and refuses one more at
+// once: never proposed, safe to retry.
+TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfWrites) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  options.flags = {"--write_admission_target_ms=0", "--max_pending_writes=8",
+                   "--request_timeout_ms=30000"};
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(60));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  const int node = *leader == cluster.ids().front() ? cluster.ids().back()
+                                                    : cluster.ids().front();
+  IsolateByPausing(cluster, node);
+
+  Outstanding held(cluster.Stub(node));
+  for (int i = 0; i < 8; ++i) {
+    held.Create("held-" + std::to_string(i), absl::Seconds(30));
+  }
+  // Bounded: the held creates are sent asynchronously, so the first tries
+  // may come before all of them arrived (and wait out their deadline); and
+  // one forwarded to the stopped leader is answered once its connection
+  // breaks (keepalive), freeing its place: each try adds one more.
+  grpc::Status refused;
+  for (int attempt = 0; attempt < 30; ++attempt) {
+    held.Create("held-more-" + std::to_string(attempt), absl::Seconds(30));
+    CreateSessionResponse response;
+    refused =
+        Create(cluster, node, "one-more", &response, absl::Milliseconds(500));
+    if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.error_message() << "\n"
+      << cluster.LogTail(node);
+  EXPECT_NE(refused.error_message().find("held by this node"),
+            std::string::npos)
+      << refused.error_message();
+  const absl::Status read = client::FromGrpcStatus(refused);
+  EXPECT_EQ(client::ErrorReason(read), "TOO_MANY_PENDING_WRITES");
+  const std::optional<google::rpc::ErrorInfo> info = client::ErrorInfoOf(read);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->metadata().count("not_proposed"), 1u)
+      << "a refusal before anything was sent must say a retry is safe";
+  EXPECT_TRUE(client::RetryDelay(read).has_value());
+
+  ResumeAll(cluster, node);
+  held.WaitForAll(absl::Seconds(60));
+}
+
+// A LINEARIZABLE BatchValidateSessions waits at the read barrier while no
+// leader confirms reads. A large one (over 256 tokens) was counted against
+// the 64 a node holds only once past the barrier, so during an election any
+// number waited there, each holding its request. Now the 65th is refused at
+// once.
+TEST(OverloadTest, LargeBatchesWaitingForALeaderAreBounded) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  options.flags = {"--request_timeout_ms=30000"};
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(60));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  CreateSessionResponse created;
+  ASSERT_TRUE(
+      Create(cluster, *leader, "batched", &created, absl::Seconds(10)).ok());
+  const int node = *leader == cluster.ids().front() ? cluster.ids().back()
+                                                    : cluster.ids().front();
+  // Seen on `node` before its peers stop (a LOCAL read waits for nothing).
+  for (int i = 0; i < 100; ++i) {
+    if (cluster.Validate(node, created.token()) ==
+        ValidateSessionResponse::VALID) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  IsolateByPausing(cluster, node);
+
+  sessiond::v1::BatchValidateSessionsRequest batch;
+  batch.set_consistency(sessiond::v1::LINEARIZABLE);
+  for (int i = 0; i < 257; ++i) {
+    batch.add_requests()->set_token(created.token());
+  }
+  Outstanding waiting(cluster.Stub(node));
+  for (int i = 0; i < 64; ++i) waiting.BatchValidate(batch, absl::Seconds(30));
+  // As above: each try adds one more, in case one was answered meanwhile.
+  grpc::Status refused;
+  for (int attempt = 0; attempt < 30; ++attempt) {
+    waiting.BatchValidate(batch, absl::Seconds(30));
+    auto stub = cluster.Stub(node);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Milliseconds(500));
+    sessiond::v1::BatchValidateSessionsResponse response;
+    refused = stub->BatchValidateSessions(&context, batch, &response);
+    if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.error_message() << "\n"
+      << cluster.LogTail(node);
+  EXPECT_EQ(client::ErrorReason(client::FromGrpcStatus(refused)),
+            "TOO_MANY_BATCHES")
+      << refused.error_message();
+
+  ResumeAll(cluster, node);
+  // Every held one is answered (WaitForAll checks), once a leader confirms
+  // its read or at its deadline.
   waiting.WaitForAll(absl::Seconds(60));
 }
 

@@ -5,6 +5,7 @@
 #include "server/create_rate_limiter.h"
 
 #include <optional>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -40,7 +41,9 @@ TEST(CreateRateLimiterTest, BurstThenRateAndARetryDelayThatIsRight) {
   ASSERT_TRUE(detail.has_value());
   EXPECT_EQ(detail->reason, "RATE_LIMITED");
   ASSERT_TRUE(detail->retry_delay.has_value());
-  EXPECT_EQ(*detail->retry_delay, absl::Milliseconds(100));  // one token
+  // One token's wait, spread (SpreadRetryDelay).
+  EXPECT_GE(*detail->retry_delay, absl::Milliseconds(100));
+  EXPECT_LE(*detail->retry_delay, absl::Milliseconds(150));
   // A refusal took nothing: 100 ms later exactly one more passes.
   EXPECT_TRUE(limiter.Admit("app", 1, At(0.1)).ok());
   EXPECT_FALSE(limiter.Admit("app", 1, At(0.1)).ok());
@@ -49,6 +52,26 @@ TEST(CreateRateLimiterTest, BurstThenRateAndARetryDelayThatIsRight) {
     ASSERT_TRUE(limiter.Admit("app", 1, At(100)).ok());
   }
   EXPECT_FALSE(limiter.Admit("app", 1, At(100)).ok());
+}
+
+// Callers refused at the same moment were all told the same wait, so they
+// came back together and were refused together again. Each is told at
+// least the wait it needs, spread over half as much again.
+TEST(CreateRateLimiterTest, CallersRefusedTogetherAreToldToComeBackApart) {
+  CreateRateLimiter limiter({.rate_per_s = 10, .burst = 1});
+  ASSERT_TRUE(limiter.Admit("app", 1, At(0)).ok());
+  std::set<absl::Duration> waits;
+  for (int i = 0; i < 20; ++i) {
+    const absl::Status refused = limiter.Admit("app", 1, At(0));
+    ASSERT_TRUE(absl::IsResourceExhausted(refused)) << refused;
+    const std::optional<absl::Duration> wait =
+        ErrorDetailOf(refused)->retry_delay;
+    ASSERT_TRUE(wait.has_value());
+    EXPECT_GE(*wait, absl::Milliseconds(100));
+    EXPECT_LE(*wait, absl::Milliseconds(150));
+    waits.insert(*wait);
+  }
+  EXPECT_GT(waits.size(), 1u);
 }
 
 TEST(CreateRateLimiterTest, CallersHaveTheirOwnBuckets) {
@@ -65,7 +88,11 @@ TEST(CreateRateLimiterTest, ABatchLargerThanTheBurstPassesFromAFullBucket) {
   // Not full: refused, and told to wait for one token.
   const absl::Status refused = limiter.Admit("app", 50, At(0));
   ASSERT_FALSE(refused.ok());
-  EXPECT_EQ(ErrorDetailOf(refused)->retry_delay, absl::Milliseconds(100));
+  const std::optional<absl::Duration> wait =
+      ErrorDetailOf(refused)->retry_delay;
+  ASSERT_TRUE(wait.has_value());
+  EXPECT_GE(*wait, absl::Milliseconds(100));
+  EXPECT_LE(*wait, absl::Milliseconds(150));
   // Full: passes and leaves the bucket 40 in debt (4 s at 10/s).
   ASSERT_TRUE(limiter.Admit("app", 50, At(0.1)).ok());
   EXPECT_FALSE(limiter.Admit("app", 1, At(4.0)).ok());

@@ -164,6 +164,45 @@ TEST_F(TouchBufferTest, ATouchOfAnEndedSessionDoesNotHoldTheStall) {
   EXPECT_EQ(buffer_.StalledSinceMs(), std::nullopt);
 }
 
+// A restart in place hands what never landed to the next daemon's buffer
+// (Daemon::Handover): the touches, kept through their stall, which goes on
+// until they land there. Lost, a lone voter idled out every user active
+// through the full disk the restart ended.
+TEST_F(TouchBufferTest, TouchesThatNeverLandedAreHandedToTheNextBuffer) {
+  buffer_.Record(HashOf(1), 1000);
+  buffer_.Record(HashOf(2), 1200);
+  ASSERT_EQ(FlushAt(1500), 2u);
+  writes_.Answer(0, kNoQuorum);
+  buffer_.Record(HashOf(1), 1800);  // used again meanwhile
+  buffer_.Stop();                   // its last flush fails too
+  ASSERT_EQ(writes_.held(), 1u);
+  writes_.Answer(0, kNoQuorum);
+
+  const UnlandedTouches unlanded = buffer_.TakeUnlanded();
+  EXPECT_EQ(unlanded.touches.size(), 2u);
+  EXPECT_EQ(unlanded.stalled_since_ms, 1500);
+  EXPECT_EQ(buffer_.StalledSinceMs(), std::nullopt);
+  EXPECT_TRUE(buffer_.TakeUnlanded().touches.empty());
+
+  HeldWrites next_writes;
+  int64_t next_now_ms = 3000;
+  TouchBuffer next(next_writes.submit(), absl::Hours(1),
+                   [&next_now_ms] { return next_now_ms; });
+  next.Adopt(unlanded);
+  EXPECT_EQ(next.StalledSinceMs(), std::optional<int64_t>(1500))
+      << "idle time must stay stopped where the touches stopped landing";
+  ASSERT_EQ(next.Flush(), 2u);
+  const sessiond::v1::internal::Command landed =
+      next_writes.Answer(0, kCommitted);
+  ASSERT_EQ(landed.touch().touches_size(), 2);
+  for (const auto& touch : landed.touch().touches()) {
+    EXPECT_EQ(touch.idle_judged_at_ms(), 1500);
+    const int64_t seen = touch.token_hash()[0] == 1 ? 1800 : 1200;
+    EXPECT_EQ(touch.seen_at_ms(), seen);
+  }
+  EXPECT_EQ(next.StalledSinceMs(), std::nullopt);
+}
+
 // Answers come on several threads at once (the completion stage, a timer,
 // a forwarded call's). Apart, the stall's start and its count raced: a
 // failure could put its touches back after a commit had counted them gone

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <set>
+
 #include "absl/strings/match.h"
 #include "server/grpc_status.h"
 
@@ -92,7 +95,21 @@ TEST(WriteAdmissionTest, AStandingQueueShedsCreatesWithARetryDelay) {
   ASSERT_TRUE(detail.has_value());
   EXPECT_EQ(detail->reason, "OVERLOADED");
   ASSERT_TRUE(detail->retry_delay.has_value());
-  EXPECT_EQ(*detail->retry_delay, Milliseconds(150));
+  // The queueing delay, spread (SpreadRetryDelay): creates refused
+  // together are told to come back apart, or they would all be refused
+  // together again.
+  EXPECT_GE(*detail->retry_delay, Milliseconds(150));
+  EXPECT_LE(*detail->retry_delay, Milliseconds(225));
+  std::set<absl::Duration> waits;
+  for (int i = 0; i < 20; ++i) {
+    const std::optional<ErrorDetail> again =
+        ErrorDetailOf(admission.Admit(now));
+    ASSERT_TRUE(again.has_value() && again->retry_delay.has_value());
+    EXPECT_GE(*again->retry_delay, Milliseconds(150));
+    EXPECT_LE(*again->retry_delay, Milliseconds(225));
+    waits.insert(*again->retry_delay);
+  }
+  EXPECT_GT(waits.size(), 1u);
 }
 
 // A driver whose queue is full refuses proposals at once (RESOURCE_EXHAUSTED
