@@ -18,6 +18,7 @@
 #include <set>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -27,6 +28,7 @@
 #include "common/log.h"
 #include "common/metrics_registry.h"
 #include "common/status_macros.h"
+#include "common/steady_clock.h"
 #include "common/steady_cond_var.h"
 #include "replication/node_driver.h"
 #include "server/admin_service.h"
@@ -120,13 +122,15 @@ void AllowPeerKeepalive(grpc::ServerBuilder* builder) {
 }  // namespace
 
 Daemon::Daemon(const Config& config, RestartRequest on_restart_needed,
-               StopRequest on_stop_needed, Handover handover)
+               StopRequest on_stop_needed, Handover handover,
+               std::function<void()> before_serving)
     : config_(config),
       on_restart_needed_(std::move(on_restart_needed)),
       on_stop_needed_(std::move(on_stop_needed)),
       removal_watch_(NodeId(static_cast<uint64_t>(config.node_id))),
       shutdown_grace_ms_(config.shutdown_grace_ms) {
   handover_ = std::move(handover);
+  before_serving_ = std::move(before_serving);
 }
 
 Daemon::~Daemon() { Shutdown(); }
@@ -343,10 +347,11 @@ absl::Status Daemon::Reload(const Config& next) {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(
     const Config& config, RestartRequest on_restart_needed,
-    StopRequest on_stop_needed, Handover handover) {
-  std::unique_ptr<Daemon> daemon(
-      new Daemon(config, std::move(on_restart_needed),
-                 std::move(on_stop_needed), std::move(handover)));
+    StopRequest on_stop_needed, Handover handover,
+    std::function<void()> before_serving) {
+  std::unique_ptr<Daemon> daemon(new Daemon(
+      config, std::move(on_restart_needed), std::move(on_stop_needed),
+      std::move(handover), std::move(before_serving)));
   if (absl::Status s = daemon->Init(); !s.ok()) return s;
   return daemon;
 }
@@ -1011,6 +1016,7 @@ absl::Status Daemon::Init() {
                            &port_);
   builder.RegisterService(service_.get());
   builder.RegisterService(admin_.get());
+  if (before_serving_) std::exchange(before_serving_, nullptr)();
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();
@@ -1248,7 +1254,8 @@ void Daemon::Shutdown() {
     // New calls are refused (UNAVAILABLE) at once; writes in flight get up
     // to shutdown_grace_ms to reach their applied result, and open streams
     // to write the answers they owe and end with UNAVAILABLE.
-    const absl::Time drain_deadline = absl::Now() + grace;
+    const int64_t drain_deadline_ns =
+        SteadyNowNs() + absl::ToInt64Nanoseconds(grace);
     service_->BeginDrain();
     if (!service_->WaitForDrained(grace)) {
       logging::Warn(
@@ -1257,7 +1264,7 @@ void Daemon::Shutdown() {
               .Add("grace_ms", grace_ms)
               .Add("msg", "writes or streams still open: cancelling"));
     } else if (!service_->WaitForCallersToLeave(kCallersQuiet,
-                                                drain_deadline)) {
+                                                drain_deadline_ns)) {
       logging::Warn("shutdown.clients_still_calling",
                     logging::Fields()
                         .Add("grace_ms", grace_ms)
@@ -1287,6 +1294,10 @@ void Daemon::Shutdown() {
   // not answer) is answered now, or the server's Shutdown below would wait
   // for it until its deadline.
   if (writes_ != nullptr) writes_->AbandonOpenCalls();
+  // Likewise a read waiting for a leader to confirm it (LINEARIZABLE, a
+  // stream's request, a backup's barrier), answered "shutting down" rather
+  // than cancelled by the server's shutdown with its callback pending.
+  if (reads_ != nullptr) reads_->AbandonWaiting();
   if (server_ != nullptr) {
     server_->Shutdown(std::chrono::system_clock::now() +
                       absl::ToChronoMilliseconds(grace));

@@ -113,6 +113,11 @@ class Daemon {
   //
   // `handover`: what the daemon this one replaces in the same process (a
   // restart in place) left unfinished: TakeHandover of the one before.
+  //
+  // `before_serving`, when set, is called once on the calling thread just
+  // before the client API starts to serve (after the waits for peers and
+  // for the replay): main.cc stops taking SIGTERM as "stop while starting"
+  // there.
   using RestartRequest = std::function<void()>;
   using StopRequest = std::function<void()>;
   struct Handover {
@@ -122,7 +127,8 @@ class Daemon {
   };
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(
       const Config& config, RestartRequest on_restart_needed = nullptr,
-      StopRequest on_stop_needed = nullptr, Handover handover = {});
+      StopRequest on_stop_needed = nullptr, Handover handover = {},
+      std::function<void()> before_serving = nullptr);
 
   ~Daemon();  // Shutdown()s.
   Daemon(const Daemon&) = delete;
@@ -182,7 +188,8 @@ class Daemon {
 
  private:
   Daemon(const Config& config, RestartRequest on_restart_needed,
-         StopRequest on_stop_needed, Handover handover);
+         StopRequest on_stop_needed, Handover handover,
+         std::function<void()> before_serving);
   absl::Status Init();
   // The value of a data-dir mark (storage/keys.h) that keeps this node from
   // starting; nullopt when there is none or --force_new_cluster overrides
@@ -273,6 +280,7 @@ class Daemon {
   // From the daemon before (Start), until Init hands it to touches_; then
   // what Shutdown leaves for the next one (TakeHandover).
   Handover handover_;
+  std::function<void()> before_serving_;  // Init calls it, once
   std::unique_ptr<CreateRateLimiter> create_rate_limiter_;
   std::unique_ptr<WriteAdmission> write_admission_;
   std::unique_ptr<SessionServiceImpl> service_;

@@ -14,11 +14,13 @@
 // Exit codes: 0 after a clean shutdown, 1 when the daemon cannot start (the
 // data dir is locked by another process or corrupt, the address cannot be
 // bound), 2 for a bad command line or config file.
+#include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -206,6 +209,54 @@ int TakePendingStop() {
   return taken > 0 ? taken : 0;
 }
 
+// While a daemon starts, until it is about to serve, a SIGTERM or SIGINT
+// ends the process at once, exit 0. The signals are blocked for the main loop's
+// sigwait, which runs only once the daemon serves; a start can wait 10 minutes
+// for its peers (bootstrap.waiting) and as long again for its replay, and a
+// stop asked for meanwhile waited it all out (systemd then killed it past
+// TimeoutStopSec). Nothing is served yet, and every write acknowledged
+// before is in the Raft log on disk: ending here is a crash at start-up,
+// which sessiond recovers from as from kill -9.
+class StopWhileStarting {
+ public:
+  StopWhileStarting() : thread_([this] { Watch(); }) {}
+  ~StopWhileStarting() { Stop(); }
+  // From here on a stop is the main loop's to take (the daemon is about to
+  // serve: Daemon::Start's before_serving). Idempotent.
+  void Stop() {
+    started_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  StopWhileStarting(const StopWhileStarting&) = delete;
+  StopWhileStarting& operator=(const StopWhileStarting&) = delete;
+
+ private:
+  void Watch() {
+    pthread_setname_np(pthread_self(), "sd-start-watch");
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    const struct timespec poll = {0, 100 * 1000 * 1000};
+    while (!started_.load()) {
+      const int taken = sigtimedwait(&stops, nullptr, &poll);
+      if (taken <= 0) continue;
+      logging::Info("shutdown.done",
+                    logging::Fields()
+                        .Add("signal", strsignal(taken))
+                        .Add("msg",
+                             "stopped while starting: nothing was served "
+                             "yet; the next start goes on from the data dir"));
+      std::fflush(stdout);
+      std::fflush(stderr);
+      _exit(0);
+    }
+  }
+
+  std::atomic<bool> started_{false};
+  std::thread thread_;
+};
+
 // Stops `daemon` and starts a new one in its place with `config`, on the
 // addresses the old one had bound (a port 0 in `config` would pick new
 // ones). `config` itself stays as configured, so a later SIGHUP compares
@@ -245,9 +296,12 @@ std::optional<int> RestartInPlace(
                            "in place, which does not start again"));
     return 0;
   }
-  absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next =
-      sessiond::server::Daemon::Start(bound, RequestRestart, RequestStop,
-                                      std::move(handover));
+  absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> next = [&] {
+    StopWhileStarting stop_while_starting;
+    return sessiond::server::Daemon::Start(
+        bound, RequestRestart, RequestStop, std::move(handover),
+        [&stop_while_starting] { stop_while_starting.Stop(); });
+  }();
   if (!next.ok()) {
     logging::Error("startup.failed", logging::Fields()
                                          .Add("listen", bound.listen)
@@ -336,8 +390,12 @@ int main(int argc, char** argv) {
       return kStuckShutdownExitCode;
     }
   }
-  absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon =
-      sessiond::server::Daemon::Start(first_start, RequestRestart, RequestStop);
+  absl::StatusOr<std::unique_ptr<sessiond::server::Daemon>> daemon = [&] {
+    StopWhileStarting stop_while_starting;
+    return sessiond::server::Daemon::Start(
+        first_start, RequestRestart, RequestStop, {},
+        [&stop_while_starting] { stop_while_starting.Stop(); });
+  }();
   if (!daemon.ok()) {
     logging::Error("startup.failed", logging::Fields()
                                          .Add("listen", config.listen)

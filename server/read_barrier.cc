@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -62,6 +63,15 @@ bool ReadBarrier::Current() const {
              status.leader_commit.value();
 }
 
+namespace {
+
+absl::Status AbandonedRead() {
+  return absl::UnavailableError(
+      "shutting down: no leader confirmed this read; retry on another node");
+}
+
+}  // namespace
+
 void ReadBarrier::Wait(Consistency level, absl::Time deadline,
                        std::function<void(ReadAnswer)> done) {
   if (!sessiond::v1::Consistency_IsValid(level)) {
@@ -98,6 +108,13 @@ void ReadBarrier::Wait(Consistency level, absl::Time deadline,
     absl::MutexLock lock(&pending->mu);
     pending->done = std::move(done);
   }
+  bool abandoned = false;
+  {
+    absl::MutexLock lock(&waiting_mu_);
+    abandoned = abandoned_;
+    if (!abandoned) waiting_.emplace(pending.get(), pending);
+  }
+  if (abandoned) return Fail(pending, AbandonedRead());
   const DelayQueue::Handle timer = timers_->At(give_up, [this, pending] {
     Fail(pending, absl::UnavailableError(
                       "no leader confirmed this read in time; retry (or read "
@@ -169,7 +186,27 @@ void ReadBarrier::Finish(const std::shared_ptr<Pending>& pending,
   }
   if (!fn) return;
   if (timer) timers_->Cancel(*timer);
+  {
+    absl::MutexLock lock(&waiting_mu_);
+    waiting_.erase(pending.get());
+  }
   fn(std::move(answer));
+}
+
+void ReadBarrier::AbandonWaiting() {
+  std::vector<std::shared_ptr<Pending>> waiting;
+  {
+    absl::MutexLock lock(&waiting_mu_);
+    abandoned_ = true;
+    for (const auto& [raw, weak] : waiting_) {
+      if (std::shared_ptr<Pending> pending = weak.lock()) {
+        waiting.push_back(std::move(pending));
+      }
+    }
+  }
+  for (const std::shared_ptr<Pending>& pending : waiting) {
+    Fail(pending, AbandonedRead());
+  }
 }
 
 void ReadBarrier::Fail(const std::shared_ptr<Pending>& pending,

@@ -38,6 +38,8 @@
 #include <memory>
 #include <optional>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -85,6 +87,13 @@ class ReadBarrier {
   // The local answer's terms right now.
   ReadAnswer Local() const;
 
+  // For Shutdown, past its grace: answers every read still waiting for a
+  // leader at once (UNAVAILABLE "shutting down", or the local answer for a
+  // DEFAULT read, as at its deadline), and every later one that would wait.
+  // Otherwise gRPC's shutdown cancelled a LINEARIZABLE read (no reason, no
+  // retry hint) while the barrier still held its callback.
+  void AbandonWaiting() ABSL_LOCKS_EXCLUDED(waiting_mu_);
+
   // Whether this node holds, near enough, what the cluster committed: it
   // leads and a quorum heard from it within fresh_contact, or it heard from
   // its leader within fresh_contact and has applied
@@ -114,6 +123,12 @@ class ReadBarrier {
   const ReadBarrierOptions options_;
   replication::NodeDriver* const driver_;  // outlives this
   DelayQueue* const timers_;               // outlives this
+  // The reads waiting (Wait to Finish), for AbandonWaiting; after it, none
+  // waits.
+  absl::Mutex waiting_mu_;
+  absl::flat_hash_map<Pending*, std::weak_ptr<Pending>> waiting_
+      ABSL_GUARDED_BY(waiting_mu_);
+  bool abandoned_ ABSL_GUARDED_BY(waiting_mu_) = false;
 };
 
 }  // namespace sessiond::server

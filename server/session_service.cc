@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
 #include "common/status_macros.h"
+#include "common/steady_clock.h"
 #include "common/steady_cond_var.h"
 #include "server/audit_recorder.h"
 #include "server/grpc_status.h"
@@ -131,14 +132,14 @@ absl::Status SessionServiceImpl::EnterWrite() {
 }
 
 absl::Status SessionServiceImpl::Refuse() const {
-  last_refusal_ns_.store(absl::GetCurrentTimeNanos());
+  last_refusal_ns_.store(SteadyNowNs());
   return ShuttingDown();
 }
 
 void SessionServiceImpl::BeginDrain() {
   // Calls already on the wire count as refused now: the quiet period
   // starts here, not at the first refusal.
-  last_refusal_ns_.store(absl::GetCurrentTimeNanos());
+  last_refusal_ns_.store(SteadyNowNs());
   draining_.store(true);
   absl::MutexLock lock(&streams_mu_);
   // Drain only marks the stream and starts its last writes: OnDone (which
@@ -160,14 +161,16 @@ bool SessionServiceImpl::WaitForDrained(absl::Duration timeout) const {
   return true;
 }
 
-bool SessionServiceImpl::WaitForCallersToLeave(absl::Duration quiet,
-                                               absl::Time deadline) const {
+bool SessionServiceImpl::WaitForCallersToLeave(
+    absl::Duration quiet, int64_t deadline_steady_ns) const {
+  const int64_t quiet_ns = absl::ToInt64Nanoseconds(quiet);
   while (true) {
-    const absl::Time last = absl::FromUnixNanos(last_refusal_ns_.load());
-    const absl::Time now = absl::Now();
-    if (now - last >= quiet) return true;
-    if (now >= deadline) return false;
-    absl::SleepFor(std::min(last + quiet, deadline) - now);
+    const int64_t last = last_refusal_ns_.load();
+    const int64_t now = SteadyNowNs();
+    if (now - last >= quiet_ns) return true;
+    if (now >= deadline_steady_ns) return false;
+    absl::SleepFor(
+        absl::Nanoseconds(std::min(last + quiet_ns, deadline_steady_ns) - now));
   }
 }
 

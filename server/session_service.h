@@ -201,11 +201,13 @@ class SessionServiceImpl final : public RawSessionService {
   // `timeout`. Returns whether that was reached.
   bool WaitForDrained(absl::Duration timeout) const;
   // Shutdown, second half: waits until no call has been refused for
-  // `quiet`, or until `deadline`; returns whether callers left. gRPC
-  // (1.51) cancels, rather than refuses, a call that reaches the server
-  // after Server::Shutdown began, so the server goes on answering
-  // UNAVAILABLE until the callers have moved to another node.
-  bool WaitForCallersToLeave(absl::Duration quiet, absl::Time deadline) const;
+  // `quiet`, or until `deadline_steady_ns` (SteadyNowNs: a wall clock
+  // stepped during the drain must not stretch or cut it); returns whether
+  // callers left. gRPC (1.51) cancels, rather than refuses, a call that
+  // reaches the server after Server::Shutdown began, so the server goes on
+  // answering UNAVAILABLE until the callers have moved to another node.
+  bool WaitForCallersToLeave(absl::Duration quiet,
+                             int64_t deadline_steady_ns) const;
 
   // The raw methods: each parses its request and serves it below.
   grpc::ServerUnaryReactor* CreateSession(grpc::CallbackServerContext* context,
@@ -434,7 +436,7 @@ class SessionServiceImpl final : public RawSessionService {
   // Batches of more than kBatchValidateSlice tokens held, from their
   // arrival to their answer (max_waiting_batch_validations).
   std::atomic<size_t> large_batches_{0};
-  // When a call was last refused as shutting down (Unix ns).
+  // When a call was last refused as shutting down (SteadyNowNs).
   mutable std::atomic<int64_t> last_refusal_ns_{0};
 
   mutable absl::Mutex streams_mu_;

@@ -1713,6 +1713,68 @@ TEST(ClusterTest, AStoppingNodeAnswersWritesStuckAtAStalledLeader) {
       << created.error_message();
 }
 
+// The same for a LINEARIZABLE read no leader confirms: it asks again every
+// 20 ms until its deadline. A node stopping with such a read left it to
+// gRPC's shutdown, which cancelled it ("Cancelling all calls": no reason, no
+// retry hint) with the barrier still holding its callback. Past the grace,
+// such reads are now answered as writes are: UNAVAILABLE "shutting down"
+// (SHUTTING_DOWN), and the node stops cleanly.
+TEST(ClusterTest, AStoppingNodeAnswersReadsNoLeaderConfirms) {
+  ClusterHarness cluster(
+      Options({"--shutdown_grace_ms", "0", "--request_timeout_ms", "120000",
+               "--stop_timeout_ms", "5000"}));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int follower = Others(cluster, *leader)[0];
+  const std::string token = MustCreate(cluster, *leader, "reader").token();
+  ASSERT_EQ(cluster.Validate(follower, token, sessiond::v1::LOCAL),
+            ValidateSessionResponse::VALID);
+  // No quorum: no leader confirms anything (one paused would be replaced
+  // within an election timeout).
+  for (int id : Others(cluster, follower)) cluster.Pause(id);
+  grpc::Status read;
+  std::thread validate([&] {
+    ValidateSessionResponse response;
+    read = cluster.Validate(follower, token, sessiond::v1::LINEARIZABLE,
+                            &response, absl::Seconds(120));
+  });
+  absl::SleepFor(absl::Milliseconds(300));  // waiting for a leader by now
+  const int status = cluster.Terminate(follower);
+  validate.join();
+  for (int id : Others(cluster, follower)) cluster.Resume(id);
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << cluster.LogTail(follower);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << cluster.LogTail(follower);
+  EXPECT_EQ(read.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << read.error_message();
+  EXPECT_TRUE(absl::StartsWith(read.error_message(), "shutting down"))
+      << read.error_message();
+}
+
+// A node still starting (here a new cluster's first member, waiting for the
+// others) did not take a stop: its signals are blocked for the main loop,
+// which runs only once it serves, so a SIGTERM waited out the 10-minute
+// wait for its peers (systemd killed it past TimeoutStopSec). It now stops
+// at once, exit 0.
+TEST(ClusterTest, ANodeStillStartingStopsWhenAsked) {
+  ClusterHarness cluster(Options());
+  ASSERT_EQ(cluster.StartNodeExpectingExit(1, absl::Seconds(1)), -1)
+      << "a lone first member waits for the others\n"
+      << cluster.LogTail(1);
+  for (int i = 0; i < 400 && !LogContains(cluster, 1, "bootstrap.waiting");
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(LogContains(cluster, 1, "bootstrap.waiting"))
+      << cluster.LogTail(1);
+  cluster.Signal(1, SIGTERM);
+  const int status = cluster.WaitForExit(1, absl::Seconds(30));
+  ASSERT_TRUE(WIFEXITED(status)) << status << "\n" << cluster.LogTail(1);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(LogContains(cluster, 1, "stopped while starting"))
+      << cluster.LogTail(1);
+}
+
 // Two of three wiped at once: they refuse (a majority that forgot every
 // session must not form), the survivor keeps every session, and the
 // operator's disaster recovery (--force_new_cluster on the survivor, then

@@ -255,25 +255,44 @@ TEST(StopWatchdogTest, AStopDuringAStuckRestartIsNotLostInTheExec) {
   EXPECT_EQ(TimesServed(node), 1) << log;
 }
 
+// A wall clock a test steps: libfaketime in the node reads its offset from a
+// file (re-read at most every second), the steady clock left alone.
+class SteppedWallClock {
+ public:
+  static bool Available() { return std::ifstream(kLibrary).good(); }
+  explicit SteppedWallClock(const std::string& dir) : file_(dir + "/clock") {
+    Set("+0");
+  }
+  // "+0", "+1d", "-1d": libfaketime's offsets.
+  void Set(const std::string& offset) {
+    std::ofstream(file_ + ".tmp", std::ios::trunc) << offset << "\n";
+    std::filesystem::rename(file_ + ".tmp", file_);
+  }
+  std::vector<std::string> Env() const {
+    return {absl::StrCat("LD_PRELOAD=", kLibrary),
+            absl::StrCat("FAKETIME_TIMESTAMP_FILE=", file_),
+            "FAKETIME_DONT_FAKE_MONOTONIC=1", "FAKETIME_CACHE_DURATION=1"};
+  }
+
+ private:
+  static constexpr char kLibrary[] =
+      "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+  const std::string file_;
+};
+
 // The watchdog waits by the steady clock: a wall clock a day ahead when the
 // teardown begins (libfaketime) neither stretches its wait by that day nor,
 // a day behind, cuts a clean teardown short. absl's own timed waits end at a
 // wall-clock time (common/steady_cond_var.h).
 TEST(StopWatchdogTest, AWallClockStepDoesNotMoveTheWatchdog) {
-  constexpr char kFaketime[] =
-      "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-  if (!std::ifstream(kFaketime).good()) {
+  if (!SteppedWallClock::Available()) {
     GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
   }
   TempDir dir;
-  const std::string clock_file = dir.path() + "/clock";
-  const auto set_clock = [&](const std::string& offset) {
-    std::ofstream(clock_file + ".tmp", std::ios::trunc) << offset << "\n";
-    std::filesystem::rename(clock_file + ".tmp", clock_file);
-  };
+  SteppedWallClock clock(dir.path());
   for (const char* offset : {"+1d", "-1d"}) {
     SCOPED_TRACE(offset);
-    set_clock("+0");
+    clock.Set("+0");
     const bool stuck = std::string(offset) == "+1d";
     SessiondProcess node(
         SESSIOND_FAKETIME_BINARY, absl::StrCat(dir.path(), "/data", offset),
@@ -281,12 +300,9 @@ TEST(StopWatchdogTest, AWallClockStepDoesNotMoveTheWatchdog) {
                : "--fault_point=storage.close~2000",
          stuck ? "--stop_timeout_ms=1000" : "--stop_timeout_ms=30000",
          "--shutdown_grace_ms=1000"});
-    node.set_env({absl::StrCat("LD_PRELOAD=", kFaketime),
-                  absl::StrCat("FAKETIME_TIMESTAMP_FILE=", clock_file),
-                  "FAKETIME_DONT_FAKE_MONOTONIC=1",
-                  "FAKETIME_CACHE_DURATION=1"});
+    node.set_env(clock.Env());
     ASSERT_TRUE(node.Start().ok()) << node.log_path();
-    set_clock(offset);
+    clock.Set(offset);
     absl::SleepFor(absl::Milliseconds(1500));  // the cache: 1 s
     ASSERT_EQ(kill(node.pid(), SIGTERM), 0);
     const int status = node.WaitForExit(absl::Seconds(60));
@@ -296,6 +312,49 @@ TEST(StopWatchdogTest, AWallClockStepDoesNotMoveTheWatchdog) {
     // within its 33 s): a clean stop, not one cut short at once.
     EXPECT_EQ(WEXITSTATUS(status), stuck ? 3 : 0) << node.log_path();
   }
+}
+
+// The drain waits by the steady clock too. It ended at a wall-clock time:
+// a wall clock stepped back a day during it, while clients went on calling,
+// kept the node refusing them for as long as they called (its end a day
+// away), past the watchdog, which ended it with exit 3. Now it ends after
+// its grace, and the node stops cleanly.
+TEST(StopWatchdogTest, AWallClockStepDuringTheDrainDoesNotStretchIt) {
+  if (!SteppedWallClock::Available()) {
+    GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
+  }
+  TempDir dir;
+  SteppedWallClock clock(dir.path());
+  // The watchdog: 3 s + 3 x the 3 s grace.
+  SessiondProcess node(SESSIOND_FAKETIME_BINARY, dir.path() + "/data",
+                       {"--shutdown_grace_ms=3000", "--stop_timeout_ms=3000"});
+  node.set_env(clock.Env());
+  ASSERT_TRUE(node.Start().ok()) << node.log_path();
+  auto stub = node.NewStub();
+  // A client that calls every 10 ms (bounded: 60 s), refused all along.
+  std::atomic<bool> stop{false};
+  std::thread caller([&] {
+    const absl::Time end = absl::Now() + absl::Seconds(60);
+    while (!stop.load() && absl::Now() < end) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() +
+                           std::chrono::seconds(1));
+      sessiond::v1::ValidateSessionRequest request;
+      request.set_token("anyone");
+      sessiond::v1::ValidateSessionResponse response;
+      (void)stub->ValidateSession(&context, request, &response);
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(200));
+  ASSERT_EQ(kill(node.pid(), SIGTERM), 0);
+  clock.Set("-1d");  // seen within the 1 s cache, inside the 3 s drain
+  const int status = node.WaitForExit(absl::Seconds(60));
+  stop.store(true);
+  caller.join();
+  ASSERT_TRUE(status != -1 && WIFEXITED(status))
+      << status << ", see " << node.log_path();
+  EXPECT_EQ(WEXITSTATUS(status), 0) << FileText(node.log_path());
 }
 
 // RocksDB 7.8's own recovery after a flush that failed for lack of space

@@ -970,7 +970,14 @@ TEST(FullDiskTest, ADiskThatFillsWhileTheDatabaseRefusesWritesIsFull) {
   // Now a write failing for lack of space drops the reserve.
   (*guard)->ReportWriteError(no_space);
   EXPECT_FALSE((*guard)->state().reserve_held);
+  // The guard's thread tells of a change just after it made it (outside
+  // its lock): the state above can be seen before the call is made (CI saw
+  // { true } once). Bounded: 10 s.
   absl::MutexLock lock(&mu);
+  mu.AwaitWithTimeout(
+      absl::Condition(
+          +[](std::vector<bool>* seen) { return seen->size() >= 2; }, &changes),
+      absl::Seconds(10));
   EXPECT_EQ(changes, (std::vector<bool>{true, true}))
       << "low when refusing, low again (now full), never let through";
 }
