@@ -141,6 +141,16 @@ Daemon::Handover Daemon::TakeHandover() {
   return taken;
 }
 
+namespace {
+
+// Sessions about to expire within a few seconds (and two sweeps) are
+// judged before they do.
+absl::Duration BreakerLookahead(int64_t sweep_interval_ms) {
+  return std::max(absl::Seconds(3), 2 * absl::Milliseconds(sweep_interval_ms));
+}
+
+}  // namespace
+
 std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
                                                   int64_t batch) {
   ExpirySweeperOptions options;
@@ -153,10 +163,7 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
   options.breaker.min_sessions =
       static_cast<uint64_t>(config_.expiry_breaker_min_sessions);
   options.breaker.slew_ppm = config_.clock_slew_ppm;
-  // Sessions about to expire within a few seconds (and two sweeps) are
-  // judged before they do.
-  options.breaker_lookahead =
-      std::max(absl::Seconds(3), 2 * absl::Milliseconds(interval_ms));
+  options.breaker_lookahead = BreakerLookahead(interval_ms);
   // A cut-off node's touches go out at its next flush once a leader is
   // known, and a failed batch goes again at the one after.
   options.new_leader_grace =
@@ -337,8 +344,9 @@ absl::Status Daemon::Reload(const Config& next) {
   shutdown_grace_ms_.store(next.shutdown_grace_ms);
   if (next.sweep_interval_ms != sweep_interval_ms_ ||
       next.sweep_batch != sweep_batch_) {
-    sweeper_->Stop();
-    sweeper_ = NewSweeper(next.sweep_interval_ms, next.sweep_batch);
+    sweeper_->Reconfigure(absl::Milliseconds(next.sweep_interval_ms),
+                          static_cast<size_t>(next.sweep_batch),
+                          BreakerLookahead(next.sweep_interval_ms));
     sweep_interval_ms_ = next.sweep_interval_ms;
     sweep_batch_ = next.sweep_batch;
   }

@@ -146,9 +146,9 @@ class Daemon {
   // SIGHUP: applies from `next` the options config.cc's table marks
   // reloadable (ReloadableOptionNames(): sweep_interval_ms, sweep_batch,
   // shutdown_grace_ms) and ignores the rest, which need a restart. A new
-  // sweep interval or batch replaces the expiry sweeper (its thread runs at
-  // a fixed interval); that waits for a sweep in progress (at most its
-  // apply timeout). FailedPrecondition once Shutdown began.
+  // sweep interval or batch is given to the running expiry sweeper
+  // (ExpirySweeper::Reconfigure), which keeps its breaker judgement; it
+  // waits for nothing. FailedPrecondition once Shutdown began.
   absl::Status Reload(const Config& next);
 
   // host:port actually bound (with the real port when listen had port 0).
@@ -176,7 +176,7 @@ class Daemon {
   }
   replication::NodeDriver* driver() const { return driver_.get(); }
   TouchBuffer* touch_buffer() const { return touches_.get(); }
-  // Replaced by Reload when the sweep settings change.
+  // Reconfigured (not replaced) by Reload when the sweep settings change.
   ExpirySweeper* sweeper() const { return sweeper_.get(); }
   LogCompactor* compactor() const { return compactor_.get(); }
   storage::RaftLogStore* log_store() const { return log_.get(); }

@@ -29,12 +29,23 @@ ExpirySweeper::ExpirySweeper(const ExpirySweeperOptions& options,
       clock_(clock),
       driver_(driver),
       writes_(writes),
+      batch_(options.batch),
+      breaker_lookahead_ms_(
+          absl::ToInt64Milliseconds(options.breaker_lookahead)),
       judge_(options.breaker),
       task_("sd-sweeper", options.interval, [this] { SweepOnce(); }) {}
 
 ExpirySweeper::~ExpirySweeper() { Stop(); }
 
 void ExpirySweeper::Stop() { task_.Stop(); }
+
+void ExpirySweeper::Reconfigure(absl::Duration interval, size_t batch,
+                                absl::Duration breaker_lookahead) {
+  batch_.store(batch, std::memory_order_relaxed);
+  breaker_lookahead_ms_.store(absl::ToInt64Milliseconds(breaker_lookahead),
+                              std::memory_order_relaxed);
+  task_.SetInterval(interval);
+}
 
 struct ExpirySweeper::Proposal {
   SteadyNotification done;  // a wall-clock step must not stall the sweeper
@@ -148,7 +159,8 @@ uint64_t ExpirySweeper::SweepClosed(int64_t steady_ms,
     judging_ = true;
     judged_after_opening_ = breaker.times_opened();
   }
-  const size_t most = options_.batch * options_.max_commands_per_sweep;
+  const size_t batch = batch_.load(std::memory_order_relaxed);
+  const size_t most = batch * options_.max_commands_per_sweep;
   // What is due now, collected on its own: under a steady create flood the
   // sessions about to expire within the look-ahead alone can number more
   // than `most`, and a sweep taken from one collection of both then
@@ -163,7 +175,7 @@ uint64_t ExpirySweeper::SweepClosed(int64_t steady_ms,
     // expires: windows roll on time, so the next one knows what the last
     // one expected.
     const int64_t horizon =
-        now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead);
+        now_ms + breaker_lookahead_ms_.load(std::memory_order_relaxed);
     const BreakerJudgement judgement =
         judge_.Judge(steady_ms, now_ms, table_->size(), [&](const auto& visit) {
           table_->ForEachExpiredSession(horizon, leeway, visit);
@@ -219,12 +231,12 @@ uint64_t ExpirySweeper::SweepClosed(int64_t steady_ms,
     }
   };
   const size_t window = std::max<size_t>(1, options_.max_commands_in_flight);
-  for (size_t begin = 0; begin < due.size(); begin += options_.batch) {
+  for (size_t begin = 0; begin < due.size(); begin += batch) {
     if (in_flight.size() >= window) {
       take_oldest();
       if (failed) break;
     }
-    const size_t end = std::min(due.size(), begin + options_.batch);
+    const size_t end = std::min(due.size(), begin + batch);
     sessiond::v1::internal::Command command;
     auto* expire = command.mutable_expire();
     for (size_t i = begin; i < end; ++i) {
@@ -246,7 +258,7 @@ void ExpirySweeper::MaybeClearBreaker(
   if (options_.breaker.share <= 0) return;  // turned off: operators resume
   const int64_t now_ms = clock_->NowMs();
   const int64_t horizon =
-      now_ms + absl::ToInt64Milliseconds(options_.breaker_lookahead);
+      now_ms + breaker_lookahead_ms_.load(std::memory_order_relaxed);
   // Every held session counts: a sample would clear the breaker while most
   // of them are still unexpected.
   uint64_t held = 0;

@@ -104,6 +104,14 @@ class ExpirySweeper {
 
   void Stop();
 
+  // SIGHUP (Daemon::Reload): new interval, batch and look-ahead, from the
+  // next sweep on. The sweeper is kept, and with it the breaker's judge: a
+  // new one would judge its first window with no baseline, so a flood of
+  // short-lived sessions then would expire unjudged and become the next
+  // window's expectation.
+  void Reconfigure(absl::Duration interval, size_t batch,
+                   absl::Duration breaker_lookahead);
+
   // Times this node's sweeper proposed to open or clear the breaker.
   uint64_t breaker_opens_proposed() const {
     return breaker_opens_proposed_.load(std::memory_order_relaxed);
@@ -153,6 +161,9 @@ class ExpirySweeper {
   ClusterClock* const clock_;                                // outlives this
   replication::NodeDriver* const driver_;                    // outlives this
   WritePath* const writes_;                                  // outlives this
+  // options_.batch and breaker_lookahead, as Reconfigure last set them.
+  std::atomic<size_t> batch_;
+  std::atomic<int64_t> breaker_lookahead_ms_;
   std::atomic<uint64_t> removed_total_{0};
   std::atomic<uint64_t> purged_total_{0};
   std::atomic<uint64_t> breaker_opens_proposed_{0};

@@ -9,7 +9,7 @@ namespace sessiond::server {
 
 PeriodicTask::PeriodicTask(std::string name, absl::Duration interval,
                            std::function<void()> run)
-    : interval_(interval), run_(std::move(run)) {
+    : run_(std::move(run)), interval_(interval) {
   thread_ = std::thread([this, name = std::move(name)] {
     pthread_setname_np(pthread_self(), name.c_str());
     Loop();
@@ -35,11 +35,24 @@ void PeriodicTask::RunSoon() {
   cv_.SignalAll();
 }
 
+void PeriodicTask::SetInterval(absl::Duration interval) {
+  absl::MutexLock lock(&mu_);
+  interval_ = interval;
+  rescheduled_ = true;
+  cv_.SignalAll();
+}
+
 void PeriodicTask::Loop() {
   absl::MutexLock lock(&mu_);
   while (!stop_) {
-    const SteadyCondVar::Clock::time_point deadline = SteadyAfter(interval_);
-    while (!stop_ && !run_soon_ && !cv_.WaitUntil(&mu_, deadline)) {
+    SteadyCondVar::Clock::time_point deadline = SteadyAfter(interval_);
+    rescheduled_ = false;
+    while (!stop_ && !run_soon_) {
+      if (rescheduled_) {
+        deadline = SteadyAfter(interval_);
+        rescheduled_ = false;
+      }
+      if (cv_.WaitUntil(&mu_, deadline)) break;
     }
     if (stop_) break;
     run_soon_ = false;

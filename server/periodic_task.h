@@ -34,6 +34,10 @@ class PeriodicTask {
   // then every interval from then on. Does nothing once stopped.
   void RunSoon();
 
+  // From now on runs every `interval`: the next run comes `interval` after
+  // this call (or after a run in progress ends). Does nothing once stopped.
+  void SetInterval(absl::Duration interval);
+
   // Wakes the thread and joins it; a run in progress finishes first.
   // Returns true the first time, false when already stopped.
   bool Stop();
@@ -41,12 +45,13 @@ class PeriodicTask {
  private:
   void Loop();
 
-  const absl::Duration interval_;
   const std::function<void()> run_;
   absl::Mutex mu_;
   SteadyCondVar cv_;  // the interval follows the steady clock
+  absl::Duration interval_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool run_soon_ ABSL_GUARDED_BY(mu_) = false;
+  bool rescheduled_ ABSL_GUARDED_BY(mu_) = false;  // SetInterval
   std::thread thread_;
 };
 

@@ -652,6 +652,30 @@ TEST_F(ManualSweepBreakerTest, ItJudgesEverySessionDueNotOneSweepsWorth) {
   EXPECT_EQ(Validate(again.back()).outcome(), ValidateSessionResponse::VALID);
 }
 
+// A SIGHUP that changed the sweep settings replaced the sweeper, and with
+// it the breaker's judge: the new one judged its first window with no
+// baseline, so short-lived sessions born and expired in it went unjudged
+// (and would have been the next window's expectation). Raising
+// --sweep_batch is what an operator does when the sweeper falls behind a
+// flood. The sweeper is now reconfigured in place.
+TEST_F(ManualSweepBreakerTest, AReloadOfTheSweepSettingsKeepsTheBreakersJudge) {
+  CreateMany("k", 1300, /*ttl_ms=*/600000);
+  daemon_->sweeper()->SweepOnce();  // a first window: no baseline yet
+  absl::SleepFor(absl::Milliseconds(5100));
+  daemon_->sweeper()->SweepOnce();  // the next one expects no young expiry
+  Config next = MakeConfig();
+  next.sweep_batch = sweep_batch_ / 2;
+  ASSERT_TRUE(daemon_->Reload(next).ok());
+  const std::vector<std::string> young = CreateMany("y", 700, /*ttl_ms=*/100);
+  ASSERT_EQ(young.size(), 700u);
+  WaitUntilExpired(young.back());
+  for (int i = 0; i < 10; ++i) daemon_->sweeper()->SweepOnce();
+  const sessiond::v1::ExpiryBreaker breaker =
+      daemon_->state_machine()->expiry_breaker();
+  EXPECT_TRUE(breaker.open()) << breaker.DebugString();
+  EXPECT_EQ(Validate(young.back()).outcome(), ValidateSessionResponse::VALID);
+}
+
 TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
   const CreateSessionResponse created =
       MustCreate("ivy", /*ttl_ms=*/60000, /*idle_timeout_ms=*/4000);
