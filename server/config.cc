@@ -576,6 +576,12 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(max_pending_writes),
        .min = 1,
        .max = 100000000},
+      {.name = "max_pending_write_mib",
+       .help = "MiB of writes waiting for the log (or held by this node for "
+               "a leader); more get RESOURCE_EXHAUSTED",
+       .int_field = SESSIOND_INT_FIELD(max_pending_write_mib),
+       .min = 1,
+       .max = 65536},
       {.name = "clock_slew_ppm",
        .help = "how fast cluster time may move toward the wall clock, in "
                "parts per million",

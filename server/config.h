@@ -166,6 +166,8 @@ struct Config {
   int64_t snapshot_catch_up_entries = 5000;
   // Writes waiting for the log; more are refused with RESOURCE_EXHAUSTED.
   int64_t max_pending_writes = 100000;
+  // The same two bounds in bytes of commands, in MiB.
+  int64_t max_pending_write_mib = 256;
   // How fast cluster time may move toward the wall clock, in parts per
   // million of elapsed time (1000: 3.6 s per hour).
   int64_t clock_slew_ppm = 1000;

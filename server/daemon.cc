@@ -761,6 +761,8 @@ absl::Status Daemon::Init() {
                         static_cast<uint64_t>(getpid());
   driver_options.max_pending_proposals =
       static_cast<size_t>(config_.max_pending_writes);
+  driver_options.max_pending_bytes =
+      static_cast<uint64_t>(config_.max_pending_write_mib) << 20;
   driver_options.compaction_catch_up_entries =
       static_cast<uint64_t>(config_.snapshot_catch_up_entries);
   driver_options.read_timeout_ticks =

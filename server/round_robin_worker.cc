@@ -29,21 +29,6 @@ void RoundRobinWorker::Submit(Job job) {
   }
 }
 
-bool RoundRobinWorker::TrySubmit(Job job, size_t max_waiting) {
-  {
-    absl::MutexLock lock(&mu_);
-    if (!stop_) {
-      if (jobs_.size() >= max_waiting) return false;
-      jobs_.push_back(std::move(job));
-      cv_.Signal();
-      return true;
-    }
-  }
-  while (!job()) {
-  }
-  return true;
-}
-
 void RoundRobinWorker::Stop() {
   {
     absl::MutexLock lock(&mu_);

@@ -2,7 +2,6 @@
 #ifndef SESSIOND_SERVER_ROUND_ROBIN_WORKER_H_
 #define SESSIOND_SERVER_ROUND_ROBIN_WORKER_H_
 
-#include <cstddef>
 #include <deque>
 #include <functional>
 #include <string>
@@ -36,10 +35,6 @@ class RoundRobinWorker {
   // Queues `job`, to be called until it returns true. After Stop(), runs it
   // to the end on the calling thread.
   void Submit(Job job);
-  // Submit, unless `max_waiting` jobs wait their turn already: then false,
-  // and `job` is dropped unrun. Bounds the memory and the wait of what is
-  // queued (each job holds its call).
-  bool TrySubmit(Job job, size_t max_waiting);
 
   // Runs every queued job to the end, then joins the thread.
   void Stop();

@@ -163,42 +163,50 @@ bool WritePath::Drain(absl::Duration timeout) const {
   return true;
 }
 
-absl::Status WritePath::HoldCommand(uint64_t bytes) {
+absl::Status WritePath::Open(const std::shared_ptr<Call>& call) {
   absl::MutexLock lock(&open_mu_);
-  if (open_commands_ >= options_.max_open_commands ||
-      open_command_bytes_ + bytes > options_.max_open_command_bytes) {
-    // Held, it would wait with the others for a leader or its answer:
-    // refused now, before anything was sent, so a retry is safe.
-    absl::Status refused = absl::ResourceExhaustedError(
-        absl::StrCat("too many writes in flight (", open_commands_,
-                     " held by this node, waiting for a leader or its "
-                     "answer); retry shortly"));
-    refused.SetPayload(kNotProposedPayload, absl::Cord("1"));
-    return refused;
+  if (call->command) {
+    if (open_commands_ >= options_.max_open_commands ||
+        open_command_bytes_ + call->command_bytes >
+            options_.max_open_command_bytes) {
+      // Held, it would wait with the others for a leader or its answer:
+      // refused now, before anything was sent, so a retry is safe.
+      absl::Status refused = absl::ResourceExhaustedError(
+          absl::StrCat("too many writes in flight (", open_commands_,
+                       " held by this node, waiting for a leader or its "
+                       "answer); retry shortly"));
+      refused.SetPayload(kNotProposedPayload, absl::Cord("1"));
+      return refused;
+    }
+    ++open_commands_;
+    open_command_bytes_ += call->command_bytes;
   }
-  ++open_commands_;
-  open_command_bytes_ += bytes;
+  open_calls_.emplace(call.get(), call);
   return absl::OkStatus();
 }
 
 void WritePath::Start(std::shared_ptr<Call> call, absl::Time deadline,
                       Done done) {
-  if (call->command) {
-    call->command_bytes = call->command->ByteSizeLong();
-    if (absl::Status held = HoldCommand(call->command_bytes); !held.ok()) {
-      done(std::move(held));
-      return;
-    }
-  }
+  if (call->command) call->command_bytes = call->command->ByteSizeLong();
   call->deadline = deadline;
   {
     absl::MutexLock lock(&call->mu);
     call->done = std::move(done);
   }
+  // Counted before it is open: AbandonOpenCalls may finish it, and count
+  // it out, from then on.
   calls_in_flight_.fetch_add(1);
-  {
-    absl::MutexLock lock(&open_mu_);
-    open_calls_.emplace(call.get(), call);
+  if (absl::Status held = Open(call); !held.ok()) {
+    // Seen by no other thread: not open, no timer, never tried.
+    Done refused;
+    {
+      absl::MutexLock lock(&call->mu);
+      call->finished = true;
+      refused = std::move(call->done);
+    }
+    refused(std::move(held));
+    calls_in_flight_.fetch_sub(1);
+    return;
   }
   // The deadline is armed first: whatever happens next, the call is
   // answered by then.

@@ -154,10 +154,13 @@ class WritePath {
   // Arms the deadline, then tries; or refuses a command at once when this
   // node holds too many (max_open_commands).
   void Start(std::shared_ptr<Call> call, absl::Time deadline, Done done);
-  // Counts a command of `bytes` as held, or refuses it (RESOURCE_EXHAUSTED,
-  // never proposed) when max_open_commands or max_open_command_bytes would
-  // be passed.
-  absl::Status HoldCommand(uint64_t bytes) ABSL_LOCKS_EXCLUDED(open_mu_);
+  // Adds the call to the open ones (AbandonOpenCalls sees it from then on,
+  // so its `done` must be set), counting its command as held; or refuses
+  // it (RESOURCE_EXHAUSTED, never proposed) when max_open_commands or
+  // max_open_command_bytes would be passed. One critical section: every
+  // write passes here.
+  absl::Status Open(const std::shared_ptr<Call>& call)
+      ABSL_LOCKS_EXCLUDED(open_mu_);
   // A forwarded write the leader applied with `result`: answered once this
   // node applied `index` too (or at the call's deadline).
   void FinishWhenApplied(const std::shared_ptr<Call>& call, LogIndex index,

@@ -98,6 +98,8 @@ absl::StatusOr<std::unique_ptr<RaftLogStore>> RaftLogStore::Open(Database* db) {
     // entries.
     if (last > truncated_index) {
       it->Seek(LogKey(truncated_index + 1));
+      // A read that failed is the disk's error, not a lost entry.
+      SESSIOND_RETURN_IF_ERROR(FromRocksStatus(it->status(), "raft_log scan"));
       if (!it->Valid() ||
           std::string_view(it->key().data(), it->key().size()) !=
               LogKey(truncated_index + 1)) {

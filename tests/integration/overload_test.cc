@@ -10,6 +10,7 @@
 // unknown, never refused.)
 #include <grpcpp/client_context.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/grpc_status.h"
@@ -38,12 +40,18 @@ CreateSessionRequest CreateFor(const std::string& user) {
   return request;
 }
 
-grpc::Status Create(ClusterHarness& cluster, int id, const std::string& user,
+grpc::Status Create(ClusterHarness& cluster, int id,
+                    const CreateSessionRequest& request,
                     CreateSessionResponse* response, absl::Duration deadline) {
   auto stub = cluster.Stub(id);
   grpc::ClientContext context;
   SetDeadline(&context, deadline);
-  return stub->CreateSession(&context, CreateFor(user), response);
+  return stub->CreateSession(&context, request, response);
+}
+
+grpc::Status Create(ClusterHarness& cluster, int id, const std::string& user,
+                    CreateSessionResponse* response, absl::Duration deadline) {
+  return Create(cluster, id, CreateFor(user), response, deadline);
 }
 
 // Calls sent without waiting for their answers (gRPC's callback API): the
@@ -66,8 +74,12 @@ class Outstanding {
   }
 
   void Create(const std::string& user, absl::Duration deadline) {
+    Create(CreateFor(user), deadline);
+  }
+
+  void Create(const CreateSessionRequest& request, absl::Duration deadline) {
     auto call = Start<CreateSessionRequest, CreateSessionResponse>(deadline);
-    call->request = CreateFor(user);
+    call->request = request;
     stub_->async()->CreateSession(
         &call->context, &call->request, &call->response,
         [this, call](grpc::Status s) { Finished("create", s); });
@@ -329,16 +341,16 @@ void ResumeAll(ClusterHarness& cluster, int node) {
   }
 }
 
-// A node with no leader holds every write sent to it until its deadline
-// (--request_timeout_ms at most). Only the leader's driver counted writes
-// (--max_pending_writes), so a follower held any number, each with its
-// request. Now it holds as many as a leader would and refuses one more at
-// once: never proposed, safe to retry.
-TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfWrites) {
+// Starts a 3-node cluster with `flags`, cuts a follower off (its peers
+// paused), sends it `held` creates like `request` without waiting, and
+// expects one more to be refused at once: RESOURCE_EXHAUSTED, never
+// proposed, with a retry hint.
+void ExpectACutOffNodeRefusesWritesPast(const std::vector<std::string>& flags,
+                                        const CreateSessionRequest& request,
+                                        int held) {
   ClusterOptions options;
   options.binary = SESSIOND_BINARY;
-  options.flags = {"--write_admission_target_ms=0", "--max_pending_writes=8",
-                   "--request_timeout_ms=30000"};
+  options.flags = flags;
   ClusterHarness cluster(options);
   ASSERT_TRUE(cluster.Start().ok());
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(60));
@@ -347,20 +359,26 @@ TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfWrites) {
                                                     : cluster.ids().front();
   IsolateByPausing(cluster, node);
 
-  Outstanding held(cluster.Stub(node));
-  for (int i = 0; i < 8; ++i) {
-    held.Create("held-" + std::to_string(i), absl::Seconds(30));
+  Outstanding outstanding(cluster.Stub(node));
+  for (int i = 0; i < held; ++i) {
+    CreateSessionRequest one = request;
+    one.set_user_id("held-" + std::to_string(i));
+    outstanding.Create(one, absl::Seconds(30));
   }
   // Bounded: the held creates are sent asynchronously, so the first tries
   // may come before all of them arrived (and wait out their deadline); and
-  // one forwarded to the stopped leader is answered once its connection
-  // breaks (keepalive), freeing its place: each try adds one more.
+  // those forwarded to the stopped leader are answered once its connection
+  // breaks (keepalive), freeing their places: each try adds an eighth more.
   grpc::Status refused;
   for (int attempt = 0; attempt < 30; ++attempt) {
-    held.Create("held-more-" + std::to_string(attempt), absl::Seconds(30));
+    CreateSessionRequest more = request;
+    for (int i = 0; i < std::max(1, held / 8); ++i) {
+      more.set_user_id(absl::StrCat("held-more-", attempt, "-", i));
+      outstanding.Create(more, absl::Seconds(30));
+    }
     CreateSessionResponse response;
-    refused =
-        Create(cluster, node, "one-more", &response, absl::Milliseconds(500));
+    more.set_user_id("one-more");
+    refused = Create(cluster, node, more, &response, absl::Milliseconds(500));
     if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
@@ -379,7 +397,32 @@ TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfWrites) {
   EXPECT_TRUE(client::RetryDelay(read).has_value());
 
   ResumeAll(cluster, node);
-  held.WaitForAll(absl::Seconds(60));
+  outstanding.WaitForAll(absl::Seconds(60));
+}
+
+// A node with no leader holds every write sent to it until its deadline
+// (--request_timeout_ms at most). Only the leader's driver counted writes
+// (--max_pending_writes), so a follower held any number, each with its
+// request. Now it holds as many as a leader would and refuses one more at
+// once: never proposed, safe to retry.
+TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfWrites) {
+  ExpectACutOffNodeRefusesWritesPast(
+      {"--write_admission_target_ms=0", "--max_pending_writes=8",
+       "--request_timeout_ms=30000"},
+      CreateFor("held"), 8);
+}
+
+// The same node holds at most --max_pending_write_mib of writes, however
+// few: 80 creates of 12 KB each are held (under 1 MiB), a few more are not.
+TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedSizeOfWrites) {
+  CreateSessionRequest large = CreateFor("held");
+  for (const char* key : {"a", "b", "c"}) {
+    (*large.mutable_attributes())[key] = std::string(4000, 'x');
+  }
+  ExpectACutOffNodeRefusesWritesPast(
+      {"--write_admission_target_ms=0", "--max_pending_write_mib=1",
+       "--request_timeout_ms=30000"},
+      large, 80);
 }
 
 // A LINEARIZABLE BatchValidateSessions waits at the read barrier while no

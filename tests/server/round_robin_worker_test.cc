@@ -61,26 +61,5 @@ TEST(RoundRobinWorkerTest, AJobSubmittedAfterStopRunsToItsEndInline) {
   EXPECT_EQ(trace.Get(), "xxx");
 }
 
-// The line is bounded: each job holds a call (a batch's request and
-// answers), and a line without end grows without end under load.
-TEST(RoundRobinWorkerTest, TrySubmitRefusesPastTheJobsWaiting) {
-  Trace trace;
-  RoundRobinWorker worker("test-rr");
-  absl::Notification running;
-  absl::Notification go;
-  worker.Submit([&running, &go] {
-    running.Notify();
-    go.WaitForNotification();
-    return true;
-  });
-  running.WaitForNotification();  // it runs: it does not wait in line
-  EXPECT_TRUE(worker.TrySubmit(Sliced(&trace, 'a', 2), 2));
-  EXPECT_TRUE(worker.TrySubmit(Sliced(&trace, 'b', 1), 2));
-  EXPECT_FALSE(worker.TrySubmit(Sliced(&trace, 'c', 1), 2));
-  go.Notify();
-  worker.Stop();
-  EXPECT_EQ(trace.Get(), "aba");  // c never ran
-}
-
 }  // namespace
 }  // namespace sessiond::server

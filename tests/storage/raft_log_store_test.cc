@@ -13,9 +13,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "rocksdb/env.h"
+#include "rocksdb/file_system.h"
 #include "storage/database.h"
 #include "storage/keys.h"
 #include "tests/storage/power_cut_fs.h"
@@ -223,6 +225,90 @@ TEST_F(RaftLogStoreTest, CorruptEntryIsDataLoss) {
       absl::StatusCode::kDataLoss);
   EXPECT_EQ(store_->TermAt(LogIndex(2)).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// The real file system, except that once failing() is set, reads of a
+// table file's first block (offset 0: where its first data block lies) fail
+// as a dying disk's do. Its index and footer, at the end, still read.
+class FailingFirstBlockFileSystem : public rocksdb::FileSystemWrapper {
+ public:
+  FailingFirstBlockFileSystem()
+      : rocksdb::FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "FailingFirstBlockFileSystem"; }
+
+  void set_failing(bool failing) { failing_.store(failing); }
+
+  rocksdb::IOStatus NewRandomAccessFile(
+      const std::string& name, const rocksdb::FileOptions& options,
+      std::unique_ptr<rocksdb::FSRandomAccessFile>* result,
+      rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s =
+        target()->NewRandomAccessFile(name, options, result, dbg);
+    if (s.ok() && absl::EndsWith(name, ".sst")) {
+      *result = std::make_unique<TableFile>(&failing_, std::move(*result));
+    }
+    return s;
+  }
+
+ private:
+  class TableFile : public rocksdb::FSRandomAccessFileOwnerWrapper {
+   public:
+    TableFile(const std::atomic<bool>* failing,
+              std::unique_ptr<rocksdb::FSRandomAccessFile> target)
+        : rocksdb::FSRandomAccessFileOwnerWrapper(std::move(target)),
+          failing_(failing) {}
+    rocksdb::IOStatus Read(uint64_t offset, size_t n,
+                           const rocksdb::IOOptions& options,
+                           rocksdb::Slice* result, char* scratch,
+                           rocksdb::IODebugContext* dbg) const override {
+      if (offset == 0 && failing_->load()) {
+        return rocksdb::IOStatus::IOError("While pread: Input/output error");
+      }
+      return target()->Read(offset, n, options, result, scratch, dbg);
+    }
+
+   private:
+    const std::atomic<bool>* const failing_;
+  };
+
+  std::atomic<bool> failing_{false};
+};
+
+// Opening the log reads its first entry to see that none is missing. A read
+// error there was taken for a missing entry (DATA_LOSS, which tells the
+// operator the log is damaged) instead of the I/O error it is.
+TEST(RaftLogStoreReadErrorTest, AReadErrorAtOpenIsNotCalledALostEntry) {
+  TempDir dir;
+  auto fs = std::make_shared<FailingFirstBlockFileSystem>();
+  DatabaseOptions options;
+  options.env = rocksdb::NewCompositeEnv(fs);
+  const std::string data = dir.Sub("data");
+  {
+    auto db = Database::Open(data, options);
+    ASSERT_TRUE(db.ok()) << db.status();
+    auto store = RaftLogStore::Open(db->get());
+    ASSERT_TRUE(store.ok()) << store.status();
+    std::vector<Entry> entries;
+    for (uint64_t i = 1; i <= 64; ++i) {
+      entries.push_back(E(i, 1, std::string(1024, 'a' + i % 26)));
+    }
+    ASSERT_TRUE((*store)->Append(entries, std::nullopt, true).ok());
+    ASSERT_TRUE((*db)->Flush().ok());  // into a table file of many blocks
+  }
+  auto db = Database::Open(data, options);  // nothing of it cached
+  ASSERT_TRUE(db.ok()) << db.status();
+  fs->set_failing(true);
+  auto store = RaftLogStore::Open(db->get());
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().code(), absl::StatusCode::kDataLoss)
+      << store.status();
+  EXPECT_NE(store.status().message().find("Input/output error"),
+            std::string::npos)
+      << store.status();
+  fs->set_failing(false);
+  store = RaftLogStore::Open(db->get());
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->LastIndex(), LogIndex(64));
 }
 
 TEST_F(RaftLogStoreTest, ReadersRunBesideTheWriter) {
