@@ -158,12 +158,13 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
       return;
     }
   }
+  // A command larger than max_pending_bytes passes when nothing else is
+  // held: refused, it would be refused forever ("retry shortly").
+  const uint64_t held_bytes =
+      static_cast<uint64_t>(outstanding_bytes_.load(std::memory_order_relaxed));
   if (static_cast<uint64_t>(outstanding_proposals_.load(
           std::memory_order_relaxed)) >= options_.max_pending_proposals ||
-      static_cast<uint64_t>(
-          outstanding_bytes_.load(std::memory_order_relaxed)) +
-              bytes >
-          options_.max_pending_bytes) {
+      (held_bytes > 0 && held_bytes + bytes > options_.max_pending_bytes)) {
     metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
     done(NotAppended(absl::ResourceExhaustedError(
         absl::StrCat("too many writes in flight (",
@@ -1172,6 +1173,12 @@ void NodeDriver::RunApply() {
     }
     CompleteReadsThrough(through);
   };
+  // Stop() began: the state machine may have stopped retrying its writes
+  // (StopRetryingWrites), while the drain still waits.
+  auto stopping = [&] {
+    absl::MutexLock lock(&inbox_mu_);
+    return driver_stop_ || !accepting_;
+  };
   // False when the state machine gave up at shutdown: stop applying.
   auto flush = [&]() -> bool {
     if (batch.empty()) return true;
@@ -1179,22 +1186,13 @@ void NodeDriver::RunApply() {
     absl::StatusOr<std::vector<ApplyResult>> results =
         state_machine_->Apply(batch);
     SESSIOND_FAULT_POINT("apply.after_apply");
-    if (!results.ok()) {
-      bool stopping;
-      {
-        absl::MutexLock lock(&inbox_mu_);
-        // Stop() began: the state machine may have stopped retrying its
-        // writes (StopRetryingWrites), while the drain still waits.
-        stopping = driver_stop_ || !accepting_;
-      }
-      if (stopping) {
-        // The state machine gave up at shutdown (a full disk): the log
-        // replays these entries on the next start.
-        logging::Warn("apply.stopped_at_shutdown",
-                      logging::Fields().Error(results.status()));
-        batch.clear();
-        return false;
-      }
+    if (!results.ok() && stopping()) {
+      // The state machine gave up at shutdown (a full disk): the log
+      // replays these entries on the next start.
+      logging::Warn("apply.stopped_at_shutdown",
+                    logging::Fields().Error(results.status()));
+      batch.clear();
+      return false;
     }
     // The state could not be written: going on would answer proposals from
     // a state that is not what the log says.
@@ -1241,7 +1239,18 @@ void NodeDriver::RunApply() {
         }
         return;
       } else {
-        SESSIOND_CHECK_OK(state_machine_->ApplySnapshot(*w.snapshot));
+        const absl::Status install = state_machine_->ApplySnapshot(*w.snapshot);
+        if (!install.ok() && stopping()) {
+          // Gave up at shutdown (a full disk): the log store holds the
+          // snapshot, and the next start installs it (as after a crash
+          // between the two installs).
+          logging::Warn(
+              "apply.snapshot_stopped_at_shutdown",
+              logging::Fields().Add("index", index.value()).Error(install));
+          return;
+        }
+        // Not installed, the state is not what the log says it is.
+        SESSIOND_CHECK_OK(install);
         metric_snapshots_installed_.fetch_add(1, std::memory_order_relaxed);
         // Proposals at or below the snapshot were decided elsewhere; this
         // node cannot tell whether they applied.

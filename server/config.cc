@@ -754,9 +754,10 @@ constexpr char kFooter[] =
     "Every option is also read from the --config file (key: its name) and "
     "from the environment (SESSIOND_ and its name in capitals, e.g. "
     "SESSIOND_SHARDS=8). A flag beats the environment, which beats the file, "
-    "which beats the default. On SIGHUP sessiond reads the file and the "
-    "environment again and applies the options marked reloadable; the "
-    "others are reported as needing a restart. docs/OPERATIONS.md, "
+    "which beats the default. On SIGHUP sessiond reads the file again (the "
+    "environment is the one it started with) and applies the options marked "
+    "reloadable; the others are reported as needing a restart. "
+    "docs/OPERATIONS.md, "
     "\"Configuration\".";
 
 // Where an option's value came from, in precedence order: the first of

@@ -685,7 +685,7 @@ absl::Status Daemon::Init() {
           ", which has no image to recover it from; restore this node from "
           "a backup or re-add it to its cluster with an empty data dir"));
     }
-    if (absl::Status s = state_machine_->ApplySnapshot(*log_snapshot);
+    if (absl::Status s = state_machine_->RecoverSnapshot(*log_snapshot);
         !s.ok()) {
       return s;
     }

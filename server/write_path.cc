@@ -166,9 +166,11 @@ bool WritePath::Drain(absl::Duration timeout) const {
 absl::Status WritePath::Open(const std::shared_ptr<Call>& call) {
   absl::MutexLock lock(&open_mu_);
   if (call->command) {
+    // One larger than the byte bound passes when nothing else is held:
+    // refused, it would be refused forever.
     if (open_commands_ >= options_.max_open_commands ||
-        open_command_bytes_ + call->command_bytes >
-            options_.max_open_command_bytes) {
+        (open_command_bytes_ > 0 && open_command_bytes_ + call->command_bytes >
+                                        options_.max_open_command_bytes)) {
       // Held, it would wait with the others for a leader or its answer:
       // refused now, before anything was sent, so a retry is safe.
       absl::Status refused = absl::ResourceExhaustedError(

@@ -328,10 +328,15 @@ void SessionStateMachine::StageSession(const TokenHash& hash,
 }
 
 absl::Status SessionStateMachine::WriteApplied(rocksdb::WriteBatch* batch) {
+  return RetryWrite([&] { return db_->WriteWithoutWal(batch); });
+}
+
+absl::Status SessionStateMachine::RetryWrite(
+    absl::FunctionRef<absl::Status()> write) {
   absl::Duration backoff = absl::Milliseconds(10);
   absl::Time next_report = absl::InfinitePast();
   while (true) {
-    absl::Status s = db_->WriteWithoutWal(batch);
+    absl::Status s = write();
     if (s.ok() || stop_retrying_.load(std::memory_order_acquire)) return s;
     if (absl::Now() >= next_report) {
       logging::Error("apply.write_failed",
@@ -1172,6 +1177,16 @@ absl::StatusOr<replication::Snapshot> SessionStateMachine::CreateSnapshot() {
 
 absl::Status SessionStateMachine::ApplySnapshot(
     const replication::Snapshot& snapshot) {
+  return InstallSnapshot(snapshot, /*retry_write=*/true);
+}
+
+absl::Status SessionStateMachine::RecoverSnapshot(
+    const replication::Snapshot& snapshot) {
+  return InstallSnapshot(snapshot, /*retry_write=*/false);
+}
+
+absl::Status SessionStateMachine::InstallSnapshot(
+    const replication::Snapshot& snapshot, bool retry_write) {
   if (options_.snapshots == nullptr) {
     return absl::FailedPreconditionError("no snapshot folder configured");
   }
@@ -1247,7 +1262,10 @@ absl::Status SessionStateMachine::ApplySnapshot(
     batch.Delete(db_->default_cf(), kAuditMetaKey);
   }
   // Synced: the log below the snapshot may be dropped right after this.
-  SESSIOND_RETURN_IF_ERROR(db_->Write(&batch, /*sync=*/true));
+  // Retried like Apply's writes: a node that gave up here stopped, and a
+  // full disk would stop it again at every start, until it had room.
+  const auto write = [&] { return db_->Write(&batch, /*sync=*/true); };
+  SESSIOND_RETURN_IF_ERROR(retry_write ? RetryWrite(write) : write());
   // Then the table, while readers go on using it: a session the image keeps
   // stays findable throughout (a table cleared and reloaded would answer
   // UNKNOWN, a logout, in between). Each session moves from its old record

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -265,10 +266,16 @@ class SessionStateMachine : public replication::StateMachine {
   // Replaces the table and the `sessions` CF with the image `snapshot.data`
   // references (one synced write, after the whole image was checked);
   // applied index and term become the snapshot's. DataLoss on a malformed
-  // or missing image, which changes nothing. Internal (after the checks,
-  // not expected): the table was left empty and no longer matches RocksDB;
-  // the caller must stop the node.
+  // or missing image, which changes nothing. The write is retried as
+  // Apply's (a full disk), the table unchanged meanwhile, until it succeeds
+  // or StopRetryingWrites; then the write's error, nothing changed. Internal
+  // (after the checks, not expected): the table was left empty and no
+  // longer matches RocksDB; the caller must stop the node.
   absl::Status ApplySnapshot(const replication::Snapshot& snapshot) override;
+  // ApplySnapshot for start-up (Daemon::Init: a crash between the log's
+  // install and this one), where nothing restarts the database after a
+  // write-ahead log failure: the write is tried once, its error returned.
+  absl::Status RecoverSnapshot(const replication::Snapshot& snapshot);
   // Every check ApplySnapshot makes of the image `snapshot.data` references
   // in `files`, changing nothing; DataLoss as ApplySnapshot. The transport
   // runs it on a received image before Raft sees the snapshot: installing
@@ -433,6 +440,11 @@ class SessionStateMachine : public replication::StateMachine {
   void StageSession(const TokenHash& hash, rocksdb::WriteBatch* batch);
   // Writes an Apply's batch, retrying as Apply says.
   absl::Status WriteApplied(rocksdb::WriteBatch* batch);
+  // Calls `write` until it succeeds or StopRetryingWrites, 10 ms to 1 s
+  // apart, logging its error every 30 s; returns its last status.
+  absl::Status RetryWrite(absl::FunctionRef<absl::Status()> write);
+  absl::Status InstallSnapshot(const replication::Snapshot& snapshot,
+                               bool retry_write);
   void PublishClusterState(const sessiond::v1::internal::ClusterState& cluster,
                            const replication::ConfState& conf);
   // key_ring_ and jwks_max_age_ms_ from `cluster` (the ring only when it

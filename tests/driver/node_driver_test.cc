@@ -1323,6 +1323,61 @@ TEST(NodeDriverTest, ASnapshotSupersededBeforeItsApplyIsSkipped) {
   EXPECT_EQ((*driver)->status().applied, LogIndex(21));
 }
 
+// A state machine whose snapshot installs fail as on a full disk: each
+// retries (blocks) until StopRetryingWrites, then returns the write's
+// error, as storage::SessionStateMachine does.
+class DiskFullSnapshotStateMachine : public RecordingStateMachine {
+ public:
+  absl::Status ApplySnapshot(const Snapshot&) override {
+    absl::MutexLock lock(&mu_);
+    installing_ = true;
+    mu_.Await(absl::Condition(&stop_retrying_));
+    return absl::ResourceExhaustedError("No space left on device");
+  }
+  void StopRetryingWrites() override {
+    absl::MutexLock lock(&mu_);
+    stop_retrying_ = true;
+  }
+  bool WaitUntilInstalling(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&installing_), timeout);
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool installing_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_retrying_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// A follower stopped (a restart in place, SIGTERM) while its snapshot
+// install retries a full disk: the install gives up and the node stops. It
+// aborted instead (a CHECK on the install's error). The log store holds
+// the snapshot, so the next start installs it (Daemon::Init).
+TEST(NodeDriverTest, AStopEndsASnapshotInstallRetryingAFullDisk) {
+  MemoryLogStore log(ThreeVoters());
+  DiskFullSnapshotStateMachine sm;
+  RecordingTransport transport;
+  NodeDriverOptions options = ManualOptions();
+  options.raft.election_ticks = 100000;  // never campaigns on its own
+  auto driver = NodeDriver::Start(options, &log, &sm, &transport);
+  ASSERT_TRUE(driver.ok()) << driver.status();
+  Message m;
+  m.type = MessageType::kSnapshot;
+  m.from = NodeId(2);
+  m.to = NodeId(1);
+  m.term = Term(1);
+  Snapshot snapshot;
+  snapshot.meta.index = LogIndex(10);
+  snapshot.meta.term = Term(1);
+  snapshot.meta.conf_state = ThreeVoters();
+  m.snapshot = snapshot;
+  (*driver)->Deliver({m});
+  ASSERT_TRUE(sm.WaitUntilInstalling(absl::Seconds(30)));
+  (*driver)->Stop();
+  EXPECT_EQ(log.GetSnapshot()->meta.index, LogIndex(10));
+  EXPECT_EQ(sm.applied_index(), LogIndex(0));
+}
+
 // A follower (node 1) on a ManualRuntime whose state machine installs
 // snapshots; the test plays its leaders.
 class FollowerDriverTest : public ::testing::Test {

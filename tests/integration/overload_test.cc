@@ -425,6 +425,43 @@ TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedSizeOfWrites) {
       large, 80);
 }
 
+// One write larger than --max_pending_write_mib (a CreateSessions of 100
+// creates of 12 KB) with nothing else held: it passes both byte bounds,
+// the follower's it was sent to and the leader's driver. Refused, it was
+// refused at every retry ("retry shortly"), forever.
+TEST(OverloadTest, AWriteLargerThanTheByteBoundPassesAlone) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  options.flags = {"--max_pending_write_mib=1"};
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(60));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  const int follower = *leader == cluster.ids().front() ? cluster.ids().back()
+                                                        : cluster.ids().front();
+  sessiond::v1::CreateSessionsRequest batch;
+  for (int i = 0; i < 100; ++i) {
+    CreateSessionRequest* one = batch.add_requests();
+    *one = CreateFor(absl::StrCat("large-", i));
+    for (const char* key : {"a", "b", "c"}) {
+      (*one->mutable_attributes())[key] = std::string(4000, 'x');
+    }
+  }
+  ASSERT_GT(batch.ByteSizeLong(), 1u << 20);
+  for (const int node : {follower, *leader}) {
+    auto stub = cluster.Stub(node);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(30));
+    sessiond::v1::CreateSessionsResponse response;
+    const grpc::Status status =
+        stub->CreateSessions(&context, batch, &response);
+    ASSERT_TRUE(status.ok())
+        << "node " << node << ": " << status.error_message() << "\n"
+        << cluster.LogTail(node);
+    EXPECT_EQ(response.responses_size(), 100);
+  }
+}
+
 // A LINEARIZABLE BatchValidateSessions waits at the read barrier while no
 // leader confirms reads. A large one (over 256 tokens) was counted against
 // the 64 a node holds only once past the barrier, so during an election any

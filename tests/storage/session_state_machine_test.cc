@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/key_encryption.h"
 #include "common/signing.h"
@@ -641,6 +642,40 @@ TEST_F(SessionStateMachineTest, AppliedSnapshotSurvivesAPowerCut) {
   other.Restart(fs.get());
   EXPECT_EQ(other.sm->applied_index(), sm_->applied_index());
   EXPECT_EQ(other.table->size(), 20u);
+}
+
+// A snapshot install whose synced write fails (a full disk; here every
+// write fails) retries it, the table as it was, until StopRetryingWrites.
+// It returned the error at once, and the driver aborted the node for it,
+// and again at each start while the disk stayed full. At start-up
+// (RecoverSnapshot) nothing would reopen the database, so it tries once.
+TEST_F(SessionStateMachineTest, ASnapshotWriteThatFailsIsRetriedUntilStopped) {
+  for (int i = 0; i < 20; ++i) ApplySession(Create(i, 1000 + i, "u"));
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  auto fs = std::make_shared<testing::PowerCutFileSystem>(
+      dir_.Sub("other"), testing::PowerCutOptions());
+  DatabaseOptions options;
+  options.env = rocksdb::NewCompositeEnv(fs);
+  OtherNode other(dir_, options);
+  const replication::Snapshot received = other.Receive(*snapshots_, *snapshot);
+  fs->CutPower();  // every write fails from here on
+
+  EXPECT_FALSE(other.sm->RecoverSnapshot(received).ok());
+  absl::Notification returned;
+  absl::Status installed;
+  std::thread install([&] {
+    installed = other.sm->ApplySnapshot(received);
+    returned.Notify();
+  });
+  EXPECT_FALSE(returned.WaitForNotificationWithTimeout(absl::Milliseconds(300)))
+      << "gave up on a failing write: " << installed;
+  EXPECT_EQ(other.table->size(), 0u);
+  other.sm->StopRetryingWrites();
+  install.join();
+  EXPECT_FALSE(installed.ok());
+  EXPECT_EQ(other.table->size(), 0u);
+  EXPECT_EQ(other.sm->applied_index(), LogIndex(0));
 }
 
 TEST_F(SessionStateMachineTest, SnapshotRoundTripThroughAFile) {
