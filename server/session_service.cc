@@ -64,19 +64,20 @@ ValidateSessionResponse::Outcome ToProto(storage::ValidateOutcome outcome) {
   return ValidateSessionResponse::UNKNOWN;
 }
 
-// One of the max_waiting_batch_validations places for a large batch,
-// given back when the last copy of the callbacks holding it is destroyed
-// (the batch answered).
+// One of the max_waiting_batch_validations places for a large batch, held
+// by its call until gRPC is done with it (UnaryCallBase::HoldUntilDone):
+// its answer taken by the client, or the call cancelled.
 class LargeBatchSlot {
  public:
   // A slot, or null when `limit` are taken.
-  static std::shared_ptr<LargeBatchSlot> Take(std::atomic<size_t>* taken,
-                                              size_t limit) {
+  static std::shared_ptr<LargeBatchSlot> Take(
+      std::shared_ptr<std::atomic<size_t>> taken, size_t limit) {
     if (taken->fetch_add(1) >= limit) {
       taken->fetch_sub(1);
       return nullptr;
     }
-    return std::shared_ptr<LargeBatchSlot>(new LargeBatchSlot(taken));
+    return std::shared_ptr<LargeBatchSlot>(
+        new LargeBatchSlot(std::move(taken)));
   }
   ~LargeBatchSlot() { taken_->fetch_sub(1); }
 
@@ -84,8 +85,9 @@ class LargeBatchSlot {
   LargeBatchSlot& operator=(const LargeBatchSlot&) = delete;
 
  private:
-  explicit LargeBatchSlot(std::atomic<size_t>* taken) : taken_(taken) {}
-  std::atomic<size_t>* const taken_;
+  explicit LargeBatchSlot(std::shared_ptr<std::atomic<size_t>> taken)
+      : taken_(std::move(taken)) {}
+  const std::shared_ptr<std::atomic<size_t>> taken_;
 };
 
 absl::Status TooManyBatches(size_t limit) {
@@ -459,20 +461,22 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
   }
   // A large batch is counted from here, not from when it reaches the batch
   // thread: during an election a LINEARIZABLE one waits at the barrier
-  // first, holding its request, and any number of them could.
-  std::shared_ptr<LargeBatchSlot> slot;
-  if (requests.size() > kBatchValidateSlice) {
-    slot = LargeBatchSlot::Take(&large_batches_,
-                                options_.max_waiting_batch_validations);
+  // first, holding its request, and any number of them could. And until
+  // the client took its answer, which it may never read.
+  const bool large = requests.size() > kBatchValidateSlice;
+  if (large) {
+    std::shared_ptr<LargeBatchSlot> slot = LargeBatchSlot::Take(
+        large_batches_, options_.max_waiting_batch_validations);
     if (slot == nullptr) {
       return call->Reply(
           TooManyBatches(options_.max_waiting_batch_validations));
     }
+    call->HoldUntilDone(std::move(slot));
   }
   // One barrier for the whole batch, and one cluster time.
   reads_->Wait(
       call->request().consistency(), DeadlineOf(call->context()),
-      [this, call, slot](ReadAnswer answer) {
+      [this, call, large](ReadAnswer answer) {
         if (!answer.status.ok()) return Fail(call, answer.status);
         const int64_t now_ms = clock_->NowMs();
         call->response()->mutable_responses()->Reserve(
@@ -480,7 +484,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
         // One slice; true once the call is answered. The touches wait for
         // the whole batch: a batch that fails (a fell-back read that lacks
         // one token) changes nothing.
-        auto slice = [this, call, now_ms, slot, answer = std::move(answer),
+        auto slice = [this, call, now_ms, answer = std::move(answer),
                       touches = std::make_shared<std::vector<PendingTouch>>()] {
           const auto& requests = call->request().requests();
           auto* responses = call->response()->mutable_responses();
@@ -505,11 +509,10 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
           call->Reply(absl::OkStatus());
           return true;
         };
-        if (slot == nullptr) {
-          slice();
+        if (large) {
+          batches_.Submit(std::move(slice));  // bounded by the slots
         } else {
-          // Bounded by the slots: the job releases its slot when done.
-          batches_.Submit(std::move(slice));
+          slice();
         }
       });
 }

@@ -434,8 +434,12 @@ class SessionServiceImpl final : public RawSessionService {
   std::atomic<bool> draining_{false};
   std::atomic<int64_t> writes_inflight_{0};
   // Batches of more than kBatchValidateSlice tokens held, from their
-  // arrival to their answer (max_waiting_batch_validations).
-  std::atomic<size_t> large_batches_{0};
+  // arrival until the client took the answer
+  // (max_waiting_batch_validations). Shared with each LargeBatchSlot, which
+  // a call holds until gRPC is done with it, possibly after this service (a
+  // shutdown cancels calls, and OnDone follows on gRPC's threads).
+  const std::shared_ptr<std::atomic<size_t>> large_batches_ =
+      std::make_shared<std::atomic<size_t>>(0);
   // When a call was last refused as shutting down (SteadyNowNs).
   mutable std::atomic<int64_t> last_refusal_ns_{0};
 

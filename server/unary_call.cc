@@ -106,6 +106,7 @@ void UnaryCallBase::Reply(const absl::Status& status) {
   absl::Status final_status = status;
   if (status.ok()) {
     final_status = SerializeResponse(response_message(), out_);
+    ReleaseResponse();
   }
   if (status.GetPayload(kNotProposedPayload).has_value()) {
     context_->AddTrailingMetadata("sessiond-not-proposed", "1");

@@ -6,6 +6,8 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/server_callback.h>
 
+#include <memory>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -73,15 +75,25 @@ class UnaryCallBase : public grpc::ServerUnaryReactor {
   // Times the call for /metrics from now until Reply (null: not timed).
   void StartTimer(RpcMetrics::Method* method) { timer_.Start(method); }
 
+  // Keeps `held` until gRPC is done with the call (OnDone), which is after
+  // the client took the whole answer: a place counted against a bound on
+  // what calls hold (LargeBatchSlot) is given back only then. Call before
+  // Reply, on the handler's thread.
+  void HoldUntilDone(std::shared_ptr<void> held) { held_ = std::move(held); }
+
  protected:
   UnaryCallBase(grpc::CallbackServerContext* context, grpc::ByteBuffer* out)
       : context_(context), out_(out) {}
   virtual const google::protobuf::Message& response_message() const = 0;
+  // Frees the response message once Reply serialized it (the bytes stay
+  // until the client takes them).
+  virtual void ReleaseResponse() = 0;
 
  private:
   grpc::CallbackServerContext* const context_;
   grpc::ByteBuffer* const out_;  // gRPC's, valid until OnDone
   RpcTimer timer_;               // finished by Reply
+  std::shared_ptr<void> held_;   // HoldUntilDone
 };
 
 template <typename Request, typename Response>
@@ -101,6 +113,7 @@ class UnaryCall final : public UnaryCallBase {
   const google::protobuf::Message& response_message() const override {
     return response_;
   }
+  void ReleaseResponse() override { Response().Swap(&response_); }
 
   Request request_;
   Response response_;

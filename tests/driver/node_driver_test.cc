@@ -1247,6 +1247,22 @@ TEST(NodeDriverTest, ReadIndexAnswerForAnEarlierIncarnationIsIgnored) {
 // Records the snapshots it installs; an image it is handed must be the one
 // the log store holds (the store keeps only the newest: storage's
 // RaftLogStore deletes older images as it installs one).
+// Node 2, leader in term 1 of ThreeVoters(), sends node 1 its snapshot at
+// `index`.
+Message SnapshotFromLeader(uint64_t index) {
+  Message m;
+  m.type = MessageType::kSnapshot;
+  m.from = NodeId(2);
+  m.to = NodeId(1);
+  m.term = Term(1);
+  Snapshot snapshot;
+  snapshot.meta.index = LogIndex(index);
+  snapshot.meta.term = Term(1);
+  snapshot.meta.conf_state = ThreeVoters();
+  m.snapshot = snapshot;
+  return m;
+}
+
 class SnapshotRecordingStateMachine : public RecordingStateMachine {
  public:
   explicit SnapshotRecordingStateMachine(const LogStore* log) : log_(log) {}
@@ -1282,22 +1298,9 @@ TEST(NodeDriverTest, ASnapshotSupersededBeforeItsApplyIsSkipped) {
   auto driver =
       NodeDriver::StartOn(ManualOptions(), &log, &sm, &transport, &runtime);
   ASSERT_TRUE(driver.ok()) << driver.status();
-  auto snapshot_at = [](uint64_t index) {
-    Message m;
-    m.type = MessageType::kSnapshot;
-    m.from = NodeId(2);
-    m.to = NodeId(1);
-    m.term = Term(1);
-    Snapshot snapshot;
-    snapshot.meta.index = LogIndex(index);
-    snapshot.meta.term = Term(1);
-    snapshot.meta.conf_state = ThreeVoters();
-    m.snapshot = snapshot;
-    return m;
-  };
-  (*driver)->Deliver({snapshot_at(10)});
+  (*driver)->Deliver({SnapshotFromLeader(10)});
   runtime.RunUntilIdleExcept(Stage::kApply);
-  (*driver)->Deliver({snapshot_at(20)});
+  (*driver)->Deliver({SnapshotFromLeader(20)});
   runtime.RunUntilIdleExcept(Stage::kApply);
   ASSERT_EQ(log.GetSnapshot()->meta.index, LogIndex(20));
   runtime.RunUntilIdle();
@@ -1361,17 +1364,7 @@ TEST(NodeDriverTest, AStopEndsASnapshotInstallRetryingAFullDisk) {
   options.raft.election_ticks = 100000;  // never campaigns on its own
   auto driver = NodeDriver::Start(options, &log, &sm, &transport);
   ASSERT_TRUE(driver.ok()) << driver.status();
-  Message m;
-  m.type = MessageType::kSnapshot;
-  m.from = NodeId(2);
-  m.to = NodeId(1);
-  m.term = Term(1);
-  Snapshot snapshot;
-  snapshot.meta.index = LogIndex(10);
-  snapshot.meta.term = Term(1);
-  snapshot.meta.conf_state = ThreeVoters();
-  m.snapshot = snapshot;
-  (*driver)->Deliver({m});
+  (*driver)->Deliver({SnapshotFromLeader(10)});
   ASSERT_TRUE(sm.WaitUntilInstalling(absl::Seconds(30)));
   (*driver)->Stop();
   EXPECT_EQ(log.GetSnapshot()->meta.index, LogIndex(10));

@@ -18,6 +18,7 @@
 // build (how they were shown to fail without the fix).
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 #include <sys/wait.h>
 
@@ -413,6 +414,116 @@ TEST(StreamAbuseTest, CallsPastAConnectionsStreamLimitWaitOnTheClient) {
 // well-behaved client's p50 went from under 1 ms to 17-51 ms (printed here,
 // not asserted: this test guards the sliced batches' answers, it did not
 // fail before).
+// A unary call sent as a stream (GenericStub), whose answer is never read:
+// no read is ever started, so the client's window stays as it began.
+class NeverReadingCall
+    : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  // `finished` counts the calls that ended (refused, or cancelled).
+  NeverReadingCall(grpc::GenericStub* stub, const std::string& method,
+                   const std::string& request, std::atomic<int>* finished)
+      : finished_(finished) {
+    grpc::Slice slice(request);
+    request_ = grpc::ByteBuffer(&slice, 1);
+    context_.set_deadline(DeadlineIn(absl::Seconds(120)));
+    stub->PrepareBidiStreamingCall(&context_, method, grpc::StubOptions(),
+                                   this);
+    StartWriteLast(&request_, grpc::WriteOptions());
+    StartCall();
+  }
+  ~NeverReadingCall() override { CancelAndWait(); }
+  void OnDone(const grpc::Status& /*status*/) override {
+    finished_->fetch_add(1);
+    done_.Notify();
+  }
+
+  void CancelAndWait() {
+    context_.TryCancel();
+    done_.WaitForNotification();
+  }
+
+ private:
+  std::atomic<int>* const finished_;
+  grpc::ClientContext context_;
+  grpc::ByteBuffer request_;
+  absl::Notification done_;
+};
+
+// A large BatchValidateSessions (more than 256 tokens) holds one of the
+// node's 64 places until the client took its answer. It gave its place
+// back once the answer was handed to gRPC: a client that never read its
+// answers made the node hold any number of them.
+TEST(StreamAbuseTest, LargeBatchesWhoseAnswersAreNeverReadHoldTheirPlaces) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node));
+  // Each answer (300 tokens of a session with 4 KB of attributes: 1.2 MB)
+  // is far past the 64 KiB window a client without BDP probes opens: it
+  // stays on the server until read.
+  CreateSessionRequest create;
+  create.set_user_id("unread");
+  (*create.mutable_attributes())["blob"] = std::string(4000, 'x');
+  CreateSessionResponse created;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(30)));
+    ASSERT_TRUE(node.stub->CreateSession(&context, create, &created).ok());
+  }
+  BatchValidateSessionsRequest batch;
+  for (int i = 0; i < 300; ++i) {
+    batch.add_requests()->set_token(created.token());
+  }
+
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  grpc::GenericStub unread_stub(grpc::CreateCustomChannel(
+      node.process->address(), grpc::InsecureChannelCredentials(), args));
+  // Four more than the node's places (--max_waiting_batch_validations'
+  // default): once four were refused, the others hold every place.
+  constexpr int kPlaces = 64;
+  constexpr int kMore = 4;
+  std::atomic<int> finished{0};
+  std::vector<std::unique_ptr<NeverReadingCall>> unread;
+  for (int i = 0; i < kPlaces + kMore; ++i) {
+    unread.push_back(std::make_unique<NeverReadingCall>(
+        &unread_stub, "/sessiond.v1.SessionService/BatchValidateSessions",
+        batch.SerializeAsString(), &finished));
+  }
+  for (int i = 0; i < 300 && finished.load() < kMore; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));  // bounded: 30 s
+  }
+  ASSERT_EQ(finished.load(), kMore)
+      << "the extra calls were not refused: places were given back";
+
+  auto probe = [&] {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(10)));
+    BatchValidateSessionsResponse response;
+    return node.stub->BatchValidateSessions(&context, batch, &response);
+  };
+  // 10 probes 100 ms apart, long after the 64 were answered (a 300-token
+  // batch takes a few ms): each must find every place taken.
+  for (int i = 0; i < 10; ++i) {
+    const grpc::Status refused = probe();
+    ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << "probe " << i << ": " << refused.error_message();
+    EXPECT_TRUE(absl::StrContains(refused.error_message(),
+                                  "too many large BatchValidateSessions"))
+        << refused.error_message();
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+
+  // The calls cancelled, their places come back (bounded wait).
+  for (auto& call : unread) call->CancelAndWait();
+  grpc::Status after;
+  for (int i = 0; i < 100; ++i) {
+    after = probe();
+    if (after.ok()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(after.ok()) << after.error_message();
+  StopNode(&node);
+}
+
 TEST(StreamAbuseTest, HugeBatchesLeaveOtherReadsAnswered) {
   Node node;
   ASSERT_NO_FATAL_FAILURE(StartNode(&node));
