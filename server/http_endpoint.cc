@@ -23,16 +23,27 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/read_file.h"
+#include "server/connection_deadline.h"
 
 namespace sessiond::server {
 namespace {
 
 // Runs each connection on the accepting thread itself: the endpoint is one
-// thread (httplib's default pool would add eight).
+// thread (httplib's default pool would add eight). Each is given its
+// deadline as it begins: httplib calls this just after accept.
 class InlineTaskQueue : public httplib::TaskQueue {
  public:
-  void enqueue(std::function<void()> fn) override { fn(); }
+  explicit InlineTaskQueue(ConnectionDeadline* deadline)
+      : deadline_(deadline) {}
+  void enqueue(std::function<void()> fn) override {
+    deadline_->Begin();
+    fn();  // serves the connection, and closes it
+    deadline_->End();
+  }
   void shutdown() override {}
+
+ private:
+  ConnectionDeadline* const deadline_;
 };
 
 struct BioFree {
@@ -368,8 +379,10 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
     endpoint->http_ = std::make_unique<httplib::Server>();
   }
   httplib::Server& http = *endpoint->http_;
-  http.new_task_queue = [] { return new InlineTaskQueue; };
   http.set_keep_alive_max_count(1);
+  // How long a connection may stay silent before its request: as long as
+  // a read may.
+  http.set_keep_alive_timeout(2);
   // Every endpoint here answers GET and HEAD only. Any other method is
   // refused (405) before routing, so before its body is read: httplib would
   // read a POST's body of any size into memory first (its default limit is
@@ -401,6 +414,10 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
                                                " (address in use or not "
                                                "local?)"));
   }
+  endpoint->deadline_ =
+      std::make_unique<ConnectionDeadline>(bound, kConnectionLimit);
+  ConnectionDeadline* deadline = endpoint->deadline_.get();
+  http.new_task_queue = [deadline] { return new InlineTaskQueue(deadline); };
   endpoint->address_ = absl::StrCat(listen.substr(0, colon), ":", bound);
   logging::Info("http.listening",
                 logging::Fields()
@@ -432,6 +449,8 @@ void HttpEndpoint::Stop() {
   if (stopped_) return;
   stopped_ = true;
   if (http_ == nullptr) return;  // Start failed before making it
+  // A connection in progress ends now, not at its own pace.
+  if (deadline_ != nullptr) deadline_->CutNow();
   http_->stop();
   if (thread_.joinable()) thread_.join();
 }

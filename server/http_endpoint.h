@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace httplib {
 class Server;
@@ -53,12 +54,15 @@ struct HttpTlsOptions {
 };
 
 class HttpTlsIdentity;  // http_endpoint.cc
+class ConnectionDeadline;
 
 // A small HTTP or HTTPS endpoint (cpp-httplib) on a thread of its own, the
 // shape of sessiond's side doors (/metrics, the JWKS): the thread accepts
 // and answers one connection at a time, one request per connection (no
-// keep-alive), with 2 s read and write timeouts (a TLS handshake included),
-// so a client that stalls delays the next request, never the node.
+// keep-alive), with 2 s read and write timeouts (a TLS handshake included)
+// and at most kConnectionLimit for the whole connection (ConnectionDeadline:
+// a client that trickles its request a byte at a time is cut off), so a
+// client that stalls delays the next request, never the node.
 // SO_REUSEADDR only (httplib's default SO_REUSEPORT would let a second
 // process bind the same port and take half the requests).
 //
@@ -87,6 +91,9 @@ class HttpEndpoint {
   // thread. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The longest a connection is served (accept to close).
+  static constexpr absl::Duration kConnectionLimit = absl::Seconds(10);
+
   // host:port bound (with the real port when listen had port 0).
   const std::string& address() const { return address_; }
   // Whether it speaks HTTPS.
@@ -100,6 +107,8 @@ class HttpEndpoint {
   // handshake: declared before http_, so destroyed after it.
   std::unique_ptr<HttpTlsIdentity> tls_;
   std::unique_ptr<httplib::Server> http_;  // an httplib::SSLServer with tls_
+  // Cuts the connection in progress past kConnectionLimit, and at Stop.
+  std::unique_ptr<ConnectionDeadline> deadline_;
   std::thread thread_;
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

@@ -82,8 +82,8 @@ struct JwksHttpOptions {
 // One thread, "sd-jwks", accepts and answers, one connection at a time, and
 // closes each connection after one request (no keep-alive), like
 // MetricsHttpServer: verifiers fetch the document once per max-age, and a
-// client that stalls holds the thread for at most the 2 s read or write
-// timeout. `provider` runs on that thread.
+// client that stalls holds the thread for at most
+// HttpEndpoint::kConnectionLimit. `provider` runs on that thread.
 //
 // Thread-safe. `provider` must be callable until Stop() returns.
 class JwksHttpServer {

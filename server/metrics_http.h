@@ -32,8 +32,8 @@ struct MetricsHttpOptions {
 // One thread, "sd-metrics", accepts and answers, one connection at a time,
 // and closes each connection after one request (no keep-alive): a scrape
 // every few seconds needs no more, and a client that stalls holds the
-// thread for at most the 2 s read or write timeout. `render` and `serving`
-// run on that thread.
+// thread for at most HttpEndpoint::kConnectionLimit. `render` and
+// `serving` run on that thread.
 //
 // Thread-safe. `render` and `serving` must be callable until Stop()
 // returns.

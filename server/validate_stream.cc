@@ -109,6 +109,10 @@ void ValidateStream::OnReadDone(bool ok) {
             if (status.ok()) {
               status = SerializeResponse(slot->response, &slot->wire);
             }
+            // From here only the bytes are written: the messages go now,
+            // not once a client that may never read takes the answer.
+            sessiond::v1::ValidateSessionRequest().Swap(&slot->request);
+            sessiond::v1::ValidateSessionResponse().Swap(&slot->response);
             slot->status = std::move(status);
             slot->ready = true;
             --barriers_pending_;

@@ -70,7 +70,8 @@ class ValidateStream final
 
  private:
   struct Slot {
-    // Kept until the answer is written: the read path works on it.
+    // Kept until the answer is ready (then freed: only `wire` is kept until
+    // it is written): the read path works on them.
     sessiond::v1::ValidateSessionRequest request;
     sessiond::v1::ValidateSessionResponse response;
     // Recorded once the answer is written: a stream that ends before it

@@ -6,9 +6,14 @@
 #include "server/jwks_http.h"
 
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -16,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/signing.h"
 #include "gtest/gtest.h"
 
@@ -270,6 +276,47 @@ TEST_F(JwksHttpTest, OnlyGetAndHeadAndNoBodyIsRead) {
   httplib::Result get = client_->Get(kJwksPath);
   ASSERT_TRUE(get);
   EXPECT_EQ(get->status, 200);
+}
+
+// A client that sends its request a byte at a time, each byte within the
+// read timeout, held the endpoint's one thread for as long as it went on:
+// the JWKS (and /metrics, /healthz) went unanswered, and Stop waited for
+// it. A connection now ends at HttpEndpoint::kConnectionLimit (10 s).
+TEST_F(JwksHttpTest, AClientTricklingItsRequestIsCutOffAtTheLimit) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  const std::string address = server_->address();
+  const int port = std::stoi(address.substr(address.rfind(':') + 1));
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+  std::atomic<bool> cut{false};
+  // Bounded: 120 bytes, 500 ms apart (60 s), or until the server cuts it.
+  std::thread trickler([&] {
+    const std::string head = "GET /.well-known/jwks.json HTTP/1.1\r\nX-Slow: ";
+    if (send(fd, head.data(), head.size(), MSG_NOSIGNAL) < 0) return;
+    for (int i = 0; i < 120; ++i) {
+      absl::SleepFor(absl::Milliseconds(500));
+      if (send(fd, "a", 1, MSG_NOSIGNAL) < 0) {
+        cut.store(true);
+        return;
+      }
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(200));  // the trickler is served first
+  // Its own read timeout (30 s) is a correctness bound: with the trickler
+  // holding the thread for 60 s, it ran out.
+  httplib::Client patient("http://" + address);
+  patient.set_read_timeout(30, 0);
+  httplib::Result res = patient.Get(kJwksPath);
+  trickler.join();  // ends at its first send after the cut
+  close(fd);
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  EXPECT_TRUE(cut.load()) << "the trickling connection was not closed";
 }
 
 TEST_F(JwksHttpTest, StopClosesTheListenerAndIsIdempotent) {
