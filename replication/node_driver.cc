@@ -834,13 +834,13 @@ NodeDriver::ProposeCallback NodeDriver::RegisterPendingLocked(
   // a membership change there overwrote the waiting callback unanswered.
   // Found by the simulation once it ran this driver (regression test:
   // NodeDriverTest.ProposalAtTheIndexOfASupersededOneIsAnswered).
-  auto it = pending_.find(index);
+  const std::pair<LogIndex, Term> key(index, term);
+  auto it = pending_.find(key);
   if (it == pending_.end()) {
-    pending_.emplace(index, PendingProposal{term, std::move(done)});
+    pending_.emplace(key, PendingProposal{term, std::move(done)});
     return nullptr;
   }
-  // An earlier proposal at this index was truncated away by a newer leader
-  // before it committed; it can no longer succeed.
+  // One index of one term holds one entry: not expected.
   ProposeCallback superseded = std::move(it->second.done);
   it->second = PendingProposal{term, std::move(done)};
   return superseded;
@@ -855,13 +855,6 @@ void NodeDriver::Dispatch(Ready ready) {
   }
   if (!ready.send_now.empty()) transport_->Send(std::move(ready.send_now));
 
-  // Walked on a leader's Readies too (one lookup when nothing waits past
-  // the last index): its first entry answers what a snapshot install, or a
-  // cut by entries of a lower term, left waiting past it.
-  if (!ready.to_persist.empty()) {
-    AbandonProposalsAfter(ready.to_persist.back().index,
-                          ready.to_persist.back().term);
-  }
   if (ready.hard_state || !ready.to_persist.empty() || ready.snapshot ||
       !ready.send_after_persist.empty()) {
     PersistWork work;
@@ -1257,7 +1250,7 @@ void NodeDriver::RunApply() {
         std::vector<Completion> calls;
         {
           absl::MutexLock lock(&pending_mu_);
-          while (!pending_.empty() && pending_.begin()->first <= index) {
+          while (!pending_.empty() && pending_.begin()->first.first <= index) {
             calls.push_back(Completion::Proposer(
                 std::move(pending_.begin()->second.done),
                 absl::UnavailableError(
@@ -1267,6 +1260,7 @@ void NodeDriver::RunApply() {
           }
         }
         PostCompletions(std::move(calls));
+        AbandonProposalsAfter(index, w.snapshot->meta.term);
         report_applied(index);
         w.snapshot.reset();
       }
@@ -1292,10 +1286,16 @@ void NodeDriver::RunApply() {
 }
 
 void NodeDriver::AbandonProposalsAfter(LogIndex last, Term term) {
+  // Proposals of a lower term were all registered before this node learned
+  // of `term` (its term never falls, and it registers at its own), so one
+  // walk per term finds them all.
+  if (term <= abandoned_below_) return;
+  abandoned_below_ = term;
   std::vector<Completion> calls;
   {
     absl::MutexLock lock(&pending_mu_);
-    for (auto it = pending_.upper_bound(last); it != pending_.end();) {
+    for (auto it = pending_.lower_bound({last + 1, Term(0)});
+         it != pending_.end();) {
       if (it->second.term < term) {
         calls.push_back(Completion::Proposer(std::move(it->second.done),
                                              ApplyResult(LeadershipChanged())));
@@ -1313,20 +1313,25 @@ void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
   std::vector<Completion> calls;
   {
     absl::MutexLock lock(&pending_mu_);
-    if (pending_.empty()) return;
-    for (size_t i = 0; i < entries.size(); ++i) {
-      auto it = pending_.find(entries[i].index);
-      if (it == pending_.end()) continue;
-      // Of another term: another leader's entry took this index, and ours
-      // was never committed.
-      const bool ours = it->second.term == entries[i].term;
-      calls.push_back(Completion::Proposer(
-          std::move(it->second.done),
-          ours ? std::move((*results)[i]) : ApplyResult(LeadershipChanged())));
-      pending_.erase(it);
+    for (size_t i = 0; !pending_.empty() && i < entries.size(); ++i) {
+      const LogIndex index = entries[i].index;
+      for (auto it = pending_.lower_bound({index, Term(0)});
+           it != pending_.end() && it->first.first == index;) {
+        // Of another term: another leader's entry took this index, and
+        // this one is committed, so ours never will be.
+        const bool ours = it->second.term == entries[i].term;
+        calls.push_back(
+            Completion::Proposer(std::move(it->second.done),
+                                 ours ? std::move((*results)[i])
+                                      : ApplyResult(LeadershipChanged())));
+        it = pending_.erase(it);
+      }
     }
   }
   PostCompletions(std::move(calls));
+  if (!entries.empty()) {
+    AbandonProposalsAfter(entries.back().index, entries.back().term);
+  }
 }
 
 void NodeDriver::CompleteReadsThrough(LogIndex applied) {
@@ -1379,12 +1384,12 @@ void NodeDriver::RunCompletion() {
 }
 
 void NodeDriver::FailAllPending(const absl::Status& status) {
-  std::map<LogIndex, PendingProposal> pending;
+  std::map<std::pair<LogIndex, Term>, PendingProposal> pending;
   {
     absl::MutexLock lock(&pending_mu_);
     pending.swap(pending_);
   }
-  for (auto& [index, p] : pending) p.done(status);
+  for (auto& [key, p] : pending) p.done(status);
   std::multimap<LogIndex, WaitingRead> reads;
   {
     absl::MutexLock lock(&reads_mu_);

@@ -50,6 +50,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -432,9 +433,11 @@ class NodeDriver : public MessageSink, public StageRunner {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(status_mu_);
   void Dispatch(Ready ready);
   void ProposeBatch(std::vector<Proposal> proposals);
-  // Registers `done` for the entry at `index` of `term`. Returns the
-  // callback of an earlier proposal registered there (empty when none),
-  // which the caller answers once the lock is released.
+  // Registers `done` for the entry at `index` of `term`. A proposal of an
+  // earlier term at the same index stays registered: which of them commits
+  // is known only once that index applies. Returns the callback of an
+  // earlier proposal of the same index and term (never expected; empty when
+  // none), which the caller answers once the lock is released.
   ProposeCallback RegisterPendingLocked(LogIndex index, Term term,
                                         ProposeCallback done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(pending_mu_);
@@ -456,12 +459,18 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Copies LogStall() into status_ (log_stalled, log_stall).
   void PublishLogStall();
 
-  // Driver thread, as a Ready's entries go to the log writer: answers
-  // "leadership changed" to every proposal past `last` of a term below
-  // `term` (the last entry's): terms never fall along a log, so no entry of
-  // theirs can follow it, and they would otherwise wait until the log grew
-  // back to their index, which an idle cluster may never do.
-  void AbandonProposalsAfter(LogIndex last, Term term);
+  // Apply stage, once the committed entry (or snapshot) at `last` of
+  // `term` is applied: answers "leadership changed" to every proposal past
+  // `last` of a term below `term`. Every later leader's log holds that
+  // entry, and terms never fall along a log, so none of theirs can ever
+  // commit; they would otherwise wait until the log grew back to their
+  // index, which an idle cluster may never do. Only a committed entry says
+  // so: the last entry of this node's log may itself be replaced, and a
+  // proposal it cut away committed after all (with five voters: the Raft
+  // paper's figure 8), so answering at the cut told a caller "not applied"
+  // of a write that then applied. Walks the proposals once per term.
+  void AbandonProposalsAfter(LogIndex last, Term term)
+      ABSL_LOCKS_EXCLUDED(pending_mu_);
   // Apply stage: hands proposers' results and ripe reads to completion.
   void CompleteProposals(const std::vector<Entry>& entries,
                          std::vector<ApplyResult>* results);
@@ -553,10 +562,14 @@ class NodeDriver : public MessageSink, public StageRunner {
   // its turn comes, holds it all.
   LogIndex apply_skip_through_;
 
-  // Proposals appended to the log and waiting to be applied, by index.
-  // Inserted by the driver stage, completed by the apply stage.
+  // Proposals appended to the log and waiting to be applied, by index and
+  // term (after a leadership change, proposals of two terms may wait at one
+  // index). Inserted by the driver stage, completed by the apply stage.
   mutable absl::Mutex pending_mu_;
-  std::map<LogIndex, PendingProposal> pending_ ABSL_GUARDED_BY(pending_mu_);
+  std::map<std::pair<LogIndex, Term>, PendingProposal> pending_
+      ABSL_GUARDED_BY(pending_mu_);
+  // Apply stage only: the highest term AbandonProposalsAfter walked for.
+  Term abandoned_below_;
 
   // Reads whose read index is known, waiting for the apply stage to reach
   // it. `applied_for_reads_` is the apply stage's progress, kept under the

@@ -23,7 +23,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/read_file.h"
-#include "server/connection_deadline.h"
+#include "server/connection_limits.h"
 
 namespace sessiond::server {
 namespace {
@@ -33,8 +33,7 @@ namespace {
 // deadline as it begins: httplib calls this just after accept.
 class InlineTaskQueue : public httplib::TaskQueue {
  public:
-  explicit InlineTaskQueue(ConnectionDeadline* deadline)
-      : deadline_(deadline) {}
+  explicit InlineTaskQueue(ConnectionLimits* deadline) : deadline_(deadline) {}
   void enqueue(std::function<void()> fn) override {
     deadline_->Begin();
     fn();  // serves the connection, and closes it
@@ -43,7 +42,7 @@ class InlineTaskQueue : public httplib::TaskQueue {
   void shutdown() override {}
 
  private:
-  ConnectionDeadline* const deadline_;
+  ConnectionLimits* const deadline_;
 };
 
 struct BioFree {
@@ -414,9 +413,9 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
                                                " (address in use or not "
                                                "local?)"));
   }
-  endpoint->deadline_ =
-      std::make_unique<ConnectionDeadline>(bound, kConnectionLimit);
-  ConnectionDeadline* deadline = endpoint->deadline_.get();
+  endpoint->deadline_ = std::make_unique<ConnectionLimits>(
+      bound, kConnectionLimit, kMaxBytesReceived);
+  ConnectionLimits* deadline = endpoint->deadline_.get();
   http.new_task_queue = [deadline] { return new InlineTaskQueue(deadline); };
   endpoint->address_ = absl::StrCat(listen.substr(0, colon), ":", bound);
   logging::Info("http.listening",

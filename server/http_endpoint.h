@@ -54,15 +54,16 @@ struct HttpTlsOptions {
 };
 
 class HttpTlsIdentity;  // http_endpoint.cc
-class ConnectionDeadline;
+class ConnectionLimits;
 
 // A small HTTP or HTTPS endpoint (cpp-httplib) on a thread of its own, the
 // shape of sessiond's side doors (/metrics, the JWKS): the thread accepts
 // and answers one connection at a time, one request per connection (no
 // keep-alive), with 2 s read and write timeouts (a TLS handshake included)
-// and at most kConnectionLimit for the whole connection (ConnectionDeadline:
-// a client that trickles its request a byte at a time is cut off), so a
-// client that stalls delays the next request, never the node.
+// and at most kConnectionLimit and kMaxBytesReceived for the whole
+// connection (ConnectionLimits: a client that trickles its request a byte
+// at a time, or sends a line without end, is cut off), so a client that
+// stalls delays the next request, never the node.
 // SO_REUSEADDR only (httplib's default SO_REUSEPORT would let a second
 // process bind the same port and take half the requests).
 //
@@ -91,8 +92,11 @@ class HttpEndpoint {
   // thread. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The longest a connection is served (accept to close).
+  // The longest a connection is served (accept to close), and the most its
+  // client may send: a GET with its headers, and a TLS handshake, take a
+  // few KiB.
   static constexpr absl::Duration kConnectionLimit = absl::Seconds(10);
+  static constexpr uint64_t kMaxBytesReceived = 64 * 1024;
 
   // host:port bound (with the real port when listen had port 0).
   const std::string& address() const { return address_; }
@@ -108,7 +112,7 @@ class HttpEndpoint {
   std::unique_ptr<HttpTlsIdentity> tls_;
   std::unique_ptr<httplib::Server> http_;  // an httplib::SSLServer with tls_
   // Cuts the connection in progress past kConnectionLimit, and at Stop.
-  std::unique_ptr<ConnectionDeadline> deadline_;
+  std::unique_ptr<ConnectionLimits> deadline_;
   std::thread thread_;
   absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -278,6 +279,25 @@ TEST_F(JwksHttpTest, OnlyGetAndHeadAndNoBodyIsRead) {
   EXPECT_EQ(get->status, 200);
 }
 
+// A TCP connection to `address` (127.0.0.1:port), or -1.
+int ConnectTo(const std::string& address) {
+  int port = 0;
+  if (!absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port)) {
+    return -1;
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // A client that sends its request a byte at a time, each byte within the
 // read timeout, held the endpoint's one thread for as long as it went on:
 // the JWKS (and /metrics, /healthz) went unanswered, and Stop waited for
@@ -285,14 +305,8 @@ TEST_F(JwksHttpTest, OnlyGetAndHeadAndNoBodyIsRead) {
 TEST_F(JwksHttpTest, AClientTricklingItsRequestIsCutOffAtTheLimit) {
   ring_.Set(JwksDocument{RealJwks(1), 10, 2});
   const std::string address = server_->address();
-  const int port = std::stoi(address.substr(address.rfind(':') + 1));
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = ConnectTo(address);
   ASSERT_GE(fd, 0);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(static_cast<uint16_t>(port));
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
   std::atomic<bool> cut{false};
   // Bounded: 120 bytes, 500 ms apart (60 s), or until the server cuts it.
   std::thread trickler([&] {
@@ -317,6 +331,52 @@ TEST_F(JwksHttpTest, AClientTricklingItsRequestIsCutOffAtTheLimit) {
   ASSERT_TRUE(res) << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200);
   EXPECT_TRUE(cut.load()) << "the trickling connection was not closed";
+}
+
+// Resident memory of this process in MiB (VmRSS), or -1.
+int64_t SelfRssMiB() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (!absl::StartsWith(line, "VmRSS:")) continue;
+    int64_t kib = 0;
+    std::string digits;
+    for (char c : line) {
+      if (c >= '0' && c <= '9') digits += c;
+    }
+    return absl::SimpleAtoi(digits, &kib) ? kib / 1024 : -1;
+  }
+  return -1;
+}
+
+// httplib reads a header line into memory whatever its length: a client
+// sending one without end grew the server's memory by as much (here, in
+// this process, by the 128 MiB sent and more). The connection is now cut
+// once its client sent more than HttpEndpoint::kMaxBytesReceived.
+TEST_F(JwksHttpTest, AHeaderLineWithoutEndIsCutOff) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  const int64_t rss_before = SelfRssMiB();
+  ASSERT_GT(rss_before, 0);
+  const int fd = ConnectTo(server_->address());
+  ASSERT_GE(fd, 0);
+  const std::string head = "GET /.well-known/jwks.json HTTP/1.1\r\nX-Long: ";
+  ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(head.size()));
+  const std::string chunk(1 << 20, 'a');
+  size_t sent = 0;
+  for (int i = 0; i < 128; ++i) {  // bounded: 128 MiB
+    const ssize_t n = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+    if (n < 0) break;  // cut off
+    sent += static_cast<size_t>(n);
+  }
+  const int64_t rss_after = SelfRssMiB();
+  close(fd);
+  EXPECT_LT(sent, size_t{128} << 20) << "never cut off";
+  EXPECT_LT(rss_after - rss_before, 32)
+      << "RSS " << rss_before << " -> " << rss_after << " MiB";
+  httplib::Result res = client_->Get(kJwksPath);  // and the next is served
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
 }
 
 TEST_F(JwksHttpTest, StopClosesTheListenerAndIsIdempotent) {

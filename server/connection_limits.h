@@ -1,6 +1,6 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
-#ifndef SESSIOND_SERVER_CONNECTION_DEADLINE_H_
-#define SESSIOND_SERVER_CONNECTION_DEADLINE_H_
+#ifndef SESSIOND_SERVER_CONNECTION_LIMITS_H_
+#define SESSIOND_SERVER_CONNECTION_LIMITS_H_
 
 #include <sys/socket.h>
 
@@ -14,12 +14,18 @@
 
 namespace sessiond::server {
 
-// Ends an HttpEndpoint connection that runs past a deadline: shuts its
+// Ends an HttpEndpoint connection that runs past a deadline, or whose
+// client sent more than a request of these endpoints needs: shuts its
 // socket down, so httplib's next read or write fails and the endpoint's one
 // thread moves on. httplib's timeouts bound each read and write, not a
 // connection: a client sending its request a byte per second held the
 // thread (and so /metrics, /healthz and the JWKS, and Stop) for as long as
-// it went on.
+// it went on. And httplib reads a request line, and any number of header
+// lines, into memory whatever their size: a client sending a line without
+// end grew the daemon's memory without bound. The bytes received are the
+// kernel's count (TCP_INFO), looked at every 10 ms while a connection is
+// served, so a client gets at most what it can send in that time past the
+// limit.
 //
 // httplib hands the accepted socket to no hook, so Begin finds it: the one
 // connected socket of this process whose local port is the endpoint's
@@ -30,14 +36,17 @@ namespace sessiond::server {
 //
 // Thread-safe: Begin and End on the endpoint's thread, CutNow from any;
 // one watcher thread of its own.
-class ConnectionDeadline {
+class ConnectionLimits {
  public:
-  // `local_port`: the endpoint's bound port.
-  ConnectionDeadline(int local_port, absl::Duration limit);
-  ~ConnectionDeadline();  // joins the watcher
+  // `local_port`: the endpoint's bound port; `limit`: the longest a
+  // connection is served; `max_bytes_received`: the most its client may
+  // send (request and TLS records).
+  ConnectionLimits(int local_port, absl::Duration limit,
+                   uint64_t max_bytes_received);
+  ~ConnectionLimits();  // joins the watcher
 
-  ConnectionDeadline(const ConnectionDeadline&) = delete;
-  ConnectionDeadline& operator=(const ConnectionDeadline&) = delete;
+  ConnectionLimits(const ConnectionLimits&) = delete;
+  ConnectionLimits& operator=(const ConnectionLimits&) = delete;
 
   // A connection was accepted: its deadline is `limit` from now.
   void Begin() ABSL_LOCKS_EXCLUDED(mu_);
@@ -63,6 +72,7 @@ class ConnectionDeadline {
 
   const int local_port_;
   const absl::Duration limit_;
+  const uint64_t max_bytes_received_;
   mutable absl::Mutex mu_;
   std::optional<Connection> current_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
@@ -73,4 +83,4 @@ class ConnectionDeadline {
 
 }  // namespace sessiond::server
 
-#endif  // SESSIOND_SERVER_CONNECTION_DEADLINE_H_
+#endif  // SESSIOND_SERVER_CONNECTION_LIMITS_H_

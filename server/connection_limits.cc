@@ -1,11 +1,13 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
-#include "server/connection_deadline.h"
+#include "server/connection_limits.h"
 
 #include <dirent.h>
+#include <linux/tcp.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
@@ -59,17 +61,32 @@ int FindConnection(int local_port, sockaddr_storage* peer,
   return found;
 }
 
+// The bytes the kernel received on `fd` so far (0 when it cannot say).
+uint64_t BytesReceived(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+      len < offsetof(tcp_info, tcpi_bytes_received) +
+                sizeof(info.tcpi_bytes_received)) {
+    return 0;
+  }
+  return info.tcpi_bytes_received;
+}
+
 }  // namespace
 
-ConnectionDeadline::ConnectionDeadline(int local_port, absl::Duration limit)
-    : local_port_(local_port), limit_(limit) {
+ConnectionLimits::ConnectionLimits(int local_port, absl::Duration limit,
+                                   uint64_t max_bytes_received)
+    : local_port_(local_port),
+      limit_(limit),
+      max_bytes_received_(max_bytes_received) {
   watcher_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "sd-http-cut");
     Watch();
   });
 }
 
-ConnectionDeadline::~ConnectionDeadline() {
+ConnectionLimits::~ConnectionLimits() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -77,7 +94,7 @@ ConnectionDeadline::~ConnectionDeadline() {
   watcher_.join();
 }
 
-void ConnectionDeadline::Begin() {
+void ConnectionLimits::Begin() {
   Connection connection;
   connection.fd =
       FindConnection(local_port_, &connection.peer, &connection.peer_len);
@@ -88,23 +105,23 @@ void ConnectionDeadline::Begin() {
   if (cut_all_) CutLocked();
 }
 
-void ConnectionDeadline::End() {
+void ConnectionLimits::End() {
   absl::MutexLock lock(&mu_);
   current_.reset();
 }
 
-void ConnectionDeadline::CutNow() {
+void ConnectionLimits::CutNow() {
   absl::MutexLock lock(&mu_);
   cut_all_ = true;
   CutLocked();
 }
 
-uint64_t ConnectionDeadline::cut() const {
+uint64_t ConnectionLimits::cut() const {
   absl::MutexLock lock(&mu_);
   return cut_;
 }
 
-void ConnectionDeadline::CutLocked() {
+void ConnectionLimits::CutLocked() {
   if (!current_.has_value() || current_->fd < 0) return;
   sockaddr_storage peer{};
   socklen_t peer_len = 0;
@@ -119,24 +136,34 @@ void ConnectionDeadline::CutLocked() {
   current_->fd = -1;  // once
 }
 
-void ConnectionDeadline::Watch() {
+void ConnectionLimits::Watch() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
-    // Woken each 100 ms: the deadline is on the steady clock, which a
-    // mutex wait does not take.
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
-    if (current_.has_value() && current_->fd >= 0 &&
-        SteadyNowNs() >= current_->deadline_steady_ns) {
-      logging::Warn("http.connection_cut",
-                    logging::Fields()
-                        .Add("port", local_port_)
-                        .Add("limit_ms", absl::ToInt64Milliseconds(limit_))
-                        .Add("msg",
-                             "a connection took longer than its limit "
-                             "(a client that sends or reads too slowly): "
-                             "closed, so the next one is served"));
-      CutLocked();
+    const bool serving = current_.has_value() && current_->fd >= 0;
+    // Woken each 10 ms while a connection is served (its bytes), each
+    // 100 ms otherwise: the deadline is on the steady clock, which a mutex
+    // wait does not take.
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_),
+                         absl::Milliseconds(serving ? 10 : 100));
+    if (!current_.has_value() || current_->fd < 0) continue;
+    const char* why = nullptr;
+    if (SteadyNowNs() >= current_->deadline_steady_ns) {
+      why =
+          "a connection took longer than its limit (a client that sends or "
+          "reads too slowly): closed, so the next one is served";
+    } else if (BytesReceived(current_->fd) > max_bytes_received_) {
+      why =
+          "a client sent more than a request needs (a request line or "
+          "headers without end): closed before they fill memory";
     }
+    if (why == nullptr) continue;
+    logging::Warn("http.connection_cut",
+                  logging::Fields()
+                      .Add("port", local_port_)
+                      .Add("limit_ms", absl::ToInt64Milliseconds(limit_))
+                      .Add("max_bytes_received", max_bytes_received_)
+                      .Add("msg", why));
+    CutLocked();
   }
 }
 
