@@ -362,7 +362,8 @@ class NodeDriver : public MessageSink, public StageRunner {
     NodeId target;
     StatusCallback done;
   };
-  struct PendingProposal {  // its index and term are its key in pending_
+  struct PendingProposal {
+    Term term;
     ProposeCallback done;
   };
   // A ReadIndex round: every read that joined it, and when it was asked.
