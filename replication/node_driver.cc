@@ -837,12 +837,12 @@ NodeDriver::ProposeCallback NodeDriver::RegisterPendingLocked(
   const std::pair<LogIndex, Term> key(index, term);
   auto it = pending_.find(key);
   if (it == pending_.end()) {
-    pending_.emplace(key, PendingProposal{term, std::move(done)});
+    pending_.emplace(key, PendingProposal{std::move(done)});
     return nullptr;
   }
   // One index of one term holds one entry: not expected.
   ProposeCallback superseded = std::move(it->second.done);
-  it->second = PendingProposal{term, std::move(done)};
+  it->second = PendingProposal{std::move(done)};
   return superseded;
 }
 
@@ -1296,7 +1296,7 @@ void NodeDriver::AbandonProposalsAfter(LogIndex last, Term term) {
     absl::MutexLock lock(&pending_mu_);
     for (auto it = pending_.lower_bound({last + 1, Term(0)});
          it != pending_.end();) {
-      if (it->second.term < term) {
+      if (it->first.second < term) {
         calls.push_back(Completion::Proposer(std::move(it->second.done),
                                              ApplyResult(LeadershipChanged())));
         it = pending_.erase(it);
@@ -1319,7 +1319,7 @@ void NodeDriver::CompleteProposals(const std::vector<Entry>& entries,
            it != pending_.end() && it->first.first == index;) {
         // Of another term: another leader's entry took this index, and
         // this one is committed, so ours never will be.
-        const bool ours = it->second.term == entries[i].term;
+        const bool ours = it->first.second == entries[i].term;
         calls.push_back(
             Completion::Proposer(std::move(it->second.done),
                                  ours ? std::move((*results)[i])

@@ -362,8 +362,7 @@ class NodeDriver : public MessageSink, public StageRunner {
     NodeId target;
     StatusCallback done;
   };
-  struct PendingProposal {
-    Term term;
+  struct PendingProposal {  // its index and term are its key in pending_
     ProposeCallback done;
   };
   // A ReadIndex round: every read that joined it, and when it was asked.

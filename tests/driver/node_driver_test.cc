@@ -1033,6 +1033,26 @@ TEST_F(ManualDriverTest, ALeaderBehindItsCommitIsCurrentAsOfWhatItApplied) {
   EXPECT_EQ(status.current_as_of, later_sent);
 }
 
+// A proposer's answers: how many, and the last.
+struct ProposalAnswer {
+  int calls = 0;
+  ApplyResult result = absl::UnknownError("not answered");
+};
+
+// Proposes `command` on a driver over a ManualRuntime and runs its stages
+// until idle; the answer fills in when it comes.
+std::shared_ptr<ProposalAnswer> ProposeAndRun(NodeDriver& driver,
+                                              ManualRuntime& runtime,
+                                              const std::string& command) {
+  auto answer = std::make_shared<ProposalAnswer>();
+  driver.Propose(command, [answer](ApplyResult r) {
+    ++answer->calls;
+    answer->result = std::move(r);
+  });
+  runtime.RunUntilIdle();
+  return answer;
+}
+
 // Regression (found by the simulation on its first run of this driver): a
 // leader that proposed, lost its leadership with those entries uncommitted,
 // had them truncated and was elected again proposed new commands at the
@@ -1058,18 +1078,9 @@ TEST(NodeDriverTest, ProposalAtTheIndexOfASupersededOneIsAnswered) {
   auto win_election = [&](NodeId voter) {
     WinElection(&runtime, &driver, options, voter);
   };
-  struct Answer {
-    int calls = 0;
-    ApplyResult result = absl::UnknownError("not answered");
-  };
+  using Answer = ProposalAnswer;
   auto propose = [&](const std::string& command) {
-    auto answer = std::make_shared<Answer>();
-    driver.Propose(command, [answer](ApplyResult r) {
-      ++answer->calls;
-      answer->result = std::move(r);
-    });
-    runtime.RunUntilIdle();
-    return answer;
+    return ProposeAndRun(driver, runtime, command);
   };
 
   // Term 1: leader, its empty entry at 1, then a, b, c, d at 2..5.
@@ -1188,19 +1199,9 @@ TEST(NodeDriverTest, AProposalCutByAnUncommittedEntryIsAnsweredWhenItCommits) {
   }
   runtime.RunUntilIdle();
   ASSERT_EQ(driver.status().role, Role::kLeader);
-  struct Answer {
-    int calls = 0;
-    ApplyResult result = absl::UnknownError("not answered");
-  };
-  std::vector<std::shared_ptr<Answer>> answers;
+  std::vector<std::shared_ptr<ProposalAnswer>> answers;
   for (const char* command : {"a", "b"}) {
-    auto answer = std::make_shared<Answer>();
-    driver.Propose(command, [answer](ApplyResult r) {
-      ++answer->calls;
-      answer->result = std::move(r);
-    });
-    runtime.RunUntilIdle();
-    answers.push_back(answer);
+    answers.push_back(ProposeAndRun(driver, runtime, command));
   }
   ASSERT_EQ(driver.status().last_index, LogIndex(3));
 

@@ -40,6 +40,15 @@ CreateSessionRequest CreateFor(const std::string& user) {
   return request;
 }
 
+// CreateFor with 12 KB of attributes.
+CreateSessionRequest LargeCreateFor(const std::string& user) {
+  CreateSessionRequest request = CreateFor(user);
+  for (const char* key : {"a", "b", "c"}) {
+    (*request.mutable_attributes())[key] = std::string(4000, 'x');
+  }
+  return request;
+}
+
 grpc::Status Create(ClusterHarness& cluster, int id,
                     const CreateSessionRequest& request,
                     CreateSessionResponse* response, absl::Duration deadline) {
@@ -415,14 +424,10 @@ TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfWrites) {
 // The same node holds at most --max_pending_write_mib of writes, however
 // few: 80 creates of 12 KB each are held (under 1 MiB), a few more are not.
 TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedSizeOfWrites) {
-  CreateSessionRequest large = CreateFor("held");
-  for (const char* key : {"a", "b", "c"}) {
-    (*large.mutable_attributes())[key] = std::string(4000, 'x');
-  }
   ExpectACutOffNodeRefusesWritesPast(
       {"--write_admission_target_ms=0", "--max_pending_write_mib=1",
        "--request_timeout_ms=30000"},
-      large, 80);
+      LargeCreateFor("held"), 80);
 }
 
 // One write larger than --max_pending_write_mib (a CreateSessions of 100
@@ -441,11 +446,7 @@ TEST(OverloadTest, AWriteLargerThanTheByteBoundPassesAlone) {
                                                         : cluster.ids().front();
   sessiond::v1::CreateSessionsRequest batch;
   for (int i = 0; i < 100; ++i) {
-    CreateSessionRequest* one = batch.add_requests();
-    *one = CreateFor(absl::StrCat("large-", i));
-    for (const char* key : {"a", "b", "c"}) {
-      (*one->mutable_attributes())[key] = std::string(4000, 'x');
-    }
+    *batch.add_requests() = LargeCreateFor(absl::StrCat("large-", i));
   }
   ASSERT_GT(batch.ByteSizeLong(), 1u << 20);
   for (const int node : {follower, *leader}) {
