@@ -26,20 +26,21 @@
 //   leader stickiness (check_quorum): a follower that received a message
 //   from the leader refuses votes until election_ticks of ITS ticks have
 //   passed, which is at least (election_ticks - 1) of its tick periods after
-//   the receipt. In lease mode every heartbeat carries the leader's tick
-//   count and the follower echoes it, so the leader knows a send tick s
-//   that a quorum acknowledged. It answers reads locally while
-//   now < s + (election_ticks - 2), i.e. for less than election_ticks - 2
-//   of its own tick periods after the send. Clock-drift bound: this is safe
-//   while no follower's tick runs more than (election_ticks - 1) /
-//   (election_ticks - 2) times faster than the leader's (12.5% with the
-//   default election_ticks of 10). A node in lease mode also refuses votes
-//   for election_ticks after it starts (it may have acknowledged a lease
-//   before a restart). The lease is off during a leadership transfer and,
-//   once a TimeoutNow was sent, for the rest of the term (the transferee's
-//   forced campaign bypasses stickiness). Without check_quorum, with
-//   election_ticks < 3, or when the lease has lapsed, reads fall back to
-//   ReadIndex.
+//   the receipt, whatever it hears meanwhile (a higher term from another
+//   node leaves it without a leader, not without the refusal), for requests
+//   of a higher term and of its own. In lease mode every heartbeat carries the
+//   leader's tick count and the follower echoes it, so the leader knows a send
+//   tick s that a quorum acknowledged. It answers reads locally while now < s +
+//   (election_ticks - 2), i.e. for less than election_ticks - 2 of its own tick
+//   periods after the send. Clock-drift bound: this is safe while no follower's
+//   tick runs more than (election_ticks - 1) / (election_ticks - 2) times
+//   faster than the leader's (12.5% with the default election_ticks of 10). A
+//   node in lease mode also refuses votes for election_ticks after it starts
+//   (it may have acknowledged a lease before a restart). The lease is off
+//   during a leadership transfer and, once a TimeoutNow was sent, for the rest
+//   of the term (the transferee's forced campaign bypasses stickiness). Without
+//   check_quorum, with election_ticks < 3, or when the lease has lapsed, reads
+//   fall back to ReadIndex.
 #include "replication/core/raft_core.h"
 
 #include <algorithm>
@@ -132,6 +133,8 @@ class RaftCore::Impl {
   // --- roles -------------------------------------------------------------
   void Reset(Term term);
   void BecomeFollower(Term term, NodeId lead);
+  // A follower's receipt of an append, heartbeat or snapshot from `leader`.
+  void HeardFromLeader(NodeId leader);
   void BecomeCandidate();
   void BecomePreCandidate();
   void BecomeLeader();
@@ -228,6 +231,11 @@ class RaftCore::Impl {
   int election_elapsed_ = 0;
   // Ticks since the core was created (lease bookkeeping).
   uint64_t now_ = 0;
+  // Follower: the tick before which it refuses votes (check_quorum), an
+  // election timeout after the last message from a leader, or after start.
+  // Kept apart from lead_ and election_elapsed_, which a higher term from
+  // any node resets: the leader it acknowledged still counts on it.
+  uint64_t refuse_votes_until_ = 0;
   // Leader, lease mode: per member, the latest send tick of a heartbeat it
   // acknowledged.
   std::map<NodeId, uint64_t> lease_ack_tick_;
@@ -364,6 +372,12 @@ void RaftCore::Impl::BecomeFollower(Term term, NodeId lead) {
   Reset(term);
   lead_ = lead;
   role_ = Role::kFollower;
+}
+
+void RaftCore::Impl::HeardFromLeader(NodeId leader) {
+  election_elapsed_ = 0;
+  lead_ = leader;
+  refuse_votes_until_ = now_ + static_cast<uint64_t>(config_.election_ticks);
 }
 
 void RaftCore::Impl::BecomeCandidate() {
@@ -634,11 +648,15 @@ absl::Status RaftCore::Impl::Step(Message&& m) {
 
 void RaftCore::Impl::HandleVoteRequest(const Message& m) {
   const bool pre = m.type == MessageType::kPreVote;
+  // Thesis 4.2.3 for a request of our own term: a higher term from another
+  // node may have left us without a leader inside a leader's lease.
+  const bool refusing = InLease() && m.context != kTransferContext;
   // Thesis 3.4: one vote per term; 9.6: a pre-vote is granted to any
   // candidate for a later term whose log is up to date.
-  const bool can_vote = vote_ == m.from ||
-                        (vote_ == NodeId(0) && lead_ == NodeId(0)) ||
-                        (pre && m.term > term_);
+  const bool can_vote =
+      vote_ == m.from ||
+      (!refusing &&
+       ((vote_ == NodeId(0) && lead_ == NodeId(0)) || (pre && m.term > term_)));
   Message resp;
   resp.type = pre ? MessageType::kPreVoteResponse : MessageType::kVoteResponse;
   resp.to = m.from;
@@ -679,14 +697,17 @@ void RaftCore::Impl::StepCandidate(Message&& m) {
   switch (m.type) {
     case MessageType::kAppend:
       BecomeFollower(m.term, m.from);
+      HeardFromLeader(m.from);
       HandleAppendEntries(std::move(m));
       return;
     case MessageType::kHeartbeat:
       BecomeFollower(m.term, m.from);
+      HeardFromLeader(m.from);
       HandleHeartbeat(m);
       return;
     case MessageType::kSnapshot:
       BecomeFollower(m.term, m.from);
+      HeardFromLeader(m.from);
       HandleSnapshot(std::move(m));
       return;
     default:
@@ -708,18 +729,15 @@ void RaftCore::Impl::StepCandidate(Message&& m) {
 void RaftCore::Impl::StepFollower(Message&& m) {
   switch (m.type) {
     case MessageType::kAppend:
-      election_elapsed_ = 0;
-      lead_ = m.from;
+      HeardFromLeader(m.from);
       HandleAppendEntries(std::move(m));
       break;
     case MessageType::kHeartbeat:
-      election_elapsed_ = 0;
-      lead_ = m.from;
+      HeardFromLeader(m.from);
       HandleHeartbeat(m);
       break;
     case MessageType::kSnapshot:
-      election_elapsed_ = 0;
-      lead_ = m.from;
+      HeardFromLeader(m.from);
       HandleSnapshot(std::move(m));
       break;
     case MessageType::kTimeoutNow:
@@ -964,9 +982,8 @@ void RaftCore::Impl::SendHeartbeat(NodeId to, uint64_t read_id) {
 
 bool RaftCore::Impl::InLease() const {
   if (!config_.check_quorum) return false;
-  if (lead_ != NodeId(0) && election_elapsed_ < config_.election_ticks) {
-    return true;
-  }
+  if (role_ == Role::kLeader) return true;
+  if (now_ < refuse_votes_until_) return true;
   // A node may have acknowledged a leader's lease just before it
   // restarted; it keeps refusing votes for an election timeout. The
   // leader's read mode decides whether it holds a lease, not this node's.

@@ -721,6 +721,80 @@ TEST(RaftCoreTest, ARestartedMemberRefusesVotesWhateverItsOwnReadMode) {
   EXPECT_NE(ElectLeader(net), 0u);  // once an election timeout has passed
 }
 
+// Thesis 6.4.1: a follower that acknowledged a lease-mode leader's heartbeat
+// refuses votes for an election timeout of its own ticks, whatever else it
+// hears meanwhile. A message of a higher term from another node (here a
+// rejected pre-vote answer, as a node that campaigned in vain sends) made it
+// a follower of no leader, and it voted at once: the partitioned node it
+// votes for became leader while the old leader, still counting the
+// follower's acknowledgement, answered reads from its lease. `campaigner_too`
+// raises the campaigner's term as well, so its requests are of a higher term
+// than the follower's; otherwise they are of the same term.
+void ExpectAckedFollowerRefusesVotesAfterAHigherTerm(bool campaigner_too) {
+  TestNetwork net({1, 2, 3}, [](RaftConfig& c) {
+    c.read_only_mode = ReadOnlyMode::kLeaseBased;
+  });
+  const uint64_t leader = ElectLeader(net);
+  ASSERT_NE(leader, 0u);
+  const uint64_t follower = leader == 1 ? 2 : 1;
+  const uint64_t partitioned = 6 - leader - follower;
+  net.Partition({{leader, follower}, {partitioned}});
+  net.Tick(leader, 3);  // a heartbeat round the follower acknowledges
+  net.Stabilize();
+  net.Partition({{leader}, {follower, partitioned}});
+  ASSERT_TRUE(net.core(leader).ReadIndex("lease").ok());
+  net.ProcessReadies();
+  ASSERT_EQ(net.node(leader).read_states.size(), 1u) << "no lease";
+
+  const Term term = net.core(leader).term();
+  Message rejected;
+  rejected.type = MessageType::kPreVoteResponse;
+  rejected.from = NodeId(partitioned);
+  rejected.to = NodeId(follower);
+  rejected.term = term + 1;
+  rejected.reject = true;
+  ASSERT_TRUE(net.core(follower).Step(Message(rejected)).ok());
+  if (campaigner_too) {
+    Message higher = rejected;
+    higher.from = NodeId(follower);
+    higher.to = NodeId(partitioned);
+    ASSERT_TRUE(net.core(partitioned).Step(std::move(higher)).ok());
+  }
+  net.ProcessReadies();
+  net.Stabilize();
+
+  // Neither the leader nor the follower ticks: the follower's election
+  // timeout since its acknowledgement never passes, nor the lease.
+  for (int i = 0; i < 40; ++i) {
+    net.Tick(partitioned);
+    net.Stabilize();
+    ASSERT_NE(net.core(partitioned).role(), Role::kLeader)
+        << "elected with the vote of a follower inside the lease, tick " << i;
+  }
+  ASSERT_TRUE(net.core(leader).ReadIndex("still").ok());
+  net.ProcessReadies();
+  EXPECT_EQ(net.node(leader).read_states.size(), 2u);
+
+  // Once the follower's own election timeout has passed, the two elect.
+  bool elected = false;
+  for (int i = 0; i < 60 && !elected; ++i) {
+    net.Tick(follower);
+    net.Tick(partitioned);
+    net.Stabilize();
+    elected = net.core(follower).role() == Role::kLeader ||
+              net.core(partitioned).role() == Role::kLeader;
+  }
+  EXPECT_TRUE(elected);
+}
+
+TEST(RaftCoreTest, AFollowerInALeaseRefusesAHigherTermCampaign) {
+  ExpectAckedFollowerRefusesVotesAfterAHigherTerm(/*campaigner_too=*/true);
+}
+
+TEST(RaftCoreTest, AFollowerInALeaseRefusesACampaignOfItsNewTerm) {
+  ExpectAckedFollowerRefusesVotesAfterAHigherTerm(/*campaigner_too=*/false);
+}
+
 // Thesis 6.4.1: a leader that hands leadership over stops serving lease
 // reads, since the transferee's campaign bypasses stickiness.
 TEST(RaftCoreTest, LeaseReadsStopAtLeadershipTransfer) {
