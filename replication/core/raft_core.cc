@@ -264,8 +264,9 @@ class RaftCore::Impl {
   std::deque<ReadRequest> read_queue_;
   std::map<NodeId, uint64_t> read_acked_;
   // Requests that arrived before this leader committed an entry of its
-  // term; served once it has.
-  std::vector<ReadRequest> pending_reads_;
+  // term; served once it has. Bounded: with every disk stalled, check_quorum
+  // keeps such a leader in office while reads keep coming.
+  std::deque<ReadRequest> pending_reads_;
   std::vector<ReadState> read_states_;
 
   std::vector<Message> msgs_now_;
@@ -1108,6 +1109,9 @@ void RaftCore::Impl::HandleReadIndexRequest(NodeId from, std::string context) {
   // Thesis 6.4 step 1: a new leader does not know the commit index until it
   // has committed an entry of its own term.
   if (!CommittedEntryInCurrentTerm()) {
+    if (pending_reads_.size() >= RaftCore::kMaxReadsBeforeFirstCommit) {
+      pending_reads_.pop_front();  // its requester times out, as it must
+    }
     pending_reads_.push_back(
         ReadRequest{0, LogIndex(0), from, std::move(context)});
     return;
@@ -1150,7 +1154,7 @@ void RaftCore::Impl::AdvanceReads() {
 
 void RaftCore::Impl::ReleasePendingReads() {
   if (pending_reads_.empty() || !CommittedEntryInCurrentTerm()) return;
-  std::vector<ReadRequest> pending = std::move(pending_reads_);
+  std::deque<ReadRequest> pending = std::move(pending_reads_);
   pending_reads_.clear();
   for (ReadRequest& r : pending) {
     HandleReadIndexRequest(r.from, std::move(r.context));

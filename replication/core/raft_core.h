@@ -206,7 +206,11 @@ class RaftCore {
   // Requests a linearizable read point. When safe, a ReadState with
   // `context` appears in a later Ready. On a follower the request is
   // forwarded to the leader. Errors: Unavailable when no leader is known.
+  // A leader that has not committed an entry of its term yet holds at most
+  // kMaxReadsBeforeFirstCommit requests (its own and forwarded ones); past
+  // that it drops the oldest, which is never answered (as a lost message).
   absl::Status ReadIndex(std::string context);
+  static constexpr size_t kMaxReadsBeforeFirstCommit = 4096;
 
   // The persist of everything up to `index` (entries of term `term`) is
   // durable. Out-of-date notifications (a conflicting suffix has since

@@ -666,6 +666,33 @@ TEST(RaftCoreTest, ReadIndexWaitsForCommitInNewTerm) {
   EXPECT_EQ(net.node(1).read_states[0].index, LogIndex(1));
 }
 
+// A leader that cannot commit its term's first entry (every disk stalled)
+// stays in office under check_quorum while heartbeats are answered; the
+// reads that arrive meanwhile are held up to a bound, the newest kept.
+TEST(RaftCoreTest, ReadsBeforeTheFirstCommitAreBounded) {
+  TestNetwork net({1, 2, 3});
+  net.DropType(MessageType::kAppend);
+  net.core(1).Campaign();
+  net.Stabilize();
+  ASSERT_EQ(net.core(1).role(), Role::kLeader);
+  constexpr size_t kBound = RaftCore::kMaxReadsBeforeFirstCommit;
+  constexpr size_t kReads = kBound + 100;
+  for (size_t i = 0; i < kReads; ++i) {
+    ASSERT_TRUE(net.core(1).ReadIndex(absl::StrCat(i)).ok());
+  }
+  net.Stabilize();
+  ASSERT_TRUE(net.node(1).read_states.empty());
+  net.Heal();
+  for (int i = 0; i < 2; ++i) {
+    net.Tick(1);
+    net.Stabilize();
+  }
+  const std::vector<ReadState>& answered = net.node(1).read_states;
+  ASSERT_EQ(answered.size(), kBound);
+  EXPECT_EQ(answered.front().context, absl::StrCat(kReads - kBound));
+  EXPECT_EQ(answered.back().context, absl::StrCat(kReads - 1));
+}
+
 // Thesis 6.4.1: lease-based reads are answered without a round trip while
 // a quorum acknowledged a heartbeat sent less than election_ticks - 2 ticks
 // ago; after that they need a ReadIndex round.
