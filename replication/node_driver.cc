@@ -1146,7 +1146,7 @@ void NodeDriver::RunApply() {
     absl::MutexLock lock(&apply_mu_);
     work.swap(apply_queue_);
   }
-  if (work.empty()) return;
+  if (work.empty() || apply_gave_up_) return;
 
   std::vector<Entry> batch;
   auto report_applied = [&](LogIndex through) {
@@ -1185,6 +1185,7 @@ void NodeDriver::RunApply() {
       logging::Warn("apply.stopped_at_shutdown",
                     logging::Fields().Error(results.status()));
       batch.clear();
+      apply_gave_up_ = true;
       return false;
     }
     // The state could not be written: going on would answer proposals from
@@ -1240,6 +1241,7 @@ void NodeDriver::RunApply() {
           logging::Warn(
               "apply.snapshot_stopped_at_shutdown",
               logging::Fields().Add("index", index.value()).Error(install));
+          apply_gave_up_ = true;
           return;
         }
         // Not installed, the state is not what the log says it is.

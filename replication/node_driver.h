@@ -560,6 +560,11 @@ class NodeDriver : public MessageSink, public StageRunner {
   // still queued here. Work at or below it is skipped: that snapshot, when
   // its turn comes, holds it all.
   LogIndex apply_skip_through_;
+  // Apply stage only: the state machine gave up a write at shutdown. Nothing
+  // after it is applied: the next start replays the log from the last
+  // applied index, and an entry applied past the lost ones would move that
+  // index over them.
+  bool apply_gave_up_ = false;
 
   // Proposals appended to the log and waiting to be applied, by index and
   // term (after a leadership change, proposals of two terms may wait at one

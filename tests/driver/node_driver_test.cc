@@ -196,26 +196,36 @@ void AddEntries(Message* append, uint64_t first, uint64_t last) {
   }
 }
 
-// A state machine whose writes fail, as on a full disk, after the first
-// Apply it is asked for: it retries (blocks) until StopRetryingWrites, then
-// returns the write's error, as storage::SessionStateMachine does.
+// A state machine whose writes fail, as on a full disk, once StartFailing
+// was called: it retries (blocks) until StopRetryingWrites, then returns the
+// write's error, as storage::SessionStateMachine does. With `then_recover`
+// the disk has room again after that first error.
 class DiskFullStateMachine : public RecordingStateMachine {
  public:
   absl::StatusOr<std::vector<ApplyResult>> Apply(
       const std::vector<Entry>& entries) override {
     if (!failing_.load()) return RecordingStateMachine::Apply(entries);
+    retrying_.Notify();
     absl::MutexLock lock(&retry_mu_);
     retry_mu_.Await(absl::Condition(&stop_retrying_));
+    if (recover_.load()) failing_.store(false);
     return absl::ResourceExhaustedError("No space left on device");
   }
   void StopRetryingWrites() override {
     absl::MutexLock lock(&retry_mu_);
     stop_retrying_ = true;
   }
-  void StartFailing() { failing_.store(true); }
+  void StartFailing(bool then_recover = false) {
+    recover_.store(then_recover);
+    failing_.store(true);
+  }
+  // Notified once an Apply is retrying.
+  absl::Notification& retrying() { return retrying_; }
 
  private:
   std::atomic<bool> failing_{false};
+  std::atomic<bool> recover_{false};
+  absl::Notification retrying_;
   absl::Mutex retry_mu_;
   bool stop_retrying_ ABSL_GUARDED_BY(retry_mu_) = false;
 };
@@ -1453,7 +1463,9 @@ class DiskFullSnapshotStateMachine : public RecordingStateMachine {
 // A follower stopped (a restart in place, SIGTERM) while its snapshot
 // install retries a full disk: the install gives up and the node stops. It
 // aborted instead (a CHECK on the install's error). The log store holds
-// the snapshot, so the next start installs it (Daemon::Init).
+// the snapshot, so the next start installs it (Daemon::Init). Entries
+// committed behind the snapshot meanwhile are not applied over the old
+// state.
 TEST(NodeDriverTest, AStopEndsASnapshotInstallRetryingAFullDisk) {
   MemoryLogStore log(ThreeVoters());
   DiskFullSnapshotStateMachine sm;
@@ -1464,9 +1476,22 @@ TEST(NodeDriverTest, AStopEndsASnapshotInstallRetryingAFullDisk) {
   ASSERT_TRUE(driver.ok()) << driver.status();
   (*driver)->Deliver({SnapshotFromLeader(10)});
   ASSERT_TRUE(sm.WaitUntilInstalling(absl::Seconds(30)));
+  Message append = SnapshotFromLeader(10);
+  append.type = MessageType::kAppend;
+  append.snapshot.reset();
+  append.index = LogIndex(10);
+  append.log_term = Term(1);
+  AddEntries(&append, 11, 12);
+  append.commit = LogIndex(12);
+  (*driver)->Deliver({append});
+  for (int i = 0; i < 3000 && (*driver)->status().commit < LogIndex(12); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ((*driver)->status().commit, LogIndex(12));
   (*driver)->Stop();
   EXPECT_EQ(log.GetSnapshot()->meta.index, LogIndex(10));
   EXPECT_EQ(sm.applied_index(), LogIndex(0));
+  EXPECT_TRUE(sm.commands().empty());
 }
 
 // A follower (node 1) on a ManualRuntime whose state machine installs
@@ -1888,6 +1913,29 @@ TEST(NodeDriverTest, StoppingWhileAnApplyWaitsForTheDiskDoesNotAbort) {
                          [answered](ApplyResult) { answered->Notify(); });
   leader.driver->Stop();  // the process is still here
   EXPECT_TRUE(answered->WaitForNotificationWithTimeout(absl::Seconds(10)));
+}
+
+// Once an Apply gave up at shutdown, the apply stage applies nothing more,
+// even if a later write would succeed: entries committed meanwhile, applied
+// after the lost batch, would leave a gap the next start never replays (the
+// state machine's applied index would be past it).
+TEST(NodeDriverTest, NothingIsAppliedAfterAnApplyGaveUpAtShutdown) {
+  StuckApplyLeader leader;
+  ASSERT_NE(leader.driver, nullptr);
+  NodeDriver* driver = leader.driver.get();
+  const LogIndex applied = leader.sm.applied_index();
+  leader.sm.StartFailing(/*then_recover=*/true);
+  driver->Propose("given up at shutdown", [](ApplyResult) {});
+  ASSERT_TRUE(
+      leader.sm.retrying().WaitForNotificationWithTimeout(absl::Seconds(30)));
+  driver->Propose("committed behind it", [](ApplyResult) {});
+  for (int i = 0; i < 3000 && driver->status().commit <= applied + 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_GT(driver->status().commit, applied + 1);
+  driver->Stop();
+  EXPECT_EQ(leader.sm.applied_index(), applied);
+  EXPECT_TRUE(leader.sm.commands().empty());
 }
 
 }  // namespace
