@@ -621,8 +621,8 @@ void NodeDriver::RunDriver() {
     stopping = driver_stop_;
     if (!stopping) {
       proposals.swap(inbox_proposals_);
-      proposals_at_driver_ = proposals.size();
       changes.swap(inbox_conf_changes_);
+      proposals_at_driver_ = proposals.size() + changes.size();
       transfers.swap(inbox_transfers_);
       reads.swap(inbox_reads_);
       messages.swap(inbox_messages_);
@@ -636,6 +636,7 @@ void NodeDriver::RunDriver() {
     RefuseInbox(ShuttingDown());
     return;
   }
+  const bool held = !proposals.empty() || !changes.empty();
 
   CatchUpTicks();
   StepMessages(std::move(messages));
@@ -683,7 +684,7 @@ void NodeDriver::RunDriver() {
   }
   PublishLocalReadWindow();  // a lease an acknowledgement renewed
   RefreshStatus();
-  if (proposed) {
+  if (held) {
     // Now registered as pending (or answered): Stop's drain sees them.
     absl::MutexLock lock(&inbox_mu_);
     proposals_at_driver_ = 0;

@@ -521,8 +521,9 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::vector<Persisted> inbox_persisted_ ABSL_GUARDED_BY(inbox_mu_);
   std::optional<LogIndex> inbox_applied_ ABSL_GUARDED_BY(inbox_mu_);
   std::optional<Snapshot> inbox_compact_ ABSL_GUARDED_BY(inbox_mu_);
-  // Proposals taken from the inbox by the driver and not yet registered in
-  // pending_ (so Stop's drain does not miss them in between).
+  // Proposals and membership changes taken from the inbox by the driver and
+  // not yet registered in pending_ (so Stop's drain does not miss them in
+  // between).
   size_t proposals_at_driver_ ABSL_GUARDED_BY(inbox_mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(inbox_mu_) = true;
   bool driver_stop_ ABSL_GUARDED_BY(inbox_mu_) = false;

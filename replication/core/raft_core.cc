@@ -199,6 +199,11 @@ class RaftCore::Impl {
 
   // --- reads -------------------------------------------------------------
   void HandleReadIndexRequest(NodeId from, std::string context);
+  // Answers a read at once where it can (one voter, the lease); otherwise
+  // queues it for a heartbeat round and returns true.
+  bool ServeOrQueueRead(NodeId from, std::string context);
+  // A heartbeat round confirming every queued read.
+  void ConfirmQueuedReads();
   void RespondRead(NodeId from, LogIndex index, std::string context);
   void AdvanceReads();
   void ReleasePendingReads();
@@ -1116,17 +1121,21 @@ void RaftCore::Impl::HandleReadIndexRequest(NodeId from, std::string context) {
         ReadRequest{0, LogIndex(0), from, std::move(context)});
     return;
   }
-  if (voters_.size() == 1 && voters_.count(id_)) {
+  if (ServeOrQueueRead(from, std::move(context))) ConfirmQueuedReads();
+}
+
+bool RaftCore::Impl::ServeOrQueueRead(NodeId from, std::string context) {
+  if ((voters_.size() == 1 && voters_.count(id_)) || LeaseValid()) {
     RespondRead(from, log_.committed(), std::move(context));
-    return;
+    return false;
   }
-  if (LeaseValid()) {
-    RespondRead(from, log_.committed(), std::move(context));
-    return;
-  }
-  ReadRequest req{next_read_id_++, log_.committed(), from, std::move(context)};
-  const uint64_t read_id = req.id;
-  read_queue_.push_back(std::move(req));
+  read_queue_.push_back(
+      ReadRequest{next_read_id_++, log_.committed(), from, std::move(context)});
+  return true;
+}
+
+void RaftCore::Impl::ConfirmQueuedReads() {
+  const uint64_t read_id = read_queue_.back().id;
   for (const auto& [node, pr] : progress_) {
     if (node != id_) SendHeartbeat(node, read_id);
   }
@@ -1156,9 +1165,12 @@ void RaftCore::Impl::ReleasePendingReads() {
   if (pending_reads_.empty() || !CommittedEntryInCurrentTerm()) return;
   std::deque<ReadRequest> pending = std::move(pending_reads_);
   pending_reads_.clear();
+  // One heartbeat round confirms them all (its id covers every one).
+  bool queued = false;
   for (ReadRequest& r : pending) {
-    HandleReadIndexRequest(r.from, std::move(r.context));
+    queued = ServeOrQueueRead(r.from, std::move(r.context)) || queued;
   }
+  if (queued) ConfirmQueuedReads();
 }
 
 // ---------------------------------------------------------------------------

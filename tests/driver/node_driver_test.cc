@@ -1915,6 +1915,43 @@ TEST(NodeDriverTest, StoppingWhileAnApplyWaitsForTheDiskDoesNotAbort) {
   EXPECT_TRUE(answered->WaitForNotificationWithTimeout(absl::Seconds(10)));
 }
 
+// A membership change the driver has taken from its inbox but not yet
+// proposed (its check still running) is accepted work: Stop's drain waits
+// for it, as for a proposal. The drain ended as if idle, and the change was
+// answered "shutting down" though a later leader could still commit it.
+TEST(NodeDriverTest, StopWaitsForAMembershipChangeTheDriverHolds) {
+  CountingLogStore log(OneVoter());
+  RecordingStateMachine sm;
+  NoPeersTransport transport;
+  NodeDriverOptions options = TestOptions();
+  options.drain_timeout = std::chrono::milliseconds(5000);
+  std::unique_ptr<NodeDriver> driver =
+      StartLeader(&log, &sm, &transport, options);
+  ASSERT_NE(driver, nullptr);
+  absl::Notification checking;
+  absl::Notification release_check;
+  auto answered = std::make_shared<absl::Notification>();
+  auto answer = std::make_shared<ApplyResult>(absl::UnknownError("none"));
+  driver->ProposeConfChange(
+      ConfChange{ConfChangeType::kAddLearner, NodeId(4)},
+      [answered, answer](ApplyResult r) {
+        *answer = std::move(r);
+        answered->Notify();
+      },
+      [&](const ConfState&) {
+        checking.Notify();
+        release_check.WaitForNotification();
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(checking.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  std::thread stopper([&] { driver->Stop(); });
+  absl::SleepFor(absl::Milliseconds(100));  // the drain looks meanwhile
+  release_check.Notify();
+  stopper.join();
+  ASSERT_TRUE(answered->WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_TRUE(answer->ok()) << answer->status();
+}
+
 // Once an Apply gave up at shutdown, the apply stage applies nothing more,
 // even if a later write would succeed: entries committed meanwhile, applied
 // after the lost batch, would leave a gap the next start never replays (the
