@@ -757,6 +757,9 @@ absl::Status Daemon::Init() {
   // Whatever this node's own read mode: another member's may be lease.
   driver_options.raft.refuse_votes_after_start = true;
   driver_options.tick_interval = std::chrono::milliseconds(config_.tick_ms);
+  // Members may differ in tick period and election ticks (a rolling change):
+  // each refuses votes for as long as the leader's lease, in its own ticks.
+  driver_options.raft.tick_us = static_cast<uint64_t>(config_.tick_ms) * 1000;
   driver_options.seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^
                         static_cast<uint64_t>(getpid());
   driver_options.max_pending_proposals =

@@ -34,7 +34,11 @@
 //   (election_ticks - 2), i.e. for less than election_ticks - 2 of its own tick
 //   periods after the send. Clock-drift bound: this is safe while no follower's
 //   tick runs more than (election_ticks - 1) / (election_ticks - 2) times
-//   faster than the leader's (12.5% with the default election_ticks of 10). A
+//   faster than the leader's (12.5% with the default election_ticks of 10).
+//   With tick_us set, a heartbeat also carries the lease's length in time,
+//   and the follower refuses votes for at least ceil(length / its tick
+//   period) + 2 of its ticks: members whose election_ticks or tick period
+//   differ (a rolling change) keep the same margin. A
 //   node in lease mode also refuses votes for election_ticks after it starts
 //   (it may have acknowledged a lease before a restart). The lease is off
 //   during a leadership transfer and, once a TimeoutNow was sent, for the rest
@@ -48,6 +52,7 @@
 #include <limits>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/numbers.h"
@@ -187,6 +192,9 @@ class RaftCore::Impl {
   }
   // The tick before which this leader's lease holds (0: it holds none).
   uint64_t LeaseEnd() const;
+  // The lease's length in microseconds after a heartbeat's send (0: no
+  // lease, or tick_us unknown).
+  uint64_t LeaseSpanUs() const;
   bool LeaseValid() const { return now_ < LeaseEnd(); }
   bool InLease() const;
   bool MaybeCommit();
@@ -793,6 +801,19 @@ void RaftCore::Impl::HandleAppendEntries(Message&& m) {
 
 void RaftCore::Impl::HandleHeartbeat(const Message& m) {
   log_.CommitTo(std::min(m.commit, log_.LastIndex()));
+  // Context "<read id>/<send tick>/<lease us>": refuse votes until that
+  // lease has surely lapsed, measured in this node's ticks. R ticks after
+  // the receipt are at least (R - 1) periods, and the lease ends less than
+  // its length after the send: R = ceil(lease / period) + 2 leaves a period
+  // to spare, as election_ticks does against election_ticks - 2.
+  const std::vector<absl::string_view> parts = absl::StrSplit(m.context, '/');
+  uint64_t lease_us = 0;
+  if (parts.size() == 3 && config_.tick_us > 0 &&
+      absl::SimpleAtoi(parts[2], &lease_us) && lease_us > 0) {
+    const uint64_t ticks =
+        (lease_us + config_.tick_us - 1) / config_.tick_us + 2;
+    refuse_votes_until_ = std::max(refuse_votes_until_, now_ + ticks);
+  }
   Message resp;
   resp.type = MessageType::kHeartbeatResponse;
   resp.to = m.from;
@@ -890,17 +911,17 @@ void RaftCore::Impl::HandleHeartbeatResponse(const Message& m) {
   }
   if (pr.match < log_.LastIndex()) MaybeSendAppend(m.from, true);
   if (!m.context.empty() && voters_.count(m.from)) {
-    // Context: "<read id>/<send tick>" ("<read id>" from older versions).
-    std::pair<absl::string_view, absl::string_view> parts =
-        absl::StrSplit(m.context, absl::MaxSplits('/', 1));
+    // Context: "<read id>/<send tick>[/<lease us>]" ("<read id>" from
+    // older versions).
+    const std::vector<absl::string_view> parts = absl::StrSplit(m.context, '/');
     uint64_t tick = 0;
-    if (!parts.second.empty() && absl::SimpleAtoi(parts.second, &tick) &&
+    if (parts.size() >= 2 && absl::SimpleAtoi(parts[1], &tick) &&
         tick <= now_) {
       uint64_t& acked_tick = lease_ack_tick_[m.from];
       acked_tick = std::max(acked_tick, tick);
     }
     uint64_t id = 0;
-    if (absl::SimpleAtoi(parts.first, &id) && id != 0) {
+    if (absl::SimpleAtoi(parts[0], &id) && id != 0) {
       uint64_t& acked = read_acked_[m.from];
       acked = std::max(acked, id);
       AdvanceReads();
@@ -981,8 +1002,12 @@ void RaftCore::Impl::SendHeartbeat(NodeId to, uint64_t read_id) {
   // Never tell a member to commit beyond what it is known to hold.
   m.commit = std::min(pr.match, log_.committed());
   m.leader_commit = log_.committed();
-  // Its tick comes back with the answer (QuorumAckedTick, and the lease).
+  // Its tick comes back with the answer (QuorumAckedTick, and the lease);
+  // the lease's length tells the member how long to refuse votes.
   m.context = absl::StrCat(read_id, "/", now_);
+  if (const uint64_t lease_us = LeaseSpanUs(); lease_us > 0) {
+    absl::StrAppend(&m.context, "/", lease_us);
+  }
   Send(std::move(m));
 }
 
@@ -1005,6 +1030,11 @@ uint64_t RaftCore::Impl::LeaseEnd() const {
   const uint64_t start = QuorumAckedTick();
   if (start == 0) return 0;
   return start + static_cast<uint64_t>(config_.election_ticks - 2);
+}
+
+uint64_t RaftCore::Impl::LeaseSpanUs() const {
+  if (!LeaseMode() || config_.election_ticks < 3) return 0;
+  return static_cast<uint64_t>(config_.election_ticks - 2) * config_.tick_us;
 }
 
 uint64_t RaftCore::Impl::QuorumAckedTick() const {

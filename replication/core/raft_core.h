@@ -86,6 +86,13 @@ struct RaftConfig {
   // members may differ in read mode (a rolling change of --read_mode) needs
   // it on every member. sessiond sets it always.
   bool refuse_votes_after_start = false;
+  // The tick period in microseconds (0: unknown). With it, a lease-mode
+  // leader's heartbeats carry its lease's length in time, and a follower
+  // refuses votes for at least that long after one, in its own ticks:
+  // members whose election_ticks or tick period differ (a rolling change)
+  // stay safe. Without it each refuses for its own election_ticks, which is
+  // safe only when every member has the same settings.
+  uint64_t tick_us = 0;
   // Flow control per follower: AppendEntries messages in flight, and bytes of
   // entry data in flight. Past either cap the leader waits for responses.
   uint32_t max_inflight_messages = 256;

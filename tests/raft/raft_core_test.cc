@@ -822,6 +822,47 @@ void ExpectAckedFollowerRefusesVotesAfterAHigherTerm(bool campaigner_too) {
   EXPECT_TRUE(elected);
 }
 
+// Members whose election timeouts differ (a rolling change of
+// --election_ticks or --tick_ms): the leader's lease (election_ticks - 2 of
+// its ticks) outlasts the followers' own refusal window. Each heartbeat
+// carries the lease's length in time, and a follower refuses votes for as
+// long as it, whatever its own settings; it refused for its own election
+// timeout only, and a partitioned pair elected a leader while the old one
+// still read from its lease.
+TEST(RaftCoreTest, AFollowerRefusesVotesForTheLeadersLeaseNotJustItsOwn) {
+  TestNetwork net({1, 2, 3}, [](RaftConfig& c) {
+    c.read_only_mode = ReadOnlyMode::kLeaseBased;
+    c.tick_us = 10'000;
+    c.election_ticks = c.id == NodeId(1) ? 30 : 10;
+  });
+  // Past every start window, with nobody elected, then node 1 campaigns.
+  net.Partition({{1}, {2}, {3}});
+  net.TickAll(35);
+  net.Stabilize();
+  net.Heal();
+  net.core(1).Campaign();
+  net.Stabilize();
+  ASSERT_EQ(net.core(1).role(), Role::kLeader);
+  net.Tick(1);
+  net.Stabilize();
+  ASSERT_GT(net.core(1).LocalReadTicks(), 0u);
+
+  net.Partition({{1}, {2, 3}});
+  bool elected = false;
+  for (int tick = 1; tick <= 100 && !elected; ++tick) {
+    net.TickAll();
+    net.Stabilize();
+    elected = net.core(2).role() == Role::kLeader ||
+              net.core(3).role() == Role::kLeader;
+    if (elected) {
+      EXPECT_EQ(net.core(1).LocalReadTicks(), 0u)
+          << "a leader elected after " << tick
+          << " ticks while the old one still reads from its lease";
+    }
+  }
+  EXPECT_TRUE(elected);
+}
+
 TEST(RaftCoreTest, AFollowerInALeaseRefusesAHigherTermCampaign) {
   ExpectAckedFollowerRefusesVotesAfterAHigherTerm(/*campaigner_too=*/true);
 }
