@@ -105,7 +105,6 @@ NodeDriver::NodeDriver(const NodeDriverOptions& options, LogStore* log,
       core_(std::move(core)) {
   const HardState hs = log_->InitialHardState();
   synced_hard_state_ = hs;
-  last_term_ = core_->term();
   // Read rounds are numbered from a point this incarnation draws: a
   // leader's answer to a read of the node's previous incarnation, still in
   // flight across its restart, must not complete a new read that happens
@@ -706,6 +705,8 @@ void NodeDriver::StartReadRound(std::vector<StatusCallback> readers) {
   ReadRound& round = read_rounds_[id];
   round.asked_tick = ticks_done_;
   round.term = core_->term();
+  round.role = core_->role();
+  round.leader = core_->leader();
   round.readers = std::move(readers);
 }
 
@@ -732,10 +733,15 @@ void NodeDriver::FinishReadStates(std::vector<ReadState> read_states) {
   }
 }
 
-void NodeDriver::ExpireReadRounds(bool leadership_changed) {
+void NodeDriver::ExpireReadRounds(const RaftStatus& now) {
   for (auto it = read_rounds_.begin(); it != read_rounds_.end();) {
+    const ReadRound& round = it->second;
+    // Asked in this run, after the change the run brought: not changed.
+    const bool leadership_changed = round.term != now.term ||
+                                    round.role != now.role ||
+                                    round.leader != now.leader;
     const bool expired =
-        ticks_done_ - it->second.asked_tick > options_.read_timeout_ticks;
+        ticks_done_ - round.asked_tick > options_.read_timeout_ticks;
     if (!expired && !leadership_changed) {
       ++it;
       continue;
@@ -887,13 +893,7 @@ void NodeDriver::Dispatch(Ready ready) {
 
 void NodeDriver::RefreshStatus() {
   RaftStatus raft = core_->status();
-  const bool leadership_changed = raft.term != last_term_ ||
-                                  raft.role != last_role_ ||
-                                  raft.leader != last_leader_;
-  last_term_ = raft.term;
-  last_role_ = raft.role;
-  last_leader_ = raft.leader;
-  ExpireReadRounds(leadership_changed);
+  ExpireReadRounds(raft);
   ExpireWaitingReads();
   absl::MutexLock lock(&status_mu_);
   if (raft.role == Role::kLeader &&

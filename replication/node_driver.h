@@ -368,7 +368,10 @@ class NodeDriver : public MessageSink, public StageRunner {
   // A ReadIndex round: every read that joined it, and when it was asked.
   struct ReadRound {
     int64_t asked_tick = 0;
+    // The leadership it was asked under: another one fails it.
     Term term;
+    Role role = Role::kFollower;
+    NodeId leader;
     std::vector<StatusCallback> readers;
   };
   // A callback to run on the completion stage, with its argument: a
@@ -442,7 +445,9 @@ class NodeDriver : public MessageSink, public StageRunner {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(pending_mu_);
   void StartReadRound(std::vector<StatusCallback> readers);
   void FinishReadStates(std::vector<ReadState> read_states);
-  void ExpireReadRounds(bool leadership_changed);
+  // Fails the rounds asked under another leadership than `now`'s, and those
+  // unanswered past the read timeout.
+  void ExpireReadRounds(const RaftStatus& now);
   // Registers a read until the apply stage reaches `index`.
   void WaitForApplyLocked(LogIndex index, StatusCallback done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(reads_mu_);
@@ -507,9 +512,6 @@ class NodeDriver : public MessageSink, public StageRunner {
   LogIndex compact_requested_;  // index of the last snapshot handed over
   uint64_t next_read_round_;    // drawn from the seed at construction
   std::map<uint64_t, ReadRound> read_rounds_;  // by ReadIndex context
-  Term last_term_;
-  Role last_role_ = Role::kFollower;
-  NodeId last_leader_;
 
   // The driver stage's inbox.
   mutable absl::Mutex inbox_mu_;

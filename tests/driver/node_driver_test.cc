@@ -949,6 +949,42 @@ std::vector<NodeId> TimeoutNowTargets(const std::vector<Message>& sent) {
   return targets;
 }
 
+// A read asked in the same driver run in which this follower learns its
+// leader goes to that leader: only a change of leadership after its round
+// began fails it. It was failed "leadership changed" at once, for nothing.
+TEST_F(ManualDriverTest, AReadAskedAsTheLeaderBecomesKnownGoesToIt) {
+  NodeDriver& driver = Start();
+  Message heartbeat;
+  heartbeat.type = MessageType::kHeartbeat;
+  heartbeat.from = NodeId(2);
+  heartbeat.to = NodeId(1);
+  heartbeat.term = Term(1);
+  driver.Deliver({heartbeat});
+  bool answered = false;
+  absl::Status answer;
+  driver.ReadIndex([&](absl::Status s) {
+    answer = s;
+    answered = true;
+  });
+  Run();
+  EXPECT_FALSE(answered) << answer;
+  std::optional<Message> asked;
+  for (Message& m : transport_.Take()) {
+    if (m.type == MessageType::kReadIndex && m.to == NodeId(2)) asked = m;
+  }
+  ASSERT_TRUE(asked.has_value()) << "the read did not go to the leader";
+  Message confirmed;
+  confirmed.type = MessageType::kReadIndexResponse;
+  confirmed.from = NodeId(2);
+  confirmed.to = NodeId(1);
+  confirmed.term = Term(1);
+  confirmed.context = asked->context;
+  driver.Deliver({confirmed});
+  Run();
+  EXPECT_TRUE(answered);
+  EXPECT_TRUE(answer.ok()) << answer;
+}
+
 // A leader is current as of when a quorum of voters last heard from it in
 // its term, not as of its last run: cut off from its followers, it leads
 // on until CheckQuorum deposes it (off here), while another leader may
