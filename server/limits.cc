@@ -5,7 +5,6 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "storage/session_table.h"
 #include "storage/token.h"
 
 namespace sessiond::server {
@@ -79,7 +78,27 @@ absl::Status CheckAttribute(absl::string_view map_name, const std::string& key,
   return absl::OkStatus();
 }
 
+absl::Status CheckRecordBytes(int64_t bytes, const Limits& limits) {
+  if (bytes > limits.max_record_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "record: user_id, attributes and client metadata total ", bytes,
+        " bytes, limit is ", limits.max_record_bytes, " (--max_record_bytes)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+int64_t RecordBytes(
+    const std::string& user_id,
+    const google::protobuf::Map<std::string, std::string>& attributes,
+    const ClientMetadata& client) {
+  int64_t bytes =
+      static_cast<int64_t>(user_id.size() + client.device().size() +
+                           client.ip().size() + client.user_agent().size());
+  for (const auto& [k, v] : attributes) bytes += k.size() + v.size();
+  return bytes;
+}
 
 absl::Status ValidateUserId(absl::string_view user_id, const Limits& limits) {
   if (user_id.empty()) {
@@ -227,10 +246,10 @@ absl::StatusOr<CreateLifetimes> ValidateCreate(
     }
   }
   if (absl::Status s = CheckClient(request.client(), limits); !s.ok()) return s;
-  if (absl::Status s = storage::CheckRecordBytes(
-          storage::RecordBytes(request.user_id(), request.attributes(),
-                               request.client()),
-          limits.max_record_bytes);
+  if (absl::Status s =
+          CheckRecordBytes(RecordBytes(request.user_id(), request.attributes(),
+                                       request.client()),
+                           limits);
       !s.ok()) {
     return s;
   }
@@ -281,16 +300,20 @@ absl::Status ValidateUpdate(const sessiond::v1::UpdateSessionRequest& request,
 absl::Status CheckUpdatedRecord(
     const sessiond::v1::Session& current,
     const sessiond::v1::UpdateSessionRequest& request, const Limits& limits) {
-  sessiond::v1::Session updated = current;
-  auto* attributes = updated.mutable_attributes();
-  for (const std::string& key : request.remove_attributes()) {
-    attributes->erase(key);
+  google::protobuf::Map<std::string, std::string> attributes =
+      current.attributes();
+  for (const std::string& key : request.remove_attributes())
+    attributes.erase(key);
+  for (const auto& [key, value] : request.set_attributes())
+    attributes[key] = value;
+  if (static_cast<int64_t>(attributes.size()) > limits.max_attributes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("set_attributes: the session would have ",
+                     attributes.size(), " attributes, limit is ",
+                     limits.max_attributes, " (--max_attributes)"));
   }
-  for (const auto& [key, value] : request.set_attributes()) {
-    (*attributes)[key] = value;
-  }
-  return storage::CheckUpdatedRecordLimits(updated, limits.max_attributes,
-                                           limits.max_record_bytes);
+  return CheckRecordBytes(
+      RecordBytes(current.user_id(), attributes, current.client()), limits);
 }
 
 absl::Status ValidateRevoke(const sessiond::v1::RevokeSessionRequest& request,

@@ -107,6 +107,12 @@ absl::Status ValidateRevokeUser(
 absl::Status ValidateList(const sessiond::v1::ListUserSessionsRequest& request,
                           const Limits& limits, uint32_t* page_size);
 
+// The bytes counted against --max_record_bytes.
+int64_t RecordBytes(
+    const std::string& user_id,
+    const google::protobuf::Map<std::string, std::string>& attributes,
+    const sessiond::v1::ClientMetadata& client);
+
 // The most sessions in one CreateSessions call (SessionServiceOptions).
 inline constexpr size_t kMaxBatchCreate = 1000;
 // The largest message between peers (a Raft append, a forwarded write): a

@@ -855,8 +855,6 @@ ApplyResult SessionStateMachine::ApplyUpdate(
   for (const std::string& key : update.remove_attributes()) {
     attributes->erase(key);
   }
-  SESSIOND_RETURN_IF_ERROR(CheckUpdatedRecordLimits(
-      *session, update.max_attributes(), update.max_record_bytes()));
   session->set_version(session->version() + 1);
   SESSIOND_RETURN_IF_ERROR(table_->Replace(hash, *session));
   StageSession(hash, batch);

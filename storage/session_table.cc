@@ -140,41 +140,6 @@ const char* ValidateOutcomeName(ValidateOutcome outcome) {
   return "?";
 }
 
-int64_t RecordBytes(
-    const std::string& user_id,
-    const google::protobuf::Map<std::string, std::string>& attributes,
-    const v1::ClientMetadata& client) {
-  int64_t bytes =
-      static_cast<int64_t>(user_id.size() + client.device().size() +
-                           client.ip().size() + client.user_agent().size());
-  for (const auto& [k, v] : attributes) bytes += k.size() + v.size();
-  return bytes;
-}
-
-absl::Status CheckRecordBytes(int64_t bytes, int64_t max_record_bytes) {
-  if (bytes > max_record_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "record: user_id, attributes and client metadata total ", bytes,
-        " bytes, limit is ", max_record_bytes, " (--max_record_bytes)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckUpdatedRecordLimits(const Session& updated,
-                                      int64_t max_attributes,
-                                      int64_t max_record_bytes) {
-  const int64_t attributes = updated.attributes_size();
-  if (max_attributes > 0 && attributes > max_attributes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "set_attributes: the session would have ", attributes,
-        " attributes, limit is ", max_attributes, " (--max_attributes)"));
-  }
-  if (max_record_bytes <= 0) return absl::OkStatus();
-  return CheckRecordBytes(
-      RecordBytes(updated.user_id(), updated.attributes(), updated.client()),
-      max_record_bytes);
-}
-
 int64_t SessionDeadlineMs(int64_t expires_at_ms, int64_t idle_timeout_ms,
                           int64_t last_seen_at_ms) {
   if (idle_timeout_ms > 0) {

@@ -33,23 +33,6 @@ struct ValidateResult {
   sessiond::v1::Session session;  // Set only when outcome == kValid.
 };
 
-// The bytes of a record counted against --max_record_bytes: its user id,
-// attribute keys and values, and client metadata.
-int64_t RecordBytes(
-    const std::string& user_id,
-    const google::protobuf::Map<std::string, std::string>& attributes,
-    const sessiond::v1::ClientMetadata& client);
-
-// InvalidArgument, naming the flag, for a record of more than
-// `max_record_bytes` bytes.
-absl::Status CheckRecordBytes(int64_t bytes, int64_t max_record_bytes);
-
-// The same for an updated session, and InvalidArgument for more than
-// `max_attributes` attributes. A limit of 0 is not checked.
-absl::Status CheckUpdatedRecordLimits(const sessiond::v1::Session& updated,
-                                      int64_t max_attributes,
-                                      int64_t max_record_bytes);
-
 // The instant a session stops being valid, before leeway: the earlier of its
 // absolute expiry and, with an idle timeout, last_seen + idle_timeout.
 int64_t SessionDeadlineMs(int64_t expires_at_ms, int64_t idle_timeout_ms,

@@ -165,44 +165,6 @@ TEST_F(DaemonTest, RevokeBySessionId) {
             ValidateSessionResponse::REVOKED);
 }
 
-// Updates of one session sent at once are each checked, on arrival,
-// against the same record; together they would pass --max_record_bytes
-// (16 KiB here) several times over. The limits are checked again at apply:
-// the record never passes them, and each update refused there says why.
-TEST_F(DaemonTest, UpdatesSentAtOnceNeverTakeARecordPastItsLimit) {
-  const CreateSessionResponse created = MustCreate("dave");
-  constexpr int kUpdates = 16;  // of 4 KB each
-  std::atomic<int> waiting{kUpdates};
-  std::atomic<int> applied{0};
-  std::vector<std::thread> senders;
-  for (int i = 0; i < kUpdates; ++i) {
-    senders.emplace_back([&, i] {
-      UpdateSessionRequest update;
-      update.set_token(created.token());
-      (*update.mutable_set_attributes())[absl::StrCat("k", i)] =
-          std::string(4000, 'v');
-      waiting.fetch_sub(1);
-      while (waiting.load() > 0) std::this_thread::yield();
-      UpdateSessionResponse updated;
-      const grpc::Status s = Update(update, &updated);
-      if (s.ok()) {
-        applied.fetch_add(1);
-        return;
-      }
-      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-      EXPECT_NE(s.error_message().find("--max_record_bytes"), std::string::npos)
-          << s.error_message();
-    });
-  }
-  for (std::thread& t : senders) t.join();
-  const Session session = Validate(created.token()).session();
-  const int64_t bytes = storage::RecordBytes(
-      session.user_id(), session.attributes(), session.client());
-  EXPECT_LE(bytes, 16384);
-  EXPECT_EQ(session.attributes_size(), 1 + applied.load());  // and "role"
-  EXPECT_GE(applied.load(), 1);
-}
-
 TEST_F(DaemonTest, TouchAndUpdateWithVersionCompareAndSet) {
   const CreateSessionResponse created = MustCreate("carol");
   TouchSessionResponse touched;

@@ -377,38 +377,6 @@ TEST_F(SessionStateMachineTest, UpdateSetsRemovesAndBumpsVersion) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("expired"));
 }
 
-// Two updates checked by the server against the same record each fit its
-// limits; applied one after the other they would not. The second is
-// refused at apply, and changes nothing.
-TEST_F(SessionStateMachineTest, AnUpdateIsCheckedAgainstItsLimitsAtApply) {
-  ApplySession(Create(1, 1000));  // 2 attributes, a record of 21 bytes
-  Command first = Update(1, 1100, 0, {{"a", std::string(60, 'x')}});
-  first.mutable_update()->set_max_record_bytes(100);
-  first.mutable_update()->set_max_attributes(3);
-  const Session fits = ApplySession(first);
-  EXPECT_EQ(fits.version(), 2u);
-
-  Command bytes = Update(1, 1200, 0, {{"b", std::string(60, 'x')}});
-  bytes.mutable_update()->set_max_record_bytes(100);
-  ApplyResult refused = ApplyOne(bytes);
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(refused.status().message()),
-              HasSubstr("--max_record_bytes"));
-
-  Command count = Update(1, 1200, 0, {{"c", "d"}});
-  count.mutable_update()->set_max_attributes(3);
-  refused = ApplyOne(count);
-  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(refused.status().message()),
-              HasSubstr("--max_attributes"));
-  EXPECT_TRUE(MessageDifferencer::Equals(*table_->Get(H(1)), fits));
-
-  // Entries written before the limits were carried: not checked.
-  EXPECT_EQ(
-      ApplySession(Update(1, 1300, 0, {{"b", std::string(60, 'x')}})).version(),
-      3u);
-}
-
 TEST_F(SessionStateMachineTest, RevokeIsIdempotentAndKeepsTheRecord) {
   ApplySession(Create(1, 1000));
   ApplySession(Create(2, 1000));
