@@ -2,10 +2,12 @@
 #include "server/connection_limits.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdlib>
@@ -17,7 +19,7 @@
 namespace sessiond::server {
 namespace {
 
-// The port of a local address, or -1.
+// The port of an address, or -1.
 int PortOf(const sockaddr_storage& address) {
   if (address.ss_family == AF_INET) {
     return ntohs(reinterpret_cast<const sockaddr_in&>(address).sin_port);
@@ -28,37 +30,75 @@ int PortOf(const sockaddr_storage& address) {
   return -1;
 }
 
-// Whether `fd` is a connected socket on `local_port`; its peer then.
-bool IsConnectionOn(int fd, int local_port, sockaddr_storage* peer,
-                    socklen_t* peer_len) {
+// Whether `address` is 0.0.0.0 or ::.
+bool IsWildcard(const sockaddr_storage& address) {
+  if (address.ss_family == AF_INET) {
+    return reinterpret_cast<const sockaddr_in&>(address).sin_addr.s_addr ==
+           htonl(INADDR_ANY);
+  }
+  if (address.ss_family == AF_INET6) {
+    const in6_addr& a =
+        reinterpret_cast<const sockaddr_in6&>(address).sin6_addr;
+    return std::memcmp(&a, &in6addr_any, sizeof(a)) == 0;
+  }
+  return false;
+}
+
+// Whether `local` (a socket's own address) is on `listener`: the same port,
+// and the same address unless the listener takes every address (no other
+// socket can then be bound to that port).
+bool IsOn(const sockaddr_storage& local, const sockaddr_storage& listener) {
+  if (PortOf(local) < 0 || PortOf(local) != PortOf(listener)) return false;
+  if (IsWildcard(listener)) return true;
+  if (local.ss_family != listener.ss_family) return false;
+  if (local.ss_family == AF_INET) {
+    return reinterpret_cast<const sockaddr_in&>(local).sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in&>(listener).sin_addr.s_addr;
+  }
+  return std::memcmp(&reinterpret_cast<const sockaddr_in6&>(local).sin6_addr,
+                     &reinterpret_cast<const sockaddr_in6&>(listener).sin6_addr,
+                     sizeof(in6_addr)) == 0;
+}
+
+// Whether `fd` is a connected TCP socket on `listener`.
+bool IsConnectionOn(int fd, const sockaddr_storage& listener) {
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
+      type != SOCK_STREAM) {
+    return false;
+  }
   sockaddr_storage local{};
   socklen_t local_len = sizeof(local);
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
-      PortOf(local) != local_port) {
+      !IsOn(local, listener)) {
     return false;
   }
-  *peer_len = sizeof(*peer);
+  sockaddr_storage peer{};
+  socklen_t peer_len = sizeof(peer);
   // A listening socket has no peer (ENOTCONN).
-  return getpeername(fd, reinterpret_cast<sockaddr*>(peer), peer_len) == 0;
+  return getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0;
 }
 
-// The descriptor of the connection accepted on `local_port`, or -1.
-int FindConnection(int local_port, sockaddr_storage* peer,
-                   socklen_t* peer_len) {
+// A duplicate of the descriptor of the one connection accepted on
+// `listener`, or -1 (none, several, or no descriptor left).
+int DuplicateConnection(const sockaddr_storage& listener) {
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return -1;
   int found = -1;
+  int matches = 0;
   while (const dirent* entry = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
     if (end == entry->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    if (IsConnectionOn(static_cast<int>(fd), local_port, peer, peer_len)) {
+    if (IsConnectionOn(static_cast<int>(fd), listener)) {
       found = static_cast<int>(fd);
-      break;
+      ++matches;
     }
   }
   closedir(dir);
-  return found;
+  if (matches != 1) return -1;
+  return fcntl(found, F_DUPFD_CLOEXEC, 0);
 }
 
 // The bytes the kernel received on `fd` so far (0 when it cannot say).
@@ -75,9 +115,12 @@ uint64_t BytesReceived(int fd) {
 
 }  // namespace
 
-ConnectionLimits::ConnectionLimits(int local_port, absl::Duration limit,
+ConnectionLimits::ConnectionLimits(const sockaddr_storage& listener,
+                                   absl::Duration request_limit,
+                                   absl::Duration limit,
                                    uint64_t max_bytes_received)
-    : local_port_(local_port),
+    : listener_(listener),
+      request_limit_(request_limit),
       limit_(limit),
       max_bytes_received_(max_bytes_received) {
   watcher_ = std::thread([this] {
@@ -96,17 +139,35 @@ ConnectionLimits::~ConnectionLimits() {
 
 void ConnectionLimits::Begin() {
   Connection connection;
-  connection.fd =
-      FindConnection(local_port_, &connection.peer, &connection.peer_len);
-  connection.deadline_steady_ns =
-      SteadyNowNs() + absl::ToInt64Nanoseconds(limit_);
+  connection.fd = DuplicateConnection(listener_);
+  if (connection.fd < 0) {
+    // Not watched: no limit holds it. Said, so it is not silent.
+    logging::Warn("http.connection_not_watched",
+                  logging::Fields()
+                      .Add("port", PortOf(listener_))
+                      .Add("msg",
+                           "the accepted connection was not found among this "
+                           "process's descriptors (none left, or another "
+                           "socket on the same address): served without "
+                           "its time and size limits"));
+  }
+  const int64_t now = SteadyNowNs();
+  connection.request_deadline_steady_ns =
+      now + absl::ToInt64Nanoseconds(request_limit_);
+  connection.deadline_steady_ns = now + absl::ToInt64Nanoseconds(limit_);
   absl::MutexLock lock(&mu_);
   current_ = connection;
   if (cut_all_) CutLocked();
 }
 
+void ConnectionLimits::RequestRead() {
+  absl::MutexLock lock(&mu_);
+  if (current_.has_value()) current_->request_read = true;
+}
+
 void ConnectionLimits::End() {
   absl::MutexLock lock(&mu_);
+  if (current_.has_value() && current_->fd >= 0) close(current_->fd);
   current_.reset();
 }
 
@@ -121,48 +182,63 @@ uint64_t ConnectionLimits::cut() const {
   return cut_;
 }
 
+uint64_t ConnectionLimits::cut_for_slow_request() const {
+  absl::MutexLock lock(&mu_);
+  return cut_for_slow_request_;
+}
+
+bool ConnectionLimits::StoppingOrServing() const {
+  return stopping_ || (current_.has_value() && current_->fd >= 0);
+}
+
 void ConnectionLimits::CutLocked() {
   if (!current_.has_value() || current_->fd < 0) return;
-  sockaddr_storage peer{};
-  socklen_t peer_len = 0;
-  // Still open as that connection: End has not run, so httplib has not
-  // closed it (or it did, and the number now names another socket).
-  if (IsConnectionOn(current_->fd, local_port_, &peer, &peer_len) &&
-      peer_len == current_->peer_len &&
-      std::memcmp(&peer, &current_->peer, peer_len) == 0) {
-    shutdown(current_->fd, SHUT_RDWR);
-    ++cut_;
-  }
+  // Our duplicate keeps the socket open: it is that connection's.
+  shutdown(current_->fd, SHUT_RDWR);
+  close(current_->fd);
   current_->fd = -1;  // once
+  ++cut_;
 }
 
 void ConnectionLimits::Watch() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
-    const bool serving = current_.has_value() && current_->fd >= 0;
-    // Woken each 10 ms while a connection is served (its bytes), each
-    // 100 ms otherwise: the deadline is on the steady clock, which a mutex
-    // wait does not take.
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_),
-                         absl::Milliseconds(serving ? 10 : 100));
+    if (StoppingOrServing()) {
+      // Each 10 ms while a connection is served (its bytes): the deadlines
+      // are on the steady clock, which a mutex wait does not take.
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(10));
+    } else {
+      // Until one begins (Begin wakes this at once).
+      mu_.Await(absl::Condition(this, &ConnectionLimits::StoppingOrServing));
+    }
     if (!current_.has_value() || current_->fd < 0) continue;
+    const int64_t now = SteadyNowNs();
     const char* why = nullptr;
-    if (SteadyNowNs() >= current_->deadline_steady_ns) {
+    if (!current_->request_read &&
+        now >= current_->request_deadline_steady_ns) {
+      ++cut_for_slow_request_;
       why =
-          "a connection took longer than its limit (a client that sends or "
-          "reads too slowly): closed, so the next one is served";
+          "a client did not send its request within its limit (one that "
+          "sends too slowly, or not at all): closed, so the next one is "
+          "served";
+    } else if (now >= current_->deadline_steady_ns) {
+      why =
+          "a connection took longer than its limit (a client that reads too "
+          "slowly): closed, so the next one is served";
     } else if (BytesReceived(current_->fd) > max_bytes_received_) {
       why =
           "a client sent more than a request needs (a request line or "
           "headers without end): closed before they fill memory";
     }
     if (why == nullptr) continue;
-    logging::Warn("http.connection_cut",
-                  logging::Fields()
-                      .Add("port", local_port_)
-                      .Add("limit_ms", absl::ToInt64Milliseconds(limit_))
-                      .Add("max_bytes_received", max_bytes_received_)
-                      .Add("msg", why));
+    logging::Warn(
+        "http.connection_cut",
+        logging::Fields()
+            .Add("port", PortOf(listener_))
+            .Add("request_limit_ms", absl::ToInt64Milliseconds(request_limit_))
+            .Add("limit_ms", absl::ToInt64Milliseconds(limit_))
+            .Add("max_bytes_received", max_bytes_received_)
+            .Add("msg", why));
     CutLocked();
   }
 }

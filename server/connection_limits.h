@@ -22,55 +22,66 @@ namespace sessiond::server {
 // thread (and so /metrics, /healthz and the JWKS, and Stop) for as long as
 // it went on. And httplib reads a request line, and any number of header
 // lines, into memory whatever their size: a client sending a line without
-// end grew the daemon's memory without bound. The bytes received are the
-// kernel's count (TCP_INFO), looked at every 10 ms while a connection is
-// served, so a client gets at most what it can send in that time past the
-// limit.
+// end grew the daemon's memory without bound. Two deadlines: the request
+// (TLS handshake, request line and headers) must be read within
+// `request_limit` of the accept, the whole connection ends within `limit`.
+// The bytes received are the kernel's count (TCP_INFO), looked at every
+// 10 ms while a connection is served, so a client gets at most what it can
+// send in that time past the limit.
 //
 // httplib hands the accepted socket to no hook, so Begin finds it: the one
-// connected socket of this process whose local port is the endpoint's
-// (connections are served one at a time, on the thread that accepts them).
-// The cut checks, under the lock End takes, that the descriptor still is
-// that connection (local port and peer), so a number reused after httplib
-// closed it is never touched.
+// connected TCP socket of this process whose local address is the
+// endpoint's (its port, and its address unless it listens on a wildcard);
+// connections are served one at a time, on the thread that accepts them.
+// Begin keeps a duplicate of that descriptor until End, so the socket a cut
+// shuts down is that connection's even after httplib closed its own
+// descriptor and the number went to another socket.
 //
-// Thread-safe: Begin and End on the endpoint's thread, CutNow from any;
-// one watcher thread of its own.
+// Thread-safe: Begin, RequestRead and End on the endpoint's thread, CutNow
+// from any; one watcher thread of its own.
 class ConnectionLimits {
  public:
-  // `local_port`: the endpoint's bound port; `limit`: the longest a
-  // connection is served; `max_bytes_received`: the most its client may
-  // send (request and TLS records).
-  ConnectionLimits(int local_port, absl::Duration limit,
+  // `listener`: the endpoint's bound address; `request_limit`: the longest
+  // until its request is read; `limit`: the longest a connection is served;
+  // `max_bytes_received`: the most its client may send (request and TLS
+  // records).
+  ConnectionLimits(const sockaddr_storage& listener,
+                   absl::Duration request_limit, absl::Duration limit,
                    uint64_t max_bytes_received);
   ~ConnectionLimits();  // joins the watcher
 
   ConnectionLimits(const ConnectionLimits&) = delete;
   ConnectionLimits& operator=(const ConnectionLimits&) = delete;
 
-  // A connection was accepted: its deadline is `limit` from now.
+  // A connection was accepted: its deadlines run from now.
   void Begin() ABSL_LOCKS_EXCLUDED(mu_);
+  // Its request was read (before it is routed): only `limit` counts now.
+  void RequestRead() ABSL_LOCKS_EXCLUDED(mu_);
   // It was closed.
   void End() ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the connection in progress now (the endpoint stops), and every
   // later one as it begins.
   void CutNow() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Connections cut so far.
+  // Connections cut so far, and those of them cut because their request
+  // was not read within `request_limit`.
   uint64_t cut() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t cut_for_slow_request() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Connection {
-    int fd = -1;
-    sockaddr_storage peer{};
-    socklen_t peer_len = 0;
+    int fd = -1;  // our duplicate; -1: not found, or cut
+    bool request_read = false;
+    int64_t request_deadline_steady_ns = 0;
     int64_t deadline_steady_ns = 0;
   };
   void Watch() ABSL_LOCKS_EXCLUDED(mu_);
-  // Shuts the connection's socket down if its descriptor still is it.
+  bool StoppingOrServing() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Shuts the connection's socket down (once).
   void CutLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const int local_port_;
+  const sockaddr_storage listener_;
+  const absl::Duration request_limit_;
   const absl::Duration limit_;
   const uint64_t max_bytes_received_;
   mutable absl::Mutex mu_;
@@ -78,6 +89,7 @@ class ConnectionLimits {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool cut_all_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t cut_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t cut_for_slow_request_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread watcher_;
 };
 

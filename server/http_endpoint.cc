@@ -387,8 +387,18 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
   // read a POST's body of any size into memory first (its default limit is
   // SIZE_MAX). No body is read at all.
   http.set_payload_max_length(0);
+  HttpEndpoint* self = endpoint.get();
   http.set_pre_routing_handler(
-      [](const httplib::Request& request, httplib::Response& response) {
+      [self](const httplib::Request& request, httplib::Response& response) {
+        // Set before the thread that serves requests starts.
+        self->deadline_->RequestRead();
+        if (request.has_header("Range")) {
+          // httplib 0.11 would build each range asked for in memory before
+          // writing any (a 8 KiB header asks for thousands of copies of the
+          // body). No body: an empty one is never multiplied.
+          response.status = 416;
+          return httplib::Server::HandlerResponse::Handled;
+        }
         if (request.method == "GET" || request.method == "HEAD") {
           return httplib::Server::HandlerResponse::Unhandled;
         }
@@ -400,9 +410,12 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
   // httplib bounds the TLS handshake by the read timeout.
   http.set_read_timeout(2, 0);
   http.set_write_timeout(2, 0);
-  http.set_socket_options([](socket_t sock) {
+  // The listening socket, whose address ConnectionLimits looks for.
+  auto listener_fd = std::make_shared<int>(-1);
+  http.set_socket_options([listener_fd](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    *listener_fd = sock;
   });
   routes(http);
   const int bound = port == 0 ? http.bind_to_any_port(host)
@@ -413,8 +426,16 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
                                                " (address in use or not "
                                                "local?)"));
   }
+  sockaddr_storage listener{};
+  socklen_t listener_len = sizeof(listener);
+  if (getsockname(*listener_fd, reinterpret_cast<sockaddr*>(&listener),
+                  &listener_len) != 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot read the address ", what,
+                     " listens on: ", std::strerror(errno)));
+  }
   endpoint->deadline_ = std::make_unique<ConnectionLimits>(
-      bound, kConnectionLimit, kMaxBytesReceived);
+      listener, kRequestLimit, kConnectionLimit, kMaxBytesReceived);
   ConnectionLimits* deadline = endpoint->deadline_.get();
   http.new_task_queue = [deadline] { return new InlineTaskQueue(deadline); };
   endpoint->address_ = absl::StrCat(listen.substr(0, colon), ":", bound);
@@ -428,7 +449,6 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
                                             ? "required"
                                             : "not asked for"));
   auto done = std::make_shared<std::atomic<bool>>(false);
-  HttpEndpoint* self = endpoint.get();
   const std::string name(thread_name);
   endpoint->thread_ = std::thread([self, done, name] {
     pthread_setname_np(pthread_self(), name.c_str());
@@ -441,6 +461,10 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
     absl::SleepFor(absl::Milliseconds(1));
   }
   return endpoint;
+}
+
+uint64_t HttpEndpoint::connections_cut_for_slow_request() const {
+  return deadline_ == nullptr ? 0 : deadline_->cut_for_slow_request();
 }
 
 void HttpEndpoint::Stop() {

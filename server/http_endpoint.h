@@ -59,11 +59,13 @@ class ConnectionLimits;
 // A small HTTP or HTTPS endpoint (cpp-httplib) on a thread of its own, the
 // shape of sessiond's side doors (/metrics, the JWKS): the thread accepts
 // and answers one connection at a time, one request per connection (no
-// keep-alive), with 2 s read and write timeouts (a TLS handshake included)
-// and at most kConnectionLimit and kMaxBytesReceived for the whole
-// connection (ConnectionLimits: a client that trickles its request a byte
-// at a time, or sends a line without end, is cut off), so a client that
-// stalls delays the next request, never the node.
+// keep-alive), with 2 s read and write timeouts (a TLS handshake included),
+// kRequestLimit to send its request, and at most kConnectionLimit and
+// kMaxBytesReceived for the whole connection (ConnectionLimits: a client
+// that trickles its request a byte at a time, or sends a line without end,
+// is cut off), so a client that stalls delays the next request, never the
+// node. Range requests are refused (416): httplib 0.11 builds every range
+// asked for in memory, and one header may ask for thousands.
 // SO_REUSEADDR only (httplib's default SO_REUSEPORT would let a second
 // process bind the same port and take half the requests).
 //
@@ -92,9 +94,11 @@ class HttpEndpoint {
   // thread. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The longest a connection is served (accept to close), and the most its
-  // client may send: a GET with its headers, and a TLS handshake, take a
-  // few KiB.
+  // The longest until a connection's request is read (TLS handshake,
+  // request line, headers: a few round trips), the longest a connection is
+  // served (accept to close), and the most its client may send: a GET with
+  // its headers, and a TLS handshake, take a few KiB.
+  static constexpr absl::Duration kRequestLimit = absl::Seconds(1);
   static constexpr absl::Duration kConnectionLimit = absl::Seconds(10);
   static constexpr uint64_t kMaxBytesReceived = 64 * 1024;
 
@@ -102,6 +106,9 @@ class HttpEndpoint {
   const std::string& address() const { return address_; }
   // Whether it speaks HTTPS.
   bool tls() const { return tls_ != nullptr; }
+  // Connections cut so far because their request was not read within
+  // kRequestLimit.
+  uint64_t connections_cut_for_slow_request() const;
 
  private:
   HttpEndpoint();
@@ -111,7 +118,7 @@ class HttpEndpoint {
   // handshake: declared before http_, so destroyed after it.
   std::unique_ptr<HttpTlsIdentity> tls_;
   std::unique_ptr<httplib::Server> http_;  // an httplib::SSLServer with tls_
-  // Cuts the connection in progress past kConnectionLimit, and at Stop.
+  // Cuts the connection in progress past its limits, and at Stop.
   std::unique_ptr<ConnectionLimits> deadline_;
   std::thread thread_;
   absl::Mutex mu_;

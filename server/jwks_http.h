@@ -83,7 +83,8 @@ struct JwksHttpOptions {
 // closes each connection after one request (no keep-alive), like
 // MetricsHttpServer: verifiers fetch the document once per max-age, and a
 // client that stalls holds the thread for at most
-// HttpEndpoint::kConnectionLimit. `provider` runs on that thread.
+// HttpEndpoint::kRequestLimit before its request is read, and
+// HttpEndpoint::kConnectionLimit in all. `provider` runs on that thread.
 //
 // Thread-safe. `provider` must be callable until Stop() returns.
 class JwksHttpServer {
@@ -105,6 +106,10 @@ class JwksHttpServer {
 
   // host:port bound (with the real port when listen had port 0).
   const std::string& address() const { return endpoint_->address(); }
+  // Connections cut because their request was not read in time.
+  uint64_t connections_cut_for_slow_request() const {
+    return endpoint_->connections_cut_for_slow_request();
+  }
 
  private:
   explicit JwksHttpServer(JwksHttpOptions options);

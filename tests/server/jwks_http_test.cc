@@ -301,7 +301,10 @@ int ConnectTo(const std::string& address) {
 // A client that sends its request a byte at a time, each byte within the
 // read timeout, held the endpoint's one thread for as long as it went on:
 // the JWKS (and /metrics, /healthz) went unanswered, and Stop waited for
-// it. A connection now ends at HttpEndpoint::kConnectionLimit (10 s).
+// it. A connection now ends when its request is not read within
+// HttpEndpoint::kRequestLimit (1 s; one holding the thread 10 s,
+// kConnectionLimit, let a few such clients keep a health probe waiting
+// past its timeout).
 TEST_F(JwksHttpTest, AClientTricklingItsRequestIsCutOffAtTheLimit) {
   ring_.Set(JwksDocument{RealJwks(1), 10, 2});
   const std::string address = server_->address();
@@ -331,6 +334,23 @@ TEST_F(JwksHttpTest, AClientTricklingItsRequestIsCutOffAtTheLimit) {
   ASSERT_TRUE(res) << httplib::to_string(res.error());
   EXPECT_EQ(res->status, 200);
   EXPECT_TRUE(cut.load()) << "the trickling connection was not closed";
+  EXPECT_EQ(server_->connections_cut_for_slow_request(), 1u);
+}
+
+// httplib 0.11 builds every range a Range header asks for in memory before
+// it writes any: one request of 8 KiB asked for thousands of copies of the
+// document. A Range request is refused, with no body.
+TEST_F(JwksHttpTest, ARangeRequestIsRefused) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  std::string ranges = "bytes=0-";
+  while (ranges.size() < 8000) ranges += ",0-";
+  httplib::Result res = client_->Get(kJwksPath, {{"Range", ranges}});
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 416);
+  EXPECT_TRUE(res->body.empty()) << res->body.size() << " bytes";
+  httplib::Result whole = client_->Get(kJwksPath);
+  ASSERT_TRUE(whole) << httplib::to_string(whole.error());
+  EXPECT_EQ(whole->status, 200);
 }
 
 // Resident memory of this process in MiB (VmRSS), or -1.
