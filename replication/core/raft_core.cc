@@ -245,7 +245,8 @@ class RaftCore::Impl {
   // Ticks since the core was created (lease bookkeeping).
   uint64_t now_ = 0;
   // Follower: the tick before which it refuses votes (check_quorum), an
-  // election timeout after the last message from a leader, or after start.
+  // election timeout after the last message from a leader (or the leader's
+  // lease, when longer), or after start (Init).
   // Kept apart from lead_ and election_elapsed_, which a higher term from
   // any node resets: the leader it acknowledged still counts on it.
   uint64_t refuse_votes_until_ = 0;
@@ -293,6 +294,12 @@ class RaftCore::Impl {
 // Construction
 
 absl::Status RaftCore::Impl::Init() {
+  // A node may have acknowledged a leader's lease just before it restarted:
+  // it refuses votes for an election timeout after it starts. The leader's
+  // read mode decides whether it holds a lease, not this node's.
+  if (LeaseMode() || config_.refuse_votes_after_start) {
+    refuse_votes_until_ = static_cast<uint64_t>(config_.election_ticks);
+  }
   const HardState hs = storage_->InitialHardState();
   reported_hard_state_ = hs;
   if (hs.commit > storage_->LastIndex() &&
@@ -1014,12 +1021,7 @@ void RaftCore::Impl::SendHeartbeat(NodeId to, uint64_t read_id) {
 bool RaftCore::Impl::InLease() const {
   if (!config_.check_quorum) return false;
   if (role_ == Role::kLeader) return true;
-  if (now_ < refuse_votes_until_) return true;
-  // A node may have acknowledged a leader's lease just before it
-  // restarted; it keeps refusing votes for an election timeout. The
-  // leader's read mode decides whether it holds a lease, not this node's.
-  return (LeaseMode() || config_.refuse_votes_after_start) &&
-         now_ < static_cast<uint64_t>(config_.election_ticks);
+  return now_ < refuse_votes_until_;
 }
 
 uint64_t RaftCore::Impl::LeaseEnd() const {
