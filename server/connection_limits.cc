@@ -193,8 +193,16 @@ bool ConnectionLimits::StoppingOrServing() const {
 
 void ConnectionLimits::CutLocked() {
   if (!current_.has_value() || current_->fd < 0) return;
-  // Our duplicate keeps the socket open: it is that connection's.
+  // Our duplicate keeps the socket open: it is that connection's. The
+  // shutdown wakes the serving thread (its reads end); the disconnect then
+  // resets the connection, so a client blocked writing into a full window
+  // learns at once: a FIN alone left it probing a zero window for minutes.
+  // The disconnect may be refused while a thread waits inside the socket
+  // (EBUSY); the FIN stands then.
   shutdown(current_->fd, SHUT_RDWR);
+  sockaddr unspecified{};
+  unspecified.sa_family = AF_UNSPEC;
+  connect(current_->fd, &unspecified, sizeof(unspecified));
   close(current_->fd);
   current_->fd = -1;  // once
   ++cut_;

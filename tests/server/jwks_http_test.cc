@@ -8,9 +8,12 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -382,16 +385,29 @@ TEST_F(JwksHttpTest, AHeaderLineWithoutEndIsCutOff) {
   const std::string head = "GET /.well-known/jwks.json HTTP/1.1\r\nX-Long: ";
   ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(head.size()));
+  // A liveness bound, not a speed figure: the cut resets the connection, so
+  // a send blocked on a full window fails at once. Cut with a FIN only, it
+  // probed a zero window for about 106 s.
+  const timeval send_bound{30, 0};
+  ASSERT_EQ(
+      setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_bound, sizeof(send_bound)),
+      0);
   const std::string chunk(1 << 20, 'a');
   size_t sent = 0;
+  int send_error = 0;
   for (int i = 0; i < 128; ++i) {  // bounded: 128 MiB
     const ssize_t n = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
-    if (n < 0) break;  // cut off
+    if (n < 0) {
+      send_error = errno;
+      break;  // cut off
+    }
     sent += static_cast<size_t>(n);
   }
   const int64_t rss_after = SelfRssMiB();
   close(fd);
   EXPECT_LT(sent, size_t{128} << 20) << "never cut off";
+  EXPECT_TRUE(send_error == ECONNRESET || send_error == EPIPE)
+      << "the cut did not reset the connection: " << std::strerror(send_error);
   EXPECT_LT(rss_after - rss_before, 32)
       << "RSS " << rss_before << " -> " << rss_after << " MiB";
   httplib::Result res = client_->Get(kJwksPath);  // and the next is served
