@@ -24,6 +24,8 @@ void ExpiryBreakerJudge::Reset(int64_t steady_ms, int64_t cluster_ms,
   counts_ = ExpiryCounts{};
   has_baseline_ = young_baseline.has_value();
   young_baseline_ = young_baseline.value_or(0);
+  last_judged_steady_ms_ = steady_ms;
+  last_judged_cluster_ms_ = cluster_ms;
 }
 
 void ExpiryBreakerJudge::RollIfOver(int64_t steady_ms, int64_t cluster_ms,
@@ -33,11 +35,17 @@ void ExpiryBreakerJudge::RollIfOver(int64_t steady_ms, int64_t cluster_ms,
     return;
   }
   if (steady_ms - start_steady_ms_ < options_.window_ms) return;
+  // The next window starts where this one last judged, not now: what came
+  // due since was judged by no window, and a window starting at the cluster
+  // time a jump just reached would call every session the jump made due
+  // planned. With no judgement since the start (sweeps as far apart as a
+  // window) the window runs on until one.
+  if (last_judged_steady_ms_ <= start_steady_ms_) return;
   // The window just over sets what the next one expects of young sessions.
   young_baseline_ = counts_.young;
   has_baseline_ = true;
-  start_steady_ms_ = steady_ms;
-  start_cluster_ms_ = cluster_ms;
+  start_steady_ms_ = last_judged_steady_ms_;
+  start_cluster_ms_ = std::min(last_judged_cluster_ms_, cluster_ms);
   live_at_start_ = live;
   counts_ = ExpiryCounts{};
 }
@@ -98,6 +106,8 @@ BreakerJudgement ExpiryBreakerJudge::Judge(int64_t steady_ms,
                                            int64_t cluster_ms, uint64_t live,
                                            const ExpiredSessions& candidates) {
   RollIfOver(steady_ms, cluster_ms, live);
+  last_judged_steady_ms_ = std::max(last_judged_steady_ms_, steady_ms);
+  last_judged_cluster_ms_ = std::max(last_judged_cluster_ms_, cluster_ms);
   BreakerJudgement judgement;
   judgement.window = counts_;
   const int64_t allowance = AllowanceMs(steady_ms - start_steady_ms_);

@@ -7,8 +7,12 @@
 // then judges expiry at a frozen cluster time, and nothing more expires until
 // an operator resumes or the condition clears).
 //
-// Windows of window_ms of the leader's steady time. At a window's start the
-// judge notes cluster time C0 and the live sessions L. Within the window,
+// Windows of window_ms of the leader's steady time. A window ends at the
+// first judgement past window_ms; the next one starts at the judgement
+// before it (so every due session is judged by a window that began before
+// it came due: a jump of cluster time between two sweeps is seen whenever
+// it happens). At a window's start the judge notes cluster time C0 and the
+// live sessions L. Within the window,
 // each session that expires (or will within the sweeper's look-ahead) is
 //
 //   planned  created before C0, expiring at or before
@@ -159,6 +163,9 @@ class ExpiryBreakerJudge {
   ExpiryCounts counts_;
   bool has_baseline_ = false;
   uint64_t young_baseline_ = 0;
+  // The last Judge's times: where the next window starts.
+  int64_t last_judged_steady_ms_ = 0;
+  int64_t last_judged_cluster_ms_ = 0;
 };
 
 // How many sessions of `table` an open breaker frozen at frozen_at_ms holds

@@ -71,6 +71,55 @@ TEST(ExpiryBreakerTest, ClusterTimeAheadOfRealTimeOpensIt) {
   EXPECT_FALSE(judge.Judge(30 * kMinute, now, 10'000, early).open);
 }
 
+// A jump of cluster time that the first sweep of a new window sees: that
+// window starts where the last one last judged, so the sessions the jump
+// made due are early. Started at the jumped time, it called them planned
+// and let them all expire.
+TEST(ExpiryBreakerTest, AJumpSeenAtAWindowsFirstSweepStillOpensIt) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 10'000);
+  // Sweeps every second, nothing due, up to the window's last second.
+  for (int64_t steady = 1000; steady < kWindow; steady += 1000) {
+    ASSERT_FALSE(judge
+                     .Judge(steady, kStart + steady, 10'000,
+                            std::vector<ExpiredSession>{})
+                     .open);
+  }
+  // The next sweep is past the window's end; cluster time moved an hour.
+  const int64_t now = kStart + kWindow + 60 * kMinute;
+  const auto early =
+      Sessions(2'000, kStart - kMinute, kStart + kWindow + 30 * kMinute);
+  const BreakerJudgement judgement = judge.Judge(kWindow, now, 10'000, early);
+  EXPECT_TRUE(judgement.open) << judgement.window.planned << " planned";
+  EXPECT_EQ(judgement.window.early, 2'000u);
+  EXPECT_EQ(judgement.window_start_ms, kStart + kWindow - 1000);
+}
+
+// Sweeps as far apart as a window (--sweep_interval_ms at or above
+// --expiry_breaker_window_ms): each window spans one sweep interval, and a
+// jump is still seen. With every judgement starting a window at its own
+// cluster time, nothing could ever be early.
+TEST(ExpiryBreakerTest, SweepsAWindowApartStillSeeAJump) {
+  ExpiryBreakerJudge judge(Options());
+  judge.Reset(0, kStart, 10'000);
+  const auto planned = Sessions(500, kStart - kMinute, kStart + kWindow - 10);
+  const BreakerJudgement first =
+      judge.Judge(kWindow, kStart + kWindow, 10'000, planned);
+  EXPECT_FALSE(first.open) << first.reason;
+  EXPECT_EQ(first.window.planned, 500u);
+  // Still the first window: no baseline to judge short-lived sessions by.
+  EXPECT_FALSE(first.young_judged);
+  judge.Count(kWindow, kStart + kWindow, planned);
+  // One window of real time later, cluster time ran an hour further.
+  const int64_t now = kStart + 2 * kWindow + 60 * kMinute;
+  const auto early =
+      Sessions(2'000, kStart - kMinute, kStart + 2 * kWindow + 30 * kMinute);
+  const BreakerJudgement second = judge.Judge(2 * kWindow, now, 9'500, early);
+  EXPECT_TRUE(second.open);
+  EXPECT_EQ(second.window.early, 2'000u);
+  EXPECT_EQ(second.window_start_ms, kStart + kWindow);
+}
+
 TEST(ExpiryBreakerTest, UpToTheShareExpiresThenItOpens) {
   ExpiryBreakerJudge judge(Options());
   judge.Reset(0, kStart, 10'000);
@@ -102,8 +151,13 @@ TEST(ExpiryBreakerTest, ShortLivedSessionsAreJudgedAgainstThePreviousWindow) {
   EXPECT_FALSE(
       judge.Judge(2 * kMinute, kStart + 2 * kMinute, 20'000, churn1).open);
   judge.Count(2 * kMinute, kStart + 2 * kMinute, churn1);
-  // Window 2, same churn: expected, quiet.
+  // Window 2, same churn: expected, quiet. It starts at window 1's last
+  // sweep, a second before the sweep that rolls it over.
   const int64_t w2 = kStart + kWindow;
+  EXPECT_FALSE(judge
+                   .Judge(kWindow - 1000, w2 - 1000, 20'000,
+                          std::vector<ExpiredSession>{})
+                   .open);
   EXPECT_FALSE(judge.Judge(kWindow, w2, 20'000, std::vector<ExpiredSession>{})
                    .open);  // rolls over
   const auto churn2 = Sessions(3'000, w2 + kMinute, w2 + 2 * kMinute);
