@@ -124,11 +124,29 @@ NodeDriver::NodeDriver(const NodeDriverOptions& options, LogStore* log,
 
 NodeDriver::~NodeDriver() { Stop(); }
 
-NodeDriver::ProposeCallback NodeDriver::Counted(ProposeCallback done,
-                                                uint64_t bytes) {
-  outstanding_proposals_.fetch_add(1, std::memory_order_relaxed);
-  outstanding_bytes_.fetch_add(static_cast<int64_t>(bytes),
-                               std::memory_order_relaxed);
+bool NodeDriver::Reserve(uint64_t bytes) {
+  if (static_cast<uint64_t>(outstanding_proposals_.fetch_add(
+          1, std::memory_order_relaxed)) >= options_.max_pending_proposals) {
+    outstanding_proposals_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  // A command larger than max_pending_bytes passes when nothing else is
+  // held: refused, it would be refused forever ("retry shortly"). Taken by
+  // compare-and-swap: of callers that all read "nothing held", one passes.
+  int64_t held = outstanding_bytes_.load(std::memory_order_relaxed);
+  do {
+    if (held > 0 &&
+        static_cast<uint64_t>(held) + bytes > options_.max_pending_bytes) {
+      outstanding_proposals_.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!outstanding_bytes_.compare_exchange_weak(
+      held, held + static_cast<int64_t>(bytes), std::memory_order_relaxed));
+  return true;
+}
+
+NodeDriver::ProposeCallback NodeDriver::ReleasedWhenAnswered(
+    ProposeCallback done, uint64_t bytes) {
   return [this, bytes, done = std::move(done)](ApplyResult result) {
     outstanding_proposals_.fetch_sub(1, std::memory_order_relaxed);
     outstanding_bytes_.fetch_sub(static_cast<int64_t>(bytes),
@@ -157,13 +175,8 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
       return;
     }
   }
-  // A command larger than max_pending_bytes passes when nothing else is
-  // held: refused, it would be refused forever ("retry shortly").
-  const uint64_t held_bytes =
-      static_cast<uint64_t>(outstanding_bytes_.load(std::memory_order_relaxed));
-  if (static_cast<uint64_t>(outstanding_proposals_.load(
-          std::memory_order_relaxed)) >= options_.max_pending_proposals ||
-      (held_bytes > 0 && held_bytes + bytes > options_.max_pending_bytes)) {
+  // Reserved before the driver can see it, so no callback runs uncounted.
+  if (!Reserve(bytes)) {
     metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
     done(NotAppended(absl::ResourceExhaustedError(
         absl::StrCat("too many writes in flight (",
@@ -171,9 +184,9 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
                      " waiting for the log); retry shortly"))));
     return;
   }
-  // Counted before the driver can see it, so no callback runs uncounted.
   metric_proposals_.fetch_add(1, std::memory_order_relaxed);
-  Proposal proposal{std::move(command), Counted(std::move(done), bytes)};
+  Proposal proposal{std::move(command),
+                    ReleasedWhenAnswered(std::move(done), bytes)};
   if (!QueueForDriver(&inbox_proposals_, &proposal)) {
     metric_proposals_.fetch_sub(1, std::memory_order_relaxed);
     proposal.done(ShuttingDown());
@@ -189,7 +202,10 @@ void NodeDriver::ProposeConfChange(const ConfChange& change,
       return;
     }
   }
-  ConfChangeRequest request{change, Counted(std::move(done), 0),
+  // Counted whatever the bounds: a membership change is never refused for
+  // the writes in flight.
+  outstanding_proposals_.fetch_add(1, std::memory_order_relaxed);
+  ConfChangeRequest request{change, ReleasedWhenAnswered(std::move(done), 0),
                             std::move(check)};
   if (!QueueForDriver(&inbox_conf_changes_, &request)) {
     request.done(ShuttingDown());

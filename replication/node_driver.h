@@ -495,8 +495,12 @@ class NodeDriver : public MessageSink, public StageRunner {
   bool QueueForDriver(std::vector<T>* queue, T* item)
       ABSL_LOCKS_EXCLUDED(inbox_mu_);
 
+  // Takes a place among the proposals in flight for one of `bytes`, or
+  // false past a back-pressure bound. Callers racing each other never pass
+  // on the same reading of the counters.
+  bool Reserve(uint64_t bytes);
   // Wraps `done` so the back-pressure counters drop when it runs.
-  ProposeCallback Counted(ProposeCallback done, uint64_t bytes);
+  ProposeCallback ReleasedWhenAnswered(ProposeCallback done, uint64_t bytes);
 
   const NodeDriverOptions options_;
   LogStore* const log_;                     // outlives this

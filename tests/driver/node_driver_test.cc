@@ -800,7 +800,8 @@ class ManualRuntime : public Runtime {
  private:
   StageRunner* runner_ = nullptr;
   absl::Duration elapsed_;
-  bool woken_[kNumStages] = {};
+  // Atomic: writers on other threads wake the driver (Propose).
+  std::atomic<bool> woken_[kNumStages] = {};
 };
 
 // Keeps what the driver sends; the test plays the peers. `on_send`, when
@@ -947,6 +948,41 @@ std::vector<NodeId> TimeoutNowTargets(const std::vector<Message>& sent) {
     if (m.type == MessageType::kTimeoutNow) targets.push_back(m.to);
   }
   return targets;
+}
+
+// Writers racing each other while nothing is held: one write larger than
+// half the byte bound passes, not each one that read "nothing held" before
+// another was counted. Each round a fresh driver that no stage runs holds
+// what it accepts; Stop answers it.
+TEST_F(ManualDriverTest, RacingWritesPassTheByteBoundOneAtATime) {
+  options_.max_pending_bytes = 1000;
+  constexpr int kWriters = 4;
+  constexpr int kRounds = 100;
+  int rounds_with_more_than_one = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    NodeDriver& driver = Start();
+    std::atomic<int> ready{0};
+    std::atomic<int> refused{0};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < kWriters; ++w) {
+      writers.emplace_back([&] {
+        ready.fetch_add(1);
+        while (ready.load() < kWriters) {
+        }
+        driver.Propose(std::string(600, 'x'), [&](ApplyResult r) {
+          if (r.status().code() == absl::StatusCode::kResourceExhausted) {
+            refused.fetch_add(1);
+          }
+        });
+      });
+    }
+    for (std::thread& t : writers) t.join();
+    if (refused.load() < kWriters - 1) ++rounds_with_more_than_one;
+    driver_->Stop();  // answers the accepted one
+    driver_.reset();
+  }
+  EXPECT_EQ(rounds_with_more_than_one, 0)
+      << "of " << kRounds << " rounds of " << kWriters << " racing writers";
 }
 
 // A read asked in the same driver run in which this follower learns its
