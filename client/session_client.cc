@@ -426,8 +426,10 @@ std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
 }
 
 SessionClient::EndpointPtr SessionClient::FirstConnected(
-    const std::vector<EndpointPtr>& candidates, absl::Time call_deadline) {
-  for (const EndpointPtr& e : candidates) {
+    const std::vector<EndpointPtr>& candidates, absl::Time call_deadline,
+    bool whole_call) {
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const EndpointPtr& e = candidates[i];
     const absl::Time now = absl::Now();
     if (now >= call_deadline) break;
     const bool quiet =
@@ -442,9 +444,11 @@ SessionClient::EndpointPtr SessionClient::FirstConnected(
     // blackholed host says CONNECTING): passed over, as one that let an
     // attempt time out. It was otherwise named again by the next follower's
     // answer, and every write waited out connect_timeout on it first. Not
-    // one the call's own deadline cut short, nor one that fails at once.
+    // one the call's own deadline cut short (unless that was all the call
+    // had: a call_timeout at or under connect_timeout), nor one that fails
+    // at once.
     if (options_.pass_over_after_timeout > absl::ZeroDuration() &&
-        until < call_deadline &&
+        (until < call_deadline || (whole_call && i == 0)) &&
         e->channel->GetState(/*try_to_connect=*/false) !=
             GRPC_CHANNEL_TRANSIENT_FAILURE) {
       e->passed_over_until_ns.store(
@@ -562,8 +566,13 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
   if (endpoints_.empty()) {
     return absl::FailedPreconditionError("SessionClient has no endpoints");
   }
+  const absl::Time call_start = absl::Now();
   const absl::Time call_deadline =
-      std::min(absl::Now() + options_.call_timeout, policy.deadline);
+      std::min(call_start + options_.call_timeout, policy.deadline);
+  // The call's end is its call_timeout, not a shorter deadline of the
+  // caller's: an attempt (or wait) given all of it had its whole budget.
+  const bool ends_at_call_timeout =
+      call_deadline == call_start + options_.call_timeout;
   const int max_rounds = std::max(1, options_.max_attempts);
   absl::Duration backoff = options_.initial_backoff;
   absl::InlinedVector<const Endpoint*, 4> tried;
@@ -577,15 +586,24 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
     // A non-idempotent call goes out only over a connected channel: an
     // attempt that fails before the request left could otherwise not be
     // told from one whose reply was lost.
-    EndpointPtr endpoint = policy.idempotent
-                               ? candidates.front()
-                               : FirstConnected(candidates, call_deadline);
+    EndpointPtr endpoint =
+        policy.idempotent
+            ? candidates.front()
+            : FirstConnected(candidates, call_deadline,
+                             /*whole_call=*/round == 1 && ends_at_call_timeout);
     if (endpoint == nullptr) {
       status = NotSentError(candidates.size());
     } else {
       grpc::ClientContext context;
       const absl::Time full_deadline = absl::Now() + options_.deadline;
-      const bool full = full_deadline <= call_deadline;
+      // Given its whole budget: its own deadline, or, the call's first
+      // attempt with no wait before it, all of a call_timeout at or under
+      // deadline (compared with the call's start, that was never "full",
+      // and a paused node was never passed over). Not one that earlier
+      // attempts or the caller's own deadline cut short.
+      const bool full = full_deadline <= call_deadline ||
+                        (round == 1 && endpoint == candidates.front() &&
+                         ends_at_call_timeout);
       context.set_deadline(
           absl::ToChronoTime(std::min(full_deadline, call_deadline)));
       attempts_.fetch_add(1, std::memory_order_relaxed);
@@ -627,7 +645,10 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       }
       Observe(endpoint, policy.write, status, context);
     }
-    if (!policy.idempotent && absl::IsResourceExhausted(status) &&
+    // Any write, a create with its request_id too: a caller who never saw
+    // the id (create_request_ids) retries with a new one, and makes a
+    // second session.
+    if (policy.write && absl::IsResourceExhausted(status) &&
         !RefusedByServerUnderLoad(status) &&
         !RefusedForItsSize(status, policy.request_bytes)) {
       status = AmbiguousResourceExhausted(status);
@@ -948,8 +969,8 @@ std::unique_ptr<ValidateStream> SessionClient::OpenValidateStream() {
   // CONNECTING (a paused or blackholed node) until gRPC gives up on it,
   // about 20 s, and the caller has no stream yet to cancel.
   const std::vector<EndpointPtr> candidates = Candidates(/*write=*/false, {});
-  const EndpointPtr endpoint =
-      FirstConnected(candidates, absl::Now() + options_.call_timeout);
+  const EndpointPtr endpoint = FirstConnected(
+      candidates, absl::Now() + options_.call_timeout, /*whole_call=*/true);
   if (endpoint == nullptr) {
     return std::unique_ptr<ValidateStream>(new ValidateStream(
         NotSent(absl::StrCat("stream not opened: none of ", candidates.size(),

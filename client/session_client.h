@@ -351,8 +351,12 @@ class SessionClient {
       ABSL_LOCKS_EXCLUDED(mu_);
   // The first of `candidates` whose channel is connected (each waited for
   // up to connect_timeout, never past `call_deadline`); null when none is.
+  // `whole_call`: the first candidate's wait has the call's whole
+  // call_timeout (the call's first wait, no shorter deadline of the
+  // caller's), so a wait the call's end cuts short is still its whole one.
   EndpointPtr FirstConnected(const std::vector<EndpointPtr>& candidates,
-                             absl::Time call_deadline) ABSL_LOCKS_EXCLUDED(mu_);
+                             absl::Time call_deadline, bool whole_call)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Learns or forgets the leader from one attempt's answer.
   void Observe(const EndpointPtr& endpoint, bool write,
                const absl::Status& status, const grpc::ClientContext& context)

@@ -1169,6 +1169,23 @@ TEST(ClientFakeServerTest, AReplyTooLargeForTheClientIsNotSentAgain) {
   EXPECT_EQ(client->stats().retries, 0u);
 }
 
+// The same for a create the client gave a request_id (an idempotent
+// call): its caller never saw the id, so its own retry would carry a new
+// one and make a second session. It was reported RESOURCE_EXHAUSTED, "not
+// applied".
+TEST(ClientFakeServerTest, ACreateWithItsIdWhoseReplyIsTooLargeIsUnknown) {
+  FakeServer server;
+  SessionClientOptions options = FakeOptions();
+  options.create_request_ids = true;
+  options.channel_args.SetMaxReceiveMessageSize(8);  // "fake-token" is more
+  auto client = SessionClient::Connect(server.address(), options);
+  const absl::Status status =
+      client->CreateSession(CreateRequest("a")).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnknown) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "outcome unknown")) << status;
+  EXPECT_EQ(server.service().calls("CreateSession"), 1);
+}
+
 // A write the server's gRPC refused for its size never reached sessiond:
 // not applied, and said so (RESOURCE_EXHAUSTED as API.md has it), not
 // reported as an unknown outcome like a reply refused by the client.
@@ -1355,6 +1372,35 @@ TEST(ClientFakeServerTest, ReadsPassOverAnEndpointThatLetAnAttemptTimeOut) {
   EXPECT_EQ(client->stats().attempts, kReads + 1u);
 }
 
+// The same with an attempt deadline at or over call_timeout (an app that
+// sets one time for a call): the attempt that waited out the whole call at
+// the silent endpoint counts as its whole budget. Judged against the call's
+// start, it was never "full", and every read whose turn began there failed.
+TEST(ClientFakeServerTest, ReadsPassOverAnEndpointThatTookTheWholeCall) {
+  FakeServer server;
+  SilentListener silent;
+  SessionClientOptions options = FakeOptions();
+  options.deadline = absl::Milliseconds(300);
+  options.call_timeout = absl::Milliseconds(300);
+  options.pass_over_after_timeout = absl::Hours(1);
+  auto client =
+      SessionClient::Connect({silent.address(), server.address()}, options);
+  constexpr int kReads = 8;
+  int failed = 0;
+  for (int i = 0; i < kReads; ++i) {
+    absl::StatusOr<v1::ValidateSessionResponse> answer =
+        client->Validate("some-token");
+    if (!answer.ok()) {
+      EXPECT_EQ(answer.status().code(), absl::StatusCode::kDeadlineExceeded)
+          << answer.status();
+      ++failed;
+    }
+  }
+  // The first read's turn began at the silent endpoint; none after it did.
+  EXPECT_EQ(failed, 1);
+  EXPECT_EQ(server.service().calls("ValidateSession"), kReads - 1);
+}
+
 // A follower's answer names the leader (here in another spelling of the
 // same address); every later write goes there, reads stay spread.
 TEST(ClientFakeServerTest, WritesFollowTheLeaderHint) {
@@ -1466,33 +1512,65 @@ TEST(ClientFakeServerTest, FailingLeaderIsForgotten) {
   EXPECT_EQ(client->stats().leaders_forgotten, 1u);
 }
 
-// The leader the followers name cannot be reached from this client (a
-// blackholed host: its channel says CONNECTING, never failing). Each write
-// waited out connect_timeout on it, went on to a follower, and learned it
-// again from that follower's answer. Once a write has passed it over,
-// hints naming it are ignored while it is passed over: writes go straight
-// to the follower, which forwards them.
-TEST(ClientFakeServerTest, ALeaderThisClientCannotReachIsNotLearnedAgain) {
+// A follower whose answers name as leader a node that never answers (a
+// blackholed host: its channel says CONNECTING, never failing), and a
+// client with `options` whose first write, to the follower, learned it.
+struct SilentLeader {
+  explicit SilentLeader(SessionClientOptions options) {
+    follower.service().SetFallback(OkNaming(silent.address(), "2"));
+    options.connect_timeout = absl::Milliseconds(200);
+    options.pass_over_after_timeout = absl::Hours(1);
+    client =
+        SessionClient::Connect({follower.address(), silent.address()}, options);
+    // Round-robin starts at the follower.
+    EXPECT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+    EXPECT_EQ(client->leader(), silent.address());
+  }
   FakeServer follower;
   SilentListener silent;
-  follower.service().SetFallback(OkNaming(silent.address(), "2"));
-  SessionClientOptions options = FakeOptions();
-  options.connect_timeout = absl::Milliseconds(200);
-  options.pass_over_after_timeout = absl::Hours(1);
-  auto client =
-      SessionClient::Connect({follower.address(), silent.address()}, options);
-  // Round-robin starts at the follower, whose answer names the silent node.
-  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
-  ASSERT_EQ(client->leader(), silent.address());
+  std::unique_ptr<SessionClient> client;
+};
+
+// Each write waited out connect_timeout on the silent leader, went on to
+// a follower, and learned it again from that follower's answer. Once a
+// write has passed it over, hints naming it are ignored while it is passed
+// over: writes go straight to the follower, which forwards them.
+TEST(ClientFakeServerTest, ALeaderThisClientCannotReachIsNotLearnedAgain) {
+  SilentLeader cluster(FakeOptions());
+  SessionClient& client = *cluster.client;
   constexpr int kWrites = 5;
   for (int i = 0; i < kWrites; ++i) {
-    ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok()) << i;
+    ASSERT_TRUE(client.CreateSession(CreateRequest("a")).ok()) << i;
   }
-  EXPECT_EQ(follower.service().calls("CreateSession"), kWrites + 1);
+  EXPECT_EQ(cluster.follower.service().calls("CreateSession"), kWrites + 1);
   // The silent node was waited for once, then passed over.
-  EXPECT_EQ(client->stats().endpoints_skipped, 1u);
-  EXPECT_EQ(client->leader(), "");
-  EXPECT_GE(client->stats().leader_hints_ignored, 1u);
+  EXPECT_EQ(client.stats().endpoints_skipped, 1u);
+  EXPECT_EQ(client.leader(), "");
+  EXPECT_GE(client.stats().leader_hints_ignored, 1u);
+}
+
+// The same with connect_timeout at or over call_timeout: the write that
+// waited for the silent leader until its call ended passes it over, and the
+// next ones go to the follower. Judged by "the wait ended before the call",
+// it was never passed over, and every other write spent its call on it.
+TEST(ClientFakeServerTest, ALeaderWaitedForTheWholeCallIsPassedOver) {
+  SessionClientOptions options = FakeOptions();
+  options.call_timeout = absl::Milliseconds(200);
+  SilentLeader cluster(options);
+  SessionClient& client = *cluster.client;
+  constexpr int kWrites = 5;
+  int failed = 0;
+  for (int i = 0; i < kWrites; ++i) {
+    const absl::Status status =
+        client.CreateSession(CreateRequest("a")).status();
+    if (!status.ok()) {
+      EXPECT_TRUE(IsNotSent(status)) << status;
+      ++failed;
+    }
+  }
+  EXPECT_EQ(failed, 1);
+  EXPECT_EQ(cluster.follower.service().calls("CreateSession"), kWrites);
+  EXPECT_EQ(client.stats().endpoints_skipped, 1u);
 }
 
 // Answers go by position: a reply of another count than the requests (a
