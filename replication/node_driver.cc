@@ -1250,6 +1250,9 @@ void NodeDriver::RunApply() {
         }
         return;
       } else {
+        // A crash here leaves the log's snapshot ahead of the state: the
+        // next start applies its image again (Daemon::Init).
+        SESSIOND_FAULT_POINT("apply.before_snapshot_install");
         const absl::Status install = state_machine_->ApplySnapshot(*w.snapshot);
         if (!install.ok() && stopping()) {
           // Gave up at shutdown (a full disk): the log store holds the

@@ -685,10 +685,20 @@ absl::Status Daemon::Init() {
           ", which has no image to recover it from; restore this node from "
           "a backup or re-add it to its cluster with an empty data dir"));
     }
+    const LogIndex applied_before = state_machine_->applied_index();
     if (absl::Status s = state_machine_->RecoverSnapshot(*log_snapshot);
         !s.ok()) {
       return s;
     }
+    logging::Warn(
+        "storage.snapshot_recovered",
+        logging::Fields()
+            .Add("index", log_snapshot->meta.index.value())
+            .Add("applied_before", applied_before.value())
+            .Add("msg",
+                 "the state lagged the Raft log's snapshot (a crash between "
+                 "installing it in the log and in the state): its image was "
+                 "applied again"));
   }
   {
     // Only the log's own snapshot image is needed from here on.
