@@ -19,6 +19,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -1070,6 +1071,16 @@ absl::Status CheckSnapshotAudit(const v1::internal::SnapshotHeader& header) {
   return absl::OkStatus();
 }
 
+// Whether `a` and `b` have the same voters and the same learners, in any
+// order.
+bool SameMembers(ConfState a, ConfState b) {
+  for (ConfState* c : {&a, &b}) {
+    std::sort(c->voters.begin(), c->voters.end());
+    std::sort(c->learners.begin(), c->learners.end());
+  }
+  return a == b;
+}
+
 // The checks of an image before anything changes (ApplySnapshot and
 // VerifySnapshotImage): its checksum, its header at the snapshot's index
 // and term, each record and audit entry well formed. `on_record` is called
@@ -1091,6 +1102,19 @@ absl::Status CheckImage(
         "snapshot image is at ", header->index(), "/", header->term(),
         ", the snapshot at ", snapshot.meta.index.value(), "/",
         snapshot.meta.term.value()));
+  }
+  // The Raft core and the log take the membership from the snapshot, the
+  // state from the image: they must be one.
+  ConfState image_conf;
+  for (uint64_t v : header->voters()) image_conf.voters.push_back(NodeId(v));
+  for (uint64_t l : header->learners()) {
+    image_conf.learners.push_back(NodeId(l));
+  }
+  if (!SameMembers(image_conf, snapshot.meta.conf_state)) {
+    return absl::DataLossError(absl::StrCat(
+        "snapshot image has voters ", absl::StrJoin(header->voters(), ","),
+        " and learners ", absl::StrJoin(header->learners(), ","),
+        ", the snapshot another membership"));
   }
   v1::internal::StoredSession stored;
   SESSIOND_RETURN_IF_ERROR(

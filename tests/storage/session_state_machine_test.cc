@@ -678,6 +678,28 @@ TEST_F(SessionStateMachineTest, ASnapshotWriteThatFailsIsRetriedUntilStopped) {
   EXPECT_EQ(other.sm->applied_index(), LogIndex(0));
 }
 
+// The Raft core and the log take the membership from the snapshot, the
+// state from its image: an image whose voters are not the snapshot's is
+// refused before anything changes. It was installed, and the node's log and
+// state named different members.
+TEST_F(SessionStateMachineTest, AnImageOfAnotherMembershipIsRefused) {
+  for (int i = 0; i < 5; ++i) ApplySession(Create(i, 1000 + i, "u"));
+  auto snapshot = sm_->CreateSnapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  OtherNode other(dir_);
+  replication::Snapshot received = other.Receive(*snapshots_, *snapshot);
+  received.meta.conf_state.voters.push_back(NodeId(9));
+  const absl::Status refused = other.sm->ApplySnapshot(received);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kDataLoss) << refused;
+  EXPECT_EQ(other.table->size(), 0u);
+  EXPECT_EQ(other.sm->applied_index(), LogIndex(0));
+  // In another order, the same members pass.
+  received.meta.conf_state.voters.pop_back();
+  std::reverse(received.meta.conf_state.voters.begin(),
+               received.meta.conf_state.voters.end());
+  EXPECT_TRUE(other.sm->ApplySnapshot(received).ok());
+}
+
 TEST_F(SessionStateMachineTest, SnapshotRoundTripThroughAFile) {
   // Membership and member metadata travel with the sessions.
   {
