@@ -245,6 +245,16 @@ bool RefusedForItsSize(const absl::Status& status, size_t request_bytes) {
 // A write's kResourceExhausted that is not the server's refusal: the write
 // may have applied, so it is reported as an unknown outcome, not as the
 // "not applied" the code means otherwise.
+// Whether the server's answer is about its own state, not the cluster's
+// (an election, a load the leader sheds): a node starting, holding no data
+// yet, shutting down, or installing a snapshot.
+bool OfThatNodeAlone(const absl::Status& status) {
+  if (!absl::IsUnavailable(status)) return false;
+  const std::string reason = ErrorReason(status);
+  return reason == "NOT_READY" || reason == "NO_DATA_YET" ||
+         reason == "SHUTTING_DOWN" || reason == "SNAPSHOT_INSTALLING";
+}
+
 absl::Status AmbiguousResourceExhausted(const absl::Status& status) {
   return absl::UnknownError(absl::StrCat(
       "outcome unknown: the write was sent and this client refused the "
@@ -661,14 +671,21 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
                            : endpoint == nullptr || IsNotSent(status) ||
                                  RefusedByServerUnderLoad(status);
     if (!retry) break;
-    // The server's RetryInfo, when it gave one, is the least to wait.
+    candidates = Candidates(policy.write, tried);
+    // The server's RetryInfo, when it gave one, is the least to wait; but a
+    // condition of that node alone (starting, holding no data yet) paces
+    // only a retry to it: another node may answer now. It made a read that
+    // met a starting node wait up to 1 s before trying a healthy one.
+    const bool elsewhere =
+        endpoint != nullptr && candidates.front() != endpoint;
     const absl::Duration server_delay =
-        std::min(RetryDelay(status).value_or(absl::ZeroDuration()),
-                 options_.max_backoff);
+        elsewhere && OfThatNodeAlone(status)
+            ? absl::ZeroDuration()
+            : std::min(RetryDelay(status).value_or(absl::ZeroDuration()),
+                       options_.max_backoff);
     const absl::Duration delay = std::max(Jitter(backoff), server_delay);
     if (absl::Now() + delay >= call_deadline) break;
     retries_.fetch_add(1, std::memory_order_relaxed);
-    candidates = Candidates(policy.write, tried);
     Backoff(delay, server_delay, *candidates.front()->channel);
     backoff =
         std::min(backoff * options_.backoff_multiplier, options_.max_backoff);

@@ -1150,6 +1150,27 @@ TEST(ClientFakeServerTest, ARetryWaitsAtLeastTheServersRetryInfo) {
   EXPECT_GE(took, absl::Milliseconds(3 * 300)) << took;
 }
 
+// A node that is starting (NO_DATA_YET, RetryInfo 1 s) speaks for itself
+// alone: the retry goes to another node without waiting its delay. It
+// waited it, and with a call_timeout under that delay the read failed
+// though a healthy node was one retry away.
+TEST(ClientFakeServerTest, ARetryElsewhereDoesNotWaitAStartingNodesDelay) {
+  FakeServer starting, healthy;
+  Answer no_data = FailWithReason(grpc::StatusCode::UNAVAILABLE, "NO_DATA_YET");
+  no_data.retry_delay = absl::Seconds(1);
+  starting.service().SetFallback(no_data);
+  SessionClientOptions options = FakeOptions();
+  options.call_timeout = absl::Milliseconds(800);
+  options.max_backoff = absl::Seconds(1);  // caps the server's delay too
+  auto client =
+      SessionClient::Connect({starting.address(), healthy.address()}, options);
+  // Round-robin starts at the starting node.
+  absl::StatusOr<v1::ValidateSessionResponse> answer = client->Validate("t");
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(starting.service().calls("ValidateSession"), 1);
+  EXPECT_EQ(healthy.service().calls("ValidateSession"), 1);
+}
+
 // gRPC gives RESOURCE_EXHAUSTED, without the server's ErrorInfo, to a reply
 // over the client's receive limit (4 MiB): the write applied. A batch of
 // large sessions is such a reply: it must not be sent again (each time
