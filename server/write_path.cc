@@ -448,6 +448,12 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
         }
         ApplyResult result = ResultFromResponse(rpc->response);
         if (TryAgainLater(call, result)) return;
+        if (!AnswerWaitsForApply(result)) {
+          // Held until this node caught up, a lagging follower kept the
+          // refusal (and its place) for seconds.
+          Finish(call, std::move(result));
+          return;
+        }
         {
           absl::MutexLock lock(&call->mu);
           call->result = result;
@@ -752,6 +758,11 @@ void ResultToResponse(ApplyResult result, ProposeResponse* response) {
                  std::any_cast<sessiond::v1::ExpiryBreaker>(&*result)) {
     *response->mutable_expiry_breaker() = *breaker;
   }
+}
+
+bool AnswerWaitsForApply(const ApplyResult& result) {
+  return result.ok() ||
+         !result.status().GetPayload(kNotProposedPayload).has_value();
 }
 
 ApplyResult ResultFromResponse(const ProposeResponse& response) {

@@ -235,6 +235,12 @@ void ResultToResponse(replication::ApplyResult result,
 replication::ApplyResult ResultFromResponse(
     const sessiond::v1::internal::ProposeResponse& response);
 
+// Whether the leader's answer to a forwarded write waits for this node to
+// apply as far as the leader had (read-your-writes): not a refusal before
+// anything was proposed (too many writes in flight, a full disk), which
+// changed nothing and is answered at once.
+bool AnswerWaitsForApply(const replication::ApplyResult& result);
+
 }  // namespace sessiond::server
 
 #endif  // SESSIOND_SERVER_WRITE_PATH_H_

@@ -44,6 +44,20 @@ TEST(ForwardedResultTest, AnErrorKeepsItsPayloadsAcrossTheForward) {
   EXPECT_EQ(back.status(), refused);  // every payload, byte for byte
 }
 
+// A refusal before anything was proposed is answered at once on the
+// follower; everything else waits for the follower to apply as far as the
+// leader had (read-your-writes). The refusal waited too, for seconds on a
+// lagging follower.
+TEST(ForwardedResultTest, OnlyARefusalBeforeProposingSkipsTheApplyWait) {
+  absl::Status refused = absl::ResourceExhaustedError("disk full");
+  refused.SetPayload(kNotProposedPayload, absl::Cord("1"));
+  EXPECT_FALSE(AnswerWaitsForApply(RoundTrip(refused)));
+  EXPECT_TRUE(AnswerWaitsForApply(
+      RoundTrip(absl::AbortedError("version 3, the session is at 4"))));
+  EXPECT_TRUE(AnswerWaitsForApply(
+      RoundTrip(replication::ApplyResult(std::any(uint64_t{7})))));
+}
+
 TEST(ForwardedResultTest, AnAppliedResultStillCarriesItsValue) {
   replication::ApplyResult applied(std::any(uint64_t{42}));
   const replication::ApplyResult back = RoundTrip(std::move(applied));
