@@ -582,6 +582,13 @@ const std::vector<Option>& Options() {
        .int_field = SESSIOND_INT_FIELD(max_pending_write_mib),
        .min = 1,
        .max = 65536},
+      {.name = "max_held_answer_mib",
+       .help = "MiB of large read answers (BatchValidateSessions, "
+               "ListUserSessions) held until their clients take them; more "
+               "get RESOURCE_EXHAUSTED",
+       .int_field = SESSIOND_INT_FIELD(max_held_answer_mib),
+       .min = 1,
+       .max = 65536},
       {.name = "clock_slew_ppm",
        .help = "how fast cluster time may move toward the wall clock, in "
                "parts per million",

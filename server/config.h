@@ -168,6 +168,7 @@ struct Config {
   int64_t max_pending_writes = 100000;
   // The same two bounds in bytes of commands, in MiB.
   int64_t max_pending_write_mib = 256;
+  int64_t max_held_answer_mib = 128;
   // How fast cluster time may move toward the wall clock, in parts per
   // million of elapsed time (1000: 3.6 s per hour).
   int64_t clock_slew_ppm = 1000;

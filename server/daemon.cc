@@ -943,6 +943,8 @@ absl::Status Daemon::Init() {
   service_options.limits = ServedLimits(config_);
   service_options.jwt_issuer = jwt_issuer_.get();
   service_options.cluster_id = cluster_id_;
+  service_options.max_held_answer_bytes =
+      static_cast<uint64_t>(config_.max_held_answer_mib) << 20;
   service_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
   service_options.self = self;

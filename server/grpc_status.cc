@@ -112,6 +112,8 @@ const Row kRows[] = {
      "TOO_MANY_STREAMS", kNoRetry},
     {StatusCode::kResourceExhausted, "too many large BatchValidateSessions",
      "TOO_MANY_BATCHES", 200},
+    {StatusCode::kResourceExhausted, "too many large answers wait",
+     "TOO_MANY_LARGE_ANSWERS", 200},
     // server/create_rate_limiter.h; the delay is the call's own wait.
     {StatusCode::kResourceExhausted, "create rate limit of ", "RATE_LIMITED",
      1000},

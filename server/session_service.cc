@@ -90,6 +90,43 @@ class LargeBatchSlot {
   const std::shared_ptr<std::atomic<size_t>> taken_;
 };
 
+// Bytes of one large answer, counted in the node's held answers until gRPC
+// is done with its call (UnaryCallBase::HoldUntilDone).
+class HeldAnswer {
+ public:
+  // A hold of `bytes`, or null past `limit` (one larger than `limit` is
+  // held when nothing else is: refused, it would be refused for good).
+  // Taken by compare-and-swap: racing answers never pass on one reading.
+  static std::shared_ptr<HeldAnswer> Take(
+      std::shared_ptr<std::atomic<uint64_t>> held, uint64_t bytes,
+      uint64_t limit) {
+    uint64_t now = held->load();
+    do {
+      if (now > 0 && now + bytes > limit) return nullptr;
+    } while (!held->compare_exchange_weak(now, now + bytes));
+    return std::shared_ptr<HeldAnswer>(new HeldAnswer(std::move(held), bytes));
+  }
+  ~HeldAnswer() { held_->fetch_sub(bytes_); }
+
+  HeldAnswer(const HeldAnswer&) = delete;
+  HeldAnswer& operator=(const HeldAnswer&) = delete;
+
+ private:
+  HeldAnswer(std::shared_ptr<std::atomic<uint64_t>> held, uint64_t bytes)
+      : held_(std::move(held)), bytes_(bytes) {}
+  const std::shared_ptr<std::atomic<uint64_t>> held_;
+  const uint64_t bytes_;
+};
+
+absl::Status TooManyLargeAnswers(uint64_t limit) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "too many large answers wait for their clients on this node (limit ",
+      limit >> 20,
+      " MiB); retry after the delay, read answers as they come, ask for "
+      "fewer tokens or a smaller page_size, or spread calls over more "
+      "nodes"));
+}
+
 absl::Status TooManyBatches(size_t limit) {
   return absl::ResourceExhaustedError(absl::StrCat(
       "too many large BatchValidateSessions wait on this node (limit ", limit,
@@ -505,6 +542,12 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
             }
           }
           if (responses->size() < requests.size()) return false;
+          // Refused here, its touches are not recorded: it changed nothing.
+          if (absl::Status held = HoldLargeAnswer(call, *call->response());
+              !held.ok()) {
+            call->Reply(held);
+            return true;
+          }
           touches_->RecordAll(*touches);
           call->Reply(absl::OkStatus());
           return true;
@@ -515,6 +558,19 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
           slice();
         }
       });
+}
+
+absl::Status SessionServiceImpl::HoldLargeAnswer(
+    UnaryCallBase* call, const google::protobuf::Message& answer) {
+  const uint64_t bytes = answer.ByteSizeLong();
+  if (bytes <= kLargeAnswerBytes) return absl::OkStatus();
+  std::shared_ptr<HeldAnswer> held = HeldAnswer::Take(
+      held_answer_bytes_, bytes, options_.max_held_answer_bytes);
+  if (held == nullptr) {
+    return TooManyLargeAnswers(options_.max_held_answer_bytes);
+  }
+  call->HoldUntilDone(std::move(held));
+  return absl::OkStatus();
 }
 
 void SessionServiceImpl::ServeList(ListCall* call) {
@@ -554,7 +610,7 @@ void SessionServiceImpl::ServeList(ListCall* call) {
           response->set_next_page_token(
               page_tokens_.Encode(query, page.next_after_session_id));
         }
-        call->Reply(absl::OkStatus());
+        call->Reply(HoldLargeAnswer(call, *response));
       });
 }
 

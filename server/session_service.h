@@ -52,6 +52,13 @@ struct SessionServiceOptions {
   // request and answers (up to about 2 MB for 10,000 tokens), and at 64
   // full batches the last waits about a second for the thread.
   size_t max_waiting_batch_validations = 64;
+  // Bytes of large answers (BatchValidateSessions, ListUserSessions answers
+  // of more than kLargeAnswerBytes) this node holds until their clients take
+  // them; one more is refused with RESOURCE_EXHAUSTED and a retry delay. A
+  // client that never reads its answers holds them on the node, and one
+  // small batch of large sessions answers megabytes. One answer larger than
+  // the whole bound passes when no other is held.
+  uint64_t max_held_answer_bytes = 128ull << 20;
   // Most StreamValidateSessions streams open at once on this node; one more
   // is refused with RESOURCE_EXHAUSTED. Each costs about 18 KB idle, and
   // about 270 KB while its client writes without reading (at most 64
@@ -147,6 +154,11 @@ class StreamActivity {
 
 // The tokens of a BatchValidateSessions call validated in one turn.
 inline constexpr int kBatchValidateSlice = 256;
+
+// An answer past this size counts against max_held_answer_bytes until its
+// client took it: gRPC sends a client that does not read about this much
+// (its flow-control window) and keeps the rest.
+inline constexpr uint64_t kLargeAnswerBytes = 64 * 1024;
 
 // The status of a call refused because the node is shutting down.
 absl::Status ShuttingDown();
@@ -358,6 +370,12 @@ class SessionServiceImpl final : public RawSessionService {
   // ShuttingDown(), noting when (for WaitForCallersToLeave).
   absl::Status Refuse() const;
   absl::Status CheckReady() const;
+  // Counts `call`'s answer, once complete, against max_held_answer_bytes
+  // until its client took it (UnaryCallBase::HoldUntilDone) when it is
+  // larger than kLargeAnswerBytes; ResourceExhausted, holding nothing, when
+  // that bound is reached. Call before Reply.
+  absl::Status HoldLargeAnswer(UnaryCallBase* call,
+                               const google::protobuf::Message& answer);
   // OK when the caller may touch (AuthProcessor::AuthorizeTouch): a
   // validation with touch=true writes. OK without identities (no TLS).
   absl::Status AuthorizeTouch(const grpc::ServerContextBase& context) const;
@@ -440,6 +458,10 @@ class SessionServiceImpl final : public RawSessionService {
   // shutdown cancels calls, and OnDone follows on gRPC's threads).
   const std::shared_ptr<std::atomic<size_t>> large_batches_ =
       std::make_shared<std::atomic<size_t>>(0);
+  // Bytes of large answers held until their clients take them
+  // (max_held_answer_bytes); shared with each HeldAnswer, as large_batches_.
+  const std::shared_ptr<std::atomic<uint64_t>> held_answer_bytes_ =
+      std::make_shared<std::atomic<uint64_t>>(0);
   // When a call was last refused as shutting down (SteadyNowNs).
   mutable std::atomic<int64_t> last_refusal_ns_{0};
 

@@ -7,6 +7,7 @@
 #include <grpcpp/support/server_callback.h>
 
 #include <memory>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -79,7 +80,9 @@ class UnaryCallBase : public grpc::ServerUnaryReactor {
   // the client took the whole answer: a place counted against a bound on
   // what calls hold (LargeBatchSlot) is given back only then. Call before
   // Reply, on the handler's thread.
-  void HoldUntilDone(std::shared_ptr<void> held) { held_ = std::move(held); }
+  void HoldUntilDone(std::shared_ptr<void> held) {
+    held_.push_back(std::move(held));
+  }
 
  protected:
   UnaryCallBase(grpc::CallbackServerContext* context, grpc::ByteBuffer* out)
@@ -91,9 +94,9 @@ class UnaryCallBase : public grpc::ServerUnaryReactor {
 
  private:
   grpc::CallbackServerContext* const context_;
-  grpc::ByteBuffer* const out_;  // gRPC's, valid until OnDone
-  RpcTimer timer_;               // finished by Reply
-  std::shared_ptr<void> held_;   // HoldUntilDone
+  grpc::ByteBuffer* const out_;              // gRPC's, valid until OnDone
+  RpcTimer timer_;                           // finished by Reply
+  std::vector<std::shared_ptr<void>> held_;  // HoldUntilDone
 };
 
 template <typename Request, typename Response>

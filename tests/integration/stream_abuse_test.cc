@@ -494,66 +494,45 @@ class NeverReadingCall
   absl::Notification done_;
 };
 
-// A large BatchValidateSessions (more than 256 tokens) holds one of the
-// node's 64 places until the client took its answer. It gave its place
-// back once the answer was handed to gRPC: a client that never read its
-// answers made the node hold any number of them.
-TEST(StreamAbuseTest, LargeBatchesWhoseAnswersAreNeverReadHoldTheirPlaces) {
-  Node node;
-  ASSERT_NO_FATAL_FAILURE(StartNode(&node));
-  // Each answer (300 tokens of a session with 4 KB of attributes: 1.2 MB)
-  // is far past the 64 KiB window a client without BDP probes opens: it
-  // stays on the server until read.
-  CreateSessionRequest create;
-  create.set_user_id("unread");
-  (*create.mutable_attributes())["blob"] = std::string(4000, 'x');
-  CreateSessionResponse created;
-  {
-    grpc::ClientContext context;
-    context.set_deadline(DeadlineIn(absl::Seconds(30)));
-    ASSERT_TRUE(node.stub->CreateSession(&context, create, &created).ok());
-  }
-  BatchValidateSessionsRequest batch;
-  for (int i = 0; i < 300; ++i) {
-    batch.add_requests()->set_token(created.token());
-  }
-
+// Opens `calls` BatchValidateSessions calls of `batch` on `node` that
+// never read their answers, and expects `refused` of them refused while
+// the others hold what they hold; then `probe`s 100 ms apart, each refused
+// with `message`; then, the calls cancelled, a probe answered.
+void ExpectUnreadAnswersBounded(Node* node,
+                                const BatchValidateSessionsRequest& batch,
+                                int calls, int refused,
+                                const std::string& message) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   grpc::GenericStub unread_stub(grpc::CreateCustomChannel(
-      node.process->address(), grpc::InsecureChannelCredentials(), args));
-  // Four more than the node's places (--max_waiting_batch_validations'
-  // default): once four were refused, the others hold every place.
-  constexpr int kPlaces = 64;
-  constexpr int kMore = 4;
+      node->process->address(), grpc::InsecureChannelCredentials(), args));
   std::atomic<int> finished{0};
   std::vector<std::unique_ptr<NeverReadingCall>> unread;
-  for (int i = 0; i < kPlaces + kMore; ++i) {
+  for (int i = 0; i < calls; ++i) {
     unread.push_back(std::make_unique<NeverReadingCall>(
         &unread_stub, "/sessiond.v1.SessionService/BatchValidateSessions",
         batch.SerializeAsString(), &finished));
   }
-  for (int i = 0; i < 300 && finished.load() < kMore; ++i) {
+  for (int i = 0; i < 300 && finished.load() < refused; ++i) {
     absl::SleepFor(absl::Milliseconds(100));  // bounded: 30 s
   }
-  ASSERT_EQ(finished.load(), kMore)
+  ASSERT_EQ(finished.load(), refused)
       << "the extra calls were not refused: places were given back";
 
   auto probe = [&] {
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(10)));
     BatchValidateSessionsResponse response;
-    return node.stub->BatchValidateSessions(&context, batch, &response);
+    return node->stub->BatchValidateSessions(&context, batch, &response);
   };
-  // 10 probes 100 ms apart, long after the 64 were answered (a 300-token
+  // 10 probes 100 ms apart, long after the held calls were answered (a
   // batch takes a few ms): each must find every place taken.
   for (int i = 0; i < 10; ++i) {
-    const grpc::Status refused = probe();
-    ASSERT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
-        << "probe " << i << ": " << refused.error_message();
-    EXPECT_TRUE(absl::StrContains(refused.error_message(),
-                                  "too many large BatchValidateSessions"))
-        << refused.error_message();
+    const grpc::Status denied = probe();
+    ASSERT_EQ(denied.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << "probe " << i << ": " << denied.error_message();
+    EXPECT_TRUE(absl::StrContains(denied.error_message(), message))
+        << denied.error_message();
     absl::SleepFor(absl::Milliseconds(100));
   }
 
@@ -566,6 +545,70 @@ TEST(StreamAbuseTest, LargeBatchesWhoseAnswersAreNeverReadHoldTheirPlaces) {
     absl::SleepFor(absl::Milliseconds(100));
   }
   EXPECT_TRUE(after.ok()) << after.error_message();
+}
+
+// A session with `bytes` of attributes, and a batch of `tokens` of it.
+BatchValidateSessionsRequest BatchOfOneLargeSession(Node* node, int bytes,
+                                                    int tokens) {
+  CreateSessionRequest create;
+  create.set_user_id("unread");
+  for (int k = 0; bytes > 0; ++k, bytes -= 4000) {
+    (*create.mutable_attributes())[absl::StrCat("blob", k)] =
+        std::string(std::min(bytes, 4000), 'x');
+  }
+  CreateSessionResponse created;
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(absl::Seconds(30)));
+  const grpc::Status status =
+      node->stub->CreateSession(&context, create, &created);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  BatchValidateSessionsRequest batch;
+  for (int i = 0; i < tokens; ++i) {
+    batch.add_requests()->set_token(created.token());
+  }
+  return batch;
+}
+
+// A large BatchValidateSessions (more than 256 tokens) holds one of the
+// node's 64 places until the client took its answer. It gave its place
+// back once the answer was handed to gRPC: a client that never read its
+// answers made the node hold any number of them.
+TEST(StreamAbuseTest, LargeBatchesWhoseAnswersAreNeverReadHoldTheirPlaces) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, {"--max_held_answer_mib=1024"}));
+  // Each answer (300 tokens of a session with 4 KB of attributes: 1.2 MB)
+  // is far past the 64 KiB window a client without BDP probes opens: it
+  // stays on the server until read. Four more than the node's places
+  // (--max_waiting_batch_validations' default): once four were refused,
+  // the others hold every place.
+  const BatchValidateSessionsRequest batch =
+      BatchOfOneLargeSession(&node, 4000, 300);
+  ExpectUnreadAnswersBounded(&node, batch, 64 + 4, 4,
+                             "too many large BatchValidateSessions");
+  StopNode(&node);
+}
+
+// Small batches (256 tokens or fewer take no place) of a large session
+// answer megabytes each: the bytes of answers held until read are bounded
+// (--max_held_answer_mib). Counted by tokens alone, 68 such calls held
+// about 290 MB.
+TEST(StreamAbuseTest, SmallBatchesWhoseLargeAnswersAreNeverReadAreBounded) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, {"--max_held_answer_mib=8"}));
+  const BatchValidateSessionsRequest batch =
+      BatchOfOneLargeSession(&node, 12000, 100);
+  // How many answers fit in 8 MiB.
+  BatchValidateSessionsResponse read;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(10)));
+    ASSERT_TRUE(node.stub->BatchValidateSessions(&context, batch, &read).ok());
+  }
+  const int held = static_cast<int>((uint64_t{8} << 20) / read.ByteSizeLong());
+  ASSERT_GE(held, 2) << read.ByteSizeLong();
+  constexpr int kCalls = 16;
+  ExpectUnreadAnswersBounded(&node, batch, kCalls, kCalls - held,
+                             "too many large answers wait");
   StopNode(&node);
 }
 
