@@ -295,6 +295,18 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AddMember(
                            absl::InvalidArgumentError(absl::StrCat(
                                "peer_address: ", parsed.status().message())));
         }
+        // Optional; when given, clients and ClusterStatus dial it until the
+        // node announces its own.
+        if (!request->client_address().empty()) {
+          absl::StatusOr<std::map<uint64_t, std::string>> client =
+              ParseInitialCluster(absl::StrCat(request->node_id(), "=",
+                                               request->client_address()));
+          if (!client.ok()) {
+            return FinishNow(
+                context, absl::InvalidArgumentError(absl::StrCat(
+                             "client_address: ", client.status().message())));
+          }
+        }
         const replication::ConfState conf = state_machine_->applied_conf();
         const NodeId id(request->node_id());
         if (Contains(conf.voters, id) || Contains(conf.learners, id)) {

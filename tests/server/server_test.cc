@@ -842,6 +842,33 @@ TEST_F(DaemonTest, BatchAndStreamValidate) {
 // The replicated expiry leeway changes through AdminService (issue 6: only
 // the first leader's --expiry_leeway_ms could set it), survives a restart
 // whatever the flag says, and out-of-range values change nothing.
+// AddMember checks the client address it stores, as it does the peer
+// address: clients and ClusterStatus dial it until the node announces its
+// own. It was stored as given ("10.0.0.4", no port).
+TEST_F(DaemonTest, AddMemberRefusesAClientAddressThatIsNotHostPort) {
+  auto admin = sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
+      daemon_->address(), grpc::InsecureChannelCredentials()));
+  sessiond::v1::AddMemberRequest request;
+  request.set_node_id(4);
+  request.set_peer_address("127.0.0.1:7004");
+  request.set_client_address("10.0.0.4");
+  sessiond::v1::AddMemberResponse response;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const grpc::Status refused = admin->AddMember(&context, request, &response);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.error_message().find("client_address"), std::string::npos)
+      << refused.error_message();
+  grpc::ClientContext status_context;
+  SetDeadline(&status_context);
+  sessiond::v1::ClusterStatusResponse status;
+  ASSERT_TRUE(admin
+                  ->ClusterStatus(&status_context,
+                                  sessiond::v1::ClusterStatusRequest(), &status)
+                  .ok());
+  EXPECT_EQ(status.members_size(), 1);  // nothing was added
+}
+
 TEST_F(DaemonTest, ExpiryLeewayIsSetThroughTheAdminServiceAndKept) {
   auto admin = sessiond::v1::AdminService::NewStub(grpc::CreateChannel(
       daemon_->address(), grpc::InsecureChannelCredentials()));
