@@ -145,6 +145,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ClusterStatus(
                  MemberStatus& m = answers[id];
                  m.set_node_id(id.value());
                  m.set_voter(Contains(status.conf_state.voters, id));
+                 m.set_outside_membership(
+                     !m.voter() && !Contains(status.conf_state.learners, id));
                  auto t = table.find(id);
                  if (t != table.end()) {
                    if (m.client_address().empty()) {

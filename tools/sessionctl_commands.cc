@@ -632,7 +632,10 @@ absl::Status RemoveMember(Connection& cluster, const Output& out,
     for (const v1::MemberStatus& m : answer->response.members()) {
       if (m.node_id() == node_id) member = &m;
     }
-    if (member == nullptr) {
+    // A removed node, or an --initial_cluster id never added, is listed
+    // (the member table, the address book) but is no member: it was shown
+    // as a "learner" to remove.
+    if (member == nullptr || member->outside_membership()) {
       return absl::NotFoundError(absl::StrCat(
           what, ": node ", node_id,
           " is not a member (`sessionctl members list`): nothing to remove"));

@@ -1129,6 +1129,12 @@ TEST(SessionctlClusterTest, MembersAndLeaderTransfer) {
   ASSERT_EQ(confirmed.exit_code, 0) << confirmed;
   json removed = ParseJson(confirmed.out);
   EXPECT_EQ(removed["voters"].size(), 2u) << removed;
+  // Removed, it is still listed (the member table, the address book), but
+  // is no member: nothing to confirm. It was offered as a "learner".
+  const CtlRun again = remove(absl::StrCat(away, "\n"));
+  EXPECT_EQ(again.exit_code, 1) << again;
+  EXPECT_TRUE(absl::StrContains(again.err, "is not a member")) << again;
+  EXPECT_FALSE(absl::StrContains(again.err, "Removing node")) << again;
   cluster.Kill(away);
   cluster.WipeDataDir(away);
   const CtlRun add =
