@@ -113,10 +113,12 @@ uint64_t ExpirySweeper::SweepOnce() {
     leading_term_ = status.term;
   }
   // Removes nothing during the grace, but judges as always (the breaker's
-  // windows roll on time). A lone voter's own touches are all it waits
-  // for: no grace.
+  // windows roll on time). A lone member's own touches are all it waits
+  // for: no grace. A lone voter with learners waits for theirs: they answer
+  // validations while it is down, and forward what they recorded.
   const bool in_grace =
-      (status.conf_state.voters.size() > 1 &&
+      (status.conf_state.voters.size() + status.conf_state.learners.size() >
+           1 &&
        steady_ms - *leading_since_steady_ms_ <
            absl::ToInt64Milliseconds(options_.new_leader_grace)) ||
       (options_.touches_stalled && options_.touches_stalled());

@@ -1160,6 +1160,45 @@ TEST(ClusterTest, UsersActiveThroughANodeThatLostItsQuorumStayLoggedIn) {
   }
 }
 
+// The same with a lone voter and a learner (a cluster growing from one
+// node): the learner answers VALID while the voter is down, and the voter,
+// back, waits out the grace for the touches the learner recorded meanwhile
+// (it had none: a lone voter's own touches were all it waited for). Not a
+// guard of that grace: on this machine the learner's touches arrived before
+// its clock could idle the user out, with the grace or without it.
+TEST(ClusterTest, UsersActiveThroughALearnerWhileTheVoterWasDownStayLoggedIn) {
+  ClusterOptions options = Options(
+      {"--touch_flush_interval_ms", "1000", "--sweep_interval_ms", "100"});
+  options.nodes = 1;
+  options.spares = 1;
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(20)).ok());
+  const int voter = 1;
+  const int learner = 2;
+  ASSERT_TRUE(AddMember(cluster, voter, learner).ok());
+  ASSERT_TRUE(cluster.StartNode(learner).ok());
+  const absl::Duration idle = absl::Seconds(5);
+  const std::string active = MustCreate(cluster, voter, "active", idle).token();
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  cluster.Kill(voter);
+  const absl::Time outage_end = absl::Now() + 2 * idle;
+  while (absl::Now() < outage_end) {
+    EXPECT_EQ(ValidateWithTouch(cluster, learner, active),
+              ValidateSessionResponse::VALID);
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  ASSERT_TRUE(cluster.StartNode(voter).ok());
+  // The learner's touches go out at its next flush (every second).
+  absl::SleepFor(absl::Seconds(3));
+  ValidateSessionResponse answer;
+  const grpc::Status s =
+      cluster.Validate(voter, active, sessiond::v1::LINEARIZABLE, &answer);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID)
+      << cluster.LogTail(voter);
+}
+
 // A validate stream that ends at an answer it could not give records no
 // touch for the answers behind it, which it never sent: they were recorded
 // as they were validated, so a stream cut short by a lost quorum still
