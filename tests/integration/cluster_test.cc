@@ -1281,6 +1281,48 @@ TEST(ClusterTest, AMemberThatRanThroughAnOutageBringsTheClusterClockAlong) {
       << "cluster times " << times;
 }
 
+// Sessions created by a leader restarted after an outage, while the member
+// that ran through it is still cut off, outlive its return: the cluster
+// time it brings along (it counted the outage) must not age them. KNOWN
+// BROKEN (stop 47, a helper's review): the leader's clock takes the
+// member's time at its first forwarded message, a jump of the outage's
+// length, and sessions stamped before it with an idle timeout shorter than
+// the outage answer EXPIRED on every node (checked: 3 of 3 EXPIRED).
+// Skipped until the catch-up keeps them (docs/ARCHITECTURE.md, known gaps).
+TEST(ClusterTest,
+     SessionsMadeBeforeAMemberThatRanThroughAnOutageReturnsStayValid) {
+  if (std::getenv("SESSIOND_RUN_KNOWN_BROKEN") == nullptr) {
+    GTEST_SKIP() << "known broken: the cluster clock's catch-up ages them "
+                    "(set SESSIOND_RUN_KNOWN_BROKEN=1 to run)";
+  }
+  ClusterHarness cluster(Options());
+  const int survivor = RunsOnAndCampaignsLast(cluster);
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader =
+      cluster.WaitForLeader(absl::Seconds(20), AllBut(cluster, survivor));
+  ASSERT_TRUE(leader.ok());
+  MustCreate(cluster, *leader, "before");
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  for (int id : Others(cluster, survivor)) cluster.Kill(id);
+  absl::SleepFor(absl::Seconds(15));
+  cluster.Isolate(survivor);
+  ASSERT_TRUE(RestartTheOthers(cluster, survivor).ok());
+  leader = cluster.WaitForLeader(absl::Seconds(20), AllBut(cluster, survivor));
+  ASSERT_TRUE(leader.ok());
+  const std::string fresh =
+      MustCreate(cluster, *leader, "fresh", absl::Seconds(10)).token();
+  cluster.HealAll();
+  absl::SleepFor(absl::Seconds(3));  // a few agent rounds
+  for (int id : cluster.ids()) {
+    ValidateSessionResponse answer;
+    const grpc::Status s =
+        cluster.Validate(id, fresh, sessiond::v1::LINEARIZABLE, &answer);
+    ASSERT_TRUE(s.ok()) << "node " << id << ": " << s.error_message();
+    EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID)
+        << "node " << id;
+  }
+}
+
 // Membership changes go one at a time, and a new leader counts its whole
 // log as a pending change until it applied it. A change sent while another
 // is not applied yet used to be refused (FAILED_PRECONDITION "a membership
