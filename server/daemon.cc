@@ -340,6 +340,9 @@ absl::Status Daemon::Reload(const Config& next) {
   // leaves everything as it was.
   if (security_ != nullptr) {
     SESSIOND_RETURN_IF_ERROR(security_->ReloadRoles(next.auth_file));
+    // Outgoing peer connections opened under the old roles are checked
+    // again only by a new handshake.
+    if (transport_ != nullptr) transport_->RenewChannels();
   }
   shutdown_grace_ms_.store(next.shutdown_grace_ms);
   if (next.sweep_interval_ms != sweep_interval_ms_ ||

@@ -126,6 +126,24 @@ std::shared_ptr<grpc::ChannelCredentials> PeerTransport::CredentialsFor(
   return options_.credentials ? options_.credentials(peer) : nullptr;
 }
 
+void PeerTransport::ConnectAnew(NodeId id, Peer* peer) {
+  peer->channel = NewPeerChannel(peer->address, CredentialsFor(id));
+  peer->stub = RaftPeer::NewStub(peer->channel);
+  peer->snapshot_stub =
+      RaftPeer::NewStub(NewPeerChannel(peer->address, CredentialsFor(id)));
+  peer->address_changed = true;  // the sender reopens its stream
+  peer->cv.SignalAll();
+}
+
+void PeerTransport::RenewChannels() {
+  absl::MutexLock lock(&mu_);
+  if (stopped_) return;
+  for (auto& [id, peer] : peers_) {
+    absl::MutexLock peer_lock(&peer->mu);
+    ConnectAnew(id, peer.get());
+  }
+}
+
 void PeerTransport::SetAddress(NodeId id, const std::string& address) {
   if (id == options_.self || id == NodeId(0) || address.empty()) return;
   absl::MutexLock lock(&mu_);
@@ -136,12 +154,7 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     absl::MutexLock peer_lock(&peer->mu);
     if (peer->address == address) return;
     peer->address = address;
-    peer->channel = NewPeerChannel(address, CredentialsFor(id));
-    peer->stub = RaftPeer::NewStub(peer->channel);
-    peer->snapshot_stub =
-        RaftPeer::NewStub(NewPeerChannel(address, CredentialsFor(id)));
-    peer->address_changed = true;
-    peer->cv.SignalAll();
+    ConnectAnew(id, peer);
     return;
   }
   auto peer = std::make_unique<Peer>(id);

@@ -130,6 +130,12 @@ class PeerTransport : public replication::Transport {
   // Adds a peer or changes its address (a new channel). The own id is
   // ignored.
   void SetAddress(NodeId peer, const std::string& address);
+  // New channels to every peer (new connections, so new TLS handshakes):
+  // who serves at a peer's address is checked against the roles only at a
+  // handshake (ListenerSecurity::peer_channels_to), and a connection opened
+  // under the roles a reload just replaced would otherwise carry on for as
+  // long as it stays up. The message streams reopen on them.
+  void RenewChannels();
   std::map<NodeId, std::string> addresses() const;
   // Whether traffic from `peer` may come in: an address is known and it
   // was not removed.
@@ -162,6 +168,9 @@ class PeerTransport : public replication::Transport {
  private:
   std::shared_ptr<grpc::ChannelCredentials> CredentialsFor(NodeId peer) const;
   struct Peer;
+  // New channels and stubs to `peer` at its address; its sender reopens
+  // its stream. With peer->mu held.
+  void ConnectAnew(NodeId id, Peer* peer);
 
   void SendLoop(Peer* peer);
   void SnapshotLoop(Peer* peer);

@@ -435,6 +435,28 @@ TEST(PeerTransportTest, SnapshotsTravelOnAConnectionOfTheirOwn) {
   served.server->Shutdown();
 }
 
+// RenewChannels (a role file reloaded) opens new connections to every
+// peer, and the message stream goes on over them: who serves at a peer's
+// address is checked against the roles only at a handshake, so the
+// connection opened under the old roles must end. It carried on.
+TEST(PeerTransportTest, RenewedChannelsAreNewConnections) {
+  ConnectionRecordingPeer recording;
+  LoopbackServer served = Serve(&recording);
+  ASSERT_NE(served.server, nullptr);
+  PeerTransport transport(Options());
+  transport.SetAddress(kPeer, served.address());
+  transport.Send(Heartbeats(kPeer, 3));
+  ASSERT_TRUE(Eventually([&] { return !recording.message_peers().empty(); }));
+  const std::set<std::string> before = recording.message_peers();
+  transport.RenewChannels();
+  ASSERT_TRUE(Eventually([&] {
+    transport.Send(Heartbeats(kPeer, 1));
+    return recording.message_peers().size() > before.size();
+  })) << "no new connection after RenewChannels";
+  transport.Stop();
+  served.server->Shutdown();
+}
+
 // This node's own image, damaged on disk, is not sent, and the node is
 // told to make another. A follower refused it (its checksum fails), the
 // leader sent it again a few heartbeats later, and so on for as long as
