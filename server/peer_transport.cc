@@ -88,6 +88,17 @@ struct PeerTransport::Peer {
   std::thread sender;
   std::thread snapshotter;
 
+  // New channels and stubs at `address` (new connections, so new TLS
+  // handshakes); the sender reopens its stream on them.
+  void ConnectAnew(const std::shared_ptr<grpc::ChannelCredentials>& credentials)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    channel = NewPeerChannel(address, credentials);
+    stub = RaftPeer::NewStub(channel);
+    snapshot_stub = RaftPeer::NewStub(NewPeerChannel(address, credentials));
+    address_changed = true;
+    cv.SignalAll();
+  }
+
   // Counted by the threads that send; read by traffic().
   void Drop(PeerDrop reason, uint64_t n = 1) {
     dropped[static_cast<int>(reason)].fetch_add(n, std::memory_order_relaxed);
@@ -126,21 +137,12 @@ std::shared_ptr<grpc::ChannelCredentials> PeerTransport::CredentialsFor(
   return options_.credentials ? options_.credentials(peer) : nullptr;
 }
 
-void PeerTransport::ConnectAnew(NodeId id, Peer* peer) {
-  peer->channel = NewPeerChannel(peer->address, CredentialsFor(id));
-  peer->stub = RaftPeer::NewStub(peer->channel);
-  peer->snapshot_stub =
-      RaftPeer::NewStub(NewPeerChannel(peer->address, CredentialsFor(id)));
-  peer->address_changed = true;  // the sender reopens its stream
-  peer->cv.SignalAll();
-}
-
 void PeerTransport::RenewChannels() {
   absl::MutexLock lock(&mu_);
   if (stopped_) return;
   for (auto& [id, peer] : peers_) {
     absl::MutexLock peer_lock(&peer->mu);
-    ConnectAnew(id, peer.get());
+    peer->ConnectAnew(CredentialsFor(id));
   }
 }
 
@@ -154,7 +156,7 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     absl::MutexLock peer_lock(&peer->mu);
     if (peer->address == address) return;
     peer->address = address;
-    ConnectAnew(id, peer);
+    peer->ConnectAnew(CredentialsFor(id));
     return;
   }
   auto peer = std::make_unique<Peer>(id);

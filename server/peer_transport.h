@@ -168,9 +168,6 @@ class PeerTransport : public replication::Transport {
  private:
   std::shared_ptr<grpc::ChannelCredentials> CredentialsFor(NodeId peer) const;
   struct Peer;
-  // New channels and stubs to `peer` at its address; its sender reopens
-  // its stream. With peer->mu held.
-  void ConnectAnew(NodeId id, Peer* peer);
 
   void SendLoop(Peer* peer);
   void SnapshotLoop(Peer* peer);
