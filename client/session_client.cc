@@ -242,9 +242,6 @@ bool RefusedForItsSize(const absl::Status& status, size_t request_bytes) {
          size == request_bytes;
 }
 
-// A write's kResourceExhausted that is not the server's refusal: the write
-// may have applied, so it is reported as an unknown outcome, not as the
-// "not applied" the code means otherwise.
 // Whether the server's answer is about its own state, not the cluster's
 // (an election, a load the leader sheds): a node starting, holding no data
 // yet, shutting down, or installing a snapshot.
@@ -255,6 +252,9 @@ bool OfThatNodeAlone(const absl::Status& status) {
          reason == "SHUTTING_DOWN" || reason == "SNAPSHOT_INSTALLING";
 }
 
+// A write's kResourceExhausted that is not the server's refusal: the write
+// may have applied, so it is reported as an unknown outcome, not as the
+// "not applied" the code means otherwise.
 absl::Status AmbiguousResourceExhausted(const absl::Status& status) {
   return absl::UnknownError(absl::StrCat(
       "outcome unknown: the write was sent and this client refused the "

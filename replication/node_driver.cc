@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/bounded_counter.h"
 #include "common/check.h"
 #include "common/fault_point.h"
 #include "common/log.h"
@@ -131,17 +132,11 @@ bool NodeDriver::Reserve(uint64_t bytes) {
     return false;
   }
   // A command larger than max_pending_bytes passes when nothing else is
-  // held: refused, it would be refused forever ("retry shortly"). Taken by
-  // compare-and-swap: of callers that all read "nothing held", one passes.
-  int64_t held = outstanding_bytes_.load(std::memory_order_relaxed);
-  do {
-    if (held > 0 &&
-        static_cast<uint64_t>(held) + bytes > options_.max_pending_bytes) {
-      outstanding_proposals_.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
-  } while (!outstanding_bytes_.compare_exchange_weak(
-      held, held + static_cast<int64_t>(bytes), std::memory_order_relaxed));
+  // held: refused, it would be refused forever ("retry shortly").
+  if (!AddWithinLimit(&outstanding_bytes_, bytes, options_.max_pending_bytes)) {
+    outstanding_proposals_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
   return true;
 }
 
@@ -149,8 +144,7 @@ NodeDriver::ProposeCallback NodeDriver::ReleasedWhenAnswered(
     ProposeCallback done, uint64_t bytes) {
   return [this, bytes, done = std::move(done)](ApplyResult result) {
     outstanding_proposals_.fetch_sub(1, std::memory_order_relaxed);
-    outstanding_bytes_.fetch_sub(static_cast<int64_t>(bytes),
-                                 std::memory_order_relaxed);
+    outstanding_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
     done(std::move(result));
   };
 }

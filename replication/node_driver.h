@@ -626,7 +626,7 @@ class NodeDriver : public MessageSink, public StageRunner {
 
   // Back-pressure: proposals accepted and not yet answered.
   std::atomic<int64_t> outstanding_proposals_{0};
-  std::atomic<int64_t> outstanding_bytes_{0};
+  std::atomic<uint64_t> outstanding_bytes_{0};
 
   std::atomic<uint64_t> metric_proposals_{0};
   std::atomic<uint64_t> metric_proposals_refused_{0};

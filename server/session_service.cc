@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/bounded_counter.h"
 #include "common/fault_point.h"
 #include "common/status_macros.h"
 #include "common/steady_clock.h"
@@ -94,16 +95,11 @@ class LargeBatchSlot {
 // is done with its call (UnaryCallBase::HoldUntilDone).
 class HeldAnswer {
  public:
-  // A hold of `bytes`, or null past `limit` (one larger than `limit` is
-  // held when nothing else is: refused, it would be refused for good).
-  // Taken by compare-and-swap: racing answers never pass on one reading.
+  // A hold of `bytes`, or null past `limit` (AddWithinLimit).
   static std::shared_ptr<HeldAnswer> Take(
       std::shared_ptr<std::atomic<uint64_t>> held, uint64_t bytes,
       uint64_t limit) {
-    uint64_t now = held->load();
-    do {
-      if (now > 0 && now + bytes > limit) return nullptr;
-    } while (!held->compare_exchange_weak(now, now + bytes));
+    if (!AddWithinLimit(held.get(), bytes, limit)) return nullptr;
     return std::shared_ptr<HeldAnswer>(new HeldAnswer(std::move(held), bytes));
   }
   ~HeldAnswer() { held_->fetch_sub(bytes_); }
