@@ -36,6 +36,9 @@ void ClusterAgent::RunOnce() {
   MaybePublish(status);
   MaybeWriteSettings(status);
   MaybeBootstrapKey(status);
+  // A leader that ran through the others' outage, or a catch-up that was
+  // lost on its way (WritePath::HandleForwarded proposes the first).
+  if (status.role == replication::Role::kLeader) writes_->ProposeCatchUpIfDue();
   MaybeTick(status);
   MaybeReportSkew();
 }

@@ -35,6 +35,27 @@ int64_t ClusterClock::EstimateNsLocked(int64_t steady_ns) {
   return EstimateNsLocked(steady_ns, options_.applied());
 }
 
+int64_t ClusterClock::FollowedNsLocked(
+    int64_t steady_ns, const storage::AppliedTimeSample& sample) const {
+  if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) {
+    return options_.wall_ms() * kNsPerMs;
+  }
+  int64_t followed_ns =
+      sample.cluster_ms * kNsPerMs + (steady_ns - sample.steady_ns);
+  if (last_stamp_ms_ != 0 && last_stamp_ms_ >= sample.cluster_ms) {
+    // Our own latest stamp may not be applied yet; and an applied stamp
+    // is sampled when it is applied, a commit latency after it was made,
+    // so on the leader this is the estimate that keeps pace. Only while it
+    // is the latest time there is: once another leader's stamps are
+    // applied, ours (from an earlier term) would run ahead of every
+    // correction that leader made since.
+    followed_ns =
+        std::max(followed_ns, last_stamp_ms_ * kNsPerMs +
+                                  (steady_ns - last_stamp_anchor_ns_));
+  }
+  return followed_ns;
+}
+
 int64_t ClusterClock::EstimateNsLocked(
     int64_t steady_ns, const storage::AppliedTimeSample& sample) {
   if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) {
@@ -44,22 +65,51 @@ int64_t ClusterClock::EstimateNsLocked(
     // its wall clock (a new member, a restore), and then follows that.
     return options_.wall_ms() * kNsPerMs;
   }
-  int64_t estimate_ns =
-      sample.cluster_ms * kNsPerMs + (steady_ns - sample.steady_ns);
-  if (last_stamp_ms_ != 0 && last_stamp_ms_ >= sample.cluster_ms) {
-    // Our own latest stamp may not be applied yet; and an applied stamp
-    // is sampled when it is applied, a commit latency after it was made,
-    // so on the leader this is the estimate that keeps pace. Only while it
-    // is the latest time there is: once another leader's stamps are
-    // applied, ours (from an earlier term) would run ahead of every
-    // correction that leader made since.
-    estimate_ns =
-        std::max(estimate_ns, last_stamp_ms_ * kNsPerMs +
-                                  (steady_ns - last_stamp_anchor_ns_));
+  const int64_t followed_ns = FollowedNsLocked(steady_ns, sample);
+  // What it counted: the time it last returned, or its steady time since
+  // it last ran in step (a stamp from behind may have been applied since).
+  const int64_t counted_ns = std::max(
+      last_now_ms_ * kNsPerMs, in_step_ns_ + (steady_ns - in_step_anchor_ns_));
+  const bool in_step =
+      followed_ns >= counted_ns - kCatchUpThroughLogMs * kNsPerMs;
+  int64_t estimate_ns = std::max(followed_ns, last_now_ms_ * kNsPerMs);
+  if (in_step ||
+      (diverged_at_ms_ != 0 && sample.cluster_ms >= diverged_at_ms_)) {
+    // In step; or the log passed the time it counted when it went out of
+    // step (its catch-up applied): it counts from the log's time again, so
+    // a catch-up's own latency is never taken for a lead (handed on, it
+    // would start another catch-up, and so on).
+    in_step_applied_ms_ =
+        sample.cluster_ms != 0 ? sample.cluster_ms : last_stamp_ms_;
+    in_step_ns_ = in_step ? estimate_ns : followed_ns;
+    in_step_anchor_ns_ = steady_ns;
+    diverged_at_ms_ = 0;
+  } else {
+    // It applied times behind what it counted (it ran through the others'
+    // outage, and their leader stamps from where they stopped): it counts
+    // on from where it last ran in step, until the catch-up is applied.
+    estimate_ns = std::max(followed_ns, counted_ns);
+    if (diverged_at_ms_ == 0) diverged_at_ms_ = estimate_ns / kNsPerMs;
   }
-  estimate_ns = std::max(estimate_ns, last_now_ms_ * kNsPerMs);
   last_now_ms_ = estimate_ns / kNsPerMs;
   return estimate_ns;
+}
+
+int64_t ClusterClock::JudgedNsLocked(int64_t steady_ns,
+                                     const storage::AppliedTimeSample& sample) {
+  const int64_t estimate_ns = EstimateNsLocked(steady_ns, sample);
+  if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) return estimate_ns;
+  const int64_t followed_ns = FollowedNsLocked(steady_ns, sample);
+  return estimate_ns - followed_ns < kCatchUpThroughLogMs * kNsPerMs
+             ? estimate_ns
+             : followed_ns;
+}
+
+int64_t ClusterClock::JudgeNowMs() {
+  const int64_t steady = options_.steady_ns();
+  const storage::AppliedTimeSample sample = options_.applied();
+  absl::MutexLock lock(&mu_);
+  return JudgedNsLocked(steady, sample) / kNsPerMs;
 }
 
 int64_t ClusterClock::NowMs() {
@@ -80,7 +130,7 @@ int64_t ClusterClock::StampMs() {
     slew_budget_ns_ = 0;
     last_stamp_steady_ns_ = steady;
   }
-  const int64_t base_ns = EstimateNsLocked(steady, sample);
+  const int64_t base_ns = JudgedNsLocked(steady, sample);
   const int64_t base = base_ns / kNsPerMs;
   int64_t stamp = base;
   if (last_stamp_ms_ != 0) {
@@ -117,19 +167,75 @@ int64_t ClusterClock::SkewMs() {
   return wall - EstimateNsLocked(steady) / kNsPerMs;
 }
 
-int64_t ClusterClock::Observe(int64_t peer_cluster_ms) {
+int64_t ClusterClock::Observe(int64_t peer_cluster_ms,
+                              int64_t peer_in_step_applied_ms) {
   const int64_t steady = options_.steady_ns();
   const int64_t wall = options_.wall_ms();
+  const storage::AppliedTimeSample sample = options_.applied();
   absl::MutexLock lock(&mu_);
-  const int64_t now_ms = EstimateNsLocked(steady) / kNsPerMs;
+  const int64_t now_ms = EstimateNsLocked(steady, sample) / kNsPerMs;
   // Believed only as far as this node's wall clock (and a second): a member
   // that counted through an outage is near the wall clock; one far past it
   // is broken, and would expire sessions early everywhere.
   const int64_t target =
       std::min(peer_cluster_ms, std::max(now_ms, wall + kObserveAheadOfWallMs));
   if (target <= now_ms) return 0;
-  last_now_ms_ = target;
-  return target - now_ms;
+  const int64_t followed_ms = FollowedNsLocked(steady, sample) / kNsPerMs;
+  if (target - followed_ms < kCatchUpThroughLogMs) {
+    last_now_ms_ = target;
+    return target - now_ms;
+  }
+  // An older sender gives no point: nothing is shifted (the jump ages what
+  // was stamped in the lag, as it did before the catch-up went through the
+  // log).
+  const int64_t since =
+      peer_in_step_applied_ms > 0 ? peer_in_step_applied_ms : followed_ms;
+  const int64_t pending_ms =
+      observed_ms_ == 0
+          ? 0
+          : observed_ms_ + (steady - observed_anchor_ns_) / kNsPerMs;
+  observed_since_ms_ =
+      observed_ms_ == 0 ? since : std::min(observed_since_ms_, since);
+  if (target > pending_ms) {
+    observed_ms_ = target;
+    observed_anchor_ns_ = steady;
+  }
+  return 0;
+}
+
+std::optional<ClusterClock::CatchUp> ClusterClock::TakeCatchUp() {
+  const int64_t steady = options_.steady_ns();
+  const storage::AppliedTimeSample sample = options_.applied();
+  absl::MutexLock lock(&mu_);
+  if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) return std::nullopt;
+  // This node's own lead first (it ran through the others' outage).
+  CatchUp catch_up{EstimateNsLocked(steady, sample) / kNsPerMs,
+                   in_step_applied_ms_};
+  const int64_t followed_ms = FollowedNsLocked(steady, sample) / kNsPerMs;
+  if (observed_ms_ != 0) {
+    const int64_t observed_now_ms =
+        observed_ms_ + (steady - observed_anchor_ns_) / kNsPerMs;
+    if (observed_now_ms - followed_ms < kCatchUpThroughLogMs) {
+      observed_ms_ = 0;  // applied: the log caught up with it
+    } else if (observed_now_ms > catch_up.to_ms) {
+      catch_up.to_ms = observed_now_ms;
+      catch_up.since_ms = std::min(catch_up.since_ms, observed_since_ms_);
+    }
+  }
+  if (catch_up.to_ms - followed_ms < kCatchUpThroughLogMs) return std::nullopt;
+  if (catch_up_taken_ns_ &&
+      steady - *catch_up_taken_ns_ < kCatchUpRetryMs * kNsPerMs) {
+    return std::nullopt;  // one is on its way
+  }
+  catch_up_taken_ns_ = steady;
+  return catch_up;
+}
+
+int64_t ClusterClock::InStepAppliedMs() {
+  const int64_t steady = options_.steady_ns();
+  absl::MutexLock lock(&mu_);
+  EstimateNsLocked(steady);
+  return in_step_applied_ms_;
 }
 
 int64_t ClusterClock::AheadOfAppliedMs() {

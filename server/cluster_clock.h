@@ -19,7 +19,9 @@
 //  * A brand-new cluster starts at its first leader's wall clock. While no
 //    member runs (a whole-cluster outage) cluster time stands still, so that
 //    downtime never counts as a session's idle or lifetime. A member that
-//    runs meanwhile counts, and the others catch up with it (Observe).
+//    runs meanwhile counts, and the others catch up with it (Observe,
+//    TakeCatchUp): through the log, with the sessions stamped in the lag
+//    moved along, so the jump ages none of them.
 //
 // Thread-safe.
 #ifndef SESSIOND_SERVER_CLUSTER_CLOCK_H_
@@ -56,9 +58,18 @@ class ClusterClock {
   // For reads and for the touches this node records.
   int64_t NowMs() ABSL_LOCKS_EXCLUDED(mu_);
 
-  // The timestamp for a command this node proposes as leader: NowMs(),
-  // slewed toward the wall clock within the bound, never below a previous
-  // stamp or the applied time.
+  // The time a read judges expiry at: NowMs(), except on a node that
+  // applied stamps a catch-up's worth behind what it counted (it ran
+  // through the others' outage): the time those stamps say, until the
+  // catch-up moves them and it (TakeCatchUp). Judged by its count, the
+  // sessions made in the lag would answer EXPIRED there meanwhile; judged
+  // so, one that idled out during the outage answers as it did before it.
+  int64_t JudgeNowMs() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The timestamp for a command this node proposes as leader: JudgeNowMs()
+  // (its jump, if it ran ahead, goes through the log), slewed toward the
+  // wall clock within the bound, never below a previous stamp or the
+  // applied time.
   int64_t StampMs() ABSL_LOCKS_EXCLUDED(mu_);
 
   // This node's wall clock minus its cluster time.
@@ -69,15 +80,42 @@ class ClusterClock {
   // whole-cluster outage, by the downtime, for weeks at the slew rate.
   int64_t WallMs() const { return options_.wall_ms(); }
 
-  // Another member's cluster time (a forwarded write carries its sender's):
-  // this clock never reads below it from now on. A member that kept running
-  // while the others were down (a lost quorum) counted time that the ones
-  // restarted never saw; the leader catches up with it, and its stamps
-  // bring every member along, so the nodes' clocks agree again. (While no
-  // member runs, none counts, and time still stands still.)
-  // Taken at most up to this node's wall clock plus a second. Returns how
-  // far this clock moved forward, in ms.
-  int64_t Observe(int64_t peer_cluster_ms) ABSL_LOCKS_EXCLUDED(mu_);
+  // Another member's cluster time (a forwarded write carries its sender's,
+  // and the applied time at which its clock last ran in step, `peer_in_step_
+  // applied_ms`, 0 when not sent). A member that kept running while the
+  // others were down (a lost quorum) counted time that the ones restarted
+  // never saw, and this leader catches up with it. (While no member runs,
+  // none counts, and time still stands still.) Taken at most up to this
+  // node's wall clock plus a second.
+  //  * Less than kCatchUpThroughLogMs ahead: this clock never reads below
+  //    it from now on, stamps included. Returns how far it moved, in ms.
+  //  * Further ahead: nothing moves here (returns 0). The jump must go
+  //    through the log with the shift of what this clock stamped in the
+  //    lag (TakeCatchUp), or the sessions made meanwhile would age by the
+  //    outage at once.
+  int64_t Observe(int64_t peer_cluster_ms, int64_t peer_in_step_applied_ms)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // A catch-up for this node, as leader, to propose (ClockCatchUpCommand):
+  // the time it should jump to and the applied time since which stamps
+  // lagged, when a member observed (Observe) or this node itself (a leader
+  // that ran through the others' outage) is at least kCatchUpThroughLogMs
+  // ahead of the time this node stamps. nullopt when none is due, or one
+  // was handed out less than kCatchUpRetryMs ago (not applied yet).
+  struct CatchUp {
+    int64_t to_ms;
+    int64_t since_ms;
+  };
+  std::optional<CatchUp> TakeCatchUp() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The applied cluster time at which this clock last ran in step with
+  // what it applied (less than kCatchUpThroughLogMs ahead): every time
+  // applied since is at least this. A node that ran through an outage and
+  // then applied a lagging leader's stamps keeps the point it ran from.
+  int64_t InStepAppliedMs() ABSL_LOCKS_EXCLUDED(mu_);
+
+  static constexpr int64_t kCatchUpThroughLogMs = 1000;
+  static constexpr int64_t kCatchUpRetryMs = 3000;
 
   // NowMs(), once this node has applied a cluster time or stamped one;
   // nullopt before (NowMs is then its wall clock, a guess that must not
@@ -101,6 +139,16 @@ class ClusterClock {
   int64_t EstimateNsLocked(int64_t steady_ns,
                            const storage::AppliedTimeSample& sample)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // JudgeNowMs, in nanoseconds; raises last_now_ms_ as EstimateNsLocked.
+  int64_t JudgedNsLocked(int64_t steady_ns,
+                         const storage::AppliedTimeSample& sample)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The time applied entries (and this node's own stamps) say, without the
+  // floor of times already returned: what this node stamps, unless it runs
+  // less than kCatchUpThroughLogMs behind that floor. 0 when ungrounded.
+  int64_t FollowedNsLocked(int64_t steady_ns,
+                           const storage::AppliedTimeSample& sample) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClusterClockOptions options_;
   absl::Mutex mu_;
@@ -111,6 +159,21 @@ class ClusterClock {
   int64_t last_stamp_anchor_ns_ ABSL_GUARDED_BY(mu_) = 0;
   // Slew allowed and not used yet (see StampMs).
   int64_t slew_budget_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  // See InStepAppliedMs; this clock read in_step_ns_ then, at steady time
+  // in_step_anchor_ns_.
+  int64_t in_step_applied_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t in_step_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t in_step_anchor_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  // The time this clock read when it went out of step; 0 while in step.
+  int64_t diverged_at_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // A member's time observed too far ahead to take at once (Observe): it
+  // was observed_ms_ at steady time observed_anchor_ns_, and its clock ran
+  // in step since observed_since_ms_. 0: none.
+  int64_t observed_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t observed_anchor_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t observed_since_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  // Steady time TakeCatchUp last handed one out.
+  std::optional<int64_t> catch_up_taken_ns_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sessiond::server

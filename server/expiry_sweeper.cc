@@ -142,7 +142,10 @@ uint64_t ExpirySweeper::SweepClosed(int64_t steady_ms,
                                     bool remove) {
   const bool breaker_on = options_.breaker.share > 0;
   const int64_t leeway = state_machine_->expiry_leeway_ms();
-  const int64_t now_ms = clock_->NowMs();
+  // As reads judge: a leader that ran through the others' outage and has
+  // not applied its catch-up yet would find the sessions made in the lag
+  // due (their removal, checked at the applied time, would not happen).
+  const int64_t now_ms = clock_->JudgeNowMs();
   if (breaker_on &&
       (!judging_ || judged_after_opening_ != breaker.times_opened())) {
     // A new leadership, or the breaker just closed: what is overdue now
@@ -258,7 +261,7 @@ void ExpirySweeper::MaybeClearBreaker(
     seen_open_steady_ms_ = steady_ms;
   }
   if (options_.breaker.share <= 0) return;  // turned off: operators resume
-  const int64_t now_ms = clock_->NowMs();
+  const int64_t now_ms = clock_->JudgeNowMs();
   const int64_t horizon =
       now_ms + breaker_lookahead_ms_.load(std::memory_order_relaxed);
   // Every held session counts: a sample would clear the breaker while most

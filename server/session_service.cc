@@ -385,16 +385,16 @@ void SessionServiceImpl::Validate(const ValidateSessionRequest& request,
     done(s);
     return;
   }
-  reads_->Wait(
-      request.consistency(), deadline,
-      [this, &request, response, deferred,
-       done = std::move(done)](ReadAnswer answer) {
-        if (!answer.status.ok()) {
-          done(answer.status);
-          return;
-        }
-        done(ValidateNow(request, clock_->NowMs(), answer, response, deferred));
-      });
+  reads_->Wait(request.consistency(), deadline,
+               [this, &request, response, deferred,
+                done = std::move(done)](ReadAnswer answer) {
+                 if (!answer.status.ok()) {
+                   done(answer.status);
+                   return;
+                 }
+                 done(ValidateNow(request, clock_->JudgeNowMs(), answer,
+                                  response, deferred));
+               });
 }
 
 // ---------------------------------------------------------------------------
@@ -471,7 +471,7 @@ void SessionServiceImpl::ServeValidate(ValidateCall* call) {
                [this, call](ReadAnswer answer) {
                  if (!answer.status.ok()) return Fail(call, answer.status);
                  const absl::Status s =
-                     ValidateNow(call->request(), clock_->NowMs(), answer,
+                     ValidateNow(call->request(), clock_->JudgeNowMs(), answer,
                                  call->response());
                  if (!s.ok()) return Fail(call, s);
                  call->Reply(absl::OkStatus());
@@ -511,7 +511,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
       call->request().consistency(), DeadlineOf(call->context()),
       [this, call, large](ReadAnswer answer) {
         if (!answer.status.ok()) return Fail(call, answer.status);
-        const int64_t now_ms = clock_->NowMs();
+        const int64_t now_ms = clock_->JudgeNowMs();
         call->response()->mutable_responses()->Reserve(
             call->request().requests_size());
         // One slice; true once the call is answered. The touches wait for
@@ -591,7 +591,7 @@ void SessionServiceImpl::ServeList(ListCall* call) {
       [this, call, query, page_size,
        after = std::move(after)](ReadAnswer answer) {
         if (!answer.status.ok()) return Fail(call, answer.status);
-        const int64_t now_ms = clock_->NowMs();
+        const int64_t now_ms = clock_->JudgeNowMs();
         storage::ListUserPage page = table_->ListUser(
             call->request().user_id(), page_size, after, query.include_revoked,
             state_machine_->ExpiryNowMs(now_ms),
@@ -1139,7 +1139,7 @@ void SessionServiceImpl::ServeGet(GetCall* call) {
         response->set_consistency(answer.consistency);
         response->set_stale(answer.stale);
         response->set_staleness_ms(answer.staleness_ms);
-        const int64_t now_ms = clock_->NowMs();
+        const int64_t now_ms = clock_->JudgeNowMs();
         response->set_expired(storage::IsExpired(
             *session, state_machine_->ExpiryNowMs(now_ms),
             state_machine_->ExpiryNowMs(IdleJudgedAtMs(answer, now_ms)),

@@ -422,6 +422,7 @@ void WritePath::Forward(std::shared_ptr<Call> call, NodeId leader) {
   // cluster time that was restored from a backup.
   if (const std::optional<int64_t> now = clock_->GroundedNowMs()) {
     rpc->request.set_sender_cluster_time_ms(*now);
+    rpc->request.set_sender_in_step_applied_ms(clock_->InStepAppliedMs());
   }
   forwarded_.fetch_add(1, std::memory_order_relaxed);
   rpcs_in_flight_.fetch_add(1);
@@ -682,8 +683,11 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
     respond(std::move(response));
     return;
   }
-  // Before the command is stamped: the stamp is at least the sender's time.
-  if (const int64_t moved = clock_->Observe(request.sender_cluster_time_ms());
+  // Before the command is stamped: the stamp is at least the sender's time,
+  // and a catch-up (a jump through the log) goes before it.
+  if (const int64_t moved =
+          clock_->Observe(request.sender_cluster_time_ms(),
+                          request.sender_in_step_applied_ms());
       moved >= kClockCatchUpLogMs) {
     logging::Warn("clock.caught_up_with_member",
                   logging::Fields()
@@ -694,6 +698,7 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
                            "was down while the member ran): cluster time "
                            "moved forward to the member's"));
   }
+  ProposeCatchUpIfDue();
   ProposeHere(
       request, [this, respond = std::move(respond)](ApplyResult result) {
         ProposeResponse response;
@@ -710,6 +715,34 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
         response.set_applied_index(state_machine_->applied_index().value());
         respond(std::move(response));
       });
+}
+
+void WritePath::ProposeCatchUpIfDue() {
+  if (driver_->status().role != replication::Role::kLeader) return;
+  const std::optional<ClusterClock::CatchUp> catch_up = clock_->TakeCatchUp();
+  if (!catch_up) return;
+  Command command;
+  command.mutable_clock_catch_up()->set_to_ms(catch_up->to_ms);
+  command.mutable_clock_catch_up()->set_since_ms(catch_up->since_ms);
+  command.set_timestamp_ms(clock_->StampMs());
+  logging::Warn(
+      "clock.catching_up",
+      logging::Fields()
+          .Add("from_ms", command.timestamp_ms())
+          .Add("to_ms", catch_up->to_ms)
+          .Add("since_ms", catch_up->since_ms)
+          .Add("msg",
+               "a member counted time this leader did not (it was down "
+               "while the member ran): cluster time jumps forward through "
+               "the log, and sessions stamped since since_ms move with it"));
+  // Lost (a full inbox, a lost leadership): TakeCatchUp hands it out again
+  // after its retry interval.
+  driver_->Propose(command.SerializeAsString(), [](ApplyResult result) {
+    if (!result.ok()) {
+      logging::Warn("clock.catch_up_not_applied",
+                    logging::Fields().Add("error", result.status().ToString()));
+    }
+  });
 }
 
 LeaderHint WritePath::leader_hint() const {

@@ -114,6 +114,11 @@ class WritePath {
   // id (uint64_t) of the leader that started it.
   void SubmitTransfer(NodeId target, absl::Time deadline, Done done);
 
+  // On the leader: proposes the cluster clock's catch-up when one is due
+  // (ClusterClock::TakeCatchUp: a member, or this node, counted an outage
+  // the others did not), ahead of whatever is proposed after it.
+  void ProposeCatchUpIfDue();
+
   // The leader's side of RaftPeer.Propose: `respond` is called exactly
   // once.
   void HandleForwarded(

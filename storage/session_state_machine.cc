@@ -487,6 +487,14 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         results.push_back(ApplyExpiryBreaker(command.expiry_breaker(),
                                              entry.index, now_ms, &*cluster));
         break;
+      case Command::kClockCatchUp:
+        if (!cluster) cluster = cluster_state();
+        results.push_back(ApplyClockCatchUp(command.clock_catch_up(), now_ms,
+                                            &*cluster, &batch));
+        // Later entries of this batch, and reads, see the new time only
+        // with the sessions moved.
+        now_ms = std::max(now_ms, command.clock_catch_up().to_ms());
+        break;
       default:
         results.push_back(ApplyCommand(command, now_ms, &batch));
     }
@@ -649,6 +657,7 @@ ApplyResult SessionStateMachine::ApplyCommand(const Command& command,
     case Command::kSettings:
     case Command::kExpiryBreaker:
     case Command::kKeyRing:
+    case Command::kClockCatchUp:
     case Command::OP_NOT_SET:
       break;
   }

@@ -425,6 +425,13 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ApplyResult ApplyPurgeCreateRequests(
       const sessiond::v1::internal::PurgeCreateRequestsCommand& purge,
       int64_t now_ms, rocksdb::WriteBatch* batch);
+  // ClockCatchUpCommand -> uint64_t, the sessions it moved forward
+  // (session_state_machine_clock.cc). `now_ms`: the applied time before
+  // it; Apply then takes its to_ms.
+  replication::ApplyResult ApplyClockCatchUp(
+      const sessiond::v1::internal::ClockCatchUpCommand& command,
+      int64_t now_ms, sessiond::v1::internal::ClusterState* cluster,
+      rocksdb::WriteBatch* batch);
   // AuditCommand (session_state_machine_audit.cc).
   replication::ApplyResult ApplyAudit(
       const sessiond::v1::internal::AuditCommand& audit, int64_t now_ms,

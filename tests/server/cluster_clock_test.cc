@@ -176,11 +176,12 @@ TEST(ClusterClockTest, LeadershipMovingAboutDoesNotAddUpSlew) {
 }
 
 // A member that ran while this leader was down counted time this clock
-// never saw: observed, it is never read below again, stamps included, and
-// the follower's side sees how far ahead of its applied time it runs. An
-// observed time past this node's wall clock (plus a second) is taken only
-// up to it: a member's clock is believed as far as the wall clock allows.
-TEST(ClusterClockTest, AMembersTimeIsObservedUpToTheWallClock) {
+// never saw. Less than a second of it is taken at once, stamps included.
+// More goes through the log: this clock neither reads nor stamps it before
+// the catch-up it hands out (once per retry interval) is applied, with the
+// point since which the member's clock ran ahead. An observed time past
+// this node's wall clock (plus a second) is taken only up to it.
+TEST(ClusterClockTest, AMembersTimeIsCaughtUpWithThroughTheLog) {
   int64_t steady_ns = 0;
   storage::AppliedTimeSample applied{kStartWallMs - 12'000, 0};
   ClusterClock clock(ClusterClockOptions{
@@ -192,17 +193,91 @@ TEST(ClusterClockTest, AMembersTimeIsObservedUpToTheWallClock) {
   EXPECT_EQ(clock.NowMs(), kStartWallMs - 12'000);
   EXPECT_EQ(clock.GroundedNowMs(), kStartWallMs - 12'000);
   EXPECT_EQ(clock.AheadOfAppliedMs(), 0);
-  EXPECT_EQ(clock.Observe(kStartWallMs - 20'000), 0);  // behind: nothing
-  EXPECT_EQ(clock.Observe(kStartWallMs - 1'000), 11'000);
-  EXPECT_EQ(clock.NowMs(), kStartWallMs - 1'000);
-  EXPECT_EQ(clock.AheadOfAppliedMs(), 11'000);
-  EXPECT_GE(clock.StampMs(), kStartWallMs - 1'000);
+  EXPECT_EQ(clock.Observe(kStartWallMs - 20'000, 0), 0);    // behind: nothing
+  EXPECT_EQ(clock.Observe(kStartWallMs - 11'500, 0), 500);  // taken at once
+  EXPECT_EQ(clock.NowMs(), kStartWallMs - 11'500);
+  EXPECT_EQ(clock.StampMs(), kStartWallMs - 11'500);
+  EXPECT_FALSE(clock.TakeCatchUp());
+
+  const int64_t member_ran_since = kStartWallMs - 30'000;
+  EXPECT_EQ(clock.Observe(kStartWallMs - 1'000, member_ran_since), 0);
+  EXPECT_EQ(clock.NowMs(), kStartWallMs - 11'500);
+  EXPECT_EQ(clock.StampMs(), kStartWallMs - 11'500);
   steady_ns += 500 * kNsPerMs;
-  EXPECT_GE(clock.NowMs(), kStartWallMs - 1'000);
+  std::optional<ClusterClock::CatchUp> catch_up = clock.TakeCatchUp();
+  ASSERT_TRUE(catch_up);
+  EXPECT_EQ(catch_up->to_ms, kStartWallMs - 500);  // the member's, now
+  EXPECT_EQ(catch_up->since_ms, member_ran_since);
+  EXPECT_FALSE(clock.TakeCatchUp());  // on its way
+  EXPECT_EQ(clock.NowMs(), kStartWallMs - 11'000);
+  steady_ns += ClusterClock::kCatchUpRetryMs * kNsPerMs;
+  catch_up = clock.TakeCatchUp();  // lost: handed out again
+  ASSERT_TRUE(catch_up);
+  EXPECT_EQ(catch_up->to_ms, kStartWallMs + 2'500);
+  // Applied: this clock follows it, and nothing more is due.
+  applied = {catch_up->to_ms, steady_ns};
+  steady_ns += 200 * kNsPerMs;
+  EXPECT_EQ(clock.NowMs(), kStartWallMs + 2'700);
+  steady_ns += ClusterClock::kCatchUpRetryMs * kNsPerMs;
+  EXPECT_FALSE(clock.TakeCatchUp());
+
   // An hour past the wall clock: up to the wall clock and a second.
-  // (Now kStartWallMs - 500: the stamp plus the half second since.)
-  EXPECT_EQ(clock.Observe(kStartWallMs + 3'600'000), 2'000);
-  EXPECT_EQ(clock.NowMs(), kStartWallMs + 1'500);
+  EXPECT_EQ(clock.Observe(kStartWallMs + 3'600'000, member_ran_since), 0);
+  steady_ns += ClusterClock::kCatchUpRetryMs * kNsPerMs;
+  catch_up = clock.TakeCatchUp();
+  ASSERT_TRUE(catch_up);
+  EXPECT_EQ(catch_up->to_ms, kStartWallMs + steady_ns / kNsPerMs + 1'000);
+}
+
+// A member that ran through the others' outage, then applied what a leader
+// restarted after it stamped: its clock keeps what it counted, and the
+// point it ran from (every stamp of that leader is applied at or after
+// it). Elected, it stamps what the log says and hands out its own lead as
+// a catch-up.
+TEST(ClusterClockTest, AMemberThatRanAheadKeepsThePointItRanFrom) {
+  int64_t steady_ns = 0;
+  const int64_t ran_from = kStartWallMs - 60'000;
+  storage::AppliedTimeSample applied{ran_from, 0};
+  ClusterClock clock(ClusterClockOptions{
+      .slew_ppm = 0,
+      .wall_ms = [&] { return kStartWallMs + steady_ns / kNsPerMs; },
+      .steady_ns = [&] { return steady_ns; },
+      .applied = [&] { return applied; },
+  });
+  steady_ns += 20'000 * kNsPerMs;  // the others are down: it counts
+  EXPECT_EQ(clock.NowMs(), ran_from + 20'000);
+  EXPECT_EQ(clock.JudgeNowMs(), ran_from + 20'000);
+  EXPECT_EQ(clock.InStepAppliedMs(), ran_from);
+  // The others are back; their leader stamped from where they stopped.
+  applied = {ran_from + 100, steady_ns};
+  steady_ns += 1'000 * kNsPerMs;
+  EXPECT_EQ(clock.NowMs(), ran_from + 21'000);  // it counts on
+  EXPECT_EQ(clock.AheadOfAppliedMs(), 19'900);
+  EXPECT_EQ(clock.InStepAppliedMs(), ran_from);
+  // Reads judge by what it applied (or the lag's sessions would look
+  // expired here until the catch-up moves them); the leader stamps that.
+  EXPECT_EQ(clock.JudgeNowMs(), ran_from + 1'100);
+  EXPECT_EQ(clock.StampMs(), ran_from + 1'100);
+  std::optional<ClusterClock::CatchUp> catch_up = clock.TakeCatchUp();
+  ASSERT_TRUE(catch_up);
+  EXPECT_EQ(catch_up->to_ms, ran_from + 21'000);
+  EXPECT_EQ(catch_up->since_ms, ran_from);
+  // Applied 1.5 s after it was handed out (a slow commit): the latency is
+  // not a lead to hand on (it would start another catch-up, and so on).
+  steady_ns += 1'500 * kNsPerMs;
+  EXPECT_EQ(clock.NowMs(), ran_from + 22'500);
+  applied = {catch_up->to_ms, steady_ns};
+  EXPECT_EQ(clock.NowMs(), ran_from + 22'500);  // never back
+  EXPECT_EQ(clock.JudgeNowMs(), ran_from + 21'000);
+  EXPECT_EQ(clock.InStepAppliedMs(), ran_from + 21'000);
+  steady_ns += 1'000 * kNsPerMs;
+  // Stands still until the log's time passes it.
+  EXPECT_EQ(clock.NowMs(), ran_from + 22'500);
+  EXPECT_EQ(clock.AheadOfAppliedMs(), 500);
+  EXPECT_EQ(clock.JudgeNowMs(), ran_from + 22'500);
+  steady_ns += 1'000 * kNsPerMs;
+  EXPECT_EQ(clock.NowMs(), ran_from + 23'000);
+  EXPECT_EQ(clock.AheadOfAppliedMs(), 0);
 }
 
 // A node that has applied nothing reads its wall clock, a guess: it is not

@@ -304,6 +304,70 @@ TEST_F(SessionStateMachineTest, TouchMovesLastSeenForwardOnly) {
   EXPECT_EQ(table_->Get(H(1))->last_seen_at_ms(), 1600);
 }
 
+// A member ran through the others' outage from applied time 1000; the
+// others restarted and their leader stamped from where they stopped, so
+// its stamps lag by what the member counted (60 s). The catch-up moves
+// them with the jump: a session made or touched in the lag keeps the time
+// it had, and one last seen before it still counts the outage. Applied
+// at exactly 1000 counts as the lag (a leader restarted with an older
+// applied time stamped below it before it replayed its log); a catch-up
+// handed out again moves nobody twice.
+TEST_F(SessionStateMachineTest, ACatchUpMovesWhatWasStampedInTheLag) {
+  ApplySession(Create(1, 900, "alice", 1'000'000, 5'000));  // before
+  ApplySession(Create(3, 900, "carol", 1'000'000, 5'000));
+  Command tick;
+  tick.set_timestamp_ms(1000);
+  tick.mutable_tick();
+  ASSERT_TRUE(ApplyOne(tick).ok());  // the member's last applied time
+  ApplySession(Create(4, 950, "dave", 1'000'000, 5'000));  // applied at 1000
+  ApplySession(Create(2, 2000, "bob", 1'000'000, 5'000));  // in the lag
+  ApplySession(Touch(2100, {{3, 2100}}));                  // in the lag
+  Command catch_up;
+  catch_up.set_timestamp_ms(2200);
+  catch_up.mutable_clock_catch_up()->set_to_ms(62'200);
+  catch_up.mutable_clock_catch_up()->set_since_ms(1000);
+  EXPECT_EQ(ApplyCount(catch_up), 3u);
+  EXPECT_EQ(sm_->applied_time_ms(), 62'200);
+  auto check = [&] {
+    const std::optional<Session> before = table_->Get(H(1));
+    ASSERT_TRUE(before);
+    EXPECT_EQ(before->created_at_ms(), 900);
+    EXPECT_EQ(before->last_seen_at_ms(), 900);
+    EXPECT_TRUE(IsExpired(*before, 62'200, 0));
+    const std::optional<Session> made = table_->Get(H(2));
+    ASSERT_TRUE(made);
+    EXPECT_EQ(made->created_at_ms(), 2000);  // immutable
+    EXPECT_EQ(made->expires_at_ms(), 1'060'000);
+    EXPECT_EQ(made->last_seen_at_ms(), 62'000);
+    EXPECT_FALSE(IsExpired(*made, 62'200, 0));
+    const std::optional<Session> touched = table_->Get(H(3));
+    ASSERT_TRUE(touched);
+    EXPECT_EQ(touched->expires_at_ms(), 1'000'000);
+    EXPECT_EQ(touched->last_seen_at_ms(), 62'100);
+    EXPECT_FALSE(IsExpired(*touched, 62'200, 0));
+    const std::optional<Session> at_since = table_->Get(H(4));
+    ASSERT_TRUE(at_since);
+    EXPECT_EQ(at_since->last_seen_at_ms(), 61'000);
+    EXPECT_FALSE(IsExpired(*at_since, 62'200, 0));
+  };
+  check();
+  Reopen();  // stored as moved
+  check();
+  EXPECT_EQ(sm_->applied_time_ms(), 62'200);
+  // Handed out again before the first applied: caught up, nothing moves.
+  catch_up.set_timestamp_ms(62'250);
+  EXPECT_EQ(ApplyCount(catch_up), 0u);
+  // Handed out again with a later time (its retry): only what the caught-up
+  // clock stamped moves, by the new lead.
+  ApplySession(Create(5, 62'300, "erin", 1'000'000, 5'000));
+  catch_up.set_timestamp_ms(62'400);
+  catch_up.mutable_clock_catch_up()->set_to_ms(65'400);
+  EXPECT_EQ(ApplyCount(catch_up), 1u);
+  EXPECT_EQ(table_->Get(H(5))->last_seen_at_ms(), 65'300);
+  EXPECT_EQ(table_->Get(H(2))->last_seen_at_ms(), 62'000);
+  EXPECT_EQ(table_->Get(H(4))->last_seen_at_ms(), 61'000);
+}
+
 TEST_F(SessionStateMachineTest, MultiTouchCountsAndSkips) {
   ApplySession(Create(1, 1000));
   ApplySession(Create(2, 1000));
