@@ -300,6 +300,55 @@ void Daemon::ConfirmRemoval() {
   }
 }
 
+void Daemon::ConfirmSplitIdentity() {
+  std::optional<SplitIdentityClaim> claim;
+  {
+    absl::MutexLock lock(&split_identity_mu_);
+    claim = std::move(split_identity_claim_);
+    split_identity_claim_.reset();
+  }
+  if (!claim || left_cluster_.load()) return;
+  const NodeId self(static_cast<uint64_t>(config_.node_id));
+  std::unique_ptr<sessiond::v1::internal::RaftPeer::Stub> stub =
+      sessiond::v1::internal::RaftPeer::NewStub(NewPeerChannel(
+          claim->address, security_->peer_channels_to(claim->leader)));
+  const absl::StatusOr<sessiond::v1::internal::HelloResponse> answer =
+      AskHello(*stub, self);
+  std::string refuted;
+  if (!answer.ok()) {
+    refuted = absl::StrCat("it did not answer Hello (",
+                           answer.status().message(), ")");
+  } else if (answer->cluster_id() != cluster_id_ ||
+             answer->cluster_epoch() != cluster_epoch_.load()) {
+    refuted = "it answers for another cluster, or another life of this one";
+  } else if (answer->node_id() != claim->leader.value() ||
+             answer->leader() != claim->leader.value()) {
+    refuted = absl::StrCat("it answers as node ", answer->node_id(),
+                           " led by node ", answer->leader());
+  } else if (std::find(answer->voters().begin(), answer->voters().end(),
+                       self.value()) == answer->voters().end() &&
+             std::find(answer->learners().begin(), answer->learners().end(),
+                       self.value()) == answer->learners().end()) {
+    refuted = "it does not count this node as a member";
+  }
+  if (!refuted.empty()) {
+    logging::Warn("peer.split_identity_not_confirmed",
+                  logging::Fields()
+                      .Add("node_id", claim->leader.value())
+                      .Add("peer_address", claim->address)
+                      .Add("refuted", refuted)
+                      .Add("msg",
+                           "a node said it leads this cluster, in which this "
+                           "node would then be a stale lone voter; it was "
+                           "not confirmed, so this node runs on"));
+    return;
+  }
+  LeaveCluster(absl::StrCat(claim->why, "; remove it from the cluster first (",
+                            "sessionctl members remove ", self.value(),
+                            ", on a live member)"),
+               /*mark=*/true);
+}
+
 void Daemon::FollowMembers(
     const sessiond::v1::internal::ClusterState& cluster) {
   for (const auto& m : cluster.members()) {
@@ -895,11 +944,12 @@ absl::Status Daemon::Init() {
       };
     }
     parts.cluster_epoch = cluster_epoch_.load();
-    parts.on_split_identity = [this, self](const std::string& why) {
-      LeaveCluster(absl::StrCat(why, "; remove it from the cluster first (",
-                                "sessionctl members remove ", self.value(),
-                                ", on a live member)"),
-                   /*mark=*/true);
+    parts.on_split_identity = [this](NodeId leader, const std::string& address,
+                                     const std::string& why) {
+      absl::MutexLock lock(&split_identity_mu_);
+      // One at a time: judged within a second, the next one is taken then.
+      if (split_identity_claim_) return;
+      split_identity_claim_ = SplitIdentityClaim{leader, address, why};
     };
     peer_service_->Attach(std::move(parts));
   }
@@ -1069,8 +1119,11 @@ absl::Status Daemon::Init() {
                                           state_machine_.get(), clock_.get(),
                                           writes_.get());
   if (peer_service_ != nullptr) {
-    removal_check_ = std::make_unique<PeriodicTask>(
-        "sd-removal", absl::Seconds(1), [this] { ConfirmRemoval(); });
+    removal_check_ =
+        std::make_unique<PeriodicTask>("sd-removal", absl::Seconds(1), [this] {
+          ConfirmRemoval();
+          ConfirmSplitIdentity();
+        });
   }
   if (on_restart_needed_ != nullptr) {
     log_watch_ = std::make_unique<PeriodicTask>(

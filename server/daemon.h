@@ -207,6 +207,15 @@ class Daemon {
   // removed member's), asks the leader, and leaves the cluster when the
   // leader has it neither as voter nor learner and lists it as removed.
   void ConfirmRemoval();
+  // removal_check_'s run too: a node that claimed to lead this cluster
+  // while this node is the lone voter of its own configuration
+  // (PeerServiceParts::on_split_identity) is asked Hello at the address it
+  // gave; this node leaves the cluster only when that node answers as the
+  // leader of this cluster and epoch that counts this node as a member.
+  // Otherwise the claim is logged (peer.split_identity_not_confirmed) and
+  // dropped: one message from anyone who reached the peer port made a lone
+  // voter mark its data dir removed and stop for good.
+  void ConfirmSplitIdentity();
   // The transport follows the cluster's members: their addresses, and who
   // was removed.
   void FollowMembers(const sessiond::v1::internal::ClusterState& cluster);
@@ -315,6 +324,15 @@ class Daemon {
   // Whether this node was removed from its cluster (server/removal_watch.h):
   // fed by the apply thread and the transport, judged by sd-removal.
   RemovalWatch removal_watch_;
+  // A claim on_split_identity made and ConfirmSplitIdentity has not judged.
+  struct SplitIdentityClaim {
+    NodeId leader;
+    std::string address;
+    std::string why;
+  };
+  absl::Mutex split_identity_mu_;
+  std::optional<SplitIdentityClaim> split_identity_claim_
+      ABSL_GUARDED_BY(split_identity_mu_);
   // "sd-removal", every second in a cluster, from the end of Init until
   // Shutdown stops it first: ConfirmRemoval.
   std::unique_ptr<PeriodicTask> removal_check_;

@@ -476,7 +476,9 @@ absl::Status PeerService::AdmitSender(const PeerServiceParts& parts,
           "dir was started afresh as a new one-node cluster (wiped, or "
           "restarted with the flags it had before the cluster grew) while "
           "the cluster still counts it as a member");
-      if (parts.on_split_identity) parts.on_split_identity(why);
+      if (parts.on_split_identity) {
+        parts.on_split_identity(id, sender.address, why);
+      }
       return absl::FailedPreconditionError(absl::StrCat(
           "peer traffic from node ", sender.id, " refused: ", why));
     }

@@ -59,13 +59,18 @@ struct PeerServiceParts {
   std::function<sessiond::v1::MemberStatus(bool with_digest)> status;
   // The listeners' role policy; none without TLS (no identities to judge).
   const AuthProcessor* auth = nullptr;
-  // Called (any thread, maybe more than once) when a leader of this
-  // cluster that this node does not know contacts it while it is the lone
-  // voter of its own configuration: its data dir was started afresh as a
-  // new one-node cluster (wiped, or the flags of the node it was before the
-  // cluster grew), and the cluster still counts it as a member. `why` says
-  // so. The node must stop: its vote and its empty log would count.
-  std::function<void(const std::string& why)> on_split_identity;
+  // Called (any thread, maybe more than once) when a node this one does
+  // not know, `leader` at `address`, says it leads this cluster while this
+  // node is the lone voter of its own configuration. If so, this node's
+  // data dir was started afresh as a new one-node cluster (wiped, or the
+  // flags of the node it was before the cluster grew) while the cluster
+  // still counts it as a member, and it must stop: its vote and its empty
+  // log would count. Only a claim: anyone who can reach the peer port can
+  // send it, so the callee confirms it with that leader before acting
+  // (Daemon::ConfirmSplitIdentity). `why` says what it means if true.
+  std::function<void(NodeId leader, const std::string& address,
+                     const std::string& why)>
+      on_split_identity;
   // OK when the data disk has room for `bytes` more (storage::DiskGuard::
   // RoomFor); null: not checked.
   std::function<absl::Status(uint64_t bytes, absl::string_view what)>

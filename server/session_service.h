@@ -360,6 +360,11 @@ class SessionServiceImpl final : public RawSessionService {
   int64_t IdleJudgedAtMs(const ReadAnswer& answer, int64_t now_ms) const;
   // `deferred` (a batch): the touch goes there instead of the buffer, to be
   // recorded only if the whole call succeeds.
+  // A token that cannot be one (storage::LooksLikeToken): `response` is its
+  // UNKNOWN, filled at once, and true. False for any other token.
+  bool AnsweredWithoutReading(
+      const sessiond::v1::ValidateSessionRequest& request,
+      sessiond::v1::ValidateSessionResponse* response);
   absl::Status ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
                            int64_t now_ms, const ReadAnswer& answer,
                            sessiond::v1::ValidateSessionResponse* response,

@@ -75,6 +75,17 @@ absl::Status RestartTheOthers(ClusterHarness& cluster, int survivor) {
   return cluster.WaitForWritable(absl::Seconds(20));
 }
 
+// Waits until an idle leader's tick (--clock_tick_ms, 2 s) is applied
+// everywhere: the sessions made before then were stamped before the last
+// time the survivor applies before an outage. A session stamped at exactly
+// that time counts as made in the lag (the clock's catch-up moves it with
+// the outage: ClockCatchUpCommand), so a test of what the outage does to
+// the sessions made before it waits for this first.
+void WaitForATick(ClusterHarness& cluster) {
+  absl::SleepFor(absl::Seconds(3));
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+}
+
 // The largest difference between the members' cluster times, and them all
 // in `listed`.
 int64_t ClusterTimeSpreadMs(ClusterHarness& cluster, std::string* listed) {
@@ -879,6 +890,40 @@ grpc::Status SendPeerBatch(ClusterHarness& cluster, int to, uint64_t cluster_id,
   return writer->Finish();
 }
 
+// The lone voter stops at a leader's message
+// (AMemberRestartedAsANewOneNodeClusterStops) only once
+// that leader confirms it, answering Hello as the leader of this cluster
+// that counts the lone voter as a member: anyone who reaches the peer port
+// can claim to lead, and one such message used to mark the data dir
+// removed and stop the node for good (a helper's review).
+TEST(ClusterTest, AnUnconfirmedLeaderClaimDoesNotStopALoneVoter) {
+  ClusterOptions options = Options();
+  options.nodes = 1;
+  ClusterHarness cluster(options);
+  ASSERT_TRUE(cluster.Start().ok());
+  ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(20)).ok());
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(1);
+  ASSERT_TRUE(status.ok()) << status.status();
+  const grpc::Status claimed =
+      SendPeerBatch(cluster, 1, status->cluster_id(), /*from=*/99,
+                    replication::MessageType::kHeartbeat,
+                    /*term=*/uint64_t{1} << 40, "127.0.0.1:1");
+  EXPECT_EQ(claimed.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << claimed.error_message();
+  // Judged within a second or two (sd-removal).
+  const absl::Time until = absl::Now() + absl::Seconds(15);
+  while (!LogContains(cluster, 1, "peer.split_identity_not_confirmed") &&
+         absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(LogContains(cluster, 1, "peer.split_identity_not_confirmed"))
+      << cluster.LogTail(1);
+  const std::string token = MustCreate(cluster, 1, "after").token();
+  EXPECT_EQ(cluster.Validate(1, token, sessiond::v1::LINEARIZABLE),
+            ValidateSessionResponse::VALID);
+}
+
 // Peer traffic from another cluster, or from a node the receiver does not
 // know, is refused and logged, and changes nothing; a stranger's traffic
 // is taken only when it is a leader's at the receiver's term or later (a
@@ -1104,17 +1149,6 @@ int RunsOnAndCampaignsLast(ClusterHarness& cluster) {
   return kSurvivor;
 }
 
-// Waits until an idle leader's tick (--clock_tick_ms, 2 s) is applied
-// everywhere: the sessions made before then were stamped before the last
-// time the survivor applies before an outage. A session stamped at exactly
-// that time counts as made in the lag (the clock's catch-up moves it with
-// the outage: ClockCatchUpCommand), so a test of what the outage does to
-// the sessions made before it waits for this first.
-void WaitForATick(ClusterHarness& cluster) {
-  absl::SleepFor(absl::Seconds(3));
-  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
-}
-
 // Two of three nodes down for longer than the sessions' idle timeout: the
 // survivor keeps answering VALID (stale) for the users active through it,
 // and when the quorum returns the touches it recorded meanwhile keep them
@@ -1231,6 +1265,17 @@ TEST(ClusterTest, AStreamCutShortTouchesNothingItDidNotAnswer) {
   ASSERT_EQ(before.outcome(), ValidateSessionResponse::VALID);
 
   for (int id : Others(cluster, survivor)) cluster.Kill(id);
+  {
+    // A token no session can have is UNKNOWN at once, at any consistency:
+    // it does not wait at the read barrier (which fails without a quorum)
+    // holding its megabyte meanwhile.
+    ValidateSessionResponse garbage;
+    const grpc::Status s =
+        cluster.Validate(survivor, std::string(1 << 20, '#'),
+                         sessiond::v1::LINEARIZABLE, &garbage);
+    ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+    EXPECT_EQ(garbage.outcome(), ValidateSessionResponse::UNKNOWN);
+  }
   {
     // A LINEARIZABLE read, which fails without a quorum, then LOCAL reads
     // with touch=true, answered at once and queued behind it.
@@ -1562,7 +1607,7 @@ TEST(ClusterTest, AFailedBatchValidationTouchesNoSession) {
   ASSERT_TRUE(leader.ok());
   const sessiond::v1::CreateSessionResponse created =
       MustCreate(cluster, *leader, "batch");
-  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  WaitForATick(cluster);
   const int survivor = Others(cluster, *leader)[0];
   const std::vector<int> others = Others(cluster, survivor);
   for (int id : others) cluster.Kill(id);

@@ -821,7 +821,8 @@ TEST(PeerServiceTest, TrafficForAnotherNodeIsRefusedBeforeItsSenderIsAdmitted) {
   parts.cluster_id = options.cluster_id;
   parts.driver = node.driver.get();
   parts.transport = &transport;
-  parts.on_split_identity = [&split](const std::string&) { ++split; };
+  parts.on_split_identity = [&split](NodeId, const std::string&,
+                                     const std::string&) { ++split; };
   service.Attach(parts);
   LoopbackServer served = Serve(&service);
   ASSERT_NE(served.server, nullptr);
