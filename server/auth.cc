@@ -239,7 +239,18 @@ absl::StatusOr<AuthConfig> LoadAuthConfigFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("role file ", text.status().message()));
   }
-  return ParseAuthConfig(*text, path);
+  SESSIOND_ASSIGN_OR_RETURN(AuthConfig config, ParseAuthConfig(*text, path));
+  // Nor an empty one that reads whole (truncated by a tool that writes it
+  // anew, or only comments): every caller and every peer refused. Sent to
+  // every node, a reload of it stopped the cluster.
+  if (config.roles.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "role file ", path,
+        " gives no identity a role (is it empty, or being rewritten?): every "
+        "call and every peer would be refused; list `identity = role` lines "
+        "(docs/OPERATIONS.md, TLS and roles)"));
+  }
+  return config;
 }
 
 absl::Status MethodTable::AddService(

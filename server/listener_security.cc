@@ -92,6 +92,18 @@ absl::Status ListenerSecurity::ReloadRoles(const std::string& auth_file) {
         absl::StrCat("--auth_file: ", authorizer.status().message(),
                      " (the roles in force stay)"));
   }
+  if ((*authorizer)->config().node_ids.empty() &&
+      !processor_->authorizer()->config().node_ids.empty()) {
+    // A file cut before its node_id lines reads as a valid one that stops
+    // tying peer certificates to node ids: any peer certificate could then
+    // vote and append as any node.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--auth_file: ", auth_file,
+        " has no node_id lines, and the roles in force tie peer "
+        "certificates to node ids; a reload does not drop that (is the file "
+        "cut short?). Restart with the file to do it on purpose (the roles "
+        "in force stay)"));
+  }
   processor_->SetAuthorizer(*std::move(authorizer));
   return absl::OkStatus();
 }

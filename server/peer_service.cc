@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -42,6 +43,12 @@ absl::Status Starting() {
 // The term of `m` when it is a message only a leader sends (appends,
 // heartbeats, snapshots); 0 otherwise.
 uint64_t LeaderTerm(const RaftMessage& m) {
+  // Compared whole: MessageType is 8 bits, and type 260 cast to it reads as
+  // an append (a stranger claiming to lead with a message FromWire drops).
+  if (m.type() > std::numeric_limits<
+                     std::underlying_type_t<replication::MessageType>>::max()) {
+    return 0;
+  }
   switch (static_cast<replication::MessageType>(m.type())) {
     case replication::MessageType::kAppend:
     case replication::MessageType::kHeartbeat:
@@ -481,6 +488,19 @@ absl::Status PeerService::AdmitSender(const PeerServiceParts& parts,
       }
       return absl::FailedPreconditionError(absl::StrCat(
           "peer traffic from node ", sender.id, " refused: ", why));
+    }
+    {
+      absl::MutexLock lock(&strangers_mu_);
+      if (admitted_strangers_.size() >= kMaxAdmittedStrangers &&
+          !admitted_strangers_.contains(id.value())) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "peer traffic from unknown node ", sender.id,
+            " refused: ", kMaxAdmittedStrangers,
+            " unknown leaders were admitted already (a member added while "
+            "this node was away is one; so many are not): restart this node "
+            "once its cluster's membership lists its leader"));
+      }
+      admitted_strangers_.insert(id.value());
     }
     parts.transport->SetAddress(id, sender.address);
     logging::Info("peer.unknown_leader_admitted",

@@ -196,6 +196,15 @@ class PeerService final
   mutable absl::Mutex heard_mu_;
   absl::flat_hash_set<uint64_t> heard_from_ ABSL_GUARDED_BY(heard_mu_);
   std::atomic<int64_t> last_refusal_log_ns_{0};
+  // Unknown leaders whose traffic AdmitSender took (a member added while
+  // this node was away): each is a peer with its own threads and
+  // connections, so only kMaxAdmittedStrangers of them, ever: a claim to
+  // lead is all it takes (anyone who reaches the peer port without TLS,
+  // or with any peer certificate when no node_id lines tie them).
+  static constexpr size_t kMaxAdmittedStrangers = 8;
+  absl::Mutex strangers_mu_;
+  absl::flat_hash_set<uint64_t> admitted_strangers_
+      ABSL_GUARDED_BY(strangers_mu_);
 };
 
 }  // namespace sessiond::server

@@ -781,7 +781,9 @@ class NoopStateMachine final : public replication::StateMachine {
 // The lone voter of its log, `self`, applying nothing; `max_inbox` peer
 // messages wait for its driver at most.
 struct LoneVoter {
-  LoneVoter(NodeId self, size_t max_inbox) : log(Conf(self)) {
+  // `others`: more voters (then it is not alone).
+  LoneVoter(NodeId self, size_t max_inbox, std::vector<NodeId> others = {})
+      : log(Conf(self, others)) {
     replication::NodeDriverOptions options;
     options.raft.id = self;
     options.tick_interval = std::chrono::milliseconds(10);
@@ -796,9 +798,12 @@ struct LoneVoter {
   ~LoneVoter() {
     if (driver) driver->Stop();
   }
-  static replication::ConfState Conf(NodeId self) {
+  static replication::ConfState Conf(NodeId self,
+                                     const std::vector<NodeId>& others) {
     replication::ConfState conf;
     conf.voters.push_back(self);
+    conf.voters.insert(conf.voters.end(), others.begin(), others.end());
+    std::sort(conf.voters.begin(), conf.voters.end());
     return conf;
   }
 
@@ -900,6 +905,71 @@ TEST(PeerServiceTest, TrafficForAnotherNodeIsRefusedBeforeItsSenderIsAdmitted) {
   EXPECT_EQ(for_this_node.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << for_this_node.error_message();
   EXPECT_EQ(split.load(), 1);
+  served.server->Shutdown();
+}
+
+// An unknown leader's traffic is taken (a member added while this node
+// was away), and each one taken becomes a peer with its threads and
+// connections: a claim to lead was all it took, from any number of ids.
+// Only a few are taken now; and a message type past 255 no longer reads
+// as an append (MessageType is 8 bits) to count as a leader's.
+TEST(PeerServiceTest, OnlyAFewUnknownLeadersAreAdmitted) {
+  LoneVoter node(kPeer, 100000, {kSelf});
+  ASSERT_NE(node.driver, nullptr);
+  PeerTransportOptions options = Options();
+  options.self = kPeer;
+  PeerTransport transport(options);
+  PeerService service(kPeer, [] { return v1::internal::HelloResponse(); });
+  PeerServiceParts parts;
+  parts.cluster_id = options.cluster_id;
+  parts.driver = node.driver.get();
+  parts.transport = &transport;
+  service.Attach(parts);
+  LoopbackServer served = Serve(&service);
+  ASSERT_NE(served.server, nullptr);
+  std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
+      served.address(), grpc::InsecureChannelCredentials()));
+  // One message of type `type` at term 1000 from `from`, claiming to lead.
+  auto claim = [&](uint64_t from, uint32_t type) {
+    MessageBatch batch;
+    batch.set_cluster_id(options.cluster_id);
+    batch.set_from(from);
+    batch.set_to(kPeer.value());
+    batch.set_from_address("127.0.0.1:1");
+    v1::internal::RaftMessage* m = batch.add_messages();
+    m->set_type(type);
+    m->set_from(from);
+    m->set_to(kPeer.value());
+    m->set_term(1000);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::seconds(30));
+    StreamSummary summary;
+    auto writer = stub->SendMessages(&context, &summary);
+    writer->Write(batch);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  const uint32_t heartbeat = static_cast<uint32_t>(MessageType::kHeartbeat);
+  const uint32_t wrapped = 256 + static_cast<uint32_t>(MessageType::kAppend);
+  const grpc::Status not_a_leader = claim(99, wrapped);
+  EXPECT_EQ(not_a_leader.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << not_a_leader.error_message();
+  EXPECT_FALSE(transport.Knows(NodeId(99)));
+  int admitted = 0;
+  for (uint64_t id = 100; id < 120; ++id) {
+    const grpc::Status s = claim(id, heartbeat);
+    if (transport.Knows(NodeId(id))) {
+      ++admitted;
+    } else {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+          << s.error_message();
+    }
+  }
+  EXPECT_EQ(admitted, 8);
+  // One taken before is still taken.
+  claim(100, heartbeat);
+  EXPECT_TRUE(transport.Knows(NodeId(100)));
   served.server->Shutdown();
 }
 

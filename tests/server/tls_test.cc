@@ -488,8 +488,9 @@ TEST_F(TlsTest, APeerChannelChecksWhoServesAtThePeersAddress) {
   EXPECT_EQ(as_node2.error_code(), grpc::StatusCode::UNAVAILABLE)
       << as_node2.error_message();
   // Roles reloaded without node-1's peer role: refused as node 1 too, by
-  // the roles in force at the handshake.
-  std::ofstream(roles) << "node-1 = admin\n";
+  // the roles in force at the handshake. (Still with a node_id line: a
+  // reload that drops them all is refused.)
+  std::ofstream(roles) << "node-1 = admin\nnode-2 = peer\nnode_id = 2 node-2\n";
   ASSERT_TRUE((*security)->ReloadRoles(roles).ok());
   const grpc::Status no_peer_role = dial_as(1);
   EXPECT_EQ(no_peer_role.error_code(), grpc::StatusCode::UNAVAILABLE)
@@ -615,6 +616,39 @@ TEST_F(TlsTest, AReloadWhoseRoleFileFailsChangesNothing) {
   next.auth_file = roles;
   ASSERT_TRUE((*daemon)->Reload(next).ok());
   EXPECT_EQ((*daemon)->shutdown_grace_ms(), 1);
+}
+
+// A role file that reads whole but gives nobody a role (emptied by a tool
+// that rewrites it, or only comments) used to be applied by SIGHUP: every
+// caller and every peer refused, on every node it reached. And one cut
+// before its node_id lines silently stopped tying peer certificates to
+// node ids. Both are refused now, and the roles in force stay (a helper's
+// review of the reload path).
+TEST_F(TlsTest, AReloadOfAnEmptiedOrCutRoleFileIsRefused) {
+  const std::string roles = dir_.Child("roles.conf");
+  Config config = NodeConfig(
+      roles, "node-1 = peer\napp = app\nadmin = admin\nnode_id = 1 node-1\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  const std::pair<std::string, std::string> cases[] = {
+      {"", "gives no identity a role"},
+      {"# roles are being rewritten\n", "gives no identity a role"},
+      {"node-1 = peer\napp = app\nadmin = admin\n", "has no node_id lines"},
+  };
+  for (const auto& [text, why] : cases) {
+    {
+      std::ofstream file(roles, std::ios::trunc);
+      file << text;
+    }
+    const absl::Status reloaded = (*daemon)->Reload(config);
+    EXPECT_EQ(reloaded.code(), absl::StatusCode::kInvalidArgument)
+        << "role file \"" << text << "\": " << reloaded;
+    EXPECT_THAT(std::string(reloaded.message()),
+                ::testing::HasSubstr("the roles in force stay"));
+    EXPECT_THAT(std::string(reloaded.message()), ::testing::HasSubstr(why));
+    EXPECT_TRUE(Create(Dial((*daemon)->address(), ClientCreds("app"))).ok())
+        << "role file \"" << text << "\"";
+  }
 }
 
 // A PeerService (node `self` of cluster 7) over mutual TLS with its own
