@@ -56,16 +56,19 @@ int64_t ClusterClock::FollowedNsLocked(
   return followed_ns;
 }
 
-int64_t ClusterClock::EstimateNsLocked(
-    int64_t steady_ns, const storage::AppliedTimeSample& sample) {
-  if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) {
-    // Nothing applied yet, anywhere: a new cluster starts at the wall clock.
-    // A guess, not kept (last_now_ms_ is not raised by it): a node that has
-    // applied nothing yet may be about to apply a cluster time far behind
-    // its wall clock (a new member, a restore), and then follows that.
-    return options_.wall_ms() * kNsPerMs;
-  }
+int64_t ClusterClock::EstimateNsLocked(int64_t steady_ns,
+                                       const storage::AppliedTimeSample& sample,
+                                       int64_t* followed_out) {
   const int64_t followed_ns = FollowedNsLocked(steady_ns, sample);
+  if (followed_out != nullptr) *followed_out = followed_ns;
+  if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) {
+    // Nothing applied yet, anywhere: a new cluster starts at the wall clock
+    // (FollowedNsLocked's). A guess, not kept (last_now_ms_ is not raised
+    // by it): a node that has applied nothing yet may be about to apply a
+    // cluster time far behind its wall clock (a new member, a restore), and
+    // then follows that.
+    return followed_ns;
+  }
   // What it counted: the time it last returned, or its steady time since
   // it last ran in step (a stamp from behind may have been applied since).
   const int64_t counted_ns = std::max(
@@ -97,9 +100,8 @@ int64_t ClusterClock::EstimateNsLocked(
 
 int64_t ClusterClock::JudgedNsLocked(int64_t steady_ns,
                                      const storage::AppliedTimeSample& sample) {
-  const int64_t estimate_ns = EstimateNsLocked(steady_ns, sample);
-  if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) return estimate_ns;
-  const int64_t followed_ns = FollowedNsLocked(steady_ns, sample);
+  int64_t followed_ns = 0;
+  const int64_t estimate_ns = EstimateNsLocked(steady_ns, sample, &followed_ns);
   return estimate_ns - followed_ns < kCatchUpThroughLogMs * kNsPerMs
              ? estimate_ns
              : followed_ns;
@@ -167,23 +169,25 @@ int64_t ClusterClock::SkewMs() {
   return wall - EstimateNsLocked(steady) / kNsPerMs;
 }
 
-int64_t ClusterClock::Observe(int64_t peer_cluster_ms,
-                              int64_t peer_in_step_applied_ms) {
+ClusterClock::Observed ClusterClock::Observe(int64_t peer_cluster_ms,
+                                             int64_t peer_in_step_applied_ms) {
   const int64_t steady = options_.steady_ns();
   const int64_t wall = options_.wall_ms();
   const storage::AppliedTimeSample sample = options_.applied();
   absl::MutexLock lock(&mu_);
-  const int64_t now_ms = EstimateNsLocked(steady, sample) / kNsPerMs;
+  int64_t followed_ns = 0;
+  const int64_t now_ms =
+      EstimateNsLocked(steady, sample, &followed_ns) / kNsPerMs;
   // Believed only as far as this node's wall clock (and a second): a member
   // that counted through an outage is near the wall clock; one far past it
   // is broken, and would expire sessions early everywhere.
   const int64_t target =
       std::min(peer_cluster_ms, std::max(now_ms, wall + kObserveAheadOfWallMs));
-  if (target <= now_ms) return 0;
-  const int64_t followed_ms = FollowedNsLocked(steady, sample) / kNsPerMs;
+  if (target <= now_ms) return Observed{};
+  const int64_t followed_ms = followed_ns / kNsPerMs;
   if (target - followed_ms < kCatchUpThroughLogMs) {
     last_now_ms_ = target;
-    return target - now_ms;
+    return Observed{.moved_ms = target - now_ms};
   }
   // An older sender gives no point: nothing is shifted (the jump ages what
   // was stamped in the lag, as it did before the catch-up went through the
@@ -200,7 +204,7 @@ int64_t ClusterClock::Observe(int64_t peer_cluster_ms,
     observed_ms_ = target;
     observed_anchor_ns_ = steady;
   }
-  return 0;
+  return Observed{.catch_up_due = true};
 }
 
 std::optional<ClusterClock::CatchUp> ClusterClock::TakeCatchUp() {
@@ -209,9 +213,10 @@ std::optional<ClusterClock::CatchUp> ClusterClock::TakeCatchUp() {
   absl::MutexLock lock(&mu_);
   if (sample.cluster_ms == 0 && last_stamp_ms_ == 0) return std::nullopt;
   // This node's own lead first (it ran through the others' outage).
-  CatchUp catch_up{EstimateNsLocked(steady, sample) / kNsPerMs,
+  int64_t followed_ns = 0;
+  CatchUp catch_up{EstimateNsLocked(steady, sample, &followed_ns) / kNsPerMs,
                    in_step_applied_ms_};
-  const int64_t followed_ms = FollowedNsLocked(steady, sample) / kNsPerMs;
+  const int64_t followed_ms = followed_ns / kNsPerMs;
   if (observed_ms_ != 0) {
     const int64_t observed_now_ms =
         observed_ms_ + (steady - observed_anchor_ns_) / kNsPerMs;

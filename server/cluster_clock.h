@@ -88,12 +88,16 @@ class ClusterClock {
   // none counts, and time still stands still.) Taken at most up to this
   // node's wall clock plus a second.
   //  * Less than kCatchUpThroughLogMs ahead: this clock never reads below
-  //    it from now on, stamps included. Returns how far it moved, in ms.
-  //  * Further ahead: nothing moves here (returns 0). The jump must go
+  //    it from now on, stamps included (moved_ms: how far it moved).
+  //  * Further ahead: nothing moves here (catch_up_due). The jump must go
   //    through the log with the shift of what this clock stamped in the
   //    lag (TakeCatchUp), or the sessions made meanwhile would age by the
   //    outage at once.
-  int64_t Observe(int64_t peer_cluster_ms, int64_t peer_in_step_applied_ms)
+  struct Observed {
+    int64_t moved_ms = 0;
+    bool catch_up_due = false;
+  };
+  Observed Observe(int64_t peer_cluster_ms, int64_t peer_in_step_applied_ms)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // A catch-up for this node, as leader, to propose (ClockCatchUpCommand):
@@ -136,8 +140,10 @@ class ClusterClock {
   // grounded in an applied time or a stamp); raises last_now_ms_.
   int64_t EstimateNsLocked(int64_t steady_ns)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `followed_out`, when given: FollowedNsLocked's, computed on the way.
   int64_t EstimateNsLocked(int64_t steady_ns,
-                           const storage::AppliedTimeSample& sample)
+                           const storage::AppliedTimeSample& sample,
+                           int64_t* followed_out = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // JudgeNowMs, in nanoseconds; raises last_now_ms_ as EstimateNsLocked.
   int64_t JudgedNsLocked(int64_t steady_ns,
@@ -145,7 +151,8 @@ class ClusterClock {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The time applied entries (and this node's own stamps) say, without the
   // floor of times already returned: what this node stamps, unless it runs
-  // less than kCatchUpThroughLogMs behind that floor. 0 when ungrounded.
+  // less than kCatchUpThroughLogMs behind that floor. The wall clock when
+  // ungrounded (nothing applied or stamped yet).
   int64_t FollowedNsLocked(int64_t steady_ns,
                            const storage::AppliedTimeSample& sample) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -325,10 +325,7 @@ void Daemon::ConfirmSplitIdentity() {
              answer->leader() != claim->leader.value()) {
     refuted = absl::StrCat("it answers as node ", answer->node_id(),
                            " led by node ", answer->leader());
-  } else if (std::find(answer->voters().begin(), answer->voters().end(),
-                       self.value()) == answer->voters().end() &&
-             std::find(answer->learners().begin(), answer->learners().end(),
-                       self.value()) == answer->learners().end()) {
+  } else if (!InMembership(*answer, self.value())) {
     refuted = "it does not count this node as a member";
   }
   if (!refuted.empty()) {

@@ -685,20 +685,19 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
   }
   // Before the command is stamped: the stamp is at least the sender's time,
   // and a catch-up (a jump through the log) goes before it.
-  if (const int64_t moved =
-          clock_->Observe(request.sender_cluster_time_ms(),
-                          request.sender_in_step_applied_ms());
-      moved >= kClockCatchUpLogMs) {
+  const ClusterClock::Observed observed = clock_->Observe(
+      request.sender_cluster_time_ms(), request.sender_in_step_applied_ms());
+  if (observed.moved_ms >= kClockCatchUpLogMs) {
     logging::Warn("clock.caught_up_with_member",
                   logging::Fields()
                       .Add("member", request.from())
-                      .Add("moved_ms", moved)
+                      .Add("moved_ms", observed.moved_ms)
                       .Add("msg",
                            "a member counted time this leader did not (it "
                            "was down while the member ran): cluster time "
                            "moved forward to the member's"));
   }
-  ProposeCatchUpIfDue();
+  if (observed.catch_up_due) ProposeCatchUpIfDue();
   ProposeHere(
       request, [this, respond = std::move(respond)](ApplyResult result) {
         ProposeResponse response;
@@ -718,7 +717,6 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
 }
 
 void WritePath::ProposeCatchUpIfDue() {
-  if (driver_->status().role != replication::Role::kLeader) return;
   const std::optional<ClusterClock::CatchUp> catch_up = clock_->TakeCatchUp();
   if (!catch_up) return;
   Command command;

@@ -114,7 +114,9 @@ class WritePath {
   // id (uint64_t) of the leader that started it.
   void SubmitTransfer(NodeId target, absl::Time deadline, Done done);
 
-  // On the leader: proposes the cluster clock's catch-up when one is due
+  // Called on the leader (its callers know it leads; a proposal made as
+  // leadership moves is refused, and handed out again later): proposes the
+  // cluster clock's catch-up when one is due
   // (ClusterClock::TakeCatchUp: a member, or this node, counted an outage
   // the others did not), ahead of whatever is proposed after it.
   void ProposeCatchUpIfDue();

@@ -193,14 +193,20 @@ TEST(ClusterClockTest, AMembersTimeIsCaughtUpWithThroughTheLog) {
   EXPECT_EQ(clock.NowMs(), kStartWallMs - 12'000);
   EXPECT_EQ(clock.GroundedNowMs(), kStartWallMs - 12'000);
   EXPECT_EQ(clock.AheadOfAppliedMs(), 0);
-  EXPECT_EQ(clock.Observe(kStartWallMs - 20'000, 0), 0);    // behind: nothing
-  EXPECT_EQ(clock.Observe(kStartWallMs - 11'500, 0), 500);  // taken at once
+  ClusterClock::Observed observed = clock.Observe(kStartWallMs - 20'000, 0);
+  EXPECT_EQ(observed.moved_ms, 0);  // behind: nothing
+  EXPECT_FALSE(observed.catch_up_due);
+  observed = clock.Observe(kStartWallMs - 11'500, 0);
+  EXPECT_EQ(observed.moved_ms, 500);  // taken at once
+  EXPECT_FALSE(observed.catch_up_due);
   EXPECT_EQ(clock.NowMs(), kStartWallMs - 11'500);
   EXPECT_EQ(clock.StampMs(), kStartWallMs - 11'500);
   EXPECT_FALSE(clock.TakeCatchUp());
 
   const int64_t member_ran_since = kStartWallMs - 30'000;
-  EXPECT_EQ(clock.Observe(kStartWallMs - 1'000, member_ran_since), 0);
+  observed = clock.Observe(kStartWallMs - 1'000, member_ran_since);
+  EXPECT_EQ(observed.moved_ms, 0);
+  EXPECT_TRUE(observed.catch_up_due);
   EXPECT_EQ(clock.NowMs(), kStartWallMs - 11'500);
   EXPECT_EQ(clock.StampMs(), kStartWallMs - 11'500);
   steady_ns += 500 * kNsPerMs;
@@ -222,7 +228,9 @@ TEST(ClusterClockTest, AMembersTimeIsCaughtUpWithThroughTheLog) {
   EXPECT_FALSE(clock.TakeCatchUp());
 
   // An hour past the wall clock: up to the wall clock and a second.
-  EXPECT_EQ(clock.Observe(kStartWallMs + 3'600'000, member_ran_since), 0);
+  observed = clock.Observe(kStartWallMs + 3'600'000, member_ran_since);
+  EXPECT_EQ(observed.moved_ms, 0);
+  EXPECT_TRUE(observed.catch_up_due);
   steady_ns += ClusterClock::kCatchUpRetryMs * kNsPerMs;
   catch_up = clock.TakeCatchUp();
   ASSERT_TRUE(catch_up);

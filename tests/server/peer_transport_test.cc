@@ -771,6 +771,18 @@ class NoopStateMachine final : public replication::StateMachine {
   std::atomic<LogIndex> applied_{LogIndex(0)};
 };
 
+// Sends `batch` on one SendMessages stream; the stream's status.
+grpc::Status SendOneBatch(RaftPeer::Stub& stub, const MessageBatch& batch) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(30));
+  StreamSummary summary;
+  auto writer = stub.SendMessages(&context, &summary);
+  writer->Write(batch);
+  writer->WritesDone();
+  return writer->Finish();
+}
+
 // Node 2 is the lone voter of its log; node 5, a leader it does not know,
 // sends it traffic. Admitting such a sender acts: it learns the sender's
 // address, or, here, takes this node for a wiped member that started a
@@ -849,14 +861,7 @@ TEST(PeerServiceTest, TrafficForAnotherNodeIsRefusedBeforeItsSenderIsAdmitted) {
     heartbeat.to = to;
     heartbeat.term = Term(1000);
     ToWire(heartbeat, batch.add_messages());
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(30));
-    StreamSummary summary;
-    auto writer = stub->SendMessages(&context, &summary);
-    writer->Write(batch);
-    writer->WritesDone();
-    return writer->Finish();
+    return SendOneBatch(*stub, batch);
   };
   const grpc::Status for_node_9 = send_batch(NodeId(9), stranger);
   EXPECT_EQ(for_node_9.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
@@ -941,14 +946,7 @@ TEST(PeerServiceTest, OnlyAFewUnknownLeadersAreAdmitted) {
     m->set_from(from);
     m->set_to(kPeer.value());
     m->set_term(1000);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::seconds(30));
-    StreamSummary summary;
-    auto writer = stub->SendMessages(&context, &summary);
-    writer->Write(batch);
-    writer->WritesDone();
-    return writer->Finish();
+    return SendOneBatch(*stub, batch);
   };
   const uint32_t heartbeat = static_cast<uint32_t>(MessageType::kHeartbeat);
   const uint32_t wrapped = 256 + static_cast<uint32_t>(MessageType::kAppend);
