@@ -129,6 +129,17 @@ std::shared_ptr<grpc::Channel> MakeChannel(
                                    args);
 }
 
+// The steady clock, in nanoseconds: when an endpoint last answered and how
+// long it is passed over are intervals, which a step of the wall clock
+// (NTP, a VM resumed) must not stretch: stepped back an hour, a node passed
+// over for 5 s stayed passed over (and its leader hints ignored) for the
+// hour, and no channel counted as quiet, so none was probed.
+int64_t SteadyNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // A channel that answered a call this recently is taken to be connected
 // as it says; one quiet for longer is probed first (WaitConnected).
 constexpr absl::Duration kProbeAfterQuiet = absl::Milliseconds(50);
@@ -298,9 +309,10 @@ struct SessionClient::Endpoint {
   const std::string key;      // ParseAddress(address).key; empty likewise
   const std::shared_ptr<grpc::ChannelInterface> channel;
   const std::unique_ptr<v1::SessionService::Stub> stub;
-  // When a call last completed OK over `channel` (absl::ToUnixNanos).
+  // When a call last completed OK over `channel` (SteadyNowNs).
   std::atomic<int64_t> last_ok_ns{0};
-  // Until then it ranks as failing (options pass_over_after_timeout).
+  // Until then (SteadyNowNs) it ranks as failing, and hints naming it as
+  // leader are ignored (options pass_over_after_timeout).
   std::atomic<int64_t> passed_over_until_ns{0};
 };
 
@@ -411,7 +423,7 @@ std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
   // not failing, 3 tried and failing, 4 the leader (already first);
   // round-robin order within a rank. Each channel's state is read once.
   absl::InlinedVector<uint8_t, 8> rank(n);
-  const int64_t now_ns = absl::ToUnixNanos(absl::Now());
+  const int64_t now_ns = SteadyNowNs();
   const size_t start = next_endpoint_.fetch_add(1, std::memory_order_relaxed);
   for (size_t i = 0; i < n; ++i) {
     const EndpointPtr& e = endpoints_[(start + i) % n];
@@ -435,6 +447,13 @@ std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
   return out;
 }
 
+void SessionClient::PassOver(Endpoint& endpoint) const {
+  endpoint.passed_over_until_ns.store(
+      SteadyNowNs() +
+          absl::ToInt64Nanoseconds(options_.pass_over_after_timeout),
+      std::memory_order_relaxed);
+}
+
 SessionClient::EndpointPtr SessionClient::FirstConnected(
     const std::vector<EndpointPtr>& candidates, absl::Time call_deadline,
     bool whole_call) {
@@ -443,8 +462,8 @@ SessionClient::EndpointPtr SessionClient::FirstConnected(
     const absl::Time now = absl::Now();
     if (now >= call_deadline) break;
     const bool quiet =
-        now -
-            absl::FromUnixNanos(e->last_ok_ns.load(std::memory_order_relaxed)) >
+        absl::Nanoseconds(SteadyNowNs() -
+                          e->last_ok_ns.load(std::memory_order_relaxed)) >
         kProbeAfterQuiet;
     const absl::Time until =
         std::min(now + options_.connect_timeout, call_deadline);
@@ -461,9 +480,7 @@ SessionClient::EndpointPtr SessionClient::FirstConnected(
         (until < call_deadline || (whole_call && i == 0)) &&
         e->channel->GetState(/*try_to_connect=*/false) !=
             GRPC_CHANNEL_TRANSIENT_FAILURE) {
-      e->passed_over_until_ns.store(
-          absl::ToUnixNanos(absl::Now() + options_.pass_over_after_timeout),
-          std::memory_order_relaxed);
+      PassOver(*e);
     }
     ForgetLeader(e.get());
   }
@@ -505,7 +522,7 @@ void SessionClient::Observe(const EndpointPtr& endpoint, bool write,
     if (failed && leader == endpoint) return;
     // Nor is one this client cannot reach, however often the others name
     // it: writes go through them (they forward) until it is tried again.
-    if (absl::ToUnixNanos(absl::Now()) <
+    if (SteadyNowNs() <
         leader->passed_over_until_ns.load(std::memory_order_relaxed)) {
       leader_hints_ignored_.fetch_add(1, std::memory_order_relaxed);
       return;
@@ -620,7 +637,8 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       ++sent;
       tried.push_back(endpoint.get());
       status = FromGrpcStatus(attempt(endpoint->stub.get(), &context));
-      if (absl::IsCancelled(status)) {
+      const bool cancelled_by_server = absl::IsCancelled(status);
+      if (cancelled_by_server) {
         // This client never cancels an attempt, so the server did, which
         // gRPC does to a call that races Server::Shutdown (a node draining
         // for a restart): to the caller, the store was unavailable.
@@ -636,16 +654,18 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
         status.SetPayload(kNotSentPayload, absl::Cord("1"));
       }
       if (status.ok()) {
-        endpoint->last_ok_ns.store(absl::ToUnixNanos(absl::Now()),
-                                   std::memory_order_relaxed);
+        endpoint->last_ok_ns.store(SteadyNowNs(), std::memory_order_relaxed);
         endpoint->passed_over_until_ns.store(0, std::memory_order_relaxed);
       } else {
-        if (full && absl::IsDeadlineExceeded(status)) {
+        if ((full && absl::IsDeadlineExceeded(status)) ||
+            ErrorReason(status) == "SHUTTING_DOWN" || cancelled_by_server) {
           // Not cut short by the caller's deadline: the endpoint let the
-          // whole attempt deadline pass.
-          endpoint->passed_over_until_ns.store(
-              absl::ToUnixNanos(absl::Now() + options_.pass_over_after_timeout),
-              std::memory_order_relaxed);
+          // whole attempt deadline pass. Or it is draining to stop: it
+          // stops only once no call came for a while, and followers still
+          // name it leader until then; learned again from them, it was
+          // every write's first stop, and its drain lasted its whole
+          // grace period.
+          PassOver(*endpoint);
         }
         // A read applies nothing: its codes stay as they came.
         if (policy.write && !IsNotSent(status) &&
@@ -994,8 +1014,14 @@ std::unique_ptr<ValidateStream> SessionClient::OpenValidateStream() {
                              " endpoint(s) had a connected channel in time"))));
   }
   attempts_.fetch_add(1, std::memory_order_relaxed);
-  return std::make_unique<ValidateStream>(
-      std::make_unique<grpc::ClientContext>(), endpoint->stub.get());
+  // Corked: the stream's metadata leaves with its first request. Otherwise
+  // the constructor waits for it to leave, which a connection already
+  // carrying the server's max_concurrent_streams holds back until one
+  // ends: the caller blocked, with no stream to Cancel().
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_initial_metadata_corked(true);
+  return std::make_unique<ValidateStream>(std::move(context),
+                                          endpoint->stub.get());
 }
 
 SessionClient::Stats SessionClient::stats() const {

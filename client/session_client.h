@@ -53,12 +53,13 @@ struct SessionClientOptions {
   // waits for the chosen endpoint to connect before passing it over for
   // another one (nothing has been sent to it).
   absl::Duration connect_timeout = absl::Seconds(1);
-  // An endpoint whose attempt ran out its whole `deadline` unanswered, or
-  // that a write waited `connect_timeout` for in vain (a paused or
-  // blackholed node: its channel can say CONNECTING or READY all along), is
-  // tried after the others for this long, and not taken for the leader
-  // when another node names it, so calls do not keep waiting it out in
-  // turn. 0: never passed over for that.
+  // An endpoint whose attempt ran out its whole `deadline` unanswered, that
+  // a write waited `connect_timeout` for in vain (a paused or blackholed
+  // node: its channel can say CONNECTING or READY all along), or that
+  // answered it is shutting down (SHUTTING_DOWN, or its server cancelled
+  // the call as it stopped), is tried after the others for this long, and not
+  // taken for the leader when another node names it, so calls do not keep
+  // waiting it out in turn. 0: never passed over for that.
   absl::Duration pass_over_after_timeout = absl::Seconds(5);
   // A learned leader that is not one of the endpoints gets a channel of its
   // own; at most this many such channels are kept (the least recently used
@@ -368,6 +369,8 @@ class SessionClient {
   void SetLeader(const EndpointPtr& endpoint)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetLeader(const Endpoint* endpoint) ABSL_LOCKS_EXCLUDED(mu_);
+  // Ranks `endpoint` as failing for pass_over_after_timeout (steady clock).
+  void PassOver(Endpoint& endpoint) const;
 
   absl::Duration Jitter(absl::Duration backoff) ABSL_LOCKS_EXCLUDED(rng_mu_);
   // Waits `delay` before a retry, or less when `channel` (where the retry

@@ -373,11 +373,15 @@ size_t NodeDriver::Deliver(std::vector<Message> messages) {
     absl::MutexLock lock(&inbox_mu_);
     if (driver_stop_) return 0;
     for (Message& m : messages) {
-      if (inbox_messages_.size() >= options_.max_inbox_messages) {
+      const uint64_t bytes = MessageBytes(m);
+      if (inbox_messages_.size() >= options_.max_inbox_messages ||
+          (!inbox_messages_.empty() &&
+           inbox_message_bytes_ + bytes > options_.max_inbox_bytes)) {
         metric_messages_dropped_.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
       inbox_messages_.push_back(std::move(m));
+      inbox_message_bytes_ += bytes;
       ++queued;
     }
   }
@@ -505,6 +509,7 @@ void NodeDriver::RefuseInbox(const absl::Status& status) {
     transfers.swap(inbox_transfers_);
     reads.swap(inbox_reads_);
     inbox_messages_.clear();
+    inbox_message_bytes_ = 0;
   }
   for (Proposal& p : proposals) p.done(status);
   for (ConfChangeRequest& c : changes) c.done(status);
@@ -548,11 +553,15 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
     const MessageType type = m.type;
     const absl::Status s = core_->Step(std::move(m));
     if (!s.ok()) {
-      logging::Warn("raft.message_dropped",
-                    logging::Fields()
-                        .Add("type", MessageTypeName(type))
-                        .Add("peer", from.value())
-                        .Error(s));
+      uint64_t suppressed = 0;
+      if (dropped_message_log_.Admit(runtime_->Elapsed(), &suppressed)) {
+        logging::Fields fields;
+        fields.Add("type", MessageTypeName(type))
+            .Add("peer", from.value())
+            .Error(s);
+        if (suppressed > 0) fields.Add("suppressed", suppressed);
+        logging::Warn("raft.message_dropped", fields);
+      }
       continue;
     }
     if (!from_leader && term == core_->term() &&
@@ -635,6 +644,7 @@ void NodeDriver::RunDriver() {
       transfers.swap(inbox_transfers_);
       reads.swap(inbox_reads_);
       messages.swap(inbox_messages_);
+      inbox_message_bytes_ = 0;
       persisted.swap(inbox_persisted_);
       applied.swap(inbox_applied_);
       compact.swap(inbox_compact_);

@@ -57,6 +57,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/log_budget.h"
 #include "common/metrics.h"
 #include "common/steady_cond_var.h"
 #include "replication/core/raft_core.h"
@@ -92,9 +93,12 @@ struct NodeDriverOptions {
   // queueing without limit (a leader that lost its quorum, a slow disk).
   size_t max_pending_proposals = 100000;
   uint64_t max_pending_bytes = 256ull << 20;
-  // Peer messages waiting for the driver stage; more are dropped (Raft
-  // tolerates loss; the sender retransmits).
+  // Peer messages waiting for the driver stage, and their bytes
+  // (MessageBytes); more are dropped (Raft tolerates loss; the sender
+  // retransmits). An empty inbox takes a message of any size, so no append
+  // is too large to ever arrive.
   size_t max_inbox_messages = 100000;
+  uint64_t max_inbox_bytes = 256ull << 20;
   // Compaction keeps this many entries below the snapshot's index, so a
   // follower that lags a little catches up from the log rather than with a
   // whole snapshot (etcd's SnapshotCatchUpEntries).
@@ -185,7 +189,7 @@ struct NodeDriverMetrics {
   uint64_t reads = 0;              // ReadIndex() calls
   uint64_t read_index_rounds = 0;  // RaftCore::ReadIndex calls
   uint64_t local_reads = 0;        // LocalReadIndex() gave an index
-  uint64_t messages_dropped = 0;   // inbox full
+  uint64_t messages_dropped = 0;   // inbox full (count or bytes)
   uint64_t snapshots_installed = 0;
   uint64_t log_write_failures = 0;  // LogStore writes that failed
 };
@@ -524,6 +528,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::vector<TransferRequest> inbox_transfers_ ABSL_GUARDED_BY(inbox_mu_);
   std::vector<StatusCallback> inbox_reads_ ABSL_GUARDED_BY(inbox_mu_);
   std::vector<Message> inbox_messages_ ABSL_GUARDED_BY(inbox_mu_);
+  uint64_t inbox_message_bytes_ ABSL_GUARDED_BY(inbox_mu_) = 0;
   std::vector<Persisted> inbox_persisted_ ABSL_GUARDED_BY(inbox_mu_);
   std::optional<LogIndex> inbox_applied_ ABSL_GUARDED_BY(inbox_mu_);
   std::optional<Snapshot> inbox_compact_ ABSL_GUARDED_BY(inbox_mu_);
@@ -623,6 +628,9 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::deque<absl::Duration> core_tick_times_;
   // Driver thread, while leader: the last QuorumContact found.
   absl::Duration quorum_contact_ = absl::ZeroDuration();
+  // Driver thread: a peer can send malformed messages as fast as it likes,
+  // and each refused one would be a log line written on this thread.
+  logging::LogBudget dropped_message_log_{10, absl::Minutes(1)};
 
   // Back-pressure: proposals accepted and not yet answered.
   std::atomic<int64_t> outstanding_proposals_{0};

@@ -14,8 +14,10 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/key_encryption.h"
+#include "common/signing.h"
 #include "server/admin_service.h"
 #include "server/grpc_status.h"
 #include "server/jwks_document.h"
@@ -118,6 +120,26 @@ grpc::ServerUnaryReactor* AdminServiceImpl::StageKey(
 
 namespace {
 
+// InvalidArgument unless `kid` could be a key id (kKidLength base64url
+// characters): anything else names no key, and asked of the log would be
+// replicated to every member only to be refused there.
+absl::Status CheckKid(const std::string& kid) {
+  if (kid.empty()) {
+    return absl::InvalidArgumentError(
+        "kid: must not be empty (sessionctl keys list)");
+  }
+  const bool base64url =
+      std::all_of(kid.begin(), kid.end(), [](unsigned char c) {
+        return absl::ascii_isalnum(c) || c == '-' || c == '_';
+      });
+  if (kid.size() != signing::kKidLength || !base64url) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kid: ", kid.size(), " bytes; a key id is ", signing::kKidLength,
+        " base64url characters (sessionctl keys list)"));
+  }
+  return absl::OkStatus();
+}
+
 // FailedPrecondition naming the first member that has published staged key
 // `kid` for less than the JWKS max-age: until then a cache may hold a
 // document from it without the key. Ok when the key is not STAGED here:
@@ -179,10 +201,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ActivateKey(
       context, "ActivateKey", *request,
       [=, this]() -> grpc::ServerUnaryReactor* {
         const std::string kid = request->kid();
-        if (kid.empty()) {
-          return FinishNow(
-              context, absl::InvalidArgumentError(
-                           "kid: must not be empty (sessionctl keys list)"));
+        if (absl::Status s = CheckKid(kid); !s.ok()) {
+          return FinishNow(context, s);
         }
         const std::string previous = [&] {
           const storage::KeyRingView ring = state_machine_->key_ring();
@@ -256,10 +276,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RetireKey(
     sessiond::v1::RetireKeyResponse* response) {
   return Audited(
       context, "RetireKey", *request, [=, this]() -> grpc::ServerUnaryReactor* {
-        if (request->kid().empty()) {
-          return FinishNow(
-              context, absl::InvalidArgumentError(
-                           "kid: must not be empty (sessionctl keys list)"));
+        if (absl::Status s = CheckKid(request->kid()); !s.ok()) {
+          return FinishNow(context, s);
         }
         Command command;
         auto* retire = command.mutable_key_ring()->mutable_retire();

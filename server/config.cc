@@ -1032,7 +1032,8 @@ std::vector<OptionChange> ChangedOptions(const Config& running,
   return changes;
 }
 
-Config WithReloadableOptions(const Config& running, const Config& next) {
+absl::StatusOr<Config> WithReloadableOptions(const Config& running,
+                                             const Config& next) {
   Config merged = running;
   for (const Option& o : Options()) {
     if (!o.reloadable) continue;
@@ -1041,6 +1042,11 @@ Config WithReloadableOptions(const Config& running, const Config& next) {
     } else {
       *o.string_field(&merged) = *o.string_field(const_cast<Config*>(&next));
     }
+  }
+  if (absl::Status s = CheckConsistent(merged); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the reloadable options would not fit the ones running (", s.message(),
+        "); nothing is applied: restart to change them together"));
   }
   return merged;
 }

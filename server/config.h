@@ -230,8 +230,12 @@ std::vector<OptionChange> ChangedOptions(const Config& running,
                                          const Config& next);
 
 // `running` with the reloadable options taken from `next`: the config a
-// daemon runs with after a SIGHUP that read `next`.
-Config WithReloadableOptions(const Config& running, const Config& next);
+// daemon runs with after a SIGHUP that read `next`. InvalidArgument when
+// that mix does not hold together (CheckConsistent), as when `next` adds
+// TLS, which needs a restart, and a role file, which would be reloaded
+// alone: a node without TLS would report roles it cannot enforce.
+absl::StatusOr<Config> WithReloadableOptions(const Config& running,
+                                             const Config& next);
 
 // The options a running daemon applies on SIGHUP (Daemon::Reload).
 std::vector<std::string> ReloadableOptionNames();

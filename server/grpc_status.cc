@@ -145,6 +145,8 @@ const Row kRows[] = {
      "LEADER_TIMEOUT", 200},
     {StatusCode::kUnavailable, "this node holds no data yet", "NO_DATA_YET",
      1000},
+    {StatusCode::kUnavailable, "this node's wall clock is behind cluster time",
+     "CLOCK_BEHIND", 100},
     {StatusCode::kUnavailable, "this node could not confirm it is up to date",
      "NOT_UP_TO_DATE", 100},
     {StatusCode::kUnavailable, "the create key is not applied on this node",

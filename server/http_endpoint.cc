@@ -24,6 +24,7 @@
 #include "common/log.h"
 #include "common/read_file.h"
 #include "server/connection_limits.h"
+#include "server/tls_credentials.h"
 
 namespace sessiond::server {
 namespace {
@@ -259,6 +260,19 @@ class HttpTlsIdentity {
 
   static absl::StatusOr<std::shared_ptr<const HttpTlsMaterial>> LoadMaterial(
       const HttpTlsOptions& options) {
+    // What the gRPC listeners' files get at start (a certificate of
+    // another CA or one that expired): served, every client's handshake
+    // would fail until the files were mended, so the last good pair stays.
+    if (!options.ca_file.empty()) {
+      TlsFiles files;
+      files.cert_file = options.cert_file;
+      files.key_file = options.key_file;
+      files.ca_file = options.ca_file;
+      if (absl::Status checked = CheckTlsFiles(files, /*need_identity=*/true);
+          !checked.ok()) {
+        return checked;
+      }
+    }
     auto material = std::make_shared<HttpTlsMaterial>();
     absl::StatusOr<std::string> pem = ReadWhole(options.cert_file);
     if (!pem.ok()) return pem.status();

@@ -33,7 +33,8 @@ namespace sessiond::server {
 // removes the credentials while a file is missing or unreadable, and
 // installs a file that reads but does not parse, here a set of files that
 // does not load (missing, unparsable, a key that is not the certificate's,
-// a CA bundle without a certificate) keeps the last good pair serving, and
+// a CA bundle without a certificate, a certificate that does not chain to
+// it or expired) keeps the last good pair serving, and
 // logs one warning (http.tls_reload_failed) per change of the files; the
 // next change is tried again. Replace the files as for gRPC: each whole,
 // by rename(2).
@@ -42,8 +43,10 @@ struct HttpTlsOptions {
   std::string cert_file;
   // The leaf's private key, PEM, unencrypted.
   std::string key_file;
-  // PEM bundle of the CAs a client certificate must chain to. Read (and
-  // re-read) only with require_client_cert.
+  // PEM bundle of the CAs a client certificate must chain to. When given,
+  // the certificate must chain to it too, unexpired (CheckTlsFiles), at
+  // every load: a renewal from another CA, or an old certificate put back,
+  // keeps the last good pair serving.
   std::string ca_file;
   // Refuse the handshake of a client without a certificate that chains to
   // ca_file (and is fit for client use). When false no client certificate

@@ -20,6 +20,14 @@ absl::StatusOr<JwksDocument> JwksDocumentNow(
         "the cluster has no signing key yet (sessionctl keys stage "
         "--bootstrap)");
   }
+  // Keys, but none a verifier could use (each one staged and retired): an
+  // empty set served with its max-age would be cached, and every token
+  // signed with a key activated meanwhile refused until it expired.
+  if (ring.VerifyingKeys().empty()) {
+    return absl::UnavailableError(
+        "the cluster has no signing key yet: every key of the ring is "
+        "retired (sessionctl keys stage, then keys activate)");
+  }
   absl::StatusOr<std::string> json = ring.JwksJson();
   if (!json.ok()) return json.status();
   return JwksDocument{*std::move(json), max_age_s, ring.changed_index()};

@@ -23,8 +23,9 @@
 
 namespace sessiond::server {
 
-// Unavailable while the ring holds no key (a verifier must not cache an
-// empty set) or this node holds no data yet. `reads` null: max-age as
+// Unavailable while the ring holds no key a verifier could use (none yet,
+// or every one retired: a verifier must not cache an empty set) or this
+// node holds no data yet. `reads` null: max-age as
 // configured (a node with no read barrier).
 absl::StatusOr<JwksDocument> JwksDocumentNow(
     const storage::SessionStateMachine& state_machine,

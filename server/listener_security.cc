@@ -1,9 +1,13 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/listener_security.h"
 
+#include <sys/stat.h>
+
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 
 namespace sessiond::server {
@@ -15,6 +19,22 @@ absl::StatusOr<std::shared_ptr<const Authorizer>> LoadAuthorizer(
   SESSIOND_ASSIGN_OR_RETURN(MethodTable methods, MethodTable::Sessiond());
   return std::make_shared<const Authorizer>(std::move(roles),
                                             std::move(methods));
+}
+
+// A private key anyone on the machine may read lets them serve as this
+// node (and, with the peer role, as a member). Warned, not refused: keys
+// kept readable by a group (Debian's ssl-cert, 0640) are common and fine.
+void WarnIfReadableByOthers(const std::string& key_file) {
+  struct stat st;
+  if (stat(key_file.c_str(), &st) != 0 || (st.st_mode & S_IROTH) == 0) return;
+  logging::Warn("tls.key_readable_by_others",
+                logging::Fields()
+                    .Add("file", key_file)
+                    .Add("mode", absl::StrFormat("%04o", st.st_mode & 07777))
+                    .Add("msg", absl::StrCat("any user of this machine can "
+                                             "read this node's private key; "
+                                             "run `chmod o-rwx ",
+                                             key_file, "`")));
 }
 
 }  // namespace
@@ -41,6 +61,7 @@ absl::StatusOr<std::unique_ptr<ListenerSecurity>> ListenerSecurity::Build(
   if (absl::Status s = CheckTlsFiles(files, /*need_identity=*/true); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("TLS: ", s.message()));
   }
+  WarnIfReadableByOthers(config.tls_key);
   absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer =
       LoadAuthorizer(config.auth_file);
   if (!authorizer.ok()) {

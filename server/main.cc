@@ -65,11 +65,14 @@ void Reload(int argc, char** argv, sessiond::server::Daemon* daemon,
   } else {
     const std::vector<sessiond::server::OptionChange> changes =
         sessiond::server::ChangedOptions(*running, next->config);
-    const sessiond::server::Config applied =
+    const absl::StatusOr<sessiond::server::Config> merged =
         sessiond::server::WithReloadableOptions(*running, next->config);
-    if (absl::Status s = daemon->Reload(applied); !s.ok()) {
+    absl::Status s = merged.status();
+    if (s.ok()) s = daemon->Reload(*merged);
+    if (!s.ok()) {
       logging::Error("reload.not_applied", logging::Fields().Error(s));
     } else {
+      const sessiond::server::Config& applied = *merged;
       int restart = 0;
       for (const sessiond::server::OptionChange& c : changes) {
         if (c.reloadable) {

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/steady_clock.h"
 #include "server/grpc_status.h"
 #include "server/raft_wire.h"
 #include "storage/durable_file.h"
@@ -218,6 +219,7 @@ class PeerService::SnapshotStream
     if (status.ok() && first_) status = Begin();
     first_ = false;
     if (status.ok()) status = receiver_->Append(chunk_.data());
+    if (status.ok()) service_->ChunkReceived(this);
     if (!status.ok()) {
       Finish(ToGrpcStatus(status));
       return;
@@ -226,7 +228,10 @@ class PeerService::SnapshotStream
     StartRead(&chunk_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->EndReceiving(this);
+    delete this;
+  }
 
  private:
   // The first chunk, once parts_ is set and the caller judged.
@@ -275,17 +280,30 @@ class PeerService::SnapshotStream
     // snapshot the disk cannot hold once applied failed in the apply stage
     // (out of space) after installing it had dropped the log, and at every
     // restart again. Refused, the leader sends it again later.
+    // Saturating: an announced size near 2^64 wrapped to a small need.
+    const uint64_t need =
+        chunk_.total_bytes() > std::numeric_limits<uint64_t>::max() /
+                                   kSnapshotInstallSpaceFactor
+            ? std::numeric_limits<uint64_t>::max()
+            : kSnapshotInstallSpaceFactor * chunk_.total_bytes();
+    uint64_t reserved_by_others = 0;
+    SESSIOND_RETURN_IF_ERROR(service_->BeginReceiving(
+        this, context_, need, parts_.snapshot_idle_limit, &reserved_by_others));
     if (parts_.room_on_disk) {
-      // Saturating: an announced size near 2^64 wrapped to a small need.
-      const uint64_t need =
-          chunk_.total_bytes() > std::numeric_limits<uint64_t>::max() /
-                                     kSnapshotInstallSpaceFactor
+      const uint64_t with_others =
+          need > std::numeric_limits<uint64_t>::max() - reserved_by_others
               ? std::numeric_limits<uint64_t>::max()
-              : kSnapshotInstallSpaceFactor * chunk_.total_bytes();
+              : need + reserved_by_others;
       if (absl::Status room = parts_.room_on_disk(
-              need, absl::StrCat("installing a snapshot of ",
-                                 chunk_.total_bytes(), " bytes (about ",
-                                 kSnapshotInstallSpaceFactor, " times that)"));
+              with_others,
+              absl::StrCat("installing a snapshot of ", chunk_.total_bytes(),
+                           " bytes (about ", kSnapshotInstallSpaceFactor,
+                           " times that)",
+                           reserved_by_others > 0
+                               ? absl::StrCat(" besides ", reserved_by_others,
+                                              " bytes kept for another "
+                                              "snapshot being received")
+                               : ""));
           !room.ok()) {
         logging::Warn("peer.snapshot_refused",
                       logging::Fields()
@@ -528,6 +546,60 @@ void PeerService::LogRefusal(const absl::Status& why) {
     return;
   }
   logging::Warn("peer.refused", logging::Fields().Error(why));
+}
+
+absl::Status PeerService::BeginReceiving(const void* stream,
+                                         grpc::CallbackServerContext* context,
+                                         uint64_t bytes,
+                                         absl::Duration idle_limit,
+                                         uint64_t* reserved_by_others) {
+  const int64_t now = SteadyNowNs();
+  absl::MutexLock lock(&receiving_mu_);
+  if (receiving_.size() >= kMaxSnapshotsReceiving) {
+    auto idlest = std::min_element(
+        receiving_.begin(), receiving_.end(), [](const auto& a, const auto& b) {
+          return a.second.last_chunk_ns < b.second.last_chunk_ns;
+        });
+    const absl::Duration idle =
+        absl::Nanoseconds(now - idlest->second.last_chunk_ns);
+    if (idle < idle_limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "node ", self_.value(), " is already receiving ", receiving_.size(),
+          " snapshots; the leader sends this one again once one is done"));
+    }
+    logging::Warn(
+        "peer.snapshot_stream_idle",
+        logging::Fields().Add("idle_ms", absl::ToInt64Milliseconds(idle)));
+    idlest->second.context->TryCancel();
+    receiving_.erase(idlest);
+  }
+  uint64_t others = 0;
+  for (const auto& [unused, receiving] : receiving_) {
+    others =
+        receiving.reserved_bytes > std::numeric_limits<uint64_t>::max() - others
+            ? std::numeric_limits<uint64_t>::max()
+            : others + receiving.reserved_bytes;
+  }
+  *reserved_by_others = others;
+  receiving_[stream] = Receiving{context, now, bytes};
+  return absl::OkStatus();
+}
+
+void PeerService::ChunkReceived(const void* stream) {
+  const int64_t now = SteadyNowNs();
+  absl::MutexLock lock(&receiving_mu_);
+  auto it = receiving_.find(stream);
+  if (it != receiving_.end()) it->second.last_chunk_ns = now;
+}
+
+void PeerService::EndReceiving(const void* stream) {
+  absl::MutexLock lock(&receiving_mu_);
+  receiving_.erase(stream);
+}
+
+size_t PeerService::snapshots_receiving() const {
+  absl::MutexLock lock(&receiving_mu_);
+  return receiving_.size();
 }
 
 grpc::ServerReadReactor<MessageBatch>* PeerService::SendMessages(

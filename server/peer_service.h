@@ -34,9 +34,11 @@
 #include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "replication/node_driver.h"
 #include "server/auth.h"
 #include "server/peer_transport.h"
@@ -75,6 +77,9 @@ struct PeerServiceParts {
   // RoomFor); null: not checked.
   std::function<absl::Status(uint64_t bytes, absl::string_view what)>
       room_on_disk;
+  // A snapshot stream that has sent nothing for this long gives up its
+  // place to a new one when every place is taken (kMaxSnapshotsReceiving).
+  absl::Duration snapshot_idle_limit = absl::Minutes(1);
 };
 
 // Installing a snapshot takes about this many times its image's size on
@@ -123,6 +128,9 @@ class PeerService final
 
   // Refused batches and snapshots (another cluster, unknown sender).
   uint64_t refused() const { return refused_.load(std::memory_order_relaxed); }
+
+  // Snapshot streams being received now (each holds a place).
+  size_t snapshots_receiving() const ABSL_LOCKS_EXCLUDED(receiving_mu_);
 
   // Records that this node accepted Raft messages from `node`: durably in
   // the heard_from_file (once per peer), before it returns, so the caller
@@ -202,6 +210,38 @@ class PeerService final
   // lead is all it takes (anyone who reaches the peer port without TLS,
   // or with any peer certificate when no node_id lines tie them).
   static constexpr size_t kMaxAdmittedStrangers = 8;
+
+  // Inbound snapshots. Only a leader sends one, so more than one at a time
+  // is a leader change (the deposed leader's stream not yet ended) or
+  // traffic that is not a leader's; each writes a whole image to disk, and
+  // checked alone, each would find room for itself that they then share.
+  // So a stream takes a place before it writes a byte, and its disk check
+  // counts the room the others reserved. A stream that stopped sending
+  // (its sender stuck, or never meaning to finish) gives its place to a
+  // new one once it was idle past the parts' snapshot_idle_limit.
+  static constexpr size_t kMaxSnapshotsReceiving = 2;
+  struct Receiving {
+    grpc::CallbackServerContext* context = nullptr;
+    int64_t last_chunk_ns = 0;  // steady clock
+    uint64_t reserved_bytes = 0;
+  };
+  // Takes a place for `stream`, reserving `bytes` of disk; sets
+  // `*reserved_by_others` to what the streams already receiving reserved.
+  // ResourceExhausted when every place is taken by a stream that is not
+  // idle (an idle one is cancelled and its place taken).
+  absl::Status BeginReceiving(const void* stream,
+                              grpc::CallbackServerContext* context,
+                              uint64_t bytes, absl::Duration idle_limit,
+                              uint64_t* reserved_by_others)
+      ABSL_LOCKS_EXCLUDED(receiving_mu_);
+  void ChunkReceived(const void* stream) ABSL_LOCKS_EXCLUDED(receiving_mu_);
+  // Gives the place back (nothing when it was taken from an idle stream).
+  // Called before the stream is deleted: its context is cancelled under
+  // receiving_mu_ only while it is listed.
+  void EndReceiving(const void* stream) ABSL_LOCKS_EXCLUDED(receiving_mu_);
+  mutable absl::Mutex receiving_mu_;
+  absl::flat_hash_map<const void*, Receiving> receiving_
+      ABSL_GUARDED_BY(receiving_mu_);
   absl::Mutex strangers_mu_;
   absl::flat_hash_set<uint64_t> admitted_strangers_
       ABSL_GUARDED_BY(strangers_mu_);

@@ -514,6 +514,20 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
       return call->Reply(s);
     }
   }
+  // No token of it can be one (a scanner's, a client's bug): answered as
+  // ValidateSession answers each, without the barrier, which would hold
+  // the request's bytes and fail without a quorum.
+  if (std::none_of(requests.begin(), requests.end(),
+                   [](const ValidateSessionRequest& r) {
+                     return storage::LooksLikeToken(r.token());
+                   })) {
+    auto* responses = call->response()->mutable_responses();
+    responses->Reserve(requests.size());
+    for (const ValidateSessionRequest& r : requests) {
+      AnsweredWithoutReading(r, responses->Add());
+    }
+    return call->Reply(absl::OkStatus());
+  }
   // A large batch is counted from here, not from when it reaches the batch
   // thread: during an election a LINEARIZABLE one waits at the barrier
   // first, holding its request, and any number of them could. And until
@@ -771,6 +785,28 @@ void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
   create->set_max_user_sessions(max_user_sessions);
 }
 
+// How far this node's wall clock may be behind cluster time for it to sign
+// a JWT. Cluster time runs ahead of a healthy node's wall clock only where
+// a leader's wrong clock slewed it (3.6 s an hour at the default rate).
+constexpr int64_t kMaxJwtWallBehindMs = 60'000;
+
+// The time a JWT this node signs carries as iat (and exp counts from): its
+// wall clock (FillCreate says why). Unavailable when that clock is behind
+// cluster time past kMaxJwtWallBehindMs (stepped back: an RTC reset, a
+// restored VM): every verifier would find its tokens expired early, or
+// born expired, while the store calls them VALID.
+absl::StatusOr<int64_t> JwtWallMs(ClusterClock* clock) {
+  const int64_t skew_ms = clock->SkewMs();
+  if (skew_ms < -kMaxJwtWallBehindMs) {
+    return absl::UnavailableError(absl::StrCat(
+        "this node's wall clock is behind cluster time by ", -skew_ms / 1000,
+        " s: a JWT it signed would expire early, or be born expired, for "
+        "every verifier (nothing was created); create it through another "
+        "node, and set this node's clock right (NTP)"));
+  }
+  return clock->WallMs();
+}
+
 absl::Status NoJwtIssuer() {
   return absl::FailedPreconditionError(
       "token_format JWT: this node does not sign JWT tokens");
@@ -787,7 +823,8 @@ absl::Status CheckSigning(const sessiond::v1::CreateSessionRequest& request,
     return absl::OkStatus();
   }
   if (issuer == nullptr) return NoJwtIssuer();
-  return issuer->CanIssue(request.user_id(), clock->WallMs(), lifetimes.ttl_ms);
+  SESSIOND_ASSIGN_OR_RETURN(const int64_t wall_ms, JwtWallMs(clock));
+  return issuer->CanIssue(request.user_id(), wall_ms, lifetimes.ttl_ms);
 }
 
 // A create's command, with everything random chosen here: replicas never
@@ -809,9 +846,10 @@ absl::StatusOr<std::string> FillCreate(
     return token;
   }
   if (issuer == nullptr) return NoJwtIssuer();
-  SESSIOND_ASSIGN_OR_RETURN(JwtIssuer::Issued issued,
-                            issuer->Issue(session_id, request.user_id(),
-                                          clock->WallMs(), lifetimes.ttl_ms));
+  SESSIOND_ASSIGN_OR_RETURN(const int64_t wall_ms, JwtWallMs(clock));
+  SESSIOND_ASSIGN_OR_RETURN(
+      JwtIssuer::Issued issued,
+      issuer->Issue(session_id, request.user_id(), wall_ms, lifetimes.ttl_ms));
   FillCreateFields(request, lifetimes, issued.token, session_id,
                    max_user_sessions, create);
   create->set_signing_kid(issued.kid);

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/log.h"
+#include "common/steady_clock.h"
 
 namespace sessiond::storage {
 namespace {
@@ -112,7 +113,8 @@ RocksInfoLog::RocksInfoLog(std::string dir, const Options& options, int fd,
       dir_(std::move(dir)),
       options_(options),
       fd_(fd),
-      size_(size) {}
+      size_(size),
+      forward_budget_(options.forwarded_per_window, options.forward_window) {}
 
 RocksInfoLog::~RocksInfoLog() {
   if (!closed_) (void)Close();
@@ -149,17 +151,9 @@ void RocksInfoLog::Forward(rocksdb::InfoLogLevel level,
   uint64_t suppressed = 0;
   {
     absl::MutexLock lock(&forward_mu_);
-    const absl::Time now = absl::Now();
-    if (now - window_start_ >= options_.forward_window) {
-      window_start_ = now;
-      forwarded_in_window_ = 0;
-    }
-    if (forwarded_in_window_ >= options_.forwarded_per_window) {
-      ++suppressed_;
+    if (!forward_budget_.Admit(absl::Nanoseconds(SteadyNowNs()), &suppressed)) {
       return;
     }
-    ++forwarded_in_window_;
-    suppressed = std::exchange(suppressed_, 0);
   }
   logging::Fields fields;
   fields.Add("message", message);

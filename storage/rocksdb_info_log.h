@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/log_budget.h"
 #include "rocksdb/env.h"
 
 namespace sessiond::storage {
@@ -84,9 +85,7 @@ class RocksInfoLog final : public rocksdb::Logger {
 
   // Forwarding's own lock: sessiond's log is never written under mu_.
   absl::Mutex forward_mu_;
-  absl::Time window_start_ ABSL_GUARDED_BY(forward_mu_) = absl::InfinitePast();
-  int forwarded_in_window_ ABSL_GUARDED_BY(forward_mu_) = 0;
-  uint64_t suppressed_ ABSL_GUARDED_BY(forward_mu_) = 0;
+  logging::LogBudget forward_budget_ ABSL_GUARDED_BY(forward_mu_);
 };
 
 }  // namespace sessiond::storage

@@ -587,6 +587,16 @@ absl::Status RaftCore::Impl::Step(Message&& m) {
             "append with non-consecutive entries or entries from a later "
             "term");
       }
+      // Decoded when it commits, where a bad one can only stop the node
+      // (and, once on disk, stop it again at every restart): refused here,
+      // before it is stored, it is one dropped message.
+      ConfChange change;
+      if (m.entries[i].type == EntryType::kConfChange &&
+          !DecodeConfChange(m.entries[i].data, &change)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("append with a malformed membership change at ",
+                         m.entries[i].index.value()));
+      }
     }
   }
   if (m.type == MessageType::kSnapshot &&

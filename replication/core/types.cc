@@ -62,6 +62,15 @@ void ApplyConfChange(const ConfChange& change, ConfState* conf) {
   }
 }
 
+size_t MessageBytes(const Message& m) {
+  constexpr size_t kFields = 64;
+  constexpr size_t kEntryFields = 32;
+  size_t bytes = kFields + m.context.size();
+  for (const Entry& e : m.entries) bytes += kEntryFields + e.data.size();
+  if (m.snapshot) bytes += m.snapshot->data.size();
+  return bytes;
+}
+
 const char* MessageTypeName(MessageType type) {
   switch (type) {
     case MessageType::kPreVote:

@@ -139,6 +139,11 @@ struct Message {
   bool operator==(const Message&) const = default;
 };
 
+// About what `m` holds in memory: its entries, snapshot image and context,
+// with a little for each entry's and the message's own fields. For memory
+// bounds, not a wire size.
+size_t MessageBytes(const Message& m);
+
 // A ReadIndex request that is now safe to serve: once the local state machine
 // has applied through `index`, reads reflect every write committed before the
 // request was made.

@@ -38,6 +38,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "client/grpc_status.h"
 #include "client/session_client.h"
 #include "gmock/gmock.h"
@@ -987,10 +988,15 @@ class FakeServer {
   // `any_ping_rate`: take client pings however frequent, with or without
   // data, instead of answering them with GOAWAY (too_many_pings), which
   // closes the connection.
-  explicit FakeServer(int max_receive_bytes = -1, bool any_ping_rate = false) {
+  // `max_streams`: calls one connection may carry at once (0: gRPC's).
+  explicit FakeServer(int max_receive_bytes = -1, bool any_ping_rate = false,
+                      int max_streams = 0) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                              &port_);
+    if (max_streams > 0) {
+      builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, max_streams);
+    }
     if (max_receive_bytes >= 0) {
       builder.SetMaxReceiveMessageSize(max_receive_bytes);
     }
@@ -1370,6 +1376,77 @@ TEST(ClientFakeServerTest, AStreamOpensOnAnEndpointThatConnects) {
   EXPECT_TRUE(IsNotSent(refused)) << refused;
 }
 
+// A connection already carrying the server's max_concurrent_streams holds
+// a new stream back until one ends. Opening one waited for that (gRPC's
+// stream constructor waits for the stream's metadata to leave), and the
+// caller had no stream yet to Cancel(). It opens at once now; its first
+// Validate waits for room.
+TEST(ClientFakeServerTest, AStreamOpensWhenItsConnectionHasNoRoomForIt) {
+  FakeServer server(-1, false, /*max_streams=*/1);
+  auto client = SessionClient::Connect(server.address(), FakeOptions());
+  v1::ValidateSessionRequest good;
+  good.set_token("good");
+  std::unique_ptr<ValidateStream> first = client->OpenValidateStream();
+  ASSERT_TRUE(first->Validate(good).ok());
+  absl::Notification opened;
+  std::unique_ptr<ValidateStream> second;
+  std::thread opener([&] {
+    second = client->OpenValidateStream();
+    opened.Notify();
+  });
+  const bool returned =
+      opened.WaitForNotificationWithTimeout(absl::Seconds(20));
+  EXPECT_TRUE(returned) << "opening a stream waited for another to end";
+  EXPECT_TRUE(first->Close().ok());  // room: the opener returns if it had not
+  opener.join();
+  ASSERT_NE(second, nullptr);
+  absl::StatusOr<v1::ValidateSessionResponse> answer = second->Validate(good);
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
+  EXPECT_TRUE(second->Close().ok());
+}
+
+// A follower naming the leader, and a client whose first write learned it
+// from the follower (round-robin starts there).
+struct KnownLeader {
+  KnownLeader() {
+    follower.service().SetFallback(OkNaming(leader.address(), "2"));
+    client = SessionClient::Connect({follower.address(), leader.address()},
+                                    FakeOptions());
+    EXPECT_TRUE(client->CreateSession(CreateRequest("a")).ok());
+    EXPECT_EQ(client->leader(), leader.address());
+  }
+  FakeServer follower;
+  FakeServer leader;
+  std::unique_ptr<SessionClient> client;
+};
+
+// A node draining to stop answers SHUTTING_DOWN, and the followers still
+// name it leader until its drain ends. Learned again from them, it was each
+// write's first stop and a third of the reads', and its drain, which waits
+// until no call came for a while, lasted its whole grace period. It is
+// passed over instead.
+TEST(ClientFakeServerTest, ANodeShuttingDownIsPassedOver) {
+  KnownLeader cluster;
+  FakeServer& leader = cluster.leader;
+  SessionClient* client = cluster.client.get();
+  Answer draining =
+      FailWithReason(grpc::StatusCode::UNAVAILABLE, "SHUTTING_DOWN");
+  draining.not_proposed = true;
+  leader.service().SetFallback(draining);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok()) << i;
+  }
+  EXPECT_EQ(leader.service().calls("CreateSession"), 1);
+  EXPECT_GE(client->stats().leader_hints_ignored, 1u);
+  for (int i = 0; i < 6; ++i) {
+    v1::ValidateSessionRequest request;
+    request.set_token("good");
+    ASSERT_TRUE(client->ValidateSession(request).ok()) << i;
+  }
+  EXPECT_EQ(leader.service().calls("ValidateSession"), 0);
+}
+
 // An endpoint that takes connections and never answers (a paused process,
 // a blackholed host) keeps a channel that says CONNECTING, not failing:
 // reads took it in turn, each waiting out its attempt deadline before going
@@ -1517,13 +1594,9 @@ TEST(ClientFakeServerTest, WildcardLeaderAddressMatchesByPort) {
 // A leader that fails is forgotten: writes go anywhere until a node names
 // the next one.
 TEST(ClientFakeServerTest, FailingLeaderIsForgotten) {
-  FakeServer follower;
-  FakeServer leader;
-  follower.service().SetFallback(OkNaming(leader.address(), "2"));
-  auto client = SessionClient::Connect({follower.address(), leader.address()},
-                                       FakeOptions());
-  ASSERT_TRUE(client->CreateSession(CreateRequest("a")).ok());
-  ASSERT_EQ(client->leader(), leader.address());
+  KnownLeader cluster;
+  FakeServer& leader = cluster.leader;
+  SessionClient* client = cluster.client.get();
 
   leader.service().SetFallback(Fail(grpc::StatusCode::UNAVAILABLE));
   absl::Status failed = client->CreateSession(CreateRequest("a")).status();

@@ -950,6 +950,63 @@ std::vector<NodeId> TimeoutNowTargets(const std::vector<Message>& sent) {
   return targets;
 }
 
+// Peer messages wait for the driver within a byte bound as well as a count:
+// 100,000 appends of 64 MiB each would not fit in any machine. An empty
+// inbox takes a message larger than the whole bound.
+TEST_F(ManualDriverTest, PeerMessagesWaitWithinAByteBound) {
+  options_.max_inbox_bytes = 10000;
+  NodeDriver& driver = Start();
+  auto append = [&](size_t bytes) {
+    Message m;
+    m.type = MessageType::kAppend;
+    m.from = NodeId(2);
+    m.to = driver.status().id;
+    m.term = Term(1);
+    m.entries.push_back(Entry{Term(1), LogIndex(1), EntryType::kNormal,
+                              std::string(bytes, 'x')});
+    return m;
+  };
+  std::vector<Message> burst;
+  for (int i = 0; i < 20; ++i) burst.push_back(append(1000));
+  const size_t queued = driver.Deliver(std::move(burst));
+  EXPECT_GE(queued, 8u);
+  EXPECT_LT(queued, 10u);
+  EXPECT_EQ(driver.metrics().messages_dropped, 20 - queued);
+  Run();
+  EXPECT_EQ(driver.Deliver({append(50000)}), 1u);
+  EXPECT_EQ(driver.Deliver({append(10)}), 0u);
+  Run();
+  EXPECT_EQ(driver.Deliver({append(10)}), 1u);
+}
+
+// A peer sending refused messages as fast as it likes writes a window's
+// share of log lines on the driver thread, not one each; the next line
+// says how many were left out.
+TEST_F(ManualDriverTest, RefusedMessagesWriteABoundedShareOfLogLines) {
+  NodeDriver& driver = Start();
+  Message refused;
+  refused.type = MessageType::kHeartbeatResponse;
+  refused.from = driver.status().id;  // a node never hears from itself
+  refused.to = driver.status().id;
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i < 50; ++i) {
+    driver.Deliver({refused});
+    Run();
+  }
+  runtime_.AdvanceTicks(1, absl::Minutes(1));
+  driver.Deliver({refused});
+  Run();
+  const std::string captured = ::testing::internal::GetCapturedStderr();
+  int lines = 0;
+  for (size_t at = captured.find("raft.message_dropped");
+       at != std::string::npos;
+       at = captured.find("raft.message_dropped", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 11) << captured;
+  EXPECT_NE(captured.find("suppressed=40"), std::string::npos) << captured;
+}
+
 // Writers racing each other while nothing is held: one write larger than
 // half the byte bound passes, not each one that read "nothing held" before
 // another was counted. Each round a fresh driver that no stage runs holds

@@ -8,6 +8,7 @@
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -1277,6 +1278,24 @@ TEST(ClusterTest, AStreamCutShortTouchesNothingItDidNotAnswer) {
     EXPECT_EQ(garbage.outcome(), ValidateSessionResponse::UNKNOWN);
   }
   {
+    // So is a batch of them.
+    sessiond::v1::BatchValidateSessionsRequest batch;
+    batch.set_consistency(sessiond::v1::LINEARIZABLE);
+    for (int i = 0; i < 3; ++i) {
+      batch.add_requests()->set_token(std::string(1000, '#'));
+    }
+    sessiond::v1::BatchValidateSessionsResponse answers;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    const grpc::Status s = cluster.Stub(survivor)->BatchValidateSessions(
+        &context, batch, &answers);
+    ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+    ASSERT_EQ(answers.responses_size(), 3);
+    for (const ValidateSessionResponse& r : answers.responses()) {
+      EXPECT_EQ(r.outcome(), ValidateSessionResponse::UNKNOWN);
+    }
+  }
+  {
     // A LINEARIZABLE read, which fails without a quorum, then LOCAL reads
     // with touch=true, answered at once and queued behind it.
     auto stub = cluster.Stub(survivor);
@@ -2415,9 +2434,33 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
     clocks.Set(id, offset);
   };
   ClusterHarness cluster(options);
+  // Every node signs JWTs (one key-encryption key, shared).
+  const std::string kek = absl::StrCat(cluster.root(), "/kek");
+  {
+    std::ofstream(kek) << std::string(64, 'c') << "\n";
+    ASSERT_EQ(chmod(kek.c_str(), 0600), 0);
+  }
+  for (int id : cluster.ids()) cluster.SetNodeFlags(id, {"--kek_file", kek});
   ASSERT_TRUE(cluster.Start().ok());
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(leader.ok());
+  const auto create_jwt = [&](int id) {
+    sessiond::v1::CreateSessionRequest request;
+    request.set_user_id("jwt");
+    request.set_ttl_ms(3600 * 1000);
+    request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+    sessiond::v1::CreateSessionResponse created;
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    return cluster.Stub(id)->CreateSession(&context, request, &created);
+  };
+  // The first leader bootstraps the signing key (bounded wait).
+  grpc::Status signed_at_start = create_jwt(*leader);
+  for (int i = 0; i < 300 && !signed_at_start.ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    signed_at_start = create_jwt(*leader);
+  }
+  ASSERT_TRUE(signed_at_start.ok()) << signed_at_start.error_message();
   constexpr int kSessions = 3000;
   const std::vector<std::string> tokens =
       CreateMany(cluster, *leader, kSessions, "clock");
@@ -2461,6 +2504,20 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
   const int64_t real_ms = absl::ToUnixMillis(absl::Now());
   EXPECT_LT(std::llabs(fresh.session().created_at_ms() - real_ms), 60 * 1000)
       << "cluster time followed a stepped wall clock";
+  // A JWT carries its signer's wall clock: the node a day behind would sign
+  // tokens born expired for every verifier, while the store calls them
+  // VALID. It refuses, and says why; a node whose clock is right signs.
+  const grpc::Status behind = create_jwt(follower);
+  EXPECT_EQ(behind.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << behind.error_message();
+  EXPECT_TRUE(absl::StrContains(behind.error_message(),
+                                "wall clock is behind cluster time"))
+      << behind.error_message();
+  for (int id : Others(cluster, follower)) {
+    if (id == *leader) continue;
+    const grpc::Status right = create_jwt(id);
+    EXPECT_TRUE(right.ok()) << id << ": " << right.error_message();
+  }
   stop.store(true);
   for (std::thread& t : validators) t.join();
   EXPECT_GT(validated.load(), 100);

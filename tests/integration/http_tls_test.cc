@@ -350,8 +350,7 @@ TEST_F(HttpTlsTest, FilesThatDoNotLoadKeepTheLastGoodPair) {
   ASSERT_EQ(CountLines(log, "http.tls_reload_failed", "endpoint=metrics"), 1)
       << log;
   ASSERT_EQ(CountLines(log, "http.tls_reload_failed", "endpoint=jwks"), 1);
-  EXPECT_EQ(CountLines(log, "http.tls_reload_failed", "not the private key"),
-            2);
+  EXPECT_EQ(CountLines(log, "http.tls_reload_failed", "is not the key of"), 2);
   // Still the good pair, over several refresh intervals, and no second
   // warning for the same files.
   for (int i = 0; i < 3; ++i) {
@@ -369,6 +368,36 @@ TEST_F(HttpTlsTest, FilesThatDoNotLoadKeepTheLastGoodPair) {
   const std::string renewed = Reissue();
   ASSERT_FALSE(renewed.empty());
   EXPECT_TRUE(WaitUntilServed(renewed)) << log;
+}
+
+// A renewal from another CA (a matching pair, but not the CA clients trust)
+// is not served: every scraper's handshake would fail. The last good pair
+// stays, and the warning says why.
+TEST_F(HttpTlsTest, ACertificateOfAnotherCaIsNotServed) {
+  const std::string good = SerialOfPem(ReadTextFile(certs_ + "/node-1.pem"));
+  ASSERT_EQ(Served(metrics_), good);
+  for (const char* name : {"/node-1-key.pem", "/node-1.pem"}) {
+    const std::string path = certs_ + name;
+    { std::ofstream(path + ".new") << ReadTextFile(other_ + name); }
+    ASSERT_EQ(std::rename((path + ".new").c_str(), path.c_str()), 0);
+  }
+  const std::string log = process_->log_path();
+  for (int i = 0; i < 300; ++i) {
+    if (CountLines(log, "http.tls_reload_failed", "does not verify") >= 2) {
+      break;
+    }
+    Served(metrics_);
+    Served(jwks_);
+    usleep(100 * 1000);
+  }
+  EXPECT_EQ(CountLines(log, "http.tls_reload_failed", "does not verify"), 2)
+      << log;
+  EXPECT_EQ(Served(metrics_), good);
+  EXPECT_EQ(Served(jwks_), good);
+  httplib::Result scraped =
+      Client(metrics_, certs_, "scraper")->Get("/metrics");
+  ASSERT_TRUE(scraped) << httplib::to_string(scraped.error());
+  EXPECT_EQ(scraped->status, 200);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -1205,6 +1206,17 @@ TEST(RaftCoreTest, StepRejectsMisaddressedAndMalformedMessages) {
   m.entries.push_back(Entry{before.term + 1, LogIndex(7), EntryType::kNormal,
                             "gap"});  // not consecutive to index 0
   EXPECT_EQ(net.core(2).Step(m).code(), absl::StatusCode::kInvalidArgument);
+  // A membership change no node could apply: refused before it is stored,
+  // not found when it commits (the node stopped, and at every restart).
+  m.entries.clear();
+  m.index = before.last_index;
+  m.entries.push_back(Entry{before.term + 1, before.last_index + 1,
+                            EntryType::kConfChange, "not a change"});
+  const absl::Status malformed_change = net.core(2).Step(m);
+  EXPECT_EQ(malformed_change.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(malformed_change.message(),
+                                "malformed membership change"))
+      << malformed_change;
   m.entries.clear();
   m.type = MessageType::kSnapshot;  // without a snapshot
   EXPECT_EQ(net.core(2).Step(m).code(), absl::StatusCode::kInvalidArgument);

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -405,10 +406,32 @@ TEST(ConfigTest, ReloadableOptionsAndChanges) {
   EXPECT_FALSE(changes[1].reloadable);
   EXPECT_EQ(changes[2].name, "sweep_interval_ms");
   EXPECT_TRUE(changes[2].reloadable);
-  const Config merged = WithReloadableOptions(running, next);
-  EXPECT_EQ(merged.sweep_interval_ms, 50);
-  EXPECT_EQ(merged.shards, 64);
-  EXPECT_EQ(merged.listen, "127.0.0.1:50051");
+  const absl::StatusOr<Config> merged = WithReloadableOptions(running, next);
+  ASSERT_TRUE(merged.ok()) << merged.status();
+  EXPECT_EQ(merged->sweep_interval_ms, 50);
+  EXPECT_EQ(merged->shards, 64);
+  EXPECT_EQ(merged->listen, "127.0.0.1:50051");
+}
+
+// A reload whose file adds TLS (a restart) and a role file (reloadable)
+// applies neither: reloaded alone, the role file would be reported applied
+// on a node that has no TLS to find anyone's roles with.
+TEST(ConfigTest, AReloadThatWouldNotHoldTogetherIsRefused) {
+  Config running;
+  Config next = running;
+  next.tls_cert = "node.pem";
+  next.tls_key = "node-key.pem";
+  next.tls_ca = "ca.pem";
+  next.auth_file = "roles.conf";
+  next.sweep_batch = running.sweep_batch + 1;
+  const absl::StatusOr<Config> merged = WithReloadableOptions(running, next);
+  EXPECT_EQ(merged.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      absl::StrContains(merged.status().message(), "--auth_file needs TLS"))
+      << merged.status();
+  EXPECT_TRUE(absl::StrContains(merged.status().message(),
+                                "restart to change them together"))
+      << merged.status();
 }
 
 TEST(ConfigTest, HelpListsOptionsButNotHiddenOnes) {

@@ -185,6 +185,10 @@ const std::vector<Known>& KnownMessages() {
        "ask another node",
        "NO_DATA_YET", true},
       {StatusCode::kUnavailable,
+       "this node's wall clock is behind cluster time by 7200 s: a JWT it "
+       "signed would expire early",
+       "CLOCK_BEHIND", true},
+      {StatusCode::kUnavailable,
        "this node could not confirm it is up to date and does not know this "
        "token (it may have been created elsewhere meanwhile): ask another "
        "node, or retry shortly",

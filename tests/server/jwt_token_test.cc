@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "sessiond/v1/admin.grpc.pb.h"
+#include "storage/session_state_machine.h"
 #include "tests/server/daemon_fixture.h"
 
 namespace sessiond::server::testing {
@@ -185,6 +186,41 @@ TEST_F(JwtTokenTest, RequestsThatCannotBeServedAreRefusedAndChangeNothing) {
   SetDeadline(&context);
   ASSERT_TRUE(stub_->ListUserSessions(&context, list, &listed).ok());
   EXPECT_EQ(listed.sessions_size(), 0);
+}
+
+// A kid that cannot name a key is refused before anything is asked of the
+// members or proposed (a retire of one went through the log, to every
+// member, only to be refused there).
+TEST_F(JwtTokenTest, AKidThatCannotBeOneIsRefusedBeforeTheLog) {
+  ASSERT_TRUE(absl::StrContains(Jwks().jwks_json(), "kid"));
+  const std::string ring =
+      daemon_->state_machine()->key_ring().state().SerializeAsString();
+  for (const std::string& kid :
+       {std::string(1 << 20, 'k'), std::string("short"),
+        std::string(signing::kKidLength, '!')}) {
+    sessiond::v1::RetireKeyRequest retire;
+    retire.set_kid(kid);
+    sessiond::v1::RetireKeyResponse retired;
+    grpc::ClientContext retire_context;
+    SetDeadline(&retire_context);
+    const grpc::Status r =
+        Admin()->RetireKey(&retire_context, retire, &retired);
+    EXPECT_EQ(r.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << r.error_message();
+    EXPECT_TRUE(absl::StrContains(r.error_message(), "43 base64url"))
+        << r.error_message();
+    sessiond::v1::ActivateKeyRequest activate;
+    activate.set_kid(kid);
+    sessiond::v1::ActivateKeyResponse activated;
+    grpc::ClientContext activate_context;
+    SetDeadline(&activate_context);
+    const grpc::Status a =
+        Admin()->ActivateKey(&activate_context, activate, &activated);
+    EXPECT_EQ(a.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << a.error_message();
+  }
+  EXPECT_EQ(daemon_->state_machine()->key_ring().state().SerializeAsString(),
+            ring);
 }
 
 // With a per-caller create rate limit (a plaintext loopback node: this

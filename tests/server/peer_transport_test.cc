@@ -163,16 +163,23 @@ PeerTransportOptions Options() {
   return options;
 }
 
-// A snapshot at `ref`'s index 5, from kSelf to kPeer.
-Message SnapshotMessage(const v1::internal::SnapshotRef& ref) {
+// A snapshot message at `index`, term 1, from kSelf to kPeer, without
+// its image.
+Message SnapshotMessageAt(LogIndex index) {
   Message m;
   m.type = MessageType::kSnapshot;
   m.from = kSelf;
   m.to = kPeer;
   m.term = Term(1);
   m.snapshot.emplace();
-  m.snapshot->meta.index = LogIndex(5);
+  m.snapshot->meta.index = index;
   m.snapshot->meta.term = Term(1);
+  return m;
+}
+
+// A snapshot at `ref`'s index 5, from kSelf to kPeer.
+Message SnapshotMessage(const v1::internal::SnapshotRef& ref) {
+  Message m = SnapshotMessageAt(LogIndex(5));
   m.snapshot->data = storage::EncodeSnapshotRef(ref);
   return m;
 }
@@ -643,14 +650,7 @@ TEST(PeerServiceTest, AReceivedSnapshotImageThatIsNotTheSnapshotIsRefused) {
   auto send_image =
       [&](LogIndex index, const std::string& bytes, std::string announced = "",
           std::function<void(v1::internal::SnapshotChunk&)> adjust = nullptr) {
-        Message message;
-        message.type = MessageType::kSnapshot;
-        message.from = kSelf;
-        message.to = kPeer;
-        message.term = Term(1);
-        message.snapshot.emplace();
-        message.snapshot->meta.index = index;
-        message.snapshot->meta.term = Term(1);
+        const Message message = SnapshotMessageAt(index);
         v1::internal::SnapshotChunk chunk;
         chunk.set_cluster_id(options.cluster_id);
         chunk.set_from(kSelf.value());
@@ -968,6 +968,118 @@ TEST(PeerServiceTest, OnlyAFewUnknownLeadersAreAdmitted) {
   // One taken before is still taken.
   claim(100, heartbeat);
   EXPECT_TRUE(transport.Knows(NodeId(100)));
+  served.server->Shutdown();
+}
+
+// A snapshot stream left open after its first chunk (the test's own).
+struct OpenSnapshotStream {
+  grpc::ClientContext context;
+  v1::internal::SnapshotAck ack;
+  std::unique_ptr<grpc::ClientWriter<v1::internal::SnapshotChunk>> writer;
+
+  // Ends the stream: what the receiver answered.
+  grpc::Status Finish() {
+    writer->WritesDone();
+    return writer->Finish();
+  }
+};
+
+// Opens a stream of an image of `total_bytes` at `index` from kSelf to
+// kPeer and sends its first 100 bytes.
+std::unique_ptr<OpenSnapshotStream> OpenSnapshot(RaftPeer::Stub& stub,
+                                                 uint64_t cluster_id,
+                                                 LogIndex index,
+                                                 uint64_t total_bytes) {
+  auto open = std::make_unique<OpenSnapshotStream>();
+  open->context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::seconds(60));
+  const Message message = SnapshotMessageAt(index);
+  v1::internal::SnapshotChunk chunk;
+  chunk.set_cluster_id(cluster_id);
+  chunk.set_from(kSelf.value());
+  chunk.set_to(kPeer.value());
+  ToWire(message, chunk.mutable_message());
+  chunk.set_total_bytes(total_bytes);
+  chunk.set_sha256(std::string(storage::kSnapshotDigestBytes, 'a'));
+  chunk.set_data(std::string(100, 'x'));
+  open->writer = stub.SendSnapshot(&open->context, &open->ack);
+  open->writer->Write(chunk);
+  return open;
+}
+
+// Snapshots are received two at a time, each checked for room on disk
+// together with what the others being received reserved: checked alone,
+// each found room for itself that they then shared. A stream that went
+// idle gives its place to a new one.
+TEST(PeerServiceTest, SnapshotsAreReceivedTwoAtATimeWithTheirRoomReserved) {
+  ScopedTempDir dir;
+  storage::SnapshotFiles received(dir.Child("received"));
+  ASSERT_TRUE(received.Init().ok());
+  PeerTransportOptions options = Options();
+  options.self = kPeer;
+  PeerTransport transport(options);
+  transport.SetAddress(kSelf, "127.0.0.1:1");
+  PeerService service(kPeer, [] { return v1::internal::HelloResponse(); });
+  absl::Mutex mu;
+  std::vector<uint64_t> asked;
+  PeerServiceParts parts;
+  parts.cluster_id = options.cluster_id;
+  parts.transport = &transport;
+  parts.snapshots = &received;
+  parts.room_on_disk = [&](uint64_t bytes, absl::string_view) {
+    absl::MutexLock lock(&mu);
+    asked.push_back(bytes);
+    return absl::OkStatus();
+  };
+  parts.snapshot_idle_limit = absl::Hours(1);
+  service.Attach(parts);
+  LoopbackServer served = Serve(&service);
+  ASSERT_NE(served.server, nullptr);
+  std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
+      served.address(), grpc::InsecureChannelCredentials()));
+  auto receiving = [&](size_t n) {
+    return Eventually([&] { return service.snapshots_receiving() == n; });
+  };
+  const uint64_t factor = kSnapshotInstallSpaceFactor;
+
+  std::unique_ptr<OpenSnapshotStream> first =
+      OpenSnapshot(*stub, options.cluster_id, LogIndex(5), 1000);
+  ASSERT_TRUE(receiving(1));
+  std::unique_ptr<OpenSnapshotStream> second =
+      OpenSnapshot(*stub, options.cluster_id, LogIndex(6), 2000);
+  ASSERT_TRUE(receiving(2));
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(asked, (std::vector<uint64_t>{factor * 1000,
+                                            factor * 1000 + factor * 2000}));
+  }
+  const grpc::Status third =
+      OpenSnapshot(*stub, options.cluster_id, LogIndex(7), 500)->Finish();
+  EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << third.error_message();
+  EXPECT_EQ(service.snapshots_receiving(), 2u);
+
+  // Idle past the limit: the oldest stream is cancelled for a new one.
+  parts.snapshot_idle_limit = absl::ZeroDuration();
+  service.Attach(parts);
+  std::unique_ptr<OpenSnapshotStream> fourth =
+      OpenSnapshot(*stub, options.cluster_id, LogIndex(8), 500);
+  ASSERT_TRUE(Eventually([&] {
+    absl::MutexLock lock(&mu);
+    return asked.size() == 3;
+  }));
+  const grpc::Status cancelled = first->Finish();
+  EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::CANCELLED)
+      << cancelled.error_message();
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_EQ(asked.back(), factor * 500 + factor * 2000);
+  }
+  EXPECT_EQ(service.snapshots_receiving(), 2u);
+  // Ended (cut short: not the whole image), each gives its place back.
+  EXPECT_FALSE(second->Finish().ok());
+  EXPECT_FALSE(fourth->Finish().ok());
+  EXPECT_TRUE(receiving(0));
   served.server->Shutdown();
 }
 

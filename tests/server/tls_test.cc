@@ -30,6 +30,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
@@ -495,6 +496,29 @@ TEST_F(TlsTest, APeerChannelChecksWhoServesAtThePeersAddress) {
   const grpc::Status no_peer_role = dial_as(1);
   EXPECT_EQ(no_peer_role.error_code(), grpc::StatusCode::UNAVAILABLE)
       << no_peer_role.error_message();
+}
+
+// A private key any user of the machine can read is warned about at
+// start, with the command that mends it; a group-readable one is not.
+TEST_F(TlsTest, AKeyReadableByOthersIsWarnedAbout) {
+  const std::string key = CaFile("node-1-key.pem");
+  const std::string roles = dir_.Child("key-roles.conf");
+  auto start_warns = [&](mode_t mode) {
+    EXPECT_EQ(chmod(key.c_str(), mode), 0);
+    ::testing::internal::CaptureStderr();
+    absl::StatusOr<std::unique_ptr<ListenerSecurity>> security =
+        ListenerSecurity::Build(NodeConfig(roles, "node-1 = peer\n"));
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_TRUE(security.ok()) << security.status();
+    return log;
+  };
+  const std::string world = start_warns(0644);
+  EXPECT_TRUE(absl::StrContains(world, "tls.key_readable_by_others")) << world;
+  EXPECT_TRUE(absl::StrContains(world, "mode=0644")) << world;
+  EXPECT_TRUE(absl::StrContains(world, absl::StrCat("chmod o-rwx ", key)))
+      << world;
+  const std::string group = start_warns(0640);
+  EXPECT_FALSE(absl::StrContains(group, "tls.key_readable_by_others")) << group;
 }
 
 TEST_F(TlsTest, RotatedServerCertificateIsPickedUp) {
