@@ -72,7 +72,8 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
   for (const auto& m : cluster.members()) {
     if (m.node_id() == options_.self.value()) {
       current = m.started() && m.peer_address() == options_.peer_address &&
-                m.client_address() == options_.client_address;
+                m.client_address() == options_.client_address &&
+                m.command_level() == options_.command_level;
     }
   }
   published_.store(current);
@@ -92,6 +93,7 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
   member->set_node_id(options_.self.value());
   member->set_peer_address(options_.peer_address);
   member->set_client_address(options_.client_address);
+  member->set_command_level(options_.command_level);
   SESSIOND_FAULT_POINT("agent.before_publish");
   publishing_.store(true);
   writes_->Submit(

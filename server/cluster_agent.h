@@ -11,6 +11,7 @@
 #include "server/cluster_clock.h"
 #include "server/periodic_task.h"
 #include "server/write_path.h"
+#include "storage/command_level.h"
 #include "storage/session_state_machine.h"
 
 namespace sessiond::server {
@@ -35,13 +36,17 @@ struct ClusterAgentOptions {
   absl::Duration clock_tick_interval = absl::Seconds(2);
   // Skew beyond this is logged (at most once a minute).
   int64_t skew_log_threshold_ms = 1000;
+  // The command level this node publishes: its binary's
+  // (storage/command_level.h), or a lower one a test asks for.
+  uint32_t command_level = storage::kCommandLevel;
 };
 
 // Small cluster chores, on every node, every interval:
-//   * announce this node (MemberCommand PUBLISH: addresses, "started") once
-//     it has caught up with a leader, and again whenever its addresses
-//     change: the member table is how other nodes find its client address
-//     and how a wiped data dir is recognized (server/bootstrap.h);
+//   * announce this node (MemberCommand PUBLISH: addresses, "started", its
+//     command level) once it has caught up with a leader, and again
+//     whenever its addresses or level change: the member table is how other
+//     nodes find its client address and how a wiped data dir is recognized
+//     (server/bootstrap.h);
 //   * on a leader, write --expiry_leeway_ms and --jwks_max_age_ms into the
 //     log if the cluster has no replicated value yet, and, with a KEK,
 //     bootstrap a first active signing key into an empty key ring (so a new

@@ -614,6 +614,14 @@ const std::vector<Option>& Options() {
                "listed in this file (re-read while running)",
        .string_field = SESSIOND_STRING_FIELD(unsafe_peer_drop_file),
        .hidden = true},
+      {.name = "unsafe_command_level",
+       .help = "tests only: publish this command level instead of the "
+               "binary's, as a member on an older binary would (0: the "
+               "binary's)",
+       .int_field = SESSIOND_INT_FIELD(unsafe_command_level),
+       .min = 0,
+       .max = 1000,
+       .hidden = true},
       {.name = "fault_point",
        .help = "NAME[@N][~MS|!]: exit with code 86 at the N-th pass of this "
                "fault point; with ~MS, sleep MS ms at that pass and every one "

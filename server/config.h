@@ -191,6 +191,10 @@ struct Config {
   // to which this node's peer traffic is dropped, both ways; re-read while
   // running (a network partition on one machine).
   std::string unsafe_peer_drop_file;
+  // Hidden, tests only: the command level this node publishes instead of
+  // its binary's (storage/command_level.h), to play a member on an older
+  // binary; 0: its binary's.
+  int64_t unsafe_command_level = 0;
   // Hidden: a SESSIOND_FAULT_POINT name to crash at (fault tests). Armed
   // by server/main.cc once per process image; Daemon::Start ignores it.
   std::string fault_point;

@@ -1112,6 +1112,10 @@ absl::Status Daemon::Init() {
   agent_options.initial_jwks_max_age_ms = config_.jwks_max_age_ms;
   agent_options.jwt_issuer = jwt_issuer_.get();
   agent_options.clock_tick_interval = absl::Milliseconds(config_.clock_tick_ms);
+  if (config_.unsafe_command_level > 0) {
+    agent_options.command_level =
+        static_cast<uint32_t>(config_.unsafe_command_level);
+  }
   agent_ = std::make_unique<ClusterAgent>(agent_options, driver_.get(),
                                           state_machine_.get(), clock_.get(),
                                           writes_.get());

@@ -17,7 +17,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/steady_clock.h"
 #include "common/steady_cond_var.h"
+#include "storage/command_level.h"
 
 namespace sessiond::server {
 
@@ -717,8 +719,42 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
 }
 
 void WritePath::ProposeCatchUpIfDue() {
+  // Taken first: TakeCatchUp hands one out once per retry interval, which
+  // paces the look at the member table below too.
   const std::optional<ClusterClock::CatchUp> catch_up = clock_->TakeCatchUp();
   if (!catch_up) return;
+  // A member whose binary predates the command would apply it as one
+  // without an operation, and diverge. Deferred, it is handed out again
+  // after the retry interval, and cluster time stays where it stood still
+  // meanwhile: sessions live longer by the outage, which logs nobody out.
+  const std::optional<storage::LowestCommandLevel> lowest =
+      storage::LowestPublishedLevel(state_machine_->cluster_state(),
+                                    state_machine_->applied_conf());
+  if (lowest && lowest->level < storage::kClockCatchUpLevel) {
+    uint64_t suppressed = 0;
+    bool log = false;
+    {
+      absl::MutexLock lock(&deferred_log_mu_);
+      log = deferred_log_.Admit(absl::Nanoseconds(SteadyNowNs()), &suppressed);
+    }
+    if (log) {
+      logging::Fields fields;
+      fields.Add("node", lowest->node.value())
+          .Add("command_level", static_cast<uint64_t>(lowest->level))
+          .Add("msg",
+               absl::StrCat("a member counted time this leader did not, but "
+                            "member ",
+                            lowest->node.value(),
+                            " has not published command level ",
+                            storage::kClockCatchUpLevel,
+                            " (an older binary?): cluster time does not jump "
+                            "until every member runs one that applies the "
+                            "catch-up"));
+      if (suppressed > 0) fields.Add("suppressed", suppressed);
+      logging::Warn("clock.catch_up_deferred", fields);
+    }
+    return;
+  }
   Command command;
   command.mutable_clock_catch_up()->set_to_ms(catch_up->to_ms);
   command.mutable_clock_catch_up()->set_since_ms(catch_up->since_ms);

@@ -44,6 +44,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/log_budget.h"
 #include "replication/node_driver.h"
 #include "server/cluster_clock.h"
 #include "server/delay_queue.h"
@@ -118,8 +119,10 @@ class WritePath {
   // leadership moves is refused, and handed out again later): proposes the
   // cluster clock's catch-up when one is due
   // (ClusterClock::TakeCatchUp: a member, or this node, counted an outage
-  // the others did not), ahead of whatever is proposed after it.
-  void ProposeCatchUpIfDue();
+  // the others did not), ahead of whatever is proposed after it. Not while
+  // a member of the configuration has not published the command level
+  // that applies it (storage/command_level.h): logged, and left due.
+  void ProposeCatchUpIfDue() ABSL_LOCKS_EXCLUDED(deferred_log_mu_);
 
   // The leader's side of RaftPeer.Propose: `respond` is called exactly
   // once.
@@ -233,6 +236,11 @@ class WritePath {
   size_t open_commands_ ABSL_GUARDED_BY(open_mu_) = 0;
   uint64_t open_command_bytes_ ABSL_GUARDED_BY(open_mu_) = 0;
   std::atomic<int64_t> rpcs_in_flight_{0};
+  // clock.catch_up_deferred lines: it is looked at on every forwarded
+  // write and agent round while due.
+  absl::Mutex deferred_log_mu_;
+  logging::LogBudget deferred_log_ ABSL_GUARDED_BY(deferred_log_mu_){
+      1, absl::Minutes(1)};
 };
 
 // An ApplyResult carried in a ProposeResponse (the leader's answer to a

@@ -610,10 +610,12 @@ ApplyResult SessionStateMachine::ApplyMember(
   }
   if (member.kind() == v1::internal::MemberCommand::PUBLISH) {
     it->set_started(true);
+    it->set_command_level(member.command_level());
   } else if (member.kind() == v1::internal::MemberCommand::ADD) {
     // Added (again): a new member that has not run yet, whatever an
-    // earlier one under this id did.
+    // earlier one under this id did (and ran).
     it->set_started(false);
+    it->set_command_level(0);
   }
   return std::any();
 }
@@ -983,6 +985,13 @@ class RecordChecker {
     if (stored->token_hash().size() != 32 || sid.empty() || sid.size() > 255 ||
         uid.empty() || uid.size() > 65535) {
       return absl::DataLossError("snapshot image has a malformed record");
+    }
+    // And with the table's own reader, which loads it: it refuses what
+    // protobuf takes (a known field of another wire type, an unknown field
+    // to protobuf), and such an image failed to load once the log was gone.
+    if (absl::Status loads = SessionTable::CheckStored(bytes); !loads.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "snapshot image has a malformed record (", loads.message(), ")"));
     }
     if (!ids_.try_emplace(stored->token_hash(), sid, uid).second ||
         !session_ids_.insert(sid).second) {

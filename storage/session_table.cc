@@ -15,6 +15,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
 #include "storage/arena.h"
 #include "storage/wire.h"
 
@@ -831,8 +832,17 @@ absl::Status SessionTable::Insert(const TokenHash& hash,
   return absl::OkStatus();
 }
 
-absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
-    std::string_view bytes, SlabArena& arena, HoldRegistry::Index* hold) {
+// StoredSession wire bytes, decoded as the table reads them.
+struct SessionTable::DecodedStored {
+  TokenHash hash;
+  std::string_view session_id, user_id;
+  int64_t fixed[10] = {};  // indexed by field number 3..9
+  std::string extra;
+  std::vector<uint64_t> revoked_by;
+};
+
+absl::Status SessionTable::DecodeStored(std::string_view bytes,
+                                        DecodedStored* out) {
   auto corrupt = [](absl::string_view what) {
     return absl::DataLossError(
         absl::StrCat("stored session does not parse: ", what));
@@ -847,11 +857,13 @@ absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
   }
   std::optional<TokenHash> hash = TokenHashFromBytes(hash_bytes);
   if (!hash) return corrupt("token_hash is not 32 bytes");
+  out->hash = *hash;
 
-  std::string_view session_id, user_id;
-  int64_t fixed[10] = {};  // indexed by field number 3..9
-  std::string extra;
-  std::vector<uint64_t> revoked_by;
+  std::string_view& session_id = out->session_id;
+  std::string_view& user_id = out->user_id;
+  int64_t* fixed = out->fixed;
+  std::string& extra = out->extra;
+  std::vector<uint64_t>& revoked_by = out->revoked_by;
   while (!session_bytes.empty()) {
     if (!wire::NextField(&session_bytes, &field)) return corrupt("Session");
     switch (field.number) {
@@ -884,16 +896,28 @@ absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
   }
   absl::Status status = CheckIds(session_id, user_id);
   if (!status.ok()) return corrupt(status.message());
-  const Ref ref = NewRecord(arena, *hash, session_id, user_id);
+  return absl::OkStatus();
+}
+
+absl::Status SessionTable::CheckStored(std::string_view bytes) {
+  DecodedStored decoded;
+  return DecodeStored(bytes, &decoded);
+}
+
+absl::StatusOr<SessionTable::Ref> SessionTable::ParseStored(
+    std::string_view bytes, SlabArena& arena, HoldRegistry::Index* hold) {
+  DecodedStored d;
+  SESSIOND_RETURN_IF_ERROR(DecodeStored(bytes, &d));
+  const Ref ref = NewRecord(arena, d.hash, d.session_id, d.user_id);
   Record* r = Rec(ref);
-  r->created_at_ms = fixed[kCreatedAt];
-  r->expires_at_ms = fixed[kExpiresAt];
-  r->idle_timeout_ms = fixed[kIdleTimeout];
-  r->last_seen_at_ms = fixed[kLastSeenAt];
-  r->SetVersionAndState(static_cast<uint64_t>(fixed[kVersion]),
-                        fixed[kState] == v1::SESSION_STATE_REVOKED);
-  r->SetExtra(*this, arena, extra);
-  *hold = revoked_by.empty() ? 0 : holds_.Acquire(revoked_by);
+  r->created_at_ms = d.fixed[kCreatedAt];
+  r->expires_at_ms = d.fixed[kExpiresAt];
+  r->idle_timeout_ms = d.fixed[kIdleTimeout];
+  r->last_seen_at_ms = d.fixed[kLastSeenAt];
+  r->SetVersionAndState(static_cast<uint64_t>(d.fixed[kVersion]),
+                        d.fixed[kState] == v1::SESSION_STATE_REVOKED);
+  r->SetExtra(*this, arena, d.extra);
+  *hold = d.revoked_by.empty() ? 0 : holds_.Acquire(d.revoked_by);
   return ref;
 }
 

@@ -273,6 +273,13 @@ class SessionTable {
   // InsertStored keeps them. DataLoss when the bytes do not parse; NotFound
   // and InvalidArgument as Replace.
   absl::Status ReplaceStored(std::string_view stored_session_bytes);
+  // OK when InsertStored and ReplaceStored would read these bytes (DataLoss
+  // as they would refuse them), without adding anything: a snapshot's
+  // records are checked with the reader that loads them, not protobuf's,
+  // which takes more (a known field of another wire type, as an unknown
+  // one): an image that passed its check then failed to load after the log
+  // was dropped, and at every restart.
+  static absl::Status CheckStored(std::string_view stored_session_bytes);
   // Replaces a session's record. NotFound when absent; InvalidArgument when
   // session_id or user_id differ from the stored ones (they are immutable).
   absl::Status Replace(const TokenHash& hash,
@@ -352,6 +359,10 @@ class SessionTable {
   // SetHoldOf from session.revoked_by().
   void SetHold(Ref ref, const sessiond::v1::Session& session);
   // `*hold`: the record's revoked_by list, acquired (the caller places it).
+  struct DecodedStored;
+  // The bytes' fields as ParseStored reads them; DataLoss when they do not
+  // parse. `out`'s views point into `bytes`.
+  static absl::Status DecodeStored(std::string_view bytes, DecodedStored* out);
   absl::StatusOr<Ref> ParseStored(std::string_view bytes, SlabArena& arena,
                                   HoldRegistry::Index* hold);
   // Links a parsed record into every index; `hold` (its revoked_by list,

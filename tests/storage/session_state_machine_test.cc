@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "rocksdb/env.h"
 #include "sessiond/v1/command.pb.h"
+#include "storage/command_level.h"
 #include "storage/database.h"
 #include "storage/keys.h"
 #include "storage/revocations.h"
@@ -1194,6 +1195,47 @@ TEST_F(SessionStateMachineTest, AddingAMemberAgainIsRefusedAndChangesNothing) {
     EXPECT_EQ(cluster.members(0).peer_address(), "p3");
     EXPECT_TRUE(cluster.members(0).started());
   }
+}
+
+// A member's published command level is kept in the member table (and
+// replaced by its next PUBLISH); added again, it has published none. The
+// lowest over the configuration gates commands an older binary would not
+// apply (storage/command_level.h).
+TEST_F(SessionStateMachineTest, MembersPublishTheirCommandLevel) {
+  auto publish = [&](uint64_t node, uint32_t level) {
+    Command c;
+    c.set_timestamp_ms(100);
+    c.mutable_member()->set_kind(v1::internal::MemberCommand::PUBLISH);
+    c.mutable_member()->set_node_id(node);
+    c.mutable_member()->set_command_level(level);
+    ASSERT_TRUE(ApplyOne(c).ok());
+  };
+  replication::ConfState conf;
+  conf.voters = {NodeId(1), NodeId(2)};
+  conf.learners = {NodeId(3)};
+  publish(1, kCommandLevel);
+  publish(2, 1);
+  // Node 3 never published: it counts as 0, the lowest.
+  std::optional<LowestCommandLevel> lowest =
+      LowestPublishedLevel(sm_->cluster_state(), conf);
+  ASSERT_TRUE(lowest.has_value());
+  EXPECT_EQ(lowest->node, NodeId(3));
+  EXPECT_EQ(lowest->level, 0u);
+  publish(3, kCommandLevel);
+  lowest = LowestPublishedLevel(sm_->cluster_state(), conf);
+  EXPECT_EQ(lowest->node, NodeId(2));
+  EXPECT_EQ(lowest->level, 1u);
+  publish(2, kCommandLevel);  // upgraded and published again
+  Reopen();                   // durable
+  lowest = LowestPublishedLevel(sm_->cluster_state(), conf);
+  EXPECT_EQ(lowest->level, kCommandLevel);
+  // Removed and added again: a new member that has not run.
+  ASSERT_TRUE(ApplyOne(AddMember(4)).ok());
+  conf.learners.push_back(NodeId(4));
+  EXPECT_EQ(LowestPublishedLevel(sm_->cluster_state(), conf)->node, NodeId(4));
+  EXPECT_FALSE(
+      LowestPublishedLevel(sm_->cluster_state(), replication::ConfState())
+          .has_value());
 }
 
 // ---------------------------------------------------------------------------
