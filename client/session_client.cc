@@ -1086,6 +1086,7 @@ absl::StatusOr<v1::ValidateSessionResponse> ValidateStream::Validate(
   if (finished_) return FinishBroken();
   v1::ValidateSessionRequest numbered = request;
   if (numbered.request_id() == 0) numbered.set_request_id(next_request_id_++);
+  wrote_ = true;
   if (!stream_->Write(numbered)) return FinishBroken();
   v1::ValidateSessionResponse response;
   if (!stream_->Read(&response)) return FinishBroken();
@@ -1107,6 +1108,16 @@ absl::StatusOr<v1::ValidateSessionResponse> ValidateStream::Validate(
 
 absl::Status ValidateStream::Close() {
   if (finished_) return final_status_;
+  if (!wrote_) {
+    // Its metadata is corked until the first Write, and a half-close does
+    // not send it: WritesDone would wait on a call that never started.
+    // Nothing is owed on a stream that asked nothing.
+    context_->TryCancel();
+    (void)stream_->Finish();
+    finished_ = true;
+    final_status_ = absl::OkStatus();
+    return final_status_;
+  }
   stream_->WritesDone();
   v1::ValidateSessionResponse ignored;
   // Bounded: the server owes no answers once every Validate has returned.

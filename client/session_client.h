@@ -455,6 +455,8 @@ class ValidateStream {
                                            v1::ValidateSessionResponse>>
       stream_;
   uint64_t next_request_id_ = 1;
+  // A Write was made: the stream's (corked) metadata has left.
+  bool wrote_ = false;
   bool finished_ = false;
   absl::Status final_status_;
 };

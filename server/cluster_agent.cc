@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
 #include "common/log.h"
+#include "common/steady_clock.h"
 #include "server/jwt_issuer.h"
 #include "server/removal_watch.h"
 #include "sessiond/v1/command.pb.h"
@@ -77,7 +78,13 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
     }
   }
   published_.store(current);
-  if (current || publishing_.load()) return;
+  const int64_t now_ns = SteadyNowNs();
+  if (last_publish_ns_ == 0) last_publish_ns_ = now_ns;
+  const bool republish_due =
+      options_.republish_interval > absl::ZeroDuration() &&
+      absl::Nanoseconds(now_ns - last_publish_ns_) >=
+          options_.republish_interval;
+  if ((current && !republish_due) || publishing_.load()) return;
   // Removed: the entry would be refused; the node stops once the leader
   // confirms (server/removal_watch.h).
   if (ListsAsRemoved(cluster, options_.self)) return;
@@ -96,6 +103,7 @@ void ClusterAgent::MaybePublish(const replication::NodeStatus& status) {
   member->set_command_level(options_.command_level);
   SESSIOND_FAULT_POINT("agent.before_publish");
   publishing_.store(true);
+  last_publish_ns_ = now_ns;
   writes_->Submit(
       std::move(command), absl::Now() + absl::Seconds(5),
       [this](replication::ApplyResult) { publishing_.store(false); });

@@ -39,6 +39,13 @@ struct ClusterAgentOptions {
   // The command level this node publishes: its binary's
   // (storage/command_level.h), or a lower one a test asks for.
   uint32_t command_level = storage::kCommandLevel;
+  // A member publishes itself again this often even when its row is
+  // current (0: never). A binary from before command levels drops the
+  // level when it applies a PUBLISH, so after a rolling upgrade the
+  // members that were upgraded first are listed without one on the nodes
+  // upgraded after them (their tables differ, and the catch-up stays
+  // deferred whenever one of those leads) until they publish again.
+  absl::Duration republish_interval = absl::Minutes(10);
 };
 
 // Small cluster chores, on every node, every interval:
@@ -98,6 +105,9 @@ class ClusterAgent {
   WritePath* const writes_;                                  // outlives this
   std::atomic<bool> publishing_{false};
   std::atomic<bool> published_{false};
+  // Agent thread: when this node last published itself, or started
+  // (steady clock, ns; 0 before the first round).
+  int64_t last_publish_ns_ = 0;
   std::atomic<bool> writing_settings_{false};
   std::atomic<bool> bootstrapping_key_{false};
   std::atomic<bool> ticking_{false};

@@ -326,6 +326,7 @@ class PeerService::SnapshotStream
   }
 
   void Complete() {
+    service_->Finishing(this);
     if (receiver_ == nullptr) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "empty snapshot stream"));
@@ -556,13 +557,20 @@ absl::Status PeerService::BeginReceiving(const void* stream,
   const int64_t now = SteadyNowNs();
   absl::MutexLock lock(&receiving_mu_);
   if (receiving_.size() >= kMaxSnapshotsReceiving) {
-    auto idlest = std::min_element(
-        receiving_.begin(), receiving_.end(), [](const auto& a, const auto& b) {
-          return a.second.last_chunk_ns < b.second.last_chunk_ns;
-        });
+    // The idlest of those still receiving (one being checked is not idle).
+    auto idlest = receiving_.end();
+    for (auto it = receiving_.begin(); it != receiving_.end(); ++it) {
+      if (!it->second.finishing &&
+          (idlest == receiving_.end() ||
+           it->second.last_chunk_ns < idlest->second.last_chunk_ns)) {
+        idlest = it;
+      }
+    }
     const absl::Duration idle =
-        absl::Nanoseconds(now - idlest->second.last_chunk_ns);
-    if (idle < idle_limit) {
+        idlest == receiving_.end()
+            ? absl::ZeroDuration()
+            : absl::Nanoseconds(now - idlest->second.last_chunk_ns);
+    if (idlest == receiving_.end() || idle < idle_limit) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "node ", self_.value(), " is already receiving ", receiving_.size(),
           " snapshots; the leader sends this one again once one is done"));
@@ -590,6 +598,12 @@ void PeerService::ChunkReceived(const void* stream) {
   absl::MutexLock lock(&receiving_mu_);
   auto it = receiving_.find(stream);
   if (it != receiving_.end()) it->second.last_chunk_ns = now;
+}
+
+void PeerService::Finishing(const void* stream) {
+  absl::MutexLock lock(&receiving_mu_);
+  auto it = receiving_.find(stream);
+  if (it != receiving_.end()) it->second.finishing = true;
 }
 
 void PeerService::EndReceiving(const void* stream) {

@@ -224,6 +224,9 @@ class PeerService final
     grpc::CallbackServerContext* context = nullptr;
     int64_t last_chunk_ns = 0;  // steady clock
     uint64_t reserved_bytes = 0;
+    // Its last chunk came, and it is being checked and handed over (which
+    // may take longer than the idle limit): never cancelled for another.
+    bool finishing = false;
   };
   // Takes a place for `stream`, reserving `bytes` of disk; sets
   // `*reserved_by_others` to what the streams already receiving reserved.
@@ -235,6 +238,9 @@ class PeerService final
                               uint64_t* reserved_by_others)
       ABSL_LOCKS_EXCLUDED(receiving_mu_);
   void ChunkReceived(const void* stream) ABSL_LOCKS_EXCLUDED(receiving_mu_);
+  // Its last chunk came: it keeps its place and reservation until
+  // EndReceiving, however long the check takes.
+  void Finishing(const void* stream) ABSL_LOCKS_EXCLUDED(receiving_mu_);
   // Gives the place back (nothing when it was taken from an idle stream).
   // Called before the stream is deleted: its context is cancelled under
   // receiving_mu_ only while it is listed.

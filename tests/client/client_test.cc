@@ -1404,6 +1404,20 @@ TEST(ClientFakeServerTest, AStreamOpensWhenItsConnectionHasNoRoomForIt) {
   ASSERT_TRUE(answer.ok()) << answer.status();
   EXPECT_EQ(answer->outcome(), v1::ValidateSessionResponse::VALID);
   EXPECT_TRUE(second->Close().ok());
+
+  // A stream closed before it asked anything: its corked metadata never
+  // left, and a half-close waited on a call that never started.
+  absl::Notification closed;
+  std::thread closer([&] {
+    EXPECT_TRUE(client->OpenValidateStream()->Close().ok());
+    closed.Notify();
+  });
+  if (closed.WaitForNotificationWithTimeout(absl::Seconds(20))) {
+    closer.join();
+  } else {
+    ADD_FAILURE() << "closing an unused stream hung";
+    closer.detach();  // nothing would end it
+  }
 }
 
 // A follower naming the leader, and a client whose first write learned it

@@ -612,6 +612,35 @@ TEST(StreamAbuseTest, SmallBatchesWhoseLargeAnswersAreNeverReadAreBounded) {
   StopNode(&node);
 }
 
+// A batch of tokens no session can have is answered without the read
+// barrier, UNKNOWN each, and its answer is held within the same bound:
+// 10,000 one-byte tokens answer over 100 KB, and a client that never read
+// them pinned that much per call without limit.
+TEST(StreamAbuseTest, GarbageBatchesWhoseAnswersAreNeverReadAreBounded) {
+  Node node;
+  ASSERT_NO_FATAL_FAILURE(StartNode(&node, {"--max_held_answer_mib=1"}));
+  BatchValidateSessionsRequest batch;
+  for (int i = 0; i < 10000; ++i) {
+    ValidateSessionRequest* r = batch.add_requests();
+    r->set_request_id(static_cast<uint64_t>(i) + 1);
+    r->set_token("#");
+  }
+  BatchValidateSessionsResponse read;
+  {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(10)));
+    ASSERT_TRUE(node.stub->BatchValidateSessions(&context, batch, &read).ok());
+  }
+  ASSERT_EQ(read.responses_size(), 10000);
+  EXPECT_EQ(read.responses(9999).outcome(), ValidateSessionResponse::UNKNOWN);
+  const int held = static_cast<int>((uint64_t{1} << 20) / read.ByteSizeLong());
+  ASSERT_GE(held, 2) << read.ByteSizeLong();
+  constexpr int kCalls = 16;
+  ExpectUnreadAnswersBounded(&node, batch, kCalls, kCalls - held,
+                             "too many large answers wait");
+  StopNode(&node);
+}
+
 TEST(StreamAbuseTest, HugeBatchesLeaveOtherReadsAnswered) {
   Node node;
   ASSERT_NO_FATAL_FAILURE(StartNode(&node));
