@@ -37,6 +37,14 @@ using sessiond::v1::internal::StreamSummary;
 
 namespace {
 
+// Disk needs in bytes, saturating: an announced size near 2^64 wrapped to a
+// small need.
+uint64_t SaturatingAdd(uint64_t a, uint64_t b) {
+  return a > std::numeric_limits<uint64_t>::max() - b
+             ? std::numeric_limits<uint64_t>::max()
+             : a + b;
+}
+
 absl::Status Starting() {
   return absl::UnavailableError("this node is starting; retry");
 }
@@ -280,7 +288,7 @@ class PeerService::SnapshotStream
     // snapshot the disk cannot hold once applied failed in the apply stage
     // (out of space) after installing it had dropped the log, and at every
     // restart again. Refused, the leader sends it again later.
-    // Saturating: an announced size near 2^64 wrapped to a small need.
+    // Saturating, as SaturatingAdd.
     const uint64_t need =
         chunk_.total_bytes() > std::numeric_limits<uint64_t>::max() /
                                    kSnapshotInstallSpaceFactor
@@ -290,12 +298,8 @@ class PeerService::SnapshotStream
     SESSIOND_RETURN_IF_ERROR(service_->BeginReceiving(
         this, context_, need, parts_.snapshot_idle_limit, &reserved_by_others));
     if (parts_.room_on_disk) {
-      const uint64_t with_others =
-          need > std::numeric_limits<uint64_t>::max() - reserved_by_others
-              ? std::numeric_limits<uint64_t>::max()
-              : need + reserved_by_others;
       if (absl::Status room = parts_.room_on_disk(
-              with_others,
+              SaturatingAdd(need, reserved_by_others),
               absl::StrCat("installing a snapshot of ", chunk_.total_bytes(),
                            " bytes (about ", kSnapshotInstallSpaceFactor,
                            " times that)",
@@ -583,10 +587,7 @@ absl::Status PeerService::BeginReceiving(const void* stream,
   }
   uint64_t others = 0;
   for (const auto& [unused, receiving] : receiving_) {
-    others =
-        receiving.reserved_bytes > std::numeric_limits<uint64_t>::max() - others
-            ? std::numeric_limits<uint64_t>::max()
-            : others + receiving.reserved_bytes;
+    others = SaturatingAdd(others, receiving.reserved_bytes);
   }
   *reserved_by_others = others;
   receiving_[stream] = Receiving{context, now, bytes};
