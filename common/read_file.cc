@@ -81,4 +81,11 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
   }
 }
 
+std::string FileStamp(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return absl::StrCat("errno ", errno);
+  return absl::StrCat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":",
+                      st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
+}
+
 }  // namespace sessiond

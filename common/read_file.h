@@ -19,6 +19,12 @@ namespace sessiond {
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
                                           size_t max_bytes = size_t{64} << 20);
 
+// What stat(2) says of the file at `path`, as text, to tell whether it is
+// worth reading again: a rename gives a new device:inode, a write in place
+// a new size or mtime. An error is a stamp too ("errno N"): it changes when
+// the file comes back.
+std::string FileStamp(const std::string& path);
+
 }  // namespace sessiond
 
 #endif  // SESSIOND_COMMON_READ_FILE_H_

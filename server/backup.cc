@@ -15,6 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/replace_file.h"
+#include "common/status_macros.h"
 #include "server/config.h"
 #include "server/log_compactor.h"
 #include "storage/backup.h"
@@ -26,23 +28,7 @@ namespace {
 namespace fs = std::filesystem;
 
 absl::Status WriteFile(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  std::unique_ptr<FILE, decltype(&std::fclose)> file(
-      std::fopen(tmp.c_str(), "wbe"), &std::fclose);
-  if (file == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot create ", tmp));
-  }
-  if (std::fwrite(text.data(), 1, text.size(), file.get()) != text.size() ||
-      std::fflush(file.get()) != 0 || fsync(fileno(file.get())) != 0) {
-    return absl::InternalError(absl::StrCat("cannot write ", tmp));
-  }
-  file.reset();
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
-  }
+  SESSIOND_RETURN_IF_ERROR(ReplaceFile(path, text, 0644, /*durable=*/true));
   return SyncFolder(fs::path(path).parent_path().string());
 }
 

@@ -1,18 +1,21 @@
 // Copyright sessiond authors. Licensed under the Apache License 2.0.
 #include "server/connection_limits.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "common/log.h"
 #include "common/steady_clock.h"
 
@@ -80,21 +83,54 @@ bool IsConnectionOn(int fd, const sockaddr_storage& listener) {
   return getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0;
 }
 
+// The socket inode of `fd` (0 when fstat fails).
+ino_t InodeOf(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 ? st.st_ino : 0;
+}
+
+// The address of `fd`'s peer, without the port ("" when it has none).
+std::string ClientOf(int fd) {
+  sockaddr_storage peer{};
+  socklen_t peer_len = sizeof(peer);
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
+    return "";
+  }
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* address =
+      peer.ss_family == AF_INET
+          ? static_cast<const void*>(
+                &reinterpret_cast<const sockaddr_in&>(peer).sin_addr)
+          : static_cast<const void*>(
+                &reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr);
+  if (inet_ntop(peer.ss_family, address, text, sizeof(text)) == nullptr) {
+    return "";
+  }
+  return text;
+}
+
 // A duplicate of the descriptor of the one connection accepted on
-// `listener`, or -1 (none, several, or no descriptor left).
-int DuplicateConnection(const sockaddr_storage& listener) {
+// `listener` whose socket is not in `watched` (by inode), or -1 (none,
+// several, or no descriptor left).
+int DuplicateNewConnection(const sockaddr_storage& listener,
+                           const absl::flat_hash_set<ino_t>& watched) {
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return -1;
   int found = -1;
+  ino_t found_inode = 0;
   int matches = 0;
   while (const dirent* entry = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
     if (end == entry->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    if (IsConnectionOn(static_cast<int>(fd), listener)) {
-      found = static_cast<int>(fd);
-      ++matches;
-    }
+    if (!IsConnectionOn(static_cast<int>(fd), listener)) continue;
+    const ino_t inode = InodeOf(static_cast<int>(fd));
+    if (inode == 0 || watched.contains(inode)) continue;
+    // Two descriptors of one socket (one of ours not yet in `watched`
+    // cannot be: Begin runs one at a time) count once.
+    if (matches == 0 || inode != found_inode) ++matches;
+    found = static_cast<int>(fd);
+    found_inode = inode;
   }
   closedir(dir);
   if (matches != 1) return -1;
@@ -118,11 +154,14 @@ uint64_t BytesReceived(int fd) {
 ConnectionLimits::ConnectionLimits(const sockaddr_storage& listener,
                                    absl::Duration request_limit,
                                    absl::Duration limit,
-                                   uint64_t max_bytes_received)
+                                   uint64_t max_bytes_received,
+                                   int max_per_client)
     : listener_(listener),
       request_limit_(request_limit),
       limit_(limit),
-      max_bytes_received_(max_bytes_received) {
+      max_bytes_received_(max_bytes_received),
+      max_per_client_(max_per_client),
+      log_budget_(10, absl::Minutes(1)) {
   watcher_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "sd-http-cut");
     Watch();
@@ -137,44 +176,78 @@ ConnectionLimits::~ConnectionLimits() {
   watcher_.join();
 }
 
-void ConnectionLimits::Begin() {
+ConnectionLimits::Begun ConnectionLimits::Begin(bool room) {
+  absl::flat_hash_set<ino_t> watched;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, connection] : connections_) {
+      if (connection.inode != 0) watched.insert(connection.inode);
+    }
+  }
+  // Outside the lock: a scan of every descriptor. Only this thread adds
+  // connections, and one that ends meanwhile has no descriptor left.
   Connection connection;
-  connection.fd = DuplicateConnection(listener_);
-  if (connection.fd < 0) {
+  connection.fd = DuplicateNewConnection(listener_, watched);
+  if (connection.fd >= 0) {
+    connection.inode = InodeOf(connection.fd);
+    connection.client = ClientOf(connection.fd);
+  } else {
     // Not watched: no limit holds it. Said, so it is not silent.
     logging::Warn("http.connection_not_watched",
                   logging::Fields()
                       .Add("port", PortOf(listener_))
                       .Add("msg",
                            "the accepted connection was not found among this "
-                           "process's descriptors (none left, or another "
-                           "socket on the same address): served without "
-                           "its time and size limits"));
+                           "process's descriptors (none left, another socket "
+                           "on the same address, or one not watched still "
+                           "open): served without its time, size and "
+                           "per-client limits"));
   }
   const int64_t now = SteadyNowNs();
   connection.request_deadline_steady_ns =
       now + absl::ToInt64Nanoseconds(request_limit_);
   connection.deadline_steady_ns = now + absl::ToInt64Nanoseconds(limit_);
   absl::MutexLock lock(&mu_);
-  current_ = connection;
-  if (cut_all_) CutLocked();
+  Begun begun;
+  begun.id = next_id_++;
+  const char* refusal = nullptr;
+  if (!room) {
+    refusal =
+        "every worker is busy and the waiting line is full: closed at once";
+  } else if (!connection.client.empty() &&
+             ConnectionsFrom(connection.client) >= max_per_client_) {
+    refusal =
+        "this client already has as many connections as one may: closed at "
+        "once, so one client cannot hold every worker";
+  }
+  Connection& added = connections_[begun.id] = std::move(connection);
+  begun.admitted = refusal == nullptr && !cut_all_;
+  if (refusal != nullptr) {
+    ++refused_;
+    LogCut("http.connection_refused", added.client, refusal);
+  }
+  if (!begun.admitted) CutLocked(added);
+  return begun;
 }
 
-void ConnectionLimits::RequestRead() {
+void ConnectionLimits::RequestRead(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  if (current_.has_value()) current_->request_read = true;
+  auto it = connections_.find(id);
+  if (it != connections_.end()) it->second.request_read = true;
 }
 
-void ConnectionLimits::End() {
+void ConnectionLimits::End(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  if (current_.has_value() && current_->fd >= 0) close(current_->fd);
-  current_.reset();
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  if (it->second.fd >= 0) close(it->second.fd);
+  connections_.erase(it);
 }
 
 void ConnectionLimits::CutNow() {
   absl::MutexLock lock(&mu_);
   cut_all_ = true;
-  CutLocked();
+  for (auto& [id, connection] : connections_) CutLocked(connection);
 }
 
 uint64_t ConnectionLimits::cut() const {
@@ -187,25 +260,59 @@ uint64_t ConnectionLimits::cut_for_slow_request() const {
   return cut_for_slow_request_;
 }
 
-bool ConnectionLimits::StoppingOrServing() const {
-  return stopping_ || (current_.has_value() && current_->fd >= 0);
+uint64_t ConnectionLimits::refused() const {
+  absl::MutexLock lock(&mu_);
+  return refused_;
 }
 
-void ConnectionLimits::CutLocked() {
-  if (!current_.has_value() || current_->fd < 0) return;
+int ConnectionLimits::ConnectionsFrom(const std::string& client) const {
+  int count = 0;
+  for (const auto& [id, connection] : connections_) {
+    if (connection.client == client) ++count;
+  }
+  return count;
+}
+
+bool ConnectionLimits::StoppingOrServing() const {
+  if (stopping_) return true;
+  for (const auto& [id, connection] : connections_) {
+    if (connection.fd >= 0) return true;
+  }
+  return false;
+}
+
+void ConnectionLimits::CutLocked(Connection& connection) {
+  if (connection.fd < 0) return;
   // Our duplicate keeps the socket open: it is that connection's. The
   // shutdown wakes the serving thread (its reads end); the disconnect then
   // resets the connection, so a client blocked writing into a full window
   // learns at once: a FIN alone left it probing a zero window for minutes.
   // The disconnect may be refused while a thread waits inside the socket
   // (EBUSY); the FIN stands then.
-  shutdown(current_->fd, SHUT_RDWR);
+  shutdown(connection.fd, SHUT_RDWR);
   sockaddr unspecified{};
   unspecified.sa_family = AF_UNSPEC;
-  connect(current_->fd, &unspecified, sizeof(unspecified));
-  close(current_->fd);
-  current_->fd = -1;  // once
+  connect(connection.fd, &unspecified, sizeof(unspecified));
+  close(connection.fd);
+  connection.fd = -1;  // once; the inode stays known until End
   ++cut_;
+}
+
+void ConnectionLimits::LogCut(const char* event, const std::string& client,
+                              const char* why) {
+  uint64_t suppressed = 0;
+  if (!log_budget_.Admit(absl::Nanoseconds(SteadyNowNs()), &suppressed)) {
+    return;
+  }
+  logging::Fields fields;
+  fields.Add("port", PortOf(listener_))
+      .Add("client", client)
+      .Add("request_limit_ms", absl::ToInt64Milliseconds(request_limit_))
+      .Add("limit_ms", absl::ToInt64Milliseconds(limit_))
+      .Add("max_bytes_received", max_bytes_received_)
+      .Add("max_per_client", max_per_client_);
+  if (suppressed > 0) fields.Add("suppressed", suppressed);
+  logging::Warn(event, fields.Add("msg", why));
 }
 
 void ConnectionLimits::Watch() {
@@ -219,35 +326,30 @@ void ConnectionLimits::Watch() {
       // Until one begins (Begin wakes this at once).
       mu_.Await(absl::Condition(this, &ConnectionLimits::StoppingOrServing));
     }
-    if (!current_.has_value() || current_->fd < 0) continue;
     const int64_t now = SteadyNowNs();
-    const char* why = nullptr;
-    if (!current_->request_read &&
-        now >= current_->request_deadline_steady_ns) {
-      ++cut_for_slow_request_;
-      why =
-          "a client did not send its request within its limit (one that "
-          "sends too slowly, or not at all): closed, so the next one is "
-          "served";
-    } else if (now >= current_->deadline_steady_ns) {
-      why =
-          "a connection took longer than its limit (a client that reads too "
-          "slowly): closed, so the next one is served";
-    } else if (BytesReceived(current_->fd) > max_bytes_received_) {
-      why =
-          "a client sent more than a request needs (a request line or "
-          "headers without end): closed before they fill memory";
+    for (auto& [id, connection] : connections_) {
+      if (connection.fd < 0) continue;
+      const char* why = nullptr;
+      if (!connection.request_read &&
+          now >= connection.request_deadline_steady_ns) {
+        ++cut_for_slow_request_;
+        why =
+            "a client did not send its request within its limit (one that "
+            "sends too slowly, or not at all): closed, so its worker serves "
+            "the next one";
+      } else if (now >= connection.deadline_steady_ns) {
+        why =
+            "a connection took longer than its limit (a client that reads "
+            "too slowly): closed, so its worker serves the next one";
+      } else if (BytesReceived(connection.fd) > max_bytes_received_) {
+        why =
+            "a client sent more than a request needs (a request line or "
+            "headers without end): closed before they fill memory";
+      }
+      if (why == nullptr) continue;
+      LogCut("http.connection_cut", connection.client, why);
+      CutLocked(connection);
     }
-    if (why == nullptr) continue;
-    logging::Warn(
-        "http.connection_cut",
-        logging::Fields()
-            .Add("port", PortOf(listener_))
-            .Add("request_limit_ms", absl::ToInt64Milliseconds(request_limit_))
-            .Add("limit_ms", absl::ToInt64Milliseconds(limit_))
-            .Add("max_bytes_received", max_bytes_received_)
-            .Add("msg", why));
-    CutLocked();
   }
 }
 

@@ -548,13 +548,6 @@ absl::Status Daemon::Init() {
     phase_start = now;
   };
   const NodeId self(static_cast<uint64_t>(config_.node_id));
-  {
-    absl::StatusOr<std::unique_ptr<ListenerSecurity>> security =
-        ListenerSecurity::Build(config_);
-    if (!security.ok()) return security.status();
-    security_ = *std::move(security);
-    logging::Info("tls", logging::Fields().Add("msg", security_->Describe()));
-  }
 
   const uint64_t disk_low_bytes = static_cast<uint64_t>(config_.disk_reserve_mb)
                                   << 20;
@@ -572,11 +565,23 @@ absl::Status Daemon::Init() {
                                      "file (docs/OPERATIONS.md, A full "
                                      "disk)")));
   }
+  // Before the data dir is taken: a TLS or role file typo fails now, not
+  // after a log replay, and leaves no new data dir behind.
+  SESSIOND_RETURN_IF_ERROR(ListenerSecurity::Precheck(config_));
   storage::DiskGuard::ReleaseReserveIfLow(config_.data_dir, disk_low_bytes);
   absl::StatusOr<std::unique_ptr<storage::Database>> db =
       storage::Database::Open(config_.data_dir, storage::DatabaseOptions{});
   if (!db.ok()) return db.status();
   db_ = *std::move(db);
+  {
+    // After the data dir's lock is held: the gRPC endpoints serve copies
+    // of the TLS files kept in it (<data_dir>/tls).
+    absl::StatusOr<std::unique_ptr<ListenerSecurity>> security =
+        ListenerSecurity::Build(config_);
+    if (!security.ok()) return security.status();
+    security_ = *std::move(security);
+    logging::Info("tls", logging::Fields().Add("msg", security_->Describe()));
+  }
   storage::DiskGuardOptions disk_options;
   disk_options.dir = config_.data_dir;
   disk_options.low_bytes = disk_low_bytes;
@@ -1165,6 +1170,7 @@ absl::Status Daemon::Init() {
     sources.audit = audit_.get();
     sources.write_admission = write_admission_.get();
     sources.transport = transport_.get();
+    sources.tls = security_->served_files();
     sources.audit_entries = [this] {
       return state_machine_->AuditEntryCount();
     };
@@ -1471,6 +1477,8 @@ void Daemon::Shutdown() {
   rpc_metrics_.reset();  // after every server it instrumented
   snapshots_.reset();
   log_.reset();
+  // Its thread writes into the data dir: stopped before the lock goes.
+  if (security_ != nullptr) security_->StopWatchingFiles();
   db_.reset();  // flushes memtables and releases the data dir's LOCK
 }
 

@@ -16,7 +16,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -29,21 +31,93 @@
 namespace sessiond::server {
 namespace {
 
-// Runs each connection on the accepting thread itself: the endpoint is one
-// thread (httplib's default pool would add eight). Each is given its
-// deadline as it begins: httplib calls this just after accept.
-class InlineTaskQueue : public httplib::TaskQueue {
+// The connection the calling worker serves (ConnectionLimits::Begun::id):
+// httplib's handlers are given no connection, and RequestRead needs it.
+thread_local uint64_t t_connection = 0;
+
+// Serves accepted connections on `workers` threads of its own, so a client
+// that stalls holds one worker, not the endpoint; at most `max_waiting`
+// wait for a worker. httplib calls enqueue on the accepting thread just
+// after each accept, where ConnectionLimits finds the socket. A connection
+// refused there (the line full, or its client over its share) is served
+// at once on the accepting thread: it was shut down, so that ends at its
+// first read.
+class WorkerPool : public httplib::TaskQueue {
  public:
-  explicit InlineTaskQueue(ConnectionLimits* deadline) : deadline_(deadline) {}
-  void enqueue(std::function<void()> fn) override {
-    deadline_->Begin();
-    fn();  // serves the connection, and closes it
-    deadline_->End();
+  WorkerPool(ConnectionLimits* limits, int workers, size_t max_waiting,
+             const std::string& thread_name)
+      : limits_(limits), max_waiting_(max_waiting) {
+    for (int i = 0; i < workers; ++i) {
+      threads_.emplace_back([this, thread_name] {
+        pthread_setname_np(pthread_self(), thread_name.c_str());
+        Work();
+      });
+    }
   }
-  void shutdown() override {}
+  ~WorkerPool() override { shutdown(); }
+
+  void enqueue(std::function<void()> fn) override {
+    bool room = false;
+    {
+      absl::MutexLock lock(&mu_);
+      room = !stopping_ && waiting_.size() < max_waiting_;
+    }
+    const ConnectionLimits::Begun begun = limits_->Begin(room);
+    if (begun.admitted) {
+      absl::MutexLock lock(&mu_);
+      waiting_.push_back({begun.id, std::move(fn)});
+      return;
+    }
+    t_connection = begun.id;
+    fn();  // shut down: ends at once, and closes it
+    limits_->End(begun.id);
+  }
+
+  // The accept loop ended: every connection waiting is served (the
+  // endpoint cut them, so each ends at once), then the workers end.
+  void shutdown() override {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    for (std::thread& thread : threads_) {
+      if (thread.joinable()) thread.join();
+    }
+  }
 
  private:
-  ConnectionLimits* const deadline_;
+  struct Waiting {
+    uint64_t id;
+    std::function<void()> fn;
+  };
+
+  void Work() {
+    while (true) {
+      Waiting next;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &WorkerPool::StoppingOrWaiting));
+        if (waiting_.empty()) return;  // stopping, nothing left
+        next = std::move(waiting_.front());
+        waiting_.pop_front();
+      }
+      t_connection = next.id;
+      next.fn();  // serves the connection, and closes it
+      limits_->End(next.id);
+      t_connection = 0;
+    }
+  }
+
+  bool StoppingOrWaiting() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || !waiting_.empty();
+  }
+
+  ConnectionLimits* const limits_;
+  const size_t max_waiting_;
+  absl::Mutex mu_;
+  std::deque<Waiting> waiting_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
 };
 
 struct BioFree {
@@ -84,16 +158,6 @@ absl::StatusOr<std::string> ReadWhole(const std::string& path) {
 std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& text) {
   return std::unique_ptr<BIO, BioFree>(
       BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-}
-
-// What stat(2) says of a file, as text: a rename gives a new inode, a
-// write in place a new size or mtime. An error is a stamp too (it changes
-// when the file comes back).
-std::string StampOf(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return absl::StrCat("errno ", errno);
-  return absl::StrCat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":",
-                      st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec);
 }
 
 // The serial number of `cert` in hex, for the log.
@@ -216,10 +280,10 @@ class HttpTlsIdentity {
   }
 
   std::string Stamp() const {
-    std::string stamp = absl::StrCat(StampOf(options_.cert_file), "|",
-                                     StampOf(options_.key_file));
+    std::string stamp = absl::StrCat(FileStamp(options_.cert_file), "|",
+                                     FileStamp(options_.key_file));
     if (options_.require_client_cert) {
-      absl::StrAppend(&stamp, "|", StampOf(options_.ca_file));
+      absl::StrAppend(&stamp, "|", FileStamp(options_.ca_file));
     }
     return stamp;
   }
@@ -405,7 +469,7 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
   http.set_pre_routing_handler(
       [self](const httplib::Request& request, httplib::Response& response) {
         // Set before the thread that serves requests starts.
-        self->deadline_->RequestRead();
+        self->deadline_->RequestRead(t_connection);
         if (request.has_header("Range")) {
           // httplib 0.11 would build each range asked for in memory before
           // writing any (a 8 KiB header asks for thousands of copies of the
@@ -440,6 +504,15 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
                                                " (address in use or not "
                                                "local?)"));
   }
+  // httplib listens with a backlog of 5: past it, a connection's SYN is
+  // dropped and its client waits a second or more to try again, so a few
+  // clients connecting and sending nothing delayed everyone. Linux takes a
+  // second listen(2) as a new backlog.
+  if (::listen(*listener_fd, kListenBacklog) != 0) {
+    return absl::InternalError(absl::StrCat("cannot listen for ", what, " on ",
+                                            listen, ": ",
+                                            std::strerror(errno)));
+  }
   sockaddr_storage listener{};
   socklen_t listener_len = sizeof(listener);
   if (getsockname(*listener_fd, reinterpret_cast<sockaddr*>(&listener),
@@ -449,9 +522,13 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
                      " listens on: ", std::strerror(errno)));
   }
   endpoint->deadline_ = std::make_unique<ConnectionLimits>(
-      listener, kRequestLimit, kConnectionLimit, kMaxBytesReceived);
+      listener, kRequestLimit, kConnectionLimit, kMaxBytesReceived,
+      kMaxConnectionsPerClient);
   ConnectionLimits* deadline = endpoint->deadline_.get();
-  http.new_task_queue = [deadline] { return new InlineTaskQueue(deadline); };
+  const std::string worker_name = absl::StrCat(thread_name, "-w");
+  http.new_task_queue = [deadline, worker_name] {
+    return new WorkerPool(deadline, kWorkers, kMaxWaiting, worker_name);
+  };
   endpoint->address_ = absl::StrCat(listen.substr(0, colon), ":", bound);
   logging::Info("http.listening",
                 logging::Fields()
@@ -479,6 +556,10 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
 
 uint64_t HttpEndpoint::connections_cut_for_slow_request() const {
   return deadline_ == nullptr ? 0 : deadline_->cut_for_slow_request();
+}
+
+uint64_t HttpEndpoint::connections_refused() const {
+  return deadline_ == nullptr ? 0 : deadline_->refused();
 }
 
 void HttpEndpoint::Stop() {

@@ -2,6 +2,7 @@
 #ifndef SESSIOND_SERVER_HTTP_ENDPOINT_H_
 #define SESSIOND_SERVER_HTTP_ENDPOINT_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -59,21 +60,25 @@ struct HttpTlsOptions {
 class HttpTlsIdentity;  // http_endpoint.cc
 class ConnectionLimits;
 
-// A small HTTP or HTTPS endpoint (cpp-httplib) on a thread of its own, the
-// shape of sessiond's side doors (/metrics, the JWKS): the thread accepts
-// and answers one connection at a time, one request per connection (no
-// keep-alive), with 2 s read and write timeouts (a TLS handshake included),
-// kRequestLimit to send its request, and at most kConnectionLimit and
-// kMaxBytesReceived for the whole connection (ConnectionLimits: a client
-// that trickles its request a byte at a time, or sends a line without end,
-// is cut off), so a client that stalls delays the next request, never the
-// node. Range requests are refused (416): httplib 0.11 builds every range
-// asked for in memory, and one header may ask for thousands.
+// A small HTTP or HTTPS endpoint (cpp-httplib), the shape of sessiond's
+// side doors (/metrics, the JWKS): one thread accepts, kWorkers threads
+// answer, one request per connection (no keep-alive), with 2 s read and
+// write timeouts (a TLS handshake included), kRequestLimit to send its
+// request, and at most kConnectionLimit and kMaxBytesReceived for the
+// whole connection (ConnectionLimits: a client that trickles its request a
+// byte at a time, or sends a line without end, is cut off). A client
+// address has at most kMaxConnectionsPerClient connections at once and at
+// most kMaxWaiting wait for a worker; more are closed as they are
+// accepted. So clients that stall hold a few workers for a bounded time,
+// never the node, and one client cannot hold every worker: before, with
+// one thread, some 30 idle sockets held a verifier's JWKS fetch for 30 s.
+// Range requests are refused (416): httplib 0.11 builds every range asked
+// for in memory, and one header may ask for thousands.
 // SO_REUSEADDR only (httplib's default SO_REUSEPORT would let a second
 // process bind the same port and take half the requests).
 //
-// Thread-safe. The handlers `routes` registers run on the endpoint's
-// thread and must be callable until Stop() returns.
+// Thread-safe. The handlers `routes` registers run on the workers (several
+// at once) and must be callable until Stop() returns.
 class HttpEndpoint {
  public:
   // Parses `listen` (host:port or [v6]:port; port 0: the kernel picks one),
@@ -93,8 +98,8 @@ class HttpEndpoint {
   HttpEndpoint(const HttpEndpoint&) = delete;
   HttpEndpoint& operator=(const HttpEndpoint&) = delete;
 
-  // Closes the listener, lets a request in progress finish, joins the
-  // thread. Idempotent.
+  // Closes the listener, cuts the connections in progress (a handler
+  // running finishes), joins the threads. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // The longest until a connection's request is read (TLS handshake,
@@ -104,6 +109,14 @@ class HttpEndpoint {
   static constexpr absl::Duration kRequestLimit = absl::Seconds(1);
   static constexpr absl::Duration kConnectionLimit = absl::Seconds(10);
   static constexpr uint64_t kMaxBytesReceived = 64 * 1024;
+  // Threads that answer; connections that may wait for one; connections
+  // one client address may have at once (a scraper, a verifier, and a
+  // health probe each need one at a time).
+  static constexpr int kWorkers = 4;
+  static constexpr size_t kMaxWaiting = 32;
+  static constexpr int kMaxConnectionsPerClient = 2;
+  // Connections the kernel holds until they are accepted.
+  static constexpr int kListenBacklog = 128;
 
   // host:port bound (with the real port when listen had port 0).
   const std::string& address() const { return address_; }
@@ -112,6 +125,9 @@ class HttpEndpoint {
   // Connections cut so far because their request was not read within
   // kRequestLimit.
   uint64_t connections_cut_for_slow_request() const;
+  // Connections closed as they were accepted (the waiting line full, or
+  // their client over kMaxConnectionsPerClient).
+  uint64_t connections_refused() const;
 
  private:
   HttpEndpoint();

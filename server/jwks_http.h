@@ -69,7 +69,7 @@ struct JwksHttpOptions {
   // host:port to bind (port 0: the kernel picks one; address() tells).
   std::string listen;
   // The current document, or why there is none (served as a 503 with the
-  // status message). Called once per request on the "sd-jwks" thread.
+  // status message). Called once per request, on the "sd-jwks-w" workers.
   std::function<absl::StatusOr<JwksDocument>()> provider;
   // HTTPS with these files; unset: plain HTTP. require_client_cert must be
   // false (the JWKS is public).
@@ -79,12 +79,14 @@ struct JwksHttpOptions {
 // Serves GET /.well-known/jwks.json over HTTP or HTTPS (cpp-httplib), as
 // described above.
 //
-// One thread, "sd-jwks", accepts and answers, one connection at a time, and
-// closes each connection after one request (no keep-alive), like
-// MetricsHttpServer: verifiers fetch the document once per max-age, and a
-// client that stalls holds the thread for at most
+// One thread, "sd-jwks", accepts, and HttpEndpoint::kWorkers threads,
+// "sd-jwks-w", answer; each connection is closed after one request (no
+// keep-alive), like MetricsHttpServer: verifiers fetch the document once
+// per max-age, and a client that stalls holds one worker for at most
 // HttpEndpoint::kRequestLimit before its request is read, and
-// HttpEndpoint::kConnectionLimit in all. `provider` runs on that thread.
+// HttpEndpoint::kConnectionLimit in all; one client address holds at most
+// HttpEndpoint::kMaxConnectionsPerClient. `provider` runs on the workers,
+// several at once.
 //
 // Thread-safe. `provider` must be callable until Stop() returns.
 class JwksHttpServer {
@@ -100,8 +102,8 @@ class JwksHttpServer {
   JwksHttpServer(const JwksHttpServer&) = delete;
   JwksHttpServer& operator=(const JwksHttpServer&) = delete;
 
-  // Closes the listener, lets a request in progress finish, joins the
-  // thread. Idempotent.
+  // Closes the listener, cuts the connections in progress (a provider call
+  // running finishes), joins the threads. Idempotent.
   void Stop() { endpoint_->Stop(); }
 
   // host:port bound (with the real port when listen had port 0).
@@ -109,6 +111,10 @@ class JwksHttpServer {
   // Connections cut because their request was not read in time.
   uint64_t connections_cut_for_slow_request() const {
     return endpoint_->connections_cut_for_slow_request();
+  }
+  // Connections closed as they were accepted (HttpEndpoint).
+  uint64_t connections_refused() const {
+    return endpoint_->connections_refused();
   }
 
  private:

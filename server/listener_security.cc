@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -37,7 +38,36 @@ void WarnIfReadableByOthers(const std::string& key_file) {
                                              key_file, "`")));
 }
 
+TlsFiles SourceFiles(const Config& config) {
+  TlsFiles files;
+  files.cert_file = config.tls_cert;
+  files.key_file = config.tls_key;
+  files.ca_file = config.tls_ca;
+  files.refresh_interval_s = static_cast<unsigned int>(config.tls_refresh_s);
+  return files;
+}
+
+std::string CopiesDir(const Config& config) {
+  return (std::filesystem::path(config.data_dir) / "tls").string();
+}
+
 }  // namespace
+
+absl::Status ListenerSecurity::Precheck(const Config& config) {
+  if (config.tls_cert.empty()) return absl::OkStatus();
+  if (absl::Status s = VerifiedTlsFiles::CheckServable(SourceFiles(config),
+                                                       CopiesDir(config));
+      !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("TLS: ", s.message()));
+  }
+  absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer =
+      LoadAuthorizer(config.auth_file);
+  if (!authorizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--auth_file: ", authorizer.status().message()));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<ListenerSecurity>> ListenerSecurity::Build(
     const Config& config) {
@@ -53,14 +83,7 @@ absl::StatusOr<std::unique_ptr<ListenerSecurity>> ListenerSecurity::Build(
             : "tls off: plaintext on loopback addresses only";
     return security;
   }
-  TlsFiles files;
-  files.cert_file = config.tls_cert;
-  files.key_file = config.tls_key;
-  files.ca_file = config.tls_ca;
-  files.refresh_interval_s = static_cast<unsigned int>(config.tls_refresh_s);
-  if (absl::Status s = CheckTlsFiles(files, /*need_identity=*/true); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("TLS: ", s.message()));
-  }
+  const TlsFiles files = SourceFiles(config);
   WarnIfReadableByOthers(config.tls_key);
   absl::StatusOr<std::shared_ptr<const Authorizer>> authorizer =
       LoadAuthorizer(config.auth_file);
@@ -70,21 +93,32 @@ absl::StatusOr<std::unique_ptr<ListenerSecurity>> ListenerSecurity::Build(
   }
   security->processor_ =
       std::make_shared<AuthProcessor>(*std::move(authorizer));
+  absl::StatusOr<std::unique_ptr<VerifiedTlsFiles>> served =
+      VerifiedTlsFiles::Start(files, CopiesDir(config),
+                              absl::Seconds(config.tls_refresh_s));
+  if (!served.ok()) {
+    return absl::Status(served.status().code(),
+                        absl::StrCat("TLS: ", served.status().message()));
+  }
+  security->served_files_ = *std::move(served);
+  TlsFiles copies = security->served_files_->served();
   // Peers always show a certificate.
+  copies.require_client_cert = true;
   SESSIOND_ASSIGN_OR_RETURN(security->peer_listener_,
-                            MakeServerCredentials(files));
-  files.require_client_cert = config.tls_client_auth != "optional";
+                            MakeServerCredentials(copies));
+  copies.require_client_cert = config.tls_client_auth != "optional";
   SESSIOND_ASSIGN_OR_RETURN(security->client_listener_,
-                            MakeServerCredentials(files));
+                            MakeServerCredentials(copies));
   SESSIOND_ASSIGN_OR_RETURN(security->peer_channel_factory_,
-                            ChannelCredentialsFactory::Create(files));
+                            ChannelCredentialsFactory::Create(copies));
   security->client_listener_->SetAuthMetadataProcessor(security->processor_);
   security->peer_listener_->SetAuthMetadataProcessor(security->processor_);
   security->description_ = absl::StrCat(
       "tls on: client certificates ",
-      files.require_client_cert ? "required" : "optional (or a bearer token)",
+      copies.require_client_cert ? "required" : "optional (or a bearer token)",
       ", peers mutual TLS, roles from ", config.auth_file,
-      ", files re-read every ", config.tls_refresh_s, " s");
+      ", files looked at every ", config.tls_refresh_s,
+      " s and served once they verify");
   return security;
 }
 

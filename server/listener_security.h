@@ -16,6 +16,7 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/tls_credentials.h"
+#include "server/verified_tls_files.h"
 
 namespace sessiond::server {
 
@@ -29,15 +30,29 @@ namespace sessiond::server {
 //     node's certificate; every call on both listeners goes through one
 //     AuthProcessor over --auth_file (identities and roles, server/auth.h),
 //     so a call without an identity is UNAUTHENTICATED and one outside its
-//     roles PERMISSION_DENIED before any handler runs.
+//     roles PERMISSION_DENIED before any handler runs. gRPC serves copies of
+//     the files that passed CheckTlsFiles (VerifiedTlsFiles, in
+//     <data_dir>/tls): a renewal that does not verify is not served.
 // Immutable after Build, but for ReloadRoles and the peer channels' cache;
 // thread-safe.
 class ListenerSecurity {
  public:
-  // Checks the TLS files (naming any that is missing or wrong) and parses
-  // the role file. InvalidArgument on any problem: the node does not start.
+  // Checks the TLS files (naming any that is missing or wrong; when they
+  // do not verify, the copies a previous run served are served) and the
+  // role file, writing nothing: for Daemon::Init before it takes the data
+  // dir, so a typo fails before a database is made. InvalidArgument.
+  static absl::Status Precheck(const Config& config);
+  // Checks the TLS files as Precheck does, copies them into <data_dir>/tls
+  // (the caller holds the data dir's lock), and parses the role file.
+  // InvalidArgument on any problem: the node does not start.
   static absl::StatusOr<std::unique_ptr<ListenerSecurity>> Build(
       const Config& config);
+
+  // Stops looking at the TLS files (before the data dir is let go; the
+  // credentials keep serving the copies). Idempotent.
+  void StopWatchingFiles() {
+    if (served_files_ != nullptr) served_files_->Stop();
+  }
 
   bool tls() const { return processor_ != nullptr; }
   std::shared_ptr<grpc::ServerCredentials> client_listener() const {
@@ -53,6 +68,8 @@ class ListenerSecurity {
   // force at each handshake). Cached per node.
   std::shared_ptr<grpc::ChannelCredentials> peer_channels_to(NodeId peer)
       ABSL_LOCKS_EXCLUDED(peer_channels_mu_);
+  // The certificate the gRPC endpoints serve; null without TLS.
+  const VerifiedTlsFiles* served_files() const { return served_files_.get(); }
   // Who made a call (AuthProcessor::CallerOf); null without TLS.
   const AuthProcessor* processor() const { return processor_.get(); }
   // One line for the start-up log.
@@ -65,7 +82,8 @@ class ListenerSecurity {
  private:
   ListenerSecurity() = default;
 
-  std::shared_ptr<AuthProcessor> processor_;  // null without TLS
+  std::shared_ptr<AuthProcessor> processor_;        // null without TLS
+  std::unique_ptr<VerifiedTlsFiles> served_files_;  // null without TLS
   std::shared_ptr<grpc::ServerCredentials> client_listener_;
   std::shared_ptr<grpc::ServerCredentials> peer_listener_;
   std::unique_ptr<ChannelCredentialsFactory> peer_channel_factory_;

@@ -29,11 +29,12 @@ struct MetricsHttpOptions {
 // The --metrics_listen HTTP or HTTPS endpoint (cpp-httplib): GET /metrics
 // and GET /healthz; anything else is 404.
 //
-// One thread, "sd-metrics", accepts and answers, one connection at a time,
-// and closes each connection after one request (no keep-alive): a scrape
-// every few seconds needs no more, and a client that stalls holds the
-// thread for at most HttpEndpoint::kConnectionLimit. `render` and
-// `serving` run on that thread.
+// One thread, "sd-metrics", accepts, and HttpEndpoint::kWorkers threads,
+// "sd-metrics-w", answer; each connection is closed after one request (no
+// keep-alive): a scrape every few seconds needs no more, and a client that
+// stalls holds one worker for at most HttpEndpoint::kConnectionLimit.
+// `render` and `serving` run on the workers, several at once (the
+// registry's Render runs one scrape at a time).
 //
 // Thread-safe. `render` and `serving` must be callable until Stop()
 // returns.
@@ -49,8 +50,8 @@ class MetricsHttpServer {
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
 
-  // Closes the listener, lets a request in progress finish, joins the
-  // thread. Idempotent.
+  // Closes the listener, cuts the connections in progress (a render
+  // running finishes), joins the threads. Idempotent.
   void Stop() { endpoint_->Stop(); }
 
   // host:port bound (with the real port when listen had port 0).

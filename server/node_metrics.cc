@@ -10,6 +10,7 @@
 #include "server/logout_detector.h"
 #include "server/peer_transport.h"
 #include "server/validation_metrics.h"
+#include "server/verified_tls_files.h"
 #include "server/write_admission.h"
 #include "storage/session_table.h"
 
@@ -230,6 +231,21 @@ void CollectNodeMetrics(const NodeMetricsSources& sources,
                AsDouble(sources.audit->write_failures()));
   }
   if (sources.transport != nullptr) WritePeerTraffic(*sources.transport, w);
+  if (sources.tls != nullptr) {
+    const VerifiedTlsFiles::Status tls = sources.tls->status();
+    w->Gauge("sessiond_tls_certificate_expiry_timestamp_seconds",
+             "When the certificate the gRPC endpoints serve expires, Unix "
+             "seconds",
+             static_cast<double>(tls.not_after_s));
+    w->Gauge("sessiond_tls_files_not_served",
+             "1 while the TLS files on disk do not verify as a set and the "
+             "last good certificate is served instead (tls.renewal_refused)",
+             tls.refusal.empty() ? 0 : 1);
+    w->Counter("sessiond_tls_renewals_refused_total",
+               "Changes of the TLS files that did not verify as a set and "
+               "were not served (each logged as tls.renewal_refused)",
+               tls.refused);
+  }
   if (sources.write_admission != nullptr &&
       sources.write_admission->enabled()) {
     const WriteAdmissionState admission = sources.write_admission->state();

@@ -23,6 +23,7 @@ class AuditRecorder;
 class LogoutDetectorTask;
 class PeerTransport;
 class ValidationMetrics;
+class VerifiedTlsFiles;
 class WriteAdmission;
 
 // What a node exports about itself. Each pointer may be null (that part is
@@ -47,6 +48,8 @@ struct NodeMetricsSources {
   const WriteAdmission* write_admission = nullptr;
   // Raft traffic to each peer (null: left out; a single node has none).
   const PeerTransport* transport = nullptr;
+  // The certificate the gRPC endpoints serve (null without TLS: left out).
+  const VerifiedTlsFiles* tls = nullptr;
   // kSessiondVersion, for sessiond_build_info.
   const char* version = "";
 };

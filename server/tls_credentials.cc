@@ -5,12 +5,14 @@
 #include <grpcpp/security/tls_certificate_verifier.h>
 #include <grpcpp/security/tls_credentials_options.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include <ctime>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -174,6 +176,30 @@ absl::Status CheckTlsFiles(const TlsFiles& files, bool need_identity) {
                      ": ", X509_verify_cert_error_string(err)));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<LeafCertificate> ReadLeafCertificate(const std::string& pem) {
+  std::unique_ptr<BIO, BioFree> bio(
+      BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  X509Ptr leaf(PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr));
+  if (leaf == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no PEM certificate (", OpensslError(), ")"));
+  }
+  LeafCertificate facts;
+  BIGNUM* serial =
+      ASN1_INTEGER_to_BN(X509_get0_serialNumber(leaf.get()), nullptr);
+  char* hex = serial != nullptr ? BN_bn2hex(serial) : nullptr;
+  facts.serial = hex != nullptr ? hex : "?";
+  OPENSSL_free(hex);
+  BN_free(serial);
+  tm expiry{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf.get()), &expiry) != 1) {
+    return absl::InvalidArgumentError(
+        "the certificate's expiry (notAfter) does not parse");
+  }
+  facts.not_after_s = static_cast<int64_t>(timegm(&expiry));
+  return facts;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(

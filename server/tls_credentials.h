@@ -6,6 +6,7 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -44,6 +45,9 @@ namespace sessiond::server {
 //     with the old certificate (handshakes fail until the next refresh).
 //     Re-issuing the certificate from the same key (tools/dev-ca.sh does
 //     that when only the .pem is deleted) avoids the window.
+// The daemon does not hand gRPC the operator's files: VerifiedTlsFiles
+// (verified_tls_files.h) gives it copies it replaces only with files that
+// pass CheckTlsFiles, as one file for the chain and the key.
 // CheckTlsFiles is the start-up check gRPC does not do: a path typo, a key
 // that is not the certificate's, a certificate another CA signed or one
 // that expired fail at start-up with a message naming the file, not at the
@@ -73,6 +77,15 @@ struct TlsFiles {
 // INVALID_ARGUMENT naming the file and what is wrong with it. With
 // `need_identity` false, empty cert_file and key_file are allowed together.
 absl::Status CheckTlsFiles(const TlsFiles& files, bool need_identity);
+
+// The first certificate of a PEM chain (the leaf): its serial number, in
+// upper-case hex as OpenSSL prints it, and when it expires.
+struct LeafCertificate {
+  std::string serial;
+  int64_t not_after_s = 0;  // Unix seconds
+};
+// InvalidArgument when `pem` holds no certificate.
+absl::StatusOr<LeafCertificate> ReadLeafCertificate(const std::string& pem);
 
 // Server credentials for a listener (CheckTlsFiles first). Attach an
 // AuthProcessor (server/auth.h) with SetAuthMetadataProcessor before use.

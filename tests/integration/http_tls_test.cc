@@ -7,12 +7,16 @@
 //   - plain HTTP on either port gets no HTTP answer;
 //   - /metrics refuses a client without a certificate, or with one from
 //     another CA (--tls_client_auth=require); the JWKS asks for none;
-//   - a re-issued certificate is served to new connections without a
+//   - a re-issued certificate is served to new connections (HTTPS and
+//     gRPC) without a
 //     restart (--tls_refresh_s=1), compared by serial number as OpenSSL
 //     reads it off the handshake;
-//   - files that do not load (a certificate that is not the key's) keep the
-//     last good pair serving, with one warning per change.
+//   - files that do not load (a certificate that is not the key's, one of
+//     another CA) keep the last good pair serving, with one warning per
+//     change, on the HTTPS endpoints and the gRPC listener alike;
+//   - /metrics has the served certificate's expiry.
 #include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <openssl/bio.h>
@@ -28,8 +32,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -42,6 +48,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
+#include "sessiond/v1/session.grpc.pb.h"
 #include "tests/integration/sessiond_process.h"
 #include "tests/integration/tls_files.h"
 
@@ -212,11 +219,53 @@ class HttpTlsTest : public ::testing::Test {
     return SerialOfPem(ReadTextFile(certs_ + "/node-1.pem"));
   }
 
-  // Makes handshakes on both endpoints until both serve `serial` (bounded:
-  // 300 rounds, 100 ms apart). Whether they did.
+  // The serial of the certificate the gRPC client listener shows a new
+  // connection ("" when the handshake or the call fails).
+  std::string GrpcServed() {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a new connection
+    auto channel = grpc::CreateCustomChannel(
+        process_->address(), TlsCredentials(certs_, certs_, "app"), args);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
+    v1::ValidateSessionRequest request;
+    request.set_token("not-a-token");
+    v1::ValidateSessionResponse response;
+    const grpc::Status status =
+        v1::SessionService::NewStub(channel)->ValidateSession(&ctx, request,
+                                                              &response);
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+        ctx.auth_context() == nullptr) {
+      return "";
+    }
+    std::vector<grpc::string_ref> pem = ctx.auth_context()->FindPropertyValues(
+        GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    if (pem.empty()) return "";
+    return SerialOfPem(std::string(pem.front().data(), pem.front().size()));
+  }
+
+  // The value of an unlabelled series on /metrics ("" when absent).
+  std::string MetricValue(const std::string& name) {
+    httplib::Result scraped =
+        Client(metrics_, certs_, "scraper")->Get("/metrics");
+    if (!scraped) return "";
+    for (absl::string_view line : absl::StrSplit(scraped->body, '\n')) {
+      if (absl::ConsumePrefix(&line, name + " ")) return std::string(line);
+    }
+    return "";
+  }
+
+  // Makes handshakes on the HTTPS endpoints and the gRPC listener until all
+  // three serve `serial` (bounded: 300 rounds, 100 ms apart). Whether they
+  // did.
   bool WaitUntilServed(const std::string& serial) {
     for (int i = 0; i < 300; ++i) {
-      if (Served(metrics_) == serial && Served(jwks_) == serial) return true;
+      if (Served(metrics_) == serial && Served(jwks_) == serial &&
+          GrpcServed() == serial) {
+        return true;
+      }
       usleep(100 * 1000);
     }
     return false;
@@ -326,6 +375,14 @@ TEST_F(HttpTlsTest, RenewedCertificateIsServedWithoutARestart) {
   ASSERT_TRUE(scraped) << httplib::to_string(scraped.error());
   EXPECT_EQ(scraped->status, 200);
   EXPECT_EQ(CountLines(process_->log_path(), "http.tls_reloaded", second), 2);
+  EXPECT_EQ(CountLines(process_->log_path(), "tls.renewed", second), 1);
+  const std::string expiry =
+      MetricValue("sessiond_tls_certificate_expiry_timestamp_seconds");
+  double expiry_s = 0;
+  ASSERT_TRUE(absl::SimpleAtod(expiry, &expiry_s)) << expiry;
+  EXPECT_GT(expiry_s, static_cast<double>(time(nullptr)));
+  EXPECT_EQ(MetricValue("sessiond_tls_renewals_refused_total"), "0");
+  EXPECT_EQ(MetricValue("sessiond_tls_files_not_served"), "0");
 }
 
 TEST_F(HttpTlsTest, FilesThatDoNotLoadKeepTheLastGoodPair) {
@@ -363,6 +420,8 @@ TEST_F(HttpTlsTest, FilesThatDoNotLoadKeepTheLastGoodPair) {
   }
   EXPECT_EQ(CountLines(log, "http.tls_reload_failed", "endpoint=metrics"), 1);
   EXPECT_EQ(CountLines(log, "http.tls_reload_failed", "endpoint=jwks"), 1);
+  EXPECT_EQ(GrpcServed(), good);
+  EXPECT_EQ(CountLines(log, "tls.renewal_refused", "is not the key of"), 1);
 
   // A good certificate again: served.
   const std::string renewed = Reissue();
@@ -394,6 +453,19 @@ TEST_F(HttpTlsTest, ACertificateOfAnotherCaIsNotServed) {
       << log;
   EXPECT_EQ(Served(metrics_), good);
   EXPECT_EQ(Served(jwks_), good);
+  // The gRPC listener too (its files are looked at every second, and gRPC
+  // re-reads what it serves every second): clients still connect.
+  for (int i = 0; i < 300; ++i) {
+    if (CountLines(log, "tls.renewal_refused", "does not verify") > 0) break;
+    usleep(100 * 1000);
+  }
+  EXPECT_EQ(CountLines(log, "tls.renewal_refused", "does not verify"), 1)
+      << log;
+  usleep(2500 * 1000);
+  EXPECT_EQ(GrpcServed(), good) << log;
+  // (A look between the two renames refuses the new key with the old
+  // certificate first: counted once more, and fine.)
+  EXPECT_EQ(MetricValue("sessiond_tls_files_not_served"), "1");
   httplib::Result scraped =
       Client(metrics_, certs_, "scraper")->Get("/metrics");
   ASSERT_TRUE(scraped) << httplib::to_string(scraped.error());

@@ -5,6 +5,7 @@
 // GETs, a provider that fails, paths that are not the JWKS, bind errors.
 #include "server/jwks_http.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -28,11 +29,14 @@
 #include "absl/time/clock.h"
 #include "common/signing.h"
 #include "gtest/gtest.h"
+#include "server/http_endpoint.h"
 
 namespace sessiond::server {
 namespace {
 
-// What the provider answers; changed by the test thread, read on sd-jwks.
+// What the provider answers; changed by the test thread, read on the
+// endpoint's workers. HoldNext makes the next calls wait until Release, as
+// a stalled request holds its worker.
 class FakeRing {
  public:
   void Set(absl::StatusOr<JwksDocument> doc) {
@@ -42,11 +46,35 @@ class FakeRing {
   absl::StatusOr<JwksDocument> Get() {
     absl::MutexLock lock(&mu_);
     ++calls_;
+    if (to_hold_ > 0) {
+      --to_hold_;
+      ++held_;
+      // Bounded: a test that never releases still ends.
+      mu_.AwaitWithTimeout(absl::Condition(&released_), absl::Seconds(60));
+      --held_;
+    }
     return doc_;
   }
   int calls() {
     absl::MutexLock lock(&mu_);
     return calls_;
+  }
+  void HoldNext(int calls) {
+    absl::MutexLock lock(&mu_);
+    to_hold_ = calls;
+    released_ = false;
+  }
+  // Whether `calls` are held within 20 s.
+  bool WaitHeld(int calls) {
+    absl::MutexLock lock(&mu_);
+    auto enough = [this, calls]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return held_ >= calls;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(20));
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
   }
 
  private:
@@ -54,6 +82,9 @@ class FakeRing {
   absl::StatusOr<JwksDocument> doc_ ABSL_GUARDED_BY(mu_) =
       absl::UnavailableError("no document yet");
   int calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int to_hold_ ABSL_GUARDED_BY(mu_) = 0;
+  int held_ ABSL_GUARDED_BY(mu_) = 0;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A real JWKS of `n` fresh Ed25519 keys.
@@ -338,6 +369,110 @@ TEST_F(JwksHttpTest, AClientTricklingItsRequestIsCutOffAtTheLimit) {
   EXPECT_EQ(res->status, 200);
   EXPECT_TRUE(cut.load()) << "the trickling connection was not closed";
   EXPECT_EQ(server_->connections_cut_for_slow_request(), 1u);
+}
+
+// A connection to `address` (127.0.0.1:port) from `source` (any loopback
+// address: 127.0.0.2 is another client to the endpoint), with 20 s send
+// and receive timeouts; -1 when it cannot connect.
+int ConnectFrom(const std::string& source, const std::string& address) {
+  int port = 0;
+  if (!absl::SimpleAtoi(address.substr(address.rfind(':') + 1), &port)) {
+    return -1;
+  }
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  timeval timeout{20, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, source.c_str(), &from.sin_addr) != 1 ||
+      inet_pton(AF_INET, "127.0.0.1", &to.sin_addr) != 1 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)) != 0 ||
+      connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// GETs the JWKS over `fd` and closes it: the answer's status line, or ""
+// when the connection closed (or timed out) without one.
+std::string GetOver(int fd) {
+  const std::string request = absl::StrCat(
+      "GET ", kJwksPath, " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  std::string answer;
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+      static_cast<ssize_t>(request.size())) {
+    char buffer[4096];
+    ssize_t n = 0;
+    while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0)
+      answer.append(buffer, n);
+  }
+  close(fd);
+  return answer.substr(0, answer.find("\r\n"));
+}
+
+// A request that stalls (here: its provider call waits) holds one worker:
+// another client is answered meanwhile. With the endpoint's one thread,
+// it waited for the stalled one, past its own timeout.
+TEST_F(JwksHttpTest, AStalledRequestDoesNotHoldTheOthers) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  ring_.HoldNext(1);
+  const std::string address = server_->address();
+  std::string stalled_answer;
+  std::thread stalled(
+      [&] { stalled_answer = GetOver(ConnectFrom("127.0.0.1", address)); });
+  ASSERT_TRUE(ring_.WaitHeld(1));
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.2", address)), "HTTP/1.1 200 OK");
+  ring_.Release();
+  stalled.join();
+  EXPECT_EQ(stalled_answer, "HTTP/1.1 200 OK");
+}
+
+// One client address holds at most kMaxConnectionsPerClient connections:
+// more are closed unanswered as they are accepted, and every other client
+// is still served.
+TEST_F(JwksHttpTest, OneClientHoldsNoMoreThanItsShareOfWorkers) {
+  ASSERT_EQ(HttpEndpoint::kMaxConnectionsPerClient, 2);
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  ring_.HoldNext(2);
+  const std::string address = server_->address();
+  std::string answers[2];
+  std::vector<std::thread> stalled;
+  for (std::string& answer : answers) {
+    stalled.emplace_back(
+        [&] { answer = GetOver(ConnectFrom("127.0.0.1", address)); });
+  }
+  ASSERT_TRUE(ring_.WaitHeld(2));
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.1", address)), "");
+  EXPECT_EQ(server_->connections_refused(), 1u);
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.3", address)), "HTTP/1.1 200 OK");
+  ring_.Release();
+  for (std::thread& thread : stalled) thread.join();
+  EXPECT_EQ(answers[0], "HTTP/1.1 200 OK");
+  EXPECT_EQ(answers[1], "HTTP/1.1 200 OK");
+}
+
+// The JWT review's finding: some 30 idle connections (sending nothing)
+// each held the endpoint's one thread for kRequestLimit in turn, so a
+// verifier's fetch waited about 30 s. Now they hold at most two workers
+// and the rest are refused: the fetch is answered at once.
+TEST_F(JwksHttpTest, IdleConnectionsDoNotDelayAFetch) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  const std::string address = server_->address();
+  std::vector<int> idle;
+  for (int i = 0; i < 30; ++i) {
+    const int fd = ConnectFrom("127.0.0.1", address);
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+  }
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.2", address)), "HTTP/1.1 200 OK");
+  EXPECT_GE(server_->connections_refused(), 1u);
+  for (int fd : idle) close(fd);
 }
 
 // httplib 0.11 builds every range a Range header asks for in memory before

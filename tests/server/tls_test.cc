@@ -33,6 +33,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/fault_point.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/auth.h"
@@ -43,6 +46,7 @@
 #include "server/peer_transport.h"
 #include "server/raft_wire.h"
 #include "server/tls_credentials.h"
+#include "server/verified_tls_files.h"
 #include "sessiond/v1/admin.grpc.pb.h"
 #include "sessiond/v1/peer.grpc.pb.h"
 #include "sessiond/v1/session.grpc.pb.h"
@@ -197,6 +201,21 @@ class TlsTest : public ::testing::Test {
     return files;
   }
 
+  // Copies of node-1's files in a folder of their own, as an operator's
+  // files a test then replaces.
+  TlsFiles LiveFiles() const {
+    const std::string live = dir_.Child("live");
+    EXPECT_EQ(mkdir(live.c_str(), 0700), 0);
+    TlsFiles files = ServerFiles(true);
+    files.cert_file = live + "/node-1.pem";
+    files.key_file = live + "/node-1-key.pem";
+    files.ca_file = live + "/ca.pem";
+    WriteFile(files.cert_file, ReadFile(CaFile("node-1.pem")));
+    WriteFile(files.key_file, ReadFile(CaFile("node-1-key.pem")));
+    WriteFile(files.ca_file, ReadFile(CaFile("ca.pem")));
+    return files;
+  }
+
   // Channel credentials presenting `identity`'s certificate ("" for none).
   std::shared_ptr<grpc::ChannelCredentials> ClientCreds(
       const std::string& identity, const std::string& ca_dir = "") const {
@@ -256,6 +275,23 @@ class TlsTest : public ::testing::Test {
     v1::ValidateSessionResponse response;
     return v1::SessionService::NewStub(channel)->ValidateSession(&ctx, request,
                                                                  &response);
+  }
+
+  // The serial of the certificate `address` shows a new connection (""
+  // when the call fails otherwise than the probe's UNIMPLEMENTED).
+  std::string ServedSerial(const std::string& address) const {
+    auto channel = Dial(address, ClientCreds("app"));
+    grpc::ClientContext ctx;
+    Prepare(&ctx);
+    v1::ValidateSessionRequest request;
+    v1::ValidateSessionResponse response;
+    grpc::Status s = v1::SessionService::NewStub(channel)->ValidateSession(
+        &ctx, request, &response);
+    if (s.error_code() != grpc::StatusCode::UNIMPLEMENTED) return "";
+    std::vector<grpc::string_ref> pem = ctx.auth_context()->FindPropertyValues(
+        GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    if (pem.empty()) return "";
+    return SerialOfPem(std::string(pem.front().data(), pem.front().size()));
   }
 
   static grpc::Status AdminStatus(
@@ -521,6 +557,22 @@ TEST_F(TlsTest, AKeyReadableByOthersIsWarnedAbout) {
   EXPECT_FALSE(absl::StrContains(group, "tls.key_readable_by_others")) << group;
 }
 
+// A TLS file that does not load stops a node before it takes its data dir:
+// no database is made (a new node's dir stays absent, so a restore into it
+// still finds it empty), and the message names the file.
+TEST_F(TlsTest, ATlsTypoFailsBeforeTheDataDirIsMade) {
+  Config config = NodeConfig(dir_.Child("typo-roles.conf"), "node-1 = peer\n");
+  config.tls_cert = CaFile("node-1.pem.typo");
+  config.data_dir = dir_.Child("new-node");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config);
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_EQ(daemon.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(daemon.status().message()),
+              HasSubstr(config.tls_cert));
+  struct stat st;
+  EXPECT_NE(stat(config.data_dir.c_str(), &st), 0) << "the data dir was made";
+}
+
 TEST_F(TlsTest, RotatedServerCertificateIsPickedUp) {
   const std::string live = dir_.Child("live");
   ASSERT_EQ(mkdir(live.c_str(), 0700), 0);
@@ -534,20 +586,7 @@ TEST_F(TlsTest, RotatedServerCertificateIsPickedUp) {
   TlsServer server(files, authorizer_);
   ASSERT_TRUE(server.ok());
 
-  auto served_serial = [&]() -> std::string {
-    auto channel = Dial(server.address(), ClientCreds("app"));
-    grpc::ClientContext ctx;
-    Prepare(&ctx);
-    v1::ValidateSessionRequest request;
-    v1::ValidateSessionResponse response;
-    grpc::Status s = v1::SessionService::NewStub(channel)->ValidateSession(
-        &ctx, request, &response);
-    if (s.error_code() != grpc::StatusCode::UNIMPLEMENTED) return "";
-    std::vector<grpc::string_ref> pem = ctx.auth_context()->FindPropertyValues(
-        GRPC_X509_PEM_CERT_PROPERTY_NAME);
-    if (pem.empty()) return "";
-    return SerialOfPem(std::string(pem.front().data(), pem.front().size()));
-  };
+  auto served_serial = [&] { return ServedSerial(server.address()); };
   const std::string old_serial = SerialOfPem(ReadFile(files.cert_file));
   ASSERT_FALSE(old_serial.empty());
   EXPECT_EQ(served_serial(), old_serial);
@@ -568,6 +607,135 @@ TEST_F(TlsTest, RotatedServerCertificateIsPickedUp) {
     seen = served_serial();
   }
   EXPECT_EQ(seen, new_serial);
+}
+
+// gRPC serves the copies VerifiedTlsFiles keeps: a renewal from another CA
+// is not copied in (gRPC's own watcher would install it, and every client
+// would refuse the handshake), and says why; a good renewal is served.
+TEST_F(TlsTest, OnlyFilesThatVerifyAreServed) {
+  const TlsFiles files = LiveFiles();
+  absl::StatusOr<std::unique_ptr<VerifiedTlsFiles>> verified =
+      VerifiedTlsFiles::Start(files, dir_.Child("data/tls"), absl::Hours(1));
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  const TlsFiles served = (*verified)->served();
+  struct stat st;
+  ASSERT_EQ(stat(served.key_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "a copy of the private key";
+  ASSERT_EQ(stat(dir_.Child("data/tls").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  const std::string first = SerialOfPem(ReadFile(files.cert_file));
+  EXPECT_EQ((*verified)->status().serial, first);
+  TlsServer server(served, authorizer_);
+  ASSERT_TRUE(server.ok());
+  EXPECT_EQ(ServedSerial(server.address()), first);
+
+  // Another CA's pair (a matching key, a chain clients do not trust),
+  // renamed in key first, as a renewal is.
+  const std::string other = dir_.Child("other");
+  ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", other), dir_.Child("o.log")),
+            0);
+  ReplaceFile(files.key_file, ReadFile(other + "/node-1-key.pem"));
+  ReplaceFile(files.cert_file, ReadFile(other + "/node-1.pem"));
+  (*verified)->CheckNow();
+  VerifiedTlsFiles::Status status = (*verified)->status();
+  EXPECT_EQ(status.refused, 1u);
+  EXPECT_EQ(status.renewed, 0u);
+  EXPECT_EQ(status.serial, first);
+  EXPECT_THAT(status.refusal,
+              HasSubstr(absl::StrCat("does not verify against the CA file ",
+                                     files.ca_file)));
+  // The same files looked at again: not counted twice.
+  (*verified)->CheckNow();
+  EXPECT_EQ((*verified)->status().refused, 1u);
+  // gRPC re-reads the copies every second: still the first certificate.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(ServedSerial(server.address()), first);
+
+  // node-1's key and a certificate re-issued for it: served.
+  ASSERT_EQ(std::remove(CaFile("node-1.pem").c_str()), 0);
+  ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", Ca()), dir_.Child("r.log")), 0);
+  const std::string renewed = SerialOfPem(ReadFile(CaFile("node-1.pem")));
+  ASSERT_NE(renewed, first);
+  ReplaceFile(files.key_file, ReadFile(CaFile("node-1-key.pem")));
+  ReplaceFile(files.cert_file, ReadFile(CaFile("node-1.pem")));
+  (*verified)->CheckNow();
+  status = (*verified)->status();
+  EXPECT_EQ(status.renewed, 1u);
+  EXPECT_EQ(status.serial, renewed);
+  EXPECT_EQ(status.refusal, "");
+  EXPECT_GT(status.not_after_s, absl::ToUnixSeconds(absl::Now()));
+  std::string seen;
+  for (int attempt = 0; attempt < 120 && seen != renewed; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    seen = ServedSerial(server.address());
+  }
+  EXPECT_EQ(seen, renewed);
+}
+
+// A restart (a reboot, a rolling upgrade) after a refused renewal serves the
+// last good copies: the node starts. Without copies, files that do not
+// verify stop the start, naming the operator's file.
+TEST_F(TlsTest, ARestartKeepsServingTheLastGoodCopies) {
+  const TlsFiles files = LiveFiles();
+  const std::string first = SerialOfPem(ReadFile(files.cert_file));
+  const std::string copies = dir_.Child("data/tls");
+  {
+    absl::StatusOr<std::unique_ptr<VerifiedTlsFiles>> verified =
+        VerifiedTlsFiles::Start(files, copies, absl::Hours(1));
+    ASSERT_TRUE(verified.ok()) << verified.status();
+  }
+  const std::string other = dir_.Child("other");
+  ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", other), dir_.Child("o.log")),
+            0);
+  ReplaceFile(files.key_file, ReadFile(other + "/node-1-key.pem"));
+  ReplaceFile(files.cert_file, ReadFile(other + "/node-1.pem"));
+  EXPECT_TRUE(VerifiedTlsFiles::CheckServable(files, copies).ok());
+  absl::StatusOr<std::unique_ptr<VerifiedTlsFiles>> restarted =
+      VerifiedTlsFiles::Start(files, copies, absl::Hours(1));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  const VerifiedTlsFiles::Status status = (*restarted)->status();
+  EXPECT_EQ(status.serial, first);
+  EXPECT_EQ(status.refused, 1u);
+  EXPECT_THAT(status.refusal, HasSubstr("does not verify"));
+  TlsServer server((*restarted)->served(), authorizer_);
+  ASSERT_TRUE(server.ok());
+  EXPECT_EQ(ServedSerial(server.address()), first);
+
+  // A data dir without copies: nothing to fall back on.
+  const std::string fresh = dir_.Child("fresh/tls");
+  const absl::Status servable = VerifiedTlsFiles::CheckServable(files, fresh);
+  EXPECT_EQ(servable.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(servable.message(), HasSubstr(files.cert_file));
+  absl::StatusOr<std::unique_ptr<VerifiedTlsFiles>> refused =
+      VerifiedTlsFiles::Start(files, fresh, absl::Hours(1));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr(files.cert_file));
+}
+
+// A good renewal whose copy failed for this node's own reasons (no
+// descriptor left, a full disk) is tried again at the next look, not
+// refused for good.
+TEST_F(TlsTest, ARenewalWhoseCopyFailedIsTriedAgain) {
+  const TlsFiles files = LiveFiles();
+  // Start's copy is the first pass, the renewal's the second.
+  ASSERT_TRUE(ArmFaultPoint("tls.copy_in@2!"));
+  absl::StatusOr<std::unique_ptr<VerifiedTlsFiles>> verified =
+      VerifiedTlsFiles::Start(files, dir_.Child("data/tls"), absl::Hours(1));
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  ASSERT_EQ(std::remove(CaFile("node-1.pem").c_str()), 0);
+  ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", Ca()), dir_.Child("r.log")), 0);
+  const std::string renewed = SerialOfPem(ReadFile(CaFile("node-1.pem")));
+  ReplaceFile(files.cert_file, ReadFile(CaFile("node-1.pem")));
+  (*verified)->CheckNow();
+  EXPECT_EQ((*verified)->status().refused, 1u);
+  EXPECT_EQ((*verified)->status().renewed, 0u);
+  (*verified)->CheckNow();
+  ArmFaultPoint("");
+  const VerifiedTlsFiles::Status status = (*verified)->status();
+  EXPECT_EQ(status.renewed, 1u);
+  EXPECT_EQ(status.serial, renewed);
+  EXPECT_EQ(status.refusal, "");
 }
 
 // The alternative to AuthProcessor, for MeasureAuthCost only: the same
