@@ -14,7 +14,9 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "common/log.h"
 #include "common/steady_clock.h"
@@ -89,7 +91,9 @@ ino_t InodeOf(int fd) {
   return fstat(fd, &st) == 0 ? st.st_ino : 0;
 }
 
-// The address of `fd`'s peer, without the port ("" when it has none).
+// Who `fd`'s peer is, for the per-client limit: its IPv4 address, or the
+// /64 its IPv6 address is in (a host is given a whole /64, so one address
+// each would be no limit); "" when it has none.
 std::string ClientOf(int fd) {
   sockaddr_storage peer{};
   socklen_t peer_len = sizeof(peer);
@@ -97,44 +101,64 @@ std::string ClientOf(int fd) {
     return "";
   }
   char text[INET6_ADDRSTRLEN] = {};
-  const void* address =
-      peer.ss_family == AF_INET
-          ? static_cast<const void*>(
-                &reinterpret_cast<const sockaddr_in&>(peer).sin_addr)
-          : static_cast<const void*>(
-                &reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr);
-  if (inet_ntop(peer.ss_family, address, text, sizeof(text)) == nullptr) {
-    return "";
+  if (peer.ss_family == AF_INET) {
+    const in_addr& v4 = reinterpret_cast<const sockaddr_in&>(peer).sin_addr;
+    return inet_ntop(AF_INET, &v4, text, sizeof(text)) != nullptr ? text : "";
   }
-  return text;
+  if (peer.ss_family != AF_INET6) return "";
+  in6_addr v6 = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
+  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+    return inet_ntop(AF_INET, &v6.s6_addr[12], text, sizeof(text)) != nullptr
+               ? text
+               : "";
+  }
+  std::memset(&v6.s6_addr[8], 0, 8);
+  if (inet_ntop(AF_INET6, &v6, text, sizeof(text)) == nullptr) return "";
+  return std::string(text) + "/64";
 }
 
-// A duplicate of the descriptor of the one connection accepted on
-// `listener` whose socket is not in `watched` (by inode), or -1 (none,
-// several, or no descriptor left).
-int DuplicateNewConnection(const sockaddr_storage& listener,
-                           const absl::flat_hash_set<ino_t>& watched) {
+// The connected TCP sockets on a listener, as one scan of this process's
+// descriptors found them.
+struct Scan {
+  bool done = false;  // false: /proc/self/fd could not be read
+  // Every socket's inode.
+  absl::flat_hash_set<ino_t> present;
+  // The sockets not excluded: a descriptor of each, by inode.
+  absl::flat_hash_map<ino_t, int> candidates;
+};
+
+Scan ScanConnections(const sockaddr_storage& listener,
+                     const absl::flat_hash_set<ino_t>& excluded) {
+  Scan scan;
   DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int found = -1;
-  ino_t found_inode = 0;
-  int matches = 0;
+  if (dir == nullptr) return scan;
+  scan.done = true;
   while (const dirent* entry = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
     if (end == entry->d_name || *end != '\0' || fd == dirfd(dir)) continue;
     if (!IsConnectionOn(static_cast<int>(fd), listener)) continue;
     const ino_t inode = InodeOf(static_cast<int>(fd));
-    if (inode == 0 || watched.contains(inode)) continue;
-    // Two descriptors of one socket (one of ours not yet in `watched`
-    // cannot be: Begin runs one at a time) count once.
-    if (matches == 0 || inode != found_inode) ++matches;
-    found = static_cast<int>(fd);
-    found_inode = inode;
+    if (inode == 0) continue;
+    scan.present.insert(inode);
+    if (!excluded.contains(inode)) {
+      scan.candidates.emplace(inode, static_cast<int>(fd));
+    }
   }
   closedir(dir);
-  if (matches != 1) return -1;
-  return fcntl(found, F_DUPFD_CLOEXEC, 0);
+  return scan;
+}
+
+// Shuts `fd`'s socket down and resets it: the thread serving it returns
+// from its reads, and a client blocked writing into a full window learns
+// at once (a FIN alone left it probing a zero window for minutes). The
+// disconnect may be refused while a thread waits inside the socket
+// (EBUSY); the FIN stands then.
+void ShutDown(int fd) {
+  shutdown(fd, SHUT_RDWR);
+  sockaddr unspecified{};
+  unspecified.sa_family = AF_UNSPEC;
+  connect(fd, &unspecified, sizeof(unspecified));
 }
 
 // The bytes the kernel received on `fd` so far (0 when it cannot say).
@@ -176,58 +200,115 @@ ConnectionLimits::~ConnectionLimits() {
   watcher_.join();
 }
 
-ConnectionLimits::Begun ConnectionLimits::Begin(bool room) {
-  absl::flat_hash_set<ino_t> watched;
+ConnectionLimits::Begun ConnectionLimits::Begin(bool room, bool worker_free) {
+  absl::flat_hash_set<ino_t> excluded;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [id, connection] : connections_) {
-      if (connection.inode != 0) watched.insert(connection.inode);
+      if (connection.inode != 0) excluded.insert(connection.inode);
     }
+    excluded.insert(unidentified_.begin(), unidentified_.end());
   }
   // Outside the lock: a scan of every descriptor. Only this thread adds
-  // connections, and one that ends meanwhile has no descriptor left.
+  // connections, and one that ends meanwhile has no descriptor left (its
+  // inode is excluded anyway). The descriptor of the connection just
+  // accepted stays its own until this returns.
+  Scan scan = ScanConnections(listener_, excluded);
   Connection connection;
-  connection.fd = DuplicateNewConnection(listener_, watched);
-  if (connection.fd >= 0) {
-    connection.inode = InodeOf(connection.fd);
-    connection.client = ClientOf(connection.fd);
-  } else {
-    // Not watched: no limit holds it. Said, so it is not silent.
-    logging::Warn("http.connection_not_watched",
-                  logging::Fields()
-                      .Add("port", PortOf(listener_))
-                      .Add("msg",
-                           "the accepted connection was not found among this "
-                           "process's descriptors (none left, another socket "
-                           "on the same address, or one not watched still "
-                           "open): served without its time, size and "
-                           "per-client limits"));
+  int original_fd = -1;
+  if (scan.candidates.size() == 1) {
+    connection.inode = scan.candidates.begin()->first;
+    original_fd = scan.candidates.begin()->second;
+    connection.fd = fcntl(original_fd, F_DUPFD_CLOEXEC, 0);
+    connection.client = ClientOf(original_fd);
   }
   const int64_t now = SteadyNowNs();
+  // Until a worker takes it (Started): as long as a whole connection.
   connection.request_deadline_steady_ns =
-      now + absl::ToInt64Nanoseconds(request_limit_);
-  connection.deadline_steady_ns = now + absl::ToInt64Nanoseconds(limit_);
+      now + absl::ToInt64Nanoseconds(limit_);
+  connection.deadline_steady_ns = connection.request_deadline_steady_ns;
+
   absl::MutexLock lock(&mu_);
+  if (scan.done) {
+    // Sockets that could not be told apart stay excluded while they are
+    // open, so the next connection is found again.
+    absl::erase_if(unidentified_,
+                   [&](ino_t inode) { return !scan.present.contains(inode); });
+    if (scan.candidates.size() > 1) {
+      for (const auto& [inode, fd] : scan.candidates) {
+        unidentified_.insert(inode);
+      }
+    }
+  }
   Begun begun;
   begun.id = next_id_++;
   const char* refusal = nullptr;
   if (!room) {
     refusal =
         "every worker is busy and the waiting line is full: closed at once";
-  } else if (!connection.client.empty() &&
+  } else if (!worker_free && !connection.client.empty() &&
              ConnectionsFrom(connection.client) >= max_per_client_) {
     refusal =
-        "this client already has as many connections as one may: closed at "
-        "once, so one client cannot hold every worker";
+        "every worker is busy and this client already has as many "
+        "connections as one may: closed at once, so one client cannot hold "
+        "every worker";
   }
   Connection& added = connections_[begun.id] = std::move(connection);
+  if (original_fd < 0) {
+    // Not found: it cannot be cut, so it is never refused (a refused
+    // connection is served on the accepting thread, which its first read
+    // would then hold) and no limit holds it. Said, so it is not silent.
+    logging::Warn(
+        "http.connection_not_watched",
+        logging::Fields()
+            .Add("port", PortOf(listener_))
+            .Add("candidates", static_cast<uint64_t>(scan.candidates.size()))
+            .Add("msg",
+                 "the accepted connection was not found among this "
+                 "process's descriptors (none left, or another "
+                 "socket on the same address not told apart): "
+                 "served without its time, size and per-client "
+                 "limits"));
+    begun.admitted = true;
+    return begun;
+  }
+  if (added.fd < 0) {
+    // Found, but no descriptor left to keep: it is known (its inode), and
+    // can be shut down now, not later.
+    logging::Warn("http.connection_not_watched",
+                  logging::Fields()
+                      .Add("port", PortOf(listener_))
+                      .Add("client", added.client)
+                      .Add("msg",
+                           "no descriptor left to watch the accepted "
+                           "connection: served without its time and size "
+                           "limits"));
+  }
   begun.admitted = refusal == nullptr && !cut_all_;
   if (refusal != nullptr) {
     ++refused_;
     LogCut("http.connection_refused", added.client, refusal);
   }
-  if (!begun.admitted) CutLocked(added);
+  if (!begun.admitted) {
+    if (added.fd >= 0) {
+      CutLocked(added);
+    } else {
+      ShutDown(original_fd);
+      ++cut_;
+    }
+  }
   return begun;
+}
+
+void ConnectionLimits::Started(uint64_t id) {
+  const int64_t now = SteadyNowNs();
+  absl::MutexLock lock(&mu_);
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  it->second.started = true;
+  it->second.request_deadline_steady_ns =
+      now + absl::ToInt64Nanoseconds(request_limit_);
+  it->second.deadline_steady_ns = now + absl::ToInt64Nanoseconds(limit_);
 }
 
 void ConnectionLimits::RequestRead(uint64_t id) {
@@ -283,16 +364,8 @@ bool ConnectionLimits::StoppingOrServing() const {
 
 void ConnectionLimits::CutLocked(Connection& connection) {
   if (connection.fd < 0) return;
-  // Our duplicate keeps the socket open: it is that connection's. The
-  // shutdown wakes the serving thread (its reads end); the disconnect then
-  // resets the connection, so a client blocked writing into a full window
-  // learns at once: a FIN alone left it probing a zero window for minutes.
-  // The disconnect may be refused while a thread waits inside the socket
-  // (EBUSY); the FIN stands then.
-  shutdown(connection.fd, SHUT_RDWR);
-  sockaddr unspecified{};
-  unspecified.sa_family = AF_UNSPEC;
-  connect(connection.fd, &unspecified, sizeof(unspecified));
+  // Our duplicate keeps the socket open: it is that connection's.
+  ShutDown(connection.fd);
   close(connection.fd);
   connection.fd = -1;  // once; the inode stays known until End
   ++cut_;
@@ -330,8 +403,12 @@ void ConnectionLimits::Watch() {
     for (auto& [id, connection] : connections_) {
       if (connection.fd < 0) continue;
       const char* why = nullptr;
-      if (!connection.request_read &&
-          now >= connection.request_deadline_steady_ns) {
+      if (!connection.started && now >= connection.deadline_steady_ns) {
+        why =
+            "a connection waited longer than its limit for a worker (every "
+            "worker held by slow clients): closed";
+      } else if (!connection.request_read &&
+                 now >= connection.request_deadline_steady_ns) {
         ++cut_for_slow_request_;
         why =
             "a client did not send its request within its limit (one that "

@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/log_budget.h"
@@ -19,7 +20,8 @@ namespace sessiond::server {
 
 // Ends an HttpEndpoint connection that runs past a deadline, or whose
 // client sent more than a request of these endpoints needs, and refuses a
-// client more connections at once than `max_per_client`: shuts the socket
+// client more connections at once than `max_per_client` while every worker
+// is busy, or any connection when the waiting line is full: shuts the socket
 // down, so httplib's next read or write fails and the worker serving it
 // moves on. httplib's timeouts bound each read and write, not a
 // connection: a client sending its request a byte per second held a worker
@@ -41,9 +43,13 @@ namespace sessiond::server {
 // End, so the socket a cut shuts down is that connection's even after
 // httplib closed its own descriptor and the number went to another socket.
 //
+// A connection's deadlines run from when a worker takes it (Started);
+// until then it may wait for one up to `limit`, so a request that waited
+// behind slow clients is not cut as slow itself.
+//
 // Thread-safe: Begin on the accepting thread (one at a time, between
-// accepts), RequestRead and End on the thread serving the connection,
-// CutNow from any; one watcher thread of its own.
+// accepts), Started, RequestRead and End on the thread serving the
+// connection, CutNow from any; one watcher thread of its own.
 class ConnectionLimits {
  public:
   // `listener`: the endpoint's bound address; `request_limit`: the longest
@@ -66,9 +72,15 @@ class ConnectionLimits {
     // read.
     bool admitted = false;
   };
-  // A connection was accepted: its deadlines run from now. `room`: whether
-  // a worker will take it (false: refused).
-  Begun Begin(bool room) ABSL_LOCKS_EXCLUDED(mu_);
+  // A connection was accepted. `room`: whether there is a place for it in
+  // the waiting line (false: refused); `worker_free`: whether a worker is
+  // idle (the per-client limit holds only when none is: clients sharing an
+  // address, behind a NAT or on the same host, are served while workers
+  // are free). Until Started it may wait up to `limit`. A connection not
+  // found cannot be cut: it is admitted, whatever `room`, and warned about.
+  Begun Begin(bool room, bool worker_free) ABSL_LOCKS_EXCLUDED(mu_);
+  // A worker took it: its deadlines run from now.
+  void Started(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Its request was read (before it is routed): only `limit` counts now.
   void RequestRead(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // It was closed.
@@ -86,9 +98,10 @@ class ConnectionLimits {
 
  private:
   struct Connection {
-    int fd = -1;         // our duplicate; -1: not found, or cut
-    ino_t inode = 0;     // its socket's (0: not found)
-    std::string client;  // its address, without the port ("" not found)
+    int fd = -1;           // our duplicate; -1: not found, or cut
+    ino_t inode = 0;       // its socket's (0: not found)
+    std::string client;    // ClientOf ("" not found)
+    bool started = false;  // a worker took it
     bool request_read = false;
     int64_t request_deadline_steady_ns = 0;
     int64_t deadline_steady_ns = 0;
@@ -111,6 +124,11 @@ class ConnectionLimits {
   mutable absl::Mutex mu_;
   absl::flat_hash_map<uint64_t, Connection> connections_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  // Sockets on the listener a scan could not tell apart from the one just
+  // accepted (two or more not watched): left out of later scans while they
+  // are open, so one connection not found does not make every later one
+  // not found.
+  absl::flat_hash_set<ino_t> unidentified_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool cut_all_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t cut_ ABSL_GUARDED_BY(mu_) = 0;

@@ -39,9 +39,10 @@ thread_local uint64_t t_connection = 0;
 // that stalls holds one worker, not the endpoint; at most `max_waiting`
 // wait for a worker. httplib calls enqueue on the accepting thread just
 // after each accept, where ConnectionLimits finds the socket. A connection
-// refused there (the line full, or its client over its share) is served
-// at once on the accepting thread: it was shut down, so that ends at its
-// first read.
+// refused there (the line full, or its client over its share while every
+// worker is busy) is served at once on the accepting thread: it was shut
+// down, so that ends at its first read. (One ConnectionLimits did not find
+// is never refused.)
 class WorkerPool : public httplib::TaskQueue {
  public:
   WorkerPool(ConnectionLimits* limits, int workers, size_t max_waiting,
@@ -58,11 +59,13 @@ class WorkerPool : public httplib::TaskQueue {
 
   void enqueue(std::function<void()> fn) override {
     bool room = false;
+    bool worker_free = false;
     {
       absl::MutexLock lock(&mu_);
       room = !stopping_ && waiting_.size() < max_waiting_;
+      worker_free = idle_ > waiting_.size();
     }
-    const ConnectionLimits::Begun begun = limits_->Begin(room);
+    const ConnectionLimits::Begun begun = limits_->Begin(room, worker_free);
     if (begun.admitted) {
       absl::MutexLock lock(&mu_);
       waiting_.push_back({begun.id, std::move(fn)});
@@ -96,11 +99,14 @@ class WorkerPool : public httplib::TaskQueue {
       Waiting next;
       {
         absl::MutexLock lock(&mu_);
+        ++idle_;
         mu_.Await(absl::Condition(this, &WorkerPool::StoppingOrWaiting));
+        --idle_;
         if (waiting_.empty()) return;  // stopping, nothing left
         next = std::move(waiting_.front());
         waiting_.pop_front();
       }
+      limits_->Started(next.id);
       t_connection = next.id;
       next.fn();  // serves the connection, and closes it
       limits_->End(next.id);
@@ -116,6 +122,7 @@ class WorkerPool : public httplib::TaskQueue {
   const size_t max_waiting_;
   absl::Mutex mu_;
   std::deque<Waiting> waiting_ ABSL_GUARDED_BY(mu_);
+  size_t idle_ ABSL_GUARDED_BY(mu_) = 0;  // workers waiting for one
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };

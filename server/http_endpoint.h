@@ -67,13 +67,13 @@ class ConnectionLimits;
 // request, and at most kConnectionLimit and kMaxBytesReceived for the
 // whole connection (ConnectionLimits: a client that trickles its request a
 // byte at a time, or sends a line without end, is cut off). A client
-// address has at most kMaxConnectionsPerClient connections at once and at
-// most kMaxWaiting wait for a worker; more are closed as they are
-// accepted. So clients that stall hold a few workers for a bounded time,
-// never the node, and one client cannot hold every worker: before, with
-// one thread, some 30 idle sockets held a verifier's JWKS fetch for 30 s.
-// Range requests are refused (416): httplib 0.11 builds every range asked
-// for in memory, and one header may ask for thousands.
+// (address, or IPv6 /64) has at most kMaxConnectionsPerClient connections
+// at once while every worker is busy, and at most kMaxWaiting wait for a
+// worker; more are closed as they are accepted. So clients that stall hold a
+// few workers for a bounded time, never the node, and one client cannot hold
+// every worker: before, with one thread, some 30 idle sockets held a verifier's
+// JWKS fetch for 30 s. Range requests are refused (416): httplib 0.11 builds
+// every range asked for in memory, and one header may ask for thousands.
 // SO_REUSEADDR only (httplib's default SO_REUSEPORT would let a second
 // process bind the same port and take half the requests).
 //
@@ -104,14 +104,16 @@ class HttpEndpoint {
 
   // The longest until a connection's request is read (TLS handshake,
   // request line, headers: a few round trips), the longest a connection is
-  // served (accept to close), and the most its client may send: a GET with
-  // its headers, and a TLS handshake, take a few KiB.
+  // served (from when a worker takes it to close; also the longest it may
+  // wait for one), and the most its client may send: a GET with its
+  // headers, and a TLS handshake, take a few KiB.
   static constexpr absl::Duration kRequestLimit = absl::Seconds(1);
   static constexpr absl::Duration kConnectionLimit = absl::Seconds(10);
   static constexpr uint64_t kMaxBytesReceived = 64 * 1024;
   // Threads that answer; connections that may wait for one; connections
-  // one client address may have at once (a scraper, a verifier, and a
-  // health probe each need one at a time).
+  // one client (an IPv4 address, an IPv6 /64) may have at once while every
+  // worker is busy (a scraper, a verifier, and a health probe each need one
+  // at a time).
   static constexpr int kWorkers = 4;
   static constexpr size_t kMaxWaiting = 32;
   static constexpr int kMaxConnectionsPerClient = 2;

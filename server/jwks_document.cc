@@ -26,7 +26,8 @@ absl::StatusOr<JwksDocument> JwksDocumentNow(
   if (ring.VerifyingKeys().empty()) {
     return absl::UnavailableError(
         "the cluster has no signing key yet: every key of the ring is "
-        "retired (sessionctl keys stage, then keys activate)");
+        "retired, none was ever active (sessionctl keys stage "
+        "--bootstrap)");
   }
   absl::StatusOr<std::string> json = ring.JwksJson();
   if (!json.ok()) return json.status();

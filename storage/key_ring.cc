@@ -62,6 +62,17 @@ pb::SigningKey* ActiveMutable(pb::KeyRingState& state) {
   return nullptr;
 }
 
+// Whether no key of `state` was ever activated: none, or only keys staged
+// and retired. (Once a key is activated the ring always has an active key,
+// which cannot be retired.) No token was signed then, so a key may sign at
+// once: no verifier can hold a JWKS without it that a token needs.
+bool NeverActivated(const pb::KeyRingState& state) {
+  for (const pb::SigningKey& key : state.keys()) {
+    if (key.state() != sessiond::v1::SIGNING_KEY_RETIRED) return false;
+  }
+  return true;
+}
+
 absl::Status ApplyStage(pb::KeyRingState& state,
                         const pb::KeyRingCommand::Stage& stage,
                         const KeyRingApplyContext& context) {
@@ -114,13 +125,13 @@ absl::Status ApplyStage(pb::KeyRingState& state,
     }
     keys->erase(oldest);
   }
-  if (stage.bootstrap() && state.keys_size() > 0) {
+  if (stage.bootstrap() && !NeverActivated(state)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "stage: bootstrap (stage and activate at once) is only for a ring "
-        "with no key, and this one holds ",
+        "that never had an active key, and this one holds ",
         state.keys_size(),
-        ": stage the key without bootstrap, then activate it once it has "
-        "been published for the JWKS max-age"));
+        " with one not retired: stage the key without bootstrap, then "
+        "activate it once it has been published for the JWKS max-age"));
   }
   pb::SigningKey* key = state.add_keys();
   key->set_kid(stage.kid());

@@ -5,7 +5,8 @@
 //
 // Transitions (KeyRingCommand, proto/sessiond/v1/key_ring.proto):
 //   Stage                      -> STAGED   (published, verifies)
-//   Stage{bootstrap}, empty ring -> ACTIVE (a new cluster's first key)
+//   Stage{bootstrap}, a ring never activated (empty, or only RETIRED keys)
+//                              -> ACTIVE (a new cluster's first key)
 //   Activate   STAGED          -> ACTIVE, and the ACTIVE key -> RETIRING
 //   Retire     RETIRING|STAGED -> RETIRED  (sealed private key cleared)
 //   PurgeRetired               RETIRED keys forgotten (and Stage into a
@@ -112,7 +113,8 @@ class KeyRing {
   //   NotFound            Activate/Retire of an unknown kid
   //   AlreadyExists       Stage of a kid the ring holds (in any state)
   //   ResourceExhausted   Stage into a ring of kMaxKeyRingKeys keys
-  //   FailedPrecondition  Stage{bootstrap} into a non-empty ring; Activate
+  //   FailedPrecondition  Stage{bootstrap} into a ring with a key not
+  //                       retired; Activate
   //                       of a key not STAGED, before every voter applied
   //                       its stage, or before min_publish_ms; Retire of
   //                       the ACTIVE key, of a RETIRED key, or of a key with

@@ -173,8 +173,8 @@ absl::Status StageSigningKey(Connection& cluster, const Output& out,
         /*write=*/true,
         absl::StrCat(
             "`sessionctl keys list` shows the ring. Staging needs every node "
-            "started with the same --kek_file; --bootstrap only fits an "
-            "empty ring (",
+            "started with the same --kek_file; --bootstrap only fits a "
+            "ring that never had an active key (",
             kSeeDocs, ")."),
         "`sessionctl keys list` shows whether a key was staged; staging "
         "again stages another one.");

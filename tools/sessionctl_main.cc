@@ -523,8 +523,10 @@ int Main(int argc, char** argv) {
       "stage",
       "generate a key inside the cluster and publish it in the JWKS; it may "
       "sign once published for the JWKS max-age (keys activate)");
-  stage->add_flag("--bootstrap", bootstrap,
-                  "stage and activate at once: only for an empty ring");
+  stage->add_flag(
+      "--bootstrap", bootstrap,
+      "stage and activate at once: only for a ring that never had an "
+      "active key (empty, or only retired keys)");
   stage->callback([&] {
     run = [&](Connection& cluster) {
       return StageSigningKey(cluster, out, bootstrap);

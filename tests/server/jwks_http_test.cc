@@ -399,22 +399,29 @@ int ConnectFrom(const std::string& source, const std::string& address) {
   return fd;
 }
 
-// GETs the JWKS over `fd` and closes it: the answer's status line, or ""
-// when the connection closed (or timed out) without one.
-std::string GetOver(int fd) {
+// Sends a GET of the JWKS over `fd` (and returns `fd`).
+int SendGet(int fd) {
   const std::string request = absl::StrCat(
       "GET ", kJwksPath, " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  if (fd >= 0) send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  return fd;
+}
+
+// Reads the answer over `fd` and closes it: its status line, "" when the
+// connection closed (or timed out) without one, "no connection" when `fd`
+// is not one.
+std::string AnswerOn(int fd) {
+  if (fd < 0) return "no connection";
   std::string answer;
-  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-      static_cast<ssize_t>(request.size())) {
-    char buffer[4096];
-    ssize_t n = 0;
-    while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0)
-      answer.append(buffer, n);
-  }
+  char buffer[4096];
+  ssize_t n = 0;
+  while ((n = recv(fd, buffer, sizeof buffer, 0)) > 0) answer.append(buffer, n);
   close(fd);
   return answer.substr(0, answer.find("\r\n"));
 }
+
+// GETs the JWKS over `fd` and closes it (AnswerOn).
+std::string GetOver(int fd) { return AnswerOn(SendGet(fd)); }
 
 // A request that stalls (here: its provider call waits) holds one worker:
 // another client is answered meanwhile. With the endpoint's one thread,
@@ -433,34 +440,113 @@ TEST_F(JwksHttpTest, AStalledRequestDoesNotHoldTheOthers) {
   EXPECT_EQ(stalled_answer, "HTTP/1.1 200 OK");
 }
 
-// One client address holds at most kMaxConnectionsPerClient connections:
-// more are closed unanswered as they are accepted, and every other client
-// is still served.
+// Holds every worker: kWorkers requests, two from each of 127.0.0.1 and
+// 127.0.0.2, each stalled in the provider; their answers land in
+// `answers` once released.
+class HeldWorkers {
+ public:
+  HeldWorkers(FakeRing& ring, const std::string& address) : ring_(ring) {
+    ring_.HoldNext(HttpEndpoint::kWorkers);
+    for (int i = 0; i < HttpEndpoint::kWorkers; ++i) {
+      const std::string source = i < 2 ? "127.0.0.1" : "127.0.0.2";
+      threads_.emplace_back([this, i, source, address] {
+        answers_[i] = GetOver(ConnectFrom(source, address));
+      });
+    }
+  }
+  bool Held() { return ring_.WaitHeld(HttpEndpoint::kWorkers); }
+  // Releases them; their answers.
+  std::vector<std::string> Release() {
+    ring_.Release();
+    for (std::thread& thread : threads_) thread.join();
+    threads_.clear();
+    return std::vector<std::string>(std::begin(answers_), std::end(answers_));
+  }
+  ~HeldWorkers() {
+    if (!threads_.empty()) Release();
+  }
+
+ private:
+  FakeRing& ring_;
+  std::string answers_[HttpEndpoint::kWorkers];
+  std::vector<std::thread> threads_;
+};
+
+// While every worker is busy, a client address with
+// kMaxConnectionsPerClient connections already gets no more: closed
+// unanswered as accepted. Another client waits for a worker and is served.
 TEST_F(JwksHttpTest, OneClientHoldsNoMoreThanItsShareOfWorkers) {
+  ASSERT_EQ(HttpEndpoint::kWorkers, 4);
   ASSERT_EQ(HttpEndpoint::kMaxConnectionsPerClient, 2);
   ring_.Set(JwksDocument{RealJwks(1), 10, 2});
-  ring_.HoldNext(2);
   const std::string address = server_->address();
-  std::string answers[2];
+  HeldWorkers held(ring_, address);
+  ASSERT_TRUE(held.Held());
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.1", address)), "");
+  EXPECT_EQ(server_->connections_refused(), 1u);
+  const int waiting = SendGet(ConnectFrom("127.0.0.3", address));
+  ASSERT_GE(waiting, 0);
+  for (const std::string& answer : held.Release()) {
+    EXPECT_EQ(answer, "HTTP/1.1 200 OK");
+  }
+  EXPECT_EQ(AnswerOn(waiting), "HTTP/1.1 200 OK");
+  EXPECT_EQ(server_->connections_refused(), 1u);
+}
+
+// Clients that share an address (behind a NAT, or on one host) are served
+// past the per-client limit while a worker is free.
+TEST_F(JwksHttpTest, ClientsSharingAnAddressAreServedWhileWorkersAreFree) {
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  ring_.HoldNext(HttpEndpoint::kMaxConnectionsPerClient);
+  const std::string address = server_->address();
   std::vector<std::thread> stalled;
+  std::string answers[HttpEndpoint::kMaxConnectionsPerClient];
   for (std::string& answer : answers) {
     stalled.emplace_back(
         [&] { answer = GetOver(ConnectFrom("127.0.0.1", address)); });
   }
-  ASSERT_TRUE(ring_.WaitHeld(2));
-  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.1", address)), "");
-  EXPECT_EQ(server_->connections_refused(), 1u);
-  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.3", address)), "HTTP/1.1 200 OK");
+  ASSERT_TRUE(ring_.WaitHeld(HttpEndpoint::kMaxConnectionsPerClient));
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.1", address)), "HTTP/1.1 200 OK");
+  EXPECT_EQ(server_->connections_refused(), 0u);
   ring_.Release();
   for (std::thread& thread : stalled) thread.join();
-  EXPECT_EQ(answers[0], "HTTP/1.1 200 OK");
-  EXPECT_EQ(answers[1], "HTTP/1.1 200 OK");
+  for (const std::string& answer : answers) {
+    EXPECT_EQ(answer, "HTTP/1.1 200 OK");
+  }
+}
+
+// kMaxWaiting connections wait for a worker; the next is closed unanswered
+// as accepted. A request that waited (longer than kRequestLimit) is not
+// cut as slow: its limits run from when a worker takes it.
+TEST_F(JwksHttpTest, TheWaitingLineIsBoundedAndWaitingIsNotSlowness) {
+  ASSERT_EQ(HttpEndpoint::kMaxWaiting, 32u);
+  ring_.Set(JwksDocument{RealJwks(1), 10, 2});
+  const std::string address = server_->address();
+  HeldWorkers held(ring_, address);
+  ASSERT_TRUE(held.Held());
+  std::vector<int> waiting;
+  for (int i = 0; i < 32; ++i) {
+    // Two each from 127.0.0.10 on: within the per-client limit.
+    const int fd =
+        SendGet(ConnectFrom(absl::StrCat("127.0.0.", 10 + i / 2), address));
+    ASSERT_GE(fd, 0);
+    waiting.push_back(fd);
+  }
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.50", address)), "");
+  EXPECT_EQ(server_->connections_refused(), 1u);
+  absl::SleepFor(absl::Milliseconds(1500));  // past kRequestLimit
+  for (const std::string& answer : held.Release()) {
+    EXPECT_EQ(answer, "HTTP/1.1 200 OK");
+  }
+  for (int fd : waiting) EXPECT_EQ(AnswerOn(fd), "HTTP/1.1 200 OK");
+  EXPECT_EQ(server_->connections_cut_for_slow_request(), 0u);
 }
 
 // The JWT review's finding: some 30 idle connections (sending nothing)
 // each held the endpoint's one thread for kRequestLimit in turn, so a
-// verifier's fetch waited about 30 s. Now they hold at most two workers
-// and the rest are refused: the fetch is answered at once.
+// verifier's fetch waited about 30 s. Now they hold the workers for at most
+// kRequestLimit and the rest are refused as they come: the fetch waits for
+// the first worker to be freed.
 TEST_F(JwksHttpTest, IdleConnectionsDoNotDelayAFetch) {
   ring_.Set(JwksDocument{RealJwks(1), 10, 2});
   const std::string address = server_->address();

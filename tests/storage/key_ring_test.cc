@@ -169,6 +169,26 @@ TEST(KeyRingTest, BootstrapOnlyIntoAnEmptyRing) {
           absl::StatusCode::kFailedPrecondition, "then activate it");
 }
 
+// A ring whose keys were all staged and retired, none ever active, signed
+// no token: it bootstraps like an empty one (before, it could not: the
+// operator had to stage, wait out the JWKS max-age, then activate, with no
+// key to sign in the meantime).
+TEST(KeyRingTest, BootstrapIntoARingOfRetiredKeysThatNeverSigned) {
+  KeyRing ring;
+  const TestKey staged = NewKey();
+  Ok(ring, Stage(staged), At(1, kT0));
+  Ok(ring, Retire(staged.kid), At(2, kT0));
+  ASSERT_EQ(StateOf(ring, staged.kid), sessiond::v1::SIGNING_KEY_RETIRED);
+  const TestKey first = NewKey();
+  Ok(ring, Stage(first, /*bootstrap=*/true), At(3, kT0));
+  ASSERT_NE(ring.View().active(), nullptr);
+  EXPECT_EQ(ring.View().active()->kid(), first.kid);
+  EXPECT_TRUE(KeyRing::CheckInvariants(ring.View().state()).ok());
+  // Once a key was active, never again: it signed tokens.
+  Refused(ring, Stage(NewKey(), true), At(4, kT0),
+          absl::StatusCode::kFailedPrecondition, "then activate it");
+}
+
 TEST(KeyRingTest, RotationLifecycle) {
   KeyRing ring;
   const TestKey a = NewKey();

@@ -1,0 +1,99 @@
+// Copyright sessiond authors. Licensed under the Apache License 2.0.
+//
+// ConnectionLimits (server/connection_limits.h) on a real listening socket
+// of this process, without httplib: how Begin finds the connection just
+// accepted among the process's descriptors, and what it does with one it
+// cannot find. (The limits themselves are tested through the JWKS
+// endpoint, tests/server/jwks_http_test.cc.)
+#include "server/connection_limits.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+
+namespace sessiond::server {
+namespace {
+
+// A listener on 127.0.0.1:<free port>, and connections to it, accepted.
+class Loopback {
+ public:
+  Loopback() {
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(
+        bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof(address)),
+        0);
+    EXPECT_EQ(listen(listener_, 16), 0);
+    socklen_t length = sizeof(bound_);
+    EXPECT_EQ(
+        getsockname(listener_, reinterpret_cast<sockaddr*>(&bound_), &length),
+        0);
+  }
+  ~Loopback() {
+    for (int fd : fds_) close(fd);
+    close(listener_);
+  }
+
+  // Connects and accepts one connection (both ends stay open).
+  void ConnectAndAccept() {
+    const int client = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&bound_),
+                      sizeof(sockaddr_in)),
+              0);
+    const int accepted = accept(listener_, nullptr, nullptr);
+    ASSERT_GE(accepted, 0);
+    fds_.push_back(client);
+    fds_.push_back(accepted);
+  }
+
+  const sockaddr_storage& bound() const { return bound_; }
+
+ private:
+  int listener_ = -1;
+  sockaddr_storage bound_{};
+  std::vector<int> fds_;
+};
+
+// A connection Begin finds can be refused: it is shut down, and served
+// (to fail at once) where it was accepted.
+TEST(ConnectionLimitsTest, AConnectionFoundCanBeRefused) {
+  Loopback loopback;
+  ConnectionLimits limits(loopback.bound(), absl::Seconds(60),
+                          absl::Seconds(60), 1 << 20, 2);
+  loopback.ConnectAndAccept();
+  const ConnectionLimits::Begun begun = limits.Begin(/*room=*/false, false);
+  EXPECT_FALSE(begun.admitted);
+  EXPECT_EQ(limits.refused(), 1u);
+  limits.End(begun.id);
+}
+
+// Two connections on the listener that nothing watches: the one just
+// accepted cannot be told apart. It is admitted (it cannot be cut, so it
+// must not be served on the accepting thread), and both are left out of
+// later scans while they are open, so the next connection is found again.
+TEST(ConnectionLimitsTest, ConnectionsNotToldApartDoNotHideTheNextOne) {
+  Loopback loopback;
+  ConnectionLimits limits(loopback.bound(), absl::Seconds(60),
+                          absl::Seconds(60), 1 << 20, 2);
+  loopback.ConnectAndAccept();  // accepted behind ConnectionLimits' back
+  loopback.ConnectAndAccept();
+  const ConnectionLimits::Begun unknown = limits.Begin(/*room=*/false, false);
+  EXPECT_TRUE(unknown.admitted) << "refused without being cut";
+  EXPECT_EQ(limits.refused(), 0u);
+  loopback.ConnectAndAccept();
+  const ConnectionLimits::Begun next = limits.Begin(/*room=*/false, false);
+  EXPECT_FALSE(next.admitted) << "the next connection was not found";
+  EXPECT_EQ(limits.refused(), 1u);
+  limits.End(next.id);
+  limits.End(unknown.id);
+}
+
+}  // namespace
+}  // namespace sessiond::server
