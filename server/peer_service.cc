@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/fault_point.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/steady_clock.h"
@@ -331,6 +332,8 @@ class PeerService::SnapshotStream
 
   void Complete() {
     service_->Finishing(this);
+    // Tests: a check that takes a while (a big image).
+    SESSIOND_FAULT_POINT("peer.snapshot_check");
     if (receiver_ == nullptr) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "empty snapshot stream"));
@@ -610,6 +613,15 @@ void PeerService::Finishing(const void* stream) {
 void PeerService::EndReceiving(const void* stream) {
   absl::MutexLock lock(&receiving_mu_);
   receiving_.erase(stream);
+}
+
+size_t PeerService::snapshots_being_checked() const {
+  absl::MutexLock lock(&receiving_mu_);
+  size_t checked = 0;
+  for (const auto& [unused, receiving] : receiving_) {
+    if (receiving.finishing) ++checked;
+  }
+  return checked;
 }
 
 size_t PeerService::snapshots_receiving() const {

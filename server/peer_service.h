@@ -131,6 +131,9 @@ class PeerService final
 
   // Snapshot streams being received now (each holds a place).
   size_t snapshots_receiving() const ABSL_LOCKS_EXCLUDED(receiving_mu_);
+  // Those of them received whole and being checked (never cancelled to
+  // make room: their data is all here).
+  size_t snapshots_being_checked() const ABSL_LOCKS_EXCLUDED(receiving_mu_);
 
   // Records that this node accepted Raft messages from `node`: durably in
   // the heard_from_file (once per peer), before it returns, so the caller

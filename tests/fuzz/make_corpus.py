@@ -42,6 +42,14 @@ for i, claims in enumerate([
 write("jwt", "token_three_parts", "T" + "eyJhbGciOiJFZERTQSJ9.e30." + b64url(bytes(64)))
 write("jwt", "token_two_parts", "Tabc.def")
 write("jwt", "token_alg_none", "T" + b64url(b'{"alg":"none"}') + ".e30.")
+# 'H' + headers (signed by the target over fixed claims; KID stands for
+# the target key's kid).
+write("jwt", "header_good", 'H{"alg":"EdDSA","typ":"JWT","kid":"KID"}')
+write("jwt", "header_no_kid", 'H{"alg":"EdDSA","typ":"JWT"}')
+write("jwt", "header_alg_none", 'H{"alg":"none","kid":"KID"}')
+write("jwt", "header_crit", 'H{"alg":"EdDSA","kid":"KID","crit":["exp"]}')
+write("jwt", "header_duplicate_alg", 'H{"alg":"none","alg":"EdDSA","kid":"KID"}')
+write("jwt", "header_typ", 'H{"alg":"EdDSA","kid":"KID","typ":"jwt+x"}')
 
 
 # page tokens: as PageTokenCodec(42) makes them (server/page_token.cc).
@@ -86,6 +94,19 @@ write("peer_message", "heartbeat", field(1, 8) + field(2, 1) + field(3, 2) +
 write("peer_message", "vote", field(1, 5) + field(2, 2) + field(3, 1) +
       field(4, 4) + field(5, 12) + field(6, 3))
 write("peer_message", "unknown_type", field(1, 99) + field(2, 1))
+# The same bytes are read as a MessageBatch and a SnapshotChunk too.
+append = (field(1, 3) + field(2, 1) + field(3, 2) + field(4, 3) + field(5, 9) +
+          field(6, 3) + field(7, entry) + field(8, 9))
+heartbeat = field(1, 8) + field(2, 1) + field(3, 2) + field(4, 3) + field(8, 9)
+write("peer_message", "batch",
+      b"\x09" + struct.pack("<Q", 7) + field(2, 1) + field(3, 2) +
+      field(4, append) + field(4, heartbeat))
+snapshot_meta = field(1, 100) + field(2, 3) + field(3, 1) + field(3, 2)
+write("peer_message", "snapshot_chunk",
+      b"\x09" + struct.pack("<Q", 7) + field(2, 1) + field(3, 2) +
+      field(4, field(1, 8) + field(2, 1) + field(3, 2) + field(4, 3) +
+            field(12, snapshot_meta)) +
+      field(5, 4096) + field(7, b"image bytes"))
 
 
 # log entries and other values a node reads back (storage/keys.cc).

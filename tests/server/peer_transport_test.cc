@@ -30,6 +30,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/fault_point.h"
 #include "common/metrics_exposition.h"
 #include "gtest/gtest.h"
 #include "replication/memory_log_store.h"
@@ -1007,25 +1008,45 @@ std::unique_ptr<OpenSnapshotStream> OpenSnapshot(RaftPeer::Stub& stub,
   return open;
 }
 
+// A node (kPeer) that receives snapshots from kSelf: its snapshot folder,
+// transport and PeerService, with the parts a test adds to and Attaches.
+struct SnapshotReceivingNode {
+  SnapshotReceivingNode()
+      : received(dir.Child("received")),
+        options(WithSelf(Options(), kPeer)),
+        transport(options),
+        service(kPeer, [] { return v1::internal::HelloResponse(); }) {
+    EXPECT_TRUE(received.Init().ok());
+    transport.SetAddress(kSelf, "127.0.0.1:1");
+    parts.cluster_id = options.cluster_id;
+    parts.transport = &transport;
+    parts.snapshots = &received;
+  }
+  static PeerTransportOptions WithSelf(PeerTransportOptions options,
+                                       NodeId self) {
+    options.self = self;
+    return options;
+  }
+
+  ScopedTempDir dir;
+  storage::SnapshotFiles received;
+  PeerTransportOptions options;
+  PeerTransport transport;
+  PeerService service;
+  PeerServiceParts parts;
+};
+
 // Snapshots are received two at a time, each checked for room on disk
 // together with what the others being received reserved: checked alone,
 // each found room for itself that they then shared. A stream that went
 // idle gives its place to a new one.
 TEST(PeerServiceTest, SnapshotsAreReceivedTwoAtATimeWithTheirRoomReserved) {
-  ScopedTempDir dir;
-  storage::SnapshotFiles received(dir.Child("received"));
-  ASSERT_TRUE(received.Init().ok());
-  PeerTransportOptions options = Options();
-  options.self = kPeer;
-  PeerTransport transport(options);
-  transport.SetAddress(kSelf, "127.0.0.1:1");
-  PeerService service(kPeer, [] { return v1::internal::HelloResponse(); });
+  SnapshotReceivingNode node;
+  PeerTransportOptions& options = node.options;
+  PeerService& service = node.service;
+  PeerServiceParts& parts = node.parts;
   absl::Mutex mu;
   std::vector<uint64_t> asked;
-  PeerServiceParts parts;
-  parts.cluster_id = options.cluster_id;
-  parts.transport = &transport;
-  parts.snapshots = &received;
   parts.room_on_disk = [&](uint64_t bytes, absl::string_view) {
     absl::MutexLock lock(&mu);
     asked.push_back(bytes);
@@ -1080,6 +1101,54 @@ TEST(PeerServiceTest, SnapshotsAreReceivedTwoAtATimeWithTheirRoomReserved) {
   EXPECT_FALSE(second->Finish().ok());
   EXPECT_FALSE(fourth->Finish().ok());
   EXPECT_TRUE(receiving(0));
+  served.server->Shutdown();
+}
+
+// A stream received whole and being checked is never the one cancelled to
+// make room for a new stream: its data is all here, and the leader would
+// send the whole image again. The idlest stream still receiving is.
+TEST(PeerServiceTest, ASnapshotBeingCheckedKeepsItsPlace) {
+  SnapshotReceivingNode node;
+  PeerTransportOptions& options = node.options;
+  PeerService& service = node.service;
+  PeerServiceParts& parts = node.parts;
+  parts.snapshot_idle_limit = absl::ZeroDuration();  // any may be the idlest
+  std::atomic<int> admitted{0};                      // streams given a place
+  parts.room_on_disk = [&](uint64_t, absl::string_view) {
+    ++admitted;
+    return absl::OkStatus();
+  };
+  service.Attach(parts);
+  LoopbackServer served = Serve(&service);
+  ASSERT_NE(served.server, nullptr);
+  std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
+      served.address(), grpc::InsecureChannelCredentials()));
+
+  // The first stream sends its 100 bytes and ends: its check is held.
+  ASSERT_TRUE(ArmFaultPoint("peer.snapshot_check~5000"));
+  std::unique_ptr<OpenSnapshotStream> checked =
+      OpenSnapshot(*stub, options.cluster_id, LogIndex(5), 100);
+  ASSERT_TRUE(Eventually([&] { return service.snapshots_receiving() == 1; }));
+  checked->writer->WritesDone();
+  ASSERT_TRUE(
+      Eventually([&] { return service.snapshots_being_checked() == 1; }));
+  std::unique_ptr<OpenSnapshotStream> idle =
+      OpenSnapshot(*stub, options.cluster_id, LogIndex(6), 1000);
+  ASSERT_TRUE(Eventually([&] { return service.snapshots_receiving() == 2; }));
+  // A third: the idle one gives its place, not the one being checked.
+  std::unique_ptr<OpenSnapshotStream> third =
+      OpenSnapshot(*stub, options.cluster_id, LogIndex(7), 1000);
+  ASSERT_TRUE(Eventually([&] { return admitted.load() == 3; }));
+  const grpc::Status cancelled = idle->Finish();
+  EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::CANCELLED)
+      << cancelled.error_message();
+  const grpc::Status check = checked->writer->Finish();
+  ArmFaultPoint("");
+  // Its (made-up) image fails its check; it was not cancelled.
+  EXPECT_NE(check.error_code(), grpc::StatusCode::CANCELLED)
+      << check.error_message();
+  EXPECT_NE(check.error_code(), grpc::StatusCode::OK);
+  EXPECT_FALSE(third->Finish().ok());
   served.server->Shutdown();
 }
 

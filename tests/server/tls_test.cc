@@ -985,6 +985,58 @@ TEST_F(TlsTest, APeerStreamIsJudgedAgainAfterAReload) {
   EXPECT_THAT(ended.error_message(), HasSubstr("node-1"));
 }
 
+// A reload of the roles renews the outgoing peer connections
+// (PeerTransport::RenewChannels, from Daemon::Reload): who serves at a
+// peer's address is checked only at a handshake, and a connection opened
+// under the roles just replaced carried on for as long as it stayed up.
+TEST_F(TlsTest, AReloadRenewsOutgoingPeerConnections) {
+  // Node 1's listener, serving node-1's certificate, hears node 2 (and,
+  // with no driver behind it, drops what it sends).
+  PeerServiceOverTls peer(ServerFiles(/*require_client_cert=*/true),
+                          authorizer_, dir_.path(), NodeId(1), {2});
+  const std::string roles = dir_.Child("renew-roles.conf");
+  absl::StatusOr<std::unique_ptr<ListenerSecurity>> security =
+      ListenerSecurity::Build(
+          NodeConfig(roles, "node-1 = peer\nnode_id = 1 node-1\n"));
+  ASSERT_TRUE(security.ok()) << security.status();
+  PeerTransportOptions options;
+  options.cluster_id = 7;
+  options.self = NodeId(2);
+  options.credentials = [s = security->get()](NodeId id) {
+    return s->peer_channels_to(id);
+  };
+  PeerTransport transport(options);
+  transport.SetAddress(NodeId(1), peer.address());
+  auto send_heartbeat = [&] {
+    replication::Message heartbeat;
+    heartbeat.type = replication::MessageType::kHeartbeat;
+    heartbeat.from = NodeId(2);
+    heartbeat.to = NodeId(1);
+    heartbeat.term = Term(1);
+    transport.Send({heartbeat});
+  };
+  auto broken = [&] {
+    return transport.traffic()[NodeId(1)]
+        .dropped[static_cast<int>(PeerDrop::kStreamBroken)];
+  };
+  send_heartbeat();
+  ASSERT_TRUE(testing::Eventually([&] { return peer.heard() == "2\n"; }))
+      << peer.heard();
+  ASSERT_EQ(broken(), 0u);
+
+  // node-1's certificate no longer serves as node 1.
+  std::ofstream(roles) << "node-1 = admin\nnode-2 = peer\nnode_id = 2 node-2\n";
+  ASSERT_TRUE((*security)->ReloadRoles(roles).ok());
+  transport.RenewChannels();
+  // The renewed connection's handshake refuses the server: messages to it
+  // are dropped (bounded: Eventually's wait, a heartbeat each round).
+  EXPECT_TRUE(testing::Eventually([&] {
+    send_heartbeat();
+    return broken() > 0;
+  })) << "messages still go out on the connection opened before the reload";
+  transport.Stop();
+}
+
 // A snapshot stream's first chunk is judged before anything of it is acted
 // on: a reload between the stream's opening and its first chunk that took
 // the caller's peer role refuses the chunk, before its sender is admitted
