@@ -24,6 +24,16 @@ uint64_t stall_ms ABSL_GUARDED_BY(armed_name_mutex) = 0;
 // crashes; `failed` once it has.
 bool fail_mode ABSL_GUARDED_BY(armed_name_mutex) = false;
 bool failed ABSL_GUARDED_BY(armed_name_mutex) = false;
+// A "?" spec: from its hit on, each hit waits until the next ArmFaultPoint
+// (which counts up `arming`).
+bool hold_mode ABSL_GUARDED_BY(armed_name_mutex) = false;
+uint64_t arming ABSL_GUARDED_BY(armed_name_mutex) = 0;
+
+// Whether ArmFaultPoint ran since `arming` was `*then`.
+bool ArmedSince(const uint64_t* then)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(armed_name_mutex) {
+  return arming != *then;
+}
 
 struct ArmFromEnvironment {
   ArmFromEnvironment() {
@@ -48,6 +58,12 @@ void MaybeCrashAtFaultPoint(std::string_view name) {
       return;
     }
     stall = stall_ms;
+    if (hold_mode) {
+      // Until a test arms again (or disarms): the others pass meanwhile.
+      const uint64_t held_at = arming;
+      armed_name_mutex.Await(absl::Condition(&ArmedSince, &held_at));
+      return;
+    }
   }
   if (stall > 0) {
     // Outside the lock: other threads pass their points meanwhile.
@@ -79,9 +95,13 @@ bool ArmFaultPoint(std::string_view spec) {
   uint64_t stall = 0;
   const bool fails = !spec.empty() && spec.back() == '!';
   if (fails) spec.remove_suffix(1);
+  const bool holds = !fails && !spec.empty() && spec.back() == '?';
+  if (holds) spec.remove_suffix(1);
   if (const size_t tilde = spec.find('~'); tilde != std::string_view::npos) {
     const std::string ms(spec.substr(tilde + 1));
-    if (fails || !absl::SimpleAtoi(ms, &stall) || stall == 0) return false;
+    if (fails || holds || !absl::SimpleAtoi(ms, &stall) || stall == 0) {
+      return false;
+    }
     spec = spec.substr(0, tilde);
   }
   std::string_view name = spec;
@@ -98,6 +118,8 @@ bool ArmFaultPoint(std::string_view spec) {
   stall_ms = stall;
   fail_mode = fails;
   failed = false;
+  hold_mode = holds;
+  ++arming;  // releases the hits held so far
   internal::fault_point_armed.store(!name.empty(), std::memory_order_relaxed);
   return true;
 }

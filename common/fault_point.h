@@ -22,11 +22,14 @@ namespace sessiond {
 // pass through SESSIOND_FAULT_POINT_FAILS("<name>") returns true, once,
 // and every other pass false; the code there then fails as it would on a
 // real error (storage/database.cc: a RocksDB that stops taking writes).
+// With a hold, <name>[@<n>]?, the point never crashes either: from its
+// n-th hit on, every hit waits until the next ArmFaultPoint (an empty spec
+// included), so a test decides when the code there goes on.
 // When no fault point is armed the check is one relaxed atomic load.
 inline constexpr int kFaultPointExitCode = 86;
 
 // Arms `spec` ("name", "name@n", n >= 1, either with "~ms", ms >= 1, or
-// with "!") for
+// with "!", or with "?") for
 // this process. An empty spec disarms. Returns false (and arms nothing)
 // when the count or the stall is malformed.
 // Thread-safe.

@@ -249,9 +249,9 @@ ConnectionLimits::Begun ConnectionLimits::Begin(bool room, bool worker_free) {
   } else if (!worker_free && !connection.client.empty() &&
              ConnectionsFrom(connection.client) >= max_per_client_) {
     refusal =
-        "every worker is busy and this client already has as many "
-        "connections as one may: closed at once, so one client cannot hold "
-        "every worker";
+        "this client already has as many connections as one may, and this "
+        "one would take the last free worker: closed at once, so one client "
+        "cannot hold every worker";
   }
   Connection& added = connections_[begun.id] = std::move(connection);
   if (original_fd < 0) {

@@ -20,8 +20,9 @@ namespace sessiond::server {
 
 // Ends an HttpEndpoint connection that runs past a deadline, or whose
 // client sent more than a request of these endpoints needs, and refuses a
-// client more connections at once than `max_per_client` while every worker
-// is busy, or any connection when the waiting line is full: shuts the socket
+// client more connections at once than `max_per_client` when another would
+// take the last free worker, or any connection when the waiting line is
+// full: shuts the socket
 // down, so httplib's next read or write fails and the worker serving it
 // moves on. httplib's timeouts bound each read and write, not a
 // connection: a client sending its request a byte per second held a worker
@@ -73,11 +74,12 @@ class ConnectionLimits {
     bool admitted = false;
   };
   // A connection was accepted. `room`: whether there is a place for it in
-  // the waiting line (false: refused); `worker_free`: whether a worker is
-  // idle (the per-client limit holds only when none is: clients sharing an
-  // address, behind a NAT or on the same host, are served while workers
-  // are free). Until Started it may wait up to `limit`. A connection not
-  // found cannot be cut: it is admitted, whatever `room`, and warned about.
+  // the waiting line (false: refused); `worker_free`: whether a worker
+  // stays idle after this connection takes one (the per-client limit holds
+  // only when none would: clients sharing an address, behind a NAT or on
+  // the same host, are served while workers are free, never to the last). Until
+  // Started it may wait up to `limit`. A connection not found cannot be cut: it
+  // is admitted, whatever `room`, and warned about.
   Begun Begin(bool room, bool worker_free) ABSL_LOCKS_EXCLUDED(mu_);
   // A worker took it: its deadlines run from now.
   void Started(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);

@@ -54,6 +54,10 @@ class WorkerPool : public httplib::TaskQueue {
         Work();
       });
     }
+    // Every worker waiting before the first accept: `idle_` is what
+    // enqueue judges by.
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &WorkerPool::AllIdleOrStopping));
   }
   ~WorkerPool() override { shutdown(); }
 
@@ -63,7 +67,10 @@ class WorkerPool : public httplib::TaskQueue {
     {
       absl::MutexLock lock(&mu_);
       room = !stopping_ && waiting_.size() < max_waiting_;
-      worker_free = idle_ > waiting_.size();
+      // Another worker stays free after this connection takes one: a
+      // client over its share may have a worker only while it cannot have
+      // them all.
+      worker_free = idle_ > waiting_.size() + 1;
     }
     const ConnectionLimits::Begun begun = limits_->Begin(room, worker_free);
     if (begun.admitted) {
@@ -116,6 +123,9 @@ class WorkerPool : public httplib::TaskQueue {
 
   bool StoppingOrWaiting() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return stopping_ || !waiting_.empty();
+  }
+  bool AllIdleOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || idle_ >= threads_.size();
   }
 
   ConnectionLimits* const limits_;

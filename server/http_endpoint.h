@@ -68,7 +68,8 @@ class ConnectionLimits;
 // whole connection (ConnectionLimits: a client that trickles its request a
 // byte at a time, or sends a line without end, is cut off). A client
 // (address, or IPv6 /64) has at most kMaxConnectionsPerClient connections
-// at once while every worker is busy, and at most kMaxWaiting wait for a
+// at once when another would take the last free worker, and at most
+// kMaxWaiting wait for a
 // worker; more are closed as they are accepted. So clients that stall hold a
 // few workers for a bounded time, never the node, and one client cannot hold
 // every worker: before, with one thread, some 30 idle sockets held a verifier's
@@ -111,9 +112,9 @@ class HttpEndpoint {
   static constexpr absl::Duration kConnectionLimit = absl::Seconds(10);
   static constexpr uint64_t kMaxBytesReceived = 64 * 1024;
   // Threads that answer; connections that may wait for one; connections
-  // one client (an IPv4 address, an IPv6 /64) may have at once while every
-  // worker is busy (a scraper, a verifier, and a health probe each need one
-  // at a time).
+  // one client (an IPv4 address, an IPv6 /64) may have at once when
+  // another would take the last free worker (a scraper, a verifier, and a
+  // health probe each need one at a time).
   static constexpr int kWorkers = 4;
   static constexpr size_t kMaxWaiting = 32;
   static constexpr int kMaxConnectionsPerClient = 2;

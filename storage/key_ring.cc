@@ -65,7 +65,8 @@ pb::SigningKey* ActiveMutable(pb::KeyRingState& state) {
 // Whether no key of `state` was ever activated: none, or only keys staged
 // and retired. (Once a key is activated the ring always has an active key,
 // which cannot be retired.) No token was signed then, so a key may sign at
-// once: no verifier can hold a JWKS without it that a token needs.
+// once, once no verifier may still cache a JWKS published without it (the
+// caller checks the retirements' age).
 bool NeverActivated(const pb::KeyRingState& state) {
   for (const pb::SigningKey& key : state.keys()) {
     if (key.state() != sessiond::v1::SIGNING_KEY_RETIRED) return false;
@@ -132,6 +133,25 @@ absl::Status ApplyStage(pb::KeyRingState& state,
         state.keys_size(),
         " with one not retired: stage the key without bootstrap, then "
         "activate it once it has been published for the JWKS max-age"));
+  }
+  if (stage.bootstrap()) {
+    // A staged key was published (in a JWKS served with its max-age)
+    // until it was retired: a verifier may hold that JWKS, without the new
+    // key, for the max-age after. A key that signs at once waits it out.
+    int64_t last_retired_ms = 0;
+    for (const pb::SigningKey& retired : state.keys()) {
+      last_retired_ms = std::max(last_retired_ms, retired.retired_at_ms());
+    }
+    if (state.keys_size() > 0 &&
+        context.applied_time_ms - last_retired_ms < context.min_publish_ms) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "stage: bootstrap into a ring whose last key was retired ",
+          context.applied_time_ms - last_retired_ms,
+          " ms ago: app servers may still cache a JWKS without the new key "
+          "for the JWKS max-age (",
+          context.min_publish_ms, " ms); retry at or after cluster time ",
+          last_retired_ms + context.min_publish_ms, " ms"));
+    }
   }
   pb::SigningKey* key = state.add_keys();
   key->set_kid(stage.kid());

@@ -494,20 +494,26 @@ TEST_F(JwksHttpTest, OneClientHoldsNoMoreThanItsShareOfWorkers) {
 }
 
 // Clients that share an address (behind a NAT, or on one host) are served
-// past the per-client limit while a worker is free.
-TEST_F(JwksHttpTest, ClientsSharingAnAddressAreServedWhileWorkersAreFree) {
+// past the per-client limit while that leaves a worker free, never to the
+// last worker: another client still gets it.
+TEST_F(JwksHttpTest, ClientsSharingAnAddressAreServedButNeverHoldEveryWorker) {
+  ASSERT_EQ(HttpEndpoint::kWorkers, 4);
+  ASSERT_EQ(HttpEndpoint::kMaxConnectionsPerClient, 2);
   ring_.Set(JwksDocument{RealJwks(1), 10, 2});
-  ring_.HoldNext(HttpEndpoint::kMaxConnectionsPerClient);
+  ring_.HoldNext(3);
   const std::string address = server_->address();
   std::vector<std::thread> stalled;
-  std::string answers[HttpEndpoint::kMaxConnectionsPerClient];
+  std::string answers[3];
   for (std::string& answer : answers) {
     stalled.emplace_back(
         [&] { answer = GetOver(ConnectFrom("127.0.0.1", address)); });
   }
-  ASSERT_TRUE(ring_.WaitHeld(HttpEndpoint::kMaxConnectionsPerClient));
-  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.1", address)), "HTTP/1.1 200 OK");
+  ASSERT_TRUE(ring_.WaitHeld(3));  // the third past the limit: two were free
   EXPECT_EQ(server_->connections_refused(), 0u);
+  // The fourth would take the last worker: refused; another client gets it.
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.1", address)), "");
+  EXPECT_EQ(server_->connections_refused(), 1u);
+  EXPECT_EQ(GetOver(ConnectFrom("127.0.0.2", address)), "HTTP/1.1 200 OK");
   ring_.Release();
   for (std::thread& thread : stalled) thread.join();
   for (const std::string& answer : answers) {

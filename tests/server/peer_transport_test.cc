@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -1124,8 +1125,10 @@ TEST(PeerServiceTest, ASnapshotBeingCheckedKeepsItsPlace) {
   std::unique_ptr<RaftPeer::Stub> stub = RaftPeer::NewStub(grpc::CreateChannel(
       served.address(), grpc::InsecureChannelCredentials()));
 
-  // The first stream sends its 100 bytes and ends: its check is held.
-  ASSERT_TRUE(ArmFaultPoint("peer.snapshot_check~5000"));
+  // The first stream sends its 100 bytes and ends: its check is held until
+  // the test lets it go.
+  ASSERT_TRUE(ArmFaultPoint("peer.snapshot_check?"));
+  absl::Cleanup release = [] { ArmFaultPoint(""); };
   std::unique_ptr<OpenSnapshotStream> checked =
       OpenSnapshot(*stub, options.cluster_id, LogIndex(5), 100);
   ASSERT_TRUE(Eventually([&] { return service.snapshots_receiving() == 1; }));
@@ -1142,8 +1145,8 @@ TEST(PeerServiceTest, ASnapshotBeingCheckedKeepsItsPlace) {
   const grpc::Status cancelled = idle->Finish();
   EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::CANCELLED)
       << cancelled.error_message();
+  std::move(release).Invoke();
   const grpc::Status check = checked->writer->Finish();
-  ArmFaultPoint("");
   // Its (made-up) image fails its check; it was not cancelled.
   EXPECT_NE(check.error_code(), grpc::StatusCode::CANCELLED)
       << check.error_message();

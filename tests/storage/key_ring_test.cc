@@ -179,13 +179,17 @@ TEST(KeyRingTest, BootstrapIntoARingOfRetiredKeysThatNeverSigned) {
   Ok(ring, Stage(staged), At(1, kT0));
   Ok(ring, Retire(staged.kid), At(2, kT0));
   ASSERT_EQ(StateOf(ring, staged.kid), sessiond::v1::SIGNING_KEY_RETIRED);
+  // A JWKS with the staged key (and without a new one) may be cached for
+  // the max-age after its retirement.
+  Refused(ring, Stage(NewKey(), true), At(3, kT0 + kMaxAgeMs - 1),
+          absl::StatusCode::kFailedPrecondition, "retry at or after");
   const TestKey first = NewKey();
-  Ok(ring, Stage(first, /*bootstrap=*/true), At(3, kT0));
+  Ok(ring, Stage(first, /*bootstrap=*/true), At(3, kT0 + kMaxAgeMs));
   ASSERT_NE(ring.View().active(), nullptr);
   EXPECT_EQ(ring.View().active()->kid(), first.kid);
   EXPECT_TRUE(KeyRing::CheckInvariants(ring.View().state()).ok());
   // Once a key was active, never again: it signed tokens.
-  Refused(ring, Stage(NewKey(), true), At(4, kT0),
+  Refused(ring, Stage(NewKey(), true), At(4, kT0 + 2 * kMaxAgeMs),
           absl::StatusCode::kFailedPrecondition, "then activate it");
 }
 
