@@ -1056,10 +1056,15 @@ ValidateStream::ValidateStream(absl::Status broken)
       final_status_(std::move(broken)) {}
 
 ValidateStream::~ValidateStream() {
-  if (!finished_) {
-    context_->TryCancel();
-    (void)stream_->Finish();
-  }
+  if (!finished_) (void)Abandon(absl::OkStatus());
+}
+
+absl::Status ValidateStream::Abandon(absl::Status why) {
+  context_->TryCancel();
+  (void)stream_->Finish();
+  finished_ = true;
+  final_status_ = std::move(why);
+  return final_status_;
 }
 
 absl::Status ValidateStream::FinishBroken() {
@@ -1094,14 +1099,10 @@ absl::StatusOr<v1::ValidateSessionResponse> ValidateStream::Validate(
     // Out of step: every later answer would be matched with the wrong
     // request (another token's outcome). The stream ends here, and every
     // later call returns this.
-    context_->TryCancel();
-    (void)stream_->Finish();
-    finished_ = true;
-    final_status_ = absl::InternalError(
+    return Abandon(absl::InternalError(
         absl::StrCat("validate stream answered request ", response.request_id(),
                      " while request ", numbered.request_id(),
-                     " was outstanding; the stream is closed, open another"));
-    return final_status_;
+                     " was outstanding; the stream is closed, open another")));
   }
   return response;
 }
@@ -1112,11 +1113,7 @@ absl::Status ValidateStream::Close() {
     // Its metadata is corked until the first Write, and a half-close does
     // not send it: WritesDone would wait on a call that never started.
     // Nothing is owed on a stream that asked nothing.
-    context_->TryCancel();
-    (void)stream_->Finish();
-    finished_ = true;
-    final_status_ = absl::OkStatus();
-    return final_status_;
+    return Abandon(absl::OkStatus());
   }
   stream_->WritesDone();
   v1::ValidateSessionResponse ignored;

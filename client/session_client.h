@@ -449,6 +449,9 @@ class ValidateStream {
   explicit ValidateStream(absl::Status broken);
 
   absl::Status FinishBroken();
+  // Cancels the call, finishes it, and makes `why` the stream's final
+  // status, which it returns.
+  absl::Status Abandon(absl::Status why);
 
   const std::unique_ptr<grpc::ClientContext> context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::ValidateSessionRequest,

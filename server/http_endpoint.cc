@@ -3,7 +3,6 @@
 
 #include <httplib.h>
 #include <openssl/bio.h>
-#include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -175,17 +174,6 @@ absl::StatusOr<std::string> ReadWhole(const std::string& path) {
 std::unique_ptr<BIO, BioFree> MemoryBio(const std::string& text) {
   return std::unique_ptr<BIO, BioFree>(
       BIO_new_mem_buf(text.data(), static_cast<int>(text.size())));
-}
-
-// The serial number of `cert` in hex, for the log.
-std::string SerialHex(X509* cert) {
-  BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr);
-  if (bn == nullptr) return "?";
-  char* hex = BN_bn2hex(bn);
-  std::string serial = hex != nullptr ? hex : "?";
-  OPENSSL_free(hex);
-  BN_free(bn);
-  return serial;
 }
 
 // Never asks for a pass phrase (OpenSSL's default would read the terminal):
@@ -414,7 +402,8 @@ class HttpTlsIdentity {
             absl::StrCat(options.ca_file, ": no PEM certificate"));
       }
     }
-    material->serial = SerialHex(material->leaf.get());
+    absl::StatusOr<LeafCertificate> leaf = ReadLeafCertificate(*pem);
+    material->serial = leaf.ok() ? leaf->serial : "?";
     return std::shared_ptr<const HttpTlsMaterial>(std::move(material));
   }
 

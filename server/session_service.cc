@@ -471,12 +471,17 @@ bool SessionServiceImpl::AnsweredWithoutReading(
   // barrier, where it would hold its bytes (up to the message limit, 4 MiB
   // and more) for as long as the read waits, and fail with the barrier
   // when there is no quorum.
+  AnswerUnknown(request, response);
+  return true;
+}
+
+void SessionServiceImpl::AnswerUnknown(const ValidateSessionRequest& request,
+                                       ValidateSessionResponse* response) {
   response->set_request_id(request.request_id());
   response->set_consistency(sessiond::v1::LINEARIZABLE);
   response->set_applied_index(state_machine_->applied_index().value());
   response->set_outcome(ValidateSessionResponse::UNKNOWN);
   validations_.Count(ValidateSessionResponse::UNKNOWN);
-  return true;
 }
 
 void SessionServiceImpl::ServeValidate(ValidateCall* call) {
@@ -524,7 +529,7 @@ void SessionServiceImpl::ServeBatchValidate(BatchValidateCall* call) {
     auto* responses = call->response()->mutable_responses();
     responses->Reserve(requests.size());
     for (const ValidateSessionRequest& r : requests) {
-      AnsweredWithoutReading(r, responses->Add());
+      AnswerUnknown(r, responses->Add());
     }
     // Counted as any large answer is: one the client never reads must not
     // pin memory past --max_held_answer_mib (10,000 tiny garbage tokens

@@ -365,6 +365,10 @@ class SessionServiceImpl final : public RawSessionService {
   bool AnsweredWithoutReading(
       const sessiond::v1::ValidateSessionRequest& request,
       sessiond::v1::ValidateSessionResponse* response);
+  // Fills `response` with the UNKNOWN of a token that cannot be one, and
+  // counts it.
+  void AnswerUnknown(const sessiond::v1::ValidateSessionRequest& request,
+                     sessiond::v1::ValidateSessionResponse* response);
   absl::Status ValidateNow(const sessiond::v1::ValidateSessionRequest& request,
                            int64_t now_ms, const ReadAnswer& answer,
                            sessiond::v1::ValidateSessionResponse* response,

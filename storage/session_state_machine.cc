@@ -982,13 +982,10 @@ class RecordChecker {
     }
     const std::string& sid = stored->session().session_id();
     const std::string& uid = stored->session().user_id();
-    if (stored->token_hash().size() != 32 || sid.empty() || sid.size() > 255 ||
-        uid.empty() || uid.size() > 65535) {
-      return absl::DataLossError("snapshot image has a malformed record");
-    }
-    // And with the table's own reader, which loads it: it refuses what
-    // protobuf takes (a known field of another wire type, an unknown field
-    // to protobuf), and such an image failed to load once the log was gone.
+    // With the table's own reader, which loads it (its hash and ids, as
+    // Insert checks them): it also refuses what protobuf takes (a known
+    // field of another wire type, an unknown field to protobuf), and such an
+    // image failed to load once the log was gone.
     if (absl::Status loads = SessionTable::CheckStored(bytes); !loads.ok()) {
       return absl::DataLossError(absl::StrCat(
           "snapshot image has a malformed record (", loads.message(), ")"));

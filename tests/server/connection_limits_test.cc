@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
@@ -93,6 +94,24 @@ TEST(ConnectionLimitsTest, ConnectionsNotToldApartDoNotHideTheNextOne) {
   EXPECT_EQ(limits.refused(), 1u);
   limits.End(next.id);
   limits.End(unknown.id);
+}
+
+// A connection no worker took within `limit` is cut for its wait, not
+// counted as a slow request: its request deadline runs from Started.
+TEST(ConnectionLimitsTest, AConnectionWaitingPastItsLimitIsCut) {
+  Loopback loopback;
+  ConnectionLimits limits(loopback.bound(), absl::Seconds(60),
+                          absl::Milliseconds(50), 1 << 20, 2);
+  loopback.ConnectAndAccept();
+  const ConnectionLimits::Begun waiting = limits.Begin(true, true);
+  ASSERT_TRUE(waiting.admitted);
+  // Bounded: 20 s.
+  for (int i = 0; i < 2000 && limits.cut() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(limits.cut(), 1u);
+  EXPECT_EQ(limits.cut_for_slow_request(), 0u);
+  limits.End(waiting.id);
 }
 
 }  // namespace

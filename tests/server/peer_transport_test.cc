@@ -1090,16 +1090,22 @@ TEST(PeerServiceTest, SnapshotsAreReceivedTwoAtATimeWithTheirRoomReserved) {
     absl::MutexLock lock(&mu);
     return asked.size() == 3;
   }));
-  const grpc::Status cancelled = first->Finish();
-  EXPECT_EQ(cancelled.error_code(), grpc::StatusCode::CANCELLED)
-      << cancelled.error_message();
+  EXPECT_EQ(service.snapshots_receiving(), 2u);
+  // The idlest of the two went: the one whose chunk was taken first, which
+  // under load is not always the one opened first. The new stream's room
+  // counted the other's reservation. Ended (cut short: not the whole
+  // image), the others give their places back.
+  const grpc::Status first_end = first->Finish();
+  const grpc::Status second_end = second->Finish();
+  const bool first_went = first_end.error_code() == grpc::StatusCode::CANCELLED;
+  EXPECT_NE(first_went, second_end.error_code() == grpc::StatusCode::CANCELLED)
+      << first_end.error_message() << " / " << second_end.error_message();
+  EXPECT_FALSE(first_end.ok());
+  EXPECT_FALSE(second_end.ok());
   {
     absl::MutexLock lock(&mu);
-    EXPECT_EQ(asked.back(), factor * 500 + factor * 2000);
+    EXPECT_EQ(asked.back(), factor * 500 + factor * (first_went ? 2000 : 1000));
   }
-  EXPECT_EQ(service.snapshots_receiving(), 2u);
-  // Ended (cut short: not the whole image), each gives its place back.
-  EXPECT_FALSE(second->Finish().ok());
   EXPECT_FALSE(fourth->Finish().ok());
   EXPECT_TRUE(receiving(0));
   served.server->Shutdown();

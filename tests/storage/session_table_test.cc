@@ -353,6 +353,9 @@ TEST_P(SessionTableTest, StoredBytesRoundTripAndMatchTheProto) {
   ASSERT_TRUE(as_protobuf_reads.ParseFromString(fixed64_created));
   EXPECT_EQ(SessionTable::CheckStored(fixed64_created).code(),
             absl::StatusCode::kDataLoss);
+  // As the table's own reader, which loads it, refuses it.
+  EXPECT_EQ(other.InsertStored(fixed64_created).code(),
+            absl::StatusCode::kDataLoss);
   EXPECT_EQ(other.size(), 1u);
 
   int count = 0;
