@@ -162,11 +162,12 @@ int64_t ClusterClock::StampMs() {
   return stamp;
 }
 
-int64_t ClusterClock::SkewMs() {
+int64_t ClusterClock::SkewMs() { return SkewAtMs(options_.wall_ms()); }
+
+int64_t ClusterClock::SkewAtMs(int64_t wall_ms) {
   const int64_t steady = options_.steady_ns();
-  const int64_t wall = options_.wall_ms();
   absl::MutexLock lock(&mu_);
-  return wall - EstimateNsLocked(steady) / kNsPerMs;
+  return wall_ms - EstimateNsLocked(steady) / kNsPerMs;
 }
 
 ClusterClock::Observed ClusterClock::Observe(int64_t peer_cluster_ms,

@@ -74,6 +74,9 @@ class ClusterClock {
 
   // This node's wall clock minus its cluster time.
   int64_t SkewMs() ABSL_LOCKS_EXCLUDED(mu_);
+  // `wall_ms` (a WallMs() reading) minus cluster time now: for a caller
+  // that uses the reading it judged, not a second one.
+  int64_t SkewAtMs(int64_t wall_ms) ABSL_LOCKS_EXCLUDED(mu_);
 
   // This node's wall clock: for what others judge by theirs (a JWT's iat
   // and exp, checked by app servers). Cluster time runs behind it after a

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/tcp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,6 +24,16 @@
 
 namespace sessiond::server {
 namespace {
+
+// Whether the client has closed its end of the connection (a FIN or a
+// reset reached us): a connection its worker is winding up, not one the
+// client holds. Under load a worker closes its side after the client, done
+// with its answer, has opened its next connection.
+bool ClientClosed(int fd) {
+  pollfd polled{.fd = fd, .events = POLLRDHUP, .revents = 0};
+  return poll(&polled, 1, 0) == 1 &&
+         (polled.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
 
 // The port of an address, or -1.
 int PortOf(const sockaddr_storage& address) {
@@ -349,7 +360,10 @@ uint64_t ConnectionLimits::refused() const {
 int ConnectionLimits::ConnectionsFrom(const std::string& client) const {
   int count = 0;
   for (const auto& [id, connection] : connections_) {
-    if (connection.client == client) ++count;
+    if (connection.client == client && connection.fd >= 0 &&
+        !ClientClosed(connection.fd)) {
+      ++count;
+    }
   }
   return count;
 }

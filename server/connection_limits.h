@@ -56,8 +56,10 @@ class ConnectionLimits {
   // `listener`: the endpoint's bound address; `request_limit`: the longest
   // until its request is read; `limit`: the longest a connection is served;
   // `max_bytes_received`: the most its client may send (request and TLS
-  // records); `max_per_client`: the most connections begun and not ended
-  // from one client address.
+  // records); `max_per_client`: the most connections from one client
+  // address begun, not ended, not cut, and not closed by the client (one
+  // it closed is being wound up; a client that half-closes and then reads
+  // a large answer slowly is bounded by `limit` alone).
   ConnectionLimits(const sockaddr_storage& listener,
                    absl::Duration request_limit, absl::Duration limit,
                    uint64_t max_bytes_received, int max_per_client);

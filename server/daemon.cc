@@ -1144,17 +1144,20 @@ absl::Status Daemon::Init() {
     health->SetServingStatus(sessiond::v1::SessionService::service_full_name(),
                              true);
   }
-  // The HTTP endpoints speak HTTPS with the gRPC listeners' files when the
-  // node has TLS (docs/OPERATIONS.md, "TLS and roles"): a client
-  // certificate for /metrics iff --tls_client_auth=require, never for the
-  // public JWKS.
+  // The HTTP endpoints speak HTTPS when the node has TLS (docs/
+  // OPERATIONS.md, "TLS and roles"): a client certificate for /metrics iff
+  // --tls_client_auth=require, never for the public JWKS. They serve the
+  // copies the gRPC listeners serve, which hold only files that verified:
+  // the operator's own files would need their own last-good logic, and at a
+  // restart after a refused renewal they do not load at all, so a node that
+  // could serve gRPC from its copies would not start for its metrics.
   std::optional<HttpTlsOptions> http_tls;
-  if (!config_.tls_cert.empty()) {
-    http_tls = HttpTlsOptions{.cert_file = config_.tls_cert,
-                              .key_file = config_.tls_key,
-                              .ca_file = config_.tls_ca,
+  if (const VerifiedTlsFiles* copies = security_->served_files()) {
+    http_tls = HttpTlsOptions{.cert_file = copies->served().cert_file,
+                              .key_file = copies->served().key_file,
+                              .ca_file = copies->served().ca_file,
                               .require_client_cert = false,
-                              .refresh_s = config_.tls_refresh_s};
+                              .refresh_s = 1};
   }
   if (!config_.metrics_listen.empty()) {
     // Started last: its collectors read every part above.

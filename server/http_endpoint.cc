@@ -207,8 +207,8 @@ struct HttpTlsMaterial {
 // verifies client certificates against, re-read as HttpTlsOptions says.
 // OpenSSL calls Install() for every handshake, from SSL_CTX_set_cert_cb.
 //
-// Thread-safe (the endpoint's thread is its only caller in practice: one
-// connection at a time). The material a handshake installed stays alive
+// Thread-safe: the endpoint's workers shake hands at once. The material a
+// handshake installed stays alive
 // with that connection's SSL (OpenSSL holds references), so a reload never
 // frees what an open connection uses.
 class HttpTlsIdentity {
@@ -360,7 +360,11 @@ class HttpTlsIdentity {
       });
       if (!chain.ok()) return chain;
     }
-    absl::StatusOr<std::string> key_pem = ReadWhole(options.key_file);
+    // One file holding both (VerifiedTlsFiles' identity.pem) is read once:
+    // a rename between two reads would pair a key with another certificate.
+    absl::StatusOr<std::string> key_pem = options.key_file == options.cert_file
+                                              ? pem
+                                              : ReadWhole(options.key_file);
     if (!key_pem.ok()) return key_pem.status();
     {
       std::unique_ptr<BIO, BioFree> bio = MemoryBio(*key_pem);

@@ -22,8 +22,11 @@ class Server;
 
 namespace sessiond::server {
 
-// HTTPS for an HttpEndpoint (issue 9, "TLS on every listener"): the node's
-// --tls_cert and --tls_key, and --tls_ca to verify client certificates.
+// HTTPS for an HttpEndpoint (issue 9, "TLS on every listener"): a
+// certificate chain and key, and a CA bundle to verify client certificates.
+// The daemon gives it the copies its gRPC listeners serve (<data_dir>/tls,
+// server/verified_tls_files.h), so what it loads has verified already; its
+// own checks below are a second line.
 //
 // Renewal without a restart, like the gRPC listeners (tls_credentials.h),
 // but not by gRPC's file watcher: at a handshake, when `refresh_s` or more
@@ -42,7 +45,8 @@ namespace sessiond::server {
 struct HttpTlsOptions {
   // This endpoint's certificate chain, PEM, leaf first.
   std::string cert_file;
-  // The leaf's private key, PEM, unencrypted.
+  // The leaf's private key, PEM, unencrypted. May be cert_file (one file
+  // holding both, read once per load).
   std::string key_file;
   // PEM bundle of the CAs a client certificate must chain to. When given,
   // the certificate must chain to it too, unexpired (CheckTlsFiles), at

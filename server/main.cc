@@ -89,6 +89,15 @@ void Reload(int argc, char** argv, sessiond::server::Daemon* daemon,
                   .Add("msg", absl::StrCat("needs a restart: ", c.name)));
         }
       }
+      // Read again at every reload, changed or not: a role file edited in
+      // place is no changed option, and the summary below would say
+      // nothing happened.
+      if (!applied.auth_file.empty()) {
+        std::printf(
+            "sessiond: re-read the role file %s: its roles are in "
+            "force\n",
+            applied.auth_file.c_str());
+      }
       std::printf(
           "sessiond: SIGHUP: config reloaded (%d applied, %d need a "
           "restart)\n",

@@ -5,6 +5,7 @@
 #include <any>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -804,7 +805,10 @@ constexpr int64_t kMaxJwtWallBehindMs = 60'000;
 // restored VM): every verifier would find its tokens expired early, or
 // born expired, while the store calls them VALID.
 absl::StatusOr<int64_t> JwtWallMs(ClusterClock* clock) {
-  const int64_t skew_ms = clock->SkewMs();
+  // One reading, judged and signed: a clock stepped back between two
+  // would sign a time that was never judged.
+  const int64_t wall_ms = clock->WallMs();
+  const int64_t skew_ms = clock->SkewAtMs(wall_ms);
   if (skew_ms < -kMaxJwtWallBehindMs) {
     return absl::UnavailableError(absl::StrCat(
         "this node's wall clock is behind cluster time by ", -skew_ms / 1000,
@@ -812,7 +816,7 @@ absl::StatusOr<int64_t> JwtWallMs(ClusterClock* clock) {
         "every verifier (nothing was created); create it through another "
         "node, and set this node's clock right (NTP)"));
   }
-  return clock->WallMs();
+  return wall_ms;
 }
 
 absl::Status NoJwtIssuer() {
@@ -823,16 +827,21 @@ absl::Status NoJwtIssuer() {
 // FailedPrecondition when `request` asks for a JWT this node cannot sign
 // now, InvalidArgument when its claims would not fit one: asked before the
 // caller's rate limit is charged, so a create refused for it spends none of
-// the caller's creates.
+// the caller's creates. The first JWT request of a call reads the time its
+// tokens carry into `*jwt_wall_ms` (JwtWallMs); the call's other requests,
+// and FillCreate, use that one reading.
 absl::Status CheckSigning(const sessiond::v1::CreateSessionRequest& request,
                           const CreateLifetimes& lifetimes, JwtIssuer* issuer,
-                          ClusterClock* clock) {
+                          ClusterClock* clock,
+                          std::optional<int64_t>* jwt_wall_ms) {
   if (request.token_format() != sessiond::v1::TOKEN_FORMAT_JWT) {
     return absl::OkStatus();
   }
   if (issuer == nullptr) return NoJwtIssuer();
-  SESSIOND_ASSIGN_OR_RETURN(const int64_t wall_ms, JwtWallMs(clock));
-  return issuer->CanIssue(request.user_id(), wall_ms, lifetimes.ttl_ms);
+  if (!jwt_wall_ms->has_value()) {
+    SESSIOND_ASSIGN_OR_RETURN(*jwt_wall_ms, JwtWallMs(clock));
+  }
+  return issuer->CanIssue(request.user_id(), **jwt_wall_ms, lifetimes.ttl_ms);
 }
 
 // A create's command, with everything random chosen here: replicas never
@@ -844,7 +853,7 @@ absl::Status CheckSigning(const sessiond::v1::CreateSessionRequest& request,
 absl::StatusOr<std::string> FillCreate(
     const sessiond::v1::CreateSessionRequest& request,
     const CreateLifetimes& lifetimes, uint32_t max_user_sessions,
-    JwtIssuer* issuer, ClusterClock* clock,
+    JwtIssuer* issuer, std::optional<int64_t> jwt_wall_ms,
     sessiond::v1::internal::CreateCommand* create) {
   std::string session_id = storage::GenerateSessionId();
   if (request.token_format() != sessiond::v1::TOKEN_FORMAT_JWT) {
@@ -854,10 +863,12 @@ absl::StatusOr<std::string> FillCreate(
     return token;
   }
   if (issuer == nullptr) return NoJwtIssuer();
-  SESSIOND_ASSIGN_OR_RETURN(const int64_t wall_ms, JwtWallMs(clock));
-  SESSIOND_ASSIGN_OR_RETURN(
-      JwtIssuer::Issued issued,
-      issuer->Issue(session_id, request.user_id(), wall_ms, lifetimes.ttl_ms));
+  if (!jwt_wall_ms.has_value()) {
+    return absl::InternalError("a JWT create was not checked (CheckSigning)");
+  }
+  SESSIOND_ASSIGN_OR_RETURN(JwtIssuer::Issued issued,
+                            issuer->Issue(session_id, request.user_id(),
+                                          *jwt_wall_ms, lifetimes.ttl_ms));
   FillCreateFields(request, lifetimes, issued.token, session_id,
                    max_user_sessions, create);
   create->set_signing_kid(issued.kid);
@@ -908,8 +919,9 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
       return call->Reply(s);
     }
   }
+  std::optional<int64_t> jwt_wall_ms;
   if (absl::Status s = CheckSigning(call->request(), *lifetimes,
-                                    options_.jwt_issuer, clock_);
+                                    options_.jwt_issuer, clock_, &jwt_wall_ms);
       !s.ok()) {
     return call->Reply(s);
   }
@@ -954,7 +966,7 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
   Command command;
   absl::StatusOr<std::string> filled =
       FillCreate(call->request(), *lifetimes, options_.max_sessions_per_user,
-                 options_.jwt_issuer, clock_, command.mutable_create());
+                 options_.jwt_issuer, jwt_wall_ms, command.mutable_create());
   if (!filled.ok()) {
     return AbandonWrite(call, *write, filled.status());
   }
@@ -1022,6 +1034,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
   }
   std::vector<CreateLifetimes> lifetimes;
   lifetimes.reserve(count);
+  std::optional<int64_t> jwt_wall_ms;
   for (size_t i = 0; i < count; ++i) {
     const auto& request = requests[static_cast<int>(i)];
     if (!request.request_id().empty()) {
@@ -1036,8 +1049,8 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
       return call->Reply(absl::InvalidArgumentError(
           absl::StrCat("requests[", i, "].", checked.status().message())));
     }
-    if (absl::Status s =
-            CheckSigning(request, *checked, options_.jwt_issuer, clock_);
+    if (absl::Status s = CheckSigning(request, *checked, options_.jwt_issuer,
+                                      clock_, &jwt_wall_ms);
         !s.ok()) {
       return call->Reply(absl::Status(
           s.code(), absl::StrCat("requests[", i, "].", s.message())));
@@ -1062,7 +1075,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
     const auto& request = requests[static_cast<int>(i)];
     absl::StatusOr<std::string> token =
         FillCreate(request, lifetimes[i], options_.max_sessions_per_user,
-                   options_.jwt_issuer, clock_, batch->add_creates());
+                   options_.jwt_issuer, jwt_wall_ms, batch->add_creates());
     if (!token.ok()) {
       const absl::Status refused(
           token.status().code(),

@@ -100,7 +100,13 @@ namespace {
 // its size, a trailer that is the checksum of the rest, and ref's sha256.
 absl::Status CheckImage(const std::string& path, const SnapshotRef& ref,
                         TrailedDigest* digest) {
-  if (digest->size() != ref.size()) {
+  // Readers stop a little past the expected size: longer is all they know.
+  if (digest->size() > ref.size()) {
+    return absl::DataLossError(absl::StrCat("snapshot image ", path,
+                                            " is longer than the expected ",
+                                            ref.size(), " bytes"));
+  }
+  if (digest->size() < ref.size()) {
     return absl::DataLossError(absl::StrCat("snapshot image ", path, " has ",
                                             digest->size(), " bytes, expected ",
                                             ref.size()));
@@ -110,6 +116,33 @@ absl::Status CheckImage(const std::string& path, const SnapshotRef& ref,
         absl::StrCat("snapshot image ", path, " fails its checksum"));
   }
   return absl::OkStatus();
+}
+
+// Opens an image for reading; NotFound when it is missing.
+absl::StatusOr<FILE*> OpenImage(const std::string& path) {
+  FILE* file = std::fopen(path.c_str(), "rbe");
+  if (file != nullptr) return file;
+  if (errno == ENOENT) {
+    return absl::NotFoundError(
+        absl::StrCat("snapshot image ", path, " is missing"));
+  }
+  return Errno("open", path);
+}
+
+// Reads `file` from where it is to its end: OK only when those bytes are the
+// image `ref` names (at `path`).
+absl::Status CheckImageFile(const std::string& path, const SnapshotRef& ref,
+                            FILE* file) {
+  TrailedDigest digest;
+  std::string piece(size_t{1} << 20, '\0');
+  size_t n = 0;
+  do {
+    n = std::fread(piece.data(), 1, piece.size(), file);
+    if (n < piece.size() && std::ferror(file) != 0) return Errno("read", path);
+    digest.Add(std::string_view(piece.data(), n));
+    // Past its size it is not the image: no need to read the rest.
+  } while (n == piece.size() && digest.size() <= ref.size());
+  return CheckImage(path, ref, &digest);
 }
 
 }  // namespace
@@ -235,13 +268,11 @@ absl::StatusOr<std::unique_ptr<DurableFileWriter>> SnapshotFiles::NewFile(
 }
 
 absl::Status SnapshotFiles::Verify(const SnapshotRef& ref) const {
-  SESSIOND_ASSIGN_OR_RETURN(std::unique_ptr<SnapshotImageSource> source,
-                            SnapshotImageSource::Open(*this, ref));
-  std::string piece;
-  while (!source->done()) {
-    SESSIOND_RETURN_IF_ERROR(source->Next(1 << 20, &piece));
-  }
-  return absl::OkStatus();
+  const std::string path = PathOf(ref.file());
+  SESSIOND_ASSIGN_OR_RETURN(FILE* const file, OpenImage(path));
+  const absl::Status checked = CheckImageFile(path, ref, file);
+  std::fclose(file);
+  return checked;
 }
 
 void SnapshotFiles::RemoveOlderThan(LogIndex index,
@@ -381,14 +412,7 @@ SnapshotImageSource::~SnapshotImageSource() { std::fclose(file_); }
 absl::StatusOr<std::unique_ptr<SnapshotImageSource>> SnapshotImageSource::Open(
     const SnapshotFiles& files, const SnapshotRef& ref) {
   std::string path = files.PathOf(ref.file());
-  FILE* file = std::fopen(path.c_str(), "rbe");
-  if (file == nullptr) {
-    if (errno == ENOENT) {
-      return absl::NotFoundError(
-          absl::StrCat("snapshot image ", path, " is missing"));
-    }
-    return Errno("open", path);
-  }
+  SESSIOND_ASSIGN_OR_RETURN(FILE* const file, OpenImage(path));
   return std::unique_ptr<SnapshotImageSource>(
       new SnapshotImageSource(std::move(path), ref, file));
 }
@@ -427,12 +451,14 @@ SnapshotImageReader::~SnapshotImageReader() {
 
 absl::StatusOr<std::unique_ptr<SnapshotImageReader>> SnapshotImageReader::Open(
     const SnapshotFiles& files, const SnapshotRef& ref) {
-  SESSIOND_RETURN_IF_ERROR(files.Verify(ref));
+  // One open for the check and the read: the bytes read are the bytes
+  // checked, whatever is renamed over the path meanwhile.
   const std::string path = files.PathOf(ref.file());
-  FILE* file = std::fopen(path.c_str(), "rbe");
-  if (file == nullptr) return Errno("open", path);
+  SESSIOND_ASSIGN_OR_RETURN(FILE* const file, OpenImage(path));
   std::unique_ptr<SnapshotImageReader> reader(
       new SnapshotImageReader(file, ref.size()));
+  SESSIOND_RETURN_IF_ERROR(CheckImageFile(path, ref, file));
+  if (std::fseek(file, 0, SEEK_SET) != 0) return Errno("seek", path);
   SESSIOND_RETURN_IF_ERROR(reader->ReadHeader());
   return reader;
 }

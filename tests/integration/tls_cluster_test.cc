@@ -8,7 +8,9 @@
 // a failed handshake, PERMISSION_DENIED) or let through, and a refused call
 // changes nothing.
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -16,7 +18,9 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "sessiond/v1/admin.grpc.pb.h"
@@ -41,12 +45,19 @@ class TlsClusterTest : public ::testing::Test {
     ASSERT_EQ(RunDevCa(absl::StrCat("--nodes 1 ", other_ca_.path(), " app"),
                        "/dev/null"),
               0);
-    std::ofstream(certs_.path() + "/" + "roles.conf")
-        << "node-1 = peer\nnode-2 = peer\nnode-3 = peer\n"
-        << "node_id = 1 node-1\nnode_id = 2 node-2\nnode_id = 3 node-3\n"
-        << "operator = app, admin\napp = app\nreader = reader\n"
-        << "robot = admin\n"
-        << "token_sha256 = " << Sha256Hex(kToken) << " robot\n";
+    std::ofstream(certs_.path() + "/" + "roles.conf") << RolesWith(
+        "node-1 = peer\nnode-2 = peer\nnode-3 = peer\n"
+        "node_id = 1 node-1\nnode_id = 2 node-2\n"
+        "node_id = 3 node-3\n");
+  }
+
+  // The role file: `nodes` (the nodes' certificates: roles, node_id lines),
+  // then the clients'.
+  static std::string RolesWith(const std::string& nodes) {
+    return absl::StrCat(nodes,
+                        "operator = app, admin\napp = app\nreader = reader\n"
+                        "robot = admin\n",
+                        "token_sha256 = ", Sha256Hex(kToken), " robot\n");
   }
 
   ClusterOptions Options() {
@@ -220,6 +231,102 @@ TEST_F(TlsClusterTest, EveryCallerIsVerifiedAndOnlyItsRolesGetThrough) {
   // Nothing the refused calls asked for happened.
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(20)).ok());
   EXPECT_EQ(LiveSessions(cluster, *leader), live);
+}
+
+// Whether a line of the file at `path` holds every one of `parts`.
+bool LogHasLine(const std::string& path,
+                const std::vector<std::string>& parts) {
+  for (absl::string_view line : absl::StrSplit(ReadTextFile(path), '\n')) {
+    bool all = true;
+    for (const std::string& part : parts) {
+      all = all && absl::StrContains(line, part);
+    }
+    if (all) return true;
+  }
+  return false;
+}
+
+// Waits (bounded, polling every 50 ms) for LogHasLine.
+bool WaitForLogLine(const std::string& path,
+                    const std::vector<std::string>& parts,
+                    absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (LogHasLine(path, parts)) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return LogHasLine(path, parts);
+}
+
+// A SIGHUP that reloads a role file no longer tying a peer's certificate to
+// that peer renews the reloading node's outgoing peer connections
+// (Daemon::Reload calls PeerTransport::RenewChannels): who serves at a
+// peer's address is judged only at a handshake, so without the renewal the
+// leader went on sending Raft traffic over the connection opened under the
+// old roles, to a server its roles no longer take for that member. With it,
+// the new handshake judges the peer's certificate by the new roles and
+// refuses it (the leader's log says so, naming the peer).
+TEST_F(TlsClusterTest, AReloadRenewsOutgoingPeerConnections) {
+  const std::string members =
+      "node-1 = peer\nnode-2 = peer\nnode-3 = peer\n"
+      "node_id = 1 node-1\nnode_id = 2 node-2\nnode_id = 3 node-3\n";
+  ClusterOptions options = Options();
+  // A role file per node (below), so one node's reload changes only its
+  // own roles.
+  options.flags = {"--tls_ca", certs_.path() + "/" + "ca.pem",
+                   "--tls_client_auth", "optional"};
+  ClusterHarness cluster(options);
+  auto roles_of = [&](int id) {
+    return absl::StrCat(certs_.path(), "/roles-", id, ".conf");
+  };
+  for (int id = 1; id <= 3; ++id) {
+    const std::string node = certs_.path() + "/" + absl::StrCat("node-", id);
+    std::ofstream(roles_of(id)) << RolesWith(members);
+    cluster.SetNodeFlags(id, {"--tls_cert", node + ".pem", "--tls_key",
+                              node + "-key.pem", "--auth_file", roles_of(id)});
+  }
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  ASSERT_TRUE(cluster.WaitForWritable(absl::Seconds(20), *leader).ok());
+  const int peer = *leader % 3 + 1;
+  const std::string log = cluster.log_path(*leader);
+  const std::vector<std::string> refused = {
+      "tls.server_refused",
+      absl::StrCat("the server at node ", peer, "'s peer address")};
+  // Every handshake so far passed.
+  ASSERT_FALSE(LogHasLine(log, {"tls.server_refused"}))
+      << cluster.LogTail(*leader);
+
+  // The leader's roles take the peer role from the peer's certificate and
+  // tie it to no node (the other members stay as they were).
+  std::string kept;
+  for (int id = 1; id <= 3; ++id) {
+    if (id == peer) continue;
+    absl::StrAppend(&kept, "node-", id, " = peer\nnode_id = ", id, " node-", id,
+                    "\n");
+  }
+  const std::string next = roles_of(*leader) + ".new";
+  std::ofstream(next) << RolesWith(
+      absl::StrCat(kept, "node-", peer, " = admin\n"));
+  ASSERT_EQ(std::rename(next.c_str(), roles_of(*leader).c_str()), 0);
+  cluster.Signal(*leader, SIGHUP);
+  ASSERT_TRUE(WaitForLogLine(log, {"sessiond: SIGHUP: config reloaded"},
+                             absl::Seconds(20)))
+      << cluster.LogTail(*leader);
+  // The file changed in place, not the option naming it: the reload says
+  // it was read all the same.
+  EXPECT_TRUE(LogHasLine(log, {"sessiond: re-read the role file ",
+                               roles_of(*leader), ": its roles are in force"}))
+      << cluster.LogTail(*leader);
+
+  // The leader's heartbeats to the peer go out on a new connection, whose
+  // handshake refuses the peer's certificate.
+  EXPECT_TRUE(WaitForLogLine(log, refused, absl::Seconds(20)))
+      << "no new handshake with node " << peer
+      << " after the reload: the connection opened under the old roles "
+         "carries on\n"
+      << cluster.LogTail(*leader);
 }
 
 }  // namespace

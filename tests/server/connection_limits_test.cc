@@ -3,14 +3,16 @@
 // ConnectionLimits (server/connection_limits.h) on a real listening socket
 // of this process, without httplib: how Begin finds the connection just
 // accepted among the process's descriptors, and what it does with one it
-// cannot find. (The limits themselves are tested through the JWKS
-// endpoint, tests/server/jwks_http_test.cc.)
+// cannot find, and what counts against a client's share. (The limits
+// themselves are tested through the JWKS endpoint,
+// tests/server/jwks_http_test.cc.)
 #include "server/connection_limits.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -42,16 +44,24 @@ class Loopback {
     close(listener_);
   }
 
-  // Connects and accepts one connection (both ends stay open).
-  void ConnectAndAccept() {
+  // Connects and accepts one connection (both ends stay open until
+  // CloseClientEnd). Returns the client's end (-1 when it failed).
+  int ConnectAndAccept() {
     const int client = socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&bound_),
+    EXPECT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&bound_),
                       sizeof(sockaddr_in)),
               0);
     const int accepted = accept(listener_, nullptr, nullptr);
-    ASSERT_GE(accepted, 0);
+    EXPECT_GE(accepted, 0);
     fds_.push_back(client);
     fds_.push_back(accepted);
+    return client;
+  }
+
+  // The client closes its end (the server's stays open).
+  void CloseClientEnd(int client) {
+    std::erase(fds_, client);
+    close(client);
   }
 
   const sockaddr_storage& bound() const { return bound_; }
@@ -94,6 +104,42 @@ TEST(ConnectionLimitsTest, ConnectionsNotToldApartDoNotHideTheNextOne) {
   EXPECT_EQ(limits.refused(), 1u);
   limits.End(next.id);
   limits.End(unknown.id);
+}
+
+// A connection whose client closed its end (it read its answer) is being
+// wound up by its worker, not held by the client: it does not count against
+// the client's share. Counted, a client fetching one document after
+// another was refused whenever the workers closed their side late (a busy
+// machine).
+TEST(ConnectionLimitsTest, ConnectionsTheClientClosedDoNotCountAgainstIt) {
+  Loopback loopback;
+  ConnectionLimits limits(loopback.bound(), absl::Seconds(60),
+                          absl::Seconds(60), 1 << 20, 2);
+  std::vector<uint64_t> ids;
+  std::vector<int> clients;
+  for (int i = 0; i < 2; ++i) {
+    clients.push_back(loopback.ConnectAndAccept());
+    const ConnectionLimits::Begun begun = limits.Begin(true, true);
+    ASSERT_TRUE(begun.admitted);
+    limits.Started(begun.id);
+    limits.RequestRead(begun.id);
+    ids.push_back(begun.id);
+  }
+  // Both still open on the client's side: a third that would take the
+  // last free worker is refused.
+  loopback.ConnectAndAccept();
+  const ConnectionLimits::Begun third = limits.Begin(true, false);
+  EXPECT_FALSE(third.admitted);
+  EXPECT_EQ(limits.refused(), 1u);
+  limits.End(third.id);
+  // The client closes one: the next is admitted, its workers not done yet.
+  loopback.CloseClientEnd(clients[0]);
+  loopback.ConnectAndAccept();
+  const ConnectionLimits::Begun fourth = limits.Begin(true, false);
+  EXPECT_TRUE(fourth.admitted);
+  EXPECT_EQ(limits.refused(), 1u);
+  limits.End(fourth.id);
+  for (uint64_t id : ids) limits.End(id);
 }
 
 // A connection no worker took within `limit` is cut for its wait, not
