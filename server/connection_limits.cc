@@ -26,9 +26,9 @@ namespace sessiond::server {
 namespace {
 
 // Whether the client has closed its end of the connection (a FIN or a
-// reset reached us): a connection its worker is winding up, not one the
-// client holds. Under load a worker closes its side after the client, done
-// with its answer, has opened its next connection.
+// reset reached us). Once answered, such a connection is its worker's to
+// wind up, not the client's to hold: under load a worker closes its side
+// after the client, done with its answer, has opened its next connection.
 bool ClientClosed(int fd) {
   pollfd polled{.fd = fd, .events = POLLRDHUP, .revents = 0};
   return poll(&polled, 1, 0) == 1 &&
@@ -328,6 +328,12 @@ void ConnectionLimits::RequestRead(uint64_t id) {
   if (it != connections_.end()) it->second.request_read = true;
 }
 
+void ConnectionLimits::Answered(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = connections_.find(id);
+  if (it != connections_.end()) it->second.answered = true;
+}
+
 void ConnectionLimits::End(uint64_t id) {
   absl::MutexLock lock(&mu_);
   auto it = connections_.find(id);
@@ -360,8 +366,10 @@ uint64_t ConnectionLimits::refused() const {
 int ConnectionLimits::ConnectionsFrom(const std::string& client) const {
   int count = 0;
   for (const auto& [id, connection] : connections_) {
+    // A client that closes before its answer is written (a half-close,
+    // then a slow read) still holds its worker: counted.
     if (connection.client == client && connection.fd >= 0 &&
-        !ClientClosed(connection.fd)) {
+        !(connection.answered && ClientClosed(connection.fd))) {
       ++count;
     }
   }

@@ -57,9 +57,9 @@ class ConnectionLimits {
   // until its request is read; `limit`: the longest a connection is served;
   // `max_bytes_received`: the most its client may send (request and TLS
   // records); `max_per_client`: the most connections from one client
-  // address begun, not ended, not cut, and not closed by the client (one
-  // it closed is being wound up; a client that half-closes and then reads
-  // a large answer slowly is bounded by `limit` alone).
+  // address begun, not ended and not cut, except those answered whose
+  // client then closed its end: their workers are winding them up (the
+  // next read finds the end), not held by the client.
   ConnectionLimits(const sockaddr_storage& listener,
                    absl::Duration request_limit, absl::Duration limit,
                    uint64_t max_bytes_received, int max_per_client);
@@ -87,6 +87,8 @@ class ConnectionLimits {
   void Started(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Its request was read (before it is routed): only `limit` counts now.
   void RequestRead(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Its answer was written (to the kernel).
+  void Answered(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // It was closed.
   void End(uint64_t id) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends every connection in progress now (the endpoint stops), and every
@@ -107,6 +109,7 @@ class ConnectionLimits {
     std::string client;    // ClientOf ("" not found)
     bool started = false;  // a worker took it
     bool request_read = false;
+    bool answered = false;
     int64_t request_deadline_steady_ns = 0;
     int64_t deadline_steady_ns = 0;
   };

@@ -104,8 +104,10 @@ class ExpiryBreakerJudge {
 
   const ExpiryBreakerOptions& options() const { return options_; }
 
-  // Starts a first window (a new leader, or after the breaker closed):
-  // no baseline yet, unless `young_baseline` gives one known from before
+  // Starts a first window (a new leader, or after the breaker closed) at
+  // `cluster_ms`, which may be earlier than now (a new leader starts where
+  // it last saw a leader: ExpirySweeper::NewLeaderWindowStartMs); no
+  // baseline yet, unless `young_baseline` gives one known from before
   // (the opening's, just after the breaker closed: a window judged without
   // one would take a cause still at work as its new normal).
   void Reset(int64_t steady_ms, int64_t cluster_ms, uint64_t live,

@@ -476,6 +476,11 @@ absl::StatusOr<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(
   // SIZE_MAX). No body is read at all.
   http.set_payload_max_length(0);
   HttpEndpoint* self = endpoint.get();
+  // httplib calls its logger once a response is written.
+  http.set_logger([self](const httplib::Request& /*request*/,
+                         const httplib::Response& /*response*/) {
+    self->deadline_->Answered(t_connection);
+  });
   http.set_pre_routing_handler(
       [self](const httplib::Request& request, httplib::Response& response) {
         // Set before the thread that serves requests starts.

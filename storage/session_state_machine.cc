@@ -287,6 +287,12 @@ SessionStateMachine::SessionStateMachine(Database* db, SessionTable* table,
   PublishKeyRing(cluster_);
 }
 
+std::optional<SessionStateMachine::ClockJump>
+SessionStateMachine::last_clock_jump() const {
+  absl::MutexLock lock(&mu_);
+  return last_clock_jump_;
+}
+
 AppliedTimeSample SessionStateMachine::applied_time_sample() const {
   absl::MutexLock lock(&mu_);
   return time_sample_;
@@ -368,6 +374,7 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
   // the batch changes them: most batches hold session commands alone.
   std::optional<ConfState> conf;
   std::optional<ClusterState> cluster;
+  std::optional<ClockJump> jump;  // a catch-up of this batch
   rocksdb::WriteBatch batch;
   // One message for the whole batch: parsing into it again reuses what it
   // allocated for the previous entry.
@@ -491,6 +498,10 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         if (!cluster) cluster = cluster_state();
         results.push_back(ApplyClockCatchUp(command.clock_catch_up(), now_ms,
                                             &*cluster, &batch));
+        if (command.clock_catch_up().to_ms() > now_ms) {
+          if (!jump) jump = ClockJump{.from_ms = now_ms};
+          jump->to_ms = command.clock_catch_up().to_ms();
+        }
         // Later entries of this batch, and reads, see the new time only
         // with the sessions moved.
         now_ms = std::max(now_ms, command.clock_catch_up().to_ms());
@@ -524,6 +535,10 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     // count from an old cluster time.
     if (now_ms > time_sample_.cluster_ms) {
       time_sample_ = AppliedTimeSample{now_ms, SteadyNowNs()};
+    }
+    if (jump) {
+      jump->steady_ns = SteadyNowNs();
+      last_clock_jump_ = jump;
     }
   }
   if (conf || cluster) {

@@ -179,6 +179,18 @@ class SessionStateMachine : public replication::StateMachine {
   }
   AppliedTimeSample applied_time_sample() const;
 
+  // The last clock catch-up this node applied since it started (a member
+  // that ran through the others' outage brought its time): the cluster time
+  // before it and after it, and this node's steady clock when it applied.
+  // Not replicated state: the expiry sweeper's judge of a new leadership
+  // starts before a recent jump (server/expiry_sweeper.h).
+  struct ClockJump {
+    int64_t from_ms = 0;
+    int64_t to_ms = 0;
+    int64_t steady_ns = 0;
+  };
+  std::optional<ClockJump> last_clock_jump() const;
+
   // The replicated expiry leeway (0 until a SettingsCommand sets it).
   int64_t expiry_leeway_ms() const {
     return expiry_leeway_ms_.load(std::memory_order_acquire);
@@ -485,6 +497,7 @@ class SessionStateMachine : public replication::StateMachine {
   replication::ConfState conf_ ABSL_GUARDED_BY(mu_);
   sessiond::v1::internal::ClusterState cluster_ ABSL_GUARDED_BY(mu_);
   AppliedTimeSample time_sample_ ABSL_GUARDED_BY(mu_);
+  std::optional<ClockJump> last_clock_jump_ ABSL_GUARDED_BY(mu_);
   // By id; mirrors the default CF's "revocation/" records.
   std::map<uint64_t, sessiond::v1::Revocation> revocations_
       ABSL_GUARDED_BY(mu_);

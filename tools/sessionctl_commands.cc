@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -1141,6 +1142,42 @@ absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
   return RevokeInTwoSteps(
       cluster, out, "bulk revoke", confirmation,
       BothSteps(&v1::AdminService::Stub::BulkRevoke, request));
+}
+
+absl::Status RevokeCreatedBefore(Connection& cluster, const Output& out,
+                                 int64_t before_ms, const std::string& reason,
+                                 const Confirmation& confirmation) {
+  absl::StatusOr<Connection::StatusAnswer> answer =
+      AskStatus(cluster, "revoke-before (the cluster's clock)");
+  if (!answer.ok()) return answer.status();
+  std::vector<int64_t> skews;
+  for (const v1::MemberStatus& m : answer->response.members()) {
+    if (m.reachable()) skews.push_back(m.clock_skew_ms());
+  }
+  std::sort(skews.begin(), skews.end());
+  // Wall clock minus cluster time.
+  const int64_t skew_ms = skews.empty() ? 0 : skews[skews.size() / 2];
+  if (std::llabs(skew_ms) >= 1000) {
+    const auto format = [](int64_t ms) {
+      return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms),
+                              absl::UTCTimeZone());
+    };
+    std::fprintf(
+        confirmation.prompt,
+        "Note: cluster time, which sessions are stamped with, runs %s %s the "
+        "members' wall clocks (after a whole-cluster outage it lags by the "
+        "outage's length). TIME %s is taken as cluster time, so sessions "
+        "created since the outage up to %s after it by the wall clock are "
+        "taken too (undoable with `sessionctl restore ID`). If TIME is after "
+        "the outage, %s names it by the cluster's clock.\n",
+        FormatDurationMs(std::llabs(skew_ms)).c_str(),
+        skew_ms > 0 ? "behind" : "ahead of", format(before_ms).c_str(),
+        FormatDurationMs(std::llabs(skew_ms)).c_str(),
+        format(before_ms - skew_ms).c_str());
+  }
+  v1::SessionSelector selector;
+  selector.set_created_before_ms(before_ms);
+  return BulkRevokeSessions(cluster, out, selector, reason, confirmation);
 }
 
 namespace {

@@ -103,6 +103,18 @@ absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
                                 const v1::SessionSelector& selector,
                                 const std::string& reason,
                                 const Confirmation& confirmation);
+// Every session created before `before_ms`, in cluster time (the time
+// sessions are stamped with). Cluster time runs behind the members' wall
+// clocks after a whole-cluster outage, by its length D (and catches up by
+// the slew), so a wall-clock TIME taken as it is takes, besides, the
+// sessions created since the outage up to D after TIME: never fewer than
+// meant (a breach response must not miss one), and undoable. Not moved by
+// today's D: a TIME before the outage would then miss the sessions of the
+// D before it. When the members' median skew is a second or more this says
+// so on confirmation.prompt, with the TIME that names the cluster's clock.
+absl::Status RevokeCreatedBefore(Connection& cluster, const Output& out,
+                                 int64_t before_ms, const std::string& reason,
+                                 const Confirmation& confirmation);
 // Asks (on confirmation.prompt) to type `sessions` back: OK when typed (or
 // confirmation.yes), FailedPrecondition "not confirmed ..." otherwise.
 absl::Status AskForTheCount(const Confirmation& confirmation,

@@ -440,9 +440,7 @@ int Main(int argc, char** argv) {
     run = [&](Connection& cluster) -> absl::Status {
       absl::StatusOr<int64_t> ms = ParseTimeMs(before_text);
       if (!ms.ok()) return ms.status();
-      selector.set_created_before_ms(*ms);
-      return BulkRevokeSessions(cluster, out, selector, bulk_reason,
-                                confirmation);
+      return RevokeCreatedBefore(cluster, out, *ms, bulk_reason, confirmation);
     };
   });
   std::vector<std::string> bulk_users;

@@ -398,7 +398,11 @@ void RaftCore::Impl::BecomeFollower(Term term, NodeId lead) {
 void RaftCore::Impl::HeardFromLeader(NodeId leader) {
   election_elapsed_ = 0;
   lead_ = leader;
-  refuse_votes_until_ = now_ + static_cast<uint64_t>(config_.election_ticks);
+  // Never shortened: a heartbeat may have asked for longer (the leader's
+  // lease, when its election timeout is longer than ours).
+  refuse_votes_until_ =
+      std::max(refuse_votes_until_,
+               now_ + static_cast<uint64_t>(config_.election_ticks));
 }
 
 void RaftCore::Impl::BecomeCandidate() {
@@ -507,6 +511,11 @@ void RaftCore::Impl::Tick() {
 
 void RaftCore::Impl::TickElection() {
   ++election_elapsed_;
+  // Not while refusing votes to others: a lease this node acknowledged may
+  // still run (the leader's election timeout may be longer than ours), and
+  // our own vote, with those of members the leader no longer reaches,
+  // would elect us within it. With equal timeouts it has always ended.
+  if (now_ < refuse_votes_until_) return;
   if (Promotable() && PastElectionTimeout()) {
     election_elapsed_ = 0;
     Hup(CampaignType::kPreElection);

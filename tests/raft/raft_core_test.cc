@@ -830,7 +830,10 @@ void ExpectAckedFollowerRefusesVotesAfterAHigherTerm(bool campaigner_too) {
 // long as it, whatever its own settings; it refused for its own election
 // timeout only, and a partitioned pair elected a leader while the old one
 // still read from its lease.
-TEST(RaftCoreTest, AFollowerRefusesVotesForTheLeadersLeaseNotJustItsOwn) {
+// Node 1 leads with election_ticks 30, the others have 10; after one
+// acknowledged heartbeat (and, if `append_after`, an append) it is cut off:
+// no other node may lead while it still reads from its lease.
+void ExpectNoLeaderWithinALongerLease(bool append_after) {
   TestNetwork net({1, 2, 3}, [](RaftConfig& c) {
     c.read_only_mode = ReadOnlyMode::kLeaseBased;
     c.tick_us = 10'000;
@@ -847,6 +850,10 @@ TEST(RaftCoreTest, AFollowerRefusesVotesForTheLeadersLeaseNotJustItsOwn) {
   net.Tick(1);
   net.Stabilize();
   ASSERT_GT(net.core(1).LocalReadTicks(), 0u);
+  if (append_after) {
+    ASSERT_TRUE(net.core(1).Propose({"after the lease"}).ok());
+    net.Stabilize();
+  }
 
   net.Partition({{1}, {2, 3}});
   bool elected = false;
@@ -855,6 +862,63 @@ TEST(RaftCoreTest, AFollowerRefusesVotesForTheLeadersLeaseNotJustItsOwn) {
     net.Stabilize();
     elected = net.core(2).role() == Role::kLeader ||
               net.core(3).role() == Role::kLeader;
+    if (elected) {
+      EXPECT_EQ(net.core(1).LocalReadTicks(), 0u)
+          << "a leader elected after " << tick
+          << " ticks while the old one still reads from its lease";
+    }
+  }
+  EXPECT_TRUE(elected);
+}
+
+TEST(RaftCoreTest, AFollowerRefusesVotesForTheLeadersLeaseNotJustItsOwn) {
+  ExpectNoLeaderWithinALongerLease(/*append_after=*/false);
+}
+
+// An append heard after the heartbeat that carried the lease does not cut
+// the refusal down to the follower's own election timeout.
+TEST(RaftCoreTest, AnAppendAfterTheLeaseDoesNotShortenTheRefusal) {
+  ExpectNoLeaderWithinALongerLease(/*append_after=*/true);
+}
+
+// A follower that acknowledged a lease does not campaign during it either:
+// its own vote, with those of members the leader no longer reached (they
+// refuse nothing), would elect it while the lease runs. Five members, the
+// leader's election timeout longer than the others'.
+TEST(RaftCoreTest, AFollowerInALeaseDoesNotCampaignDuringIt) {
+  TestNetwork net({1, 2, 3, 4, 5}, [](RaftConfig& c) {
+    c.read_only_mode = ReadOnlyMode::kLeaseBased;
+    c.tick_us = 10'000;
+    c.election_ticks = c.id == NodeId(1) ? 30 : 10;
+  });
+  net.Partition({{1}, {2}, {3}, {4}, {5}});
+  net.TickAll(35);
+  net.Stabilize();
+  net.Heal();
+  net.core(1).Campaign();
+  net.Stabilize();
+  ASSERT_EQ(net.core(1).role(), Role::kLeader);
+  // Nodes 4 and 5 stop hearing from the leader long enough to refuse
+  // nothing; its lease rests on nodes 2 and 3.
+  net.Cut(1, 4);
+  net.Cut(1, 5);
+  for (int tick = 0; tick < 35; ++tick) {
+    net.TickAll();
+    net.Stabilize();
+  }
+  ASSERT_EQ(net.core(1).role(), Role::kLeader);
+  net.Tick(1);
+  net.Stabilize();
+  ASSERT_GT(net.core(1).LocalReadTicks(), 0u);
+
+  net.Partition({{1}, {2, 3, 4, 5}});
+  bool elected = false;
+  for (int tick = 1; tick <= 200 && !elected; ++tick) {
+    net.TickAll();
+    net.Stabilize();
+    for (uint64_t id = 2; id <= 5; ++id) {
+      elected = elected || net.core(id).role() == Role::kLeader;
+    }
     if (elected) {
       EXPECT_EQ(net.core(1).LocalReadTicks(), 0u)
           << "a leader elected after " << tick

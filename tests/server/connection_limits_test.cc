@@ -9,6 +9,7 @@
 #include "server/connection_limits.h"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,24 +45,38 @@ class Loopback {
     close(listener_);
   }
 
+  struct Ends {
+    int client = -1;
+    int accepted = -1;
+  };
   // Connects and accepts one connection (both ends stay open until
-  // CloseClientEnd). Returns the client's end (-1 when it failed).
-  int ConnectAndAccept() {
-    const int client = socket(AF_INET, SOCK_STREAM, 0);
-    EXPECT_EQ(connect(client, reinterpret_cast<const sockaddr*>(&bound_),
+  // CloseClientEnd).
+  Ends ConnectAndAccept() {
+    Ends ends;
+    ends.client = socket(AF_INET, SOCK_STREAM, 0);
+    EXPECT_EQ(connect(ends.client, reinterpret_cast<const sockaddr*>(&bound_),
                       sizeof(sockaddr_in)),
               0);
-    const int accepted = accept(listener_, nullptr, nullptr);
-    EXPECT_GE(accepted, 0);
-    fds_.push_back(client);
-    fds_.push_back(accepted);
-    return client;
+    ends.accepted = accept(listener_, nullptr, nullptr);
+    EXPECT_GE(ends.accepted, 0);
+    fds_.push_back(ends.client);
+    fds_.push_back(ends.accepted);
+    return ends;
   }
 
-  // The client closes its end (the server's stays open).
-  void CloseClientEnd(int client) {
-    std::erase(fds_, client);
-    close(client);
+  // The client closes its end (`how`: SHUT_WR, a half-close, or -1: the
+  // whole socket); returns once the server's end has seen it (bounded:
+  // 10 s), as the kernel may take the FIN in later.
+  void CloseClientEnd(const Ends& ends, int how) {
+    if (how < 0) {
+      std::erase(fds_, ends.client);
+      close(ends.client);
+    } else {
+      ASSERT_EQ(shutdown(ends.client, how), 0);
+    }
+    pollfd polled{.fd = ends.accepted, .events = POLLRDHUP, .revents = 0};
+    ASSERT_EQ(poll(&polled, 1, 10'000), 1);
+    ASSERT_NE(polled.revents & POLLRDHUP, 0);
   }
 
   const sockaddr_storage& bound() const { return bound_; }
@@ -106,39 +121,54 @@ TEST(ConnectionLimitsTest, ConnectionsNotToldApartDoNotHideTheNextOne) {
   limits.End(unknown.id);
 }
 
-// A connection whose client closed its end (it read its answer) is being
-// wound up by its worker, not held by the client: it does not count against
-// the client's share. Counted, a client fetching one document after
-// another was refused whenever the workers closed their side late (a busy
-// machine).
-TEST(ConnectionLimitsTest, ConnectionsTheClientClosedDoNotCountAgainstIt) {
+// A connection answered whose client then closed its end is being wound
+// up by its worker, not held by the client: it does not count against the
+// client's share. Counted, a client fetching one document after another
+// was refused whenever the workers closed their side late (a busy
+// machine). One the client closed before its answer was written still
+// counts: a half-close, then a slow read of a large answer, holds a
+// worker.
+TEST(ConnectionLimitsTest, ConnectionsAnsweredAndClosedDoNotCountAgainstIt) {
   Loopback loopback;
   ConnectionLimits limits(loopback.bound(), absl::Seconds(60),
                           absl::Seconds(60), 1 << 20, 2);
   std::vector<uint64_t> ids;
-  std::vector<int> clients;
+  std::vector<Loopback::Ends> ends;
   for (int i = 0; i < 2; ++i) {
-    clients.push_back(loopback.ConnectAndAccept());
+    ends.push_back(loopback.ConnectAndAccept());
     const ConnectionLimits::Begun begun = limits.Begin(true, true);
     ASSERT_TRUE(begun.admitted);
     limits.Started(begun.id);
     limits.RequestRead(begun.id);
     ids.push_back(begun.id);
   }
-  // Both still open on the client's side: a third that would take the
-  // last free worker is refused.
-  loopback.ConnectAndAccept();
-  const ConnectionLimits::Begun third = limits.Begin(true, false);
-  EXPECT_FALSE(third.admitted);
-  EXPECT_EQ(limits.refused(), 1u);
-  limits.End(third.id);
-  // The client closes one: the next is admitted, its workers not done yet.
-  loopback.CloseClientEnd(clients[0]);
-  loopback.ConnectAndAccept();
-  const ConnectionLimits::Begun fourth = limits.Begin(true, false);
-  EXPECT_TRUE(fourth.admitted);
-  EXPECT_EQ(limits.refused(), 1u);
-  limits.End(fourth.id);
+  // The next connection, when it would take the last free worker: whether
+  // it was admitted. Kept open and held (its request read) when it was.
+  uint64_t refused = 0;
+  const auto next_admitted = [&]() {
+    ends.push_back(loopback.ConnectAndAccept());
+    const ConnectionLimits::Begun next = limits.Begin(true, false);
+    if (next.admitted) {
+      limits.Started(next.id);
+      limits.RequestRead(next.id);
+      ids.push_back(next.id);
+    } else {
+      ++refused;
+      limits.End(next.id);
+    }
+    EXPECT_EQ(limits.refused(), refused);
+    return next.admitted;
+  };
+  EXPECT_FALSE(next_admitted()) << "two held";
+  ASSERT_NO_FATAL_FAILURE(loopback.CloseClientEnd(ends[0], SHUT_WR));
+  EXPECT_FALSE(next_admitted()) << "half-closed before its answer";
+  limits.Answered(ids[0]);
+  EXPECT_TRUE(next_admitted()) << "answered, then half-closed";
+  // ids[1] and the one just admitted are held.
+  ASSERT_NO_FATAL_FAILURE(loopback.CloseClientEnd(ends[1], -1));
+  EXPECT_FALSE(next_admitted()) << "closed before its answer";
+  limits.Answered(ids[1]);
+  EXPECT_TRUE(next_admitted()) << "answered, then closed";
   for (uint64_t id : ids) limits.End(id);
 }
 

@@ -329,6 +329,11 @@ TEST_F(SessionStateMachineTest, ACatchUpMovesWhatWasStampedInTheLag) {
   catch_up.mutable_clock_catch_up()->set_since_ms(1000);
   EXPECT_EQ(ApplyCount(catch_up), 3u);
   EXPECT_EQ(sm_->applied_time_ms(), 62'200);
+  // The jump, for the expiry breaker of a new leader (not replicated).
+  std::optional<SessionStateMachine::ClockJump> jump = sm_->last_clock_jump();
+  ASSERT_TRUE(jump);
+  EXPECT_EQ(jump->from_ms, 2200);
+  EXPECT_EQ(jump->to_ms, 62'200);
   auto check = [&] {
     const std::optional<Session> before = table_->Get(H(1));
     ASSERT_TRUE(before);
@@ -355,15 +360,21 @@ TEST_F(SessionStateMachineTest, ACatchUpMovesWhatWasStampedInTheLag) {
   Reopen();  // stored as moved
   check();
   EXPECT_EQ(sm_->applied_time_ms(), 62'200);
+  EXPECT_FALSE(sm_->last_clock_jump());
   // Handed out again before the first applied: caught up, nothing moves.
   catch_up.set_timestamp_ms(62'250);
   EXPECT_EQ(ApplyCount(catch_up), 0u);
+  EXPECT_FALSE(sm_->last_clock_jump());
   // Handed out again with a later time (its retry): only what the caught-up
   // clock stamped moves, by the new lead.
   ApplySession(Create(5, 62'300, "erin", 1'000'000, 5'000));
   catch_up.set_timestamp_ms(62'400);
   catch_up.mutable_clock_catch_up()->set_to_ms(65'400);
   EXPECT_EQ(ApplyCount(catch_up), 1u);
+  jump = sm_->last_clock_jump();
+  ASSERT_TRUE(jump);
+  EXPECT_EQ(jump->from_ms, 62'400);
+  EXPECT_EQ(jump->to_ms, 65'400);
   EXPECT_EQ(table_->Get(H(5))->last_seen_at_ms(), 65'300);
   EXPECT_EQ(table_->Get(H(2))->last_seen_at_ms(), 62'000);
   EXPECT_EQ(table_->Get(H(4))->last_seen_at_ms(), 61'000);
