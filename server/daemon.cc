@@ -169,10 +169,6 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
   options.new_leader_grace =
       2 * absl::Milliseconds(config_.touch_flush_interval_ms) +
       absl::Seconds(1);
-  options.applied_ms_at_start = applied_ms_at_open_;
-  // Randomized in [election_ticks, 2 x election_ticks) ticks.
-  options.max_election =
-      absl::Milliseconds(2 * config_.election_ticks * config_.tick_ms);
   options.audit_retention_ms = config_.audit_retention_ms;
   options.audit_max_entries = static_cast<uint32_t>(config_.audit_max_entries);
   TouchBuffer* touches = touches_.get();
@@ -706,7 +702,6 @@ absl::Status Daemon::Init() {
       storage::SessionStateMachine::Open(db_.get(), table_.get(), sm_options);
   if (!sm.ok()) return sm.status();
   state_machine_ = *std::move(sm);
-  applied_ms_at_open_ = state_machine_->applied_time_sample().cluster_ms;
   {
     std::optional<KeyEncryptionKey> kek;
     if (!config_.kek_file.empty()) {

@@ -339,9 +339,6 @@ class Daemon {
   // With on_restart_needed_: "sd-log-watch", every second from the end of
   // Init until Shutdown stops it first.
   std::unique_ptr<PeriodicTask> log_watch_;
-  // The cluster time the state held when Init opened it (set by Init, read
-  // by NewSweeper): ExpirySweeperOptions::applied_ms_at_start.
-  int64_t applied_ms_at_open_ = 0;
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -105,8 +105,9 @@ class ExpiryBreakerJudge {
   const ExpiryBreakerOptions& options() const { return options_; }
 
   // Starts a first window (a new leader, or after the breaker closed) at
-  // `cluster_ms`, which may be earlier than now (a new leader starts where
-  // it last saw a leader: ExpirySweeper::NewLeaderWindowStartMs); no
+  // steady `steady_ms` and cluster `cluster_ms`, which may be in the past (a
+  // new leader starts just before a recent clock catch-up:
+  // ExpirySweeper::StartNewLeadersWindow); no
   // baseline yet, unless `young_baseline` gives one known from before
   // (the opening's, just after the breaker closed: a window judged without
   // one would take a cause still at work as its new normal).

@@ -13,7 +13,6 @@
 
 #include "absl/time/clock.h"
 #include "common/log.h"
-#include "common/steady_clock.h"
 #include "common/steady_cond_var.h"
 #include "sessiond/v1/command.pb.h"
 
@@ -31,14 +30,9 @@ ExpirySweeper::ExpirySweeper(const ExpirySweeperOptions& options,
       driver_(driver),
       writes_(writes),
       batch_(options.batch),
-      interval_ms_(absl::ToInt64Milliseconds(options.interval)),
       breaker_lookahead_ms_(
           absl::ToInt64Milliseconds(options.breaker_lookahead)),
       judge_(options.breaker),
-      vouched_(options.applied_ms_at_start > 0
-                   ? std::optional<Vouched>(
-                         Vouched{options.applied_ms_at_start, SteadyMs()})
-                   : std::nullopt),
       task_("sd-sweeper", options.interval, [this] { SweepOnce(); }) {}
 
 ExpirySweeper::~ExpirySweeper() { Stop(); }
@@ -48,8 +42,6 @@ void ExpirySweeper::Stop() { task_.Stop(); }
 void ExpirySweeper::Reconfigure(absl::Duration interval, size_t batch,
                                 absl::Duration breaker_lookahead) {
   batch_.store(batch, std::memory_order_relaxed);
-  interval_ms_.store(absl::ToInt64Milliseconds(interval),
-                     std::memory_order_relaxed);
   breaker_lookahead_ms_.store(absl::ToInt64Milliseconds(breaker_lookahead),
                               std::memory_order_relaxed);
   task_.SetInterval(interval);
@@ -103,51 +95,39 @@ int64_t ExpirySweeper::SteadyMs() const {
       .count();
 }
 
-int64_t ExpirySweeper::NewLeaderWindowStartMs(int64_t steady_ms,
-                                              int64_t now_ms) const {
-  int64_t start_ms = now_ms;
-  if (vouched_) {
-    const int64_t allowance_ms =
-        absl::ToInt64Milliseconds(options_.max_election) +
-        2 * interval_ms_.load(std::memory_order_relaxed);
-    const int64_t unseen_ms =
-        std::max<int64_t>(0, steady_ms - vouched_->steady_ms);
-    start_ms = std::min(
-        start_ms, vouched_->cluster_ms + std::min(unseen_ms, allowance_ms));
+void ExpirySweeper::StartNewLeadersWindow(
+    int64_t steady_ms, int64_t now_ms,
+    const sessiond::v1::ExpiryBreaker& breaker,
+    std::optional<uint64_t> baseline) {
+  const std::optional<storage::SessionStateMachine::ClockJump> jump =
+      state_machine_->last_clock_jump();
+  // Since the jump, cluster time ran with real time (in step everywhere
+  // again): the window starts just before it, as if it had begun then, so
+  // only what the jump skipped over is early. A breaker closed since (a
+  // resume, or it cleared) already judged it.
+  const int64_t since_jump_ms = jump ? now_ms - jump->to_ms : 0;
+  if (jump && since_jump_ms >= 0 &&
+      since_jump_ms < options_.breaker.window_ms &&
+      !(breaker.times_opened() > 0 && breaker.closed_at_ms() >= jump->to_ms)) {
+    judge_.Reset(steady_ms - since_jump_ms, jump->from_ms, table_->size(),
+                 baseline);
+    return;
   }
-  // A catch-up this node applied within a window's time, as this
-  // leadership began or before it (its first sweep may come after it): the
-  // jump is judged.
-  if (const std::optional<storage::SessionStateMachine::ClockJump> jump =
-          state_machine_->last_clock_jump();
-      jump && SteadyNowNs() - jump->steady_ns <
-                  options_.breaker.window_ms * int64_t{1'000'000}) {
-    start_ms = std::min(start_ms, jump->from_ms);
-  }
-  return start_ms;
+  judge_.Reset(steady_ms, now_ms, table_->size(), baseline);
 }
 
 uint64_t ExpirySweeper::SweepOnce() {
   // Only the leader sweeps: one sweep per cluster, stamped with cluster
   // time (replicas never expire on their own clock).
   const replication::NodeStatus status = driver_->status();
-  const int64_t steady_ms = SteadyMs();
-  if (!vouched_) {
-    // Since this node started, before it saw any leader: its applied time
-    // (none yet in a new cluster).
-    const int64_t applied_ms = state_machine_->applied_time_sample().cluster_ms;
-    if (applied_ms > 0) vouched_ = Vouched{applied_ms, steady_ms};
-  }
   if (status.role != replication::Role::kLeader) {
     judging_ = false;  // a later leadership starts a window of its own
     seen_open_id_ = 0;
     leading_since_steady_ms_.reset();
-    if (status.leader != NodeId(0)) {
-      vouched_ = Vouched{clock_->JudgeNowMs(), steady_ms};
-    }
     PublishDue(0, /*at_cap=*/false);
     return 0;
   }
+  const int64_t steady_ms = SteadyMs();
   // Leadership lost and won back between two sweeps is a new leadership.
   if (!leading_since_steady_ms_ || leading_term_ != status.term) {
     leading_since_steady_ms_ = steady_ms;
@@ -172,7 +152,6 @@ uint64_t ExpirySweeper::SweepOnce() {
     removed = SweepClosed(steady_ms, breaker, /*remove=*/!in_grace);
   }
   removed_total_.fetch_add(removed, std::memory_order_relaxed);
-  vouched_ = Vouched{clock_->JudgeNowMs(), steady_ms};
   PurgeRevocations();
   PurgeCreateRequests();
   TrimAudit();
@@ -202,9 +181,11 @@ uint64_t ExpirySweeper::SweepClosed(int64_t steady_ms,
         now_ms - breaker.closed_at_ms() < options_.breaker.window_ms) {
       baseline = breaker.young_baseline();
     }
-    judge_.Reset(steady_ms,
-                 judging_ ? now_ms : NewLeaderWindowStartMs(steady_ms, now_ms),
-                 table_->size(), baseline);
+    if (!judging_) {
+      StartNewLeadersWindow(steady_ms, now_ms, breaker, baseline);
+    } else {
+      judge_.Reset(steady_ms, now_ms, table_->size(), baseline);
+    }
     judging_ = true;
     judged_after_opening_ = breaker.times_opened();
   }

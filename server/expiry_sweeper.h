@@ -47,23 +47,6 @@ struct ExpirySweeperOptions {
   // within a flush interval or two of a leader being known, and a session
   // removed first could not be saved by them (docs/API.md, "Consistency").
   absl::Duration new_leader_grace = absl::ZeroDuration();
-  // The longest an election takes (twice the election timeout). A new
-  // leader's first breaker window starts at the cluster time this node last
-  // saw with a leader (its own applied time if it saw none since it
-  // started), plus at most this and two sweep intervals: time it counted
-  // beyond that, with no leader, no other member saw. And no later than
-  // before a clock catch-up it applied within a window's time
-  // (SessionStateMachine::last_clock_jump: its first sweep may come after
-  // the jump). What came due in either counts as "early" (cluster time
-  // ahead of real time), so a member that ran alone through the others'
-  // outage, elected or bringing its time to another leader, does not have
-  // what came due meanwhile expired unjudged.
-  absl::Duration max_election = absl::ZeroDuration();
-  // The cluster time this node had applied when its state was opened (0:
-  // none), before any entry from a leader could apply: what it saw before
-  // it saw a leader. (Read at the first sweep instead, it may already be a
-  // catch-up's jump.)
-  int64_t applied_ms_at_start = 0;
   // True while this node's touches fail to reach the log, and shortly after
   // (TouchBuffer::RecentlyStalled): it removes nothing meanwhile, since the
   // touches kept during the stall have not landed (null: never).
@@ -162,8 +145,13 @@ class ExpirySweeper {
   void MaybeClearBreaker(int64_t steady_ms,
                          const sessiond::v1::ExpiryBreaker& breaker);
   int64_t SteadyMs() const;
-  // Where a new leadership's first breaker window starts (max_election).
-  int64_t NewLeaderWindowStartMs(int64_t steady_ms, int64_t now_ms) const;
+  // Starts the judge's window of a new leadership: at now, or before the
+  // last clock catch-up when one applied within a window's time and no
+  // breaker closed after it (ExpiryBreakerOptions: a new leader may first
+  // sweep after the jump, which would then look planned).
+  void StartNewLeadersWindow(int64_t steady_ms, int64_t now_ms,
+                             const sessiond::v1::ExpiryBreaker& breaker,
+                             std::optional<uint64_t> baseline);
   // Into options_.stats: the due sessions this sweep found, and whether
   // that was all one sweep may remove.
   void PublishDue(size_t due, bool at_cap);
@@ -182,7 +170,6 @@ class ExpirySweeper {
   WritePath* const writes_;                                  // outlives this
   // options_.batch and breaker_lookahead, as Reconfigure last set them.
   std::atomic<size_t> batch_;
-  std::atomic<int64_t> interval_ms_;
   std::atomic<int64_t> breaker_lookahead_ms_;
   std::atomic<uint64_t> removed_total_{0};
   std::atomic<uint64_t> purged_total_{0};
@@ -200,14 +187,6 @@ class ExpirySweeper {
   // (new_leader_grace).
   std::optional<int64_t> leading_since_steady_ms_;
   Term leading_term_;
-  // The cluster time this node last saw with a leader (itself included),
-  // and when (steady): NewLeaderWindowStartMs. Unset until a sweep saw a
-  // leader or an applied time.
-  struct Vouched {
-    int64_t cluster_ms = 0;
-    int64_t steady_ms = 0;
-  };
-  std::optional<Vouched> vouched_;
   // The table shard the next collection of due sessions starts at: one on
   // each sweep, so a backlog over the cap is taken from every shard in turn.
   size_t next_first_shard_ = 0;

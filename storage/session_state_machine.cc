@@ -536,10 +536,7 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     if (now_ms > time_sample_.cluster_ms) {
       time_sample_ = AppliedTimeSample{now_ms, SteadyNowNs()};
     }
-    if (jump) {
-      jump->steady_ns = SteadyNowNs();
-      last_clock_jump_ = jump;
-    }
+    if (jump) last_clock_jump_ = jump;
   }
   if (conf || cluster) {
     if (!conf) conf = applied_conf();

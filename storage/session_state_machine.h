@@ -181,13 +181,12 @@ class SessionStateMachine : public replication::StateMachine {
 
   // The last clock catch-up this node applied since it started (a member
   // that ran through the others' outage brought its time): the cluster time
-  // before it and after it, and this node's steady clock when it applied.
-  // Not replicated state: the expiry sweeper's judge of a new leadership
-  // starts before a recent jump (server/expiry_sweeper.h).
+  // before it and after it. Not replicated state: the expiry sweeper's
+  // judge of a new leadership starts before a recent jump
+  // (ExpirySweeper::StartNewLeadersWindow).
   struct ClockJump {
     int64_t from_ms = 0;
     int64_t to_ms = 0;
-    int64_t steady_ns = 0;
   };
   std::optional<ClockJump> last_clock_jump() const;
 

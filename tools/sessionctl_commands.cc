@@ -1147,32 +1147,43 @@ absl::Status BulkRevokeSessions(Connection& cluster, const Output& out,
 absl::Status RevokeCreatedBefore(Connection& cluster, const Output& out,
                                  int64_t before_ms, const std::string& reason,
                                  const Confirmation& confirmation) {
-  absl::StatusOr<Connection::StatusAnswer> answer =
-      AskStatus(cluster, "revoke-before (the cluster's clock)");
-  if (!answer.ok()) return answer.status();
+  // The note only: a breach response goes on without it.
+  absl::StatusOr<Connection::StatusAnswer> answer = cluster.ClusterStatus();
   std::vector<int64_t> skews;
-  for (const v1::MemberStatus& m : answer->response.members()) {
-    if (m.reachable()) skews.push_back(m.clock_skew_ms());
+  if (answer.ok()) {
+    for (const v1::MemberStatus& m : answer->response.members()) {
+      if (m.reachable()) skews.push_back(m.clock_skew_ms());
+    }
   }
   std::sort(skews.begin(), skews.end());
+  if (skews.empty()) {
+    std::fprintf(confirmation.prompt,
+                 "Note: no member reported its clock; TIME is taken as "
+                 "cluster time, which sessions are stamped with.\n");
+  }
   // Wall clock minus cluster time.
   const int64_t skew_ms = skews.empty() ? 0 : skews[skews.size() / 2];
   if (std::llabs(skew_ms) >= 1000) {
     const auto format = [](int64_t ms) {
-      return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(ms),
+      return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(ms),
                               absl::UTCTimeZone());
     };
+    const std::string lag = FormatDurationMs(std::llabs(skew_ms));
+    const std::string what =
+        skew_ms > 0
+            ? absl::StrCat("sessions created since the outage up to ", lag,
+                           " after TIME by the wall clock are taken too "
+                           "(undoable with `sessionctl restore ID`)")
+            : absl::StrCat("sessions created in the ", lag,
+                           " before TIME by the wall clock are not taken");
     std::fprintf(
         confirmation.prompt,
         "Note: cluster time, which sessions are stamped with, runs %s %s the "
         "members' wall clocks (after a whole-cluster outage it lags by the "
-        "outage's length). TIME %s is taken as cluster time, so sessions "
-        "created since the outage up to %s after it by the wall clock are "
-        "taken too (undoable with `sessionctl restore ID`). If TIME is after "
-        "the outage, %s names it by the cluster's clock.\n",
-        FormatDurationMs(std::llabs(skew_ms)).c_str(),
-        skew_ms > 0 ? "behind" : "ahead of", format(before_ms).c_str(),
-        FormatDurationMs(std::llabs(skew_ms)).c_str(),
+        "outage's length). TIME %s is taken as cluster time, so %s. If TIME "
+        "is after the outage, %s names it by the cluster's clock.\n",
+        lag.c_str(), skew_ms > 0 ? "behind" : "ahead of",
+        format(before_ms).c_str(), what.c_str(),
         format(before_ms - skew_ms).c_str());
   }
   v1::SessionSelector selector;
