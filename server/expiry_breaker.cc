@@ -16,7 +16,9 @@ uint64_t SaturatingSub(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
 
 void ExpiryBreakerJudge::Reset(int64_t steady_ms, int64_t cluster_ms,
                                uint64_t live,
-                               std::optional<uint64_t> young_baseline) {
+                               std::optional<uint64_t> young_baseline,
+                               bool back_dated) {
+  back_dated_ = back_dated;
   started_ = true;
   start_steady_ms_ = steady_ms;
   start_cluster_ms_ = cluster_ms;
@@ -41,9 +43,11 @@ void ExpiryBreakerJudge::RollIfOver(int64_t steady_ms, int64_t cluster_ms,
   // planned. With no judgement since the start (sweeps as far apart as a
   // window) the window runs on until one.
   if (last_judged_steady_ms_ <= start_steady_ms_) return;
-  // The window just over sets what the next one expects of young sessions.
+  // The window just over sets what the next one expects of young sessions,
+  // when this judge saw all of it.
   young_baseline_ = counts_.young;
-  has_baseline_ = true;
+  has_baseline_ = !back_dated_;
+  back_dated_ = false;
   start_steady_ms_ = last_judged_steady_ms_;
   start_cluster_ms_ = std::min(last_judged_cluster_ms_, cluster_ms);
   live_at_start_ = live;

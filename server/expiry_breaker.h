@@ -111,8 +111,13 @@ class ExpiryBreakerJudge {
   // baseline yet, unless `young_baseline` gives one known from before
   // (the opening's, just after the breaker closed: a window judged without
   // one would take a cause still at work as its new normal).
+  // `back_dated`: this judge did not see the window's start (a new leader
+  // judging from before a catch-up it proposed): the young expiries it
+  // counts are a part of the window's, so the next window learns no
+  // baseline from them (it judges no young ones, as a first window).
   void Reset(int64_t steady_ms, int64_t cluster_ms, uint64_t live,
-             std::optional<uint64_t> young_baseline = std::nullopt);
+             std::optional<uint64_t> young_baseline = std::nullopt,
+             bool back_dated = false);
 
   // Whether expiring `candidates` (sessions expired at cluster_ms, or about
   // to be) would cross the threshold. Rolls the window first when it is
@@ -166,6 +171,7 @@ class ExpiryBreakerJudge {
   ExpiryCounts counts_;
   bool has_baseline_ = false;
   uint64_t young_baseline_ = 0;
+  bool back_dated_ = false;  // Reset's
   // The last Judge's times: where the next window starts.
   int64_t last_judged_steady_ms_ = 0;
   int64_t last_judged_cluster_ms_ = 0;

@@ -499,7 +499,9 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
         results.push_back(ApplyClockCatchUp(command.clock_catch_up(), now_ms,
                                             &*cluster, &batch));
         if (command.clock_catch_up().to_ms() > now_ms) {
-          if (!jump) jump = ClockJump{.from_ms = now_ms};
+          if (!jump || jump->term != entry.term) {
+            jump = ClockJump{.from_ms = now_ms, .term = entry.term};
+          }
           jump->to_ms = command.clock_catch_up().to_ms();
         }
         // Later entries of this batch, and reads, see the new time only
@@ -536,7 +538,13 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     if (now_ms > time_sample_.cluster_ms) {
       time_sample_ = AppliedTimeSample{now_ms, SteadyNowNs()};
     }
-    if (jump) last_clock_jump_ = jump;
+    if (jump) {
+      // Another catch-up of the same term, in an earlier batch: one jump.
+      if (last_clock_jump_ && last_clock_jump_->term == jump->term) {
+        jump->from_ms = std::min(jump->from_ms, last_clock_jump_->from_ms);
+      }
+      last_clock_jump_ = jump;
+    }
   }
   if (conf || cluster) {
     if (!conf) conf = applied_conf();

@@ -179,14 +179,16 @@ class SessionStateMachine : public replication::StateMachine {
   }
   AppliedTimeSample applied_time_sample() const;
 
-  // The last clock catch-up this node applied since it started (a member
-  // that ran through the others' outage brought its time): the cluster time
-  // before it and after it. Not replicated state: the expiry sweeper's
-  // judge of a new leadership starts before a recent jump
-  // (ExpirySweeper::StartNewLeadersWindow).
+  // The clock catch-ups this node applied since it started (a member that
+  // ran through the others' outage brought its time), those of one term
+  // taken together: the cluster time before the first and after the last,
+  // and the term of their entries (the leader that proposed them). Not
+  // replicated state: the expiry sweeper of the leader of that term starts
+  // its first window before the jump (ExpirySweeper::StartNewLeadersWindow).
   struct ClockJump {
     int64_t from_ms = 0;
     int64_t to_ms = 0;
+    Term term;
   };
   std::optional<ClockJump> last_clock_jump() const;
 

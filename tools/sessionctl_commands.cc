@@ -1158,8 +1158,10 @@ absl::Status RevokeCreatedBefore(Connection& cluster, const Output& out,
   std::sort(skews.begin(), skews.end());
   if (skews.empty()) {
     std::fprintf(confirmation.prompt,
-                 "Note: no member reported its clock; TIME is taken as "
-                 "cluster time, which sessions are stamped with.\n");
+                 "Note: no member reported its clock (%s); TIME is taken as "
+                 "cluster time, which sessions are stamped with.\n",
+                 answer.ok() ? "none reachable"
+                             : std::string(answer.status().message()).c_str());
   }
   // Wall clock minus cluster time.
   const int64_t skew_ms = skews.empty() ? 0 : skews[skews.size() / 2];
@@ -1180,10 +1182,11 @@ absl::Status RevokeCreatedBefore(Connection& cluster, const Output& out,
         confirmation.prompt,
         "Note: cluster time, which sessions are stamped with, runs %s %s the "
         "members' wall clocks (after a whole-cluster outage it lags by the "
-        "outage's length). TIME %s is taken as cluster time, so %s. If TIME "
-        "is after the outage, %s names it by the cluster's clock.\n",
+        "outage's length). TIME %s is taken as cluster time, so %s. %s %s "
+        "names it by the cluster's clock.\n",
         lag.c_str(), skew_ms > 0 ? "behind" : "ahead of",
         format(before_ms).c_str(), what.c_str(),
+        skew_ms > 0 ? "If TIME is after the outage," : "Today,",
         format(before_ms - skew_ms).c_str());
   }
   v1::SessionSelector selector;

@@ -193,6 +193,38 @@ TEST(ExpiryBreakerTest, ANewLeadersFirstWindowDoesNotJudgeShortLivedSessions) {
   EXPECT_EQ(judgement.window.young, 5'000u);
 }
 
+// A window started in the past (a new leader judging from before a
+// catch-up it proposed, 4.5 minutes ago) saw only its last half minute of
+// short-lived sessions: the next window must not take that for a whole
+// window's worth, or a steady churn would look like ten times too many.
+TEST(ExpiryBreakerTest, ABackDatedWindowTeachesNoBaseline) {
+  for (const bool back_dated : {false, true}) {
+    SCOPED_TRACE(back_dated ? "back-dated" : "seen whole");
+    ExpiryBreakerJudge judge(Options());
+    const int64_t seen_from = back_dated ? 270'000 : 0;  // steady ms
+    judge.Reset(/*steady_ms=*/0, kStart, 10'000, std::nullopt, back_dated);
+    // What this judge saw of window 1: 300 one-minute sessions.
+    const auto seen = Sessions(300, kStart + seen_from, kStart + kWindow - 1);
+    judge.Judge(kWindow - 1, kStart + kWindow - 1, 10'000, seen);
+    judge.Count(kWindow - 1, kStart + kWindow - 1, seen);
+    judge.Judge(kWindow, kStart + kWindow, 10'000,
+                std::vector<ExpiredSession>{});  // rolls over
+    // Window 2: the steady churn, 3,000 a window.
+    const int64_t w2 = kStart + kWindow;
+    const auto churn = Sessions(3'000, w2 + 1, w2 + kMinute);
+    const BreakerJudgement judgement =
+        judge.Judge(kWindow + kMinute, w2 + kMinute, 10'000, churn);
+    if (back_dated) {
+      EXPECT_FALSE(judgement.open) << judgement.reason;
+      EXPECT_FALSE(judgement.young_judged);
+    } else {
+      // Seen whole, 300 a window was the baseline: ten times more opens it.
+      EXPECT_TRUE(judgement.open);
+      EXPECT_TRUE(judgement.young_judged);
+    }
+  }
+}
+
 // Reset with a baseline known from before (the opening's, right after the
 // breaker closed): short-lived sessions are judged from the first window.
 TEST(ExpiryBreakerTest,

@@ -378,6 +378,15 @@ TEST_F(SessionStateMachineTest, ACatchUpMovesWhatWasStampedInTheLag) {
   EXPECT_EQ(table_->Get(H(5))->last_seen_at_ms(), 65'300);
   EXPECT_EQ(table_->Get(H(2))->last_seen_at_ms(), 62'000);
   EXPECT_EQ(table_->Get(H(4))->last_seen_at_ms(), 61'000);
+  // Another catch-up of the same term (a second member that ran alone):
+  // one jump, from before the first.
+  catch_up.set_timestamp_ms(65'500);
+  catch_up.mutable_clock_catch_up()->set_to_ms(70'000);
+  EXPECT_TRUE(ApplyOne(catch_up).ok());
+  jump = sm_->last_clock_jump();
+  ASSERT_TRUE(jump);
+  EXPECT_EQ(jump->from_ms, 62'400);
+  EXPECT_EQ(jump->to_ms, 70'000);
 }
 
 TEST_F(SessionStateMachineTest, MultiTouchCountsAndSkips) {
