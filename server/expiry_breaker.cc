@@ -44,9 +44,12 @@ void ExpiryBreakerJudge::RollIfOver(int64_t steady_ms, int64_t cluster_ms,
   // window) the window runs on until one.
   if (last_judged_steady_ms_ <= start_steady_ms_) return;
   // The window just over sets what the next one expects of young sessions,
-  // when this judge saw all of it.
-  young_baseline_ = counts_.young;
-  has_baseline_ = !back_dated_;
+  // when this judge saw all of it; one it saw a part of passes on the
+  // baseline it was given (none: the next judges no young sessions).
+  if (!back_dated_) {
+    young_baseline_ = counts_.young;
+    has_baseline_ = true;
+  }
   back_dated_ = false;
   start_steady_ms_ = last_judged_steady_ms_;
   start_cluster_ms_ = std::min(last_judged_cluster_ms_, cluster_ms);

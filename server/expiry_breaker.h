@@ -112,9 +112,10 @@ class ExpiryBreakerJudge {
   // (the opening's, just after the breaker closed: a window judged without
   // one would take a cause still at work as its new normal).
   // `back_dated`: this judge did not see the window's start (a new leader
-  // judging from before a catch-up it proposed): the young expiries it
-  // counts are a part of the window's, so the next window learns no
-  // baseline from them (it judges no young ones, as a first window).
+  // judging from before a catch-up nobody judged yet): the young expiries
+  // it counts are a part of the window's, so the next window learns no
+  // baseline from them (it keeps `young_baseline`, or judges no young ones,
+  // as a first window).
   void Reset(int64_t steady_ms, int64_t cluster_ms, uint64_t live,
              std::optional<uint64_t> young_baseline = std::nullopt,
              bool back_dated = false);

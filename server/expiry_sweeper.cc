@@ -106,12 +106,12 @@ void ExpirySweeper::StartNewLeadersWindow(
   // only what the jump skipped over is early. A breaker closed since (a
   // resume, or it cleared) already judged it.
   const int64_t since_jump_ms = jump ? now_ms - jump->to_ms : 0;
-  // Only the leader that proposed the catch-up (its term): a later leader
-  // finds it judged (by a window begun before it, or this one), and a
-  // catch-up replayed after a restart is an old term's.
-  if (jump && jump->term == leading_term_ && since_jump_ms >= 0 &&
+  // Only a jump no leader swept after (by a window begun before it, or
+  // one started like this): judged twice it would only give more room,
+  // but a window back-dated for nothing counts ordinary expiries as early.
+  if (jump && !jump->swept_since && since_jump_ms >= 0 &&
       since_jump_ms < options_.breaker.window_ms &&
-      !(breaker.times_opened() > 0 && breaker.closed_at_ms() >= jump->to_ms)) {
+      !(breaker.times_opened() > 0 && breaker.closed_at_ms() > jump->from_ms)) {
     judge_.Reset(steady_ms - since_jump_ms, jump->from_ms, table_->size(),
                  baseline, /*back_dated=*/true);
     return;

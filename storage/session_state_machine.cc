@@ -374,7 +374,8 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
   // the batch changes them: most batches hold session commands alone.
   std::optional<ConfState> conf;
   std::optional<ClusterState> cluster;
-  std::optional<ClockJump> jump;  // a catch-up of this batch
+  std::optional<ClockJump> jump;       // a catch-up of this batch
+  bool swept_before_any_jump = false;  // of this batch
   rocksdb::WriteBatch batch;
   // One message for the whole batch: parsing into it again reuses what it
   // allocated for the previous entry.
@@ -432,6 +433,14 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
       continue;
     }
     now_ms = std::max(now_ms, command.timestamp_ms());
+    if (command.has_expire() || command.has_expiry_breaker()) {
+      // A leader judged (and swept) after the last jump.
+      if (jump) {
+        jump->swept_since = true;
+      } else {
+        swept_before_any_jump = true;
+      }
+    }
     switch (command.op_case()) {
       case Command::kMember:
         if (!cluster) cluster = cluster_state();
@@ -537,6 +546,9 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
     // count from an old cluster time.
     if (now_ms > time_sample_.cluster_ms) {
       time_sample_ = AppliedTimeSample{now_ms, SteadyNowNs()};
+    }
+    if (swept_before_any_jump && last_clock_jump_) {
+      last_clock_jump_->swept_since = true;
     }
     if (jump) {
       // Another catch-up of the same term, in an earlier batch: one jump.

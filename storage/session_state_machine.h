@@ -182,13 +182,16 @@ class SessionStateMachine : public replication::StateMachine {
   // The clock catch-ups this node applied since it started (a member that
   // ran through the others' outage brought its time), those of one term
   // taken together: the cluster time before the first and after the last,
-  // and the term of their entries (the leader that proposed them). Not
-  // replicated state: the expiry sweeper of the leader of that term starts
-  // its first window before the jump (ExpirySweeper::StartNewLeadersWindow).
+  // the term of their entries, and whether an expire or expiry breaker
+  // command applied after them (a leader judged since). Not replicated
+  // state, rebuilt as the log replays: a new leader's expiry sweeper starts
+  // its first window before a jump nobody judged yet
+  // (ExpirySweeper::StartNewLeadersWindow).
   struct ClockJump {
     int64_t from_ms = 0;
     int64_t to_ms = 0;
     Term term;
+    bool swept_since = false;
   };
   std::optional<ClockJump> last_clock_jump() const;
 

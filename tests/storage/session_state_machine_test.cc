@@ -387,6 +387,13 @@ TEST_F(SessionStateMachineTest, ACatchUpMovesWhatWasStampedInTheLag) {
   ASSERT_TRUE(jump);
   EXPECT_EQ(jump->from_ms, 62'400);
   EXPECT_EQ(jump->to_ms, 70'000);
+  EXPECT_FALSE(jump->swept_since);
+  // A sweep after it: a leader judged it (a new leader's window need not
+  // start before it).
+  EXPECT_TRUE(ApplyOne(Expire(70'100, {1})).ok());
+  jump = sm_->last_clock_jump();
+  ASSERT_TRUE(jump);
+  EXPECT_TRUE(jump->swept_since);
 }
 
 TEST_F(SessionStateMachineTest, MultiTouchCountsAndSkips) {
