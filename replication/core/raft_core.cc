@@ -515,7 +515,13 @@ void RaftCore::Impl::TickElection() {
   // still run (the leader's election timeout may be longer than ours), and
   // our own vote, with those of members the leader no longer reaches,
   // would elect us within it. With equal timeouts it has always ended.
-  if (now_ < refuse_votes_until_) return;
+  // The count stops at one election timeout meanwhile: were it past every
+  // member's randomized timeout when a long lease ends, they would all
+  // campaign at that tick and split the vote.
+  if (now_ < refuse_votes_until_) {
+    election_elapsed_ = std::min(election_elapsed_, config_.election_ticks);
+    return;
+  }
   if (Promotable() && PastElectionTimeout()) {
     election_elapsed_ = 0;
     Hup(CampaignType::kPreElection);

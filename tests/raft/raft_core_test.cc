@@ -928,6 +928,42 @@ TEST(RaftCoreTest, AFollowerInALeaseDoesNotCampaignDuringIt) {
   EXPECT_TRUE(elected);
 }
 
+// When a long lease ends, the followers that refused votes during it do not
+// all campaign at the tick it ends: each still waits its own randomized
+// share of an election timeout, so one usually wins before the others
+// campaign instead of all splitting the vote. They kept counting elapsed ticks
+// during the refusal, and every one was past its timeout when it ended.
+TEST(RaftCoreTest, FollowersDoNotCampaignInLockstepWhenALongLeaseEnds) {
+  TestNetwork net({1, 2, 3, 4, 5}, [](RaftConfig& c) {
+    c.read_only_mode = ReadOnlyMode::kLeaseBased;
+    c.tick_us = 10'000;
+    c.election_ticks = c.id == NodeId(1) ? 60 : 10;
+  });
+  net.Partition({{1}, {2}, {3}, {4}, {5}});
+  net.TickAll(65);
+  net.Stabilize();
+  net.Heal();
+  net.core(1).Campaign();
+  net.Stabilize();
+  ASSERT_EQ(net.core(1).role(), Role::kLeader);
+  net.Tick(1);
+  net.Stabilize();
+  ASSERT_GT(net.core(1).LocalReadTicks(), 0u);
+
+  net.Partition({{1}, {2, 3, 4, 5}});
+  size_t first_campaigners = 0;
+  for (int tick = 1; tick <= 300 && first_campaigners == 0; ++tick) {
+    net.TickAll();
+    for (uint64_t id = 2; id <= 5; ++id) {
+      if (net.core(id).role() != Role::kFollower) ++first_campaigners;
+    }
+    net.Stabilize();
+  }
+  // Two may still draw the same timeout; all four did, every time.
+  EXPECT_LT(first_campaigners, 4u)
+      << "every member campaigned at the tick the lease ended";
+}
+
 TEST(RaftCoreTest, AFollowerInALeaseRefusesAHigherTermCampaign) {
   ExpectAckedFollowerRefusesVotesAfterAHigherTerm(/*campaigner_too=*/true);
 }
