@@ -823,6 +823,22 @@ void ExpectAckedFollowerRefusesVotesAfterAHigherTerm(bool campaigner_too) {
   EXPECT_TRUE(elected);
 }
 
+// Node 1, whose election timeout is `leader_ticks`, is elected after every
+// member's start window has passed, and its first heartbeat is acknowledged:
+// it reads from its lease.
+void ElectNode1WithALease(TestNetwork& net, int leader_ticks) {
+  net.Partition({{1}, {2}, {3}, {4}, {5}});
+  net.TickAll(leader_ticks + 5);
+  net.Stabilize();
+  net.Heal();
+  net.core(1).Campaign();
+  net.Stabilize();
+  ASSERT_EQ(net.core(1).role(), Role::kLeader);
+  net.Tick(1);
+  net.Stabilize();
+  ASSERT_GT(net.core(1).LocalReadTicks(), 0u);
+}
+
 // Members whose election timeouts differ (a rolling change of
 // --election_ticks or --tick_ms): the leader's lease (election_ticks - 2 of
 // its ticks) outlasts the followers' own refusal window. Each heartbeat
@@ -839,17 +855,7 @@ void ExpectNoLeaderWithinALongerLease(bool append_after) {
     c.tick_us = 10'000;
     c.election_ticks = c.id == NodeId(1) ? 30 : 10;
   });
-  // Past every start window, with nobody elected, then node 1 campaigns.
-  net.Partition({{1}, {2}, {3}});
-  net.TickAll(35);
-  net.Stabilize();
-  net.Heal();
-  net.core(1).Campaign();
-  net.Stabilize();
-  ASSERT_EQ(net.core(1).role(), Role::kLeader);
-  net.Tick(1);
-  net.Stabilize();
-  ASSERT_GT(net.core(1).LocalReadTicks(), 0u);
+  ASSERT_NO_FATAL_FAILURE(ElectNode1WithALease(net, 30));
   if (append_after) {
     ASSERT_TRUE(net.core(1).Propose({"after the lease"}).ok());
     net.Stabilize();
@@ -939,16 +945,7 @@ TEST(RaftCoreTest, FollowersDoNotCampaignInLockstepWhenALongLeaseEnds) {
     c.tick_us = 10'000;
     c.election_ticks = c.id == NodeId(1) ? 60 : 10;
   });
-  net.Partition({{1}, {2}, {3}, {4}, {5}});
-  net.TickAll(65);
-  net.Stabilize();
-  net.Heal();
-  net.core(1).Campaign();
-  net.Stabilize();
-  ASSERT_EQ(net.core(1).role(), Role::kLeader);
-  net.Tick(1);
-  net.Stabilize();
-  ASSERT_GT(net.core(1).LocalReadTicks(), 0u);
+  ASSERT_NO_FATAL_FAILURE(ElectNode1WithALease(net, 60));
 
   net.Partition({{1}, {2, 3, 4, 5}});
   size_t first_campaigners = 0;
