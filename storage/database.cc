@@ -24,6 +24,7 @@
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_buffer_manager.h"
 #include "storage/disk_guard.h"
+#include "storage/durable_file.h"
 #include "storage/keys.h"
 #include "storage/rocksdb_info_log.h"
 
@@ -187,6 +188,81 @@ absl::Status CheckDataDirIsOurs(const std::string& dir) {
       "); refusing to take it over: choose an empty or new --data_dir"));
 }
 
+// Creates the data dir `dir` and whichever of its ancestors are missing,
+// outermost first, and fsyncs each new folder's parent right after making
+// it, through `rocks_fs` (RocksDB's file system: the tests' fault injection
+// sees the syncs). RocksDB fsyncs its files and the data dir itself, never
+// the data dir's entry in its parent: without these syncs a power cut soon
+// after a new node's first acknowledged writes could lose the whole data
+// dir, and the node would come back as a new, empty one. Syncing right after
+// each creation keeps what is durable a chain hanging from an existing
+// folder; all syncs happen before RocksDB opens, so before anything is
+// acknowledged. A data dir that exists but holds no database yet has its
+// parent synced too: someone else made it (systemd's StateDirectory=, an
+// operator's mkdir), and nothing says its entry is durable.
+absl::Status CreateDataDir(const std::string& dir,
+                           rocksdb::FileSystem* rocks_fs) {
+  namespace fs = std::filesystem;
+  fs::path target(dir);
+  // "/a/b/" names "/a/b": its parent is "/a", not "/a/b".
+  while (!target.has_filename() && target.has_relative_path()) {
+    target = target.parent_path();
+  }
+  std::error_code ec;
+  std::vector<fs::path> missing;  // innermost first
+  for (fs::path p = target; !p.empty(); p = p.parent_path()) {
+    const bool exists = fs::exists(p, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("cannot create data dir ", dir,
+                                              ": cannot look at ", p.string(),
+                                              ": ", ec.message()));
+    }
+    if (exists || p == p.parent_path()) break;
+    missing.push_back(p);
+  }
+  if (missing.empty()) {
+    // A database already in it was created by an earlier Open, which synced
+    // this entry first.
+    if (fs::exists(target / "CURRENT", ec) || ec) return absl::OkStatus();
+    const std::string parent = target.parent_path().string();
+    absl::Status synced = SyncDir(parent.empty() ? "." : parent, rocks_fs);
+    if (synced.ok()) return absl::OkStatus();
+    return absl::InternalError(
+        absl::StrCat("new data dir ", dir, " might not survive a power cut: ",
+                     synced.message(), "; check the disk (dmesg) and restart"));
+  }
+  std::vector<fs::path> created;
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    // False without an error when another process made it meanwhile: then
+    // it is not ours to remove, but its entry is synced all the same.
+    if (fs::create_directory(*it, ec)) created.push_back(*it);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("cannot create data dir ", dir,
+                                              ": ", it->string(), ": ",
+                                              ec.message()));
+    }
+    const std::string parent = it->parent_path().string();
+    absl::Status synced = SyncDir(parent.empty() ? "." : parent, rocks_fs);
+    if (synced.ok()) continue;
+    // A later start would find the folders there and sync the data dir's
+    // entry only: remove the (empty) ones made here, so that it makes and
+    // syncs them all anew.
+    bool removed = true;
+    for (auto c = created.rbegin(); c != created.rend(); ++c) {
+      fs::remove(*c, ec);
+      if (ec) removed = false;
+    }
+    return absl::InternalError(absl::StrCat(
+        "new data dir ", dir, " might not survive a power cut: ",
+        synced.message(), "; check the disk (dmesg) and restart",
+        removed ? ""
+                : absl::StrCat(" (and remove ", created.front().string(),
+                               " by hand first: it could not be removed, and "
+                               "a restart that finds it would not sync it)")));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Database>> Database::Open(
@@ -194,11 +270,10 @@ absl::StatusOr<std::unique_ptr<Database>> Database::Open(
   std::error_code ec;
   if (options.create_if_missing) {
     if (absl::Status s = CheckDataDirIsOurs(dir); !s.ok()) return s;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) {
-      return absl::InternalError(
-          absl::StrCat("cannot create data dir ", dir, ": ", ec.message()));
-    }
+    rocksdb::FileSystem* const fs = options.env != nullptr
+                                        ? options.env->GetFileSystem().get()
+                                        : rocksdb::FileSystem::Default().get();
+    if (absl::Status s = CreateDataDir(dir, fs); !s.ok()) return s;
   } else if (!std::filesystem::exists(dir + "/CURRENT", ec)) {
     return absl::NotFoundError(
         absl::StrCat("no sessiond database in data dir ", dir));

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,81 @@ class FailingWalFileSystem : public rocksdb::FileSystemWrapper {
 
   std::atomic<bool> failing_{false};
   std::atomic<int> wal_appends_{0};
+};
+
+// The real file system, recording each folder fsynced through it, in order;
+// the fsync of the folder set with set_failing_folder() fails as a dying
+// disk's does (EIO). A power cut cannot be aimed at the data dir's parent:
+// the power-cut model (power_cut_fs.h) covers one root and takes folders as
+// created durably, so the syncs that make them so are what is checked.
+class FolderSyncFileSystem : public rocksdb::FileSystemWrapper {
+ public:
+  FolderSyncFileSystem()
+      : rocksdb::FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "FolderSyncFileSystem"; }
+
+  void set_failing_folder(std::string folder) {
+    std::lock_guard<std::mutex> lock(mu_);
+    failing_folder_ = std::move(folder);
+  }
+  std::vector<std::string> synced() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return synced_;
+  }
+
+  rocksdb::IOStatus NewDirectory(const std::string& name,
+                                 const rocksdb::IOOptions& options,
+                                 std::unique_ptr<rocksdb::FSDirectory>* result,
+                                 rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewDirectory(name, options, result, dbg);
+    if (s.ok())
+      *result = std::make_unique<Folder>(this, name, std::move(*result));
+    return s;
+  }
+
+ private:
+  class Folder : public rocksdb::FSDirectoryWrapper {
+   public:
+    Folder(FolderSyncFileSystem* fs, std::string name,
+           std::unique_ptr<rocksdb::FSDirectory> target)
+        : rocksdb::FSDirectoryWrapper(std::move(target)),
+          fs_(fs),
+          name_(std::move(name)) {}
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options,
+                            rocksdb::IODebugContext* dbg) override {
+      if (!fs_->Record(name_)) {
+        return rocksdb::IOStatus::IOError("While fsync: " + name_ +
+                                          ": Input/output error");
+      }
+      return FSDirectoryWrapper::Fsync(options, dbg);
+    }
+    // RocksDB syncs its own folders through this one.
+    rocksdb::IOStatus FsyncWithDirOptions(
+        const rocksdb::IOOptions& options, rocksdb::IODebugContext* dbg,
+        const rocksdb::DirFsyncOptions& dir_options) override {
+      if (!fs_->Record(name_)) {
+        return rocksdb::IOStatus::IOError("While fsync: " + name_ +
+                                          ": Input/output error");
+      }
+      return FSDirectoryWrapper::FsyncWithDirOptions(options, dbg, dir_options);
+    }
+
+   private:
+    FolderSyncFileSystem* const fs_;
+    const std::string name_;
+  };
+
+  // Whether the fsync of `folder` may go ahead.
+  bool Record(const std::string& folder) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (folder == failing_folder_) return false;
+    synced_.push_back(folder);
+    return true;
+  }
+
+  mutable std::mutex mu_;
+  std::string failing_folder_;
+  std::vector<std::string> synced_;
 };
 
 TEST(DatabaseTest, CreatesColumnFamiliesAndReopens) {
@@ -234,6 +310,103 @@ TEST(DatabaseTest, UnknownFormatVersionIsFailedPrecondition) {
   ASSERT_FALSE(db.ok());
   EXPECT_EQ(db.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(db.status().message()), HasSubstr("format version"));
+}
+
+// RocksDB fsyncs its files and the data dir, never the data dir's entry in
+// its parent: a power cut after a new node's first acknowledged writes could
+// lose the whole dir, and the node would come back empty. Every folder Open
+// creates is synced in its parent before RocksDB opens.
+TEST(DatabaseTest, CreatingTheDataDirSyncsEachNewFolderInItsParent) {
+  TempDir dir;
+  const std::string a = dir.Sub("a");
+  const std::string b = a + "/b";
+  const std::string path = b + "/data";
+  auto fs = std::make_shared<FolderSyncFileSystem>();
+  DatabaseOptions options;
+  options.env = rocksdb::NewCompositeEnv(fs);
+  {
+    auto db = Database::Open(path, options);
+    ASSERT_TRUE(db.ok()) << db.status();
+  }
+  EXPECT_TRUE(std::filesystem::is_directory(path));
+  const std::vector<std::string> synced = fs->synced();
+  ASSERT_GE(synced.size(), 3u);
+  // Outermost first, each right after its new folder, before RocksDB's own.
+  EXPECT_THAT(std::vector<std::string>(synced.begin(), synced.begin() + 3),
+              ::testing::ElementsAre(dir.path(), a, b));
+
+  // Reopened, nothing is created, and no folder outside the data dir is
+  // touched (its parent may not even be readable).
+  auto again = Database::Open(path, options);
+  ASSERT_TRUE(again.ok()) << again.status();
+  const std::vector<std::string> after = fs->synced();
+  for (size_t i = synced.size(); i < after.size(); ++i) {
+    EXPECT_TRUE(absl::StartsWith(after[i], path)) << after[i];
+  }
+}
+
+// A data dir someone else made (systemd's StateDirectory=, an operator's
+// mkdir) is as new: its entry is synced before a database is made in it.
+// One that already holds a database is left as it is.
+TEST(DatabaseTest, AnEmptyDataDirMadeByOthersIsSyncedInItsParent) {
+  TempDir dir;
+  const std::string path = dir.Sub("data");
+  ASSERT_TRUE(std::filesystem::create_directory(path));
+  auto fs = std::make_shared<FolderSyncFileSystem>();
+  DatabaseOptions options;
+  options.env = rocksdb::NewCompositeEnv(fs);
+  {
+    auto db = Database::Open(path, options);
+    ASSERT_TRUE(db.ok()) << db.status();
+  }
+  std::vector<std::string> synced = fs->synced();
+  ASSERT_FALSE(synced.empty());
+  EXPECT_EQ(synced.front(), dir.path());
+
+  auto again = Database::Open(path, options);
+  ASSERT_TRUE(again.ok()) << again.status();
+  const std::vector<std::string> after = fs->synced();
+  EXPECT_EQ(std::count(after.begin(), after.end(), dir.path()), 1);
+}
+
+TEST(DatabaseTest, ATrailingSlashOnANewDataDirSyncsItsRealParent) {
+  TempDir dir;
+  auto fs = std::make_shared<FolderSyncFileSystem>();
+  DatabaseOptions options;
+  options.env = rocksdb::NewCompositeEnv(fs);
+  auto db = Database::Open(dir.Sub("data/"), options);
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_FALSE(fs->synced().empty());
+  EXPECT_EQ(fs->synced().front(), dir.path());
+}
+
+// A folder whose entry could not be made durable stops the Open, before any
+// write could be acknowledged in it; the empty folders Open made are removed
+// again, or the next start would find them and not sync them.
+TEST(DatabaseTest, AFailedSyncOfANewFolderStopsTheOpen) {
+  TempDir dir;
+  const std::string a = dir.Sub("a");
+  const std::string path = a + "/b/data";
+  auto fs = std::make_shared<FolderSyncFileSystem>();
+  fs->set_failing_folder(a);
+  DatabaseOptions options;
+  options.env = rocksdb::NewCompositeEnv(fs);
+  auto db = Database::Open(path, options);
+  ASSERT_FALSE(db.ok());
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(
+      std::string(db.status().message()),
+      HasSubstr("new data dir " + path +
+                " might not survive a power cut: fsync of folder " + a + ": "));
+  EXPECT_THAT(std::string(db.status().message()),
+              HasSubstr("check the disk (dmesg) and restart"));
+  EXPECT_FALSE(std::filesystem::exists(a));
+
+  // The disk answers again: the restart makes and syncs every folder.
+  fs->set_failing_folder("");
+  db = Database::Open(path, options);
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_THAT(fs->synced(), ::testing::IsSupersetOf({dir.path(), a, a + "/b"}));
 }
 
 TEST(DatabaseTest, MissingDirWithoutCreateIsNotFound) {
