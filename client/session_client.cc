@@ -140,6 +140,46 @@ int64_t SteadyNowNs() {
       .count();
 }
 
+using SteadyClock = std::chrono::steady_clock;
+using SteadyTime = SteadyClock::time_point;
+
+// `timeout` after `from`. A call's deadline is kept on the steady clock for
+// the reason above: on the wall clock, a step back during a call stretched
+// its call_timeout by the step (bounded only by max_attempts). A timeout
+// past the clock's range (an infinite call_timeout) is SteadyTime::max().
+SteadyTime After(SteadyTime from, absl::Duration timeout) {
+  if (timeout <= absl::ZeroDuration()) return from;
+  if (timeout >= absl::FromChrono(SteadyTime::max() - from)) {
+    return SteadyTime::max();
+  }
+  return from + absl::ToChronoNanoseconds(timeout);
+}
+
+// The time left until `deadline`; negative once it has passed.
+absl::Duration Until(SteadyTime deadline) {
+  if (deadline == SteadyTime::max()) return absl::InfiniteDuration();
+  return absl::FromChrono(deadline - SteadyClock::now());
+}
+
+// `deadline` as the wall-clock instant gRPC and absl::Mutex take, made from
+// the time left just before it is handed over, so a wall-clock step before
+// then does not move it. gRPC counts it on its own monotonic clock from the
+// moment the call or wait starts.
+absl::Time WallDeadline(SteadyTime deadline) {
+  return absl::Now() + Until(deadline);
+}
+
+// Whether a non-idempotent write with `deadline` has too little time left to
+// be sent: less than a quarter of min(deadline, call_timeout). The server
+// proposes a write whatever time it has left (server/write_path.cc,
+// ServerDeadline), so one
+// sent with a few milliseconds to go would most likely end DEADLINE_EXCEEDED,
+// an unknown outcome, where "not sent" was still true. The same rule keeps
+// a coalesced caller near its deadline out of a batch.
+bool TooLateToSend(SteadyTime deadline, const SessionClientOptions& options) {
+  return Until(deadline) < std::min(options.deadline, options.call_timeout) / 4;
+}
+
 // A channel that answered a call this recently is taken to be connected
 // as it says; one quiet for longer is probed first (WaitConnected).
 constexpr absl::Duration kProbeAfterQuiet = absl::Milliseconds(50);
@@ -160,12 +200,13 @@ constexpr absl::Duration kProbe = absl::Milliseconds(1);
 // was seen closed, the write went to a survivor and succeeded 4 of 4. A
 // deadline of "now" does not poll at all; 1 ms (gRPC's timer granularity)
 // costs about that much per probe, hence only after kProbeAfterQuiet.
-bool WaitConnected(grpc::ChannelInterface& channel, absl::Time until,
+bool WaitConnected(grpc::ChannelInterface& channel, SteadyTime until,
                    bool probe) {
   grpc_connectivity_state state = channel.GetState(/*try_to_connect=*/true);
   if (probe && state == GRPC_CHANNEL_READY &&
       channel.WaitForStateChange(
-          state, absl::ToChronoTime(std::min(absl::Now() + kProbe, until)))) {
+          state, absl::ToChronoTime(WallDeadline(
+                     std::min(After(SteadyClock::now(), kProbe), until))))) {
     state = channel.GetState(/*try_to_connect=*/true);
   }
   while (state != GRPC_CHANNEL_READY) {
@@ -173,7 +214,8 @@ bool WaitConnected(grpc::ChannelInterface& channel, absl::Time until,
         state == GRPC_CHANNEL_SHUTDOWN) {
       return false;
     }
-    if (!channel.WaitForStateChange(state, absl::ToChronoTime(until))) {
+    if (!channel.WaitForStateChange(state,
+                                    absl::ToChronoTime(WallDeadline(until)))) {
       return false;
     }
     state = channel.GetState(/*try_to_connect=*/true);
@@ -365,7 +407,7 @@ absl::Duration SessionClient::Jitter(absl::Duration backoff) {
 
 void SessionClient::Backoff(absl::Duration delay, absl::Duration at_least,
                             grpc::ChannelInterface& channel) {
-  const absl::Time start = absl::Now();
+  const SteadyTime start = SteadyClock::now();
   const grpc_connectivity_state state =
       channel.GetState(/*try_to_connect=*/true);
   if (state == GRPC_CHANNEL_READY) {
@@ -391,7 +433,7 @@ void SessionClient::Backoff(absl::Duration delay, absl::Duration at_least,
   channel.WaitForConnected(absl::ToChronoTime(absl::Now() + delay));
   // What the server asked for is waited out whichever node comes next (a
   // follower forwards to the same leader).
-  absl::SleepFor(at_least - (absl::Now() - start));
+  absl::SleepFor(at_least - absl::FromChrono(SteadyClock::now() - start));
 }
 
 std::vector<SessionClient::EndpointPtr> SessionClient::Candidates(
@@ -455,18 +497,18 @@ void SessionClient::PassOver(Endpoint& endpoint) const {
 }
 
 SessionClient::EndpointPtr SessionClient::FirstConnected(
-    const std::vector<EndpointPtr>& candidates, absl::Time call_deadline,
+    const std::vector<EndpointPtr>& candidates, SteadyTime call_deadline,
     bool whole_call) {
   for (size_t i = 0; i < candidates.size(); ++i) {
     const EndpointPtr& e = candidates[i];
-    const absl::Time now = absl::Now();
+    const SteadyTime now = SteadyClock::now();
     if (now >= call_deadline) break;
     const bool quiet =
         absl::Nanoseconds(SteadyNowNs() -
                           e->last_ok_ns.load(std::memory_order_relaxed)) >
         kProbeAfterQuiet;
-    const absl::Time until =
-        std::min(now + options_.connect_timeout, call_deadline);
+    const SteadyTime until =
+        std::min(After(now, options_.connect_timeout), call_deadline);
     if (WaitConnected(*e->channel, until, /*probe=*/quiet)) return e;
     endpoints_skipped_.fetch_add(1, std::memory_order_relaxed);
     // Waited the whole connect_timeout for, its channel not even failing (a
@@ -593,13 +635,12 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
   if (endpoints_.empty()) {
     return absl::FailedPreconditionError("SessionClient has no endpoints");
   }
-  const absl::Time call_start = absl::Now();
-  const absl::Time call_deadline =
-      std::min(call_start + options_.call_timeout, policy.deadline);
+  const SteadyTime call_timeout_end =
+      After(SteadyClock::now(), options_.call_timeout);
+  const SteadyTime call_deadline = std::min(call_timeout_end, policy.deadline);
   // The call's end is its call_timeout, not a shorter deadline of the
   // caller's: an attempt (or wait) given all of it had its whole budget.
-  const bool ends_at_call_timeout =
-      call_deadline == call_start + options_.call_timeout;
+  const bool ends_at_call_timeout = call_deadline == call_timeout_end;
   const int max_rounds = std::max(1, options_.max_attempts);
   absl::Duration backoff = options_.initial_backoff;
   absl::InlinedVector<const Endpoint*, 4> tried;
@@ -620,9 +661,21 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
                              /*whole_call=*/round == 1 && ends_at_call_timeout);
     if (endpoint == nullptr) {
       status = NotSentError(candidates.size());
+    } else if (!policy.idempotent && TooLateToSend(call_deadline, options_)) {
+      // The wait for a connected channel took most of the call. Later
+      // rounds would only have less time: the call ends here.
+      status = NotSent(absl::StrCat(
+          "not sent: ",
+          absl::FormatDuration(
+              std::max(absl::ZeroDuration(), Until(call_deadline))),
+          " of the call was left once a channel connected, under the "
+          "quarter of min(deadline, call_timeout) a write is sent with; the "
+          "write did not happen"));
+      break;
     } else {
       grpc::ClientContext context;
-      const absl::Time full_deadline = absl::Now() + options_.deadline;
+      const SteadyTime full_deadline =
+          After(SteadyClock::now(), options_.deadline);
       // Given its whole budget: its own deadline, or, the call's first
       // attempt with no wait before it, all of a call_timeout at or under
       // deadline (compared with the call's start, that was never "full",
@@ -631,8 +684,8 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       const bool full = full_deadline <= call_deadline ||
                         (round == 1 && endpoint == candidates.front() &&
                          ends_at_call_timeout);
-      context.set_deadline(
-          absl::ToChronoTime(std::min(full_deadline, call_deadline)));
+      context.set_deadline(absl::ToChronoTime(
+          WallDeadline(std::min(full_deadline, call_deadline))));
       attempts_.fetch_add(1, std::memory_order_relaxed);
       ++sent;
       tried.push_back(endpoint.get());
@@ -704,7 +757,7 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
             : std::min(RetryDelay(status).value_or(absl::ZeroDuration()),
                        options_.max_backoff);
     const absl::Duration delay = std::max(Jitter(backoff), server_delay);
-    if (absl::Now() + delay >= call_deadline) break;
+    if (After(SteadyClock::now(), delay) >= call_deadline) break;
     retries_.fetch_add(1, std::memory_order_relaxed);
     Backoff(delay, server_delay, *candidates.front()->channel);
     backoff =
@@ -778,7 +831,7 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CreateSession(
 }
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::DirectCreate(
-    const v1::CreateSessionRequest& request, absl::Time deadline) {
+    const v1::CreateSessionRequest& request, SteadyTime deadline) {
   // With a request_id a retry returns the first call's session and token:
   // as safe to repeat as a read.
   const bool idempotent = !request.request_id().empty();
@@ -787,11 +840,11 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::DirectCreate(
 
 absl::StatusOr<v1::CreateSessionsResponse> SessionClient::CreateSessions(
     const v1::CreateSessionsRequest& request) {
-  return CreateSessionsBy(request, absl::InfiniteFuture());
+  return CreateSessionsBy(request, SteadyTime::max());
 }
 
 absl::StatusOr<v1::CreateSessionsResponse> SessionClient::CreateSessionsBy(
-    const v1::CreateSessionsRequest& request, absl::Time deadline) {
+    const v1::CreateSessionsRequest& request, SteadyTime deadline) {
   SESSIOND_CLIENT_CALL(CreateSessions, /*write=*/true, /*idempotent=*/false,
                        deadline);
 }
@@ -799,7 +852,7 @@ absl::StatusOr<v1::CreateSessionsResponse> SessionClient::CreateSessionsBy(
 struct SessionClient::PendingCreate {
   const v1::CreateSessionRequest* request;
   // Its caller's call_timeout ends here: a batch it is in ends by then.
-  absl::Time deadline;
+  SteadyTime deadline;
   absl::StatusOr<v1::CreateSessionResponse> result;
   bool done = false;
   // The batch was refused as invalid (nothing created): its caller sends it
@@ -809,7 +862,7 @@ struct SessionClient::PendingCreate {
 
 absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
     const v1::CreateSessionRequest& request) {
-  PendingCreate me{&request, absl::Now() + options_.call_timeout,
+  PendingCreate me{&request, After(SteadyClock::now(), options_.call_timeout),
                    absl::UnknownError("not sent")};
   std::vector<PendingCreate*> batch;
   {
@@ -826,8 +879,11 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       }
     };
     const Turn turn{this, &me};
+    // This Abseil's Mutex waits on the wall clock: a step back during the
+    // wait stretches it, until the batch in flight (bounded by its callers'
+    // steady deadlines) ends and the check below runs on the steady clock.
     const bool my_turn = create_mu_.AwaitWithDeadline(
-        absl::Condition(&turn, &Turn::Ready), me.deadline);
+        absl::Condition(&turn, &Turn::Ready), WallDeadline(me.deadline));
     auto queued = std::find(create_queue_.begin(), create_queue_.end(), &me);
     if (!my_turn && queued != create_queue_.end()) {
       // call_timeout spent behind batches that got no answer in time.
@@ -847,8 +903,6 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       // most of its call_timeout behind earlier batches would cut everyone's
       // short (all of them then "outcome unknown", their sessions possibly
       // made for nobody): it is answered "not sent" instead, and may retry.
-      const absl::Time enough =
-          absl::Now() + std::min(options_.deadline, options_.call_timeout) / 4;
       const auto late = [] {
         return NotSent(
             "CreateSession: not sent; its call_timeout was nearly spent "
@@ -856,7 +910,7 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
             "created");
       };
       // Its turn passes to the next waiter (create_sending_ stays false).
-      if (me.deadline < enough) return late();
+      if (TooLateToSend(me.deadline, options_)) return late();
       create_sending_ = true;
       // This caller's create first: whichever waiter's turn it is, it may
       // not be the oldest (the lock does not wake them in order).
@@ -870,7 +924,7 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
         const size_t next_bytes = next->request->ByteSizeLong();
         if (bytes + next_bytes > kMaxCoalescedRequestBytes) break;
         create_queue_.pop_front();
-        if (next->deadline < enough) {
+        if (TooLateToSend(next->deadline, options_)) {
           next->result = late();
           next->done = true;
           continue;
@@ -885,7 +939,7 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
   if (me.send_alone) return DirectCreate(request, me.deadline);
   // The batch ends by the earliest deadline in it: each caller's own
   // call_timeout bounds its call.
-  absl::Time deadline = absl::InfiniteFuture();
+  SteadyTime deadline = SteadyTime::max();
   for (const PendingCreate* p : batch)
     deadline = std::min(deadline, p->deadline);
   if (batch.size() == 1) {
@@ -949,7 +1003,10 @@ SessionClient::BatchValidateSessions(
 
 absl::StatusOr<v1::TouchSessionResponse> SessionClient::TouchSession(
     const v1::TouchSessionRequest& request) {
-  SESSIOND_CLIENT_CALL(TouchSession, /*write=*/true, /*idempotent=*/false);
+  // Safe to repeat: a touch only moves last_seen_at_ms forward (never back)
+  // and refuses a revoked or expired session, so a repeat is just a later
+  // touch.
+  SESSIOND_CLIENT_CALL(TouchSession, /*write=*/true, /*idempotent=*/true);
 }
 
 absl::StatusOr<v1::UpdateSessionResponse> SessionClient::UpdateSession(
@@ -1007,7 +1064,8 @@ std::unique_ptr<ValidateStream> SessionClient::OpenValidateStream() {
   // about 20 s, and the caller has no stream yet to cancel.
   const std::vector<EndpointPtr> candidates = Candidates(/*write=*/false, {});
   const EndpointPtr endpoint = FirstConnected(
-      candidates, absl::Now() + options_.call_timeout, /*whole_call=*/true);
+      candidates, After(SteadyClock::now(), options_.call_timeout),
+      /*whole_call=*/true);
   if (endpoint == nullptr) {
     return std::unique_ptr<ValidateStream>(new ValidateStream(
         NotSent(absl::StrCat("stream not opened: none of ", candidates.size(),

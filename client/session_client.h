@@ -9,6 +9,7 @@
 #include <grpcpp/support/sync_stream.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <initializer_list>
@@ -154,34 +155,37 @@ class ValidateStream;
 //
 // Retries, all within `call_timeout`:
 //   ValidateSession, BatchValidateSessions, ListUserSessions, GetSession,
-//   RevokeSession, and CreateSession with a request_id (the server returns
-//   the first call's session and token to a retry) are idempotent: retried
-//   on kUnavailable, kDeadlineExceeded,
+//   RevokeSession, TouchSession (it only moves last_seen_at_ms forward, and
+//   refuses a revoked or expired session), and CreateSession with a
+//   request_id (the server returns the first call's session and token to a
+//   retry) are idempotent: retried on kUnavailable, kDeadlineExceeded,
 //   kResourceExhausted (a kCancelled attempt counts as kUnavailable: this
 //   client never cancels one, so the server did, which gRPC does to a call
 //   that races its shutdown), at most `max_attempts` attempts, each on another
-//   endpoint when there is one (RevokeSession: the leader, while known),
-//   with exponential backoff and jitter (at least the server's RetryInfo
-//   delay, up to max_backoff); while the next channel is disconnected, a
-//   backoff ends early when it connects, but never before the server's
-//   RetryInfo delay has passed. A create with a request_id is not
+//   endpoint when there is one (RevokeSession, TouchSession: the leader,
+//   while known), with exponential backoff and jitter (at least the server's
+//   RetryInfo delay, up to max_backoff); while the next channel is
+//   disconnected, a backoff ends early when it connects, but never before the
+//   server's RetryInfo delay has passed. A create with a request_id is not
 //   coalesced (coalesce_creates).
-//   CreateSession without a request_id, UpdateSession, TouchSession,
-//   RevokeUserSessions, RotateSessionToken are not
-//   idempotent (a RevokeUser retried after a lost reply would also revoke
-//   sessions created in between): each is sent at most once, except that
-//   the server's kResourceExhausted (back-pressure, with its ErrorInfo: it
-//   queued nothing) is retried after backoff. A kResourceExhausted without
-//   it is this client refusing a reply over its receive limit, after the
-//   write applied: returned as kUnknown, outcome unknown. Before sending, the
-//   client waits up to `connect_timeout` for the chosen channel to be connected
-//   (a channel quiet for a while is polled for about 1 ms first, so a server
-//   that died meanwhile is seen); one that is not connected is passed over for
-//   the next endpoint, which is safe because nothing was sent to it.
+//   CreateSession without a request_id, UpdateSession, RevokeUserSessions,
+//   RotateSessionToken are not idempotent (a RevokeUser retried after a lost
+//   reply would also revoke sessions created in between): each is sent at most
+//   once, except that the server's kResourceExhausted (back-pressure, with its
+//   ErrorInfo: it queued nothing) is retried after backoff. A
+//   kResourceExhausted without it is this client refusing a reply over its
+//   receive limit, after the write applied: returned as kUnknown, outcome
+//   unknown. Before sending, the client waits up to `connect_timeout` for the
+//   chosen channel to be connected (a channel quiet for a while is polled for
+//   about 1 ms first, so a server that died meanwhile is seen); one that is not
+//   connected is passed over for the next endpoint, which is safe because
+//   nothing was sent to it. One left less than a quarter of min(deadline,
+//   call_timeout) once connected is not sent (IsNotSent): its deadline would
+//   likely run out after the server proposed it, an unknown outcome.
 //
 // Unknown outcome. For CreateSession (without a request_id), UpdateSession,
-// TouchSession, RevokeUserSessions and RotateSessionToken (whose new token
-// is then lost: the old one is UNKNOWN if the rotation applied):
+// RevokeUserSessions and RotateSessionToken (whose new token is then lost:
+// the old one is UNKNOWN if the rotation applied):
 //   OK                                  applied.
 //   kUnavailable with IsNotSent()       never sent: not applied.
 //   kUnavailable otherwise,             OUTCOME UNKNOWN: the write may have
@@ -198,13 +202,19 @@ class ValidateStream;
 // it did nothing (never sent, or refused under load): it returns
 // kUnavailable, outcome unknown, saying "an earlier attempt was sent and may
 // have applied".
-// RevokeSession's outcome after an error is unknown as well, but retrying it
-// (as the client does) is safe.
+// RevokeSession's and TouchSession's outcome after an error is unknown as
+// well, but retrying them (as the client does) is safe.
 //
 // Every other code is returned at once; codes are those documented in
 // session.proto. The server's error details travel as payloads of the
 // returned status: ErrorReason(status) (client/grpc_status.h) tells e.g.
 // SESSION_REVOKED from SESSION_EXPIRED.
+//
+// A call's deadline is kept on the steady clock: a step of the wall clock
+// (NTP, a VM resumed) during a call does not stretch its call_timeout. (One
+// exception: a coalesced create waiting for its turn waits on Abseil's
+// Mutex, which times out on the wall clock; the wait still ends when the
+// batch ahead of it does, and that batch ends by its callers' deadlines.)
 //
 // Thread-safe: one SessionClient (and its channels) is meant to be shared by
 // all threads of an application server. Calls block the calling thread.
@@ -311,28 +321,30 @@ class SessionClient {
  private:
   struct Endpoint;
   struct PendingCreate;
+  // A call's deadline. gRPC and absl::Mutex take wall-clock deadlines, made
+  // from this just before each wait (WallDeadline in the .cc).
+  using SteadyTime = std::chrono::steady_clock::time_point;
   // CreateSession through the coalescer (options_.coalesce_creates).
   absl::StatusOr<v1::CreateSessionResponse> CoalescedCreate(
       const v1::CreateSessionRequest& request) ABSL_LOCKS_EXCLUDED(create_mu_);
   // `deadline`: the call ends by then, or by call_timeout if sooner.
   absl::StatusOr<v1::CreateSessionResponse> DirectCreate(
       const v1::CreateSessionRequest& request,
-      absl::Time deadline = absl::InfiniteFuture());
+      SteadyTime deadline = SteadyTime::max());
   absl::StatusOr<v1::CreateSessionsResponse> CreateSessionsBy(
-      const v1::CreateSessionsRequest& request, absl::Time deadline);
+      const v1::CreateSessionsRequest& request, SteadyTime deadline);
   using EndpointPtr = std::shared_ptr<Endpoint>;
   using Attempt = absl::FunctionRef<grpc::Status(v1::SessionService::Stub*,
                                                  grpc::ClientContext*)>;
 
   // How a method is routed and retried (class comment).
   struct Policy {
-    Policy(bool write, bool idempotent,
-           absl::Time deadline = absl::InfiniteFuture())
+    Policy(bool write, bool idempotent, SteadyTime deadline = SteadyTime::max())
         : write(write), idempotent(idempotent), deadline(deadline) {}
     bool write;       // to the leader when known
     bool idempotent;  // retried; sent over any channel state
     // The call ends by then, or after call_timeout if sooner.
-    absl::Time deadline;
+    SteadyTime deadline;
     // The request's serialized size: tells a request refused for its size
     // from a reply refused for its own.
     size_t request_bytes = 0;
@@ -356,7 +368,7 @@ class SessionClient {
   // call_timeout (the call's first wait, no shorter deadline of the
   // caller's), so a wait the call's end cuts short is still its whole one.
   EndpointPtr FirstConnected(const std::vector<EndpointPtr>& candidates,
-                             absl::Time call_deadline, bool whole_call)
+                             SteadyTime call_deadline, bool whole_call)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Learns or forgets the leader from one attempt's answer.
   void Observe(const EndpointPtr& endpoint, bool write,
