@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <iterator>
+#include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -551,6 +554,7 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
                   m.snapshot ? m.snapshot->meta.index : LogIndex(0)});
     const Term term = m.term;
     const MessageType type = m.type;
+    const uint64_t quiet_us = m.leader_quiet_us;
     const absl::Status s = core_->Step(std::move(m));
     if (!s.ok()) {
       uint64_t suppressed = 0;
@@ -569,15 +573,24 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
       heard_in_term_[from] = runtime_->Elapsed();
     }
     if (from_leader && from == core_->leader() && term == core_->term()) {
+      // Current as of when a quorum last heard from the leader, not as of
+      // now: cut off from its quorum, it leads on (and sends) until
+      // CheckQuorum deposes it, while another leader may already commit.
+      // The leader's clock is not ours; only the length travels. A quiet
+      // longer than this node's clock has run dates it at the clock's
+      // start (no overflow; staleness is capped there anyway).
+      const absl::Duration arrival = runtime_->Elapsed();
+      const absl::Duration quiet = absl::Microseconds(static_cast<int64_t>(
+          std::min<uint64_t>(quiet_us, std::numeric_limits<int64_t>::max())));
       absl::MutexLock lock(&status_mu_);
-      HeardFromLeader(commit, runtime_->Elapsed());
+      HeardFromLeader(commit, arrival - std::min(quiet, arrival));
     }
   }
 }
 
-absl::Duration NodeDriver::QuorumContact(const std::vector<NodeId>& voters) {
+absl::Duration NodeDriver::QuorumContact() {
   const absl::Duration now = runtime_->Elapsed();
-  if (voters.size() == 1 && voters.front() == options_.raft.id) return now;
+  if (sole_voter_) return now;
   // When the heartbeat left that the last of a quorum answered: the time
   // its tick was handed to the core (it left then or later). Acknowledged
   // ticks only grow within a term, so the latest time found is kept: a
@@ -880,7 +893,10 @@ void NodeDriver::Dispatch(Ready ready) {
     }
     ready.send_after_persist.clear();
   }
-  if (!ready.send_now.empty()) transport_->Send(std::move(ready.send_now));
+  if (!ready.send_now.empty()) {
+    StampLeaderQuiet(&ready.send_now);
+    transport_->Send(std::move(ready.send_now));
+  }
 
   if (ready.hard_state || !ready.to_persist.empty() || ready.snapshot ||
       !ready.send_after_persist.empty()) {
@@ -911,6 +927,37 @@ void NodeDriver::Dispatch(Ready ready) {
   }
 }
 
+void NodeDriver::StampLeaderQuiet(std::vector<Message>* messages) {
+  // Leader messages never wait for a persist (send_after_persist holds
+  // only answers and votes), so all of them leave here, on this thread.
+  std::optional<uint64_t> quiet_us;  // the same for the whole batch
+  for (Message& m : *messages) {
+    if (!FromLeader(m.type)) continue;
+    if (m.term != won_term_) {
+      // Won in this run (RefreshStatus has not seen it yet): a quorum's
+      // votes just arrived. quorum_contact_ still holds an earlier term's
+      // contact, or none: counted from it, every follower would read
+      // stale after each election until the leader's next messages.
+      m.leader_quiet_us = 0;
+      continue;
+    }
+    if (!quiet_us) {
+      const absl::Duration now = runtime_->Elapsed();
+      // Deposed in this run, its messages of the term still leave: the
+      // last contact found holds for them (no acknowledgement of that
+      // term can come any more).
+      const absl::Duration contact =
+          core_->is_leader() && core_->term() == won_term_
+              ? QuorumContact()
+              : std::min(quorum_contact_, now);
+      // Rounded up: a shorter quiet would claim a little too much.
+      quiet_us = static_cast<uint64_t>(absl::ToInt64Microseconds(
+          absl::Ceil(now - contact, absl::Microseconds(1))));
+    }
+    m.leader_quiet_us = *quiet_us;
+  }
+}
+
 void NodeDriver::RefreshStatus() {
   RaftStatus raft = core_->status();
   ExpireReadRounds(raft);
@@ -934,6 +981,8 @@ void NodeDriver::RefreshStatus() {
   status_.commit = raft.commit;
   status_.first_index = raft.first_index;
   status_.last_index = raft.last_index;
+  sole_voter_ = raft.conf_state.voters.size() == 1 &&
+                raft.conf_state.voters.front() == options_.raft.id;
   status_.conf_state = std::move(raft.conf_state);
   status_.lead_transferee = raft.lead_transferee;
   status_.match = std::move(raft.match);
@@ -944,7 +993,7 @@ void NodeDriver::RefreshStatus() {
     // has applied that far, not before (a leader elected while its apply
     // stage is behind, or whose apply is stuck, is not current).
     HeardFromLeader(std::max(raft.commit, leader_first_index_),
-                    QuorumContact(status_.conf_state.voters));
+                    QuorumContact());
   }
   status_.leader_caught_up =
       raft.role == Role::kLeader && status_.applied >= leader_first_index_;

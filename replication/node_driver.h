@@ -149,16 +149,19 @@ struct NodeStatus {
   // Leader only: each member's matched index.
   std::map<NodeId, LogIndex> match;
   // The highest commit index heard from a leader (while leader: its own
-  // commit, and at least its term's first entry), and when a leader was
-  // last heard from (Runtime clock; while leader: when the heartbeat that
-  // the last of a quorum of voters answered left, as of the last driver
-  // run). Infinite past when never.
+  // commit, and at least its term's first entry), and when a quorum of
+  // voters last heard from the leader, as its last message said (Runtime
+  // clock: the message's arrival less its Message::leader_quiet_us, which
+  // a leader cut off from its quorum keeps growing while it leads on;
+  // while leader: when the heartbeat that the last of a quorum of voters
+  // answered left, as of the last driver run). Infinite past when never.
   LogIndex leader_commit;
   absl::Duration last_leader_contact = -absl::InfiniteDuration();
   // The last time (Runtime clock) as of which this node's applied state
   // held everything a leader had committed: a leader's message then said
-  // commit C, and this node has applied C. What a read here may miss is
-  // what committed since. Behind (receiving a snapshot, or a stuck apply
+  // commit C, and this node has applied C; "then" is when a quorum last
+  // heard from that leader, as above. What a read here may miss is what
+  // committed since. Behind (receiving a snapshot, or a stuck apply
   // stage), it stays put while leader messages keep coming; so does a
   // leader's, whose quorum's word counts as a leader message. Infinite past
   // when never.
@@ -427,10 +430,16 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Driver stage.
   void CatchUpTicks();
   void StepMessages(std::vector<Message> messages);
-  // While leader: the latest time as of which a quorum of `voters` had
+  // While leader: the latest time as of which a quorum of voters had
   // heard from this node in its term (this node counts as now): when the
   // heartbeat left that the last of them answered, or else the election.
-  absl::Duration QuorumContact(const std::vector<NodeId>& voters);
+  // Now when this node is the only voter (sole_voter_).
+  absl::Duration QuorumContact();
+  // Stamps this leader's messages among `messages` (kAppend, kHeartbeat,
+  // kSnapshot) with how long ago a quorum last heard from it
+  // (Message::leader_quiet_us), so that its followers are current as of
+  // then, not as of the message.
+  void StampLeaderQuiet(std::vector<Message>* messages);
   // A leader's message at `at` said it had committed `commit`.
   void HeardFromLeader(LogIndex commit, absl::Duration at)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(status_mu_);
@@ -628,6 +637,9 @@ class NodeDriver : public MessageSink, public StageRunner {
   std::deque<absl::Duration> core_tick_times_;
   // Driver thread, while leader: the last QuorumContact found.
   absl::Duration quorum_contact_ = absl::ZeroDuration();
+  // Driver thread: this node is the only voter (as of the last
+  // RefreshStatus): its own word is a quorum's.
+  bool sole_voter_ = false;
   // Driver thread: a peer can send malformed messages as fast as it likes,
   // and each refused one would be a log line written on this thread.
   logging::LogBudget dropped_message_log_{10, absl::Minutes(1)};

@@ -31,6 +31,7 @@ void ToWire(const Message& m, RaftMessage* out) {
   }
   out->set_commit(m.commit.value());
   out->set_leader_commit(m.leader_commit.value());
+  out->set_leader_quiet_us(m.leader_quiet_us);
   out->set_reject(m.reject);
   out->set_reject_hint(m.reject_hint.value());
   out->set_hint_term(m.hint_term.value());
@@ -75,6 +76,7 @@ absl::StatusOr<Message> FromWire(RaftMessage&& w) {
   }
   m.commit = LogIndex(w.commit());
   m.leader_commit = LogIndex(w.leader_commit());
+  m.leader_quiet_us = w.leader_quiet_us();
   m.reject = w.reject();
   m.reject_hint = LogIndex(w.reject_hint());
   m.hint_term = Term(w.hint_term());

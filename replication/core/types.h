@@ -128,6 +128,15 @@ struct Message {
   // tells a receiver waiting for a snapshot, or far behind, how far behind
   // it is. Read by the driver only, for its staleness.
   LogIndex leader_commit;
+  // kAppend, kHeartbeat, kSnapshot: how long before the message left
+  // (microseconds) a quorum of voters last heard from the sending leader in
+  // its term. A leader cut off from its quorum leads on until CheckQuorum
+  // deposes it while another may already commit, so a follower is current
+  // only as of then, not as of the message's arrival. Stamped by the driver
+  // as the message leaves and read by the receiving driver only; the core
+  // neither sets nor reads it (it has no clock). 0 from an older binary:
+  // current as of the arrival, as before.
+  uint64_t leader_quiet_us = 0;
   bool reject = false;
   // kAppendResponse with reject: the follower's hint for fast backtracking
   // (the last index it might match, and the term there).

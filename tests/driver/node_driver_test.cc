@@ -1172,6 +1172,84 @@ TEST_F(ManualDriverTest, ALeaderBehindItsCommitIsCurrentAsOfWhatItApplied) {
   EXPECT_EQ(status.current_as_of, later_sent);
 }
 
+// A leader's messages say how long before they left a quorum of voters
+// last heard from it (Message::leader_quiet_us), so its followers count
+// their staleness from there. Cut off from its quorum, it heartbeats the
+// followers on its side until CheckQuorum deposes it, while the others
+// elect a leader that commits what their reads miss: each heartbeat made
+// them current as of its arrival.
+TEST_F(ManualDriverTest, ALeadersMessagesSayWhenItsQuorumLastHeardIt) {
+  NodeDriver& driver = Start();
+  const absl::Duration tick = absl::FromChrono(options_.tick_interval);
+  auto quiet = [](absl::Duration d) {
+    return static_cast<uint64_t>(absl::ToInt64Microseconds(d));
+  };
+  // Long before its election: a stamp counted from the clock's start, or
+  // from an earlier term, would show.
+  runtime_.AdvanceTicks(100, tick);
+  Run();
+  transport_.Take();
+  WinElection(&runtime_, &driver, options_, NodeId(2));
+  const absl::Duration won = runtime_.Elapsed();
+  // Sent in the run that won: the votes are a quorum's word of now.
+  int appends = 0;
+  for (const Message& m : transport_.Take()) {
+    if (m.type != MessageType::kAppend) continue;
+    ++appends;
+    EXPECT_EQ(m.leader_quiet_us, 0u) << "to n" << m.to.value();
+  }
+  EXPECT_EQ(appends, 2) << "the new term's entry, to each follower";
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
+
+  // No heartbeat answered yet: quiet since the election.
+  auto [to3, sent] = HeartbeatAfter(options_.raft.heartbeat_ticks, NodeId(3));
+  ASSERT_TRUE(to3.has_value()) << "no heartbeat to node 3";
+  EXPECT_EQ(to3->leader_quiet_us, quiet(sent - won));
+  AnswerHeartbeat(*to3);
+  auto [to2, sent_to2] =
+      HeartbeatAfter(options_.raft.heartbeat_ticks, NodeId(2));
+  ASSERT_TRUE(to2.has_value()) << "no heartbeat to node 2";
+  EXPECT_EQ(to2->leader_quiet_us, quiet(sent_to2 - sent));
+
+  // Cut off (CheckQuorum is off here): heartbeats and appends alike say
+  // the quorum last heard from it when the answered heartbeat left.
+  auto [late, late_sent] = HeartbeatAfter(30, NodeId(2));
+  ASSERT_TRUE(late.has_value()) << "no heartbeat to node 2";
+  ASSERT_EQ(driver.status().role, Role::kLeader);
+  EXPECT_EQ(late->leader_quiet_us, quiet(late_sent - sent));
+  driver.Propose("while cut off", [](ApplyResult) {});
+  Run();
+  std::optional<Message> append;
+  for (Message& m : transport_.Take()) {
+    if (m.type == MessageType::kAppend && m.to == NodeId(2) &&
+        !m.entries.empty()) {
+      append = m;
+    }
+  }
+  ASSERT_TRUE(append.has_value()) << "no append to node 2";
+  EXPECT_EQ(append->leader_quiet_us, quiet(runtime_.Elapsed() - sent));
+  // Messages that are not a leader's carry nothing.
+  for (const Message& m : transport_.Take()) {
+    if (m.type != MessageType::kAppend && m.type != MessageType::kHeartbeat &&
+        m.type != MessageType::kSnapshot) {
+      EXPECT_EQ(m.leader_quiet_us, 0u) << MessageTypeName(m.type);
+    }
+  }
+}
+
+// The only voter is its own quorum: its messages (to a learner) are never
+// quiet.
+TEST_F(ManualDriverTest, ASoleVotersMessagesAreNeverQuiet) {
+  conf_.voters = {NodeId(1)};
+  conf_.learners = {NodeId(2)};
+  NodeDriver& driver = Start();
+  ASSERT_EQ(driver.status().role, Role::kLeader);
+  auto [heartbeat, sent] = HeartbeatAfter(25, NodeId(2));
+  ASSERT_TRUE(heartbeat.has_value()) << "no heartbeat to the learner";
+  EXPECT_EQ(heartbeat->leader_quiet_us, 0u);
+  EXPECT_EQ(driver.status().current_as_of, sent);
+}
+
 // A proposer's answers: how many, and the last.
 struct ProposalAnswer {
   int calls = 0;
@@ -1751,6 +1829,76 @@ TEST_F(FollowerDriverTest, ALowerCommitHeardLaterDoesNotMakeAFollowerCurrent) {
   status = deliver(append);
   ASSERT_EQ(status.applied, LogIndex(100));
   EXPECT_EQ(status.current_as_of, runtime_.Elapsed());
+}
+
+// A follower is current as of when a quorum last heard from its leader
+// (the message's arrival less its leader_quiet_us), not as of the
+// arrival: a leader cut off from its quorum still heartbeats it. A message
+// without the field (an older binary) counts from its arrival, as before.
+TEST_F(FollowerDriverTest, AFollowerIsCurrentAsOfItsLeadersQuorumContact) {
+  const absl::Duration tick = absl::FromChrono(options_.tick_interval);
+  auto deliver = [&](const Message& m) {
+    runtime_.AdvanceTicks(2, tick);
+    driver_->Deliver({m});
+    runtime_.RunUntilIdle();
+    return driver_->status();
+  };
+  Message append = From(NodeId(2), Term(1), MessageType::kAppend);
+  AddEntries(&append, 1, 3);
+  append.commit = LogIndex(3);
+  append.leader_quiet_us = 5000;
+  NodeStatus status = deliver(append);
+  ASSERT_EQ(status.applied, LogIndex(3));
+  EXPECT_EQ(status.current_as_of, runtime_.Elapsed() - absl::Milliseconds(5));
+  EXPECT_EQ(status.last_leader_contact,
+            runtime_.Elapsed() - absl::Milliseconds(5));
+
+  // Quiet for longer: no longer current as of the last message either.
+  Message heartbeat = From(NodeId(2), Term(1), MessageType::kHeartbeat);
+  heartbeat.commit = LogIndex(3);
+  heartbeat.leader_commit = LogIndex(3);
+  heartbeat.leader_quiet_us = static_cast<uint64_t>(
+      absl::ToInt64Microseconds(2 * tick + absl::Milliseconds(5)));
+  const absl::Duration before = status.current_as_of;
+  status = deliver(heartbeat);
+  EXPECT_EQ(status.current_as_of, before);
+  EXPECT_EQ(status.last_leader_contact, before);
+
+  // Behind: the commit heard is dated back the same way.
+  Message ahead = From(NodeId(2), Term(1), MessageType::kHeartbeat);
+  ahead.commit = LogIndex(3);
+  ahead.leader_commit = LogIndex(5);
+  ahead.leader_quiet_us = 3000;
+  status = deliver(ahead);
+  const absl::Duration heard_5_at = runtime_.Elapsed() - absl::Milliseconds(3);
+  EXPECT_EQ(status.last_leader_contact, heard_5_at);
+  EXPECT_EQ(status.current_as_of, before);
+  Message rest = From(NodeId(2), Term(1), MessageType::kAppend);
+  rest.index = LogIndex(3);
+  rest.log_term = Term(1);
+  AddEntries(&rest, 4, 5);
+  rest.commit = LogIndex(5);
+  rest.leader_quiet_us = 4000;
+  status = deliver(rest);
+  ASSERT_EQ(status.applied, LogIndex(5));
+  EXPECT_EQ(status.current_as_of, runtime_.Elapsed() - absl::Milliseconds(4));
+
+  // Quiet for longer than this node's clock has run, or any amount at all:
+  // as of the clock's start, no later (and no overflow).
+  for (uint64_t huge : {uint64_t{1} << 50, ~uint64_t{0}}) {
+    heartbeat.leader_quiet_us = huge;
+    heartbeat.leader_commit = LogIndex(5);
+    heartbeat.commit = LogIndex(5);
+    status = deliver(heartbeat);
+    EXPECT_EQ(status.current_as_of, absl::ZeroDuration()) << huge;
+    EXPECT_EQ(status.last_leader_contact, absl::ZeroDuration()) << huge;
+  }
+
+  // An older binary's message: current as of its arrival.
+  heartbeat.leader_quiet_us = 0;
+  status = deliver(heartbeat);
+  EXPECT_EQ(status.current_as_of, runtime_.Elapsed());
+  EXPECT_EQ(status.last_leader_contact, runtime_.Elapsed());
 }
 
 // A read that fails at once (no leader known: an election) is answered on

@@ -150,6 +150,12 @@ void SimNode::Crash() {
                    stages, "; ", pending, " proposals in doubt)"));
 }
 
+absl::Duration SimNode::clock() const { return ticks_ * tick_interval(); }
+
+absl::Duration SimNode::tick_interval() {
+  return absl::FromChrono(kTickInterval);
+}
+
 void SimNode::Tick() {
   ++ticks_;
   if (!up()) return;

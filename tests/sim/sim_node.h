@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/rng.h"
 #include "replication/node_driver.h"
 #include "tests/sim/invariants.h"
@@ -83,6 +84,10 @@ class SimNode {
   NodeId id() const { return id_; }
   bool up() const { return driver_ != nullptr; }
   uint64_t incarnation() const { return incarnation_; }
+  // The node's clock (its driver's Runtime::Elapsed; NodeStatus times are
+  // on it): its ticks so far times the tick interval.
+  absl::Duration clock() const;
+  static absl::Duration tick_interval();
   // The driver's status after its last driver-stage run. REQUIRES: up().
   const replication::NodeStatus& status() const { return status_; }
   replication::NodeDriverMetrics metrics() const;
