@@ -678,6 +678,7 @@ absl::Status Daemon::Init() {
   };
   transport_options.snapshots = snapshots_.get();
   transport_options.drop_file = config_.unsafe_peer_drop_file;
+  transport_options.wall_clocks = &wall_clocks_;
   transport_options.credentials = [security = security_.get()](NodeId peer) {
     return security->peer_channels_to(peer);
   };
@@ -939,6 +940,7 @@ absl::Status Daemon::Init() {
     parts.snapshots = snapshots_.get();
     parts.status = [this](bool with_digest) { return SelfStatus(with_digest); };
     parts.auth = security_->processor();
+    parts.wall_clocks = &wall_clocks_;
     storage::DiskGuard* disk = disk_guard_.get();
     if (disk != nullptr) {
       parts.room_on_disk = [disk](uint64_t bytes, absl::string_view what) {
@@ -1020,6 +1022,7 @@ absl::Status Daemon::Init() {
   service_options.write_admission = write_admission_.get();
   service_options.auth = security_->processor();
   service_options.audit = audit_.get();
+  service_options.wall_clocks = &wall_clocks_;
   service_ = std::make_unique<SessionServiceImpl>(
       service_options, table_.get(), state_machine_.get(), clock_.get(),
       reads_.get(), writes_.get(), touches_.get());
@@ -1266,6 +1269,9 @@ sessiond::v1::MemberStatus Daemon::SelfStatus(bool with_digest) const {
   if (clock_ != nullptr) {
     m.set_clock_skew_ms(clock_->SkewMs());
     m.set_cluster_time_ms(clock_->NowMs());
+  }
+  if (std::optional<int64_t> off = wall_clocks_.OwnOffMedianMs()) {
+    m.set_wall_clock_off_median_ms(*off);
   }
   const sessiond::v1::internal::ClusterState cluster =
       state_machine_->cluster_state();

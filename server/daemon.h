@@ -16,6 +16,7 @@
 #include "common/strong_types.h"
 #include "server/config.h"
 #include "server/expiry_sweep_stats.h"
+#include "server/peer_wall_clocks.h"
 #include "server/pending_touch.h"
 #include "server/periodic_task.h"
 #include "server/removal_watch.h"
@@ -260,6 +261,9 @@ class Daemon {
   // until the end: the gRPC servers hold its credentials).
   std::unique_ptr<ListenerSecurity> security_;
   std::unique_ptr<RpcMetrics> rpc_metrics_;
+  // The members' wall clocks, from peer batches; written by the peer
+  // service, read by the transport and by JWT creates (outlives them all).
+  PeerWallClocks wall_clocks_;
   // In dependency order; destroyed in reverse.
   std::unique_ptr<storage::Database> db_;
   // Watches the data dir's free space; makes the driver refuse proposals

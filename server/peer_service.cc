@@ -157,6 +157,12 @@ class PeerService::MessageStream
       return;
     }
     summary_->set_batches(summary_->batches() + 1);
+    if (parts->wall_clocks != nullptr) {
+      parts->wall_clocks->Heard(NodeId(batch_.from()), batch_.sender_wall_ms());
+      if (batch_.has_receiver_off_median_ms()) {
+        parts->wall_clocks->Told(batch_.receiver_off_median_ms());
+      }
+    }
     if (batch_.messages_size() > 0 && batch_.from() != heard_from_) {
       if (absl::Status recorded = service_->RecordHeardFrom(batch_.from());
           !recorded.ok()) {

@@ -42,6 +42,7 @@
 #include "replication/node_driver.h"
 #include "server/auth.h"
 #include "server/peer_transport.h"
+#include "server/peer_wall_clocks.h"
 #include "server/write_path.h"
 #include "sessiond/v1/peer.grpc.pb.h"
 #include "storage/snapshot_files.h"
@@ -59,6 +60,9 @@ struct PeerServiceParts {
   WritePath* write_path = nullptr;
   storage::SnapshotFiles* snapshots = nullptr;
   std::function<sessiond::v1::MemberStatus(bool with_digest)> status;
+  // Learns each sender's wall clock, and its judgement of this node's,
+  // from the batches it admits. Null: not learned.
+  PeerWallClocks* wall_clocks = nullptr;
   // The listeners' role policy; none without TLS (no identities to judge).
   const AuthProcessor* auth = nullptr;
   // Called (any thread, maybe more than once) when a node this one does

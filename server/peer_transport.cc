@@ -323,6 +323,7 @@ void PeerTransport::SendLoop(Peer* peer) {
   };
   for (;;) {
     std::vector<Message> batch;
+    std::shared_ptr<grpc::Channel> channel;
     std::shared_ptr<RaftPeer::Stub> stub;
     bool reopen = false;
     {
@@ -341,6 +342,7 @@ void PeerTransport::SendLoop(Peer* peer) {
         batch.push_back(std::move(peer->queue.front()));
         peer->queue.pop_front();
       }
+      channel = peer->channel;
       stub = peer->stub;
     }
     if (reopen) close_stream();
@@ -365,12 +367,29 @@ void PeerTransport::SendLoop(Peer* peer) {
     wire.set_to(peer->id.value());
     wire.set_from_address(options_.self_address);
     wire.set_cluster_epoch(options_.cluster_epoch);
+    if (options_.wall_clocks != nullptr) {
+      wire.set_sender_wall_ms(options_.wall_clocks->WallMs());
+      if (std::optional<int64_t> off =
+              options_.wall_clocks->OffMedianMs(peer->id)) {
+        wire.set_receiver_off_median_ms(*off);
+      }
+    }
     wire.mutable_messages()->Reserve(static_cast<int>(batch.size()));
     for (const Message& m : batch) ToWire(m, wire.add_messages());
     if (!writer->Write(wire)) {
       peer->Drop(PeerDrop::kStreamBroken, batch.size());
       peer->reconnects.fetch_add(1, std::memory_order_relaxed);
       close_stream(/*failed=*/true);
+      // The next connection attempt is paced by the backoff below, on the
+      // steady clock, not by gRPC's own: its timer thread waits until a
+      // wall-clock instant (Abseil's CondVar), so a wall clock stepped back
+      // while a reconnect was pending delayed it by the step, and this
+      // node sent nothing to the peer meanwhile while still hearing from it
+      // (ClusterTest.AfterAnOutageANodeBehindTheOthersSignsNoJwt, whose
+      // nodes restart under libfaketime's offsets, which act the same way).
+      if (channel != nullptr) {
+        grpc::experimental::ChannelResetConnectionBackoff(channel.get());
+      }
       // A stream that lived a while (the peer restarted) is reopened soon;
       // one that broke at once keeps backing off. Not reset on a write
       // that succeeded: that only means buffered, and a peer refusing every

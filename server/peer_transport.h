@@ -46,6 +46,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "replication/transport.h"
+#include "server/peer_wall_clocks.h"
 #include "sessiond/v1/peer.grpc.pb.h"
 #include "storage/snapshot_files.h"
 
@@ -92,6 +93,9 @@ struct PeerTransportOptions {
   // null: plaintext.
   std::function<std::shared_ptr<grpc::ChannelCredentials>(NodeId peer)>
       credentials;
+  // Stamps each batch with this node's wall clock and its judgement of the
+  // receiver's (server/peer_wall_clocks.h). Null: neither.
+  const PeerWallClocks* wall_clocks = nullptr;
 };
 
 // Why an outgoing message was dropped (Raft retransmits what matters).

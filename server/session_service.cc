@@ -136,6 +136,14 @@ absl::Duration SteadyNow() {
   return absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
 }
 
+// Says in `response` how its read was answered (ReadAnswer).
+template <typename Response>
+void SetHowRead(const ReadAnswer& answer, Response* response) {
+  response->set_consistency(answer.consistency);
+  response->set_stale(answer.stale);
+  response->set_staleness_ms(answer.staleness_ms);
+}
+
 }  // namespace
 
 absl::Status ShuttingDown() {
@@ -321,9 +329,7 @@ absl::Status SessionServiceImpl::ValidateNow(
     const ReadAnswer& answer, ValidateSessionResponse* response,
     std::vector<PendingTouch>* deferred) {
   response->set_request_id(request.request_id());
-  response->set_consistency(answer.consistency);
-  response->set_stale(answer.stale);
-  response->set_staleness_ms(answer.staleness_ms);
+  SetHowRead(answer, response);
   response->set_applied_index(state_machine_->applied_index().value());
   // A garbage token is not an error: nobody holds a session under it.
   if (!storage::LooksLikeToken(request.token())) {
@@ -636,13 +642,15 @@ void SessionServiceImpl::ServeList(ListCall* call) {
       [this, call, query, page_size,
        after = std::move(after)](ReadAnswer answer) {
         if (!answer.status.ok()) return Fail(call, answer.status);
+        auto* response = call->response();
+        SetHowRead(answer, response);
+        response->set_applied_index(state_machine_->applied_index().value());
         const int64_t now_ms = clock_->JudgeNowMs();
         storage::ListUserPage page = table_->ListUser(
             call->request().user_id(), page_size, after, query.include_revoked,
             state_machine_->ExpiryNowMs(now_ms),
             state_machine_->ExpiryNowMs(IdleJudgedAtMs(answer, now_ms)),
             state_machine_->expiry_leeway_ms());
-        auto* response = call->response();
         response->mutable_sessions()->Reserve(page.sessions.size());
         for (Session& s : page.sessions) {
           *response->add_sessions() = std::move(s);
@@ -794,22 +802,49 @@ void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
   create->set_max_user_sessions(max_user_sessions);
 }
 
-// How far this node's wall clock may be behind cluster time for it to sign
-// a JWT. Cluster time runs ahead of a healthy node's wall clock only where
-// a leader's wrong clock slewed it (3.6 s an hour at the default rate).
-constexpr int64_t kMaxJwtWallBehindMs = 60'000;
+// How far this node's wall clock may be from the members' (or behind
+// cluster time) for it to sign a JWT. Cluster time runs ahead of a healthy
+// node's wall clock only where a leader's wrong clock slewed it (3.6 s an
+// hour at the default rate).
+constexpr int64_t kMaxJwtWallOffMs = 60'000;
 
 // The time a JWT this node signs carries as iat (and exp counts from): its
-// wall clock (FillCreate says why). Unavailable when that clock is behind
-// cluster time past kMaxJwtWallBehindMs (stepped back: an RTC reset, a
-// restored VM): every verifier would find its tokens expired early, or
-// born expired, while the store calls them VALID.
-absl::StatusOr<int64_t> JwtWallMs(ClusterClock* clock) {
+// wall clock (FillCreate says why). Unavailable when that clock is more
+// than kMaxJwtWallOffMs off the median of the members' wall clocks: behind
+// (stepped back: an RTC reset, a restored VM), every verifier would find
+// its tokens expired early, or born expired, while the store calls them
+// VALID; ahead, they would outlive their sessions by as much for every
+// verifier. Where the members' clocks are not known (a single node, a
+// follower cut off, peers from before they were sent), only a clock behind
+// cluster time past kMaxJwtWallOffMs is refused: cluster time runs behind
+// every wall clock after an outage, so it cannot tell a clock ahead.
+absl::StatusOr<int64_t> JwtWallMs(ClusterClock* clock,
+                                  const PeerWallClocks* members) {
   // One reading, judged and signed: a clock stepped back between two
   // would sign a time that was never judged.
   const int64_t wall_ms = clock->WallMs();
+  if (std::optional<int64_t> off =
+          members == nullptr ? std::nullopt : members->OwnOffMedianMs()) {
+    if (*off < -kMaxJwtWallOffMs) {
+      return absl::UnavailableError(absl::StrCat(
+          "this node's wall clock is behind the other members' by ",
+          -*off / 1000,
+          " s: a JWT it signed would expire early, or be born expired, for "
+          "every verifier (nothing was created); create it through another "
+          "node, and set this node's clock right (NTP)"));
+    }
+    if (*off > kMaxJwtWallOffMs) {
+      return absl::UnavailableError(absl::StrCat(
+          "this node's wall clock is ahead of the other members' by ",
+          *off / 1000,
+          " s: a JWT it signed would outlive its session by as much for "
+          "every verifier (nothing was created); create it through another "
+          "node, and set this node's clock right (NTP)"));
+    }
+    return wall_ms;
+  }
   const int64_t skew_ms = clock->SkewAtMs(wall_ms);
-  if (skew_ms < -kMaxJwtWallBehindMs) {
+  if (skew_ms < -kMaxJwtWallOffMs) {
     return absl::UnavailableError(absl::StrCat(
         "this node's wall clock is behind cluster time by ", -skew_ms / 1000,
         " s: a JWT it signed would expire early, or be born expired, for "
@@ -832,14 +867,14 @@ absl::Status NoJwtIssuer() {
 // and FillCreate, use that one reading.
 absl::Status CheckSigning(const sessiond::v1::CreateSessionRequest& request,
                           const CreateLifetimes& lifetimes, JwtIssuer* issuer,
-                          ClusterClock* clock,
+                          ClusterClock* clock, const PeerWallClocks* members,
                           std::optional<int64_t>* jwt_wall_ms) {
   if (request.token_format() != sessiond::v1::TOKEN_FORMAT_JWT) {
     return absl::OkStatus();
   }
   if (issuer == nullptr) return NoJwtIssuer();
   if (!jwt_wall_ms->has_value()) {
-    SESSIOND_ASSIGN_OR_RETURN(*jwt_wall_ms, JwtWallMs(clock));
+    SESSIOND_ASSIGN_OR_RETURN(*jwt_wall_ms, JwtWallMs(clock, members));
   }
   return issuer->CanIssue(request.user_id(), **jwt_wall_ms, lifetimes.ttl_ms);
 }
@@ -920,8 +955,9 @@ void SessionServiceImpl::ServeCreate(CreateCall* call) {
     }
   }
   std::optional<int64_t> jwt_wall_ms;
-  if (absl::Status s = CheckSigning(call->request(), *lifetimes,
-                                    options_.jwt_issuer, clock_, &jwt_wall_ms);
+  if (absl::Status s =
+          CheckSigning(call->request(), *lifetimes, options_.jwt_issuer, clock_,
+                       options_.wall_clocks, &jwt_wall_ms);
       !s.ok()) {
     return call->Reply(s);
   }
@@ -1049,8 +1085,9 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
       return call->Reply(absl::InvalidArgumentError(
           absl::StrCat("requests[", i, "].", checked.status().message())));
     }
-    if (absl::Status s = CheckSigning(request, *checked, options_.jwt_issuer,
-                                      clock_, &jwt_wall_ms);
+    if (absl::Status s =
+            CheckSigning(request, *checked, options_.jwt_issuer, clock_,
+                         options_.wall_clocks, &jwt_wall_ms);
         !s.ok()) {
       return call->Reply(absl::Status(
           s.code(), absl::StrCat("requests[", i, "].", s.message())));
@@ -1217,9 +1254,7 @@ void SessionServiceImpl::ServeGet(GetCall* call) {
           return call->Reply(absl::NotFoundError("no such session_id"));
         }
         auto* response = call->response();
-        response->set_consistency(answer.consistency);
-        response->set_stale(answer.stale);
-        response->set_staleness_ms(answer.staleness_ms);
+        SetHowRead(answer, response);
         const int64_t now_ms = clock_->JudgeNowMs();
         response->set_expired(storage::IsExpired(
             *session, state_machine_->ExpiryNowMs(now_ms),

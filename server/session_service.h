@@ -21,6 +21,7 @@
 #include "server/create_rate_limiter.h"
 #include "server/limits.h"
 #include "server/page_token.h"
+#include "server/peer_wall_clocks.h"
 #include "server/read_barrier.h"
 #include "server/round_robin_worker.h"
 #include "server/rpc_metrics.h"
@@ -43,6 +44,10 @@ struct SessionServiceOptions {
   // Signs JWT tokens (CreateSession token_format JWT); null: JWT creates
   // are refused with FAILED_PRECONDITION. Must outlive the service.
   JwtIssuer* jwt_issuer = nullptr;
+  // How far this node's wall clock is from the other members': a JWT
+  // create is refused on a node more than a minute off (JwtWallMs). Null,
+  // or knowing nothing: judged against cluster time. Must outlive it.
+  const PeerWallClocks* wall_clocks = nullptr;
   // Most requests in one BatchValidateSessions call.
   size_t max_batch_validate = 10000;
   // Most batches of more than kBatchValidateSlice tokens this node holds

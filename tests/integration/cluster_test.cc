@@ -379,6 +379,22 @@ TEST(ClusterTest, TwoOfThreeDownKeepValidatingButRefusesWrites) {
     EXPECT_TRUE(got.stale());
     EXPECT_GT(got.staleness_ms(), 0);
   }
+  // And ListUserSessions' (its page may lack what was made elsewhere).
+  {
+    auto stub = cluster.Stub(survivor);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Seconds(10));
+    sessiond::v1::ListUserSessionsRequest request;
+    request.set_user_id("alive");
+    sessiond::v1::ListUserSessionsResponse page;
+    const grpc::Status s = stub->ListUserSessions(&context, request, &page);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(page.sessions_size(), 20);
+    EXPECT_EQ(page.consistency(), sessiond::v1::LOCAL);
+    EXPECT_TRUE(page.stale());
+    EXPECT_GT(page.staleness_ms(), 0);
+    EXPECT_GT(page.applied_index(), 0u);
+  }
   // LINEARIZABLE and writes: UNAVAILABLE within their deadline (the
   // server answers before the client's deadline fires).
   const grpc::Status linearizable =
@@ -2543,6 +2559,18 @@ TEST(ClusterTest, HistoriesUnderFaultsAreLinearizable) {
               std::string(lincheck::ToString(result.verdict)).c_str());
 }
 
+// A one-hour JWT session created through node `id`.
+grpc::Status CreateJwt(ClusterHarness& cluster, int id) {
+  sessiond::v1::CreateSessionRequest request;
+  request.set_user_id("jwt");
+  request.set_ttl_ms(3600 * 1000);
+  request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
+  sessiond::v1::CreateSessionResponse created;
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  return cluster.Stub(id)->CreateSession(&context, request, &created);
+}
+
 // Per-node wall clocks under libfaketime (wall clock only: the steady clock
 // is untouched), each stepped at run time by rewriting one file per node.
 class SteppableClocks {
@@ -2578,6 +2606,24 @@ class SteppableClocks {
   TempDir dir_;
 };
 
+// Starts `cluster` with one key-encryption key on every node, so each signs
+// JWTs, and waits (bounded) until the first leader has made the signing key.
+void StartSigningCluster(ClusterHarness& cluster) {
+  const std::string kek = absl::StrCat(cluster.root(), "/kek");
+  std::ofstream(kek) << std::string(64, 'c') << "\n";
+  ASSERT_EQ(chmod(kek.c_str(), 0600), 0);
+  for (int id : cluster.ids()) cluster.SetNodeFlags(id, {"--kek_file", kek});
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  grpc::Status signed_at_start = CreateJwt(cluster, *leader);
+  for (int i = 0; i < 300 && !signed_at_start.ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    signed_at_start = CreateJwt(cluster, *leader);
+  }
+  ASSERT_TRUE(signed_at_start.ok()) << signed_at_start.error_message();
+}
+
 // Wall-clock steps on real processes: the leader's clock jumps 30 days
 // forward, then a follower's 1 day back, under a validate load of 3,000
 // one-hour sessions. Expiry follows cluster time, so nothing expires early,
@@ -2594,33 +2640,10 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
     clocks.Set(id, offset);
   };
   ClusterHarness cluster(options);
-  // Every node signs JWTs (one key-encryption key, shared).
-  const std::string kek = absl::StrCat(cluster.root(), "/kek");
-  {
-    std::ofstream(kek) << std::string(64, 'c') << "\n";
-    ASSERT_EQ(chmod(kek.c_str(), 0600), 0);
-  }
-  for (int id : cluster.ids()) cluster.SetNodeFlags(id, {"--kek_file", kek});
-  ASSERT_TRUE(cluster.Start().ok());
+  ASSERT_NO_FATAL_FAILURE(StartSigningCluster(cluster));
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(leader.ok());
-  const auto create_jwt = [&](int id) {
-    sessiond::v1::CreateSessionRequest request;
-    request.set_user_id("jwt");
-    request.set_ttl_ms(3600 * 1000);
-    request.set_token_format(sessiond::v1::TOKEN_FORMAT_JWT);
-    sessiond::v1::CreateSessionResponse created;
-    grpc::ClientContext context;
-    SetDeadline(&context, absl::Seconds(10));
-    return cluster.Stub(id)->CreateSession(&context, request, &created);
-  };
-  // The first leader bootstraps the signing key (bounded wait).
-  grpc::Status signed_at_start = create_jwt(*leader);
-  for (int i = 0; i < 300 && !signed_at_start.ok(); ++i) {
-    absl::SleepFor(absl::Milliseconds(100));
-    signed_at_start = create_jwt(*leader);
-  }
-  ASSERT_TRUE(signed_at_start.ok()) << signed_at_start.error_message();
+  const auto create_jwt = [&](int id) { return CreateJwt(cluster, id); };
   constexpr int kSessions = 3000;
   const std::vector<std::string> tokens =
       CreateMany(cluster, *leader, kSessions, "clock");
@@ -2666,13 +2689,21 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
       << "cluster time followed a stepped wall clock";
   // A JWT carries its signer's wall clock: the node a day behind would sign
   // tokens born expired for every verifier, while the store calls them
-  // VALID. It refuses, and says why; a node whose clock is right signs.
+  // VALID, and the node 30 days ahead tokens that outlive their sessions by
+  // 30 days. Each refuses, and says why; the node whose clock is right
+  // signs.
   const grpc::Status behind = create_jwt(follower);
   EXPECT_EQ(behind.error_code(), grpc::StatusCode::UNAVAILABLE)
       << behind.error_message();
   EXPECT_TRUE(absl::StrContains(behind.error_message(),
-                                "wall clock is behind cluster time"))
+                                "wall clock is behind the other members'"))
       << behind.error_message();
+  const grpc::Status ahead = create_jwt(*leader);
+  EXPECT_EQ(ahead.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << ahead.error_message();
+  EXPECT_TRUE(absl::StrContains(ahead.error_message(),
+                                "wall clock is ahead of the other members'"))
+      << ahead.error_message();
   for (int id : Others(cluster, follower)) {
     if (id == *leader) continue;
     const grpc::Status right = create_jwt(id);
@@ -2706,6 +2737,58 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
   ASSERT_TRUE(back.ok());
   EXPECT_LT(back->clock_skew_ms(), -day_ms / 2);
   EXPECT_TRUE(LogContains(cluster, *leader, "clock skew"));
+}
+
+// After a whole-cluster outage cluster time runs behind every wall clock by
+// the outage's length (it stood still meanwhile), so a node whose clock is
+// behind the others' by less than that looked right against it, and signed
+// JWTs born expired for every verifier. Here the outage is three hours: the
+// clocks of nodes 1 and 2 move three hours on while every node is down, and
+// node 3's does not: it runs three hours behind them, and cluster time with
+// it. Only the other members' clocks tell; node 3 refuses to sign.
+TEST(ClusterTest, AfterAnOutageANodeBehindTheOthersSignsNoJwt) {
+  if (!SteppableClocks::Available()) {
+    GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
+  }
+  ClusterOptions options = Options();
+  SteppableClocks clocks;
+  clocks.Apply(&options);
+  ClusterHarness cluster(options);
+  ASSERT_NO_FATAL_FAILURE(StartSigningCluster(cluster));
+  for (int id : cluster.ids()) cluster.Kill(id);
+  clocks.Set(1, "+3h");
+  clocks.Set(2, "+3h");
+  for (int id : cluster.ids()) ASSERT_TRUE(cluster.StartNode(id).ok());
+  ASSERT_TRUE(cluster.WaitForLeader(absl::Seconds(20)).ok());
+
+  constexpr int64_t kHourMs = 3600 * 1000;
+  std::optional<int64_t> off_median_ms;
+  for (int i = 0; i < 200 && !off_median_ms.has_value(); ++i) {
+    absl::StatusOr<sessiond::v1::MemberStatus> m = cluster.MemberStatusOf(3);
+    ASSERT_TRUE(m.ok()) << m.status();
+    if (m->has_wall_clock_off_median_ms()) {
+      off_median_ms = m->wall_clock_off_median_ms();
+      EXPECT_LT(std::llabs(m->clock_skew_ms()), 60 * 1000)
+          << "node 3's clock looks right against cluster time";
+    } else {
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+  ASSERT_TRUE(off_median_ms.has_value())
+      << "node 3 never learned how far its clock is from the others'";
+  EXPECT_LT(*off_median_ms, -3 * kHourMs + 60 * 1000);
+  EXPECT_GT(*off_median_ms, -3 * kHourMs - 60 * 1000);
+
+  const grpc::Status behind = CreateJwt(cluster, 3);
+  EXPECT_EQ(behind.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << behind.error_message();
+  EXPECT_TRUE(absl::StrContains(behind.error_message(),
+                                "wall clock is behind the other members' by"))
+      << behind.error_message();
+  for (int id : {1, 2}) {
+    const grpc::Status right = CreateJwt(cluster, id);
+    EXPECT_TRUE(right.ok()) << id << ": " << right.error_message();
+  }
 }
 
 // Timers follow the steady clock. Abseil's CondVar (20220623) waits until an

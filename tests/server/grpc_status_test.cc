@@ -189,6 +189,14 @@ const std::vector<Known>& KnownMessages() {
        "signed would expire early",
        "CLOCK_BEHIND", true},
       {StatusCode::kUnavailable,
+       "this node's wall clock is behind the other members' by 7200 s: a JWT "
+       "it signed would expire early",
+       "CLOCK_BEHIND", true},
+      {StatusCode::kUnavailable,
+       "this node's wall clock is ahead of the other members' by 7200 s: a JWT "
+       "it signed would outlive its session",
+       "CLOCK_AHEAD", true},
+      {StatusCode::kUnavailable,
        "this node could not confirm it is up to date and does not know this "
        "token (it may have been created elsewhere meanwhile): ask another "
        "node, or retry shortly",

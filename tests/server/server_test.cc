@@ -216,6 +216,10 @@ TEST_F(DaemonTest, ListUserSessionsPagesWithoutTokens) {
     ListUserSessionsResponse response;
     ASSERT_TRUE(List(request, &response).ok());
     EXPECT_LE(response.sessions_size(), 3);
+    // A single node leads: every page is confirmed.
+    EXPECT_EQ(response.consistency(), sessiond::v1::LINEARIZABLE);
+    EXPECT_FALSE(response.stale());
+    EXPECT_GT(response.applied_index(), 0u);
     for (const Session& s : response.sessions()) {
       EXPECT_EQ(s.user_id(), "dave");
       EXPECT_TRUE(listed.insert(s.session_id()).second) << "listed twice";
