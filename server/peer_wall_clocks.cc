@@ -9,6 +9,14 @@
 #include "common/steady_clock.h"
 
 namespace sessiond::server {
+namespace {
+
+// Unix ms of about the year 5000: a reading past it, or a verdict larger,
+// comes from a broken peer, and keeping them out keeps every sum below in
+// range.
+constexpr int64_t kMaxWallMs = 95'000'000'000'000;
+
+}  // namespace
 
 PeerWallClocks::PeerWallClocks(PeerWallClocksOptions options)
     : options_([&] {
@@ -28,59 +36,70 @@ PeerWallClocks::PeerWallClocks(PeerWallClocksOptions options)
 
 int64_t PeerWallClocks::WallMs() const { return options_.wall_ms(); }
 
+PeerWallClocks::Now PeerWallClocks::ReadClocks() const {
+  return Now{std::clamp<int64_t>(options_.wall_ms(), 0, kMaxWallMs),
+             options_.steady_ms()};
+}
+
 void PeerWallClocks::Heard(NodeId peer, int64_t peer_wall_ms) {
-  if (peer_wall_ms == 0) return;
-  const int64_t offset_ms = peer_wall_ms - options_.wall_ms();
-  const int64_t now = options_.steady_ms();
+  if (peer_wall_ms <= 0 || peer_wall_ms > kMaxWallMs) return;
+  const Now now = ReadClocks();
   absl::MutexLock lock(&mu_);
-  readings_[peer] = Reading{offset_ms, now};
+  readings_[peer] =
+      Reading{peer_wall_ms - now.wall_ms, now.wall_ms, now.steady_ms};
 }
 
 void PeerWallClocks::Told(int64_t off_median_ms) {
-  const int64_t now = options_.steady_ms();
+  if (off_median_ms < -kMaxWallMs || off_median_ms > kMaxWallMs) return;
+  const Now now = ReadClocks();
   absl::MutexLock lock(&mu_);
-  told_ = Reading{off_median_ms, now};
+  told_ = Reading{off_median_ms, now.wall_ms, now.steady_ms};
 }
 
-bool PeerWallClocks::Fresh(int64_t at_steady_ms, int64_t now_steady_ms) const {
-  return now_steady_ms - at_steady_ms <=
+bool PeerWallClocks::Fresh(const Reading& r, const Now& now) const {
+  return now.steady_ms - r.at_steady_ms <=
          absl::ToInt64Milliseconds(options_.fresh_for);
 }
 
-std::optional<int64_t> PeerWallClocks::MedianOffsetMs(
-    int64_t now_steady_ms) const {
+int64_t PeerWallClocks::OwnStepSince(const Reading& r, const Now& now) {
+  return (now.wall_ms - r.at_wall_ms) - (now.steady_ms - r.at_steady_ms);
+}
+
+std::optional<int64_t> PeerWallClocks::MedianOffsetMs(const Now& now) const {
   std::vector<int64_t> offsets = {0};  // this node's own
   for (const auto& [peer, reading] : readings_) {
-    if (Fresh(reading.heard_steady_ms, now_steady_ms)) {
-      offsets.push_back(reading.offset_ms);
+    if (Fresh(reading, now)) {
+      offsets.push_back(reading.off_ms - OwnStepSince(reading, now));
     }
   }
   if (offsets.size() < 3) return std::nullopt;
-  const auto middle = offsets.begin() + (offsets.size() - 1) / 2;
-  std::nth_element(offsets.begin(), middle, offsets.end());
-  return *middle;
+  std::sort(offsets.begin(), offsets.end());
+  const size_t lower = (offsets.size() - 1) / 2;
+  if (offsets.size() % 2 == 0 &&
+      offsets[lower + 1] - offsets[lower] > options_.tie_ms) {
+    return std::nullopt;
+  }
+  return offsets[lower];
 }
 
 std::optional<int64_t> PeerWallClocks::OffMedianMs(NodeId peer) const {
-  const int64_t now = options_.steady_ms();
+  const Now now = ReadClocks();
   absl::MutexLock lock(&mu_);
   const auto it = readings_.find(peer);
-  if (it == readings_.end() || !Fresh(it->second.heard_steady_ms, now)) {
-    return std::nullopt;
-  }
+  if (it == readings_.end() || !Fresh(it->second, now)) return std::nullopt;
   const std::optional<int64_t> median = MedianOffsetMs(now);
   if (!median.has_value()) return std::nullopt;
-  return it->second.offset_ms - *median;
+  return it->second.off_ms - OwnStepSince(it->second, now) - *median;
 }
 
 std::optional<int64_t> PeerWallClocks::OwnOffMedianMs() const {
-  const int64_t now = options_.steady_ms();
+  const Now now = ReadClocks();
   absl::MutexLock lock(&mu_);
   if (const std::optional<int64_t> median = MedianOffsetMs(now)) {
     return -*median;
   }
-  if (told_.has_value() && Fresh(told_->heard_steady_ms, now)) {
-    return told_->offset_ms;
+  if (told_.has_value() && Fresh(*told_, now)) {
+    return told_->off_ms + OwnStepSince(*told_, now);
   }
   return std::nullopt;
 }

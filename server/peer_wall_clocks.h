@@ -14,10 +14,17 @@
 
 namespace sessiond::server {
 
+// How far a node's wall clock may be from the members' median for it to
+// sign a JWT (server/session_service.cc, JwtWallMs).
+inline constexpr int64_t kMaxSignerClockOffMs = 60'000;
+
 struct PeerWallClocksOptions {
   // A peer's reading, or a judgement told, counts for this long after it
   // arrived.
   absl::Duration fresh_for = absl::Seconds(10);
+  // Of an even count of clocks, the two middle ones further apart than
+  // this: half the clocks against the other half, no verdict.
+  int64_t tie_ms = kMaxSignerClockOffMs;
   // Tests inject clocks.
   std::function<int64_t()> wall_ms;    // default: the system clock
   std::function<int64_t()> steady_ms;  // default: the steady clock
@@ -38,8 +45,15 @@ struct PeerWallClocksOptions {
 // readings from at least two peers (the leader, which hears every member)
 // judges from the median of those and its own; it tells each peer its
 // judgement in its next batch (Told), so followers, which hear only the
-// leader, learn theirs. With an even count the median is the lower middle
-// one: half the clocks against the other half is a tie no node can settle.
+// leader, learn theirs. Of an even count the median is the lower middle
+// clock, unless the two middle ones disagree (tie_ms): then half the
+// clocks stand against the other half and there is no verdict.
+//
+// Every offset is kept with this node's wall and steady readings when it
+// arrived, and is judged against the wall clock read now: a step of this
+// node's own wall clock since (wall time moved other than steady time did)
+// moves every offset by the step at once, so a clock stepped back is judged
+// by the reading it would sign, not only once the next batches arrive.
 //
 // Thread-safe: written by the peer service's readers, read by the peer
 // transport's senders and by create calls.
@@ -51,7 +65,7 @@ class PeerWallClocks {
   int64_t WallMs() const;
 
   // A batch from `peer` stamped `peer_wall_ms` (0: a binary from before
-  // stamps; ignored).
+  // stamps; not a Unix time in ms before the year 5000: ignored too).
   void Heard(NodeId peer, int64_t peer_wall_ms) ABSL_LOCKS_EXCLUDED(mu_);
   // A peer's judgement of this node's clock (its OffMedianMs(this node)).
   void Told(int64_t off_median_ms) ABSL_LOCKS_EXCLUDED(mu_);
@@ -67,19 +81,27 @@ class PeerWallClocks {
 
  private:
   struct Reading {
-    int64_t offset_ms = 0;  // the peer's wall clock minus this node's
-    int64_t heard_steady_ms = 0;
+    int64_t off_ms = 0;  // the peer's clock minus this node's; or the verdict
+    int64_t at_wall_ms = 0;  // this node's clocks when it arrived
+    int64_t at_steady_ms = 0;
   };
-  bool Fresh(int64_t at_steady_ms, int64_t now_steady_ms) const;
-  // The median offset of this node's (0) and its peers' fresh readings;
-  // none with fewer than three.
-  std::optional<int64_t> MedianOffsetMs(int64_t now_steady_ms) const
+  struct Now {
+    int64_t wall_ms;
+    int64_t steady_ms;
+  };
+  Now ReadClocks() const;
+  bool Fresh(const Reading& r, const Now& now) const;
+  // How far this node's wall clock has stepped since `r` arrived.
+  static int64_t OwnStepSince(const Reading& r, const Now& now);
+  // The median offset of this node's (0) and its peers' fresh readings, as
+  // of `now`; none with fewer than three, or at a tie.
+  std::optional<int64_t> MedianOffsetMs(const Now& now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const PeerWallClocksOptions options_;
   mutable absl::Mutex mu_;
   std::map<NodeId, Reading> readings_ ABSL_GUARDED_BY(mu_);
-  std::optional<Reading> told_ ABSL_GUARDED_BY(mu_);  // offset: the verdict
+  std::optional<Reading> told_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace sessiond::server

@@ -806,7 +806,7 @@ void FillCreateFields(const sessiond::v1::CreateSessionRequest& request,
 // cluster time) for it to sign a JWT. Cluster time runs ahead of a healthy
 // node's wall clock only where a leader's wrong clock slewed it (3.6 s an
 // hour at the default rate).
-constexpr int64_t kMaxJwtWallOffMs = 60'000;
+constexpr int64_t kMaxJwtWallOffMs = kMaxSignerClockOffMs;
 
 // The time a JWT this node signs carries as iat (and exp counts from): its
 // wall clock (FillCreate says why). Unavailable when that clock is more

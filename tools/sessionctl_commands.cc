@@ -139,6 +139,11 @@ std::string StatusText(const Connection::StatusAnswer& answer) {
           "node ", m.node_id(), " has applied an open expiry breaker (id ",
           m.expiry_breaker().id(), ") the answering node has not yet"));
     }
+    if (up) {
+      if (std::optional<std::string> p = WallClockProblem(m)) {
+        problems.push_back(*std::move(p));
+      }
+    }
     for (const v1::LogoutAlert& alert : m.logout_alerts()) {
       problems.push_back(absl::StrCat(
           "node ", m.node_id(), " logout alert ", alert.kind(), " (for ",
@@ -1394,6 +1399,24 @@ absl::Status ResumeExpiry(Connection& cluster, const Output& out,
                             " closed; ", response.released_sessions(),
                             " sessions held back expire with the next "
                             "sweeps\n"));
+}
+
+std::optional<std::string> WallClockProblem(const v1::MemberStatus& m) {
+  // The server refuses JWTs past a minute either way (JwtWallMs).
+  constexpr int64_t kMaxOffMs = 60'000;
+  if (!m.has_wall_clock_off_median_ms() ||
+      (m.wall_clock_off_median_ms() >= -kMaxOffMs &&
+       m.wall_clock_off_median_ms() <= kMaxOffMs)) {
+    return std::nullopt;
+  }
+  // Clamped first: a value no server sends must not overflow the negation.
+  const int64_t off_ms = std::clamp<int64_t>(
+      m.wall_clock_off_median_ms(), -(int64_t{1} << 62), int64_t{1} << 62);
+  return absl::StrCat("node ", m.node_id(), " wall clock is ",
+                      FormatDurationMs(std::llabs(off_ms)),
+                      off_ms < 0 ? " behind" : " ahead of",
+                      " the other members': it signs no JWT tokens -- set its "
+                      "clock right (NTP)");
 }
 
 }  // namespace sessiond::sessionctl

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -184,6 +185,11 @@ absl::StatusOr<int64_t> ParseTimeMs(const std::string& text);
 void PrintError(const Output& out, const absl::Status& status);
 // The {"error": {...}} document alone, on one line (the streaming verbs).
 void PrintErrorLine(const Output& out, const absl::Status& status);
+
+// The `status` problem line for a member whose wall clock is more than a
+// minute off the members' median (it signs no JWT then); none otherwise,
+// and none while the member does not know the median.
+std::optional<std::string> WallClockProblem(const v1::MemberStatus& m);
 
 }  // namespace sessiond::sessionctl
 

@@ -2,6 +2,7 @@
 #include "server/peer_wall_clocks.h"
 
 #include <cstdint>
+#include <limits>
 
 #include "gtest/gtest.h"
 
@@ -52,11 +53,53 @@ TEST_F(PeerWallClocksTest, ThisNodesOwnClockAheadIsJudgedToo) {
 
 TEST_F(PeerWallClocksTest, AnEvenCountTakesTheLowerMiddleClock) {
   clocks_.Heard(NodeId(2), kWallMs + 100);
-  clocks_.Heard(NodeId(3), kWallMs + kHourMs);
-  clocks_.Heard(NodeId(4), kWallMs + kHourMs + 100);
-  // Sorted offsets 0, 100, 1 h, 1 h + 100: the lower middle one is 100.
+  clocks_.Heard(NodeId(3), kWallMs + 200);
+  clocks_.Heard(NodeId(4), kWallMs + kHourMs);
+  // Sorted offsets 0, 100, 200, 1 h: the lower middle one is 100.
   EXPECT_EQ(clocks_.OwnOffMedianMs(), -100);
-  EXPECT_EQ(clocks_.OffMedianMs(NodeId(4)), kHourMs);
+  EXPECT_EQ(clocks_.OffMedianMs(NodeId(4)), kHourMs - 100);
+}
+
+// Two clocks two minutes behind, two right: whichever pair the median took,
+// the other would be refused and the wrong one would sign. No verdict.
+TEST_F(PeerWallClocksTest, TwoClocksAgainstTwoIsNoVerdict) {
+  clocks_.Heard(NodeId(2), kWallMs + 10);
+  clocks_.Heard(NodeId(3), kWallMs - 120'000);
+  clocks_.Heard(NodeId(4), kWallMs - 120'020);
+  EXPECT_FALSE(clocks_.OwnOffMedianMs().has_value());
+  EXPECT_FALSE(clocks_.OffMedianMs(NodeId(3)).has_value());
+  // A fifth clock that sides with either settles it.
+  clocks_.Heard(NodeId(5), kWallMs + 20);
+  EXPECT_EQ(clocks_.OwnOffMedianMs(), 0);  // the median is this clock
+  EXPECT_EQ(clocks_.OffMedianMs(NodeId(3)), -120'000);
+}
+
+// A step of this node's own clock counts at once, before any batch comes:
+// the verdict is about the reading it would sign.
+TEST_F(PeerWallClocksTest, AStepOfItsOwnClockIsJudgedAtOnce) {
+  clocks_.Heard(NodeId(2), kWallMs);
+  clocks_.Heard(NodeId(3), kWallMs);
+  ASSERT_EQ(clocks_.OwnOffMedianMs(), 0);
+  steady_ms_ += 500;
+  wall_step_ms_ = 500 - 24 * kHourMs;  // half a second on, stepped a day back
+  EXPECT_EQ(clocks_.OwnOffMedianMs(), -24 * kHourMs);
+  EXPECT_EQ(clocks_.OffMedianMs(NodeId(2)), 0);
+}
+
+TEST_F(PeerWallClocksTest, AToldJudgementFollowsAStepOfItsOwnClock) {
+  clocks_.Told(-30);
+  steady_ms_ += 1'000;
+  wall_step_ms_ = 1'000 + 2 * kHourMs;
+  EXPECT_EQ(clocks_.OwnOffMedianMs(), 2 * kHourMs - 30);
+}
+
+TEST_F(PeerWallClocksTest, ReadingsNoClockCouldGiveAreIgnored) {
+  clocks_.Heard(NodeId(2), kWallMs);
+  clocks_.Heard(NodeId(3), std::numeric_limits<int64_t>::max());
+  clocks_.Heard(NodeId(4), -5);
+  EXPECT_FALSE(clocks_.OwnOffMedianMs().has_value());
+  clocks_.Told(std::numeric_limits<int64_t>::min());
+  EXPECT_FALSE(clocks_.OwnOffMedianMs().has_value());
 }
 
 TEST_F(PeerWallClocksTest, ReadingsGoStaleAndAreThenLeftOut) {

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "sessiond/v1/admin.pb.h"
 #include "sessiond/v1/session.pb.h"
+#include "tools/sessionctl_commands.h"
 #include "tools/sessionctl_config.h"
 #include "tools/sessionctl_connection.h"
 #include "tools/sessionctl_errors.h"
@@ -330,4 +331,22 @@ TEST(SessionctlOutputTest, Formats) {
 }
 
 }  // namespace
+TEST(SessionctlOutputTest, AWallClockOffTheMembersIsAProblem) {
+  sessiond::v1::MemberStatus m;
+  m.set_node_id(3);
+  EXPECT_FALSE(WallClockProblem(m).has_value()) << "the median is not known";
+  m.set_wall_clock_off_median_ms(59'000);
+  EXPECT_FALSE(WallClockProblem(m).has_value());
+  m.set_wall_clock_off_median_ms(-2 * 3600 * 1000);
+  std::optional<std::string> behind = WallClockProblem(m);
+  ASSERT_TRUE(behind.has_value());
+  EXPECT_TRUE(absl::StrContains(*behind, "node 3 wall clock is"));
+  EXPECT_TRUE(absl::StrContains(*behind, "behind the other members'"));
+  EXPECT_TRUE(absl::StrContains(*behind, "signs no JWT"));
+  m.set_wall_clock_off_median_ms(61'000);
+  std::optional<std::string> ahead = WallClockProblem(m);
+  ASSERT_TRUE(ahead.has_value());
+  EXPECT_TRUE(absl::StrContains(*ahead, "ahead of the other members'"));
+}
+
 }  // namespace sessiond::sessionctl
