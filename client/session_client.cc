@@ -174,10 +174,31 @@ absl::Time WallDeadline(SteadyTime deadline) {
 // proposes a write whatever time it has left (server/write_path.cc,
 // ServerDeadline), so one
 // sent with a few milliseconds to go would most likely end DEADLINE_EXCEEDED,
-// an unknown outcome, where "not sent" was still true. The same rule keeps
-// a coalesced caller near its deadline out of a batch.
-bool TooLateToSend(SteadyTime deadline, const SessionClientOptions& options) {
-  return Until(deadline) < std::min(options.deadline, options.call_timeout) / 4;
+// an unknown outcome, where "not sent" was still true. A stricter rule keeps
+// a coalesced caller near its deadline out of a batch (TooLateToShare).
+//
+// With `wait`: whether it would be, were it sent `wait` from now (after a
+// retry's backoff).
+bool TooLateToSend(SteadyTime deadline, const SessionClientOptions& options,
+                   absl::Duration wait = absl::ZeroDuration()) {
+  return Until(deadline) - wait <
+         std::min(options.deadline, options.call_timeout) / 4;
+}
+
+// Whether a coalesced create with `deadline` is too near it to go in a batch
+// with others: less than half of min(deadline, call_timeout) left, twice the
+// send floor. A batch runs to its earliest member's deadline, and Invoke
+// applies the floor again once a channel connects: a member admitted with
+// just over the floor left was taken under it by the connect wait (the 1 ms
+// poll of a quiet channel at least, up to connect_timeout), and every
+// caller of the batch, up to max_coalesced_creates of them, was answered
+// "not sent" for that one's sake. Half leaves a connect wait of up to a
+// quarter before the floor, and the batch at least half the time a write
+// alone would have. A member with less left (it waited behind earlier
+// batches) is answered "not sent" instead, and may retry; a turn's sender
+// with less left sends its create alone, its deadline its own.
+bool TooLateToShare(SteadyTime deadline, const SessionClientOptions& options) {
+  return Until(deadline) < std::min(options.deadline, options.call_timeout) / 2;
 }
 
 // A channel that answered a call this recently is taken to be connected
@@ -650,6 +671,8 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
   // An attempt went out and its outcome is unknown: the call as a whole may
   // have taken effect, whatever a later attempt answers.
   bool maybe_applied = false;
+  // `status` is the answer of an attempt, not one of this client's own.
+  bool answered = false;
   for (int round = 1;; ++round) {
     // A non-idempotent call goes out only over a connected channel: an
     // attempt that fails before the request left could otherwise not be
@@ -661,16 +684,33 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
                              /*whole_call=*/round == 1 && ends_at_call_timeout);
     if (endpoint == nullptr) {
       status = NotSentError(candidates.size());
+      answered = false;
     } else if (!policy.idempotent && TooLateToSend(call_deadline, options_)) {
-      // The wait for a connected channel took most of the call. Later
-      // rounds would only have less time: the call ends here.
-      status = NotSent(absl::StrCat(
-          "not sent: ",
+      // The wait for a connected channel (after a backoff, in a later round)
+      // took most of the call. Later rounds would only have less time: the
+      // call ends here.
+      const std::string what = absl::StrCat(
           absl::FormatDuration(
               std::max(absl::ZeroDuration(), Until(call_deadline))),
-          " of the call was left once a channel connected, under the "
-          "quarter of min(deadline, call_timeout) a write is sent with; the "
-          "write did not happen"));
+          " of the call was left after ",
+          round == 1 ? "waiting" : "the backoff and waiting",
+          " for a connected channel, under the quarter of min(deadline, "
+          "call_timeout) a write is sent with");
+      if (answered) {
+        // The last round's server said nothing was done: its answer stays
+        // (its reason, its RetryInfo), with why it was not sent again.
+        absl::Status noted(
+            status.code(),
+            absl::StrCat(status.message(), " (not sent again: ", what, ")"));
+        status.ForEachPayload(
+            [&](absl::string_view url, const absl::Cord& value) {
+              noted.SetPayload(url, value);
+            });
+        status = std::move(noted);
+      } else {
+        status = NotSent(
+            absl::StrCat("not sent: ", what, "; the write did not happen"));
+      }
       break;
     } else {
       grpc::ClientContext context;
@@ -690,6 +730,7 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
       ++sent;
       tried.push_back(endpoint.get());
       status = FromGrpcStatus(attempt(endpoint->stub.get(), &context));
+      answered = true;
       const bool cancelled_by_server = absl::IsCancelled(status);
       if (cancelled_by_server) {
         // This client never cancels an attempt, so the server did, which
@@ -758,6 +799,14 @@ absl::Status SessionClient::Invoke(Policy policy, Attempt attempt) {
                        options_.max_backoff);
     const absl::Duration delay = std::max(Jitter(backoff), server_delay);
     if (After(SteadyClock::now(), delay) >= call_deadline) break;
+    // A write that would be under the send floor after the backoff would
+    // not be sent then (TooLateToSend): it ends now, with the last answer.
+    // The server's says nothing was done, and its RetryInfo when to come
+    // back; sleeping first only delayed the call, to end it with a "not
+    // sent" of this client's own.
+    if (!policy.idempotent && TooLateToSend(call_deadline, options_, delay)) {
+      break;
+    }
     retries_.fetch_add(1, std::memory_order_relaxed);
     Backoff(delay, server_delay, *candidates.front()->channel);
     backoff =
@@ -902,12 +951,13 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       // A batch ends by the earliest deadline in it. A caller that spent
       // most of its call_timeout behind earlier batches would cut everyone's
       // short (all of them then "outcome unknown", their sessions possibly
-      // made for nobody): it is answered "not sent" instead, and may retry.
+      // made for nobody, or all "not sent": TooLateToShare): it is answered
+      // "not sent" instead, and may retry.
       const auto late = [] {
         return NotSent(
-            "CreateSession: not sent; its call_timeout was nearly spent "
-            "behind earlier coalesced batches (coalesce_creates). Nothing was "
-            "created");
+            "CreateSession: not sent; it waited behind earlier coalesced "
+            "batches (coalesce_creates) until too little of its call_timeout "
+            "was left. Nothing was created");
       };
       // Its turn passes to the next waiter (create_sending_ stays false).
       if (TooLateToSend(me.deadline, options_)) return late();
@@ -918,13 +968,17 @@ absl::StatusOr<v1::CreateSessionResponse> SessionClient::CoalescedCreate(
       size_t bytes = request.ByteSizeLong();
       const size_t max =
           static_cast<size_t>(std::max(1, options_.max_coalesced_creates));
-      while (!create_queue_.empty() && batch.size() < max) {
+      // Too near its deadline to share a batch, this caller sends its own
+      // create alone, as a write without coalescing would; the queue waits
+      // for the next turn, its time not tied to this one's.
+      while (!TooLateToShare(me.deadline, options_) && !create_queue_.empty() &&
+             batch.size() < max) {
         PendingCreate* next = create_queue_.front();
         // The reply carries each record, about as large as its request.
         const size_t next_bytes = next->request->ByteSizeLong();
         if (bytes + next_bytes > kMaxCoalescedRequestBytes) break;
         create_queue_.pop_front();
-        if (TooLateToSend(next->deadline, options_)) {
+        if (TooLateToShare(next->deadline, options_)) {
           next->result = late();
           next->done = true;
           continue;

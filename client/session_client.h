@@ -89,9 +89,11 @@ struct SessionClientOptions {
   // JWT that cannot be signed) is retried one by one (each caller sends its
   // own), so one bad request fails only its own call. Each caller's
   // call_timeout holds: a batch ends by the earliest deadline of the callers in
-  // it; a caller left with less than a quarter of min(deadline, call_timeout)
-  // when its batch would go (it waited behind slow batches) is answered "not
-  // sent" (IsNotSent) rather than cut the others' time short.
+  // it; a caller left with less than half of min(deadline, call_timeout) when
+  // its batch would go (it waited behind slow batches) is answered "not sent"
+  // (IsNotSent) rather than cut the others' time short, unless it is the one
+  // whose turn it is to send: that one sends its create alone (with at least
+  // the quarter any write needs, else "not sent" too).
   bool coalesce_creates = false;
   // Also closed once its requests reach 1 MiB (kMaxCoalescedRequestBytes):
   // the reply carries every record, and one over this client's receive
@@ -181,7 +183,9 @@ class ValidateStream;
 //   connected is passed over for the next endpoint, which is safe because
 //   nothing was sent to it. One left less than a quarter of min(deadline,
 //   call_timeout) once connected is not sent (IsNotSent): its deadline would
-//   likely run out after the server proposed it, an unknown outcome.
+//   likely run out after the server proposed it, an unknown outcome. Nor is
+//   one retried that would have less than that after the backoff: the call
+//   ends with the server's last refusal (nothing done; its RetryInfo kept).
 //
 // Unknown outcome. For CreateSession (without a request_id), UpdateSession,
 // RevokeUserSessions and RotateSessionToken (whose new token is then lost:

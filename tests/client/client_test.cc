@@ -1297,6 +1297,36 @@ TEST(ClientFakeServerTest, NotProposedWriteIsRetried) {
   EXPECT_TRUE(IsNotSent(failed)) << failed;
 }
 
+// A write refused with "nothing was proposed" and a RetryInfo, whose call
+// would have less than the send floor (a quarter of min(deadline,
+// call_timeout)) left after the backoff, ends with that refusal: it says
+// nothing was done and when to come back. It used to sleep the backoff and
+// end with a "not sent" of the client's own, the server's reason and
+// RetryInfo dropped. Here each refusal asks for 600 ms: the third leaves
+// ~800 ms of 2 s, 200 ms after the wait, under the floor's 500 ms.
+TEST(ClientFakeServerTest, AWriteWithNoTimeLeftToRetryKeepsTheServersRefusal) {
+  FakeServer server;
+  Answer not_proposed =
+      FailWithReason(grpc::StatusCode::UNAVAILABLE, "NOT_PROPOSED");
+  not_proposed.not_proposed = true;
+  not_proposed.retry_delay = absl::Milliseconds(600);
+  server.service().SetFallback(not_proposed);
+  SessionClientOptions options = FakeOptions();
+  options.deadline = absl::Seconds(2);
+  options.call_timeout = absl::Seconds(2);
+  options.max_backoff = absl::Seconds(1);  // caps the server's delay too
+  options.max_attempts = 10;
+  auto client = SessionClient::Connect(server.address(), options);
+  const absl::Status failed =
+      client->CreateSession(CreateRequest("a")).status();
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_TRUE(IsNotSent(failed)) << failed;
+  EXPECT_EQ(ErrorReason(failed), "NOT_PROPOSED") << failed;
+  EXPECT_EQ(RetryDelay(failed), absl::Milliseconds(600)) << failed;
+  EXPECT_THAT(std::string(failed.message()), HasSubstr("fake CreateSession"));
+  EXPECT_EQ(server.service().calls("CreateSession"), 3);
+}
+
 // A create retried with its request_id whose last attempt was "not
 // proposed" (an election) is not reported never sent when an earlier
 // attempt went out and timed out: that one may still commit, and a caller
@@ -1388,6 +1418,8 @@ TEST(ClientFakeServerTest, AWriteLeftTooLittleTimeByItsConnectWaitIsNotSent) {
 
   const absl::Status late = client->CreateSession(CreateRequest("a")).status();
   EXPECT_TRUE(IsNotSent(late)) << late;
+  EXPECT_THAT(std::string(late.message()),
+              HasSubstr("left after waiting for a connected channel"));
   EXPECT_EQ(server.service().calls("CreateSession"), 0);
   EXPECT_EQ(client->stats().attempts, 0u);
 
@@ -1395,6 +1427,33 @@ TEST(ClientFakeServerTest, AWriteLeftTooLittleTimeByItsConnectWaitIsNotSent) {
   // now), the next write goes.
   const absl::Status next = client->CreateSession(CreateRequest("a")).status();
   EXPECT_TRUE(next.ok()) << next;
+  EXPECT_EQ(server.service().calls("CreateSession"), 1);
+}
+
+// The same in a later round, after the server refused the write with
+// "nothing was proposed": the call ends with that refusal (its reason kept),
+// saying why it was not sent again, not with a "not sent" of the client's
+// own. Here the retry goes first to the silent endpoint, untried, whose
+// connect_timeout leaves 400 ms of 2 s, under the floor's 500 ms.
+TEST(ClientFakeServerTest, ARetryLeftTooLittleTimeKeepsTheServersRefusal) {
+  FakeServer server;
+  Answer not_proposed =
+      FailWithReason(grpc::StatusCode::UNAVAILABLE, "NOT_PROPOSED");
+  not_proposed.not_proposed = true;
+  server.service().SetFallback(not_proposed);
+  SilentListener silent;
+  SessionClientOptions options = FakeOptions();
+  options.deadline = absl::Seconds(2);
+  options.call_timeout = absl::Seconds(2);
+  options.connect_timeout = absl::Milliseconds(1600);
+  // Round-robin starts at `server`.
+  auto client =
+      SessionClient::Connect({server.address(), silent.address()}, options);
+  const absl::Status late = client->CreateSession(CreateRequest("a")).status();
+  EXPECT_TRUE(IsNotSent(late)) << late;
+  EXPECT_EQ(ErrorReason(late), "NOT_PROPOSED") << late;
+  EXPECT_THAT(std::string(late.message()), HasSubstr("fake CreateSession"));
+  EXPECT_THAT(std::string(late.message()), HasSubstr("not sent again"));
   EXPECT_EQ(server.service().calls("CreateSession"), 1);
 }
 
@@ -2329,7 +2388,8 @@ TEST(ClusterClientTest, AnEmptyBatchAnsweredByAFollowerNamesTheLeader) {
 // go through again once they elect a new leader, which the client learns.
 TEST(ClusterClientTest, LeaderKilledReadsContinueAndWritesResume) {
   TestCluster cluster;
-  ASSERT_TRUE(cluster.Start(3, {"--tick_ms", "50", "--election_ticks", "10"}))
+  ASSERT_TRUE(cluster.Start(3, {"--tick_ms", "50", "--election_ticks", "10",
+                                "--heartbeat_ticks", "3"}))
       << "a node did not print LISTENING";
   ASSERT_TRUE(cluster.WaitReady(60000).has_value()) << "no leader within 60 s";
   auto client = SessionClient::Connect(cluster.addresses());
@@ -2505,11 +2565,12 @@ TEST(ClientDeadlineTest, CallTimeoutBoundsCoalescedCreatesSentAgainOneByOne) {
   std::vector<int64_t> took_ms(kThreads);
   std::vector<absl::Status> results(kThreads);
   std::vector<std::thread> threads;
-  // The first caller sends alone, answered in half a second; those that
-  // queue behind it meanwhile are batched, and the batch is refused as
+  // The first caller sends alone, answered in 200 ms; those that queue
+  // behind it meanwhile, left with over half their call_timeout (what a
+  // caller needs to share a batch), are batched, and the batch is refused as
   // invalid. Each of them then sends its own, answered too late.
   Answer first;
-  first.delay = absl::Milliseconds(500);
+  first.delay = absl::Milliseconds(200);
   server.service().Push(first);
   server.service().Push(Fail(grpc::StatusCode::INVALID_ARGUMENT));
   for (int t = 0; t < kThreads; ++t) {
@@ -2558,6 +2619,57 @@ TEST(ClientCoalesceTest, ACallerNearItsDeadlineDoesNotCutTheNextBatchShort) {
   EXPECT_TRUE(late.ok()) << late;
   EXPECT_EQ(server.service().calls("CreateSessions"), 0);
   EXPECT_EQ(server.service().calls("CreateSession"), 2);
+}
+
+// A batch ends by the earliest deadline in it, and is sent only if a
+// quarter of min(deadline, call_timeout) is left once a channel connects. A
+// caller that had waited behind a slow batch until just over that quarter
+// was left went into the next batch, whose connect wait (the 1 ms poll of a
+// quiet channel at least; here the silent leader's connect_timeout) took it
+// under the floor: every caller in it was "not sent", though the others had
+// most of their time. Now only the nearly expired one is.
+TEST(ClientCoalesceTest, ANearlyExpiredCallerDoesNotCostItsBatchItsTime) {
+  FakeServer server;
+  SilentListener silent;
+  // The first create's answer names the silent node leader: the next write
+  // waits connect_timeout for it before going to `server`.
+  Answer slow = OkNaming(silent.address(), "2");
+  slow.delay = absl::Milliseconds(1200);
+  server.service().Push(slow);
+  SessionClientOptions options = FakeOptions();
+  options.deadline = absl::Seconds(2);
+  options.call_timeout = absl::Seconds(2);  // the floor: 500 ms
+  options.connect_timeout = absl::Milliseconds(400);
+  options.coalesce_creates = true;
+  // Round-robin starts at `server`.
+  auto client =
+      SessionClient::Connect({server.address(), silent.address()}, options);
+  absl::Status first, early;
+  constexpr int kLate = 3;
+  std::vector<absl::Status> late(kLate);
+  std::thread sender(
+      [&] { first = client->CreateSession(CreateRequest("a")).status(); });
+  absl::SleepFor(absl::Milliseconds(20));
+  // Has at most ~820 ms left when the first create is answered: over the
+  // floor, under it plus the connect wait.
+  std::thread queued_early(
+      [&] { early = client->CreateSession(CreateRequest("b")).status(); });
+  absl::SleepFor(absl::Milliseconds(950));
+  // Have ~1.8 s left when the first create is answered.
+  std::vector<std::thread> queued_late;
+  for (int i = 0; i < kLate; ++i) {
+    queued_late.emplace_back([&, i] {
+      late[i] = client->CreateSession(CreateRequest("c")).status();
+    });
+  }
+  sender.join();
+  queued_early.join();
+  for (std::thread& t : queued_late) t.join();
+  EXPECT_TRUE(first.ok()) << first;
+  EXPECT_TRUE(IsNotSent(early)) << early;
+  for (const absl::Status& result : late) EXPECT_TRUE(result.ok()) << result;
+  EXPECT_EQ(server.service().calls("CreateSession"), 1);
+  EXPECT_EQ(server.service().calls("CreateSessions"), 1);
 }
 
 // `threads` concurrent coalesced creates of `request` through a client of
