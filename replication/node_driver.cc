@@ -577,20 +577,32 @@ void NodeDriver::StepMessages(std::vector<Message> messages) {
       // now: cut off from its quorum, it leads on (and sends) until
       // CheckQuorum deposes it, while another leader may already commit.
       // The leader's clock is not ours; only the length travels. A quiet
-      // longer than this node's clock has run dates it at the clock's
-      // start (no overflow; staleness is capped there anyway).
+      // longer than this node's clock has run dates it before the clock's
+      // start, not at it: a node just restarted would count itself fresh
+      // for its first fresh_contact less the uptime. No overflow: the
+      // quiet is at most INT64_MAX microseconds and a Duration holds
+      // seconds in an int64, so contact and a reader's `now - contact`
+      // stay finite.
       const absl::Duration arrival = runtime_->Elapsed();
       const absl::Duration quiet = absl::Microseconds(static_cast<int64_t>(
           std::min<uint64_t>(quiet_us, std::numeric_limits<int64_t>::max())));
       absl::MutexLock lock(&status_mu_);
-      HeardFromLeader(commit, arrival - std::min(quiet, arrival));
+      HeardFromLeader(commit, arrival - quiet);
     }
   }
 }
 
 absl::Duration NodeDriver::QuorumContact() {
   const absl::Duration now = runtime_->Elapsed();
-  if (sole_voter_) return now;
+  if (sole_voter_) {
+    // Kept for when a second voter joins: until it answers a heartbeat,
+    // this is the quorum's last word, not the election (process start,
+    // for a one-node cluster). A contact found under one configuration
+    // holds under the next: one change at a time, their quorums overlap,
+    // so nothing else is reset at a change.
+    quorum_contact_ = now;
+    return now;
+  }
   // When the heartbeat left that the last of a quorum answered: the time
   // its tick was handed to the core (it left then or later). Acknowledged
   // ticks only grow within a term, so the latest time found is kept: a

@@ -154,7 +154,9 @@ struct NodeStatus {
   // clock: the message's arrival less its Message::leader_quiet_us, which
   // a leader cut off from its quorum keeps growing while it leads on;
   // while leader: when the heartbeat that the last of a quorum of voters
-  // answered left, as of the last driver run). Infinite past when never.
+  // answered left, as of the last driver run). Before the clock's start
+  // (negative) when the quiet was longer than this node had run. Infinite
+  // past when never.
   LogIndex leader_commit;
   absl::Duration last_leader_contact = -absl::InfiniteDuration();
   // The last time (Runtime clock) as of which this node's applied state
@@ -433,7 +435,8 @@ class NodeDriver : public MessageSink, public StageRunner {
   // While leader: the latest time as of which a quorum of voters had
   // heard from this node in its term (this node counts as now): when the
   // heartbeat left that the last of them answered, or else the election.
-  // Now when this node is the only voter (sole_voter_).
+  // Now when this node is the only voter (sole_voter_), which is kept as
+  // the contact should a second voter join.
   absl::Duration QuorumContact();
   // Stamps this leader's messages among `messages` (kAppend, kHeartbeat,
   // kSnapshot) with how long ago a quorum last heard from it
@@ -635,7 +638,8 @@ class NodeDriver : public MessageSink, public StageRunner {
   // 4 * election_ticks was (oldest first): heartbeats carry their tick.
   uint64_t core_ticks_ = 0;
   std::deque<absl::Duration> core_tick_times_;
-  // Driver thread, while leader: the last QuorumContact found.
+  // Driver thread, while leader: the last QuorumContact found (as the
+  // only voter: the last driver run).
   absl::Duration quorum_contact_ = absl::ZeroDuration();
   // Driver thread: this node is the only voter (as of the last
   // RefreshStatus): its own word is a quorum's.

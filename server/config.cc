@@ -677,14 +677,19 @@ absl::Status CheckConsistent(const Config& config) {
   if (absl::Status s = CheckLimitsConsistent(ServedLimits(config)); !s.ok()) {
     return s;
   }
-  if (2 * config.heartbeat_ticks > config.election_ticks) {
+  if (3 * config.heartbeat_ticks > config.election_ticks) {
     // A leader steps down when a quorum was silent for an election
     // timeout (CheckQuorum): with a heartbeat near the end of it, an idle
     // leader stepped down whenever a round trip took more than a tick, and
-    // the read lease lapsed between heartbeats.
+    // the read lease lapsed between heartbeats. And a follower counts its
+    // contact with the leader from when the leader's quorum last answered
+    // it (a heartbeat answers for the one before): up to two heartbeat
+    // intervals old, so with an election timeout of two its reads
+    // flickered to stale between heartbeats.
     return absl::InvalidArgumentError(absl::StrCat(
         "--election_ticks (", config.election_ticks,
-        ") must be at least twice --heartbeat_ticks (", config.heartbeat_ticks,
+        ") must be at least 3 times --heartbeat_ticks (",
+        config.heartbeat_ticks,
         "): a leader must hear from a quorum well within an election "
         "timeout (etcd asks for 5 times; the defaults are 27 and 5)"));
   }

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -1250,6 +1251,66 @@ TEST_F(ManualDriverTest, ASoleVotersMessagesAreNeverQuiet) {
   EXPECT_EQ(driver.status().current_as_of, sent);
 }
 
+// A sole voter joined by a second one (its learner promoted) was heard by
+// its quorum, itself, until the change: until the new voter answers a
+// heartbeat, its messages are quiet since then. (Counted from its
+// election, process start for a one-node cluster, the new voter and the
+// learners dated their contact hours back and read stale with their
+// uptime as staleness.) Found in review.
+TEST_F(ManualDriverTest, ASoleVoterJoinedByAnotherIsQuietOnlySinceTheChange) {
+  conf_.voters = {NodeId(1)};
+  conf_.learners = {NodeId(2), NodeId(3)};
+  NodeDriver& driver = Start();
+  ASSERT_EQ(driver.status().role, Role::kLeader);
+  const absl::Duration won = runtime_.Elapsed();
+  const absl::Duration tick = absl::FromChrono(options_.tick_interval);
+  auto quiet = [](absl::Duration d) {
+    return static_cast<uint64_t>(absl::ToInt64Microseconds(d));
+  };
+  // Leads alone for a while: a stamp counted from the election would show.
+  for (int i = 0; i < 60; ++i) {
+    runtime_.AdvanceTicks(50, tick);
+    Run();
+  }
+  transport_.Take();
+
+  auto promoted = std::make_shared<ApplyResult>(absl::UnknownError("none"));
+  driver.ProposeConfChange(
+      ConfChange{ConfChangeType::kPromoteVoter, NodeId(2)},
+      [promoted](ApplyResult r) { *promoted = std::move(r); });
+  Run();
+  ASSERT_TRUE(promoted->ok()) << promoted->status();
+  ASSERT_EQ(driver.status().conf_state.voters,
+            (std::vector<NodeId>{NodeId(1), NodeId(2)}));
+  ASSERT_EQ(driver.status().role, Role::kLeader);
+  const absl::Duration changed = runtime_.Elapsed();
+  ASSERT_GT(changed - won, absl::Seconds(25));
+  for (const Message& m : transport_.Take()) {
+    EXPECT_EQ(m.leader_quiet_us, 0u)
+        << MessageTypeName(m.type) << " to n" << m.to.value();
+  }
+
+  // The new voter has answered nothing since: quiet since the change, to
+  // it and to the learner alike.
+  for (NodeId to : {NodeId(2), NodeId(3)}) {
+    auto [heartbeat, sent] = HeartbeatAfter(options_.raft.heartbeat_ticks, to);
+    ASSERT_TRUE(heartbeat.has_value()) << "no heartbeat to n" << to.value();
+    EXPECT_EQ(heartbeat->leader_quiet_us, quiet(sent - changed))
+        << "to n" << to.value() << ", " << sent - won << " after the election";
+    EXPECT_EQ(driver.status().last_leader_contact, changed);
+  }
+  // Answered: quiet since that heartbeat left.
+  auto [first, first_sent] =
+      HeartbeatAfter(options_.raft.heartbeat_ticks, NodeId(2));
+  ASSERT_TRUE(first.has_value()) << "no heartbeat to n2";
+  AnswerHeartbeat(*first);
+  auto [next, next_sent] =
+      HeartbeatAfter(options_.raft.heartbeat_ticks, NodeId(3));
+  ASSERT_TRUE(next.has_value()) << "no heartbeat to n3";
+  EXPECT_EQ(next->leader_quiet_us, quiet(next_sent - first_sent));
+  EXPECT_EQ(driver.status().last_leader_contact, first_sent);
+}
+
 // A proposer's answers: how many, and the last.
 struct ProposalAnswer {
   int calls = 0;
@@ -1884,14 +1945,24 @@ TEST_F(FollowerDriverTest, AFollowerIsCurrentAsOfItsLeadersQuorumContact) {
   EXPECT_EQ(status.current_as_of, runtime_.Elapsed() - absl::Milliseconds(4));
 
   // Quiet for longer than this node's clock has run, or any amount at all:
-  // as of the clock's start, no later (and no overflow).
+  // before the clock's start, as far as the field says (at most INT64_MAX
+  // microseconds, which a Duration holds: no overflow, and a reader's
+  // `now - contact` stays finite).
   for (uint64_t huge : {uint64_t{1} << 50, ~uint64_t{0}}) {
     heartbeat.leader_quiet_us = huge;
     heartbeat.leader_commit = LogIndex(5);
     heartbeat.commit = LogIndex(5);
     status = deliver(heartbeat);
-    EXPECT_EQ(status.current_as_of, absl::ZeroDuration()) << huge;
-    EXPECT_EQ(status.last_leader_contact, absl::ZeroDuration()) << huge;
+    const absl::Duration heard_at =
+        runtime_.Elapsed() -
+        absl::Microseconds(static_cast<int64_t>(
+            std::min<uint64_t>(huge, std::numeric_limits<int64_t>::max())));
+    EXPECT_EQ(status.current_as_of, heard_at) << huge;
+    EXPECT_EQ(status.last_leader_contact, heard_at) << huge;
+    const absl::Duration since =
+        runtime_.Elapsed() - status.last_leader_contact;
+    EXPECT_LT(since, absl::InfiniteDuration()) << huge;
+    EXPECT_GT(since, runtime_.Elapsed()) << huge;
   }
 
   // An older binary's message: current as of its arrival.
@@ -1899,6 +1970,49 @@ TEST_F(FollowerDriverTest, AFollowerIsCurrentAsOfItsLeadersQuorumContact) {
   status = deliver(heartbeat);
   EXPECT_EQ(status.current_as_of, runtime_.Elapsed());
   EXPECT_EQ(status.last_leader_contact, runtime_.Elapsed());
+}
+
+// A follower just started (its clock near zero) that hears a leader cut
+// off from its quorum for longer than it has run is not current as of its
+// clock's start: its contact is as far back as the leader's quiet says,
+// before that start. (Clamped to the start, a restarted follower counted
+// itself fresh for its first fresh_contact less its uptime, while another
+// leader may have committed what it lacks.) Found in review.
+TEST_F(FollowerDriverTest, AJustStartedFollowerIsNotCurrentBeforeItsLeader) {
+  const absl::Duration tick = absl::FromChrono(options_.tick_interval);
+  const absl::Duration quiet = absl::Milliseconds(400);
+  runtime_.AdvanceTicks(2, tick);
+  Message append = From(NodeId(2), Term(1), MessageType::kAppend);
+  AddEntries(&append, 1, 3);
+  append.commit = LogIndex(3);
+  append.leader_quiet_us =
+      static_cast<uint64_t>(absl::ToInt64Microseconds(quiet));
+  driver_->Deliver({append});
+  runtime_.RunUntilIdle();
+  const absl::Duration arrival = runtime_.Elapsed();
+  ASSERT_LT(arrival, quiet);
+  NodeStatus status = driver_->status();
+  ASSERT_EQ(status.applied, LogIndex(3));
+  EXPECT_EQ(status.last_leader_contact, arrival - quiet);
+  EXPECT_EQ(status.current_as_of, arrival - quiet);
+  // What a reader works out (server/read_barrier.cc): as long since its
+  // leader's quorum heard it as the leader said, not its uptime.
+  EXPECT_EQ(driver_->Now() - status.last_leader_contact, quiet);
+  EXPECT_EQ(driver_->Now() - status.current_as_of, quiet);
+
+  // The same leader's quorum hears it again: current as of then, later
+  // than the dated contact (comparisons across the clock's start hold).
+  runtime_.AdvanceTicks(2, tick);
+  Message heartbeat = From(NodeId(2), Term(1), MessageType::kHeartbeat);
+  heartbeat.commit = LogIndex(3);
+  heartbeat.leader_commit = LogIndex(3);
+  heartbeat.leader_quiet_us = 1000;
+  driver_->Deliver({heartbeat});
+  runtime_.RunUntilIdle();
+  status = driver_->status();
+  EXPECT_EQ(status.last_leader_contact,
+            runtime_.Elapsed() - absl::Milliseconds(1));
+  EXPECT_EQ(status.current_as_of, runtime_.Elapsed() - absl::Milliseconds(1));
 }
 
 // A read that fails at once (no leader known: an election) is answered on

@@ -100,7 +100,8 @@ std::vector<std::string> ClusterHarness::FlagsFor(const Node& n) const {
                                    "=127.0.0.1:", n.peer_port)
                     : initial_cluster()},
         {"--tick_ms", "20"},
-        {"--election_ticks", "10"}}) {
+        {"--election_ticks", "10"},
+        {"--heartbeat_ticks", "3"}}) {
     const auto given = [&name](const std::vector<std::string>& list) {
       return std::find(list.begin(), list.end(), name) != list.end();
     };

@@ -166,8 +166,13 @@ TEST(ConfigTest, UnknownFlagAndBadValuesAreInvalidArgument) {
                 "could never replicate. Set --max_record_bytes to at most"),
             absl::string_view::npos)
       << too_big.status();
-  // The defaults and the harness's timing (10 and 5) pass.
-  EXPECT_TRUE(Parse({"--election_ticks", "10"}).ok());
+  // The defaults and the harness's timing (10 and 3) pass; 10 and 4 does
+  // not (a follower's contact is up to two heartbeats old).
+  EXPECT_TRUE(Parse({"--election_ticks", "10", "--heartbeat_ticks", "3"}).ok());
+  EXPECT_EQ(Parse({"--election_ticks", "10", "--heartbeat_ticks", "4"})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // Sets an environment variable for the life of the object (restoring what
