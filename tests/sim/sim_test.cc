@@ -993,6 +993,31 @@ TEST(RaftSimScripted, AFollowerOfACutOffLeaderIsNotCurrent) {
   EXPECT_GT(overlaps, 0);
 }
 
+// The most any of `ids` has counted itself behind (its clock minus its
+// NodeStatus::current_as_of), watched at every step it is asked to.
+struct WorstStaleness {
+  absl::Duration worst;
+  NodeId node;
+
+  void Watch(Cluster& c, const std::vector<NodeId>& ids) {
+    for (NodeId id : ids) {
+      SimNode* n = c.node(id);
+      const absl::Duration behind = n->clock() - n->status().current_as_of;
+      if (behind > worst) {
+        worst = behind;
+        node = id;
+      }
+    }
+  }
+  // Two heartbeat intervals, and a tick each for the clocks' phases and
+  // for transit, disk and apply delays.
+  void ExpectWithinTwoHeartbeats(const ScenarioParams& p) const {
+    EXPECT_LE(worst,
+              (2 * p.raft.heartbeat_ticks + 2) * SimNode::tick_interval())
+        << "n" << node.value();
+  }
+};
+
 // With no faults, every member stays current within about two heartbeat
 // intervals of its clock, under load: no node is left counting itself
 // stale. A follower's staleness grows for a heartbeat interval between
@@ -1010,30 +1035,18 @@ TEST(RaftSimScripted, MembersStayCurrentWithinTwoHeartbeatIntervals) {
       [&] { return c.Leader() != nullptr && inv.acked().size() >= 20; }, 4000))
       << Report(c);
   const NodeId leader = c.Leader()->id();
-  const absl::Duration tick = SimNode::tick_interval();
-  absl::Duration worst;
-  NodeId worst_node;
+  WorstStaleness staleness;
   const uint64_t acked_before = inv.acked().size();
   c.RunUntil(
       [&] {
-        for (NodeId id : c.node_ids()) {
-          SimNode* n = c.node(id);
-          const absl::Duration behind = n->clock() - n->status().current_as_of;
-          if (behind > worst) {
-            worst = behind;
-            worst_node = id;
-          }
-        }
+        staleness.Watch(c, c.node_ids());
         return false;
       },
       2000);
   ASSERT_NE(c.Leader(), nullptr) << Report(c);
   ASSERT_EQ(c.Leader()->id(), leader) << "no faults, yet a new leader";
   EXPECT_GT(inv.acked().size(), acked_before + 50);
-  // Two heartbeat intervals, and a tick each for the clocks' phases and
-  // for transit, disk and apply delays.
-  EXPECT_LE(worst, (2 * p.raft.heartbeat_ticks + 2) * tick)
-      << "n" << worst_node.value();
+  staleness.ExpectWithinTwoHeartbeats(p);
   EXPECT_TRUE(inv.ok()) << Report(c);
 }
 
@@ -1087,18 +1100,8 @@ TEST(RaftSimScripted, ALoneLeaderJoinedByAVoterStaysCurrent) {
       << "the learners never caught up\n"
       << Report(c);
 
-  absl::Duration worst;
-  NodeId worst_node;
-  auto watch = [&] {
-    for (NodeId id : {leader, voter, learner}) {
-      SimNode* n = c.node(id);
-      const absl::Duration behind = n->clock() - n->status().current_as_of;
-      if (behind > worst) {
-        worst = behind;
-        worst_node = id;
-      }
-    }
-  };
+  WorstStaleness staleness;
+  auto watch = [&] { staleness.Watch(c, {leader, voter, learner}); };
   propose(replication::ConfChangeType::kPromoteVoter, voter);
   ASSERT_TRUE(c.RunUntil(
       [&] {
@@ -1115,10 +1118,7 @@ TEST(RaftSimScripted, ALoneLeaderJoinedByAVoterStaysCurrent) {
       10 * timeout_steps);
   ASSERT_NE(c.Leader(), nullptr) << Report(c);
   ASSERT_EQ(c.Leader()->id(), leader) << "no faults, yet a new leader";
-  // Two heartbeat intervals, and a tick each for the clocks' phases and
-  // for transit, disk and apply delays.
-  EXPECT_LE(worst, (2 * p.raft.heartbeat_ticks + 2) * tick)
-      << "n" << worst_node.value();
+  staleness.ExpectWithinTwoHeartbeats(p);
   EXPECT_TRUE(inv.ok()) << Report(c);
 }
 
