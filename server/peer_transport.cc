@@ -59,6 +59,27 @@ std::shared_ptr<grpc::Channel> NewPeerChannel(
       args);
 }
 
+namespace {
+
+// A channel that failed to connect waits out gRPC's reconnect backoff before
+// it tries again, and refuses every call meanwhile. gRPC's timer waits until
+// a wall-clock instant (see SendLoop), so a wall clock stepped back during
+// that wait stretched it by the step: every snapshot for the peer was
+// refused at once for that long. Reconnect now instead; a call made while
+// the channel connects waits for the outcome.
+void ReconnectNowIfBackingOff(grpc::Channel& channel) {
+  if (channel.GetState(/*try_to_connect=*/false) !=
+      GRPC_CHANNEL_TRANSIENT_FAILURE) {
+    return;
+  }
+  grpc::experimental::ChannelResetConnectionBackoff(&channel);
+  channel.WaitForStateChange(
+      GRPC_CHANNEL_TRANSIENT_FAILURE,
+      std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
+}  // namespace
+
 struct PeerTransport::Peer {
   explicit Peer(NodeId peer_id) : id(peer_id) {}
 
@@ -76,6 +97,7 @@ struct PeerTransport::Peer {
   // message stream's, a big image filled the connection's HTTP/2 window and
   // its TCP buffers, and heartbeats waited behind it (etcd's rafthttp keeps
   // its snapshot "pipeline" on separate connections for the same reason).
+  std::shared_ptr<grpc::Channel> snapshot_channel ABSL_GUARDED_BY(mu);
   std::shared_ptr<RaftPeer::Stub> snapshot_stub ABSL_GUARDED_BY(mu);
   bool address_changed ABSL_GUARDED_BY(mu) = false;
   std::deque<Message> queue ABSL_GUARDED_BY(mu);
@@ -94,7 +116,8 @@ struct PeerTransport::Peer {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     channel = NewPeerChannel(address, credentials);
     stub = RaftPeer::NewStub(channel);
-    snapshot_stub = RaftPeer::NewStub(NewPeerChannel(address, credentials));
+    snapshot_channel = NewPeerChannel(address, credentials);
+    snapshot_stub = RaftPeer::NewStub(snapshot_channel);
     address_changed = true;
     cv.SignalAll();
   }
@@ -166,8 +189,8 @@ void PeerTransport::SetAddress(NodeId id, const std::string& address) {
     raw->address = address;
     raw->channel = NewPeerChannel(address, CredentialsFor(id));
     raw->stub = RaftPeer::NewStub(raw->channel);
-    raw->snapshot_stub =
-        RaftPeer::NewStub(NewPeerChannel(address, CredentialsFor(id)));
+    raw->snapshot_channel = NewPeerChannel(address, CredentialsFor(id));
+    raw->snapshot_stub = RaftPeer::NewStub(raw->snapshot_channel);
   }
   raw->sender = std::thread([this, raw] {
     pthread_setname_np(pthread_self(),
@@ -454,6 +477,7 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   absl::StatusOr<std::unique_ptr<storage::SnapshotImageSource>> source =
       storage::SnapshotImageSource::Open(*options_.snapshots, *ref);
   if (!source.ok()) return source.status();
+  std::shared_ptr<grpc::Channel> channel;
   std::shared_ptr<RaftPeer::Stub> stub;
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(
@@ -464,9 +488,11 @@ absl::Status PeerTransport::SendSnapshot(Peer* peer, const Message& message) {
   {
     absl::MutexLock lock(&peer->mu);
     if (peer->stop) return absl::CancelledError("stopping");
+    channel = peer->snapshot_channel;
     stub = peer->snapshot_stub;
     peer->snapshot_context = &context;
   }
+  ReconnectNowIfBackingOff(*channel);
   SnapshotAck ack;
   std::unique_ptr<grpc::ClientWriter<SnapshotChunk>> writer =
       stub->SendSnapshot(&context, &ack);

@@ -262,10 +262,26 @@ std::string ScenarioParams::Describe() const {
       check_durable_promises ? "" : "; durable promises unchecked");
 }
 
+namespace {
+
+// The longest a message can spend in the network, as the nodes' clocks see
+// it, plus two ticks for the clocks' resolution (each counts whole ticks,
+// at its own phase).
+absl::Duration LongestTransit(const ScenarioParams& p) {
+  uint64_t steps = p.net.max_delay;
+  if (p.net.long_delay_permille > 0) steps += p.net.long_delay_max;
+  steps += 2 * p.steps_per_tick;
+  return SimNode::tick_interval() * static_cast<double>(steps) /
+         static_cast<double>(p.steps_per_tick);
+}
+
+}  // namespace
+
 Cluster::Cluster(ScenarioParams params, int trace_level)
     : params_(std::move(params)),
       trace_(trace_level, 60),
       invariants_(ConfState()),
+      staleness_claims_(LongestTransit(params_)),
       network_(DeriveSeed(params_.seed, kNetworkSeed), params_.net),
       rng_(DeriveSeed(params_.seed, kFaultSeed)),
       node_rng_(DeriveSeed(params_.seed, kNodeDelaySeed)),
@@ -420,6 +436,28 @@ void Cluster::Step() {
     if (params_.compact_permille > 0 &&
         rng_.Uniform(1000) < params_.compact_permille) {
       node->Compact();
+    }
+  }
+  CheckStalenessClaims();
+}
+
+void Cluster::CheckStalenessClaims() {
+  // A drifting clock breaks the claims by design (leases too).
+  if (params_.node1_slow_tick_factor_for_test > 1) return;
+  const std::vector<LogIndex>& acked = invariants_.ack_order();
+  if (acks_claimed_ < acked.size()) {
+    std::map<NodeId, absl::Duration> clocks;
+    for (const auto& [id, node] : nodes_) clocks[id] = node->clock();
+    for (; acks_claimed_ < acked.size(); ++acks_claimed_) {
+      staleness_claims_.OnAcked(acked[acks_claimed_], clocks);
+    }
+  }
+  for (const auto& [id, node] : nodes_) {
+    if (!node->up()) continue;
+    if (std::optional<std::string> violation =
+            staleness_claims_.Check(id, node->status())) {
+      invariants_.Fail(*violation);
+      return;
     }
   }
 }

@@ -15,6 +15,7 @@
 #include "tests/sim/invariants.h"
 #include "tests/sim/network.h"
 #include "tests/sim/sim_node.h"
+#include "tests/sim/staleness_claims.h"
 #include "tests/sim/trace.h"
 
 namespace sessiond::sim {
@@ -209,10 +210,15 @@ class Cluster {
   void DestroyRetired();
   bool LivenessDone(std::string* why);
   void FinalChecks();
+  // Every node's staleness claim against the writes acknowledged so far
+  // (StalenessClaims), after each step.
+  void CheckStalenessClaims();
 
   const ScenarioParams params_;
   Trace trace_;
   Invariants invariants_;
+  StalenessClaims staleness_claims_;
+  size_t acks_claimed_ = 0;  // of invariants_.ack_order()
   Network network_;
   Rng rng_;       // faults and client choices
   Rng node_rng_;  // disk and apply delays

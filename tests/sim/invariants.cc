@@ -306,6 +306,7 @@ void Invariants::OnAcked(NodeId node, LogIndex index, const std::string& data) {
   entry.data = data;
   const uint64_t hash = EntryHash(entry);
   auto [it, inserted] = acked_.try_emplace(index, hash);
+  if (inserted) ack_order_.push_back(index);
   if (!inserted && it->second != hash) {
     Fail(absl::StrCat("two different commands acknowledged at index ",
                       index.value(), " (second by node ", node.value(), ")"));

@@ -126,6 +126,8 @@ class Invariants {
   // The proposer of `data` applied it at `index` in the term it proposed it.
   void OnAcked(NodeId node, LogIndex index, const std::string& data);
   const std::map<LogIndex, uint64_t>& acked() const { return acked_; }
+  // The acknowledged indexes in the order they were first acknowledged.
+  const std::vector<LogIndex>& ack_order() const { return ack_order_; }
 
   // Linearizable reads: a read that began when `required` was the highest
   // index known committed completed (NodeDriver::ReadIndex answered OK) on
@@ -166,6 +168,7 @@ class Invariants {
 
   std::map<uint64_t, NodeId> leader_of_term_;
   std::map<LogIndex, uint64_t> acked_;  // index -> data hash
+  std::vector<LogIndex> ack_order_;
   uint64_t reads_checked_ = 0;
   uint64_t local_reads_checked_ = 0;
   // The highest applied index a completed linearizable read answered from.
