@@ -758,6 +758,12 @@ void WritePath::ProposeCatchUpIfDue() {
   Command command;
   command.mutable_clock_catch_up()->set_to_ms(catch_up->to_ms);
   command.mutable_clock_catch_up()->set_since_ms(catch_up->since_ms);
+  // With every member on a binary that moves them (level 3), the windows
+  // opened in the lag move too; a member on level 2 applies the catch-up
+  // without, and a retry of a create made in the lag may then make a
+  // second session (docs/API.md, "Retrying a create").
+  command.mutable_clock_catch_up()->set_move_windows(
+      lowest && lowest->level >= storage::kCatchUpMovesWindowsLevel);
   command.set_timestamp_ms(clock_->StampMs());
   logging::Warn(
       "clock.catching_up",
@@ -765,6 +771,7 @@ void WritePath::ProposeCatchUpIfDue() {
           .Add("from_ms", command.timestamp_ms())
           .Add("to_ms", catch_up->to_ms)
           .Add("since_ms", catch_up->since_ms)
+          .Add("move_windows", command.clock_catch_up().move_windows())
           .Add("msg",
                "a member counted time this leader did not (it was down "
                "while the member ran): cluster time jumps forward through "

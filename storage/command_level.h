@@ -20,8 +20,10 @@ namespace sessiond::storage {
 //   1  every command up to ClockCatchUpCommand (a member that published
 //      no level counts as 0: not known to have any)
 //   2  ClockCatchUpCommand
-inline constexpr uint32_t kCommandLevel = 2;
+//   3  ClockCatchUpCommand.move_windows
+inline constexpr uint32_t kCommandLevel = 3;
 inline constexpr uint32_t kClockCatchUpLevel = 2;
+inline constexpr uint32_t kCatchUpMovesWindowsLevel = 3;
 
 // The member of `conf` (voters and learners) with the lowest level
 // published in `cluster`'s member table, with that level (0 for a member

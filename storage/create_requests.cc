@@ -177,6 +177,25 @@ bool CreateRequestTable::AnyExpired(int64_t now_ms) const {
   return !by_expiry_.empty() && by_expiry_.begin()->first <= now_ms;
 }
 
+std::vector<CreateRequestTable::Record> CreateRequestTable::Postpone(
+    int64_t after_ms, int64_t by_ms) {
+  std::vector<Record> moved;
+  TokenHash last_key;
+  last_key.fill(0xff);
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<int64_t, TokenHash>> later(
+      by_expiry_.upper_bound(std::make_pair(after_ms, last_key)),
+      by_expiry_.end());
+  for (const auto& [expires_at_ms, key] : later) {
+    by_expiry_.erase(std::make_pair(expires_at_ms, key));
+    Entry& entry = by_key_.at(key);
+    entry.expires_at_ms = expires_at_ms + by_ms;
+    by_expiry_.insert(std::make_pair(entry.expires_at_ms, key));
+    moved.push_back(ToRecord(key, entry));
+  }
+  return moved;
+}
+
 std::vector<CreateRequestTable::Record> CreateRequestTable::All() const {
   std::vector<Record> out;
   {

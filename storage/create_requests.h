@@ -123,6 +123,9 @@ class CreateRequestTable {
   std::vector<std::string> TakeExpired(int64_t now_ms, size_t max);
   // Whether a record's window has passed at now_ms (a purge is due).
   bool AnyExpired(int64_t now_ms) const;
+  // Moves every window ending after `after_ms` `by_ms` later (a clock's
+  // catch-up); returns the records moved, in window order.
+  std::vector<Record> Postpone(int64_t after_ms, int64_t by_ms);
   // Every record, in request-key order (snapshots, tests).
   std::vector<Record> All() const;
   // Replaces every record (Open, ApplySnapshot); records that are malformed

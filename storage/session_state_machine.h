@@ -448,6 +448,12 @@ class SessionStateMachine : public replication::StateMachine {
       const sessiond::v1::internal::ClockCatchUpCommand& command,
       int64_t now_ms, sessiond::v1::internal::ClusterState* cluster,
       rocksdb::WriteBatch* batch);
+  // ClockCatchUpCommand.move_windows: moves `jump_ms` later the windows
+  // opened since `since_ms` (create requests, revocations' restore windows,
+  // bulk revokes' confirmations), as the catch-up moves the sessions.
+  void MoveWindowsOpenedSince(int64_t since_ms, int64_t jump_ms,
+                              v1::internal::ClusterState* cluster,
+                              rocksdb::WriteBatch* batch);
   // AuditCommand (session_state_machine_audit.cc).
   replication::ApplyResult ApplyAudit(
       const sessiond::v1::internal::AuditCommand& audit, int64_t now_ms,

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status_macros.h"
+#include "storage/create_requests.h"
 #include "storage/session_state_machine.h"
 
 namespace sessiond::storage {
@@ -49,7 +50,37 @@ ApplyResult SessionStateMachine::ApplyClockCatchUp(
     StageSession(hash, batch);
     ++moved;
   }
+  if (command.move_windows())
+    MoveWindowsOpenedSince(since_ms, jump_ms, cluster, batch);
   return std::any(moved);
+}
+
+void SessionStateMachine::MoveWindowsOpenedSince(
+    int64_t since_ms, int64_t jump_ms, v1::internal::ClusterState* cluster,
+    rocksdb::WriteBatch* batch) {
+  // A retry of a create made in the lag, its answer lost, found its window
+  // closed by the jump and made a second session.
+  for (const CreateRequestTable::Record& record :
+       create_requests_.Postpone(since_ms, jump_ms)) {
+    batch->Put(db_->default_cf(), CreateRequestDbKey(record.request_key()),
+               record.SerializeAsString());
+  }
+  std::vector<v1::Revocation> lagging;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, record] : revocations_) {
+      if (record.revoked_at_ms() >= since_ms) lagging.push_back(record);
+    }
+  }
+  for (v1::Revocation& record : lagging) {
+    record.set_restorable_until_ms(record.restorable_until_ms() + jump_ms);
+    PutRevocation(record, batch);
+  }
+  for (auto& pending : *cluster->mutable_pending_bulk_revokes()) {
+    if (pending.expires_at_ms() > since_ms) {
+      pending.set_expires_at_ms(pending.expires_at_ms() + jump_ms);
+    }
+  }
 }
 
 }  // namespace sessiond::storage

@@ -124,12 +124,14 @@ ValidateSessionResponse::Outcome ValidateWithTouch(ClusterHarness& cluster,
 // `idle_timeout`, one that idles out after it.
 sessiond::v1::CreateSessionResponse MustCreate(
     ClusterHarness& cluster, int id, const std::string& user,
-    absl::Duration idle_timeout = absl::ZeroDuration()) {
+    absl::Duration idle_timeout = absl::ZeroDuration(),
+    const std::string& request_id = "") {
   auto stub = cluster.Stub(id);
   grpc::ClientContext context;
   SetDeadline(&context, absl::Seconds(10));
   sessiond::v1::CreateSessionRequest request;
   request.set_user_id(user);
+  request.set_request_id(request_id);
   request.set_ttl_ms(3600 * 1000);
   request.set_idle_timeout_ms(absl::ToInt64Milliseconds(idle_timeout));
   sessiond::v1::CreateSessionResponse response;
@@ -1383,7 +1385,11 @@ TEST(ClusterTest, AMemberThatRanThroughAnOutageBringsTheClusterClockAlong) {
 // The two others of `cluster` (started) go down for 15 s while `survivor`
 // runs on; restarted, they make a session with a 10 s idle timeout while
 // the survivor is cut off, then it returns. Its token, a few agent rounds
-// after the return, once it validates VALID on every node.
+// after the return, once it validates VALID on every node. A create with a
+// request_id made in the lag too, its answer taken as lost, is retried
+// then: it gets the same session back (with kLagRequestWindow, shorter
+// than the outage, its window had closed at the catch-up and the retry
+// made a second session).
 std::string ASessionMadeWhileAMemberRanThroughAnOutage(ClusterHarness& cluster,
                                                        int survivor) {
   absl::StatusOr<int> leader =
@@ -1401,8 +1407,19 @@ std::string ASessionMadeWhileAMemberRanThroughAnOutage(ClusterHarness& cluster,
   if (!leader.ok()) return "";
   const std::string fresh =
       MustCreate(cluster, *leader, "fresh", absl::Seconds(10)).token();
+  const std::string kRequestId = "a-create-retried-after-the-return";
+  const std::string made_in_lag =
+      MustCreate(cluster, *leader, "retried", absl::ZeroDuration(), kRequestId)
+          .session()
+          .session_id();
   cluster.HealAll();
   absl::SleepFor(absl::Seconds(3));  // a few agent rounds
+  EXPECT_EQ(
+      MustCreate(cluster, *leader, "retried", absl::ZeroDuration(), kRequestId)
+          .session()
+          .session_id(),
+      made_in_lag)
+      << "the retry of a create made in the lag made a second session";
   for (int id : cluster.ids()) {
     ValidateSessionResponse answer;
     const grpc::Status s =
@@ -1421,9 +1438,15 @@ bool AnyLogContains(ClusterHarness& cluster, const std::string& text) {
   return false;
 }
 
+// A request_id window shorter than the outage of
+// ASessionMadeWhileAMemberRanThroughAnOutage, longer than the time from its
+// create in the lag to its retry.
+const std::vector<std::string> kLagRequestWindow = {
+    "--create_request_window_ms", "12000"};
+
 TEST(ClusterTest,
      SessionsMadeBeforeAMemberThatRanThroughAnOutageReturnsStayValid) {
-  ClusterHarness cluster(Options());
+  ClusterHarness cluster(Options(kLagRequestWindow));
   const int survivor = RunsOnAndCampaignsLast(cluster);
   ASSERT_TRUE(cluster.Start().ok());
   ASSERT_FALSE(
@@ -1433,6 +1456,7 @@ TEST(ClusterTest,
   EXPECT_LT(ClusterTimeSpreadMs(cluster, &times), 3000)
       << "cluster times " << times;
   EXPECT_TRUE(AnyLogContains(cluster, "clock.catching_up"));
+  EXPECT_TRUE(AnyLogContains(cluster, "move_windows=true"));
 }
 
 // The same with a member on an older binary, one that publishes no command
@@ -1442,7 +1466,7 @@ TEST(ClusterTest,
 // time does not jump (the outage does not count, as when every member was
 // down), the session made in the lag stays valid, and the replicas agree.
 TEST(ClusterTest, AClockCatchUpWaitsUntilEveryMemberAppliesIt) {
-  ClusterHarness cluster(Options());
+  ClusterHarness cluster(Options(kLagRequestWindow));
   const int survivor = RunsOnAndCampaignsLast(cluster);
   const int older = 1;
   cluster.SetNodeFlags(older, {"--unsafe_command_level", "1"});
@@ -1452,10 +1476,12 @@ TEST(ClusterTest, AClockCatchUpWaitsUntilEveryMemberAppliesIt) {
   EXPECT_TRUE(AnyLogContains(cluster, "clock.catch_up_deferred"));
   EXPECT_FALSE(AnyLogContains(cluster, "clock.catching_up"));
   EXPECT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
-  // Upgraded (restarted on the current binary), it publishes the level
-  // again, and the catch-up goes through: the clocks agree.
+  // Upgraded to a binary of level 2 (restarted), it publishes that level,
+  // and the catch-up goes through, without moving the windows opened in
+  // the lag (level 3: a level-2 member would not move them, and diverge):
+  // the clocks agree.
   cluster.Kill(older);
-  cluster.SetNodeFlags(older, {});
+  cluster.SetNodeFlags(older, {"--unsafe_command_level", "2"});
   ASSERT_TRUE(cluster.StartNode(older).ok());
   bool caught_up = false;
   for (int i = 0; i < 150 && !caught_up; ++i) {
@@ -1463,6 +1489,8 @@ TEST(ClusterTest, AClockCatchUpWaitsUntilEveryMemberAppliesIt) {
     caught_up = AnyLogContains(cluster, "clock.catching_up");
   }
   EXPECT_TRUE(caught_up);
+  EXPECT_TRUE(AnyLogContains(cluster, "move_windows=false"));
+  EXPECT_FALSE(AnyLogContains(cluster, "move_windows=true"));
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
   absl::SleepFor(absl::Seconds(2));  // a few agent rounds
   std::string times;

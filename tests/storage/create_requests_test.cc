@@ -345,6 +345,40 @@ TEST_F(CreateRequestsTest, AfterTheWindowTheSameIdMakesANewSession) {
   EXPECT_EQ(record->expires_at_ms(), 6000 + 60'000);
 }
 
+// A member ran through the others' outage from applied time 1000; a create
+// applied in the lag, stamped on the lagging clock, and its answer was
+// lost. The catch-up moves its window with its session (move_windows,
+// command level 3), so the client's retry just after the jump gets that
+// session back. Without it (a level-2 catch-up) the window had closed at
+// the jump and the retry made a second session, the first one left
+// unowned.
+TEST_F(CreateRequestsTest, ACatchUpMovesTheWindowOfACreateMadeInTheLag) {
+  constexpr int64_t kJump = 3'600'000;
+  for (const bool move_windows : {true, false}) {
+    SCOPED_TRACE(move_windows ? "move_windows" : "level 2");
+    Replica r(dir_.Sub(move_windows ? "moves" : "level2"));
+    SessionOf(r.Apply(RequestCreate("alice", "rid-1", "sid-1", 2000)));
+    ASSERT_TRUE(r.Apply(CatchUp(2200, 1000, 2200 + kJump, move_windows)).ok());
+    const std::string retried_as =
+        SessionOf(
+            r.Apply(RequestCreate("alice", "rid-1", "sid-2", 2300 + kJump)))
+            .session_id();
+    if (move_windows) {
+      EXPECT_EQ(retried_as, "sid-1");
+      EXPECT_EQ(r.table->size(), 1u);
+      // Stored as moved.
+      r.Open();
+      const auto record = r.sm->create_requests().Find(
+          CreateRequestKey(kKey, "alice", "rid-1"), 2400 + kJump);
+      ASSERT_TRUE(record.has_value());
+      EXPECT_EQ(record->expires_at_ms(), 2000 + 60'000 + kJump);
+    } else {
+      EXPECT_EQ(retried_as, "sid-2");
+      EXPECT_EQ(r.table->size(), 2u);
+    }
+  }
+}
+
 TEST_F(CreateRequestsTest, ARetryOfAnEndedSessionIsRefusedAndChangesNothing) {
   const std::string token = CreateRequestToken(kKey, "alice", "rid-1", "sid-1");
   SessionOf(a_.Apply(RequestCreate("alice", "rid-1", "sid-1", 1000)));

@@ -1328,6 +1328,63 @@ class RevocationTest : public SessionStateMachineTest {
   }
 };
 
+Command CatchUp(int64_t ts, int64_t since_ms, int64_t to_ms,
+                bool move_windows) {
+  Command c;
+  c.set_timestamp_ms(ts);
+  c.mutable_clock_catch_up()->set_since_ms(since_ms);
+  c.mutable_clock_catch_up()->set_to_ms(to_ms);
+  c.mutable_clock_catch_up()->set_move_windows(move_windows);
+  return c;
+}
+
+// A member ran through the others' outage from applied time 1000; the
+// revocation and the flush preview made in the lag were stamped on the
+// lagging clock. A catch-up with move_windows (command level 3) moves their
+// windows by the jump, as it moves the lag's sessions: the flush is still
+// undoable for its whole retention, its preview still confirmable for its
+// 60 s. One made before the lag keeps its window.
+TEST_F(RevocationTest, ACatchUpMovesTheWindowsOpenedInTheLag) {
+  ApplySession(Create(1, 900, "alice", 1'000'000'000));
+  const v1::Revocation before = Flush(900, "tok-before");
+  ApplySession(Create(2, 2000, "bob", 1'000'000'000));
+  const v1::Revocation lag = Flush(2000, "tok-lag");
+  ASSERT_TRUE(ApplyOne(Prepare("tok-pending", All(), 2100)).ok());
+  constexpr int64_t kJump = 3'600'000;
+  ASSERT_TRUE(
+      ApplyOne(CatchUp(2200, 1000, 2200 + kJump, /*move_windows=*/true)).ok());
+  auto check = [&] {
+    EXPECT_EQ(sm_->revocation(before.id())->restorable_until_ms(),
+              before.restorable_until_ms());
+    EXPECT_EQ(sm_->revocation(lag.id())->restorable_until_ms(),
+              lag.restorable_until_ms() + kJump);
+    ASSERT_EQ(sm_->cluster_state().pending_bulk_revokes_size(), 1);
+    EXPECT_EQ(sm_->cluster_state().pending_bulk_revokes(0).expires_at_ms(),
+              2100 + kBulkRevokeConfirmMs + kJump);
+  };
+  check();
+  Reopen();  // stored as moved
+  check();
+  // 30 s after the jump the preview is still confirmable.
+  EXPECT_TRUE(
+      ApplyOne(Confirm("tok-pending", All(), 2200 + kJump + 30'000)).ok());
+}
+
+// The same catch-up as an older leader proposes it (level 2, no
+// move_windows): nothing but the sessions moves, as before level 3.
+TEST_F(RevocationTest, ACatchUpWithoutMoveWindowsMovesOnlySessions) {
+  ApplySession(Create(2, 2000, "bob", 1'000'000'000));
+  const v1::Revocation lag = Flush(2000, "tok-lag");
+  ASSERT_TRUE(ApplyOne(Prepare("tok-pending", All(), 2100)).ok());
+  ASSERT_TRUE(ApplyOne(CatchUp(2200, 1000, 2200 + 3'600'000,
+                               /*move_windows=*/false))
+                  .ok());
+  EXPECT_EQ(sm_->revocation(lag.id())->restorable_until_ms(),
+            lag.restorable_until_ms());
+  EXPECT_EQ(sm_->cluster_state().pending_bulk_revokes(0).expires_at_ms(),
+            2100 + kBulkRevokeConfirmMs);
+}
+
 // The distinct users a revocation counts are replicated (Revocation.users),
 // so the function that stands in for a user id is pinned: FNV-1a's own test
 // values. A replica built with another one would count other users.
