@@ -496,23 +496,22 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
                              RejoinAdvice(config, node)));
           }
         }
+        // Every serving answer is weighed before one is taken: a member
+        // that lags (it has the AddMember, not the start announcement)
+        // answering first made a voter that had run come back empty.
+        const HelloResponse* joined = nullptr;
+        uint64_t first_serving = 0;
         for (const auto& [peer, answer] : answers) {
           if (!answer.ok() || !answer->serving() || answer->cluster_id() == 0) {
             continue;
           }
+          if (first_serving == 0) first_serving = peer;
           if (!config.cluster_id.empty() &&
               answer->cluster_id() != configured) {
             return absl::FailedPreconditionError(
                 absl::StrCat("peer ", peer, " belongs to cluster ",
                              Hex(answer->cluster_id()), ", not ",
                              Hex(configured), " (--cluster_id)"));
-          }
-          if (!InMembership(*answer, node)) {
-            return absl::FailedPreconditionError(absl::StrCat(
-                "node ", node, " is not a member of cluster ",
-                Hex(answer->cluster_id()), " (peer ", peer,
-                "): add it first (AdminService.AddMember node_id=", node,
-                " with its peer address), then start it"));
           }
           if (KnownAndStarted(*answer, node)) {
             return absl::FailedPreconditionError(
@@ -524,13 +523,26 @@ absl::StatusOr<BootstrapDecision> DecideIdentity(
                              "(peer ",
                              peer, " says so); ", RejoinAdvice(config, node)));
           }
-          decision.cluster_id = answer->cluster_id();
-          // The life of the cluster it joins (a rebuilt one has its own):
-          // its traffic carries it.
-          decision.cluster_epoch = answer->cluster_epoch();
-          return true;
+          // One that has not applied the AddMember yet may lag: another
+          // answer may list it.
+          if (joined == nullptr && InMembership(*answer, node)) {
+            joined = &*answer;
+          }
         }
-        return false;
+        if (first_serving == 0) return false;
+        if (joined == nullptr) {
+          const HelloResponse& first = *answers.at(first_serving);
+          return absl::FailedPreconditionError(absl::StrCat(
+              "node ", node, " is not a member of cluster ",
+              Hex(first.cluster_id()), " (peer ", first_serving,
+              "): add it first (AdminService.AddMember node_id=", node,
+              " with its peer address), then start it"));
+        }
+        decision.cluster_id = joined->cluster_id();
+        // The life of the cluster it joins (a rebuilt one has its own):
+        // its traffic carries it.
+        decision.cluster_epoch = joined->cluster_epoch();
+        return true;
       },
       "a running member to answer (joining an existing cluster)"));
   decision.joined_existing = true;

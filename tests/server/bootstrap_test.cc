@@ -220,5 +220,39 @@ TEST_F(NewMemberTest, AJoinerRefusesTwoLivesOfTheCluster) {
       << decision.status();
 }
 
+// A voter whose data dir was wiped, joining with "existing": node 1 lags
+// (it has applied the AddMember, not node 3's start announcement), node 2
+// says node 3 started. Every answer counts: it is refused, though node 1
+// answers first. (Taken at node 1's word, it joined empty and counted as a
+// voter that had acknowledged writes it no longer holds.)
+TEST_F(NewMemberTest, AJoinerWeighsEveryAnswerNotTheFirst) {
+  config_.initial_cluster_state = "existing";
+  HelloResponse lagging = Serving(1, {1, 2, 3});
+  HelloResponse current = Serving(2, {1, 2, 3});
+  auto* member = current.mutable_cluster()->add_members();
+  member->set_node_id(3);
+  member->set_started(true);
+  absl::StatusOr<BootstrapDecision> decision =
+      Decide({{1, lagging}, {2, current}});
+  ASSERT_EQ(decision.status().code(), absl::StatusCode::kFailedPrecondition)
+      << decision.status();
+  EXPECT_NE(decision.status().message().find("already ran it (peer 2"),
+            std::string::npos)
+      << decision.status();
+}
+
+// The reverse: node 1 has not applied node 3's AddMember yet, node 2 has.
+// Node 3 joins; taken at node 1's word, it was told to add itself first.
+TEST_F(NewMemberTest, AJoinerListedByALaterAnswerJoins) {
+  config_.initial_cluster_state = "existing";
+  HelloResponse listed = Serving(2, {1, 2});
+  listed.add_learners(3);
+  absl::StatusOr<BootstrapDecision> decision =
+      Decide({{1, Serving(1, {1, 2})}, {2, listed}});
+  ASSERT_TRUE(decision.ok()) << decision.status();
+  EXPECT_EQ(decision->cluster_id, cluster_id_);
+  EXPECT_TRUE(decision->joined_existing);
+}
+
 }  // namespace
 }  // namespace sessiond::server

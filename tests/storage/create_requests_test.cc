@@ -358,7 +358,12 @@ TEST_F(CreateRequestsTest, ACatchUpMovesTheWindowOfACreateMadeInTheLag) {
     SCOPED_TRACE(move_windows ? "move_windows" : "level 2");
     Replica r(dir_.Sub(move_windows ? "moves" : "level2"));
     SessionOf(r.Apply(RequestCreate("alice", "rid-1", "sid-1", 2000)));
-    ASSERT_TRUE(r.Apply(CatchUp(2200, 1000, 2200 + kJump, move_windows)).ok());
+    Command catch_up;
+    catch_up.set_timestamp_ms(2200);
+    catch_up.mutable_clock_catch_up()->set_since_ms(1000);
+    catch_up.mutable_clock_catch_up()->set_to_ms(2200 + kJump);
+    catch_up.mutable_clock_catch_up()->set_move_windows(move_windows);
+    ASSERT_TRUE(r.Apply(catch_up).ok());
     const std::string retried_as =
         SessionOf(
             r.Apply(RequestCreate("alice", "rid-1", "sid-2", 2300 + kJump)))
