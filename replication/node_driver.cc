@@ -1005,6 +1005,7 @@ void NodeDriver::RefreshStatus() {
     won_term_ = raft.term;
     quorum_contact_ = won_term_at_;
     heard_in_term_.clear();
+    match_grew_.clear();
   }
   status_.role = raft.role;
   status_.term = raft.term;
@@ -1016,6 +1017,22 @@ void NodeDriver::RefreshStatus() {
                 raft.conf_state.voters.front() == options_.raft.id;
   status_.conf_state = std::move(raft.conf_state);
   status_.lead_transferee = raft.lead_transferee;
+  if (raft.role == Role::kLeader) {
+    // Updated in place: the members rarely change, and this runs every
+    // driver turn.
+    const absl::Duration now = runtime_->Elapsed();
+    for (const auto& [id, match] : raft.match) {
+      auto [it, added] =
+          match_grew_.try_emplace(id, std::make_pair(match, won_term_at_));
+      if (!added && match > it->second.first) it->second = {match, now};
+      status_.match_grew_at[id] = it->second.second;
+    }
+    std::erase_if(status_.match_grew_at, [&raft](const auto& entry) {
+      return raft.match.count(entry.first) == 0;
+    });
+  } else {
+    status_.match_grew_at.clear();
+  }
   status_.match = std::move(raft.match);
   if (raft.role == Role::kLeader) {
     // A leader hears itself: as of its quorum's last word, everything

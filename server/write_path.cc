@@ -545,6 +545,26 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
               "ClusterStatus shows it reachable")));
           return;
         }
+        // Acknowledging, too: a learner whose log writes stalled (a full or
+        // jammed disk) answers heartbeats on a connected channel while its
+        // matched index stands still; promoted, it would count against the
+        // quorum as a dead one does.
+        auto grew = status.match_grew_at.find(change.node);
+        if (match < status.last_index &&
+            (grew == status.match_grew_at.end() ||
+             driver_->Now() - grew->second > options_.promote_ack_window)) {
+          done(absl::FailedPreconditionError(absl::StrCat(
+              "learner ", change.node.value(),
+              " has acknowledged no entry for ",
+              grew == status.match_grew_at.end()
+                  ? std::string("its whole term")
+                  : absl::FormatDuration(driver_->Now() - grew->second),
+              " while the leader's log grew (it holds ", match.value(), " of ",
+              status.last_index.value(),
+              "): its log writes may be failing (check its log and disk); "
+              "promote it once ClusterStatus shows its lag falling")));
+          return;
+        }
       }
       replication::NodeDriver::ConfChangeCheck check;
       if (change.type == replication::ConfChangeType::kRemoveNode) {

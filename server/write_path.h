@@ -74,6 +74,9 @@ struct WritePathOptions {
   // A learner may be promoted only when it is at most this many entries
   // behind the leader's last index.
   uint64_t promote_max_lag = 1000;
+  // PromoteMember refuses a learner whose matched index has not grown for
+  // this long while the leader's log did (an election timeout).
+  absl::Duration promote_ack_window = absl::Seconds(1);
   // Commands (Submit) this node holds unanswered, and their bytes; one more
   // is refused at once (RESOURCE_EXHAUSTED, never proposed). The leader's
   // driver bounds what it proposes; this bounds what any node holds while

@@ -1251,6 +1251,35 @@ TEST_F(ManualDriverTest, ASoleVotersMessagesAreNeverQuiet) {
   EXPECT_EQ(driver.status().current_as_of, sent);
 }
 
+// A leader says when each member's matched index last grew: a learner that
+// answers heartbeats but acknowledges no entry (its log writes stalled)
+// keeps its time while the log grows, which PromoteMember refuses.
+TEST_F(ManualDriverTest, ALeaderSaysWhenEachMembersMatchLastGrew) {
+  conf_.voters = {NodeId(1)};
+  conf_.learners = {NodeId(2)};
+  NodeDriver& driver = Start();
+  ASSERT_EQ(driver.status().role, Role::kLeader);
+  runtime_.AdvanceTicks(3, absl::FromChrono(options_.tick_interval));
+  Run();
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
+  const absl::Duration acked = runtime_.Elapsed();
+  EXPECT_EQ(driver.status().match_grew_at.at(NodeId(2)), acked);
+  driver.Propose("not acknowledged", [](ApplyResult) {});
+  Run();
+  for (int i = 0; i < 5; ++i) {
+    auto [heartbeat, sent] =
+        HeartbeatAfter(options_.raft.heartbeat_ticks, NodeId(2));
+    ASSERT_TRUE(heartbeat.has_value()) << "no heartbeat to the learner";
+    AnswerHeartbeat(*heartbeat);
+  }
+  const NodeStatus stalled = driver.status();
+  EXPECT_LT(stalled.match.at(NodeId(2)), stalled.last_index);
+  EXPECT_EQ(stalled.match_grew_at.at(NodeId(2)), acked);
+  EXPECT_GT(runtime_.Elapsed(), acked);
+  AcknowledgeAll(&runtime_, &driver, NodeId(2));
+  EXPECT_EQ(driver.status().match_grew_at.at(NodeId(2)), runtime_.Elapsed());
+}
+
 // A sole voter joined by a second one (its learner promoted) was heard by
 // its quorum, itself, until the change: until the new voter answers a
 // heartbeat, its messages are quiet since then. (Counted from its

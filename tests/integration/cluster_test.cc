@@ -663,6 +663,20 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
   cluster.WipeDataDir(wiped);
   cluster.SetNodeFlags(wiped, {"--initial_cluster_state", "existing"});
   ASSERT_TRUE(cluster.StartNode(wiped).ok());
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
+  // Caught up, then acknowledging nothing while its connection lives (as a
+  // learner whose log writes stall; here paused, within the 4 s its
+  // keepalive takes to notice): not promoted either.
+  cluster.Pause(wiped);
+  MustCreate(cluster, *leader, "while the learner stalls");
+  absl::SleepFor(absl::Milliseconds(600));  // past an election timeout
+  const grpc::Status stalled = PromoteMember(cluster, *leader, wiped);
+  cluster.Resume(wiped);
+  EXPECT_EQ(stalled.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << stalled.error_message();
+  EXPECT_TRUE(
+      absl::StrContains(stalled.error_message(), "has acknowledged no entry"))
+      << stalled.error_message();
   // Caught up, then down: not promoted (as a voter it would count against
   // the quorum while down).
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
