@@ -526,7 +526,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
               const auto* from = std::any_cast<uint64_t>(&*result);
               AwaitLeader(context, reactor, response, target,
                           from != nullptr ? NodeId(*from) : old_leader,
-                          deadline, absl::Now() + kTransferRetry);
+                          deadline, absl::Now() + kTransferRetry,
+                          std::make_shared<TransferRetry>());
             });
         return reactor;
       });
@@ -535,7 +536,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::TransferLeadership(
 void AdminServiceImpl::AwaitLeader(
     grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
     sessiond::v1::TransferLeadershipResponse* response, NodeId target,
-    NodeId old_leader, absl::Time deadline, absl::Time retry_at) {
+    NodeId old_leader, absl::Time deadline, absl::Time retry_at,
+    std::shared_ptr<TransferRetry> retry) {
   const replication::NodeStatus status = driver_->status();
   const bool done = target != NodeId(0) ? status.leader == target
                                         : status.leader != NodeId(0) &&
@@ -546,20 +548,36 @@ void AdminServiceImpl::AwaitLeader(
     reactor->Finish(grpc::Status::OK);
     return;
   }
+  absl::Status refusal;
+  {
+    absl::MutexLock lock(&retry->mu);
+    refusal = retry->refusal;
+  }
+  if (absl::IsFailedPrecondition(refusal) || absl::IsInvalidArgument(refusal)) {
+    reactor->Finish(ToGrpcStatus(refusal));
+    return;
+  }
   if (absl::Now() >= deadline) {
-    reactor->Finish(ToGrpcStatus(absl::DeadlineExceededError(
-        absl::StrCat("leadership did not move in time; the leader is now ",
-                     status.leader.value()))));
+    reactor->Finish(ToGrpcStatus(absl::DeadlineExceededError(absl::StrCat(
+        "leadership did not move in time; the leader is now ",
+        status.leader.value(),
+        refusal.ok()
+            ? ""
+            : absl::StrCat(" (the last try: ", refusal.message(), ")")))));
     return;
   }
   if (status.leader == old_leader && absl::Now() >= retry_at) {
-    // Its answer changes nothing here: this poll decides.
-    writes_->SubmitTransfer(target, deadline, [](replication::ApplyResult) {});
+    // Only a refusal counts: whether leadership moved, this poll decides.
+    writes_->SubmitTransfer(target, deadline,
+                            [retry](replication::ApplyResult result) {
+                              absl::MutexLock lock(&retry->mu);
+                              retry->refusal = result.status();
+                            });
     retry_at = absl::Now() + kTransferRetry;
   }
   timers_->After(absl::Milliseconds(20), [=, this] {
     AwaitLeader(context, reactor, response, target, old_leader, deadline,
-                retry_at);
+                retry_at, retry);
   });
 }
 

@@ -218,11 +218,18 @@ class AdminServiceImpl final
   // again: the leader gives one up after an election timeout (its target
   // did not take over in time: a busy machine, a target paused or just
   // restarted), and the caller's deadline is usually far longer.
+  // The answer of a transfer's latest retry: one the leader refused (the
+  // target stopped acknowledging, fell behind, left) ends the call with
+  // that refusal rather than waiting out the deadline.
+  struct TransferRetry {
+    absl::Mutex mu;
+    absl::Status refusal ABSL_GUARDED_BY(mu);
+  };
   void AwaitLeader(grpc::CallbackServerContext* context,
                    grpc::ServerUnaryReactor* reactor,
                    sessiond::v1::TransferLeadershipResponse* response,
                    NodeId target, NodeId old_leader, absl::Time deadline,
-                   absl::Time retry_at);
+                   absl::Time retry_at, std::shared_ptr<TransferRetry> retry);
 
   const AdminServiceOptions options_;
   replication::NodeDriver* const driver_;                    // outlives this

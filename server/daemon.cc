@@ -871,7 +871,7 @@ absl::Status Daemon::Init() {
   write_options.max_open_commands =
       static_cast<size_t>(config_.max_pending_writes);
   write_options.max_open_command_bytes = driver_options.max_pending_bytes;
-  write_options.promote_ack_window =
+  write_options.ack_window =
       absl::Milliseconds(config_.tick_ms * config_.election_ticks);
   writes_ = std::make_unique<WritePath>(write_options, driver_.get(),
                                         clock_.get(), transport_.get(),

@@ -532,37 +532,20 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
               "shows its lag)")));
           return;
         }
-        // Reachable: a voter that is down counts against the quorum from
-        // the moment it is promoted (one node and a dead learner make two
-        // voters that can commit nothing, not even the RemoveMember that
-        // would undo it). A reachable learner keeps the quorum this leader
-        // has: it adds one voter and one that answers.
-        if (!transport_->Connected(change.node)) {
+        // Acknowledging: a voter that takes no entries (down, or a learner
+        // whose log writes stalled on a full or jammed disk, which answers
+        // heartbeats on a connected channel) counts against the quorum
+        // from the moment it is promoted: one node and a dead learner make
+        // two voters that can commit nothing, not even the RemoveMember
+        // that would undo it. An acknowledging learner keeps the quorum
+        // this leader has: it adds one voter and one that answers.
+        if (std::string why = WhyNotAcknowledging(status, change.node);
+            !why.empty()) {
           done(absl::FailedPreconditionError(absl::StrCat(
-              "learner ", change.node.value(),
-              " is not reachable from the leader: as a voter it would count "
-              "against the quorum while down; start it, and promote it once "
-              "ClusterStatus shows it reachable")));
-          return;
-        }
-        // Acknowledging, too: a learner whose log writes stalled (a full or
-        // jammed disk) answers heartbeats on a connected channel while its
-        // matched index stands still; promoted, it would count against the
-        // quorum as a dead one does.
-        auto grew = status.match_grew_at.find(change.node);
-        if (match < status.last_index &&
-            (grew == status.match_grew_at.end() ||
-             driver_->Now() - grew->second > options_.promote_ack_window)) {
-          done(absl::FailedPreconditionError(absl::StrCat(
-              "learner ", change.node.value(),
-              " has acknowledged no entry for ",
-              grew == status.match_grew_at.end()
-                  ? std::string("its whole term")
-                  : absl::FormatDuration(driver_->Now() - grew->second),
-              " while the leader's log grew (it holds ", match.value(), " of ",
-              status.last_index.value(),
-              "): its log writes may be failing (check its log and disk); "
-              "promote it once ClusterStatus shows its lag falling")));
+              "learner ", change.node.value(), " ", why,
+              ": as a voter it would count against the quorum as a dead one "
+              "does; start it (or check its log and disk), and promote it "
+              "once ClusterStatus shows it reachable and its lag falling")));
           return;
         }
       }
@@ -583,23 +566,23 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
     case ProposeRequest::kTransferTo: {
       NodeId target(op.transfer_to());
       if (target == NodeId(0)) {
-        // The most caught-up other voter, among those this leader is
-        // connected to when there are any: a dead voter's match can tie a
-        // live one's (just after an election), and a transfer to it only
-        // times out.
+        // The most caught-up other voter, among those acknowledging this
+        // leader's entries when there are any: a dead or stalled voter's
+        // match can tie a live one's (just after an election), and a
+        // transfer to it only times out.
         const replication::NodeStatus status = driver_->status();
         LogIndex best;
-        bool best_connected = false;
+        bool best_acknowledging = false;
         for (NodeId v : status.conf_state.voters) {
           if (v == options_.self) continue;
           auto it = status.match.find(v);
           if (it == status.match.end()) continue;
-          const bool connected = transport_->Connected(v);
-          if (target == NodeId(0) || (connected && !best_connected) ||
-              (connected == best_connected && it->second > best)) {
+          const bool acknowledging = WhyNotAcknowledging(status, v).empty();
+          if (target == NodeId(0) || (acknowledging && !best_acknowledging) ||
+              (acknowledging == best_acknowledging && it->second > best)) {
             target = v;
             best = it->second;
-            best_connected = connected;
+            best_acknowledging = acknowledging;
           }
         }
         if (target == NodeId(0)) {
@@ -644,16 +627,40 @@ absl::Status WritePath::CheckTransferTarget(NodeId target) const {
     return absl::InvalidArgumentError(
         absl::StrCat("node ", target.value(), " is not a member"));
   }
-  // Its TimeoutNow would go nowhere: the transfer would only hold writes
-  // for an election timeout, again at each retry until the deadline.
-  if (!transport_->Connected(target)) {
+  // Its TimeoutNow would go nowhere: the core refuses writes while a
+  // transfer is under way, so the transfer would hold them for an election
+  // timeout, again at each retry until the deadline. One catching up
+  // acknowledges as it goes, and the core sends it what it lacks first.
+  constexpr absl::string_view kChooseAnother =
+      "choose another voter (node_id 0, or 'any' in sessionctl: the most "
+      "caught-up one)";
+  if (std::string why = WhyNotAcknowledging(status, target); !why.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "node ", target.value(),
-        " is not reachable from the leader; start it, or choose another "
-        "voter (node_id 0, or 'any' in sessionctl: the most caught-up "
-        "one)"));
+        "node ", target.value(), " ", why,
+        ": it could not take over; start it (or check its log and disk), or ",
+        kChooseAnother));
   }
   return absl::OkStatus();
+}
+
+std::string WritePath::WhyNotAcknowledging(
+    const replication::NodeStatus& status, NodeId node) const {
+  if (node == options_.self) return "";
+  if (!transport_->Connected(node)) return "is not reachable from the leader";
+  auto it = status.match.find(node);
+  const LogIndex match = it == status.match.end() ? LogIndex(0) : it->second;
+  if (match >= status.last_index) return "";  // nothing to acknowledge
+  auto grew = status.match_grew_at.find(node);
+  if (grew != status.match_grew_at.end() &&
+      driver_->Now() - grew->second <= options_.ack_window) {
+    return "";
+  }
+  return absl::StrCat("has acknowledged no entry for ",
+                      grew == status.match_grew_at.end()
+                          ? std::string("this leader's whole term")
+                          : absl::FormatDuration(driver_->Now() - grew->second),
+                      " while the leader's log grew (it holds ", match.value(),
+                      " of ", status.last_index.value(), ")");
 }
 
 absl::Status WritePath::CheckRemovalKeepsAQuorum(
@@ -665,16 +672,23 @@ absl::Status WritePath::CheckRemovalKeepsAQuorum(
   // As etcd's strict reconfig check: the voters left must include a quorum
   // this leader reaches now, or the cluster could commit nothing after the
   // change, not even the AddMember that would undo it.
+  // Reached means acknowledging: a voter whose disk stalled is connected
+  // and counts for nothing. Its status as of the driver's last turn.
+  const replication::NodeStatus status = driver_->status();
   size_t left = 0;
   size_t reachable = 0;
   std::vector<std::string> unreachable;
+  std::vector<std::string> stalled;
   for (NodeId v : voters) {
     if (v == removed) continue;
     ++left;
-    if (v == options_.self || transport_->Connected(v)) {
+    const std::string why = WhyNotAcknowledging(status, v);
+    if (why.empty()) {
       ++reachable;
-    } else {
+    } else if (!transport_->Connected(v)) {
       unreachable.push_back(absl::StrCat(v.value()));
+    } else {
+      stalled.push_back(absl::StrCat(v.value(), " ", why));
     }
   }
   const size_t quorum = left / 2 + 1;
@@ -684,13 +698,22 @@ absl::Status WritePath::CheckRemovalKeepsAQuorum(
         absl::StrCat("node ", removed.value(),
                      " is the only voter: removing it leaves no cluster"));
   }
+  std::vector<std::string> absent;
+  if (!unreachable.empty()) {
+    absent.push_back(
+        absl::StrCat("unreachable: ", absl::StrJoin(unreachable, ", ")));
+  }
+  if (!stalled.empty()) {
+    absent.push_back(absl::StrCat("not acknowledging: node ",
+                                  absl::StrJoin(stalled, "; node ")));
+  }
   return absl::FailedPreconditionError(absl::StrCat(
       "removing node ", removed.value(), " would leave ", left,
-      " voters of which the leader reaches ", reachable,
-      ", short of their quorum of ", quorum,
-      " (unreachable: ", absl::StrJoin(unreachable, ", "),
-      "): the cluster could commit nothing after it. Bring the unreachable "
-      "members back first, or remove an unreachable one instead"));
+      " voters of which ", reachable,
+      " acknowledge the leader, short of their quorum of ", quorum, " (",
+      absl::StrJoin(absent, "; "),
+      "): the cluster could commit nothing after it. Bring those members "
+      "back first, or remove one of them instead"));
 }
 
 void WritePath::HandleForwarded(const ProposeRequest& request,

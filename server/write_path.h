@@ -72,11 +72,13 @@ struct WritePathOptions {
   uint64_t cluster_epoch = 0;
   NodeId self;
   // A learner may be promoted only when it is at most this many entries
-  // behind the leader's last index.
+  // behind the leader's commit index.
   uint64_t promote_max_lag = 1000;
-  // PromoteMember refuses a learner whose matched index has not grown for
-  // this long while the leader's log did (an election timeout).
-  absl::Duration promote_ack_window = absl::Seconds(1);
+  // A member counts as acknowledging while its matched index grew within
+  // this long, or stands at the leader's last index (an election timeout):
+  // PromoteMember, RemoveMember's quorum check and TransferLeadership count
+  // on members that acknowledge, not merely on connected ones.
+  absl::Duration ack_window = absl::Seconds(1);
   // Commands (Submit) this node holds unanswered, and their bytes; one more
   // is refused at once (RESOURCE_EXHAUSTED, never proposed). The leader's
   // driver bounds what it proposes; this bounds what any node holds while
@@ -182,12 +184,19 @@ class WritePath {
   void Forward(std::shared_ptr<Call> call, NodeId leader);
   // Proposes the call's operation here (this node leads).
   void ProposeHere(const sessiond::v1::internal::ProposeRequest& op, Done done);
+  // Why this leader cannot count on `node` to take its entries now, as a
+  // phrase after "node N": it is not reachable, or it is while its matched
+  // index stood still for ack_window as the log grew past it (a jammed
+  // disk, a paused process, a snapshot still in flight). Empty when it can
+  // (this node itself always can). A connected channel alone says nothing
+  // of a disk: a member whose log writes stall answers heartbeats.
+  std::string WhyNotAcknowledging(const replication::NodeStatus& status,
+                                  NodeId node) const;
   // FailedPrecondition when `target` cannot take leadership now (a learner,
-  // or a voter this leader does not reach); InvalidArgument when it is no
-  // member.
+  // or a voter not acknowledging); InvalidArgument when it is no member.
   absl::Status CheckTransferTarget(NodeId target) const;
   // FailedPrecondition when removing `removed` from `conf` would leave
-  // fewer voters this leader reaches than the remaining voters' quorum.
+  // fewer acknowledging voters than the remaining voters' quorum.
   absl::Status CheckRemovalKeepsAQuorum(
       NodeId removed, const replication::ConfState& conf) const;
   void Finish(const std::shared_ptr<Call>& call,

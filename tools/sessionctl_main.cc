@@ -230,7 +230,8 @@ int Main(int argc, char** argv) {
   CLI::App* remove = members->add_subcommand(
       "remove",
       "remove a voter or learner: shows it and asks to type its id back; "
-      "refused when the voters left would have no quorum the leader reaches");
+      "refused when the voters left would have no quorum acknowledging the "
+      "leader");
   remove->add_option("ID", remove_id, "its node id")
       ->required()
       ->transform(NodeId(false));

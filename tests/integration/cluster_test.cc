@@ -578,6 +578,26 @@ grpc::Status TransferLeadership(ClusterHarness& cluster, int via, int to) {
                    request);
 }
 
+// Expects a transfer to `target` asked of `via` refused with
+// FAILED_PRECONDITION saying `why` ("node N <why>").
+void ExpectTransferRefused(ClusterHarness& cluster, int via, int target,
+                           const std::string& why) {
+  const grpc::Status transfer = TransferLeadership(cluster, via, target);
+  EXPECT_EQ(transfer.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << transfer.error_message();
+  EXPECT_TRUE(absl::StrContains(transfer.error_message(),
+                                absl::StrCat("node ", target, " ", why)))
+      << transfer.error_message();
+}
+
+// Expects `leader` to lead still, and to take a write.
+void ExpectStillLeading(ClusterHarness& cluster, int leader) {
+  absl::StatusOr<int> still = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(still.ok());
+  EXPECT_EQ(*still, leader);
+  MustCreate(cluster, leader, "still leading");
+}
+
 grpc::Status PromoteMember(ClusterHarness& cluster, int via, int id) {
   sessiond::v1::PromoteMemberRequest request;
   request.set_node_id(id);
@@ -1119,18 +1139,49 @@ TEST(ClusterTest, ATransferToANodeThatIsDownIsRefusedAtOnce) {
   cluster.Kill(down);
   ASSERT_TRUE(WaitUntilUnreachable(cluster, *leader, down));
   for (int via : {*leader, Others(cluster, *leader)[1]}) {
-    const grpc::Status transfer = TransferLeadership(cluster, via, down);
-    EXPECT_EQ(transfer.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
-        << transfer.error_message();
-    EXPECT_TRUE(
-        absl::StrContains(transfer.error_message(),
-                          absl::StrCat("node ", down, " is not reachable")))
-        << transfer.error_message();
+    ExpectTransferRefused(cluster, via, down, "is not reachable");
   }
-  absl::StatusOr<int> still = cluster.WaitForLeader(absl::Seconds(20));
-  ASSERT_TRUE(still.ok());
-  EXPECT_EQ(*still, *leader);
-  MustCreate(cluster, *leader, "after-refused-transfer");
+  ExpectStillLeading(cluster, *leader);
+}
+
+// A transfer to a voter that is connected but takes no entries (its log
+// writes stalled; here paused, within the 4 s its keepalive takes to
+// notice) is refused at once, saying so: it would hold every write for an
+// election timeout at each retry, then fail at the deadline.
+TEST(ClusterTest, ATransferToAVoterThatAcknowledgesNothingIsRefused) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int stalled = Others(cluster, *leader)[0];
+  cluster.Pause(stalled);
+  MustCreate(cluster, *leader, "while the voter stalls");
+  absl::SleepFor(absl::Milliseconds(600));  // past an election timeout
+  ExpectTransferRefused(cluster, *leader, stalled, "has acknowledged no entry");
+  cluster.Resume(stalled);
+  ExpectStillLeading(cluster, *leader);
+}
+
+// A transfer started while its target acknowledged, whose target then
+// stops (paused at the start here; the log grows meanwhile), ends when the
+// leader refuses its retry, with the leader's reason: not at the deadline
+// (10 s here), with a DEADLINE_EXCEEDED that says nothing of the target.
+TEST(ClusterTest, ATransferWhoseTargetStallsEndsWithTheLeadersReason) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int stalled = Others(cluster, *leader)[0];
+  cluster.Pause(stalled);
+  std::thread writer([&] {
+    // Once the core gave the transfer up (an election timeout), as the
+    // call waits for its retry.
+    absl::SleepFor(absl::Milliseconds(700));
+    MustCreate(cluster, *leader, "while the transfer waits");
+  });
+  ExpectTransferRefused(cluster, *leader, stalled, "has acknowledged no entry");
+  writer.join();
+  cluster.Resume(stalled);
 }
 
 // Cluster time lives in memory between stamped entries. A node restarted
@@ -1918,6 +1969,38 @@ TEST(ClusterTest, ARemovalThatWouldLeaveNoQuorumIsRefused) {
   ASSERT_TRUE(removed.ok()) << removed.error_message();
   EXPECT_EQ(cluster.Validate(live, token, sessiond::v1::LINEARIZABLE),
             ValidateSessionResponse::VALID);
+}
+
+// A voter that is connected but takes no entries (paused here, as one
+// whose disk stalled) counts for nothing in the quorum left after a
+// removal: removing the third would leave two voters that commit nothing
+// until it wakes, not even the AddMember that would undo it.
+TEST(ClusterTest, ARemovalThatWouldLeaveAStalledVoterInTheQuorumIsRefused) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int stalled = Others(cluster, *leader)[0];
+  const int live = Others(cluster, *leader)[1];
+  cluster.Pause(stalled);
+  MustCreate(cluster, *leader, "while the voter stalls");
+  absl::SleepFor(absl::Milliseconds(600));  // past an election timeout
+  const grpc::Status refused = RemoveMember(cluster, *leader, live);
+  cluster.Resume(stalled);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << refused.error_message();
+  EXPECT_TRUE(absl::StrContains(
+      refused.error_message(),
+      absl::StrCat("short of their quorum of 2 (not acknowledging: node ",
+                   stalled, " has acknowledged no entry")))
+      << refused.error_message();
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(*leader);
+  ASSERT_TRUE(status.ok()) << status.status();
+  int voters = 0;
+  for (const auto& m : status->members()) voters += m.voter() ? 1 : 0;
+  EXPECT_EQ(voters, 3) << status->DebugString();
+  ExpectStillLeading(cluster, *leader);
 }
 
 // A member removed while it was down comes back knowing nothing of it:
