@@ -40,6 +40,7 @@
 #include "server/cluster_agent.h"
 #include "server/cluster_clock.h"
 #include "server/delay_queue.h"
+#include "server/expiry_breaker.h"
 #include "server/expiry_sweeper.h"
 #include "server/jwks_document.h"
 #include "server/jwks_http.h"
@@ -149,6 +150,16 @@ absl::Duration BreakerLookahead(int64_t sweep_interval_ms) {
   return std::max(absl::Seconds(3), 2 * absl::Milliseconds(sweep_interval_ms));
 }
 
+ExpiryBreakerOptions BreakerOptionsOf(const Config& config) {
+  ExpiryBreakerOptions options;
+  options.share = static_cast<double>(config.expiry_breaker_percent) / 100.0;
+  options.window_ms = config.expiry_breaker_window_ms;
+  options.min_sessions =
+      static_cast<uint64_t>(config.expiry_breaker_min_sessions);
+  options.slew_ppm = config.clock_slew_ppm;
+  return options;
+}
+
 }  // namespace
 
 std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
@@ -157,18 +168,15 @@ std::unique_ptr<ExpirySweeper> Daemon::NewSweeper(int64_t interval_ms,
   options.interval = absl::Milliseconds(interval_ms);
   options.batch = static_cast<size_t>(batch);
   options.stats = &sweep_stats_;
-  options.breaker.share =
-      static_cast<double>(config_.expiry_breaker_percent) / 100.0;
-  options.breaker.window_ms = config_.expiry_breaker_window_ms;
-  options.breaker.min_sessions =
-      static_cast<uint64_t>(config_.expiry_breaker_min_sessions);
-  options.breaker.slew_ppm = config_.clock_slew_ppm;
+  options.breaker = BreakerOptionsOf(config_);
   options.breaker_lookahead = BreakerLookahead(interval_ms);
   // A cut-off node's touches go out at its next flush once a leader is
   // known, and a failed batch goes again at the one after.
   options.new_leader_grace =
       2 * absl::Milliseconds(config_.touch_flush_interval_ms) +
       absl::Seconds(1);
+  options.quorum_silence =
+      3 * config_.heartbeat_ticks * absl::Milliseconds(config_.tick_ms);
   options.audit_retention_ms = config_.audit_retention_ms;
   options.audit_max_entries = static_cast<uint32_t>(config_.audit_max_entries);
   TouchBuffer* touches = touches_.get();
@@ -871,6 +879,22 @@ absl::Status Daemon::Init() {
   write_options.max_open_commands =
       static_cast<size_t>(config_.max_pending_writes);
   write_options.max_open_command_bytes = driver_options.max_pending_bytes;
+  if (const ExpiryBreakerOptions breaker = BreakerOptionsOf(config_);
+      breaker.share > 0) {
+    write_options.breaker_before_catch_up =
+        [breaker, table = table_.get(), state_machine = state_machine_.get()](
+            int64_t now_ms, int64_t moved_since_ms,
+            int64_t to_ms) -> std::optional<sessiond::v1::ExpiryBreaker> {
+      const BreakerJudgement judgement =
+          JudgeCatchUp(breaker, SteadyNowMs(), now_ms, moved_since_ms, to_ms,
+                       table->size(), [&](const auto& visit) {
+                         table->ForEachExpiredSession(
+                             to_ms, state_machine->expiry_leeway_ms(), visit);
+                       });
+      if (!judgement.open) return std::nullopt;
+      return OpeningFor(judgement, now_ms);
+    };
+  }
   write_options.ack_window =
       absl::Milliseconds(config_.tick_ms * config_.election_ticks);
   writes_ = std::make_unique<WritePath>(write_options, driver_.get(),
@@ -891,7 +915,11 @@ absl::Status Daemon::Init() {
         writes->Submit(std::move(command), deadline, std::move(done));
       },
       absl::Milliseconds(config_.touch_flush_interval_ms),
-      [cluster_clock] { return cluster_clock->NowMs(); });
+      // The clock reads judge at, which stamps the touches they record: on
+      // a node that ran through the others' outage (NowMs a jump ahead
+      // until the catch-up applies), a stall dated by NowMs came after
+      // every read it should have protected.
+      [cluster_clock] { return cluster_clock->JudgeNowMs(); });
   if (!handover_.touches.touches.empty()) {
     logging::Info(
         "restart.touches_adopted",

@@ -219,6 +219,21 @@ sessiond::v1::ExpiryBreaker OpeningFor(const BreakerJudgement& judgement,
   return open;
 }
 
+BreakerJudgement JudgeCatchUp(const ExpiryBreakerOptions& options,
+                              int64_t steady_ms, int64_t now_ms,
+                              int64_t moved_since_ms, int64_t to_ms,
+                              uint64_t live, const ExpiredSessions& due_by_to) {
+  ExpiryBreakerJudge judge(options);
+  // Back-dated: its young expiries (none: nothing is created in the jump)
+  // teach no baseline.
+  judge.Reset(steady_ms, now_ms, live, std::nullopt, /*back_dated=*/true);
+  return judge.Judge(steady_ms, to_ms, live, [&](const auto& visit) {
+    due_by_to([&](const storage::ExpiredSession& session) {
+      if (session.last_seen_at_ms < moved_since_ms) visit(session);
+    });
+  });
+}
+
 uint64_t CountHeldSessions(const storage::SessionTable& table,
                            int64_t frozen_at_ms, int64_t now_ms,
                            int64_t leeway_ms) {

@@ -178,6 +178,23 @@ class ExpiryBreakerJudge {
   int64_t last_judged_cluster_ms_ = 0;
 };
 
+// The breaker's judgement of a clock catch-up before it is proposed
+// (WritePath::ProposeCatchUpIfDue). Judged after the jump applied, as the
+// sweeper's window does, reads answered EXPIRED for the sessions the jump
+// aged until the next sweep opened the breaker, which then brought them
+// back: a flash of logouts. Judged before, a breaker that must open is
+// opened ahead of the jump, in the log, and no read sees them expired.
+// As a window starting at cluster time `now_ms` with no real time elapsed
+// judges, at cluster time `to_ms`, the sessions `due_by_to` lists (those
+// expired at to_ms) that the jump leaves where they are (last seen before
+// `moved_since_ms`): each one past now_ms plus the slack is early. A
+// session last seen in the lag whose absolute lifetime ends in the jump is
+// not counted here (the sweeper's window judges it after the jump).
+BreakerJudgement JudgeCatchUp(const ExpiryBreakerOptions& options,
+                              int64_t steady_ms, int64_t now_ms,
+                              int64_t moved_since_ms, int64_t to_ms,
+                              uint64_t live, const ExpiredSessions& due_by_to);
+
 // How many sessions of `table` an open breaker frozen at frozen_at_ms holds
 // back at cluster time now_ms: expired at now_ms, not at frozen_at_ms.
 uint64_t CountHeldSessions(const storage::SessionTable& table,

@@ -127,6 +127,7 @@ uint64_t ExpirySweeper::SweepOnce() {
     judging_ = false;  // a later leadership starts a window of its own
     seen_open_id_ = 0;
     leading_since_steady_ms_.reset();
+    cut_off_steady_ms_.reset();
     PublishDue(0, /*at_cap=*/false);
     return 0;
   }
@@ -140,11 +141,18 @@ uint64_t ExpirySweeper::SweepOnce() {
   // windows roll on time). A lone member's own touches are all it waits
   // for: no grace. A lone voter with learners waits for theirs: they answer
   // validations while it is down, and forward what they recorded.
+  const bool others =
+      status.conf_state.voters.size() + status.conf_state.learners.size() > 1;
+  const int64_t grace_ms = absl::ToInt64Milliseconds(options_.new_leader_grace);
+  // Cut off (no quorum heard for a few heartbeats): the same grace from
+  // when its quorum answers again.
+  if (others && options_.quorum_silence > absl::ZeroDuration() &&
+      driver_->Now() - status.last_leader_contact > options_.quorum_silence) {
+    cut_off_steady_ms_ = steady_ms;
+  }
   const bool in_grace =
-      (status.conf_state.voters.size() + status.conf_state.learners.size() >
-           1 &&
-       steady_ms - *leading_since_steady_ms_ <
-           absl::ToInt64Milliseconds(options_.new_leader_grace)) ||
+      (others && steady_ms - *leading_since_steady_ms_ < grace_ms) ||
+      (cut_off_steady_ms_ && steady_ms - *cut_off_steady_ms_ < grace_ms) ||
       (options_.touches_stalled && options_.touches_stalled());
   const sessiond::v1::ExpiryBreaker breaker = state_machine_->expiry_breaker();
   uint64_t removed = 0;
@@ -287,6 +295,10 @@ void ExpirySweeper::MaybeClearBreaker(
   if (seen_open_id_ != breaker.id()) {
     seen_open_id_ = breaker.id();
     seen_open_steady_ms_ = steady_ms;
+    // Not cleared by the sweep that first sees it: one opened ahead of a
+    // clock catch-up (WritePath::ProposeCatchUpIfDue) holds nothing until
+    // the catch-up applies, one commit later.
+    return;
   }
   if (options_.breaker.share <= 0) return;  // turned off: operators resume
   const int64_t now_ms = clock_->JudgeNowMs();

@@ -47,6 +47,12 @@ struct ExpirySweeperOptions {
   // within a flush interval or two of a leader being known, and a session
   // removed first could not be saved by them (docs/API.md, "Consistency").
   absl::Duration new_leader_grace = absl::ZeroDuration();
+  // A leader whose quorum last answered it longer ago than this (a few
+  // heartbeats) is cut off: the followers' touches cannot reach it, while
+  // the removals it appends commit if it is heard again before another
+  // leader is elected. It removes nothing until new_leader_grace after its
+  // quorum answers again, as a new leader would. Zero: never.
+  absl::Duration quorum_silence = absl::ZeroDuration();
   // True while this node's touches fail to reach the log, and shortly after
   // (TouchBuffer::RecentlyStalled): it removes nothing meanwhile, since the
   // touches kept during the stall have not landed (null: never).
@@ -187,6 +193,9 @@ class ExpirySweeper {
   // (new_leader_grace).
   std::optional<int64_t> leading_since_steady_ms_;
   Term leading_term_;
+  // The last sweep that found this leader cut off from its quorum
+  // (quorum_silence).
+  std::optional<int64_t> cut_off_steady_ms_;
   // The table shard the next collection of due sessions starts at: one on
   // each sweep, so a backlog over the cap is taken from every shard in turn.
   size_t next_first_shard_ = 0;

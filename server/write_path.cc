@@ -75,6 +75,8 @@ struct WritePath::Call {
   absl::Time deadline;
   // The command's size, counted in open_command_bytes_ while open.
   uint64_t command_bytes = 0;
+  // Counted in open_commands_ and open_command_bytes_ (Open).
+  bool bounded = false;
 
   absl::Mutex mu;
   Done done ABSL_GUARDED_BY(mu);
@@ -167,7 +169,12 @@ bool WritePath::Drain(absl::Duration timeout) const {
 
 absl::Status WritePath::Open(const std::shared_ptr<Call>& call) {
   absl::MutexLock lock(&open_mu_);
-  if (call->command) {
+  // Not a touch batch: it carries validations already answered VALID
+  // (bounded by the touch buffer, about one batch per flush), and refused,
+  // this node's users stop counting idle time while the leader, which
+  // never heard of the refusal, goes on expiring them.
+  call->bounded = call->command && !call->command->has_touch();
+  if (call->bounded) {
     // One larger than the byte bound passes when nothing else is held:
     // refused, it would be refused forever.
     if (open_commands_ >= options_.max_open_commands ||
@@ -267,7 +274,7 @@ void WritePath::FinishDeciding(
   {
     absl::MutexLock lock(&open_mu_);
     open_calls_.erase(call.get());
-    if (call->command) {
+    if (call->bounded) {
       --open_commands_;
       open_command_bytes_ -= call->command_bytes;
     }
@@ -798,22 +805,76 @@ void WritePath::ProposeCatchUpIfDue() {
     }
     return;
   }
-  Command command;
-  command.mutable_clock_catch_up()->set_to_ms(catch_up->to_ms);
-  command.mutable_clock_catch_up()->set_since_ms(catch_up->since_ms);
   // With every member on a binary that moves them (level 3), the windows
   // opened in the lag move too; a member on level 2 applies the catch-up
   // without, and a retry of a create made in the lag may then make a
   // second session (docs/API.md, "Retrying a create").
-  command.mutable_clock_catch_up()->set_move_windows(
-      lowest && lowest->level >= storage::kCatchUpMovesWindowsLevel);
+  const bool move_windows =
+      lowest && lowest->level >= storage::kCatchUpMovesWindowsLevel;
+  std::optional<Command> opening = BreakerOpeningBefore(*catch_up);
+  if (!opening) {
+    ProposeCatchUp(*catch_up, move_windows);
+    return;
+  }
+  const sessiond::v1::ExpiryBreaker& open = opening->expiry_breaker().open();
+  logging::Error(
+      "breaker.opening",
+      logging::Fields()
+          .Add("unexpected", open.unexpected_expiries())
+          .Add("threshold", open.threshold())
+          .Add("before_catch_up_to_ms", catch_up->to_ms)
+          .Add("msg",
+               "the clock's catch-up would expire a mass of sessions at once: "
+               "the expiry breaker opens first, and no session expires until "
+               "an operator resumes (sessionctl breaker status)"));
+  // The catch-up only once the opening applied: ahead of it in the log, so
+  // no read judges the jump's time unfrozen. Lost: TakeCatchUp hands the
+  // catch-up out again after its retry interval.
+  driver_->Propose(
+      opening->SerializeAsString(),
+      [this, catch_up = *catch_up, move_windows](ApplyResult result) {
+        if (!result.ok()) {
+          logging::Warn(
+              "clock.catch_up_not_applied",
+              logging::Fields().Add("error", result.status().ToString()));
+          return;
+        }
+        ProposeCatchUp(catch_up, move_windows);
+      });
+}
+
+std::optional<Command> WritePath::BreakerOpeningBefore(
+    const ClusterClock::CatchUp& catch_up) const {
+  if (!options_.breaker_before_catch_up) return std::nullopt;
+  // Open already: the jump's time is judged frozen.
+  if (state_machine_->expiry_breaker().open()) return std::nullopt;
+  // As ApplyClockCatchUp selects what moves.
+  const int64_t moved_since_ms =
+      std::max(catch_up.since_ms,
+               state_machine_->cluster_state().clock_caught_up_to_ms());
+  std::optional<sessiond::v1::ExpiryBreaker> open =
+      options_.breaker_before_catch_up(clock_->JudgeNowMs(), moved_since_ms,
+                                       catch_up.to_ms);
+  if (!open) return std::nullopt;
+  Command command;
+  *command.mutable_expiry_breaker()->mutable_open() = std::move(*open);
+  command.set_timestamp_ms(clock_->StampMs());
+  return command;
+}
+
+void WritePath::ProposeCatchUp(const ClusterClock::CatchUp& catch_up,
+                               bool move_windows) {
+  Command command;
+  command.mutable_clock_catch_up()->set_to_ms(catch_up.to_ms);
+  command.mutable_clock_catch_up()->set_since_ms(catch_up.since_ms);
+  command.mutable_clock_catch_up()->set_move_windows(move_windows);
   command.set_timestamp_ms(clock_->StampMs());
   logging::Warn(
       "clock.catching_up",
       logging::Fields()
           .Add("from_ms", command.timestamp_ms())
-          .Add("to_ms", catch_up->to_ms)
-          .Add("since_ms", catch_up->since_ms)
+          .Add("to_ms", catch_up.to_ms)
+          .Add("since_ms", catch_up.since_ms)
           .Add("move_windows", command.clock_catch_up().move_windows())
           .Add("msg",
                "a member counted time this leader did not (it was down "

@@ -84,8 +84,18 @@ struct WritePathOptions {
   // driver bounds what it proposes; this bounds what any node holds while
   // it forwards or waits for a leader, which with no leader is every write
   // sent to it until its deadline. Membership changes and transfers are
-  // not counted, so an operator can still act on an overloaded node.
+  // not counted, so an operator can still act on an overloaded node; nor
+  // are touch batches (TouchBuffer bounds them), so an overloaded node's
+  // users keep their sessions alive.
   size_t max_open_commands = 100000;
+  // The expiry breaker's judgement of a clock catch-up before it is
+  // proposed (server/expiry_breaker.h, JudgeCatchUp): the opening to
+  // propose ahead of the catch-up, or nullopt. Given cluster time now, the
+  // time from which the catch-up moves what was stamped, and the time it
+  // jumps to. Unset (or the breaker off): the catch-up goes alone.
+  std::function<std::optional<sessiond::v1::ExpiryBreaker>(
+      int64_t now_ms, int64_t moved_since_ms, int64_t to_ms)>
+      breaker_before_catch_up;
   uint64_t max_open_command_bytes = 256ull << 20;
 };
 
@@ -126,7 +136,9 @@ class WritePath {
   // (ClusterClock::TakeCatchUp: a member, or this node, counted an outage
   // the others did not), ahead of whatever is proposed after it. Not while
   // a member of the configuration has not published the command level
-  // that applies it (storage/command_level.h): logged, and left due.
+  // that applies it (storage/command_level.h): logged, and left due. When
+  // the jump would expire a mass of sessions (breaker_before_catch_up), the
+  // expiry breaker's opening goes first, and the catch-up once it applied.
   void ProposeCatchUpIfDue() ABSL_LOCKS_EXCLUDED(deferred_log_mu_);
 
   // The leader's side of RaftPeer.Propose: `respond` is called exactly
@@ -195,6 +207,11 @@ class WritePath {
   // FailedPrecondition when `target` cannot take leadership now (a learner,
   // or a voter not acknowledging); InvalidArgument when it is no member.
   absl::Status CheckTransferTarget(NodeId target) const;
+  // The expiry breaker's opening to propose ahead of `catch_up`, stamped;
+  // nullopt when none is needed (breaker_before_catch_up).
+  std::optional<sessiond::v1::internal::Command> BreakerOpeningBefore(
+      const ClusterClock::CatchUp& catch_up) const;
+  void ProposeCatchUp(const ClusterClock::CatchUp& catch_up, bool move_windows);
   // FailedPrecondition when removing `removed` from `conf` would leave
   // fewer acknowledging voters than the remaining voters' quorum.
   absl::Status CheckRemovalKeepsAQuorum(

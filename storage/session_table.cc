@@ -637,7 +637,8 @@ bool SessionTable::VisitExpired(
             r->last_seen_at_ms),
         leeway_ms);
     if (now_ms >= expires_at &&
-        !fn(ExpiredSession{r->hash, r->created_at_ms, expires_at})) {
+        !fn(ExpiredSession{r->hash, r->created_at_ms, expires_at,
+                           r->last_seen_at_ms})) {
       return false;
     }
   }

@@ -101,6 +101,7 @@ struct ExpiredSession {
   int64_t created_at_ms;
   // SessionDeadlineMs plus the leeway: the instant it counts as expired.
   int64_t expires_at_ms;
+  int64_t last_seen_at_ms = 0;
 };
 
 // The kid of the key that signed a session's JWT token (Session.

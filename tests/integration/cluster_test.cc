@@ -1328,6 +1328,61 @@ TEST(ClusterTest, UsersActiveThroughALearnerWhileTheVoterWasDownStayLoggedIn) {
       << cluster.LogTail(voter);
 }
 
+// A leader cut off from both followers for less than an election timeout
+// leads on, and the removals its sweeper appended meanwhile commit once it
+// is heard again, before anything a follower kept: the users active
+// through a follower, whose touches could not reach the leader, were
+// removed, and their touches then found nothing (found in review). A
+// leader whose quorum has not answered for a few heartbeats now removes
+// nobody until a grace after its quorum answers again.
+TEST(ClusterTest, ALeaderCutOffFromItsQuorumRemovesNobodyMeanwhile) {
+  // Elections after 5 s: the cut below (3.5 s) neither deposes the leader
+  // nor lets the followers elect another.
+  ClusterHarness cluster(
+      Options({"--election_ticks", "500", "--touch_flush_interval_ms", "200",
+               "--sweep_interval_ms", "100"}));
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(40));
+  ASSERT_TRUE(leader.ok());
+  const int follower = Others(cluster, *leader)[0];
+  const absl::Duration idle = absl::Seconds(2);
+  const std::string active =
+      MustCreate(cluster, *leader, "active", idle).token();
+  ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(30)).ok());
+  auto stub = cluster.Stub(follower);
+  const auto touch_for = [&](absl::Duration how_long) {
+    const absl::Time end = absl::Now() + how_long;
+    while (absl::Now() < end) {
+      grpc::ClientContext context;
+      SetDeadline(&context, absl::Seconds(5));
+      sessiond::v1::ValidateSessionRequest request;
+      request.set_token(active);
+      request.set_touch(true);
+      request.set_consistency(sessiond::v1::LOCAL);
+      ValidateSessionResponse answer;
+      const grpc::Status s = stub->ValidateSession(&context, request, &answer);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID);
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+  };
+  touch_for(absl::Seconds(1));
+  cluster.Isolate(*leader);
+  touch_for(absl::Milliseconds(3500));  // past the idle timeout
+  cluster.HealAll();
+  touch_for(absl::Seconds(3));
+  absl::StatusOr<int> still = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(still.ok());
+  EXPECT_EQ(*still, *leader) << "another leader was elected: the cut was "
+                                "longer than this test needs";
+  ValidateSessionResponse answer;
+  const grpc::Status s =
+      cluster.Validate(*still, active, sessiond::v1::LINEARIZABLE, &answer);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(answer.outcome(), ValidateSessionResponse::VALID)
+      << cluster.LogTail(*still);
+}
+
 // A validate stream that ends at an answer it could not give records no
 // touch for the answers behind it, which it never sent: they were recorded
 // as they were validated, so a stream cut short by a lost quorum still

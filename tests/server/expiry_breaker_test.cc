@@ -328,6 +328,46 @@ TEST(ExpiryBreakerTest, AnOpeningShortSessionsBuiltUpOverTheWindowStaysOpen) {
       << unexpected << " unexpected: it would clear itself";
 }
 
+// A clock catch-up judged before it is proposed: the sessions it leaves
+// where they are (last seen before the lag) and makes due are early, and
+// over the threshold the opening freezes expiry just before the first of
+// them; the ones it moves along (last seen in the lag) do not count.
+TEST(ExpiryBreakerTest, ACatchUpThatWouldExpireAMassOpensItBeforeTheJump) {
+  const int64_t now = kStart;
+  const int64_t since = kStart - kMinute;  // the lag began a minute ago
+  const int64_t to = now + 60 * kMinute;   // the jump: an hour
+  std::vector<ExpiredSession> due_by_to;
+  // Last seen before the lag, due within the jump: the jump would age them.
+  for (int i = 0; i < 1'500; ++i) {
+    due_by_to.push_back(ExpiredSession{
+        {}, kStart - 120 * kMinute, now + 30 * kMinute, since - kMinute});
+  }
+  // Last seen in the lag: the catch-up moves them, they stay.
+  for (int i = 0; i < 5'000; ++i) {
+    due_by_to.push_back(
+        ExpiredSession{{}, kStart - 120 * kMinute, now + 10 * kMinute, since});
+  }
+  // Already due now: expiring as planned, whatever the jump.
+  for (int i = 0; i < 50; ++i) {
+    due_by_to.push_back(ExpiredSession{
+        {}, kStart - 120 * kMinute, now - 10, since - 2 * kMinute});
+  }
+  const auto judge = [&](uint64_t live) {
+    return JudgeCatchUp(Options(), /*steady_ms=*/0, now, since, to, live,
+                        [&](const auto& visit) {
+                          for (const ExpiredSession& s : due_by_to) visit(s);
+                        });
+  };
+  const BreakerJudgement judgement = judge(10'000);
+  EXPECT_TRUE(judgement.open);
+  EXPECT_EQ(judgement.window.early, 1'500u);
+  EXPECT_EQ(judgement.window.planned, 50u);
+  EXPECT_EQ(judgement.threshold, 1'000u);
+  EXPECT_EQ(OpeningFor(judgement, now).frozen_at_ms(), now);
+  // Under the share of a larger store: the catch-up goes alone.
+  EXPECT_FALSE(judge(20'000).open) << judge(20'000).reason;
+}
+
 TEST(ExpiryBreakerTest, CountHeldSessionsCountsExpiredAfterTheFrozenTime) {
   storage::SessionTable table;
   auto add = [&](int i, int64_t expires_at) {
