@@ -10,6 +10,7 @@
 #include "server/admin_service.h"
 #include "server/grpc_status.h"
 #include "server/limits.h"
+#include "storage/command_level.h"
 #include "storage/revocations.h"
 #include "storage/token.h"
 
@@ -132,6 +133,15 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RestoreFlush(
         Command command;
         command.mutable_restore_revocation()->set_revocation_id(
             request->flush_id());
+        // Every replica must give back the same idle time: the newer rule
+        // only once every member applies it.
+        if (storage::EveryMemberApplies(
+                state_machine_->cluster_state(), state_machine_->applied_conf(),
+                storage::kRestoreGivesBackAppliedTimeLevel)) {
+          command.mutable_restore_revocation()->set_give_back_to_applied_time(
+              true);
+          command.set_min_level(storage::kRestoreGivesBackAppliedTimeLevel);
+        }
         return SubmitThenFinish(
             context, std::move(command), [response](const std::any& result) {
               if (const auto* done = std::any_cast<Revocation>(&result)) {

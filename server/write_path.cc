@@ -868,6 +868,8 @@ void WritePath::ProposeCatchUp(const ClusterClock::CatchUp& catch_up,
   command.mutable_clock_catch_up()->set_to_ms(catch_up.to_ms);
   command.mutable_clock_catch_up()->set_since_ms(catch_up.since_ms);
   command.mutable_clock_catch_up()->set_move_windows(move_windows);
+  command.set_min_level(move_windows ? storage::kCatchUpMovesWindowsLevel
+                                     : storage::kClockCatchUpLevel);
   command.set_timestamp_ms(clock_->StampMs());
   logging::Warn(
       "clock.catching_up",

@@ -21,4 +21,11 @@ std::optional<LowestCommandLevel> LowestPublishedLevel(
   return lowest;
 }
 
+bool EveryMemberApplies(const sessiond::v1::internal::ClusterState& cluster,
+                        const replication::ConfState& conf, uint32_t level) {
+  const std::optional<LowestCommandLevel> lowest =
+      LowestPublishedLevel(cluster, conf);
+  return lowest && lowest->level >= level;
+}
+
 }  // namespace sessiond::storage

@@ -21,9 +21,21 @@ namespace sessiond::storage {
 //      no level counts as 0: not known to have any)
 //   2  ClockCatchUpCommand
 //   3  ClockCatchUpCommand.move_windows
-inline constexpr uint32_t kCommandLevel = 3;
+//   4  RestoreRevocationCommand.give_back_to_applied_time; Command.min_level
+//      is checked: an entry of a higher level stops this binary
+// A command that needs a level above 1 says so in Command.min_level, so a
+// binary of level 4 or later that meets it below its level (rolled back, or
+// a learner replaying a log written before it joined) stops instead of
+// applying it otherwise.
+inline constexpr uint32_t kCommandLevel = 4;
 inline constexpr uint32_t kClockCatchUpLevel = 2;
 inline constexpr uint32_t kCatchUpMovesWindowsLevel = 3;
+inline constexpr uint32_t kRestoreGivesBackAppliedTimeLevel = 4;
+
+// Whether every member of `conf` published `level` or more (false for an
+// empty configuration): a leader may then propose commands of that level.
+bool EveryMemberApplies(const sessiond::v1::internal::ClusterState& cluster,
+                        const replication::ConfState& conf, uint32_t level);
 
 // The member of `conf` (voters and learners) with the lowest level
 // published in `cluster`'s member table, with that level (0 for a member

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/check.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "common/steady_clock.h"
@@ -28,6 +29,7 @@
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
 #include "storage/audit_log.h"
+#include "storage/command_level.h"
 #include "storage/keys.h"
 #include "storage/revocations.h"
 #include "storage/wire.h"
@@ -432,6 +434,16 @@ absl::StatusOr<std::vector<ApplyResult>> SessionStateMachine::Apply(
           "entry ", entry.index.value(), " is not a sessiond command")));
       continue;
     }
+    // Applied otherwise than its proposer meant, this replica's state would
+    // differ from the others' for good: it stops, and says what to do. On
+    // restart it stops here again, until it runs a binary that applies it.
+    SESSIOND_CHECK_MSG(
+        command.min_level() <= kCommandLevel,
+        absl::StrCat("entry ", entry.index.value(), " needs command level ",
+                     command.min_level(), " and this binary applies up to ",
+                     kCommandLevel,
+                     ": run the cluster's sessiond version on this node "
+                     "(docs/OPERATIONS.md, \"Rolling upgrade\")"));
     now_ms = std::max(now_ms, command.timestamp_ms());
     if (command.has_expire() || command.has_expiry_breaker()) {
       // A leader judged (and swept) after the last jump.

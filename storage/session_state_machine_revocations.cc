@@ -323,10 +323,17 @@ ApplyResult SessionStateMachine::ApplyRestoreRevocation(
         " (cluster time, Unix ms), so its sessions are revoked for good"));
   }
   const int64_t leeway = expiry_leeway_ms();
+  // Held time is real time: given back up to the applied time. Before
+  // level 4, up to the breaker's frozen time (a session flushed after the
+  // breaker opened got nothing back, and expired at the resume); kept for
+  // the entries written so, which every replica must apply alike.
+  const int64_t given_back_until =
+      restore.give_back_to_applied_time() ? now_ms : expiry_now;
   uint64_t restored = 0, stayed_expired = 0;
   for (const TokenHash& hash : SessionsHeldBy(record)) {
     switch (table_->RemoveHold(hash, id, expiry_now, leeway,
-                               IdleTimeGivenBack(hash, id, expiry_now))) {
+                               IdleTimeGivenBack(hash, id, given_back_until),
+                               given_back_until)) {
       case SessionTable::HoldRelease::kNotHeld:
         continue;
       case SessionTable::HoldRelease::kStillHeld:

@@ -1329,10 +1329,9 @@ std::vector<uint64_t> SessionTable::HoldIdsOf(const TokenHash& hash) const {
   return holds_.Ids(HoldOf(*it));
 }
 
-SessionTable::HoldRelease SessionTable::RemoveHold(const TokenHash& hash,
-                                                   uint64_t id, int64_t now_ms,
-                                                   int64_t leeway_ms,
-                                                   int64_t held_ms) {
+SessionTable::HoldRelease SessionTable::RemoveHold(
+    const TokenHash& hash, uint64_t id, int64_t now_ms, int64_t leeway_ms,
+    int64_t held_ms, std::optional<int64_t> given_back_until_ms) {
   Shard& shard = ShardOf(hash);
   absl::MutexLock lock(&shard.mu);
   auto it = shard.by_token.find(hash);
@@ -1343,11 +1342,12 @@ SessionTable::HoldRelease SessionTable::RemoveHold(const TokenHash& hash,
   if (held == ids.end()) return HoldRelease::kNotHeld;
   ids.erase(held);
   SetHoldOf(*it, ids.empty() ? 0 : holds_.Acquire(ids));
-  if (held_ms > 0 && r->idle_timeout_ms > 0 && r->last_seen_at_ms < now_ms) {
+  const int64_t until = given_back_until_ms.value_or(now_ms);
+  if (held_ms > 0 && r->idle_timeout_ms > 0 && r->last_seen_at_ms < until) {
     const Ref ref = *it;
     const uint64_t old_key = ExpiryKey(r->deadline(), ref);
     r->last_seen_at_ms =
-        std::min(now_ms, SaturatingAdd(r->last_seen_at_ms, held_ms));
+        std::min(until, SaturatingAdd(r->last_seen_at_ms, held_ms));
     const uint64_t new_key = ExpiryKey(r->deadline(), ref);
     if (new_key != old_key) {
       shard.expiry.erase(old_key);

@@ -303,13 +303,15 @@ class SessionTable {
   // or already held by `id`. RemoveHold takes `id` out again; with no
   // revocation left the session is ACTIVE again (expired or not at now_ms,
   // with leeway). `held_ms`: the idle time to give back, added to
-  // last_seen_at of a session with an idle timeout (never past now_ms): the
-  // caller knows since when it was held
-  // (storage/session_state_machine_revocations.cc).
+  // last_seen_at of a session with an idle timeout (never past
+  // `given_back_until_ms`, now_ms when not given): the caller knows since
+  // when it was held (storage/session_state_machine_revocations.cc).
   bool AddHold(const TokenHash& hash, uint64_t id);
   enum class HoldRelease { kNotHeld, kStillHeld, kActive, kActiveButExpired };
-  HoldRelease RemoveHold(const TokenHash& hash, uint64_t id, int64_t now_ms,
-                         int64_t leeway_ms, int64_t held_ms = 0);
+  HoldRelease RemoveHold(
+      const TokenHash& hash, uint64_t id, int64_t now_ms, int64_t leeway_ms,
+      int64_t held_ms = 0,
+      std::optional<int64_t> given_back_until_ms = std::nullopt);
   // The ids of the revocations holding the session (empty: none, or no
   // such session).
   std::vector<uint64_t> HoldIdsOf(const TokenHash& hash) const;

@@ -1248,12 +1248,16 @@ TEST_F(SessionStateMachineTest, MembersPublishTheirCommandLevel) {
   ASSERT_TRUE(lowest.has_value());
   EXPECT_EQ(lowest->node, NodeId(3));
   EXPECT_EQ(lowest->level, 0u);
+  EXPECT_FALSE(EveryMemberApplies(sm_->cluster_state(), conf, 1));
   publish(3, kCommandLevel);
   lowest = LowestPublishedLevel(sm_->cluster_state(), conf);
   EXPECT_EQ(lowest->node, NodeId(2));
   EXPECT_EQ(lowest->level, 1u);
+  EXPECT_TRUE(EveryMemberApplies(sm_->cluster_state(), conf, 1));
+  EXPECT_FALSE(EveryMemberApplies(sm_->cluster_state(), conf, 2));
   publish(2, kCommandLevel);  // upgraded and published again
-  Reopen();                   // durable
+  EXPECT_TRUE(EveryMemberApplies(sm_->cluster_state(), conf, kCommandLevel));
+  Reopen();  // durable
   lowest = LowestPublishedLevel(sm_->cluster_state(), conf);
   EXPECT_EQ(lowest->level, kCommandLevel);
   // Removed and added again: a new member that has not run.
@@ -1263,6 +1267,8 @@ TEST_F(SessionStateMachineTest, MembersPublishTheirCommandLevel) {
   EXPECT_FALSE(
       LowestPublishedLevel(sm_->cluster_state(), replication::ConfState())
           .has_value());
+  EXPECT_FALSE(
+      EveryMemberApplies(sm_->cluster_state(), replication::ConfState(), 0));
 }
 
 // ---------------------------------------------------------------------------
@@ -1724,6 +1730,55 @@ Command CloseBreaker(int64_t ts, uint64_t id) {
   c.mutable_expiry_breaker()->mutable_close()->set_id(id);
   c.mutable_expiry_breaker()->mutable_close()->set_closed_by("resumed");
   return c;
+}
+
+// Held time is real time: a session flushed while the expiry breaker was
+// open and restored later gets back the idle time since the flush, up to
+// the applied time, not up to the breaker's frozen time (found in review:
+// it got nothing back, and at the breaker's resume it expired). Command
+// level 4; an entry without the field gives back as before, so replicas
+// of both levels apply it alike.
+TEST_F(RevocationTest, ARestoreGivesBackTheTimeHeldWhileTheBreakerWasOpen) {
+  // Idle timeout 5 s, last seen at 1000.
+  ApplySession(Create(0, 1000, "erin", 100'000, /*idle=*/5000));
+  ApplySession(Create(1, 1000, "fred", 100'000, /*idle=*/5000));
+  ASSERT_TRUE(ApplyOne(OpenBreaker(1500, /*frozen_at=*/1500)).ok());
+  const auto revoke = [&](const std::string& user, int64_t ts) {
+    v1::SessionSelector selector;
+    selector.mutable_users()->add_user_ids(user);
+    EXPECT_TRUE(ApplyOne(Prepare(user, selector, ts)).ok());
+    return ApplyRevocation(Confirm(user, selector, ts + 1));
+  };
+  const v1::Revocation erin = revoke("erin", 2000);  // held from 2001
+  const v1::Revocation fred = revoke("fred", 2000);
+  Command newer = Restore(erin.id(), 12'000);
+  newer.mutable_restore_revocation()->set_give_back_to_applied_time(true);
+  newer.set_min_level(kRestoreGivesBackAppliedTimeLevel);
+  EXPECT_EQ(ApplyRevocation(newer).restored(), 1u);
+  EXPECT_EQ(table_->Get(H(0))->last_seen_at_ms(), 1000 + (12'000 - 2001));
+  EXPECT_EQ(ApplyRevocation(Restore(fred.id(), 12'000)).restored(), 1u);
+  EXPECT_EQ(table_->Get(H(1))->last_seen_at_ms(), 1000);  // as before
+  // Judged at 14'000, as once the breaker is resumed: erin's idle deadline
+  // (15'999) is ahead, fred's (6000) long past.
+  EXPECT_EQ(OutcomeOf(0, 14'000), ValidateOutcome::kValid);
+  EXPECT_EQ(OutcomeOf(1, 14'000), ValidateOutcome::kExpired);
+}
+
+// An entry of a command level this binary does not apply stops it, with
+// what to do, rather than apply it otherwise and diverge (a member rolled
+// back, or a learner on an older binary replaying the log).
+TEST_F(RevocationTest, AnEntryOfAHigherCommandLevelStopsTheNode) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  Command tick;
+  tick.set_timestamp_ms(1000);
+  tick.mutable_tick();
+  tick.set_min_level(kCommandLevel);
+  EXPECT_TRUE(ApplyOne(tick).ok());
+  tick.set_min_level(kCommandLevel + 1);
+  EXPECT_DEATH((void)ApplyOne(tick),
+               absl::StrCat("needs command level ", kCommandLevel + 1,
+                            " and this binary applies up to ", kCommandLevel,
+                            ": run the cluster's sessiond version"));
 }
 
 // The breaker freezes expiry because cluster time may have run ahead of
