@@ -297,6 +297,21 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AddMember(
                            absl::InvalidArgumentError(absl::StrCat(
                                "peer_address: ", parsed.status().message())));
         }
+        if (options_.plaintext_loopback_only) {
+          for (const std::string* address :
+               {&request->peer_address(), &request->client_address()}) {
+            if (!address->empty() && !IsLoopbackListen(*address)) {
+              return FinishNow(
+                  context,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      *address,
+                      " is not a loopback address and TLS is off: the "
+                      "members would dial it in plaintext. Configure TLS on "
+                      "every member, or, on a network you trust, run them "
+                      "with --insecure_plaintext_non_loopback=1")));
+            }
+          }
+        }
         // Optional; when given, clients and ClusterStatus dial it until the
         // node announces its own.
         if (!request->client_address().empty()) {

@@ -29,6 +29,10 @@ class JwtIssuer;
 
 struct AdminServiceOptions {
   uint64_t cluster_id = 0;
+  // TLS is off and --insecure_plaintext_non_loopback is not given: AddMember
+  // refuses addresses off loopback, as the config refuses them in
+  // --initial_cluster (the leader would dial them in plaintext).
+  bool plaintext_loopback_only = false;
   // Identity.cluster_epoch: members of another life of the cluster are
   // listed with the error their NodeStatus answers, not their figures.
   uint64_t cluster_epoch = 0;

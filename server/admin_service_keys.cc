@@ -184,8 +184,8 @@ absl::Status CheckEveryKekOpensIt(const std::string& kid,
       return absl::FailedPreconditionError(absl::StrCat(
           "activate: node ", id.value(), " has key-encryption key ",
           member.kek_id(), ", and kid ", kid, " is sealed under ", sealed_under,
-          ": leading, it could not sign with it. Start every node with the "
-          "same --kek_file, then activate"));
+          ": it could not sign the JWTs of the creates it serves. Start every "
+          "node with the same --kek_file, then activate"));
     }
   }
   return absl::OkStatus();

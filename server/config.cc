@@ -62,24 +62,6 @@ absl::Status ValidateClientAuth(const std::string& value) {
   return absl::InvalidArgumentError("must be require or optional");
 }
 
-// Whether `listen` (host:port) binds only the loopback interface.
-bool IsLoopbackListen(const std::string& listen) {
-  std::string host = listen.substr(0, listen.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host == "localhost") return true;
-  // An address literal only: a name like 127.example.com is resolved by DNS,
-  // to anything.
-  in_addr v4;
-  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
-    return (ntohl(v4.s_addr) >> 24) == 127;
-  }
-  in6_addr v6;
-  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
-         IN6_IS_ADDR_LOOPBACK(&v6);
-}
-
 absl::Status ValidateBool(const std::string& value) {
   if (value == "true" || value == "false" || value == "1" || value == "0") {
     return absl::OkStatus();
@@ -742,6 +724,18 @@ absl::Status CheckConsistent(const Config& config) {
             "pass --insecure_plaintext_non_loopback=1"));
       }
     }
+    // What it dials too: its Raft traffic carries every session's token
+    // hash and attributes, and its forwarded writes the callers' requests.
+    for (const auto& [id, address] : *members) {
+      if (!IsLoopbackListen(address)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--initial_cluster names node ", id, " at ", address,
+            ", not a loopback address, and TLS is off: the Raft traffic to "
+            "it would cross the network in plaintext. Configure TLS "
+            "(--tls_cert, --tls_key, --tls_ca, --auth_file) or, on a network "
+            "you trust, pass --insecure_plaintext_non_loopback=1"));
+      }
+    }
     // The HTTP endpoints change nothing, but plaintext is plaintext: the
     // metrics name the cluster's members and load, and a JWKS that travels
     // in the clear can be swapped for the attacker's keys on the way.
@@ -942,6 +936,23 @@ class ConfigFile : public CLI::Config {
 };
 
 }  // namespace
+
+bool IsLoopbackListen(const std::string& listen) {
+  std::string host = listen.substr(0, listen.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host == "localhost") return true;
+  // An address literal only: a name like 127.example.com is resolved by DNS,
+  // to anything.
+  in_addr v4;
+  if (inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6;
+  return inet_pton(AF_INET6, host.c_str(), &v6) == 1 &&
+         IN6_IS_ADDR_LOOPBACK(&v6);
+}
 
 std::vector<std::string> OptionNames() {
   std::vector<std::string> names;

@@ -255,6 +255,11 @@ bool AuditEnabled(const Config& config);
 // One line: where it listens, data dir, shards and the non-default options.
 std::string ConfigSummary(const Config& config);
 
+// Whether `listen` (host:port) names only the loopback interface: an
+// address literal in 127.0.0.0/8 or ::1, or "localhost" (a name like
+// 127.example.com is resolved by DNS, to anything).
+bool IsLoopbackListen(const std::string& listen);
+
 // --initial_cluster parsed: node id -> peer address. InvalidArgument names
 // the bad entry.
 absl::StatusOr<std::map<uint64_t, std::string>> ParseInitialCluster(

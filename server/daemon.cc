@@ -1060,6 +1060,8 @@ absl::Status Daemon::Init() {
   admin_options.cluster_id = cluster_id_;
   admin_options.cluster_epoch = cluster_epoch_.load();
   admin_options.self = self;
+  admin_options.plaintext_loopback_only =
+      config_.tls_cert.empty() && config_.insecure_plaintext_non_loopback == 0;
   admin_options.request_timeout =
       absl::Milliseconds(config_.request_timeout_ms);
   admin_options.revocation_retention_ms = config_.revocation_retention_ms;

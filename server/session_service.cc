@@ -841,7 +841,12 @@ absl::StatusOr<int64_t> JwtWallMs(ClusterClock* clock,
           "every verifier (nothing was created); create it through another "
           "node, and set this node's clock right (NTP)"));
     }
-    return wall_ms;
+    // Ahead by less: the members' time, not its own. A verifier on a right
+    // clock that checks iat (most libraries allow no leeway by default)
+    // refused a token born in its future until its clock got there, and an
+    // app that logs out on a refused token logged out every user this node
+    // signed in meanwhile. Behind: its own, never later than the members'.
+    return wall_ms - std::max<int64_t>(*off, 0);
   }
   const int64_t skew_ms = clock->SkewAtMs(wall_ms);
   if (skew_ms < -kMaxJwtWallOffMs) {

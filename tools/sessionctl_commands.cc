@@ -131,8 +131,8 @@ std::string StatusText(const Connection::StatusAnswer& answer) {
       problems.push_back(absl::StrCat(
           "node ", m.node_id(), " has key-encryption key ", m.kek_id(),
           ", the active key is sealed under ", m.active_key_kek_id(),
-          ": it cannot sign JWT tokens while it leads (give every node the "
-          "cluster's key-encryption key file)"));
+          ": it cannot sign the JWT tokens of the creates it serves (give "
+          "every node the cluster's key-encryption key file)"));
     }
     if (up && m.expiry_breaker().open() && !r.expiry_breaker().open()) {
       problems.push_back(absl::StrCat(

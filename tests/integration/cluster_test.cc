@@ -23,9 +23,12 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/fault_point.h"
@@ -2058,6 +2061,31 @@ TEST(ClusterTest, ARemovalThatWouldLeaveAStalledVoterInTheQuorumIsRefused) {
   ExpectStillLeading(cluster, *leader);
 }
 
+// Without TLS a member listens and dials on loopback only (unless told
+// --insecure_plaintext_non_loopback): an AddMember naming an address off
+// loopback would have the leader send Raft traffic there in plaintext.
+// Found in review: only the node's own addresses were checked.
+TEST(ClusterTest, APlaintextClusterAddsNoMemberOffLoopback) {
+  ClusterHarness cluster(Options());
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  sessiond::v1::AddMemberRequest request;
+  request.set_node_id(4);
+  request.set_peer_address("10.0.0.8:7001");
+  const grpc::Status refused = CallAdmin(
+      cluster, *leader, &sessiond::v1::AdminService::Stub::AddMember, request);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << refused.error_message();
+  EXPECT_TRUE(absl::StrContains(refused.error_message(),
+                                "10.0.0.8:7001 is not a loopback address"))
+      << refused.error_message();
+  absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
+      cluster.ClusterStatus(*leader);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->members_size(), 3) << status->DebugString();
+}
+
 // A member removed while it was down comes back knowing nothing of it:
 // its peers refuse its traffic as a removed member's, its leader confirms,
 // and it stops.
@@ -2740,7 +2768,9 @@ TEST(ClusterTest, HistoriesUnderFaultsAreLinearizable) {
 }
 
 // A one-hour JWT session created through node `id`.
-grpc::Status CreateJwt(ClusterHarness& cluster, int id) {
+// `token`, when given: the JWT made.
+grpc::Status CreateJwt(ClusterHarness& cluster, int id,
+                       std::string* token = nullptr) {
   sessiond::v1::CreateSessionRequest request;
   request.set_user_id("jwt");
   request.set_ttl_ms(3600 * 1000);
@@ -2748,7 +2778,28 @@ grpc::Status CreateJwt(ClusterHarness& cluster, int id) {
   sessiond::v1::CreateSessionResponse created;
   grpc::ClientContext context;
   SetDeadline(&context, absl::Seconds(10));
-  return cluster.Stub(id)->CreateSession(&context, request, &created);
+  const grpc::Status s =
+      cluster.Stub(id)->CreateSession(&context, request, &created);
+  if (token != nullptr) *token = created.token();
+  return s;
+}
+
+// A JWT's iat claim (seconds), or -1 when it has none.
+int64_t IssuedAtOf(const std::string& jwt) {
+  const std::vector<std::string> parts = absl::StrSplit(jwt, '.');
+  std::string payload;
+  if (parts.size() != 3 || !absl::WebSafeBase64Unescape(parts[1], &payload)) {
+    return -1;
+  }
+  const size_t at = payload.find("\"iat\":");
+  int64_t iat = -1;
+  if (at == std::string::npos ||
+      !absl::SimpleAtoi(
+          payload.substr(at + 6, payload.find_first_of(",}", at) - at - 6),
+          &iat)) {
+    return -1;
+  }
+  return iat;
 }
 
 // Per-node wall clocks under libfaketime (wall clock only: the steady clock
@@ -2917,6 +2968,37 @@ TEST(ClusterTest, WallClockStepsDoNotExpireSessions) {
   ASSERT_TRUE(back.ok());
   EXPECT_LT(back->clock_skew_ms(), -day_ms / 2);
   EXPECT_TRUE(LogContains(cluster, *leader, "clock skew"));
+}
+
+// A node whose wall clock runs fast, by less than it takes to refuse to
+// sign, stamped its own time as a JWT's iat: a token born in the future
+// for every verifier on a right clock, which one that checks iat with no
+// leeway refused until its clock got there (found in review). It now signs
+// the members' time.
+TEST(ClusterTest, ANodeWithAFastClockSignsNoJwtBornInTheFuture) {
+  if (!SteppableClocks::Available()) {
+    GTEST_SKIP() << "libfaketime is not installed (Debian: libfaketime)";
+  }
+  ClusterOptions options = Options();
+  SteppableClocks clocks;
+  clocks.Apply(&options);
+  ClusterHarness cluster(options);
+  ASSERT_NO_FATAL_FAILURE(StartSigningCluster(cluster));
+  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
+  ASSERT_TRUE(leader.ok());
+  const int fast = Others(cluster, *leader)[0];
+  clocks.Set(fast, "+20");  // seconds
+  // Its stamps reach the members, and their judgement of its clock comes
+  // back with theirs.
+  absl::SleepFor(absl::Seconds(3));
+  std::string token;
+  const grpc::Status s = CreateJwt(cluster, fast, &token);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const int64_t iat = IssuedAtOf(token);
+  ASSERT_GE(iat, 0) << token;
+  const int64_t now_s = absl::ToUnixSeconds(absl::Now());
+  EXPECT_LE(iat, now_s + 2) << "born " << iat - now_s << " s in the future";
+  EXPECT_GE(iat, now_s - 5);
 }
 
 // After a whole-cluster outage cluster time runs behind every wall clock by

@@ -79,7 +79,10 @@ TEST(ConfigTest, PlaintextListensOnLoopbackOnlyUnlessToldOtherwise) {
            {"--node_id", "1", "--initial_cluster",
             "1=10.0.0.5:7001,2=10.0.0.6:7001"},
            {"--peer_listen", "[::]:7001", "--node_id", "1", "--initial_cluster",
-            "1=127.0.0.1:7001"}}) {
+            "1=127.0.0.1:7001"},
+           // What it would dial, too.
+           {"--node_id", "1", "--initial_cluster",
+            "1=127.0.0.1:7001,2=10.0.0.6:7001"}}) {
     auto parsed = Parse(args);
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument)
         << args[1];
