@@ -944,26 +944,9 @@ void NodeDriver::StampLeaderContact(std::vector<Message>* messages) {
   // only answers and votes), so all of them leave here, on this thread.
   // The same for the whole batch:
   std::optional<uint64_t> quiet_us;
-  std::optional<LogIndex> floor;
   for (Message& m : *messages) {
     if (!FromLeader(m.type)) continue;
     const bool won_earlier = m.term == won_term_;
-    if (!floor) {
-      // Everything any leader committed before this term is at or below
-      // its first entry; a new leader learns what the previous one had
-      // committed only when that entry commits. Told only its commit
-      // index, a follower that had not heard the previous leader's last
-      // commit counted itself current without the writes acknowledged
-      // there (the staleness check of tests/sim). Won in this run
-      // (RefreshStatus has not seen it yet): that entry is the log's last.
-      if (won_earlier) {
-        absl::MutexLock lock(&status_mu_);
-        floor = leader_first_index_;
-      } else {
-        floor = core_->status().last_index;
-      }
-    }
-    m.leader_commit = std::max({m.leader_commit, m.commit, *floor});
     if (!won_earlier) {
       // Won in this run: a quorum's votes just arrived. quorum_contact_
       // still holds an earlier term's contact, or none: counted from it,

@@ -445,9 +445,8 @@ class NodeDriver : public MessageSink, public StageRunner {
   // Stamps this leader's messages among `messages` (kAppend, kHeartbeat,
   // kSnapshot) with how long ago a quorum last heard from it
   // (Message::leader_quiet_us), so that its followers are current as of
-  // then, not as of the message, and with an index at or above every entry
-  // any leader has committed (Message::leader_commit: its commit index, and
-  // at least its term's first entry), which they must apply to be current.
+  // then, not as of the message (the core stamps the index they must apply
+  // to be current: Message::leader_commit).
   void StampLeaderContact(std::vector<Message>* messages);
   // A leader's message at `at` said it had committed `commit`.
   void HeardFromLeader(LogIndex commit, absl::Duration at)

@@ -143,6 +143,8 @@ class RaftCore::Impl {
   void BecomeCandidate();
   void BecomePreCandidate();
   void BecomeLeader();
+  // What a leader's messages carry as leader_commit (Message).
+  LogIndex LeaderCommit() const;
   void ResetRandomizedElectionTimeout();
   bool Promotable() const { return voters_.count(id_) > 0; }
   bool PastElectionTimeout() const {
@@ -260,6 +262,8 @@ class RaftCore::Impl {
 
   NodeId lead_transferee_;
   LogIndex pending_conf_index_;
+  // Leader: its term's first entry (the no-op BecomeLeader appends).
+  LogIndex term_first_index_;
   // Every committed entry through this index has been looked at for
   // membership changes (replayed at start, or handed out since).
   LogIndex conf_applied_through_;
@@ -434,7 +438,17 @@ void RaftCore::Impl::BecomeLeader() {
   // by committing one of its own; append a no-op at once.
   std::vector<Entry> noop(1);
   AppendAsLeader(std::move(noop));
+  term_first_index_ = log_.LastIndex();
   BcastAppend();
+}
+
+LogIndex RaftCore::Impl::LeaderCommit() const {
+  // Everything any leader committed before this term is at or below its
+  // first entry, and this leader learns what its predecessor committed only
+  // when that entry commits: told only its commit index, a follower that
+  // had not heard the previous leader's last commit counted itself current
+  // without the writes acknowledged there (tests/sim's staleness claims).
+  return std::max(log_.committed(), term_first_index_);
 }
 
 void RaftCore::Impl::Hup(CampaignType type) {
@@ -990,6 +1004,7 @@ bool RaftCore::Impl::MaybeSendAppend(NodeId to, bool send_if_empty) {
   m.index = prev;
   m.log_term = *prev_term;
   m.commit = log_.committed();
+  m.leader_commit = LeaderCommit();
   if (!entries->empty()) {
     uint64_t bytes = 0;
     for (const Entry& e : *entries) bytes += e.data.size();
@@ -1015,6 +1030,7 @@ bool RaftCore::Impl::SendSnapshot(NodeId to, Progress& pr) {
   Message m;
   m.type = MessageType::kSnapshot;
   m.to = to;
+  m.leader_commit = LeaderCommit();
   m.snapshot = std::move(*snap);
   Send(std::move(m));
   return true;
@@ -1033,7 +1049,7 @@ void RaftCore::Impl::SendHeartbeat(NodeId to, uint64_t read_id) {
   m.to = to;
   // Never tell a member to commit beyond what it is known to hold.
   m.commit = std::min(pr.match, log_.committed());
-  m.leader_commit = log_.committed();
+  m.leader_commit = LeaderCommit();
   // Its tick comes back with the answer (QuorumAckedTick, and the lease);
   // the lease's length tells the member how long to refuse votes.
   m.context = absl::StrCat(read_id, "/", now_);

@@ -123,14 +123,13 @@ struct Message {
   Term log_term;
   std::vector<Entry> entries;
   LogIndex commit;
-  // kHeartbeat: the leader's own commit index. `commit` is capped at what
-  // the receiver is known to hold (it may not commit beyond that); this one
-  // tells a receiver waiting for a snapshot, or far behind, how far behind
-  // it is. The sending driver raises it, on every leader message, to at
-  // least the first entry of the leader's term (NodeDriver::
-  // StampLeaderContact): until that commits, the leader's commit index may
-  // be below what its predecessor committed. Read by the driver only, for
-  // its staleness.
+  // kAppend, kHeartbeat, kSnapshot: the leader's own commit index, and at
+  // least the first entry of its term (until that commits, the leader's
+  // commit index may be below what its predecessor committed). A
+  // heartbeat's `commit` is capped at what the receiver is known to hold
+  // (it may not commit beyond that); this one tells a receiver waiting for
+  // a snapshot, or far behind, how far behind it is. Read by the driver
+  // only, for its staleness.
   LogIndex leader_commit;
   // kAppend, kHeartbeat, kSnapshot: how long before the message left
   // (microseconds) a quorum of voters last heard from the sending leader in
