@@ -239,6 +239,17 @@ absl::StatusOr<AuthConfig> LoadAuthConfigFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("role file ", text.status().message()));
   }
+  // Nor one read while a tool rewrote it in place: it can end mid-line, and
+  // a line cut short can still parse ("token_sha256 = <hex> ops" of the
+  // "ops-ci" being written hands that token ops's roles). A whole file
+  // ends with its last line's newline.
+  if (!text->empty() && text->back() != '\n') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "role file ", path,
+        " does not end with a newline: it may have been read while being "
+        "written. End its last line with a newline, and replace the file by "
+        "renaming a new one into place rather than rewriting it"));
+  }
   SESSIOND_ASSIGN_OR_RETURN(AuthConfig config, ParseAuthConfig(*text, path));
   // Nor an empty one that reads whole (truncated by a tool that writes it
   // anew, or only comments): every caller and every peer refused. Sent to

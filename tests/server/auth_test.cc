@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sessiond/v1/admin.pb.h"
@@ -428,6 +429,34 @@ TEST(AuthTest, ConfigFileIsReadOrNamedInTheError) {
   absl::StatusOr<AuthConfig> bad = LoadAuthConfigFile(path);
   ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(bad.status().message(), HasSubstr(path + ":2: unknown role"));
+}
+
+// A role file read while a tool rewrote it in place can end mid-line, and
+// a line cut short can still parse: here the token of "ops-ci" (a reader)
+// would carry ops's admin role. A file that does not end with a newline is
+// refused (a reload then keeps the roles in force). Found in review.
+TEST(AuthTest, ARoleFileCutMidLineIsRefused) {
+  testing::ScopedTempDir dir;
+  const std::string path = dir.Child("roles.conf");
+  const std::string whole = absl::StrCat(
+      "ops = admin\nops-ci = reader\ntoken_sha256 = ", std::string(64, 'a'),
+      " ops-ci\n");
+  for (const bool cut : {true, false}) {
+    FILE* f = fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    const std::string text = cut ? whole.substr(0, whole.size() - 4) : whole;
+    fputs(text.c_str(), f);
+    fclose(f);
+    ASSERT_TRUE(ParseAuthConfig(text, "roles.conf").ok());  // parses either way
+    absl::StatusOr<AuthConfig> config = LoadAuthConfigFile(path);
+    if (!cut) {
+      EXPECT_TRUE(config.ok()) << config.status();
+      continue;
+    }
+    ASSERT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(),
+                HasSubstr("does not end with a newline"));
+  }
 }
 
 // A role file that cannot be read whole is an error. A directory read as
