@@ -297,21 +297,6 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AddMember(
                            absl::InvalidArgumentError(absl::StrCat(
                                "peer_address: ", parsed.status().message())));
         }
-        if (options_.plaintext_loopback_only) {
-          for (const std::string* address :
-               {&request->peer_address(), &request->client_address()}) {
-            if (!address->empty() && !IsLoopbackListen(*address)) {
-              return FinishNow(
-                  context,
-                  absl::InvalidArgumentError(absl::StrCat(
-                      *address,
-                      " is not a loopback address and TLS is off: the "
-                      "members would dial it in plaintext. Configure TLS on "
-                      "every member, or, on a network you trust, run them "
-                      "with --insecure_plaintext_non_loopback=1")));
-            }
-          }
-        }
         // Optional; when given, clients and ClusterStatus dial it until the
         // node announces its own.
         if (!request->client_address().empty()) {
@@ -322,6 +307,24 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AddMember(
             return FinishNow(
                 context, absl::InvalidArgumentError(absl::StrCat(
                              "client_address: ", client.status().message())));
+          }
+        }
+        // After the forms: a malformed address is named as such.
+        if (options_.plaintext_loopback_only) {
+          for (const auto& [field, address] :
+               {std::pair<const char*, const std::string*>{
+                    "peer_address", &request->peer_address()},
+                {"client_address", &request->client_address()}}) {
+            if (!address->empty() && !IsLoopbackListen(*address)) {
+              return FinishNow(
+                  context,
+                  absl::InvalidArgumentError(absl::StrCat(
+                      field, ": ", *address,
+                      " is not a loopback address and TLS is off: the "
+                      "members would dial it in plaintext. Configure TLS on "
+                      "every member, or, on a network you trust, run them "
+                      "with --insecure_plaintext_non_loopback=1")));
+            }
           }
         }
         const replication::ConfState conf = state_machine_->applied_conf();
