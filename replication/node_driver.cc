@@ -988,7 +988,7 @@ void NodeDriver::RefreshStatus() {
     won_term_ = raft.term;
     quorum_contact_ = won_term_at_;
     heard_in_term_.clear();
-    match_grew_.clear();
+    acknowledged_.clear();
   }
   status_.role = raft.role;
   status_.term = raft.term;
@@ -1006,15 +1006,20 @@ void NodeDriver::RefreshStatus() {
     const absl::Duration now = runtime_->Elapsed();
     for (const auto& [id, match] : raft.match) {
       auto [it, added] =
-          match_grew_.try_emplace(id, std::make_pair(match, won_term_at_));
-      if (!added && match > it->second.first) it->second = {match, now};
-      status_.match_grew_at[id] = it->second.second;
+          acknowledged_.try_emplace(id, std::make_pair(match, won_term_at_));
+      // Holding the whole log counts as acknowledging: an entry appended
+      // after a quiet spell waits from its append, not from the last one
+      // before the spell (which refused transfers to caught-up voters).
+      if (!added && (match > it->second.first || match >= raft.last_index)) {
+        it->second = {match, now};
+      }
+      status_.acknowledged_at[id] = it->second.second;
     }
-    std::erase_if(status_.match_grew_at, [&raft](const auto& entry) {
+    std::erase_if(status_.acknowledged_at, [&raft](const auto& entry) {
       return raft.match.count(entry.first) == 0;
     });
   } else {
-    status_.match_grew_at.clear();
+    status_.acknowledged_at.clear();
   }
   status_.match = std::move(raft.match);
   if (raft.role == Role::kLeader) {

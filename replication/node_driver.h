@@ -146,12 +146,13 @@ struct NodeStatus {
   LogIndex last_index;
   ConfState conf_state;
   NodeId lead_transferee;  // 0: no leadership transfer in progress
-  // Leader only: each member's matched index, and when it last grew in this
-  // term (Runtime clock; the election for one whose match has not): a
-  // member that answers heartbeats but stopped acknowledging entries (its
-  // log writes stalled) keeps its time while the log grows.
+  // Leader only: each member's matched index, and when it last
+  // acknowledged, in this term: its match grew or held the leader's whole
+  // log (Runtime clock, as of a driver turn; the election for one that has
+  // not). A member that answers heartbeats but stopped acknowledging
+  // entries (its log writes stalled) keeps its time once the log grows.
   std::map<NodeId, LogIndex> match;
-  std::map<NodeId, absl::Duration> match_grew_at;
+  std::map<NodeId, absl::Duration> acknowledged_at;
   // The highest commit index heard from a leader (while leader: its own
   // commit, and at least its term's first entry), and when a quorum of
   // voters last heard from the leader, as its last message said (Runtime
@@ -639,8 +640,9 @@ class NodeDriver : public MessageSink, public StageRunner {
   absl::Duration won_term_at_ = absl::ZeroDuration();
   Term won_term_;
   std::map<NodeId, absl::Duration> heard_in_term_;
-  // Each member's matched index and when it last grew, in won_term_.
-  std::map<NodeId, std::pair<LogIndex, absl::Duration>> match_grew_;
+  // Each member's matched index and when it last acknowledged (see
+  // NodeStatus::acknowledged_at), in won_term_.
+  std::map<NodeId, std::pair<LogIndex, absl::Duration>> acknowledged_;
   // Driver thread: ticks handed to the core, and when each of the last
   // 4 * election_ticks was (oldest first): heartbeats carry their tick.
   uint64_t core_ticks_ = 0;

@@ -657,17 +657,18 @@ std::string WritePath::WhyNotAcknowledging(
   auto it = status.match.find(node);
   const LogIndex match = it == status.match.end() ? LogIndex(0) : it->second;
   if (match >= status.last_index) return "";  // nothing to acknowledge
-  auto grew = status.match_grew_at.find(node);
-  if (grew != status.match_grew_at.end() &&
-      driver_->Now() - grew->second <= options_.ack_window) {
+  auto acked = status.acknowledged_at.find(node);
+  if (acked != status.acknowledged_at.end() &&
+      driver_->Now() - acked->second <= options_.ack_window) {
     return "";
   }
-  return absl::StrCat("has acknowledged no entry for ",
-                      grew == status.match_grew_at.end()
-                          ? std::string("this leader's whole term")
-                          : absl::FormatDuration(driver_->Now() - grew->second),
-                      " while the leader's log grew (it holds ", match.value(),
-                      " of ", status.last_index.value(), ")");
+  return absl::StrCat(
+      "has acknowledged no entry for ",
+      acked == status.acknowledged_at.end()
+          ? std::string("this leader's whole term")
+          : absl::FormatDuration(driver_->Now() - acked->second),
+      " while the leader's log grew (it holds ", match.value(), " of ",
+      status.last_index.value(), ")");
 }
 
 absl::Status WritePath::CheckRemovalKeepsAQuorum(

@@ -74,8 +74,9 @@ struct WritePathOptions {
   // A learner may be promoted only when it is at most this many entries
   // behind the leader's commit index.
   uint64_t promote_max_lag = 1000;
-  // A member counts as acknowledging while its matched index grew within
-  // this long, or stands at the leader's last index (an election timeout):
+  // A member counts as acknowledging while it acknowledged (its matched
+  // index grew, or held the leader's whole log) within this long, or holds
+  // the whole log now (an election timeout):
   // PromoteMember, RemoveMember's quorum check and TransferLeadership count
   // on members that acknowledge, not merely on connected ones.
   absl::Duration ack_window = absl::Seconds(1);
@@ -197,8 +198,8 @@ class WritePath {
   // Proposes the call's operation here (this node leads).
   void ProposeHere(const sessiond::v1::internal::ProposeRequest& op, Done done);
   // Why this leader cannot count on `node` to take its entries now, as a
-  // phrase after "node N": it is not reachable, or it is while its matched
-  // index stood still for ack_window as the log grew past it (a jammed
+  // phrase after "node N": it is not reachable, or it is while an entry it
+  // lacks has waited for longer than ack_window (a jammed
   // disk, a paused process, a snapshot still in flight). Empty when it can
   // (this node itself always can). A connected channel alone says nothing
   // of a disk: a member whose log writes stall answers heartbeats.
