@@ -718,7 +718,8 @@ absl::Status WritePath::CheckRemovalKeepsAQuorum(
   return absl::FailedPreconditionError(absl::StrCat(
       "removing node ", removed.value(), " would leave ", left,
       " voters of which ", reachable,
-      " acknowledge the leader, short of their quorum of ", quorum, " (",
+      reachable == 1 ? " acknowledges" : " acknowledge",
+      " the leader, short of their quorum of ", quorum, " (",
       absl::StrJoin(absent, "; "),
       "): the cluster could commit nothing after it. Bring those members "
       "back first, or remove one of them instead"));

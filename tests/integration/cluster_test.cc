@@ -143,6 +143,16 @@ sessiond::v1::CreateSessionResponse MustCreate(
   return response;
 }
 
+// Pauses member `id` (connected, and acknowledging nothing: as a member
+// whose log writes stall, within the 4 s its keepalive takes to notice),
+// then has the leader's log grow past it for longer than an election
+// timeout (the 200-400 ms of these tests). Resume it at the end.
+void StallPastAnElectionTimeout(ClusterHarness& cluster, int leader, int id) {
+  cluster.Pause(id);
+  MustCreate(cluster, leader, "while a member stalls");
+  absl::SleepFor(absl::Milliseconds(600));
+}
+
 // The common end of every test: converged, and no broken promise.
 void ExpectConvergedAndVerified(ClusterHarness& cluster,
                                 const ClusterWorkload& load) {
@@ -687,12 +697,9 @@ TEST(ClusterTest, WipedFollowerRefusesThenRejoinsThroughASnapshot) {
   cluster.SetNodeFlags(wiped, {"--initial_cluster_state", "existing"});
   ASSERT_TRUE(cluster.StartNode(wiped).ok());
   ASSERT_TRUE(cluster.WaitForConvergence(absl::Seconds(60)).ok());
-  // Caught up, then acknowledging nothing while its connection lives (as a
-  // learner whose log writes stall; here paused, within the 4 s its
-  // keepalive takes to notice): not promoted either.
-  cluster.Pause(wiped);
-  MustCreate(cluster, *leader, "while the learner stalls");
-  absl::SleepFor(absl::Milliseconds(600));  // past an election timeout
+  // Caught up, then acknowledging nothing while its connection lives: not
+  // promoted either.
+  StallPastAnElectionTimeout(cluster, *leader, wiped);
   const grpc::Status stalled = PromoteMember(cluster, *leader, wiped);
   cluster.Resume(wiped);
   EXPECT_EQ(stalled.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
@@ -1157,9 +1164,7 @@ TEST(ClusterTest, ATransferToAVoterThatAcknowledgesNothingIsRefused) {
   absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(20));
   ASSERT_TRUE(leader.ok());
   const int stalled = Others(cluster, *leader)[0];
-  cluster.Pause(stalled);
-  MustCreate(cluster, *leader, "while the voter stalls");
-  absl::SleepFor(absl::Milliseconds(600));  // past an election timeout
+  StallPastAnElectionTimeout(cluster, *leader, stalled);
   ExpectTransferRefused(cluster, *leader, stalled, "has acknowledged no entry");
   cluster.Resume(stalled);
   ExpectStillLeading(cluster, *leader);
@@ -2040,16 +2045,15 @@ TEST(ClusterTest, ARemovalThatWouldLeaveAStalledVoterInTheQuorumIsRefused) {
   ASSERT_TRUE(leader.ok());
   const int stalled = Others(cluster, *leader)[0];
   const int live = Others(cluster, *leader)[1];
-  cluster.Pause(stalled);
-  MustCreate(cluster, *leader, "while the voter stalls");
-  absl::SleepFor(absl::Milliseconds(600));  // past an election timeout
+  StallPastAnElectionTimeout(cluster, *leader, stalled);
   const grpc::Status refused = RemoveMember(cluster, *leader, live);
   cluster.Resume(stalled);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
       << refused.error_message();
   EXPECT_TRUE(absl::StrContains(
       refused.error_message(),
-      absl::StrCat("short of their quorum of 2 (not acknowledging: node ",
+      absl::StrCat("would leave 2 voters of which 1 acknowledges the leader, "
+                   "short of their quorum of 2 (not acknowledging: node ",
                    stalled, " has acknowledged no entry")))
       << refused.error_message();
   absl::StatusOr<sessiond::v1::ClusterStatusResponse> status =
