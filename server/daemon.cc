@@ -912,7 +912,7 @@ absl::Status Daemon::Init() {
   touches_ = std::make_unique<TouchBuffer>(
       [writes](sessiond::v1::internal::Command command, absl::Time deadline,
                WritePath::Done done) {
-        writes->Submit(std::move(command), deadline, std::move(done));
+        writes->SubmitTouchBatch(std::move(command), deadline, std::move(done));
       },
       absl::Milliseconds(config_.touch_flush_interval_ms),
       // The clock reads judge at, which stamps the touches they record: on

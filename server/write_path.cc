@@ -75,6 +75,8 @@ struct WritePath::Call {
   absl::Time deadline;
   // The command's size, counted in open_command_bytes_ while open.
   uint64_t command_bytes = 0;
+  // Submitted by SubmitTouchBatch: not counted in open_commands_.
+  bool own_touch_batch = false;
   // Counted in open_commands_ and open_command_bytes_ (Open).
   bool bounded = false;
 
@@ -145,6 +147,14 @@ void WritePath::Submit(Command command, absl::Time deadline, Done done) {
   Start(std::move(call), deadline, std::move(done));
 }
 
+void WritePath::SubmitTouchBatch(Command command, absl::Time deadline,
+                                 Done done) {
+  auto call = std::make_shared<Call>();
+  call->command = std::move(command);
+  call->own_touch_batch = true;
+  Start(std::move(call), deadline, std::move(done));
+}
+
 void WritePath::SubmitConfChange(const replication::ConfChange& change,
                                  absl::Time deadline, Done done) {
   auto call = std::make_shared<Call>();
@@ -169,11 +179,9 @@ bool WritePath::Drain(absl::Duration timeout) const {
 
 absl::Status WritePath::Open(const std::shared_ptr<Call>& call) {
   absl::MutexLock lock(&open_mu_);
-  // Not a touch batch: it carries validations already answered VALID
-  // (bounded by the touch buffer, about one batch per flush), and refused,
-  // this node's users stop counting idle time while the leader, which
-  // never heard of the refusal, goes on expiring them.
-  call->bounded = call->command && !call->command->has_touch();
+  // This node's own touch batches are exempt (SubmitTouchBatch says why);
+  // a client's TouchSession is not: it would be a way past the bound.
+  call->bounded = call->command && !call->own_touch_batch;
   if (call->bounded) {
     // One larger than the byte bound passes when nothing else is held:
     // refused, it would be refused forever.

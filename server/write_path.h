@@ -124,6 +124,14 @@ class WritePath {
   // called exactly once: the state machine's ApplyResult, or an error.
   void Submit(sessiond::v1::internal::Command command, absl::Time deadline,
               Done done);
+  // Submit for this node's own touch batch (TouchBuffer): not counted
+  // against --max_pending_writes, which every other write is (a client's
+  // TouchSession too). The batch carries validations already answered
+  // VALID, at most about one per flush interval; refused, this node's users
+  // would stop counting as active while the leader, which never heard of
+  // the refusal, goes on expiring them.
+  void SubmitTouchBatch(sessiond::v1::internal::Command command,
+                        absl::Time deadline, Done done);
   // A membership change; OK (empty value) once applied.
   void SubmitConfChange(const replication::ConfChange& change,
                         absl::Time deadline, Done done);

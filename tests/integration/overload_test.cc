@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -101,6 +102,15 @@ class Outstanding {
     stub_->async()->RevokeSession(
         &call->context, &call->request, &call->response,
         [this, call](grpc::Status s) { Finished("revoke", s); });
+  }
+
+  void Touch(const std::string& token, absl::Duration deadline) {
+    auto call = Start<sessiond::v1::TouchSessionRequest,
+                      sessiond::v1::TouchSessionResponse>(deadline);
+    call->request.set_token(token);
+    stub_->async()->TouchSession(
+        &call->context, &call->request, &call->response,
+        [this, call](grpc::Status s) { Finished("touch", s); });
   }
 
   void BatchValidate(const sessiond::v1::BatchValidateSessionsRequest& request,
@@ -350,44 +360,34 @@ void ResumeAll(ClusterHarness& cluster, int node) {
   }
 }
 
-// Starts a 3-node cluster with `flags`, cuts a follower off (its peers
-// paused), sends it `held` creates like `request` without waiting, and
-// expects one more to be refused at once: RESOURCE_EXHAUSTED, never
-// proposed, with a retry hint.
-void ExpectACutOffNodeRefusesWritesPast(const std::vector<std::string>& flags,
-                                        const CreateSessionRequest& request,
-                                        int held) {
-  ClusterOptions options;
-  options.binary = SESSIOND_BINARY;
-  options.flags = flags;
-  ClusterHarness cluster(options);
-  ASSERT_TRUE(cluster.Start().ok());
-  absl::StatusOr<int> leader = cluster.WaitForLeader(absl::Seconds(60));
-  ASSERT_TRUE(leader.ok()) << leader.status();
-  const int node = *leader == cluster.ids().front() ? cluster.ids().back()
-                                                    : cluster.ids().front();
-  IsolateByPausing(cluster, node);
+// A kind of write a cut-off node is sent: `hold` sends one without waiting
+// (`tag` tells them apart), `one_more` sends one with a 500 ms deadline and
+// returns its answer.
+struct HeldWrites {
+  std::function<void(Outstanding& outstanding, const std::string& tag)> hold;
+  std::function<grpc::Status(const std::string& tag)> one_more;
+};
 
+// Cuts `node` off (its peers paused), sends it `held` writes without
+// waiting, and expects one more to be refused at once: RESOURCE_EXHAUSTED,
+// never proposed, with a retry hint.
+void ExpectACutOffNodeRefusesWritesPast(ClusterHarness& cluster, int node,
+                                        const HeldWrites& writes, int held) {
+  IsolateByPausing(cluster, node);
   Outstanding outstanding(cluster.Stub(node));
   for (int i = 0; i < held; ++i) {
-    CreateSessionRequest one = request;
-    one.set_user_id("held-" + std::to_string(i));
-    outstanding.Create(one, absl::Seconds(30));
+    writes.hold(outstanding, absl::StrCat("held-", i));
   }
-  // Bounded: the held creates are sent asynchronously, so the first tries
+  // Bounded: the held writes are sent asynchronously, so the first tries
   // may come before all of them arrived (and wait out their deadline); and
   // those forwarded to the stopped leader are answered once its connection
   // breaks (keepalive), freeing their places: each try adds an eighth more.
   grpc::Status refused;
   for (int attempt = 0; attempt < 30; ++attempt) {
-    CreateSessionRequest more = request;
     for (int i = 0; i < std::max(1, held / 8); ++i) {
-      more.set_user_id(absl::StrCat("held-more-", attempt, "-", i));
-      outstanding.Create(more, absl::Seconds(30));
+      writes.hold(outstanding, absl::StrCat("held-more-", attempt, "-", i));
     }
-    CreateSessionResponse response;
-    more.set_user_id("one-more");
-    refused = Create(cluster, node, more, &response, absl::Milliseconds(500));
+    refused = writes.one_more("one-more");
     if (refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) break;
     absl::SleepFor(absl::Milliseconds(100));
   }
@@ -409,22 +409,96 @@ void ExpectACutOffNodeRefusesWritesPast(const std::vector<std::string>& flags,
   outstanding.WaitForAll(absl::Seconds(60));
 }
 
+// A 3-node cluster with `flags`, and the id of one follower.
+struct ClusterAndFollower {
+  std::unique_ptr<ClusterHarness> cluster;
+  int follower = 0;
+};
+ClusterAndFollower StartWithAFollower(const std::vector<std::string>& flags) {
+  ClusterOptions options;
+  options.binary = SESSIOND_BINARY;
+  options.flags = flags;
+  ClusterAndFollower started;
+  started.cluster = std::make_unique<ClusterHarness>(options);
+  EXPECT_TRUE(started.cluster->Start().ok());
+  absl::StatusOr<int> leader =
+      started.cluster->WaitForLeader(absl::Seconds(60));
+  EXPECT_TRUE(leader.ok()) << leader.status();
+  if (!leader.ok()) return started;
+  const std::vector<int> ids = started.cluster->ids();
+  started.follower = *leader == ids.front() ? ids.back() : ids.front();
+  return started;
+}
+
+// Creates like `request`, held on a cut-off follower of a cluster with
+// `flags`.
+void ExpectACutOffNodeRefusesCreatesPast(const std::vector<std::string>& flags,
+                                         const CreateSessionRequest& request,
+                                         int held) {
+  ClusterAndFollower started = StartWithAFollower(flags);
+  ASSERT_NE(started.follower, 0);
+  ClusterHarness& cluster = *started.cluster;
+  const int node = started.follower;
+  HeldWrites creates;
+  creates.hold = [&](Outstanding& outstanding, const std::string& tag) {
+    CreateSessionRequest one = request;
+    one.set_user_id(tag);
+    outstanding.Create(one, absl::Seconds(30));
+  };
+  creates.one_more = [&](const std::string& tag) {
+    CreateSessionRequest one = request;
+    one.set_user_id(tag);
+    CreateSessionResponse response;
+    return Create(cluster, node, one, &response, absl::Milliseconds(500));
+  };
+  ExpectACutOffNodeRefusesWritesPast(cluster, node, creates, held);
+}
+
 // A node with no leader holds every write sent to it until its deadline
 // (--request_timeout_ms at most). Only the leader's driver counted writes
 // (--max_pending_writes), so a follower held any number, each with its
 // request. Now it holds as many as a leader would and refuses one more at
 // once: never proposed, safe to retry.
 TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfWrites) {
-  ExpectACutOffNodeRefusesWritesPast(
+  ExpectACutOffNodeRefusesCreatesPast(
       {"--write_admission_target_ms=0", "--max_pending_writes=8",
        "--request_timeout_ms=30000"},
       CreateFor("held"), 8);
 }
 
+// The same for a client's touches (TouchSession): they were exempt, as the
+// node's own touch batches are (whose refusal would leave the leader
+// expiring users this node saw active), so a cut-off node held any number.
+TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedNumberOfTouches) {
+  ClusterAndFollower started = StartWithAFollower(
+      {"--write_admission_target_ms=0", "--max_pending_writes=8",
+       "--request_timeout_ms=30000"});
+  ASSERT_NE(started.follower, 0);
+  ClusterHarness& cluster = *started.cluster;
+  CreateSessionResponse created;
+  ASSERT_TRUE(
+      Create(cluster, started.follower, "touched", &created, absl::Seconds(10))
+          .ok());
+  HeldWrites touches;
+  touches.hold = [&](Outstanding& outstanding, const std::string&) {
+    outstanding.Touch(created.token(), absl::Seconds(30));
+  };
+  touches.one_more = [&](const std::string&) {
+    auto stub = cluster.Stub(started.follower);
+    grpc::ClientContext context;
+    SetDeadline(&context, absl::Milliseconds(500));
+    sessiond::v1::TouchSessionRequest request;
+    request.set_token(created.token());
+    sessiond::v1::TouchSessionResponse response;
+    return stub->TouchSession(&context, request, &response);
+  };
+  ExpectACutOffNodeRefusesWritesPast(cluster, started.follower, touches, 8);
+}
+
 // The same node holds at most --max_pending_write_mib of writes, however
 // few: 80 creates of 12 KB each are held (under 1 MiB), a few more are not.
 TEST(OverloadTest, ANodeWithoutALeaderHoldsABoundedSizeOfWrites) {
-  ExpectACutOffNodeRefusesWritesPast(
+  ExpectACutOffNodeRefusesCreatesPast(
       {"--write_admission_target_ms=0", "--max_pending_write_mib=1",
        "--request_timeout_ms=30000"},
       LargeCreateFor("held"), 80);
