@@ -16,6 +16,9 @@ struct PendingTouch {
   storage::TokenHash hash;
   int64_t seen_at_ms = 0;
   int64_t idle_judged_at_ms = 0;
+  // The session's idle timeout (0: none): its touch reaches the log within
+  // a third of it, whatever the flush interval (TouchBuffer::Record).
+  int64_t idle_timeout_ms = 0;
 };
 
 // The touches a stopped TouchBuffer still held (none of them reached the

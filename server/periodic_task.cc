@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace sessiond::server {
@@ -35,6 +36,12 @@ void PeriodicTask::RunSoon() {
   cv_.SignalAll();
 }
 
+void PeriodicTask::RunWithin(absl::Duration within) {
+  absl::MutexLock lock(&mu_);
+  run_by_ = std::min(run_by_, SteadyAfter(within));
+  cv_.SignalAll();
+}
+
 void PeriodicTask::SetInterval(absl::Duration interval) {
   absl::MutexLock lock(&mu_);
   interval_ = interval;
@@ -52,10 +59,11 @@ void PeriodicTask::Loop() {
         deadline = SteadyAfter(interval_);
         rescheduled_ = false;
       }
-      if (cv_.WaitUntil(&mu_, deadline)) break;
+      if (cv_.WaitUntil(&mu_, std::min(deadline, run_by_))) break;
     }
     if (stop_) break;
     run_soon_ = false;
+    run_by_ = SteadyCondVar::Clock::time_point::max();
     mu_.Unlock();
     run_();
     mu_.Lock();

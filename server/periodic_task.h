@@ -34,6 +34,11 @@ class PeriodicTask {
   // then every interval from then on. Does nothing once stopped.
   void RunSoon();
 
+  // Runs `run` within `within` from now at the latest (earlier when it was
+  // due earlier), then every interval from that run. Does nothing once
+  // stopped.
+  void RunWithin(absl::Duration within);
+
   // From now on runs every `interval`: the next run comes `interval` after
   // this call (or after a run in progress ends). Does nothing once stopped.
   void SetInterval(absl::Duration interval);
@@ -52,6 +57,9 @@ class PeriodicTask {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool run_soon_ ABSL_GUARDED_BY(mu_) = false;
   bool rescheduled_ ABSL_GUARDED_BY(mu_) = false;  // SetInterval
+  // RunWithin's deadline for the next run (time_point::max(): none).
+  SteadyCondVar::Clock::time_point run_by_ ABSL_GUARDED_BY(mu_) =
+      SteadyCondVar::Clock::time_point::max();
   std::thread thread_;
 };
 

@@ -357,10 +357,11 @@ absl::Status SessionServiceImpl::ValidateNow(
     response->clear_session();
   } else if (request.touch()) {
     const int64_t judged_at = idle_at_ms == now_ms ? 0 : idle_at_ms;
+    const int64_t idle_timeout_ms = response->session().idle_timeout_ms();
     if (deferred != nullptr) {
-      deferred->push_back({hash, now_ms, judged_at});
+      deferred->push_back({hash, now_ms, judged_at, idle_timeout_ms});
     } else {
-      touches_->Record(hash, now_ms, judged_at);
+      touches_->Record(hash, now_ms, judged_at, idle_timeout_ms);
     }
   }
   return absl::OkStatus();

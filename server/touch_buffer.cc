@@ -14,6 +14,16 @@
 #include "sessiond/v1/command.pb.h"
 
 namespace sessiond::server {
+namespace {
+
+// The smaller of two values where 0 means unset.
+int64_t EarliestSet(int64_t a, int64_t b) {
+  if (a == 0) return b;
+  if (b == 0) return a;
+  return std::min(a, b);
+}
+
+}  // namespace
 
 TouchBuffer::TouchBuffer(Submit submit, absl::Duration flush_interval,
                          std::function<int64_t()> now_ms)
@@ -25,30 +35,45 @@ TouchBuffer::TouchBuffer(Submit submit, absl::Duration flush_interval,
 TouchBuffer::~TouchBuffer() { Stop(); }
 
 void TouchBuffer::Record(const storage::TokenHash& hash, int64_t seen_at_ms,
-                         int64_t idle_judged_at_ms) {
-  (void)Add(hash, Touch{seen_at_ms, idle_judged_at_ms, /*kept=*/false});
+                         int64_t idle_judged_at_ms, int64_t idle_timeout_ms) {
+  (void)Add(hash, Touch{seen_at_ms, idle_judged_at_ms, /*kept=*/false,
+                        idle_timeout_ms});
 }
 
 bool TouchBuffer::Add(const storage::TokenHash& hash, const Touch& touch) {
-  Shard& shard = shards_[hash[0] % kShards];
-  absl::MutexLock lock(&shard.mu);
-  auto [it, inserted] = shard.touches.try_emplace(hash, touch);
-  Touch& held = it->second;
-  if (!inserted) {
-    // The latest use wins, and the earliest judgement.
-    held.seen_at_ms = std::max(held.seen_at_ms, touch.seen_at_ms);
-    if (touch.idle_judged_at_ms != 0 &&
-        (held.idle_judged_at_ms == 0 ||
-         touch.idle_judged_at_ms < held.idle_judged_at_ms)) {
-      held.idle_judged_at_ms = touch.idle_judged_at_ms;
+  bool counted = false;
+  {
+    Shard& shard = shards_[hash[0] % kShards];
+    absl::MutexLock lock(&shard.mu);
+    auto [it, inserted] = shard.touches.try_emplace(hash, touch);
+    Touch& held = it->second;
+    if (!inserted) {
+      // The latest use wins, and the earliest judgement.
+      held.seen_at_ms = std::max(held.seen_at_ms, touch.seen_at_ms);
+      held.idle_judged_at_ms =
+          EarliestSet(held.idle_judged_at_ms, touch.idle_judged_at_ms);
+      held.idle_timeout_ms =
+          EarliestSet(held.idle_timeout_ms, touch.idle_timeout_ms);
+    }
+    // A kept touch counts once per token in the shards.
+    if (touch.kept && (inserted || !held.kept)) {
+      held.kept = true;
+      counted = true;
     }
   }
-  // A kept touch counts once per token in the shards.
-  if (touch.kept && (inserted || !held.kept)) {
-    held.kept = true;
-    return true;
+  // After the shard: a flush that began before this point had its
+  // flush_by_steady_ns_ reset first, so either it took the touch or this
+  // asks for the next one.
+  const absl::Duration within = absl::Milliseconds(touch.idle_timeout_ms) / 3;
+  if (touch.idle_timeout_ms > 0 && within < flush_interval_) {
+    const int64_t by = SteadyNowNs() + absl::ToInt64Nanoseconds(within);
+    int64_t asked = flush_by_steady_ns_.load();
+    while (by < asked &&
+           !flush_by_steady_ns_.compare_exchange_weak(asked, by)) {
+    }
+    if (by < asked) flusher_.RunWithin(within);
   }
-  return false;
+  return counted;
 }
 
 std::optional<int64_t> TouchBuffer::StalledSinceMs() const {
@@ -73,6 +98,8 @@ size_t TouchBuffer::Flush() {
       last_flush_start_ms_.exchange(started, std::memory_order_acq_rel);
   const int64_t committed_through = previous != 0 ? previous : started;
   const int64_t stalled = stalled_since_ms_.load(std::memory_order_acquire);
+  // Before the shards are taken (see Add).
+  flush_by_steady_ns_.store(INT64_MAX);
   std::vector<std::pair<storage::TokenHash, Touch>> touches;
   for (Shard& shard : shards_) {
     TouchMap taken;
@@ -144,9 +171,7 @@ void TouchBuffer::Answered(
     // touches (Add keeps the earlier judgement).
     int64_t counted = 0;
     for (auto& [hash, held] : batch) {
-      held.idle_judged_at_ms = held.idle_judged_at_ms == 0
-                                   ? stalled
-                                   : std::min(held.idle_judged_at_ms, stalled);
+      held.idle_judged_at_ms = EarliestSet(held.idle_judged_at_ms, stalled);
       held.kept = true;
       counted += Add(hash, held) ? 1 : 0;
     }
@@ -174,8 +199,8 @@ UnlandedTouches TouchBuffer::TakeUnlanded() {
   for (Shard& shard : shards_) {
     absl::MutexLock lock(&shard.mu);
     for (const auto& [hash, held] : shard.touches) {
-      unlanded.touches.push_back(
-          PendingTouch{hash, held.seen_at_ms, held.idle_judged_at_ms});
+      unlanded.touches.push_back(PendingTouch{
+          hash, held.seen_at_ms, held.idle_judged_at_ms, held.idle_timeout_ms});
     }
     shard.touches.clear();
   }
@@ -191,7 +216,7 @@ void TouchBuffer::Adopt(const UnlandedTouches& unlanded) {
   int64_t counted = 0;
   for (const PendingTouch& t : unlanded.touches) {
     counted += Add(t.hash, Touch{t.seen_at_ms, t.idle_judged_at_ms,
-                                 /*kept=*/stalled})
+                                 /*kept=*/stalled, t.idle_timeout_ms})
                    ? 1
                    : 0;
   }

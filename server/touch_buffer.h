@@ -26,6 +26,10 @@ namespace sessiond::server {
 // entry per interval. The price is resolution: an idle timeout is enforced
 // to within one flush interval (the last_seen a replica knows can lag the
 // real last use by up to that long). docs/ARCHITECTURE.md records this.
+// A session whose idle timeout is under three intervals (created through a
+// node with a shorter one, or before a restart that lengthened it) has its
+// touch flushed within a third of its idle timeout instead: held for the
+// interval, it would idle out while in use.
 //
 // Every node folds its own validations; a follower's batch goes to the
 // leader through the WritePath like any other write.
@@ -56,11 +60,13 @@ class TouchBuffer {
   // judged at that cluster time (TouchCommand.Touch.idle_judged_at_ms); the
   // earliest such time wins, since each was a true judgement and the
   // session, alive then by the log's record, was alive at every later one.
+  // `idle_timeout_ms`: the session's (0: none); the touch is flushed within
+  // a third of it.
   void Record(const storage::TokenHash& hash, int64_t seen_at_ms,
-              int64_t idle_judged_at_ms = 0);
+              int64_t idle_judged_at_ms = 0, int64_t idle_timeout_ms = 0);
   void RecordAll(const std::vector<PendingTouch>& touches) {
     for (const PendingTouch& t : touches) {
-      Record(t.hash, t.seen_at_ms, t.idle_judged_at_ms);
+      Record(t.hash, t.seen_at_ms, t.idle_judged_at_ms, t.idle_timeout_ms);
     }
   }
 
@@ -112,6 +118,7 @@ class TouchBuffer {
     int64_t seen_at_ms = 0;
     int64_t idle_judged_at_ms = 0;  // 0: judged at applied time
     bool kept = false;              // from a batch that failed during a stall
+    int64_t idle_timeout_ms = 0;    // the session's; 0: none
   };
   using TouchMap =
       absl::flat_hash_map<storage::TokenHash, Touch, storage::TokenHashHasher>;
@@ -122,7 +129,8 @@ class TouchBuffer {
 
   // Merges `touch` into the shards: true when it is a kept one (from a
   // failed batch) that the shards did not hold as kept yet, for the caller
-  // to count in kept_pending_.
+  // to count in kept_pending_. Has the flusher run early when the touch's
+  // session idles out in under three intervals.
   bool Add(const storage::TokenHash& hash, const Touch& touch);
   // A batch of `kept` kept touches, submitted, was answered with `result`.
   void Answered(const replication::ApplyResult& result,
@@ -138,6 +146,10 @@ class TouchBuffer {
   std::atomic<int64_t> last_flush_start_ms_{0};
   std::atomic<int64_t> stalled_since_ms_{0};
   std::atomic<int64_t> stall_ended_steady_ns_{0};
+  // Steady clock ns by which the next flush was asked to run (Add), for
+  // the touch of a session that idles out in under three intervals;
+  // INT64_MAX: no such touch since the last flush began.
+  std::atomic<int64_t> flush_by_steady_ns_{INT64_MAX};
   // Batch answers (Answered) change the stall and its count together:
   // apart, one answer could end a stall another was starting, or leave one
   // on with nothing left to land.

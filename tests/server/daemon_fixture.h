@@ -55,16 +55,20 @@ class DaemonTest : public ::testing::Test {
   // The config StartDaemon uses; a fixture for other options overrides it.
   virtual Config MakeConfig() { return TestConfig(dir_.Child("data")); }
 
-  void StartDaemon() {
-    auto daemon = Daemon::Start(MakeConfig());
+  void StartDaemon() { StartDaemonWith(MakeConfig()); }
+  void StartDaemonWith(const Config& config) {
+    auto daemon = Daemon::Start(config);
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = *std::move(daemon);
     stub_ = StubFor(daemon_->address());
   }
-  void RestartDaemon() {
+  void RestartDaemon() { RestartDaemonWith(MakeConfig()); }
+  // On the same data dir, with `config` (TestConfig(dir_.Child("data"))
+  // with a few options changed).
+  void RestartDaemonWith(const Config& config) {
     daemon_->Shutdown();
     daemon_.reset();
-    StartDaemon();
+    StartDaemonWith(config);
   }
 
   grpc::Status Create(const CreateSessionRequest& request,

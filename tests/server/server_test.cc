@@ -444,14 +444,9 @@ TEST_F(DaemonTest, ShortTtlExpiresThenTheSweeperRemovesIt) {
 TEST_F(DaemonTest, ExpiredNotSweptReadsAsExpired) {
   // With a sweep interval far beyond the test, the session stays in the
   // table and reads say EXPIRED.
-  daemon_->Shutdown();
-  daemon_.reset();
   Config config = TestConfig(dir_.Child("data"));
   config.sweep_interval_ms = 3600 * 1000;
-  auto daemon = Daemon::Start(config);
-  ASSERT_TRUE(daemon.ok()) << daemon.status();
-  daemon_ = *std::move(daemon);
-  stub_ = StubFor(daemon_->address());
+  RestartDaemonWith(config);
   const CreateSessionResponse created = MustCreate("hank", /*ttl_ms=*/100);
   ValidateSessionResponse::Outcome outcome = ValidateSessionResponse::VALID;
   for (int i = 0; i < 3000 && outcome == ValidateSessionResponse::VALID; ++i) {
@@ -708,14 +703,9 @@ TEST_F(DaemonTest, ValidateWithTouchSlidesTheIdleTimeoutThenItExpires) {
 
 TEST_F(DaemonTest, TouchesAreFoldedIntoOneCommandPerFlush) {
   // A flush interval beyond the test: only the explicit Flush writes.
-  daemon_->Shutdown();
-  daemon_.reset();
   Config config = TestConfig(dir_.Child("data"));
   config.touch_flush_interval_ms = 3600 * 1000;
-  auto daemon = Daemon::Start(config);
-  ASSERT_TRUE(daemon.ok()) << daemon.status();
-  daemon_ = *std::move(daemon);
-  stub_ = StubFor(daemon_->address());
+  RestartDaemonWith(config);
 
   const CreateSessionResponse a = MustCreate("olga");
   const CreateSessionResponse b = MustCreate("olga");
@@ -739,6 +729,27 @@ TEST_F(DaemonTest, TouchesAreFoldedIntoOneCommandPerFlush) {
       absl::SleepFor(absl::Milliseconds(5));
   }
   EXPECT_GT(seen, a.session().last_seen_at_ms());
+}
+
+// A restart that lengthens --touch_flush_interval_ms (here from 50 ms to an
+// hour) keeps the sessions made under the shorter one, whose idle timeout
+// (3 s) is now under three intervals: a user validating every 100 ms stays
+// logged in, their touches flushed within a third of the idle timeout.
+// Held for the interval, every such user was logged out at the restart
+// (found in review).
+TEST_F(DaemonTest, ALongerFlushIntervalAtARestartLogsNoActiveUserOut) {
+  const CreateSessionResponse created =
+      MustCreate("uma", /*ttl_ms=*/600000, /*idle_timeout_ms=*/3000);
+  Config config = TestConfig(dir_.Child("data"));
+  config.touch_flush_interval_ms = 3600 * 1000;
+  RestartDaemonWith(config);
+  // Twice the idle timeout and more, in use all along.
+  for (int i = 0; i < 80; ++i) {
+    ASSERT_EQ(Validate(created.token(), /*touch=*/true).outcome(),
+              ValidateSessionResponse::VALID)
+        << "validation " << i << ", " << i * 100 << " ms after the restart";
+    absl::SleepFor(absl::Milliseconds(100));
+  }
 }
 
 TEST_F(DaemonTest, BatchAndStreamValidate) {

@@ -124,6 +124,34 @@ TEST_F(TouchBufferTest, TheStallEndsWhenEveryKeptTouchHasLanded) {
   EXPECT_EQ(buffer_.StalledSinceMs(), std::nullopt);
 }
 
+// Waits (bounded, 10 s) until `writes` holds `count` batches.
+bool WaitForBatches(HeldWrites& writes, size_t count) {
+  for (int i = 0; i < 1000 && writes.held() < count; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return writes.held() >= count;
+}
+
+// A session whose idle timeout is under three flush intervals (the
+// interval lengthened at a restart, or the session created through a node
+// with a shorter one) has its touch flushed within a third of its idle
+// timeout: held for the interval (an hour here), the touches of a user in
+// full activity landed after the idle timeout, and the user was logged out
+// (found in review: a restart from 1 s to 20 s logged out every user of
+// 15 s sessions). Its batch, failed, goes out early again.
+TEST_F(TouchBufferTest, ATouchIsFlushedWithinAThirdOfItsSessionsIdleTimeout) {
+  buffer_.Record(HashOf(1), 1000, 0, /*idle_timeout_ms=*/300);
+  ASSERT_TRUE(WaitForBatches(writes_, 1))
+      << "not flushed within 10 s with an idle timeout of 300 ms";
+  writes_.AnswerOldest(kNoQuorum);
+  ASSERT_TRUE(WaitForBatches(writes_, 1)) << "the failed touch was not resent";
+  EXPECT_EQ(writes_.Answer(0, kCommitted).touch().touches_size(), 1);
+  // Without an idle timeout a touch waits for the interval.
+  buffer_.Record(HashOf(2), 1100);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(writes_.held(), 0u);
+}
+
 // Failures answered out of order: the stall begins at the earliest failed
 // batch's point, where the log last held every touch, whichever failure
 // was answered first.
