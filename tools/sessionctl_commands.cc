@@ -651,11 +651,14 @@ absl::Status RemoveMember(Connection& cluster, const Output& out,
         "Removing node %llu: %s, %s, %s, client %s, peer %s.\n",
         static_cast<unsigned long long>(node_id),
         member->voter() ? "voter" : "learner",
-        member->role().empty() ? "-" : member->role().c_str(),
+        member->role().empty() ? "-" : Printable(member->role()).c_str(),
         member->reachable() ? "reachable" : "unreachable",
-        member->client_address().empty() ? "-"
-                                         : member->client_address().c_str(),
-        member->peer_address().empty() ? "-" : member->peer_address().c_str());
+        member->client_address().empty()
+            ? "-"
+            : Printable(member->client_address()).c_str(),
+        member->peer_address().empty()
+            ? "-"
+            : Printable(member->peer_address()).c_str());
     SESSIOND_RETURN_IF_ERROR(
         AskToTypeBack(confirmation, what, "its node id", node_id));
   }
@@ -1272,7 +1275,7 @@ absl::Status RestoreFlush(Connection& cluster, const Output& out, uint64_t id,
                  "meanwhile stay expired).\n",
                  static_cast<unsigned long long>(id),
                  DescribeSelector(found->selector()).c_str(),
-                 found->reason().c_str(),
+                 Printable(found->reason()).c_str(),
                  FormatTimeMs(found->revoked_at_ms(), now).c_str(),
                  static_cast<unsigned long long>(found->sessions()),
                  static_cast<unsigned long long>(found->users()));

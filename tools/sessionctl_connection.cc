@@ -20,6 +20,7 @@
 #include "client/tls.h"
 #include "tools/cluster_probe.h"
 #include "tools/sessionctl_errors.h"
+#include "tools/sessionctl_explain.h"
 
 namespace sessiond::sessionctl {
 namespace {
@@ -224,6 +225,7 @@ absl::StatusOr<Connection::StatusAnswer> Connection::ClusterStatus(
   }
   std::optional<StatusAnswer> first;
   std::vector<std::string> errors;
+  size_t peer_ports = 0;  // of the errors
   v1::ClusterStatusRequest request;
   request.set_with_digests(with_digests);
   for (const std::string& address : order) {
@@ -242,13 +244,22 @@ absl::StatusOr<Connection::StatusAnswer> Connection::ClusterStatus(
       return client::FromGrpcStatus(s);
     }
     if (!s.ok()) {
-      errors.push_back(absl::StrCat("  ", address, ": ", s.error_message()));
+      const absl::Status read = client::FromGrpcStatus(s);
+      errors.push_back(absl::StrCat(
+          "  ", address, ": ",
+          LooksLikeAPeerPort(read) ? kPeerPortAdvice : s.error_message()));
+      peer_ports += LooksLikeAPeerPort(read) ? 1 : 0;
       continue;
     }
     if (tools::LeaderOf(answer.response) != nullptr) return answer;
     if (!first) first = std::move(answer);
   }
   if (first) return *std::move(first);
+  if (!errors.empty() && peer_ports == errors.size()) {
+    return UsageError(absl::StrCat("no endpoint answered ClusterStatus (from ",
+                                   source_, "):\n",
+                                   absl::StrJoin(errors, "\n")));
+  }
   return UnreachableError(absl::StrCat(
       "no endpoint answered ClusterStatus (from ", source_, "):\n",
       absl::StrJoin(errors, "\n"),

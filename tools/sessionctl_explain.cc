@@ -9,6 +9,10 @@
 
 namespace sessiond::sessionctl {
 
+bool LooksLikeAPeerPort(const absl::Status& status) {
+  return absl::IsUnimplemented(status) && status.message().empty();
+}
+
 bool OwnError(const absl::Status& status) {
   return ExitCodeFor(status) != kExitServerError;
 }
@@ -17,6 +21,11 @@ absl::Status Explain(const absl::Status& status, absl::string_view what,
                      Kind kind, absl::Duration timeout,
                      absl::string_view unknown, absl::string_view refused) {
   if (OwnError(status)) return status;
+  if (LooksLikeAPeerPort(status)) {
+    // A wrong endpoint, as a usage error: nothing was done there.
+    return UsageError(absl::StrCat(what, ": UNIMPLEMENTED from the endpoint: ",
+                                   kPeerPortAdvice, " Nothing was changed."));
+  }
   std::string advice;
   const bool may_have_applied =
       kind != Kind::kRead && !NotProposed(status) &&

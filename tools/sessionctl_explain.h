@@ -20,6 +20,16 @@ enum class Kind {
   kWrite,            // not safe to repeat blindly (RevokeUserSessions)
 };
 
+// An UNIMPLEMENTED with no message: what a gRPC server answers for a
+// service it does not have. Every sessiond serves the client and admin
+// calls on its client address, so the endpoint is most likely a peer port.
+bool LooksLikeAPeerPort(const absl::Status& status);
+// What to do about it.
+inline constexpr absl::string_view kPeerPortAdvice =
+    "it serves none of sessiond's client or admin calls: is it a peer port "
+    "(--peer_listen, or an address of --initial_cluster)? Give the nodes' "
+    "client addresses (--listen) as endpoints.";
+
 // Whether `status` is sessionctl's own (usage, unreachable: exit 2, 3)
 // rather than the cluster's answer.
 bool OwnError(const absl::Status& status);
