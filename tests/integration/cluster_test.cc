@@ -2996,8 +2996,19 @@ TEST(ClusterTest, ANodeWithAFastClockSignsNoJwtBornInTheFuture) {
   // back with theirs.
   absl::SleepFor(absl::Seconds(3));
   std::string token;
-  const grpc::Status s = CreateJwt(cluster, fast, &token);
-  ASSERT_TRUE(s.ok()) << s.error_message();
+  // A forwarded create failed once in CI (at d418644, on a loaded machine)
+  // within half a second, with the forwarding RPC's DEADLINE_EXCEEDED: as
+  // if its wall-clock deadline had been read with two offsets. Cause not
+  // found: not seen in 16 runs here; libfaketime gives a few reads the old
+  // offset, but only within milliseconds of a step, 3 s before this call.
+  // Not what this test is about: retried, and the node's log shown.
+  grpc::Status s = CreateJwt(cluster, fast, &token);
+  for (int i = 0; i < 10 && s.error_code() == grpc::StatusCode::UNAVAILABLE;
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(200));
+    s = CreateJwt(cluster, fast, &token);
+  }
+  ASSERT_TRUE(s.ok()) << s.error_message() << "\n" << cluster.LogTail(fast);
   const int64_t iat = IssuedAtOf(token);
   ASSERT_GE(iat, 0) << token;
   const int64_t now_s = absl::ToUnixSeconds(absl::Now());
