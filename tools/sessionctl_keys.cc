@@ -303,6 +303,17 @@ absl::Status ShowJwks(Connection& cluster, const Output& out) {
         return stub.GetJwks(&context, v1::GetJwksRequest(), &response);
       },
       &endpoint);
+  if (absl::IsUnavailable(s) &&
+      absl::StrContains(s.message(), "no signing key yet")) {
+    // UNAVAILABLE for the HTTP endpoint's 503, but a leader answered: the
+    // "no leader, retry" advice would mislead.
+    return absl::Status(
+        s.code(),
+        absl::StrCat("keys jwks: UNAVAILABLE: ", s.message(),
+                     "\nThe cluster answered: it has no key to publish. Give "
+                     "every node a key-encryption key (--kek_file), then run "
+                     "`sessionctl keys stage --bootstrap`."));
+  }
   if (!s.ok()) return Explained(s, "keys jwks", cluster, /*write=*/false, "");
   if (out.json) {
     json doc = WithEndpoint(response, endpoint);

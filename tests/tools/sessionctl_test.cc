@@ -707,6 +707,16 @@ TEST_F(SessionctlNodeTest, APeerPortGivenAsTheEndpointIsNamedAsOne) {
   }
 }
 
+// Without a signing key (no --kek_file here) `keys jwks` says what to do,
+// not "no leader: retry" (the server's UNAVAILABLE is for the HTTP 503).
+// Found in review.
+TEST_F(SessionctlNodeTest, KeysJwksWithoutAKeySaysHowToMakeOne) {
+  const CtlRun run = Ctl({"keys", "jwks"});
+  EXPECT_EQ(run.exit_code, 1) << run;
+  EXPECT_TRUE(absl::StrContains(run.err, "--kek_file")) << run;
+  EXPECT_FALSE(absl::StrContains(run.err, "no leader")) << run;
+}
+
 TEST_F(SessionctlNodeTest, LeewaySetChangesTheReplicatedLeeway) {
   const CtlRun set = Ctl({"leeway", "set", "2500"});
   ASSERT_EQ(set.exit_code, 0) << set;
