@@ -421,6 +421,11 @@ NodeStatus NodeDriver::status() const {
   return status_;
 }
 
+NodeSummary NodeDriver::summary() const {
+  absl::MutexLock lock(&status_mu_);
+  return status_;  // the NodeSummary part
+}
+
 bool NodeDriver::WaitFor(const std::function<bool(const NodeStatus&)>& ready,
                          absl::Duration timeout) const {
   const SteadyCondVar::Clock::time_point deadline = SteadyAfter(timeout);

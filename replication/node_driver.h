@@ -133,26 +133,15 @@ struct NodeDriverOptions {
   std::function<absl::Status(uint64_t bytes)> log_write_gate;
 };
 
-// What the driver knows about its node, for status pages, health checks,
-// reads and tests. A copy: it may be stale by the time it is read.
-struct NodeStatus {
-  NodeId id;
+// The part of NodeStatus that every read and write asks for (role,
+// leader, how current this node is): copied without allocating, where a
+// NodeStatus copies its maps and lists.
+struct NodeSummary {
   Role role = Role::kFollower;
   Term term;
   NodeId leader;  // 0 when unknown
   LogIndex commit;
   LogIndex applied;  // the state machine's applied index
-  LogIndex first_index;
-  LogIndex last_index;
-  ConfState conf_state;
-  NodeId lead_transferee;  // 0: no leadership transfer in progress
-  // Leader only: each member's matched index, and when it last
-  // acknowledged, in this term: its match grew or held the leader's whole
-  // log (Runtime clock, as of a driver turn; the election for one that has
-  // not). A member that answers heartbeats but stopped acknowledging
-  // entries (its log writes stalled) keeps its time once the log grows.
-  std::map<NodeId, LogIndex> match;
-  std::map<NodeId, absl::Duration> acknowledged_at;
   // The highest commit index heard from a leader (while leader: its own
   // commit, and at least its term's first entry), and when a quorum of
   // voters last heard from the leader, as its last message said (Runtime
@@ -177,6 +166,24 @@ struct NodeStatus {
   // first entry of its term: reads of the local state machine see every
   // write acknowledged by any earlier leader.
   bool leader_caught_up = false;
+  NodeId lead_transferee;  // 0: no leadership transfer in progress
+};
+
+// What the driver knows about its node, for status pages, health checks,
+// membership checks and tests. A copy: it may be stale by the time it is
+// read.
+struct NodeStatus : NodeSummary {
+  NodeId id;
+  LogIndex first_index;
+  LogIndex last_index;
+  ConfState conf_state;
+  // Leader only: each member's matched index, and when it last
+  // acknowledged, in this term: its match grew or held the leader's whole
+  // log (Runtime clock, as of a driver turn; the election for one that has
+  // not). A member that answers heartbeats but stopped acknowledging
+  // entries (its log writes stalled) keeps its time once the log grows.
+  std::map<NodeId, LogIndex> match;
+  std::map<NodeId, absl::Duration> acknowledged_at;
   // Proposals are refused (RefuseProposals) or log writes fail: this node
   // refuses proposals with `log_stall` and, when leader, hands leadership
   // to another voter.
@@ -328,6 +335,7 @@ class NodeDriver : public MessageSink, public StageRunner {
   void Stop();
 
   NodeStatus status() const;
+  NodeSummary summary() const;
   NodeDriverMetrics metrics() const;
   // How long each synced LogStore::Append took (the Raft log's fsyncs, one
   // per group commit), by the steady clock; failed writes are left out.

@@ -21,6 +21,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "common/log.h"
 #include "common/steady_clock.h"
+#include "server/client_host.h"
 
 namespace sessiond::server {
 namespace {
@@ -123,9 +124,7 @@ std::string ClientOf(int fd) {
                ? text
                : "";
   }
-  std::memset(&v6.s6_addr[8], 0, 8);
-  if (inet_ntop(AF_INET6, &v6, text, sizeof(text)) == nullptr) return "";
-  return std::string(text) + "/64";
+  return Ipv6Slash64(v6);
 }
 
 // The connected TCP sockets on a listener, as one scan of this process's

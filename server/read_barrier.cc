@@ -27,7 +27,7 @@ ReadBarrier::ReadBarrier(const ReadBarrierOptions& options,
     : options_(options), driver_(driver), timers_(timers) {}
 
 ReadAnswer ReadBarrier::Local() const {
-  const replication::NodeStatus status = driver_->status();
+  const replication::NodeSummary status = driver_->summary();
   ReadAnswer answer;
   answer.consistency = sessiond::v1::LOCAL;
   if (status.applied == LogIndex(0)) {
@@ -56,7 +56,7 @@ ReadAnswer ReadBarrier::Local() const {
 }
 
 bool ReadBarrier::Current() const {
-  const replication::NodeStatus status = driver_->status();
+  const replication::NodeSummary status = driver_->summary();
   const absl::Duration since = driver_->Now() - status.last_leader_contact;
   return since < options_.fresh_contact && status.applied > LogIndex(0) &&
          status.applied.value() + kCurrentLagEntries >=
@@ -165,7 +165,7 @@ void ReadBarrier::RetryOrFail(const std::shared_ptr<Pending>& pending,
   // it knows; falling back at once answered stale what a leader would have
   // confirmed in time. With no leader known it answers locally at once.
   const bool may_wait =
-      !pending->fallback || driver_->status().leader != NodeId(0);
+      !pending->fallback || driver_->summary().leader != NodeId(0);
   if (may_wait && absl::IsUnavailable(why) &&
       absl::Now() + kNoLeaderRetry < pending->give_up) {
     timers_->After(kNoLeaderRetry, [this, pending] { Attempt(pending); });

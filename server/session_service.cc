@@ -19,6 +19,7 @@
 #include "common/steady_clock.h"
 #include "common/steady_cond_var.h"
 #include "server/audit_recorder.h"
+#include "server/client_host.h"
 #include "server/grpc_status.h"
 #include "server/jwt_issuer.h"
 #include "server/validate_stream.h"
@@ -276,13 +277,8 @@ std::string SessionServiceImpl::RateLimitKey(
     if (who.ok()) caller = std::move(who->identity);
   }
   if (caller.empty()) {
-    // No identities (a plaintext loopback listener): the caller's host,
-    // "ipv4:127.0.0.1:5123" without its port.
-    caller = context.peer();
-    const size_t colon = caller.rfind(':');
-    if (colon != std::string::npos && colon > caller.find(':')) {
-      caller.resize(colon);
-    }
+    // No identities (plaintext): the caller's host, an IPv6 one by its /64.
+    caller = ClientHostOf(context.peer());
   }
   return caller;
 }
@@ -378,9 +374,9 @@ void SessionServiceImpl::DescribeRevoked(const storage::TokenHash& hash,
   // The latest revocation holding it says why.
   const uint64_t id = *session->revoked_by().rbegin();
   response->set_revocation_id(id);
-  if (std::optional<sessiond::v1::Revocation> record =
-          state_machine_->revocation(id)) {
-    response->set_revoke_reason(record->reason());
+  if (std::optional<storage::SessionStateMachine::RevocationBrief> record =
+          state_machine_->revocation_brief(id)) {
+    response->set_revoke_reason(std::move(record->reason));
   }
 }
 

@@ -321,7 +321,15 @@ void WritePath::Try(std::shared_ptr<Call> call) {
     absl::MutexLock lock(&call->mu);
     if (call->finished) return;
   }
-  const replication::NodeStatus status = driver_->status();
+  const replication::NodeSummary status = driver_->summary();
+  if (status.role == replication::Role::kLeader &&
+      status.lead_transferee != NodeId(0)) {
+    // Handing leadership over: the core would refuse the proposal, on the
+    // driver thread, at every retry of every write held meanwhile (up to
+    // an election timeout). Look again shortly, as with no leader.
+    TryAgainShortly(std::move(call));
+    return;
+  }
   if (status.role == replication::Role::kLeader) {
     if (!call->MarkMaybeProposed()) return;  // its deadline answered it
     Done done = [this, call](ApplyResult result) {
@@ -350,7 +358,12 @@ void WritePath::Try(std::shared_ptr<Call> call) {
     return;
   }
   // No leader, or no connection to it yet (nothing was sent, so trying
-  // again is safe): look again shortly, until the deadline answers.
+  // again is safe).
+  TryAgainShortly(std::move(call));
+}
+
+void WritePath::TryAgainShortly(std::shared_ptr<Call> call) {
+  // Until the deadline answers it.
   if (absl::Now() + kNoLeaderRetry < call->deadline) {
     timers_->After(kNoLeaderRetry, [this, call] { Try(call); });
   }
@@ -766,7 +779,7 @@ void WritePath::HandleForwarded(const ProposeRequest& request,
         if (LeadershipMoved(result)) {
           // It stopped leading, or hands over: the sender asks again.
           response.set_not_leader(true);
-          response.set_leader(driver_->status().leader.value());
+          response.set_leader(driver_->summary().leader.value());
           response.set_code(static_cast<int>(absl::StatusCode::kUnavailable));
           response.set_message(std::string(result.status().message()));
           respond(std::move(response));
@@ -904,15 +917,9 @@ void WritePath::ProposeCatchUp(const ClusterClock::CatchUp& catch_up,
 
 LeaderHint WritePath::leader_hint() const {
   LeaderHint hint;
-  hint.id = driver_->status().leader;
+  hint.id = driver_->summary().leader;
   if (hint.id == NodeId(0)) return hint;
-  const sessiond::v1::internal::ClusterState cluster =
-      state_machine_->cluster_state();
-  for (const auto& member : cluster.members()) {
-    if (member.node_id() == hint.id.value()) {
-      hint.client_address = member.client_address();
-    }
-  }
+  hint.client_address = state_machine_->ClientAddressOf(hint.id);
   return hint;
 }
 

@@ -202,6 +202,9 @@ class WritePath {
   void FinishWhenApplied(const std::shared_ptr<Call>& call, LogIndex index,
                          replication::ApplyResult result);
   void Try(std::shared_ptr<Call> call);
+  // Try(call) again after kNoLeaderRetry, unless its deadline comes first
+  // (and answers it). Nothing was sent for it.
+  void TryAgainShortly(std::shared_ptr<Call> call);
   void Forward(std::shared_ptr<Call> call, NodeId leader);
   // Proposes the call's operation here (this node leads).
   void ProposeHere(const sessiond::v1::internal::ProposeRequest& op, Done done);

@@ -305,6 +305,14 @@ ClusterState SessionStateMachine::cluster_state() const {
   return cluster_;
 }
 
+std::string SessionStateMachine::ClientAddressOf(NodeId node) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& member : cluster_.members()) {
+    if (member.node_id() == node.value()) return member.client_address();
+  }
+  return "";
+}
+
 ConfState SessionStateMachine::applied_conf() const {
   absl::MutexLock lock(&mu_);
   return conf_;

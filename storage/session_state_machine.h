@@ -201,6 +201,9 @@ class SessionStateMachine : public replication::StateMachine {
   }
   sessiond::v1::internal::ClusterState cluster_state() const;
   replication::ConfState applied_conf() const;
+  // A member's client address as the member table has it (empty: none),
+  // without copying the table: every write's answer asks (the leader hint).
+  std::string ClientAddressOf(NodeId node) const;
 
   // The mass-expiry breaker (server/expiry_breaker.h). While it is open,
   // expiry is judged at its frozen_at_ms: ExpiryNowMs(now) is the time every
@@ -239,6 +242,14 @@ class SessionStateMachine : public replication::StateMachine {
   // The retained revocations, newest first.
   std::vector<sessiond::v1::Revocation> revocations() const;
   std::optional<sessiond::v1::Revocation> revocation(uint64_t id) const;
+  // A retained revocation's reason and time, without copying its selector
+  // (a list of up to thousands of users): every REVOKED validation asks,
+  // and a restore for every session it gives idle time back to.
+  struct RevocationBrief {
+    std::string reason;
+    int64_t revoked_at_ms = 0;
+  };
+  std::optional<RevocationBrief> revocation_brief(uint64_t id) const;
   // How many sessions, of how many users, a bulk revocation with `selector`
   // would take at now_ms (a preview: reads the table, any thread).
   uint64_t CountSelected(const sessiond::v1::SessionSelector& selector,

@@ -57,6 +57,14 @@ std::optional<Revocation> SessionStateMachine::revocation(uint64_t id) const {
   return it->second;
 }
 
+std::optional<SessionStateMachine::RevocationBrief>
+SessionStateMachine::revocation_brief(uint64_t id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = revocations_.find(id);
+  if (it == revocations_.end()) return std::nullopt;
+  return RevocationBrief{it->second.reason(), it->second.revoked_at_ms()};
+}
+
 std::vector<uint64_t> SessionStateMachine::RevocationsDueForPurge(
     int64_t now_ms, size_t max) const {
   const int64_t retention_now = ExpiryNowMs(now_ms);
@@ -278,8 +286,8 @@ int64_t SessionStateMachine::IdleTimeGivenBack(const TokenHash& hash,
   // earliest of the others (that much is given back now, the rest when the
   // last goes), or is free again (all of it now).
   const auto held_since = [&](uint64_t id) {
-    std::optional<Revocation> record = revocation(id);
-    return record ? record->revoked_at_ms() : now_ms;
+    std::optional<RevocationBrief> record = revocation_brief(id);
+    return record ? record->revoked_at_ms : now_ms;
   };
   int64_t since = now_ms;
   int64_t since_others = now_ms;
