@@ -163,8 +163,9 @@ bool NodeDriver::QueueForDriver(std::vector<T>* queue, T* item) {
   return true;
 }
 
-void NodeDriver::Propose(std::string command, ProposeCallback done) {
-  const uint64_t bytes = command.size();
+void NodeDriver::Propose(std::string command, ProposeCallback done,
+                         Bound bound) {
+  uint64_t bytes = command.size();
   if (log_stalled_.load(std::memory_order_acquire)) {
     if (absl::Status stall = LogStall(); !stall.ok()) {
       metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
@@ -173,7 +174,10 @@ void NodeDriver::Propose(std::string command, ProposeCallback done) {
     }
   }
   // Reserved before the driver can see it, so no callback runs uncounted.
-  if (!Reserve(bytes)) {
+  if (bound == Bound::kExempt) {
+    outstanding_proposals_.fetch_add(1, std::memory_order_relaxed);
+    bytes = 0;  // not reserved
+  } else if (!Reserve(bytes)) {
     metric_proposals_refused_.fetch_add(1, std::memory_order_relaxed);
     done(NotAppended(absl::ResourceExhaustedError(
         absl::StrCat("too many writes in flight (",

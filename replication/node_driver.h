@@ -254,7 +254,13 @@ class NodeDriver : public MessageSink, public StageRunner {
   //     committed ("leadership changed; retry"), or "shutting down";
   //   ResourceExhausted when too many proposals wait already (back-pressure,
   //     NodeDriverOptions) or the core refuses more uncommitted data.
-  void Propose(std::string command, ProposeCallback done);
+  // With kExempt the back-pressure bounds count it but never refuse it, as
+  // a membership change: for the touch batches every member sends about
+  // once per flush interval, whose refusal under a flood of writes would
+  // leave the users active through that member to the leader's sweeper.
+  enum class Bound { kBounded, kExempt };
+  void Propose(std::string command, ProposeCallback done,
+               Bound bound = Bound::kBounded);
 
   // Proposes a membership change; `done` as for Propose (OK with an empty
   // value once the change is applied). FailedPrecondition when another

@@ -66,6 +66,17 @@ absl::Status NotProposedError(absl::string_view message) {
   return status;
 }
 
+namespace {
+
+// A touch batch of a member's own passes the driver's back-pressure bounds
+// (NodeDriver::Bound says why); every other command is bounded.
+replication::NodeDriver::Bound BoundOf(bool own_touch_batch) {
+  return own_touch_batch ? replication::NodeDriver::Bound::kExempt
+                         : replication::NodeDriver::Bound::kBounded;
+}
+
+}  // namespace
+
 struct WritePath::Call {
   // One of: a command, a membership change, a leadership transfer (to
   // transfer_to; 0: the most caught-up other voter).
@@ -114,6 +125,7 @@ struct WritePath::Call {
     } else {
       request.set_transfer_to(transfer_to.value());
     }
+    request.set_touch_batch(own_touch_batch);
     return request;
   }
 };
@@ -346,7 +358,8 @@ void WritePath::Try(std::shared_ptr<Call> call) {
       // Stamped in place: a call is proposed at most once, and only this
       // thread (the one Try or Forward in progress) touches the command.
       call->command->set_timestamp_ms(clock_->StampMs());
-      driver_->Propose(call->command->SerializeAsString(), std::move(done));
+      driver_->Propose(call->command->SerializeAsString(), std::move(done),
+                       BoundOf(call->own_touch_batch));
       return;
     }
     ProposeHere(call->ToRequest(), std::move(done));
@@ -522,7 +535,9 @@ void WritePath::ProposeHere(const ProposeRequest& op, Done done) {
         return;
       }
       command.set_timestamp_ms(clock_->StampMs());
-      driver_->Propose(command.SerializeAsString(), std::move(done));
+      // Only a touch batch is exempt, whatever the sender says.
+      driver_->Propose(command.SerializeAsString(), std::move(done),
+                       BoundOf(op.touch_batch() && command.has_touch()));
       return;
     }
     case ProposeRequest::kConfChange: {

@@ -4,14 +4,17 @@
 // RaftLogStore, SessionStateMachine, NodeDriver, ClusterClock and WritePath.
 // The state machine the driver is given counts the PUBLISH commands this
 // node applies, and the test runs the agent's rounds itself, so what each
-// round proposed can be told apart.
+// round proposed can be told apart. The same node also tests which of the
+// WritePath's writes pass the driver's back-pressure bounds.
 #include "server/cluster_agent.h"
 
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/steady_clock.h"
@@ -23,6 +26,7 @@
 #include "server/peer_transport.h"
 #include "server/write_path.h"
 #include "sessiond/v1/command.pb.h"
+#include "sessiond/v1/peer.pb.h"
 #include "storage/database.h"
 #include "storage/raft_log_store.h"
 #include "storage/session_state_machine.h"
@@ -103,6 +107,7 @@ class ClusterAgentTest : public ::testing::Test {
     options.raft.id = NodeId(kSelf);
     options.tick_interval = std::chrono::milliseconds(10);
     options.seed = 7;
+    AdjustDriverOptions(&options);
     absl::StatusOr<std::unique_ptr<replication::NodeDriver>> driver =
         replication::NodeDriver::Start(options, log_.get(), counting_.get(),
                                        &no_peers_);
@@ -127,6 +132,9 @@ class ClusterAgentTest : public ::testing::Test {
                                           clock_.get(), transport_.get(),
                                           state_machine_.get(), &timers_);
   }
+
+  // A fixture for other driver options overrides it.
+  virtual void AdjustDriverOptions(replication::NodeDriverOptions*) {}
 
   void TearDown() override {
     if (agent_ != nullptr) agent_->Stop();
@@ -240,6 +248,74 @@ TEST_F(ClusterAgentTest, ARepublishIntervalOfZeroNeverRepublishes) {
     WaitForApplied();
   }
   EXPECT_EQ(counting_->publishes(), 1);
+}
+
+// A node whose driver takes no more writes (max_pending_proposals 0: as if
+// the leader held its bound of writes in flight, under a flood of creates).
+// Its own touch batches and those members forward still go in: refused,
+// the users active through a member idled out while the leader's sweeper
+// went on (found in review). A client's touches do not, nor a forwarded
+// command that only says it is a touch batch.
+class FullDriverTest : public ClusterAgentTest {
+ protected:
+  void AdjustDriverOptions(replication::NodeDriverOptions* options) override {
+    options->max_pending_proposals = 0;
+  }
+
+  static sessiond::v1::internal::Command TouchBatch() {
+    sessiond::v1::internal::Command command;
+    auto* touch = command.mutable_touch()->add_touches();
+    touch->set_token_hash(std::string(32, 'x'));  // no such session
+    touch->set_seen_at_ms(1);
+    return command;
+  }
+
+  absl::StatusCode Submitted(bool own_touch_batch,
+                             sessiond::v1::internal::Command command) {
+    absl::Notification answered;
+    absl::StatusCode code = absl::StatusCode::kUnknown;
+    auto done = [&](replication::ApplyResult result) {
+      code = result.status().code();
+      answered.Notify();
+    };
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    if (own_touch_batch) {
+      writes_->SubmitTouchBatch(std::move(command), deadline, done);
+    } else {
+      writes_->Submit(std::move(command), deadline, done);
+    }
+    EXPECT_TRUE(answered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    return code;
+  }
+
+  absl::StatusCode Forwarded(bool touch_batch,
+                             const sessiond::v1::internal::Command& command) {
+    sessiond::v1::internal::ProposeRequest request;
+    request.set_cluster_id(7);
+    request.set_from(2);
+    request.set_command(command.SerializeAsString());
+    request.set_touch_batch(touch_batch);
+    absl::Notification answered;
+    int code = -1;
+    writes_->HandleForwarded(
+        request, [&](sessiond::v1::internal::ProposeResponse response) {
+          code = response.code();
+          answered.Notify();
+        });
+    EXPECT_TRUE(answered.WaitForNotificationWithTimeout(absl::Seconds(30)));
+    return static_cast<absl::StatusCode>(code);
+  }
+};
+
+TEST_F(FullDriverTest, OnlyTheMembersTouchBatchesPassItsBound) {
+  constexpr absl::StatusCode kRefused = absl::StatusCode::kResourceExhausted;
+  EXPECT_NE(Submitted(/*own_touch_batch=*/true, TouchBatch()), kRefused);
+  EXPECT_NE(Forwarded(/*touch_batch=*/true, TouchBatch()), kRefused);
+  EXPECT_EQ(Submitted(/*own_touch_batch=*/false, TouchBatch()), kRefused);
+  EXPECT_EQ(Forwarded(/*touch_batch=*/false, TouchBatch()), kRefused);
+  sessiond::v1::internal::Command tick;
+  tick.mutable_tick();
+  EXPECT_EQ(Forwarded(/*touch_batch=*/true, tick), kRefused);
 }
 
 }  // namespace
