@@ -334,11 +334,13 @@ void WritePath::Try(std::shared_ptr<Call> call) {
     if (call->finished) return;
   }
   const replication::NodeSummary status = driver_->summary();
-  if (status.role == replication::Role::kLeader &&
+  if (call->command && status.role == replication::Role::kLeader &&
       status.lead_transferee != NodeId(0)) {
-    // Handing leadership over: the core would refuse the proposal, on the
+    // Handing leadership over: the core would refuse the command, on the
     // driver thread, at every retry of every write held meanwhile (up to
-    // an election timeout). Look again shortly, as with no leader.
+    // an election timeout). Look again shortly, as with no leader. Not a
+    // membership change or another transfer: those go to the core as
+    // before, which answers them itself.
     TryAgainShortly(std::move(call));
     return;
   }
