@@ -5,8 +5,8 @@
 
 #include <cstring>
 
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace sessiond::server {
 
