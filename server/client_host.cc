@@ -10,9 +10,13 @@
 
 namespace sessiond::server {
 
-std::string Ipv6Slash64(in6_addr address) {
-  std::memset(&address.s6_addr[8], 0, 8);
+std::string Ipv6ClientHost(in6_addr address) {
   char text[INET6_ADDRSTRLEN] = {};
+  if (IN6_IS_ADDR_V4MAPPED(&address)) {
+    return inet_ntop(AF_INET, &address.s6_addr[12], text, sizeof(text)) ? text
+                                                                        : "";
+  }
+  std::memset(&address.s6_addr[8], 0, 8);
   if (inet_ntop(AF_INET6, &address, text, sizeof(text)) == nullptr) return "";
   return absl::StrCat(text, "/64");
 }
@@ -33,13 +37,8 @@ std::string ClientHostOf(absl::string_view grpc_peer) {
     if (inet_pton(AF_INET6, std::string(host).c_str(), &address) != 1) {
       return std::string(grpc_peer);
     }
-    if (IN6_IS_ADDR_V4MAPPED(&address)) {
-      char text[INET_ADDRSTRLEN] = {};
-      if (inet_ntop(AF_INET, &address.s6_addr[12], text, sizeof(text))) {
-        return absl::StrCat("ipv4:", text);
-      }
-    }
-    return absl::StrCat("ipv6:", Ipv6Slash64(address));
+    return absl::StrCat(IN6_IS_ADDR_V4MAPPED(&address) ? "ipv4:" : "ipv6:",
+                        Ipv6ClientHost(address));
   }
   return std::string(grpc_peer);
 }

@@ -10,10 +10,12 @@
 
 namespace sessiond::server {
 
-// An IPv6 address as the /64 it is in ("2001:db8:1:2::/64"): whoever has
-// one address of a /64 usually has all of them, so limits keyed finer than
-// that let one client rotate its source address for a fresh allowance.
-std::string Ipv6Slash64(in6_addr address);
+// The client an IPv6 peer address stands for: the /64 it is in
+// ("2001:db8:1:2::/64"; whoever has one address of a /64 usually has all
+// of them, so limits keyed finer than that let one client rotate its source
+// address for a fresh allowance), or a v4-mapped one's IPv4 address
+// ("10.0.0.1"). "" when it cannot be written.
+std::string Ipv6ClientHost(in6_addr address);
 
 // The client host of a gRPC peer string, for per-client limits: an IPv4
 // address without its port ("ipv4:10.0.0.1:5123" -> "ipv4:10.0.0.1"), an

@@ -118,13 +118,7 @@ std::string ClientOf(int fd) {
     return inet_ntop(AF_INET, &v4, text, sizeof(text)) != nullptr ? text : "";
   }
   if (peer.ss_family != AF_INET6) return "";
-  in6_addr v6 = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
-  if (IN6_IS_ADDR_V4MAPPED(&v6)) {
-    return inet_ntop(AF_INET, &v6.s6_addr[12], text, sizeof(text)) != nullptr
-               ? text
-               : "";
-  }
-  return Ipv6Slash64(v6);
+  return Ipv6ClientHost(reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr);
 }
 
 // The connected TCP sockets on a listener, as one scan of this process's

@@ -752,11 +752,8 @@ void SessionServiceImpl::WriteAdmitted(
   SubmitAdmitted(
       call, write, std::move(command),
       [this, call, fill = std::move(fill)](replication::ApplyResult result) {
-        const LeaderHint hint = leader_hint();
         if (!result.ok()) return Fail(call, result.status());
-        if (hint.id != options_.self) {
-          AddLeaderHint(call->context(), hint);
-        }
+        AddLeaderHintUnlessLeading(call->context());
         call->Reply(fill(*result));
       });
 }
@@ -1065,9 +1062,7 @@ void SessionServiceImpl::ServeCreateBatch(CreateBatchCall* call) {
   if (count == 0) {
     // Nothing to commit, but named like any write a follower answers: a
     // client takes an answer without a leader hint for the leader's own.
-    if (const LeaderHint hint = leader_hint(); hint.id != options_.self) {
-      AddLeaderHint(call->context(), hint);
-    }
+    AddLeaderHintUnlessLeading(call->context());
     return call->Reply(absl::OkStatus());
   }
   std::vector<CreateLifetimes> lifetimes;

@@ -299,6 +299,13 @@ class SessionServiceImpl final : public RawSessionService {
   void UnregisterStream(ValidateStream* stream);
 
   LeaderHint leader_hint() const { return writes_->leader_hint(); }
+  // A follower's answer to a write names the leader; the leader's own does
+  // not, nor looks the leader up (every write it answers would).
+  void AddLeaderHintUnlessLeading(grpc::CallbackServerContext* context) const {
+    if (writes_->leader_id() != options_.self) {
+      AddLeaderHint(context, leader_hint());
+    }
+  }
 
   // Shared with the SocketPoller, which may outlive the service.
   const std::shared_ptr<StreamActivity>& stream_activity() const {

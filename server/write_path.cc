@@ -932,9 +932,11 @@ void WritePath::ProposeCatchUp(const ClusterClock::CatchUp& catch_up,
   });
 }
 
+NodeId WritePath::leader_id() const { return driver_->summary().leader; }
+
 LeaderHint WritePath::leader_hint() const {
   LeaderHint hint;
-  hint.id = driver_->summary().leader;
+  hint.id = leader_id();
   if (hint.id == NodeId(0)) return hint;
   hint.client_address = state_machine_->ClientAddressOf(hint.id);
   return hint;

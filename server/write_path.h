@@ -157,6 +157,9 @@ class WritePath {
       std::function<void(sessiond::v1::internal::ProposeResponse)> respond);
 
   LeaderHint leader_hint() const;
+  // The leader this node knows (0: none), without leader_hint's look at the
+  // member table.
+  NodeId leader_id() const;
 
   // Waits until every call has been answered and every forwarded RPC has
   // returned, at most `timeout`; returns whether they have. The daemon
